@@ -1,0 +1,1264 @@
+//! The one-to-one video push call procedure (the seed, steps 1–11 and release), sans-IO.
+//!
+//! | seed step | here |
+//! |---|---|
+//! | 1 private call request with video push indication | [`CallTable::create_call`] with [`CreateCall`] |
+//! | 2 caller may push, callee may receive a push | [`AuthorizationPolicy`](super::policy::AuthorizationPolicy); refusal = [`SetupError::NotAuthorized`] naming the party |
+//! | 3 progress indication | [`CallEventKind::Progress`] |
+//! | 4 media subset, commencement mode, designated UE | [`CallOffer`]: SDP for the callee, mode, `deliver_to` |
+//! | 6 callee accepts | [`CallTable::accept_call`] with the callee's SDP answer (or [`CallTable::reject_call`]) |
+//! | 7 established | [`CallAnswer`] (SDP for the caller), [`CallEventKind::Established`] |
+//! | 9–10 Granted / Media Transmission Notification | the call's [`TransmissionControlServer`] |
+//! | NOTE 2 release on completion | [`CallEventKind::TransmissionEnded`] then [`CallEventKind::Released`] |
+//!
+//! Relay ports come from a [`PortAllocator`] the I/O layer implements; randomness (SSRCs, call
+//! IDs, per-leg SRTP keys) from an [`Entropy`] source. Neither the clock nor a socket is touched.
+//!
+//! Media offered to the callee are the caller's, less the kinds [`CallConfig`] does not offer;
+//! a stream not offered goes to the callee with port 0 (RFC 3264 §8.2), so the callee's answer
+//! lines up with the caller's offer and the caller's answer is the callee's, rewritten.
+
+use super::arbiter::Arbiter;
+use super::policy::AuthorizationPolicy;
+use super::registry::{UeRegistry, MAX_ID_LEN};
+use super::server::{Identities, TcConfig, TcEvent, TcStats, TransmissionControlServer};
+use super::timer::{Timer, TimerTable};
+use super::{CommencementMode, MediaSecurity, Party, ReleaseReason};
+use crate::keys::{MasterKey, SrtpSuite};
+use crate::sdp::{MediaKind, MediaRewrite, Rewrite, SdpError, SessionDescription};
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Settings of the call procedure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallConfig {
+    /// Transmission control timers and limits.
+    pub tc: TcConfig,
+    /// Offer the caller's audio to the callee (video and the control channel always are).
+    pub offer_audio: bool,
+    /// Offer media other than audio, video and the control channel.
+    pub offer_other_media: bool,
+    /// Commencement mode when neither the caller nor the callee's UE sets one.
+    pub default_commencement_mode: CommencementMode,
+    /// Refuse calls to users with no registered UE.
+    pub require_registered_callee: bool,
+    /// Release an offered call the callee has not answered after this long.
+    pub offer_timeout: Duration,
+    /// Calls at most at once.
+    pub max_calls: usize,
+}
+
+impl Default for CallConfig {
+    fn default() -> Self {
+        CallConfig {
+            tc: TcConfig::default(),
+            offer_audio: true,
+            offer_other_media: false,
+            default_commencement_mode: CommencementMode::Manual,
+            require_registered_callee: false,
+            offer_timeout: Duration::from_secs(120),
+            max_calls: 20_000,
+        }
+    }
+}
+
+/// A relay port pair handed out by a [`PortAllocator`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RelayPort {
+    /// Where the relay receives (and sends) RTP for this stream.
+    pub rtp: SocketAddr,
+    /// Where it receives RTCP: `rtp` itself with rtcp-mux, else usually port + 1.
+    pub rtcp: SocketAddr,
+}
+
+impl RelayPort {
+    /// Whether RTP and RTCP share the port.
+    pub fn muxed(&self) -> bool {
+        self.rtp == self.rtcp
+    }
+}
+
+/// Hands out relay ports. Implemented by the I/O layer (which binds sockets); tests use a
+/// counter.
+pub trait PortAllocator {
+    /// A port (pair) for one stream of one leg; `rtcp_mux` asks for a single port. `None` when
+    /// the pool is exhausted.
+    fn allocate(&mut self, party: Party, kind: &MediaKind, rtcp_mux: bool) -> Option<RelayPort>;
+    /// Returns a port to the pool.
+    fn free(&mut self, port: RelayPort);
+}
+
+/// A source of random bytes (SSRCs, call IDs, SRTP keys). The engine uses the OS.
+pub trait Entropy: Send {
+    /// Fills `buf` with random bytes.
+    fn fill(&mut self, buf: &mut [u8]);
+}
+
+/// Deterministic entropy for tests and fuzzing (SplitMix64). **Not** for keys in production.
+#[derive(Debug, Clone)]
+pub struct SeededEntropy(pub u64);
+
+impl Entropy for SeededEntropy {
+    fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            let bytes = z.to_le_bytes();
+            chunk.copy_from_slice(bytes.get(..chunk.len()).unwrap_or_default());
+        }
+    }
+}
+
+/// Seed step 1: the caller's private call request with the video push indication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateCall {
+    /// Call ID chosen by the controlling server; generated when `None`.
+    pub call_id: Option<String>,
+    /// The caller's MCVideo ID.
+    pub caller_id: String,
+    /// The caller's SDP offer.
+    pub caller_sdp: String,
+    /// The callee's MCVideo ID.
+    pub callee_id: String,
+    /// The video push indication; must be `true`.
+    pub video_push: bool,
+    /// The caller's requested commencement mode.
+    pub commencement_mode: Option<CommencementMode>,
+    /// How media is protected.
+    pub media_security: MediaSecurity,
+    /// Key protecting the caller's transmission control channel (SRTCP), if any.
+    pub caller_tc_key: Option<MasterKey>,
+}
+
+/// Seed step 6: the callee's acceptance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnswerCall {
+    /// The callee's SDP answer to the offer it was given.
+    pub callee_sdp: String,
+    /// Key protecting the callee's transmission control channel (SRTCP), if any.
+    pub callee_tc_key: Option<MasterKey>,
+}
+
+/// Seed step 4: what the controlling server sends on to the callee.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallOffer {
+    /// The call's ID.
+    pub call_id: String,
+    /// The SDP offer for the callee (relay addresses, the offered media subset).
+    pub sdp_offer: String,
+    /// The chosen commencement mode.
+    pub commencement_mode: CommencementMode,
+    /// The callee's UE(s) to deliver the request to (empty when the registry knows none).
+    pub deliver_to: Vec<String>,
+}
+
+/// Seed step 7: what the controlling server sends back to the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallAnswer {
+    /// The call's ID.
+    pub call_id: String,
+    /// The SDP answer for the caller.
+    pub sdp_answer: String,
+}
+
+/// Why a call could not be set up or changed. Every refusal names the party and the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SetupError {
+    /// The request lacks the video push indication.
+    NotVideoPush,
+    /// A field of the request is unusable.
+    BadRequest(String),
+    /// A party's SDP is malformed or unusable.
+    BadSdp {
+        /// Whose SDP.
+        party: Party,
+        /// What is wrong, naming the line.
+        error: SdpError,
+    },
+    /// The media offered or answered cannot carry a video push.
+    NoAcceptableMedia {
+        /// Whose SDP.
+        party: Party,
+        /// Why.
+        reason: String,
+    },
+    /// The policy refused a party.
+    NotAuthorized {
+        /// Which party.
+        party: Party,
+        /// Its MCVideo ID.
+        user: String,
+        /// The policy's reason.
+        reason: String,
+    },
+    /// The callee has no registered UE and the configuration requires one.
+    CalleeNotRegistered(String),
+    /// No relay ports are left.
+    NoPortsAvailable,
+    /// The engine already carries its maximum number of calls.
+    TooManyCalls,
+    /// No call has this ID.
+    UnknownCall(String),
+    /// A call with this ID exists already.
+    DuplicateCallId(String),
+    /// The call is not in a state that allows the operation.
+    WrongState {
+        /// The call.
+        call_id: String,
+        /// Its state.
+        state: CallState,
+        /// The operation.
+        operation: &'static str,
+    },
+}
+
+impl SetupError {
+    /// snake_case code for API errors.
+    pub const fn code(&self) -> &'static str {
+        match self {
+            SetupError::NotVideoPush => "not_video_push",
+            SetupError::BadRequest(_) => "bad_request",
+            SetupError::BadSdp { .. } => "bad_sdp",
+            SetupError::NoAcceptableMedia { .. } => "no_acceptable_media",
+            SetupError::NotAuthorized { .. } => "not_authorized",
+            SetupError::CalleeNotRegistered(_) => "callee_not_registered",
+            SetupError::NoPortsAvailable => "no_ports_available",
+            SetupError::TooManyCalls => "too_many_calls",
+            SetupError::UnknownCall(_) => "unknown_call",
+            SetupError::DuplicateCallId(_) => "duplicate_call_id",
+            SetupError::WrongState { .. } => "wrong_state",
+        }
+    }
+}
+
+impl core::fmt::Display for SetupError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            SetupError::NotVideoPush => f.write_str(
+                "video_push must be true: this relay carries one-to-one video push calls",
+            ),
+            SetupError::BadRequest(m) => f.write_str(m),
+            SetupError::BadSdp { party, error } => write!(f, "{party}'s {error}"),
+            SetupError::NoAcceptableMedia { party, reason } => write!(f, "{party}'s SDP: {reason}"),
+            SetupError::NotAuthorized {
+                party,
+                user,
+                reason,
+            } => {
+                write!(f, "{party} {user} is not authorized: {reason}")
+            }
+            SetupError::CalleeNotRegistered(u) => write!(f, "callee {u} has no registered UE"),
+            SetupError::NoPortsAvailable => {
+                f.write_str("no relay ports left in the configured range")
+            }
+            SetupError::TooManyCalls => {
+                f.write_str("the relay carries its maximum number of calls")
+            }
+            SetupError::UnknownCall(id) => write!(f, "no call with id {id}"),
+            SetupError::DuplicateCallId(id) => write!(f, "a call with id {id} exists already"),
+            SetupError::WrongState {
+                call_id,
+                state,
+                operation,
+            } => {
+                write!(
+                    f,
+                    "call {call_id} is {}: cannot {operation}",
+                    state.as_str()
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for SetupError {}
+
+/// Where a call stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CallState {
+    /// Offered to the callee, not yet answered.
+    Offered,
+    /// Answered; media and transmission control live.
+    Established,
+    /// Released; terminal.
+    Released,
+}
+
+impl CallState {
+    /// Lower-case label.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CallState::Offered => "offered",
+            CallState::Established => "established",
+            CallState::Released => "released",
+        }
+    }
+}
+
+/// What happened on a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallEventKind {
+    /// Seed step 3: the request is on its way to the callee.
+    Progress,
+    /// Seed step 7: the callee accepted.
+    Established,
+    /// Seed step 9: the caller holds the grant.
+    TransmissionGranted {
+        /// Audio SSRC of the transmission.
+        audio_ssrc: u32,
+        /// Video SSRC of the transmission.
+        video_ssrc: u32,
+    },
+    /// The caller's first media packet arrived.
+    MediaStarted,
+    /// The transmission is over.
+    TransmissionEnded {
+        /// Why.
+        reason: ReleaseReason,
+    },
+    /// The call is released; the signalling server should end both SIP dialogs.
+    Released {
+        /// Why.
+        reason: ReleaseReason,
+    },
+}
+
+impl CallEventKind {
+    /// Event name on the API (`call.progress`, `transmission.granted`, ...).
+    pub const fn name(&self) -> &'static str {
+        match self {
+            CallEventKind::Progress => "call.progress",
+            CallEventKind::Established => "call.established",
+            CallEventKind::TransmissionGranted { .. } => "transmission.granted",
+            CallEventKind::MediaStarted => "transmission.media_started",
+            CallEventKind::TransmissionEnded { .. } => "transmission.ended",
+            CallEventKind::Released { .. } => "call.released",
+        }
+    }
+}
+
+/// An event and the call it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallEvent {
+    /// The call.
+    pub call_id: Arc<str>,
+    /// What happened.
+    pub kind: CallEventKind,
+}
+
+/// SRTP keys of one party's leg in per_leg mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LegKeys {
+    /// The key the party sends with (the relay decrypts with it).
+    pub inbound: MasterKey,
+    /// The key the relay sends to the party with (the relay generated it).
+    pub outbound: MasterKey,
+}
+
+/// One media stream (one `m=` line of the caller's offer) and both of its legs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaStream {
+    /// Index of the `m=` line.
+    pub index: usize,
+    /// Media type.
+    pub kind: MediaKind,
+    /// Whether the stream was offered to the callee (else it went with port 0).
+    pub offered: bool,
+    /// The relay's port per party (index with [`Party::index`]).
+    pub relay: [Option<RelayPort>; 2],
+    /// Where each party receives RTP, from its SDP.
+    pub remote_rtp: [Option<SocketAddr>; 2],
+    /// Where each party receives RTCP, from its SDP.
+    pub remote_rtcp: [Option<SocketAddr>; 2],
+    /// SSRCs each party announced (`a=ssrc`).
+    pub announced_ssrcs: [Vec<u32>; 2],
+    /// Per-leg SRTP keys (per_leg mode, audio and video), per party; set when the call is
+    /// established.
+    pub keys: [Option<LegKeys>; 2],
+    pending_keys: Option<PendingKeys>,
+}
+
+/// Keys known while the call is offered (per_leg mode).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PendingKeys {
+    tag: u32,
+    caller_inbound: MasterKey,
+    callee_outbound: MasterKey,
+}
+
+impl MediaStream {
+    /// Whether both legs are usable (offered, and accepted by the callee once answered).
+    pub fn active(&self) -> bool {
+        self.offered && self.relay.iter().all(Option::is_some)
+    }
+}
+
+/// Times and counters of a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallTimes {
+    /// When the call was created.
+    pub created: Instant,
+    /// When the callee accepted.
+    pub established: Option<Instant>,
+    /// When it was released.
+    pub released: Option<Instant>,
+}
+
+/// One video push call. Drive it with the `handle_*` methods and drain it with the `poll_*`
+/// methods in the order of the [module docs](super).
+#[derive(Debug)]
+pub struct Call {
+    id: Arc<str>,
+    caller_id: String,
+    callee_id: String,
+    state: CallState,
+    commencement_mode: CommencementMode,
+    media_security: MediaSecurity,
+    deliver_to: Vec<String>,
+    streams: Vec<MediaStream>,
+    tc_keys: [Option<MasterKey>; 2],
+    server: TransmissionControlServer,
+    timers: TimerTable,
+    events: VecDeque<CallEvent>,
+    release_reason: Option<ReleaseReason>,
+    times: CallTimes,
+}
+
+impl Call {
+    /// The call ID.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The caller's MCVideo ID.
+    pub fn caller_id(&self) -> &str {
+        &self.caller_id
+    }
+
+    /// The callee's MCVideo ID.
+    pub fn callee_id(&self) -> &str {
+        &self.callee_id
+    }
+
+    /// The call's state.
+    pub fn state(&self) -> CallState {
+        self.state
+    }
+
+    /// The chosen commencement mode.
+    pub fn commencement_mode(&self) -> CommencementMode {
+        self.commencement_mode
+    }
+
+    /// The media security mode.
+    pub fn media_security(&self) -> MediaSecurity {
+        self.media_security
+    }
+
+    /// The UE(s) the call was delivered to.
+    pub fn deliver_to(&self) -> &[String] {
+        &self.deliver_to
+    }
+
+    /// The media streams, in the order of the caller's offer.
+    pub fn streams(&self) -> &[MediaStream] {
+        &self.streams
+    }
+
+    /// The SRTCP key of `party`'s transmission control channel, if the controlling server gave
+    /// one.
+    pub fn tc_key(&self, party: Party) -> Option<&MasterKey> {
+        self.tc_keys.get(party.index()).and_then(Option::as_ref)
+    }
+
+    /// The arbiter the forwarding side checks.
+    pub fn arbiter(&self) -> &Arc<Arbiter> {
+        self.server.arbiter()
+    }
+
+    /// The transmission control server (read-only).
+    pub fn server(&self) -> &TransmissionControlServer {
+        &self.server
+    }
+
+    /// Transmission control counters.
+    pub fn tc_stats(&self) -> &TcStats {
+        self.server.stats()
+    }
+
+    /// Creation, establishment and release times.
+    pub fn times(&self) -> CallTimes {
+        self.times
+    }
+
+    /// Why the call was released.
+    pub fn release_reason(&self) -> Option<ReleaseReason> {
+        self.release_reason
+    }
+
+    /// Every relay port the call holds (to give back to the pool once it is released).
+    pub fn relay_ports(&self) -> impl Iterator<Item = RelayPort> + '_ {
+        self.streams
+            .iter()
+            .flat_map(|s| s.relay.iter().flatten().copied())
+    }
+
+    /// A datagram arrived on `from`'s transmission control channel (SRTCP already removed).
+    pub fn handle_control(&mut self, now: Instant, from: Party, datagram: &[u8]) {
+        if self.state != CallState::Established {
+            return;
+        }
+        self.server.handle_datagram(now, from, datagram);
+        self.sync(now);
+    }
+
+    /// `packets` RTP packets arrived from `from`.
+    pub fn handle_media(&mut self, now: Instant, from: Party, packets: u32) {
+        if self.state != CallState::Established {
+            return;
+        }
+        self.server.handle_media(now, from, packets);
+        self.sync(now);
+    }
+
+    /// An RTCP BYE arrived from `from`.
+    pub fn handle_rtcp_bye(&mut self, now: Instant, from: Party) {
+        if self.state != CallState::Established {
+            return;
+        }
+        self.server.handle_rtcp_bye(now, from);
+        self.sync(now);
+    }
+
+    /// Time passed.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(t) = self.timers.pop_expired(now) {
+            if t == Timer::OfferTimeout && self.state == CallState::Offered {
+                self.release(now, ReleaseReason::NoAnswer);
+            }
+        }
+        if self.state == CallState::Established {
+            self.server.handle_timeout(now);
+            self.sync(now);
+        }
+    }
+
+    /// Releases the call (idempotent). Events follow: `TransmissionEnded` if a transmission was
+    /// under way, then `Released`.
+    pub fn release(&mut self, now: Instant, reason: ReleaseReason) {
+        if self.state == CallState::Released {
+            return;
+        }
+        self.server.release(reason);
+        self.sync(now);
+        self.finish_release(now, reason);
+    }
+
+    fn finish_release(&mut self, now: Instant, reason: ReleaseReason) {
+        if self.state == CallState::Released {
+            return;
+        }
+        let _ = self.server.arbiter().release();
+        self.state = CallState::Released;
+        self.release_reason = Some(reason);
+        self.times.released = Some(now);
+        self.timers.stop_all();
+        self.push(CallEventKind::Released { reason });
+    }
+
+    /// Moves server events into call events and applies their consequences.
+    fn sync(&mut self, now: Instant) {
+        while let Some(ev) = self.server.poll_event() {
+            match ev {
+                TcEvent::Granted {
+                    audio_ssrc,
+                    video_ssrc,
+                } => self.push(CallEventKind::TransmissionGranted {
+                    audio_ssrc,
+                    video_ssrc,
+                }),
+                TcEvent::MediaStarted => self.push(CallEventKind::MediaStarted),
+                TcEvent::Ended { reason } => {
+                    if self.state == CallState::Established {
+                        self.push(CallEventKind::TransmissionEnded { reason });
+                    }
+                    self.finish_release(now, reason);
+                }
+            }
+        }
+    }
+
+    fn push(&mut self, kind: CallEventKind) {
+        self.events.push_back(CallEvent {
+            call_id: self.id.clone(),
+            kind,
+        });
+    }
+
+    /// The next transmission control message: written into `buf`; returns its destination.
+    #[must_use]
+    pub fn poll_transmit(&mut self, buf: &mut Vec<u8>) -> Option<Party> {
+        self.server.poll_transmit(buf)
+    }
+
+    /// The next event.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<CallEvent> {
+        self.events.pop_front()
+    }
+
+    /// When to call [`handle_timeout`](Self::handle_timeout) next.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match (self.timers.next_timeout(), self.server.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// The calls of one engine, with the registry, the policy and the SSRCs in use.
+#[derive(Debug)]
+pub struct CallTable {
+    config: CallConfig,
+    policy: Arc<dyn AuthorizationPolicy>,
+    registry: UeRegistry,
+    entropy: EntropyBox,
+    calls: HashMap<Arc<str>, Call>,
+    ssrcs: HashMap<u32, u32>,
+}
+
+struct EntropyBox(Box<dyn Entropy>);
+
+impl core::fmt::Debug for EntropyBox {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("Entropy")
+    }
+}
+
+/// Longest call ID accepted.
+pub const MAX_CALL_ID_LEN: usize = 64;
+
+fn valid_call_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_CALL_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+fn valid_user_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_ID_LEN && !id.chars().any(char::is_control)
+}
+
+/// The supported `a=crypto` line of a stream, if any: (tag, suite).
+fn pick_crypto(m: &crate::sdp::Media) -> Option<(u32, SrtpSuite, &str)> {
+    m.crypto
+        .iter()
+        .find_map(|c| SrtpSuite::from_name(&c.suite).map(|s| (c.tag, s, c.key_b64.as_str())))
+}
+
+fn is_rtp_media(kind: &MediaKind) -> bool {
+    matches!(kind, MediaKind::Audio | MediaKind::Video)
+}
+
+impl CallTable {
+    /// An empty table.
+    pub fn new(
+        config: CallConfig,
+        policy: Arc<dyn AuthorizationPolicy>,
+        entropy: Box<dyn Entropy>,
+    ) -> Self {
+        CallTable {
+            config,
+            policy,
+            registry: UeRegistry::default(),
+            entropy: EntropyBox(entropy),
+            calls: HashMap::new(),
+            ssrcs: HashMap::new(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &CallConfig {
+        &self.config
+    }
+
+    /// The UE registry.
+    pub fn registry(&self) -> &UeRegistry {
+        &self.registry
+    }
+
+    /// The UE registry, to register and unregister UEs.
+    pub fn registry_mut(&mut self) -> &mut UeRegistry {
+        &mut self.registry
+    }
+
+    /// Replaces the authorization policy (for calls created from now on).
+    pub fn set_policy(&mut self, policy: Arc<dyn AuthorizationPolicy>) {
+        self.policy = policy;
+    }
+
+    /// Number of calls held (any state).
+    pub fn len(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Whether no call is held.
+    pub fn is_empty(&self) -> bool {
+        self.calls.is_empty()
+    }
+
+    /// A call by ID.
+    pub fn get(&self, id: &str) -> Option<&Call> {
+        self.calls.get(id)
+    }
+
+    /// A call by ID, to drive it.
+    pub fn get_mut(&mut self, id: &str) -> Option<&mut Call> {
+        self.calls.get_mut(id)
+    }
+
+    /// Every call.
+    pub fn iter(&self) -> impl Iterator<Item = &Call> {
+        self.calls.values()
+    }
+
+    /// Every call, to drive them.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Call> {
+        self.calls.values_mut()
+    }
+
+    /// Removes a call (normally one that is released) and forgets its SSRCs. The caller gives
+    /// its [`Call::relay_ports`] back to the pool and drains its remaining events.
+    pub fn remove(&mut self, id: &str) -> Option<Call> {
+        let call = self.calls.remove(id)?;
+        let ids = call.server.identities();
+        for ssrc in [ids.audio_ssrc, ids.video_ssrc, ids.server_ssrc] {
+            if let Some(n) = self.ssrcs.get_mut(&ssrc) {
+                *n -= 1;
+                if *n == 0 {
+                    self.ssrcs.remove(&ssrc);
+                }
+            }
+        }
+        Some(call)
+    }
+
+    fn random_u32(&mut self) -> u32 {
+        let mut b = [0u8; 4];
+        self.entropy.0.fill(&mut b);
+        u32::from_be_bytes(b)
+    }
+
+    /// A random SSRC not in use in this table (and not 0).
+    fn fresh_ssrc(&mut self) -> u32 {
+        loop {
+            let s = self.random_u32();
+            if s != 0 && !self.ssrcs.contains_key(&s) {
+                return s;
+            }
+        }
+    }
+
+    fn fresh_key(&mut self, suite: SrtpSuite) -> MasterKey {
+        let mut material = vec![0u8; suite.key_len() + suite.salt_len()];
+        self.entropy.0.fill(&mut material);
+        MasterKey { suite, material }
+    }
+
+    fn fresh_call_id(&mut self) -> String {
+        loop {
+            let mut b = [0u8; 8];
+            self.entropy.0.fill(&mut b);
+            let id: String = b.iter().map(|x| format!("{x:02x}")).collect();
+            if !self.calls.contains_key(id.as_str()) {
+                return id;
+            }
+        }
+    }
+
+    /// Seed steps 1–4: checks, authorizes, allocates relay ports and builds the callee's offer.
+    /// Nothing is kept when it fails.
+    pub fn create_call(
+        &mut self,
+        now: Instant,
+        req: CreateCall,
+        ports: &mut dyn PortAllocator,
+    ) -> Result<CallOffer, SetupError> {
+        if !req.video_push {
+            return Err(SetupError::NotVideoPush);
+        }
+        for (what, id) in [
+            ("caller mcvideo_id", &req.caller_id),
+            ("callee mcvideo_id", &req.callee_id),
+        ] {
+            if !valid_user_id(id) {
+                return Err(SetupError::BadRequest(format!(
+                    "{what} must be 1 to {MAX_ID_LEN} octets with no control characters"
+                )));
+            }
+        }
+        if let Some(id) = &req.call_id {
+            if !valid_call_id(id) {
+                return Err(SetupError::BadRequest(format!(
+                    "call_id must be 1 to {MAX_CALL_ID_LEN} characters of A-Z a-z 0-9 - _ ."
+                )));
+            }
+            if self.calls.contains_key(id.as_str()) {
+                return Err(SetupError::DuplicateCallId(id.clone()));
+            }
+        }
+        if self.calls.len() >= self.config.max_calls {
+            return Err(SetupError::TooManyCalls);
+        }
+        // Step 2: authorization, nothing allocated yet.
+        self.policy
+            .may_push(&req.caller_id)
+            .map_err(|reason| SetupError::NotAuthorized {
+                party: Party::Caller,
+                user: req.caller_id.clone(),
+                reason,
+            })?;
+        self.policy
+            .may_receive_push(&req.callee_id)
+            .map_err(|reason| SetupError::NotAuthorized {
+                party: Party::Callee,
+                user: req.callee_id.clone(),
+                reason,
+            })?;
+        // Step 4: where the call goes and how it commences.
+        let delivery = self.registry.delivery(&req.callee_id);
+        if delivery.ue_ids.is_empty() && self.config.require_registered_callee {
+            return Err(SetupError::CalleeNotRegistered(req.callee_id));
+        }
+        let commencement_mode = req
+            .commencement_mode
+            .or(delivery.commencement_mode)
+            .unwrap_or(self.config.default_commencement_mode);
+
+        let offer =
+            SessionDescription::parse(&req.caller_sdp).map_err(|error| SetupError::BadSdp {
+                party: Party::Caller,
+                error,
+            })?;
+        let offered: Vec<bool> = offer
+            .media()
+            .iter()
+            .map(|m| {
+                m.port != 0
+                    && match &m.kind {
+                        MediaKind::Video | MediaKind::Control => true,
+                        MediaKind::Audio => self.config.offer_audio,
+                        MediaKind::Other(_) => self.config.offer_other_media,
+                    }
+            })
+            .collect();
+        let no_media = |reason: &str| SetupError::NoAcceptableMedia {
+            party: Party::Caller,
+            reason: reason.to_owned(),
+        };
+        let video = offer
+            .media()
+            .iter()
+            .find(|m| m.kind == MediaKind::Video && m.port != 0)
+            .ok_or_else(|| {
+                no_media("the offer has no video stream (m=video with a non-zero port)")
+            })?;
+        for (m, &o) in offer.media().iter().zip(&offered) {
+            if o && m.rtp_addr().is_none() {
+                return Err(no_media(&format!(
+                    "m= line {} has no usable address to send to",
+                    m.line
+                )));
+            }
+            if o && req.media_security == MediaSecurity::PerLeg && is_rtp_media(&m.kind) {
+                let Some((_, suite, b64)) = pick_crypto(m) else {
+                    return Err(no_media(&format!(
+                        "per_leg mode needs an a=crypto line with AEAD_AES_128_GCM or AES_CM_128_HMAC_SHA1_80 in the section of line {}",
+                        m.line
+                    )));
+                };
+                MasterKey::from_base64(suite, b64).map_err(|e| SetupError::BadSdp {
+                    party: Party::Caller,
+                    error: SdpError {
+                        line: m.line,
+                        content: format!("a=crypto ({})", suite.name()),
+                        reason: if e == crate::keys::KeyError::BadBase64 {
+                            "key is not valid base64"
+                        } else {
+                            "key and salt have the wrong length for the suite"
+                        },
+                    },
+                })?;
+            }
+        }
+        // SSRCs of the transmission: the caller's own when its SDP names them.
+        let control_fmtp = offer
+            .media()
+            .iter()
+            .find(|m| m.kind == MediaKind::Control)
+            .and_then(|m| m.mcvideo);
+        let video_ssrc = control_fmtp
+            .and_then(|f| f.mc_video_ssrc)
+            .or_else(|| video.ssrcs.first().copied());
+        let audio_ssrc = control_fmtp.and_then(|f| f.mc_audio_ssrc).or_else(|| {
+            offer
+                .media()
+                .iter()
+                .find(|m| m.kind == MediaKind::Audio)
+                .and_then(|m| m.ssrcs.first().copied())
+        });
+
+        // Relay ports for both legs of every offered stream.
+        let mut streams = Vec::with_capacity(offer.media().len());
+        let mut failed = false;
+        for (index, (m, &o)) in offer.media().iter().zip(&offered).enumerate() {
+            let mut s = MediaStream {
+                index,
+                kind: m.kind.clone(),
+                offered: o,
+                relay: [None, None],
+                remote_rtp: [m.rtp_addr(), None],
+                remote_rtcp: [m.rtcp_addr(), None],
+                announced_ssrcs: [m.ssrcs.clone(), Vec::new()],
+                keys: [None, None],
+                pending_keys: None,
+            };
+            if o && !failed {
+                for party in [Party::Caller, Party::Callee] {
+                    match ports.allocate(party, &m.kind, m.rtcp_mux) {
+                        Some(p) => s.relay[party.index()] = Some(p),
+                        None => failed = true,
+                    }
+                }
+            }
+            streams.push(s);
+        }
+        if failed {
+            for p in streams
+                .iter()
+                .flat_map(|s| s.relay.iter().flatten().copied())
+            {
+                ports.free(p);
+            }
+            return Err(SetupError::NoPortsAvailable);
+        }
+
+        // Per-leg keys: the caller's inbound key is in its offer; the relay makes its own key
+        // toward the callee now and the one toward the caller when the answer comes.
+        let mut rewrites = Vec::with_capacity(streams.len());
+        for (s, m) in streams.iter_mut().zip(offer.media()) {
+            let Some(relay) = s.relay[Party::Callee.index()] else {
+                rewrites.push(MediaRewrite::Reject);
+                continue;
+            };
+            let mut crypto = None;
+            if req.media_security == MediaSecurity::PerLeg && is_rtp_media(&m.kind) {
+                if let Some((tag, suite, b64)) = pick_crypto(m) {
+                    if let Ok(caller_inbound) = MasterKey::from_base64(suite, b64) {
+                        let callee_outbound = self.fresh_key(suite);
+                        crypto = Some(vec![callee_outbound.sdes_attribute(tag)]);
+                        s.pending_keys = Some(PendingKeys {
+                            tag,
+                            caller_inbound,
+                            callee_outbound,
+                        });
+                    }
+                }
+            }
+            rewrites.push(MediaRewrite::Keep {
+                port: relay.rtp.port(),
+                rtcp_port: (!relay.muxed()).then(|| relay.rtcp.port()),
+                crypto,
+            });
+        }
+        let callee_ip = streams
+            .iter()
+            .find_map(|s| s.relay[Party::Callee.index()])
+            .map(|p| p.rtp.ip())
+            .ok_or_else(|| no_media("no stream could be offered"))?;
+        let sdp_offer = match offer.rewrite(&Rewrite {
+            connection: callee_ip,
+            media: rewrites,
+        }) {
+            Ok(s) => s,
+            Err(error) => {
+                for p in streams
+                    .iter()
+                    .flat_map(|s| s.relay.iter().flatten().copied())
+                {
+                    ports.free(p);
+                }
+                return Err(SetupError::BadSdp {
+                    party: Party::Caller,
+                    error,
+                });
+            }
+        };
+
+        let audio_ssrc = audio_ssrc.unwrap_or_else(|| self.fresh_ssrc());
+        let video_ssrc = video_ssrc.unwrap_or_else(|| self.fresh_ssrc());
+        let server_ssrc = self.fresh_ssrc();
+        for s in [audio_ssrc, video_ssrc, server_ssrc] {
+            *self.ssrcs.entry(s).or_insert(0) += 1;
+        }
+        let caller_control = streams
+            .iter()
+            .any(|s| s.kind == MediaKind::Control && s.active());
+        let call_id: Arc<str> = match req.call_id {
+            Some(id) => id.into(),
+            None => self.fresh_call_id().into(),
+        };
+        let server = TransmissionControlServer::new(
+            self.config.tc.clone(),
+            Arc::new(Arbiter::new()),
+            Identities {
+                caller_id: req.caller_id.clone(),
+                callee_id: req.callee_id.clone(),
+                audio_ssrc,
+                video_ssrc,
+                server_ssrc,
+            },
+            [caller_control, false],
+        );
+        let mut timers = TimerTable::default();
+        timers.set(Timer::OfferTimeout, now + self.config.offer_timeout);
+        let mut call = Call {
+            id: call_id.clone(),
+            caller_id: req.caller_id,
+            callee_id: req.callee_id,
+            state: CallState::Offered,
+            commencement_mode,
+            media_security: req.media_security,
+            deliver_to: delivery.ue_ids.clone(),
+            streams,
+            tc_keys: [req.caller_tc_key, None],
+            server,
+            timers,
+            events: VecDeque::new(),
+            release_reason: None,
+            times: CallTimes {
+                created: now,
+                established: None,
+                released: None,
+            },
+        };
+        call.push(CallEventKind::Progress);
+        self.calls.insert(call_id.clone(), call);
+        Ok(CallOffer {
+            call_id: call_id.to_string(),
+            sdp_offer,
+            commencement_mode,
+            deliver_to: delivery.ue_ids,
+        })
+    }
+
+    /// Seed steps 6–10: the callee accepted with `answer`. Builds the caller's answer,
+    /// establishes the call and grants the caller. On error the call stays offered.
+    pub fn accept_call(
+        &mut self,
+        now: Instant,
+        call_id: &str,
+        answer: AnswerCall,
+    ) -> Result<CallAnswer, SetupError> {
+        let mut keys_needed = Vec::new();
+        {
+            let call = self
+                .calls
+                .get(call_id)
+                .ok_or_else(|| SetupError::UnknownCall(call_id.to_owned()))?;
+            if call.state != CallState::Offered {
+                return Err(SetupError::WrongState {
+                    call_id: call_id.to_owned(),
+                    state: call.state,
+                    operation: "answer",
+                });
+            }
+            for s in &call.streams {
+                if let Some(k) = &s.pending_keys {
+                    keys_needed.push((s.index, k.caller_inbound.suite));
+                }
+            }
+        }
+        let fresh: Vec<(usize, MasterKey)> = keys_needed
+            .into_iter()
+            .map(|(i, suite)| (i, self.fresh_key(suite)))
+            .collect();
+        let call = self
+            .calls
+            .get_mut(call_id)
+            .ok_or_else(|| SetupError::UnknownCall(call_id.to_owned()))?;
+        let sdp =
+            SessionDescription::parse(&answer.callee_sdp).map_err(|error| SetupError::BadSdp {
+                party: Party::Callee,
+                error,
+            })?;
+        let bad = |reason: String| SetupError::NoAcceptableMedia {
+            party: Party::Callee,
+            reason,
+        };
+        if sdp.media().len() != call.streams.len() {
+            return Err(SetupError::BadSdp {
+                party: Party::Callee,
+                error: SdpError {
+                    line: 0,
+                    content: format!(
+                        "{} media sections, the offer had {}",
+                        sdp.media().len(),
+                        call.streams.len()
+                    ),
+                    reason: "an answer must have one m= line per offered m= line (RFC 3264 §6)",
+                },
+            });
+        }
+        let mut streams = call.streams.clone();
+        let mut rewrites = Vec::with_capacity(streams.len());
+        for (s, m) in streams.iter_mut().zip(sdp.media()) {
+            if m.kind != s.kind {
+                return Err(bad(format!(
+                    "m= line {} answers a different media type than was offered",
+                    m.line
+                )));
+            }
+            let accepted = s.offered && m.port != 0;
+            if !accepted {
+                // Callee rejected it (or it was never offered): release the callee leg's port
+                // later with the call; nothing flows on it.
+                if s.kind == MediaKind::Video {
+                    return Err(bad(format!(
+                        "m= line {}: the callee rejected the video stream",
+                        m.line
+                    )));
+                }
+                if s.kind != MediaKind::Control {
+                    rewrites.push(MediaRewrite::Reject);
+                    s.offered = false;
+                    continue;
+                }
+            }
+            if accepted && m.rtp_addr().is_none() {
+                return Err(bad(format!(
+                    "m= line {} has no usable address to send to",
+                    m.line
+                )));
+            }
+            s.remote_rtp[Party::Callee.index()] = m.rtp_addr();
+            s.remote_rtcp[Party::Callee.index()] = m.rtcp_addr();
+            s.announced_ssrcs[Party::Callee.index()] = m.ssrcs.clone();
+            let mut crypto = None;
+            if let Some(p) = s.pending_keys.take() {
+                let suite = p.caller_inbound.suite;
+                let Some(c) = m.crypto.iter().find(|c| c.suite == suite.name()) else {
+                    return Err(bad(format!(
+                        "m= line {}: per_leg mode needs an a=crypto line with {} in the answer",
+                        m.line,
+                        suite.name()
+                    )));
+                };
+                let callee_inbound = MasterKey::from_base64(suite, &c.key_b64)
+                    .map_err(|e| bad(format!("m= line {}: a=crypto: {e}", m.line)))?;
+                let caller_outbound = fresh
+                    .iter()
+                    .find(|(i, _)| *i == s.index)
+                    .map(|(_, k)| k.clone())
+                    .ok_or_else(|| bad("internal: no key prepared".to_owned()))?;
+                crypto = Some(vec![caller_outbound.sdes_attribute(p.tag)]);
+                s.keys = [
+                    Some(LegKeys {
+                        inbound: p.caller_inbound,
+                        outbound: caller_outbound,
+                    }),
+                    Some(LegKeys {
+                        inbound: callee_inbound,
+                        outbound: p.callee_outbound,
+                    }),
+                ];
+            }
+            match s.relay[Party::Caller.index()] {
+                Some(relay) => rewrites.push(MediaRewrite::Keep {
+                    port: relay.rtp.port(),
+                    rtcp_port: (!relay.muxed()).then(|| relay.rtcp.port()),
+                    crypto,
+                }),
+                None => rewrites.push(MediaRewrite::Reject),
+            }
+        }
+        let caller_ip = streams
+            .iter()
+            .find_map(|s| s.relay[Party::Caller.index()])
+            .map(|p| p.rtp.ip())
+            .ok_or_else(|| bad("no stream is usable".to_owned()))?;
+        let sdp_answer = sdp
+            .rewrite(&Rewrite {
+                connection: caller_ip,
+                media: rewrites,
+            })
+            .map_err(|error| SetupError::BadSdp {
+                party: Party::Callee,
+                error,
+            })?;
+        let callee_control = streams
+            .iter()
+            .zip(sdp.media())
+            .any(|(s, m)| s.kind == MediaKind::Control && s.offered && m.port != 0);
+        let caller_control = streams
+            .iter()
+            .any(|s| s.kind == MediaKind::Control && s.offered && s.relay[0].is_some());
+        call.streams = streams;
+        call.tc_keys[Party::Callee.index()] = answer.callee_tc_key;
+        call.server
+            .set_control_channels([caller_control, callee_control]);
+        call.state = CallState::Established;
+        call.times.established = Some(now);
+        call.timers.stop(Timer::OfferTimeout);
+        call.push(CallEventKind::Established);
+        call.server.grant(now);
+        call.sync(now);
+        Ok(CallAnswer {
+            call_id: call_id.to_owned(),
+            sdp_answer,
+        })
+    }
+
+    /// The callee declined. The call is released (reason `rejected`) and removed; the caller
+    /// gives its ports back and drains its events.
+    pub fn reject_call(&mut self, now: Instant, call_id: &str) -> Result<Call, SetupError> {
+        let call = self
+            .calls
+            .get_mut(call_id)
+            .ok_or_else(|| SetupError::UnknownCall(call_id.to_owned()))?;
+        if call.state != CallState::Offered {
+            return Err(SetupError::WrongState {
+                call_id: call_id.to_owned(),
+                state: call.state,
+                operation: "reject",
+            });
+        }
+        call.release(now, ReleaseReason::Rejected);
+        self.remove(call_id)
+            .ok_or_else(|| SetupError::UnknownCall(call_id.to_owned()))
+    }
+
+    /// Releases a call for `reason` and removes it.
+    pub fn release_call(
+        &mut self,
+        now: Instant,
+        call_id: &str,
+        reason: ReleaseReason,
+    ) -> Result<Call, SetupError> {
+        let call = self
+            .calls
+            .get_mut(call_id)
+            .ok_or_else(|| SetupError::UnknownCall(call_id.to_owned()))?;
+        call.release(now, reason);
+        self.remove(call_id)
+            .ok_or_else(|| SetupError::UnknownCall(call_id.to_owned()))
+    }
+}

@@ -1,0 +1,184 @@
+//! The sans-IO core: transmission control and the video push call procedure.
+//!
+//! Nothing here touches a socket or reads the clock. Every input carries the `now` it happened
+//! at; outputs are polled:
+//!
+//! * [`server::TransmissionControlServer`] — one per call: grants the caller, rejects and revokes
+//!   the callee, retransmits, ends the transmission (TS 24.581 as read in
+//!   mcvideo-media-plane.md §3, with design.md's video push rules);
+//! * [`arbiter::Arbiter`] — the lock-free word the forwarding side checks per packet;
+//! * [`call::CallTable`] / [`call::Call`] — the seed procedure, steps 1–11 and release:
+//!   authorization ([`policy`]), the designated UE ([`registry`]), commencement mode, SDP for
+//!   each side, events.
+//!
+//! Drain order after any input (the same for [`call::Call`] and the server): `poll_transmit`
+//! until `None`, then `poll_event` until `None`, then re-arm the timer from `poll_timeout`.
+
+pub mod arbiter;
+pub mod call;
+pub mod policy;
+pub mod registry;
+pub mod server;
+pub mod timer;
+
+/// The two parties of a one-to-one video push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Party {
+    /// The calling party: the only one allowed to transmit.
+    Caller,
+    /// The called party: receive only.
+    Callee,
+}
+
+impl Party {
+    /// The other party.
+    pub const fn peer(self) -> Party {
+        match self {
+            Party::Caller => Party::Callee,
+            Party::Callee => Party::Caller,
+        }
+    }
+
+    /// `0` for the caller, `1` for the callee: an index into per-party arrays.
+    pub const fn index(self) -> usize {
+        match self {
+            Party::Caller => 0,
+            Party::Callee => 1,
+        }
+    }
+
+    /// Lower-case label.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Party::Caller => "caller",
+            Party::Callee => "callee",
+        }
+    }
+}
+
+impl core::fmt::Display for Party {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a call was released (the `reason` of the `call.released` event).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ReleaseReason {
+    /// The caller ended its transmission (MCV2 Transmission End Request): the push is complete.
+    TransmissionCompleted,
+    /// The caller sent RTCP BYE on a call without a transmission control channel.
+    RtcpBye,
+    /// No media from the granted caller for the configured inactivity time.
+    MediaTimeout,
+    /// The maximum transmission duration ran out (Transmission Revoked #2).
+    MaxDuration,
+    /// T1, the private-call hang timer, ran out before any media flowed.
+    HangTimer,
+    /// The callee ended reception (MCV2 Media Reception End Request).
+    ReceptionEnded,
+    /// The callee declined the call.
+    Rejected,
+    /// The callee did not answer in time.
+    NoAnswer,
+    /// The controlling server released the call.
+    Released,
+    /// The engine shut down.
+    Shutdown,
+}
+
+impl ReleaseReason {
+    /// snake_case label used by the API, events and metrics.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ReleaseReason::TransmissionCompleted => "transmission_completed",
+            ReleaseReason::RtcpBye => "rtcp_bye",
+            ReleaseReason::MediaTimeout => "media_timeout",
+            ReleaseReason::MaxDuration => "max_duration",
+            ReleaseReason::HangTimer => "hang_timer",
+            ReleaseReason::ReceptionEnded => "reception_ended",
+            ReleaseReason::Rejected => "rejected",
+            ReleaseReason::NoAnswer => "no_answer",
+            ReleaseReason::Released => "released",
+            ReleaseReason::Shutdown => "shutdown",
+        }
+    }
+
+    /// Every reason, for metrics pre-registration.
+    pub const ALL: [ReleaseReason; 10] = [
+        ReleaseReason::TransmissionCompleted,
+        ReleaseReason::RtcpBye,
+        ReleaseReason::MediaTimeout,
+        ReleaseReason::MaxDuration,
+        ReleaseReason::HangTimer,
+        ReleaseReason::ReceptionEnded,
+        ReleaseReason::Rejected,
+        ReleaseReason::NoAnswer,
+        ReleaseReason::Released,
+        ReleaseReason::Shutdown,
+    ];
+}
+
+impl core::fmt::Display for ReleaseReason {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Private call commencement mode (TS 23.281 §7.2.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CommencementMode {
+    /// The called client answers without its user's action.
+    Automatic,
+    /// The called user accepts the call.
+    Manual,
+}
+
+impl CommencementMode {
+    /// `"automatic"` or `"manual"`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CommencementMode::Automatic => "automatic",
+            CommencementMode::Manual => "manual",
+        }
+    }
+
+    /// Parses `"automatic"` / `"manual"`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "automatic" => Some(CommencementMode::Automatic),
+            "manual" => Some(CommencementMode::Manual),
+            _ => None,
+        }
+    }
+}
+
+/// How media is protected on a call (design.md "Media security modes").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum MediaSecurity {
+    /// The MC mode: SRTP passes byte for byte; the relay holds no media keys.
+    #[default]
+    EndToEnd,
+    /// The relay terminates SDES-keyed SRTP on each leg.
+    PerLeg,
+}
+
+impl MediaSecurity {
+    /// `"end_to_end"` or `"per_leg"`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            MediaSecurity::EndToEnd => "end_to_end",
+            MediaSecurity::PerLeg => "per_leg",
+        }
+    }
+
+    /// Parses `"end_to_end"` / `"per_leg"`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "end_to_end" => Some(MediaSecurity::EndToEnd),
+            "per_leg" => Some(MediaSecurity::PerLeg),
+            _ => None,
+        }
+    }
+}

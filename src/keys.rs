@@ -1,0 +1,229 @@
+//! SRTP suites and master keys as SDP carries them (RFC 4568 SDES `inline:` keys).
+//!
+//! Key material never appears in `Debug` output or logs.
+
+use core::fmt;
+
+/// The SRTP protection profiles the relay supports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SrtpSuite {
+    /// AEAD_AES_128_GCM (RFC 7714): the MC profile (TS 33.180 §7.5.1).
+    AeadAes128Gcm,
+    /// AES_CM_128_HMAC_SHA1_80 (RFC 3711, RFC 4568).
+    AesCm128HmacSha1_80,
+}
+
+impl SrtpSuite {
+    /// The SDES name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            SrtpSuite::AeadAes128Gcm => "AEAD_AES_128_GCM",
+            SrtpSuite::AesCm128HmacSha1_80 => "AES_CM_128_HMAC_SHA1_80",
+        }
+    }
+
+    /// Parses an SDES suite name.
+    pub fn from_name(s: &str) -> Option<Self> {
+        match s {
+            "AEAD_AES_128_GCM" => Some(SrtpSuite::AeadAes128Gcm),
+            "AES_CM_128_HMAC_SHA1_80" => Some(SrtpSuite::AesCm128HmacSha1_80),
+            _ => None,
+        }
+    }
+
+    /// Master key length in octets.
+    pub const fn key_len(self) -> usize {
+        16
+    }
+
+    /// Master salt length in octets (12 for GCM, RFC 7714 §12; 14 for AES-CM).
+    pub const fn salt_len(self) -> usize {
+        match self {
+            SrtpSuite::AeadAes128Gcm => 12,
+            SrtpSuite::AesCm128HmacSha1_80 => 14,
+        }
+    }
+}
+
+/// A master key and salt for one direction of one leg.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MasterKey {
+    /// The suite.
+    pub suite: SrtpSuite,
+    /// Master key then master salt (`key_len + salt_len` octets).
+    pub material: Vec<u8>,
+}
+
+impl fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MasterKey")
+            .field("suite", &self.suite)
+            .field("material", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Why key material was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyError {
+    /// Not a supported suite name.
+    UnknownSuite,
+    /// The base64 text does not decode.
+    BadBase64,
+    /// Decoded, but not `key_len + salt_len` octets.
+    WrongLength,
+}
+
+impl fmt::Display for KeyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            KeyError::UnknownSuite => {
+                "unsupported SRTP suite (AEAD_AES_128_GCM or AES_CM_128_HMAC_SHA1_80)"
+            }
+            KeyError::BadBase64 => "key is not valid base64",
+            KeyError::WrongLength => "key and salt have the wrong length for the suite",
+        })
+    }
+}
+
+impl std::error::Error for KeyError {}
+
+impl MasterKey {
+    /// A key from the SDES `inline:` base64 text.
+    pub fn from_base64(suite: SrtpSuite, b64: &str) -> Result<Self, KeyError> {
+        let material = base64_decode(b64).ok_or(KeyError::BadBase64)?;
+        Self::new(suite, material)
+    }
+
+    /// A key from raw material.
+    pub fn new(suite: SrtpSuite, material: Vec<u8>) -> Result<Self, KeyError> {
+        if material.len() != suite.key_len() + suite.salt_len() {
+            return Err(KeyError::WrongLength);
+        }
+        Ok(MasterKey { suite, material })
+    }
+
+    /// The master key.
+    pub fn key(&self) -> &[u8] {
+        self.material
+            .get(..self.suite.key_len())
+            .unwrap_or_default()
+    }
+
+    /// The master salt.
+    pub fn salt(&self) -> &[u8] {
+        self.material
+            .get(self.suite.key_len()..)
+            .unwrap_or_default()
+    }
+
+    /// The SDES `inline:` base64 text.
+    pub fn to_base64(&self) -> String {
+        base64_encode(&self.material)
+    }
+
+    /// The value of an `a=crypto` attribute carrying this key.
+    pub fn sdes_attribute(&self, tag: u32) -> String {
+        format!("{tag} {} inline:{}", self.suite.name(), self.to_base64())
+    }
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Standard base64 with padding.
+pub fn base64_encode(data: &[u8]) -> String {
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk.first().copied().unwrap_or(0),
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                let idx = ((n >> (18 - 6 * i)) & 63) as usize;
+                out.push(B64.get(idx).map_or('A', |&c| c as char));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Standard base64, padding optional; `None` on any other character.
+pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let text = text.trim_end_matches('=');
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in text.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    if bits >= 6 {
+        return None; // a lone trailing character
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_known_answers() {
+        // The key from interop.md.
+        let k = base64_decode("AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0e").unwrap();
+        assert_eq!(k, (1..=30).collect::<Vec<u8>>());
+        assert_eq!(
+            base64_encode(&k),
+            "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0e"
+        );
+        for (plain, enc) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+        ] {
+            assert_eq!(base64_encode(plain.as_bytes()), enc);
+            assert_eq!(base64_decode(enc).unwrap(), plain.as_bytes());
+        }
+        assert!(base64_decode("Zm9v!").is_none());
+        assert!(base64_decode("Z").is_none());
+    }
+
+    #[test]
+    fn key_lengths_per_suite_and_redaction() {
+        let cm = MasterKey::from_base64(
+            SrtpSuite::AesCm128HmacSha1_80,
+            "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0e",
+        )
+        .unwrap();
+        assert_eq!(cm.key().len(), 16);
+        assert_eq!(cm.salt().len(), 14);
+        assert_eq!(
+            MasterKey::new(SrtpSuite::AeadAes128Gcm, vec![0; 30]),
+            Err(KeyError::WrongLength)
+        );
+        assert!(!format!("{cm:?}").contains("AQID"));
+        assert_eq!(
+            cm.sdes_attribute(1),
+            "1 AES_CM_128_HMAC_SHA1_80 inline:AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0e"
+        );
+    }
+}

@@ -1,0 +1,13 @@
+//! # mcvideo-relay
+//!
+//! Media-plane engine for 3GPP Mission Critical Video **one-to-one video push** (TS 23.281 §7.4,
+//! TS 24.281 §13.2, TS 24.581): a private call in which only the calling party sends video to the
+//! called party, and the call is released when the transmission is completed.
+//!
+//! (Design overview: see the README; this page is completed as modules land.)
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod control;
+pub mod keys;
+pub mod sdp;
+pub mod wire;
