@@ -9,5 +9,8 @@
 
 pub mod control;
 pub mod keys;
+#[cfg(feature = "relay")]
+pub mod relay;
 pub mod sdp;
+pub mod srtp;
 pub mod wire;

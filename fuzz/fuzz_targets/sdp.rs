@@ -16,7 +16,8 @@ fuzz_target!(|data: &[u8]| {
             .media()
             .iter()
             .enumerate()
-            .map(|(i, _)| match i % 3 {
+            // The relay keeps only streams the peer enabled (port != 0); the rest are rejected.
+            .map(|(i, m)| match if m.port == 0 { 2 } else { i % 3 } {
                 0 => MediaRewrite::Keep { port: 40_000 + i as u16 * 2, rtcp_port: Some(40_001 + i as u16 * 2), crypto: None },
                 1 => MediaRewrite::Keep { port: 41_000, rtcp_port: None, crypto: Some(vec!["1 AEAD_AES_128_GCM inline:AAAA".into()]) },
                 _ => MediaRewrite::Reject,

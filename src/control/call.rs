@@ -203,6 +203,8 @@ pub enum SetupError {
     NoPortsAvailable,
     /// The engine already carries its maximum number of calls.
     TooManyCalls,
+    /// The engine is draining: it takes no new calls.
+    Draining,
     /// No call has this ID.
     UnknownCall(String),
     /// A call with this ID exists already.
@@ -230,6 +232,7 @@ impl SetupError {
             SetupError::CalleeNotRegistered(_) => "callee_not_registered",
             SetupError::NoPortsAvailable => "no_ports_available",
             SetupError::TooManyCalls => "too_many_calls",
+            SetupError::Draining => "draining",
             SetupError::UnknownCall(_) => "unknown_call",
             SetupError::DuplicateCallId(_) => "duplicate_call_id",
             SetupError::WrongState { .. } => "wrong_state",
@@ -260,6 +263,7 @@ impl core::fmt::Display for SetupError {
             SetupError::TooManyCalls => {
                 f.write_str("the relay carries its maximum number of calls")
             }
+            SetupError::Draining => f.write_str("the relay is draining and takes no new calls"),
             SetupError::UnknownCall(id) => write!(f, "no call with id {id}"),
             SetupError::DuplicateCallId(id) => write!(f, "a call with id {id} exists already"),
             SetupError::WrongState {
@@ -368,6 +372,8 @@ pub struct MediaStream {
     pub index: usize,
     /// Media type.
     pub kind: MediaKind,
+    /// Transport protocol of the caller's `m=` line (`RTP/AVP`, `RTP/SAVP`, `udp`, ...).
+    pub proto: String,
     /// Whether the stream was offered to the callee (else it went with port 0).
     pub offered: bool,
     /// The relay's port per party (index with [`Party::index`]).
@@ -923,6 +929,7 @@ impl CallTable {
             let mut s = MediaStream {
                 index,
                 kind: m.kind.clone(),
+                proto: m.proto.clone(),
                 offered: o,
                 relay: [None, None],
                 remote_rtp: [m.rtp_addr(), None],

@@ -86,6 +86,8 @@ pub enum ReleaseReason {
     Released,
     /// The engine shut down.
     Shutdown,
+    /// The engine could not run the call (e.g. its sockets could not be registered).
+    InternalError,
 }
 
 impl ReleaseReason {
@@ -102,11 +104,12 @@ impl ReleaseReason {
             ReleaseReason::NoAnswer => "no_answer",
             ReleaseReason::Released => "released",
             ReleaseReason::Shutdown => "shutdown",
+            ReleaseReason::InternalError => "internal_error",
         }
     }
 
     /// Every reason, for metrics pre-registration.
-    pub const ALL: [ReleaseReason; 10] = [
+    pub const ALL: [ReleaseReason; 11] = [
         ReleaseReason::TransmissionCompleted,
         ReleaseReason::RtcpBye,
         ReleaseReason::MediaTimeout,
@@ -117,6 +120,7 @@ impl ReleaseReason {
         ReleaseReason::NoAnswer,
         ReleaseReason::Released,
         ReleaseReason::Shutdown,
+        ReleaseReason::InternalError,
     ];
 }
 

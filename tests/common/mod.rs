@@ -15,6 +15,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub mod net;
+
 pub const RELAY_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 9, 9, 9));
 pub const CALLER: &str = "sip:alice@mcx.example";
 pub const CALLEE: &str = "sip:bob@mcx.example";

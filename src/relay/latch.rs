@@ -1,0 +1,181 @@
+//! Where media may come from and where it may go (design.md "Source checks").
+//!
+//! Each leg expects packets from the address its SDP names. A client behind NAT sends from a
+//! different address; the leg **latches** to that address only on strong evidence:
+//!
+//! * [`Evidence::Strong`]: the packet carries an SSRC announced in the SDP (`a=ssrc`,
+//!   `mc_video_ssrc`), or it passed SRTP authentication with the leg's key (per_leg mode);
+//! * otherwise: nothing has arrived from the SDP address, and [`Latch::new`]'s `after`
+//!   consecutive packets came from the same new address.
+//!
+//! Once a leg has a source — the SDP address seen, or a latch — a stranger never takes it over
+//! (RTP Bleed, 2017). Nothing is ever sent to an address that was neither negotiated nor
+//! latched.
+
+use std::net::SocketAddr;
+
+/// How much a packet from an unexpected source proves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Evidence {
+    /// Only the address: count consecutive packets.
+    Weak,
+    /// Announced SSRC or SRTP authentication: latch at once.
+    Strong,
+}
+
+/// What to do with a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// From the leg's source: process it.
+    Accept,
+    /// It just latched the leg to a new source: process it (and log the latch).
+    Latched,
+    /// Not from the leg's source: drop and count (`wrong_source`).
+    WrongSource,
+}
+
+/// Source state of one leg socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Latch {
+    expected: Option<SocketAddr>,
+    source: Option<SocketAddr>,
+    candidate: Option<(SocketAddr, u32)>,
+    after: u32,
+    latches: u32,
+}
+
+impl Latch {
+    /// A leg whose SDP names `expected`; a new source latches after `after` consecutive packets
+    /// of weak evidence (at least 1).
+    pub fn new(expected: Option<SocketAddr>, after: u32) -> Self {
+        Latch {
+            expected,
+            source: None,
+            candidate: None,
+            after: after.max(1),
+            latches: 0,
+        }
+    }
+
+    /// Where to send to this leg's party: the confirmed source, else the negotiated address.
+    #[inline]
+    pub fn destination(&self) -> Option<SocketAddr> {
+        self.source.or(self.expected)
+    }
+
+    /// The confirmed source, if any.
+    pub fn source(&self) -> Option<SocketAddr> {
+        self.source
+    }
+
+    /// How many times the leg latched to an address other than the negotiated one (0 or 1).
+    pub fn latches(&self) -> u32 {
+        self.latches
+    }
+
+    /// Judges a packet from `from`. `evidence` is only consulted for unexpected sources.
+    #[inline]
+    pub fn check(&mut self, from: SocketAddr, evidence: impl FnOnce() -> Evidence) -> Verdict {
+        if let Some(src) = self.source {
+            return if src == from {
+                Verdict::Accept
+            } else {
+                Verdict::WrongSource
+            };
+        }
+        if self.expected == Some(from) {
+            self.source = Some(from);
+            self.candidate = None;
+            return Verdict::Accept;
+        }
+        match evidence() {
+            Evidence::Strong => self.latch(from),
+            Evidence::Weak => {
+                let count = match self.candidate {
+                    Some((addr, n)) if addr == from => n + 1,
+                    _ => 1,
+                };
+                if count >= self.after {
+                    self.latch(from)
+                } else {
+                    self.candidate = Some((from, count));
+                    Verdict::WrongSource
+                }
+            }
+        }
+    }
+
+    fn latch(&mut self, from: SocketAddr) -> Verdict {
+        self.source = Some(from);
+        self.candidate = None;
+        self.latches += 1;
+        Verdict::Latched
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn sdp_address_is_confirmed_and_never_replaced() {
+        let mut l = Latch::new(Some(a("192.0.2.1:5000")), 3);
+        assert_eq!(
+            l.check(a("192.0.2.1:5000"), || Evidence::Weak),
+            Verdict::Accept
+        );
+        for _ in 0..100 {
+            assert_eq!(
+                l.check(a("203.0.113.9:6666"), || Evidence::Strong),
+                Verdict::WrongSource
+            );
+        }
+        assert_eq!(l.destination(), Some(a("192.0.2.1:5000")));
+        assert_eq!(l.latches(), 0);
+    }
+
+    #[test]
+    fn weak_evidence_needs_consecutive_packets_and_silence_from_sdp_address() {
+        let mut l = Latch::new(Some(a("10.0.0.5:5000")), 3);
+        let nat = a("198.51.100.7:40001");
+        let other = a("203.0.113.9:6666");
+        assert_eq!(l.check(nat, || Evidence::Weak), Verdict::WrongSource);
+        assert_eq!(
+            l.check(other, || Evidence::Weak),
+            Verdict::WrongSource,
+            "interleaved stranger resets"
+        );
+        assert_eq!(l.check(nat, || Evidence::Weak), Verdict::WrongSource);
+        assert_eq!(l.check(nat, || Evidence::Weak), Verdict::WrongSource);
+        assert_eq!(l.check(nat, || Evidence::Weak), Verdict::Latched);
+        assert_eq!(l.check(nat, || Evidence::Weak), Verdict::Accept);
+        assert_eq!(l.destination(), Some(nat));
+        assert_eq!(l.latches(), 1);
+        // A latched leg is not re-latched, not even with strong evidence.
+        assert_eq!(l.check(other, || Evidence::Strong), Verdict::WrongSource);
+        assert_eq!(
+            l.check(a("10.0.0.5:5000"), || Evidence::Strong),
+            Verdict::WrongSource
+        );
+    }
+
+    #[test]
+    fn strong_evidence_latches_at_once() {
+        let mut l = Latch::new(Some(a("10.0.0.5:5000")), 5);
+        assert_eq!(
+            l.check(a("198.51.100.7:1"), || Evidence::Strong),
+            Verdict::Latched
+        );
+        assert_eq!(l.destination(), Some(a("198.51.100.7:1")));
+    }
+
+    #[test]
+    fn no_destination_without_negotiation_or_latch() {
+        let l = Latch::new(None, 3);
+        assert_eq!(l.destination(), None);
+    }
+}

@@ -1,0 +1,234 @@
+//! Per-SSRC state: packet-index estimation (RFC 3711 §3.3.1), the 64-packet replay window
+//! (§3.3.2), the SRTCP send index, and the fixed-capacity table that holds them.
+//!
+//! Everything here is `Copy` and fixed-size: a context's memory is bounded whatever the stream.
+//! Callers work on a *copy* of an SSRC's state and store it back only after the packet has been
+//! authenticated, so a packet that fails changes nothing.
+
+use super::SrtpError;
+
+/// Width of the replay window in packets (RFC 3711 §3.3.2 requires at least 64).
+pub(super) const WINDOW: u64 = 64;
+
+/// The highest SRTCP index (31 bits, RFC 3711 §3.4).
+pub(super) const MAX_SRTCP_INDEX: u32 = 0x7fff_ffff;
+
+/// A sliding replay window over packet indices (48-bit SRTP index or 31-bit SRTCP index).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct ReplayWindow {
+    /// Whether any packet has been accepted yet.
+    started: bool,
+    /// The highest accepted index.
+    top: u64,
+    /// Bit `i` set: index `top - i` was accepted.
+    seen: u64,
+}
+
+impl ReplayWindow {
+    /// The highest accepted index, if any.
+    pub(super) fn top(&self) -> Option<u64> {
+        self.started.then_some(self.top)
+    }
+
+    /// RFC 3711 §3.3.2: may a packet with this index be processed?
+    pub(super) fn check(&self, index: u64) -> Result<(), SrtpError> {
+        if !self.started || index > self.top {
+            return Ok(());
+        }
+        let behind = self.top - index;
+        if behind >= WINDOW {
+            Err(SrtpError::TooOld)
+        } else if (self.seen >> behind) & 1 == 1 {
+            Err(SrtpError::Replayed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Records an authenticated packet (call only after [`check`](Self::check) accepted it).
+    pub(super) fn accept(&mut self, index: u64) {
+        if !self.started {
+            self.started = true;
+            self.top = index;
+            self.seen = 1;
+        } else if index > self.top {
+            let ahead = index - self.top;
+            self.seen = if ahead >= WINDOW {
+                0
+            } else {
+                self.seen << ahead
+            };
+            self.seen |= 1;
+            self.top = index;
+        } else {
+            let behind = self.top - index;
+            if behind < WINDOW {
+                self.seen |= 1 << behind;
+            }
+        }
+    }
+}
+
+/// RFC 3711 §3.3.1: the 48-bit index of a packet with sequence number `seq`, from the highest
+/// index accepted so far (`ROC || s_l`).
+///
+/// The guess `ROC - 1` is not taken while `ROC` is 0 (as in libsrtp), and `ROC + 1` is not taken
+/// past `2^32 - 1` (the index space is exhausted: such a packet lands behind the window).
+pub(super) fn estimate_index(window: &ReplayWindow, seq: u16) -> u64 {
+    let Some(top) = window.top() else {
+        return u64::from(seq);
+    };
+    let roc = top >> 16;
+    let s_l = top as u16;
+    let v = if s_l < 0x8000 {
+        if i32::from(seq) - i32::from(s_l) > 0x8000 {
+            roc.saturating_sub(1)
+        } else {
+            roc
+        }
+    } else if i32::from(s_l) - 0x8000 > i32::from(seq) {
+        (roc + 1).min(u64::from(u32::MAX))
+    } else {
+        roc
+    };
+    (v << 16) | u64::from(seq)
+}
+
+/// SRTCP state of one SSRC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct RtcpStream {
+    /// The SRTCP index the next protected packet gets.
+    ///
+    /// Starts at 1, as libsrtp and webrtc-rs do (RFC 3711 §3.4 says 0; receivers accept both).
+    pub(super) next_send: u32,
+    /// Replay window of received packets.
+    pub(super) received: ReplayWindow,
+}
+
+impl Default for RtcpStream {
+    fn default() -> Self {
+        RtcpStream {
+            next_send: 1,
+            received: ReplayWindow::default(),
+        }
+    }
+}
+
+/// A slot in a [`SsrcTable`]: `Some(i)` for a known SSRC, `None` for one not stored yet.
+pub(super) type Slot = Option<usize>;
+
+/// A fixed-capacity map from SSRC to a small `Copy` state, scanned linearly.
+#[derive(Debug, Clone)]
+pub(super) struct SsrcTable<S, const N: usize> {
+    ssrcs: [u32; N],
+    states: [S; N],
+    len: usize,
+}
+
+impl<S: Copy + Default, const N: usize> SsrcTable<S, N> {
+    pub(super) fn new() -> Self {
+        SsrcTable {
+            ssrcs: [0; N],
+            states: [S::default(); N],
+            len: 0,
+        }
+    }
+
+    /// Number of SSRCs stored.
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// A copy of the state of `ssrc` (the default state for a new SSRC) and where to store it.
+    ///
+    /// # Errors
+    ///
+    /// [`SrtpError::TooManySsrcs`] if `ssrc` is new and the table is full.
+    pub(super) fn lookup(&self, ssrc: u32) -> Result<(Slot, S), SrtpError> {
+        let known = self.ssrcs.get(..self.len).unwrap_or_default();
+        match known.iter().position(|&s| s == ssrc) {
+            Some(i) => Ok((Some(i), self.states.get(i).copied().unwrap_or_default())),
+            None if self.len < N => Ok((None, S::default())),
+            None => Err(SrtpError::TooManySsrcs),
+        }
+    }
+
+    /// Stores the state of `ssrc` at the slot [`lookup`](Self::lookup) returned.
+    pub(super) fn store(&mut self, slot: Slot, ssrc: u32, state: S) {
+        let i = slot.unwrap_or(self.len);
+        if let (Some(s), Some(st)) = (self.ssrcs.get_mut(i), self.states.get_mut(i)) {
+            *s = ssrc;
+            *st = state;
+            if slot.is_none() {
+                self.len += 1;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_accepts_new_rejects_replayed_and_too_old() {
+        let mut w = ReplayWindow::default();
+        assert_eq!(w.check(1000), Ok(()));
+        w.accept(1000);
+        assert_eq!(w.check(1000), Err(SrtpError::Replayed));
+        assert_eq!(w.check(1001), Ok(()));
+        assert_eq!(w.check(999), Ok(()));
+        assert_eq!(w.check(1000 - 63), Ok(()));
+        assert_eq!(w.check(1000 - 64), Err(SrtpError::TooOld));
+        w.accept(998);
+        assert_eq!(w.check(998), Err(SrtpError::Replayed));
+        w.accept(1100);
+        assert_eq!(w.top(), Some(1100));
+        assert_eq!(w.check(1000), Err(SrtpError::TooOld));
+        assert_eq!(w.check(1100 - 63), Ok(()));
+        w.accept(1101);
+        // 1100 is now one behind.
+        assert_eq!(w.check(1100), Err(SrtpError::Replayed));
+        // A jump of more than the window clears it.
+        w.accept(5000);
+        assert_eq!(w.check(4999), Ok(()));
+        assert_eq!(w.check(5000), Err(SrtpError::Replayed));
+    }
+
+    #[test]
+    fn index_estimation_follows_rfc3711() {
+        let mut w = ReplayWindow::default();
+        assert_eq!(estimate_index(&w, 65_000), 65_000);
+        w.accept(65_000);
+        // Forward across the wrap: ROC + 1.
+        assert_eq!(estimate_index(&w, 10), (1 << 16) | 10);
+        // Behind but same ROC.
+        assert_eq!(estimate_index(&w, 64_000), 64_000);
+        w.accept((1 << 16) | 10);
+        // Late packet from before the wrap: ROC - 1.
+        assert_eq!(estimate_index(&w, 65_530), 65_530);
+        assert_eq!(estimate_index(&w, 11), (1 << 16) | 11);
+        // ROC 0 never guesses ROC - 1.
+        let mut w = ReplayWindow::default();
+        w.accept(5);
+        assert_eq!(estimate_index(&w, 60_000), 60_000);
+        // Exhausted index space: ROC stays at 2^32 - 1.
+        let mut w = ReplayWindow::default();
+        w.accept((u64::from(u32::MAX) << 16) | 65_535);
+        assert_eq!(estimate_index(&w, 3), (u64::from(u32::MAX) << 16) | 3);
+    }
+
+    #[test]
+    fn table_is_bounded() {
+        let mut t: SsrcTable<ReplayWindow, 2> = SsrcTable::new();
+        let (slot, st) = t.lookup(7).unwrap();
+        assert_eq!(slot, None);
+        t.store(slot, 7, st);
+        let (slot, st) = t.lookup(8).unwrap();
+        t.store(slot, 8, st);
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.lookup(9), Err(SrtpError::TooManySsrcs));
+        assert_eq!(t.lookup(7).unwrap().0, Some(0));
+        assert_eq!(t.lookup(8).unwrap().0, Some(1));
+    }
+}

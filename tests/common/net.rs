@@ -1,0 +1,144 @@
+//! Real UDP peers on 127.0.0.1 for the engine tests.
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use mcvideo_relay::sdp::{MediaKind, SessionDescription};
+use mcvideo_relay::wire::tc::{EmitOptions, TcMessage};
+use std::net::{SocketAddr, UdpSocket};
+use std::time::Duration;
+
+/// One client: a video RTP socket, its RTCP socket, a transmission control socket.
+pub struct Peer {
+    pub rtp: UdpSocket,
+    pub rtcp: UdpSocket,
+    pub ctl: UdpSocket,
+}
+
+fn bind() -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    s
+}
+
+/// Relay addresses for one side, read from the SDP the relay handed out.
+#[derive(Debug, Clone, Copy)]
+pub struct RelayAddrs {
+    pub video: SocketAddr,
+    pub video_rtcp: SocketAddr,
+    pub control: Option<SocketAddr>,
+}
+
+impl RelayAddrs {
+    pub fn from_sdp(sdp: &str) -> RelayAddrs {
+        let d = SessionDescription::parse(sdp).expect("relay SDP parses");
+        let v = d
+            .media()
+            .iter()
+            .find(|m| m.kind == MediaKind::Video)
+            .expect("video");
+        let c = d.media().iter().find(|m| m.kind == MediaKind::Control);
+        RelayAddrs {
+            video: v.rtp_addr().expect("video addr"),
+            video_rtcp: v.rtcp_addr().expect("video rtcp addr"),
+            control: c.and_then(|m| m.rtp_addr()),
+        }
+    }
+}
+
+impl Peer {
+    pub fn new() -> Peer {
+        Peer {
+            rtp: bind(),
+            rtcp: bind(),
+            ctl: bind(),
+        }
+    }
+
+    pub fn port(s: &UdpSocket) -> u16 {
+        s.local_addr().unwrap().port()
+    }
+
+    /// An SDP with one video stream (plain RTP unless `proto` says otherwise) and, when
+    /// `control`, the MCVideo control line.
+    pub fn sdp(
+        &self,
+        name: &str,
+        proto: &str,
+        ssrc: Option<u32>,
+        control: bool,
+        extra_video: &str,
+    ) -> String {
+        let mut s = format!(
+            "v=0\r\no={name} 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=video {} {proto} 96\r\na=rtpmap:96 H264/90000\r\na=rtcp:{}\r\n{extra_video}",
+            Self::port(&self.rtp),
+            Self::port(&self.rtcp),
+        );
+        if let Some(ssrc) = ssrc {
+            s.push_str(&format!("a=ssrc:{ssrc} cname:{name}\r\n"));
+        }
+        s.push_str(&format!(
+            "m=application {} udp MCVideo\r\na=fmtp:MCVideo mc_queueing;mc_implicit_request\r\n",
+            if control { Self::port(&self.ctl) } else { 0 }
+        ));
+        s
+    }
+
+    pub fn send_tc(&self, to: SocketAddr, msg: &TcMessage<'_>) {
+        let b = msg.to_vec(&EmitOptions::default()).unwrap();
+        self.ctl.send_to(&b, to).unwrap();
+    }
+}
+
+/// Receives until `timeout` passes with nothing; returns every datagram.
+pub fn drain(s: &UdpSocket, timeout: Duration) -> Vec<(Vec<u8>, SocketAddr)> {
+    s.set_read_timeout(Some(timeout)).unwrap();
+    let mut v = Vec::new();
+    let mut buf = [0u8; 65_536];
+    while let Ok((n, from)) = s.recv_from(&mut buf) {
+        v.push((buf[..n].to_vec(), from));
+    }
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    v
+}
+
+/// Receives one datagram or panics after `timeout`.
+pub fn recv(s: &UdpSocket, timeout: Duration) -> (Vec<u8>, SocketAddr) {
+    s.set_read_timeout(Some(timeout)).unwrap();
+    let mut buf = [0u8; 65_536];
+    let (n, from) = s.recv_from(&mut buf).expect("a datagram in time");
+    (buf[..n].to_vec(), from)
+}
+
+/// A plain RTP packet: V=2, PT 96, the given seq/ssrc, `payload_len` bytes of pattern.
+pub fn rtp_packet(seq: u16, ssrc: u32, payload_len: usize) -> Vec<u8> {
+    let mut p = vec![0x80, 96];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&(u32::from(seq) * 3000).to_be_bytes());
+    p.extend_from_slice(&ssrc.to_be_bytes());
+    p.extend((0..payload_len).map(|i| (i as u8) ^ (seq as u8)));
+    p
+}
+
+/// Collects datagrams on a clone of `s` in a thread until `idle` passes with nothing (after
+/// the first one, or `first` before it). Join the handle for the list.
+pub fn collect(
+    s: &UdpSocket,
+    first: Duration,
+    idle: Duration,
+) -> std::thread::JoinHandle<Vec<(Vec<u8>, SocketAddr)>> {
+    let s = s.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let mut buf = [0u8; 65_536];
+        s.set_read_timeout(Some(first)).unwrap();
+        while let Ok((n, from)) = s.recv_from(&mut buf) {
+            v.push((buf[..n].to_vec(), from));
+            s.set_read_timeout(Some(idle)).unwrap();
+        }
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        v
+    })
+}
