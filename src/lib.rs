@@ -6,6 +6,8 @@
 //!
 //! (Design overview: see the README; this page is completed as modules land.)
 #![cfg_attr(docsrs, feature(doc_cfg))]
+// Bytes from the network never panic: no unwrap in the library (tests may).
+#![warn(clippy::unwrap_used)]
 
 pub mod control;
 pub mod keys;

@@ -23,6 +23,19 @@ fn engine(port_min: u16) -> Engine {
     .expect("engine starts")
 }
 
+fn request(caller: &Peer, id: &str) -> CreateCall {
+    CreateCall {
+        call_id: Some(id.into()),
+        caller_id: "sip:alice@mcx.example".into(),
+        caller_sdp: caller.sdp("alice", "RTP/AVP", Some(CALLER_VIDEO_SSRC), true, ""),
+        callee_id: "sip:bob@mcx.example".into(),
+        video_push: true,
+        commencement_mode: None,
+        media_security: MediaSecurity::EndToEnd,
+        caller_tc_key: None,
+    }
+}
+
 fn create(engine: &Engine, caller: &Peer, id: &str) -> mcvideo_relay::control::call::CallOffer {
     engine
         .create_call(CreateCall {
@@ -36,6 +49,24 @@ fn create(engine: &Engine, caller: &Peer, id: &str) -> mcvideo_relay::control::c
             caller_tc_key: None,
         })
         .expect("create_call")
+}
+
+/// A released call's worker closes its sockets a moment later: wait for the ports.
+fn create_when_ports_free(
+    engine: &Engine,
+    caller: &Peer,
+    id: &str,
+) -> mcvideo_relay::control::call::CallOffer {
+    for _ in 0..200 {
+        match engine.create_call(request(caller, id)) {
+            Ok(o) => return o,
+            Err(e) if e.code() == "no_ports_available" => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            Err(e) => panic!("{id}: {e}"),
+        }
+    }
+    panic!("{id}: ports never came back");
 }
 
 fn fd_count() -> usize {
@@ -178,13 +209,21 @@ fn whole_video_push_over_udp() {
 
 #[test]
 fn released_ports_are_reused_and_no_descriptor_leaks() {
-    let engine = engine(42_400);
+    // 10 port pairs; a call takes 4 (video pair and control port per leg): 60 cycles only
+    // succeed if every released call's ports come back.
+    let engine = Engine::start(EngineConfig {
+        port_min: 42_400,
+        port_max: 42_419,
+        workers: 2,
+        ..EngineConfig::default()
+    })
+    .unwrap();
     let callee = Peer::new();
     let caller = Peer::new();
     // Warm up (thread-local buffers, runtime internals).
     for i in 0..3 {
         let id = format!("warm-{i}");
-        create(&engine, &caller, &id);
+        create_when_ports_free(&engine, &caller, &id);
         engine
             .accept_call(
                 &id,
@@ -202,7 +241,7 @@ fn released_ports_are_reused_and_no_descriptor_leaks() {
     let mut seen_ports = std::collections::HashSet::new();
     for i in 0..60 {
         let id = format!("cycle-{i}");
-        let offer = create(&engine, &caller, &id);
+        let offer = create_when_ports_free(&engine, &caller, &id);
         seen_ports.insert(RelayAddrs::from_sdp(&offer.sdp_offer).video.port());
         if i % 3 == 0 {
             engine.reject_call(&id).unwrap();

@@ -3,36 +3,66 @@
 //! This is the only module that uses tokio or reads the clock. An MCVideo server links it and
 //! drives it with four calls and an event stream:
 //!
-//! ```no_run
-//! use mcvideo_relay::control::call::{AnswerCall, CreateCall};
+//! ```
+//! use mcvideo_relay::control::call::{AnswerCall, CallEventKind, CreateCall};
 //! use mcvideo_relay::control::MediaSecurity;
 //! use mcvideo_relay::relay::{Engine, EngineConfig};
+//! use mcvideo_relay::sdp::SessionDescription;
+//! use mcvideo_relay::wire::tc::{MessageKind, TcMessage};
+//! use std::net::UdpSocket;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let engine = Engine::start(EngineConfig::default())?;
+//! let engine = Engine::start(EngineConfig { port_min: 46_000, port_max: 46_099, ..Default::default() })?;
 //! let mut events = engine.subscribe();
-//! // Seed steps 1–4: the caller's request; hand `offer.sdp_offer` to the callee's UE(s).
+//! // Two clients on this machine: a video socket and a transmission control socket each.
+//! let (caller_video, caller_ctl) = (UdpSocket::bind("127.0.0.1:0")?, UdpSocket::bind("127.0.0.1:0")?);
+//! let (callee_video, callee_ctl) = (UdpSocket::bind("127.0.0.1:0")?, UdpSocket::bind("127.0.0.1:0")?);
+//! callee_video.set_read_timeout(Some(std::time::Duration::from_secs(2)))?;
+//! let sdp = |video: &UdpSocket, ctl: &UdpSocket| -> std::io::Result<String> {
+//!     Ok(format!(
+//!         "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+//!          m=video {} RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=rtcp-mux\r\na=ssrc:4660 cname:x\r\n\
+//!          m=application {} udp MCVideo\r\na=fmtp:MCVideo mc_implicit_request\r\n",
+//!         video.local_addr()?.port(),
+//!         ctl.local_addr()?.port()
+//!     ))
+//! };
+//! // Seed steps 1–4: the caller's request; `offer.sdp_offer` goes to the callee's UE(s).
 //! let offer = engine.create_call(CreateCall {
 //!     call_id: None,
 //!     caller_id: "sip:alice@mcx.example".into(),
-//!     caller_sdp: std::fs::read_to_string("caller-offer.sdp")?,
+//!     caller_sdp: sdp(&caller_video, &caller_ctl)?,
 //!     callee_id: "sip:bob@mcx.example".into(),
 //!     video_push: true,
 //!     commencement_mode: None,
 //!     media_security: MediaSecurity::EndToEnd,
 //!     caller_tc_key: None,
 //! })?;
-//! // Seed steps 6–7: the callee accepted; hand `answer.sdp_answer` back to the caller.
+//! // Seed steps 6–7: the callee accepts; `answer.sdp_answer` goes back to the caller.
 //! let answer = engine.accept_call(
 //!     &offer.call_id,
-//!     AnswerCall { callee_sdp: std::fs::read_to_string("callee-answer.sdp")?, callee_tc_key: None },
+//!     AnswerCall { callee_sdp: sdp(&callee_video, &callee_ctl)?, callee_tc_key: None },
 //! )?;
-//! // Steps 8–11 run by themselves: Granted, Notification, video forwarded.
-//! // When the push completes, `call.released` arrives: send the BYEs.
-//! while let Ok(ev) = events.blocking_recv() {
-//!     println!("{} {}", ev.call_id, ev.kind.name());
+//! let relay = SessionDescription::parse(&answer.sdp_answer)?;
+//! let (relay_video, relay_ctl) = (relay.media()[0].rtp_addr().unwrap(), relay.media()[1].rtp_addr().unwrap());
+//! // Steps 9–11: the caller is granted, sends video, the callee receives it.
+//! let mut buf = [0u8; 1500];
+//! let (n, _) = caller_ctl.recv_from(&mut buf)?;
+//! assert_eq!(TcMessage::parse(&buf[..n])?.kind, MessageKind::TransmissionGranted);
+//! let packet = [0x80, 96, 0, 1, 0, 0, 0, 0, 0, 0, 0x12, 0x34, 0xde, 0xad];
+//! caller_video.send_to(&packet, relay_video)?;
+//! let (n, _) = callee_video.recv_from(&mut buf)?;
+//! assert_eq!(&buf[..n], &packet);
+//! // NOTE 2: the caller ends its transmission; the call is released.
+//! let end = TcMessage::new(MessageKind::TransmissionEndRequest, 1).to_vec(&Default::default())?;
+//! caller_ctl.send_to(&end, relay_ctl)?;
+//! loop {
+//!     let ev = events.blocking_recv()?;
+//!     if let CallEventKind::Released { reason } = ev.kind {
+//!         assert_eq!(reason.as_str(), "transmission_completed"); // now send the SIP BYEs
+//!         break;
+//!     }
 //! }
-//! # let _ = answer;
 //! # Ok(()) }
 //! ```
 //!

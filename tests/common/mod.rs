@@ -1,6 +1,6 @@
 //! Shared harness for the behaviour tests: a call table driven on virtual time, a counting
 //! port allocator, SDP builders and a decoder for what the server sends.
-#![allow(dead_code, unreachable_pub, missing_docs)]
+#![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
 
 use mcvideo_relay::control::call::{
     AnswerCall, CallConfig, CallEvent, CallEventKind, CallOffer, CallTable, CreateCall,

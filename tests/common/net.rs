@@ -1,5 +1,5 @@
 //! Real UDP peers on 127.0.0.1 for the engine tests.
-#![allow(dead_code, unreachable_pub, missing_docs)]
+#![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
 
 use mcvideo_relay::sdp::{MediaKind, SessionDescription};
 use mcvideo_relay::wire::tc::{EmitOptions, TcMessage};
