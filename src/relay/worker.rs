@@ -499,7 +499,7 @@ impl CallRt {
             if party == Party::Callee && s.kind == MediaKind::Video {
                 len = self.filter_keyframe_requests(s, body, now, t);
                 if len == 0 {
-                    return Err(DropReason::RateLimited);
+                    return Ok(0); // every packet in it was dropped (and counted) above
                 }
             }
         }
@@ -678,6 +678,7 @@ fn pump(call: &CallRt, si: usize, party: Party, rtcp_socket: bool) -> Recv {
                     call.on_rtp(si, party, seg, at, &mut t)
                 };
                 match verdict {
+                    Ok(0) => {}
                     Ok(len) if is_rtcp || len != seg_len => {
                         // RTCP (its own destination) or a changed size: sent on its own.
                         let (sock_out, dest) = if is_rtcp {

@@ -1,0 +1,110 @@
+//! Video needs keyframes. The callee's PLI/FIR reach the caller; where the relay can read and
+//! sign RTCP (plain RTP here) it asks the caller for a keyframe when the grant starts, drops a
+//! request repeated within the rate limit, and one made redundant by a keyframe it just saw.
+
+mod common;
+use common::net::*;
+use mcvideo_relay::control::call::{AnswerCall, CreateCall};
+use mcvideo_relay::control::MediaSecurity;
+use mcvideo_relay::relay::{DropReason, Engine, EngineConfig};
+use mcvideo_relay::wire::rtcp::{self, RtcpKind, RtcpPacket};
+use std::time::Duration;
+
+const SSRC: u32 = 0x0c0f_fee0;
+
+fn pli() -> Vec<u8> {
+    let mut b = [0u8; 12];
+    let n = rtcp::emit_pli(0xb0b, SSRC, &mut b).unwrap();
+    b[..n].to_vec()
+}
+
+fn keyframe_packet(seq: u16) -> Vec<u8> {
+    let mut p = rtp_packet(seq, SSRC, 0);
+    p.extend_from_slice(&[0x7c, 0x85, 0x88, 0x84]); // FU-A, start of an IDR slice
+    p.extend(std::iter::repeat_n(0u8, 600));
+    p
+}
+
+#[test]
+fn keyframe_requests_at_grant_rate_limited_and_redundant_dropped() {
+    let engine = Engine::start(EngineConfig {
+        port_min: 45_000,
+        port_max: 45_099,
+        workers: 1,
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    let (caller, callee) = (Peer::new(), Peer::new());
+    let offer = engine
+        .create_call(CreateCall {
+            call_id: Some("kf".into()),
+            caller_id: "sip:cam@x".into(),
+            caller_sdp: caller.sdp("cam", "RTP/AVP", Some(SSRC), false, ""),
+            callee_id: "sip:viewer@x".into(),
+            video_push: true,
+            commencement_mode: None,
+            media_security: MediaSecurity::EndToEnd,
+            caller_tc_key: None,
+        })
+        .unwrap();
+    let to_callee = RelayAddrs::from_sdp(&offer.sdp_offer);
+    let answer = engine
+        .accept_call(
+            "kf",
+            AnswerCall {
+                callee_sdp: callee.sdp("viewer", "RTP/AVP", None, false, ""),
+                callee_tc_key: None,
+            },
+        )
+        .unwrap();
+    let to_caller = RelayAddrs::from_sdp(&answer.sdp_answer);
+    let pli_at_caller = |within: Duration| -> usize {
+        drain(&caller.rtcp, within)
+            .iter()
+            .filter(|(b, _)| {
+                RtcpPacket::new_checked(&b[..]).is_ok_and(|p| p.kind() == RtcpKind::Pli)
+            })
+            .count()
+    };
+
+    // At the grant: the relay's own PLI for the caller's video SSRC.
+    let (b, from) = recv(&caller.rtcp, Duration::from_secs(2));
+    assert_eq!(from, to_caller.video_rtcp);
+    let p = RtcpPacket::new_checked(&b[..]).unwrap();
+    assert_eq!((p.kind(), p.media_ssrc()), (RtcpKind::Pli, Some(SSRC)));
+
+    // The callee asks right away: the relay just asked, so this one is dropped.
+    callee.rtcp.send_to(&pli(), to_callee.video_rtcp).unwrap();
+    assert_eq!(
+        pli_at_caller(Duration::from_millis(200)),
+        0,
+        "repeated within the interval"
+    );
+
+    // Later a keyframe passes; a request right after it is redundant.
+    std::thread::sleep(Duration::from_millis(600));
+    caller
+        .rtp
+        .send_to(&keyframe_packet(1), to_caller.video)
+        .unwrap();
+    let (k, _) = recv(&callee.rtp, Duration::from_secs(1));
+    assert_eq!(k, keyframe_packet(1));
+    callee.rtcp.send_to(&pli(), to_callee.video_rtcp).unwrap();
+    assert_eq!(
+        pli_at_caller(Duration::from_millis(200)),
+        0,
+        "a keyframe just went out"
+    );
+
+    // Past both windows the callee's request reaches the caller, byte for byte; a second one
+    // straight after is dropped.
+    std::thread::sleep(Duration::from_millis(600));
+    callee.rtcp.send_to(&pli(), to_callee.video_rtcp).unwrap();
+    let (b, _) = recv(&caller.rtcp, Duration::from_secs(1));
+    assert_eq!(b, pli());
+    callee.rtcp.send_to(&pli(), to_callee.video_rtcp).unwrap();
+    assert_eq!(pli_at_caller(Duration::from_millis(200)), 0);
+
+    let s = engine.call("kf").unwrap();
+    assert_eq!(s.callee.dropped(DropReason::RateLimited), 3);
+}
