@@ -68,6 +68,19 @@ impl Latch {
         self.source
     }
 
+    /// Whether `from` is the leg's source or its negotiated address.
+    #[inline]
+    pub fn knows(&self, from: SocketAddr) -> bool {
+        self.source == Some(from) || (self.source.is_none() && self.expected == Some(from))
+    }
+
+    /// Whether the leg has a confirmed source and `from` is not it: such a packet is dropped
+    /// before any other work.
+    #[inline]
+    pub fn rejects(&self, from: SocketAddr) -> bool {
+        self.source.is_some_and(|s| s != from)
+    }
+
     /// How many times the leg latched to an address other than the negotiated one (0 or 1).
     pub fn latches(&self) -> u32 {
         self.latches
@@ -110,6 +123,46 @@ impl Latch {
         self.candidate = None;
         self.latches += 1;
         Verdict::Latched
+    }
+}
+
+/// Packets per second an unknown address may make the relay look at (and, in per_leg mode,
+/// authenticate) while a leg has no confirmed source.
+pub const STRANGER_RATE: f64 = 200.0;
+/// Burst allowance for [`STRANGER_RATE`].
+pub const STRANGER_BURST: f64 = 50.0;
+
+/// A token bucket that bounds the work spent on packets from unknown sources.
+#[derive(Debug, Clone, Copy)]
+pub struct StrangerBudget {
+    tokens: f64,
+    at: Option<std::time::Instant>,
+}
+
+impl Default for StrangerBudget {
+    fn default() -> Self {
+        StrangerBudget {
+            tokens: STRANGER_BURST,
+            at: None,
+        }
+    }
+}
+
+impl StrangerBudget {
+    /// Takes one token at `now`; `false` when the budget is spent.
+    #[inline]
+    pub fn take(&mut self, now: std::time::Instant) -> bool {
+        if let Some(at) = self.at {
+            let dt = now.saturating_duration_since(at).as_secs_f64();
+            self.tokens = (self.tokens + dt * STRANGER_RATE).min(STRANGER_BURST);
+        }
+        self.at = Some(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
     }
 }
 
@@ -171,6 +224,26 @@ mod tests {
             Verdict::Latched
         );
         assert_eq!(l.destination(), Some(a("198.51.100.7:1")));
+    }
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // the test's own epoch
+    fn stranger_budget_bounds_work() {
+        let t0 = std::time::Instant::now();
+        let mut b = StrangerBudget::default();
+        let taken = (0..10_000).filter(|_| b.take(t0)).count();
+        assert_eq!(taken as f64, STRANGER_BURST);
+        let later = t0 + std::time::Duration::from_millis(100);
+        let taken = (0..10_000).filter(|_| b.take(later)).count();
+        assert_eq!(taken as f64, STRANGER_RATE / 10.0);
+    }
+
+    #[test]
+    fn knows_and_rejects() {
+        let mut l = Latch::new(Some(a("10.0.0.5:5000")), 3);
+        assert!(l.knows(a("10.0.0.5:5000")) && !l.rejects(a("1.2.3.4:5")));
+        l.check(a("10.0.0.5:5000"), || Evidence::Weak);
+        assert!(l.rejects(a("1.2.3.4:5")) && !l.knows(a("1.2.3.4:5")));
     }
 
     #[test]

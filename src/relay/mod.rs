@@ -76,7 +76,7 @@ mod ports;
 pub mod stats;
 mod worker;
 
-pub use latch::{Evidence, Latch, Verdict};
+pub use latch::{Evidence, Latch, StrangerBudget, Verdict, STRANGER_BURST, STRANGER_RATE};
 pub use stats::{DropReason, LegCounters, LegSnapshot};
 
 use crate::control::arbiter::TransmissionState;

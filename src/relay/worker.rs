@@ -11,7 +11,7 @@
 //!   the call polls out and publishes its events. When the call is released it stops the media
 //!   tasks, closes the sockets and gives the ports back.
 
-use super::latch::{Evidence, Latch, Verdict};
+use super::latch::{Evidence, Latch, StrangerBudget, Verdict};
 use super::stats::{DropReason, LegCounters};
 use super::{Shared, DROP_KINDS};
 use crate::control::arbiter::Arbiter;
@@ -195,6 +195,7 @@ struct LegRt {
     rtcp: Option<Sock>,
     rtp_latch: Cell<Latch>,
     rtcp_latch: Cell<Latch>,
+    strangers: Cell<StrangerBudget>,
     announced: Vec<u32>,
     srtp_in: RefCell<Option<SrtpContext>>,
     srtp_out: RefCell<Option<SrtpContext>>,
@@ -277,6 +278,7 @@ impl CallRt {
                     rtcp: l.rtcp.map(Sock::new).transpose()?,
                     rtp_latch: Cell::new(Latch::new(l.remote_rtp, latch_after)),
                     rtcp_latch: Cell::new(Latch::new(l.remote_rtcp, latch_after)),
+                    strangers: Cell::new(StrangerBudget::default()),
                     announced: l.announced,
                     srtp_in: srtp(l.srtp_in)?,
                     srtp_out: srtp(l.srtp_out)?,
@@ -373,6 +375,32 @@ fn h264_keyframe_start(payload: &[u8]) -> bool {
     }
 }
 
+impl LegRt {
+    /// Cheap checks before any per-packet work: a stranger to a leg with a confirmed source is
+    /// dropped; packets from unknown addresses are rate limited (they may cost an SRTP check).
+    #[inline]
+    fn screen(
+        &self,
+        latch: &Cell<Latch>,
+        from: SocketAddr,
+        now: Instant,
+    ) -> Result<(), DropReason> {
+        let l = latch.get();
+        if l.rejects(from) {
+            return Err(DropReason::WrongSource);
+        }
+        if !l.knows(from) {
+            let mut b = self.strangers.get();
+            let ok = b.take(now);
+            self.strangers.set(b);
+            if !ok {
+                return Err(DropReason::RateLimited);
+            }
+        }
+        Ok(())
+    }
+}
+
 impl CallRt {
     /// One RTP packet from `party` on stream `si`, in place. `Ok(len)`: forward `len` bytes.
     fn on_rtp(
@@ -386,6 +414,7 @@ impl CallRt {
         let Arrival { from, now } = at;
         let s = self.streams.get(si).ok_or(DropReason::Malformed)?;
         let leg = s.legs.get(party.index()).ok_or(DropReason::Malformed)?;
+        leg.screen(&leg.rtp_latch, from, now)?;
         let ssrc = RtpPacket::new_checked(&*seg)
             .map_err(|_| DropReason::Malformed)?
             .ssrc();
@@ -455,6 +484,12 @@ impl CallRt {
         let Arrival { from, now } = at;
         let s = self.streams.get(si).ok_or(DropReason::Malformed)?;
         let leg = s.legs.get(party.index()).ok_or(DropReason::Malformed)?;
+        let cell = if muxed {
+            &leg.rtp_latch
+        } else {
+            &leg.rtcp_latch
+        };
+        leg.screen(cell, from, now)?;
         let sender = RtcpPacket::new_checked(&*seg)
             .map_err(|_| DropReason::Malformed)?
             .sender_ssrc();
