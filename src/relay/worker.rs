@@ -135,13 +135,59 @@ impl Sock {
 struct Scratch {
     bufs: Vec<u8>,
     metas: [RecvMeta; BATCH_SIZE],
+    out: Vec<u8>,
 }
 
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch {
         bufs: vec![0; BATCH_SIZE * SLOT],
         metas: [RecvMeta::default(); BATCH_SIZE],
+        out: Vec::with_capacity(GSO_MAX_BYTES),
     });
+}
+
+/// Largest GSO send (UDP payload limit, with room for headers).
+const GSO_MAX_BYTES: usize = 65_000;
+
+/// Gathers forwarded single-packet datagrams of one size into one GSO send: a sender that
+/// does not use GSO itself (a camera, ffmpeg) still costs the relay one `sendmsg` per run of
+/// equal-size packets (a video frame) instead of one per packet.
+struct Coalescer<'a> {
+    out: &'a mut Vec<u8>,
+    seg: usize,
+    closed: bool,
+    max_segments: usize,
+}
+
+impl Coalescer<'_> {
+    fn push(&mut self, pkt: &[u8], sock: &Sock, dest: SocketAddr, t: &mut Tally) {
+        let fits = !self.out.is_empty()
+            && !self.closed
+            && pkt.len() <= self.seg
+            && self.out.len() + pkt.len() <= GSO_MAX_BYTES
+            && self.out.len() / self.seg.max(1) < self.max_segments;
+        if !fits {
+            self.flush(sock, dest, t);
+            self.seg = pkt.len();
+        }
+        // A shorter packet may only end a GSO run.
+        self.closed = pkt.len() < self.seg;
+        self.out.extend_from_slice(pkt);
+    }
+
+    fn flush(&mut self, sock: &Sock, dest: SocketAddr, t: &mut Tally) {
+        if self.out.is_empty() {
+            return;
+        }
+        let (sent, failed) = sock.send(dest, self.out, self.seg);
+        t.out_packets += sent;
+        t.out_bytes += (self.out.len() as u64).saturating_sub(failed * self.seg as u64);
+        for _ in 0..failed {
+            t.drop(DropReason::SendFailed);
+        }
+        self.out.clear();
+        self.closed = false;
+    }
 }
 
 /// The caller's SSRCs on a stream.
@@ -666,7 +712,7 @@ fn pump(call: &CallRt, si: usize, party: Party, rtcp_socket: bool) -> Recv {
         &leg.rtp
     };
     SCRATCH.with_borrow_mut(|scratch| {
-        let Scratch { bufs, metas } = scratch;
+        let Scratch { bufs, metas, out } = scratch;
         let n = {
             let mut chunks = bufs.chunks_exact_mut(SLOT);
             let mut iovs: [IoSliceMut<'_>; BATCH_SIZE] =
@@ -684,6 +730,14 @@ fn pump(call: &CallRt, si: usize, party: Party, rtcp_socket: bool) -> Recv {
         };
         let now = Instant::now();
         let mut t = Tally::default();
+        let dest = peer.rtp_latch.get().destination();
+        out.clear();
+        let mut coalesce = Coalescer {
+            out,
+            seg: 0,
+            closed: false,
+            max_segments: peer.rtp.state.max_gso_segments().max(1),
+        };
         for (slot, meta) in bufs.chunks_exact_mut(SLOT).zip(metas.iter()).take(n) {
             let Some(data) = slot.get_mut(..meta.len) else {
                 continue;
@@ -743,8 +797,18 @@ fn pump(call: &CallRt, si: usize, party: Party, rtcp_socket: bool) -> Recv {
                 }
                 r += seg_len;
             }
-            if w > 0 {
-                match (peer.rtp_latch.get().destination(), data.get(..w)) {
+            if w > 0 && total == stride {
+                // One packet: gather it with its neighbours into one GSO send.
+                match (dest, data.get(..w)) {
+                    (Some(dest), Some(pkt)) => coalesce.push(pkt, &peer.rtp, dest, &mut t),
+                    _ => t.drop(DropReason::WrongSource),
+                }
+            } else if w > 0 {
+                // A GRO super-packet: forward it as it is, after what was gathered so far.
+                if let Some(d) = dest {
+                    coalesce.flush(&peer.rtp, d, &mut t);
+                }
+                match (dest, data.get(..w)) {
                     (Some(dest), Some(out)) => {
                         let (sent, failed) = peer.rtp.send(dest, out, stride);
                         t.out_packets += sent;
@@ -760,6 +824,9 @@ fn pump(call: &CallRt, si: usize, party: Party, rtcp_socket: bool) -> Recv {
                     }
                 }
             }
+        }
+        if let Some(d) = dest {
+            coalesce.flush(&peer.rtp, d, &mut t);
         }
         finish_batch(call, party, now, &t);
         Recv::Batch
