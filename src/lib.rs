@@ -14,5 +14,7 @@ pub mod keys;
 #[cfg(feature = "relay")]
 pub mod relay;
 pub mod sdp;
+#[cfg(feature = "sidecar")]
+pub mod sidecar;
 pub mod srtp;
 pub mod wire;

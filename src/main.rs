@@ -1,5 +1,81 @@
-//! `mcvideo-relay` command-line entry point.
-fn main() {
-    eprintln!("mcvideo-relay: the sidecar is not built yet");
-    std::process::exit(2);
+//! `mcvideo-relay` command-line entry point: parses the command and hands over to
+//! [`mcvideo_relay::sidecar`].
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+mcvideo-relay: media relay for 3GPP MCVideo one-to-one video push
+
+Usage:
+  mcvideo-relay serve [--config FILE] [--listen ADDR] [--media-ip IP] [--ports MIN-MAX]
+                      [--log-format json|text]
+  mcvideo-relay check-config FILE
+  mcvideo-relay --help | --version
+
+Commands:
+  serve          run the relay and its HTTP/JSON control API (`serve --help` for details);
+                 with no file it runs on embedded defaults (API on 127.0.0.1:8080,
+                 media on 127.0.0.1 ports 40000-49999)
+  check-config   report every problem in a configuration file (with its key), exit 1 if any
+";
+
+fn usage_error(msg: &str) -> ExitCode {
+    eprintln!("mcvideo-relay: {msg}");
+    eprintln!("Run `mcvideo-relay --help` for usage.");
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (cmd, rest) = match args.split_first() {
+        Some((c, r)) => (c.as_str(), r),
+        None => {
+            eprint!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match cmd {
+        "-h" | "--help" | "help" => {
+            print!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        "-V" | "--version" => {
+            println!("mcvideo-relay {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        "serve" | "check-config" => sidecar(cmd, rest),
+        "loadgen" => usage_error(
+            "unknown command `loadgen`: the load generator is not part of this build yet",
+        ),
+        other => usage_error(&format!("unknown command `{other}`")),
+    }
+}
+
+#[cfg(feature = "sidecar")]
+fn sidecar(cmd: &str, rest: &[String]) -> ExitCode {
+    use mcvideo_relay::sidecar;
+    if cmd == "check-config" {
+        return match rest {
+            [flag] if matches!(flag.as_str(), "-h" | "--help") => {
+                print!("Usage: mcvideo-relay check-config FILE\n\nReports every problem in FILE with its key and exits 1 if there is any.\n");
+                ExitCode::SUCCESS
+            }
+            [file] => sidecar::check_config(std::path::Path::new(file)),
+            _ => usage_error("check-config takes one FILE"),
+        };
+    }
+    match sidecar::ServeOptions::parse(rest) {
+        Ok(Some(opts)) => sidecar::run_serve(opts),
+        Ok(None) => {
+            print!("{}", sidecar::SERVE_USAGE);
+            ExitCode::SUCCESS
+        }
+        Err(e) => usage_error(&e),
+    }
+}
+
+#[cfg(not(feature = "sidecar"))]
+fn sidecar(cmd: &str, _rest: &[String]) -> ExitCode {
+    usage_error(&format!(
+        "`{cmd}` needs the `sidecar` feature (cargo build --features sidecar)"
+    ))
 }

@@ -1,0 +1,749 @@
+//! The HTTP/JSON control API (design.md, "Sidecar control API"): routes, bearer-token auth,
+//! the body limit, errors as `{"error": {"code", "message"}}`, and the event stream.
+//!
+//! Engine calls are synchronous and short (one mutex); handlers call them directly. Request
+//! bodies are never logged: SDP carries SDES keys, tc_key carries keys.
+
+use super::metrics::{self, ApiMetrics};
+use crate::control::call::{AnswerCall, CallEvent, CallEventKind, CreateCall, SetupError};
+use crate::control::registry::{RegistryError, UeEntry};
+use crate::control::{CommencementMode, MediaSecurity};
+use crate::keys::{MasterKey, SrtpSuite};
+use crate::relay::{CallSummary, DropReason, Engine, LegSnapshot};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Path, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::Router;
+use futures_util::Stream;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, watch};
+use tracing::{debug, info, warn};
+
+/// What every handler shares.
+pub(crate) struct AppState {
+    pub(crate) engine: Arc<Engine>,
+    pub(crate) metrics: ApiMetrics,
+    /// SHA-256 of the bearer token, when one is configured.
+    token_digest: Option<[u8; 32]>,
+    max_body: usize,
+    /// Set when shutdown starts: drain mode can no longer be turned off.
+    pub(crate) stopping: AtomicBool,
+    /// Set once the engine has shut down: event streams flush what they hold and end.
+    pub(crate) closing: watch::Sender<bool>,
+}
+
+impl AppState {
+    pub(crate) fn new(engine: Arc<Engine>, token: Option<&str>, max_body: usize) -> Self {
+        AppState {
+            engine,
+            metrics: ApiMetrics::default(),
+            token_digest: token.map(digest),
+            max_body,
+            stopping: AtomicBool::new(false),
+            closing: watch::channel(false).0,
+        }
+    }
+}
+
+fn digest(s: &str) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, s.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// Constant-time equality of two digests (no early exit on the first difference).
+fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+/// An API error: `{"error": {"code": "...", "message": "..."}}`.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn too_large(limit: usize) -> Self {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the request body is larger than {limit} bytes (api.max_body_bytes)"),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code, "message": self.message}});
+        let mut r = json_response(self.status, &body);
+        if self.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        r
+    }
+}
+
+impl From<SetupError> for ApiError {
+    fn from(e: SetupError) -> Self {
+        let status = match &e {
+            SetupError::NotVideoPush
+            | SetupError::BadRequest(_)
+            | SetupError::BadSdp { .. }
+            | SetupError::NoAcceptableMedia { .. } => StatusCode::BAD_REQUEST,
+            SetupError::NotAuthorized { .. } => StatusCode::FORBIDDEN,
+            SetupError::CalleeNotRegistered(_) | SetupError::UnknownCall(_) => {
+                StatusCode::NOT_FOUND
+            }
+            SetupError::NoPortsAvailable | SetupError::TooManyCalls | SetupError::Draining => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            SetupError::DuplicateCallId(_) | SetupError::WrongState { .. } => StatusCode::CONFLICT,
+        };
+        ApiError::new(status, e.code(), e.to_string())
+    }
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response {
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn ok(body: &Value) -> Response {
+    json_response(StatusCode::OK, body)
+}
+
+/// Reads the body within the limit: a `Content-Length` over it is refused before any byte is
+/// read (so `Expect: 100-continue` clients never send it); chunked bodies are cut off by
+/// [`DefaultBodyLimit`].
+async fn read_body(req: Request, st: &Arc<AppState>) -> Result<Bytes, ApiError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > st.max_body as u64) {
+        return Err(ApiError::too_large(st.max_body));
+    }
+    Bytes::from_request(req, st).await.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::too_large(st.max_body)
+        } else {
+            ApiError::new(r.status(), "bad_body", r.body_text())
+        }
+    })
+}
+
+/// A JSON body; malformed = 400 `bad_json`.
+struct ApiJson<T>(T);
+
+impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, st: &Arc<AppState>) -> Result<Self, ApiError> {
+        let body = read_body(req, st).await?;
+        parse_json(&body).map(ApiJson)
+    }
+}
+
+/// A JSON body that may be absent (empty = `T::default()`).
+struct OptJson<T>(T);
+
+impl<T: DeserializeOwned + Default> FromRequest<Arc<AppState>> for OptJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, st: &Arc<AppState>) -> Result<Self, ApiError> {
+        let body = read_body(req, st).await?;
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptJson(T::default()));
+        }
+        parse_json(&body).map(OptJson)
+    }
+}
+
+fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        // serde_json's messages name the field and position, never the values.
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_json",
+            format!("malformed JSON body: {e}"),
+        )
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TcKeyBody {
+    suite: String,
+    key: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CallerBody {
+    mcvideo_id: String,
+    sdp_offer: String,
+    #[serde(default)]
+    tc_key: Option<TcKeyBody>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CalleeBody {
+    mcvideo_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    #[serde(default)]
+    call_id: Option<String>,
+    caller: CallerBody,
+    callee: CalleeBody,
+    #[serde(default)]
+    video_push: bool,
+    #[serde(default)]
+    commencement_mode: Option<String>,
+    #[serde(default)]
+    media_security: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AnswerBody {
+    sdp_answer: String,
+    #[serde(default)]
+    tc_key: Option<TcKeyBody>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct UeBody {
+    #[serde(default)]
+    designated_for_private_calls: bool,
+    #[serde(default)]
+    commencement_mode: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DrainBody {
+    #[serde(default)]
+    draining: Option<bool>,
+}
+
+fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, code, message)
+}
+
+fn tc_key(field: &str, k: Option<TcKeyBody>) -> Result<Option<MasterKey>, ApiError> {
+    let Some(k) = k else { return Ok(None) };
+    let suite = SrtpSuite::from_name(&k.suite).ok_or_else(|| {
+        bad_request(
+            "bad_tc_key",
+            format!("{field}.suite: must be AEAD_AES_128_GCM or AES_CM_128_HMAC_SHA1_80"),
+        )
+    })?;
+    MasterKey::from_base64(suite, &k.key)
+        .map(Some)
+        .map_err(|e| bad_request("bad_tc_key", format!("{field}.key: {e}")))
+}
+
+fn commencement(field: &str, m: Option<&str>) -> Result<Option<CommencementMode>, ApiError> {
+    m.map(|s| {
+        CommencementMode::parse(s).ok_or_else(|| {
+            bad_request(
+                "bad_request",
+                format!("{field}: must be \"automatic\" or \"manual\""),
+            )
+        })
+    })
+    .transpose()
+}
+
+fn leg_json(id: &str, l: &LegSnapshot) -> Value {
+    let drops: Map<String, Value> = DropReason::ALL
+        .iter()
+        .map(|r| (r.as_str().to_owned(), Value::from(l.dropped(*r))))
+        .collect();
+    json!({
+        "mcvideo_id": id,
+        "packets_in": l.packets_in,
+        "bytes_in": l.bytes_in,
+        "packets_out": l.packets_out,
+        "bytes_out": l.bytes_out,
+        "drops": drops,
+        "latches": l.latches,
+    })
+}
+
+fn summary_json(s: &CallSummary) -> Value {
+    let kinds = |c: &crate::control::server::KindCounters| -> Map<String, Value> {
+        c.iter()
+            .map(|(k, n)| (k.to_owned(), Value::from(n)))
+            .collect()
+    };
+    json!({
+        "call_id": s.call_id,
+        "state": s.state.as_str(),
+        "transmission": s.transmission.as_str(),
+        "media_security": s.media_security.as_str(),
+        "commencement_mode": s.commencement_mode.as_str(),
+        "deliver_to": s.deliver_to,
+        "release_reason": s.release_reason.map(|r| r.as_str()),
+        "duration_ms": u64::try_from(s.duration.as_millis()).unwrap_or(u64::MAX),
+        "caller": leg_json(&s.caller_id, &s.caller),
+        "callee": leg_json(&s.callee_id, &s.callee),
+        "transmission_control": {
+            "received": kinds(&s.tc.received),
+            "sent": kinds(&s.tc.sent),
+            "malformed": s.tc.malformed,
+            "ignored": s.tc.ignored,
+            "rate_limited": s.tc.rate_limited,
+        },
+    })
+}
+
+async fn create_call(
+    State(st): State<Arc<AppState>>,
+    ApiJson(b): ApiJson<CreateBody>,
+) -> Result<Response, ApiError> {
+    let commencement_mode = commencement("commencement_mode", b.commencement_mode.as_deref())?;
+    let media_security = match b.media_security.as_deref() {
+        None => MediaSecurity::default(),
+        Some(s) => MediaSecurity::parse(s).ok_or_else(|| {
+            bad_request(
+                "bad_request",
+                "media_security: must be \"end_to_end\" or \"per_leg\"",
+            )
+        })?,
+    };
+    let caller_tc_key = tc_key("caller.tc_key", b.caller.tc_key)?;
+    let offer = st.engine.create_call(CreateCall {
+        call_id: b.call_id,
+        caller_id: b.caller.mcvideo_id,
+        caller_sdp: b.caller.sdp_offer,
+        callee_id: b.callee.mcvideo_id,
+        video_push: b.video_push,
+        commencement_mode,
+        media_security,
+        caller_tc_key,
+    })?;
+    let location = HeaderValue::try_from(format!("/v1/calls/{}", offer.call_id)).ok();
+    let mut r = json_response(
+        StatusCode::CREATED,
+        &json!({
+            "call_id": offer.call_id,
+            "state": "offered",
+            "sdp_offer": offer.sdp_offer,
+            "commencement_mode": offer.commencement_mode.as_str(),
+            "deliver_to": offer.deliver_to,
+        }),
+    );
+    if let Some(l) = location {
+        r.headers_mut().insert(header::LOCATION, l);
+    }
+    Ok(r)
+}
+
+async fn answer_call(
+    State(st): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<AnswerBody>,
+) -> Result<Response, ApiError> {
+    let callee_tc_key = tc_key("tc_key", b.tc_key)?;
+    let a = st.engine.accept_call(
+        &id,
+        AnswerCall {
+            callee_sdp: b.sdp_answer,
+            callee_tc_key,
+        },
+    )?;
+    Ok(ok(&json!({
+        "call_id": a.call_id,
+        "state": "established",
+        "sdp_answer": a.sdp_answer,
+    })))
+}
+
+async fn reject_call(
+    State(st): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let s = st.engine.reject_call(&id)?;
+    Ok(ok(&summary_json(&s)))
+}
+
+async fn release_call(
+    State(st): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let s = st.engine.release_call(&id)?;
+    Ok(ok(&summary_json(&s)))
+}
+
+async fn get_call(
+    State(st): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let s = st
+        .engine
+        .call(&id)
+        .ok_or(SetupError::UnknownCall(id.clone()))?;
+    Ok(ok(&summary_json(&s)))
+}
+
+async fn list_calls(State(st): State<Arc<AppState>>) -> Response {
+    let mut calls = st.engine.calls();
+    calls.sort_by(|a, b| a.call_id.cmp(&b.call_id));
+    let calls: Vec<Value> = calls.iter().map(summary_json).collect();
+    ok(&json!({ "calls": calls }))
+}
+
+fn ues_json(user: &str, ues: &[UeEntry]) -> Value {
+    let list: Vec<Value> = ues
+        .iter()
+        .map(|u| {
+            json!({
+                "ue_id": u.ue_id,
+                "designated_for_private_calls": u.designated_for_private_calls,
+                "commencement_mode": u.commencement_mode.map(CommencementMode::as_str),
+            })
+        })
+        .collect();
+    json!({ "mcvideo_id": user, "ues": list })
+}
+
+async fn put_ue(
+    State(st): State<Arc<AppState>>,
+    Path((user, ue_id)): Path<(String, String)>,
+    OptJson(b): OptJson<UeBody>,
+) -> Result<Response, ApiError> {
+    let commencement_mode = commencement("commencement_mode", b.commencement_mode.as_deref())?;
+    let created = st
+        .engine
+        .register_ue(
+            &user,
+            UeEntry {
+                ue_id,
+                designated_for_private_calls: b.designated_for_private_calls,
+                commencement_mode,
+            },
+        )
+        .map_err(|e| match e {
+            RegistryError::BadId(_) => bad_request("bad_id", e.to_string()),
+            RegistryError::TooManyUes => {
+                ApiError::new(StatusCode::CONFLICT, "too_many_ues", e.to_string())
+            }
+        })?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(json_response(
+        status,
+        &ues_json(&user, &st.engine.ues(&user)),
+    ))
+}
+
+async fn delete_ue(
+    State(st): State<Arc<AppState>>,
+    Path((user, ue_id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    if !st.engine.unregister_ue(&user, &ue_id) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_ue",
+            format!("user {user} has no registered UE {ue_id}"),
+        ));
+    }
+    Ok(ok(&ues_json(&user, &st.engine.ues(&user))))
+}
+
+async fn list_ues(State(st): State<Arc<AppState>>, Path(user): Path<String>) -> Response {
+    ok(&ues_json(&user, &st.engine.ues(&user)))
+}
+
+fn drain_json(st: &AppState) -> Value {
+    let s = st.engine.stats();
+    json!({ "draining": s.draining, "active_calls": s.active_calls })
+}
+
+async fn set_drain(State(st): State<Arc<AppState>>, OptJson(b): OptJson<DrainBody>) -> Response {
+    let on = b.draining.unwrap_or(true);
+    if st.stopping.load(Ordering::SeqCst) && !on {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the relay is shutting down",
+        )
+        .into_response();
+    }
+    st.engine.set_draining(on);
+    info!(draining = on, "drain mode changed");
+    ok(&drain_json(&st))
+}
+
+async fn undrain(State(st): State<Arc<AppState>>) -> Response {
+    set_drain(
+        State(st),
+        OptJson(DrainBody {
+            draining: Some(false),
+        }),
+    )
+    .await
+}
+
+async fn get_drain(State(st): State<Arc<AppState>>) -> Response {
+    ok(&drain_json(&st))
+}
+
+async fn healthz(State(st): State<Arc<AppState>>) -> Response {
+    let s = st.engine.stats();
+    ok(&json!({
+        "status": if s.draining { "draining" } else { "ok" },
+        "active_calls": s.active_calls,
+        "uptime_secs": st.engine.uptime().as_secs(),
+    }))
+}
+
+async fn metrics_text(State(st): State<Arc<AppState>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        metrics::render(&st.engine, &st.metrics),
+    )
+        .into_response()
+}
+
+/// The SSE `data` of an event: the call ID and the event's fields.
+pub(crate) fn event_json(ev: &CallEvent) -> Value {
+    let mut d = Map::new();
+    d.insert("call_id".into(), Value::from(&*ev.call_id));
+    match ev.kind {
+        CallEventKind::TransmissionGranted {
+            audio_ssrc,
+            video_ssrc,
+        } => {
+            d.insert("audio_ssrc".into(), audio_ssrc.into());
+            d.insert("video_ssrc".into(), video_ssrc.into());
+        }
+        CallEventKind::TransmissionEnded { reason } | CallEventKind::Released { reason } => {
+            d.insert("reason".into(), reason.as_str().into());
+        }
+        _ => {}
+    }
+    Value::Object(d)
+}
+
+/// Keeps the `sse_clients` gauge right however the stream ends.
+struct SseClient(Arc<AppState>);
+
+impl Drop for SseClient {
+    fn drop(&mut self) {
+        self.0.metrics.sse_clients.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+struct SseState {
+    rx: broadcast::Receiver<CallEvent>,
+    closing: watch::Receiver<bool>,
+    done: bool,
+    _client: SseClient,
+}
+
+fn sse_item(r: Result<CallEvent, broadcast::error::RecvError>) -> Option<Event> {
+    match r {
+        Ok(ev) => Some(
+            Event::default()
+                .event(ev.kind.name())
+                .data(event_json(&ev).to_string()),
+        ),
+        Err(broadcast::error::RecvError::Lagged(n)) => Some(
+            Event::default()
+                .event("events.lagged")
+                .data(json!({ "missed": n }).to_string()),
+        ),
+        Err(broadcast::error::RecvError::Closed) => None,
+    }
+}
+
+async fn next_event(mut s: SseState) -> Option<(Result<Event, Infallible>, SseState)> {
+    if s.done {
+        return None;
+    }
+    let item = tokio::select! {
+        biased;
+        r = s.rx.recv() => sse_item(r),
+        _ = s.closing.wait_for(|c| *c) => {
+            // Shutting down: the engine has published its last events; hand over what is
+            // queued, then end the stream so the connection can close.
+            match s.rx.try_recv() {
+                Ok(ev) => sse_item(Ok(ev)),
+                Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                    sse_item(Err(broadcast::error::RecvError::Lagged(n)))
+                }
+                Err(_) => None,
+            }
+        }
+    };
+    match item {
+        Some(ev) => Some((Ok(ev), s)),
+        None => {
+            s.done = true;
+            None
+        }
+    }
+}
+
+async fn events(
+    State(st): State<Arc<AppState>>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    // Subscribe now, before the response goes out: a client that has read the response head
+    // sees every event from then on.
+    let rx = st.engine.subscribe();
+    let closing = st.closing.subscribe();
+    st.metrics.sse_clients.fetch_add(1, Ordering::Relaxed);
+    let hello = futures_util::stream::iter([Ok(Event::default().comment("mcvideo-relay events"))]);
+    let rest = futures_util::stream::unfold(
+        SseState {
+            rx,
+            closing,
+            done: false,
+            _client: SseClient(st.clone()),
+        },
+        next_event,
+    );
+    Sse::new(futures_util::StreamExt::chain(hello, rest))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
+}
+
+/// Bearer-token check on every route but `/healthz`, when a token is configured.
+async fn authorize(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let Some(want) = &st.token_digest else {
+        return next.run(req).await;
+    };
+    if req.uri().path() == "/healthz" {
+        return next.run(req).await;
+    }
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| digest(t.trim()));
+    match given {
+        Some(d) if ct_eq(&d, want) => next.run(req).await,
+        Some(_) => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "the bearer token is not valid",
+        )
+        .into_response(),
+        None => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "an `Authorization: Bearer <token>` header is required",
+        )
+        .into_response(),
+    }
+}
+
+/// Request count and latency by route; one debug line per request (never the body).
+#[allow(clippy::disallowed_methods)] // the I/O layer reads the clock
+async fn observe(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let method = req.method().clone();
+    let resp = next.run(req).await;
+    let took = started.elapsed();
+    let status = resp.status().as_u16();
+    st.metrics.observe(&route, &method, status, took);
+    if resp.status().is_server_error() && status != 503 {
+        warn!(%method, %route, status, "request failed");
+    } else {
+        debug!(%method, %route, status, micros = took.as_micros() as u64, "request");
+    }
+    resp
+}
+
+/// The whole control API.
+pub(crate) fn router(st: Arc<AppState>) -> Router {
+    let limit = st.max_body;
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_text))
+        .route("/v1/calls", post(create_call).get(list_calls))
+        .route("/v1/calls/{id}", get(get_call).delete(release_call))
+        .route("/v1/calls/{id}/answer", post(answer_call))
+        .route("/v1/calls/{id}/reject", post(reject_call))
+        .route("/v1/users/{mcvideo_id}/ues", get(list_ues))
+        .route(
+            "/v1/users/{mcvideo_id}/ues/{ue_id}",
+            put(put_ue).delete(delete_ue),
+        )
+        .route("/v1/events", get(events))
+        .route(
+            "/v1/admin/drain",
+            post(set_drain).delete(undrain).get(get_drain),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(st.clone(), authorize))
+        .layer(middleware::from_fn_with_state(st.clone(), observe))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(st)
+}

@@ -1,0 +1,728 @@
+//! The sidecar's configuration: an embedded default that works on a fresh machine, a TOML file
+//! that overrides it, command-line flags on top, secrets from the environment.
+//!
+//! Every problem is reported with its key (`media.port_min: must be <= media.port_max`), all of
+//! them at once: a value of the wrong type is reported and then left at its default so the
+//! checks of every other key still run. Unknown keys and sections are errors.
+
+use crate::control::call::CallConfig;
+use crate::control::policy::RulePolicy;
+use crate::control::server::TcConfig;
+use crate::control::CommencementMode;
+use crate::relay::EngineConfig;
+use serde::Deserialize;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The environment variable the bearer token is read from unless `api.token_env` names another.
+pub const DEFAULT_TOKEN_ENV: &str = "MCVIDEO_RELAY_API_TOKEN";
+
+/// One problem with the configuration, keyed by where it is (`media.port_min`, `--ports`,
+/// `policy.file`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The key (dotted path), flag or file the problem is about.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl Problem {
+    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Problem {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// Declares a config section: the struct (serde, `deny_unknown_fields`, every key defaulted)
+/// and a per-key type check that reports each bad key on its own.
+macro_rules! section {
+    (
+        $(#[$meta:meta])* $name:ident = $key:literal {
+            $( $(#[$fmeta:meta])* $field:ident : $ty:ty = $default:expr, )*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Deserialize)]
+        #[serde(default, deny_unknown_fields)]
+        pub struct $name {
+            $( $(#[$fmeta])* pub $field: $ty, )*
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                $name { $( $field: $default, )* }
+            }
+        }
+
+        impl $name {
+            const KEY: &'static str = $key;
+            const FIELDS: &'static [&'static str] = &[$(stringify!($field)),*];
+
+            /// Reports (and removes) every key that is unknown or of the wrong type.
+            fn check_types(table: &mut toml::Table, problems: &mut Vec<Problem>) {
+                let mut bad = Vec::new();
+                for (k, v) in table.iter() {
+                    let res: Result<(), String> = match k.as_str() {
+                        $( stringify!($field) => v
+                            .clone()
+                            .try_into::<$ty>()
+                            .map(|_| ())
+                            .map_err(|e| e.message().trim().to_owned()), )*
+                        _ => Err(format!(
+                            "unknown key (the [{}] keys are: {})",
+                            Self::KEY,
+                            Self::FIELDS.join(", ")
+                        )),
+                    };
+                    if let Err(m) = res {
+                        problems.push(Problem::new(format!("{}.{}", Self::KEY, k), m));
+                        bad.push(k.clone());
+                    }
+                }
+                for k in bad {
+                    table.remove(&k);
+                }
+            }
+        }
+    };
+}
+
+section! {
+    /// `[api]`: the HTTP control API.
+    ApiConfig = "api" {
+        /// Address:port the control API listens on (port 0 = any free port).
+        listen: String = "127.0.0.1:8080".to_owned(),
+        /// Environment variable holding the bearer token.
+        token_env: String = DEFAULT_TOKEN_ENV.to_owned(),
+        /// File holding the bearer token (e.g. a systemd credential); the environment wins.
+        token_file: Option<String> = None,
+        /// Largest request body accepted (larger = 413).
+        max_body_bytes: usize = 256 * 1024,
+    }
+}
+
+section! {
+    /// `[media]`: the relay's media sockets.
+    MediaConfig = "media" {
+        /// Address media sockets bind to; it goes into the SDP handed on.
+        ip: String = "127.0.0.1".to_owned(),
+        /// Lowest media port.
+        port_min: u16 = 40_000,
+        /// Highest media port.
+        port_max: u16 = 49_999,
+        /// Forwarding threads (0 = one per core).
+        workers: usize = 0,
+        /// SO_RCVBUF / SO_SNDBUF asked for on each media socket (0 = kernel default).
+        socket_buffer_bytes: usize = 1 << 20,
+        /// Consecutive packets from one new address that latch a leg without other evidence.
+        latch_after_packets: u32 = 5,
+    }
+}
+
+section! {
+    /// `[calls]`: the call procedure.
+    CallsConfig = "calls" {
+        /// Offer the caller's audio to the callee along with the video.
+        offer_audio: bool = true,
+        /// Offer media other than audio, video and the control channel.
+        offer_other_media: bool = false,
+        /// Commencement mode when neither the caller nor the callee's UE sets one.
+        default_commencement_mode: String = "manual".to_owned(),
+        /// Refuse calls to users with no registered UE.
+        require_registered_callee: bool = false,
+        /// Release an offered call the callee has not answered after this long.
+        offer_timeout_secs: u64 = 120,
+        /// Calls at most at once.
+        max_calls: usize = 20_000,
+    }
+}
+
+section! {
+    /// `[transmission_control]`: timers and limits of the transmission control server.
+    TransmissionControlConfig = "transmission_control" {
+        /// T1, the private-call hang timer.
+        t1_hang_secs: u64 = 30,
+        /// T4, the Transmission Granted retransmission interval.
+        t4_granted_ms: u64 = 1000,
+        /// C4, Granted retransmissions before giving up.
+        c4_granted: u32 = 3,
+        /// No media from the granted caller this long completes the transmission.
+        media_inactivity_secs: u64 = 10,
+        /// Maximum transmission duration (0 = unlimited).
+        max_duration_secs: u64 = 0,
+        /// Field ID written for the Video SSRC (23 or 24).
+        video_ssrc_field_id: u8 = 23,
+    }
+}
+
+section! {
+    /// `[policy]`: who may push and receive pushes.
+    PolicyConfig = "policy" {
+        /// Policy file (relative to the config file). None = trust the controlling server.
+        file: Option<String> = None,
+    }
+}
+
+section! {
+    /// `[log]`: structured logs on stderr.
+    LogConfig = "log" {
+        /// `text` or `json`.
+        format: String = "text".to_owned(),
+        /// Filter, e.g. `info` or `warn,mcvideo_relay=debug` (`RUST_LOG` wins).
+        level: String = "info".to_owned(),
+    }
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `[api]`
+    pub api: ApiConfig,
+    /// `[media]`
+    pub media: MediaConfig,
+    /// `[calls]`
+    pub calls: CallsConfig,
+    /// `[transmission_control]`
+    pub transmission_control: TransmissionControlConfig,
+    /// `[policy]`
+    pub policy: PolicyConfig,
+    /// `[log]`
+    pub log: LogConfig,
+}
+
+/// The embedded default configuration, as a file (what `serve` runs with when given none).
+pub const DEFAULT_CONFIG_TOML: &str = r#"# mcvideo-relay embedded defaults
+[api]
+listen = "127.0.0.1:8080"
+token_env = "MCVIDEO_RELAY_API_TOKEN"
+max_body_bytes = 262144
+
+[media]
+ip = "127.0.0.1"
+port_min = 40000
+port_max = 49999
+"#;
+
+/// A policy file: allow and deny lists of MCVideo ID patterns with `*`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicyFile {
+    /// Who may push.
+    pub push_allow: Vec<String>,
+    /// Who may never push.
+    pub push_deny: Vec<String>,
+    /// Who may receive a push.
+    pub receive_allow: Vec<String>,
+    /// Who may never receive a push.
+    pub receive_deny: Vec<String>,
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+fn syntax_problem(key: &str, text: &str, e: &toml::de::Error) -> Problem {
+    let at = e.span().map(|s| line_col(text, s.start));
+    let message = match at {
+        Some((l, c)) => format!("line {l}, column {c}: {}", e.message().trim()),
+        None => e.message().trim().to_owned(),
+    };
+    Problem::new(key, message)
+}
+
+impl Config {
+    /// Parses a config file's text. Every unknown key and every value of the wrong type is a
+    /// problem; the rest is still read (bad keys keep their defaults), then [`Config::validate`]
+    /// should run to find the remaining problems.
+    pub fn parse(text: &str) -> (Config, Vec<Problem>) {
+        let mut problems = Vec::new();
+        let mut table = match toml::from_str::<toml::Table>(text) {
+            Ok(t) => t,
+            Err(e) => {
+                problems.push(syntax_problem("(syntax)", text, &e));
+                return (Config::default(), problems);
+            }
+        };
+        let mut bad = Vec::new();
+        for (k, v) in table.iter_mut() {
+            let Some(t) = v.as_table_mut() else {
+                problems.push(Problem::new(
+                    k.clone(),
+                    format!("must be a table ([{k}] section)"),
+                ));
+                bad.push(k.clone());
+                continue;
+            };
+            match k.as_str() {
+                ApiConfig::KEY => ApiConfig::check_types(t, &mut problems),
+                MediaConfig::KEY => MediaConfig::check_types(t, &mut problems),
+                CallsConfig::KEY => CallsConfig::check_types(t, &mut problems),
+                TransmissionControlConfig::KEY => {
+                    TransmissionControlConfig::check_types(t, &mut problems)
+                }
+                PolicyConfig::KEY => PolicyConfig::check_types(t, &mut problems),
+                LogConfig::KEY => LogConfig::check_types(t, &mut problems),
+                _ => {
+                    problems.push(Problem::new(
+                        k.clone(),
+                        "unknown section (the sections are: api, media, calls, \
+                         transmission_control, policy, log)",
+                    ));
+                    bad.push(k.clone());
+                }
+            }
+        }
+        for k in bad {
+            table.remove(&k);
+        }
+        match toml::Value::Table(table).try_into::<Config>() {
+            Ok(c) => (c, problems),
+            Err(e) => {
+                problems.push(Problem::new("(config)", e.message().trim()));
+                (Config::default(), problems)
+            }
+        }
+    }
+
+    /// The embedded defaults.
+    pub fn embedded() -> Config {
+        let (c, problems) = Config::parse(DEFAULT_CONFIG_TOML);
+        debug_assert!(problems.is_empty(), "{problems:?}");
+        c
+    }
+
+    /// Reads and parses a file (see [`Config::parse`]; [`Config::validate`] is still to run).
+    /// A file that cannot be read is a problem keyed by its path.
+    pub fn read_file(path: &Path) -> (Config, Vec<Problem>) {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                return (
+                    Config::default(),
+                    vec![Problem::new(
+                        path.display().to_string(),
+                        format!("cannot read: {e}"),
+                    )],
+                )
+            }
+        };
+        Config::parse(&text)
+    }
+
+    /// Every semantic problem (ranges, addresses, enumerations), each with its key.
+    pub fn validate(&self) -> Vec<Problem> {
+        let mut p = Vec::new();
+        let a = &self.api;
+        if let Err(e) = SocketAddr::from_str(&a.listen) {
+            p.push(Problem::new(
+                "api.listen",
+                format!("`{}` is not an IP:port address ({e})", a.listen),
+            ));
+        }
+        if a.token_env.is_empty() || a.token_env.contains(['=', '\0']) {
+            p.push(Problem::new(
+                "api.token_env",
+                "must be the name of an environment variable",
+            ));
+        }
+        if let Some(f) = &a.token_file {
+            if f.is_empty() {
+                p.push(Problem::new("api.token_file", "must be a path"));
+            }
+        }
+        if !(1024..=64 << 20).contains(&a.max_body_bytes) {
+            p.push(Problem::new(
+                "api.max_body_bytes",
+                format!("must be between 1024 and {} bytes", 64 << 20),
+            ));
+        }
+        let m = &self.media;
+        match IpAddr::from_str(&m.ip) {
+            Err(e) => p.push(Problem::new(
+                "media.ip",
+                format!("`{}` is not an IP address ({e})", m.ip),
+            )),
+            Ok(ip) if ip.is_unspecified() || ip.is_multicast() => p.push(Problem::new(
+                "media.ip",
+                "must be a unicast address of this host (it goes into the SDP), not a \
+                 wildcard or multicast address",
+            )),
+            Ok(_) => {}
+        }
+        if m.port_min == 0 {
+            p.push(Problem::new("media.port_min", "must be >= 1"));
+        }
+        if m.port_min > m.port_max {
+            p.push(Problem::new(
+                "media.port_min",
+                format!(
+                    "must be <= media.port_max ({} > {})",
+                    m.port_min, m.port_max
+                ),
+            ));
+        } else if m.port_max - m.port_min < 3 {
+            p.push(Problem::new(
+                "media.port_max",
+                format!(
+                    "the range {}-{} must hold at least two port pairs (4 ports)",
+                    m.port_min, m.port_max
+                ),
+            ));
+        }
+        if m.workers > 1024 {
+            p.push(Problem::new(
+                "media.workers",
+                "must be <= 1024 (0 = one per core)",
+            ));
+        }
+        if m.socket_buffer_bytes > 1 << 30 {
+            p.push(Problem::new(
+                "media.socket_buffer_bytes",
+                "must be <= 1 GiB",
+            ));
+        }
+        if !(1..=1000).contains(&m.latch_after_packets) {
+            p.push(Problem::new(
+                "media.latch_after_packets",
+                "must be between 1 and 1000",
+            ));
+        }
+        let c = &self.calls;
+        if CommencementMode::parse(&c.default_commencement_mode).is_none() {
+            p.push(Problem::new(
+                "calls.default_commencement_mode",
+                format!(
+                    "must be \"automatic\" or \"manual\", not {:?}",
+                    c.default_commencement_mode
+                ),
+            ));
+        }
+        if !(1..=86_400).contains(&c.offer_timeout_secs) {
+            p.push(Problem::new(
+                "calls.offer_timeout_secs",
+                "must be between 1 and 86400",
+            ));
+        }
+        if c.max_calls == 0 {
+            p.push(Problem::new("calls.max_calls", "must be >= 1"));
+        }
+        let t = &self.transmission_control;
+        if !(1..=86_400).contains(&t.t1_hang_secs) {
+            p.push(Problem::new(
+                "transmission_control.t1_hang_secs",
+                "must be between 1 and 86400",
+            ));
+        }
+        if !(10..=60_000).contains(&t.t4_granted_ms) {
+            p.push(Problem::new(
+                "transmission_control.t4_granted_ms",
+                "must be between 10 and 60000",
+            ));
+        }
+        if t.c4_granted > 100 {
+            p.push(Problem::new(
+                "transmission_control.c4_granted",
+                "must be <= 100",
+            ));
+        }
+        if !(1..=86_400).contains(&t.media_inactivity_secs) {
+            p.push(Problem::new(
+                "transmission_control.media_inactivity_secs",
+                "must be between 1 and 86400",
+            ));
+        }
+        if t.max_duration_secs > 7 * 86_400 {
+            p.push(Problem::new(
+                "transmission_control.max_duration_secs",
+                "must be <= 604800 (0 = unlimited)",
+            ));
+        }
+        if !matches!(t.video_ssrc_field_id, 23 | 24) {
+            p.push(Problem::new(
+                "transmission_control.video_ssrc_field_id",
+                format!("must be 23 or 24, not {}", t.video_ssrc_field_id),
+            ));
+        }
+        if let Some(f) = &self.policy.file {
+            if f.is_empty() {
+                p.push(Problem::new("policy.file", "must be a path"));
+            }
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            p.push(Problem::new(
+                "log.format",
+                format!("must be \"text\" or \"json\", not {:?}", self.log.format),
+            ));
+        }
+        if let Err(e) = parse_log_filter(&self.log.level) {
+            p.push(Problem::new("log.level", e));
+        }
+        p
+    }
+
+    /// The engine configuration this file describes (call after [`Config::validate`] found
+    /// nothing; unparsable values fall back to the defaults).
+    #[allow(clippy::needless_update)] // settings added to the library later keep their defaults
+    pub fn engine_config(&self) -> EngineConfig {
+        let d = EngineConfig::default();
+        let t = &self.transmission_control;
+        let tc = TcConfig {
+            t1_hang: Duration::from_secs(t.t1_hang_secs),
+            t4_granted: Duration::from_millis(t.t4_granted_ms),
+            c4_granted: t.c4_granted,
+            media_inactivity: Duration::from_secs(t.media_inactivity_secs),
+            max_duration: (t.max_duration_secs > 0)
+                .then(|| Duration::from_secs(t.max_duration_secs)),
+            video_ssrc_field_id: t.video_ssrc_field_id,
+            ..TcConfig::default()
+        };
+        let c = &self.calls;
+        let call_defaults = CallConfig::default();
+        let call = CallConfig {
+            tc,
+            offer_audio: c.offer_audio,
+            offer_other_media: c.offer_other_media,
+            default_commencement_mode: CommencementMode::parse(&c.default_commencement_mode)
+                .unwrap_or(call_defaults.default_commencement_mode),
+            require_registered_callee: c.require_registered_callee,
+            offer_timeout: Duration::from_secs(c.offer_timeout_secs),
+            max_calls: c.max_calls,
+            ..call_defaults
+        };
+        let m = &self.media;
+        EngineConfig {
+            media_ip: m.ip.parse().unwrap_or(d.media_ip),
+            port_min: m.port_min,
+            port_max: m.port_max,
+            workers: m.workers,
+            call,
+            latch_after_packets: m.latch_after_packets,
+            socket_buffer_bytes: m.socket_buffer_bytes,
+            ..d
+        }
+    }
+
+    /// The control API's address (call after [`Config::validate`]).
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.api.listen.parse().ok()
+    }
+}
+
+/// Parses a log filter (`info`, `warn,mcvideo_relay=debug`).
+pub fn parse_log_filter(s: &str) -> Result<tracing_subscriber::filter::Targets, String> {
+    tracing_subscriber::filter::Targets::from_str(s)
+        .map_err(|e| format!("not a log filter like `info` or `warn,mcvideo_relay=debug` ({e})"))
+}
+
+/// Where a relative path in the config file points: beside the file.
+pub fn resolve_path(base_dir: Option<&Path>, file: &str) -> PathBuf {
+    let p = Path::new(file);
+    match base_dir {
+        Some(d) if p.is_relative() => d.join(p),
+        _ => p.to_path_buf(),
+    }
+}
+
+impl PolicyFile {
+    /// Reads a policy file; problems are keyed `policy.file` (or `policy.file: <key>`).
+    pub fn load(path: &Path) -> Result<PolicyFile, Vec<Problem>> {
+        let key = "policy.file";
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            vec![Problem::new(
+                key,
+                format!("cannot read {}: {e}", path.display()),
+            )]
+        })?;
+        Self::parse(&text).map_err(|ps| {
+            ps.into_iter()
+                .map(|p| Problem::new(key, format!("{}: {}", path.display(), p)))
+                .collect()
+        })
+    }
+
+    /// Parses a policy file's text; every problem keyed by the policy file's own key.
+    pub fn parse(text: &str) -> Result<PolicyFile, Vec<Problem>> {
+        let table = toml::from_str::<toml::Table>(text)
+            .map_err(|e| vec![syntax_problem("(syntax)", text, &e)])?;
+        let mut problems = Vec::new();
+        const KEYS: [&str; 4] = ["push_allow", "push_deny", "receive_allow", "receive_deny"];
+        for (k, v) in &table {
+            if !KEYS.contains(&k.as_str()) {
+                problems.push(Problem::new(
+                    k.clone(),
+                    format!("unknown key (the keys are: {})", KEYS.join(", ")),
+                ));
+                continue;
+            }
+            match v.clone().try_into::<Vec<String>>() {
+                Err(e) => problems.push(Problem::new(k.clone(), e.message().trim())),
+                Ok(list) => {
+                    for (i, pat) in list.iter().enumerate() {
+                        if pat.is_empty() || pat.len() > 1024 {
+                            problems.push(Problem::new(
+                                format!("{k}[{i}]"),
+                                "a pattern must be 1 to 1024 characters",
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        toml::Value::Table(table)
+            .try_into::<PolicyFile>()
+            .map_err(|e| vec![Problem::new("(policy)", e.message().trim())])
+    }
+
+    /// Advice about a valid but probably unintended policy (an empty allow list refuses all).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if self.push_allow.is_empty() {
+            w.push("push_allow is empty: nobody may push video".to_owned());
+        }
+        if self.receive_allow.is_empty() {
+            w.push("receive_allow is empty: nobody may receive a video push".to_owned());
+        }
+        w
+    }
+
+    /// The library's rule policy.
+    pub fn into_policy(self) -> Arc<RulePolicy> {
+        Arc::new(RulePolicy {
+            push_allow: self.push_allow,
+            push_deny: self.push_deny,
+            receive_allow: self.receive_allow,
+            receive_deny: self.receive_deny,
+        })
+    }
+}
+
+/// `serve`'s command-line options.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServeOptions {
+    /// `--config FILE`
+    pub config: Option<PathBuf>,
+    /// `--listen ADDR`
+    pub listen: Option<String>,
+    /// `--media-ip IP`
+    pub media_ip: Option<String>,
+    /// `--ports MIN-MAX`
+    pub ports: Option<String>,
+    /// `--log-format json|text`
+    pub log_format: Option<String>,
+}
+
+/// `serve`'s usage text.
+pub const SERVE_USAGE: &str = "\
+Usage: mcvideo-relay serve [OPTIONS]
+
+Runs the media relay with its HTTP/JSON control API. Without --config it runs on the
+embedded defaults: control API on 127.0.0.1:8080, media on 127.0.0.1 ports 40000-49999.
+The first line on stdout is `listening on ADDR` (useful with --listen 127.0.0.1:0).
+
+Options:
+  --config FILE          TOML configuration file (see deploy/config.example.toml)
+  --listen ADDR          control API address:port (overrides api.listen)
+  --media-ip IP          media address (overrides media.ip)
+  --ports MIN-MAX        media port range (overrides media.port_min/port_max)
+  --log-format FORMAT    text (default) or json (overrides log.format)
+  -h, --help             this text
+
+Environment:
+  MCVIDEO_RELAY_API_TOKEN  bearer token for the control API (or the variable that
+                           api.token_env names); required when api.listen is not loopback
+  RUST_LOG                 log filter (overrides log.level), e.g. warn,mcvideo_relay=debug
+";
+
+impl ServeOptions {
+    /// Parses `serve`'s arguments (after the word `serve`). `Ok(None)` = `--help`.
+    pub fn parse(args: &[String]) -> Result<Option<ServeOptions>, String> {
+        let mut o = ServeOptions::default();
+        let mut it = args.iter();
+        while let Some(arg) = it.next() {
+            let (flag, inline) = match arg.split_once('=') {
+                Some((f, v)) if f.starts_with("--") => (f, Some(v.to_owned())),
+                _ => (arg.as_str(), None),
+            };
+            if matches!(flag, "-h" | "--help") {
+                return Ok(None);
+            }
+            if !matches!(
+                flag,
+                "--config" | "--listen" | "--media-ip" | "--ports" | "--log-format"
+            ) {
+                return Err(format!("unknown option `{arg}` (see `serve --help`)"));
+            }
+            let value = match inline {
+                Some(v) => v,
+                None => it
+                    .next()
+                    .cloned()
+                    .ok_or_else(|| format!("{flag} needs a value"))?,
+            };
+            match flag {
+                "--config" => o.config = Some(PathBuf::from(value)),
+                "--listen" => o.listen = Some(value),
+                "--media-ip" => o.media_ip = Some(value),
+                "--ports" => o.ports = Some(value),
+                _ => o.log_format = Some(value),
+            }
+        }
+        Ok(Some(o))
+    }
+
+    /// Applies the flags over `config`; a malformed flag is a problem keyed by the flag.
+    pub fn apply(&self, config: &mut Config) -> Vec<Problem> {
+        let mut p = Vec::new();
+        if let Some(l) = &self.listen {
+            config.api.listen = l.clone();
+        }
+        if let Some(ip) = &self.media_ip {
+            config.media.ip = ip.clone();
+        }
+        if let Some(r) = &self.ports {
+            match r.split_once('-').and_then(|(a, b)| {
+                Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?))
+            }) {
+                Some((lo, hi)) => {
+                    config.media.port_min = lo;
+                    config.media.port_max = hi;
+                }
+                None => p.push(Problem::new(
+                    "--ports",
+                    format!("expected MIN-MAX with ports 1-65535, e.g. 40000-49999, not `{r}`"),
+                )),
+            }
+        }
+        if let Some(f) = &self.log_format {
+            if matches!(f.as_str(), "text" | "json") {
+                config.log.format = f.clone();
+            } else {
+                p.push(Problem::new(
+                    "--log-format",
+                    format!("must be json or text, not `{f}`"),
+                ));
+            }
+        }
+        p
+    }
+}

@@ -1,0 +1,321 @@
+//! `GET /metrics`: the Prometheus text exposition, written by hand.
+//!
+//! Engine counters come from [`Engine::stats`] at scrape time; the control API's own request
+//! counters and latency histograms are kept here.
+
+use crate::control::ReleaseReason;
+use crate::relay::{DropReason, Engine, LegSnapshot};
+use crate::wire::tc::MessageKind;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Upper bounds of the API latency histogram, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5,
+];
+
+/// Every refusal code [`SetupError`](crate::control::call::SetupError) has today, so each
+/// series exists (at zero) before its first refusal; codes added later appear when counted.
+const REFUSAL_CODES: [&str; 12] = [
+    "not_video_push",
+    "bad_request",
+    "bad_sdp",
+    "no_acceptable_media",
+    "not_authorized",
+    "callee_not_registered",
+    "no_ports_available",
+    "too_many_calls",
+    "draining",
+    "unknown_call",
+    "duplicate_call_id",
+    "wrong_state",
+];
+
+#[derive(Debug, Default)]
+struct RouteStats {
+    by_status: BTreeMap<u16, u64>,
+    buckets: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+/// The control API's own counters.
+#[derive(Debug, Default)]
+pub(crate) struct ApiMetrics {
+    routes: Mutex<BTreeMap<(String, &'static str), RouteStats>>,
+    pub(crate) sse_clients: AtomicUsize,
+}
+
+fn method_label(m: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// Escapes a label value (`\`, `"`, newline).
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+impl ApiMetrics {
+    /// Counts one request.
+    pub(crate) fn observe(
+        &self,
+        route: &str,
+        method: &axum::http::Method,
+        status: u16,
+        took: Duration,
+    ) {
+        let secs = took.as_secs_f64();
+        let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        let r = routes
+            .entry((route.to_owned(), method_label(method)))
+            .or_default();
+        *r.by_status.entry(status).or_default() += 1;
+        for (b, le) in r.buckets.iter_mut().zip(BUCKETS) {
+            if secs <= le {
+                *b += 1;
+            }
+        }
+        r.count += 1;
+        r.sum += secs;
+    }
+}
+
+struct Out(String);
+
+impl Out {
+    fn head(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}");
+        let _ = writeln!(self.0, "# TYPE {name} {kind}");
+    }
+    fn line(&mut self, name: &str, labels: &str, value: impl std::fmt::Display) {
+        if labels.is_empty() {
+            let _ = writeln!(self.0, "{name} {value}");
+        } else {
+            let _ = writeln!(self.0, "{name}{{{labels}}} {value}");
+        }
+    }
+}
+
+/// The whole exposition.
+pub(crate) fn render(engine: &Engine, api: &ApiMetrics) -> String {
+    let s = engine.stats();
+    let mut o = Out(String::with_capacity(16 * 1024));
+    let p = "mcvideo_relay";
+
+    o.head(&format!("{p}_build_info"), "gauge", "Version of the relay.");
+    o.line(
+        &format!("{p}_build_info"),
+        &format!("version=\"{}\"", env!("CARGO_PKG_VERSION")),
+        1,
+    );
+    o.head(
+        &format!("{p}_uptime_seconds"),
+        "gauge",
+        "Seconds since the engine started.",
+    );
+    o.line(
+        &format!("{p}_uptime_seconds"),
+        "",
+        format!("{:.3}", engine.uptime().as_secs_f64()),
+    );
+    o.head(
+        &format!("{p}_draining"),
+        "gauge",
+        "1 while the relay refuses new calls (drain mode or shutdown).",
+    );
+    o.line(&format!("{p}_draining"), "", u8::from(s.draining));
+
+    o.head(
+        &format!("{p}_calls_active"),
+        "gauge",
+        "Calls held now (offered or established).",
+    );
+    o.line(&format!("{p}_calls_active"), "", s.active_calls);
+    o.head(
+        &format!("{p}_calls_created_total"),
+        "counter",
+        "Calls created since start.",
+    );
+    o.line(&format!("{p}_calls_created_total"), "", s.calls_created);
+
+    let name = format!("{p}_calls_refused_total");
+    o.head(&name, "counter", "Call creations refused, by error code.");
+    let mut refused: BTreeMap<&str, u64> = REFUSAL_CODES.iter().map(|c| (*c, 0)).collect();
+    for (code, n) in &s.calls_refused {
+        *refused.entry(code).or_default() += n;
+    }
+    for (code, n) in refused {
+        o.line(&name, &format!("code=\"{}\"", esc(code)), n);
+    }
+
+    let name = format!("{p}_calls_released_total");
+    o.head(&name, "counter", "Calls released, by reason.");
+    let mut released: BTreeMap<&str, u64> =
+        ReleaseReason::ALL.iter().map(|r| (r.as_str(), 0)).collect();
+    for (reason, n) in &s.calls_released {
+        *released.entry(reason).or_default() += n;
+    }
+    for (reason, n) in released {
+        o.line(&name, &format!("reason=\"{}\"", esc(reason)), n);
+    }
+
+    let legs: [(&str, &LegSnapshot); 2] = [("caller", &s.caller), ("callee", &s.callee)];
+    for (metric, help, get_in, get_out) in [
+        (
+            "packets_total",
+            "Datagrams received from (in) and sent to (out) each party.",
+            (|l: &LegSnapshot| l.packets_in) as fn(&LegSnapshot) -> u64,
+            (|l: &LegSnapshot| l.packets_out) as fn(&LegSnapshot) -> u64,
+        ),
+        (
+            "bytes_total",
+            "Bytes received from (in) and sent to (out) each party.",
+            |l: &LegSnapshot| l.bytes_in,
+            |l: &LegSnapshot| l.bytes_out,
+        ),
+    ] {
+        let name = format!("{p}_{metric}");
+        o.head(&name, "counter", help);
+        for (party, l) in legs {
+            o.line(
+                &name,
+                &format!("party=\"{party}\",direction=\"in\""),
+                get_in(l),
+            );
+            o.line(
+                &name,
+                &format!("party=\"{party}\",direction=\"out\""),
+                get_out(l),
+            );
+        }
+    }
+    let name = format!("{p}_dropped_packets_total");
+    o.head(
+        &name,
+        "counter",
+        "Datagrams received from each party and dropped, by reason.",
+    );
+    for (party, l) in legs {
+        for r in DropReason::ALL {
+            o.line(
+                &name,
+                &format!("party=\"{party}\",reason=\"{}\"", r.as_str()),
+                l.dropped(r),
+            );
+        }
+    }
+    let name = format!("{p}_latches_total");
+    o.head(
+        &name,
+        "counter",
+        "Legs latched to a source other than the negotiated one.",
+    );
+    for (party, l) in legs {
+        o.line(&name, &format!("party=\"{party}\""), l.latches);
+    }
+
+    for (name, help, counters) in [
+        (
+            format!("{p}_tc_messages_received_total"),
+            "Transmission control messages received, by type.",
+            &s.tc_received,
+        ),
+        (
+            format!("{p}_tc_messages_sent_total"),
+            "Transmission control messages sent, by type.",
+            &s.tc_sent,
+        ),
+    ] {
+        o.head(&name, "counter", help);
+        let mut by: BTreeMap<&str, u64> = MessageKind::ALL.iter().map(|k| (k.label(), 0)).collect();
+        for (label, n) in counters.iter() {
+            by.insert(label, n);
+        }
+        for (label, n) in by {
+            o.line(&name, &format!("type=\"{}\"", esc(label)), n);
+        }
+    }
+
+    o.head(
+        &format!("{p}_port_pairs_in_use"),
+        "gauge",
+        "Media port pairs bound now.",
+    );
+    o.line(&format!("{p}_port_pairs_in_use"), "", s.ports_in_use);
+    o.head(
+        &format!("{p}_port_pairs_capacity"),
+        "gauge",
+        "Media port pairs in the configured range.",
+    );
+    o.line(&format!("{p}_port_pairs_capacity"), "", s.ports_capacity);
+
+    o.head(
+        &format!("{p}_sse_clients"),
+        "gauge",
+        "Clients connected to GET /v1/events.",
+    );
+    o.line(
+        &format!("{p}_sse_clients"),
+        "",
+        api.sse_clients.load(Ordering::Relaxed),
+    );
+
+    let routes = api.routes.lock().unwrap_or_else(|e| e.into_inner());
+    let name = format!("{p}_api_requests_total");
+    o.head(
+        &name,
+        "counter",
+        "Control API requests, by route, method and status.",
+    );
+    for ((route, method), r) in routes.iter() {
+        for (status, n) in &r.by_status {
+            o.line(
+                &name,
+                &format!(
+                    "route=\"{}\",method=\"{method}\",status=\"{status}\"",
+                    esc(route)
+                ),
+                n,
+            );
+        }
+    }
+    let name = format!("{p}_api_request_duration_seconds");
+    o.head(
+        &name,
+        "histogram",
+        "Control API request latency (until the response head), by route and method.",
+    );
+    for ((route, method), r) in routes.iter() {
+        let labels = format!("route=\"{}\",method=\"{method}\"", esc(route));
+        for (b, le) in r.buckets.iter().zip(BUCKETS) {
+            o.line(
+                &format!("{name}_bucket"),
+                &format!("{labels},le=\"{le}\""),
+                b,
+            );
+        }
+        o.line(
+            &format!("{name}_bucket"),
+            &format!("{labels},le=\"+Inf\""),
+            r.count,
+        );
+        o.line(&format!("{name}_sum"), &labels, format!("{:.6}", r.sum));
+        o.line(&format!("{name}_count"), &labels, r.count);
+    }
+    o.0
+}

@@ -1,0 +1,497 @@
+//! The sidecar: `mcvideo-relay serve` runs the [`Engine`] behind an HTTP/JSON control API
+//! (design.md, "Sidecar control API") with Prometheus metrics, a TOML config, structured logs
+//! and graceful shutdown.
+//!
+//! * [`run_serve`] and [`check_config`] are what the binary's `serve` and `check-config` run.
+//! * [`Sidecar`] runs the same server in-process (tests, embedding): [`Sidecar::start`] binds
+//!   and returns at once, [`Sidecar::shutdown`] goes through the SIGTERM path.
+//!
+//! Shutdown order: stop taking calls (drain), [`Engine::shutdown`] (every live call released
+//! with reason `shutdown`, its events published), event streams flush and end, the HTTP
+//! server closes its connections (waiting at most [`SHUTDOWN_GRACE`]), exit.
+#![allow(clippy::disallowed_methods)] // the I/O layer is where the clock is read
+
+mod api;
+pub mod config;
+mod metrics;
+
+pub use config::{Config, PolicyFile, Problem, ServeOptions, SERVE_USAGE};
+
+use crate::control::policy::{AllowAll, AuthorizationPolicy};
+use crate::relay::Engine;
+use api::AppState;
+use std::fmt;
+use std::future::{Future, IntoFuture};
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{error, info, warn};
+
+/// How long shutdown waits for HTTP clients (event streams included) to go.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Everything `serve` needs, resolved: the config, the secrets, the policy.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The validated configuration.
+    pub config: Config,
+    /// The bearer token, when one is configured.
+    pub token: Option<String>,
+    /// The authorization policy; `None` = trust the controlling server.
+    pub policy: Option<Arc<dyn AuthorizationPolicy>>,
+    /// Where the policy came from (for the startup log).
+    pub policy_source: Option<PathBuf>,
+}
+
+impl Settings {
+    /// Settings with no token and no policy (tests, embedding).
+    pub fn new(config: Config) -> Settings {
+        Settings {
+            config,
+            token: None,
+            policy: None,
+            policy_source: None,
+        }
+    }
+
+    /// Reads the token (environment variable `api.token_env`, else `api.token_file`) and the
+    /// policy file (`policy.file`, relative to `base_dir`).
+    pub fn resolve(config: Config, base_dir: Option<&Path>) -> Result<Settings, Vec<Problem>> {
+        let mut problems = Vec::new();
+        let token = match read_token(&config, base_dir) {
+            Ok(t) => t,
+            Err(p) => {
+                problems.push(p);
+                None
+            }
+        };
+        let (policy, policy_source) = match &config.policy.file {
+            None => (None, None),
+            Some(f) => {
+                let path = config::resolve_path(base_dir, f);
+                match PolicyFile::load(&path) {
+                    Ok(pf) => {
+                        for w in pf.warnings() {
+                            warn!(policy = %path.display(), "{w}");
+                        }
+                        let p: Arc<dyn AuthorizationPolicy> = pf.into_policy();
+                        (Some(p), Some(path))
+                    }
+                    Err(ps) => {
+                        problems.extend(ps);
+                        (None, None)
+                    }
+                }
+            }
+        };
+        if problems.is_empty() {
+            Ok(Settings {
+                config,
+                token,
+                policy,
+                policy_source,
+            })
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+fn read_token(config: &Config, base_dir: Option<&Path>) -> Result<Option<String>, Problem> {
+    if let Ok(t) = std::env::var(&config.api.token_env) {
+        let t = t.trim();
+        if !t.is_empty() {
+            return Ok(Some(t.to_owned()));
+        }
+    }
+    let Some(f) = &config.api.token_file else {
+        return Ok(None);
+    };
+    let path = config::resolve_path(base_dir, f);
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => Ok(Some(t.trim().to_owned())),
+        Ok(_) => Err(Problem {
+            key: "api.token_file".into(),
+            message: format!("{} is empty", path.display()),
+        }),
+        Err(e) => Err(Problem {
+            key: "api.token_file".into(),
+            message: format!("cannot read {}: {e}", path.display()),
+        }),
+    }
+}
+
+/// Why the sidecar did not start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartError(pub String);
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// A bound listener and a started engine, not yet serving.
+struct Prepared {
+    listener: std::net::TcpListener,
+    addr: SocketAddr,
+    state: Arc<AppState>,
+}
+
+fn prepare(settings: Settings) -> Result<Prepared, StartError> {
+    let cfg = &settings.config;
+    let problems = cfg.validate();
+    if let Some(p) = problems.first() {
+        return Err(StartError(format!("invalid configuration: {p}")));
+    }
+    let listen = cfg
+        .listen_addr()
+        .ok_or_else(|| StartError(format!("api.listen: `{}` is not IP:port", cfg.api.listen)))?;
+    if !listen.ip().is_loopback() && settings.token.is_none() {
+        return Err(StartError(format!(
+            "refusing to start: the control API would listen on {listen}, which is not a \
+             loopback address, without a bearer token; set ${} (api.token_env) or \
+             api.token_file, or listen on 127.0.0.1",
+            cfg.api.token_env
+        )));
+    }
+    let listener = std::net::TcpListener::bind(listen)
+        .map_err(|e| StartError(format!("cannot listen on {listen} (api.listen): {e}")))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| StartError(format!("listener: {e}")))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| StartError(format!("listener: {e}")))?;
+    let mut ec = cfg.engine_config();
+    match &settings.policy {
+        Some(p) => {
+            ec.policy = p.clone();
+            info!(policy = %settings.policy_source.as_deref().map_or_else(String::new, |p| p.display().to_string()), "authorization policy loaded");
+        }
+        None => {
+            ec.policy = Arc::new(AllowAll);
+            warn!(
+                "no authorization policy configured (policy.file): trusting the controlling \
+                 server; every caller may push and every callee may receive"
+            );
+        }
+    }
+    let engine = Engine::start(ec).map_err(|e| StartError(format!("engine: {e}")))?;
+    if settings.token.is_some() {
+        info!("control API requires a bearer token");
+    } else {
+        warn!(
+            "no API token configured (${}): the control API is unauthenticated (loopback only)",
+            cfg.api.token_env
+        );
+    }
+    let state = Arc::new(AppState::new(
+        Arc::new(engine),
+        settings.token.as_deref(),
+        cfg.api.max_body_bytes,
+    ));
+    Ok(Prepared {
+        listener,
+        addr,
+        state,
+    })
+}
+
+async fn serve(p: Prepared, stop: impl Future<Output = ()> + Send + 'static) {
+    let listener = match tokio::net::TcpListener::from_std(p.listener) {
+        Ok(l) => l,
+        Err(e) => {
+            error!("listener: {e}");
+            return;
+        }
+    };
+    info!(addr = %p.addr, "control API listening");
+    let st = p.state.clone();
+    let graceful = async move {
+        stop.await;
+        info!("shutting down: refusing new calls, releasing live calls");
+        st.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+        st.engine.set_draining(true);
+        let engine = st.engine.clone();
+        if tokio::task::spawn_blocking(move || engine.shutdown())
+            .await
+            .is_err()
+        {
+            error!("engine shutdown panicked");
+        }
+        // Every `call.released` is in the event channel now: streams flush and end.
+        st.closing.send_replace(true);
+    };
+    let server = axum::serve(listener, api::router(p.state.clone()))
+        .with_graceful_shutdown(graceful)
+        .into_future();
+    let mut closing = p.state.closing.subscribe();
+    let deadline = async move {
+        let _ = closing.wait_for(|c| *c).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        r = server => if let Err(e) = r { error!("HTTP server: {e}") },
+        () = deadline => warn!("clients still connected {SHUTDOWN_GRACE:?} after shutdown: closing anyway"),
+    }
+    info!("stopped");
+}
+
+/// A sidecar running in-process on its own threads.
+#[derive(Debug)]
+pub struct Sidecar {
+    addr: SocketAddr,
+    engine: Arc<Engine>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Sidecar {
+    /// Binds the API, starts the engine and serves on a thread of its own. Refuses (like
+    /// `serve`) a non-loopback address without a token.
+    pub fn start(settings: Settings) -> Result<Sidecar, StartError> {
+        let p = prepare(settings)?;
+        let addr = p.addr;
+        let engine = p.state.engine.clone();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("mcv-api")
+            .enable_all()
+            .build()
+            .map_err(|e| StartError(format!("runtime: {e}")))?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("mcv-sidecar".into())
+            .spawn(move || {
+                rt.block_on(serve(p, async move {
+                    let _ = rx.await;
+                }));
+            })
+            .map_err(|e| StartError(format!("thread: {e}")))?;
+        Ok(Sidecar {
+            addr,
+            engine,
+            stop: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Where the control API listens.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The engine behind the API.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Shuts down as on SIGTERM and waits until the server has stopped.
+    pub fn shutdown(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+fn init_logging(cfg: &config::LogConfig) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(s) if !s.trim().is_empty() => config::parse_log_filter(&s).unwrap_or_else(|e| {
+            eprintln!("mcvideo-relay: RUST_LOG: {e}; using log.level");
+            config::parse_log_filter(&cfg.level).unwrap_or_default()
+        }),
+        _ => config::parse_log_filter(&cfg.level).unwrap_or_default(),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false);
+    let result = if cfg.format == "json" {
+        let sub = builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .finish()
+            .with(filter);
+        tracing::subscriber::set_global_default(sub)
+    } else {
+        tracing::subscriber::set_global_default(builder.finish().with(filter))
+    };
+    if result.is_err() {
+        eprintln!("mcvideo-relay: a log subscriber was already installed");
+    }
+}
+
+#[cfg(unix)]
+async fn termination(mut term: tokio::signal::unix::Signal, mut int: tokio::signal::unix::Signal) {
+    // Later signals are caught and ignored (tokio keeps its handlers): the shutdown is bounded
+    // by SHUTDOWN_GRACE, and a supervisor that signals the whole process group twice must
+    // still see exit code 0.
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM received"),
+        _ = int.recv() => info!("SIGINT received"),
+    }
+}
+
+fn print_problems(source: &str, problems: &[Problem]) {
+    for p in problems {
+        eprintln!("mcvideo-relay: {source}: {p}");
+    }
+}
+
+/// `mcvideo-relay serve`: runs until SIGTERM or SIGINT, then shuts down gracefully (exit 0).
+/// The first line on stdout is `listening on ADDR`.
+pub fn run_serve(opts: ServeOptions) -> ExitCode {
+    let (mut config, base_dir, source, mut problems) = match &opts.config {
+        Some(path) => {
+            let (c, ps) = Config::read_file(path);
+            let base = path.parent().map(Path::to_path_buf);
+            (c, base, path.display().to_string(), ps)
+        }
+        None => (Config::embedded(), None, "defaults".to_owned(), Vec::new()),
+    };
+    problems.extend(opts.apply(&mut config));
+    problems.extend(config.validate());
+    if !problems.is_empty() {
+        print_problems(&source, &problems);
+        return ExitCode::from(2);
+    }
+    init_logging(&config.log);
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %source,
+        "mcvideo-relay starting"
+    );
+    let settings = match Settings::resolve(config, base_dir.as_deref()) {
+        Ok(s) => s,
+        Err(ps) => {
+            print_problems(&source, &ps);
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("mcv-api")
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mcvideo-relay: runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Signal handlers go in before the address is announced: a SIGTERM right after it is
+    // already a graceful shutdown.
+    #[cfg(unix)]
+    let stop = {
+        use tokio::signal::unix::{signal, SignalKind};
+        let _guard = rt.enter();
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(t), Ok(i)) => termination(t, i),
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("mcvideo-relay: signal handlers: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let stop = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let p = match prepare(settings) {
+        Ok(p) => p,
+        Err(e) => {
+            error!("{e}");
+            eprintln!("mcvideo-relay: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "listening on {}", p.addr);
+        let _ = out.flush();
+    }
+    rt.block_on(serve(p, stop));
+    ExitCode::SUCCESS
+}
+
+/// `mcvideo-relay check-config FILE`: reports every problem with its key, exits 1 if any.
+pub fn check_config(path: &Path) -> ExitCode {
+    let source = path.display().to_string();
+    let (config, mut problems) = Config::read_file(path);
+    problems.extend(config.validate());
+    let base = path.parent();
+    let mut warnings = Vec::new();
+    if let Some(f) = &config.policy.file {
+        let pp = config::resolve_path(base, f);
+        match PolicyFile::load(&pp) {
+            Ok(pf) => warnings.extend(
+                pf.warnings()
+                    .into_iter()
+                    .map(|w| format!("policy.file: {}: {w}", pp.display())),
+            ),
+            Err(ps) => problems.extend(ps),
+        }
+    } else {
+        warnings.push(
+            "policy.file: not set: the relay trusts its controlling server (no authorization \
+             policy)"
+                .to_owned(),
+        );
+    }
+    let token = match read_token(&config, base) {
+        Ok(t) => t,
+        Err(p) => {
+            problems.push(p);
+            None
+        }
+    };
+    if let Some(addr) = config.listen_addr() {
+        if !addr.ip().is_loopback() && token.is_none() {
+            warnings.push(format!(
+                "api.listen: {addr} is not a loopback address: `serve` will refuse to start \
+                 unless ${} (api.token_env) or api.token_file holds a bearer token",
+                config.api.token_env
+            ));
+        }
+    }
+    if problems.is_empty() {
+        for w in &warnings {
+            eprintln!("warning: {source}: {w}");
+        }
+        println!("{source}: OK");
+        ExitCode::SUCCESS
+    } else {
+        print_problems(&source, &problems);
+        eprintln!(
+            "mcvideo-relay: {source}: {} problem{}",
+            problems.len(),
+            if problems.len() == 1 { "" } else { "s" }
+        );
+        ExitCode::FAILURE
+    }
+}

@@ -1,0 +1,390 @@
+//! A minimal HTTP/1.1 client over std `TcpStream` for the sidecar tests: requests, a
+//! Server-Sent Events reader, a Prometheus text reader, and SDP/UDP helpers.
+#![allow(dead_code, unreachable_pub, missing_docs)]
+#![allow(clippy::disallowed_methods)] // tests read the clock for their deadlines
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Resp {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// `(status, error.code, error.message)` of an error response.
+    pub fn error(&self) -> (u16, String, String) {
+        let v = self.json();
+        (
+            self.status,
+            v["error"]["code"].as_str().unwrap_or_default().to_owned(),
+            v["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        )
+    }
+}
+
+/// An API client for one address and (optional) token.
+#[derive(Debug, Clone)]
+pub struct Api {
+    pub addr: SocketAddr,
+    pub token: Option<String>,
+}
+
+fn read_head<R: BufRead>(r: &mut R) -> (u16, Vec<(String, String)>) {
+    let mut line = String::new();
+    r.read_line(&mut line).expect("status line");
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {line:?}"));
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        r.read_line(&mut h).expect("header line");
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.push((k.trim().to_owned(), v.trim().to_owned()));
+        }
+    }
+    (status, headers)
+}
+
+/// Reads one chunk of a chunked body; `None` at the end.
+fn read_chunk<R: BufRead>(r: &mut R) -> Option<Vec<u8>> {
+    let mut size = String::new();
+    if r.read_line(&mut size).ok()? == 0 {
+        return None;
+    }
+    let n = usize::from_str_radix(size.trim().split(';').next()?.trim(), 16).ok()?;
+    let mut data = vec![0; n];
+    r.read_exact(&mut data).ok()?;
+    let mut crlf = [0u8; 2];
+    r.read_exact(&mut crlf).ok()?;
+    (n > 0).then_some(data)
+}
+
+impl Api {
+    pub fn new(addr: SocketAddr, token: Option<&str>) -> Api {
+        Api {
+            addr,
+            token: token.map(str::to_owned),
+        }
+    }
+
+    /// Sends one request (`Connection: close`) and reads the whole response.
+    pub fn raw(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
+        let mut s = TcpStream::connect(self.addr).expect("connect to the API");
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
+            self.addr
+        );
+        if let Some(t) = &self.token {
+            req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+        }
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        let has_length = headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-length"));
+        if !has_length && (!body.is_empty() || matches!(method, "POST" | "PUT")) {
+            req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        req.push_str("\r\n");
+        s.write_all(req.as_bytes()).unwrap();
+        s.write_all(body).unwrap();
+        let mut r = BufReader::new(s);
+        let (status, headers) = read_head(&mut r);
+        let chunked = headers.iter().any(|(k, v)| {
+            k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+        });
+        let mut body = Vec::new();
+        if chunked {
+            while let Some(c) = read_chunk(&mut r) {
+                body.extend(c);
+            }
+        } else {
+            r.read_to_end(&mut body).expect("response body");
+        }
+        Resp {
+            status,
+            headers,
+            body: String::from_utf8(body).expect("UTF-8 body"),
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Resp {
+        self.raw("GET", path, &[], b"")
+    }
+
+    pub fn delete(&self, path: &str) -> Resp {
+        self.raw("DELETE", path, &[], b"")
+    }
+
+    pub fn post(&self, path: &str, body: &Value) -> Resp {
+        self.raw(
+            "POST",
+            path,
+            &[("Content-Type", "application/json")],
+            body.to_string().as_bytes(),
+        )
+    }
+
+    pub fn put(&self, path: &str, body: &Value) -> Resp {
+        self.raw(
+            "PUT",
+            path,
+            &[("Content-Type", "application/json")],
+            body.to_string().as_bytes(),
+        )
+    }
+
+    pub fn metrics(&self) -> Metrics {
+        let r = self.get("/metrics");
+        assert_eq!(r.status, 200, "{}", r.body);
+        Metrics(r.body)
+    }
+
+    /// Opens `GET /v1/events`; once this returns, the server has subscribed.
+    pub fn events(&self) -> Events {
+        let mut s = TcpStream::connect(self.addr).expect("connect");
+        let mut req = format!("GET /v1/events HTTP/1.1\r\nHost: {}\r\n", self.addr);
+        if let Some(t) = &self.token {
+            req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+        }
+        req.push_str("Accept: text/event-stream\r\n\r\n");
+        s.write_all(req.as_bytes()).unwrap();
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        let (status, headers) = read_head(&mut r);
+        assert_eq!(status, 200, "event stream status");
+        assert!(
+            headers
+                .iter()
+                .any(|(k, v)| k.eq_ignore_ascii_case("content-type")
+                    && v.starts_with("text/event-stream")),
+            "{headers:?}"
+        );
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut pending = String::new();
+            let (mut name, mut data) = (String::new(), String::new());
+            while let Some(chunk) = read_chunk(&mut r) {
+                pending.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(i) = pending.find('\n') {
+                    let line: String = pending.drain(..=i).collect();
+                    let line = line.trim_end_matches(['\r', '\n']);
+                    if line.is_empty() {
+                        if !name.is_empty() || !data.is_empty() {
+                            let v = serde_json::from_str(&data).unwrap_or(Value::Null);
+                            if tx
+                                .send(SseEvent {
+                                    name: std::mem::take(&mut name),
+                                    data: v,
+                                })
+                                .is_err()
+                            {
+                                return;
+                            }
+                            data.clear();
+                        }
+                    } else if let Some(v) = line.strip_prefix("event:") {
+                        name = v.trim().to_owned();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim_start());
+                    }
+                }
+            }
+            let _ = tx.send(SseEvent {
+                name: "<end of stream>".into(),
+                data: Value::Null,
+            });
+        });
+        Events { rx, _stream: s }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SseEvent {
+    pub name: String,
+    pub data: Value,
+}
+
+pub struct Events {
+    rx: mpsc::Receiver<SseEvent>,
+    _stream: TcpStream,
+}
+
+impl Events {
+    pub fn next(&self, timeout: Duration) -> Option<SseEvent> {
+        self.rx.recv_timeout(timeout).ok()
+    }
+
+    /// Events of `call_id` until (and including) `call.released`, or until `timeout`.
+    pub fn until_released(&self, call_id: &str, timeout: Duration) -> Vec<SseEvent> {
+        let deadline = Instant::now() + timeout;
+        let mut got = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            let Some(ev) = self.next(left) else { break };
+            if ev.name == "<end of stream>" {
+                got.push(ev);
+                break;
+            }
+            if ev.data["call_id"] == call_id {
+                let done = ev.name == "call.released";
+                got.push(ev);
+                if done {
+                    break;
+                }
+            }
+        }
+        got
+    }
+
+    /// Whether the server ended the stream within `timeout`.
+    pub fn ends_within(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.next(left) {
+                Some(ev) if ev.name == "<end of stream>" => return true,
+                Some(_) => continue,
+                None => return false,
+            }
+        }
+        false
+    }
+}
+
+pub fn names(evs: &[SseEvent]) -> Vec<&str> {
+    evs.iter().map(|e| e.name.as_str()).collect()
+}
+
+/// A Prometheus text exposition.
+#[derive(Debug, Clone)]
+pub struct Metrics(pub String);
+
+impl Metrics {
+    /// The value of the series written exactly as `series` (`name` or `name{labels}`); 0 when
+    /// absent.
+    pub fn get(&self, series: &str) -> f64 {
+        self.0
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|l| {
+                let (k, v) = l.rsplit_once(' ')?;
+                (k == series).then(|| v.parse::<f64>().ok())?
+            })
+            .unwrap_or(0.0)
+    }
+
+    pub fn has(&self, series: &str) -> bool {
+        self.0
+            .lines()
+            .any(|l| l.rsplit_once(' ').is_some_and(|(k, _)| k == series))
+    }
+}
+
+/// A client's media sockets: video RTP and RTCP, held open until dropped.
+pub struct Client {
+    pub rtp: UdpSocket,
+    pub rtcp: UdpSocket,
+}
+
+impl Client {
+    pub fn new() -> Client {
+        let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let rtcp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rtp.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        Client { rtp, rtcp }
+    }
+
+    /// A plain RTP video SDP naming these sockets (and `a=ssrc` when given).
+    pub fn sdp(&self, name: &str, ssrc: Option<u32>) -> String {
+        let mut s = format!(
+            "v=0\r\no={name} 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=video {} RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=rtcp:{}\r\n",
+            self.rtp.local_addr().unwrap().port(),
+            self.rtcp.local_addr().unwrap().port()
+        );
+        if let Some(ssrc) = ssrc {
+            s.push_str(&format!("a=ssrc:{ssrc} cname:{name}\r\n"));
+        }
+        s
+    }
+}
+
+/// The relay's video address in an SDP it handed out.
+pub fn relay_video_addr(sdp: &str) -> SocketAddr {
+    let mut ip = None;
+    let mut port = None;
+    for l in sdp.lines() {
+        if let Some(c) = l.strip_prefix("c=IN IP4 ") {
+            ip = Some(c.trim().to_owned());
+        }
+        if let Some(m) = l.strip_prefix("m=video ") {
+            port = m.split_whitespace().next().map(str::to_owned);
+        }
+    }
+    format!("{}:{}", ip.expect("c= line"), port.expect("m=video line"))
+        .parse()
+        .unwrap()
+}
+
+/// A plain RTP packet (V=2, PT 96).
+pub fn rtp_packet(seq: u16, ssrc: u32, payload_len: usize) -> Vec<u8> {
+    let mut p = vec![0x80, 96];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&(u32::from(seq) * 3000).to_be_bytes());
+    p.extend_from_slice(&ssrc.to_be_bytes());
+    p.extend((0..payload_len).map(|i| (i as u8) ^ (seq as u8)));
+    p
+}
+
+/// The `POST /v1/calls` body.
+pub fn create_body(call_id: &str, caller: &str, callee: &str, sdp: &str) -> Value {
+    serde_json::json!({
+        "call_id": call_id,
+        "caller": {"mcvideo_id": caller, "sdp_offer": sdp},
+        "callee": {"mcvideo_id": callee},
+        "video_push": true,
+    })
+}
+
+/// Polls `f` until it is true or `timeout` passes.
+pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
