@@ -1,10 +1,41 @@
 //! # mcvideo-relay
 //!
-//! Media-plane engine for 3GPP Mission Critical Video **one-to-one video push** (TS 23.281 §7.4,
-//! TS 24.281 §13.2, TS 24.581): a private call in which only the calling party sends video to the
-//! called party, and the call is released when the transmission is completed.
+//! Media-plane engine for 3GPP Mission Critical Video **one-to-one video push** (TS 23.281
+//! §7.4, TS 24.281 §13.2, TS 24.581): a private call in which only the calling party sends video
+//! to the called party, and the call is released when the transmission is completed.
 //!
-//! (Design overview: see the README; this page is completed as modules land.)
+//! ## Layers
+//!
+//! | module | what | I/O |
+//! |---|---|---|
+//! | [`wire`] | zero-copy views of RTP, RTCP (compound walk, feedback), RTP/RTCP demux, and every MCVideo transmission control message (`MCV0/MCV1/MCV2`) as typed messages | none |
+//! | [`sdp`] | line-preserving SDP reader and rewriter (only `c=`, `m=` ports, `a=rtcp`, and `a=crypto` in per_leg mode change) | none |
+//! | [`keys`], [`srtp`] | SDES suites and master keys; in-place SRTP/SRTCP (AEAD_AES_128_GCM, AES_CM_128_HMAC_SHA1_80) with replay protection | none |
+//! | [`control`] | the **sans-IO core**: the lock-free [`control::arbiter::Arbiter`], the [`control::server::TransmissionControlServer`] and the call procedure ([`control::call::CallTable`], [`control::call::Call`]) | given time, never reads the clock |
+//! | `relay` | the engine: worker threads (one current-thread tokio runtime per core), batched UDP, source latching, SRTP termination | sockets, clock |
+//! | `sidecar` | `mcvideo-relay serve`: the HTTP/JSON control API, metrics, config | HTTP |
+//!
+//! ## The sans-IO contract
+//!
+//! Every input to the core carries the `now` at which it happened (`handle_control`,
+//! `handle_media`, `handle_rtcp_bye`, `handle_timeout`); outputs are polled — `poll_transmit`
+//! until `None`, then `poll_event` until `None`, then `poll_timeout` to re-arm the one timer.
+//! Nothing in the core touches a socket or a clock (`clippy.toml` forbids `Instant::now`), so a
+//! signalling server can drive it on its own runtime and tests run it on virtual time.
+//!
+//! ## The per-packet path
+//!
+//! The forwarding side asks the call's arbiter "may this packet from this party pass?" with one
+//! atomic load. Everything else a packet needs — the leg's source latch, the SSRC filter, SRTP
+//! contexts — lives on the worker thread that owns the call, so the path takes no lock and
+//! allocates nothing. Bytes from the network never panic: every reader returns an error that the
+//! relay counts by reason and drops.
+//!
+//! ## Choices the sources leave open
+//!
+//! Where the protocol notes say UNCONFIRMED, the choice sits in one named constant, e.g.
+//! [`wire::tc::VIDEO_SSRC_FIELD_ID`] (23; 24 is also decoded) and
+//! [`control::server::PUSH_RECEPTION_MODE`].
 #![cfg_attr(docsrs, feature(doc_cfg))]
 // Bytes from the network never panic: no unwrap in the library (tests may).
 #![warn(clippy::unwrap_used)]

@@ -3,7 +3,7 @@
 //! | seed step | here |
 //! |---|---|
 //! | 1 private call request with video push indication | [`CallTable::create_call`] with [`CreateCall`] |
-//! | 2 caller may push, callee may receive a push | [`AuthorizationPolicy`](super::policy::AuthorizationPolicy); refusal = [`SetupError::NotAuthorized`] naming the party |
+//! | 2 caller may push, callee may receive a push | [`super::policy::AuthorizationPolicy`]; refusal = [`SetupError::NotAuthorized`] naming the party |
 //! | 3 progress indication | [`CallEventKind::Progress`] |
 //! | 4 media subset, commencement mode, designated UE | [`CallOffer`]: SDP for the callee, mode, `deliver_to` |
 //! | 6 callee accepts | [`CallTable::accept_call`] with the callee's SDP answer (or [`CallTable::reject_call`]) |

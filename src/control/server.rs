@@ -17,11 +17,9 @@
 //!   rate limited (a token bucket per party), so no input makes the server answer with more than
 //!   a bounded number of messages.
 //!
-//! Inputs: [`grant`](TransmissionControlServer::grant), [`handle_datagram`]
-//! (TransmissionControlServer::handle_datagram), [`handle_media`]
-//! (TransmissionControlServer::handle_media), [`handle_rtcp_bye`]
-//! (TransmissionControlServer::handle_rtcp_bye), [`handle_timeout`]
-//! (TransmissionControlServer::handle_timeout), [`release`](TransmissionControlServer::release).
+//! Inputs: [`TransmissionControlServer::grant`], [`TransmissionControlServer::handle_datagram`],
+//! [`TransmissionControlServer::handle_media`], [`TransmissionControlServer::handle_rtcp_bye`],
+//! [`TransmissionControlServer::handle_timeout`], [`TransmissionControlServer::release`].
 //! Outputs: `poll_transmit`, `poll_event`, `poll_timeout`.
 
 use super::arbiter::Arbiter;
