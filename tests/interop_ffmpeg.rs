@@ -8,90 +8,13 @@
 //! Needs `ffmpeg` and `ffprobe` (Debian: `apt-get install ffmpeg`); `.ci/run` installs them.
 
 mod common;
+use common::ffmpeg::*;
 use common::net::RelayAddrs;
 use mcvideo_relay::control::call::{AnswerCall, CallConfig, CallEventKind, CreateCall};
 use mcvideo_relay::control::{MediaSecurity, ReleaseReason};
 use mcvideo_relay::relay::{Engine, EngineConfig};
 use mcvideo_relay::sdp::{MediaKind, SessionDescription};
-use std::net::UdpSocket;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
-
-const SENDER_KEY: &str = "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0e";
-const SSRC: u32 = 305_419_896;
-const FRAMES: u32 = 125; // 5 s at 25 fps
-
-fn require(tool: &str) {
-    let ok = Command::new(tool)
-        .arg("-version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "`{tool}` is needed for this test: apt-get install -y --no-install-recommends ffmpeg"
-    );
-}
-
-/// An even port P with P and P+1 free, held until dropped.
-fn port_pair() -> (u16, UdpSocket, UdpSocket) {
-    for _ in 0..200 {
-        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let p = a.local_addr().unwrap().port();
-        if p % 2 != 0 || p == u16::MAX {
-            continue;
-        }
-        if let Ok(b) = UdpSocket::bind(("127.0.0.1", p + 1)) {
-            return (p, a, b);
-        }
-    }
-    panic!("no free port pair");
-}
-
-fn video_sdp(name: &str, port: u16, key: &str, ssrc: Option<u32>) -> String {
-    let mut s = format!(
-        "v=0\r\no={name} 0 0 IN IP4 127.0.0.1\r\ns=relay-e2e\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
-         m=video {port} RTP/SAVP 96\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1\r\n\
-         a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{key}\r\n"
-    );
-    if let Some(ssrc) = ssrc {
-        s.push_str(&format!("a=ssrc:{ssrc} cname:{name}\r\n"));
-    }
-    s
-}
-
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("mcv-ffmpeg-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn frames(path: &Path) -> u32 {
-    let out = Command::new("ffprobe")
-        .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
-        .args([
-            "-show_entries",
-            "stream=nb_read_frames",
-            "-of",
-            "default=nw=1",
-        ])
-        .arg(path)
-        .output()
-        .expect("ffprobe runs");
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.trim()
-        .strip_prefix("nb_read_frames=")
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| {
-            panic!(
-                "ffprobe said {text:?} {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        })
-}
 
 fn push_through_relay(mode: MediaSecurity, port_min: u16) {
     require("ffmpeg");
@@ -156,64 +79,9 @@ fn push_through_relay(mode: MediaSecurity, port_min: u16) {
     .unwrap();
     drop((r1, r2));
     let out = dir.join("out.mkv");
-    let receiver = Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-nostdin",
-            "-loglevel",
-            "error",
-            "-listen_timeout",
-            "2",
-        ])
-        .args(["-protocol_whitelist", "file,udp,rtp,srtp,crypto", "-i"])
-        .arg(dir.join("recv.sdp"))
-        .args(["-c", "copy", "-y"])
-        .arg(&out)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("ffmpeg receiver starts");
+    let receiver = spawn_receiver(&dir.join("recv.sdp"), &out);
     std::thread::sleep(Duration::from_millis(700));
-    let sender = Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-nostdin",
-            "-loglevel",
-            "error",
-            "-re",
-            "-f",
-            "lavfi",
-        ])
-        .args(["-i", "testsrc=size=640x360:rate=25", "-t", "5"])
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-tune",
-            "zerolatency",
-            "-profile:v",
-            "baseline",
-        ])
-        .args([
-            "-pix_fmt",
-            "yuv420p",
-            "-g",
-            "25",
-            "-f",
-            "rtp",
-            "-payload_type",
-            "96",
-        ])
-        .args([
-            "-ssrc",
-            &SSRC.to_string(),
-            "-srtp_out_suite",
-            "AES_CM_128_HMAC_SHA1_80",
-        ])
-        .args(["-srtp_out_params", SENDER_KEY])
-        .arg(format!("srtp://{}?pkt_size=1200", to_caller.video))
-        .output()
-        .expect("ffmpeg sender runs");
+    let sender = send(to_caller.video);
     assert!(
         sender.status.success(),
         "sender: {}",

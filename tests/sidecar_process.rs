@@ -6,22 +6,23 @@
 #![cfg(feature = "sidecar")]
 #![allow(clippy::disallowed_methods)] // tests read the clock for their deadlines
 
+mod common;
 mod sidecar_support;
+
+use common::ffmpeg::{
+    frames, port_pair, require, send, spawn_receiver, tmpdir, video_sdp, FRAMES, SENDER_KEY, SSRC,
+};
 
 use serde_json::json;
 use sidecar_support::{create_body, eventually, names, relay_video_addr, Api, Client, Metrics};
 use std::io::{BufRead, BufReader, Read};
-use std::net::{SocketAddr, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mcvideo-relay");
 const TOKEN: &str = "process-test-token-7c1e";
-const SENDER_KEY: &str = "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0e";
-const SSRC: u32 = 305_419_896;
-const FRAMES: u32 = 125; // 5 s at 25 fps
 const SEC: Duration = Duration::from_secs(1);
 
 /// `mcvideo-relay serve` as a child process.
@@ -126,77 +127,6 @@ impl Drop for Relay {
     }
 }
 
-fn require(tool: &str) {
-    let ok = Command::new(tool)
-        .arg("-version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "`{tool}` is needed for this test: apt-get install -y --no-install-recommends ffmpeg"
-    );
-}
-
-/// An even port P with P and P+1 free, held until dropped.
-fn port_pair() -> (u16, UdpSocket, UdpSocket) {
-    for _ in 0..200 {
-        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let p = a.local_addr().unwrap().port();
-        if p % 2 != 0 || p == u16::MAX {
-            continue;
-        }
-        if let Ok(b) = UdpSocket::bind(("127.0.0.1", p + 1)) {
-            return (p, a, b);
-        }
-    }
-    panic!("no free port pair");
-}
-
-fn video_sdp(name: &str, port: u16, key: &str, ssrc: Option<u32>) -> String {
-    let mut s = format!(
-        "v=0\r\no={name} 0 0 IN IP4 127.0.0.1\r\ns=relay-e2e\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
-         m=video {port} RTP/SAVP 96\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1\r\n\
-         a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{key}\r\n"
-    );
-    if let Some(ssrc) = ssrc {
-        s.push_str(&format!("a=ssrc:{ssrc} cname:{name}\r\n"));
-    }
-    s
-}
-
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("mcv-sidecar-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn frames(path: &Path) -> u32 {
-    let out = Command::new("ffprobe")
-        .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
-        .args([
-            "-show_entries",
-            "stream=nb_read_frames",
-            "-of",
-            "default=nw=1",
-        ])
-        .arg(path)
-        .output()
-        .expect("ffprobe runs");
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.trim()
-        .strip_prefix("nb_read_frames=")
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| {
-            panic!(
-                "ffprobe said {text:?} {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        })
-}
-
 fn crypto_key(sdp: &str) -> String {
     sdp.lines()
         .find_map(|l| l.split("inline:").nth(1))
@@ -254,60 +184,9 @@ fn serve_pushes_ffmpeg_video_end_to_end_and_counts_it() {
     std::fs::write(dir.join("recv.sdp"), &recv_sdp).unwrap();
     drop((r1, r2));
     let out = dir.join("out.mkv");
-    let receiver = Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-nostdin",
-            "-loglevel",
-            "error",
-            "-listen_timeout",
-            "2",
-        ])
-        .args(["-protocol_whitelist", "file,udp,rtp,srtp,crypto", "-i"])
-        .arg(dir.join("recv.sdp"))
-        .args(["-c", "copy", "-y"])
-        .arg(&out)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("ffmpeg receiver starts");
+    let receiver = spawn_receiver(&dir.join("recv.sdp"), &out);
     std::thread::sleep(Duration::from_millis(700));
-    let sender = Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-nostdin",
-            "-loglevel",
-            "error",
-            "-re",
-            "-f",
-            "lavfi",
-        ])
-        .args(["-i", "testsrc=size=640x360:rate=25", "-t", "5"])
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-tune",
-            "zerolatency",
-        ])
-        .args(["-profile:v", "baseline", "-pix_fmt", "yuv420p", "-g", "25"])
-        .args([
-            "-f",
-            "rtp",
-            "-payload_type",
-            "96",
-            "-ssrc",
-            &SSRC.to_string(),
-        ])
-        .args([
-            "-srtp_out_suite",
-            "AES_CM_128_HMAC_SHA1_80",
-            "-srtp_out_params",
-            SENDER_KEY,
-        ])
-        .arg(format!("srtp://{to_caller}?pkt_size=1200"))
-        .output()
-        .expect("ffmpeg sender runs");
+    let sender = send(to_caller);
     assert!(
         sender.status.success(),
         "sender: {}",

@@ -447,6 +447,83 @@ impl LegRt {
     }
 }
 
+/// RTP or RTCP: which SRTP transform applies.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Rtp,
+    Rtcp,
+}
+
+impl LegRt {
+    /// The front every media packet from this leg's party goes through: the cheap source
+    /// screen, SRTP authentication in per_leg mode, then the latch (with the SSRC as evidence).
+    /// Returns the plain length and the (sender) SSRC.
+    fn admit(
+        &self,
+        latch: &Cell<Latch>,
+        kind: Kind,
+        seg: &mut [u8],
+        at: Arrival,
+        per_leg: bool,
+        t: &mut Tally,
+    ) -> Result<(usize, u32), DropReason> {
+        self.screen(latch, at.from, at.now)?;
+        let ssrc = match kind {
+            Kind::Rtp => RtpPacket::new_checked(&*seg).map(|p| p.ssrc()),
+            Kind::Rtcp => RtcpPacket::new_checked(&*seg).map(|p| p.sender_ssrc()),
+        }
+        .map_err(|_| DropReason::Malformed)?;
+        let mut len = seg.len();
+        if per_leg {
+            if let Some(ctx) = self.srtp_in.borrow_mut().as_mut() {
+                len = match kind {
+                    Kind::Rtp => ctx.unprotect_rtp(seg),
+                    Kind::Rtcp => ctx.unprotect_rtcp(seg),
+                }
+                .map_err(|_| DropReason::AuthFailure)?;
+            }
+        }
+        let mut l = latch.get();
+        let verdict = l.check(at.from, || {
+            if per_leg || self.announced.contains(&ssrc) {
+                Evidence::Strong // authenticated above, or an announced SSRC
+            } else {
+                Evidence::Weak
+            }
+        });
+        latch.set(l);
+        match verdict {
+            Verdict::WrongSource => Err(DropReason::WrongSource),
+            Verdict::Latched => {
+                t.latched = true;
+                Ok((len, ssrc))
+            }
+            Verdict::Accept => Ok((len, ssrc)),
+        }
+    }
+
+    /// The tail toward this leg's party: re-protect with the relay's key in per_leg mode.
+    fn seal(
+        &self,
+        kind: Kind,
+        seg: &mut [u8],
+        len: usize,
+        per_leg: bool,
+    ) -> Result<usize, DropReason> {
+        if !per_leg {
+            return Ok(len);
+        }
+        match self.srtp_out.borrow_mut().as_mut() {
+            Some(ctx) => match kind {
+                Kind::Rtp => ctx.protect_rtp(seg, len),
+                Kind::Rtcp => ctx.protect_rtcp(seg, len),
+            }
+            .map_err(|_| DropReason::Malformed),
+            None => Ok(len),
+        }
+    }
+}
+
 impl CallRt {
     /// One RTP packet from `party` on stream `si`, in place. `Ok(len)`: forward `len` bytes.
     fn on_rtp(
@@ -457,35 +534,10 @@ impl CallRt {
         at: Arrival,
         t: &mut Tally,
     ) -> Result<usize, DropReason> {
-        let Arrival { from, now } = at;
+        let now = at.now;
         let s = self.streams.get(si).ok_or(DropReason::Malformed)?;
         let leg = s.legs.get(party.index()).ok_or(DropReason::Malformed)?;
-        leg.screen(&leg.rtp_latch, from, now)?;
-        let ssrc = RtpPacket::new_checked(&*seg)
-            .map_err(|_| DropReason::Malformed)?
-            .ssrc();
-        let mut len = seg.len();
-        if self.per_leg() {
-            if let Some(ctx) = leg.srtp_in.borrow_mut().as_mut() {
-                len = ctx
-                    .unprotect_rtp(seg)
-                    .map_err(|_| DropReason::AuthFailure)?;
-            }
-        }
-        let mut latch = leg.rtp_latch.get();
-        let verdict = latch.check(from, || {
-            if self.per_leg() || leg.announced.contains(&ssrc) {
-                Evidence::Strong // authenticated above, or an announced SSRC
-            } else {
-                Evidence::Weak
-            }
-        });
-        leg.rtp_latch.set(latch);
-        match verdict {
-            Verdict::WrongSource => return Err(DropReason::WrongSource),
-            Verdict::Latched => t.latched = true,
-            Verdict::Accept => {}
-        }
+        let (len, ssrc) = leg.admit(&leg.rtp_latch, Kind::Rtp, seg, at, self.per_leg(), t)?;
         t.media += 1;
         if party == Party::Callee || !self.arbiter.may_forward(party) {
             return Err(DropReason::NotGranted);
@@ -507,14 +559,7 @@ impl CallRt {
             .legs
             .get(party.peer().index())
             .ok_or(DropReason::Malformed)?;
-        if self.per_leg() {
-            if let Some(ctx) = peer.srtp_out.borrow_mut().as_mut() {
-                len = ctx
-                    .protect_rtp(seg, len)
-                    .map_err(|_| DropReason::Malformed)?;
-            }
-        }
-        Ok(len)
+        peer.seal(Kind::Rtp, seg, len, self.per_leg())
     }
 
     /// One RTCP datagram from `party` on stream `si`, in place.
@@ -527,7 +572,7 @@ impl CallRt {
         muxed: bool,
         t: &mut Tally,
     ) -> Result<usize, DropReason> {
-        let Arrival { from, now } = at;
+        let now = at.now;
         let s = self.streams.get(si).ok_or(DropReason::Malformed)?;
         let leg = s.legs.get(party.index()).ok_or(DropReason::Malformed)?;
         let cell = if muxed {
@@ -535,37 +580,7 @@ impl CallRt {
         } else {
             &leg.rtcp_latch
         };
-        leg.screen(cell, from, now)?;
-        let sender = RtcpPacket::new_checked(&*seg)
-            .map_err(|_| DropReason::Malformed)?
-            .sender_ssrc();
-        let mut len = seg.len();
-        if self.per_leg() {
-            if let Some(ctx) = leg.srtp_in.borrow_mut().as_mut() {
-                len = ctx
-                    .unprotect_rtcp(seg)
-                    .map_err(|_| DropReason::AuthFailure)?;
-            }
-        }
-        let cell = if muxed {
-            &leg.rtp_latch
-        } else {
-            &leg.rtcp_latch
-        };
-        let mut latch = cell.get();
-        let verdict = latch.check(from, || {
-            if self.per_leg() || leg.announced.contains(&sender) {
-                Evidence::Strong
-            } else {
-                Evidence::Weak
-            }
-        });
-        cell.set(latch);
-        match verdict {
-            Verdict::WrongSource => return Err(DropReason::WrongSource),
-            Verdict::Latched => t.latched = true,
-            Verdict::Accept => {}
-        }
+        let (mut len, _) = leg.admit(cell, Kind::Rtcp, seg, at, self.per_leg(), t)?;
         // Where the relay can read RTCP (plain RTP, or decrypted per leg), look inside.
         if !s.encrypted || self.per_leg() {
             let body = seg.get_mut(..len).ok_or(DropReason::Malformed)?;
@@ -588,14 +603,7 @@ impl CallRt {
             .legs
             .get(party.peer().index())
             .ok_or(DropReason::Malformed)?;
-        if self.per_leg() {
-            if let Some(ctx) = peer.srtp_out.borrow_mut().as_mut() {
-                len = ctx
-                    .protect_rtcp(seg, len)
-                    .map_err(|_| DropReason::Malformed)?;
-            }
-        }
-        Ok(len)
+        peer.seal(Kind::Rtcp, seg, len, self.per_leg())
     }
 
     /// Removes PLI/FIR packets that are redundant (a keyframe just passed) or too frequent from a

@@ -15,6 +15,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub mod ffmpeg;
 pub mod net;
 
 pub const RELAY_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 9, 9, 9));
