@@ -42,6 +42,8 @@
 
 pub mod control;
 pub mod keys;
+#[cfg(feature = "loadgen")]
+pub mod loadgen;
 #[cfg(feature = "relay")]
 pub mod relay;
 pub mod sdp;

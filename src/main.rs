@@ -9,6 +9,7 @@ Usage:
   mcvideo-relay serve [--config FILE] [--listen ADDR] [--media-ip IP] [--ports MIN-MAX]
                       [--log-format json|text]
   mcvideo-relay check-config FILE
+  mcvideo-relay loadgen [--engine | --api URL | --spawn-relay | --direct] [--calls N] [--rate PPS] ...
   mcvideo-relay --help | --version
 
 Commands:
@@ -16,6 +17,8 @@ Commands:
                  with no file it runs on embedded defaults (API on 127.0.0.1:8080,
                  media on 127.0.0.1 ports 40000-49999)
   check-config   report every problem in a configuration file (with its key), exit 1 if any
+  loadgen        video push calls under load: one-way latency (p50..max) against the no-relay
+                 floor, loss, relay CPU per packet, sweeps (`loadgen --help` for details)
 ";
 
 fn usage_error(msg: &str) -> ExitCode {
@@ -43,9 +46,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         "serve" | "check-config" => sidecar(cmd, rest),
-        "loadgen" => usage_error(
-            "unknown command `loadgen`: the load generator is not part of this build yet",
-        ),
+        "loadgen" => loadgen(rest),
         other => usage_error(&format!("unknown command `{other}`")),
     }
 }
@@ -71,6 +72,16 @@ fn sidecar(cmd: &str, rest: &[String]) -> ExitCode {
         }
         Err(e) => usage_error(&e),
     }
+}
+
+#[cfg(feature = "loadgen")]
+fn loadgen(rest: &[String]) -> ExitCode {
+    mcvideo_relay::loadgen::run(rest)
+}
+
+#[cfg(not(feature = "loadgen"))]
+fn loadgen(_rest: &[String]) -> ExitCode {
+    usage_error("`loadgen` needs the `loadgen` feature (cargo build --features loadgen)")
 }
 
 #[cfg(not(feature = "sidecar"))]

@@ -426,9 +426,12 @@ fn command_line_and_check_config() {
         out.contains("--ports MIN-MAX") && out.contains("MCVIDEO_RELAY_API_TOKEN"),
         "{out}"
     );
-    let (code, _, err) = run(&["loadgen"]);
+    let (code, out, err) = run(&["loadgen", "--help"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("--calls") && out.contains("--direct"), "{out}");
+    let (code, _, err) = run(&["loadgen", "--frobnicate"]);
     assert_eq!(code, Some(2));
-    assert!(err.contains("unknown command `loadgen`"), "{err}");
+    assert!(err.contains("--frobnicate"), "{err}");
     let (code, _, err) = run(&["frobnicate"]);
     assert_eq!(code, Some(2));
     assert!(err.contains("unknown command `frobnicate`"), "{err}");

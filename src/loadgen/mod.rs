@@ -1,0 +1,545 @@
+//! `mcvideo-relay loadgen`: a load generator and latency meter for the relay.
+//!
+//! It sets up N one-to-one video push calls (through an in-process [`Engine`], a sidecar's
+//! HTTP/JSON API, or a sidecar it starts), sends video-like RTP or SRTP bursts from N caller
+//! sockets and receives them on N callee sockets, and reports one-way latency (HDR histogram:
+//! p50, p90, p99, p99.9, max), loss, reordering and duplicates, offered and achieved rates, and
+//! the relay's CPU time per forwarded packet. The same load sent with no relay (caller straight
+//! to callee) is the **floor**; the relay's *added* latency is reported against it, measured
+//! the same way in the same invocation (shared/docs/performance.md).
+//!
+//! Call SDP has one video stream with `a=rtcp-mux` and no MCVideo control line, so a call takes
+//! two relay ports and the caller is granted on acceptance.
+//!
+//! ```no_run
+//! // What `mcvideo-relay loadgen --calls 10 --rate 2000 --duration 2` does:
+//! let args: Vec<String> = ["--calls", "10", "--rate", "2000", "--duration", "2"]
+//!     .map(String::from)
+//!     .to_vec();
+//! let _status = mcvideo_relay::loadgen::run(&args);
+//! ```
+//!
+//! [`Engine`]: crate::relay::Engine
+#![allow(clippy::disallowed_methods)] // a measuring tool reads the clock
+
+mod args;
+mod http;
+mod report;
+mod setup;
+mod sys;
+mod traffic;
+
+use crate::control::MediaSecurity;
+use crate::srtp::SrtpContext;
+use args::{Options, Target};
+use report::{Report, SetupFigures, Step, SweepOutcome};
+use setup::{CallSet, CallSpec, Relay};
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+use sys::Stop;
+use traffic::{Load, Paths, PhaseResult, Probe, ProbeSource};
+
+/// SSRC bases of the floor's and the relay's streams.
+const FLOOR_SSRC: u32 = 0x4c46_0000;
+const RELAY_SSRC: u32 = 0x4c52_0000;
+
+/// Runs `loadgen` with the arguments after the subcommand name. Exit status: 0 done, 1 failed
+/// (the table says why), 2 bad arguments, 130 interrupted (after releasing every call).
+pub fn run(args: &[String]) -> ExitCode {
+    let opts = match args::parse(args) {
+        Ok(Some(o)) => o,
+        Ok(None) => {
+            print!("{}", args::USAGE);
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("mcvideo-relay loadgen: {e}");
+            eprintln!("Run `mcvideo-relay loadgen --help` for usage.");
+            return ExitCode::from(2);
+        }
+    };
+    sys::install_sigint();
+    let stop = Stop::new();
+    let mut rep = Report {
+        relay_kind: "none",
+        relay_description: "none: caller sockets send straight to callee sockets (the floor)"
+            .into(),
+        ..Report::default()
+    };
+    let result = session(&opts, &stop, &mut rep);
+    if let Err(e) = &result {
+        rep.error = Some(e.clone());
+    }
+    rep.interrupted = stop.requested();
+    let mut failed = result.is_err();
+    if let Err(e) = emit(&opts, &rep) {
+        eprintln!("mcvideo-relay loadgen: {e}");
+        failed = true;
+    }
+    if rep.interrupted {
+        ExitCode::from(130)
+    } else if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Prints the table (stdout, or stderr when the JSON goes to stdout) and writes the JSON.
+fn emit(o: &Options, rep: &Report) -> Result<(), String> {
+    let table = rep.to_table(o);
+    let json_to_stdout = o.json.as_deref() == Some("-");
+    if json_to_stdout {
+        eprint!("{table}");
+    } else {
+        print!("{table}");
+        let _ = std::io::stdout().flush();
+    }
+    if let Some(path) = &o.json {
+        let text =
+            serde_json::to_string_pretty(&rep.to_json(o)).map_err(|e| format!("JSON: {e}"))?;
+        if json_to_stdout {
+            println!("{text}");
+        } else {
+            std::fs::write(path, text + "\n").map_err(|e| format!("--json {path}: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// File descriptors this process needs for the run (sockets per call, plus some slack).
+fn fds_needed(o: &Options) -> usize {
+    let floor = o.target == Target::Direct || !o.no_floor;
+    let per_call = match (&o.target, o.setup_only) {
+        (Target::Engine, true) => 2,
+        (_, true) => 0,
+        (Target::Direct, false) => 2,
+        (Target::Engine, false) => 4 + if floor { 2 } else { 0 },
+        (_, false) => 2 + if floor { 2 } else { 0 },
+    };
+    o.calls * per_call + 64
+}
+
+fn session(o: &Options, stop: &Stop, rep: &mut Report) -> Result<(), String> {
+    if let Some(limit) = sys::open_files_limit() {
+        let need = fds_needed(o);
+        if need as u64 > limit {
+            let msg = format!(
+                "{} calls need about {need} open files here and the limit is {limit} \
+                 (ulimit -n){}",
+                o.calls,
+                match (&o.target, o.setup_only) {
+                    (Target::Engine, true) => ": the engine holds two sockets per call",
+                    (Target::Engine, false) => {
+                        "; --no-floor, or a relay in its own process (--spawn-relay), need fewer"
+                    }
+                    _ => "",
+                }
+            );
+            if !o.setup_only {
+                return Err(msg);
+            }
+            rep.notes.push(msg);
+        }
+    }
+    let relay = Relay::open(o)?;
+    if let Some(r) = &relay {
+        rep.relay_kind = r.kind();
+        rep.relay_description = r.describe();
+        rep.relay_pid = r.pid();
+    }
+    if o.setup_only {
+        let Some(relay) = &relay else {
+            return Err("--setup-only needs a relay".into());
+        };
+        return setup_only(o, relay, stop, rep);
+    }
+    let mut floor = if relay.is_none() || !o.no_floor {
+        Some(floor_paths(o)?)
+    } else {
+        None
+    };
+    let mut relayed = match &relay {
+        Some(r) => Some(establish(o, r, stop, rep)?),
+        None => None,
+    };
+    let result = run_steps(
+        o,
+        relay.as_ref(),
+        floor.as_mut(),
+        relayed.as_mut().map(|(p, _)| p),
+        stop,
+        rep,
+    );
+    if let Some((_, calls)) = relayed.take() {
+        rep.teardown = Some(calls.release());
+    }
+    if let Some(Relay::Engine(e)) = &relay {
+        let s = e.stats();
+        let (a, b) = (s.caller.dropped_total(), s.callee.dropped_total());
+        if a + b > 0 {
+            rep.notes.push(format!(
+                "the relay counted {a} dropped packet(s) on caller legs and {b} on callee legs"
+            ));
+        }
+    }
+    result
+}
+
+/// Caller/callee socket pairs sending straight to each other, with SRTP if asked for.
+fn floor_paths(o: &Options) -> Result<Paths, String> {
+    let mut p = Paths::bind(o.calls, FLOOR_SSRC).map_err(|e| format!("floor sockets: {e}"))?;
+    if o.srtp.is_some() {
+        for (t, r) in p.tx.iter_mut().zip(p.rx.iter_mut()) {
+            let k = setup::fresh_key()?;
+            t.srtp = Some(SrtpContext::new(&k));
+            r.srtp = Some(SrtpContext::new(&k));
+        }
+    }
+    Ok(p)
+}
+
+/// Sets up one call per socket pair through the relay and points the callers at it.
+fn establish<'r>(
+    o: &Options,
+    relay: &'r Relay,
+    stop: &Stop,
+    rep: &mut Report,
+) -> Result<(Paths, CallSet<'r>), String> {
+    let n = o.calls;
+    let mut paths = Paths::bind(n, RELAY_SSRC).map_err(|e| format!("call sockets: {e}"))?;
+    let keys = |n: usize| -> Result<Vec<_>, String> {
+        if o.srtp.is_some() {
+            (0..n).map(|_| setup::fresh_key()).collect()
+        } else {
+            Ok(Vec::new())
+        }
+    };
+    let (caller_keys, callee_keys) = (keys(n)?, keys(n)?);
+    let caller_ports: Vec<u16> = paths.tx.iter().map(|t| t.port()).collect();
+    let ssrcs: Vec<u32> = paths.tx.iter().map(|t| t.ssrc).collect();
+    let callee_ports: Vec<u16> = paths
+        .rx
+        .iter()
+        .map(|r| r.addr().map_or(0, |a| a.port()))
+        .collect();
+    let prefix = setup::id_prefix();
+    let spec = |i: usize| {
+        let (caller_id, callee_id) = setup::party_ids(i);
+        CallSpec {
+            id: format!("{prefix}-{i}"),
+            caller_id,
+            callee_id,
+            caller_sdp: setup::media_sdp(
+                "lgcaller",
+                caller_ports.get(i).copied().unwrap_or(0),
+                ssrcs.get(i).copied(),
+                caller_keys.get(i),
+            ),
+            callee_sdp: setup::media_sdp(
+                "lgcallee",
+                callee_ports.get(i).copied().unwrap_or(0),
+                None,
+                callee_keys.get(i),
+            ),
+        }
+    };
+    let on_ok = |_: usize, offer: &str, answer: &str| {
+        let (dest, _) = setup::video_of(answer)?;
+        let (_, callee_key) = setup::video_of(offer)?;
+        Ok::<(SocketAddr, Option<_>), String>((dest, callee_key))
+    };
+    let security = o.srtp.unwrap_or(MediaSecurity::EndToEnd);
+    let run = setup::setup_calls(relay, n, o.setup_concurrency, security, stop, &spec, &on_ok)?;
+    let ids: Vec<String> = run
+        .results
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.is_some())
+        .map(|(i, _)| format!("{prefix}-{i}"))
+        .collect();
+    let calls = CallSet::new(relay, ids, o.setup_concurrency);
+    rep.setup = Some(SetupFigures {
+        requested: n,
+        established: run.established(),
+        failed: run.failed(),
+        first_error: run.first_error().map(str::to_owned),
+        seconds: run.elapsed.as_secs_f64(),
+        concurrency: run.concurrency,
+        latency_ms: SetupFigures::latency_from(&run.latency),
+        ..SetupFigures::default()
+    });
+    if stop.requested() {
+        rep.teardown = Some(calls.release());
+        return Err("interrupted during call setup".into());
+    }
+    if run.failed() > 0 || run.established() < n {
+        let e = format!(
+            "{} of {n} calls could not be set up; first error: {}",
+            n - run.established(),
+            run.first_error().unwrap_or("?")
+        );
+        rep.teardown = Some(calls.release());
+        return Err(e);
+    }
+    for (i, r) in run.results.into_iter().enumerate() {
+        let Some(Ok((dest, callee_key))) = r else {
+            continue;
+        };
+        let (Some(t), Some(rx)) = (paths.tx.get_mut(i), paths.rx.get_mut(i)) else {
+            continue;
+        };
+        t.dest = dest;
+        if let Some(ck) = caller_keys.get(i) {
+            t.srtp = Some(SrtpContext::new(ck));
+            // per_leg: the key the relay put in the callee's offer; end_to_end: the caller's.
+            let rk = match (security, callee_key) {
+                (_, Some(k)) => k,
+                (MediaSecurity::EndToEnd, None) => ck.clone(),
+                (MediaSecurity::PerLeg, None) => {
+                    return Err("per_leg: the relay's offer to the callee has no a=crypto".into())
+                }
+            };
+            rx.srtp = Some(SrtpContext::new(&rk));
+        }
+    }
+    Ok((paths, calls))
+}
+
+fn probes(relay: Option<&Relay>, phase: &str) -> Vec<Probe> {
+    let mut v = Vec::new();
+    match relay {
+        Some(Relay::Engine(_)) => {
+            if phase == "relay" {
+                v.push(Probe {
+                    key: "relay_workers",
+                    label: "relay worker threads (mcv-worker-*)".into(),
+                    source: ProbeSource::Threads("mcv-worker"),
+                });
+            }
+            v.push(Probe {
+                key: "process",
+                label: "process CPU (relay + loadgen)".into(),
+                source: ProbeSource::SelfProcess,
+            });
+        }
+        Some(r) => {
+            if let Some(pid) = r.pid() {
+                v.push(Probe {
+                    key: "relay_process",
+                    label: format!("relay process (pid {pid})"),
+                    source: ProbeSource::Pid(pid),
+                });
+            }
+            v.push(Probe {
+                key: "process",
+                label: "loadgen process".into(),
+                source: ProbeSource::SelfProcess,
+            });
+        }
+        None => v.push(Probe {
+            key: "process",
+            label: "loadgen process".into(),
+            source: ProbeSource::SelfProcess,
+        }),
+    }
+    v.push(Probe {
+        key: "loadgen_threads",
+        label: "loadgen send/receive threads".into(),
+        source: ProbeSource::Threads("lg-"),
+    });
+    v
+}
+
+fn run_steps(
+    o: &Options,
+    relay: Option<&Relay>,
+    mut floor: Option<&mut Paths>,
+    mut relayed: Option<&mut Paths>,
+    stop: &Stop,
+    rep: &mut Report,
+) -> Result<(), String> {
+    let mut rate = o.rate;
+    let mut highest: Option<f64> = None;
+    let floor_probes = probes(relay, "floor");
+    let relay_probes = probes(relay, "relay");
+    loop {
+        let load = |label: &'static str| Load {
+            label,
+            rate,
+            fps: o.fps,
+            packet_size: o.packet_size,
+            gso: o.gso,
+            warmup: o.warmup,
+            duration: o.duration,
+            senders: o.senders,
+            receivers: o.receivers,
+            progress: !o.quiet,
+        };
+        let f = match floor.as_deref_mut() {
+            Some(p) if !stop.requested() => {
+                Some(traffic::measure(p, &load("floor"), &floor_probes, stop)?)
+            }
+            _ => None,
+        };
+        let r = match relayed.as_deref_mut() {
+            Some(p) if !stop.requested() => {
+                Some(traffic::measure(p, &load("relay"), &relay_probes, stop)?)
+            }
+            _ => None,
+        };
+        let main = r.as_ref().or(f.as_ref()).map(|p: &PhaseResult| {
+            (
+                p.loss_pct(),
+                p.achieved_pps(),
+                p.latency_us(0.5),
+                p.latency_us(0.99),
+            )
+        });
+        if o.sweep && !o.quiet {
+            if let Some((loss, achieved, p50, p99)) = main {
+                eprintln!(
+                    "loadgen sweep: offered {rate:.0} pps, achieved {achieved:.0}, loss {loss:.3} %, p50 {} µs, p99 {} µs",
+                    p50.map_or("-".into(), |v| format!("{v:.1}")),
+                    p99.map_or("-".into(), |v| format!("{v:.1}")),
+                );
+            }
+        }
+        rep.steps.push(Step {
+            rate,
+            floor: f,
+            relay: r,
+        });
+        if !o.sweep {
+            break;
+        }
+        let stopped = match main {
+            _ if stop.requested() => Some("interrupted".to_owned()),
+            None => Some("nothing measured".to_owned()),
+            Some((loss, _, _, _)) if loss > o.max_loss_pct => Some(format!(
+                "loss {loss:.3} % > {} % at {rate:.0} pps",
+                o.max_loss_pct
+            )),
+            Some((_, achieved, _, _)) => {
+                if achieved < rate * 0.95 {
+                    Some(format!(
+                        "the senders offered only {achieved:.0} of {rate:.0} pps (loadgen-limited: \
+                         try --senders 2, or fewer, larger bursts)"
+                    ))
+                } else {
+                    highest = Some(rate);
+                    (rate * o.sweep_factor > o.sweep_max)
+                        .then(|| format!("reached --sweep-max {:.0}", o.sweep_max))
+                }
+            }
+        };
+        if let Some(why) = stopped {
+            rep.sweep = Some(SweepOutcome {
+                highest_loss_free_pps: highest,
+                stopped_because: why,
+            });
+            break;
+        }
+        rate *= o.sweep_factor;
+    }
+    Ok(())
+}
+
+/// `--setup-only`: N calls set up and released, no media; setup rate and memory per call.
+fn setup_only(o: &Options, relay: &Relay, stop: &Stop, rep: &mut Report) -> Result<(), String> {
+    let n = o.calls;
+    // Real sockets nobody reads stand in for the endpoints (the relay may send them a packet).
+    let sink = |what: &str| {
+        traffic::bind_socket()
+            .and_then(|s| Ok((s.local_addr()?.port(), s)))
+            .map_err(|e| format!("{what} socket: {e}"))
+    };
+    let (caller_port, _caller_sink) = sink("caller")?;
+    let (callee_port, _callee_sink) = sink("callee")?;
+    let (caller_key, callee_key) = if o.srtp.is_some() {
+        (Some(setup::fresh_key()?), Some(setup::fresh_key()?))
+    } else {
+        (None, None)
+    };
+    let prefix = setup::id_prefix();
+    let spec = |i: usize| {
+        let (caller_id, callee_id) = setup::party_ids(i);
+        CallSpec {
+            id: format!("{prefix}-{i}"),
+            caller_id,
+            callee_id,
+            caller_sdp: setup::media_sdp(
+                "lgcaller",
+                caller_port,
+                Some(RELAY_SSRC.wrapping_add(i as u32)),
+                caller_key.as_ref(),
+            ),
+            callee_sdp: setup::media_sdp("lgcallee", callee_port, None, callee_key.as_ref()),
+        }
+    };
+    let on_ok = |_: usize, _: &str, _: &str| Ok::<(), String>(());
+    let (rss_pid, rss_source) = match relay {
+        Relay::Engine(_) => (
+            None,
+            Some(
+                "this process: relay engine + loadgen (kernel socket memory is not in RSS)"
+                    .to_owned(),
+            ),
+        ),
+        r => match r.pid() {
+            Some(p) => (Some(p), Some(format!("relay process (pid {p})"))),
+            None => {
+                rep.notes
+                    .push("no --relay-pid: the relay's memory per call is not measured".into());
+                (None, None)
+            }
+        },
+    };
+    let rss = |src: &Option<String>| src.as_ref().and_then(|_| sys::rss_kib(rss_pid));
+    let rss_before = rss(&rss_source);
+    let security = o.srtp.unwrap_or(MediaSecurity::EndToEnd);
+    let run = setup::setup_calls(relay, n, o.setup_concurrency, security, stop, &spec, &on_ok)?;
+    let ids: Vec<String> = run
+        .results
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.is_some())
+        .map(|(i, _)| format!("{prefix}-{i}"))
+        .collect();
+    let calls = CallSet::new(relay, ids, o.setup_concurrency);
+    // Let the workers start every call's tasks before reading the memory.
+    std::thread::sleep(Duration::from_millis(500));
+    let rss_after = rss(&rss_source);
+    rep.setup = Some(SetupFigures {
+        requested: n,
+        established: run.established(),
+        failed: run.failed(),
+        first_error: run.first_error().map(str::to_owned),
+        seconds: run.elapsed.as_secs_f64(),
+        concurrency: run.concurrency,
+        latency_ms: SetupFigures::latency_from(&run.latency),
+        rss_before_kib: rss_before,
+        rss_after_kib: rss_after,
+        rss_source,
+    });
+    if !o.quiet {
+        eprintln!(
+            "loadgen: {} calls set up; releasing {}",
+            run.established(),
+            calls.len()
+        );
+    }
+    rep.teardown = Some(calls.release());
+    std::thread::sleep(Duration::from_millis(300));
+    rep.rss_after_release_kib = rss(&rep.setup.as_ref().and_then(|s| s.rss_source.clone()));
+    if run.failed() > 0 {
+        return Err(format!(
+            "{} of {n} calls could not be set up; first error: {}",
+            run.failed(),
+            run.first_error().unwrap_or("?")
+        ));
+    }
+    Ok(())
+}

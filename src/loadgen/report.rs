@@ -1,0 +1,529 @@
+//! What a run prints: a table for people and, with `--json`, the same figures as JSON.
+
+use super::args::{Options, Target};
+use super::setup::Teardown;
+use super::traffic::PhaseResult;
+use hdrhistogram::Histogram;
+use serde_json::{json, Map, Value};
+use std::fmt::Write as _;
+
+/// Quantiles reported, with their JSON keys and table labels.
+const QUANTILES: [(&str, &str, f64); 5] = [
+    ("p50", "p50", 0.50),
+    ("p90", "p90", 0.90),
+    ("p99", "p99", 0.99),
+    ("p99_9", "p99.9", 0.999),
+    ("max", "max", 1.0),
+];
+
+/// One offered rate: the floor and/or the relay at it.
+#[derive(Debug)]
+pub(crate) struct Step {
+    pub(crate) rate: f64,
+    pub(crate) floor: Option<PhaseResult>,
+    pub(crate) relay: Option<PhaseResult>,
+}
+
+/// Call setup figures.
+#[derive(Debug, Default)]
+pub(crate) struct SetupFigures {
+    pub(crate) requested: usize,
+    pub(crate) established: usize,
+    pub(crate) failed: usize,
+    pub(crate) first_error: Option<String>,
+    pub(crate) seconds: f64,
+    pub(crate) concurrency: usize,
+    /// Create + answer, ms: p50, p99, max.
+    pub(crate) latency_ms: Option<[f64; 3]>,
+    pub(crate) rss_before_kib: Option<u64>,
+    pub(crate) rss_after_kib: Option<u64>,
+    pub(crate) rss_source: Option<String>,
+}
+
+impl SetupFigures {
+    pub(crate) fn latency_from(h: &Histogram<u64>) -> Option<[f64; 3]> {
+        (!h.is_empty()).then(|| [0.5, 0.99, 1.0].map(|q| h.value_at_quantile(q) as f64 / 1e6))
+    }
+
+    fn rss_per_call_bytes(&self) -> Option<f64> {
+        let (b, a) = (self.rss_before_kib?, self.rss_after_kib?);
+        (self.established > 0).then(|| (a as f64 - b as f64) * 1024.0 / self.established as f64)
+    }
+}
+
+/// Sweep outcome.
+#[derive(Debug)]
+pub(crate) struct SweepOutcome {
+    pub(crate) highest_loss_free_pps: Option<f64>,
+    pub(crate) stopped_because: String,
+}
+
+/// Everything a run found.
+#[derive(Debug, Default)]
+pub(crate) struct Report {
+    pub(crate) relay_kind: &'static str,
+    pub(crate) relay_description: String,
+    pub(crate) relay_pid: Option<u32>,
+    pub(crate) setup: Option<SetupFigures>,
+    pub(crate) steps: Vec<Step>,
+    pub(crate) sweep: Option<SweepOutcome>,
+    pub(crate) teardown: Option<Teardown>,
+    pub(crate) rss_after_release_kib: Option<u64>,
+    pub(crate) notes: Vec<String>,
+    pub(crate) interrupted: bool,
+    pub(crate) error: Option<String>,
+}
+
+fn round(x: f64, digits: i32) -> f64 {
+    let m = 10f64.powi(digits);
+    (x * m).round() / m
+}
+
+fn latency_json(p: &PhaseResult) -> Value {
+    if p.latency.is_empty() {
+        return Value::Null;
+    }
+    let mut m = Map::new();
+    for (key, _, q) in QUANTILES {
+        m.insert(key.into(), json!(round(p.latency_us(q).unwrap_or(0.0), 2)));
+    }
+    m.insert("mean".into(), json!(round(p.latency.mean() / 1000.0, 2)));
+    m.insert(
+        "min".into(),
+        json!(round(p.latency.min() as f64 / 1000.0, 2)),
+    );
+    m.insert("count".into(), json!(p.latency.len()));
+    Value::Object(m)
+}
+
+/// The relay's own CPU figure of a phase: its process if known, else its worker threads.
+fn relay_cpu(p: &PhaseResult) -> Option<&super::traffic::CpuFigure> {
+    p.cpu
+        .iter()
+        .find(|c| c.key == "relay_process")
+        .or_else(|| p.cpu.iter().find(|c| c.key == "relay_workers"))
+}
+
+fn phase_json(p: &PhaseResult, per_call: bool) -> Value {
+    let mut v = json!({
+        "mode": p.label,
+        "calls": p.calls,
+        "offered_pps": round(p.offered_pps, 1),
+        "achieved_pps": round(p.achieved_pps(), 1),
+        "received_pps": round(p.received_pps(), 1),
+        "window_s": round(p.window_s, 3),
+        "sent": p.sent,
+        "received": p.totals.received,
+        "lost": p.lost(),
+        "loss_pct": round(p.loss_pct(), 4),
+        "reordered": p.totals.reordered,
+        "duplicates": p.totals.duplicates,
+        "outside_window": p.totals.outside_window,
+        "send_failures": p.send_failures,
+        "first_send_error": p.first_send_error,
+        "decrypt_failures": p.totals.decrypt_failures,
+        "malformed": p.totals.malformed,
+        "calls_with_loss": p.calls_with_loss,
+        "worst_call_loss_pct": round(p.worst_call_loss_pct, 4),
+        "sender_max_late_us": round(p.sender_max_late_us, 1),
+        "skipped_frames": p.skipped_frames,
+        "latency_us": latency_json(p),
+        "cpu": p.cpu.iter().map(|c| json!({
+            "what": c.key,
+            "label": c.label,
+            "seconds": round(c.seconds, 3),
+            "us_per_packet": round(c.us_per_packet, 3),
+        })).collect::<Vec<_>>(),
+        "relay_cpu_us_per_packet": relay_cpu(p).map(|c| round(c.us_per_packet, 3)),
+        "relay_cpu_source": relay_cpu(p).map(|c| c.label.clone()),
+        "interrupted": p.interrupted,
+    });
+    if per_call {
+        if let Some(m) = v.as_object_mut() {
+            m.insert(
+                "per_call".into(),
+                p.per_call
+                    .iter()
+                    .map(|c| {
+                        json!({
+                            "call": c.index,
+                            "sent": c.sent,
+                            "received": c.counts.received,
+                            "lost": c.sent.saturating_sub(c.counts.received),
+                            "reordered": c.counts.reordered,
+                            "duplicates": c.counts.duplicates,
+                            "decrypt_failures": c.counts.decrypt_failures,
+                        })
+                    })
+                    .collect(),
+            );
+        }
+    }
+    v
+}
+
+fn added_json(f: &PhaseResult, r: &PhaseResult) -> Value {
+    if f.latency.is_empty() || r.latency.is_empty() {
+        return Value::Null;
+    }
+    let mut m = Map::new();
+    for (key, _, q) in QUANTILES {
+        let d = r.latency_us(q).unwrap_or(0.0) - f.latency_us(q).unwrap_or(0.0);
+        m.insert(key.into(), json!(round(d, 2)));
+    }
+    m.insert(
+        "mean".into(),
+        json!(round((r.latency.mean() - f.latency.mean()) / 1000.0, 2)),
+    );
+    Value::Object(m)
+}
+
+impl Report {
+    pub(crate) fn to_json(&self, o: &Options) -> Value {
+        let steps: Vec<Value> = self
+            .steps
+            .iter()
+            .map(|s| {
+                json!({
+                    "rate_pps": round(s.rate, 1),
+                    "floor": s.floor.as_ref().map(|p| phase_json(p, o.per_call)),
+                    "relay": s.relay.as_ref().map(|p| phase_json(p, o.per_call)),
+                    "added_latency_us": match (&s.floor, &s.relay) {
+                        (Some(f), Some(r)) => added_json(f, r),
+                        _ => Value::Null,
+                    },
+                })
+            })
+            .collect();
+        let setup = self.setup.as_ref().map(|s| {
+            json!({
+                "calls": s.requested,
+                "established": s.established,
+                "failed": s.failed,
+                "first_error": s.first_error,
+                "seconds": round(s.seconds, 3),
+                "calls_per_s": round(s.established as f64 / s.seconds.max(1e-9), 1),
+                "concurrency": s.concurrency,
+                "latency_ms": s.latency_ms.map(|[p50, p99, max]| json!({
+                    "p50": round(p50, 3), "p99": round(p99, 3), "max": round(max, 3)
+                })),
+                "rss_before_kib": s.rss_before_kib,
+                "rss_after_kib": s.rss_after_kib,
+                "rss_per_call_bytes": s.rss_per_call_bytes().map(|b| round(b, 0)),
+                "rss_source": s.rss_source,
+            })
+        });
+        let teardown = self.teardown.as_ref().map(|t| {
+            json!({
+                "released": t.released,
+                "failed": t.failed,
+                "first_error": t.first_error,
+                "seconds": round(t.elapsed.as_secs_f64(), 3),
+                "calls_per_s": round(t.released as f64 / t.elapsed.as_secs_f64().max(1e-9), 1),
+                "rss_after_kib": self.rss_after_release_kib,
+            })
+        });
+        json!({
+            "tool": "mcvideo-relay loadgen",
+            "version": env!("CARGO_PKG_VERSION"),
+            "config": {
+                "calls": o.calls,
+                "rate_pps": o.rate,
+                "fps": o.fps,
+                "packet_size": o.packet_size,
+                "packets_per_frame_per_call": round(o.rate / o.calls as f64 / o.fps, 3),
+                "duration_s": o.duration.as_secs_f64(),
+                "warmup_s": o.warmup.as_secs_f64(),
+                "gso": o.gso,
+                "srtp": o.srtp.map_or("none", |s| s.as_str()),
+                "srtp_suite": o.srtp.map(|_| super::setup::SUITE.name()),
+                "senders": o.senders,
+                "receivers": o.receivers,
+                "workers": (o.target == Target::Engine).then_some(o.workers),
+                "floor": o.target == Target::Direct || !o.no_floor,
+                "sweep": o.sweep,
+                "setup_only": o.setup_only,
+                "max_loss_pct": o.max_loss_pct,
+            },
+            "relay": {
+                "kind": self.relay_kind,
+                "description": self.relay_description,
+                "pid": self.relay_pid,
+            },
+            "setup": setup,
+            "runs": steps,
+            "sweep": self.sweep.as_ref().map(|s| json!({
+                "highest_loss_free_pps": s.highest_loss_free_pps.map(|r| round(r, 1)),
+                "stopped_because": s.stopped_because,
+                "factor": o.sweep_factor,
+            })),
+            "teardown": teardown,
+            "notes": self.notes,
+            "interrupted": self.interrupted,
+            "error": self.error,
+        })
+    }
+
+    pub(crate) fn to_table(&self, o: &Options) -> String {
+        let mut t = String::new();
+        let srtp = match o.srtp {
+            Some(s) => format!("SRTP {} ({})", super::setup::SUITE.name(), s.as_str()),
+            None => "plain RTP".into(),
+        };
+        let _ = writeln!(
+            t,
+            "loadgen: {} calls, {} B RTP packets, {srtp}, {} fps, {}",
+            o.calls,
+            o.packet_size,
+            o.fps,
+            if o.gso {
+                "GSO bursts"
+            } else {
+                "one sendmsg per packet"
+            }
+        );
+        let _ = writeln!(t, "relay:   {}", self.relay_description);
+        if !o.setup_only {
+            let _ = writeln!(
+                t,
+                "window:  {:.1} s after {:.1} s warm-up; {} sender / {} receiver thread(s)",
+                o.duration.as_secs_f64(),
+                o.warmup.as_secs_f64(),
+                o.senders,
+                o.receivers
+            );
+        }
+        if let Some(s) = &self.setup {
+            let _ = write!(
+                t,
+                "setup:   {} of {} calls in {:.2} s = {:.0} calls/s ({} clients)",
+                s.established,
+                s.requested,
+                s.seconds,
+                s.established as f64 / s.seconds.max(1e-9),
+                s.concurrency
+            );
+            if let Some([p50, p99, max]) = s.latency_ms {
+                let _ = write!(
+                    t,
+                    "; create+answer p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms"
+                );
+            }
+            let _ = writeln!(t);
+            if s.failed > 0 {
+                let _ = writeln!(
+                    t,
+                    "         {} failed; first: {}",
+                    s.failed,
+                    s.first_error.as_deref().unwrap_or("?")
+                );
+            }
+            if let (Some(b), Some(a), Some(per)) =
+                (s.rss_before_kib, s.rss_after_kib, s.rss_per_call_bytes())
+            {
+                let _ = writeln!(
+                    t,
+                    "memory:  RSS {:.1} MiB before, {:.1} MiB with the calls: {:.0} bytes per call ({})",
+                    b as f64 / 1024.0,
+                    a as f64 / 1024.0,
+                    per,
+                    s.rss_source.as_deref().unwrap_or("")
+                );
+            }
+        }
+        if self.steps.len() == 1 {
+            if let Some(s) = self.steps.first() {
+                t.push('\n');
+                step_table(&mut t, s);
+            }
+        } else if !self.steps.is_empty() {
+            t.push('\n');
+            sweep_table(&mut t, &self.steps);
+        }
+        if let Some(s) = &self.sweep {
+            let _ = writeln!(
+                t,
+                "\nsweep:   highest loss-free rate {} (loss <= {} %); stopped: {}",
+                s.highest_loss_free_pps
+                    .map_or("none".to_owned(), |r| format!("{r:.0} pps")),
+                o.max_loss_pct,
+                s.stopped_because
+            );
+        }
+        if let Some(td) = &self.teardown {
+            let _ = write!(
+                t,
+                "\nrelease: {} calls in {:.2} s = {:.0} calls/s",
+                td.released,
+                td.elapsed.as_secs_f64(),
+                td.released as f64 / td.elapsed.as_secs_f64().max(1e-9)
+            );
+            if td.failed > 0 {
+                let _ = write!(
+                    t,
+                    "; {} failed: {}",
+                    td.failed,
+                    td.first_error.as_deref().unwrap_or("?")
+                );
+            }
+            if let Some(r) = self.rss_after_release_kib {
+                let _ = write!(t, "; RSS after {:.1} MiB", r as f64 / 1024.0);
+            }
+            t.push('\n');
+        }
+        for n in &self.notes {
+            let _ = writeln!(t, "note:    {n}");
+        }
+        if self.interrupted {
+            let _ = writeln!(t, "INTERRUPTED: figures cover what ran before Ctrl-C");
+        }
+        if let Some(e) = &self.error {
+            let _ = writeln!(t, "ERROR:   {e}");
+        }
+        t
+    }
+}
+
+fn cell_f(v: Option<f64>, digits: usize) -> String {
+    v.map_or("-".into(), |x| format!("{x:.digits$}"))
+}
+
+fn step_table(t: &mut String, s: &Step) {
+    let cols: Vec<&PhaseResult> = [s.floor.as_ref(), s.relay.as_ref()]
+        .into_iter()
+        .flatten()
+        .collect();
+    let both = s.floor.is_some() && s.relay.is_some();
+    let _ = write!(t, "{:<40}", "");
+    for p in &cols {
+        let _ = write!(t, "{:>16}", p.label);
+    }
+    if both {
+        let _ = write!(t, "{:>16}", "added");
+    }
+    t.push('\n');
+    let row = |t: &mut String, name: &str, f: &dyn Fn(&PhaseResult) -> String| {
+        let _ = write!(t, "{name:<40}");
+        for p in &cols {
+            let _ = write!(t, "{:>16}", f(p));
+        }
+        t.push('\n');
+    };
+    row(t, "offered pps", &|p| format!("{:.0}", p.offered_pps));
+    row(t, "achieved pps (sent in window)", &|p| {
+        format!("{:.0}", p.achieved_pps())
+    });
+    row(t, "received pps", &|p| format!("{:.0}", p.received_pps()));
+    row(t, "sent / received", &|p| {
+        format!("{}/{}", p.sent, p.totals.received)
+    });
+    row(t, "lost", &|p| {
+        format!("{} ({:.3}%)", p.lost(), p.loss_pct())
+    });
+    row(t, "reordered / duplicates", &|p| {
+        format!("{} / {}", p.totals.reordered, p.totals.duplicates)
+    });
+    if cols
+        .iter()
+        .any(|p| p.send_failures > 0 || p.totals.decrypt_failures > 0 || p.totals.malformed > 0)
+    {
+        row(t, "send fail / decrypt fail / bad", &|p| {
+            format!(
+                "{}/{}/{}",
+                p.send_failures, p.totals.decrypt_failures, p.totals.malformed
+            )
+        });
+    }
+    row(t, "calls with loss (worst %)", &|p| {
+        format!("{} ({:.2})", p.calls_with_loss, p.worst_call_loss_pct)
+    });
+    row(t, "sender max lateness µs", &|p| {
+        format!("{:.0}", p.sender_max_late_us)
+    });
+    if cols.iter().any(|p| p.skipped_frames > 0) {
+        row(t, "frames skipped (sender behind)", &|p| {
+            format!("{}", p.skipped_frames)
+        });
+    }
+    for (_, label, q) in QUANTILES {
+        let _ = write!(t, "{:<40}", format!("one-way latency {label} µs"));
+        for p in &cols {
+            let _ = write!(t, "{:>16}", cell_f(p.latency_us(q), 1));
+        }
+        if let (Some(f), Some(r)) = (&s.floor, &s.relay) {
+            let d = match (f.latency_us(q), r.latency_us(q)) {
+                (Some(a), Some(b)) => format!("{:+.1}", b - a),
+                _ => "-".into(),
+            };
+            let _ = write!(t, "{d:>16}");
+        }
+        t.push('\n');
+    }
+    // CPU rows: every probe either phase has, by key.
+    let mut keys: Vec<(&str, &str)> = Vec::new();
+    for p in cols.iter().rev() {
+        for c in &p.cpu {
+            if !keys.iter().any(|(k, _)| *k == c.key) {
+                keys.push((c.key, &c.label));
+            }
+        }
+    }
+    if !keys.is_empty() {
+        let _ = writeln!(t, "CPU µs per received packet:");
+    }
+    for (key, label) in keys {
+        let _ = write!(t, "{:<40}", format!("  {label}"));
+        for p in &cols {
+            let v = p.cpu.iter().find(|c| c.key == key).map(|c| c.us_per_packet);
+            let _ = write!(t, "{:>16}", cell_f(v, 2));
+        }
+        t.push('\n');
+    }
+}
+
+fn sweep_table(t: &mut String, steps: &[Step]) {
+    let _ = writeln!(
+        t,
+        "{:>10} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "offered",
+        "achieved",
+        "loss %",
+        "p50 µs",
+        "p99 µs",
+        "+p50 µs",
+        "+p99 µs",
+        "floor %",
+        "cpu µs/p"
+    );
+    for s in steps {
+        let Some(main) = s.relay.as_ref().or(s.floor.as_ref()) else {
+            continue;
+        };
+        let added = |q: f64| match (&s.floor, &s.relay) {
+            (Some(f), Some(r)) => match (f.latency_us(q), r.latency_us(q)) {
+                (Some(a), Some(b)) => format!("{:+.1}", b - a),
+                _ => "-".into(),
+            },
+            _ => "-".into(),
+        };
+        let cpu = relay_cpu(main)
+            .or_else(|| main.cpu.first())
+            .map(|c| c.us_per_packet);
+        let _ = writeln!(
+            t,
+            "{:>10.0} {:>10.0} {:>9.3} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            s.rate,
+            main.achieved_pps(),
+            main.loss_pct(),
+            cell_f(main.latency_us(0.5), 1),
+            cell_f(main.latency_us(0.99), 1),
+            added(0.5),
+            added(0.99),
+            s.relay
+                .as_ref()
+                .and(s.floor.as_ref())
+                .map_or("-".into(), |f| format!("{:.3}", f.loss_pct())),
+            cell_f(cpu, 2),
+        );
+    }
+}

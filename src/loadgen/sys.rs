@@ -1,0 +1,189 @@
+//! What the load generator reads from the system: CPU time and resident memory from `/proc`, and
+//! Ctrl-C (SIGINT) through tokio's signal handling on a small thread of its own.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// Clock ticks per second of `/proc/*/stat` (`getconf CLK_TCK`; 100 when it cannot be asked).
+pub(crate) fn clk_tck() -> u64 {
+    static TCK: OnceLock<u64> = OnceLock::new();
+    *TCK.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .filter(|&t: &u64| t > 0)
+            .unwrap_or(100)
+    })
+}
+
+/// utime + stime of a `/proc/.../stat` line.
+fn stat_cpu(text: &str) -> Option<Duration> {
+    // The command name is in parentheses and may hold spaces: count fields after the last ')'.
+    let rest = text.get(text.rfind(')')? + 1..)?;
+    let mut f = rest.split_whitespace();
+    // Fields 3.. of proc(5): state(3) ... utime(14) stime(15).
+    let utime: u64 = f.nth(11)?.parse().ok()?;
+    let stime: u64 = f.next()?.parse().ok()?;
+    let ticks = utime + stime;
+    let tck = clk_tck();
+    Some(Duration::from_nanos(
+        ticks.saturating_mul(1_000_000_000) / tck,
+    ))
+}
+
+/// CPU time (user + system) of a process; `None` = this process.
+pub(crate) fn process_cpu(pid: Option<u32>) -> Option<Duration> {
+    let path = match pid {
+        Some(p) => format!("/proc/{p}/stat"),
+        None => "/proc/self/stat".to_owned(),
+    };
+    stat_cpu(&std::fs::read_to_string(path).ok()?)
+}
+
+/// CPU time of this process's threads whose name starts with `prefix` (threads that ended are
+/// not counted: sample while they run).
+pub(crate) fn threads_cpu(prefix: &str) -> Option<Duration> {
+    let mut total = Duration::ZERO;
+    let mut any = false;
+    for entry in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let dir = entry.path();
+        let Ok(comm) = std::fs::read_to_string(dir.join("comm")) else {
+            continue;
+        };
+        if !comm.trim_end().starts_with(prefix) {
+            continue;
+        }
+        if let Some(cpu) = std::fs::read_to_string(dir.join("stat"))
+            .ok()
+            .and_then(|s| stat_cpu(&s))
+        {
+            total += cpu;
+            any = true;
+        }
+    }
+    any.then_some(total)
+}
+
+/// Resident memory in KiB (`VmRSS` of `/proc/.../status`); `None` = this process.
+pub(crate) fn rss_kib(pid: Option<u32>) -> Option<u64> {
+    let path = match pid {
+        Some(p) => format!("/proc/{p}/status"),
+        None => "/proc/self/status".to_owned(),
+    };
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// The soft limit on open files (`Max open files` of `/proc/self/limits`).
+pub(crate) fn open_files_limit() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    line.trim_start_matches("Max open files")
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+static SIGINTS: AtomicUsize = AtomicUsize::new(0);
+
+/// Installs the SIGINT handler once per process: the first Ctrl-C asks every run to stop (and
+/// tear its calls down), the second exits at once with status 130. Best effort: when the handler
+/// cannot be installed, Ctrl-C keeps its default action.
+pub(crate) fn install_sigint() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<bool>();
+        let spawned = std::thread::Builder::new()
+            .name("lg-signal".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_io()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(_) => {
+                        let _ = tx.send(false);
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    // Registered before reporting ready, so a Ctrl-C right after start is seen.
+                    #[cfg(unix)]
+                    let mut sig = match tokio::signal::unix::signal(
+                        tokio::signal::unix::SignalKind::interrupt(),
+                    ) {
+                        Ok(s) => s,
+                        Err(_) => {
+                            let _ = tx.send(false);
+                            return;
+                        }
+                    };
+                    let _ = tx.send(true);
+                    loop {
+                        #[cfg(unix)]
+                        let got = sig.recv().await.is_some();
+                        #[cfg(not(unix))]
+                        let got = tokio::signal::ctrl_c().await.is_ok();
+                        if !got {
+                            return;
+                        }
+                        if SIGINTS.fetch_add(1, Ordering::SeqCst) == 0 {
+                            eprintln!(
+                                "loadgen: interrupted: stopping and releasing every call \
+                                 (Ctrl-C again to exit at once)"
+                            );
+                        } else {
+                            eprintln!("loadgen: second interrupt: exiting without teardown");
+                            std::process::exit(130);
+                        }
+                    }
+                });
+            });
+        if spawned.is_ok() {
+            let _ = rx.recv_timeout(Duration::from_secs(2));
+        }
+    });
+}
+
+/// A run's view of Ctrl-C: stop once an interrupt arrived after it started.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stop {
+    base: usize,
+}
+
+impl Stop {
+    pub(crate) fn new() -> Stop {
+        Stop {
+            base: SIGINTS.load(Ordering::SeqCst),
+        }
+    }
+
+    pub(crate) fn requested(&self) -> bool {
+        SIGINTS.load(Ordering::Relaxed) > self.base
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stat_and_status() {
+        let line = "1234 (a (weird) name) S 1 2 3 4 5 6 7 8 9 10 150 50 0 0 20 0 4 0";
+        assert_eq!(
+            stat_cpu(line),
+            Some(Duration::from_nanos(200 * 1_000_000_000 / clk_tck()))
+        );
+        assert!(process_cpu(None).is_some());
+        assert!(rss_kib(None).unwrap() > 0);
+        assert!(open_files_limit().unwrap() > 0);
+    }
+}

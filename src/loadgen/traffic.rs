@@ -1,0 +1,1017 @@
+//! The media load: caller sockets send video-like RTP bursts, callee sockets receive them.
+//!
+//! * **Senders** (`lg-send-N` threads) pace by frame slots: call `i`'s frame `k` leaves at
+//!   `start + k/fps + i/(fps·calls)`, so the calls' frames are spread evenly over a frame
+//!   interval, and a frame's packets go back to back as one GSO `sendmsg` (quinn-udp), or one
+//!   `sendmsg` per packet with `--no-gso`. Every payload carries the send time (monotonic ns
+//!   since a process-wide epoch), the call index and a per-call sequence number.
+//! * **Receivers** (`lg-recv-N` threads) each run a current-thread tokio runtime with a task per
+//!   callee socket that receives in batches (`recvmmsg` + GRO through quinn-udp, super-packets
+//!   split by `stride`), decrypts SRTP, and records one-way latency in an HDR histogram, plus
+//!   loss, reordering and duplicates per call (a 1024-packet window: bounded memory).
+//!
+//! The floor (no relay) and the relay runs use exactly this code; only the destination differs.
+
+use super::args::{PAYLOAD_HEADER, RTP_HEADER};
+use super::sys::{self, Stop};
+use crate::srtp::{SrtpContext, SrtpError};
+use hdrhistogram::Histogram;
+use quinn_udp::{RecvMeta, Transmit, UdpSocketState, BATCH_SIZE};
+use std::cell::RefCell;
+use std::io::{self, IoSliceMut};
+use std::net::{SocketAddr, UdpSocket};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::io::Interest;
+use tokio::sync::watch;
+
+/// First word of every loadgen payload.
+pub(crate) const MAGIC: [u8; 4] = *b"MCLG";
+/// Socket buffers asked for on every loadgen socket (the relay's default too).
+const SOCKET_BUFFER: usize = 1 << 20;
+/// Receive slot: room for a GRO super-packet.
+const SLOT: usize = 64 * 1024;
+/// Largest GSO send (the UDP length limit).
+const MAX_GSO_BYTES: usize = 65_000;
+/// Duplicate/reorder window per call, in packets (a multiple of 64).
+const SEQ_WINDOW: u64 = 1024;
+/// Lowest latency the histogram tracks, highest, significant figures.
+const HIST_MAX_NS: u64 = 60_000_000_000;
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// Nanoseconds since the process-wide epoch.
+fn ns(t: Instant) -> u64 {
+    t.saturating_duration_since(epoch()).as_nanos() as u64
+}
+
+/// A latency histogram in nanoseconds.
+pub(crate) fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, HIST_MAX_NS, 3).expect("fixed, valid histogram bounds")
+}
+
+/// A UDP socket on 127.0.0.1 with the loadgen's buffer sizes.
+pub(crate) fn bind_socket() -> io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = s.set_send_buffer_size(SOCKET_BUFFER);
+    s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+    Ok(s.into())
+}
+
+/// The sending end of one call.
+pub(crate) struct TxSide {
+    pub(crate) index: u32,
+    pub(crate) ssrc: u32,
+    socket: UdpSocket,
+    state: UdpSocketState,
+    /// Where the caller sends: the relay's address for the caller, or the callee (floor).
+    pub(crate) dest: SocketAddr,
+    pub(crate) srtp: Option<SrtpContext>,
+    seq: u64,
+    frame: u32,
+    credit: f64,
+    /// Packets sent with a send time inside the measured window (this phase).
+    sent_window: u64,
+}
+
+/// The receiving end of one call.
+pub(crate) struct RxSide {
+    pub(crate) index: u32,
+    socket: Option<UdpSocket>,
+    state: UdpSocketState,
+    pub(crate) srtp: Option<SrtpContext>,
+    track: SeqTrack,
+    counts: RxCounts,
+}
+
+impl TxSide {
+    /// A bound caller socket (its destination and key are filled in once known).
+    pub(crate) fn bind(index: u32, ssrc: u32) -> io::Result<TxSide> {
+        let socket = bind_socket()?;
+        let state = UdpSocketState::new((&socket).into())?;
+        let dest = socket.local_addr()?;
+        Ok(TxSide {
+            index,
+            ssrc,
+            socket,
+            state,
+            dest,
+            srtp: None,
+            seq: 0,
+            frame: 0,
+            credit: 0.0,
+            sent_window: 0,
+        })
+    }
+
+    pub(crate) fn port(&self) -> u16 {
+        self.socket.local_addr().map_or(0, |a| a.port())
+    }
+}
+
+impl RxSide {
+    pub(crate) fn bind(index: u32) -> io::Result<RxSide> {
+        let socket = bind_socket()?;
+        let state = UdpSocketState::new((&socket).into())?;
+        Ok(RxSide {
+            index,
+            socket: Some(socket),
+            state,
+            srtp: None,
+            track: SeqTrack::default(),
+            counts: RxCounts::default(),
+        })
+    }
+
+    pub(crate) fn addr(&self) -> Option<SocketAddr> {
+        self.socket.as_ref().and_then(|s| s.local_addr().ok())
+    }
+}
+
+/// Every call of one path kind (floor or relay), in call index order.
+pub(crate) struct Paths {
+    pub(crate) tx: Vec<TxSide>,
+    pub(crate) rx: Vec<RxSide>,
+}
+
+impl Paths {
+    /// `n` caller/callee socket pairs; destinations are the callees (the floor) until changed.
+    pub(crate) fn bind(n: usize, ssrc_base: u32) -> io::Result<Paths> {
+        let mut tx = Vec::with_capacity(n);
+        let mut rx = Vec::with_capacity(n);
+        for i in 0..n {
+            let index = i as u32;
+            let mut t = TxSide::bind(index, ssrc_base.wrapping_add(index))?;
+            let r = RxSide::bind(index)?;
+            if let Some(a) = r.addr() {
+                t.dest = a;
+            }
+            tx.push(t);
+            rx.push(r);
+        }
+        Ok(Paths { tx, rx })
+    }
+}
+
+/// Per-call sequence tracking: highest sequence seen and a window of what arrived.
+#[derive(Debug, Clone, Default)]
+struct SeqTrack {
+    highest: Option<u64>,
+    bits: [u64; (SEQ_WINDOW / 64) as usize],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    New,
+    Reordered,
+    Duplicate,
+}
+
+impl SeqTrack {
+    fn bit(seq: u64) -> (usize, u64) {
+        let b = seq % SEQ_WINDOW;
+        ((b / 64) as usize, 1 << (b % 64))
+    }
+
+    fn set(&mut self, seq: u64, on: bool) {
+        let (w, m) = Self::bit(seq);
+        if let Some(word) = self.bits.get_mut(w) {
+            if on {
+                *word |= m;
+            } else {
+                *word &= !m;
+            }
+        }
+    }
+
+    fn get(&self, seq: u64) -> bool {
+        let (w, m) = Self::bit(seq);
+        self.bits.get(w).is_some_and(|word| word & m != 0)
+    }
+
+    fn see(&mut self, seq: u64) -> Seen {
+        match self.highest {
+            None => {
+                self.highest = Some(seq);
+                self.set(seq, true);
+                Seen::New
+            }
+            Some(h) if seq > h => {
+                if seq - h >= SEQ_WINDOW {
+                    self.bits = Default::default();
+                } else {
+                    for s in h + 1..seq {
+                        self.set(s, false);
+                    }
+                }
+                self.set(seq, true);
+                self.highest = Some(seq);
+                Seen::New
+            }
+            Some(h) => {
+                if h - seq >= SEQ_WINDOW {
+                    // Older than the window: cannot tell a duplicate; late, so counted reordered.
+                    Seen::Reordered
+                } else if self.get(seq) {
+                    Seen::Duplicate
+                } else {
+                    self.set(seq, true);
+                    Seen::Reordered
+                }
+            }
+        }
+    }
+}
+
+/// What a receiver counted for one call in one phase.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct RxCounts {
+    /// Distinct packets sent inside the window that arrived.
+    pub(crate) received: u64,
+    pub(crate) reordered: u64,
+    pub(crate) duplicates: u64,
+    /// Packets sent before the window (warm-up) or after it.
+    pub(crate) outside_window: u64,
+    /// SRTP authentication or replay failures (duplicates a replay check caught are duplicates).
+    pub(crate) decrypt_failures: u64,
+    /// Datagrams that are not this call's loadgen packets.
+    pub(crate) malformed: u64,
+}
+
+impl RxCounts {
+    fn add(&mut self, o: &RxCounts) {
+        self.received += o.received;
+        self.reordered += o.reordered;
+        self.duplicates += o.duplicates;
+        self.outside_window += o.outside_window;
+        self.decrypt_failures += o.decrypt_failures;
+        self.malformed += o.malformed;
+    }
+}
+
+/// One phase's load.
+#[derive(Debug, Clone)]
+pub(crate) struct Load {
+    pub(crate) label: &'static str,
+    pub(crate) rate: f64,
+    pub(crate) fps: f64,
+    pub(crate) packet_size: usize,
+    pub(crate) gso: bool,
+    pub(crate) warmup: Duration,
+    pub(crate) duration: Duration,
+    pub(crate) senders: usize,
+    pub(crate) receivers: usize,
+    pub(crate) progress: bool,
+}
+
+/// A CPU time source read at the start and the end of the window.
+#[derive(Debug, Clone)]
+pub(crate) struct Probe {
+    /// JSON key.
+    pub(crate) key: &'static str,
+    /// What it measures, for people.
+    pub(crate) label: String,
+    pub(crate) source: ProbeSource,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum ProbeSource {
+    /// A process by pid.
+    Pid(u32),
+    /// This process.
+    SelfProcess,
+    /// Threads of this process whose names start with this.
+    Threads(&'static str),
+}
+
+impl Probe {
+    fn sample(&self) -> Option<Duration> {
+        match &self.source {
+            ProbeSource::Pid(p) => sys::process_cpu(Some(*p)),
+            ProbeSource::SelfProcess => sys::process_cpu(None),
+            ProbeSource::Threads(prefix) => sys::threads_cpu(prefix),
+        }
+    }
+}
+
+/// CPU used over the window by one probe.
+#[derive(Debug, Clone)]
+pub(crate) struct CpuFigure {
+    pub(crate) key: &'static str,
+    pub(crate) label: String,
+    pub(crate) seconds: f64,
+    /// Microseconds per packet received in the window.
+    pub(crate) us_per_packet: f64,
+}
+
+/// Per-call figures of one phase.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CallFigures {
+    pub(crate) index: u32,
+    pub(crate) sent: u64,
+    pub(crate) counts: RxCounts,
+}
+
+/// What one phase measured.
+#[derive(Debug, Clone)]
+pub(crate) struct PhaseResult {
+    pub(crate) label: &'static str,
+    pub(crate) calls: usize,
+    pub(crate) offered_pps: f64,
+    pub(crate) window_s: f64,
+    /// Packets handed to the kernel with a send time inside the window.
+    pub(crate) sent: u64,
+    pub(crate) send_failures: u64,
+    pub(crate) first_send_error: Option<String>,
+    pub(crate) totals: RxCounts,
+    pub(crate) calls_with_loss: usize,
+    pub(crate) worst_call_loss_pct: f64,
+    pub(crate) sender_max_late_us: f64,
+    /// Frames the senders skipped (more than a frame interval behind).
+    pub(crate) skipped_frames: u64,
+    pub(crate) latency: Histogram<u64>,
+    pub(crate) cpu: Vec<CpuFigure>,
+    pub(crate) per_call: Vec<CallFigures>,
+    pub(crate) interrupted: bool,
+}
+
+impl PhaseResult {
+    pub(crate) fn lost(&self) -> u64 {
+        self.sent.saturating_sub(self.totals.received)
+    }
+
+    pub(crate) fn loss_pct(&self) -> f64 {
+        if self.sent == 0 {
+            0.0
+        } else {
+            self.lost() as f64 * 100.0 / self.sent as f64
+        }
+    }
+
+    pub(crate) fn achieved_pps(&self) -> f64 {
+        self.sent as f64 / self.window_s.max(1e-9)
+    }
+
+    pub(crate) fn received_pps(&self) -> f64 {
+        self.totals.received as f64 / self.window_s.max(1e-9)
+    }
+
+    /// Latency quantile in microseconds (`None` without samples).
+    pub(crate) fn latency_us(&self, q: f64) -> Option<f64> {
+        (!self.latency.is_empty()).then(|| self.latency.value_at_quantile(q) as f64 / 1000.0)
+    }
+}
+
+/// Shared progress counters.
+#[derive(Debug, Default)]
+struct Progress {
+    sent: AtomicU64,
+    received: AtomicU64,
+}
+
+/// When a phase sends and what it counts.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    start: Instant,
+    /// Send times (ns since epoch) counted: `[window.0, window.1)`.
+    window: (u64, u64),
+    /// Sending ends at this offset from `start`, in ns.
+    total_ns: f64,
+    frame_ns: f64,
+    slot_ns: f64,
+    per_frame: f64,
+    packet_size: usize,
+    gso: bool,
+    fps: f64,
+}
+
+struct SendOut {
+    failures: u64,
+    /// Frames not sent because the sender was more than a frame interval behind.
+    skipped: u64,
+    first_error: Option<String>,
+    max_late: Duration,
+}
+
+fn sleep_until(t: Instant) {
+    let now = Instant::now();
+    if t > now {
+        std::thread::sleep(t - now);
+    }
+}
+
+/// Sends every frame of `calls` until the plan's end; returns failures and lateness.
+fn send_loop(calls: &mut [&mut TxSide], plan: &Plan, progress: &Progress, stop: &Stop) -> SendOut {
+    let mut out = SendOut {
+        failures: 0,
+        skipped: 0,
+        first_error: None,
+        max_late: Duration::ZERO,
+    };
+    let Some(first) = calls.first() else {
+        return out;
+    };
+    let overhead = first.srtp.as_ref().map_or(0, SrtpContext::rtp_overhead);
+    let stride = plan.packet_size + overhead;
+    let max_packets = plan.per_frame.ceil() as usize + 1;
+    let mut buf = vec![0u8; max_packets * stride];
+    let ts_step = (90_000.0 / plan.fps).round() as u32;
+    let mut k: u64 = 0;
+    'frames: loop {
+        let frame_off = k as f64 * plan.frame_ns;
+        if frame_off >= plan.total_ns {
+            break;
+        }
+        for c in calls.iter_mut() {
+            let at = frame_off + f64::from(c.index) * plan.slot_ns;
+            if at >= plan.total_ns {
+                continue;
+            }
+            let target = plan.start + Duration::from_nanos(at as u64);
+            sleep_until(target);
+            if stop.requested() {
+                break 'frames;
+            }
+            let now = Instant::now();
+            let late = now.saturating_duration_since(target);
+            if late.as_nanos() as f64 > plan.frame_ns {
+                // More than a frame behind: this frame is skipped, not sent late on top of the
+                // next one (the offered rate is what the senders managed; see `skipped`).
+                out.skipped += 1;
+                c.frame = c.frame.wrapping_add(1);
+                continue;
+            }
+            c.credit += plan.per_frame;
+            let n = (c.credit.floor() as usize).min(max_packets);
+            c.credit -= n as f64;
+            c.frame = c.frame.wrapping_add(1);
+            if n == 0 {
+                continue;
+            }
+            out.max_late = out.max_late.max(late);
+            let sent_at = ns(now);
+            let rtp_ts = c.frame.wrapping_mul(ts_step);
+            let mut len = 0;
+            for j in 0..n {
+                let Some(p) = buf.get_mut(len..len + stride) else {
+                    break;
+                };
+                let seq = c.seq;
+                c.seq += 1;
+                write_packet(p, c, seq, rtp_ts, j + 1 == n, sent_at);
+                if let Some(ctx) = c.srtp.as_mut() {
+                    if let Err(e) = ctx.protect_rtp(p, plan.packet_size) {
+                        out.failures += 1;
+                        out.first_error
+                            .get_or_insert_with(|| format!("SRTP protect: {e}"));
+                        continue;
+                    }
+                }
+                len += stride;
+            }
+            let Some(data) = buf.get(..len) else { continue };
+            let (ok, failed) = send_burst(c, data, stride, plan.gso, &mut out.first_error);
+            out.failures += failed;
+            if (plan.window.0..plan.window.1).contains(&sent_at) {
+                c.sent_window += ok;
+            }
+            progress.sent.fetch_add(ok, Ordering::Relaxed);
+        }
+        k += 1;
+    }
+    out
+}
+
+fn write_packet(p: &mut [u8], c: &TxSide, seq: u64, rtp_ts: u32, last: bool, sent_at: u64) {
+    let Some(h) = p.get_mut(..RTP_HEADER + PAYLOAD_HEADER) else {
+        return;
+    };
+    let (rtp, payload) = h.split_at_mut(RTP_HEADER);
+    rtp[0] = 0x80;
+    rtp[1] = 96 | if last { 0x80 } else { 0 };
+    rtp[2..4].copy_from_slice(&(seq as u16).to_be_bytes());
+    rtp[4..8].copy_from_slice(&rtp_ts.to_be_bytes());
+    rtp[8..12].copy_from_slice(&c.ssrc.to_be_bytes());
+    payload[0..4].copy_from_slice(&MAGIC);
+    payload[4..8].copy_from_slice(&c.index.to_be_bytes());
+    payload[8..16].copy_from_slice(&seq.to_be_bytes());
+    payload[16..24].copy_from_slice(&sent_at.to_be_bytes());
+}
+
+/// One frame to one destination: GSO `sendmsg`s of up to 64 kB, or one `sendmsg` per packet.
+/// Returns packets the kernel took and packets it refused.
+fn send_burst(
+    c: &TxSide,
+    data: &[u8],
+    stride: usize,
+    gso: bool,
+    first_error: &mut Option<String>,
+) -> (u64, u64) {
+    let per_send = if gso {
+        c.state
+            .max_gso_segments()
+            .min(MAX_GSO_BYTES / stride)
+            .max(1)
+    } else {
+        1
+    };
+    let (mut ok, mut failed) = (0, 0);
+    for chunk in data.chunks(stride * per_send) {
+        let segments = chunk.len().div_ceil(stride) as u64;
+        let t = Transmit {
+            destination: c.dest,
+            ecn: None,
+            contents: chunk,
+            segment_size: (chunk.len() > stride).then_some(stride),
+            src_ip: None,
+        };
+        match c.state.try_send((&c.socket).into(), &t) {
+            Ok(()) => ok += segments,
+            Err(e) => {
+                failed += segments;
+                first_error.get_or_insert_with(|| format!("send to {}: {e}", c.dest));
+            }
+        }
+    }
+    (ok, failed)
+}
+
+/// Receive scratch shared by the tasks of one receiver thread (never held across an await).
+struct Scratch {
+    bufs: Vec<u8>,
+    metas: [RecvMeta; BATCH_SIZE],
+    hist: Histogram<u64>,
+}
+
+/// Handles one received packet of call `side`.
+fn on_packet(
+    seg: &mut [u8],
+    now_ns: u64,
+    side: &mut RxSide,
+    window: (u64, u64),
+    hist: &mut Histogram<u64>,
+) {
+    let len = match side.srtp.as_mut() {
+        Some(ctx) => match ctx.unprotect_rtp(seg) {
+            Ok(n) => n,
+            Err(SrtpError::Replayed) => {
+                // The replay check caught a duplicate; its send time is unreadable: count it.
+                side.counts.duplicates += 1;
+                return;
+            }
+            Err(_) => {
+                side.counts.decrypt_failures += 1;
+                return;
+            }
+        },
+        None => seg.len(),
+    };
+    let Some(pkt) = seg.get(..len) else { return };
+    let Some(payload) = rtp_payload(pkt) else {
+        side.counts.malformed += 1;
+        return;
+    };
+    let field = |r: std::ops::Range<usize>| payload.get(r);
+    let (Some(magic), Some(idx), Some(seq), Some(sent)) =
+        (field(0..4), field(4..8), field(8..16), field(16..24))
+    else {
+        side.counts.malformed += 1;
+        return;
+    };
+    let idx = u32::from_be_bytes(idx.try_into().unwrap_or_default());
+    if magic != MAGIC || idx != side.index {
+        side.counts.malformed += 1;
+        return;
+    }
+    let seq = u64::from_be_bytes(seq.try_into().unwrap_or_default());
+    let sent = u64::from_be_bytes(sent.try_into().unwrap_or_default());
+    let seen = side.track.see(seq);
+    if !(window.0..window.1).contains(&sent) {
+        side.counts.outside_window += 1;
+        return;
+    }
+    match seen {
+        Seen::Duplicate => side.counts.duplicates += 1,
+        Seen::New | Seen::Reordered => {
+            side.counts.received += 1;
+            if seen == Seen::Reordered {
+                side.counts.reordered += 1;
+            }
+            hist.saturating_record(now_ns.saturating_sub(sent).max(1));
+        }
+    }
+}
+
+/// The payload of a plain RTP packet (after CSRCs and the header extension).
+fn rtp_payload(p: &[u8]) -> Option<&[u8]> {
+    let b0 = *p.first()?;
+    if b0 >> 6 != 2 {
+        return None;
+    }
+    let mut off = RTP_HEADER + 4 * usize::from(b0 & 0x0f);
+    if b0 & 0x10 != 0 {
+        let ext = p.get(off + 2..off + 4)?;
+        off += 4 + 4 * usize::from(u16::from_be_bytes([ext[0], ext[1]]));
+    }
+    p.get(off..)
+}
+
+async fn rx_task(
+    mut side: RxSide,
+    scratch: Rc<RefCell<Scratch>>,
+    mut stop: watch::Receiver<bool>,
+    window: (u64, u64),
+    progress: Arc<Progress>,
+) -> RxSide {
+    let Some(std_sock) = side.socket.take() else {
+        return side;
+    };
+    let sock = match tokio::net::UdpSocket::from_std(std_sock) {
+        Ok(s) => s,
+        Err(_) => return side,
+    };
+    'outer: loop {
+        tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            r = sock.readable() => if r.is_err() { break },
+        }
+        loop {
+            let mut guard = scratch.borrow_mut();
+            let Scratch { bufs, metas, hist } = &mut *guard;
+            let n = {
+                let mut chunks = bufs.chunks_exact_mut(SLOT);
+                let mut iovs: [IoSliceMut<'_>; BATCH_SIZE] =
+                    std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
+                match sock.try_io(Interest::READABLE, || {
+                    side.state.recv((&sock).into(), &mut iovs, metas)
+                }) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    // ICMP errors (a relay port gone) and the like: keep receiving.
+                    Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
+                    Err(_) => break 'outer,
+                }
+            };
+            let now_ns = ns(Instant::now());
+            let mut packets = 0;
+            for (slot, meta) in bufs.chunks_exact_mut(SLOT).zip(metas.iter()).take(n) {
+                let Some(data) = slot.get_mut(..meta.len) else {
+                    continue;
+                };
+                let stride = if meta.stride == 0 {
+                    meta.len
+                } else {
+                    meta.stride
+                };
+                for seg in data.chunks_mut(stride.max(1)) {
+                    packets += 1;
+                    on_packet(seg, now_ns, &mut side, window, hist);
+                }
+            }
+            progress.received.fetch_add(packets, Ordering::Relaxed);
+        }
+    }
+    side.socket = sock.into_std().ok();
+    side
+}
+
+/// Runs one receiver thread's tasks until `stop`; returns the sides and the histogram.
+fn receive_loop(
+    sides: Vec<RxSide>,
+    stop: watch::Receiver<bool>,
+    window: (u64, u64),
+    progress: Arc<Progress>,
+) -> io::Result<(Vec<RxSide>, Histogram<u64>)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    let local = tokio::task::LocalSet::new();
+    let scratch = Rc::new(RefCell::new(Scratch {
+        bufs: vec![0; BATCH_SIZE * SLOT],
+        metas: [RecvMeta::default(); BATCH_SIZE],
+        hist: new_histogram(),
+    }));
+    let sides = local.block_on(&rt, async {
+        let handles: Vec<_> = sides
+            .into_iter()
+            .map(|s| {
+                tokio::task::spawn_local(rx_task(
+                    s,
+                    scratch.clone(),
+                    stop.clone(),
+                    window,
+                    progress.clone(),
+                ))
+            })
+            .collect();
+        let mut out = Vec::with_capacity(handles.len());
+        for h in handles {
+            match h.await {
+                Ok(s) => out.push(s),
+                Err(e) => return Err(io::Error::other(format!("receiver task: {e}"))),
+            }
+        }
+        Ok(out)
+    })?;
+    let hist = std::mem::replace(&mut scratch.borrow_mut().hist, new_histogram());
+    Ok((sides, hist))
+}
+
+/// Sends `load` over `paths` for warm-up + window, measures, and returns the figures. The
+/// sockets and SRTP contexts stay in `paths` for the next phase.
+pub(crate) fn measure(
+    paths: &mut Paths,
+    load: &Load,
+    probes: &[Probe],
+    stop: &Stop,
+) -> Result<PhaseResult, String> {
+    let calls = paths.tx.len();
+    for t in &mut paths.tx {
+        t.sent_window = 0;
+        t.credit = 0.0;
+    }
+    for r in &mut paths.rx {
+        r.counts = RxCounts::default();
+    }
+    let start = Instant::now() + Duration::from_millis(50);
+    let window_start = start + load.warmup;
+    let window_end = window_start + load.duration;
+    let frame_ns = 1e9 / load.fps;
+    let plan = Plan {
+        start,
+        window: (ns(window_start), ns(window_end)),
+        total_ns: (window_end - start).as_nanos() as f64,
+        frame_ns,
+        slot_ns: frame_ns / calls.max(1) as f64,
+        per_frame: load.rate / calls.max(1) as f64 / load.fps,
+        packet_size: load.packet_size,
+        gso: load.gso,
+        fps: load.fps,
+    };
+    let progress = Arc::new(Progress::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let sampled = AtomicBool::new(false);
+    let receivers = load.receivers.min(calls).max(1);
+    let senders = load.senders.min(calls).max(1);
+
+    let mut rx_groups: Vec<Vec<RxSide>> = (0..receivers).map(|_| Vec::new()).collect();
+    for (i, r) in std::mem::take(&mut paths.rx).into_iter().enumerate() {
+        if let Some(g) = rx_groups.get_mut(i % receivers) {
+            g.push(r);
+        }
+    }
+    let mut tx_groups: Vec<Vec<&mut TxSide>> = (0..senders).map(|_| Vec::new()).collect();
+    for (i, t) in paths.tx.iter_mut().enumerate() {
+        if let Some(g) = tx_groups.get_mut(i % senders) {
+            g.push(t);
+        }
+    }
+
+    let mut cpu_start: Vec<Option<Duration>> = Vec::new();
+    let mut cpu_end: Vec<Option<Duration>> = Vec::new();
+    let mut measured_s = load.duration.as_secs_f64();
+    let (rx_results, tx_results) = std::thread::scope(|sc| {
+        let mut rx_handles = Vec::new();
+        for (g, sides) in rx_groups.into_iter().enumerate() {
+            let (stop_rx, progress) = (stop_rx.clone(), progress.clone());
+            let window = plan.window;
+            rx_handles.push(
+                std::thread::Builder::new()
+                    .name(format!("lg-recv-{g}"))
+                    .spawn_scoped(sc, move || receive_loop(sides, stop_rx, window, progress)),
+            );
+        }
+        let mut tx_handles = Vec::new();
+        for (g, mut group) in tx_groups.into_iter().enumerate() {
+            let (plan, progress, sampled) = (&plan, &progress, &sampled);
+            tx_handles.push(
+                std::thread::Builder::new()
+                    .name(format!("lg-send-{g}"))
+                    .spawn_scoped(sc, move || {
+                        let out = send_loop(&mut group, plan, progress, stop);
+                        // Stay alive until the window's CPU time is read (threads that ended
+                        // leave /proc).
+                        let until = Instant::now() + Duration::from_secs(5);
+                        while !sampled.load(Ordering::Acquire) && Instant::now() < until {
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                        out
+                    }),
+            );
+        }
+
+        // The main thread keeps time: CPU at the window's edges, a progress line each second.
+        let total = window_end - start;
+        let show = load.progress && total >= Duration::from_secs(4);
+        let mut next_tick = start + Duration::from_secs(1);
+        let mut last = (0u64, 0u64, start);
+        let mut in_window = false;
+        loop {
+            let now = Instant::now();
+            if !in_window && now >= window_start {
+                cpu_start = probes.iter().map(Probe::sample).collect();
+                in_window = true;
+            }
+            if now >= window_end || stop.requested() {
+                break;
+            }
+            if show && now >= next_tick {
+                let (s, r) = (
+                    progress.sent.load(Ordering::Relaxed),
+                    progress.received.load(Ordering::Relaxed),
+                );
+                let dt = now
+                    .saturating_duration_since(last.2)
+                    .as_secs_f64()
+                    .max(1e-3);
+                eprintln!(
+                    "loadgen [{}] {:>5.1}/{:.1} s  sent {s} ({:.0}/s)  received {r} ({:.0}/s){}",
+                    load.label,
+                    now.saturating_duration_since(start).as_secs_f64(),
+                    total.as_secs_f64(),
+                    (s - last.0) as f64 / dt,
+                    r.saturating_sub(last.1) as f64 / dt,
+                    if in_window { "" } else { "  (warm-up)" }
+                );
+                last = (s, r, now);
+                next_tick += Duration::from_secs(1);
+            }
+            let wake = [window_start, window_end, next_tick]
+                .into_iter()
+                .filter(|t| *t > now)
+                .min()
+                .unwrap_or(now + Duration::from_millis(10));
+            std::thread::sleep((wake - now).min(Duration::from_millis(100)));
+        }
+        if in_window {
+            cpu_end = probes.iter().map(Probe::sample).collect();
+            let end = Instant::now().min(window_end);
+            measured_s = end.saturating_duration_since(window_start).as_secs_f64();
+        }
+        sampled.store(true, Ordering::Release);
+        let tx_results: Vec<_> = tx_handles
+            .into_iter()
+            .map(|h| {
+                h.map_err(|e| e.to_string())
+                    .and_then(|h| h.join().map_err(|_| "sender panicked".to_owned()))
+            })
+            .collect();
+        // Drain: until nothing arrived for 100 ms (at most 1 s).
+        let drain_end = Instant::now() + Duration::from_secs(1);
+        let mut seen = progress.received.load(Ordering::Relaxed);
+        loop {
+            std::thread::sleep(Duration::from_millis(100));
+            let now_seen = progress.received.load(Ordering::Relaxed);
+            if now_seen == seen || Instant::now() >= drain_end {
+                break;
+            }
+            seen = now_seen;
+        }
+        let _ = stop_tx.send(true);
+        let rx_results: Vec<_> = rx_handles
+            .into_iter()
+            .map(|h| {
+                h.map_err(|e| e.to_string()).and_then(|h| {
+                    h.join()
+                        .map_err(|_| "receiver panicked".to_owned())
+                        .and_then(|r| r.map_err(|e| e.to_string()))
+                })
+            })
+            .collect();
+        (rx_results, tx_results)
+    });
+
+    let mut hist = new_histogram();
+    let mut rx_all: Vec<RxSide> = Vec::with_capacity(calls);
+    let mut first_err = None;
+    for r in rx_results {
+        match r {
+            Ok((sides, h)) => {
+                rx_all.extend(sides);
+                let _ = hist.add(&h);
+            }
+            Err(e) => first_err = first_err.or(Some(e)),
+        }
+    }
+    rx_all.sort_by_key(|r| r.index);
+    paths.rx = rx_all;
+    let mut failures = 0;
+    let mut first_send_error = None;
+    let mut max_late = Duration::ZERO;
+    let mut skipped = 0;
+    for t in tx_results {
+        match t {
+            Ok(o) => {
+                failures += o.failures;
+                skipped += o.skipped;
+                first_send_error = first_send_error.or(o.first_error);
+                max_late = max_late.max(o.max_late);
+            }
+            Err(e) => first_err = first_err.or(Some(e)),
+        }
+    }
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    if paths.rx.len() != calls {
+        return Err("a receiver lost its sockets".into());
+    }
+
+    let mut totals = RxCounts::default();
+    let mut sent = 0;
+    let mut calls_with_loss = 0;
+    let mut worst: f64 = 0.0;
+    let mut per_call = Vec::new();
+    for (t, r) in paths.tx.iter().zip(&paths.rx) {
+        totals.add(&r.counts);
+        sent += t.sent_window;
+        let lost = t.sent_window.saturating_sub(r.counts.received);
+        if lost > 0 {
+            calls_with_loss += 1;
+            worst = worst.max(lost as f64 * 100.0 / t.sent_window.max(1) as f64);
+        }
+        per_call.push(CallFigures {
+            index: t.index,
+            sent: t.sent_window,
+            counts: r.counts,
+        });
+    }
+    let received = totals.received.max(1) as f64;
+    let cpu = probes
+        .iter()
+        .zip(cpu_start.iter().zip(&cpu_end))
+        .filter_map(|(p, (a, b))| {
+            let d = b.as_ref()?.saturating_sub(*a.as_ref()?);
+            Some(CpuFigure {
+                key: p.key,
+                label: p.label.clone(),
+                seconds: d.as_secs_f64(),
+                us_per_packet: d.as_secs_f64() * 1e6 / received,
+            })
+        })
+        .collect();
+    Ok(PhaseResult {
+        label: load.label,
+        calls,
+        offered_pps: load.rate,
+        window_s: measured_s,
+        sent,
+        send_failures: failures,
+        first_send_error,
+        totals,
+        calls_with_loss,
+        worst_call_loss_pct: worst,
+        sender_max_late_us: max_late.as_secs_f64() * 1e6,
+        skipped_frames: skipped,
+        latency: hist,
+        cpu,
+        per_call,
+        interrupted: stop.requested(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seq_track_counts_reorder_and_duplicates() {
+        let mut t = SeqTrack::default();
+        assert_eq!(t.see(0), Seen::New);
+        assert_eq!(t.see(2), Seen::New);
+        assert_eq!(t.see(1), Seen::Reordered);
+        assert_eq!(t.see(1), Seen::Duplicate);
+        assert_eq!(t.see(2), Seen::Duplicate);
+        assert_eq!(t.see(5000), Seen::New);
+        assert_eq!(t.see(4999), Seen::Reordered);
+        assert_eq!(t.see(10), Seen::Reordered, "older than the window");
+        // A stale bit from one window ago does not read as a duplicate.
+        assert_eq!(t.see(5000 + SEQ_WINDOW + 1), Seen::New);
+        assert_eq!(t.see(5000 + SEQ_WINDOW), Seen::Reordered);
+    }
+
+    #[test]
+    fn payload_round_trip() {
+        let t = TxSide::bind(7, 0x1234).unwrap();
+        let mut p = vec![0u8; 100];
+        write_packet(&mut p, &t, 42, 9000, true, 123_456);
+        let payload = rtp_payload(&p).unwrap();
+        assert_eq!(&payload[..4], &MAGIC);
+        assert_eq!(u32::from_be_bytes(payload[4..8].try_into().unwrap()), 7);
+        assert_eq!(u64::from_be_bytes(payload[8..16].try_into().unwrap()), 42);
+        assert_eq!(
+            u64::from_be_bytes(payload[16..24].try_into().unwrap()),
+            123_456
+        );
+        assert_eq!(p[1], 0x80 | 96);
+    }
+}
