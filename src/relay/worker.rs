@@ -42,6 +42,8 @@ const BATCHES_PER_WAKE: usize = 8;
 pub(crate) const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
 /// A callee keyframe request arriving this soon after a keyframe passed is redundant.
 pub(crate) const KEYFRAME_REDUNDANT_WINDOW: Duration = Duration::from_millis(250);
+/// Largest transmission control datagram received (one MTU).
+const CONTROL_MTU: usize = 1500;
 /// Callee media packets between wake-ups of the driver (so it can revoke).
 const CALLEE_MEDIA_WAKE_EVERY: u32 = 4;
 
@@ -243,8 +245,8 @@ struct LegRt {
     rtcp_latch: Cell<Latch>,
     strangers: Cell<StrangerBudget>,
     announced: Vec<u32>,
-    srtp_in: RefCell<Option<SrtpContext>>,
-    srtp_out: RefCell<Option<SrtpContext>>,
+    srtp_in: SrtpSlot,
+    srtp_out: SrtpSlot,
 }
 
 impl LegRt {
@@ -269,8 +271,8 @@ struct StreamRt {
 struct ControlRt {
     sock: Sock,
     latch: Cell<Latch>,
-    srtcp_in: RefCell<Option<SrtpContext>>,
-    srtcp_out: RefCell<Option<SrtpContext>>,
+    srtcp_in: SrtpSlot,
+    srtcp_out: SrtpSlot,
 }
 
 /// A running call on this worker.
@@ -293,9 +295,13 @@ pub(crate) struct CallRt {
     caller_bye: Cell<bool>,
 }
 
-fn srtp(key: Option<MasterKey>) -> io::Result<RefCell<Option<SrtpContext>>> {
+/// An SRTP context slot: boxed, so a leg that terminates no SRTP (end_to_end mode, plain
+/// control channels) pays one pointer, not a context (memory per idle call).
+type SrtpSlot = RefCell<Option<Box<SrtpContext>>>;
+
+fn srtp(key: Option<MasterKey>) -> io::Result<SrtpSlot> {
     let ctx = key
-        .map(|k| SrtpContext::try_new(&k))
+        .map(|k| SrtpContext::try_new(&k).map(Box::new))
         .transpose()
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     Ok(RefCell::new(ctx))
@@ -941,8 +947,14 @@ async fn drive(call: Rc<CallRt>, shared: Arc<Shared>) {
     }
     let mut seen = [0u64; 2];
     let mut bye_seen = false;
-    let mut bufs = [vec![0u8; 2048], vec![0u8; 2048]];
-    let mut out = Vec::with_capacity(256);
+    // Receive buffers only for the control channels the call has; the transmit list grows on
+    // the rare occasions control messages go out (memory per idle call stays small).
+    let control_buf = |i: usize| match call.control.get(i) {
+        Some(Some(_)) => vec![0u8; CONTROL_MTU],
+        _ => Vec::new(),
+    };
+    let mut bufs = [control_buf(0), control_buf(1)];
+    let mut out = Vec::new();
     let mut requested_keyframe = false;
     // The first pass runs at once: acceptance queued Granted and the Notification.
     let mut first = true;
