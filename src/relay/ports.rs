@@ -93,12 +93,19 @@ impl PortPool {
             if self.is_used(port) {
                 continue;
             }
-            let Ok(rtp) = self.bind(port) else { continue };
+            let rtp = match self.bind(port) {
+                Ok(s) => s,
+                Err(e) if out_of_descriptors(&e) => return self.descriptors_exhausted(&e),
+                Err(_) => continue, // held by another process: skip it
+            };
             let rtcp = if mux {
                 None
             } else {
                 match port.checked_add(1).map(|p| self.bind(p)) {
                     Some(Ok(s)) => Some(s),
+                    Some(Err(e)) if out_of_descriptors(&e) => {
+                        return self.descriptors_exhausted(&e)
+                    }
                     _ => continue,
                 }
             };
@@ -121,6 +128,12 @@ impl PortPool {
         None
     }
 
+    fn descriptors_exhausted(&self, e: &io::Error) -> Option<(RelayPort, BoundPort)> {
+        // Scanning on is pointless: no port will bind until descriptors are freed.
+        tracing::warn!(error = %e, "out of file descriptors: raise the open-files limit (LimitNOFILE); each call holds one socket per relay port");
+        None
+    }
+
     /// Takes a port number back (its sockets must be closed by then).
     pub(crate) fn free(&mut self, port: u16) {
         if self.is_used(port) {
@@ -128,6 +141,11 @@ impl PortPool {
             self.in_use -= 1;
         }
     }
+}
+
+/// EMFILE / ENFILE: the process or the system is out of file descriptors.
+fn out_of_descriptors(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(23 | 24))
 }
 
 /// [`PortAllocator`] over a [`PortPool`] that keeps the bound sockets for the engine.
