@@ -75,6 +75,8 @@ mod latch;
 mod ports;
 pub mod stats;
 mod worker;
+#[doc(hidden)]
+pub use worker::bench_support;
 
 pub use latch::{Evidence, Latch, StrangerBudget, Verdict, STRANGER_BURST, STRANGER_RATE};
 pub use stats::{DropReason, LegCounters, LegSnapshot};

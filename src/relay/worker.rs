@@ -1207,3 +1207,79 @@ mod tests {
         assert!(!f.admit(3));
     }
 }
+
+/// The per-packet forward path without the syscalls, for benchmarks (`benches/forward.rs`).
+#[doc(hidden)]
+pub mod bench_support {
+    use super::*;
+
+    /// A one-stream video call (caller → callee, granted) with real but unused sockets, and
+    /// the exact judgement the worker applies to each caller RTP packet: source screen, SRTP
+    /// (per_leg), latch, arbiter, SSRC filter, keyframe scan, re-protection.
+    pub struct ForwardPath {
+        call: CallRt,
+        from: SocketAddr,
+        tally: Tally,
+    }
+
+    impl ForwardPath {
+        /// Builds the call. Must run inside a tokio runtime context (`Runtime::enter`).
+        /// `keys`: per_leg mode with (caller's key, relay's key toward the callee).
+        pub fn new(ssrc: u32, keys: Option<(MasterKey, MasterKey)>) -> io::Result<ForwardPath> {
+            let bind = || std::net::UdpSocket::bind("127.0.0.1:0");
+            let from = SocketAddr::from(([127, 0, 0, 1], 5000));
+            let to = SocketAddr::from(([127, 0, 0, 1], 6000));
+            let per_leg = keys.is_some();
+            let (caller_in, callee_out) = keys.unzip();
+            let leg = |remote, srtp_in, srtp_out| -> io::Result<LegSetup> {
+                Ok(LegSetup {
+                    rtp: bind()?,
+                    rtcp: None,
+                    remote_rtp: Some(remote),
+                    remote_rtcp: Some(remote),
+                    announced: vec![ssrc],
+                    srtp_in,
+                    srtp_out,
+                })
+            };
+            let arbiter = Arc::new(Arbiter::new());
+            let _ = arbiter.grant(Party::Caller);
+            let call = CallRt::build(CallSetup {
+                id: "bench".into(),
+                arbiter,
+                security: if per_leg {
+                    MediaSecurity::PerLeg
+                } else {
+                    MediaSecurity::EndToEnd
+                },
+                streams: vec![StreamSetup {
+                    kind: MediaKind::Video,
+                    encrypted: per_leg,
+                    legs: [leg(from, caller_in, None)?, leg(to, None, callee_out)?],
+                    caller_ssrcs: vec![ssrc],
+                }],
+                control: [None, None],
+                counters: [Arc::default(), Arc::default()],
+                ports: Vec::new(),
+                server_ssrc: 1,
+                video_ssrc: ssrc,
+                latch_after: 5,
+            })?;
+            Ok(ForwardPath {
+                call,
+                from,
+                tally: Tally::default(),
+            })
+        }
+
+        /// Judges one caller RTP packet in place; `Ok(len)`: it would be sent with `len` bytes.
+        #[inline]
+        pub fn forward(&mut self, pkt: &mut [u8], now: Instant) -> Result<usize, DropReason> {
+            let at = Arrival {
+                from: self.from,
+                now,
+            };
+            self.call.on_rtp(0, Party::Caller, pkt, at, &mut self.tally)
+        }
+    }
+}
