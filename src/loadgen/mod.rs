@@ -253,14 +253,11 @@ fn establish<'r>(
     };
     let security = o.srtp.unwrap_or(MediaSecurity::EndToEnd);
     let run = setup::setup_calls(relay, n, o.setup_concurrency, security, stop, &spec, &on_ok)?;
-    let ids: Vec<String> = run
-        .results
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| r.is_some())
-        .map(|(i, _)| format!("{prefix}-{i}"))
-        .collect();
-    let calls = CallSet::new(relay, ids, o.setup_concurrency);
+    let calls = CallSet::new(
+        relay,
+        established_ids(&run.results, &prefix),
+        o.setup_concurrency,
+    );
     rep.setup = Some(SetupFigures {
         requested: n,
         established: run.established(),
@@ -501,14 +498,11 @@ fn setup_only(o: &Options, relay: &Relay, stop: &Stop, rep: &mut Report) -> Resu
     let rss_before = rss(&rss_source);
     let security = o.srtp.unwrap_or(MediaSecurity::EndToEnd);
     let run = setup::setup_calls(relay, n, o.setup_concurrency, security, stop, &spec, &on_ok)?;
-    let ids: Vec<String> = run
-        .results
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| r.is_some())
-        .map(|(i, _)| format!("{prefix}-{i}"))
-        .collect();
-    let calls = CallSet::new(relay, ids, o.setup_concurrency);
+    let calls = CallSet::new(
+        relay,
+        established_ids(&run.results, &prefix),
+        o.setup_concurrency,
+    );
     // Let the workers start every call's tasks before reading the memory.
     std::thread::sleep(Duration::from_millis(500));
     let rss_after = rss(&rss_source);
@@ -542,4 +536,14 @@ fn setup_only(o: &Options, relay: &Relay, stop: &Stop, rep: &mut Report) -> Resu
         ));
     }
     Ok(())
+}
+
+/// The IDs (`{prefix}-{i}`) of the calls whose setup succeeded.
+fn established_ids<T>(results: &[Option<T>], prefix: &str) -> Vec<String> {
+    results
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.is_some())
+        .map(|(i, _)| format!("{prefix}-{i}"))
+        .collect()
 }
