@@ -108,12 +108,11 @@ impl Sock {
         Ok(Sock { io, state })
     }
 
-    /// Sends `buf` as segments of `stride` (GSO when more than one). Returns packets sent and
-    /// packets the kernel refused.
-    fn send(&self, dest: SocketAddr, buf: &[u8], stride: usize) -> (u64, u64) {
+    /// Sends `buf` as segments of `stride` (GSO when more than one) and says what went out.
+    fn send(&self, dest: SocketAddr, buf: &[u8], stride: usize) -> Sent {
         let stride = stride.max(1);
         let max = self.state.max_gso_segments().max(1);
-        let (mut sent, mut failed) = (0u64, 0u64);
+        let mut r = Sent::default();
         for chunk in buf.chunks(stride * max) {
             let segments = chunk.len().div_ceil(stride) as u64;
             let t = Transmit {
@@ -124,12 +123,24 @@ impl Sock {
                 src_ip: None,
             };
             match self.state.try_send((&self.io).into(), &t) {
-                Ok(()) => sent += segments,
-                Err(_) => failed += segments,
+                Ok(()) => {
+                    r.packets += segments;
+                    r.bytes += chunk.len() as u64;
+                }
+                Err(_) => r.failed += segments,
             }
         }
-        (sent, failed)
+        r
     }
+}
+
+/// What one [`Sock::send`] put on the wire.
+#[derive(Debug, Default, Clone, Copy)]
+struct Sent {
+    packets: u64,
+    bytes: u64,
+    /// Packets the kernel refused (send buffer full, unreachable).
+    failed: u64,
 }
 
 /// Per-worker receive scratch: `BATCH_SIZE` slots of [`SLOT`] bytes, shared by every media task
@@ -181,12 +192,7 @@ impl Coalescer<'_> {
         if self.out.is_empty() {
             return;
         }
-        let (sent, failed) = sock.send(dest, self.out, self.seg);
-        t.out_packets += sent;
-        t.out_bytes += (self.out.len() as u64).saturating_sub(failed * self.seg as u64);
-        for _ in 0..failed {
-            t.drop(DropReason::SendFailed);
-        }
+        t.sent(sock.send(dest, self.out, self.seg));
         self.out.clear();
         self.closed = false;
     }
@@ -271,6 +277,7 @@ struct StreamRt {
 struct ControlRt {
     sock: Sock,
     latch: Cell<Latch>,
+    strangers: Cell<StrangerBudget>,
     srtcp_in: SrtpSlot,
     srtcp_out: SrtpSlot,
 }
@@ -351,6 +358,7 @@ impl CallRt {
                 Ok(ControlRt {
                     sock: Sock::new(c.socket)?,
                     latch: Cell::new(Latch::new(c.remote, latch_after)),
+                    strangers: Cell::new(StrangerBudget::default()),
                     srtcp_in: srtp(c.key.clone())?,
                     srtcp_out: srtp(c.key)?,
                 })
@@ -410,9 +418,22 @@ struct Tally {
 impl Tally {
     #[inline]
     fn drop(&mut self, r: DropReason) {
+        self.drop_n(r, 1);
+    }
+
+    #[inline]
+    fn drop_n(&mut self, r: DropReason, n: u64) {
         if let Some(d) = self.drops.get_mut(r as usize) {
-            *d += 1;
+            *d += n;
         }
+    }
+
+    /// Books a send: what went out, and what the kernel refused.
+    #[inline]
+    fn sent(&mut self, s: Sent) {
+        self.out_packets += s.packets;
+        self.out_bytes += s.bytes;
+        self.drop_n(DropReason::SendFailed, s.failed);
     }
 }
 
@@ -428,8 +449,6 @@ fn h264_keyframe_start(payload: &[u8]) -> bool {
 }
 
 impl LegRt {
-    /// Cheap checks before any per-packet work: a stranger to a leg with a confirmed source is
-    /// dropped; packets from unknown addresses are rate limited (they may cost an SRTP check).
     #[inline]
     fn screen(
         &self,
@@ -437,20 +456,33 @@ impl LegRt {
         from: SocketAddr,
         now: Instant,
     ) -> Result<(), DropReason> {
-        let l = latch.get();
-        if l.rejects(from) {
-            return Err(DropReason::WrongSource);
-        }
-        if !l.knows(from) {
-            let mut b = self.strangers.get();
-            let ok = b.take(now);
-            self.strangers.set(b);
-            if !ok {
-                return Err(DropReason::RateLimited);
-            }
-        }
-        Ok(())
+        screen(latch, &self.strangers, from, now)
     }
+}
+
+/// Cheap checks before any per-packet work: a stranger to a leg or channel with a confirmed
+/// source is dropped; packets from unknown addresses are rate limited (they may cost an SRTP
+/// check).
+#[inline]
+fn screen(
+    latch: &Cell<Latch>,
+    strangers: &Cell<StrangerBudget>,
+    from: SocketAddr,
+    now: Instant,
+) -> Result<(), DropReason> {
+    let l = latch.get();
+    if l.rejects(from) {
+        return Err(DropReason::WrongSource);
+    }
+    if !l.knows(from) {
+        let mut b = strangers.get();
+        let ok = b.take(now);
+        strangers.set(b);
+        if !ok {
+            return Err(DropReason::RateLimited);
+        }
+    }
+    Ok(())
 }
 
 /// RTP or RTCP: which SRTP transform applies.
@@ -690,9 +722,9 @@ impl CallRt {
             }
             let (sock, dest) = caller.rtcp_path();
             if let (Some(dest), Some(bytes)) = (dest, buf.get(..len)) {
-                let (sent, _) = sock.send(dest, bytes, len);
+                let sent = sock.send(dest, bytes, len);
                 if let Some(c) = self.counters.first() {
-                    c.add_out(sent, sent * len as u64);
+                    c.add_out(sent.packets, sent.bytes);
                 }
                 s.last_request.set(Some(now));
             }
@@ -791,12 +823,7 @@ fn pump(call: &CallRt, si: usize, party: Party, rtcp_socket: bool) -> Recv {
                         };
                         match (dest, seg.get(..len)) {
                             (Some(dest), Some(out)) => {
-                                let (sent, failed) = sock_out.send(dest, out, len);
-                                t.out_packets += sent;
-                                t.out_bytes += sent * len as u64;
-                                for _ in 0..failed {
-                                    t.drop(DropReason::SendFailed);
-                                }
+                                t.sent(sock_out.send(dest, out, len));
                             }
                             _ => t.drop(DropReason::WrongSource),
                         }
@@ -824,12 +851,7 @@ fn pump(call: &CallRt, si: usize, party: Party, rtcp_socket: bool) -> Recv {
                 }
                 match (dest, data.get(..w)) {
                     (Some(dest), Some(out)) => {
-                        let (sent, failed) = peer.rtp.send(dest, out, stride);
-                        t.out_packets += sent;
-                        t.out_bytes += out.len() as u64 - failed * stride as u64;
-                        for _ in 0..failed {
-                            t.drop(DropReason::SendFailed);
-                        }
+                        t.sent(peer.rtp.send(dest, out, stride));
                     }
                     _ => {
                         for _ in 0..w.div_ceil(stride) {
@@ -916,6 +938,36 @@ async fn media_task(call: Rc<CallRt>, si: usize, party: Party, rtcp_socket: bool
     }
 }
 
+impl ControlRt {
+    /// Source screen (a stranger to a known source is dropped, unknown sources are rate
+    /// limited), SRTCP authentication when the channel has a key, then the latch. Returns the
+    /// plain length.
+    fn admit(&self, buf: &mut [u8], from: SocketAddr, now: Instant) -> Result<usize, DropReason> {
+        screen(&self.latch, &self.strangers, from, now)?;
+        let (len, authenticated) = match self.srtcp_in.borrow_mut().as_mut() {
+            Some(ctx) => (
+                ctx.unprotect_rtcp(buf)
+                    .map_err(|_| DropReason::AuthFailure)?,
+                true,
+            ),
+            None => (buf.len(), false),
+        };
+        let mut l = self.latch.get();
+        let v = l.check(from, || {
+            if authenticated {
+                Evidence::Strong
+            } else {
+                Evidence::Weak
+            }
+        });
+        self.latch.set(l);
+        match v {
+            Verdict::WrongSource => Err(DropReason::WrongSource),
+            _ => Ok(len),
+        }
+    }
+}
+
 /// Receives one transmission control datagram from `party` (pends forever without a channel).
 async fn recv_control(ctl: Option<&ControlRt>, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
     match ctl {
@@ -989,36 +1041,21 @@ async fn drive(call: Rc<CallRt>, shared: Arc<Shared>) {
                 (ctl, buf, call.counters.get(party.index()))
             {
                 counters.add_in(1, n as u64);
-                let mut drops = [0u64; DROP_KINDS];
-                let plain = match ctl.srtcp_in.borrow_mut().as_mut() {
-                    Some(ctx) => ctx.unprotect_rtcp(buf).map_err(|_| DropReason::AuthFailure),
-                    None => Ok(n),
-                };
-                let verdict = plain.and_then(|len| {
-                    let mut latch = ctl.latch.get();
-                    let authenticated = ctl.srtcp_in.borrow().is_some();
-                    let v = latch.check(from, || {
-                        if authenticated {
-                            Evidence::Strong
-                        } else {
-                            Evidence::Weak
-                        }
-                    });
-                    ctl.latch.set(latch);
-                    match v {
-                        Verdict::WrongSource => Err(DropReason::WrongSource),
-                        _ => Ok(len),
-                    }
-                });
-                match verdict {
+                match ctl.admit(buf, from, now) {
                     Ok(len) => control_in = Some((party, len)),
                     Err(r) => {
+                        let mut drops = [0u64; DROP_KINDS];
                         if let Some(d) = drops.get_mut(r as usize) {
                             *d += 1;
                         }
                         counters.add_drops(&drops);
                     }
                 }
+            }
+            if control_in.is_none() {
+                // Only a dropped datagram woke us (the select is biased: no timer or wake-up
+                // was pending): do not take the engine's control lock for it.
+                continue;
             }
         }
         // Media activity since the last look.
@@ -1071,9 +1108,9 @@ async fn drive(call: Rc<CallRt>, shared: Arc<Shared>) {
                 }
             }
             if let Some(b) = buf.get(..len) {
-                let (sent, _) = ctl.sock.send(dest, b, len);
+                let sent = ctl.sock.send(dest, b, len);
                 if let Some(c) = call.counters.get(party.index()) {
-                    c.add_out(sent, sent * len as u64);
+                    c.add_out(sent.packets, sent.bytes);
                 }
             }
         }
