@@ -33,7 +33,7 @@ use crate::control::MediaSecurity;
 use crate::srtp::SrtpContext;
 use args::{Options, Target};
 use report::{Report, SetupFigures, Step, SweepOutcome};
-use setup::{CallSet, CallSpec, Relay};
+use setup::{CallSet, Relay};
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -227,24 +227,19 @@ fn establish<'r>(
         .collect();
     let prefix = setup::id_prefix();
     let spec = |i: usize| {
-        let (caller_id, callee_id) = setup::party_ids(i);
-        CallSpec {
-            id: format!("{prefix}-{i}"),
-            caller_id,
-            callee_id,
-            caller_sdp: setup::media_sdp(
-                "lgcaller",
+        setup::call_spec(
+            &prefix,
+            i,
+            (
                 caller_ports.get(i).copied().unwrap_or(0),
                 ssrcs.get(i).copied(),
                 caller_keys.get(i),
             ),
-            callee_sdp: setup::media_sdp(
-                "lgcallee",
+            (
                 callee_ports.get(i).copied().unwrap_or(0),
-                None,
                 callee_keys.get(i),
             ),
-        }
+        )
     };
     let on_ok = |_: usize, offer: &str, answer: &str| {
         let (dest, _) = setup::video_of(answer)?;
@@ -462,19 +457,16 @@ fn setup_only(o: &Options, relay: &Relay, stop: &Stop, rep: &mut Report) -> Resu
     };
     let prefix = setup::id_prefix();
     let spec = |i: usize| {
-        let (caller_id, callee_id) = setup::party_ids(i);
-        CallSpec {
-            id: format!("{prefix}-{i}"),
-            caller_id,
-            callee_id,
-            caller_sdp: setup::media_sdp(
-                "lgcaller",
+        setup::call_spec(
+            &prefix,
+            i,
+            (
                 caller_port,
                 Some(RELAY_SSRC.wrapping_add(i as u32)),
                 caller_key.as_ref(),
             ),
-            callee_sdp: setup::media_sdp("lgcallee", callee_port, None, callee_key.as_ref()),
-        }
+            (callee_port, callee_key.as_ref()),
+        )
     };
     let on_ok = |_: usize, _: &str, _: &str| Ok::<(), String>(());
     let (rss_pid, rss_source) = match relay {

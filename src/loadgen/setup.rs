@@ -277,6 +277,24 @@ pub(crate) struct CallSpec {
     pub(crate) callee_sdp: String,
 }
 
+/// Call `i` of a run whose IDs start with `prefix`: the caller at `caller` (port, SSRC, key),
+/// the callee at `callee` (port, key).
+pub(crate) fn call_spec(
+    prefix: &str,
+    i: usize,
+    caller: (u16, Option<u32>, Option<&MasterKey>),
+    callee: (u16, Option<&MasterKey>),
+) -> CallSpec {
+    let (caller_id, callee_id) = party_ids(i);
+    CallSpec {
+        id: format!("{prefix}-{i}"),
+        caller_id,
+        callee_id,
+        caller_sdp: media_sdp("lgcaller", caller.0, caller.1, caller.2),
+        callee_sdp: media_sdp("lgcallee", callee.0, None, callee.1),
+    }
+}
+
 fn api_error(what: &str, status: u16, body: &str) -> String {
     let detail = serde_json::from_str::<serde_json::Value>(body)
         .ok()
