@@ -13,6 +13,9 @@
 
 mod api;
 pub mod config;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 mod metrics;
 
 pub use config::{Config, PolicyFile, Problem, ServeOptions, SERVE_USAGE};

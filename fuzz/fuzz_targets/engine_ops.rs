@@ -1,0 +1,426 @@
+//! Operation sequences against a running engine — real worker thread, real sockets, real SRTP:
+//! create, answer, reject and release calls, register UEs, drain, and send RTP, RTCP,
+//! transmission control and garbage from the caller, the callee and a stranger, in any order.
+//!
+//! Invariants: no panic (on any thread); the stranger, which is neither negotiated nor able to
+//! latch (count latching is off, it never uses an announced SSRC or a key), never receives a
+//! byte; the caller never receives RTP (the callee's media never reaches it); the relay sends
+//! no more bytes than it received plus a small allowance per established call; every created
+//! call is released exactly once; once every call is released, every port is back in the pool.
+#![no_main]
+use arbitrary::Arbitrary;
+use libfuzzer_sys::fuzz_target;
+use mcvideo_relay::control::call::{AnswerCall, CallEventKind, CreateCall};
+use mcvideo_relay::control::registry::UeEntry;
+use mcvideo_relay::control::MediaSecurity;
+use mcvideo_relay::keys::{MasterKey, SrtpSuite};
+use mcvideo_relay::relay::{Engine, EngineConfig};
+use mcvideo_relay::srtp::SrtpContext;
+use mcvideo_relay::wire::rtcp;
+use mcvideo_relay::wire::tc::{AppName, EmitOptions, MessageKind, TcMessage};
+use std::collections::HashMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+const CALLER_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGw==";
+const CALLEE_KEY: &str = "GxoZGBcWFRQTEhEQDw4NDAsKCQgHBgUEAwIBAA==";
+const ANNOUNCED_SSRC: u32 = 42;
+const STRANGER_SSRC: u32 = 0x5742_4E47;
+/// Bytes the relay may originate per established call (grant, retransmissions, PLI, replies).
+const ALLOWANCE_PER_CALL: u64 = 16 * 1024;
+const SLOTS: usize = 3;
+
+#[derive(Arbitrary, Debug, Clone, Copy)]
+enum Who {
+    Caller,
+    Callee,
+    Stranger,
+}
+
+#[derive(Arbitrary, Debug, Clone, Copy)]
+enum Dest {
+    /// The caller's relay video port.
+    CallerLeg,
+    /// The callee's relay video port.
+    CalleeLeg,
+    CallerControl,
+    CalleeControl,
+}
+
+#[derive(Arbitrary, Debug)]
+enum Rtcp {
+    Pli,
+    Fir(u8),
+    Rr,
+    Bye,
+}
+
+#[derive(Arbitrary, Debug)]
+enum Op {
+    Create { slot: u8, per_leg: bool, control: bool, audio: bool, ssrc: bool, manual: bool },
+    Accept { slot: u8, control: bool, reject_audio: bool },
+    AcceptRaw { slot: u8, sdp: String },
+    Reject { slot: u8 },
+    Release { slot: u8 },
+    Register { ue: u8, designated: bool },
+    Unregister { ue: u8 },
+    Drain(bool),
+    Rtp { slot: u8, from: Who, to: Dest, announced: bool, seq: u16, marker: bool, pt: u8, len: u16 },
+    Rtcp { slot: u8, from: Who, to: Dest, kind: Rtcp },
+    Tc { slot: u8, from: Who, to: Dest, name: u8, message_type: u8, ack: bool },
+    Raw { slot: u8, from: Who, to: Dest, bytes: Vec<u8> },
+    Wait { ms: u8 },
+}
+
+struct Clients {
+    caller: UdpSocket,
+    caller_ctl: UdpSocket,
+    callee: UdpSocket,
+    callee_ctl: UdpSocket,
+    stranger: UdpSocket,
+}
+
+fn bind() -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    s.set_nonblocking(true).expect("nonblocking");
+    s
+}
+
+fn clients() -> &'static Clients {
+    static C: OnceLock<Clients> = OnceLock::new();
+    C.get_or_init(|| Clients {
+        caller: bind(),
+        caller_ctl: bind(),
+        callee: bind(),
+        callee_ctl: bind(),
+        stranger: bind(),
+    })
+}
+
+fn port(s: &UdpSocket) -> u16 {
+    s.local_addr().expect("addr").port()
+}
+
+/// Datagrams and bytes waiting on a socket; with `no_rtp`, fails on an RTP packet.
+fn drain(s: &UdpSocket, no_rtp: bool) -> u64 {
+    let mut buf = [0u8; 2048];
+    let mut bytes = 0;
+    while let Ok((n, _)) = s.recv_from(&mut buf) {
+        bytes += n as u64;
+        if no_rtp && n >= 2 && buf[0] >> 6 == 2 {
+            let pt = buf[1] & 0x7f;
+            // RFC 5761: 64..=95 (with the marker bit, 192..=223) is RTCP.
+            assert!((64..=95).contains(&pt), "the caller received RTP (pt {pt}): the callee's media reached it");
+        }
+    }
+    bytes
+}
+
+fn offer(c: &Clients, per_leg: bool, control: bool, audio: bool, ssrc: bool) -> String {
+    let (proto, crypto) = if per_leg {
+        ("RTP/SAVP", format!("a=crypto:1 AEAD_AES_128_GCM inline:{CALLER_KEY}\r\n"))
+    } else {
+        ("RTP/AVP", String::new())
+    };
+    let mut s = String::from("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n");
+    if audio {
+        s += &format!("m=audio {} {proto} 96\r\na=rtpmap:96 PCMU/8000\r\na=rtcp-mux\r\n{crypto}", port(&c.caller));
+    }
+    s += &format!("m=video {} {proto} 97\r\na=rtpmap:97 H264/90000\r\na=rtcp-mux\r\na=sendonly\r\n{crypto}", port(&c.caller));
+    if ssrc {
+        s += &format!("a=ssrc:{ANNOUNCED_SSRC} cname:fuzz\r\n");
+    }
+    if control {
+        s += &format!("m=application {} udp MCVideo\r\na=fmtp:MCVideo mc_implicit_request\r\n", port(&c.caller_ctl));
+    }
+    s
+}
+
+/// An answer mirroring the relay's offer to the callee, line for line.
+fn answer(c: &Clients, relay_offer: &str, control: bool, reject_audio: bool) -> String {
+    let mut s = String::from("v=0\r\no=- 2 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n");
+    let mut crypto = false;
+    for line in relay_offer.lines() {
+        if line.starts_with("a=crypto:") {
+            crypto = true;
+        }
+    }
+    for line in relay_offer.lines() {
+        let Some(rest) = line.strip_prefix("m=") else { continue };
+        let mut f = rest.split(' ');
+        let (kind, p, proto, fmt) = (f.next().unwrap_or(""), f.next().unwrap_or("0"), f.next().unwrap_or(""), f.next().unwrap_or(""));
+        let port = match kind {
+            _ if p == "0" => 0,
+            "video" => port(&c.callee),
+            "audio" if !reject_audio => port(&c.callee),
+            "application" if control => port(&c.callee_ctl),
+            _ => 0,
+        };
+        s += &format!("m={kind} {port} {proto} {fmt}\r\n");
+        if kind != "application" {
+            s += "a=rtcp-mux\r\na=recvonly\r\n";
+            if crypto {
+                s += &format!("a=crypto:1 AEAD_AES_128_GCM inline:{CALLEE_KEY}\r\n");
+            }
+        }
+    }
+    s
+}
+
+/// The `m=<kind>` port in an SDP.
+fn m_port(sdp: &str, kind: &str) -> Option<u16> {
+    sdp.lines()
+        .filter_map(|l| l.strip_prefix("m="))
+        .find(|l| l.starts_with(kind))
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|p| p.parse().ok())
+        .filter(|p| *p != 0)
+}
+
+#[derive(Default)]
+struct Slot {
+    id: Option<String>,
+    per_leg: bool,
+    offer_to_callee: Option<String>,
+    /// Relay ports: caller video, callee video, caller control, callee control.
+    ports: [Option<u16>; 4],
+    srtp: [Option<SrtpContext>; 2],
+}
+
+fn key(b64: &str) -> MasterKey {
+    MasterKey::from_base64(SrtpSuite::AeadAes128Gcm, b64).expect("key")
+}
+
+fuzz_target!(|ops: Vec<Op>| {
+    let c = clients();
+    for s in [&c.caller, &c.caller_ctl, &c.callee, &c.callee_ctl, &c.stranger] {
+        drain(s, false);
+    }
+    let engine = Engine::start(EngineConfig {
+        port_min: 53_000,
+        port_max: 53_023,
+        workers: 1,
+        latch_after_packets: u32::MAX,
+        socket_buffer_bytes: 0,
+        event_capacity: 1024,
+        ..EngineConfig::default()
+    })
+    .expect("engine");
+    let mut events = engine.subscribe();
+    let mut slots: [Slot; SLOTS] = Default::default();
+    let mut created: Vec<String> = Vec::new();
+    let mut established = 0u64;
+    let mut sent = 0u64;
+    let mut seq_calls = 0u32;
+    let mut buf = vec![0u8; 1600];
+    for op in ops.into_iter().take(64) {
+        match op {
+            Op::Create { slot, per_leg, control, audio, ssrc, manual } => {
+                let s = &mut slots[usize::from(slot) % SLOTS];
+                seq_calls += 1;
+                let r = engine.create_call(CreateCall {
+                    call_id: Some(format!("f{seq_calls}")),
+                    caller_id: "sip:alice@example.org".into(),
+                    caller_sdp: offer(c, per_leg, control, audio, ssrc),
+                    callee_id: "sip:bob@example.org".into(),
+                    video_push: true,
+                    commencement_mode: Some(if manual {
+                        mcvideo_relay::control::CommencementMode::Manual
+                    } else {
+                        mcvideo_relay::control::CommencementMode::Automatic
+                    }),
+                    media_security: if per_leg { MediaSecurity::PerLeg } else { MediaSecurity::EndToEnd },
+                    caller_tc_key: None,
+                });
+                if let Ok(o) = r {
+                    created.push(o.call_id.clone());
+                    *s = Slot {
+                        id: Some(o.call_id),
+                        per_leg,
+                        ports: [None, m_port(&o.sdp_offer, "video"), None, m_port(&o.sdp_offer, "application")],
+                        offer_to_callee: Some(o.sdp_offer),
+                        srtp: [
+                            per_leg.then(|| SrtpContext::new(&key(CALLER_KEY))),
+                            per_leg.then(|| SrtpContext::new(&key(CALLEE_KEY))),
+                        ],
+                    };
+                }
+            }
+            Op::Accept { slot, control, reject_audio } => {
+                let s = &mut slots[usize::from(slot) % SLOTS];
+                let (Some(id), Some(o)) = (&s.id, &s.offer_to_callee) else { continue };
+                let a = AnswerCall { callee_sdp: answer(c, o, control, reject_audio), callee_tc_key: None };
+                if let Ok(a) = engine.accept_call(id, a) {
+                    established += 1;
+                    s.ports[0] = m_port(&a.sdp_answer, "video");
+                    s.ports[2] = m_port(&a.sdp_answer, "application");
+                }
+            }
+            Op::AcceptRaw { slot, sdp } => {
+                let s = &mut slots[usize::from(slot) % SLOTS];
+                let Some(id) = &s.id else { continue };
+                if let Ok(a) = engine.accept_call(id, AnswerCall { callee_sdp: sdp, callee_tc_key: None }) {
+                    established += 1;
+                    s.ports[0] = m_port(&a.sdp_answer, "video");
+                    s.ports[2] = m_port(&a.sdp_answer, "application");
+                }
+            }
+            Op::Reject { slot } => {
+                if let Some(id) = &slots[usize::from(slot) % SLOTS].id {
+                    let _ = engine.reject_call(id);
+                }
+            }
+            Op::Release { slot } => {
+                if let Some(id) = &slots[usize::from(slot) % SLOTS].id {
+                    let _ = engine.release_call(id);
+                }
+            }
+            Op::Register { ue, designated } => {
+                let _ = engine.register_ue(
+                    "sip:bob@example.org",
+                    UeEntry { ue_id: format!("ue{}", ue % 4), designated_for_private_calls: designated, commencement_mode: None },
+                );
+            }
+            Op::Unregister { ue } => {
+                engine.unregister_ue("sip:bob@example.org", &format!("ue{}", ue % 4));
+            }
+            Op::Drain(on) => engine.set_draining(on),
+            Op::Wait { ms } => std::thread::sleep(Duration::from_millis(u64::from(ms % 4))),
+            Op::Rtp { slot, from, to, announced, seq, marker, pt, len } => {
+                let s = &mut slots[usize::from(slot) % SLOTS];
+                let ssrc = match from {
+                    Who::Stranger => STRANGER_SSRC,
+                    _ if announced => ANNOUNCED_SSRC,
+                    Who::Caller => 0x1111_1111,
+                    Who::Callee => 0x2222_2222,
+                };
+                let n = 12 + usize::from(len % 1200);
+                buf[..n].fill(0xab);
+                buf[0] = 0x80;
+                buf[1] = (u8::from(marker) << 7) | (pt & 0x7f);
+                buf[2..4].copy_from_slice(&seq.to_be_bytes());
+                buf[4..8].copy_from_slice(&u32::from(seq).wrapping_mul(3000).to_be_bytes());
+                buf[8..12].copy_from_slice(&ssrc.to_be_bytes());
+                if n > 12 {
+                    buf[12] = if marker { 0x65 } else { 0x41 }; // H.264 IDR / non-IDR NAL
+                }
+                let n = match (from, s.per_leg) {
+                    (Who::Caller, true) => s.srtp[0].as_mut().and_then(|x| x.protect_rtp(&mut buf, n).ok()),
+                    (Who::Callee, true) => s.srtp[1].as_mut().and_then(|x| x.protect_rtp(&mut buf, n).ok()),
+                    _ => Some(n),
+                };
+                if let Some(n) = n {
+                    sent += send(c, s, from, to, &buf[..n]);
+                }
+            }
+            Op::Rtcp { slot, from, to, kind } => {
+                let s = &mut slots[usize::from(slot) % SLOTS];
+                let me = if matches!(from, Who::Stranger) { STRANGER_SSRC } else { 0x3333_3333 };
+                let n = match kind {
+                    Rtcp::Pli => rtcp::emit_pli(me, ANNOUNCED_SSRC, &mut buf),
+                    Rtcp::Fir(n) => rtcp::emit_fir(me, ANNOUNCED_SSRC, n, &mut buf),
+                    Rtcp::Rr => rtcp::emit_receiver_report_empty(me, &mut buf),
+                    Rtcp::Bye => rtcp::emit_bye(me, &mut buf),
+                };
+                let Ok(n) = n else { continue };
+                let n = match (from, s.per_leg) {
+                    (Who::Caller, true) => s.srtp[0].as_mut().and_then(|x| x.protect_rtcp(&mut buf, n).ok()),
+                    (Who::Callee, true) => s.srtp[1].as_mut().and_then(|x| x.protect_rtcp(&mut buf, n).ok()),
+                    _ => Some(n),
+                };
+                if let Some(n) = n {
+                    sent += send(c, s, from, to, &buf[..n]);
+                }
+            }
+            Op::Tc { slot, from, to, name, message_type, ack } => {
+                let s = &slots[usize::from(slot) % SLOTS];
+                let app = [AppName::Mcv0, AppName::Mcv1, AppName::Mcv2][usize::from(name % 3)];
+                let me = if matches!(from, Who::Stranger) { STRANGER_SSRC } else { 0x4444_4444 };
+                let mut m = TcMessage::new(MessageKind::from_wire(app, message_type), me);
+                m.ack_required = ack;
+                if let Ok(b) = m.to_vec(&EmitOptions::default()) {
+                    sent += send(c, s, from, to, &b);
+                }
+            }
+            Op::Raw { slot, from, to, mut bytes } => {
+                let s = &slots[usize::from(slot) % SLOTS];
+                bytes.truncate(1500);
+                if matches!(from, Who::Stranger) && bytes.len() >= 12 {
+                    // Never an announced SSRC (RTP) or sender SSRC (RTCP) from the stranger.
+                    bytes[4..12].copy_from_slice(&[0x57, 0x42, 0x4e, 0x47, 0x57, 0x42, 0x4e, 0x47]);
+                }
+                sent += send(c, s, from, to, &bytes);
+            }
+        }
+    }
+    // Let the worker finish what it was sent (and send what it originates), then count what
+    // came back.
+    if sent > 0 || established > 0 {
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    let caller_in = drain(&c.caller, true);
+    let back = caller_in + drain(&c.caller_ctl, false) + drain(&c.callee, false) + drain(&c.callee_ctl, false);
+    let stranger_in = drain(&c.stranger, false);
+    assert_eq!(stranger_in, 0, "the relay sent to an address that was neither negotiated nor latched");
+    assert!(
+        back <= sent + established * ALLOWANCE_PER_CALL,
+        "amplification: {back} bytes out for {sent} in over {established} calls"
+    );
+    for call in engine.calls() {
+        let _ = engine.release_call(&call.call_id);
+    }
+    for _ in 0..2000 {
+        if engine.stats().ports_in_use == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let stats = engine.stats();
+    assert_eq!(stats.active_calls, 0);
+    assert_eq!(stats.ports_in_use, 0, "ports leaked");
+    if std::env::var_os("ENGINE_OPS_STATS").is_some() {
+        // What an input reached: run a corpus with `-runs=0` and this set.
+        eprintln!(
+            "engine_ops: created {} established {established} sent {sent} back {back} forwarded to callee {} caller drops {} callee drops {} tc in {}",
+            created.len(),
+            stats.callee.packets_out,
+            stats.caller.dropped_total(),
+            stats.callee.dropped_total(),
+            stats.tc_received.total(),
+        );
+    }
+    engine.shutdown();
+    let mut released: HashMap<String, u32> = HashMap::new();
+    while let Ok(ev) = events.try_recv() {
+        if let CallEventKind::Released { .. } = ev.kind {
+            *released.entry(ev.call_id.to_string()).or_default() += 1;
+        }
+    }
+    for id in &created {
+        assert_eq!(released.get(id).copied().unwrap_or(0), 1, "call {id} released once");
+    }
+    assert_eq!(released.len(), created.len());
+});
+
+/// Sends `b` from `from` to the relay port `to` of the slot's call; the bytes sent.
+fn send(c: &Clients, s: &Slot, from: Who, to: Dest, b: &[u8]) -> u64 {
+    let i = match to {
+        Dest::CallerLeg => 0,
+        Dest::CalleeLeg => 1,
+        Dest::CallerControl => 2,
+        Dest::CalleeControl => 3,
+    };
+    let Some(p) = s.ports[i] else { return 0 };
+    let sock = match (from, to) {
+        (Who::Stranger, _) => &c.stranger,
+        (Who::Caller, Dest::CallerControl | Dest::CalleeControl) => &c.caller_ctl,
+        (Who::Caller, _) => &c.caller,
+        (Who::Callee, Dest::CallerControl | Dest::CalleeControl) => &c.callee_ctl,
+        (Who::Callee, _) => &c.callee,
+    };
+    match sock.send_to(b, SocketAddr::from(([127, 0, 0, 1], p))) {
+        Ok(n) => n as u64,
+        Err(_) => 0,
+    }
+}
