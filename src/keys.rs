@@ -63,6 +63,42 @@ impl fmt::Debug for MasterKey {
     }
 }
 
+/// Base64 runs at least this long are taken for key material by [`redact`]: an SDES key and
+/// salt is 40 characters, a tc_key the same; the only other unbroken base64 runs this long an SDP
+/// or API request carries are ICE passwords, which are secrets too.
+pub const REDACT_BASE64_RUN: usize = 24;
+
+/// `text` fit to quote in an error or a log line: all that follows `inline:` (wherever it
+/// stands, so a malformed `a=crypto` line is covered) and every base64 run of
+/// [`REDACT_BASE64_RUN`] characters or more (a key spliced into some other line or JSON value)
+/// become `<redacted>`.
+pub fn redact(text: &str) -> String {
+    let head = match text.find("inline:") {
+        Some(i) => text.get(..i + 7).unwrap_or_default(),
+        None => text,
+    };
+    let is_b64 = |c: char| c.is_ascii_alphanumeric() || c == '+' || c == '/' || c == '=';
+    let mut out = String::with_capacity(head.len() + 10);
+    let mut rest = head;
+    while !rest.is_empty() {
+        let run = rest.find(|c: char| !is_b64(c)).unwrap_or(rest.len());
+        let (b64, tail) = rest.split_at(run);
+        out.push_str(if b64.len() >= REDACT_BASE64_RUN {
+            "<redacted>"
+        } else {
+            b64
+        });
+        let other = tail.find(is_b64).unwrap_or(tail.len());
+        let (plain, tail) = tail.split_at(other);
+        out.push_str(plain);
+        rest = tail;
+    }
+    if head.len() < text.len() {
+        out.push_str("<redacted>");
+    }
+    out
+}
+
 /// Why key material was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyError {
@@ -183,6 +219,41 @@ pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redact_hides_key_material_wherever_it_stands() {
+        let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGw==";
+        for (text, want) in [
+            (format!("s{key}"), "<redacted>".to_owned()),
+            (
+                format!("a=crypto:1 X inline:{key}|2^20"),
+                "a=crypto:1 X inline:<redacted>".to_owned(),
+            ),
+            (
+                format!("invalid type: string \"{key}\", expected a boolean"),
+                "invalid type: string \"<redacted>\", expected a boolean".to_owned(),
+            ),
+            (
+                format!("a {key} b {key}"),
+                "a <redacted> b <redacted>".to_owned(),
+            ),
+            (
+                "a=rtpmap:96 H264/90000".to_owned(),
+                "a=rtpmap:96 H264/90000".to_owned(),
+            ),
+            (
+                "unknown field `colour` at line 1 column 9".to_owned(),
+                "unknown field `colour` at line 1 column 9".to_owned(),
+            ),
+            (String::new(), String::new()),
+        ] {
+            assert_eq!(redact(&text), want);
+        }
+        // A run one short of the threshold stays.
+        let short = "A".repeat(REDACT_BASE64_RUN - 1);
+        assert_eq!(redact(&short), short);
+        assert_eq!(redact(&"A".repeat(REDACT_BASE64_RUN)), "<redacted>");
+    }
 
     #[test]
     fn base64_known_answers() {

@@ -1011,16 +1011,13 @@ fn replace_port(l: &Line, sec: &Section, port: u16) -> Result<String, SdpError> 
     }
 }
 
-/// The offending line for an error: `a=crypto` keys redacted, cut to 100 characters.
+/// The offending line for an error, cut to 100 characters, with anything that may be key
+/// material redacted ([`crate::keys::redact`]).
 fn error_content(line: &str) -> String {
-    let redacted: Cow<'_, str> = match line.find("inline:") {
-        Some(i) if line.starts_with("a=crypto") => Cow::Owned(format!(
-            "{}<redacted>",
-            line.get(..i + 7).unwrap_or_default()
-        )),
-        _ => Cow::Borrowed(line),
-    };
-    redacted.chars().take(ERR_CONTENT_CHARS).collect()
+    crate::keys::redact(line)
+        .chars()
+        .take(ERR_CONTENT_CHARS)
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1872,6 +1869,34 @@ mod tests {
                 assert!(e.to_string().starts_with(&format!("SDP line {line} `")));
             }
         }
+    }
+
+    /// Found by the `api_request` fuzz target: a key spliced into a malformed line came back in
+    /// the error.
+    #[test]
+    fn key_material_redacted_wherever_it_stands() {
+        let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGw==";
+        for bad in [
+            format!("s{key}"),
+            format!("a=CRYPTO:1 AEAD_AES_128_GCM inline:{key}"),
+            format!("a=x y{key}z"),
+            format!("x=inline:{key}"),
+        ] {
+            let text = format!("v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\n{bad}\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=video 5000 RTP/AVP 96\r\n");
+            let e = SessionDescription::parse(&text)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            let content = error_content(&bad);
+            assert!(!content.contains("ICAwQFBgc"), "{content}");
+            assert!(!e.contains("ICAwQFBgc"), "{e}");
+        }
+        // Short tokens and ordinary text are quoted as they are.
+        assert_eq!(
+            error_content("a=rtpmap:96 H264/90000"),
+            "a=rtpmap:96 H264/90000"
+        );
+        assert_eq!(error_content("b=AS:4000"), "b=AS:4000");
     }
 
     #[test]

@@ -341,6 +341,22 @@ fn refusals_are_clear_errors() {
     body["colour"] = json!("blue");
     assert_eq!(api.post("/v1/calls", &body).error().1, "bad_json");
 
+    // A key in the wrong place never comes back in an error (found by the api_request fuzz
+    // target): not in a malformed SDP line, not in a JSON value of the wrong type.
+    let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGw==";
+    let spliced = sdp.replacen("s=", &format!("s{key}\r\nx="), 1);
+    let mut bodies = vec![create_body("x", CALLER, CALLEE, &spliced)];
+    let mut body = create_body("x", CALLER, CALLEE, &sdp);
+    body["video_push"] = json!(key);
+    bodies.push(body);
+    for body in bodies {
+        let r = api.post("/v1/calls", &body);
+        let (status, code, msg) = r.error();
+        assert_eq!(status, 400, "{code}: {msg}");
+        assert!(msg.contains("<redacted>"), "{msg}");
+        assert!(!msg.contains("ICAwQFBgc"), "a key came back: {msg}");
+    }
+
     // No video push indication.
     let mut body = create_body("x", CALLER, CALLEE, &sdp);
     body["video_push"] = json!(false);
@@ -432,7 +448,8 @@ fn refusals_are_clear_errors() {
     let m = api.metrics();
     assert_eq!(
         m.get(r#"mcvideo_relay_calls_refused_total{code="bad_sdp"}"#),
-        1.0
+        2.0,
+        "the spliced key and the bad port"
     );
     assert_eq!(
         m.get(r#"mcvideo_relay_calls_refused_total{code="not_video_push"}"#),

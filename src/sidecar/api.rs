@@ -196,11 +196,15 @@ impl<T: DeserializeOwned + Default> FromRequest<Arc<AppState>> for OptJson<T> {
 
 fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| {
-        // serde_json's messages name the field and position, never the values.
+        // serde_json quotes a string value of the wrong type: a key in the wrong field must not
+        // come back (nor reach a client's log).
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "bad_json",
-            format!("malformed JSON body: {e}"),
+            format!(
+                "malformed JSON body: {}",
+                crate::keys::redact(&e.to_string())
+            ),
         )
     })
 }
