@@ -61,6 +61,8 @@ pub fn run(args: &[String]) -> ExitCode {
         }
     };
     sys::install_sigint();
+    // Its own sockets, and an in-process engine's: two or more per call.
+    let _ = crate::relay::raise_open_files_limit();
     let stop = Stop::new();
     let mut rep = Report {
         relay_kind: "none",

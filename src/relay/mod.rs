@@ -103,6 +103,18 @@ use worker::{CallSetup, ControlSetup, LegSetup, Step, StreamSetup, WorkerCmd};
 
 pub(crate) const DROP_KINDS: usize = DropReason::ALL.len();
 
+/// Raises this process's open-files soft limit to its hard limit and returns the soft limit now
+/// in force.
+///
+/// Every call holds one socket per relay port — two or more — so at the usual soft limit of
+/// 1,024 a relay runs out of descriptors at a few hundred calls, long before it runs out of
+/// ports. `mcvideo-relay serve` and `loadgen` call this at start; a program embedding the
+/// [`Engine`] decides for itself. The hard limit is raised only by the service manager
+/// (`LimitNOFILE=` in systemd, `--ulimit nofile=` for containers).
+pub fn raise_open_files_limit() -> io::Result<u64> {
+    rlimit::increase_nofile_limit(u64::MAX)
+}
+
 /// How the engine runs.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {

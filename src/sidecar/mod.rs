@@ -392,6 +392,13 @@ pub fn run_serve(opts: ServeOptions) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    match crate::relay::raise_open_files_limit() {
+        Ok(n) => info!(
+            open_files = n,
+            "open-files limit (each call holds a socket per relay port, two or more)"
+        ),
+        Err(e) => warn!("could not raise the open-files limit: {e}"),
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("mcv-api")
