@@ -6,18 +6,18 @@
 //! an error never echoes the SDES or tc_key secrets of the request; a created call's answer is
 //! JSON with its `call_id`; once every call is released, every port is back in the pool.
 #![no_main]
+mod common;
+
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use mcvideo_relay::relay::{Engine, EngineConfig};
 use mcvideo_relay::sidecar::fuzzing::{ApiHarness, TOKEN};
+use common::{answer, offer, CALLEE_KEY, CALLER_KEY};
 use serde_json::{json, Map, Value};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
-use std::time::Duration;
 
-/// Keys that must never come back in an error.
-const CALLER_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGw==";
-const CALLEE_KEY: &str = "GxoZGBcWFRQTEhEQDw4NDAsKCQgHBgUEAwIBAA==";
+/// A tc_key that must never come back in an error (nor may the SDES keys of `common`).
 const TC_KEY: &str = "q83vASNFZ4mrze8BI0VniavN7wEjRWeJq83vASNF";
 const MAX_BODY: usize = 4096;
 
@@ -117,30 +117,6 @@ struct Req {
     json_type: bool,
     declared_length: Option<u32>,
     body: Body,
-}
-
-fn offer(audio: bool, control: bool, per_leg: bool, ssrc: bool) -> String {
-    let crypto = if per_leg { format!("a=crypto:1 AEAD_AES_128_GCM inline:{CALLER_KEY}\r\n") } else { String::new() };
-    format!(
-        "v=0\r\no=- 1 1 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\n\
-         m=audio {} RTP/SAVP 96\r\n{crypto}\
-         m=video 5002 RTP/SAVP 97\r\n{crypto}{}\
-         m=application {} udp MCVideo\r\na=fmtp:MCVideo mc_implicit_request\r\n",
-        if audio { 5000 } else { 0 },
-        if ssrc { "a=ssrc:42 cname:x\r\n" } else { "" },
-        if control { 5004 } else { 0 },
-    )
-}
-
-fn answer(control: bool, reject_audio: bool, per_leg: bool) -> String {
-    let crypto = if per_leg { format!("a=crypto:1 AEAD_AES_128_GCM inline:{CALLEE_KEY}\r\n") } else { String::new() };
-    format!(
-        "v=0\r\no=- 2 2 IN IP4 127.0.0.3\r\ns=-\r\nc=IN IP4 127.0.0.3\r\nt=0 0\r\n\
-         m=audio {} RTP/SAVP 96\r\n{crypto}m=video 6002 RTP/SAVP 97\r\n{crypto}\
-         m=application {} udp MCVideo\r\n",
-        if reject_audio { 0 } else { 6000 },
-        if control { 6004 } else { 0 },
-    )
 }
 
 fn sdp(s: Sdp) -> String {
@@ -346,18 +322,7 @@ fuzz_target!(|reqs: Vec<Req>| {
             }
         }
     }
-    for c in engine.calls() {
-        let _ = engine.release_call(&c.call_id);
-    }
-    for _ in 0..2000 {
-        if engine.stats().ports_in_use == 0 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    let stats = engine.stats();
-    assert_eq!(stats.active_calls, 0);
-    assert_eq!(stats.ports_in_use, 0, "ports leaked");
+    common::release_all_and_check(&engine);
     drop(api);
     engine.shutdown();
 });

@@ -3,6 +3,8 @@
 //! passes, released calls forward nothing and hold no timers, ports are never leaked or
 //! double-freed, output per input is bounded).
 #![no_main]
+mod common;
+
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use mcvideo_relay::control::call::{
@@ -13,6 +15,7 @@ use mcvideo_relay::control::registry::UeEntry;
 use mcvideo_relay::control::{MediaSecurity, Party, ReleaseReason};
 use mcvideo_relay::sdp::MediaKind;
 use mcvideo_relay::wire::tc::{AppName, EmitOptions, MessageKind, TcMessage};
+use common::{answer, offer};
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -60,30 +63,6 @@ impl PortAllocator for Ports {
     fn free(&mut self, port: RelayPort) {
         assert!(self.in_use.remove(&(port.rtp.port() - 40_000)), "double free");
     }
-}
-
-fn offer(audio: bool, control: bool, per_leg: bool, ssrc: bool) -> String {
-    let crypto = if per_leg { "a=crypto:1 AEAD_AES_128_GCM inline:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGw==\r\n" } else { "" };
-    format!(
-        "v=0\r\no=- 1 1 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\n\
-         m=audio {} RTP/SAVP 96\r\n{crypto}\
-         m=video 5002 RTP/SAVP 97\r\n{crypto}{}\
-         m=application {} udp MCVideo\r\na=fmtp:MCVideo mc_implicit_request\r\n",
-        if audio { 5000 } else { 0 },
-        if ssrc { "a=ssrc:42 cname:x\r\n" } else { "" },
-        if control { 5004 } else { 0 },
-    )
-}
-
-fn answer(control: bool, reject_audio: bool) -> String {
-    let crypto = "a=crypto:1 AEAD_AES_128_GCM inline:GxoZGBcWFRQTEhEQDw4NDAsKCQgHBgUEAwIBAA==\r\n";
-    format!(
-        "v=0\r\no=- 2 2 IN IP4 127.0.0.3\r\ns=-\r\nc=IN IP4 127.0.0.3\r\nt=0 0\r\n\
-         m=audio {} RTP/SAVP 96\r\n{crypto}m=video 6002 RTP/SAVP 97\r\n{crypto}\
-         m=application {} udp MCVideo\r\n",
-        if reject_audio { 0 } else { 6000 },
-        if control { 6004 } else { 0 },
-    )
 }
 
 fn settle(table: &mut CallTable, ports: &mut Ports, id: &str) {
@@ -147,7 +126,7 @@ fuzz_target!(|ops: Vec<Op>| {
                 name(id)
             }
             Op::Accept { id, control, reject_audio } => {
-                let a = AnswerCall { callee_sdp: answer(control, reject_audio), callee_tc_key: None };
+                let a = AnswerCall { callee_sdp: answer(control, reject_audio, true), callee_tc_key: None };
                 let _ = table.accept_call(now, &name(id), a);
                 name(id)
             }

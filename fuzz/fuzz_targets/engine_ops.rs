@@ -8,7 +8,10 @@
 //! no more bytes than it received plus a small allowance per established call; every created
 //! call is released exactly once; once every call is released, every port is back in the pool.
 #![no_main]
+mod common;
+
 use arbitrary::Arbitrary;
+use common::{CALLEE_KEY, CALLER_KEY};
 use libfuzzer_sys::fuzz_target;
 use mcvideo_relay::control::call::{AnswerCall, CallEventKind, CreateCall};
 use mcvideo_relay::control::registry::UeEntry;
@@ -23,8 +26,6 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-const CALLER_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGw==";
-const CALLEE_KEY: &str = "GxoZGBcWFRQTEhEQDw4NDAsKCQgHBgUEAwIBAA==";
 const ANNOUNCED_SSRC: u32 = 42;
 const STRANGER_SSRC: u32 = 0x5742_4E47;
 /// Bytes the relay may originate per established call (grant, retransmissions, PLI, replies).
@@ -367,18 +368,8 @@ fuzz_target!(|ops: Vec<Op>| {
         back <= sent + established * ALLOWANCE_PER_CALL,
         "amplification: {back} bytes out for {sent} in over {established} calls"
     );
-    for call in engine.calls() {
-        let _ = engine.release_call(&call.call_id);
-    }
-    for _ in 0..2000 {
-        if engine.stats().ports_in_use == 0 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    common::release_all_and_check(&engine);
     let stats = engine.stats();
-    assert_eq!(stats.active_calls, 0);
-    assert_eq!(stats.ports_in_use, 0, "ports leaked");
     if std::env::var_os("ENGINE_OPS_STATS").is_some() {
         // What an input reached: run a corpus with `-runs=0` and this set.
         eprintln!(
