@@ -1,13 +1,14 @@
 //! The in-process forward path, per packet, excluding syscalls: what a worker does to each
 //! caller RTP packet between `recvmmsg` and the GSO send (source screen, latch, arbiter, SSRC
 //! filter, keyframe scan; in per_leg mode SRTP unprotect with the caller's key and protect
-//! with the callee leg's key). 1212-byte packets.
+//! with the callee leg's key), and what a junk packet from a stranger costs. 1212-byte packets.
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)] // a bench may stop on a broken fixture; it reads the clock
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use mcvideo_relay::keys::{MasterKey, SrtpSuite};
 use mcvideo_relay::relay::bench_support::ForwardPath;
 use mcvideo_relay::srtp::SrtpContext;
 use std::hint::black_box;
+use std::net::SocketAddr;
 use std::time::Instant;
 
 const SSRC: u32 = 0x1234_5678;
@@ -35,6 +36,31 @@ fn bench(c: &mut Criterion) {
     let mut pkt = rtp(1);
     g.bench_function("plain_rtp", |b| {
         b.iter(|| plain.forward(black_box(&mut pkt), now).unwrap())
+    });
+
+    // Junk at a live call: a stranger to a leg that has its source (dropped at the screen), and
+    // per_leg SRTP with a wrong key from an unknown address before the caller spoke (the
+    // stranger budget runs out after its burst; then dropped at the screen too).
+    let stranger = SocketAddr::from(([127, 0, 0, 1], 9999));
+    plain.forward(&mut rtp(2), now).unwrap(); // the caller has spoken: the leg has its source
+    let mut junk = rtp(2);
+    g.bench_function("stranger_after_latch", |b| {
+        b.iter(|| {
+            plain
+                .judge_from(black_box(&mut junk), stranger, now)
+                .unwrap_err()
+        })
+    });
+    let gcm = |b: u8| MasterKey::new(SrtpSuite::AeadAes128Gcm, vec![b; 28]).unwrap();
+    let mut fresh = ForwardPath::new(SSRC, Some((gcm(1), gcm(2)))).unwrap();
+    let mut forged = rtp(3);
+    forged.resize(forged.len() + 16, 0);
+    g.bench_function("stranger_wrong_key_before_latch", |b| {
+        b.iter(|| {
+            fresh
+                .judge_from(black_box(&mut forged), stranger, now)
+                .unwrap_err()
+        })
     });
 
     for suite in [SrtpSuite::AeadAes128Gcm, SrtpSuite::AesCm128HmacSha1_80] {

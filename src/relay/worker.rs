@@ -1318,5 +1318,18 @@ pub mod bench_support {
             };
             self.call.on_rtp(0, Party::Caller, pkt, at, &mut self.tally)
         }
+
+        /// The same judgement for a packet from `from` (a flooder, a spoofer): what each junk
+        /// packet costs the worker once the kernel has handed it over.
+        #[inline]
+        pub fn judge_from(
+            &mut self,
+            pkt: &mut [u8],
+            from: SocketAddr,
+            now: Instant,
+        ) -> Result<usize, DropReason> {
+            let at = Arrival { from, now };
+            self.call.on_rtp(0, Party::Caller, pkt, at, &mut self.tally)
+        }
     }
 }
