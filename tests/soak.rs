@@ -70,7 +70,13 @@ fn steady_rate_through_a_relay_process_loses_nothing() {
         sent as f64 >= 0.9 * (rate * secs) as f64,
         "offered {rate} pps for {secs} s but sent {sent}"
     );
-    for key in ["lost", "reordered", "duplicates", "send_failures", "decrypt_failures"] {
+    for key in [
+        "lost",
+        "reordered",
+        "duplicates",
+        "send_failures",
+        "decrypt_failures",
+    ] {
         assert_eq!(p[key], 0, "{key}: {p}");
     }
     assert_eq!(received, sent, "{p}");
