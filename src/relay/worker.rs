@@ -1312,11 +1312,7 @@ pub mod bench_support {
         /// Judges one caller RTP packet in place; `Ok(len)`: it would be sent with `len` bytes.
         #[inline]
         pub fn forward(&mut self, pkt: &mut [u8], now: Instant) -> Result<usize, DropReason> {
-            let at = Arrival {
-                from: self.from,
-                now,
-            };
-            self.call.on_rtp(0, Party::Caller, pkt, at, &mut self.tally)
+            self.judge_from(pkt, self.from, now)
         }
 
         /// The same judgement for a packet from `from` (a flooder, a spoofer): what each junk

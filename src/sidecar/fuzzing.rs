@@ -27,13 +27,12 @@ pub struct ApiResponse {
 pub struct ApiHarness {
     rt: tokio::runtime::Runtime,
     router: Router,
-    engine: Arc<Engine>,
 }
 
 impl ApiHarness {
     /// `max_body` as the config's `api.max_body_bytes`.
     pub fn new(engine: Arc<Engine>, max_body: usize) -> ApiHarness {
-        let state = Arc::new(AppState::new(engine.clone(), Some(TOKEN), max_body));
+        let state = Arc::new(AppState::new(engine, Some(TOKEN), max_body));
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -41,12 +40,7 @@ impl ApiHarness {
         ApiHarness {
             rt,
             router: router(state),
-            engine,
         }
-    }
-
-    pub fn engine(&self) -> &Arc<Engine> {
-        &self.engine
     }
 
     /// One request. `None` when the method, URI or a header is not valid HTTP (hyper would
