@@ -515,6 +515,177 @@ impl Call {
             .flat_map(|s| s.relay.iter().flatten().copied())
     }
 
+    /// Seed steps 6–10: the callee accepted with `answer`. Builds the caller's answer,
+    /// establishes the call and grants the caller; `entropy` makes the relay's per_leg key
+    /// toward the caller. On error the call stays offered.
+    pub fn accept(
+        &mut self,
+        now: Instant,
+        answer: AnswerCall,
+        entropy: &mut dyn Entropy,
+    ) -> Result<CallAnswer, SetupError> {
+        let call_id: &str = &self.id.clone();
+        if self.state != CallState::Offered {
+            return Err(SetupError::WrongState {
+                call_id: call_id.to_owned(),
+                state: self.state,
+                operation: "answer",
+            });
+        }
+        let fresh: Vec<(usize, MasterKey)> = self
+            .streams
+            .iter()
+            .filter_map(|s| {
+                let k = s.pending_keys.as_ref()?;
+                Some((s.index, fresh_key(entropy, k.caller_inbound.suite)))
+            })
+            .collect();
+        let call = self;
+        let sdp =
+            SessionDescription::parse(&answer.callee_sdp).map_err(|error| SetupError::BadSdp {
+                party: Party::Callee,
+                error,
+            })?;
+        let bad = |reason: String| SetupError::NoAcceptableMedia {
+            party: Party::Callee,
+            reason,
+        };
+        if sdp.media().len() != call.streams.len() {
+            return Err(SetupError::BadSdp {
+                party: Party::Callee,
+                error: SdpError {
+                    line: 0,
+                    content: format!(
+                        "{} media sections, the offer had {}",
+                        sdp.media().len(),
+                        call.streams.len()
+                    ),
+                    reason: "an answer must have one m= line per offered m= line (RFC 3264 §6)",
+                },
+            });
+        }
+        let mut streams = call.streams.clone();
+        let mut rewrites = Vec::with_capacity(streams.len());
+        for (s, m) in streams.iter_mut().zip(sdp.media()) {
+            if m.kind != s.kind {
+                return Err(bad(format!(
+                    "m= line {} answers a different media type than was offered",
+                    m.line
+                )));
+            }
+            let accepted = s.offered && m.port != 0;
+            if !accepted {
+                // Callee rejected it (or it was never offered): release the callee leg's port
+                // later with the call; nothing flows on it.
+                if s.kind == MediaKind::Video {
+                    return Err(bad(format!(
+                        "m= line {}: the callee rejected the video stream",
+                        m.line
+                    )));
+                }
+                if s.kind != MediaKind::Control {
+                    rewrites.push(MediaRewrite::Reject);
+                    s.offered = false;
+                    continue;
+                }
+            }
+            if accepted && m.rtp_addr().is_none() {
+                return Err(bad(format!(
+                    "m= line {} has no usable address to send to",
+                    m.line
+                )));
+            }
+            s.remote_rtp[Party::Callee.index()] = m.rtp_addr();
+            s.remote_rtcp[Party::Callee.index()] = m.rtcp_addr();
+            s.announced_ssrcs[Party::Callee.index()] = m.ssrcs.clone();
+            let mut crypto = None;
+            if let Some(p) = s.pending_keys.take() {
+                let suite = p.caller_inbound.suite;
+                let Some(c) = m.crypto.iter().find(|c| c.suite == suite.name()) else {
+                    return Err(bad(format!(
+                        "m= line {}: per_leg mode needs an a=crypto line with {} in the answer",
+                        m.line,
+                        suite.name()
+                    )));
+                };
+                let callee_inbound = MasterKey::from_base64(suite, &c.key_b64)
+                    .map_err(|e| bad(format!("m= line {}: a=crypto: {e}", m.line)))?;
+                let caller_outbound = fresh
+                    .iter()
+                    .find(|(i, _)| *i == s.index)
+                    .map(|(_, k)| k.clone())
+                    .ok_or_else(|| bad("internal: no key prepared".to_owned()))?;
+                crypto = Some(vec![caller_outbound.sdes_attribute(p.tag)]);
+                s.keys = [
+                    Some(LegKeys {
+                        inbound: p.caller_inbound,
+                        outbound: caller_outbound,
+                    }),
+                    Some(LegKeys {
+                        inbound: callee_inbound,
+                        outbound: p.callee_outbound,
+                    }),
+                ];
+            }
+            match s.relay[Party::Caller.index()] {
+                Some(relay) => rewrites.push(MediaRewrite::Keep {
+                    port: relay.rtp.port(),
+                    rtcp_port: (!relay.muxed()).then(|| relay.rtcp.port()),
+                    crypto,
+                }),
+                None => rewrites.push(MediaRewrite::Reject),
+            }
+        }
+        let caller_ip = streams
+            .iter()
+            .find_map(|s| s.relay[Party::Caller.index()])
+            .map(|p| p.rtp.ip())
+            .ok_or_else(|| bad("no stream is usable".to_owned()))?;
+        let sdp_answer = sdp
+            .rewrite(&Rewrite {
+                connection: caller_ip,
+                media: rewrites,
+            })
+            .map_err(|error| SetupError::BadSdp {
+                party: Party::Callee,
+                error,
+            })?;
+        let callee_control = streams
+            .iter()
+            .zip(sdp.media())
+            .any(|(s, m)| s.kind == MediaKind::Control && s.offered && m.port != 0);
+        let caller_control = streams
+            .iter()
+            .any(|s| s.kind == MediaKind::Control && s.offered && s.relay[0].is_some());
+        call.streams = streams;
+        call.tc_keys[Party::Callee.index()] = answer.callee_tc_key;
+        call.server
+            .set_control_channels([caller_control, callee_control]);
+        call.state = CallState::Established;
+        call.times.established = Some(now);
+        call.timers.stop(Timer::OfferTimeout);
+        call.push(CallEventKind::Established);
+        call.server.grant(now);
+        call.sync(now);
+        Ok(CallAnswer {
+            call_id: call_id.to_owned(),
+            sdp_answer,
+        })
+    }
+
+    /// The callee declined (while offered): the call is released with reason `rejected`.
+    pub fn reject(&mut self, now: Instant) -> Result<(), SetupError> {
+        if self.state != CallState::Offered {
+            return Err(SetupError::WrongState {
+                call_id: self.id.to_string(),
+                state: self.state,
+                operation: "reject",
+            });
+        }
+        self.release(now, ReleaseReason::Rejected);
+        Ok(())
+    }
+
     /// A datagram arrived on `from`'s transmission control channel (SRTCP already removed).
     pub fn handle_control(&mut self, now: Instant, from: Party, datagram: &[u8]) {
         if self.state != CallState::Established {
@@ -637,6 +808,8 @@ pub struct CallTable {
     registry: UeRegistry,
     entropy: EntropyBox,
     calls: HashMap<Arc<str>, Call>,
+    /// IDs of calls created here but run elsewhere ([`CallTable::create_detached`]).
+    detached: std::collections::HashSet<Arc<str>>,
     ssrcs: HashMap<u32, u32>,
 }
 
@@ -670,6 +843,13 @@ fn pick_crypto(m: &crate::sdp::Media) -> Option<(u32, SrtpSuite, &str)> {
         .find_map(|c| SrtpSuite::from_name(&c.suite).map(|s| (c.tag, s, c.key_b64.as_str())))
 }
 
+/// A fresh SRTP master key (and salt) for `suite`.
+fn fresh_key(entropy: &mut dyn Entropy, suite: SrtpSuite) -> MasterKey {
+    let mut material = vec![0u8; suite.key_len() + suite.salt_len()];
+    entropy.fill(&mut material);
+    MasterKey { suite, material }
+}
+
 fn is_rtp_media(kind: &MediaKind) -> bool {
     matches!(kind, MediaKind::Audio | MediaKind::Video)
 }
@@ -687,6 +867,7 @@ impl CallTable {
             registry: UeRegistry::default(),
             entropy: EntropyBox(entropy),
             calls: HashMap::new(),
+            detached: Default::default(),
             ssrcs: HashMap::new(),
         }
     }
@@ -745,6 +926,24 @@ impl CallTable {
     /// its [`Call::relay_ports`] back to the pool and drains its remaining events.
     pub fn remove(&mut self, id: &str) -> Option<Call> {
         let call = self.calls.remove(id)?;
+        self.release_ssrcs(&call);
+        Some(call)
+    }
+
+    /// Calls created with [`Self::create_detached`] and not yet forgotten.
+    pub fn detached_len(&self) -> usize {
+        self.detached.len()
+    }
+
+    /// Forgets a call made with [`Self::create_detached`] once it is released: its ID and SSRCs
+    /// are free again. The caller gives its [`Call::relay_ports`] back to the pool.
+    pub fn forget(&mut self, call: &Call) {
+        if self.detached.remove(call.id()) {
+            self.release_ssrcs(call);
+        }
+    }
+
+    fn release_ssrcs(&mut self, call: &Call) {
         let ids = call.server.identities();
         for ssrc in [ids.audio_ssrc, ids.video_ssrc, ids.server_ssrc] {
             if let Some(n) = self.ssrcs.get_mut(&ssrc) {
@@ -754,7 +953,6 @@ impl CallTable {
                 }
             }
         }
-        Some(call)
     }
 
     fn random_u32(&mut self) -> u32 {
@@ -774,9 +972,7 @@ impl CallTable {
     }
 
     fn fresh_key(&mut self, suite: SrtpSuite) -> MasterKey {
-        let mut material = vec![0u8; suite.key_len() + suite.salt_len()];
-        self.entropy.0.fill(&mut material);
-        MasterKey { suite, material }
+        fresh_key(&mut *self.entropy.0, suite)
     }
 
     fn fresh_call_id(&mut self) -> String {
@@ -784,7 +980,7 @@ impl CallTable {
             let mut b = [0u8; 8];
             self.entropy.0.fill(&mut b);
             let id: String = b.iter().map(|x| format!("{x:02x}")).collect();
-            if !self.calls.contains_key(id.as_str()) {
+            if !self.calls.contains_key(id.as_str()) && !self.detached.contains(id.as_str()) {
                 return id;
             }
         }
@@ -798,6 +994,36 @@ impl CallTable {
         req: CreateCall,
         ports: &mut dyn PortAllocator,
     ) -> Result<CallOffer, SetupError> {
+        let (call, offer) = self.create_detached(now, req, ports)?;
+        self.detached.remove(call.id());
+        self.calls.insert(call.id.clone(), call);
+        Ok(offer)
+    }
+
+    /// The checks of [`Self::create_call`] that need no SDP work and allocate nothing: request
+    /// fields, duplicate ID, call limit, authorization and the callee's registration. An engine
+    /// runs them before it binds sockets for the call.
+    pub fn precheck(&self, req: &CreateCall) -> Result<(), SetupError> {
+        self.admit(req).map(|_| ())
+    }
+
+    /// [`Self::create_call`] for a call that runs elsewhere (an engine's worker): the call is
+    /// returned instead of kept; its ID and SSRCs stay reserved until [`Self::forget`].
+    pub fn create_detached(
+        &mut self,
+        now: Instant,
+        req: CreateCall,
+        ports: &mut dyn PortAllocator,
+    ) -> Result<(Call, CallOffer), SetupError> {
+        let delivery = self.admit(&req)?;
+        let commencement_mode = req
+            .commencement_mode
+            .or(delivery.commencement_mode)
+            .unwrap_or(self.config.default_commencement_mode);
+        self.offer(now, req, ports, delivery.ue_ids, commencement_mode)
+    }
+
+    fn admit(&self, req: &CreateCall) -> Result<super::registry::Delivery, SetupError> {
         if !req.video_push {
             return Err(SetupError::NotVideoPush);
         }
@@ -817,11 +1043,11 @@ impl CallTable {
                     "call_id must be 1 to {MAX_CALL_ID_LEN} characters of A-Z a-z 0-9 - _ ."
                 )));
             }
-            if self.calls.contains_key(id.as_str()) {
+            if self.calls.contains_key(id.as_str()) || self.detached.contains(id.as_str()) {
                 return Err(SetupError::DuplicateCallId(id.clone()));
             }
         }
-        if self.calls.len() >= self.config.max_calls {
+        if self.calls.len() + self.detached.len() >= self.config.max_calls {
             return Err(SetupError::TooManyCalls);
         }
         // Step 2: authorization, nothing allocated yet.
@@ -842,13 +1068,19 @@ impl CallTable {
         // Step 4: where the call goes and how it commences.
         let delivery = self.registry.delivery(&req.callee_id);
         if delivery.ue_ids.is_empty() && self.config.require_registered_callee {
-            return Err(SetupError::CalleeNotRegistered(req.callee_id));
+            return Err(SetupError::CalleeNotRegistered(req.callee_id.clone()));
         }
-        let commencement_mode = req
-            .commencement_mode
-            .or(delivery.commencement_mode)
-            .unwrap_or(self.config.default_commencement_mode);
+        Ok(delivery)
+    }
 
+    fn offer(
+        &mut self,
+        now: Instant,
+        req: CreateCall,
+        ports: &mut dyn PortAllocator,
+        deliver_to: Vec<String>,
+        commencement_mode: CommencementMode,
+    ) -> Result<(Call, CallOffer), SetupError> {
         let offer =
             SessionDescription::parse(&req.caller_sdp).map_err(|error| SetupError::BadSdp {
                 party: Party::Caller,
@@ -1044,7 +1276,7 @@ impl CallTable {
             state: CallState::Offered,
             commencement_mode,
             media_security: req.media_security,
-            deliver_to: delivery.ue_ids.clone(),
+            deliver_to: deliver_to.clone(),
             streams,
             tc_keys: [req.caller_tc_key, None],
             server,
@@ -1058,13 +1290,14 @@ impl CallTable {
             },
         };
         call.push(CallEventKind::Progress);
-        self.calls.insert(call_id.clone(), call);
-        Ok(CallOffer {
+        self.detached.insert(call_id.clone());
+        let offer = CallOffer {
             call_id: call_id.to_string(),
             sdp_offer,
             commencement_mode,
-            deliver_to: delivery.ue_ids,
-        })
+            deliver_to,
+        };
+        Ok((call, offer))
     }
 
     /// Seed steps 6–10: the callee accepted with `answer`. Builds the caller's answer,
@@ -1075,180 +1308,20 @@ impl CallTable {
         call_id: &str,
         answer: AnswerCall,
     ) -> Result<CallAnswer, SetupError> {
-        let mut keys_needed = Vec::new();
-        {
-            let call = self
-                .calls
-                .get(call_id)
-                .ok_or_else(|| SetupError::UnknownCall(call_id.to_owned()))?;
-            if call.state != CallState::Offered {
-                return Err(SetupError::WrongState {
-                    call_id: call_id.to_owned(),
-                    state: call.state,
-                    operation: "answer",
-                });
-            }
-            for s in &call.streams {
-                if let Some(k) = &s.pending_keys {
-                    keys_needed.push((s.index, k.caller_inbound.suite));
-                }
-            }
-        }
-        let fresh: Vec<(usize, MasterKey)> = keys_needed
-            .into_iter()
-            .map(|(i, suite)| (i, self.fresh_key(suite)))
-            .collect();
         let call = self
             .calls
             .get_mut(call_id)
             .ok_or_else(|| SetupError::UnknownCall(call_id.to_owned()))?;
-        let sdp =
-            SessionDescription::parse(&answer.callee_sdp).map_err(|error| SetupError::BadSdp {
-                party: Party::Callee,
-                error,
-            })?;
-        let bad = |reason: String| SetupError::NoAcceptableMedia {
-            party: Party::Callee,
-            reason,
-        };
-        if sdp.media().len() != call.streams.len() {
-            return Err(SetupError::BadSdp {
-                party: Party::Callee,
-                error: SdpError {
-                    line: 0,
-                    content: format!(
-                        "{} media sections, the offer had {}",
-                        sdp.media().len(),
-                        call.streams.len()
-                    ),
-                    reason: "an answer must have one m= line per offered m= line (RFC 3264 §6)",
-                },
-            });
-        }
-        let mut streams = call.streams.clone();
-        let mut rewrites = Vec::with_capacity(streams.len());
-        for (s, m) in streams.iter_mut().zip(sdp.media()) {
-            if m.kind != s.kind {
-                return Err(bad(format!(
-                    "m= line {} answers a different media type than was offered",
-                    m.line
-                )));
-            }
-            let accepted = s.offered && m.port != 0;
-            if !accepted {
-                // Callee rejected it (or it was never offered): release the callee leg's port
-                // later with the call; nothing flows on it.
-                if s.kind == MediaKind::Video {
-                    return Err(bad(format!(
-                        "m= line {}: the callee rejected the video stream",
-                        m.line
-                    )));
-                }
-                if s.kind != MediaKind::Control {
-                    rewrites.push(MediaRewrite::Reject);
-                    s.offered = false;
-                    continue;
-                }
-            }
-            if accepted && m.rtp_addr().is_none() {
-                return Err(bad(format!(
-                    "m= line {} has no usable address to send to",
-                    m.line
-                )));
-            }
-            s.remote_rtp[Party::Callee.index()] = m.rtp_addr();
-            s.remote_rtcp[Party::Callee.index()] = m.rtcp_addr();
-            s.announced_ssrcs[Party::Callee.index()] = m.ssrcs.clone();
-            let mut crypto = None;
-            if let Some(p) = s.pending_keys.take() {
-                let suite = p.caller_inbound.suite;
-                let Some(c) = m.crypto.iter().find(|c| c.suite == suite.name()) else {
-                    return Err(bad(format!(
-                        "m= line {}: per_leg mode needs an a=crypto line with {} in the answer",
-                        m.line,
-                        suite.name()
-                    )));
-                };
-                let callee_inbound = MasterKey::from_base64(suite, &c.key_b64)
-                    .map_err(|e| bad(format!("m= line {}: a=crypto: {e}", m.line)))?;
-                let caller_outbound = fresh
-                    .iter()
-                    .find(|(i, _)| *i == s.index)
-                    .map(|(_, k)| k.clone())
-                    .ok_or_else(|| bad("internal: no key prepared".to_owned()))?;
-                crypto = Some(vec![caller_outbound.sdes_attribute(p.tag)]);
-                s.keys = [
-                    Some(LegKeys {
-                        inbound: p.caller_inbound,
-                        outbound: caller_outbound,
-                    }),
-                    Some(LegKeys {
-                        inbound: callee_inbound,
-                        outbound: p.callee_outbound,
-                    }),
-                ];
-            }
-            match s.relay[Party::Caller.index()] {
-                Some(relay) => rewrites.push(MediaRewrite::Keep {
-                    port: relay.rtp.port(),
-                    rtcp_port: (!relay.muxed()).then(|| relay.rtcp.port()),
-                    crypto,
-                }),
-                None => rewrites.push(MediaRewrite::Reject),
-            }
-        }
-        let caller_ip = streams
-            .iter()
-            .find_map(|s| s.relay[Party::Caller.index()])
-            .map(|p| p.rtp.ip())
-            .ok_or_else(|| bad("no stream is usable".to_owned()))?;
-        let sdp_answer = sdp
-            .rewrite(&Rewrite {
-                connection: caller_ip,
-                media: rewrites,
-            })
-            .map_err(|error| SetupError::BadSdp {
-                party: Party::Callee,
-                error,
-            })?;
-        let callee_control = streams
-            .iter()
-            .zip(sdp.media())
-            .any(|(s, m)| s.kind == MediaKind::Control && s.offered && m.port != 0);
-        let caller_control = streams
-            .iter()
-            .any(|s| s.kind == MediaKind::Control && s.offered && s.relay[0].is_some());
-        call.streams = streams;
-        call.tc_keys[Party::Callee.index()] = answer.callee_tc_key;
-        call.server
-            .set_control_channels([caller_control, callee_control]);
-        call.state = CallState::Established;
-        call.times.established = Some(now);
-        call.timers.stop(Timer::OfferTimeout);
-        call.push(CallEventKind::Established);
-        call.server.grant(now);
-        call.sync(now);
-        Ok(CallAnswer {
-            call_id: call_id.to_owned(),
-            sdp_answer,
-        })
+        call.accept(now, answer, &mut *self.entropy.0)
     }
 
     /// The callee declined. The call is released (reason `rejected`) and removed; the caller
     /// gives its ports back and drains its events.
     pub fn reject_call(&mut self, now: Instant, call_id: &str) -> Result<Call, SetupError> {
-        let call = self
-            .calls
+        self.calls
             .get_mut(call_id)
-            .ok_or_else(|| SetupError::UnknownCall(call_id.to_owned()))?;
-        if call.state != CallState::Offered {
-            return Err(SetupError::WrongState {
-                call_id: call_id.to_owned(),
-                state: call.state,
-                operation: "reject",
-            });
-        }
-        call.release(now, ReleaseReason::Rejected);
+            .ok_or_else(|| SetupError::UnknownCall(call_id.to_owned()))?
+            .reject(now)?;
         self.remove(call_id)
             .ok_or_else(|| SetupError::UnknownCall(call_id.to_owned()))
     }

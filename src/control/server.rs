@@ -163,6 +163,22 @@ impl KindCounters {
     pub fn total(&self) -> u64 {
         self.counts.iter().sum()
     }
+
+    /// Adds every count of `other`.
+    pub fn add_all(&mut self, other: &KindCounters) {
+        for (a, b) in self.counts.iter_mut().zip(other.counts) {
+            *a += b;
+        }
+    }
+
+    /// The counts added since `earlier` (a snapshot of the same counters).
+    pub fn since(&self, earlier: &KindCounters) -> KindCounters {
+        let mut d = KindCounters::default();
+        for ((d, a), b) in d.counts.iter_mut().zip(self.counts).zip(earlier.counts) {
+            *d = a.saturating_sub(b);
+        }
+        d
+    }
 }
 
 /// Counters of one server.

@@ -8,6 +8,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::Mutex;
 
 /// Sockets bound for one stream of one leg.
 #[derive(Debug)]
@@ -68,21 +69,8 @@ impl PortPool {
         }
     }
 
-    fn bind(&self, port: u16) -> io::Result<UdpSocket> {
-        let addr = SocketAddr::new(self.ip, port);
-        let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-        if self.buffer_bytes > 0 {
-            // Best effort: the kernel caps these at net.core.{r,w}mem_max.
-            let _ = s.set_recv_buffer_size(self.buffer_bytes);
-            let _ = s.set_send_buffer_size(self.buffer_bytes);
-        }
-        s.set_nonblocking(true)?;
-        s.bind(&addr.into())?;
-        Ok(s.into())
-    }
-
-    /// Binds the next free pair (one port with `mux`). Ports another process holds are skipped.
-    pub(crate) fn allocate(&mut self, mux: bool) -> Option<(RelayPort, BoundPort)> {
+    /// Marks the next free even port number used, without binding it.
+    fn reserve(&mut self) -> Option<u16> {
         for _ in 0..self.capacity() {
             let port = self.next;
             self.next = if port >= self.max.saturating_sub(1) {
@@ -90,47 +78,38 @@ impl PortPool {
             } else {
                 port + 2
             };
-            if self.is_used(port) {
-                continue;
+            if !self.is_used(port) {
+                self.set_used(port, true);
+                self.in_use += 1;
+                return Some(port);
             }
-            let rtp = match self.bind(port) {
-                Ok(s) => s,
-                Err(e) if out_of_descriptors(&e) => return self.descriptors_exhausted(&e),
-                Err(_) => continue, // held by another process: skip it
-            };
-            let rtcp = if mux {
-                None
-            } else {
-                match port.checked_add(1).map(|p| self.bind(p)) {
-                    Some(Ok(s)) => Some(s),
-                    Some(Err(e)) if out_of_descriptors(&e) => {
-                        return self.descriptors_exhausted(&e)
-                    }
-                    _ => continue,
-                }
-            };
-            self.set_used(port, true);
-            self.in_use += 1;
-            let rtp_addr = SocketAddr::new(self.ip, port);
-            let rtcp_addr = if mux {
-                rtp_addr
-            } else {
-                SocketAddr::new(self.ip, port + 1)
-            };
-            return Some((
-                RelayPort {
-                    rtp: rtp_addr,
-                    rtcp: rtcp_addr,
-                },
-                BoundPort { rtp, rtcp },
-            ));
         }
         None
     }
 
-    fn descriptors_exhausted(&self, e: &io::Error) -> Option<(RelayPort, BoundPort)> {
-        // Scanning on is pointless: no port will bind until descriptors are freed.
-        tracing::warn!(error = %e, "out of file descriptors: raise the open-files limit (LimitNOFILE); each call holds one socket per relay port");
+    /// [`Self::allocate`] for a pool other threads share: the port number is reserved under
+    /// the lock, the sockets are bound outside it.
+    pub(crate) fn allocate_shared(
+        pool: &Mutex<PortPool>,
+        mux: bool,
+    ) -> Option<(RelayPort, BoundPort)> {
+        let lock = || pool.lock().unwrap_or_else(|e| e.into_inner());
+        let (ip, buffer_bytes, capacity) = {
+            let p = lock();
+            (p.ip, p.buffer_bytes, p.capacity())
+        };
+        for _ in 0..capacity {
+            let port = lock().reserve()?;
+            match bind_pair(ip, port, mux, buffer_bytes) {
+                Ok(b) => return Some(b),
+                Err(e) if out_of_descriptors(&e) => {
+                    lock().free(port);
+                    tracing::warn!(error = %e, "out of file descriptors: raise the open-files limit (LimitNOFILE); each call holds one socket per relay port");
+                    return None;
+                }
+                Err(_) => lock().free(port), // held by another process: try the next one
+            }
+        }
         None
     }
 
@@ -143,29 +122,73 @@ impl PortPool {
     }
 }
 
+fn bind(ip: IpAddr, port: u16, buffer_bytes: usize) -> io::Result<UdpSocket> {
+    let addr = SocketAddr::new(ip, port);
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if buffer_bytes > 0 {
+        // Best effort: the kernel caps these at net.core.{r,w}mem_max.
+        let _ = s.set_recv_buffer_size(buffer_bytes);
+        let _ = s.set_send_buffer_size(buffer_bytes);
+    }
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    Ok(s.into())
+}
+
+/// Binds RTP on `port` and, without `mux`, RTCP on `port + 1`.
+fn bind_pair(
+    ip: IpAddr,
+    port: u16,
+    mux: bool,
+    buffer_bytes: usize,
+) -> io::Result<(RelayPort, BoundPort)> {
+    let rtp = bind(ip, port, buffer_bytes)?;
+    let rtp_addr = SocketAddr::new(ip, port);
+    let (rtcp, rtcp_addr) = if mux {
+        (None, rtp_addr)
+    } else {
+        let p = port.checked_add(1).ok_or(io::ErrorKind::AddrNotAvailable)?;
+        (Some(bind(ip, p, buffer_bytes)?), SocketAddr::new(ip, p))
+    };
+    Ok((
+        RelayPort {
+            rtp: rtp_addr,
+            rtcp: rtcp_addr,
+        },
+        BoundPort { rtp, rtcp },
+    ))
+}
+
 /// EMFILE / ENFILE: the process or the system is out of file descriptors.
 fn out_of_descriptors(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(23 | 24))
 }
 
-/// [`PortAllocator`] over a [`PortPool`] that keeps the bound sockets for the engine.
-pub(crate) struct Binder<'a> {
-    pub(crate) pool: &'a mut PortPool,
+/// [`PortAllocator`] over sockets bound before the call procedure ran (falling back to the
+/// shared pool): keeps the sockets the call uses for the engine.
+pub(crate) struct Prebound<'a> {
+    pub(crate) ready: &'a mut Vec<(RelayPort, BoundPort)>,
+    pub(crate) pool: &'a Mutex<PortPool>,
     pub(crate) bound: HashMap<u16, BoundPort>,
 }
 
-impl PortAllocator for Binder<'_> {
+impl PortAllocator for Prebound<'_> {
     fn allocate(&mut self, _party: Party, kind: &MediaKind, rtcp_mux: bool) -> Option<RelayPort> {
-        // The transmission control channel is one port (RTCP APP only).
         let mux = rtcp_mux || *kind == MediaKind::Control;
-        let (port, sockets) = self.pool.allocate(mux)?;
+        let (port, sockets) = match self.ready.iter().position(|(p, _)| p.muxed() == mux) {
+            Some(i) => self.ready.swap_remove(i),
+            None => PortPool::allocate_shared(self.pool, mux)?,
+        };
         self.bound.insert(port.rtp.port(), sockets);
         Some(port)
     }
 
     fn free(&mut self, port: RelayPort) {
         self.bound.remove(&port.rtp.port()); // closes the sockets
-        self.pool.free(port.rtp.port());
+        self.pool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .free(port.rtp.port());
     }
 }
 
@@ -175,20 +198,25 @@ mod tests {
 
     #[test]
     fn pairs_are_even_odd_and_reusable() {
-        let mut p = PortPool::new("127.0.0.1".parse().unwrap(), 47_001, 47_010, 0);
-        assert_eq!(p.capacity(), 5);
+        let p = Mutex::new(PortPool::new(
+            "127.0.0.1".parse().unwrap(),
+            47_001,
+            47_010,
+            0,
+        ));
+        assert_eq!(p.lock().unwrap().capacity(), 5);
         let mut got = Vec::new();
-        while let Some((port, sockets)) = p.allocate(false) {
+        while let Some((port, sockets)) = PortPool::allocate_shared(&p, false) {
             assert_eq!(port.rtp.port() % 2, 0);
             assert_eq!(port.rtcp.port(), port.rtp.port() + 1);
             got.push((port, sockets));
         }
         assert!(!got.is_empty() && got.len() <= 5);
-        assert_eq!(p.in_use(), got.len());
+        assert_eq!(p.lock().unwrap().in_use(), got.len());
         let (first, sockets) = got.remove(0);
         drop(sockets);
-        p.free(first.rtp.port());
-        let (again, _s) = p.allocate(true).expect("freed pair is reusable");
+        p.lock().unwrap().free(first.rtp.port());
+        let (again, _s) = PortPool::allocate_shared(&p, true).expect("freed pair is reusable");
         assert_eq!(again.rtp, first.rtp);
         assert_eq!(again.rtcp, again.rtp, "mux: one port");
     }

@@ -1,7 +1,20 @@
-//! Counters shared between the forwarding threads and the control plane. Each is a relaxed
-//! atomic with a single writer (the worker that owns the leg); forwarding adds once per batch.
+//! Counters. A call's own counters are plain numbers owned by the worker that runs it
+//! ([`LegSnapshot`]); each worker also keeps running totals ([`LegCounters`]) that the control
+//! plane sums on a scrape without asking the worker: relaxed atomics with a single writer, so an
+//! add is a plain load and store (no locked instruction on the forward path).
 
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Number of [`DropReason`]s.
+pub const DROP_KINDS: usize = DropReason::ALL.len();
+
+/// Adds `n` to a counter only this thread writes.
+#[inline]
+fn bump(c: &AtomicU64, n: u64) {
+    if n > 0 {
+        c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+    }
+}
 
 /// Why a packet was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -50,7 +63,7 @@ impl DropReason {
     }
 }
 
-/// Counters of one party's leg (all its streams).
+/// Running totals of one party's legs on one worker (single writer: that worker).
 #[derive(Debug, Default)]
 pub struct LegCounters {
     /// Datagrams received from the party (RTP, RTCP and control).
@@ -108,30 +121,42 @@ impl LegSnapshot {
     }
 }
 
+impl LegSnapshot {
+    /// Counts datagrams received from the party.
+    #[inline]
+    pub(crate) fn add_in(&mut self, packets: u64, bytes: u64) {
+        self.packets_in += packets;
+        self.bytes_in += bytes;
+    }
+
+    /// Counts datagrams sent to the party.
+    #[inline]
+    pub(crate) fn add_out(&mut self, packets: u64, bytes: u64) {
+        self.packets_out += packets;
+        self.bytes_out += bytes;
+    }
+
+    /// Counts drops by reason.
+    #[inline]
+    pub(crate) fn add_drops(&mut self, drops: &[u64; DROP_KINDS]) {
+        for (c, &n) in self.drops.iter_mut().zip(drops) {
+            *c += n;
+        }
+    }
+}
+
 impl LegCounters {
+    /// Adds a call's batch (only the worker that owns these totals may call it).
     #[inline]
-    pub(crate) fn add_in(&self, packets: u64, bytes: u64) {
-        if packets > 0 {
-            self.packets_in.fetch_add(packets, Ordering::Relaxed);
-            self.bytes_in.fetch_add(bytes, Ordering::Relaxed);
+    pub(crate) fn add(&self, d: &LegSnapshot) {
+        bump(&self.packets_in, d.packets_in);
+        bump(&self.bytes_in, d.bytes_in);
+        bump(&self.packets_out, d.packets_out);
+        bump(&self.bytes_out, d.bytes_out);
+        for (c, &n) in self.drops.iter().zip(&d.drops) {
+            bump(c, n);
         }
-    }
-
-    #[inline]
-    pub(crate) fn add_out(&self, packets: u64, bytes: u64) {
-        if packets > 0 {
-            self.packets_out.fetch_add(packets, Ordering::Relaxed);
-            self.bytes_out.fetch_add(bytes, Ordering::Relaxed);
-        }
-    }
-
-    #[inline]
-    pub(crate) fn add_drops(&self, drops: &[u64; DropReason::ALL.len()]) {
-        for (c, &n) in self.drops.iter().zip(drops) {
-            if n > 0 {
-                c.fetch_add(n, Ordering::Relaxed);
-            }
-        }
+        bump(&self.latches, d.latches);
     }
 
     /// Reads every counter.

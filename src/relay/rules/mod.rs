@@ -1,0 +1,454 @@
+//! The relay's rules for every packet (design.md "The relay's rules for every packet"), as plain
+//! state with no socket, no runtime and no clock: the caller gives each packet with the address
+//! it came from and the `now` it arrived at, and gets a verdict. The worker applies the verdict
+//! with real sockets; tests and benchmarks apply it to byte buffers on virtual time.
+//!
+//! Per packet, in order: the cheap **source screen** (a stranger to a leg that has its source
+//! is dropped; unknown addresses are rate limited, since they may cost an SRTP check), **SRTP**
+//! authentication in per_leg mode, the **latch** (with the SSRC or the authentication as
+//! evidence), the **arbiter** (one atomic load: may this party's media pass?), the **SSRC
+//! filter**, the **keyframe policy**, and re-protection toward the peer in per_leg mode.
+
+mod keyframe;
+mod latch;
+mod setup;
+
+pub use keyframe::{
+    h264_keyframe_start, KeyframePolicy, KEYFRAME_REDUNDANT_WINDOW, KEYFRAME_REQUEST_INTERVAL,
+};
+pub use latch::{Evidence, Latch, StrangerBudget, Verdict, STRANGER_BURST, STRANGER_RATE};
+pub use setup::{
+    ControlSetup, Egress, Ingress, LegSetup, RulesSetup, SsrcFilter, StreamSetup, Tally,
+};
+
+use super::stats::DropReason;
+use crate::control::arbiter::Arbiter;
+use crate::control::{MediaSecurity, Party};
+use crate::keys::MasterKey;
+use crate::sdp::MediaKind;
+use crate::srtp::{SrtpContext, SrtpError};
+use crate::wire::demux::{classify, PacketClass};
+use crate::wire::rtcp::{self, RtcpKind, RtcpPacket};
+use crate::wire::rtp::RtpPacket;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// An SRTP context, boxed: a leg that terminates no SRTP (end_to_end mode, plain control
+/// channels) pays one pointer, not a context (memory per idle call).
+type SrtpSlot = Option<Box<SrtpContext>>;
+
+fn srtp(key: Option<&MasterKey>) -> Result<SrtpSlot, SrtpError> {
+    key.map(|k| SrtpContext::try_new(k).map(Box::new))
+        .transpose()
+}
+
+/// RTP or RTCP: which SRTP transform applies.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Rtp,
+    Rtcp,
+}
+
+/// Source state and SRTP contexts of one party's leg of one stream.
+#[derive(Debug)]
+struct LegRules {
+    rtp_latch: Latch,
+    rtcp_latch: Latch,
+    strangers: StrangerBudget,
+    announced: Vec<u32>,
+    separate_rtcp: bool,
+    srtp_in: SrtpSlot,
+    srtp_out: SrtpSlot,
+}
+
+/// Cheap checks before any per-packet work: a stranger to a leg or channel with a confirmed
+/// source is dropped; packets from unknown addresses are rate limited (they may cost an SRTP
+/// check).
+#[inline]
+fn screen(
+    latch: &Latch,
+    strangers: &mut StrangerBudget,
+    from: SocketAddr,
+    now: Instant,
+) -> Result<(), DropReason> {
+    if latch.rejects(from) {
+        return Err(DropReason::WrongSource);
+    }
+    if !latch.knows(from) && !strangers.take(now) {
+        return Err(DropReason::RateLimited);
+    }
+    Ok(())
+}
+
+fn latch_verdict(v: Verdict, t: &mut Tally) -> Result<(), DropReason> {
+    match v {
+        Verdict::WrongSource => Err(DropReason::WrongSource),
+        Verdict::Latched => {
+            t.latched = true;
+            Ok(())
+        }
+        Verdict::Accept => Ok(()),
+    }
+}
+
+impl LegRules {
+    fn new(l: &LegSetup, latch_after: u32) -> Result<Self, SrtpError> {
+        Ok(LegRules {
+            rtp_latch: Latch::new(l.remote_rtp, latch_after),
+            rtcp_latch: Latch::new(l.remote_rtcp, latch_after),
+            strangers: StrangerBudget::default(),
+            announced: l.announced.clone(),
+            separate_rtcp: l.separate_rtcp,
+            srtp_in: srtp(l.srtp_in.as_ref())?,
+            srtp_out: srtp(l.srtp_out.as_ref())?,
+        })
+    }
+
+    /// The front every media packet from this leg's party goes through: the source screen,
+    /// SRTP authentication in per_leg mode, then the latch (with the SSRC as evidence).
+    /// Returns the plain length and the sender's SSRC.
+    fn admit(
+        &mut self,
+        (kind, rtcp_latch): (Kind, bool),
+        seg: &mut [u8],
+        from: SocketAddr,
+        now: Instant,
+        per_leg: bool,
+        t: &mut Tally,
+    ) -> Result<(usize, u32), DropReason> {
+        let latch = if rtcp_latch {
+            &mut self.rtcp_latch
+        } else {
+            &mut self.rtp_latch
+        };
+        screen(latch, &mut self.strangers, from, now)?;
+        let ssrc = match kind {
+            Kind::Rtp => RtpPacket::new_checked(&*seg).map(|p| p.ssrc()),
+            Kind::Rtcp => RtcpPacket::new_checked(&*seg).map(|p| p.sender_ssrc()),
+        }
+        .map_err(|_| DropReason::Malformed)?;
+        let mut len = seg.len();
+        if per_leg {
+            if let Some(ctx) = self.srtp_in.as_mut() {
+                len = match kind {
+                    Kind::Rtp => ctx.unprotect_rtp(seg),
+                    Kind::Rtcp => ctx.unprotect_rtcp(seg),
+                }
+                .map_err(|_| DropReason::AuthFailure)?;
+            }
+        }
+        let announced = &self.announced;
+        let v = latch.check(from, || {
+            if per_leg || announced.contains(&ssrc) {
+                Evidence::Strong // authenticated above, or an announced SSRC
+            } else {
+                Evidence::Weak
+            }
+        });
+        latch_verdict(v, t)?;
+        Ok((len, ssrc))
+    }
+
+    /// The tail toward this leg's party: re-protect with the relay's key in per_leg mode.
+    fn seal(
+        &mut self,
+        kind: Kind,
+        seg: &mut [u8],
+        len: usize,
+        per_leg: bool,
+    ) -> Result<usize, DropReason> {
+        match (per_leg, self.srtp_out.as_mut()) {
+            (true, Some(ctx)) => match kind {
+                Kind::Rtp => ctx.protect_rtp(seg, len),
+                Kind::Rtcp => ctx.protect_rtcp(seg, len),
+            }
+            .map_err(|_| DropReason::Malformed),
+            _ => Ok(len),
+        }
+    }
+
+    /// Where RTCP to this leg's party goes (its RTCP address when the leg has its own RTCP
+    /// socket).
+    fn rtcp_destination(&self) -> Option<SocketAddr> {
+        if self.separate_rtcp {
+            self.rtcp_latch.destination()
+        } else {
+            self.rtp_latch.destination()
+        }
+    }
+}
+
+#[derive(Debug)]
+struct StreamRules {
+    kind: MediaKind,
+    encrypted: bool,
+    legs: [LegRules; 2],
+    caller_ssrcs: SsrcFilter,
+    keyframes: KeyframePolicy,
+}
+
+#[derive(Debug)]
+struct ControlRules {
+    latch: Latch,
+    strangers: StrangerBudget,
+    srtcp_in: SrtpSlot,
+    srtcp_out: SrtpSlot,
+}
+
+/// The per-packet rules of one call, both parties, every stream and control channel.
+#[derive(Debug)]
+pub struct CallRules {
+    arbiter: Arc<Arbiter>,
+    per_leg: bool,
+    streams: Vec<StreamRules>,
+    control: [Option<ControlRules>; 2],
+    server_ssrc: u32,
+    video_ssrc: u32,
+}
+
+fn leg(s: &StreamRules, p: Party) -> Result<&LegRules, DropReason> {
+    s.legs.get(p.index()).ok_or(DropReason::Malformed)
+}
+
+fn leg_mut(s: &mut StreamRules, p: Party) -> Result<&mut LegRules, DropReason> {
+    s.legs.get_mut(p.index()).ok_or(DropReason::Malformed)
+}
+
+impl CallRules {
+    /// The rules of a call about to be established. Fails only on an unusable SRTP key.
+    pub fn new(setup: &RulesSetup) -> Result<CallRules, SrtpError> {
+        let mut streams = Vec::with_capacity(setup.streams.len());
+        for s in &setup.streams {
+            let [a, b] = &s.legs;
+            streams.push(StreamRules {
+                kind: s.kind.clone(),
+                encrypted: s.encrypted,
+                legs: [
+                    LegRules::new(a, setup.latch_after)?,
+                    LegRules::new(b, setup.latch_after)?,
+                ],
+                caller_ssrcs: SsrcFilter::new(&s.caller_ssrcs),
+                keyframes: KeyframePolicy::default(),
+            });
+        }
+        let control = |c: &Option<ControlSetup>| -> Result<Option<ControlRules>, SrtpError> {
+            c.as_ref()
+                .map(|c| {
+                    Ok(ControlRules {
+                        latch: Latch::new(c.remote, setup.latch_after),
+                        strangers: StrangerBudget::default(),
+                        srtcp_in: srtp(c.key.as_ref())?,
+                        srtcp_out: srtp(c.key.as_ref())?,
+                    })
+                })
+                .transpose()
+        };
+        let [c0, c1] = &setup.control;
+        Ok(CallRules {
+            arbiter: setup.arbiter.clone(),
+            per_leg: setup.security == MediaSecurity::PerLeg,
+            streams,
+            control: [control(c0)?, control(c1)?],
+            server_ssrc: setup.server_ssrc,
+            video_ssrc: setup.video_ssrc,
+        })
+    }
+
+    /// Number of media streams.
+    pub fn streams(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// Judges one datagram (one segment of a GRO batch) that arrived at `at` from `from`, in
+    /// place. `Ok(egress)`: send `egress.len` bytes to the peer ([`Self::destination`]).
+    #[inline]
+    pub fn judge(
+        &mut self,
+        at: Ingress,
+        from: SocketAddr,
+        now: Instant,
+        pkt: &mut [u8],
+        t: &mut Tally,
+    ) -> Result<Egress, DropReason> {
+        let rtcp = at.rtcp_socket || classify(pkt) == PacketClass::Rtcp;
+        let len = if rtcp {
+            self.on_rtcp(at, from, now, pkt, t)?
+        } else {
+            self.on_rtp(at.stream, at.party, from, now, pkt, t)?
+        };
+        Ok(Egress { len, rtcp })
+    }
+
+    /// Where a packet judged at `at` goes: the peer's latched or negotiated RTP address, or its
+    /// RTCP address.
+    #[inline]
+    pub fn destination(&self, at: Ingress, rtcp: bool) -> Option<SocketAddr> {
+        let s = self.streams.get(at.stream)?;
+        let peer = s.legs.get(at.party.peer().index())?;
+        if rtcp {
+            peer.rtcp_destination()
+        } else {
+            peer.rtp_latch.destination()
+        }
+    }
+
+    /// One RTP packet from `party` on stream `si`, in place. `Ok(len)`: forward `len` bytes.
+    fn on_rtp(
+        &mut self,
+        si: usize,
+        party: Party,
+        from: SocketAddr,
+        now: Instant,
+        seg: &mut [u8],
+        t: &mut Tally,
+    ) -> Result<usize, DropReason> {
+        let per_leg = self.per_leg;
+        let s = self.streams.get_mut(si).ok_or(DropReason::Malformed)?;
+        let (len, ssrc) =
+            leg_mut(s, party)?.admit((Kind::Rtp, false), seg, from, now, per_leg, t)?;
+        t.media += 1;
+        if party == Party::Callee || !self.arbiter.may_forward(party) {
+            return Err(DropReason::NotGranted);
+        }
+        if !s.caller_ssrcs.admit(ssrc) {
+            return Err(DropReason::UnknownSsrc);
+        }
+        if s.kind == MediaKind::Video && (!s.encrypted || per_leg) {
+            if let Ok(p) = RtpPacket::new_checked(seg.get(..len).unwrap_or_default()) {
+                if h264_keyframe_start(p.payload()) {
+                    s.keyframes.keyframe_seen(now);
+                }
+            }
+        }
+        leg_mut(s, party.peer())?.seal(Kind::Rtp, seg, len, per_leg)
+    }
+
+    /// One RTCP datagram from `party`, in place.
+    fn on_rtcp(
+        &mut self,
+        at: Ingress,
+        from: SocketAddr,
+        now: Instant,
+        seg: &mut [u8],
+        t: &mut Tally,
+    ) -> Result<usize, DropReason> {
+        let per_leg = self.per_leg;
+        let s = self
+            .streams
+            .get_mut(at.stream)
+            .ok_or(DropReason::Malformed)?;
+        let l = leg_mut(s, at.party)?;
+        let (mut len, _) = l.admit((Kind::Rtcp, at.rtcp_socket), seg, from, now, per_leg, t)?;
+        // Where the relay can read RTCP (plain RTP, or decrypted per leg), look inside.
+        if !s.encrypted || per_leg {
+            let body = seg.get_mut(..len).ok_or(DropReason::Malformed)?;
+            if rtcp::validate_compound(body).is_err() {
+                return Err(DropReason::Malformed);
+            }
+            if at.party == Party::Caller
+                && rtcp::compound(body).any(|p| p.is_ok_and(|p| p.kind() == RtcpKind::Goodbye))
+            {
+                t.bye = true;
+            }
+            if at.party == Party::Callee && s.kind == MediaKind::Video {
+                let (kept, dropped) = s.keyframes.filter_requests(body, now);
+                t.drop_n(DropReason::RateLimited, dropped);
+                len = kept;
+                if len == 0 {
+                    return Ok(0); // every packet in it was dropped (and counted) above
+                }
+            }
+        }
+        leg_mut(s, at.party.peer())?.seal(Kind::Rtcp, seg, len, per_leg)
+    }
+
+    /// Writes a keyframe request (PLI) toward the caller for the first video stream where the
+    /// relay can sign RTCP and the policy allows one now. Returns the stream and the length.
+    pub fn keyframe_request(&mut self, now: Instant, buf: &mut [u8]) -> Option<(usize, usize)> {
+        let per_leg = self.per_leg;
+        let (server, video) = (self.server_ssrc, self.video_ssrc);
+        for (si, s) in self.streams.iter_mut().enumerate() {
+            if s.kind != MediaKind::Video || (s.encrypted && !per_leg) {
+                continue;
+            }
+            let Ok(len) = rtcp::emit_pli(server, video, buf) else {
+                continue;
+            };
+            if leg(s, Party::Caller).ok()?.rtcp_destination().is_none()
+                || !s.keyframes.may_request(now)
+            {
+                continue;
+            }
+            let caller = leg_mut(s, Party::Caller).ok()?;
+            let len = caller.seal(Kind::Rtcp, buf, len, per_leg).ok()?;
+            return Some((si, len));
+        }
+        None
+    }
+
+    /// Where RTCP to `party` on stream `si` goes.
+    pub fn rtcp_destination(&self, si: usize, party: Party) -> Option<SocketAddr> {
+        self.streams
+            .get(si)?
+            .legs
+            .get(party.index())?
+            .rtcp_destination()
+    }
+
+    /// A datagram on `party`'s transmission control channel: source screen, SRTCP
+    /// authentication when the channel has a key, then the latch. Returns the plain length.
+    pub fn admit_control(
+        &mut self,
+        party: Party,
+        from: SocketAddr,
+        now: Instant,
+        buf: &mut [u8],
+    ) -> Result<usize, DropReason> {
+        let c = self
+            .control
+            .get_mut(party.index())
+            .and_then(Option::as_mut)
+            .ok_or(DropReason::Malformed)?;
+        screen(&c.latch, &mut c.strangers, from, now)?;
+        let (len, authenticated) = match c.srtcp_in.as_mut() {
+            Some(ctx) => (
+                ctx.unprotect_rtcp(buf)
+                    .map_err(|_| DropReason::AuthFailure)?,
+                true,
+            ),
+            None => (buf.len(), false),
+        };
+        let v = c.latch.check(from, || {
+            if authenticated {
+                Evidence::Strong
+            } else {
+                Evidence::Weak
+            }
+        });
+        match v {
+            Verdict::WrongSource => Err(DropReason::WrongSource),
+            _ => Ok(len),
+        }
+    }
+
+    /// Protects a control message of `len` bytes in `buf` toward `party` (SRTCP when the channel
+    /// has a key) and says where it goes. `None`: the party has no channel or no address yet.
+    pub fn seal_control(
+        &mut self,
+        party: Party,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Option<Result<(usize, SocketAddr), SrtpError>> {
+        let c = self.control.get_mut(party.index())?.as_mut()?;
+        let dest = c.latch.destination()?;
+        Some(match c.srtcp_out.as_mut() {
+            Some(ctx) => ctx.protect_rtcp(buf, len).map(|l| (l, dest)),
+            None => Ok((len, dest)),
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)] // the tests' own epoch; time then moves virtually
+mod tests;

@@ -1,0 +1,374 @@
+//! The per-packet rules on virtual time, without sockets.
+
+use super::*;
+use crate::control::arbiter::Arbiter;
+use crate::keys::SrtpSuite;
+use crate::wire::rtcp::emit_pli;
+use std::time::Duration;
+
+const SSRC: u32 = 0x1234_5678;
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn caller() -> SocketAddr {
+    addr("10.0.0.1:5000")
+}
+
+fn callee() -> SocketAddr {
+    addr("10.0.0.2:6000")
+}
+
+fn leg(remote: SocketAddr, announced: Vec<u32>) -> LegSetup {
+    LegSetup {
+        remote_rtp: Some(remote),
+        remote_rtcp: Some(remote),
+        announced,
+        ..LegSetup::default()
+    }
+}
+
+fn rules(arbiter: &Arc<Arbiter>, announced: Vec<u32>) -> CallRules {
+    CallRules::new(&RulesSetup {
+        arbiter: arbiter.clone(),
+        security: MediaSecurity::EndToEnd,
+        streams: vec![StreamSetup {
+            kind: MediaKind::Video,
+            encrypted: false,
+            legs: [leg(caller(), announced.clone()), leg(callee(), vec![])],
+            caller_ssrcs: announced,
+        }],
+        control: [None, None],
+        server_ssrc: 1,
+        video_ssrc: SSRC,
+        latch_after: 3,
+    })
+    .unwrap()
+}
+
+fn rtp(ssrc: u32, payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x80, 96, 0, 1, 0, 0, 0, 0];
+    p.extend_from_slice(&ssrc.to_be_bytes());
+    p.extend_from_slice(payload);
+    p
+}
+
+fn at(party: Party) -> Ingress {
+    Ingress {
+        stream: 0,
+        party,
+        rtcp_socket: false,
+    }
+}
+
+fn judge(
+    r: &mut CallRules,
+    party: Party,
+    from: SocketAddr,
+    now: Instant,
+    p: &mut [u8],
+) -> Result<Egress, DropReason> {
+    r.judge(at(party), from, now, p, &mut Tally::default())
+}
+
+#[test]
+fn only_the_granted_caller_passes() {
+    let t0 = Instant::now();
+    let arbiter = Arc::new(Arbiter::new());
+    let mut r = rules(&arbiter, vec![SSRC]);
+    let mut p = rtp(SSRC, &[0x41; 20]);
+    assert_eq!(
+        judge(&mut r, Party::Caller, caller(), t0, &mut p),
+        Err(DropReason::NotGranted)
+    );
+    arbiter.grant(Party::Caller).unwrap();
+    let e = judge(&mut r, Party::Caller, caller(), t0, &mut p).unwrap();
+    assert_eq!(
+        e,
+        Egress {
+            len: p.len(),
+            rtcp: false
+        }
+    );
+    assert_eq!(r.destination(at(Party::Caller), false), Some(callee()));
+    // The callee is receive only, whatever it sends.
+    let mut q = rtp(7, &[0x41; 20]);
+    assert_eq!(
+        judge(&mut r, Party::Callee, callee(), t0, &mut q),
+        Err(DropReason::NotGranted)
+    );
+    arbiter.revoke().unwrap();
+    assert_eq!(
+        judge(&mut r, Party::Caller, caller(), t0, &mut p),
+        Err(DropReason::NotGranted)
+    );
+}
+
+#[test]
+fn unknown_ssrc_and_malformed_are_dropped() {
+    let t0 = Instant::now();
+    let arbiter = Arc::new(Arbiter::new());
+    arbiter.grant(Party::Caller).unwrap();
+    let mut r = rules(&arbiter, vec![SSRC]);
+    let mut p = rtp(SSRC, &[0x41; 20]);
+    judge(&mut r, Party::Caller, caller(), t0, &mut p).unwrap();
+    let mut other = rtp(SSRC + 1, &[0x41; 20]);
+    assert_eq!(
+        judge(&mut r, Party::Caller, caller(), t0, &mut other),
+        Err(DropReason::UnknownSsrc)
+    );
+    let mut junk = vec![0x40, 1, 2];
+    assert_eq!(
+        judge(&mut r, Party::Caller, caller(), t0, &mut junk),
+        Err(DropReason::Malformed)
+    );
+}
+
+#[test]
+fn a_stranger_never_takes_a_leg_and_is_rate_limited() {
+    let t0 = Instant::now();
+    let arbiter = Arc::new(Arbiter::new());
+    arbiter.grant(Party::Caller).unwrap();
+    let mut r = rules(&arbiter, vec![]);
+    let stranger = addr("203.0.113.9:6666");
+    let other = addr("203.0.113.10:6666");
+    // Before the caller speaks, strangers' packets cost a check each, within a budget (two of
+    // them interleaved, so neither gathers the consecutive packets of a NAT latch).
+    let mut dropped = Tally::default();
+    for i in 0..1000 {
+        let mut p = rtp(99, &[0x41; 20]);
+        let from = if i % 2 == 0 { stranger } else { other };
+        if let Err(reason) = r.judge(at(Party::Caller), from, t0, &mut p, &mut dropped) {
+            dropped.drop(reason);
+        }
+    }
+    assert_eq!(
+        dropped.drops[DropReason::WrongSource as usize],
+        STRANGER_BURST as u64
+    );
+    assert_eq!(
+        dropped.drops[DropReason::RateLimited as usize],
+        1000 - STRANGER_BURST as u64
+    );
+    // The SDP address speaks: the leg has its source; the stranger is dropped at the screen.
+    let mut p = rtp(SSRC, &[0x41; 20]);
+    judge(&mut r, Party::Caller, caller(), t0, &mut p).unwrap();
+    let later = t0 + Duration::from_secs(10);
+    let mut p = rtp(SSRC, &[0x41; 20]);
+    assert_eq!(
+        judge(&mut r, Party::Caller, stranger, later, &mut p),
+        Err(DropReason::WrongSource)
+    );
+}
+
+#[test]
+fn nat_latch_on_an_announced_ssrc_and_the_reply_goes_there() {
+    let t0 = Instant::now();
+    let arbiter = Arc::new(Arbiter::new());
+    arbiter.grant(Party::Caller).unwrap();
+    let mut r = rules(&arbiter, vec![SSRC]);
+    let nat = addr("198.51.100.7:40001");
+    let mut t = Tally::default();
+    let mut p = rtp(SSRC, &[0x41; 20]);
+    r.judge(at(Party::Caller), nat, t0, &mut p, &mut t).unwrap();
+    assert!(t.latched, "strong evidence latches at once");
+    // The keyframe request toward the caller goes to the latched address.
+    assert_eq!(r.rtcp_destination(0, Party::Caller), Some(nat));
+}
+
+#[test]
+fn keyframe_requests_are_throttled_on_virtual_time() {
+    let t0 = Instant::now();
+    let arbiter = Arc::new(Arbiter::new());
+    arbiter.grant(Party::Caller).unwrap();
+    let mut r = rules(&arbiter, vec![SSRC]);
+    let pli = || {
+        let mut b = vec![0u8; 12];
+        emit_pli(9, SSRC, &mut b).unwrap();
+        b
+    };
+    let mut first = pli();
+    let e = judge(&mut r, Party::Callee, callee(), t0, &mut first).unwrap();
+    assert_eq!(
+        e,
+        Egress {
+            len: 12,
+            rtcp: true
+        }
+    );
+    let mut t = Tally::default();
+    let mut again = pli();
+    let e = r
+        .judge(
+            at(Party::Callee),
+            callee(),
+            t0 + Duration::from_millis(100),
+            &mut again,
+            &mut t,
+        )
+        .unwrap();
+    assert_eq!(e.len, 0, "a repeat within the interval is dropped");
+    assert_eq!(t.drops[DropReason::RateLimited as usize], 1);
+    let mut later = pli();
+    let e = judge(
+        &mut r,
+        Party::Callee,
+        callee(),
+        t0 + Duration::from_millis(600),
+        &mut later,
+    )
+    .unwrap();
+    assert_eq!(e.len, 12);
+    // A keyframe from the caller makes the next request redundant.
+    let mut idr = rtp(SSRC, &[0x65, 0x88, 0x84]);
+    judge(
+        &mut r,
+        Party::Caller,
+        caller(),
+        t0 + Duration::from_secs(2),
+        &mut idr,
+    )
+    .unwrap();
+    let mut after_idr = pli();
+    let e = judge(
+        &mut r,
+        Party::Callee,
+        callee(),
+        t0 + Duration::from_millis(2100),
+        &mut after_idr,
+    )
+    .unwrap();
+    assert_eq!(e.len, 0);
+    // The relay's own request follows the same interval.
+    let mut buf = [0u8; 64];
+    assert_eq!(
+        r.keyframe_request(t0 + Duration::from_millis(2200), &mut buf),
+        Some((0, 12))
+    );
+    assert!(r
+        .keyframe_request(t0 + Duration::from_millis(2300), &mut buf)
+        .is_none());
+    assert_eq!(
+        r.keyframe_request(t0 + Duration::from_secs(5), &mut buf),
+        Some((0, 12))
+    );
+}
+
+#[test]
+fn caller_bye_is_seen() {
+    let t0 = Instant::now();
+    let arbiter = Arc::new(Arbiter::new());
+    let mut r = rules(&arbiter, vec![SSRC]);
+    let mut bye = vec![0x81, 203, 0, 1];
+    bye.extend_from_slice(&SSRC.to_be_bytes());
+    let mut t = Tally::default();
+    let e = r
+        .judge(at(Party::Caller), caller(), t0, &mut bye, &mut t)
+        .unwrap();
+    assert!(t.bye && e.rtcp);
+}
+
+#[test]
+fn per_leg_srtp_is_terminated_and_wrong_keys_fail() {
+    let t0 = Instant::now();
+    let arbiter = Arc::new(Arbiter::new());
+    arbiter.grant(Party::Caller).unwrap();
+    let key = |b: u8| MasterKey::new(SrtpSuite::AeadAes128Gcm, vec![b; 28]).unwrap();
+    let mut l0 = leg(caller(), vec![SSRC]);
+    l0.srtp_in = Some(key(1));
+    let mut l1 = leg(callee(), vec![]);
+    l1.srtp_out = Some(key(2));
+    let mut r = CallRules::new(&RulesSetup {
+        arbiter: arbiter.clone(),
+        security: MediaSecurity::PerLeg,
+        streams: vec![StreamSetup {
+            kind: MediaKind::Video,
+            encrypted: true,
+            legs: [l0, l1],
+            caller_ssrcs: vec![SSRC],
+        }],
+        control: [None, None],
+        server_ssrc: 1,
+        video_ssrc: SSRC,
+        latch_after: 3,
+    })
+    .unwrap();
+    let mut tx = SrtpContext::new(&key(1));
+    let mut rx = SrtpContext::new(&key(2));
+    let plain = rtp(SSRC, &[0x41; 100]);
+    let mut p = plain.clone();
+    p.resize(plain.len() + 16, 0);
+    let n = tx.protect_rtp(&mut p, plain.len()).unwrap();
+    p.truncate(n);
+    let e = judge(&mut r, Party::Caller, caller(), t0, &mut p).unwrap();
+    let mut out = p[..e.len].to_vec();
+    let m = rx.unprotect_rtp(&mut out).unwrap();
+    assert_eq!(
+        &out[..m],
+        &plain[..],
+        "re-encrypted with the callee leg's key"
+    );
+    // The same packet again: replay.
+    let mut replay = p.clone();
+    let mut again = {
+        let mut q = plain.clone();
+        q.resize(plain.len() + 16, 0);
+        let mut tx2 = SrtpContext::new(&key(1));
+        let n = tx2.protect_rtp(&mut q, plain.len()).unwrap();
+        q.truncate(n);
+        q
+    };
+    assert_eq!(
+        judge(&mut r, Party::Caller, caller(), t0, &mut again),
+        Err(DropReason::AuthFailure)
+    );
+    replay[20] ^= 1;
+    assert_eq!(
+        judge(&mut r, Party::Caller, caller(), t0, &mut replay),
+        Err(DropReason::AuthFailure)
+    );
+}
+
+#[test]
+fn control_channel_screen_latch_and_seal() {
+    let t0 = Instant::now();
+    let arbiter = Arc::new(Arbiter::new());
+    let mut r = CallRules::new(&RulesSetup {
+        arbiter,
+        security: MediaSecurity::EndToEnd,
+        streams: vec![],
+        control: [
+            Some(ControlSetup {
+                remote: Some(caller()),
+                key: None,
+            }),
+            None,
+        ],
+        server_ssrc: 1,
+        video_ssrc: SSRC,
+        latch_after: 3,
+    })
+    .unwrap();
+    let mut msg = vec![0x80, 204, 0, 2, 0, 0, 0, 1, b'M', b'C', b'V', b'0'];
+    assert_eq!(
+        r.admit_control(Party::Caller, caller(), t0, &mut msg),
+        Ok(12)
+    );
+    assert_eq!(
+        r.admit_control(Party::Caller, addr("203.0.113.9:1"), t0, &mut msg),
+        Err(DropReason::WrongSource)
+    );
+    assert_eq!(
+        r.admit_control(Party::Callee, callee(), t0, &mut msg),
+        Err(DropReason::Malformed)
+    );
+    let mut buf = vec![0u8; 64];
+    assert_eq!(
+        r.seal_control(Party::Caller, &mut buf, 12)
+            .unwrap()
+            .unwrap(),
+        (12, caller())
+    );
+    assert!(r.seal_control(Party::Callee, &mut buf, 12).is_none());
+}

@@ -1,0 +1,477 @@
+//! A worker: one thread, one level-triggered epoll loop, no async runtime on the media path.
+//! It owns its calls outright — their sans-IO control state, their sockets, their per-packet
+//! rules — so nothing on a call's path takes a lock. The control plane reaches it through a
+//! queue ([`Cmd`], crossbeam) and an eventfd waker, and waits for the reply.
+//!
+//! Per wake-up: drain the command queue; `epoll_wait` until the earliest call timer; for each
+//! ready socket, receive and judge its batch (going back to `epoll_wait` as soon as a batch
+//! comes back short: the queue is drained); run the calls that asked for it and the timers
+//! that are due. A panic while handling one call ends that call (`internal_error`) and nothing
+//! else.
+#![allow(clippy::disallowed_methods)] // the worker is where the clock is read
+
+mod call;
+mod media;
+
+use super::io::{Events, Poller, Waker};
+use super::plane::{lock, Plane, WorkerStats};
+use super::ports::BoundPort;
+use super::CallSummary;
+use crate::control::call::{AnswerCall, Call, CallAnswer, Entropy, SetupError};
+use crate::control::ReleaseReason;
+use call::CallRt;
+use media::Scratch;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{error, warn};
+
+/// The reply half of a command.
+pub(crate) type Reply<T> = crossbeam_channel::Sender<T>;
+
+/// What the control plane asks of a worker.
+pub(crate) enum Cmd {
+    /// Run this offered call (its sockets are bound, not yet polled).
+    Adopt(Box<(Call, HashMap<u16, BoundPort>)>),
+    /// The callee accepted.
+    Accept(Arc<str>, AnswerCall, Reply<Result<CallAnswer, SetupError>>),
+    /// The callee declined.
+    Reject(Arc<str>, Reply<Result<CallSummary, SetupError>>),
+    /// Release the call.
+    Release(
+        Arc<str>,
+        ReleaseReason,
+        Reply<Result<CallSummary, SetupError>>,
+    ),
+    /// One call's summary.
+    Get(Arc<str>, Reply<Option<CallSummary>>),
+    /// Every call's summary.
+    List(Reply<Vec<CallSummary>>),
+    /// Release every call (reason `shutdown`) and stop.
+    Shutdown,
+}
+
+impl core::fmt::Debug for Cmd {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Cmd::Adopt(_) => "Adopt",
+            Cmd::Accept(..) => "Accept",
+            Cmd::Reject(..) => "Reject",
+            Cmd::Release(..) => "Release",
+            Cmd::Get(..) => "Get",
+            Cmd::List(_) => "List",
+            Cmd::Shutdown => "Shutdown",
+        })
+    }
+}
+
+/// The waker's token.
+const WAKER: u64 = u64::MAX;
+/// Ready sockets reported per `epoll_wait`.
+const EVENTS: usize = 256;
+
+fn token(slot: u32, gen: u32, socket: usize) -> u64 {
+    (u64::from(slot) << 32) | (u64::from(gen & 0xffff) << 16) | (socket as u64 & 0xffff)
+}
+
+fn untoken(t: u64) -> (u32, u32, usize) {
+    (
+        (t >> 32) as u32,
+        ((t >> 16) & 0xffff) as u32,
+        (t & 0xffff) as usize,
+    )
+}
+
+/// Randomness from the OS (the relay's per_leg keys toward the caller).
+pub(crate) struct OsEntropy(pub(crate) ring::rand::SystemRandom);
+
+impl Default for OsEntropy {
+    fn default() -> Self {
+        OsEntropy(ring::rand::SystemRandom::new())
+    }
+}
+
+impl Entropy for OsEntropy {
+    fn fill(&mut self, buf: &mut [u8]) {
+        use ring::rand::SecureRandom;
+        if self.0.fill(buf).is_err() {
+            // The OS generator does not fail on Linux; never hand out zeros silently.
+            panic!("the operating system's random generator failed");
+        }
+    }
+}
+
+struct Slot {
+    gen: u32,
+    rt: CallRt,
+}
+
+/// Time spent working, for the placement of new calls.
+struct Busy {
+    since: Instant,
+    worked: Duration,
+}
+
+pub(crate) struct Worker {
+    index: usize,
+    plane: Arc<Plane>,
+    rx: crossbeam_channel::Receiver<Cmd>,
+    waker: Arc<Waker>,
+    stats: Arc<WorkerStats>,
+    poller: Poller,
+    slots: Vec<Option<Slot>>,
+    free: Vec<u32>,
+    next_gen: u32,
+    by_id: HashMap<Arc<str>, u32>,
+    timers: BinaryHeap<Reverse<(Instant, u32, u32)>>,
+    ready: Vec<u64>,
+    to_step: Vec<u32>,
+    scratch: Scratch,
+    tx: Vec<u8>,
+    entropy: OsEntropy,
+    busy: Busy,
+}
+
+impl Worker {
+    pub(crate) fn new(
+        index: usize,
+        plane: Arc<Plane>,
+        rx: crossbeam_channel::Receiver<Cmd>,
+        waker: Arc<Waker>,
+        stats: Arc<WorkerStats>,
+    ) -> std::io::Result<Worker> {
+        let poller = Poller::new()?;
+        poller.add(waker.fd(), WAKER)?;
+        Ok(Worker {
+            index,
+            plane,
+            rx,
+            waker,
+            stats,
+            poller,
+            slots: Vec::new(),
+            free: Vec::new(),
+            next_gen: 0,
+            by_id: HashMap::new(),
+            timers: BinaryHeap::new(),
+            ready: Vec::with_capacity(EVENTS),
+            to_step: Vec::new(),
+            scratch: Scratch::default(),
+            tx: Vec::with_capacity(1600),
+            entropy: OsEntropy(ring::rand::SystemRandom::new()),
+            busy: Busy {
+                since: Instant::now(),
+                worked: Duration::ZERO,
+            },
+        })
+    }
+
+    /// Runs until [`Cmd::Shutdown`] (or the engine is gone).
+    pub(crate) fn run(mut self) {
+        let mut events = Events::with_capacity(EVENTS);
+        loop {
+            if !self.commands() {
+                return;
+            }
+            let before = Instant::now();
+            let timeout = self.timers.peek().map(|Reverse((t, ..))| {
+                t.saturating_duration_since(before) + Duration::from_micros(50)
+            });
+            self.ready.clear();
+            match self.poller.wait(&mut events, timeout) {
+                Ok(()) => self.ready.extend(events.tokens()),
+                Err(e) => {
+                    error!(worker = self.index, error = %e, "epoll_wait failed");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+            let now = Instant::now();
+            for i in 0..self.ready.len() {
+                match self.ready.get(i).copied() {
+                    Some(WAKER) => self.waker.drain(),
+                    Some(t) => self.readable(t, now),
+                    None => {}
+                }
+            }
+            self.expire(now);
+            self.step_pending(now);
+            self.account(before, now);
+        }
+    }
+
+    /// Handles every queued command; `false` once the worker must stop.
+    fn commands(&mut self) -> bool {
+        loop {
+            match self.rx.try_recv() {
+                Ok(Cmd::Shutdown) | Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                    self.shutdown();
+                    return false;
+                }
+                Ok(cmd) => self.command(cmd),
+                Err(crossbeam_channel::TryRecvError::Empty) => return true,
+            }
+        }
+    }
+
+    fn command(&mut self, cmd: Cmd) {
+        let now = Instant::now();
+        match cmd {
+            Cmd::Adopt(b) => {
+                let (call, bound) = *b;
+                self.adopt(call, bound, now);
+            }
+            Cmd::Accept(id, answer, reply) => {
+                let r = self.accept(&id, answer, now);
+                let _ = reply.send(r);
+            }
+            Cmd::Reject(id, reply) => {
+                let r = self.with_call(&id, |rt| rt.call.reject(now).map(|()| rt.summary(now)));
+                let r = r.unwrap_or_else(|| Err(SetupError::UnknownCall(id.to_string())));
+                self.end_if_released(&id, now);
+                let _ = reply.send(r);
+            }
+            Cmd::Release(id, reason, reply) => {
+                let r = self.with_call(&id, |rt| {
+                    rt.call.release(now, reason);
+                    rt.summary(now)
+                });
+                self.end_if_released(&id, now);
+                let _ = reply.send(r.ok_or_else(|| SetupError::UnknownCall(id.to_string())));
+            }
+            Cmd::Get(id, reply) => {
+                let r = self.with_call(&id, |rt| rt.summary(now));
+                let _ = reply.send(r);
+            }
+            Cmd::List(reply) => {
+                let all = self.slots.iter().flatten().map(|s| s.rt.summary(now));
+                let _ = reply.send(all.collect());
+            }
+            Cmd::Shutdown => {}
+        }
+    }
+
+    /// Runs `f` on the call `id` (if it lives here), ending the call if `f` panics.
+    fn with_call<T>(&mut self, id: &str, f: impl FnOnce(&mut CallRt) -> T) -> Option<T> {
+        let slot = *self.by_id.get(id)?;
+        let rt = &mut self.slots.get_mut(slot as usize)?.as_mut()?.rt;
+        match catch_unwind(AssertUnwindSafe(|| f(rt))) {
+            Ok(v) => Some(v),
+            Err(_) => {
+                self.fail(slot, Instant::now());
+                None
+            }
+        }
+    }
+
+    fn adopt(&mut self, call: Call, bound: HashMap<u16, BoundPort>, now: Instant) {
+        let id: Arc<str> = call.id().into();
+        let slot = self.free.pop().unwrap_or_else(|| {
+            self.slots.push(None);
+            (self.slots.len() - 1) as u32
+        });
+        self.next_gen = self.next_gen.wrapping_add(1);
+        let rt = CallRt::new(
+            call,
+            bound,
+            self.plane.config.latch_after_packets,
+            self.stats.clone(),
+        );
+        if let Some(s) = self.slots.get_mut(slot as usize) {
+            *s = Some(Slot {
+                gen: self.next_gen,
+                rt,
+            });
+        }
+        self.by_id.insert(id, slot);
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        self.step(slot, now); // publishes call.progress, arms the offer timeout
+    }
+
+    fn accept(
+        &mut self,
+        id: &str,
+        answer: AnswerCall,
+        now: Instant,
+    ) -> Result<CallAnswer, SetupError> {
+        let mut entropy = std::mem::take(&mut self.entropy);
+        let r = self.with_call(id, |rt| rt.call.accept(now, answer, &mut entropy));
+        self.entropy = entropy;
+        let answer = r.ok_or_else(|| SetupError::UnknownCall(id.to_owned()))??;
+        let Some(&slot) = self.by_id.get(id) else {
+            return Ok(answer);
+        };
+        if let Err(e) = self.start_media(slot) {
+            warn!(call = %id, error = %e, "cannot start the call's media");
+            self.with_call(id, |rt| rt.call.release(now, ReleaseReason::InternalError));
+        }
+        self.step(slot, now); // Granted, the Notification, call.established
+        Ok(answer)
+    }
+
+    fn start_media(&mut self, slot: u32) -> std::io::Result<()> {
+        let Some(Some(s)) = self.slots.get_mut(slot as usize) else {
+            return Ok(());
+        };
+        let gen = s.gen;
+        s.rt.start_media()?;
+        for (i, sock) in s.rt.sockets() {
+            self.poller.add(sock, token(slot, gen, i))?;
+        }
+        Ok(())
+    }
+
+    /// A socket is readable.
+    fn readable(&mut self, t: u64, now: Instant) {
+        let (slot, gen, socket) = untoken(t);
+        let Some(Some(s)) = self.slots.get_mut(slot as usize) else {
+            return;
+        };
+        if s.gen & 0xffff != gen {
+            return;
+        }
+        let (rt, scratch) = (&mut s.rt, &mut self.scratch);
+        match catch_unwind(AssertUnwindSafe(|| rt.on_readable(socket, now, scratch))) {
+            Ok(w) if w.step => self.to_step.push(slot),
+            Ok(_) => {}
+            Err(_) => self.fail(slot, now),
+        }
+    }
+
+    /// Runs the timers that are due.
+    fn expire(&mut self, now: Instant) {
+        while let Some(&Reverse((at, slot, gen))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let live = matches!(self.slots.get(slot as usize), Some(Some(s)) if s.gen == gen && s.rt.armed == Some(at));
+            if live {
+                if let Some(Some(s)) = self.slots.get_mut(slot as usize) {
+                    s.rt.armed = None;
+                }
+                self.step(slot, now);
+            }
+        }
+    }
+
+    fn step_pending(&mut self, now: Instant) {
+        while let Some(slot) = self.to_step.pop() {
+            self.step(slot, now);
+        }
+    }
+
+    /// Runs one call: feeds it, sends what it polls out, publishes its events, re-arms its
+    /// timer, and ends it once released.
+    fn step(&mut self, slot: u32, now: Instant) {
+        let Some(Some(s)) = self.slots.get_mut(slot as usize) else {
+            return;
+        };
+        let gen = s.gen;
+        let (rt, tx, plane) = (&mut s.rt, &mut self.tx, &self.plane);
+        let before = *rt.call.tc_stats();
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            rt.step(now, tx);
+            while let Some(ev) = rt.call.poll_event() {
+                plane.publish(ev);
+            }
+            rt.call.poll_timeout()
+        }));
+        let next = match r {
+            Ok(next) => next,
+            Err(_) => return self.fail(slot, now),
+        };
+        let after = *rt.call.tc_stats();
+        {
+            let mut tc = lock(&self.stats.tc);
+            tc.0.add_all(&after.received.since(&before.received));
+            tc.1.add_all(&after.sent.since(&before.sent));
+        }
+        if rt.released() {
+            return self.end(slot);
+        }
+        if next != rt.armed {
+            rt.armed = next;
+            if let Some(at) = next {
+                self.timers.push(Reverse((at, slot, gen)));
+            }
+        }
+    }
+
+    fn end_if_released(&mut self, id: &str, now: Instant) {
+        if let Some(&slot) = self.by_id.get(id) {
+            self.step(slot, now);
+        }
+    }
+
+    /// Removes a released call: its sockets close, its counters go to the worker's totals,
+    /// its ports and IDs go back.
+    fn end(&mut self, slot: u32) {
+        let Some(s) = self.slots.get_mut(slot as usize).and_then(Option::take) else {
+            return;
+        };
+        self.free.push(slot);
+        let Slot { rt, .. } = s;
+        self.by_id.remove(rt.call.id());
+        self.stats.calls.fetch_sub(1, Ordering::Relaxed);
+        let ports = rt.ports.clone();
+        let call = catch_unwind(AssertUnwindSafe(move || {
+            let CallRt { call, .. } = rt; // drops the sockets
+            call
+        }));
+        match call {
+            Ok(call) => self.plane.finished(&call, &ports),
+            Err(_) => error!(worker = self.index, "a call's teardown panicked"),
+        }
+    }
+
+    /// A panic while handling the call in `slot`: release it with `internal_error` and go on
+    /// with the others.
+    fn fail(&mut self, slot: u32, now: Instant) {
+        let Some(Some(s)) = self.slots.get_mut(slot as usize) else {
+            return;
+        };
+        let id: Arc<str> = s.rt.call.id().into();
+        error!(worker = self.index, call = %id, "a bug while handling this call: releasing it");
+        let plane = &self.plane;
+        let rt = &mut s.rt;
+        let clean = catch_unwind(AssertUnwindSafe(|| {
+            rt.call.release(now, ReleaseReason::InternalError);
+            while let Some(ev) = rt.call.poll_event() {
+                plane.publish(ev);
+            }
+        }));
+        if clean.is_err() {
+            plane.released_without_call(&id, ReleaseReason::InternalError);
+        }
+        self.end(slot);
+    }
+
+    fn shutdown(&mut self) {
+        let now = Instant::now();
+        let ids: Vec<Arc<str>> = self.by_id.keys().cloned().collect();
+        for id in ids {
+            self.with_call(&id, |rt| rt.call.release(now, ReleaseReason::Shutdown));
+            self.end_if_released(&id, now);
+        }
+    }
+
+    /// Tracks the share of time spent working (published once a second).
+    fn account(&mut self, before: Instant, now: Instant) {
+        self.busy.worked += Instant::now().saturating_duration_since(now);
+        let _ = before;
+        let span = now.saturating_duration_since(self.busy.since);
+        if span >= Duration::from_secs(1) {
+            let permille = (self.busy.worked.as_secs_f64() / span.as_secs_f64() * 1000.0) as u32;
+            self.stats
+                .busy_permille
+                .store(permille.min(1000), Ordering::Relaxed);
+            self.busy = Busy {
+                since: now,
+                worked: Duration::ZERO,
+            };
+        }
+    }
+}
