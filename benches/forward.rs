@@ -23,11 +23,6 @@ fn rtp(seq: u16) -> Vec<u8> {
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()
-        .unwrap();
-    let _enter = rt.enter();
     let now = Instant::now();
     let mut g = c.benchmark_group("forward");
     g.throughput(Throughput::Elements(1));

@@ -475,3 +475,6 @@ impl Worker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
