@@ -12,7 +12,7 @@
 //! | [`sdp`] | line-preserving SDP reader and rewriter (only `c=`, `m=` ports, `a=rtcp`, and `a=crypto` in per_leg mode change) | none |
 //! | [`keys`], [`srtp`] | SDES suites and master keys; in-place SRTP/SRTCP (AEAD_AES_128_GCM, AES_CM_128_HMAC_SHA1_80) with replay protection | none |
 //! | [`control`] | the **sans-IO core**: the lock-free [`control::arbiter::Arbiter`], the [`control::server::TransmissionControlServer`] and the call procedure ([`control::call::CallTable`], [`control::call::Call`]) | given time, never reads the clock |
-//! | `relay` | the engine: worker threads (one current-thread tokio runtime per core), batched UDP, source latching, SRTP termination | sockets, clock |
+//! | `relay` | the engine: the per-packet rules as plain state (`relay::rules`, sans-IO), one socket layer (`relay::io`: batched UDP, GRO/GSO, epoll), worker threads that own their calls (plain epoll loops, no async runtime), the control plane below them | sockets, clock |
 //! | `sidecar` | `mcvideo-relay serve`: the HTTP/JSON control API, metrics, config | HTTP |
 //!
 //! ## The sans-IO contract

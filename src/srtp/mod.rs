@@ -96,27 +96,15 @@ struct RtpHeaderInfo {
     ssrc: u32,
 }
 
-/// Reads the RTP header at the start of `pkt` (RFC 3550 §5.1, §5.3.1).
+/// Reads the RTP header at the start of `pkt` (RFC 3550 §5.1, §5.3.1) with the one RTP parser,
+/// [`crate::wire::rtp::RtpPacket`] (the padding count is encrypted, so it is not checked).
 fn parse_rtp_header(pkt: &[u8]) -> Result<RtpHeaderInfo, SrtpError> {
-    let fixed: &[u8; 12] = pkt.first_chunk().ok_or(SrtpError::Malformed)?;
-    if fixed[0] >> 6 != 2 {
-        return Err(SrtpError::Malformed);
-    }
-    let mut len = 12 + 4 * usize::from(fixed[0] & 0x0f);
-    if fixed[0] & 0x10 != 0 {
-        let ext: &[u8; 4] = pkt
-            .get(len..)
-            .and_then(<[u8]>::first_chunk)
-            .ok_or(SrtpError::Malformed)?;
-        len += 4 + 4 * usize::from(u16::from_be_bytes([ext[2], ext[3]]));
-    }
-    if len > pkt.len() {
-        return Err(SrtpError::Malformed);
-    }
+    let p = crate::wire::rtp::RtpPacket::new_unchecked(pkt);
+    let len = p.check_header().map_err(|_| SrtpError::Malformed)?;
     Ok(RtpHeaderInfo {
         len,
-        sequence_number: u16::from_be_bytes([fixed[2], fixed[3]]),
-        ssrc: u32::from_be_bytes([fixed[8], fixed[9], fixed[10], fixed[11]]),
+        sequence_number: p.sequence_number(),
+        ssrc: p.ssrc(),
     })
 }
 

@@ -148,6 +148,30 @@ impl<T: AsRef<[u8]>> RtpPacket<T> {
     pub fn check_len(&self) -> Result<()> {
         let buf = self.buffer.as_ref();
         let len = buf.len();
+        let header_len = self.check_header()?;
+        if self.padding() {
+            // `len >= HEADER_LEN`, so the last byte exists.
+            let count = buf.last().copied().map_or(0, usize::from);
+            if count == 0 {
+                return Err(Error::Malformed("rtp padding count is zero"));
+            }
+            if count > len - header_len {
+                return Err(Error::BadLength("rtp padding count"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the header alone (version, CSRC list, extension) and returns its length. Unlike
+    /// [`check_len`](Self::check_len) it does not look at the padding count, which an SRTP
+    /// packet carries encrypted.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Truncated`], [`Error::BadVersion`], [`Error::BadLength`] as for `check_len`.
+    pub fn check_header(&self) -> Result<usize> {
+        let buf = self.buffer.as_ref();
+        let len = buf.len();
         if len < HEADER_LEN {
             return Err(Error::Truncated("rtp fixed header"));
         }
@@ -167,17 +191,7 @@ impl<T: AsRef<[u8]>> RtpPacket<T> {
                 return Err(Error::BadLength("rtp header extension length"));
             }
         }
-        if self.padding() {
-            // `len >= HEADER_LEN`, so the last byte exists.
-            let count = buf.last().copied().map_or(0, usize::from);
-            if count == 0 {
-                return Err(Error::Malformed("rtp padding count is zero"));
-            }
-            if count > len - header_len {
-                return Err(Error::BadLength("rtp padding count"));
-            }
-        }
-        Ok(())
+        Ok(header_len)
     }
 
     /// Unwraps the buffer.
