@@ -225,6 +225,8 @@ pub struct Media {
     pub crypto: Vec<Crypto>,
     /// `a=fmtp:MCVideo ...`, if present.
     pub mcvideo: Option<McVideoFmtp>,
+    /// RTP clock rate of the first format, from its `a=rtpmap` (e.g. 90000 for `H264/90000`).
+    pub clock_rate: Option<u32>,
     /// Media-level direction attribute, else the session-level one, else `SendRecv`.
     pub direction: Direction,
     /// 1-based line number of the `m=` line.
@@ -813,6 +815,7 @@ fn parse_m_line(value: &str, idx: usize) -> Result<Building, &'static str> {
             ssrcs: Vec::new(),
             crypto: Vec::new(),
             mcvideo: None,
+            clock_rate: None,
             direction: Direction::SendRecv,
             line: idx + 1,
         },
@@ -955,6 +958,21 @@ fn media_attr(b: &mut Building, idx: usize, value: &str) -> Result<(), &'static 
                 .ok_or("bad a=ssrc id")?;
             if !b.media.ssrcs.contains(&id) {
                 b.media.ssrcs.push(id);
+            }
+        }
+        ("rtpmap", Some(a)) => {
+            // `<format> <encoding>/<clock>[/<channels>]`; anything else is left alone (the
+            // line passes through byte for byte either way).
+            let mut t = a.split_whitespace();
+            let (fmt, enc) = (t.next(), t.next());
+            if b.media.clock_rate.is_none()
+                && fmt.is_some()
+                && fmt == b.media.formats.first().map(String::as_str)
+            {
+                b.media.clock_rate = enc
+                    .and_then(|e| e.split('/').nth(1))
+                    .and_then(num::<u32>)
+                    .filter(|&c| c > 0);
             }
         }
         ("crypto", a) => {

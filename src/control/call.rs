@@ -387,6 +387,8 @@ pub struct MediaStream {
     /// Per-leg SRTP keys (per_leg mode, audio and video), per party; set when the call is
     /// established.
     pub keys: [Option<LegKeys>; 2],
+    /// RTP clock rate from the caller's `a=rtpmap` for the stream's first format.
+    pub clock_rate: Option<u32>,
     pending_keys: Option<PendingKeys>,
 }
 
@@ -1168,6 +1170,7 @@ impl CallTable {
                 remote_rtcp: [m.rtcp_addr(), None],
                 announced_ssrcs: [m.ssrcs.clone(), Vec::new()],
                 keys: [None, None],
+                clock_rate: m.clock_rate,
                 pending_keys: None,
             };
             if o && !failed {

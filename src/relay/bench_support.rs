@@ -48,6 +48,7 @@ impl ForwardPath {
             streams: vec![StreamSetup {
                 kind: MediaKind::Video,
                 encrypted: per_leg,
+                clock_rate: 90_000,
                 legs: [leg(from, caller_in, None), leg(to, None, callee_out)],
                 caller_ssrcs: vec![ssrc],
             }],

@@ -182,6 +182,8 @@ pub struct CallSummary {
     pub caller: LegSnapshot,
     /// Counters of the callee's leg.
     pub callee: LegSnapshot,
+    /// Media quality per stream and leg (empty until the call is established).
+    pub quality: Vec<rules::StreamQuality>,
     /// Transmission control counters.
     pub tc: TcStats,
 }

@@ -10,6 +10,7 @@ use crate::control::registry::{RegistryError, UeEntry};
 use crate::control::{CommencementMode, MediaSecurity};
 use crate::keys::{MasterKey, SrtpSuite};
 use crate::relay::{CallSummary, DropReason, Engine, LegSnapshot};
+use crate::sdp::MediaKind;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Path, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -315,6 +316,50 @@ fn leg_json(id: &str, l: &LegSnapshot) -> Value {
     })
 }
 
+fn quality_json(q: &crate::relay::rules::LegQuality) -> Value {
+    let rr = q.receiver_report.map(|r| {
+        json!({
+            "fraction_lost": f64::from(r.fraction_lost) / 256.0,
+            "cumulative_lost": r.cumulative_lost,
+            "jitter": r.jitter,
+            "rtt_ms": r.rtt.map(|d| d.as_secs_f64() * 1000.0),
+        })
+    });
+    json!({
+        "packets": q.packets,
+        "bytes": q.bytes,
+        "bitrate_bps": q.bitrate_bps,
+        "lost": q.lost,
+        "jitter_ms": q.jitter_ms,
+        "frame_rate": q.frame_rate,
+        "frames": q.frames,
+        "keyframes": q.keyframes,
+        "last_packet_age_ms": q.last_packet_age.map(|d| d.as_secs_f64() * 1000.0),
+        "receiver_report": rr,
+    })
+}
+
+/// Per stream: what each party sent the relay and what it reported receiving.
+pub(crate) fn quality_list(s: &CallSummary) -> Value {
+    Value::Array(
+        s.quality
+            .iter()
+            .map(|q| {
+                json!({
+                    "kind": match &q.kind {
+                        MediaKind::Audio => "audio",
+                        MediaKind::Video => "video",
+                        MediaKind::Control => "control",
+                        MediaKind::Other(o) => o.as_str(),
+                    },
+                    "caller": quality_json(&q.legs[0]),
+                    "callee": quality_json(&q.legs[1]),
+                })
+            })
+            .collect(),
+    )
+}
+
 fn summary_json(s: &CallSummary) -> Value {
     let kinds = |c: &crate::control::server::KindCounters| -> Map<String, Value> {
         c.iter()
@@ -339,6 +384,7 @@ fn summary_json(s: &CallSummary) -> Value {
             "ignored": s.tc.ignored,
             "rate_limited": s.tc.rate_limited,
         },
+        "quality": quality_list(s),
     })
 }
 

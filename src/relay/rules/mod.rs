@@ -11,12 +11,14 @@
 
 mod keyframe;
 mod latch;
+mod quality;
 mod setup;
 
 pub use keyframe::{
     h264_keyframe_start, KeyframePolicy, KEYFRAME_REDUNDANT_WINDOW, KEYFRAME_REQUEST_INTERVAL,
 };
 pub use latch::{Evidence, Latch, StrangerBudget, Verdict, STRANGER_BURST, STRANGER_RATE};
+pub use quality::{LegQuality, ReceiverReport, RtpMeter, RttProbe};
 pub use setup::{
     ControlSetup, Egress, Ingress, LegSetup, RulesSetup, SsrcFilter, StreamSetup, Tally,
 };
@@ -60,6 +62,19 @@ struct LegRules {
     separate_rtcp: bool,
     srtp_in: SrtpSlot,
     srtp_out: SrtpSlot,
+    /// RTP received from this leg's party.
+    meter: RtpMeter,
+    /// Sender reports forwarded to this leg's party, and its receiver reports.
+    reports: RttProbe,
+}
+
+/// The media quality of one stream: what each party sent, and what each reported receiving.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamQuality {
+    /// Media type.
+    pub kind: MediaKind,
+    /// Caller's and callee's legs.
+    pub legs: [LegQuality; 2],
 }
 
 /// Cheap checks before any per-packet work: a stranger to a leg or channel with a confirmed
@@ -93,7 +108,7 @@ fn latch_verdict(v: Verdict, t: &mut Tally) -> Result<(), DropReason> {
 }
 
 impl LegRules {
-    fn new(l: &LegSetup, latch_after: u32) -> Result<Self, SrtpError> {
+    fn new(l: &LegSetup, latch_after: u32, clock_rate: u32) -> Result<Self, SrtpError> {
         Ok(LegRules {
             rtp_latch: Latch::new(l.remote_rtp, latch_after),
             rtcp_latch: Latch::new(l.remote_rtcp, latch_after),
@@ -102,6 +117,8 @@ impl LegRules {
             separate_rtcp: l.separate_rtcp,
             srtp_in: srtp(l.srtp_in.as_ref())?,
             srtp_out: srtp(l.srtp_out.as_ref())?,
+            meter: RtpMeter::new(clock_rate),
+            reports: RttProbe::default(),
         })
     }
 
@@ -225,8 +242,8 @@ impl CallRules {
                 kind: s.kind.clone(),
                 encrypted: s.encrypted,
                 legs: [
-                    LegRules::new(a, setup.latch_after)?,
-                    LegRules::new(b, setup.latch_after)?,
+                    LegRules::new(a, setup.latch_after, s.clock_rate)?,
+                    LegRules::new(b, setup.latch_after, s.clock_rate)?,
                 ],
                 caller_ssrcs: SsrcFilter::new(&s.caller_ssrcs),
                 keyframes: KeyframePolicy::default(),
@@ -258,6 +275,20 @@ impl CallRules {
     /// Number of media streams.
     pub fn streams(&self) -> usize {
         self.streams.len()
+    }
+
+    /// The media quality of every stream at `now`.
+    pub fn quality(&self, now: Instant) -> Vec<StreamQuality> {
+        self.streams
+            .iter()
+            .map(|s| StreamQuality {
+                kind: s.kind.clone(),
+                legs: s.legs.each_ref().map(|l| LegQuality {
+                    receiver_report: l.reports.last,
+                    ..l.meter.snapshot(now)
+                }),
+            })
+            .collect()
     }
 
     /// Judges one datagram (one segment of a GRO batch) that arrived at `at` from `from`, in
@@ -305,9 +336,12 @@ impl CallRules {
     ) -> Result<usize, DropReason> {
         let per_leg = self.per_leg;
         let s = self.streams.get_mut(si).ok_or(DropReason::Malformed)?;
-        let (len, ssrc) =
-            leg_mut(s, party)?.admit((Kind::Rtp, false), seg, from, now, per_leg, t)?;
+        let l = leg_mut(s, party)?;
+        let (len, ssrc) = l.admit((Kind::Rtp, false), seg, from, now, per_leg, t)?;
         t.media += 1;
+        let p = RtpPacket::new_unchecked(seg.get(..len).unwrap_or_default());
+        l.meter
+            .on_packet(now, p.sequence_number(), p.timestamp(), p.marker(), len);
         if party == Party::Callee || !self.arbiter.may_forward(party) {
             return Err(DropReason::NotGranted);
         }
@@ -318,6 +352,9 @@ impl CallRules {
             if let Ok(p) = RtpPacket::new_checked(seg.get(..len).unwrap_or_default()) {
                 if h264_keyframe_start(p.payload()) {
                     s.keyframes.keyframe_seen(now);
+                    if let Some(l) = s.legs.get_mut(party.index()) {
+                        l.meter.on_keyframe();
+                    }
                 }
             }
         }
@@ -346,10 +383,23 @@ impl CallRules {
             if rtcp::validate_compound(body).is_err() {
                 return Err(DropReason::Malformed);
             }
-            if at.party == Party::Caller
-                && rtcp::compound(body).any(|p| p.is_ok_and(|p| p.kind() == RtcpKind::Goodbye))
-            {
-                t.bye = true;
+            for p in rtcp::compound(body).flatten() {
+                match p.kind() {
+                    RtcpKind::Goodbye if at.party == Party::Caller => t.bye = true,
+                    RtcpKind::SenderReport => {
+                        // The NTP timestamp's middle 32 bits, as the receiver echoes it in LSR.
+                        let ntp = p.body().get(..8).unwrap_or_default();
+                        if let Some(mid) = ntp.get(2..6).and_then(|b| b.try_into().ok()) {
+                            let peer = leg_mut(s, at.party.peer())?;
+                            peer.reports.sender_report(u32::from_be_bytes(mid), now);
+                        }
+                        leg_mut(s, at.party)?.reports.receiver_report(&p, now);
+                    }
+                    RtcpKind::ReceiverReport => {
+                        leg_mut(s, at.party)?.reports.receiver_report(&p, now);
+                    }
+                    _ => {}
+                }
             }
             if at.party == Party::Callee && s.kind == MediaKind::Video {
                 let (kept, dropped) = s.keyframes.filter_requests(body, now);

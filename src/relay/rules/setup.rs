@@ -137,6 +137,8 @@ pub struct StreamSetup {
     pub kind: MediaKind,
     /// SRTP on the wire (RTP/SAVP...): opaque past the header in end_to_end mode.
     pub encrypted: bool,
+    /// RTP clock rate in Hz (jitter); 0 when unknown.
+    pub clock_rate: u32,
     /// Caller's and callee's legs.
     pub legs: [LegSetup; 2],
     /// SSRCs the caller may send with (empty: adopt the first one seen).

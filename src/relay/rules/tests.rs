@@ -36,6 +36,7 @@ fn rules(arbiter: &Arc<Arbiter>, announced: Vec<u32>) -> CallRules {
         streams: vec![StreamSetup {
             kind: MediaKind::Video,
             encrypted: false,
+            clock_rate: 90_000,
             legs: [leg(caller(), announced.clone()), leg(callee(), vec![])],
             caller_ssrcs: announced,
         }],
@@ -285,6 +286,7 @@ fn per_leg_srtp_is_terminated_and_wrong_keys_fail() {
         streams: vec![StreamSetup {
             kind: MediaKind::Video,
             encrypted: true,
+            clock_rate: 90_000,
             legs: [l0, l1],
             caller_ssrcs: vec![SSRC],
         }],

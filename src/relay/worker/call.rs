@@ -194,6 +194,10 @@ impl CallRt {
             streams.push(StreamSetup {
                 kind: s.kind.clone(),
                 encrypted: s.proto.to_ascii_uppercase().contains("SAVP"),
+                clock_rate: s.clock_rate.unwrap_or(match s.kind {
+                    MediaKind::Video => 90_000, // every video payload format's clock
+                    _ => 0,
+                }),
                 legs: [leg(0, a.muxed()), leg(1, b.muxed())],
                 caller_ssrcs,
             });
@@ -427,6 +431,11 @@ impl CallRt {
                 .saturating_duration_since(times.created),
             caller: self.counters[0],
             callee: self.counters[1],
+            quality: self
+                .media
+                .as_ref()
+                .map(|m| m.rules.quality(now))
+                .unwrap_or_default(),
             tc: *call.tc_stats(),
         }
     }
