@@ -39,6 +39,7 @@ fn loss_frame_rate_bitrate_jitter_and_receiver_report() {
             caller_sdp: caller.sdp("a", "RTP/AVP", Some(SSRC), false, ""),
             callee_id: "sip:b@x".into(),
             video_push: true,
+            video_pull: false,
             commencement_mode: None,
             media_security: MediaSecurity::EndToEnd,
             caller_tc_key: None,

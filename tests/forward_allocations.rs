@@ -43,6 +43,7 @@ fn run(mode: MediaSecurity, port_min: u16) -> (u64, u64) {
             caller_sdp: caller.sdp("a", proto, Some(SSRC), true, &crypto),
             callee_id: "sip:b@x".into(),
             video_push: true,
+            video_pull: false,
             commencement_mode: None,
             media_security: mode,
             caller_tc_key: None,

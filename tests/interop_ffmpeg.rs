@@ -41,6 +41,7 @@ fn push_through_relay(mode: MediaSecurity, port_min: u16) {
             caller_sdp: video_sdp("camera", caller_port, SENDER_KEY, Some(SSRC)),
             callee_id: "sip:viewer@mcx.example".into(),
             video_push: true,
+            video_pull: false,
             commencement_mode: None,
             media_security: mode,
             caller_tc_key: None,
@@ -133,4 +134,111 @@ fn ffmpeg_push_end_to_end_mode() {
 #[test]
 fn ffmpeg_push_per_leg_mode() {
     push_through_relay(MediaSecurity::PerLeg, 43_400);
+}
+
+/// Video pull: the viewer calls the camera; the camera (the callee) is the only transmitter,
+/// and every frame it sends decodes at the viewer after the relay.
+fn pull_through_relay(mode: MediaSecurity, port_min: u16) {
+    require("ffmpeg");
+    require("ffprobe");
+    let dir = tmpdir(&format!("pull-{}", mode.as_str()));
+    let mut call = CallConfig::default();
+    call.tc.media_inactivity = Duration::from_secs(2);
+    let engine = Engine::start(EngineConfig {
+        port_min,
+        port_max: port_min + 199,
+        workers: 1,
+        call,
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    let mut events = engine.subscribe();
+    // The viewer asks to pull; it offers where it receives, with the key it would send with.
+    let (recv_port, r1, r2) = port_pair();
+    let offer = engine
+        .create_call(CreateCall {
+            call_id: Some("pull".into()),
+            caller_id: "sip:viewer@mcx.example".into(),
+            caller_sdp: video_sdp("viewer", recv_port, SENDER_KEY, None),
+            callee_id: "sip:camera@mcx.example".into(),
+            video_push: false,
+            video_pull: true,
+            commencement_mode: None,
+            media_security: mode,
+            caller_tc_key: None,
+        })
+        .expect("create_call");
+    let to_callee = RelayAddrs::from_sdp(&offer.sdp_offer);
+    // The camera answers with the key it sends with and its SSRC.
+    let (cam_port, _c1, _c2) = port_pair();
+    let answer = engine
+        .accept_call(
+            "pull",
+            AnswerCall {
+                callee_sdp: video_sdp("camera", cam_port, SENDER_KEY, Some(SSRC)),
+                callee_tc_key: None,
+            },
+        )
+        .expect("accept_call");
+    // The viewer decrypts with the key in the answer it got: the camera's end to end, the
+    // relay's own per leg.
+    let answer_sdp = SessionDescription::parse(&answer.sdp_answer).unwrap();
+    let viewer_key = answer_sdp.media()[0].crypto[0].key_b64.clone();
+    match mode {
+        MediaSecurity::EndToEnd => assert_eq!(viewer_key, SENDER_KEY),
+        MediaSecurity::PerLeg => assert_ne!(viewer_key, SENDER_KEY),
+    }
+    std::fs::write(
+        dir.join("recv.sdp"),
+        video_sdp("viewer", recv_port, &viewer_key, None),
+    )
+    .unwrap();
+    drop((r1, r2));
+    let out = dir.join("out.mkv");
+    let receiver = spawn_receiver(&dir.join("recv.sdp"), &out);
+    std::thread::sleep(Duration::from_millis(700));
+    let sender = send(to_callee.video);
+    assert!(
+        sender.status.success(),
+        "sender: {}",
+        String::from_utf8_lossy(&sender.stderr)
+    );
+    let received = receiver.wait_with_output().expect("receiver exits");
+    assert!(
+        received.status.success(),
+        "receiver: {}",
+        String::from_utf8_lossy(&received.stderr)
+    );
+    assert_eq!(frames(&out), FRAMES, "every frame of the pull decodes");
+    let mut released = None;
+    for _ in 0..40 {
+        while let Ok(ev) = events.try_recv() {
+            if let CallEventKind::Released { reason } = ev.kind {
+                released = Some(reason);
+            }
+        }
+        if released.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(released, Some(ReleaseReason::MediaTimeout));
+    let stats = engine.stats();
+    assert!(
+        stats.caller.packets_out > 100,
+        "the viewer got the video: {stats:?}"
+    );
+    assert_eq!(stats.callee.dropped_total(), 0, "{stats:?}");
+    engine.shutdown();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn ffmpeg_pull_end_to_end_mode() {
+    pull_through_relay(MediaSecurity::EndToEnd, 48_000);
+}
+
+#[test]
+fn ffmpeg_pull_per_leg_mode() {
+    pull_through_relay(MediaSecurity::PerLeg, 48_400);
 }

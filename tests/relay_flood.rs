@@ -49,6 +49,7 @@ fn stranger_flood_is_dropped_counted_and_never_answered() {
             caller_sdp: caller.sdp("a", "RTP/SAVP", Some(SSRC), false, &crypto),
             callee_id: "sip:b@x".into(),
             video_push: true,
+            video_pull: false,
             commencement_mode: None,
             media_security: MediaSecurity::PerLeg,
             caller_tc_key: None,

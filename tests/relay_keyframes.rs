@@ -42,6 +42,7 @@ fn keyframe_requests_at_grant_rate_limited_and_redundant_dropped() {
             caller_sdp: caller.sdp("cam", "RTP/AVP", Some(SSRC), false, ""),
             callee_id: "sip:viewer@x".into(),
             video_push: true,
+            video_pull: false,
             commencement_mode: None,
             media_security: MediaSecurity::EndToEnd,
             caller_tc_key: None,

@@ -109,6 +109,7 @@ fn many_concurrent_calls_then_all_released() {
                 caller_sdp: sdp(caller_port, ssrc, "sendonly"),
                 callee_id: "sip:bob@example.org".into(),
                 video_push: true,
+                video_pull: false,
                 commencement_mode: None,
                 media_security: MediaSecurity::EndToEnd,
                 caller_tc_key: None,

@@ -226,6 +226,7 @@ fuzz_target!(|ops: Vec<Op>| {
                     caller_sdp: offer(c, per_leg, control, audio, ssrc),
                     callee_id: "sip:bob@example.org".into(),
                     video_push: true,
+                    video_pull: false,
                     commencement_mode: Some(if manual {
                         mcvideo_relay::control::CommencementMode::Manual
                     } else {

@@ -23,7 +23,7 @@ use super::policy::AuthorizationPolicy;
 use super::registry::{UeRegistry, MAX_ID_LEN};
 use super::server::{Identities, TcConfig, TcEvent, TcStats, TransmissionControlServer};
 use super::timer::{Timer, TimerTable};
-use super::{CommencementMode, MediaSecurity, Party, ReleaseReason};
+use super::{CallKind, CommencementMode, MediaSecurity, Party, ReleaseReason};
 use crate::keys::{MasterKey, SrtpSuite};
 use crate::sdp::{MediaKind, MediaRewrite, Rewrite, SdpError, SessionDescription};
 use std::collections::{HashMap, VecDeque};
@@ -125,8 +125,11 @@ pub struct CreateCall {
     pub caller_sdp: String,
     /// The callee's MCVideo ID.
     pub callee_id: String,
-    /// The video push indication; must be `true`.
+    /// The video push indication: the caller transmits.
     pub video_push: bool,
+    /// The video pull indication (TS 23.281 §7.3.2.3): the callee transmits to the caller.
+    /// Exactly one of `video_push` and `video_pull` is `true`.
+    pub video_pull: bool,
     /// The caller's requested commencement mode.
     pub commencement_mode: Option<CommencementMode>,
     /// How media is protected.
@@ -170,7 +173,7 @@ pub struct CallAnswer {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SetupError {
-    /// The request lacks the video push indication.
+    /// The request has neither the video push nor the video pull indication (or both).
     NotVideoPush,
     /// A field of the request is unusable.
     BadRequest(String),
@@ -244,7 +247,7 @@ impl core::fmt::Display for SetupError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             SetupError::NotVideoPush => f.write_str(
-                "video_push must be true: this relay carries one-to-one video push calls",
+                "exactly one of video_push and video_pull must be true: this relay carries one-to-one video push and video pull calls",
             ),
             SetupError::BadRequest(m) => f.write_str(m),
             SetupError::BadSdp { party, error } => write!(f, "{party}'s {error}"),
@@ -423,6 +426,7 @@ pub struct CallTimes {
 #[derive(Debug)]
 pub struct Call {
     id: Arc<str>,
+    kind: CallKind,
     caller_id: String,
     callee_id: String,
     state: CallState,
@@ -442,6 +446,11 @@ impl Call {
     /// The call ID.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// Push or pull: which party transmits.
+    pub fn kind(&self) -> CallKind {
+        self.kind
     }
 
     /// The caller's MCVideo ID.
@@ -1026,7 +1035,7 @@ impl CallTable {
     }
 
     fn admit(&self, req: &CreateCall) -> Result<super::registry::Delivery, SetupError> {
-        if !req.video_push {
+        if req.video_push == req.video_pull {
             return Err(SetupError::NotVideoPush);
         }
         for (what, id) in [
@@ -1245,6 +1254,16 @@ impl CallTable {
             }
         };
 
+        let kind = if req.video_pull {
+            CallKind::VideoPull
+        } else {
+            CallKind::VideoPush
+        };
+        // In a pull the callee transmits: the caller's SSRCs are not the transmission's.
+        let (audio_ssrc, video_ssrc) = match kind {
+            CallKind::VideoPush => (audio_ssrc, video_ssrc),
+            CallKind::VideoPull => (None, None),
+        };
         let audio_ssrc = audio_ssrc.unwrap_or_else(|| self.fresh_ssrc());
         let video_ssrc = video_ssrc.unwrap_or_else(|| self.fresh_ssrc());
         let server_ssrc = self.fresh_ssrc();
@@ -1269,11 +1288,13 @@ impl CallTable {
                 server_ssrc,
             },
             [caller_control, false],
-        );
+        )
+        .with_transmitter(kind.transmitter());
         let mut timers = TimerTable::default();
         timers.set(Timer::OfferTimeout, now + self.config.offer_timeout);
         let mut call = Call {
             id: call_id.clone(),
+            kind,
             caller_id: req.caller_id,
             callee_id: req.callee_id,
             state: CallState::Offered,

@@ -130,6 +130,34 @@ impl core::fmt::Display for ReleaseReason {
     }
 }
 
+/// Which kind of one-to-one video call, that is, which party transmits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum CallKind {
+    /// One-to-one video push (TS 23.281 §7.4): only the caller transmits.
+    #[default]
+    VideoPush,
+    /// Video pull (TS 23.281 §7.3.2.3): only the called party transmits, to the caller.
+    VideoPull,
+}
+
+impl CallKind {
+    /// `"video_push"` or `"video_pull"`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CallKind::VideoPush => "video_push",
+            CallKind::VideoPull => "video_pull",
+        }
+    }
+
+    /// The party that transmits; the other is receive only.
+    pub const fn transmitter(self) -> Party {
+        match self {
+            CallKind::VideoPush => Party::Caller,
+            CallKind::VideoPull => Party::Callee,
+        }
+    }
+}
+
 /// Private call commencement mode (TS 23.281 §7.2.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CommencementMode {

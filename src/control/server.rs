@@ -245,6 +245,8 @@ pub struct TransmissionControlServer {
     cfg: TcConfig,
     arbiter: Arc<Arbiter>,
     ids: Identities,
+    /// The party that transmits: the caller in a push, the callee in a pull.
+    transmitter: Party,
     control: [bool; 2],
     phase: Phase,
     timers: TimerTable,
@@ -271,6 +273,7 @@ impl TransmissionControlServer {
             cfg,
             arbiter,
             ids,
+            transmitter: Party::Caller,
             control,
             phase: Phase::Pending,
             timers: TimerTable::default(),
@@ -318,26 +321,51 @@ impl TransmissionControlServer {
         }
     }
 
-    /// Whether the caller currently holds the grant.
+    /// Makes `party` the transmitter (the callee in a video pull, TS 23.281 §7.3.2.3); the
+    /// other party is receive only. The caller by default (video push).
+    #[must_use]
+    pub fn with_transmitter(mut self, party: Party) -> Self {
+        self.transmitter = party;
+        self
+    }
+
+    /// The party that transmits.
+    pub fn transmitter(&self) -> Party {
+        self.transmitter
+    }
+
+    fn receiver(&self) -> Party {
+        self.transmitter.peer()
+    }
+
+    fn transmitter_id(&self) -> &str {
+        match self.transmitter {
+            Party::Caller => &self.ids.caller_id,
+            Party::Callee => &self.ids.callee_id,
+        }
+    }
+
+    /// Whether the transmitter currently holds the grant.
     pub fn is_transmitting(&self) -> bool {
         self.phase == Phase::Transmitting
     }
 
-    /// The callee accepted: grant the caller (implicit request, seed steps 9–10).
+    /// The callee accepted: grant the transmitter (implicit request, seed steps 9–10).
     pub fn grant(&mut self, now: Instant) {
         if self.phase != Phase::Pending {
             return;
         }
-        if self.arbiter.grant(Party::Caller).is_err() {
+        let (tx, rx) = (self.transmitter, self.receiver());
+        if self.arbiter.grant(tx).is_err() {
             // Released underneath us (engine shutdown): nothing to grant.
             self.finish(ReleaseReason::Released);
             return;
         }
         self.phase = Phase::Transmitting;
-        self.queue(Party::Caller, Out::Granted);
+        self.queue(tx, Out::Granted);
         self.granted_sent = 1;
-        self.queue(Party::Callee, Out::Notification);
-        if self.control[Party::Caller.index()] {
+        self.queue(rx, Out::Notification);
+        if self.control[tx.index()] {
             self.timers.set(Timer::T4Granted, now + self.cfg.t4_granted);
         }
         self.timers.set(Timer::T1Hang, now + self.cfg.t1_hang);
@@ -383,37 +411,36 @@ impl TransmissionControlServer {
             );
         }
         let transmitting = self.phase == Phase::Transmitting;
-        match (from, msg.kind) {
+        let (tx, rx) = (self.transmitter, self.receiver());
+        let from_tx = from == tx;
+        match (from_tx, msg.kind) {
             (_, MessageKind::TransmissionControlAck) => self.handle_ack(from, msg),
-            (Party::Caller, MessageKind::TransmissionRequest) if transmitting => {
-                // The caller already holds the grant: confirm it again.
-                self.reply(now, Party::Caller, Out::Granted);
+            (true, MessageKind::TransmissionRequest) if transmitting => {
+                // The transmitter already holds the grant: confirm it again.
+                self.reply(now, tx, Out::Granted);
             }
-            (Party::Caller, MessageKind::TransmissionEndRequest) if transmitting => {
-                self.reply(now, Party::Caller, Out::EndResponse);
-                self.queue(Party::Callee, Out::EndNotify);
+            (true, MessageKind::TransmissionEndRequest) if transmitting => {
+                self.reply(now, tx, Out::EndResponse);
+                self.queue(rx, Out::EndNotify);
                 self.finish(ReleaseReason::TransmissionCompleted);
             }
-            (Party::Callee, MessageKind::TransmissionRequest) => {
-                self.reply(now, Party::Callee, Out::Rejected(RejectCause::ReceiveOnly));
+            (false, MessageKind::TransmissionRequest) => {
+                self.reply(now, rx, Out::Rejected(RejectCause::ReceiveOnly));
             }
-            (Party::Callee, MessageKind::ReceiveMediaRequest) => {
+            (false, MessageKind::ReceiveMediaRequest) => {
                 self.reply(
                     now,
-                    Party::Callee,
+                    rx,
                     Out::ReceiveMediaResponse {
                         granted: transmitting,
                     },
                 );
             }
-            (Party::Callee, MessageKind::MediaReceptionEndRequest) => {
-                self.reply(now, Party::Callee, Out::MediaReceptionEndResponse);
+            (false, MessageKind::MediaReceptionEndRequest) => {
+                self.reply(now, rx, Out::MediaReceptionEndResponse);
                 if transmitting {
-                    // Nobody receives any more: stop the caller (server End Request, #8).
-                    self.queue(
-                        Party::Caller,
-                        Out::EndRequest(RevokeCause::NoReceivingParticipant),
-                    );
+                    // Nobody receives any more: stop the transmitter (server End Request, #8).
+                    self.queue(tx, Out::EndRequest(RevokeCause::NoReceivingParticipant));
                     self.finish(ReleaseReason::ReceptionEnded);
                 }
             }
@@ -426,11 +453,11 @@ impl TransmissionControlServer {
             .fields
             .message_type
             .map(|t| MessageKind::from_wire(msg.fields.message_name.unwrap_or(AppName::Mcv1), t));
-        match (from, acked) {
-            (Party::Caller, Some(MessageKind::TransmissionGranted)) => {
+        match (from == self.transmitter, acked) {
+            (true, Some(MessageKind::TransmissionGranted)) => {
                 self.timers.stop(Timer::T4Granted);
             }
-            (Party::Callee, Some(MessageKind::TransmissionRevoked)) => {
+            (false, Some(MessageKind::TransmissionRevoked)) => {
                 if let Some(r) = &mut self.revoke {
                     r.acked = true;
                 }
@@ -446,8 +473,12 @@ impl TransmissionControlServer {
             return;
         }
         match from {
-            Party::Caller => {
-                self.stats.caller_media_packets += u64::from(packets);
+            Party::Caller => self.stats.caller_media_packets += u64::from(packets),
+            Party::Callee => self.stats.callee_media_packets += u64::from(packets),
+        }
+        let rx = self.receiver();
+        match from == self.transmitter {
+            true => {
                 if self.phase != Phase::Transmitting {
                     return;
                 }
@@ -460,8 +491,7 @@ impl TransmissionControlServer {
                 self.timers
                     .set(Timer::MediaInactivity, now + self.cfg.media_inactivity);
             }
-            Party::Callee => {
-                self.stats.callee_media_packets += u64::from(packets);
+            false => {
                 if matches!(self.phase, Phase::Finished(_)) {
                     return;
                 }
@@ -475,7 +505,7 @@ impl TransmissionControlServer {
                                 media_since: false,
                                 acked: false,
                             });
-                            self.queue(Party::Callee, Out::Revoked(RevokeCause::NoPermission));
+                            self.queue(rx, Out::Revoked(RevokeCause::NoPermission));
                             self.timers.set(Timer::T3Revoke, now + self.cfg.t3_revoke);
                         }
                     }
@@ -484,20 +514,21 @@ impl TransmissionControlServer {
         }
     }
 
-    /// An RTCP BYE arrived from `from`. Completes the transmission only for a caller without a
-    /// control channel (with one, the caller ends with Transmission End Request).
+    /// An RTCP BYE arrived from `from`. Completes the transmission only for a transmitter
+    /// without a control channel (with one, it ends with Transmission End Request).
     pub fn handle_rtcp_bye(&mut self, _now: Instant, from: Party) {
-        if from == Party::Caller
+        if from == self.transmitter
             && self.phase == Phase::Transmitting
-            && !self.control[Party::Caller.index()]
+            && !self.control[self.transmitter.index()]
         {
-            self.queue(Party::Callee, Out::EndNotify);
+            self.queue(self.receiver(), Out::EndNotify);
             self.finish(ReleaseReason::RtcpBye);
         }
     }
 
     /// Time passed: fire every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        let (tx, rx) = (self.transmitter, self.receiver());
         while let Some(t) = self.timers.pop_expired(now) {
             if matches!(self.phase, Phase::Finished(_)) {
                 break;
@@ -508,7 +539,7 @@ impl TransmissionControlServer {
                         && !self.first_media
                         && self.granted_sent <= self.cfg.c4_granted
                     {
-                        self.queue(Party::Caller, Out::Granted);
+                        self.queue(tx, Out::Granted);
                         self.granted_sent += 1;
                         if self.granted_sent <= self.cfg.c4_granted {
                             self.timers.set(Timer::T4Granted, now + self.cfg.t4_granted);
@@ -517,7 +548,7 @@ impl TransmissionControlServer {
                 }
                 Timer::T3Revoke => match self.revoke {
                     Some(r) if r.media_since && !r.acked && r.sent <= self.cfg.c3_revoke => {
-                        self.queue(Party::Callee, Out::Revoked(RevokeCause::NoPermission));
+                        self.queue(rx, Out::Revoked(RevokeCause::NoPermission));
                         self.revoke = Some(Revoke {
                             sent: r.sent + 1,
                             media_since: false,
@@ -543,20 +574,20 @@ impl TransmissionControlServer {
                 Timer::MaxDuration => {
                     if self.phase == Phase::Transmitting {
                         let _ = self.arbiter.revoke();
-                        self.queue(Party::Caller, Out::Revoked(RevokeCause::MediaBurstTooLong));
-                        self.queue(Party::Callee, Out::EndNotify);
+                        self.queue(tx, Out::Revoked(RevokeCause::MediaBurstTooLong));
+                        self.queue(rx, Out::EndNotify);
                         self.finish(ReleaseReason::MaxDuration);
                     }
                 }
                 Timer::MediaInactivity => {
                     if self.phase == Phase::Transmitting {
-                        self.queue(Party::Callee, Out::EndNotify);
+                        self.queue(rx, Out::EndNotify);
                         self.finish(ReleaseReason::MediaTimeout);
                     }
                 }
                 Timer::T1Hang => {
                     if self.phase == Phase::Transmitting && !self.first_media {
-                        self.queue(Party::Callee, Out::EndNotify);
+                        self.queue(rx, Out::EndNotify);
                         self.finish(ReleaseReason::HangTimer);
                     }
                 }
@@ -635,6 +666,7 @@ impl TransmissionControlServer {
 
     fn build(&self, out: Out) -> TcMessage<'_> {
         let ids = &self.ids;
+        let transmitting_user = self.transmitter_id();
         let (kind, ack) = match out {
             Out::Granted => (MessageKind::TransmissionGranted, false),
             Out::Notification => (MessageKind::MediaTransmissionNotification, false),
@@ -663,7 +695,7 @@ impl TransmissionControlServer {
                 transmission(f);
             }
             Out::Notification => {
-                f.transmitting_user_id = Some(&ids.caller_id);
+                f.transmitting_user_id = Some(transmitting_user);
                 transmission(f);
                 f.permission_to_request = Some(0);
                 f.reception_mode = Some(PUSH_RECEPTION_MODE);
@@ -681,7 +713,7 @@ impl TransmissionControlServer {
                 });
             }
             Out::EndRequest(cause) => {
-                f.transmitting_user_id = Some(&ids.caller_id);
+                f.transmitting_user_id = Some(transmitting_user);
                 transmission(f);
                 f.reject_cause = Some(CauseField {
                     code: cause.into(),
@@ -689,7 +721,7 @@ impl TransmissionControlServer {
                 });
             }
             Out::EndResponse | Out::EndNotify | Out::MediaReceptionEndResponse => {
-                f.transmitting_user_id = Some(&ids.caller_id);
+                f.transmitting_user_id = Some(transmitting_user);
                 transmission(f);
             }
             Out::Ack { name, message_type } => {
@@ -700,7 +732,7 @@ impl TransmissionControlServer {
             Out::ReceiveMediaResponse { granted } => {
                 f.result = Some(u16::from(granted));
                 if granted {
-                    f.transmitting_user_id = Some(&ids.caller_id);
+                    f.transmitting_user_id = Some(transmitting_user);
                     transmission(f);
                 } else {
                     f.reject_cause = Some(CauseField {

@@ -335,6 +335,7 @@ impl Conn<'_> {
                         caller_sdp: spec.caller_sdp.clone(),
                         callee_id: spec.callee_id.clone(),
                         video_push: true,
+                        video_pull: false,
                         commencement_mode: None,
                         media_security: security,
                         caller_tc_key: None,

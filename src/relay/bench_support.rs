@@ -40,6 +40,7 @@ impl ForwardPath {
         let _ = arbiter.grant(Party::Caller);
         let rules = CallRules::new(&RulesSetup {
             arbiter,
+            transmitter: Party::Caller,
             security: if per_leg {
                 MediaSecurity::PerLeg
             } else {
@@ -50,7 +51,7 @@ impl ForwardPath {
                 encrypted: per_leg,
                 clock_rate: 90_000,
                 legs: [leg(from, caller_in, None), leg(to, None, callee_out)],
-                caller_ssrcs: vec![ssrc],
+                transmitter_ssrcs: vec![ssrc],
             }],
             control: [None, None],
             server_ssrc: 1,

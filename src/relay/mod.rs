@@ -34,6 +34,7 @@
 //!     caller_sdp: sdp(&caller_video, &caller_ctl)?,
 //!     callee_id: "sip:bob@mcx.example".into(),
 //!     video_push: true,
+//!     video_pull: false,
 //!     commencement_mode: None,
 //!     media_security: MediaSecurity::EndToEnd,
 //!     caller_tc_key: None,
@@ -93,7 +94,7 @@ use crate::control::arbiter::TransmissionState;
 use crate::control::call::{CallConfig, CallState};
 use crate::control::policy::{AllowAll, AuthorizationPolicy};
 use crate::control::server::{KindCounters, TcStats};
-use crate::control::{CommencementMode, MediaSecurity, ReleaseReason};
+use crate::control::{CallKind, CommencementMode, MediaSecurity, ReleaseReason};
 use std::collections::HashMap;
 use std::io as stdio;
 use std::net::{IpAddr, Ipv4Addr};
@@ -160,6 +161,8 @@ impl Default for EngineConfig {
 pub struct CallSummary {
     /// The call's ID.
     pub call_id: String,
+    /// Push or pull.
+    pub kind: CallKind,
     /// Offered, established or released.
     pub state: CallState,
     /// Where the transmission stands.

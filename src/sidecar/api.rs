@@ -242,6 +242,8 @@ struct CreateBody {
     #[serde(default)]
     video_push: bool,
     #[serde(default)]
+    video_pull: bool,
+    #[serde(default)]
     commencement_mode: Option<String>,
     #[serde(default)]
     media_security: Option<String>,
@@ -368,6 +370,7 @@ fn summary_json(s: &CallSummary) -> Value {
     };
     json!({
         "call_id": s.call_id,
+        "kind": s.kind.as_str(),
         "state": s.state.as_str(),
         "transmission": s.transmission.as_str(),
         "media_security": s.media_security.as_str(),
@@ -409,6 +412,7 @@ async fn create_call(
         caller_sdp: b.caller.sdp_offer,
         callee_id: b.callee.mcvideo_id,
         video_push: b.video_push,
+        video_pull: b.video_pull,
         commencement_mode,
         media_security,
         caller_tc_key,

@@ -124,6 +124,7 @@ pub fn create_request(caller_sdp: String) -> CreateCall {
         caller_sdp,
         callee_id: CALLEE.into(),
         video_push: true,
+        video_pull: false,
         commencement_mode: None,
         media_security: MediaSecurity::EndToEnd,
         caller_tc_key: None,

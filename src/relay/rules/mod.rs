@@ -201,7 +201,7 @@ struct StreamRules {
     kind: MediaKind,
     encrypted: bool,
     legs: [LegRules; 2],
-    caller_ssrcs: SsrcFilter,
+    transmitter_ssrcs: SsrcFilter,
     keyframes: KeyframePolicy,
 }
 
@@ -217,6 +217,7 @@ struct ControlRules {
 #[derive(Debug)]
 pub struct CallRules {
     arbiter: Arc<Arbiter>,
+    transmitter: Party,
     per_leg: bool,
     streams: Vec<StreamRules>,
     control: [Option<ControlRules>; 2],
@@ -245,7 +246,7 @@ impl CallRules {
                     LegRules::new(a, setup.latch_after, s.clock_rate)?,
                     LegRules::new(b, setup.latch_after, s.clock_rate)?,
                 ],
-                caller_ssrcs: SsrcFilter::new(&s.caller_ssrcs),
+                transmitter_ssrcs: SsrcFilter::new(&s.transmitter_ssrcs),
                 keyframes: KeyframePolicy::default(),
             });
         }
@@ -264,12 +265,18 @@ impl CallRules {
         let [c0, c1] = &setup.control;
         Ok(CallRules {
             arbiter: setup.arbiter.clone(),
+            transmitter: setup.transmitter,
             per_leg: setup.security == MediaSecurity::PerLeg,
             streams,
             control: [control(c0)?, control(c1)?],
             server_ssrc: setup.server_ssrc,
             video_ssrc: setup.video_ssrc,
         })
+    }
+
+    /// The party that transmits.
+    pub fn transmitter(&self) -> Party {
+        self.transmitter
     }
 
     /// Number of media streams.
@@ -342,10 +349,10 @@ impl CallRules {
         let p = RtpPacket::new_unchecked(seg.get(..len).unwrap_or_default());
         l.meter
             .on_packet(now, p.sequence_number(), p.timestamp(), p.marker(), len);
-        if party == Party::Callee || !self.arbiter.may_forward(party) {
+        if party != self.transmitter || !self.arbiter.may_forward(party) {
             return Err(DropReason::NotGranted);
         }
-        if !s.caller_ssrcs.admit(ssrc) {
+        if !s.transmitter_ssrcs.admit(ssrc) {
             return Err(DropReason::UnknownSsrc);
         }
         if s.kind == MediaKind::Video && (!s.encrypted || per_leg) {
@@ -371,6 +378,7 @@ impl CallRules {
         t: &mut Tally,
     ) -> Result<usize, DropReason> {
         let per_leg = self.per_leg;
+        let from_transmitter = at.party == self.transmitter;
         let s = self
             .streams
             .get_mut(at.stream)
@@ -385,7 +393,7 @@ impl CallRules {
             }
             for p in rtcp::compound(body).flatten() {
                 match p.kind() {
-                    RtcpKind::Goodbye if at.party == Party::Caller => t.bye = true,
+                    RtcpKind::Goodbye if from_transmitter => t.bye = true,
                     RtcpKind::SenderReport => {
                         // The NTP timestamp's middle 32 bits, as the receiver echoes it in LSR.
                         let ntp = p.body().get(..8).unwrap_or_default();
@@ -401,7 +409,7 @@ impl CallRules {
                     _ => {}
                 }
             }
-            if at.party == Party::Callee && s.kind == MediaKind::Video {
+            if !from_transmitter && s.kind == MediaKind::Video {
                 let (kept, dropped) = s.keyframes.filter_requests(body, now);
                 t.drop_n(DropReason::RateLimited, dropped);
                 len = kept;
@@ -413,10 +421,11 @@ impl CallRules {
         leg_mut(s, at.party.peer())?.seal(Kind::Rtcp, seg, len, per_leg)
     }
 
-    /// Writes a keyframe request (PLI) toward the caller for the first video stream where the
-    /// relay can sign RTCP and the policy allows one now. Returns the stream and the length.
+    /// Writes a keyframe request (PLI) toward the transmitter for the first video stream where
+    /// the relay can sign RTCP and the policy allows one now. Returns the stream and the length.
     pub fn keyframe_request(&mut self, now: Instant, buf: &mut [u8]) -> Option<(usize, usize)> {
         let per_leg = self.per_leg;
+        let tx = self.transmitter;
         let (server, video) = (self.server_ssrc, self.video_ssrc);
         for (si, s) in self.streams.iter_mut().enumerate() {
             if s.kind != MediaKind::Video || (s.encrypted && !per_leg) {
@@ -425,13 +434,13 @@ impl CallRules {
             let Ok(len) = rtcp::emit_pli(server, video, buf) else {
                 continue;
             };
-            if leg(s, Party::Caller).ok()?.rtcp_destination().is_none()
-                || !s.keyframes.may_request(now)
-            {
+            if leg(s, tx).ok()?.rtcp_destination().is_none() || !s.keyframes.may_request(now) {
                 continue;
             }
-            let caller = leg_mut(s, Party::Caller).ok()?;
-            let len = caller.seal(Kind::Rtcp, buf, len, per_leg).ok()?;
+            let len = leg_mut(s, tx)
+                .ok()?
+                .seal(Kind::Rtcp, buf, len, per_leg)
+                .ok()?;
             return Some((si, len));
         }
         None

@@ -9,7 +9,7 @@ use crate::sdp::MediaKind;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-/// The caller's SSRCs on a stream: the announced ones, or the first one seen.
+/// The transmitter's SSRCs on a stream: the announced ones, or the first one seen.
 #[derive(Debug, Clone, Copy)]
 pub struct SsrcFilter {
     allowed: [u32; 4],
@@ -141,8 +141,8 @@ pub struct StreamSetup {
     pub clock_rate: u32,
     /// Caller's and callee's legs.
     pub legs: [LegSetup; 2],
-    /// SSRCs the caller may send with (empty: adopt the first one seen).
-    pub caller_ssrcs: Vec<u32>,
+    /// SSRCs the transmitter may send with (empty: adopt the first one seen).
+    pub transmitter_ssrcs: Vec<u32>,
 }
 
 /// A party's transmission control channel.
@@ -161,6 +161,8 @@ pub struct RulesSetup {
     pub arbiter: Arc<Arbiter>,
     /// How media is protected.
     pub security: MediaSecurity,
+    /// The party that transmits (the caller in a push, the callee in a pull).
+    pub transmitter: Party,
     /// Its media streams.
     pub streams: Vec<StreamSetup>,
     /// Each party's control channel.

@@ -32,13 +32,14 @@ fn leg(remote: SocketAddr, announced: Vec<u32>) -> LegSetup {
 fn rules(arbiter: &Arc<Arbiter>, announced: Vec<u32>) -> CallRules {
     CallRules::new(&RulesSetup {
         arbiter: arbiter.clone(),
+        transmitter: Party::Caller,
         security: MediaSecurity::EndToEnd,
         streams: vec![StreamSetup {
             kind: MediaKind::Video,
             encrypted: false,
             clock_rate: 90_000,
             legs: [leg(caller(), announced.clone()), leg(callee(), vec![])],
-            caller_ssrcs: announced,
+            transmitter_ssrcs: announced,
         }],
         control: [None, None],
         server_ssrc: 1,
@@ -282,13 +283,14 @@ fn per_leg_srtp_is_terminated_and_wrong_keys_fail() {
     l1.srtp_out = Some(key(2));
     let mut r = CallRules::new(&RulesSetup {
         arbiter: arbiter.clone(),
+        transmitter: Party::Caller,
         security: MediaSecurity::PerLeg,
         streams: vec![StreamSetup {
             kind: MediaKind::Video,
             encrypted: true,
             clock_rate: 90_000,
             legs: [l0, l1],
-            caller_ssrcs: vec![SSRC],
+            transmitter_ssrcs: vec![SSRC],
         }],
         control: [None, None],
         server_ssrc: 1,
@@ -338,6 +340,7 @@ fn control_channel_screen_latch_and_seal() {
     let arbiter = Arc::new(Arbiter::new());
     let mut r = CallRules::new(&RulesSetup {
         arbiter,
+        transmitter: Party::Caller,
         security: MediaSecurity::EndToEnd,
         streams: vec![],
         control: [

@@ -23,8 +23,8 @@ use std::time::Instant;
 const BATCHES_PER_WAKE: usize = 8;
 /// Control datagrams read per wake-up of a control socket.
 const CONTROL_PER_WAKE: usize = 16;
-/// Callee media packets between steps of the call (so it can revoke).
-const CALLEE_MEDIA_STEP_EVERY: u64 = 4;
+/// Media packets from the receive-only party between steps of the call (so it can revoke).
+const RECEIVER_MEDIA_STEP_EVERY: u64 = 4;
 
 /// Media activity seen since the call was last stepped.
 #[derive(Debug, Default, Clone, Copy)]
@@ -147,10 +147,11 @@ impl CallRt {
     fn rules_setup(&self) -> (RulesSetup, Plan) {
         let call = &self.call;
         let ids = call.server().identities();
-        let caller_has_control = call
+        let tx = call.kind().transmitter();
+        let tx_has_control = call
             .streams()
             .iter()
-            .any(|s| s.kind == MediaKind::Control && s.relay[Party::Caller.index()].is_some());
+            .any(|s| s.kind == MediaKind::Control && s.relay[tx.index()].is_some());
         let mut plan = Plan::default();
         let mut streams = Vec::new();
         let mut control: [Option<ControlSetup>; 2] = [None, None];
@@ -182,11 +183,11 @@ impl CallRt {
                 srtp_in: s.keys[i].as_ref().map(|k| k.inbound.clone()),
                 srtp_out: s.keys[i].as_ref().map(|k| k.outbound.clone()),
             };
-            let mut caller_ssrcs = s.announced_ssrcs[Party::Caller.index()].clone();
-            if caller_has_control || !caller_ssrcs.is_empty() {
+            let mut transmitter_ssrcs = s.announced_ssrcs[tx.index()].clone();
+            if tx_has_control || !transmitter_ssrcs.is_empty() {
                 match s.kind {
-                    MediaKind::Video => caller_ssrcs.push(ids.video_ssrc),
-                    MediaKind::Audio => caller_ssrcs.push(ids.audio_ssrc),
+                    MediaKind::Video => transmitter_ssrcs.push(ids.video_ssrc),
+                    MediaKind::Audio => transmitter_ssrcs.push(ids.audio_ssrc),
                     _ => {}
                 }
             }
@@ -199,12 +200,13 @@ impl CallRt {
                     _ => 0,
                 }),
                 legs: [leg(0, a.muxed()), leg(1, b.muxed())],
-                caller_ssrcs,
+                transmitter_ssrcs,
             });
         }
         let setup = RulesSetup {
             arbiter: call.arbiter().clone(),
             security: call.media_security(),
+            transmitter: tx,
             streams,
             control,
             server_ssrc: ids.server_ssrc,
@@ -317,14 +319,13 @@ impl CallRt {
             a.total += t.media;
             a.since_step += t.media;
             a.last = Some(now);
-            step = match party {
-                Party::Caller => before == 0,
-                Party::Callee => {
-                    before / CALLEE_MEDIA_STEP_EVERY != a.total / CALLEE_MEDIA_STEP_EVERY
-                }
+            step = if party == self.call.kind().transmitter() {
+                before == 0
+            } else {
+                before / RECEIVER_MEDIA_STEP_EVERY != a.total / RECEIVER_MEDIA_STEP_EVERY
             };
         }
-        if t.bye && party == Party::Caller {
+        if t.bye && party == self.call.kind().transmitter() {
             self.bye = true;
             step = true;
         }
@@ -343,7 +344,8 @@ impl CallRt {
             }
         }
         if std::mem::take(&mut self.bye) {
-            self.call.handle_rtcp_bye(now, Party::Caller);
+            self.call
+                .handle_rtcp_bye(now, self.call.kind().transmitter());
         }
     }
 
@@ -380,7 +382,7 @@ impl CallRt {
         }
     }
 
-    /// Asks the caller for a keyframe (PLI) where the relay can sign RTCP.
+    /// Asks the transmitter for a keyframe (PLI) where the relay can sign RTCP.
     fn request_keyframe(&mut self, now: Instant) {
         let Some(media) = self.media.as_mut() else {
             return;
@@ -389,21 +391,21 @@ impl CallRt {
         let Some((si, len)) = media.rules.keyframe_request(now, &mut buf) else {
             return;
         };
-        let caller = Party::Caller.index();
-        // The socket RTCP from the callee's side of the caller's leg goes out of: the caller's
-        // leg's RTCP socket (or its RTP socket with rtcp-mux).
+        let tx = media.rules.transmitter();
+        // The transmitter's leg's RTCP socket (or its RTP socket with rtcp-mux), as if the
+        // request came from the receiver's side.
         let at = Ingress {
             stream: si,
-            party: Party::Callee,
+            party: tx.peer(),
             rtcp_socket: false,
         };
         if let (Some(s), Some(dest), Some(b)) = (
             media.net.peer_socket(at, true),
-            media.rules.rtcp_destination(si, Party::Caller),
+            media.rules.rtcp_destination(si, tx),
             buf.get(..len),
         ) {
             let sent = s.send(dest, b, len);
-            self.count_out(caller, sent);
+            self.count_out(tx.index(), sent);
         }
     }
 
@@ -417,6 +419,7 @@ impl CallRt {
         let times = call.times();
         CallSummary {
             call_id: call.id().to_owned(),
+            kind: call.kind(),
             state: call.state(),
             transmission: call.arbiter().state(),
             caller_id: call.caller_id().to_owned(),

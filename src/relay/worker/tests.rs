@@ -30,6 +30,7 @@ fn call(engine: &Engine, id: &str) -> (UdpSocket, UdpSocket, std::net::SocketAdd
             caller_sdp: sdp(&caller),
             callee_id: "sip:b@x".into(),
             video_push: true,
+            video_pull: false,
             commencement_mode: None,
             media_security: MediaSecurity::EndToEnd,
             caller_tc_key: None,
