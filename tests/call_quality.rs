@@ -86,6 +86,14 @@ fn loss_frame_rate_bitrate_jitter_and_receiver_report() {
     assert!(q.bitrate_bps > 250_000, "{}", q.bitrate_bps);
     // Paced by the sender's own clock: jitter stays a few ms at most on a loaded machine.
     assert!(q.jitter_ms < 5.0, "{}", q.jitter_ms);
+    // Across calls (what /metrics exports): one leg sent media, 12.5 % of it lost.
+    let h = engine.quality();
+    assert_eq!((h.jitter_ms.count, h.loss_percent.count), (1, 1));
+    assert!(
+        (h.loss_percent.sum - 12.5).abs() < 1e-9,
+        "{}",
+        h.loss_percent.sum
+    );
     // The callee's receiver report (with LSR of the caller's SR it was given) comes back
     // with a round trip.
     let mut sr = vec![0x80, 200, 0, 6];

@@ -208,6 +208,27 @@ impl Engine {
             .collect()
     }
 
+    /// Jitter and loss of the media arriving from every leg that sent RTP, across all calls,
+    /// as histograms (for a scrape; each worker sums its own calls).
+    pub fn quality(&self) -> crate::relay::rules::QualityHistograms {
+        let replies: Vec<_> = self
+            .plane
+            .workers
+            .iter()
+            .filter_map(|w| {
+                let (tx, rx) = crossbeam_channel::bounded(1);
+                w.send(Cmd::Quality(tx)).then_some(rx)
+            })
+            .collect();
+        let mut all = crate::relay::rules::QualityHistograms::default();
+        for rx in replies {
+            if let Ok(h) = rx.recv_timeout(REPLY_TIMEOUT) {
+                all.merge(&h);
+            }
+        }
+        all
+    }
+
     /// Registers (or updates) a UE of a user. Returns whether it is new.
     pub fn register_ue(&self, user: &str, ue: UeEntry) -> Result<bool, RegistryError> {
         lock(&self.plane.directory)

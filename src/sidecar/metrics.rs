@@ -264,6 +264,28 @@ pub(crate) fn render(engine: &Engine, api: &ApiMetrics) -> String {
     );
     o.line(&format!("{p}_port_pairs_capacity"), "", s.ports_capacity);
 
+    let q = engine.quality();
+    for (name, help, h) in [
+        (
+            format!("{p}_media_jitter_ms"),
+            "Interarrival jitter (RFC 3550) of the RTP arriving from each leg that sends, across live calls, in ms.",
+            &q.jitter_ms,
+        ),
+        (
+            format!("{p}_media_loss_percent"),
+            "Packets lost (sequence gaps) of the RTP arriving from each leg that sends, across live calls, in percent.",
+            &q.loss_percent,
+        ),
+    ] {
+        o.head(&name, "histogram", help);
+        for (b, le) in h.buckets.iter().zip(h.bounds) {
+            o.line(&format!("{name}_bucket"), &format!("le=\"{le}\""), b);
+        }
+        o.line(&format!("{name}_bucket"), "le=\"+Inf\"", h.count);
+        o.line(&format!("{name}_sum"), "", format!("{:.3}", h.sum));
+        o.line(&format!("{name}_count"), "", h.count);
+    }
+
     o.head(
         &format!("{p}_sse_clients"),
         "gauge",

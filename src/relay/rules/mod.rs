@@ -18,7 +18,10 @@ pub use keyframe::{
     h264_keyframe_start, KeyframePolicy, KEYFRAME_REDUNDANT_WINDOW, KEYFRAME_REQUEST_INTERVAL,
 };
 pub use latch::{Evidence, Latch, StrangerBudget, Verdict, STRANGER_BURST, STRANGER_RATE};
-pub use quality::{LegQuality, ReceiverReport, RtpMeter, RttProbe};
+pub use quality::{
+    Histogram, LegQuality, QualityHistograms, ReceiverReport, RtpMeter, RttProbe, JITTER_MS_BOUNDS,
+    LOSS_PERCENT_BOUNDS,
+};
 pub use setup::{
     ControlSetup, Egress, Ingress, LegSetup, RulesSetup, SsrcFilter, StreamSetup, Tally,
 };

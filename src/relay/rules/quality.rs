@@ -226,6 +226,94 @@ impl RtpMeter {
     }
 }
 
+/// A histogram with fixed upper bounds (Prometheus style: each bucket counts the samples at or
+/// below its bound; the last, implicit bucket is +Inf).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Histogram {
+    /// Upper bounds, ascending.
+    pub bounds: &'static [f64],
+    /// Samples at or below each bound (cumulative).
+    pub buckets: Vec<u64>,
+    /// Sum of the samples.
+    pub sum: f64,
+    /// Number of samples.
+    pub count: u64,
+}
+
+impl Histogram {
+    /// An empty histogram over `bounds`.
+    pub fn new(bounds: &'static [f64]) -> Histogram {
+        Histogram {
+            bounds,
+            buckets: vec![0; bounds.len()],
+            sum: 0.0,
+            count: 0,
+        }
+    }
+
+    /// Adds one sample.
+    pub fn observe(&mut self, v: f64) {
+        for (b, le) in self.buckets.iter_mut().zip(self.bounds) {
+            if v <= *le {
+                *b += 1;
+            }
+        }
+        self.sum += v;
+        self.count += 1;
+    }
+
+    /// Adds another histogram over the same bounds.
+    pub fn merge(&mut self, o: &Histogram) {
+        for (a, b) in self.buckets.iter_mut().zip(&o.buckets) {
+            *a += b;
+        }
+        self.sum += o.sum;
+        self.count += o.count;
+    }
+}
+
+/// Bounds of the jitter histogram across streams, in milliseconds.
+pub const JITTER_MS_BOUNDS: &[f64] = &[0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 250.0];
+/// Bounds of the loss histogram across streams, in percent of the packets expected.
+pub const LOSS_PERCENT_BOUNDS: &[f64] = &[0.0, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 25.0, 50.0];
+
+/// Jitter and loss of the media arriving at the relay, one sample per leg that sent RTP.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QualityHistograms {
+    /// Interarrival jitter, ms.
+    pub jitter_ms: Histogram,
+    /// Loss, percent of expected packets.
+    pub loss_percent: Histogram,
+}
+
+impl Default for QualityHistograms {
+    fn default() -> Self {
+        QualityHistograms {
+            jitter_ms: Histogram::new(JITTER_MS_BOUNDS),
+            loss_percent: Histogram::new(LOSS_PERCENT_BOUNDS),
+        }
+    }
+}
+
+impl QualityHistograms {
+    /// Adds one leg's figures (legs that sent nothing are left out).
+    pub fn observe(&mut self, q: &LegQuality) {
+        if q.packets == 0 {
+            return;
+        }
+        self.jitter_ms.observe(q.jitter_ms);
+        let expected = q.packets + q.lost;
+        self.loss_percent
+            .observe(q.lost as f64 * 100.0 / expected.max(1) as f64);
+    }
+
+    /// Adds another set.
+    pub fn merge(&mut self, o: &QualityHistograms) {
+        self.jitter_ms.merge(&o.jitter_ms);
+        self.loss_percent.merge(&o.loss_percent);
+    }
+}
+
 /// Sender reports forwarded to a receiver, to match its receiver reports' LSR against.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RttProbe {

@@ -409,6 +409,14 @@ impl CallRt {
         }
     }
 
+    /// The media quality of every stream.
+    pub(crate) fn quality(&self, now: Instant) -> Vec<super::super::rules::StreamQuality> {
+        self.media
+            .as_ref()
+            .map(|m| m.rules.quality(now))
+            .unwrap_or_default()
+    }
+
     pub(crate) fn released(&self) -> bool {
         self.call.state() == CallState::Released
     }
@@ -434,11 +442,7 @@ impl CallRt {
                 .saturating_duration_since(times.created),
             caller: self.counters[0],
             callee: self.counters[1],
-            quality: self
-                .media
-                .as_ref()
-                .map(|m| m.rules.quality(now))
-                .unwrap_or_default(),
+            quality: self.quality(now),
             tc: *call.tc_stats(),
         }
     }

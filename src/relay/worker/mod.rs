@@ -50,6 +50,8 @@ pub(crate) enum Cmd {
     Get(Arc<str>, Reply<Option<CallSummary>>),
     /// Every call's summary.
     List(Reply<Vec<CallSummary>>),
+    /// Jitter and loss of every leg that sent media, as histograms.
+    Quality(Reply<super::rules::QualityHistograms>),
     /// Release every call (reason `shutdown`) and stop.
     Shutdown,
 }
@@ -63,6 +65,7 @@ impl core::fmt::Debug for Cmd {
             Cmd::Release(..) => "Release",
             Cmd::Get(..) => "Get",
             Cmd::List(_) => "List",
+            Cmd::Quality(_) => "Quality",
             Cmd::Shutdown => "Shutdown",
         })
     }
@@ -248,6 +251,15 @@ impl Worker {
             Cmd::List(reply) => {
                 let all = self.slots.iter().flatten().map(|s| s.rt.summary(now));
                 let _ = reply.send(all.collect());
+            }
+            Cmd::Quality(reply) => {
+                let mut h = super::rules::QualityHistograms::default();
+                for s in self.slots.iter().flatten() {
+                    for q in s.rt.quality(now) {
+                        q.legs.iter().for_each(|l| h.observe(l));
+                    }
+                }
+                let _ = reply.send(h);
             }
             Cmd::Shutdown => {}
         }
