@@ -43,6 +43,7 @@ fn loss_frame_rate_bitrate_jitter_and_receiver_report() {
             commencement_mode: None,
             media_security: MediaSecurity::EndToEnd,
             caller_tc_key: None,
+            callee_interface: None,
         })
         .unwrap();
     let answer = engine

@@ -47,6 +47,7 @@ fn run(mode: MediaSecurity, port_min: u16) -> (u64, u64) {
             commencement_mode: None,
             media_security: mode,
             caller_tc_key: None,
+            callee_interface: None,
         })
         .unwrap();
     let answer = engine

@@ -45,6 +45,7 @@ fn push_through_relay(mode: MediaSecurity, port_min: u16) {
             commencement_mode: None,
             media_security: mode,
             caller_tc_key: None,
+            callee_interface: None,
         })
         .expect("create_call");
     let callee_offer = SessionDescription::parse(&offer.sdp_offer).unwrap();
@@ -166,6 +167,7 @@ fn pull_through_relay(mode: MediaSecurity, port_min: u16) {
             commencement_mode: None,
             media_security: mode,
             caller_tc_key: None,
+            callee_interface: None,
         })
         .expect("create_call");
     let to_callee = RelayAddrs::from_sdp(&offer.sdp_offer);

@@ -55,6 +55,7 @@ fn live(
             commencement_mode: None,
             media_security: mode,
             caller_tc_key: tc_key.clone(),
+            callee_interface: None,
         })
         .unwrap();
     let to_callee = RelayAddrs::from_sdp(&offer.sdp_offer);
@@ -308,6 +309,7 @@ fn srtcp_protected_control_channel() {
             commencement_mode: None,
             media_security: MediaSecurity::EndToEnd,
             caller_tc_key: Some(key.clone()),
+            callee_interface: None,
         })
         .unwrap();
     let answer = engine

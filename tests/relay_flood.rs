@@ -53,6 +53,7 @@ fn stranger_flood_is_dropped_counted_and_never_answered() {
             commencement_mode: None,
             media_security: MediaSecurity::PerLeg,
             caller_tc_key: None,
+            callee_interface: None,
         })
         .unwrap();
     let answer = engine

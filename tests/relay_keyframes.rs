@@ -46,6 +46,7 @@ fn keyframe_requests_at_grant_rate_limited_and_redundant_dropped() {
             commencement_mode: None,
             media_security: MediaSecurity::EndToEnd,
             caller_tc_key: None,
+            callee_interface: None,
         })
         .unwrap();
     let to_callee = RelayAddrs::from_sdp(&offer.sdp_offer);

@@ -34,6 +34,7 @@ fn request(caller: &Peer, id: &str) -> CreateCall {
         commencement_mode: None,
         media_security: MediaSecurity::EndToEnd,
         caller_tc_key: None,
+        callee_interface: None,
     }
 }
 
@@ -49,6 +50,7 @@ fn create(engine: &Engine, caller: &Peer, id: &str) -> mcvideo_relay::control::c
             commencement_mode: None,
             media_security: MediaSecurity::EndToEnd,
             caller_tc_key: None,
+            callee_interface: None,
         })
         .expect("create_call")
 }

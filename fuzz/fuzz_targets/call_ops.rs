@@ -108,6 +108,7 @@ fuzz_target!(|ops: Vec<Op>| {
                     commencement_mode: None,
                     media_security: if per_leg { MediaSecurity::PerLeg } else { MediaSecurity::EndToEnd },
                     caller_tc_key: None,
+                    callee_interface: None,
                 };
                 let _ = table.create_call(now, req, &mut ports);
                 name(id)
@@ -123,6 +124,7 @@ fuzz_target!(|ops: Vec<Op>| {
                     commencement_mode: None,
                     media_security: MediaSecurity::PerLeg,
                     caller_tc_key: None,
+                    callee_interface: None,
                 };
                 let _ = table.create_call(now, req, &mut ports);
                 name(id)

@@ -234,6 +234,7 @@ fuzz_target!(|ops: Vec<Op>| {
                     }),
                     media_security: if per_leg { MediaSecurity::PerLeg } else { MediaSecurity::EndToEnd },
                     caller_tc_key: None,
+                    callee_interface: None,
                 });
                 if let Ok(o) = r {
                     created.push(o.call_id.clone());

@@ -136,6 +136,9 @@ pub struct CreateCall {
     pub media_security: MediaSecurity,
     /// Key protecting the caller's transmission control channel (SRTCP), if any.
     pub caller_tc_key: Option<MasterKey>,
+    /// The media interface the callee's leg goes on (an engine's named interfaces, e.g. the
+    /// IPv6 core while the caller is on IPv4 access); `None`: the caller's.
+    pub callee_interface: Option<String>,
 }
 
 /// Seed step 6: the callee's acceptance.
@@ -605,6 +608,18 @@ impl Call {
                     "m= line {} has no usable address to send to",
                     m.line
                 )));
+            }
+            if let (true, Some(r), Some(a)) =
+                (accepted, s.relay[Party::Callee.index()], m.rtp_addr())
+            {
+                if r.rtp.is_ipv4() != a.is_ipv4() {
+                    return Err(bad(format!(
+                        "m= line {}: the callee's address is {} but its leg was offered on an {} interface of the relay (name the callee's interface when creating the call)",
+                        m.line,
+                        if a.is_ipv4() { "IPv4" } else { "IPv6" },
+                        if r.rtp.is_ipv4() { "IPv4" } else { "IPv6" }
+                    )));
+                }
             }
             s.remote_rtp[Party::Callee.index()] = m.rtp_addr();
             s.remote_rtcp[Party::Callee.index()] = m.rtcp_addr();
@@ -1200,6 +1215,25 @@ impl CallTable {
                 ports.free(p);
             }
             return Err(SetupError::NoPortsAvailable);
+        }
+        // A leg on an interface of the other address family could never reach its party.
+        let mismatch = streams.iter().zip(offer.media()).find(|(s, m)| {
+            match (s.relay[Party::Caller.index()], m.rtp_addr()) {
+                (Some(r), Some(a)) => r.rtp.is_ipv4() != a.is_ipv4(),
+                _ => false,
+            }
+        });
+        if let Some((_, m)) = mismatch {
+            for p in streams
+                .iter()
+                .flat_map(|s| s.relay.iter().flatten().copied())
+            {
+                ports.free(p);
+            }
+            return Err(no_media(&format!(
+                "m= line {}: its address family has no media interface on the relay",
+                m.line
+            )));
         }
 
         // Per-leg keys: the caller's inbound key is in its offer; the relay makes its own key

@@ -339,6 +339,7 @@ impl Conn<'_> {
                         commencement_mode: None,
                         media_security: security,
                         caller_tc_key: None,
+                        callee_interface: None,
                     })
                     .map_err(|e| format!("create {}: {e}", spec.id))?;
                 match e.accept_call(

@@ -39,11 +39,17 @@ impl core::fmt::Debug for Engine {
 impl Engine {
     /// Starts the worker threads. Media sockets are bound per call, from the configured range.
     pub fn start(config: EngineConfig) -> io::Result<Engine> {
-        if config.port_min > config.port_max || config.port_max - config.port_min < 3 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "the media port range must hold at least two port pairs",
-            ));
+        let interfaces = config.media_interfaces();
+        for i in &interfaces {
+            if i.port_min > i.port_max || i.port_max - i.port_min < 3 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "media interface {}: the port range must hold at least two port pairs",
+                        i.name
+                    ),
+                ));
+            }
         }
         let n = match config.workers {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
@@ -70,12 +76,15 @@ impl Engine {
                 ),
                 placement: HashMap::new(),
             }),
-            pool: Mutex::new(PortPool::new(
-                config.media_ip,
-                config.port_min,
-                config.port_max,
-                config.socket_buffer_bytes,
-            )),
+            pools: interfaces
+                .iter()
+                .map(|i| {
+                    let pool =
+                        PortPool::new(i.ip, i.port_min, i.port_max, config.socket_buffer_bytes);
+                    Mutex::new(pool.advertise(i.advertised.unwrap_or(i.ip)))
+                })
+                .collect(),
+            interfaces,
             events,
             totals: Mutex::new(Totals::default()),
             workers,
@@ -95,8 +104,10 @@ impl Engine {
                     .spawn(move || worker.run())?,
             );
         }
-        let c = &plane.config;
-        info!(workers = n, media_ip = %c.media_ip, port_min = c.port_min, port_max = c.port_max, io = "epoll", "engine started");
+        for i in &plane.interfaces {
+            info!(interface = %i.name, ip = %i.ip, port_min = i.port_min, port_max = i.port_max, "media interface");
+        }
+        info!(workers = n, io = "epoll", "engine started");
         Ok(Engine {
             plane,
             threads: Mutex::new(threads),
@@ -127,10 +138,19 @@ impl Engine {
         if let Err(e) = lock(&p.directory).table.precheck(&req) {
             return refuse(e);
         }
-        let mut pre = p.prebind(&req.caller_sdp);
+        let ifaces = match p.interfaces_for(&req.caller_sdp, req.callee_interface.as_deref()) {
+            Ok(i) => i,
+            Err(e) => return refuse(e),
+        };
+        let (Some(caller_pool), Some(callee_pool)) =
+            (p.pools.get(ifaces[0]), p.pools.get(ifaces[1]))
+        else {
+            return refuse(SetupError::NoPortsAvailable);
+        };
+        let mut pre = p.prebind(&req.caller_sdp, ifaces);
         let worker = p.place();
         let created = {
-            let mut alloc = pre.allocator(&p.pool);
+            let mut alloc = pre.allocator([caller_pool, callee_pool]);
             let mut d = lock(&p.directory);
             let r = d.table.create_detached(Instant::now(), req, &mut alloc);
             if let Ok((call, _)) = &r {
@@ -138,7 +158,7 @@ impl Engine {
             }
             r.map(|(call, offer)| (call, offer, alloc.bound))
         };
-        p.unbind(pre);
+        p.unbind(pre, ifaces);
         let (call, offer, bound) = match created {
             Ok(c) => c,
             Err(e) => return refuse(e),
@@ -146,7 +166,7 @@ impl Engine {
         lock(&p.totals).created += 1;
         info!(call = %offer.call_id, worker, "call offered");
         if let Some(w) = p.workers.get(worker) {
-            w.send(Cmd::Adopt(Box::new((call, bound))));
+            w.send(Cmd::Adopt(Box::new((call, bound, ifaces))));
         }
         Ok(offer)
     }
@@ -268,10 +288,10 @@ impl Engine {
     pub fn stats(&self) -> EngineStats {
         let p = &self.plane;
         let active_calls = lock(&p.directory).table.detached_len();
-        let (ports_in_use, ports_capacity) = {
-            let pool = lock(&p.pool);
-            (pool.in_use(), pool.capacity())
-        };
+        let (ports_in_use, ports_capacity) = p.pools.iter().fold((0, 0), |(u, c), pool| {
+            let pool = lock(pool);
+            (u + pool.in_use(), c + pool.capacity())
+        });
         let mut s = {
             let t = lock(&p.totals);
             EngineStats {

@@ -122,6 +122,15 @@ pub struct EngineConfig {
     pub port_min: u16,
     /// Highest port of the media range.
     pub port_max: u16,
+    /// Named media interfaces (rtpengine's `interface=`): SIP deployments bridge networks, e.g.
+    /// IPv4 access and an IPv6 core. Each has its address, port range and, behind NAT, the
+    /// address its SDP advertises. A caller's leg goes on the first interface of its SDP's
+    /// address family; the callee's on the one [`CreateCall::callee_interface`] names, else on
+    /// the first of the caller's family. Empty: one interface, `media_ip` with
+    /// `port_min..=port_max`.
+    ///
+    /// [`CreateCall::callee_interface`]: crate::control::call::CreateCall::callee_interface
+    pub interfaces: Vec<MediaInterface>,
     /// Worker threads; 0 = one per core.
     pub workers: usize,
     /// New calls go to the first worker busy less than this share of its time (percent);
@@ -145,6 +154,7 @@ impl Default for EngineConfig {
             media_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             port_min: 40_000,
             port_max: 49_999,
+            interfaces: Vec::new(),
             workers: 0,
             spread_above_busy_percent: 50,
             call: CallConfig::default(),
@@ -153,6 +163,37 @@ impl Default for EngineConfig {
             event_capacity: 65_536,
             policy: Arc::new(AllowAll),
         }
+    }
+}
+
+/// A named media interface: where legs bind, which ports, what the SDP advertises.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaInterface {
+    /// Its name (the API and ng's `direction` refer to it).
+    pub name: String,
+    /// The address media sockets bind to.
+    pub ip: IpAddr,
+    /// The address written into SDP instead (behind NAT); `None`: `ip`.
+    pub advertised: Option<IpAddr>,
+    /// Lowest port of its range.
+    pub port_min: u16,
+    /// Highest port of its range.
+    pub port_max: u16,
+}
+
+impl EngineConfig {
+    /// The interfaces in force: [`Self::interfaces`], or one named `default` on `media_ip`.
+    pub fn media_interfaces(&self) -> Vec<MediaInterface> {
+        if !self.interfaces.is_empty() {
+            return self.interfaces.clone();
+        }
+        vec![MediaInterface {
+            name: "default".into(),
+            ip: self.media_ip,
+            advertised: None,
+            port_min: self.port_min,
+            port_max: self.port_max,
+        }]
     }
 }
 

@@ -77,7 +77,9 @@ impl WorkerHandle {
 pub(crate) struct Plane {
     pub(crate) config: EngineConfig,
     pub(crate) directory: Mutex<Directory>,
-    pub(crate) pool: Mutex<PortPool>,
+    /// One port pool per media interface (same order as `interfaces`).
+    pub(crate) pools: Vec<Mutex<PortPool>>,
+    pub(crate) interfaces: Vec<super::MediaInterface>,
     pub(crate) events: broadcast::Sender<CallEvent>,
     pub(crate) totals: Mutex<Totals>,
     pub(crate) workers: Vec<WorkerHandle>,
@@ -110,11 +112,10 @@ impl Plane {
 
     /// A finished call's resources: its ports go back to the pool (its sockets are closed by
     /// then), its ID and SSRCs are free again.
-    pub(crate) fn finished(&self, call: &crate::control::call::Call, ports: &[u16]) {
-        {
-            let mut pool = lock(&self.pool);
-            for &p in ports {
-                pool.free(p);
+    pub(crate) fn finished(&self, call: &crate::control::call::Call, ports: &[(usize, u16)]) {
+        for &(pool, port) in ports {
+            if let Some(pool) = self.pools.get(pool) {
+                lock(pool).free(port);
             }
         }
         let mut d = lock(&self.directory);
@@ -142,8 +143,9 @@ impl Plane {
     }
 
     /// Binds, outside every lock but the pool's (per port number), the sockets the caller's
-    /// offer will need: one port per offered stream and party (two without rtcp-mux).
-    pub(crate) fn prebind(&self, caller_sdp: &str) -> Prebound {
+    /// offer will need: one port per offered stream and party (two without rtcp-mux), each
+    /// party's on its interface (`ifaces`).
+    pub(crate) fn prebind(&self, caller_sdp: &str, ifaces: [usize; 2]) -> Prebound {
         let mut p = Prebound::default();
         let Ok(offer) = SessionDescription::parse(caller_sdp) else {
             return p; // the call procedure reports the error, naming the line
@@ -160,9 +162,13 @@ impl Plane {
                 continue;
             }
             let mux = m.rtcp_mux || m.kind == MediaKind::Control;
-            for _ in [Party::Caller, Party::Callee] {
-                match PortPool::allocate_shared(&self.pool, mux) {
-                    Some(b) => p.ready.push(b),
+            for party in [Party::Caller, Party::Callee] {
+                let i = party.index();
+                let Some(pool) = ifaces.get(i).and_then(|&f| self.pools.get(f)) else {
+                    return p;
+                };
+                match PortPool::allocate_shared(pool, mux) {
+                    Some(b) => p.ready[i].push(b),
                     None => return p,
                 }
             }
@@ -171,11 +177,54 @@ impl Plane {
     }
 
     /// Gives unused pre-bound sockets back.
-    pub(crate) fn unbind(&self, p: Prebound) {
-        let mut pool = lock(&self.pool);
-        for (port, _) in p.ready {
-            pool.free(port.rtp.port()); // the sockets close as the entry drops
+    pub(crate) fn unbind(&self, p: Prebound, ifaces: [usize; 2]) {
+        for (ready, iface) in p.ready.into_iter().zip(ifaces) {
+            if let Some(pool) = self.pools.get(iface) {
+                let mut pool = lock(pool);
+                for (port, _) in ready {
+                    pool.free(port.rtp.port()); // the sockets close as the entry drops
+                }
+            }
         }
+    }
+
+    /// The interfaces a new call's legs go on: the caller's by its SDP's address family, the
+    /// callee's by name, else the caller's family.
+    pub(crate) fn interfaces_for(
+        &self,
+        caller_sdp: &str,
+        callee: Option<&str>,
+    ) -> Result<[usize; 2], crate::control::call::SetupError> {
+        use crate::control::call::SetupError;
+        let family = SessionDescription::parse(caller_sdp)
+            .ok()
+            .and_then(|d| d.media().iter().find_map(|m| m.rtp_addr()))
+            .map(|a| a.is_ipv4());
+        let of_family = |v4: bool| self.interfaces.iter().position(|i| i.ip.is_ipv4() == v4);
+        let caller = match family {
+            Some(v4) => of_family(v4).ok_or_else(|| SetupError::NoAcceptableMedia {
+                party: Party::Caller,
+                reason: format!(
+                    "its media address is {} and the relay has no {} media interface",
+                    if v4 { "IPv4" } else { "IPv6" },
+                    if v4 { "IPv4" } else { "IPv6" }
+                ),
+            })?,
+            None => 0, // the call procedure reports the SDP's problem
+        };
+        let callee = match callee {
+            Some(name) => self
+                .interfaces
+                .iter()
+                .position(|i| i.name == name)
+                .ok_or_else(|| {
+                    SetupError::BadRequest(format!(
+                        "callee interface: no media interface named {name:?}"
+                    ))
+                })?,
+            None => caller,
+        };
+        Ok([caller, callee])
     }
 
     /// Why a call was released, for the totals (used when a worker cannot run the call's
@@ -191,18 +240,20 @@ impl Plane {
 /// Sockets bound before the call procedure runs.
 #[derive(Debug, Default)]
 pub(crate) struct Prebound {
-    pub(crate) ready: Vec<(crate::control::call::RelayPort, BoundPort)>,
+    /// Per party.
+    pub(crate) ready: [Vec<(crate::control::call::RelayPort, BoundPort)>; 2],
 }
 
 impl Prebound {
     /// A [`crate::control::call::PortAllocator`] handing out these sockets.
     pub(crate) fn allocator<'a>(
         &'a mut self,
-        pool: &'a Mutex<PortPool>,
+        pools: [&'a Mutex<PortPool>; 2],
     ) -> super::ports::Prebound<'a> {
+        let [a, b] = &mut self.ready;
         super::ports::Prebound {
-            ready: &mut self.ready,
-            pool,
+            ready: [a, b],
+            pools,
             bound: HashMap::new(),
         }
     }

@@ -15,12 +15,16 @@ use std::sync::Mutex;
 pub(crate) struct BoundPort {
     pub(crate) rtp: UdpSocket,
     pub(crate) rtcp: Option<UdpSocket>,
+    /// Which party's pool it came from (set when a call takes it).
+    pub(crate) pool: usize,
 }
 
 /// The pool of even port numbers in `[min, max]`.
 #[derive(Debug)]
 pub(crate) struct PortPool {
     ip: IpAddr,
+    /// The address handed out in [`RelayPort`]s (and so in SDP): `ip` unless advertised.
+    advertised: IpAddr,
     min: u16,
     max: u16,
     next: u16,
@@ -34,6 +38,7 @@ impl PortPool {
         let min = min.max(1).saturating_add(min % 2); // RTP on even ports
         PortPool {
             ip,
+            advertised: ip,
             min,
             max: max.max(min),
             next: min,
@@ -41,6 +46,12 @@ impl PortPool {
             in_use: 0,
             buffer_bytes,
         }
+    }
+
+    /// Advertises `ip` in the SDP instead of the bound address (NAT).
+    pub(crate) fn advertise(mut self, ip: IpAddr) -> Self {
+        self.advertised = ip;
+        self
     }
 
     /// Port pairs the range holds.
@@ -94,13 +105,13 @@ impl PortPool {
         mux: bool,
     ) -> Option<(RelayPort, BoundPort)> {
         let lock = || pool.lock().unwrap_or_else(|e| e.into_inner());
-        let (ip, buffer_bytes, capacity) = {
+        let (ip, advertised, buffer_bytes, capacity) = {
             let p = lock();
-            (p.ip, p.buffer_bytes, p.capacity())
+            (p.ip, p.advertised, p.buffer_bytes, p.capacity())
         };
         for _ in 0..capacity {
             let port = lock().reserve()?;
-            match bind_pair(ip, port, mux, buffer_bytes) {
+            match bind_pair(ip, advertised, port, mux, buffer_bytes) {
                 Ok(b) => return Some(b),
                 Err(e) if out_of_descriptors(&e) => {
                     lock().free(port);
@@ -135,27 +146,32 @@ fn bind(ip: IpAddr, port: u16, buffer_bytes: usize) -> io::Result<UdpSocket> {
     Ok(s.into())
 }
 
-/// Binds RTP on `port` and, without `mux`, RTCP on `port + 1`.
+/// Binds RTP on `port` and, without `mux`, RTCP on `port + 1`; the relay ports carry the
+/// `advertised` address.
 fn bind_pair(
     ip: IpAddr,
+    advertised: IpAddr,
     port: u16,
     mux: bool,
     buffer_bytes: usize,
 ) -> io::Result<(RelayPort, BoundPort)> {
     let rtp = bind(ip, port, buffer_bytes)?;
-    let rtp_addr = SocketAddr::new(ip, port);
+    let rtp_addr = SocketAddr::new(advertised, port);
     let (rtcp, rtcp_addr) = if mux {
         (None, rtp_addr)
     } else {
         let p = port.checked_add(1).ok_or(io::ErrorKind::AddrNotAvailable)?;
-        (Some(bind(ip, p, buffer_bytes)?), SocketAddr::new(ip, p))
+        (
+            Some(bind(ip, p, buffer_bytes)?),
+            SocketAddr::new(advertised, p),
+        )
     };
     Ok((
         RelayPort {
             rtp: rtp_addr,
             rtcp: rtcp_addr,
         },
-        BoundPort { rtp, rtcp },
+        BoundPort { rtp, rtcp, pool: 0 },
     ))
 }
 
@@ -167,28 +183,36 @@ fn out_of_descriptors(e: &io::Error) -> bool {
 /// [`PortAllocator`] over sockets bound before the call procedure ran (falling back to the
 /// shared pool): keeps the sockets the call uses for the engine.
 pub(crate) struct Prebound<'a> {
-    pub(crate) ready: &'a mut Vec<(RelayPort, BoundPort)>,
-    pub(crate) pool: &'a Mutex<PortPool>,
+    /// Per party: sockets bound beforehand on its interface.
+    pub(crate) ready: [&'a mut Vec<(RelayPort, BoundPort)>; 2],
+    /// Per party: its interface's pool.
+    pub(crate) pools: [&'a Mutex<PortPool>; 2],
+    /// What the call took: relay port → sockets (and the pool it came from).
     pub(crate) bound: HashMap<u16, BoundPort>,
 }
 
 impl PortAllocator for Prebound<'_> {
-    fn allocate(&mut self, _party: Party, kind: &MediaKind, rtcp_mux: bool) -> Option<RelayPort> {
+    fn allocate(&mut self, party: Party, kind: &MediaKind, rtcp_mux: bool) -> Option<RelayPort> {
         let mux = rtcp_mux || *kind == MediaKind::Control;
-        let (port, sockets) = match self.ready.iter().position(|(p, _)| p.muxed() == mux) {
-            Some(i) => self.ready.swap_remove(i),
-            None => PortPool::allocate_shared(self.pool, mux)?,
+        let ready = &mut self.ready[party.index()];
+        let (port, mut sockets) = match ready.iter().position(|(p, _)| p.muxed() == mux) {
+            Some(i) => ready.swap_remove(i),
+            None => PortPool::allocate_shared(self.pools[party.index()], mux)?,
         };
+        sockets.pool = party.index();
         self.bound.insert(port.rtp.port(), sockets);
         Some(port)
     }
 
     fn free(&mut self, port: RelayPort) {
-        self.bound.remove(&port.rtp.port()); // closes the sockets
-        self.pool
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .free(port.rtp.port());
+        if let Some(b) = self.bound.remove(&port.rtp.port()) {
+            // The sockets close as `b` drops.
+            if let Some(pool) = self.pools.get(b.pool) {
+                pool.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .free(port.rtp.port());
+            }
+        }
     }
 }
 

@@ -230,6 +230,9 @@ struct CallerBody {
 #[serde(deny_unknown_fields)]
 struct CalleeBody {
     mcvideo_id: String,
+    /// The media interface for the callee's leg (by name); default: the caller's.
+    #[serde(default)]
+    interface: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -413,6 +416,7 @@ async fn create_call(
         callee_id: b.callee.mcvideo_id,
         video_push: b.video_push,
         video_pull: b.video_pull,
+        callee_interface: b.callee.interface,
         commencement_mode,
         media_security,
         caller_tc_key,

@@ -128,6 +128,7 @@ pub fn create_request(caller_sdp: String) -> CreateCall {
         commencement_mode: None,
         media_security: MediaSecurity::EndToEnd,
         caller_tc_key: None,
+        callee_interface: None,
     }
 }
 

@@ -47,8 +47,8 @@ pub(crate) struct CallRt {
     requested_keyframe: bool,
     /// The deadline the worker's timer heap holds for this call.
     pub(crate) armed: Option<Instant>,
-    /// Relay ports to give back when the call ends.
-    pub(crate) ports: Vec<u16>,
+    /// Relay ports to give back when the call ends, with their interface's pool.
+    pub(crate) ports: Vec<(usize, u16)>,
     pub(crate) latch_after: u32,
     /// The worker's running totals (every count also goes there).
     totals: Arc<WorkerStats>,
@@ -65,10 +65,20 @@ impl CallRt {
     pub(crate) fn new(
         call: Call,
         bound: HashMap<u16, BoundPort>,
+        ifaces: [usize; 2],
         latch_after: u32,
         totals: Arc<WorkerStats>,
     ) -> CallRt {
-        let ports = call.relay_ports().map(|p| p.rtp.port()).collect();
+        let ports = call
+            .streams()
+            .iter()
+            .flat_map(|s| {
+                s.relay
+                    .iter()
+                    .zip(ifaces)
+                    .filter_map(|(r, i)| r.map(|r| (i, r.rtp.port())))
+            })
+            .collect();
         CallRt {
             call,
             bound,

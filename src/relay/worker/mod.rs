@@ -35,7 +35,7 @@ pub(crate) type Reply<T> = crossbeam_channel::Sender<T>;
 /// What the control plane asks of a worker.
 pub(crate) enum Cmd {
     /// Run this offered call (its sockets are bound, not yet polled).
-    Adopt(Box<(Call, HashMap<u16, BoundPort>)>),
+    Adopt(Box<(Call, HashMap<u16, BoundPort>, [usize; 2])>),
     /// The callee accepted.
     Accept(Arc<str>, AnswerCall, Reply<Result<CallAnswer, SetupError>>),
     /// The callee declined.
@@ -223,8 +223,8 @@ impl Worker {
         let now = Instant::now();
         match cmd {
             Cmd::Adopt(b) => {
-                let (call, bound) = *b;
-                self.adopt(call, bound, now);
+                let (call, bound, ifaces) = *b;
+                self.adopt(call, bound, ifaces, now);
             }
             Cmd::Accept(id, answer, reply) => {
                 let r = self.accept(&id, answer, now);
@@ -278,7 +278,13 @@ impl Worker {
         }
     }
 
-    fn adopt(&mut self, call: Call, bound: HashMap<u16, BoundPort>, now: Instant) {
+    fn adopt(
+        &mut self,
+        call: Call,
+        bound: HashMap<u16, BoundPort>,
+        ifaces: [usize; 2],
+        now: Instant,
+    ) {
         let id: Arc<str> = call.id().into();
         let slot = self.free.pop().unwrap_or_else(|| {
             self.slots.push(None);
@@ -288,6 +294,7 @@ impl Worker {
         let rt = CallRt::new(
             call,
             bound,
+            ifaces,
             self.plane.config.latch_after_packets,
             self.stats.clone(),
         );

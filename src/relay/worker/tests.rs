@@ -34,6 +34,7 @@ fn call(engine: &Engine, id: &str) -> (UdpSocket, UdpSocket, std::net::SocketAdd
             commencement_mode: None,
             media_security: MediaSecurity::EndToEnd,
             caller_tc_key: None,
+            callee_interface: None,
         })
         .unwrap();
     let answer = engine
