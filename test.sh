@@ -58,13 +58,15 @@ if ! command -v cargo-fuzz >/dev/null || ! cargo fuzz --version 2>/dev/null | gr
   echo "installing cargo-fuzz 0.13.2 (cargo install)"
   run_install cargo install cargo-fuzz --version 0.13.2 --locked
 fi
-if [[ "${TEST_SH_DRY_RUN:-}" != 1 ]]; then
-  for tool in ffmpeg ffprobe promtool cargo-nextest cargo-fuzz; do
-    command -v "$tool" >/dev/null || { echo "test.sh: $tool is still not on PATH" >&2; exit 1; }
-  done
+if [[ "${TEST_SH_DRY_RUN:-}" == 1 ]]; then
+  echo "dry run: nothing installed, nothing run"
+  exit 0
 fi
+for tool in ffmpeg ffprobe promtool cargo-nextest cargo-fuzz; do
+  command -v "$tool" >/dev/null || { echo "test.sh: $tool is still not on PATH" >&2; exit 1; }
+done
 echo "ffmpeg, ffprobe, promtool, cargo-nextest, cargo-fuzz: present"
-if [[ "${1:-}" == "--deps" || "${TEST_SH_DRY_RUN:-}" == 1 ]]; then
+if [[ "${1:-}" == "--deps" ]]; then
   exit 0
 fi
 
