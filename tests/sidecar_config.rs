@@ -215,7 +215,19 @@ fn serve_flags_override_the_file() {
         .contains("--bogus"));
     assert!(ServeOptions::parse(&args(&["--listen"]))
         .unwrap_err()
-        .contains("needs a value"));
+        .contains("a value is required for '--listen <ADDR>'"));
+    let help = ServeOptions::help();
+    for flag in [
+        "--config <FILE>",
+        "--listen <ADDR>",
+        "--media-ip <IP>",
+        "--ports <MIN-MAX>",
+        "--log-format <FORMAT>",
+        "MCVIDEO_RELAY_API_TOKEN",
+        "RUST_LOG",
+    ] {
+        assert!(help.contains(flag), "{flag} not in:\n{help}");
+    }
     let o = ServeOptions::parse(&args(&["--ports", "9-x", "--log-format", "yaml"]))
         .unwrap()
         .unwrap();

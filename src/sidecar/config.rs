@@ -616,78 +616,79 @@ impl PolicyFile {
     }
 }
 
-/// `serve`'s command-line options.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// `serve`'s command-line options (clap derive: `mcvideo-relay serve --help`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
 pub struct ServeOptions {
-    /// `--config FILE`
+    /// TOML configuration file (see deploy/config.example.toml)
+    #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// `--listen ADDR`
+    /// control API address:port (overrides api.listen)
+    #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
-    /// `--media-ip IP`
+    /// media address (overrides media.ip)
+    #[arg(long, value_name = "IP")]
     pub media_ip: Option<String>,
-    /// `--ports MIN-MAX`
+    /// media port range (overrides media.port_min/port_max)
+    #[arg(long, value_name = "MIN-MAX")]
     pub ports: Option<String>,
-    /// `--log-format json|text`
+    /// text (default) or json (overrides log.format)
+    #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<String>,
 }
 
-/// `serve`'s usage text.
-pub const SERVE_USAGE: &str = "\
-Usage: mcvideo-relay serve [OPTIONS]
+/// `serve`'s summary (`mcvideo-relay --help`).
+pub const SERVE_ABOUT: &str = "run the relay and its HTTP/JSON control API (`serve --help` for
+details); with no file it runs on embedded defaults (API on 127.0.0.1:8080,
+media on 127.0.0.1 ports 40000-49999)";
 
+/// `serve --help`'s description.
+pub const SERVE_LONG_ABOUT: &str = "\
 Runs the media relay with its HTTP/JSON control API. Without --config it runs on the
 embedded defaults: control API on 127.0.0.1:8080, media on 127.0.0.1 ports 40000-49999.
-The first line on stdout is `listening on ADDR` (useful with --listen 127.0.0.1:0).
+The first line on stdout is `listening on ADDR` (useful with --listen 127.0.0.1:0).";
 
-Options:
-  --config FILE          TOML configuration file (see deploy/config.example.toml)
-  --listen ADDR          control API address:port (overrides api.listen)
-  --media-ip IP          media address (overrides media.ip)
-  --ports MIN-MAX        media port range (overrides media.port_min/port_max)
-  --log-format FORMAT    text (default) or json (overrides log.format)
-  -h, --help             this text
-
+/// `serve --help`'s closing section: the environment.
+pub const SERVE_AFTER_HELP: &str = "\
 Environment:
   MCVIDEO_RELAY_API_TOKEN  bearer token for the control API (or the variable that
                            api.token_env names); required when api.listen is not loopback
-  RUST_LOG                 log filter (overrides log.level), e.g. warn,mcvideo_relay=debug
-";
+  RUST_LOG                 log filter (overrides log.level), e.g. warn,mcvideo_relay=debug";
+
+/// `serve --help`'s layout: usage, description, options, environment.
+pub const SERVE_HELP_TEMPLATE: &str =
+    "{usage-heading} {usage}\n\n{before-help}{all-args}{after-help}";
+
+/// `mcvideo-relay serve` alone, for [`ServeOptions::parse`].
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "mcvideo-relay serve",
+    about = SERVE_ABOUT,
+    before_help = SERVE_LONG_ABOUT,
+    after_help = SERVE_AFTER_HELP,
+    help_template = SERVE_HELP_TEMPLATE
+)]
+struct ServeCommand {
+    #[command(flatten)]
+    options: ServeOptions,
+}
 
 impl ServeOptions {
-    /// Parses `serve`'s arguments (after the word `serve`). `Ok(None)` = `--help`.
+    /// Parses `serve`'s arguments (after the word `serve`) as the binary does. `Ok(None)` =
+    /// `--help` (printed by the caller: [`ServeOptions::help`]); `Err` = the usage error.
     pub fn parse(args: &[String]) -> Result<Option<ServeOptions>, String> {
-        let mut o = ServeOptions::default();
-        let mut it = args.iter();
-        while let Some(arg) = it.next() {
-            let (flag, inline) = match arg.split_once('=') {
-                Some((f, v)) if f.starts_with("--") => (f, Some(v.to_owned())),
-                _ => (arg.as_str(), None),
-            };
-            if matches!(flag, "-h" | "--help") {
-                return Ok(None);
-            }
-            if !matches!(
-                flag,
-                "--config" | "--listen" | "--media-ip" | "--ports" | "--log-format"
-            ) {
-                return Err(format!("unknown option `{arg}` (see `serve --help`)"));
-            }
-            let value = match inline {
-                Some(v) => v,
-                None => it
-                    .next()
-                    .cloned()
-                    .ok_or_else(|| format!("{flag} needs a value"))?,
-            };
-            match flag {
-                "--config" => o.config = Some(PathBuf::from(value)),
-                "--listen" => o.listen = Some(value),
-                "--media-ip" => o.media_ip = Some(value),
-                "--ports" => o.ports = Some(value),
-                _ => o.log_format = Some(value),
-            }
+        use clap::Parser as _;
+        let argv = std::iter::once("serve").chain(args.iter().map(String::as_str));
+        match ServeCommand::try_parse_from(argv) {
+            Ok(c) => Ok(Some(c.options)),
+            Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => Ok(None),
+            Err(e) => Err(e.to_string()),
         }
-        Ok(Some(o))
+    }
+
+    /// `serve --help`.
+    pub fn help() -> String {
+        use clap::CommandFactory as _;
+        ServeCommand::command().render_long_help().to_string()
     }
 
     /// Applies the flags over `config`; a malformed flag is a problem keyed by the flag.

@@ -18,7 +18,10 @@ pub mod config;
 pub mod fuzzing;
 mod metrics;
 
-pub use config::{Config, PolicyFile, Problem, ServeOptions, SERVE_USAGE};
+pub use config::{
+    Config, PolicyFile, Problem, ServeOptions, SERVE_ABOUT, SERVE_AFTER_HELP, SERVE_HELP_TEMPLATE,
+    SERVE_LONG_ABOUT,
+};
 
 use crate::control::policy::{AllowAll, AuthorizationPolicy};
 use crate::relay::Engine;
