@@ -45,7 +45,7 @@ fn label_values(text: &str, label: &str) -> BTreeSet<String> {
 #[test]
 fn dashboard_and_alert_rules_use_exported_metrics() {
     let mut c = Config::embedded();
-    c.api.listen = "127.0.0.1:0".into();
+    c.api.listen = "127.0.0.1:0".parse().unwrap();
     c.media.port_min = 46_940;
     c.media.port_max = 46_959;
     c.media.workers = 1;

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 fn start(port_min: u16, port_max: u16, max_body: usize) -> (Sidecar, Api) {
     let mut c = Config::embedded();
-    c.api.listen = "127.0.0.1:0".into();
+    c.api.listen = "127.0.0.1:0".parse().unwrap();
     c.api.max_body_bytes = max_body;
     c.media.port_min = port_min;
     c.media.port_max = port_max;

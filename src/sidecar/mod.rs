@@ -155,9 +155,7 @@ fn prepare(settings: Settings) -> Result<Prepared, StartError> {
     if let Some(p) = problems.first() {
         return Err(StartError(format!("invalid configuration: {p}")));
     }
-    let listen = cfg
-        .listen_addr()
-        .ok_or_else(|| StartError(format!("api.listen: `{}` is not IP:port", cfg.api.listen)))?;
+    let listen = cfg.listen_addr();
     if !listen.ip().is_loopback() && settings.token.is_none() {
         return Err(StartError(format!(
             "refusing to start: the control API would listen on {listen}, which is not a \
@@ -324,14 +322,14 @@ fn init_logging(cfg: &config::LogConfig) {
     let filter = match std::env::var("RUST_LOG") {
         Ok(s) if !s.trim().is_empty() => config::parse_log_filter(&s).unwrap_or_else(|e| {
             eprintln!("mcvideo-relay: RUST_LOG: {e}; using log.level");
-            config::parse_log_filter(&cfg.level).unwrap_or_default()
+            cfg.level.targets().clone()
         }),
-        _ => config::parse_log_filter(&cfg.level).unwrap_or_default(),
+        _ => cfg.level.targets().clone(),
     };
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(false);
-    let result = if cfg.format == "json" {
+    let result = if cfg.format == config::LogFormat::Json {
         let sub = builder
             .json()
             .flatten_event(true)
@@ -483,14 +481,13 @@ pub fn check_config(path: &Path) -> ExitCode {
             None
         }
     };
-    if let Some(addr) = config.listen_addr() {
-        if !addr.ip().is_loopback() && token.is_none() {
-            warnings.push(format!(
-                "api.listen: {addr} is not a loopback address: `serve` will refuse to start \
-                 unless ${} (api.token_env) or api.token_file holds a bearer token",
-                config.api.token_env
-            ));
-        }
+    let addr = config.listen_addr();
+    if !addr.ip().is_loopback() && token.is_none() {
+        warnings.push(format!(
+            "api.listen: {addr} is not a loopback address: `serve` will refuse to start \
+             unless ${} (api.token_env) or api.token_file holds a bearer token",
+            config.api.token_env
+        ));
     }
     if problems.is_empty() {
         for w in &warnings {
