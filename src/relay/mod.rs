@@ -767,6 +767,12 @@ impl Engine {
         self.shared.lock().draining = draining;
     }
 
+    /// Replaces the authorization policy for calls created from now on; live calls are
+    /// untouched ([`Engine::config`] still shows the policy the engine started with).
+    pub fn set_policy(&self, policy: Arc<dyn AuthorizationPolicy>) {
+        self.shared.lock().table.set_policy(policy);
+    }
+
     /// Engine-wide counters.
     pub fn stats(&self) -> EngineStats {
         let c = self.shared.lock();

@@ -114,6 +114,9 @@ section! {
         token_file: Option<String> = None,
         /// Largest request body accepted (larger = 413).
         max_body_bytes: usize = 256 * 1024,
+        /// After a reload (SIGHUP, `POST /v1/admin/reload`) puts a new token in force, the old
+        /// one is still accepted this long, so clients can switch over (0 = not at all).
+        token_overlap_secs: u64 = 60,
     }
 }
 
@@ -450,6 +453,12 @@ impl Config {
             p.push(Problem::new(
                 "api.max_body_bytes",
                 format!("must be between 1024 and {} bytes", 64 << 20),
+            ));
+        }
+        if a.token_overlap_secs > 86_400 {
+            p.push(Problem::new(
+                "api.token_overlap_secs",
+                "must be <= 86400 (0 = the old token stops at once)",
             ));
         }
         let m = &self.media;
