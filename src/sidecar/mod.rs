@@ -353,7 +353,10 @@ fn init_logging(cfg: &config::LogConfig) {
         },
         _ => cfg.level.targets().clone(),
     };
+    // The fmt builder's own filter (INFO unless told) would hide debug and trace whatever
+    // log.level says: the Targets layer decides alone.
     let builder = tracing_subscriber::fmt()
+        .with_max_level(tracing::level_filters::LevelFilter::TRACE)
         .with_writer(std::io::stderr)
         .with_ansi(false);
     let (result, set): (_, SetLogFilter) = if cfg.format == config::LogFormat::Json {
