@@ -90,7 +90,7 @@ cleanup() {
 trap cleanup EXIT
 printf '[api]\nlisten = "127.0.0.1:0"\n[log]\nlevel = "warn"\n' >"$tmp/relay.toml"
 mkfifo "$tmp/out"
-target/debug/mcvideo-relay serve --config "$tmp/relay.toml" >"$tmp/out" 2>"$tmp/err" &
+"${CARGO_TARGET_DIR:-target}/debug/mcvideo-relay" serve --config "$tmp/relay.toml" >"$tmp/out" 2>"$tmp/err" &
 relay_pid=$!
 exec 3<"$tmp/out"
 if ! read -r -t 30 line <&3 || [[ "$line" != "listening on "* ]]; then
