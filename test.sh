@@ -6,7 +6,7 @@
 # live /metrics page, smoke-runs every fuzz target, runs the doc tests and then the test suite.
 # The test runner's summary line is the last line. `.ci/run` is this script.
 #
-#   ./test.sh            everything (on a 2-core machine: about 15 min from a cold build)
+#   ./test.sh            everything (2 cores: about 6 min once built; a cold build adds its time)
 #   ./test.sh --deps     only install what is missing
 #
 # Environment: FUZZ_SECS (per fuzz target, default 15), TEST_SH_DRY_RUN=1 (print the install
