@@ -2,6 +2,9 @@
 //!
 //! Key material never appears in `Debug` output or logs.
 
+use base64::alphabet;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use base64::Engine as _;
 use core::fmt;
 
 /// The SRTP protection profiles the relay supports.
@@ -164,56 +167,24 @@ impl MasterKey {
     }
 }
 
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+/// Standard alphabet; padding written, optional when read; non-zero trailing bits accepted
+/// (SDES keys come from many implementations).
+const B64: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new()
+        .with_encode_padding(true)
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+        .with_decode_allow_trailing_bits(true),
+);
 
 /// Standard base64 with padding.
 pub fn base64_encode(data: &[u8]) -> String {
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk.first().copied().unwrap_or(0),
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                let idx = ((n >> (18 - 6 * i)) & 63) as usize;
-                out.push(B64.get(idx).map_or('A', |&c| c as char));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    B64.encode(data)
 }
 
 /// Standard base64, padding optional; `None` on any other character.
 pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let text = text.trim_end_matches('=');
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in text.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    if bits >= 6 {
-        return None; // a lone trailing character
-    }
-    Some(out)
+    B64.decode(text).ok()
 }
 
 #[cfg(test)]
@@ -276,6 +247,8 @@ mod tests {
         }
         assert!(base64_decode("Zm9v!").is_none());
         assert!(base64_decode("Z").is_none());
+        assert_eq!(base64_decode("Zm8").unwrap(), b"fo");
+        assert!(base64_decode("Zm 9v").is_none());
     }
 
     #[test]

@@ -1,92 +1,102 @@
-//! `mcvideo-relay` command-line entry point: parses the command and hands over to
-//! [`mcvideo_relay::sidecar`].
+//! `mcvideo-relay` command-line entry point: parses the command (clap) and hands over to
+//! [`mcvideo_relay::sidecar`] or [`mcvideo_relay::loadgen`].
 use std::process::ExitCode;
 
-const USAGE: &str = "\
-mcvideo-relay: media relay for 3GPP MCVideo one-to-one video push
+#[cfg(feature = "sidecar")]
+mod cli {
+    use clap::{Parser, Subcommand};
+    use mcvideo_relay::sidecar::{
+        self, ServeOptions, SERVE_ABOUT, SERVE_AFTER_HELP, SERVE_HELP_TEMPLATE, SERVE_LONG_ABOUT,
+    };
+    use std::path::PathBuf;
+    use std::process::ExitCode;
 
-Usage:
+    const USAGE: &str = "
   mcvideo-relay serve [--config FILE] [--listen ADDR] [--media-ip IP] [--ports MIN-MAX]
                       [--log-format json|text]
   mcvideo-relay check-config FILE
   mcvideo-relay loadgen [--engine | --api URL | --spawn-relay | --direct] [--calls N] [--rate PPS] ...
-  mcvideo-relay --help | --version
+  mcvideo-relay --help | --version";
 
-Commands:
-  serve          run the relay and its HTTP/JSON control API (`serve --help` for details);
-                 with no file it runs on embedded defaults (API on 127.0.0.1:8080,
-                 media on 127.0.0.1 ports 40000-49999)
-  check-config   report every problem in a configuration file (with its key), exit 1 if any
-  loadgen        video push calls under load: one-way latency (p50..max) against the no-relay
-                 floor, loss, relay CPU per packet, sweeps (`loadgen --help` for details)
-";
+    const LOADGEN_ABOUT: &str =
+        "video push calls under load: one-way latency (p50..max) against the no-relay
+floor, loss, relay CPU per packet, sweeps (`loadgen --help` for details)";
 
-fn usage_error(msg: &str) -> ExitCode {
-    eprintln!("mcvideo-relay: {msg}");
-    eprintln!("Run `mcvideo-relay --help` for usage.");
-    ExitCode::from(2)
-}
+    /// mcvideo-relay: media relay for 3GPP MCVideo one-to-one video push
+    #[derive(Debug, Parser)]
+    #[command(name = "mcvideo-relay", version, override_usage = USAGE, arg_required_else_help = true)]
+    struct Cli {
+        #[command(subcommand)]
+        command: Command,
+    }
 
-fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let (cmd, rest) = match args.split_first() {
-        Some((c, r)) => (c.as_str(), r),
-        None => {
-            eprint!("{USAGE}");
-            return ExitCode::from(2);
+    #[derive(Debug, Subcommand)]
+    enum Command {
+        #[command(
+            about = SERVE_ABOUT,
+            before_help = SERVE_LONG_ABOUT,
+            after_help = SERVE_AFTER_HELP,
+            help_template = SERVE_HELP_TEMPLATE
+        )]
+        Serve(ServeOptions),
+        /// report every problem in a configuration file (with its key), exit 1 if any
+        #[command(
+            before_help = "Reports every problem in FILE with its key and exits 1 if there is any.",
+            help_template = SERVE_HELP_TEMPLATE
+        )]
+        CheckConfig {
+            /// the configuration file (TOML)
+            #[arg(value_name = "FILE")]
+            file: PathBuf,
+        },
+        #[command(disable_help_flag = true, about = LOADGEN_ABOUT)]
+        Loadgen {
+            /// loadgen's own options (`mcvideo-relay loadgen --help`)
+            #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+            args: Vec<String>,
+        },
+    }
+
+    pub(crate) fn main() -> ExitCode {
+        match Cli::parse().command {
+            Command::Serve(opts) => sidecar::run_serve(opts),
+            Command::CheckConfig { file } => sidecar::check_config(&file),
+            Command::Loadgen { args } => loadgen(&args),
         }
-    };
-    match cmd {
-        "-h" | "--help" | "help" => {
-            print!("{USAGE}");
-            ExitCode::SUCCESS
-        }
-        "-V" | "--version" => {
-            println!("mcvideo-relay {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
-        }
-        "serve" | "check-config" => sidecar(cmd, rest),
-        "loadgen" => loadgen(rest),
-        other => usage_error(&format!("unknown command `{other}`")),
+    }
+
+    #[cfg(feature = "loadgen")]
+    fn loadgen(args: &[String]) -> ExitCode {
+        mcvideo_relay::loadgen::run(args)
+    }
+
+    #[cfg(not(feature = "loadgen"))]
+    fn loadgen(_args: &[String]) -> ExitCode {
+        eprintln!(
+            "mcvideo-relay: `loadgen` needs the `loadgen` feature (cargo build --features loadgen)"
+        );
+        ExitCode::from(2)
     }
 }
 
 #[cfg(feature = "sidecar")]
-fn sidecar(cmd: &str, rest: &[String]) -> ExitCode {
-    use mcvideo_relay::sidecar;
-    if cmd == "check-config" {
-        return match rest {
-            [flag] if matches!(flag.as_str(), "-h" | "--help") => {
-                print!("Usage: mcvideo-relay check-config FILE\n\nReports every problem in FILE with its key and exits 1 if there is any.\n");
-                ExitCode::SUCCESS
-            }
-            [file] => sidecar::check_config(std::path::Path::new(file)),
-            _ => usage_error("check-config takes one FILE"),
-        };
-    }
-    match sidecar::ServeOptions::parse(rest) {
-        Ok(Some(opts)) => sidecar::run_serve(opts),
-        Ok(None) => {
-            print!("{}", sidecar::SERVE_USAGE);
-            ExitCode::SUCCESS
-        }
-        Err(e) => usage_error(&e),
-    }
+fn main() -> ExitCode {
+    cli::main()
 }
 
-#[cfg(feature = "loadgen")]
-fn loadgen(rest: &[String]) -> ExitCode {
-    mcvideo_relay::loadgen::run(rest)
-}
-
-#[cfg(not(feature = "loadgen"))]
-fn loadgen(_rest: &[String]) -> ExitCode {
-    usage_error("`loadgen` needs the `loadgen` feature (cargo build --features loadgen)")
-}
-
+/// Without the `sidecar` feature only `loadgen` (when built) is here.
 #[cfg(not(feature = "sidecar"))]
-fn sidecar(cmd: &str, _rest: &[String]) -> ExitCode {
-    usage_error(&format!(
-        "`{cmd}` needs the `sidecar` feature (cargo build --features sidecar)"
-    ))
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.split_first() {
+        #[cfg(feature = "loadgen")]
+        Some((cmd, rest)) if cmd == "loadgen" => mcvideo_relay::loadgen::run(rest),
+        _ => {
+            eprintln!(
+                "mcvideo-relay: built without the `sidecar` feature: only `loadgen` (with the \
+                 `loadgen` feature) is available (cargo build --features sidecar)"
+            );
+            ExitCode::from(2)
+        }
+    }
 }

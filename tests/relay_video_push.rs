@@ -79,8 +79,17 @@ fn fd_count() -> usize {
         .unwrap_or(0)
 }
 
+/// `cargo test` runs the tests of one file on threads of one process, and some tests here
+/// count the process's descriptors (and memory): they run one at a time (nextest runs each test
+/// in a process of its own anyway).
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
 fn whole_video_push_over_udp() {
+    let _serial = one_at_a_time();
     let engine = engine(42_000);
     let mut events = engine.subscribe();
     let (caller, callee) = (Peer::new(), Peer::new());
@@ -213,6 +222,7 @@ fn whole_video_push_over_udp() {
 
 #[test]
 fn released_ports_are_reused_and_no_descriptor_leaks() {
+    let _serial = one_at_a_time();
     // 10 port pairs; a call takes 4 (video pair and control port per leg): 60 cycles only
     // succeed if every released call's ports come back.
     let engine = Engine::start(EngineConfig {
@@ -290,6 +300,7 @@ fn released_ports_are_reused_and_no_descriptor_leaks() {
 
 #[test]
 fn shutdown_releases_every_call_with_its_events() {
+    let _serial = one_at_a_time();
     let engine = engine(42_800);
     let mut events = engine.subscribe();
     let (caller, callee) = (Peer::new(), Peer::new());

@@ -15,7 +15,7 @@ const CALLEE: &str = "sip:bob@police.example";
 
 fn config(port_min: u16, port_max: u16) -> Config {
     let mut c = Config::embedded();
-    c.api.listen = "127.0.0.1:0".into();
+    c.api.listen = "127.0.0.1:0".parse().unwrap();
     c.media.port_min = port_min;
     c.media.port_max = port_max;
     c.media.workers = 1;
@@ -697,7 +697,7 @@ fn shutdown_releases_live_calls_and_event_streams_get_it() {
 #[test]
 fn a_non_loopback_api_needs_a_token() {
     let mut cfg = config(46_800, 46_819);
-    cfg.api.listen = "0.0.0.0:0".into();
+    cfg.api.listen = "0.0.0.0:0".parse().unwrap();
     let e = Sidecar::start(Settings::new(cfg.clone())).expect_err("refused");
     assert!(
         e.0.contains("refusing to start") && e.0.contains("loopback"),

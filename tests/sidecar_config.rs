@@ -3,6 +3,7 @@
 #![cfg(feature = "sidecar")]
 
 use mcvideo_relay::control::CommencementMode;
+use mcvideo_relay::sidecar::config::LogFormat;
 use mcvideo_relay::sidecar::{Config, PolicyFile, ServeOptions, Settings};
 use std::path::Path;
 use std::time::Duration;
@@ -15,11 +16,15 @@ fn keys(problems: &[mcvideo_relay::sidecar::Problem]) -> Vec<&str> {
 fn embedded_defaults_are_valid_and_match_the_design() {
     let c = Config::embedded();
     assert!(c.validate().is_empty(), "{:?}", c.validate());
-    assert_eq!(c.api.listen, "127.0.0.1:8080");
+    assert_eq!(c.api.listen.to_string(), "127.0.0.1:8080");
     assert_eq!(c.api.token_env, "MCVIDEO_RELAY_API_TOKEN");
     assert_eq!(c.api.max_body_bytes, 256 * 1024);
     assert_eq!(
-        (c.media.ip.as_str(), c.media.port_min, c.media.port_max),
+        (
+            c.media.ip.to_string().as_str(),
+            c.media.port_min,
+            c.media.port_max
+        ),
         ("127.0.0.1", 40_000, 49_999)
     );
     assert_eq!(
@@ -118,6 +123,18 @@ level = "info,=="
     );
     assert!(by_key("api.max_body_bytes").contains("invalid type"));
     assert!(by_key("logs").contains("unknown section"));
+    for (key, says) in [
+        ("api.listen", "`localhost:8080` is not an IP:port address"),
+        ("media.ip", "must be a unicast address"),
+        (
+            "calls.default_commencement_mode",
+            "must be \"automatic\" or \"manual\", not \"sometimes\"",
+        ),
+        ("log.format", "xml"),
+        ("log.level", "not a log filter"),
+    ] {
+        assert!(by_key(key).contains(says), "{}", by_key(key));
+    }
     // Keys of the wrong type keep their defaults; the rest of the file is still read.
     assert_eq!(c.api.max_body_bytes, 256 * 1024);
     assert_eq!(c.media.port_min, 50_000);
@@ -203,10 +220,10 @@ fn serve_flags_override_the_file() {
     assert_eq!(o.config.as_deref(), Some(Path::new("x.toml")));
     let mut c = Config::embedded();
     assert!(o.apply(&mut c).is_empty());
-    assert_eq!(c.api.listen, "127.0.0.1:0");
-    assert_eq!(c.media.ip, "127.0.0.2");
+    assert_eq!(c.api.listen.to_string(), "127.0.0.1:0");
+    assert_eq!(c.media.ip.to_string(), "127.0.0.2");
     assert_eq!((c.media.port_min, c.media.port_max), (41_000, 41_099));
-    assert_eq!(c.log.format, "json");
+    assert_eq!(c.log.format, LogFormat::Json);
     assert!(c.validate().is_empty());
 
     assert_eq!(ServeOptions::parse(&args(&["--help"])), Ok(None));
@@ -215,7 +232,19 @@ fn serve_flags_override_the_file() {
         .contains("--bogus"));
     assert!(ServeOptions::parse(&args(&["--listen"]))
         .unwrap_err()
-        .contains("needs a value"));
+        .contains("a value is required for '--listen <ADDR>'"));
+    let help = ServeOptions::help();
+    for flag in [
+        "--config <FILE>",
+        "--listen <ADDR>",
+        "--media-ip <IP>",
+        "--ports <MIN-MAX>",
+        "--log-format <FORMAT>",
+        "MCVIDEO_RELAY_API_TOKEN",
+        "RUST_LOG",
+    ] {
+        assert!(help.contains(flag), "{flag} not in:\n{help}");
+    }
     let o = ServeOptions::parse(&args(&["--ports", "9-x", "--log-format", "yaml"]))
         .unwrap()
         .unwrap();
@@ -226,7 +255,11 @@ fn serve_flags_override_the_file() {
     assert!(o.apply(&mut c).is_empty());
     assert_eq!(keys(&c.validate()), ["media.port_min"]);
     assert_eq!(
-        CommencementMode::parse(&Config::embedded().calls.default_commencement_mode),
-        Some(CommencementMode::Manual)
+        Config::embedded().calls.default_commencement_mode,
+        CommencementMode::Manual
     );
+    let o = ServeOptions::parse(&args(&["--listen", "localhost", "--media-ip", "x"]))
+        .unwrap()
+        .unwrap();
+    assert_eq!(keys(&o.apply(&mut c)), ["--listen", "--media-ip"]);
 }

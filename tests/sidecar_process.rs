@@ -414,6 +414,15 @@ fn command_line_and_check_config() {
     let (code, _, err) = run(&["check-config"]);
     assert_eq!(code, Some(2), "{err}");
 
+    let (code, out, _) = run(&["--version"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        out.trim(),
+        concat!("mcvideo-relay ", env!("CARGO_PKG_VERSION"))
+    );
+    let (code, out, _) = run(&["check-config", "--help"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("Reports every problem in FILE"), "{out}");
     let (code, out, _) = run(&["--help"]);
     assert_eq!(code, Some(0));
     assert!(
@@ -423,7 +432,7 @@ fn command_line_and_check_config() {
     let (code, out, _) = run(&["serve", "--help"]);
     assert_eq!(code, Some(0));
     assert!(
-        out.contains("--ports MIN-MAX") && out.contains("MCVIDEO_RELAY_API_TOKEN"),
+        out.contains("--ports <MIN-MAX>") && out.contains("MCVIDEO_RELAY_API_TOKEN"),
         "{out}"
     );
     let (code, out, err) = run(&["loadgen", "--help"]);
@@ -434,7 +443,10 @@ fn command_line_and_check_config() {
     assert!(err.contains("--frobnicate"), "{err}");
     let (code, _, err) = run(&["frobnicate"]);
     assert_eq!(code, Some(2));
-    assert!(err.contains("unknown command `frobnicate`"), "{err}");
+    assert!(
+        err.contains("unrecognized subcommand 'frobnicate'"),
+        "{err}"
+    );
     let (code, _, err) = run(&["serve", "--ports", "9-x"]);
     assert_eq!(code, Some(2));
     assert!(err.contains("--ports"), "{err}");

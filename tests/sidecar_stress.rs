@@ -18,7 +18,7 @@ use std::time::Duration;
 
 fn start(port_min: u16, port_max: u16, max_body: usize) -> (Sidecar, Api) {
     let mut c = Config::embedded();
-    c.api.listen = "127.0.0.1:0".into();
+    c.api.listen = "127.0.0.1:0".parse().unwrap();
     c.api.max_body_bytes = max_body;
     c.media.port_min = port_min;
     c.media.port_max = port_max;
@@ -28,8 +28,17 @@ fn start(port_min: u16, port_max: u16, max_body: usize) -> (Sidecar, Api) {
     (s, api)
 }
 
+/// `cargo test` runs the tests of one file on threads of one process, and some tests here
+/// count the process's descriptors (and memory): they run one at a time (nextest runs each test
+/// in a process of its own anyway).
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
 fn api_survives_concurrency_slow_clients_and_oversized_bodies() {
+    let _serial = one_at_a_time();
     let (sc, api) = start(47_000, 47_099, 64 * 1024);
     // Slow clients: half a request each, then silence.
     let slow: Vec<TcpStream> = (0..200)
@@ -160,6 +169,7 @@ fn rss_kib() -> u64 {
 
 #[test]
 fn call_churn_leaves_no_port_descriptor_or_memory_behind() {
+    let _serial = one_at_a_time();
     let cycles: usize = std::env::var("MCVIDEO_CHURN_CYCLES")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -30,12 +30,36 @@ use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, watch};
 use tracing::{debug, info, warn};
 
+/// The bearer tokens accepted now: SHA-256 digests.
+#[derive(Debug, Clone, Copy, Default)]
+struct Tokens {
+    /// The configured token; `None` = no authentication (loopback only).
+    current: Option<[u8; 32]>,
+    /// The token a reload replaced, accepted until the instant given (`api.token_overlap_secs`).
+    previous: Option<([u8; 32], Instant)>,
+}
+
+/// What a token reload did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TokenChange {
+    /// The same token as before.
+    Unchanged,
+    /// A new token; the old one is still accepted for the overlap.
+    Rotated,
+    /// A token where there was none.
+    Added,
+    /// No token any more.
+    Removed,
+}
+
 /// What every handler shares.
 pub(crate) struct AppState {
     pub(crate) engine: Arc<Engine>,
     pub(crate) metrics: ApiMetrics,
-    /// SHA-256 of the bearer token, when one is configured.
-    token_digest: Option<[u8; 32]>,
+    /// The bearer tokens accepted now (replaced on reload).
+    tokens: std::sync::RwLock<Tokens>,
+    /// SIGHUP and `POST /v1/admin/reload`: `None` when there is no config file to re-read.
+    pub(crate) reloader: Option<super::Reloader>,
     max_body: usize,
     /// Set when shutdown starts: drain mode can no longer be turned off.
     pub(crate) stopping: AtomicBool,
@@ -44,15 +68,70 @@ pub(crate) struct AppState {
 }
 
 impl AppState {
-    pub(crate) fn new(engine: Arc<Engine>, token: Option<&str>, max_body: usize) -> Self {
+    pub(crate) fn new(
+        engine: Arc<Engine>,
+        token: Option<&str>,
+        max_body: usize,
+        reloader: Option<super::Reloader>,
+    ) -> Self {
         AppState {
             engine,
             metrics: ApiMetrics::default(),
-            token_digest: token.map(digest),
+            tokens: std::sync::RwLock::new(Tokens {
+                current: token.map(digest),
+                previous: None,
+            }),
+            reloader,
             max_body,
             stopping: AtomicBool::new(false),
             closing: watch::channel(false).0,
         }
+    }
+}
+
+impl AppState {
+    /// Puts `token` in force; a token it replaces is still accepted for `overlap`.
+    #[allow(clippy::disallowed_methods)] // the I/O layer reads the clock
+    pub(crate) fn set_token(&self, token: Option<&str>, overlap: Duration) -> TokenChange {
+        let mut t = self.tokens.write().unwrap_or_else(|e| e.into_inner());
+        let new = token.map(digest);
+        let change = match (t.current, new) {
+            (Some(old), Some(new)) if ct_eq(&old, &new) => TokenChange::Unchanged,
+            (None, None) => TokenChange::Unchanged,
+            (Some(_), Some(_)) => TokenChange::Rotated,
+            (None, Some(_)) => TokenChange::Added,
+            (Some(_), None) => TokenChange::Removed,
+        };
+        if change == TokenChange::Rotated {
+            t.previous = t.current.map(|old| (old, Instant::now() + overlap));
+        }
+        t.current = new;
+        change
+    }
+
+    /// Whether a token is configured.
+    fn token_required(&self) -> bool {
+        self.tokens
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .current
+            .is_some()
+    }
+
+    /// Whether `given` (a digest) is a token accepted now: the configured one, or the one it
+    /// replaced while the overlap lasts.
+    #[allow(clippy::disallowed_methods)] // the I/O layer reads the clock
+    fn token_ok(&self, given: &[u8; 32]) -> bool {
+        let t = *self.tokens.read().unwrap_or_else(|e| e.into_inner());
+        let Some(current) = t.current else {
+            return true;
+        };
+        // Both compared every time: no early exit that would tell which one matched.
+        let now_ok = ct_eq(given, &current);
+        let old_ok = t
+            .previous
+            .is_some_and(|(old, until)| ct_eq(given, &old) & (Instant::now() < until));
+        now_ok | old_ok
     }
 }
 
@@ -587,6 +666,43 @@ async fn undrain(State(st): State<Arc<AppState>>) -> Response {
     .await
 }
 
+/// `POST /v1/admin/reload`: re-reads the config file's policy file, log level and API token
+/// (as SIGHUP does). 400 with every problem when the new configuration is not valid (the old
+/// settings stay).
+async fn reload(State(st): State<Arc<AppState>>) -> Response {
+    let st2 = st.clone();
+    match tokio::task::spawn_blocking(move || super::reload_logged(&st2, "POST /v1/admin/reload"))
+        .await
+    {
+        Ok(Ok(changes)) => ok(&json!({ "reloaded": true, "changes": changes })),
+        Ok(Err(super::ReloadError::NoConfigFile)) => ApiError::new(
+            StatusCode::CONFLICT,
+            "no_config_file",
+            "the relay was started without --config: there is nothing to re-read",
+        )
+        .into_response(),
+        Ok(Err(super::ReloadError::Invalid(problems))) => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_config",
+            format!(
+                "the configuration was not reloaded (the old settings stay): {}",
+                problems
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        )
+        .into_response(),
+        Err(_) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "reload panicked",
+        )
+        .into_response(),
+    }
+}
+
 async fn get_drain(State(st): State<Arc<AppState>>) -> Response {
     ok(&drain_json(&st))
 }
@@ -727,9 +843,9 @@ async fn method_not_allowed() -> ApiError {
 
 /// Bearer-token check on every route but `/healthz`, when a token is configured.
 async fn authorize(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let Some(want) = &st.token_digest else {
+    if !st.token_required() {
         return next.run(req).await;
-    };
+    }
     if req.uri().path() == "/healthz" {
         return next.run(req).await;
     }
@@ -741,7 +857,7 @@ async fn authorize(State(st): State<Arc<AppState>>, req: Request, next: Next) ->
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, t)| digest(t.trim()));
     match given {
-        Some(d) if ct_eq(&d, want) => next.run(req).await,
+        Some(d) if st.token_ok(&d) => next.run(req).await,
         Some(_) => ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -798,6 +914,7 @@ pub(crate) fn router(st: Arc<AppState>) -> Router {
             "/v1/admin/drain",
             post(set_drain).delete(undrain).get(get_drain),
         )
+        .route("/v1/admin/reload", post(reload))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(st.clone(), authorize))

@@ -71,21 +71,23 @@ macro_rules! section {
             const KEY: &'static str = $key;
             const FIELDS: &'static [&'static str] = &[$(stringify!($field)),*];
 
-            /// Reports (and removes) every key that is unknown or of the wrong type.
+            /// Reports (and removes) every key that is unknown or whose value does not parse
+            /// (wrong type, not an address, not one of the allowed words).
             fn check_types(table: &mut toml::Table, problems: &mut Vec<Problem>) {
                 let mut bad = Vec::new();
                 for (k, v) in table.iter() {
-                    let res: Result<(), String> = match k.as_str() {
-                        $( stringify!($field) => v
-                            .clone()
-                            .try_into::<$ty>()
+                    let res: Result<(), String> = if Self::FIELDS.contains(&k.as_str()) {
+                        let one = toml::Table::from_iter([(k.clone(), v.clone())]);
+                        toml::Value::Table(one)
+                            .try_into::<Self>()
                             .map(|_| ())
-                            .map_err(|e| e.message().trim().to_owned()), )*
-                        _ => Err(format!(
+                            .map_err(|e| e.message().trim().to_owned())
+                    } else {
+                        Err(format!(
                             "unknown key (the [{}] keys are: {})",
                             Self::KEY,
                             Self::FIELDS.join(", ")
-                        )),
+                        ))
                     };
                     if let Err(m) = res {
                         problems.push(Problem::new(format!("{}.{}", Self::KEY, k), m));
@@ -104,13 +106,17 @@ section! {
     /// `[api]`: the HTTP control API.
     ApiConfig = "api" {
         /// Address:port the control API listens on (port 0 = any free port).
-        listen: String = "127.0.0.1:8080".to_owned(),
+        #[serde(deserialize_with = "de_socket_addr")]
+        listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8080)),
         /// Environment variable holding the bearer token.
         token_env: String = DEFAULT_TOKEN_ENV.to_owned(),
         /// File holding the bearer token (e.g. a systemd credential); the environment wins.
         token_file: Option<String> = None,
         /// Largest request body accepted (larger = 413).
         max_body_bytes: usize = 256 * 1024,
+        /// After a reload (SIGHUP, `POST /v1/admin/reload`) puts a new token in force, the old
+        /// one is still accepted this long, so clients can switch over (0 = not at all).
+        token_overlap_secs: u64 = 60,
     }
 }
 
@@ -118,7 +124,8 @@ section! {
     /// `[media]`: the relay's media sockets.
     MediaConfig = "media" {
         /// Address media sockets bind to; it goes into the SDP handed on.
-        ip: String = "127.0.0.1".to_owned(),
+        #[serde(deserialize_with = "de_ip_addr")]
+        ip: IpAddr = IpAddr::from([127, 0, 0, 1]),
         /// Lowest media port.
         port_min: u16 = 40_000,
         /// Highest media port.
@@ -140,7 +147,8 @@ section! {
         /// Offer media other than audio, video and the control channel.
         offer_other_media: bool = false,
         /// Commencement mode when neither the caller nor the callee's UE sets one.
-        default_commencement_mode: String = "manual".to_owned(),
+        #[serde(deserialize_with = "de_commencement_mode")]
+        default_commencement_mode: CommencementMode = CommencementMode::Manual,
         /// Refuse calls to users with no registered UE.
         require_registered_callee: bool = false,
         /// Release an offered call the callee has not answered after this long.
@@ -180,10 +188,110 @@ section! {
     /// `[log]`: structured logs on stderr.
     LogConfig = "log" {
         /// `text` or `json`.
-        format: String = "text".to_owned(),
+        format: LogFormat = LogFormat::Text,
         /// Filter, e.g. `info` or `warn,mcvideo_relay=debug` (`RUST_LOG` wins).
-        level: String = "info".to_owned(),
+        level: LogFilter = LogFilter::info(),
     }
+}
+
+/// `log.format`: how log lines are written on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(format!("must be \"text\" or \"json\", not {s:?}")),
+        }
+    }
+}
+
+/// `log.level`: a log filter (`info`, `warn,mcvideo_relay=debug`), parsed once, with its text.
+#[derive(Debug, Clone)]
+pub struct LogFilter {
+    text: String,
+    targets: tracing_subscriber::filter::Targets,
+}
+
+impl LogFilter {
+    /// `info`.
+    pub fn info() -> Self {
+        LogFilter {
+            text: "info".to_owned(),
+            targets: tracing_subscriber::filter::Targets::new()
+                .with_default(tracing::level_filters::LevelFilter::INFO),
+        }
+    }
+
+    /// The filter as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The parsed filter.
+    pub fn targets(&self) -> &tracing_subscriber::filter::Targets {
+        &self.targets
+    }
+}
+
+impl PartialEq for LogFilter {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl FromStr for LogFilter {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(LogFilter {
+            text: s.to_owned(),
+            targets: parse_log_filter(s)?,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for LogFilter {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parses a flag or config value naming an address and port.
+pub fn parse_socket_addr(s: &str) -> Result<SocketAddr, String> {
+    SocketAddr::from_str(s).map_err(|e| format!("`{s}` is not an IP:port address ({e})"))
+}
+
+/// Parses a flag or config value naming an IP address.
+pub fn parse_ip_addr(s: &str) -> Result<IpAddr, String> {
+    IpAddr::from_str(s).map_err(|e| format!("`{s}` is not an IP address ({e})"))
+}
+
+fn de_socket_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    parse_socket_addr(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+}
+
+fn de_ip_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<IpAddr, D::Error> {
+    parse_ip_addr(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+}
+
+fn de_commencement_mode<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<CommencementMode, D::Error> {
+    let s = String::deserialize(d)?;
+    CommencementMode::parse(&s).ok_or_else(|| {
+        serde::de::Error::custom(format!("must be \"automatic\" or \"manual\", not {s:?}"))
+    })
 }
 
 /// The whole configuration file.
@@ -330,12 +438,6 @@ impl Config {
     pub fn validate(&self) -> Vec<Problem> {
         let mut p = Vec::new();
         let a = &self.api;
-        if let Err(e) = SocketAddr::from_str(&a.listen) {
-            p.push(Problem::new(
-                "api.listen",
-                format!("`{}` is not an IP:port address ({e})", a.listen),
-            ));
-        }
         if a.token_env.is_empty() || a.token_env.contains(['=', '\0']) {
             p.push(Problem::new(
                 "api.token_env",
@@ -353,18 +455,19 @@ impl Config {
                 format!("must be between 1024 and {} bytes", 64 << 20),
             ));
         }
+        if a.token_overlap_secs > 86_400 {
+            p.push(Problem::new(
+                "api.token_overlap_secs",
+                "must be <= 86400 (0 = the old token stops at once)",
+            ));
+        }
         let m = &self.media;
-        match IpAddr::from_str(&m.ip) {
-            Err(e) => p.push(Problem::new(
-                "media.ip",
-                format!("`{}` is not an IP address ({e})", m.ip),
-            )),
-            Ok(ip) if ip.is_unspecified() || ip.is_multicast() => p.push(Problem::new(
+        if m.ip.is_unspecified() || m.ip.is_multicast() {
+            p.push(Problem::new(
                 "media.ip",
                 "must be a unicast address of this host (it goes into the SDP), not a \
                  wildcard or multicast address",
-            )),
-            Ok(_) => {}
+            ));
         }
         if m.port_min == 0 {
             p.push(Problem::new("media.port_min", "must be >= 1"));
@@ -405,15 +508,6 @@ impl Config {
             ));
         }
         let c = &self.calls;
-        if CommencementMode::parse(&c.default_commencement_mode).is_none() {
-            p.push(Problem::new(
-                "calls.default_commencement_mode",
-                format!(
-                    "must be \"automatic\" or \"manual\", not {:?}",
-                    c.default_commencement_mode
-                ),
-            ));
-        }
         if !(1..=86_400).contains(&c.offer_timeout_secs) {
             p.push(Problem::new(
                 "calls.offer_timeout_secs",
@@ -465,20 +559,11 @@ impl Config {
                 p.push(Problem::new("policy.file", "must be a path"));
             }
         }
-        if !matches!(self.log.format.as_str(), "text" | "json") {
-            p.push(Problem::new(
-                "log.format",
-                format!("must be \"text\" or \"json\", not {:?}", self.log.format),
-            ));
-        }
-        if let Err(e) = parse_log_filter(&self.log.level) {
-            p.push(Problem::new("log.level", e));
-        }
         p
     }
 
     /// The engine configuration this file describes (call after [`Config::validate`] found
-    /// nothing; unparsable values fall back to the defaults).
+    /// nothing).
     #[allow(clippy::needless_update)] // settings added to the library later keep their defaults
     pub fn engine_config(&self) -> EngineConfig {
         let d = EngineConfig::default();
@@ -494,21 +579,19 @@ impl Config {
             ..TcConfig::default()
         };
         let c = &self.calls;
-        let call_defaults = CallConfig::default();
         let call = CallConfig {
             tc,
             offer_audio: c.offer_audio,
             offer_other_media: c.offer_other_media,
-            default_commencement_mode: CommencementMode::parse(&c.default_commencement_mode)
-                .unwrap_or(call_defaults.default_commencement_mode),
+            default_commencement_mode: c.default_commencement_mode,
             require_registered_callee: c.require_registered_callee,
             offer_timeout: Duration::from_secs(c.offer_timeout_secs),
             max_calls: c.max_calls,
-            ..call_defaults
+            ..CallConfig::default()
         };
         let m = &self.media;
         EngineConfig {
-            media_ip: m.ip.parse().unwrap_or(d.media_ip),
+            media_ip: m.ip,
             port_min: m.port_min,
             port_max: m.port_max,
             workers: m.workers,
@@ -519,9 +602,9 @@ impl Config {
         }
     }
 
-    /// The control API's address (call after [`Config::validate`]).
-    pub fn listen_addr(&self) -> Option<SocketAddr> {
-        self.api.listen.parse().ok()
+    /// The control API's address.
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.api.listen
     }
 }
 
@@ -616,88 +699,95 @@ impl PolicyFile {
     }
 }
 
-/// `serve`'s command-line options.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// `serve`'s command-line options (clap derive: `mcvideo-relay serve --help`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
 pub struct ServeOptions {
-    /// `--config FILE`
+    /// TOML configuration file (see deploy/config.example.toml)
+    #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// `--listen ADDR`
+    /// control API address:port (overrides api.listen)
+    #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
-    /// `--media-ip IP`
+    /// media address (overrides media.ip)
+    #[arg(long, value_name = "IP")]
     pub media_ip: Option<String>,
-    /// `--ports MIN-MAX`
+    /// media port range (overrides media.port_min/port_max)
+    #[arg(long, value_name = "MIN-MAX")]
     pub ports: Option<String>,
-    /// `--log-format json|text`
+    /// text (default) or json (overrides log.format)
+    #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<String>,
 }
 
-/// `serve`'s usage text.
-pub const SERVE_USAGE: &str = "\
-Usage: mcvideo-relay serve [OPTIONS]
+/// `serve`'s summary (`mcvideo-relay --help`).
+pub const SERVE_ABOUT: &str = "run the relay and its HTTP/JSON control API (`serve --help` for
+details); with no file it runs on embedded defaults (API on 127.0.0.1:8080,
+media on 127.0.0.1 ports 40000-49999)";
 
+/// `serve --help`'s description.
+pub const SERVE_LONG_ABOUT: &str = "\
 Runs the media relay with its HTTP/JSON control API. Without --config it runs on the
 embedded defaults: control API on 127.0.0.1:8080, media on 127.0.0.1 ports 40000-49999.
-The first line on stdout is `listening on ADDR` (useful with --listen 127.0.0.1:0).
+The first line on stdout is `listening on ADDR` (useful with --listen 127.0.0.1:0).";
 
-Options:
-  --config FILE          TOML configuration file (see deploy/config.example.toml)
-  --listen ADDR          control API address:port (overrides api.listen)
-  --media-ip IP          media address (overrides media.ip)
-  --ports MIN-MAX        media port range (overrides media.port_min/port_max)
-  --log-format FORMAT    text (default) or json (overrides log.format)
-  -h, --help             this text
-
+/// `serve --help`'s closing section: the environment.
+pub const SERVE_AFTER_HELP: &str = "\
 Environment:
   MCVIDEO_RELAY_API_TOKEN  bearer token for the control API (or the variable that
                            api.token_env names); required when api.listen is not loopback
-  RUST_LOG                 log filter (overrides log.level), e.g. warn,mcvideo_relay=debug
-";
+  RUST_LOG                 log filter (overrides log.level), e.g. warn,mcvideo_relay=debug";
+
+/// `serve --help`'s layout: usage, description, options, environment.
+pub const SERVE_HELP_TEMPLATE: &str =
+    "{usage-heading} {usage}\n\n{before-help}{all-args}{after-help}";
+
+/// `mcvideo-relay serve` alone, for [`ServeOptions::parse`].
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "mcvideo-relay serve",
+    about = SERVE_ABOUT,
+    before_help = SERVE_LONG_ABOUT,
+    after_help = SERVE_AFTER_HELP,
+    help_template = SERVE_HELP_TEMPLATE
+)]
+struct ServeCommand {
+    #[command(flatten)]
+    options: ServeOptions,
+}
 
 impl ServeOptions {
-    /// Parses `serve`'s arguments (after the word `serve`). `Ok(None)` = `--help`.
+    /// Parses `serve`'s arguments (after the word `serve`) as the binary does. `Ok(None)` =
+    /// `--help` (printed by the caller: [`ServeOptions::help`]); `Err` = the usage error.
     pub fn parse(args: &[String]) -> Result<Option<ServeOptions>, String> {
-        let mut o = ServeOptions::default();
-        let mut it = args.iter();
-        while let Some(arg) = it.next() {
-            let (flag, inline) = match arg.split_once('=') {
-                Some((f, v)) if f.starts_with("--") => (f, Some(v.to_owned())),
-                _ => (arg.as_str(), None),
-            };
-            if matches!(flag, "-h" | "--help") {
-                return Ok(None);
-            }
-            if !matches!(
-                flag,
-                "--config" | "--listen" | "--media-ip" | "--ports" | "--log-format"
-            ) {
-                return Err(format!("unknown option `{arg}` (see `serve --help`)"));
-            }
-            let value = match inline {
-                Some(v) => v,
-                None => it
-                    .next()
-                    .cloned()
-                    .ok_or_else(|| format!("{flag} needs a value"))?,
-            };
-            match flag {
-                "--config" => o.config = Some(PathBuf::from(value)),
-                "--listen" => o.listen = Some(value),
-                "--media-ip" => o.media_ip = Some(value),
-                "--ports" => o.ports = Some(value),
-                _ => o.log_format = Some(value),
-            }
+        use clap::Parser as _;
+        let argv = std::iter::once("serve").chain(args.iter().map(String::as_str));
+        match ServeCommand::try_parse_from(argv) {
+            Ok(c) => Ok(Some(c.options)),
+            Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => Ok(None),
+            Err(e) => Err(e.to_string()),
         }
-        Ok(Some(o))
+    }
+
+    /// `serve --help`.
+    pub fn help() -> String {
+        use clap::CommandFactory as _;
+        ServeCommand::command().render_long_help().to_string()
     }
 
     /// Applies the flags over `config`; a malformed flag is a problem keyed by the flag.
     pub fn apply(&self, config: &mut Config) -> Vec<Problem> {
         let mut p = Vec::new();
         if let Some(l) = &self.listen {
-            config.api.listen = l.clone();
+            match parse_socket_addr(l) {
+                Ok(a) => config.api.listen = a,
+                Err(e) => p.push(Problem::new("--listen", e)),
+            }
         }
         if let Some(ip) = &self.media_ip {
-            config.media.ip = ip.clone();
+            match parse_ip_addr(ip) {
+                Ok(a) => config.media.ip = a,
+                Err(e) => p.push(Problem::new("--media-ip", e)),
+            }
         }
         if let Some(r) = &self.ports {
             match r.split_once('-').and_then(|(a, b)| {
@@ -714,13 +804,12 @@ impl ServeOptions {
             }
         }
         if let Some(f) = &self.log_format {
-            if matches!(f.as_str(), "text" | "json") {
-                config.log.format = f.clone();
-            } else {
-                p.push(Problem::new(
+            match f.parse() {
+                Ok(f) => config.log.format = f,
+                Err(_) => p.push(Problem::new(
                     "--log-format",
                     format!("must be json or text, not `{f}`"),
-                ));
+                )),
             }
         }
         p

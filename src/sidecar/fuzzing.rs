@@ -32,7 +32,7 @@ pub struct ApiHarness {
 impl ApiHarness {
     /// `max_body` as the config's `api.max_body_bytes`.
     pub fn new(engine: Arc<Engine>, max_body: usize) -> ApiHarness {
-        let state = Arc::new(AppState::new(engine, Some(TOKEN), max_body));
+        let state = Arc::new(AppState::new(engine, Some(TOKEN), max_body, None));
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

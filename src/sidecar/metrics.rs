@@ -17,8 +17,8 @@ const BUCKETS: [f64; 12] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5,
 ];
 
-/// Every refusal code [`SetupError`](crate::control::call::SetupError) has today, so each
-/// series exists (at zero) before its first refusal; codes added later appear when counted.
+/// Every refusal code of [`SetupError::code`](crate::control::call::SetupError::code), so each
+/// series exists (at zero) before its first refusal (the test below proves the list complete).
 const REFUSAL_CODES: [&str; 12] = [
     "not_video_push",
     "bad_request",
@@ -340,4 +340,79 @@ pub(crate) fn render(engine: &Engine, api: &ApiMetrics) -> String {
         o.line(&format!("{name}_count"), &labels, r.count);
     }
     o.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::REFUSAL_CODES;
+    use crate::control::call::{CallState, SetupError};
+    use crate::control::Party;
+    use crate::sdp::SdpError;
+    use std::collections::BTreeSet;
+
+    /// Its position in [`every_setup_error`]; a variant added to [`SetupError`] stops this
+    /// compiling until it is added there too (and its code to `REFUSAL_CODES`).
+    fn index(e: &SetupError) -> usize {
+        match e {
+            SetupError::NotVideoPush => 0,
+            SetupError::BadRequest(_) => 1,
+            SetupError::BadSdp { .. } => 2,
+            SetupError::NoAcceptableMedia { .. } => 3,
+            SetupError::NotAuthorized { .. } => 4,
+            SetupError::CalleeNotRegistered(_) => 5,
+            SetupError::NoPortsAvailable => 6,
+            SetupError::TooManyCalls => 7,
+            SetupError::Draining => 8,
+            SetupError::UnknownCall(_) => 9,
+            SetupError::DuplicateCallId(_) => 10,
+            SetupError::WrongState { .. } => 11,
+        }
+    }
+
+    fn every_setup_error() -> Vec<SetupError> {
+        let s = String::new;
+        vec![
+            SetupError::NotVideoPush,
+            SetupError::BadRequest(s()),
+            SetupError::BadSdp {
+                party: Party::Caller,
+                error: SdpError {
+                    line: 0,
+                    content: s(),
+                    reason: "",
+                },
+            },
+            SetupError::NoAcceptableMedia {
+                party: Party::Caller,
+                reason: s(),
+            },
+            SetupError::NotAuthorized {
+                party: Party::Caller,
+                user: s(),
+                reason: s(),
+            },
+            SetupError::CalleeNotRegistered(s()),
+            SetupError::NoPortsAvailable,
+            SetupError::TooManyCalls,
+            SetupError::Draining,
+            SetupError::UnknownCall(s()),
+            SetupError::DuplicateCallId(s()),
+            SetupError::WrongState {
+                call_id: s(),
+                state: CallState::Offered,
+                operation: "",
+            },
+        ]
+    }
+
+    #[test]
+    fn refusal_codes_are_every_setup_error_code() {
+        let all = every_setup_error();
+        let indices: Vec<usize> = all.iter().map(index).collect();
+        assert_eq!(indices, (0..all.len()).collect::<Vec<_>>());
+        let codes: BTreeSet<&str> = all.iter().map(SetupError::code).collect();
+        let listed: BTreeSet<&str> = REFUSAL_CODES.iter().copied().collect();
+        assert_eq!(codes, listed);
+        assert_eq!(listed.len(), REFUSAL_CODES.len(), "duplicates");
+    }
 }

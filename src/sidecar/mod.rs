@@ -18,20 +18,25 @@ pub mod config;
 pub mod fuzzing;
 mod metrics;
 
-pub use config::{Config, PolicyFile, Problem, ServeOptions, SERVE_USAGE};
+pub use config::{
+    Config, PolicyFile, Problem, ServeOptions, SERVE_ABOUT, SERVE_AFTER_HELP, SERVE_HELP_TEMPLATE,
+    SERVE_LONG_ABOUT,
+};
 
 use crate::control::policy::{AllowAll, AuthorizationPolicy};
 use crate::relay::Engine;
-use api::AppState;
+use api::{AppState, TokenChange};
 use std::fmt;
 use std::future::{Future, IntoFuture};
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tracing::{error, info, warn};
+use tracing_subscriber::filter::Targets;
 
 /// How long shutdown waits for HTTP clients (event streams included) to go.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -146,15 +151,16 @@ struct Prepared {
     state: Arc<AppState>,
 }
 
-fn prepare(settings: Settings) -> Result<Prepared, StartError> {
+fn prepare(
+    settings: Settings,
+    reload_from: Option<(PathBuf, ServeOptions)>,
+) -> Result<Prepared, StartError> {
     let cfg = &settings.config;
     let problems = cfg.validate();
     if let Some(p) = problems.first() {
         return Err(StartError(format!("invalid configuration: {p}")));
     }
-    let listen = cfg
-        .listen_addr()
-        .ok_or_else(|| StartError(format!("api.listen: `{}` is not IP:port", cfg.api.listen)))?;
+    let listen = cfg.listen_addr();
     if !listen.ip().is_loopback() && settings.token.is_none() {
         return Err(StartError(format!(
             "refusing to start: the control API would listen on {listen}, which is not a \
@@ -194,10 +200,17 @@ fn prepare(settings: Settings) -> Result<Prepared, StartError> {
             cfg.api.token_env
         );
     }
+    let reloader = reload_from.map(|(path, opts)| Reloader {
+        path,
+        opts,
+        listen: addr,
+        running: Mutex::new(cfg.clone()),
+    });
     let state = Arc::new(AppState::new(
         Arc::new(engine),
         settings.token.as_deref(),
         cfg.api.max_body_bytes,
+        reloader,
     ));
     Ok(Prepared {
         listener,
@@ -259,7 +272,7 @@ impl Sidecar {
     /// Binds the API, starts the engine and serves on a thread of its own. Refuses (like
     /// `serve`) a non-loopback address without a token.
     pub fn start(settings: Settings) -> Result<Sidecar, StartError> {
-        let p = prepare(settings)?;
+        let p = prepare(settings, None)?;
         let addr = p.addr;
         let engine = p.state.engine.clone();
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -316,32 +329,59 @@ impl Drop for Sidecar {
     }
 }
 
+/// Replaces the log filter of the subscriber [`init_logging`] installed.
+type SetLogFilter = Box<dyn Fn(Targets) -> Result<(), String> + Send + Sync>;
+
+/// Set by [`init_logging`]: how a reload changes `log.level`.
+static SET_LOG_FILTER: OnceLock<SetLogFilter> = OnceLock::new();
+/// `RUST_LOG` was set at startup: it wins over `log.level`, on reload too.
+static RUST_LOG_WINS: AtomicBool = AtomicBool::new(false);
+
 fn init_logging(cfg: &config::LogConfig) {
     use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::reload;
     let filter = match std::env::var("RUST_LOG") {
-        Ok(s) if !s.trim().is_empty() => config::parse_log_filter(&s).unwrap_or_else(|e| {
-            eprintln!("mcvideo-relay: RUST_LOG: {e}; using log.level");
-            config::parse_log_filter(&cfg.level).unwrap_or_default()
-        }),
-        _ => config::parse_log_filter(&cfg.level).unwrap_or_default(),
+        Ok(s) if !s.trim().is_empty() => match config::parse_log_filter(&s) {
+            Ok(f) => {
+                RUST_LOG_WINS.store(true, Ordering::Relaxed);
+                f
+            }
+            Err(e) => {
+                eprintln!("mcvideo-relay: RUST_LOG: {e}; using log.level");
+                cfg.level.targets().clone()
+            }
+        },
+        _ => cfg.level.targets().clone(),
     };
+    // The fmt builder's own filter (INFO unless told) would hide debug and trace whatever
+    // log.level says: the Targets layer decides alone.
     let builder = tracing_subscriber::fmt()
+        .with_max_level(tracing::level_filters::LevelFilter::TRACE)
         .with_writer(std::io::stderr)
         .with_ansi(false);
-    let result = if cfg.format == "json" {
+    let (result, set): (_, SetLogFilter) = if cfg.format == config::LogFormat::Json {
         let sub = builder
             .json()
             .flatten_event(true)
             .with_current_span(false)
             .with_span_list(false)
-            .finish()
-            .with(filter);
-        tracing::subscriber::set_global_default(sub)
+            .finish();
+        let (layer, handle) = reload::Layer::new(filter);
+        (
+            tracing::subscriber::set_global_default(sub.with(layer)),
+            Box::new(move |f| handle.reload(f).map_err(|e| e.to_string())),
+        )
     } else {
-        tracing::subscriber::set_global_default(builder.finish().with(filter))
+        let (layer, handle) = reload::Layer::new(filter);
+        (
+            tracing::subscriber::set_global_default(builder.finish().with(layer)),
+            Box::new(move |f| handle.reload(f).map_err(|e| e.to_string())),
+        )
     };
     if result.is_err() {
         eprintln!("mcvideo-relay: a log subscriber was already installed");
+    } else {
+        let _ = SET_LOG_FILTER.set(set);
     }
 }
 
@@ -354,6 +394,149 @@ async fn termination(mut term: tokio::signal::unix::Signal, mut int: tokio::sign
         _ = term.recv() => info!("SIGTERM received"),
         _ = int.recv() => info!("SIGINT received"),
     }
+}
+
+/// Every SIGHUP reloads the configuration (see [`reload`]).
+#[cfg(unix)]
+async fn reload_on_hangup(mut hangup: tokio::signal::unix::Signal, st: Arc<AppState>) {
+    while hangup.recv().await.is_some() {
+        info!("SIGHUP received: reloading the configuration");
+        let st = st.clone();
+        if tokio::task::spawn_blocking(move || reload_logged(&st, "SIGHUP"))
+            .await
+            .is_err()
+        {
+            error!("reload panicked");
+        }
+    }
+}
+
+/// What SIGHUP and `POST /v1/admin/reload` re-read: the config file `serve` started with, with
+/// its command-line flags on top again.
+#[derive(Debug)]
+pub(crate) struct Reloader {
+    path: PathBuf,
+    opts: ServeOptions,
+    /// Where the API listens (a non-loopback address still needs a token after a reload).
+    listen: SocketAddr,
+    /// The configuration in force; the lock also keeps reloads one at a time.
+    running: Mutex<Config>,
+}
+
+/// Why a reload did not happen.
+#[derive(Debug)]
+pub(crate) enum ReloadError {
+    /// `serve` runs without `--config`.
+    NoConfigFile,
+    /// The new configuration has problems (each with its key); the old settings stay.
+    Invalid(Vec<Problem>),
+}
+
+/// Re-reads the config file and puts its policy file, log level and API token in force (the
+/// replaced token is still accepted for `api.token_overlap_secs`). Live calls are untouched;
+/// other keys that changed are reported as taking effect on restart. All or nothing: on any
+/// problem nothing changes. Returns what changed.
+pub(crate) fn reload(st: &AppState) -> Result<Vec<String>, ReloadError> {
+    let r = st.reloader.as_ref().ok_or(ReloadError::NoConfigFile)?;
+    let mut running = r.running.lock().unwrap_or_else(|e| e.into_inner());
+    let (mut config, mut problems) = Config::read_file(&r.path);
+    problems.extend(r.opts.apply(&mut config));
+    problems.extend(config.validate());
+    if !problems.is_empty() {
+        return Err(ReloadError::Invalid(problems));
+    }
+    let settings = Settings::resolve(config, r.path.parent()).map_err(ReloadError::Invalid)?;
+    let new = &settings.config;
+    if !r.listen.ip().is_loopback() && settings.token.is_none() {
+        return Err(ReloadError::Invalid(vec![Problem {
+            key: "api.token_env".into(),
+            message: format!(
+                "the control API listens on {}, which is not a loopback address: a bearer \
+                 token is required (${} or api.token_file)",
+                r.listen, new.api.token_env
+            ),
+        }]));
+    }
+    let mut changes = Vec::new();
+    match (&settings.policy, &settings.policy_source) {
+        (Some(p), source) => {
+            st.engine.set_policy(p.clone());
+            changes.push(format!(
+                "policy.file: {} loaded (for new calls)",
+                source
+                    .as_deref()
+                    .map_or_else(String::new, |s| s.display().to_string())
+            ));
+        }
+        (None, _) => {
+            st.engine.set_policy(Arc::new(AllowAll));
+            changes.push("policy.file: none: trusting the controlling server".to_owned());
+        }
+    }
+    if new.log.level != running.log.level {
+        let level = new.log.level.as_str();
+        changes.push(match SET_LOG_FILTER.get() {
+            _ if RUST_LOG_WINS.load(Ordering::Relaxed) => {
+                format!("log.level: `{level}` not applied: RUST_LOG is set and wins")
+            }
+            Some(set) => match set(new.log.level.targets().clone()) {
+                Ok(()) => format!("log.level: `{level}`"),
+                Err(e) => format!("log.level: `{level}` not applied: {e}"),
+            },
+            None => format!("log.level: `{level}` not applied: no log subscriber of ours"),
+        });
+    }
+    let overlap = Duration::from_secs(new.api.token_overlap_secs);
+    match st.set_token(settings.token.as_deref(), overlap) {
+        TokenChange::Unchanged => {}
+        TokenChange::Rotated => changes.push(format!(
+            "api token: rotated; the previous token is accepted for {} s more",
+            overlap.as_secs()
+        )),
+        TokenChange::Added => changes.push("api token: set; the API requires it now".to_owned()),
+        TokenChange::Removed => changes
+            .push("api token: removed; the API (loopback only) is unauthenticated now".to_owned()),
+    }
+    for (key, same) in [
+        ("api.listen", new.api.listen == running.api.listen),
+        (
+            "api.max_body_bytes",
+            new.api.max_body_bytes == running.api.max_body_bytes,
+        ),
+        ("[media]", new.media == running.media),
+        ("[calls]", new.calls == running.calls),
+        (
+            "[transmission_control]",
+            new.transmission_control == running.transmission_control,
+        ),
+        ("log.format", new.log.format == running.log.format),
+    ] {
+        if !same {
+            changes.push(format!("{key}: changed; takes effect on restart"));
+        }
+    }
+    *running = settings.config;
+    Ok(changes)
+}
+
+/// [`reload`], with its outcome logged.
+pub(crate) fn reload_logged(st: &AppState, trigger: &str) -> Result<Vec<String>, ReloadError> {
+    let result = reload(st);
+    match &result {
+        Ok(changes) => info!(trigger, changes = %changes.join("; "), "configuration reloaded"),
+        Err(ReloadError::NoConfigFile) => {
+            warn!(
+                trigger,
+                "nothing to reload: the relay was started without --config"
+            )
+        }
+        Err(ReloadError::Invalid(problems)) => error!(
+            trigger,
+            problems = %problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
+            "configuration not reloaded (the old settings stay)"
+        ),
+    }
+    result
 }
 
 fn print_problems(source: &str, problems: &[Problem]) {
@@ -414,15 +597,16 @@ pub fn run_serve(opts: ServeOptions) -> ExitCode {
     // Signal handlers go in before the address is announced: a SIGTERM right after it is
     // already a graceful shutdown.
     #[cfg(unix)]
-    let stop = {
+    let (stop, hangup) = {
         use tokio::signal::unix::{signal, SignalKind};
         let _guard = rt.enter();
         match (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
         ) {
-            (Ok(t), Ok(i)) => termination(t, i),
-            (Err(e), _) | (_, Err(e)) => {
+            (Ok(t), Ok(i), Ok(h)) => (termination(t, i), h),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
                 eprintln!("mcvideo-relay: signal handlers: {e}");
                 return ExitCode::FAILURE;
             }
@@ -432,7 +616,8 @@ pub fn run_serve(opts: ServeOptions) -> ExitCode {
     let stop = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    let p = match prepare(settings) {
+    let reload_from = opts.config.clone().map(|path| (path, opts.clone()));
+    let p = match prepare(settings, reload_from) {
         Ok(p) => p,
         Err(e) => {
             error!("{e}");
@@ -445,6 +630,8 @@ pub fn run_serve(opts: ServeOptions) -> ExitCode {
         let _ = writeln!(out, "listening on {}", p.addr);
         let _ = out.flush();
     }
+    #[cfg(unix)]
+    rt.spawn(reload_on_hangup(hangup, p.state.clone()));
     rt.block_on(serve(p, stop));
     ExitCode::SUCCESS
 }
@@ -480,14 +667,13 @@ pub fn check_config(path: &Path) -> ExitCode {
             None
         }
     };
-    if let Some(addr) = config.listen_addr() {
-        if !addr.ip().is_loopback() && token.is_none() {
-            warnings.push(format!(
-                "api.listen: {addr} is not a loopback address: `serve` will refuse to start \
-                 unless ${} (api.token_env) or api.token_file holds a bearer token",
-                config.api.token_env
-            ));
-        }
+    let addr = config.listen_addr();
+    if !addr.ip().is_loopback() && token.is_none() {
+        warnings.push(format!(
+            "api.listen: {addr} is not a loopback address: `serve` will refuse to start \
+             unless ${} (api.token_env) or api.token_file holds a bearer token",
+            config.api.token_env
+        ));
     }
     if problems.is_empty() {
         for w in &warnings {

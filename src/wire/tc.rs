@@ -85,7 +85,7 @@ impl fmt::Display for AppName {
 }
 
 macro_rules! messages {
-    ($( $(#[$doc:meta])* $variant:ident = ($name:ident, $ty:literal, $text:literal, [$($fid:expr),*]); )*) => {
+    ($( $(#[$doc:meta])* $variant:ident = ($name:ident, $ty:literal, $text:literal, $label:literal, [$($fid:expr),*]); )*) => {
         /// A transmission control message, identified by (APP name, 4-bit message type) as in
         /// mcvideo-media-plane.md §1.3. Listed in table order.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -135,6 +135,14 @@ macro_rules! messages {
                 }
             }
 
+            /// A short snake_case label for metrics and logs (the name in TS 24.581, snake_case).
+            pub const fn label(self) -> &'static str {
+                match self {
+                    $( MessageKind::$variant => $label, )*
+                    MessageKind::Unknown { .. } => "unknown",
+                }
+            }
+
             /// Bit set of the field IDs (Video SSRC as bit 23) this message may carry (§2.3).
             /// Messages §2.3 does not tabulate allow every field.
             pub const fn allowed_fields(self) -> u32 {
@@ -172,86 +180,86 @@ use field::*;
 messages! {
     // ---- MCV0: participant → server (Table 9.2.2.1-1)
     /// MCV0/0 Transmission Request (§9.2.4).
-    TransmissionRequest = (Mcv0, 0, "Transmission Request",
+    TransmissionRequest = (Mcv0, 0, "Transmission Request", "transmission_request",
         [TRANSMISSION_PRIORITY, USER_ID, TRANSMISSION_INDICATOR, FUNCTIONAL_ALIAS, TRACK_INFO]);
     /// MCV0/2 Transmission Release (§9.2.7); no on-network server procedure.
-    TransmissionRelease = (Mcv0, 2, "Transmission Release", []);
+    TransmissionRelease = (Mcv0, 2, "Transmission Release", "transmission_release", []);
     /// MCV0/3 Queue Position Request (§9.2.11).
-    QueuePositionRequest = (Mcv0, 3, "Queue Position Request", []);
+    QueuePositionRequest = (Mcv0, 3, "Queue Position Request", "queue_position_request", []);
     /// MCV0/4 Receive Media Request (§9.2.14).
-    ReceiveMediaRequest = (Mcv0, 4, "Receive Media Request",
+    ReceiveMediaRequest = (Mcv0, 4, "Receive Media Request", "receive_media_request",
         [USER_ID, TRANSMITTING_USER_ID, AUDIO_SSRC, VIDEO_SSRC, TRANSMISSION_INDICATOR,
          RECEPTION_PRIORITY, TRACK_INFO, FUNCTIONAL_ALIAS]);
     /// MCV0/5 Transmission Cancel Request: Rel-15 only; decoded, never sent.
-    TransmissionCancelRequest = (Mcv0, 5, "Transmission Cancel Request", []);
+    TransmissionCancelRequest = (Mcv0, 5, "Transmission Cancel Request", "transmission_cancel_request", []);
     /// MCV0/7 Remote Transmission Request (§9.2.22).
-    RemoteTransmissionRequest = (Mcv0, 7, "Remote Transmission Request", []);
+    RemoteTransmissionRequest = (Mcv0, 7, "Remote Transmission Request", "remote_transmission_request", []);
     /// MCV0/8 Remote Transmission Cancel Request (§9.2.24).
-    RemoteTransmissionCancelRequest = (Mcv0, 8, "Remote Transmission Cancel Request", []);
+    RemoteTransmissionCancelRequest = (Mcv0, 8, "Remote Transmission Cancel Request", "remote_transmission_cancel_request", []);
     // ---- MCV1: server → participant (Table 9.2.2.1-2)
     /// MCV1/0 Transmission Granted (§9.2.5).
-    TransmissionGranted = (Mcv1, 0, "Transmission Granted",
+    TransmissionGranted = (Mcv1, 0, "Transmission Granted", "transmission_granted",
         [DURATION, AUDIO_SSRC, VIDEO_SSRC, TRANSMISSION_PRIORITY, USER_ID, QUEUE_SIZE,
          QUEUED_USER_ID, QUEUE_INFO, TRANSMISSION_INDICATOR, TRACK_INFO]);
     /// MCV1/1 Transmission Rejected (§9.2.6).
-    TransmissionRejected = (Mcv1, 1, "Transmission Rejected",
+    TransmissionRejected = (Mcv1, 1, "Transmission Rejected", "transmission_rejected",
         [REJECT_CAUSE, USER_ID, TRANSMISSION_INDICATOR, TRACK_INFO]);
     /// MCV1/2 Transmission Arbitration Taken (§9.2.8).
-    TransmissionArbitrationTaken = (Mcv1, 2, "Transmission Arbitration Taken",
+    TransmissionArbitrationTaken = (Mcv1, 2, "Transmission Arbitration Taken", "transmission_arbitration_taken",
         [TRANSMITTING_USER_ID, PERMISSION_TO_REQUEST, USER_ID, MESSAGE_SEQUENCE_NUMBER,
          TRANSMISSION_INDICATOR, AUDIO_SSRC, VIDEO_SSRC]);
     /// MCV1/3 Transmission Arbitration Release (§9.2.9).
-    TransmissionArbitrationRelease = (Mcv1, 3, "Transmission Arbitration Release",
+    TransmissionArbitrationRelease = (Mcv1, 3, "Transmission Arbitration Release", "transmission_arbitration_release",
         [USER_ID, MESSAGE_SEQUENCE_NUMBER, TRANSMISSION_INDICATOR]);
     /// MCV1/4 Transmission Revoked (§9.2.10).
-    TransmissionRevoked = (Mcv1, 4, "Transmission Revoked",
+    TransmissionRevoked = (Mcv1, 4, "Transmission Revoked", "transmission_revoked",
         [REJECT_CAUSE, TRANSMISSION_INDICATOR, TRACK_INFO]);
     /// MCV1/5 Queue Position Info (§9.2.12).
-    QueuePositionInfo = (Mcv1, 5, "Queue Position Info",
+    QueuePositionInfo = (Mcv1, 5, "Queue Position Info", "queue_position_info",
         [USER_ID, QUEUED_USER_ID, QUEUE_INFO, TRACK_INFO, TRANSMISSION_INDICATOR]);
     /// MCV1/6 Media Transmission Notification (§9.2.13).
-    MediaTransmissionNotification = (Mcv1, 6, "Media Transmission Notification",
+    MediaTransmissionNotification = (Mcv1, 6, "Media Transmission Notification", "media_transmission_notification",
         [TRANSMITTING_USER_ID, AUDIO_SSRC, VIDEO_SSRC, PERMISSION_TO_REQUEST,
          TRANSMISSION_INDICATOR, TRACK_INFO, FUNCTIONAL_ALIAS, RECEPTION_MODE]);
     /// MCV1/7 Receive Media Response (§9.2.15); Result says granted or rejected.
-    ReceiveMediaResponse = (Mcv1, 7, "Receive Media Response",
+    ReceiveMediaResponse = (Mcv1, 7, "Receive Media Response", "receive_media_response",
         [RESULT, REJECT_CAUSE, TRANSMITTING_USER_ID, AUDIO_SSRC, VIDEO_SSRC,
          TRANSMISSION_INDICATOR, TRACK_INFO]);
     /// MCV1/8 Media Reception Notification (§9.2.16).
-    MediaReceptionNotification = (Mcv1, 8, "Media Reception Notification",
+    MediaReceptionNotification = (Mcv1, 8, "Media Reception Notification", "media_reception_notification",
         [USER_ID, AUDIO_SSRC, VIDEO_SSRC, FUNCTIONAL_ALIAS, TRACK_INFO]);
     /// MCV1/9 Transmission Cancel Response: Rel-15 only; decoded, never sent.
-    TransmissionCancelResponse = (Mcv1, 9, "Transmission Cancel Response", []);
+    TransmissionCancelResponse = (Mcv1, 9, "Transmission Cancel Response", "transmission_cancel_response", []);
     /// MCV1/10 Transmission Cancel Request Notify (§9.2.19).
-    TransmissionCancelRequestNotify = (Mcv1, 10, "Transmission Cancel Request Notify", []);
+    TransmissionCancelRequestNotify = (Mcv1, 10, "Transmission Cancel Request Notify", "transmission_cancel_request_notify", []);
     /// MCV1/11 Remote Transmission Response (§9.2.23).
-    RemoteTransmissionResponse = (Mcv1, 11, "Remote Transmission Response", []);
+    RemoteTransmissionResponse = (Mcv1, 11, "Remote Transmission Response", "remote_transmission_response", []);
     /// MCV1/12 Remote Transmission Cancel Response (§9.2.25).
-    RemoteTransmissionCancelResponse = (Mcv1, 12, "Remote Transmission Cancel Response", []);
+    RemoteTransmissionCancelResponse = (Mcv1, 12, "Remote Transmission Cancel Response", "remote_transmission_cancel_response", []);
     /// MCV1/13 Media Reception Override Notification (§9.2.28).
-    MediaReceptionOverrideNotification = (Mcv1, 13, "Media Reception Override Notification", []);
+    MediaReceptionOverrideNotification = (Mcv1, 13, "Media Reception Override Notification", "media_reception_override_notification", []);
     /// MCV1/14 Transmission End Notify (§9.2.29).
-    TransmissionEndNotify = (Mcv1, 14, "Transmission End Notify",
+    TransmissionEndNotify = (Mcv1, 14, "Transmission End Notify", "transmission_end_notify",
         [TRANSMITTING_USER_ID, AUDIO_SSRC, VIDEO_SSRC]);
     /// MCV1/15 Transmission Idle (§9.2.30).
-    TransmissionIdle = (Mcv1, 15, "Transmission Idle",
+    TransmissionIdle = (Mcv1, 15, "Transmission Idle", "transmission_idle",
         [MESSAGE_SEQUENCE_NUMBER, TRANSMISSION_INDICATOR]);
     // ---- MCV2: both directions (Table 9.2.2.1-3)
     /// MCV2/0 Transmission End Request (§9.2.20).
-    TransmissionEndRequest = (Mcv2, 0, "Transmission End Request",
+    TransmissionEndRequest = (Mcv2, 0, "Transmission End Request", "transmission_end_request",
         [TRANSMITTING_USER_ID, AUDIO_SSRC, VIDEO_SSRC, REJECT_CAUSE, TRANSMISSION_INDICATOR,
          TRACK_INFO]);
     /// MCV2/1 Transmission End Response (§9.2.21).
-    TransmissionEndResponse = (Mcv2, 1, "Transmission End Response",
+    TransmissionEndResponse = (Mcv2, 1, "Transmission End Response", "transmission_end_response",
         [TRANSMITTING_USER_ID, AUDIO_SSRC, VIDEO_SSRC, TRANSMISSION_INDICATOR, TRACK_INFO]);
     /// MCV2/2 Media Reception End Request (§9.2.26).
-    MediaReceptionEndRequest = (Mcv2, 2, "Media Reception End Request",
+    MediaReceptionEndRequest = (Mcv2, 2, "Media Reception End Request", "media_reception_end_request",
         [TRANSMITTING_USER_ID, AUDIO_SSRC, VIDEO_SSRC, TRANSMISSION_INDICATOR, TRACK_INFO]);
     /// MCV2/3 Media Reception End Response (§9.2.27).
-    MediaReceptionEndResponse = (Mcv2, 3, "Media Reception End Response",
+    MediaReceptionEndResponse = (Mcv2, 3, "Media Reception End Response", "media_reception_end_response",
         [TRANSMITTING_USER_ID, AUDIO_SSRC, VIDEO_SSRC, TRANSMISSION_INDICATOR, TRACK_INFO]);
     /// MCV2/4 Transmission Control Ack (§9.2.31); never carries the `x` bit.
-    TransmissionControlAck = (Mcv2, 4, "Transmission Control Ack",
+    TransmissionControlAck = (Mcv2, 4, "Transmission Control Ack", "transmission_control_ack",
         [MESSAGE_TYPE, SOURCE, MESSAGE_NAME, TRACK_INFO]);
 }
 
@@ -276,103 +284,7 @@ impl MessageKind {
     pub const fn allows(self, id: u8) -> bool {
         id < 32 && self.allowed_fields() & (1 << id) != 0
     }
-
-    /// A short snake_case label for metrics and logs.
-    pub fn label(self) -> &'static str {
-        match self {
-            MessageKind::Unknown { .. } => "unknown",
-            k => LABELS
-                .iter()
-                .find(|(m, _)| *m == k)
-                .map_or("unknown", |(_, l)| l),
-        }
-    }
 }
-
-const LABELS: &[(MessageKind, &str)] = &[
-    (MessageKind::TransmissionRequest, "transmission_request"),
-    (MessageKind::TransmissionRelease, "transmission_release"),
-    (MessageKind::QueuePositionRequest, "queue_position_request"),
-    (MessageKind::ReceiveMediaRequest, "receive_media_request"),
-    (
-        MessageKind::TransmissionCancelRequest,
-        "transmission_cancel_request",
-    ),
-    (
-        MessageKind::RemoteTransmissionRequest,
-        "remote_transmission_request",
-    ),
-    (
-        MessageKind::RemoteTransmissionCancelRequest,
-        "remote_transmission_cancel_request",
-    ),
-    (MessageKind::TransmissionGranted, "transmission_granted"),
-    (MessageKind::TransmissionRejected, "transmission_rejected"),
-    (
-        MessageKind::TransmissionArbitrationTaken,
-        "transmission_arbitration_taken",
-    ),
-    (
-        MessageKind::TransmissionArbitrationRelease,
-        "transmission_arbitration_release",
-    ),
-    (MessageKind::TransmissionRevoked, "transmission_revoked"),
-    (MessageKind::QueuePositionInfo, "queue_position_info"),
-    (
-        MessageKind::MediaTransmissionNotification,
-        "media_transmission_notification",
-    ),
-    (MessageKind::ReceiveMediaResponse, "receive_media_response"),
-    (
-        MessageKind::MediaReceptionNotification,
-        "media_reception_notification",
-    ),
-    (
-        MessageKind::TransmissionCancelResponse,
-        "transmission_cancel_response",
-    ),
-    (
-        MessageKind::TransmissionCancelRequestNotify,
-        "transmission_cancel_request_notify",
-    ),
-    (
-        MessageKind::RemoteTransmissionResponse,
-        "remote_transmission_response",
-    ),
-    (
-        MessageKind::RemoteTransmissionCancelResponse,
-        "remote_transmission_cancel_response",
-    ),
-    (
-        MessageKind::MediaReceptionOverrideNotification,
-        "media_reception_override_notification",
-    ),
-    (
-        MessageKind::TransmissionEndNotify,
-        "transmission_end_notify",
-    ),
-    (MessageKind::TransmissionIdle, "transmission_idle"),
-    (
-        MessageKind::TransmissionEndRequest,
-        "transmission_end_request",
-    ),
-    (
-        MessageKind::TransmissionEndResponse,
-        "transmission_end_response",
-    ),
-    (
-        MessageKind::MediaReceptionEndRequest,
-        "media_reception_end_request",
-    ),
-    (
-        MessageKind::MediaReceptionEndResponse,
-        "media_reception_end_response",
-    ),
-    (
-        MessageKind::TransmissionControlAck,
-        "transmission_control_ack",
-    ),
-];
 
 /// Field IDs of Table 9.2.3.1-1 (mcvideo-media-plane.md §2.2).
 pub mod field {
@@ -1369,5 +1281,16 @@ mod tests {
             MessageKind::TransmissionEndNotify.label(),
             "transmission_end_notify"
         );
+    }
+
+    #[test]
+    fn every_message_has_a_unique_snake_case_label_from_its_name() {
+        let mut seen = std::collections::BTreeSet::new();
+        for k in MessageKind::ALL {
+            assert_eq!(k.label(), k.text().to_lowercase().replace(' ', "_"), "{k}");
+            assert!(seen.insert(k.label()), "duplicate label {}", k.label());
+        }
+        let unknown = MessageKind::from_wire(AppName::Mcv0, 15);
+        assert_eq!(unknown.label(), "unknown");
     }
 }

@@ -23,7 +23,9 @@ pub fn require(tool: &str) {
         .is_ok_and(|s| s.success());
     assert!(
         ok,
-        "`{tool}` is needed for this test: apt-get install -y --no-install-recommends ffmpeg"
+        "`{tool}` is needed for this test and is not on PATH: install ffmpeg \
+         (`apt-get install -y --no-install-recommends ffmpeg`) or run `./test.sh`, which \
+         installs it"
     );
 }
 

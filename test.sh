@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# Every check and test of mcvideo-relay in one command, on a machine with only the Rust
+# toolchain: installs what the tests need when it is missing (ffmpeg/ffprobe and promtool from
+# Debian packages, cargo-nextest and cargo-fuzz with `cargo install`), then checks format and
+# lints, that the sans-IO core builds without tokio, the docs, the Prometheus alert rules and a
+# live /metrics page, smoke-runs every fuzz target, runs the doc tests and then the test suite.
+# The test runner's summary line is the last line. `.ci/run` is this script.
+#
+#   ./test.sh            everything (2 cores: about 6 min once built; a cold build adds its time)
+#   ./test.sh --deps     only install what is missing
+#
+# Environment: FUZZ_SECS (per fuzz target, default 15), TEST_SH_DRY_RUN=1 (print the install
+# commands instead of running them). Run it niced on a shared machine: `nice -n 10 ./test.sh`.
+set -euo pipefail
+cd "$(dirname "$0")"
+export CARGO_TERM_COLOR=never
+FUZZ_SECS="${FUZZ_SECS:-15}"
+
+run_install() {
+  if [[ "${TEST_SH_DRY_RUN:-}" == 1 ]]; then
+    echo "would run: $*"
+  else
+    "$@"
+  fi
+}
+
+sudo_if_needed() {
+  if [[ "$(id -u)" -eq 0 ]]; then
+    run_install "$@"
+  elif command -v sudo >/dev/null; then
+    run_install sudo "$@"
+  else
+    echo "test.sh: need root (or sudo) to run: $*" >&2
+    exit 1
+  fi
+}
+
+# --- what the tests need --------------------------------------------------------------------
+echo "== dependencies"
+apt_pkgs=()
+# The interop tests use real ffmpeg peers (shared/docs/interop.md).
+if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null; then
+  apt_pkgs+=(ffmpeg)
+fi
+# promtool checks deploy/prometheus-alerts.rules.yml and the live /metrics page.
+command -v promtool >/dev/null || apt_pkgs+=(prometheus)
+if ((${#apt_pkgs[@]})); then
+  echo "installing ${apt_pkgs[*]} (apt-get)"
+  sudo_if_needed apt-get update -qq
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends "${apt_pkgs[@]}"
+fi
+if ! command -v cargo-nextest >/dev/null; then
+  echo "installing cargo-nextest (cargo install)"
+  run_install cargo install cargo-nextest --locked
+fi
+if ! command -v cargo-fuzz >/dev/null || ! cargo fuzz --version 2>/dev/null | grep -q ' 0\.13\.'; then
+  echo "installing cargo-fuzz 0.13.2 (cargo install)"
+  run_install cargo install cargo-fuzz --version 0.13.2 --locked
+fi
+if [[ "${TEST_SH_DRY_RUN:-}" == 1 ]]; then
+  echo "dry run: nothing installed, nothing run"
+  exit 0
+fi
+for tool in ffmpeg ffprobe promtool cargo-nextest cargo-fuzz; do
+  command -v "$tool" >/dev/null || { echo "test.sh: $tool is still not on PATH" >&2; exit 1; }
+done
+echo "ffmpeg, ffprobe, promtool, cargo-nextest, cargo-fuzz: present"
+if [[ "${1:-}" == "--deps" ]]; then
+  exit 0
+fi
+
+# --- static checks --------------------------------------------------------------------------
+echo "== fmt, clippy, core without tokio, docs"
+cargo fmt --all -- --check
+cargo clippy --all-targets -- -D warnings
+cargo check --lib --no-default-features
+RUSTDOCFLAGS=-Dwarnings cargo doc --no-deps --lib --quiet
+
+# --- Prometheus: alert rules and a live /metrics page ---------------------------------------
+echo "== promtool: alert rules, live /metrics"
+promtool check rules deploy/prometheus-alerts.rules.yml
+cargo build --quiet --bin mcvideo-relay
+tmp="$(mktemp -d)"
+relay_pid=""
+cleanup() {
+  if [[ -n "$relay_pid" ]]; then kill "$relay_pid" 2>/dev/null || true; wait "$relay_pid" 2>/dev/null || true; fi
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+printf '[api]\nlisten = "127.0.0.1:0"\n[log]\nlevel = "warn"\n' >"$tmp/relay.toml"
+mkfifo "$tmp/out"
+"${CARGO_TARGET_DIR:-target}/debug/mcvideo-relay" serve --config "$tmp/relay.toml" >"$tmp/out" 2>"$tmp/err" &
+relay_pid=$!
+exec 3<"$tmp/out"
+if ! read -r -t 30 line <&3 || [[ "$line" != "listening on "* ]]; then
+  cat "$tmp/err" >&2
+  echo "test.sh: serve did not start" >&2
+  exit 1
+fi
+addr="${line#listening on }"
+exec 4<>"/dev/tcp/${addr%:*}/${addr##*:}"
+printf 'GET /metrics HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n' "$addr" >&4
+# Body after the blank line that ends the head (the page is sent with Content-Length).
+sed '1,/^\r$/d' <&4 >"$tmp/metrics"
+exec 4<&- 3<&-
+echo "/metrics: $(grep -c '^mcvideo_relay_' "$tmp/metrics") samples"
+promtool check metrics <"$tmp/metrics"
+cleanup
+relay_pid=""
+trap - EXIT
+
+# --- fuzz smoke -----------------------------------------------------------------------------
+echo "== fuzz smoke (each target ${FUZZ_SECS} s, debug assertions on; long runs: see README)"
+(
+  cd fuzz
+  for t in $(cargo fuzz list); do
+    log="$(mktemp)"
+    if ! cargo fuzz run -s none -a "$t" -- -max_total_time="$FUZZ_SECS" -rss_limit_mb=2048 >"$log" 2>&1; then
+      tail -40 "$log"
+      echo "fuzz target $t failed"
+      exit 1
+    fi
+    echo "$t: $(grep -h '^Done' "$log")"
+    rm -f "$log"
+  done
+)
+
+# --- tests ----------------------------------------------------------------------------------
+echo "== doc tests"
+cargo test --doc --quiet
+
+echo "== tests"
+cargo nextest run --no-fail-fast
