@@ -47,6 +47,9 @@ fn main() -> ExitCode {
         }
         "serve" | "check-config" => sidecar(cmd, rest),
         "loadgen" => loadgen(rest),
+        // Hidden: the yardstick `loadgen --compare-forwarder` starts (stdin/stdout protocol in
+        // src/loadgen/forwarder.rs).
+        "minimal-forwarder" => minimal_forwarder(),
         other => usage_error(&format!("unknown command `{other}`")),
     }
 }
@@ -77,6 +80,16 @@ fn sidecar(cmd: &str, rest: &[String]) -> ExitCode {
 #[cfg(feature = "loadgen")]
 fn loadgen(rest: &[String]) -> ExitCode {
     mcvideo_relay::loadgen::run(rest)
+}
+
+#[cfg(feature = "loadgen")]
+fn minimal_forwarder() -> ExitCode {
+    mcvideo_relay::loadgen::run_minimal_forwarder()
+}
+
+#[cfg(not(feature = "loadgen"))]
+fn minimal_forwarder() -> ExitCode {
+    usage_error("`minimal-forwarder` needs the `loadgen` feature")
 }
 
 #[cfg(not(feature = "loadgen"))]
