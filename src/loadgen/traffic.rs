@@ -8,8 +8,9 @@
 //! * **Paced senders** (`--pattern paced`) send each call's packets evenly spaced: call `i` of
 //!   `n` sends packet `k` at `start + (k + i/n)·n/rate` (see [`paced_offset_ns`]), one `sendmsg`
 //!   per packet, so the calls are out of phase and the packets of all calls are `1/rate` apart.
-//!   The thread's timer slack is set to 1 ns (`PR_SET_TIMERSLACK`) and it sleeps to within
-//!   [`SPIN`] of each send time and spins the rest.
+//!   The thread's timer slack is set to 1 ns (`PR_SET_TIMERSLACK`); it sleeps to within a
+//!   margin of each send time (learnt from the timer's overshoot, at most [`SPIN_MAX`]) and
+//!   spins the rest.
 //! * **Receivers** (`lg-recv-N` threads) each run a current-thread tokio runtime with a task per
 //!   callee socket that receives in batches (`recvmmsg` + GRO through quinn-udp, super-packets
 //!   split by `stride`), decrypts SRTP, and records one-way latency in an HDR histogram, plus
@@ -502,11 +503,49 @@ fn send_loop(calls: &mut [&mut TxSide], plan: &Plan, progress: &Progress, stop: 
     out
 }
 
-/// Margin before a paced send time that is spun rather than slept (the timer's wake-up
-/// overshoot with a 1 ns timer slack; with the default 50 µs slack it would be far more).
-pub(crate) const SPIN: Duration = Duration::from_micros(10);
-/// The same when the timer slack could not be lowered.
-const SPIN_DEFAULT_SLACK: Duration = Duration::from_micros(60);
+/// The most of a paced send time's wait that is spun rather than slept, and the least.
+/// The margin follows the timer's measured wake-up overshoot (with a 1 ns timer slack a few
+/// µs on a VM; with the default 50 µs slack far more), so little CPU goes to spinning.
+pub(crate) const SPIN_MAX: Duration = Duration::from_micros(60);
+const SPIN_MIN_NS: f64 = 1_000.0;
+
+/// Sleeps to within a margin of deadlines, then spins; learns the margin from the overshoot.
+#[derive(Debug)]
+pub(crate) struct PreciseSleeper {
+    /// Moving average of how late a sleep wakes up, in ns.
+    overshoot_ns: f64,
+}
+
+impl PreciseSleeper {
+    pub(crate) fn new() -> PreciseSleeper {
+        PreciseSleeper {
+            overshoot_ns: 10_000.0,
+        }
+    }
+
+    fn margin(&self) -> Duration {
+        let ns = (self.overshoot_ns * 1.5 + SPIN_MIN_NS).min(SPIN_MAX.as_nanos() as f64);
+        Duration::from_nanos(ns as u64)
+    }
+
+    /// Returns at `t` (at once if it has passed).
+    pub(crate) fn until(&mut self, t: Instant) {
+        let now = Instant::now();
+        if t <= now {
+            return;
+        }
+        let margin = self.margin();
+        if t - now > margin {
+            let wake = t - margin;
+            std::thread::sleep(wake - now);
+            let over = Instant::now().saturating_duration_since(wake).as_nanos() as f64;
+            self.overshoot_ns += (over.min(1e6) - self.overshoot_ns) / 16.0;
+        }
+        while Instant::now() < t {
+            std::hint::spin_loop();
+        }
+    }
+}
 
 /// Paced pattern: when call `index` of `calls` sends its packet `k`, in ns from the start. A
 /// call sends every `calls/rate` s; call `i` is offset by `i/calls` of that interval, so the
@@ -519,20 +558,6 @@ pub(crate) fn paced_offset_ns(k: u64, index: u32, calls: usize, rate: f64) -> f6
 /// Lowers this thread's timer slack to 1 ns; returns whether it could.
 fn precise_timers() -> bool {
     rustix::thread::set_current_timer_slack(std::num::NonZeroU64::new(1)).is_ok()
-}
-
-/// Sleeps until `spin` before `t`, then spins until `t`.
-fn sleep_precisely_until(t: Instant, spin: Duration) {
-    let now = Instant::now();
-    if t <= now {
-        return;
-    }
-    if t - now > spin {
-        std::thread::sleep(t - now - spin);
-    }
-    while Instant::now() < t {
-        std::hint::spin_loop();
-    }
 }
 
 /// The paced pattern: one packet per call per interval, one `sendmsg` each.
@@ -553,11 +578,9 @@ fn send_paced(
     let Some(first) = calls.first() else {
         return out;
     };
-    let spin = if precise_timers() {
-        SPIN
-    } else {
-        SPIN_DEFAULT_SLACK
-    };
+    // The default 50 µs timer slack would make every wait that much late.
+    let _ = precise_timers();
+    let mut sleeper = PreciseSleeper::new();
     let overhead = first.srtp.as_ref().map_or(0, SrtpContext::rtp_overhead);
     let stride = plan.packet_size + overhead;
     let mut buf = vec![0u8; stride];
@@ -574,7 +597,7 @@ fn send_paced(
                 continue;
             }
             let target = plan.start + Duration::from_nanos(at as u64);
-            sleep_precisely_until(target, spin);
+            sleeper.until(target);
             if stop.requested() {
                 break 'rounds;
             }
@@ -1155,11 +1178,15 @@ mod tests {
 
     #[test]
     fn precise_sleep_reaches_the_deadline() {
-        let t = Instant::now() + Duration::from_micros(200);
-        sleep_precisely_until(t, SPIN);
-        assert!(Instant::now() >= t);
+        let mut s = PreciseSleeper::new();
+        for _ in 0..20 {
+            let t = Instant::now() + Duration::from_micros(200);
+            s.until(t);
+            assert!(Instant::now() >= t);
+        }
+        assert!(s.margin() <= SPIN_MAX && s.margin() >= Duration::from_micros(1));
         // A deadline in the past returns at once.
-        sleep_precisely_until(Instant::now() - Duration::from_millis(1), SPIN);
+        s.until(Instant::now());
     }
 
     #[test]
