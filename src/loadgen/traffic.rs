@@ -504,10 +504,13 @@ fn send_loop(calls: &mut [&mut TxSide], plan: &Plan, progress: &Progress, stop: 
 }
 
 /// The most of a paced send time's wait that is spun rather than slept, and the least.
-/// The margin follows the timer's measured wake-up overshoot (with a 1 ns timer slack a few
-/// µs on a VM; with the default 50 µs slack far more), so little CPU goes to spinning.
-pub(crate) const SPIN_MAX: Duration = Duration::from_micros(60);
-const SPIN_MIN_NS: f64 = 1_000.0;
+/// The margin follows the timer's measured wake-up overshoot (on this VM with a 1 ns timer
+/// slack ≈ 14 µs and steady to ±0.5 µs; with the default 50 µs slack ≈ 65 µs), so the thread
+/// wakes ≈ 1.5 µs early and spins only that. A
+/// wake-up later than that is preemption (the machine is busy), which spinning cannot help:
+/// it neither raises the margin past [`SPIN_MAX`] nor counts for more than twice it.
+pub(crate) const SPIN_MAX: Duration = Duration::from_micros(25);
+const SPIN_MIN_NS: f64 = 1_500.0;
 
 /// Sleeps to within a margin of deadlines, then spins; learns the margin from the overshoot.
 #[derive(Debug)]
@@ -519,12 +522,12 @@ pub(crate) struct PreciseSleeper {
 impl PreciseSleeper {
     pub(crate) fn new() -> PreciseSleeper {
         PreciseSleeper {
-            overshoot_ns: 10_000.0,
+            overshoot_ns: 5_000.0,
         }
     }
 
     fn margin(&self) -> Duration {
-        let ns = (self.overshoot_ns * 1.5 + SPIN_MIN_NS).min(SPIN_MAX.as_nanos() as f64);
+        let ns = (self.overshoot_ns + SPIN_MIN_NS).min(SPIN_MAX.as_nanos() as f64);
         Duration::from_nanos(ns as u64)
     }
 
@@ -539,7 +542,8 @@ impl PreciseSleeper {
             let wake = t - margin;
             std::thread::sleep(wake - now);
             let over = Instant::now().saturating_duration_since(wake).as_nanos() as f64;
-            self.overshoot_ns += (over.min(1e6) - self.overshoot_ns) / 16.0;
+            let cap = 2.0 * SPIN_MAX.as_nanos() as f64;
+            self.overshoot_ns += (over.min(cap) - self.overshoot_ns) / 16.0;
         }
         while Instant::now() < t {
             std::hint::spin_loop();
