@@ -8,6 +8,12 @@
 //! to callee) is the **floor**; the relay's *added* latency is reported against it, measured
 //! the same way in the same invocation (shared/docs/performance.md).
 //!
+//! Senders send frame bursts (`--pattern burst`, the default) or pace every call's packets
+//! evenly, calls out of phase, one `sendmsg` per packet (`--pattern paced`). With
+//! `--compare-forwarder` (or `--forwarder` alone) the same load also goes through a minimal
+//! forwarder in a process of its own (`mcvideo-relay minimal-forwarder`, [`run_minimal_forwarder`]), and the
+//! relay's CPU per packet is reported as a multiple of the forwarder's.
+//!
 //! Call SDP has one video stream with `a=rtcp-mux` and no MCVideo control line, so a call takes
 //! two relay ports and the caller is granted on acceptance.
 //!
@@ -188,6 +194,13 @@ fn session(o: &Options, stop: &Stop, rep: &mut Report) -> Result<(), String> {
         }
         rep.forwarder_pid = Some(proc_.pid());
         rep.forwarder_description = Some(desc);
+        if o.srtp == Some(MediaSecurity::PerLeg) {
+            rep.notes.push(
+                "the minimal forwarder passes SRTP through (end to end); the relay decrypts and \
+                 re-encrypts per leg: the CPU ratio includes that work"
+                    .into(),
+            );
+        }
         Some((proc_, paths))
     } else {
         None
