@@ -49,6 +49,10 @@ floor, loss, relay CPU per packet, sweeps (`loadgen --help` for details)";
             #[arg(value_name = "FILE")]
             file: PathBuf,
         },
+        /// The yardstick `loadgen --compare-forwarder` starts: one thread, epoll, one recv and
+        /// one send per packet (stdin/stdout protocol in src/loadgen/forwarder.rs).
+        #[command(hide = true)]
+        MinimalForwarder,
         #[command(disable_help_flag = true, about = LOADGEN_ABOUT)]
         Loadgen {
             /// loadgen's own options (`mcvideo-relay loadgen --help`)
@@ -62,12 +66,24 @@ floor, loss, relay CPU per packet, sweeps (`loadgen --help` for details)";
             Command::Serve(opts) => sidecar::run_serve(opts),
             Command::CheckConfig { file } => sidecar::check_config(&file),
             Command::Loadgen { args } => loadgen(&args),
+            Command::MinimalForwarder => minimal_forwarder(),
         }
     }
 
     #[cfg(feature = "loadgen")]
     fn loadgen(args: &[String]) -> ExitCode {
         mcvideo_relay::loadgen::run(args)
+    }
+
+    #[cfg(feature = "loadgen")]
+    fn minimal_forwarder() -> ExitCode {
+        mcvideo_relay::loadgen::run_minimal_forwarder()
+    }
+
+    #[cfg(not(feature = "loadgen"))]
+    fn minimal_forwarder() -> ExitCode {
+        eprintln!("mcvideo-relay: `minimal-forwarder` needs the `loadgen` feature");
+        ExitCode::from(2)
     }
 
     #[cfg(not(feature = "loadgen"))]

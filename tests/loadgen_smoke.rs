@@ -1,6 +1,7 @@
 //! `loadgen` end to end, in process: 10 calls at 2000 pps through an in-process engine (with the
 //! floor measured first), the floor alone (`--direct`), and a short per-leg SRTP run; each writes
-//! its JSON to a temporary file and the figures must be plausible.
+//! its JSON to a temporary file and the figures must be plausible. Paced senders through the
+//! minimal forwarder (this package's binary, `minimal-forwarder`) alone and next to the engine.
 #![cfg(feature = "loadgen")]
 #![allow(clippy::unwrap_used)]
 
@@ -140,6 +141,100 @@ fn engine_direct_and_per_leg_srtp() {
     assert!(v["runs"][0]["floor"].is_null());
     check_phase(&v["runs"][0]["relay"], "relay", 2000.0);
     assert_eq!(v["teardown"]["released"], 10);
+}
+
+/// The minimal forwarder is this package's binary (the test binary is not).
+const BIN: &str = env!("CARGO_BIN_EXE_mcvideo-relay");
+
+/// Zero loss, and the forwarding process's CPU figure present.
+fn check_forwarded(p: &Value, mode: &str, cpu_source: &str) {
+    check_phase(p, mode, 2000.0);
+    assert_eq!(p["lost"], 0, "{mode}: {p}");
+    assert_eq!(p["reordered"], 0, "{mode}: {p}");
+    let cpu = p["relay_cpu_us_per_packet"].as_f64().unwrap();
+    assert!((0.0..10_000.0).contains(&cpu), "{mode}: {cpu}");
+    assert!(
+        p["relay_cpu_source"].as_str().unwrap().contains(cpu_source),
+        "{mode}: {p}"
+    );
+}
+
+#[test]
+fn paced_through_the_minimal_forwarder() {
+    let v = run(
+        "forwarder",
+        &[
+            "--forwarder",
+            "--forwarder-bin",
+            BIN,
+            "--pattern",
+            "paced",
+            "--calls",
+            "4",
+            "--rate",
+            "2000",
+            "--duration",
+            "1",
+            "--warmup",
+            "0.3",
+        ],
+    );
+    assert_eq!(v["relay"]["kind"], "forwarder");
+    assert_eq!(v["config"]["pattern"], "paced");
+    assert_eq!(v["config"]["one_sendmsg_per_packet"], true);
+    assert!(v["forwarder"]["pid"].as_u64().unwrap() > 0);
+    let step = &v["runs"][0];
+    check_phase(&step["floor"], "floor", 2000.0);
+    assert_eq!(step["floor"]["lost"], 0);
+    check_forwarded(&step["forwarder"], "forwarder", "minimal forwarder");
+    assert!(step["relay"].is_null());
+    assert!(step["forwarder_added_latency_us"]["p50"].is_number());
+    assert!(step["relay_vs_forwarder"].is_null());
+}
+
+#[test]
+fn paced_engine_against_the_minimal_forwarder() {
+    let v = run(
+        "compare-forwarder",
+        &[
+            "--engine",
+            "--ports",
+            "31200-31299",
+            "--compare-forwarder",
+            "--forwarder-bin",
+            BIN,
+            "--pattern",
+            "paced",
+            "--calls",
+            "4",
+            "--rate",
+            "2000",
+            "--duration",
+            "1",
+            "--warmup",
+            "0.3",
+        ],
+    );
+    assert_eq!(v["relay"]["kind"], "engine");
+    assert_eq!(v["config"]["compare_forwarder"], true);
+    let step = &v["runs"][0];
+    check_phase(&step["floor"], "floor", 2000.0);
+    check_forwarded(&step["forwarder"], "forwarder", "minimal forwarder");
+    check_forwarded(&step["relay"], "relay", "worker");
+    for key in ["added_latency_us", "forwarder_added_latency_us"] {
+        for q in ["p50", "p99", "p99_9"] {
+            assert!(step[key][q].is_number(), "{key}.{q}: {step}");
+        }
+    }
+    let vs = &step["relay_vs_forwarder"];
+    let ratio = vs["cpu_ratio"].as_f64().unwrap();
+    let (r, f) = (
+        vs["relay_cpu_us_per_packet"].as_f64().unwrap(),
+        vs["forwarder_cpu_us_per_packet"].as_f64().unwrap(),
+    );
+    assert!(f > 0.0 && ratio > 0.0, "{vs}");
+    assert!((ratio - r / f).abs() < 0.01 * ratio + 0.01, "{vs}");
+    assert_eq!(v["teardown"]["released"], 4);
 }
 
 #[test]

@@ -1,63 +1,176 @@
-//! Command-line options of `mcvideo-relay loadgen` (hand-rolled: `--flag VALUE` or `--flag=VALUE`).
+//! Command-line options of `mcvideo-relay loadgen` (clap derive: `--flag VALUE` or
+//! `--flag=VALUE`), resolved and checked into [`Options`].
 
 use crate::control::MediaSecurity;
+use clap::{ArgGroup, CommandFactory as _, Parser, ValueEnum};
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub(crate) const USAGE: &str = "\
-Usage: mcvideo-relay loadgen [OPTIONS]
+const ABOUT: &str = "\
+Sets up N one-to-one video push calls, sends video-like RTP from N caller sockets (frame
+bursts, or paced: evenly spaced packets) and measures on N callee sockets: one-way latency
+(HDR histogram), loss, reordering, duplicates; the relay's CPU per forwarded packet. Unless
+--no-floor, the same load is first sent with no relay (caller straight to callee: the floor)
+and the relay's added latency is reported against it. --compare-forwarder also sends it
+through a minimal forwarder (one thread, epoll, recv_from + send_to, no parsing) and reports
+the relay's CPU per packet as a multiple of the forwarder's. Every call is torn down at the
+end, also on Ctrl-C (a second Ctrl-C exits at once).";
 
-Sets up N one-to-one video push calls, sends video-like RTP bursts from N caller sockets
-and measures on N callee sockets: one-way latency (HDR histogram), loss, reordering,
-duplicates; the relay's CPU per forwarded packet. Unless --no-floor, the same load is first
-sent with no relay (caller straight to callee: the floor) and the relay's added latency is
-reported against it. Every call is torn down at the end, also on Ctrl-C (a second Ctrl-C
-exits at once).
+/// How each call's packets are spaced in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Pattern {
+    /// A frame's packets back to back (one GSO sendmsg per frame unless --no-gso).
+    Burst,
+    /// Each call's packets evenly spaced, calls out of phase, one sendmsg per packet.
+    Paced,
+}
 
-Relay under test (one of):
-  --engine                 an Engine in this process (default)
-  --api URL                a running `mcvideo-relay serve`, e.g. http://127.0.0.1:8080
-  --spawn-relay            start `RELAY_BIN serve --listen 127.0.0.1:0 --ports ...` and use it
-  --direct                 no relay at all: the floor only
-Relay options:
-  --token T                bearer token for the API (also given to a spawned relay)
-  --relay-pid PID          read the relay's CPU and memory from /proc/PID (with --api)
-  --relay-bin PATH         binary for --spawn-relay (default: this executable)
-  --relay-arg ARG          extra argument for the spawned `serve` (repeatable)
-  --workers N              engine worker threads (--engine; default 1, 0 = one per core)
-  --ports MIN-MAX          relay media port range (--engine, --spawn-relay; default sized
-                           for --calls from 20000)
-Load:
-  --calls N                concurrent calls (default 100)
-  --rate PPS               offered RTP packets/s over all calls (default 20000)
-  --fps F                  video frames/s per call; a frame's packets go back to back
-                           (default 25)
-  --packet-size B          RTP packet bytes including the 12-byte header (default 1200;
-                           SRTP adds its 16-byte tag)
-  --duration S             measured window in seconds (default 10)
-  --warmup S               seconds sent before the window, left out of the figures (default 1)
-  --no-gso                 one sendmsg per packet instead of one GSO sendmsg per burst
-  --srtp MODE              end_to_end or per_leg: SRTP AEAD_AES_128_GCM (default: plain RTP)
-  --senders N              sender threads (default 1)
-  --receivers N            receiver threads (default 1)
-Runs:
-  --compare                floor then relay, back to back (the default with a relay)
-  --no-floor               relay only: no floor, no added latency
-  --sweep                  raise the rate step by step from --rate until loss exceeds
-                           --max-loss; reports the highest loss-free rate
-  --sweep-factor X         rate multiplier per step (default 1.25)
-  --sweep-max PPS          stop the sweep at this rate (default 2000000)
-  --max-loss PCT           loss that ends a sweep, in percent (default 0.1)
-  --setup-only             set the calls up (through the API or the engine), report calls/s
-                           and the relay's memory per call, release them; no media
-  --setup-concurrency K    parallel setup/teardown clients (default 4)
-Output:
-  --json FILE              also write the figures as JSON to FILE (`-`: stdout; the table
-                           then goes to stderr)
-  --per-call               per-call counters in the JSON
-  --quiet                  no progress line on stderr
-  -h, --help               this text
-";
+impl Pattern {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Pattern::Burst => "burst",
+            Pattern::Paced => "paced",
+        }
+    }
+}
+
+/// The command line as clap sees it.
+#[derive(Debug, Parser)]
+#[command(
+    name = "mcvideo-relay loadgen",
+    bin_name = "mcvideo-relay loadgen",
+    override_usage = "mcvideo-relay loadgen [OPTIONS]",
+    about = ABOUT,
+    help_template = "{usage-heading} {usage}\n\n{about}\n\n{all-args}\n",
+    disable_version_flag = true,
+    disable_help_flag = true,
+    args_override_self = true,
+    group(ArgGroup::new("target").args(["engine", "api", "spawn_relay", "direct", "forwarder"])),
+)]
+struct Cli {
+    /// an Engine in this process (default)
+    #[arg(long, help_heading = "Relay under test (one of)")]
+    engine: bool,
+    /// a running `mcvideo-relay serve`, e.g. http://127.0.0.1:8080
+    #[arg(long, value_name = "URL", value_parser = api_url, help_heading = "Relay under test (one of)")]
+    api: Option<String>,
+    /// start `RELAY_BIN serve --listen 127.0.0.1:0 --ports ...` and use it
+    #[arg(long, help_heading = "Relay under test (one of)")]
+    spawn_relay: bool,
+    /// no relay at all: the floor only
+    #[arg(long, help_heading = "Relay under test (one of)")]
+    direct: bool,
+    /// the minimal forwarder only (`FORWARDER_BIN minimal-forwarder`, started by this run)
+    #[arg(long, help_heading = "Relay under test (one of)")]
+    forwarder: bool,
+
+    /// bearer token for the API (also given to a spawned relay)
+    #[arg(long, value_name = "T", help_heading = "Relay options")]
+    token: Option<String>,
+    /// read the relay's CPU and memory from /proc/PID (with --api)
+    #[arg(long, value_name = "PID", help_heading = "Relay options")]
+    relay_pid: Option<u32>,
+    /// binary for --spawn-relay (default: this executable)
+    #[arg(long, value_name = "PATH", help_heading = "Relay options")]
+    relay_bin: Option<PathBuf>,
+    /// extra argument for the spawned `serve` (repeatable)
+    #[arg(
+        long = "relay-arg",
+        value_name = "ARG",
+        allow_hyphen_values = true,
+        help_heading = "Relay options"
+    )]
+    relay_args: Vec<String>,
+    /// engine worker threads (--engine; default 1, 0 = one per core)
+    #[arg(long, value_name = "N", help_heading = "Relay options")]
+    workers: Option<usize>,
+    /// relay media port range (--engine, --spawn-relay; default sized for --calls from 20000)
+    #[arg(long, value_name = "MIN-MAX", value_parser = port_range, help_heading = "Relay options")]
+    ports: Option<(u16, u16)>,
+    /// also measure the same load through the minimal forwarder, between the floor and the
+    /// relay, and report the relay's CPU per packet as a multiple of the forwarder's
+    #[arg(long, help_heading = "Relay options")]
+    compare_forwarder: bool,
+    /// binary for the minimal forwarder (default: this executable; it runs
+    /// `FORWARDER_BIN minimal-forwarder`)
+    #[arg(long, value_name = "PATH", help_heading = "Relay options")]
+    forwarder_bin: Option<PathBuf>,
+
+    /// concurrent calls (default 100)
+    #[arg(long, value_name = "N", help_heading = "Load")]
+    calls: Option<usize>,
+    /// offered RTP packets/s over all calls (default 20000)
+    #[arg(long, value_name = "PPS", value_parser = positive, help_heading = "Load")]
+    rate: Option<f64>,
+    /// burst: a frame's packets back to back (default); paced: call i sends every
+    /// calls/rate s, offset by i/calls of that interval, one sendmsg per packet
+    #[arg(long, value_name = "PATTERN", value_enum, help_heading = "Load")]
+    pattern: Option<Pattern>,
+    /// video frames/s per call; a frame's packets go back to back (default 25)
+    #[arg(long, value_name = "F", value_parser = positive, help_heading = "Load")]
+    fps: Option<f64>,
+    /// RTP packet bytes including the 12-byte header (default 1200; SRTP adds its 16-byte tag)
+    #[arg(long, value_name = "B", help_heading = "Load")]
+    packet_size: Option<usize>,
+    /// measured window in seconds (default 10)
+    #[arg(long, value_name = "S", value_parser = seconds, help_heading = "Load")]
+    duration: Option<Duration>,
+    /// seconds sent before the window, left out of the figures (default 1)
+    #[arg(long, value_name = "S", value_parser = seconds, help_heading = "Load")]
+    warmup: Option<Duration>,
+    /// one sendmsg per packet instead of one GSO sendmsg per burst
+    #[arg(long, help_heading = "Load")]
+    no_gso: bool,
+    /// end_to_end or per_leg: SRTP AEAD_AES_128_GCM (default: plain RTP)
+    #[arg(long, value_name = "MODE", value_parser = srtp_mode, help_heading = "Load")]
+    srtp: Option<MediaSecurity>,
+    /// sender threads (default 1)
+    #[arg(long, value_name = "N", help_heading = "Load")]
+    senders: Option<usize>,
+    /// receiver threads (default 1)
+    #[arg(long, value_name = "N", help_heading = "Load")]
+    receivers: Option<usize>,
+
+    /// floor then relay, back to back (the default with a relay)
+    #[arg(long, help_heading = "Runs")]
+    compare: bool,
+    /// relay only: no floor, no added latency
+    #[arg(long, help_heading = "Runs")]
+    no_floor: bool,
+    /// raise the rate step by step from --rate until loss exceeds --max-loss; reports the
+    /// highest loss-free rate (of the relay and of the forwarder)
+    #[arg(long, help_heading = "Runs")]
+    sweep: bool,
+    /// rate multiplier per step (default 1.25)
+    #[arg(long, value_name = "X", value_parser = positive, help_heading = "Runs")]
+    sweep_factor: Option<f64>,
+    /// stop the sweep at this rate (default 2000000)
+    #[arg(long, value_name = "PPS", value_parser = positive, help_heading = "Runs")]
+    sweep_max: Option<f64>,
+    /// loss that ends a sweep, in percent (default 0.1)
+    #[arg(long = "max-loss", value_name = "PCT", help_heading = "Runs")]
+    max_loss_pct: Option<f64>,
+    /// set the calls up (through the API or the engine), report calls/s and the relay's
+    /// memory per call, release them; no media
+    #[arg(long, help_heading = "Runs")]
+    setup_only: bool,
+    /// parallel setup/teardown clients (default 4)
+    #[arg(long, value_name = "K", help_heading = "Runs")]
+    setup_concurrency: Option<usize>,
+
+    /// also write the figures as JSON to FILE (`-`: stdout; the table then goes to stderr)
+    #[arg(long, value_name = "FILE", help_heading = "Output")]
+    json: Option<String>,
+    /// per-call counters in the JSON
+    #[arg(long, help_heading = "Output")]
+    per_call: bool,
+    /// no progress line on stderr
+    #[arg(long, help_heading = "Output")]
+    quiet: bool,
+    /// this text
+    #[arg(short, long, action = clap::ArgAction::Help, help_heading = "Output")]
+    help: Option<bool>,
+}
 
 /// Which relay the calls go through.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +183,8 @@ pub(crate) enum Target {
     Spawn,
     /// No relay: the floor only.
     Direct,
+    /// The minimal forwarder only (a process this run starts).
+    Forwarder,
 }
 
 /// Parsed options.
@@ -82,8 +197,11 @@ pub(crate) struct Options {
     pub(crate) relay_args: Vec<String>,
     pub(crate) workers: usize,
     pub(crate) ports: Option<(u16, u16)>,
+    pub(crate) compare_forwarder: bool,
+    pub(crate) forwarder_bin: Option<PathBuf>,
     pub(crate) calls: usize,
     pub(crate) rate: f64,
+    pub(crate) pattern: Pattern,
     pub(crate) fps: f64,
     pub(crate) packet_size: usize,
     pub(crate) duration: Duration,
@@ -114,8 +232,11 @@ impl Default for Options {
             relay_args: Vec::new(),
             workers: 1,
             ports: None,
+            compare_forwarder: false,
+            forwarder_bin: None,
             calls: 100,
             rate: 20_000.0,
+            pattern: Pattern::Burst,
             fps: 25.0,
             packet_size: 1200,
             duration: Duration::from_secs(10),
@@ -138,146 +259,144 @@ impl Default for Options {
     }
 }
 
+impl Options {
+    /// Whether this run measures the minimal forwarder.
+    pub(crate) fn forwarder(&self) -> bool {
+        self.target == Target::Forwarder || self.compare_forwarder
+    }
+
+    /// Whether this run measures the floor.
+    pub(crate) fn floor(&self) -> bool {
+        self.target == Target::Direct || !self.no_floor
+    }
+
+    /// One sendmsg per packet: paced, or bursts with --no-gso.
+    pub(crate) fn one_send_per_packet(&self) -> bool {
+        self.pattern == Pattern::Paced || !self.gso
+    }
+}
+
 /// Bytes of the loadgen payload after the RTP header: magic, call index, sequence, send time.
 pub(crate) const PAYLOAD_HEADER: usize = 24;
 /// The RTP fixed header.
 pub(crate) const RTP_HEADER: usize = 12;
 
-fn number<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
-    v.parse()
-        .map_err(|_| format!("{flag}: `{v}` is not a valid number"))
-}
-
-fn seconds(flag: &str, v: &str) -> Result<Duration, String> {
-    let s: f64 = number(flag, v)?;
+fn seconds(v: &str) -> Result<Duration, String> {
+    let s: f64 = v
+        .parse()
+        .map_err(|_| format!("`{v}` is not a valid number"))?;
     if !s.is_finite() || !(0.0..=86_400.0).contains(&s) {
-        return Err(format!("{flag}: `{v}` must be between 0 and 86400 seconds"));
+        return Err(format!("`{v}` must be between 0 and 86400 seconds"));
     }
     Ok(Duration::from_secs_f64(s))
 }
 
-fn positive(flag: &str, v: &str) -> Result<f64, String> {
-    let x: f64 = number(flag, v)?;
+fn positive(v: &str) -> Result<f64, String> {
+    let x: f64 = v
+        .parse()
+        .map_err(|_| format!("`{v}` is not a valid number"))?;
     if !x.is_finite() || x <= 0.0 {
-        return Err(format!("{flag}: `{v}` must be a positive number"));
+        return Err(format!("`{v}` must be a positive number"));
     }
     Ok(x)
 }
 
-/// Parses the arguments after `loadgen`. `Ok(None)` = `--help`.
+fn api_url(v: &str) -> Result<String, String> {
+    if !v.starts_with("http://") {
+        return Err(format!("`{v}` must be an http:// URL"));
+    }
+    Ok(v.trim_end_matches('/').to_owned())
+}
+
+fn port_range(v: &str) -> Result<(u16, u16), String> {
+    let (a, b) = v
+        .split_once('-')
+        .ok_or_else(|| format!("`{v}` is not MIN-MAX"))?;
+    let port = |p: &str| {
+        p.parse::<u16>()
+            .map_err(|_| format!("`{p}` is not a valid port"))
+    };
+    let (a, b) = (port(a)?, port(b)?);
+    if a == 0 || b < a.saturating_add(3) {
+        return Err(format!("`{v}` must hold at least two port pairs"));
+    }
+    Ok((a, b))
+}
+
+fn srtp_mode(v: &str) -> Result<MediaSecurity, String> {
+    match v {
+        "end_to_end" | "end-to-end" => Ok(MediaSecurity::EndToEnd),
+        "per_leg" | "per-leg" => Ok(MediaSecurity::PerLeg),
+        _ => Err(format!("`{v}` must be end_to_end or per_leg")),
+    }
+}
+
+/// The `--help` text.
+pub(crate) fn help() -> String {
+    Cli::command().render_help().to_string()
+}
+
+/// Parses the arguments after `loadgen`. `Ok(None)` = `--help`; `Err` holds the whole message
+/// for stderr.
 pub(crate) fn parse(args: &[String]) -> Result<Option<Options>, String> {
-    let mut o = Options::default();
-    let mut targets: Vec<&'static str> = Vec::new();
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_owned())),
-            _ => (arg.as_str(), None),
-        };
-        let takes_value = matches!(
-            flag,
-            "--api"
-                | "--token"
-                | "--relay-pid"
-                | "--relay-bin"
-                | "--relay-arg"
-                | "--workers"
-                | "--ports"
-                | "--calls"
-                | "--rate"
-                | "--fps"
-                | "--packet-size"
-                | "--duration"
-                | "--warmup"
-                | "--srtp"
-                | "--senders"
-                | "--receivers"
-                | "--sweep-factor"
-                | "--sweep-max"
-                | "--max-loss"
-                | "--setup-concurrency"
-                | "--json"
-        );
-        let value = if takes_value {
-            match inline {
-                Some(v) => v,
-                None => it
-                    .next()
-                    .cloned()
-                    .ok_or_else(|| format!("{flag} needs a value"))?,
-            }
-        } else {
-            if inline.is_some() {
-                return Err(format!("{flag} takes no value"));
-            }
-            String::new()
-        };
-        let v = value.as_str();
-        match flag {
-            "-h" | "--help" => return Ok(None),
-            "--engine" => targets.push("--engine"),
-            "--direct" => targets.push("--direct"),
-            "--spawn-relay" => targets.push("--spawn-relay"),
-            "--api" => {
-                targets.push("--api");
-                if !v.starts_with("http://") {
-                    return Err(format!("--api: `{v}` must be an http:// URL"));
-                }
-                o.target = Target::Api(v.trim_end_matches('/').to_owned());
-            }
-            "--token" => o.token = Some(value),
-            "--relay-pid" => o.relay_pid = Some(number(flag, v)?),
-            "--relay-bin" => o.relay_bin = Some(PathBuf::from(v)),
-            "--relay-arg" => o.relay_args.push(value),
-            "--workers" => o.workers = number(flag, v)?,
-            "--ports" => {
-                let (a, b) = v
-                    .split_once('-')
-                    .ok_or_else(|| format!("--ports: `{v}` is not MIN-MAX"))?;
-                let (a, b): (u16, u16) = (number(flag, a)?, number(flag, b)?);
-                if a == 0 || b < a.saturating_add(3) {
-                    return Err(format!("--ports: `{v}` must hold at least two port pairs"));
-                }
-                o.ports = Some((a, b));
-            }
-            "--calls" => o.calls = number(flag, v)?,
-            "--rate" => o.rate = positive(flag, v)?,
-            "--fps" => o.fps = positive(flag, v)?,
-            "--packet-size" => o.packet_size = number(flag, v)?,
-            "--duration" => o.duration = seconds(flag, v)?,
-            "--warmup" => o.warmup = seconds(flag, v)?,
-            "--no-gso" => o.gso = false,
-            "--srtp" => {
-                o.srtp = Some(match v {
-                    "end_to_end" | "end-to-end" => MediaSecurity::EndToEnd,
-                    "per_leg" | "per-leg" => MediaSecurity::PerLeg,
-                    _ => return Err(format!("--srtp: `{v}` must be end_to_end or per_leg")),
-                })
-            }
-            "--senders" => o.senders = number(flag, v)?,
-            "--receivers" => o.receivers = number(flag, v)?,
-            "--compare" => {}
-            "--no-floor" => o.no_floor = true,
-            "--sweep" => o.sweep = true,
-            "--sweep-factor" => o.sweep_factor = positive(flag, v)?,
-            "--sweep-max" => o.sweep_max = positive(flag, v)?,
-            "--max-loss" => o.max_loss_pct = number(flag, v)?,
-            "--setup-only" => o.setup_only = true,
-            "--setup-concurrency" => o.setup_concurrency = number(flag, v)?,
-            "--json" => o.json = Some(value),
-            "--per-call" => o.per_call = true,
-            "--quiet" => o.quiet = true,
-            _ => return Err(format!("unknown option `{arg}` (see `loadgen --help`)")),
-        }
-    }
-    match targets.as_slice() {
-        [] | ["--engine"] | ["--api"] => {}
-        ["--direct"] => o.target = Target::Direct,
-        ["--spawn-relay"] => o.target = Target::Spawn,
-        many => return Err(format!("choose one of {}", many.join(", "))),
-    }
-    validate(&o)?;
+    let argv = std::iter::once("loadgen").chain(args.iter().map(String::as_str));
+    let cli = match Cli::try_parse_from(argv) {
+        Ok(c) => c,
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => return Ok(None),
+        Err(e) => return Err(e.render().to_string()),
+    };
+    let o = resolve(cli);
+    validate(&o)
+        .map_err(|e| format!("error: {e}\n\nRun `mcvideo-relay loadgen --help` for usage.\n"))?;
     Ok(Some(o))
+}
+
+fn resolve(c: Cli) -> Options {
+    let d = Options::default();
+    let target = if let Some(url) = c.api {
+        Target::Api(url)
+    } else if c.spawn_relay {
+        Target::Spawn
+    } else if c.direct {
+        Target::Direct
+    } else if c.forwarder {
+        Target::Forwarder
+    } else {
+        Target::Engine
+    };
+    let _ = (c.engine, c.compare, c.help);
+    Options {
+        target,
+        token: c.token,
+        relay_pid: c.relay_pid,
+        relay_bin: c.relay_bin,
+        relay_args: c.relay_args,
+        workers: c.workers.unwrap_or(d.workers),
+        ports: c.ports,
+        compare_forwarder: c.compare_forwarder,
+        forwarder_bin: c.forwarder_bin,
+        calls: c.calls.unwrap_or(d.calls),
+        rate: c.rate.unwrap_or(d.rate),
+        pattern: c.pattern.unwrap_or(d.pattern),
+        fps: c.fps.unwrap_or(d.fps),
+        packet_size: c.packet_size.unwrap_or(d.packet_size),
+        duration: c.duration.unwrap_or(d.duration),
+        warmup: c.warmup.unwrap_or(d.warmup),
+        gso: !c.no_gso,
+        srtp: c.srtp,
+        senders: c.senders.unwrap_or(d.senders),
+        receivers: c.receivers.unwrap_or(d.receivers),
+        no_floor: c.no_floor,
+        sweep: c.sweep,
+        sweep_factor: c.sweep_factor.unwrap_or(d.sweep_factor),
+        sweep_max: c.sweep_max.unwrap_or(d.sweep_max),
+        max_loss_pct: c.max_loss_pct.unwrap_or(d.max_loss_pct),
+        setup_only: c.setup_only,
+        setup_concurrency: c.setup_concurrency.unwrap_or(d.setup_concurrency),
+        json: c.json,
+        per_call: c.per_call,
+        quiet: c.quiet,
+    }
 }
 
 fn validate(o: &Options) -> Result<(), String> {
@@ -308,14 +427,17 @@ fn validate(o: &Options) -> Result<(), String> {
     if o.relay_pid.is_some() && !matches!(o.target, Target::Api(_)) {
         return Err("--relay-pid goes with --api".into());
     }
-    if o.setup_only && o.target == Target::Direct {
+    if o.setup_only && matches!(o.target, Target::Direct | Target::Forwarder) {
         return Err("--setup-only needs a relay (--engine, --api or --spawn-relay)".into());
     }
-    if o.setup_only && o.sweep {
-        return Err("--setup-only and --sweep do not go together".into());
+    if o.setup_only && (o.sweep || o.compare_forwarder) {
+        return Err("--setup-only goes with neither --sweep nor --compare-forwarder".into());
     }
     if o.target == Target::Direct && o.no_floor {
         return Err("--direct measures the floor only; --no-floor leaves nothing".into());
+    }
+    if o.target == Target::Direct && o.compare_forwarder {
+        return Err("--direct measures the floor only; use --forwarder for the forwarder".into());
     }
     Ok(())
 }
@@ -333,6 +455,8 @@ mod tests {
         let o = p(&[]).unwrap().unwrap();
         assert_eq!(o.target, Target::Engine);
         assert_eq!((o.calls, o.packet_size, o.gso), (100, 1200, true));
+        assert_eq!(o.pattern, Pattern::Burst);
+        assert!(!o.forwarder());
         let o = p(&[
             "--api=http://127.0.0.1:8080/",
             "--calls",
@@ -351,9 +475,90 @@ mod tests {
         assert!(!o.gso);
         assert!(p(&["--help"]).unwrap().is_none());
         assert!(p(&["--direct", "--engine"]).is_err());
+        assert!(p(&["--forwarder", "--spawn-relay"]).is_err());
         assert!(p(&["--calls"]).is_err());
+        assert!(p(&["--calls", "zero"]).is_err());
         assert!(p(&["--bogus"]).is_err());
         assert!(p(&["--packet-size", "20"]).is_err());
         assert!(p(&["--relay-pid", "1"]).is_err());
+        assert!(p(&["--rate", "-5"]).is_err());
+        assert!(p(&["--ports", "100-101"]).is_err());
+        assert!(p(&["--api", "https://x"]).is_err());
+        assert!(p(&["--direct", "--compare-forwarder"]).is_err());
+        assert!(p(&["--pattern", "wobbly"]).is_err());
+    }
+
+    #[test]
+    fn paced_forwarder_and_relay_args() {
+        let o = p(&[
+            "--spawn-relay",
+            "--compare-forwarder",
+            "--pattern",
+            "paced",
+            "--relay-arg",
+            "--config",
+            "--relay-arg=/tmp/w1.toml",
+            "--ports",
+            "30000-30099",
+            "--quiet",
+            "--quiet",
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(o.target, Target::Spawn);
+        assert_eq!(o.pattern, Pattern::Paced);
+        assert!(o.forwarder() && o.floor() && o.one_send_per_packet());
+        assert_eq!(o.relay_args, ["--config", "/tmp/w1.toml"]);
+        assert_eq!(o.ports, Some((30000, 30099)));
+        let o = p(&["--forwarder", "--no-floor"]).unwrap().unwrap();
+        assert_eq!(o.target, Target::Forwarder);
+        assert!(o.forwarder() && !o.floor());
+    }
+
+    #[test]
+    fn help_keeps_every_flag() {
+        let h = help();
+        for flag in [
+            "--engine",
+            "--api",
+            "--spawn-relay",
+            "--direct",
+            "--forwarder",
+            "--token",
+            "--relay-pid",
+            "--relay-bin",
+            "--relay-arg",
+            "--workers",
+            "--ports",
+            "--compare-forwarder",
+            "--forwarder-bin",
+            "--calls",
+            "--rate",
+            "--pattern",
+            "--fps",
+            "--packet-size",
+            "--duration",
+            "--warmup",
+            "--no-gso",
+            "--srtp",
+            "--senders",
+            "--receivers",
+            "--compare",
+            "--no-floor",
+            "--sweep",
+            "--sweep-factor",
+            "--sweep-max",
+            "--max-loss",
+            "--setup-only",
+            "--setup-concurrency",
+            "--json",
+            "--per-call",
+            "--quiet",
+            "--help",
+        ] {
+            assert!(h.contains(flag), "{flag} missing from --help:\n{h}");
+        }
+        assert!(h.contains("Relay under test (one of)"));
+        assert!(h.contains("Usage: mcvideo-relay loadgen [OPTIONS]"));
     }
 }

@@ -8,6 +8,12 @@
 //! to callee) is the **floor**; the relay's *added* latency is reported against it, measured
 //! the same way in the same invocation (shared/docs/performance.md).
 //!
+//! Senders send frame bursts (`--pattern burst`, the default) or pace every call's packets
+//! evenly, calls out of phase, one `sendmsg` per packet (`--pattern paced`). With
+//! `--compare-forwarder` (or `--forwarder` alone) the same load also goes through a minimal
+//! forwarder in a process of its own (`mcvideo-relay minimal-forwarder`, [`run_minimal_forwarder`]), and the
+//! relay's CPU per packet is reported as a multiple of the forwarder's.
+//!
 //! Call SDP has one video stream with `a=rtcp-mux` and no MCVideo control line, so a call takes
 //! two relay ports and the caller is granted on acceptance.
 //!
@@ -23,6 +29,7 @@
 #![allow(clippy::disallowed_methods)] // a measuring tool reads the clock
 
 mod args;
+mod forwarder;
 mod http;
 mod report;
 mod setup;
@@ -32,6 +39,8 @@ mod traffic;
 use crate::control::MediaSecurity;
 use crate::srtp::SrtpContext;
 use args::{Options, Target};
+pub use forwarder::run_minimal_forwarder;
+use forwarder::ForwarderProcess;
 use report::{Report, SetupFigures, Step, SweepOutcome};
 use setup::{CallSet, Relay};
 use std::io::Write as _;
@@ -44,6 +53,8 @@ use traffic::{Load, Paths, PhaseResult, Probe, ProbeSource};
 /// SSRC bases of the floor's and the relay's streams.
 const FLOOR_SSRC: u32 = 0x4c46_0000;
 const RELAY_SSRC: u32 = 0x4c52_0000;
+/// SSRC base of the minimal forwarder's streams.
+const FORWARDER_SSRC: u32 = 0x4c4d_0000;
 
 /// Runs `loadgen` with the arguments after the subcommand name. Exit status: 0 done, 1 failed
 /// (the table says why), 2 bad arguments, 130 interrupted (after releasing every call).
@@ -51,12 +62,11 @@ pub fn run(args: &[String]) -> ExitCode {
     let opts = match args::parse(args) {
         Ok(Some(o)) => o,
         Ok(None) => {
-            print!("{}", args::USAGE);
+            print!("{}", args::help());
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            eprintln!("mcvideo-relay loadgen: {e}");
-            eprintln!("Run `mcvideo-relay loadgen --help` for usage.");
+            eprint!("{e}");
             return ExitCode::from(2);
         }
     };
@@ -113,14 +123,22 @@ fn emit(o: &Options, rep: &Report) -> Result<(), String> {
 
 /// File descriptors this process needs for the run (sockets per call, plus some slack).
 fn fds_needed(o: &Options) -> usize {
-    let floor = o.target == Target::Direct || !o.no_floor;
+    let floor = o.floor();
+    let forwarder = if o.forwarder() && !o.setup_only { 2 } else { 0 };
     let per_call = match (&o.target, o.setup_only) {
         (Target::Engine, true) => 2,
         (_, true) => 0,
         (Target::Direct, false) => 2,
+        (Target::Forwarder, false) => {
+            if floor {
+                2
+            } else {
+                0
+            }
+        }
         (Target::Engine, false) => 4 + if floor { 2 } else { 0 },
         (_, false) => 2 + if floor { 2 } else { 0 },
-    };
+    } + forwarder;
     o.calls * per_call + 64
 }
 
@@ -158,8 +176,32 @@ fn session(o: &Options, stop: &Stop, rep: &mut Report) -> Result<(), String> {
         };
         return setup_only(o, relay, stop, rep);
     }
-    let mut floor = if relay.is_none() || !o.no_floor {
+    let mut floor = if o.floor() {
         Some(floor_paths(o)?)
+    } else {
+        None
+    };
+    let mut fwd = if o.forwarder() {
+        let (proc_, paths) = forwarder_paths(o)?;
+        let desc = format!(
+            "minimal forwarder (pid {}): one thread, level-triggered epoll, one recv_from + \
+             one send_to per event, no parsing",
+            proc_.pid()
+        );
+        if relay.is_none() {
+            rep.relay_kind = "forwarder";
+            rep.relay_description = desc.clone();
+        }
+        rep.forwarder_pid = Some(proc_.pid());
+        rep.forwarder_description = Some(desc);
+        if o.srtp == Some(MediaSecurity::PerLeg) {
+            rep.notes.push(
+                "the minimal forwarder passes SRTP through (end to end); the relay decrypts and \
+                 re-encrypts per leg: the CPU ratio includes that work"
+                    .into(),
+            );
+        }
+        Some((proc_, paths))
     } else {
         None
     };
@@ -170,11 +212,15 @@ fn session(o: &Options, stop: &Stop, rep: &mut Report) -> Result<(), String> {
     let result = run_steps(
         o,
         relay.as_ref(),
-        floor.as_mut(),
-        relayed.as_mut().map(|(p, _)| p),
+        Phases {
+            floor: floor.as_mut(),
+            forwarder: fwd.as_mut().map(|(f, p)| (f.pid(), p)),
+            relay: relayed.as_mut().map(|(p, _)| p),
+        },
         stop,
         rep,
     );
+    drop(fwd);
     if let Some((_, calls)) = relayed.take() {
         rep.teardown = Some(calls.release());
     }
@@ -201,6 +247,28 @@ fn floor_paths(o: &Options) -> Result<Paths, String> {
         }
     }
     Ok(p)
+}
+
+/// Caller/callee socket pairs through a minimal forwarder this run starts (SRTP end to end:
+/// the forwarder does not look at the packets).
+fn forwarder_paths(o: &Options) -> Result<(ForwarderProcess, Paths), String> {
+    let mut p =
+        Paths::bind(o.calls, FORWARDER_SSRC).map_err(|e| format!("forwarder sockets: {e}"))?;
+    let bin = match &o.forwarder_bin {
+        Some(b) => b.clone(),
+        None => std::env::current_exe().map_err(|e| format!("current executable: {e}"))?,
+    };
+    let dests: Vec<SocketAddr> = p.tx.iter().map(|t| t.dest).collect();
+    let (proc_, bound) = ForwarderProcess::start(&bin, &dests)?;
+    for ((t, r), addr) in p.tx.iter_mut().zip(p.rx.iter_mut()).zip(bound) {
+        t.dest = addr;
+        if o.srtp.is_some() {
+            let k = setup::fresh_key()?;
+            t.srtp = Some(SrtpContext::new(&k));
+            r.srtp = Some(SrtpContext::new(&k));
+        }
+    }
+    Ok((proc_, p))
 }
 
 /// Sets up one call per socket pair through the relay and points the callers at it.
@@ -347,18 +415,92 @@ fn probes(relay: Option<&Relay>, phase: &str) -> Vec<Probe> {
     v
 }
 
+/// The paths a run measures, each optional.
+struct Phases<'a> {
+    floor: Option<&'a mut Paths>,
+    /// The minimal forwarder's pid and its paths.
+    forwarder: Option<(u32, &'a mut Paths)>,
+    relay: Option<&'a mut Paths>,
+}
+
+fn forwarder_probes(pid: u32) -> Vec<Probe> {
+    vec![
+        Probe {
+            key: "forwarder_process",
+            label: format!("minimal forwarder process (pid {pid})"),
+            source: ProbeSource::Pid(pid),
+        },
+        Probe {
+            key: "process",
+            label: "loadgen process".into(),
+            source: ProbeSource::SelfProcess,
+        },
+        Probe {
+            key: "loadgen_threads",
+            label: "loadgen send/receive threads".into(),
+            source: ProbeSource::Threads("lg-"),
+        },
+    ]
+}
+
+/// A path's progress through a sweep.
+#[derive(Debug, Default)]
+struct SweepState {
+    highest: Option<f64>,
+    stopped: Option<String>,
+}
+
+impl SweepState {
+    fn active(&self) -> bool {
+        self.stopped.is_none()
+    }
+
+    /// Judges one step's result at `rate`.
+    fn judge(&mut self, o: &Options, rate: f64, p: Option<&PhaseResult>) {
+        if !self.active() {
+            return;
+        }
+        let Some(p) = p else {
+            self.stopped = Some("nothing measured".into());
+            return;
+        };
+        let (loss, achieved) = (p.loss_pct(), p.achieved_pps());
+        if loss > o.max_loss_pct {
+            self.stopped = Some(format!(
+                "loss {loss:.3} % > {} % at {rate:.0} pps",
+                o.max_loss_pct
+            ));
+        } else if achieved < rate * 0.95 {
+            self.stopped = Some(format!(
+                "the senders offered only {achieved:.0} of {rate:.0} pps (loadgen-limited: \
+                 try --senders 2, or fewer, larger bursts)"
+            ));
+        } else {
+            self.highest = Some(rate);
+        }
+    }
+}
+
 fn run_steps(
     o: &Options,
     relay: Option<&Relay>,
-    mut floor: Option<&mut Paths>,
-    mut relayed: Option<&mut Paths>,
+    mut phases: Phases<'_>,
     stop: &Stop,
     rep: &mut Report,
 ) -> Result<(), String> {
     let mut rate = o.rate;
-    let mut highest: Option<f64> = None;
     let floor_probes = probes(relay, "floor");
     let relay_probes = probes(relay, "relay");
+    let fwd_probes = phases
+        .forwarder
+        .as_ref()
+        .map(|(pid, _)| forwarder_probes(*pid))
+        .unwrap_or_default();
+    // The sweep follows the relay (or, without one, the forwarder or the floor) and, with
+    // --compare-forwarder, the forwarder too, each until it loses packets.
+    let mut main_state = SweepState::default();
+    let mut fwd_state = SweepState::default();
+    let compare_fwd = relay.is_some() && phases.forwarder.is_some();
     loop {
         let load = |label: &'static str| Load {
             label,
@@ -366,73 +508,92 @@ fn run_steps(
             fps: o.fps,
             packet_size: o.packet_size,
             gso: o.gso,
+            paced: o.pattern == args::Pattern::Paced,
             warmup: o.warmup,
             duration: o.duration,
             senders: o.senders,
             receivers: o.receivers,
             progress: !o.quiet,
         };
-        let f = match floor.as_deref_mut() {
+        let f = match phases.floor.as_deref_mut() {
             Some(p) if !stop.requested() => {
                 Some(traffic::measure(p, &load("floor"), &floor_probes, stop)?)
             }
             _ => None,
         };
-        let r = match relayed.as_deref_mut() {
-            Some(p) if !stop.requested() => {
+        let fw_active = if compare_fwd {
+            fwd_state.active()
+        } else {
+            main_state.active()
+        };
+        let fw = match phases.forwarder.as_mut() {
+            Some((_, p)) if !stop.requested() && fw_active => {
+                Some(traffic::measure(p, &load("forwarder"), &fwd_probes, stop)?)
+            }
+            _ => None,
+        };
+        let r = match phases.relay.as_deref_mut() {
+            Some(p) if !stop.requested() && main_state.active() => {
                 Some(traffic::measure(p, &load("relay"), &relay_probes, stop)?)
             }
             _ => None,
         };
-        let main = r.as_ref().or(f.as_ref()).map(|p: &PhaseResult| {
-            (
-                p.loss_pct(),
-                p.achieved_pps(),
-                p.latency_us(0.5),
-                p.latency_us(0.99),
-            )
-        });
         if o.sweep && !o.quiet {
-            if let Some((loss, achieved, p50, p99)) = main {
+            for p in [fw.as_ref(), r.as_ref(), f.as_ref()].into_iter().flatten() {
+                if p.label == "floor" && (fw.is_some() || r.is_some()) {
+                    continue;
+                }
                 eprintln!(
-                    "loadgen sweep: offered {rate:.0} pps, achieved {achieved:.0}, loss {loss:.3} %, p50 {} µs, p99 {} µs",
-                    p50.map_or("-".into(), |v| format!("{v:.1}")),
-                    p99.map_or("-".into(), |v| format!("{v:.1}")),
+                    "loadgen sweep: {} offered {rate:.0} pps, achieved {:.0}, loss {:.3} %, p50 {} µs, p99 {} µs",
+                    p.label,
+                    p.achieved_pps(),
+                    p.loss_pct(),
+                    p.latency_us(0.5).map_or("-".into(), |v| format!("{v:.1}")),
+                    p.latency_us(0.99).map_or("-".into(), |v| format!("{v:.1}")),
                 );
+            }
+        }
+        if o.sweep {
+            if compare_fwd {
+                main_state.judge(o, rate, r.as_ref());
+                fwd_state.judge(o, rate, fw.as_ref());
+            } else {
+                main_state.judge(o, rate, r.as_ref().or(fw.as_ref()).or(f.as_ref()));
             }
         }
         rep.steps.push(Step {
             rate,
             floor: f,
+            forwarder: fw,
             relay: r,
         });
         if !o.sweep {
             break;
         }
-        let stopped = match main {
-            _ if stop.requested() => Some("interrupted".to_owned()),
-            None => Some("nothing measured".to_owned()),
-            Some((loss, _, _, _)) if loss > o.max_loss_pct => Some(format!(
-                "loss {loss:.3} % > {} % at {rate:.0} pps",
-                o.max_loss_pct
-            )),
-            Some((_, achieved, _, _)) => {
-                if achieved < rate * 0.95 {
-                    Some(format!(
-                        "the senders offered only {achieved:.0} of {rate:.0} pps (loadgen-limited: \
-                         try --senders 2, or fewer, larger bursts)"
-                    ))
-                } else {
-                    highest = Some(rate);
-                    (rate * o.sweep_factor > o.sweep_max)
-                        .then(|| format!("reached --sweep-max {:.0}", o.sweep_max))
-                }
-            }
+        let any_active = main_state.active() || (compare_fwd && fwd_state.active());
+        let why = if stop.requested() {
+            Some("interrupted".to_owned())
+        } else if !any_active {
+            Some(String::new())
+        } else if rate * o.sweep_factor > o.sweep_max {
+            Some(format!("reached --sweep-max {:.0}", o.sweep_max))
+        } else {
+            None
         };
-        if let Some(why) = stopped {
+        if let Some(why) = why {
+            let reason = |st: &SweepState| {
+                st.stopped.clone().unwrap_or_else(|| {
+                    if why.is_empty() {
+                        "?".into()
+                    } else {
+                        why.clone()
+                    }
+                })
+            };
             rep.sweep = Some(SweepOutcome {
-                highest_loss_free_pps: highest,
-                stopped_because: why,
+                highest_loss_free_pps: main_state.highest,
+                stopped_because: reason(&main_state),
+                forwarder: compare_fwd.then(|| (fwd_state.highest, reason(&fwd_state))),
             });
             break;
         }

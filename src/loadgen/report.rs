@@ -16,12 +16,33 @@ const QUANTILES: [(&str, &str, f64); 5] = [
     ("max", "max", 1.0),
 ];
 
-/// One offered rate: the floor and/or the relay at it.
+/// One offered rate: the floor, the minimal forwarder and/or the relay at it.
 #[derive(Debug)]
 pub(crate) struct Step {
     pub(crate) rate: f64,
     pub(crate) floor: Option<PhaseResult>,
+    pub(crate) forwarder: Option<PhaseResult>,
     pub(crate) relay: Option<PhaseResult>,
+}
+
+impl Step {
+    /// The relay's CPU per packet as a multiple of the minimal forwarder's.
+    pub(crate) fn cpu_ratio(&self) -> Option<f64> {
+        let r = relay_cpu(self.relay.as_ref()?)?.us_per_packet;
+        let f = relay_cpu(self.forwarder.as_ref()?)?.us_per_packet;
+        (f > 0.0).then(|| r / f)
+    }
+
+    /// The measured phases in table order.
+    fn phases(&self) -> impl Iterator<Item = &PhaseResult> {
+        [
+            self.floor.as_ref(),
+            self.forwarder.as_ref(),
+            self.relay.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+    }
 }
 
 /// Call setup figures.
@@ -56,6 +77,8 @@ impl SetupFigures {
 pub(crate) struct SweepOutcome {
     pub(crate) highest_loss_free_pps: Option<f64>,
     pub(crate) stopped_because: String,
+    /// With --compare-forwarder: the forwarder's highest loss-free rate and why it stopped.
+    pub(crate) forwarder: Option<(Option<f64>, String)>,
 }
 
 /// Everything a run found.
@@ -64,6 +87,8 @@ pub(crate) struct Report {
     pub(crate) relay_kind: &'static str,
     pub(crate) relay_description: String,
     pub(crate) relay_pid: Option<u32>,
+    pub(crate) forwarder_pid: Option<u32>,
+    pub(crate) forwarder_description: Option<String>,
     pub(crate) setup: Option<SetupFigures>,
     pub(crate) steps: Vec<Step>,
     pub(crate) sweep: Option<SweepOutcome>,
@@ -96,11 +121,12 @@ fn latency_json(p: &PhaseResult) -> Value {
     Value::Object(m)
 }
 
-/// The relay's own CPU figure of a phase: its process if known, else its worker threads.
+/// The CPU figure of what forwarded a phase's packets: the relay's (or the minimal
+/// forwarder's) process if known, else the relay's worker threads.
 fn relay_cpu(p: &PhaseResult) -> Option<&super::traffic::CpuFigure> {
     p.cpu
         .iter()
-        .find(|c| c.key == "relay_process")
+        .find(|c| c.key == "relay_process" || c.key == "forwarder_process")
         .or_else(|| p.cpu.iter().find(|c| c.key == "relay_workers"))
 }
 
@@ -184,14 +210,27 @@ impl Report {
             .steps
             .iter()
             .map(|s| {
+                let added = |x: &Option<PhaseResult>| match (&s.floor, x) {
+                    (Some(f), Some(r)) => added_json(f, r),
+                    _ => Value::Null,
+                };
+                let vs_forwarder = match (&s.forwarder, &s.relay) {
+                    (Some(f), Some(r)) => json!({
+                        "cpu_ratio": s.cpu_ratio().map(|x| round(x, 3)),
+                        "relay_cpu_us_per_packet": relay_cpu(r).map(|c| round(c.us_per_packet, 3)),
+                        "forwarder_cpu_us_per_packet": relay_cpu(f).map(|c| round(c.us_per_packet, 3)),
+                        "latency_us_relay_minus_forwarder": added_json(f, r),
+                    }),
+                    _ => Value::Null,
+                };
                 json!({
                     "rate_pps": round(s.rate, 1),
                     "floor": s.floor.as_ref().map(|p| phase_json(p, o.per_call)),
+                    "forwarder": s.forwarder.as_ref().map(|p| phase_json(p, o.per_call)),
                     "relay": s.relay.as_ref().map(|p| phase_json(p, o.per_call)),
-                    "added_latency_us": match (&s.floor, &s.relay) {
-                        (Some(f), Some(r)) => added_json(f, r),
-                        _ => Value::Null,
-                    },
+                    "added_latency_us": added(&s.relay),
+                    "forwarder_added_latency_us": added(&s.forwarder),
+                    "relay_vs_forwarder": vs_forwarder,
                 })
             })
             .collect();
@@ -235,12 +274,15 @@ impl Report {
                 "duration_s": o.duration.as_secs_f64(),
                 "warmup_s": o.warmup.as_secs_f64(),
                 "gso": o.gso,
+                "pattern": o.pattern.as_str(),
+                "one_sendmsg_per_packet": o.one_send_per_packet(),
+                "compare_forwarder": o.forwarder(),
                 "srtp": o.srtp.map_or("none", |s| s.as_str()),
                 "srtp_suite": o.srtp.map(|_| super::setup::SUITE.name()),
                 "senders": o.senders,
                 "receivers": o.receivers,
                 "workers": (o.target == Target::Engine).then_some(o.workers),
-                "floor": o.target == Target::Direct || !o.no_floor,
+                "floor": o.floor(),
                 "sweep": o.sweep,
                 "setup_only": o.setup_only,
                 "max_loss_pct": o.max_loss_pct,
@@ -250,11 +292,17 @@ impl Report {
                 "description": self.relay_description,
                 "pid": self.relay_pid,
             },
+            "forwarder": self.forwarder_pid.map(|pid| json!({
+                "pid": pid,
+                "description": self.forwarder_description,
+            })),
             "setup": setup,
             "runs": steps,
             "sweep": self.sweep.as_ref().map(|s| json!({
                 "highest_loss_free_pps": s.highest_loss_free_pps.map(|r| round(r, 1)),
                 "stopped_because": s.stopped_because,
+                "forwarder_highest_loss_free_pps": s.forwarder.as_ref().and_then(|f| f.0).map(|r| round(r, 1)),
+                "forwarder_stopped_because": s.forwarder.as_ref().map(|f| f.1.clone()),
                 "factor": o.sweep_factor,
             })),
             "teardown": teardown,
@@ -276,13 +324,19 @@ impl Report {
             o.calls,
             o.packet_size,
             o.fps,
-            if o.gso {
-                "GSO bursts"
-            } else {
-                "one sendmsg per packet"
+            match (o.pattern, o.gso) {
+                (super::args::Pattern::Paced, _) => format!(
+                    "paced: each call every {:.0} µs, calls out of phase, one sendmsg per packet",
+                    1e6 * o.calls as f64 / o.rate
+                ),
+                (_, true) => "GSO bursts".into(),
+                (_, false) => "bursts, one sendmsg per packet".into(),
             }
         );
         let _ = writeln!(t, "relay:   {}", self.relay_description);
+        if let (Some(d), true) = (&self.forwarder_description, self.relay_kind != "forwarder") {
+            let _ = writeln!(t, "compare: {d}");
+        }
         if !o.setup_only {
             let _ = writeln!(
                 t,
@@ -349,6 +403,13 @@ impl Report {
                 o.max_loss_pct,
                 s.stopped_because
             );
+            if let Some((h, why)) = &s.forwarder {
+                let _ = writeln!(
+                    t,
+                    "         minimal forwarder: highest loss-free rate {}; stopped: {why}",
+                    h.map_or("none".to_owned(), |r| format!("{r:.0} pps")),
+                );
+            }
         }
         if let Some(td) = &self.teardown {
             let _ = write!(
@@ -389,17 +450,22 @@ fn cell_f(v: Option<f64>, digits: usize) -> String {
 }
 
 fn step_table(t: &mut String, s: &Step) {
-    let cols: Vec<&PhaseResult> = [s.floor.as_ref(), s.relay.as_ref()]
-        .into_iter()
-        .flatten()
-        .collect();
-    let both = s.floor.is_some() && s.relay.is_some();
+    let cols: Vec<&PhaseResult> = s.phases().collect();
+    // Added latency against the floor, for each path that has one.
+    let added: Vec<&PhaseResult> = match &s.floor {
+        Some(_) => cols
+            .iter()
+            .copied()
+            .filter(|p| p.label != "floor")
+            .collect(),
+        None => Vec::new(),
+    };
     let _ = write!(t, "{:<40}", "");
     for p in &cols {
         let _ = write!(t, "{:>16}", p.label);
     }
-    if both {
-        let _ = write!(t, "{:>16}", "added");
+    for p in &added {
+        let _ = write!(t, "{:>16}", format!("added {}", p.label));
     }
     t.push('\n');
     let row = |t: &mut String, name: &str, f: &dyn Fn(&PhaseResult) -> String| {
@@ -441,7 +507,7 @@ fn step_table(t: &mut String, s: &Step) {
         format!("{:.0}", p.sender_max_late_us)
     });
     if cols.iter().any(|p| p.skipped_frames > 0) {
-        row(t, "frames skipped (sender behind)", &|p| {
+        row(t, "frames (paced: packets) skipped, behind", &|p| {
             format!("{}", p.skipped_frames)
         });
     }
@@ -450,12 +516,14 @@ fn step_table(t: &mut String, s: &Step) {
         for p in &cols {
             let _ = write!(t, "{:>16}", cell_f(p.latency_us(q), 1));
         }
-        if let (Some(f), Some(r)) = (&s.floor, &s.relay) {
-            let d = match (f.latency_us(q), r.latency_us(q)) {
-                (Some(a), Some(b)) => format!("{:+.1}", b - a),
-                _ => "-".into(),
-            };
-            let _ = write!(t, "{d:>16}");
+        if let Some(f) = &s.floor {
+            for r in &added {
+                let d = match (f.latency_us(q), r.latency_us(q)) {
+                    (Some(a), Some(b)) => format!("{:+.1}", b - a),
+                    _ => "-".into(),
+                };
+                let _ = write!(t, "{d:>16}");
+            }
         }
         t.push('\n');
     }
@@ -479,12 +547,32 @@ fn step_table(t: &mut String, s: &Step) {
         }
         t.push('\n');
     }
+    if s.forwarder.is_some() || s.relay.is_some() {
+        let _ = write!(t, "{:<40}", "forwarding process CPU µs/packet");
+        for p in &cols {
+            let _ = write!(
+                t,
+                "{:>16}",
+                cell_f(relay_cpu(p).map(|c| c.us_per_packet), 2)
+            );
+        }
+        t.push('\n');
+    }
+    if let Some(x) = s.cpu_ratio() {
+        let _ = writeln!(
+            t,
+            "{:<40}{:>16}",
+            "relay CPU / minimal forwarder CPU",
+            format!("{x:.2}x")
+        );
+    }
 }
 
 fn sweep_table(t: &mut String, steps: &[Step]) {
     let _ = writeln!(
         t,
-        "{:>10} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "{:>10} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "path",
         "offered",
         "achieved",
         "loss %",
@@ -496,34 +584,41 @@ fn sweep_table(t: &mut String, steps: &[Step]) {
         "cpu µs/p"
     );
     for s in steps {
-        let Some(main) = s.relay.as_ref().or(s.floor.as_ref()) else {
-            continue;
+        let paths: Vec<&PhaseResult> = match (&s.forwarder, &s.relay, &s.floor) {
+            (None, None, Some(f)) => vec![f],
+            _ => [s.forwarder.as_ref(), s.relay.as_ref()]
+                .into_iter()
+                .flatten()
+                .collect(),
         };
-        let added = |q: f64| match (&s.floor, &s.relay) {
-            (Some(f), Some(r)) => match (f.latency_us(q), r.latency_us(q)) {
-                (Some(a), Some(b)) => format!("{:+.1}", b - a),
+        for main in paths {
+            let added = |q: f64| match (&s.floor, main.label) {
+                (Some(f), "forwarder" | "relay") => match (f.latency_us(q), main.latency_us(q)) {
+                    (Some(a), Some(b)) => format!("{:+.1}", b - a),
+                    _ => "-".into(),
+                },
                 _ => "-".into(),
-            },
-            _ => "-".into(),
-        };
-        let cpu = relay_cpu(main)
-            .or_else(|| main.cpu.first())
-            .map(|c| c.us_per_packet);
-        let _ = writeln!(
-            t,
-            "{:>10.0} {:>10.0} {:>9.3} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
-            s.rate,
-            main.achieved_pps(),
-            main.loss_pct(),
-            cell_f(main.latency_us(0.5), 1),
-            cell_f(main.latency_us(0.99), 1),
-            added(0.5),
-            added(0.99),
-            s.relay
-                .as_ref()
-                .and(s.floor.as_ref())
-                .map_or("-".into(), |f| format!("{:.3}", f.loss_pct())),
-            cell_f(cpu, 2),
-        );
+            };
+            let cpu = relay_cpu(main)
+                .or_else(|| main.cpu.first())
+                .map(|c| c.us_per_packet);
+            let _ = writeln!(
+                t,
+                "{:>10} {:>10.0} {:>10.0} {:>9.3} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+                main.label,
+                s.rate,
+                main.achieved_pps(),
+                main.loss_pct(),
+                cell_f(main.latency_us(0.5), 1),
+                cell_f(main.latency_us(0.99), 1),
+                added(0.5),
+                added(0.99),
+                match (&s.floor, main.label) {
+                    (Some(f), "forwarder" | "relay") => format!("{:.3}", f.loss_pct()),
+                    _ => "-".into(),
+                },
+                cell_f(cpu, 2),
+            );
+        }
     }
 }

@@ -185,7 +185,7 @@ impl Relay {
     /// Starts or reaches the relay the options name; `None` for `--direct`.
     pub(crate) fn open(o: &Options) -> Result<Option<Relay>, String> {
         Ok(Some(match &o.target {
-            Target::Direct => return Ok(None),
+            Target::Direct | Target::Forwarder => return Ok(None),
             Target::Engine => {
                 let (port_min, port_max) = o.ports.unwrap_or_else(|| default_ports(o.calls));
                 let engine = Engine::start(EngineConfig {

@@ -1,10 +1,16 @@
 //! The media load: caller sockets send video-like RTP bursts, callee sockets receive them.
 //!
-//! * **Senders** (`lg-send-N` threads) pace by frame slots: call `i`'s frame `k` leaves at
+//! * **Senders** (`lg-send-N` threads), burst pattern, pace by frame slots: call `i`'s frame `k` leaves at
 //!   `start + k/fps + i/(fps·calls)`, so the calls' frames are spread evenly over a frame
 //!   interval, and a frame's packets go back to back as one GSO `sendmsg` (quinn-udp), or one
 //!   `sendmsg` per packet with `--no-gso`. Every payload carries the send time (monotonic ns
 //!   since a process-wide epoch), the call index and a per-call sequence number.
+//! * **Paced senders** (`--pattern paced`) send each call's packets evenly spaced: call `i` of
+//!   `n` sends packet `k` at `start + (k + i/n)·n/rate` (see [`paced_offset_ns`]), one `sendmsg`
+//!   per packet, so the calls are out of phase and the packets of all calls are `1/rate` apart.
+//!   The thread's timer slack is set to 1 ns (`PR_SET_TIMERSLACK`); it sleeps to within a
+//!   margin of each send time (learnt from the timer's overshoot, at most [`SPIN_MAX`]) and
+//!   spins the rest.
 //! * **Receivers** (`lg-recv-N` threads) each run a current-thread tokio runtime with a task per
 //!   callee socket that receives in batches (`recvmmsg` + GRO through quinn-udp, super-packets
 //!   split by `stride`), decrypts SRTP, and records one-way latency in an HDR histogram, plus
@@ -264,6 +270,8 @@ pub(crate) struct Load {
     pub(crate) fps: f64,
     pub(crate) packet_size: usize,
     pub(crate) gso: bool,
+    /// Paced pattern (else frame bursts).
+    pub(crate) paced: bool,
     pub(crate) warmup: Duration,
     pub(crate) duration: Duration,
     pub(crate) senders: usize,
@@ -390,6 +398,8 @@ struct Plan {
     packet_size: usize,
     gso: bool,
     fps: f64,
+    /// Paced pattern: offered packets/s over all calls, and the number of calls.
+    paced: Option<(f64, usize)>,
 }
 
 struct SendOut {
@@ -407,8 +417,12 @@ fn sleep_until(t: Instant) {
     }
 }
 
-/// Sends every frame of `calls` until the plan's end; returns failures and lateness.
+/// Sends every frame (or paced packet) of `calls` until the plan's end; returns failures and
+/// lateness.
 fn send_loop(calls: &mut [&mut TxSide], plan: &Plan, progress: &Progress, stop: &Stop) -> SendOut {
+    if let Some((rate, n)) = plan.paced {
+        return send_paced(calls, plan, rate, n, progress, stop);
+    }
     let mut out = SendOut {
         failures: 0,
         skipped: 0,
@@ -478,6 +492,144 @@ fn send_loop(calls: &mut [&mut TxSide], plan: &Plan, progress: &Progress, stop: 
             }
             let Some(data) = buf.get(..len) else { continue };
             let (ok, failed) = send_burst(c, data, stride, plan.gso, &mut out.first_error);
+            out.failures += failed;
+            if (plan.window.0..plan.window.1).contains(&sent_at) {
+                c.sent_window += ok;
+            }
+            progress.sent.fetch_add(ok, Ordering::Relaxed);
+        }
+        k += 1;
+    }
+    out
+}
+
+/// The most of a paced send time's wait that is spun rather than slept, and the least.
+/// The margin follows the timer's measured wake-up overshoot (on this VM with a 1 ns timer
+/// slack ≈ 14 µs and steady to ±0.5 µs; with the default 50 µs slack ≈ 65 µs), so the thread
+/// wakes ≈ 1.5 µs early and spins only that. A
+/// wake-up later than that is preemption (the machine is busy), which spinning cannot help:
+/// it neither raises the margin past [`SPIN_MAX`] nor counts for more than twice it.
+pub(crate) const SPIN_MAX: Duration = Duration::from_micros(25);
+const SPIN_MIN_NS: f64 = 1_500.0;
+
+/// Sleeps to within a margin of deadlines, then spins; learns the margin from the overshoot.
+#[derive(Debug)]
+pub(crate) struct PreciseSleeper {
+    /// Moving average of how late a sleep wakes up, in ns.
+    overshoot_ns: f64,
+}
+
+impl PreciseSleeper {
+    pub(crate) fn new() -> PreciseSleeper {
+        PreciseSleeper {
+            overshoot_ns: 5_000.0,
+        }
+    }
+
+    fn margin(&self) -> Duration {
+        let ns = (self.overshoot_ns + SPIN_MIN_NS).min(SPIN_MAX.as_nanos() as f64);
+        Duration::from_nanos(ns as u64)
+    }
+
+    /// Returns at `t` (at once if it has passed).
+    pub(crate) fn until(&mut self, t: Instant) {
+        let now = Instant::now();
+        if t <= now {
+            return;
+        }
+        let margin = self.margin();
+        if t - now > margin {
+            let wake = t - margin;
+            std::thread::sleep(wake - now);
+            let over = Instant::now().saturating_duration_since(wake).as_nanos() as f64;
+            let cap = 2.0 * SPIN_MAX.as_nanos() as f64;
+            self.overshoot_ns += (over.min(cap) - self.overshoot_ns) / 16.0;
+        }
+        while Instant::now() < t {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+/// Paced pattern: when call `index` of `calls` sends its packet `k`, in ns from the start. A
+/// call sends every `calls/rate` s; call `i` is offset by `i/calls` of that interval, so the
+/// packets of all calls are `1/rate` s apart, round robin.
+pub(crate) fn paced_offset_ns(k: u64, index: u32, calls: usize, rate: f64) -> f64 {
+    let gap = 1e9 / rate;
+    (k as f64 * calls as f64 + f64::from(index)) * gap
+}
+
+/// Lowers this thread's timer slack to 1 ns; returns whether it could.
+fn precise_timers() -> bool {
+    rustix::thread::set_current_timer_slack(std::num::NonZeroU64::new(1)).is_ok()
+}
+
+/// The paced pattern: one packet per call per interval, one `sendmsg` each.
+fn send_paced(
+    calls: &mut [&mut TxSide],
+    plan: &Plan,
+    rate: f64,
+    n_calls: usize,
+    progress: &Progress,
+    stop: &Stop,
+) -> SendOut {
+    let mut out = SendOut {
+        failures: 0,
+        skipped: 0,
+        first_error: None,
+        max_late: Duration::ZERO,
+    };
+    let Some(first) = calls.first() else {
+        return out;
+    };
+    // The default 50 µs timer slack would make every wait that much late.
+    let _ = precise_timers();
+    let mut sleeper = PreciseSleeper::new();
+    let overhead = first.srtp.as_ref().map_or(0, SrtpContext::rtp_overhead);
+    let stride = plan.packet_size + overhead;
+    let mut buf = vec![0u8; stride];
+    let interval_ns = 1e9 * n_calls as f64 / rate;
+    let ts_step = (90_000.0 / plan.fps).round() as u32;
+    let mut k: u64 = 0;
+    'rounds: loop {
+        if paced_offset_ns(k, 0, n_calls, rate) >= plan.total_ns {
+            break;
+        }
+        for c in calls.iter_mut() {
+            let at = paced_offset_ns(k, c.index, n_calls, rate);
+            if at >= plan.total_ns {
+                continue;
+            }
+            let target = plan.start + Duration::from_nanos(at as u64);
+            sleeper.until(target);
+            if stop.requested() {
+                break 'rounds;
+            }
+            let now = Instant::now();
+            let late = now.saturating_duration_since(target);
+            if late.as_nanos() as f64 > interval_ns {
+                // A whole interval behind: skipped, not sent late on top of the next one.
+                out.skipped += 1;
+                continue;
+            }
+            out.max_late = out.max_late.max(late);
+            // Video-like RTP: the frame this send time falls in; the marker on a frame's last.
+            let frame = (at * plan.fps / 1e9) as u64;
+            let next_frame = ((at + interval_ns) * plan.fps / 1e9) as u64;
+            let rtp_ts = (frame as u32).wrapping_mul(ts_step);
+            let sent_at = ns(now);
+            let seq = c.seq;
+            c.seq += 1;
+            write_packet(&mut buf, c, seq, rtp_ts, next_frame != frame, sent_at);
+            if let Some(ctx) = c.srtp.as_mut() {
+                if let Err(e) = ctx.protect_rtp(&mut buf, plan.packet_size) {
+                    out.failures += 1;
+                    out.first_error
+                        .get_or_insert_with(|| format!("SRTP protect: {e}"));
+                    continue;
+                }
+            }
+            let (ok, failed) = send_burst(c, &buf, stride, false, &mut out.first_error);
             out.failures += failed;
             if (plan.window.0..plan.window.1).contains(&sent_at) {
                 c.sent_window += ok;
@@ -756,6 +908,7 @@ pub(crate) fn measure(
         packet_size: load.packet_size,
         gso: load.gso,
         fps: load.fps,
+        paced: load.paced.then_some((load.rate, calls.max(1))),
     };
     let progress = Arc::new(Progress::default());
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -997,6 +1150,47 @@ mod tests {
         // A stale bit from one window ago does not read as a duplicate.
         assert_eq!(t.see(5000 + SEQ_WINDOW + 1), Seen::New);
         assert_eq!(t.see(5000 + SEQ_WINDOW), Seen::Reordered);
+    }
+
+    #[test]
+    fn paced_schedule_spacing_and_offsets() {
+        // 100 calls at 50k pps: each call every 2 ms, call i 20 µs after call i-1.
+        let (calls, rate) = (100, 50_000.0);
+        let at = |k, i| paced_offset_ns(k, i, calls, rate);
+        assert_eq!(at(0, 0), 0.0);
+        assert!((at(0, 1) - 20_000.0).abs() < 1e-6);
+        assert!((at(0, 99) - 1_980_000.0).abs() < 1e-6);
+        assert!((at(1, 0) - 2_000_000.0).abs() < 1e-6, "per-call interval");
+        assert!((at(7, 42) - at(6, 42) - 2_000_000.0).abs() < 1e-3);
+        // Every send time, all calls together, is 1/rate apart: the round robin never bunches.
+        let mut all: Vec<f64> = (0..5)
+            .flat_map(|k| (0..calls as u32).map(move |i| (k, i)))
+            .map(|(k, i)| at(k, i))
+            .collect();
+        all.sort_by(f64::total_cmp);
+        for w in all.windows(2) {
+            assert!((w[1] - w[0] - 20_000.0).abs() < 1e-3, "{w:?}");
+        }
+        // One call alone: every 1/rate.
+        assert!((paced_offset_ns(3, 0, 1, 2000.0) - 1.5e6).abs() < 1e-6);
+        // Per call rate = rate / calls, whatever the number of calls.
+        let per_call =
+            |c: usize| 1e9 / (paced_offset_ns(1, 0, c, rate) - paced_offset_ns(0, 0, c, rate));
+        assert!((per_call(1000) - 50.0).abs() < 1e-9);
+        assert!((per_call(4) - 12_500.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn precise_sleep_reaches_the_deadline() {
+        let mut s = PreciseSleeper::new();
+        for _ in 0..20 {
+            let t = Instant::now() + Duration::from_micros(200);
+            s.until(t);
+            assert!(Instant::now() >= t);
+        }
+        assert!(s.margin() <= SPIN_MAX && s.margin() >= Duration::from_micros(1));
+        // A deadline in the past returns at once.
+        s.until(Instant::now());
     }
 
     #[test]
