@@ -206,6 +206,12 @@ impl Commands {
         self.calls.values().map(|c| c.engine_id.clone()).collect()
     }
 
+    /// The ng `call-id`s held (fuzzing).
+    #[cfg_attr(not(fuzzing), allow(dead_code))]
+    pub(crate) fn ng_call_ids(&self) -> Vec<Vec<u8>> {
+        self.calls.keys().cloned().collect()
+    }
+
     fn log_unknown(&mut self, what: &str, name: &str) {
         if self.logged_unknown.len() < MAX_LOGGED_UNKNOWN
             && self.logged_unknown.insert(format!("{what}:{name}"))

@@ -361,6 +361,12 @@ impl NgService {
         self.lock().commands.engine_ids()
     }
 
+    /// The ng `call-id`s held (fuzzing).
+    #[cfg_attr(not(fuzzing), allow(dead_code))]
+    pub(crate) fn ng_call_ids(&self) -> Vec<Vec<u8>> {
+        self.lock().commands.ng_call_ids()
+    }
+
     /// Housekeeping: expires cached replies, forgets calls the engine released on its own.
     pub(crate) fn tick(&self, now: Instant) {
         let mut g = self.lock();
