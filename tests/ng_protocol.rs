@@ -226,7 +226,37 @@ fn errors_unknown_calls_refused_flags_and_mcvideo_keys() {
     );
     assert_eq!(r.str("result").as_deref(), Some("ok"), "{r:?}");
     assert_eq!(sc.engine().stats().active_calls, 0);
+
+    // A call released by someone else (here the HTTP API; usually the end of the push): the
+    // BYE's delete that follows is still ok, with a warning.
+    let r = ng.request("r1", &offer("ended-1", &sdp));
+    assert_eq!(r.str("result").as_deref(), Some("ok"), "{r:?}");
+    let id = api.get("/v1/calls").json()["calls"][0]["call_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(api.delete(&format!("/v1/calls/{id}")).status, 200);
+    assert!(sidecar_support::eventually(Duration::from_secs(3), || {
+        let l = ng.request(
+            &format!("l{}", rand_cookie()),
+            &d(&[("command", s("list"))]),
+        );
+        l.get("calls") == Some(&B::L(vec![]))
+    }));
+    let r = ng.request(
+        "r2",
+        &d(&[("command", s("delete")), ("call-id", s("ended-1"))]),
+    );
+    assert_eq!(r.str("result").as_deref(), Some("ok"), "{r:?}");
+    assert!(r.str("warning").is_some(), "{r:?}");
     sc.shutdown();
+}
+
+fn rand_cookie() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
 }
 
 #[test]

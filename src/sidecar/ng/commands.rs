@@ -11,13 +11,17 @@ use super::bencode::{dict, Value};
 use crate::control::call::{AnswerCall, CallState, CreateCall, SetupError};
 use crate::control::{CommencementMode, MediaSecurity};
 use crate::relay::{CallSummary, Engine};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tracing::{info, warn};
 
 /// Distinct unknown flags and keys logged (each once); later ones are not logged.
 const MAX_LOGGED_UNKNOWN: usize = 256;
+
+/// Call-IDs of calls the engine ended on its own, remembered so that the `delete` that follows
+/// (the BYE) is answered `ok`; at most this many, oldest forgotten first.
+const MAX_ENDED: usize = 4096;
 
 /// What an `offer` without an `mcvideo` dictionary gets.
 #[derive(Debug, Clone)]
@@ -55,6 +59,7 @@ pub(crate) struct Commands {
     engine: Arc<Engine>,
     defaults: NgDefaults,
     calls: HashMap<Vec<u8>, NgCall>,
+    ended: VecDeque<Vec<u8>>,
     logged_unknown: HashSet<String>,
 }
 
@@ -196,6 +201,7 @@ impl Commands {
             engine,
             defaults,
             calls: HashMap::new(),
+            ended: VecDeque::new(),
             logged_unknown: HashSet::new(),
         }
     }
@@ -233,7 +239,17 @@ impl Commands {
             .filter(|c| c.state != CallState::Released)
             .map(|c| c.call_id)
             .collect();
-        self.calls.retain(|_, c| live.contains(&c.engine_id));
+        let ended = &mut self.ended;
+        self.calls.retain(|k, c| {
+            let keep = live.contains(&c.engine_id);
+            if !keep {
+                if ended.len() >= MAX_ENDED {
+                    ended.pop_front();
+                }
+                ended.push_back(k.clone());
+            }
+            keep
+        });
     }
 
     /// The command's name (lower case) for metrics, if the request has one.
@@ -530,6 +546,13 @@ impl Commands {
             Err(e) => return e,
         };
         let Some(c) = self.calls.get(call_id) else {
+            if let Some(i) = self.ended.iter().position(|k| k == call_id) {
+                self.ended.remove(i);
+                return ok_with(vec![(
+                    "warning",
+                    Value::str("the relay had released the call already"),
+                )]);
+            }
             return error("Unknown call-id");
         };
         // A from-tag or to-tag, when given, must be one of the call's.
