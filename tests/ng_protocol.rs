@@ -312,3 +312,53 @@ fn ng_off_loopback_needs_an_allow_list() {
     c.ng.allow_from.clear();
     assert!(c.validate().is_empty());
 }
+
+#[test]
+fn authorization_refusals_name_the_party() {
+    let mut c = Config::embedded();
+    c.api.listen = "127.0.0.1:0".into();
+    c.ng.listen = "127.0.0.1:0".into();
+    c.media.port_min = 46_460;
+    c.media.port_max = 46_479;
+    c.media.workers = 1;
+    let mut settings = Settings::new(c);
+    settings.policy = Some(std::sync::Arc::new(
+        mcvideo_relay::control::policy::RulePolicy {
+            push_allow: vec!["sip:alice@*".into()],
+            push_deny: vec![],
+            receive_allow: vec!["sip:bob@*".into()],
+            receive_deny: vec![],
+        },
+    ));
+    let sc = Sidecar::start(settings).expect("sidecar starts");
+    let ng = Ng::new(sc.ng_addr().unwrap());
+    let caller = Client::new();
+    let with_ids = |caller_id: &str, callee_id: &str, call_id: &str| {
+        let mut req = offer(call_id, &caller.sdp("x", None));
+        if let B::D(m) = &mut req {
+            m.insert(
+                b"mcvideo".to_vec(),
+                d(&[("caller", s(caller_id)), ("callee", s(callee_id))]),
+            );
+        }
+        req
+    };
+    let r = ng.request("a1", &with_ids("sip:mallory@x", "sip:bob@x", "auth-1"));
+    assert_eq!(r.str("result").as_deref(), Some("error"));
+    assert_eq!(r.str("mcvideo-error").as_deref(), Some("not_authorized"));
+    let reason = r.str("error-reason").unwrap();
+    assert!(
+        reason.contains("caller") && reason.contains("sip:mallory@x"),
+        "{reason}"
+    );
+    let r = ng.request("a2", &with_ids("sip:alice@x", "sip:eve@x", "auth-2"));
+    let reason = r.str("error-reason").unwrap();
+    assert!(
+        reason.contains("callee") && reason.contains("sip:eve@x"),
+        "{reason}"
+    );
+    let r = ng.request("a3", &with_ids("sip:alice@x", "sip:bob@x", "auth-3"));
+    assert_eq!(r.str("result").as_deref(), Some("ok"), "{r:?}");
+    assert_eq!(sc.engine().stats().active_calls, 1);
+    sc.shutdown();
+}
