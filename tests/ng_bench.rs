@@ -17,6 +17,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 const CALLS: usize = 2000;
+const ROUNDS: usize = 10;
 
 /// A keep-alive HTTP/1.1 client for the JSON API.
 struct KeepAlive {
@@ -68,8 +69,8 @@ fn relay() -> Sidecar {
     let mut c = Config::embedded();
     c.api.listen = "127.0.0.1:0".into();
     c.ng.listen = "127.0.0.1:0".into();
-    c.media.port_min = 47_000;
-    c.media.port_max = 47_999;
+    c.media.port_min = 50_000;
+    c.media.port_max = 59_999;
     c.media.workers = 1;
     c.log.level = "warn".into();
     Sidecar::start(Settings::new(c)).expect("relay starts")
@@ -89,52 +90,60 @@ fn offer_answer_delete_per_second_ng_vs_http() {
     let answer_sdp = callee.sdp("bob", None);
 
     let ng = Ng::new(sc.ng_addr().unwrap());
-    let t = Instant::now();
-    for i in 0..CALLS {
-        let id = format!("bench-{i}@sip.example");
-        let o = ng.request(
-            &format!("o{i}"),
-            &d(&[
-                ("command", s("offer")),
-                ("call-id", s(&id)),
-                ("from-tag", s("ft")),
-                ("sdp", s(&offer_sdp)),
-            ]),
-        );
-        assert_eq!(o.str("result").as_deref(), Some("ok"), "{o:?}");
-        let a = ng.request(
-            &format!("a{i}"),
-            &d(&[
-                ("command", s("answer")),
-                ("call-id", s(&id)),
-                ("from-tag", s("ft")),
-                ("to-tag", s("tt")),
-                ("sdp", s(&answer_sdp)),
-            ]),
-        );
-        assert_eq!(a.str("result").as_deref(), Some("ok"), "{a:?}");
-        let x = ng.request(
-            &format!("d{i}"),
-            &d(&[("command", s("delete")), ("call-id", s(&id))]),
-        );
-        assert_eq!(x.str("result").as_deref(), Some("ok"), "{x:?}");
-    }
-    let ng_time = t.elapsed();
-
     let mut http = KeepAlive::new(sc.local_addr());
     let answer_body = serde_json::json!({ "sdp_answer": answer_sdp }).to_string();
-    let t = Instant::now();
-    for i in 0..CALLS {
-        let id = format!("bench-{i}");
-        let body = create_body(&id, "sip:alice@x", "sip:bob@x", &offer_sdp).to_string();
-        let (st, b) = http.req("POST", "/v1/calls", &body);
-        assert_eq!(st, 201, "{b}");
-        let (st, b) = http.req("POST", &format!("/v1/calls/{id}/answer"), &answer_body);
-        assert_eq!(st, 200, "{b}");
-        let (st, b) = http.req("DELETE", &format!("/v1/calls/{id}"), "");
-        assert_eq!(st, 200, "{b}");
+    // Interleaved rounds, so that the machine's noise falls on both alike.
+    let (mut ng_time, mut http_time) = (Duration::ZERO, Duration::ZERO);
+    for round in 0..ROUNDS {
+        let t = Instant::now();
+        for i in round * CALLS / ROUNDS..(round + 1) * CALLS / ROUNDS {
+            let id = format!("bench-{i}@sip.example");
+            let o = ng.request(
+                &format!("o{i}"),
+                &d(&[
+                    ("command", s("offer")),
+                    ("call-id", s(&id)),
+                    ("from-tag", s("ft")),
+                    ("sdp", s(&offer_sdp)),
+                ]),
+            );
+            assert_eq!(o.str("result").as_deref(), Some("ok"), "{o:?}");
+            let a = ng.request(
+                &format!("a{i}"),
+                &d(&[
+                    ("command", s("answer")),
+                    ("call-id", s(&id)),
+                    ("from-tag", s("ft")),
+                    ("to-tag", s("tt")),
+                    ("sdp", s(&answer_sdp)),
+                ]),
+            );
+            assert_eq!(a.str("result").as_deref(), Some("ok"), "{a:?}");
+            let x = ng.request(
+                &format!("d{i}"),
+                &d(&[("command", s("delete")), ("call-id", s(&id))]),
+            );
+            assert_eq!(x.str("result").as_deref(), Some("ok"), "{x:?}");
+        }
+        ng_time += t.elapsed();
+        let t = Instant::now();
+        for i in round * CALLS / ROUNDS..(round + 1) * CALLS / ROUNDS {
+            let id = format!("bench-{i}");
+            let body = create_body(&id, "sip:alice@x", "sip:bob@x", &offer_sdp).to_string();
+            let (st, b) = http.req("POST", "/v1/calls", &body);
+            assert_eq!(st, 201, "{b}");
+            let (st, b) = http.req("POST", &format!("/v1/calls/{id}/answer"), &answer_body);
+            assert_eq!(st, 200, "{b}");
+            let (st, b) = http.req("DELETE", &format!("/v1/calls/{id}"), "");
+            assert_eq!(st, 200, "{b}");
+        }
+        http_time += t.elapsed();
+        // Ports come back when a released call's tasks have stopped: start each round clean.
+        let engine = sc.engine().clone();
+        sidecar_support::eventually(Duration::from_secs(10), move || {
+            engine.stats().ports_in_use == 0
+        });
     }
-    let http_time = t.elapsed();
     println!(
         "offer+answer+delete, {CALLS} calls one after another: ng (UDP) {:.0} calls/s \
          ({:.0} us per call), HTTP API (keep-alive) {:.0} calls/s ({:.0} us per call)",
@@ -144,5 +153,30 @@ fn offer_answer_delete_per_second_ng_vs_http() {
         http_time.as_micros() as f64 / CALLS as f64,
     );
     assert_eq!(sc.engine().stats().active_calls, 0);
+
+    // The protocols alone (no engine work): ng `ping` against `GET /healthz`.
+    const PINGS: usize = 20_000;
+    let (mut ng_ping, mut http_ping) = (Duration::ZERO, Duration::ZERO);
+    for round in 0..ROUNDS {
+        let t = Instant::now();
+        for i in round * PINGS / ROUNDS..(round + 1) * PINGS / ROUNDS {
+            let r = ng.request(&format!("p{i}"), &d(&[("command", s("ping"))]));
+            assert_eq!(r.str("result").as_deref(), Some("pong"));
+        }
+        ng_ping += t.elapsed();
+        let t = Instant::now();
+        for _ in 0..PINGS / ROUNDS {
+            assert_eq!(http.req("GET", "/healthz", "").0, 200);
+        }
+        http_ping += t.elapsed();
+    }
+    println!(
+        "round trips without engine work: ng ping {:.0}/s ({:.0} us), HTTP GET /healthz {:.0}/s \
+         ({:.0} us)",
+        rate(PINGS, ng_ping),
+        ng_ping.as_micros() as f64 / PINGS as f64,
+        rate(PINGS, http_ping),
+        http_ping.as_micros() as f64 / PINGS as f64,
+    );
     sc.shutdown();
 }
