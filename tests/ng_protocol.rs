@@ -362,3 +362,29 @@ fn authorization_refusals_name_the_party() {
     assert_eq!(sc.engine().stats().active_calls, 1);
     sc.shutdown();
 }
+
+#[test]
+fn the_ng_section_and_flag_parse() {
+    let (c, problems) = Config::parse(
+        "[ng]\nlisten = \"off\"\nallow_from = [\"192.0.2.0/24\"]\nreply_cache_secs = 5\n",
+    );
+    assert!(problems.is_empty(), "{problems:?}");
+    assert!(!c.ng.enabled());
+    assert_eq!(c.ng.reply_cache_secs, 5);
+    let (_, problems) = Config::parse("[ng]\nlisten_on = \"x\"\n");
+    assert_eq!(problems[0].key, "ng.listen_on");
+    let (c, _) = Config::parse("[ng]\nmedia_security = \"none\"\nmax_request_bytes = 10\n");
+    let keys: Vec<String> = c.validate().into_iter().map(|p| p.key).collect();
+    assert!(keys.contains(&"ng.media_security".to_owned()), "{keys:?}");
+    assert!(
+        keys.contains(&"ng.max_request_bytes".to_owned()),
+        "{keys:?}"
+    );
+    let o = mcvideo_relay::sidecar::ServeOptions::parse(&["--ng-listen".into(), "off".into()])
+        .unwrap()
+        .unwrap();
+    let mut c = Config::embedded();
+    assert!(o.apply(&mut c).is_empty());
+    assert!(!c.ng.enabled());
+    assert_eq!(Config::embedded().ng.listen, "127.0.0.1:2223");
+}

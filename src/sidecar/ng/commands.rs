@@ -19,6 +19,9 @@ use tracing::{info, warn};
 /// Distinct unknown flags and keys logged (each once); later ones are not logged.
 const MAX_LOGGED_UNKNOWN: usize = 256;
 
+/// Call-IDs a `list` reply carries at most, in bytes (a reply is one UDP datagram).
+const MAX_LIST_BYTES: usize = 48 * 1024;
+
 /// Call-IDs of calls the engine ended on its own, remembered so that the `delete` that follows
 /// (the BYE) is answered `ok`; at most this many, oldest forgotten first.
 const MAX_ENDED: usize = 4096;
@@ -647,9 +650,15 @@ impl Commands {
         };
         let mut ids: Vec<&Vec<u8>> = self.calls.keys().collect();
         ids.sort();
+        // The reply must fit one datagram: stop well before 64 KiB.
+        let mut bytes = 0usize;
         let calls = ids
             .into_iter()
             .take(limit)
+            .take_while(|k| {
+                bytes += k.len() + 8;
+                bytes <= MAX_LIST_BYTES
+            })
             .map(|k| Value::Bytes(k.clone()))
             .collect();
         ok_with(vec![("calls", Value::List(calls))])
