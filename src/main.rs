@@ -7,7 +7,7 @@ mcvideo-relay: media relay for 3GPP MCVideo one-to-one video push
 
 Usage:
   mcvideo-relay serve [--config FILE] [--listen ADDR] [--media-ip IP] [--ports MIN-MAX]
-                      [--log-format json|text]
+                      [--log-format json|text] [--ng-listen ADDR|off]
   mcvideo-relay check-config FILE
   mcvideo-relay loadgen [--engine | --api URL | --spawn-relay | --direct] [--calls N] [--rate PPS] ...
   mcvideo-relay --help | --version
@@ -15,7 +15,7 @@ Usage:
 Commands:
   serve          run the relay and its HTTP/JSON control API (`serve --help` for details);
                  with no file it runs on embedded defaults (API on 127.0.0.1:8080,
-                 media on 127.0.0.1 ports 40000-49999)
+                 rtpengine ng on udp 127.0.0.1:2223, media on 127.0.0.1 ports 40000-49999)
   check-config   report every problem in a configuration file (with its key), exit 1 if any
   loadgen        video push calls under load: one-way latency (p50..max) against the no-relay
                  floor, loss, relay CPU per packet, sweeps (`loadgen --help` for details)
