@@ -69,7 +69,7 @@ fn relay() -> Sidecar {
     let mut c = Config::embedded();
     c.api.listen = "127.0.0.1:0".into();
     c.ng.listen = "127.0.0.1:0".into();
-    c.media.port_min = 50_000;
+    c.media.port_min = 54_000;
     c.media.port_max = 59_999;
     c.media.workers = 1;
     c.log.level = "warn".into();

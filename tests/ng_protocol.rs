@@ -59,10 +59,11 @@ fn active_calls(api: &Api) -> usize {
 
 #[test]
 fn ping_offer_answer_media_query_list_delete() {
-    let (sc, api, ng) = start(46_400);
+    let (sc, api, ng) = start(48_400);
     let r = ng.request("p1", &d(&[("command", s("ping"))]));
     assert_eq!(r.str("result").as_deref(), Some("pong"));
 
+    let events = api.events();
     let caller = Client::new();
     let callee = Client::new();
     let call_id = "a84b4c76e66710@pc33.atlanta.example.com";
@@ -144,6 +145,13 @@ fn ping_offer_answer_media_query_list_delete() {
     assert_eq!(r, r2);
     assert_eq!(sc.engine().stats().active_calls, 0);
     assert_eq!(active_calls(&api), 0);
+    // The event stream saw the whole call, under its engine ID.
+    let engine_id = c["call_id"].as_str().unwrap().to_owned();
+    let evs = events.until_released(&engine_id, Duration::from_secs(5));
+    let names = sidecar_support::names(&evs);
+    assert!(names.contains(&"call.progress"), "{names:?}");
+    assert!(names.contains(&"call.established"), "{names:?}");
+    assert_eq!(names.last(), Some(&"call.released"), "{names:?}");
     let m = api.metrics();
     assert_eq!(
         m.get("mcvideo_relay_ng_requests_total{command=\"offer\",result=\"ok\"}"),
@@ -155,7 +163,7 @@ fn ping_offer_answer_media_query_list_delete() {
 
 #[test]
 fn errors_unknown_calls_refused_flags_and_mcvideo_keys() {
-    let (sc, api, ng) = start(46_420);
+    let (sc, api, ng) = start(48_420);
     let r = ng.request(
         "e1",
         &d(&[
@@ -261,7 +269,7 @@ fn rand_cookie() -> u128 {
 
 #[test]
 fn garbage_and_over_long_datagrams_are_dropped_and_counted() {
-    let (sc, api, ng) = start(46_440);
+    let (sc, api, ng) = start(48_440);
     let short = Duration::from_millis(300);
     let garbage: [&[u8]; 7] = [
         b"",
@@ -318,8 +326,8 @@ fn authorization_refusals_name_the_party() {
     let mut c = Config::embedded();
     c.api.listen = "127.0.0.1:0".into();
     c.ng.listen = "127.0.0.1:0".into();
-    c.media.port_min = 46_460;
-    c.media.port_max = 46_479;
+    c.media.port_min = 48_460;
+    c.media.port_max = 48_479;
     c.media.workers = 1;
     let mut settings = Settings::new(c);
     settings.policy = Some(std::sync::Arc::new(

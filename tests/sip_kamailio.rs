@@ -20,8 +20,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const RELAY_PORT_MIN: u16 = 46_500;
-const RELAY_PORT_MAX: u16 = 46_519;
+const RELAY_PORT_MIN: u16 = 48_500;
+const RELAY_PORT_MAX: u16 = 48_519;
 /// RTP packets in the camera's pcap (50 frames of 2 packets, 40 ms apart: 2 s of video).
 const PCAP_PACKETS: usize = 100;
 
