@@ -123,6 +123,14 @@ fn ping_offer_answer_media_query_list_delete() {
         q.get("mcvideo").and_then(|m| m.str("state")).as_deref(),
         Some("established")
     );
+    match q
+        .get("totals")
+        .and_then(|t| t.get("push"))
+        .and_then(|p| p.get("callee packets out"))
+    {
+        Some(B::I(n)) => assert!(*n >= got as i64, "{q:?}"),
+        other => panic!("no totals.push in the query reply: {other:?}"),
+    }
     let l = ng.request("c6", &d(&[("command", s("list"))]));
     assert_eq!(l.get("calls"), Some(&B::L(vec![s(call_id)])));
     let st = ng.request("c7", &d(&[("command", s("statistics"))]));

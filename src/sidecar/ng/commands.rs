@@ -169,18 +169,29 @@ fn bool_word(v: Option<&Value>) -> Option<bool> {
 }
 
 fn leg_totals(s: &CallSummary) -> Value {
-    dict([(
-        "RTP",
-        dict([
-            ("caller packets in", Value::Int(s.caller.packets_in as i64)),
-            ("caller bytes in", Value::Int(s.caller.bytes_in as i64)),
-            (
-                "callee packets out",
-                Value::Int(s.callee.packets_out as i64),
-            ),
-            ("callee bytes out", Value::Int(s.callee.bytes_out as i64)),
-        ]),
-    )])
+    let n = |v: u64| Value::Int(i64::try_from(v).unwrap_or(i64::MAX));
+    let drops = |l: &crate::relay::LegSnapshot| l.drops.iter().sum::<u64>();
+    // rtpengine's shape (`RTP`: packets, bytes, errors received), and the push's two
+    // directions as this relay counts them.
+    dict([
+        (
+            "RTP",
+            dict([
+                ("packets", n(s.caller.packets_in + s.callee.packets_in)),
+                ("bytes", n(s.caller.bytes_in + s.callee.bytes_in)),
+                ("errors", n(drops(&s.caller) + drops(&s.callee))),
+            ]),
+        ),
+        (
+            "push",
+            dict([
+                ("caller packets in", n(s.caller.packets_in)),
+                ("caller bytes in", n(s.caller.bytes_in)),
+                ("callee packets out", n(s.callee.packets_out)),
+                ("callee bytes out", n(s.callee.bytes_out)),
+            ]),
+        ),
+    ])
 }
 
 fn mcvideo_info(s: &CallSummary) -> Value {
