@@ -173,7 +173,18 @@ fn kamailio_and_sipp_video_push_through_the_relay() {
     c.media.port_min = RELAY_PORT_MIN;
     c.media.port_max = RELAY_PORT_MAX;
     c.media.workers = 1;
-    let sc = Sidecar::start(Settings::new(c)).expect("relay starts");
+    // Kamailio hands the SIP From and To URIs over as the MCVideo IDs: a policy that allows
+    // only these two shows they arrived.
+    let mut settings = Settings::new(c);
+    settings.policy = Some(std::sync::Arc::new(
+        mcvideo_relay::control::policy::RulePolicy {
+            push_allow: vec!["sip:camera@127.0.0.1*".into()],
+            push_deny: vec![],
+            receive_allow: vec!["sip:viewer@127.0.0.1*".into()],
+            receive_deny: vec![],
+        },
+    ));
+    let sc = Sidecar::start(settings).expect("relay starts");
     let api = Api::new(sc.local_addr(), None);
     let ng = sc.ng_addr().expect("ng listening");
 
