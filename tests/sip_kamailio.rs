@@ -138,6 +138,15 @@ impl Drop for Reaped {
     }
 }
 
+/// Removes the test's scratch directory however the test ends.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -191,6 +200,7 @@ fn kamailio_and_sipp_video_push_through_the_relay() {
     let dir = std::env::temp_dir().join(format!("mcv-sip-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
+    let _scratch = Scratch(dir.clone());
     let kam_port = free_udp_port();
     let uas_port = free_udp_port();
     let uac_port = free_udp_port();
@@ -381,5 +391,4 @@ fn kamailio_and_sipp_video_push_through_the_relay() {
     assert_eq!(m.get("mcvideo_relay_calls_created_total"), 1.0);
     drop(_kamailio);
     sc.shutdown();
-    let _ = std::fs::remove_dir_all(&dir);
 }
