@@ -44,6 +44,9 @@ if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null; then
 fi
 # promtool checks deploy/prometheus-alerts.rules.yml and the live /metrics page.
 command -v promtool >/dev/null || apt_pkgs+=(prometheus)
+# SIP peers for tests/sip_kamailio.rs: Kamailio (with its rtpengine module) and SIPp.
+command -v kamailio >/dev/null || apt_pkgs+=(kamailio)
+command -v sipp >/dev/null || apt_pkgs+=(sip-tester)
 if ((${#apt_pkgs[@]})); then
   echo "installing ${apt_pkgs[*]} (apt-get)"
   sudo_if_needed apt-get update -qq
@@ -62,10 +65,10 @@ if [[ "${TEST_SH_DRY_RUN:-}" == 1 ]]; then
   echo "dry run: nothing installed, nothing run"
   exit 0
 fi
-for tool in ffmpeg ffprobe promtool cargo-nextest cargo-fuzz; do
+for tool in ffmpeg ffprobe promtool kamailio sipp cargo-nextest cargo-fuzz; do
   command -v "$tool" >/dev/null || { echo "test.sh: $tool is still not on PATH" >&2; exit 1; }
 done
-echo "ffmpeg, ffprobe, promtool, cargo-nextest, cargo-fuzz: present"
+echo "ffmpeg, ffprobe, promtool, kamailio, sipp, cargo-nextest, cargo-fuzz: present"
 if [[ "${1:-}" == "--deps" ]]; then
   exit 0
 fi

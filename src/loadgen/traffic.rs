@@ -1189,7 +1189,10 @@ mod tests {
             let t = Instant::now() + Duration::from_micros(200);
             let margin = s.margin();
             s.until(t);
-            assert!(Instant::now() + margin >= t, "never earlier than the margin");
+            assert!(
+                Instant::now() + margin >= t,
+                "never earlier than the margin"
+            );
         }
         assert!(s.margin() <= SPIN_MAX && s.margin() >= Duration::from_micros(1));
         // A deadline in the past returns at once.

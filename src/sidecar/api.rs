@@ -65,6 +65,8 @@ pub(crate) struct AppState {
     pub(crate) stopping: AtomicBool,
     /// Set once the engine has shut down: event streams flush what they hold and end.
     pub(crate) closing: watch::Sender<bool>,
+    /// The ng listener's counters, when it runs.
+    pub(crate) ng_metrics: std::sync::OnceLock<Arc<super::ng::NgMetrics>>,
 }
 
 impl AppState {
@@ -85,6 +87,7 @@ impl AppState {
             max_body,
             stopping: AtomicBool::new(false),
             closing: watch::channel(false).0,
+            ng_metrics: std::sync::OnceLock::new(),
         }
     }
 }
@@ -722,7 +725,13 @@ async fn metrics_text(State(st): State<Arc<AppState>>) -> Response {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         )],
-        metrics::render(&st.engine, &st.metrics),
+        {
+            let mut text = metrics::render(&st.engine, &st.metrics);
+            if let Some(ng) = st.ng_metrics.get() {
+                ng.render(&mut text);
+            }
+            text
+        },
     )
         .into_response()
 }

@@ -185,6 +185,36 @@ section! {
 }
 
 section! {
+    /// `[ng]`: rtpengine's ng control protocol on UDP, for SIP proxies (Kamailio, OpenSIPS).
+    NgConfig = "ng" {
+        /// UDP address:port of the ng listener; `off` (or empty) switches it off.
+        listen: String = "127.0.0.1:2223".to_owned(),
+        /// Sources allowed to send ng requests (addresses or CIDR prefixes); empty = loopback
+        /// only. Required when `listen` is not a loopback address (ng has no authentication).
+        allow_from: Vec<String> = Vec::new(),
+        /// Longest request accepted; longer datagrams are dropped and counted.
+        max_request_bytes: usize = 32_768,
+        /// How long a reply is kept for a retransmitted request with the same cookie.
+        reply_cache_secs: u64 = 30,
+        /// Most replies kept.
+        reply_cache_entries: usize = 10_000,
+        /// Media security of calls set up over ng (`mcvideo.media-security` overrides).
+        media_security: String = "end_to_end".to_owned(),
+        /// Commencement mode asked for (`mcvideo.commencement-mode` overrides); unset = the
+        /// callee's UE setting, else `calls.default_commencement_mode`.
+        commencement_mode: Option<String> = None,
+    }
+}
+
+impl NgConfig {
+    /// Whether the ng listener runs.
+    pub fn enabled(&self) -> bool {
+        let l = self.listen.trim();
+        !(l.is_empty() || l.eq_ignore_ascii_case("off"))
+    }
+}
+
+section! {
     /// `[log]`: structured logs on stderr.
     LogConfig = "log" {
         /// `text` or `json`.
@@ -310,6 +340,8 @@ pub struct Config {
     pub policy: PolicyConfig,
     /// `[log]`
     pub log: LogConfig,
+    /// `[ng]`
+    pub ng: NgConfig,
 }
 
 /// The embedded default configuration, as a file (what `serve` runs with when given none).
@@ -387,11 +419,12 @@ impl Config {
                 }
                 PolicyConfig::KEY => PolicyConfig::check_types(t, &mut problems),
                 LogConfig::KEY => LogConfig::check_types(t, &mut problems),
+                NgConfig::KEY => NgConfig::check_types(t, &mut problems),
                 _ => {
                     problems.push(Problem::new(
                         k.clone(),
                         "unknown section (the sections are: api, media, calls, \
-                         transmission_control, policy, log)",
+                         transmission_control, policy, log, ng)",
                     ));
                     bad.push(k.clone());
                 }
@@ -559,6 +592,7 @@ impl Config {
                 p.push(Problem::new("policy.file", "must be a path"));
             }
         }
+        p.extend(super::ng::validate(&self.ng));
         p
     }
 
@@ -717,6 +751,10 @@ pub struct ServeOptions {
     /// text (default) or json (overrides log.format)
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<String>,
+    /// rtpengine ng control protocol on UDP (overrides ng.listen; default 127.0.0.1:2223,
+    /// `off` switches it off)
+    #[arg(long, value_name = "ADDR|off")]
+    pub ng_listen: Option<String>,
 }
 
 /// `serve`'s summary (`mcvideo-relay --help`).
@@ -788,6 +826,9 @@ impl ServeOptions {
                 Ok(a) => config.media.ip = a,
                 Err(e) => p.push(Problem::new("--media-ip", e)),
             }
+        }
+        if let Some(ng) = &self.ng_listen {
+            config.ng.listen = ng.clone();
         }
         if let Some(r) = &self.ports {
             match r.split_once('-').and_then(|(a, b)| {

@@ -86,3 +86,54 @@ impl ApiHarness {
         })
     }
 }
+
+/// The ng control protocol's datagram handler (allow-list, size limit, cookie, bencode, reply
+/// cache, commands) over an engine, without a socket.
+pub struct NgHarness {
+    svc: super::ng::NgService,
+    now: std::time::Instant,
+}
+
+impl NgHarness {
+    /// `max_request` as `ng.max_request_bytes`; sources on loopback are allowed.
+    pub fn new(engine: Arc<Engine>, max_request: usize) -> NgHarness {
+        let cfg = super::config::NgConfig {
+            max_request_bytes: max_request,
+            reply_cache_entries: 16,
+            ..super::config::NgConfig::default()
+        };
+        NgHarness {
+            svc: super::ng::NgService::new(engine, &cfg),
+            #[allow(clippy::disallowed_methods)]
+            now: std::time::Instant::now(),
+        }
+    }
+
+    /// One datagram from `from`, `ms` milliseconds after the previous one; the reply.
+    pub fn datagram(
+        &mut self,
+        from: std::net::SocketAddr,
+        data: &[u8],
+        ms: u16,
+    ) -> Option<Vec<u8>> {
+        self.now += std::time::Duration::from_millis(u64::from(ms));
+        self.svc.tick(self.now);
+        self.svc.datagram(from, data, self.now)
+    }
+
+    /// Engine call IDs of the calls the ng side holds.
+    pub fn engine_ids(&self) -> Vec<String> {
+        self.svc.engine_ids()
+    }
+
+    /// The ng `call-id`s of those calls.
+    pub fn ng_call_ids(&self) -> Vec<Vec<u8>> {
+        self.svc.ng_call_ids()
+    }
+
+    /// Decodes a bencode value (None when it does not decode); re-encoding it gives the input
+    /// back when dictionary keys were sorted.
+    pub fn bencode_roundtrip(data: &[u8]) -> Option<Vec<u8>> {
+        super::ng::bencode::decode(data).ok().map(|v| v.encode())
+    }
+}

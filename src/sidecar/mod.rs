@@ -17,6 +17,7 @@ pub mod config;
 #[doc(hidden)]
 pub mod fuzzing;
 mod metrics;
+mod ng;
 
 pub use config::{
     Config, PolicyFile, Problem, ServeOptions, SERVE_ABOUT, SERVE_AFTER_HELP, SERVE_HELP_TEMPLATE,
@@ -149,6 +150,36 @@ struct Prepared {
     listener: std::net::TcpListener,
     addr: SocketAddr,
     state: Arc<AppState>,
+    ng: Option<(std::net::UdpSocket, Arc<ng::NgService>)>,
+}
+
+/// Binds the ng listener (`ng.listen`). A bind failure is fatal when the address was
+/// configured; on the embedded default (127.0.0.1:2223, which a local rtpengine may hold) it
+/// is a warning and `serve` runs without ng.
+fn bind_ng(cfg: &Config) -> Result<Option<std::net::UdpSocket>, StartError> {
+    if !cfg.ng.enabled() {
+        info!("ng control protocol off (ng.listen)");
+        return Ok(None);
+    }
+    let addr: SocketAddr = cfg
+        .ng
+        .listen
+        .parse()
+        .map_err(|_| StartError(format!("ng.listen: `{}` is not IP:port", cfg.ng.listen)))?;
+    let is_default = cfg.ng.listen == config::NgConfig::default().listen;
+    match std::net::UdpSocket::bind(addr).and_then(|s| s.set_nonblocking(true).map(|()| s)) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if is_default => {
+            warn!(
+                "ng control protocol not started: cannot listen on {addr} (the default \
+                 ng.listen): {e}; set ng.listen or --ng-listen (or `off`)"
+            );
+            Ok(None)
+        }
+        Err(e) => Err(StartError(format!(
+            "cannot listen on {addr} (ng.listen): {e}"
+        ))),
+    }
 }
 
 fn prepare(
@@ -191,6 +222,7 @@ fn prepare(
             );
         }
     }
+    let ng_sock = bind_ng(cfg)?;
     let engine = Engine::start(ec).map_err(|e| StartError(format!("engine: {e}")))?;
     if settings.token.is_some() {
         info!("control API requires a bearer token");
@@ -212,10 +244,16 @@ fn prepare(
         cfg.api.max_body_bytes,
         reloader,
     ));
+    let ng = ng_sock.map(|sock| {
+        let svc = Arc::new(ng::NgService::new(state.engine.clone(), &cfg.ng));
+        let _ = state.ng_metrics.set(svc.metrics.clone());
+        (sock, svc)
+    });
     Ok(Prepared {
         listener,
         addr,
         state,
+        ng,
     })
 }
 
@@ -228,6 +266,9 @@ async fn serve(p: Prepared, stop: impl Future<Output = ()> + Send + 'static) {
         }
     };
     info!(addr = %p.addr, "control API listening");
+    if let Some((sock, svc)) = p.ng {
+        tokio::spawn(ng::run(sock, svc, p.state.closing.subscribe()));
+    }
     let st = p.state.clone();
     let graceful = async move {
         stop.await;
@@ -263,6 +304,7 @@ async fn serve(p: Prepared, stop: impl Future<Output = ()> + Send + 'static) {
 #[derive(Debug)]
 pub struct Sidecar {
     addr: SocketAddr,
+    ng_addr: Option<SocketAddr>,
     engine: Arc<Engine>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -274,6 +316,7 @@ impl Sidecar {
     pub fn start(settings: Settings) -> Result<Sidecar, StartError> {
         let p = prepare(settings, None)?;
         let addr = p.addr;
+        let ng_addr = p.ng.as_ref().and_then(|(s, _)| s.local_addr().ok());
         let engine = p.state.engine.clone();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -292,6 +335,7 @@ impl Sidecar {
             .map_err(|e| StartError(format!("thread: {e}")))?;
         Ok(Sidecar {
             addr,
+            ng_addr,
             engine,
             stop: Some(tx),
             thread: Some(thread),
@@ -301,6 +345,11 @@ impl Sidecar {
     /// Where the control API listens.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where the ng control protocol listens (UDP), when it runs.
+    pub fn ng_addr(&self) -> Option<SocketAddr> {
+        self.ng_addr
     }
 
     /// The engine behind the API.
@@ -626,8 +675,12 @@ pub fn run_serve(opts: ServeOptions) -> ExitCode {
         }
     };
     {
+        let ng_addr = p.ng.as_ref().and_then(|(s, _)| s.local_addr().ok());
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "listening on {}", p.addr);
+        if let Some(a) = ng_addr {
+            let _ = writeln!(out, "ng listening on udp:{a}");
+        }
         let _ = out.flush();
     }
     #[cfg(unix)]

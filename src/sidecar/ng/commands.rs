@@ -1,0 +1,724 @@
+//! The ng commands over the [`Engine`]: `ping`, `offer`, `answer`, `delete`, `query`, `list`,
+//! `statistics`, with rtpengine's reply shapes (`result`, `error-reason`, `sdp`).
+//!
+//! An ng call (its `call-id`) is one engine call whose ID is derived from the `call-id` by a
+//! hash (`ng-` and 24 hex digits: the engine takes `[A-Za-z0-9._-]{1,64}`, a SIP Call-ID is
+//! anything). The map from `call-id` to the engine call also keeps the tags and the SDPs
+//! exchanged, so that a repeated `offer` or `answer` (a SIP retransmission that reached the
+//! proxy's script again, a new cookie) gets the same SDP back and never a second call.
+
+use super::bencode::{dict, Value};
+use crate::control::call::{AnswerCall, CallState, CreateCall, SetupError};
+use crate::control::{CommencementMode, MediaSecurity};
+use crate::relay::{CallSummary, Engine};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+use tracing::{info, warn};
+
+/// Distinct unknown flags and keys logged (each once); later ones are not logged.
+const MAX_LOGGED_UNKNOWN: usize = 256;
+
+/// Call-IDs a `list` reply carries at most, in bytes (a reply is one UDP datagram).
+const MAX_LIST_BYTES: usize = 48 * 1024;
+
+/// Call-IDs of calls the engine ended on its own, remembered so that the `delete` that follows
+/// (the BYE) is answered `ok`; at most this many, oldest forgotten first.
+const MAX_ENDED: usize = 4096;
+
+/// What an `offer` without an `mcvideo` dictionary gets.
+#[derive(Debug, Clone)]
+pub(crate) struct NgDefaults {
+    /// Media security of ng calls.
+    pub(crate) media_security: MediaSecurity,
+    /// Commencement mode asked for (None = the engine's rule).
+    pub(crate) commencement_mode: Option<CommencementMode>,
+}
+
+impl Default for NgDefaults {
+    fn default() -> Self {
+        NgDefaults {
+            media_security: MediaSecurity::EndToEnd,
+            commencement_mode: None,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct NgCall {
+    engine_id: String,
+    from_tag: Vec<u8>,
+    to_tag: Option<Vec<u8>>,
+    offer_in: Vec<u8>,
+    offer_out: String,
+    answer_in: Option<Vec<u8>>,
+    answer_out: Option<String>,
+    created: u64,
+    last_signal: u64,
+}
+
+/// The command handler: the engine and the ng call map.
+pub(crate) struct Commands {
+    engine: Arc<Engine>,
+    defaults: NgDefaults,
+    calls: HashMap<Vec<u8>, NgCall>,
+    ended: VecDeque<Vec<u8>>,
+    logged_unknown: HashSet<String>,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// The engine call ID of an ng `call-id`.
+pub(crate) fn engine_call_id(call_id: &[u8]) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, call_id);
+    format!("ng-{}", hex(d.as_ref().get(..12).unwrap_or_default()))
+}
+
+fn error(reason: impl Into<String>) -> Value {
+    dict([
+        ("result", Value::str("error")),
+        ("error-reason", Value::str(reason.into())),
+    ])
+}
+
+fn ok_with(pairs: Vec<(&str, Value)>) -> Value {
+    let mut d: BTreeMap<Vec<u8>, Value> = pairs
+        .into_iter()
+        .map(|(k, v)| (k.as_bytes().to_vec(), v))
+        .collect();
+    d.insert(b"result".to_vec(), Value::str("ok"));
+    Value::Dict(d)
+}
+
+fn setup_error(e: &SetupError) -> Value {
+    let mut v = error(e.to_string());
+    if let Value::Dict(d) = &mut v {
+        d.insert(b"mcvideo-error".to_vec(), Value::str(e.code()));
+    }
+    v
+}
+
+/// Flags (in the `flags` list) asking for what this relay does not do.
+fn refused_flag(flag: &str) -> Option<&'static str> {
+    let f = flag.to_ascii_lowercase();
+    let f = f.as_str();
+    if f.starts_with("transcode") || f.starts_with("codec-") || f == "always-transcode" {
+        Some("transcoding and codec changes")
+    } else if f.starts_with("record") {
+        Some("call recording")
+    } else if f.starts_with("ice=force") || f == "ice-lite" || f.starts_with("ice-lite=") {
+        Some("ICE termination")
+    } else if f.starts_with("dtls=") && !matches!(f, "dtls=off" | "dtls=no") {
+        Some("DTLS-SRTP termination")
+    } else if f.starts_with("osrtp-offer") || f.starts_with("sdes-only") {
+        Some("SRTP negotiation")
+    } else if f.starts_with("t.38") || f.starts_with("t38") {
+        Some("T.38 gateway")
+    } else if matches!(f, "rtp/avp" | "rtp/savp" | "rtp/avpf" | "rtp/savpf")
+        || f.starts_with("transport-protocol=")
+    {
+        Some("transport protocol translation")
+    } else if f.starts_with("address-family=") || f.starts_with("media-address=") {
+        Some("changing the media address family or address (several media interfaces)")
+    } else if f == "inject-dtmf" || f.starts_with("dtmf") {
+        Some("DTMF injection")
+    } else {
+        None
+    }
+}
+
+/// Dictionary keys understood or harmless to ignore: never logged.
+const KNOWN_KEYS: [&str; 17] = [
+    "command",
+    "direction",
+    "call-id",
+    "from-tag",
+    "to-tag",
+    "via-branch",
+    "sdp",
+    "flags",
+    "replace",
+    "received-from",
+    "mcvideo",
+    "from-uri",
+    "to-uri",
+    "supports",
+    "label",
+    "limit",
+    "rtcp-mux",
+];
+
+fn bool_word(v: Option<&Value>) -> Option<bool> {
+    match v?.as_str()?.to_ascii_lowercase().as_str() {
+        "yes" | "true" | "on" | "1" => Some(true),
+        "no" | "false" | "off" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+fn leg_totals(s: &CallSummary) -> Value {
+    let n = |v: u64| Value::Int(i64::try_from(v).unwrap_or(i64::MAX));
+    let drops = |l: &crate::relay::LegSnapshot| l.drops.iter().sum::<u64>();
+    // rtpengine's shape (`RTP`: packets, bytes, errors received), and the push's two
+    // directions as this relay counts them.
+    dict([
+        (
+            "RTP",
+            dict([
+                ("packets", n(s.caller.packets_in + s.callee.packets_in)),
+                ("bytes", n(s.caller.bytes_in + s.callee.bytes_in)),
+                ("errors", n(drops(&s.caller) + drops(&s.callee))),
+            ]),
+        ),
+        (
+            "push",
+            dict([
+                ("caller packets in", n(s.caller.packets_in)),
+                ("caller bytes in", n(s.caller.bytes_in)),
+                ("callee packets out", n(s.callee.packets_out)),
+                ("callee bytes out", n(s.callee.bytes_out)),
+            ]),
+        ),
+    ])
+}
+
+fn mcvideo_info(s: &CallSummary) -> Value {
+    dict([
+        ("call-id", Value::str(&s.call_id)),
+        ("state", Value::str(s.state.as_str())),
+        ("transmission", Value::str(s.transmission.as_str())),
+        ("caller", Value::str(&s.caller_id)),
+        ("callee", Value::str(&s.callee_id)),
+        (
+            "commencement-mode",
+            Value::str(s.commencement_mode.as_str()),
+        ),
+        ("media-security", Value::str(s.media_security.as_str())),
+    ])
+}
+
+impl Commands {
+    pub(crate) fn new(engine: Arc<Engine>, defaults: NgDefaults) -> Commands {
+        Commands {
+            engine,
+            defaults,
+            calls: HashMap::new(),
+            ended: VecDeque::new(),
+            logged_unknown: HashSet::new(),
+        }
+    }
+
+    /// Engine call IDs of the ng calls held (tests, fuzzing).
+    #[cfg_attr(not(fuzzing), allow(dead_code))]
+    pub(crate) fn engine_ids(&self) -> Vec<String> {
+        self.calls.values().map(|c| c.engine_id.clone()).collect()
+    }
+
+    /// The ng `call-id`s held (fuzzing).
+    #[cfg_attr(not(fuzzing), allow(dead_code))]
+    pub(crate) fn ng_call_ids(&self) -> Vec<Vec<u8>> {
+        self.calls.keys().cloned().collect()
+    }
+
+    fn log_unknown(&mut self, what: &str, name: &str) {
+        if self.logged_unknown.len() < MAX_LOGGED_UNKNOWN
+            && self.logged_unknown.insert(format!("{what}:{name}"))
+        {
+            let name: String = name.chars().take(64).collect();
+            info!(%name, "ng: ignoring unknown {what} (logged once)");
+        }
+    }
+
+    /// Forgets ng calls the engine has released on its own (end of transmission, timeouts).
+    pub(crate) fn prune(&mut self) {
+        if self.calls.is_empty() {
+            return;
+        }
+        let live: HashSet<String> = self
+            .engine
+            .calls()
+            .into_iter()
+            .filter(|c| c.state != CallState::Released)
+            .map(|c| c.call_id)
+            .collect();
+        let ended = &mut self.ended;
+        self.calls.retain(|k, c| {
+            let keep = live.contains(&c.engine_id);
+            if !keep {
+                if ended.len() >= MAX_ENDED {
+                    ended.pop_front();
+                }
+                ended.push_back(k.clone());
+            }
+            keep
+        });
+    }
+
+    /// The command's name (lower case) for metrics, if the request has one.
+    pub(crate) fn command_name(req: &Value) -> Option<String> {
+        req.get("command")
+            .and_then(Value::as_str)
+            .map(str::to_ascii_lowercase)
+    }
+
+    /// Handles one decoded request dictionary; the reply dictionary.
+    pub(crate) fn handle(&mut self, req: &Value) -> Value {
+        let Some(cmd) = Self::command_name(req) else {
+            return error("no command");
+        };
+        match cmd.as_str() {
+            "ping" => dict([("result", Value::str("pong"))]),
+            "offer" => self.offer(req),
+            "answer" => self.answer(req),
+            "delete" => self.delete(req),
+            "query" => self.query(req),
+            "list" => self.list(req),
+            "statistics" => self.statistics(),
+            _ => error("Unrecognized command"),
+        }
+    }
+
+    /// Checks the flags and option keys of an offer or answer: the first refused one is an
+    /// error; unknown ones are logged once and ignored.
+    fn check_options(&mut self, req: &Value, sdp: &str) -> Result<(), Value> {
+        let Value::Dict(d) = req else {
+            return Err(error("not a dictionary"));
+        };
+        let mut unknown = Vec::new();
+        for (k, v) in d {
+            let key = String::from_utf8_lossy(k).to_ascii_lowercase();
+            let word = v.as_str().map(str::to_ascii_lowercase);
+            let refused = match key.as_str() {
+                "codec" => match v {
+                    Value::Dict(c) if !c.is_empty() => Some("transcoding and codec changes"),
+                    _ => None,
+                },
+                "record call" | "record-call" | "recording" => {
+                    (bool_word(Some(v)) != Some(false)).then_some("call recording")
+                }
+                "ice" => match word.as_deref() {
+                    Some("remove") if sdp.contains("a=candidate") => {
+                        Some("removing ICE candidates")
+                    }
+                    Some("remove" | "default" | "optional") => None,
+                    _ => Some("ICE termination"),
+                },
+                "dtls" => match word.as_deref() {
+                    Some("off" | "no" | "disable") => None,
+                    _ => Some("DTLS-SRTP termination"),
+                },
+                "transport protocol" | "transport-protocol" => {
+                    Some("transport protocol translation")
+                }
+                "address family" | "address-family" | "media address" | "media-address"
+                | "interface" => Some(
+                    "changing the media address family or interface (several media interfaces)",
+                ),
+                "t.38" | "t38" => Some("T.38 gateway"),
+                "osrtp" => Some("SRTP negotiation"),
+                _ => {
+                    if !KNOWN_KEYS.contains(&key.as_str()) {
+                        unknown.push(key.clone());
+                    }
+                    None
+                }
+            };
+            if let Some(what) = refused {
+                return Err(error(format!(
+                    "not supported by this relay: {what} (key `{key}`)"
+                )));
+            }
+        }
+        for k in unknown {
+            self.log_unknown("key", &k);
+        }
+        if let Some(Value::List(flags)) = req.get("flags") {
+            for f in flags {
+                let Some(f) = f.as_str() else { continue };
+                if let Some(what) = refused_flag(f) {
+                    return Err(error(format!(
+                        "not supported by this relay: {what} (flag `{f}`)"
+                    )));
+                }
+                let name = f.split('=').next().unwrap_or(f).to_ascii_lowercase();
+                if !matches!(
+                    name.as_str(),
+                    "trust-address"
+                        | "symmetric"
+                        | "asymmetric"
+                        | "port-latching"
+                        | "replace-origin"
+                        | "replace-session-connection"
+                        | "loop-protect"
+                        | "from-uri"
+                        | "to-uri"
+                ) {
+                    self.log_unknown("flag", &name);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn required<'a>(req: &'a Value, key: &str) -> Result<&'a [u8], Value> {
+        match req.get(key).and_then(Value::as_bytes) {
+            Some(b) if !b.is_empty() => Ok(b),
+            _ => Err(error(format!("No {key} in message"))),
+        }
+    }
+
+    fn sdp(req: &Value) -> Result<(&[u8], &str), Value> {
+        let raw = Self::required(req, "sdp")?;
+        let text = std::str::from_utf8(raw).map_err(|_| error("the SDP is not UTF-8"))?;
+        Ok((raw, text))
+    }
+
+    /// A string from the request's dictionary key or a `key=value` flag.
+    fn option<'a>(req: &'a Value, key: &str) -> Option<&'a str> {
+        if let Some(s) = req.get(key).and_then(Value::as_str) {
+            return Some(s);
+        }
+        let Some(Value::List(flags)) = req.get("flags") else {
+            return None;
+        };
+        flags.iter().find_map(|f| {
+            let (k, v) = f.as_str()?.split_once('=')?;
+            k.eq_ignore_ascii_case(key).then_some(v)
+        })
+    }
+
+    fn offer(&mut self, req: &Value) -> Value {
+        match self.try_offer(req) {
+            Ok(v) | Err(v) => v,
+        }
+    }
+
+    fn try_offer(&mut self, req: &Value) -> Result<Value, Value> {
+        let call_id = Self::required(req, "call-id")?;
+        let from_tag = Self::required(req, "from-tag")?;
+        let (sdp_raw, sdp) = Self::sdp(req)?;
+        if let Some(c) = self.calls.get_mut(call_id) {
+            // The same offer again (a retransmitted INVITE that reached the script).
+            if c.from_tag == from_tag && c.offer_in == sdp_raw {
+                c.last_signal = unix_now();
+                return Ok(ok_with(vec![("sdp", Value::str(&c.offer_out))]));
+            }
+            return Err(error(
+                "a re-offer with other media or tags is not supported: the relay holds one \
+                 video push per call-id",
+            ));
+        }
+        self.check_options(req, sdp)?;
+        let mc = req.get("mcvideo");
+        if let Some(m) = mc {
+            if !matches!(m, Value::Dict(_)) {
+                return Err(error("mcvideo must be a dictionary"));
+            }
+        }
+        let mc_str = |k: &str| mc.and_then(|m| m.get(k)).and_then(Value::as_str);
+        let video_pull = match mc.and_then(|m| m.get("video-pull")) {
+            None => false,
+            Some(v) => bool_word(Some(v))
+                .ok_or_else(|| error("mcvideo.video-pull must be \"yes\" or \"no\""))?,
+        };
+        let video_push = match mc.and_then(|m| m.get("video-push")) {
+            None => !video_pull,
+            Some(v) => bool_word(Some(v))
+                .ok_or_else(|| error("mcvideo.video-push must be \"yes\" or \"no\""))?,
+        };
+        // rtpengine's `direction`: [the caller's side, the callee's side] by interface name.
+        // The caller's leg goes on the interface of its SDP's address family; the callee's on
+        // the one named second.
+        let callee_interface = match req.get("direction") {
+            None => None,
+            Some(Value::List(l)) => match l.get(1).and_then(Value::as_str) {
+                Some(name) => Some(name.to_owned()),
+                None => return Err(error("direction must list two interface names")),
+            },
+            Some(_) => return Err(error("direction must be a list of two interface names")),
+        };
+        let commencement_mode = match mc_str("commencement-mode") {
+            None => self.defaults.commencement_mode,
+            Some(s) => Some(CommencementMode::parse(s).ok_or_else(|| {
+                error("mcvideo.commencement-mode must be \"automatic\" or \"manual\"")
+            })?),
+        };
+        let media_security = match mc_str("media-security") {
+            None => self.defaults.media_security,
+            Some(s) => MediaSecurity::parse(s).ok_or_else(|| {
+                error("mcvideo.media-security must be \"end_to_end\" or \"per_leg\"")
+            })?,
+        };
+        let tag_id = |t: &[u8]| format!("tag:{}", String::from_utf8_lossy(t));
+        let caller_id = mc_str("caller")
+            .or_else(|| Self::option(req, "from-uri"))
+            .map_or_else(|| tag_id(from_tag), str::to_owned);
+        let callee_id = mc_str("callee")
+            .or_else(|| Self::option(req, "to-uri"))
+            .map(str::to_owned)
+            .or_else(|| {
+                req.get("to-tag")
+                    .and_then(Value::as_bytes)
+                    .filter(|t| !t.is_empty())
+                    .map(tag_id)
+            })
+            .unwrap_or_else(|| "tag:unknown".to_owned());
+        let engine_id = engine_call_id(call_id);
+        let offer = self
+            .engine
+            .create_call(CreateCall {
+                call_id: Some(engine_id.clone()),
+                caller_id,
+                caller_sdp: sdp.to_owned(),
+                callee_id,
+                video_push,
+                video_pull,
+                commencement_mode,
+                media_security,
+                caller_tc_key: None,
+                callee_interface,
+            })
+            .map_err(|e| {
+                warn!(call = %engine_id, code = e.code(), "ng offer refused");
+                setup_error(&e)
+            })?;
+        let now = unix_now();
+        self.calls.insert(
+            call_id.to_vec(),
+            NgCall {
+                engine_id,
+                from_tag: from_tag.to_vec(),
+                to_tag: None,
+                offer_in: sdp_raw.to_vec(),
+                offer_out: offer.sdp_offer.clone(),
+                answer_in: None,
+                answer_out: None,
+                created: now,
+                last_signal: now,
+            },
+        );
+        Ok(ok_with(vec![("sdp", Value::str(offer.sdp_offer))]))
+    }
+
+    fn answer(&mut self, req: &Value) -> Value {
+        match self.try_answer(req) {
+            Ok(v) | Err(v) => v,
+        }
+    }
+
+    fn try_answer(&mut self, req: &Value) -> Result<Value, Value> {
+        let call_id = Self::required(req, "call-id")?;
+        let from_tag = Self::required(req, "from-tag")?;
+        let (sdp_raw, sdp) = Self::sdp(req)?;
+        let to_tag = req
+            .get("to-tag")
+            .and_then(Value::as_bytes)
+            .filter(|t| !t.is_empty());
+        let Some(c) = self.calls.get(call_id) else {
+            return Err(error("Unknown call-id"));
+        };
+        if c.from_tag != from_tag {
+            return Err(error("Unknown call-id or from-tag: tags do not match"));
+        }
+        if let (Some(a_in), Some(a_out)) = (&c.answer_in, &c.answer_out) {
+            if a_in == sdp_raw && (to_tag.is_none() || c.to_tag.as_deref() == to_tag) {
+                let reply = ok_with(vec![("sdp", Value::str(a_out))]);
+                if let Some(c) = self.calls.get_mut(call_id) {
+                    c.last_signal = unix_now();
+                }
+                return Ok(reply);
+            }
+            return Err(error(
+                "the call is answered already: a second answer (forked or re-INVITE) is not \
+                 supported",
+            ));
+        }
+        let engine_id = c.engine_id.clone();
+        self.check_options(req, sdp)?;
+        let a = self
+            .engine
+            .accept_call(
+                &engine_id,
+                AnswerCall {
+                    callee_sdp: sdp.to_owned(),
+                    callee_tc_key: None,
+                },
+            )
+            .map_err(|e| {
+                warn!(call = %engine_id, code = e.code(), "ng answer refused");
+                if matches!(e, SetupError::UnknownCall(_)) {
+                    self.calls.remove(call_id);
+                }
+                setup_error(&e)
+            })?;
+        if let Some(c) = self.calls.get_mut(call_id) {
+            c.to_tag = to_tag.map(<[u8]>::to_vec);
+            c.answer_in = Some(sdp_raw.to_vec());
+            c.answer_out = Some(a.sdp_answer.clone());
+            c.last_signal = unix_now();
+        }
+        Ok(ok_with(vec![("sdp", Value::str(a.sdp_answer))]))
+    }
+
+    fn delete(&mut self, req: &Value) -> Value {
+        let call_id = match Self::required(req, "call-id") {
+            Ok(c) => c,
+            Err(e) => return e,
+        };
+        let Some(c) = self.calls.get(call_id) else {
+            if let Some(i) = self.ended.iter().position(|k| k == call_id) {
+                self.ended.remove(i);
+                return ok_with(vec![(
+                    "warning",
+                    Value::str("the relay had released the call already"),
+                )]);
+            }
+            return error("Unknown call-id");
+        };
+        // A from-tag or to-tag, when given, must be one of the call's.
+        for key in ["from-tag", "to-tag"] {
+            if let Some(t) = req
+                .get(key)
+                .and_then(Value::as_bytes)
+                .filter(|t| !t.is_empty())
+            {
+                if t != c.from_tag.as_slice() && c.to_tag.as_deref() != Some(t) {
+                    return error(format!("Unknown call-id or {key}: tags do not match"));
+                }
+            }
+        }
+        let Some(c) = self.calls.remove(call_id) else {
+            return error("Unknown call-id");
+        };
+        let offered = self
+            .engine
+            .call(&c.engine_id)
+            .is_some_and(|s| s.state == CallState::Offered);
+        let r = if offered {
+            self.engine.reject_call(&c.engine_id)
+        } else {
+            self.engine.release_call(&c.engine_id)
+        };
+        let mut pairs = vec![
+            ("created", Value::Int(c.created as i64)),
+            ("last signal", Value::Int(c.last_signal as i64)),
+        ];
+        match r {
+            Ok(s) => {
+                pairs.push(("totals", leg_totals(&s)));
+                pairs.push(("mcvideo", mcvideo_info(&s)));
+            }
+            Err(_) => pairs.push((
+                "warning",
+                Value::str("the relay had released the call already"),
+            )),
+        }
+        ok_with(pairs)
+    }
+
+    fn query(&mut self, req: &Value) -> Value {
+        let call_id = match Self::required(req, "call-id") {
+            Ok(c) => c,
+            Err(e) => return e,
+        };
+        let Some(c) = self.calls.get(call_id) else {
+            return error("Unknown call-id");
+        };
+        let Some(s) = self.engine.call(&c.engine_id) else {
+            self.calls.remove(call_id);
+            return error("Unknown call-id");
+        };
+        let mut tags = BTreeMap::new();
+        tags.insert(
+            c.from_tag.clone(),
+            dict([
+                ("tag", Value::Bytes(c.from_tag.clone())),
+                ("label", Value::str("caller")),
+                ("created", Value::Int(c.created as i64)),
+            ]),
+        );
+        if let Some(t) = &c.to_tag {
+            tags.insert(
+                t.clone(),
+                dict([
+                    ("tag", Value::Bytes(t.clone())),
+                    ("label", Value::str("callee")),
+                    ("created", Value::Int(c.last_signal as i64)),
+                ]),
+            );
+        }
+        ok_with(vec![
+            ("created", Value::Int(c.created as i64)),
+            ("last signal", Value::Int(c.last_signal as i64)),
+            ("tags", Value::Dict(tags)),
+            ("totals", leg_totals(&s)),
+            ("mcvideo", mcvideo_info(&s)),
+        ])
+    }
+
+    fn list(&mut self, req: &Value) -> Value {
+        let limit = match req.get("limit") {
+            Some(Value::Int(n)) if *n >= 0 => *n as usize,
+            Some(v) => match v.as_str().and_then(|s| s.parse::<usize>().ok()) {
+                Some(n) => n,
+                None => return error("limit must be a non-negative number"),
+            },
+            None => 32,
+        };
+        let mut ids: Vec<&Vec<u8>> = self.calls.keys().collect();
+        ids.sort();
+        // The reply must fit one datagram: stop well before 64 KiB.
+        let mut bytes = 0usize;
+        let calls = ids
+            .into_iter()
+            .take(limit)
+            .take_while(|k| {
+                bytes += k.len() + 8;
+                bytes <= MAX_LIST_BYTES
+            })
+            .map(|k| Value::Bytes(k.clone()))
+            .collect();
+        ok_with(vec![("calls", Value::List(calls))])
+    }
+
+    fn statistics(&mut self) -> Value {
+        let s = self.engine.stats();
+        let own = self.calls.len() as i64;
+        ok_with(vec![(
+            "statistics",
+            dict([
+                (
+                    "currentstatistics",
+                    dict([
+                        ("sessionsown", Value::Int(own)),
+                        ("sessionsforeign", Value::Int(0)),
+                        ("sessionstotal", Value::Int(s.active_calls as i64)),
+                    ]),
+                ),
+                (
+                    "totalstatistics",
+                    dict([
+                        ("totalsessions", Value::Int(s.calls_created as i64)),
+                        (
+                            "totalrefused",
+                            Value::Int(s.calls_refused.values().sum::<u64>() as i64),
+                        ),
+                    ]),
+                ),
+            ]),
+        )])
+    }
+}
