@@ -263,3 +263,35 @@ fn serve_flags_override_the_file() {
         .unwrap();
     assert_eq!(keys(&o.apply(&mut c)), ["--listen", "--media-ip"]);
 }
+
+#[test]
+fn media_interfaces_are_read_checked_and_handed_to_the_engine() {
+    let text = "[media]\n\
+        [[media.interfaces]]\nname = \"access\"\nip = \"127.0.0.1\"\nport_min = 30000\nport_max = 30999\n\
+        [[media.interfaces]]\nname = \"core\"\nip = \"::1\"\nadvertised = \"::1\"\nport_min = 31000\nport_max = 31999\n";
+    let (c, problems) = Config::parse(text);
+    assert!(problems.is_empty(), "{problems:?}");
+    assert!(c.validate().is_empty(), "{:?}", c.validate());
+    let e = c.engine_config();
+    let names: Vec<&str> = e.interfaces.iter().map(|i| i.name.as_str()).collect();
+    assert_eq!(names, ["access", "core"]);
+    assert!(e.interfaces[1].ip.is_ipv6() && e.interfaces[1].advertised.is_some());
+    // Every problem with its key.
+    let bad = "[media]\n\
+        [[media.interfaces]]\nname = \"a b\"\nip = \"0.0.0.0\"\nport_min = 10\nport_max = 11\n\
+        [[media.interfaces]]\nname = \"a b\"\nip = \"0.0.0.0\"\nport_min = 10\nport_max = 20\n";
+    let (c, problems) = Config::parse(bad);
+    assert!(problems.is_empty(), "types are fine: {problems:?}");
+    let problems = c.validate();
+    let k = keys(&problems);
+    for want in [
+        "media.interfaces[0].name",
+        "media.interfaces[0].ip",
+        "media.interfaces[0].port_min",
+        "media.interfaces[1].name",
+    ] {
+        assert!(k.contains(&want), "{want} in {k:?}");
+    }
+    let (_, problems) = Config::parse("[[media.interfaces]]\nname = \"x\"\nip = \"nope\"\nport_min = 1\nport_max = 9\n");
+    assert_eq!(keys(&problems), ["media.interfaces"], "{problems:?}");
+}

@@ -9,7 +9,7 @@ use crate::control::call::CallConfig;
 use crate::control::policy::RulePolicy;
 use crate::control::server::TcConfig;
 use crate::control::CommencementMode;
-use crate::relay::EngineConfig;
+use crate::relay::{EngineConfig, MediaInterface};
 use serde::Deserialize;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -136,7 +136,35 @@ section! {
         socket_buffer_bytes: usize = 1 << 20,
         /// Consecutive packets from one new address that latch a leg without other evidence.
         latch_after_packets: u32 = 5,
+        /// New calls go to the first worker busy less than this share of its time (percent):
+        /// calls are packed onto few workers and spread only as one gets busy.
+        spread_above_busy_percent: u8 = 50,
+        /// Named media interfaces (`[[media.interfaces]]`): several networks, e.g. IPv4 access
+        /// and an IPv6 core. Empty: one interface, `ip` with `port_min`..`port_max`.
+        interfaces: Vec<InterfaceConfig> = Vec::new(),
     }
+}
+
+/// One `[[media.interfaces]]` entry.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InterfaceConfig {
+    /// Its name (the API's `callee.interface`, ng's `direction`).
+    pub name: String,
+    /// The address its media sockets bind to.
+    #[serde(deserialize_with = "de_ip_addr")]
+    pub ip: IpAddr,
+    /// The address written into SDP instead (behind NAT).
+    #[serde(default, deserialize_with = "de_opt_ip_addr")]
+    pub advertised: Option<IpAddr>,
+    /// Lowest port of its range.
+    pub port_min: u16,
+    /// Highest port of its range.
+    pub port_max: u16,
+}
+
+fn de_opt_ip_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<IpAddr>, D::Error> {
+    de_ip_addr(d).map(Some)
 }
 
 section! {
@@ -528,6 +556,13 @@ impl Config {
                 "must be <= 1024 (0 = one per core)",
             ));
         }
+        if m.spread_above_busy_percent > 100 {
+            p.push(Problem::new(
+                "media.spread_above_busy_percent",
+                "must be between 0 and 100",
+            ));
+        }
+        p.extend(validate_interfaces(&m.interfaces));
         if m.socket_buffer_bytes > 1 << 30 {
             p.push(Problem::new(
                 "media.socket_buffer_bytes",
@@ -632,6 +667,18 @@ impl Config {
             call,
             latch_after_packets: m.latch_after_packets,
             socket_buffer_bytes: m.socket_buffer_bytes,
+            spread_above_busy_percent: m.spread_above_busy_percent,
+            interfaces: m
+                .interfaces
+                .iter()
+                .map(|i| MediaInterface {
+                    name: i.name.clone(),
+                    ip: i.ip,
+                    advertised: i.advertised,
+                    port_min: i.port_min,
+                    port_max: i.port_max,
+                })
+                .collect(),
             ..d
         }
     }
@@ -640,6 +687,48 @@ impl Config {
     pub fn listen_addr(&self) -> SocketAddr {
         self.api.listen
     }
+}
+
+/// Every problem with `[[media.interfaces]]`, keyed `media.interfaces[N].key`.
+fn validate_interfaces(list: &[InterfaceConfig]) -> Vec<Problem> {
+    let mut p = Vec::new();
+    for (n, i) in list.iter().enumerate() {
+        let key = |k: &str| format!("media.interfaces[{n}].{k}");
+        let valid_name = !i.name.is_empty()
+            && i.name.len() <= 64
+            && i.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !valid_name {
+            p.push(Problem::new(key("name"), "must be 1 to 64 of A-Z a-z 0-9 - _ ."));
+        }
+        if list.iter().take(n).any(|o| o.name == i.name) {
+            p.push(Problem::new(key("name"), format!("{:?} is used twice", i.name)));
+        }
+        if i.ip.is_unspecified() || i.ip.is_multicast() {
+            p.push(Problem::new(
+                key("ip"),
+                "must be a unicast address of this host, not a wildcard or multicast address",
+            ));
+        }
+        if i.port_min == 0 || i.port_min > i.port_max || i.port_max - i.port_min < 3 {
+            p.push(Problem::new(
+                key("port_min"),
+                format!(
+                    "the range {}-{} must be 1..65535 and hold at least two port pairs",
+                    i.port_min, i.port_max
+                ),
+            ));
+        }
+        let overlaps = list.iter().take(n).any(|o| {
+            o.ip == i.ip && o.port_min <= i.port_max && i.port_min <= o.port_max
+        });
+        if overlaps {
+            p.push(Problem::new(
+                key("port_min"),
+                "overlaps the range of an earlier interface on the same address",
+            ));
+        }
+    }
+    p
 }
 
 /// Parses a log filter (`info`, `warn,mcvideo_relay=debug`).
