@@ -716,3 +716,71 @@ fn a_non_loopback_api_needs_a_token() {
     assert_eq!(Api::new(api.addr, None).get("/v1/calls").status, 401);
     sc.shutdown();
 }
+
+#[test]
+fn quality_events_and_figures_over_http() {
+    let mut c = config(46_860, 46_879);
+    c.api.quality_event_secs = 1;
+    let (_sc, api) = start(Settings::new(c));
+    let events = api.events();
+    let (caller, callee) = (Client::new(), Client::new());
+    let ssrc = 0x0bad_cafe;
+    let r = api.post(
+        "/v1/calls",
+        &create_body("q-1", CALLER, CALLEE, &caller.sdp("alice", Some(ssrc))),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = api.post(
+        "/v1/calls/q-1/answer",
+        &json!({"sdp_answer": callee.sdp("bob", None)}),
+    );
+    let to_relay = relay_video_addr(r.json()["sdp_answer"].as_str().unwrap());
+    // Twenty packets, five of them (seq 5..10) never sent.
+    for seq in (0..20u16).filter(|s| !(5..10).contains(s)) {
+        caller
+            .rtp
+            .send_to(&rtp_packet(seq, ssrc, 100), to_relay)
+            .unwrap();
+    }
+    let got = |api: &Api| api.get("/v1/calls/q-1").json();
+    assert!(
+        eventually(5 * SEC, || got(&api)["quality"][0]["caller"]["packets"]
+            == 15),
+        "{}",
+        got(&api)
+    );
+    let q = got(&api);
+    assert_eq!(q["kind"], "video_push");
+    assert_eq!(q["quality"][0]["kind"], "video");
+    assert_eq!(q["quality"][0]["caller"]["lost"], 5, "{q}");
+    assert!(q["quality"][0]["caller"]["jitter_ms"].is_f64());
+    // A call.quality event with the same figures, for the established call.
+    let mut quality = None;
+    for _ in 0..40 {
+        match events.next(SEC) {
+            Some(ev) if ev.name == "call.quality" => {
+                quality = Some(ev);
+                break;
+            }
+            _ => {}
+        }
+    }
+    let ev = quality.expect("a call.quality event within the interval");
+    assert_eq!(ev.data["call_id"], "q-1");
+    assert_eq!(ev.data["quality"][0]["caller"]["lost"], 5, "{:?}", ev.data);
+    // And the histograms across calls in /metrics.
+    let m = api.metrics();
+    assert_eq!(m.get("mcvideo_relay_media_streams"), 1.0);
+    assert_eq!(
+        m.get(r#"mcvideo_relay_media_streams_by_loss_percent{le="+Inf"}"#),
+        1.0
+    );
+    assert_eq!(
+        m.get(r#"mcvideo_relay_media_streams_by_loss_percent{le="10"}"#),
+        0.0
+    );
+    assert_eq!(
+        m.get(r#"mcvideo_relay_media_streams_by_loss_percent{le="50"}"#),
+        1.0
+    );
+}

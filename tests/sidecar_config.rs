@@ -292,6 +292,8 @@ fn media_interfaces_are_read_checked_and_handed_to_the_engine() {
     ] {
         assert!(k.contains(&want), "{want} in {k:?}");
     }
-    let (_, problems) = Config::parse("[[media.interfaces]]\nname = \"x\"\nip = \"nope\"\nport_min = 1\nport_max = 9\n");
+    let (_, problems) = Config::parse(
+        "[[media.interfaces]]\nname = \"x\"\nip = \"nope\"\nport_min = 1\nport_max = 9\n",
+    );
     assert_eq!(keys(&problems), ["media.interfaces"], "{problems:?}");
 }

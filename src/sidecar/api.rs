@@ -67,6 +67,8 @@ pub(crate) struct AppState {
     pub(crate) closing: watch::Sender<bool>,
     /// The ng listener's counters, when it runs.
     pub(crate) ng_metrics: std::sync::OnceLock<Arc<super::ng::NgMetrics>>,
+    /// Periodic `call.quality` events (JSON data), when switched on.
+    pub(crate) quality: broadcast::Sender<String>,
 }
 
 impl AppState {
@@ -88,6 +90,34 @@ impl AppState {
             stopping: AtomicBool::new(false),
             closing: watch::channel(false).0,
             ng_metrics: std::sync::OnceLock::new(),
+            quality: broadcast::channel(1024).0,
+        }
+    }
+}
+
+/// Publishes a `call.quality` event per established call every `every` until shutdown.
+pub(crate) async fn publish_quality(st: Arc<AppState>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut closing = st.closing.subscribe();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = closing.wait_for(|c| *c) => return,
+        }
+        if st.quality.receiver_count() == 0 {
+            continue; // nobody listens: do not ask the workers
+        }
+        let engine = st.engine.clone();
+        let Ok(calls) = tokio::task::spawn_blocking(move || engine.calls()).await else {
+            continue;
+        };
+        for c in calls
+            .iter()
+            .filter(|c| c.state == crate::control::call::CallState::Established)
+        {
+            let data = json!({ "call_id": c.call_id, "quality": quality_list(c) });
+            let _ = st.quality.send(data.to_string());
         }
     }
 }
@@ -767,6 +797,7 @@ impl Drop for SseClient {
 
 struct SseState {
     rx: broadcast::Receiver<CallEvent>,
+    quality: broadcast::Receiver<String>,
     closing: watch::Receiver<bool>,
     done: bool,
     _client: SseClient,
@@ -795,6 +826,7 @@ async fn next_event(mut s: SseState) -> Option<(Result<Event, Infallible>, SseSt
     let item = tokio::select! {
         biased;
         r = s.rx.recv() => sse_item(r),
+        Ok(q) = s.quality.recv() => Some(Event::default().event("call.quality").data(q)),
         _ = s.closing.wait_for(|c| *c) => {
             // Shutting down: the engine has published its last events; hand over what is
             // queued, then end the stream so the connection can close.
@@ -828,6 +860,7 @@ async fn events(
     let rest = futures_util::stream::unfold(
         SseState {
             rx,
+            quality: st.quality.subscribe(),
             closing,
             done: false,
             _client: SseClient(st.clone()),

@@ -117,6 +117,9 @@ section! {
         /// After a reload (SIGHUP, `POST /v1/admin/reload`) puts a new token in force, the old
         /// one is still accepted this long, so clients can switch over (0 = not at all).
         token_overlap_secs: u64 = 60,
+        /// Every this many seconds, a `call.quality` event per established call on
+        /// `GET /v1/events` (its media quality, as `GET /v1/calls/{id}` shows it); 0 = off.
+        quality_event_secs: u64 = 0,
     }
 }
 
@@ -696,12 +699,20 @@ fn validate_interfaces(list: &[InterfaceConfig]) -> Vec<Problem> {
         let key = |k: &str| format!("media.interfaces[{n}].{k}");
         let valid_name = !i.name.is_empty()
             && i.name.len() <= 64
-            && i.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+            && i.name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
         if !valid_name {
-            p.push(Problem::new(key("name"), "must be 1 to 64 of A-Z a-z 0-9 - _ ."));
+            p.push(Problem::new(
+                key("name"),
+                "must be 1 to 64 of A-Z a-z 0-9 - _ .",
+            ));
         }
         if list.iter().take(n).any(|o| o.name == i.name) {
-            p.push(Problem::new(key("name"), format!("{:?} is used twice", i.name)));
+            p.push(Problem::new(
+                key("name"),
+                format!("{:?} is used twice", i.name),
+            ));
         }
         if i.ip.is_unspecified() || i.ip.is_multicast() {
             p.push(Problem::new(
@@ -718,9 +729,10 @@ fn validate_interfaces(list: &[InterfaceConfig]) -> Vec<Problem> {
                 ),
             ));
         }
-        let overlaps = list.iter().take(n).any(|o| {
-            o.ip == i.ip && o.port_min <= i.port_max && i.port_min <= o.port_max
-        });
+        let overlaps = list
+            .iter()
+            .take(n)
+            .any(|o| o.ip == i.ip && o.port_min <= i.port_max && i.port_min <= o.port_max);
         if overlaps {
             p.push(Problem::new(
                 key("port_min"),

@@ -264,26 +264,32 @@ pub(crate) fn render(engine: &Engine, api: &ApiMetrics) -> String {
     );
     o.line(&format!("{p}_port_pairs_capacity"), "", s.ports_capacity);
 
+    // Quality across live calls: a snapshot at scrape time (a gauge per bucket, cumulative
+    // like a histogram's, so histogram_quantile() works on it), not a counter.
     let q = engine.quality();
+    o.head(
+        &format!("{p}_media_streams"),
+        "gauge",
+        "Legs of live calls that sent RTP (one sample each in the two distributions below).",
+    );
+    o.line(&format!("{p}_media_streams"), "", q.jitter_ms.count);
     for (name, help, h) in [
         (
-            format!("{p}_media_jitter_ms"),
-            "Interarrival jitter (RFC 3550) of the RTP arriving from each leg that sends, across live calls, in ms.",
+            format!("{p}_media_streams_by_jitter_ms"),
+            "Legs of live calls whose RTP interarrival jitter (RFC 3550) is at most le ms.",
             &q.jitter_ms,
         ),
         (
-            format!("{p}_media_loss_percent"),
-            "Packets lost (sequence gaps) of the RTP arriving from each leg that sends, across live calls, in percent.",
+            format!("{p}_media_streams_by_loss_percent"),
+            "Legs of live calls whose RTP loss (sequence gaps) is at most le percent.",
             &q.loss_percent,
         ),
     ] {
-        o.head(&name, "histogram", help);
+        o.head(&name, "gauge", help);
         for (b, le) in h.buckets.iter().zip(h.bounds) {
-            o.line(&format!("{name}_bucket"), &format!("le=\"{le}\""), b);
+            o.line(&name, &format!("le=\"{le}\""), b);
         }
-        o.line(&format!("{name}_bucket"), "le=\"+Inf\"", h.count);
-        o.line(&format!("{name}_sum"), "", format!("{:.3}", h.sum));
-        o.line(&format!("{name}_count"), "", h.count);
+        o.line(&name, "le=\"+Inf\"", h.count);
     }
 
     o.head(

@@ -151,6 +151,8 @@ struct Prepared {
     addr: SocketAddr,
     state: Arc<AppState>,
     ng: Option<(std::net::UdpSocket, Arc<ng::NgService>)>,
+    /// `api.quality_event_secs` (zero: no `call.quality` events).
+    quality_every: Duration,
 }
 
 /// Binds the ng listener (`ng.listen`). A bind failure is fatal when the address was
@@ -254,6 +256,7 @@ fn prepare(
         addr,
         state,
         ng,
+        quality_every: Duration::from_secs(cfg.api.quality_event_secs),
     })
 }
 
@@ -268,6 +271,9 @@ async fn serve(p: Prepared, stop: impl Future<Output = ()> + Send + 'static) {
     info!(addr = %p.addr, "control API listening");
     if let Some((sock, svc)) = p.ng {
         tokio::spawn(ng::run(sock, svc, p.state.closing.subscribe()));
+    }
+    if p.quality_every > Duration::ZERO {
+        tokio::spawn(api::publish_quality(p.state.clone(), p.quality_every));
     }
     let st = p.state.clone();
     let graceful = async move {
