@@ -41,6 +41,7 @@
 #![warn(clippy::unwrap_used)]
 
 pub mod control;
+pub mod ids;
 pub mod keys;
 #[cfg(feature = "loadgen")]
 pub mod loadgen;
@@ -51,3 +52,5 @@ pub mod sdp;
 pub mod sidecar;
 pub mod srtp;
 pub mod wire;
+
+pub use ids::{CallId, Ssrc};

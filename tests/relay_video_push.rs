@@ -188,11 +188,11 @@ fn whole_video_push_over_udp() {
             CallEventKind::Progress,
             CallEventKind::Established,
             CallEventKind::TransmissionGranted {
-                audio_ssrc: kinds.get(2).map_or(0, |k| match k {
+                audio_ssrc: kinds.get(2).map_or(Default::default(), |k| match k {
                     CallEventKind::TransmissionGranted { audio_ssrc, .. } => *audio_ssrc,
-                    _ => 0,
+                    _ => Default::default(),
                 }),
-                video_ssrc: CALLER_VIDEO_SSRC
+                video_ssrc: mcvideo_relay::Ssrc(CALLER_VIDEO_SSRC)
             },
             CallEventKind::MediaStarted,
             CallEventKind::TransmissionEnded { reason },

@@ -104,7 +104,7 @@ fn many_concurrent_calls_then_all_released() {
         let ssrc = 0x1000_0000 + i as u32;
         let offer = engine
             .create_call(CreateCall {
-                call_id: Some(format!("s{i}")),
+                call_id: Some(format!("s{i}").into()),
                 caller_id: "sip:alice@example.org".into(),
                 caller_sdp: sdp(caller_port, ssrc, "sendonly"),
                 callee_id: "sip:bob@example.org".into(),

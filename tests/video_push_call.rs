@@ -93,8 +93,8 @@ fn video_push_from_request_to_release() {
         [
             CallEventKind::Established,
             CallEventKind::TransmissionGranted {
-                audio_ssrc: 1111,
-                video_ssrc: 2222
+                audio_ssrc: mcvideo_relay::Ssrc(1111),
+                video_ssrc: mcvideo_relay::Ssrc(2222)
             }
         ]
     );
@@ -162,7 +162,7 @@ fn ssrcs_are_fresh_and_unique_when_the_offer_names_none() {
     let mut seen = std::collections::HashSet::new();
     for i in 0..20 {
         let mut req = create_request(bare.clone());
-        req.call_id = Some(format!("c{i}"));
+        req.call_id = Some(format!("c{i}").into());
         h.create(req);
         let ids = h
             .table
@@ -186,5 +186,5 @@ fn mc_video_ssrc_in_fmtp_wins_over_a_ssrc() {
     );
     h.create(create_request(offer));
     let ids = h.table.get("call-1").unwrap().server().identities().clone();
-    assert_eq!((ids.audio_ssrc, ids.video_ssrc), (4444, 3333));
+    assert_eq!((ids.audio_ssrc.get(), ids.video_ssrc.get()), (4444, 3333));
 }

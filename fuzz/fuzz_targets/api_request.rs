@@ -9,10 +9,10 @@
 mod common;
 
 use arbitrary::Arbitrary;
+use common::{answer, offer, CALLEE_KEY, CALLER_KEY};
 use libfuzzer_sys::fuzz_target;
 use mcvideo_relay::relay::{Engine, EngineConfig};
 use mcvideo_relay::sidecar::fuzzing::{ApiHarness, TOKEN};
-use common::{answer, offer, CALLEE_KEY, CALLER_KEY};
 use serde_json::{json, Map, Value};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -67,10 +67,24 @@ enum Word {
 
 #[derive(Arbitrary, Debug)]
 enum Sdp {
-    Offer { audio: bool, control: bool, per_leg: bool, ssrc: bool },
-    Answer { control: bool, reject_audio: bool, per_leg: bool },
+    Offer {
+        audio: bool,
+        control: bool,
+        per_leg: bool,
+        ssrc: bool,
+    },
+    Answer {
+        control: bool,
+        reject_audio: bool,
+        per_leg: bool,
+    },
     /// A good one with bytes spliced in.
-    Spliced { offer: bool, at: u16, cut: u8, insert: String },
+    Spliced {
+        offer: bool,
+        at: u16,
+        cut: u8,
+        insert: String,
+    },
     Raw(String),
 }
 
@@ -121,10 +135,28 @@ struct Req {
 
 fn sdp(s: Sdp) -> String {
     match s {
-        Sdp::Offer { audio, control, per_leg, ssrc } => offer(audio, control, per_leg, ssrc),
-        Sdp::Answer { control, reject_audio, per_leg } => answer(control, reject_audio, per_leg),
-        Sdp::Spliced { offer: o, at, cut, insert } => {
-            let mut s = if o { offer(true, true, true, true) } else { answer(true, false, true) };
+        Sdp::Offer {
+            audio,
+            control,
+            per_leg,
+            ssrc,
+        } => offer(audio, control, per_leg, ssrc),
+        Sdp::Answer {
+            control,
+            reject_audio,
+            per_leg,
+        } => answer(control, reject_audio, per_leg),
+        Sdp::Spliced {
+            offer: o,
+            at,
+            cut,
+            insert,
+        } => {
+            let mut s = if o {
+                offer(true, true, true, true)
+            } else {
+                answer(true, false, true)
+            };
             let at = usize::from(at) % (s.len() + 1);
             let end = (at + usize::from(cut)).min(s.len());
             s.replace_range(at..end, &insert);
@@ -157,7 +189,12 @@ fn id(i: Id, known: &[String]) -> String {
 }
 
 fn users(i: u8) -> &'static str {
-    ["sip:alice@example.org", "sip:bob@example.org", "tel:+15551234", "x"][usize::from(i % 4)]
+    [
+        "sip:alice@example.org",
+        "sip:bob@example.org",
+        "tel:+15551234",
+        "x",
+    ][usize::from(i % 4)]
 }
 
 fn encode(segment: &str) -> String {
@@ -182,7 +219,17 @@ fn body(b: Body, known: &[String]) -> Vec<u8> {
     match b {
         Body::Empty => Vec::new(),
         Body::Raw(b) => b,
-        Body::Create { call_id, caller, callee, sdp: s, video_push, commencement, security, tc_key: k, extra } => {
+        Body::Create {
+            call_id,
+            caller,
+            callee,
+            sdp: s,
+            video_push,
+            commencement,
+            security,
+            tc_key: k,
+            extra,
+        } => {
             let mut caller_obj = json!({
                 "mcvideo_id": word(caller, &["sip:alice@example.org", ""]),
                 "sdp_offer": sdp(s),
@@ -202,27 +249,40 @@ fn body(b: Body, known: &[String]) -> Vec<u8> {
                 m.insert("video_push".into(), Value::from(p));
             }
             if let Some(c) = commencement {
-                m.insert("commencement_mode".into(), word(c, &["automatic", "manual"]));
+                m.insert(
+                    "commencement_mode".into(),
+                    word(c, &["automatic", "manual"]),
+                );
             }
             if let Some(s) = security {
                 m.insert("media_security".into(), word(s, &["end_to_end", "per_leg"]));
             }
             with_extra(v, extra)
         }
-        Body::Answer { sdp: s, tc_key: k, extra } => {
+        Body::Answer {
+            sdp: s,
+            tc_key: k,
+            extra,
+        } => {
             let mut v = json!({ "sdp_answer": sdp(s) });
             if let (Some(k), Some(m)) = (k, v.as_object_mut()) {
                 m.insert("tc_key".into(), tc_key(k));
             }
             with_extra(v, extra)
         }
-        Body::Ue { designated, commencement } => {
+        Body::Ue {
+            designated,
+            commencement,
+        } => {
             let mut m = Map::new();
             if let Some(d) = designated {
                 m.insert("designated_for_private_calls".into(), Value::from(d));
             }
             if let Some(c) = commencement {
-                m.insert("commencement_mode".into(), word(c, &["automatic", "manual"]));
+                m.insert(
+                    "commencement_mode".into(),
+                    word(c, &["automatic", "manual"]),
+                );
             }
             Value::Object(m).to_string().into_bytes()
         }
@@ -231,7 +291,10 @@ fn body(b: Body, known: &[String]) -> Vec<u8> {
             None => b"{}".to_vec(),
         },
         Body::Json(fields) => {
-            let m: Map<String, Value> = fields.into_iter().map(|(k, v)| (k, Value::from(v))).collect();
+            let m: Map<String, Value> = fields
+                .into_iter()
+                .map(|(k, v)| (k, Value::from(v)))
+                .collect();
             Value::Object(m).to_string().into_bytes()
         }
     }
@@ -281,7 +344,9 @@ fuzz_target!(|reqs: Vec<Req>| {
                 .ok()
                 .filter(|v| v.bytes().all(|b| b == b'\t' || (32..127).contains(&b)))
                 .and_then(|v| v.split_once(' '))
-                .is_some_and(|(scheme, t)| scheme.eq_ignore_ascii_case("bearer") && t.trim() == TOKEN),
+                .is_some_and(|(scheme, t)| {
+                    scheme.eq_ignore_ascii_case("bearer") && t.trim() == TOKEN
+                }),
         };
         match r.auth {
             Auth::Good => headers.push(("authorization", format!("Bearer {TOKEN}").into_bytes())),
@@ -296,18 +361,31 @@ fuzz_target!(|reqs: Vec<Req>| {
         if let Some(n) = r.declared_length {
             headers.push(("content-length", n.to_string().into_bytes()));
         }
-        let Some(resp) = api.request(&method, &uri, &headers, body) else { continue };
+        let Some(resp) = api.request(&method, &uri, &headers, body) else {
+            continue;
+        };
         let s = resp.status;
-        assert!(s < 500 || s == 503, "{method} {uri}: status {s}: {:?}", String::from_utf8_lossy(&resp.body));
+        assert!(
+            s < 500 || s == 503,
+            "{method} {uri}: status {s}: {:?}",
+            String::from_utf8_lossy(&resp.body)
+        );
         let path = uri.split('?').next().unwrap_or("");
         if !authorized && path != "/healthz" && uri.starts_with('/') {
             assert_eq!(s, 401, "{method} {uri} without the token");
         }
         // HEAD answers carry no body (HTTP); the status and headers still count.
         if s >= 400 && method != "HEAD" {
-            assert_eq!(resp.content_type.as_deref(), Some("application/json"), "{s} is JSON");
+            assert_eq!(
+                resp.content_type.as_deref(),
+                Some("application/json"),
+                "{s} is JSON"
+            );
             let v: Value = serde_json::from_slice(&resp.body).expect("error body is JSON");
-            assert!(v["error"]["code"].is_string() && v["error"]["message"].is_string(), "{v}");
+            assert!(
+                v["error"]["code"].is_string() && v["error"]["message"].is_string(),
+                "{v}"
+            );
             let text = String::from_utf8_lossy(&resp.body);
             for secret in [CALLER_KEY, CALLEE_KEY, TC_KEY] {
                 assert!(!text.contains(secret), "an error echoed a key: {text}");

@@ -6,16 +6,17 @@
 mod common;
 
 use arbitrary::Arbitrary;
+use common::{answer, offer};
 use libfuzzer_sys::fuzz_target;
 use mcvideo_relay::control::call::{
-    AnswerCall, CallConfig, CallState, CallTable, CreateCall, PortAllocator, RelayPort, SeededEntropy,
+    AnswerCall, CallConfig, CallState, CallTable, CreateCall, PortAllocator, RelayPort,
+    SeededEntropy,
 };
 use mcvideo_relay::control::policy::AllowAll;
 use mcvideo_relay::control::registry::UeEntry;
 use mcvideo_relay::control::{MediaSecurity, Party, ReleaseReason};
 use mcvideo_relay::sdp::MediaKind;
 use mcvideo_relay::wire::tc::{AppName, EmitOptions, MessageKind, TcMessage};
-use common::{answer, offer};
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,19 +24,64 @@ use std::time::{Duration, Instant};
 
 #[derive(Arbitrary, Debug)]
 enum Op {
-    Create { id: u8, audio: bool, control: bool, per_leg: bool, ssrc: bool },
-    CreateRaw { id: u8, sdp: String },
-    Accept { id: u8, control: bool, reject_audio: bool },
-    AcceptRaw { id: u8, sdp: String },
-    Reject { id: u8 },
-    Release { id: u8 },
-    Control { id: u8, callee: bool, bytes: Vec<u8> },
-    Message { id: u8, callee: bool, name: u8, message_type: u8, ack: bool, acked_type: u8 },
-    Media { id: u8, callee: bool, packets: u8 },
-    Bye { id: u8, callee: bool },
-    Tick { ms: u16 },
-    Register { ue: u8, designated: bool },
-    Unregister { ue: u8 },
+    Create {
+        id: u8,
+        audio: bool,
+        control: bool,
+        per_leg: bool,
+        ssrc: bool,
+    },
+    CreateRaw {
+        id: u8,
+        sdp: String,
+    },
+    Accept {
+        id: u8,
+        control: bool,
+        reject_audio: bool,
+    },
+    AcceptRaw {
+        id: u8,
+        sdp: String,
+    },
+    Reject {
+        id: u8,
+    },
+    Release {
+        id: u8,
+    },
+    Control {
+        id: u8,
+        callee: bool,
+        bytes: Vec<u8>,
+    },
+    Message {
+        id: u8,
+        callee: bool,
+        name: u8,
+        message_type: u8,
+        ack: bool,
+        acked_type: u8,
+    },
+    Media {
+        id: u8,
+        callee: bool,
+        packets: u8,
+    },
+    Bye {
+        id: u8,
+        callee: bool,
+    },
+    Tick {
+        ms: u16,
+    },
+    Register {
+        ue: u8,
+        designated: bool,
+    },
+    Unregister {
+        ue: u8,
+    },
 }
 
 #[derive(Default)]
@@ -61,12 +107,17 @@ impl PortAllocator for Ports {
         }
     }
     fn free(&mut self, port: RelayPort) {
-        assert!(self.in_use.remove(&(port.rtp.port() - 40_000)), "double free");
+        assert!(
+            self.in_use.remove(&(port.rtp.port() - 40_000)),
+            "double free"
+        );
     }
 }
 
 fn settle(table: &mut CallTable, ports: &mut Ports, id: &str) {
-    let Some(call) = table.get_mut(id) else { return };
+    let Some(call) = table.get_mut(id) else {
+        return;
+    };
     let mut buf = Vec::new();
     let mut n = 0;
     while call.poll_transmit(&mut buf).is_some() {
@@ -97,16 +148,26 @@ fuzz_target!(|ops: Vec<Op>| {
     let name = |id: u8| format!("c{}", id % 8);
     for op in ops.into_iter().take(256) {
         let touched = match op {
-            Op::Create { id, audio, control, per_leg, ssrc } => {
+            Op::Create {
+                id,
+                audio,
+                control,
+                per_leg,
+                ssrc,
+            } => {
                 let req = CreateCall {
-                    call_id: Some(name(id)),
+                    call_id: Some(name(id).into()),
                     caller_id: "sip:a@x".into(),
                     caller_sdp: offer(audio, control, per_leg, ssrc),
                     callee_id: "sip:b@x".into(),
                     video_push: true,
                     video_pull: false,
                     commencement_mode: None,
-                    media_security: if per_leg { MediaSecurity::PerLeg } else { MediaSecurity::EndToEnd },
+                    media_security: if per_leg {
+                        MediaSecurity::PerLeg
+                    } else {
+                        MediaSecurity::EndToEnd
+                    },
                     caller_tc_key: None,
                     callee_interface: None,
                 };
@@ -115,7 +176,7 @@ fuzz_target!(|ops: Vec<Op>| {
             }
             Op::CreateRaw { id, sdp } => {
                 let req = CreateCall {
-                    call_id: Some(name(id)),
+                    call_id: Some(name(id).into()),
                     caller_id: "sip:a@x".into(),
                     caller_sdp: sdp,
                     callee_id: "sip:b@x".into(),
@@ -129,13 +190,27 @@ fuzz_target!(|ops: Vec<Op>| {
                 let _ = table.create_call(now, req, &mut ports);
                 name(id)
             }
-            Op::Accept { id, control, reject_audio } => {
-                let a = AnswerCall { callee_sdp: answer(control, reject_audio, true), callee_tc_key: None };
+            Op::Accept {
+                id,
+                control,
+                reject_audio,
+            } => {
+                let a = AnswerCall {
+                    callee_sdp: answer(control, reject_audio, true),
+                    callee_tc_key: None,
+                };
                 let _ = table.accept_call(now, &name(id), a);
                 name(id)
             }
             Op::AcceptRaw { id, sdp } => {
-                let _ = table.accept_call(now, &name(id), AnswerCall { callee_sdp: sdp, callee_tc_key: None });
+                let _ = table.accept_call(
+                    now,
+                    &name(id),
+                    AnswerCall {
+                        callee_sdp: sdp,
+                        callee_tc_key: None,
+                    },
+                );
                 name(id)
             }
             Op::Reject { id } | Op::Release { id } => {
@@ -154,24 +229,45 @@ fuzz_target!(|ops: Vec<Op>| {
             }
             Op::Control { id, callee, bytes } => {
                 if let Some(c) = table.get_mut(&name(id)) {
-                    c.handle_control(now, if callee { Party::Callee } else { Party::Caller }, &bytes);
+                    c.handle_control(
+                        now,
+                        if callee { Party::Callee } else { Party::Caller },
+                        &bytes,
+                    );
                 }
                 name(id)
             }
-            Op::Message { id, callee, name: n, message_type, ack, acked_type } => {
+            Op::Message {
+                id,
+                callee,
+                name: n,
+                message_type,
+                ack,
+                acked_type,
+            } => {
                 let app = [AppName::Mcv0, AppName::Mcv1, AppName::Mcv2][usize::from(n % 3)];
                 let mut m = TcMessage::new(MessageKind::from_wire(app, message_type), 7);
                 m.ack_required = ack;
                 m.fields.message_type = Some(acked_type & 0x1f);
                 m.fields.message_name = Some(AppName::Mcv1);
-                if let (Some(c), Ok(b)) = (table.get_mut(&name(id)), m.to_vec(&EmitOptions::default())) {
+                if let (Some(c), Ok(b)) =
+                    (table.get_mut(&name(id)), m.to_vec(&EmitOptions::default()))
+                {
                     c.handle_control(now, if callee { Party::Callee } else { Party::Caller }, &b);
                 }
                 name(id)
             }
-            Op::Media { id, callee, packets } => {
+            Op::Media {
+                id,
+                callee,
+                packets,
+            } => {
                 if let Some(c) = table.get_mut(&name(id)) {
-                    c.handle_media(now, if callee { Party::Callee } else { Party::Caller }, u32::from(packets));
+                    c.handle_media(
+                        now,
+                        if callee { Party::Callee } else { Party::Caller },
+                        u32::from(packets),
+                    );
                 }
                 name(id)
             }
@@ -197,12 +293,18 @@ fuzz_target!(|ops: Vec<Op>| {
             Op::Register { ue, designated } => {
                 let _ = table.registry_mut().register(
                     "sip:b@x",
-                    UeEntry { ue_id: format!("ue{}", ue % 4), designated_for_private_calls: designated, commencement_mode: None },
+                    UeEntry {
+                        ue_id: format!("ue{}", ue % 4),
+                        designated_for_private_calls: designated,
+                        commencement_mode: None,
+                    },
                 );
                 continue;
             }
             Op::Unregister { ue } => {
-                table.registry_mut().unregister("sip:b@x", &format!("ue{}", ue % 4));
+                table
+                    .registry_mut()
+                    .unregister("sip:b@x", &format!("ue{}", ue % 4));
                 continue;
             }
         };

@@ -59,19 +59,70 @@ enum Rtcp {
 
 #[derive(Arbitrary, Debug)]
 enum Op {
-    Create { slot: u8, per_leg: bool, control: bool, audio: bool, ssrc: bool, manual: bool },
-    Accept { slot: u8, control: bool, reject_audio: bool },
-    AcceptRaw { slot: u8, sdp: String },
-    Reject { slot: u8 },
-    Release { slot: u8 },
-    Register { ue: u8, designated: bool },
-    Unregister { ue: u8 },
+    Create {
+        slot: u8,
+        per_leg: bool,
+        control: bool,
+        audio: bool,
+        ssrc: bool,
+        manual: bool,
+    },
+    Accept {
+        slot: u8,
+        control: bool,
+        reject_audio: bool,
+    },
+    AcceptRaw {
+        slot: u8,
+        sdp: String,
+    },
+    Reject {
+        slot: u8,
+    },
+    Release {
+        slot: u8,
+    },
+    Register {
+        ue: u8,
+        designated: bool,
+    },
+    Unregister {
+        ue: u8,
+    },
     Drain(bool),
-    Rtp { slot: u8, from: Who, to: Dest, announced: bool, seq: u16, marker: bool, pt: u8, len: u16 },
-    Rtcp { slot: u8, from: Who, to: Dest, kind: Rtcp },
-    Tc { slot: u8, from: Who, to: Dest, name: u8, message_type: u8, ack: bool },
-    Raw { slot: u8, from: Who, to: Dest, bytes: Vec<u8> },
-    Wait { ms: u8 },
+    Rtp {
+        slot: u8,
+        from: Who,
+        to: Dest,
+        announced: bool,
+        seq: u16,
+        marker: bool,
+        pt: u8,
+        len: u16,
+    },
+    Rtcp {
+        slot: u8,
+        from: Who,
+        to: Dest,
+        kind: Rtcp,
+    },
+    Tc {
+        slot: u8,
+        from: Who,
+        to: Dest,
+        name: u8,
+        message_type: u8,
+        ack: bool,
+    },
+    Raw {
+        slot: u8,
+        from: Who,
+        to: Dest,
+        bytes: Vec<u8>,
+    },
+    Wait {
+        ms: u8,
+    },
 }
 
 struct Clients {
@@ -112,7 +163,10 @@ fn drain(s: &UdpSocket, no_rtp: bool) -> u64 {
         if no_rtp && n >= 2 && buf[0] >> 6 == 2 {
             let pt = buf[1] & 0x7f;
             // RFC 5761: 64..=95 (with the marker bit, 192..=223) is RTCP.
-            assert!((64..=95).contains(&pt), "the caller received RTP (pt {pt}): the callee's media reached it");
+            assert!(
+                (64..=95).contains(&pt),
+                "the caller received RTP (pt {pt}): the callee's media reached it"
+            );
         }
     }
     bytes
@@ -120,27 +174,41 @@ fn drain(s: &UdpSocket, no_rtp: bool) -> u64 {
 
 fn offer(c: &Clients, per_leg: bool, control: bool, audio: bool, ssrc: bool) -> String {
     let (proto, crypto) = if per_leg {
-        ("RTP/SAVP", format!("a=crypto:1 AEAD_AES_128_GCM inline:{CALLER_KEY}\r\n"))
+        (
+            "RTP/SAVP",
+            format!("a=crypto:1 AEAD_AES_128_GCM inline:{CALLER_KEY}\r\n"),
+        )
     } else {
         ("RTP/AVP", String::new())
     };
-    let mut s = String::from("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n");
+    let mut s =
+        String::from("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n");
     if audio {
-        s += &format!("m=audio {} {proto} 96\r\na=rtpmap:96 PCMU/8000\r\na=rtcp-mux\r\n{crypto}", port(&c.caller));
+        s += &format!(
+            "m=audio {} {proto} 96\r\na=rtpmap:96 PCMU/8000\r\na=rtcp-mux\r\n{crypto}",
+            port(&c.caller)
+        );
     }
-    s += &format!("m=video {} {proto} 97\r\na=rtpmap:97 H264/90000\r\na=rtcp-mux\r\na=sendonly\r\n{crypto}", port(&c.caller));
+    s += &format!(
+        "m=video {} {proto} 97\r\na=rtpmap:97 H264/90000\r\na=rtcp-mux\r\na=sendonly\r\n{crypto}",
+        port(&c.caller)
+    );
     if ssrc {
         s += &format!("a=ssrc:{ANNOUNCED_SSRC} cname:fuzz\r\n");
     }
     if control {
-        s += &format!("m=application {} udp MCVideo\r\na=fmtp:MCVideo mc_implicit_request\r\n", port(&c.caller_ctl));
+        s += &format!(
+            "m=application {} udp MCVideo\r\na=fmtp:MCVideo mc_implicit_request\r\n",
+            port(&c.caller_ctl)
+        );
     }
     s
 }
 
 /// An answer mirroring the relay's offer to the callee, line for line.
 fn answer(c: &Clients, relay_offer: &str, control: bool, reject_audio: bool) -> String {
-    let mut s = String::from("v=0\r\no=- 2 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n");
+    let mut s =
+        String::from("v=0\r\no=- 2 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n");
     let mut crypto = false;
     for line in relay_offer.lines() {
         if line.starts_with("a=crypto:") {
@@ -148,9 +216,16 @@ fn answer(c: &Clients, relay_offer: &str, control: bool, reject_audio: bool) -> 
         }
     }
     for line in relay_offer.lines() {
-        let Some(rest) = line.strip_prefix("m=") else { continue };
+        let Some(rest) = line.strip_prefix("m=") else {
+            continue;
+        };
         let mut f = rest.split(' ');
-        let (kind, p, proto, fmt) = (f.next().unwrap_or(""), f.next().unwrap_or("0"), f.next().unwrap_or(""), f.next().unwrap_or(""));
+        let (kind, p, proto, fmt) = (
+            f.next().unwrap_or(""),
+            f.next().unwrap_or("0"),
+            f.next().unwrap_or(""),
+            f.next().unwrap_or(""),
+        );
         let port = match kind {
             _ if p == "0" => 0,
             "video" => port(&c.callee),
@@ -195,7 +270,13 @@ fn key(b64: &str) -> MasterKey {
 
 fuzz_target!(|ops: Vec<Op>| {
     let c = clients();
-    for s in [&c.caller, &c.caller_ctl, &c.callee, &c.callee_ctl, &c.stranger] {
+    for s in [
+        &c.caller,
+        &c.caller_ctl,
+        &c.callee,
+        &c.callee_ctl,
+        &c.stranger,
+    ] {
         drain(s, false);
     }
     let engine = Engine::start(EngineConfig {
@@ -217,11 +298,18 @@ fuzz_target!(|ops: Vec<Op>| {
     let mut buf = vec![0u8; 1600];
     for op in ops.into_iter().take(64) {
         match op {
-            Op::Create { slot, per_leg, control, audio, ssrc, manual } => {
+            Op::Create {
+                slot,
+                per_leg,
+                control,
+                audio,
+                ssrc,
+                manual,
+            } => {
                 let s = &mut slots[usize::from(slot) % SLOTS];
                 seq_calls += 1;
                 let r = engine.create_call(CreateCall {
-                    call_id: Some(format!("f{seq_calls}")),
+                    call_id: Some(format!("f{seq_calls}").into()),
                     caller_id: "sip:alice@example.org".into(),
                     caller_sdp: offer(c, per_leg, control, audio, ssrc),
                     callee_id: "sip:bob@example.org".into(),
@@ -232,16 +320,25 @@ fuzz_target!(|ops: Vec<Op>| {
                     } else {
                         mcvideo_relay::control::CommencementMode::Automatic
                     }),
-                    media_security: if per_leg { MediaSecurity::PerLeg } else { MediaSecurity::EndToEnd },
+                    media_security: if per_leg {
+                        MediaSecurity::PerLeg
+                    } else {
+                        MediaSecurity::EndToEnd
+                    },
                     caller_tc_key: None,
                     callee_interface: None,
                 });
                 if let Ok(o) = r {
-                    created.push(o.call_id.clone());
+                    created.push(o.call_id.to_string());
                     *s = Slot {
-                        id: Some(o.call_id),
+                        id: Some(o.call_id.to_string()),
                         per_leg,
-                        ports: [None, m_port(&o.sdp_offer, "video"), None, m_port(&o.sdp_offer, "application")],
+                        ports: [
+                            None,
+                            m_port(&o.sdp_offer, "video"),
+                            None,
+                            m_port(&o.sdp_offer, "application"),
+                        ],
                         offer_to_callee: Some(o.sdp_offer),
                         srtp: [
                             per_leg.then(|| SrtpContext::new(&key(CALLER_KEY))),
@@ -250,10 +347,19 @@ fuzz_target!(|ops: Vec<Op>| {
                     };
                 }
             }
-            Op::Accept { slot, control, reject_audio } => {
+            Op::Accept {
+                slot,
+                control,
+                reject_audio,
+            } => {
                 let s = &mut slots[usize::from(slot) % SLOTS];
-                let (Some(id), Some(o)) = (&s.id, &s.offer_to_callee) else { continue };
-                let a = AnswerCall { callee_sdp: answer(c, o, control, reject_audio), callee_tc_key: None };
+                let (Some(id), Some(o)) = (&s.id, &s.offer_to_callee) else {
+                    continue;
+                };
+                let a = AnswerCall {
+                    callee_sdp: answer(c, o, control, reject_audio),
+                    callee_tc_key: None,
+                };
                 if let Ok(a) = engine.accept_call(id, a) {
                     established += 1;
                     s.ports[0] = m_port(&a.sdp_answer, "video");
@@ -263,7 +369,13 @@ fuzz_target!(|ops: Vec<Op>| {
             Op::AcceptRaw { slot, sdp } => {
                 let s = &mut slots[usize::from(slot) % SLOTS];
                 let Some(id) = &s.id else { continue };
-                if let Ok(a) = engine.accept_call(id, AnswerCall { callee_sdp: sdp, callee_tc_key: None }) {
+                if let Ok(a) = engine.accept_call(
+                    id,
+                    AnswerCall {
+                        callee_sdp: sdp,
+                        callee_tc_key: None,
+                    },
+                ) {
                     established += 1;
                     s.ports[0] = m_port(&a.sdp_answer, "video");
                     s.ports[2] = m_port(&a.sdp_answer, "application");
@@ -282,7 +394,11 @@ fuzz_target!(|ops: Vec<Op>| {
             Op::Register { ue, designated } => {
                 let _ = engine.register_ue(
                     "sip:bob@example.org",
-                    UeEntry { ue_id: format!("ue{}", ue % 4), designated_for_private_calls: designated, commencement_mode: None },
+                    UeEntry {
+                        ue_id: format!("ue{}", ue % 4),
+                        designated_for_private_calls: designated,
+                        commencement_mode: None,
+                    },
                 );
             }
             Op::Unregister { ue } => {
@@ -290,7 +406,16 @@ fuzz_target!(|ops: Vec<Op>| {
             }
             Op::Drain(on) => engine.set_draining(on),
             Op::Wait { ms } => std::thread::sleep(Duration::from_millis(u64::from(ms % 4))),
-            Op::Rtp { slot, from, to, announced, seq, marker, pt, len } => {
+            Op::Rtp {
+                slot,
+                from,
+                to,
+                announced,
+                seq,
+                marker,
+                pt,
+                len,
+            } => {
                 let s = &mut slots[usize::from(slot) % SLOTS];
                 let ssrc = match from {
                     Who::Stranger => STRANGER_SSRC,
@@ -309,17 +434,30 @@ fuzz_target!(|ops: Vec<Op>| {
                     buf[12] = if marker { 0x65 } else { 0x41 }; // H.264 IDR / non-IDR NAL
                 }
                 let n = match (from, s.per_leg) {
-                    (Who::Caller, true) => s.srtp[0].as_mut().and_then(|x| x.protect_rtp(&mut buf, n).ok()),
-                    (Who::Callee, true) => s.srtp[1].as_mut().and_then(|x| x.protect_rtp(&mut buf, n).ok()),
+                    (Who::Caller, true) => s.srtp[0]
+                        .as_mut()
+                        .and_then(|x| x.protect_rtp(&mut buf, n).ok()),
+                    (Who::Callee, true) => s.srtp[1]
+                        .as_mut()
+                        .and_then(|x| x.protect_rtp(&mut buf, n).ok()),
                     _ => Some(n),
                 };
                 if let Some(n) = n {
                     sent += send(c, s, from, to, &buf[..n]);
                 }
             }
-            Op::Rtcp { slot, from, to, kind } => {
+            Op::Rtcp {
+                slot,
+                from,
+                to,
+                kind,
+            } => {
                 let s = &mut slots[usize::from(slot) % SLOTS];
-                let me = if matches!(from, Who::Stranger) { STRANGER_SSRC } else { 0x3333_3333 };
+                let me = if matches!(from, Who::Stranger) {
+                    STRANGER_SSRC
+                } else {
+                    0x3333_3333
+                };
                 let n = match kind {
                     Rtcp::Pli => rtcp::emit_pli(me, ANNOUNCED_SSRC, &mut buf),
                     Rtcp::Fir(n) => rtcp::emit_fir(me, ANNOUNCED_SSRC, n, &mut buf),
@@ -328,25 +466,45 @@ fuzz_target!(|ops: Vec<Op>| {
                 };
                 let Ok(n) = n else { continue };
                 let n = match (from, s.per_leg) {
-                    (Who::Caller, true) => s.srtp[0].as_mut().and_then(|x| x.protect_rtcp(&mut buf, n).ok()),
-                    (Who::Callee, true) => s.srtp[1].as_mut().and_then(|x| x.protect_rtcp(&mut buf, n).ok()),
+                    (Who::Caller, true) => s.srtp[0]
+                        .as_mut()
+                        .and_then(|x| x.protect_rtcp(&mut buf, n).ok()),
+                    (Who::Callee, true) => s.srtp[1]
+                        .as_mut()
+                        .and_then(|x| x.protect_rtcp(&mut buf, n).ok()),
                     _ => Some(n),
                 };
                 if let Some(n) = n {
                     sent += send(c, s, from, to, &buf[..n]);
                 }
             }
-            Op::Tc { slot, from, to, name, message_type, ack } => {
+            Op::Tc {
+                slot,
+                from,
+                to,
+                name,
+                message_type,
+                ack,
+            } => {
                 let s = &slots[usize::from(slot) % SLOTS];
                 let app = [AppName::Mcv0, AppName::Mcv1, AppName::Mcv2][usize::from(name % 3)];
-                let me = if matches!(from, Who::Stranger) { STRANGER_SSRC } else { 0x4444_4444 };
+                let me = if matches!(from, Who::Stranger) {
+                    STRANGER_SSRC
+                } else {
+                    0x4444_4444
+                };
                 let mut m = TcMessage::new(MessageKind::from_wire(app, message_type), me);
                 m.ack_required = ack;
                 if let Ok(b) = m.to_vec(&EmitOptions::default()) {
                     sent += send(c, s, from, to, &b);
                 }
             }
-            Op::Raw { slot, from, to, mut bytes } => {
+            Op::Raw {
+                slot,
+                from,
+                to,
+                mut bytes,
+            } => {
                 let s = &slots[usize::from(slot) % SLOTS];
                 bytes.truncate(1500);
                 if matches!(from, Who::Stranger) && bytes.len() >= 12 {
@@ -363,9 +521,15 @@ fuzz_target!(|ops: Vec<Op>| {
         std::thread::sleep(Duration::from_millis(3));
     }
     let caller_in = drain(&c.caller, true);
-    let back = caller_in + drain(&c.caller_ctl, false) + drain(&c.callee, false) + drain(&c.callee_ctl, false);
+    let back = caller_in
+        + drain(&c.caller_ctl, false)
+        + drain(&c.callee, false)
+        + drain(&c.callee_ctl, false);
     let stranger_in = drain(&c.stranger, false);
-    assert_eq!(stranger_in, 0, "the relay sent to an address that was neither negotiated nor latched");
+    assert_eq!(
+        stranger_in, 0,
+        "the relay sent to an address that was neither negotiated nor latched"
+    );
     assert!(
         back <= sent + established * ALLOWANCE_PER_CALL,
         "amplification: {back} bytes out for {sent} in over {established} calls"
@@ -391,7 +555,11 @@ fuzz_target!(|ops: Vec<Op>| {
         }
     }
     for id in &created {
-        assert_eq!(released.get(id).copied().unwrap_or(0), 1, "call {id} released once");
+        assert_eq!(
+            released.get(id).copied().unwrap_or(0),
+            1,
+            "call {id} released once"
+        );
     }
     assert_eq!(released.len(), created.len());
 });

@@ -10,10 +10,10 @@
 mod common;
 
 use arbitrary::Arbitrary;
+use common::{answer, offer};
 use libfuzzer_sys::fuzz_target;
 use mcvideo_relay::relay::{Engine, EngineConfig};
 use mcvideo_relay::sidecar::fuzzing::NgHarness;
-use common::{answer, offer};
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -39,11 +39,29 @@ enum Sdp {
 #[derive(Arbitrary, Debug)]
 enum Cmd {
     Ping,
-    Offer { call: u8, tag: u8, sdp: Sdp, flags: Vec<String>, mcvideo: Option<Vec<(String, String)>> },
-    Answer { call: u8, tag: u8, to_tag: u8, sdp: Sdp },
-    Delete { call: u8, tag: Option<u8> },
-    Query { call: u8 },
-    List { limit: Option<i64> },
+    Offer {
+        call: u8,
+        tag: u8,
+        sdp: Sdp,
+        flags: Vec<String>,
+        mcvideo: Option<Vec<(String, String)>>,
+    },
+    Answer {
+        call: u8,
+        tag: u8,
+        to_tag: u8,
+        sdp: Sdp,
+    },
+    Delete {
+        call: u8,
+        tag: Option<u8>,
+    },
+    Query {
+        call: u8,
+    },
+    List {
+        limit: Option<i64>,
+    },
     Statistics,
     /// A dictionary of anything.
     Dict(Vec<(String, Val)>),
@@ -116,17 +134,39 @@ fn body(c: Cmd) -> Vec<u8> {
             return out;
         }
         Cmd::Ping => put("command", s("ping")),
-        Cmd::Offer { call, tag, sdp: x, flags, mcvideo } => {
+        Cmd::Offer {
+            call,
+            tag,
+            sdp: x,
+            flags,
+            mcvideo,
+        } => {
             put("command", s("offer"));
             put("call-id", s(format!("call-{}@host", call % 6)));
             put("from-tag", s(format!("ft{}", tag % 3)));
             put("sdp", sdp(x));
-            put("flags", Val::List(flags.into_iter().take(8).map(Val::Str).collect()));
+            put(
+                "flags",
+                Val::List(flags.into_iter().take(8).map(Val::Str).collect()),
+            );
             if let Some(m) = mcvideo {
-                put("mcvideo", Val::Dict(m.into_iter().take(8).map(|(k, v)| (k, Val::Str(v))).collect()));
+                put(
+                    "mcvideo",
+                    Val::Dict(
+                        m.into_iter()
+                            .take(8)
+                            .map(|(k, v)| (k, Val::Str(v)))
+                            .collect(),
+                    ),
+                );
             }
         }
-        Cmd::Answer { call, tag, to_tag, sdp: x } => {
+        Cmd::Answer {
+            call,
+            tag,
+            to_tag,
+            sdp: x,
+        } => {
             put("command", s("answer"));
             put("call-id", s(format!("call-{}@host", call % 6)));
             put("from-tag", s(format!("ft{}", tag % 3)));
@@ -161,7 +201,9 @@ fn body(c: Cmd) -> Vec<u8> {
 }
 
 fn is_reply_dict(body: &[u8]) -> bool {
-    body.first() == Some(&b'd') && body.last() == Some(&b'e') && body.windows(8).any(|w| w == b"6:result")
+    body.first() == Some(&b'd')
+        && body.last() == Some(&b'e')
+        && body.windows(8).any(|w| w == b"6:result")
 }
 
 fuzz_target!(|dgrams: Vec<Dgram>| {
@@ -179,7 +221,10 @@ fuzz_target!(|dgrams: Vec<Dgram>| {
     );
     let mut ng = NgHarness::new(engine.clone(), MAX_REQUEST);
     for d in dgrams.into_iter().take(32) {
-        let from = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5000 + u16::from(d.from_port % 4));
+        let from = SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            5000 + u16::from(d.from_port % 4),
+        );
         let (data, well_formed) = match d.whole {
             Some(w) => (w, None),
             None => {
@@ -190,14 +235,28 @@ fuzz_target!(|dgrams: Vec<Dgram>| {
         };
         let reply = ng.datagram(from, &data, d.ms);
         if let Some(r) = &reply {
-            let sp = data.iter().position(|b| *b == b' ').expect("a reply needs a cookie");
+            let sp = data
+                .iter()
+                .position(|b| *b == b' ')
+                .expect("a reply needs a cookie");
             let cookie = &data[..=sp];
             assert!(r.starts_with(cookie), "reply without the request's cookie");
-            assert!(is_reply_dict(&r[cookie.len()..]), "{:?}", String::from_utf8_lossy(r));
-            assert!(data.len() <= MAX_REQUEST, "an over-long request was answered");
+            assert!(
+                is_reply_dict(&r[cookie.len()..]),
+                "{:?}",
+                String::from_utf8_lossy(r)
+            );
+            assert!(
+                data.len() <= MAX_REQUEST,
+                "an over-long request was answered"
+            );
             if d.repeat {
                 let again = ng.datagram(from, &data, 0);
-                assert_eq!(again.as_ref(), Some(r), "a retransmission got another answer");
+                assert_eq!(
+                    again.as_ref(),
+                    Some(r),
+                    "a retransmission got another answer"
+                );
             }
         } else if well_formed.is_some() && data.len() <= MAX_REQUEST {
             // Our own well-formed requests are always answered, unless their body is raw bytes
@@ -208,7 +267,7 @@ fuzz_target!(|dgrams: Vec<Dgram>| {
             .calls()
             .into_iter()
             .filter(|c| c.state != mcvideo_relay::control::call::CallState::Released)
-            .map(|c| c.call_id)
+            .map(|c| String::from(c.call_id))
             .collect();
         let mut ours = ng.engine_ids();
         live.sort();
@@ -220,9 +279,17 @@ fuzz_target!(|dgrams: Vec<Dgram>| {
         let mut data = format!("end{i} d7:command6:delete7:call-id").into_bytes();
         enc_bytes(&call_id, &mut data);
         data.push(b'e');
-        let r = ng.datagram(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 4999), &data, 1);
+        let r = ng.datagram(
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 4999),
+            &data,
+            1,
+        );
         let r = r.expect("a delete is answered");
-        assert!(r.windows(10).any(|w| w == b"6:result2:"), "delete: {:?}", String::from_utf8_lossy(&r));
+        assert!(
+            r.windows(10).any(|w| w == b"6:result2:"),
+            "delete: {:?}",
+            String::from_utf8_lossy(&r)
+        );
     }
     assert!(ng.engine_ids().is_empty());
     common::release_all_and_check(&engine);

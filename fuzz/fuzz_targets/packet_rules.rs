@@ -63,7 +63,11 @@ fn addr(who: &Who, callee_leg: bool) -> SocketAddr {
 
 fuzz_target!(|input: Input| {
     let arbiter = Arc::new(Arbiter::new());
-    let transmitter = if input.pull { Party::Callee } else { Party::Caller };
+    let transmitter = if input.pull {
+        Party::Callee
+    } else {
+        Party::Caller
+    };
     let leg = |who: Who, ssrc: u32| LegSetup {
         remote_rtp: Some(addr(&who, false)),
         remote_rtcp: Some(addr(&who, false)),
@@ -85,8 +89,14 @@ fuzz_target!(|input: Input| {
         transmitter,
         streams: vec![stream(MediaKind::Video), stream(MediaKind::Audio)],
         control: [
-            Some(ControlSetup { remote: Some(addr(&Who::Caller, false)), key: None }),
-            Some(ControlSetup { remote: Some(addr(&Who::Callee, false)), key: None }),
+            Some(ControlSetup {
+                remote: Some(addr(&Who::Caller, false)),
+                key: None,
+            }),
+            Some(ControlSetup {
+                remote: Some(addr(&Who::Callee, false)),
+                key: None,
+            }),
         ],
         server_ssrc: 1,
         video_ssrc: 0x1111,
@@ -99,11 +109,29 @@ fuzz_target!(|input: Input| {
     let mut spoken = [false; 2];
     for op in input.ops.into_iter().take(512) {
         match op {
-            Op::Packet { who, to_callee_leg, rtcp_socket, stream, mut bytes } => {
-                let party = if to_callee_leg { Party::Callee } else { Party::Caller };
-                let at = Ingress { stream: usize::from(stream % 3), party, rtcp_socket };
+            Op::Packet {
+                who,
+                to_callee_leg,
+                rtcp_socket,
+                stream,
+                mut bytes,
+            } => {
+                let party = if to_callee_leg {
+                    Party::Callee
+                } else {
+                    Party::Caller
+                };
+                let at = Ingress {
+                    stream: usize::from(stream % 3),
+                    party,
+                    rtcp_socket,
+                };
                 let from = addr(&who, to_callee_leg);
-                let owner = if to_callee_leg { Who::Callee } else { Who::Caller };
+                let owner = if to_callee_leg {
+                    Who::Callee
+                } else {
+                    Who::Caller
+                };
                 let stranger = from != addr(&owner, false);
                 let len = bytes.len();
                 let verdict = rules.judge(at, from, now, &mut bytes, &mut tally);
@@ -112,15 +140,26 @@ fuzz_target!(|input: Input| {
                     if !e.rtcp && e.len > 0 {
                         assert_eq!(party, transmitter, "receive-only media forwarded");
                         assert!(arbiter.may_forward(party), "forwarded without the grant");
-                        assert!(!(stranger && spoken[party.index()]), "a stranger got through");
+                        assert!(
+                            !(stranger && spoken[party.index()]),
+                            "a stranger got through"
+                        );
                     }
                     if !stranger {
                         spoken[party.index()] = true;
                     }
                 }
             }
-            Op::Control { who, callee_channel, mut bytes } => {
-                let party = if callee_channel { Party::Callee } else { Party::Caller };
+            Op::Control {
+                who,
+                callee_channel,
+                mut bytes,
+            } => {
+                let party = if callee_channel {
+                    Party::Callee
+                } else {
+                    Party::Caller
+                };
                 let from = addr(&who, false);
                 if let Ok(n) = rules.admit_control(party, from, now, &mut bytes) {
                     assert!(n <= bytes.len());

@@ -6,7 +6,12 @@ use mcvideo_relay::wire::{demux, rtcp, rtp, tc};
 fuzz_target!(|data: &[u8]| {
     let _ = demux::classify(data);
     if let Ok(p) = rtp::RtpPacket::new_checked(data) {
-        let _ = (p.ssrc(), p.sequence_number(), p.payload().len(), p.extension());
+        let _ = (
+            p.ssrc(),
+            p.sequence_number(),
+            p.payload().len(),
+            p.extension(),
+        );
         let _ = p.csrcs().count();
         assert!(p.header_len() + p.payload().len() + p.padding_len() <= data.len());
     }

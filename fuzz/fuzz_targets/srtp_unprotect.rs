@@ -9,7 +9,9 @@ use mcvideo_relay::keys::{MasterKey, SrtpSuite};
 use mcvideo_relay::srtp::SrtpContext;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&mode, packets)) = data.split_first() else { return };
+    let Some((&mode, packets)) = data.split_first() else {
+        return;
+    };
     let mut inbound = SrtpContext::new_null_for_fuzzing();
     let mut outbound = SrtpContext::new_null_for_fuzzing();
     let mut check = SrtpContext::new_null_for_fuzzing();
@@ -22,7 +24,9 @@ fuzz_target!(|data: &[u8]| {
     // Packets are separated by 0xff 0xfe (a crude framing that lets the fuzzer send sequences).
     for chunk in packets.split(|&b| b == 0xfe).take(64) {
         let mut buf = [0u8; 2048];
-        let Some(slot) = buf.get_mut(..chunk.len()) else { continue };
+        let Some(slot) = buf.get_mut(..chunk.len()) else {
+            continue;
+        };
         slot.copy_from_slice(chunk);
         let mut real_buf = buf;
         let _ = gcm.unprotect_rtp(&mut real_buf[..chunk.len()]);
@@ -35,7 +39,11 @@ fuzz_target!(|data: &[u8]| {
         };
         let Ok(len) = plain else { continue };
         let original = buf[..len].to_vec();
-        let out = if rtcp { outbound.protect_rtcp(&mut buf, len) } else { outbound.protect_rtp(&mut buf, len) };
+        let out = if rtcp {
+            outbound.protect_rtcp(&mut buf, len)
+        } else {
+            outbound.protect_rtp(&mut buf, len)
+        };
         let Ok(out_len) = out else { continue };
         let back = if rtcp {
             check.unprotect_rtcp(&mut buf[..out_len])

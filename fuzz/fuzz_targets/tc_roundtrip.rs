@@ -8,7 +8,9 @@ fuzz_target!(|data: &[u8]| {
     for m in tc::messages(data).take(64) {
         let Ok(m) = m else { break };
         for id in [tc::VIDEO_SSRC_FIELD_ID, tc::VIDEO_SSRC_FIELD_ID_ALT] {
-            let opts = EmitOptions { video_ssrc_field_id: id };
+            let opts = EmitOptions {
+                video_ssrc_field_id: id,
+            };
             let bytes = m.to_vec(&opts).expect("a parsed message always emits");
             let back = TcMessage::parse(&bytes).expect("emitted bytes parse");
             let mut expect = m;

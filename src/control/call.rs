@@ -24,6 +24,7 @@ use super::registry::{UeRegistry, MAX_ID_LEN};
 use super::server::{Identities, TcConfig, TcEvent, TcStats, TransmissionControlServer};
 use super::timer::{Timer, TimerTable};
 use super::{CallKind, CommencementMode, MediaSecurity, Party, ReleaseReason};
+use crate::ids::{CallId, Ssrc};
 use crate::keys::{MasterKey, SrtpSuite};
 use crate::sdp::{MediaKind, MediaRewrite, Rewrite, SdpError, SessionDescription};
 use std::collections::{HashMap, VecDeque};
@@ -118,7 +119,7 @@ impl Entropy for SeededEntropy {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreateCall {
     /// Call ID chosen by the controlling server; generated when `None`.
-    pub call_id: Option<String>,
+    pub call_id: Option<CallId>,
     /// The caller's MCVideo ID.
     pub caller_id: String,
     /// The caller's SDP offer.
@@ -154,7 +155,7 @@ pub struct AnswerCall {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallOffer {
     /// The call's ID.
-    pub call_id: String,
+    pub call_id: CallId,
     /// The SDP offer for the callee (relay addresses, the offered media subset).
     pub sdp_offer: String,
     /// The chosen commencement mode.
@@ -167,7 +168,7 @@ pub struct CallOffer {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallAnswer {
     /// The call's ID.
-    pub call_id: String,
+    pub call_id: CallId,
     /// The SDP answer for the caller.
     pub sdp_answer: String,
 }
@@ -321,9 +322,9 @@ pub enum CallEventKind {
     /// Seed step 9: the caller holds the grant.
     TransmissionGranted {
         /// Audio SSRC of the transmission.
-        audio_ssrc: u32,
+        audio_ssrc: Ssrc,
         /// Video SSRC of the transmission.
-        video_ssrc: u32,
+        video_ssrc: Ssrc,
     },
     /// The caller's first media packet arrived.
     MediaStarted,
@@ -357,7 +358,7 @@ impl CallEventKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallEvent {
     /// The call.
-    pub call_id: Arc<str>,
+    pub call_id: CallId,
     /// What happened.
     pub kind: CallEventKind,
 }
@@ -428,7 +429,7 @@ pub struct CallTimes {
 /// methods in the order of the [module docs](super).
 #[derive(Debug)]
 pub struct Call {
-    id: Arc<str>,
+    id: CallId,
     kind: CallKind,
     caller_id: String,
     callee_id: String,
@@ -448,6 +449,11 @@ pub struct Call {
 impl Call {
     /// The call ID.
     pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The call ID, typed.
+    pub fn call_id(&self) -> &CallId {
         &self.id
     }
 
@@ -694,7 +700,7 @@ impl Call {
         call.server.grant(now);
         call.sync(now);
         Ok(CallAnswer {
-            call_id: call_id.to_owned(),
+            call_id: call_id.into(),
             sdp_answer,
         })
     }
@@ -833,9 +839,9 @@ pub struct CallTable {
     policy: Arc<dyn AuthorizationPolicy>,
     registry: UeRegistry,
     entropy: EntropyBox,
-    calls: HashMap<Arc<str>, Call>,
+    calls: HashMap<CallId, Call>,
     /// IDs of calls created here but run elsewhere ([`CallTable::create_detached`]).
-    detached: std::collections::HashSet<Arc<str>>,
+    detached: std::collections::HashSet<CallId>,
     ssrcs: HashMap<u32, u32>,
 }
 
@@ -848,14 +854,10 @@ impl core::fmt::Debug for EntropyBox {
 }
 
 /// Longest call ID accepted.
-pub const MAX_CALL_ID_LEN: usize = 64;
+pub const MAX_CALL_ID_LEN: usize = CallId::MAX_LEN;
 
 fn valid_call_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= MAX_CALL_ID_LEN
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    CallId::is_valid(id)
 }
 
 fn valid_user_id(id: &str) -> bool {
@@ -972,10 +974,10 @@ impl CallTable {
     fn release_ssrcs(&mut self, call: &Call) {
         let ids = call.server.identities();
         for ssrc in [ids.audio_ssrc, ids.video_ssrc, ids.server_ssrc] {
-            if let Some(n) = self.ssrcs.get_mut(&ssrc) {
+            if let Some(n) = self.ssrcs.get_mut(&ssrc.get()) {
                 *n -= 1;
                 if *n == 0 {
-                    self.ssrcs.remove(&ssrc);
+                    self.ssrcs.remove(&ssrc.get());
                 }
             }
         }
@@ -1070,7 +1072,7 @@ impl CallTable {
                 )));
             }
             if self.calls.contains_key(id.as_str()) || self.detached.contains(id.as_str()) {
-                return Err(SetupError::DuplicateCallId(id.clone()));
+                return Err(SetupError::DuplicateCallId(id.to_string()));
             }
         }
         if self.calls.len() + self.detached.len() >= self.config.max_calls {
@@ -1307,8 +1309,8 @@ impl CallTable {
         let caller_control = streams
             .iter()
             .any(|s| s.kind == MediaKind::Control && s.active());
-        let call_id: Arc<str> = match req.call_id {
-            Some(id) => id.into(),
+        let call_id: CallId = match req.call_id {
+            Some(id) => id,
             None => self.fresh_call_id().into(),
         };
         let server = TransmissionControlServer::new(
@@ -1317,9 +1319,9 @@ impl CallTable {
             Identities {
                 caller_id: req.caller_id.clone(),
                 callee_id: req.callee_id.clone(),
-                audio_ssrc,
-                video_ssrc,
-                server_ssrc,
+                audio_ssrc: Ssrc(audio_ssrc),
+                video_ssrc: Ssrc(video_ssrc),
+                server_ssrc: Ssrc(server_ssrc),
             },
             [caller_control, false],
         )
@@ -1350,7 +1352,7 @@ impl CallTable {
         call.push(CallEventKind::Progress);
         self.detached.insert(call_id.clone());
         let offer = CallOffer {
-            call_id: call_id.to_string(),
+            call_id,
             sdp_offer,
             commencement_mode,
             deliver_to,

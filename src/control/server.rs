@@ -25,6 +25,7 @@
 use super::arbiter::Arbiter;
 use super::timer::{Timer, TimerTable};
 use super::{Party, ReleaseReason};
+use crate::ids::Ssrc;
 use crate::wire::tc::{
     self, AppName, CauseField, EmitOptions, MessageKind, RejectCause, RevokeCause, Source,
     TcMessage,
@@ -90,11 +91,11 @@ pub struct Identities {
     /// The callee's MCVideo ID.
     pub callee_id: String,
     /// Audio SSRC of the transmitting user.
-    pub audio_ssrc: u32,
+    pub audio_ssrc: Ssrc,
     /// Video SSRC of the transmitting user.
-    pub video_ssrc: u32,
+    pub video_ssrc: Ssrc,
     /// The server's own SSRC on the control channel.
-    pub server_ssrc: u32,
+    pub server_ssrc: Ssrc,
 }
 
 /// What the server reports to the call.
@@ -103,9 +104,9 @@ pub enum TcEvent {
     /// The caller was granted the transmission.
     Granted {
         /// Audio SSRC in Granted.
-        audio_ssrc: u32,
+        audio_ssrc: Ssrc,
         /// Video SSRC in Granted.
-        video_ssrc: u32,
+        video_ssrc: Ssrc,
     },
     /// The first media packet from the caller arrived.
     MediaStarted,
@@ -679,12 +680,12 @@ impl TransmissionControlServer {
             Out::ReceiveMediaResponse { .. } => (MessageKind::ReceiveMediaResponse, false),
             Out::MediaReceptionEndResponse => (MessageKind::MediaReceptionEndResponse, false),
         };
-        let mut m = TcMessage::new(kind, ids.server_ssrc);
+        let mut m = TcMessage::new(kind, ids.server_ssrc.get());
         m.ack_required = ack;
         let f = &mut m.fields;
         let transmission = |f: &mut tc::Fields<'_>| {
-            f.audio_ssrc = Some(ids.audio_ssrc);
-            f.video_ssrc = Some(ids.video_ssrc);
+            f.audio_ssrc = Some(ids.audio_ssrc.get());
+            f.video_ssrc = Some(ids.video_ssrc.get());
         };
         match out {
             Out::Granted => {
@@ -771,9 +772,9 @@ mod tests {
             Identities {
                 caller_id: "sip:alice@mcx".into(),
                 callee_id: "sip:bob@mcx".into(),
-                audio_ssrc: 0xa0a0_a0a0,
-                video_ssrc: 0xb0b0_b0b0,
-                server_ssrc: 0x5e5e_5e5e,
+                audio_ssrc: Ssrc(0xa0a0_a0a0),
+                video_ssrc: Ssrc(0xb0b0_b0b0),
+                server_ssrc: Ssrc(0x5e5e_5e5e),
             },
             [true, true],
         )
@@ -817,8 +818,8 @@ mod tests {
         assert_eq!(
             s.poll_event(),
             Some(TcEvent::Granted {
-                audio_ssrc: 0xa0a0_a0a0,
-                video_ssrc: 0xb0b0_b0b0
+                audio_ssrc: Ssrc(0xa0a0_a0a0),
+                video_ssrc: Ssrc(0xb0b0_b0b0)
             })
         );
     }

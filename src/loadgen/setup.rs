@@ -330,7 +330,7 @@ impl Conn<'_> {
             Conn::Engine(e) => {
                 let offer = e
                     .create_call(CreateCall {
-                        call_id: Some(spec.id.clone()),
+                        call_id: Some(spec.id.clone().into()),
                         caller_id: spec.caller_id.clone(),
                         caller_sdp: spec.caller_sdp.clone(),
                         callee_id: spec.callee_id.clone(),

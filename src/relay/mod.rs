@@ -38,6 +38,7 @@
 //!     commencement_mode: None,
 //!     media_security: MediaSecurity::EndToEnd,
 //!     caller_tc_key: None,
+//!     callee_interface: None,
 //! })?;
 //! // Seed steps 6–7: the callee accepts; `answer.sdp_answer` goes back to the caller.
 //! let answer = engine.accept_call(
@@ -201,7 +202,7 @@ impl EngineConfig {
 #[derive(Debug, Clone)]
 pub struct CallSummary {
     /// The call's ID.
-    pub call_id: String,
+    pub call_id: crate::ids::CallId,
     /// Push or pull.
     pub kind: CallKind,
     /// Offered, established or released.

@@ -231,7 +231,7 @@ impl Plane {
     /// own release, e.g. after a panic).
     pub(crate) fn released_without_call(&self, id: &Arc<str>, reason: ReleaseReason) {
         self.publish(CallEvent {
-            call_id: id.clone(),
+            call_id: id.clone().into(),
             kind: crate::control::call::CallEventKind::Released { reason },
         });
     }

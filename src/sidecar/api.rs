@@ -522,7 +522,7 @@ async fn create_call(
     };
     let caller_tc_key = tc_key("caller.tc_key", b.caller.tc_key)?;
     let offer = st.engine.create_call(CreateCall {
-        call_id: b.call_id,
+        call_id: b.call_id.map(Into::into),
         caller_id: b.caller.mcvideo_id,
         caller_sdp: b.caller.sdp_offer,
         callee_id: b.callee.mcvideo_id,
@@ -775,8 +775,8 @@ pub(crate) fn event_json(ev: &CallEvent) -> Value {
             audio_ssrc,
             video_ssrc,
         } => {
-            d.insert("audio_ssrc".into(), audio_ssrc.into());
-            d.insert("video_ssrc".into(), video_ssrc.into());
+            d.insert("audio_ssrc".into(), audio_ssrc.get().into());
+            d.insert("video_ssrc".into(), video_ssrc.get().into());
         }
         CallEventKind::TransmissionEnded { reason } | CallEventKind::Released { reason } => {
             d.insert("reason".into(), reason.as_str().into());

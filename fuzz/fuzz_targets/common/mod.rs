@@ -12,7 +12,11 @@ pub const CALLEE_KEY: &str = "GxoZGBcWFRQTEhEQDw4NDAsKCQgHBgUEAwIBAA==";
 
 /// A caller's offer: audio (or port 0), video, transmission control (or port 0).
 pub fn offer(audio: bool, control: bool, per_leg: bool, ssrc: bool) -> String {
-    let crypto = if per_leg { format!("a=crypto:1 AEAD_AES_128_GCM inline:{CALLER_KEY}\r\n") } else { String::new() };
+    let crypto = if per_leg {
+        format!("a=crypto:1 AEAD_AES_128_GCM inline:{CALLER_KEY}\r\n")
+    } else {
+        String::new()
+    };
     format!(
         "v=0\r\no=- 1 1 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\n\
          m=audio {} RTP/SAVP 96\r\n{crypto}\
@@ -26,7 +30,11 @@ pub fn offer(audio: bool, control: bool, per_leg: bool, ssrc: bool) -> String {
 
 /// A callee's answer to the relay's offer of [`offer`].
 pub fn answer(control: bool, reject_audio: bool, per_leg: bool) -> String {
-    let crypto = if per_leg { format!("a=crypto:1 AEAD_AES_128_GCM inline:{CALLEE_KEY}\r\n") } else { String::new() };
+    let crypto = if per_leg {
+        format!("a=crypto:1 AEAD_AES_128_GCM inline:{CALLEE_KEY}\r\n")
+    } else {
+        String::new()
+    };
     format!(
         "v=0\r\no=- 2 2 IN IP4 127.0.0.3\r\ns=-\r\nc=IN IP4 127.0.0.3\r\nt=0 0\r\n\
          m=audio {} RTP/SAVP 96\r\n{crypto}m=video 6002 RTP/SAVP 97\r\n{crypto}\

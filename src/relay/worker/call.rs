@@ -196,8 +196,8 @@ impl CallRt {
             let mut transmitter_ssrcs = s.announced_ssrcs[tx.index()].clone();
             if tx_has_control || !transmitter_ssrcs.is_empty() {
                 match s.kind {
-                    MediaKind::Video => transmitter_ssrcs.push(ids.video_ssrc),
-                    MediaKind::Audio => transmitter_ssrcs.push(ids.audio_ssrc),
+                    MediaKind::Video => transmitter_ssrcs.push(ids.video_ssrc.get()),
+                    MediaKind::Audio => transmitter_ssrcs.push(ids.audio_ssrc.get()),
                     _ => {}
                 }
             }
@@ -219,8 +219,8 @@ impl CallRt {
             transmitter: tx,
             streams,
             control,
-            server_ssrc: ids.server_ssrc,
-            video_ssrc: ids.video_ssrc,
+            server_ssrc: ids.server_ssrc.get(),
+            video_ssrc: ids.video_ssrc.get(),
             latch_after: self.latch_after,
         };
         (setup, plan)
@@ -436,7 +436,7 @@ impl CallRt {
         let call = &self.call;
         let times = call.times();
         CallSummary {
-            call_id: call.id().to_owned(),
+            call_id: call.call_id().clone(),
             kind: call.kind(),
             state: call.state(),
             transmission: call.arbiter().state(),

@@ -197,7 +197,7 @@ fn leg_totals(s: &CallSummary) -> Value {
 
 fn mcvideo_info(s: &CallSummary) -> Value {
     dict([
-        ("call-id", Value::str(&s.call_id)),
+        ("call-id", Value::str(s.call_id.as_str())),
         ("state", Value::str(s.state.as_str())),
         ("transmission", Value::str(s.transmission.as_str())),
         ("caller", Value::str(&s.caller_id)),
@@ -252,7 +252,7 @@ impl Commands {
             .calls()
             .into_iter()
             .filter(|c| c.state != CallState::Released)
-            .map(|c| c.call_id)
+            .map(|c| String::from(c.call_id))
             .collect();
         let ended = &mut self.ended;
         self.calls.retain(|k, c| {
@@ -480,7 +480,7 @@ impl Commands {
         let offer = self
             .engine
             .create_call(CreateCall {
-                call_id: Some(engine_id.clone()),
+                call_id: Some(engine_id.clone().into()),
                 caller_id,
                 caller_sdp: sdp.to_owned(),
                 callee_id,
