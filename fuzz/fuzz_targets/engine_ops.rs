@@ -123,6 +123,13 @@ enum Op {
     Wait {
         ms: u8,
     },
+    /// Create then accept, both with a transmission control channel and an announced SSRC: a
+    /// live call to send transmission control to in one step.
+    Established {
+        slot: u8,
+        per_leg: bool,
+        audio: bool,
+    },
 }
 
 struct Clients {
@@ -296,7 +303,29 @@ fuzz_target!(|ops: Vec<Op>| {
     let mut sent = 0u64;
     let mut seq_calls = 0u32;
     let mut buf = vec![0u8; 1600];
-    for op in ops.into_iter().take(64) {
+    let ops = ops.into_iter().flat_map(|op| match op {
+        Op::Established {
+            slot,
+            per_leg,
+            audio,
+        } => vec![
+            Op::Create {
+                slot,
+                per_leg,
+                control: true,
+                audio,
+                ssrc: true,
+                manual: false,
+            },
+            Op::Accept {
+                slot,
+                control: true,
+                reject_audio: false,
+            },
+        ],
+        other => vec![other],
+    });
+    for op in ops.take(64) {
         match op {
             Op::Create {
                 slot,
@@ -406,6 +435,7 @@ fuzz_target!(|ops: Vec<Op>| {
             }
             Op::Drain(on) => engine.set_draining(on),
             Op::Wait { ms } => std::thread::sleep(Duration::from_millis(u64::from(ms % 4))),
+            Op::Established { .. } => {} // expanded above
             Op::Rtp {
                 slot,
                 from,
