@@ -462,4 +462,65 @@ mod tests {
         assert_eq!((r.status, r.body.as_str()), (404, "{}"));
         server.join().unwrap();
     }
+
+    #[test]
+    fn send_passes_headers_and_stream_leaves_the_body() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let head = |s: &TcpStream| {
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut head = String::new();
+                loop {
+                    let mut line = String::new();
+                    r.read_line(&mut line).unwrap();
+                    head.push_str(&line);
+                    if line == "\r\n" {
+                        return head;
+                    }
+                }
+            };
+            let (mut s, _) = l.accept().unwrap();
+            let h = head(&s);
+            s.write_all(b"HTTP/1.1 413 Payload Too Large\r\nX-A: 1\r\nContent-Length: 2\r\n\r\n{}")
+                .unwrap();
+            let (mut s2, _) = l.accept().unwrap();
+            let h2 = head(&s2);
+            s2.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+                .unwrap();
+            s2.write_all(b"0\r\n\r\n").unwrap();
+            drop(s);
+            (h, h2)
+        });
+        let mut c = HttpClient::new(&format!("http://{addr}"), None).unwrap();
+        let r = c
+            .send(
+                "POST",
+                "/x",
+                &[("Content-Length", "300000"), ("Expect", "100-continue")],
+                b"",
+            )
+            .unwrap();
+        assert_eq!(
+            (r.status, r.header("x-a"), r.body.as_str()),
+            (413, Some("1"), "{}")
+        );
+        let mut st = c
+            .stream("GET", "/events", &[("Accept", "text/event-stream")])
+            .unwrap();
+        assert!(st.status == 200 && st.chunked(), "{:?}", st.headers);
+        assert_eq!(
+            read_chunk(&mut st.conn).unwrap().as_deref(),
+            Some(&b"hello"[..])
+        );
+        assert_eq!(read_chunk(&mut st.conn).unwrap(), None);
+        let (h, h2) = server.join().unwrap();
+        assert!(h.starts_with("POST /x HTTP/1.1\r\n"), "{h}");
+        assert_eq!(h.matches("Content-Length").count(), 1, "{h}");
+        assert!(
+            h.contains("Content-Length: 300000\r\nExpect: 100-continue\r\n"),
+            "{h}"
+        );
+        assert!(h2.contains("Accept: text/event-stream\r\n"), "{h2}");
+    }
 }
