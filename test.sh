@@ -2,8 +2,9 @@
 # Every check and test of mcvideo-relay in one command, on a machine with only the Rust
 # toolchain: installs what the tests need when it is missing (ffmpeg/ffprobe and promtool from
 # Debian packages, cargo-nextest and cargo-fuzz with `cargo install`), then checks format and
-# lints, that the sans-IO core builds without tokio, the docs, the Prometheus alert rules and a
-# live /metrics page, smoke-runs every fuzz target, runs the doc tests and then the test suite.
+# lints, that each feature set builds alone (the sans-IO core without tokio), the docs, the
+# Prometheus alert rules and a live /metrics page, smoke-runs every fuzz target, runs the doc
+# tests and then the test suite.
 # The test runner's summary line is the last line. `.ci/run` is this script.
 #
 #   ./test.sh            everything (2 cores: about 6 min once built; a cold build adds its time)
@@ -74,10 +75,14 @@ if [[ "${1:-}" == "--deps" ]]; then
 fi
 
 # --- static checks --------------------------------------------------------------------------
-echo "== fmt, clippy, core without tokio, docs"
+echo "== fmt, clippy, each feature set alone (README \"Feature sets\"), docs"
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
-cargo check --lib --no-default-features
+# The sans-IO core (no tokio), + the engine, the sidecar, the load generator: each alone.
+for features in "" relay sidecar loadgen; do
+  echo "cargo check --lib --no-default-features ${features:+--features $features}"
+  cargo check --quiet --lib --no-default-features ${features:+--features "$features"}
+done
 RUSTDOCFLAGS=-Dwarnings cargo doc --no-deps --lib --quiet
 
 # --- Prometheus: alert rules and a live /metrics page ---------------------------------------

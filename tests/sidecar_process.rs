@@ -186,12 +186,32 @@ fn serve_pushes_ffmpeg_video_end_to_end_and_counts_it() {
     let out = dir.join("out.mkv");
     let receiver = spawn_receiver(&dir.join("recv.sdp"), &out);
     std::thread::sleep(Duration::from_millis(700));
+    // While the push runs, the call's quality shows the stream live (its rates go to 0 once the
+    // stream is quiet): the highest bitrate and frame rate seen by polling.
+    let pushing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let poller = {
+        let (api, pushing) = (api.clone(), Arc::clone(&pushing));
+        std::thread::spawn(move || {
+            let (mut bitrate, mut frame_rate) = (0u64, 0f64);
+            while pushing.load(std::sync::atomic::Ordering::Relaxed) {
+                let q = api.get("/v1/calls/ffmpeg-push").json()["quality"][0]["caller"].clone();
+                bitrate = bitrate.max(q["bitrate_bps"].as_u64().unwrap_or(0));
+                frame_rate = frame_rate.max(q["frame_rate"].as_f64().unwrap_or(0.0));
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            (bitrate, frame_rate)
+        })
+    };
     let sender = send(to_caller);
+    pushing.store(false, std::sync::atomic::Ordering::Relaxed);
+    let (live_bitrate, live_frame_rate) = poller.join().expect("quality poller");
     assert!(
         sender.status.success(),
         "sender: {}",
         String::from_utf8_lossy(&sender.stderr)
     );
+    assert!(live_bitrate > 0, "bitrate_bps while pushing");
+    assert!(live_frame_rate > 0.0, "frame_rate while pushing");
     let received = receiver.wait_with_output().expect("receiver exits");
     assert!(
         received.status.success(),
@@ -203,6 +223,17 @@ fn serve_pushes_ffmpeg_video_end_to_end_and_counts_it() {
     let live = api.get("/v1/calls/ffmpeg-push").json();
     assert_eq!(live["state"], "established", "{live}");
     assert_eq!(live["transmission"], "granted");
+    // The caller's stream as the relay measured it: every packet, every frame, nothing lost.
+    let q = &live["quality"][0];
+    assert_eq!(q["kind"], "video", "{live}");
+    let caller_q = &q["caller"];
+    assert!(caller_q["packets"].as_u64().unwrap() > 100, "{caller_q}");
+    assert!(caller_q["frames"].as_u64().unwrap() > 100, "{caller_q}");
+    assert_eq!(caller_q["lost"], 0, "{caller_q}");
+    assert!(
+        caller_q["jitter_ms"].as_f64().unwrap().is_finite(),
+        "{caller_q}"
+    );
 
     // Release: the final statistics.
     let r = api.delete("/v1/calls/ffmpeg-push");

@@ -7,6 +7,7 @@
 //!   the callee, retransmits, ends the transmission (TS 24.581 as read in
 //!   mcvideo-media-plane.md §3, with design.md's video push rules);
 //! * [`arbiter::Arbiter`] — the lock-free word the forwarding side checks per packet;
+//! * [`bucket::TokenBucket`] — the one rate limiter (replies per party, packets from strangers);
 //! * [`call::CallTable`] / [`call::Call`] — the seed procedure, steps 1–11 and release:
 //!   authorization ([`policy`]), the designated UE ([`registry`]), commencement mode, SDP for
 //!   each side, events.
@@ -15,6 +16,7 @@
 //! until `None`, then `poll_event` until `None`, then re-arm the timer from `poll_timeout`.
 
 pub mod arbiter;
+pub mod bucket;
 pub mod call;
 pub mod policy;
 pub mod registry;

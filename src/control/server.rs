@@ -23,6 +23,7 @@
 //! Outputs: `poll_transmit`, `poll_event`, `poll_timeout`.
 
 use super::arbiter::Arbiter;
+use super::bucket::TokenBucket;
 use super::timer::{Timer, TimerTable};
 use super::{Party, ReleaseReason};
 use crate::ids::Ssrc;
@@ -229,13 +230,6 @@ struct Revoke {
     acked: bool,
 }
 
-/// Token bucket for replies to one party.
-#[derive(Debug, Clone, Copy)]
-struct Budget {
-    tokens: f64,
-    at: Option<Instant>,
-}
-
 /// Queued transmits at most; beyond this the oldest is dropped (cannot happen when the driver
 /// drains after each input, which the drain order requires).
 const MAX_QUEUED: usize = 64;
@@ -255,7 +249,8 @@ pub struct TransmissionControlServer {
     first_media: bool,
     callee_media_run: u32,
     revoke: Option<Revoke>,
-    budget: [Budget; 2],
+    /// Replies per party: [`TcConfig::reply_rate_per_sec`], [`TcConfig::reply_burst`].
+    budget: [TokenBucket; 2],
     out: VecDeque<(Party, Out)>,
     events: VecDeque<TcEvent>,
     stats: TcStats,
@@ -266,10 +261,10 @@ impl TransmissionControlServer {
     /// transmission control channel (`m=application ... MCVideo` with a non-zero port); without
     /// it nothing is sent to that party.
     pub fn new(cfg: TcConfig, arbiter: Arc<Arbiter>, ids: Identities, control: [bool; 2]) -> Self {
-        let budget = Budget {
-            tokens: f64::from(cfg.reply_burst),
-            at: None,
-        };
+        let budget = TokenBucket::new(
+            f64::from(cfg.reply_rate_per_sec),
+            f64::from(cfg.reply_burst),
+        );
         TransmissionControlServer {
             cfg,
             arbiter,
@@ -616,21 +611,13 @@ impl TransmissionControlServer {
 
     /// A reply drawn from `to`'s budget.
     fn reply(&mut self, now: Instant, to: Party, out: Out) {
-        let rate = f64::from(self.cfg.reply_rate_per_sec);
-        let burst = f64::from(self.cfg.reply_burst);
         let Some(b) = self.budget.get_mut(to.index()) else {
             return;
         };
-        if let Some(at) = b.at {
-            let dt = now.saturating_duration_since(at).as_secs_f64();
-            b.tokens = (b.tokens + dt * rate).min(burst);
-        }
-        b.at = Some(now);
-        if b.tokens < 1.0 {
+        if !b.take(now) {
             self.stats.rate_limited += 1;
             return;
         }
-        b.tokens -= 1.0;
         self.queue(to, out);
     }
 

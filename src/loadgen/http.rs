@@ -1,5 +1,10 @@
-//! A minimal HTTP/1.1 client over one keep-alive `TcpStream`: enough for the sidecar's JSON API
-//! (Content-Length or chunked bodies, `Connection: close`, one retry on a stale connection).
+//! The crate's one HTTP/1.1 client: blocking, over one keep-alive `TcpStream`, enough for the
+//! sidecar's API (Content-Length or chunked bodies, `Connection: close`, one retry on a stale
+//! connection, a response held open as a stream for Server-Sent Events).
+//!
+//! The load generator sets up calls with it and the integration tests (`tests/sidecar_support`)
+//! drive the sidecar with it. Not a general-purpose client: `http://` only, no redirects, no
+//! TLS; it is public only for the tests and may change at any time.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -10,15 +15,58 @@ const IO_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest response body accepted.
 const MAX_BODY: usize = 16 << 20;
 
-/// A response: status and body.
+/// A response: status, headers (as sent) and body.
 #[derive(Debug)]
-pub(crate) struct Response {
-    pub(crate) status: u16,
-    pub(crate) body: String,
+pub struct Response {
+    /// The status code.
+    pub status: u16,
+    /// Header names and values, in order, trimmed.
+    pub headers: Vec<(String, String)>,
+    /// The whole body (chunked bodies joined).
+    pub body: String,
+}
+
+impl Response {
+    /// The first header named `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        header(&self.headers, name)
+    }
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// A response whose body is left on the connection: read it with [`read_chunk`] (chunked) or
+/// as it comes (e.g. `text/event-stream`).
+#[derive(Debug)]
+pub struct Stream {
+    /// The status code.
+    pub status: u16,
+    /// Header names and values, in order, trimmed.
+    pub headers: Vec<(String, String)>,
+    /// The connection, positioned at the start of the body.
+    pub conn: BufReader<TcpStream>,
+}
+
+impl Stream {
+    /// The first header named `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        header(&self.headers, name)
+    }
+
+    /// Whether the body is chunked.
+    pub fn chunked(&self) -> bool {
+        self.header("transfer-encoding")
+            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
+    }
 }
 
 /// One connection to one server, reopened when the server closes it.
-pub(crate) struct HttpClient {
+pub struct HttpClient {
     addr: SocketAddr,
     host: String,
     prefix: String,
@@ -41,9 +89,19 @@ struct Failure {
     nothing_read: bool,
 }
 
+impl Failure {
+    fn after_read(message: String) -> Failure {
+        Failure {
+            message,
+            nothing_read: false,
+        }
+    }
+}
+
 impl HttpClient {
-    /// A client for `base` (`http://host:port[/prefix]`).
-    pub(crate) fn new(base: &str, token: Option<String>) -> Result<HttpClient, String> {
+    /// A client for `base` (`http://host:port[/prefix]`) sending `Authorization: Bearer token`
+    /// when given.
+    pub fn new(base: &str, token: Option<String>) -> Result<HttpClient, String> {
         let rest = base
             .strip_prefix("http://")
             .ok_or_else(|| format!("`{base}`: only http:// URLs are supported"))?;
@@ -65,67 +123,120 @@ impl HttpClient {
         })
     }
 
-    /// Sends one request (`body` as JSON) and reads the whole response.
-    pub(crate) fn request(
+    /// Sends one JSON request (`body` as JSON, `Accept: application/json`) and reads the whole
+    /// response.
+    pub fn request(
         &mut self,
         method: &str,
         path: &str,
         body: Option<&str>,
     ) -> Result<Response, String> {
+        let mut headers = vec![("Accept", "application/json")];
+        if body.is_some() {
+            headers.push(("Content-Type", "application/json"));
+        }
+        self.send(method, path, &headers, body.unwrap_or_default().as_bytes())
+    }
+
+    /// Sends one request with `headers` and `body` as given and reads the whole response.
+    /// `Host` and the bearer token are added, and `Content-Length` unless `headers` has one
+    /// (for a body, or for `POST` and `PUT`).
+    pub fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<Response, String> {
         let reused = self.conn.is_some();
-        match self.attempt(method, path, body) {
+        match self.attempt(method, path, headers, body) {
             Ok(r) => Ok(r),
             Err(f) if reused && f.nothing_read => {
                 // The server closed an idle keep-alive connection: once more on a fresh one.
                 self.conn = None;
-                self.attempt(method, path, body).map_err(|f| f.message)
+                self.attempt(method, path, headers, body)
+                    .map_err(|f| f.message)
             }
             Err(f) => Err(f.message),
         }
+    }
+
+    /// Sends one request on a connection of its own and returns once the response's head is
+    /// read, with the body left on the connection (e.g. `GET /v1/events`) and no read timeout.
+    pub fn stream(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Stream, String> {
+        let mut conn = self.connect().map_err(|f| f.message)?;
+        let req = self.head(method, path, headers, &[]);
+        conn.get_mut()
+            .write_all(req.as_bytes())
+            .map_err(|e| format!("{method} {path}: write: {e}"))?;
+        let head =
+            read_head_inner(&mut conn).map_err(|f| format!("{method} {path}: {}", f.message))?;
+        Ok(Stream {
+            status: head.status,
+            headers: head.headers,
+            conn,
+        })
+    }
+
+    fn connect(&self) -> Result<BufReader<TcpStream>, Failure> {
+        let s = TcpStream::connect_timeout(&self.addr, CONNECT_TIMEOUT)
+            .map_err(|e| Failure::after_read(format!("connect {}: {e}", self.addr)))?;
+        let _ = s.set_nodelay(true);
+        let _ = s.set_read_timeout(Some(IO_TIMEOUT));
+        let _ = s.set_write_timeout(Some(IO_TIMEOUT));
+        Ok(BufReader::new(s))
+    }
+
+    /// The request's head, ending with the blank line.
+    fn head(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> String {
+        let mut req = format!(
+            "{method} {}{path} HTTP/1.1\r\nHost: {}\r\n",
+            self.prefix, self.host
+        );
+        if let Some(t) = &self.token {
+            req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+        }
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        let has_length = headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-length"));
+        if !has_length && (!body.is_empty() || matches!(method, "POST" | "PUT")) {
+            req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        req.push_str("\r\n");
+        req
     }
 
     fn attempt(
         &mut self,
         method: &str,
         path: &str,
-        body: Option<&str>,
+        headers: &[(&str, &str)],
+        body: &[u8],
     ) -> Result<Response, Failure> {
-        let fail = |message: String, nothing_read: bool| Failure {
-            message,
-            nothing_read,
-        };
         if self.conn.is_none() {
-            let s = TcpStream::connect_timeout(&self.addr, CONNECT_TIMEOUT)
-                .map_err(|e| fail(format!("connect {}: {e}", self.addr), false))?;
-            let _ = s.set_nodelay(true);
-            let _ = s.set_read_timeout(Some(IO_TIMEOUT));
-            let _ = s.set_write_timeout(Some(IO_TIMEOUT));
-            self.conn = Some(BufReader::new(s));
+            self.conn = Some(self.connect()?);
         }
+        let mut req = self.head(method, path, headers, body).into_bytes();
+        req.extend_from_slice(body);
         let Some(conn) = self.conn.as_mut() else {
-            return Err(fail("no connection".into(), false));
+            return Err(Failure::after_read("no connection".into()));
         };
-        let mut req = format!(
-            "{method} {}{path} HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\n",
-            self.prefix, self.host
-        );
-        if let Some(t) = &self.token {
-            req.push_str(&format!("Authorization: Bearer {t}\r\n"));
-        }
-        match body {
-            Some(b) => req.push_str(&format!(
-                "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
-                b.len()
-            )),
-            None if matches!(method, "POST" | "PUT") => req.push_str("Content-Length: 0\r\n\r\n"),
-            None => req.push_str("\r\n"),
-        }
-        if let Err(e) = conn.get_mut().write_all(req.as_bytes()) {
+        if let Err(e) = conn.get_mut().write_all(&req) {
             self.conn = None;
-            return Err(fail(format!("{method} {path}: write: {e}"), true));
+            return Err(Failure {
+                message: format!("{method} {path}: write: {e}"),
+                nothing_read: true,
+            });
         }
-        let result = read_response(conn);
-        match result {
+        match read_response(conn) {
             Ok((resp, keep)) => {
                 if !keep {
                     self.conn = None;
@@ -134,20 +245,25 @@ impl HttpClient {
             }
             Err(f) => {
                 self.conn = None;
-                Err(fail(
-                    format!("{method} {path}: {}", f.message),
-                    f.nothing_read,
-                ))
+                Err(Failure {
+                    message: format!("{method} {path}: {}", f.message),
+                    nothing_read: f.nothing_read,
+                })
             }
         }
     }
 }
 
-fn read_response(conn: &mut BufReader<TcpStream>) -> Result<(Response, bool), Failure> {
-    let err = |message: String| Failure {
-        message,
-        nothing_read: false,
-    };
+/// A response's status line and headers.
+struct Head {
+    status: u16,
+    headers: Vec<(String, String)>,
+    /// HTTP/1.1 and no `Connection: close`.
+    keep: bool,
+}
+
+fn read_head_inner<R: BufRead>(conn: &mut R) -> Result<Head, Failure> {
+    let err = Failure::after_read;
     let mut line = String::new();
     match conn.read_line(&mut line) {
         Ok(0) => {
@@ -170,9 +286,8 @@ fn read_response(conn: &mut BufReader<TcpStream>) -> Result<(Response, bool), Fa
         .next()
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| err(format!("bad status line `{}`", line.trim_end())))?;
-    let mut content_length: Option<usize> = None;
-    let mut chunked = false;
     let mut keep = version == "HTTP/1.1";
+    let mut headers = Vec::new();
     loop {
         line.clear();
         let n = conn
@@ -188,57 +303,83 @@ fn read_response(conn: &mut BufReader<TcpStream>) -> Result<(Response, bool), Fa
         let Some((name, value)) = h.split_once(':') else {
             continue;
         };
-        let (name, value) = (name.trim().to_ascii_lowercase(), value.trim());
-        match name.as_str() {
-            "content-length" => {
-                content_length = Some(
-                    value
-                        .parse()
-                        .map_err(|_| err(format!("bad Content-Length `{value}`")))?,
-                )
+        let (name, value) = (name.trim(), value.trim());
+        if name.eq_ignore_ascii_case("connection") {
+            let v = value.to_ascii_lowercase();
+            if v.contains("close") {
+                keep = false;
+            } else if v.contains("keep-alive") {
+                keep = true;
             }
-            "transfer-encoding" => chunked = value.to_ascii_lowercase().contains("chunked"),
-            "connection" => {
-                let v = value.to_ascii_lowercase();
-                if v.contains("close") {
-                    keep = false;
-                } else if v.contains("keep-alive") {
-                    keep = true;
-                }
-            }
-            _ => {}
         }
+        headers.push((name.to_owned(), value.to_owned()));
     }
-    let mut body = Vec::new();
-    if chunked {
+    Ok(Head {
+        status,
+        headers,
+        keep,
+    })
+}
+
+/// Reads one chunk of a chunked body: `Ok(None)` after the last (zero-size) chunk and its
+/// trailers, or when the connection ends.
+pub fn read_chunk<R: BufRead>(conn: &mut R) -> Result<Option<Vec<u8>>, String> {
+    let mut line = String::new();
+    if conn
+        .read_line(&mut line)
+        .map_err(|e| format!("read chunk size: {e}"))?
+        == 0
+    {
+        return Ok(None);
+    }
+    let size_text = line.trim().split(';').next().unwrap_or_default().trim();
+    let size = usize::from_str_radix(size_text, 16)
+        .map_err(|_| format!("bad chunk size `{}`", line.trim()))?;
+    if size == 0 {
+        // Trailers until the empty line.
         loop {
             line.clear();
-            conn.read_line(&mut line)
-                .map_err(|e| err(format!("read chunk size: {e}")))?;
-            let size_text = line.trim().split(';').next().unwrap_or_default();
-            let size = usize::from_str_radix(size_text, 16)
-                .map_err(|_| err(format!("bad chunk size `{}`", line.trim())))?;
-            if size == 0 {
-                // Trailers until the empty line.
-                loop {
-                    line.clear();
-                    let n = conn
-                        .read_line(&mut line)
-                        .map_err(|e| err(format!("read trailer: {e}")))?;
-                    if n == 0 || line.trim().is_empty() {
-                        break;
-                    }
-                }
-                break;
+            let n = conn
+                .read_line(&mut line)
+                .map_err(|e| format!("read trailer: {e}"))?;
+            if n == 0 || line.trim().is_empty() {
+                return Ok(None);
             }
-            if body.len() + size > MAX_BODY {
+        }
+    }
+    if size > MAX_BODY {
+        return Err("chunk too large".into());
+    }
+    let mut data = vec![0; size + 2];
+    conn.read_exact(&mut data)
+        .map_err(|e| format!("read chunk: {e}"))?;
+    data.truncate(size);
+    Ok(Some(data))
+}
+
+fn read_response(conn: &mut BufReader<TcpStream>) -> Result<(Response, bool), Failure> {
+    let err = Failure::after_read;
+    let Head {
+        status,
+        headers,
+        mut keep,
+    } = read_head_inner(conn)?;
+    let chunked = header(&headers, "transfer-encoding")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+    let content_length = match header(&headers, "content-length") {
+        Some(v) => Some(
+            v.parse::<usize>()
+                .map_err(|_| err(format!("bad Content-Length `{v}`")))?,
+        ),
+        None => None,
+    };
+    let mut body = Vec::new();
+    if chunked {
+        while let Some(chunk) = read_chunk(conn).map_err(err)? {
+            if body.len() + chunk.len() > MAX_BODY {
                 return Err(err("response body too large".into()));
             }
-            let start = body.len();
-            body.resize(start + size + 2, 0);
-            conn.read_exact(&mut body[start..])
-                .map_err(|e| err(format!("read chunk: {e}")))?;
-            body.truncate(start + size);
+            body.extend_from_slice(&chunk);
         }
     } else if let Some(n) = content_length {
         if n > MAX_BODY {
@@ -255,7 +396,14 @@ fn read_response(conn: &mut BufReader<TcpStream>) -> Result<(Response, bool), Fa
         keep = false;
     }
     let body = String::from_utf8(body).map_err(|_| err("response body is not UTF-8".into()))?;
-    Ok((Response { status, body }, keep))
+    Ok((
+        Response {
+            status,
+            headers,
+            body,
+        },
+        keep,
+    ))
 }
 
 #[cfg(test)]
@@ -313,5 +461,66 @@ mod tests {
         let r = c.request("DELETE", "/v1/calls/x", None).unwrap();
         assert_eq!((r.status, r.body.as_str()), (404, "{}"));
         server.join().unwrap();
+    }
+
+    #[test]
+    fn send_passes_headers_and_stream_leaves_the_body() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let head = |s: &TcpStream| {
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut head = String::new();
+                loop {
+                    let mut line = String::new();
+                    r.read_line(&mut line).unwrap();
+                    head.push_str(&line);
+                    if line == "\r\n" {
+                        return head;
+                    }
+                }
+            };
+            let (mut s, _) = l.accept().unwrap();
+            let h = head(&s);
+            s.write_all(b"HTTP/1.1 413 Payload Too Large\r\nX-A: 1\r\nContent-Length: 2\r\n\r\n{}")
+                .unwrap();
+            let (mut s2, _) = l.accept().unwrap();
+            let h2 = head(&s2);
+            s2.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+                .unwrap();
+            s2.write_all(b"0\r\n\r\n").unwrap();
+            drop(s);
+            (h, h2)
+        });
+        let mut c = HttpClient::new(&format!("http://{addr}"), None).unwrap();
+        let r = c
+            .send(
+                "POST",
+                "/x",
+                &[("Content-Length", "300000"), ("Expect", "100-continue")],
+                b"",
+            )
+            .unwrap();
+        assert_eq!(
+            (r.status, r.header("x-a"), r.body.as_str()),
+            (413, Some("1"), "{}")
+        );
+        let mut st = c
+            .stream("GET", "/events", &[("Accept", "text/event-stream")])
+            .unwrap();
+        assert!(st.status == 200 && st.chunked(), "{:?}", st.headers);
+        assert_eq!(
+            read_chunk(&mut st.conn).unwrap().as_deref(),
+            Some(&b"hello"[..])
+        );
+        assert_eq!(read_chunk(&mut st.conn).unwrap(), None);
+        let (h, h2) = server.join().unwrap();
+        assert!(h.starts_with("POST /x HTTP/1.1\r\n"), "{h}");
+        assert_eq!(h.matches("Content-Length").count(), 1, "{h}");
+        assert!(
+            h.contains("Content-Length: 300000\r\nExpect: 100-continue\r\n"),
+            "{h}"
+        );
+        assert!(h2.contains("Accept: text/event-stream\r\n"), "{h2}");
     }
 }

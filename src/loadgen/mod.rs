@@ -30,7 +30,8 @@
 
 mod args;
 mod forwarder;
-mod http;
+#[doc(hidden)]
+pub mod http;
 mod report;
 mod setup;
 mod sys;

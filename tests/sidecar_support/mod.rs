@@ -1,14 +1,15 @@
-//! A minimal HTTP/1.1 client over std `TcpStream` for the sidecar tests: requests, a
-//! Server-Sent Events reader, a Prometheus text reader, and SDP/UDP helpers.
+//! The sidecar tests' API client (over the crate's one HTTP client,
+//! `mcvideo_relay::loadgen::http`): requests, a Server-Sent Events reader, a Prometheus text reader, and SDP/UDP helpers.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 #![allow(clippy::disallowed_methods)] // tests read the clock for their deadlines
 
+use mcvideo_relay::loadgen::http::{read_chunk, HttpClient, Response};
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+/// A whole response.
 #[derive(Debug)]
 pub struct Resp {
     pub status: u16,
@@ -16,17 +17,27 @@ pub struct Resp {
     pub body: String,
 }
 
-impl Resp {
-    pub fn json(&self) -> Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+impl From<Response> for Resp {
+    fn from(r: Response) -> Resp {
+        Resp {
+            status: r.status,
+            headers: r.headers,
+            body: r.body,
+        }
     }
+}
 
+impl Resp {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
     }
 
     /// `(status, error.code, error.message)` of an error response.
@@ -50,43 +61,6 @@ pub struct Api {
     pub token: Option<String>,
 }
 
-fn read_head<R: BufRead>(r: &mut R) -> (u16, Vec<(String, String)>) {
-    let mut line = String::new();
-    r.read_line(&mut line).expect("status line");
-    let status = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line {line:?}"));
-    let mut headers = Vec::new();
-    loop {
-        let mut h = String::new();
-        r.read_line(&mut h).expect("header line");
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            headers.push((k.trim().to_owned(), v.trim().to_owned()));
-        }
-    }
-    (status, headers)
-}
-
-/// Reads one chunk of a chunked body; `None` at the end.
-fn read_chunk<R: BufRead>(r: &mut R) -> Option<Vec<u8>> {
-    let mut size = String::new();
-    if r.read_line(&mut size).ok()? == 0 {
-        return None;
-    }
-    let n = usize::from_str_radix(size.trim().split(';').next()?.trim(), 16).ok()?;
-    let mut data = vec![0; n];
-    r.read_exact(&mut data).ok()?;
-    let mut crlf = [0u8; 2];
-    r.read_exact(&mut crlf).ok()?;
-    (n > 0).then_some(data)
-}
-
 impl Api {
     pub fn new(addr: SocketAddr, token: Option<&str>) -> Api {
         Api {
@@ -95,47 +69,19 @@ impl Api {
         }
     }
 
+    fn client(&self) -> HttpClient {
+        HttpClient::new(&format!("http://{}", self.addr), self.token.clone())
+            .expect("an API address")
+    }
+
     /// Sends one request (`Connection: close`) and reads the whole response.
     pub fn raw(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
-        let mut s = TcpStream::connect(self.addr).expect("connect to the API");
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        let mut req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
-            self.addr
-        );
-        if let Some(t) = &self.token {
-            req.push_str(&format!("Authorization: Bearer {t}\r\n"));
-        }
-        for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        let has_length = headers
-            .iter()
-            .any(|(k, _)| k.eq_ignore_ascii_case("content-length"));
-        if !has_length && (!body.is_empty() || matches!(method, "POST" | "PUT")) {
-            req.push_str(&format!("Content-Length: {}\r\n", body.len()));
-        }
-        req.push_str("\r\n");
-        s.write_all(req.as_bytes()).unwrap();
-        s.write_all(body).unwrap();
-        let mut r = BufReader::new(s);
-        let (status, headers) = read_head(&mut r);
-        let chunked = headers.iter().any(|(k, v)| {
-            k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
-        });
-        let mut body = Vec::new();
-        if chunked {
-            while let Some(c) = read_chunk(&mut r) {
-                body.extend(c);
-            }
-        } else {
-            r.read_to_end(&mut body).expect("response body");
-        }
-        Resp {
-            status,
-            headers,
-            body: String::from_utf8(body).expect("UTF-8 body"),
-        }
+        let mut all = vec![("Connection", "close")];
+        all.extend_from_slice(headers);
+        self.client()
+            .send(method, path, &all, body)
+            .map(Resp::from)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
     }
 
     pub fn get(&self, path: &str) -> Resp {
@@ -172,28 +118,26 @@ impl Api {
 
     /// Opens `GET /v1/events`; once this returns, the server has subscribed.
     pub fn events(&self) -> Events {
-        let mut s = TcpStream::connect(self.addr).expect("connect");
-        let mut req = format!("GET /v1/events HTTP/1.1\r\nHost: {}\r\n", self.addr);
-        if let Some(t) = &self.token {
-            req.push_str(&format!("Authorization: Bearer {t}\r\n"));
-        }
-        req.push_str("Accept: text/event-stream\r\n\r\n");
-        s.write_all(req.as_bytes()).unwrap();
-        let mut r = BufReader::new(s.try_clone().unwrap());
-        let (status, headers) = read_head(&mut r);
-        assert_eq!(status, 200, "event stream status");
+        let stream = self
+            .client()
+            .stream("GET", "/v1/events", &[("Accept", "text/event-stream")])
+            .expect("GET /v1/events");
+        assert_eq!(stream.status, 200, "event stream status");
         assert!(
-            headers
-                .iter()
-                .any(|(k, v)| k.eq_ignore_ascii_case("content-type")
-                    && v.starts_with("text/event-stream")),
-            "{headers:?}"
+            stream
+                .header("content-type")
+                .is_some_and(|v| v.starts_with("text/event-stream")),
+            "{:?}",
+            stream.headers
         );
+        assert!(stream.chunked(), "{:?}", stream.headers);
+        let s = stream.conn.get_ref().try_clone().expect("clone the stream");
+        let mut r = stream.conn;
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             let mut pending = String::new();
             let (mut name, mut data) = (String::new(), String::new());
-            while let Some(chunk) = read_chunk(&mut r) {
+            while let Ok(Some(chunk)) = read_chunk(&mut r) {
                 pending.push_str(&String::from_utf8_lossy(&chunk));
                 while let Some(i) = pending.find('\n') {
                     let line: String = pending.drain(..=i).collect();

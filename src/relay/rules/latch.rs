@@ -12,6 +12,7 @@
 //! (RTP Bleed, 2017). Nothing is ever sent to an address that was neither negotiated nor
 //! latched.
 
+use crate::control::bucket::TokenBucket;
 use std::net::SocketAddr;
 
 /// How much a packet from an unexpected source proves.
@@ -132,19 +133,14 @@ pub const STRANGER_RATE: f64 = 200.0;
 /// Burst allowance for [`STRANGER_RATE`].
 pub const STRANGER_BURST: f64 = 50.0;
 
-/// A token bucket that bounds the work spent on packets from unknown sources.
+/// A token bucket that bounds the work spent on packets from unknown sources:
+/// a [`TokenBucket`] of [`STRANGER_RATE`] and [`STRANGER_BURST`].
 #[derive(Debug, Clone, Copy)]
-pub struct StrangerBudget {
-    tokens: f64,
-    at: Option<std::time::Instant>,
-}
+pub struct StrangerBudget(TokenBucket);
 
 impl Default for StrangerBudget {
     fn default() -> Self {
-        StrangerBudget {
-            tokens: STRANGER_BURST,
-            at: None,
-        }
+        StrangerBudget(TokenBucket::new(STRANGER_RATE, STRANGER_BURST))
     }
 }
 
@@ -152,17 +148,7 @@ impl StrangerBudget {
     /// Takes one token at `now`; `false` when the budget is spent.
     #[inline]
     pub fn take(&mut self, now: std::time::Instant) -> bool {
-        if let Some(at) = self.at {
-            let dt = now.saturating_duration_since(at).as_secs_f64();
-            self.tokens = (self.tokens + dt * STRANGER_RATE).min(STRANGER_BURST);
-        }
-        self.at = Some(now);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        self.0.take(now)
     }
 }
 
