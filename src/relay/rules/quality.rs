@@ -33,7 +33,8 @@ pub struct RtpMeter {
     jitter_q4: u64,
     frames: u64,
     keyframes: u64,
-    window_at: Option<Instant>,
+    /// Start of the current rate window, ns after `started`.
+    window_at_ns: u64,
     window_bytes: u64,
     window_frames: u64,
     bitrate_bps: u64,
@@ -96,7 +97,7 @@ impl RtpMeter {
             jitter_q4: 0,
             frames: 0,
             keyframes: 0,
-            window_at: None,
+            window_at_ns: 0,
             window_bytes: 0,
             window_frames: 0,
             bitrate_bps: 0,
@@ -107,7 +108,9 @@ impl RtpMeter {
     /// One RTP packet of `len` bytes arrived at `now`.
     #[inline]
     pub fn on_packet(&mut self, now: Instant, seq: u16, timestamp: u32, marker: bool, len: usize) {
+        // One clock difference per packet serves the jitter and the rate window.
         let started = *self.started.get_or_insert(now);
+        let t_ns = now.saturating_duration_since(started).as_nanos() as u64;
         self.packets += 1;
         self.bytes += len as u64;
         self.last_at = Some(now);
@@ -115,8 +118,8 @@ impl RtpMeter {
         if marker {
             self.frames += 1;
         }
-        self.jitter(now, started, timestamp);
-        self.rates(now, len, marker);
+        self.jitter(t_ns, timestamp);
+        self.rates(t_ns, len, marker);
     }
 
     /// A keyframe started in the last packet.
@@ -150,13 +153,12 @@ impl RtpMeter {
     }
 
     /// RFC 3550 A.8: J += (|D| − J) / 16, in timestamp units, kept ×16.
-    fn jitter(&mut self, now: Instant, started: Instant, timestamp: u32) {
+    fn jitter(&mut self, t_ns: u64, timestamp: u32) {
         if self.clock_rate == 0 {
             return;
         }
-        let arrival = now.saturating_duration_since(started).as_nanos() as u64
-            * u64::from(self.clock_rate)
-            / 1_000_000_000;
+        // In µs first: no overflow for years of call (ns × 90 kHz would wrap after 2.3 days).
+        let arrival = (t_ns / 1_000).saturating_mul(u64::from(self.clock_rate)) / 1_000_000;
         let transit = (arrival as i64).wrapping_sub(i64::from(timestamp));
         if let Some(last) = self.last_transit {
             let d = transit.wrapping_sub(last).unsigned_abs();
@@ -167,14 +169,13 @@ impl RtpMeter {
         self.last_transit = Some(transit);
     }
 
-    fn rates(&mut self, now: Instant, len: usize, marker: bool) {
-        let at = *self.window_at.get_or_insert(now);
-        let span = now.saturating_duration_since(at);
-        if span >= RATE_WINDOW {
-            let s = span.as_secs_f64();
+    fn rates(&mut self, t_ns: u64, len: usize, marker: bool) {
+        let span = t_ns.saturating_sub(self.window_at_ns);
+        if span >= RATE_WINDOW.as_nanos() as u64 {
+            let s = span as f64 / 1e9;
             self.bitrate_bps = (self.window_bytes as f64 * 8.0 / s) as u64;
             self.frame_rate_milli = (self.window_frames as f64 * 1000.0 / s) as u64;
-            self.window_at = Some(now);
+            self.window_at_ns = t_ns;
             self.window_bytes = 0;
             self.window_frames = 0;
         }
