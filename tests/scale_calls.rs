@@ -236,10 +236,7 @@ fn many_concurrent_calls_then_all_released() {
     if settle > 0 {
         eprintln!("released; idle {settle} s (pid {})", std::process::id());
         std::thread::sleep(Duration::from_secs(settle));
-        eprintln!(
-            "RSS {} KiB after {settle} s idle with no call",
-            rss_kib()
-        );
+        eprintln!("RSS {} KiB after {settle} s idle with no call", rss_kib());
     }
     engine.shutdown();
     drop(engine);
