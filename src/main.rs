@@ -2,6 +2,15 @@
 //! [`mcvideo_relay::sidecar`] or [`mcvideo_relay::loadgen`].
 use std::process::ExitCode;
 
+// The binary's allocator; the library never sets one (BENCHMARKING.md, "Memory after a mass
+// release: allocators").
+#[cfg(feature = "alloc-mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+#[cfg(all(feature = "alloc-jemalloc", not(feature = "alloc-mimalloc")))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[cfg(feature = "sidecar")]
 mod cli {
     use clap::{Parser, Subcommand};

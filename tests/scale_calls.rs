@@ -5,6 +5,10 @@
 //! --test scale_calls` (see BENCHMARKING.md). Every call holds two sockets (one per leg), so
 //! N calls need an open-files limit above 2N: the test raises the soft limit to the hard limit
 //! and, when even that is too low, fails saying so.
+//!
+//! Built with `--features alloc-mimalloc` or `alloc-jemalloc` the test runs on that allocator
+//! (as the binary does); `MCVIDEO_SCALE_SETTLE_SECS=S` also reads the RSS again after the relay
+//! sat idle S seconds with no call (allocators that return memory lazily).
 #![cfg(feature = "relay")]
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)] // a test reads the clock
 
@@ -13,6 +17,21 @@ use mcvideo_relay::control::MediaSecurity;
 use mcvideo_relay::relay::{raise_open_files_limit, Engine, EngineConfig};
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
+
+#[cfg(feature = "alloc-mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+#[cfg(all(feature = "alloc-jemalloc", not(feature = "alloc-mimalloc")))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+const ALLOCATOR: &str = if cfg!(feature = "alloc-mimalloc") {
+    "mimalloc"
+} else if cfg!(feature = "alloc-jemalloc") {
+    "jemalloc"
+} else {
+    "system (glibc)"
+};
 
 const DEFAULT_CALLS: usize = 1_000;
 /// Sends in flight before the test waits for them at the callee (the callee socket's default
@@ -210,6 +229,15 @@ fn many_concurrent_calls_then_all_released() {
     assert!(engine.calls().is_empty());
     let fds_released = fd_count();
     let rss_released = rss_kib();
+    let settle: u64 = std::env::var("MCVIDEO_SCALE_SETTLE_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if settle > 0 {
+        eprintln!("released; idle {settle} s (pid {})", std::process::id());
+        std::thread::sleep(Duration::from_secs(settle));
+        eprintln!("RSS {} KiB after {settle} s idle with no call", rss_kib());
+    }
     engine.shutdown();
     drop(engine);
     let fds_after = fd_count();
@@ -220,7 +248,7 @@ fn many_concurrent_calls_then_all_released() {
     );
     assert!(fds_after <= fds_before, "{fds_after} > {fds_before}");
     eprintln!(
-        "{n} calls: setup {:.0} calls/s ({setup:?}), one packet through each in {media:?}, \
+        "{ALLOCATOR}: {n} calls: setup {:.0} calls/s ({setup:?}), one packet through each in {media:?}, \
          release {:.0} calls/s; descriptors {fds_before} -> {fds_peak} -> {fds_released} \
          (engine stopped: {fds_after}); RSS {rss_before} -> {rss_peak} -> {rss_released} KiB \
          ({:.1} KiB per call)",
