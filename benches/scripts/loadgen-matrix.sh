@@ -10,7 +10,11 @@ DUR="${DUR:-8}"
 R=target/release/mcvideo-relay
 cargo build --release --quiet
 mkdir -p "$OUT"
-lg() { "$R" loadgen --spawn-relay --quiet --duration "$DUR" --ports 30000-33999 "$@" 2>/dev/null >/dev/null; }
+lg() {
+  "$R" loadgen --spawn-relay --quiet --duration "$DUR" --ports 20000-29999 "$@" 2>/dev/null >/dev/null \
+    || echo "failed (exit $?): $*"
+  sleep 1 # the spawned relay's sockets close before the next one binds the range
+}
 for i in $(seq 1 "$RUNS"); do
   lg --compare-forwarder --pattern paced --calls 100 --rate 20000 --json "$OUT/paced-100-20k-$i.json"
   lg --compare-forwarder --pattern paced --calls 100 --rate 50000 --json "$OUT/paced-100-50k-$i.json"
