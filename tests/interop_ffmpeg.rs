@@ -16,6 +16,43 @@ use mcvideo_relay::relay::{Engine, EngineConfig};
 use mcvideo_relay::sdp::{MediaKind, SessionDescription};
 use std::time::Duration;
 
+/// Writes the receiver's SDP, starts the ffmpeg receiver on it, streams [`FRAMES`] frames to
+/// `to` and checks that every one decodes.
+fn stream_and_decode(dir: &std::path::Path, recv_sdp: String, to: std::net::SocketAddr) {
+    std::fs::write(dir.join("recv.sdp"), recv_sdp).unwrap();
+    let out = dir.join("out.mkv");
+    let receiver = spawn_receiver(&dir.join("recv.sdp"), &out);
+    std::thread::sleep(Duration::from_millis(700));
+    let sender = send(to);
+    assert!(
+        sender.status.success(),
+        "sender: {}",
+        String::from_utf8_lossy(&sender.stderr)
+    );
+    let received = receiver.wait_with_output().expect("receiver exits");
+    assert!(
+        received.status.success(),
+        "receiver: {}",
+        String::from_utf8_lossy(&received.stderr)
+    );
+    assert_eq!(frames(&out), FRAMES, "every frame decodes after the relay");
+}
+
+/// The reason of the first `call.released` within 4 s.
+fn released(
+    events: &mut tokio::sync::broadcast::Receiver<mcvideo_relay::control::call::CallEvent>,
+) -> Option<ReleaseReason> {
+    for _ in 0..40 {
+        while let Ok(ev) = events.try_recv() {
+            if let CallEventKind::Released { reason } = ev.kind {
+                return Some(reason);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
 fn push_through_relay(mode: MediaSecurity, port_min: u16) {
     require("ffmpeg");
     require("ffprobe");
@@ -74,42 +111,14 @@ fn push_through_relay(mode: MediaSecurity, port_min: u16) {
         )
         .expect("accept_call");
     let to_caller = RelayAddrs::from_sdp(&answer.sdp_answer);
-    std::fs::write(
-        dir.join("recv.sdp"),
-        video_sdp("viewer", recv_port, &receiver_key, None),
-    )
-    .unwrap();
     drop((r1, r2));
-    let out = dir.join("out.mkv");
-    let receiver = spawn_receiver(&dir.join("recv.sdp"), &out);
-    std::thread::sleep(Duration::from_millis(700));
-    let sender = send(to_caller.video);
-    assert!(
-        sender.status.success(),
-        "sender: {}",
-        String::from_utf8_lossy(&sender.stderr)
+    stream_and_decode(
+        &dir,
+        video_sdp("viewer", recv_port, &receiver_key, None),
+        to_caller.video,
     );
-    let received = receiver.wait_with_output().expect("receiver exits");
-    assert!(
-        received.status.success(),
-        "receiver: {}",
-        String::from_utf8_lossy(&received.stderr)
-    );
-    assert_eq!(frames(&out), FRAMES, "every frame decodes after the relay");
-
     // The push completes by media inactivity (no control channel) and the call is released.
-    let mut released = None;
-    for _ in 0..40 {
-        while let Ok(ev) = events.try_recv() {
-            if let CallEventKind::Released { reason } = ev.kind {
-                released = Some(reason);
-            }
-        }
-        if released.is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let released = released(&mut events);
     assert_eq!(released, Some(ReleaseReason::MediaTimeout));
     let stats = engine.stats();
     assert!(stats.callee.packets_out > 100, "{stats:?}");
@@ -190,40 +199,13 @@ fn pull_through_relay(mode: MediaSecurity, port_min: u16) {
         MediaSecurity::EndToEnd => assert_eq!(viewer_key, SENDER_KEY),
         MediaSecurity::PerLeg => assert_ne!(viewer_key, SENDER_KEY),
     }
-    std::fs::write(
-        dir.join("recv.sdp"),
-        video_sdp("viewer", recv_port, &viewer_key, None),
-    )
-    .unwrap();
     drop((r1, r2));
-    let out = dir.join("out.mkv");
-    let receiver = spawn_receiver(&dir.join("recv.sdp"), &out);
-    std::thread::sleep(Duration::from_millis(700));
-    let sender = send(to_callee.video);
-    assert!(
-        sender.status.success(),
-        "sender: {}",
-        String::from_utf8_lossy(&sender.stderr)
+    stream_and_decode(
+        &dir,
+        video_sdp("viewer", recv_port, &viewer_key, None),
+        to_callee.video,
     );
-    let received = receiver.wait_with_output().expect("receiver exits");
-    assert!(
-        received.status.success(),
-        "receiver: {}",
-        String::from_utf8_lossy(&received.stderr)
-    );
-    assert_eq!(frames(&out), FRAMES, "every frame of the pull decodes");
-    let mut released = None;
-    for _ in 0..40 {
-        while let Ok(ev) = events.try_recv() {
-            if let CallEventKind::Released { reason } = ev.kind {
-                released = Some(reason);
-            }
-        }
-        if released.is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let released = released(&mut events);
     assert_eq!(released, Some(ReleaseReason::MediaTimeout));
     let stats = engine.stats();
     assert!(

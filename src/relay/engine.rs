@@ -210,41 +210,34 @@ impl Engine {
         self.ask(call_id, Cmd::Get).flatten()
     }
 
-    /// Every call's state and counters.
-    pub fn calls(&self) -> Vec<CallSummary> {
+    /// Asks every worker at once and gathers the replies that come in time.
+    fn ask_all<T>(&self, cmd: impl Fn(crossbeam_channel::Sender<T>) -> Cmd) -> Vec<T> {
         let replies: Vec<_> = self
             .plane
             .workers
             .iter()
             .filter_map(|w| {
                 let (tx, rx) = crossbeam_channel::bounded(1);
-                w.send(Cmd::List(tx)).then_some(rx)
+                w.send(cmd(tx)).then_some(rx)
             })
             .collect();
         replies
             .into_iter()
             .filter_map(|rx| rx.recv_timeout(REPLY_TIMEOUT).ok())
-            .flatten()
             .collect()
+    }
+
+    /// Every call's state and counters.
+    pub fn calls(&self) -> Vec<CallSummary> {
+        self.ask_all(Cmd::List).into_iter().flatten().collect()
     }
 
     /// Jitter and loss of the media arriving from every leg that sent RTP, across all calls,
     /// as histograms (for a scrape; each worker sums its own calls).
     pub fn quality(&self) -> crate::relay::rules::QualityHistograms {
-        let replies: Vec<_> = self
-            .plane
-            .workers
-            .iter()
-            .filter_map(|w| {
-                let (tx, rx) = crossbeam_channel::bounded(1);
-                w.send(Cmd::Quality(tx)).then_some(rx)
-            })
-            .collect();
         let mut all = crate::relay::rules::QualityHistograms::default();
-        for rx in replies {
-            if let Ok(h) = rx.recv_timeout(REPLY_TIMEOUT) {
-                all.merge(&h);
-            }
+        for h in self.ask_all(Cmd::Quality) {
+            all.merge(&h);
         }
         all
     }
