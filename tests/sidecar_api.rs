@@ -772,15 +772,16 @@ fn quality_events_and_figures_over_http() {
     let m = api.metrics();
     assert_eq!(m.get("mcvideo_relay_media_streams"), 1.0);
     assert_eq!(
-        m.get(r#"mcvideo_relay_media_streams_by_loss_percent{le="+Inf"}"#),
+        m.get(r#"mcvideo_relay_media_loss_ratio_bucket{le="+Inf"}"#),
         1.0
     );
     assert_eq!(
-        m.get(r#"mcvideo_relay_media_streams_by_loss_percent{le="10"}"#),
+        m.get(r#"mcvideo_relay_media_loss_ratio_bucket{le="0.1"}"#),
         0.0
     );
     assert_eq!(
-        m.get(r#"mcvideo_relay_media_streams_by_loss_percent{le="50"}"#),
+        m.get(r#"mcvideo_relay_media_loss_ratio_bucket{le="0.5"}"#),
         1.0
     );
+    assert_eq!(m.get("mcvideo_relay_media_loss_ratio_sum"), 0.25);
 }

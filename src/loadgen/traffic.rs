@@ -763,18 +763,12 @@ fn on_packet(
     }
 }
 
-/// The payload of a plain RTP packet (after CSRCs and the header extension).
+/// The payload of a plain RTP packet (after CSRCs and the header extension), read with the
+/// crate's one RTP parser.
 fn rtp_payload(p: &[u8]) -> Option<&[u8]> {
-    let b0 = *p.first()?;
-    if b0 >> 6 != 2 {
-        return None;
-    }
-    let mut off = RTP_HEADER + 4 * usize::from(b0 & 0x0f);
-    if b0 & 0x10 != 0 {
-        let ext = p.get(off + 2..off + 4)?;
-        off += 4 + 4 * usize::from(u16::from_be_bytes([ext[0], ext[1]]));
-    }
-    p.get(off..)
+    let pkt = crate::wire::rtp::RtpPacket::new_checked(p).ok()?;
+    let start = pkt.header_len();
+    p.get(start..start + pkt.payload().len())
 }
 
 async fn rx_task(

@@ -264,32 +264,41 @@ pub(crate) fn render(engine: &Engine, api: &ApiMetrics) -> String {
     );
     o.line(&format!("{p}_port_pairs_capacity"), "", s.ports_capacity);
 
-    // Quality across live calls: a snapshot at scrape time (a gauge per bucket, cumulative
-    // like a histogram's, so histogram_quantile() works on it), not a counter.
+    // Quality across live calls, as histograms in base units (seconds, ratio). They are a
+    // snapshot at scrape time — each sending leg of a live call is one sample — not counters
+    // that grow: use histogram_quantile() on them directly, never rate().
     let q = engine.quality();
     o.head(
         &format!("{p}_media_streams"),
         "gauge",
-        "Legs of live calls that sent RTP (one sample each in the two distributions below).",
+        "Legs of live calls that sent RTP (one sample each in the two histograms below).",
     );
     o.line(&format!("{p}_media_streams"), "", q.jitter_ms.count);
-    for (name, help, h) in [
+    for (name, help, h, scale) in [
         (
-            format!("{p}_media_streams_by_jitter_ms"),
-            "Legs of live calls whose RTP interarrival jitter (RFC 3550) is at most le ms.",
+            format!("{p}_media_jitter_seconds"),
+            "Interarrival jitter (RFC 3550) of the RTP from each sending leg of the live calls (a snapshot, not cumulative).",
             &q.jitter_ms,
+            1e-3,
         ),
         (
-            format!("{p}_media_streams_by_loss_percent"),
-            "Legs of live calls whose RTP loss (sequence gaps) is at most le percent.",
+            format!("{p}_media_loss_ratio"),
+            "Share of the RTP lost (sequence gaps) from each sending leg of the live calls (a snapshot, not cumulative).",
             &q.loss_percent,
+            1e-2,
         ),
     ] {
-        o.head(&name, "gauge", help);
+        o.head(&name, "histogram", help);
         for (b, le) in h.buckets.iter().zip(h.bounds) {
-            o.line(&name, &format!("le=\"{le}\""), b);
+            o.line(
+                &format!("{name}_bucket"),
+                &format!("le=\"{}\"", le * scale),
+                b,
+            );
         }
-        o.line(&name, "le=\"+Inf\"", h.count);
+        o.line(&format!("{name}_bucket"), "le=\"+Inf\"", h.count);
+        o.line(&format!("{name}_sum"), "", format!("{:.6}", h.sum * scale));
+        o.line(&format!("{name}_count"), "", h.count);
     }
 
     o.head(
