@@ -12,34 +12,30 @@
 //!   margin of each send time (learnt from the timer's overshoot, at most [`SPIN_MAX`]) and
 //!   never spins: a packet due within that margin goes at once (a spinning sender would take a
 //!   core from the relay it measures).
-//! * **Receivers** (`lg-recv-N` threads) each run a current-thread tokio runtime with a task per
-//!   callee socket that receives in batches (`recvmmsg` + GRO through quinn-udp, super-packets
-//!   split by `stride`), decrypts SRTP, and records one-way latency in an HDR histogram, plus
+//! * **Receivers** (`lg-recv-N` threads) each run a level-triggered epoll loop over their
+//!   callee sockets with the relay's own socket layer (`relay::io`: batched `recvmmsg` + GRO,
+//!   super-packets split by `stride`, a short batch means drained), decrypt SRTP, and records one-way latency in an HDR histogram, plus
 //!   loss, reordering and duplicates per call (a 1024-packet window: bounded memory).
 //!
 //! The floor (no relay) and the relay runs use exactly this code; only the destination differs.
 
 use super::args::{PAYLOAD_HEADER, RTP_HEADER};
 use super::sys::{self, Stop};
+use crate::relay::io::{Events, Poller, RecvBatch};
 use crate::srtp::{SrtpContext, SrtpError};
 use hdrhistogram::Histogram;
-use quinn_udp::{RecvMeta, Transmit, UdpSocketState, BATCH_SIZE};
-use std::cell::RefCell;
-use std::io::{self, IoSliceMut};
+use quinn_udp::{Transmit, UdpSocketState};
+use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
-use tokio::io::Interest;
 use tokio::sync::watch;
 
 /// First word of every loadgen payload.
 pub(crate) const MAGIC: [u8; 4] = *b"MCLG";
 /// Socket buffers asked for on every loadgen socket (the relay's default too).
 const SOCKET_BUFFER: usize = 1 << 20;
-/// Receive slot: room for a GRO super-packet.
-const SLOT: usize = 64 * 1024;
 /// Largest GSO send (the UDP length limit).
 const MAX_GSO_BYTES: usize = 65_000;
 /// Duplicate/reorder window per call, in packets (a multiple of 64).
@@ -91,8 +87,8 @@ pub(crate) struct TxSide {
 /// The receiving end of one call.
 pub(crate) struct RxSide {
     pub(crate) index: u32,
-    socket: Option<UdpSocket>,
-    state: UdpSocketState,
+    /// The relay's socket layer (batched receive, GRO split), shared with its workers.
+    sock: crate::relay::io::UdpSock,
     pub(crate) srtp: Option<SrtpContext>,
     track: SeqTrack,
     counts: RxCounts,
@@ -125,12 +121,9 @@ impl TxSide {
 
 impl RxSide {
     pub(crate) fn bind(index: u32) -> io::Result<RxSide> {
-        let socket = bind_socket()?;
-        let state = UdpSocketState::new((&socket).into())?;
         Ok(RxSide {
             index,
-            socket: Some(socket),
-            state,
+            sock: crate::relay::io::UdpSock::new(bind_socket()?)?,
             srtp: None,
             track: SeqTrack::default(),
             counts: RxCounts::default(),
@@ -138,7 +131,7 @@ impl RxSide {
     }
 
     pub(crate) fn addr(&self) -> Option<SocketAddr> {
-        self.socket.as_ref().and_then(|s| s.local_addr().ok())
+        self.sock.socket().local_addr().ok()
     }
 }
 
@@ -697,13 +690,6 @@ fn send_burst(
     (ok, failed)
 }
 
-/// Receive scratch shared by the tasks of one receiver thread (never held across an await).
-struct Scratch {
-    bufs: Vec<u8>,
-    metas: [RecvMeta; BATCH_SIZE],
-    hist: Histogram<u64>,
-}
-
 /// Handles one received packet of call `side`.
 fn on_packet(
     seg: &mut [u8],
@@ -771,106 +757,64 @@ fn rtp_payload(p: &[u8]) -> Option<&[u8]> {
     p.get(start..start + pkt.payload().len())
 }
 
-async fn rx_task(
-    mut side: RxSide,
-    scratch: Rc<RefCell<Scratch>>,
-    mut stop: watch::Receiver<bool>,
+/// Receives one socket's queue in batches until it is drained (a short batch); returns the
+/// packets seen.
+fn drain_side(
+    side: &mut RxSide,
+    batch: &mut RecvBatch,
     window: (u64, u64),
-    progress: Arc<Progress>,
-) -> RxSide {
-    let Some(std_sock) = side.socket.take() else {
-        return side;
-    };
-    let sock = match tokio::net::UdpSocket::from_std(std_sock) {
-        Ok(s) => s,
-        Err(_) => return side,
-    };
-    'outer: loop {
-        tokio::select! {
-            biased;
-            _ = stop.changed() => break,
-            r = sock.readable() => if r.is_err() { break },
-        }
-        loop {
-            let mut guard = scratch.borrow_mut();
-            let Scratch { bufs, metas, hist } = &mut *guard;
-            let n = {
-                let mut chunks = bufs.chunks_exact_mut(SLOT);
-                let mut iovs: [IoSliceMut<'_>; BATCH_SIZE] =
-                    std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
-                match sock.try_io(Interest::READABLE, || {
-                    side.state.recv((&sock).into(), &mut iovs, metas)
-                }) {
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    // ICMP errors (a relay port gone) and the like: keep receiving.
-                    Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
-                    Err(_) => break 'outer,
-                }
-            };
-            let now_ns = ns(Instant::now());
-            let mut packets = 0;
-            for (slot, meta) in bufs.chunks_exact_mut(SLOT).zip(metas.iter()).take(n) {
-                let Some(data) = slot.get_mut(..meta.len) else {
-                    continue;
-                };
-                let stride = if meta.stride == 0 {
-                    meta.len
-                } else {
-                    meta.stride
-                };
-                for seg in data.chunks_mut(stride.max(1)) {
-                    packets += 1;
-                    on_packet(seg, now_ns, &mut side, window, hist);
-                }
+    hist: &mut Histogram<u64>,
+) -> u64 {
+    let mut packets = 0;
+    // Bounded: a socket that keeps returning errors cannot hold the thread.
+    for _ in 0..64 {
+        let n = match side.sock.recv(batch) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            // ICMP errors (a relay port gone) and the like: keep receiving.
+            Err(_) => continue,
+        };
+        let now_ns = ns(Instant::now());
+        for (_, data, stride) in batch.datagrams() {
+            for seg in data.chunks_mut(stride) {
+                packets += 1;
+                on_packet(seg, now_ns, side, window, hist);
             }
-            progress.received.fetch_add(packets, Ordering::Relaxed);
+        }
+        if n < batch.slots() {
+            break; // drained
         }
     }
-    side.socket = sock.into_std().ok();
-    side
+    packets
 }
 
-/// Runs one receiver thread's tasks until `stop`; returns the sides and the histogram.
+/// Runs one receiver thread until `stop`: a level-triggered epoll loop over its callee
+/// sockets with the relay's socket layer (`relay::io`); returns the sides and the histogram.
 fn receive_loop(
-    sides: Vec<RxSide>,
+    mut sides: Vec<RxSide>,
     stop: watch::Receiver<bool>,
     window: (u64, u64),
     progress: Arc<Progress>,
 ) -> io::Result<(Vec<RxSide>, Histogram<u64>)> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()?;
-    let local = tokio::task::LocalSet::new();
-    let scratch = Rc::new(RefCell::new(Scratch {
-        bufs: vec![0; BATCH_SIZE * SLOT],
-        metas: [RecvMeta::default(); BATCH_SIZE],
-        hist: new_histogram(),
-    }));
-    let sides = local.block_on(&rt, async {
-        let handles: Vec<_> = sides
-            .into_iter()
-            .map(|s| {
-                tokio::task::spawn_local(rx_task(
-                    s,
-                    scratch.clone(),
-                    stop.clone(),
-                    window,
-                    progress.clone(),
-                ))
-            })
-            .collect();
-        let mut out = Vec::with_capacity(handles.len());
-        for h in handles {
-            match h.await {
-                Ok(s) => out.push(s),
-                Err(e) => return Err(io::Error::other(format!("receiver task: {e}"))),
+    let poller = Poller::new()?;
+    for (i, s) in sides.iter().enumerate() {
+        poller.add(s.sock.socket(), i as u64)?;
+    }
+    let mut events = Events::with_capacity(256);
+    let mut batch = RecvBatch::default();
+    let mut hist = new_histogram();
+    while !*stop.borrow() {
+        poller.wait(&mut events, Some(Duration::from_millis(20)))?;
+        let mut packets = 0;
+        for t in events.tokens() {
+            if let Some(side) = usize::try_from(t).ok().and_then(|i| sides.get_mut(i)) {
+                packets += drain_side(side, &mut batch, window, &mut hist);
             }
         }
-        Ok(out)
-    })?;
-    let hist = std::mem::replace(&mut scratch.borrow_mut().hist, new_histogram());
+        if packets > 0 {
+            progress.received.fetch_add(packets, Ordering::Relaxed);
+        }
+    }
     Ok((sides, hist))
 }
 
