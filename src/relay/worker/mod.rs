@@ -403,7 +403,9 @@ impl Worker {
             Err(_) => return self.fail(slot, now),
         };
         let after = *rt.call.tc_stats();
-        {
+        // Most steps (media activity, a receive-only party that keeps sending) move no
+        // transmission control counter: take the worker's stats lock only when one moved.
+        if after.received != before.received || after.sent != before.sent {
             let mut tc = lock(&self.stats.tc);
             tc.0.add_all(&after.received.since(&before.received));
             tc.1.add_all(&after.sent.since(&before.sent));
