@@ -18,6 +18,7 @@
 pub mod arbiter;
 pub mod bucket;
 pub mod call;
+pub mod group;
 pub mod policy;
 pub mod registry;
 pub mod server;

@@ -1,0 +1,68 @@
+//! Unit checks of the group server's bookkeeping; the behaviour, rule by rule, is in
+//! `tests/group_rules/`.
+use super::*;
+
+fn server(cfg: GroupConfig) -> GroupServer {
+    GroupServer::new(
+        cfg,
+        GroupIdentity {
+            group_id: "sip:group@mcx".into(),
+            server_ssrc: Ssrc(0x5e5e_5e5e),
+        },
+        Arc::new(GroupArbiter::new()),
+        Arc::new(SsrcRegistry::new(1)),
+    )
+}
+
+fn member(id: &str) -> MemberSetup {
+    MemberSetup {
+        user_id: id.into(),
+        priority: 100,
+        control: true,
+        ..MemberSetup::default()
+    }
+}
+
+#[test]
+fn join_limits_and_duplicates() {
+    let t0 = Instant::now();
+    let mut s = server(GroupConfig::default());
+    for i in 0..MAX_MEMBERS {
+        s.join(t0, member(&format!("sip:u{i}@mcx"))).unwrap();
+    }
+    assert_eq!(s.join(t0, member("sip:x@mcx")), Err(JoinError::Full));
+    let a = s.slot_of("sip:u3@mcx").unwrap();
+    assert!(s.leave(t0, a));
+    assert_eq!(s.join(t0, member("sip:u4@mcx")), Err(JoinError::Duplicate));
+    assert_eq!(s.join(t0, member("sip:x@mcx")), Ok(a), "a freed slot is reused");
+    s.release(ReleaseReason::Released);
+    assert_eq!(s.join(t0, member("sip:y@mcx")), Err(JoinError::Released));
+    assert_eq!(s.poll_timeout(), None);
+}
+
+#[test]
+fn ssrcs_go_back_to_the_registry() {
+    let t0 = Instant::now();
+    let reg = Arc::new(SsrcRegistry::new(1));
+    let mut s = GroupServer::new(
+        GroupConfig::default(),
+        GroupIdentity {
+            group_id: "g".into(),
+            server_ssrc: Ssrc(1),
+        },
+        Arc::new(GroupArbiter::new()),
+        reg.clone(),
+    );
+    let a = s.join(t0, member("a")).unwrap();
+    s.join(t0, member("b")).unwrap();
+    s.start(t0);
+    let req = TcMessage::new(MessageKind::TransmissionRequest, 9)
+        .to_vec(&EmitOptions::default())
+        .unwrap();
+    s.handle_datagram(t0, a, &req);
+    assert_eq!(reg.in_use(), 2);
+    assert!(s.arbiter().may_forward(a));
+    s.release(ReleaseReason::Released);
+    assert_eq!(reg.in_use(), 0);
+    assert!(!s.arbiter().may_forward(a));
+}
