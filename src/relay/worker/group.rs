@@ -101,6 +101,19 @@ struct MemberRt {
     out: Vec<(Coalescer, Option<SocketAddr>)>,
 }
 
+/// Books a send to a receiver: its counters and the batch's.
+#[inline]
+fn sent_to(receiver: &mut LegSnapshot, batch: &mut LegSnapshot, sent: super::super::io::Sent) {
+    for c in [receiver, batch] {
+        c.add_out(sent.packets, sent.bytes);
+        if sent.failed > 0 {
+            if let Some(x) = c.drops.get_mut(DropReason::SendFailed as usize) {
+                *x += sent.failed;
+            }
+        }
+    }
+}
+
 /// One group call on a worker.
 #[derive(Debug)]
 pub(crate) struct GroupRt {
@@ -221,11 +234,7 @@ impl GroupRt {
 
     /// Adds a member: server, rules, sockets. On error its sockets are closed and its ports
     /// are returned for the caller to give back.
-    pub(crate) fn join(
-        &mut self,
-        now: Instant,
-        prep: MemberPrep,
-    ) -> Result<Slot, Refused> {
+    pub(crate) fn join(&mut self, now: Instant, prep: MemberPrep) -> Result<Slot, Refused> {
         let MemberPrep {
             setup,
             legs,
@@ -470,6 +479,8 @@ impl GroupRt {
         };
         let drained = n < io.batch.slots();
         let mut t = Tally::default();
+        // What went out in this batch, added to the worker's totals once.
+        let mut out = LegSnapshot::default();
         let GroupRt {
             rules,
             fan,
@@ -530,15 +541,7 @@ impl GroupRt {
                         }
                         _ => s.send(d.dest, bytes, bytes.len()),
                     };
-                    let mut o = LegSnapshot::default();
-                    o.add_out(sent.packets, sent.bytes);
-                    if let Some(x) = o.drops.get_mut(DropReason::SendFailed as usize) {
-                        *x += sent.failed;
-                    }
-                    m.counters.add(&o);
-                    totals.group.add(&o);
-                    t.out_packets += sent.packets;
-                    t.out_bytes += sent.bytes;
+                    sent_to(&mut m.counters, &mut out, sent);
                 }
             }
         }
@@ -560,17 +563,12 @@ impl GroupRt {
                     continue;
                 };
                 let sent = c.flush(&s.sock, *dest);
-                let mut o = LegSnapshot::default();
-                o.add_out(sent.packets, sent.bytes);
-                if let Some(x) = o.drops.get_mut(DropReason::SendFailed as usize) {
-                    *x += sent.failed;
-                }
-                m.counters.add(&o);
-                totals.group.add(&o);
-                t.out_packets += sent.packets;
-                t.out_bytes += sent.bytes;
+                sent_to(&mut m.counters, &mut out, sent);
             }
         }
+        totals.group.add(&out);
+        t.out_packets += out.packets_out;
+        t.out_bytes += out.bytes_out;
         Some((t, drained))
     }
 
