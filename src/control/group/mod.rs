@@ -1052,11 +1052,9 @@ impl GroupServer {
                 }
             }
             MessageKind::TransmissionIdle => m.idle_acked = true,
-            MessageKind::ReceiveMediaResponse => {
-                // An ack names no stream: it acks the oldest pending grant.
-                if !m.reception_grants.is_empty() {
-                    m.reception_grants.remove(0);
-                }
+            // An ack names no stream: it acks the oldest pending grant.
+            MessageKind::ReceiveMediaResponse if !m.reception_grants.is_empty() => {
+                m.reception_grants.remove(0);
             }
             _ => {}
         }
@@ -1152,7 +1150,9 @@ impl GroupServer {
         let queued = self.queue.iter().any(|q| q.member == from);
         if let Some(m) = self.member_mut(from) {
             // An End Request answers a Revoked: stop repeating it.
-            if m.revoke.is_some_and(|r| r.cause != RevokeCause::NoPermission) {
+            if m.revoke
+                .is_some_and(|r| r.cause != RevokeCause::NoPermission)
+            {
                 m.revoke = None;
             }
         }
@@ -1357,7 +1357,8 @@ impl GroupServer {
             }
             self.push(r, bytes.clone());
         }
-        self.events.push_back(GroupEvent::TransmissionEnded { member: s, reason });
+        self.events
+            .push_back(GroupEvent::TransmissionEnded { member: s, reason });
     }
 
     /// Grants queued requests while there is room.
@@ -1564,7 +1565,10 @@ impl GroupServer {
         let Some(tm) = self.member(t) else { return };
         let Some(tx) = tm.tx.clone() else { return };
         let user = tm.setup.user_id.clone();
-        let mut m = TcMessage::new(MessageKind::MediaTransmissionNotification, self.server_ssrc());
+        let mut m = TcMessage::new(
+            MessageKind::MediaTransmissionNotification,
+            self.server_ssrc(),
+        );
         m.fields.transmitting_user_id = Some(&user);
         m.fields.audio_ssrc = Some(tx.audio.get());
         m.fields.video_ssrc = Some(tx.video.get());

@@ -34,7 +34,11 @@ fn join_limits_and_duplicates() {
     let a = s.slot_of("sip:u3@mcx").unwrap();
     assert!(s.leave(t0, a));
     assert_eq!(s.join(t0, member("sip:u4@mcx")), Err(JoinError::Duplicate));
-    assert_eq!(s.join(t0, member("sip:x@mcx")), Ok(a), "a freed slot is reused");
+    assert_eq!(
+        s.join(t0, member("sip:x@mcx")),
+        Ok(a),
+        "a freed slot is reused"
+    );
     s.release(ReleaseReason::Released);
     assert_eq!(s.join(t0, member("sip:y@mcx")), Err(JoinError::Released));
     assert_eq!(s.poll_timeout(), None);
