@@ -59,3 +59,19 @@ fn emergency_outranks_imminent_peril_which_outranks_normal() {
     g.end(emerg);
     one(&g.out(), normal, K::TransmissionGranted);
 }
+
+#[test]
+fn a_queued_member_that_raises_an_emergency_preempts() {
+    let mut g = G::new(GroupConfig::default());
+    let a = g.join(member("a", 100));
+    let b = g.join(member("b", 100));
+    g.s.start(g.now);
+    g.request(a, None, None);
+    g.request(b, None, None);
+    one(&g.out(), b, K::QueuePositionInfo);
+    g.request(b, None, Some(INDICATOR_EMERGENCY));
+    let out = g.out();
+    one(&out, a, K::TransmissionRevoked);
+    one(&out, b, K::TransmissionGranted);
+    assert!(g.s.queue().is_empty());
+}

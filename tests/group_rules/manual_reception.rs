@@ -106,3 +106,25 @@ fn a_request_naming_no_transmission_is_refused() {
     assert_eq!(r.msg().fields.result, Some(0));
     assert_eq!(cause_of(&r), 255);
 }
+
+#[test]
+fn the_last_receiver_leaving_starts_t11() {
+    let (mut g, m) = G::started(cfg(), &["a", "b", "c"]);
+    g.request(m[0], None, None);
+    let mut req = TcMessage::new(K::ReceiveMediaRequest, 9);
+    req.fields.transmitting_user_id = Some("a");
+    g.send(m[1], &req);
+    g.out();
+    // Receiving: T11 is off; A keeps sending past T11.
+    for _ in 0..12 {
+        g.advance(Duration::from_secs(1));
+        g.media(m[0], 30);
+    }
+    assert!(g.arbiter().may_forward(m[0]));
+    g.s.leave(g.now, m[1]);
+    for _ in 0..11 {
+        g.advance(Duration::from_secs(1));
+        g.media(m[0], 30);
+    }
+    assert!(!g.arbiter().may_forward(m[0]), "nobody received it for T11");
+}

@@ -755,6 +755,9 @@ impl GroupServer {
         if let Some(m) = self.members.get_mut(slot.index()) {
             *m = None;
         }
+        for t in slots(receiving) {
+            self.maybe_arm_t11(now, t);
+        }
         for m in self.members.iter_mut().flatten() {
             m.reception_grants.retain(|g| g.transmitter != slot);
         }
@@ -1084,14 +1087,10 @@ impl GroupServer {
             .transmission_priority
             .map_or(m.setup.priority, |p| p.min(m.setup.priority));
         let rank = Rank::of(indicator, priority);
-        if let Some(q) = self.queue.iter_mut().find(|q| q.member == from) {
-            // Asked again while queued: take the (possibly new) strength, tell the position.
-            q.rank = rank;
-            q.indicator = indicator;
-            self.sort_queue();
-            self.send_queue_position(now, from);
-            return;
-        }
+        // Asked again while queued: judged afresh with the (possibly new) strength, keeping its
+        // place among equals if it stays queued.
+        let earlier = self.queue.iter().position(|q| q.member == from);
+        let seq = earlier.map(|i| self.queue.remove(i).seq);
         if self.transmitting() < usize::from(self.cfg.max_transmitters.max(1)) {
             self.grant(now, from, rank, indicator);
             return;
@@ -1124,13 +1123,16 @@ impl GroupServer {
                 return;
             }
         }
-        if self.cfg.queueing && self.queue.len() < self.cfg.max_queue {
-            self.queue_seq += 1;
+        if self.cfg.queueing && (seq.is_some() || self.queue.len() < self.cfg.max_queue) {
+            let seq = seq.unwrap_or_else(|| {
+                self.queue_seq += 1;
+                self.queue_seq
+            });
             self.queue.push(Queued {
                 member: from,
                 rank,
                 indicator,
-                seq: self.queue_seq,
+                seq,
             });
             self.sort_queue();
             self.stats.queued += 1;
