@@ -1414,6 +1414,11 @@ impl GroupServer {
             }
         }
         self.arbiter.release();
+        for m in self.members.iter_mut().flatten() {
+            m.receiving = 0;
+            m.reception_grants.clear();
+            m.revoke = None;
+        }
         self.queue.clear();
         self.t1 = None;
         self.t2 = None;

@@ -70,3 +70,22 @@ fn ssrcs_go_back_to_the_registry() {
     assert_eq!(reg.in_use(), 0);
     assert!(!s.arbiter().may_forward(a));
 }
+
+/// Found by `call_ops`: a released group kept its members' Active SSRC Lists while the arbiter's
+/// routes were cleared.
+#[test]
+fn release_clears_every_reception() {
+    let t0 = Instant::now();
+    let mut s = server(GroupConfig::default());
+    let a = s.join(t0, member("a")).unwrap();
+    let b = s.join(t0, member("b")).unwrap();
+    s.start(t0);
+    let req = TcMessage::new(MessageKind::TransmissionRequest, 9)
+        .to_vec(&EmitOptions::default())
+        .unwrap();
+    s.handle_datagram(t0, a, &req);
+    assert_eq!(s.member_view(b).unwrap().receiving, [a]);
+    s.release(ReleaseReason::Released);
+    assert!(s.member_view(b).unwrap().receiving.is_empty());
+    assert!(s.transmissions().is_empty());
+}
