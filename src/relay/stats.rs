@@ -35,11 +35,14 @@ pub enum DropReason {
     RateLimited = 5,
     /// The kernel would not take it (send buffer full, peer unreachable).
     SendFailed = 6,
+    /// Group media from a granted transmitter that nobody receives (no routes, or no receiver
+    /// with an address yet).
+    NoReceivers = 7,
 }
 
 impl DropReason {
     /// Every reason.
-    pub const ALL: [DropReason; 7] = [
+    pub const ALL: [DropReason; 8] = [
         DropReason::NotGranted,
         DropReason::UnknownSsrc,
         DropReason::WrongSource,
@@ -47,6 +50,7 @@ impl DropReason {
         DropReason::AuthFailure,
         DropReason::RateLimited,
         DropReason::SendFailed,
+        DropReason::NoReceivers,
     ];
 
     /// snake_case label for metrics and the API.
@@ -59,6 +63,7 @@ impl DropReason {
             DropReason::AuthFailure => "auth_failure",
             DropReason::RateLimited => "rate_limited",
             DropReason::SendFailed => "send_failed",
+            DropReason::NoReceivers => "no_receivers",
         }
     }
 }

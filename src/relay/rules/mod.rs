@@ -9,11 +9,16 @@
 //! evidence), the **arbiter** (one atomic load: may this party's media pass?), the **SSRC
 //! filter**, the **keyframe policy**, and re-protection toward the peer in per_leg mode.
 
+mod group;
 mod keyframe;
 mod latch;
 mod quality;
 mod setup;
 
+pub use group::{
+    Delivery, FanOut, GroupIngress, GroupRules, GroupRulesSetup, GroupStreamSetup, MemberMedia,
+    MemberQuality, FANOUT_MTU,
+};
 pub use keyframe::{
     h264_keyframe_start, KeyframePolicy, KEYFRAME_REDUNDANT_WINDOW, KEYFRAME_REQUEST_INTERVAL,
 };
@@ -216,6 +221,59 @@ struct ControlRules {
     srtcp_out: SrtpSlot,
 }
 
+impl ControlRules {
+    fn new(c: &ControlSetup, latch_after: u32) -> Result<Self, SrtpError> {
+        Ok(ControlRules {
+            latch: Latch::new(c.remote, latch_after),
+            strangers: StrangerBudget::default(),
+            srtcp_in: srtp(c.key.as_ref())?,
+            srtcp_out: srtp(c.key.as_ref())?,
+        })
+    }
+
+    /// Source screen, SRTCP authentication when the channel has a key, then the latch.
+    fn admit(
+        &mut self,
+        from: SocketAddr,
+        now: Instant,
+        buf: &mut [u8],
+    ) -> Result<usize, DropReason> {
+        screen(&self.latch, &mut self.strangers, from, now)?;
+        let (len, authenticated) = match self.srtcp_in.as_mut() {
+            Some(ctx) => (
+                ctx.unprotect_rtcp(buf)
+                    .map_err(|_| DropReason::AuthFailure)?,
+                true,
+            ),
+            None => (buf.len(), false),
+        };
+        let v = self.latch.check(from, || {
+            if authenticated {
+                Evidence::Strong
+            } else {
+                Evidence::Weak
+            }
+        });
+        match v {
+            Verdict::WrongSource => Err(DropReason::WrongSource),
+            _ => Ok(len),
+        }
+    }
+
+    /// Protects a control message toward the party and says where it goes.
+    fn seal(
+        &mut self,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Option<Result<(usize, SocketAddr), SrtpError>> {
+        let dest = self.latch.destination()?;
+        Some(match self.srtcp_out.as_mut() {
+            Some(ctx) => ctx.protect_rtcp(buf, len).map(|l| (l, dest)),
+            None => Ok((len, dest)),
+        })
+    }
+}
+
 /// The per-packet rules of one call, both parties, every stream and control channel.
 #[derive(Debug)]
 pub struct CallRules {
@@ -255,14 +313,7 @@ impl CallRules {
         }
         let control = |c: &Option<ControlSetup>| -> Result<Option<ControlRules>, SrtpError> {
             c.as_ref()
-                .map(|c| {
-                    Ok(ControlRules {
-                        latch: Latch::new(c.remote, setup.latch_after),
-                        strangers: StrangerBudget::default(),
-                        srtcp_in: srtp(c.key.as_ref())?,
-                        srtcp_out: srtp(c.key.as_ref())?,
-                    })
-                })
+                .map(|c| ControlRules::new(c, setup.latch_after))
                 .transpose()
         };
         let [c0, c1] = &setup.control;
@@ -472,26 +523,7 @@ impl CallRules {
             .get_mut(party.index())
             .and_then(Option::as_mut)
             .ok_or(DropReason::Malformed)?;
-        screen(&c.latch, &mut c.strangers, from, now)?;
-        let (len, authenticated) = match c.srtcp_in.as_mut() {
-            Some(ctx) => (
-                ctx.unprotect_rtcp(buf)
-                    .map_err(|_| DropReason::AuthFailure)?,
-                true,
-            ),
-            None => (buf.len(), false),
-        };
-        let v = c.latch.check(from, || {
-            if authenticated {
-                Evidence::Strong
-            } else {
-                Evidence::Weak
-            }
-        });
-        match v {
-            Verdict::WrongSource => Err(DropReason::WrongSource),
-            _ => Ok(len),
-        }
+        c.admit(from, now, buf)
     }
 
     /// Protects a control message of `len` bytes in `buf` toward `party` (SRTCP when the channel
@@ -502,12 +534,10 @@ impl CallRules {
         buf: &mut [u8],
         len: usize,
     ) -> Option<Result<(usize, SocketAddr), SrtpError>> {
-        let c = self.control.get_mut(party.index())?.as_mut()?;
-        let dest = c.latch.destination()?;
-        Some(match c.srtcp_out.as_mut() {
-            Some(ctx) => ctx.protect_rtcp(buf, len).map(|l| (l, dest)),
-            None => Ok((len, dest)),
-        })
+        self.control
+            .get_mut(party.index())?
+            .as_mut()?
+            .seal(buf, len)
     }
 }
 

@@ -40,6 +40,17 @@ impl SsrcFilter {
         self.allowed.get(..self.len).unwrap_or_default()
     }
 
+    /// The SSRCs allowed so far (announced, or the one adopted).
+    pub fn ssrcs(&self) -> &[u32] {
+        self.allowed()
+    }
+
+    /// Whether `ssrc` is allowed (without adopting it).
+    #[inline]
+    pub fn contains(&self, ssrc: u32) -> bool {
+        self.allowed().contains(&ssrc)
+    }
+
     /// Whether `ssrc` may pass; the first SSRC is adopted when nothing was announced.
     #[inline]
     pub fn admit(&mut self, ssrc: u32) -> bool {

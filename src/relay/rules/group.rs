@@ -1,0 +1,824 @@
+//! The per-packet rules of a **group** call: [`CallRules`](super::CallRules) generalised from two
+//! parties to a member set, with **fan-out**.
+//!
+//! Per packet, in the same order as a one-to-one call: the **source screen** of the ingress
+//! member's leg, **SRTP** authentication in per_leg mode, the **latch**, the **arbiter** (one
+//! load: [`GroupArbiter::may_forward`]), the transmitter's **SSRC filter**, the **keyframe
+//! scan**, then one more load for the receiver set ([`GroupArbiter::receivers`]) and, for each
+//! receiver with an address, one [`Delivery`]:
+//!
+//! * **end_to_end**: every delivery carries the same bytes (one buffer in the [`FanOut`], the
+//!   packet copied into it once, whatever the number of receivers);
+//! * **per_leg**: the plain packet is copied into the receiver's own buffer and protected with
+//!   that receiver leg's outbound SRTP context (one encryption per receiver leg).
+//!
+//! The [`FanOut`] is reusable output: its buffers grow to their high-water mark once and are
+//! reused, so judging allocates nothing per packet or per receiver.
+//!
+//! **RTCP.** Where the relay can read it (plain RTP, or per_leg after SRTCP authentication):
+//!
+//! * from a granted transmitter, everything but receiver reports and feedback (SR, SDES, BYE,
+//!   APP, XR) fans out to its receivers, each copy re-protected per leg;
+//! * feedback (NACK, PLI, FIR and other RTPFB/PSFB) goes **only to the transmitter it names**
+//!   by media SSRC (the FIR entry's SSRC for FIR) among the transmitters the sender receives, or
+//!   to the only transmitter it receives when the SSRC names none; feedback that names none of
+//!   several is dropped (`unknown_ssrc`). PLI/FIR pass the transmitter's [`KeyframePolicy`]: the
+//!   throttle is kept **per transmitter across all its receivers**, so 50 receivers asking at
+//!   once reach it as one request per [`KEYFRAME_REQUEST_INTERVAL`](super::KEYFRAME_REQUEST_INTERVAL);
+//!   the others are dropped (`rate_limited`). What reaches a transmitter is reduced-size RTCP
+//!   (RFC 5506): the feedback packets only;
+//! * receiver reports are consumed for quality ([`GroupRules::quality`]), never fanned out;
+//!   RTCP with nowhere to go is consumed (`Ok` with no delivery), not counted as a drop.
+//!
+//! Where RTCP is **opaque** (SRTCP in end_to_end mode) it cannot be read, split or throttled:
+//! a datagram from a member goes, unchanged, to the receivers of that member when it transmits
+//! and to every transmitter it receives (its feedback and reports must reach them), each
+//! recipient once.
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)] // the tests' own epoch; time then moves virtually
+mod tests;
+
+use super::{
+    h264_keyframe_start, ControlRules, ControlSetup, KeyframePolicy, Kind, LegQuality, LegRules,
+    LegSetup, SsrcFilter, Tally,
+};
+use crate::control::group::{slots, GroupArbiter, Slot, MAX_MEMBERS};
+use crate::control::MediaSecurity;
+use crate::relay::stats::DropReason;
+use crate::sdp::MediaKind;
+use crate::srtp::SrtpError;
+use crate::wire::demux::{classify, PacketClass};
+use crate::wire::rtcp::{self, RtcpKind, RtcpPacket};
+use crate::wire::rtp::RtpPacket;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Size of each buffer of a [`FanOut`]: the largest datagram (plain, plus the SRTP overhead of
+/// the receiver leg) that fans out. Larger ones are dropped as `malformed`.
+pub const FANOUT_MTU: usize = 2048;
+
+/// One media stream of a group call (the same for every member).
+#[derive(Debug, Clone)]
+pub struct GroupStreamSetup {
+    /// Media type.
+    pub kind: MediaKind,
+    /// SRTP on the wire (RTP/SAVP...): opaque past the header in end_to_end mode.
+    pub encrypted: bool,
+    /// RTP clock rate in Hz (jitter); 0 when unknown.
+    pub clock_rate: u32,
+}
+
+/// Everything the rules of one group call need before members join.
+#[derive(Debug, Clone)]
+pub struct GroupRulesSetup {
+    /// The group's arbiter, shared with its transmission control server.
+    pub arbiter: Arc<GroupArbiter>,
+    /// How media is protected.
+    pub security: MediaSecurity,
+    /// The group's media streams (video, maybe audio), in the order of every member's legs.
+    pub streams: Vec<GroupStreamSetup>,
+    /// The relay's SSRC (sender of its own RTCP, e.g. keyframe requests).
+    pub server_ssrc: u32,
+    /// Consecutive packets from one new address that latch a leg without other evidence.
+    pub latch_after: u32,
+}
+
+/// One member's media legs and control channel.
+#[derive(Debug, Clone, Default)]
+pub struct MemberMedia {
+    /// One leg per stream of the group, in the same order. A missing leg is a leg with no
+    /// address: the member neither sends nor receives on that stream; extra legs are ignored.
+    pub legs: Vec<LegSetup>,
+    /// Its transmission control channel, if it has one.
+    pub control: Option<ControlSetup>,
+}
+
+/// Where a datagram came in: which stream, which member's relay socket of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupIngress {
+    /// Index of the stream in the group.
+    pub stream: usize,
+    /// Whose leg (the member whose relay socket received it).
+    pub member: Slot,
+    /// The leg's separate RTCP socket (no rtcp-mux), rather than its RTP socket.
+    pub rtcp_socket: bool,
+}
+
+/// One copy to send: from `member`'s relay socket of `stream` (its RTCP socket when `rtcp` and
+/// the leg has one) to `dest`; the bytes are [`FanOut::bytes`] of the same index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    /// The member it goes to (whose relay socket sends it).
+    pub member: Slot,
+    /// Index of the stream.
+    pub stream: usize,
+    /// RTCP (to the member's RTCP destination) rather than RTP.
+    pub rtcp: bool,
+    /// The member's latched or negotiated address.
+    pub dest: SocketAddr,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    delivery: Delivery,
+    /// Buffer index (0: the shared one).
+    buf: usize,
+    len: usize,
+}
+
+/// Reusable output of [`GroupRules::judge`]: the deliveries of one datagram and their bytes.
+///
+/// Buffer 0 holds bytes shared by several deliveries (end_to_end fan-out); each per_leg copy
+/// has a buffer of its own. Buffers of [`FANOUT_MTU`] bytes are added when a datagram needs
+/// more than ever before, and kept: keep one `FanOut` per worker and reuse it.
+pub struct FanOut {
+    entries: Vec<Entry>,
+    bufs: Vec<u8>,
+    /// Buffers in use (buffer 0 included once anything is written).
+    used: usize,
+}
+
+impl core::fmt::Debug for FanOut {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("FanOut")
+            .field("entries", &self.entries)
+            .field("buffers", &(self.bufs.len() / FANOUT_MTU))
+            .finish()
+    }
+}
+
+impl Default for FanOut {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FanOut {
+    /// Room for a delivery to every member (twice: RTCP may go to a member as a receiver and
+    /// as a transmitter); buffers for a few receivers, grown on demand.
+    pub fn new() -> Self {
+        FanOut {
+            entries: Vec::with_capacity(2 * MAX_MEMBERS),
+            bufs: vec![0; 4 * FANOUT_MTU],
+            used: 0,
+        }
+    }
+
+    /// Forgets the deliveries (keeps the buffers).
+    #[inline]
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.used = 0;
+    }
+
+    /// Number of deliveries.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// No delivery.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Delivery `i` and its bytes.
+    #[inline]
+    pub fn get(&self, i: usize) -> Option<(&Delivery, &[u8])> {
+        let e = self.entries.get(i)?;
+        Some((&e.delivery, self.buf(e.buf, e.len)?))
+    }
+
+    /// The bytes of delivery `i`.
+    #[inline]
+    pub fn bytes(&self, i: usize) -> Option<&[u8]> {
+        self.get(i).map(|(_, b)| b)
+    }
+
+    /// Whether delivery `i` shares its bytes with the other shared deliveries (end_to_end
+    /// fan-out: one buffer, many destinations).
+    #[inline]
+    pub fn is_shared(&self, i: usize) -> bool {
+        self.entries.get(i).is_some_and(|e| e.buf == 0)
+    }
+
+    /// Every delivery with its bytes, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&Delivery, &[u8])> + '_ {
+        (0..self.entries.len()).filter_map(|i| self.get(i))
+    }
+
+    fn buf(&self, k: usize, len: usize) -> Option<&[u8]> {
+        let at = k.checked_mul(FANOUT_MTU)?;
+        self.bufs.get(at..at.checked_add(len)?)
+    }
+
+    fn buf_mut(&mut self, k: usize) -> &mut [u8] {
+        let at = k.saturating_mul(FANOUT_MTU);
+        let end = at.saturating_add(FANOUT_MTU);
+        if self.bufs.len() < end {
+            self.bufs.resize(end, 0); // a new high-water mark; kept afterwards
+        }
+        self.bufs.get_mut(at..end).unwrap_or_default()
+    }
+
+    /// A fresh buffer of its own for one delivery: its index and its bytes.
+    fn own(&mut self) -> (usize, &mut [u8]) {
+        let k = self.used.max(1);
+        self.used = k + 1;
+        (k, self.buf_mut(k))
+    }
+
+    /// Buffer 0, the shared one.
+    fn shared_mut(&mut self) -> &mut [u8] {
+        self.used = self.used.max(1);
+        self.buf_mut(0)
+    }
+
+    fn push(&mut self, delivery: Delivery, buf: usize, len: usize) {
+        self.entries.push(Entry { delivery, buf, len });
+    }
+}
+
+/// One member's state on one stream.
+#[derive(Debug)]
+struct MemberStream {
+    leg: LegRules,
+    /// The SSRCs it may send with while it transmits.
+    ssrcs: SsrcFilter,
+    /// Its keyframes and the keyframe requests that reached it (as a transmitter), across all
+    /// its receivers.
+    keyframes: KeyframePolicy,
+}
+
+#[derive(Debug)]
+struct Member {
+    streams: Vec<MemberStream>,
+    control: Option<ControlRules>,
+}
+
+/// The media quality of one member's legs: what it sent on each stream, and what it reported
+/// receiving.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemberQuality {
+    /// The member.
+    pub member: Slot,
+    /// Per stream of the group, in order: its media type and the member's leg.
+    pub streams: Vec<(MediaKind, LegQuality)>,
+}
+
+/// The per-packet rules of one group call: every member's legs and control channel.
+#[derive(Debug)]
+pub struct GroupRules {
+    arbiter: Arc<GroupArbiter>,
+    per_leg: bool,
+    streams: Vec<GroupStreamSetup>,
+    members: Vec<Option<Member>>,
+    server_ssrc: u32,
+    latch_after: u32,
+    /// Members with media activity since [`GroupRules::take_active`].
+    active: u64,
+}
+
+#[inline]
+fn rtcp_readable(s: &GroupStreamSetup, per_leg: bool) -> bool {
+    !s.encrypted || per_leg
+}
+
+/// The transmitter SSRC a feedback packet names: the media SSRC, or the first FIR entry's.
+fn feedback_target<T: AsRef<[u8]>>(p: &RtcpPacket<T>) -> Option<u32> {
+    if p.kind() == RtcpKind::Fir {
+        p.fir_entries().next().map(|(ssrc, _)| ssrc)
+    } else {
+        p.media_ssrc()
+    }
+}
+
+fn is_feedback(k: RtcpKind) -> bool {
+    matches!(
+        k,
+        RtcpKind::Nack
+            | RtcpKind::TransportFeedback(_)
+            | RtcpKind::Pli
+            | RtcpKind::Fir
+            | RtcpKind::PayloadFeedback(_)
+    )
+}
+
+impl GroupRules {
+    /// The rules of a group call with no member yet.
+    pub fn new(setup: &GroupRulesSetup) -> Self {
+        GroupRules {
+            arbiter: setup.arbiter.clone(),
+            per_leg: setup.security == MediaSecurity::PerLeg,
+            streams: setup.streams.clone(),
+            members: (0..MAX_MEMBERS).map(|_| None).collect(),
+            server_ssrc: setup.server_ssrc,
+            latch_after: setup.latch_after,
+            active: 0,
+        }
+    }
+
+    /// The group's arbiter.
+    pub fn arbiter(&self) -> &Arc<GroupArbiter> {
+        &self.arbiter
+    }
+
+    /// Number of media streams.
+    pub fn streams(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// The members, as a set of slot bits.
+    pub fn members(&self) -> u64 {
+        self.members
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.is_some())
+            .filter_map(|(i, _)| Slot::new(i))
+            .fold(0, |set, s| set | s.bit())
+    }
+
+    /// Adds (or replaces) the member in `slot`. Fails only on an unusable SRTP key.
+    pub fn add_member(&mut self, slot: Slot, media: &MemberMedia) -> Result<(), SrtpError> {
+        let none = LegSetup::default();
+        let mut streams = Vec::with_capacity(self.streams.len());
+        for (i, s) in self.streams.iter().enumerate() {
+            let l = media.legs.get(i).unwrap_or(&none);
+            streams.push(MemberStream {
+                leg: LegRules::new(l, self.latch_after, s.clock_rate)?,
+                ssrcs: SsrcFilter::new(&[]),
+                keyframes: KeyframePolicy::default(),
+            });
+        }
+        let control = media
+            .control
+            .as_ref()
+            .map(|c| ControlRules::new(c, self.latch_after))
+            .transpose()?;
+        if let Some(m) = self.members.get_mut(slot.index()) {
+            *m = Some(Member { streams, control });
+        }
+        Ok(())
+    }
+
+    /// Forgets the member in `slot` (its legs, SRTP contexts and control channel). The arbiter
+    /// is its transmission control server's to update.
+    pub fn remove_member(&mut self, slot: Slot) {
+        if let Some(m) = self.members.get_mut(slot.index()) {
+            *m = None;
+        }
+        self.active &= !slot.bit();
+    }
+
+    /// The SSRCs a granted transmitter may send with (its Granted audio/video SSRCs and its
+    /// announced ones), on every stream; cleared with an empty slice when its transmission
+    /// ends (then the first SSRC seen is adopted, as [`SsrcFilter`] does).
+    pub fn set_transmitter_ssrcs(&mut self, slot: Slot, ssrcs: &[u32]) {
+        if let Some(m) = self.member_mut(slot) {
+            for s in &mut m.streams {
+                s.ssrcs = SsrcFilter::new(ssrcs);
+            }
+        }
+    }
+
+    /// Members whose RTP passed the source checks since the last call (media activity, for
+    /// the group's transmission control server), as a set of slot bits; resets it.
+    pub fn take_active(&mut self) -> u64 {
+        core::mem::take(&mut self.active)
+    }
+
+    fn member_mut(&mut self, slot: Slot) -> Option<&mut Member> {
+        self.members.get_mut(slot.index()).and_then(Option::as_mut)
+    }
+
+    fn member_stream_mut(&mut self, slot: Slot, si: usize) -> Option<&mut MemberStream> {
+        self.member_mut(slot)?.streams.get_mut(si)
+    }
+
+    fn member_stream(&self, slot: Slot, si: usize) -> Option<&MemberStream> {
+        self.members
+            .get(slot.index())
+            .and_then(Option::as_ref)?
+            .streams
+            .get(si)
+    }
+
+    /// Where RTP to `slot` on stream `si` goes.
+    pub fn rtp_destination(&self, slot: Slot, si: usize) -> Option<SocketAddr> {
+        self.member_stream(slot, si)?.leg.rtp_latch.destination()
+    }
+
+    /// Where RTCP to `slot` on stream `si` goes.
+    pub fn rtcp_destination(&self, slot: Slot, si: usize) -> Option<SocketAddr> {
+        self.member_stream(slot, si)?.leg.rtcp_destination()
+    }
+
+    /// The media quality of every member at `now`.
+    pub fn quality(&self, now: Instant) -> Vec<MemberQuality> {
+        self.members
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| Some((Slot::new(i)?, m.as_ref()?)))
+            .map(|(member, m)| MemberQuality {
+                member,
+                streams: self
+                    .streams
+                    .iter()
+                    .zip(&m.streams)
+                    .map(|(s, ms)| {
+                        (
+                            s.kind.clone(),
+                            LegQuality {
+                                receiver_report: ms.leg.reports.last,
+                                ..ms.leg.meter.snapshot(now)
+                            },
+                        )
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// Judges one datagram (one segment of a GRO batch) that arrived at `at` from `from`, in
+    /// place. The copies to send are put in `out` (cleared first). `Ok` with no delivery: the
+    /// datagram was consumed (RTCP for the relay only) or every part of it was dropped and
+    /// counted in `t`. RTP that passed the source checks counts as media activity of
+    /// `at.member` (`t.media`, and [`Self::take_active`]).
+    #[inline]
+    pub fn judge(
+        &mut self,
+        at: GroupIngress,
+        from: SocketAddr,
+        now: Instant,
+        pkt: &mut [u8],
+        out: &mut FanOut,
+        t: &mut Tally,
+    ) -> Result<(), DropReason> {
+        out.clear();
+        if at.rtcp_socket || classify(pkt) == PacketClass::Rtcp {
+            self.on_rtcp(at, from, now, pkt, out, t)
+        } else {
+            self.on_rtp(at, from, now, pkt, out, t)
+        }
+    }
+
+    fn on_rtp(
+        &mut self,
+        at: GroupIngress,
+        from: SocketAddr,
+        now: Instant,
+        pkt: &mut [u8],
+        out: &mut FanOut,
+        t: &mut Tally,
+    ) -> Result<(), DropReason> {
+        let per_leg = self.per_leg;
+        let m = at.member;
+        let conf = self.streams.get(at.stream).ok_or(DropReason::Malformed)?;
+        let scan = conf.kind == MediaKind::Video && rtcp_readable(conf, per_leg);
+        let ms = self
+            .members
+            .get_mut(m.index())
+            .and_then(Option::as_mut)
+            .and_then(|mm| mm.streams.get_mut(at.stream))
+            .ok_or(DropReason::Malformed)?;
+        let (len, ssrc) = ms
+            .leg
+            .admit((Kind::Rtp, false), pkt, from, now, per_leg, t)?;
+        t.media += 1;
+        self.active |= m.bit();
+        let body = pkt.get(..len).ok_or(DropReason::Malformed)?;
+        let p = RtpPacket::new_unchecked(body);
+        ms.leg
+            .meter
+            .on_packet(now, p.sequence_number(), p.timestamp(), p.marker(), len);
+        if !self.arbiter.may_forward(m) {
+            return Err(DropReason::NotGranted);
+        }
+        if !ms.ssrcs.admit(ssrc) {
+            return Err(DropReason::UnknownSsrc);
+        }
+        if scan {
+            if let Ok(p) = RtpPacket::new_checked(body) {
+                if h264_keyframe_start(p.payload()) {
+                    ms.keyframes.keyframe_seen(now);
+                    ms.leg.meter.on_keyframe();
+                }
+            }
+        }
+        let to = self.arbiter.receivers(m) & !m.bit();
+        if to == 0 {
+            return Err(DropReason::NoReceivers);
+        }
+        self.fan_out(Kind::Rtp, at.stream, to, body, out, t)?;
+        if out.is_empty() {
+            return Err(DropReason::NoReceivers);
+        }
+        Ok(())
+    }
+
+    /// One delivery of plain `body` to each member of `to` with an address on stream `si`:
+    /// the shared buffer (no SRTP toward it), or its own copy protected with its leg's key.
+    fn fan_out(
+        &mut self,
+        kind: Kind,
+        si: usize,
+        to: u64,
+        body: &[u8],
+        out: &mut FanOut,
+        t: &mut Tally,
+    ) -> Result<(), DropReason> {
+        if body.len() > FANOUT_MTU {
+            return Err(DropReason::Malformed);
+        }
+        let per_leg = self.per_leg;
+        let mut shared = false;
+        for r in slots(to) {
+            let Some(ms) = self
+                .members
+                .get_mut(r.index())
+                .and_then(Option::as_mut)
+                .and_then(|mm| mm.streams.get_mut(si))
+            else {
+                continue;
+            };
+            let leg = &mut ms.leg;
+            let rtcp = kind == Kind::Rtcp;
+            let dest = if rtcp {
+                leg.rtcp_destination()
+            } else {
+                leg.rtp_latch.destination()
+            };
+            let Some(dest) = dest else {
+                continue;
+            };
+            let d = Delivery {
+                member: r,
+                stream: si,
+                rtcp,
+                dest,
+            };
+            if per_leg && leg.srtp_out.is_some() {
+                let (k, buf) = out.own();
+                let Some(plain) = buf.get_mut(..body.len()) else {
+                    continue;
+                };
+                plain.copy_from_slice(body);
+                match leg.seal(kind, buf, body.len(), true) {
+                    Ok(n) => out.push(d, k, n),
+                    Err(e) => t.drop(e),
+                }
+            } else {
+                if !shared {
+                    let Some(b) = out.shared_mut().get_mut(..body.len()) else {
+                        return Err(DropReason::Malformed);
+                    };
+                    b.copy_from_slice(body);
+                    shared = true;
+                }
+                out.push(d, 0, body.len());
+            }
+        }
+        Ok(())
+    }
+
+    /// The transmitters `m` receives: permitted members other than `m` whose routes hold it.
+    fn sources_of(&self, m: Slot) -> u64 {
+        slots(self.arbiter.permitted() & !m.bit())
+            .filter(|&s| self.arbiter.receivers(s) & m.bit() != 0)
+            .fold(0, |set, s| set | s.bit())
+    }
+
+    fn on_rtcp(
+        &mut self,
+        at: GroupIngress,
+        from: SocketAddr,
+        now: Instant,
+        pkt: &mut [u8],
+        out: &mut FanOut,
+        t: &mut Tally,
+    ) -> Result<(), DropReason> {
+        let per_leg = self.per_leg;
+        let (m, si) = (at.member, at.stream);
+        let conf = self.streams.get(si).ok_or(DropReason::Malformed)?;
+        let readable = rtcp_readable(conf, per_leg);
+        let video = conf.kind == MediaKind::Video;
+        let ms = self.member_stream_mut(m, si).ok_or(DropReason::Malformed)?;
+        let (len, _) = ms
+            .leg
+            .admit((Kind::Rtcp, at.rtcp_socket), pkt, from, now, per_leg, t)?;
+        let receivers = if self.arbiter.may_forward(m) {
+            self.arbiter.receivers(m) & !m.bit()
+        } else {
+            0
+        };
+        let sources = self.sources_of(m);
+        let body = pkt.get(..len).ok_or(DropReason::Malformed)?;
+        if !readable {
+            // Opaque SRTCP: to its receivers and to the transmitters it receives, unchanged.
+            return self.fan_out(Kind::Rtcp, si, receivers | sources, body, out, t);
+        }
+        if rtcp::validate_compound(body).is_err() {
+            return Err(DropReason::Malformed);
+        }
+        let mut sender_part = false;
+        for p in rtcp::compound(body).flatten() {
+            match p.kind() {
+                RtcpKind::ReceiverReport => {
+                    if let Some(ms) = self.member_stream_mut(m, si) {
+                        ms.leg.reports.receiver_report(&p, now);
+                    }
+                }
+                k if is_feedback(k) => {}
+                k => {
+                    sender_part = true;
+                    if k == RtcpKind::Goodbye {
+                        t.bye = true;
+                    }
+                    if k == RtcpKind::SenderReport {
+                        if let Some(ms) = self.member_stream_mut(m, si) {
+                            ms.leg.reports.receiver_report(&p, now);
+                        }
+                        // The NTP timestamp's middle 32 bits, as each receiver echoes it in LSR.
+                        let ntp = p.body().get(..8).unwrap_or_default();
+                        if let Some(mid) = ntp.get(2..6).and_then(|b| b.try_into().ok()) {
+                            for r in slots(receivers) {
+                                if let Some(rs) = self.member_stream_mut(r, si) {
+                                    rs.leg.reports.sender_report(u32::from_be_bytes(mid), now);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // A transmitter's SR, SDES, BYE...: to its receivers.
+        if sender_part && receivers != 0 {
+            let mut part = [0u8; FANOUT_MTU];
+            let n = select(body, &mut part, |p| {
+                !is_feedback(p.kind()) && p.kind() != RtcpKind::ReceiverReport
+            });
+            if let Some(part) = part.get(..n) {
+                self.fan_out(Kind::Rtcp, si, receivers, part, out, t)?;
+            }
+        }
+        // Feedback: each packet to the transmitter it names, throttled per transmitter.
+        if sources == 0 {
+            return Ok(());
+        }
+        let only = (sources.count_ones() == 1).then_some(sources);
+        let mut unrouted = 0u64;
+        for p in rtcp::compound(body)
+            .flatten()
+            .filter(|p| is_feedback(p.kind()))
+        {
+            if self.route(&p, si, sources, only).is_none() {
+                unrouted += 1;
+            }
+        }
+        t.drop_n(DropReason::UnknownSsrc, unrouted);
+        for tx in slots(sources) {
+            let (k, buf) = out.own();
+            let n = select(body, buf, |p| {
+                is_feedback(p.kind()) && self.route(p, si, sources, only) == Some(tx)
+            });
+            if n == 0 {
+                out.used -= 1; // give the buffer back
+                continue;
+            }
+            let Some(ts) = self.member_stream_mut(tx, si) else {
+                continue;
+            };
+            let n = if video {
+                let (kept, dropped) = ts
+                    .keyframes
+                    .filter_requests(buf.get_mut(..n).unwrap_or_default(), now);
+                t.drop_n(DropReason::RateLimited, dropped);
+                kept
+            } else {
+                n
+            };
+            if n == 0 {
+                continue;
+            }
+            let Some(dest) = ts.leg.rtcp_destination() else {
+                continue;
+            };
+            match ts.leg.seal(Kind::Rtcp, buf, n, per_leg) {
+                Ok(n) => out.push(
+                    Delivery {
+                        member: tx,
+                        stream: si,
+                        rtcp: true,
+                        dest,
+                    },
+                    k,
+                    n,
+                ),
+                Err(e) => t.drop(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// The transmitter (among `sources`) a feedback packet is for: the one whose SSRC it names
+    /// on stream `si`, else the only one.
+    fn route<T: AsRef<[u8]>>(
+        &self,
+        p: &RtcpPacket<T>,
+        si: usize,
+        sources: u64,
+        only: Option<u64>,
+    ) -> Option<Slot> {
+        if let Some(ssrc) = feedback_target(p) {
+            let named = slots(sources).find(|&s| {
+                self.member_stream(s, si)
+                    .is_some_and(|ms| ms.ssrcs.contains(ssrc))
+            });
+            if named.is_some() {
+                return named;
+            }
+        }
+        only.and_then(|set| slots(set).next())
+    }
+
+    /// Writes a keyframe request (PLI) toward transmitter `slot` for the first video stream
+    /// where the relay can sign RTCP, the transmitter's SSRC is known and its policy allows
+    /// one now (shared with its receivers' requests). Returns the stream and the length; the
+    /// request goes to [`Self::rtcp_destination`].
+    pub fn keyframe_request(
+        &mut self,
+        slot: Slot,
+        now: Instant,
+        buf: &mut [u8],
+    ) -> Option<(usize, usize)> {
+        let per_leg = self.per_leg;
+        let server = self.server_ssrc;
+        let confs = &self.streams;
+        let m = self.members.get_mut(slot.index())?.as_mut()?;
+        for (si, (conf, ms)) in confs.iter().zip(m.streams.iter_mut()).enumerate() {
+            if conf.kind != MediaKind::Video || !rtcp_readable(conf, per_leg) {
+                continue;
+            }
+            let Some(&media) = ms.ssrcs.ssrcs().first() else {
+                continue;
+            };
+            let Ok(len) = rtcp::emit_pli(server, media, buf) else {
+                continue;
+            };
+            if ms.leg.rtcp_destination().is_none() || !ms.keyframes.may_request(now) {
+                continue;
+            }
+            let len = ms.leg.seal(Kind::Rtcp, buf, len, per_leg).ok()?;
+            return Some((si, len));
+        }
+        None
+    }
+
+    /// A datagram on `slot`'s transmission control channel: source screen, SRTCP
+    /// authentication when the channel has a key, then the latch. Returns the plain length.
+    pub fn admit_control(
+        &mut self,
+        slot: Slot,
+        from: SocketAddr,
+        now: Instant,
+        buf: &mut [u8],
+    ) -> Result<usize, DropReason> {
+        self.member_mut(slot)
+            .and_then(|m| m.control.as_mut())
+            .ok_or(DropReason::Malformed)?
+            .admit(from, now, buf)
+    }
+
+    /// Protects a control message of `len` bytes in `buf` toward `slot` (SRTCP when the
+    /// channel has a key) and says where it goes. `None`: no such member, no channel, or no
+    /// address yet.
+    pub fn seal_control(
+        &mut self,
+        slot: Slot,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Option<Result<(usize, SocketAddr), SrtpError>> {
+        self.member_mut(slot)?.control.as_mut()?.seal(buf, len)
+    }
+}
+
+/// Copies the packets of the (validated) compound `body` that `keep` selects into `dst`, in
+/// order; returns the length written (0 when none, or when `dst` is too small).
+fn select(body: &[u8], dst: &mut [u8], mut keep: impl FnMut(&RtcpPacket<&[u8]>) -> bool) -> usize {
+    let mut w = 0;
+    for p in rtcp::compound(body).flatten() {
+        if !keep(&p) {
+            continue;
+        }
+        let bytes = p.as_bytes();
+        let Some(d) = dst.get_mut(w..w + bytes.len()) else {
+            return 0;
+        };
+        d.copy_from_slice(bytes);
+        w += bytes.len();
+    }
+    w
+}

@@ -1,0 +1,618 @@
+//! The group rules on virtual time, without sockets: byte buffers in, deliveries out.
+
+use super::*;
+use crate::keys::{MasterKey, SrtpSuite};
+use crate::relay::rules::{KEYFRAME_REQUEST_INTERVAL, STRANGER_BURST};
+use crate::srtp::SrtpContext;
+use crate::wire::rtcp::{emit_nack, emit_pli, emit_receiver_report_empty};
+use std::time::Duration;
+
+const SSRC: u32 = 0x1234_5678;
+
+fn s(i: usize) -> Slot {
+    Slot::new(i).unwrap()
+}
+
+/// Member `i`'s address.
+fn addr(i: usize) -> SocketAddr {
+    SocketAddr::from(([10, 0, 0, i as u8 + 1], 5000))
+}
+
+fn key(b: u8) -> MasterKey {
+    MasterKey::new(SrtpSuite::AeadAes128Gcm, vec![b; 28]).unwrap()
+}
+
+/// Member `i`'s key toward the relay (`in`) and the relay's toward it (`out`).
+fn key_in(i: usize) -> MasterKey {
+    key(i as u8 * 2 + 1)
+}
+
+fn key_out(i: usize) -> MasterKey {
+    key(i as u8 * 2 + 2)
+}
+
+/// A video group of `n` members (one stream), plain RTP or per_leg SRTP.
+fn group(n: usize, security: MediaSecurity) -> (Arc<GroupArbiter>, GroupRules) {
+    let arbiter = Arc::new(GroupArbiter::new());
+    let per_leg = security == MediaSecurity::PerLeg;
+    let mut g = GroupRules::new(&GroupRulesSetup {
+        arbiter: arbiter.clone(),
+        security,
+        streams: vec![GroupStreamSetup {
+            kind: MediaKind::Video,
+            encrypted: per_leg,
+            clock_rate: 90_000,
+        }],
+        server_ssrc: 1,
+        latch_after: 3,
+    });
+    for i in 0..n {
+        let leg = LegSetup {
+            remote_rtp: Some(addr(i)),
+            remote_rtcp: Some(addr(i)),
+            srtp_in: per_leg.then(|| key_in(i)),
+            srtp_out: per_leg.then(|| key_out(i)),
+            ..LegSetup::default()
+        };
+        g.add_member(
+            s(i),
+            &MemberMedia {
+                legs: vec![leg],
+                control: None,
+            },
+        )
+        .unwrap();
+    }
+    (arbiter, g)
+}
+
+/// Member `tx` granted, to `receivers`, with SSRC [`SSRC`].
+fn grant(a: &GroupArbiter, g: &mut GroupRules, tx: usize, receivers: &[usize]) {
+    assert!(a.permit(s(tx)));
+    for &r in receivers {
+        a.add_route(s(tx), s(r));
+    }
+    g.set_transmitter_ssrcs(s(tx), &[SSRC]);
+}
+
+fn rtp(ssrc: u32, seq: u16, payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x80, 96];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&[0, 0, 0, 0]);
+    p.extend_from_slice(&ssrc.to_be_bytes());
+    p.extend_from_slice(payload);
+    p
+}
+
+fn at(member: usize) -> GroupIngress {
+    GroupIngress {
+        stream: 0,
+        member: s(member),
+        rtcp_socket: false,
+    }
+}
+
+/// Judges `p` from member `m`'s own address.
+fn judge(
+    g: &mut GroupRules,
+    m: usize,
+    now: Instant,
+    p: &mut [u8],
+    out: &mut FanOut,
+    t: &mut Tally,
+) -> Result<(), DropReason> {
+    g.judge(at(m), addr(m), now, p, out, t)
+}
+
+fn members(out: &FanOut) -> Vec<usize> {
+    out.iter().map(|(d, _)| d.member.index()).collect()
+}
+
+fn pli(sender: u32, media: u32) -> Vec<u8> {
+    let mut b = vec![0u8; 12];
+    emit_pli(sender, media, &mut b).unwrap();
+    b
+}
+
+/// A sender report (no report blocks) from `ssrc`.
+fn sr(ssrc: u32) -> Vec<u8> {
+    let mut p = vec![0x80, 200, 0, 6];
+    p.extend_from_slice(&ssrc.to_be_bytes());
+    p.extend_from_slice(&[0, 0, 0x12, 0x34, 0x56, 0x78, 0, 0]); // NTP
+    p.extend_from_slice(&[0; 12]); // RTP timestamp, packet and octet counts
+    p
+}
+
+/// A receiver report from `ssrc` with one block about `about`.
+fn rr(ssrc: u32, about: u32, fraction_lost: u8) -> Vec<u8> {
+    let mut p = vec![0x81, 201, 0, 7];
+    p.extend_from_slice(&ssrc.to_be_bytes());
+    p.extend_from_slice(&about.to_be_bytes());
+    p.extend_from_slice(&[fraction_lost, 0, 0, 3]);
+    p.extend_from_slice(&[0; 16]);
+    p
+}
+
+#[test]
+fn fan_out_to_exactly_the_routed_receivers_with_the_transmitters_ssrc() {
+    let t0 = Instant::now();
+    let (a, mut g) = group(5, MediaSecurity::EndToEnd);
+    grant(&a, &mut g, 0, &[1, 2, 3]);
+    let (mut out, mut t) = (FanOut::new(), Tally::default());
+    let mut p = rtp(SSRC, 1, &[0x41; 1200]);
+    let sent = p.clone();
+    judge(&mut g, 0, t0, &mut p, &mut out, &mut t).unwrap();
+    assert_eq!(members(&out), [1, 2, 3], "member 4 is not routed");
+    for (i, (d, bytes)) in out.iter().enumerate() {
+        assert_eq!(d.dest, addr(d.member.index()));
+        assert_eq!((d.stream, d.rtcp), (0, false));
+        assert_eq!(bytes, &sent[..], "the same bytes to each");
+        assert_eq!(RtpPacket::new_checked(bytes).unwrap().ssrc(), SSRC);
+        assert!(out.is_shared(i), "one buffer, many deliveries");
+    }
+    assert_eq!(out.bytes(3), None);
+    assert_eq!(t.media, 1);
+    assert_eq!(g.take_active(), s(0).bit());
+    assert_eq!(g.take_active(), 0);
+    // The transmitter never gets its own media back, even if routed to itself.
+    a.add_route(s(0), s(0));
+    judge(
+        &mut g,
+        0,
+        t0,
+        &mut rtp(SSRC, 2, &[0x41; 20]),
+        &mut out,
+        &mut t,
+    )
+    .unwrap();
+    assert_eq!(members(&out), [1, 2, 3]);
+}
+
+#[test]
+fn an_ungranted_members_packets_are_dropped() {
+    let t0 = Instant::now();
+    let (a, mut g) = group(4, MediaSecurity::EndToEnd);
+    let (mut out, mut t) = (FanOut::new(), Tally::default());
+    let mut p = rtp(SSRC, 1, &[0x41; 20]);
+    assert_eq!(
+        judge(&mut g, 0, t0, &mut p, &mut out, &mut t),
+        Err(DropReason::NotGranted)
+    );
+    grant(&a, &mut g, 0, &[1, 2, 3]);
+    // A receiver that sends is not granted; its activity still counts (for Revoked #3).
+    let mut q = rtp(0x999, 1, &[0x41; 20]);
+    assert_eq!(
+        judge(&mut g, 2, t0, &mut q, &mut out, &mut t),
+        Err(DropReason::NotGranted)
+    );
+    assert!(out.is_empty());
+    assert_eq!(g.take_active(), s(0).bit() | s(2).bit());
+    // Another SSRC from the transmitter.
+    let mut other = rtp(SSRC + 1, 1, &[0x41; 20]);
+    assert_eq!(
+        judge(&mut g, 0, t0, &mut other, &mut out, &mut t),
+        Err(DropReason::UnknownSsrc)
+    );
+    // Pre-empted: nothing passes any more.
+    a.forbid(s(0));
+    assert_eq!(
+        judge(&mut g, 0, t0, &mut p, &mut out, &mut t),
+        Err(DropReason::NotGranted)
+    );
+    // Granted without any receiver.
+    assert!(a.permit(s(0)));
+    assert_eq!(
+        judge(&mut g, 0, t0, &mut p, &mut out, &mut t),
+        Err(DropReason::NoReceivers)
+    );
+    // Malformed.
+    let mut junk = vec![0x80, 96, 0];
+    assert_eq!(
+        judge(&mut g, 0, t0, &mut junk, &mut out, &mut t),
+        Err(DropReason::Malformed)
+    );
+    // A slot with no member, a stream that does not exist.
+    let mut x = rtp(SSRC, 1, &[0x41; 20]);
+    assert_eq!(
+        judge(&mut g, 9, t0, &mut x, &mut out, &mut t),
+        Err(DropReason::Malformed)
+    );
+    let wrong_stream = GroupIngress { stream: 1, ..at(0) };
+    assert_eq!(
+        g.judge(wrong_stream, addr(0), t0, &mut x, &mut out, &mut t),
+        Err(DropReason::Malformed)
+    );
+}
+
+#[test]
+fn ssrcs_are_adopted_when_none_were_set_and_reset_with_an_empty_slice() {
+    let t0 = Instant::now();
+    let (a, mut g) = group(2, MediaSecurity::EndToEnd);
+    assert!(a.permit(s(0)));
+    a.add_route(s(0), s(1));
+    let (mut out, mut t) = (FanOut::new(), Tally::default());
+    judge(&mut g, 0, t0, &mut rtp(7, 1, &[1]), &mut out, &mut t).unwrap();
+    assert_eq!(
+        judge(&mut g, 0, t0, &mut rtp(8, 2, &[1]), &mut out, &mut t),
+        Err(DropReason::UnknownSsrc)
+    );
+    g.set_transmitter_ssrcs(s(0), &[]);
+    judge(&mut g, 0, t0, &mut rtp(8, 3, &[1]), &mut out, &mut t).unwrap();
+    g.set_transmitter_ssrcs(s(0), &[SSRC, 9]);
+    judge(&mut g, 0, t0, &mut rtp(9, 4, &[1]), &mut out, &mut t).unwrap();
+}
+
+#[test]
+fn a_receiver_removed_from_the_routes_gets_nothing_more() {
+    let t0 = Instant::now();
+    let (a, mut g) = group(4, MediaSecurity::EndToEnd);
+    grant(&a, &mut g, 0, &[1, 2, 3]);
+    let (mut out, mut t) = (FanOut::new(), Tally::default());
+    judge(&mut g, 0, t0, &mut rtp(SSRC, 1, &[1; 10]), &mut out, &mut t).unwrap();
+    assert_eq!(members(&out), [1, 2, 3]);
+    a.remove_route(s(0), s(2));
+    judge(&mut g, 0, t0, &mut rtp(SSRC, 2, &[1; 10]), &mut out, &mut t).unwrap();
+    assert_eq!(members(&out), [1, 3]);
+    // A member that left the rules (before the server updated the arbiter) gets nothing.
+    g.remove_member(s(3));
+    judge(&mut g, 0, t0, &mut rtp(SSRC, 3, &[1; 10]), &mut out, &mut t).unwrap();
+    assert_eq!(members(&out), [1]);
+    a.remove_member(s(1));
+    assert_eq!(
+        judge(&mut g, 0, t0, &mut rtp(SSRC, 4, &[1; 10]), &mut out, &mut t),
+        Err(DropReason::NoReceivers)
+    );
+    assert!(out.is_empty());
+}
+
+#[test]
+fn per_leg_each_receiver_decrypts_its_copy_with_its_own_key() {
+    let t0 = Instant::now();
+    let (a, mut g) = group(4, MediaSecurity::PerLeg);
+    grant(&a, &mut g, 0, &[1, 2, 3]);
+    let mut tx = SrtpContext::new(&key_in(0));
+    let plain = rtp(SSRC, 1, &[0x41; 1200]);
+    let mut p = plain.clone();
+    p.resize(plain.len() + 16, 0);
+    let n = tx.protect_rtp(&mut p, plain.len()).unwrap();
+    p.truncate(n);
+    let (mut out, mut t) = (FanOut::new(), Tally::default());
+    judge(&mut g, 0, t0, &mut p, &mut out, &mut t).unwrap();
+    assert_eq!(members(&out), [1, 2, 3]);
+    let copies: Vec<Vec<u8>> = out.iter().map(|(_, b)| b.to_vec()).collect();
+    assert_ne!(copies[0], copies[1], "each leg its own encryption");
+    for (i, (d, bytes)) in out.iter().enumerate() {
+        assert!(!out.is_shared(i));
+        let r = d.member.index();
+        // Another receiver's key does not open it.
+        let mut wrong = SrtpContext::new(&key_out(r % 3 + 1));
+        let mut w = bytes.to_vec();
+        assert!(wrong.unprotect_rtp(&mut w).is_err());
+        let mut rx = SrtpContext::new(&key_out(r));
+        let mut b = bytes.to_vec();
+        let m = rx.unprotect_rtp(&mut b).unwrap();
+        assert_eq!(&b[..m], &plain[..], "receiver {r}");
+    }
+    // The transmitter's packet under a wrong key is an authentication failure.
+    let mut forger = SrtpContext::new(&key(99));
+    let mut f = rtp(SSRC, 2, &[0x41; 100]);
+    let len = f.len();
+    f.resize(len + 16, 0);
+    let n = forger.protect_rtp(&mut f, len).unwrap();
+    f.truncate(n);
+    assert_eq!(
+        judge(&mut g, 0, t0, &mut f, &mut out, &mut t),
+        Err(DropReason::AuthFailure)
+    );
+    assert!(out.is_empty());
+}
+
+/// The members' senders: SRTCP-protects their RTCP in per_leg mode (each its own index).
+struct Senders(Vec<SrtpContext>, bool);
+
+impl Senders {
+    fn new(n: usize, per_leg: bool) -> Self {
+        Senders(
+            (0..n).map(|i| SrtpContext::new(&key_in(i))).collect(),
+            per_leg,
+        )
+    }
+
+    /// RTCP from member `m`.
+    fn rtcp(&mut self, m: usize, plain: &[u8]) -> Vec<u8> {
+        let mut p = plain.to_vec();
+        if self.1 {
+            p.resize(plain.len() + 32, 0);
+            let n = self.0[m].protect_rtcp(&mut p, plain.len()).unwrap();
+            p.truncate(n);
+        }
+        p
+    }
+}
+
+#[test]
+fn feedback_from_three_receivers_reaches_only_the_transmitter_once_per_interval() {
+    for security in [MediaSecurity::EndToEnd, MediaSecurity::PerLeg] {
+        let per_leg = security == MediaSecurity::PerLeg;
+        let t0 = Instant::now();
+        let (a, mut g) = group(4, security);
+        grant(&a, &mut g, 0, &[1, 2, 3]);
+        let (mut out, mut t) = (FanOut::new(), Tally::default());
+        let mut senders = Senders::new(4, per_leg);
+        let mut passed = 0;
+        for round in 0..3u64 {
+            for r in 1..=3usize {
+                let now = t0 + Duration::from_millis(round * 200 + r as u64 * 10);
+                let mut p = senders.rtcp(r, &pli(0x100 + r as u32, SSRC));
+                judge(&mut g, r, now, &mut p, &mut out, &mut t).unwrap();
+                for (d, bytes) in out.iter() {
+                    assert_eq!((d.member, d.rtcp, d.dest), (s(0), true, addr(0)));
+                    let mut b = bytes.to_vec();
+                    let n = if per_leg {
+                        SrtpContext::new(&key_out(0))
+                            .unprotect_rtcp(&mut b)
+                            .unwrap()
+                    } else {
+                        b.len()
+                    };
+                    let p = RtcpPacket::new_checked(&b[..n]).unwrap();
+                    assert_eq!((p.kind(), p.media_ssrc()), (RtcpKind::Pli, Some(SSRC)));
+                    passed += 1;
+                }
+            }
+        }
+        // 9 requests within 430 ms: one per 500 ms reaches the transmitter.
+        assert_eq!(passed, 1, "{security:?}");
+        assert_eq!(t.drops[DropReason::RateLimited as usize], 8);
+        let later = t0 + KEYFRAME_REQUEST_INTERVAL + Duration::from_millis(50);
+        let mut p = senders.rtcp(2, &pli(0x102, SSRC));
+        judge(&mut g, 2, later, &mut p, &mut out, &mut t).unwrap();
+        assert_eq!(members(&out), [0], "after the interval");
+        // The relay's own request shares the transmitter's throttle.
+        let mut buf = [0u8; 64];
+        assert!(g.keyframe_request(s(0), later, &mut buf).is_none());
+        let much_later = later + Duration::from_secs(1);
+        let (si, n) = g.keyframe_request(s(0), much_later, &mut buf).unwrap();
+        assert_eq!(si, 0);
+        assert_eq!(g.rtcp_destination(s(0), 0), Some(addr(0)));
+        assert!(n >= 12);
+        // NACKs are not throttled, and go to the transmitter only.
+        for r in 1..=3usize {
+            let mut b = [0u8; 16];
+            let n = emit_nack(0x100 + r as u32, SSRC, 7, 0, &mut b).unwrap();
+            let mut p = senders.rtcp(r, &b[..n]);
+            judge(&mut g, r, much_later, &mut p, &mut out, &mut t).unwrap();
+            assert_eq!(members(&out), [0]);
+        }
+    }
+}
+
+#[test]
+fn feedback_goes_to_the_transmitter_it_names_and_reports_are_consumed() {
+    let t0 = Instant::now();
+    let (a, mut g) = group(4, MediaSecurity::EndToEnd);
+    // Cx = 2: members 0 and 1 transmit, member 2 receives both, member 3 only member 1.
+    grant(&a, &mut g, 0, &[1, 2]);
+    assert!(a.permit(s(1)));
+    a.add_route(s(1), s(2));
+    a.add_route(s(1), s(3));
+    g.set_transmitter_ssrcs(s(1), &[0xB]);
+    let (mut out, mut t) = (FanOut::new(), Tally::default());
+    // RR + PLI about member 1's SSRC: the PLI alone goes to member 1.
+    let mut c = rr(0x2, 0xB, 64);
+    c.extend(pli(0x2, 0xB));
+    judge(&mut g, 2, t0, &mut c, &mut out, &mut t).unwrap();
+    assert_eq!(members(&out), [1]);
+    assert_eq!(out.bytes(0).unwrap(), &pli(0x2, 0xB)[..], "reduced size");
+    // A PLI naming nobody from member 2 (two sources): dropped as unknown.
+    let mut p = pli(0x2, 0xDEAD);
+    judge(&mut g, 2, t0, &mut p, &mut out, &mut t).unwrap();
+    assert!(out.is_empty());
+    assert_eq!(t.drops[DropReason::UnknownSsrc as usize], 1);
+    // From member 3 (one source): to it whatever it names (after member 1's throttle).
+    let mut p = pli(0x3, 0xDEAD);
+    let t1 = t0 + Duration::from_secs(1);
+    judge(&mut g, 3, t1, &mut p, &mut out, &mut t).unwrap();
+    assert_eq!(members(&out), [1]);
+    // Receiver reports alone are consumed, and read for quality.
+    let mut r = rr(0x3, 0xB, 128);
+    judge(&mut g, 3, t0, &mut r, &mut out, &mut t).unwrap();
+    assert!(out.is_empty());
+    let q = g.quality(t0);
+    let m3 = q.iter().find(|q| q.member == s(3)).unwrap();
+    assert_eq!(m3.streams[0].1.receiver_report.unwrap().fraction_lost, 128);
+    assert_eq!(q.len(), 4);
+    // A transmitter's SR + SDES + RR + PLI: SR and SDES to its receivers; its PLI is for
+    // nobody (member 0 receives no transmitter): consumed.
+    let mut c = sr(SSRC);
+    let sdes = [0x81, 202, 0, 1, 0x12, 0x34, 0x56, 0x78];
+    c.extend_from_slice(&sdes);
+    c.extend(rr(SSRC, 0xB, 0));
+    c.extend(pli(SSRC, 0xB));
+    judge(&mut g, 0, t0, &mut c, &mut out, &mut t).unwrap();
+    assert_eq!(members(&out), [1, 2]);
+    let mut expected = sr(SSRC);
+    expected.extend_from_slice(&sdes);
+    for (d, b) in out.iter() {
+        assert!(d.rtcp);
+        assert_eq!(b, &expected[..]);
+    }
+    // BYE from a transmitter is seen and fanned out.
+    let mut bye = vec![0x81, 203, 0, 1];
+    bye.extend_from_slice(&SSRC.to_be_bytes());
+    let mut t2 = Tally::default();
+    judge(&mut g, 0, t0, &mut bye, &mut out, &mut t2).unwrap();
+    assert!(t2.bye);
+    assert_eq!(members(&out), [1, 2]);
+    // Malformed RTCP.
+    let mut junk = vec![0x80, 201, 0, 9, 0, 0, 0, 1];
+    assert_eq!(
+        judge(&mut g, 2, t0, &mut junk, &mut out, &mut t),
+        Err(DropReason::Malformed)
+    );
+    // An empty RR from a member that receives nothing: consumed.
+    let mut b = [0u8; 8];
+    emit_receiver_report_empty(5, &mut b).unwrap();
+    let mut b = b.to_vec();
+    a.remove_route(s(0), s(1));
+    judge(&mut g, 1, t0, &mut b, &mut out, &mut t).unwrap();
+    assert!(out.is_empty());
+}
+
+#[test]
+fn opaque_srtcp_goes_unchanged_to_the_transmitters_it_receives_and_to_its_receivers() {
+    let t0 = Instant::now();
+    let arbiter = Arc::new(GroupArbiter::new());
+    let mut g = GroupRules::new(&GroupRulesSetup {
+        arbiter: arbiter.clone(),
+        security: MediaSecurity::EndToEnd,
+        streams: vec![GroupStreamSetup {
+            kind: MediaKind::Video,
+            encrypted: true,
+            clock_rate: 90_000,
+        }],
+        server_ssrc: 1,
+        latch_after: 3,
+    });
+    for i in 0..4 {
+        let leg = LegSetup {
+            remote_rtp: Some(addr(i)),
+            remote_rtcp: Some(addr(i)),
+            ..LegSetup::default()
+        };
+        g.add_member(
+            s(i),
+            &MemberMedia {
+                legs: vec![leg],
+                control: None,
+            },
+        )
+        .unwrap();
+    }
+    grant(&arbiter, &mut g, 0, &[1, 2]);
+    let (mut out, mut t) = (FanOut::new(), Tally::default());
+    // Looks like SRTCP: an RTCP header, then ciphertext.
+    let mut c = vec![0x81, 201, 0, 1, 0, 0, 0, 2];
+    c.extend_from_slice(&[0xAB; 30]);
+    let sent = c.clone();
+    judge(&mut g, 2, t0, &mut c, &mut out, &mut t).unwrap();
+    assert_eq!(members(&out), [0]);
+    assert_eq!(out.bytes(0).unwrap(), &sent[..]);
+    // The transmitter's: to its receivers.
+    judge(&mut g, 0, t0, &mut sent.clone(), &mut out, &mut t).unwrap();
+    assert_eq!(members(&out), [1, 2]);
+    // Member 3 receives nobody: consumed.
+    judge(&mut g, 3, t0, &mut sent.clone(), &mut out, &mut t).unwrap();
+    assert!(out.is_empty());
+}
+
+#[test]
+fn a_strangers_packets_are_screened() {
+    let t0 = Instant::now();
+    let (a, mut g) = group(3, MediaSecurity::EndToEnd);
+    grant(&a, &mut g, 0, &[1, 2]);
+    let (mut out, mut t) = (FanOut::new(), Tally::default());
+    let stranger = SocketAddr::from(([203, 0, 113, 9], 6666));
+    let other = SocketAddr::from(([203, 0, 113, 10], 6666));
+    // Before the member speaks: strangers cost a check each, within a budget.
+    for i in 0..500 {
+        let from = if i % 2 == 0 { stranger } else { other };
+        let mut p = rtp(SSRC, i, &[1; 10]);
+        if let Err(r) = g.judge(at(0), from, t0, &mut p, &mut out, &mut t) {
+            t.drop(r);
+        }
+        assert!(out.is_empty());
+    }
+    assert_eq!(
+        t.drops[DropReason::WrongSource as usize],
+        STRANGER_BURST as u64
+    );
+    assert_eq!(
+        t.drops[DropReason::RateLimited as usize],
+        500 - STRANGER_BURST as u64
+    );
+    assert_eq!(t.media, 0);
+    // The member speaks from its address; then a stranger is dropped at the screen, RTP or
+    // RTCP, and never becomes a destination.
+    judge(&mut g, 0, t0, &mut rtp(SSRC, 1, &[1]), &mut out, &mut t).unwrap();
+    let later = t0 + Duration::from_secs(10);
+    for mut p in [rtp(SSRC, 2, &[1]), pli(5, SSRC)] {
+        assert_eq!(
+            g.judge(at(0), stranger, later, &mut p, &mut out, &mut t),
+            Err(DropReason::WrongSource)
+        );
+    }
+    // A receiver's leg too: spoofed feedback from a stranger never reaches the transmitter.
+    judge(&mut g, 1, later, &mut pli(5, SSRC), &mut out, &mut t).unwrap();
+    assert_eq!(members(&out), [0]);
+    assert_eq!(
+        g.judge(at(1), stranger, later, &mut pli(5, SSRC), &mut out, &mut t),
+        Err(DropReason::WrongSource)
+    );
+    assert_eq!(g.rtp_destination(s(1), 0), Some(addr(1)));
+}
+
+#[test]
+fn control_channel_screen_latch_and_seal() {
+    let t0 = Instant::now();
+    let (_, mut g) = group(0, MediaSecurity::EndToEnd);
+    g.add_member(
+        s(3),
+        &MemberMedia {
+            legs: vec![],
+            control: Some(ControlSetup {
+                remote: Some(addr(3)),
+                key: None,
+            }),
+        },
+    )
+    .unwrap();
+    assert_eq!(g.members(), s(3).bit());
+    let mut msg = vec![0x80, 204, 0, 2, 0, 0, 0, 1, b'M', b'C', b'V', b'0'];
+    assert_eq!(g.admit_control(s(3), addr(3), t0, &mut msg), Ok(12));
+    assert_eq!(
+        g.admit_control(s(3), addr(9), t0, &mut msg),
+        Err(DropReason::WrongSource)
+    );
+    assert_eq!(
+        g.admit_control(s(2), addr(2), t0, &mut msg),
+        Err(DropReason::Malformed)
+    );
+    let mut buf = vec![0u8; 64];
+    assert_eq!(
+        g.seal_control(s(3), &mut buf, 12).unwrap().unwrap(),
+        (12, addr(3))
+    );
+    assert!(g.seal_control(s(2), &mut buf, 12).is_none());
+    // A member without legs neither sends nor receives media.
+    assert_eq!(g.rtp_destination(s(3), 0), None);
+}
+
+#[test]
+fn fan_out_of_fifty_reuses_its_buffers() {
+    let t0 = Instant::now();
+    for security in [MediaSecurity::EndToEnd, MediaSecurity::PerLeg] {
+        let per_leg = security == MediaSecurity::PerLeg;
+        let (a, mut g) = group(51, security);
+        grant(&a, &mut g, 0, &(1..=50).collect::<Vec<_>>());
+        let mut tx = SrtpContext::new(&key_in(0));
+        let (mut out, mut t) = (FanOut::new(), Tally::default());
+        let mut high_water = 0;
+        for seq in 0..20u16 {
+            let plain = rtp(SSRC, seq, &[0x41; 1200]);
+            let mut p = plain.clone();
+            if per_leg {
+                p.resize(plain.len() + 16, 0);
+                let n = tx.protect_rtp(&mut p, plain.len()).unwrap();
+                p.truncate(n);
+            }
+            judge(&mut g, 0, t0, &mut p, &mut out, &mut t).unwrap();
+            assert_eq!(out.len(), 50);
+            if seq == 0 {
+                high_water = out.bufs.capacity();
+            }
+            assert_eq!(out.bufs.capacity(), high_water, "grown once");
+            assert_eq!(out.entries.capacity(), 2 * MAX_MEMBERS);
+        }
+    }
+}
