@@ -616,3 +616,49 @@ fn fan_out_of_fifty_reuses_its_buffers() {
         }
     }
 }
+
+#[test]
+fn the_relays_keyframe_request_names_the_video_ssrc_the_transmitter_sends_with() {
+    let t0 = Instant::now();
+    let (a, mut g) = group(3, MediaSecurity::EndToEnd);
+    let mut buf = [0u8; 64];
+    assert!(
+        g.keyframe_request(s(0), t0, &mut buf).is_none(),
+        "no SSRC known yet"
+    );
+    assert!(a.permit(s(0)));
+    a.add_route(s(0), s(1));
+    // Granted audio and video SSRCs; the video stream's media carries the video one.
+    g.set_transmitter_ssrcs(s(0), &[0xA0D1, SSRC]);
+    let (mut out, mut t) = (FanOut::new(), Tally::default());
+    judge(&mut g, 0, t0, &mut rtp(SSRC, 1, &[0x41]), &mut out, &mut t).unwrap();
+    let (si, n) = g.keyframe_request(s(0), t0, &mut buf).unwrap();
+    let p = RtcpPacket::new_checked(&buf[..n]).unwrap();
+    assert_eq!(
+        (si, p.kind(), p.media_ssrc()),
+        (0, RtcpKind::Pli, Some(SSRC))
+    );
+    assert_eq!(p.sender_ssrc(), 1, "the relay's SSRC");
+    assert!(
+        g.keyframe_request(s(0), t0, &mut buf).is_none(),
+        "throttled"
+    );
+    // A keyframe just passed: a receiver's request within the window is redundant.
+    let t1 = t0 + Duration::from_secs(2);
+    judge(
+        &mut g,
+        0,
+        t1,
+        &mut rtp(SSRC, 2, &[0x65, 0x88]),
+        &mut out,
+        &mut t,
+    )
+    .unwrap();
+    judge(&mut g, 1, t1, &mut pli(7, SSRC), &mut out, &mut t).unwrap();
+    assert!(out.is_empty());
+    assert_eq!(g.quality(t1)[0].streams[0].1.keyframes, 1);
+    assert!(
+        g.keyframe_request(s(9), t1, &mut buf).is_none(),
+        "no such member"
+    );
+}
