@@ -1,7 +1,14 @@
-//! Operation sequences against a call table, with time moving forward: any order of API calls,
-//! control datagrams, media and timer ticks keeps the invariants (no panic, the callee never
-//! passes, released calls forward nothing and hold no timers, ports are never leaked or
-//! double-freed, output per input is bounded).
+//! Operation sequences against a call table and a group call, with time moving forward: any
+//! order of API calls, control datagrams, media and timer ticks keeps the invariants (no panic,
+//! the callee never passes, released calls forward nothing and hold no timers, ports are never
+//! leaked or double-freed, output per input is bounded).
+//!
+//! Group calls (`Op::Group`): joins, leaves, transmission requests with priorities and
+//! indicators, ends, reception requests, raw datagrams and media from any member keep the
+//! group's invariants: at most Cx members permitted, only present members that may transmit,
+//! nobody receives itself or more than C9 streams, the SSRC registry holds exactly the running
+//! transmissions' SSRCs, every output parses, and a released group forwards nothing and holds
+//! no timer and no SSRC.
 #![no_main]
 mod common;
 
@@ -11,6 +18,10 @@ use libfuzzer_sys::fuzz_target;
 use mcvideo_relay::control::call::{
     AnswerCall, CallConfig, CallState, CallTable, CreateCall, PortAllocator, RelayPort,
     SeededEntropy,
+};
+use mcvideo_relay::control::group::{
+    slots, GroupArbiter, GroupConfig, GroupIdentity, GroupServer, MemberSetup, ReceptionMode,
+    Slot, SsrcRegistry,
 };
 use mcvideo_relay::control::policy::AllowAll;
 use mcvideo_relay::control::registry::UeEntry;
@@ -82,6 +93,224 @@ enum Op {
     Unregister {
         ue: u8,
     },
+    Group(GroupOp),
+}
+
+#[derive(Arbitrary, Debug)]
+enum GroupOp {
+    /// A fresh group with these attributes (replaces the current one).
+    New {
+        cx: u8,
+        c9: u8,
+        manual: bool,
+        queueing: bool,
+    },
+    Join {
+        member: u8,
+        priority: u8,
+        receive_only: bool,
+        control: bool,
+        ssrc: Option<u32>,
+    },
+    Leave {
+        member: u8,
+    },
+    Start,
+    Request {
+        member: u8,
+        priority: Option<u8>,
+        indicator: u16,
+    },
+    End {
+        member: u8,
+    },
+    Message {
+        member: u8,
+        name: u8,
+        message_type: u8,
+        ack: bool,
+        acked_type: u8,
+        video_ssrc: Option<u32>,
+        user: Option<u8>,
+    },
+    Bytes {
+        member: u8,
+        bytes: Vec<u8>,
+    },
+    Media {
+        member: u8,
+        packets: u8,
+    },
+    Release,
+}
+
+struct Group {
+    s: GroupServer,
+    ssrcs: Arc<SsrcRegistry>,
+    cx: u32,
+    c9: u32,
+}
+
+impl Group {
+    fn new(cx: u8, c9: u8, manual: bool, queueing: bool) -> Group {
+        let cfg = GroupConfig {
+            max_transmitters: cx % 3 + 1,
+            max_streams_per_receiver: c9 % 3 + 1,
+            reception_mode: if manual {
+                ReceptionMode::Manual
+            } else {
+                ReceptionMode::Automatic
+            },
+            queueing,
+            max_queue: 4,
+            max_duration: Some(Duration::from_secs(60)),
+            ..GroupConfig::default()
+        };
+        let ssrcs = Arc::new(SsrcRegistry::new(3));
+        Group {
+            cx: u32::from(cfg.max_transmitters),
+            c9: u32::from(cfg.max_streams_per_receiver),
+            s: GroupServer::new(
+                cfg,
+                GroupIdentity {
+                    group_id: "sip:g@x".into(),
+                    server_ssrc: mcvideo_relay::Ssrc(5),
+                },
+                Arc::new(GroupArbiter::new()),
+                ssrcs.clone(),
+            ),
+            ssrcs,
+        }
+    }
+
+    fn user(m: u8) -> String {
+        format!("sip:m{}@x", m % 12)
+    }
+
+    fn slot(&self, m: u8) -> Option<Slot> {
+        self.s.slot_of(&Self::user(m))
+    }
+
+    fn op(&mut self, now: Instant, op: GroupOp) {
+        match op {
+            GroupOp::New { .. } => {}
+            GroupOp::Join {
+                member,
+                priority,
+                receive_only,
+                control,
+                ssrc,
+            } => {
+                let _ = self.s.join(
+                    now,
+                    MemberSetup {
+                        user_id: Self::user(member),
+                        priority,
+                        receive_only,
+                        control,
+                        video_ssrc: ssrc.map(mcvideo_relay::Ssrc),
+                        audio_ssrc: None,
+                    },
+                );
+            }
+            GroupOp::Leave { member } => {
+                if let Some(s) = self.slot(member) {
+                    assert!(self.s.leave(now, s));
+                }
+            }
+            GroupOp::Start => self.s.start(now),
+            GroupOp::Request {
+                member,
+                priority,
+                indicator,
+            } => {
+                let mut m = TcMessage::new(MessageKind::TransmissionRequest, 9);
+                m.fields.transmission_priority = priority;
+                m.fields.transmission_indicator = Some(indicator);
+                self.send(now, member, &m);
+            }
+            GroupOp::End { member } => {
+                self.send(now, member, &TcMessage::new(MessageKind::TransmissionEndRequest, 9));
+            }
+            GroupOp::Message {
+                member,
+                name: n,
+                message_type,
+                ack,
+                acked_type,
+                video_ssrc,
+                user,
+            } => {
+                let app = [AppName::Mcv0, AppName::Mcv1, AppName::Mcv2][usize::from(n % 3)];
+                let mut m = TcMessage::new(MessageKind::from_wire(app, message_type), 7);
+                m.ack_required = ack;
+                m.fields.message_type = Some(acked_type & 0x1f);
+                m.fields.message_name = Some(AppName::Mcv1);
+                m.fields.video_ssrc = video_ssrc;
+                let user = user.map(Self::user);
+                m.fields.transmitting_user_id = user.as_deref();
+                self.send(now, member, &m);
+            }
+            GroupOp::Bytes { member, bytes } => {
+                if let Some(s) = self.slot(member) {
+                    self.s.handle_datagram(now, s, &bytes);
+                }
+            }
+            GroupOp::Media { member, packets } => {
+                if let Some(s) = self.slot(member) {
+                    self.s.handle_media(now, s, u32::from(packets));
+                }
+            }
+            GroupOp::Release => self.s.release(ReleaseReason::Released),
+        }
+    }
+
+    fn send(&mut self, now: Instant, member: u8, m: &TcMessage<'_>) {
+        if let (Some(s), Ok(b)) = (self.slot(member), m.to_vec(&EmitOptions::default())) {
+            self.s.handle_datagram(now, s, &b);
+        }
+    }
+
+    fn tick(&mut self, now: Instant) {
+        if self.s.poll_timeout().is_some_and(|t| t <= now) {
+            self.s.handle_timeout(now);
+        }
+    }
+
+    fn check(&mut self) {
+        let mut buf = Vec::new();
+        let mut n = 0;
+        while self.s.poll_transmit(&mut buf).is_some() {
+            n += 1;
+            assert!(TcMessage::parse(&buf).is_ok(), "group output parses");
+            assert!(n < 1100, "unbounded group output");
+        }
+        while self.s.poll_event().is_some() {}
+        let arb = self.s.arbiter().clone();
+        let members = self.s.members();
+        let permitted = arb.permitted();
+        assert!(permitted.count_ones() <= self.cx, "more than Cx transmit");
+        let txs = self.s.transmissions();
+        assert_eq!(txs.len() as u32, permitted.count_ones());
+        for m in &members {
+            assert_eq!(arb.may_forward(m.member), m.transmitting);
+            assert!(!(m.receive_only && m.transmitting), "a receive-only member transmits");
+            assert!(m.receiving.len() as u32 <= self.c9, "over C9");
+            assert!(!m.receiving.contains(&m.member), "receives itself");
+            for t in &m.receiving {
+                assert!(arb.receivers(*t) & m.member.bit() != 0, "list and routes agree");
+            }
+        }
+        for s in slots(permitted) {
+            assert!(members.iter().any(|m| m.member == s), "an absent member permitted");
+        }
+        assert_eq!(self.ssrcs.in_use(), 2 * txs.len(), "SSRCs leaked or lost");
+        if self.s.finished().is_some() {
+            assert_eq!(permitted, 0);
+            assert_eq!(self.s.poll_timeout(), None);
+            assert_eq!(self.ssrcs.in_use(), 0);
+        }
+    }
 }
 
 #[derive(Default)]
@@ -146,8 +375,23 @@ fuzz_target!(|ops: Vec<Op>| {
     let t0 = Instant::now();
     let mut now = t0;
     let name = |id: u8| format!("c{}", id % 8);
+    let mut group = Group::new(0, 3, false, true);
     for op in ops.into_iter().take(256) {
         let touched = match op {
+            Op::Group(GroupOp::New {
+                cx,
+                c9,
+                manual,
+                queueing,
+            }) => {
+                group = Group::new(cx, c9, manual, queueing);
+                continue;
+            }
+            Op::Group(op) => {
+                group.op(now, op);
+                group.check();
+                continue;
+            }
             Op::Create {
                 id,
                 audio,
@@ -279,6 +523,8 @@ fuzz_target!(|ops: Vec<Op>| {
             }
             Op::Tick { ms } => {
                 now += Duration::from_millis(u64::from(ms) * 10);
+                group.tick(now);
+                group.check();
                 let ids: Vec<String> = table.iter().map(|c| c.id().to_owned()).collect();
                 for id in &ids {
                     if let Some(c) = table.get_mut(id) {

@@ -313,7 +313,10 @@ impl CallState {
 }
 
 /// What happened on a call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// Push and pull calls report the first six kinds; group calls (`relay::Engine`'s
+/// `create_group_call`) report the member-named ones and `Released`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallEventKind {
     /// Seed step 3: the request is on its way to the callee.
     Progress,
@@ -338,6 +341,49 @@ pub enum CallEventKind {
         /// Why.
         reason: ReleaseReason,
     },
+    /// Group call: a member was granted a transmission (`transmission.granted`).
+    MemberGranted {
+        /// The transmitter's MCVideo ID.
+        member: Arc<str>,
+        /// Audio SSRC of the transmission.
+        audio_ssrc: Ssrc,
+        /// Video SSRC of the transmission.
+        video_ssrc: Ssrc,
+    },
+    /// Group call: a member's request was queued (`transmission.queued`).
+    TransmissionQueued {
+        /// The requester's MCVideo ID.
+        member: Arc<str>,
+        /// Its queue position (1 = next).
+        position: u8,
+    },
+    /// Group call: a transmission was pre-empted by a stronger request
+    /// (`transmission.preempted`, Revoked #4).
+    TransmissionPreempted {
+        /// The transmitter that lost its grant.
+        member: Arc<str>,
+        /// The requester that took it.
+        by: Arc<str>,
+    },
+    /// Group call: a member's transmission ended (`transmission.ended`).
+    MemberTransmissionEnded {
+        /// The transmitter's MCVideo ID.
+        member: Arc<str>,
+        /// Why.
+        reason: super::group::EndReason,
+    },
+    /// Group call: nobody transmits; Transmission Idle was sent (`transmission.idle`).
+    TransmissionIdle,
+    /// Group call: a member joined (`participant.joined`).
+    ParticipantJoined {
+        /// Its MCVideo ID.
+        member: Arc<str>,
+    },
+    /// Group call: a member left (`participant.left`).
+    ParticipantLeft {
+        /// Its MCVideo ID.
+        member: Arc<str>,
+    },
 }
 
 impl CallEventKind {
@@ -350,6 +396,13 @@ impl CallEventKind {
             CallEventKind::MediaStarted => "transmission.media_started",
             CallEventKind::TransmissionEnded { .. } => "transmission.ended",
             CallEventKind::Released { .. } => "call.released",
+            CallEventKind::MemberGranted { .. } => "transmission.granted",
+            CallEventKind::TransmissionQueued { .. } => "transmission.queued",
+            CallEventKind::TransmissionPreempted { .. } => "transmission.preempted",
+            CallEventKind::MemberTransmissionEnded { .. } => "transmission.ended",
+            CallEventKind::TransmissionIdle => "transmission.idle",
+            CallEventKind::ParticipantJoined { .. } => "participant.joined",
+            CallEventKind::ParticipantLeft { .. } => "participant.left",
         }
     }
 }

@@ -2,12 +2,19 @@
 
 use super::io::Waker;
 use super::plane::{lock, Directory, Plane, Totals, WorkerHandle, WorkerStats};
+use super::plane::{GroupEntry, GROUP_KIND};
 use super::ports::PortPool;
+use super::worker::GroupAdopt;
 use super::worker::{Cmd, OsEntropy, Worker};
 use super::{CallSummary, EngineConfig, EngineStats};
+use super::{
+    CreateGroupCall, GroupCallCreated, GroupCallSummary, GroupMemberAnswer, GroupMemberSpec,
+};
 use crate::control::call::{
     AnswerCall, CallAnswer, CallEvent, CallOffer, CallTable, CreateCall, SetupError,
 };
+use crate::control::call::{Entropy, PortAllocator};
+use crate::control::group::{SsrcRegistry, MAX_MEMBERS};
 use crate::control::policy::AuthorizationPolicy;
 use crate::control::registry::{RegistryError, UeEntry};
 use crate::control::ReleaseReason;
@@ -75,6 +82,7 @@ impl Engine {
                     Box::new(OsEntropy(ring::rand::SystemRandom::new())),
                 ),
                 placement: HashMap::new(),
+                groups: HashMap::new(),
             }),
             pools: interfaces
                 .iter()
@@ -90,6 +98,11 @@ impl Engine {
             workers,
             draining: Default::default(),
             started: Instant::now(),
+            ssrcs: Arc::new(SsrcRegistry::new({
+                let mut seed = [0u8; 8];
+                OsEntropy::default().fill(&mut seed);
+                u64::from_le_bytes(seed)
+            })),
             config,
         });
         let mut threads = Vec::with_capacity(n);
@@ -152,7 +165,27 @@ impl Engine {
         let created = {
             let mut alloc = pre.allocator([caller_pool, callee_pool]);
             let mut d = lock(&p.directory);
-            let r = d.table.create_detached(Instant::now(), req, &mut alloc);
+            // One namespace of call IDs with group calls (the table knows only its own).
+            let taken = req
+                .call_id
+                .as_ref()
+                .filter(|id| d.groups.contains_key(id.as_str()));
+            let r = match taken {
+                Some(id) => Err(SetupError::DuplicateCallId(id.to_string())),
+                None => d.table.create_detached(Instant::now(), req, &mut alloc),
+            };
+            let r = match r {
+                Ok((call, _)) if d.groups.contains_key(call.id()) => {
+                    // A generated ID that a group call holds: give everything back.
+                    let e = SetupError::DuplicateCallId(call.id().to_owned());
+                    d.table.forget(&call);
+                    for port in call.relay_ports() {
+                        alloc.free(port);
+                    }
+                    Err(e)
+                }
+                r => r,
+            };
             if let Ok((call, _)) = &r {
                 d.placement.insert(call.id().into(), worker);
             }
@@ -164,6 +197,7 @@ impl Engine {
             Err(e) => return refuse(e),
         };
         lock(&p.totals).created += 1;
+        p.kind_created(call.kind().as_str());
         info!(call = %offer.call_id, worker, "call offered");
         if let Some(w) = p.workers.get(worker) {
             w.send(Cmd::Adopt(Box::new((call, bound, ifaces))));
@@ -197,8 +231,17 @@ impl Engine {
             .unwrap_or_else(|| Err(SetupError::UnknownCall(call_id.to_owned())))
     }
 
-    /// The controlling server releases the call (reason `released`).
+    /// The controlling server releases the call (reason `released`). A group call is released
+    /// with [`Self::release_group_call`] (here it is refused as in the wrong state).
     pub fn release_call(&self, call_id: &str) -> Result<CallSummary, SetupError> {
+        if self.is_group_call(call_id) {
+            return Err(SetupError::WrongState {
+                call_id: call_id.to_owned(),
+                state: crate::control::call::CallState::Established,
+                operation:
+                    "release it as a one-to-one call (it is a group call: use release_group_call)",
+            });
+        }
         self.ask(call_id, |id, r| {
             Cmd::Release(id, ReleaseReason::Released, r)
         })
@@ -208,6 +251,296 @@ impl Engine {
     /// One call's state and counters.
     pub fn call(&self, call_id: &str) -> Option<CallSummary> {
         self.ask(call_id, Cmd::Get).flatten()
+    }
+
+    // ---- group calls ---------------------------------------------------------------------
+
+    /// Sets up a group video call with its members (TS 23.281 §7.7.1.1): binds each member's
+    /// relay ports, answers each member's SDP offer, and starts transmission control
+    /// (Transmission Idle to every member, then T1). Members then ask to transmit on their
+    /// control channels; the engine grants up to Cx of them, queues or pre-empts the rest,
+    /// and fans each granted transmitter's media out to its receivers.
+    ///
+    /// The group's media streams come from the first member's offer: its first `m=video`
+    /// (required) and, when audio is offered ([`crate::control::call::CallConfig::offer_audio`]),
+    /// its first `m=audio`. Every member's answer keeps those streams and its MCVideo
+    /// `m=application` control channel, and rejects (port 0) the rest. In `per_leg` mode each
+    /// member's offered `a=crypto` key is the key it sends with, and the answer carries the
+    /// relay's own key toward it; in `end_to_end` mode `a=crypto` lines pass through
+    /// untouched (the group's media key is shared end to end).
+    ///
+    /// Errors: bad requests (no members, a duplicate member, an unusable SDP, naming the
+    /// member and the line) and a duplicate call ID are refused before anything is kept;
+    /// [`SetupError::NoPortsAvailable`] when the port range is exhausted.
+    pub fn create_group_call(&self, req: CreateGroupCall) -> Result<GroupCallCreated, SetupError> {
+        let p = &self.plane;
+        let refuse = |e: SetupError| {
+            p.refused(e.code());
+            Err(e)
+        };
+        if p.draining.load(Ordering::Relaxed) {
+            return refuse(SetupError::Draining);
+        }
+        if let Err(e) = check_group_request(&req) {
+            return refuse(e);
+        }
+        let mut entropy = OsEntropy::default();
+        let worker = p.place();
+        // Reserve the call ID (one namespace with push and pull calls).
+        let id: Arc<str> = {
+            let mut d = lock(&p.directory);
+            let id: Arc<str> = match &req.call_id {
+                Some(id) => {
+                    let id: &str = id;
+                    if d.placement.contains_key(id) || d.table.get(id).is_some() {
+                        drop(d);
+                        return refuse(SetupError::DuplicateCallId(id.to_owned()));
+                    }
+                    id.into()
+                }
+                None => loop {
+                    let mut b = [0u8; 8];
+                    entropy.fill(&mut b);
+                    let id: String = b.iter().map(|x| format!("{x:02x}")).collect();
+                    if !d.placement.contains_key(id.as_str()) && d.table.get(&id).is_none() {
+                        break id.into();
+                    }
+                },
+            };
+            if d.table.detached_len() + d.groups.len() >= p.config.call.max_calls {
+                drop(d);
+                return refuse(SetupError::TooManyCalls);
+            }
+            d.placement.insert(id.clone(), worker);
+            d.groups.insert(
+                id.clone(),
+                GroupEntry {
+                    security: req.media_security,
+                    streams: Vec::new(),
+                    members: req.members.iter().map(|m| m.mcvideo_id.clone()).collect(),
+                },
+            );
+            id
+        };
+        let unreserve = || {
+            let mut d = lock(&p.directory);
+            d.placement.remove(&*id);
+            d.groups.remove(&*id);
+        };
+        let first = req
+            .members
+            .first()
+            .map(|m| (m.mcvideo_id.clone(), m.sdp_offer.clone()));
+        let streams = match first.map(|(m, sdp)| p.group_streams(&m, &sdp)) {
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
+                unreserve();
+                return refuse(e);
+            }
+            None => {
+                unreserve();
+                return refuse(SetupError::BadRequest("a group call needs members".into()));
+            }
+        };
+        let mut members = Vec::with_capacity(req.members.len());
+        let mut ids = Vec::with_capacity(req.members.len());
+        for spec in req.members {
+            ids.push(spec.mcvideo_id.clone());
+            match p.prepare_member(spec, &streams, req.media_security, &mut entropy) {
+                Ok(m) => members.push(m),
+                Err(e) => {
+                    for m in members {
+                        let ports = m.ports.clone();
+                        drop(m);
+                        p.free_ports(&ports);
+                    }
+                    unreserve();
+                    return refuse(e);
+                }
+            }
+        }
+        if let Some(g) = lock(&p.directory).groups.get_mut(&*id) {
+            g.streams = streams.clone();
+        }
+        let answers: Vec<String> = members.iter().map(|m| m.sdp_answer.clone()).collect();
+        let g = &p.config.group;
+        let config = crate::control::group::GroupConfig {
+            max_transmitters: req.max_transmitters.unwrap_or(g.max_transmitters),
+            max_streams_per_receiver: req
+                .max_streams_per_receiver
+                .unwrap_or(g.max_streams_per_receiver),
+            reception_mode: req.reception_mode.unwrap_or(g.reception_mode),
+            ..g.clone()
+        };
+        let server_ssrc = p.ssrcs.allocate(None);
+        let adopt = GroupAdopt {
+            call_id: id.clone().into(),
+            group_id: req.group_id,
+            security: req.media_security,
+            config,
+            streams,
+            server_ssrc,
+            members,
+        };
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let sent = p
+            .workers
+            .get(worker)
+            .is_some_and(|w| w.send(Cmd::AdoptGroup(Box::new(adopt), tx)));
+        let slots = match sent.then(|| rx.recv_timeout(REPLY_TIMEOUT).ok()).flatten() {
+            Some(Ok(slots)) => slots,
+            Some(Err(e)) => {
+                p.ssrcs.free(server_ssrc);
+                unreserve();
+                return refuse(e);
+            }
+            None => {
+                // The worker is gone or stuck: it keeps (or dropped) the call's resources.
+                return refuse(SetupError::BadRequest(
+                    "the relay's worker did not take the group call".into(),
+                ));
+            }
+        };
+        p.kind_created(GROUP_KIND);
+        info!(call = %id, worker, members = slots.len(), "group call set up");
+        Ok(GroupCallCreated {
+            call_id: id.into(),
+            members: ids
+                .into_iter()
+                .zip(slots)
+                .zip(answers)
+                .map(|((mcvideo_id, slot), sdp_answer)| GroupMemberAnswer {
+                    mcvideo_id,
+                    slot,
+                    sdp_answer,
+                })
+                .collect(),
+        })
+    }
+
+    /// A member joins a running group call (a late joiner): its ports are bound and its SDP
+    /// offer answered as at creation; it is told the current state (a Media Transmission
+    /// Notification per transmission, or Transmission Idle) and, in automatic reception,
+    /// receives the running transmissions at once.
+    pub fn add_group_member(
+        &self,
+        call_id: &str,
+        spec: GroupMemberSpec,
+    ) -> Result<GroupMemberAnswer, SetupError> {
+        let p = &self.plane;
+        let (worker, security, streams) = {
+            let mut d = lock(&p.directory);
+            let Some(&worker) = d.placement.get(call_id) else {
+                return Err(SetupError::UnknownCall(call_id.to_owned()));
+            };
+            let Some(g) = d.groups.get_mut(call_id) else {
+                return Err(SetupError::WrongState {
+                    call_id: call_id.to_owned(),
+                    state: crate::control::call::CallState::Established,
+                    operation: "add a member (it is not a group call)",
+                });
+            };
+            if g.streams.is_empty() {
+                return Err(SetupError::UnknownCall(call_id.to_owned())); // still being set up
+            }
+            if g.members.len() >= MAX_MEMBERS {
+                return Err(SetupError::BadRequest(format!(
+                    "call {call_id} has its maximum of {MAX_MEMBERS} members"
+                )));
+            }
+            if !g.members.insert(spec.mcvideo_id.clone()) {
+                return Err(SetupError::BadRequest(format!(
+                    "member {} is already in call {call_id}",
+                    spec.mcvideo_id
+                )));
+            }
+            (worker, g.security, g.streams.clone())
+        };
+        let user = spec.mcvideo_id.clone();
+        let unreserve = || {
+            if let Some(g) = lock(&p.directory).groups.get_mut(call_id) {
+                g.members.remove(&user);
+            }
+        };
+        let prep = match p.prepare_member(spec, &streams, security, &mut OsEntropy::default()) {
+            Ok(m) => m,
+            Err(e) => {
+                unreserve();
+                return Err(e);
+            }
+        };
+        let answer = prep.sdp_answer.clone();
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let sent = p
+            .workers
+            .get(worker)
+            .is_some_and(|w| w.send(Cmd::JoinGroup(call_id.into(), Box::new(prep), tx)));
+        match sent.then(|| rx.recv_timeout(REPLY_TIMEOUT).ok()).flatten() {
+            Some(Ok(slot)) => Ok(GroupMemberAnswer {
+                mcvideo_id: user,
+                slot,
+                sdp_answer: answer,
+            }),
+            Some(Err(e)) => {
+                unreserve();
+                Err(e)
+            }
+            None => {
+                unreserve();
+                Err(SetupError::UnknownCall(call_id.to_owned()))
+            }
+        }
+    }
+
+    /// A member leaves a group call: a transmission it held ends for the others (and the
+    /// next queued request is granted), its sockets close and its ports go back.
+    pub fn remove_group_member(&self, call_id: &str, mcvideo_id: &str) -> Result<(), SetupError> {
+        if !lock(&self.plane.directory).groups.contains_key(call_id) {
+            return Err(SetupError::UnknownCall(call_id.to_owned()));
+        }
+        let user = mcvideo_id.to_owned();
+        let r = self
+            .ask(call_id, |id, r| Cmd::LeaveGroup(id, user, r))
+            .unwrap_or_else(|| Err(SetupError::UnknownCall(call_id.to_owned())));
+        if r.is_ok() {
+            if let Some(g) = lock(&self.plane.directory).groups.get_mut(call_id) {
+                g.members.remove(mcvideo_id);
+            }
+        }
+        r
+    }
+
+    /// One group call's members, transmissions (with their SSRCs), queue and counters.
+    pub fn group_call(&self, call_id: &str) -> Option<GroupCallSummary> {
+        if !lock(&self.plane.directory).groups.contains_key(call_id) {
+            return None;
+        }
+        self.ask(call_id, Cmd::GetGroup).flatten()
+    }
+
+    /// Every group call.
+    pub fn group_calls(&self) -> Vec<GroupCallSummary> {
+        self.ask_all(Cmd::ListGroups)
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    /// Whether `call_id` is a group call.
+    pub fn is_group_call(&self, call_id: &str) -> bool {
+        lock(&self.plane.directory).groups.contains_key(call_id)
+    }
+
+    /// Releases a group call (reason `released`): `call.released` is published, every port
+    /// goes back. Returns its final summary.
+    pub fn release_group_call(&self, call_id: &str) -> Result<GroupCallSummary, SetupError> {
+        if !self.is_group_call(call_id) {
+            return Err(SetupError::UnknownCall(call_id.to_owned()));
+        }
+        self.ask(call_id, |id, r| {
+            Cmd::ReleaseGroup(id, ReleaseReason::Released, r)
+        })
+        .unwrap_or_else(|| Err(SetupError::UnknownCall(call_id.to_owned())))
     }
 
     /// Asks every worker at once and gathers the replies that come in time.
@@ -295,12 +628,14 @@ impl Engine {
                 ports_in_use,
                 ports_capacity,
                 draining: p.draining.load(Ordering::Relaxed),
+                by_kind: t.by_kind.clone(),
                 ..EngineStats::default()
             }
         };
         for w in &p.workers {
             s.caller.add(&w.stats.legs[0].snapshot());
             s.callee.add(&w.stats.legs[1].snapshot());
+            s.group_members.add(&w.stats.group.snapshot());
             let tc = lock(&w.stats.tc);
             s.tc_received.add_all(&tc.0);
             s.tc_sent.add_all(&tc.1);
@@ -330,4 +665,45 @@ impl Drop for Engine {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// The checks of a group call request that need nothing bound.
+fn check_group_request(req: &CreateGroupCall) -> Result<(), SetupError> {
+    use crate::control::registry::MAX_ID_LEN;
+    let bad = |m: String| Err(SetupError::BadRequest(m));
+    if let Some(id) = &req.call_id {
+        if !crate::ids::CallId::is_valid(id) {
+            return bad(format!(
+                "call_id must be 1 to {} characters of A-Z a-z 0-9 - _ .",
+                crate::ids::CallId::MAX_LEN
+            ));
+        }
+    }
+    if req.group_id.is_empty()
+        || req.group_id.len() > MAX_ID_LEN
+        || req.group_id.chars().any(char::is_control)
+    {
+        return bad(format!(
+            "group_id must be 1 to {MAX_ID_LEN} octets with no control characters"
+        ));
+    }
+    if req.members.is_empty() {
+        return bad("a group call needs at least one member".into());
+    }
+    if req.members.len() > MAX_MEMBERS {
+        return bad(format!("a group call holds at most {MAX_MEMBERS} members"));
+    }
+    if req.max_transmitters == Some(0) {
+        return bad("max_transmitters (Cx) must be at least 1".into());
+    }
+    if req.max_streams_per_receiver == Some(0) {
+        return bad("max_streams_per_receiver (C9) must be at least 1".into());
+    }
+    let mut seen = std::collections::HashSet::new();
+    for m in &req.members {
+        if !seen.insert(m.mcvideo_id.as_str()) {
+            return bad(format!("member {} appears twice", m.mcvideo_id));
+        }
+    }
+    Ok(())
 }

@@ -93,9 +93,12 @@ pub use stats::{DropReason, LegCounters, LegSnapshot};
 
 use crate::control::arbiter::TransmissionState;
 use crate::control::call::{CallConfig, CallState};
+use crate::control::group::{GroupConfig, GroupStats, ReceptionMode, Slot};
 use crate::control::policy::{AllowAll, AuthorizationPolicy};
 use crate::control::server::{KindCounters, TcStats};
 use crate::control::{CallKind, CommencementMode, MediaSecurity, ReleaseReason};
+use crate::ids::Ssrc;
+use crate::keys::MasterKey;
 use std::collections::HashMap;
 use std::io as stdio;
 use std::net::{IpAddr, Ipv4Addr};
@@ -147,6 +150,10 @@ pub struct EngineConfig {
     pub event_capacity: usize,
     /// Who may push and receive pushes.
     pub policy: Arc<dyn AuthorizationPolicy>,
+    /// Group calls' defaults: Cx, C9, reception mode, queueing, timers (T1, T2/C2, T3/C3,
+    /// T4/C4, T6/C6, T11) and counters. [`CreateGroupCall`] may override Cx, C9 and the
+    /// reception mode per call.
+    pub group: GroupConfig,
 }
 
 impl Default for EngineConfig {
@@ -163,6 +170,7 @@ impl Default for EngineConfig {
             socket_buffer_bytes: 1 << 20,
             event_capacity: 65_536,
             policy: Arc::new(AllowAll),
+            group: GroupConfig::default(),
         }
     }
 }
@@ -258,4 +266,167 @@ pub struct EngineStats {
     pub ports_capacity: usize,
     /// Whether the engine refuses new calls.
     pub draining: bool,
+    /// Calls held and created, by kind (`video_push`, `video_pull`, `group`). `active_calls`
+    /// and `calls_created` above count push and pull calls only, as they always did.
+    pub by_kind: std::collections::BTreeMap<&'static str, KindTotals>,
+    /// All group members' legs (in = from members, out = to members).
+    pub group_members: LegSnapshot,
+}
+
+/// Engine-wide counters by call kind (`video_push`, `video_pull`, `group`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KindTotals {
+    /// Calls of this kind held now.
+    pub active: usize,
+    /// Calls of this kind created since start.
+    pub created: u64,
+}
+
+/// One member of a group call as the controlling server adds it: its MCVideo ID and the SDP
+/// offer its client sent (one `m=video`, optionally `m=audio`, and the MCVideo
+/// `m=application` transmission control channel).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMemberSpec {
+    /// MCVideo ID.
+    pub mcvideo_id: String,
+    /// The member's SDP offer. The relay answers it ([`GroupMemberAnswer::sdp_answer`]).
+    pub sdp_offer: String,
+    /// The highest Transmission Priority it may use (0–255, higher is stronger).
+    pub priority: u8,
+    /// Never transmits: its Transmission Requests get Rejected #5.
+    pub receive_only: bool,
+    /// Key protecting its transmission control channel (SRTCP), if the controlling server has
+    /// one.
+    pub tc_key: Option<MasterKey>,
+}
+
+/// A group video call with its members (TS 23.281 §7.7.1.1: transmission control with several
+/// transmitters, queueing, pre-emption and reception control).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateGroupCall {
+    /// Call ID chosen by the controlling server (one namespace with push and pull calls);
+    /// generated when `None`.
+    pub call_id: Option<crate::ids::CallId>,
+    /// MCVideo Group Identity.
+    pub group_id: String,
+    /// How media is protected: `end_to_end` (the group key, SRTP passed through) or `per_leg`
+    /// (SDES per member, re-encrypted per receiver).
+    pub media_security: MediaSecurity,
+    /// Cx, members transmitting at once; `None`: [`EngineConfig::group`]'s (default 1).
+    pub max_transmitters: Option<u8>,
+    /// C9, streams one receiver takes at once; `None`: the configured default (4).
+    pub max_streams_per_receiver: Option<u8>,
+    /// Reception mode; `None`: the configured default (automatic).
+    pub reception_mode: Option<ReceptionMode>,
+    /// The members at creation (at least one).
+    pub members: Vec<GroupMemberSpec>,
+}
+
+/// What the relay answers one member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMemberAnswer {
+    /// MCVideo ID.
+    pub mcvideo_id: String,
+    /// Its place in the call.
+    pub slot: Slot,
+    /// The SDP answer for the member: the relay's ports, and in per_leg mode the relay's own
+    /// `a=crypto` key toward the member.
+    pub sdp_answer: String,
+}
+
+/// A group call set up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupCallCreated {
+    /// The call's ID.
+    pub call_id: crate::ids::CallId,
+    /// One answer per member, in the order given.
+    pub members: Vec<GroupMemberAnswer>,
+}
+
+/// One member of a group call, as the API reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMemberSummary {
+    /// MCVideo ID.
+    pub mcvideo_id: String,
+    /// Its slot.
+    pub slot: Slot,
+    /// Its priority.
+    pub priority: u8,
+    /// Receive only.
+    pub receive_only: bool,
+    /// Transmitting now.
+    pub transmitting: bool,
+    /// Its request is queued.
+    pub queued: bool,
+    /// MCVideo IDs of the transmitters it receives (its Active SSRC List).
+    pub receiving: Vec<String>,
+    /// Counters of its legs (in = from the member, out = to it).
+    pub counters: LegSnapshot,
+}
+
+/// One transmission of a group call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupTransmissionSummary {
+    /// The transmitter's MCVideo ID.
+    pub mcvideo_id: String,
+    /// Its slot.
+    pub slot: Slot,
+    /// Audio SSRC.
+    pub audio_ssrc: Ssrc,
+    /// Video SSRC.
+    pub video_ssrc: Ssrc,
+    /// Transmission Priority.
+    pub priority: u8,
+    /// 2 emergency, 1 imminent peril, 0 normal.
+    pub class: u8,
+    /// Whether its media has arrived.
+    pub media_started: bool,
+    /// Time since the grant.
+    pub duration: Duration,
+    /// MCVideo IDs of its receivers.
+    pub receivers: Vec<String>,
+}
+
+/// One queued request of a group call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupQueueSummary {
+    /// The requester's MCVideo ID.
+    pub mcvideo_id: String,
+    /// 1 = next.
+    pub position: u8,
+    /// Transmission Priority.
+    pub priority: u8,
+    /// 2 emergency, 1 imminent peril, 0 normal.
+    pub class: u8,
+}
+
+/// The state and counters of one group call.
+#[derive(Debug, Clone)]
+pub struct GroupCallSummary {
+    /// The call's ID.
+    pub call_id: crate::ids::CallId,
+    /// MCVideo Group Identity.
+    pub group_id: String,
+    /// Media security mode.
+    pub media_security: MediaSecurity,
+    /// Cx.
+    pub max_transmitters: u8,
+    /// C9.
+    pub max_streams_per_receiver: u8,
+    /// Reception mode.
+    pub reception_mode: ReceptionMode,
+    /// `established` or `released`.
+    pub state: CallState,
+    /// Why it was released.
+    pub release_reason: Option<ReleaseReason>,
+    /// Time since creation (until release).
+    pub duration: Duration,
+    /// The members.
+    pub members: Vec<GroupMemberSummary>,
+    /// The transmissions.
+    pub transmissions: Vec<GroupTransmissionSummary>,
+    /// The queue, next first.
+    pub queue: Vec<GroupQueueSummary>,
+    /// Transmission control counters.
+    pub tc: GroupStats,
 }

@@ -13,10 +13,11 @@ use super::stats::LegCounters;
 use super::worker::Cmd;
 use super::EngineConfig;
 use crate::control::call::{CallEvent, CallTable};
+use crate::control::group::SsrcRegistry;
 use crate::control::server::KindCounters;
-use crate::control::{Party, ReleaseReason};
+use crate::control::{MediaSecurity, Party, ReleaseReason};
 use crate::sdp::{MediaKind, SessionDescription};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -32,13 +33,34 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Debug)]
 pub(crate) struct Directory {
     pub(crate) table: CallTable,
+    /// Which worker runs each call, push, pull and group alike (one namespace of call IDs).
     pub(crate) placement: HashMap<Arc<str>, usize>,
+    /// Group calls: what a late joiner's setup needs, and who is in the call.
+    pub(crate) groups: HashMap<Arc<str>, GroupEntry>,
+}
+
+/// The control plane's view of one group call.
+#[derive(Debug, Clone)]
+pub(crate) struct GroupEntry {
+    pub(crate) security: MediaSecurity,
+    pub(crate) streams: Vec<GroupStream>,
+    pub(crate) members: HashSet<String>,
+}
+
+/// One media stream of a group call (fixed by the first member's offer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct GroupStream {
+    pub(crate) kind: MediaKind,
+    pub(crate) encrypted: bool,
+    pub(crate) clock_rate: u32,
 }
 
 /// Counts kept by the control plane.
 #[derive(Debug, Default)]
 pub(crate) struct Totals {
     pub(crate) created: u64,
+    /// Calls held and created, by kind.
+    pub(crate) by_kind: std::collections::BTreeMap<&'static str, super::KindTotals>,
     pub(crate) refused: HashMap<&'static str, u64>,
     pub(crate) released: HashMap<&'static str, u64>,
 }
@@ -47,6 +69,8 @@ pub(crate) struct Totals {
 #[derive(Debug, Default)]
 pub(crate) struct WorkerStats {
     pub(crate) legs: [LegCounters; 2],
+    /// Group members' legs.
+    pub(crate) group: LegCounters,
     /// Transmission control messages received and sent (booked when a call is stepped).
     pub(crate) tc: Mutex<(KindCounters, KindCounters)>,
     /// Calls on the worker.
@@ -85,6 +109,8 @@ pub(crate) struct Plane {
     pub(crate) workers: Vec<WorkerHandle>,
     pub(crate) draining: AtomicBool,
     pub(crate) started: Instant,
+    /// SSRCs of group transmissions, unique across the engine.
+    pub(crate) ssrcs: Arc<SsrcRegistry>,
 }
 
 impl Plane {
@@ -118,9 +144,47 @@ impl Plane {
                 lock(pool).free(port);
             }
         }
-        let mut d = lock(&self.directory);
-        d.table.forget(call);
-        d.placement.remove(call.id());
+        {
+            let mut d = lock(&self.directory);
+            d.table.forget(call);
+            d.placement.remove(call.id());
+        }
+        self.kind_ended(call.kind().as_str());
+    }
+
+    /// A call of `kind` was created.
+    pub(crate) fn kind_created(&self, kind: &'static str) {
+        let mut t = lock(&self.totals);
+        let k = t.by_kind.entry(kind).or_default();
+        k.active += 1;
+        k.created += 1;
+    }
+
+    /// A call of `kind` ended.
+    pub(crate) fn kind_ended(&self, kind: &'static str) {
+        let mut t = lock(&self.totals);
+        let k = t.by_kind.entry(kind).or_default();
+        k.active = k.active.saturating_sub(1);
+    }
+
+    /// Gives relay ports back to their pools (their sockets must be closed by then).
+    pub(crate) fn free_ports(&self, ports: &[(usize, u16)]) {
+        for &(pool, port) in ports {
+            if let Some(pool) = self.pools.get(pool) {
+                lock(pool).free(port);
+            }
+        }
+    }
+
+    /// A finished group call: its ports go back, its ID is free again.
+    pub(crate) fn group_finished(&self, id: &str, ports: &[(usize, u16)]) {
+        self.free_ports(ports);
+        {
+            let mut d = lock(&self.directory);
+            d.groups.remove(id);
+            d.placement.remove(id);
+        }
+        self.kind_ended(GROUP_KIND);
     }
 
     /// The worker a new call goes to: calls are packed onto the first workers, and spread to
@@ -237,6 +301,9 @@ impl Plane {
     }
 }
 
+/// The kind label of group calls.
+pub(crate) const GROUP_KIND: &str = "group";
+
 /// Sockets bound before the call procedure runs.
 #[derive(Debug, Default)]
 pub(crate) struct Prebound {
@@ -256,5 +323,267 @@ impl Prebound {
             pools,
             bound: HashMap::new(),
         }
+    }
+}
+
+/// One group member made ready on the control plane: its sockets bound, its SDP answered,
+/// its rules' and server's inputs built. The worker that runs the call adopts it.
+#[derive(Debug)]
+pub(crate) struct MemberPrep {
+    /// The group server's view of the member.
+    pub(crate) setup: crate::control::group::MemberSetup,
+    /// One leg per group stream (a stream the member did not take has no address).
+    pub(crate) legs: Vec<super::rules::LegSetup>,
+    /// Its transmission control channel.
+    pub(crate) control: Option<super::rules::ControlSetup>,
+    /// Per group stream: its sockets (none where the member did not take the stream).
+    pub(crate) stream_sockets: Vec<Option<BoundPort>>,
+    /// Its control channel's socket.
+    pub(crate) control_socket: Option<BoundPort>,
+    /// Its relay ports, with their pool.
+    pub(crate) ports: Vec<(usize, u16)>,
+    /// The SDP answer for the member.
+    pub(crate) sdp_answer: String,
+}
+
+fn member_error(id: &str, what: impl core::fmt::Display) -> crate::control::call::SetupError {
+    crate::control::call::SetupError::BadRequest(format!("member {id}: {what}"))
+}
+
+impl Plane {
+    /// The group's streams from its first member's offer: its first video stream (required)
+    /// and, when audio is offered, its first audio stream, in the offer's order.
+    pub(crate) fn group_streams(
+        &self,
+        id: &str,
+        sdp: &str,
+    ) -> Result<Vec<GroupStream>, crate::control::call::SetupError> {
+        let offer = SessionDescription::parse(sdp).map_err(|e| member_error(id, e))?;
+        let mut streams: Vec<GroupStream> = Vec::new();
+        for m in offer.media() {
+            let wanted = m.port != 0
+                && match m.kind {
+                    MediaKind::Video => true,
+                    MediaKind::Audio => self.config.call.offer_audio,
+                    _ => false,
+                };
+            if !wanted || streams.iter().any(|s| s.kind == m.kind) {
+                continue;
+            }
+            streams.push(GroupStream {
+                kind: m.kind.clone(),
+                encrypted: m.proto.to_ascii_uppercase().contains("SAVP"),
+                clock_rate: m.clock_rate.unwrap_or(match m.kind {
+                    MediaKind::Video => 90_000,
+                    _ => 0,
+                }),
+            });
+        }
+        if !streams.iter().any(|s| s.kind == MediaKind::Video) {
+            return Err(member_error(
+                id,
+                "its SDP offer has no video stream (m=video with a non-zero port)",
+            ));
+        }
+        Ok(streams)
+    }
+
+    /// Binds a member's relay ports and answers its SDP offer. Nothing is kept on error.
+    pub(crate) fn prepare_member(
+        &self,
+        spec: super::GroupMemberSpec,
+        streams: &[GroupStream],
+        security: MediaSecurity,
+        entropy: &mut dyn crate::control::call::Entropy,
+    ) -> Result<MemberPrep, crate::control::call::SetupError> {
+        let mut prep = MemberPrep {
+            setup: Default::default(),
+            legs: vec![Default::default(); streams.len()],
+            control: None,
+            stream_sockets: streams.iter().map(|_| None).collect(),
+            control_socket: None,
+            ports: Vec::new(),
+            sdp_answer: String::new(),
+        };
+        match self.fill_member(&mut prep, spec, streams, security, entropy) {
+            Ok(()) => Ok(prep),
+            Err(e) => {
+                let ports = std::mem::take(&mut prep.ports);
+                drop(prep); // closes the sockets
+                self.free_ports(&ports);
+                Err(e)
+            }
+        }
+    }
+
+    fn fill_member(
+        &self,
+        prep: &mut MemberPrep,
+        spec: super::GroupMemberSpec,
+        streams: &[GroupStream],
+        security: MediaSecurity,
+        entropy: &mut dyn crate::control::call::Entropy,
+    ) -> Result<(), crate::control::call::SetupError> {
+        use crate::control::call::SetupError;
+        use crate::keys::{MasterKey, SrtpSuite};
+        use crate::sdp::{MediaRewrite, Rewrite};
+        let id = spec.mcvideo_id.as_str();
+        let valid = !id.is_empty()
+            && id.len() <= crate::control::registry::MAX_ID_LEN
+            && !id.chars().any(char::is_control);
+        if !valid {
+            return Err(SetupError::BadRequest(format!(
+                "member mcvideo_id must be 1 to {} octets with no control characters",
+                crate::control::registry::MAX_ID_LEN
+            )));
+        }
+        let offer = SessionDescription::parse(&spec.sdp_offer).map_err(|e| member_error(id, e))?;
+        let v4 = offer
+            .media()
+            .iter()
+            .find_map(|m| m.rtp_addr())
+            .map(|a| a.is_ipv4())
+            .ok_or_else(|| member_error(id, "its SDP offer has no usable media address"))?;
+        let iface = self
+            .interfaces
+            .iter()
+            .position(|i| i.ip.is_ipv4() == v4)
+            .ok_or_else(|| {
+                member_error(
+                    id,
+                    format!(
+                        "its media address is {} and the relay has no such media interface",
+                        if v4 { "IPv4" } else { "IPv6" }
+                    ),
+                )
+            })?;
+        let pool = self.pools.get(iface).ok_or(SetupError::NoPortsAvailable)?;
+        let mut taken: Vec<MediaKind> = Vec::new();
+        let mut rewrites = Vec::with_capacity(offer.media().len());
+        let mut relay_ip = None;
+        let mut video_ssrc = None;
+        let mut audio_ssrc = None;
+        let mut control_fmtp = None;
+        for m in offer.media() {
+            let first_of_kind = !taken.contains(&m.kind);
+            taken.push(m.kind.clone());
+            let stream = streams
+                .iter()
+                .position(|s| s.kind == m.kind)
+                .filter(|_| first_of_kind && m.port != 0);
+            let control = m.kind == MediaKind::Control && first_of_kind && m.port != 0;
+            if stream.is_none() && !control {
+                rewrites.push(MediaRewrite::Reject);
+                continue;
+            }
+            let remote = m.rtp_addr().ok_or_else(|| {
+                member_error(
+                    id,
+                    format!("m= line {} has no usable address to send to", m.line),
+                )
+            })?;
+            if remote.is_ipv4() != v4 {
+                return Err(member_error(
+                    id,
+                    format!("m= line {}: mixed address families", m.line),
+                ));
+            }
+            let mux = m.rtcp_mux || control;
+            let (relay, sockets) =
+                PortPool::allocate_shared(pool, mux).ok_or(SetupError::NoPortsAvailable)?;
+            prep.ports.push((iface, relay.rtp.port()));
+            relay_ip = Some(relay.rtp.ip());
+            let rtcp_port = (!relay.muxed()).then(|| relay.rtcp.port());
+            if control {
+                control_fmtp = m.mcvideo;
+                prep.control = Some(super::rules::ControlSetup {
+                    remote: Some(remote),
+                    key: spec.tc_key.clone(),
+                });
+                prep.control_socket = Some(sockets);
+                rewrites.push(MediaRewrite::Keep {
+                    port: relay.rtp.port(),
+                    rtcp_port: None,
+                    crypto: None,
+                });
+                continue;
+            }
+            let Some(si) = stream else { continue };
+            match m.kind {
+                MediaKind::Video => video_ssrc = video_ssrc.or(m.ssrcs.first().copied()),
+                MediaKind::Audio => audio_ssrc = audio_ssrc.or(m.ssrcs.first().copied()),
+                _ => {}
+            }
+            let mut crypto = None;
+            let mut keys = (None, None);
+            if security == MediaSecurity::PerLeg {
+                let found = m.crypto.iter().find_map(|c| {
+                    SrtpSuite::from_name(&c.suite).map(|s| (c.tag, s, c.key_b64.as_str()))
+                });
+                let Some((tag, suite, b64)) = found else {
+                    return Err(member_error(
+                        id,
+                        format!(
+                            "per_leg mode needs an a=crypto line with AEAD_AES_128_GCM or AES_CM_128_HMAC_SHA1_80 in the section of line {}",
+                            m.line
+                        ),
+                    ));
+                };
+                let inbound = MasterKey::from_base64(suite, b64)
+                    .map_err(|e| member_error(id, format!("m= line {}: a=crypto: {e}", m.line)))?;
+                let mut material = vec![0u8; suite.key_len() + suite.salt_len()];
+                entropy.fill(&mut material);
+                let outbound = MasterKey { suite, material };
+                crypto = Some(vec![outbound.sdes_attribute(tag)]);
+                keys = (Some(inbound), Some(outbound));
+            }
+            if let Some(leg) = prep.legs.get_mut(si) {
+                *leg = super::rules::LegSetup {
+                    remote_rtp: Some(remote),
+                    remote_rtcp: m.rtcp_addr(),
+                    announced: m.ssrcs.clone(),
+                    separate_rtcp: !relay.muxed(),
+                    srtp_in: keys.0,
+                    srtp_out: keys.1,
+                };
+            }
+            if let Some(slot) = prep.stream_sockets.get_mut(si) {
+                *slot = Some(sockets);
+            }
+            rewrites.push(MediaRewrite::Keep {
+                port: relay.rtp.port(),
+                rtcp_port,
+                crypto,
+            });
+        }
+        if !prep.legs.iter().any(|l| l.remote_rtp.is_some()) {
+            return Err(member_error(
+                id,
+                "its SDP offer has none of the group's media streams",
+            ));
+        }
+        let relay_ip = relay_ip.ok_or_else(|| member_error(id, "no stream is usable"))?;
+        prep.sdp_answer = offer
+            .rewrite(&Rewrite {
+                connection: relay_ip,
+                media: rewrites,
+            })
+            .map_err(|e| member_error(id, e))?;
+        let fmtp: Option<crate::sdp::McVideoFmtp> = control_fmtp;
+        prep.setup = crate::control::group::MemberSetup {
+            user_id: spec.mcvideo_id,
+            priority: spec.priority,
+            receive_only: spec.receive_only,
+            control: prep.control.is_some(),
+            video_ssrc: fmtp
+                .and_then(|f| f.mc_video_ssrc)
+                .or(video_ssrc)
+                .map(crate::ids::Ssrc),
+            audio_ssrc: fmtp
+                .and_then(|f| f.mc_audio_ssrc)
+                .or(audio_ssrc)
+                .map(crate::ids::Ssrc),
+        };
+        Ok(())
     }
 }

@@ -755,6 +755,9 @@ impl GroupServer {
         if let Some(m) = self.members.get_mut(slot.index()) {
             *m = None;
         }
+        for t in slots(receiving) {
+            self.maybe_arm_t11(now, t);
+        }
         for m in self.members.iter_mut().flatten() {
             m.reception_grants.retain(|g| g.transmitter != slot);
         }
@@ -1052,11 +1055,9 @@ impl GroupServer {
                 }
             }
             MessageKind::TransmissionIdle => m.idle_acked = true,
-            MessageKind::ReceiveMediaResponse => {
-                // An ack names no stream: it acks the oldest pending grant.
-                if !m.reception_grants.is_empty() {
-                    m.reception_grants.remove(0);
-                }
+            // An ack names no stream: it acks the oldest pending grant.
+            MessageKind::ReceiveMediaResponse if !m.reception_grants.is_empty() => {
+                m.reception_grants.remove(0);
             }
             _ => {}
         }
@@ -1086,14 +1087,10 @@ impl GroupServer {
             .transmission_priority
             .map_or(m.setup.priority, |p| p.min(m.setup.priority));
         let rank = Rank::of(indicator, priority);
-        if let Some(q) = self.queue.iter_mut().find(|q| q.member == from) {
-            // Asked again while queued: take the (possibly new) strength, tell the position.
-            q.rank = rank;
-            q.indicator = indicator;
-            self.sort_queue();
-            self.send_queue_position(now, from);
-            return;
-        }
+        // Asked again while queued: judged afresh with the (possibly new) strength, keeping its
+        // place among equals if it stays queued.
+        let earlier = self.queue.iter().position(|q| q.member == from);
+        let seq = earlier.map(|i| self.queue.remove(i).seq);
         if self.transmitting() < usize::from(self.cfg.max_transmitters.max(1)) {
             self.grant(now, from, rank, indicator);
             return;
@@ -1126,13 +1123,16 @@ impl GroupServer {
                 return;
             }
         }
-        if self.cfg.queueing && self.queue.len() < self.cfg.max_queue {
-            self.queue_seq += 1;
+        if self.cfg.queueing && (seq.is_some() || self.queue.len() < self.cfg.max_queue) {
+            let seq = seq.unwrap_or_else(|| {
+                self.queue_seq += 1;
+                self.queue_seq
+            });
             self.queue.push(Queued {
                 member: from,
                 rank,
                 indicator,
-                seq: self.queue_seq,
+                seq,
             });
             self.sort_queue();
             self.stats.queued += 1;
@@ -1152,7 +1152,9 @@ impl GroupServer {
         let queued = self.queue.iter().any(|q| q.member == from);
         if let Some(m) = self.member_mut(from) {
             // An End Request answers a Revoked: stop repeating it.
-            if m.revoke.is_some_and(|r| r.cause != RevokeCause::NoPermission) {
+            if m.revoke
+                .is_some_and(|r| r.cause != RevokeCause::NoPermission)
+            {
                 m.revoke = None;
             }
         }
@@ -1357,7 +1359,8 @@ impl GroupServer {
             }
             self.push(r, bytes.clone());
         }
-        self.events.push_back(GroupEvent::TransmissionEnded { member: s, reason });
+        self.events
+            .push_back(GroupEvent::TransmissionEnded { member: s, reason });
     }
 
     /// Grants queued requests while there is room.
@@ -1411,6 +1414,11 @@ impl GroupServer {
             }
         }
         self.arbiter.release();
+        for m in self.members.iter_mut().flatten() {
+            m.receiving = 0;
+            m.reception_grants.clear();
+            m.revoke = None;
+        }
         self.queue.clear();
         self.t1 = None;
         self.t2 = None;
@@ -1564,7 +1572,10 @@ impl GroupServer {
         let Some(tm) = self.member(t) else { return };
         let Some(tx) = tm.tx.clone() else { return };
         let user = tm.setup.user_id.clone();
-        let mut m = TcMessage::new(MessageKind::MediaTransmissionNotification, self.server_ssrc());
+        let mut m = TcMessage::new(
+            MessageKind::MediaTransmissionNotification,
+            self.server_ssrc(),
+        );
         m.fields.transmitting_user_id = Some(&user);
         m.fields.audio_ssrc = Some(tx.audio.get());
         m.fields.video_ssrc = Some(tx.video.get());

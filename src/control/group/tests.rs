@@ -34,7 +34,11 @@ fn join_limits_and_duplicates() {
     let a = s.slot_of("sip:u3@mcx").unwrap();
     assert!(s.leave(t0, a));
     assert_eq!(s.join(t0, member("sip:u4@mcx")), Err(JoinError::Duplicate));
-    assert_eq!(s.join(t0, member("sip:x@mcx")), Ok(a), "a freed slot is reused");
+    assert_eq!(
+        s.join(t0, member("sip:x@mcx")),
+        Ok(a),
+        "a freed slot is reused"
+    );
     s.release(ReleaseReason::Released);
     assert_eq!(s.join(t0, member("sip:y@mcx")), Err(JoinError::Released));
     assert_eq!(s.poll_timeout(), None);
@@ -65,4 +69,23 @@ fn ssrcs_go_back_to_the_registry() {
     s.release(ReleaseReason::Released);
     assert_eq!(reg.in_use(), 0);
     assert!(!s.arbiter().may_forward(a));
+}
+
+/// Found by `call_ops`: a released group kept its members' Active SSRC Lists while the arbiter's
+/// routes were cleared.
+#[test]
+fn release_clears_every_reception() {
+    let t0 = Instant::now();
+    let mut s = server(GroupConfig::default());
+    let a = s.join(t0, member("a")).unwrap();
+    let b = s.join(t0, member("b")).unwrap();
+    s.start(t0);
+    let req = TcMessage::new(MessageKind::TransmissionRequest, 9)
+        .to_vec(&EmitOptions::default())
+        .unwrap();
+    s.handle_datagram(t0, a, &req);
+    assert_eq!(s.member_view(b).unwrap().receiving, [a]);
+    s.release(ReleaseReason::Released);
+    assert!(s.member_view(b).unwrap().receiving.is_empty());
+    assert!(s.transmissions().is_empty());
 }

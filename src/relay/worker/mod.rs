@@ -11,15 +11,19 @@
 #![allow(clippy::disallowed_methods)] // the worker is where the clock is read
 
 mod call;
+mod group;
 mod media;
+
+pub(crate) use group::GroupAdopt;
 
 use super::io::{Events, Poller, Waker};
 use super::plane::{lock, Plane, WorkerStats};
 use super::ports::BoundPort;
-use super::CallSummary;
+use super::{CallSummary, GroupCallSummary};
 use crate::control::call::{AnswerCall, Call, CallAnswer, Entropy, SetupError};
 use crate::control::ReleaseReason;
 use call::CallRt;
+use group::GroupRt;
 use media::Scratch;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -52,6 +56,30 @@ pub(crate) enum Cmd {
     List(Reply<Vec<CallSummary>>),
     /// Jitter and loss of every leg that sent media, as histograms.
     Quality(Reply<super::rules::QualityHistograms>),
+    /// Run this group call (its members' sockets are bound, not yet polled); reply with the
+    /// members' slots, in order.
+    AdoptGroup(
+        Box<GroupAdopt>,
+        Reply<Result<Vec<crate::control::group::Slot>, SetupError>>,
+    ),
+    /// A member joins a group call.
+    JoinGroup(
+        Arc<str>,
+        Box<super::plane::MemberPrep>,
+        Reply<Result<crate::control::group::Slot, SetupError>>,
+    ),
+    /// A member (by MCVideo ID) leaves a group call.
+    LeaveGroup(Arc<str>, String, Reply<Result<(), SetupError>>),
+    /// One group call's summary.
+    GetGroup(Arc<str>, Reply<Option<GroupCallSummary>>),
+    /// Every group call's summary.
+    ListGroups(Reply<Vec<GroupCallSummary>>),
+    /// Release a group call.
+    ReleaseGroup(
+        Arc<str>,
+        ReleaseReason,
+        Reply<Result<GroupCallSummary, SetupError>>,
+    ),
     /// Release every call (reason `shutdown`) and stop.
     Shutdown,
 }
@@ -66,6 +94,12 @@ impl core::fmt::Debug for Cmd {
             Cmd::Get(..) => "Get",
             Cmd::List(_) => "List",
             Cmd::Quality(_) => "Quality",
+            Cmd::AdoptGroup(..) => "AdoptGroup",
+            Cmd::JoinGroup(..) => "JoinGroup",
+            Cmd::LeaveGroup(..) => "LeaveGroup",
+            Cmd::GetGroup(..) => "GetGroup",
+            Cmd::ListGroups(_) => "ListGroups",
+            Cmd::ReleaseGroup(..) => "ReleaseGroup",
             Cmd::Shutdown => "Shutdown",
         })
     }
@@ -73,6 +107,8 @@ impl core::fmt::Debug for Cmd {
 
 /// The waker's token.
 const WAKER: u64 = u64::MAX;
+/// Marks a group call's slot in tokens and timers (group calls have their own slab).
+const GROUP_TAG: u32 = 1 << 31;
 /// Ready sockets reported per `epoll_wait`.
 const EVENTS: usize = 256;
 
@@ -112,6 +148,11 @@ struct Slot {
     rt: CallRt,
 }
 
+struct GroupSlot {
+    gen: u32,
+    rt: GroupRt,
+}
+
 /// Time spent working, for the placement of new calls.
 struct Busy {
     since: Instant,
@@ -129,6 +170,9 @@ pub(crate) struct Worker {
     free: Vec<u32>,
     next_gen: u32,
     by_id: HashMap<Arc<str>, u32>,
+    groups: Vec<Option<GroupSlot>>,
+    group_free: Vec<u32>,
+    group_by_id: HashMap<Arc<str>, u32>,
     timers: BinaryHeap<Reverse<(Instant, u32, u32)>>,
     ready: Vec<u64>,
     to_step: Vec<u32>,
@@ -159,6 +203,9 @@ impl Worker {
             free: Vec::new(),
             next_gen: 0,
             by_id: HashMap::new(),
+            groups: Vec::new(),
+            group_free: Vec::new(),
+            group_by_id: HashMap::new(),
             timers: BinaryHeap::new(),
             ready: Vec::with_capacity(EVENTS),
             to_step: Vec::new(),
@@ -259,7 +306,46 @@ impl Worker {
                         q.legs.iter().for_each(|l| h.observe(l));
                     }
                 }
+                for s in self.groups.iter().flatten() {
+                    for q in s.rt.quality(now) {
+                        q.streams.iter().for_each(|(_, l)| h.observe(l));
+                    }
+                }
                 let _ = reply.send(h);
+            }
+            Cmd::AdoptGroup(adopt, reply) => {
+                let r = self.adopt_group(*adopt, now);
+                let _ = reply.send(r);
+            }
+            Cmd::JoinGroup(id, prep, reply) => {
+                let r = self.join_group(&id, *prep, now);
+                let _ = reply.send(r);
+            }
+            Cmd::LeaveGroup(id, user, reply) => {
+                let plane = self.plane.clone();
+                let r = self.with_group(&id, |rt| {
+                    rt.leave(now, &user).map(|ports| plane.free_ports(&ports))
+                });
+                let r = r.unwrap_or_else(|| Err(SetupError::UnknownCall(id.to_string())));
+                self.group_step_id(&id, now);
+                let _ = reply.send(r);
+            }
+            Cmd::GetGroup(id, reply) => {
+                let r = self.with_group(&id, |rt| rt.summary(now));
+                let _ = reply.send(r);
+            }
+            Cmd::ListGroups(reply) => {
+                let all = self.groups.iter().flatten().map(|s| s.rt.summary(now));
+                let _ = reply.send(all.collect());
+            }
+            Cmd::ReleaseGroup(id, reason, reply) => {
+                let r = match self.with_group(&id, |rt| rt.release(reason)) {
+                    Some(()) => self
+                        .group_step_id(&id, now)
+                        .ok_or_else(|| SetupError::UnknownCall(id.to_string())),
+                    None => Err(SetupError::UnknownCall(id.to_string())),
+                };
+                let _ = reply.send(r);
             }
             Cmd::Shutdown => {}
         }
@@ -345,6 +431,9 @@ impl Worker {
     /// A socket is readable.
     fn readable(&mut self, t: u64, now: Instant) {
         let (slot, gen, socket) = untoken(t);
+        if slot & GROUP_TAG != 0 {
+            return self.group_readable(slot & !GROUP_TAG, gen, socket, now);
+        }
         let Some(Some(s)) = self.slots.get_mut(slot as usize) else {
             return;
         };
@@ -366,6 +455,17 @@ impl Worker {
                 break;
             }
             self.timers.pop();
+            if slot & GROUP_TAG != 0 {
+                let g = slot & !GROUP_TAG;
+                let live = matches!(self.groups.get(g as usize), Some(Some(s)) if s.gen == gen && s.rt.armed == Some(at));
+                if live {
+                    if let Some(Some(s)) = self.groups.get_mut(g as usize) {
+                        s.rt.armed = None;
+                    }
+                    self.group_step(g, now);
+                }
+                continue;
+            }
             let live = matches!(self.slots.get(slot as usize), Some(Some(s)) if s.gen == gen && s.rt.armed == Some(at));
             if live {
                 if let Some(Some(s)) = self.slots.get_mut(slot as usize) {
@@ -378,7 +478,11 @@ impl Worker {
 
     fn step_pending(&mut self, now: Instant) {
         while let Some(slot) = self.to_step.pop() {
-            self.step(slot, now);
+            if slot & GROUP_TAG != 0 {
+                self.group_step(slot & !GROUP_TAG, now);
+            } else {
+                self.step(slot, now);
+            }
         }
     }
 
@@ -470,12 +574,217 @@ impl Worker {
         self.end(slot);
     }
 
+    /// Runs `f` on the group call `id` (if it lives here), ending the call if `f` panics.
+    fn with_group<T>(&mut self, id: &str, f: impl FnOnce(&mut GroupRt) -> T) -> Option<T> {
+        let slot = *self.group_by_id.get(id)?;
+        let rt = &mut self.groups.get_mut(slot as usize)?.as_mut()?.rt;
+        match catch_unwind(AssertUnwindSafe(|| f(rt))) {
+            Ok(v) => Some(v),
+            Err(_) => {
+                self.group_fail(slot, Instant::now());
+                None
+            }
+        }
+    }
+
+    fn adopt_group(
+        &mut self,
+        adopt: GroupAdopt,
+        now: Instant,
+    ) -> Result<Vec<crate::control::group::Slot>, SetupError> {
+        let id: Arc<str> = adopt.call_id.as_str().into();
+        let (rt, members) = match catch_unwind(AssertUnwindSafe(|| {
+            GroupRt::new(
+                adopt,
+                now,
+                self.plane.config.latch_after_packets,
+                self.plane.ssrcs.clone(),
+                self.stats.clone(),
+            )
+        })) {
+            Ok(Ok(r)) => r,
+            Ok(Err((e, ports))) => {
+                self.plane.free_ports(&ports);
+                return Err(e);
+            }
+            Err(_) => {
+                error!(worker = self.index, call = %id, "a bug while setting up this group call");
+                return Err(SetupError::BadRequest(
+                    "internal error while setting up the group call".into(),
+                ));
+            }
+        };
+        let slot = self.group_free.pop().unwrap_or_else(|| {
+            self.groups.push(None);
+            (self.groups.len() - 1) as u32
+        });
+        self.next_gen = self.next_gen.wrapping_add(1);
+        if let Some(s) = self.groups.get_mut(slot as usize) {
+            *s = Some(GroupSlot {
+                gen: self.next_gen,
+                rt,
+            });
+        }
+        self.group_by_id.insert(id, slot);
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        for m in &members {
+            if let Err(e) = self.register_member(slot, *m) {
+                warn!(worker = self.index, error = %e, "cannot poll a group member's sockets");
+            }
+        }
+        self.group_step(slot, now); // participant.joined, Transmission Idle to all, T1
+        Ok(members)
+    }
+
+    fn register_member(
+        &mut self,
+        slot: u32,
+        member: crate::control::group::Slot,
+    ) -> std::io::Result<()> {
+        let Some(Some(s)) = self.groups.get(slot as usize) else {
+            return Ok(());
+        };
+        for (i, sock) in s.rt.member_sockets(member) {
+            self.poller.add(sock, token(slot | GROUP_TAG, s.gen, i))?;
+        }
+        Ok(())
+    }
+
+    fn join_group(
+        &mut self,
+        id: &str,
+        prep: super::plane::MemberPrep,
+        now: Instant,
+    ) -> Result<crate::control::group::Slot, SetupError> {
+        let Some(&slot) = self.group_by_id.get(id) else {
+            let ports = prep.ports.clone();
+            drop(prep);
+            self.plane.free_ports(&ports);
+            return Err(SetupError::UnknownCall(id.to_owned()));
+        };
+        let r = self.with_group(id, |rt| rt.join(now, prep));
+        let member = match r {
+            Some(Ok(m)) => m,
+            Some(Err((e, ports))) => {
+                self.plane.free_ports(&ports);
+                return Err(e);
+            }
+            None => return Err(SetupError::UnknownCall(id.to_owned())),
+        };
+        if let Err(e) = self.register_member(slot, member) {
+            warn!(worker = self.index, error = %e, "cannot poll a group member's sockets");
+        }
+        self.group_step(slot, now);
+        Ok(member)
+    }
+
+    fn group_readable(&mut self, slot: u32, gen: u32, socket: usize, now: Instant) {
+        let Some(Some(s)) = self.groups.get_mut(slot as usize) else {
+            return;
+        };
+        if s.gen & 0xffff != gen {
+            return;
+        }
+        let (rt, scratch) = (&mut s.rt, &mut self.scratch);
+        match catch_unwind(AssertUnwindSafe(|| rt.on_readable(socket, now, scratch))) {
+            Ok(true) => self.to_step.push(slot | GROUP_TAG),
+            Ok(false) => {}
+            Err(_) => self.group_fail(slot, now),
+        }
+    }
+
+    fn group_step_id(&mut self, id: &str, now: Instant) -> Option<GroupCallSummary> {
+        let slot = *self.group_by_id.get(id)?;
+        self.group_step(slot, now)
+    }
+
+    /// Runs one group call: feeds it, sends what it polls out, publishes its events, re-arms
+    /// its timer, and ends it once released. Returns its last summary when it ended.
+    fn group_step(&mut self, slot: u32, now: Instant) -> Option<GroupCallSummary> {
+        let s = self.groups.get_mut(slot as usize)?.as_mut()?;
+        let gen = s.gen;
+        let (rt, tx, plane) = (&mut s.rt, &mut self.tx, &self.plane);
+        let before = rt.tc_counters();
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            rt.step(now, tx, &mut |ev| plane.publish(ev))
+        }));
+        let next = match r {
+            Ok(next) => next,
+            Err(_) => {
+                self.group_fail(slot, now);
+                return None;
+            }
+        };
+        let after = rt.tc_counters();
+        if after.0 != before.0 || after.1 != before.1 {
+            let mut tc = lock(&self.stats.tc);
+            tc.0.add_all(&after.0.since(&before.0));
+            tc.1.add_all(&after.1.since(&before.1));
+        }
+        if rt.released() {
+            let summary = rt.summary(now);
+            self.group_end(slot);
+            return Some(summary);
+        }
+        if next != rt.armed {
+            rt.armed = next;
+            if let Some(at) = next {
+                self.timers.push(Reverse((at, slot | GROUP_TAG, gen)));
+            }
+        }
+        None
+    }
+
+    /// Removes a released group call: its sockets close, its ports, ID and SSRC go back.
+    fn group_end(&mut self, slot: u32) {
+        let Some(s) = self.groups.get_mut(slot as usize).and_then(Option::take) else {
+            return;
+        };
+        self.group_free.push(slot);
+        let id: Arc<str> = s.rt.call_id.as_str().into();
+        self.group_by_id.remove(&id);
+        self.stats.calls.fetch_sub(1, Ordering::Relaxed);
+        let ports = s.rt.all_ports();
+        let (ssrc, registry) = (s.rt.server_ssrc(), s.rt.ssrc_registry().clone());
+        let dropped = catch_unwind(AssertUnwindSafe(move || drop(s)));
+        if dropped.is_err() {
+            error!(worker = self.index, "a group call's teardown panicked");
+        }
+        registry.free(ssrc);
+        self.plane.group_finished(&id, &ports);
+    }
+
+    /// A panic while handling the group call in `slot`: release it with `internal_error`.
+    fn group_fail(&mut self, slot: u32, now: Instant) {
+        let Some(Some(s)) = self.groups.get_mut(slot as usize) else {
+            return;
+        };
+        let id: Arc<str> = s.rt.call_id.as_str().into();
+        error!(worker = self.index, call = %id, "a bug while handling this group call: releasing it");
+        let plane = &self.plane;
+        let rt = &mut s.rt;
+        let tx = &mut self.tx;
+        let clean = catch_unwind(AssertUnwindSafe(|| {
+            rt.release(ReleaseReason::InternalError);
+            rt.step(now, tx, &mut |ev| plane.publish(ev));
+        }));
+        if clean.is_err() {
+            plane.released_without_call(&id, ReleaseReason::InternalError);
+        }
+        self.group_end(slot);
+    }
+
     fn shutdown(&mut self) {
         let now = Instant::now();
         let ids: Vec<Arc<str>> = self.by_id.keys().cloned().collect();
         for id in ids {
             self.with_call(&id, |rt| rt.call.release(now, ReleaseReason::Shutdown));
             self.end_if_released(&id, now);
+        }
+        let ids: Vec<Arc<str>> = self.group_by_id.keys().cloned().collect();
+        for id in ids {
+            self.with_group(&id, |rt| rt.release(ReleaseReason::Shutdown));
+            self.group_step_id(&id, now);
         }
     }
 

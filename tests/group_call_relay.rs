@@ -1,0 +1,461 @@
+//! A group video call of 5 through the engine over real UDP sockets on 127.0.0.1: members ask
+//! to transmit on their MCVideo control channels; A is granted, B queued; A's video reaches
+//! every other member, byte for byte in end_to_end and re-encrypted per receiver in per_leg,
+//! and nothing of B's; A ends, B is granted and its video reaches the others. A member removed
+//! mid-call gets nothing more; release gives every port back.
+//!
+//! Ports 49_200–49_399 (no other test uses them).
+#![allow(clippy::disallowed_methods)] // real sockets: the test waits by the clock
+
+mod common;
+use common::net::*;
+use mcvideo_relay::control::call::{CallEvent, CallEventKind};
+use mcvideo_relay::control::{MediaSecurity, ReleaseReason};
+use mcvideo_relay::keys::{MasterKey, SrtpSuite};
+use mcvideo_relay::relay::{
+    CreateGroupCall, Engine, EngineConfig, GroupCallCreated, GroupMemberSpec,
+};
+use mcvideo_relay::sdp::{MediaKind, SessionDescription};
+use mcvideo_relay::srtp::SrtpContext;
+use mcvideo_relay::wire::rtp::RtpPacket;
+use mcvideo_relay::wire::tc::{self, MessageKind, TcMessage};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::sync::broadcast;
+
+const NAMES: [&str; 5] = ["A", "B", "C", "D", "E"];
+const PACKETS: u16 = 30;
+
+fn ssrc(i: usize) -> u32 {
+    0x1000_0000 + i as u32 * 0x111
+}
+
+/// Member `i`'s own SRTP key (per_leg): 16 + 12 octets for AEAD_AES_128_GCM.
+fn member_key(i: usize) -> MasterKey {
+    MasterKey {
+        suite: SrtpSuite::AeadAes128Gcm,
+        material: (0..28)
+            .map(|b| (b as u8).wrapping_mul(7) ^ (i as u8 + 1))
+            .collect(),
+    }
+}
+
+struct Member {
+    name: &'static str,
+    peer: Peer,
+    video: SocketAddr,
+    control: SocketAddr,
+    /// Per_leg: the member's sending context and the relay's key toward it.
+    tx: Option<SrtpContext>,
+    rx_key: Option<MasterKey>,
+}
+
+impl Member {
+    fn send_tc(&self, msg: &TcMessage<'_>) {
+        self.peer.send_tc(self.control, msg);
+    }
+
+    /// Waits for a control message of `kind`, skipping others.
+    fn expect(&self, kind: MessageKind) -> Vec<u8> {
+        let until = Instant::now() + Duration::from_secs(3);
+        let mut buf = [0u8; 2048];
+        while Instant::now() < until {
+            self.peer
+                .ctl
+                .set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            let Ok((n, _)) = self.peer.ctl.recv_from(&mut buf) else {
+                continue;
+            };
+            for m in tc::messages(&buf[..n]).flatten() {
+                if m.kind == kind {
+                    return buf[..n].to_vec();
+                }
+            }
+        }
+        panic!("{}: no {kind:?} in time", self.name);
+    }
+
+    /// Sends `PACKETS` RTP packets with its own SSRC (protected in per_leg).
+    fn send_video(&mut self, i: usize, first_seq: u16, count: u16) {
+        for seq in first_seq..first_seq + count {
+            let mut p = rtp_packet(seq, ssrc(i), 400);
+            if let Some(ctx) = self.tx.as_mut() {
+                let len = p.len();
+                p.resize(len + 64, 0);
+                let n = ctx.protect_rtp(&mut p, len).unwrap();
+                p.truncate(n);
+            }
+            self.peer.rtp.send_to(&p, self.video).unwrap();
+            std::thread::sleep(Duration::from_micros(300));
+        }
+    }
+}
+
+fn engine() -> Engine {
+    Engine::start(EngineConfig {
+        port_min: 49_200,
+        port_max: 49_399,
+        workers: 2,
+        ..EngineConfig::default()
+    })
+    .expect("engine starts")
+}
+
+fn setup(engine: &Engine, id: &str, security: MediaSecurity) -> (GroupCallCreated, Vec<Member>) {
+    let per_leg = security == MediaSecurity::PerLeg;
+    let peers: Vec<Peer> = (0..5).map(|_| Peer::new()).collect();
+    let specs = peers
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let (proto, crypto) = if per_leg {
+                (
+                    "RTP/SAVP",
+                    format!(
+                        "a=crypto:1 AEAD_AES_128_GCM inline:{}\r\n",
+                        member_key(i).to_base64()
+                    ),
+                )
+            } else {
+                ("RTP/AVP", String::new())
+            };
+            GroupMemberSpec {
+                mcvideo_id: NAMES[i].into(),
+                sdp_offer: p.sdp(NAMES[i], proto, Some(ssrc(i)), true, &crypto),
+                priority: 5,
+                receive_only: false,
+                tc_key: None,
+            }
+        })
+        .collect();
+    let created = engine
+        .create_group_call(CreateGroupCall {
+            call_id: Some(id.into()),
+            group_id: "sip:group-1@mcx.example".into(),
+            media_security: security,
+            max_transmitters: None,
+            max_streams_per_receiver: None,
+            reception_mode: None,
+            members: specs,
+        })
+        .expect("create_group_call");
+    assert_eq!(created.members.len(), 5);
+    let members = peers
+        .into_iter()
+        .zip(&created.members)
+        .enumerate()
+        .map(|(i, (peer, a))| {
+            assert_eq!(a.mcvideo_id, NAMES[i]);
+            let r = RelayAddrs::from_sdp(&a.sdp_answer);
+            let d = SessionDescription::parse(&a.sdp_answer).unwrap();
+            let video = d
+                .media()
+                .iter()
+                .find(|m| m.kind == MediaKind::Video)
+                .unwrap();
+            let rx_key = per_leg.then(|| {
+                let c = video
+                    .crypto
+                    .first()
+                    .expect("the relay's a=crypto in per_leg");
+                let k = MasterKey::from_base64(SrtpSuite::AeadAes128Gcm, &c.key_b64).unwrap();
+                assert_ne!(k, member_key(i), "the relay answers with its own key");
+                k
+            });
+            if !per_leg {
+                assert!(video.crypto.is_empty());
+            }
+            Member {
+                name: NAMES[i],
+                peer,
+                video: r.video,
+                control: r.control.expect("a control channel in the answer"),
+                tx: per_leg.then(|| SrtpContext::new(&member_key(i))),
+                rx_key,
+            }
+        })
+        .collect();
+    (created, members)
+}
+
+type Collecting = Vec<(
+    std::thread::JoinHandle<Vec<(Vec<u8>, SocketAddr)>>,
+    Option<MasterKey>,
+    &'static str,
+)>;
+
+/// Starts collecting on every member's video socket.
+fn listen(members: &[Member], window: Duration) -> Collecting {
+    members
+        .iter()
+        .map(|m| {
+            (
+                collect(&m.peer.rtp, window, Duration::from_millis(300)),
+                m.rx_key.clone(),
+                m.name,
+            )
+        })
+        .collect()
+}
+
+/// What receivers got: per member, the (SSRC, seq) of every RTP packet (decrypted in
+/// per_leg), checking the bytes against what the transmitter sent.
+fn received(c: Collecting) -> Vec<Vec<(u32, u16)>> {
+    c.into_iter()
+        .map(|(h, key, name)| {
+            let mut ctx = key.as_ref().map(SrtpContext::new);
+            h.join()
+                .unwrap()
+                .into_iter()
+                .map(|(mut b, _)| {
+                    if let Some(ctx) = ctx.as_mut() {
+                        let n = ctx
+                            .unprotect_rtp(&mut b)
+                            .expect("decrypts with the relay's key");
+                        b.truncate(n);
+                    }
+                    let p = RtpPacket::new_checked(&b[..]).expect("RTP");
+                    let (seq, ssrc) = (p.sequence_number(), p.ssrc());
+                    assert_eq!(b, rtp_packet(seq, ssrc, 400), "{name}: payload intact");
+                    (ssrc, seq)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn request(m: &Member, i: usize) {
+    let mut r = TcMessage::new(MessageKind::TransmissionRequest, ssrc(i));
+    r.fields.transmission_priority = Some(5);
+    m.send_tc(&r);
+}
+
+fn events_until(rx: &mut broadcast::Receiver<CallEvent>, want: &str) -> Vec<CallEventKind> {
+    let until = Instant::now() + Duration::from_secs(5);
+    let mut got = Vec::new();
+    while Instant::now() < until {
+        match rx.try_recv() {
+            Ok(ev) => {
+                let done = ev.kind.name() == want;
+                got.push(ev.kind);
+                if done {
+                    return got;
+                }
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+    panic!("no {want} event in time; got {got:?}");
+}
+
+fn two_members_transmit_in_turn(security: MediaSecurity, id: &str) {
+    let engine = engine();
+    let mut events = engine.subscribe();
+    let (created, mut m) = setup(&engine, id, security);
+    let evs = events_until(&mut events, "transmission.idle");
+    let joined = evs
+        .iter()
+        .filter(|e| matches!(e, CallEventKind::ParticipantJoined { .. }))
+        .count();
+    assert_eq!(joined, 5, "{evs:?}");
+    for x in &m {
+        x.expect(MessageKind::TransmissionIdle);
+    }
+
+    // A asks and is granted with its own SSRC; the others are told; B asks and is queued.
+    request(&m[0], 0);
+    let g = m[0].expect(MessageKind::TransmissionGranted);
+    assert_eq!(
+        TcMessage::parse(&g).unwrap().fields.video_ssrc,
+        Some(ssrc(0))
+    );
+    for x in &m[1..] {
+        let n = x.expect(MessageKind::MediaTransmissionNotification);
+        let n = TcMessage::parse(&n).unwrap();
+        assert_eq!(n.fields.transmitting_user_id, Some("A"));
+        assert_eq!(n.fields.video_ssrc, Some(ssrc(0)));
+    }
+    request(&m[1], 1);
+    m[1].expect(MessageKind::QueuePositionInfo);
+    let evs = events_until(&mut events, "transmission.queued");
+    assert!(
+        evs.iter()
+            .any(|e| matches!(e, CallEventKind::MemberGranted { member, .. } if &**member == "A")),
+        "{evs:?}"
+    );
+    let summary = engine.group_call(&created.call_id).expect("summary");
+    assert_eq!(summary.transmissions.len(), 1);
+    assert_eq!(summary.transmissions[0].mcvideo_id, "A");
+    assert_eq!(summary.transmissions[0].video_ssrc.get(), ssrc(0));
+    assert_eq!(summary.queue.len(), 1);
+    assert_eq!(summary.queue[0].mcvideo_id, "B");
+
+    // A transmits, B (not granted) sends too: everyone else gets exactly A's packets.
+    let c = listen(&m, Duration::from_secs(2));
+    m[0].send_video(0, 1, PACKETS);
+    m[1].send_video(1, 1, PACKETS);
+    let collecting = received(c);
+    let want: Vec<(u32, u16)> = (1..=PACKETS).map(|q| (ssrc(0), q)).collect();
+    assert!(
+        collecting[0].is_empty(),
+        "A gets nothing back: {:?}",
+        collecting[0]
+    );
+    for (i, got) in collecting.iter().enumerate().skip(1) {
+        assert_eq!(got, &want, "{} gets exactly A's packets", NAMES[i]);
+    }
+
+    // A ends: End Response to A, B is granted.
+    m[0].send_tc(&TcMessage::new(
+        MessageKind::TransmissionEndRequest,
+        ssrc(0),
+    ));
+    m[0].expect(MessageKind::TransmissionEndResponse);
+    let g = m[1].expect(MessageKind::TransmissionGranted);
+    assert_eq!(
+        TcMessage::parse(&g).unwrap().fields.video_ssrc,
+        Some(ssrc(1))
+    );
+    let c = listen(&m, Duration::from_secs(2));
+    m[1].send_video(1, 100, PACKETS);
+    m[0].send_video(0, 100, PACKETS); // A no longer holds the grant
+    let collecting = received(c);
+    let want: Vec<(u32, u16)> = (100..100 + PACKETS).map(|q| (ssrc(1), q)).collect();
+    assert!(collecting[1].is_empty(), "B gets nothing back");
+    for (i, got) in collecting.iter().enumerate() {
+        if i != 1 {
+            assert_eq!(got, &want, "{} gets exactly B's packets", NAMES[i]);
+        }
+    }
+
+    // E is removed mid-call: it gets nothing more; the others still get B's video.
+    engine
+        .remove_group_member(&created.call_id, "E")
+        .expect("remove E");
+    let evs = events_until(&mut events, "participant.left");
+    assert!(evs
+        .iter()
+        .any(|e| matches!(e, CallEventKind::ParticipantLeft { member } if &**member == "E")));
+    let c = listen(&m, Duration::from_millis(1500));
+    m[1].send_video(1, 200, 10);
+    let collecting = received(c);
+    assert!(collecting[4].is_empty(), "E gets nothing after it left");
+    for i in [0, 2, 3] {
+        assert_eq!(collecting[i].len(), 10, "{} still receives", NAMES[i]);
+    }
+    assert_eq!(
+        engine.group_call(&created.call_id).unwrap().members.len(),
+        4
+    );
+
+    // Release: call.released, every port back.
+    let fin = engine
+        .release_group_call(&created.call_id)
+        .expect("release");
+    assert_eq!(fin.release_reason, Some(ReleaseReason::Released));
+    let evs = events_until(&mut events, "call.released");
+    assert!(evs.iter().any(|e| matches!(
+        e,
+        CallEventKind::Released {
+            reason: ReleaseReason::Released
+        }
+    )));
+    assert!(engine.group_call(&created.call_id).is_none());
+    let until = Instant::now() + Duration::from_secs(2);
+    while engine.stats().ports_in_use != 0 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let stats = engine.stats();
+    assert_eq!(stats.ports_in_use, 0, "every port is back");
+    assert_eq!(
+        stats.by_kind.get("group").map(|k| (k.active, k.created)),
+        Some((0, 1))
+    );
+    assert!(stats.group_members.packets_out >= u64::from(PACKETS) * 8);
+    engine.shutdown();
+}
+
+#[test]
+fn group_of_five_two_transmit_in_turn_end_to_end() {
+    two_members_transmit_in_turn(MediaSecurity::EndToEnd, "group-e2e");
+}
+
+#[test]
+fn group_of_five_two_transmit_in_turn_per_leg() {
+    two_members_transmit_in_turn(MediaSecurity::PerLeg, "group-per-leg");
+}
+
+#[test]
+fn group_call_setup_errors_are_clear() {
+    let engine = engine();
+    let p = Peer::new();
+    let spec = |id: &str, sdp: String| GroupMemberSpec {
+        mcvideo_id: id.into(),
+        sdp_offer: sdp,
+        priority: 1,
+        receive_only: false,
+        tc_key: None,
+    };
+    let req = |call_id: &str, members: Vec<GroupMemberSpec>| CreateGroupCall {
+        call_id: Some(call_id.into()),
+        group_id: "g".into(),
+        media_security: MediaSecurity::EndToEnd,
+        max_transmitters: None,
+        max_streams_per_receiver: None,
+        reception_mode: None,
+        members,
+    };
+    let good = |name: &str| p.sdp(name, "RTP/AVP", None, true, "");
+    let e = engine.create_group_call(req("g1", vec![])).unwrap_err();
+    assert_eq!(e.code(), "bad_request");
+    let e = engine
+        .create_group_call(req("g1", vec![spec("A", good("a")), spec("A", good("a"))]))
+        .unwrap_err();
+    assert!(e.to_string().contains("twice"), "{e}");
+    let e = engine
+        .create_group_call(req("g1", vec![spec("A", "v=0\r\nnonsense".into())]))
+        .unwrap_err();
+    assert!(e.to_string().contains("member A"), "{e}");
+    assert_eq!(engine.stats().ports_in_use, 0, "nothing kept");
+    let e = engine
+        .create_group_call(req(
+            "g1",
+            vec![spec("A", good("a")), spec("B", "v=0\r\nm=video x".into())],
+        ))
+        .unwrap_err();
+    assert!(e.to_string().contains("member B"), "{e}");
+    assert_eq!(engine.stats().ports_in_use, 0, "A's ports went back");
+    let ok = engine
+        .create_group_call(req("g1", vec![spec("A", good("a")), spec("B", good("b"))]))
+        .expect("created");
+    let e = engine
+        .create_group_call(req("g1", vec![spec("A", good("a"))]))
+        .unwrap_err();
+    assert_eq!(e.code(), "duplicate_call_id");
+    let e = engine
+        .add_group_member(&ok.call_id, spec("B", good("b")))
+        .unwrap_err();
+    assert!(e.to_string().contains("already"), "{e}");
+    let e = engine
+        .add_group_member("nope", spec("C", good("c")))
+        .unwrap_err();
+    assert_eq!(e.code(), "unknown_call");
+    let e = engine.remove_group_member(&ok.call_id, "Z").unwrap_err();
+    assert!(e.to_string().contains("no member Z"), "{e}");
+    let late = engine
+        .add_group_member(&ok.call_id, spec("C", good("c")))
+        .expect("a late joiner");
+    assert!(RelayAddrs::from_sdp(&late.sdp_answer).control.is_some());
+    assert_eq!(engine.group_call(&ok.call_id).unwrap().members.len(), 3);
+    assert_eq!(
+        engine.release_call(&ok.call_id).unwrap_err().code(),
+        "wrong_state"
+    );
+    engine.release_group_call(&ok.call_id).expect("released");
+    assert_eq!(
+        engine.release_group_call(&ok.call_id).unwrap_err().code(),
+        "unknown_call"
+    );
+    engine.shutdown();
+}
