@@ -248,6 +248,8 @@ struct MemberStream {
     leg: LegRules,
     /// The SSRCs it may send with while it transmits.
     ssrcs: SsrcFilter,
+    /// The SSRC of its last media packet that passed (the media SSRC of keyframe requests).
+    seen: Option<u32>,
     /// Its keyframes and the keyframe requests that reached it (as a transmitter), across all
     /// its receivers.
     keyframes: KeyframePolicy,
@@ -350,6 +352,7 @@ impl GroupRules {
             streams.push(MemberStream {
                 leg: LegRules::new(l, self.latch_after, s.clock_rate)?,
                 ssrcs: SsrcFilter::new(&[]),
+                seen: None,
                 keyframes: KeyframePolicy::default(),
             });
         }
@@ -446,7 +449,8 @@ impl GroupRules {
     /// place. The copies to send are put in `out` (cleared first). `Ok` with no delivery: the
     /// datagram was consumed (RTCP for the relay only) or every part of it was dropped and
     /// counted in `t`. RTP that passed the source checks counts as media activity of
-    /// `at.member` (`t.media`, and [`Self::take_active`]).
+    /// `at.member` (`t.media`, and [`Self::take_active`]); `t.bye`: `at.member` sent RTCP BYE
+    /// (where RTCP is readable).
     #[inline]
     pub fn judge(
         &mut self,
@@ -500,6 +504,7 @@ impl GroupRules {
         if !ms.ssrcs.admit(ssrc) {
             return Err(DropReason::UnknownSsrc);
         }
+        ms.seen = Some(ssrc);
         if scan {
             if let Ok(p) = RtpPacket::new_checked(body) {
                 if h264_keyframe_start(p.payload()) {
@@ -745,8 +750,9 @@ impl GroupRules {
     }
 
     /// Writes a keyframe request (PLI) toward transmitter `slot` for the first video stream
-    /// where the relay can sign RTCP, the transmitter's SSRC is known and its policy allows
-    /// one now (shared with its receivers' requests). Returns the stream and the length; the
+    /// where the relay can sign RTCP, the transmitter's SSRC is known (the last one its media
+    /// passed with, else the first one set) and its policy allows one now (shared with its
+    /// receivers' requests). Returns the stream and the length; the
     /// request goes to [`Self::rtcp_destination`].
     pub fn keyframe_request(
         &mut self,
@@ -762,7 +768,7 @@ impl GroupRules {
             if conf.kind != MediaKind::Video || !rtcp_readable(conf, per_leg) {
                 continue;
             }
-            let Some(&media) = ms.ssrcs.ssrcs().first() else {
+            let Some(media) = ms.seen.or(ms.ssrcs.ssrcs().first().copied()) else {
                 continue;
             };
             let Ok(len) = rtcp::emit_pli(server, media, buf) else {
