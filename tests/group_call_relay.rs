@@ -459,3 +459,130 @@ fn group_call_setup_errors_are_clear() {
     );
     engine.shutdown();
 }
+
+#[test]
+fn late_joiner_receives_the_running_transmission_then_t1_releases_the_idle_call() {
+    let engine = Engine::start(EngineConfig {
+        port_min: 49_200,
+        port_max: 49_399,
+        workers: 1,
+        group: mcvideo_relay::control::group::GroupConfig {
+            t1_inactivity: Duration::from_millis(800),
+            ..Default::default()
+        },
+        ..EngineConfig::default()
+    })
+    .expect("engine starts");
+    let mut events = engine.subscribe();
+    let peers: Vec<Peer> = (0..4).map(|_| Peer::new()).collect();
+    let spec = |i: usize| GroupMemberSpec {
+        mcvideo_id: NAMES[i].into(),
+        sdp_offer: peers[i].sdp(NAMES[i], "RTP/AVP", Some(ssrc(i)), true, ""),
+        priority: 5,
+        receive_only: false,
+        tc_key: None,
+    };
+    let created = engine
+        .create_group_call(CreateGroupCall {
+            call_id: Some("group-late".into()),
+            group_id: "g".into(),
+            media_security: MediaSecurity::EndToEnd,
+            max_transmitters: None,
+            max_streams_per_receiver: None,
+            reception_mode: None,
+            members: (0..3).map(spec).collect(),
+        })
+        .expect("created");
+    let member = |peer: Peer, sdp: &str, i: usize| {
+        let r = RelayAddrs::from_sdp(sdp);
+        Member {
+            name: NAMES[i],
+            peer,
+            video: r.video,
+            control: r.control.unwrap(),
+            tx: None,
+            rx_key: None,
+        }
+    };
+    let late_spec = spec(3);
+    let mut peers = peers.into_iter();
+    let mut m: Vec<Member> = created
+        .members
+        .iter()
+        .enumerate()
+        .map(|(i, a)| member(peers.next().unwrap(), &a.sdp_answer, i))
+        .collect();
+    request(&m[0], 0);
+    m[0].expect(MessageKind::TransmissionGranted);
+
+    // D joins while A transmits: it is told who transmits and gets A's video at once.
+    let late = engine
+        .add_group_member("group-late", late_spec)
+        .expect("late joiner");
+    m.push(member(peers.next().unwrap(), &late.sdp_answer, 3));
+    let n = m[3].expect(MessageKind::MediaTransmissionNotification);
+    let n = TcMessage::parse(&n).unwrap();
+    assert_eq!(n.fields.transmitting_user_id, Some("A"));
+    assert_eq!(n.fields.video_ssrc, Some(ssrc(0)));
+    let c = listen(&m, Duration::from_secs(2));
+    m[0].send_video(0, 1, 10);
+    let got = received(c);
+    for (i, g) in got.iter().enumerate().skip(1) {
+        assert_eq!(g.len(), 10, "{} receives A", NAMES[i]);
+    }
+
+    // A ends; nobody transmits; T1 runs out: the call is released (hang_timer), ports back.
+    m[0].send_tc(&TcMessage::new(
+        MessageKind::TransmissionEndRequest,
+        ssrc(0),
+    ));
+    m[0].expect(MessageKind::TransmissionEndResponse);
+    let evs = events_until(&mut events, "call.released");
+    assert!(
+        evs.iter().any(|e| matches!(
+            e,
+            CallEventKind::Released {
+                reason: ReleaseReason::HangTimer
+            }
+        )),
+        "{evs:?}"
+    );
+    assert!(evs
+        .iter()
+        .any(|e| matches!(e, CallEventKind::TransmissionIdle)));
+    let until = Instant::now() + Duration::from_secs(2);
+    while engine.stats().ports_in_use != 0 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(engine.stats().ports_in_use, 0);
+    assert!(engine.group_call("group-late").is_none());
+
+    // Shutdown releases a live group call with its event.
+    let p = Peer::new();
+    engine
+        .create_group_call(CreateGroupCall {
+            call_id: Some("group-shutdown".into()),
+            group_id: "g".into(),
+            media_security: MediaSecurity::EndToEnd,
+            max_transmitters: None,
+            max_streams_per_receiver: None,
+            reception_mode: None,
+            members: vec![GroupMemberSpec {
+                mcvideo_id: "A".into(),
+                sdp_offer: p.sdp("a", "RTP/AVP", None, true, ""),
+                priority: 0,
+                receive_only: false,
+                tc_key: None,
+            }],
+        })
+        .expect("created");
+    engine.shutdown();
+    let evs = events_until(&mut events, "call.released");
+    assert!(evs.iter().any(|e| matches!(
+        e,
+        CallEventKind::Released {
+            reason: ReleaseReason::Shutdown
+        }
+    )));
+    assert_eq!(engine.stats().ports_in_use, 0);
+}
