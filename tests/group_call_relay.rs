@@ -586,3 +586,85 @@ fn late_joiner_receives_the_running_transmission_then_t1_releases_the_idle_call(
     )));
     assert_eq!(engine.stats().ports_in_use, 0);
 }
+
+#[test]
+fn manual_reception_then_a_stronger_request_preempts() {
+    let engine = engine();
+    let mut events = engine.subscribe();
+    let peers: Vec<Peer> = (0..3).map(|_| Peer::new()).collect();
+    let created = engine
+        .create_group_call(CreateGroupCall {
+            call_id: Some("group-manual".into()),
+            group_id: "g".into(),
+            media_security: MediaSecurity::EndToEnd,
+            max_transmitters: Some(1),
+            max_streams_per_receiver: None,
+            reception_mode: Some(mcvideo_relay::control::group::ReceptionMode::Manual),
+            members: peers
+                .iter()
+                .enumerate()
+                .map(|(i, p)| GroupMemberSpec {
+                    mcvideo_id: NAMES[i].into(),
+                    sdp_offer: p.sdp(NAMES[i], "RTP/AVP", Some(ssrc(i)), true, ""),
+                    priority: if i == 2 { 9 } else { 5 },
+                    receive_only: false,
+                    tc_key: None,
+                })
+                .collect(),
+        })
+        .expect("created");
+    let mut m: Vec<Member> = peers
+        .into_iter()
+        .zip(&created.members)
+        .enumerate()
+        .map(|(i, (peer, a))| {
+            let r = RelayAddrs::from_sdp(&a.sdp_answer);
+            Member {
+                name: NAMES[i],
+                peer,
+                video: r.video,
+                control: r.control.unwrap(),
+                tx: None,
+                rx_key: None,
+            }
+        })
+        .collect();
+    request(&m[0], 0);
+    m[0].expect(MessageKind::TransmissionGranted);
+    m[1].expect(MessageKind::MediaTransmissionNotification);
+
+    // Manual reception: nobody receives A until it asks.
+    let c = listen(&m, Duration::from_millis(800));
+    m[0].send_video(0, 1, 5);
+    assert!(
+        received(c).iter().all(Vec::is_empty),
+        "nobody asked to receive"
+    );
+    m[1].send_tc(&TcMessage::new(MessageKind::ReceiveMediaRequest, ssrc(1)));
+    m[1].expect(MessageKind::ReceiveMediaResponse);
+    m[0].expect(MessageKind::MediaReceptionNotification);
+    let c = listen(&m, Duration::from_secs(2));
+    m[0].send_video(0, 10, 10);
+    let got = received(c);
+    assert_eq!(got[1].len(), 10, "B asked and receives");
+    assert!(got[2].is_empty(), "C did not ask");
+
+    // C, stronger, asks at the cap: A is pre-empted (Revoked #4), C granted.
+    let mut r = TcMessage::new(MessageKind::TransmissionRequest, ssrc(2));
+    r.fields.transmission_priority = Some(9);
+    m[2].send_tc(&r);
+    let revoked = m[0].expect(MessageKind::TransmissionRevoked);
+    let revoked = TcMessage::parse(&revoked).unwrap();
+    assert_eq!(revoked.fields.reject_cause.map(|c| c.code), Some(4));
+    m[2].expect(MessageKind::TransmissionGranted);
+    let evs = events_until(&mut events, "transmission.preempted");
+    let pre = evs.last().unwrap();
+    assert!(
+        matches!(pre, CallEventKind::TransmissionPreempted { member, by } if &**member == "A" && &**by == "C"),
+        "{pre:?}"
+    );
+    let s = engine.group_call("group-manual").unwrap();
+    assert_eq!(s.transmissions[0].mcvideo_id, "C");
+    assert!(s.tc.preemptions >= 1);
+    engine.shutdown();
+}
