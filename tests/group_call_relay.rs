@@ -305,6 +305,15 @@ fn two_members_transmit_in_turn(security: MediaSecurity, id: &str) {
     for (i, got) in collecting.iter().enumerate().skip(1) {
         assert_eq!(got, &want, "{} gets exactly A's packets", NAMES[i]);
     }
+    let s = engine.group_call(&created.call_id).unwrap();
+    let a = s.members.iter().find(|x| x.mcvideo_id == "A").unwrap();
+    assert_eq!(a.quality[0].0, MediaKind::Video);
+    assert_eq!(
+        a.quality[0].1.packets,
+        u64::from(PACKETS),
+        "A's media quality"
+    );
+    assert!(a.counters.packets_in >= u64::from(PACKETS));
 
     // A ends: End Response to A, B is granted.
     m[0].send_tc(&TcMessage::new(

@@ -344,7 +344,7 @@ pub struct GroupCallCreated {
 }
 
 /// One member of a group call, as the API reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct GroupMemberSummary {
     /// MCVideo ID.
     pub mcvideo_id: String,
@@ -362,6 +362,9 @@ pub struct GroupMemberSummary {
     pub receiving: Vec<String>,
     /// Counters of its legs (in = from the member, out = to it).
     pub counters: LegSnapshot,
+    /// Per stream of the group: the media quality of what it sent the relay, and of what it
+    /// reported receiving (its last receiver report, where the relay can read RTCP).
+    pub quality: Vec<(crate::sdp::MediaKind, rules::LegQuality)>,
 }
 
 /// One transmission of a group call.

@@ -460,6 +460,15 @@ fn quality_json(q: &crate::relay::rules::LegQuality) -> Value {
     })
 }
 
+fn media_kind(k: &MediaKind) -> &str {
+    match k {
+        MediaKind::Audio => "audio",
+        MediaKind::Video => "video",
+        MediaKind::Control => "control",
+        MediaKind::Other(o) => o.as_str(),
+    }
+}
+
 /// Per stream: what each party sent the relay and what it reported receiving.
 pub(crate) fn quality_list(s: &CallSummary) -> Value {
     Value::Array(
@@ -467,12 +476,7 @@ pub(crate) fn quality_list(s: &CallSummary) -> Value {
             .iter()
             .map(|q| {
                 json!({
-                    "kind": match &q.kind {
-                        MediaKind::Audio => "audio",
-                        MediaKind::Video => "video",
-                        MediaKind::Control => "control",
-                        MediaKind::Other(o) => o.as_str(),
-                    },
+                    "kind": media_kind(&q.kind),
                     "caller": quality_json(&q.legs[0]),
                     "callee": quality_json(&q.legs[1]),
                 })
@@ -681,6 +685,18 @@ fn group_summary_json(s: &GroupCallSummary) -> Value {
                 o.insert("transmitting".into(), m.transmitting.into());
                 o.insert("queued".into(), m.queued.into());
                 o.insert("receiving".into(), m.receiving.clone().into());
+                let q: Vec<Value> = m
+                    .quality
+                    .iter()
+                    .map(|(kind, q)| {
+                        let mut v = quality_json(q);
+                        if let Some(o) = v.as_object_mut() {
+                            o.insert("kind".into(), media_kind(kind).into());
+                        }
+                        v
+                    })
+                    .collect();
+                o.insert("quality".into(), q.into());
             }
             v
         })

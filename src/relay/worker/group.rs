@@ -852,6 +852,7 @@ impl GroupRt {
     pub(crate) fn summary(&self, now: Instant) -> GroupCallSummary {
         let cfg = self.server.config();
         let name = |s: Slot| self.user(s).to_string();
+        let mut quality = self.rules.quality(now);
         GroupCallSummary {
             call_id: self.call_id.clone(),
             group_id: self.group_id.clone(),
@@ -886,6 +887,11 @@ impl GroupRt {
                         .get(v.member.index())
                         .and_then(Option::as_ref)
                         .map(|m| m.counters)
+                        .unwrap_or_default(),
+                    quality: quality
+                        .iter_mut()
+                        .find(|q| q.member == v.member)
+                        .map(|q| std::mem::take(&mut q.streams))
                         .unwrap_or_default(),
                 })
                 .collect(),
