@@ -207,13 +207,14 @@ impl GroupRt {
         for m in members.by_ref() {
             match rt.join(now, m) {
                 Ok(s) => slots.push(s),
-                Err((e, _)) => {
+                Err((e, own)) => {
                     let mut ports = rt.all_ports();
+                    ports.extend(own);
                     for rest in members {
                         ports.extend(rest.ports.iter().copied());
                     }
+                    // The engine gives the server SSRC back when it hears of the refusal.
                     rt.server.release(ReleaseReason::InternalError);
-                    rt.ssrcs.free(rt.server_ssrc);
                     drop(rt); // closes the sockets
                     return Err((e, ports));
                 }
