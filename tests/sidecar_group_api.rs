@@ -287,3 +287,49 @@ fn sidecar_group_call_errors_are_clear_4xx() {
     assert_eq!(api.delete("/v1/group-calls/g-1").error().0, 404);
     drop(sc);
 }
+
+#[test]
+fn sidecar_group_calls_config_section() {
+    let (c, problems) = Config::parse(
+        "[group_calls]\nmax_transmitters = 2\nmax_streams_per_receiver = 3\n\
+         reception_mode = \"manual\"\nt1_inactivity_secs = 60\nt2_idle_ms = 500\n",
+    );
+    assert!(problems.is_empty(), "{problems:?}");
+    assert!(c.validate().is_empty());
+    let g = c.engine_config().group;
+    assert_eq!(g.max_transmitters, 2);
+    assert_eq!(g.max_streams_per_receiver, 3);
+    assert_eq!(
+        g.reception_mode,
+        mcvideo_relay::control::group::ReceptionMode::Manual
+    );
+    assert_eq!(g.t1_inactivity, Duration::from_secs(60));
+    assert_eq!(g.t2_idle, Duration::from_millis(500));
+    // Defaults: Cx 1, C9 4, automatic.
+    let d = Config::embedded().engine_config().group;
+    assert_eq!((d.max_transmitters, d.max_streams_per_receiver), (1, 4));
+
+    let (c, problems) = Config::parse(
+        "[group_calls]\nmax_transmitters = 0\nreception_mode = \"sometimes\"\nbogus = 1\n",
+    );
+    let mut keys: Vec<String> = problems
+        .iter()
+        .chain(&c.validate())
+        .map(|p| p.to_string())
+        .collect();
+    keys.sort();
+    assert!(
+        keys.iter().any(|k| k.starts_with("group_calls.bogus")),
+        "{keys:?}"
+    );
+    assert!(
+        keys.iter()
+            .any(|k| k.starts_with("group_calls.max_transmitters")),
+        "{keys:?}"
+    );
+    assert!(
+        keys.iter()
+            .any(|k| k.starts_with("group_calls.reception_mode")),
+        "{keys:?}"
+    );
+}
