@@ -882,3 +882,28 @@ fn random_bytes_never_panic() {
         }
     }
 }
+
+/// One outbound SRTP context holds a bounded number of SSRCs: per_leg feedback from many
+/// receivers reaches the transmitter as the relay's.
+#[test]
+fn per_leg_feedback_from_twenty_receivers_reaches_the_transmitter_as_the_relays() {
+    let t0 = Instant::now();
+    let (a, mut g) = group(21, MediaSecurity::PerLeg);
+    grant(&a, &mut g, 0, &(1..=20).collect::<Vec<_>>());
+    let mut senders = Senders::new(21, true);
+    let (mut out, mut t) = (FanOut::new(), Tally::default());
+    let mut rx = SrtpContext::new(&key_out(0));
+    for r in 1..=20usize {
+        let mut b = [0u8; 16];
+        let n = emit_nack(0x100 + r as u32, SSRC, r as u16, 0, &mut b).unwrap();
+        let mut p = senders.rtcp(r, &b[..n]);
+        judge(&mut g, r, t0, &mut p, &mut out, &mut t).unwrap();
+        assert_eq!(members(&out), [0], "receiver {r}");
+        let mut b = out.bytes(0).unwrap().to_vec();
+        let n = rx.unprotect_rtcp(&mut b).unwrap();
+        let p = RtcpPacket::new_checked(&b[..n]).unwrap();
+        assert_eq!((p.kind(), p.sender_ssrc()), (RtcpKind::Nack, 1));
+        assert_eq!(p.media_ssrc(), Some(SSRC));
+        assert_eq!(p.nack_entries().next(), Some((r as u16, 0)));
+    }
+}
