@@ -907,3 +907,36 @@ fn per_leg_feedback_from_twenty_receivers_reaches_the_transmitter_as_the_relays(
         assert_eq!(p.nack_entries().next(), Some((r as u16, 0)));
     }
 }
+
+#[test]
+fn a_receiver_behind_nat_gets_its_copies_where_it_latched() {
+    let t0 = Instant::now();
+    let (a, mut g) = group(3, MediaSecurity::EndToEnd);
+    grant(&a, &mut g, 0, &[1, 2]);
+    let (mut out, mut t) = (FanOut::new(), Tally::default());
+    // Receiver 2 sends (ungranted) RTP from a NAT address: three packets latch its leg.
+    let nat = SocketAddr::from(([198, 51, 100, 7], 40001));
+    for seq in 0..3 {
+        let r = g.judge(at(2), nat, t0, &mut rtp(0x22, seq, &[1]), &mut out, &mut t);
+        assert_eq!(
+            r,
+            Err(if seq < 2 {
+                DropReason::WrongSource
+            } else {
+                DropReason::NotGranted
+            })
+        );
+    }
+    assert!(t.latched);
+    judge(&mut g, 0, t0, &mut rtp(SSRC, 1, &[1]), &mut out, &mut t).unwrap();
+    let dests: Vec<_> = out
+        .iter()
+        .map(|(d, _)| (d.member.index(), d.dest))
+        .collect();
+    assert_eq!(dests, [(1, addr(1)), (2, nat)]);
+    // Its SDP address is a stranger now.
+    assert_eq!(
+        g.judge(at(2), addr(2), t0, &mut pli(5, SSRC), &mut out, &mut t),
+        Err(DropReason::WrongSource)
+    );
+}
