@@ -217,6 +217,15 @@ fn whole_video_push_over_udp() {
         "Granted, PLI, Ack + End Response, the RR"
     );
     assert_eq!(stats.calls_released.get("transmission_completed"), Some(&1));
+    // Control messages are counted as they arrive (a regression: the counter once moved only
+    // with what a step itself did, so received messages were never counted).
+    assert_eq!(
+        stats.tc_received.get(MessageKind::TransmissionEndRequest),
+        1
+    );
+    assert_eq!(stats.tc_received.total(), 1);
+    assert_eq!(stats.tc_sent.get(MessageKind::TransmissionGranted), 1);
+    assert_eq!(stats.tc_sent.get(MessageKind::TransmissionEndNotify), 1);
     engine.shutdown();
 }
 

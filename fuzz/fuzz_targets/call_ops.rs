@@ -20,8 +20,8 @@ use mcvideo_relay::control::call::{
     SeededEntropy,
 };
 use mcvideo_relay::control::group::{
-    slots, GroupArbiter, GroupConfig, GroupIdentity, GroupServer, MemberSetup, ReceptionMode,
-    Slot, SsrcRegistry,
+    slots, GroupArbiter, GroupConfig, GroupIdentity, GroupServer, MemberSetup, ReceptionMode, Slot,
+    SsrcRegistry,
 };
 use mcvideo_relay::control::policy::AllowAll;
 use mcvideo_relay::control::registry::UeEntry;
@@ -230,7 +230,11 @@ impl Group {
                 self.send(now, member, &m);
             }
             GroupOp::End { member } => {
-                self.send(now, member, &TcMessage::new(MessageKind::TransmissionEndRequest, 9));
+                self.send(
+                    now,
+                    member,
+                    &TcMessage::new(MessageKind::TransmissionEndRequest, 9),
+                );
             }
             GroupOp::Message {
                 member,
@@ -294,15 +298,24 @@ impl Group {
         assert_eq!(txs.len() as u32, permitted.count_ones());
         for m in &members {
             assert_eq!(arb.may_forward(m.member), m.transmitting);
-            assert!(!(m.receive_only && m.transmitting), "a receive-only member transmits");
+            assert!(
+                !(m.receive_only && m.transmitting),
+                "a receive-only member transmits"
+            );
             assert!(m.receiving.len() as u32 <= self.c9, "over C9");
             assert!(!m.receiving.contains(&m.member), "receives itself");
             for t in &m.receiving {
-                assert!(arb.receivers(*t) & m.member.bit() != 0, "list and routes agree");
+                assert!(
+                    arb.receivers(*t) & m.member.bit() != 0,
+                    "list and routes agree"
+                );
             }
         }
         for s in slots(permitted) {
-            assert!(members.iter().any(|m| m.member == s), "an absent member permitted");
+            assert!(
+                members.iter().any(|m| m.member == s),
+                "an absent member permitted"
+            );
         }
         assert_eq!(self.ssrcs.in_use(), 2 * txs.len(), "SSRCs leaked or lost");
         if self.s.finished().is_some() {

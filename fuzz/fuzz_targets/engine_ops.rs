@@ -2,6 +2,10 @@
 //! create, answer, reject and release calls, register UEs, drain, and send RTP, RTCP,
 //! transmission control and garbage from the caller, the callee and a stranger, in any order.
 //!
+//! A group call (`Group*` ops) runs beside them: three members on sockets of their own, with
+//! transmission control channels, asking to transmit (with priorities and emergency), ending,
+//! asking to receive, sending RTP/RTCP/garbage, leaving and joining again.
+//!
 //! Invariants: no panic (on any thread); the stranger, which is neither negotiated nor able to
 //! latch (count latching is off, it never uses an announced SSRC or a key), never receives a
 //! byte; the caller never receives RTP (the callee's media never reaches it); the relay sends
@@ -14,12 +18,14 @@ use arbitrary::Arbitrary;
 use common::{CALLEE_KEY, CALLER_KEY};
 use libfuzzer_sys::fuzz_target;
 use mcvideo_relay::control::call::{AnswerCall, CallEventKind, CreateCall};
+use mcvideo_relay::control::group::ReceptionMode;
 use mcvideo_relay::control::registry::UeEntry;
 use mcvideo_relay::control::MediaSecurity;
 use mcvideo_relay::keys::{MasterKey, SrtpSuite};
-use mcvideo_relay::relay::{Engine, EngineConfig};
+use mcvideo_relay::relay::{CreateGroupCall, Engine, EngineConfig, GroupMemberSpec};
 use mcvideo_relay::srtp::SrtpContext;
 use mcvideo_relay::wire::rtcp;
+use mcvideo_relay::wire::tc::INDICATOR_EMERGENCY;
 use mcvideo_relay::wire::tc::{AppName, EmitOptions, MessageKind, TcMessage};
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
@@ -30,6 +36,10 @@ const ANNOUNCED_SSRC: u32 = 42;
 const STRANGER_SSRC: u32 = 0x5742_4E47;
 /// Bytes the relay may originate per established call (grant, retransmissions, PLI, replies).
 const ALLOWANCE_PER_CALL: u64 = 16 * 1024;
+/// Group members in the fuzzed group call.
+const MEMBERS: usize = 3;
+/// Bytes the relay may originate per group call (notifications, idle, replies to 3 members).
+const ALLOWANCE_PER_GROUP: u64 = 64 * 1024;
 const SLOTS: usize = 3;
 
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -130,6 +140,64 @@ enum Op {
         per_leg: bool,
         audio: bool,
     },
+    /// A group call of three members (replacing the current one, which is released).
+    Group {
+        per_leg: bool,
+        third_receive_only: bool,
+        manual: bool,
+        cx: u8,
+    },
+    GroupTc {
+        member: u8,
+        kind: GroupTc,
+    },
+    GroupRtp {
+        member: u8,
+        announced: bool,
+        seq: u16,
+        len: u16,
+    },
+    GroupRtcp {
+        member: u8,
+        kind: Rtcp,
+    },
+    GroupRaw {
+        member: u8,
+        control: bool,
+        bytes: Vec<u8>,
+    },
+    GroupLeave {
+        member: u8,
+    },
+    GroupJoin {
+        member: u8,
+    },
+    GroupRelease,
+}
+
+#[derive(Arbitrary, Debug)]
+enum GroupTc {
+    Request {
+        priority: Option<u8>,
+        emergency: bool,
+    },
+    End,
+    QueuePosition,
+    ReceiveMedia {
+        of: u8,
+    },
+    ReceptionEnd {
+        of: u8,
+    },
+    Ack {
+        name: u8,
+        message_type: u8,
+    },
+    Other {
+        name: u8,
+        message_type: u8,
+        ack: bool,
+    },
 }
 
 struct Clients {
@@ -138,6 +206,8 @@ struct Clients {
     callee: UdpSocket,
     callee_ctl: UdpSocket,
     stranger: UdpSocket,
+    /// The group members' media and control sockets.
+    members: [(UdpSocket, UdpSocket); MEMBERS],
 }
 
 fn bind() -> UdpSocket {
@@ -154,7 +224,69 @@ fn clients() -> &'static Clients {
         callee: bind(),
         callee_ctl: bind(),
         stranger: bind(),
+        members: [(bind(), bind()), (bind(), bind()), (bind(), bind())],
     })
+}
+
+fn member_ssrc(i: usize) -> u32 {
+    0x6d00_0000 + i as u32
+}
+
+fn member_key(i: usize) -> MasterKey {
+    MasterKey {
+        suite: SrtpSuite::AeadAes128Gcm,
+        material: (0..28u8)
+            .map(|b| b.wrapping_mul(13) ^ (i as u8 + 7))
+            .collect(),
+    }
+}
+
+fn member_offer(c: &Clients, i: usize, per_leg: bool) -> String {
+    let (media, ctl) = &c.members[i];
+    let (proto, crypto) = if per_leg {
+        (
+            "RTP/SAVP",
+            format!(
+                "a=crypto:1 AEAD_AES_128_GCM inline:{}\r\n",
+                member_key(i).to_base64()
+            ),
+        )
+    } else {
+        ("RTP/AVP", String::new())
+    };
+    format!(
+        "v=0\r\no=m{i} 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=video {} {proto} 96\r\na=rtpmap:96 H264/90000\r\na=rtcp-mux\r\n{crypto}\
+         a=ssrc:{} cname:m{i}\r\n\
+         m=application {} udp MCVideo\r\na=fmtp:MCVideo mc_queueing\r\n",
+        port(media),
+        member_ssrc(i),
+        port(ctl),
+    )
+}
+
+/// The fuzzed group call.
+struct Group {
+    id: String,
+    per_leg: bool,
+    receive_only: [bool; MEMBERS],
+    /// Relay ports per member: video, control (absent: not in the call).
+    ports: [Option<(u16, Option<u16>)>; MEMBERS],
+    srtp: [Option<SrtpContext>; MEMBERS],
+}
+
+fn member_spec(c: &Clients, i: usize, per_leg: bool, receive_only: bool) -> GroupMemberSpec {
+    GroupMemberSpec {
+        mcvideo_id: format!("sip:m{i}@example.org"),
+        sdp_offer: member_offer(c, i, per_leg),
+        priority: 10 + 50 * i as u8,
+        receive_only,
+        tc_key: None,
+    }
+}
+
+fn answer_ports(sdp: &str) -> Option<(u16, Option<u16>)> {
+    Some((m_port(sdp, "video")?, m_port(sdp, "application")))
 }
 
 fn port(s: &UdpSocket) -> u16 {
@@ -286,6 +418,10 @@ fuzz_target!(|ops: Vec<Op>| {
     ] {
         drain(s, false);
     }
+    for (m, ctl) in &c.members {
+        drain(m, false);
+        drain(ctl, false);
+    }
     let engine = Engine::start(EngineConfig {
         port_min: 53_000,
         port_max: 53_023,
@@ -303,6 +439,10 @@ fuzz_target!(|ops: Vec<Op>| {
     let mut sent = 0u64;
     let mut seq_calls = 0u32;
     let mut buf = vec![0u8; 1600];
+    let mut group: Option<Group> = None;
+    let mut groups: Vec<String> = Vec::new();
+    let mut group_sent = 0u64;
+    let mut group_tc = 0u64;
     let ops = ops.into_iter().flat_map(|op| match op {
         Op::Established {
             slot,
@@ -436,6 +576,211 @@ fuzz_target!(|ops: Vec<Op>| {
             Op::Drain(on) => engine.set_draining(on),
             Op::Wait { ms } => std::thread::sleep(Duration::from_millis(u64::from(ms % 4))),
             Op::Established { .. } => {} // expanded above
+            Op::Group {
+                per_leg,
+                third_receive_only,
+                manual,
+                cx,
+            } => {
+                if let Some(g) = group.take() {
+                    if let Ok(s) = engine.release_group_call(&g.id) {
+                        group_tc += s.tc.received.total();
+                    }
+                }
+                seq_calls += 1;
+                let id = format!("g{seq_calls}");
+                let r = engine.create_group_call(CreateGroupCall {
+                    call_id: Some(id.clone().into()),
+                    group_id: "sip:group@example.org".into(),
+                    media_security: if per_leg {
+                        MediaSecurity::PerLeg
+                    } else {
+                        MediaSecurity::EndToEnd
+                    },
+                    max_transmitters: Some(cx % 3 + 1),
+                    max_streams_per_receiver: Some(2),
+                    reception_mode: Some(if manual {
+                        ReceptionMode::Manual
+                    } else {
+                        ReceptionMode::Automatic
+                    }),
+                    members: (0..MEMBERS)
+                        .map(|i| member_spec(c, i, per_leg, third_receive_only && i == MEMBERS - 1))
+                        .collect(),
+                });
+                if let Ok(created) = r {
+                    groups.push(id.clone());
+                    let mut ports = [None; MEMBERS];
+                    for (i, a) in created.members.iter().enumerate().take(MEMBERS) {
+                        ports[i] = answer_ports(&a.sdp_answer);
+                    }
+                    group = Some(Group {
+                        id,
+                        per_leg,
+                        receive_only: [false, false, third_receive_only],
+                        ports,
+                        srtp: std::array::from_fn(|i| {
+                            per_leg.then(|| SrtpContext::new(&member_key(i)))
+                        }),
+                    });
+                }
+            }
+            Op::GroupTc { member, kind } => {
+                let Some(g) = &group else { continue };
+                let i = usize::from(member) % MEMBERS;
+                let me = member_ssrc(i);
+                let mut m = match kind {
+                    GroupTc::Request {
+                        priority,
+                        emergency,
+                    } => {
+                        let mut m = TcMessage::new(MessageKind::TransmissionRequest, me);
+                        m.fields.transmission_priority = priority;
+                        m.fields.transmission_indicator = emergency.then_some(INDICATOR_EMERGENCY);
+                        m
+                    }
+                    GroupTc::End => TcMessage::new(MessageKind::TransmissionEndRequest, me),
+                    GroupTc::QueuePosition => TcMessage::new(MessageKind::QueuePositionRequest, me),
+                    GroupTc::ReceiveMedia { of } => {
+                        let mut m = TcMessage::new(MessageKind::ReceiveMediaRequest, me);
+                        m.fields.video_ssrc = Some(member_ssrc(usize::from(of) % MEMBERS));
+                        m
+                    }
+                    GroupTc::ReceptionEnd { of } => {
+                        let mut m = TcMessage::new(MessageKind::MediaReceptionEndRequest, me);
+                        m.fields.video_ssrc = Some(member_ssrc(usize::from(of) % MEMBERS));
+                        m
+                    }
+                    GroupTc::Ack { name, message_type } => {
+                        let mut m = TcMessage::new(MessageKind::TransmissionControlAck, me);
+                        m.fields.message_type = Some(message_type & 0x1f);
+                        m.fields.message_name = Some(
+                            [AppName::Mcv0, AppName::Mcv1, AppName::Mcv2][usize::from(name % 3)],
+                        );
+                        m
+                    }
+                    GroupTc::Other {
+                        name,
+                        message_type,
+                        ack,
+                    } => {
+                        let app =
+                            [AppName::Mcv0, AppName::Mcv1, AppName::Mcv2][usize::from(name % 3)];
+                        let mut m = TcMessage::new(MessageKind::from_wire(app, message_type), me);
+                        m.ack_required = ack;
+                        m
+                    }
+                };
+                m.fields.user_id = None;
+                if let (Some((_, Some(ctl))), Ok(b)) =
+                    (g.ports[i], m.to_vec(&EmitOptions::default()))
+                {
+                    group_sent += send_to(&c.members[i].1, ctl, &b);
+                }
+            }
+            Op::GroupRtp {
+                member,
+                announced,
+                seq,
+                len,
+            } => {
+                let Some(g) = &mut group else { continue };
+                let i = usize::from(member) % MEMBERS;
+                let Some((video, _)) = g.ports[i] else {
+                    continue;
+                };
+                let ssrc = if announced {
+                    member_ssrc(i)
+                } else {
+                    0x7777_0000 + i as u32
+                };
+                let n = 12 + usize::from(len % 1200);
+                buf[..n].fill(0xcd);
+                buf[0] = 0x80;
+                buf[1] = 96;
+                buf[2..4].copy_from_slice(&seq.to_be_bytes());
+                buf[4..8].copy_from_slice(&u32::from(seq).wrapping_mul(3000).to_be_bytes());
+                buf[8..12].copy_from_slice(&ssrc.to_be_bytes());
+                let n = match g.srtp[i].as_mut() {
+                    Some(x) => x.protect_rtp(&mut buf, n).ok(),
+                    None => Some(n),
+                };
+                if let Some(n) = n {
+                    group_sent += send_to(&c.members[i].0, video, &buf[..n]);
+                }
+            }
+            Op::GroupRtcp { member, kind } => {
+                let Some(g) = &mut group else { continue };
+                let i = usize::from(member) % MEMBERS;
+                let Some((video, _)) = g.ports[i] else {
+                    continue;
+                };
+                let me = member_ssrc(i);
+                let media = member_ssrc((i + 1) % MEMBERS);
+                let n = match kind {
+                    Rtcp::Pli => rtcp::emit_pli(me, media, &mut buf),
+                    Rtcp::Fir(n) => rtcp::emit_fir(me, media, n, &mut buf),
+                    Rtcp::Rr => rtcp::emit_receiver_report_empty(me, &mut buf),
+                    Rtcp::Bye => rtcp::emit_bye(me, &mut buf),
+                };
+                let Ok(n) = n else { continue };
+                let n = match g.srtp[i].as_mut() {
+                    Some(x) => x.protect_rtcp(&mut buf, n).ok(),
+                    None => Some(n),
+                };
+                if let Some(n) = n {
+                    group_sent += send_to(&c.members[i].0, video, &buf[..n]);
+                }
+            }
+            Op::GroupRaw {
+                member,
+                control,
+                mut bytes,
+            } => {
+                let Some(g) = &group else { continue };
+                let i = usize::from(member) % MEMBERS;
+                let Some((video, ctl)) = g.ports[i] else {
+                    continue;
+                };
+                bytes.truncate(1500);
+                let (sock, to) = match (control, ctl) {
+                    (true, Some(ctl)) => (&c.members[i].1, ctl),
+                    _ => (&c.members[i].0, video),
+                };
+                group_sent += send_to(sock, to, &bytes);
+            }
+            Op::GroupLeave { member } => {
+                let Some(g) = &mut group else { continue };
+                let i = usize::from(member) % MEMBERS;
+                if g.ports[i].is_some()
+                    && engine
+                        .remove_group_member(&g.id, &format!("sip:m{i}@example.org"))
+                        .is_ok()
+                {
+                    g.ports[i] = None;
+                }
+            }
+            Op::GroupJoin { member } => {
+                let Some(g) = &mut group else { continue };
+                let i = usize::from(member) % MEMBERS;
+                if g.ports[i].is_some() {
+                    continue;
+                }
+                if let Ok(answer) =
+                    engine.add_group_member(&g.id, member_spec(c, i, g.per_leg, g.receive_only[i]))
+                {
+                    g.ports[i] = answer_ports(&answer.sdp_answer);
+                    // A fresh leg: a fresh SRTP context (the relay's replay window is new).
+                    g.srtp[i] = g.per_leg.then(|| SrtpContext::new(&member_key(i)));
+                }
+            }
+            Op::GroupRelease => {
+                if let Some(g) = group.take() {
+                    if let Ok(s) = engine.release_group_call(&g.id) {
+                        group_tc += s.tc.received.total();
+                    }
+                }
+            }
             Op::Rtp {
                 slot,
                 from,
@@ -555,6 +900,20 @@ fuzz_target!(|ops: Vec<Op>| {
         + drain(&c.caller_ctl, false)
         + drain(&c.callee, false)
         + drain(&c.callee_ctl, false);
+    let mut group_back = 0;
+    for (m, ctl) in &c.members {
+        group_back += drain(m, false) + drain(ctl, false);
+    }
+    assert!(
+        group_back <= 2 * group_sent + groups.len() as u64 * ALLOWANCE_PER_GROUP,
+        "group amplification: {group_back} bytes out for {group_sent} in over {} groups",
+        groups.len()
+    );
+    if let Some(g) = group.take() {
+        if let Ok(s) = engine.release_group_call(&g.id) {
+            group_tc += s.tc.received.total();
+        }
+    }
     let stranger_in = drain(&c.stranger, false);
     assert_eq!(
         stranger_in, 0,
@@ -576,6 +935,10 @@ fuzz_target!(|ops: Vec<Op>| {
             stats.callee.dropped_total(),
             stats.tc_received.total(),
         );
+        eprintln!(
+            "engine_ops: groups {} group bytes in {group_sent} out {group_back} group tc in {group_tc}",
+            groups.len()
+        );
     }
     engine.shutdown();
     let mut released: HashMap<String, u32> = HashMap::new();
@@ -584,15 +947,23 @@ fuzz_target!(|ops: Vec<Op>| {
             *released.entry(ev.call_id.to_string()).or_default() += 1;
         }
     }
-    for id in &created {
+    for id in created.iter().chain(&groups) {
         assert_eq!(
             released.get(id).copied().unwrap_or(0),
             1,
             "call {id} released once"
         );
     }
-    assert_eq!(released.len(), created.len());
+    assert_eq!(released.len(), created.len() + groups.len());
 });
+
+/// Sends `b` from `sock` to the relay's port `to`; the bytes sent.
+fn send_to(sock: &UdpSocket, to: u16, b: &[u8]) -> u64 {
+    match sock.send_to(b, SocketAddr::from(([127, 0, 0, 1], to))) {
+        Ok(n) => n as u64,
+        Err(_) => 0,
+    }
+}
 
 /// Sends `b` from `from` to the relay port `to` of the slot's call; the bytes sent.
 fn send(c: &Clients, s: &Slot, from: Who, to: Dest, b: &[u8]) -> u64 {

@@ -12,6 +12,7 @@ use super::super::CallSummary;
 use super::media::{Media, Net, Role, Scratch};
 use crate::control::arbiter::TransmissionState;
 use crate::control::call::{Call, CallState};
+use crate::control::server::KindCounters;
 use crate::control::Party;
 use crate::sdp::MediaKind;
 use std::collections::HashMap;
@@ -50,6 +51,9 @@ pub(crate) struct CallRt {
     /// Relay ports to give back when the call ends, with their interface's pool.
     pub(crate) ports: Vec<(usize, u16)>,
     pub(crate) latch_after: u32,
+    /// The call's transmission control counters as last added to the worker's totals: what
+    /// moved since (on the socket path or in a step) is added at the next step.
+    pub(crate) tc_published: (KindCounters, KindCounters),
     /// The worker's running totals (every count also goes there).
     totals: Arc<WorkerStats>,
 }
@@ -90,6 +94,7 @@ impl CallRt {
             armed: None,
             ports,
             latch_after,
+            tc_published: Default::default(),
             totals,
         }
     }

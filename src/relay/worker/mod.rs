@@ -494,7 +494,6 @@ impl Worker {
         };
         let gen = s.gen;
         let (rt, tx, plane) = (&mut s.rt, &mut self.tx, &self.plane);
-        let before = *rt.call.tc_stats();
         let r = catch_unwind(AssertUnwindSafe(|| {
             rt.step(now, tx);
             while let Some(ev) = rt.call.poll_event() {
@@ -507,12 +506,16 @@ impl Worker {
             Err(_) => return self.fail(slot, now),
         };
         let after = *rt.call.tc_stats();
+        let before = &rt.tc_published;
         // Most steps (media activity, a receive-only party that keeps sending) move no
-        // transmission control counter: take the worker's stats lock only when one moved.
-        if after.received != before.received || after.sent != before.sent {
+        // transmission control counter: take the worker's stats lock only when one moved since
+        // the last time (messages are counted as they arrive, on the socket path, before the
+        // step they ask for).
+        if after.received != before.0 || after.sent != before.1 {
             let mut tc = lock(&self.stats.tc);
-            tc.0.add_all(&after.received.since(&before.received));
-            tc.1.add_all(&after.sent.since(&before.sent));
+            tc.0.add_all(&after.received.since(&before.0));
+            tc.1.add_all(&after.sent.since(&before.1));
+            rt.tc_published = (after.received, after.sent);
         }
         if rt.released() {
             return self.end(slot);
