@@ -525,8 +525,8 @@ impl GroupRules {
         if to == 0 {
             return Err(DropReason::NoReceivers);
         }
-        self.fan_out(Kind::Rtp, at.stream, to, body, out, t)?;
-        if out.is_empty() {
+        // Copies that fail to protect are counted each; none with an address is one drop.
+        if self.fan_out(Kind::Rtp, at.stream, to, body, out, t)? == 0 {
             return Err(DropReason::NoReceivers);
         }
         Ok(())
@@ -534,6 +534,7 @@ impl GroupRules {
 
     /// One delivery of plain `body` to each member of `to` with an address on stream `si`:
     /// the shared buffer (no SRTP toward it), or its own copy protected with its leg's key.
+    /// Returns how many members had an address.
     fn fan_out(
         &mut self,
         kind: Kind,
@@ -542,12 +543,13 @@ impl GroupRules {
         body: &[u8],
         out: &mut FanOut,
         t: &mut Tally,
-    ) -> Result<(), DropReason> {
+    ) -> Result<usize, DropReason> {
         if body.len() > FANOUT_MTU {
             return Err(DropReason::Malformed);
         }
         let per_leg = self.per_leg;
         let mut shared = false;
+        let mut addressed = 0;
         for r in slots(to) {
             let Some(ms) = self
                 .members
@@ -573,6 +575,7 @@ impl GroupRules {
                 rtcp,
                 dest,
             };
+            addressed += 1;
             if per_leg && leg.srtp_out.is_some() {
                 let (k, buf) = out.own();
                 let Some(plain) = buf.get_mut(..body.len()) else {
@@ -594,7 +597,7 @@ impl GroupRules {
                 out.push(d, 0, body.len());
             }
         }
-        Ok(())
+        Ok(addressed)
     }
 
     /// The transmitters `m` receives: permitted members other than `m` whose routes hold it.
@@ -631,7 +634,9 @@ impl GroupRules {
         let body = pkt.get(..len).ok_or(DropReason::Malformed)?;
         if !readable {
             // Opaque SRTCP: to its receivers and to the transmitters it receives, unchanged.
-            return self.fan_out(Kind::Rtcp, si, receivers | sources, body, out, t);
+            return self
+                .fan_out(Kind::Rtcp, si, receivers | sources, body, out, t)
+                .map(|_| ());
         }
         if rtcp::validate_compound(body).is_err() {
             return Err(DropReason::Malformed);
