@@ -5,7 +5,8 @@
 //! * `fanout`: CPU per **delivered** packet (`Throughput::Elements(receivers)`) for one
 //!   transmitter to 1, 10 and 50 receivers, 1212-byte packets, end_to_end (one shared buffer)
 //!   and per_leg (SRTP unprotect once, protect once per receiver leg), against the 1:1 forward
-//!   of `CallRules` (`forward_1to1`).
+//!   of `CallRules` (`forward_1to1`); and a receiver's keyframe request routed to the
+//!   transmitter and throttled (`feedback_pli_from_50_receivers`).
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)] // a bench may stop on a broken fixture; it reads the clock
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use mcvideo_relay::control::group::{slots, GroupArbiter, Slot};
@@ -142,6 +143,20 @@ fn fanout(c: &mut Criterion) {
             )
         });
     }
+    // 50 receivers ask for a keyframe at once (plain RTCP): each PLI is read, routed to the
+    // transmitter and throttled; one of them goes out per interval.
+    g.throughput(Throughput::Elements(1));
+    let mut path = GroupFanOutPath::new(SSRC, 50, None).unwrap();
+    let mut pli = [0u8; 12];
+    mcvideo_relay::wire::rtcp::emit_pli(0x100, SSRC, &mut pli).unwrap();
+    let mut r = 0usize;
+    g.bench_function("feedback_pli_from_50_receivers", |b| {
+        b.iter(|| {
+            r = r % 50 + 1;
+            let mut p = pli;
+            path.judge_from_member(r, black_box(&mut p), now).unwrap()
+        })
+    });
     g.finish();
 }
 

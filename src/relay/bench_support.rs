@@ -189,6 +189,26 @@ impl GroupFanOutPath {
         Ok(self.out.len())
     }
 
+    /// Judges one datagram (RTP or RTCP) from member `member` (0: the transmitter, 1..:
+    /// receivers) at its own address; `Ok(n)`: `n` copies would be sent.
+    #[inline]
+    pub fn judge_from_member(
+        &mut self,
+        member: usize,
+        pkt: &mut [u8],
+        now: Instant,
+    ) -> Result<usize, DropReason> {
+        let at = GroupIngress {
+            stream: 0,
+            member: Slot::new(member).ok_or(DropReason::Malformed)?,
+            rtcp_socket: false,
+        };
+        let from = SocketAddr::from(([127, 0, 0, 1], 5000 + 2 * member as u16));
+        self.rules
+            .judge(at, from, now, pkt, &mut self.out, &mut self.tally)?;
+        Ok(self.out.len())
+    }
+
     /// The copies of the last packet judged.
     pub fn out(&self) -> &FanOut {
         &self.out

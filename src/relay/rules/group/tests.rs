@@ -882,3 +882,61 @@ fn random_bytes_never_panic() {
         }
     }
 }
+
+/// One outbound SRTP context holds a bounded number of SSRCs: per_leg feedback from many
+/// receivers reaches the transmitter as the relay's.
+#[test]
+fn per_leg_feedback_from_twenty_receivers_reaches_the_transmitter_as_the_relays() {
+    let t0 = Instant::now();
+    let (a, mut g) = group(21, MediaSecurity::PerLeg);
+    grant(&a, &mut g, 0, &(1..=20).collect::<Vec<_>>());
+    let mut senders = Senders::new(21, true);
+    let (mut out, mut t) = (FanOut::new(), Tally::default());
+    let mut rx = SrtpContext::new(&key_out(0));
+    for r in 1..=20usize {
+        let mut b = [0u8; 16];
+        let n = emit_nack(0x100 + r as u32, SSRC, r as u16, 0, &mut b).unwrap();
+        let mut p = senders.rtcp(r, &b[..n]);
+        judge(&mut g, r, t0, &mut p, &mut out, &mut t).unwrap();
+        assert_eq!(members(&out), [0], "receiver {r}");
+        let mut b = out.bytes(0).unwrap().to_vec();
+        let n = rx.unprotect_rtcp(&mut b).unwrap();
+        let p = RtcpPacket::new_checked(&b[..n]).unwrap();
+        assert_eq!((p.kind(), p.sender_ssrc()), (RtcpKind::Nack, 1));
+        assert_eq!(p.media_ssrc(), Some(SSRC));
+        assert_eq!(p.nack_entries().next(), Some((r as u16, 0)));
+    }
+}
+
+#[test]
+fn a_receiver_behind_nat_gets_its_copies_where_it_latched() {
+    let t0 = Instant::now();
+    let (a, mut g) = group(3, MediaSecurity::EndToEnd);
+    grant(&a, &mut g, 0, &[1, 2]);
+    let (mut out, mut t) = (FanOut::new(), Tally::default());
+    // Receiver 2 sends (ungranted) RTP from a NAT address: three packets latch its leg.
+    let nat = SocketAddr::from(([198, 51, 100, 7], 40001));
+    for seq in 0..3 {
+        let r = g.judge(at(2), nat, t0, &mut rtp(0x22, seq, &[1]), &mut out, &mut t);
+        assert_eq!(
+            r,
+            Err(if seq < 2 {
+                DropReason::WrongSource
+            } else {
+                DropReason::NotGranted
+            })
+        );
+    }
+    assert!(t.latched);
+    judge(&mut g, 0, t0, &mut rtp(SSRC, 1, &[1]), &mut out, &mut t).unwrap();
+    let dests: Vec<_> = out
+        .iter()
+        .map(|(d, _)| (d.member.index(), d.dest))
+        .collect();
+    assert_eq!(dests, [(1, addr(1)), (2, nat)]);
+    // Its SDP address is a stranger now.
+    assert_eq!(
+        g.judge(at(2), addr(2), t0, &mut pli(5, SSRC), &mut out, &mut t),
+        Err(DropReason::WrongSource)
+    );
+}
