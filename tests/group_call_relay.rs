@@ -382,6 +382,13 @@ fn two_members_transmit_in_turn(security: MediaSecurity, id: &str) {
         Some((0, 1))
     );
     assert!(stats.group_members.packets_out >= u64::from(PACKETS) * 8);
+    // Control messages are counted as they arrive, before the step they ask for.
+    assert_eq!(stats.tc_received.get(MessageKind::TransmissionRequest), 2);
+    assert_eq!(
+        stats.tc_received.get(MessageKind::TransmissionEndRequest),
+        1
+    );
+    assert!(stats.tc_sent.get(MessageKind::TransmissionGranted) >= 2);
     engine.shutdown();
 }
 

@@ -136,6 +136,11 @@ pub(crate) struct GroupRt {
     ssrcs: Arc<SsrcRegistry>,
     /// The deadline the worker's timer heap holds for this call.
     pub(crate) armed: Option<Instant>,
+    /// Transmission control counters (received, sent) as last added to the worker's totals.
+    pub(crate) tc_published: (
+        crate::control::server::KindCounters,
+        crate::control::server::KindCounters,
+    ),
     totals: Arc<WorkerStats>,
 }
 
@@ -200,6 +205,7 @@ impl GroupRt {
             server_ssrc,
             ssrcs,
             armed: None,
+            tc_published: Default::default(),
             totals,
         };
         let mut slots = Vec::with_capacity(members.len());
