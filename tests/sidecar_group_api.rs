@@ -208,6 +208,7 @@ fn sidecar_group_calls_routes_events_and_metrics() {
         1.0
     );
     assert!(m.has("mcvideo_relay_calls_active"));
+    assert_eq!(api.get("/healthz").json()["active_group_calls"], 1);
     assert!(m.has("mcvideo_relay_group_member_packets_total{direction=\"out\"}"));
 
     // Release: final summary, call.released, the ID is free, every port back.

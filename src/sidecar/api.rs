@@ -1044,6 +1044,7 @@ async fn healthz(State(st): State<Arc<AppState>>) -> Response {
     ok(&json!({
         "status": if s.draining { "draining" } else { "ok" },
         "active_calls": s.active_calls,
+        "active_group_calls": s.by_kind.get("group").map_or(0, |k| k.active),
         "uptime_secs": st.engine.uptime().as_secs(),
     }))
 }
