@@ -684,3 +684,59 @@ fn manual_reception_then_a_stronger_request_preempts() {
     assert!(s.tc.preemptions >= 1);
     engine.shutdown();
 }
+
+/// A minimal RTCP sender report from `ssrc`.
+fn sender_report(ssrc: u32) -> Vec<u8> {
+    let mut p = vec![0x80, 200, 0, 6];
+    p.extend_from_slice(&ssrc.to_be_bytes());
+    p.extend_from_slice(&[0x11; 8]); // NTP
+    p.extend_from_slice(&[0, 0, 0x10, 0]); // RTP timestamp
+    p.extend_from_slice(&10u32.to_be_bytes()); // packets
+    p.extend_from_slice(&4000u32.to_be_bytes()); // octets
+    p
+}
+
+#[test]
+fn keyframe_request_on_grant_and_sender_reports_reach_the_receivers() {
+    let engine = engine();
+    let (created, m) = setup(&engine, "group-rtcp", MediaSecurity::EndToEnd);
+    let relay_rtcp: Vec<SocketAddr> = created
+        .members
+        .iter()
+        .map(|a| RelayAddrs::from_sdp(&a.sdp_answer).video_rtcp)
+        .collect();
+    request(&m[0], 0);
+    m[0].expect(MessageKind::TransmissionGranted);
+    // The relay asks the new transmitter for a keyframe, on its RTCP leg, naming its SSRC.
+    let (pli, from) = recv(&m[0].peer.rtcp, Duration::from_secs(2));
+    assert_eq!((pli[0] & 0x1f, pli[1]), (1, 206), "a PLI: {pli:?}");
+    assert_eq!(&pli[8..12], &ssrc(0).to_be_bytes());
+    assert_eq!(
+        from, relay_rtcp[0],
+        "from the transmitter's own relay RTCP port"
+    );
+    // The transmitter's sender report reaches every receiver on its RTCP port, from the
+    // receiver's own relay RTCP port.
+    let handles: Vec<_> = m[1..]
+        .iter()
+        .map(|x| {
+            collect(
+                &x.peer.rtcp,
+                Duration::from_secs(2),
+                Duration::from_millis(300),
+            )
+        })
+        .collect();
+    m[0].peer
+        .rtcp
+        .send_to(&sender_report(ssrc(0)), relay_rtcp[0])
+        .unwrap();
+    for (i, h) in handles.into_iter().enumerate() {
+        let got = h.join().unwrap();
+        let srs: Vec<_> = got.iter().filter(|(b, _)| b.get(1) == Some(&200)).collect();
+        assert_eq!(srs.len(), 1, "{} gets A's SR: {got:?}", NAMES[i + 1]);
+        assert_eq!(srs[0].1, relay_rtcp[i + 1]);
+        assert_eq!(&srs[0].0[4..8], &ssrc(0).to_be_bytes());
+    }
+    engine.shutdown();
+}
