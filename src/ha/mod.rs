@@ -53,7 +53,9 @@
 mod config;
 mod record;
 mod seal;
+mod store;
 
 pub use config::{HaConfig, HaConfigError, RedisUrl};
 pub use record::{CallRecord, RecordError};
 pub use seal::{SealError, SealKey, SEAL_KEY_LEN};
+pub use store::{FenceInfo, HaError, HaEvent, HaStore, InstanceInfo, Resync};
