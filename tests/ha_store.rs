@@ -78,9 +78,12 @@ fn record(id: &str, body: &str) -> CallRecord {
 
 async fn until_written(store: &HaStore, within: Duration) {
     assert!(
-        eventually(within, || store.store_up()
-            && store.epoch() > 0
-            && store.backlog() == 0)
+        eventually(within, || {
+            store.store_up()
+                && store.epoch() > 0
+                && store.backlog() == 0
+                && store.resync_pending() == 0
+        })
         .await,
         "not written within {within:?}: up {}, epoch {}, backlog {}",
         store.store_up(),
@@ -268,7 +271,9 @@ async fn ha_backlog_is_bounded_while_redis_is_down() {
         );
     }
     assert_eq!(store.backlog(), 100);
-    assert_eq!(store.dropped(), 9_900);
+    // most are dropped (a failed resync attempt empties the backlog too: the next resync
+    // covers it, so up to a few hundred more may have been taken in)
+    assert!(store.dropped() >= 9_000, "dropped {}", store.dropped());
     // Redis back: a full resync writes every live call, dropped ones included
     redis.restart();
     assert!(
@@ -569,4 +574,70 @@ async fn ha_redis_dump_holds_no_plaintext_key_material() {
     let other = SealKey::from_bytes(&[1; SEAL_KEY_LEN]).unwrap();
     assert!(r.open_keys(&other).is_err());
     store.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ha_ttls_are_refreshed_while_the_owner_lives() {
+    let redis = RedisServer::start();
+    let live = Live::default();
+    let mut cfg = config(&redis, "relay-a");
+    cfg.key_ttl = Duration::from_secs(10); // refreshed every 2.5 s
+    let (store, _ev) = start(cfg, &live);
+    live.put(&store, record("call-1", "v"));
+    until_written(&store, 5 * SEC).await;
+    let first = redis.pttl("mcvr:call:call-1");
+    assert!(first > 9_000, "{first}");
+    tokio::time::sleep(Duration::from_millis(3_200)).await;
+    // unrefreshed it would be under 7 s now
+    for k in [
+        "mcvr:call:call-1",
+        "mcvr:owner:relay-a:calls",
+        "mcvr:lease:relay-a",
+    ] {
+        let ttl = redis.pttl(k);
+        assert!(ttl > 8_500, "{k}: PTTL {ttl} not refreshed");
+    }
+    store.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ha_standby_waits_for_a_peer_that_never_ran() {
+    let redis = RedisServer::start();
+    let mut cb = config(&redis, "relay-b");
+    cb.standby_for = vec!["relay-x".into()];
+    cb.heartbeat_interval = Duration::from_millis(50);
+    cb.failure_time = Duration::from_millis(300);
+    let (b, mut ev_b) = start(cb, &Live::default());
+    until_written(&b, 5 * SEC).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(
+        ev_b.try_recv().is_err(),
+        "nothing to adopt from a peer that never ran"
+    );
+    // it starts, takes a call, dies: adopted
+    let live_x = Live::default();
+    let (x, _ev) = start(config(&redis, "relay-x"), &live_x);
+    live_x.put(&x, record("call-x", "x"));
+    until_written(&x, 5 * SEC).await;
+    x.shutdown();
+    let ev = tokio::time::timeout(5 * SEC, ev_b.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        ev,
+        HaEvent::PeerDown {
+            peer: "relay-x".into()
+        }
+    );
+    let ev = tokio::time::timeout(5 * SEC, ev_b.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let HaEvent::Adopted { records, .. } = ev else {
+        panic!("{ev:?}")
+    };
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].call_id, "call-x");
+    b.shutdown();
 }

@@ -63,7 +63,8 @@ impl fmt::Display for FenceInfo {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HaEvent {
     /// A peer this instance stands by for has no fresh heartbeat (older than the failure time,
-    /// or none): its calls are being adopted.
+    /// or gone while the peer still owns calls): its calls are being adopted. A peer that never
+    /// ran (no heartbeat, no calls) is not reported.
     PeerDown {
         /// The peer.
         peer: String,
@@ -499,10 +500,17 @@ impl HaStore {
             && self.inner.control_up.load(Ordering::Relaxed)
     }
 
-    /// Call writes not yet acknowledged by Redis (waiting or in flight).
+    /// Call writes held for Redis, not yet acknowledged (waiting or in flight): at most
+    /// `max_backlog`.
     pub fn backlog(&self) -> usize {
         let b = lock(&self.inner.backlog);
-        b.map.len() + b.in_flight + b.resyncing
+        b.map.len() + b.in_flight
+    }
+
+    /// Records of a full resync under way not yet acknowledged (taken from the owner's
+    /// [`Resync`] snapshot, not held in the backlog), or 0.
+    pub fn resync_pending(&self) -> usize {
+        lock(&self.inner.backlog).resyncing
     }
 
     /// Writes dropped because the backlog was full (each one triggers a full resync).
@@ -1250,19 +1258,29 @@ async fn control_round(
     p.cmd("TIME");
     for (peer, _) in peers.iter() {
         p.cmd("HGET").arg(inner.keys.inst(peer)).arg("last_seen_ms");
+        p.cmd("SCARD").arg(inner.keys.owner_calls(peer));
     }
     let replies: Vec<Value> = p.query_async(c).await?;
     let mut it = replies.into_iter();
     let now = redis_time_ms(it.next()).unwrap_or(0);
     let fail = inner.cfg.failure_time.as_millis() as u64;
-    for ((peer, state), seen) in peers.iter_mut().zip(it) {
-        let seen: Option<u64> = redis::from_redis_value::<Option<String>>(seen)
-            .ok()
+    for (peer, state) in peers.iter_mut() {
+        let seen: Option<u64> = it
+            .next()
+            .and_then(|v| redis::from_redis_value::<Option<String>>(v).ok())
             .flatten()
             .and_then(|s| s.parse().ok());
+        let calls: u64 = it
+            .next()
+            .and_then(|v| redis::from_redis_value(v).ok())
+            .unwrap_or(0);
         let alive = seen.is_some_and(|s| now.saturating_sub(s) < fail);
         if alive {
             *state = PeerState::Watching;
+            continue;
+        }
+        if seen.is_none() && calls == 0 {
+            // Not started yet, or gone long ago with nothing left: nothing to adopt.
             continue;
         }
         if *state == PeerState::Adopted {
