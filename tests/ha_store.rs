@@ -641,3 +641,56 @@ async fn ha_standby_waits_for_a_peer_that_never_ran() {
     assert_eq!(records[0].call_id, "call-x");
     b.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ha_two_standbys_one_adopts() {
+    let redis = RedisServer::start();
+    let live_a = Live::default();
+    let (a, _ev_a) = start(config(&redis, "relay-a"), &live_a);
+    for i in 0..100 {
+        live_a.put(&a, record(&format!("call-{i}"), "a"));
+    }
+    until_written(&a, 5 * SEC).await;
+    let standby = |id: &str| {
+        let mut c = config(&redis, id);
+        c.standby_for = vec!["relay-a".into()];
+        c.heartbeat_interval = Duration::from_millis(20);
+        c.failure_time = Duration::from_millis(300);
+        start(c, &Live::default())
+    };
+    let (b, mut ev_b) = standby("relay-b");
+    let (c, mut ev_c) = standby("relay-c");
+    until_written(&b, 5 * SEC).await;
+    until_written(&c, 5 * SEC).await;
+    a.shutdown();
+    // both see it down; exactly one adopts, all 100 calls
+    let mut adopted = Vec::new();
+    for (name, ev) in [("relay-b", &mut ev_b), ("relay-c", &mut ev_c)] {
+        let e = tokio::time::timeout(5 * SEC, ev.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            e,
+            HaEvent::PeerDown {
+                peer: "relay-a".into()
+            },
+            "{name}"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for (name, ev) in [("relay-b", &mut ev_b), ("relay-c", &mut ev_c)] {
+        while let Ok(e) = ev.try_recv() {
+            let HaEvent::Adopted { records, .. } = e else {
+                panic!("{e:?}")
+            };
+            adopted.push((name, records.len()));
+        }
+    }
+    assert_eq!(adopted.len(), 1, "{adopted:?}");
+    assert_eq!(adopted[0].1, 100);
+    let owner = b.lookup("call-42").await.unwrap().unwrap().owner;
+    assert_eq!(owner, adopted[0].0);
+    b.shutdown();
+    c.shutdown();
+}

@@ -70,7 +70,8 @@ pub enum HaEvent {
         peer: String,
     },
     /// The calls of a dead peer now belong to this instance: restore them. The records carry
-    /// this instance as owner and its epoch.
+    /// this instance as owner and its epoch. When several standbys watch one peer, one of them
+    /// adopts (the script is atomic); the others see `PeerDown` only.
     Adopted {
         /// The dead peer.
         peer: String,
@@ -260,13 +261,16 @@ return {1, n}
 "#;
 
 /// KEYS: own lease, peer lease, peer inst, peer set, own set. ARGV: me, epoch, peer,
-/// failure_ms, key_ttl_ms, call key prefix. `{4}` if the peer's heartbeat is fresh again;
-/// else `{1, peer's new epoch, records...}`.
+/// failure_ms, key_ttl_ms, call key prefix. `{4}` if the peer's heartbeat is fresh again,
+/// `{5, by}` if another standby adopted its calls already (the peer's lease was raised by
+/// another instance and it has no calls left); else `{1, peer's new epoch, records...}`.
 const ADOPT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local seen = redis.call('HGET', KEYS[3], 'last_seen_ms')
 if seen and now - tonumber(seen) < tonumber(ARGV[4]) then return {4} end
+local by = redis.call('HGET', KEYS[2], 'by')
+if by and by ~= ARGV[3] and redis.call('SCARD', KEYS[4]) == 0 then return {5, by} end
 local cur = tonumber(redis.call('HGET', KEYS[2], 'epoch') or '0')
 local e = string.format('%.0f', math.max(cur + 1, now))
 redis.call('HSET', KEYS[2], 'epoch', e, 'by', ARGV[1])
@@ -1304,7 +1308,8 @@ async fn control_round(
     Ok(true)
 }
 
-/// Runs the adoption script for `peer`; `true` once adopted (the event is sent).
+/// Runs the adoption script for `peer`; `true` once adopted (the event is sent) or adopted by
+/// another standby (no event).
 async fn adopt(
     inner: &Inner,
     c: &mut MultiplexedConnection,
@@ -1348,6 +1353,14 @@ async fn adopt(
                 .unwrap_or_default();
             inner.fence(epoch.parse().unwrap_or(0), by);
             return Ok(false);
+        }
+        5 => {
+            let by: String = it
+                .next()
+                .and_then(|v| redis::from_redis_value(v).ok())
+                .unwrap_or_default();
+            tracing::info!(peer = %peer, by = %by, "HA: the peer's calls were adopted by another standby");
+            return Ok(true);
         }
         _ => return Ok(false),
     }
