@@ -89,6 +89,15 @@ fn ha_config_every_problem_keyed() {
         keys("[ha]\nenabled = true\ninstance_id = \"a\"\nseal_key_file = \"/nonexistent/k\"\nseal_key_env = \"MCVR_TEST_HA_UNSET_KEY\"\n"),
         ["ha.seal_key_file"]
     );
+    // a CA file that cannot be read (the key comes from the environment here)
+    std::env::set_var("MCVR_TEST_HA_KEY_3", "11".repeat(32));
+    assert_eq!(
+        keys(
+            "[ha]\nenabled = true\ninstance_id = \"a\"\nredis_url = \"rediss://h\"\n\
+             redis_ca_file = \"/nonexistent/ca.pem\"\nseal_key_env = \"MCVR_TEST_HA_KEY_3\"\n"
+        ),
+        ["ha.redis_ca_file"]
+    );
 }
 
 #[test]

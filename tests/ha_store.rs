@@ -694,3 +694,59 @@ async fn ha_two_standbys_one_adopts() {
     b.shutdown();
     c.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ha_redis_with_a_password() {
+    let redis = RedisServer::start_with_password("s3cret-pw");
+    let live = Live::default();
+    let mut c = config(&redis, "relay-a");
+    c.redis_url = RedisUrl::parse(&format!("redis://:s3cret-pw@127.0.0.1:{}", redis.port)).unwrap();
+    let (store, _ev) = start(c, &live);
+    live.put(&store, record("call-1", "v"));
+    until_written(&store, 5 * SEC).await;
+    assert_eq!(store.lookup("call-1").await.unwrap().unwrap().body, b"v");
+    store.shutdown();
+
+    // a wrong password: never up, the write waits, nothing fails and nothing shows the password
+    let mut c = config(&redis, "relay-b");
+    c.redis_url = RedisUrl::parse(&format!("redis://:wr0ng-pw@127.0.0.1:{}", redis.port)).unwrap();
+    let (bad, _ev) = start(c, &Live::default());
+    bad.put(record("call-2", "v"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!bad.store_up());
+    assert_eq!(bad.epoch(), 0);
+    assert_eq!(bad.backlog(), 1);
+    assert!(bad.lookup("call-1").await.is_err());
+    let d = format!("{bad:?}");
+    assert!(!d.contains("wr0ng-pw") && d.contains(":***@"), "{d}");
+    bad.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ha_rediss_with_a_private_ca() {
+    let (redis, ca) = RedisServer::start_tls();
+    let url = RedisUrl::parse(&format!("rediss://127.0.0.1:{}", redis.port)).unwrap();
+    let live = Live::default();
+    let mut c = config(&redis, "relay-a");
+    c.redis_url = url.clone();
+    c.tls_ca_pem = Some(ca);
+    let (store, _ev) = start(c, &live);
+    let key = seal_key();
+    let mut r = record("call-1", "over TLS");
+    r.seal_keys(&key, b"k").unwrap();
+    live.put(&store, r);
+    until_written(&store, 10 * SEC).await;
+    let got = store.lookup("call-1").await.unwrap().unwrap();
+    assert_eq!(got.body, b"over TLS");
+    assert_eq!(got.open_keys(&key).unwrap().unwrap(), b"k");
+    store.shutdown();
+
+    // the system's roots do not know this CA: the certificate is refused, never up
+    let mut c = config(&redis, "relay-b");
+    c.redis_url = url;
+    let (untrusting, _ev) = start(c, &Live::default());
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(!untrusting.store_up());
+    assert_eq!(untrusting.epoch(), 0);
+    untrusting.shutdown();
+}

@@ -130,6 +130,9 @@ pub struct HaConfig {
     pub command_timeout: Duration,
     /// Seals key material (the call's SRTP master keys) before it goes to Redis.
     pub seal_key: Arc<SealKey>,
+    /// For `rediss://`: the CA certificate(s), PEM, that Redis' certificate must chain to
+    /// (a private CA). `None`: the system's trusted roots.
+    pub tls_ca_pem: Option<Vec<u8>>,
 }
 
 impl HaConfig {
@@ -146,6 +149,7 @@ impl HaConfig {
             key_prefix: "mcvr".to_owned(),
             command_timeout: Duration::from_secs(1),
             seal_key: Arc::new(seal_key),
+            tls_ca_pem: None,
         }
     }
 
@@ -224,6 +228,23 @@ impl HaConfig {
                 "must be between 10 ms and 60 s",
             ));
         }
+        if self.tls_ca_pem.is_some() && !self.redis_url.is_tls() {
+            p.push(HaConfigError::new(
+                "tls_ca",
+                "a CA certificate is for rediss:// (TLS) only",
+            ));
+        }
+        if let Some(pem) = &self.tls_ca_pem {
+            if !pem
+                .windows(b"-----BEGIN CERTIFICATE-----".len())
+                .any(|w| w == b"-----BEGIN CERTIFICATE-----")
+            {
+                p.push(HaConfigError::new(
+                    "tls_ca",
+                    "holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                ));
+            }
+        }
         if p.is_empty() {
             Ok(())
         } else {
@@ -293,6 +314,17 @@ mod tests {
                 "key_prefix"
             ]
         );
+        let mut c = cfg();
+        c.tls_ca_pem = Some(b"-----BEGIN CERTIFICATE-----\n".to_vec());
+        assert_eq!(
+            c.validate().unwrap_err()[0].key,
+            "tls_ca",
+            "redis:// has no TLS"
+        );
+        c.redis_url = RedisUrl::parse("rediss://h").unwrap();
+        assert_eq!(c.validate(), Ok(()));
+        c.tls_ca_pem = Some(b"not a certificate".to_vec());
+        assert_eq!(c.validate().unwrap_err()[0].key, "tls_ca");
         let mut c = cfg();
         c.standby_for = vec!["relay-a".into()];
         let e = c.validate().unwrap_err();

@@ -705,7 +705,17 @@ impl Inner {
     }
 
     async fn connect(&self) -> Result<MultiplexedConnection, redis::RedisError> {
-        let client = redis::Client::open(self.cfg.redis_url.expose())?;
+        let url = self.cfg.redis_url.expose();
+        let client = match &self.cfg.tls_ca_pem {
+            Some(ca) if self.cfg.redis_url.is_tls() => redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca.clone()),
+                },
+            )?,
+            _ => redis::Client::open(url)?,
+        };
         let cc = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.cfg.command_timeout))
             .set_response_timeout(Some(self.cfg.command_timeout));

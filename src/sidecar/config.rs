@@ -368,6 +368,9 @@ section! {
         /// Environment variable whose value, when set, replaces `redis_url` (keeps a password
         /// out of the file).
         redis_url_env: String = DEFAULT_HA_REDIS_URL_ENV.to_owned(),
+        /// For `rediss://`: a PEM file with the CA certificate Redis' certificate chains to
+        /// (unset: the system's trusted roots).
+        redis_ca_file: Option<String> = None,
         /// This instance's ID, unique in the cluster and kept across restarts.
         instance_id: String = String::new(),
         /// The instances whose calls this one adopts when their heartbeat lapses.
@@ -448,6 +451,15 @@ impl HaSection {
         c.max_backlog = self.max_backlog;
         c.key_prefix.clone_from(&self.key_prefix);
         c.command_timeout = Duration::from_millis(self.command_timeout_ms);
+        if let Some(f) = &self.redis_ca_file {
+            match std::fs::read(f) {
+                Ok(pem) => c.tls_ca_pem = Some(pem),
+                Err(e) => p.push(Problem::new(
+                    "ha.redis_ca_file",
+                    format!("cannot read {f}: {e}"),
+                )),
+            }
+        }
         if let Err(errs) = c.validate() {
             p.extend(errs.into_iter().map(|e| {
                 let key = match e.key {
@@ -455,6 +467,7 @@ impl HaSection {
                     "failure_time" => "failure_ms",
                     "key_ttl" => "key_ttl_secs",
                     "command_timeout" => "command_timeout_ms",
+                    "tls_ca" => "redis_ca_file",
                     k => k,
                 };
                 Problem::new(format!("ha.{key}"), e.message)

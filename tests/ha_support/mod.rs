@@ -14,6 +14,20 @@ pub(crate) struct RedisServer {
     pub(crate) port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    /// Extra arguments (auth, TLS).
+    extra: Vec<String>,
+    /// Served over TLS only (`rediss://`): the helper's own commands cannot reach it.
+    tls: bool,
+}
+
+fn temp_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "mcvr-ha-redis-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 fn free_port() -> u16 {
@@ -27,24 +41,132 @@ fn free_port() -> u16 {
 impl RedisServer {
     /// Starts one on a free port; panics (with the reason) if `redis-server` is missing.
     pub(crate) fn start() -> RedisServer {
-        let dir = std::env::temp_dir().join(format!(
-            "mcvr-ha-redis-{}-{}",
-            std::process::id(),
-            free_port()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
+        RedisServer::start_with(&[], false)
+    }
+
+    fn start_with(extra: &[String], tls: bool) -> RedisServer {
+        let dir = temp_dir();
         let mut s = RedisServer {
             port: free_port(),
             dir,
             child: None,
+            extra: extra.to_vec(),
+            tls,
         };
         s.spawn();
         s
     }
 
+    /// One that wants a password for the default user.
+    pub(crate) fn start_with_password(password: &str) -> RedisServer {
+        RedisServer::start_with(&["--requirepass".into(), password.into()], false)
+    }
+
+    /// One served over TLS only, with a certificate for 127.0.0.1 from a CA made for it; the
+    /// CA's PEM comes along.
+    pub(crate) fn start_tls() -> (RedisServer, Vec<u8>) {
+        let certs = temp_dir();
+        let sh = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&certs)
+                .output()
+                .expect("openssl runs");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        sh(&[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=mcvr test CA",
+            ],
+        ]
+        .concat());
+        sh(&[
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=localhost",
+            ],
+        ]
+        .concat());
+        std::fs::write(
+            certs.join("san.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+        )
+        .unwrap();
+        sh(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ]);
+        let p = |f: &str| certs.join(f).to_str().unwrap().to_owned();
+        let tls_port = free_port();
+        let extra = vec![
+            "--tls-port".into(),
+            tls_port.to_string(),
+            "--tls-cert-file".into(),
+            p("server.crt"),
+            "--tls-key-file".into(),
+            p("server.key"),
+            "--tls-ca-cert-file".into(),
+            p("ca.crt"),
+            "--tls-auth-clients".into(),
+            "no".into(),
+        ];
+        let ca = std::fs::read(certs.join("ca.crt")).unwrap();
+        let mut s = RedisServer {
+            port: 0,
+            dir: certs,
+            child: None,
+            extra,
+            tls: true,
+        };
+        s.port = tls_port;
+        s.spawn();
+        (s, ca)
+    }
+
     fn spawn(&mut self) {
+        let plain_port = if self.tls { 0 } else { self.port };
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
+            .args(["--port", &plain_port.to_string()])
+            .args(&self.extra)
             .args(["--bind", "127.0.0.1"])
             .args(["--save", ""])
             .args(["--appendonly", "no"])
@@ -59,6 +181,9 @@ impl RedisServer {
             if self.ping() {
                 return;
             }
+            if self.tls && TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
             std::thread::sleep(Duration::from_millis(10));
         }
         panic!("redis-server on port {} did not answer PING", self.port);
@@ -69,7 +194,8 @@ impl RedisServer {
     }
 
     fn ping(&self) -> bool {
-        matches!(self.command(&["PING"]), Some(r) if r.starts_with(b"+PONG"))
+        // a server with a password answers -NOAUTH: up all the same
+        matches!(self.command(&["PING"]), Some(r) if r.starts_with(b"+PONG") || r.starts_with(b"-NOAUTH"))
     }
 
     /// Sends one command, returns the raw RESP reply (`None` when not reachable).
