@@ -275,6 +275,9 @@ async fn ha_backlog_is_bounded_while_redis_is_down() {
     // most are dropped (a failed resync attempt empties the backlog too: the next resync
     // covers it, so up to a few hundred more may have been taken in)
     assert!(store.dropped() >= 9_000, "dropped {}", store.dropped());
+    let st = store.stats();
+    assert!(!st.store_up && !st.fenced);
+    assert_eq!((st.backlog, st.dropped), (100, store.dropped()));
     // Redis back: a full resync writes every live call, dropped ones included
     redis.restart();
     assert!(
@@ -360,6 +363,7 @@ async fn ha_fencing_old_instance_after_takeover() {
         )
     );
     assert!(a.is_fenced());
+    assert!(a.stats().fenced);
     assert_eq!(a.fenced().borrow().clone(), Some(info));
     let r1 = b.lookup("call-1").await.unwrap().unwrap();
     assert_eq!(

@@ -58,4 +58,4 @@ mod store;
 pub use config::{HaConfig, HaConfigError, RedisUrl};
 pub use record::{CallRecord, RecordError};
 pub use seal::{SealError, SealKey, SEAL_KEY_LEN};
-pub use store::{FenceInfo, HaError, HaEvent, HaStore, InstanceInfo, Resync};
+pub use store::{FenceInfo, HaError, HaEvent, HaStats, HaStore, InstanceInfo, Resync};

@@ -25,7 +25,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 pub trait Resync: Send + Sync + 'static {
     /// Every live call this instance owns, including the adopted ones once they are restored
     /// (`owner` and `epoch` are set by the store). The calls of this instance in Redis that
-    /// are not in the list are deleted.
+    /// are not in the list are deleted. Called on a blocking thread (`spawn_blocking`), so it
+    /// may wait for the engine's workers.
     fn resync(&self) -> Vec<CallRecord>;
 }
 
@@ -102,6 +103,26 @@ pub struct InstanceInfo {
     pub draining: bool,
     /// Its lease epoch.
     pub epoch: u64,
+}
+
+/// The store's gauges and counters at one moment, for metrics (`mcvideo_ha_store_up`, the
+/// backlog gauge, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HaStats {
+    /// [`HaStore::store_up`].
+    pub store_up: bool,
+    /// [`HaStore::backlog`].
+    pub backlog: usize,
+    /// [`HaStore::resync_pending`].
+    pub resync_pending: usize,
+    /// [`HaStore::dropped`].
+    pub dropped: u64,
+    /// [`HaStore::refused`].
+    pub refused: u64,
+    /// [`HaStore::epoch`].
+    pub epoch: u64,
+    /// [`HaStore::is_fenced`].
+    pub fenced: bool,
 }
 
 /// Why a query ([`HaStore::lookup`], [`HaStore::cluster`]) failed.
@@ -530,6 +551,23 @@ impl HaStore {
     /// This instance's lease epoch (0 until Redis first answered).
     pub fn epoch(&self) -> u64 {
         self.inner.epoch.load(Ordering::Relaxed)
+    }
+
+    /// Every gauge and counter at once.
+    pub fn stats(&self) -> HaStats {
+        let (backlog, resync_pending) = {
+            let b = lock(&self.inner.backlog);
+            (b.map.len() + b.in_flight, b.resyncing)
+        };
+        HaStats {
+            store_up: self.store_up(),
+            backlog,
+            resync_pending,
+            dropped: self.dropped(),
+            refused: self.refused(),
+            epoch: self.epoch(),
+            fenced: self.is_fenced(),
+        }
     }
 
     /// This instance's ID.
@@ -1061,7 +1099,7 @@ fn requeue(inner: &Inner, batch: Vec<(CallId, Pending)>) {
 /// Writes every live call from the owner's snapshot and deletes this instance's calls in Redis
 /// that are not live. The backlog is emptied first: the snapshot is newer than all of it.
 async fn full_resync(
-    inner: &Inner,
+    inner: &Arc<Inner>,
     c: &mut MultiplexedConnection,
     epoch: u64,
 ) -> Result<(), redis::RedisError> {
@@ -1071,7 +1109,14 @@ async fn full_resync(
         b.map.clear();
         b.needs_resync = false;
     }
-    let mut live = inner.resync.resync();
+    // The owner may block to build its snapshot (e.g. ask its worker threads): not on the
+    // runtime's threads.
+    let owner = inner.clone();
+    let Ok(mut live) = tokio::task::spawn_blocking(move || owner.resync.resync()).await else {
+        tracing::warn!("HA store: the owner's resync snapshot panicked; retried later");
+        lock(&inner.backlog).needs_resync = true;
+        return Ok(());
+    };
     let me = &inner.cfg.instance_id;
     for r in &mut live {
         r.owner.clone_from(me);
