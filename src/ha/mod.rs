@@ -45,6 +45,17 @@
 //! the adopter's own lease holds and the peer's heartbeat has lapsed: raise the peer's epoch,
 //! move every call of the peer's set to the adopter, return them).
 //!
+//! ## Limits
+//!
+//! - A Redis that loses its data (a restart without persistence) forgets the leases: the store
+//!   takes its own lease back with its old epoch and writes its calls again. A primary that was
+//!   already adopted but has not written since (so does not know it is fenced) would do the
+//!   same and race the adopter call by call (each call stays with whoever writes it first). Run
+//!   Redis with AOF persistence or a replica where that matters.
+//! - [`Resync`] must include adopted calls once they are restored: a resync deletes this
+//!   instance's calls in Redis that its snapshot does not hold.
+//! - One Redis, no Redis Cluster: the scripts touch keys of several calls and instances.
+//!
 //! rtpengine keeps one Redis key per call too, written by its owner; its standby mirrors the
 //! calls continuously through keyspace notifications. Here the standby reads a dead peer's
 //! calls only when it adopts them (one script call, the records in its reply), which keeps the
