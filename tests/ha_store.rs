@@ -415,17 +415,22 @@ async fn ha_fencing_old_instance_after_takeover() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ha_heartbeat_lapse_peer_down_then_adopted_1000_calls() {
+    // MCVIDEO_HA_ADOPT_CALLS=N for a larger adoption (the figure is printed)
+    let n: usize = std::env::var("MCVIDEO_HA_ADOPT_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
     let redis = RedisServer::start();
     let key = seal_key();
     let live_a = Live::default();
     let (a, _ev_a) = start(config(&redis, "relay-a"), &live_a);
-    for i in 0..1000 {
+    for i in 0..n {
         let mut r = record(&format!("call-{i}"), &format!(r#"{{"n":{i}}}"#));
         r.seal_keys(&key, format!("master key {i}").as_bytes())
             .unwrap();
         live_a.put(&a, r);
     }
-    until_written(&a, 10 * SEC).await;
+    until_written(&a, 10 * SEC + Duration::from_millis(n as u64)).await;
     let epoch_a = a.epoch();
 
     let mut cb = config(&redis, "relay-b");
@@ -463,15 +468,15 @@ async fn ha_heartbeat_lapse_peer_down_then_adopted_1000_calls() {
         panic!("{ev:?}")
     };
     println!(
-        "heartbeat lapse: PeerDown {down_after:?} after the last heartbeat stopped (failure time \
-         1 s, heartbeat 200 ms); 1000 calls adopted {:?} after PeerDown, {adopted_after:?} after \
+        "heartbeat lapse: PeerDown {down_after:?} after the heartbeats stopped (failure time \
+         1 s, heartbeat 200 ms); {n} calls adopted {:?} after PeerDown, {adopted_after:?} after \
          the stop",
         adopted_after - down_after
     );
     assert_eq!(peer, "relay-a");
     assert!(epoch > epoch_a);
-    assert_eq!(records.len(), 1000);
-    let mut seen = vec![false; 1000];
+    assert_eq!(records.len(), n);
+    let mut seen = vec![false; n];
     for r in &records {
         assert_eq!(r.owner, "relay-b");
         assert_eq!(r.epoch, b.epoch());
@@ -500,7 +505,7 @@ async fn ha_heartbeat_lapse_peer_down_then_adopted_1000_calls() {
             futures_lite(async move { b.cluster().await })
                 .unwrap()
                 .iter()
-                .any(|i| i.id == "relay-b" && i.calls == 1000 && i.role == "standby")
+                .any(|i| i.id == "relay-b" && i.calls == n as u64 && i.role == "standby")
         })
         .await
     );
