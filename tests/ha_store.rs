@@ -120,6 +120,8 @@ async fn ha_put_lookup_delete_and_ttls() {
     assert_eq!(got.open_keys(&key).unwrap().unwrap(), b"srtp master key A");
     assert_eq!(store.lookup("call-b").await.unwrap().unwrap().body, b"b2");
     assert_eq!(store.lookup("nope").await.unwrap(), None);
+    assert_eq!(store.lookup("*").await.unwrap(), None);
+    assert_eq!(store.lookup("").await.unwrap(), None);
 
     // every key has a TTL, none longer than configured
     assert!(eventually(2 * SEC, || !redis.keys("mcvr:inst:*").is_empty()).await);

@@ -606,7 +606,11 @@ impl HaStore {
     }
 
     /// A call's record, whichever instance owns it (`owner` and `epoch` as in Redis now).
+    /// `None` for an ID that is not a valid call ID.
     pub async fn lookup(&self, call_id: &str) -> Result<Option<CallRecord>, HaError> {
+        if !CallId::is_valid(call_id) {
+            return Ok(None);
+        }
         let mut c = self.inner.query_conn()?;
         let (owner, epoch, rec): (Option<String>, Option<u64>, Option<Vec<u8>>) =
             redis::cmd("HMGET")
