@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Every check and test of mcvideo-relay in one command, on a machine with only the Rust
-# toolchain: installs what the tests need when it is missing (ffmpeg/ffprobe and promtool from
-# Debian packages, cargo-nextest and cargo-fuzz with `cargo install`), then checks format and
-# lints, that each feature set builds alone (the sans-IO core without tokio), the docs, the
-# Prometheus alert rules and a live /metrics page, smoke-runs every fuzz target, runs the doc
-# tests and then the test suite.
+# toolchain: installs what the tests need when it is missing (ffmpeg/ffprobe, promtool,
+# redis-server from Debian packages, cargo-nextest and cargo-fuzz with `cargo install`), then
+# checks format and lints, that each feature set builds alone (the sans-IO core without tokio),
+# the docs, the Prometheus alert rules and a live /metrics page, smoke-runs every fuzz target,
+# runs the doc tests and then the test suite.
 # The test runner's summary line is the last line. `.ci/run` is this script.
 #
 #   ./test.sh            everything (2 cores: about 6 min once built; a cold build adds its time)
@@ -48,6 +48,8 @@ command -v promtool >/dev/null || apt_pkgs+=(prometheus)
 # SIP peers for tests/sip_kamailio.rs: Kamailio (with its rtpengine module) and SIPp.
 command -v kamailio >/dev/null || apt_pkgs+=(kamailio)
 command -v sipp >/dev/null || apt_pkgs+=(sip-tester)
+# tests/ha_store.rs starts its own redis-server on a free port (the package's service is not used).
+command -v redis-server >/dev/null || apt_pkgs+=(redis-server)
 if ((${#apt_pkgs[@]})); then
   echo "installing ${apt_pkgs[*]} (apt-get)"
   sudo_if_needed apt-get update -qq
@@ -66,10 +68,10 @@ if [[ "${TEST_SH_DRY_RUN:-}" == 1 ]]; then
   echo "dry run: nothing installed, nothing run"
   exit 0
 fi
-for tool in ffmpeg ffprobe promtool kamailio sipp cargo-nextest cargo-fuzz; do
+for tool in ffmpeg ffprobe promtool kamailio sipp redis-server cargo-nextest cargo-fuzz; do
   command -v "$tool" >/dev/null || { echo "test.sh: $tool is still not on PATH" >&2; exit 1; }
 done
-echo "ffmpeg, ffprobe, promtool, kamailio, sipp, cargo-nextest, cargo-fuzz: present"
+echo "ffmpeg, ffprobe, promtool, kamailio, sipp, redis-server, cargo-nextest, cargo-fuzz: present"
 if [[ "${1:-}" == "--deps" ]]; then
   exit 0
 fi
@@ -78,8 +80,8 @@ fi
 echo "== fmt, clippy, each feature set alone (README \"Feature sets\"), docs"
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
-# The sans-IO core (no tokio), + the engine, the sidecar, the load generator: each alone.
-for features in "" relay sidecar loadgen; do
+# The sans-IO core (no tokio), + the engine, the sidecar, the load generator, HA: each alone.
+for features in "" relay sidecar loadgen ha; do
   echo "cargo check --lib --no-default-features ${features:+--features $features}"
   cargo check --quiet --lib --no-default-features ${features:+--features "$features"}
 done

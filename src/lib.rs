@@ -13,6 +13,7 @@
 //! | [`keys`], [`srtp`] | SDES suites and master keys; in-place SRTP/SRTCP (AEAD_AES_128_GCM, AES_CM_128_HMAC_SHA1_80) with replay protection | none |
 //! | [`control`] | the **sans-IO core**: the lock-free [`control::arbiter::Arbiter`], the [`control::server::TransmissionControlServer`] and the call procedure ([`control::call::CallTable`], [`control::call::Call`]) | given time, never reads the clock |
 //! | `relay` | the engine: the per-packet rules as plain state (`relay::rules`, sans-IO), one socket layer (`relay::io`: batched UDP, GRO/GSO, epoll), worker threads that own their calls (plain epoll loops, no async runtime), the control plane below them | sockets, clock |
+//! | `ha` | high availability (feature `ha`): call records with an opaque body and sealed keys in Redis, heartbeats, a lease with an epoch that fences a dead primary, adoption by a standby | Redis |
 //! | `sidecar` | `mcvideo-relay serve`: the HTTP/JSON control API, metrics, config | HTTP |
 //!
 //! ## The sans-IO contract
@@ -41,6 +42,8 @@
 #![warn(clippy::unwrap_used)]
 
 pub mod control;
+#[cfg(feature = "ha")]
+pub mod ha;
 pub mod ids;
 pub mod keys;
 #[cfg(feature = "loadgen")]

@@ -385,6 +385,165 @@ fn de_commencement_mode<'de, D: serde::Deserializer<'de>>(
     })
 }
 
+section! {
+    /// `[ha]`: high availability (feature `ha`): call records in Redis, a standby that adopts
+    /// a dead peer's calls. Off by default: the relay runs standalone, with no Redis. For now
+    /// `check-config` checks it and [`HaSection::ha_config`] builds the store's configuration;
+    /// `serve` does not start the store yet (the engine's snapshots come first).
+    HaSection = "ha" {
+        /// Switch HA on.
+        enabled: bool = false,
+        /// `redis://` or `rediss://` (TLS), with `user:password@` if Redis wants them.
+        redis_url: String = "redis://127.0.0.1:6379".to_owned(),
+        /// Environment variable whose value, when set, replaces `redis_url` (keeps a password
+        /// out of the file).
+        redis_url_env: String = DEFAULT_HA_REDIS_URL_ENV.to_owned(),
+        /// For `rediss://`: a PEM file with the CA certificate Redis' certificate chains to
+        /// (unset: the system's trusted roots).
+        redis_ca_file: Option<String> = None,
+        /// This instance's ID, unique in the cluster and kept across restarts.
+        instance_id: String = String::new(),
+        /// The instances whose calls this one adopts when their heartbeat lapses.
+        standby_for: Vec<String> = Vec::new(),
+        /// How often the heartbeat is written.
+        heartbeat_ms: u64 = 200,
+        /// A peer whose heartbeat is older than this is down.
+        failure_ms: u64 = 1000,
+        /// TTL of every call, lease and owner key (a safety net, refreshed every quarter).
+        key_ttl_secs: u64 = 3600,
+        /// Distinct calls waiting for Redis at most (then a full resync follows).
+        max_backlog: usize = 100_000,
+        /// Prefix of every key.
+        key_prefix: String = "mcvr".to_owned(),
+        /// One Redis command longer than this counts as Redis down.
+        command_timeout_ms: u64 = 1000,
+        /// File holding the 32-byte key (64 hex digits or base64) that seals media keys in
+        /// Redis; the environment variable `seal_key_env` wins.
+        seal_key_file: Option<String> = None,
+        /// Environment variable holding the seal key.
+        seal_key_env: String = DEFAULT_HA_SEAL_KEY_ENV.to_owned(),
+    }
+}
+
+/// The environment variable that, when set, replaces `ha.redis_url` unless
+/// `ha.redis_url_env` names another.
+pub const DEFAULT_HA_REDIS_URL_ENV: &str = "MCVIDEO_RELAY_HA_REDIS_URL";
+/// The environment variable the HA seal key is read from unless `ha.seal_key_env` names another.
+pub const DEFAULT_HA_SEAL_KEY_ENV: &str = "MCVIDEO_RELAY_HA_SEAL_KEY";
+
+impl HaSection {
+    /// The HA store's configuration: the Redis URL and the seal key from the environment when
+    /// set there, else from the file. Every problem is keyed `ha.<key>`.
+    #[cfg(feature = "ha")]
+    pub fn ha_config(&self) -> Result<crate::ha::HaConfig, Vec<Problem>> {
+        use crate::ha::{HaConfig, RedisUrl, SealKey};
+        let mut p = Vec::new();
+        let url_text = env_nonempty(&self.redis_url_env).unwrap_or_else(|| self.redis_url.clone());
+        let url = RedisUrl::parse(&url_text).map_err(|e| {
+            let from = match env_nonempty(&self.redis_url_env) {
+                Some(_) => format!("${}", self.redis_url_env),
+                None => "ha.redis_url".to_owned(),
+            };
+            Problem::new(from, e.message)
+        });
+        let key = match (env_nonempty(&self.seal_key_env), &self.seal_key_file) {
+            (Some(text), _) => SealKey::from_text(&text)
+                .map_err(|e| Problem::new(format!("${}", self.seal_key_env), e.to_string())),
+            (None, Some(f)) => SealKey::from_file(Path::new(f))
+                .map_err(|e| Problem::new("ha.seal_key_file", e.to_string())),
+            (None, None) => Err(Problem::new(
+                "ha.seal_key_file",
+                format!(
+                    "HA needs a seal key: set ${} or ha.seal_key_file (32 bytes as 64 hex \
+                     digits or base64, e.g. `openssl rand -hex 32`)",
+                    self.seal_key_env
+                ),
+            )),
+        };
+        let (url, key) = match (url, key) {
+            (Ok(u), Ok(k)) => (u, k),
+            (u, k) => {
+                p.extend(u.err());
+                p.extend(k.err());
+                // go on with placeholders so that every other setting is checked too
+                let u = RedisUrl::parse("redis://127.0.0.1")
+                    .map_err(|e| vec![Problem::new("ha", e.message)])?;
+                let k = SealKey::from_bytes(&[0; crate::ha::SEAL_KEY_LEN])
+                    .map_err(|e| vec![Problem::new("ha", e.to_string())])?;
+                (u, k)
+            }
+        };
+        let mut c = HaConfig::new(url, self.instance_id.clone(), key);
+        c.standby_for.clone_from(&self.standby_for);
+        c.heartbeat_interval = Duration::from_millis(self.heartbeat_ms);
+        c.failure_time = Duration::from_millis(self.failure_ms);
+        c.key_ttl = Duration::from_secs(self.key_ttl_secs);
+        c.max_backlog = self.max_backlog;
+        c.key_prefix.clone_from(&self.key_prefix);
+        c.command_timeout = Duration::from_millis(self.command_timeout_ms);
+        if let Some(f) = &self.redis_ca_file {
+            match std::fs::read(f) {
+                Ok(pem) => c.tls_ca_pem = Some(pem),
+                Err(e) => p.push(Problem::new(
+                    "ha.redis_ca_file",
+                    format!("cannot read {f}: {e}"),
+                )),
+            }
+        }
+        if let Err(errs) = c.validate() {
+            p.extend(errs.into_iter().map(|e| {
+                let key = match e.key {
+                    "heartbeat_interval" => "heartbeat_ms",
+                    "failure_time" => "failure_ms",
+                    "key_ttl" => "key_ttl_secs",
+                    "command_timeout" => "command_timeout_ms",
+                    "tls_ca" => "redis_ca_file",
+                    k => k,
+                };
+                Problem::new(format!("ha.{key}"), e.message)
+            }));
+        }
+        if p.is_empty() {
+            Ok(c)
+        } else {
+            Err(p)
+        }
+    }
+
+    fn validate(&self) -> Vec<Problem> {
+        let mut p = Vec::new();
+        for (key, name) in [
+            ("ha.redis_url_env", &self.redis_url_env),
+            ("ha.seal_key_env", &self.seal_key_env),
+        ] {
+            if name.is_empty() || name.contains(['=', '\0']) {
+                p.push(Problem::new(
+                    key,
+                    "must be the name of an environment variable",
+                ));
+            }
+        }
+        if !self.enabled || !p.is_empty() {
+            return p;
+        }
+        #[cfg(feature = "ha")]
+        if let Err(e) = self.ha_config() {
+            p.extend(e);
+        }
+        #[cfg(not(feature = "ha"))]
+        p.push(Problem::new(
+            "ha.enabled",
+            "this build has no HA (cargo feature `ha`)",
+        ));
+        p
+    }
+}
+
+#[cfg(feature = "ha")]
+fn env_nonempty(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
 /// The whole configuration file.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -405,6 +564,8 @@ pub struct Config {
     pub log: LogConfig,
     /// `[ng]`
     pub ng: NgConfig,
+    /// `[ha]`
+    pub ha: HaSection,
 }
 
 /// The embedded default configuration, as a file (what `serve` runs with when given none).
@@ -484,11 +645,12 @@ impl Config {
                 PolicyConfig::KEY => PolicyConfig::check_types(t, &mut problems),
                 LogConfig::KEY => LogConfig::check_types(t, &mut problems),
                 NgConfig::KEY => NgConfig::check_types(t, &mut problems),
+                HaSection::KEY => HaSection::check_types(t, &mut problems),
                 _ => {
                     problems.push(Problem::new(
                         k.clone(),
                         "unknown section (the sections are: api, media, calls, \
-                         transmission_control, group_calls, policy, log, ng)",
+                         transmission_control, group_calls, policy, log, ng, ha)",
                     ));
                     bad.push(k.clone());
                 }
@@ -703,6 +865,7 @@ impl Config {
             }
         }
         p.extend(super::ng::validate(&self.ng));
+        p.extend(self.ha.validate());
         p
     }
 

@@ -1,0 +1,333 @@
+//! [`HaConfig`]: where Redis is, who this instance is, whom it stands by for, the timings.
+
+use super::seal::SealKey;
+use crate::ids::CallId;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A Redis URL (`redis://` or `rediss://`, with `user:password@` if the server wants them).
+/// `Display` and `Debug` hide the password: `redis://relay:***@10.0.0.5:6379/0`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl(String);
+
+impl RedisUrl {
+    /// Checks the scheme and that the client accepts the URL.
+    pub fn parse(url: &str) -> Result<RedisUrl, HaConfigError> {
+        let u = RedisUrl(url.trim().to_owned());
+        if !(u.0.starts_with("redis://") || u.0.starts_with("rediss://")) {
+            return Err(HaConfigError::new(
+                "redis_url",
+                format!("must start with redis:// or rediss:// ({u})"),
+            ));
+        }
+        if let Err(e) = redis::Client::open(u.0.as_str()) {
+            // the client's message may quote the URL: say only what kind of problem it is
+            return Err(HaConfigError::new(
+                "redis_url",
+                format!("not a valid Redis URL ({u}): {:?}", e.kind()),
+            ));
+        }
+        Ok(u)
+    }
+
+    /// The URL with its password, for the client only: never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether it is a TLS URL (`rediss://`).
+    pub fn is_tls(&self) -> bool {
+        self.0.starts_with("rediss://")
+    }
+
+    /// The URL with the password replaced by `***`.
+    pub fn redacted(&self) -> String {
+        let Some(scheme_end) = self.0.find("://").map(|i| i + 3) else {
+            return "***".to_owned();
+        };
+        let rest = &self.0[scheme_end..];
+        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let authority = &rest[..authority_end];
+        match authority.rfind('@') {
+            Some(at) => {
+                let userinfo = &authority[..at];
+                let user = match userinfo.find(':') {
+                    Some(c) => format!("{}:***", &userinfo[..c]),
+                    // `redis://password@host` is read as a password by some clients
+                    None if !userinfo.is_empty() => "***".to_owned(),
+                    None => String::new(),
+                };
+                format!("{}{user}{}", &self.0[..scheme_end], &rest[at..])
+            }
+            None => self.0.clone(),
+        }
+    }
+}
+
+impl fmt::Display for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RedisUrl({})", self.redacted())
+    }
+}
+
+/// One problem with an [`HaConfig`], keyed by the setting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HaConfigError {
+    /// The setting (`redis_url`, `instance_id`, `heartbeat_interval`, ...).
+    pub key: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl HaConfigError {
+    fn new(key: &'static str, message: impl Into<String>) -> Self {
+        HaConfigError {
+            key,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for HaConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+impl std::error::Error for HaConfigError {}
+
+/// The HA store's configuration. `Debug` hides the Redis password and the seal key.
+#[derive(Debug, Clone)]
+pub struct HaConfig {
+    /// Where Redis is.
+    pub redis_url: RedisUrl,
+    /// This instance's ID (1 to 64 of `A-Z a-z 0-9 - _ .`), unique in the cluster and kept
+    /// across restarts.
+    pub instance_id: String,
+    /// The instances whose calls this one adopts when their heartbeat lapses.
+    pub standby_for: Vec<String>,
+    /// How often this instance writes its heartbeat (default 200 ms).
+    pub heartbeat_interval: Duration,
+    /// A peer whose heartbeat is older than this is down (default 1 s).
+    pub failure_time: Duration,
+    /// TTL of every call, owner-set and lease key, a safety net refreshed every quarter of it
+    /// (default 1 hour).
+    pub key_ttl: Duration,
+    /// Distinct calls the write backlog holds at most while Redis is down or slow (default
+    /// 100,000); past it records are dropped and a full resync follows.
+    pub max_backlog: usize,
+    /// Prefix of every key (default `mcvr`): several clusters can share one Redis.
+    pub key_prefix: String,
+    /// How long one Redis command (or pipeline) may take before Redis counts as slow and the
+    /// connection is dropped and made again (default 1 s).
+    pub command_timeout: Duration,
+    /// Seals key material (the call's SRTP master keys) before it goes to Redis.
+    pub seal_key: Arc<SealKey>,
+    /// For `rediss://`: the CA certificate(s), PEM, that Redis' certificate must chain to
+    /// (a private CA). `None`: the system's trusted roots.
+    pub tls_ca_pem: Option<Vec<u8>>,
+}
+
+impl HaConfig {
+    /// A configuration with the defaults.
+    pub fn new(redis_url: RedisUrl, instance_id: impl Into<String>, seal_key: SealKey) -> Self {
+        HaConfig {
+            redis_url,
+            instance_id: instance_id.into(),
+            standby_for: Vec::new(),
+            heartbeat_interval: Duration::from_millis(200),
+            failure_time: Duration::from_secs(1),
+            key_ttl: Duration::from_secs(3600),
+            max_backlog: 100_000,
+            key_prefix: "mcvr".to_owned(),
+            command_timeout: Duration::from_secs(1),
+            seal_key: Arc::new(seal_key),
+            tls_ca_pem: None,
+        }
+    }
+
+    /// Every problem, each keyed by its setting.
+    pub fn validate(&self) -> Result<(), Vec<HaConfigError>> {
+        let mut p = Vec::new();
+        if !CallId::is_valid(&self.instance_id) {
+            p.push(HaConfigError::new(
+                "instance_id",
+                "must be 1 to 64 of A-Z a-z 0-9 - _ .",
+            ));
+        }
+        for (i, peer) in self.standby_for.iter().enumerate() {
+            if !CallId::is_valid(peer) {
+                p.push(HaConfigError::new(
+                    "standby_for",
+                    format!("peer {i} ({peer:?}) must be 1 to 64 of A-Z a-z 0-9 - _ ."),
+                ));
+            } else if *peer == self.instance_id {
+                p.push(HaConfigError::new(
+                    "standby_for",
+                    format!("{peer} is this instance"),
+                ));
+            } else if self.standby_for[..i].contains(peer) {
+                p.push(HaConfigError::new(
+                    "standby_for",
+                    format!("{peer} is listed twice"),
+                ));
+            }
+        }
+        let hb = self.heartbeat_interval;
+        if hb < Duration::from_millis(10) || hb > Duration::from_secs(10) {
+            p.push(HaConfigError::new(
+                "heartbeat_interval",
+                "must be between 10 ms and 10 s",
+            ));
+        }
+        if self.failure_time < 2 * hb {
+            p.push(HaConfigError::new(
+                "failure_time",
+                format!(
+                    "must be at least twice the heartbeat interval ({} ms)",
+                    2 * hb.as_millis()
+                ),
+            ));
+        }
+        if self.failure_time > Duration::from_secs(60) {
+            p.push(HaConfigError::new("failure_time", "must be <= 60 s"));
+        }
+        if self.key_ttl < Duration::from_secs(10) || self.key_ttl < 10 * self.failure_time {
+            p.push(HaConfigError::new(
+                "key_ttl",
+                "must be at least 10 s and 10 times the failure time",
+            ));
+        }
+        if self.max_backlog == 0 {
+            p.push(HaConfigError::new("max_backlog", "must be >= 1"));
+        }
+        let valid_prefix = !self.key_prefix.is_empty()
+            && self.key_prefix.len() <= 64
+            && self
+                .key_prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+        if !valid_prefix {
+            p.push(HaConfigError::new(
+                "key_prefix",
+                "must be 1 to 64 of A-Z a-z 0-9 - _ . :",
+            ));
+        }
+        if self.command_timeout < Duration::from_millis(10)
+            || self.command_timeout > Duration::from_secs(60)
+        {
+            p.push(HaConfigError::new(
+                "command_timeout",
+                "must be between 10 ms and 60 s",
+            ));
+        }
+        if self.tls_ca_pem.is_some() && !self.redis_url.is_tls() {
+            p.push(HaConfigError::new(
+                "tls_ca",
+                "a CA certificate is for rediss:// (TLS) only",
+            ));
+        }
+        if let Some(pem) = &self.tls_ca_pem {
+            if !pem
+                .windows(b"-----BEGIN CERTIFICATE-----".len())
+                .any(|w| w == b"-----BEGIN CERTIFICATE-----")
+            {
+                p.push(HaConfigError::new(
+                    "tls_ca",
+                    "holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                ));
+            }
+        }
+        if p.is_empty() {
+            Ok(())
+        } else {
+            Err(p)
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::ha::SEAL_KEY_LEN;
+
+    fn cfg() -> HaConfig {
+        HaConfig::new(
+            RedisUrl::parse("redis://127.0.0.1:6379").unwrap(),
+            "relay-a",
+            SealKey::from_bytes(&[1; SEAL_KEY_LEN]).unwrap(),
+        )
+    }
+
+    #[test]
+    fn ha_config_redacts_passwords() {
+        let u = RedisUrl::parse("rediss://relay:s3cr3t@redis.example:6380/2").unwrap();
+        assert!(u.is_tls());
+        assert_eq!(u.to_string(), "rediss://relay:***@redis.example:6380/2");
+        assert!(!format!("{u:?}").contains("s3cr3t"));
+        let u = RedisUrl::parse("redis://:s3cr3t@10.0.0.5").unwrap();
+        assert_eq!(u.to_string(), "redis://:***@10.0.0.5");
+        let u = RedisUrl::parse("redis://10.0.0.5:6379/0").unwrap();
+        assert_eq!(u.to_string(), "redis://10.0.0.5:6379/0");
+        let mut c = cfg();
+        c.redis_url = RedisUrl::parse("redis://u:pw-hidden@h").unwrap();
+        let d = format!("{c:?}");
+        assert!(!d.contains("pw-hidden"), "{d}");
+        assert!(d.contains("SealKey(..)"));
+    }
+
+    #[test]
+    fn ha_config_rejects_bad_urls() {
+        for bad in ["http://h", "h:6379", "", "redis://"] {
+            let e = RedisUrl::parse(bad);
+            assert!(e.is_err(), "{bad}");
+        }
+        let e = RedisUrl::parse("http://u:topsecret@h").unwrap_err();
+        assert!(!e.to_string().contains("topsecret"), "{e}");
+    }
+
+    #[test]
+    fn ha_config_validation() {
+        assert_eq!(cfg().validate(), Ok(()));
+        let mut c = cfg();
+        c.instance_id = "bad id".into();
+        c.standby_for = vec!["relay-a".into(), "relay-b".into(), "relay-b".into()];
+        c.heartbeat_interval = Duration::from_millis(600);
+        c.max_backlog = 0;
+        c.key_prefix = String::new();
+        let keys: Vec<_> = c.validate().unwrap_err().iter().map(|e| e.key).collect();
+        assert_eq!(
+            keys,
+            [
+                "instance_id",
+                "standby_for",
+                "failure_time",
+                "max_backlog",
+                "key_prefix"
+            ]
+        );
+        let mut c = cfg();
+        c.tls_ca_pem = Some(b"-----BEGIN CERTIFICATE-----\n".to_vec());
+        assert_eq!(
+            c.validate().unwrap_err()[0].key,
+            "tls_ca",
+            "redis:// has no TLS"
+        );
+        c.redis_url = RedisUrl::parse("rediss://h").unwrap();
+        assert_eq!(c.validate(), Ok(()));
+        c.tls_ca_pem = Some(b"not a certificate".to_vec());
+        assert_eq!(c.validate().unwrap_err()[0].key, "tls_ca");
+        let mut c = cfg();
+        c.standby_for = vec!["relay-a".into()];
+        let e = c.validate().unwrap_err();
+        assert_eq!(e[0].to_string(), "standby_for: relay-a is this instance");
+    }
+}

@@ -1,0 +1,1461 @@
+//! [`HaStore`]: the writer, heartbeat and monitor tasks over Redis (see the module docs of
+//! [`crate::ha`] for the key schema and the guarantees).
+#![allow(clippy::disallowed_methods)] // an I/O driver: it reads the clock (TTL refresh, figures)
+
+use super::config::HaConfig;
+use super::record::{CallRecord, RecordError};
+use crate::ids::CallId;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Value};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch, Notify};
+
+/// Records written in one pipeline at most.
+const BATCH: usize = 512;
+/// First and longest wait between two attempts to reach Redis.
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// What the owner of the calls gives the store so that it can write every live call again
+/// after Redis was unreachable, lost its data or the backlog overflowed.
+pub trait Resync: Send + Sync + 'static {
+    /// Every live call this instance owns, including the adopted ones once they are restored
+    /// (`owner` and `epoch` are set by the store). The calls of this instance in Redis that
+    /// are not in the list are deleted. Called on a blocking thread (`spawn_blocking`), so it
+    /// may wait for the engine's workers.
+    fn resync(&self) -> Vec<CallRecord>;
+}
+
+impl<F: Fn() -> Vec<CallRecord> + Send + Sync + 'static> Resync for F {
+    fn resync(&self) -> Vec<CallRecord> {
+        self()
+    }
+}
+
+/// Why this instance may no longer write: another instance adopted its calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FenceInfo {
+    /// This instance.
+    pub instance: String,
+    /// The instance that raised the lease's epoch (the adopter).
+    pub by: String,
+    /// The lease's epoch now.
+    pub epoch: u64,
+    /// This instance's epoch, now stale.
+    pub own_epoch: u64,
+}
+
+impl fmt::Display for FenceInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "fenced: instance {} lost its calls to {} at epoch {}; not forwarding or answering \
+             for them",
+            self.instance, self.by, self.epoch
+        )
+    }
+}
+
+/// What the store tells its owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HaEvent {
+    /// A peer this instance stands by for has no fresh heartbeat (older than the failure time,
+    /// or gone while the peer still owns calls): its calls are being adopted. A peer that never
+    /// ran (no heartbeat, no calls) is not reported.
+    PeerDown {
+        /// The peer.
+        peer: String,
+    },
+    /// The calls of a dead peer now belong to this instance: restore them. The records carry
+    /// this instance as owner and its epoch. When several standbys watch one peer, one of them
+    /// adopts (the script is atomic); the others see `PeerDown` only.
+    Adopted {
+        /// The dead peer.
+        peer: String,
+        /// Its calls.
+        records: Vec<CallRecord>,
+        /// The peer's lease epoch after the takeover (its writes from before are refused).
+        epoch: u64,
+    },
+    /// This instance was fenced (see [`HaStore::fenced`]).
+    Fenced(FenceInfo),
+}
+
+/// One instance as [`HaStore::cluster`] sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceInfo {
+    /// Its ID.
+    pub id: String,
+    /// `primary` (stands by for nobody) or `standby` (stands by for peers); `unknown` once its
+    /// heartbeat is gone.
+    pub role: String,
+    /// Whether its heartbeat is fresher than the failure time (this instance's).
+    pub alive: bool,
+    /// Calls it owns in Redis.
+    pub calls: u64,
+    /// Packets per second it last reported.
+    pub packets_per_sec: u64,
+    /// Whether it is draining (takes no new calls).
+    pub draining: bool,
+    /// Its lease epoch.
+    pub epoch: u64,
+}
+
+/// The store's gauges and counters at one moment, for metrics (`mcvideo_ha_store_up`, the
+/// backlog gauge, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HaStats {
+    /// [`HaStore::store_up`].
+    pub store_up: bool,
+    /// [`HaStore::backlog`].
+    pub backlog: usize,
+    /// [`HaStore::resync_pending`].
+    pub resync_pending: usize,
+    /// [`HaStore::dropped`].
+    pub dropped: u64,
+    /// [`HaStore::refused`].
+    pub refused: u64,
+    /// [`HaStore::epoch`].
+    pub epoch: u64,
+    /// [`HaStore::is_fenced`].
+    pub fenced: bool,
+}
+
+/// Why a query ([`HaStore::lookup`], [`HaStore::cluster`]) failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HaError {
+    /// Redis is not reachable now.
+    Down,
+    /// Redis answered with an error or not in time.
+    Redis(String),
+    /// A stored record does not decode.
+    Record(RecordError),
+    /// Redis answered something the store does not expect.
+    Protocol(&'static str),
+}
+
+impl fmt::Display for HaError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HaError::Down => f.write_str("HA store: Redis not reachable"),
+            HaError::Redis(e) => write!(f, "HA store: Redis: {e}"),
+            HaError::Record(e) => write!(f, "HA store: {e}"),
+            HaError::Protocol(m) => write!(f, "HA store: unexpected reply: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for HaError {}
+
+impl From<redis::RedisError> for HaError {
+    fn from(e: redis::RedisError) -> Self {
+        HaError::Redis(describe(&e))
+    }
+}
+
+/// A Redis error in words that never hold the URL (and so never its password).
+fn describe(e: &redis::RedisError) -> String {
+    if e.is_timeout() {
+        return "timed out".to_owned();
+    }
+    let kind = format!("{:?}", e.kind());
+    match (e.code(), e.detail()) {
+        (Some(c), Some(d)) => format!("{kind} {c}: {d}"),
+        (Some(c), None) => format!("{kind} {c}"),
+        _ if e.is_io_error() || e.is_connection_dropped() => {
+            format!("{kind}: {}", e.to_string().replace(['\n', '\r'], " "))
+        }
+        _ => kind,
+    }
+}
+
+// --- scripts ---------------------------------------------------------------------------------
+// Every script starts with `pcall(redis.replicate_commands)` so that TIME followed by writes is
+// accepted on Redis 3.2 to 6 (on 7 it is the default). Epochs go through Lua as numbers (exact
+// below 2^53) and back as decimal strings.
+
+/// Checks KEYS[1] (the caller's lease) against ARGV[2] (its epoch): `{2}` when the lease is
+/// gone, `{0, epoch, by}` when another epoch holds it.
+const LEASE_CHECK: &str = r#"
+pcall(redis.replicate_commands)
+local cur = redis.call('HGET', KEYS[1], 'epoch')
+if not cur then return {2} end
+if tonumber(cur) ~= tonumber(ARGV[2]) then
+  return {0, cur, redis.call('HGET', KEYS[1], 'by') or ''}
+end
+"#;
+
+/// KEYS: lease, instances. ARGV: me, key_ttl_ms. A new epoch, above every earlier one and at
+/// least Redis' time in ms (so an expired lease never gives an epoch back).
+const LEASE_TAKE: &str = r#"
+pcall(redis.replicate_commands)
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local cur = tonumber(redis.call('HGET', KEYS[1], 'epoch') or '0')
+local e = math.max(cur + 1, now)
+local es = string.format('%.0f', e)
+redis.call('HSET', KEYS[1], 'epoch', es, 'by', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return es
+"#;
+
+/// KEYS: lease. ARGV: me, epoch, key_ttl_ms. After a reconnect: `{1}` if the lease is still
+/// ours (or gone, as after a Redis restart: then it is ours again), else `{0, epoch, by}`.
+const LEASE_RESUME: &str = r#"
+pcall(redis.replicate_commands)
+local cur = redis.call('HGET', KEYS[1], 'epoch')
+if cur and tonumber(cur) ~= tonumber(ARGV[2]) then
+  return {0, cur, redis.call('HGET', KEYS[1], 'by') or ''}
+end
+redis.call('HSET', KEYS[1], 'epoch', ARGV[2], 'by', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return {1}
+"#;
+
+/// KEYS: lease, call, owner set. ARGV: me, epoch, record, key_ttl_ms, call ID.
+/// `{1}` written, `{3, owner}` the call is another instance's.
+const PUT: &str = r#"
+local owner = redis.call('HGET', KEYS[2], 'owner')
+if owner and owner ~= ARGV[1] then return {3, owner} end
+redis.call('HSET', KEYS[2], 'owner', ARGV[1], 'epoch', ARGV[2], 'rec', ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+redis.call('SADD', KEYS[3], ARGV[5])
+redis.call('PEXPIRE', KEYS[3], ARGV[4])
+return {1}
+"#;
+
+/// KEYS: lease, call, owner set. ARGV: me, epoch, call ID.
+const DELETE: &str = r#"
+local owner = redis.call('HGET', KEYS[2], 'owner')
+if owner and owner ~= ARGV[1] then return {3, owner} end
+redis.call('DEL', KEYS[2])
+redis.call('SREM', KEYS[3], ARGV[3])
+return {1}
+"#;
+
+/// KEYS: lease, inst, instances, owner set. ARGV: me, epoch, role, pps, draining, inst_ttl_ms,
+/// key_ttl_ms. The heartbeat's time is Redis' own.
+const HEARTBEAT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local calls = redis.call('SCARD', KEYS[4])
+redis.call('HSET', KEYS[2], 'role', ARGV[3], 'calls', calls, 'pps', ARGV[4],
+  'draining', ARGV[5], 'epoch', ARGV[2], 'last_seen_ms', string.format('%.0f', now))
+redis.call('PEXPIRE', KEYS[2], ARGV[6])
+redis.call('PEXPIRE', KEYS[1], ARGV[7])
+redis.call('SADD', KEYS[3], ARGV[1])
+redis.call('PEXPIRE', KEYS[3], ARGV[7])
+return {1}
+"#;
+
+/// KEYS: lease, owner set. ARGV: me, epoch, key_ttl_ms, call key prefix.
+const REFRESH: &str = r#"
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  redis.call('PEXPIRE', ARGV[4] .. id, ARGV[3])
+end
+return {1}
+"#;
+
+/// KEYS: own set (for the resync). ARGV: me, epoch, call key prefix, then the live call IDs.
+/// Deletes this instance's calls that are not live any more (lost deletes).
+const PRUNE: &str = r#"
+local live = {}
+for i = 5, #ARGV do live[ARGV[i]] = true end
+local n = 0
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  if not live[id] then
+    local k = ARGV[3] .. id
+    local owner = redis.call('HGET', k, 'owner')
+    if (not owner) or owner == ARGV[1] then redis.call('DEL', k) end
+    redis.call('SREM', KEYS[2], id)
+    n = n + 1
+  end
+end
+return {1, n}
+"#;
+
+/// KEYS: own lease, peer lease, peer inst, peer set, own set. ARGV: me, epoch, peer,
+/// failure_ms, key_ttl_ms, call key prefix. `{4}` if the peer's heartbeat is fresh again,
+/// `{5, by}` if another standby adopted its calls already (the peer's lease was raised by
+/// another instance and it has no calls left); else `{1, peer's new epoch, records...}`.
+const ADOPT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local seen = redis.call('HGET', KEYS[3], 'last_seen_ms')
+if seen and now - tonumber(seen) < tonumber(ARGV[4]) then return {4} end
+local by = redis.call('HGET', KEYS[2], 'by')
+if by and by ~= ARGV[3] and redis.call('SCARD', KEYS[4]) == 0 then return {5, by} end
+local cur = tonumber(redis.call('HGET', KEYS[2], 'epoch') or '0')
+local e = string.format('%.0f', math.max(cur + 1, now))
+redis.call('HSET', KEYS[2], 'epoch', e, 'by', ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[5])
+local out = {1, e}
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[4])) do
+  local k = ARGV[6] .. id
+  local v = redis.call('HMGET', k, 'owner', 'rec')
+  if v[1] == ARGV[3] and v[2] then
+    redis.call('HSET', k, 'owner', ARGV[1], 'epoch', ARGV[2])
+    redis.call('PEXPIRE', k, ARGV[5])
+    redis.call('SADD', KEYS[5], id)
+    out[#out + 1] = v[2]
+  end
+end
+redis.call('DEL', KEYS[4])
+redis.call('PEXPIRE', KEYS[5], ARGV[5])
+return out
+"#;
+
+/// The scripts that check the caller's lease first.
+fn fenced_script(body: &str) -> redis::Script {
+    redis::Script::new(&format!("{LEASE_CHECK}{body}"))
+}
+
+struct Scripts {
+    take: redis::Script,
+    resume: redis::Script,
+    put: redis::Script,
+    delete: redis::Script,
+    heartbeat: redis::Script,
+    refresh: redis::Script,
+    prune: redis::Script,
+    adopt: redis::Script,
+}
+
+impl Scripts {
+    fn new() -> Scripts {
+        Scripts {
+            take: redis::Script::new(LEASE_TAKE),
+            resume: redis::Script::new(LEASE_RESUME),
+            put: fenced_script(PUT),
+            delete: fenced_script(DELETE),
+            heartbeat: fenced_script(HEARTBEAT),
+            refresh: fenced_script(REFRESH),
+            prune: fenced_script(PRUNE),
+            adopt: fenced_script(ADOPT),
+        }
+    }
+
+    fn all(&self) -> [&redis::Script; 8] {
+        [
+            &self.take,
+            &self.resume,
+            &self.put,
+            &self.delete,
+            &self.heartbeat,
+            &self.refresh,
+            &self.prune,
+            &self.adopt,
+        ]
+    }
+}
+
+/// The key names.
+struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    fn inst(&self, id: &str) -> String {
+        format!("{}:inst:{id}", self.prefix)
+    }
+    fn lease(&self, id: &str) -> String {
+        format!("{}:lease:{id}", self.prefix)
+    }
+    fn call_prefix(&self) -> String {
+        format!("{}:call:", self.prefix)
+    }
+    fn call(&self, id: &str) -> String {
+        format!("{}:call:{id}", self.prefix)
+    }
+    fn owner_calls(&self, id: &str) -> String {
+        format!("{}:owner:{id}:calls", self.prefix)
+    }
+    fn instances(&self) -> String {
+        format!("{}:instances", self.prefix)
+    }
+}
+
+enum Pending {
+    Put(CallRecord),
+    Delete,
+}
+
+#[derive(Default)]
+struct Backlog {
+    /// The latest write per call, not sent yet.
+    map: HashMap<CallId, Pending>,
+    /// Writes of the batch on its way to Redis (they count against the cap: a failed batch
+    /// comes back).
+    in_flight: usize,
+    /// Records of a full resync not acknowledged yet (reported, not capped: they come from the
+    /// owner's snapshot, not from memory held here).
+    resyncing: usize,
+    needs_resync: bool,
+}
+
+/// What a script's reply says about the caller's lease and the call.
+enum Outcome {
+    Done,
+    Fenced { epoch: u64, by: String },
+    NoLease,
+    OtherOwner(String),
+}
+
+struct Inner {
+    cfg: HaConfig,
+    keys: Keys,
+    scripts: Scripts,
+    role: &'static str,
+    backlog: Mutex<Backlog>,
+    wake: Notify,
+    closed: AtomicBool,
+    closed_notify: Notify,
+    writer_up: AtomicBool,
+    control_up: AtomicBool,
+    down_logged: AtomicBool,
+    epoch: AtomicU64,
+    lease_lock: tokio::sync::Mutex<()>,
+    fenced: watch::Sender<Option<FenceInfo>>,
+    dropped: AtomicU64,
+    refused: AtomicU64,
+    pps: AtomicU64,
+    draining: AtomicBool,
+    query: Mutex<Option<MultiplexedConnection>>,
+    resync: Box<dyn Resync>,
+    events: mpsc::UnboundedSender<HaEvent>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The HA store of one instance: cheap to clone, every clone is the same store. Create it with
+/// [`HaStore::start`]; it runs until [`HaStore::shutdown`] (or until the runtime ends).
+#[derive(Clone)]
+pub struct HaStore {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for HaStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HaStore")
+            .field("instance", &self.inner.cfg.instance_id)
+            .field("redis", &self.inner.cfg.redis_url)
+            .field("epoch", &self.epoch())
+            .field("store_up", &self.store_up())
+            .field("backlog", &self.backlog())
+            .finish()
+    }
+}
+
+impl HaStore {
+    /// Validates `cfg` and starts the writer and the heartbeat/monitor tasks on the current
+    /// tokio runtime (call it from inside one). Returns at once, Redis reachable or not: the
+    /// lease is taken as soon as Redis answers, and writes wait in the backlog until then.
+    /// Events ([`HaEvent`]) come on the receiver; they are few (one or two per dead peer).
+    pub fn start(
+        cfg: HaConfig,
+        resync: impl Resync,
+    ) -> Result<(HaStore, mpsc::UnboundedReceiver<HaEvent>), Vec<super::HaConfigError>> {
+        cfg.validate()?;
+        if cfg.redis_url.is_tls() {
+            // rustls on ring, the one provider built in; a second call finds it installed.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let keys = Keys {
+            prefix: cfg.key_prefix.clone(),
+        };
+        let role = if cfg.standby_for.is_empty() {
+            "primary"
+        } else {
+            "standby"
+        };
+        let inner = Arc::new(Inner {
+            cfg,
+            keys,
+            scripts: Scripts::new(),
+            role,
+            backlog: Mutex::new(Backlog::default()),
+            wake: Notify::new(),
+            closed: AtomicBool::new(false),
+            closed_notify: Notify::new(),
+            writer_up: AtomicBool::new(false),
+            control_up: AtomicBool::new(false),
+            down_logged: AtomicBool::new(false),
+            epoch: AtomicU64::new(0),
+            lease_lock: tokio::sync::Mutex::new(()),
+            fenced: watch::channel(None).0,
+            dropped: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            pps: AtomicU64::new(0),
+            draining: AtomicBool::new(false),
+            query: Mutex::new(None),
+            resync: Box::new(resync),
+            events: tx,
+        });
+        tokio::spawn(writer(inner.clone()));
+        tokio::spawn(control(inner.clone()));
+        Ok((HaStore { inner }, rx))
+    }
+
+    /// Stores `record` (its `owner` and `epoch` are set by the store). Never waits for Redis and
+    /// never fails: the latest record per call waits in the backlog until it is written.
+    pub fn put(&self, mut record: CallRecord) {
+        record.owner.clone_from(&self.inner.cfg.instance_id);
+        let id = record.call_id.clone();
+        self.inner.enqueue(id, Pending::Put(record));
+    }
+
+    /// Removes a call (see [`HaStore::put`]).
+    pub fn delete(&self, call_id: &CallId) {
+        self.inner.enqueue(call_id.clone(), Pending::Delete);
+    }
+
+    /// Whether Redis answered the last write and the last heartbeat.
+    pub fn store_up(&self) -> bool {
+        self.inner.writer_up.load(Ordering::Relaxed)
+            && self.inner.control_up.load(Ordering::Relaxed)
+    }
+
+    /// Call writes held for Redis, not yet acknowledged (waiting or in flight): at most
+    /// `max_backlog`.
+    pub fn backlog(&self) -> usize {
+        let b = lock(&self.inner.backlog);
+        b.map.len() + b.in_flight
+    }
+
+    /// Records of a full resync under way not yet acknowledged (taken from the owner's
+    /// [`Resync`] snapshot, not held in the backlog), or 0.
+    pub fn resync_pending(&self) -> usize {
+        lock(&self.inner.backlog).resyncing
+    }
+
+    /// Writes dropped because the backlog was full (each one triggers a full resync).
+    pub fn dropped(&self) -> u64 {
+        self.inner.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Writes Redis refused because the call belongs to another instance (adopted).
+    pub fn refused(&self) -> u64 {
+        self.inner.refused.load(Ordering::Relaxed)
+    }
+
+    /// This instance's lease epoch (0 until Redis first answered).
+    pub fn epoch(&self) -> u64 {
+        self.inner.epoch.load(Ordering::Relaxed)
+    }
+
+    /// Every gauge and counter at once.
+    pub fn stats(&self) -> HaStats {
+        let (backlog, resync_pending) = {
+            let b = lock(&self.inner.backlog);
+            (b.map.len() + b.in_flight, b.resyncing)
+        };
+        HaStats {
+            store_up: self.store_up(),
+            backlog,
+            resync_pending,
+            dropped: self.dropped(),
+            refused: self.refused(),
+            epoch: self.epoch(),
+            fenced: self.is_fenced(),
+        }
+    }
+
+    /// This instance's ID.
+    pub fn instance_id(&self) -> &str {
+        &self.inner.cfg.instance_id
+    }
+
+    /// `Some` once another instance adopted this one's calls: from then on nothing is written,
+    /// and the owner must stop forwarding and answering for its calls.
+    pub fn fenced(&self) -> watch::Receiver<Option<FenceInfo>> {
+        self.inner.fenced.subscribe()
+    }
+
+    /// Whether this instance is fenced (see [`HaStore::fenced`]).
+    pub fn is_fenced(&self) -> bool {
+        self.inner.fenced.borrow().is_some()
+    }
+
+    /// The load the heartbeat reports: packets per second and whether the instance drains.
+    pub fn set_load(&self, packets_per_sec: u64, draining: bool) {
+        self.inner.pps.store(packets_per_sec, Ordering::Relaxed);
+        self.inner.draining.store(draining, Ordering::Relaxed);
+    }
+
+    /// Asks for a full resync (every live call written again from the [`Resync`] snapshot).
+    pub fn request_resync(&self) {
+        lock(&self.inner.backlog).needs_resync = true;
+        self.inner.wake.notify_one();
+    }
+
+    /// Stops the tasks (the keys stay until their TTL, or until a standby adopts the calls).
+    pub fn shutdown(&self) {
+        self.inner.closed.store(true, Ordering::Relaxed);
+        self.inner.closed_notify.notify_waiters();
+        self.inner.wake.notify_one();
+    }
+
+    /// A call's record, whichever instance owns it (`owner` and `epoch` as in Redis now).
+    /// `None` for an ID that is not a valid call ID.
+    pub async fn lookup(&self, call_id: &str) -> Result<Option<CallRecord>, HaError> {
+        if !CallId::is_valid(call_id) {
+            return Ok(None);
+        }
+        let mut c = self.inner.query_conn()?;
+        let (owner, epoch, rec): (Option<String>, Option<u64>, Option<Vec<u8>>) =
+            redis::cmd("HMGET")
+                .arg(self.inner.keys.call(call_id))
+                .arg("owner")
+                .arg("epoch")
+                .arg("rec")
+                .query_async(&mut c)
+                .await
+                .map_err(|e| self.inner.query_failed(e))?;
+        let Some(rec) = rec else { return Ok(None) };
+        let mut r = CallRecord::decode(&rec).map_err(HaError::Record)?;
+        if let Some(o) = owner {
+            r.owner = o;
+        }
+        if let Some(e) = epoch {
+            r.epoch = e;
+        }
+        Ok(Some(r))
+    }
+
+    /// Every instance that has sent a heartbeat in the last `key_ttl`, sorted by ID.
+    pub async fn cluster(&self) -> Result<Vec<InstanceInfo>, HaError> {
+        let inner = &self.inner;
+        let mut c = inner.query_conn()?;
+        let mut ids: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(inner.keys.instances())
+            .query_async(&mut c)
+            .await
+            .map_err(|e| inner.query_failed(e))?;
+        ids.sort();
+        let mut p = redis::pipe();
+        p.cmd("TIME");
+        for id in &ids {
+            p.cmd("HMGET").arg(inner.keys.inst(id)).arg(&[
+                "role",
+                "pps",
+                "draining",
+                "last_seen_ms",
+            ]);
+            p.cmd("HGET").arg(inner.keys.lease(id)).arg("epoch");
+            p.cmd("SCARD").arg(inner.keys.owner_calls(id));
+        }
+        let replies: Vec<Value> = p
+            .query_async(&mut c)
+            .await
+            .map_err(|e| inner.query_failed(e))?;
+        let mut it = replies.into_iter();
+        let now = redis_time_ms(it.next())?;
+        let fail = inner.cfg.failure_time.as_millis() as u64;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let fields: Vec<Option<String>> = from_value(it.next())?;
+            let epoch: Option<u64> = from_value(it.next())?;
+            let calls: u64 = from_value(it.next())?;
+            let field = |i: usize| fields.get(i).cloned().flatten();
+            let last_seen = field(3).and_then(|s| s.parse::<u64>().ok());
+            out.push(InstanceInfo {
+                role: field(0).unwrap_or_else(|| "unknown".to_owned()),
+                alive: last_seen.is_some_and(|s| now.saturating_sub(s) < fail),
+                calls,
+                packets_per_sec: field(1).and_then(|s| s.parse().ok()).unwrap_or(0),
+                draining: field(2).as_deref() == Some("1"),
+                epoch: epoch.unwrap_or(0),
+                id,
+            });
+        }
+        Ok(out)
+    }
+}
+
+fn from_value<T: redis::FromRedisValue>(v: Option<Value>) -> Result<T, HaError> {
+    T::from_redis_value(v.unwrap_or(Value::Nil)).map_err(|_| HaError::Protocol("reply type"))
+}
+
+fn redis_time_ms(v: Option<Value>) -> Result<u64, HaError> {
+    let (s, us): (u64, u64) = from_value(v)?;
+    Ok(s * 1000 + us / 1000)
+}
+
+impl Inner {
+    fn enqueue(&self, id: CallId, p: Pending) {
+        let mut b = lock(&self.backlog);
+        let len = b.map.len() + b.in_flight;
+        match b.map.get_mut(&id) {
+            Some(slot) => *slot = p,
+            None if len < self.cfg.max_backlog => {
+                b.map.insert(id, p);
+            }
+            None => {
+                b.needs_resync = true;
+                drop(b);
+                let n = self.dropped.fetch_add(1, Ordering::Relaxed);
+                if n == 0 || n.is_power_of_two() {
+                    tracing::warn!(
+                        dropped = n + 1,
+                        max_backlog = self.cfg.max_backlog,
+                        "HA store: backlog full, call writes dropped; a full resync follows when \
+                         Redis catches up"
+                    );
+                }
+                return;
+            }
+        }
+        drop(b);
+        self.wake.notify_one();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    /// Sleeps `d`, or less if the store closes.
+    async fn sleep(&self, d: Duration) {
+        let closed = self.closed_notify.notified();
+        if self.is_closed() {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(d) => {}
+            _ = closed => {}
+        }
+    }
+
+    fn query_conn(&self) -> Result<MultiplexedConnection, HaError> {
+        lock(&self.query).clone().ok_or(HaError::Down)
+    }
+
+    fn query_failed(&self, e: redis::RedisError) -> HaError {
+        if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+            *lock(&self.query) = None;
+        }
+        HaError::from(e)
+    }
+
+    async fn connect(&self) -> Result<MultiplexedConnection, redis::RedisError> {
+        let url = self.cfg.redis_url.expose();
+        let client = match &self.cfg.tls_ca_pem {
+            Some(ca) if self.cfg.redis_url.is_tls() => redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca.clone()),
+                },
+            )?,
+            _ => redis::Client::open(url)?,
+        };
+        let cc = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.cfg.command_timeout))
+            .set_response_timeout(Some(self.cfg.command_timeout));
+        let mut c = client
+            .get_multiplexed_async_connection_with_config(&cc)
+            .await?;
+        // Pipelined scripts are sent as EVALSHA: load them on every new connection (Redis may
+        // have restarted empty).
+        for s in self.scripts.all() {
+            s.load_async(&mut c).await?;
+        }
+        Ok(c)
+    }
+
+    fn set_up(&self, flag: &AtomicBool) {
+        if !flag.swap(true, Ordering::Relaxed)
+            && self.writer_up.load(Ordering::Relaxed)
+            && self.control_up.load(Ordering::Relaxed)
+            && self.down_logged.swap(false, Ordering::Relaxed)
+        {
+            tracing::info!(
+                redis = %self.cfg.redis_url,
+                backlog = lock(&self.backlog).map.len(),
+                "HA store: Redis reachable again"
+            );
+        }
+    }
+
+    fn set_down(&self, flag: &AtomicBool, what: &str, err: &redis::RedisError) {
+        flag.store(false, Ordering::Relaxed);
+        if !self.down_logged.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                redis = %self.cfg.redis_url,
+                error = %describe(err),
+                during = what,
+                "HA store: Redis unreachable or slow; media and the API go on, call writes wait \
+                 in a bounded backlog and are written again when it is back"
+            );
+        }
+    }
+
+    fn fence(&self, epoch: u64, by: String) {
+        let info = FenceInfo {
+            instance: self.cfg.instance_id.clone(),
+            by,
+            epoch,
+            own_epoch: self.epoch.load(Ordering::Relaxed),
+        };
+        let first = self.fenced.send_if_modified(|f| {
+            if f.is_none() {
+                *f = Some(info.clone());
+                true
+            } else {
+                false
+            }
+        });
+        if first {
+            tracing::error!(own_epoch = info.own_epoch, "{info}");
+            let _ = self.events.send(HaEvent::Fenced(info));
+        }
+    }
+
+    /// Takes the lease (first time) or checks it is still ours (after a reconnect). `false`:
+    /// fenced.
+    async fn ensure_lease(&self, c: &mut MultiplexedConnection) -> Result<bool, redis::RedisError> {
+        let _g = self.lease_lock.lock().await;
+        let me = &self.cfg.instance_id;
+        let ttl = self.cfg.key_ttl.as_millis() as u64;
+        let epoch = self.epoch.load(Ordering::Relaxed);
+        if epoch == 0 {
+            let e: String = self
+                .scripts
+                .take
+                .key(self.keys.lease(me))
+                .key(self.keys.instances())
+                .arg(me)
+                .arg(ttl)
+                .invoke_async(c)
+                .await?;
+            let e = e.parse::<u64>().unwrap_or(0);
+            self.epoch.store(e, Ordering::Relaxed);
+            tracing::info!(instance = %me, epoch = e, redis = %self.cfg.redis_url, "HA store: lease taken");
+            return Ok(true);
+        }
+        let v: Value = self
+            .scripts
+            .resume
+            .key(self.keys.lease(me))
+            .arg(me)
+            .arg(epoch)
+            .arg(ttl)
+            .invoke_async(c)
+            .await?;
+        match outcome(v) {
+            Outcome::Fenced { epoch, by } => {
+                self.fence(epoch, by);
+                Ok(false)
+            }
+            _ => Ok(true),
+        }
+    }
+
+    /// Handles a put or delete reply: `false` if the store is fenced.
+    fn handle_outcome(&self, id: &CallId, o: Outcome) -> bool {
+        match o {
+            Outcome::Done | Outcome::NoLease => true,
+            Outcome::Fenced { epoch, by } => {
+                self.fence(epoch, by);
+                false
+            }
+            Outcome::OtherOwner(owner) => {
+                let n = self.refused.fetch_add(1, Ordering::Relaxed);
+                if n == 0 || n.is_power_of_two() {
+                    tracing::warn!(
+                        call = %id.as_str(),
+                        owner = %owner,
+                        refused = n + 1,
+                        "HA store: write refused, the call belongs to another instance"
+                    );
+                }
+                true
+            }
+        }
+    }
+
+    fn put_cmd(&self, p: &mut redis::Pipeline, epoch: u64, rec: &CallRecord) -> bool {
+        let me = &self.cfg.instance_id;
+        let mut rec = rec.clone();
+        rec.epoch = epoch;
+        let Ok(bytes) = rec.encode() else {
+            tracing::warn!(call = %rec.call_id.as_str(), "HA store: call record too large, not written");
+            return false;
+        };
+        let mut inv = self.scripts.put.prepare_invoke();
+        inv.key(self.keys.lease(me))
+            .key(self.keys.call(&rec.call_id))
+            .key(self.keys.owner_calls(me))
+            .arg(me)
+            .arg(epoch)
+            .arg(bytes)
+            .arg(self.cfg.key_ttl.as_millis() as u64)
+            .arg(rec.call_id.as_str());
+        p.invoke_script(&inv);
+        true
+    }
+
+    fn delete_cmd(&self, p: &mut redis::Pipeline, epoch: u64, id: &CallId) {
+        let me = &self.cfg.instance_id;
+        let mut inv = self.scripts.delete.prepare_invoke();
+        inv.key(self.keys.lease(me))
+            .key(self.keys.call(id))
+            .key(self.keys.owner_calls(me))
+            .arg(me)
+            .arg(epoch)
+            .arg(id.as_str());
+        p.invoke_script(&inv);
+    }
+}
+
+/// Reads a script's `{code, ...}` reply.
+fn outcome(v: Value) -> Outcome {
+    let Value::Array(a) = v else {
+        return Outcome::Done;
+    };
+    let code: i64 = a
+        .first()
+        .cloned()
+        .and_then(|v| redis::from_redis_value(v).ok())
+        .unwrap_or(1);
+    let text = |i: usize| -> String {
+        a.get(i)
+            .cloned()
+            .and_then(|v| redis::from_redis_value(v).ok())
+            .unwrap_or_default()
+    };
+    match code {
+        0 => Outcome::Fenced {
+            epoch: text(1).parse().unwrap_or(0),
+            by: text(2),
+        },
+        2 => Outcome::NoLease,
+        3 => Outcome::OtherOwner(text(1)),
+        _ => Outcome::Done,
+    }
+}
+
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Self {
+        Backoff(BACKOFF_MIN)
+    }
+    fn next(&mut self) -> Duration {
+        let d = self.0;
+        self.0 = (self.0 * 2).min(BACKOFF_MAX);
+        d
+    }
+    fn reset(&mut self) {
+        self.0 = BACKOFF_MIN;
+    }
+}
+
+/// The writer: puts and deletes from the backlog, full resyncs.
+async fn writer(inner: Arc<Inner>) {
+    let mut conn: Option<MultiplexedConnection> = None;
+    let mut backoff = Backoff::new();
+    // A (re)connection resyncs: Redis may have lost everything, or missed deletes.
+    let mut resync = true;
+    while !inner.is_closed() {
+        if inner.fenced.borrow().is_some() {
+            // Nothing more is written; keep the backlog from growing.
+            let wake = inner.wake.notified();
+            lock(&inner.backlog).map.clear();
+            tokio::select! {
+                _ = wake => {}
+                _ = inner.closed_notify.notified() => {}
+            }
+            continue;
+        }
+        let mut c = match conn.take() {
+            Some(c) => c,
+            None => match inner.connect().await {
+                Ok(mut c) => match inner.ensure_lease(&mut c).await {
+                    Ok(_) => {
+                        resync = true;
+                        c
+                    }
+                    Err(e) => {
+                        inner.set_down(&inner.writer_up, "lease", &e);
+                        inner.sleep(backoff.next()).await;
+                        continue;
+                    }
+                },
+                Err(e) => {
+                    inner.set_down(&inner.writer_up, "connect", &e);
+                    inner.sleep(backoff.next()).await;
+                    continue;
+                }
+            },
+        };
+        if inner.fenced.borrow().is_some() {
+            continue;
+        }
+        let epoch = inner.epoch.load(Ordering::Relaxed);
+        let wanted = std::mem::take(&mut lock(&inner.backlog).needs_resync);
+        if resync || wanted {
+            match full_resync(&inner, &mut c, epoch).await {
+                Ok(()) => resync = false,
+                Err(e) => {
+                    lock(&inner.backlog).needs_resync = true;
+                    inner.set_down(&inner.writer_up, "resync", &e);
+                    inner.sleep(backoff.next()).await;
+                    continue;
+                }
+            }
+        }
+        // One batch from the backlog.
+        let wake = inner.wake.notified();
+        let batch: Vec<(CallId, Pending)> = {
+            let mut b = lock(&inner.backlog);
+            let batch: Vec<(CallId, Pending)> = if b.map.len() <= BATCH {
+                b.map.drain().collect()
+            } else {
+                let ids: Vec<CallId> = b.map.keys().take(BATCH).cloned().collect();
+                ids.into_iter()
+                    .filter_map(|id| b.map.remove(&id).map(|p| (id, p)))
+                    .collect()
+            };
+            b.in_flight = batch.len();
+            batch
+        };
+        if batch.is_empty() {
+            inner.set_up(&inner.writer_up);
+            backoff.reset();
+            conn = Some(c);
+            tokio::select! {
+                _ = wake => {}
+                _ = inner.closed_notify.notified() => {}
+            }
+            continue;
+        }
+        let mut p = redis::pipe();
+        let mut sent = Vec::with_capacity(batch.len());
+        for (id, pend) in &batch {
+            match pend {
+                Pending::Put(r) => {
+                    if inner.put_cmd(&mut p, epoch, r) {
+                        sent.push(id.clone());
+                    }
+                }
+                Pending::Delete => {
+                    inner.delete_cmd(&mut p, epoch, id);
+                    sent.push(id.clone());
+                }
+            }
+        }
+        match p.query_async::<Vec<Value>>(&mut c).await {
+            Ok(replies) => {
+                let outcomes: Vec<Outcome> = replies.into_iter().map(outcome).collect();
+                if outcomes.iter().any(|o| matches!(o, Outcome::NoLease)) {
+                    // The lease expired or Redis lost it: take it back and write everything.
+                    requeue(&inner, batch);
+                    conn = None;
+                    continue;
+                }
+                lock(&inner.backlog).in_flight = 0;
+                for (id, o) in sent.iter().zip(outcomes) {
+                    if !inner.handle_outcome(id, o) {
+                        break;
+                    }
+                }
+                inner.set_up(&inner.writer_up);
+                backoff.reset();
+                conn = Some(c);
+            }
+            Err(e) => {
+                requeue(&inner, batch);
+                inner.set_down(&inner.writer_up, "write", &e);
+                inner.sleep(backoff.next()).await;
+            }
+        }
+    }
+}
+
+/// Puts a failed batch back, behind anything newer for the same calls.
+fn requeue(inner: &Inner, batch: Vec<(CallId, Pending)>) {
+    let mut b = lock(&inner.backlog);
+    b.in_flight = 0;
+    for (id, p) in batch {
+        let len = b.map.len();
+        if b.map.contains_key(&id) {
+            continue;
+        }
+        if len < inner.cfg.max_backlog {
+            b.map.insert(id, p);
+        } else {
+            b.needs_resync = true;
+            inner.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Writes every live call from the owner's snapshot and deletes this instance's calls in Redis
+/// that are not live. The backlog is emptied first: the snapshot is newer than all of it.
+async fn full_resync(
+    inner: &Arc<Inner>,
+    c: &mut MultiplexedConnection,
+    epoch: u64,
+) -> Result<(), redis::RedisError> {
+    let started = Instant::now();
+    {
+        let mut b = lock(&inner.backlog);
+        b.map.clear();
+        b.needs_resync = false;
+    }
+    // The owner may block to build its snapshot (e.g. ask its worker threads): not on the
+    // runtime's threads.
+    let owner = inner.clone();
+    let Ok(mut live) = tokio::task::spawn_blocking(move || owner.resync.resync()).await else {
+        tracing::warn!("HA store: the owner's resync snapshot panicked; retried later");
+        lock(&inner.backlog).needs_resync = true;
+        return Ok(());
+    };
+    let me = &inner.cfg.instance_id;
+    for r in &mut live {
+        r.owner.clone_from(me);
+    }
+    lock(&inner.backlog).resyncing = live.len();
+    let mut ids = Vec::with_capacity(live.len());
+    for chunk in live.chunks(BATCH) {
+        let mut p = redis::pipe();
+        let mut sent = Vec::with_capacity(chunk.len());
+        for r in chunk {
+            if inner.put_cmd(&mut p, epoch, r) {
+                sent.push(r.call_id.clone());
+            }
+        }
+        let replies: Vec<Value> = match p.query_async(c).await {
+            Ok(r) => r,
+            Err(e) => {
+                lock(&inner.backlog).resyncing = 0;
+                return Err(e);
+            }
+        };
+        for (id, v) in sent.iter().zip(replies) {
+            if !inner.handle_outcome(id, outcome(v)) {
+                lock(&inner.backlog).resyncing = 0;
+                return Ok(());
+            }
+        }
+        {
+            let mut b = lock(&inner.backlog);
+            b.resyncing = b.resyncing.saturating_sub(chunk.len());
+        }
+        ids.extend(sent);
+    }
+    lock(&inner.backlog).resyncing = 0;
+    let mut inv = inner.scripts.prune.prepare_invoke();
+    inv.key(inner.keys.lease(me))
+        .key(inner.keys.owner_calls(me))
+        .arg(me)
+        .arg(epoch)
+        .arg(inner.keys.call_prefix())
+        .arg("-");
+    for id in &ids {
+        inv.arg(id.as_str());
+    }
+    let v: Value = inv.invoke_async(c).await?;
+    let pruned = match &v {
+        Value::Array(a) => a
+            .get(1)
+            .cloned()
+            .and_then(|v| redis::from_redis_value::<u64>(v).ok())
+            .unwrap_or(0),
+        _ => 0,
+    };
+    if let Outcome::Fenced { epoch, by } = outcome(v) {
+        inner.fence(epoch, by);
+        return Ok(());
+    }
+    tracing::info!(
+        calls = ids.len(),
+        pruned,
+        ms = started.elapsed().as_millis() as u64,
+        "HA store: full resync written"
+    );
+    Ok(())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PeerState {
+    /// Not looked at yet, or alive.
+    Watching,
+    /// Down, `PeerDown` sent, not adopted yet (adoption is retried).
+    Down,
+    /// Adopted; watched again once its heartbeat is back (a restart with a new lease).
+    Adopted,
+}
+
+/// The heartbeat, the TTL refresh and the monitor of the peers, on their own connection so
+/// that a long write batch does not delay the heartbeat.
+async fn control(inner: Arc<Inner>) {
+    let mut conn: Option<MultiplexedConnection> = None;
+    let mut backoff = Backoff::new();
+    let mut peers: Vec<(String, PeerState)> = inner
+        .cfg
+        .standby_for
+        .iter()
+        .map(|p| (p.clone(), PeerState::Watching))
+        .collect();
+    let refresh_every = inner.cfg.key_ttl / 4;
+    let mut last_refresh = Instant::now();
+    let mut tick = tokio::time::interval(inner.cfg.heartbeat_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !inner.is_closed() {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = inner.closed_notify.notified() => break,
+        }
+        if inner.fenced.borrow().is_some() {
+            *lock(&inner.query) = None;
+            break;
+        }
+        let mut c = match conn.take() {
+            Some(c) => c,
+            None => {
+                let r = async {
+                    let mut c = inner.connect().await?;
+                    let ok = inner.ensure_lease(&mut c).await?;
+                    Ok::<_, redis::RedisError>((c, ok))
+                }
+                .await;
+                match r {
+                    Ok((c, true)) => {
+                        *lock(&inner.query) = Some(c.clone());
+                        backoff.reset();
+                        c
+                    }
+                    Ok((_, false)) => break,
+                    Err(e) => {
+                        *lock(&inner.query) = None;
+                        inner.set_down(&inner.control_up, "connect", &e);
+                        inner.sleep(backoff.next()).await;
+                        continue;
+                    }
+                }
+            }
+        };
+        match control_round(&inner, &mut c, &mut peers, &mut last_refresh, refresh_every).await {
+            Ok(true) => {
+                inner.set_up(&inner.control_up);
+                conn = Some(c);
+            }
+            Ok(false) => break,
+            Err(e) => {
+                *lock(&inner.query) = None;
+                inner.set_down(&inner.control_up, "heartbeat", &e);
+            }
+        }
+    }
+}
+
+/// One heartbeat (and refresh, and look at the peers). `Ok(false)`: fenced.
+async fn control_round(
+    inner: &Inner,
+    c: &mut MultiplexedConnection,
+    peers: &mut [(String, PeerState)],
+    last_refresh: &mut Instant,
+    refresh_every: Duration,
+) -> Result<bool, redis::RedisError> {
+    let me = &inner.cfg.instance_id;
+    let epoch = inner.epoch.load(Ordering::Relaxed);
+    let key_ttl = inner.cfg.key_ttl.as_millis() as u64;
+    let v: Value = inner
+        .scripts
+        .heartbeat
+        .key(inner.keys.lease(me))
+        .key(inner.keys.inst(me))
+        .key(inner.keys.instances())
+        .key(inner.keys.owner_calls(me))
+        .arg(me)
+        .arg(epoch)
+        .arg(inner.role)
+        .arg(inner.pps.load(Ordering::Relaxed))
+        .arg(u8::from(inner.draining.load(Ordering::Relaxed)))
+        .arg((3 * inner.cfg.failure_time).as_millis() as u64)
+        .arg(key_ttl)
+        .invoke_async(c)
+        .await?;
+    match outcome(v) {
+        Outcome::Fenced { epoch, by } => {
+            inner.fence(epoch, by);
+            return Ok(false);
+        }
+        // Redis lost the lease (a restart without persistence): take it back.
+        Outcome::NoLease if !inner.ensure_lease(c).await? => return Ok(false),
+        _ => {}
+    }
+    if last_refresh.elapsed() >= refresh_every {
+        let v: Value = inner
+            .scripts
+            .refresh
+            .key(inner.keys.lease(me))
+            .key(inner.keys.owner_calls(me))
+            .arg(me)
+            .arg(epoch)
+            .arg(key_ttl)
+            .arg(inner.keys.call_prefix())
+            .invoke_async(c)
+            .await?;
+        if let Outcome::Fenced { epoch, by } = outcome(v) {
+            inner.fence(epoch, by);
+            return Ok(false);
+        }
+        *last_refresh = Instant::now();
+    }
+    if peers.is_empty() {
+        return Ok(true);
+    }
+    let mut p = redis::pipe();
+    p.cmd("TIME");
+    for (peer, _) in peers.iter() {
+        p.cmd("HGET").arg(inner.keys.inst(peer)).arg("last_seen_ms");
+        p.cmd("SCARD").arg(inner.keys.owner_calls(peer));
+    }
+    let replies: Vec<Value> = p.query_async(c).await?;
+    let mut it = replies.into_iter();
+    let now = redis_time_ms(it.next()).unwrap_or(0);
+    let fail = inner.cfg.failure_time.as_millis() as u64;
+    for (peer, state) in peers.iter_mut() {
+        let seen: Option<u64> = it
+            .next()
+            .and_then(|v| redis::from_redis_value::<Option<String>>(v).ok())
+            .flatten()
+            .and_then(|s| s.parse().ok());
+        let calls: u64 = it
+            .next()
+            .and_then(|v| redis::from_redis_value(v).ok())
+            .unwrap_or(0);
+        let alive = seen.is_some_and(|s| now.saturating_sub(s) < fail);
+        if alive {
+            *state = PeerState::Watching;
+            continue;
+        }
+        if seen.is_none() && calls == 0 {
+            // Not started yet, or gone long ago with nothing left: nothing to adopt.
+            continue;
+        }
+        if *state == PeerState::Adopted {
+            continue;
+        }
+        if *state == PeerState::Watching {
+            tracing::warn!(
+                peer = %peer,
+                heartbeat_age_ms = seen.map(|s| now.saturating_sub(s)),
+                "HA: peer down, adopting its calls"
+            );
+            let _ = inner.events.send(HaEvent::PeerDown { peer: peer.clone() });
+            *state = PeerState::Down;
+        }
+        if adopt(inner, c, peer).await? {
+            *state = PeerState::Adopted;
+        } else if inner.fenced.borrow().is_some() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Runs the adoption script for `peer`; `true` once adopted (the event is sent) or adopted by
+/// another standby (no event).
+async fn adopt(
+    inner: &Inner,
+    c: &mut MultiplexedConnection,
+    peer: &str,
+) -> Result<bool, redis::RedisError> {
+    let started = Instant::now();
+    let me = &inner.cfg.instance_id;
+    let epoch = inner.epoch.load(Ordering::Relaxed);
+    let v: Value = inner
+        .scripts
+        .adopt
+        .key(inner.keys.lease(me))
+        .key(inner.keys.lease(peer))
+        .key(inner.keys.inst(peer))
+        .key(inner.keys.owner_calls(peer))
+        .key(inner.keys.owner_calls(me))
+        .arg(me)
+        .arg(epoch)
+        .arg(peer)
+        .arg(inner.cfg.failure_time.as_millis() as u64)
+        .arg(inner.cfg.key_ttl.as_millis() as u64)
+        .arg(inner.keys.call_prefix())
+        .invoke_async(c)
+        .await?;
+    let Value::Array(a) = v else { return Ok(false) };
+    let mut it = a.into_iter();
+    let code: i64 = it
+        .next()
+        .and_then(|v| redis::from_redis_value(v).ok())
+        .unwrap_or(-1);
+    match code {
+        1 => {}
+        0 => {
+            let epoch: String = it
+                .next()
+                .and_then(|v| redis::from_redis_value(v).ok())
+                .unwrap_or_default();
+            let by: String = it
+                .next()
+                .and_then(|v| redis::from_redis_value(v).ok())
+                .unwrap_or_default();
+            inner.fence(epoch.parse().unwrap_or(0), by);
+            return Ok(false);
+        }
+        5 => {
+            let by: String = it
+                .next()
+                .and_then(|v| redis::from_redis_value(v).ok())
+                .unwrap_or_default();
+            tracing::info!(peer = %peer, by = %by, "HA: the peer's calls were adopted by another standby");
+            return Ok(true);
+        }
+        _ => return Ok(false),
+    }
+    let peer_epoch: u64 = it
+        .next()
+        .and_then(|v| redis::from_redis_value::<String>(v).ok())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let mut records = Vec::new();
+    let mut bad = 0usize;
+    for v in it {
+        let Ok(bytes) = redis::from_redis_value::<Vec<u8>>(v) else {
+            bad += 1;
+            continue;
+        };
+        match CallRecord::decode(&bytes) {
+            Ok(mut r) => {
+                r.owner.clone_from(me);
+                r.epoch = epoch;
+                records.push(r);
+            }
+            Err(_) => bad += 1,
+        }
+    }
+    tracing::warn!(
+        peer = %peer,
+        calls = records.len(),
+        undecodable = bad,
+        peer_epoch,
+        ms = started.elapsed().as_millis() as u64,
+        "HA: adopted the calls of a dead peer"
+    );
+    let _ = inner.events.send(HaEvent::Adopted {
+        peer: peer.to_owned(),
+        records,
+        epoch: peer_epoch,
+    });
+    Ok(true)
+}
