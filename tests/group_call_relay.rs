@@ -305,6 +305,10 @@ fn two_members_transmit_in_turn(security: MediaSecurity, id: &str) {
     for (i, got) in collecting.iter().enumerate().skip(1) {
         assert_eq!(got, &want, "{} gets exactly A's packets", NAMES[i]);
     }
+    // B kept sending without permission: Revoked #3.
+    let revoked = m[1].expect(MessageKind::TransmissionRevoked);
+    let revoked = TcMessage::parse(&revoked).unwrap();
+    assert_eq!(revoked.fields.reject_cause.map(|c| c.code), Some(3));
     let s = engine.group_call(&created.call_id).unwrap();
     let a = s.members.iter().find(|x| x.mcvideo_id == "A").unwrap();
     assert_eq!(a.quality[0].0, MediaKind::Video);
@@ -314,6 +318,14 @@ fn two_members_transmit_in_turn(security: MediaSecurity, id: &str) {
         "A's media quality"
     );
     assert!(a.counters.packets_in >= u64::from(PACKETS));
+    let b = s.members.iter().find(|x| x.mcvideo_id == "B").unwrap();
+    assert_eq!(
+        b.counters
+            .dropped(mcvideo_relay::relay::DropReason::NotGranted),
+        u64::from(PACKETS),
+        "B's video dropped, counted"
+    );
+    assert!(s.tc.unpermitted_media_packets >= u64::from(PACKETS) - 4);
 
     // A ends: End Response to A, B is granted.
     m[0].send_tc(&TcMessage::new(
