@@ -97,8 +97,9 @@ struct MemberRt {
     activity: Activity,
     /// Its transmission's first media has been seen (or it holds no grant).
     media_seen: bool,
-    /// Per stream: RTP to it gathered into GSO runs, and where the run goes.
-    out: Vec<(Coalescer, Option<SocketAddr>)>,
+    /// Per stream: RTP to it gathered into GSO runs (made when it first receives: an idle
+    /// member holds no buffer), and where the run goes.
+    out: Vec<(Option<Box<Coalescer>>, Option<SocketAddr>)>,
 }
 
 /// Books a send to a receiver: its counters and the batch's.
@@ -327,9 +328,7 @@ impl GroupRt {
             }
             Ok(())
         })();
-        m.out = (0..self.streams)
-            .map(|_| (Coalescer::default(), None))
-            .collect();
+        m.out = (0..self.streams).map(|_| (None, None)).collect();
         if let Some(x) = self.members.get_mut(slot.index()) {
             *x = Some(m);
         }
@@ -531,6 +530,7 @@ impl GroupRt {
                     };
                     let sent = match (d.rtcp, m.out.get_mut(d.stream)) {
                         (false, Some((c, to))) => {
+                            let c = c.get_or_insert_with(Box::default);
                             if let Some(w) = dirty.get_mut(d.stream) {
                                 *w |= d.member.bit();
                             }
@@ -558,7 +558,7 @@ impl GroupRt {
                 let Some(m) = members.get_mut(r.index()).and_then(Option::as_mut) else {
                     continue;
                 };
-                let (Some((c, Some(dest))), Some(s)) = (
+                let (Some((Some(c), Some(dest))), Some(s)) = (
                     m.out.get_mut(si),
                     m.rtp
                         .get(si)
