@@ -1223,6 +1223,43 @@ mod tests {
     }
 
     #[test]
+    fn fan_track_reports_the_last_receiver_once() {
+        let f = FanTrack::new(3);
+        f.clear(7);
+        assert_eq!(f.arrive(7, 100), None);
+        assert_eq!(f.arrive(7, 300), None);
+        assert_eq!(f.arrive(7, 200), Some(300), "the latest of the three");
+        assert_eq!(f.arrive(7, 50), None, "a fourth arrival completes nothing");
+        // The slot is reused FAN_SLOTS packets later, cleared by the sender first.
+        f.clear(7 + FAN_SLOTS);
+        assert_eq!(f.arrive(7 + FAN_SLOTS, 10), None);
+        // Receivers on several threads: exactly one completes each packet.
+        let f = FanTrack::new(4);
+        for seq in 0..1000 {
+            f.clear(seq);
+        }
+        let done: u64 = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..4u64)
+                .map(|r| {
+                    let f = &f;
+                    s.spawn(move || {
+                        (0..1000)
+                            .filter(|&seq| {
+                                f.arrive(seq, seq * 10 + r).is_some_and(|l| {
+                                    assert_eq!(l, seq * 10 + 3);
+                                    true
+                                })
+                            })
+                            .count() as u64
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(done, 1000);
+    }
+
+    #[test]
     fn paced_schedule_spacing_and_offsets() {
         // 100 calls at 50k pps: each call every 2 ms, call i 20 µs after call i-1.
         let (calls, rate) = (100, 50_000.0);
