@@ -66,6 +66,18 @@ fn check_phase(p: &Value, mode: &str) {
         assert_eq!(p[k], 0, "{mode}: {k}: {p}");
     }
     assert_eq!(p["reached_every_receiver"], sent, "{mode}: {p}");
+    // Loss per receiver: every receiver of every group, each with its group's packets.
+    let per = p["per_receiver"].as_array().unwrap();
+    assert_eq!(per.len() as u64, GROUPS * RECEIVERS, "{mode}: {p}");
+    for (i, r) in per.iter().enumerate() {
+        assert_eq!(r["receiver"], i as u64);
+        assert_eq!(r["group"], i as u64 / RECEIVERS);
+        assert_eq!(r["lost"], 0, "{mode}: {r}");
+        assert_eq!(r["loss_pct"], 0.0, "{mode}: {r}");
+        assert_eq!(r["received"], r["sent"], "{mode}: {r}");
+    }
+    let by_group: u64 = per.iter().map(|r| r["sent"].as_u64().unwrap()).sum();
+    assert_eq!(by_group, sent * RECEIVERS, "{mode}");
     for key in ["latency_us", "last_receiver_latency_us"] {
         let lat = &p[key];
         for q in ["p50", "p90", "p99", "p99_9", "max"] {
@@ -108,6 +120,7 @@ fn group_run(security: &str, ports: &str) {
             "1.5",
             "--warmup",
             "0.3",
+            "--per-call",
         ],
     );
     assert_eq!(v["config"]["group_receivers"], RECEIVERS);

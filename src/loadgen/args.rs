@@ -172,7 +172,7 @@ struct Cli {
     /// also write the figures as JSON to FILE (`-`: stdout; the table then goes to stderr)
     #[arg(long, value_name = "FILE", help_heading = "Output")]
     json: Option<String>,
-    /// per-call counters in the JSON
+    /// per-call counters in the JSON (per receiver with --group-receivers)
     #[arg(long, help_heading = "Output")]
     per_call: bool,
     /// no progress line on stderr

@@ -213,12 +213,13 @@ fn phase_json(p: &PhaseResult, per_call: bool) -> Value {
     }
     if per_call {
         if let Some(m) = v.as_object_mut() {
+            let group = p.fanout > 1 || !p.last_latency.is_empty();
             m.insert(
-                "per_call".into(),
+                if group { "per_receiver" } else { "per_call" }.into(),
                 p.per_call
                     .iter()
                     .map(|c| {
-                        json!({
+                        let mut e = json!({
                             "call": c.index,
                             "sent": c.sent,
                             "received": c.counts.received,
@@ -226,7 +227,23 @@ fn phase_json(p: &PhaseResult, per_call: bool) -> Value {
                             "reordered": c.counts.reordered,
                             "duplicates": c.counts.duplicates,
                             "decrypt_failures": c.counts.decrypt_failures,
-                        })
+                        });
+                        if group {
+                            if let Some(o) = e.as_object_mut() {
+                                o.remove("call");
+                                o.insert("receiver".into(), json!(c.index));
+                                o.insert("group".into(), json!(c.sender));
+                                o.insert(
+                                    "loss_pct".into(),
+                                    json!(round(
+                                        c.sent.saturating_sub(c.counts.received) as f64 * 100.0
+                                            / c.sent.max(1) as f64,
+                                        4
+                                    )),
+                                );
+                            }
+                        }
+                        e
                     })
                     .collect(),
             );

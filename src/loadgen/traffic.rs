@@ -396,7 +396,10 @@ pub(crate) struct CpuFigure {
 /// Per-call figures of one phase.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct CallFigures {
+    /// The receiver (the call, in one-to-one calls).
     pub(crate) index: u32,
+    /// Its sender: the call, or the group.
+    pub(crate) sender: u32,
     pub(crate) sent: u64,
     pub(crate) counts: RxCounts,
 }
@@ -1162,6 +1165,7 @@ pub(crate) fn measure(
         }
         per_call.push(CallFigures {
             index: r.index,
+            sender: r.call,
             sent: t_sent,
             counts: r.counts,
         });
