@@ -50,6 +50,8 @@ command -v kamailio >/dev/null || apt_pkgs+=(kamailio)
 command -v sipp >/dev/null || apt_pkgs+=(sip-tester)
 # tests/ha_store.rs starts its own redis-server on a free port (the package's service is not used).
 command -v redis-server >/dev/null || apt_pkgs+=(redis-server)
+# The rediss:// test makes its CA and certificates with the openssl command.
+command -v openssl >/dev/null || apt_pkgs+=(openssl)
 if ((${#apt_pkgs[@]})); then
   echo "installing ${apt_pkgs[*]} (apt-get)"
   sudo_if_needed apt-get update -qq
@@ -68,10 +70,10 @@ if [[ "${TEST_SH_DRY_RUN:-}" == 1 ]]; then
   echo "dry run: nothing installed, nothing run"
   exit 0
 fi
-for tool in ffmpeg ffprobe promtool kamailio sipp redis-server cargo-nextest cargo-fuzz; do
+for tool in ffmpeg ffprobe promtool kamailio sipp redis-server openssl cargo-nextest cargo-fuzz; do
   command -v "$tool" >/dev/null || { echo "test.sh: $tool is still not on PATH" >&2; exit 1; }
 done
-echo "ffmpeg, ffprobe, promtool, kamailio, sipp, redis-server, cargo-nextest, cargo-fuzz: present"
+echo "ffmpeg, ffprobe, promtool, kamailio, sipp, redis-server, openssl, cargo-nextest, cargo-fuzz: present"
 if [[ "${1:-}" == "--deps" ]]; then
   exit 0
 fi
