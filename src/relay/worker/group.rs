@@ -221,11 +221,7 @@ impl GroupRt {
 
     /// Adds a member: server, rules, sockets. On error its sockets are closed and its ports
     /// are returned for the caller to give back.
-    pub(crate) fn join(
-        &mut self,
-        now: Instant,
-        prep: MemberPrep,
-    ) -> Result<Slot, Refused> {
+    pub(crate) fn join(&mut self, now: Instant, prep: MemberPrep) -> Result<Slot, Refused> {
         let MemberPrep {
             setup,
             legs,
