@@ -100,6 +100,7 @@ impl std::error::Error for SdpError {}
 
 /// The media type of an `m=` line.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "ha", derive(serde::Serialize, serde::Deserialize))]
 pub enum MediaKind {
     /// `m=audio`.
     Audio,
