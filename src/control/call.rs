@@ -1261,6 +1261,16 @@ impl CallTable {
         self.admit(req).map(|_| ())
     }
 
+    /// Takes in a call restored from a snapshot ([`Call::restore`]) to run it here, as
+    /// [`Self::create_call`] keeps a call it made. Refused when the ID is taken or the table
+    /// is full.
+    pub fn insert_restored(&mut self, call: Call) -> Result<(), SetupError> {
+        self.adopt_detached(&call)?;
+        self.detached.remove(call.id());
+        self.calls.insert(call.id.clone(), call);
+        Ok(())
+    }
+
     /// Takes in a call restored from a snapshot ([`Call::restore`]) that runs elsewhere, as
     /// [`Self::create_detached`] would have: its ID and SSRCs stay reserved until
     /// [`Self::forget`]. Refused when the ID is taken or the table is full.

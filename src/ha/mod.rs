@@ -61,11 +61,13 @@
 //! calls only when it adopts them (one script call, the records in its reply), which keeps the
 //! steady state to the owner's writes alone.
 
+mod call_state;
 mod config;
 mod record;
 mod seal;
 mod store;
 
+pub use call_state::{StoredCall, StoredCallError};
 pub use config::{HaConfig, HaConfigError, RedisUrl};
 pub use record::{CallRecord, RecordError};
 pub use seal::{SealError, SealKey, SEAL_KEY_LEN};
