@@ -240,8 +240,9 @@ fn an_offered_call_restored_can_be_answered() {
 #[test]
 fn per_leg_record_seals_keys_and_binds_the_body() {
     use mcvideo_relay::control::MediaSecurity;
-    use mcvideo_relay::ha::{SealKey, StoredCall, StoredCallError, SEAL_KEY_LEN};
+    use mcvideo_relay::ha::{SealKey, StoredCallError, SEAL_KEY_LEN};
     use mcvideo_relay::keys::{MasterKey, SrtpSuite};
+    use mcvideo_relay::relay::CallImage as StoredCall;
     const CALLER_KEY: &str = "WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz";
     const CALLEE_KEY: &str = "PS1uQCVMUTVRQnlmdzJtN2lHfTZjSFBNM3NrbH1k";
     let crypto = |k: &str| format!("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{k}\r\n");

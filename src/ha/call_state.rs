@@ -1,6 +1,6 @@
 //! The body of a one-to-one call's [`CallRecord`]: the call's snapshot and its rules' snapshot
 //! as JSON, and apart from them, sealed, the call's key material and SDPs
-//! ([`CallSecrets`]) together with a SHA-256 digest of the body. The digest binds the clear
+//! ([`CallSecrets`]) of a [`CallImage`] together with a SHA-256 digest of the body. The digest binds the clear
 //! body to the sealed part: whoever can write to Redis but has no seal key cannot change a
 //! call's addresses or state (e.g. to send media elsewhere) without the record failing to open
 //! on the adopter.
@@ -12,6 +12,7 @@ use super::seal::{SealError, SealKey};
 use crate::control::snapshot::{CallSecrets, CallSnapshot, RestoreError};
 use crate::ids::CallId;
 use crate::relay::rules::RulesSnapshot;
+use crate::relay::CallImage;
 use std::fmt;
 
 /// Version of the body's JSON.
@@ -23,17 +24,6 @@ struct Body {
     v: u8,
     call: CallSnapshot,
     rules: Option<RulesSnapshot>,
-}
-
-/// A one-to-one call as stored, opened.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredCall {
-    /// The call.
-    pub call: CallSnapshot,
-    /// Its key material and SDPs.
-    pub secrets: CallSecrets,
-    /// Its rules, once its media runs (established).
-    pub rules: Option<RulesSnapshot>,
 }
 
 /// Why a record is not a call this relay can restore.
@@ -71,7 +61,7 @@ fn digest(body: &[u8]) -> [u8; DIGEST_LEN] {
     out
 }
 
-impl StoredCall {
+impl CallImage {
     /// The record of this call (owner and epoch are set by the store), written at
     /// `updated_unix_ms`.
     pub fn to_record(
@@ -97,8 +87,8 @@ impl StoredCall {
         Ok(r)
     }
 
-    /// Opens a record written by [`StoredCall::to_record`].
-    pub fn from_record(r: &CallRecord, key: &SealKey) -> Result<StoredCall, StoredCallError> {
+    /// Opens a record written by [`CallImage::to_record`].
+    pub fn from_record(r: &CallRecord, key: &SealKey) -> Result<CallImage, StoredCallError> {
         let plain = r
             .open_keys(key)
             .map_err(StoredCallError::Seal)?
@@ -118,7 +108,7 @@ impl StoredCall {
                 "the body is another call's",
             )));
         }
-        Ok(StoredCall {
+        Ok(CallImage {
             call: body.call,
             secrets,
             rules: body.rules,

@@ -67,7 +67,7 @@ mod record;
 mod seal;
 mod store;
 
-pub use call_state::{StoredCall, StoredCallError};
+pub use call_state::StoredCallError;
 pub use config::{HaConfig, HaConfigError, RedisUrl};
 pub use record::{CallRecord, RecordError};
 pub use seal::{SealError, SealKey, SEAL_KEY_LEN};

@@ -80,6 +80,7 @@
 #[doc(hidden)]
 pub mod bench_support;
 mod engine;
+mod ha;
 pub mod io;
 mod plane;
 mod ports;
@@ -88,6 +89,7 @@ pub mod stats;
 mod worker;
 
 pub use engine::Engine;
+pub use ha::{AdoptError, CallImage, HaUpdate};
 pub use rules::{Evidence, Latch, StrangerBudget, Verdict, STRANGER_BURST, STRANGER_RATE};
 pub use stats::{DropReason, LegCounters, LegSnapshot};
 
