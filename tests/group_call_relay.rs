@@ -305,6 +305,27 @@ fn two_members_transmit_in_turn(security: MediaSecurity, id: &str) {
     for (i, got) in collecting.iter().enumerate().skip(1) {
         assert_eq!(got, &want, "{} gets exactly A's packets", NAMES[i]);
     }
+    // B kept sending without permission: Revoked #3.
+    let revoked = m[1].expect(MessageKind::TransmissionRevoked);
+    let revoked = TcMessage::parse(&revoked).unwrap();
+    assert_eq!(revoked.fields.reject_cause.map(|c| c.code), Some(3));
+    let s = engine.group_call(&created.call_id).unwrap();
+    let a = s.members.iter().find(|x| x.mcvideo_id == "A").unwrap();
+    assert_eq!(a.quality[0].0, MediaKind::Video);
+    assert_eq!(
+        a.quality[0].1.packets,
+        u64::from(PACKETS),
+        "A's media quality"
+    );
+    assert!(a.counters.packets_in >= u64::from(PACKETS));
+    let b = s.members.iter().find(|x| x.mcvideo_id == "B").unwrap();
+    assert_eq!(
+        b.counters
+            .dropped(mcvideo_relay::relay::DropReason::NotGranted),
+        u64::from(PACKETS),
+        "B's video dropped, counted"
+    );
+    assert!(s.tc.unpermitted_media_packets >= u64::from(PACKETS) - 4);
 
     // A ends: End Response to A, B is granted.
     m[0].send_tc(&TcMessage::new(
@@ -373,6 +394,13 @@ fn two_members_transmit_in_turn(security: MediaSecurity, id: &str) {
         Some((0, 1))
     );
     assert!(stats.group_members.packets_out >= u64::from(PACKETS) * 8);
+    // Control messages are counted as they arrive, before the step they ask for.
+    assert_eq!(stats.tc_received.get(MessageKind::TransmissionRequest), 2);
+    assert_eq!(
+        stats.tc_received.get(MessageKind::TransmissionEndRequest),
+        1
+    );
+    assert!(stats.tc_sent.get(MessageKind::TransmissionGranted) >= 2);
     engine.shutdown();
 }
 
@@ -457,5 +485,270 @@ fn group_call_setup_errors_are_clear() {
         engine.release_group_call(&ok.call_id).unwrap_err().code(),
         "unknown_call"
     );
+    engine.shutdown();
+}
+
+#[test]
+fn late_joiner_receives_the_running_transmission_then_t1_releases_the_idle_call() {
+    let engine = Engine::start(EngineConfig {
+        port_min: 49_200,
+        port_max: 49_399,
+        workers: 1,
+        group: mcvideo_relay::control::group::GroupConfig {
+            t1_inactivity: Duration::from_millis(800),
+            ..Default::default()
+        },
+        ..EngineConfig::default()
+    })
+    .expect("engine starts");
+    let mut events = engine.subscribe();
+    let peers: Vec<Peer> = (0..4).map(|_| Peer::new()).collect();
+    let spec = |i: usize| GroupMemberSpec {
+        mcvideo_id: NAMES[i].into(),
+        sdp_offer: peers[i].sdp(NAMES[i], "RTP/AVP", Some(ssrc(i)), true, ""),
+        priority: 5,
+        receive_only: false,
+        tc_key: None,
+    };
+    let created = engine
+        .create_group_call(CreateGroupCall {
+            call_id: Some("group-late".into()),
+            group_id: "g".into(),
+            media_security: MediaSecurity::EndToEnd,
+            max_transmitters: None,
+            max_streams_per_receiver: None,
+            reception_mode: None,
+            members: (0..3).map(spec).collect(),
+        })
+        .expect("created");
+    let member = |peer: Peer, sdp: &str, i: usize| {
+        let r = RelayAddrs::from_sdp(sdp);
+        Member {
+            name: NAMES[i],
+            peer,
+            video: r.video,
+            control: r.control.unwrap(),
+            tx: None,
+            rx_key: None,
+        }
+    };
+    let late_spec = spec(3);
+    let mut peers = peers.into_iter();
+    let mut m: Vec<Member> = created
+        .members
+        .iter()
+        .enumerate()
+        .map(|(i, a)| member(peers.next().unwrap(), &a.sdp_answer, i))
+        .collect();
+    request(&m[0], 0);
+    m[0].expect(MessageKind::TransmissionGranted);
+
+    // D joins while A transmits: it is told who transmits and gets A's video at once.
+    let late = engine
+        .add_group_member("group-late", late_spec)
+        .expect("late joiner");
+    m.push(member(peers.next().unwrap(), &late.sdp_answer, 3));
+    let n = m[3].expect(MessageKind::MediaTransmissionNotification);
+    let n = TcMessage::parse(&n).unwrap();
+    assert_eq!(n.fields.transmitting_user_id, Some("A"));
+    assert_eq!(n.fields.video_ssrc, Some(ssrc(0)));
+    let c = listen(&m, Duration::from_secs(2));
+    m[0].send_video(0, 1, 10);
+    let got = received(c);
+    for (i, g) in got.iter().enumerate().skip(1) {
+        assert_eq!(g.len(), 10, "{} receives A", NAMES[i]);
+    }
+
+    // A ends; nobody transmits; T1 runs out: the call is released (hang_timer), ports back.
+    m[0].send_tc(&TcMessage::new(
+        MessageKind::TransmissionEndRequest,
+        ssrc(0),
+    ));
+    m[0].expect(MessageKind::TransmissionEndResponse);
+    let evs = events_until(&mut events, "call.released");
+    assert!(
+        evs.iter().any(|e| matches!(
+            e,
+            CallEventKind::Released {
+                reason: ReleaseReason::HangTimer
+            }
+        )),
+        "{evs:?}"
+    );
+    assert!(evs
+        .iter()
+        .any(|e| matches!(e, CallEventKind::TransmissionIdle)));
+    let until = Instant::now() + Duration::from_secs(2);
+    while engine.stats().ports_in_use != 0 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(engine.stats().ports_in_use, 0);
+    assert!(engine.group_call("group-late").is_none());
+
+    // Shutdown releases a live group call with its event.
+    let p = Peer::new();
+    engine
+        .create_group_call(CreateGroupCall {
+            call_id: Some("group-shutdown".into()),
+            group_id: "g".into(),
+            media_security: MediaSecurity::EndToEnd,
+            max_transmitters: None,
+            max_streams_per_receiver: None,
+            reception_mode: None,
+            members: vec![GroupMemberSpec {
+                mcvideo_id: "A".into(),
+                sdp_offer: p.sdp("a", "RTP/AVP", None, true, ""),
+                priority: 0,
+                receive_only: false,
+                tc_key: None,
+            }],
+        })
+        .expect("created");
+    engine.shutdown();
+    let evs = events_until(&mut events, "call.released");
+    assert!(evs.iter().any(|e| matches!(
+        e,
+        CallEventKind::Released {
+            reason: ReleaseReason::Shutdown
+        }
+    )));
+    assert_eq!(engine.stats().ports_in_use, 0);
+}
+
+#[test]
+fn manual_reception_then_a_stronger_request_preempts() {
+    let engine = engine();
+    let mut events = engine.subscribe();
+    let peers: Vec<Peer> = (0..3).map(|_| Peer::new()).collect();
+    let created = engine
+        .create_group_call(CreateGroupCall {
+            call_id: Some("group-manual".into()),
+            group_id: "g".into(),
+            media_security: MediaSecurity::EndToEnd,
+            max_transmitters: Some(1),
+            max_streams_per_receiver: None,
+            reception_mode: Some(mcvideo_relay::control::group::ReceptionMode::Manual),
+            members: peers
+                .iter()
+                .enumerate()
+                .map(|(i, p)| GroupMemberSpec {
+                    mcvideo_id: NAMES[i].into(),
+                    sdp_offer: p.sdp(NAMES[i], "RTP/AVP", Some(ssrc(i)), true, ""),
+                    priority: if i == 2 { 9 } else { 5 },
+                    receive_only: false,
+                    tc_key: None,
+                })
+                .collect(),
+        })
+        .expect("created");
+    let mut m: Vec<Member> = peers
+        .into_iter()
+        .zip(&created.members)
+        .enumerate()
+        .map(|(i, (peer, a))| {
+            let r = RelayAddrs::from_sdp(&a.sdp_answer);
+            Member {
+                name: NAMES[i],
+                peer,
+                video: r.video,
+                control: r.control.unwrap(),
+                tx: None,
+                rx_key: None,
+            }
+        })
+        .collect();
+    request(&m[0], 0);
+    m[0].expect(MessageKind::TransmissionGranted);
+    m[1].expect(MessageKind::MediaTransmissionNotification);
+
+    // Manual reception: nobody receives A until it asks.
+    let c = listen(&m, Duration::from_millis(800));
+    m[0].send_video(0, 1, 5);
+    assert!(
+        received(c).iter().all(Vec::is_empty),
+        "nobody asked to receive"
+    );
+    m[1].send_tc(&TcMessage::new(MessageKind::ReceiveMediaRequest, ssrc(1)));
+    m[1].expect(MessageKind::ReceiveMediaResponse);
+    m[0].expect(MessageKind::MediaReceptionNotification);
+    let c = listen(&m, Duration::from_secs(2));
+    m[0].send_video(0, 10, 10);
+    let got = received(c);
+    assert_eq!(got[1].len(), 10, "B asked and receives");
+    assert!(got[2].is_empty(), "C did not ask");
+
+    // C, stronger, asks at the cap: A is pre-empted (Revoked #4), C granted.
+    let mut r = TcMessage::new(MessageKind::TransmissionRequest, ssrc(2));
+    r.fields.transmission_priority = Some(9);
+    m[2].send_tc(&r);
+    let revoked = m[0].expect(MessageKind::TransmissionRevoked);
+    let revoked = TcMessage::parse(&revoked).unwrap();
+    assert_eq!(revoked.fields.reject_cause.map(|c| c.code), Some(4));
+    m[2].expect(MessageKind::TransmissionGranted);
+    let evs = events_until(&mut events, "transmission.preempted");
+    let pre = evs.last().unwrap();
+    assert!(
+        matches!(pre, CallEventKind::TransmissionPreempted { member, by } if &**member == "A" && &**by == "C"),
+        "{pre:?}"
+    );
+    let s = engine.group_call("group-manual").unwrap();
+    assert_eq!(s.transmissions[0].mcvideo_id, "C");
+    assert!(s.tc.preemptions >= 1);
+    engine.shutdown();
+}
+
+/// A minimal RTCP sender report from `ssrc`.
+fn sender_report(ssrc: u32) -> Vec<u8> {
+    let mut p = vec![0x80, 200, 0, 6];
+    p.extend_from_slice(&ssrc.to_be_bytes());
+    p.extend_from_slice(&[0x11; 8]); // NTP
+    p.extend_from_slice(&[0, 0, 0x10, 0]); // RTP timestamp
+    p.extend_from_slice(&10u32.to_be_bytes()); // packets
+    p.extend_from_slice(&4000u32.to_be_bytes()); // octets
+    p
+}
+
+#[test]
+fn keyframe_request_on_grant_and_sender_reports_reach_the_receivers() {
+    let engine = engine();
+    let (created, m) = setup(&engine, "group-rtcp", MediaSecurity::EndToEnd);
+    let relay_rtcp: Vec<SocketAddr> = created
+        .members
+        .iter()
+        .map(|a| RelayAddrs::from_sdp(&a.sdp_answer).video_rtcp)
+        .collect();
+    request(&m[0], 0);
+    m[0].expect(MessageKind::TransmissionGranted);
+    // The relay asks the new transmitter for a keyframe, on its RTCP leg, naming its SSRC.
+    let (pli, from) = recv(&m[0].peer.rtcp, Duration::from_secs(2));
+    assert_eq!((pli[0] & 0x1f, pli[1]), (1, 206), "a PLI: {pli:?}");
+    assert_eq!(&pli[8..12], &ssrc(0).to_be_bytes());
+    assert_eq!(
+        from, relay_rtcp[0],
+        "from the transmitter's own relay RTCP port"
+    );
+    // The transmitter's sender report reaches every receiver on its RTCP port, from the
+    // receiver's own relay RTCP port.
+    let handles: Vec<_> = m[1..]
+        .iter()
+        .map(|x| {
+            collect(
+                &x.peer.rtcp,
+                Duration::from_secs(2),
+                Duration::from_millis(300),
+            )
+        })
+        .collect();
+    m[0].peer
+        .rtcp
+        .send_to(&sender_report(ssrc(0)), relay_rtcp[0])
+        .unwrap();
+    for (i, h) in handles.into_iter().enumerate() {
+        let got = h.join().unwrap();
+        let srs: Vec<_> = got.iter().filter(|(b, _)| b.get(1) == Some(&200)).collect();
+        assert_eq!(srs.len(), 1, "{} gets A's SR: {got:?}", NAMES[i + 1]);
+        assert_eq!(srs[0].1, relay_rtcp[i + 1]);
+        assert_eq!(&srs[0].0[4..8], &ssrc(0).to_be_bytes());
+    }
     engine.shutdown();
 }

@@ -14,7 +14,13 @@ bursts, or paced: evenly spaced packets) and measures on N callee sockets: one-w
 and the relay's added latency is reported against it. --compare-forwarder also sends it
 through a minimal forwarder (one thread, epoll, recv_from + send_to, no parsing) and reports
 the relay's CPU per packet as a multiple of the forwarder's. Every call is torn down at the
-end, also on Ctrl-C (a second Ctrl-C exits at once).";
+end, also on Ctrl-C (a second Ctrl-C exits at once).
+
+With --group-receivers N it sets up --calls group calls instead, each with 1 transmitter (which
+asks to transmit on its MCVideo control channel and sends with the SSRC it is granted) and N
+receive-only members, and measures per delivered packet (sent x N): loss per receiver, latency
+of every delivery and to the last receiver, the relay's CPU per delivered packet; the floor is
+the transmitter sending every packet to the N receivers itself.";
 
 /// How each call's packets are spaced in time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -96,9 +102,13 @@ struct Cli {
     #[arg(long, value_name = "PATH", help_heading = "Relay options")]
     forwarder_bin: Option<PathBuf>,
 
-    /// concurrent calls (default 100)
+    /// concurrent calls (default 100; group calls with --group-receivers: default 1)
     #[arg(long, value_name = "N", help_heading = "Load")]
     calls: Option<usize>,
+    /// group calls of 1 transmitter and N receive-only members instead of one-to-one calls
+    /// (in-process engine or --direct; default then: --pattern paced, --rate 1000)
+    #[arg(long, value_name = "N", help_heading = "Load")]
+    group_receivers: Option<usize>,
     /// offered RTP packets/s over all calls (default 20000)
     #[arg(long, value_name = "PPS", value_parser = positive, help_heading = "Load")]
     rate: Option<f64>,
@@ -121,8 +131,9 @@ struct Cli {
     /// one sendmsg per packet instead of one GSO sendmsg per burst
     #[arg(long, help_heading = "Load")]
     no_gso: bool,
-    /// end_to_end or per_leg: SRTP AEAD_AES_128_GCM (default: plain RTP)
-    #[arg(long, value_name = "MODE", value_parser = srtp_mode, help_heading = "Load")]
+    /// end_to_end or per_leg: SRTP AEAD_AES_128_GCM (default: plain RTP); in group calls
+    /// end_to_end is one group key every member shares, per_leg a key per member
+    #[arg(long, visible_alias = "security", value_name = "MODE", value_parser = srtp_mode, help_heading = "Load")]
     srtp: Option<MediaSecurity>,
     /// sender threads (default 1)
     #[arg(long, value_name = "N", help_heading = "Load")]
@@ -161,7 +172,7 @@ struct Cli {
     /// also write the figures as JSON to FILE (`-`: stdout; the table then goes to stderr)
     #[arg(long, value_name = "FILE", help_heading = "Output")]
     json: Option<String>,
-    /// per-call counters in the JSON
+    /// per-call counters in the JSON (per receiver with --group-receivers)
     #[arg(long, help_heading = "Output")]
     per_call: bool,
     /// no progress line on stderr
@@ -200,6 +211,8 @@ pub(crate) struct Options {
     pub(crate) compare_forwarder: bool,
     pub(crate) forwarder_bin: Option<PathBuf>,
     pub(crate) calls: usize,
+    /// Group calls: receivers per group (`None`: one-to-one calls).
+    pub(crate) group_receivers: Option<usize>,
     pub(crate) rate: f64,
     pub(crate) pattern: Pattern,
     pub(crate) fps: f64,
@@ -235,6 +248,7 @@ impl Default for Options {
             compare_forwarder: false,
             forwarder_bin: None,
             calls: 100,
+            group_receivers: None,
             rate: 20_000.0,
             pattern: Pattern::Burst,
             fps: 25.0,
@@ -268,6 +282,14 @@ impl Options {
     /// Whether this run measures the floor.
     pub(crate) fn floor(&self) -> bool {
         self.target == Target::Direct || !self.no_floor
+    }
+
+    /// Relay ports to provide for: two pairs per call, per group member in group calls.
+    pub(crate) fn port_units(&self) -> usize {
+        match self.group_receivers {
+            Some(n) => self.calls * (n + 1),
+            None => self.calls,
+        }
     }
 
     /// One sendmsg per packet: paced, or bursts with --no-gso.
@@ -365,6 +387,7 @@ fn resolve(c: Cli) -> Options {
         Target::Engine
     };
     let _ = (c.engine, c.compare, c.help);
+    let group = c.group_receivers.is_some();
     Options {
         target,
         token: c.token,
@@ -375,9 +398,12 @@ fn resolve(c: Cli) -> Options {
         ports: c.ports,
         compare_forwarder: c.compare_forwarder,
         forwarder_bin: c.forwarder_bin,
-        calls: c.calls.unwrap_or(d.calls),
-        rate: c.rate.unwrap_or(d.rate),
-        pattern: c.pattern.unwrap_or(d.pattern),
+        calls: c.calls.unwrap_or(if group { 1 } else { d.calls }),
+        group_receivers: c.group_receivers,
+        rate: c.rate.unwrap_or(if group { 1_000.0 } else { d.rate }),
+        pattern: c
+            .pattern
+            .unwrap_or(if group { Pattern::Paced } else { d.pattern }),
         fps: c.fps.unwrap_or(d.fps),
         packet_size: c.packet_size.unwrap_or(d.packet_size),
         duration: c.duration.unwrap_or(d.duration),
@@ -435,6 +461,24 @@ fn validate(o: &Options) -> Result<(), String> {
     }
     if o.target == Target::Direct && o.no_floor {
         return Err("--direct measures the floor only; --no-floor leaves nothing".into());
+    }
+    if let Some(n) = o.group_receivers {
+        let max = crate::control::group::MAX_MEMBERS - 1;
+        if n == 0 || n > max {
+            return Err(format!("--group-receivers must be between 1 and {max}"));
+        }
+        if !matches!(o.target, Target::Engine | Target::Direct) {
+            return Err(
+                "--group-receivers runs on the in-process engine (--engine) or --direct: the \
+                 sidecar has no group call routes yet"
+                    .into(),
+            );
+        }
+        if o.compare_forwarder || o.setup_only {
+            return Err(
+                "--group-receivers goes with neither --compare-forwarder nor --setup-only".into(),
+            );
+        }
     }
     if o.target == Target::Direct && o.compare_forwarder {
         return Err("--direct measures the floor only; use --forwarder for the forwarder".into());
@@ -516,6 +560,37 @@ mod tests {
     }
 
     #[test]
+    fn group_mode_defaults_and_limits() {
+        let o = p(&["--group-receivers", "50", "--security", "per_leg"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(o.group_receivers, Some(50));
+        assert_eq!((o.calls, o.rate, o.packet_size), (1, 1_000.0, 1200));
+        assert_eq!(o.pattern, Pattern::Paced);
+        assert_eq!(o.srtp, Some(MediaSecurity::PerLeg));
+        assert_eq!(o.port_units(), 51);
+        let o = p(&[
+            "--group-receivers",
+            "10",
+            "--calls",
+            "3",
+            "--pattern",
+            "burst",
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (o.calls, o.pattern, o.port_units()),
+            (3, Pattern::Burst, 33)
+        );
+        assert!(p(&["--group-receivers", "0"]).is_err());
+        assert!(p(&["--group-receivers", "64"]).is_err());
+        assert!(p(&["--group-receivers", "5", "--spawn-relay"]).is_err());
+        assert!(p(&["--group-receivers", "5", "--compare-forwarder"]).is_err());
+        assert!(p(&["--group-receivers", "5", "--direct"]).is_ok());
+    }
+
+    #[test]
     fn help_keeps_every_flag() {
         let h = help();
         for flag in [
@@ -533,6 +608,7 @@ mod tests {
             "--compare-forwarder",
             "--forwarder-bin",
             "--calls",
+            "--group-receivers",
             "--rate",
             "--pattern",
             "--fps",

@@ -17,6 +17,12 @@
 //! Call SDP has one video stream with `a=rtcp-mux` and no MCVideo control line, so a call takes
 //! two relay ports and the caller is granted on acceptance.
 //!
+//! With `--group-receivers N` the calls are group calls of 1 transmitter and N receive-only
+//! members ([`group`]): the transmitter asks to transmit on its MCVideo control channel and sends
+//! with the SSRC it is granted; every figure is per **delivered** packet (sent × N), and the
+//! receivers' latency is also reported to the last receiver of each packet. The floor is the
+//! transmitter sending each packet to its N receivers itself.
+//!
 //! ```no_run
 //! // What `mcvideo-relay loadgen --calls 10 --rate 2000 --duration 2` does:
 //! let args: Vec<String> = ["--calls", "10", "--rate", "2000", "--duration", "2"]
@@ -30,6 +36,7 @@
 
 mod args;
 mod forwarder;
+mod group;
 #[doc(hidden)]
 pub mod http;
 mod report;
@@ -124,6 +131,18 @@ fn emit(o: &Options, rep: &Report) -> Result<(), String> {
 
 /// File descriptors this process needs for the run (sockets per call, plus some slack).
 fn fds_needed(o: &Options) -> usize {
+    if let Some(n) = o.group_receivers {
+        // Per group: the floor's and the relay's member sockets, the transmitter's control
+        // socket, and the engine's member sockets (video, control).
+        let members = n + 1;
+        let floor = if o.floor() { members } else { 0 };
+        let engine = if o.target == Target::Engine {
+            members * 2 + 2
+        } else {
+            0
+        };
+        return o.calls * (floor + members + 1 + engine) + 64;
+    }
     let floor = o.floor();
     let forwarder = if o.forwarder() && !o.setup_only { 2 } else { 0 };
     let per_call = match (&o.target, o.setup_only) {
@@ -177,10 +196,10 @@ fn session(o: &Options, stop: &Stop, rep: &mut Report) -> Result<(), String> {
         };
         return setup_only(o, relay, stop, rep);
     }
-    let mut floor = if o.floor() {
-        Some(floor_paths(o)?)
-    } else {
-        None
+    let mut floor = match (o.floor(), o.group_receivers) {
+        (false, _) => None,
+        (true, None) => Some(floor_paths(o)?),
+        (true, Some(_)) => Some(group::floor_paths(o, FLOOR_SSRC)?),
     };
     let mut fwd = if o.forwarder() {
         let (proc_, paths) = forwarder_paths(o)?;
@@ -206,9 +225,16 @@ fn session(o: &Options, stop: &Stop, rep: &mut Report) -> Result<(), String> {
     } else {
         None
     };
-    let mut relayed = match &relay {
-        Some(r) => Some(establish(o, r, stop, rep)?),
-        None => None,
+    let mut relayed = match (&relay, o.group_receivers) {
+        (Some(r), None) => {
+            let (p, calls) = establish(o, r, stop, rep)?;
+            Some((p, Established::Calls(calls)))
+        }
+        (Some(r), Some(_)) => {
+            let (p, groups) = group::establish(o, r, RELAY_SSRC, stop, rep)?;
+            Some((p, Established::Groups(groups)))
+        }
+        (None, _) => None,
     };
     let result = run_steps(
         o,
@@ -233,8 +259,29 @@ fn session(o: &Options, stop: &Stop, rep: &mut Report) -> Result<(), String> {
                 "the relay counted {a} dropped packet(s) on caller legs and {b} on callee legs"
             ));
         }
+        let g = s.group_members.dropped_total();
+        if g > 0 {
+            rep.notes.push(format!(
+                "the relay counted {g} dropped packet(s) on group member legs"
+            ));
+        }
     }
     result
+}
+
+/// Calls set up through the relay: one-to-one calls or group calls.
+enum Established<'r> {
+    Calls(CallSet<'r>),
+    Groups(group::GroupSet<'r>),
+}
+
+impl Established<'_> {
+    fn release(self) -> setup::Teardown {
+        match self {
+            Established::Calls(c) => c.release(),
+            Established::Groups(g) => g.release(),
+        }
+    }
 }
 
 /// Caller/callee socket pairs sending straight to each other, with SRTP if asked for.
@@ -371,7 +418,7 @@ fn establish<'r>(
     Ok((paths, calls))
 }
 
-fn probes(relay: Option<&Relay>, phase: &str) -> Vec<Probe> {
+fn probes(relay: Option<&Relay>, phase: &str, group: bool) -> Vec<Probe> {
     let mut v = Vec::new();
     match relay {
         Some(Relay::Engine(_)) => {
@@ -408,11 +455,25 @@ fn probes(relay: Option<&Relay>, phase: &str) -> Vec<Probe> {
             source: ProbeSource::SelfProcess,
         }),
     }
-    v.push(Probe {
-        key: "loadgen_threads",
-        label: "loadgen send/receive threads".into(),
-        source: ProbeSource::Threads("lg-"),
-    });
+    if group {
+        // The floor's fan-out is the transmitter's own work: its sender threads apart.
+        v.push(Probe {
+            key: "loadgen_senders",
+            label: "loadgen sender threads (lg-send-*)".into(),
+            source: ProbeSource::Threads("lg-send"),
+        });
+        v.push(Probe {
+            key: "loadgen_receivers",
+            label: "loadgen receiver threads (lg-recv-*)".into(),
+            source: ProbeSource::Threads("lg-recv"),
+        });
+    } else {
+        v.push(Probe {
+            key: "loadgen_threads",
+            label: "loadgen send/receive threads".into(),
+            source: ProbeSource::Threads("lg-"),
+        });
+    }
     v
 }
 
@@ -490,8 +551,9 @@ fn run_steps(
     rep: &mut Report,
 ) -> Result<(), String> {
     let mut rate = o.rate;
-    let floor_probes = probes(relay, "floor");
-    let relay_probes = probes(relay, "relay");
+    let group = o.group_receivers.is_some();
+    let floor_probes = probes(relay, "floor", group);
+    let relay_probes = probes(relay, "relay", group);
     let fwd_probes = phases
         .forwarder
         .as_ref()

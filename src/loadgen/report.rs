@@ -130,6 +130,35 @@ fn relay_cpu(p: &PhaseResult) -> Option<&super::traffic::CpuFigure> {
         .or_else(|| p.cpu.iter().find(|c| c.key == "relay_workers"))
 }
 
+/// Group calls: what fans a phase's packets out: the relay's (worker threads or process), or
+/// in the floor the transmitters' own sender threads (N sends per packet).
+fn fanout_cpu(p: &PhaseResult) -> Option<&super::traffic::CpuFigure> {
+    if p.label == "floor" {
+        p.cpu.iter().find(|c| c.key == "loadgen_senders")
+    } else {
+        relay_cpu(p)
+    }
+}
+
+fn last_latency_json(p: &PhaseResult) -> Value {
+    if p.last_latency.is_empty() {
+        return Value::Null;
+    }
+    let mut m = Map::new();
+    for (key, _, q) in QUANTILES {
+        m.insert(
+            key.into(),
+            json!(round(p.last_latency_us(q).unwrap_or(0.0), 2)),
+        );
+    }
+    m.insert(
+        "mean".into(),
+        json!(round(p.last_latency.mean() / 1000.0, 2)),
+    );
+    m.insert("count".into(), json!(p.last_latency.len()));
+    Value::Object(m)
+}
+
 fn phase_json(p: &PhaseResult, per_call: bool) -> Value {
     let mut v = json!({
         "mode": p.label,
@@ -164,14 +193,33 @@ fn phase_json(p: &PhaseResult, per_call: bool) -> Value {
         "relay_cpu_source": relay_cpu(p).map(|c| c.label.clone()),
         "interrupted": p.interrupted,
     });
+    if p.fanout > 1 || !p.last_latency.is_empty() {
+        if let Some(m) = v.as_object_mut() {
+            m.insert("receivers_per_packet".into(), json!(p.fanout));
+            m.insert("expected_deliveries".into(), json!(p.expected()));
+            m.insert("delivered".into(), json!(p.totals.received));
+            m.insert("receivers_with_loss".into(), json!(p.calls_with_loss));
+            m.insert("reached_every_receiver".into(), json!(p.last_latency.len()));
+            m.insert("last_receiver_latency_us".into(), last_latency_json(p));
+            m.insert(
+                "fanout_cpu_us_per_delivered".into(),
+                json!(fanout_cpu(p).map(|c| round(c.us_per_packet, 3))),
+            );
+            m.insert(
+                "fanout_cpu_source".into(),
+                json!(fanout_cpu(p).map(|c| c.label.clone())),
+            );
+        }
+    }
     if per_call {
         if let Some(m) = v.as_object_mut() {
+            let group = p.fanout > 1 || !p.last_latency.is_empty();
             m.insert(
-                "per_call".into(),
+                if group { "per_receiver" } else { "per_call" }.into(),
                 p.per_call
                     .iter()
                     .map(|c| {
-                        json!({
+                        let mut e = json!({
                             "call": c.index,
                             "sent": c.sent,
                             "received": c.counts.received,
@@ -179,13 +227,41 @@ fn phase_json(p: &PhaseResult, per_call: bool) -> Value {
                             "reordered": c.counts.reordered,
                             "duplicates": c.counts.duplicates,
                             "decrypt_failures": c.counts.decrypt_failures,
-                        })
+                        });
+                        if group {
+                            if let Some(o) = e.as_object_mut() {
+                                o.remove("call");
+                                o.insert("receiver".into(), json!(c.index));
+                                o.insert("group".into(), json!(c.sender));
+                                o.insert(
+                                    "loss_pct".into(),
+                                    json!(round(
+                                        c.sent.saturating_sub(c.counts.received) as f64 * 100.0
+                                            / c.sent.max(1) as f64,
+                                        4
+                                    )),
+                                );
+                            }
+                        }
+                        e
                     })
                     .collect(),
             );
         }
     }
     v
+}
+
+fn added_last_json(f: &PhaseResult, r: &PhaseResult) -> Value {
+    if f.last_latency.is_empty() || r.last_latency.is_empty() {
+        return Value::Null;
+    }
+    let mut m = Map::new();
+    for (key, _, q) in QUANTILES {
+        let d = r.last_latency_us(q).unwrap_or(0.0) - f.last_latency_us(q).unwrap_or(0.0);
+        m.insert(key.into(), json!(round(d, 2)));
+    }
+    Value::Object(m)
 }
 
 fn added_json(f: &PhaseResult, r: &PhaseResult) -> Value {
@@ -229,6 +305,10 @@ impl Report {
                     "forwarder": s.forwarder.as_ref().map(|p| phase_json(p, o.per_call)),
                     "relay": s.relay.as_ref().map(|p| phase_json(p, o.per_call)),
                     "added_latency_us": added(&s.relay),
+                    "added_last_receiver_latency_us": match (&s.floor, &s.relay) {
+                        (Some(f), Some(r)) => added_last_json(f, r),
+                        _ => Value::Null,
+                    },
                     "forwarder_added_latency_us": added(&s.forwarder),
                     "relay_vs_forwarder": vs_forwarder,
                 })
@@ -267,6 +347,7 @@ impl Report {
             "version": env!("CARGO_PKG_VERSION"),
             "config": {
                 "calls": o.calls,
+                "group_receivers": o.group_receivers,
                 "rate_pps": o.rate,
                 "fps": o.fps,
                 "packet_size": o.packet_size,
@@ -318,16 +399,32 @@ impl Report {
             Some(s) => format!("SRTP {} ({})", super::setup::SUITE.name(), s.as_str()),
             None => "plain RTP".into(),
         };
+        let calls = match o.group_receivers {
+            Some(n) => format!(
+                "{} group call(s) of 1 transmitter to {n} receivers",
+                o.calls
+            ),
+            None => format!("{} calls", o.calls),
+        };
         let _ = writeln!(
             t,
-            "loadgen: {} calls, {} B RTP packets, {srtp}, {} fps, {}",
-            o.calls,
+            "loadgen: {calls}, {} B RTP packets, {srtp}, {} fps, {}",
             o.packet_size,
             o.fps,
             match (o.pattern, o.gso) {
                 (super::args::Pattern::Paced, _) => format!(
-                    "paced: each call every {:.0} µs, calls out of phase, one sendmsg per packet",
-                    1e6 * o.calls as f64 / o.rate
+                    "paced: each {} every {:.0} µs, out of phase, one sendmsg per packet{}",
+                    if o.group_receivers.is_some() {
+                        "transmitter"
+                    } else {
+                        "call"
+                    },
+                    1e6 * o.calls as f64 / o.rate,
+                    if o.group_receivers.is_some() {
+                        " (floor: one per receiver)"
+                    } else {
+                        ""
+                    }
                 ),
                 (_, true) => "GSO bursts".into(),
                 (_, false) => "bursts, one sendmsg per packet".into(),
@@ -479,10 +576,23 @@ fn step_table(t: &mut String, s: &Step) {
     row(t, "achieved pps (sent in window)", &|p| {
         format!("{:.0}", p.achieved_pps())
     });
-    row(t, "received pps", &|p| format!("{:.0}", p.received_pps()));
-    row(t, "sent / received", &|p| {
-        format!("{}/{}", p.sent, p.totals.received)
-    });
+    let group = cols
+        .iter()
+        .any(|p| p.fanout > 1 || !p.last_latency.is_empty());
+    if group {
+        row(t, "delivered pps (all receivers)", &|p| {
+            format!("{:.0}", p.received_pps())
+        });
+        row(t, "receivers per packet", &|p| format!("{}", p.fanout));
+        row(t, "sent / delivered", &|p| {
+            format!("{}/{}", p.sent, p.totals.received)
+        });
+    } else {
+        row(t, "received pps", &|p| format!("{:.0}", p.received_pps()));
+        row(t, "sent / received", &|p| {
+            format!("{}/{}", p.sent, p.totals.received)
+        });
+    }
     row(t, "lost", &|p| {
         format!("{} ({:.3}%)", p.lost(), p.loss_pct())
     });
@@ -500,9 +610,15 @@ fn step_table(t: &mut String, s: &Step) {
             )
         });
     }
-    row(t, "calls with loss (worst %)", &|p| {
-        format!("{} ({:.2})", p.calls_with_loss, p.worst_call_loss_pct)
-    });
+    row(
+        t,
+        if group {
+            "receivers with loss (worst %)"
+        } else {
+            "calls with loss (worst %)"
+        },
+        &|p| format!("{} ({:.2})", p.calls_with_loss, p.worst_call_loss_pct),
+    );
     row(t, "sender max lateness µs", &|p| {
         format!("{:.0}", p.sender_max_late_us)
     });
@@ -527,6 +643,27 @@ fn step_table(t: &mut String, s: &Step) {
         }
         t.push('\n');
     }
+    if group {
+        row(t, "packets that reached every receiver", &|p| {
+            format!("{}", p.last_latency.len())
+        });
+        for (_, label, q) in QUANTILES {
+            let _ = write!(t, "{:<40}", format!("latency to last receiver {label} µs"));
+            for p in &cols {
+                let _ = write!(t, "{:>16}", cell_f(p.last_latency_us(q), 1));
+            }
+            if let Some(f) = &s.floor {
+                for r in &added {
+                    let d = match (f.last_latency_us(q), r.last_latency_us(q)) {
+                        (Some(a), Some(b)) => format!("{:+.1}", b - a),
+                        _ => "-".into(),
+                    };
+                    let _ = write!(t, "{d:>16}");
+                }
+            }
+            t.push('\n');
+        }
+    }
     // CPU rows: every probe either phase has, by key.
     let mut keys: Vec<(&str, &str)> = Vec::new();
     for p in cols.iter().rev() {
@@ -537,7 +674,15 @@ fn step_table(t: &mut String, s: &Step) {
         }
     }
     if !keys.is_empty() {
-        let _ = writeln!(t, "CPU µs per received packet:");
+        let _ = writeln!(
+            t,
+            "{}",
+            if group {
+                "CPU µs per delivered packet:"
+            } else {
+                "CPU µs per received packet:"
+            }
+        );
     }
     for (key, label) in keys {
         let _ = write!(t, "{:<40}", format!("  {label}"));
@@ -554,6 +699,17 @@ fn step_table(t: &mut String, s: &Step) {
                 t,
                 "{:>16}",
                 cell_f(relay_cpu(p).map(|c| c.us_per_packet), 2)
+            );
+        }
+        t.push('\n');
+    }
+    if group {
+        let _ = write!(t, "{:<40}", "fan-out CPU µs/delivered (floor: sender)");
+        for p in &cols {
+            let _ = write!(
+                t,
+                "{:>16}",
+                cell_f(fanout_cpu(p).map(|c| c.us_per_packet), 2)
             );
         }
         t.push('\n');

@@ -28,6 +28,10 @@ pub(crate) fn default_ports(calls: usize) -> (u16, u16) {
     (min as u16, max as u16)
 }
 
+/// Media inactivity and T1 of the loadgen's engine in group calls (the defaults, 10 s and 30 s,
+/// would end a transmission or the call while the floor runs).
+pub(crate) const GROUP_TIMERS: Duration = Duration::from_secs(24 * 3600);
+
 /// A fresh random master key.
 pub(crate) fn fresh_key() -> Result<MasterKey, String> {
     use ring::rand::SecureRandom;
@@ -187,11 +191,19 @@ impl Relay {
         Ok(Some(match &o.target {
             Target::Direct | Target::Forwarder => return Ok(None),
             Target::Engine => {
-                let (port_min, port_max) = o.ports.unwrap_or_else(|| default_ports(o.calls));
+                let (port_min, port_max) = o.ports.unwrap_or_else(|| default_ports(o.port_units()));
+                let mut group = crate::control::group::GroupConfig::default();
+                if o.group_receivers.is_some() {
+                    // The transmitter is granted once, before the floor runs; it sends nothing
+                    // to the relay while the floor (or a sweep's floors) run.
+                    group.media_inactivity = GROUP_TIMERS;
+                    group.t1_inactivity = GROUP_TIMERS;
+                }
                 let engine = Engine::start(EngineConfig {
                     port_min,
                     port_max,
                     workers: o.workers,
+                    group,
                     ..EngineConfig::default()
                 })
                 .map_err(|e| format!("engine: {e}"))?;

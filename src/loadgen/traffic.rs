@@ -27,7 +27,7 @@ use hdrhistogram::Histogram;
 use quinn_udp::{Transmit, UdpSocketState};
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -76,6 +76,11 @@ pub(crate) struct TxSide {
     state: UdpSocketState,
     /// Where the caller sends: the relay's address for the caller, or the callee (floor).
     pub(crate) dest: SocketAddr,
+    /// Group floor: every packet also goes to these (the transmitter fans out itself, one
+    /// `sendmsg` per destination).
+    pub(crate) fan_dests: Vec<SocketAddr>,
+    /// Group calls: the per-packet arrival record its receivers fill in.
+    pub(crate) fan: Option<Arc<FanTrack>>,
     pub(crate) srtp: Option<SrtpContext>,
     seq: u64,
     frame: u32,
@@ -86,7 +91,12 @@ pub(crate) struct TxSide {
 
 /// The receiving end of one call.
 pub(crate) struct RxSide {
+    /// Unique among a path's receivers (their order in [`Paths::rx`]).
     pub(crate) index: u32,
+    /// The sender (call or group) index its packets carry: `index` in one-to-one calls.
+    pub(crate) call: u32,
+    /// Group calls: the sender's per-packet arrival record.
+    pub(crate) fan: Option<Arc<FanTrack>>,
     /// The relay's socket layer (batched receive, GRO split), shared with its workers.
     sock: crate::relay::io::UdpSock,
     pub(crate) srtp: Option<SrtpContext>,
@@ -106,6 +116,8 @@ impl TxSide {
             socket,
             state,
             dest,
+            fan_dests: Vec::new(),
+            fan: None,
             srtp: None,
             seq: 0,
             frame: 0,
@@ -123,6 +135,8 @@ impl RxSide {
     pub(crate) fn bind(index: u32) -> io::Result<RxSide> {
         Ok(RxSide {
             index,
+            call: index,
+            fan: None,
             sock: crate::relay::io::UdpSock::new(bind_socket()?)?,
             srtp: None,
             track: SeqTrack::default(),
@@ -157,6 +171,72 @@ impl Paths {
             rx.push(r);
         }
         Ok(Paths { tx, rx })
+    }
+}
+
+/// Slots of a [`FanTrack`]: a packet's slot is reused `FAN_SLOTS` packets later (at 10,000
+/// packets/s per transmitter, after 6.5 s).
+const FAN_SLOTS: u64 = 1 << 16;
+
+/// One transmitter's packets on their way to its receivers (group calls): per packet, how
+/// many receivers got it and the latest one-way latency among them. The sender clears a
+/// packet's slot before sending it; the receiver that completes it (the last of `receivers`)
+/// gets the latency to the last receiver. Lock-free: receivers may be on several threads.
+#[derive(Debug)]
+pub(crate) struct FanTrack {
+    receivers: u32,
+    slots: Box<[FanSlot]>,
+}
+
+#[derive(Debug, Default)]
+struct FanSlot {
+    count: AtomicU32,
+    max_ns: AtomicU64,
+}
+
+impl FanTrack {
+    pub(crate) fn new(receivers: usize) -> Arc<FanTrack> {
+        Arc::new(FanTrack {
+            receivers: u32::try_from(receivers).unwrap_or(u32::MAX),
+            slots: (0..FAN_SLOTS).map(|_| FanSlot::default()).collect(),
+        })
+    }
+
+    fn slot(&self, seq: u64) -> Option<&FanSlot> {
+        self.slots.get((seq % FAN_SLOTS) as usize)
+    }
+
+    /// Before packet `seq` is sent.
+    fn clear(&self, seq: u64) {
+        if let Some(s) = self.slot(seq) {
+            s.count.store(0, Ordering::SeqCst);
+            s.max_ns.store(0, Ordering::SeqCst);
+        }
+    }
+
+    /// A receiver got packet `seq` after `latency_ns`; the latency to the last receiver once
+    /// every receiver has it.
+    fn arrive(&self, seq: u64, latency_ns: u64) -> Option<u64> {
+        let s = self.slot(seq)?;
+        s.max_ns.fetch_max(latency_ns, Ordering::SeqCst);
+        let n = s.count.fetch_add(1, Ordering::SeqCst).wrapping_add(1);
+        (n == self.receivers).then(|| s.max_ns.load(Ordering::SeqCst))
+    }
+}
+
+/// A receiver thread's latency histograms: every delivery, and per sent packet the latency to
+/// its last receiver (group calls).
+pub(crate) struct Hists {
+    pub(crate) all: Histogram<u64>,
+    pub(crate) last: Histogram<u64>,
+}
+
+impl Hists {
+    fn new() -> Hists {
+        Hists {
+            all: new_histogram(),
+            last: new_histogram(),
+        }
     }
 }
 
@@ -316,7 +396,10 @@ pub(crate) struct CpuFigure {
 /// Per-call figures of one phase.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct CallFigures {
+    /// The receiver (the call, in one-to-one calls).
     pub(crate) index: u32,
+    /// Its sender: the call, or the group.
+    pub(crate) sender: u32,
     pub(crate) sent: u64,
     pub(crate) counts: RxCounts,
 }
@@ -326,6 +409,8 @@ pub(crate) struct CallFigures {
 pub(crate) struct PhaseResult {
     pub(crate) label: &'static str,
     pub(crate) calls: usize,
+    /// Receivers per sent packet: 1 in one-to-one calls, N in groups of 1 → N.
+    pub(crate) fanout: usize,
     pub(crate) offered_pps: f64,
     pub(crate) window_s: f64,
     /// Packets handed to the kernel with a send time inside the window.
@@ -339,22 +424,35 @@ pub(crate) struct PhaseResult {
     /// Frames the senders skipped (more than a frame interval behind).
     pub(crate) skipped_frames: u64,
     pub(crate) latency: Histogram<u64>,
+    /// Group calls: per sent packet that reached every receiver, the latency to the last.
+    pub(crate) last_latency: Histogram<u64>,
     pub(crate) cpu: Vec<CpuFigure>,
     pub(crate) per_call: Vec<CallFigures>,
     pub(crate) interrupted: bool,
 }
 
 impl PhaseResult {
+    /// Deliveries expected: every packet sent, to each of its receivers.
+    pub(crate) fn expected(&self) -> u64 {
+        self.sent.saturating_mul(self.fanout as u64)
+    }
+
     pub(crate) fn lost(&self) -> u64 {
-        self.sent.saturating_sub(self.totals.received)
+        self.expected().saturating_sub(self.totals.received)
     }
 
     pub(crate) fn loss_pct(&self) -> f64 {
         if self.sent == 0 {
             0.0
         } else {
-            self.lost() as f64 * 100.0 / self.sent as f64
+            self.lost() as f64 * 100.0 / self.expected() as f64
         }
+    }
+
+    /// Group calls: latency to the last receiver, in microseconds.
+    pub(crate) fn last_latency_us(&self, q: f64) -> Option<f64> {
+        (!self.last_latency.is_empty())
+            .then(|| self.last_latency.value_at_quantile(q) as f64 / 1000.0)
     }
 
     pub(crate) fn achieved_pps(&self) -> f64 {
@@ -473,6 +571,9 @@ fn send_loop(calls: &mut [&mut TxSide], plan: &Plan, progress: &Progress, stop: 
                 };
                 let seq = c.seq;
                 c.seq += 1;
+                if let Some(f) = &c.fan {
+                    f.clear(seq);
+                }
                 write_packet(p, c, seq, rtp_ts, j + 1 == n, sent_at);
                 if let Some(ctx) = c.srtp.as_mut() {
                     if let Err(e) = ctx.protect_rtp(p, plan.packet_size) {
@@ -615,6 +716,9 @@ fn send_paced(
             let sent_at = ns(now);
             let seq = c.seq;
             c.seq += 1;
+            if let Some(f) = &c.fan {
+                f.clear(seq);
+            }
             write_packet(&mut buf, c, seq, rtp_ts, next_frame != frame, sent_at);
             if let Some(ctx) = c.srtp.as_mut() {
                 if let Err(e) = ctx.protect_rtp(&mut buf, plan.packet_size) {
@@ -652,10 +756,27 @@ fn write_packet(p: &mut [u8], c: &TxSide, seq: u64, rtp_ts: u32, last: bool, sen
     payload[16..24].copy_from_slice(&sent_at.to_be_bytes());
 }
 
-/// One frame to one destination: GSO `sendmsg`s of up to 64 kB, or one `sendmsg` per packet.
-/// Returns packets the kernel took and packets it refused.
+/// One frame to the call's destination and, in a group floor, to each of its `fan_dests`.
+/// Returns packets the kernel took for the first destination and sends it refused anywhere.
 fn send_burst(
     c: &TxSide,
+    data: &[u8],
+    stride: usize,
+    gso: bool,
+    first_error: &mut Option<String>,
+) -> (u64, u64) {
+    let (ok, mut failed) = send_to_one(c, c.dest, data, stride, gso, first_error);
+    for &d in &c.fan_dests {
+        failed += send_to_one(c, d, data, stride, gso, first_error).1;
+    }
+    (ok, failed)
+}
+
+/// One frame to one destination: GSO `sendmsg`s of up to 64 kB, or one `sendmsg` per packet.
+/// Returns packets the kernel took and packets it refused.
+fn send_to_one(
+    c: &TxSide,
+    dest: SocketAddr,
     data: &[u8],
     stride: usize,
     gso: bool,
@@ -673,7 +794,7 @@ fn send_burst(
     for chunk in data.chunks(stride * per_send) {
         let segments = chunk.len().div_ceil(stride) as u64;
         let t = Transmit {
-            destination: c.dest,
+            destination: dest,
             ecn: None,
             contents: chunk,
             segment_size: (chunk.len() > stride).then_some(stride),
@@ -683,7 +804,7 @@ fn send_burst(
             Ok(()) => ok += segments,
             Err(e) => {
                 failed += segments;
-                first_error.get_or_insert_with(|| format!("send to {}: {e}", c.dest));
+                first_error.get_or_insert_with(|| format!("send to {dest}: {e}"));
             }
         }
     }
@@ -691,13 +812,7 @@ fn send_burst(
 }
 
 /// Handles one received packet of call `side`.
-fn on_packet(
-    seg: &mut [u8],
-    now_ns: u64,
-    side: &mut RxSide,
-    window: (u64, u64),
-    hist: &mut Histogram<u64>,
-) {
+fn on_packet(seg: &mut [u8], now_ns: u64, side: &mut RxSide, window: (u64, u64), hist: &mut Hists) {
     let len = match side.srtp.as_mut() {
         Some(ctx) => match ctx.unprotect_rtp(seg) {
             Ok(n) => n,
@@ -726,7 +841,7 @@ fn on_packet(
         return;
     };
     let idx = u32::from_be_bytes(idx.try_into().unwrap_or_default());
-    if magic != MAGIC || idx != side.index {
+    if magic != MAGIC || idx != side.call {
         side.counts.malformed += 1;
         return;
     }
@@ -744,7 +859,11 @@ fn on_packet(
             if seen == Seen::Reordered {
                 side.counts.reordered += 1;
             }
-            hist.saturating_record(now_ns.saturating_sub(sent).max(1));
+            let latency = now_ns.saturating_sub(sent).max(1);
+            hist.all.saturating_record(latency);
+            if let Some(last) = side.fan.as_ref().and_then(|f| f.arrive(seq, latency)) {
+                hist.last.saturating_record(last);
+            }
         }
     }
 }
@@ -763,7 +882,7 @@ fn drain_side(
     side: &mut RxSide,
     batch: &mut RecvBatch,
     window: (u64, u64),
-    hist: &mut Histogram<u64>,
+    hist: &mut Hists,
 ) -> u64 {
     let mut packets = 0;
     // Bounded: a socket that keeps returning errors cannot hold the thread.
@@ -795,14 +914,14 @@ fn receive_loop(
     stop: watch::Receiver<bool>,
     window: (u64, u64),
     progress: Arc<Progress>,
-) -> io::Result<(Vec<RxSide>, Histogram<u64>)> {
+) -> io::Result<(Vec<RxSide>, Hists)> {
     let poller = Poller::new()?;
     for (i, s) in sides.iter().enumerate() {
         poller.add(s.sock.socket(), i as u64)?;
     }
     let mut events = Events::with_capacity(256);
     let mut batch = RecvBatch::default();
-    let mut hist = new_histogram();
+    let mut hist = Hists::new();
     while !*stop.borrow() {
         poller.wait(&mut events, Some(Duration::from_millis(20)))?;
         let mut packets = 0;
@@ -827,6 +946,8 @@ pub(crate) fn measure(
     stop: &Stop,
 ) -> Result<PhaseResult, String> {
     let calls = paths.tx.len();
+    let rx_count = paths.rx.len();
+    let fanout = (rx_count / calls.max(1)).max(1);
     for t in &mut paths.tx {
         t.sent_window = 0;
         t.credit = 0.0;
@@ -853,7 +974,7 @@ pub(crate) fn measure(
     let progress = Arc::new(Progress::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let sampled = AtomicBool::new(false);
-    let receivers = load.receivers.min(calls).max(1);
+    let receivers = load.receivers.min(rx_count).max(1);
     let senders = load.senders.min(calls).max(1);
 
     let mut rx_groups: Vec<Vec<RxSide>> = (0..receivers).map(|_| Vec::new()).collect();
@@ -984,13 +1105,15 @@ pub(crate) fn measure(
     });
 
     let mut hist = new_histogram();
-    let mut rx_all: Vec<RxSide> = Vec::with_capacity(calls);
+    let mut last_hist = new_histogram();
+    let mut rx_all: Vec<RxSide> = Vec::with_capacity(rx_count);
     let mut first_err = None;
     for r in rx_results {
         match r {
             Ok((sides, h)) => {
                 rx_all.extend(sides);
-                let _ = hist.add(&h);
+                let _ = hist.add(&h.all);
+                let _ = last_hist.add(&h.last);
             }
             Err(e) => first_err = first_err.or(Some(e)),
         }
@@ -1015,7 +1138,7 @@ pub(crate) fn measure(
     if let Some(e) = first_err {
         return Err(e);
     }
-    if paths.rx.len() != calls {
+    if paths.rx.len() != rx_count {
         return Err("a receiver lost its sockets".into());
     }
 
@@ -1024,17 +1147,26 @@ pub(crate) fn measure(
     let mut calls_with_loss = 0;
     let mut worst: f64 = 0.0;
     let mut per_call = Vec::new();
-    for (t, r) in paths.tx.iter().zip(&paths.rx) {
-        totals.add(&r.counts);
+    for t in &paths.tx {
         sent += t.sent_window;
-        let lost = t.sent_window.saturating_sub(r.counts.received);
+    }
+    // Per receiver (one per call in one-to-one calls): what its sender sent against what it got.
+    for r in &paths.rx {
+        totals.add(&r.counts);
+        let t_sent = paths
+            .tx
+            .iter()
+            .find(|t| t.index == r.call)
+            .map_or(0, |t| t.sent_window);
+        let lost = t_sent.saturating_sub(r.counts.received);
         if lost > 0 {
             calls_with_loss += 1;
-            worst = worst.max(lost as f64 * 100.0 / t.sent_window.max(1) as f64);
+            worst = worst.max(lost as f64 * 100.0 / t_sent.max(1) as f64);
         }
         per_call.push(CallFigures {
-            index: t.index,
-            sent: t.sent_window,
+            index: r.index,
+            sender: r.call,
+            sent: t_sent,
             counts: r.counts,
         });
     }
@@ -1055,6 +1187,7 @@ pub(crate) fn measure(
     Ok(PhaseResult {
         label: load.label,
         calls,
+        fanout,
         offered_pps: load.rate,
         window_s: measured_s,
         sent,
@@ -1066,6 +1199,7 @@ pub(crate) fn measure(
         sender_max_late_us: max_late.as_secs_f64() * 1e6,
         skipped_frames: skipped,
         latency: hist,
+        last_latency: last_hist,
         cpu,
         per_call,
         interrupted: stop.requested(),
@@ -1090,6 +1224,43 @@ mod tests {
         // A stale bit from one window ago does not read as a duplicate.
         assert_eq!(t.see(5000 + SEQ_WINDOW + 1), Seen::New);
         assert_eq!(t.see(5000 + SEQ_WINDOW), Seen::Reordered);
+    }
+
+    #[test]
+    fn fan_track_reports_the_last_receiver_once() {
+        let f = FanTrack::new(3);
+        f.clear(7);
+        assert_eq!(f.arrive(7, 100), None);
+        assert_eq!(f.arrive(7, 300), None);
+        assert_eq!(f.arrive(7, 200), Some(300), "the latest of the three");
+        assert_eq!(f.arrive(7, 50), None, "a fourth arrival completes nothing");
+        // The slot is reused FAN_SLOTS packets later, cleared by the sender first.
+        f.clear(7 + FAN_SLOTS);
+        assert_eq!(f.arrive(7 + FAN_SLOTS, 10), None);
+        // Receivers on several threads: exactly one completes each packet.
+        let f = FanTrack::new(4);
+        for seq in 0..1000 {
+            f.clear(seq);
+        }
+        let done: u64 = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..4u64)
+                .map(|r| {
+                    let f = &f;
+                    s.spawn(move || {
+                        (0..1000)
+                            .filter(|&seq| {
+                                f.arrive(seq, seq * 10 + r).is_some_and(|l| {
+                                    assert_eq!(l, seq * 10 + 3);
+                                    true
+                                })
+                            })
+                            .count() as u64
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(done, 1000);
     }
 
     #[test]

@@ -75,6 +75,19 @@
 //! next only as a worker's busy share rises ([`EngineConfig::spread_above_busy_percent`]). The
 //! API reaches a worker through a queue and waits for its reply; counters are kept per worker
 //! and summed on a scrape.
+//!
+//! **Group video calls** (TS 23.281 §7.7.1.1) run on the same workers:
+//! [`Engine::create_group_call`] with the members' SDP offers returns each member's SDP answer
+//! and starts transmission control at once ([`crate::control::group::GroupServer`]: grants up
+//! to Cx transmitters, queues or pre-empts the rest, reception control with C9, Transmission
+//! Idle and T1). [`Engine::add_group_member`] and [`Engine::remove_group_member`] change the
+//! members while the call runs, [`Engine::group_call`] reports its members, transmissions
+//! (with their SSRCs) and queue, [`Engine::release_group_call`] ends it. Each granted
+//! transmitter's media is fanned out by the call's [`rules::GroupRules`] from each receiver's
+//! own relay socket; events name the member (`transmission.granted`, `transmission.queued`,
+//! `transmission.preempted`, `transmission.ended`, `transmission.idle`, `participant.joined`,
+//! `participant.left`, then `call.released`). Call IDs share one namespace with push and pull
+//! calls; [`EngineStats::by_kind`] counts calls by kind.
 #![allow(clippy::disallowed_methods)] // the I/O layer is where the clock is read
 
 #[doc(hidden)]
@@ -346,7 +359,7 @@ pub struct GroupCallCreated {
 }
 
 /// One member of a group call, as the API reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct GroupMemberSummary {
     /// MCVideo ID.
     pub mcvideo_id: String,
@@ -364,6 +377,9 @@ pub struct GroupMemberSummary {
     pub receiving: Vec<String>,
     /// Counters of its legs (in = from the member, out = to it).
     pub counters: LegSnapshot,
+    /// Per stream of the group: the media quality of what it sent the relay, and of what it
+    /// reported receiving (its last receiver report, where the relay can read RTCP).
+    pub quality: Vec<(crate::sdp::MediaKind, rules::LegQuality)>,
 }
 
 /// One transmission of a group call.

@@ -563,12 +563,14 @@ impl Plane {
             ));
         }
         let relay_ip = relay_ip.ok_or_else(|| member_error(id, "no stream is usable"))?;
-        prep.sdp_answer = offer
-            .rewrite(&Rewrite {
-                connection: relay_ip,
-                media: rewrites,
-            })
-            .map_err(|e| member_error(id, e))?;
+        prep.sdp_answer = answer_from_offer(
+            &offer
+                .rewrite(&Rewrite {
+                    connection: relay_ip,
+                    media: rewrites,
+                })
+                .map_err(|e| member_error(id, e))?,
+        );
         let fmtp: Option<crate::sdp::McVideoFmtp> = control_fmtp;
         prep.setup = crate::control::group::MemberSetup {
             user_id: spec.mcvideo_id,
@@ -585,5 +587,45 @@ impl Plane {
                 .map(crate::ids::Ssrc),
         };
         Ok(())
+    }
+}
+
+/// The relay's answer from its rewrite of a member's offer (RFC 3264 §6.1): a `sendonly`
+/// stream is answered `recvonly` and the other way round, and the member's own `a=ssrc` lines
+/// are left out (the relay's sources are the transmitters, announced by transmission control).
+fn answer_from_offer(rewritten: &str) -> String {
+    let mut out = String::with_capacity(rewritten.len());
+    for line in rewritten.split_inclusive('\n') {
+        let body = line.trim_end_matches(['\r', '\n']);
+        let end = line.get(body.len()..).unwrap_or_default();
+        match body {
+            "a=sendonly" => {
+                out.push_str("a=recvonly");
+                out.push_str(end);
+            }
+            "a=recvonly" => {
+                out.push_str("a=sendonly");
+                out.push_str(end);
+            }
+            b if b.starts_with("a=ssrc:") || b.starts_with("a=ssrc-group:") => {}
+            _ => out.push_str(line),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_member_offer_becomes_an_answer() {
+        let a = super::answer_from_offer(
+            "v=0\r\nm=video 1 RTP/AVP 96\r\na=sendonly\r\na=ssrc:1 cname:x\r\n\
+             m=audio 2 RTP/AVP 0\r\na=recvonly\r\na=ssrc-group:FID 1 2\r\na=rtpmap:0 PCMU/8000\n",
+        );
+        assert_eq!(
+            a,
+            "v=0\r\nm=video 1 RTP/AVP 96\r\na=recvonly\r\n\
+             m=audio 2 RTP/AVP 0\r\na=sendonly\r\na=rtpmap:0 PCMU/8000\n"
+        );
     }
 }

@@ -6,10 +6,14 @@
 
 use super::metrics::{self, ApiMetrics};
 use crate::control::call::{AnswerCall, CallEvent, CallEventKind, CreateCall, SetupError};
+use crate::control::group::ReceptionMode;
 use crate::control::registry::{RegistryError, UeEntry};
 use crate::control::{CommencementMode, MediaSecurity};
 use crate::keys::{MasterKey, SrtpSuite};
-use crate::relay::{CallSummary, DropReason, Engine, LegSnapshot};
+use crate::relay::{
+    CallSummary, CreateGroupCall, DropReason, Engine, GroupCallSummary, GroupMemberSpec,
+    LegSnapshot,
+};
 use crate::sdp::MediaKind;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Path, Request, State};
@@ -456,6 +460,15 @@ fn quality_json(q: &crate::relay::rules::LegQuality) -> Value {
     })
 }
 
+fn media_kind(k: &MediaKind) -> &str {
+    match k {
+        MediaKind::Audio => "audio",
+        MediaKind::Video => "video",
+        MediaKind::Control => "control",
+        MediaKind::Other(o) => o.as_str(),
+    }
+}
+
 /// Per stream: what each party sent the relay and what it reported receiving.
 pub(crate) fn quality_list(s: &CallSummary) -> Value {
     Value::Array(
@@ -463,12 +476,7 @@ pub(crate) fn quality_list(s: &CallSummary) -> Value {
             .iter()
             .map(|q| {
                 json!({
-                    "kind": match &q.kind {
-                        MediaKind::Audio => "audio",
-                        MediaKind::Video => "video",
-                        MediaKind::Control => "control",
-                        MediaKind::Other(o) => o.as_str(),
-                    },
+                    "kind": media_kind(&q.kind),
                     "caller": quality_json(&q.legs[0]),
                     "callee": quality_json(&q.legs[1]),
                 })
@@ -602,6 +610,297 @@ async fn list_calls(State(st): State<Arc<AppState>>) -> Response {
     calls.sort_by(|a, b| a.call_id.cmp(&b.call_id));
     let calls: Vec<Value> = calls.iter().map(summary_json).collect();
     ok(&json!({ "calls": calls }))
+}
+
+// ---- group calls ------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupMemberBody {
+    mcvideo_id: String,
+    sdp_offer: String,
+    #[serde(default)]
+    priority: Option<u8>,
+    #[serde(default)]
+    receive_only: bool,
+    #[serde(default)]
+    tc_key: Option<TcKeyBody>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateGroupBody {
+    #[serde(default)]
+    call_id: Option<String>,
+    group_id: String,
+    #[serde(default)]
+    media_security: Option<String>,
+    #[serde(default)]
+    max_transmitters: Option<u8>,
+    #[serde(default)]
+    max_streams_per_receiver: Option<u8>,
+    #[serde(default)]
+    reception_mode: Option<String>,
+    members: Vec<GroupMemberBody>,
+}
+
+fn media_security(field: &str, m: Option<&str>) -> Result<MediaSecurity, ApiError> {
+    match m {
+        None => Ok(MediaSecurity::default()),
+        Some(s) => MediaSecurity::parse(s).ok_or_else(|| {
+            bad_request(
+                "bad_request",
+                format!("{field}: must be \"end_to_end\" or \"per_leg\""),
+            )
+        }),
+    }
+}
+
+fn group_member(field: &str, b: GroupMemberBody) -> Result<GroupMemberSpec, ApiError> {
+    Ok(GroupMemberSpec {
+        tc_key: tc_key(&format!("{field}.tc_key"), b.tc_key)?,
+        mcvideo_id: b.mcvideo_id,
+        sdp_offer: b.sdp_offer,
+        priority: b.priority.unwrap_or(0),
+        receive_only: b.receive_only,
+    })
+}
+
+fn group_summary_json(s: &GroupCallSummary) -> Value {
+    let kinds = |c: &crate::control::server::KindCounters| -> Map<String, Value> {
+        c.iter()
+            .map(|(k, n)| (k.to_owned(), Value::from(n)))
+            .collect()
+    };
+    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let members: Vec<Value> = s
+        .members
+        .iter()
+        .map(|m| {
+            let mut v = leg_json(&m.mcvideo_id, &m.counters);
+            if let Some(o) = v.as_object_mut() {
+                o.insert("slot".into(), m.slot.index().into());
+                o.insert("priority".into(), m.priority.into());
+                o.insert("receive_only".into(), m.receive_only.into());
+                o.insert("transmitting".into(), m.transmitting.into());
+                o.insert("queued".into(), m.queued.into());
+                o.insert("receiving".into(), m.receiving.clone().into());
+                let q: Vec<Value> = m
+                    .quality
+                    .iter()
+                    .map(|(kind, q)| {
+                        let mut v = quality_json(q);
+                        if let Some(o) = v.as_object_mut() {
+                            o.insert("kind".into(), media_kind(kind).into());
+                        }
+                        v
+                    })
+                    .collect();
+                o.insert("quality".into(), q.into());
+            }
+            v
+        })
+        .collect();
+    let transmissions: Vec<Value> = s
+        .transmissions
+        .iter()
+        .map(|t| {
+            json!({
+                "mcvideo_id": t.mcvideo_id,
+                "slot": t.slot.index(),
+                "audio_ssrc": t.audio_ssrc.get(),
+                "video_ssrc": t.video_ssrc.get(),
+                "priority": t.priority,
+                "indicator": match t.class { 2 => "emergency", 1 => "imminent_peril", _ => "normal" },
+                "media_started": t.media_started,
+                "duration_ms": ms(t.duration),
+                "receivers": t.receivers,
+            })
+        })
+        .collect();
+    let queue: Vec<Value> = s
+        .queue
+        .iter()
+        .map(|q| {
+            json!({
+                "mcvideo_id": q.mcvideo_id,
+                "position": q.position,
+                "priority": q.priority,
+                "indicator": match q.class { 2 => "emergency", 1 => "imminent_peril", _ => "normal" },
+            })
+        })
+        .collect();
+    json!({
+        "call_id": s.call_id,
+        "kind": "group",
+        "group_id": s.group_id,
+        "state": s.state.as_str(),
+        "media_security": s.media_security.as_str(),
+        "max_transmitters": s.max_transmitters,
+        "max_streams_per_receiver": s.max_streams_per_receiver,
+        "reception_mode": s.reception_mode.as_str(),
+        "release_reason": s.release_reason.map(|r| r.as_str()),
+        "duration_ms": ms(s.duration),
+        "members": members,
+        "transmissions": transmissions,
+        "queue": queue,
+        "transmission_control": {
+            "received": kinds(&s.tc.received),
+            "sent": kinds(&s.tc.sent),
+            "malformed": s.tc.malformed,
+            "ignored": s.tc.ignored,
+            "rate_limited": s.tc.rate_limited,
+            "unpermitted_media_packets": s.tc.unpermitted_media_packets,
+            "grants": s.tc.grants,
+            "queued": s.tc.queued,
+            "preemptions": s.tc.preemptions,
+        },
+    })
+}
+
+/// Runs a blocking engine call off the async runtime (group operations wait for a worker).
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the engine call panicked",
+        )
+    })
+}
+
+async fn create_group_call(
+    State(st): State<Arc<AppState>>,
+    ApiJson(b): ApiJson<CreateGroupBody>,
+) -> Result<Response, ApiError> {
+    let media_security = media_security("media_security", b.media_security.as_deref())?;
+    let reception_mode = b
+        .reception_mode
+        .as_deref()
+        .map(|m| {
+            ReceptionMode::parse(m).ok_or_else(|| {
+                bad_request(
+                    "bad_request",
+                    "reception_mode: must be \"automatic\" or \"manual\"",
+                )
+            })
+        })
+        .transpose()?;
+    let members = b
+        .members
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| group_member(&format!("members[{i}]"), m))
+        .collect::<Result<Vec<_>, _>>()?;
+    let req = CreateGroupCall {
+        call_id: b.call_id.map(Into::into),
+        group_id: b.group_id,
+        media_security,
+        max_transmitters: b.max_transmitters,
+        max_streams_per_receiver: b.max_streams_per_receiver,
+        reception_mode,
+        members,
+    };
+    let engine = st.engine.clone();
+    let created = blocking(move || engine.create_group_call(req)).await??;
+    let location = HeaderValue::try_from(format!("/v1/group-calls/{}", created.call_id)).ok();
+    let members: Vec<Value> = created
+        .members
+        .iter()
+        .map(|m| {
+            json!({
+                "mcvideo_id": m.mcvideo_id,
+                "slot": m.slot.index(),
+                "sdp_answer": m.sdp_answer,
+            })
+        })
+        .collect();
+    let mut r = json_response(
+        StatusCode::CREATED,
+        &json!({
+            "call_id": created.call_id,
+            "kind": "group",
+            "state": "established",
+            "members": members,
+        }),
+    );
+    if let Some(l) = location {
+        r.headers_mut().insert(header::LOCATION, l);
+    }
+    Ok(r)
+}
+
+async fn add_group_member(
+    State(st): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<GroupMemberBody>,
+) -> Result<Response, ApiError> {
+    let spec = group_member("member", b)?;
+    let engine = st.engine.clone();
+    let id2 = id.clone();
+    let a = blocking(move || engine.add_group_member(&id2, spec)).await??;
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({
+            "call_id": id,
+            "mcvideo_id": a.mcvideo_id,
+            "slot": a.slot.index(),
+            "sdp_answer": a.sdp_answer,
+        }),
+    ))
+}
+
+async fn remove_group_member(
+    State(st): State<Arc<AppState>>,
+    Path((id, user)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let engine = st.engine.clone();
+    let s = blocking(move || -> Result<GroupCallSummary, ApiError> {
+        let s = engine
+            .group_call(&id)
+            .ok_or_else(|| SetupError::UnknownCall(id.clone()))?;
+        if !s.members.iter().any(|m| m.mcvideo_id == user) {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_member",
+                format!("call {id} has no member {user}"),
+            ));
+        }
+        engine.remove_group_member(&id, &user)?;
+        engine
+            .group_call(&id)
+            .ok_or_else(|| SetupError::UnknownCall(id.clone()).into())
+    })
+    .await??;
+    Ok(ok(&group_summary_json(&s)))
+}
+
+async fn get_group_call(
+    State(st): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let engine = st.engine.clone();
+    let s = blocking(move || engine.group_call(&id).ok_or(SetupError::UnknownCall(id))).await??;
+    Ok(ok(&group_summary_json(&s)))
+}
+
+async fn list_group_calls(State(st): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let engine = st.engine.clone();
+    let mut calls = blocking(move || engine.group_calls()).await?;
+    calls.sort_by(|a, b| a.call_id.cmp(&b.call_id));
+    let calls: Vec<Value> = calls.iter().map(group_summary_json).collect();
+    Ok(ok(&json!({ "group_calls": calls })))
+}
+
+async fn release_group_call(
+    State(st): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let engine = st.engine.clone();
+    let s = blocking(move || engine.release_group_call(&id)).await??;
+    Ok(ok(&group_summary_json(&s)))
 }
 
 fn ues_json(user: &str, ues: &[UeEntry]) -> Value {
@@ -745,6 +1044,7 @@ async fn healthz(State(st): State<Arc<AppState>>) -> Response {
     ok(&json!({
         "status": if s.draining { "draining" } else { "ok" },
         "active_calls": s.active_calls,
+        "active_group_calls": s.by_kind.get("group").map_or(0, |k| k.active),
         "uptime_secs": st.engine.uptime().as_secs(),
     }))
 }
@@ -780,6 +1080,34 @@ pub(crate) fn event_json(ev: &CallEvent) -> Value {
         }
         CallEventKind::TransmissionEnded { reason } | CallEventKind::Released { reason } => {
             d.insert("reason".into(), reason.as_str().into());
+        }
+        CallEventKind::MemberGranted {
+            ref member,
+            audio_ssrc,
+            video_ssrc,
+        } => {
+            d.insert("mcvideo_id".into(), Value::from(&**member));
+            d.insert("audio_ssrc".into(), audio_ssrc.get().into());
+            d.insert("video_ssrc".into(), video_ssrc.get().into());
+        }
+        CallEventKind::TransmissionQueued {
+            ref member,
+            position,
+        } => {
+            d.insert("mcvideo_id".into(), Value::from(&**member));
+            d.insert("position".into(), position.into());
+        }
+        CallEventKind::TransmissionPreempted { ref member, ref by } => {
+            d.insert("mcvideo_id".into(), Value::from(&**member));
+            d.insert("by".into(), Value::from(&**by));
+        }
+        CallEventKind::MemberTransmissionEnded { ref member, reason } => {
+            d.insert("mcvideo_id".into(), Value::from(&**member));
+            d.insert("reason".into(), reason.as_str().into());
+        }
+        CallEventKind::ParticipantJoined { ref member }
+        | CallEventKind::ParticipantLeft { ref member } => {
+            d.insert("mcvideo_id".into(), Value::from(&**member));
         }
         _ => {}
     }
@@ -946,6 +1274,19 @@ pub(crate) fn router(st: Arc<AppState>) -> Router {
         .route("/v1/calls/{id}", get(get_call).delete(release_call))
         .route("/v1/calls/{id}/answer", post(answer_call))
         .route("/v1/calls/{id}/reject", post(reject_call))
+        .route(
+            "/v1/group-calls",
+            post(create_group_call).get(list_group_calls),
+        )
+        .route(
+            "/v1/group-calls/{id}",
+            get(get_group_call).delete(release_group_call),
+        )
+        .route("/v1/group-calls/{id}/members", post(add_group_member))
+        .route(
+            "/v1/group-calls/{id}/members/{mcvideo_id}",
+            axum::routing::delete(remove_group_member),
+        )
         .route("/v1/users/{mcvideo_id}/ues", get(list_ues))
         .route(
             "/v1/users/{mcvideo_id}/ues/{ue_id}",

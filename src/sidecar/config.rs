@@ -6,6 +6,7 @@
 //! checks of every other key still run. Unknown keys and sections are errors.
 
 use crate::control::call::CallConfig;
+use crate::control::group::GroupConfig;
 use crate::control::policy::RulePolicy;
 use crate::control::server::TcConfig;
 use crate::control::CommencementMode;
@@ -204,6 +205,35 @@ section! {
         max_duration_secs: u64 = 0,
         /// Field ID written for the Video SSRC (23 or 24).
         video_ssrc_field_id: u8 = 23,
+    }
+}
+
+section! {
+    /// `[group_calls]`: defaults of group video calls (a request may set Cx, C9 and the
+    /// reception mode per call).
+    GroupCallsConfig = "group_calls" {
+        /// Cx: members that may transmit at once.
+        max_transmitters: u8 = 1,
+        /// C9: streams one receiver takes at once.
+        max_streams_per_receiver: u8 = 4,
+        /// How receivers get a new transmission: `automatic` or `manual`.
+        reception_mode: String = "automatic".to_owned(),
+        /// Queue Transmission Requests at the cap (else Rejected #1).
+        queueing: bool = true,
+        /// Queued requests at most.
+        max_queue: usize = 16,
+        /// T1, inactivity: nobody transmitted this long, the call is released.
+        t1_inactivity_secs: u64 = 30,
+        /// T2, Transmission Idle retransmission interval.
+        t2_idle_ms: u64 = 1000,
+        /// C2, Transmission Idle retransmissions.
+        c2_idle: u32 = 10,
+        /// No media from a transmitter this long ends its transmission.
+        media_inactivity_secs: u64 = 10,
+        /// Maximum transmission duration (0 = unlimited).
+        max_duration_secs: u64 = 0,
+        /// Packets from a member without permission tolerated before Revoked #3.
+        revoke_after_packets: u32 = 5,
     }
 }
 
@@ -526,6 +556,8 @@ pub struct Config {
     pub calls: CallsConfig,
     /// `[transmission_control]`
     pub transmission_control: TransmissionControlConfig,
+    /// `[group_calls]`
+    pub group_calls: GroupCallsConfig,
     /// `[policy]`
     pub policy: PolicyConfig,
     /// `[log]`
@@ -609,6 +641,7 @@ impl Config {
                 TransmissionControlConfig::KEY => {
                     TransmissionControlConfig::check_types(t, &mut problems)
                 }
+                GroupCallsConfig::KEY => GroupCallsConfig::check_types(t, &mut problems),
                 PolicyConfig::KEY => PolicyConfig::check_types(t, &mut problems),
                 LogConfig::KEY => LogConfig::check_types(t, &mut problems),
                 NgConfig::KEY => NgConfig::check_types(t, &mut problems),
@@ -617,7 +650,7 @@ impl Config {
                     problems.push(Problem::new(
                         k.clone(),
                         "unknown section (the sections are: api, media, calls, \
-                         transmission_control, policy, log, ng, ha)",
+                         transmission_control, group_calls, policy, log, ng, ha)",
                     ));
                     bad.push(k.clone());
                 }
@@ -787,6 +820,45 @@ impl Config {
                 format!("must be 23 or 24, not {}", t.video_ssrc_field_id),
             ));
         }
+        let g = &self.group_calls;
+        if g.max_transmitters == 0 {
+            p.push(Problem::new("group_calls.max_transmitters", "must be >= 1"));
+        }
+        if g.max_streams_per_receiver == 0 {
+            p.push(Problem::new(
+                "group_calls.max_streams_per_receiver",
+                "must be >= 1",
+            ));
+        }
+        if crate::control::group::ReceptionMode::parse(&g.reception_mode).is_none() {
+            p.push(Problem::new(
+                "group_calls.reception_mode",
+                "must be \"automatic\" or \"manual\"",
+            ));
+        }
+        for (key, v) in [
+            ("group_calls.t1_inactivity_secs", g.t1_inactivity_secs),
+            ("group_calls.media_inactivity_secs", g.media_inactivity_secs),
+        ] {
+            if !(1..=86_400).contains(&v) {
+                p.push(Problem::new(key, "must be between 1 and 86400"));
+            }
+        }
+        if !(10..=60_000).contains(&g.t2_idle_ms) {
+            p.push(Problem::new(
+                "group_calls.t2_idle_ms",
+                "must be between 10 and 60000",
+            ));
+        }
+        if g.c2_idle > 100 {
+            p.push(Problem::new("group_calls.c2_idle", "must be <= 100"));
+        }
+        if g.max_duration_secs > 7 * 86_400 {
+            p.push(Problem::new(
+                "group_calls.max_duration_secs",
+                "must be <= 604800 (0 = unlimited)",
+            ));
+        }
         if let Some(f) = &self.policy.file {
             if f.is_empty() {
                 p.push(Problem::new("policy.file", "must be a path"));
@@ -824,8 +896,27 @@ impl Config {
             max_calls: c.max_calls,
             ..CallConfig::default()
         };
+        let g = &self.group_calls;
+        let group = GroupConfig {
+            max_transmitters: g.max_transmitters.max(1),
+            max_streams_per_receiver: g.max_streams_per_receiver.max(1),
+            reception_mode: crate::control::group::ReceptionMode::parse(&g.reception_mode)
+                .unwrap_or_default(),
+            queueing: g.queueing,
+            max_queue: g.max_queue,
+            t1_inactivity: Duration::from_secs(g.t1_inactivity_secs),
+            t2_idle: Duration::from_millis(g.t2_idle_ms),
+            c2_idle: g.c2_idle,
+            media_inactivity: Duration::from_secs(g.media_inactivity_secs),
+            max_duration: (g.max_duration_secs > 0)
+                .then(|| Duration::from_secs(g.max_duration_secs)),
+            revoke_after: g.revoke_after_packets,
+            video_ssrc_field_id: t.video_ssrc_field_id,
+            ..GroupConfig::default()
+        };
         let m = &self.media;
         EngineConfig {
+            group,
             media_ip: m.ip,
             port_min: m.port_min,
             port_max: m.port_max,

@@ -63,6 +63,9 @@ fn method_label(m: &axum::http::Method) -> &'static str {
     }
 }
 
+/// Call kinds, each reported even at zero.
+const CALL_KINDS: [&str; 3] = ["video_push", "video_pull", "group"];
+
 /// Escapes a label value (`\`, `"`, newline).
 fn esc(v: &str) -> String {
     v.replace('\\', "\\\\")
@@ -152,6 +155,39 @@ pub(crate) fn render(engine: &Engine, api: &ApiMetrics) -> String {
         "Calls created since start.",
     );
     o.line(&format!("{p}_calls_created_total"), "", s.calls_created);
+
+    // By kind: push and pull calls (above, together) and group calls.
+    let name = format!("{p}_calls_active_by_kind");
+    o.head(&name, "gauge", "Calls held now, by kind.");
+    for kind in CALL_KINDS {
+        let n = s.by_kind.get(kind).map_or(0, |k| k.active);
+        o.line(&name, &format!("kind=\"{kind}\""), n);
+    }
+    let name = format!("{p}_calls_created_by_kind_total");
+    o.head(&name, "counter", "Calls created since start, by kind.");
+    for kind in CALL_KINDS {
+        let n = s.by_kind.get(kind).map_or(0, |k| k.created);
+        o.line(&name, &format!("kind=\"{kind}\""), n);
+    }
+    for (metric, help, get_in, get_out) in [
+        (
+            "group_member_packets_total",
+            "Datagrams received from (in) and sent to (out) group call members.",
+            (|l: &LegSnapshot| l.packets_in) as fn(&LegSnapshot) -> u64,
+            (|l: &LegSnapshot| l.packets_out) as fn(&LegSnapshot) -> u64,
+        ),
+        (
+            "group_member_bytes_total",
+            "Bytes received from (in) and sent to (out) group call members.",
+            |l: &LegSnapshot| l.bytes_in,
+            |l: &LegSnapshot| l.bytes_out,
+        ),
+    ] {
+        let name = format!("{p}_{metric}");
+        o.head(&name, "counter", help);
+        o.line(&name, "direction=\"in\"", get_in(&s.group_members));
+        o.line(&name, "direction=\"out\"", get_out(&s.group_members));
+    }
 
     let name = format!("{p}_calls_refused_total");
     o.head(&name, "counter", "Call creations refused, by error code.");

@@ -564,6 +564,7 @@ pub(crate) fn reload(st: &AppState) -> Result<Vec<String>, ReloadError> {
             "[transmission_control]",
             new.transmission_control == running.transmission_control,
         ),
+        ("[group_calls]", new.group_calls == running.group_calls),
         ("log.format", new.log.format == running.log.format),
     ] {
         if !same {

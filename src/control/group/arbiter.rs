@@ -76,11 +76,17 @@ pub struct GroupSnapshot {
     pub released: bool,
 }
 
+/// The grant word alone on its cache line: route changes and the epoch (written on every
+/// change) do not invalidate the line every forwarded packet reads first.
+#[derive(Debug)]
+#[repr(align(64))]
+struct Permitted(AtomicU64);
+
 /// The lock-free arbiter of one group call. Share it with `Arc`.
 #[derive(Debug)]
 #[repr(align(64))]
 pub struct GroupArbiter {
-    permitted: AtomicU64,
+    permitted: Permitted,
     routes: [AtomicU64; MAX_MEMBERS],
     epoch: AtomicU64,
     released: AtomicBool,
@@ -96,7 +102,7 @@ impl GroupArbiter {
     /// Nobody transmits, nobody receives.
     pub fn new() -> Self {
         GroupArbiter {
-            permitted: AtomicU64::new(0),
+            permitted: Permitted(AtomicU64::new(0)),
             routes: [const { AtomicU64::new(0) }; MAX_MEMBERS],
             epoch: AtomicU64::new(0),
             released: AtomicBool::new(false),
@@ -106,7 +112,7 @@ impl GroupArbiter {
     /// May a media packet from `from` be forwarded now? One atomic load.
     #[inline(always)]
     pub fn may_forward(&self, from: Slot) -> bool {
-        self.permitted.load(Ordering::Acquire) & from.bit() != 0
+        self.permitted.0.load(Ordering::Acquire) & from.bit() != 0
     }
 
     /// The receivers of `from`'s media: one atomic load. Meaningful only while
@@ -120,13 +126,13 @@ impl GroupArbiter {
 
     /// Members holding a grant.
     pub fn permitted(&self) -> u64 {
-        self.permitted.load(Ordering::Acquire)
+        self.permitted.0.load(Ordering::Acquire)
     }
 
     /// Reads the state for the API.
     pub fn snapshot(&self) -> GroupSnapshot {
         GroupSnapshot {
-            permitted: self.permitted.load(Ordering::Acquire),
+            permitted: self.permitted.0.load(Ordering::Acquire),
             epoch: self.epoch.load(Ordering::Acquire),
             released: self.released.load(Ordering::Acquire),
         }
@@ -141,10 +147,10 @@ impl GroupArbiter {
         if self.released.load(Ordering::Acquire) {
             return false;
         }
-        self.permitted.fetch_or(to.bit(), Ordering::AcqRel);
+        self.permitted.0.fetch_or(to.bit(), Ordering::AcqRel);
         // A release that raced in after the check wins: take the bit back.
         if self.released.load(Ordering::Acquire) {
-            self.permitted.store(0, Ordering::Release);
+            self.permitted.0.store(0, Ordering::Release);
             return false;
         }
         self.bump();
@@ -153,7 +159,7 @@ impl GroupArbiter {
 
     /// Takes `from`'s grant away (revoked, ended, pre-empted). Its routes are cleared too.
     pub fn forbid(&self, from: Slot) {
-        self.permitted.fetch_and(!from.bit(), Ordering::AcqRel);
+        self.permitted.0.fetch_and(!from.bit(), Ordering::AcqRel);
         if let Some(r) = self.routes.get(from.index()) {
             r.store(0, Ordering::Release);
         }
@@ -188,7 +194,7 @@ impl GroupArbiter {
     /// The call is released: nothing passes any more, and no later grant takes effect.
     pub fn release(&self) {
         self.released.store(true, Ordering::Release);
-        self.permitted.store(0, Ordering::Release);
+        self.permitted.0.store(0, Ordering::Release);
         for r in &self.routes {
             r.store(0, Ordering::Release);
         }

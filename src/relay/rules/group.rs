@@ -10,7 +10,11 @@
 //! * **end_to_end**: every delivery carries the same bytes (one buffer in the [`FanOut`], the
 //!   packet copied into it once, whatever the number of receivers);
 //! * **per_leg**: the plain packet is copied into the receiver's own buffer and protected with
-//!   that receiver leg's outbound SRTP context (one encryption per receiver leg).
+//!   that receiver leg's outbound SRTP context (one encryption per receiver leg). That context
+//!   keeps the state of at most [`MAX_SSRCS`](crate::srtp::MAX_SSRCS) SSRCs for the call's
+//!   life: a receiver leg can be sent that many distinct transmitter SSRCs per stream; a copy
+//!   beyond that fails to protect and is counted (`malformed`) — a limit of the SRTP context,
+//!   not of the fan-out.
 //!
 //! The [`FanOut`] is reusable output: its buffers grow to their high-water mark once and are
 //! reused, so judging allocates nothing per packet or per receiver.
@@ -25,8 +29,12 @@
 //!   several is dropped (`unknown_ssrc`). PLI/FIR pass the transmitter's [`KeyframePolicy`]: the
 //!   throttle is kept **per transmitter across all its receivers**, so 50 receivers asking at
 //!   once reach it as one request per [`KEYFRAME_REQUEST_INTERVAL`](super::KEYFRAME_REQUEST_INTERVAL);
-//!   the others are dropped (`rate_limited`). What reaches a transmitter is reduced-size RTCP
-//!   (RFC 5506): the feedback packets only;
+//!   the others are dropped (`rate_limited`). NACKs are not merged: each receiver's reaches
+//!   the transmitter. What reaches a transmitter is reduced-size RTCP (RFC 5506): the feedback
+//!   packets only. In per_leg mode their sender SSRC becomes the relay's (`server_ssrc`, as in
+//!   its own PLI): the relay terminates SRTCP toward the transmitter, and one outbound SRTP
+//!   context holds at most [`MAX_SSRCS`](crate::srtp::MAX_SSRCS) sender SSRCs, far fewer than a
+//!   group's receivers;
 //! * receiver reports are consumed for quality ([`GroupRules::quality`]), never fanned out;
 //!   RTCP with nowhere to go is consumed (`Ok` with no delivery), not counted as a drop.
 //!
@@ -248,6 +256,8 @@ struct MemberStream {
     leg: LegRules,
     /// The SSRCs it may send with while it transmits.
     ssrcs: SsrcFilter,
+    /// The SSRC of its last media packet that passed (the media SSRC of keyframe requests).
+    seen: Option<u32>,
     /// Its keyframes and the keyframe requests that reached it (as a transmitter), across all
     /// its receivers.
     keyframes: KeyframePolicy,
@@ -350,6 +360,7 @@ impl GroupRules {
             streams.push(MemberStream {
                 leg: LegRules::new(l, self.latch_after, s.clock_rate)?,
                 ssrcs: SsrcFilter::new(&[]),
+                seen: None,
                 keyframes: KeyframePolicy::default(),
             });
         }
@@ -446,7 +457,8 @@ impl GroupRules {
     /// place. The copies to send are put in `out` (cleared first). `Ok` with no delivery: the
     /// datagram was consumed (RTCP for the relay only) or every part of it was dropped and
     /// counted in `t`. RTP that passed the source checks counts as media activity of
-    /// `at.member` (`t.media`, and [`Self::take_active`]).
+    /// `at.member` (`t.media`, and [`Self::take_active`]); `t.bye`: `at.member` sent RTCP BYE
+    /// (where RTCP is readable).
     #[inline]
     pub fn judge(
         &mut self,
@@ -500,6 +512,7 @@ impl GroupRules {
         if !ms.ssrcs.admit(ssrc) {
             return Err(DropReason::UnknownSsrc);
         }
+        ms.seen = Some(ssrc);
         if scan {
             if let Ok(p) = RtpPacket::new_checked(body) {
                 if h264_keyframe_start(p.payload()) {
@@ -512,8 +525,8 @@ impl GroupRules {
         if to == 0 {
             return Err(DropReason::NoReceivers);
         }
-        self.fan_out(Kind::Rtp, at.stream, to, body, out, t)?;
-        if out.is_empty() {
+        // Copies that fail to protect are counted each; none with an address is one drop.
+        if self.fan_out(Kind::Rtp, at.stream, to, body, out, t)? == 0 {
             return Err(DropReason::NoReceivers);
         }
         Ok(())
@@ -521,6 +534,7 @@ impl GroupRules {
 
     /// One delivery of plain `body` to each member of `to` with an address on stream `si`:
     /// the shared buffer (no SRTP toward it), or its own copy protected with its leg's key.
+    /// Returns how many members had an address.
     fn fan_out(
         &mut self,
         kind: Kind,
@@ -529,12 +543,13 @@ impl GroupRules {
         body: &[u8],
         out: &mut FanOut,
         t: &mut Tally,
-    ) -> Result<(), DropReason> {
+    ) -> Result<usize, DropReason> {
         if body.len() > FANOUT_MTU {
             return Err(DropReason::Malformed);
         }
         let per_leg = self.per_leg;
         let mut shared = false;
+        let mut addressed = 0;
         for r in slots(to) {
             let Some(ms) = self
                 .members
@@ -560,6 +575,7 @@ impl GroupRules {
                 rtcp,
                 dest,
             };
+            addressed += 1;
             if per_leg && leg.srtp_out.is_some() {
                 let (k, buf) = out.own();
                 let Some(plain) = buf.get_mut(..body.len()) else {
@@ -581,7 +597,7 @@ impl GroupRules {
                 out.push(d, 0, body.len());
             }
         }
-        Ok(())
+        Ok(addressed)
     }
 
     /// The transmitters `m` receives: permitted members other than `m` whose routes hold it.
@@ -618,7 +634,9 @@ impl GroupRules {
         let body = pkt.get(..len).ok_or(DropReason::Malformed)?;
         if !readable {
             // Opaque SRTCP: to its receivers and to the transmitters it receives, unchanged.
-            return self.fan_out(Kind::Rtcp, si, receivers | sources, body, out, t);
+            return self
+                .fan_out(Kind::Rtcp, si, receivers | sources, body, out, t)
+                .map(|_| ());
         }
         if rtcp::validate_compound(body).is_err() {
             return Err(DropReason::Malformed);
@@ -669,6 +687,7 @@ impl GroupRules {
             return Ok(());
         }
         let only = (sources.count_ones() == 1).then_some(sources);
+        let server_ssrc = self.server_ssrc;
         let mut unrouted = 0u64;
         for p in rtcp::compound(body)
             .flatten()
@@ -706,6 +725,9 @@ impl GroupRules {
             let Some(dest) = ts.leg.rtcp_destination() else {
                 continue;
             };
+            if per_leg {
+                relay_as_sender(buf.get_mut(..n).unwrap_or_default(), server_ssrc);
+            }
             match ts.leg.seal(Kind::Rtcp, buf, n, per_leg) {
                 Ok(n) => out.push(
                     Delivery {
@@ -745,8 +767,9 @@ impl GroupRules {
     }
 
     /// Writes a keyframe request (PLI) toward transmitter `slot` for the first video stream
-    /// where the relay can sign RTCP, the transmitter's SSRC is known and its policy allows
-    /// one now (shared with its receivers' requests). Returns the stream and the length; the
+    /// where the relay can sign RTCP, the transmitter's SSRC is known (the last one its media
+    /// passed with, else the first one set) and its policy allows one now (shared with its
+    /// receivers' requests). Returns the stream and the length; the
     /// request goes to [`Self::rtcp_destination`].
     pub fn keyframe_request(
         &mut self,
@@ -762,7 +785,7 @@ impl GroupRules {
             if conf.kind != MediaKind::Video || !rtcp_readable(conf, per_leg) {
                 continue;
             }
-            let Some(&media) = ms.ssrcs.ssrcs().first() else {
+            let Some(media) = ms.seen.or(ms.ssrcs.ssrcs().first().copied()) else {
                 continue;
             };
             let Ok(len) = rtcp::emit_pli(server, media, buf) else {
@@ -802,6 +825,19 @@ impl GroupRules {
         len: usize,
     ) -> Option<Result<(usize, SocketAddr), SrtpError>> {
         self.member_mut(slot)?.control.as_mut()?.seal(buf, len)
+    }
+}
+
+/// Rewrites the sender SSRC of every packet of a plain RTCP compound to the relay's.
+fn relay_as_sender(buf: &mut [u8], server_ssrc: u32) {
+    let mut at = 0;
+    while let Some(rest) = buf.get_mut(at..) {
+        let Ok(mut p) = RtcpPacket::new_checked(rest) else {
+            return;
+        };
+        let len = p.packet_len();
+        p.set_sender_ssrc(server_ssrc);
+        at += len;
     }
 }
 

@@ -97,8 +97,22 @@ struct MemberRt {
     activity: Activity,
     /// Its transmission's first media has been seen (or it holds no grant).
     media_seen: bool,
-    /// Per stream: RTP to it gathered into GSO runs, and where the run goes.
-    out: Vec<(Coalescer, Option<SocketAddr>)>,
+    /// Per stream: RTP to it gathered into GSO runs (made when it first receives: an idle
+    /// member holds no buffer), and where the run goes.
+    out: Vec<(Option<Box<Coalescer>>, Option<SocketAddr>)>,
+}
+
+/// Books a send to a receiver: its counters and the batch's.
+#[inline]
+fn sent_to(receiver: &mut LegSnapshot, batch: &mut LegSnapshot, sent: super::super::io::Sent) {
+    for c in [receiver, batch] {
+        c.add_out(sent.packets, sent.bytes);
+        if sent.failed > 0 {
+            if let Some(x) = c.drops.get_mut(DropReason::SendFailed as usize) {
+                *x += sent.failed;
+            }
+        }
+    }
 }
 
 /// One group call on a worker.
@@ -123,6 +137,11 @@ pub(crate) struct GroupRt {
     ssrcs: Arc<SsrcRegistry>,
     /// The deadline the worker's timer heap holds for this call.
     pub(crate) armed: Option<Instant>,
+    /// Transmission control counters (received, sent) as last added to the worker's totals.
+    pub(crate) tc_published: (
+        crate::control::server::KindCounters,
+        crate::control::server::KindCounters,
+    ),
     totals: Arc<WorkerStats>,
 }
 
@@ -187,6 +206,7 @@ impl GroupRt {
             server_ssrc,
             ssrcs,
             armed: None,
+            tc_published: Default::default(),
             totals,
         };
         let mut slots = Vec::with_capacity(members.len());
@@ -194,13 +214,14 @@ impl GroupRt {
         for m in members.by_ref() {
             match rt.join(now, m) {
                 Ok(s) => slots.push(s),
-                Err((e, _)) => {
+                Err((e, own)) => {
                     let mut ports = rt.all_ports();
+                    ports.extend(own);
                     for rest in members {
                         ports.extend(rest.ports.iter().copied());
                     }
+                    // The engine gives the server SSRC back when it hears of the refusal.
                     rt.server.release(ReleaseReason::InternalError);
-                    rt.ssrcs.free(rt.server_ssrc);
                     drop(rt); // closes the sockets
                     return Err((e, ports));
                 }
@@ -307,9 +328,7 @@ impl GroupRt {
             }
             Ok(())
         })();
-        m.out = (0..self.streams)
-            .map(|_| (Coalescer::default(), None))
-            .collect();
+        m.out = (0..self.streams).map(|_| (None, None)).collect();
         if let Some(x) = self.members.get_mut(slot.index()) {
             *x = Some(m);
         }
@@ -466,6 +485,8 @@ impl GroupRt {
         };
         let drained = n < io.batch.slots();
         let mut t = Tally::default();
+        // What went out in this batch, added to the worker's totals once.
+        let mut out = LegSnapshot::default();
         let GroupRt {
             rules,
             fan,
@@ -509,6 +530,7 @@ impl GroupRt {
                     };
                     let sent = match (d.rtcp, m.out.get_mut(d.stream)) {
                         (false, Some((c, to))) => {
+                            let c = c.get_or_insert_with(Box::default);
                             if let Some(w) = dirty.get_mut(d.stream) {
                                 *w |= d.member.bit();
                             }
@@ -526,15 +548,7 @@ impl GroupRt {
                         }
                         _ => s.send(d.dest, bytes, bytes.len()),
                     };
-                    let mut o = LegSnapshot::default();
-                    o.add_out(sent.packets, sent.bytes);
-                    if let Some(x) = o.drops.get_mut(DropReason::SendFailed as usize) {
-                        *x += sent.failed;
-                    }
-                    m.counters.add(&o);
-                    totals.group.add(&o);
-                    t.out_packets += sent.packets;
-                    t.out_bytes += sent.bytes;
+                    sent_to(&mut m.counters, &mut out, sent);
                 }
             }
         }
@@ -544,7 +558,7 @@ impl GroupRt {
                 let Some(m) = members.get_mut(r.index()).and_then(Option::as_mut) else {
                     continue;
                 };
-                let (Some((c, Some(dest))), Some(s)) = (
+                let (Some((Some(c), Some(dest))), Some(s)) = (
                     m.out.get_mut(si),
                     m.rtp
                         .get(si)
@@ -556,17 +570,12 @@ impl GroupRt {
                     continue;
                 };
                 let sent = c.flush(&s.sock, *dest);
-                let mut o = LegSnapshot::default();
-                o.add_out(sent.packets, sent.bytes);
-                if let Some(x) = o.drops.get_mut(DropReason::SendFailed as usize) {
-                    *x += sent.failed;
-                }
-                m.counters.add(&o);
-                totals.group.add(&o);
-                t.out_packets += sent.packets;
-                t.out_bytes += sent.bytes;
+                sent_to(&mut m.counters, &mut out, sent);
             }
         }
+        totals.group.add(&out);
+        t.out_packets += out.packets_out;
+        t.out_bytes += out.bytes_out;
         Some((t, drained))
     }
 
@@ -850,6 +859,7 @@ impl GroupRt {
     pub(crate) fn summary(&self, now: Instant) -> GroupCallSummary {
         let cfg = self.server.config();
         let name = |s: Slot| self.user(s).to_string();
+        let mut quality = self.rules.quality(now);
         GroupCallSummary {
             call_id: self.call_id.clone(),
             group_id: self.group_id.clone(),
@@ -884,6 +894,11 @@ impl GroupRt {
                         .get(v.member.index())
                         .and_then(Option::as_ref)
                         .map(|m| m.counters)
+                        .unwrap_or_default(),
+                    quality: quality
+                        .iter_mut()
+                        .find(|q| q.member == v.member)
+                        .map(|q| std::mem::take(&mut q.streams))
                         .unwrap_or_default(),
                 })
                 .collect(),

@@ -742,7 +742,6 @@ impl Worker {
         let s = self.groups.get_mut(slot as usize)?.as_mut()?;
         let gen = s.gen;
         let (rt, tx, plane) = (&mut s.rt, &mut self.tx, &self.plane);
-        let before = rt.tc_counters();
         let r = catch_unwind(AssertUnwindSafe(|| {
             rt.step(now, tx, &mut |ev| plane.publish(ev))
         }));
@@ -753,11 +752,15 @@ impl Worker {
                 return None;
             }
         };
+        // Against what was last added: messages are counted as they arrive, on the socket
+        // path, before the step they ask for.
         let after = rt.tc_counters();
+        let before = &rt.tc_published;
         if after.0 != before.0 || after.1 != before.1 {
             let mut tc = lock(&self.stats.tc);
             tc.0.add_all(&after.0.since(&before.0));
             tc.1.add_all(&after.1.since(&before.1));
+            rt.tc_published = after;
         }
         if rt.released() {
             let summary = rt.summary(now);

@@ -616,3 +616,327 @@ fn fan_out_of_fifty_reuses_its_buffers() {
         }
     }
 }
+
+#[test]
+fn the_relays_keyframe_request_names_the_video_ssrc_the_transmitter_sends_with() {
+    let t0 = Instant::now();
+    let (a, mut g) = group(3, MediaSecurity::EndToEnd);
+    let mut buf = [0u8; 64];
+    assert!(
+        g.keyframe_request(s(0), t0, &mut buf).is_none(),
+        "no SSRC known yet"
+    );
+    assert!(a.permit(s(0)));
+    a.add_route(s(0), s(1));
+    // Granted audio and video SSRCs; the video stream's media carries the video one.
+    g.set_transmitter_ssrcs(s(0), &[0xA0D1, SSRC]);
+    let (mut out, mut t) = (FanOut::new(), Tally::default());
+    judge(&mut g, 0, t0, &mut rtp(SSRC, 1, &[0x41]), &mut out, &mut t).unwrap();
+    let (si, n) = g.keyframe_request(s(0), t0, &mut buf).unwrap();
+    let p = RtcpPacket::new_checked(&buf[..n]).unwrap();
+    assert_eq!(
+        (si, p.kind(), p.media_ssrc()),
+        (0, RtcpKind::Pli, Some(SSRC))
+    );
+    assert_eq!(p.sender_ssrc(), 1, "the relay's SSRC");
+    assert!(
+        g.keyframe_request(s(0), t0, &mut buf).is_none(),
+        "throttled"
+    );
+    // A keyframe just passed: a receiver's request within the window is redundant.
+    let t1 = t0 + Duration::from_secs(2);
+    judge(
+        &mut g,
+        0,
+        t1,
+        &mut rtp(SSRC, 2, &[0x65, 0x88]),
+        &mut out,
+        &mut t,
+    )
+    .unwrap();
+    judge(&mut g, 1, t1, &mut pli(7, SSRC), &mut out, &mut t).unwrap();
+    assert!(out.is_empty());
+    assert_eq!(g.quality(t1)[0].streams[0].1.keyframes, 1);
+    assert!(
+        g.keyframe_request(s(9), t1, &mut buf).is_none(),
+        "no such member"
+    );
+}
+
+#[test]
+fn per_leg_a_transmitters_sender_report_reaches_each_receiver_under_its_own_key() {
+    let t0 = Instant::now();
+    let (a, mut g) = group(4, MediaSecurity::PerLeg);
+    grant(&a, &mut g, 0, &[1, 2, 3]);
+    let mut senders = Senders::new(4, true);
+    let mut c = sr(SSRC);
+    c.extend(rr(SSRC, 0x77, 0));
+    let mut p = senders.rtcp(0, &c);
+    let (mut out, mut t) = (FanOut::new(), Tally::default());
+    judge(&mut g, 0, t0, &mut p, &mut out, &mut t).unwrap();
+    assert_eq!(members(&out), [1, 2, 3]);
+    for (d, bytes) in out.iter() {
+        assert!(d.rtcp);
+        let mut b = bytes.to_vec();
+        let n = SrtpContext::new(&key_out(d.member.index()))
+            .unprotect_rtcp(&mut b)
+            .unwrap();
+        assert_eq!(
+            &b[..n],
+            &sr(SSRC)[..],
+            "the SR without the transmitter's RR"
+        );
+    }
+    // Receiver 2 echoes the SR in its RR: the relay measures the round trip.
+    let mut echo = rr(0x2, SSRC, 0);
+    echo[24..28].copy_from_slice(&0x1234_5678u32.to_be_bytes()); // LSR: NTP middle bits
+    let mut p = senders.rtcp(2, &echo);
+    judge(
+        &mut g,
+        2,
+        t0 + Duration::from_millis(40),
+        &mut p,
+        &mut out,
+        &mut t,
+    )
+    .unwrap();
+    assert!(out.is_empty(), "reports are consumed");
+    let q = g.quality(t0 + Duration::from_millis(40));
+    let rtt = q[2].streams[0].1.receiver_report.unwrap().rtt.unwrap();
+    assert_eq!(rtt, Duration::from_millis(40));
+    // Under a wrong key: an authentication failure.
+    let mut forged = Senders(vec![SrtpContext::new(&key(99))], true).rtcp(0, &pli(0x2, SSRC));
+    assert_eq!(
+        judge(&mut g, 2, t0, &mut forged, &mut out, &mut t),
+        Err(DropReason::AuthFailure)
+    );
+}
+
+#[test]
+fn two_streams_with_separate_rtcp_sockets() {
+    let t0 = Instant::now();
+    let arbiter = Arc::new(GroupArbiter::new());
+    let mut g = GroupRules::new(&GroupRulesSetup {
+        arbiter: arbiter.clone(),
+        security: MediaSecurity::EndToEnd,
+        streams: vec![
+            GroupStreamSetup {
+                kind: MediaKind::Audio,
+                encrypted: false,
+                clock_rate: 8_000,
+            },
+            GroupStreamSetup {
+                kind: MediaKind::Video,
+                encrypted: false,
+                clock_rate: 90_000,
+            },
+        ],
+        server_ssrc: 1,
+        latch_after: 3,
+    });
+    let port = |i: usize, si: usize, rtcp: bool| {
+        SocketAddr::from((
+            [10, 0, 0, i as u8 + 1],
+            5000 + 10 * si as u16 + u16::from(rtcp),
+        ))
+    };
+    for i in 0..3 {
+        let legs = (0..2)
+            .map(|si| LegSetup {
+                remote_rtp: Some(port(i, si, false)),
+                remote_rtcp: Some(port(i, si, true)),
+                separate_rtcp: true,
+                ..LegSetup::default()
+            })
+            .collect();
+        g.add_member(
+            s(i),
+            &MemberMedia {
+                legs,
+                control: None,
+            },
+        )
+        .unwrap();
+    }
+    assert!(arbiter.permit(s(0)));
+    arbiter.add_route(s(0), s(1));
+    arbiter.add_route(s(0), s(2));
+    g.set_transmitter_ssrcs(s(0), &[0xA, 0xB]);
+    let (mut out, mut t) = (FanOut::new(), Tally::default());
+    let ingress = |member: usize, stream: usize, rtcp_socket: bool| GroupIngress {
+        stream,
+        member: s(member),
+        rtcp_socket,
+    };
+    // Audio RTP on stream 0 to each receiver's audio RTP address.
+    let mut p = rtp(0xA, 1, &[1; 160]);
+    g.judge(
+        ingress(0, 0, false),
+        port(0, 0, false),
+        t0,
+        &mut p,
+        &mut out,
+        &mut t,
+    )
+    .unwrap();
+    let dests: Vec<_> = out
+        .iter()
+        .map(|(d, _)| (d.stream, d.rtcp, d.dest))
+        .collect();
+    assert_eq!(
+        dests,
+        [(0, false, port(1, 0, false)), (0, false, port(2, 0, false))]
+    );
+    // Video RTCP from a receiver's RTCP socket to the transmitter's video RTCP address; audio
+    // feedback is not a keyframe request and is not throttled.
+    for _ in 0..2 {
+        let mut f = pli(0x5, 0xB);
+        g.judge(
+            ingress(1, 1, true),
+            port(1, 1, true),
+            t0,
+            &mut f,
+            &mut out,
+            &mut t,
+        )
+        .unwrap();
+    }
+    assert_eq!(t.drops[DropReason::RateLimited as usize], 1);
+    for _ in 0..2 {
+        let mut f = pli(0x5, 0xA);
+        g.judge(
+            ingress(1, 0, true),
+            port(1, 0, true),
+            t0,
+            &mut f,
+            &mut out,
+            &mut t,
+        )
+        .unwrap();
+        let dests: Vec<_> = out
+            .iter()
+            .map(|(d, _)| (d.member, d.rtcp, d.dest))
+            .collect();
+        assert_eq!(dests, [(s(0), true, port(0, 0, true))]);
+    }
+    // RTCP arriving on the RTP socket of a leg with its own RTCP socket is still RTCP.
+    let mut f = pli(0x5, 0xA);
+    g.judge(
+        ingress(2, 0, false),
+        port(2, 0, false),
+        t0,
+        &mut f,
+        &mut out,
+        &mut t,
+    )
+    .unwrap();
+    assert_eq!(members(&out), [0]);
+}
+
+/// Bytes from the network never panic: random datagrams, and mutations of valid ones, at
+/// every member, stream and socket, in both security modes.
+#[test]
+fn random_bytes_never_panic() {
+    let t0 = Instant::now();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for security in [MediaSecurity::EndToEnd, MediaSecurity::PerLeg] {
+        let (a, mut g) = group(4, security);
+        grant(&a, &mut g, 0, &[1, 2, 3]);
+        assert!(a.permit(s(2)));
+        a.add_route(s(2), s(1));
+        let (mut out, mut t) = (FanOut::new(), Tally::default());
+        let seeds = [
+            rtp(SSRC, 1, &[0x65; 40]),
+            sr(SSRC),
+            pli(1, SSRC),
+            rr(1, SSRC, 3),
+        ];
+        for i in 0..20_000u64 {
+            let r = rnd();
+            let mut p = if r % 3 == 0 {
+                (0..(r >> 8) % 120).map(|_| rnd() as u8).collect::<Vec<_>>()
+            } else {
+                let mut p = seeds[(r >> 4) as usize % seeds.len()].clone();
+                for _ in 0..1 + (r >> 12) % 4 {
+                    let at = rnd() as usize % p.len();
+                    p[at] = rnd() as u8;
+                }
+                p.truncate(p.len() - (r >> 20) as usize % 6);
+                p
+            };
+            let m = (r >> 24) as usize % 5; // member 4 does not exist
+            let at = GroupIngress {
+                stream: (r >> 28) as usize % 2,
+                member: s(m),
+                rtcp_socket: (r >> 30) & 1 == 1,
+            };
+            let now = t0 + Duration::from_millis(i);
+            let _ = g.judge(at, addr(m), now, &mut p, &mut out, &mut t);
+            assert!(out.iter().all(|(_, b)| !b.is_empty()));
+        }
+    }
+}
+
+/// One outbound SRTP context holds a bounded number of SSRCs: per_leg feedback from many
+/// receivers reaches the transmitter as the relay's.
+#[test]
+fn per_leg_feedback_from_twenty_receivers_reaches_the_transmitter_as_the_relays() {
+    let t0 = Instant::now();
+    let (a, mut g) = group(21, MediaSecurity::PerLeg);
+    grant(&a, &mut g, 0, &(1..=20).collect::<Vec<_>>());
+    let mut senders = Senders::new(21, true);
+    let (mut out, mut t) = (FanOut::new(), Tally::default());
+    let mut rx = SrtpContext::new(&key_out(0));
+    for r in 1..=20usize {
+        let mut b = [0u8; 16];
+        let n = emit_nack(0x100 + r as u32, SSRC, r as u16, 0, &mut b).unwrap();
+        let mut p = senders.rtcp(r, &b[..n]);
+        judge(&mut g, r, t0, &mut p, &mut out, &mut t).unwrap();
+        assert_eq!(members(&out), [0], "receiver {r}");
+        let mut b = out.bytes(0).unwrap().to_vec();
+        let n = rx.unprotect_rtcp(&mut b).unwrap();
+        let p = RtcpPacket::new_checked(&b[..n]).unwrap();
+        assert_eq!((p.kind(), p.sender_ssrc()), (RtcpKind::Nack, 1));
+        assert_eq!(p.media_ssrc(), Some(SSRC));
+        assert_eq!(p.nack_entries().next(), Some((r as u16, 0)));
+    }
+}
+
+#[test]
+fn a_receiver_behind_nat_gets_its_copies_where_it_latched() {
+    let t0 = Instant::now();
+    let (a, mut g) = group(3, MediaSecurity::EndToEnd);
+    grant(&a, &mut g, 0, &[1, 2]);
+    let (mut out, mut t) = (FanOut::new(), Tally::default());
+    // Receiver 2 sends (ungranted) RTP from a NAT address: three packets latch its leg.
+    let nat = SocketAddr::from(([198, 51, 100, 7], 40001));
+    for seq in 0..3 {
+        let r = g.judge(at(2), nat, t0, &mut rtp(0x22, seq, &[1]), &mut out, &mut t);
+        assert_eq!(
+            r,
+            Err(if seq < 2 {
+                DropReason::WrongSource
+            } else {
+                DropReason::NotGranted
+            })
+        );
+    }
+    assert!(t.latched);
+    judge(&mut g, 0, t0, &mut rtp(SSRC, 1, &[1]), &mut out, &mut t).unwrap();
+    let dests: Vec<_> = out
+        .iter()
+        .map(|(d, _)| (d.member.index(), d.dest))
+        .collect();
+    assert_eq!(dests, [(1, addr(1)), (2, nat)]);
+    // Its SDP address is a stranger now.
+    assert_eq!(
+        g.judge(at(2), addr(2), t0, &mut pli(5, SSRC), &mut out, &mut t),
+        Err(DropReason::WrongSource)
+    );
+}
