@@ -17,7 +17,11 @@ use core::sync::atomic::{AtomicU64, Ordering};
 /// Where a call's transmission stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
-#[cfg_attr(feature = "ha", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(
+    feature = "ha",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "snake_case")
+)]
 pub enum TransmissionState {
     /// No transmission yet (call offered, or established and not granted).
     Idle = 0,

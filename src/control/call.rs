@@ -296,7 +296,11 @@ impl std::error::Error for SetupError {}
 
 /// Where a call stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "ha", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(
+    feature = "ha",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "snake_case")
+)]
 pub enum CallState {
     /// Offered to the callee, not yet answered.
     Offered,

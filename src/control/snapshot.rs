@@ -92,7 +92,11 @@ pub struct StreamSnapshot {
 
 /// Where the transmission stands, as a [`TcSnapshot`] tells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "ha", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(
+    feature = "ha",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "snake_case")
+)]
 pub enum TcPhase {
     /// Not granted yet (the call is offered).
     Pending,

@@ -7,7 +7,11 @@ use std::time::Instant;
 
 /// The timers of one video push call (TS 24.581 §11, mcvideo-media-plane.md §3.5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "ha", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(
+    feature = "ha",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "snake_case")
+)]
 pub enum Timer {
     /// T4 "Transmission Granted": retransmit Granted until the first media packet (C4 times).
     T4Granted,

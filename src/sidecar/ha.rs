@@ -150,7 +150,8 @@ pub(crate) fn start(cfg: HaConfig, engine: Arc<Engine>) -> Result<Arc<HaRuntime>
             loop {
                 tick.tick().await;
                 let s = engine.stats();
-                let packets = s.caller.packets_in + s.callee.packets_in + s.group_members.packets_in;
+                let packets =
+                    s.caller.packets_in + s.callee.packets_in + s.group_members.packets_in;
                 let dt = last.0.elapsed().as_secs_f64().max(0.001);
                 let pps = (packets.saturating_sub(last.1) as f64 / dt) as u64;
                 last = (Instant::now(), packets);
@@ -215,9 +216,122 @@ impl HaRuntime {
     /// then stops the store.
     pub(crate) async fn flush_and_stop(&self, max: Duration) {
         let until = Instant::now() + max;
+        // Let the writer thread turn the last updates into store writes first.
+        tokio::time::sleep(Duration::from_millis(100)).await;
         while Instant::now() < until && self.store.store_up() && self.store.backlog() > 0 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.store.shutdown();
+    }
+}
+
+impl HaRuntime {
+    /// The HA series of `/metrics`.
+    pub(crate) fn render(&self, engine: &Engine, out: &mut String) {
+        use std::fmt::Write as _;
+        let s = self.store.stats();
+        let series: [(&str, &str, &str, u64); 7] = [
+            (
+                "mcvideo_relay_ha_store_up",
+                "gauge",
+                "1 when Redis answered the last write and the last heartbeat.",
+                u64::from(s.store_up),
+            ),
+            (
+                "mcvideo_relay_ha_backlog",
+                "gauge",
+                "Call writes waiting for Redis (bounded by ha.max_backlog).",
+                (s.backlog + s.resync_pending) as u64,
+            ),
+            (
+                "mcvideo_relay_ha_dropped_writes_total",
+                "counter",
+                "Call writes dropped because the backlog was full (each triggers a resync).",
+                s.dropped,
+            ),
+            (
+                "mcvideo_relay_ha_adoptions_total",
+                "counter",
+                "Calls taken over from a dead peer.",
+                engine.adoptions(),
+            ),
+            (
+                "mcvideo_relay_ha_adoption_failures_total",
+                "counter",
+                "Calls of a dead peer that could not be taken over.",
+                self.adopt_failures.load(Ordering::Relaxed),
+            ),
+            (
+                "mcvideo_relay_ha_fenced",
+                "gauge",
+                "1 once another instance adopted this one's calls.",
+                u64::from(s.fenced),
+            ),
+            (
+                "mcvideo_relay_ha_epoch",
+                "gauge",
+                "This instance's lease epoch.",
+                s.epoch,
+            ),
+        ];
+        for (name, kind, help, v) in series {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
+        }
+    }
+}
+
+fn unavailable(e: &crate::ha::HaError) -> super::api::ApiError {
+    super::api::ApiError::new(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        "ha_store_unavailable",
+        e.to_string(),
+    )
+}
+
+impl HaRuntime {
+    /// `GET /v1/cluster`.
+    pub(crate) async fn cluster_json(&self) -> Result<serde_json::Value, super::api::ApiError> {
+        let list = self.store.cluster().await.map_err(|e| unavailable(&e))?;
+        Ok(serde_json::json!({
+            "instance": self.store.instance_id(),
+            "instances": list.iter().map(|i| serde_json::json!({
+                "id": i.id,
+                "role": i.role,
+                "alive": i.alive,
+                "calls": i.calls,
+                "packets_per_sec": i.packets_per_sec,
+                "draining": i.draining,
+                "epoch": i.epoch,
+            })).collect::<Vec<_>>(),
+        }))
+    }
+
+    /// A call another instance owns, from Redis (`None`: no such call anywhere).
+    pub(crate) async fn lookup(
+        &self,
+        id: &str,
+    ) -> Result<Option<serde_json::Value>, super::api::ApiError> {
+        let Some(r) = self.store.lookup(id).await.map_err(|e| unavailable(&e))? else {
+            return Ok(None);
+        };
+        // The clear body is enough to describe the call (no key is opened here).
+        let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+        let c = &body["call"];
+        Ok(Some(serde_json::json!({
+            "call_id": r.call_id.as_str(),
+            "owner": r.owner,
+            "epoch": r.epoch,
+            "updated_unix_ms": r.updated_unix_ms,
+            "remote": true,
+            "kind": c["kind"],
+            "state": c["state"],
+            "caller": {"mcvideo_id": c["caller_id"]},
+            "callee": {"mcvideo_id": c["callee_id"]},
+            "media_security": c["media_security"],
+            "transmission": c["tc"]["arbiter_state"],
+        })))
     }
 }
