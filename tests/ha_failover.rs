@@ -1,0 +1,344 @@
+//! High availability with real processes and a real Redis: two `mcvideo-relay serve` (a
+//! primary and its standby, `[ha]` on, the same media port range on 127.0.0.1), a per_leg push
+//! through the primary, `kill -9` of the primary while packets flow. The standby adopts the call
+//! and binds the dead primary's ports (the media address "moves" on loopback: same IP, the
+//! ports free once the process is gone). The callee keeps receiving: the gap fits the failure
+//! detection time plus 200 ms; the callee decrypts every packet and the adopter counts zero
+//! authentication or replay failures; the caller's Transmission End Request after the takeover
+//! gets End Response and End Notify from the adopter, and the call is released once.
+//!
+//! Needs `redis-server` (Debian package; test.sh installs it).
+#![cfg(all(feature = "sidecar", feature = "ha"))]
+#![allow(clippy::disallowed_methods)] // real processes on real time
+
+mod common;
+mod ha_support;
+mod sidecar_support;
+
+use common::net::{Peer, RelayAddrs};
+use ha_support::RedisServer;
+use mcvideo_relay::keys::{MasterKey, SrtpSuite};
+use mcvideo_relay::srtp::SrtpContext;
+use mcvideo_relay::wire::tc::{MessageKind, TcMessage};
+use serde_json::json;
+use sidecar_support::{eventually, Api};
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mcvideo-relay");
+const SEAL_KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+const SSRC: u32 = 0x5eed_0003;
+const CALLER_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGw==";
+const CALLEE_KEY: &str = "GxoZGBcWFRQTEhEQDw4NDAsKCQgHBgUEAwIBAA==";
+const HEARTBEAT_MS: u64 = 200;
+const FAILURE_MS: u64 = 1000;
+
+struct Relay {
+    child: Child,
+    api: Api,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Relay {
+    fn spawn(dir: &PathBuf, name: &str, redis_port: u16, standby_for: &[&str]) -> Relay {
+        let cfg = dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "[api]\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"info\"\n\
+                 [media]\nworkers = 1\nport_min = 47000\nport_max = 47099\n\
+                 [ha]\nenabled = true\nredis_url = \"redis://127.0.0.1:{redis_port}\"\n\
+                 instance_id = \"{name}\"\nstandby_for = {standby_for:?}\n\
+                 heartbeat_ms = {HEARTBEAT_MS}\nfailure_ms = {FAILURE_MS}\n"
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .arg("--config")
+            .arg(&cfg)
+            .env("MCVIDEO_RELAY_HA_SEAL_KEY", SEAL_KEY)
+            .env_remove("MCVIDEO_RELAY_HA_REDIS_URL")
+            .env_remove("MCVIDEO_RELAY_API_TOKEN")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the relay binary starts");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut err = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(out).lines();
+            if let Some(Ok(l)) = lines.next() {
+                let _ = tx.send(l);
+            }
+            for _ in lines {}
+        });
+        let first = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{name}: no `listening on`; stderr:\n{}",
+                    stderr.lock().unwrap()
+                )
+            });
+        let addr: SocketAddr = first
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("first stdout line: {first:?}"))
+            .parse()
+            .unwrap();
+        Relay {
+            child,
+            api: Api::new(addr, None),
+            stderr,
+        }
+    }
+
+    fn log(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn srtp(b64: &str) -> SrtpContext {
+    SrtpContext::new(&MasterKey::from_base64(SrtpSuite::AeadAes128Gcm, b64).unwrap())
+}
+
+fn rtp(seq: u16) -> Vec<u8> {
+    common::net::rtp_packet(seq, SSRC, 300)
+}
+
+#[test]
+fn primary_killed_mid_push_standby_takes_over() {
+    let redis = RedisServer::start();
+    let dir = std::env::temp_dir().join(format!("mcvr-ha-failover-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut primary = Relay::spawn(&dir, "relay-a", redis.port, &[]);
+    let standby = Relay::spawn(&dir, "relay-b", redis.port, &["relay-a"]);
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let r = standby.api.get("/v1/cluster");
+            r.status == 200
+                && r.json()["instances"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().filter(|i| i["alive"] == true).count() == 2)
+        }),
+        "both instances in the cluster view: {}",
+        standby.api.get("/v1/cluster").body
+    );
+
+    // A per_leg push through the primary.
+    let (caller, callee) = (Peer::new(), Peer::new());
+    let crypto = |k: &str| format!("a=crypto:1 AEAD_AES_128_GCM inline:{k}\r\n");
+    let r = primary.api.post(
+        "/v1/calls",
+        &json!({
+            "call_id": "push-1",
+            "caller": {"mcvideo_id": "sip:alice@mcx.example",
+                       "sdp_offer": caller.sdp("alice", "RTP/SAVP", Some(SSRC), true, &crypto(CALLER_KEY))},
+            "callee": {"mcvideo_id": "sip:bob@mcx.example"},
+            "video_push": true,
+            "media_security": "per_leg",
+        }),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let callee_offer = r.json()["sdp_offer"].as_str().unwrap().to_owned();
+    let r = primary.api.post(
+        "/v1/calls/push-1/answer",
+        &json!({"sdp_answer": callee.sdp("bob", "RTP/SAVP", None, true, &crypto(CALLEE_KEY))}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let to_caller = RelayAddrs::from_sdp(r.json()["sdp_answer"].as_str().unwrap());
+    let relay_key = mcvideo_relay::sdp::SessionDescription::parse(&callee_offer)
+        .unwrap()
+        .media()[0]
+        .crypto[0]
+        .key_b64
+        .clone();
+    let sse = standby.api.events();
+
+    // The callee: decrypts and timestamps every packet.
+    type Arrivals = Arc<Mutex<Vec<(Instant, u16)>>>;
+    let arrivals: Arrivals = Arc::default();
+    let failures = Arc::new(Mutex::new(0usize));
+    let stop = Arc::new(AtomicBool::new(false));
+    let rx_thread = {
+        let sock = callee.rtp.try_clone().unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let (arrivals, failures, stop) = (arrivals.clone(), failures.clone(), stop.clone());
+        let mut ctx = srtp(&relay_key);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok((n, _)) = sock.recv_from(&mut buf) {
+                    match ctx.unprotect_rtp(&mut buf[..n]) {
+                        Ok(_) => arrivals
+                            .lock()
+                            .unwrap()
+                            .push((Instant::now(), u16::from_be_bytes([buf[2], buf[3]]))),
+                        Err(_) => *failures.lock().unwrap() += 1,
+                    }
+                }
+            }
+        })
+    };
+    // The caller: a packet every 5 ms (200/s), across a sequence-number wrap.
+    let sent: Arc<Mutex<Vec<(Instant, u16)>>> = Arc::default();
+    let tx_thread = {
+        let sock = caller.rtp.try_clone().unwrap();
+        let (sent, stop) = (sent.clone(), stop.clone());
+        let mut ctx = srtp(CALLER_KEY);
+        let to = to_caller.video;
+        std::thread::spawn(move || {
+            let mut seq: u16 = 64_500;
+            let start = Instant::now();
+            let mut i = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                let mut p = rtp(seq);
+                let len = p.len();
+                p.resize(len + 16, 0);
+                let n = ctx.protect_rtp(&mut p, len).unwrap();
+                let _ = sock.send_to(&p[..n], to);
+                sent.lock().unwrap().push((Instant::now(), seq));
+                seq = seq.wrapping_add(1);
+                i += 1;
+                let next = start + Duration::from_millis(5) * i;
+                if let Some(d) = next.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(d);
+                }
+            }
+        })
+    };
+
+    // Media for 2.5 s through the primary, then kill -9.
+    std::thread::sleep(Duration::from_millis(2500));
+    let before_kill = arrivals.lock().unwrap().len();
+    assert!(
+        before_kill > 400,
+        "media flows through the primary: {before_kill}"
+    );
+    let killed_at = Instant::now();
+    primary.child.kill().unwrap();
+    primary.child.wait().unwrap();
+
+    // The standby adopts; media flows again.
+    assert!(
+        eventually(Duration::from_secs(6), || arrivals
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(t, _)| *t > killed_at + Duration::from_millis(5))),
+        "no media after the kill; standby log:\n{}",
+        standby.log()
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let adopted = sse
+        .next(Duration::from_secs(2))
+        .expect("an event from the standby");
+    assert_eq!(adopted.name, "call.adopted", "{:?}", adopted.data);
+    assert_eq!(adopted.data["call_id"], "push-1");
+    assert_eq!(adopted.data["from"], "relay-a");
+
+    // The gap, and the packets lost.
+    let got = arrivals.lock().unwrap().clone();
+    let last_before = got
+        .iter()
+        .filter(|(t, _)| *t <= killed_at)
+        .map(|(t, _)| *t)
+        .max()
+        .unwrap();
+    let first_after = got
+        .iter()
+        .filter(|(t, _)| *t > killed_at)
+        .map(|(t, _)| *t)
+        .min()
+        .unwrap();
+    let takeover = first_after.duration_since(killed_at);
+    let gap = first_after.duration_since(last_before);
+    let sent_n = sent.lock().unwrap().len();
+    let lost = sent
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(t, _)| *t < first_after)
+        .count()
+        .saturating_sub(got.iter().filter(|(t, _)| *t < first_after).count());
+    eprintln!(
+        "takeover: {takeover:?} from the kill to the first forwarded packet; gap {gap:?}; \
+         {lost} packets lost of {sent_n} sent (200/s)"
+    );
+    let budget = Duration::from_millis(FAILURE_MS + HEARTBEAT_MS + 200);
+    assert!(
+        gap <= budget,
+        "gap {gap:?} over the detection time + 200 ms ({budget:?})"
+    );
+    assert_eq!(
+        *failures.lock().unwrap(),
+        0,
+        "the callee decrypted every packet"
+    );
+    let s = standby.api.get("/v1/calls/push-1");
+    assert_eq!(s.status, 200, "{}", s.body);
+    let s = s.json();
+    assert_eq!(s["owner"], "relay-b");
+    assert_eq!(s["caller"]["drops"]["auth_failure"], 0, "{s}");
+    assert!(s["callee"]["packets_out"].as_u64().unwrap() > 100, "{s}");
+
+    // The caller ends its transmission: the adopter answers, and releases the call once.
+    stop.store(true, Ordering::Relaxed);
+    tx_thread.join().unwrap();
+    rx_thread.join().unwrap();
+    let end = TcMessage::new(MessageKind::TransmissionEndRequest, 0x0a11_ce00);
+    common::net::drain(&caller.ctl, Duration::from_millis(50));
+    common::net::drain(&callee.ctl, Duration::from_millis(50));
+    caller.send_tc(to_caller.control.unwrap(), &end);
+    let (resp, _) = common::net::recv(&caller.ctl, Duration::from_secs(2));
+    assert_eq!(
+        TcMessage::parse(&resp).unwrap().kind,
+        MessageKind::TransmissionEndResponse
+    );
+    let (note, _) = common::net::recv(&callee.ctl, Duration::from_secs(2));
+    assert_eq!(
+        TcMessage::parse(&note).unwrap().kind,
+        MessageKind::TransmissionEndNotify
+    );
+    let evs = sse.until_released("push-1", Duration::from_secs(3));
+    let released: Vec<_> = evs.iter().filter(|e| e.name == "call.released").collect();
+    assert_eq!(released.len(), 1, "{:?}", sidecar_support::names(&evs));
+    assert_eq!(released[0].data["reason"], "transmission_completed");
+    assert!(sse
+        .next(Duration::from_millis(500))
+        .is_none_or(|e| e.name != "call.released"));
+    assert_eq!(standby.api.get("/v1/calls/push-1").status, 404);
+    let m = standby.api.metrics();
+    assert_eq!(m.get("mcvideo_relay_ha_adoptions_total"), 1.0);
+    assert_eq!(m.get("mcvideo_relay_ha_store_up"), 1.0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
