@@ -24,7 +24,7 @@ use serde_json::json;
 use sidecar_support::{eventually, Api};
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -45,7 +45,7 @@ struct Relay {
 }
 
 impl Relay {
-    fn spawn(dir: &PathBuf, name: &str, redis_port: u16, standby_for: &[&str]) -> Relay {
+    fn spawn(dir: &Path, name: &str, redis_port: u16, standby_for: &[&str]) -> Relay {
         let cfg = dir.join(format!("{name}.toml"));
         std::fs::write(
             &cfg,
