@@ -46,15 +46,26 @@ struct Relay {
 
 impl Relay {
     fn spawn(dir: &Path, name: &str, redis_port: u16, standby_for: &[&str]) -> Relay {
+        Relay::spawn_ports(dir, name, redis_port, standby_for, 47_000)
+    }
+
+    fn spawn_ports(
+        dir: &Path,
+        name: &str,
+        redis_port: u16,
+        standby_for: &[&str],
+        port_min: u16,
+    ) -> Relay {
         let cfg = dir.join(format!("{name}.toml"));
         std::fs::write(
             &cfg,
             format!(
                 "[api]\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"info\"\n\
-                 [media]\nworkers = 1\nport_min = 47000\nport_max = 47099\n\
+                 [media]\nworkers = 1\nport_min = {port_min}\nport_max = {}\n\
                  [ha]\nenabled = true\nredis_url = \"redis://127.0.0.1:{redis_port}\"\n\
                  instance_id = \"{name}\"\nstandby_for = {standby_for:?}\n\
-                 heartbeat_ms = {HEARTBEAT_MS}\nfailure_ms = {FAILURE_MS}\n"
+                 heartbeat_ms = {HEARTBEAT_MS}\nfailure_ms = {FAILURE_MS}\n",
+                port_min + 99
             ),
         )
         .unwrap();
@@ -340,5 +351,183 @@ fn primary_killed_mid_push_standby_takes_over() {
     let m = standby.api.metrics();
     assert_eq!(m.get("mcvideo_relay_ha_adoptions_total"), 1.0);
     assert_eq!(m.get("mcvideo_relay_ha_store_up"), 1.0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Sets up a per_leg push through `api`; returns the caller's relay addresses and the key the
+/// relay sends to the callee with.
+fn per_leg_push(api: &Api, id: &str, caller: &Peer, callee: &Peer) -> (RelayAddrs, String) {
+    let crypto = |k: &str| format!("a=crypto:1 AEAD_AES_128_GCM inline:{k}\r\n");
+    let r = api.post(
+        "/v1/calls",
+        &json!({
+            "call_id": id,
+            "caller": {"mcvideo_id": "sip:alice@mcx.example",
+                       "sdp_offer": caller.sdp("alice", "RTP/SAVP", Some(SSRC), true, &crypto(CALLER_KEY))},
+            "callee": {"mcvideo_id": "sip:bob@mcx.example"},
+            "video_push": true,
+            "media_security": "per_leg",
+        }),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let callee_offer = r.json()["sdp_offer"].as_str().unwrap().to_owned();
+    let r = api.post(
+        &format!("/v1/calls/{id}/answer"),
+        &json!({"sdp_answer": callee.sdp("bob", "RTP/SAVP", None, true, &crypto(CALLEE_KEY))}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let to_caller = RelayAddrs::from_sdp(r.json()["sdp_answer"].as_str().unwrap());
+    let relay_key = mcvideo_relay::sdp::SessionDescription::parse(&callee_offer)
+        .unwrap()
+        .media()[0]
+        .crypto[0]
+        .key_b64
+        .clone();
+    (to_caller, relay_key)
+}
+
+/// Sends `n` packets from `seq` on and returns how many the callee decrypted.
+fn burst(
+    caller: &Peer,
+    callee: &Peer,
+    to: SocketAddr,
+    tx: &mut SrtpContext,
+    rx: &mut SrtpContext,
+    seq: &mut u16,
+    n: usize,
+) -> (usize, usize) {
+    let c = common::net::collect(
+        &callee.rtp,
+        Duration::from_millis(700),
+        Duration::from_millis(200),
+    );
+    for _ in 0..n {
+        let mut p = rtp(*seq);
+        let len = p.len();
+        p.resize(len + 16, 0);
+        let m = tx.protect_rtp(&mut p, len).unwrap();
+        caller.rtp.send_to(&p[..m], to).unwrap();
+        *seq = seq.wrapping_add(1);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let (mut ok, mut bad) = (0, 0);
+    for (mut p, _) in c.join().unwrap() {
+        match rx.unprotect_rtp(&mut p) {
+            Ok(_) => ok += 1,
+            Err(_) => bad += 1,
+        }
+    }
+    (ok, bad)
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig}");
+}
+
+/// Fencing: a primary paused (SIGSTOP) past the failure time loses its call to the standby;
+/// resumed, it learns it is fenced, says so in its log, drops the call (closing its ports, which
+/// the standby then binds) and neither forwards nor answers for it. Restarted with the same ID,
+/// it still does not: the standby keeps the call and ends it.
+#[test]
+fn paused_primary_is_fenced_and_restarted_primary_stays_out() {
+    let redis = RedisServer::start();
+    let dir = std::env::temp_dir().join(format!("mcvr-ha-fence-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut primary = Relay::spawn_ports(&dir, "relay-a", redis.port, &[], 47_100);
+    let standby = Relay::spawn_ports(&dir, "relay-b", redis.port, &["relay-a"], 47_100);
+    assert!(eventually(Duration::from_secs(5), || {
+        standby.api.get("/v1/cluster").json()["instances"]
+            .as_array()
+            .is_some_and(|a| a.iter().filter(|i| i["alive"] == true).count() == 2)
+    }));
+    let (caller, callee) = (Peer::new(), Peer::new());
+    let (to_caller, relay_key) = per_leg_push(&primary.api, "fence-1", &caller, &callee);
+    let sse = standby.api.events();
+    let (mut tx, mut rx) = (srtp(CALLER_KEY), srtp(&relay_key));
+    let mut seq = 100u16;
+    let b = |tx: &mut SrtpContext, rx: &mut SrtpContext, seq: &mut u16, n| {
+        burst(&caller, &callee, to_caller.video, tx, rx, seq, n)
+    };
+    assert_eq!(b(&mut tx, &mut rx, &mut seq, 50), (50, 0));
+    // Let the SRTP state reach Redis (refreshed about every second while media flows).
+    std::thread::sleep(Duration::from_millis(1300));
+
+    signal(&primary.child, "STOP");
+    std::thread::sleep(Duration::from_millis(1800));
+    signal(&primary.child, "CONT");
+    assert!(
+        eventually(Duration::from_secs(5), || primary.log().contains("fenced")),
+        "the resumed primary says it is fenced; its log:\n{}",
+        primary.log()
+    );
+    let fence_line = primary
+        .log()
+        .lines()
+        .find(|l| l.contains("lost its calls to relay-b"))
+        .map(str::to_owned);
+    assert!(fence_line.is_some(), "{}", primary.log());
+    let ev = sse.next(Duration::from_secs(5)).expect("call.adopted");
+    assert_eq!(ev.name, "call.adopted");
+    // The standby forwards now (it bound the ports once the primary let them go).
+    assert!(
+        eventually(Duration::from_secs(3), || standby
+            .api
+            .get("/v1/calls/fence-1")
+            .status
+            == 200),
+        "standby log:\n{}",
+        standby.log()
+    );
+    let (ok, bad) = b(&mut tx, &mut rx, &mut seq, 50);
+    assert_eq!((ok, bad), (50, 0), "forwarded by the standby, decryptable");
+    let s = standby.api.get("/v1/calls/fence-1").json();
+    assert_eq!(s["owner"], "relay-b");
+    assert_eq!(s["caller"]["drops"]["auth_failure"], 0, "{s}");
+    // The fenced primary neither answers nor releases it.
+    assert_eq!(primary.api.delete("/v1/calls/fence-1").status, 404);
+    let g = primary.api.get("/v1/calls/fence-1");
+    assert_ne!(g.json()["owner"], "relay-a", "{}", g.body);
+    assert_eq!(primary.api.metrics().get("mcvideo_relay_ha_fenced"), 1.0);
+
+    // Restarted with the same ID: a new lease, no calls; the call stays the standby's.
+    primary.child.kill().unwrap();
+    primary.child.wait().unwrap();
+    let restarted = Relay::spawn_ports(&dir, "relay-a", redis.port, &[], 47_100);
+    assert!(eventually(Duration::from_secs(5), || {
+        standby.api.get("/v1/cluster").json()["instances"]
+            .as_array()
+            .is_some_and(|a| a.iter().filter(|i| i["alive"] == true).count() == 2)
+    }));
+    let g = restarted.api.get("/v1/calls/fence-1");
+    assert_eq!(g.status, 200, "{}", g.body);
+    assert_eq!(g.json()["owner"], "relay-b");
+    assert_eq!(g.json()["remote"], true);
+    assert_eq!(restarted.api.delete("/v1/calls/fence-1").status, 404);
+    assert_eq!(
+        b(&mut tx, &mut rx, &mut seq, 20),
+        (20, 0),
+        "still the standby's"
+    );
+    let end = TcMessage::new(MessageKind::TransmissionEndRequest, 0x0a11_ce00);
+    common::net::drain(&caller.ctl, Duration::from_millis(50));
+    caller.send_tc(to_caller.control.unwrap(), &end);
+    let (resp, _) = common::net::recv(&caller.ctl, Duration::from_secs(2));
+    assert_eq!(
+        TcMessage::parse(&resp).unwrap().kind,
+        MessageKind::TransmissionEndResponse
+    );
+    let evs = sse.until_released("fence-1", Duration::from_secs(3));
+    assert_eq!(
+        evs.iter().filter(|e| e.name == "call.released").count(),
+        1,
+        "{:?}",
+        sidecar_support::names(&evs)
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
