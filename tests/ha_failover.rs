@@ -56,16 +56,26 @@ impl Relay {
         standby_for: &[&str],
         port_min: u16,
     ) -> Relay {
+        Relay::spawn_range(dir, name, redis_port, standby_for, port_min, port_min + 99)
+    }
+
+    fn spawn_range(
+        dir: &Path,
+        name: &str,
+        redis_port: u16,
+        standby_for: &[&str],
+        port_min: u16,
+        port_max: u16,
+    ) -> Relay {
         let cfg = dir.join(format!("{name}.toml"));
         std::fs::write(
             &cfg,
             format!(
                 "[api]\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"info\"\n\
-                 [media]\nworkers = 1\nport_min = {port_min}\nport_max = {}\n\
+                 [media]\nworkers = 1\nport_min = {port_min}\nport_max = {port_max}\n\
                  [ha]\nenabled = true\nredis_url = \"redis://127.0.0.1:{redis_port}\"\n\
                  instance_id = \"{name}\"\nstandby_for = {standby_for:?}\n\
-                 heartbeat_ms = {HEARTBEAT_MS}\nfailure_ms = {FAILURE_MS}\n",
-                port_min + 99
+                 heartbeat_ms = {HEARTBEAT_MS}\nfailure_ms = {FAILURE_MS}\n"
             ),
         )
         .unwrap();
@@ -529,5 +539,119 @@ fn paused_primary_is_fenced_and_restarted_primary_stays_out() {
         "{:?}",
         sidecar_support::names(&evs)
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// 1,000 calls (`MCVIDEO_HA_FAILOVER_CALLS`) adopted at once: the time from the kill until the
+/// standby runs them all, every call forwarding afterwards, every relay port accounted for.
+#[test]
+fn a_thousand_calls_adopted() {
+    let n: usize = std::env::var("MCVIDEO_HA_FAILOVER_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let _ = mcvideo_relay::relay::raise_open_files_limit();
+    let redis = RedisServer::start();
+    let dir = std::env::temp_dir().join(format!("mcvr-ha-many-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut primary = Relay::spawn_range(&dir, "relay-a", redis.port, &[], 50_000, 59_999);
+    let standby = Relay::spawn_range(&dir, "relay-b", redis.port, &["relay-a"], 50_000, 59_999);
+    // One caller socket and one callee socket for every call: calls are told apart by SSRC.
+    let caller = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let callee = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let sdp = |name: &str, sock: &std::net::UdpSocket, ssrc: Option<u32>| {
+        let mut s = format!(
+            "v=0\r\no={name} 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=video {} RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=rtcp-mux\r\n",
+            sock.local_addr().unwrap().port()
+        );
+        if let Some(ssrc) = ssrc {
+            s.push_str(&format!("a=ssrc:{ssrc} cname:{name}\r\n"));
+        }
+        s
+    };
+    let mut relay_ports = Vec::with_capacity(n);
+    let t = Instant::now();
+    for i in 0..n {
+        let id = format!("many-{i}");
+        let r = primary.api.post(
+            "/v1/calls",
+            &json!({
+                "call_id": id,
+                "caller": {"mcvideo_id": "sip:alice@mcx.example",
+                           "sdp_offer": sdp("alice", &caller, Some(0x1000_0000 + i as u32))},
+                "callee": {"mcvideo_id": "sip:bob@mcx.example"},
+                "video_push": true,
+            }),
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+        let r = primary.api.post(
+            &format!("/v1/calls/{id}/answer"),
+            &json!({"sdp_answer": sdp("bob", &callee, None)}),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        relay_ports.push(sidecar_support::relay_video_addr(
+            r.json()["sdp_answer"].as_str().unwrap(),
+        ));
+    }
+    eprintln!("{n} calls set up in {:?}", t.elapsed());
+    let ports_before = primary.api.metrics().get("mcvideo_relay_port_pairs_in_use");
+    assert!(ports_before >= n as f64, "{ports_before}");
+    // Every call in Redis before the kill.
+    assert!(
+        eventually(Duration::from_secs(10), || redis.keys("mcvr:call:*").len()
+            == n),
+        "{} of {n} calls in Redis",
+        redis.keys("mcvr:call:*").len()
+    );
+    let killed = Instant::now();
+    primary.child.kill().unwrap();
+    primary.child.wait().unwrap();
+    assert!(
+        eventually(Duration::from_secs(30), || standby
+            .api
+            .metrics()
+            .get("mcvideo_relay_ha_adoptions_total")
+            == n as f64),
+        "adoptions: {}; standby log:\n{}",
+        standby
+            .api
+            .metrics()
+            .get("mcvideo_relay_ha_adoptions_total"),
+        standby.log()
+    );
+    let all_adopted = killed.elapsed();
+    let took = standby
+        .log()
+        .lines()
+        .find(|l| l.contains("took over the calls of a dead peer"))
+        .map(str::to_owned)
+        .unwrap_or_default();
+    eprintln!("{n} calls adopted {all_adopted:?} after the kill (detection included); {took}");
+    let m = standby.api.metrics();
+    assert_eq!(m.get("mcvideo_relay_ha_adoption_failures_total"), 0.0);
+    assert_eq!(
+        m.get("mcvideo_relay_port_pairs_in_use"),
+        ports_before,
+        "every port accounted for"
+    );
+    // Every call forwards: one packet each, each reaches the callee.
+    let c = common::net::collect(&callee, Duration::from_secs(2), Duration::from_millis(500));
+    for (i, to) in relay_ports.iter().enumerate() {
+        let p = common::net::rtp_packet(1, 0x1000_0000 + i as u32, 100);
+        caller.send_to(&p, to).unwrap();
+        if i % 64 == 63 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    let mut seen: Vec<u32> = c
+        .join()
+        .unwrap()
+        .iter()
+        .map(|(b, _)| u32::from_be_bytes([b[8], b[9], b[10], b[11]]))
+        .collect();
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(seen.len(), n, "every adopted call forwards");
     let _ = std::fs::remove_dir_all(&dir);
 }
