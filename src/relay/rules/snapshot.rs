@@ -55,7 +55,8 @@ pub struct ControlRulesSnapshot {
     pub srtcp_out: Option<SrtpState>,
 }
 
-/// A call's rules, without keys. See the [module docs](self).
+/// A call's rules, without keys: latched sources, learned SSRCs, SRTP state per SSRC
+/// ([`CallRules::snapshot`], [`CallRules::restore`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "ha", derive(serde::Serialize, serde::Deserialize))]
 pub struct RulesSnapshot {
