@@ -655,3 +655,88 @@ fn a_thousand_calls_adopted() {
     assert_eq!(seen.len(), n, "every adopted call forwards");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Redis killed mid-call and restarted empty: media goes on, the API answers (a call is set up
+/// and released while Redis is down), `mcvideo_relay_ha_store_up` says so, and every live call
+/// is back in Redis within seconds of its return. Then create/answer/release cycles leave no
+/// call key behind.
+#[test]
+fn redis_outage_and_churn() {
+    let mut redis = RedisServer::start();
+    let dir = std::env::temp_dir().join(format!("mcvr-ha-outage-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let relay = Relay::spawn_ports(&dir, "relay-a", redis.port, &[], 47_200);
+    let (caller, callee) = (Peer::new(), Peer::new());
+    let (to_caller, relay_key) = per_leg_push(&relay.api, "live-1", &caller, &callee);
+    let (mut tx, mut rx) = (srtp(CALLER_KEY), srtp(&relay_key));
+    let mut seq = 1u16;
+    let b = |tx: &mut SrtpContext, rx: &mut SrtpContext, seq: &mut u16, n| {
+        burst(&caller, &callee, to_caller.video, tx, rx, seq, n)
+    };
+    assert_eq!(b(&mut tx, &mut rx, &mut seq, 30), (30, 0));
+    assert!(eventually(Duration::from_secs(5), || redis
+        .keys("mcvr:call:*")
+        .len()
+        == 1));
+
+    redis.kill();
+    assert!(
+        eventually(Duration::from_secs(5), || relay
+            .api
+            .metrics()
+            .get("mcvideo_relay_ha_store_up")
+            == 0.0),
+        "store_up goes to 0"
+    );
+    assert_eq!(b(&mut tx, &mut rx, &mut seq, 50), (50, 0), "no media loss");
+    let (c2, e2) = (Peer::new(), Peer::new());
+    per_leg_push(&relay.api, "during-outage", &c2, &e2);
+    let (c3, e3) = (Peer::new(), Peer::new());
+    per_leg_push(&relay.api, "gone-during-outage", &c3, &e3);
+    assert_eq!(relay.api.delete("/v1/calls/gone-during-outage").status, 200);
+    assert_eq!(relay.api.get("/v1/cluster").status, 503);
+
+    redis.restart();
+    let back = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let mut k = redis.keys("mcvr:call:*");
+            k.sort();
+            k == ["mcvr:call:during-outage", "mcvr:call:live-1"]
+        }),
+        "live calls back in Redis: {:?}",
+        redis.keys("mcvr:call:*")
+    );
+    eprintln!(
+        "full state back in Redis {:?} after it returned",
+        back.elapsed()
+    );
+    assert!(eventually(Duration::from_secs(5), || relay
+        .api
+        .metrics()
+        .get("mcvideo_relay_ha_store_up")
+        == 1.0));
+    assert_eq!(b(&mut tx, &mut rx, &mut seq, 20), (20, 0));
+
+    // Churn: every released call's key goes.
+    assert_eq!(relay.api.delete("/v1/calls/live-1").status, 200);
+    assert_eq!(relay.api.delete("/v1/calls/during-outage").status, 200);
+    let n: usize = std::env::var("MCVIDEO_HA_CHURN_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    let (c, e) = (Peer::new(), Peer::new());
+    for i in 0..n {
+        let id = format!("churn-{i}");
+        per_leg_push(&relay.api, &id, &c, &e);
+        assert_eq!(relay.api.delete(&format!("/v1/calls/{id}")).status, 200);
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || redis
+            .keys("mcvr:call:*")
+            .is_empty()),
+        "keys left: {:?}",
+        redis.keys("mcvr:call:*").len()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
