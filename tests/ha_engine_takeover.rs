@@ -48,8 +48,8 @@ fn latest(rx: &crossbeam_channel::Receiver<HaUpdate>, last: &mut Option<CallImag
 
 #[test]
 fn per_leg_push_survives_its_engine() {
-    let a = engine(45_000);
-    let b = engine(45_000);
+    let a = engine(36_500);
+    let b = engine(36_500);
     let updates = a.ha_updates();
     let mut b_events = b.subscribe();
     let (caller, callee) = (Peer::new(), Peer::new());

@@ -7,7 +7,8 @@
 //! authentication or replay failures; the caller's Transmission End Request after the takeover
 //! gets End Response and End Notify from the adopter, and the call is released once.
 //!
-//! Needs `redis-server` (Debian package; test.sh installs it).
+//! Needs `redis-server` (Debian package; test.sh installs it). Media ports 36600-36899 and
+//! 61000-65399 (no other test uses them; 61000+ is above the ephemeral range).
 #![cfg(all(feature = "sidecar", feature = "ha"))]
 #![allow(clippy::disallowed_methods)] // real processes on real time
 
@@ -46,7 +47,7 @@ struct Relay {
 
 impl Relay {
     fn spawn(dir: &Path, name: &str, redis_port: u16, standby_for: &[&str]) -> Relay {
-        Relay::spawn_ports(dir, name, redis_port, standby_for, 47_000)
+        Relay::spawn_ports(dir, name, redis_port, standby_for, 36_600)
     }
 
     fn spawn_ports(
@@ -449,8 +450,8 @@ fn paused_primary_is_fenced_and_restarted_primary_stays_out() {
     let redis = RedisServer::start();
     let dir = std::env::temp_dir().join(format!("mcvr-ha-fence-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let mut primary = Relay::spawn_ports(&dir, "relay-a", redis.port, &[], 47_100);
-    let standby = Relay::spawn_ports(&dir, "relay-b", redis.port, &["relay-a"], 47_100);
+    let mut primary = Relay::spawn_ports(&dir, "relay-a", redis.port, &[], 36_700);
+    let standby = Relay::spawn_ports(&dir, "relay-b", redis.port, &["relay-a"], 36_700);
     assert!(eventually(Duration::from_secs(5), || {
         standby.api.get("/v1/cluster").json()["instances"]
             .as_array()
@@ -508,7 +509,7 @@ fn paused_primary_is_fenced_and_restarted_primary_stays_out() {
     // Restarted with the same ID: a new lease, no calls; the call stays the standby's.
     primary.child.kill().unwrap();
     primary.child.wait().unwrap();
-    let restarted = Relay::spawn_ports(&dir, "relay-a", redis.port, &[], 47_100);
+    let restarted = Relay::spawn_ports(&dir, "relay-a", redis.port, &[], 36_700);
     assert!(eventually(Duration::from_secs(5), || {
         standby.api.get("/v1/cluster").json()["instances"]
             .as_array()
@@ -554,8 +555,8 @@ fn a_thousand_calls_adopted() {
     let redis = RedisServer::start();
     let dir = std::env::temp_dir().join(format!("mcvr-ha-many-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let mut primary = Relay::spawn_range(&dir, "relay-a", redis.port, &[], 50_000, 59_999);
-    let standby = Relay::spawn_range(&dir, "relay-b", redis.port, &["relay-a"], 50_000, 59_999);
+    let mut primary = Relay::spawn_range(&dir, "relay-a", redis.port, &[], 61_000, 65_399);
+    let standby = Relay::spawn_range(&dir, "relay-b", redis.port, &["relay-a"], 61_000, 65_399);
     // One caller socket and one callee socket for every call: calls are told apart by SSRC.
     let caller = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let callee = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -665,7 +666,7 @@ fn redis_outage_and_churn() {
     let mut redis = RedisServer::start();
     let dir = std::env::temp_dir().join(format!("mcvr-ha-outage-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let relay = Relay::spawn_ports(&dir, "relay-a", redis.port, &[], 47_200);
+    let relay = Relay::spawn_ports(&dir, "relay-a", redis.port, &[], 36_800);
     let (caller, callee) = (Peer::new(), Peer::new());
     let (to_caller, relay_key) = per_leg_push(&relay.api, "live-1", &caller, &callee);
     let (mut tx, mut rx) = (srtp(CALLER_KEY), srtp(&relay_key));
