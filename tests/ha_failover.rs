@@ -7,7 +7,8 @@
 //! authentication or replay failures; the caller's Transmission End Request after the takeover
 //! gets End Response and End Notify from the adopter, and the call is released once.
 //!
-//! Needs `redis-server` (Debian package; test.sh installs it). Media ports 36600-36899 and
+//! Needs `redis-server` (Debian package; test.sh installs it), and ffmpeg/ffprobe for the H.264
+//! push. Media ports 36600-36899 and
 //! 61000-65399 (no other test uses them; 61000+ is above the ephemeral range).
 #![cfg(all(feature = "sidecar", feature = "ha"))]
 #![allow(clippy::disallowed_methods)] // real processes on real time
@@ -739,5 +740,94 @@ fn redis_outage_and_churn() {
         "keys left: {:?}",
         redis.keys("mcvr:call:*").len()
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The crash test with a real H.264 push: ffmpeg sends 5 s of video (SRTP AES-CM) to the
+/// primary in per_leg mode, an ffmpeg receiver decrypts with the relay's key and records; the
+/// primary is killed 2 s in. The standby adopts; the receiver's recording decodes with the frames
+/// lost fitting the detection time plus 200 ms (at 25 fps), and the adopter counts zero
+/// authentication failures.
+#[test]
+fn ffmpeg_push_survives_a_kill() {
+    use common::ffmpeg::{
+        frames, port_pair, require, send, spawn_receiver, video_sdp, FRAMES, SENDER_KEY, SSRC,
+    };
+    require("ffmpeg");
+    require("ffprobe");
+    let redis = RedisServer::start();
+    let dir = std::env::temp_dir().join(format!("mcvr-ha-ffmpeg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut primary = Relay::spawn_ports(&dir, "relay-a", redis.port, &[], 36_900);
+    let standby = Relay::spawn_ports(&dir, "relay-b", redis.port, &["relay-a"], 36_900);
+    assert!(eventually(Duration::from_secs(5), || {
+        standby.api.get("/v1/cluster").json()["instances"]
+            .as_array()
+            .is_some_and(|a| a.iter().filter(|i| i["alive"] == true).count() == 2)
+    }));
+    let (caller_port, _c1, _c2) = port_pair();
+    let r = primary.api.post(
+        "/v1/calls",
+        &json!({
+            "call_id": "ffmpeg-ha",
+            "caller": {"mcvideo_id": "sip:camera@mcx.example",
+                       "sdp_offer": video_sdp("camera", caller_port, SENDER_KEY, Some(SSRC))},
+            "callee": {"mcvideo_id": "sip:viewer@mcx.example"},
+            "video_push": true,
+            "media_security": "per_leg",
+        }),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let relay_key = r.json()["sdp_offer"]
+        .as_str()
+        .unwrap()
+        .lines()
+        .find_map(|l| l.split("inline:").nth(1))
+        .map(|k| k.split(['|', ' ']).next().unwrap().trim().to_owned())
+        .unwrap();
+    assert_ne!(
+        relay_key, SENDER_KEY,
+        "per_leg: the relay's own key toward the callee"
+    );
+    let (recv_port, r1, r2) = port_pair();
+    let recv_sdp = video_sdp("viewer", recv_port, &relay_key, None);
+    let r = primary.api.post(
+        "/v1/calls/ffmpeg-ha/answer",
+        &json!({ "sdp_answer": recv_sdp }),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let to_caller = sidecar_support::relay_video_addr(r.json()["sdp_answer"].as_str().unwrap());
+    std::fs::write(dir.join("recv.sdp"), &recv_sdp).unwrap();
+    drop((r1, r2));
+    let out = dir.join("out.mkv");
+    let receiver = spawn_receiver(&dir.join("recv.sdp"), &out);
+    std::thread::sleep(Duration::from_millis(700));
+    let sender = std::thread::spawn(move || send(to_caller));
+    std::thread::sleep(Duration::from_millis(2000));
+    primary.child.kill().unwrap();
+    primary.child.wait().unwrap();
+    let sent = sender.join().unwrap();
+    assert!(
+        sent.status.success(),
+        "sender: {}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    let received = receiver.wait_with_output().expect("receiver exits");
+    assert!(
+        received.status.success(),
+        "receiver: {}",
+        String::from_utf8_lossy(&received.stderr)
+    );
+    let got = frames(&out);
+    let lost = FRAMES.saturating_sub(got);
+    let budget = ((FAILURE_MS + HEARTBEAT_MS + 200) * 25).div_ceil(1000) as u32;
+    eprintln!("ffmpeg push across a kill -9: {got} of {FRAMES} frames decode, {lost} lost (budget {budget})");
+    assert!(lost <= budget, "{lost} frames lost, over {budget}");
+    let s = standby.api.get("/v1/calls/ffmpeg-ha");
+    assert_eq!(s.status, 200, "{}; standby log:\n{}", s.body, standby.log());
+    let s = s.json();
+    assert_eq!(s["owner"], "relay-b");
+    assert_eq!(s["caller"]["drops"]["auth_failure"], 0, "{s}");
+    assert!(s["callee"]["packets_out"].as_u64().unwrap() > 50, "{s}");
     let _ = std::fs::remove_dir_all(&dir);
 }
