@@ -17,6 +17,11 @@ use core::sync::atomic::{AtomicU64, Ordering};
 /// Where a call's transmission stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
+#[cfg_attr(
+    feature = "ha",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "snake_case")
+)]
 pub enum TransmissionState {
     /// No transmission yet (call offered, or established and not granted).
     Idle = 0,
@@ -120,6 +125,13 @@ impl Arbiter {
     pub const fn new() -> Self {
         Arbiter {
             word: AtomicU64::new(pack(TransmissionState::Idle, None, 0)),
+        }
+    }
+
+    /// An arbiter in the state `s` (a call restored from a snapshot on another relay).
+    pub fn restored(s: Snapshot) -> Self {
+        Arbiter {
+            word: AtomicU64::new(pack(s.state, s.holder, s.epoch & ((1 << 48) - 1))),
         }
     }
 
@@ -260,6 +272,17 @@ mod tests {
         );
         assert!(a.grant(Party::Caller).is_err(), "released is terminal");
         assert_eq!(a.snapshot().epoch, 4);
+    }
+
+    #[test]
+    fn restored_from_a_snapshot() {
+        let a = Arbiter::new();
+        a.grant(Party::Caller).unwrap();
+        let b = Arbiter::restored(a.snapshot());
+        assert_eq!(b.snapshot(), a.snapshot());
+        assert!(b.may_forward(Party::Caller));
+        b.end().unwrap();
+        assert_eq!(b.snapshot().epoch, 2);
     }
 
     #[test]

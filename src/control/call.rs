@@ -22,6 +22,9 @@ use super::arbiter::Arbiter;
 use super::policy::AuthorizationPolicy;
 use super::registry::{UeRegistry, MAX_ID_LEN};
 use super::server::{Identities, TcConfig, TcEvent, TcStats, TransmissionControlServer};
+use super::snapshot::{
+    CallSecrets, CallSnapshot, PendingKeysSnapshot, RestoreError, StreamSecrets, StreamSnapshot,
+};
 use super::timer::{Timer, TimerTable};
 use super::{CallKind, CommencementMode, MediaSecurity, Party, ReleaseReason};
 use crate::ids::{CallId, Ssrc};
@@ -67,6 +70,7 @@ impl Default for CallConfig {
 
 /// A relay port pair handed out by a [`PortAllocator`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "ha", derive(serde::Serialize, serde::Deserialize))]
 pub struct RelayPort {
     /// Where the relay receives (and sends) RTP for this stream.
     pub rtp: SocketAddr,
@@ -292,6 +296,11 @@ impl std::error::Error for SetupError {}
 
 /// Where a call stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    feature = "ha",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "snake_case")
+)]
 pub enum CallState {
     /// Offered to the callee, not yet answered.
     Offered,
@@ -384,6 +393,12 @@ pub enum CallEventKind {
         /// Its MCVideo ID.
         member: Arc<str>,
     },
+    /// High availability: this relay took the call over from a relay that died
+    /// (`call.adopted`); it forwards and answers for the call from now on.
+    Adopted {
+        /// The instance that owned the call.
+        from: Arc<str>,
+    },
 }
 
 impl CallEventKind {
@@ -403,6 +418,7 @@ impl CallEventKind {
             CallEventKind::TransmissionIdle => "transmission.idle",
             CallEventKind::ParticipantJoined { .. } => "participant.joined",
             CallEventKind::ParticipantLeft { .. } => "participant.left",
+            CallEventKind::Adopted { .. } => "call.adopted",
         }
     }
 }
@@ -497,6 +513,8 @@ pub struct Call {
     events: VecDeque<CallEvent>,
     release_reason: Option<ReleaseReason>,
     times: CallTimes,
+    /// The SDPs handed out: the offer for the callee, the answer for the caller.
+    sdp: [Option<Arc<str>>; 2],
 }
 
 impl Call {
@@ -579,6 +597,164 @@ impl Call {
     /// Why the call was released.
     pub fn release_reason(&self) -> Option<ReleaseReason> {
         self.release_reason
+    }
+
+    /// The SDP the relay handed out for `party`: the offer for the callee, the answer for the
+    /// caller (once the call is established).
+    pub fn sdp_for(&self, party: Party) -> Option<&str> {
+        self.sdp
+            .get(party.peer().index())
+            .and_then(Option::as_deref)
+    }
+
+    /// The call's state at `now` for a relay that takes it over, and apart from it the key
+    /// material and SDPs (to be sealed). Take it after draining `poll_transmit` and
+    /// `poll_event` (queued messages and events are not in it). See
+    /// [`crate::control::snapshot`].
+    pub fn snapshot(&self, now: Instant) -> (CallSnapshot, CallSecrets) {
+        let streams = self
+            .streams
+            .iter()
+            .map(|s| StreamSnapshot {
+                index: s.index,
+                kind: s.kind.clone(),
+                proto: s.proto.clone(),
+                offered: s.offered,
+                relay: s.relay,
+                remote_rtp: s.remote_rtp,
+                remote_rtcp: s.remote_rtcp,
+                announced_ssrcs: s.announced_ssrcs.clone(),
+                clock_rate: s.clock_rate,
+            })
+            .collect();
+        let secrets = CallSecrets {
+            tc_keys: self.tc_keys.clone(),
+            sdp: self.sdp.clone().map(|s| s.map(|s| s.to_string())),
+            streams: self
+                .streams
+                .iter()
+                .filter(|s| s.keys.iter().any(Option::is_some) || s.pending_keys.is_some())
+                .map(|s| StreamSecrets {
+                    index: s.index,
+                    keys: s.keys.clone(),
+                    pending: s.pending_keys.as_ref().map(|p| PendingKeysSnapshot {
+                        tag: p.tag,
+                        caller_inbound: p.caller_inbound.clone(),
+                        callee_outbound: p.callee_outbound.clone(),
+                    }),
+                })
+                .collect(),
+        };
+        let ago = |t: Instant| now.saturating_duration_since(t).as_millis() as u64;
+        let snap = CallSnapshot {
+            call_id: self.id.to_string(),
+            kind: self.kind,
+            caller_id: self.caller_id.clone(),
+            callee_id: self.callee_id.clone(),
+            state: self.state,
+            commencement_mode: self.commencement_mode,
+            media_security: self.media_security,
+            deliver_to: self.deliver_to.clone(),
+            streams,
+            tc: self.server.snapshot(now),
+            timers: self.timers.remaining_ms(now),
+            release_reason: self.release_reason,
+            created_ms_ago: ago(self.times.created),
+            established_ms_ago: self.times.established.map(ago),
+        };
+        (snap, secrets)
+    }
+
+    /// The call of [`snapshot`](Self::snapshot) `snap` with its `secrets`, as of `now`: every
+    /// timer fires as long after `now` as it had left at the snapshot, and the arbiter is in
+    /// the snapshot's state (a granted caller's media passes at once). When the snapshot was
+    /// taken a while ago (read back from a store), pass the `now` the snapshot was taken at on
+    /// this host's clock (`now` less the record's age). No event is queued.
+    pub fn restore(
+        snap: CallSnapshot,
+        secrets: CallSecrets,
+        now: Instant,
+    ) -> Result<Call, RestoreError> {
+        if !CallId::is_valid(&snap.call_id) {
+            return Err(RestoreError::Invalid("call ID"));
+        }
+        if !valid_user_id(&snap.caller_id) || !valid_user_id(&snap.callee_id) {
+            return Err(RestoreError::Invalid("MCVideo ID"));
+        }
+        if snap.tc.transmitter != snap.kind.transmitter() {
+            return Err(RestoreError::Invalid(
+                "transmitter does not match the call kind",
+            ));
+        }
+        let mut streams: Vec<MediaStream> = snap
+            .streams
+            .into_iter()
+            .map(|s| MediaStream {
+                index: s.index,
+                kind: s.kind,
+                proto: s.proto,
+                offered: s.offered,
+                relay: s.relay,
+                remote_rtp: s.remote_rtp,
+                remote_rtcp: s.remote_rtcp,
+                announced_ssrcs: s.announced_ssrcs,
+                keys: [None, None],
+                clock_rate: s.clock_rate,
+                pending_keys: None,
+            })
+            .collect();
+        for k in secrets.streams {
+            let s =
+                streams
+                    .iter_mut()
+                    .find(|s| s.index == k.index)
+                    .ok_or(RestoreError::Invalid(
+                        "keys of a stream the call does not have",
+                    ))?;
+            s.keys = k.keys;
+            s.pending_keys = k.pending.map(|p| PendingKeys {
+                tag: p.tag,
+                caller_inbound: p.caller_inbound,
+                callee_outbound: p.callee_outbound,
+            });
+        }
+        if snap.media_security == MediaSecurity::PerLeg
+            && snap.state == CallState::Established
+            && streams
+                .iter()
+                .any(|s| s.active() && is_rtp_media(&s.kind) && s.keys.iter().any(Option::is_none))
+        {
+            return Err(RestoreError::Invalid("a per_leg stream without its keys"));
+        }
+        let before = |ms: u64| super::snapshot::ms_before(now, ms);
+        Ok(Call {
+            id: snap.call_id.into(),
+            kind: snap.kind,
+            caller_id: snap.caller_id,
+            callee_id: snap.callee_id,
+            state: snap.state,
+            commencement_mode: snap.commencement_mode,
+            media_security: snap.media_security,
+            deliver_to: snap.deliver_to,
+            streams,
+            tc_keys: secrets.tc_keys,
+            server: TransmissionControlServer::restore(&snap.tc, now),
+            timers: TimerTable::from_remaining_ms(now, &snap.timers),
+            events: VecDeque::new(),
+            release_reason: snap.release_reason,
+            times: CallTimes {
+                created: before(snap.created_ms_ago),
+                established: snap.established_ms_ago.map(before),
+                released: None,
+            },
+            sdp: secrets.sdp.map(|s| s.map(Arc::from)),
+        })
+    }
+
+    /// Queues an event on the call (e.g. [`CallEventKind::Adopted`] by the engine that
+    /// restored it).
+    pub fn push_event(&mut self, kind: CallEventKind) {
+        self.push(kind);
     }
 
     /// Every relay port the call holds (to give back to the pool once it is released).
@@ -743,6 +919,7 @@ impl Call {
             .iter()
             .any(|s| s.kind == MediaKind::Control && s.offered && s.relay[0].is_some());
         call.streams = streams;
+        call.sdp[1] = Some(sdp_answer.as_str().into());
         call.tc_keys[Party::Callee.index()] = answer.callee_tc_key;
         call.server
             .set_control_channels([caller_control, callee_control]);
@@ -1088,6 +1265,34 @@ impl CallTable {
         self.admit(req).map(|_| ())
     }
 
+    /// Takes in a call restored from a snapshot ([`Call::restore`]) to run it here, as
+    /// [`Self::create_call`] keeps a call it made. Refused when the ID is taken or the table
+    /// is full.
+    pub fn insert_restored(&mut self, call: Call) -> Result<(), SetupError> {
+        self.adopt_detached(&call)?;
+        self.detached.remove(call.id());
+        self.calls.insert(call.id.clone(), call);
+        Ok(())
+    }
+
+    /// Takes in a call restored from a snapshot ([`Call::restore`]) that runs elsewhere, as
+    /// [`Self::create_detached`] would have: its ID and SSRCs stay reserved until
+    /// [`Self::forget`]. Refused when the ID is taken or the table is full.
+    pub fn adopt_detached(&mut self, call: &Call) -> Result<(), SetupError> {
+        if self.calls.contains_key(call.id()) || self.detached.contains(call.id()) {
+            return Err(SetupError::DuplicateCallId(call.id().to_owned()));
+        }
+        if self.calls.len() + self.detached.len() >= self.config.max_calls {
+            return Err(SetupError::TooManyCalls);
+        }
+        let ids = call.server.identities();
+        for s in [ids.audio_ssrc, ids.video_ssrc, ids.server_ssrc] {
+            *self.ssrcs.entry(s.get()).or_insert(0) += 1;
+        }
+        self.detached.insert(call.call_id().clone());
+        Ok(())
+    }
+
     /// [`Self::create_call`] for a call that runs elsewhere (an engine's worker): the call is
     /// returned instead of kept; its ID and SSRCs stay reserved until [`Self::forget`].
     pub fn create_detached(
@@ -1401,6 +1606,7 @@ impl CallTable {
                 established: None,
                 released: None,
             },
+            sdp: [Some(sdp_offer.as_str().into()), None],
         };
         call.push(CallEventKind::Progress);
         self.detached.insert(call_id.clone());

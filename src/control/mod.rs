@@ -22,10 +22,16 @@ pub mod group;
 pub mod policy;
 pub mod registry;
 pub mod server;
+pub mod snapshot;
 pub mod timer;
 
 /// The two parties of a one-to-one video push.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(
+    feature = "ha",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "snake_case")
+)]
 pub enum Party {
     /// The calling party: the only one allowed to transmit.
     Caller,
@@ -68,6 +74,11 @@ impl core::fmt::Display for Party {
 /// Why a call was released (the `reason` of the `call.released` event).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
+#[cfg_attr(
+    feature = "ha",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "snake_case")
+)]
 pub enum ReleaseReason {
     /// The caller ended its transmission (MCV2 Transmission End Request): the push is complete.
     TransmissionCompleted,
@@ -135,6 +146,11 @@ impl core::fmt::Display for ReleaseReason {
 
 /// Which kind of one-to-one video call, that is, which party transmits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(
+    feature = "ha",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "snake_case")
+)]
 pub enum CallKind {
     /// One-to-one video push (TS 23.281 §7.4): only the caller transmits.
     #[default]
@@ -163,6 +179,11 @@ impl CallKind {
 
 /// Private call commencement mode (TS 23.281 §7.2.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    feature = "ha",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "snake_case")
+)]
 pub enum CommencementMode {
     /// The called client answers without its user's action.
     Automatic,
@@ -191,6 +212,11 @@ impl CommencementMode {
 
 /// How media is protected on a call (design.md "Media security modes").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(
+    feature = "ha",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "snake_case")
+)]
 pub enum MediaSecurity {
     /// The MC mode: SRTP passes byte for byte; the relay holds no media keys.
     #[default]

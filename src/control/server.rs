@@ -24,6 +24,7 @@
 
 use super::arbiter::Arbiter;
 use super::bucket::TokenBucket;
+use super::snapshot::{RevokeSnapshot, TcPhase, TcSnapshot, TcStatsSnapshot};
 use super::timer::{Timer, TimerTable};
 use super::{Party, ReleaseReason};
 use crate::ids::Ssrc;
@@ -41,6 +42,7 @@ pub const PUSH_RECEPTION_MODE: u16 = 0;
 
 /// Timers, counters and limits of the transmission control server.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "ha", derive(serde::Serialize, serde::Deserialize))]
 pub struct TcConfig {
     /// T4, Transmission Granted retransmission interval (spec default 1 s).
     pub t4_granted: Duration,
@@ -133,6 +135,20 @@ impl Default for KindCounters {
 }
 
 impl KindCounters {
+    /// The raw counts (in `MessageKind::ALL` order, then unknown kinds), for a snapshot.
+    pub fn to_vec(&self) -> Vec<u64> {
+        self.counts.to_vec()
+    }
+
+    /// Counters from [`to_vec`](Self::to_vec) (missing counts are 0, extra ones ignored).
+    pub fn from_slice(counts: &[u64]) -> Self {
+        let mut k = KindCounters::default();
+        for (a, b) in k.counts.iter_mut().zip(counts) {
+            *a = *b;
+        }
+        k
+    }
+
     fn slot(kind: MessageKind) -> usize {
         MessageKind::ALL
             .iter()
@@ -282,6 +298,97 @@ impl TransmissionControlServer {
             events: VecDeque::new(),
             stats: TcStats::default(),
         }
+    }
+
+    /// The server's state at `now` for a relay that takes the call over (see
+    /// [`crate::control::snapshot`]). Take it after draining `poll_transmit` and `poll_event`:
+    /// queued transmits and events are not part of it.
+    pub fn snapshot(&self, now: Instant) -> TcSnapshot {
+        let a = self.arbiter.snapshot();
+        TcSnapshot {
+            config: self.cfg.clone(),
+            caller_id: self.ids.caller_id.clone(),
+            callee_id: self.ids.callee_id.clone(),
+            audio_ssrc: self.ids.audio_ssrc.get(),
+            video_ssrc: self.ids.video_ssrc.get(),
+            server_ssrc: self.ids.server_ssrc.get(),
+            transmitter: self.transmitter,
+            control: self.control,
+            phase: match self.phase {
+                Phase::Pending => TcPhase::Pending,
+                Phase::Transmitting => TcPhase::Transmitting,
+                Phase::Finished(r) => TcPhase::Finished(r),
+            },
+            arbiter_state: a.state,
+            arbiter_holder: a.holder,
+            arbiter_epoch: a.epoch,
+            timers: self.timers.remaining_ms(now),
+            granted_sent: self.granted_sent,
+            first_media: self.first_media,
+            receiver_media_run: self.callee_media_run,
+            revoke: self.revoke.map(|r| RevokeSnapshot {
+                sent: r.sent,
+                media_since: r.media_since,
+                acked: r.acked,
+            }),
+            stats: TcStatsSnapshot {
+                received: self.stats.received.to_vec(),
+                sent: self.stats.sent.to_vec(),
+                malformed: self.stats.malformed,
+                ignored: self.stats.ignored,
+                rate_limited: self.stats.rate_limited,
+                callee_media_packets: self.stats.callee_media_packets,
+                caller_media_packets: self.stats.caller_media_packets,
+            },
+        }
+    }
+
+    /// The server of [`snapshot`](Self::snapshot) `s`, its timers armed as much later than
+    /// `now` as they were left at the snapshot, with an arbiter in the snapshot's state (the
+    /// forwarding side shares it: [`arbiter`](Self::arbiter)). Reply budgets start full.
+    pub fn restore(s: &TcSnapshot, now: Instant) -> Self {
+        let arbiter = Arc::new(Arbiter::restored(crate::control::arbiter::Snapshot {
+            state: s.arbiter_state,
+            holder: s.arbiter_holder,
+            epoch: s.arbiter_epoch,
+        }));
+        let mut t = TransmissionControlServer::new(
+            s.config.clone(),
+            arbiter,
+            Identities {
+                caller_id: s.caller_id.clone(),
+                callee_id: s.callee_id.clone(),
+                audio_ssrc: Ssrc(s.audio_ssrc),
+                video_ssrc: Ssrc(s.video_ssrc),
+                server_ssrc: Ssrc(s.server_ssrc),
+            },
+            s.control,
+        )
+        .with_transmitter(s.transmitter);
+        t.phase = match s.phase {
+            TcPhase::Pending => Phase::Pending,
+            TcPhase::Transmitting => Phase::Transmitting,
+            TcPhase::Finished(r) => Phase::Finished(r),
+        };
+        t.timers = TimerTable::from_remaining_ms(now, &s.timers);
+        t.granted_sent = s.granted_sent;
+        t.first_media = s.first_media;
+        t.callee_media_run = s.receiver_media_run;
+        t.revoke = s.revoke.map(|r| Revoke {
+            sent: r.sent,
+            media_since: r.media_since,
+            acked: r.acked,
+        });
+        t.stats = TcStats {
+            received: KindCounters::from_slice(&s.stats.received),
+            sent: KindCounters::from_slice(&s.stats.sent),
+            malformed: s.stats.malformed,
+            ignored: s.stats.ignored,
+            rate_limited: s.stats.rate_limited,
+            callee_media_packets: s.stats.callee_media_packets,
+            caller_media_packets: s.stats.caller_media_packets,
+        };
+        t
     }
 
     /// Changes which parties have a control channel (e.g. once the callee's answer is known).

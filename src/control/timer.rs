@@ -7,6 +7,11 @@ use std::time::Instant;
 
 /// The timers of one video push call (TS 24.581 §11, mcvideo-media-plane.md §3.5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    feature = "ha",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "snake_case")
+)]
 pub enum Timer {
     /// T4 "Transmission Granted": retransmit Granted until the first media packet (C4 times).
     T4Granted,
@@ -72,6 +77,28 @@ impl TimerTable {
     /// The earliest armed deadline.
     pub fn next_timeout(&self) -> Option<Instant> {
         self.data.iter().filter_map(|t| *t).min()
+    }
+
+    /// Every armed timer with the time left until it fires at `now`, in ms rounded up (for a
+    /// snapshot: an `Instant` means nothing in another process).
+    pub fn remaining_ms(&self, now: Instant) -> Vec<(Timer, u64)> {
+        Timer::VALUES
+            .iter()
+            .filter_map(|&t| {
+                self.get(t)
+                    .map(|at| (t, crate::control::snapshot::ms_left(now, at)))
+            })
+            .collect()
+    }
+
+    /// A table with each of `timers` armed that many ms after `now` (the inverse of
+    /// [`remaining_ms`](Self::remaining_ms)).
+    pub fn from_remaining_ms(now: Instant, timers: &[(Timer, u64)]) -> Self {
+        let mut t = TimerTable::default();
+        for &(timer, ms) in timers {
+            t.set(timer, now + std::time::Duration::from_millis(ms));
+        }
+        t
     }
 
     /// Disarms and returns the earliest timer due at `now`, if any (call until `None`).

@@ -45,6 +45,20 @@
 //! the adopter's own lease holds and the peer's heartbeat has lapsed: raise the peer's epoch,
 //! move every call of the peer's set to the adopter, return them).
 //!
+//! ## Integration (`serve`)
+//!
+//! With `[ha] enabled`, `serve` starts the store beside the engine (`sidecar::ha`): the
+//! workers send a one-to-one call's [`crate::relay::CallImage`] on every control-plane change
+//! and about every second while its media flows ([`crate::relay::Engine::ha_updates`]); a
+//! thread turns each into a record ([`crate::relay::CallImage::to_record`]: the snapshots as
+//! JSON in the body, the key material, the SDPs and a SHA-256 of the body sealed) and
+//! [`HaStore::put`]s it; [`Resync`] is [`crate::relay::Engine::snapshot_calls`]. On
+//! [`HaEvent::Adopted`] each record is opened and handed to
+//! [`crate::relay::Engine::adopt_call`] (same relay ports, restored state, `call.adopted`); on
+//! [`HaStore::fenced`] every call is dropped ([`crate::relay::Engine::abandon_calls`]).
+//! `GET /v1/cluster` is [`HaStore::cluster`]; `GET /v1/calls/{id}` falls back to
+//! [`HaStore::lookup`]. Group calls are not stored.
+//!
 //! ## Limits
 //!
 //! - A Redis that loses its data (a restart without persistence) forgets the leases: the store
@@ -61,11 +75,13 @@
 //! calls only when it adopts them (one script call, the records in its reply), which keeps the
 //! steady state to the owner's writes alone.
 
+mod call_state;
 mod config;
 mod record;
 mod seal;
 mod store;
 
+pub use call_state::StoredCallError;
 pub use config::{HaConfig, HaConfigError, RedisUrl};
 pub use record::{CallRecord, RecordError};
 pub use seal::{SealError, SealKey, SEAL_KEY_LEN};

@@ -31,8 +31,10 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The relay engine. Cheap to share behind an `Arc`; dropping it shuts it down.
 pub struct Engine {
-    plane: Arc<Plane>,
+    pub(super) plane: Arc<Plane>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// Calls taken over from another relay (high availability).
+    pub(super) adopted: std::sync::atomic::AtomicU64,
 }
 
 impl core::fmt::Debug for Engine {
@@ -124,6 +126,7 @@ impl Engine {
         Ok(Engine {
             plane,
             threads: Mutex::new(threads),
+            adopted: Default::default(),
         })
     }
 
@@ -544,7 +547,7 @@ impl Engine {
     }
 
     /// Asks every worker at once and gathers the replies that come in time.
-    fn ask_all<T>(&self, cmd: impl Fn(crossbeam_channel::Sender<T>) -> Cmd) -> Vec<T> {
+    pub(super) fn ask_all<T>(&self, cmd: impl Fn(crossbeam_channel::Sender<T>) -> Cmd) -> Vec<T> {
         let replies: Vec<_> = self
             .plane
             .workers

@@ -93,6 +93,7 @@
 #[doc(hidden)]
 pub mod bench_support;
 mod engine;
+mod ha;
 pub mod io;
 mod plane;
 mod ports;
@@ -101,6 +102,7 @@ pub mod stats;
 mod worker;
 
 pub use engine::Engine;
+pub use ha::{AdoptError, CallImage, HaUpdate};
 pub use rules::{Evidence, Latch, StrangerBudget, Verdict, STRANGER_BURST, STRANGER_RATE};
 pub use stats::{DropReason, LegCounters, LegSnapshot};
 

@@ -124,6 +124,42 @@ impl PortPool {
         None
     }
 
+    /// Binds exactly `port` (and `port + 1` without `mux`) for a call taken over from another
+    /// relay, and marks it used. Fails when the number is already in use here or the address
+    /// cannot be bound (another process holds it; on another host's address without
+    /// `net.ipv4.ip_nonlocal_bind`).
+    pub(crate) fn claim_shared(
+        pool: &Mutex<PortPool>,
+        port: u16,
+        mux: bool,
+    ) -> io::Result<(RelayPort, BoundPort)> {
+        let lock = || pool.lock().unwrap_or_else(|e| e.into_inner());
+        let (ip, advertised, buffer_bytes) = {
+            let mut p = lock();
+            if port < p.min || port > p.max || port % 2 != p.min % 2 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("port {port} is not in this relay's range"),
+                ));
+            }
+            if p.is_used(port) {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("port {port} is in use by another call here"),
+                ));
+            }
+            p.set_used(port, true);
+            p.in_use += 1;
+            (p.ip, p.advertised, p.buffer_bytes)
+        };
+        bind_pair(ip, advertised, port, mux, buffer_bytes).inspect_err(|_| lock().free(port))
+    }
+
+    /// The address handed out in relay ports (and SDP).
+    pub(crate) fn advertised(&self) -> IpAddr {
+        self.advertised
+    }
+
     /// Takes a port number back (its sockets must be closed by then).
     pub(crate) fn free(&mut self, port: u16) {
         if self.is_used(port) {

@@ -100,6 +100,11 @@ impl std::error::Error for SdpError {}
 
 /// The media type of an `m=` line.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "ha",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "snake_case")
+)]
 pub enum MediaKind {
     /// `m=audio`.
     Audio,

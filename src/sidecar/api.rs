@@ -73,6 +73,9 @@ pub(crate) struct AppState {
     pub(crate) ng_metrics: std::sync::OnceLock<Arc<super::ng::NgMetrics>>,
     /// Periodic `call.quality` events (JSON data), when switched on.
     pub(crate) quality: broadcast::Sender<String>,
+    /// The HA store, when `[ha]` is on.
+    #[cfg(feature = "ha")]
+    pub(crate) ha: std::sync::OnceLock<Arc<super::ha::HaRuntime>>,
 }
 
 impl AppState {
@@ -95,6 +98,8 @@ impl AppState {
             closing: watch::channel(false).0,
             ng_metrics: std::sync::OnceLock::new(),
             quality: broadcast::channel(1024).0,
+            #[cfg(feature = "ha")]
+            ha: std::sync::OnceLock::new(),
         }
     }
 }
@@ -194,7 +199,7 @@ pub(crate) struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -598,11 +603,36 @@ async fn get_call(
     State(st): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let s = st
-        .engine
-        .call(&id)
-        .ok_or(SetupError::UnknownCall(id.clone()))?;
-    Ok(ok(&summary_json(&s)))
+    let Some(s) = st.engine.call(&id) else {
+        #[cfg(feature = "ha")]
+        if let Some(ha) = st.ha.get() {
+            if let Some(v) = ha.lookup(&id).await? {
+                return Ok(ok(&v));
+            }
+        }
+        return Err(SetupError::UnknownCall(id).into());
+    };
+    #[allow(unused_mut)]
+    let mut v = summary_json(&s);
+    #[cfg(feature = "ha")]
+    if let (Some(ha), Value::Object(m)) = (st.ha.get(), &mut v) {
+        m.insert("owner".into(), ha.store.instance_id().into());
+    }
+    Ok(ok(&v))
+}
+
+/// `GET /v1/cluster`: the HA instances (404 `ha_not_enabled` without `[ha]`).
+async fn cluster(State(st): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    #[cfg(feature = "ha")]
+    if let Some(ha) = st.ha.get() {
+        return Ok(ok(&ha.cluster_json().await?));
+    }
+    let _ = st;
+    Err(ApiError::new(
+        StatusCode::NOT_FOUND,
+        "ha_not_enabled",
+        "high availability is off ([ha] enabled = false)",
+    ))
 }
 
 async fn list_calls(State(st): State<Arc<AppState>>) -> Response {
@@ -1060,6 +1090,10 @@ async fn metrics_text(State(st): State<Arc<AppState>>) -> Response {
             if let Some(ng) = st.ng_metrics.get() {
                 ng.render(&mut text);
             }
+            #[cfg(feature = "ha")]
+            if let Some(ha) = st.ha.get() {
+                ha.render(&st.engine, &mut text);
+            }
             text
         },
     )
@@ -1108,6 +1142,9 @@ pub(crate) fn event_json(ev: &CallEvent) -> Value {
         CallEventKind::ParticipantJoined { ref member }
         | CallEventKind::ParticipantLeft { ref member } => {
             d.insert("mcvideo_id".into(), Value::from(&**member));
+        }
+        CallEventKind::Adopted { ref from } => {
+            d.insert("from".into(), Value::from(&**from));
         }
         _ => {}
     }
@@ -1298,6 +1335,7 @@ pub(crate) fn router(st: Arc<AppState>) -> Router {
             post(set_drain).delete(undrain).get(get_drain),
         )
         .route("/v1/admin/reload", post(reload))
+        .route("/v1/cluster", get(cluster))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(st.clone(), authorize))

@@ -387,9 +387,10 @@ fn de_commencement_mode<'de, D: serde::Deserializer<'de>>(
 
 section! {
     /// `[ha]`: high availability (feature `ha`): call records in Redis, a standby that adopts
-    /// a dead peer's calls. Off by default: the relay runs standalone, with no Redis. For now
-    /// `check-config` checks it and [`HaSection::ha_config`] builds the store's configuration;
-    /// `serve` does not start the store yet (the engine's snapshots come first).
+    /// a dead peer's calls. Off by default: the relay runs standalone, with no Redis. When on,
+    /// `serve` starts the store ([`HaSection::ha_config`]): every call is written on each
+    /// control-plane change and about every second while its media flows, a dead peer's calls
+    /// are adopted, `GET /v1/cluster` lists the instances.
     HaSection = "ha" {
         /// Switch HA on.
         enabled: bool = false,

@@ -16,6 +16,8 @@ pub mod config;
 #[cfg(fuzzing)]
 #[doc(hidden)]
 pub mod fuzzing;
+#[cfg(feature = "ha")]
+mod ha;
 mod metrics;
 mod ng;
 
@@ -153,6 +155,9 @@ struct Prepared {
     ng: Option<(std::net::UdpSocket, Arc<ng::NgService>)>,
     /// `api.quality_event_secs` (zero: no `call.quality` events).
     quality_every: Duration,
+    /// `[ha]`, when on.
+    #[cfg(feature = "ha")]
+    ha: Option<crate::ha::HaConfig>,
 }
 
 /// Binds the ng listener (`ng.listen`). A bind failure is fatal when the address was
@@ -225,6 +230,20 @@ fn prepare(
         }
     }
     let ng_sock = bind_ng(cfg)?;
+    #[cfg(feature = "ha")]
+    let ha = if cfg.ha.enabled {
+        Some(cfg.ha.ha_config().map_err(|p| {
+            StartError(format!(
+                "invalid configuration: {}",
+                p.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ))
+        })?)
+    } else {
+        None
+    };
     let engine = Engine::start(ec).map_err(|e| StartError(format!("engine: {e}")))?;
     if settings.token.is_some() {
         info!("control API requires a bearer token");
@@ -257,6 +276,8 @@ fn prepare(
         state,
         ng,
         quality_every: Duration::from_secs(cfg.api.quality_event_secs),
+        #[cfg(feature = "ha")]
+        ha,
     })
 }
 
@@ -275,6 +296,15 @@ async fn serve(p: Prepared, stop: impl Future<Output = ()> + Send + 'static) {
     if p.quality_every > Duration::ZERO {
         tokio::spawn(api::publish_quality(p.state.clone(), p.quality_every));
     }
+    #[cfg(feature = "ha")]
+    if let Some(cfg) = p.ha {
+        match ha::start(cfg, p.state.engine.clone()) {
+            Ok(h) => {
+                let _ = p.state.ha.set(h);
+            }
+            Err(e) => error!("HA store not started: {e}"),
+        }
+    }
     let st = p.state.clone();
     let graceful = async move {
         stop.await;
@@ -287,6 +317,12 @@ async fn serve(p: Prepared, stop: impl Future<Output = ()> + Send + 'static) {
             .is_err()
         {
             error!("engine shutdown panicked");
+        }
+        // The released calls' deletes reach Redis before the heartbeat stops (else a standby
+        // would adopt calls that are over).
+        #[cfg(feature = "ha")]
+        if let Some(h) = st.ha.get() {
+            h.flush_and_stop(Duration::from_secs(2)).await;
         }
         // Every `call.released` is in the event channel now: streams flush and end.
         st.closing.send_replace(true);

@@ -87,6 +87,72 @@ impl fmt::Display for SrtpError {
 
 impl std::error::Error for SrtpError {}
 
+/// The SRTP state of one RTP SSRC in a context (no key material): where its packet index
+/// stands and which of the last 64 indices were received (or protected).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "ha", derive(serde::Serialize, serde::Deserialize))]
+pub struct RtpStreamState {
+    /// The SSRC.
+    pub ssrc: u32,
+    /// Rollover counter of the highest index (RFC 3711 §3.3.1).
+    pub roc: u32,
+    /// Highest sequence number (with `roc`, the highest packet index).
+    pub highest_seq: u16,
+    /// Replay window: bit `i` set when index `highest - i` was accepted.
+    pub window: u64,
+}
+
+impl RtpStreamState {
+    /// The highest 48-bit packet index, `ROC || SEQ`.
+    pub fn highest_index(&self) -> u64 {
+        (u64::from(self.roc) << 16) | u64::from(self.highest_seq)
+    }
+}
+
+/// The SRTCP state of one RTCP sender SSRC in a context (no key material).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "ha", derive(serde::Serialize, serde::Deserialize))]
+pub struct RtcpStreamState {
+    /// The sender SSRC.
+    pub ssrc: u32,
+    /// The SRTCP index the next packet this context protects gets.
+    pub next_send_index: u32,
+    /// The highest SRTCP index received, if any.
+    pub highest_received: Option<u32>,
+    /// Replay window of received indices: bit `i` set when `highest_received - i` was accepted.
+    pub window: u64,
+}
+
+/// The per-SSRC state of a [`SrtpContext`] without its keys: what a relay that takes over a
+/// call needs so that a context keyed with the same master key goes on where this one stood
+/// ([`SrtpContext::export_state`], [`SrtpContext::import_state`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "ha", derive(serde::Serialize, serde::Deserialize))]
+pub struct SrtpState {
+    /// RTP SSRCs, at most [`MAX_SSRCS`].
+    pub rtp: Vec<RtpStreamState>,
+    /// RTCP SSRCs, at most [`MAX_SSRCS`].
+    pub rtcp: Vec<RtcpStreamState>,
+}
+
+impl SrtpState {
+    /// Moves every SRTCP send index `n` ahead (an exhausted index space stays exhausted), so
+    /// that a sending context restored from a state taken a while ago never protects an SRTCP
+    /// index the old context may have used after the snapshot (that would reuse a keystream,
+    /// and the peer would drop the packet as a replay). SRTP needs no jump: its indices come
+    /// from the forwarded packets' sequence numbers.
+    #[must_use]
+    pub fn with_srtcp_send_skip(mut self, n: u32) -> Self {
+        for s in &mut self.rtcp {
+            s.next_send_index = s
+                .next_send_index
+                .saturating_add(n)
+                .min(replay::MAX_SRTCP_INDEX + 1);
+        }
+        self
+    }
+}
+
 /// The fields of an RTP header SRTP needs.
 #[derive(Debug, Clone, Copy)]
 struct RtpHeaderInfo {
@@ -328,6 +394,77 @@ impl SrtpContext {
         stream.received.accept(index);
         self.rtcp_streams.store(slot, ssrc, stream);
         Ok(plain_len)
+    }
+
+    /// The per-SSRC state (ROC, highest sequence number and replay window per RTP SSRC; SRTCP
+    /// send index and replay window per RTCP SSRC), without the keys.
+    pub fn export_state(&self) -> SrtpState {
+        SrtpState {
+            rtp: self
+                .rtp_streams
+                .entries()
+                .filter_map(|(ssrc, w)| {
+                    let top = w.top()?;
+                    Some(RtpStreamState {
+                        ssrc,
+                        roc: (top >> 16) as u32,
+                        highest_seq: top as u16,
+                        window: w.seen(),
+                    })
+                })
+                .collect(),
+            rtcp: self
+                .rtcp_streams
+                .entries()
+                .map(|(ssrc, st)| RtcpStreamState {
+                    ssrc,
+                    next_send_index: st.next_send,
+                    highest_received: st.received.top().map(|t| t as u32),
+                    window: st.received.seen(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Takes over `state` (from [`export_state`](Self::export_state) of a context with the same
+    /// master key): each SSRC's state replaces what this context knew of it. Packets after the
+    /// exported ones then pass, and those the window holds are still replays.
+    ///
+    /// # Errors
+    ///
+    /// [`SrtpError::TooManySsrcs`] when the state holds more SSRCs than a context tracks;
+    /// [`SrtpError::Malformed`] for an SRTCP index past 31 bits. Nothing is changed then.
+    pub fn import_state(&mut self, state: &SrtpState) -> Result<(), SrtpError> {
+        let mut rtp = self.rtp_streams.clone();
+        for s in &state.rtp {
+            let (slot, _) = rtp.lookup(s.ssrc)?;
+            rtp.store(
+                slot,
+                s.ssrc,
+                ReplayWindow::from_parts(Some(s.highest_index()), s.window),
+            );
+        }
+        let mut rtcp = self.rtcp_streams.clone();
+        for s in &state.rtcp {
+            if s.next_send_index > replay::MAX_SRTCP_INDEX + 1
+                || s.highest_received
+                    .is_some_and(|h| h > replay::MAX_SRTCP_INDEX)
+            {
+                return Err(SrtpError::Malformed);
+            }
+            let (slot, _) = rtcp.lookup(s.ssrc)?;
+            rtcp.store(
+                slot,
+                s.ssrc,
+                RtcpStream {
+                    next_send: s.next_send_index,
+                    received: ReplayWindow::from_parts(s.highest_received.map(u64::from), s.window),
+                },
+            );
+        }
+        self.rtp_streams = rtp;
+        self.rtcp_streams = rtcp;
+        Ok(())
     }
 
     /// A context over session keys given directly (RFC 7714 §16–17 vectors), GCM.

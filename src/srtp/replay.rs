@@ -25,6 +25,24 @@ pub(super) struct ReplayWindow {
 }
 
 impl ReplayWindow {
+    /// A window from its parts: `top` the highest accepted index (`None`: nothing accepted),
+    /// `seen` its bitmap (bit `i`: `top - i` accepted; bit 0 is always set once started).
+    pub(super) fn from_parts(top: Option<u64>, seen: u64) -> Self {
+        match top {
+            Some(top) => ReplayWindow {
+                started: true,
+                top,
+                seen: seen | 1,
+            },
+            None => ReplayWindow::default(),
+        }
+    }
+
+    /// The bitmap of accepted indices behind [`top`](Self::top).
+    pub(super) fn seen(&self) -> u64 {
+        self.seen
+    }
+
     /// The highest accepted index, if any.
     pub(super) fn top(&self) -> Option<u64> {
         self.started.then_some(self.top)
@@ -151,6 +169,15 @@ impl<S: Copy + Default, const N: usize> SsrcTable<S, N> {
             None if self.len < N => Ok((None, S::default())),
             None => Err(SrtpError::TooManySsrcs),
         }
+    }
+
+    /// Every SSRC and its state, in the order they were first stored.
+    pub(super) fn entries(&self) -> impl Iterator<Item = (u32, S)> + '_ {
+        self.ssrcs
+            .iter()
+            .zip(self.states.iter())
+            .take(self.len)
+            .map(|(s, st)| (*s, *st))
     }
 
     /// Stores the state of `ssrc` at the slot [`lookup`](Self::lookup) returned.

@@ -595,3 +595,146 @@ fn null_cipher_for_fuzzing() {
     auth_only[n - 1] = 9;
     assert_eq!(unprotect_rtcp(&mut rx, &auth_only).unwrap(), plain);
 }
+
+/// A receiver's state exported mid-stream and imported into a fresh context with the same key:
+/// the next packets pass with no authentication or replay failure, the old ones are still
+/// replays (or too old), across a ROC wrap; SRTCP likewise, and a sender restored with a skip
+/// never reuses an SRTCP index.
+#[test]
+fn exported_state_resumes_in_a_fresh_context() {
+    for suite in SUITES {
+        let k = key(suite, 0x33);
+        let mut tx = SrtpContext::new(&k);
+        let mut rx = SrtpContext::new(&k);
+        let ssrc = 0x1234_5678;
+        // Start close to the wrap so the restored context sees ROC go from 0 to 1 and 2.
+        let mut wire = Vec::new();
+        for i in 0..200u32 {
+            let seq = (65_436 + i) as u16;
+            let w = protect_rtp(&mut tx, &rtp(seq, ssrc, 40, 0, false)).unwrap();
+            wire.push(w);
+        }
+        // The receiver gets the first 150 (ROC wraps at 100), one of them late.
+        for (i, w) in wire.iter().enumerate().take(150) {
+            if i != 140 {
+                unprotect_rtp(&mut rx, w).unwrap();
+            }
+        }
+        let state = rx.export_state();
+        assert_eq!(state.rtp.len(), 1);
+        assert_eq!(state.rtp[0].roc, 1);
+        assert_eq!(state.rtp[0].highest_seq, 49);
+        let mut restored = SrtpContext::new(&k);
+        restored.import_state(&state).unwrap();
+        assert_eq!(restored.export_state(), state);
+        // Old packets: replays, or too old; the late one still passes once.
+        assert_eq!(
+            unprotect_rtp(&mut restored, &wire[149]),
+            Err(SrtpError::Replayed)
+        );
+        assert_eq!(
+            unprotect_rtp(&mut restored, &wire[120]),
+            Err(SrtpError::Replayed)
+        );
+        assert_eq!(
+            unprotect_rtp(&mut restored, &wire[10]),
+            Err(SrtpError::TooOld)
+        );
+        unprotect_rtp(&mut restored, &wire[140]).unwrap();
+        assert_eq!(
+            unprotect_rtp(&mut restored, &wire[140]),
+            Err(SrtpError::Replayed)
+        );
+        // The next ones pass, every one.
+        for w in &wire[150..] {
+            unprotect_rtp(&mut restored, w).unwrap();
+        }
+        // ... and on across the next wrap, with zero failures.
+        let mut failures = 0;
+        for i in 200..66_000u32 {
+            let seq = (65_436 + i) as u16;
+            let w = protect_rtp(&mut tx, &rtp(seq, ssrc, 4, 0, false)).unwrap();
+            failures += usize::from(unprotect_rtp(&mut restored, &w).is_err());
+        }
+        assert_eq!(failures, 0, "{suite:?}");
+        assert_eq!(restored.export_state().rtp[0].roc, 2);
+
+        // A sender's state: restored with the SSRC's protect history, it refuses reuse.
+        let mut tx2 = SrtpContext::new(&k);
+        tx2.import_state(&tx.export_state()).unwrap();
+        assert_eq!(
+            protect_rtp(&mut tx2, &rtp(3, ssrc, 4, 0, false)),
+            Err(SrtpError::TooOld)
+        );
+
+        // SRTCP: receiver resumes, sender skips ahead.
+        let mut rtx = SrtpContext::new(&k);
+        let mut rrx = SrtpContext::new(&k);
+        let sr: Vec<_> = (0..10)
+            .map(|_| protect_rtcp(&mut rtx, &rtcp(ssrc)).unwrap())
+            .collect();
+        for w in &sr[..6] {
+            unprotect_rtcp(&mut rrx, w).unwrap();
+        }
+        let mut rrx2 = SrtpContext::new(&k);
+        rrx2.import_state(&rrx.export_state()).unwrap();
+        assert_eq!(unprotect_rtcp(&mut rrx2, &sr[5]), Err(SrtpError::Replayed));
+        for w in &sr[6..] {
+            unprotect_rtcp(&mut rrx2, w).unwrap();
+        }
+        // The sender's state as of packet 6; the old sender went on to 10 before it died.
+        let mut rtx2 = SrtpContext::new(&k);
+        let stale = SrtpState {
+            rtcp: vec![RtcpStreamState {
+                next_send_index: 7,
+                ..rtx.export_state().rtcp[0]
+            }],
+            ..Default::default()
+        };
+        rtx2.import_state(&stale.with_srtcp_send_skip(1024))
+            .unwrap();
+        let next = protect_rtcp(&mut rtx2, &rtcp(ssrc)).unwrap();
+        unprotect_rtcp(&mut rrx2, &next).unwrap();
+    }
+}
+
+#[test]
+fn import_state_is_bounded_and_all_or_nothing() {
+    let k = key(SrtpSuite::AeadAes128Gcm, 1);
+    let mut ctx = SrtpContext::new(&k);
+    let too_many = SrtpState {
+        rtp: (0..=MAX_SSRCS as u32)
+            .map(|ssrc| RtpStreamState {
+                ssrc,
+                roc: 0,
+                highest_seq: 1,
+                window: 1,
+            })
+            .collect(),
+        rtcp: Vec::new(),
+    };
+    assert_eq!(ctx.import_state(&too_many), Err(SrtpError::TooManySsrcs));
+    assert_eq!(ctx.export_state(), SrtpState::default());
+    let bad = SrtpState {
+        rtp: Vec::new(),
+        rtcp: vec![RtcpStreamState {
+            ssrc: 1,
+            next_send_index: 1,
+            highest_received: Some(u32::MAX),
+            window: 1,
+        }],
+    };
+    assert_eq!(ctx.import_state(&bad), Err(SrtpError::Malformed));
+    // An exhausted SRTCP index space stays exhausted through a skip.
+    let done = SrtpState {
+        rtp: Vec::new(),
+        rtcp: vec![RtcpStreamState {
+            ssrc: 1,
+            next_send_index: 0x8000_0000,
+            highest_received: None,
+            window: 0,
+        }],
+    };
+    ctx.import_state(&done.with_srtcp_send_skip(5)).unwrap();
+    assert_eq!(protect_rtcp(&mut ctx, &rtcp(1)), Err(SrtpError::Replayed));
+}

@@ -87,6 +87,14 @@ impl Latch {
         self.latches
     }
 
+    /// Sets the confirmed source and the latch count (a call restored from a snapshot): from
+    /// then on the leg behaves as the one that was snapshot did.
+    pub fn restore(&mut self, source: Option<SocketAddr>, latches: u32) {
+        self.source = source;
+        self.candidate = None;
+        self.latches = latches;
+    }
+
     /// Judges a packet from `from`. `evidence` is only consulted for unexpected sources.
     #[inline]
     pub fn check(&mut self, from: SocketAddr, evidence: impl FnOnce() -> Evidence) -> Verdict {

@@ -14,6 +14,7 @@ mod keyframe;
 mod latch;
 mod quality;
 mod setup;
+mod snapshot;
 
 pub use group::{
     Delivery, FanOut, GroupIngress, GroupRules, GroupRulesSetup, GroupStreamSetup, MemberMedia,
@@ -29,6 +30,9 @@ pub use quality::{
 };
 pub use setup::{
     ControlSetup, Egress, Ingress, LegSetup, RulesSetup, SsrcFilter, StreamSetup, Tally,
+};
+pub use snapshot::{
+    ControlRulesSnapshot, LegRulesSnapshot, RulesSnapshot, StreamRulesSnapshot, SRTCP_RESTORE_SKIP,
 };
 
 use super::stats::DropReason;

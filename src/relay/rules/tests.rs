@@ -377,3 +377,168 @@ fn control_channel_screen_latch_and_seal() {
     );
     assert!(r.seal_control(Party::Callee, &mut buf, 12).is_none());
 }
+
+/// A per_leg call's rules snapshot mid-stream and restored from the same setup (as an adopter
+/// builds them from the restored call): the next packets pass with no authentication or replay
+/// failure and reach the callee decryptable with no replay there either; an old packet is still
+/// a replay; the latched source and the learned SSRC are kept; relayed SRTCP toward the callee
+/// does not reuse an index.
+#[test]
+fn per_leg_rules_restored_mid_stream_forward_the_next_packets() {
+    let t0 = Instant::now();
+    let arbiter = Arc::new(Arbiter::new());
+    arbiter.grant(Party::Caller).unwrap();
+    let key = |b: u8| MasterKey::new(SrtpSuite::AesCm128HmacSha1_80, vec![b; 30]).unwrap();
+    let nat = addr("198.51.100.7:40000");
+    let mut l0 = leg(caller(), vec![]);
+    l0.srtp_in = Some(key(1));
+    l0.srtp_out = Some(key(3));
+    let mut l1 = leg(callee(), vec![]);
+    l1.srtp_in = Some(key(4));
+    l1.srtp_out = Some(key(2));
+    let setup = RulesSetup {
+        arbiter: arbiter.clone(),
+        transmitter: Party::Caller,
+        security: MediaSecurity::PerLeg,
+        streams: vec![StreamSetup {
+            kind: MediaKind::Video,
+            encrypted: true,
+            clock_rate: 90_000,
+            legs: [l0, l1],
+            transmitter_ssrcs: vec![],
+        }],
+        control: [None, None],
+        server_ssrc: 1,
+        video_ssrc: SSRC,
+        latch_after: 3,
+    };
+    let mut r = CallRules::new(&setup).unwrap();
+    let mut caller_tx = SrtpContext::new(&key(1));
+    let mut callee_rx = SrtpContext::new(&key(2));
+    let mut wire = Vec::new();
+    let mut packet = |seq: u16| {
+        let mut plain = rtp(SSRC, &[0x41; 60]);
+        plain[2..4].copy_from_slice(&seq.to_be_bytes());
+        let mut p = plain.clone();
+        p.resize(plain.len() + 10, 0);
+        let n = caller_tx.protect_rtp(&mut p, plain.len()).unwrap();
+        p.truncate(n);
+        p
+    };
+    for i in 0..300u32 {
+        wire.push(packet((65_400 + i) as u16));
+    }
+    let mut delivered = 0;
+    let mut forward = |r: &mut CallRules, p: &[u8], now: Instant| -> Result<(), DropReason> {
+        let mut p = p.to_vec();
+        let e = judge(r, Party::Caller, nat, now, &mut p)?;
+        let mut out = p[..e.len].to_vec();
+        callee_rx
+            .unprotect_rtp(&mut out)
+            .expect("the callee authenticates it");
+        delivered += 1;
+        Ok(())
+    };
+    // The caller is behind NAT: SRTP authentication latches it.
+    for p in &wire[..200] {
+        forward(&mut r, p, t0).unwrap();
+    }
+    let snap = r.snapshot();
+    assert!(snap.has_srtp());
+    assert_eq!(snap.streams[0].legs[0].rtp_source, Some(nat));
+    assert_eq!(snap.streams[0].transmitter_ssrcs, [SSRC]);
+    assert_eq!(
+        snap.streams[0].legs[0].srtp_in.as_ref().unwrap().rtp[0].roc,
+        1
+    );
+    // The old relay goes on a little after the snapshot, then dies.
+    for p in &wire[200..210] {
+        forward(&mut r, p, t0).unwrap();
+    }
+    drop(r);
+    // The adopter: rules from the same setup, in the snapshot's state.
+    let t1 = t0 + Duration::from_secs(2);
+    let mut r2 = CallRules::restore(&setup, &snap).unwrap();
+    assert_eq!(r2.snapshot().streams[0].legs[0].rtp_source, Some(nat));
+    let mut failures = 0;
+    for p in &wire[210..] {
+        failures += usize::from(forward(&mut r2, p, t1).is_err());
+    }
+    assert_eq!(failures, 0);
+    assert_eq!(delivered, 300);
+    // An old packet (in the snapshot's window) is still a replay; a stranger is still refused.
+    let mut old = wire[199].clone();
+    assert_eq!(
+        judge(&mut r2, Party::Caller, nat, t1, &mut old),
+        Err(DropReason::AuthFailure)
+    );
+    let mut stranger = wire[299].clone();
+    assert_eq!(
+        judge(&mut r2, Party::Caller, caller(), t1, &mut stranger),
+        Err(DropReason::WrongSource)
+    );
+    // A snapshot of another call's shape is refused.
+    let mut wrong = snap.clone();
+    wrong.streams.push(StreamRulesSnapshot::default());
+    assert!(CallRules::restore(&setup, &wrong).is_err());
+}
+
+/// Relayed SRTCP toward a party: a restored sending context skips ahead, so the party's
+/// receiver (which saw the old relay's packets after the snapshot) accepts the next one.
+#[test]
+fn restored_rules_never_reuse_an_srtcp_index() {
+    let t0 = Instant::now();
+    let arbiter = Arc::new(Arbiter::new());
+    arbiter.grant(Party::Caller).unwrap();
+    let key = |b: u8| MasterKey::new(SrtpSuite::AeadAes128Gcm, vec![b; 28]).unwrap();
+    let mut l0 = leg(caller(), vec![SSRC]);
+    l0.srtp_in = Some(key(1));
+    l0.srtp_out = Some(key(3));
+    let mut l1 = leg(callee(), vec![]);
+    l1.srtp_in = Some(key(4));
+    l1.srtp_out = Some(key(2));
+    let setup = RulesSetup {
+        arbiter,
+        transmitter: Party::Caller,
+        security: MediaSecurity::PerLeg,
+        streams: vec![StreamSetup {
+            kind: MediaKind::Video,
+            encrypted: true,
+            clock_rate: 90_000,
+            legs: [l0, l1],
+            transmitter_ssrcs: vec![SSRC],
+        }],
+        control: [None, None],
+        server_ssrc: 1,
+        video_ssrc: SSRC,
+        latch_after: 3,
+    };
+    let mut r = CallRules::new(&setup).unwrap();
+    let mut caller_tx = SrtpContext::new(&key(1));
+    let mut callee_rx = SrtpContext::new(&key(2));
+    let sr = |tx: &mut SrtpContext| {
+        let mut p = vec![0x80, 200, 0, 6];
+        p.extend_from_slice(&SSRC.to_be_bytes());
+        p.extend_from_slice(&[0u8; 20]);
+        let n = p.len();
+        p.resize(n + 20, 0);
+        let m = tx.protect_rtcp(&mut p, n).unwrap();
+        p.truncate(m);
+        p
+    };
+    let mut relay = |r: &mut CallRules, p: Vec<u8>| {
+        let mut p = p;
+        let e = judge(r, Party::Caller, caller(), t0, &mut p).unwrap();
+        assert!(e.rtcp);
+        let mut out = p[..e.len].to_vec();
+        callee_rx.unprotect_rtcp(&mut out)
+    };
+    relay(&mut r, sr(&mut caller_tx)).unwrap();
+    let snap = r.snapshot();
+    // After the snapshot the old relay sent three more.
+    for _ in 0..3 {
+        relay(&mut r, sr(&mut caller_tx)).unwrap();
+    }
+    let mut r2 = CallRules::restore(&setup, &snap).unwrap();
+    relay(&mut r2, sr(&mut caller_tx)).expect("no index reused toward the callee");
+}

@@ -116,9 +116,21 @@ impl CallRt {
     /// Builds the media plane once the call is established: rules from the negotiated streams,
     /// the bound sockets wrapped for batched I/O. Sockets of streams nobody uses are closed.
     pub(crate) fn start_media(&mut self) -> io::Result<&Media> {
+        self.start_media_from(None)
+    }
+
+    /// [`Self::start_media`] with the rules in the state of `snapshot` (a call taken over from
+    /// another relay), or fresh.
+    pub(crate) fn start_media_from(
+        &mut self,
+        snapshot: Option<&super::super::rules::RulesSnapshot>,
+    ) -> io::Result<&Media> {
         let (setup, plan) = self.rules_setup();
-        let rules =
-            CallRules::new(&setup).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let rules = match snapshot {
+            Some(s) => CallRules::restore(&setup, s),
+            None => CallRules::new(&setup),
+        }
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let mut media = Media {
             rules,
             net: Net::default(),
@@ -229,6 +241,35 @@ impl CallRt {
             latch_after: self.latch_after,
         };
         (setup, plan)
+    }
+
+    /// The call's image for high availability (after a step: nothing queued).
+    pub(crate) fn image(&self, now: Instant) -> super::super::CallImage {
+        let (call, secrets) = self.call.snapshot(now);
+        super::super::CallImage {
+            call,
+            secrets,
+            rules: self.media.as_ref().map(|m| m.rules.snapshot()),
+        }
+    }
+
+    /// What changes when the call's control plane does (state, grant, transmission control
+    /// messages, media started, latches), hashed; and the packets received so far.
+    pub(crate) fn ha_marks(&self) -> (u64, u64) {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        let st = self.call.tc_stats();
+        (
+            self.call.state(),
+            self.call.arbiter().snapshot().epoch,
+            st.sent.total(),
+            st.received.total(),
+            self.call.server().media_started(),
+            self.counters.iter().map(|c| c.latches).sum::<u64>(),
+            self.media.is_some(),
+        )
+            .hash(&mut h);
+        (h.finish(), self.counters.iter().map(|c| c.packets_in).sum())
     }
 
     /// The sockets to register with the poller, by index.

@@ -13,6 +13,7 @@
 mod call;
 mod group;
 mod media;
+mod restore;
 
 pub(crate) use group::GroupAdopt;
 
@@ -80,6 +81,15 @@ pub(crate) enum Cmd {
         ReleaseReason,
         Reply<Result<GroupCallSummary, SetupError>>,
     ),
+    /// High availability: send call images there from now on.
+    HaSink(crossbeam_channel::Sender<super::HaUpdate>),
+    /// High availability: every one-to-one call's image.
+    Snapshot(Reply<Vec<super::CallImage>>),
+    /// High availability: run this call taken over from another relay (its sockets are bound);
+    /// the rules' state and the relay it came from.
+    Restore(Box<restore::Restore>, Reply<Result<(), String>>),
+    /// High availability: drop every one-to-one call silently (another relay has them).
+    Abandon(Reply<usize>),
     /// Release every call (reason `shutdown`) and stop.
     Shutdown,
 }
@@ -100,6 +110,10 @@ impl core::fmt::Debug for Cmd {
             Cmd::GetGroup(..) => "GetGroup",
             Cmd::ListGroups(_) => "ListGroups",
             Cmd::ReleaseGroup(..) => "ReleaseGroup",
+            Cmd::HaSink(_) => "HaSink",
+            Cmd::Snapshot(_) => "Snapshot",
+            Cmd::Restore(..) => "Restore",
+            Cmd::Abandon(_) => "Abandon",
             Cmd::Shutdown => "Shutdown",
         })
     }
@@ -180,6 +194,8 @@ pub(crate) struct Worker {
     tx: Vec<u8>,
     entropy: OsEntropy,
     busy: Busy,
+    /// High availability: where call images go, if anywhere.
+    ha: Option<restore::HaSink>,
 }
 
 impl Worker {
@@ -216,6 +232,7 @@ impl Worker {
                 since: Instant::now(),
                 worked: Duration::ZERO,
             },
+            ha: None,
         })
     }
 
@@ -248,6 +265,7 @@ impl Worker {
             }
             self.expire(now);
             self.step_pending(now);
+            self.ha_refresh(now);
             self.account(before, now);
         }
     }
@@ -346,6 +364,17 @@ impl Worker {
                     None => Err(SetupError::UnknownCall(id.to_string())),
                 };
                 let _ = reply.send(r);
+            }
+            Cmd::HaSink(tx) => self.ha = Some(restore::HaSink::new(tx, now)),
+            Cmd::Snapshot(reply) => {
+                let all = self.slots.iter().flatten();
+                let _ = reply.send(all.map(|s| s.rt.image(now)).collect());
+            }
+            Cmd::Restore(r, reply) => {
+                let _ = reply.send(self.restore(*r, now));
+            }
+            Cmd::Abandon(reply) => {
+                let _ = reply.send(self.abandon());
             }
             Cmd::Shutdown => {}
         }
@@ -520,6 +549,9 @@ impl Worker {
         if rt.released() {
             return self.end(slot);
         }
+        if let Some(ha) = self.ha.as_mut() {
+            ha.after_step(rt, now);
+        }
         if next != rt.armed {
             rt.armed = next;
             if let Some(at) = next {
@@ -543,6 +575,9 @@ impl Worker {
         self.free.push(slot);
         let Slot { rt, .. } = s;
         self.by_id.remove(rt.call.id());
+        if let Some(ha) = self.ha.as_mut() {
+            ha.ended(rt.call.call_id());
+        }
         self.stats.calls.fetch_sub(1, Ordering::Relaxed);
         let ports = rt.ports.clone();
         let call = catch_unwind(AssertUnwindSafe(move || {

@@ -1,0 +1,511 @@
+//! Snapshots of a one-to-one call, for high availability: everything a relay that takes the
+//! call over needs to go on where its owner stopped ([`super::call::Call::snapshot`],
+//! [`super::call::Call::restore`]).
+//!
+//! What a snapshot holds: the parties, kind, commencement mode and media security, the media
+//! streams as negotiated (relay ports, the parties' addresses, announced SSRCs), the SDPs the
+//! relay handed out, the transmission control state (phase, who holds the grant, whether media
+//! started, the Granted and Revoked retransmission counts, the counters) and every running
+//! timer as the time **left** at the snapshot (an `Instant` means nothing in another process;
+//! the core never reads the clock, so the I/O layer says how long ago the snapshot was taken
+//! when it restores).
+//!
+//! Key material (per_leg SRTP master keys, the control channels' SRTCP keys) and the SDPs
+//! (which carry `a=crypto` keys in per_leg mode) are apart, in [`CallSecrets`], with their own
+//! compact encoding ([`CallSecrets::encode`]): they are meant to be sealed (the HA store seals
+//! them with AES-256-GCM) and never to go where the rest goes (logs, the record's clear body).
+//! `CallSecrets`' `Debug` shows no key.
+//!
+//! Not kept: queued transmits and events (a snapshot is taken after the driver drained them),
+//! the reply token buckets (they start full), and the call's media quality meters.
+
+use super::arbiter::TransmissionState;
+use super::call::{CallState, LegKeys, RelayPort};
+use super::server::TcConfig;
+use super::timer::Timer;
+use super::{CallKind, CommencementMode, MediaSecurity, Party, ReleaseReason};
+use crate::keys::{MasterKey, SrtpSuite};
+use crate::sdp::MediaKind;
+use std::fmt;
+use std::net::SocketAddr;
+
+/// Encoding version of [`CallSecrets`].
+const SECRETS_VERSION: u8 = 1;
+
+/// One call's state, without key material. See the [module docs](self).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "ha", derive(serde::Serialize, serde::Deserialize))]
+pub struct CallSnapshot {
+    /// The call ID.
+    pub call_id: String,
+    /// Push or pull.
+    pub kind: CallKind,
+    /// The caller's MCVideo ID.
+    pub caller_id: String,
+    /// The callee's MCVideo ID.
+    pub callee_id: String,
+    /// Offered, established or released.
+    pub state: CallState,
+    /// The chosen commencement mode.
+    pub commencement_mode: CommencementMode,
+    /// The media security mode.
+    pub media_security: MediaSecurity,
+    /// The UE(s) the call was delivered to.
+    pub deliver_to: Vec<String>,
+    /// The media streams, in the order of the caller's offer.
+    pub streams: Vec<StreamSnapshot>,
+    /// The transmission control server.
+    pub tc: TcSnapshot,
+    /// The call's own timers (the offer timeout), as time left in ms.
+    pub timers: Vec<(Timer, u64)>,
+    /// Why it was released, once it is.
+    pub release_reason: Option<ReleaseReason>,
+    /// How long before the snapshot the call was created (ms).
+    pub created_ms_ago: u64,
+    /// How long before the snapshot it was established (ms).
+    pub established_ms_ago: Option<u64>,
+}
+
+/// One media stream of a [`CallSnapshot`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "ha", derive(serde::Serialize, serde::Deserialize))]
+pub struct StreamSnapshot {
+    /// Index of the `m=` line.
+    pub index: usize,
+    /// Media type.
+    pub kind: MediaKind,
+    /// Transport protocol of the caller's `m=` line.
+    pub proto: String,
+    /// Whether it was offered to the callee.
+    pub offered: bool,
+    /// The relay's port per party.
+    pub relay: [Option<RelayPort>; 2],
+    /// Where each party receives RTP, from its SDP.
+    pub remote_rtp: [Option<SocketAddr>; 2],
+    /// Where each party receives RTCP, from its SDP.
+    pub remote_rtcp: [Option<SocketAddr>; 2],
+    /// SSRCs each party announced.
+    pub announced_ssrcs: [Vec<u32>; 2],
+    /// RTP clock rate of the stream's first format.
+    pub clock_rate: Option<u32>,
+}
+
+/// Where the transmission stands, as a [`TcSnapshot`] tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "ha",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "snake_case")
+)]
+pub enum TcPhase {
+    /// Not granted yet (the call is offered).
+    Pending,
+    /// The transmitter holds the grant.
+    Transmitting,
+    /// Over, for this reason.
+    Finished(ReleaseReason),
+}
+
+/// A Transmission Revoked under way to the receive-only party.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "ha", derive(serde::Serialize, serde::Deserialize))]
+pub struct RevokeSnapshot {
+    /// Revoked messages sent so far.
+    pub sent: u32,
+    /// Media arrived since the last one.
+    pub media_since: bool,
+    /// The party acknowledged it.
+    pub acked: bool,
+}
+
+/// The transmission control server of a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "ha", derive(serde::Serialize, serde::Deserialize))]
+pub struct TcSnapshot {
+    /// Its timers and limits as the owner ran them.
+    pub config: TcConfig,
+    /// The caller's MCVideo ID.
+    pub caller_id: String,
+    /// The callee's MCVideo ID.
+    pub callee_id: String,
+    /// Audio SSRC of the transmission.
+    pub audio_ssrc: u32,
+    /// Video SSRC of the transmission.
+    pub video_ssrc: u32,
+    /// The server's SSRC on the control channels.
+    pub server_ssrc: u32,
+    /// The party that transmits.
+    pub transmitter: Party,
+    /// Which parties have a control channel.
+    pub control: [bool; 2],
+    /// The phase.
+    pub phase: TcPhase,
+    /// The arbiter's state (what the forwarding side checks).
+    pub arbiter_state: TransmissionState,
+    /// Who holds (or last held) the grant.
+    pub arbiter_holder: Option<Party>,
+    /// The arbiter's transition count.
+    pub arbiter_epoch: u64,
+    /// Running timers, as time left in ms (rounded up: a restored timer never fires early).
+    pub timers: Vec<(Timer, u64)>,
+    /// Transmission Granted messages sent (the first and the T4 retransmissions).
+    pub granted_sent: u32,
+    /// Whether the transmitter's first media packet arrived.
+    pub first_media: bool,
+    /// Media packets from the receive-only party not yet answered by Revoked.
+    pub receiver_media_run: u32,
+    /// A Revoked under way.
+    pub revoke: Option<RevokeSnapshot>,
+    /// The server's counters.
+    pub stats: TcStatsSnapshot,
+}
+
+/// The counters of a transmission control server.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "ha", derive(serde::Serialize, serde::Deserialize))]
+pub struct TcStatsSnapshot {
+    /// Messages received, by kind (in `MessageKind::ALL` order, then unknown kinds).
+    pub received: Vec<u64>,
+    /// Messages sent, by kind.
+    pub sent: Vec<u64>,
+    /// Datagrams that did not parse.
+    pub malformed: u64,
+    /// Messages with nothing to do.
+    pub ignored: u64,
+    /// Replies not sent for the reply budget.
+    pub rate_limited: u64,
+    /// Media packets from the callee.
+    pub callee_media_packets: u64,
+    /// Media packets from the caller.
+    pub caller_media_packets: u64,
+}
+
+/// Keys the relay made or was given while the call is offered (per_leg mode), of one stream.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PendingKeysSnapshot {
+    /// The `a=crypto` tag of the caller's offer.
+    pub tag: u32,
+    /// The caller's key.
+    pub caller_inbound: MasterKey,
+    /// The relay's key toward the callee.
+    pub callee_outbound: MasterKey,
+}
+
+/// The key material of one stream.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StreamSecrets {
+    /// Index of the `m=` line.
+    pub index: usize,
+    /// Per-leg SRTP keys per party (per_leg mode, established).
+    pub keys: [Option<LegKeys>; 2],
+    /// Keys of an offered per_leg call.
+    pub pending: Option<PendingKeysSnapshot>,
+}
+
+/// A call's key material and SDPs: to be sealed, never logged. See the [module docs](self).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct CallSecrets {
+    /// The control channels' SRTCP keys per party.
+    pub tc_keys: [Option<MasterKey>; 2],
+    /// The SDPs the relay handed out: the offer for the callee, the answer for the caller.
+    pub sdp: [Option<String>; 2],
+    /// Streams with key material.
+    pub streams: Vec<StreamSecrets>,
+}
+
+impl fmt::Debug for CallSecrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CallSecrets")
+            .field("tc_keys", &self.tc_keys.iter().flatten().count())
+            .field("sdp", &"<redacted>")
+            .field("streams", &self.streams.len())
+            .finish()
+    }
+}
+
+/// Why a snapshot could not be restored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestoreError {
+    /// The snapshot is inconsistent (the message says how).
+    Invalid(&'static str),
+    /// The secrets' encoding is truncated, of an unknown version or has bytes left over.
+    BadSecrets,
+}
+
+impl fmt::Display for RestoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RestoreError::Invalid(m) => write!(f, "call snapshot not restorable: {m}"),
+            RestoreError::BadSecrets => f.write_str("call secrets do not decode"),
+        }
+    }
+}
+
+impl std::error::Error for RestoreError {}
+
+fn suite_byte(s: SrtpSuite) -> u8 {
+    match s {
+        SrtpSuite::AeadAes128Gcm => 1,
+        SrtpSuite::AesCm128HmacSha1_80 => 2,
+    }
+}
+
+fn put_key(out: &mut Vec<u8>, k: Option<&MasterKey>) {
+    match k {
+        None => out.push(0),
+        Some(k) => {
+            out.push(suite_byte(k.suite));
+            out.push(k.material.len() as u8);
+            out.extend_from_slice(&k.material);
+        }
+    }
+}
+
+fn put_str(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        None => out.push(0),
+        Some(s) => {
+            out.push(1);
+            out.extend_from_slice(&(s.len() as u32).to_be_bytes());
+            out.extend_from_slice(s.as_bytes());
+        }
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], RestoreError> {
+        if self.0.len() < n {
+            return Err(RestoreError::BadSecrets);
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Ok(a)
+    }
+    fn u8(&mut self) -> Result<u8, RestoreError> {
+        Ok(self.take(1)?.first().copied().unwrap_or(0))
+    }
+    fn u32(&mut self) -> Result<u32, RestoreError> {
+        let b: [u8; 4] = self
+            .take(4)?
+            .try_into()
+            .map_err(|_| RestoreError::BadSecrets)?;
+        Ok(u32::from_be_bytes(b))
+    }
+    fn key(&mut self) -> Result<Option<MasterKey>, RestoreError> {
+        let suite = match self.u8()? {
+            0 => return Ok(None),
+            1 => SrtpSuite::AeadAes128Gcm,
+            2 => SrtpSuite::AesCm128HmacSha1_80,
+            _ => return Err(RestoreError::BadSecrets),
+        };
+        let n = self.u8()? as usize;
+        if n != suite.key_len() + suite.salt_len() {
+            return Err(RestoreError::BadSecrets);
+        }
+        Ok(Some(MasterKey {
+            suite,
+            material: self.take(n)?.to_vec(),
+        }))
+    }
+    fn required_key(&mut self) -> Result<MasterKey, RestoreError> {
+        self.key()?.ok_or(RestoreError::BadSecrets)
+    }
+    fn str(&mut self) -> Result<Option<String>, RestoreError> {
+        match self.u8()? {
+            0 => Ok(None),
+            1 => {
+                let n = self.u32()? as usize;
+                let b = self.take(n)?;
+                String::from_utf8(b.to_vec())
+                    .map(Some)
+                    .map_err(|_| RestoreError::BadSecrets)
+            }
+            _ => Err(RestoreError::BadSecrets),
+        }
+    }
+}
+
+impl CallSecrets {
+    /// Whether there is nothing to keep secret.
+    pub fn is_empty(&self) -> bool {
+        self == &CallSecrets::default()
+    }
+
+    /// The compact encoding (version 1):
+    ///
+    /// ```text
+    /// 0x01 | tc key × 2 | sdp × 2 | streams u16 | per stream: index u16,
+    ///      (inbound key, outbound key) × 2 parties, pending flag [tag u32, key, key]
+    /// key: 0 (none) | suite (1 GCM, 2 AES-CM) | len u8 | material
+    /// sdp: 0 (none) | 1 | len u32 | UTF-8
+    /// ```
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256);
+        out.push(SECRETS_VERSION);
+        for k in &self.tc_keys {
+            put_key(&mut out, k.as_ref());
+        }
+        for s in &self.sdp {
+            put_str(&mut out, s.as_deref());
+        }
+        out.extend_from_slice(&(self.streams.len() as u16).to_be_bytes());
+        for s in &self.streams {
+            out.extend_from_slice(&(s.index as u16).to_be_bytes());
+            for k in &s.keys {
+                match k {
+                    Some(k) => {
+                        out.push(1);
+                        put_key(&mut out, Some(&k.inbound));
+                        put_key(&mut out, Some(&k.outbound));
+                    }
+                    None => out.push(0),
+                }
+            }
+            match &s.pending {
+                Some(p) => {
+                    out.push(1);
+                    out.extend_from_slice(&p.tag.to_be_bytes());
+                    put_key(&mut out, Some(&p.caller_inbound));
+                    put_key(&mut out, Some(&p.callee_outbound));
+                }
+                None => out.push(0),
+            }
+        }
+        out
+    }
+
+    /// Reads [`CallSecrets::encode`] back.
+    pub fn decode(bytes: &[u8]) -> Result<CallSecrets, RestoreError> {
+        let mut r = Reader(bytes);
+        if r.u8()? != SECRETS_VERSION {
+            return Err(RestoreError::BadSecrets);
+        }
+        let tc_keys = [r.key()?, r.key()?];
+        let sdp = [r.str()?, r.str()?];
+        let hi = r.u8()?;
+        let n = u16::from_be_bytes([hi, r.u8()?]) as usize;
+        let mut streams = Vec::with_capacity(n.min(64));
+        for _ in 0..n {
+            let hi = r.u8()?;
+            let index = u16::from_be_bytes([hi, r.u8()?]) as usize;
+            let mut keys: [Option<LegKeys>; 2] = [None, None];
+            for k in &mut keys {
+                if r.u8()? == 1 {
+                    *k = Some(LegKeys {
+                        inbound: r.required_key()?,
+                        outbound: r.required_key()?,
+                    });
+                }
+            }
+            let pending = match r.u8()? {
+                0 => None,
+                1 => Some(PendingKeysSnapshot {
+                    tag: r.u32()?,
+                    caller_inbound: r.required_key()?,
+                    callee_outbound: r.required_key()?,
+                }),
+                _ => return Err(RestoreError::BadSecrets),
+            };
+            streams.push(StreamSecrets {
+                index,
+                keys,
+                pending,
+            });
+        }
+        if !r.0.is_empty() {
+            return Err(RestoreError::BadSecrets);
+        }
+        Ok(CallSecrets {
+            tc_keys,
+            sdp,
+            streams,
+        })
+    }
+}
+
+/// Milliseconds left from `now` until `at`, rounded up (0 when past).
+pub(crate) fn ms_left(now: std::time::Instant, at: std::time::Instant) -> u64 {
+    let d = at.saturating_duration_since(now);
+    let ms = d.as_millis() as u64;
+    if d > std::time::Duration::from_millis(ms) {
+        ms + 1
+    } else {
+        ms
+    }
+}
+
+/// `now` less `ms` milliseconds (`now` itself when the clock does not go back that far).
+pub(crate) fn ms_before(now: std::time::Instant, ms: u64) -> std::time::Instant {
+    now.checked_sub(std::time::Duration::from_millis(ms))
+        .unwrap_or(now)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn key(suite: SrtpSuite, b: u8) -> MasterKey {
+        MasterKey {
+            suite,
+            material: vec![b; suite.key_len() + suite.salt_len()],
+        }
+    }
+
+    #[test]
+    fn secrets_round_trip_and_refuse_bad_bytes() {
+        let s = CallSecrets {
+            tc_keys: [Some(key(SrtpSuite::AeadAes128Gcm, 1)), None],
+            sdp: [Some("v=0\r\n".into()), Some("v=0 é\r\n".into())],
+            streams: vec![
+                StreamSecrets {
+                    index: 1,
+                    keys: [
+                        Some(LegKeys {
+                            inbound: key(SrtpSuite::AesCm128HmacSha1_80, 2),
+                            outbound: key(SrtpSuite::AesCm128HmacSha1_80, 3),
+                        }),
+                        None,
+                    ],
+                    pending: None,
+                },
+                StreamSecrets {
+                    index: 2,
+                    keys: [None, None],
+                    pending: Some(PendingKeysSnapshot {
+                        tag: 7,
+                        caller_inbound: key(SrtpSuite::AeadAes128Gcm, 4),
+                        callee_outbound: key(SrtpSuite::AeadAes128Gcm, 5),
+                    }),
+                },
+            ],
+        };
+        let e = s.encode();
+        assert_eq!(CallSecrets::decode(&e).unwrap(), s);
+        for n in 0..e.len() {
+            assert!(CallSecrets::decode(&e[..n]).is_err(), "prefix {n}");
+        }
+        let mut t = e.clone();
+        t.push(0);
+        assert_eq!(CallSecrets::decode(&t), Err(RestoreError::BadSecrets));
+        let d = format!("{s:?}");
+        assert!(!d.contains("v=0") && !d.contains("material"), "{d}");
+        assert!(CallSecrets::default().is_empty());
+        assert_eq!(
+            CallSecrets::decode(&CallSecrets::default().encode()).unwrap(),
+            CallSecrets::default()
+        );
+    }
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // the test's own epoch
+    fn ms_left_rounds_up() {
+        let t0 = std::time::Instant::now();
+        let d = std::time::Duration::from_micros(1500);
+        assert_eq!(ms_left(t0, t0 + d), 2);
+        assert_eq!(ms_left(t0 + d, t0), 0);
+        assert_eq!(ms_left(t0, t0 + std::time::Duration::from_secs(3)), 3000);
+    }
+}

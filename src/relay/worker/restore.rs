@@ -1,0 +1,149 @@
+//! High availability on a worker: call images to the HA writer on every control-plane change
+//! and about every second while media flows, calls taken over from another relay, and calls
+//! dropped once another relay has them.
+
+use super::call::CallRt;
+use super::{Slot, Worker};
+use crate::control::call::{Call, CallEventKind, CallState};
+use crate::ids::CallId;
+use crate::relay::ports::BoundPort;
+use crate::relay::rules::RulesSnapshot;
+use crate::relay::HaUpdate;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::warn;
+
+/// How often a call whose media flows is written again (its SRTP state, its timers).
+pub(crate) const REFRESH_EVERY: Duration = Duration::from_secs(1);
+
+/// A call to take over: the restored call, its bound sockets, its interfaces, its rules'
+/// state and the relay it came from.
+pub(crate) type Restore = (
+    Call,
+    HashMap<u16, BoundPort>,
+    [usize; 2],
+    Option<RulesSnapshot>,
+    Arc<str>,
+);
+
+/// Where a worker's call images go, and what was sent last per call.
+pub(crate) struct HaSink {
+    tx: crossbeam_channel::Sender<HaUpdate>,
+    /// Per call: the control-plane marks and the packets received at the last image.
+    sent: HashMap<CallId, (u64, u64)>,
+    last_refresh: Instant,
+}
+
+impl HaSink {
+    pub(crate) fn new(tx: crossbeam_channel::Sender<HaUpdate>, now: Instant) -> Self {
+        HaSink {
+            tx,
+            sent: HashMap::new(),
+            last_refresh: now,
+        }
+    }
+
+    fn put(&mut self, rt: &CallRt, now: Instant, marks: (u64, u64)) {
+        self.sent.insert(rt.call.call_id().clone(), marks);
+        let _ = self.tx.send(HaUpdate::Put(Box::new(rt.image(now))));
+    }
+
+    /// After a step: an image when the control plane moved.
+    pub(crate) fn after_step(&mut self, rt: &CallRt, now: Instant) {
+        let marks = rt.ha_marks();
+        if self.sent.get(rt.call.call_id()).map(|m| m.0) != Some(marks.0) {
+            self.put(rt, now, marks);
+        }
+    }
+
+    /// A call ended.
+    pub(crate) fn ended(&mut self, id: &CallId) {
+        self.sent.remove(id);
+        let _ = self.tx.send(HaUpdate::Delete(id.clone()));
+    }
+}
+
+impl Worker {
+    /// About every second: an image of every call whose media moved since its last one.
+    pub(super) fn ha_refresh(&mut self, now: Instant) {
+        let Some(ha) = self.ha.as_mut() else { return };
+        if now.saturating_duration_since(ha.last_refresh) < REFRESH_EVERY {
+            return;
+        }
+        ha.last_refresh = now;
+        for s in self.slots.iter().flatten() {
+            let marks = s.rt.ha_marks();
+            if ha.sent.get(s.rt.call.call_id()) != Some(&marks) {
+                ha.put(&s.rt, now, marks);
+            }
+        }
+    }
+
+    /// Runs a call taken over from another relay.
+    pub(super) fn restore(&mut self, r: Restore, now: Instant) -> Result<(), String> {
+        let (mut call, bound, ifaces, rules, from) = r;
+        call.push_event(CallEventKind::Adopted { from });
+        let established = call.state() == CallState::Established;
+        let id: Arc<str> = call.id().into();
+        self.adopt(call, bound, ifaces, now);
+        let Some(&slot) = self.by_id.get(&id) else {
+            return Err("the call ended at once".into());
+        };
+        if established {
+            let started = match self.slots.get_mut(slot as usize) {
+                Some(Some(s)) => s.rt.start_media_from(rules.as_ref()).map(|_| s.gen),
+                _ => return Err("lost".into()),
+            };
+            let gen = started.map_err(|e| {
+                warn!(call = %id, error = %e, "cannot restore the call's media");
+                e.to_string()
+            });
+            let gen = match gen {
+                Ok(g) => g,
+                Err(e) => {
+                    if let Some(Some(s)) = self.slots.get_mut(slot as usize) {
+                        s.rt.call
+                            .release(now, crate::control::ReleaseReason::InternalError);
+                    }
+                    self.step(slot, now);
+                    return Err(e);
+                }
+            };
+            if let Some(Some(s)) = self.slots.get(slot as usize) {
+                for (i, sock) in s.rt.sockets() {
+                    if let Err(e) = self.poller.add(sock, super::token(slot, gen, i)) {
+                        warn!(call = %id, error = %e, "cannot poll a restored call's socket");
+                    }
+                }
+            }
+            self.step(slot, now);
+        }
+        Ok(())
+    }
+
+    /// Drops every one-to-one call silently: no message, no event; sockets close, ports and
+    /// IDs go back.
+    pub(super) fn abandon(&mut self) -> usize {
+        let slots: Vec<u32> = self.by_id.values().copied().collect();
+        let n = slots.len();
+        for slot in slots {
+            let Some(Slot { rt, .. }) = self.slots.get_mut(slot as usize).and_then(Option::take)
+            else {
+                continue;
+            };
+            self.free.push(slot);
+            self.by_id.remove(rt.call.id());
+            self.stats.calls.fetch_sub(1, Ordering::Relaxed);
+            if let Some(ha) = self.ha.as_mut() {
+                ha.sent.remove(rt.call.call_id());
+            }
+            let _ = rt.call.arbiter().release();
+            let ports = rt.ports.clone();
+            let CallRt { call, .. } = rt; // drops the sockets
+            self.plane.finished(&call, &ports);
+        }
+        n
+    }
+}

@@ -1,0 +1,337 @@
+//! `[ha]` in `serve`: the HA store beside the engine. Call images from the workers become
+//! records (sealed keys) written off the media path; a dead peer's records become adopted
+//! calls; a fenced instance drops its calls; the heartbeat carries the load.
+#![allow(clippy::disallowed_methods)] // an I/O driver: record times are wall-clock ms
+
+use crate::ha::{CallRecord, HaConfig, HaEvent, HaStore, SealKey};
+use crate::relay::{AdoptError, CallImage, Engine, HaUpdate};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tracing::{error, info, warn};
+
+/// How long an adoption retries binding a relay port the dead relay's process may still hold.
+const BIND_RETRY_FOR: Duration = Duration::from_secs(3);
+
+/// The HA store of a running sidecar and its figures.
+#[derive(Debug)]
+pub(crate) struct HaRuntime {
+    pub(crate) store: HaStore,
+    /// Adoptions that failed (a record that does not open, a port that cannot be bound).
+    pub(crate) adopt_failures: AtomicU64,
+    /// Calls dropped because this instance was fenced.
+    pub(crate) fenced_drops: AtomicU64,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn record(image: &CallImage, key: &SealKey) -> Option<CallRecord> {
+    match image.to_record(key, unix_ms()) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            warn!(call = %image.call.call_id, error = %e, "HA: cannot encode a call record");
+            None
+        }
+    }
+}
+
+/// Starts the store (on the current tokio runtime) and its tasks.
+pub(crate) fn start(cfg: HaConfig, engine: Arc<Engine>) -> Result<Arc<HaRuntime>, String> {
+    let seal = cfg.seal_key.clone();
+    let instance = cfg.instance_id.clone();
+    let resync = {
+        let engine = engine.clone();
+        let seal = seal.clone();
+        move || {
+            engine
+                .snapshot_calls()
+                .iter()
+                .filter_map(|i| record(i, &seal))
+                .collect::<Vec<_>>()
+        }
+    };
+    let (store, mut events) = HaStore::start(cfg, resync).map_err(|problems| {
+        problems
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    })?;
+    let rt = Arc::new(HaRuntime {
+        store: store.clone(),
+        adopt_failures: AtomicU64::new(0),
+        fenced_drops: AtomicU64::new(0),
+    });
+    info!(instance = %instance, "HA store started");
+
+    // The writer: images from the workers to records, off the media path and off the runtime.
+    let updates = engine.ha_updates();
+    {
+        let store = store.clone();
+        let seal = seal.clone();
+        std::thread::Builder::new()
+            .name("mcv-ha-writer".into())
+            .spawn(move || {
+                for u in updates {
+                    if store.is_fenced() {
+                        continue;
+                    }
+                    match u {
+                        HaUpdate::Put(image) => {
+                            if let Some(r) = record(&image, &seal) {
+                                store.put(r);
+                            }
+                        }
+                        HaUpdate::Delete(id) => store.delete(&id),
+                    }
+                }
+            })
+            .map_err(|e| format!("HA writer thread: {e}"))?;
+    }
+
+    // Adoptions.
+    {
+        let engine = engine.clone();
+        let rt = rt.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = events.recv().await {
+                if let HaEvent::Adopted { peer, records, .. } = ev {
+                    let engine = engine.clone();
+                    let seal = seal.clone();
+                    let rt = rt.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        adopt_all(&engine, &seal, &peer, records, &rt)
+                    })
+                    .await;
+                }
+            }
+        });
+    }
+
+    // Fencing: stop forwarding and answering for the calls another instance has now.
+    {
+        let engine = engine.clone();
+        let rt = rt.clone();
+        let mut fenced = store.fenced();
+        tokio::spawn(async move {
+            if fenced.wait_for(Option::is_some).await.is_err() {
+                return;
+            }
+            let info = fenced.borrow().clone();
+            let engine2 = engine.clone();
+            let n = tokio::task::spawn_blocking(move || engine2.abandon_calls())
+                .await
+                .unwrap_or(0);
+            rt.fenced_drops.fetch_add(n as u64, Ordering::Relaxed);
+            if let Some(info) = info {
+                error!(
+                    instance = %info.instance,
+                    by = %info.by,
+                    epoch = info.epoch,
+                    dropped_calls = n,
+                    "fenced: this instance lost its calls to {}; dropped {n} calls, not forwarding or answering for them; restart it to take a new lease",
+                    info.by
+                );
+            }
+        });
+    }
+
+    // The load the heartbeat reports.
+    {
+        let engine = engine.clone();
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut last = (Instant::now(), 0u64);
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let s = engine.stats();
+                let packets =
+                    s.caller.packets_in + s.callee.packets_in + s.group_members.packets_in;
+                let dt = last.0.elapsed().as_secs_f64().max(0.001);
+                let pps = (packets.saturating_sub(last.1) as f64 / dt) as u64;
+                last = (Instant::now(), packets);
+                store.set_load(pps, s.draining);
+            }
+        });
+    }
+    Ok(rt)
+}
+
+/// Restores every record of a dead peer.
+fn adopt_all(
+    engine: &Engine,
+    seal: &SealKey,
+    peer: &str,
+    records: Vec<CallRecord>,
+    rt: &HaRuntime,
+) {
+    let started = Instant::now();
+    let total = records.len();
+    let mut adopted = 0usize;
+    for r in records {
+        let image = match CallImage::from_record(&r, seal) {
+            Ok(i) => i,
+            Err(e) => {
+                rt.adopt_failures.fetch_add(1, Ordering::Relaxed);
+                error!(call = %r.call_id, peer, error = %e, "HA: cannot adopt a call");
+                continue;
+            }
+        };
+        let age = Duration::from_millis(unix_ms().saturating_sub(r.updated_unix_ms));
+        let until = Instant::now() + BIND_RETRY_FOR;
+        loop {
+            match engine.adopt_call(image.clone(), age + started.elapsed(), peer) {
+                Ok(()) => {
+                    adopted += 1;
+                    break;
+                }
+                Err(AdoptError::Bind(addr, e)) if Instant::now() < until => {
+                    let _ = (addr, e);
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => {
+                    rt.adopt_failures.fetch_add(1, Ordering::Relaxed);
+                    error!(call = %r.call_id, peer, error = %e, "HA: cannot adopt a call");
+                    break;
+                }
+            }
+        }
+    }
+    warn!(
+        peer,
+        adopted,
+        failed = total - adopted,
+        ms = started.elapsed().as_millis() as u64,
+        "HA: took over the calls of a dead peer"
+    );
+}
+
+impl HaRuntime {
+    /// Waits (up to `max`) until every write is in Redis, e.g. the deletes of a shutdown,
+    /// then stops the store.
+    pub(crate) async fn flush_and_stop(&self, max: Duration) {
+        let until = Instant::now() + max;
+        // Let the writer thread turn the last updates into store writes first.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        while Instant::now() < until && self.store.store_up() && self.store.backlog() > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.store.shutdown();
+    }
+}
+
+impl HaRuntime {
+    /// The HA series of `/metrics`.
+    pub(crate) fn render(&self, engine: &Engine, out: &mut String) {
+        use std::fmt::Write as _;
+        let s = self.store.stats();
+        let series: [(&str, &str, &str, u64); 7] = [
+            (
+                "mcvideo_relay_ha_store_up",
+                "gauge",
+                "1 when Redis answered the last write and the last heartbeat.",
+                u64::from(s.store_up),
+            ),
+            (
+                "mcvideo_relay_ha_backlog",
+                "gauge",
+                "Call writes waiting for Redis (bounded by ha.max_backlog).",
+                (s.backlog + s.resync_pending) as u64,
+            ),
+            (
+                "mcvideo_relay_ha_dropped_writes_total",
+                "counter",
+                "Call writes dropped because the backlog was full (each triggers a resync).",
+                s.dropped,
+            ),
+            (
+                "mcvideo_relay_ha_adoptions_total",
+                "counter",
+                "Calls taken over from a dead peer.",
+                engine.adoptions(),
+            ),
+            (
+                "mcvideo_relay_ha_adoption_failures_total",
+                "counter",
+                "Calls of a dead peer that could not be taken over.",
+                self.adopt_failures.load(Ordering::Relaxed),
+            ),
+            (
+                "mcvideo_relay_ha_fenced",
+                "gauge",
+                "1 once another instance adopted this one's calls.",
+                u64::from(s.fenced),
+            ),
+            (
+                "mcvideo_relay_ha_epoch",
+                "gauge",
+                "This instance's lease epoch.",
+                s.epoch,
+            ),
+        ];
+        for (name, kind, help, v) in series {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
+        }
+    }
+}
+
+fn unavailable(e: &crate::ha::HaError) -> super::api::ApiError {
+    super::api::ApiError::new(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        "ha_store_unavailable",
+        e.to_string(),
+    )
+}
+
+impl HaRuntime {
+    /// `GET /v1/cluster`.
+    pub(crate) async fn cluster_json(&self) -> Result<serde_json::Value, super::api::ApiError> {
+        let list = self.store.cluster().await.map_err(|e| unavailable(&e))?;
+        Ok(serde_json::json!({
+            "instance": self.store.instance_id(),
+            "instances": list.iter().map(|i| serde_json::json!({
+                "id": i.id,
+                "role": i.role,
+                "alive": i.alive,
+                "calls": i.calls,
+                "packets_per_sec": i.packets_per_sec,
+                "draining": i.draining,
+                "epoch": i.epoch,
+            })).collect::<Vec<_>>(),
+        }))
+    }
+
+    /// A call another instance owns, from Redis (`None`: no such call anywhere).
+    pub(crate) async fn lookup(
+        &self,
+        id: &str,
+    ) -> Result<Option<serde_json::Value>, super::api::ApiError> {
+        let Some(r) = self.store.lookup(id).await.map_err(|e| unavailable(&e))? else {
+            return Ok(None);
+        };
+        // The clear body is enough to describe the call (no key is opened here).
+        let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+        let c = &body["call"];
+        Ok(Some(serde_json::json!({
+            "call_id": r.call_id.as_str(),
+            "owner": r.owner,
+            "epoch": r.epoch,
+            "updated_unix_ms": r.updated_unix_ms,
+            "remote": true,
+            "kind": c["kind"],
+            "state": c["state"],
+            "caller": {"mcvideo_id": c["caller_id"]},
+            "callee": {"mcvideo_id": c["callee_id"]},
+            "media_security": c["media_security"],
+            "transmission": c["tc"]["arbiter_state"],
+        })))
+    }
+}

@@ -1,0 +1,207 @@
+//! High availability through the engine, in one process on 127.0.0.1: a per_leg push runs on
+//! engine A; A's workers send call images on every control-plane change and while media flows;
+//! A dies (its calls dropped silently, its sockets closed, as a crash would); engine B adopts
+//! the last image: it binds the same relay ports, the callee keeps receiving the caller's
+//! video with zero authentication or replay failures, and the caller's Transmission End
+//! Request gets End Response and End Notify from B, which releases the call once.
+
+#![allow(clippy::disallowed_methods)] // real sockets on real time
+
+mod common;
+use common::net::*;
+use mcvideo_relay::control::call::{AnswerCall, CallEventKind, CreateCall};
+use mcvideo_relay::control::{MediaSecurity, ReleaseReason};
+use mcvideo_relay::keys::{MasterKey, SrtpSuite};
+use mcvideo_relay::relay::{CallImage, DropReason, Engine, EngineConfig, HaUpdate};
+use mcvideo_relay::srtp::SrtpContext;
+use mcvideo_relay::wire::tc::{MessageKind, TcMessage};
+use std::time::{Duration, Instant};
+
+const SSRC: u32 = 0x5eed_0002;
+const CALLER_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGw==";
+const CALLEE_KEY: &str = "GxoZGBcWFRQTEhEQDw4NDAsKCQgHBgUEAwIBAA==";
+
+fn engine(port_min: u16) -> Engine {
+    Engine::start(EngineConfig {
+        port_min,
+        port_max: port_min + 99,
+        workers: 1,
+        ..EngineConfig::default()
+    })
+    .unwrap()
+}
+
+fn srtp(b64: &str) -> SrtpContext {
+    SrtpContext::new(&MasterKey::from_base64(SrtpSuite::AeadAes128Gcm, b64).unwrap())
+}
+
+fn latest(rx: &crossbeam_channel::Receiver<HaUpdate>, last: &mut Option<CallImage>) -> usize {
+    let mut n = 0;
+    while let Ok(u) = rx.try_recv() {
+        if let HaUpdate::Put(img) = u {
+            *last = Some(*img);
+            n += 1;
+        }
+    }
+    n
+}
+
+#[test]
+fn per_leg_push_survives_its_engine() {
+    let a = engine(36_500);
+    let b = engine(36_500);
+    let updates = a.ha_updates();
+    let mut b_events = b.subscribe();
+    let (caller, callee) = (Peer::new(), Peer::new());
+    let crypto = |k: &str| format!("a=crypto:1 AEAD_AES_128_GCM inline:{k}\r\n");
+    let offer = a
+        .create_call(CreateCall {
+            call_id: Some("ha-1".into()),
+            caller_id: "sip:alice@mcx.example".into(),
+            caller_sdp: caller.sdp("alice", "RTP/SAVP", Some(SSRC), true, &crypto(CALLER_KEY)),
+            callee_id: "sip:bob@mcx.example".into(),
+            video_push: true,
+            video_pull: false,
+            commencement_mode: None,
+            media_security: MediaSecurity::PerLeg,
+            caller_tc_key: None,
+            callee_interface: None,
+        })
+        .unwrap();
+    let to_callee = RelayAddrs::from_sdp(&offer.sdp_offer);
+    let answer = a
+        .accept_call(
+            "ha-1",
+            AnswerCall {
+                callee_sdp: callee.sdp("bob", "RTP/SAVP", None, true, &crypto(CALLEE_KEY)),
+                callee_tc_key: None,
+            },
+        )
+        .unwrap();
+    let to_caller = RelayAddrs::from_sdp(&answer.sdp_answer);
+    let relay_key = mcvideo_relay::sdp::SessionDescription::parse(&offer.sdp_offer)
+        .unwrap()
+        .media()[0]
+        .crypto[0]
+        .key_b64
+        .clone();
+    std::thread::sleep(Duration::from_millis(200));
+    drain(&caller.ctl, Duration::from_millis(50));
+    drain(&callee.ctl, Duration::from_millis(50));
+    drain(&caller.rtcp, Duration::from_millis(50));
+
+    // The caller sends across a sequence-number wrap; the callee decrypts every packet.
+    let mut sender = srtp(CALLER_KEY);
+    let mut receiver = srtp(&relay_key);
+    let mut seq: u16 = 65_000;
+    let mut send = |n: usize, seq: &mut u16| {
+        for _ in 0..n {
+            let mut p = rtp_packet(*seq, SSRC, 400);
+            let len = p.len();
+            p.resize(len + 16, 0);
+            let m = sender.protect_rtp(&mut p, len).unwrap();
+            caller.rtp.send_to(&p[..m], to_caller.video).unwrap();
+            *seq = seq.wrapping_add(1);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    };
+    let recv_while = |receiver: &mut SrtpContext, send: &mut dyn FnMut()| {
+        let c = collect(
+            &callee.rtp,
+            Duration::from_millis(1000),
+            Duration::from_millis(300),
+        );
+        send();
+        let (mut ok, mut bad) = (0, 0);
+        for (mut p, _) in c.join().unwrap() {
+            match receiver.unprotect_rtp(&mut p) {
+                Ok(_) => ok += 1,
+                Err(_) => bad += 1,
+            }
+        }
+        (ok, bad)
+    };
+    assert_eq!(
+        recv_while(&mut receiver, &mut || send(300, &mut seq)),
+        (300, 0)
+    );
+    // Let a refresh go out after the media (about every second), then a little more media
+    // that the image does not hold (the crash comes between two refreshes).
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(
+        recv_while(&mut receiver, &mut || send(600, &mut seq)),
+        (600, 0)
+    );
+    let mut image = None;
+    assert!(
+        latest(&updates, &mut image) >= 2,
+        "images on changes and refreshes"
+    );
+    let image = image.expect("an image of the call");
+    assert!(image.rules.as_ref().unwrap().has_srtp());
+    let written = Instant::now();
+    assert_eq!(
+        recv_while(&mut receiver, &mut || send(50, &mut seq)),
+        (50, 0)
+    );
+
+    // A dies: its calls vanish without a word, its sockets close.
+    assert_eq!(a.abandon_calls(), 1);
+    assert!(a.call("ha-1").is_none());
+    send(20, &mut seq); // lost: nobody listens
+
+    // B adopts the image and binds the same ports.
+    let t = Instant::now();
+    b.adopt_call(image, written.elapsed(), "relay-a").unwrap();
+    let took = t.elapsed();
+    assert_eq!(b.adoptions(), 1);
+    let ev = b_events.try_recv().unwrap();
+    assert_eq!(ev.call_id, "ha-1");
+    assert_eq!(
+        ev.kind,
+        CallEventKind::Adopted {
+            from: "relay-a".into()
+        }
+    );
+    drain(&callee.rtp, Duration::from_millis(50));
+    assert_eq!(
+        recv_while(&mut receiver, &mut || send(400, &mut seq)),
+        (400, 0),
+        "no packet lost or failing"
+    );
+    let s = b.call("ha-1").unwrap();
+    assert_eq!(s.caller.dropped(DropReason::AuthFailure), 0);
+    assert_eq!(s.caller.packets_in, 400);
+    assert_eq!(s.callee.packets_out, 400);
+
+    // The caller ends its transmission: B answers.
+    let end = TcMessage::new(MessageKind::TransmissionEndRequest, 0x0a11_ce00);
+    caller.send_tc(to_caller.control.unwrap(), &end);
+    let (resp, _) = recv(&caller.ctl, Duration::from_secs(2));
+    assert_eq!(
+        TcMessage::parse(&resp).unwrap().kind,
+        MessageKind::TransmissionEndResponse
+    );
+    let (note, _) = recv(&callee.ctl, Duration::from_secs(2));
+    assert_eq!(
+        TcMessage::parse(&note).unwrap().kind,
+        MessageKind::TransmissionEndNotify
+    );
+    let _ = to_callee;
+    let mut released = 0;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        match b_events.try_recv() {
+            Ok(ev) => {
+                if let CallEventKind::Released { reason } = ev.kind {
+                    assert_eq!(reason, ReleaseReason::TransmissionCompleted);
+                    released += 1;
+                }
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    assert_eq!(released, 1);
+    assert!(b.call("ha-1").is_none());
+    eprintln!("adoption took {took:?}");
+}

@@ -1,0 +1,833 @@
+//! High availability with real processes and a real Redis: two `mcvideo-relay serve` (a
+//! primary and its standby, `[ha]` on, the same media port range on 127.0.0.1), a per_leg push
+//! through the primary, `kill -9` of the primary while packets flow. The standby adopts the call
+//! and binds the dead primary's ports (the media address "moves" on loopback: same IP, the
+//! ports free once the process is gone). The callee keeps receiving: the gap fits the failure
+//! detection time plus 200 ms; the callee decrypts every packet and the adopter counts zero
+//! authentication or replay failures; the caller's Transmission End Request after the takeover
+//! gets End Response and End Notify from the adopter, and the call is released once.
+//!
+//! Needs `redis-server` (Debian package; test.sh installs it), and ffmpeg/ffprobe for the H.264
+//! push. Media ports 36600-36899 and
+//! 61000-65399 (no other test uses them; 61000+ is above the ephemeral range).
+#![cfg(all(feature = "sidecar", feature = "ha"))]
+#![allow(clippy::disallowed_methods)] // real processes on real time
+
+mod common;
+mod ha_support;
+mod sidecar_support;
+
+use common::net::{Peer, RelayAddrs};
+use ha_support::RedisServer;
+use mcvideo_relay::keys::{MasterKey, SrtpSuite};
+use mcvideo_relay::srtp::SrtpContext;
+use mcvideo_relay::wire::tc::{MessageKind, TcMessage};
+use serde_json::json;
+use sidecar_support::{eventually, Api};
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mcvideo-relay");
+const SEAL_KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+const SSRC: u32 = 0x5eed_0003;
+const CALLER_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGw==";
+const CALLEE_KEY: &str = "GxoZGBcWFRQTEhEQDw4NDAsKCQgHBgUEAwIBAA==";
+const HEARTBEAT_MS: u64 = 200;
+const FAILURE_MS: u64 = 1000;
+
+struct Relay {
+    child: Child,
+    api: Api,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Relay {
+    fn spawn(dir: &Path, name: &str, redis_port: u16, standby_for: &[&str]) -> Relay {
+        Relay::spawn_ports(dir, name, redis_port, standby_for, 36_600)
+    }
+
+    fn spawn_ports(
+        dir: &Path,
+        name: &str,
+        redis_port: u16,
+        standby_for: &[&str],
+        port_min: u16,
+    ) -> Relay {
+        Relay::spawn_range(dir, name, redis_port, standby_for, port_min, port_min + 99)
+    }
+
+    fn spawn_range(
+        dir: &Path,
+        name: &str,
+        redis_port: u16,
+        standby_for: &[&str],
+        port_min: u16,
+        port_max: u16,
+    ) -> Relay {
+        let cfg = dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "[api]\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"info\"\n\
+                 [media]\nworkers = 1\nport_min = {port_min}\nport_max = {port_max}\n\
+                 [ha]\nenabled = true\nredis_url = \"redis://127.0.0.1:{redis_port}\"\n\
+                 instance_id = \"{name}\"\nstandby_for = {standby_for:?}\n\
+                 heartbeat_ms = {HEARTBEAT_MS}\nfailure_ms = {FAILURE_MS}\n"
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .arg("--config")
+            .arg(&cfg)
+            .env("MCVIDEO_RELAY_HA_SEAL_KEY", SEAL_KEY)
+            .env_remove("MCVIDEO_RELAY_HA_REDIS_URL")
+            .env_remove("MCVIDEO_RELAY_API_TOKEN")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the relay binary starts");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut err = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(out).lines();
+            if let Some(Ok(l)) = lines.next() {
+                let _ = tx.send(l);
+            }
+            for _ in lines {}
+        });
+        let first = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{name}: no `listening on`; stderr:\n{}",
+                    stderr.lock().unwrap()
+                )
+            });
+        let addr: SocketAddr = first
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("first stdout line: {first:?}"))
+            .parse()
+            .unwrap();
+        Relay {
+            child,
+            api: Api::new(addr, None),
+            stderr,
+        }
+    }
+
+    fn log(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn srtp(b64: &str) -> SrtpContext {
+    SrtpContext::new(&MasterKey::from_base64(SrtpSuite::AeadAes128Gcm, b64).unwrap())
+}
+
+fn rtp(seq: u16) -> Vec<u8> {
+    common::net::rtp_packet(seq, SSRC, 300)
+}
+
+#[test]
+fn primary_killed_mid_push_standby_takes_over() {
+    let redis = RedisServer::start();
+    let dir = std::env::temp_dir().join(format!("mcvr-ha-failover-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut primary = Relay::spawn(&dir, "relay-a", redis.port, &[]);
+    let standby = Relay::spawn(&dir, "relay-b", redis.port, &["relay-a"]);
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let r = standby.api.get("/v1/cluster");
+            r.status == 200
+                && r.json()["instances"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().filter(|i| i["alive"] == true).count() == 2)
+        }),
+        "both instances in the cluster view: {}",
+        standby.api.get("/v1/cluster").body
+    );
+
+    // A per_leg push through the primary.
+    let (caller, callee) = (Peer::new(), Peer::new());
+    let crypto = |k: &str| format!("a=crypto:1 AEAD_AES_128_GCM inline:{k}\r\n");
+    let r = primary.api.post(
+        "/v1/calls",
+        &json!({
+            "call_id": "push-1",
+            "caller": {"mcvideo_id": "sip:alice@mcx.example",
+                       "sdp_offer": caller.sdp("alice", "RTP/SAVP", Some(SSRC), true, &crypto(CALLER_KEY))},
+            "callee": {"mcvideo_id": "sip:bob@mcx.example"},
+            "video_push": true,
+            "media_security": "per_leg",
+        }),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let callee_offer = r.json()["sdp_offer"].as_str().unwrap().to_owned();
+    let r = primary.api.post(
+        "/v1/calls/push-1/answer",
+        &json!({"sdp_answer": callee.sdp("bob", "RTP/SAVP", None, true, &crypto(CALLEE_KEY))}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let to_caller = RelayAddrs::from_sdp(r.json()["sdp_answer"].as_str().unwrap());
+    let relay_key = mcvideo_relay::sdp::SessionDescription::parse(&callee_offer)
+        .unwrap()
+        .media()[0]
+        .crypto[0]
+        .key_b64
+        .clone();
+    let sse = standby.api.events();
+
+    // The callee: decrypts and timestamps every packet.
+    type Arrivals = Arc<Mutex<Vec<(Instant, u16)>>>;
+    let arrivals: Arrivals = Arc::default();
+    let failures = Arc::new(Mutex::new(0usize));
+    let stop = Arc::new(AtomicBool::new(false));
+    let rx_thread = {
+        let sock = callee.rtp.try_clone().unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let (arrivals, failures, stop) = (arrivals.clone(), failures.clone(), stop.clone());
+        let mut ctx = srtp(&relay_key);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok((n, _)) = sock.recv_from(&mut buf) {
+                    match ctx.unprotect_rtp(&mut buf[..n]) {
+                        Ok(_) => arrivals
+                            .lock()
+                            .unwrap()
+                            .push((Instant::now(), u16::from_be_bytes([buf[2], buf[3]]))),
+                        Err(_) => *failures.lock().unwrap() += 1,
+                    }
+                }
+            }
+        })
+    };
+    // The caller: a packet every 5 ms (200/s), across a sequence-number wrap.
+    let sent: Arc<Mutex<Vec<(Instant, u16)>>> = Arc::default();
+    let tx_thread = {
+        let sock = caller.rtp.try_clone().unwrap();
+        let (sent, stop) = (sent.clone(), stop.clone());
+        let mut ctx = srtp(CALLER_KEY);
+        let to = to_caller.video;
+        std::thread::spawn(move || {
+            let mut seq: u16 = 64_500;
+            let start = Instant::now();
+            let mut i = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                let mut p = rtp(seq);
+                let len = p.len();
+                p.resize(len + 16, 0);
+                let n = ctx.protect_rtp(&mut p, len).unwrap();
+                let _ = sock.send_to(&p[..n], to);
+                sent.lock().unwrap().push((Instant::now(), seq));
+                seq = seq.wrapping_add(1);
+                i += 1;
+                let next = start + Duration::from_millis(5) * i;
+                if let Some(d) = next.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(d);
+                }
+            }
+        })
+    };
+
+    // Media for 2.5 s through the primary, then kill -9.
+    std::thread::sleep(Duration::from_millis(2500));
+    let before_kill = arrivals.lock().unwrap().len();
+    assert!(
+        before_kill > 400,
+        "media flows through the primary: {before_kill}"
+    );
+    let killed_at = Instant::now();
+    primary.child.kill().unwrap();
+    primary.child.wait().unwrap();
+
+    // The standby adopts; media flows again.
+    assert!(
+        eventually(Duration::from_secs(6), || arrivals
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(t, _)| *t > killed_at + Duration::from_millis(5))),
+        "no media after the kill; standby log:\n{}",
+        standby.log()
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let adopted = sse
+        .next(Duration::from_secs(2))
+        .expect("an event from the standby");
+    assert_eq!(adopted.name, "call.adopted", "{:?}", adopted.data);
+    assert_eq!(adopted.data["call_id"], "push-1");
+    assert_eq!(adopted.data["from"], "relay-a");
+
+    // The gap, and the packets lost.
+    let got = arrivals.lock().unwrap().clone();
+    let last_before = got
+        .iter()
+        .filter(|(t, _)| *t <= killed_at)
+        .map(|(t, _)| *t)
+        .max()
+        .unwrap();
+    let first_after = got
+        .iter()
+        .filter(|(t, _)| *t > killed_at)
+        .map(|(t, _)| *t)
+        .min()
+        .unwrap();
+    let takeover = first_after.duration_since(killed_at);
+    let gap = first_after.duration_since(last_before);
+    let sent_n = sent.lock().unwrap().len();
+    let lost = sent
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(t, _)| *t < first_after)
+        .count()
+        .saturating_sub(got.iter().filter(|(t, _)| *t < first_after).count());
+    eprintln!(
+        "takeover: {takeover:?} from the kill to the first forwarded packet; gap {gap:?}; \
+         {lost} packets lost of {sent_n} sent (200/s)"
+    );
+    let budget = Duration::from_millis(FAILURE_MS + HEARTBEAT_MS + 200);
+    assert!(
+        gap <= budget,
+        "gap {gap:?} over the detection time + 200 ms ({budget:?})"
+    );
+    assert_eq!(
+        *failures.lock().unwrap(),
+        0,
+        "the callee decrypted every packet"
+    );
+    let s = standby.api.get("/v1/calls/push-1");
+    assert_eq!(s.status, 200, "{}", s.body);
+    let s = s.json();
+    assert_eq!(s["owner"], "relay-b");
+    assert_eq!(s["caller"]["drops"]["auth_failure"], 0, "{s}");
+    assert!(s["callee"]["packets_out"].as_u64().unwrap() > 100, "{s}");
+
+    // The caller ends its transmission: the adopter answers, and releases the call once.
+    stop.store(true, Ordering::Relaxed);
+    tx_thread.join().unwrap();
+    rx_thread.join().unwrap();
+    let end = TcMessage::new(MessageKind::TransmissionEndRequest, 0x0a11_ce00);
+    common::net::drain(&caller.ctl, Duration::from_millis(50));
+    common::net::drain(&callee.ctl, Duration::from_millis(50));
+    caller.send_tc(to_caller.control.unwrap(), &end);
+    let (resp, _) = common::net::recv(&caller.ctl, Duration::from_secs(2));
+    assert_eq!(
+        TcMessage::parse(&resp).unwrap().kind,
+        MessageKind::TransmissionEndResponse
+    );
+    let (note, _) = common::net::recv(&callee.ctl, Duration::from_secs(2));
+    assert_eq!(
+        TcMessage::parse(&note).unwrap().kind,
+        MessageKind::TransmissionEndNotify
+    );
+    let evs = sse.until_released("push-1", Duration::from_secs(3));
+    let released: Vec<_> = evs.iter().filter(|e| e.name == "call.released").collect();
+    assert_eq!(released.len(), 1, "{:?}", sidecar_support::names(&evs));
+    assert_eq!(released[0].data["reason"], "transmission_completed");
+    assert!(sse
+        .next(Duration::from_millis(500))
+        .is_none_or(|e| e.name != "call.released"));
+    assert_eq!(standby.api.get("/v1/calls/push-1").status, 404);
+    let m = standby.api.metrics();
+    assert_eq!(m.get("mcvideo_relay_ha_adoptions_total"), 1.0);
+    assert_eq!(m.get("mcvideo_relay_ha_store_up"), 1.0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Sets up a per_leg push through `api`; returns the caller's relay addresses and the key the
+/// relay sends to the callee with.
+fn per_leg_push(api: &Api, id: &str, caller: &Peer, callee: &Peer) -> (RelayAddrs, String) {
+    let crypto = |k: &str| format!("a=crypto:1 AEAD_AES_128_GCM inline:{k}\r\n");
+    let r = api.post(
+        "/v1/calls",
+        &json!({
+            "call_id": id,
+            "caller": {"mcvideo_id": "sip:alice@mcx.example",
+                       "sdp_offer": caller.sdp("alice", "RTP/SAVP", Some(SSRC), true, &crypto(CALLER_KEY))},
+            "callee": {"mcvideo_id": "sip:bob@mcx.example"},
+            "video_push": true,
+            "media_security": "per_leg",
+        }),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let callee_offer = r.json()["sdp_offer"].as_str().unwrap().to_owned();
+    let r = api.post(
+        &format!("/v1/calls/{id}/answer"),
+        &json!({"sdp_answer": callee.sdp("bob", "RTP/SAVP", None, true, &crypto(CALLEE_KEY))}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let to_caller = RelayAddrs::from_sdp(r.json()["sdp_answer"].as_str().unwrap());
+    let relay_key = mcvideo_relay::sdp::SessionDescription::parse(&callee_offer)
+        .unwrap()
+        .media()[0]
+        .crypto[0]
+        .key_b64
+        .clone();
+    (to_caller, relay_key)
+}
+
+/// Sends `n` packets from `seq` on and returns how many the callee decrypted.
+fn burst(
+    caller: &Peer,
+    callee: &Peer,
+    to: SocketAddr,
+    tx: &mut SrtpContext,
+    rx: &mut SrtpContext,
+    seq: &mut u16,
+    n: usize,
+) -> (usize, usize) {
+    let c = common::net::collect(
+        &callee.rtp,
+        Duration::from_millis(700),
+        Duration::from_millis(200),
+    );
+    for _ in 0..n {
+        let mut p = rtp(*seq);
+        let len = p.len();
+        p.resize(len + 16, 0);
+        let m = tx.protect_rtp(&mut p, len).unwrap();
+        caller.rtp.send_to(&p[..m], to).unwrap();
+        *seq = seq.wrapping_add(1);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let (mut ok, mut bad) = (0, 0);
+    for (mut p, _) in c.join().unwrap() {
+        match rx.unprotect_rtp(&mut p) {
+            Ok(_) => ok += 1,
+            Err(_) => bad += 1,
+        }
+    }
+    (ok, bad)
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig}");
+}
+
+/// Fencing: a primary paused (SIGSTOP) past the failure time loses its call to the standby;
+/// resumed, it learns it is fenced, says so in its log, drops the call (closing its ports, which
+/// the standby then binds) and neither forwards nor answers for it. Restarted with the same ID,
+/// it still does not: the standby keeps the call and ends it.
+#[test]
+fn paused_primary_is_fenced_and_restarted_primary_stays_out() {
+    let redis = RedisServer::start();
+    let dir = std::env::temp_dir().join(format!("mcvr-ha-fence-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut primary = Relay::spawn_ports(&dir, "relay-a", redis.port, &[], 36_700);
+    let standby = Relay::spawn_ports(&dir, "relay-b", redis.port, &["relay-a"], 36_700);
+    assert!(eventually(Duration::from_secs(5), || {
+        standby.api.get("/v1/cluster").json()["instances"]
+            .as_array()
+            .is_some_and(|a| a.iter().filter(|i| i["alive"] == true).count() == 2)
+    }));
+    let (caller, callee) = (Peer::new(), Peer::new());
+    let (to_caller, relay_key) = per_leg_push(&primary.api, "fence-1", &caller, &callee);
+    let sse = standby.api.events();
+    let (mut tx, mut rx) = (srtp(CALLER_KEY), srtp(&relay_key));
+    let mut seq = 100u16;
+    let b = |tx: &mut SrtpContext, rx: &mut SrtpContext, seq: &mut u16, n| {
+        burst(&caller, &callee, to_caller.video, tx, rx, seq, n)
+    };
+    assert_eq!(b(&mut tx, &mut rx, &mut seq, 50), (50, 0));
+    // Let the SRTP state reach Redis (refreshed about every second while media flows).
+    std::thread::sleep(Duration::from_millis(1300));
+
+    signal(&primary.child, "STOP");
+    std::thread::sleep(Duration::from_millis(1800));
+    signal(&primary.child, "CONT");
+    assert!(
+        eventually(Duration::from_secs(5), || primary.log().contains("fenced")),
+        "the resumed primary says it is fenced; its log:\n{}",
+        primary.log()
+    );
+    let fence_line = primary
+        .log()
+        .lines()
+        .find(|l| l.contains("lost its calls to relay-b"))
+        .map(str::to_owned);
+    assert!(fence_line.is_some(), "{}", primary.log());
+    let ev = sse.next(Duration::from_secs(5)).expect("call.adopted");
+    assert_eq!(ev.name, "call.adopted");
+    // The standby forwards now (it bound the ports once the primary let them go).
+    assert!(
+        eventually(Duration::from_secs(3), || standby
+            .api
+            .get("/v1/calls/fence-1")
+            .status
+            == 200),
+        "standby log:\n{}",
+        standby.log()
+    );
+    let (ok, bad) = b(&mut tx, &mut rx, &mut seq, 50);
+    assert_eq!((ok, bad), (50, 0), "forwarded by the standby, decryptable");
+    let s = standby.api.get("/v1/calls/fence-1").json();
+    assert_eq!(s["owner"], "relay-b");
+    assert_eq!(s["caller"]["drops"]["auth_failure"], 0, "{s}");
+    // The fenced primary neither answers nor releases it.
+    assert_eq!(primary.api.delete("/v1/calls/fence-1").status, 404);
+    let g = primary.api.get("/v1/calls/fence-1");
+    assert_ne!(g.json()["owner"], "relay-a", "{}", g.body);
+    assert_eq!(primary.api.metrics().get("mcvideo_relay_ha_fenced"), 1.0);
+
+    // Restarted with the same ID: a new lease, no calls; the call stays the standby's.
+    primary.child.kill().unwrap();
+    primary.child.wait().unwrap();
+    let restarted = Relay::spawn_ports(&dir, "relay-a", redis.port, &[], 36_700);
+    assert!(eventually(Duration::from_secs(5), || {
+        standby.api.get("/v1/cluster").json()["instances"]
+            .as_array()
+            .is_some_and(|a| a.iter().filter(|i| i["alive"] == true).count() == 2)
+    }));
+    let g = restarted.api.get("/v1/calls/fence-1");
+    assert_eq!(g.status, 200, "{}", g.body);
+    assert_eq!(g.json()["owner"], "relay-b");
+    assert_eq!(g.json()["remote"], true);
+    assert_eq!(restarted.api.delete("/v1/calls/fence-1").status, 404);
+    assert_eq!(
+        b(&mut tx, &mut rx, &mut seq, 20),
+        (20, 0),
+        "still the standby's"
+    );
+    let end = TcMessage::new(MessageKind::TransmissionEndRequest, 0x0a11_ce00);
+    common::net::drain(&caller.ctl, Duration::from_millis(50));
+    caller.send_tc(to_caller.control.unwrap(), &end);
+    let (resp, _) = common::net::recv(&caller.ctl, Duration::from_secs(2));
+    assert_eq!(
+        TcMessage::parse(&resp).unwrap().kind,
+        MessageKind::TransmissionEndResponse
+    );
+    let evs = sse.until_released("fence-1", Duration::from_secs(3));
+    assert_eq!(
+        evs.iter().filter(|e| e.name == "call.released").count(),
+        1,
+        "{:?}",
+        sidecar_support::names(&evs)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// 1,000 calls (`MCVIDEO_HA_FAILOVER_CALLS`) adopted at once: the time from the kill until the
+/// standby runs them all, every call forwarding afterwards, every relay port accounted for.
+#[test]
+fn a_thousand_calls_adopted() {
+    let n: usize = std::env::var("MCVIDEO_HA_FAILOVER_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let _ = mcvideo_relay::relay::raise_open_files_limit();
+    let redis = RedisServer::start();
+    let dir = std::env::temp_dir().join(format!("mcvr-ha-many-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut primary = Relay::spawn_range(&dir, "relay-a", redis.port, &[], 61_000, 65_399);
+    let standby = Relay::spawn_range(&dir, "relay-b", redis.port, &["relay-a"], 61_000, 65_399);
+    // One caller socket and one callee socket for every call: calls are told apart by SSRC.
+    let caller = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let callee = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let sdp = |name: &str, sock: &std::net::UdpSocket, ssrc: Option<u32>| {
+        let mut s = format!(
+            "v=0\r\no={name} 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=video {} RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=rtcp-mux\r\n",
+            sock.local_addr().unwrap().port()
+        );
+        if let Some(ssrc) = ssrc {
+            s.push_str(&format!("a=ssrc:{ssrc} cname:{name}\r\n"));
+        }
+        s
+    };
+    let mut relay_ports = Vec::with_capacity(n);
+    let t = Instant::now();
+    for i in 0..n {
+        let id = format!("many-{i}");
+        let r = primary.api.post(
+            "/v1/calls",
+            &json!({
+                "call_id": id,
+                "caller": {"mcvideo_id": "sip:alice@mcx.example",
+                           "sdp_offer": sdp("alice", &caller, Some(0x1000_0000 + i as u32))},
+                "callee": {"mcvideo_id": "sip:bob@mcx.example"},
+                "video_push": true,
+            }),
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+        let r = primary.api.post(
+            &format!("/v1/calls/{id}/answer"),
+            &json!({"sdp_answer": sdp("bob", &callee, None)}),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        relay_ports.push(sidecar_support::relay_video_addr(
+            r.json()["sdp_answer"].as_str().unwrap(),
+        ));
+    }
+    eprintln!("{n} calls set up in {:?}", t.elapsed());
+    let ports_before = primary.api.metrics().get("mcvideo_relay_port_pairs_in_use");
+    assert!(ports_before >= n as f64, "{ports_before}");
+    // Every call in Redis before the kill.
+    assert!(
+        eventually(Duration::from_secs(10), || redis.keys("mcvr:call:*").len()
+            == n),
+        "{} of {n} calls in Redis",
+        redis.keys("mcvr:call:*").len()
+    );
+    let killed = Instant::now();
+    primary.child.kill().unwrap();
+    primary.child.wait().unwrap();
+    assert!(
+        eventually(Duration::from_secs(30), || standby
+            .api
+            .metrics()
+            .get("mcvideo_relay_ha_adoptions_total")
+            == n as f64),
+        "adoptions: {}; standby log:\n{}",
+        standby
+            .api
+            .metrics()
+            .get("mcvideo_relay_ha_adoptions_total"),
+        standby.log()
+    );
+    let all_adopted = killed.elapsed();
+    let took = standby
+        .log()
+        .lines()
+        .find(|l| l.contains("took over the calls of a dead peer"))
+        .map(str::to_owned)
+        .unwrap_or_default();
+    eprintln!("{n} calls adopted {all_adopted:?} after the kill (detection included); {took}");
+    let m = standby.api.metrics();
+    assert_eq!(m.get("mcvideo_relay_ha_adoption_failures_total"), 0.0);
+    assert_eq!(
+        m.get("mcvideo_relay_port_pairs_in_use"),
+        ports_before,
+        "every port accounted for"
+    );
+    // Every call forwards: one packet each, each reaches the callee.
+    let c = common::net::collect(&callee, Duration::from_secs(2), Duration::from_millis(500));
+    for (i, to) in relay_ports.iter().enumerate() {
+        let p = common::net::rtp_packet(1, 0x1000_0000 + i as u32, 100);
+        caller.send_to(&p, to).unwrap();
+        if i % 64 == 63 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    let mut seen: Vec<u32> = c
+        .join()
+        .unwrap()
+        .iter()
+        .map(|(b, _)| u32::from_be_bytes([b[8], b[9], b[10], b[11]]))
+        .collect();
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(seen.len(), n, "every adopted call forwards");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Redis killed mid-call and restarted empty: media goes on, the API answers (a call is set up
+/// and released while Redis is down), `mcvideo_relay_ha_store_up` says so, and every live call
+/// is back in Redis within seconds of its return. Then create/answer/release cycles leave no
+/// call key behind.
+#[test]
+fn redis_outage_and_churn() {
+    let mut redis = RedisServer::start();
+    let dir = std::env::temp_dir().join(format!("mcvr-ha-outage-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let relay = Relay::spawn_ports(&dir, "relay-a", redis.port, &[], 36_800);
+    let (caller, callee) = (Peer::new(), Peer::new());
+    let (to_caller, relay_key) = per_leg_push(&relay.api, "live-1", &caller, &callee);
+    let (mut tx, mut rx) = (srtp(CALLER_KEY), srtp(&relay_key));
+    let mut seq = 1u16;
+    let b = |tx: &mut SrtpContext, rx: &mut SrtpContext, seq: &mut u16, n| {
+        burst(&caller, &callee, to_caller.video, tx, rx, seq, n)
+    };
+    assert_eq!(b(&mut tx, &mut rx, &mut seq, 30), (30, 0));
+    assert!(eventually(Duration::from_secs(5), || redis
+        .keys("mcvr:call:*")
+        .len()
+        == 1));
+
+    redis.kill();
+    assert!(
+        eventually(Duration::from_secs(5), || relay
+            .api
+            .metrics()
+            .get("mcvideo_relay_ha_store_up")
+            == 0.0),
+        "store_up goes to 0"
+    );
+    assert_eq!(b(&mut tx, &mut rx, &mut seq, 50), (50, 0), "no media loss");
+    let (c2, e2) = (Peer::new(), Peer::new());
+    per_leg_push(&relay.api, "during-outage", &c2, &e2);
+    let (c3, e3) = (Peer::new(), Peer::new());
+    per_leg_push(&relay.api, "gone-during-outage", &c3, &e3);
+    assert_eq!(relay.api.delete("/v1/calls/gone-during-outage").status, 200);
+    assert_eq!(relay.api.get("/v1/cluster").status, 503);
+
+    redis.restart();
+    let back = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let mut k = redis.keys("mcvr:call:*");
+            k.sort();
+            k == ["mcvr:call:during-outage", "mcvr:call:live-1"]
+        }),
+        "live calls back in Redis: {:?}",
+        redis.keys("mcvr:call:*")
+    );
+    eprintln!(
+        "full state back in Redis {:?} after it returned",
+        back.elapsed()
+    );
+    assert!(eventually(Duration::from_secs(5), || relay
+        .api
+        .metrics()
+        .get("mcvideo_relay_ha_store_up")
+        == 1.0));
+    assert_eq!(b(&mut tx, &mut rx, &mut seq, 20), (20, 0));
+
+    // Churn: every released call's key goes.
+    assert_eq!(relay.api.delete("/v1/calls/live-1").status, 200);
+    assert_eq!(relay.api.delete("/v1/calls/during-outage").status, 200);
+    let n: usize = std::env::var("MCVIDEO_HA_CHURN_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    let (c, e) = (Peer::new(), Peer::new());
+    for i in 0..n {
+        let id = format!("churn-{i}");
+        per_leg_push(&relay.api, &id, &c, &e);
+        assert_eq!(relay.api.delete(&format!("/v1/calls/{id}")).status, 200);
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || redis
+            .keys("mcvr:call:*")
+            .is_empty()),
+        "keys left: {:?}",
+        redis.keys("mcvr:call:*").len()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The issue's crash test with a real H.264 push: ffmpeg sends 5 s of video (SRTP AES-CM) to the
+/// primary in per_leg mode, an ffmpeg receiver decrypts with the relay's key and records; the
+/// primary is killed 2 s in. The standby adopts; the receiver's recording decodes with the frames
+/// lost fitting the detection time plus 200 ms (at 25 fps), and the adopter counts zero
+/// authentication failures.
+#[test]
+fn ffmpeg_push_survives_a_kill() {
+    use common::ffmpeg::{
+        frames, port_pair, require, send, spawn_receiver, video_sdp, FRAMES, SENDER_KEY, SSRC,
+    };
+    require("ffmpeg");
+    require("ffprobe");
+    let redis = RedisServer::start();
+    let dir = std::env::temp_dir().join(format!("mcvr-ha-ffmpeg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut primary = Relay::spawn_ports(&dir, "relay-a", redis.port, &[], 36_900);
+    let standby = Relay::spawn_ports(&dir, "relay-b", redis.port, &["relay-a"], 36_900);
+    assert!(eventually(Duration::from_secs(5), || {
+        standby.api.get("/v1/cluster").json()["instances"]
+            .as_array()
+            .is_some_and(|a| a.iter().filter(|i| i["alive"] == true).count() == 2)
+    }));
+    let (caller_port, _c1, _c2) = port_pair();
+    let r = primary.api.post(
+        "/v1/calls",
+        &json!({
+            "call_id": "ffmpeg-ha",
+            "caller": {"mcvideo_id": "sip:camera@mcx.example",
+                       "sdp_offer": video_sdp("camera", caller_port, SENDER_KEY, Some(SSRC))},
+            "callee": {"mcvideo_id": "sip:viewer@mcx.example"},
+            "video_push": true,
+            "media_security": "per_leg",
+        }),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let relay_key = r.json()["sdp_offer"]
+        .as_str()
+        .unwrap()
+        .lines()
+        .find_map(|l| l.split("inline:").nth(1))
+        .map(|k| k.split(['|', ' ']).next().unwrap().trim().to_owned())
+        .unwrap();
+    assert_ne!(
+        relay_key, SENDER_KEY,
+        "per_leg: the relay's own key toward the callee"
+    );
+    let (recv_port, r1, r2) = port_pair();
+    let recv_sdp = video_sdp("viewer", recv_port, &relay_key, None);
+    let r = primary.api.post(
+        "/v1/calls/ffmpeg-ha/answer",
+        &json!({ "sdp_answer": recv_sdp }),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let to_caller = sidecar_support::relay_video_addr(r.json()["sdp_answer"].as_str().unwrap());
+    std::fs::write(dir.join("recv.sdp"), &recv_sdp).unwrap();
+    drop((r1, r2));
+    let out = dir.join("out.mkv");
+    let receiver = spawn_receiver(&dir.join("recv.sdp"), &out);
+    std::thread::sleep(Duration::from_millis(700));
+    let sender = std::thread::spawn(move || send(to_caller));
+    std::thread::sleep(Duration::from_millis(2000));
+    primary.child.kill().unwrap();
+    primary.child.wait().unwrap();
+    let sent = sender.join().unwrap();
+    assert!(
+        sent.status.success(),
+        "sender: {}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    let received = receiver.wait_with_output().expect("receiver exits");
+    assert!(
+        received.status.success(),
+        "receiver: {}",
+        String::from_utf8_lossy(&received.stderr)
+    );
+    let got = frames(&out);
+    let lost = FRAMES.saturating_sub(got);
+    let budget = ((FAILURE_MS + HEARTBEAT_MS + 200) * 25).div_ceil(1000) as u32;
+    eprintln!("ffmpeg push across a kill -9: {got} of {FRAMES} frames decode, {lost} lost (budget {budget})");
+    assert!(lost <= budget, "{lost} frames lost, over {budget}");
+    let s = standby.api.get("/v1/calls/ffmpeg-ha");
+    assert_eq!(s.status, 200, "{}; standby log:\n{}", s.body, standby.log());
+    let s = s.json();
+    assert_eq!(s["owner"], "relay-b");
+    assert_eq!(s["caller"]["drops"]["auth_failure"], 0, "{s}");
+    assert!(s["callee"]["packets_out"].as_u64().unwrap() > 50, "{s}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
