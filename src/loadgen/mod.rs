@@ -18,7 +18,7 @@
 //! two relay ports and the caller is granted on acceptance.
 //!
 //! With `--group-receivers N` the calls are group calls of 1 transmitter and N receive-only
-//! members ([`group`]): the transmitter asks to transmit on its MCVideo control channel and sends
+//! members (module `group`): the transmitter asks to transmit on its MCVideo control channel and sends
 //! with the SSRC it is granted; every figure is per **delivered** packet (sent × N), and the
 //! receivers' latency is also reported to the last receiver of each packet. The floor is the
 //! transmitter sending each packet to its N receivers itself.
