@@ -660,8 +660,8 @@ fn a_thousand_calls_adopted() {
 
 /// Redis killed mid-call and restarted empty: media goes on, the API answers (a call is set up
 /// and released while Redis is down), `mcvideo_relay_ha_store_up` says so, and every live call
-/// is back in Redis within seconds of its return. Then create/answer/release cycles leave no
-/// call key behind.
+/// is back in Redis within seconds of its return. Then 10,000 create/answer/release cycles
+/// (`MCVIDEO_HA_CHURN_CALLS` sets another count) leave no call key behind.
 #[test]
 fn redis_outage_and_churn() {
     let mut redis = RedisServer::start();
@@ -726,7 +726,7 @@ fn redis_outage_and_churn() {
     let n: usize = std::env::var("MCVIDEO_HA_CHURN_CALLS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(300);
+        .unwrap_or(10_000);
     let (c, e) = (Peer::new(), Peer::new());
     for i in 0..n {
         let id = format!("churn-{i}");
