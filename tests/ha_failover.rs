@@ -750,16 +750,27 @@ fn redis_outage_and_churn() {
 /// authentication failures.
 #[test]
 fn ffmpeg_push_survives_a_kill() {
+    ffmpeg_push_across_a_kill("per_leg", 36_900);
+}
+
+/// The same in end_to_end mode: SRTP passes through both relays byte for byte with the camera's
+/// own key, which the relays never hold.
+#[test]
+fn ffmpeg_push_survives_a_kill_end_to_end() {
+    ffmpeg_push_across_a_kill("end_to_end", 37_000);
+}
+
+fn ffmpeg_push_across_a_kill(mode: &str, port_min: u16) {
     use common::ffmpeg::{
         frames, port_pair, require, send, spawn_receiver, video_sdp, FRAMES, SENDER_KEY, SSRC,
     };
     require("ffmpeg");
     require("ffprobe");
     let redis = RedisServer::start();
-    let dir = std::env::temp_dir().join(format!("mcvr-ha-ffmpeg-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("mcvr-ha-ffmpeg-{mode}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let mut primary = Relay::spawn_ports(&dir, "relay-a", redis.port, &[], 36_900);
-    let standby = Relay::spawn_ports(&dir, "relay-b", redis.port, &["relay-a"], 36_900);
+    let mut primary = Relay::spawn_ports(&dir, "relay-a", redis.port, &[], port_min);
+    let standby = Relay::spawn_ports(&dir, "relay-b", redis.port, &["relay-a"], port_min);
     assert!(eventually(Duration::from_secs(5), || {
         standby.api.get("/v1/cluster").json()["instances"]
             .as_array()
@@ -774,7 +785,7 @@ fn ffmpeg_push_survives_a_kill() {
                        "sdp_offer": video_sdp("camera", caller_port, SENDER_KEY, Some(SSRC))},
             "callee": {"mcvideo_id": "sip:viewer@mcx.example"},
             "video_push": true,
-            "media_security": "per_leg",
+            "media_security": mode,
         }),
     );
     assert_eq!(r.status, 201, "{}", r.body);
@@ -785,10 +796,17 @@ fn ffmpeg_push_survives_a_kill() {
         .find_map(|l| l.split("inline:").nth(1))
         .map(|k| k.split(['|', ' ']).next().unwrap().trim().to_owned())
         .unwrap();
-    assert_ne!(
-        relay_key, SENDER_KEY,
-        "per_leg: the relay's own key toward the callee"
-    );
+    if mode == "per_leg" {
+        assert_ne!(
+            relay_key, SENDER_KEY,
+            "per_leg: the relay's own key toward the callee"
+        );
+    } else {
+        assert_eq!(
+            relay_key, SENDER_KEY,
+            "end_to_end: the camera's key passes through"
+        );
+    }
     let (recv_port, r1, r2) = port_pair();
     let recv_sdp = video_sdp("viewer", recv_port, &relay_key, None);
     let r = primary.api.post(
@@ -821,7 +839,7 @@ fn ffmpeg_push_survives_a_kill() {
     let got = frames(&out);
     let lost = FRAMES.saturating_sub(got);
     let budget = ((FAILURE_MS + HEARTBEAT_MS + 200) * 25).div_ceil(1000) as u32;
-    eprintln!("ffmpeg push across a kill -9: {got} of {FRAMES} frames decode, {lost} lost (budget {budget})");
+    eprintln!("ffmpeg push ({mode}) across a kill -9: {got} of {FRAMES} frames decode, {lost} lost (budget {budget})");
     assert!(lost <= budget, "{lost} frames lost, over {budget}");
     let s = standby.api.get("/v1/calls/ffmpeg-ha");
     assert_eq!(s.status, 200, "{}; standby log:\n{}", s.body, standby.log());
