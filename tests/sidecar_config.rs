@@ -265,6 +265,46 @@ fn serve_flags_override_the_file() {
 }
 
 #[test]
+fn ha_flags_override_the_file_and_keep_passwords_off_the_command_line() {
+    let o = ServeOptions::parse(&args(&[
+        "--ha-instance-id",
+        "relay-b",
+        "--ha-standby-for",
+        "relay-a, relay-c",
+        "--ha-redis-url",
+        "redis://10.0.0.5:6379",
+    ]))
+    .unwrap()
+    .unwrap();
+    let mut c = Config::embedded();
+    assert!(!c.ha.enabled);
+    assert!(o.apply(&mut c).is_empty());
+    assert!(c.ha.enabled);
+    assert_eq!(c.ha.instance_id, "relay-b");
+    assert_eq!(c.ha.standby_for, ["relay-a", "relay-c"]);
+    assert_eq!(c.ha.redis_url, "redis://10.0.0.5:6379");
+    let o = ServeOptions::parse(&args(&[
+        "--ha-redis-url",
+        "rediss://relay:s3cret@redis:6380",
+    ]))
+    .unwrap()
+    .unwrap();
+    let problems = o.apply(&mut c);
+    assert_eq!(keys(&problems), ["--ha-redis-url"]);
+    assert!(!format!("{problems:?}").contains("s3cret"));
+    assert_eq!(c.ha.redis_url, "redis://10.0.0.5:6379", "unchanged");
+    let help = ServeOptions::help();
+    for flag in [
+        "--ha-instance-id <ID>",
+        "--ha-standby-for <ID,...>",
+        "--ha-redis-url <URL>",
+        "MCVIDEO_RELAY_HA_SEAL_KEY",
+    ] {
+        assert!(help.contains(flag), "{flag} not in:\n{help}");
+    }
+}
+
+#[test]
 fn media_interfaces_are_read_checked_and_handed_to_the_engine() {
     let text = "[media]\n\
         [[media.interfaces]]\nname = \"access\"\nip = \"127.0.0.1\"\nport_min = 30000\nport_max = 30999\n\

@@ -1111,6 +1111,17 @@ pub struct ServeOptions {
     /// `off` switches it off)
     #[arg(long, value_name = "ADDR|off")]
     pub ng_listen: Option<String>,
+    /// switch high availability on as this instance (overrides ha.instance_id, sets
+    /// ha.enabled)
+    #[arg(long, value_name = "ID")]
+    pub ha_instance_id: Option<String>,
+    /// the instances whose calls this one adopts, comma-separated (overrides ha.standby_for)
+    #[arg(long, value_name = "ID,...")]
+    pub ha_standby_for: Option<String>,
+    /// Redis for HA, redis:// or rediss:// (overrides ha.redis_url; a password does not go on
+    /// the command line: $MCVIDEO_RELAY_HA_REDIS_URL)
+    #[arg(long, value_name = "URL")]
+    pub ha_redis_url: Option<String>,
 }
 
 /// `serve`'s summary (`mcvideo-relay --help`).
@@ -1129,7 +1140,9 @@ pub const SERVE_AFTER_HELP: &str = "\
 Environment:
   MCVIDEO_RELAY_API_TOKEN  bearer token for the control API (or the variable that
                            api.token_env names); required when api.listen is not loopback
-  RUST_LOG                 log filter (overrides log.level), e.g. warn,mcvideo_relay=debug";
+  RUST_LOG                 log filter (overrides log.level), e.g. warn,mcvideo_relay=debug
+  MCVIDEO_RELAY_HA_REDIS_URL  Redis URL for HA with its password (or ha.redis_url_env's)
+  MCVIDEO_RELAY_HA_SEAL_KEY   32-byte key sealing media keys in Redis (or ha.seal_key_env's)";
 
 /// `serve --help`'s layout: usage, description, options, environment.
 pub const SERVE_HELP_TEMPLATE: &str =
@@ -1185,6 +1198,34 @@ impl ServeOptions {
         }
         if let Some(ng) = &self.ng_listen {
             config.ng.listen = ng.clone();
+        }
+        if let Some(id) = &self.ha_instance_id {
+            config.ha.instance_id = id.clone();
+            config.ha.enabled = true;
+        }
+        if let Some(peers) = &self.ha_standby_for {
+            config.ha.standby_for = peers
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned)
+                .collect();
+        }
+        if let Some(url) = &self.ha_redis_url {
+            // `scheme://user:password@host`: anything between `//` and `@` with a `:` in it.
+            let userinfo = url
+                .split_once("//")
+                .and_then(|(_, rest)| rest.split_once('@'))
+                .map(|(u, _)| u);
+            if userinfo.is_some_and(|u| u.contains(':')) {
+                p.push(Problem::new(
+                    "--ha-redis-url",
+                    "a password on the command line is visible to every local user: put the \
+                     URL in $MCVIDEO_RELAY_HA_REDIS_URL (or ha.redis_url_env's variable)",
+                ));
+            } else {
+                config.ha.redis_url = url.clone();
+            }
         }
         if let Some(r) = &self.ports {
             match r.split_once('-').and_then(|(a, b)| {
