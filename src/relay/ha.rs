@@ -76,9 +76,11 @@ impl Engine {
     /// From now on every worker sends an [`HaUpdate`] for each one-to-one call on every
     /// control-plane change (state, grant, transmission control messages, latches), about
     /// every second while its media flows (SRTP state, timers), and when it ends. Nothing is
-    /// sent per packet. Call once; a second call replaces the receiver.
+    /// sent per packet. The channel holds [`HA_UPDATES_CAPACITY`](super::HA_UPDATES_CAPACITY)
+    /// updates: a reader that falls behind makes the workers skip images (sent again later),
+    /// never grow memory. Call once; a second call replaces the receiver.
     pub fn ha_updates(&self) -> crossbeam_channel::Receiver<HaUpdate> {
-        let (tx, rx) = crossbeam_channel::unbounded();
+        let (tx, rx) = crossbeam_channel::bounded(super::HA_UPDATES_CAPACITY);
         for w in &self.plane.workers {
             w.send(Cmd::HaSink(tx.clone()));
         }

@@ -94,6 +94,9 @@
 pub mod bench_support;
 mod engine;
 mod ha;
+
+/// Updates the workers' high-availability channel holds at most ([`Engine::ha_updates`]).
+pub const HA_UPDATES_CAPACITY: usize = 16_384;
 pub mod io;
 mod plane;
 mod ports;

@@ -28,12 +28,23 @@ pub(crate) type Restore = (
     Arc<str>,
 );
 
+/// Deletes kept for a writer that is behind, at most (past it the key's TTL and the next full
+/// resync remove the record).
+const MAX_PENDING_DELETES: usize = 65_536;
+
 /// Where a worker's call images go, and what was sent last per call.
 pub(crate) struct HaSink {
+    /// Bounded ([`crate::relay::HA_UPDATES_CAPACITY`]): a writer that falls behind costs
+    /// images, never memory. An image that finds it full is not recorded as sent, so the next
+    /// refresh sends it again.
     tx: crossbeam_channel::Sender<HaUpdate>,
     /// Per call: the control-plane marks and the packets received at the last image.
     sent: HashMap<CallId, (u64, u64)>,
+    /// Deletes that found the channel full, sent again at the next refresh.
+    deletes: Vec<CallId>,
     last_refresh: Instant,
+    /// Where the refresh walk over the worker's calls stands.
+    cursor: usize,
 }
 
 impl HaSink {
@@ -41,13 +52,35 @@ impl HaSink {
         HaSink {
             tx,
             sent: HashMap::new(),
+            deletes: Vec::new(),
             last_refresh: now,
+            cursor: 0,
         }
     }
 
     fn put(&mut self, rt: &CallRt, now: Instant, marks: (u64, u64)) {
-        self.sent.insert(rt.call.call_id().clone(), marks);
-        let _ = self.tx.send(HaUpdate::Put(Box::new(rt.image(now))));
+        if self.tx.is_full() {
+            return; // the writer is behind: this call is sent again at a later refresh
+        }
+        if self
+            .tx
+            .try_send(HaUpdate::Put(Box::new(rt.image(now))))
+            .is_ok()
+        {
+            self.sent.insert(rt.call.call_id().clone(), marks);
+        }
+    }
+
+    /// Deletes that found the channel full, while there is room.
+    fn retry_deletes(&mut self) {
+        while let Some(id) = self.deletes.pop() {
+            if let Err(e) = self.tx.try_send(HaUpdate::Delete(id)) {
+                if let HaUpdate::Delete(id) = e.into_inner() {
+                    self.deletes.push(id);
+                }
+                break;
+            }
+        }
     }
 
     /// After a step: an image when the control plane moved.
@@ -61,22 +94,38 @@ impl HaSink {
     /// A call ended.
     pub(crate) fn ended(&mut self, id: &CallId) {
         self.sent.remove(id);
-        let _ = self.tx.send(HaUpdate::Delete(id.clone()));
+        if let Err(e) = self.tx.try_send(HaUpdate::Delete(id.clone())) {
+            if let HaUpdate::Delete(id) = e.into_inner() {
+                if self.deletes.len() < MAX_PENDING_DELETES {
+                    self.deletes.push(id);
+                }
+            }
+        }
     }
 }
 
 impl Worker {
-    /// About every second: an image of every call whose media moved since its last one.
+    /// An image of every call whose media moved since its last one, each call about once per
+    /// [`REFRESH_EVERY`]. The walk goes a slice of the calls at a time, in proportion to the
+    /// time since the last slice, so a worker with thousands of calls never stops its packets
+    /// to image all of them at once.
     pub(super) fn ha_refresh(&mut self, now: Instant) {
         let Some(ha) = self.ha.as_mut() else { return };
-        if now.saturating_duration_since(ha.last_refresh) < REFRESH_EVERY {
+        let n = self.slots.len();
+        let elapsed = now.saturating_duration_since(ha.last_refresh);
+        let due = (n as u128 * elapsed.as_nanos() / REFRESH_EVERY.as_nanos().max(1)) as usize;
+        if due == 0 {
             return;
         }
         ha.last_refresh = now;
-        for s in self.slots.iter().flatten() {
-            let marks = s.rt.ha_marks();
-            if ha.sent.get(s.rt.call.call_id()) != Some(&marks) {
-                ha.put(&s.rt, now, marks);
+        ha.retry_deletes();
+        for _ in 0..due.min(n) {
+            ha.cursor = (ha.cursor + 1) % n;
+            if let Some(Some(s)) = self.slots.get(ha.cursor) {
+                let marks = s.rt.ha_marks();
+                if ha.sent.get(s.rt.call.call_id()) != Some(&marks) {
+                    ha.put(&s.rt, now, marks);
+                }
             }
         }
     }
