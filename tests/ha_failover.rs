@@ -24,12 +24,12 @@ use mcvideo_relay::srtp::SrtpContext;
 use mcvideo_relay::wire::tc::{MessageKind, TcMessage};
 use serde_json::json;
 use sidecar_support::{eventually, Api};
-use std::io::{BufRead, BufReader, Read};
+
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mcvideo-relay");
@@ -81,59 +81,19 @@ impl Relay {
             ),
         )
         .unwrap();
-        let mut child = Command::new(BIN)
-            .arg("serve")
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve")
             .arg("--config")
             .arg(&cfg)
             .env("MCVIDEO_RELAY_HA_SEAL_KEY", SEAL_KEY)
             .env_remove("MCVIDEO_RELAY_HA_REDIS_URL")
             .env_remove("MCVIDEO_RELAY_API_TOKEN")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the relay binary starts");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut err = child.stderr.take().unwrap();
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = err.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(out).lines();
-            if let Some(Ok(l)) = lines.next() {
-                let _ = tx.send(l);
-            }
-            for _ in lines {}
-        });
-        let first = rx
-            .recv_timeout(Duration::from_secs(20))
-            .unwrap_or_else(|_| {
-                panic!(
-                    "{name}: no `listening on`; stderr:\n{}",
-                    stderr.lock().unwrap()
-                )
-            });
-        let addr: SocketAddr = first
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("first stdout line: {first:?}"))
-            .parse()
-            .unwrap();
+            .env_remove("RUST_LOG");
+        let p = sidecar_support::ServeProcess::start(cmd, name);
         Relay {
-            child,
-            api: Api::new(addr, None),
-            stderr,
+            child: p.child,
+            api: Api::new(p.addr, None),
+            stderr: p.stderr,
         }
     }
 

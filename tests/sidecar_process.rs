@@ -15,10 +15,10 @@ use common::ffmpeg::{
 
 use serde_json::json;
 use sidecar_support::{create_body, eventually, names, relay_video_addr, Api, Client, Metrics};
-use std::io::{BufRead, BufReader, Read};
+
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mcvideo-relay");
@@ -34,56 +34,16 @@ struct Relay {
 
 impl Relay {
     fn spawn(args: &[&str]) -> Relay {
-        let mut child = Command::new(BIN)
-            .arg("serve")
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve")
             .args(args)
             .env("MCVIDEO_RELAY_API_TOKEN", TOKEN)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the relay binary starts");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut err = child.stderr.take().unwrap();
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = err.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(out).lines();
-            if let Some(Ok(l)) = lines.next() {
-                let _ = tx.send(l);
-            }
-            for _ in lines {}
-        });
-        let first = rx
-            .recv_timeout(Duration::from_secs(20))
-            .unwrap_or_else(|_| {
-                panic!(
-                    "no `listening on` line; stderr:\n{}",
-                    stderr.lock().unwrap()
-                )
-            });
-        let addr = first
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("first stdout line: {first:?}"))
-            .parse()
-            .unwrap();
+            .env_remove("RUST_LOG");
+        let p = sidecar_support::ServeProcess::start(cmd, "serve");
         Relay {
-            child,
-            addr,
-            stderr,
+            child: p.child,
+            addr: p.addr,
+            stderr: p.stderr,
         }
     }
 

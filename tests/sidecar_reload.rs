@@ -10,12 +10,12 @@ mod sidecar_support;
 
 use serde_json::json;
 use sidecar_support::{create_body, eventually, relay_video_addr, rtp_packet, Api, Client};
-use std::io::{BufRead, BufReader, Read};
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mcvideo-relay");
@@ -33,54 +33,16 @@ struct Relay {
 
 impl Relay {
     fn spawn(config: &Path) -> Relay {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--config"])
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--config"])
             .arg(config)
             .env_remove("MCVIDEO_RELAY_API_TOKEN")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the relay binary starts");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut err = child.stderr.take().unwrap();
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = err.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(out).lines();
-            if let Some(Ok(l)) = lines.next() {
-                let _ = tx.send(l);
-            }
-            for _ in lines {}
-        });
-        let first = rx.recv_timeout(20 * SEC).unwrap_or_else(|_| {
-            panic!(
-                "no `listening on` line; stderr:\n{}",
-                stderr.lock().unwrap()
-            )
-        });
-        let addr = first
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("first stdout line: {first:?}"))
-            .parse()
-            .unwrap();
+            .env_remove("RUST_LOG");
+        let p = sidecar_support::ServeProcess::start(cmd, "serve");
         Relay {
-            child,
-            addr,
-            stderr,
+            child: p.child,
+            addr: p.addr,
+            stderr: p.stderr,
         }
     }
 

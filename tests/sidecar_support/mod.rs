@@ -332,3 +332,73 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A `mcvideo-relay serve` process started by a test: its first stdout line (`listening on
+/// ADDR`) read, its stderr gathered as it comes.
+pub struct ServeProcess {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+    pub stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl ServeProcess {
+    /// Starts `cmd` (a `serve` command line with its environment set) with piped output and
+    /// waits at most 20 s for `listening on ADDR`; panics with `what` and the stderr otherwise.
+    pub fn start(mut cmd: std::process::Command, what: &str) -> ServeProcess {
+        use std::io::{BufRead, BufReader, Read};
+        use std::process::Stdio;
+        use std::sync::{Arc, Mutex};
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the relay binary starts");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut err = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(out).lines();
+            if let Some(Ok(l)) = lines.next() {
+                let _ = tx.send(l);
+            }
+            for _ in lines {}
+        });
+        let first = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{what}: no `listening on` line; stderr:\n{}",
+                    stderr.lock().unwrap()
+                )
+            });
+        let addr = first
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("{what}: first stdout line: {first:?}"))
+            .parse()
+            .unwrap();
+        ServeProcess {
+            child,
+            addr,
+            stderr,
+        }
+    }
+
+    /// What it wrote to stderr so far.
+    pub fn log(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+}
