@@ -9,7 +9,7 @@
 //!   transmitter and throttled (`feedback_pli_from_50_receivers`).
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)] // a bench may stop on a broken fixture; it reads the clock
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use mcvideo_relay::control::group::{slots, GroupArbiter, Slot};
+use mcvideo_relay::control::arbiter::{slots, Arbiter, Slot};
 use mcvideo_relay::keys::{MasterKey, SrtpSuite};
 use mcvideo_relay::relay::bench_support::{ForwardPath, GroupFanOutPath};
 use mcvideo_relay::srtp::SrtpContext;
@@ -35,7 +35,7 @@ fn s(i: usize) -> Slot {
 
 /// What the forward path asks the arbiter per packet: may it pass, and to whom.
 #[inline]
-fn check(a: &GroupArbiter, from: Slot) -> u64 {
+fn check(a: &Arbiter, from: Slot) -> u64 {
     if a.may_forward(from) {
         a.receivers(from)
     } else {
@@ -46,7 +46,7 @@ fn check(a: &GroupArbiter, from: Slot) -> u64 {
 fn arbiter(c: &mut Criterion) {
     let mut g = c.benchmark_group("group_arbiter");
     g.throughput(Throughput::Elements(1));
-    let a = Arc::new(GroupArbiter::new());
+    let a = Arc::new(Arbiter::new());
     a.permit(s(0));
     for r in 1..=50 {
         a.add_route(s(0), s(r));

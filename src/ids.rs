@@ -8,6 +8,8 @@ use std::sync::Arc;
 /// An RTP synchronization source identifier (RFC 3550 §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 #[cfg_attr(feature = "sidecar", derive(serde::Serialize), serde(transparent))]
+#[cfg_attr(feature = "ha", derive(serde::Deserialize))]
+#[cfg_attr(all(feature = "ha", not(feature = "sidecar")), derive(serde::Serialize), serde(transparent))]
 pub struct Ssrc(pub u32);
 
 impl Ssrc {

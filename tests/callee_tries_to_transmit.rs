@@ -40,17 +40,17 @@ fn callee_transmission_request_is_rejected_receive_only() {
     );
     let call = h.table.get("call-1").unwrap();
     assert!(
-        call.arbiter().may_forward(Party::Caller),
+        call.arbiter().may_forward(Party::Caller.slot()),
         "the caller keeps the grant"
     );
-    assert!(!call.arbiter().may_forward(Party::Callee));
+    assert!(!call.arbiter().may_forward(Party::Callee.slot()));
     assert!(h.events("call-1").is_empty());
 }
 
 #[test]
 fn callee_media_is_revoked_then_retransmitted_while_it_persists() {
     let cfg = CallConfig::default();
-    let threshold = cfg.tc.callee_media_revoke_after;
+    let threshold = cfg.tc.revoke_after;
     let c3 = cfg.tc.c3_revoke;
     let mut h = Harness::new(cfg);
     h.established();
@@ -83,7 +83,7 @@ fn callee_media_is_revoked_then_retransmitted_while_it_persists() {
     assert_eq!(revokes as u32, 1 + c3, "bounded retransmission");
     let call = h.table.get("call-1").unwrap();
     assert_eq!(call.state(), CallState::Established, "the call survives");
-    assert!(call.arbiter().may_forward(Party::Caller));
+    assert!(call.arbiter().may_forward(Party::Caller.slot()));
     assert_eq!(
         call.tc_stats().callee_media_packets,
         u64::from(threshold) + 400

@@ -28,7 +28,7 @@ fn duration_runs_out_revoked_2_then_release() {
         .get("call-1")
         .unwrap()
         .arbiter()
-        .may_forward(Party::Caller));
+        .may_forward(Party::Caller.slot()));
     assert_eq!(h.events("call-1"), [CallEventKind::MediaStarted]);
     h.advance(Duration::from_millis(100));
     let sent = h.sent("call-1");
@@ -48,7 +48,7 @@ fn duration_runs_out_revoked_2_then_release() {
         .get("call-1")
         .unwrap()
         .arbiter()
-        .may_forward(Party::Caller));
+        .may_forward(Party::Caller.slot()));
     assert_eq!(
         h.events("call-1"),
         [

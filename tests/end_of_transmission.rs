@@ -120,7 +120,7 @@ fn without_control_channel_rtcp_bye_completes_the_push() {
             .get("call-1")
             .unwrap()
             .arbiter()
-            .may_forward(Party::Caller),
+            .may_forward(Party::Caller.slot()),
         "implicit grant"
     );
     h.events("call-1");

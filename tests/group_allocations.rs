@@ -4,7 +4,7 @@
 #![cfg(feature = "relay")]
 #![allow(clippy::disallowed_methods)] // the test's own epoch; time then moves virtually
 
-use mcvideo_relay::control::group::{GroupArbiter, Slot};
+use mcvideo_relay::control::arbiter::{Arbiter, Slot};
 use mcvideo_relay::control::MediaSecurity;
 use mcvideo_relay::keys::{MasterKey, SrtpSuite};
 use mcvideo_relay::relay::rules::{
@@ -51,7 +51,7 @@ fn rtp(seq: u16) -> Vec<u8> {
 /// allocations counted during them and the deliveries made.
 fn run(security: MediaSecurity) -> (usize, usize) {
     let per_leg = security == MediaSecurity::PerLeg;
-    let arbiter = Arc::new(GroupArbiter::new());
+    let arbiter = Arc::new(Arbiter::new());
     let mut g = GroupRules::new(&GroupRulesSetup {
         arbiter: arbiter.clone(),
         security,

@@ -494,7 +494,7 @@ fn late_joiner_receives_the_running_transmission_then_t1_releases_the_idle_call(
         port_min: 49_200,
         port_max: 49_399,
         workers: 1,
-        group: mcvideo_relay::control::group::GroupConfig {
+        group: mcvideo_relay::control::server::TcConfig {
             t1_inactivity: Duration::from_millis(800),
             ..Default::default()
         },
@@ -627,7 +627,7 @@ fn manual_reception_then_a_stronger_request_preempts() {
             media_security: MediaSecurity::EndToEnd,
             max_transmitters: Some(1),
             max_streams_per_receiver: None,
-            reception_mode: Some(mcvideo_relay::control::group::ReceptionMode::Manual),
+            reception_mode: Some(mcvideo_relay::control::server::ReceptionMode::Manual),
             members: peers
                 .iter()
                 .enumerate()

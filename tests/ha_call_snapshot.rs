@@ -7,7 +7,7 @@
 
 mod common;
 use common::*;
-use mcvideo_relay::control::arbiter::TransmissionState;
+use mcvideo_relay::control::server::TransmissionState;
 use mcvideo_relay::control::call::{Call, CallConfig, CallEventKind, CallState};
 use mcvideo_relay::control::snapshot::{CallSecrets, CallSnapshot};
 use mcvideo_relay::control::{Party, ReleaseReason};
@@ -71,10 +71,10 @@ fn push_restored_mid_transmission_keeps_its_grant_and_ends_once() {
     assert_eq!(call.state(), CallState::Established);
     assert_eq!(call.id(), "call-1");
     assert!(
-        call.arbiter().may_forward(Party::Caller),
+        call.arbiter().may_forward(Party::Caller.slot()),
         "the grant is kept"
     );
-    assert!(!call.arbiter().may_forward(Party::Callee));
+    assert!(!call.arbiter().may_forward(Party::Callee.slot()));
     assert_eq!(call.arbiter().snapshot(), orig.arbiter().snapshot());
     assert!(call.server().media_started());
     assert_eq!(call.tc_stats(), orig.tc_stats());
@@ -200,7 +200,7 @@ fn granted_retransmissions_continue_from_the_count() {
     // and would send at 2100 and 3100 ms (C4 = 3 retransmissions): 1000 and 2000 ms after the
     // snapshot.
     assert_eq!(sent_at, [1000, 2000]);
-    assert!(call.arbiter().may_forward(Party::Caller));
+    assert!(call.arbiter().may_forward(Party::Caller.slot()));
 }
 
 /// The snapshot of an offered call, with the offer timer: restored, it is answered normally.
@@ -231,7 +231,7 @@ fn an_offered_call_restored_can_be_answered() {
         .get("call-1")
         .unwrap()
         .arbiter()
-        .may_forward(Party::Caller));
+        .may_forward(Party::Caller.slot()));
 }
 
 /// A per_leg call as a record: its keys, tc keys and SDPs are sealed, the body holds none of

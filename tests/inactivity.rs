@@ -72,7 +72,7 @@ fn callee_media_does_not_keep_the_call_alive() {
 #[test]
 fn t1_releases_a_call_whose_media_never_starts() {
     let cfg = CallConfig::default();
-    let t1 = cfg.tc.t1_hang;
+    let t1 = cfg.tc.t1_inactivity;
     let mut h = Harness::new(cfg);
     h.established();
     h.events("call-1");

@@ -36,7 +36,7 @@ fn embedded_defaults_are_valid_and_match_the_design() {
     let e = c.engine_config();
     assert_eq!(e.media_ip.to_string(), "127.0.0.1");
     assert_eq!((e.port_min, e.port_max), (40_000, 49_999));
-    assert_eq!(e.call.tc.t1_hang, Duration::from_secs(30));
+    assert_eq!(e.call.tc.t1_inactivity, Duration::from_secs(30));
     assert_eq!(e.call.tc.video_ssrc_field_id, 23);
     assert_eq!(e.call.tc.max_duration, None);
 }

@@ -302,7 +302,7 @@ fn sidecar_group_calls_config_section() {
     assert_eq!(g.max_streams_per_receiver, 3);
     assert_eq!(
         g.reception_mode,
-        mcvideo_relay::control::group::ReceptionMode::Manual
+        mcvideo_relay::control::server::ReceptionMode::Manual
     );
     assert_eq!(g.t1_inactivity, Duration::from_secs(60));
     assert_eq!(g.t2_idle, Duration::from_millis(500));

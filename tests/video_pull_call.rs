@@ -31,8 +31,8 @@ fn the_callee_is_granted_and_the_caller_notified() {
     pull(&mut h);
     let call = h.table.get("call-1").unwrap();
     assert_eq!(call.kind(), CallKind::VideoPull);
-    assert!(call.arbiter().may_forward(Party::Callee));
-    assert!(!call.arbiter().may_forward(Party::Caller));
+    assert!(call.arbiter().may_forward(Party::Callee.slot()));
+    assert!(!call.arbiter().may_forward(Party::Caller.slot()));
     let sent = h.sent("call-1");
     assert_eq!(
         kinds(&sent),
@@ -52,7 +52,7 @@ fn the_callee_is_granted_and_the_caller_notified() {
 #[test]
 fn the_caller_is_receive_only() {
     let cfg = CallConfig::default();
-    let threshold = cfg.tc.callee_media_revoke_after;
+    let threshold = cfg.tc.revoke_after;
     let mut h = Harness::new(cfg);
     pull(&mut h);
     h.sent("call-1");

@@ -2,7 +2,7 @@
 
 mod common;
 use common::*;
-use mcvideo_relay::control::arbiter::TransmissionState;
+use mcvideo_relay::control::server::TransmissionState;
 use mcvideo_relay::control::call::{
     AnswerCall, CallConfig, CallEventKind, CallState, PortAllocator,
 };
@@ -39,7 +39,7 @@ fn video_push_from_request_to_release() {
     let call = h.table.get("call-1").unwrap();
     assert_eq!(call.state(), CallState::Offered);
     assert!(
-        !call.arbiter().may_forward(Party::Caller),
+        !call.arbiter().may_forward(Party::Caller.slot()),
         "no media before acceptance"
     );
 
@@ -103,7 +103,7 @@ fn video_push_from_request_to_release() {
         .get("call-1")
         .unwrap()
         .arbiter()
-        .may_forward(Party::Caller));
+        .may_forward(Party::Caller.slot()));
 
     // Step 11: media flows for a while.
     for _ in 0..50 {
@@ -140,7 +140,7 @@ fn video_push_from_request_to_release() {
     let call = h.table.get("call-1").unwrap();
     assert_eq!(call.state(), CallState::Released);
     assert_eq!(call.arbiter().state(), TransmissionState::Released);
-    assert!(!call.arbiter().may_forward(Party::Caller));
+    assert!(!call.arbiter().may_forward(Party::Caller.slot()));
     assert_eq!(call.poll_timeout(), None, "no timer outlives the call");
 
     // The engine removes it and gives every port back.

@@ -19,10 +19,9 @@ use mcvideo_relay::control::call::{
     AnswerCall, CallConfig, CallState, CallTable, CreateCall, PortAllocator, RelayPort,
     SeededEntropy,
 };
-use mcvideo_relay::control::group::{
-    slots, GroupArbiter, GroupConfig, GroupIdentity, GroupServer, MemberSetup, ReceptionMode, Slot,
-    SsrcRegistry,
-};
+use mcvideo_relay::control::arbiter::{slots, Arbiter, Slot};
+use mcvideo_relay::control::server::{TcConfig, ServerIdentity, TransmissionControlServer, MemberSetup, ReceptionMode};
+use mcvideo_relay::control::ssrc::SsrcRegistry;
 use mcvideo_relay::control::policy::AllowAll;
 use mcvideo_relay::control::registry::UeEntry;
 use mcvideo_relay::control::{MediaSecurity, Party, ReleaseReason};
@@ -145,7 +144,7 @@ enum GroupOp {
 }
 
 struct Group {
-    s: GroupServer,
+    s: TransmissionControlServer,
     ssrcs: Arc<SsrcRegistry>,
     cx: u32,
     c9: u32,
@@ -153,7 +152,7 @@ struct Group {
 
 impl Group {
     fn new(cx: u8, c9: u8, manual: bool, queueing: bool) -> Group {
-        let cfg = GroupConfig {
+        let cfg = TcConfig {
             max_transmitters: cx % 3 + 1,
             max_streams_per_receiver: c9 % 3 + 1,
             reception_mode: if manual {
@@ -164,19 +163,19 @@ impl Group {
             queueing,
             max_queue: 4,
             max_duration: Some(Duration::from_secs(60)),
-            ..GroupConfig::default()
+            ..TcConfig::default()
         };
         let ssrcs = Arc::new(SsrcRegistry::new(3));
         Group {
             cx: u32::from(cfg.max_transmitters),
             c9: u32::from(cfg.max_streams_per_receiver),
-            s: GroupServer::new(
+            s: TransmissionControlServer::group(
                 cfg,
-                GroupIdentity {
+                ServerIdentity {
                     group_id: "sip:g@x".into(),
                     server_ssrc: mcvideo_relay::Ssrc(5),
                 },
-                Arc::new(GroupArbiter::new()),
+                Arc::new(Arbiter::new()),
                 ssrcs.clone(),
             ),
             ssrcs,

@@ -18,7 +18,7 @@ use arbitrary::Arbitrary;
 use common::{CALLEE_KEY, CALLER_KEY};
 use libfuzzer_sys::fuzz_target;
 use mcvideo_relay::control::call::{AnswerCall, CallEventKind, CreateCall};
-use mcvideo_relay::control::group::ReceptionMode;
+use mcvideo_relay::control::server::ReceptionMode;
 use mcvideo_relay::control::registry::UeEntry;
 use mcvideo_relay::control::MediaSecurity;
 use mcvideo_relay::keys::{MasterKey, SrtpSuite};

@@ -1,117 +1,102 @@
-//! The per-call transmission arbiter: the one piece of state the control side and the forwarding
-//! side share.
+//! The lock-free arbiter of a call: which members may transmit, and to whom each transmitter's
+//! media goes. The one piece of state the transmission control server and the forwarding side
+//! share, for every kind of call (a private call is a call of two members).
 //!
-//! The control side (the transmission control server) grants, revokes, ends and releases; the
-//! forwarding side asks "may this packet from this party pass?" with [`Arbiter::may_forward`],
-//! which is **one atomic load and a compare**: no lock, no allocation, no branch on anything but
-//! the loaded word.
+//! Both answers are bit sets of [`Slot`]s in `AtomicU64`s:
 //!
-//! The state is one `AtomicU64`: `epoch (48 bits) | holder (8) | state (8)`. Every transition
-//! bumps the epoch, so an observer can tell two grants apart. Transitions use compare-and-swap,
-//! so concurrent writers (the control task and an engine shutting down) are safe; readers never
-//! wait. The struct is cache-line aligned so the hot word shares its line with nothing else.
+//! * `permitted` — bit `t` set: member `t` holds a grant. The forward path checks it with
+//!   **one atomic load** ([`Arbiter::may_forward`]);
+//! * `routes[t]` — bit `r` set: receiver `r` accepted transmitter `t`'s media (automatic
+//!   reception, or a granted Receive Media Request). The fan-out reads it with one more load
+//!   ([`Arbiter::receivers`]) and walks the bits: no lock, no allocation.
+//!
+//! Writers (the call's transmission control server, an engine releasing the call) use
+//! `fetch_or`/`fetch_and`, so they never lose each other's updates; readers never wait. A
+//! revocation clears the `permitted` bit first, so a reader that saw it cleared forwards
+//! nothing, whatever the routes say. A call sized for two members (a private call) keeps two
+//! route words, a group call [`MAX_MEMBERS`].
 
-use super::Party;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-/// Where a call's transmission stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-#[cfg_attr(
-    feature = "ha",
-    derive(serde::Serialize, serde::Deserialize),
-    serde(rename_all = "snake_case")
-)]
-pub enum TransmissionState {
-    /// No transmission yet (call offered, or established and not granted).
-    Idle = 0,
-    /// A party holds the grant; its media passes.
-    Granted = 1,
-    /// The grant was revoked; media no longer passes.
-    Revoked = 2,
-    /// The transmission is complete.
-    Ended = 3,
-    /// The call is released; terminal.
-    Released = 4,
-}
+/// Members a group call holds at most: one bit each in the arbiter's words.
+pub const MAX_MEMBERS: usize = 64;
 
-impl TransmissionState {
-    fn from_bits(b: u8) -> Self {
-        match b {
-            1 => TransmissionState::Granted,
-            2 => TransmissionState::Revoked,
-            3 => TransmissionState::Ended,
-            4 => TransmissionState::Released,
-            _ => TransmissionState::Idle,
+/// A member's place in a call (0..[`MAX_MEMBERS`]). Stable while the member is in the
+/// call; a slot freed by a member that left can be given to a later joiner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Slot(u8);
+
+impl Slot {
+    /// Slot 0 (a private call's caller).
+    pub const FIRST: Slot = Slot(0);
+    /// Slot 1 (a private call's callee).
+    pub const SECOND: Slot = Slot(1);
+
+    /// The slot with this index, if below [`MAX_MEMBERS`].
+    pub const fn new(index: usize) -> Option<Slot> {
+        if index < MAX_MEMBERS {
+            Some(Slot(index as u8))
+        } else {
+            None
         }
     }
 
-    /// Lower-case label for logs, metrics and the API.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            TransmissionState::Idle => "idle",
-            TransmissionState::Granted => "granted",
-            TransmissionState::Revoked => "revoked",
-            TransmissionState::Ended => "ended",
-            TransmissionState::Released => "released",
-        }
+    /// The index, below [`MAX_MEMBERS`].
+    pub const fn index(self) -> usize {
+        self.0 as usize
+    }
+
+    /// This slot's bit in a member set.
+    pub const fn bit(self) -> u64 {
+        1u64 << (self.0 & 63)
     }
 }
 
-/// A consistent reading of the arbiter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Snapshot {
-    /// The state.
-    pub state: TransmissionState,
-    /// Who holds (or last held) the grant.
-    pub holder: Option<Party>,
-    /// Number of transitions so far.
-    pub epoch: u64,
-}
-
-/// Why a transition was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TransitionError {
-    /// The state the arbiter was in.
-    pub from: TransmissionState,
-    /// The transition asked for.
-    pub to: TransmissionState,
-}
-
-impl core::fmt::Display for TransitionError {
+impl core::fmt::Display for Slot {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(
-            f,
-            "arbiter cannot go from {} to {}",
-            self.from.as_str(),
-            self.to.as_str()
-        )
+        write!(f, "{}", self.0)
     }
 }
 
-impl std::error::Error for TransitionError {}
-
-const STATE_MASK: u64 = 0xff;
-const HOLDER_SHIFT: u32 = 8;
-const EPOCH_SHIFT: u32 = 16;
-
-const fn holder_bits(p: Option<Party>) -> u64 {
-    match p {
-        None => 0,
-        Some(Party::Caller) => 1,
-        Some(Party::Callee) => 2,
-    }
+/// The slots in a member set, lowest first.
+pub fn slots(mut set: u64) -> impl Iterator<Item = Slot> {
+    core::iter::from_fn(move || {
+        if set == 0 {
+            return None;
+        }
+        let i = set.trailing_zeros() as usize;
+        set &= set - 1;
+        Slot::new(i)
+    })
 }
 
-const fn pack(state: TransmissionState, holder: Option<Party>, epoch: u64) -> u64 {
-    (epoch << EPOCH_SHIFT) | (holder_bits(holder) << HOLDER_SHIFT) | state as u64
+/// A consistent-enough reading for the API: each word is read once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "ha", derive(serde::Serialize, serde::Deserialize))]
+pub struct ArbiterSnapshot {
+    /// Members holding a grant.
+    pub permitted: u64,
+    /// Changes so far.
+    pub epoch: u64,
+    /// The call is released; nothing passes any more.
+    pub released: bool,
 }
 
-/// The lock-free per-call arbiter. Share it with `Arc`.
+/// The grant word alone on its cache line: route changes and the epoch (written on every
+/// change) do not invalidate the line every forwarded packet reads first.
+#[derive(Debug)]
+#[repr(align(64))]
+struct Permitted(AtomicU64);
+
+/// The lock-free arbiter of one call. Share it with `Arc`.
 #[derive(Debug)]
 #[repr(align(64))]
 pub struct Arbiter {
-    word: AtomicU64,
+    permitted: Permitted,
+    /// One word per member slot the call can hold (2 for a private call).
+    routes: Box<[AtomicU64]>,
+    epoch: AtomicU64,
+    released: AtomicBool,
 }
 
 impl Default for Arbiter {
@@ -121,121 +106,145 @@ impl Default for Arbiter {
 }
 
 impl Arbiter {
-    /// A new arbiter in [`TransmissionState::Idle`].
-    pub const fn new() -> Self {
+    /// Nobody transmits, nobody receives; room for [`MAX_MEMBERS`] members.
+    pub fn new() -> Self {
+        Self::with_members(MAX_MEMBERS)
+    }
+
+    /// Room for `members` member slots (at most [`MAX_MEMBERS`]): a private call needs 2.
+    pub fn with_members(members: usize) -> Self {
         Arbiter {
-            word: AtomicU64::new(pack(TransmissionState::Idle, None, 0)),
+            permitted: Permitted(AtomicU64::new(0)),
+            routes: (0..members.clamp(1, MAX_MEMBERS))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            epoch: AtomicU64::new(0),
+            released: AtomicBool::new(false),
         }
     }
 
-    /// An arbiter in the state `s` (a call restored from a snapshot on another relay).
-    pub fn restored(s: Snapshot) -> Self {
-        Arbiter {
-            word: AtomicU64::new(pack(s.state, s.holder, s.epoch & ((1 << 48) - 1))),
+    /// Member slots it has room for.
+    pub fn capacity(&self) -> usize {
+        self.routes.len()
+    }
+
+    /// An arbiter in the state `s` with routes `routes` (`(transmitter, receivers)`), for a call
+    /// taken over from another relay.
+    pub fn restored(members: usize, s: ArbiterSnapshot, routes: &[(Slot, u64)]) -> Self {
+        let a = Self::with_members(members);
+        a.permitted.0.store(s.permitted, Ordering::Release);
+        for &(t, r) in routes {
+            if let Some(w) = a.routes.get(t.index()) {
+                w.store(r, Ordering::Release);
+            }
         }
+        a.epoch.store(s.epoch, Ordering::Release);
+        a.released.store(s.released, Ordering::Release);
+        a
+    }
+
+    /// Every transmitter's receivers, for a snapshot: `(transmitter, receivers)` where non-empty.
+    pub fn routes(&self) -> Vec<(Slot, u64)> {
+        self.routes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| {
+                let r = r.load(Ordering::Acquire);
+                Some((Slot::new(i)?, r)).filter(|_| r != 0)
+            })
+            .collect()
     }
 
     /// May a media packet from `from` be forwarded now? One atomic load.
     #[inline(always)]
-    pub fn may_forward(&self, from: Party) -> bool {
-        let granted = TransmissionState::Granted as u64 | (holder_bits(Some(from)) << HOLDER_SHIFT);
-        self.word.load(Ordering::Acquire) & 0xffff == granted
+    pub fn may_forward(&self, from: Slot) -> bool {
+        self.permitted.0.load(Ordering::Acquire) & from.bit() != 0
     }
 
-    /// Reads state, holder and epoch together.
-    pub fn snapshot(&self) -> Snapshot {
-        let w = self.word.load(Ordering::Acquire);
-        Snapshot {
-            state: TransmissionState::from_bits((w & STATE_MASK) as u8),
-            holder: match (w >> HOLDER_SHIFT) & 0xff {
-                1 => Some(Party::Caller),
-                2 => Some(Party::Callee),
-                _ => None,
-            },
-            epoch: w >> EPOCH_SHIFT,
+    /// The receivers of `from`'s media: one atomic load. Meaningful only while
+    /// [`may_forward`](Self::may_forward) says yes.
+    #[inline(always)]
+    pub fn receivers(&self, from: Slot) -> u64 {
+        self.routes
+            .get(from.index())
+            .map_or(0, |r| r.load(Ordering::Acquire))
+    }
+
+    /// Members holding a grant.
+    pub fn permitted(&self) -> u64 {
+        self.permitted.0.load(Ordering::Acquire)
+    }
+
+    /// Reads the state for the API.
+    pub fn snapshot(&self) -> ArbiterSnapshot {
+        ArbiterSnapshot {
+            permitted: self.permitted.0.load(Ordering::Acquire),
+            epoch: self.epoch.load(Ordering::Acquire),
+            released: self.released.load(Ordering::Acquire),
         }
     }
 
-    /// The current state.
-    pub fn state(&self) -> TransmissionState {
-        self.snapshot().state
+    fn bump(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
     }
 
-    fn transition(
-        &self,
-        to: TransmissionState,
-        allowed: impl Fn(TransmissionState) -> bool,
-        holder: impl Fn(Option<Party>) -> Option<Party>,
-    ) -> Result<Snapshot, TransitionError> {
-        let mut cur = self.word.load(Ordering::Acquire);
-        loop {
-            let from = TransmissionState::from_bits((cur & STATE_MASK) as u8);
-            if !allowed(from) {
-                return Err(TransitionError { from, to });
-            }
-            let old_holder = Snapshot::holder_of(cur);
-            let epoch = (cur >> EPOCH_SHIFT) + 1;
-            let new = pack(to, holder(old_holder), epoch);
-            match self
-                .word
-                .compare_exchange_weak(cur, new, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => {
-                    return Ok(Snapshot {
-                        state: to,
-                        holder: holder(old_holder),
-                        epoch,
-                    })
-                }
-                Err(actual) => cur = actual,
-            }
+    /// Grants `to`. Refused (false) once the call is released.
+    pub fn permit(&self, to: Slot) -> bool {
+        if self.released.load(Ordering::Acquire) {
+            return false;
+        }
+        self.permitted.0.fetch_or(to.bit(), Ordering::AcqRel);
+        // A release that raced in after the check wins: take the bit back.
+        if self.released.load(Ordering::Acquire) {
+            self.permitted.0.store(0, Ordering::Release);
+            return false;
+        }
+        self.bump();
+        true
+    }
+
+    /// Takes `from`'s grant away (revoked, ended, pre-empted). Its routes are cleared too.
+    pub fn forbid(&self, from: Slot) {
+        self.permitted.0.fetch_and(!from.bit(), Ordering::AcqRel);
+        if let Some(r) = self.routes.get(from.index()) {
+            r.store(0, Ordering::Release);
+        }
+        self.bump();
+    }
+
+    /// `receiver` gets `from`'s media from now on.
+    pub fn add_route(&self, from: Slot, receiver: Slot) {
+        if let Some(r) = self.routes.get(from.index()) {
+            r.fetch_or(receiver.bit(), Ordering::AcqRel);
+            self.bump();
         }
     }
 
-    /// Grants the transmission to `to`. Allowed from `Idle` and `Ended` (a new transmission).
-    pub fn grant(&self, to: Party) -> Result<Snapshot, TransitionError> {
-        self.transition(
-            TransmissionState::Granted,
-            |s| matches!(s, TransmissionState::Idle | TransmissionState::Ended),
-            |_| Some(to),
-        )
-    }
-
-    /// Revokes the current grant. Allowed from `Granted`.
-    pub fn revoke(&self) -> Result<Snapshot, TransitionError> {
-        self.transition(
-            TransmissionState::Revoked,
-            |s| s == TransmissionState::Granted,
-            |h| h,
-        )
-    }
-
-    /// Marks the transmission complete. Allowed from `Granted` and `Revoked`.
-    pub fn end(&self) -> Result<Snapshot, TransitionError> {
-        self.transition(
-            TransmissionState::Ended,
-            |s| matches!(s, TransmissionState::Granted | TransmissionState::Revoked),
-            |h| h,
-        )
-    }
-
-    /// Releases the call: terminal, from any state but `Released`.
-    pub fn release(&self) -> Result<Snapshot, TransitionError> {
-        self.transition(
-            TransmissionState::Released,
-            |s| s != TransmissionState::Released,
-            |h| h,
-        )
-    }
-}
-
-impl Snapshot {
-    fn holder_of(w: u64) -> Option<Party> {
-        match (w >> HOLDER_SHIFT) & 0xff {
-            1 => Some(Party::Caller),
-            2 => Some(Party::Callee),
-            _ => None,
+    /// `receiver` no longer gets `from`'s media.
+    pub fn remove_route(&self, from: Slot, receiver: Slot) {
+        if let Some(r) = self.routes.get(from.index()) {
+            r.fetch_and(!receiver.bit(), Ordering::AcqRel);
+            self.bump();
         }
+    }
+
+    /// `member` left: no grant, no routes from it, and it is nobody's receiver any more.
+    pub fn remove_member(&self, member: Slot) {
+        self.forbid(member);
+        for r in self.routes.iter() {
+            r.fetch_and(!member.bit(), Ordering::AcqRel);
+        }
+        self.bump();
+    }
+
+    /// The call is released: nothing passes any more, and no later grant takes effect.
+    pub fn release(&self) {
+        self.released.store(true, Ordering::Release);
+        self.permitted.0.store(0, Ordering::Release);
+        for r in self.routes.iter() {
+            r.store(0, Ordering::Release);
+        }
+        self.bump();
     }
 }
 
@@ -245,105 +254,62 @@ mod tests {
     use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
 
+    fn s(i: usize) -> Slot {
+        Slot::new(i).unwrap()
+    }
+
     #[test]
-    fn lifecycle() {
+    fn permit_route_forbid_release() {
         let a = Arbiter::new();
-        assert!(!a.may_forward(Party::Caller));
-        assert!(a.revoke().is_err());
-        let s = a.grant(Party::Caller).unwrap();
-        assert_eq!(s.epoch, 1);
-        assert!(a.may_forward(Party::Caller));
-        assert!(!a.may_forward(Party::Callee));
-        assert!(
-            a.grant(Party::Callee).is_err(),
-            "no second grant while granted"
-        );
-        a.revoke().unwrap();
-        assert!(!a.may_forward(Party::Caller));
-        a.end().unwrap();
-        assert_eq!(a.snapshot().holder, Some(Party::Caller));
-        a.release().unwrap();
-        assert_eq!(
-            a.release(),
-            Err(TransitionError {
-                from: TransmissionState::Released,
-                to: TransmissionState::Released
-            })
-        );
-        assert!(a.grant(Party::Caller).is_err(), "released is terminal");
-        assert_eq!(a.snapshot().epoch, 4);
+        assert!(!a.may_forward(s(0)));
+        assert!(a.permit(s(0)));
+        a.add_route(s(0), s(1));
+        a.add_route(s(0), s(63));
+        assert!(a.may_forward(s(0)));
+        assert!(!a.may_forward(s(1)));
+        assert_eq!(slots(a.receivers(s(0))).collect::<Vec<_>>(), [s(1), s(63)]);
+        a.remove_member(s(63));
+        assert_eq!(a.receivers(s(0)), s(1).bit());
+        a.forbid(s(0));
+        assert!(!a.may_forward(s(0)));
+        assert_eq!(a.receivers(s(0)), 0);
+        a.release();
+        assert!(!a.permit(s(2)), "released is terminal");
+        assert!(!a.may_forward(s(2)));
+        assert!(a.snapshot().released);
+        assert!(Slot::new(64).is_none());
     }
 
+    /// Readers check grants while a writer cycles pre-emptions between two members: a reader
+    /// never sees both members permitted when the writer keeps at most one (Cx = 1), and the
+    /// epoch never goes back.
     #[test]
-    fn restored_from_a_snapshot() {
-        let a = Arbiter::new();
-        a.grant(Party::Caller).unwrap();
-        let b = Arbiter::restored(a.snapshot());
-        assert_eq!(b.snapshot(), a.snapshot());
-        assert!(b.may_forward(Party::Caller));
-        b.end().unwrap();
-        assert_eq!(b.snapshot().epoch, 2);
-    }
-
-    #[test]
-    fn cache_line_aligned() {
-        assert_eq!(core::mem::align_of::<Arbiter>(), 64);
-    }
-
-    /// Forwarders hammer `may_forward` while a controller cycles grant/revoke/end. Invariants:
-    /// the callee is never seen as holder; every `true` answer for the caller coincides with a
-    /// snapshot in `Granted` (checked by reading around it); epochs never go backwards; the
-    /// controller's transitions all succeed (no lost update) and the final epoch counts them all.
-    #[test]
-    fn concurrent_checks_and_transitions() {
+    fn readers_never_see_a_torn_handover() {
         let a = Arc::new(Arbiter::new());
         let stop = Arc::new(AtomicBool::new(false));
-        let readers: Vec<_> = (0..3)
+        let readers: Vec<_> = (0..2)
             .map(|_| {
-                let a = a.clone();
-                let stop = stop.clone();
+                let (a, stop) = (a.clone(), stop.clone());
                 std::thread::spawn(move || {
-                    let (mut passes, mut last_epoch) = (0u64, 0u64);
+                    let mut last = 0;
                     while !stop.load(Ordering::Relaxed) {
-                        assert!(!a.may_forward(Party::Callee));
-                        let before = a.snapshot();
-                        let ok = a.may_forward(Party::Caller);
-                        let after = a.snapshot();
-                        assert!(before.epoch >= last_epoch && after.epoch >= before.epoch);
-                        last_epoch = after.epoch;
-                        if ok {
-                            passes += 1;
-                            // If nothing moved around the check, the state must have been Granted.
-                            if before.epoch == after.epoch {
-                                assert_eq!(before.state, TransmissionState::Granted);
-                            }
-                        } else if before.epoch == after.epoch {
-                            assert_ne!(before.state, TransmissionState::Granted);
-                        }
+                        let p = a.permitted();
+                        assert!(p.count_ones() <= 1, "{p:b}");
+                        let e = a.snapshot().epoch;
+                        assert!(e >= last);
+                        last = e;
                     }
-                    passes
                 })
             })
             .collect();
-        // A second writer races releases against the controller at the very end.
-        let rounds = 20_000u64;
-        for _ in 0..rounds {
-            a.grant(Party::Caller).unwrap();
-            a.revoke().unwrap();
-            a.end().unwrap();
+        for i in 0..20_000usize {
+            let (from, to) = (s(i % 2), s((i + 1) % 2));
+            a.forbid(from);
+            assert!(a.permit(to));
         }
-        let racer = {
-            let a = a.clone();
-            std::thread::spawn(move || a.release().is_ok())
-        };
-        let mine = a.release().is_ok();
-        let theirs = racer.join().unwrap();
-        assert!(mine ^ theirs, "exactly one release wins");
         stop.store(true, Ordering::Relaxed);
         for r in readers {
             r.join().unwrap();
         }
-        assert_eq!(a.snapshot().epoch, rounds * 3 + 1);
-        assert_eq!(a.state(), TransmissionState::Released);
     }
 }

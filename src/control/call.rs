@@ -19,9 +19,12 @@
 //! lines up with the caller's offer and the caller's answer is the callee's, rewritten.
 
 use super::arbiter::Arbiter;
+use super::server::{
+    MemberSetup, Procedure, ProcedureSnapshot, ServerIdentity, TransmissionState,
+};
 use super::policy::AuthorizationPolicy;
 use super::registry::{UeRegistry, MAX_ID_LEN};
-use super::server::{Identities, TcConfig, TcEvent, TcStats, TransmissionControlServer};
+use super::server::{TcConfig, TcEvent, TcStats, TransmissionControlServer};
 use super::snapshot::{
     CallSecrets, CallSnapshot, PendingKeysSnapshot, RestoreError, StreamSecrets, StreamSnapshot,
 };
@@ -379,7 +382,7 @@ pub enum CallEventKind {
         /// The transmitter's MCVideo ID.
         member: Arc<str>,
         /// Why.
-        reason: super::group::EndReason,
+        reason: super::server::EndReason,
     },
     /// Group call: nobody transmits; Transmission Idle was sent (`transmission.idle`).
     TransmissionIdle,
@@ -483,6 +486,21 @@ impl MediaStream {
     }
 }
 
+/// Who a one-to-one call is between and which SSRCs its transmission uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identities {
+    /// The caller's MCVideo ID.
+    pub caller_id: String,
+    /// The callee's MCVideo ID.
+    pub callee_id: String,
+    /// Audio SSRC of the transmitting party (Granted, the SSRC filter).
+    pub audio_ssrc: Ssrc,
+    /// Video SSRC of the transmitting party.
+    pub video_ssrc: Ssrc,
+    /// The server's own SSRC on the control channels.
+    pub server_ssrc: Ssrc,
+}
+
 /// Times and counters of a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CallTimes {
@@ -508,6 +526,7 @@ pub struct Call {
     deliver_to: Vec<String>,
     streams: Vec<MediaStream>,
     tc_keys: [Option<MasterKey>; 2],
+    ids: Identities,
     server: TransmissionControlServer,
     timers: TimerTable,
     events: VecDeque<CallEvent>,
@@ -579,9 +598,23 @@ impl Call {
         self.server.arbiter()
     }
 
-    /// The transmission control server (read-only).
+    /// The transmission control server (read-only): the same server a group call runs, with
+    /// the caller in slot 0 and the callee in slot 1 ([`Party::slot`]).
     pub fn server(&self) -> &TransmissionControlServer {
         &self.server
+    }
+
+    /// The parties and the transmission's SSRCs.
+    pub fn identities(&self) -> &Identities {
+        &self.ids
+    }
+
+    /// Where the transmission stands.
+    pub fn transmission_state(&self) -> TransmissionState {
+        match self.state {
+            CallState::Released => TransmissionState::Released,
+            _ => self.server.transmission_state(),
+        }
     }
 
     /// Transmission control counters.
@@ -681,11 +714,26 @@ impl Call {
         if !valid_user_id(&snap.caller_id) || !valid_user_id(&snap.callee_id) {
             return Err(RestoreError::Invalid("MCVideo ID"));
         }
-        if snap.tc.transmitter != snap.kind.transmitter() {
+        let ProcedureSnapshot::Private {
+            transmitter,
+            audio_ssrc,
+            video_ssrc,
+        } = snap.tc.procedure
+        else {
+            return Err(RestoreError::Invalid("not a private call's server"));
+        };
+        if usize::from(transmitter) != snap.kind.transmitter().slot().index() {
             return Err(RestoreError::Invalid(
                 "transmitter does not match the call kind",
             ));
         }
+        let ids = Identities {
+            caller_id: snap.caller_id.clone(),
+            callee_id: snap.callee_id.clone(),
+            audio_ssrc: Ssrc(audio_ssrc),
+            video_ssrc: Ssrc(video_ssrc),
+            server_ssrc: Ssrc(snap.tc.server_ssrc),
+        };
         let mut streams: Vec<MediaStream> = snap
             .streams
             .into_iter()
@@ -738,7 +786,8 @@ impl Call {
             deliver_to: snap.deliver_to,
             streams,
             tc_keys: secrets.tc_keys,
-            server: TransmissionControlServer::restore(&snap.tc, now),
+            ids,
+            server: TransmissionControlServer::restore(&snap.tc, now, None),
             timers: TimerTable::from_remaining_ms(now, &snap.timers),
             events: VecDeque::new(),
             release_reason: snap.release_reason,
@@ -921,13 +970,13 @@ impl Call {
         call.streams = streams;
         call.sdp[1] = Some(sdp_answer.as_str().into());
         call.tc_keys[Party::Callee.index()] = answer.callee_tc_key;
-        call.server
-            .set_control_channels([caller_control, callee_control]);
+        call.server.set_control(Party::Caller.slot(), caller_control);
+        call.server.set_control(Party::Callee.slot(), callee_control);
         call.state = CallState::Established;
         call.times.established = Some(now);
         call.timers.stop(Timer::OfferTimeout);
         call.push(CallEventKind::Established);
-        call.server.grant(now);
+        call.server.start(now);
         call.sync(now);
         Ok(CallAnswer {
             call_id: call_id.into(),
@@ -953,7 +1002,7 @@ impl Call {
         if self.state != CallState::Established {
             return;
         }
-        self.server.handle_datagram(now, from, datagram);
+        self.server.handle_datagram(now, from.slot(), datagram);
         self.sync(now);
     }
 
@@ -962,7 +1011,7 @@ impl Call {
         if self.state != CallState::Established {
             return;
         }
-        self.server.handle_media(now, from, packets);
+        self.server.handle_media(now, from.slot(), packets);
         self.sync(now);
     }
 
@@ -971,7 +1020,7 @@ impl Call {
         if self.state != CallState::Established {
             return;
         }
-        self.server.handle_rtcp_bye(now, from);
+        self.server.handle_rtcp_bye(now, from.slot());
         self.sync(now);
     }
 
@@ -1003,7 +1052,7 @@ impl Call {
         if self.state == CallState::Released {
             return;
         }
-        let _ = self.server.arbiter().release();
+        self.server.arbiter().release();
         self.state = CallState::Released;
         self.release_reason = Some(reason);
         self.times.released = Some(now);
@@ -1018,17 +1067,20 @@ impl Call {
                 TcEvent::Granted {
                     audio_ssrc,
                     video_ssrc,
+                    ..
                 } => self.push(CallEventKind::TransmissionGranted {
                     audio_ssrc,
                     video_ssrc,
                 }),
-                TcEvent::MediaStarted => self.push(CallEventKind::MediaStarted),
-                TcEvent::Ended { reason } => {
+                TcEvent::MediaStarted { .. } => self.push(CallEventKind::MediaStarted),
+                // The transmission's end is the call's: reported with the release reason.
+                TcEvent::Released { reason } => {
                     if self.state == CallState::Established {
                         self.push(CallEventKind::TransmissionEnded { reason });
                     }
                     self.finish_release(now, reason);
                 }
+                _ => {}
             }
         }
     }
@@ -1043,7 +1095,12 @@ impl Call {
     /// The next transmission control message: written into `buf`; returns its destination.
     #[must_use]
     pub fn poll_transmit(&mut self, buf: &mut Vec<u8>) -> Option<Party> {
-        self.server.poll_transmit(buf)
+        while let Some(slot) = self.server.poll_transmit(buf) {
+            if let Some(party) = Party::of_slot(slot) {
+                return Some(party);
+            }
+        }
+        None
     }
 
     /// The next event.
@@ -1110,6 +1167,42 @@ fn fresh_key(entropy: &mut dyn Entropy, suite: SrtpSuite) -> MasterKey {
 
 fn is_rtp_media(kind: &MediaKind) -> bool {
     matches!(kind, MediaKind::Audio | MediaKind::Video)
+}
+
+/// The transmission control server of a one-to-one call: the private procedure, the caller in
+/// slot 0 and the callee in slot 1, the kind's transmitter granted at acceptance with `ids`'
+/// SSRCs. The callee's control channel is known at the answer ([`TransmissionControlServer::set_control`]).
+fn private_server(
+    cfg: &TcConfig,
+    kind: CallKind,
+    call_id: &str,
+    ids: &Identities,
+    caller_control: bool,
+) -> TransmissionControlServer {
+    let transmitter = kind.transmitter();
+    let member = |party: Party, user_id: &str, control: bool| MemberSetup {
+        user_id: user_id.to_owned(),
+        receive_only: party != transmitter,
+        control,
+        ..MemberSetup::default()
+    };
+    TransmissionControlServer::private(
+        cfg.clone(),
+        Procedure::Private {
+            transmitter: transmitter.slot(),
+            audio_ssrc: ids.audio_ssrc,
+            video_ssrc: ids.video_ssrc,
+        },
+        ServerIdentity {
+            call_id: call_id.to_owned(),
+            server_ssrc: ids.server_ssrc,
+        },
+        Arc::new(Arbiter::with_members(2)),
+        [
+            member(Party::Caller, &ids.caller_id, caller_control),
+            member(Party::Callee, &ids.callee_id, false),
+        ],
+    )
 }
 
 impl CallTable {
@@ -1202,7 +1295,7 @@ impl CallTable {
     }
 
     fn release_ssrcs(&mut self, call: &Call) {
-        let ids = call.server.identities();
+        let ids = call.identities();
         for ssrc in [ids.audio_ssrc, ids.video_ssrc, ids.server_ssrc] {
             if let Some(n) = self.ssrcs.get_mut(&ssrc.get()) {
                 *n -= 1;
@@ -1285,7 +1378,7 @@ impl CallTable {
         if self.calls.len() + self.detached.len() >= self.config.max_calls {
             return Err(SetupError::TooManyCalls);
         }
-        let ids = call.server.identities();
+        let ids = call.identities();
         for s in [ids.audio_ssrc, ids.video_ssrc, ids.server_ssrc] {
             *self.ssrcs.entry(s.get()).or_insert(0) += 1;
         }
@@ -1571,19 +1664,14 @@ impl CallTable {
             Some(id) => id,
             None => self.fresh_call_id().into(),
         };
-        let server = TransmissionControlServer::new(
-            self.config.tc.clone(),
-            Arc::new(Arbiter::new()),
-            Identities {
-                caller_id: req.caller_id.clone(),
-                callee_id: req.callee_id.clone(),
-                audio_ssrc: Ssrc(audio_ssrc),
-                video_ssrc: Ssrc(video_ssrc),
-                server_ssrc: Ssrc(server_ssrc),
-            },
-            [caller_control, false],
-        )
-        .with_transmitter(kind.transmitter());
+        let ids = Identities {
+            caller_id: req.caller_id.clone(),
+            callee_id: req.callee_id.clone(),
+            audio_ssrc: Ssrc(audio_ssrc),
+            video_ssrc: Ssrc(video_ssrc),
+            server_ssrc: Ssrc(server_ssrc),
+        };
+        let server = private_server(&self.config.tc, kind, &call_id, &ids, caller_control);
         let mut timers = TimerTable::default();
         timers.set(Timer::OfferTimeout, now + self.config.offer_timeout);
         let mut call = Call {
@@ -1597,6 +1685,7 @@ impl CallTable {
             deliver_to: deliver_to.clone(),
             streams,
             tc_keys: [req.caller_tc_key, None],
+            ids,
             server,
             timers,
             events: VecDeque::new(),

@@ -3,10 +3,13 @@
 //! Nothing here touches a socket or reads the clock. Every input carries the `now` it happened
 //! at; outputs are polled:
 //!
-//! * [`server::TransmissionControlServer`] — one per call: grants the caller, rejects and revokes
-//!   the callee, retransmits, ends the transmission (TS 24.581 as read in
-//!   mcvideo-media-plane.md §3, with design.md's video push rules);
-//! * [`arbiter::Arbiter`] — the lock-free word the forwarding side checks per packet;
+//! * [`server::TransmissionControlServer`] — one per call, for every kind of call: a call is a
+//!   set of members and the [`server::Procedure`] says which rules apply (a private call — video
+//!   push or pull — or a group call): grants, rejections, revocations, queueing and
+//!   pre-emption, reception control, retransmissions, the end of a transmission (TS 24.581);
+//! * [`arbiter::Arbiter`] — the lock-free bit sets the forwarding side checks per packet (who
+//!   may transmit, to whom);
+//! * [`ssrc::SsrcRegistry`] — SSRCs unique across the engine for group transmissions;
 //! * [`bucket::TokenBucket`] — the one rate limiter (replies per party, packets from strangers);
 //! * [`call::CallTable`] / [`call::Call`] — the seed procedure, steps 1–11 and release:
 //!   authorization ([`policy`]), the designated UE ([`registry`]), commencement mode, SDP for
@@ -18,14 +21,15 @@
 pub mod arbiter;
 pub mod bucket;
 pub mod call;
-pub mod group;
 pub mod policy;
 pub mod registry;
 pub mod server;
 pub mod snapshot;
+pub mod ssrc;
 pub mod timer;
 
-/// The two parties of a one-to-one video push.
+/// The two parties of a one-to-one call (push or pull): member slots 0 and 1 of its
+/// transmission control server ([`Party::slot`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[cfg_attr(
     feature = "ha",
@@ -33,9 +37,9 @@ pub mod timer;
     serde(rename_all = "snake_case")
 )]
 pub enum Party {
-    /// The calling party: the only one allowed to transmit.
+    /// The calling party: the transmitter in a video push.
     Caller,
-    /// The called party: receive only.
+    /// The called party: the transmitter in a video pull, receive only in a push.
     Callee,
 }
 
@@ -53,6 +57,23 @@ impl Party {
         match self {
             Party::Caller => 0,
             Party::Callee => 1,
+        }
+    }
+
+    /// Its member slot in the call's transmission control server and arbiter.
+    pub const fn slot(self) -> arbiter::Slot {
+        match self {
+            Party::Caller => arbiter::Slot::FIRST,
+            Party::Callee => arbiter::Slot::SECOND,
+        }
+    }
+
+    /// The party in `slot` (0 the caller, 1 the callee).
+    pub const fn of_slot(slot: arbiter::Slot) -> Option<Party> {
+        match slot.index() {
+            0 => Some(Party::Caller),
+            1 => Some(Party::Callee),
+            _ => None,
         }
     }
 

@@ -19,11 +19,10 @@
 //! Not kept: queued transmits and events (a snapshot is taken after the driver drained them),
 //! the reply token buckets (they start full), and the call's media quality meters.
 
-use super::arbiter::TransmissionState;
 use super::call::{CallState, LegKeys, RelayPort};
-use super::server::TcConfig;
+pub use super::server::TcSnapshot;
 use super::timer::Timer;
-use super::{CallKind, CommencementMode, MediaSecurity, Party, ReleaseReason};
+use super::{CallKind, CommencementMode, MediaSecurity, ReleaseReason};
 use crate::keys::{MasterKey, SrtpSuite};
 use crate::sdp::MediaKind;
 use std::fmt;
@@ -88,96 +87,6 @@ pub struct StreamSnapshot {
     pub announced_ssrcs: [Vec<u32>; 2],
     /// RTP clock rate of the stream's first format.
     pub clock_rate: Option<u32>,
-}
-
-/// Where the transmission stands, as a [`TcSnapshot`] tells it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(
-    feature = "ha",
-    derive(serde::Serialize, serde::Deserialize),
-    serde(rename_all = "snake_case")
-)]
-pub enum TcPhase {
-    /// Not granted yet (the call is offered).
-    Pending,
-    /// The transmitter holds the grant.
-    Transmitting,
-    /// Over, for this reason.
-    Finished(ReleaseReason),
-}
-
-/// A Transmission Revoked under way to the receive-only party.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "ha", derive(serde::Serialize, serde::Deserialize))]
-pub struct RevokeSnapshot {
-    /// Revoked messages sent so far.
-    pub sent: u32,
-    /// Media arrived since the last one.
-    pub media_since: bool,
-    /// The party acknowledged it.
-    pub acked: bool,
-}
-
-/// The transmission control server of a call.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[cfg_attr(feature = "ha", derive(serde::Serialize, serde::Deserialize))]
-pub struct TcSnapshot {
-    /// Its timers and limits as the owner ran them.
-    pub config: TcConfig,
-    /// The caller's MCVideo ID.
-    pub caller_id: String,
-    /// The callee's MCVideo ID.
-    pub callee_id: String,
-    /// Audio SSRC of the transmission.
-    pub audio_ssrc: u32,
-    /// Video SSRC of the transmission.
-    pub video_ssrc: u32,
-    /// The server's SSRC on the control channels.
-    pub server_ssrc: u32,
-    /// The party that transmits.
-    pub transmitter: Party,
-    /// Which parties have a control channel.
-    pub control: [bool; 2],
-    /// The phase.
-    pub phase: TcPhase,
-    /// The arbiter's state (what the forwarding side checks).
-    pub arbiter_state: TransmissionState,
-    /// Who holds (or last held) the grant.
-    pub arbiter_holder: Option<Party>,
-    /// The arbiter's transition count.
-    pub arbiter_epoch: u64,
-    /// Running timers, as time left in ms (rounded up: a restored timer never fires early).
-    pub timers: Vec<(Timer, u64)>,
-    /// Transmission Granted messages sent (the first and the T4 retransmissions).
-    pub granted_sent: u32,
-    /// Whether the transmitter's first media packet arrived.
-    pub first_media: bool,
-    /// Media packets from the receive-only party not yet answered by Revoked.
-    pub receiver_media_run: u32,
-    /// A Revoked under way.
-    pub revoke: Option<RevokeSnapshot>,
-    /// The server's counters.
-    pub stats: TcStatsSnapshot,
-}
-
-/// The counters of a transmission control server.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[cfg_attr(feature = "ha", derive(serde::Serialize, serde::Deserialize))]
-pub struct TcStatsSnapshot {
-    /// Messages received, by kind (in `MessageKind::ALL` order, then unknown kinds).
-    pub received: Vec<u64>,
-    /// Messages sent, by kind.
-    pub sent: Vec<u64>,
-    /// Datagrams that did not parse.
-    pub malformed: u64,
-    /// Messages with nothing to do.
-    pub ignored: u64,
-    /// Replies not sent for the reply budget.
-    pub rate_limited: u64,
-    /// Media packets from the callee.
-    pub callee_media_packets: u64,
-    /// Media packets from the caller.
-    pub caller_media_packets: u64,
 }
 
 /// Keys the relay made or was given while the call is offered (per_leg mode), of one stream.

@@ -463,7 +463,7 @@ fn validate(o: &Options) -> Result<(), String> {
         return Err("--direct measures the floor only; --no-floor leaves nothing".into());
     }
     if let Some(n) = o.group_receivers {
-        let max = crate::control::group::MAX_MEMBERS - 1;
+        let max = crate::control::arbiter::MAX_MEMBERS - 1;
         if n == 0 || n > max {
             return Err(format!("--group-receivers must be between 1 and {max}"));
         }

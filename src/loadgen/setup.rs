@@ -192,7 +192,7 @@ impl Relay {
             Target::Direct | Target::Forwarder => return Ok(None),
             Target::Engine => {
                 let (port_min, port_max) = o.ports.unwrap_or_else(|| default_ports(o.port_units()));
-                let mut group = crate::control::group::GroupConfig::default();
+                let mut group = crate::control::server::TcConfig::default();
                 if o.group_receivers.is_some() {
                     // The transmitter is granted once, before the floor runs; it sends nothing
                     // to the relay while the floor (or a sweep's floors) run.

@@ -6,8 +6,7 @@ use super::rules::{
     LegSetup, MemberMedia, RulesSetup, StreamSetup, Tally,
 };
 use super::DropReason;
-use crate::control::arbiter::Arbiter;
-use crate::control::group::{GroupArbiter, Slot};
+use crate::control::arbiter::{Arbiter, Slot};
 use crate::control::{MediaSecurity, Party};
 use crate::keys::MasterKey;
 use crate::sdp::MediaKind;
@@ -41,8 +40,8 @@ impl ForwardPath {
             srtp_in,
             srtp_out,
         };
-        let arbiter = Arc::new(Arbiter::new());
-        let _ = arbiter.grant(Party::Caller);
+        let arbiter = Arc::new(Arbiter::with_members(2));
+        let _ = arbiter.permit(Party::Caller.slot());
         let rules = CallRules::new(&RulesSetup {
             arbiter,
             transmitter: Party::Caller,
@@ -121,7 +120,7 @@ impl GroupFanOutPath {
         let addr = |i: usize| SocketAddr::from(([127, 0, 0, 1], 5000 + 2 * i as u16));
         let per_leg = keys.is_some();
         let (tx_key, rx_keys) = keys.unzip();
-        let arbiter = Arc::new(GroupArbiter::new());
+        let arbiter = Arc::new(Arbiter::new());
         let mut rules = GroupRules::new(&GroupRulesSetup {
             arbiter: arbiter.clone(),
             security: if per_leg {
@@ -171,7 +170,7 @@ impl GroupFanOutPath {
     }
 
     /// The group's arbiter.
-    pub fn arbiter(&self) -> &Arc<GroupArbiter> {
+    pub fn arbiter(&self) -> &Arc<Arbiter> {
         self.rules.arbiter()
     }
 

@@ -14,7 +14,8 @@ use crate::control::call::{
     AnswerCall, CallAnswer, CallEvent, CallOffer, CallTable, CreateCall, SetupError,
 };
 use crate::control::call::{Entropy, PortAllocator};
-use crate::control::group::{SsrcRegistry, MAX_MEMBERS};
+use crate::control::ssrc::SsrcRegistry;
+use crate::control::arbiter::MAX_MEMBERS;
 use crate::control::policy::AuthorizationPolicy;
 use crate::control::registry::{RegistryError, UeEntry};
 use crate::control::ReleaseReason;
@@ -367,7 +368,7 @@ impl Engine {
         }
         let answers: Vec<String> = members.iter().map(|m| m.sdp_answer.clone()).collect();
         let g = &p.config.group;
-        let config = crate::control::group::GroupConfig {
+        let config = crate::control::server::TcConfig {
             max_transmitters: req.max_transmitters.unwrap_or(g.max_transmitters),
             max_streams_per_receiver: req
                 .max_streams_per_receiver

@@ -78,7 +78,7 @@
 //!
 //! **Group video calls** (TS 23.281 §7.7.1.1) run on the same workers:
 //! [`Engine::create_group_call`] with the members' SDP offers returns each member's SDP answer
-//! and starts transmission control at once ([`crate::control::group::GroupServer`]: grants up
+//! and starts transmission control at once ([`crate::control::server::TransmissionControlServer`]: grants up
 //! to Cx transmitters, queues or pre-empts the rest, reception control with C9, Transmission
 //! Idle and T1). [`Engine::add_group_member`] and [`Engine::remove_group_member`] change the
 //! members while the call runs, [`Engine::group_call`] reports its members, transmissions
@@ -109,11 +109,12 @@ pub use ha::{AdoptError, CallImage, HaUpdate};
 pub use rules::{Evidence, Latch, StrangerBudget, Verdict, STRANGER_BURST, STRANGER_RATE};
 pub use stats::{DropReason, LegCounters, LegSnapshot};
 
-use crate::control::arbiter::TransmissionState;
+use crate::control::server::TransmissionState;
 use crate::control::call::{CallConfig, CallState};
-use crate::control::group::{GroupConfig, GroupStats, ReceptionMode, Slot};
+use crate::control::server::{TcConfig, TcStats, ReceptionMode};
+use crate::control::arbiter::Slot;
 use crate::control::policy::{AllowAll, AuthorizationPolicy};
-use crate::control::server::{KindCounters, TcStats};
+use crate::control::server::KindCounters;
 use crate::control::{CallKind, CommencementMode, MediaSecurity, ReleaseReason};
 use crate::ids::Ssrc;
 use crate::keys::MasterKey;
@@ -171,7 +172,7 @@ pub struct EngineConfig {
     /// Group calls' defaults: Cx, C9, reception mode, queueing, timers (T1, T2/C2, T3/C3,
     /// T4/C4, T6/C6, T11) and counters. [`CreateGroupCall`] may override Cx, C9 and the
     /// reception mode per call.
-    pub group: GroupConfig,
+    pub group: TcConfig,
 }
 
 impl Default for EngineConfig {
@@ -188,7 +189,7 @@ impl Default for EngineConfig {
             socket_buffer_bytes: 1 << 20,
             event_capacity: 65_536,
             policy: Arc::new(AllowAll),
-            group: GroupConfig::default(),
+            group: TcConfig::default(),
         }
     }
 }
@@ -449,5 +450,5 @@ pub struct GroupCallSummary {
     /// The queue, next first.
     pub queue: Vec<GroupQueueSummary>,
     /// Transmission control counters.
-    pub tc: GroupStats,
+    pub tc: TcStats,
 }

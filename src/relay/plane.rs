@@ -13,7 +13,7 @@ use super::stats::LegCounters;
 use super::worker::Cmd;
 use super::EngineConfig;
 use crate::control::call::{CallEvent, CallTable};
-use crate::control::group::SsrcRegistry;
+use crate::control::ssrc::SsrcRegistry;
 use crate::control::server::KindCounters;
 use crate::control::{MediaSecurity, Party, ReleaseReason};
 use crate::sdp::{MediaKind, SessionDescription};
@@ -331,7 +331,7 @@ impl Prebound {
 #[derive(Debug)]
 pub(crate) struct MemberPrep {
     /// The group server's view of the member.
-    pub(crate) setup: crate::control::group::MemberSetup,
+    pub(crate) setup: crate::control::server::MemberSetup,
     /// One leg per group stream (a stream the member did not take has no address).
     pub(crate) legs: Vec<super::rules::LegSetup>,
     /// Its transmission control channel.
@@ -572,7 +572,7 @@ impl Plane {
                 .map_err(|e| member_error(id, e))?,
         );
         let fmtp: Option<crate::sdp::McVideoFmtp> = control_fmtp;
-        prep.setup = crate::control::group::MemberSetup {
+        prep.setup = crate::control::server::MemberSetup {
             user_id: spec.mcvideo_id,
             priority: spec.priority,
             receive_only: spec.receive_only,

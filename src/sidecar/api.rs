@@ -6,7 +6,7 @@
 
 use super::metrics::{self, ApiMetrics};
 use crate::control::call::{AnswerCall, CallEvent, CallEventKind, CreateCall, SetupError};
-use crate::control::group::ReceptionMode;
+use crate::control::server::ReceptionMode;
 use crate::control::registry::{RegistryError, UeEntry};
 use crate::control::{CommencementMode, MediaSecurity};
 use crate::keys::{MasterKey, SrtpSuite};

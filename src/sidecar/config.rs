@@ -6,7 +6,6 @@
 //! checks of every other key still run. Unknown keys and sections are errors.
 
 use crate::control::call::CallConfig;
-use crate::control::group::GroupConfig;
 use crate::control::policy::RulePolicy;
 use crate::control::server::TcConfig;
 use crate::control::CommencementMode;
@@ -831,7 +830,7 @@ impl Config {
                 "must be >= 1",
             ));
         }
-        if crate::control::group::ReceptionMode::parse(&g.reception_mode).is_none() {
+        if crate::control::server::ReceptionMode::parse(&g.reception_mode).is_none() {
             p.push(Problem::new(
                 "group_calls.reception_mode",
                 "must be \"automatic\" or \"manual\"",
@@ -877,7 +876,7 @@ impl Config {
         let d = EngineConfig::default();
         let t = &self.transmission_control;
         let tc = TcConfig {
-            t1_hang: Duration::from_secs(t.t1_hang_secs),
+            t1_inactivity: Duration::from_secs(t.t1_hang_secs),
             t4_granted: Duration::from_millis(t.t4_granted_ms),
             c4_granted: t.c4_granted,
             media_inactivity: Duration::from_secs(t.media_inactivity_secs),
@@ -898,10 +897,10 @@ impl Config {
             ..CallConfig::default()
         };
         let g = &self.group_calls;
-        let group = GroupConfig {
+        let group = TcConfig {
             max_transmitters: g.max_transmitters.max(1),
             max_streams_per_receiver: g.max_streams_per_receiver.max(1),
-            reception_mode: crate::control::group::ReceptionMode::parse(&g.reception_mode)
+            reception_mode: crate::control::server::ReceptionMode::parse(&g.reception_mode)
                 .unwrap_or_default(),
             queueing: g.queueing,
             max_queue: g.max_queue,
@@ -913,7 +912,7 @@ impl Config {
                 .then(|| Duration::from_secs(g.max_duration_secs)),
             revoke_after: g.revoke_after_packets,
             video_ssrc_field_id: t.video_ssrc_field_id,
-            ..GroupConfig::default()
+            ..TcConfig::default()
         };
         let m = &self.media;
         EngineConfig {

@@ -1,14 +1,15 @@
 //! C9: a receiver takes at most this many streams at once.
 use super::harness::*;
-use mcvideo_relay::control::group::{slots, GroupConfig, ReceptionMode};
+use mcvideo_relay::control::arbiter::slots;
+use mcvideo_relay::control::server::{TcConfig, ReceptionMode};
 use mcvideo_relay::wire::tc::{MessageKind as K, TcMessage};
 
 #[test]
 fn automatic_reception_stops_at_c9_and_a_request_beyond_it_is_refused_with_7() {
-    let cfg = GroupConfig {
+    let cfg = TcConfig {
         max_transmitters: 3,
         max_streams_per_receiver: 2,
-        ..GroupConfig::default()
+        ..TcConfig::default()
     };
     let (mut g, m) = G::started(cfg, &["a", "b", "c", "viewer"]);
     let (a, b, c, viewer) = (m[0], m[1], m[2], m[3]);
@@ -59,11 +60,11 @@ fn automatic_reception_stops_at_c9_and_a_request_beyond_it_is_refused_with_7() {
 
 #[test]
 fn manual_requests_count_against_c9_too() {
-    let cfg = GroupConfig {
+    let cfg = TcConfig {
         max_transmitters: 2,
         max_streams_per_receiver: 1,
         reception_mode: ReceptionMode::Manual,
-        ..GroupConfig::default()
+        ..TcConfig::default()
     };
     let (mut g, m) = G::started(cfg, &["a", "b", "v"]);
     g.request(m[0], None, None);

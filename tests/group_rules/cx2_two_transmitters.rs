@@ -1,13 +1,14 @@
 //! Cx = 2: two members transmit at once; a third request waits.
 use super::harness::*;
-use mcvideo_relay::control::group::{slots, GroupConfig};
+use mcvideo_relay::control::arbiter::slots;
+use mcvideo_relay::control::server::TcConfig;
 use mcvideo_relay::wire::tc::MessageKind as K;
 
 #[test]
 fn two_simultaneous_transmitters_each_with_unique_ssrcs() {
-    let cfg = GroupConfig {
+    let cfg = TcConfig {
         max_transmitters: 2,
-        ..GroupConfig::default()
+        ..TcConfig::default()
     };
     let (mut g, m) = G::started(cfg, &["a", "b", "c", "d"]);
     let (a, b, c, d) = (m[0], m[1], m[2], m[3]);
@@ -61,7 +62,7 @@ fn two_simultaneous_transmitters_each_with_unique_ssrcs() {
 
 #[test]
 fn a_members_a_ssrc_is_used_when_free() {
-    let mut g = G::new(GroupConfig::default());
+    let mut g = G::new(TcConfig::default());
     let mut a = member("a", 100);
     a.video_ssrc = Some(mcvideo_relay::Ssrc(0xaaaa_0001));
     let a = g.join(a);

@@ -1,11 +1,11 @@
 //! Emergency and imminent peril indications raise a request above every normal one.
 use super::harness::*;
-use mcvideo_relay::control::group::{GroupConfig, GroupEvent};
+use mcvideo_relay::control::server::{TcConfig, TcEvent};
 use mcvideo_relay::wire::tc::{MessageKind as K, INDICATOR_EMERGENCY, INDICATOR_IMMINENT_PERIL};
 
 #[test]
 fn an_emergency_request_preempts_a_normal_transmitter_of_any_priority() {
-    let mut g = G::new(GroupConfig::default());
+    let mut g = G::new(TcConfig::default());
     let chief = g.join(member("chief", 255));
     let officer = g.join(member("officer", 10));
     let c = g.join(member("c", 100));
@@ -25,7 +25,7 @@ fn an_emergency_request_preempts_a_normal_transmitter_of_any_priority() {
         n.msg().fields.transmission_indicator,
         Some(INDICATOR_EMERGENCY)
     );
-    assert!(g.events().contains(&GroupEvent::Preempted {
+    assert!(g.events().contains(&TcEvent::Preempted {
         member: chief,
         by: officer
     }));
@@ -38,7 +38,7 @@ fn an_emergency_request_preempts_a_normal_transmitter_of_any_priority() {
 
 #[test]
 fn emergency_outranks_imminent_peril_which_outranks_normal() {
-    let mut g = G::new(GroupConfig::default());
+    let mut g = G::new(TcConfig::default());
     let a = g.join(member("a", 100));
     let peril = g.join(member("peril", 1));
     let normal = g.join(member("normal", 255));
@@ -62,7 +62,7 @@ fn emergency_outranks_imminent_peril_which_outranks_normal() {
 
 #[test]
 fn a_queued_member_that_raises_an_emergency_preempts() {
-    let mut g = G::new(GroupConfig::default());
+    let mut g = G::new(TcConfig::default());
     let a = g.join(member("a", 100));
     let b = g.join(member("b", 100));
     g.s.start(g.now);

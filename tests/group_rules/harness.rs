@@ -1,9 +1,8 @@
 //! A group server on virtual time, with the client side's messages built and the server's
 //! parsed.
-use mcvideo_relay::control::group::{
-    GroupArbiter, GroupConfig, GroupEvent, GroupIdentity, GroupServer, MemberSetup, Slot,
-    SsrcRegistry,
-};
+use mcvideo_relay::control::arbiter::{Arbiter, Slot};
+use mcvideo_relay::control::server::{TcConfig, TcEvent, ServerIdentity, TransmissionControlServer, MemberSetup};
+use mcvideo_relay::control::ssrc::SsrcRegistry;
 use mcvideo_relay::wire::tc::{EmitOptions, MessageKind, TcMessage};
 use mcvideo_relay::Ssrc;
 use std::sync::Arc;
@@ -29,7 +28,7 @@ impl Sent {
 }
 
 pub(crate) struct G {
-    pub(crate) s: GroupServer,
+    pub(crate) s: TransmissionControlServer,
     pub(crate) now: Instant,
     pub(crate) ssrcs: Arc<SsrcRegistry>,
 }
@@ -44,17 +43,17 @@ pub(crate) fn member(id: &str, priority: u8) -> MemberSetup {
 }
 
 impl G {
-    pub(crate) fn new(cfg: GroupConfig) -> G {
+    pub(crate) fn new(cfg: TcConfig) -> G {
         let ssrcs = Arc::new(SsrcRegistry::new(0x1234));
         let t0 = Instant::now();
         G {
-            s: GroupServer::new(
+            s: TransmissionControlServer::group(
                 cfg,
-                GroupIdentity {
-                    group_id: "sip:group1@mcx".into(),
+                ServerIdentity {
+                    call_id: "sip:group1@mcx".into(),
                     server_ssrc: Ssrc(SERVER_SSRC),
                 },
-                Arc::new(GroupArbiter::new()),
+                Arc::new(Arbiter::new()),
                 ssrcs.clone(),
             ),
             now: t0,
@@ -63,7 +62,7 @@ impl G {
     }
 
     /// A started group with members `ids` (priority 100 each); messages and events drained.
-    pub(crate) fn started(cfg: GroupConfig, ids: &[&str]) -> (G, Vec<Slot>) {
+    pub(crate) fn started(cfg: TcConfig, ids: &[&str]) -> (G, Vec<Slot>) {
         let mut g = G::new(cfg);
         let slots = ids.iter().map(|id| g.join(member(id, 100))).collect();
         g.s.start(g.now);
@@ -76,7 +75,7 @@ impl G {
         self.s.join(self.now, setup).unwrap()
     }
 
-    pub(crate) fn arbiter(&self) -> &GroupArbiter {
+    pub(crate) fn arbiter(&self) -> &Arbiter {
         self.s.arbiter()
     }
 
@@ -142,7 +141,7 @@ impl G {
         v
     }
 
-    pub(crate) fn events(&mut self) -> Vec<GroupEvent> {
+    pub(crate) fn events(&mut self) -> Vec<TcEvent> {
         std::iter::from_fn(|| self.s.poll_event()).collect()
     }
 

@@ -1,17 +1,17 @@
 //! Transmission Idle when nobody transmits: to all, with the `x` bit, repeated every T2 to those
 //! that did not ack (C2 times); T1 inactivity then releases the call.
 use super::harness::*;
-use mcvideo_relay::control::group::{GroupConfig, GroupEvent};
+use mcvideo_relay::control::server::{TcConfig, TcEvent};
 use mcvideo_relay::control::ReleaseReason;
 use mcvideo_relay::wire::tc::MessageKind as K;
 use std::time::Duration;
 
-fn cfg() -> GroupConfig {
-    GroupConfig {
+fn cfg() -> TcConfig {
+    TcConfig {
         t2_idle: Duration::from_secs(1),
         c2_idle: 3,
         t1_inactivity: Duration::from_secs(20),
-        ..GroupConfig::default()
+        ..TcConfig::default()
     }
 }
 
@@ -28,7 +28,7 @@ fn idle_is_repeated_to_those_that_did_not_ack_then_t1_releases() {
     let first = out.first().unwrap();
     assert!(ack_required(first));
     let seq = first.msg().fields.message_sequence_number.unwrap();
-    assert!(g.events().contains(&GroupEvent::Idle));
+    assert!(g.events().contains(&TcEvent::Idle));
 
     g.ack(m[0], K::TransmissionIdle);
     g.out();
@@ -60,7 +60,7 @@ fn idle_is_repeated_to_those_that_did_not_ack_then_t1_releases() {
     assert_eq!(g.s.finished(), None);
     g.advance(Duration::from_secs(20));
     assert_eq!(g.s.finished(), Some(ReleaseReason::HangTimer));
-    assert!(g.events().contains(&GroupEvent::Released {
+    assert!(g.events().contains(&TcEvent::Released {
         reason: ReleaseReason::HangTimer
     }));
 }

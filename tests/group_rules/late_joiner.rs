@@ -1,11 +1,11 @@
 //! A late joiner is told the current state: who transmits and the SSRCs to expect, or Idle.
 use super::harness::*;
-use mcvideo_relay::control::group::{GroupConfig, GroupEvent, ReceptionMode};
+use mcvideo_relay::control::server::{TcConfig, TcEvent, ReceptionMode};
 use mcvideo_relay::wire::tc::MessageKind as K;
 
 #[test]
 fn a_joiner_learns_the_transmission_and_receives_it() {
-    let (mut g, m) = G::started(GroupConfig::default(), &["a", "b"]);
+    let (mut g, m) = G::started(TcConfig::default(), &["a", "b"]);
     g.request(m[0], None, None);
     g.out();
     let video = g.video_ssrc(m[0]).unwrap();
@@ -22,8 +22,8 @@ fn a_joiner_learns_the_transmission_and_receives_it() {
         "automatic: it receives at once"
     );
     let ev = g.events();
-    assert!(ev.contains(&GroupEvent::Joined { member: late }));
-    assert!(ev.contains(&GroupEvent::ReceptionStarted {
+    assert!(ev.contains(&TcEvent::Joined { member: late }));
+    assert!(ev.contains(&TcEvent::ReceptionStarted {
         receiver: late,
         transmitter: m[0]
     }));
@@ -34,13 +34,13 @@ fn a_joiner_learns_the_transmission_and_receives_it() {
 
 #[test]
 fn a_joiner_while_idle_gets_idle_and_in_manual_mode_no_media_until_it_asks() {
-    let (mut g, _) = G::started(GroupConfig::default(), &["a", "b"]);
+    let (mut g, _) = G::started(TcConfig::default(), &["a", "b"]);
     let late = g.join(member("late", 100));
     assert_eq!(to_of(&g.out(), K::TransmissionIdle), [late]);
 
-    let cfg = GroupConfig {
+    let cfg = TcConfig {
         reception_mode: ReceptionMode::Manual,
-        ..GroupConfig::default()
+        ..TcConfig::default()
     };
     let (mut g, m) = G::started(cfg, &["a", "b"]);
     g.request(m[0], None, None);

@@ -1,5 +1,5 @@
 //! Group video call transmission control, rule by rule, on virtual time (issue 12): one file per
-//! rule, each driving a [`GroupServer`] with the wire messages a client sends and reading back the
+//! rule, each driving a [`TransmissionControlServer`] with the wire messages a client sends and reading back the
 //! messages the server sends, byte for byte through the parser.
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)] // the tests' own epoch
 

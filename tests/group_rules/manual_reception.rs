@@ -2,15 +2,15 @@
 //! granted response until acked; Media Reception End Request takes it off; T11 ends a stream
 //! nobody receives.
 use super::harness::*;
-use mcvideo_relay::control::group::{EndReason, GroupConfig, GroupEvent, ReceptionMode};
+use mcvideo_relay::control::server::{EndReason, TcConfig, TcEvent, ReceptionMode};
 use mcvideo_relay::wire::tc::{MessageKind as K, TcMessage};
 use std::time::Duration;
 
-fn cfg() -> GroupConfig {
-    GroupConfig {
+fn cfg() -> TcConfig {
+    TcConfig {
         reception_mode: ReceptionMode::Manual,
         t11_stream_idle: Duration::from_secs(10),
-        ..GroupConfig::default()
+        ..TcConfig::default()
     }
 }
 
@@ -42,7 +42,7 @@ fn receive_media_request_grants_the_stream() {
     let n = one(&out, a, K::MediaReceptionNotification);
     assert_eq!(n.msg().fields.user_id, Some("b"));
     assert_eq!(g.arbiter().receivers(a), b.bit());
-    assert!(g.events().contains(&GroupEvent::ReceptionStarted {
+    assert!(g.events().contains(&TcEvent::ReceptionStarted {
         receiver: b,
         transmitter: a
     }));
@@ -92,7 +92,7 @@ fn a_stream_nobody_receives_ends_after_t11_with_cause_8() {
     assert_eq!(cause_of(&e), 8);
     one(&out, m[1], K::TransmissionEndNotify);
     assert!(!g.arbiter().may_forward(m[0]));
-    assert!(g.events().contains(&GroupEvent::TransmissionEnded {
+    assert!(g.events().contains(&TcEvent::TransmissionEnded {
         member: m[0],
         reason: EndReason::NoReceivers
     }));

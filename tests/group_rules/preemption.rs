@@ -1,13 +1,13 @@
 //! Priority pre-emption: at the cap, a stronger request takes the weakest transmission's place
 //! (Revoked #4).
 use super::harness::*;
-use mcvideo_relay::control::group::{EndReason, GroupConfig, GroupEvent};
+use mcvideo_relay::control::server::{EndReason, TcConfig, TcEvent};
 use mcvideo_relay::wire::tc::MessageKind as K;
 use std::time::Duration;
 
 #[test]
 fn higher_priority_preempts_with_revoked_4() {
-    let mut g = G::new(GroupConfig::default());
+    let mut g = G::new(TcConfig::default());
     let low = g.join(member("low", 50));
     let high = g.join(member("high", 200));
     let c = g.join(member("c", 100));
@@ -35,15 +35,15 @@ fn higher_priority_preempts_with_revoked_4() {
     );
     assert!(!g.arbiter().may_forward(low) && g.arbiter().may_forward(high));
     let ev = g.events();
-    assert!(ev.contains(&GroupEvent::Preempted {
+    assert!(ev.contains(&TcEvent::Preempted {
         member: low,
         by: high
     }));
-    assert!(ev.contains(&GroupEvent::TransmissionEnded {
+    assert!(ev.contains(&TcEvent::TransmissionEnded {
         member: low,
         reason: EndReason::Preempted
     }));
-    assert!(!ev.contains(&GroupEvent::Idle), "no idle in a handover");
+    assert!(!ev.contains(&TcEvent::Idle), "no idle in a handover");
 
     // Revoked is repeated on T3 until acked or answered...
     g.advance(Duration::from_millis(1_001));
@@ -59,7 +59,7 @@ fn higher_priority_preempts_with_revoked_4() {
 
 #[test]
 fn equal_or_lower_priority_waits_and_the_requested_priority_is_capped() {
-    let mut g = G::new(GroupConfig::default());
+    let mut g = G::new(TcConfig::default());
     let a = g.join(member("a", 100));
     let b = g.join(member("b", 100));
     let weak = g.join(member("weak", 20));
@@ -78,9 +78,9 @@ fn equal_or_lower_priority_waits_and_the_requested_priority_is_capped() {
 
 #[test]
 fn the_weakest_of_two_is_preempted() {
-    let cfg = GroupConfig {
+    let cfg = TcConfig {
         max_transmitters: 2,
-        ..GroupConfig::default()
+        ..TcConfig::default()
     };
     let mut g = G::new(cfg);
     let strong = g.join(member("strong", 150));

@@ -1,11 +1,11 @@
 //! Two requests at once with Cx = 1: one granted, one queued, then granted when the first ends.
 use super::harness::*;
-use mcvideo_relay::control::group::{EndReason, GroupConfig, GroupEvent};
+use mcvideo_relay::control::server::{EndReason, TcConfig, TcEvent};
 use mcvideo_relay::wire::tc::MessageKind as K;
 
 #[test]
 fn second_request_is_queued_then_granted_when_the_first_ends() {
-    let (mut g, m) = G::started(GroupConfig::default(), &["a", "b", "c", "d"]);
+    let (mut g, m) = G::started(TcConfig::default(), &["a", "b", "c", "d"]);
     let (a, b, c, d) = (m[0], m[1], m[2], m[3]);
     g.request(a, None, None);
     g.request(b, None, None);
@@ -24,7 +24,7 @@ fn second_request_is_queued_then_granted_when_the_first_ends() {
     assert_eq!(q.msg().fields.queue_info.unwrap().position, 1);
     assert_eq!(q.msg().fields.queued_user_id, Some("b"));
     assert!(g.arbiter().may_forward(a) && !g.arbiter().may_forward(b));
-    assert!(g.events().contains(&GroupEvent::Queued {
+    assert!(g.events().contains(&TcEvent::Queued {
         member: b,
         position: 1
     }));
@@ -63,21 +63,21 @@ fn second_request_is_queued_then_granted_when_the_first_ends() {
     );
     assert!(!g.arbiter().may_forward(a) && g.arbiter().may_forward(b));
     let ev = g.events();
-    assert!(ev.contains(&GroupEvent::TransmissionEnded {
+    assert!(ev.contains(&TcEvent::TransmissionEnded {
         member: a,
         reason: EndReason::Completed
     }));
     assert!(ev
         .iter()
-        .any(|e| matches!(e, GroupEvent::Granted { member, .. } if *member == b)));
+        .any(|e| matches!(e, TcEvent::Granted { member, .. } if *member == b)));
     assert!(g.s.queue().is_empty());
 }
 
 #[test]
 fn queue_is_ordered_by_priority_then_arrival_and_bounded() {
-    let cfg = GroupConfig {
+    let cfg = TcConfig {
         max_queue: 2,
-        ..GroupConfig::default()
+        ..TcConfig::default()
     };
     let mut g = G::new(cfg);
     let a = g.join(member("a", 100));
@@ -102,9 +102,9 @@ fn queue_is_ordered_by_priority_then_arrival_and_bounded() {
 
 #[test]
 fn queueing_off_rejects_at_the_cap_and_a_lone_member_is_rejected() {
-    let cfg = GroupConfig {
+    let cfg = TcConfig {
         queueing: false,
-        ..GroupConfig::default()
+        ..TcConfig::default()
     };
     let (mut g, m) = G::started(cfg.clone(), &["a", "b"]);
     g.request(m[0], None, None);

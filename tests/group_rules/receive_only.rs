@@ -1,12 +1,12 @@
 //! A receive-only member: Rejected #5, Permission to Request 0, its media dropped and revoked.
 use super::harness::*;
-use mcvideo_relay::control::group::{GroupConfig, MemberSetup};
+use mcvideo_relay::control::server::{TcConfig, MemberSetup};
 use mcvideo_relay::wire::tc::MessageKind as K;
 use std::time::Duration;
 
 #[test]
 fn receive_only_member_is_rejected_told_no_permission_and_revoked_when_it_sends() {
-    let mut g = G::new(GroupConfig::default());
+    let mut g = G::new(TcConfig::default());
     let a = g.join(member("a", 100));
     let viewer = g.join(MemberSetup {
         receive_only: true,
@@ -40,7 +40,7 @@ fn receive_only_member_is_rejected_told_no_permission_and_revoked_when_it_sends(
 
 #[test]
 fn media_without_permission_while_idle_is_dropped_silently() {
-    let (mut g, m) = G::started(GroupConfig::default(), &["a", "b"]);
+    let (mut g, m) = G::started(TcConfig::default(), &["a", "b"]);
     g.media(m[1], 50);
     assert!(
         g.out().is_empty(),

@@ -3,8 +3,8 @@
 //!
 //! Per packet, in the same order as a one-to-one call: the **source screen** of the ingress
 //! member's leg, **SRTP** authentication in per_leg mode, the **latch**, the **arbiter** (one
-//! load: [`GroupArbiter::may_forward`]), the transmitter's **SSRC filter**, the **keyframe
-//! scan**, then one more load for the receiver set ([`GroupArbiter::receivers`]) and, for each
+//! load: [`Arbiter::may_forward`]), the transmitter's **SSRC filter**, the **keyframe
+//! scan**, then one more load for the receiver set ([`Arbiter::receivers`]) and, for each
 //! receiver with an address, one [`Delivery`]:
 //!
 //! * **end_to_end**: every delivery carries the same bytes (one buffer in the [`FanOut`], the
@@ -51,7 +51,7 @@ use super::{
     h264_keyframe_start, ControlRules, ControlSetup, KeyframePolicy, Kind, LegQuality, LegRules,
     LegSetup, SsrcFilter, Tally,
 };
-use crate::control::group::{slots, GroupArbiter, Slot, MAX_MEMBERS};
+use crate::control::arbiter::{slots, Arbiter, Slot, MAX_MEMBERS};
 use crate::control::MediaSecurity;
 use crate::relay::stats::DropReason;
 use crate::sdp::MediaKind;
@@ -82,7 +82,7 @@ pub struct GroupStreamSetup {
 #[derive(Debug, Clone)]
 pub struct GroupRulesSetup {
     /// The group's arbiter, shared with its transmission control server.
-    pub arbiter: Arc<GroupArbiter>,
+    pub arbiter: Arc<Arbiter>,
     /// How media is protected.
     pub security: MediaSecurity,
     /// The group's media streams (video, maybe audio), in the order of every member's legs.
@@ -282,7 +282,7 @@ pub struct MemberQuality {
 /// The per-packet rules of one group call: every member's legs and control channel.
 #[derive(Debug)]
 pub struct GroupRules {
-    arbiter: Arc<GroupArbiter>,
+    arbiter: Arc<Arbiter>,
     per_leg: bool,
     streams: Vec<GroupStreamSetup>,
     members: Vec<Option<Member>>,
@@ -332,7 +332,7 @@ impl GroupRules {
     }
 
     /// The group's arbiter.
-    pub fn arbiter(&self) -> &Arc<GroupArbiter> {
+    pub fn arbiter(&self) -> &Arc<Arbiter> {
         &self.arbiter
     }
 

@@ -407,7 +407,7 @@ impl CallRules {
         let p = RtpPacket::new_unchecked(seg.get(..len).unwrap_or_default());
         l.meter
             .on_packet(now, p.sequence_number(), p.timestamp(), p.marker(), len);
-        if party != self.transmitter || !self.arbiter.may_forward(party) {
+        if party != self.transmitter || !self.arbiter.may_forward(party.slot()) {
             return Err(DropReason::NotGranted);
         }
         if !s.transmitter_ssrcs.admit(ssrc) {

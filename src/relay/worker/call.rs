@@ -10,7 +10,7 @@ use super::super::rules::{
 use super::super::stats::LegSnapshot;
 use super::super::CallSummary;
 use super::media::{Media, Net, Role, Scratch};
-use crate::control::arbiter::TransmissionState;
+use crate::control::server::TransmissionState;
 use crate::control::call::{Call, CallState};
 use crate::control::server::KindCounters;
 use crate::control::Party;
@@ -173,7 +173,7 @@ impl CallRt {
     /// The rules' setup and which relay port serves which stream and party.
     fn rules_setup(&self) -> (RulesSetup, Plan) {
         let call = &self.call;
-        let ids = call.server().identities();
+        let ids = call.identities();
         let tx = call.kind().transmitter();
         let tx_has_control = call
             .streams()
@@ -432,7 +432,7 @@ impl CallRt {
                 _ => {}
             }
         }
-        if !self.requested_keyframe && self.call.arbiter().state() == TransmissionState::Granted {
+        if !self.requested_keyframe && self.call.transmission_state() == TransmissionState::Granted {
             self.requested_keyframe = true;
             self.request_keyframe(now);
         }
@@ -485,7 +485,7 @@ impl CallRt {
             call_id: call.call_id().clone(),
             kind: call.kind(),
             state: call.state(),
-            transmission: call.arbiter().state(),
+            transmission: call.transmission_state(),
             caller_id: call.caller_id().to_owned(),
             callee_id: call.callee_id().to_owned(),
             media_security: call.media_security(),

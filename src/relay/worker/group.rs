@@ -1,4 +1,4 @@
-//! One group call on its worker: the sans-IO [`GroupServer`] (transmission control, timers,
+//! One group call on its worker: the sans-IO [`TransmissionControlServer`] (transmission control, timers,
 //! events), its members' sockets, and the per-packet [`GroupRules`] that fan each granted
 //! transmitter's media out to its receivers. Everything here is owned by the worker thread:
 //! no lock on a packet's path, no allocation per packet or per receiver.
@@ -21,10 +21,9 @@ use super::super::{
 };
 use super::media::Scratch;
 use crate::control::call::{CallEvent, CallEventKind, CallState, SetupError};
-use crate::control::group::{
-    GroupArbiter, GroupConfig, GroupEvent, GroupIdentity, GroupServer, JoinError, Slot,
-    SsrcRegistry, MAX_MEMBERS,
-};
+use crate::control::arbiter::{Arbiter, Slot, MAX_MEMBERS};
+use crate::control::server::{TcConfig, TcEvent, ServerIdentity, TransmissionControlServer, JoinError};
+use crate::control::ssrc::SsrcRegistry;
 use crate::control::{MediaSecurity, ReleaseReason};
 use crate::ids::{CallId, Ssrc};
 use std::io;
@@ -49,7 +48,7 @@ pub(crate) struct GroupAdopt {
     pub(crate) call_id: CallId,
     pub(crate) group_id: String,
     pub(crate) security: MediaSecurity,
-    pub(crate) config: GroupConfig,
+    pub(crate) config: TcConfig,
     pub(crate) streams: Vec<GroupStream>,
     pub(crate) server_ssrc: Ssrc,
     pub(crate) members: Vec<MemberPrep>,
@@ -121,7 +120,7 @@ pub(crate) struct GroupRt {
     pub(crate) call_id: CallId,
     group_id: String,
     security: MediaSecurity,
-    server: GroupServer,
+    server: TransmissionControlServer,
     rules: GroupRules,
     streams: usize,
     members: Vec<Option<MemberRt>>,
@@ -164,11 +163,11 @@ impl GroupRt {
             server_ssrc,
             members,
         } = adopt;
-        let arbiter = Arc::new(GroupArbiter::new());
-        let server = GroupServer::new(
+        let arbiter = Arc::new(Arbiter::new());
+        let server = TransmissionControlServer::group(
             config,
-            GroupIdentity {
-                group_id: group_id.clone(),
+            ServerIdentity {
+                call_id: group_id.to_string(),
                 server_ssrc,
             },
             arbiter.clone(),
@@ -554,7 +553,7 @@ impl GroupRt {
         }
         // Every receiver leg's gathered run goes out before the next batch.
         for (si, w) in dirty.iter_mut().enumerate() {
-            for r in crate::control::group::slots(std::mem::take(w)) {
+            for r in crate::control::arbiter::slots(std::mem::take(w)) {
                 let Some(m) = members.get_mut(r.index()).and_then(Option::as_mut) else {
                     continue;
                 };
@@ -731,15 +730,15 @@ impl GroupRt {
         }
     }
 
-    fn on_event(&mut self, now: Instant, ev: GroupEvent, publish: &mut dyn FnMut(CallEvent)) {
+    fn on_event(&mut self, now: Instant, ev: TcEvent, publish: &mut dyn FnMut(CallEvent)) {
         let kind = match ev {
-            GroupEvent::Joined { member } => CallEventKind::ParticipantJoined {
+            TcEvent::Joined { member } => CallEventKind::ParticipantJoined {
                 member: self.user(member),
             },
-            GroupEvent::Left { member } => CallEventKind::ParticipantLeft {
+            TcEvent::Left { member } => CallEventKind::ParticipantLeft {
                 member: self.user(member),
             },
-            GroupEvent::Granted {
+            TcEvent::Granted {
                 member,
                 audio_ssrc,
                 video_ssrc,
@@ -762,15 +761,15 @@ impl GroupRt {
                     video_ssrc,
                 }
             }
-            GroupEvent::Queued { member, position } => CallEventKind::TransmissionQueued {
+            TcEvent::Queued { member, position } => CallEventKind::TransmissionQueued {
                 member: self.user(member),
                 position,
             },
-            GroupEvent::Preempted { member, by } => CallEventKind::TransmissionPreempted {
+            TcEvent::Preempted { member, by } => CallEventKind::TransmissionPreempted {
                 member: self.user(member),
                 by: self.user(by),
             },
-            GroupEvent::MediaStarted { member } => {
+            TcEvent::MediaStarted { member } => {
                 if let Some(m) = self
                     .members
                     .get_mut(member.index())
@@ -780,7 +779,7 @@ impl GroupRt {
                 }
                 return;
             }
-            GroupEvent::TransmissionEnded { member, reason } => {
+            TcEvent::TransmissionEnded { member, reason } => {
                 self.rules.set_transmitter_ssrcs(member, &[]);
                 if let Some(m) = self
                     .members
@@ -794,11 +793,11 @@ impl GroupRt {
                     reason,
                 }
             }
-            GroupEvent::Idle => CallEventKind::TransmissionIdle,
-            GroupEvent::Released { reason } => CallEventKind::Released { reason },
-            GroupEvent::Rejected { .. }
-            | GroupEvent::ReceptionStarted { .. }
-            | GroupEvent::ReceptionEnded { .. } => return,
+            TcEvent::Idle => CallEventKind::TransmissionIdle,
+            TcEvent::Released { reason } => CallEventKind::Released { reason },
+            TcEvent::Rejected { .. }
+            | TcEvent::ReceptionStarted { .. }
+            | TcEvent::ReceptionEnded { .. } => return,
         };
         publish(CallEvent {
             call_id: self.call_id.clone(),

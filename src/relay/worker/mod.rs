@@ -61,13 +61,13 @@ pub(crate) enum Cmd {
     /// members' slots, in order.
     AdoptGroup(
         Box<GroupAdopt>,
-        Reply<Result<Vec<crate::control::group::Slot>, SetupError>>,
+        Reply<Result<Vec<crate::control::arbiter::Slot>, SetupError>>,
     ),
     /// A member joins a group call.
     JoinGroup(
         Arc<str>,
         Box<super::plane::MemberPrep>,
-        Reply<Result<crate::control::group::Slot, SetupError>>,
+        Reply<Result<crate::control::arbiter::Slot, SetupError>>,
     ),
     /// A member (by MCVideo ID) leaves a group call.
     LeaveGroup(Arc<str>, String, Reply<Result<(), SetupError>>),
@@ -629,7 +629,7 @@ impl Worker {
         &mut self,
         adopt: GroupAdopt,
         now: Instant,
-    ) -> Result<Vec<crate::control::group::Slot>, SetupError> {
+    ) -> Result<Vec<crate::control::arbiter::Slot>, SetupError> {
         let id: Arc<str> = adopt.call_id.as_str().into();
         let (rt, members) = match catch_unwind(AssertUnwindSafe(|| {
             GroupRt::new(
@@ -677,7 +677,7 @@ impl Worker {
     fn register_member(
         &mut self,
         slot: u32,
-        member: crate::control::group::Slot,
+        member: crate::control::arbiter::Slot,
     ) -> std::io::Result<()> {
         let Some(Some(s)) = self.groups.get(slot as usize) else {
             return Ok(());
@@ -693,7 +693,7 @@ impl Worker {
         id: &str,
         prep: super::plane::MemberPrep,
         now: Instant,
-    ) -> Result<crate::control::group::Slot, SetupError> {
+    ) -> Result<crate::control::arbiter::Slot, SetupError> {
         let Some(&slot) = self.group_by_id.get(id) else {
             let ports = prep.ports.clone();
             drop(prep);

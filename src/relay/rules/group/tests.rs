@@ -32,8 +32,8 @@ fn key_out(i: usize) -> MasterKey {
 }
 
 /// A video group of `n` members (one stream), plain RTP or per_leg SRTP.
-fn group(n: usize, security: MediaSecurity) -> (Arc<GroupArbiter>, GroupRules) {
-    let arbiter = Arc::new(GroupArbiter::new());
+fn group(n: usize, security: MediaSecurity) -> (Arc<Arbiter>, GroupRules) {
+    let arbiter = Arc::new(Arbiter::new());
     let per_leg = security == MediaSecurity::PerLeg;
     let mut g = GroupRules::new(&GroupRulesSetup {
         arbiter: arbiter.clone(),
@@ -67,7 +67,7 @@ fn group(n: usize, security: MediaSecurity) -> (Arc<GroupArbiter>, GroupRules) {
 }
 
 /// Member `tx` granted, to `receivers`, with SSRC [`SSRC`].
-fn grant(a: &GroupArbiter, g: &mut GroupRules, tx: usize, receivers: &[usize]) {
+fn grant(a: &Arbiter, g: &mut GroupRules, tx: usize, receivers: &[usize]) {
     assert!(a.permit(s(tx)));
     for &r in receivers {
         a.add_route(s(tx), s(r));
@@ -462,7 +462,7 @@ fn feedback_goes_to_the_transmitter_it_names_and_reports_are_consumed() {
 #[test]
 fn opaque_srtcp_goes_unchanged_to_the_transmitters_it_receives_and_to_its_receivers() {
     let t0 = Instant::now();
-    let arbiter = Arc::new(GroupArbiter::new());
+    let arbiter = Arc::new(Arbiter::new());
     let mut g = GroupRules::new(&GroupRulesSetup {
         arbiter: arbiter.clone(),
         security: MediaSecurity::EndToEnd,
@@ -715,7 +715,7 @@ fn per_leg_a_transmitters_sender_report_reaches_each_receiver_under_its_own_key(
 #[test]
 fn two_streams_with_separate_rtcp_sockets() {
     let t0 = Instant::now();
-    let arbiter = Arc::new(GroupArbiter::new());
+    let arbiter = Arc::new(Arbiter::new());
     let mut g = GroupRules::new(&GroupRulesSetup {
         arbiter: arbiter.clone(),
         security: MediaSecurity::EndToEnd,

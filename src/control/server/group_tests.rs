@@ -1,15 +1,16 @@
 //! Unit checks of the group server's bookkeeping; the behaviour, rule by rule, is in
 //! `tests/group_rules/`.
 use super::*;
+use crate::wire::tc::EmitOptions;
 
-fn server(cfg: GroupConfig) -> GroupServer {
-    GroupServer::new(
+fn server(cfg: TcConfig) -> TransmissionControlServer {
+    TransmissionControlServer::group(
         cfg,
-        GroupIdentity {
-            group_id: "sip:group@mcx".into(),
+        ServerIdentity {
+            call_id: "sip:group@mcx".into(),
             server_ssrc: Ssrc(0x5e5e_5e5e),
         },
-        Arc::new(GroupArbiter::new()),
+        Arc::new(Arbiter::new()),
         Arc::new(SsrcRegistry::new(1)),
     )
 }
@@ -26,7 +27,7 @@ fn member(id: &str) -> MemberSetup {
 #[test]
 fn join_limits_and_duplicates() {
     let t0 = Instant::now();
-    let mut s = server(GroupConfig::default());
+    let mut s = server(TcConfig::default());
     for i in 0..MAX_MEMBERS {
         s.join(t0, member(&format!("sip:u{i}@mcx"))).unwrap();
     }
@@ -48,13 +49,13 @@ fn join_limits_and_duplicates() {
 fn ssrcs_go_back_to_the_registry() {
     let t0 = Instant::now();
     let reg = Arc::new(SsrcRegistry::new(1));
-    let mut s = GroupServer::new(
-        GroupConfig::default(),
-        GroupIdentity {
-            group_id: "g".into(),
+    let mut s = TransmissionControlServer::group(
+        TcConfig::default(),
+        ServerIdentity {
+            call_id: "g".into(),
             server_ssrc: Ssrc(1),
         },
-        Arc::new(GroupArbiter::new()),
+        Arc::new(Arbiter::new()),
         reg.clone(),
     );
     let a = s.join(t0, member("a")).unwrap();
@@ -76,7 +77,7 @@ fn ssrcs_go_back_to_the_registry() {
 #[test]
 fn release_clears_every_reception() {
     let t0 = Instant::now();
-    let mut s = server(GroupConfig::default());
+    let mut s = server(TcConfig::default());
     let a = s.join(t0, member("a")).unwrap();
     let b = s.join(t0, member("b")).unwrap();
     s.start(t0);
