@@ -1100,8 +1100,9 @@ async fn metrics_text(State(st): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
-/// The SSE `data` of an event: the call ID and the event's fields.
-pub(crate) fn event_json(ev: &CallEvent) -> Value {
+/// The SSE `data` of an event: the call ID and the event's fields (the SSE `event` is
+/// [`CallEventKind::name`]).
+pub fn event_json(ev: &CallEvent) -> Value {
     let mut d = Map::new();
     d.insert("call_id".into(), Value::from(&*ev.call_id));
     match ev.kind {

@@ -21,6 +21,7 @@ mod ha;
 mod metrics;
 mod ng;
 
+pub use api::event_json;
 pub use config::{
     Config, PolicyFile, Problem, ServeOptions, SERVE_ABOUT, SERVE_AFTER_HELP, SERVE_HELP_TEMPLATE,
     SERVE_LONG_ABOUT,
