@@ -9,7 +9,11 @@ use std::sync::Arc;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 #[cfg_attr(feature = "sidecar", derive(serde::Serialize), serde(transparent))]
 #[cfg_attr(feature = "ha", derive(serde::Deserialize))]
-#[cfg_attr(all(feature = "ha", not(feature = "sidecar")), derive(serde::Serialize), serde(transparent))]
+#[cfg_attr(
+    all(feature = "ha", not(feature = "sidecar")),
+    derive(serde::Serialize),
+    serde(transparent)
+)]
 pub struct Ssrc(pub u32);
 
 impl Ssrc {

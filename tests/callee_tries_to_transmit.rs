@@ -85,7 +85,7 @@ fn callee_media_is_revoked_then_retransmitted_while_it_persists() {
     assert_eq!(call.state(), CallState::Established, "the call survives");
     assert!(call.arbiter().may_forward(Party::Caller.slot()));
     assert_eq!(
-        call.tc_stats().callee_media_packets,
+        call.tc_stats().unpermitted_media_packets,
         u64::from(threshold) + 400
     );
     assert!(!h

@@ -1,5 +1,5 @@
 //! Golden files for group calls: the scenarios of `tests/group_rules/` (one per test there, plus
-//! malformed input, a flood and a release), driven on virtual time through `GroupServer`'s
+//! malformed input, a flood and a release), driven on virtual time through `TransmissionControlServer`'s
 //! public API (tests/golden/group_driver.rs); every datagram, event, timer, route and queue
 //! change compared byte for byte with `tests/golden/group_<scenario>.txt`
 //! (tests/golden/README.md). `GOLDEN_UPDATE=1` rewrites the files.
@@ -12,7 +12,7 @@ mod group_driver;
 
 use driver::check;
 use group_driver::{member, GroupDriver};
-use mcvideo_relay::control::group::{GroupConfig, MemberSetup, ReceptionMode};
+use mcvideo_relay::control::server::{MemberSetup, ReceptionMode, TcConfig};
 use mcvideo_relay::control::ReleaseReason;
 use mcvideo_relay::wire::tc::{
     MessageKind as K, TcMessage, INDICATOR_EMERGENCY, INDICATOR_IMMINENT_PERIL,
@@ -70,10 +70,10 @@ fn video_ssrc(d: &GroupDriver, user: &str) -> u32 {
 
 #[test]
 fn group_c9_automatic_reception_cap() {
-    let cfg = GroupConfig {
+    let cfg = TcConfig {
         max_transmitters: 3,
         max_streams_per_receiver: 2,
-        ..GroupConfig::default()
+        ..TcConfig::default()
     };
     let mut d = GroupDriver::started(cfg, &["a", "b", "c", "viewer"]);
     for t in ["a", "b", "c"] {
@@ -87,11 +87,11 @@ fn group_c9_automatic_reception_cap() {
 
 #[test]
 fn group_c9_manual_requests_count() {
-    let cfg = GroupConfig {
+    let cfg = TcConfig {
         max_transmitters: 2,
         max_streams_per_receiver: 1,
         reception_mode: ReceptionMode::Manual,
-        ..GroupConfig::default()
+        ..TcConfig::default()
     };
     let mut d = GroupDriver::started(cfg, &["a", "b", "v"]);
     request(&mut d, "a", None, None);
@@ -106,9 +106,9 @@ fn group_c9_manual_requests_count() {
 
 #[test]
 fn group_cx2_two_transmitters() {
-    let cfg = GroupConfig {
+    let cfg = TcConfig {
         max_transmitters: 2,
-        ..GroupConfig::default()
+        ..TcConfig::default()
     };
     let mut d = GroupDriver::started(cfg, &["a", "b", "c", "d"]);
     request(&mut d, "a", None, None);
@@ -120,7 +120,7 @@ fn group_cx2_two_transmitters() {
 
 #[test]
 fn group_a_ssrc_used_when_free() {
-    let mut d = GroupDriver::new(GroupConfig::default());
+    let mut d = GroupDriver::new(TcConfig::default());
     let mut a = member("a", 100);
     a.video_ssrc = Some(Ssrc(0xaaaa_0001));
     d.join(a);
@@ -140,7 +140,7 @@ fn group_a_ssrc_used_when_free() {
 
 #[test]
 fn group_emergency_preempts_any_priority() {
-    let mut d = GroupDriver::new(GroupConfig::default());
+    let mut d = GroupDriver::new(TcConfig::default());
     d.join(member("chief", 255));
     d.join(member("officer", 10));
     d.join(member("c", 100));
@@ -153,7 +153,7 @@ fn group_emergency_preempts_any_priority() {
 
 #[test]
 fn group_emergency_outranks_peril_outranks_normal() {
-    let mut d = GroupDriver::new(GroupConfig::default());
+    let mut d = GroupDriver::new(TcConfig::default());
     d.join(member("a", 100));
     d.join(member("peril", 1));
     d.join(member("normal", 255));
@@ -172,7 +172,7 @@ fn group_emergency_outranks_peril_outranks_normal() {
 
 #[test]
 fn group_queued_member_raises_emergency() {
-    let mut d = GroupDriver::new(GroupConfig::default());
+    let mut d = GroupDriver::new(TcConfig::default());
     d.join(member("a", 100));
     d.join(member("b", 100));
     d.start();
@@ -185,12 +185,12 @@ fn group_queued_member_raises_emergency() {
 // ---------------------------------------------------------------------------------------------
 // idle_retransmission.rs
 
-fn idle_cfg() -> GroupConfig {
-    GroupConfig {
+fn idle_cfg() -> TcConfig {
+    TcConfig {
         t2_idle: Duration::from_secs(1),
         c2_idle: 3,
         t1_inactivity: Duration::from_secs(20),
-        ..GroupConfig::default()
+        ..TcConfig::default()
     }
 }
 
@@ -232,7 +232,7 @@ fn group_grant_stops_idle_and_t1() {
 
 #[test]
 fn group_late_joiner_receives() {
-    let mut d = GroupDriver::started(GroupConfig::default(), &["a", "b"]);
+    let mut d = GroupDriver::started(TcConfig::default(), &["a", "b"]);
     request(&mut d, "a", None, None);
     d.join(member("late", 100));
     request(&mut d, "late", None, None);
@@ -241,11 +241,11 @@ fn group_late_joiner_receives() {
 
 #[test]
 fn group_late_joiner_idle_and_manual() {
-    let mut d = GroupDriver::started(GroupConfig::default(), &["a", "b"]);
+    let mut d = GroupDriver::started(TcConfig::default(), &["a", "b"]);
     d.join(member("late", 100));
-    let cfg = GroupConfig {
+    let cfg = TcConfig {
         reception_mode: ReceptionMode::Manual,
-        ..GroupConfig::default()
+        ..TcConfig::default()
     };
     let mut d2 = GroupDriver::started(cfg, &["a", "b"]);
     request(&mut d2, "a", None, None);
@@ -257,11 +257,11 @@ fn group_late_joiner_idle_and_manual() {
 // ---------------------------------------------------------------------------------------------
 // manual_reception.rs
 
-fn manual_cfg() -> GroupConfig {
-    GroupConfig {
+fn manual_cfg() -> TcConfig {
+    TcConfig {
         reception_mode: ReceptionMode::Manual,
         t11_stream_idle: Duration::from_secs(10),
-        ..GroupConfig::default()
+        ..TcConfig::default()
     }
 }
 
@@ -323,7 +323,7 @@ fn group_manual_last_receiver_leaving_starts_t11() {
 
 #[test]
 fn group_higher_priority_preempts_revoked_4() {
-    let mut d = GroupDriver::new(GroupConfig::default());
+    let mut d = GroupDriver::new(TcConfig::default());
     d.join(member("low", 50));
     d.join(member("high", 200));
     d.join(member("c", 100));
@@ -340,7 +340,7 @@ fn group_higher_priority_preempts_revoked_4() {
 
 #[test]
 fn group_equal_or_lower_priority_waits() {
-    let mut d = GroupDriver::new(GroupConfig::default());
+    let mut d = GroupDriver::new(TcConfig::default());
     d.join(member("a", 100));
     d.join(member("b", 100));
     d.join(member("weak", 20));
@@ -353,9 +353,9 @@ fn group_equal_or_lower_priority_waits() {
 
 #[test]
 fn group_weakest_of_two_preempted() {
-    let cfg = GroupConfig {
+    let cfg = TcConfig {
         max_transmitters: 2,
-        ..GroupConfig::default()
+        ..TcConfig::default()
     };
     let mut d = GroupDriver::new(cfg);
     d.join(member("strong", 150));
@@ -373,7 +373,7 @@ fn group_weakest_of_two_preempted() {
 
 #[test]
 fn group_queued_then_granted() {
-    let mut d = GroupDriver::started(GroupConfig::default(), &["a", "b", "c", "d"]);
+    let mut d = GroupDriver::started(TcConfig::default(), &["a", "b", "c", "d"]);
     request(&mut d, "a", None, None);
     request(&mut d, "b", None, None);
     d.msg("b", &TcMessage::new(K::QueuePositionRequest, 7));
@@ -384,9 +384,9 @@ fn group_queued_then_granted() {
 
 #[test]
 fn group_queue_ordered_and_bounded() {
-    let cfg = GroupConfig {
+    let cfg = TcConfig {
         max_queue: 2,
-        ..GroupConfig::default()
+        ..TcConfig::default()
     };
     let mut d = GroupDriver::new(cfg);
     d.join(member("a", 100));
@@ -404,9 +404,9 @@ fn group_queue_ordered_and_bounded() {
 
 #[test]
 fn group_queueing_off_and_lone_member() {
-    let cfg = GroupConfig {
+    let cfg = TcConfig {
         queueing: false,
-        ..GroupConfig::default()
+        ..TcConfig::default()
     };
     let mut d = GroupDriver::started(cfg.clone(), &["a", "b"]);
     request(&mut d, "a", None, None);
@@ -422,7 +422,7 @@ fn group_queueing_off_and_lone_member() {
 
 #[test]
 fn group_receive_only_rejected_and_revoked() {
-    let mut d = GroupDriver::new(GroupConfig::default());
+    let mut d = GroupDriver::new(TcConfig::default());
     d.join(member("a", 100));
     d.join(MemberSetup {
         receive_only: true,
@@ -441,7 +441,7 @@ fn group_receive_only_rejected_and_revoked() {
 
 #[test]
 fn group_unpermitted_media_while_idle() {
-    let mut d = GroupDriver::started(GroupConfig::default(), &["a", "b"]);
+    let mut d = GroupDriver::started(TcConfig::default(), &["a", "b"]);
     d.media("b", 50);
     request(&mut d, "b", None, None);
     end(&mut d, "b");
@@ -454,7 +454,7 @@ fn group_unpermitted_media_while_idle() {
 
 #[test]
 fn group_transmitter_leaves_queue_granted() {
-    let mut d = GroupDriver::started(GroupConfig::default(), &["a", "b", "c"]);
+    let mut d = GroupDriver::started(TcConfig::default(), &["a", "b", "c"]);
     request(&mut d, "a", None, None);
     request(&mut d, "b", None, None);
     d.media("a", 5);
@@ -466,7 +466,7 @@ fn group_transmitter_leaves_queue_granted() {
 
 #[test]
 fn group_last_transmitter_leaves_idle() {
-    let mut d = GroupDriver::started(GroupConfig::default(), &["a", "b", "c"]);
+    let mut d = GroupDriver::started(TcConfig::default(), &["a", "b", "c"]);
     request(&mut d, "a", None, None);
     d.leave("a");
     check("group_last_transmitter_leaves_idle", &d.finish());
@@ -477,9 +477,9 @@ fn group_last_transmitter_leaves_idle() {
 
 #[test]
 fn group_malformed_flood_and_release() {
-    let cfg = GroupConfig {
+    let cfg = TcConfig {
         max_duration: Some(Duration::from_secs(5)),
-        ..GroupConfig::default()
+        ..TcConfig::default()
     };
     let mut d = GroupDriver::started(cfg, &["a", "b", "c"]);
     d.rx("b", &[0x80, 0xcc, 0x00]);

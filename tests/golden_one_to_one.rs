@@ -322,7 +322,7 @@ fn pull_callee_granted_caller_notified() {
 #[test]
 fn pull_caller_is_receive_only() {
     let cfg = CallConfig::default();
-    let threshold = cfg.tc.callee_media_revoke_after;
+    let threshold = cfg.tc.revoke_after;
     let mut d = Driver::new(cfg);
     pull_established(&mut d);
     d.msg(
@@ -420,7 +420,7 @@ fn callee_request_rejected_receive_only() {
 #[test]
 fn callee_media_revoked_and_retransmitted() {
     let cfg = CallConfig::default();
-    let threshold = cfg.tc.callee_media_revoke_after;
+    let threshold = cfg.tc.revoke_after;
     let mut d = Driver::new(cfg);
     push_established(&mut d);
     d.media(ID, Party::Callee, threshold - 1);

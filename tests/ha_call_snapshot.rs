@@ -7,8 +7,8 @@
 
 mod common;
 use common::*;
-use mcvideo_relay::control::server::TransmissionState;
 use mcvideo_relay::control::call::{Call, CallConfig, CallEventKind, CallState};
+use mcvideo_relay::control::server::TransmissionState;
 use mcvideo_relay::control::snapshot::{CallSecrets, CallSnapshot};
 use mcvideo_relay::control::{Party, ReleaseReason};
 use mcvideo_relay::wire::tc::{MessageKind, TcMessage};
@@ -122,7 +122,7 @@ fn push_restored_mid_transmission_keeps_its_grant_and_ends_once() {
     assert!(events(&mut call).is_empty());
     assert!(drain(&mut call).is_empty());
     assert_eq!(call.state(), CallState::Released);
-    assert_eq!(call.arbiter().state(), TransmissionState::Released);
+    assert_eq!(call.transmission_state(), TransmissionState::Released);
 }
 
 /// Every timer of the restored call fires at the original's deadline: here media inactivity,

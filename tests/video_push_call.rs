@@ -2,10 +2,10 @@
 
 mod common;
 use common::*;
-use mcvideo_relay::control::server::TransmissionState;
 use mcvideo_relay::control::call::{
     AnswerCall, CallConfig, CallEventKind, CallState, PortAllocator,
 };
+use mcvideo_relay::control::server::TransmissionState;
 use mcvideo_relay::control::{CommencementMode, Party, ReleaseReason};
 use mcvideo_relay::sdp::SessionDescription;
 use mcvideo_relay::wire::tc::{MessageKind, TcMessage};
@@ -139,7 +139,7 @@ fn video_push_from_request_to_release() {
     );
     let call = h.table.get("call-1").unwrap();
     assert_eq!(call.state(), CallState::Released);
-    assert_eq!(call.arbiter().state(), TransmissionState::Released);
+    assert_eq!(call.transmission_state(), TransmissionState::Released);
     assert!(!call.arbiter().may_forward(Party::Caller.slot()));
     assert_eq!(call.poll_timeout(), None, "no timer outlives the call");
 
@@ -164,13 +164,7 @@ fn ssrcs_are_fresh_and_unique_when_the_offer_names_none() {
         let mut req = create_request(bare.clone());
         req.call_id = Some(format!("c{i}").into());
         h.create(req);
-        let ids = h
-            .table
-            .get(&format!("c{i}"))
-            .unwrap()
-            .server()
-            .identities()
-            .clone();
+        let ids = h.table.get(&format!("c{i}")).unwrap().identities().clone();
         for s in [ids.audio_ssrc, ids.video_ssrc, ids.server_ssrc] {
             assert!(s != 0 && seen.insert(s), "SSRC {s:#x} repeated");
         }
@@ -185,6 +179,6 @@ fn mc_video_ssrc_in_fmtp_wins_over_a_ssrc() {
         "mc_implicit_request;mc_video_ssrc=3333;mc_audio_ssrc=4444\r\n",
     );
     h.create(create_request(offer));
-    let ids = h.table.get("call-1").unwrap().server().identities().clone();
+    let ids = h.table.get("call-1").unwrap().identities().clone();
     assert_eq!((ids.audio_ssrc.get(), ids.video_ssrc.get()), (4444, 3333));
 }

@@ -19,11 +19,9 @@
 //! lines up with the caller's offer and the caller's answer is the callee's, rewritten.
 
 use super::arbiter::Arbiter;
-use super::server::{
-    MemberSetup, Procedure, ProcedureSnapshot, ServerIdentity, TransmissionState,
-};
 use super::policy::AuthorizationPolicy;
 use super::registry::{UeRegistry, MAX_ID_LEN};
+use super::server::{MemberSetup, Procedure, ProcedureSnapshot, ServerIdentity, TransmissionState};
 use super::server::{TcConfig, TcEvent, TcStats, TransmissionControlServer};
 use super::snapshot::{
     CallSecrets, CallSnapshot, PendingKeysSnapshot, RestoreError, StreamSecrets, StreamSnapshot,
@@ -970,8 +968,10 @@ impl Call {
         call.streams = streams;
         call.sdp[1] = Some(sdp_answer.as_str().into());
         call.tc_keys[Party::Callee.index()] = answer.callee_tc_key;
-        call.server.set_control(Party::Caller.slot(), caller_control);
-        call.server.set_control(Party::Callee.slot(), callee_control);
+        call.server
+            .set_control(Party::Caller.slot(), caller_control);
+        call.server
+            .set_control(Party::Callee.slot(), callee_control);
         call.state = CallState::Established;
         call.times.established = Some(now);
         call.timers.stop(Timer::OfferTimeout);

@@ -10,14 +10,14 @@ use super::{CallSummary, EngineConfig, EngineStats};
 use super::{
     CreateGroupCall, GroupCallCreated, GroupCallSummary, GroupMemberAnswer, GroupMemberSpec,
 };
+use crate::control::arbiter::MAX_MEMBERS;
 use crate::control::call::{
     AnswerCall, CallAnswer, CallEvent, CallOffer, CallTable, CreateCall, SetupError,
 };
 use crate::control::call::{Entropy, PortAllocator};
-use crate::control::ssrc::SsrcRegistry;
-use crate::control::arbiter::MAX_MEMBERS;
 use crate::control::policy::AuthorizationPolicy;
 use crate::control::registry::{RegistryError, UeEntry};
+use crate::control::ssrc::SsrcRegistry;
 use crate::control::ReleaseReason;
 use std::collections::HashMap;
 use std::io;

@@ -109,12 +109,12 @@ pub use ha::{AdoptError, CallImage, HaUpdate};
 pub use rules::{Evidence, Latch, StrangerBudget, Verdict, STRANGER_BURST, STRANGER_RATE};
 pub use stats::{DropReason, LegCounters, LegSnapshot};
 
-use crate::control::server::TransmissionState;
-use crate::control::call::{CallConfig, CallState};
-use crate::control::server::{TcConfig, TcStats, ReceptionMode};
 use crate::control::arbiter::Slot;
+use crate::control::call::{CallConfig, CallState};
 use crate::control::policy::{AllowAll, AuthorizationPolicy};
 use crate::control::server::KindCounters;
+use crate::control::server::TransmissionState;
+use crate::control::server::{ReceptionMode, TcConfig, TcStats};
 use crate::control::{CallKind, CommencementMode, MediaSecurity, ReleaseReason};
 use crate::ids::Ssrc;
 use crate::keys::MasterKey;

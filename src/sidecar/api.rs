@@ -6,8 +6,8 @@
 
 use super::metrics::{self, ApiMetrics};
 use crate::control::call::{AnswerCall, CallEvent, CallEventKind, CreateCall, SetupError};
-use crate::control::server::ReceptionMode;
 use crate::control::registry::{RegistryError, UeEntry};
+use crate::control::server::ReceptionMode;
 use crate::control::{CommencementMode, MediaSecurity};
 use crate::keys::{MasterKey, SrtpSuite};
 use crate::relay::{

@@ -331,7 +331,7 @@ impl HaRuntime {
             "caller": {"mcvideo_id": c["caller_id"]},
             "callee": {"mcvideo_id": c["callee_id"]},
             "media_security": c["media_security"],
-            "transmission": c["tc"]["arbiter_state"],
+            "transmission": c["tc"]["transmission"],
         })))
     }
 }

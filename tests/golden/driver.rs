@@ -459,8 +459,8 @@ fn forwarding(call: &Call) -> String {
     let a = call.arbiter();
     format!(
         "forward caller={} callee={}",
-        a.may_forward(Party::Caller),
-        a.may_forward(Party::Callee)
+        a.may_forward(Party::Caller.slot()),
+        a.may_forward(Party::Callee.slot())
     )
 }
 
@@ -480,9 +480,16 @@ fn stats(call: &Call) -> String {
         s.malformed,
         s.ignored,
         s.rate_limited,
-        s.caller_media_packets,
-        s.callee_media_packets
+        media(call, Party::Caller),
+        media(call, Party::Callee)
     )
+}
+
+/// Media packets the server counted from `party`.
+fn media(call: &Call, party: Party) -> u64 {
+    call.server()
+        .member_view(party.slot())
+        .map_or(0, |m| m.media_packets)
 }
 
 /// Lower-case hex, no separators.

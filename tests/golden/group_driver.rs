@@ -1,5 +1,5 @@
 //! The golden-file driver for group calls: runs a scenario on virtual time through
-//! [`GroupServer`]'s public API and writes a transcript in the format of `driver.rs` (see
+//! [`TransmissionControlServer`]'s public API and writes a transcript in the format of `driver.rs` (see
 //! there), members named by their MCVideo ID:
 //!
 //! * inputs: `> join <user> ...`, `> start`, `> leave <user>`, `> rx <user> <hex>`,
@@ -16,11 +16,12 @@
 #![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
 
 use super::driver::{canonical, hex};
+use mcvideo_relay::control::arbiter::{Arbiter, Slot};
 use mcvideo_relay::control::call::{CallEvent, CallEventKind};
-use mcvideo_relay::control::group::{
-    GroupArbiter, GroupConfig, GroupEvent, GroupIdentity, GroupServer, MemberSetup, Slot,
-    SsrcRegistry,
+use mcvideo_relay::control::server::{
+    MemberSetup, ServerIdentity, TcConfig, TcEvent, TransmissionControlServer,
 };
+use mcvideo_relay::control::ssrc::SsrcRegistry;
 use mcvideo_relay::control::ReleaseReason;
 use mcvideo_relay::wire::tc::{EmitOptions, TcMessage};
 use mcvideo_relay::Ssrc;
@@ -33,7 +34,7 @@ use std::time::{Duration, Instant};
 pub const SERVER_SSRC: u32 = 0x5e5e_5e5e;
 
 pub struct GroupDriver {
-    pub s: GroupServer,
+    pub s: TransmissionControlServer,
     base: Instant,
     now: Instant,
     logged_at: Option<Instant>,
@@ -56,16 +57,16 @@ pub fn member(id: &str, priority: u8) -> MemberSetup {
 
 impl GroupDriver {
     #[allow(clippy::disallowed_methods)] // the scenario's base instant; the core is only given it
-    pub fn new(cfg: GroupConfig) -> Self {
+    pub fn new(cfg: TcConfig) -> Self {
         let base = Instant::now();
         GroupDriver {
-            s: GroupServer::new(
+            s: TransmissionControlServer::group(
                 cfg,
-                GroupIdentity {
-                    group_id: "sip:group1@mcx".into(),
+                ServerIdentity {
+                    call_id: "sip:group1@mcx".into(),
                     server_ssrc: Ssrc(SERVER_SSRC),
                 },
-                Arc::new(GroupArbiter::new()),
+                Arc::new(Arbiter::new()),
                 Arc::new(SsrcRegistry::new(0x1234)),
             ),
             base,
@@ -80,7 +81,7 @@ impl GroupDriver {
     }
 
     /// A started group with members `ids` (priority 100 each).
-    pub fn started(cfg: GroupConfig, ids: &[&str]) -> Self {
+    pub fn started(cfg: TcConfig, ids: &[&str]) -> Self {
         let mut d = GroupDriver::new(cfg);
         for id in ids {
             d.join(member(id, 100));
@@ -155,18 +156,18 @@ impl GroupDriver {
     }
 
     /// An event as the engine publishes it (or `internal ...` for one it does not).
-    fn event(&self, ev: GroupEvent) -> String {
+    fn event(&self, ev: TcEvent) -> String {
         let user = |s: Slot| -> Arc<str> { Arc::from(self.name(s).as_str()) };
         let internal =
             |name: &str, v: serde_json::Value| format!("internal {name} {}", canonical(&v));
         let kind = match ev {
-            GroupEvent::Joined { member } => CallEventKind::ParticipantJoined {
+            TcEvent::Joined { member } => CallEventKind::ParticipantJoined {
                 member: user(member),
             },
-            GroupEvent::Left { member } => CallEventKind::ParticipantLeft {
+            TcEvent::Left { member } => CallEventKind::ParticipantLeft {
                 member: user(member),
             },
-            GroupEvent::Granted {
+            TcEvent::Granted {
                 member,
                 audio_ssrc,
                 video_ssrc,
@@ -175,35 +176,35 @@ impl GroupDriver {
                 audio_ssrc,
                 video_ssrc,
             },
-            GroupEvent::Queued { member, position } => CallEventKind::TransmissionQueued {
+            TcEvent::Queued { member, position } => CallEventKind::TransmissionQueued {
                 member: user(member),
                 position,
             },
-            GroupEvent::Preempted { member, by } => CallEventKind::TransmissionPreempted {
+            TcEvent::Preempted { member, by } => CallEventKind::TransmissionPreempted {
                 member: user(member),
                 by: user(by),
             },
-            GroupEvent::TransmissionEnded { member, reason } => {
+            TcEvent::TransmissionEnded { member, reason } => {
                 CallEventKind::MemberTransmissionEnded {
                     member: user(member),
                     reason,
                 }
             }
-            GroupEvent::Idle => CallEventKind::TransmissionIdle,
-            GroupEvent::Released { reason } => CallEventKind::Released { reason },
-            GroupEvent::Rejected { member, cause } => {
+            TcEvent::Idle => CallEventKind::TransmissionIdle,
+            TcEvent::Released { reason } => CallEventKind::Released { reason },
+            TcEvent::Rejected { member, cause } => {
                 return internal(
                     "rejected",
                     serde_json::json!({"mcvideo_id": &*user(member), "cause": u16::from(cause)}),
                 )
             }
-            GroupEvent::MediaStarted { member } => {
+            TcEvent::MediaStarted { member } => {
                 return internal(
                     "media_started",
                     serde_json::json!({"mcvideo_id": &*user(member)}),
                 )
             }
-            GroupEvent::ReceptionStarted {
+            TcEvent::ReceptionStarted {
                 receiver,
                 transmitter,
             } => {
@@ -212,7 +213,7 @@ impl GroupDriver {
                     serde_json::json!({"receiver": &*user(receiver), "transmitter": &*user(transmitter)}),
                 )
             }
-            GroupEvent::ReceptionEnded {
+            TcEvent::ReceptionEnded {
                 receiver,
                 transmitter,
             } => {
@@ -242,7 +243,7 @@ impl GroupDriver {
             .filter_map(|i| Slot::new(*i))
             .filter(|s| a.may_forward(*s))
             .map(|s| {
-                let rx: Vec<String> = mcvideo_relay::control::group::slots(a.receivers(s))
+                let rx: Vec<String> = mcvideo_relay::control::arbiter::slots(a.receivers(s))
                     .map(|r| self.name(r))
                     .collect();
                 format!("{}->[{}]", self.name(s), rx.join(","))

@@ -1,7 +1,7 @@
 //! C9: a receiver takes at most this many streams at once.
 use super::harness::*;
 use mcvideo_relay::control::arbiter::slots;
-use mcvideo_relay::control::server::{TcConfig, ReceptionMode};
+use mcvideo_relay::control::server::{ReceptionMode, TcConfig};
 use mcvideo_relay::wire::tc::{MessageKind as K, TcMessage};
 
 #[test]

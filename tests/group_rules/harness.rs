@@ -1,7 +1,9 @@
 //! A group server on virtual time, with the client side's messages built and the server's
 //! parsed.
 use mcvideo_relay::control::arbiter::{Arbiter, Slot};
-use mcvideo_relay::control::server::{TcConfig, TcEvent, ServerIdentity, TransmissionControlServer, MemberSetup};
+use mcvideo_relay::control::server::{
+    MemberSetup, ServerIdentity, TcConfig, TcEvent, TransmissionControlServer,
+};
 use mcvideo_relay::control::ssrc::SsrcRegistry;
 use mcvideo_relay::wire::tc::{EmitOptions, MessageKind, TcMessage};
 use mcvideo_relay::Ssrc;

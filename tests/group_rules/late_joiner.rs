@@ -1,6 +1,6 @@
 //! A late joiner is told the current state: who transmits and the SSRCs to expect, or Idle.
 use super::harness::*;
-use mcvideo_relay::control::server::{TcConfig, TcEvent, ReceptionMode};
+use mcvideo_relay::control::server::{ReceptionMode, TcConfig, TcEvent};
 use mcvideo_relay::wire::tc::MessageKind as K;
 
 #[test]

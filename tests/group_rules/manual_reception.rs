@@ -2,7 +2,7 @@
 //! granted response until acked; Media Reception End Request takes it off; T11 ends a stream
 //! nobody receives.
 use super::harness::*;
-use mcvideo_relay::control::server::{EndReason, TcConfig, TcEvent, ReceptionMode};
+use mcvideo_relay::control::server::{EndReason, ReceptionMode, TcConfig, TcEvent};
 use mcvideo_relay::wire::tc::{MessageKind as K, TcMessage};
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! A receive-only member: Rejected #5, Permission to Request 0, its media dropped and revoked.
 use super::harness::*;
-use mcvideo_relay::control::server::{TcConfig, MemberSetup};
+use mcvideo_relay::control::server::{MemberSetup, TcConfig};
 use mcvideo_relay::wire::tc::MessageKind as K;
 use std::time::Duration;
 

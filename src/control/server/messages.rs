@@ -244,4 +244,3 @@ impl TransmissionControlServer {
         self.push(t, bytes);
     }
 }
-

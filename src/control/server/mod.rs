@@ -54,8 +54,8 @@ mod transitions;
 mod types;
 
 pub use snapshot::{
-    MemberSnapshot, ProcedureSnapshot, QueuedSnapshot, RevokeSnapshot, TcSnapshot,
-    TcStatsSnapshot, TransmissionSnapshot,
+    MemberSnapshot, ProcedureSnapshot, QueuedSnapshot, RevokeSnapshot, TcSnapshot, TcStatsSnapshot,
+    TransmissionSnapshot,
 };
 pub use types::*;
 
@@ -109,6 +109,8 @@ struct Member {
     recently_ended: bool,
     /// A transmission of its had media (kept after it ended).
     media_seen: bool,
+    /// Media packets it sent (permitted or not).
+    media_packets: u64,
     unpermitted_run: u32,
     revoke: Option<Revoke>,
     /// Transmitters it receives (its Active SSRC List), mirrored in the arbiter's routes.
@@ -317,6 +319,7 @@ impl TransmissionControlServer {
             user_id: m.setup.user_id.clone(),
             priority: m.setup.priority,
             receive_only: m.setup.receive_only,
+            media_packets: m.media_packets,
             transmitting: m.tx.is_some(),
             queued: self.queue.iter().any(|q| q.member == slot),
             receiving: slots(m.receiving).collect(),
@@ -423,6 +426,7 @@ impl TransmissionControlServer {
                 last_ssrcs: None,
                 recently_ended: false,
                 media_seen: false,
+                media_packets: 0,
                 unpermitted_run: 0,
                 revoke: None,
                 receiving: 0,
@@ -445,7 +449,10 @@ impl TransmissionControlServer {
         self.started = true;
         match self.procedure.private_transmitter() {
             Some(t) => {
-                let rank = Rank::of(INDICATOR_NORMAL, self.member(t).map_or(0, |m| m.setup.priority));
+                let rank = Rank::of(
+                    INDICATOR_NORMAL,
+                    self.member(t).map_or(0, |m| m.setup.priority),
+                );
                 self.grant(now, t, rank, INDICATOR_NORMAL);
             }
             None if self.is_idle() => self.enter_idle(now),
@@ -503,7 +510,10 @@ impl TransmissionControlServer {
     /// One parsed transmission control message from `from`.
     pub fn handle_message(&mut self, now: Instant, from: Slot, msg: &TcMessage<'_>) {
         self.stats.received.add(msg.kind);
-        if self.finished.is_some() || self.member(from).is_none() || !msg.kind.is_known() {
+        // A private call still answers what follows its end in the same datagram (acks, and
+        // the receiver's requests, from the members' budgets); a group ignores it.
+        let ended = self.finished.is_some() && !self.is_private();
+        if ended || self.member(from).is_none() || !msg.kind.is_known() {
             self.stats.ignored += 1;
             return;
         }
@@ -546,6 +556,7 @@ impl TransmissionControlServer {
         let Some(m) = self.members.get_mut(from.index()).and_then(Option::as_mut) else {
             return;
         };
+        m.media_packets = m.media_packets.saturating_add(u64::from(packets));
         if let Some(t) = m.tx.as_mut() {
             t.inactivity = Some(now + media_inactivity);
             if !t.first_media {
@@ -648,7 +659,6 @@ impl TransmissionControlServer {
         }
         next
     }
-
 }
 
 #[cfg(test)]

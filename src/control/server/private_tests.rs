@@ -5,7 +5,6 @@ use super::*;
 use crate::control::Party;
 use crate::wire::tc::EmitOptions;
 
-
 fn member(user_id: &str, receive_only: bool) -> MemberSetup {
     MemberSetup {
         user_id: user_id.into(),

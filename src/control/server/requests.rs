@@ -65,7 +65,11 @@ impl TransmissionControlServer {
             .message_type
             .map(|t| MessageKind::from_wire(name, t))
         else {
-            self.stats.ignored += 1;
+            // An ack that names no message: a group counts it as ignored, a private call never
+            // did.
+            if !self.is_private() {
+                self.stats.ignored += 1;
+            }
             return;
         };
         let Some(m) = self.member_mut(from) else {
@@ -227,7 +231,12 @@ impl TransmissionControlServer {
         }
     }
 
-    pub(super) fn on_receive_media_request(&mut self, now: Instant, from: Slot, msg: &TcMessage<'_>) {
+    pub(super) fn on_receive_media_request(
+        &mut self,
+        now: Instant,
+        from: Slot,
+        msg: &TcMessage<'_>,
+    ) {
         let Some(t) = self.named_transmission(msg) else {
             self.reply_receive_media(now, from, None, Err(ReceiveRejectCause::Other));
             return;
@@ -266,7 +275,12 @@ impl TransmissionControlServer {
         self.reply_receive_media(now, from, Some(t), Ok(()));
     }
 
-    pub(super) fn on_media_reception_end_request(&mut self, now: Instant, from: Slot, msg: &TcMessage<'_>) {
+    pub(super) fn on_media_reception_end_request(
+        &mut self,
+        now: Instant,
+        from: Slot,
+        msg: &TcMessage<'_>,
+    ) {
         let t = self.named_transmission(msg);
         if let Some(t) = t {
             self.unroute(t, from);
@@ -285,5 +299,4 @@ impl TransmissionControlServer {
         let bytes = self.emit(&r);
         self.reply_bytes(now, from, bytes);
     }
-
 }

@@ -91,6 +91,9 @@ pub struct MemberSnapshot {
     pub recently_ended: bool,
     /// A transmission of its had media.
     pub media_seen: bool,
+    /// Media packets it sent.
+    #[cfg_attr(feature = "ha", serde(default))]
+    pub media_packets: u64,
     /// Packets without permission in the current run.
     pub unpermitted_run: u32,
     /// A Revoked being repeated.
@@ -219,6 +222,7 @@ impl TransmissionControlServer {
                 last_ssrcs: m.last_ssrcs.map(|(a, v)| (a.get(), v.get())),
                 recently_ended: m.recently_ended,
                 media_seen: m.media_seen,
+                media_packets: m.media_packets,
                 unpermitted_run: m.unpermitted_run,
                 revoke: m.revoke.map(|r| RevokeSnapshot {
                     cause: r.cause.into(),
@@ -396,6 +400,7 @@ impl TransmissionControlServer {
             last_ssrcs: m.last_ssrcs.map(|(a, v)| (Ssrc(a), Ssrc(v))),
             recently_ended: m.recently_ended,
             media_seen: m.media_seen,
+            media_packets: m.media_packets,
             unpermitted_run: m.unpermitted_run,
             revoke: m.revoke.map(|r| Revoke {
                 cause: RevokeCause::from(r.cause),

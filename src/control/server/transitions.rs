@@ -16,7 +16,10 @@ impl TransmissionControlServer {
         }
         let m = self.member(to)?;
         let r = self.ssrcs.as_ref()?;
-        Some((r.allocate(m.setup.audio_ssrc), r.allocate(m.setup.video_ssrc)))
+        Some((
+            r.allocate(m.setup.audio_ssrc),
+            r.allocate(m.setup.video_ssrc),
+        ))
     }
 
     fn free_ssrcs(&self, t: &Transmission) {
@@ -252,7 +255,6 @@ impl TransmissionControlServer {
             .position(|q| q.member == s)
             .map(|i| (i + 1).min(253) as u8)
     }
-
 }
 
 /// A timer that is due.
@@ -303,7 +305,12 @@ impl TransmissionControlServer {
                 at(t.t4, Due::T4(s));
             }
             at(m.revoke.map(|r| r.due), Due::Revoke(s));
-            if let Some((i, g)) = m.reception_grants.iter().enumerate().find(|(_, g)| g.due <= now) {
+            if let Some((i, g)) = m
+                .reception_grants
+                .iter()
+                .enumerate()
+                .find(|(_, g)| g.due <= now)
+            {
                 at(Some(g.due), Due::Reception(s, i));
             }
         }
@@ -315,8 +322,7 @@ impl TransmissionControlServer {
     pub(super) fn fire_one(&mut self, now: Instant) -> bool {
         let due = self.due(now);
         let next = if self.is_private() {
-            due.into_iter()
-                .min_by_key(|(d, w)| (*d, w.private_rank()))
+            due.into_iter().min_by_key(|(d, w)| (*d, w.private_rank()))
         } else {
             due.into_iter().next()
         };

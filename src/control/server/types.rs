@@ -4,7 +4,9 @@
 use super::super::arbiter::Slot;
 use super::super::ReleaseReason;
 use crate::ids::Ssrc;
-use crate::wire::tc::{self, MessageKind, RejectCause, INDICATOR_EMERGENCY, INDICATOR_IMMINENT_PERIL};
+use crate::wire::tc::{
+    self, MessageKind, RejectCause, INDICATOR_EMERGENCY, INDICATOR_IMMINENT_PERIL,
+};
 use std::time::{Duration, Instant};
 
 /// Reception Mode sent in Media Transmission Notification for a private call. **UNCONFIRMED**
@@ -527,6 +529,8 @@ pub struct MemberView {
     pub priority: u8,
     /// Receive only.
     pub receive_only: bool,
+    /// Media packets it sent (permitted or not).
+    pub media_packets: u64,
     /// Transmitting now.
     pub transmitting: bool,
     /// Queued.
@@ -534,4 +538,3 @@ pub struct MemberView {
     /// Transmitters it receives.
     pub receiving: Vec<Slot>,
 }
-

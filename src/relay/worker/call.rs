@@ -10,9 +10,9 @@ use super::super::rules::{
 use super::super::stats::LegSnapshot;
 use super::super::CallSummary;
 use super::media::{Media, Net, Role, Scratch};
-use crate::control::server::TransmissionState;
 use crate::control::call::{Call, CallState};
 use crate::control::server::KindCounters;
+use crate::control::server::TransmissionState;
 use crate::control::Party;
 use crate::sdp::MediaKind;
 use std::collections::HashMap;
@@ -432,7 +432,8 @@ impl CallRt {
                 _ => {}
             }
         }
-        if !self.requested_keyframe && self.call.transmission_state() == TransmissionState::Granted {
+        if !self.requested_keyframe && self.call.transmission_state() == TransmissionState::Granted
+        {
             self.requested_keyframe = true;
             self.request_keyframe(now);
         }

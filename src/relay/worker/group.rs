@@ -20,9 +20,11 @@ use super::super::{
     GroupCallSummary, GroupMemberSummary, GroupQueueSummary, GroupTransmissionSummary,
 };
 use super::media::Scratch;
-use crate::control::call::{CallEvent, CallEventKind, CallState, SetupError};
 use crate::control::arbiter::{Arbiter, Slot, MAX_MEMBERS};
-use crate::control::server::{TcConfig, TcEvent, ServerIdentity, TransmissionControlServer, JoinError};
+use crate::control::call::{CallEvent, CallEventKind, CallState, SetupError};
+use crate::control::server::{
+    JoinError, ServerIdentity, TcConfig, TcEvent, TransmissionControlServer,
+};
 use crate::control::ssrc::SsrcRegistry;
 use crate::control::{MediaSecurity, ReleaseReason};
 use crate::ids::{CallId, Ssrc};
