@@ -172,7 +172,7 @@ impl Group {
             s: TransmissionControlServer::group(
                 cfg,
                 ServerIdentity {
-                    group_id: "sip:g@x".into(),
+                    call_id: "sip:g@x".into(),
                     server_ssrc: mcvideo_relay::Ssrc(5),
                 },
                 Arc::new(Arbiter::new()),
@@ -367,9 +367,9 @@ fn settle(table: &mut CallTable, ports: &mut Ports, id: &str) {
         assert!(n < 100, "unbounded output");
     }
     while call.poll_event().is_some() {}
-    assert!(!call.arbiter().may_forward(Party::Callee));
+    assert!(!call.arbiter().may_forward(Party::Callee.slot()));
     if call.state() == CallState::Released {
-        assert!(!call.arbiter().may_forward(Party::Caller));
+        assert!(!call.arbiter().may_forward(Party::Caller.slot()));
         assert_eq!(call.poll_timeout(), None);
         let call = table.remove(id).unwrap();
         for p in call.relay_ports() {
