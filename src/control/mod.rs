@@ -1,11 +1,15 @@
-//! The sans-IO core: transmission control and the video push call procedure.
+//! The sans-IO core: transmission control and the call procedures of one-to-one video push,
+//! one-to-one video pull and group video calls.
 //!
 //! Nothing here touches a socket or reads the clock. Every input carries the `now` it happened
 //! at; outputs are polled:
 //!
-//! * [`server::TransmissionControlServer`] — one per call: grants the caller, rejects and revokes
-//!   the callee, retransmits, ends the transmission (TS 24.581 as read in
-//!   mcvideo-media-plane.md §3, with design.md's video push rules);
+//! * [`server::TransmissionControlServer`] — one per one-to-one call: grants the transmitter
+//!   (the caller in a push, the callee in a pull), rejects and revokes the receive-only party,
+//!   retransmits, ends the transmission (TS 24.581 as read in `docs/transmission-control.md`,
+//!   with the video push rules of `docs/design.md`, both in the repository);
+//! * [`group::GroupServer`] — one per group video call: grants up to Cx members, queues,
+//!   pre-empts, runs reception control;
 //! * [`arbiter::Arbiter`] — the lock-free word the forwarding side checks per packet;
 //! * [`bucket::TokenBucket`] — the one rate limiter (replies per party, packets from strangers);
 //! * [`call::CallTable`] / [`call::Call`] — the seed procedure, steps 1–11 and release:
@@ -25,7 +29,7 @@ pub mod server;
 pub mod snapshot;
 pub mod timer;
 
-/// The two parties of a one-to-one video push.
+/// The two parties of a one-to-one call (video push or video pull).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[cfg_attr(
     feature = "ha",
@@ -33,9 +37,11 @@ pub mod timer;
     serde(rename_all = "snake_case")
 )]
 pub enum Party {
-    /// The calling party: the only one allowed to transmit.
+    /// The calling party: the only one allowed to transmit in a video push; receive only in a
+    /// video pull.
     Caller,
-    /// The called party: receive only.
+    /// The called party: receive only in a video push; the only one allowed to transmit in a
+    /// video pull.
     Callee,
 }
 
@@ -210,7 +216,8 @@ impl CommencementMode {
     }
 }
 
-/// How media is protected on a call (design.md "Media security modes").
+/// How media is protected on a call (`docs/design.md` in the repository, "Media security
+/// modes").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(
     feature = "ha",

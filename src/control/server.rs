@@ -1,6 +1,9 @@
-//! The transmission control server of one one-to-one video push call (sans-IO).
+//! The transmission control server of one one-to-one call, video push or video pull
+//! (sans-IO). Group video calls have their own server, [`super::group::GroupServer`].
 //!
-//! The rules (design.md "Video push rules", mcvideo-media-plane.md §3.4):
+//! The rules (`docs/design.md` in the repository, "Video push rules"; the protocol facts and
+//! what is UNCONFIRMED in `docs/transmission-control.md`), for a push; a pull is the mirror,
+//! with the callee as the transmitter:
 //!
 //! * The caller holds the grant from the moment the callee accepts (implicit request):
 //!   **Transmission Granted** to the caller with its Audio/Video SSRC, **Media Transmission
@@ -37,7 +40,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Reception Mode sent in Media Transmission Notification for a 1:1 push. **UNCONFIRMED**
-/// (mcvideo-media-plane.md §3.4): automatic (0), since there is one receiver.
+/// (`docs/transmission-control.md` in the repository, "What the sources leave open"):
+/// automatic (0), since there is one receiver.
 pub const PUSH_RECEPTION_MODE: u16 = 0;
 
 /// Timers, counters and limits of the transmission control server.

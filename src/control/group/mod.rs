@@ -1,7 +1,8 @@
 //! Group video calls: transmission control for many members (sans-IO).
 //!
 //! TS 23.281 §7.7.1.1 applies transmission control to group calls as to private calls; TS 24.581
-//! §6.3.4–§6.3.7 (mcvideo-media-plane.md §3.2) give the server's rules, read here as:
+//! §6.3.4–§6.3.7 (`docs/transmission-control.md` in the repository, "Server states") give the
+//! server's rules, read here as:
 //!
 //! * **Grant** while fewer than **Cx** members transmit ([`GroupConfig::max_transmitters`]).
 //!   Each grant allocates a video (and audio) SSRC unique across the engine
