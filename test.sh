@@ -39,7 +39,7 @@ sudo_if_needed() {
 # --- what the tests need --------------------------------------------------------------------
 echo "== dependencies"
 apt_pkgs=()
-# The interop tests use real ffmpeg peers (shared/docs/interop.md).
+# The interop tests use real ffmpeg peers (docs/testing.md).
 if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null; then
   apt_pkgs+=(ffmpeg)
 fi
@@ -123,7 +123,7 @@ relay_pid=""
 trap - EXIT
 
 # --- fuzz smoke -----------------------------------------------------------------------------
-echo "== fuzz smoke (each target ${FUZZ_SECS} s, debug assertions on; long runs: see README)"
+echo "== fuzz smoke (each target ${FUZZ_SECS} s, debug assertions on; long runs: see docs/testing.md)"
 (
   cd fuzz
   for t in $(cargo fuzz list); do

@@ -228,7 +228,7 @@ mod tests {
 
     #[test]
     fn base64_known_answers() {
-        // The key from interop.md.
+        // The key the ffmpeg interop tests use (docs/testing.md).
         let k = base64_decode("AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0e").unwrap();
         assert_eq!(k, (1..=30).collect::<Vec<u8>>());
         assert_eq!(

@@ -1,8 +1,20 @@
 //! # mcvideo-relay
 //!
-//! Media-plane engine for 3GPP Mission Critical Video **one-to-one video push** (TS 23.281
-//! §7.4, TS 24.281 §13.2, TS 24.581): a private call in which only the calling party sends video
-//! to the called party, and the call is released when the transmission is completed.
+//! Media-plane engine for 3GPP Mission Critical Video (MCVideo) calls, with MCVideo
+//! transmission control (TS 24.581):
+//!
+//! * **one-to-one video push** (TS 23.281 §7.4, TS 24.281 §13.2): a private call in which only
+//!   the calling party sends video to the called party, released when the transmission is
+//!   completed;
+//! * **one-to-one video pull** (TS 23.281 §7.3.2.3): the mirror, only the called party sends
+//!   video to the caller;
+//! * **group video calls** (TS 23.281 §7.7.1.1): any member the server grants may transmit (up
+//!   to Cx at once, with queueing, priorities and pre-emption), and the relay fans its media out
+//!   to every receiving member.
+//!
+//! The design (call kinds, the call procedure mapped to the engine, media security modes,
+//! per-packet rules) is in `docs/design.md` in the repository; the transmission control
+//! messages, fields, causes and timers as implemented are in `docs/transmission-control.md`.
 //!
 //! ## Layers
 //!
@@ -11,7 +23,7 @@
 //! | [`wire`] | zero-copy views of RTP, RTCP (compound walk, feedback), RTP/RTCP demux, and every MCVideo transmission control message (`MCV0/MCV1/MCV2`) as typed messages | none |
 //! | [`sdp`] | line-preserving SDP reader and rewriter (only `c=`, `m=` ports, `a=rtcp`, and `a=crypto` in per_leg mode change) | none |
 //! | [`keys`], [`srtp`] | SDES suites and master keys; in-place SRTP/SRTCP (AEAD_AES_128_GCM, AES_CM_128_HMAC_SHA1_80) with replay protection | none |
-//! | [`control`] | the **sans-IO core**: the lock-free [`control::arbiter::Arbiter`], the [`control::server::TransmissionControlServer`] and the call procedure ([`control::call::CallTable`], [`control::call::Call`]) | given time, never reads the clock |
+//! | [`control`] | the **sans-IO core**: one [`control::server::TransmissionControlServer`] for every kind of call (a one-to-one call is its private procedure, two members; a group call its group procedure), the lock-free [`control::arbiter::Arbiter`], and the call procedure of one-to-one calls ([`control::call::CallTable`], [`control::call::Call`]) | given time, never reads the clock |
 //! | `relay` | the engine: the per-packet rules as plain state (`relay::rules`, sans-IO), one socket layer (`relay::io`: batched UDP, GRO/GSO, epoll), worker threads that own their calls (plain epoll loops, no async runtime), the control plane below them | sockets, clock |
 //! | `ha` | high availability (feature `ha`): call records with an opaque body and sealed keys in Redis, heartbeats, a lease with an epoch that fences a dead primary, adoption by a standby | Redis |
 //! | `sidecar` | `mcvideo-relay serve`: the HTTP/JSON control API, metrics, config | HTTP |
@@ -34,7 +46,8 @@
 //!
 //! ## Choices the sources leave open
 //!
-//! Where the protocol notes say UNCONFIRMED, the choice sits in one named constant, e.g.
+//! Where the sources say nothing or disagree (UNCONFIRMED in `docs/transmission-control.md` in
+//! the repository), the choice sits in one named constant or config key, e.g.
 //! [`wire::tc::VIDEO_SSRC_FIELD_ID`] (23; 24 is also decoded) and
 //! [`control::server::PUSH_RECEPTION_MODE`].
 #![cfg_attr(docsrs, feature(doc_cfg))]

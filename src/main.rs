@@ -31,7 +31,7 @@ mod cli {
         "video push calls under load: one-way latency (p50..max) against the no-relay
 floor, loss, relay CPU per packet, sweeps (`loadgen --help` for details)";
 
-    /// mcvideo-relay: media relay for 3GPP MCVideo one-to-one video push
+    /// mcvideo-relay: media relay for 3GPP MCVideo video push, video pull and group video calls
     #[derive(Debug, Parser)]
     #[command(name = "mcvideo-relay", version, override_usage = USAGE, arg_required_else_help = true)]
     struct Cli {

@@ -1,4 +1,4 @@
-//! ffmpeg as the real peers of a group video call (shared/docs/interop.md): one ffmpeg H.264
+//! ffmpeg as the real peers of a group video call (docs/testing.md, "Real peers"): one ffmpeg H.264
 //! SRTP sender and three ffmpeg receivers, all members of one group call; the sender's member
 //! asks to transmit on its control channel (ffmpeg does not speak MCVideo, the test does it
 //! for it), is granted with its announced SSRC, and every receiver must decode every frame.

@@ -1,4 +1,4 @@
-//! ffmpeg as the real peer (shared/docs/interop.md): an H.264 stream from an ffmpeg SRTP sender
+//! ffmpeg as the real peer (docs/testing.md, "Real peers"): an H.264 stream from an ffmpeg SRTP sender
 //! goes through the engine to an ffmpeg receiver, and every frame must decode.
 //!
 //! * end_to_end: sender and receiver share one key; the relay forwards opaque SRTP.

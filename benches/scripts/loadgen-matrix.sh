@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The load figures of BENCHMARKING.md ("Media path v2"), each RUNS times, as JSON in OUT, then a
-# table of medians. Release build, nothing else running.
+# The load figures of BENCHMARKING.md ("One-to-one forwarding: paced senders against the
+# minimal forwarder"), each RUNS times, as JSON in OUT, then a table of medians. Release
+# build, nothing else running.
 #   benches/scripts/loadgen-matrix.sh [OUT] [RUNS]
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -1,4 +1,7 @@
-//! The one-to-one video push call procedure (the seed, steps 1–11 and release), sans-IO.
+//! The one-to-one call procedure, sans-IO: video push (the seed, steps 1–11 and release; see
+//! `docs/design.md` in the repository) and its mirror, video pull, in which the callee
+//! transmits. Both run on the [`super::server::TransmissionControlServer`] group video calls run
+//! on, as its private procedure.
 //!
 //! | seed step | here |
 //! |---|---|

@@ -1,4 +1,5 @@
-//! The sans-IO core: transmission control and the video push call procedure.
+//! The sans-IO core: transmission control and the call procedures of one-to-one video push,
+//! one-to-one video pull and group video calls.
 //!
 //! Nothing here touches a socket or reads the clock. Every input carries the `now` it happened
 //! at; outputs are polled:
@@ -6,7 +7,9 @@
 //! * [`server::TransmissionControlServer`] — one per call, for every kind of call: a call is a
 //!   set of members and the [`server::Procedure`] says which rules apply (a private call — video
 //!   push or pull — or a group call): grants, rejections, revocations, queueing and
-//!   pre-emption, reception control, retransmissions, the end of a transmission (TS 24.581);
+//!   pre-emption, reception control, retransmissions, the end of a transmission (TS 24.581 as
+//!   read in `docs/transmission-control.md`, with the call rules of `docs/design.md`, both in
+//!   the repository);
 //! * [`arbiter::Arbiter`] — the lock-free bit sets the forwarding side checks per packet (who
 //!   may transmit, to whom);
 //! * [`ssrc::SsrcRegistry`] — SSRCs unique across the engine for group transmissions;
@@ -231,7 +234,8 @@ impl CommencementMode {
     }
 }
 
-/// How media is protected on a call (design.md "Media security modes").
+/// How media is protected on a call (`docs/design.md` in the repository, "Media security
+/// modes").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(
     feature = "ha",

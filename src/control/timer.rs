@@ -5,7 +5,8 @@
 
 use std::time::Instant;
 
-/// The timers of one video push call (TS 24.581 §11, mcvideo-media-plane.md §3.5).
+/// The timers of one one-to-one call, push or pull (TS 24.581 §11; `docs/transmission-control.md`
+/// in the repository, "Timers and counters").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(
     feature = "ha",

@@ -6,7 +6,7 @@
 //! p50, p90, p99, p99.9, max), loss, reordering and duplicates, offered and achieved rates, and
 //! the relay's CPU time per forwarded packet. The same load sent with no relay (caller straight
 //! to callee) is the **floor**; the relay's *added* latency is reported against it, measured
-//! the same way in the same invocation (shared/docs/performance.md).
+//! the same way in the same invocation (BENCHMARKING.md in the repository, "Method").
 //!
 //! Senders send frame bursts (`--pattern burst`, the default) or pace every call's packets
 //! evenly, calls out of phase, one `sendmsg` per packet (`--pattern paced`). With

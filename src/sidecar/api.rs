@@ -1,5 +1,6 @@
-//! The HTTP/JSON control API (design.md, "Sidecar control API"): routes, bearer-token auth,
-//! the body limit, errors as `{"error": {"code", "message"}}`, and the event stream.
+//! The HTTP/JSON control API (`deploy/README.md` in the repository, "Control API"): routes for
+//! one-to-one video push and pull calls and group video calls, bearer-token auth, the body
+//! limit, errors as `{"error": {"code", "message"}}`, and the event stream.
 //!
 //! Engine calls are synchronous and short (one mutex); handlers call them directly. Request
 //! bodies are never logged: SDP carries SDES keys, tc_key carries keys.

@@ -1,6 +1,7 @@
 //! The sidecar: `mcvideo-relay serve` runs the [`Engine`] behind an HTTP/JSON control API
-//! (design.md, "Sidecar control API") with Prometheus metrics, a TOML config, structured logs
-//! and graceful shutdown.
+//! (`deploy/README.md` in the repository) for one-to-one video push and pull calls and group
+//! video calls, with rtpengine's ng protocol beside it, Prometheus metrics, a TOML config,
+//! structured logs and graceful shutdown.
 //!
 //! * [`run_serve`] and [`check_config`] are what the binary's `serve` and `check-config` run.
 //! * [`Sidecar`] runs the same server in-process (tests, embedding): [`Sidecar::start`] binds

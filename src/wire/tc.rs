@@ -4,17 +4,18 @@
 //! Each message is one RTCP APP packet (PT 204, padding bit 0, never compound; several may share a
 //! datagram, see [`messages`]). The 5-bit RTCP subtype is the acknowledgement bit `x` (0x10) plus a
 //! 4-bit message type; a message is identified by **(name, type)** because the same type means
-//! different messages under `MCV0`, `MCV1` and `MCV2` (mcvideo-media-plane.md §1.1–§1.3).
+//! different messages under `MCV0`, `MCV1` and `MCV2` (`docs/transmission-control.md` in the
+//! repository, "Packet layout" and "Messages").
 //!
 //! Fields follow the header as `ID (8) | Length (8) | value | zero padding to 32 bits`; `Length`
-//! counts only the value (§2.1). Receiving rules (§2.1): an unknown message is kept as
+//! counts only the value. Receiving rules: an unknown message is kept as
 //! [`MessageKind::Unknown`] with no fields (callers discard it), an unknown field or one not
 //! allowed in the message is skipped, a field with the wrong shape is ignored, parsing stops at a
 //! zero ID with zero length (trailing padding). The first occurrence of a field wins.
 //!
 //! [`TcMessage`] borrows its text fields from the packet: parsing allocates nothing.
 //!
-//! Video SSRC (§2.2) is decoded from field 23 **and** 24, because the sources disagree; it is
+//! Video SSRC is decoded from field 23 **and** 24, because the sources disagree; it is
 //! emitted with [`VIDEO_SSRC_FIELD_ID`] unless [`EmitOptions`] says otherwise.
 
 use super::{Error, Result};
@@ -24,17 +25,18 @@ use core::fmt;
 pub const RTCP_APP: u8 = 204;
 /// Octets before the first field: V/P/subtype, PT, length, SSRC, name.
 pub const HEADER_LEN: usize = 12;
-/// The `x` bit of the subtype: "Acknowledgement is required" (§1.1, §1.4).
+/// The `x` bit of the subtype: "Acknowledgement is required" (TS 24.581 §9.1.2).
 pub const ACK_REQUIRED: u8 = 0x10;
-/// Video SSRC field ID written by default. **UNCONFIRMED** (mcvideo-media-plane.md §2.2: 23 in
-/// the V18.8.0 reading, 24 in the V18.5.0 one). Both are always decoded.
+/// Video SSRC field ID written by default. **UNCONFIRMED** (`docs/transmission-control.md` in
+/// the repository, "Field IDs": 23 in the V18.8.0 reading, 24 in the V18.5.0 one). Both are
+/// always decoded.
 pub const VIDEO_SSRC_FIELD_ID: u8 = 23;
 /// The other Video SSRC field ID found in the sources; decoded, never emitted by default.
 pub const VIDEO_SSRC_FIELD_ID_ALT: u8 = 24;
 /// Longest value an 8-bit field length can carry.
 pub const MAX_FIELD_VALUE: usize = 255;
 
-/// The four ASCII octets of the APP `name` (§1.2).
+/// The four ASCII octets of the APP `name` (TS 24.581 Tables 9.2.2.1-1 to -3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AppName {
     /// `MCV0`: participant → transmission control server.
@@ -87,12 +89,13 @@ impl fmt::Display for AppName {
 macro_rules! messages {
     ($( $(#[$doc:meta])* $variant:ident = ($name:ident, $ty:literal, $text:literal, $label:literal, [$($fid:expr),*]); )*) => {
         /// A transmission control message, identified by (APP name, 4-bit message type) as in
-        /// mcvideo-media-plane.md §1.3. Listed in table order.
+        /// `docs/transmission-control.md` in the repository, "Messages". Listed in table order.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         #[non_exhaustive]
         pub enum MessageKind {
             $( $(#[$doc])* $variant, )*
-            /// A (name, type) pair this crate does not know; discarded by receivers (§2.1).
+            /// A (name, type) pair this crate does not know; discarded by receivers
+            /// (TS 24.581 §9.1.4).
             Unknown {
                 /// The APP name.
                 name: AppName,
@@ -143,7 +146,8 @@ macro_rules! messages {
                 }
             }
 
-            /// Bit set of the field IDs (Video SSRC as bit 23) this message may carry (§2.3).
+            /// Bit set of the field IDs (Video SSRC as bit 23) this message may carry (the
+            /// message tables of TS 24.581 §9.2).
             /// Messages §2.3 does not tabulate allow every field.
             pub const fn allowed_fields(self) -> u32 {
                 match self {
@@ -286,7 +290,7 @@ impl MessageKind {
     }
 }
 
-/// Field IDs of Table 9.2.3.1-1 (mcvideo-media-plane.md §2.2).
+/// Field IDs of Table 9.2.3.1-1 (`docs/transmission-control.md` in the repository, "Field IDs").
 pub mod field {
     /// Transmission Priority: 8-bit priority + 8 spare (§9.2.3.2).
     pub const TRANSMISSION_PRIORITY: u8 = 0;
@@ -362,7 +366,7 @@ macro_rules! open_enum {
 }
 
 open_enum! {
-    /// Transmission Rejected causes (§9.2.6.2, mcvideo-media-plane.md §2.4).
+    /// Transmission Rejected causes (§9.2.6.2; `docs/transmission-control.md`, "Causes").
     pub enum RejectCause(u16) {
         /// #1 Transmission limit reached.
         TransmissionLimitReached = 1,
@@ -670,7 +674,7 @@ impl<'a> TcMessage<'a> {
     fn parse_fields(&mut self, mut rest: &'a [u8]) -> Result<()> {
         while rest.len() >= 2 {
             let (id, hdr, len) = match rest {
-                [0, 0, ..] => break, // trailing zero padding (§2.1)
+                [0, 0, ..] => break, // trailing zero padding (TS 24.581 §9.1.4)
                 [id, a, b, ..] if *id >= 192 => (*id, 3, usize::from(u16::from_be_bytes([*a, *b]))),
                 [id, _, ..] if *id >= 192 => return Err(Error::Truncated("field header")),
                 [id, l, ..] => (*id, 2, usize::from(*l)),
@@ -687,7 +691,7 @@ impl<'a> TcMessage<'a> {
                 id
             };
             if !self.kind.allows(canonical) {
-                continue; // unknown or not allowed here: skipped (§2.1)
+                continue; // unknown or not allowed here: skipped (TS 24.581 §9.1.4)
             }
             self.fields.set_from_wire(canonical, value);
         }
@@ -829,7 +833,7 @@ impl Value<'_> {
 }
 
 /// Field emission order. Ascending ID, except Transmission Control Ack, which writes Message
-/// Type, Source, Message Name, Track Info (the worked example of mcvideo-media-plane.md §1.5).
+/// Type, Source, Message Name, Track Info (the worked example in `docs/transmission-control.md`).
 const ORDER: [u8; 24] = [
     0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23,
 ];
@@ -998,7 +1002,7 @@ mod tests {
             .collect()
     }
 
-    /// mcvideo-media-plane.md §1.5, first example.
+    /// `docs/transmission-control.md`, "Worked examples", the first one.
     fn request_bytes() -> Vec<u8> {
         let mut v = hex("80 cc 00 09 55 66 77 88 4d 43 56 30 00 02 05 00 06 15");
         v.extend_from_slice(b"sip:alice@example.org");

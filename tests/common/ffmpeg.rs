@@ -1,4 +1,4 @@
-//! ffmpeg and ffprobe as the real peers (shared/docs/interop.md): an H.264 SRTP sender, a
+//! ffmpeg and ffprobe as the real peers (docs/testing.md, "Real peers"): an H.264 SRTP sender, a
 //! receiver that writes what it got, and a frame count.
 #![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
 

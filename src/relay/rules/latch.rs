@@ -1,4 +1,5 @@
-//! Where media may come from and where it may go (design.md "Source checks").
+//! Where media may come from and where it may go (`docs/design.md` in the repository, "The
+//! relay's rules for every packet", source checks).
 //!
 //! Each leg expects packets from the address its SDP names. A client behind NAT sends from a
 //! different address; the leg **latches** to that address only on strong evidence:

@@ -1,4 +1,4 @@
-//! The relay's rules for every packet (design.md "The relay's rules for every packet"), as plain
+//! The relay's rules for every packet (`docs/design.md` in the repository), as plain
 //! state with no socket, no runtime and no clock: the caller gives each packet with the address
 //! it came from and the `now` it arrived at, and gets a verdict. The worker applies the verdict
 //! with real sockets; tests and benchmarks apply it to byte buffers on virtual time.
