@@ -183,7 +183,9 @@ fn granted_retransmissions_continue_from_the_count() {
     #[allow(clippy::disallowed_methods)]
     let base = Instant::now() + Duration::from_secs(1000);
     let orig = h.table.get("call-1").unwrap();
-    assert_eq!(orig.server().snapshot(t_snap).granted_sent, 2);
+    let snap = orig.server().snapshot(t_snap);
+    let caller = snap.members.iter().find(|m| m.slot == 0).unwrap();
+    assert_eq!(caller.transmission.as_ref().unwrap().granted_sent, 2);
     let mut call = through_store(orig, t_snap, base);
     let mut sent_at = Vec::new();
     for ms in (10..5000).step_by(10) {

@@ -144,7 +144,7 @@ pub struct TcStatsSnapshot {
     pub preemptions: u64,
 }
 
-/// The whole server. See the [module docs](self).
+/// The whole server: what [`TransmissionControlServer::snapshot`] returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "ha", derive(serde::Serialize, serde::Deserialize))]
 pub struct TcSnapshot {
@@ -199,7 +199,8 @@ fn slot(i: u8) -> Option<Slot> {
 }
 
 impl TransmissionControlServer {
-    /// The server's state at `now`. See the [module docs](self).
+    /// The server's state at `now`, for a relay that takes the call over. Take it after draining
+    /// `poll_transmit` and `poll_event` (queued transmits and events are not part of it).
     pub fn snapshot(&self, now: Instant) -> TcSnapshot {
         let members = self
             .present()

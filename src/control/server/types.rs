@@ -441,7 +441,8 @@ pub enum TcEvent {
 /// Why a member could not join.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JoinError {
-    /// [`MAX_MEMBERS`] members are in the call.
+    /// [`MAX_MEMBERS`](crate::control::arbiter::MAX_MEMBERS) members are in the call (or the
+    /// call is private: its two members are fixed).
     Full,
     /// A member with this MCVideo ID is in the call.
     Duplicate,
