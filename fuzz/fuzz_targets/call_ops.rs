@@ -427,6 +427,7 @@ fuzz_target!(|ops: Vec<Op>| {
                     },
                     caller_tc_key: None,
                     callee_interface: None,
+                    caller_interface: None,
                 };
                 let _ = table.create_call(now, req, &mut ports);
                 name(id)
@@ -443,6 +444,7 @@ fuzz_target!(|ops: Vec<Op>| {
                     media_security: MediaSecurity::PerLeg,
                     caller_tc_key: None,
                     callee_interface: None,
+                    caller_interface: None,
                 };
                 let _ = table.create_call(now, req, &mut ports);
                 name(id)
