@@ -231,6 +231,7 @@ impl Engine {
 
     /// The interface named `name`, if it can carry media of the address family `v4`
     /// (`Some(true)`: IPv4; `None`: any): its index, or why not.
+    #[cfg(feature = "sidecar")]
     pub(crate) fn named_interface(
         &self,
         name: &str,

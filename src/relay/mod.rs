@@ -107,6 +107,7 @@ mod worker;
 
 pub use engine::Engine;
 pub use ha::{AdoptError, CallImage, HaUpdate};
+#[cfg(feature = "sidecar")]
 pub(crate) use plane::{sdp_family, InterfaceProblem};
 pub use rules::{Evidence, Latch, StrangerBudget, Verdict, STRANGER_BURST, STRANGER_RATE};
 pub use stats::{DropReason, LegCounters, LegSnapshot};

@@ -194,8 +194,8 @@ impl SessionDescription {
     /// # Errors
     ///
     /// Line 0 when there is no `o=` line before the first `m=`; the `o=` line when it does not
-    /// have its six fields (`o=<username> <sess-id> <sess-version> <nettype> <addrtype>
-    /// <address>`).
+    /// have its six fields:
+    /// `o=<username> <sess-id> <sess-version> <nettype> <addrtype> <address>`.
     pub fn with_origin(&self, ip: IpAddr) -> Result<String, SdpError> {
         let first_m = self.sections.first().map_or(self.content_end, |s| s.start);
         let idx = self
