@@ -388,7 +388,8 @@ fn replace_origin_puts_the_relays_address_in_o() {
 }
 
 /// The HTTP API: `caller.interface` and `callee.interface` are checked as ng's `direction` is
-/// (400 `bad_request` naming the name and why), and `caller.interface` chooses the caller's.
+/// (400 `bad_request` naming the name and why), `caller.interface` chooses the caller's, and
+/// an answer of the other family than the callee's interface is a 400 naming both.
 #[test]
 fn the_apis_interfaces_are_refused_the_same_way_and_honoured() {
     let (sc, api, _ng) = start();
@@ -425,6 +426,22 @@ fn the_apis_interfaces_are_refused_the_same_way_and_honoured() {
         media_addr(r.json()["sdp_offer"].as_str().unwrap()).ip(),
         "::1".parse::<IpAddr>().unwrap()
     );
+    // The callee's leg is on core: an IPv4 answer is refused (400), naming both families, and
+    // the call can still be answered.
+    let wrong = api.post(
+        &format!("/v1/calls/{id}/answer"),
+        &serde_json::json!({"sdp_answer": Client::new().sdp("viewer", None)}),
+    );
+    let (status, code, message) = wrong.error();
+    assert_eq!(
+        (status, code.as_str()),
+        (400, "no_acceptable_media"),
+        "{message}"
+    );
+    assert!(
+        message.contains("the callee's address is IPv4") && message.contains("IPv6 interface"),
+        "{message}"
+    );
     let a = api.post(
         &format!("/v1/calls/{id}/answer"),
         &serde_json::json!({"sdp_answer": sdp_of("viewer", &v6_socket())}),
@@ -437,4 +454,62 @@ fn the_apis_interfaces_are_refused_the_same_way_and_honoured() {
         "{to_caller}"
     );
     sc.shutdown();
+}
+
+/// What is ignored is logged once: `force-increment-sdp-ver` and an unknown `replace` name
+/// (in the `replace` list or as a `replace-*` flag), however many offers carry them; the
+/// offers themselves succeed.
+#[test]
+fn ignored_replace_names_are_logged_once() {
+    let ng_port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mcvideo-relay"));
+    cmd.arg("serve")
+        .args(["--listen", "127.0.0.1:0", "--ports", "44080-44099"])
+        .args(["--log-format", "text"])
+        .args(["--ng-listen", &format!("127.0.0.1:{ng_port}")])
+        .env_remove("RUST_LOG");
+    let mut p = sidecar_support::ServeProcess::start(cmd, "serve");
+    let ng = Ng::new(SocketAddr::from(([127, 0, 0, 1], ng_port)));
+    let mut engine_ids = Vec::new();
+    let clients: Vec<Client> = (0..3).map(|_| Client::new()).collect();
+    for (n, c) in clients.iter().enumerate() {
+        let id = format!("log{n}");
+        ok_sdp(&ng.request(
+            &id,
+            &offer(
+                &id,
+                &c.sdp("camera", None),
+                &[
+                    ("replace", names(&["force-increment-sdp-ver", "zz-future"])),
+                    ("flags", names(&["replace-zz-future", "replace-origin"])),
+                ],
+            ),
+        ));
+        let q = ng.request(
+            &format!("q{n}"),
+            &d(&[("command", s("query")), ("call-id", s(&id))]),
+        );
+        engine_ids.push(q.get("mcvideo").unwrap().str("call-id").unwrap());
+    }
+    // The last call's "call offered" line comes after anything its offer logged.
+    let last = engine_ids.last().unwrap().clone();
+    assert!(
+        sidecar_support::eventually(Duration::from_secs(5), || p.log().contains(&last)),
+        "{}",
+        p.log()
+    );
+    let log = p.log();
+    for name in ["force-increment-sdp-ver", "zz-future"] {
+        assert_eq!(
+            log.lines().filter(|l| l.contains(name)).count(),
+            1,
+            "{name} logged once: {log}"
+        );
+    }
+    let _ = p.child.kill();
+    let _ = p.child.wait();
 }
