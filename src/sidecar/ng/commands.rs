@@ -482,6 +482,18 @@ impl Commands {
         Ok(origin)
     }
 
+    /// Whether `replace origin` can rewrite `sdp`'s `o=` line (an SDP that does not parse is
+    /// left to the engine, which names the line).
+    fn origin_rewritable(sdp: &str) -> Result<(), Value> {
+        match SessionDescription::parse(sdp) {
+            Ok(d) => d
+                .with_origin(std::net::Ipv4Addr::LOCALHOST.into())
+                .map(|_| ())
+                .map_err(|e| error(format!("replace origin: {e}"))),
+            Err(_) => Ok(()),
+        }
+    }
+
     /// `sdp` with its `o=` line naming the address of interface `iface` (rtpengine's
     /// `replace origin`).
     fn origin(&self, sdp: &str, iface: usize) -> Result<String, Value> {
@@ -578,10 +590,7 @@ impl Commands {
         let replace_origin = self.replace_options(req)?;
         if replace_origin {
             // The caller's o= line must be one the relay can rewrite (before any call exists).
-            if let Ok(d) = SessionDescription::parse(sdp) {
-                d.with_origin(std::net::Ipv4Addr::LOCALHOST.into())
-                    .map_err(|e| error(format!("replace origin: {e}")))?;
-            }
+            Self::origin_rewritable(sdp)?;
         }
         let commencement_mode = match mc_str("commencement-mode") {
             None => self.defaults.commencement_mode,
@@ -723,10 +732,7 @@ impl Commands {
         }
         let replace_origin = self.replace_options(req)?;
         if replace_origin {
-            if let Ok(d) = SessionDescription::parse(sdp) {
-                d.with_origin(std::net::Ipv4Addr::LOCALHOST.into())
-                    .map_err(|e| error(format!("replace origin: {e}")))?;
-            }
+            Self::origin_rewritable(sdp)?;
         }
         let a = self
             .engine
@@ -746,8 +752,8 @@ impl Commands {
             })?;
         let mut sdp_answer = a.sdp_answer;
         if replace_origin {
-            // The callee's o= line: a bad one leaves the call as it was before the answer is
-            // refused (released: the callee's media is running already).
+            // Checked before the engine took the answer, so this does not fail; if it did, the
+            // call is released (the callee's media runs already) and the answer refused.
             sdp_answer = match self.origin(&sdp_answer, caller_iface) {
                 Ok(s) => s,
                 Err(e) => {
