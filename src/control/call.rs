@@ -148,6 +148,10 @@ pub struct CreateCall {
     /// The media interface the callee's leg goes on (an engine's named interfaces, e.g. the
     /// IPv6 core while the caller is on IPv4 access); `None`: the caller's.
     pub callee_interface: Option<String>,
+    /// The media interface the caller's leg goes on (by name; it must be of the address family
+    /// of the caller's SDP, e.g. one of two IPv4 networks); `None`: the first interface of
+    /// that family.
+    pub caller_interface: Option<String>,
 }
 
 /// Seed step 6: the callee's acceptance.

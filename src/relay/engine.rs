@@ -155,7 +155,11 @@ impl Engine {
         if let Err(e) = lock(&p.directory).table.precheck(&req) {
             return refuse(e);
         }
-        let ifaces = match p.interfaces_for(&req.caller_sdp, req.callee_interface.as_deref()) {
+        let ifaces = match p.interfaces_for(
+            &req.caller_sdp,
+            req.caller_interface.as_deref(),
+            req.callee_interface.as_deref(),
+        ) {
             Ok(i) => i,
             Err(e) => return refuse(e),
         };
@@ -207,6 +211,34 @@ impl Engine {
             w.send(Cmd::Adopt(Box::new((call, bound, ifaces))));
         }
         Ok(offer)
+    }
+
+    /// The media interfaces in force (see [`EngineConfig::interfaces`]), in their order.
+    pub fn interfaces(&self) -> &[super::MediaInterface] {
+        &self.plane.interfaces
+    }
+
+    /// The interfaces a call with this caller SDP and these interface names would get, as
+    /// indices into [`Self::interfaces`] (caller's, callee's); the error `create_call` would
+    /// give when a name is unknown or the caller's is of the other address family.
+    pub fn interfaces_for(
+        &self,
+        caller_sdp: &str,
+        caller: Option<&str>,
+        callee: Option<&str>,
+    ) -> Result<[usize; 2], SetupError> {
+        self.plane.interfaces_for(caller_sdp, caller, callee)
+    }
+
+    /// The interface named `name`, if it can carry media of the address family `v4`
+    /// (`Some(true)`: IPv4; `None`: any): its index, or why not.
+    #[cfg(feature = "sidecar")]
+    pub(crate) fn named_interface(
+        &self,
+        name: &str,
+        v4: Option<bool>,
+    ) -> Result<usize, super::plane::InterfaceProblem> {
+        self.plane.named_interface(name, v4)
     }
 
     /// Asks the worker that runs `call_id` and waits for its reply.

@@ -39,6 +39,7 @@
 //!     media_security: MediaSecurity::EndToEnd,
 //!     caller_tc_key: None,
 //!     callee_interface: None,
+//!     caller_interface: None,
 //! })?;
 //! // Seed steps 6–7: the callee accepts; `answer.sdp_answer` goes back to the caller.
 //! let answer = engine.accept_call(
@@ -106,6 +107,8 @@ mod worker;
 
 pub use engine::Engine;
 pub use ha::{AdoptError, CallImage, HaUpdate};
+#[cfg(feature = "sidecar")]
+pub(crate) use plane::{sdp_family, InterfaceProblem};
 pub use rules::{Evidence, Latch, StrangerBudget, Verdict, STRANGER_BURST, STRANGER_RATE};
 pub use stats::{DropReason, LegCounters, LegSnapshot};
 
@@ -147,12 +150,14 @@ pub struct EngineConfig {
     pub port_max: u16,
     /// Named media interfaces (rtpengine's `interface=`): SIP deployments bridge networks, e.g.
     /// IPv4 access and an IPv6 core. Each has its address, port range and, behind NAT, the
-    /// address its SDP advertises. A caller's leg goes on the first interface of its SDP's
-    /// address family; the callee's on the one [`CreateCall::callee_interface`] names, else on
-    /// the first of the caller's family. Empty: one interface, `media_ip` with
-    /// `port_min..=port_max`.
+    /// address its SDP advertises. A caller's leg goes on the interface
+    /// [`CreateCall::caller_interface`] names (of its SDP's address family), else on the first
+    /// interface of its SDP's address family; the callee's on the one
+    /// [`CreateCall::callee_interface`] names, else on the caller's. Empty: one interface,
+    /// `default`, on `media_ip` with `port_min..=port_max`.
     ///
     /// [`CreateCall::callee_interface`]: crate::control::call::CreateCall::callee_interface
+    /// [`CreateCall::caller_interface`]: crate::control::call::CreateCall::caller_interface
     pub interfaces: Vec<MediaInterface>,
     /// Worker threads; 0 = one per core.
     pub workers: usize,

@@ -346,6 +346,10 @@ struct CallerBody {
     sdp_offer: String,
     #[serde(default)]
     tc_key: Option<TcKeyBody>,
+    /// The media interface for the caller's leg (by name, of its SDP's address family);
+    /// default: the first of that family.
+    #[serde(default)]
+    interface: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -543,6 +547,7 @@ async fn create_call(
         video_push: b.video_push,
         video_pull: b.video_pull,
         callee_interface: b.callee.interface,
+        caller_interface: b.caller.interface,
         commencement_mode,
         media_security,
         caller_tc_key,

@@ -152,7 +152,7 @@ section! {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InterfaceConfig {
-    /// Its name (the API's `callee.interface`, ng's `direction`).
+    /// Its name (the API's `caller.interface` and `callee.interface`, ng's `direction`).
     pub name: String,
     /// The address its media sockets bind to.
     #[serde(deserialize_with = "de_ip_addr")]

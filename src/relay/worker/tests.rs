@@ -35,6 +35,7 @@ fn call(engine: &Engine, id: &str) -> (UdpSocket, UdpSocket, std::net::SocketAdd
             media_security: MediaSecurity::EndToEnd,
             caller_tc_key: None,
             callee_interface: None,
+            caller_interface: None,
         })
         .unwrap();
     let answer = engine
