@@ -779,7 +779,7 @@ impl Call {
         {
             return Err(RestoreError::Invalid("a per_leg stream without its keys"));
         }
-        let before = |ms: u64| super::snapshot::ms_before(now, ms);
+        let before = |ms: u64| super::timer::ms_before(now, ms);
         Ok(Call {
             id: snap.call_id.into(),
             kind: snap.kind,

@@ -334,23 +334,6 @@ impl CallSecrets {
     }
 }
 
-/// Milliseconds left from `now` until `at`, rounded up (0 when past).
-pub(crate) fn ms_left(now: std::time::Instant, at: std::time::Instant) -> u64 {
-    let d = at.saturating_duration_since(now);
-    let ms = d.as_millis() as u64;
-    if d > std::time::Duration::from_millis(ms) {
-        ms + 1
-    } else {
-        ms
-    }
-}
-
-/// `now` less `ms` milliseconds (`now` itself when the clock does not go back that far).
-pub(crate) fn ms_before(now: std::time::Instant, ms: u64) -> std::time::Instant {
-    now.checked_sub(std::time::Duration::from_millis(ms))
-        .unwrap_or(now)
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -406,15 +389,5 @@ mod tests {
             CallSecrets::decode(&CallSecrets::default().encode()).unwrap(),
             CallSecrets::default()
         );
-    }
-
-    #[test]
-    #[allow(clippy::disallowed_methods)] // the test's own epoch
-    fn ms_left_rounds_up() {
-        let t0 = std::time::Instant::now();
-        let d = std::time::Duration::from_micros(1500);
-        assert_eq!(ms_left(t0, t0 + d), 2);
-        assert_eq!(ms_left(t0 + d, t0), 0);
-        assert_eq!(ms_left(t0, t0 + std::time::Duration::from_secs(3)), 3000);
     }
 }

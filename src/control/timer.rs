@@ -70,10 +70,7 @@ impl TimerTable {
     pub fn remaining_ms(&self, now: Instant) -> Vec<(Timer, u64)> {
         Timer::VALUES
             .iter()
-            .filter_map(|&t| {
-                self.get(t)
-                    .map(|at| (t, crate::control::snapshot::ms_left(now, at)))
-            })
+            .filter_map(|&t| self.get(t).map(|at| (t, ms_left(now, at))))
             .collect()
     }
 
@@ -98,11 +95,37 @@ impl TimerTable {
     }
 }
 
+/// Milliseconds left from `now` until `at`, rounded up (0 when past).
+pub(crate) fn ms_left(now: std::time::Instant, at: std::time::Instant) -> u64 {
+    let d = at.saturating_duration_since(now);
+    let ms = d.as_millis() as u64;
+    if d > std::time::Duration::from_millis(ms) {
+        ms + 1
+    } else {
+        ms
+    }
+}
+
+/// `now` less `ms` milliseconds (`now` itself when the clock does not go back that far).
+pub(crate) fn ms_before(now: std::time::Instant, ms: u64) -> std::time::Instant {
+    now.checked_sub(std::time::Duration::from_millis(ms))
+        .unwrap_or(now)
+}
+
 #[cfg(test)]
 #[allow(clippy::disallowed_methods)] // the test's own epoch
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn ms_left_rounds_up() {
+        let t0 = Instant::now();
+        let d = Duration::from_micros(1500);
+        assert_eq!(ms_left(t0, t0 + d), 2);
+        assert_eq!(ms_left(t0 + d, t0), 0);
+        assert_eq!(ms_left(t0, t0 + Duration::from_secs(3)), 3000);
+    }
 
     #[test]
     fn armed_until_due_then_disarmed_on_pop() {
