@@ -28,7 +28,7 @@ pub mod timer;
 /// The two parties of a one-to-one video push.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[cfg_attr(
-    feature = "ha",
+    any(feature = "ha", feature = "sidecar"),
     derive(serde::Serialize, serde::Deserialize),
     serde(rename_all = "snake_case")
 )]
@@ -75,7 +75,7 @@ impl core::fmt::Display for Party {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 #[cfg_attr(
-    feature = "ha",
+    any(feature = "ha", feature = "sidecar"),
     derive(serde::Serialize, serde::Deserialize),
     serde(rename_all = "snake_case")
 )]
@@ -147,7 +147,7 @@ impl core::fmt::Display for ReleaseReason {
 /// Which kind of one-to-one video call, that is, which party transmits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(
-    feature = "ha",
+    any(feature = "ha", feature = "sidecar"),
     derive(serde::Serialize, serde::Deserialize),
     serde(rename_all = "snake_case")
 )]
@@ -180,7 +180,7 @@ impl CallKind {
 /// Private call commencement mode (TS 23.281 §7.2.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(
-    feature = "ha",
+    any(feature = "ha", feature = "sidecar"),
     derive(serde::Serialize, serde::Deserialize),
     serde(rename_all = "snake_case")
 )]
@@ -213,7 +213,7 @@ impl CommencementMode {
 /// How media is protected on a call (design.md "Media security modes").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(
-    feature = "ha",
+    any(feature = "ha", feature = "sidecar"),
     derive(serde::Serialize, serde::Deserialize),
     serde(rename_all = "snake_case")
 )]

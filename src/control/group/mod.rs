@@ -61,6 +61,11 @@ use std::time::{Duration, Instant};
 
 /// How receivers get a new transmission (Reception Mode field, §9.2.3.22).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(
+    any(feature = "ha", feature = "sidecar"),
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "snake_case")
+)]
 pub enum ReceptionMode {
     /// The media goes to every notified receiver at once (within its C9 cap).
     #[default]
@@ -221,6 +226,11 @@ impl Rank {
 
 /// Why one transmission ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    any(feature = "ha", feature = "sidecar"),
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "snake_case")
+)]
 pub enum EndReason {
     /// The transmitter sent Transmission End Request.
     Completed,
