@@ -442,16 +442,24 @@ fn tc_key(field: &str, k: Option<TcKeyBody>) -> Result<Option<MasterKey>, ApiErr
         .map_err(|e| bad_request("bad_tc_key", format!("{field}.key: {e}")))
 }
 
-fn commencement(field: &str, m: Option<&str>) -> Result<Option<CommencementMode>, ApiError> {
-    m.map(|s| {
-        CommencementMode::parse(s).ok_or_else(|| {
-            bad_request(
-                "bad_request",
-                format!("{field}: must be \"automatic\" or \"manual\""),
-            )
+/// An enumeration field of a request, by its serde `snake_case` name (the name the API
+/// reports it with); `expected` lists the names for the error.
+fn api_enum<T: DeserializeOwned>(
+    field: &str,
+    value: Option<&str>,
+    expected: &str,
+) -> Result<Option<T>, ApiError> {
+    use serde::de::value::{Error, StrDeserializer};
+    value
+        .map(|s| {
+            T::deserialize(StrDeserializer::<Error>::new(s))
+                .map_err(|_| bad_request("bad_request", format!("{field}: must be {expected}")))
         })
-    })
-    .transpose()
+        .transpose()
+}
+
+fn commencement(field: &str, m: Option<&str>) -> Result<Option<CommencementMode>, ApiError> {
+    api_enum(field, m, "\"automatic\" or \"manual\"")
 }
 
 async fn create_call(
@@ -459,15 +467,7 @@ async fn create_call(
     ApiJson(b): ApiJson<CreateBody>,
 ) -> Result<Response, ApiError> {
     let commencement_mode = commencement("commencement_mode", b.commencement_mode.as_deref())?;
-    let media_security = match b.media_security.as_deref() {
-        None => MediaSecurity::default(),
-        Some(s) => MediaSecurity::parse(s).ok_or_else(|| {
-            bad_request(
-                "bad_request",
-                "media_security: must be \"end_to_end\" or \"per_leg\"",
-            )
-        })?,
-    };
+    let media_security = media_security("media_security", b.media_security.as_deref())?;
     let caller_tc_key = tc_key("caller.tc_key", b.caller.tc_key)?;
     let offer = st.engine.create_call(CreateCall {
         call_id: b.call_id.map(Into::into),
@@ -624,15 +624,7 @@ struct CreateGroupBody {
 }
 
 fn media_security(field: &str, m: Option<&str>) -> Result<MediaSecurity, ApiError> {
-    match m {
-        None => Ok(MediaSecurity::default()),
-        Some(s) => MediaSecurity::parse(s).ok_or_else(|| {
-            bad_request(
-                "bad_request",
-                format!("{field}: must be \"end_to_end\" or \"per_leg\""),
-            )
-        }),
-    }
+    api_enum(field, m, "\"end_to_end\" or \"per_leg\"").map(Option::unwrap_or_default)
 }
 
 fn group_member(field: &str, b: GroupMemberBody) -> Result<GroupMemberSpec, ApiError> {
@@ -650,18 +642,11 @@ async fn create_group_call(
     ApiJson(b): ApiJson<CreateGroupBody>,
 ) -> Result<Response, ApiError> {
     let media_security = media_security("media_security", b.media_security.as_deref())?;
-    let reception_mode = b
-        .reception_mode
-        .as_deref()
-        .map(|m| {
-            ReceptionMode::parse(m).ok_or_else(|| {
-                bad_request(
-                    "bad_request",
-                    "reception_mode: must be \"automatic\" or \"manual\"",
-                )
-            })
-        })
-        .transpose()?;
+    let reception_mode: Option<ReceptionMode> = api_enum(
+        "reception_mode",
+        b.reception_mode.as_deref(),
+        "\"automatic\" or \"manual\"",
+    )?;
     let members = b
         .members
         .into_iter()
