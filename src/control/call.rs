@@ -237,6 +237,35 @@ pub enum SetupError {
         /// The operation.
         operation: &'static str,
     },
+    /// A group member's SDP offer is malformed or unusable.
+    MemberSdp {
+        /// The member's MCVideo ID.
+        member: String,
+        /// What is wrong, naming the line.
+        error: SdpError,
+    },
+    /// A group member's media cannot be carried (no video stream, no address the relay can
+    /// reach, no usable key).
+    MemberMedia {
+        /// The member's MCVideo ID.
+        member: String,
+        /// Why, naming the `m=` line where there is one.
+        reason: String,
+    },
+    /// A group member's part of the request is unusable (it appears twice, it is in the call
+    /// already, its transmission control key does not fit).
+    MemberRequest {
+        /// The member's MCVideo ID.
+        member: String,
+        /// Why.
+        reason: String,
+    },
+    /// The worker that runs the call did not answer in time (it is overloaded or stuck): the
+    /// outcome of the operation is unknown. Ask again (`GET` the call) before retrying.
+    WorkerTimeout(String),
+    /// A bug in the relay while handling the operation: the call it touched was released
+    /// with reason `internal_error`. The text says which call and what was being done.
+    Internal(String),
 }
 
 impl SetupError {
@@ -255,6 +284,21 @@ impl SetupError {
             SetupError::UnknownCall(_) => "unknown_call",
             SetupError::DuplicateCallId(_) => "duplicate_call_id",
             SetupError::WrongState { .. } => "wrong_state",
+            SetupError::MemberSdp { .. } => "bad_sdp",
+            SetupError::MemberMedia { .. } => "no_acceptable_media",
+            SetupError::MemberRequest { .. } => "bad_request",
+            SetupError::WorkerTimeout(_) => "worker_timeout",
+            SetupError::Internal(_) => "internal_error",
+        }
+    }
+
+    /// The group member the error is about (its MCVideo ID), for member-specific errors.
+    pub fn member(&self) -> Option<&str> {
+        match self {
+            SetupError::MemberSdp { member, .. }
+            | SetupError::MemberMedia { member, .. }
+            | SetupError::MemberRequest { member, .. } => Some(member),
+            _ => None,
         }
     }
 }
@@ -296,6 +340,16 @@ impl core::fmt::Display for SetupError {
                     state.as_str()
                 )
             }
+            SetupError::MemberSdp { member, error } => write!(f, "member {member}'s {error}"),
+            SetupError::MemberMedia { member, reason }
+            | SetupError::MemberRequest { member, reason } => {
+                write!(f, "member {member}: {reason}")
+            }
+            SetupError::WorkerTimeout(what) => write!(
+                f,
+                "the relay's worker did not answer in time ({what}): the outcome is unknown"
+            ),
+            SetupError::Internal(what) => write!(f, "internal error in the relay: {what}"),
         }
     }
 }
@@ -305,7 +359,7 @@ impl std::error::Error for SetupError {}
 /// Where a call stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(
-    feature = "ha",
+    any(feature = "ha", feature = "sidecar"),
     derive(serde::Serialize, serde::Deserialize),
     serde(rename_all = "snake_case")
 )]

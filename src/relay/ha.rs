@@ -89,7 +89,11 @@ impl Engine {
 
     /// The image of every live one-to-one call (a full resync of the HA store).
     pub fn snapshot_calls(&self) -> Vec<CallImage> {
-        self.ask_all(Cmd::Snapshot).into_iter().flatten().collect()
+        self.ask_all(Cmd::Snapshot)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .collect()
     }
 
     /// Calls adopted from other relays since the start.
@@ -178,7 +182,7 @@ impl Engine {
         let sent = p.workers.get(worker).is_some_and(|w| {
             w.send(Cmd::Restore(
                 Box::new((call, bound, ifaces, image.rules, from.into())),
-                tx,
+                super::worker::Reply::Wait(tx),
             ))
         });
         let r = if sent {
@@ -203,6 +207,6 @@ impl Engine {
     /// another relay adopted them (this one was fenced). Their sockets close and their ports go
     /// back. Returns how many were dropped.
     pub fn abandon_calls(&self) -> usize {
-        self.ask_all(Cmd::Abandon).into_iter().sum()
+        self.ask_all(Cmd::Abandon).into_iter().flatten().sum()
     }
 }

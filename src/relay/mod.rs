@@ -74,8 +74,12 @@
 //! there; that worker owns its sans-IO control state, its sockets and its per-packet rules, so
 //! no lock is taken on a call's path. Calls are packed onto the first workers and spread to the
 //! next only as a worker's busy share rises ([`EngineConfig::spread_above_busy_percent`]). The
-//! API reaches a worker through a queue and waits for its reply; counters are kept per worker
-//! and summed on a scrape.
+//! API reaches a worker through a queue and waits for its reply, at most 5 s
+//! ([`crate::control::call::SetupError::WorkerTimeout`] then; a bug while the worker handles
+//! it is [`crate::control::call::SetupError::Internal`]). The methods that wait block the
+//! calling thread (for a server without an async runtime); each has an `_async` twin
+//! ([`Engine::accept_call_async`], ...) for a task on a tokio runtime with its timer, where no
+//! runtime thread waits. Counters are kept per worker and summed on a scrape.
 //!
 //! **Group video calls** (TS 23.281 §7.7.1.1) run on the same workers:
 //! [`Engine::create_group_call`] with the members' SDP offers returns each member's SDP answer
@@ -111,6 +115,8 @@ pub use ha::{AdoptError, CallImage, HaUpdate};
 pub(crate) use plane::{sdp_family, InterfaceProblem};
 pub use rules::{Evidence, Latch, StrangerBudget, Verdict, STRANGER_BURST, STRANGER_RATE};
 pub use stats::{DropReason, LegCounters, LegSnapshot};
+#[cfg(test)]
+pub(crate) use worker::hooks as test_hooks;
 
 use crate::control::arbiter::Slot;
 use crate::control::call::{CallConfig, CallState};

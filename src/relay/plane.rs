@@ -420,8 +420,20 @@ pub(crate) struct MemberPrep {
     pub(crate) sdp_answer: String,
 }
 
+/// A member's media the relay cannot carry.
 fn member_error(id: &str, what: impl core::fmt::Display) -> crate::control::call::SetupError {
-    crate::control::call::SetupError::BadRequest(format!("member {id}: {what}"))
+    crate::control::call::SetupError::MemberMedia {
+        member: id.to_owned(),
+        reason: what.to_string(),
+    }
+}
+
+/// A member's malformed SDP (the error names the line).
+fn member_sdp(id: &str, error: crate::sdp::SdpError) -> crate::control::call::SetupError {
+    crate::control::call::SetupError::MemberSdp {
+        member: id.to_owned(),
+        error,
+    }
 }
 
 impl Plane {
@@ -432,7 +444,7 @@ impl Plane {
         id: &str,
         sdp: &str,
     ) -> Result<Vec<GroupStream>, crate::control::call::SetupError> {
-        let offer = SessionDescription::parse(sdp).map_err(|e| member_error(id, e))?;
+        let offer = SessionDescription::parse(sdp).map_err(|e| member_sdp(id, e))?;
         let mut streams: Vec<GroupStream> = Vec::new();
         for m in offer.media() {
             let wanted = m.port != 0
@@ -511,7 +523,7 @@ impl Plane {
                 crate::control::registry::MAX_ID_LEN
             )));
         }
-        let offer = SessionDescription::parse(&spec.sdp_offer).map_err(|e| member_error(id, e))?;
+        let offer = SessionDescription::parse(&spec.sdp_offer).map_err(|e| member_sdp(id, e))?;
         let v4 = offer
             .media()
             .iter()
@@ -643,7 +655,7 @@ impl Plane {
                     connection: relay_ip,
                     media: rewrites,
                 })
-                .map_err(|e| member_error(id, e))?,
+                .map_err(|e| member_sdp(id, e))?,
         );
         let fmtp: Option<crate::sdp::McVideoFmtp> = control_fmtp;
         prep.setup = crate::control::server::MemberSetup {

@@ -259,10 +259,10 @@ impl GroupRt {
             Ok(s) => s,
             Err(e) => {
                 let e = match e {
-                    JoinError::Duplicate => SetupError::BadRequest(format!(
-                        "member {user_id} is already in call {}",
-                        self.call_id
-                    )),
+                    JoinError::Duplicate => SetupError::MemberRequest {
+                        member: user_id.to_string(),
+                        reason: format!("it is already in call {}", self.call_id),
+                    },
                     JoinError::Full => SetupError::BadRequest(format!(
                         "call {} has its maximum of {MAX_MEMBERS} members",
                         self.call_id
@@ -280,7 +280,10 @@ impl GroupRt {
         if let Err(e) = self.rules.add_member(slot, &media) {
             self.server.leave(now, slot);
             return Err((
-                SetupError::BadRequest(format!("member {user_id}: unusable SRTP key: {e}")),
+                SetupError::MemberMedia {
+                    member: user_id.to_string(),
+                    reason: format!("unusable SRTP key: {e}"),
+                },
                 ports,
             ));
         }
