@@ -3,7 +3,8 @@
 # toolchain: installs what the tests need when it is missing (ffmpeg/ffprobe, promtool,
 # redis-server from Debian packages, cargo-nextest and cargo-fuzz with `cargo install`), then
 # checks format and lints, that each feature set builds alone (the sans-IO core without tokio),
-# the docs, the Prometheus alert rules and a live /metrics page, smoke-runs every fuzz target,
+# the docs, the Prometheus alert rules (HA ones included; tests/deploy_monitoring.rs checks
+# their metrics against relays with HA on) and a live /metrics page, smoke-runs every fuzz target,
 # runs the doc tests and then the test suite.
 # The test runner's summary line is the last line. `.ci/run` is this script.
 #
@@ -91,7 +92,7 @@ RUSTDOCFLAGS=-Dwarnings cargo doc --no-deps --lib --quiet
 
 # --- Prometheus: alert rules and a live /metrics page ---------------------------------------
 echo "== promtool: alert rules, live /metrics"
-promtool check rules deploy/prometheus-alerts.rules.yml
+promtool check rules deploy/prometheus-alerts.rules.yml deploy/prometheus-ha-alerts.rules.yml
 cargo build --quiet --bin mcvideo-relay
 tmp="$(mktemp -d)"
 relay_pid=""

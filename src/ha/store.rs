@@ -123,6 +123,8 @@ pub struct HaStats {
     pub epoch: u64,
     /// [`HaStore::is_fenced`].
     pub fenced: bool,
+    /// [`HaStore::peers_alive`].
+    pub peers_alive: u64,
 }
 
 /// Why a query ([`HaStore::lookup`], [`HaStore::cluster`]) failed.
@@ -240,7 +242,9 @@ return {1}
 "#;
 
 /// KEYS: lease, inst, instances, owner set. ARGV: me, epoch, role, pps, draining, inst_ttl_ms,
-/// key_ttl_ms. The heartbeat's time is Redis' own.
+/// key_ttl_ms, failure_ms, inst key prefix. The heartbeat's time is Redis' own. Returns `{1,
+/// n}`: `n` other instances of the cluster have a heartbeat fresher than `failure_ms` (the
+/// peers alive, for the metrics; the instances are few, one `HGET` each).
 const HEARTBEAT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -251,7 +255,14 @@ redis.call('PEXPIRE', KEYS[2], ARGV[6])
 redis.call('PEXPIRE', KEYS[1], ARGV[7])
 redis.call('SADD', KEYS[3], ARGV[1])
 redis.call('PEXPIRE', KEYS[3], ARGV[7])
-return {1}
+local alive = 0
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+  if id ~= ARGV[1] then
+    local seen = redis.call('HGET', ARGV[9] .. id, 'last_seen_ms')
+    if seen and now - tonumber(seen) < tonumber(ARGV[8]) then alive = alive + 1 end
+  end
+end
+return {1, alive}
 "#;
 
 /// KEYS: lease, owner set. ARGV: me, epoch, key_ttl_ms, call key prefix.
@@ -425,6 +436,7 @@ struct Inner {
     fenced: watch::Sender<Option<FenceInfo>>,
     dropped: AtomicU64,
     refused: AtomicU64,
+    peers_alive: AtomicU64,
     pps: AtomicU64,
     draining: AtomicBool,
     query: Mutex<Option<MultiplexedConnection>>,
@@ -495,6 +507,7 @@ impl HaStore {
             fenced: watch::channel(None).0,
             dropped: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            peers_alive: AtomicU64::new(0),
             pps: AtomicU64::new(0),
             draining: AtomicBool::new(false),
             query: Mutex::new(None),
@@ -548,6 +561,12 @@ impl HaStore {
         self.inner.refused.load(Ordering::Relaxed)
     }
 
+    /// Other instances of the cluster whose heartbeat is fresher than the failure time, as
+    /// of this instance's last heartbeat (0 until Redis first answered).
+    pub fn peers_alive(&self) -> u64 {
+        self.inner.peers_alive.load(Ordering::Relaxed)
+    }
+
     /// This instance's lease epoch (0 until Redis first answered).
     pub fn epoch(&self) -> u64 {
         self.inner.epoch.load(Ordering::Relaxed)
@@ -567,6 +586,7 @@ impl HaStore {
             refused: self.refused(),
             epoch: self.epoch(),
             fenced: self.is_fenced(),
+            peers_alive: self.peers_alive(),
         }
     }
 
@@ -1285,8 +1305,17 @@ async fn control_round(
         .arg(u8::from(inner.draining.load(Ordering::Relaxed)))
         .arg((3 * inner.cfg.failure_time).as_millis() as u64)
         .arg(key_ttl)
+        .arg(inner.cfg.failure_time.as_millis() as u64)
+        .arg(inner.keys.inst(""))
         .invoke_async(c)
         .await?;
+    if let Value::Array(a) = &v {
+        if let (Some(Value::Int(1)), Some(Value::Int(n))) = (a.first(), a.get(1)) {
+            inner
+                .peers_alive
+                .store(u64::try_from(*n).unwrap_or(0), Ordering::Relaxed);
+        }
+    }
     match outcome(v) {
         Outcome::Fenced { epoch, by } => {
             inner.fence(epoch, by);
