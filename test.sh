@@ -49,7 +49,8 @@ command -v promtool >/dev/null || apt_pkgs+=(prometheus)
 # SIP peers for tests/sip_kamailio.rs: Kamailio (with its rtpengine module) and SIPp.
 command -v kamailio >/dev/null || apt_pkgs+=(kamailio)
 command -v sipp >/dev/null || apt_pkgs+=(sip-tester)
-# tests/ha_store.rs starts its own redis-server on a free port (the package's service is not used).
+# tests/ha_store.rs starts its own redis-server on a free port (the package's service is not used);
+# tests/ha_sentinel.rs runs the same binary as Redis Sentinel (`redis-server FILE --sentinel`).
 command -v redis-server >/dev/null || apt_pkgs+=(redis-server)
 # The rediss:// test makes its CA and certificates with the openssl command.
 command -v openssl >/dev/null || apt_pkgs+=(openssl)

@@ -19,6 +19,8 @@ const BATCH: usize = 512;
 /// First and longest wait between two attempts to reach Redis.
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Longest wait with Redis Sentinel (see [`Backoff::new`]).
+const BACKOFF_MAX_SENTINEL: Duration = Duration::from_millis(200);
 
 /// What the owner of the calls gives the store so that it can write every live call again
 /// after Redis was unreachable, lost its data or the backlog overflowed.
@@ -168,6 +170,7 @@ fn describe(e: &redis::RedisError) -> String {
     match (e.code(), e.detail()) {
         (Some(c), Some(d)) => format!("{kind} {c}: {d}"),
         (Some(c), None) => format!("{kind} {c}"),
+        (None, Some(d)) => format!("{kind}: {d}"),
         _ if e.is_io_error() || e.is_connection_dropped() => {
             format!("{kind}: {}", e.to_string().replace(['\n', '\r'], " "))
         }
@@ -440,6 +443,10 @@ struct Inner {
     pps: AtomicU64,
     draining: AtomicBool,
     query: Mutex<Option<MultiplexedConnection>>,
+    /// With Sentinel: the sentinel that answered last (asked first next time) and the primary
+    /// it named (logged when it changes).
+    sentinel_next: std::sync::atomic::AtomicUsize,
+    primary: Mutex<Option<String>>,
     resync: Box<dyn Resync>,
     events: mpsc::UnboundedSender<HaEvent>,
 }
@@ -477,7 +484,7 @@ impl HaStore {
         resync: impl Resync,
     ) -> Result<(HaStore, mpsc::UnboundedReceiver<HaEvent>), Vec<super::HaConfigError>> {
         cfg.validate()?;
-        if cfg.redis_url.is_tls() {
+        if cfg.redis_url.is_tls() || cfg.sentinels.iter().any(super::RedisUrl::is_tls) {
             // rustls on ring, the one provider built in; a second call finds it installed.
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
@@ -511,6 +518,8 @@ impl HaStore {
             pps: AtomicU64::new(0),
             draining: AtomicBool::new(false),
             query: Mutex::new(None),
+            sentinel_next: std::sync::atomic::AtomicUsize::new(0),
+            primary: Mutex::new(None),
             resync: Box::new(resync),
             events: tx,
         });
@@ -766,30 +775,134 @@ impl Inner {
         HaError::from(e)
     }
 
-    async fn connect(&self) -> Result<MultiplexedConnection, redis::RedisError> {
-        let url = self.cfg.redis_url.expose();
-        let client = match &self.cfg.tls_ca_pem {
-            Some(ca) if self.cfg.redis_url.is_tls() => redis::Client::build_with_tls(
-                url,
+    /// A client for `info`, over TLS with the configured CA when `tls`.
+    fn client(
+        &self,
+        info: impl redis::IntoConnectionInfo,
+        tls: bool,
+    ) -> Result<redis::Client, redis::RedisError> {
+        match &self.cfg.tls_ca_pem {
+            Some(ca) if tls => redis::Client::build_with_tls(
+                info,
                 redis::TlsCertificates {
                     client_tls: None,
                     root_cert: Some(ca.clone()),
                 },
-            )?,
-            _ => redis::Client::open(url)?,
-        };
+            ),
+            _ => redis::Client::open(info),
+        }
+    }
+
+    async fn connect(&self) -> Result<MultiplexedConnection, redis::RedisError> {
         let cc = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.cfg.command_timeout))
             .set_response_timeout(Some(self.cfg.command_timeout));
-        let mut c = client
-            .get_multiplexed_async_connection_with_config(&cc)
-            .await?;
+        let mut c = if self.cfg.sentinels.is_empty() {
+            self.client(self.cfg.redis_url.expose(), self.cfg.redis_url.is_tls())?
+                .get_multiplexed_async_connection_with_config(&cc)
+                .await?
+        } else {
+            self.connect_primary(&cc).await?
+        };
         // Pipelined scripts are sent as EVALSHA: load them on every new connection (Redis may
         // have restarted empty).
         for s in self.scripts.all() {
             s.load_async(&mut c).await?;
         }
         Ok(c)
+    }
+
+    /// Asks the sentinels where the primary is (the one that answered last first), connects to
+    /// it with `redis_url`'s credentials, database and TLS, and checks that it is a primary:
+    /// a sentinel's view lags a failover by a moment, and a demoted primary refuses writes.
+    async fn connect_primary(
+        &self,
+        cc: &AsyncConnectionConfig,
+    ) -> Result<MultiplexedConnection, redis::RedisError> {
+        use redis::{ConnectionAddr, ErrorKind, IntoConnectionInfo};
+        let (host, port) = self.discover_primary(cc).await?;
+        let base = self.cfg.redis_url.expose().into_connection_info()?;
+        let addr = match base.addr() {
+            ConnectionAddr::TcpTls { insecure, .. } => ConnectionAddr::TcpTls {
+                host: host.clone(),
+                port,
+                insecure: *insecure,
+                tls_params: None,
+            },
+            _ => ConnectionAddr::Tcp(host.clone(), port),
+        };
+        let mut c = self
+            .client(base.set_addr(addr), self.cfg.redis_url.is_tls())?
+            .get_multiplexed_async_connection_with_config(cc)
+            .await?;
+        let role: Vec<Value> = redis::cmd("ROLE").query_async(&mut c).await?;
+        let role: String = role
+            .into_iter()
+            .next()
+            .and_then(|v| redis::from_redis_value(v).ok())
+            .unwrap_or_default();
+        if role != "master" {
+            return Err(redis::RedisError::from((
+                ErrorKind::Client,
+                "the sentinels' primary is not a primary (a failover under way)",
+                format!("{host}:{port}, the primary the sentinels name, is a {role:?}, not a primary (a failover under way)"),
+            )));
+        }
+        let now = format!("{host}:{port}");
+        let before = lock(&self.primary).replace(now.clone());
+        if before.as_deref() != Some(now.as_str()) {
+            tracing::warn!(
+                primary = %now,
+                previous = before.as_deref().unwrap_or("none"),
+                master_name = %self.cfg.master_name,
+                "HA store: Redis primary found through Sentinel"
+            );
+        }
+        Ok(c)
+    }
+
+    /// `SENTINEL GET-MASTER-ADDR-BY-NAME` to each sentinel in turn until one names the primary.
+    async fn discover_primary(
+        &self,
+        cc: &AsyncConnectionConfig,
+    ) -> Result<(String, u16), redis::RedisError> {
+        let n = self.cfg.sentinels.len();
+        let first = self.sentinel_next.load(Ordering::Relaxed) % n.max(1);
+        let mut last_err = redis::RedisError::from((
+            redis::ErrorKind::MasterNameNotFoundBySentinel,
+            "no sentinel configured",
+        ));
+        for i in (0..n).map(|k| (first + k) % n) {
+            let Some(url) = self.cfg.sentinels.get(i) else {
+                continue;
+            };
+            let asked = async {
+                let mut sc = self
+                    .client(url.expose(), url.is_tls())?
+                    .get_multiplexed_async_connection_with_config(cc)
+                    .await?;
+                redis::cmd("SENTINEL")
+                    .arg("GET-MASTER-ADDR-BY-NAME")
+                    .arg(&self.cfg.master_name)
+                    .query_async::<Option<(String, u16)>>(&mut sc)
+                    .await
+            };
+            match asked.await {
+                Ok(Some(addr)) => {
+                    self.sentinel_next.store(i, Ordering::Relaxed);
+                    return Ok(addr);
+                }
+                Ok(None) => {
+                    last_err = redis::RedisError::from((
+                        redis::ErrorKind::MasterNameNotFoundBySentinel,
+                        "a sentinel does not know the master name",
+                        format!("sentinel {url} has no master {:?}", self.cfg.master_name),
+                    ));
+                }
+                Err(e) => last_err = e,
+            }
+        }
+        Err(last_err)
     }
 
     fn set_up(&self, flag: &AtomicBool) {
@@ -964,15 +1077,22 @@ fn outcome(v: Value) -> Outcome {
     }
 }
 
-struct Backoff(Duration);
+struct Backoff(Duration, Duration);
 
 impl Backoff {
-    fn new() -> Self {
-        Backoff(BACKOFF_MIN)
+    /// With Sentinel the waits stay short: a failover gives a new primary within a second or
+    /// two, and each attempt asks the sentinels first (cheap).
+    fn new(inner: &Inner) -> Self {
+        let max = if inner.cfg.sentinels.is_empty() {
+            BACKOFF_MAX
+        } else {
+            BACKOFF_MAX_SENTINEL
+        };
+        Backoff(BACKOFF_MIN, max)
     }
     fn next(&mut self) -> Duration {
         let d = self.0;
-        self.0 = (self.0 * 2).min(BACKOFF_MAX);
+        self.0 = (self.0 * 2).min(self.1);
         d
     }
     fn reset(&mut self) {
@@ -983,7 +1103,7 @@ impl Backoff {
 /// The writer: puts and deletes from the backlog, full resyncs.
 async fn writer(inner: Arc<Inner>) {
     let mut conn: Option<MultiplexedConnection> = None;
-    let mut backoff = Backoff::new();
+    let mut backoff = Backoff::new(&inner);
     // A (re)connection resyncs: Redis may have lost everything, or missed deletes.
     let mut resync = true;
     while !inner.is_closed() {
@@ -1221,7 +1341,7 @@ enum PeerState {
 /// that a long write batch does not delay the heartbeat.
 async fn control(inner: Arc<Inner>) {
     let mut conn: Option<MultiplexedConnection> = None;
-    let mut backoff = Backoff::new();
+    let mut backoff = Backoff::new(&inner);
     let mut peers: Vec<(String, PeerState)> = inner
         .cfg
         .standby_for
