@@ -1,5 +1,6 @@
 //! HA with Redis Sentinel, real processes only: a Redis primary, one replica, three
-//! `redis-server --sentinel` (quorum 2, down after 500 ms), all on free loopback ports, and a
+//! `redis-server --sentinel` (quorum 2, down after 500 ms), all on free loopback ports (the
+//! primary behind a proxy that can cut its replication link), and a
 //! `mcvideo-relay serve` with `[ha] sentinels` and `master_name`. A call with paced media (200
 //! packets/s) runs through the relay; the replica's link is cut just before the call is set up,
 //! so the replica never sees its record (the writes a new primary loses in an asynchronous
@@ -16,7 +17,7 @@
 mod ha_support;
 mod sidecar_support;
 
-use ha_support::{LinkRelay, RedisServer, Sentinel};
+use ha_support::{RedisProxy, RedisServer, Sentinel};
 use serde_json::json;
 use sidecar_support::{create_body, eventually, relay_video_addr, Api, Client, ServeProcess};
 use std::process::Command;
@@ -45,12 +46,13 @@ fn exists(port_of: &dyn Fn(&[&str]) -> Option<Vec<u8>>, key: &str) -> bool {
 
 #[test]
 fn redis_primary_killed_under_sentinel_mid_call() {
-    // Redis: a primary, a replica behind a link the test can cut, three sentinels.
+    // Redis: a primary (behind a proxy that can cut its replication), a replica, three
+    // sentinels.
     let mut primary = RedisServer::start();
-    let link = LinkRelay::to(primary.port);
-    let replica = RedisServer::start_replica_of(link.port);
+    let proxy = RedisProxy::to(primary.port);
+    let replica = RedisServer::start_replica_of(proxy.port);
     let sentinels: Vec<Sentinel> = (0..3)
-        .map(|_| Sentinel::start(MASTER, primary.port))
+        .map(|_| Sentinel::start(MASTER, proxy.port))
         .collect();
     assert!(
         eventually(Duration::from_secs(20), || sentinels
@@ -107,7 +109,7 @@ fn redis_primary_killed_under_sentinel_mid_call() {
     );
 
     // From now on the replica misses every write: the call exists on the old primary only.
-    link.cut();
+    proxy.cut_replication();
     let (caller, callee) = (Client::new(), Client::new());
     let r = api.post(
         "/v1/calls",

@@ -416,62 +416,74 @@ fn array_len(b: &[u8]) -> Option<usize> {
     std::str::from_utf8(&l[1..]).ok()?.parse().ok()
 }
 
-/// A TCP relay of one replication link (replica -> relay -> master) that the test can cut
-/// one way: once cut, what the master sends is dropped, so the replica misses every write from
-/// then on while its link looks up (the way a replica lags when its master dies).
-pub(crate) struct LinkRelay {
+/// A TCP proxy in front of a Redis server that every client (sentinels, replica, relay) goes
+/// through, so that the test can cut the replication one way: once cut, what the server sends
+/// on a replication link (a connection whose client sent `PSYNC`) is dropped, so the replica
+/// misses every write from then on while its link looks up (the way a replica lags when its
+/// primary dies). The sentinels monitor the proxy's address, which is also the one the
+/// replica replicates from: they see nothing to "fix".
+pub(crate) struct RedisProxy {
     pub(crate) port: u16,
     cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
-impl LinkRelay {
-    pub(crate) fn to(master_port: u16) -> LinkRelay {
+impl RedisProxy {
+    pub(crate) fn to(server_port: u16) -> RedisProxy {
         use std::sync::atomic::{AtomicBool, Ordering};
         use std::sync::Arc;
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let cut = Arc::new(AtomicBool::new(false));
-        let cut2 = cut.clone();
+        let cut_all = cut.clone();
         std::thread::spawn(move || {
-            for replica in listener.incoming() {
-                let Ok(replica) = replica else { return };
-                let Ok(master) = TcpStream::connect(("127.0.0.1", master_port)) else {
-                    continue;
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", server_port)) else {
+                    continue; // the server is gone: the client sees its connection closed
                 };
-                let pipe =
-                    |mut from: TcpStream, mut to: TcpStream, cut: Option<Arc<AtomicBool>>| {
-                        std::thread::spawn(move || {
-                            let mut buf = [0u8; 16384];
-                            loop {
-                                match from.read(&mut buf) {
-                                    Ok(0) | Err(_) => break,
-                                    Ok(n) => {
-                                        if cut.as_ref().is_some_and(|c| c.load(Ordering::SeqCst)) {
-                                            continue;
-                                        }
-                                        if to.write_all(&buf[..n]).is_err() {
-                                            break;
-                                        }
-                                    }
+                let replication = Arc::new(AtomicBool::new(false));
+                let pipe = |mut from: TcpStream, mut to: TcpStream, upstream: bool| {
+                    let (replication, cut) = (replication.clone(), cut_all.clone());
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16384];
+                        loop {
+                            let n = match from.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            if upstream {
+                                if buf[..n]
+                                    .windows(5)
+                                    .any(|w| w.eq_ignore_ascii_case(b"PSYNC"))
+                                {
+                                    replication.store(true, Ordering::SeqCst);
                                 }
+                            } else if replication.load(Ordering::SeqCst)
+                                && cut.load(Ordering::SeqCst)
+                            {
+                                continue;
                             }
-                            let _ = to.shutdown(std::net::Shutdown::Both);
-                            let _ = from.shutdown(std::net::Shutdown::Both);
-                        });
-                    };
+                            if to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                        let _ = from.shutdown(std::net::Shutdown::Both);
+                    });
+                };
                 pipe(
-                    replica.try_clone().unwrap(),
-                    master.try_clone().unwrap(),
-                    None,
+                    client.try_clone().unwrap(),
+                    server.try_clone().unwrap(),
+                    true,
                 );
-                pipe(master, replica, Some(cut2.clone()));
+                pipe(server, client, false);
             }
         });
-        LinkRelay { port, cut }
+        RedisProxy { port, cut }
     }
 
-    /// From now on the replica gets nothing more from its master.
-    pub(crate) fn cut(&self) {
+    /// From now on the replicas get nothing more from the server.
+    pub(crate) fn cut_replication(&self) {
         self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
@@ -484,9 +496,8 @@ pub(crate) struct Sentinel {
 }
 
 impl Sentinel {
-    /// Monitors `127.0.0.1:master_port` as `name` with quorum 2, down after 500 ms; the
-    /// failover timeout is long (60 s) so that the sentinels do not "fix" a replica that
-    /// replicates through a [`LinkRelay`] during a test.
+    /// Monitors `127.0.0.1:master_port` as `name` with quorum 2, down after 500 ms, failover
+    /// timeout 5 s (an election that fails is tried again after twice that).
     pub(crate) fn start(name: &str, master_port: u16) -> Sentinel {
         let dir = temp_dir();
         let port = free_port();
@@ -497,7 +508,7 @@ impl Sentinel {
                 "port {port}\nbind 127.0.0.1\ndaemonize no\ndir {}\n\
                  sentinel monitor {name} 127.0.0.1 {master_port} 2\n\
                  sentinel down-after-milliseconds {name} 500\n\
-                 sentinel failover-timeout {name} 60000\n\
+                 sentinel failover-timeout {name} 5000\n\
                  sentinel parallel-syncs {name} 1\n",
                 dir.display()
             ),
