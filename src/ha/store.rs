@@ -850,13 +850,19 @@ impl Inner {
         }
         let now = format!("{host}:{port}");
         let before = lock(&self.primary).replace(now.clone());
-        if before.as_deref() != Some(now.as_str()) {
-            tracing::warn!(
+        match before {
+            None => tracing::info!(
                 primary = %now,
-                previous = before.as_deref().unwrap_or("none"),
                 master_name = %self.cfg.master_name,
                 "HA store: Redis primary found through Sentinel"
-            );
+            ),
+            Some(b) if b != now => tracing::warn!(
+                primary = %now,
+                previous = %b,
+                master_name = %self.cfg.master_name,
+                "HA store: Redis primary found through Sentinel (a failover: a new primary)"
+            ),
+            Some(_) => {}
         }
         Ok(c)
     }
