@@ -98,6 +98,7 @@ RUSTDOCFLAGS=-Dwarnings cargo doc --no-deps --lib --quiet
 # --- Prometheus: alert rules and a live /metrics page ---------------------------------------
 echo "== promtool: alert rules, live /metrics"
 promtool check rules deploy/prometheus-alerts.rules.yml deploy/prometheus-ha-alerts.rules.yml
+promtool test rules deploy/prometheus-ha-alerts.test.yml
 cargo build --quiet --bin mcvideo-relay
 tmp="$(mktemp -d)"
 relay_pid=""
