@@ -230,7 +230,7 @@ impl HaRuntime {
     pub(crate) fn render(&self, engine: &Engine, out: &mut String) {
         use std::fmt::Write as _;
         let s = self.store.stats();
-        let series: [(&str, &str, &str, u64); 7] = [
+        let series: [(&str, &str, &str, u64); 8] = [
             (
                 "mcvideo_relay_ha_store_up",
                 "gauge",
@@ -272,6 +272,12 @@ impl HaRuntime {
                 "gauge",
                 "This instance's lease epoch.",
                 s.epoch,
+            ),
+            (
+                "mcvideo_relay_ha_peers_alive",
+                "gauge",
+                "Other instances of the cluster with a fresh heartbeat, as of this one's last heartbeat.",
+                s.peers_alive,
             ),
         ];
         for (name, kind, help, v) in series {
