@@ -27,7 +27,6 @@ pub mod call;
 pub mod policy;
 pub mod registry;
 pub mod server;
-pub mod snapshot;
 pub mod ssrc;
 pub mod timer;
 

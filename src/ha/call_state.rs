@@ -9,7 +9,7 @@
 
 use super::record::CallRecord;
 use super::seal::{SealError, SealKey};
-use crate::control::snapshot::{CallSecrets, CallSnapshot, RestoreError};
+use crate::control::call::snapshot::{CallSecrets, CallSnapshot, RestoreError};
 use crate::ids::CallId;
 use crate::relay::rules::RulesSnapshot;
 use crate::relay::CallImage;

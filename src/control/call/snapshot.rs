@@ -1,6 +1,6 @@
 //! Snapshots of a one-to-one call, for high availability: everything a relay that takes the
-//! call over needs to go on where its owner stopped ([`super::call::Call::snapshot`],
-//! [`super::call::Call::restore`]).
+//! call over needs to go on where its owner stopped ([`super::Call::snapshot`],
+//! [`super::Call::restore`]).
 //!
 //! What a snapshot holds: the parties, kind, commencement mode and media security, the media
 //! streams as negotiated (relay ports, the parties' addresses, announced SSRCs), the SDPs the
@@ -19,10 +19,11 @@
 //! Not kept: queued transmits and events (a snapshot is taken after the driver drained them),
 //! the reply token buckets (they start full), and the call's media quality meters.
 
-use super::call::{CallState, LegKeys, RelayPort};
-pub use super::server::TcSnapshot;
-use super::timer::Timer;
-use super::{CallKind, CommencementMode, MediaSecurity, ReleaseReason};
+use super::alloc::RelayPort;
+use super::types::{CallState, LegKeys};
+pub use crate::control::server::TcSnapshot;
+use crate::control::timer::Timer;
+use crate::control::{CallKind, CommencementMode, MediaSecurity, ReleaseReason};
 use crate::keys::{MasterKey, SrtpSuite};
 use crate::sdp::MediaKind;
 use std::fmt;
