@@ -390,9 +390,9 @@ impl Prebound {
     pub(crate) fn allocator<'a>(
         &'a mut self,
         pools: [&'a Mutex<PortPool>; 2],
-    ) -> super::ports::Prebound<'a> {
+    ) -> super::ports::PreboundAllocator<'a> {
         let [a, b] = &mut self.ready;
-        super::ports::Prebound {
+        super::ports::PreboundAllocator {
             ready: [a, b],
             pools,
             bound: HashMap::new(),

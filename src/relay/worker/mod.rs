@@ -182,12 +182,12 @@ impl Entropy for OsEntropy {
     }
 }
 
-struct Slot {
+struct Entry {
     gen: u32,
     rt: CallRt,
 }
 
-struct GroupSlot {
+struct GroupEntry {
     gen: u32,
     rt: GroupRt,
 }
@@ -205,11 +205,11 @@ pub(crate) struct Worker {
     waker: Arc<Waker>,
     stats: Arc<WorkerStats>,
     poller: Poller,
-    slots: Vec<Option<Slot>>,
+    slots: Vec<Option<Entry>>,
     free: Vec<u32>,
     next_gen: u32,
     by_id: HashMap<Arc<str>, u32>,
-    groups: Vec<Option<GroupSlot>>,
+    groups: Vec<Option<GroupEntry>>,
     group_free: Vec<u32>,
     group_by_id: HashMap<Arc<str>, u32>,
     timers: BinaryHeap<Reverse<(Instant, u32, u32)>>,
@@ -477,7 +477,7 @@ impl Worker {
             self.stats.clone(),
         );
         if let Some(s) = self.slots.get_mut(slot as usize) {
-            *s = Some(Slot {
+            *s = Some(Entry {
                 gen: self.next_gen,
                 rt,
             });
@@ -640,7 +640,7 @@ impl Worker {
             return;
         };
         self.free.push(slot);
-        let Slot { rt, .. } = s;
+        let Entry { rt, .. } = s;
         self.by_id.remove(rt.call.id());
         if let Some(ha) = self.ha.as_mut() {
             ha.ended(rt.call.call_id());
@@ -748,7 +748,7 @@ impl Worker {
         });
         self.next_gen = self.next_gen.wrapping_add(1);
         if let Some(s) = self.groups.get_mut(slot as usize) {
-            *s = Some(GroupSlot {
+            *s = Some(GroupEntry {
                 gen: self.next_gen,
                 rt,
             });

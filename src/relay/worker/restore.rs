@@ -3,7 +3,7 @@
 //! dropped once another relay has them.
 
 use super::call::CallRt;
-use super::{Slot, Worker};
+use super::{Entry, Worker};
 use crate::control::call::{Call, CallEventKind, CallState};
 use crate::ids::CallId;
 use crate::relay::ports::BoundPort;
@@ -178,7 +178,7 @@ impl Worker {
         let slots: Vec<u32> = self.by_id.values().copied().collect();
         let n = slots.len();
         for slot in slots {
-            let Some(Slot { rt, .. }) = self.slots.get_mut(slot as usize).and_then(Option::take)
+            let Some(Entry { rt, .. }) = self.slots.get_mut(slot as usize).and_then(Option::take)
             else {
                 continue;
             };
