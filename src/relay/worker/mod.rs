@@ -36,6 +36,23 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{error, warn};
 
+/// How the engine reaches a worker.
+#[derive(Debug)]
+pub(crate) struct WorkerHandle {
+    pub(crate) tx: crossbeam_channel::Sender<Cmd>,
+    pub(crate) waker: Arc<Waker>,
+    pub(crate) stats: Arc<WorkerStats>,
+}
+
+impl WorkerHandle {
+    /// Queues `cmd` and wakes the worker. `false`: the worker is gone.
+    pub(crate) fn send(&self, cmd: Cmd) -> bool {
+        let ok = self.tx.send(cmd).is_ok();
+        self.waker.wake();
+        ok
+    }
+}
+
 /// The reply half of a command: a blocking caller waits on a channel, an async one on a
 /// oneshot (so no runtime thread waits for a worker).
 pub(crate) enum Reply<T> {
