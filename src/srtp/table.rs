@@ -140,12 +140,24 @@ struct Gone<S> {
 }
 
 /// The evicted tier and the floors, allocated on the first eviction.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Evicted<S: Tracked> {
     /// Capacity [`EVICTED_SSRCS`], reserved at once; never grows past it.
     gone: Vec<Gone<S>>,
     /// [`FLOOR_BUCKETS`] floors, allocated on the first fold.
     floors: Option<Box<[S::Floor; FLOOR_BUCKETS]>>,
+}
+
+/// A copy reserves the full capacity too (an imported table never grows on eviction).
+impl<S: Tracked> Clone for Evicted<S> {
+    fn clone(&self) -> Self {
+        let mut gone = Vec::with_capacity(EVICTED_SSRCS);
+        gone.extend_from_slice(&self.gone);
+        Evicted {
+            gone,
+            floors: self.floors.clone(),
+        }
+    }
 }
 
 /// The bucket of `ssrc` under `key`: the top 8 bits of murmur3's 32-bit finaliser of

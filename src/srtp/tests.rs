@@ -1070,6 +1070,9 @@ fn state_with_evicted_ssrcs_and_floors_survives_export_and_import() {
                 let mut restored = SrtpContext::new(&k);
                 restored.import_state(&state).unwrap();
                 assert_eq!(restored.export_state(), state, "{suite:?} folded {folded}");
+                // Imported with the evicted tier's full capacity: no growth on eviction.
+                let floors = if folded { FLOOR_BUCKETS } else { 0 };
+                assert_eq!(restored.rtp_streams.reserved(), (EVICTED_SSRCS, floors));
                 #[cfg(feature = "ha")]
                 {
                     let json = serde_json::to_string(&state).unwrap();
