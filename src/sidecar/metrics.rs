@@ -4,7 +4,7 @@
 //! counters and latency histograms are kept here.
 
 use crate::control::ReleaseReason;
-use crate::relay::{DropReason, Engine, LegSnapshot};
+use crate::relay::{DropReason, Engine, EngineStats, LegSnapshot};
 use crate::wire::tc::MessageKind;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -116,6 +116,9 @@ impl Out {
     }
 }
 
+/// Prefix of every metric name.
+const P: &str = "mcvideo_relay";
+
 /// The whole exposition.
 pub(crate) fn render(
     engine: &Engine,
@@ -124,52 +127,66 @@ pub(crate) fn render(
 ) -> String {
     let s = engine.stats();
     let mut o = Out(String::with_capacity(16 * 1024));
-    let p = "mcvideo_relay";
+    render_process(&mut o, engine, &s);
+    render_calls(&mut o, &s);
+    render_outcomes(&mut o, &s);
+    render_parties(&mut o, &s);
+    render_tc(&mut o, &s);
+    render_ports(&mut o, &s);
+    render_quality(&mut o, q);
+    render_api(&mut o, api);
+    o.0
+}
 
-    o.head(&format!("{p}_build_info"), "gauge", "Version of the relay.");
+/// The relay itself: version, uptime, drain mode.
+fn render_process(o: &mut Out, engine: &Engine, s: &EngineStats) {
+    o.head(&format!("{P}_build_info"), "gauge", "Version of the relay.");
     o.line(
-        &format!("{p}_build_info"),
+        &format!("{P}_build_info"),
         &format!("version=\"{}\"", env!("CARGO_PKG_VERSION")),
         1,
     );
     o.head(
-        &format!("{p}_uptime_seconds"),
+        &format!("{P}_uptime_seconds"),
         "gauge",
         "Seconds since the engine started.",
     );
     o.line(
-        &format!("{p}_uptime_seconds"),
+        &format!("{P}_uptime_seconds"),
         "",
         format!("{:.3}", engine.uptime().as_secs_f64()),
     );
     o.head(
-        &format!("{p}_draining"),
+        &format!("{P}_draining"),
         "gauge",
         "1 while the relay refuses new calls (drain mode or shutdown).",
     );
-    o.line(&format!("{p}_draining"), "", u8::from(s.draining));
+    o.line(&format!("{P}_draining"), "", u8::from(s.draining));
+}
 
+/// Calls held and created, in all and by kind, and group members' traffic.
+fn render_calls(o: &mut Out, s: &EngineStats) {
     o.head(
-        &format!("{p}_calls_active"),
+        &format!("{P}_calls_active"),
         "gauge",
         "Calls held now (offered or established).",
     );
-    o.line(&format!("{p}_calls_active"), "", s.active_calls);
+    o.line(&format!("{P}_calls_active"), "", s.active_calls);
     o.head(
-        &format!("{p}_calls_created_total"),
+        &format!("{P}_calls_created_total"),
         "counter",
         "Calls created since start.",
     );
-    o.line(&format!("{p}_calls_created_total"), "", s.calls_created);
+    o.line(&format!("{P}_calls_created_total"), "", s.calls_created);
 
     // By kind: push and pull calls (above, together) and group calls.
-    let name = format!("{p}_calls_active_by_kind");
+    let name = format!("{P}_calls_active_by_kind");
     o.head(&name, "gauge", "Calls held now, by kind.");
     for kind in CALL_KINDS {
         let n = s.by_kind.get(kind).map_or(0, |k| k.active);
         o.line(&name, &format!("kind=\"{kind}\""), n);
     }
-    let name = format!("{p}_calls_created_by_kind_total");
+    let name = format!("{P}_calls_created_by_kind_total");
     o.head(&name, "counter", "Calls created since start, by kind.");
     for kind in CALL_KINDS {
         let n = s.by_kind.get(kind).map_or(0, |k| k.created);
@@ -189,13 +206,16 @@ pub(crate) fn render(
             |l: &LegSnapshot| l.bytes_out,
         ),
     ] {
-        let name = format!("{p}_{metric}");
+        let name = format!("{P}_{metric}");
         o.head(&name, "counter", help);
         o.line(&name, "direction=\"in\"", get_in(&s.group_members));
         o.line(&name, "direction=\"out\"", get_out(&s.group_members));
     }
+}
 
-    let name = format!("{p}_calls_refused_total");
+/// Calls refused (by error code) and released (by reason), every series even at zero.
+fn render_outcomes(o: &mut Out, s: &EngineStats) {
+    let name = format!("{P}_calls_refused_total");
     o.head(&name, "counter", "Call creations refused, by error code.");
     let mut refused: BTreeMap<&str, u64> = REFUSAL_CODES.iter().map(|c| (*c, 0)).collect();
     for (code, n) in &s.calls_refused {
@@ -205,7 +225,7 @@ pub(crate) fn render(
         o.line(&name, &format!("code=\"{}\"", esc(code)), n);
     }
 
-    let name = format!("{p}_calls_released_total");
+    let name = format!("{P}_calls_released_total");
     o.head(&name, "counter", "Calls released, by reason.");
     let mut released: BTreeMap<&str, u64> =
         ReleaseReason::ALL.iter().map(|r| (r.as_str(), 0)).collect();
@@ -215,7 +235,10 @@ pub(crate) fn render(
     for (reason, n) in released {
         o.line(&name, &format!("reason=\"{}\"", esc(reason)), n);
     }
+}
 
+/// Traffic, drops and latches of each party of the one-to-one calls.
+fn render_parties(o: &mut Out, s: &EngineStats) {
     let legs: [(&str, &LegSnapshot); 2] = [("caller", &s.caller), ("callee", &s.callee)];
     for (metric, help, get_in, get_out) in [
         (
@@ -231,7 +254,7 @@ pub(crate) fn render(
             |l: &LegSnapshot| l.bytes_out,
         ),
     ] {
-        let name = format!("{p}_{metric}");
+        let name = format!("{P}_{metric}");
         o.head(&name, "counter", help);
         for (party, l) in legs {
             o.line(
@@ -246,7 +269,7 @@ pub(crate) fn render(
             );
         }
     }
-    let name = format!("{p}_dropped_packets_total");
+    let name = format!("{P}_dropped_packets_total");
     o.head(
         &name,
         "counter",
@@ -261,7 +284,7 @@ pub(crate) fn render(
             );
         }
     }
-    let name = format!("{p}_latches_total");
+    let name = format!("{P}_latches_total");
     o.head(
         &name,
         "counter",
@@ -270,15 +293,18 @@ pub(crate) fn render(
     for (party, l) in legs {
         o.line(&name, &format!("party=\"{party}\""), l.latches);
     }
+}
 
+/// Transmission control messages received and sent, by type.
+fn render_tc(o: &mut Out, s: &EngineStats) {
     for (name, help, counters) in [
         (
-            format!("{p}_tc_messages_received_total"),
+            format!("{P}_tc_messages_received_total"),
             "Transmission control messages received, by type.",
             &s.tc_received,
         ),
         (
-            format!("{p}_tc_messages_sent_total"),
+            format!("{P}_tc_messages_sent_total"),
             "Transmission control messages sent, by type.",
             &s.tc_sent,
         ),
@@ -292,38 +318,44 @@ pub(crate) fn render(
             o.line(&name, &format!("type=\"{}\"", esc(label)), n);
         }
     }
+}
 
+/// Media port pairs in use and configured.
+fn render_ports(o: &mut Out, s: &EngineStats) {
     o.head(
-        &format!("{p}_port_pairs_in_use"),
+        &format!("{P}_port_pairs_in_use"),
         "gauge",
         "Media port pairs bound now.",
     );
-    o.line(&format!("{p}_port_pairs_in_use"), "", s.ports_in_use);
+    o.line(&format!("{P}_port_pairs_in_use"), "", s.ports_in_use);
     o.head(
-        &format!("{p}_port_pairs_capacity"),
+        &format!("{P}_port_pairs_capacity"),
         "gauge",
         "Media port pairs in the configured range.",
     );
-    o.line(&format!("{p}_port_pairs_capacity"), "", s.ports_capacity);
+    o.line(&format!("{P}_port_pairs_capacity"), "", s.ports_capacity);
+}
 
+/// Media quality across live calls.
+fn render_quality(o: &mut Out, q: &crate::relay::rules::QualityHistograms) {
     // Quality across live calls, as histograms in base units (seconds, ratio). They are a
     // snapshot at scrape time — each sending leg of a live call is one sample — not counters
     // that grow: use histogram_quantile() on them directly, never rate().
     o.head(
-        &format!("{p}_media_streams"),
+        &format!("{P}_media_streams"),
         "gauge",
         "Legs of live calls that sent RTP (one sample each in the two histograms below).",
     );
-    o.line(&format!("{p}_media_streams"), "", q.jitter_ms.count);
+    o.line(&format!("{P}_media_streams"), "", q.jitter_ms.count);
     for (name, help, h, scale) in [
         (
-            format!("{p}_media_jitter_seconds"),
+            format!("{P}_media_jitter_seconds"),
             "Interarrival jitter (RFC 3550) of the RTP from each sending leg of the live calls (a snapshot, not cumulative).",
             &q.jitter_ms,
             1e-3,
         ),
         (
-            format!("{p}_media_loss_ratio"),
+            format!("{P}_media_loss_ratio"),
             "Share of the RTP lost (sequence gaps) from each sending leg of the live calls (a snapshot, not cumulative).",
             &q.loss_percent,
             1e-2,
@@ -341,20 +373,23 @@ pub(crate) fn render(
         o.line(&format!("{name}_sum"), "", format!("{:.6}", h.sum * scale));
         o.line(&format!("{name}_count"), "", h.count);
     }
+}
 
+/// The control API: SSE clients, requests by status and their latency.
+fn render_api(o: &mut Out, api: &ApiMetrics) {
     o.head(
-        &format!("{p}_sse_clients"),
+        &format!("{P}_sse_clients"),
         "gauge",
         "Clients connected to GET /v1/events.",
     );
     o.line(
-        &format!("{p}_sse_clients"),
+        &format!("{P}_sse_clients"),
         "",
         api.sse_clients.load(Ordering::Relaxed),
     );
 
     let routes = api.routes.lock().unwrap_or_else(|e| e.into_inner());
-    let name = format!("{p}_api_requests_total");
+    let name = format!("{P}_api_requests_total");
     o.head(
         &name,
         "counter",
@@ -372,7 +407,7 @@ pub(crate) fn render(
             );
         }
     }
-    let name = format!("{p}_api_request_duration_seconds");
+    let name = format!("{P}_api_request_duration_seconds");
     o.head(
         &name,
         "histogram",
@@ -395,7 +430,6 @@ pub(crate) fn render(
         o.line(&format!("{name}_sum"), &labels, format!("{:.6}", r.sum));
         o.line(&format!("{name}_count"), &labels, r.count);
     }
-    o.0
 }
 
 #[cfg(test)]
