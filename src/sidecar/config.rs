@@ -714,174 +714,12 @@ impl Config {
     /// Every semantic problem (ranges, addresses, enumerations), each with its key.
     pub fn validate(&self) -> Vec<Problem> {
         let mut p = Vec::new();
-        let a = &self.api;
-        if a.token_env.is_empty() || a.token_env.contains(['=', '\0']) {
-            p.push(Problem::new(
-                "api.token_env",
-                "must be the name of an environment variable",
-            ));
-        }
-        if let Some(f) = &a.token_file {
-            if f.is_empty() {
-                p.push(Problem::new("api.token_file", "must be a path"));
-            }
-        }
-        if !(1024..=64 << 20).contains(&a.max_body_bytes) {
-            p.push(Problem::new(
-                "api.max_body_bytes",
-                format!("must be between 1024 and {} bytes", 64 << 20),
-            ));
-        }
-        if a.token_overlap_secs > 86_400 {
-            p.push(Problem::new(
-                "api.token_overlap_secs",
-                "must be <= 86400 (0 = the old token stops at once)",
-            ));
-        }
-        let m = &self.media;
-        if m.ip.is_unspecified() || m.ip.is_multicast() {
-            p.push(Problem::new(
-                "media.ip",
-                "must be a unicast address of this host (it goes into the SDP), not a \
-                 wildcard or multicast address",
-            ));
-        }
-        if m.port_min == 0 {
-            p.push(Problem::new("media.port_min", "must be >= 1"));
-        }
-        if m.port_min > m.port_max {
-            p.push(Problem::new(
-                "media.port_min",
-                format!(
-                    "must be <= media.port_max ({} > {})",
-                    m.port_min, m.port_max
-                ),
-            ));
-        } else if m.port_max - m.port_min < 3 {
-            p.push(Problem::new(
-                "media.port_max",
-                format!(
-                    "the range {}-{} must hold at least two port pairs (4 ports)",
-                    m.port_min, m.port_max
-                ),
-            ));
-        }
-        if m.workers > 1024 {
-            p.push(Problem::new(
-                "media.workers",
-                "must be <= 1024 (0 = one per core)",
-            ));
-        }
-        if m.spread_above_busy_percent > 100 {
-            p.push(Problem::new(
-                "media.spread_above_busy_percent",
-                "must be between 0 and 100",
-            ));
-        }
-        p.extend(validate_interfaces(&m.interfaces));
-        if m.socket_buffer_bytes > 1 << 30 {
-            p.push(Problem::new(
-                "media.socket_buffer_bytes",
-                "must be <= 1 GiB",
-            ));
-        }
-        if !(1..=1000).contains(&m.latch_after_packets) {
-            p.push(Problem::new(
-                "media.latch_after_packets",
-                "must be between 1 and 1000",
-            ));
-        }
-        let c = &self.calls;
-        if !(1..=86_400).contains(&c.offer_timeout_secs) {
-            p.push(Problem::new(
-                "calls.offer_timeout_secs",
-                "must be between 1 and 86400",
-            ));
-        }
-        if c.max_calls == 0 {
-            p.push(Problem::new("calls.max_calls", "must be >= 1"));
-        }
-        let t = &self.transmission_control;
-        if !(1..=86_400).contains(&t.t1_hang_secs) {
-            p.push(Problem::new(
-                "transmission_control.t1_hang_secs",
-                "must be between 1 and 86400",
-            ));
-        }
-        if !(10..=60_000).contains(&t.t4_granted_ms) {
-            p.push(Problem::new(
-                "transmission_control.t4_granted_ms",
-                "must be between 10 and 60000",
-            ));
-        }
-        if t.c4_granted > 100 {
-            p.push(Problem::new(
-                "transmission_control.c4_granted",
-                "must be <= 100",
-            ));
-        }
-        if !(1..=86_400).contains(&t.media_inactivity_secs) {
-            p.push(Problem::new(
-                "transmission_control.media_inactivity_secs",
-                "must be between 1 and 86400",
-            ));
-        }
-        if t.max_duration_secs > 7 * 86_400 {
-            p.push(Problem::new(
-                "transmission_control.max_duration_secs",
-                "must be <= 604800 (0 = unlimited)",
-            ));
-        }
-        if !matches!(t.video_ssrc_field_id, 23 | 24) {
-            p.push(Problem::new(
-                "transmission_control.video_ssrc_field_id",
-                format!("must be 23 or 24, not {}", t.video_ssrc_field_id),
-            ));
-        }
-        let g = &self.group_calls;
-        if g.max_transmitters == 0 {
-            p.push(Problem::new("group_calls.max_transmitters", "must be >= 1"));
-        }
-        if g.max_streams_per_receiver == 0 {
-            p.push(Problem::new(
-                "group_calls.max_streams_per_receiver",
-                "must be >= 1",
-            ));
-        }
-        if crate::control::server::ReceptionMode::parse(&g.reception_mode).is_none() {
-            p.push(Problem::new(
-                "group_calls.reception_mode",
-                "must be \"automatic\" or \"manual\"",
-            ));
-        }
-        for (key, v) in [
-            ("group_calls.t1_inactivity_secs", g.t1_inactivity_secs),
-            ("group_calls.media_inactivity_secs", g.media_inactivity_secs),
-        ] {
-            if !(1..=86_400).contains(&v) {
-                p.push(Problem::new(key, "must be between 1 and 86400"));
-            }
-        }
-        if !(10..=60_000).contains(&g.t2_idle_ms) {
-            p.push(Problem::new(
-                "group_calls.t2_idle_ms",
-                "must be between 10 and 60000",
-            ));
-        }
-        if g.c2_idle > 100 {
-            p.push(Problem::new("group_calls.c2_idle", "must be <= 100"));
-        }
-        if g.max_duration_secs > 7 * 86_400 {
-            p.push(Problem::new(
-                "group_calls.max_duration_secs",
-                "must be <= 604800 (0 = unlimited)",
-            ));
-        }
-        if let Some(f) = &self.policy.file {
-            if f.is_empty() {
-                p.push(Problem::new("policy.file", "must be a path"));
-            }
-        }
+        validate_api(&self.api, &mut p);
+        validate_media(&self.media, &mut p);
+        validate_calls(&self.calls, &mut p);
+        validate_transmission_control(&self.transmission_control, &mut p);
+        validate_group_calls(&self.group_calls, &mut p);
+        validate_policy(&self.policy, &mut p);
         p.extend(super::ng::validate(&self.ng));
         p.extend(self.ha.validate());
         p
@@ -961,6 +799,193 @@ impl Config {
     /// The control API's address.
     pub fn listen_addr(&self) -> SocketAddr {
         self.api.listen
+    }
+}
+
+/// The `[api]` section.
+fn validate_api(a: &ApiConfig, p: &mut Vec<Problem>) {
+    if a.token_env.is_empty() || a.token_env.contains(['=', '\0']) {
+        p.push(Problem::new(
+            "api.token_env",
+            "must be the name of an environment variable",
+        ));
+    }
+    if let Some(f) = &a.token_file {
+        if f.is_empty() {
+            p.push(Problem::new("api.token_file", "must be a path"));
+        }
+    }
+    if !(1024..=64 << 20).contains(&a.max_body_bytes) {
+        p.push(Problem::new(
+            "api.max_body_bytes",
+            format!("must be between 1024 and {} bytes", 64 << 20),
+        ));
+    }
+    if a.token_overlap_secs > 86_400 {
+        p.push(Problem::new(
+            "api.token_overlap_secs",
+            "must be <= 86400 (0 = the old token stops at once)",
+        ));
+    }
+}
+
+/// The `[media]` section.
+fn validate_media(m: &MediaConfig, p: &mut Vec<Problem>) {
+    if m.ip.is_unspecified() || m.ip.is_multicast() {
+        p.push(Problem::new(
+            "media.ip",
+            "must be a unicast address of this host (it goes into the SDP), not a \
+             wildcard or multicast address",
+        ));
+    }
+    if m.port_min == 0 {
+        p.push(Problem::new("media.port_min", "must be >= 1"));
+    }
+    if m.port_min > m.port_max {
+        p.push(Problem::new(
+            "media.port_min",
+            format!(
+                "must be <= media.port_max ({} > {})",
+                m.port_min, m.port_max
+            ),
+        ));
+    } else if m.port_max - m.port_min < 3 {
+        p.push(Problem::new(
+            "media.port_max",
+            format!(
+                "the range {}-{} must hold at least two port pairs (4 ports)",
+                m.port_min, m.port_max
+            ),
+        ));
+    }
+    if m.workers > 1024 {
+        p.push(Problem::new(
+            "media.workers",
+            "must be <= 1024 (0 = one per core)",
+        ));
+    }
+    if m.spread_above_busy_percent > 100 {
+        p.push(Problem::new(
+            "media.spread_above_busy_percent",
+            "must be between 0 and 100",
+        ));
+    }
+    p.extend(validate_interfaces(&m.interfaces));
+    if m.socket_buffer_bytes > 1 << 30 {
+        p.push(Problem::new(
+            "media.socket_buffer_bytes",
+            "must be <= 1 GiB",
+        ));
+    }
+    if !(1..=1000).contains(&m.latch_after_packets) {
+        p.push(Problem::new(
+            "media.latch_after_packets",
+            "must be between 1 and 1000",
+        ));
+    }
+}
+
+/// The `[calls]` section.
+fn validate_calls(c: &CallsConfig, p: &mut Vec<Problem>) {
+    if !(1..=86_400).contains(&c.offer_timeout_secs) {
+        p.push(Problem::new(
+            "calls.offer_timeout_secs",
+            "must be between 1 and 86400",
+        ));
+    }
+    if c.max_calls == 0 {
+        p.push(Problem::new("calls.max_calls", "must be >= 1"));
+    }
+}
+
+/// The `[transmission_control]` section.
+fn validate_transmission_control(t: &TransmissionControlConfig, p: &mut Vec<Problem>) {
+    if !(1..=86_400).contains(&t.t1_hang_secs) {
+        p.push(Problem::new(
+            "transmission_control.t1_hang_secs",
+            "must be between 1 and 86400",
+        ));
+    }
+    if !(10..=60_000).contains(&t.t4_granted_ms) {
+        p.push(Problem::new(
+            "transmission_control.t4_granted_ms",
+            "must be between 10 and 60000",
+        ));
+    }
+    if t.c4_granted > 100 {
+        p.push(Problem::new(
+            "transmission_control.c4_granted",
+            "must be <= 100",
+        ));
+    }
+    if !(1..=86_400).contains(&t.media_inactivity_secs) {
+        p.push(Problem::new(
+            "transmission_control.media_inactivity_secs",
+            "must be between 1 and 86400",
+        ));
+    }
+    if t.max_duration_secs > 7 * 86_400 {
+        p.push(Problem::new(
+            "transmission_control.max_duration_secs",
+            "must be <= 604800 (0 = unlimited)",
+        ));
+    }
+    if !matches!(t.video_ssrc_field_id, 23 | 24) {
+        p.push(Problem::new(
+            "transmission_control.video_ssrc_field_id",
+            format!("must be 23 or 24, not {}", t.video_ssrc_field_id),
+        ));
+    }
+}
+
+/// The `[group_calls]` section.
+fn validate_group_calls(g: &GroupCallsConfig, p: &mut Vec<Problem>) {
+    if g.max_transmitters == 0 {
+        p.push(Problem::new("group_calls.max_transmitters", "must be >= 1"));
+    }
+    if g.max_streams_per_receiver == 0 {
+        p.push(Problem::new(
+            "group_calls.max_streams_per_receiver",
+            "must be >= 1",
+        ));
+    }
+    if crate::control::server::ReceptionMode::parse(&g.reception_mode).is_none() {
+        p.push(Problem::new(
+            "group_calls.reception_mode",
+            "must be \"automatic\" or \"manual\"",
+        ));
+    }
+    for (key, v) in [
+        ("group_calls.t1_inactivity_secs", g.t1_inactivity_secs),
+        ("group_calls.media_inactivity_secs", g.media_inactivity_secs),
+    ] {
+        if !(1..=86_400).contains(&v) {
+            p.push(Problem::new(key, "must be between 1 and 86400"));
+        }
+    }
+    if !(10..=60_000).contains(&g.t2_idle_ms) {
+        p.push(Problem::new(
+            "group_calls.t2_idle_ms",
+            "must be between 10 and 60000",
+        ));
+    }
+    if g.c2_idle > 100 {
+        p.push(Problem::new("group_calls.c2_idle", "must be <= 100"));
+    }
+    if g.max_duration_secs > 7 * 86_400 {
+        p.push(Problem::new(
+            "group_calls.max_duration_secs",
+            "must be <= 604800 (0 = unlimited)",
+        ));
+    }
+}
+
+/// The `[policy]` section.
+fn validate_policy(policy: &PolicyConfig, p: &mut Vec<Problem>) {
+    if let Some(f) = &policy.file {
+        if f.is_empty() {
+            p.push(Problem::new("policy.file", "must be a path"));
+        }
     }
 }
 
