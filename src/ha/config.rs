@@ -188,6 +188,20 @@ impl HaConfig {
     /// Every problem, each keyed by its setting.
     pub fn validate(&self) -> Result<(), Vec<HaConfigError>> {
         let mut p = Vec::new();
+        self.validate_identity(&mut p);
+        self.validate_timing(&mut p);
+        self.validate_store(&mut p);
+        self.validate_tls(&mut p);
+        self.validate_sentinels(&mut p);
+        if p.is_empty() {
+            Ok(())
+        } else {
+            Err(p)
+        }
+    }
+
+    /// The checks of `instance_id` and `standby_for`.
+    fn validate_identity(&self, p: &mut Vec<HaConfigError>) {
         if !CallId::is_valid(&self.instance_id) {
             p.push(HaConfigError::new(
                 "instance_id",
@@ -212,6 +226,10 @@ impl HaConfig {
                 ));
             }
         }
+    }
+
+    /// The checks of `heartbeat_interval`, `failure_time` and `key_ttl`.
+    fn validate_timing(&self, p: &mut Vec<HaConfigError>) {
         let hb = self.heartbeat_interval;
         if hb < Duration::from_millis(10) || hb > Duration::from_secs(10) {
             p.push(HaConfigError::new(
@@ -237,6 +255,10 @@ impl HaConfig {
                 "must be at least 10 s and 10 times the failure time",
             ));
         }
+    }
+
+    /// The checks of `max_backlog`, `key_prefix` and `command_timeout`.
+    fn validate_store(&self, p: &mut Vec<HaConfigError>) {
         if self.max_backlog == 0 {
             p.push(HaConfigError::new("max_backlog", "must be >= 1"));
         }
@@ -260,6 +282,10 @@ impl HaConfig {
                 "must be between 10 ms and 60 s",
             ));
         }
+    }
+
+    /// The checks of `tls_ca`.
+    fn validate_tls(&self, p: &mut Vec<HaConfigError>) {
         if self.tls_ca_pem.is_some() && !self.redis_url.is_tls() {
             p.push(HaConfigError::new(
                 "tls_ca",
@@ -277,6 +303,10 @@ impl HaConfig {
                 ));
             }
         }
+    }
+
+    /// The checks of `sentinels` and `master_name`.
+    fn validate_sentinels(&self, p: &mut Vec<HaConfigError>) {
         let valid_name = |n: &str| {
             !n.is_empty()
                 && n.len() <= 64
@@ -300,11 +330,6 @@ impl HaConfig {
         }
         if self.sentinels.len() > 16 {
             p.push(HaConfigError::new("sentinels", "at most 16"));
-        }
-        if p.is_empty() {
-            Ok(())
-        } else {
-            Err(p)
         }
     }
 }
