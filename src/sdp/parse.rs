@@ -19,23 +19,7 @@ impl SessionDescription {
         if text.len() > MAX_SDP_LEN {
             return Err(SdpError::doc("SDP larger than 64 KiB"));
         }
-        let mut lines = Vec::new();
-        for (i, piece) in text.split_inclusive('\n').enumerate() {
-            let (body, eol) = if let Some(b) = piece.strip_suffix("\r\n") {
-                (b, Eol::CrLf)
-            } else if let Some(b) = piece.strip_suffix('\n') {
-                (b, Eol::Lf)
-            } else {
-                (piece, Eol::None)
-            };
-            if i >= MAX_LINES {
-                return Err(SdpError::at(i + 1, body, "too many lines"));
-            }
-            lines.push(Line {
-                text: body.to_owned(),
-                eol,
-            });
-        }
+        let lines = split_lines(text)?;
         let content_end = lines
             .iter()
             .rposition(|l| !l.text.trim().is_empty())
@@ -43,102 +27,148 @@ impl SessionDescription {
         if content_end == 0 {
             return Err(SdpError::doc("empty SDP"));
         }
-
-        let mut session_connection = None;
-        let mut session_direction = None;
-        let mut media: Vec<Media> = Vec::new();
-        let mut sections: Vec<Section> = Vec::new();
-        let mut cur: Option<Building> = None;
-
-        for (idx, line) in lines.iter().enumerate().take(content_end) {
-            let no = idx + 1;
-            let text = line.text.as_str();
-            let err = |reason| SdpError::at(no, text, reason);
-            if text.contains(['\0', '\r']) {
-                return Err(err("control character in line"));
-            }
-            let (ty, value) = split_type(text).ok_or_else(|| err("expected <type>=<value>"))?;
-            if idx == 0 {
-                if ty != 'v' || value.trim_end() != "0" {
-                    return Err(err("first line must be v=0"));
-                }
-                continue;
-            }
-            match ty {
-                'm' => {
-                    if let Some(b) = cur.take() {
-                        finish(
-                            b,
-                            idx,
-                            session_connection,
-                            session_direction,
-                            &mut media,
-                            &mut sections,
-                        );
-                    }
-                    if media.len() >= MAX_MEDIA {
-                        return Err(err("too many media sections"));
-                    }
-                    cur = Some(parse_m_line(value, idx).map_err(err)?);
-                }
-                'c' => {
-                    let addr = parse_connection(value).map_err(err)?;
-                    match cur.as_mut() {
-                        Some(b) => {
-                            b.conn.get_or_insert(addr);
-                        }
-                        None => {
-                            session_connection.get_or_insert(addr);
-                        }
-                    }
-                }
-                'a' => match cur.as_mut() {
-                    Some(b) => media_attr(b, idx, value).map_err(err)?,
-                    None => {
-                        if let Some(d) = Direction::from_attr(value.trim_end()) {
-                            session_direction = Some(d);
-                        }
-                    }
-                },
-                _ => {}
-            }
-        }
-        if let Some(b) = cur.take() {
-            finish(
-                b,
-                content_end,
-                session_connection,
-                session_direction,
-                &mut media,
-                &mut sections,
-            );
-        }
-        if media.is_empty() {
+        let body = read_body(&lines, content_end)?;
+        if body.media.is_empty() {
             return Err(SdpError::doc("no media section (m= line)"));
         }
-
-        for m in &media {
-            if m.port != 0 && m.connection.is_none() {
-                let content = lines
-                    .get(m.line.saturating_sub(1))
-                    .map_or("", |l| l.text.as_str());
-                return Err(SdpError::at(
-                    m.line,
-                    content,
-                    "no connection address (c=) for media",
-                ));
-            }
-        }
-
+        check_connections(&lines, &body.media)?;
         Ok(SessionDescription {
             lines,
             content_end,
-            session_connection,
-            session_direction: session_direction.unwrap_or_default(),
-            media,
-            sections,
+            session_connection: body.session_connection,
+            session_direction: body.session_direction.unwrap_or_default(),
+            media: body.media,
+            sections: body.sections,
         })
     }
+}
+
+/// The lines of an SDP with their line ends.
+fn split_lines(text: &str) -> Result<Vec<Line>, SdpError> {
+    let mut lines = Vec::new();
+    for (i, piece) in text.split_inclusive('\n').enumerate() {
+        let (body, eol) = if let Some(b) = piece.strip_suffix("\r\n") {
+            (b, Eol::CrLf)
+        } else if let Some(b) = piece.strip_suffix('\n') {
+            (b, Eol::Lf)
+        } else {
+            (piece, Eol::None)
+        };
+        if i >= MAX_LINES {
+            return Err(SdpError::at(i + 1, body, "too many lines"));
+        }
+        lines.push(Line {
+            text: body.to_owned(),
+            eol,
+        });
+    }
+    Ok(lines)
+}
+
+/// What the lines before `content_end` say: the session-level connection and direction, and
+/// the media sections.
+struct Body {
+    session_connection: Option<IpAddr>,
+    session_direction: Option<Direction>,
+    media: Vec<Media>,
+    sections: Vec<Section>,
+}
+
+/// Reads the lines up to `content_end` (the first must be `v=0`) into sections.
+fn read_body(lines: &[Line], content_end: usize) -> Result<Body, SdpError> {
+    let mut session_connection = None;
+    let mut session_direction = None;
+    let mut media: Vec<Media> = Vec::new();
+    let mut sections: Vec<Section> = Vec::new();
+    let mut cur: Option<Building> = None;
+
+    for (idx, line) in lines.iter().enumerate().take(content_end) {
+        let no = idx + 1;
+        let text = line.text.as_str();
+        let err = |reason| SdpError::at(no, text, reason);
+        if text.contains(['\0', '\r']) {
+            return Err(err("control character in line"));
+        }
+        let (ty, value) = split_type(text).ok_or_else(|| err("expected <type>=<value>"))?;
+        if idx == 0 {
+            if ty != 'v' || value.trim_end() != "0" {
+                return Err(err("first line must be v=0"));
+            }
+            continue;
+        }
+        match ty {
+            'm' => {
+                if let Some(b) = cur.take() {
+                    finish(
+                        b,
+                        idx,
+                        session_connection,
+                        session_direction,
+                        &mut media,
+                        &mut sections,
+                    );
+                }
+                if media.len() >= MAX_MEDIA {
+                    return Err(err("too many media sections"));
+                }
+                cur = Some(parse_m_line(value, idx).map_err(err)?);
+            }
+            'c' => {
+                let addr = parse_connection(value).map_err(err)?;
+                match cur.as_mut() {
+                    Some(b) => {
+                        b.conn.get_or_insert(addr);
+                    }
+                    None => {
+                        session_connection.get_or_insert(addr);
+                    }
+                }
+            }
+            'a' => match cur.as_mut() {
+                Some(b) => media_attr(b, idx, value).map_err(err)?,
+                None => {
+                    if let Some(d) = Direction::from_attr(value.trim_end()) {
+                        session_direction = Some(d);
+                    }
+                }
+            },
+            _ => {}
+        }
+    }
+    if let Some(b) = cur.take() {
+        finish(
+            b,
+            content_end,
+            session_connection,
+            session_direction,
+            &mut media,
+            &mut sections,
+        );
+    }
+    Ok(Body {
+        session_connection,
+        session_direction,
+        media,
+        sections,
+    })
+}
+
+/// Every media section with a nonzero port has a connection address (its own or the
+/// session's).
+fn check_connections(lines: &[Line], media: &[Media]) -> Result<(), SdpError> {
+    for m in media {
+        if m.port != 0 && m.connection.is_none() {
+            let content = lines
+                .get(m.line.saturating_sub(1))
+                .map_or("", |l| l.text.as_str());
+            return Err(SdpError::at(
+                m.line,
+                content,
+                "no connection address (c=) for media",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Closes a media section. Session-level `c=` and direction lines all precede the first `m=`,

@@ -38,6 +38,14 @@ pub enum MediaRewrite {
     Omit,
 }
 
+/// A [`MediaRewrite::Keep`] section's plan, with the line ending of its inserted lines.
+struct Kept<'p> {
+    port: u16,
+    rtcp_port: Option<u16>,
+    crypto: Option<&'p [String]>,
+    eol: Eol,
+}
+
 impl SessionDescription {
     /// Produce the rewritten text. `plan.media.len()` must equal `self.media().len()` (else Err).
     ///
@@ -51,35 +59,7 @@ impl SessionDescription {
     /// Line 0: a plan of the wrong length, or a replacement `a=crypto` value that is not
     /// a well-formed single-line crypto attribute value.
     pub fn rewrite(&self, plan: &Rewrite) -> Result<String, SdpError> {
-        if plan.media.len() != self.media.len() {
-            return Err(SdpError {
-                line: 0,
-                content: format!(
-                    "plan has {} entries, SDP has {} media sections",
-                    plan.media.len(),
-                    self.media.len()
-                ),
-                reason: "rewrite plan does not match the media sections",
-            });
-        }
-        for rw in &plan.media {
-            if let MediaRewrite::Keep {
-                crypto: Some(values),
-                ..
-            } = rw
-            {
-                for v in values {
-                    if v.contains(['\r', '\n', '\0']) || parse_crypto(v).is_err() {
-                        return Err(SdpError {
-                            line: 0,
-                            content: error_content(&format!("a=crypto:{v}")),
-                            reason: "bad a=crypto value in rewrite plan",
-                        });
-                    }
-                }
-            }
-        }
-
+        self.check_plan(plan)?;
         let default_eol = self
             .lines
             .iter()
@@ -115,54 +95,13 @@ impl SessionDescription {
                     rtcp_port,
                     crypto,
                 } => {
-                    let insert_rtcp = match *rtcp_port {
-                        Some(p)
-                            if !m.rtcp_mux
-                                && sec.rtcp_line.is_none()
-                                && Some(p) != port.checked_add(1) =>
-                        {
-                            Some(p)
-                        }
-                        _ => None,
+                    let k = Kept {
+                        port: *port,
+                        rtcp_port: *rtcp_port,
+                        crypto: crypto.as_deref(),
+                        eol: sec_eol,
                     };
-                    let rtcp_at = sec.first_attr.unwrap_or(sec.end);
-                    let crypto_at = sec.crypto_lines.first().copied().unwrap_or(sec.end);
-                    let inserts = |idx: usize, out: &mut Vec<(Cow<'_, str>, Eol)>| {
-                        if idx == rtcp_at {
-                            if let Some(p) = insert_rtcp {
-                                out.push((Cow::Owned(format!("a=rtcp:{p}")), sec_eol));
-                            }
-                        }
-                        if idx == crypto_at {
-                            if let Some(values) = crypto {
-                                for v in values {
-                                    out.push((Cow::Owned(format!("a=crypto:{v}")), sec_eol));
-                                }
-                            }
-                        }
-                    };
-                    for idx in sec.start..sec.end {
-                        inserts(idx, &mut out);
-                        let l = self.line(idx)?;
-                        if idx == sec.start {
-                            out.push((Cow::Owned(replace_port(l, sec, *port)?), l.eol));
-                        } else if crypto.is_some() && sec.crypto_lines.contains(&idx) {
-                            // replaced by the plan's values (inserted at `crypto_at`)
-                        } else if let (Some(p), true) = (rtcp_port, sec.rtcp_line == Some(idx)) {
-                            let text = match m.rtcp.and_then(|r| r.addr) {
-                                Some(_) => format!(
-                                    "a=rtcp:{p} IN {} {}",
-                                    addr_type(plan.connection),
-                                    plan.connection
-                                ),
-                                None => format!("a=rtcp:{p}"),
-                            };
-                            out.push((Cow::Owned(text), l.eol));
-                        } else {
-                            out.push((self.keep_or_conn(l, &conn_line), l.eol));
-                        }
-                    }
-                    inserts(sec.end, &mut out);
+                    self.push_kept(&mut out, sec, m, &k, &conn_line, plan.connection)?;
                 }
             }
         }
@@ -170,7 +109,101 @@ impl SessionDescription {
         for l in self.lines.iter().skip(self.content_end) {
             out.push((Cow::Borrowed(l.text.as_str()), l.eol));
         }
+        Ok(self.join(&out, default_eol))
+    }
 
+    /// A plan of the right length whose replacement `a=crypto` values are well formed.
+    fn check_plan(&self, plan: &Rewrite) -> Result<(), SdpError> {
+        if plan.media.len() != self.media.len() {
+            return Err(SdpError {
+                line: 0,
+                content: format!(
+                    "plan has {} entries, SDP has {} media sections",
+                    plan.media.len(),
+                    self.media.len()
+                ),
+                reason: "rewrite plan does not match the media sections",
+            });
+        }
+        for rw in &plan.media {
+            if let MediaRewrite::Keep {
+                crypto: Some(values),
+                ..
+            } = rw
+            {
+                for v in values {
+                    if v.contains(['\r', '\n', '\0']) || parse_crypto(v).is_err() {
+                        return Err(SdpError {
+                            line: 0,
+                            content: error_content(&format!("a=crypto:{v}")),
+                            reason: "bad a=crypto value in rewrite plan",
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The lines of a kept section (`sec`, `m`) as `k` says, with the inserted `a=rtcp` and
+    /// `a=crypto` lines; `conn_line` replaces its `c=` lines and `connection` goes into a
+    /// rewritten `a=rtcp` line that carried an address.
+    fn push_kept<'a>(
+        &'a self,
+        out: &mut Vec<(Cow<'a, str>, Eol)>,
+        sec: &Section,
+        m: &Media,
+        k: &Kept<'_>,
+        conn_line: &str,
+        connection: IpAddr,
+    ) -> Result<(), SdpError> {
+        let insert_rtcp = match k.rtcp_port {
+            Some(p)
+                if !m.rtcp_mux && sec.rtcp_line.is_none() && Some(p) != k.port.checked_add(1) =>
+            {
+                Some(p)
+            }
+            _ => None,
+        };
+        let rtcp_at = sec.first_attr.unwrap_or(sec.end);
+        let crypto_at = sec.crypto_lines.first().copied().unwrap_or(sec.end);
+        let inserts = |idx: usize, out: &mut Vec<(Cow<'_, str>, Eol)>| {
+            if idx == rtcp_at {
+                if let Some(p) = insert_rtcp {
+                    out.push((Cow::Owned(format!("a=rtcp:{p}")), k.eol));
+                }
+            }
+            if idx == crypto_at {
+                if let Some(values) = k.crypto {
+                    for v in values {
+                        out.push((Cow::Owned(format!("a=crypto:{v}")), k.eol));
+                    }
+                }
+            }
+        };
+        for idx in sec.start..sec.end {
+            inserts(idx, out);
+            let l = self.line(idx)?;
+            if idx == sec.start {
+                out.push((Cow::Owned(replace_port(l, sec, k.port)?), l.eol));
+            } else if k.crypto.is_some() && sec.crypto_lines.contains(&idx) {
+                // replaced by the plan's values (inserted at `crypto_at`)
+            } else if let (Some(p), true) = (k.rtcp_port, sec.rtcp_line == Some(idx)) {
+                let text = match m.rtcp.and_then(|r| r.addr) {
+                    Some(_) => format!("a=rtcp:{p} IN {} {}", addr_type(connection), connection),
+                    None => format!("a=rtcp:{p}"),
+                };
+                out.push((Cow::Owned(text), l.eol));
+            } else {
+                out.push((self.keep_or_conn(l, conn_line), l.eol));
+            }
+        }
+        inserts(sec.end, out);
+        Ok(())
+    }
+
+    /// The output lines joined, each with its line ending.
+    fn join(&self, out: &[(Cow<'_, str>, Eol)], default_eol: Eol) -> String {
         // A line that was last in the original but no longer is needs a line ending.
         let n = out.len();
         let mut s =
@@ -184,7 +217,7 @@ impl SessionDescription {
             };
             s.push_str(eol.as_str());
         }
-        Ok(s)
+        s
     }
 
     /// The SDP's text with its session `o=` line naming `ip` (`IN IP4|IP6 <ip>`) instead of
