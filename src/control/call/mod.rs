@@ -389,10 +389,6 @@ impl Call {
                 party: Party::Callee,
                 error,
             })?;
-        let bad = |reason: String| SetupError::NoAcceptableMedia {
-            party: Party::Callee,
-            reason,
-        };
         if sdp.media().len() != call.streams.len() {
             return Err(SetupError::BadSdp {
                 party: Party::Callee,
@@ -410,92 +406,13 @@ impl Call {
         let mut streams = call.streams.clone();
         let mut rewrites = Vec::with_capacity(streams.len());
         for (s, m) in streams.iter_mut().zip(sdp.media()) {
-            if m.kind != s.kind {
-                return Err(bad(format!(
-                    "m= line {} answers a different media type than was offered",
-                    m.line
-                )));
-            }
-            let accepted = s.offered && m.port != 0;
-            if !accepted {
-                // Callee rejected it (or it was never offered): release the callee leg's port
-                // later with the call; nothing flows on it.
-                if s.kind == MediaKind::Video {
-                    return Err(bad(format!(
-                        "m= line {}: the callee rejected the video stream",
-                        m.line
-                    )));
-                }
-                if s.kind != MediaKind::Control {
-                    rewrites.push(MediaRewrite::Reject);
-                    s.offered = false;
-                    continue;
-                }
-            }
-            if accepted && m.rtp_addr().is_none() {
-                return Err(bad(format!(
-                    "m= line {} has no usable address to send to",
-                    m.line
-                )));
-            }
-            if let (true, Some(r), Some(a)) =
-                (accepted, s.relay[Party::Callee.index()], m.rtp_addr())
-            {
-                if r.rtp.is_ipv4() != a.is_ipv4() {
-                    return Err(bad(format!(
-                        "m= line {}: the callee's address is {} but its leg was offered on an {} interface of the relay (name the callee's interface when creating the call)",
-                        m.line,
-                        if a.is_ipv4() { "IPv4" } else { "IPv6" },
-                        if r.rtp.is_ipv4() { "IPv4" } else { "IPv6" }
-                    )));
-                }
-            }
-            s.remote_rtp[Party::Callee.index()] = m.rtp_addr();
-            s.remote_rtcp[Party::Callee.index()] = m.rtcp_addr();
-            s.announced_ssrcs[Party::Callee.index()] = m.ssrcs.clone();
-            let mut crypto = None;
-            if let Some(p) = s.pending_keys.take() {
-                let suite = p.caller_inbound.suite;
-                let Some(c) = m.crypto.iter().find(|c| c.suite == suite.name()) else {
-                    return Err(bad(format!(
-                        "m= line {}: per_leg mode needs an a=crypto line with {} in the answer",
-                        m.line,
-                        suite.name()
-                    )));
-                };
-                let callee_inbound = MasterKey::from_base64(suite, &c.key_b64)
-                    .map_err(|e| bad(format!("m= line {}: a=crypto: {e}", m.line)))?;
-                let caller_outbound = fresh
-                    .iter()
-                    .find(|(i, _)| *i == s.index)
-                    .map(|(_, k)| k.clone())
-                    .ok_or_else(|| bad("internal: no key prepared".to_owned()))?;
-                crypto = Some(vec![caller_outbound.sdes_attribute(p.tag)]);
-                s.keys = [
-                    Some(LegKeys {
-                        inbound: p.caller_inbound,
-                        outbound: caller_outbound,
-                    }),
-                    Some(LegKeys {
-                        inbound: callee_inbound,
-                        outbound: p.callee_outbound,
-                    }),
-                ];
-            }
-            match s.relay[Party::Caller.index()] {
-                Some(relay) => rewrites.push(MediaRewrite::Keep {
-                    port: relay.rtp.port(),
-                    rtcp_port: (!relay.muxed()).then(|| relay.rtcp.port()),
-                    crypto,
-                }),
-                None => rewrites.push(MediaRewrite::Reject),
-            }
+            rewrites.push(answer_stream(s, m, &fresh)?);
         }
         let caller_ip = streams
             .iter()
             .find_map(|s| s.relay[Party::Caller.index()])
             .map(|p| p.rtp.ip())
-            .ok_or_else(|| bad("no stream is usable".to_owned()))?;
+            .ok_or_else(|| callee_no_media("no stream is usable".to_owned()))?;
         let sdp_answer = sdp
             .rewrite(&Rewrite {
                 connection: caller_ip,
@@ -664,4 +581,110 @@ impl Call {
             (a, b) => a.or(b),
         }
     }
+}
+
+/// The callee's answer `m` to the offered stream `s`: the callee leg's addresses, SSRCs and
+/// keys are set on `s`; the result is what the caller's answer says of the stream.
+fn answer_stream(
+    s: &mut MediaStream,
+    m: &crate::sdp::Media,
+    fresh: &[(usize, MasterKey)],
+) -> Result<MediaRewrite, SetupError> {
+    if m.kind != s.kind {
+        return Err(callee_no_media(format!(
+            "m= line {} answers a different media type than was offered",
+            m.line
+        )));
+    }
+    let accepted = s.offered && m.port != 0;
+    if !accepted {
+        // Callee rejected it (or it was never offered): release the callee leg's port
+        // later with the call; nothing flows on it.
+        if s.kind == MediaKind::Video {
+            return Err(callee_no_media(format!(
+                "m= line {}: the callee rejected the video stream",
+                m.line
+            )));
+        }
+        if s.kind != MediaKind::Control {
+            s.offered = false;
+            return Ok(MediaRewrite::Reject);
+        }
+    }
+    if accepted && m.rtp_addr().is_none() {
+        return Err(callee_no_media(format!(
+            "m= line {} has no usable address to send to",
+            m.line
+        )));
+    }
+    if let (true, Some(r), Some(a)) = (accepted, s.relay[Party::Callee.index()], m.rtp_addr()) {
+        if r.rtp.is_ipv4() != a.is_ipv4() {
+            return Err(callee_no_media(format!(
+                "m= line {}: the callee's address is {} but its leg was offered on an {} interface of the relay (name the callee's interface when creating the call)",
+                m.line,
+                if a.is_ipv4() { "IPv4" } else { "IPv6" },
+                if r.rtp.is_ipv4() { "IPv4" } else { "IPv6" }
+            )));
+        }
+    }
+    s.remote_rtp[Party::Callee.index()] = m.rtp_addr();
+    s.remote_rtcp[Party::Callee.index()] = m.rtcp_addr();
+    s.announced_ssrcs[Party::Callee.index()] = m.ssrcs.clone();
+    let crypto = answer_keys(s, m, fresh)?;
+    Ok(match s.relay[Party::Caller.index()] {
+        Some(relay) => MediaRewrite::Keep {
+            port: relay.rtp.port(),
+            rtcp_port: (!relay.muxed()).then(|| relay.rtcp.port()),
+            crypto,
+        },
+        None => MediaRewrite::Reject,
+    })
+}
+
+/// The callee's answer has no media the relay can take, for `reason`.
+fn callee_no_media(reason: String) -> SetupError {
+    SetupError::NoAcceptableMedia {
+        party: Party::Callee,
+        reason,
+    }
+}
+
+/// In per_leg mode, the stream's keys from the callee's answer `m` and the relay's key toward
+/// the caller prepared in `fresh` (set on `s`), and the `a=crypto` value of the caller's
+/// answer; `None` when the stream has no per-leg keys pending.
+fn answer_keys(
+    s: &mut MediaStream,
+    m: &crate::sdp::Media,
+    fresh: &[(usize, MasterKey)],
+) -> Result<Option<Vec<String>>, SetupError> {
+    let Some(p) = s.pending_keys.take() else {
+        return Ok(None);
+    };
+    let suite = p.caller_inbound.suite;
+    let Some(c) = m.crypto.iter().find(|c| c.suite == suite.name()) else {
+        return Err(callee_no_media(format!(
+            "m= line {}: per_leg mode needs an a=crypto line with {} in the answer",
+            m.line,
+            suite.name()
+        )));
+    };
+    let callee_inbound = MasterKey::from_base64(suite, &c.key_b64)
+        .map_err(|e| callee_no_media(format!("m= line {}: a=crypto: {e}", m.line)))?;
+    let caller_outbound = fresh
+        .iter()
+        .find(|(i, _)| *i == s.index)
+        .map(|(_, k)| k.clone())
+        .ok_or_else(|| callee_no_media("internal: no key prepared".to_owned()))?;
+    let crypto = vec![caller_outbound.sdes_attribute(p.tag)];
+    s.keys = [
+        Some(LegKeys {
+            inbound: p.caller_inbound,
+            outbound: caller_outbound,
+        }),
+        Some(LegKeys {
+            inbound: callee_inbound,
+            outbound: p.callee_outbound,
+        }),
+    ];
+    Ok(Some(crypto))
 }

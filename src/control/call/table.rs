@@ -349,198 +349,19 @@ impl CallTable {
                 party: Party::Caller,
                 error,
             })?;
-        let offered: Vec<bool> = offer
-            .media()
-            .iter()
-            .map(|m| {
-                m.port != 0
-                    && match &m.kind {
-                        MediaKind::Video | MediaKind::Control => true,
-                        MediaKind::Audio => self.config.offer_audio,
-                        MediaKind::Other(_) => self.config.offer_other_media,
-                    }
-            })
-            .collect();
-        let no_media = |reason: &str| SetupError::NoAcceptableMedia {
-            party: Party::Caller,
-            reason: reason.to_owned(),
-        };
-        let video = offer
-            .media()
-            .iter()
-            .find(|m| m.kind == MediaKind::Video && m.port != 0)
-            .ok_or_else(|| {
-                no_media("the offer has no video stream (m=video with a non-zero port)")
-            })?;
-        for (m, &o) in offer.media().iter().zip(&offered) {
-            if o && m.rtp_addr().is_none() {
-                return Err(no_media(&format!(
-                    "m= line {} has no usable address to send to",
-                    m.line
-                )));
-            }
-            if o && req.media_security == MediaSecurity::PerLeg && is_rtp_media(&m.kind) {
-                let Some((_, suite, b64)) = pick_crypto(m) else {
-                    return Err(no_media(&format!(
-                        "per_leg mode needs an a=crypto line with AEAD_AES_128_GCM or AES_CM_128_HMAC_SHA1_80 in the section of line {}",
-                        m.line
-                    )));
-                };
-                MasterKey::from_base64(suite, b64).map_err(|e| SetupError::BadSdp {
-                    party: Party::Caller,
-                    error: SdpError {
-                        line: m.line,
-                        content: format!("a=crypto ({})", suite.name()),
-                        reason: if e == crate::keys::KeyError::BadBase64 {
-                            "key is not valid base64"
-                        } else {
-                            "key and salt have the wrong length for the suite"
-                        },
-                    },
-                })?;
-            }
-        }
-        // SSRCs of the transmission: the caller's own when its SDP names them.
-        let control_fmtp = offer
-            .media()
-            .iter()
-            .find(|m| m.kind == MediaKind::Control)
-            .and_then(|m| m.mcvideo);
-        let video_ssrc = control_fmtp
-            .and_then(|f| f.mc_video_ssrc)
-            .or_else(|| video.ssrcs.first().copied());
-        let audio_ssrc = control_fmtp.and_then(|f| f.mc_audio_ssrc).or_else(|| {
-            offer
-                .media()
-                .iter()
-                .find(|m| m.kind == MediaKind::Audio)
-                .and_then(|m| m.ssrcs.first().copied())
-        });
-
-        // Relay ports for both legs of every offered stream.
-        let mut streams = Vec::with_capacity(offer.media().len());
-        let mut failed = false;
-        for (index, (m, &o)) in offer.media().iter().zip(&offered).enumerate() {
-            let mut s = MediaStream {
-                index,
-                kind: m.kind.clone(),
-                proto: m.proto.clone(),
-                offered: o,
-                relay: [None, None],
-                remote_rtp: [m.rtp_addr(), None],
-                remote_rtcp: [m.rtcp_addr(), None],
-                announced_ssrcs: [m.ssrcs.clone(), Vec::new()],
-                keys: [None, None],
-                clock_rate: m.clock_rate,
-                pending_keys: None,
-            };
-            if o && !failed {
-                for party in [Party::Caller, Party::Callee] {
-                    match ports.allocate(party, &m.kind, m.rtcp_mux) {
-                        Some(p) => s.relay[party.index()] = Some(p),
-                        None => failed = true,
-                    }
-                }
-            }
-            streams.push(s);
-        }
-        if failed {
-            for p in streams
-                .iter()
-                .flat_map(|s| s.relay.iter().flatten().copied())
-            {
-                ports.free(p);
-            }
-            return Err(SetupError::NoPortsAvailable);
-        }
-        // A leg on an interface of the other address family could never reach its party.
-        let mismatch = streams.iter().zip(offer.media()).find(|(s, m)| {
-            match (s.relay[Party::Caller.index()], m.rtp_addr()) {
-                (Some(r), Some(a)) => r.rtp.is_ipv4() != a.is_ipv4(),
-                _ => false,
-            }
-        });
-        if let Some((_, m)) = mismatch {
-            for p in streams
-                .iter()
-                .flat_map(|s| s.relay.iter().flatten().copied())
-            {
-                ports.free(p);
-            }
-            return Err(no_media(&format!(
-                "m= line {}: its address family has no media interface on the relay",
-                m.line
-            )));
-        }
-
-        // Per-leg keys: the caller's inbound key is in its offer; the relay makes its own key
-        // toward the callee now and the one toward the caller when the answer comes.
-        let mut rewrites = Vec::with_capacity(streams.len());
-        for (s, m) in streams.iter_mut().zip(offer.media()) {
-            let Some(relay) = s.relay[Party::Callee.index()] else {
-                rewrites.push(MediaRewrite::Reject);
-                continue;
-            };
-            let mut crypto = None;
-            if req.media_security == MediaSecurity::PerLeg && is_rtp_media(&m.kind) {
-                if let Some((tag, suite, b64)) = pick_crypto(m) {
-                    if let Ok(caller_inbound) = MasterKey::from_base64(suite, b64) {
-                        let callee_outbound = self.fresh_key(suite);
-                        crypto = Some(vec![callee_outbound.sdes_attribute(tag)]);
-                        s.pending_keys = Some(PendingKeys {
-                            tag,
-                            caller_inbound,
-                            callee_outbound,
-                        });
-                    }
-                }
-            }
-            rewrites.push(MediaRewrite::Keep {
-                port: relay.rtp.port(),
-                rtcp_port: (!relay.muxed()).then(|| relay.rtcp.port()),
-                crypto,
-            });
-        }
-        let callee_ip = streams
-            .iter()
-            .find_map(|s| s.relay[Party::Callee.index()])
-            .map(|p| p.rtp.ip())
-            .ok_or_else(|| no_media("no stream could be offered"))?;
-        let sdp_offer = match offer.rewrite(&Rewrite {
-            connection: callee_ip,
-            media: rewrites,
-        }) {
-            Ok(s) => s,
-            Err(error) => {
-                for p in streams
-                    .iter()
-                    .flat_map(|s| s.relay.iter().flatten().copied())
-                {
-                    ports.free(p);
-                }
-                return Err(SetupError::BadSdp {
-                    party: Party::Caller,
-                    error,
-                });
-            }
-        };
+        let offered = self.offered(&offer);
+        let video = check_caller_media(&offer, &offered, req.media_security)?;
+        let (audio_ssrc, video_ssrc) = caller_ssrcs(&offer, video);
+        let mut streams = allocate_streams(&offer, &offered, ports)?;
+        let sdp_offer = self.callee_offer(&offer, &mut streams, req.media_security, ports)?;
 
         let kind = if req.video_pull {
             CallKind::VideoPull
         } else {
             CallKind::VideoPush
         };
-        // In a pull the callee transmits: the caller's SSRCs are not the transmission's.
-        let (audio_ssrc, video_ssrc) = match kind {
-            CallKind::VideoPush => (audio_ssrc, video_ssrc),
-            CallKind::VideoPull => (None, None),
-        };
-        let audio_ssrc = audio_ssrc.unwrap_or_else(|| self.fresh_ssrc());
-        let video_ssrc = video_ssrc.unwrap_or_else(|| self.fresh_ssrc());
-        let server_ssrc = self.fresh_ssrc();
-        for s in [audio_ssrc, video_ssrc, server_ssrc] {
-            *self.ssrcs.entry(s).or_insert(0) += 1;
-        }
+        let (audio_ssrc, video_ssrc, server_ssrc) =
+            self.transmission_ssrcs(kind, audio_ssrc, video_ssrc);
         let caller_control = streams
             .iter()
             .any(|s| s.kind == MediaKind::Control && s.active());
@@ -592,6 +413,103 @@ impl CallTable {
         Ok((call, offer))
     }
 
+    /// Which of the offer's `m=` lines the relay offers on (by index): video and transmission
+    /// control, audio and other media as configured, never a rejected (port 0) one.
+    fn offered(&self, offer: &SessionDescription) -> Vec<bool> {
+        offer
+            .media()
+            .iter()
+            .map(|m| {
+                m.port != 0
+                    && match &m.kind {
+                        MediaKind::Video | MediaKind::Control => true,
+                        MediaKind::Audio => self.config.offer_audio,
+                        MediaKind::Other(_) => self.config.offer_other_media,
+                    }
+            })
+            .collect()
+    }
+
+    /// The SDP offer toward the callee: the relay's callee-side ports, and in per_leg mode the
+    /// relay's own key toward the callee (drawn now, in stream order; the caller's inbound key
+    /// is kept beside it in each stream's pending keys). On error every port is freed.
+    fn callee_offer(
+        &mut self,
+        offer: &SessionDescription,
+        streams: &mut [MediaStream],
+        media_security: MediaSecurity,
+        ports: &mut dyn PortAllocator,
+    ) -> Result<String, SetupError> {
+        // Per-leg keys: the caller's inbound key is in its offer; the relay makes its own key
+        // toward the callee now and the one toward the caller when the answer comes.
+        let mut rewrites = Vec::with_capacity(streams.len());
+        for (s, m) in streams.iter_mut().zip(offer.media()) {
+            let Some(relay) = s.relay[Party::Callee.index()] else {
+                rewrites.push(MediaRewrite::Reject);
+                continue;
+            };
+            let mut crypto = None;
+            if media_security == MediaSecurity::PerLeg && is_rtp_media(&m.kind) {
+                if let Some((tag, suite, b64)) = pick_crypto(m) {
+                    if let Ok(caller_inbound) = MasterKey::from_base64(suite, b64) {
+                        let callee_outbound = self.fresh_key(suite);
+                        crypto = Some(vec![callee_outbound.sdes_attribute(tag)]);
+                        s.pending_keys = Some(PendingKeys {
+                            tag,
+                            caller_inbound,
+                            callee_outbound,
+                        });
+                    }
+                }
+            }
+            rewrites.push(MediaRewrite::Keep {
+                port: relay.rtp.port(),
+                rtcp_port: (!relay.muxed()).then(|| relay.rtcp.port()),
+                crypto,
+            });
+        }
+        let callee_ip = streams
+            .iter()
+            .find_map(|s| s.relay[Party::Callee.index()])
+            .map(|p| p.rtp.ip())
+            .ok_or_else(|| caller_no_media("no stream could be offered"))?;
+        offer
+            .rewrite(&Rewrite {
+                connection: callee_ip,
+                media: rewrites,
+            })
+            .map_err(|error| {
+                free_streams(streams, ports);
+                SetupError::BadSdp {
+                    party: Party::Caller,
+                    error,
+                }
+            })
+    }
+
+    /// The transmission's audio, video and server SSRCs, each counted in the SSRC registry:
+    /// in a push the caller's own when its SDP names them (in a pull the callee transmits, so
+    /// the caller's are not the transmission's), otherwise fresh ones.
+    fn transmission_ssrcs(
+        &mut self,
+        kind: CallKind,
+        audio_ssrc: Option<u32>,
+        video_ssrc: Option<u32>,
+    ) -> (u32, u32, u32) {
+        // In a pull the callee transmits: the caller's SSRCs are not the transmission's.
+        let (audio_ssrc, video_ssrc) = match kind {
+            CallKind::VideoPush => (audio_ssrc, video_ssrc),
+            CallKind::VideoPull => (None, None),
+        };
+        let audio_ssrc = audio_ssrc.unwrap_or_else(|| self.fresh_ssrc());
+        let video_ssrc = video_ssrc.unwrap_or_else(|| self.fresh_ssrc());
+        let server_ssrc = self.fresh_ssrc();
+        for s in [audio_ssrc, video_ssrc, server_ssrc] {
+            *self.ssrcs.entry(s).or_insert(0) += 1;
+        }
+        (audio_ssrc, video_ssrc, server_ssrc)
+    }
+
     /// Seed steps 6–10: the callee accepted with `answer`. Builds the caller's answer,
     /// establishes the call and grants the caller. On error the call stays offered.
     pub fn accept_call(
@@ -632,5 +550,148 @@ impl CallTable {
         call.release(now, reason);
         self.remove(call_id)
             .ok_or_else(|| SetupError::UnknownCall(call_id.to_owned()))
+    }
+}
+
+/// The caller's offer has no media the relay can take, for `reason`.
+fn caller_no_media(reason: &str) -> SetupError {
+    SetupError::NoAcceptableMedia {
+        party: Party::Caller,
+        reason: reason.to_owned(),
+    }
+}
+
+/// Checks the caller's offer before anything is allocated: a video stream, an address to send
+/// to on every offered stream, and in per_leg mode a usable `a=crypto` key on every offered
+/// audio and video stream. Returns the video stream.
+fn check_caller_media<'o>(
+    offer: &'o SessionDescription,
+    offered: &[bool],
+    media_security: MediaSecurity,
+) -> Result<&'o crate::sdp::Media, SetupError> {
+    let video = offer
+        .media()
+        .iter()
+        .find(|m| m.kind == MediaKind::Video && m.port != 0)
+        .ok_or_else(|| {
+            caller_no_media("the offer has no video stream (m=video with a non-zero port)")
+        })?;
+    for (m, &o) in offer.media().iter().zip(offered) {
+        if o && m.rtp_addr().is_none() {
+            return Err(caller_no_media(&format!(
+                "m= line {} has no usable address to send to",
+                m.line
+            )));
+        }
+        if o && media_security == MediaSecurity::PerLeg && is_rtp_media(&m.kind) {
+            let Some((_, suite, b64)) = pick_crypto(m) else {
+                return Err(caller_no_media(&format!(
+                    "per_leg mode needs an a=crypto line with AEAD_AES_128_GCM or AES_CM_128_HMAC_SHA1_80 in the section of line {}",
+                    m.line
+                )));
+            };
+            MasterKey::from_base64(suite, b64).map_err(|e| SetupError::BadSdp {
+                party: Party::Caller,
+                error: SdpError {
+                    line: m.line,
+                    content: format!("a=crypto ({})", suite.name()),
+                    reason: if e == crate::keys::KeyError::BadBase64 {
+                        "key is not valid base64"
+                    } else {
+                        "key and salt have the wrong length for the suite"
+                    },
+                },
+            })?;
+        }
+    }
+    Ok(video)
+}
+
+/// The caller's audio and video SSRCs when its SDP names them: those of the transmission
+/// control `a=fmtp:MCVideo` line, else the first `a=ssrc` of the video (and audio) stream.
+fn caller_ssrcs(
+    offer: &SessionDescription,
+    video: &crate::sdp::Media,
+) -> (Option<u32>, Option<u32>) {
+    let control_fmtp = offer
+        .media()
+        .iter()
+        .find(|m| m.kind == MediaKind::Control)
+        .and_then(|m| m.mcvideo);
+    let video_ssrc = control_fmtp
+        .and_then(|f| f.mc_video_ssrc)
+        .or_else(|| video.ssrcs.first().copied());
+    let audio_ssrc = control_fmtp.and_then(|f| f.mc_audio_ssrc).or_else(|| {
+        offer
+            .media()
+            .iter()
+            .find(|m| m.kind == MediaKind::Audio)
+            .and_then(|m| m.ssrcs.first().copied())
+    });
+    (audio_ssrc, video_ssrc)
+}
+
+/// The call's media streams, with relay ports for both legs of every offered stream. When the
+/// ports run out, or a leg's interface is of another address family than the caller's
+/// address, every port is freed and the call refused.
+fn allocate_streams(
+    offer: &SessionDescription,
+    offered: &[bool],
+    ports: &mut dyn PortAllocator,
+) -> Result<Vec<MediaStream>, SetupError> {
+    let mut streams = Vec::with_capacity(offer.media().len());
+    let mut failed = false;
+    for (index, (m, &o)) in offer.media().iter().zip(offered).enumerate() {
+        let mut s = MediaStream {
+            index,
+            kind: m.kind.clone(),
+            proto: m.proto.clone(),
+            offered: o,
+            relay: [None, None],
+            remote_rtp: [m.rtp_addr(), None],
+            remote_rtcp: [m.rtcp_addr(), None],
+            announced_ssrcs: [m.ssrcs.clone(), Vec::new()],
+            keys: [None, None],
+            clock_rate: m.clock_rate,
+            pending_keys: None,
+        };
+        if o && !failed {
+            for party in [Party::Caller, Party::Callee] {
+                match ports.allocate(party, &m.kind, m.rtcp_mux) {
+                    Some(p) => s.relay[party.index()] = Some(p),
+                    None => failed = true,
+                }
+            }
+        }
+        streams.push(s);
+    }
+    if failed {
+        free_streams(&streams, ports);
+        return Err(SetupError::NoPortsAvailable);
+    }
+    // A leg on an interface of the other address family could never reach its party.
+    let mismatch = streams.iter().zip(offer.media()).find(|(s, m)| {
+        match (s.relay[Party::Caller.index()], m.rtp_addr()) {
+            (Some(r), Some(a)) => r.rtp.is_ipv4() != a.is_ipv4(),
+            _ => false,
+        }
+    });
+    if let Some((_, m)) = mismatch {
+        free_streams(&streams, ports);
+        return Err(caller_no_media(&format!(
+            "m= line {}: its address family has no media interface on the relay",
+            m.line
+        )));
+    }
+    Ok(streams)
+}
+
+/// Frees every relay port of `streams`.
+fn free_streams(streams: &[MediaStream], ports: &mut dyn PortAllocator) {
+    for p in streams
+        .iter()
+        .flat_map(|s| s.relay.iter().flatten().copied())
+    {
+        ports.free(p);
     }
 }
