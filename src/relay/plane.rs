@@ -493,38 +493,11 @@ impl Plane {
         entropy: &mut dyn crate::control::call::Entropy,
     ) -> Result<(), crate::control::call::SetupError> {
         use crate::control::call::SetupError;
-        use crate::keys::{MasterKey, SrtpSuite};
         use crate::sdp::{MediaRewrite, Rewrite};
         let id = spec.mcvideo_id.as_str();
-        let valid = !id.is_empty()
-            && id.len() <= crate::control::registry::MAX_ID_LEN
-            && !id.chars().any(char::is_control);
-        if !valid {
-            return Err(SetupError::BadRequest(format!(
-                "member mcvideo_id must be 1 to {} octets with no control characters",
-                crate::control::registry::MAX_ID_LEN
-            )));
-        }
+        check_member_id(id)?;
         let offer = SessionDescription::parse(&spec.sdp_offer).map_err(|e| member_sdp(id, e))?;
-        let v4 = offer
-            .media()
-            .iter()
-            .find_map(|m| m.rtp_addr())
-            .map(|a| a.is_ipv4())
-            .ok_or_else(|| member_error(id, "its SDP offer has no usable media address"))?;
-        let iface = self
-            .interfaces
-            .iter()
-            .position(|i| i.ip.is_ipv4() == v4)
-            .ok_or_else(|| {
-                member_error(
-                    id,
-                    format!(
-                        "its media address is {} and the relay has no such media interface",
-                        if v4 { "IPv4" } else { "IPv6" }
-                    ),
-                )
-            })?;
+        let (iface, v4) = self.member_interface(id, &offer)?;
         let pool = self.pools.get(iface).ok_or(SetupError::NoPortsAvailable)?;
         let mut taken: Vec<MediaKind> = Vec::new();
         let mut rewrites = Vec::with_capacity(offer.media().len());
@@ -544,18 +517,7 @@ impl Plane {
                 rewrites.push(MediaRewrite::Reject);
                 continue;
             }
-            let remote = m.rtp_addr().ok_or_else(|| {
-                member_error(
-                    id,
-                    format!("m= line {} has no usable address to send to", m.line),
-                )
-            })?;
-            if remote.is_ipv4() != v4 {
-                return Err(member_error(
-                    id,
-                    format!("m= line {}: mixed address families", m.line),
-                ));
-            }
+            let remote = member_remote(id, m, v4)?;
             let mux = m.rtcp_mux || control;
             let (relay, sockets) =
                 PortPool::allocate_shared(pool, mux).ok_or(SetupError::NoPortsAvailable)?;
@@ -582,29 +544,7 @@ impl Plane {
                 MediaKind::Audio => audio_ssrc = audio_ssrc.or(m.ssrcs.first().copied()),
                 _ => {}
             }
-            let mut crypto = None;
-            let mut keys = (None, None);
-            if security == MediaSecurity::PerLeg {
-                let found = m.crypto.iter().find_map(|c| {
-                    SrtpSuite::from_name(&c.suite).map(|s| (c.tag, s, c.key_b64.as_str()))
-                });
-                let Some((tag, suite, b64)) = found else {
-                    return Err(member_error(
-                        id,
-                        format!(
-                            "per_leg mode needs an a=crypto line with AEAD_AES_128_GCM or AES_CM_128_HMAC_SHA1_80 in the section of line {}",
-                            m.line
-                        ),
-                    ));
-                };
-                let inbound = MasterKey::from_base64(suite, b64)
-                    .map_err(|e| member_error(id, format!("m= line {}: a=crypto: {e}", m.line)))?;
-                let mut material = vec![0u8; suite.key_len() + suite.salt_len()];
-                entropy.fill(&mut material);
-                let outbound = MasterKey { suite, material };
-                crypto = Some(vec![outbound.sdes_attribute(tag)]);
-                keys = (Some(inbound), Some(outbound));
-            }
+            let (crypto, keys) = member_keys(id, m, security, entropy)?;
             if let Some(leg) = prep.legs.get_mut(si) {
                 *leg = super::rules::LegSetup {
                     remote_rtp: Some(remote),
@@ -631,30 +571,148 @@ impl Plane {
             ));
         }
         let relay_ip = relay_ip.ok_or_else(|| member_error(id, "no stream is usable"))?;
-        prep.sdp_answer = answer_from_offer(
-            &offer
-                .rewrite(&Rewrite {
-                    connection: relay_ip,
-                    media: rewrites,
-                })
-                .map_err(|e| member_sdp(id, e))?,
-        );
-        let fmtp: Option<crate::sdp::McVideoFmtp> = control_fmtp;
-        prep.setup = crate::control::server::MemberSetup {
-            user_id: spec.mcvideo_id,
-            priority: spec.priority,
-            receive_only: spec.receive_only,
-            control: prep.control.is_some(),
-            video_ssrc: fmtp
-                .and_then(|f| f.mc_video_ssrc)
-                .or(video_ssrc)
-                .map(crate::ids::Ssrc),
-            audio_ssrc: fmtp
-                .and_then(|f| f.mc_audio_ssrc)
-                .or(audio_ssrc)
-                .map(crate::ids::Ssrc),
-        };
+        prep.sdp_answer = offer
+            .rewrite(&Rewrite {
+                connection: relay_ip,
+                media: rewrites,
+            })
+            .map(|rewritten| answer_from_offer(&rewritten))
+            .map_err(|e| member_sdp(id, e))?;
+        let control = prep.control.is_some();
+        prep.setup = member_setup(spec, control, control_fmtp, video_ssrc, audio_ssrc);
         Ok(())
+    }
+
+    /// The media interface of the member's address family (that of the first usable address
+    /// in its offer), and whether it is IPv4.
+    fn member_interface(
+        &self,
+        id: &str,
+        offer: &SessionDescription,
+    ) -> Result<(usize, bool), crate::control::call::SetupError> {
+        let v4 = offer
+            .media()
+            .iter()
+            .find_map(|m| m.rtp_addr())
+            .map(|a| a.is_ipv4())
+            .ok_or_else(|| member_error(id, "its SDP offer has no usable media address"))?;
+        let iface = self
+            .interfaces
+            .iter()
+            .position(|i| i.ip.is_ipv4() == v4)
+            .ok_or_else(|| {
+                member_error(
+                    id,
+                    format!(
+                        "its media address is {} and the relay has no such media interface",
+                        if v4 { "IPv4" } else { "IPv6" }
+                    ),
+                )
+            })?;
+        Ok((iface, v4))
+    }
+}
+
+/// A member's `mcvideo_id`: 1 to `MAX_ID_LEN` octets with no control characters.
+fn check_member_id(id: &str) -> Result<(), crate::control::call::SetupError> {
+    let valid = !id.is_empty()
+        && id.len() <= crate::control::registry::MAX_ID_LEN
+        && !id.chars().any(char::is_control);
+    if !valid {
+        return Err(crate::control::call::SetupError::BadRequest(format!(
+            "member mcvideo_id must be 1 to {} octets with no control characters",
+            crate::control::registry::MAX_ID_LEN
+        )));
+    }
+    Ok(())
+}
+
+/// Where the member receives the stream `m`: its RTP address, of the member's address family.
+fn member_remote(
+    id: &str,
+    m: &crate::sdp::Media,
+    v4: bool,
+) -> Result<std::net::SocketAddr, crate::control::call::SetupError> {
+    let remote = m.rtp_addr().ok_or_else(|| {
+        member_error(
+            id,
+            format!("m= line {} has no usable address to send to", m.line),
+        )
+    })?;
+    if remote.is_ipv4() != v4 {
+        return Err(member_error(
+            id,
+            format!("m= line {}: mixed address families", m.line),
+        ));
+    }
+    Ok(remote)
+}
+
+/// A member leg's SRTP keys (inbound, outbound): none end to end.
+type MemberLegKeys = (
+    Option<crate::keys::MasterKey>,
+    Option<crate::keys::MasterKey>,
+);
+
+/// The keys of the member's stream `m`: in per_leg mode the `a=crypto` value of the relay's
+/// answer, and the (inbound, outbound) pair: the member's key (from its offer) and the relay's
+/// own key toward it (drawn from `entropy`); nothing end to end.
+fn member_keys(
+    id: &str,
+    m: &crate::sdp::Media,
+    security: MediaSecurity,
+    entropy: &mut dyn crate::control::call::Entropy,
+) -> Result<(Option<Vec<String>>, MemberLegKeys), crate::control::call::SetupError> {
+    use crate::keys::{MasterKey, SrtpSuite};
+    if security != MediaSecurity::PerLeg {
+        return Ok((None, (None, None)));
+    }
+    let found = m
+        .crypto
+        .iter()
+        .find_map(|c| SrtpSuite::from_name(&c.suite).map(|s| (c.tag, s, c.key_b64.as_str())));
+    let Some((tag, suite, b64)) = found else {
+        return Err(member_error(
+            id,
+            format!(
+                "per_leg mode needs an a=crypto line with AEAD_AES_128_GCM or AES_CM_128_HMAC_SHA1_80 in the section of line {}",
+                m.line
+            ),
+        ));
+    };
+    let inbound = MasterKey::from_base64(suite, b64)
+        .map_err(|e| member_error(id, format!("m= line {}: a=crypto: {e}", m.line)))?;
+    let mut material = vec![0u8; suite.key_len() + suite.salt_len()];
+    entropy.fill(&mut material);
+    let outbound = MasterKey { suite, material };
+    Ok((
+        Some(vec![outbound.sdes_attribute(tag)]),
+        (Some(inbound), Some(outbound)),
+    ))
+}
+
+/// The group server's view of the member: its identity, priority and role, and the SSRCs it
+/// transmits with (its `a=fmtp:MCVideo` ones, else the first `a=ssrc` of its streams).
+fn member_setup(
+    spec: super::GroupMemberSpec,
+    control: bool,
+    fmtp: Option<crate::sdp::McVideoFmtp>,
+    video_ssrc: Option<u32>,
+    audio_ssrc: Option<u32>,
+) -> crate::control::server::MemberSetup {
+    crate::control::server::MemberSetup {
+        user_id: spec.mcvideo_id,
+        priority: spec.priority,
+        receive_only: spec.receive_only,
+        control,
+        video_ssrc: fmtp
+            .and_then(|f| f.mc_video_ssrc)
+            .or(video_ssrc)
+            .map(crate::ids::Ssrc),
+        audio_ssrc: fmtp
+            .and_then(|f| f.mc_audio_ssrc)
+            .or(audio_ssrc)
+            .map(crate::ids::Ssrc),
     }
 }
 
