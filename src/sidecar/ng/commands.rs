@@ -558,66 +558,15 @@ impl Commands {
         }
         self.check_options(req, sdp)?;
         let mc = req.get("mcvideo");
-        if let Some(m) = mc {
-            if !matches!(m, Value::Dict(_)) {
-                return Err(error("mcvideo must be a dictionary"));
-            }
-        }
-        let mc_str = |k: &str| mc.and_then(|m| m.get(k)).and_then(Value::as_str);
-        let video_pull = match mc.and_then(|m| m.get("video-pull")) {
-            None => false,
-            Some(v) => bool_word(Some(v))
-                .ok_or_else(|| error("mcvideo.video-pull must be \"yes\" or \"no\""))?,
-        };
-        let video_push = match mc.and_then(|m| m.get("video-push")) {
-            None => !video_pull,
-            Some(v) => bool_word(Some(v))
-                .ok_or_else(|| error("mcvideo.video-push must be \"yes\" or \"no\""))?,
-        };
-        // rtpengine's `direction`: [the sender's side, the other side] by interface name; the
-        // sender of an offer is the caller. Each name must exist, the caller's must be of its
-        // SDP's address family.
-        let [sender, other] = Self::direction(req)?;
-        let family = sdp_family(sdp);
-        if let Some((label, name)) = &sender {
-            self.check_interface(label, name, family)?;
-        }
-        if let Some((label, name)) = &other {
-            self.check_interface(label, name, None)?;
-        }
-        let caller_interface = sender.map(|(_, n)| n);
-        let callee_interface = other.map(|(_, n)| n);
+        let (video_push, video_pull) = Self::offer_kinds(mc)?;
+        let (caller_interface, callee_interface) = self.offer_interfaces(req, sdp)?;
         let replace_origin = self.replace_options(req)?;
         if replace_origin {
             // The caller's o= line must be one the relay can rewrite (before any call exists).
             Self::origin_rewritable(sdp)?;
         }
-        let commencement_mode = match mc_str("commencement-mode") {
-            None => self.defaults.commencement_mode,
-            Some(s) => Some(CommencementMode::parse(s).ok_or_else(|| {
-                error("mcvideo.commencement-mode must be \"automatic\" or \"manual\"")
-            })?),
-        };
-        let media_security = match mc_str("media-security") {
-            None => self.defaults.media_security,
-            Some(s) => MediaSecurity::parse(s).ok_or_else(|| {
-                error("mcvideo.media-security must be \"end_to_end\" or \"per_leg\"")
-            })?,
-        };
-        let tag_id = |t: &[u8]| format!("tag:{}", String::from_utf8_lossy(t));
-        let caller_id = mc_str("caller")
-            .or_else(|| Self::option(req, "from-uri"))
-            .map_or_else(|| tag_id(from_tag), str::to_owned);
-        let callee_id = mc_str("callee")
-            .or_else(|| Self::option(req, "to-uri"))
-            .map(str::to_owned)
-            .or_else(|| {
-                req.get("to-tag")
-                    .and_then(Value::as_bytes)
-                    .filter(|t| !t.is_empty())
-                    .map(tag_id)
-            })
-            .unwrap_or_else(|| "tag:unknown".to_owned());
+        let (commencement_mode, media_security) = self.offer_modes(mc)?;
+        let (caller_id, callee_id) = Self::offer_parties(req, mc, from_tag);
         let engine_id = engine_call_id(call_id);
         let ifaces_asked = (caller_interface.clone(), callee_interface.clone());
         let offer = self
@@ -671,6 +620,89 @@ impl Commands {
             },
         );
         Ok(ok_with(vec![("sdp", Value::str(sdp_offer))]))
+    }
+
+    /// The `mcvideo` dictionary's call kind: (video push, video pull); a push unless it asks
+    /// for a pull.
+    fn offer_kinds(mc: Option<&Value>) -> Result<(bool, bool), Value> {
+        if let Some(m) = mc {
+            if !matches!(m, Value::Dict(_)) {
+                return Err(error("mcvideo must be a dictionary"));
+            }
+        }
+        let video_pull = match mc.and_then(|m| m.get("video-pull")) {
+            None => false,
+            Some(v) => bool_word(Some(v))
+                .ok_or_else(|| error("mcvideo.video-pull must be \"yes\" or \"no\""))?,
+        };
+        let video_push = match mc.and_then(|m| m.get("video-push")) {
+            None => !video_pull,
+            Some(v) => bool_word(Some(v))
+                .ok_or_else(|| error("mcvideo.video-push must be \"yes\" or \"no\""))?,
+        };
+        Ok((video_push, video_pull))
+    }
+
+    /// The media interfaces asked for the caller's and the callee's legs.
+    fn offer_interfaces(
+        &self,
+        req: &Value,
+        sdp: &str,
+    ) -> Result<(Option<String>, Option<String>), Value> {
+        // rtpengine's `direction`: [the sender's side, the other side] by interface name; the
+        // sender of an offer is the caller. Each name must exist, the caller's must be of its
+        // SDP's address family.
+        let [sender, other] = Self::direction(req)?;
+        let family = sdp_family(sdp);
+        if let Some((label, name)) = &sender {
+            self.check_interface(label, name, family)?;
+        }
+        if let Some((label, name)) = &other {
+            self.check_interface(label, name, None)?;
+        }
+        Ok((sender.map(|(_, n)| n), other.map(|(_, n)| n)))
+    }
+
+    /// The `mcvideo` dictionary's commencement mode and media security, else the defaults.
+    fn offer_modes(
+        &self,
+        mc: Option<&Value>,
+    ) -> Result<(Option<CommencementMode>, MediaSecurity), Value> {
+        let mc_str = |k: &str| mc.and_then(|m| m.get(k)).and_then(Value::as_str);
+        let commencement_mode = match mc_str("commencement-mode") {
+            None => self.defaults.commencement_mode,
+            Some(s) => Some(CommencementMode::parse(s).ok_or_else(|| {
+                error("mcvideo.commencement-mode must be \"automatic\" or \"manual\"")
+            })?),
+        };
+        let media_security = match mc_str("media-security") {
+            None => self.defaults.media_security,
+            Some(s) => MediaSecurity::parse(s).ok_or_else(|| {
+                error("mcvideo.media-security must be \"end_to_end\" or \"per_leg\"")
+            })?,
+        };
+        Ok((commencement_mode, media_security))
+    }
+
+    /// The caller's and the callee's MCVideo IDs: the `mcvideo` dictionary's, else the SIP
+    /// URIs, else the tags (`tag:<tag>`).
+    fn offer_parties(req: &Value, mc: Option<&Value>, from_tag: &[u8]) -> (String, String) {
+        let mc_str = |k: &str| mc.and_then(|m| m.get(k)).and_then(Value::as_str);
+        let tag_id = |t: &[u8]| format!("tag:{}", String::from_utf8_lossy(t));
+        let caller_id = mc_str("caller")
+            .or_else(|| Self::option(req, "from-uri"))
+            .map_or_else(|| tag_id(from_tag), str::to_owned);
+        let callee_id = mc_str("callee")
+            .or_else(|| Self::option(req, "to-uri"))
+            .map(str::to_owned)
+            .or_else(|| {
+                req.get("to-tag")
+                    .and_then(Value::as_bytes)
+                    .filter(|t| !t.is_empty())
+                    .map(tag_id)
+            })
+            .unwrap_or_else(|| "tag:unknown".to_owned());
+        (caller_id, callee_id)
     }
 
     fn answer(&mut self, req: &Value) -> Value {
