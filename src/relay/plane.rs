@@ -402,6 +402,34 @@ pub(crate) struct MemberPrep {
     pub(crate) sdp_answer: String,
 }
 
+impl MemberPrep {
+    /// The member's leg of group stream `si`, from its offer's stream `m`: it receives at
+    /// `remote`, the relay's side is `relay` bound to `socket`, with `keys` in per_leg mode.
+    fn set_leg(
+        &mut self,
+        si: usize,
+        m: &crate::sdp::Media,
+        remote: std::net::SocketAddr,
+        relay: crate::control::call::RelayPort,
+        socket: BoundPort,
+        keys: MemberLegKeys,
+    ) {
+        if let Some(leg) = self.legs.get_mut(si) {
+            *leg = super::rules::LegSetup {
+                remote_rtp: Some(remote),
+                remote_rtcp: m.rtcp_addr(),
+                announced: m.ssrcs.clone(),
+                separate_rtcp: !relay.muxed(),
+                srtp_in: keys.0,
+                srtp_out: keys.1,
+            };
+        }
+        if let Some(slot) = self.stream_sockets.get_mut(si) {
+            *slot = Some(socket);
+        }
+    }
+}
+
 /// A member's media the relay cannot carry.
 fn member_error(id: &str, what: impl core::fmt::Display) -> crate::control::call::SetupError {
     crate::control::call::SetupError::MemberMedia {
@@ -545,19 +573,7 @@ impl Plane {
                 _ => {}
             }
             let (crypto, keys) = member_keys(id, m, security, entropy)?;
-            if let Some(leg) = prep.legs.get_mut(si) {
-                *leg = super::rules::LegSetup {
-                    remote_rtp: Some(remote),
-                    remote_rtcp: m.rtcp_addr(),
-                    announced: m.ssrcs.clone(),
-                    separate_rtcp: !relay.muxed(),
-                    srtp_in: keys.0,
-                    srtp_out: keys.1,
-                };
-            }
-            if let Some(slot) = prep.stream_sockets.get_mut(si) {
-                *slot = Some(sockets);
-            }
+            prep.set_leg(si, m, remote, relay, sockets, keys);
             rewrites.push(MediaRewrite::Keep {
                 port: relay.rtp.port(),
                 rtcp_port,
