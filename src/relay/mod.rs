@@ -105,7 +105,10 @@ pub mod stats;
 mod worker;
 
 pub use engine::Engine;
-pub use ha::{AdoptError, CallImage, HaUpdate};
+pub use ha::{
+    AdoptError, CallImage, GroupControlImage, GroupImage, GroupLegImage, GroupMemberImage,
+    GroupSnapshot, GroupStreamImage, HaUpdate,
+};
 pub use rules::{Evidence, Latch, StrangerBudget, Verdict, STRANGER_BURST, STRANGER_RATE};
 pub use stats::{DropReason, LegCounters, LegSnapshot};
 

@@ -17,6 +17,7 @@ use crate::control::server::KindCounters;
 use crate::control::ssrc::SsrcRegistry;
 use crate::control::{MediaSecurity, Party, ReleaseReason};
 use crate::sdp::{MediaKind, SessionDescription};
+use std::net::SocketAddr;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -344,6 +345,11 @@ pub(crate) struct MemberPrep {
     pub(crate) ports: Vec<(usize, u16)>,
     /// The SDP answer for the member.
     pub(crate) sdp_answer: String,
+    /// Per group stream: its relay RTP address (as advertised) and whether RTCP is muxed on
+    /// it (high availability: the ports a relay that takes the call over binds).
+    pub(crate) relay: Vec<Option<(SocketAddr, bool)>>,
+    /// Its control channel's relay address.
+    pub(crate) control_relay: Option<SocketAddr>,
 }
 
 fn member_error(id: &str, what: impl core::fmt::Display) -> crate::control::call::SetupError {
@@ -404,6 +410,8 @@ impl Plane {
             control_socket: None,
             ports: Vec::new(),
             sdp_answer: String::new(),
+            relay: vec![None; streams.len()],
+            control_relay: None,
         };
         match self.fill_member(&mut prep, spec, streams, security, entropy) {
             Ok(()) => Ok(prep),
@@ -501,6 +509,7 @@ impl Plane {
                     key: spec.tc_key.clone(),
                 });
                 prep.control_socket = Some(sockets);
+                prep.control_relay = Some(relay.rtp);
                 rewrites.push(MediaRewrite::Keep {
                     port: relay.rtp.port(),
                     rtcp_port: None,
@@ -549,6 +558,9 @@ impl Plane {
             }
             if let Some(slot) = prep.stream_sockets.get_mut(si) {
                 *slot = Some(sockets);
+            }
+            if let Some(r) = prep.relay.get_mut(si) {
+                *r = Some((relay.rtp, relay.muxed()));
             }
             rewrites.push(MediaRewrite::Keep {
                 port: relay.rtp.port(),

@@ -3,8 +3,8 @@
 //! calls; a fenced instance drops its calls; the heartbeat carries the load.
 #![allow(clippy::disallowed_methods)] // an I/O driver: record times are wall-clock ms
 
-use crate::ha::{CallRecord, HaConfig, HaEvent, HaStore, SealKey};
-use crate::relay::{AdoptError, CallImage, Engine, HaUpdate};
+use crate::ha::{CallRecord, HaConfig, HaEvent, HaStore, SealKey, StoredImage};
+use crate::relay::{AdoptError, CallImage, Engine, GroupImage, HaUpdate};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -39,6 +39,16 @@ fn record(image: &CallImage, key: &SealKey) -> Option<CallRecord> {
     }
 }
 
+fn group_record(image: &GroupImage, key: &SealKey) -> Option<CallRecord> {
+    match image.to_record(key, unix_ms()) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            warn!(call = %image.group.call_id, error = %e, "HA: cannot encode a group call record");
+            None
+        }
+    }
+}
+
 /// Starts the store (on the current tokio runtime) and its tasks.
 pub(crate) fn start(cfg: HaConfig, engine: Arc<Engine>) -> Result<Arc<HaRuntime>, String> {
     let seal = cfg.seal_key.clone();
@@ -47,11 +57,18 @@ pub(crate) fn start(cfg: HaConfig, engine: Arc<Engine>) -> Result<Arc<HaRuntime>
         let engine = engine.clone();
         let seal = seal.clone();
         move || {
-            engine
+            let mut all: Vec<CallRecord> = engine
                 .snapshot_calls()
                 .iter()
                 .filter_map(|i| record(i, &seal))
-                .collect::<Vec<_>>()
+                .collect();
+            all.extend(
+                engine
+                    .snapshot_groups()
+                    .iter()
+                    .filter_map(|i| group_record(i, &seal)),
+            );
+            all
         }
     };
     let (store, mut events) = HaStore::start(cfg, resync).map_err(|problems| {
@@ -83,6 +100,11 @@ pub(crate) fn start(cfg: HaConfig, engine: Arc<Engine>) -> Result<Arc<HaRuntime>
                     match u {
                         HaUpdate::Put(image) => {
                             if let Some(r) = record(&image, &seal) {
+                                store.put(r);
+                            }
+                        }
+                        HaUpdate::PutGroup(image) => {
+                            if let Some(r) = group_record(&image, &seal) {
                                 store.put(r);
                             }
                         }
@@ -174,7 +196,7 @@ fn adopt_all(
     let total = records.len();
     let mut adopted = 0usize;
     for r in records {
-        let image = match CallImage::from_record(&r, seal) {
+        let image = match StoredImage::from_record(&r, seal) {
             Ok(i) => i,
             Err(e) => {
                 rt.adopt_failures.fetch_add(1, Ordering::Relaxed);
@@ -185,7 +207,12 @@ fn adopt_all(
         let age = Duration::from_millis(unix_ms().saturating_sub(r.updated_unix_ms));
         let until = Instant::now() + BIND_RETRY_FOR;
         loop {
-            match engine.adopt_call(image.clone(), age + started.elapsed(), peer) {
+            let age = age + started.elapsed();
+            let done = match &image {
+                StoredImage::Call(c) => engine.adopt_call(c.clone(), age, peer),
+                StoredImage::Group(g) => engine.adopt_group_call(g.clone(), age, peer),
+            };
+            match done {
                 Ok(()) => {
                     adopted += 1;
                     break;
@@ -319,6 +346,21 @@ impl HaRuntime {
         };
         // The clear body is enough to describe the call (no key is opened here).
         let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+        let g = &body["group"];
+        if g.is_object() {
+            return Ok(Some(serde_json::json!({
+                "call_id": r.call_id.as_str(),
+                "owner": r.owner,
+                "epoch": r.epoch,
+                "updated_unix_ms": r.updated_unix_ms,
+                "remote": true,
+                "kind": "group",
+                "group_id": g["group_id"],
+                "media_security": g["media_security"],
+                "members": g["members"].as_array().map(|m| m.iter().map(|m| m["mcvideo_id"].clone()).collect::<Vec<_>>()),
+                "transmission": g["tc"]["transmission"],
+            })));
+        }
         let c = &body["call"];
         Ok(Some(serde_json::json!({
             "call_id": r.call_id.as_str(),

@@ -43,9 +43,12 @@
 //! and to every transmitter it receives (its feedback and reports must reach them), each
 //! recipient once.
 
+mod snapshot;
 #[cfg(test)]
 #[allow(clippy::disallowed_methods)] // the tests' own epoch; time then moves virtually
 mod tests;
+
+pub use snapshot::{GroupMemberRulesSnapshot, GroupRulesSnapshot, GroupStreamRulesSnapshot};
 
 use super::{
     h264_keyframe_start, ControlRules, ControlSetup, KeyframePolicy, Kind, LegQuality, LegRules,

@@ -17,8 +17,9 @@ mod setup;
 mod snapshot;
 
 pub use group::{
-    Delivery, FanOut, GroupIngress, GroupRules, GroupRulesSetup, GroupStreamSetup, MemberMedia,
-    MemberQuality, FANOUT_MTU,
+    Delivery, FanOut, GroupIngress, GroupMemberRulesSnapshot, GroupRules, GroupRulesSetup,
+    GroupRulesSnapshot, GroupStreamRulesSnapshot, GroupStreamSetup, MemberMedia, MemberQuality,
+    FANOUT_MTU,
 };
 pub use keyframe::{
     h264_keyframe_start, KeyframePolicy, KEYFRAME_REDUNDANT_WINDOW, KEYFRAME_REQUEST_INTERVAL,
