@@ -9,7 +9,7 @@
 //! authentication or replay failure; when A ends its transmission, B's queued request is
 //! granted by engine B and B's video reaches the others.
 //!
-//! Ports 37_000–37_199 (no other test uses them): one range of 100 per test, shared by its two
+//! Ports 38_000–38_199 (no other test uses them): one range of 100 per test, shared by its two
 //! engines.
 #![allow(clippy::disallowed_methods)] // real sockets: the test waits by the clock
 
@@ -228,7 +228,12 @@ fn transmit(m: &mut [Member], from: usize, to: &[usize], count: u16) -> Vec<(Vec
                     }
                 }
                 let p = RtpPacket::new_checked(&b[..]).expect("RTP");
-                assert_eq!(p.ssrc(), ssrc(from), "{}: the transmitter's SSRC", m[i].name);
+                assert_eq!(
+                    p.ssrc(),
+                    ssrc(from),
+                    "{}: the transmitter's SSRC",
+                    m[i].name
+                );
                 let seq = p.sequence_number();
                 assert_eq!(b, rtp_packet(seq, ssrc(from), 400), "payload intact");
                 seqs.push(seq);
@@ -273,8 +278,9 @@ fn group_survives_its_engine(security: MediaSecurity, id: &str, port_min: u16) {
     events_until(&mut a_events, "transmission.queued");
 
     let all = |got: &[(Vec<u16>, usize)], n: usize| {
-        got.iter()
-            .all(|(s, bad)| s.len() == n && *bad == 0 && s.windows(2).all(|w| w[1] == w[0].wrapping_add(1)))
+        got.iter().all(|(s, bad)| {
+            s.len() == n && *bad == 0 && s.windows(2).all(|w| w[1] == w[0].wrapping_add(1))
+        })
     };
     let got = transmit(&mut m, 0, &[2, 3], 200);
     assert!(all(&got, 200), "{got:?}");
@@ -302,7 +308,10 @@ fn group_survives_its_engine(security: MediaSecurity, id: &str, port_min: u16) {
     let record = image.to_record(&seal, 1).unwrap();
     let body = String::from_utf8(record.body.clone()).unwrap();
     for i in 0..4 {
-        assert!(!body.contains(&member_key(i).to_base64()), "no member key in the body");
+        assert!(
+            !body.contains(&member_key(i).to_base64()),
+            "no member key in the body"
+        );
     }
     let image = match StoredImage::from_record(&record, &seal).unwrap() {
         StoredImage::Group(g) => g,
@@ -325,7 +334,10 @@ fn group_survives_its_engine(security: MediaSecurity, id: &str, port_min: u16) {
     let took = t.elapsed();
     assert_eq!(b.adoptions(), 1);
     let evs = events_until(&mut b_events, "call.adopted");
-    assert!(matches!(&evs[..], [CallEventKind::Adopted { from }] if &**from == "relay-a"), "{evs:?}");
+    assert!(
+        matches!(&evs[..], [CallEventKind::Adopted { from }] if &**from == "relay-a"),
+        "{evs:?}"
+    );
     let s = b.group_call(id).expect("the group on B");
     assert_eq!(s.members.len(), 4);
     assert_eq!(s.transmissions.len(), 1);
@@ -373,16 +385,20 @@ fn group_survives_its_engine(security: MediaSecurity, id: &str, port_min: u16) {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(b.stats().ports_in_use, 0, "every port is back");
-    assert_eq!(a.stats().ports_in_use, 0, "A gave its ports back when it dropped the call");
+    assert_eq!(
+        a.stats().ports_in_use,
+        0,
+        "A gave its ports back when it dropped the call"
+    );
     eprintln!("{security:?}: adoption took {took:?}");
 }
 
 #[test]
 fn per_leg_group_survives_its_engine() {
-    group_survives_its_engine(MediaSecurity::PerLeg, "ha-group-per-leg", 37_000);
+    group_survives_its_engine(MediaSecurity::PerLeg, "ha-group-per-leg", 38_000);
 }
 
 #[test]
 fn end_to_end_group_survives_its_engine() {
-    group_survives_its_engine(MediaSecurity::EndToEnd, "ha-group-e2e", 37_100);
+    group_survives_its_engine(MediaSecurity::EndToEnd, "ha-group-e2e", 38_100);
 }

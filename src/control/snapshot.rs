@@ -482,7 +482,10 @@ mod tests {
         };
         let e = s.encode();
         assert_eq!(CallSecrets::decode(&e).unwrap(), s);
-        assert!(GroupSecrets::decode(&e).is_err(), "a one-to-one call's secrets");
+        assert!(
+            GroupSecrets::decode(&e).is_err(),
+            "a one-to-one call's secrets"
+        );
         for n in 0..e.len() {
             assert!(CallSecrets::decode(&e[..n]).is_err(), "prefix {n}");
         }
@@ -512,7 +515,10 @@ mod tests {
                 },
                 MemberSecrets {
                     slot: 5,
-                    legs: vec![(None, None), (Some(key(SrtpSuite::AesCm128HmacSha1_80, 3)), None)],
+                    legs: vec![
+                        (None, None),
+                        (Some(key(SrtpSuite::AesCm128HmacSha1_80, 3)), None),
+                    ],
                     control: Some(key(SrtpSuite::AeadAes128Gcm, 4)),
                 },
             ],

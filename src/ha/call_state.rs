@@ -75,9 +75,8 @@ impl StoredImage {
         if body.v != BODY_VERSION {
             return Err(StoredCallError::Body(format!("version {}", body.v)));
         }
-        let other = || {
-            StoredCallError::Restore(RestoreError::Invalid("the body is another call's"))
-        };
+        let other =
+            || StoredCallError::Restore(RestoreError::Invalid("the body is another call's"));
         match (body.call, body.group) {
             (Some(call), None) => {
                 if call.call_id != r.call_id.as_str() {

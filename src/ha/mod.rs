@@ -52,8 +52,9 @@
 //! and about every second while its media flows ([`crate::relay::Engine::ha_updates`]); a
 //! thread turns each into a record ([`crate::relay::CallImage::to_record`]: the snapshots as
 //! JSON in the body, the key material, the SDPs and a SHA-256 of the body sealed) and
-//! [`HaStore::put`]s it; [`Resync`] is [`crate::relay::Engine::snapshot_calls`]. On
-//! [`HaEvent::Adopted`] each record is opened and handed to
+//! [`HaStore::put`]s it; [`Resync`] is [`crate::relay::Engine::snapshot_calls`] and
+//! [`crate::relay::Engine::snapshot_groups`]. On [`HaEvent::Adopted`] each record is opened
+//! ([`StoredImage::from_record`]) and handed to
 //! [`crate::relay::Engine::adopt_call`] (same relay ports, restored state, `call.adopted`); on
 //! [`HaStore::fenced`] every call is dropped ([`crate::relay::Engine::abandon_calls`]).
 //! `GET /v1/cluster` is [`HaStore::cluster`]; `GET /v1/calls/{id}` falls back to

@@ -10,22 +10,22 @@
 
 use super::engine::Engine;
 use super::plane::lock;
-use super::ports::{BoundPort, PortPool};
-use super::rules::RulesSnapshot;
 use super::plane::{GroupEntry, GroupStream, MemberPrep, GROUP_KIND};
+use super::ports::{BoundPort, PortPool};
+use super::rules::GroupRulesSnapshot;
+use super::rules::RulesSnapshot;
 use super::rules::{ControlSetup, LegSetup};
 use super::worker::{Cmd, GroupRestore};
 use crate::control::arbiter::Slot;
 use crate::control::call::{Call, CallState};
+use crate::control::server::TcSnapshot;
 use crate::control::snapshot::{CallSecrets, CallSnapshot, GroupSecrets, RestoreError};
 use crate::control::MediaSecurity;
-use crate::control::server::TcSnapshot;
-use crate::sdp::MediaKind;
-use super::rules::GroupRulesSnapshot;
-use std::net::SocketAddr;
 use crate::ids::CallId;
+use crate::sdp::MediaKind;
 use std::collections::HashMap;
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -355,7 +355,9 @@ impl Engine {
         for m in &group.members {
             let Some(slot) = Slot::new(usize::from(m.slot)) else {
                 give_back(preps);
-                return Err(AdoptError::Restore(RestoreError::Invalid("bad member slot")));
+                return Err(AdoptError::Restore(RestoreError::Invalid(
+                    "bad member slot",
+                )));
             };
             let keys = secrets.member(m.slot);
             let setup = group

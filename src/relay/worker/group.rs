@@ -13,8 +13,8 @@ use super::super::io::{Coalescer, UdpSock};
 use super::super::plane::{GroupStream, MemberPrep, WorkerStats};
 use super::super::rules::Tally;
 use super::super::rules::{
-    FanOut, GroupIngress, GroupMemberRulesSnapshot, GroupRules, GroupRulesSetup,
-    GroupStreamSetup, MemberMedia,
+    FanOut, GroupIngress, GroupMemberRulesSnapshot, GroupRules, GroupRulesSetup, GroupStreamSetup,
+    MemberMedia,
 };
 use super::super::stats::{DropReason, LegSnapshot};
 use super::super::{
@@ -22,13 +22,13 @@ use super::super::{
     GroupMemberSummary, GroupQueueSummary, GroupSnapshot, GroupStreamImage,
     GroupTransmissionSummary,
 };
-use crate::control::snapshot::{ms_before, GroupSecrets, MemberSecrets};
 use super::media::Scratch;
 use crate::control::arbiter::{Arbiter, Slot, MAX_MEMBERS};
 use crate::control::call::{CallEvent, CallEventKind, CallState, SetupError};
 use crate::control::server::{
     JoinError, ServerIdentity, TcConfig, TcEvent, TransmissionControlServer,
 };
+use crate::control::snapshot::{ms_before, GroupSecrets, MemberSecrets};
 use crate::control::ssrc::SsrcRegistry;
 use crate::control::{MediaSecurity, ReleaseReason};
 use crate::ids::{CallId, Ssrc};
@@ -1013,7 +1013,10 @@ impl GroupRt {
         totals: Arc<WorkerStats>,
     ) -> Result<GroupRt, Refused> {
         let GroupRestore {
-            group: g, members, at, ..
+            group: g,
+            members,
+            at,
+            ..
         } = r;
         let server = TransmissionControlServer::restore(&g.tc, at, Some(ssrcs.clone()));
         let setup = GroupRulesSetup {

@@ -64,7 +64,9 @@ impl GroupRulesSnapshot {
 
     /// The state of the member in `slot`.
     pub fn member(&self, slot: Slot) -> Option<&GroupMemberRulesSnapshot> {
-        self.members.iter().find(|m| usize::from(m.slot) == slot.index())
+        self.members
+            .iter()
+            .find(|m| usize::from(m.slot) == slot.index())
     }
 }
 
