@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Every check and test of mcvideo-relay in one command, on a machine with only the Rust
 # toolchain: installs what the tests need when it is missing (ffmpeg/ffprobe, promtool,
-# redis-server from Debian packages, cargo-nextest and cargo-fuzz with `cargo install`), then
+# redis-server, iproute2, arping from Debian packages, cargo-nextest and cargo-fuzz with
+# `cargo install`), then
 # checks format and lints, that each feature set builds alone (the sans-IO core without tokio),
-# the docs, the Prometheus alert rules and a live /metrics page, smoke-runs every fuzz target,
+# the docs, the Prometheus alert rules (HA ones included; tests/deploy_monitoring.rs checks
+# their metrics against relays with HA on) and a live /metrics page, smoke-runs every fuzz target,
 # runs the doc tests and then the test suite.
 # The test runner's summary line is the last line. `.ci/run` is this script.
 #
@@ -48,8 +50,12 @@ command -v promtool >/dev/null || apt_pkgs+=(prometheus)
 # SIP peers for tests/sip_kamailio.rs: Kamailio (with its rtpengine module) and SIPp.
 command -v kamailio >/dev/null || apt_pkgs+=(kamailio)
 command -v sipp >/dev/null || apt_pkgs+=(sip-tester)
-# tests/ha_store.rs starts its own redis-server on a free port (the package's service is not used).
+# tests/ha_store.rs starts its own redis-server on a free port (the package's service is not used);
+# tests/ha_sentinel.rs runs the same binary as Redis Sentinel (`redis-server FILE --sentinel`).
 command -v redis-server >/dev/null || apt_pkgs+=(redis-server)
+# tests/ha_netns.rs moves the media address between network namespaces (as root): ip, arping.
+command -v ip >/dev/null || apt_pkgs+=(iproute2)
+command -v arping >/dev/null || apt_pkgs+=(iputils-arping)
 # The rediss:// test makes its CA and certificates with the openssl command.
 command -v openssl >/dev/null || apt_pkgs+=(openssl)
 if ((${#apt_pkgs[@]})); then
@@ -70,10 +76,10 @@ if [[ "${TEST_SH_DRY_RUN:-}" == 1 ]]; then
   echo "dry run: nothing installed, nothing run"
   exit 0
 fi
-for tool in ffmpeg ffprobe promtool kamailio sipp redis-server openssl cargo-nextest cargo-fuzz; do
+for tool in ffmpeg ffprobe promtool kamailio sipp redis-server ip arping openssl cargo-nextest cargo-fuzz; do
   command -v "$tool" >/dev/null || { echo "test.sh: $tool is still not on PATH" >&2; exit 1; }
 done
-echo "ffmpeg, ffprobe, promtool, kamailio, sipp, redis-server, openssl, cargo-nextest, cargo-fuzz: present"
+echo "ffmpeg, ffprobe, promtool, kamailio, sipp, redis-server, ip, arping, openssl, cargo-nextest, cargo-fuzz: present"
 if [[ "${1:-}" == "--deps" ]]; then
   exit 0
 fi
@@ -91,7 +97,8 @@ RUSTDOCFLAGS=-Dwarnings cargo doc --no-deps --lib --quiet
 
 # --- Prometheus: alert rules and a live /metrics page ---------------------------------------
 echo "== promtool: alert rules, live /metrics"
-promtool check rules deploy/prometheus-alerts.rules.yml
+promtool check rules deploy/prometheus-alerts.rules.yml deploy/prometheus-ha-alerts.rules.yml
+promtool test rules deploy/prometheus-ha-alerts.test.yml
 cargo build --quiet --bin mcvideo-relay
 tmp="$(mktemp -d)"
 relay_pid=""

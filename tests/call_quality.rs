@@ -44,6 +44,7 @@ fn loss_frame_rate_bitrate_jitter_and_receiver_report() {
             media_security: MediaSecurity::EndToEnd,
             caller_tc_key: None,
             callee_interface: None,
+            caller_interface: None,
         })
         .unwrap();
     let answer = engine

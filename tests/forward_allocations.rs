@@ -48,6 +48,7 @@ fn run(mode: MediaSecurity, port_min: u16) -> (u64, u64) {
             media_security: mode,
             caller_tc_key: None,
             callee_interface: None,
+            caller_interface: None,
         })
         .unwrap();
     let answer = engine

@@ -110,6 +110,7 @@ fn push_request(caller_sdp: String) -> CreateCall {
         commencement_mode: None,
         media_security: MediaSecurity::EndToEnd,
         caller_tc_key: None,
+        caller_interface: None,
         callee_interface: None,
     }
 }

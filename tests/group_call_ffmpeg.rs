@@ -44,6 +44,12 @@ fn group_through_relay(mode: MediaSecurity, call_id: &str, port_min: u16) {
         port_min,
         port_max: port_min + 99,
         workers: 1,
+        // The transmission must outlive the receivers' decoding on a loaded machine (the
+        // summary below is read after they exit): no inactivity end within the test.
+        group: mcvideo_relay::control::server::TcConfig {
+            media_inactivity: Duration::from_secs(300),
+            ..Default::default()
+        },
         ..EngineConfig::default()
     })
     .unwrap();

@@ -7,9 +7,9 @@
 
 mod common;
 use common::*;
+use mcvideo_relay::control::call::snapshot::{CallSecrets, CallSnapshot};
 use mcvideo_relay::control::call::{Call, CallConfig, CallEventKind, CallState};
 use mcvideo_relay::control::server::TransmissionState;
-use mcvideo_relay::control::snapshot::{CallSecrets, CallSnapshot};
 use mcvideo_relay::control::{Party, ReleaseReason};
 use mcvideo_relay::wire::tc::{MessageKind, TcMessage};
 use std::time::{Duration, Instant};

@@ -123,3 +123,45 @@ fn ha_config_secrets_from_the_environment() {
     assert_eq!(p.len(), 1);
     assert_eq!(p[0].key, "$MCVR_TEST_HA_KEY_2");
 }
+
+#[test]
+fn ha_config_sentinels() {
+    let f = key_file(
+        "sentinel",
+        "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n",
+    );
+    let base = format!(
+        "[ha]\nenabled = true\ninstance_id = \"relay-a\"\nseal_key_file = \"{f}\"\n\
+         seal_key_env = \"MCVR_TEST_HA_UNSET_KEY\"\nredis_url_env = \"MCVR_TEST_HA_UNSET_URL\"\n"
+    );
+    let text = format!(
+        "{base}redis_url = \"redis://relay:pw@ignored:1/2\"\n\
+         sentinels = [\"10.0.0.7:26379\", \"redis://:spw@10.0.0.8:26379\"]\n\
+         master_name = \"mcvr-redis\"\n"
+    );
+    assert_eq!(keys(&text), Vec::<String>::new());
+    let h = Config::parse(&text).0.ha.ha_config().unwrap();
+    assert_eq!(h.master_name, "mcvr-redis");
+    assert_eq!(h.sentinels.len(), 2);
+    assert_eq!(h.sentinels[0].to_string(), "redis://10.0.0.7:26379");
+    assert!(
+        !format!("{h:?}").contains("spw"),
+        "sentinel passwords hidden"
+    );
+    // a sentinel without a port, no master name, a master name without sentinels
+    assert_eq!(
+        keys(&format!(
+            "{base}sentinels = [\"10.0.0.7\"]\nmaster_name = \"m\"\n"
+        )),
+        ["ha.sentinels"]
+    );
+    assert_eq!(
+        keys(&format!("{base}sentinels = [\"10.0.0.7:26379\"]\n")),
+        ["ha.master_name"]
+    );
+    assert_eq!(
+        keys(&format!("{base}master_name = \"m\"\n")),
+        ["ha.master_name"]
+    );
+    let _ = std::fs::remove_file(f);
+}

@@ -66,6 +66,7 @@ fn per_leg_push_survives_its_engine() {
             media_security: MediaSecurity::PerLeg,
             caller_tc_key: None,
             callee_interface: None,
+            caller_interface: None,
         })
         .unwrap();
     let to_callee = RelayAddrs::from_sdp(&offer.sdp_offer);

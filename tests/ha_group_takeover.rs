@@ -314,7 +314,7 @@ fn group_survives_its_engine(security: MediaSecurity, id: &str, port_min: u16) {
         );
     }
     let image = match StoredImage::from_record(&record, &seal).unwrap() {
-        StoredImage::Group(g) => g,
+        StoredImage::Group(g) => *g,
         StoredImage::Call(_) => panic!("a group record reads as a group"),
     };
 

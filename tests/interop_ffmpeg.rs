@@ -83,6 +83,7 @@ fn push_through_relay(mode: MediaSecurity, port_min: u16) {
             media_security: mode,
             caller_tc_key: None,
             callee_interface: None,
+            caller_interface: None,
         })
         .expect("create_call");
     let callee_offer = SessionDescription::parse(&offer.sdp_offer).unwrap();
@@ -177,6 +178,7 @@ fn pull_through_relay(mode: MediaSecurity, port_min: u16) {
             media_security: mode,
             caller_tc_key: None,
             callee_interface: None,
+            caller_interface: None,
         })
         .expect("create_call");
     let to_callee = RelayAddrs::from_sdp(&offer.sdp_offer);

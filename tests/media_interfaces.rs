@@ -48,6 +48,7 @@ fn request(caller: &UdpSocket, callee_interface: Option<&str>) -> CreateCall {
         media_security: MediaSecurity::EndToEnd,
         caller_tc_key: None,
         callee_interface: callee_interface.map(str::to_owned),
+        caller_interface: None,
     }
 }
 

@@ -56,6 +56,7 @@ fn live(
             media_security: mode,
             caller_tc_key: tc_key.clone(),
             callee_interface: None,
+            caller_interface: None,
         })
         .unwrap();
     let to_callee = RelayAddrs::from_sdp(&offer.sdp_offer);
@@ -310,6 +311,7 @@ fn srtcp_protected_control_channel() {
             media_security: MediaSecurity::EndToEnd,
             caller_tc_key: Some(key.clone()),
             callee_interface: None,
+            caller_interface: None,
         })
         .unwrap();
     let answer = engine

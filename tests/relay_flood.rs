@@ -54,6 +54,7 @@ fn stranger_flood_is_dropped_counted_and_never_answered() {
             media_security: MediaSecurity::PerLeg,
             caller_tc_key: None,
             callee_interface: None,
+            caller_interface: None,
         })
         .unwrap();
     let answer = engine

@@ -47,6 +47,7 @@ fn keyframe_requests_at_grant_rate_limited_and_redundant_dropped() {
             media_security: MediaSecurity::EndToEnd,
             caller_tc_key: None,
             callee_interface: None,
+            caller_interface: None,
         })
         .unwrap();
     let to_callee = RelayAddrs::from_sdp(&offer.sdp_offer);

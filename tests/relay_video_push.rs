@@ -35,6 +35,7 @@ fn request(caller: &Peer, id: &str) -> CreateCall {
         media_security: MediaSecurity::EndToEnd,
         caller_tc_key: None,
         callee_interface: None,
+        caller_interface: None,
     }
 }
 
@@ -51,6 +52,7 @@ fn create(engine: &Engine, caller: &Peer, id: &str) -> mcvideo_relay::control::c
             media_security: MediaSecurity::EndToEnd,
             caller_tc_key: None,
             callee_interface: None,
+            caller_interface: None,
         })
         .expect("create_call")
 }

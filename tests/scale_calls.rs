@@ -133,6 +133,7 @@ fn many_concurrent_calls_then_all_released() {
                 media_security: MediaSecurity::EndToEnd,
                 caller_tc_key: None,
                 callee_interface: None,
+                caller_interface: None,
             })
             .unwrap_or_else(|e| panic!("call {i}: {e}"));
         assert_eq!(offer.call_id, format!("s{i}"));

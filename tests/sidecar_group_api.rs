@@ -334,3 +334,110 @@ fn sidecar_group_calls_config_section() {
         "{keys:?}"
     );
 }
+
+/// `GET /v1/calls` lists every kind of call with its `kind` (a one-to-one entry keeps every
+/// field it had); `calls.max_calls` counts one-to-one and group calls together; a member's
+/// unusable SDP names the member in the error body.
+#[test]
+fn sidecar_lists_and_counts_every_kind_of_call() {
+    let mut c = Config::embedded();
+    c.api.listen = "127.0.0.1:0".parse().unwrap();
+    c.media.port_min = 49_400;
+    c.media.port_max = 49_479;
+    c.media.workers = 1;
+    c.calls.max_calls = 2;
+    let mut s = Settings::new(c);
+    s.token = Some(TOKEN.into());
+    let sc = Sidecar::start(s).expect("sidecar starts");
+    let api = Api::new(sc.local_addr(), Some(TOKEN));
+    let (a, b) = (Member::new(), Member::new());
+
+    let e = api.post(
+        "/v1/group-calls",
+        &json!({"group_id": "g", "members": [a.body("alice"), {"mcvideo_id": "bob", "sdp_offer": "v=0\r\nm=video x"}]}),
+    );
+    let v = e.json();
+    assert_eq!(
+        (e.status, &v["error"]["code"]),
+        (400, &json!("bad_sdp")),
+        "{v}"
+    );
+    assert_eq!(v["error"]["member"], "bob", "names the member: {v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("line"),
+        "{v}"
+    );
+    let e = api.post(
+        "/v1/group-calls",
+        &json!({"group_id": "g", "members": [a.body("alice"), a.body("alice")]}),
+    );
+    assert_eq!(e.json()["error"]["member"], "alice", "{}", e.body);
+    let e = api.post(
+        "/v1/group-calls",
+        &json!({"group_id": "g", "members": [a.body("alice"), {"mcvideo_id": "bob", "sdp_offer": "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"}]}),
+    );
+    let v = e.json();
+    assert_eq!(v["error"]["member"], "bob", "{v}");
+    assert_eq!(v["error"]["code"], "no_acceptable_media", "{v}");
+
+    let r = api.post(
+        "/v1/group-calls",
+        &json!({"call_id": "grp-all", "group_id": "g", "members": [a.body("alice")]}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let caller = sidecar_support::Client::new();
+    let r = api.post(
+        "/v1/calls",
+        &sidecar_support::create_body("one-all", "sip:a@x", "sip:b@x", &caller.sdp("a", None)),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+
+    let list = api.get("/v1/calls").json();
+    let calls = list["calls"].as_array().unwrap();
+    let ids: Vec<(&str, &str)> = calls
+        .iter()
+        .map(|c| (c["call_id"].as_str().unwrap(), c["kind"].as_str().unwrap()))
+        .collect();
+    assert_eq!(ids, [("grp-all", "group"), ("one-all", "video_push")]);
+    let keys = |v: &Value| -> Vec<String> { v.as_object().unwrap().keys().cloned().collect() };
+    let group = api.get("/v1/group-calls/grp-all").json();
+    assert_eq!(
+        keys(&calls[0]),
+        keys(&group),
+        "a group entry is the group call's body"
+    );
+    assert_eq!(calls[0]["members"][0]["mcvideo_id"], "alice");
+    let one = api.get("/v1/calls/one-all").json();
+    assert_eq!(
+        keys(&calls[1]),
+        keys(&one),
+        "a one-to-one entry keeps its fields"
+    );
+    for k in ["caller", "callee", "state", "transmission", "quality"] {
+        assert!(calls[1].get(k).is_some(), "{k}");
+    }
+
+    // Two calls, of two kinds: the maximum is reached for both kinds.
+    let r = api.post(
+        "/v1/calls",
+        &sidecar_support::create_body("one-more", "sip:a@x", "sip:b@x", &caller.sdp("a", None)),
+    );
+    assert_eq!(r.error().0, 503, "{}", r.body);
+    assert_eq!(r.error().1, "too_many_calls");
+    let r = api.post(
+        "/v1/group-calls",
+        &json!({"group_id": "g", "members": [b.body("bob")]}),
+    );
+    assert_eq!((r.error().0, r.error().1.as_str()), (503, "too_many_calls"));
+    assert_eq!(api.delete("/v1/group-calls/grp-all").status, 200);
+    let r = api.post(
+        "/v1/group-calls",
+        &json!({"call_id": "grp-again", "group_id": "g", "members": [b.body("bob")]}),
+    );
+    assert_eq!(
+        r.status, 201,
+        "a released group call frees its place: {}",
+        r.body
+    );
+    drop(sc);
+}

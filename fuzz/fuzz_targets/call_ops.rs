@@ -426,6 +426,7 @@ fuzz_target!(|ops: Vec<Op>| {
                     },
                     caller_tc_key: None,
                     callee_interface: None,
+                    caller_interface: None,
                 };
                 let _ = table.create_call(now, req, &mut ports);
                 name(id)
@@ -442,6 +443,7 @@ fuzz_target!(|ops: Vec<Op>| {
                     media_security: MediaSecurity::PerLeg,
                     caller_tc_key: None,
                     callee_interface: None,
+                    caller_interface: None,
                 };
                 let _ = table.create_call(now, req, &mut ports);
                 name(id)

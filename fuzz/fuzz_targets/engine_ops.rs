@@ -496,6 +496,7 @@ fuzz_target!(|ops: Vec<Op>| {
                     },
                     caller_tc_key: None,
                     callee_interface: None,
+                    caller_interface: None,
                 });
                 if let Ok(o) = r {
                     created.push(o.call_id.to_string());

@@ -27,7 +27,6 @@ pub mod call;
 pub mod policy;
 pub mod registry;
 pub mod server;
-pub mod snapshot;
 pub mod ssrc;
 pub mod timer;
 
@@ -35,7 +34,7 @@ pub mod timer;
 /// transmission control server ([`Party::slot`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[cfg_attr(
-    feature = "ha",
+    any(feature = "ha", feature = "sidecar"),
     derive(serde::Serialize, serde::Deserialize),
     serde(rename_all = "snake_case")
 )]
@@ -99,7 +98,7 @@ impl core::fmt::Display for Party {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 #[cfg_attr(
-    feature = "ha",
+    any(feature = "ha", feature = "sidecar"),
     derive(serde::Serialize, serde::Deserialize),
     serde(rename_all = "snake_case")
 )]
@@ -171,7 +170,7 @@ impl core::fmt::Display for ReleaseReason {
 /// Which kind of one-to-one video call, that is, which party transmits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(
-    feature = "ha",
+    any(feature = "ha", feature = "sidecar"),
     derive(serde::Serialize, serde::Deserialize),
     serde(rename_all = "snake_case")
 )]
@@ -204,7 +203,7 @@ impl CallKind {
 /// Private call commencement mode (TS 23.281 §7.2.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(
-    feature = "ha",
+    any(feature = "ha", feature = "sidecar"),
     derive(serde::Serialize, serde::Deserialize),
     serde(rename_all = "snake_case")
 )]
@@ -238,7 +237,7 @@ impl CommencementMode {
 /// modes").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(
-    feature = "ha",
+    any(feature = "ha", feature = "sidecar"),
     derive(serde::Serialize, serde::Deserialize),
     serde(rename_all = "snake_case")
 )]

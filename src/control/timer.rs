@@ -5,8 +5,10 @@
 
 use std::time::Instant;
 
-/// The timers of one one-to-one call, push or pull (TS 24.581 §11; `docs/transmission-control.md`
-/// in the repository, "Timers and counters").
+/// The timers of the one-to-one call procedure itself. Transmission control's timers (T1–T11,
+/// the maximum duration, media inactivity) are the transmission control server's
+/// ([`crate::control::server`]; `docs/transmission-control.md` in the repository, "Timers and
+/// counters").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(
     feature = "ha",
@@ -14,30 +16,13 @@ use std::time::Instant;
     serde(rename_all = "snake_case")
 )]
 pub enum Timer {
-    /// T4 "Transmission Granted": retransmit Granted until the first media packet (C4 times).
-    T4Granted,
-    /// T3 "Transmission Revoke": retransmit Revoked while the revoked party keeps sending.
-    T3Revoke,
-    /// Maximum transmission duration (the Duration field of Granted); expiry: Revoked #2.
-    MaxDuration,
-    /// No media from the granted caller for this long: the transmission is complete.
-    MediaInactivity,
-    /// T1 (private-call hang timer): the safety net while no media has flowed.
-    T1Hang,
     /// The callee never answered the offer.
     OfferTimeout,
 }
 
 impl Timer {
     /// Every timer, in table order.
-    pub const VALUES: [Timer; 6] = [
-        Timer::T4Granted,
-        Timer::T3Revoke,
-        Timer::MaxDuration,
-        Timer::MediaInactivity,
-        Timer::T1Hang,
-        Timer::OfferTimeout,
-    ];
+    pub const VALUES: [Timer; 1] = [Timer::OfferTimeout];
 
     const fn index(self) -> usize {
         self as usize
@@ -85,10 +70,7 @@ impl TimerTable {
     pub fn remaining_ms(&self, now: Instant) -> Vec<(Timer, u64)> {
         Timer::VALUES
             .iter()
-            .filter_map(|&t| {
-                self.get(t)
-                    .map(|at| (t, crate::control::snapshot::ms_left(now, at)))
-            })
+            .filter_map(|&t| self.get(t).map(|at| (t, ms_left(now, at))))
             .collect()
     }
 
@@ -113,6 +95,23 @@ impl TimerTable {
     }
 }
 
+/// Milliseconds left from `now` until `at`, rounded up (0 when past).
+pub(crate) fn ms_left(now: std::time::Instant, at: std::time::Instant) -> u64 {
+    let d = at.saturating_duration_since(now);
+    let ms = d.as_millis() as u64;
+    if d > std::time::Duration::from_millis(ms) {
+        ms + 1
+    } else {
+        ms
+    }
+}
+
+/// `now` less `ms` milliseconds (`now` itself when the clock does not go back that far).
+pub(crate) fn ms_before(now: std::time::Instant, ms: u64) -> std::time::Instant {
+    now.checked_sub(std::time::Duration::from_millis(ms))
+        .unwrap_or(now)
+}
+
 #[cfg(test)]
 #[allow(clippy::disallowed_methods)] // the test's own epoch
 mod tests {
@@ -120,21 +119,32 @@ mod tests {
     use std::time::Duration;
 
     #[test]
-    fn earliest_first_and_disarmed_on_pop() {
+    fn ms_left_rounds_up() {
+        let t0 = Instant::now();
+        let d = Duration::from_micros(1500);
+        assert_eq!(ms_left(t0, t0 + d), 2);
+        assert_eq!(ms_left(t0 + d, t0), 0);
+        assert_eq!(ms_left(t0, t0 + Duration::from_secs(3)), 3000);
+    }
+
+    #[test]
+    fn armed_until_due_then_disarmed_on_pop() {
         let t0 = Instant::now();
         let mut t = TimerTable::default();
         assert_eq!(t.next_timeout(), None);
-        t.set(Timer::T1Hang, t0 + Duration::from_secs(30));
-        t.set(Timer::T4Granted, t0 + Duration::from_secs(1));
-        t.set(Timer::MaxDuration, t0 + Duration::from_secs(2));
-        assert_eq!(t.next_timeout(), Some(t0 + Duration::from_secs(1)));
+        t.set(Timer::OfferTimeout, t0 + Duration::from_secs(2));
+        assert_eq!(t.next_timeout(), Some(t0 + Duration::from_secs(2)));
         assert_eq!(t.pop_expired(t0), None);
+        assert_eq!(
+            t.remaining_ms(t0 + Duration::from_millis(500)),
+            [(Timer::OfferTimeout, 1500)]
+        );
         let now = t0 + Duration::from_secs(5);
-        assert_eq!(t.pop_expired(now), Some(Timer::T4Granted));
-        assert_eq!(t.pop_expired(now), Some(Timer::MaxDuration));
+        assert_eq!(t.pop_expired(now), Some(Timer::OfferTimeout));
         assert_eq!(t.pop_expired(now), None);
-        assert_eq!(t.get(Timer::T1Hang), Some(t0 + Duration::from_secs(30)));
-        t.stop(Timer::T1Hang);
+        assert_eq!(t.get(Timer::OfferTimeout), None);
+        t.set(Timer::OfferTimeout, now);
+        t.stop(Timer::OfferTimeout);
         assert_eq!(t.next_timeout(), None);
     }
 }

@@ -14,7 +14,7 @@
 
 use super::record::CallRecord;
 use super::seal::{SealError, SealKey};
-use crate::control::snapshot::{CallSecrets, CallSnapshot, GroupSecrets, RestoreError};
+use crate::control::call::snapshot::{CallSecrets, CallSnapshot, GroupSecrets, RestoreError};
 use crate::ids::CallId;
 use crate::relay::rules::RulesSnapshot;
 use crate::relay::{CallImage, GroupImage, GroupSnapshot};
@@ -53,9 +53,9 @@ struct AnyBody {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoredImage {
     /// A push or pull call.
-    Call(CallImage),
+    Call(Box<CallImage>),
     /// A group call.
-    Group(GroupImage),
+    Group(Box<GroupImage>),
 }
 
 impl StoredImage {
@@ -83,18 +83,18 @@ impl StoredImage {
                     return Err(other());
                 }
                 let secrets = CallSecrets::decode(&plain).map_err(StoredCallError::Restore)?;
-                Ok(StoredImage::Call(CallImage {
+                Ok(StoredImage::Call(Box::new(CallImage {
                     call,
                     secrets,
                     rules: body.rules,
-                }))
+                })))
             }
             (None, Some(group)) => {
                 if group.call_id != r.call_id.as_str() {
                     return Err(other());
                 }
                 let secrets = GroupSecrets::decode(&plain).map_err(StoredCallError::Restore)?;
-                Ok(StoredImage::Group(GroupImage { group, secrets }))
+                Ok(StoredImage::Group(Box::new(GroupImage { group, secrets })))
             }
             _ => Err(StoredCallError::Body(
                 "neither a one-to-one nor a group call".into(),
@@ -215,7 +215,7 @@ impl CallImage {
     /// read it with [`StoredImage::from_record`]).
     pub fn from_record(r: &CallRecord, key: &SealKey) -> Result<CallImage, StoredCallError> {
         match StoredImage::from_record(r, key)? {
-            StoredImage::Call(c) => Ok(c),
+            StoredImage::Call(c) => Ok(*c),
             StoredImage::Group(_) => Err(StoredCallError::Body(
                 "a group call's record, not a one-to-one call's".into(),
             )),

@@ -31,6 +31,26 @@ impl RedisUrl {
         Ok(u)
     }
 
+    /// A Redis Sentinel's address: `host:port` (plain TCP, no password) or a `redis://` /
+    /// `rediss://` URL (with `user:password@` if the sentinels want them).
+    pub fn parse_sentinel(addr: &str) -> Result<RedisUrl, HaConfigError> {
+        let addr = addr.trim();
+        if addr.contains("://") {
+            return RedisUrl::parse(addr).map_err(|e| HaConfigError::new("sentinels", e.message));
+        }
+        let port_ok = addr
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !port_ok {
+            return Err(HaConfigError::new(
+                "sentinels",
+                format!("{addr:?} must be host:port (a sentinel listens on 26379 by default) or a redis:// URL"),
+            ));
+        }
+        RedisUrl::parse(&format!("redis://{addr}"))
+            .map_err(|e| HaConfigError::new("sentinels", e.message))
+    }
+
     /// The URL with its password, for the client only: never log it.
     pub fn expose(&self) -> &str {
         &self.0
@@ -106,8 +126,18 @@ impl std::error::Error for HaConfigError {}
 /// The HA store's configuration. `Debug` hides the Redis password and the seal key.
 #[derive(Debug, Clone)]
 pub struct HaConfig {
-    /// Where Redis is.
+    /// Where Redis is. With [`HaConfig::sentinels`], only its scheme (`rediss://`: TLS), user,
+    /// password and database number are used: the host and port come from the sentinels.
     pub redis_url: RedisUrl,
+    /// Redis Sentinels that know where the Redis primary is (empty: no Sentinel, `redis_url`
+    /// is the primary). The store asks them (in turn, the last one that answered first) at
+    /// every (re)connection, checks with `ROLE` that the address they give is a primary, and so
+    /// follows a failover without a restart; after one it writes every live call again (the
+    /// new primary may have lost the last writes).
+    pub sentinels: Vec<RedisUrl>,
+    /// The name the sentinels monitor the primary under (`sentinel monitor NAME ...`);
+    /// required with [`HaConfig::sentinels`].
+    pub master_name: String,
     /// This instance's ID (1 to 64 of `A-Z a-z 0-9 - _ .`), unique in the cluster and kept
     /// across restarts.
     pub instance_id: String,
@@ -140,6 +170,8 @@ impl HaConfig {
     pub fn new(redis_url: RedisUrl, instance_id: impl Into<String>, seal_key: SealKey) -> Self {
         HaConfig {
             redis_url,
+            sentinels: Vec::new(),
+            master_name: String::new(),
             instance_id: instance_id.into(),
             standby_for: Vec::new(),
             heartbeat_interval: Duration::from_millis(200),
@@ -245,6 +277,30 @@ impl HaConfig {
                 ));
             }
         }
+        let valid_name = |n: &str| {
+            !n.is_empty()
+                && n.len() <= 64
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        };
+        match (self.sentinels.is_empty(), self.master_name.is_empty()) {
+            (false, true) => p.push(HaConfigError::new(
+                "master_name",
+                "the sentinels need the name they monitor the primary under",
+            )),
+            (true, false) => p.push(HaConfigError::new(
+                "master_name",
+                "is for Sentinel: set sentinels too",
+            )),
+            (false, false) if !valid_name(&self.master_name) => p.push(HaConfigError::new(
+                "master_name",
+                "must be 1 to 64 of A-Z a-z 0-9 - _ .",
+            )),
+            _ => {}
+        }
+        if self.sentinels.len() > 16 {
+            p.push(HaConfigError::new("sentinels", "at most 16"));
+        }
         if p.is_empty() {
             Ok(())
         } else {
@@ -292,6 +348,31 @@ mod tests {
         }
         let e = RedisUrl::parse("http://u:topsecret@h").unwrap_err();
         assert!(!e.to_string().contains("topsecret"), "{e}");
+    }
+
+    #[test]
+    fn ha_config_sentinels() {
+        let s = RedisUrl::parse_sentinel("10.0.0.7:26379").unwrap();
+        assert_eq!(s.expose(), "redis://10.0.0.7:26379");
+        let s = RedisUrl::parse_sentinel("redis://:pw@sentinel-1:26380").unwrap();
+        assert_eq!(s.to_string(), "redis://:***@sentinel-1:26380");
+        for bad in ["10.0.0.7", "10.0.0.7:x", ":26379", "http://h:1"] {
+            let e = RedisUrl::parse_sentinel(bad).unwrap_err();
+            assert_eq!(e.key, "sentinels", "{bad}");
+        }
+        let mut c = cfg();
+        c.sentinels = vec![RedisUrl::parse_sentinel("127.0.0.1:26379").unwrap()];
+        assert_eq!(c.validate().unwrap_err()[0].key, "master_name");
+        c.master_name = "relay primary".into();
+        assert_eq!(c.validate().unwrap_err()[0].key, "master_name");
+        c.master_name = "mcvr-redis".into();
+        assert_eq!(c.validate(), Ok(()));
+        c.sentinels.clear();
+        let e = c.validate().unwrap_err();
+        assert_eq!(
+            e[0].to_string(),
+            "master_name: is for Sentinel: set sentinels too"
+        );
     }
 
     #[test]

@@ -69,10 +69,16 @@
 //!   takes its own lease back with its old epoch and writes its calls again. A primary that was
 //!   already adopted but has not written since (so does not know it is fenced) would do the
 //!   same and race the adopter call by call (each call stays with whoever writes it first). Run
-//!   Redis with AOF persistence or a replica where that matters.
+//!   Redis with AOF persistence or with replicas under Sentinel where that matters.
 //! - [`Resync`] must include adopted calls once they are restored: a resync deletes this
 //!   instance's calls in Redis that its snapshot does not hold.
-//! - One Redis, no Redis Cluster: the scripts touch keys of several calls and instances.
+//! - No Redis Cluster: the scripts touch keys of several calls and instances. Redis Sentinel
+//!   is supported ([`HaConfig::sentinels`]): the store asks the sentinels for the primary at
+//!   every (re)connection and checks its `ROLE`, so it follows a failover without a restart;
+//!   every reconnection writes the full state again (the new primary may lack the writes the
+//!   old one had not replicated yet). Discovery is a `SENTINEL GET-MASTER-ADDR-BY-NAME` over
+//!   the crate's plain client rather than the `redis` crate's `sentinel` feature, which would
+//!   bring a second `rand` and its dependency tree for the same two commands.
 //!
 //! rtpengine keeps one Redis key per call too, written by its owner; its standby mirrors the
 //! calls continuously through keyspace notifications. Here the standby reads a dead peer's

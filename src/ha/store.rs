@@ -19,6 +19,8 @@ const BATCH: usize = 512;
 /// First and longest wait between two attempts to reach Redis.
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Longest wait with Redis Sentinel (see [`Backoff::new`]).
+const BACKOFF_MAX_SENTINEL: Duration = Duration::from_millis(200);
 
 /// What the owner of the calls gives the store so that it can write every live call again
 /// after Redis was unreachable, lost its data or the backlog overflowed.
@@ -123,6 +125,8 @@ pub struct HaStats {
     pub epoch: u64,
     /// [`HaStore::is_fenced`].
     pub fenced: bool,
+    /// [`HaStore::peers_alive`].
+    pub peers_alive: u64,
 }
 
 /// Why a query ([`HaStore::lookup`], [`HaStore::cluster`]) failed.
@@ -166,6 +170,7 @@ fn describe(e: &redis::RedisError) -> String {
     match (e.code(), e.detail()) {
         (Some(c), Some(d)) => format!("{kind} {c}: {d}"),
         (Some(c), None) => format!("{kind} {c}"),
+        (None, Some(d)) => format!("{kind}: {d}"),
         _ if e.is_io_error() || e.is_connection_dropped() => {
             format!("{kind}: {}", e.to_string().replace(['\n', '\r'], " "))
         }
@@ -240,7 +245,9 @@ return {1}
 "#;
 
 /// KEYS: lease, inst, instances, owner set. ARGV: me, epoch, role, pps, draining, inst_ttl_ms,
-/// key_ttl_ms. The heartbeat's time is Redis' own.
+/// key_ttl_ms, failure_ms, inst key prefix. The heartbeat's time is Redis' own. Returns `{1,
+/// n}`: `n` other instances of the cluster have a heartbeat fresher than `failure_ms` (the
+/// peers alive, for the metrics; the instances are few, one `HGET` each).
 const HEARTBEAT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -251,7 +258,14 @@ redis.call('PEXPIRE', KEYS[2], ARGV[6])
 redis.call('PEXPIRE', KEYS[1], ARGV[7])
 redis.call('SADD', KEYS[3], ARGV[1])
 redis.call('PEXPIRE', KEYS[3], ARGV[7])
-return {1}
+local alive = 0
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+  if id ~= ARGV[1] then
+    local seen = redis.call('HGET', ARGV[9] .. id, 'last_seen_ms')
+    if seen and now - tonumber(seen) < tonumber(ARGV[8]) then alive = alive + 1 end
+  end
+end
+return {1, alive}
 "#;
 
 /// KEYS: lease, owner set. ARGV: me, epoch, key_ttl_ms, call key prefix.
@@ -425,9 +439,14 @@ struct Inner {
     fenced: watch::Sender<Option<FenceInfo>>,
     dropped: AtomicU64,
     refused: AtomicU64,
+    peers_alive: AtomicU64,
     pps: AtomicU64,
     draining: AtomicBool,
     query: Mutex<Option<MultiplexedConnection>>,
+    /// With Sentinel: the sentinel that answered last (asked first next time) and the primary
+    /// it named (logged when it changes).
+    sentinel_next: std::sync::atomic::AtomicUsize,
+    primary: Mutex<Option<String>>,
     resync: Box<dyn Resync>,
     events: mpsc::UnboundedSender<HaEvent>,
 }
@@ -465,7 +484,7 @@ impl HaStore {
         resync: impl Resync,
     ) -> Result<(HaStore, mpsc::UnboundedReceiver<HaEvent>), Vec<super::HaConfigError>> {
         cfg.validate()?;
-        if cfg.redis_url.is_tls() {
+        if cfg.redis_url.is_tls() || cfg.sentinels.iter().any(super::RedisUrl::is_tls) {
             // rustls on ring, the one provider built in; a second call finds it installed.
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
@@ -495,9 +514,12 @@ impl HaStore {
             fenced: watch::channel(None).0,
             dropped: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            peers_alive: AtomicU64::new(0),
             pps: AtomicU64::new(0),
             draining: AtomicBool::new(false),
             query: Mutex::new(None),
+            sentinel_next: std::sync::atomic::AtomicUsize::new(0),
+            primary: Mutex::new(None),
             resync: Box::new(resync),
             events: tx,
         });
@@ -548,6 +570,12 @@ impl HaStore {
         self.inner.refused.load(Ordering::Relaxed)
     }
 
+    /// Other instances of the cluster whose heartbeat is fresher than the failure time, as
+    /// of this instance's last heartbeat (0 until Redis first answered).
+    pub fn peers_alive(&self) -> u64 {
+        self.inner.peers_alive.load(Ordering::Relaxed)
+    }
+
     /// This instance's lease epoch (0 until Redis first answered).
     pub fn epoch(&self) -> u64 {
         self.inner.epoch.load(Ordering::Relaxed)
@@ -567,6 +595,7 @@ impl HaStore {
             refused: self.refused(),
             epoch: self.epoch(),
             fenced: self.is_fenced(),
+            peers_alive: self.peers_alive(),
         }
     }
 
@@ -746,30 +775,140 @@ impl Inner {
         HaError::from(e)
     }
 
-    async fn connect(&self) -> Result<MultiplexedConnection, redis::RedisError> {
-        let url = self.cfg.redis_url.expose();
-        let client = match &self.cfg.tls_ca_pem {
-            Some(ca) if self.cfg.redis_url.is_tls() => redis::Client::build_with_tls(
-                url,
+    /// A client for `info`, over TLS with the configured CA when `tls`.
+    fn client(
+        &self,
+        info: impl redis::IntoConnectionInfo,
+        tls: bool,
+    ) -> Result<redis::Client, redis::RedisError> {
+        match &self.cfg.tls_ca_pem {
+            Some(ca) if tls => redis::Client::build_with_tls(
+                info,
                 redis::TlsCertificates {
                     client_tls: None,
                     root_cert: Some(ca.clone()),
                 },
-            )?,
-            _ => redis::Client::open(url)?,
-        };
+            ),
+            _ => redis::Client::open(info),
+        }
+    }
+
+    async fn connect(&self) -> Result<MultiplexedConnection, redis::RedisError> {
         let cc = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.cfg.command_timeout))
             .set_response_timeout(Some(self.cfg.command_timeout));
-        let mut c = client
-            .get_multiplexed_async_connection_with_config(&cc)
-            .await?;
+        let mut c = if self.cfg.sentinels.is_empty() {
+            self.client(self.cfg.redis_url.expose(), self.cfg.redis_url.is_tls())?
+                .get_multiplexed_async_connection_with_config(&cc)
+                .await?
+        } else {
+            self.connect_primary(&cc).await?
+        };
         // Pipelined scripts are sent as EVALSHA: load them on every new connection (Redis may
         // have restarted empty).
         for s in self.scripts.all() {
             s.load_async(&mut c).await?;
         }
         Ok(c)
+    }
+
+    /// Asks the sentinels where the primary is (the one that answered last first), connects to
+    /// it with `redis_url`'s credentials, database and TLS, and checks that it is a primary:
+    /// a sentinel's view lags a failover by a moment, and a demoted primary refuses writes.
+    async fn connect_primary(
+        &self,
+        cc: &AsyncConnectionConfig,
+    ) -> Result<MultiplexedConnection, redis::RedisError> {
+        use redis::{ConnectionAddr, ErrorKind, IntoConnectionInfo};
+        let (host, port) = self.discover_primary(cc).await?;
+        let base = self.cfg.redis_url.expose().into_connection_info()?;
+        let addr = match base.addr() {
+            ConnectionAddr::TcpTls { insecure, .. } => ConnectionAddr::TcpTls {
+                host: host.clone(),
+                port,
+                insecure: *insecure,
+                tls_params: None,
+            },
+            _ => ConnectionAddr::Tcp(host.clone(), port),
+        };
+        let mut c = self
+            .client(base.set_addr(addr), self.cfg.redis_url.is_tls())?
+            .get_multiplexed_async_connection_with_config(cc)
+            .await?;
+        let role: Vec<Value> = redis::cmd("ROLE").query_async(&mut c).await?;
+        let role: String = role
+            .into_iter()
+            .next()
+            .and_then(|v| redis::from_redis_value(v).ok())
+            .unwrap_or_default();
+        if role != "master" {
+            return Err(redis::RedisError::from((
+                ErrorKind::Client,
+                "the sentinels' primary is not a primary (a failover under way)",
+                format!("{host}:{port}, the primary the sentinels name, is a {role:?}, not a primary (a failover under way)"),
+            )));
+        }
+        let now = format!("{host}:{port}");
+        let before = lock(&self.primary).replace(now.clone());
+        match before {
+            None => tracing::info!(
+                primary = %now,
+                master_name = %self.cfg.master_name,
+                "HA store: Redis primary found through Sentinel"
+            ),
+            Some(b) if b != now => tracing::warn!(
+                primary = %now,
+                previous = %b,
+                master_name = %self.cfg.master_name,
+                "HA store: Redis primary found through Sentinel (a failover: a new primary)"
+            ),
+            Some(_) => {}
+        }
+        Ok(c)
+    }
+
+    /// `SENTINEL GET-MASTER-ADDR-BY-NAME` to each sentinel in turn until one names the primary.
+    async fn discover_primary(
+        &self,
+        cc: &AsyncConnectionConfig,
+    ) -> Result<(String, u16), redis::RedisError> {
+        let n = self.cfg.sentinels.len();
+        let first = self.sentinel_next.load(Ordering::Relaxed) % n.max(1);
+        let mut last_err = redis::RedisError::from((
+            redis::ErrorKind::MasterNameNotFoundBySentinel,
+            "no sentinel configured",
+        ));
+        for i in (0..n).map(|k| (first + k) % n) {
+            let Some(url) = self.cfg.sentinels.get(i) else {
+                continue;
+            };
+            let asked = async {
+                let mut sc = self
+                    .client(url.expose(), url.is_tls())?
+                    .get_multiplexed_async_connection_with_config(cc)
+                    .await?;
+                redis::cmd("SENTINEL")
+                    .arg("GET-MASTER-ADDR-BY-NAME")
+                    .arg(&self.cfg.master_name)
+                    .query_async::<Option<(String, u16)>>(&mut sc)
+                    .await
+            };
+            match asked.await {
+                Ok(Some(addr)) => {
+                    self.sentinel_next.store(i, Ordering::Relaxed);
+                    return Ok(addr);
+                }
+                Ok(None) => {
+                    last_err = redis::RedisError::from((
+                        redis::ErrorKind::MasterNameNotFoundBySentinel,
+                        "a sentinel does not know the master name",
+                        format!("sentinel {url} has no master {:?}", self.cfg.master_name),
+                    ));
+                }
+                Err(e) => last_err = e,
+            }
+        }
+        Err(last_err)
     }
 
     fn set_up(&self, flag: &AtomicBool) {
@@ -944,15 +1083,22 @@ fn outcome(v: Value) -> Outcome {
     }
 }
 
-struct Backoff(Duration);
+struct Backoff(Duration, Duration);
 
 impl Backoff {
-    fn new() -> Self {
-        Backoff(BACKOFF_MIN)
+    /// With Sentinel the waits stay short: a failover gives a new primary within a second or
+    /// two, and each attempt asks the sentinels first (cheap).
+    fn new(inner: &Inner) -> Self {
+        let max = if inner.cfg.sentinels.is_empty() {
+            BACKOFF_MAX
+        } else {
+            BACKOFF_MAX_SENTINEL
+        };
+        Backoff(BACKOFF_MIN, max)
     }
     fn next(&mut self) -> Duration {
         let d = self.0;
-        self.0 = (self.0 * 2).min(BACKOFF_MAX);
+        self.0 = (self.0 * 2).min(self.1);
         d
     }
     fn reset(&mut self) {
@@ -963,7 +1109,7 @@ impl Backoff {
 /// The writer: puts and deletes from the backlog, full resyncs.
 async fn writer(inner: Arc<Inner>) {
     let mut conn: Option<MultiplexedConnection> = None;
-    let mut backoff = Backoff::new();
+    let mut backoff = Backoff::new(&inner);
     // A (re)connection resyncs: Redis may have lost everything, or missed deletes.
     let mut resync = true;
     while !inner.is_closed() {
@@ -1201,7 +1347,7 @@ enum PeerState {
 /// that a long write batch does not delay the heartbeat.
 async fn control(inner: Arc<Inner>) {
     let mut conn: Option<MultiplexedConnection> = None;
-    let mut backoff = Backoff::new();
+    let mut backoff = Backoff::new(&inner);
     let mut peers: Vec<(String, PeerState)> = inner
         .cfg
         .standby_for
@@ -1285,8 +1431,17 @@ async fn control_round(
         .arg(u8::from(inner.draining.load(Ordering::Relaxed)))
         .arg((3 * inner.cfg.failure_time).as_millis() as u64)
         .arg(key_ttl)
+        .arg(inner.cfg.failure_time.as_millis() as u64)
+        .arg(inner.keys.inst(""))
         .invoke_async(c)
         .await?;
+    if let Value::Array(a) = &v {
+        if let (Some(Value::Int(1)), Some(Value::Int(n))) = (a.first(), a.get(1)) {
+            inner
+                .peers_alive
+                .store(u64::try_from(*n).unwrap_or(0), Ordering::Relaxed);
+        }
+    }
     match outcome(v) {
         Outcome::Fenced { epoch, by } => {
             inner.fence(epoch, by);

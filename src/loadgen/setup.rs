@@ -352,6 +352,7 @@ impl Conn<'_> {
                         media_security: security,
                         caller_tc_key: None,
                         callee_interface: None,
+                        caller_interface: None,
                     })
                     .map_err(|e| format!("create {}: {e}", spec.id))?;
                 match e.accept_call(

@@ -5,12 +5,12 @@ use super::plane::{lock, Directory, Plane, Totals, WorkerHandle, WorkerStats};
 use super::plane::{GroupEntry, GROUP_KIND};
 use super::ports::PortPool;
 use super::worker::GroupAdopt;
-use super::worker::{Cmd, OsEntropy, Worker};
+use super::worker::{Cmd, OsEntropy, Reply, Worker};
 use super::{CallSummary, EngineConfig, EngineStats};
 use super::{
     CreateGroupCall, GroupCallCreated, GroupCallSummary, GroupMemberAnswer, GroupMemberSpec,
 };
-use crate::control::arbiter::MAX_MEMBERS;
+use crate::control::arbiter::{Slot, MAX_MEMBERS};
 use crate::control::call::{
     AnswerCall, CallAnswer, CallEvent, CallOffer, CallTable, CreateCall, SetupError,
 };
@@ -27,8 +27,104 @@ use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 use tracing::info;
 
-/// How long the API waits for a worker's reply before it gives up on the call.
+/// How long the API waits for a worker's reply before it gives up
+/// ([`SetupError::WorkerTimeout`]).
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How a caller waits for a worker's reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// A thread blocked in `recv_timeout`: the blocking methods, for callers without tokio.
+    Block,
+    /// A task on a tokio runtime, on a oneshot under the runtime's timer: no runtime thread
+    /// waits (the `_async` methods).
+    Await,
+}
+
+/// The receiving half of a command's reply.
+enum Rx<T> {
+    Block(crossbeam_channel::Receiver<T>),
+    Await(tokio::sync::oneshot::Receiver<T>),
+}
+
+fn reply_channel<T>(mode: Mode) -> (Reply<T>, Rx<T>) {
+    match mode {
+        Mode::Block => {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            (Reply::Wait(tx), Rx::Block(rx))
+        }
+        Mode::Await => {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            (Reply::Wake(tx), Rx::Await(rx))
+        }
+    }
+}
+
+/// The worker is gone (the engine shut down, or its thread died): the command was dropped.
+fn stopped(what: &str) -> SetupError {
+    SetupError::Internal(format!("the worker that runs {what} has stopped"))
+}
+
+/// A command handed to a worker, its reply to come.
+struct Pending<T> {
+    rx: Rx<T>,
+    /// What the command is about, for errors ("call X").
+    what: String,
+}
+
+impl<T> Pending<T> {
+    /// Blocks the thread until the reply comes, at most [`REPLY_TIMEOUT`].
+    fn wait(self) -> Result<T, SetupError> {
+        self.wait_until(Instant::now() + REPLY_TIMEOUT)
+    }
+
+    fn wait_until(self, deadline: Instant) -> Result<T, SetupError> {
+        use crossbeam_channel::RecvTimeoutError;
+        match self.rx {
+            Rx::Block(rx) => rx.recv_deadline(deadline).map_err(|e| match e {
+                RecvTimeoutError::Timeout => SetupError::WorkerTimeout(self.what),
+                RecvTimeoutError::Disconnected => stopped(&self.what),
+            }),
+            // Only the async methods make these, and they never wait here.
+            Rx::Await(_) => Err(SetupError::Internal(format!(
+                "a blocking wait for an async reply ({})",
+                self.what
+            ))),
+        }
+    }
+
+    /// Waits on the task until the reply comes, at most [`REPLY_TIMEOUT`].
+    async fn wait_async(self) -> Result<T, SetupError> {
+        self.wait_async_until(tokio::time::Instant::now() + REPLY_TIMEOUT)
+            .await
+    }
+
+    async fn wait_async_until(self, deadline: tokio::time::Instant) -> Result<T, SetupError> {
+        match self.rx {
+            Rx::Await(rx) => match tokio::time::timeout_at(deadline, rx).await {
+                Ok(Ok(v)) => Ok(v),
+                Ok(Err(_)) => Err(stopped(&self.what)),
+                Err(_) => Err(SetupError::WorkerTimeout(self.what)),
+            },
+            // Only the blocking methods make these, and they never wait here.
+            Rx::Block(_) => Err(SetupError::Internal(format!(
+                "an async wait for a blocking reply ({})",
+                self.what
+            ))),
+        }
+    }
+}
+
+/// A group call handed to its worker: what its setup finishes with.
+struct GroupStart {
+    id: Arc<str>,
+    worker: usize,
+    /// The members' MCVideo IDs, in order.
+    ids: Vec<String>,
+    /// Their SDP answers, in order.
+    answers: Vec<String>,
+    server_ssrc: crate::ids::Ssrc,
+}
 
 /// The relay engine. Cheap to share behind an `Arc`; dropping it shuts it down.
 pub struct Engine {
@@ -155,7 +251,11 @@ impl Engine {
         if let Err(e) = lock(&p.directory).table.precheck(&req) {
             return refuse(e);
         }
-        let ifaces = match p.interfaces_for(&req.caller_sdp, req.callee_interface.as_deref()) {
+        let ifaces = match p.interfaces_for(
+            &req.caller_sdp,
+            req.caller_interface.as_deref(),
+            req.callee_interface.as_deref(),
+        ) {
             Ok(i) => i,
             Err(e) => return refuse(e),
         };
@@ -176,6 +276,10 @@ impl Engine {
                 .filter(|id| d.groups.contains_key(id.as_str()));
             let r = match taken {
                 Some(id) => Err(SetupError::DuplicateCallId(id.to_string())),
+                // `max_calls` counts every call, group calls included (the table counts its own).
+                None if d.table.detached_len() + d.groups.len() >= p.config.call.max_calls => {
+                    Err(SetupError::TooManyCalls)
+                }
                 None => d.table.create_detached(Instant::now(), req, &mut alloc),
             };
             let r = match r {
@@ -209,35 +313,120 @@ impl Engine {
         Ok(offer)
     }
 
-    /// Asks the worker that runs `call_id` and waits for its reply.
-    fn ask<T>(
+    /// The media interfaces in force (see [`EngineConfig::interfaces`]), in their order.
+    pub fn interfaces(&self) -> &[super::MediaInterface] {
+        &self.plane.interfaces
+    }
+
+    /// The interfaces a call with this caller SDP and these interface names would get, as
+    /// indices into [`Self::interfaces`] (caller's, callee's); the error `create_call` would
+    /// give when a name is unknown or the caller's is of the other address family.
+    pub fn interfaces_for(
+        &self,
+        caller_sdp: &str,
+        caller: Option<&str>,
+        callee: Option<&str>,
+    ) -> Result<[usize; 2], SetupError> {
+        self.plane.interfaces_for(caller_sdp, caller, callee)
+    }
+
+    /// The interface named `name`, if it can carry media of the address family `v4`
+    /// (`Some(true)`: IPv4; `None`: any): its index, or why not.
+    #[cfg(feature = "sidecar")]
+    pub(crate) fn named_interface(
+        &self,
+        name: &str,
+        v4: Option<bool>,
+    ) -> Result<usize, super::plane::InterfaceProblem> {
+        self.plane.named_interface(name, v4)
+    }
+
+    /// Hands a command to the worker that runs `call_id`; its reply is to be waited for.
+    fn send<T>(
         &self,
         call_id: &str,
-        cmd: impl FnOnce(Arc<str>, crossbeam_channel::Sender<T>) -> Cmd,
-    ) -> Option<T> {
-        let w = *lock(&self.plane.directory).placement.get(call_id)?;
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        if !self.plane.workers.get(w)?.send(cmd(call_id.into(), tx)) {
-            return None;
+        mode: Mode,
+        cmd: impl FnOnce(Arc<str>, Reply<T>) -> Cmd,
+    ) -> Result<Pending<T>, SetupError> {
+        let w = *lock(&self.plane.directory)
+            .placement
+            .get(call_id)
+            .ok_or_else(|| SetupError::UnknownCall(call_id.to_owned()))?;
+        self.send_to(w, format!("call {call_id}"), mode, |r| {
+            cmd(call_id.into(), r)
+        })
+    }
+
+    /// Hands a command to worker `w`; `what` names what it is about in errors.
+    fn send_to<T>(
+        &self,
+        w: usize,
+        what: String,
+        mode: Mode,
+        cmd: impl FnOnce(Reply<T>) -> Cmd,
+    ) -> Result<Pending<T>, SetupError> {
+        let (tx, rx) = reply_channel(mode);
+        let sent = self.plane.workers.get(w).is_some_and(|h| h.send(cmd(tx)));
+        if sent {
+            Ok(Pending { rx, what })
+        } else {
+            Err(stopped(&what))
         }
-        rx.recv_timeout(REPLY_TIMEOUT).ok()
     }
 
     /// Seed steps 6–11: the callee accepted; media and transmission control start.
+    ///
+    /// Blocks the calling thread until the call's worker answers (at most 5 s, then
+    /// [`SetupError::WorkerTimeout`]); on a tokio runtime use [`Self::accept_call_async`].
     pub fn accept_call(&self, call_id: &str, answer: AnswerCall) -> Result<CallAnswer, SetupError> {
-        self.ask(call_id, |id, r| Cmd::Accept(id, answer, r))
-            .unwrap_or_else(|| Err(SetupError::UnknownCall(call_id.to_owned())))
+        self.send(call_id, Mode::Block, |id, r| Cmd::Accept(id, answer, r))?
+            .wait()?
+    }
+
+    /// [`Self::accept_call`] for a task on a tokio runtime (with its timer): the task, not a
+    /// runtime thread, waits for the worker.
+    pub async fn accept_call_async(
+        &self,
+        call_id: &str,
+        answer: AnswerCall,
+    ) -> Result<CallAnswer, SetupError> {
+        self.send(call_id, Mode::Await, |id, r| Cmd::Accept(id, answer, r))?
+            .wait_async()
+            .await?
     }
 
     /// The callee declined (while offered): the call is released with reason `rejected`.
+    /// Blocks as [`Self::accept_call`] does.
     pub fn reject_call(&self, call_id: &str) -> Result<CallSummary, SetupError> {
-        self.ask(call_id, Cmd::Reject)
-            .unwrap_or_else(|| Err(SetupError::UnknownCall(call_id.to_owned())))
+        self.send(call_id, Mode::Block, Cmd::Reject)?.wait()?
+    }
+
+    /// [`Self::reject_call`] for a task on a tokio runtime.
+    pub async fn reject_call_async(&self, call_id: &str) -> Result<CallSummary, SetupError> {
+        self.send(call_id, Mode::Await, Cmd::Reject)?
+            .wait_async()
+            .await?
     }
 
     /// The controlling server releases the call (reason `released`). A group call is released
-    /// with [`Self::release_group_call`] (here it is refused as in the wrong state).
+    /// with [`Self::release_group_call`] (here it is refused as in the wrong state). Blocks as
+    /// [`Self::accept_call`] does.
     pub fn release_call(&self, call_id: &str) -> Result<CallSummary, SetupError> {
+        self.send_release(call_id, Mode::Block)?.wait()?
+    }
+
+    /// [`Self::release_call`] for a task on a tokio runtime.
+    pub async fn release_call_async(&self, call_id: &str) -> Result<CallSummary, SetupError> {
+        self.send_release(call_id, Mode::Await)?
+            .wait_async()
+            .await?
+    }
+
+    fn send_release(
+        &self,
+        call_id: &str,
+        mode: Mode,
+    ) -> Result<Pending<Result<CallSummary, SetupError>>, SetupError> {
         if self.is_group_call(call_id) {
             return Err(SetupError::WrongState {
                 call_id: call_id.to_owned(),
@@ -246,15 +435,27 @@ impl Engine {
                     "release it as a one-to-one call (it is a group call: use release_group_call)",
             });
         }
-        self.ask(call_id, |id, r| {
+        self.send(call_id, mode, |id, r| {
             Cmd::Release(id, ReleaseReason::Released, r)
         })
-        .unwrap_or_else(|| Err(SetupError::UnknownCall(call_id.to_owned())))
     }
 
-    /// One call's state and counters.
+    /// One call's state and counters (`None` when there is no such call, or its worker did not
+    /// answer: [`Self::call_async`] tells which). Blocks as [`Self::accept_call`] does.
     pub fn call(&self, call_id: &str) -> Option<CallSummary> {
-        self.ask(call_id, Cmd::Get).flatten()
+        self.send(call_id, Mode::Block, Cmd::Get)
+            .and_then(Pending::wait)
+            .ok()?
+            .ok()
+    }
+
+    /// One call's state and counters, for a task on a tokio runtime:
+    /// [`SetupError::UnknownCall`], [`SetupError::WorkerTimeout`] or, after a bug while
+    /// reading it, [`SetupError::Internal`].
+    pub async fn call_async(&self, call_id: &str) -> Result<CallSummary, SetupError> {
+        self.send(call_id, Mode::Await, Cmd::Get)?
+            .wait_async()
+            .await?
     }
 
     // ---- group calls ---------------------------------------------------------------------
@@ -273,10 +474,36 @@ impl Engine {
     /// relay's own key toward it; in `end_to_end` mode `a=crypto` lines pass through
     /// untouched (the group's media key is shared end to end).
     ///
-    /// Errors: bad requests (no members, a duplicate member, an unusable SDP, naming the
-    /// member and the line) and a duplicate call ID are refused before anything is kept;
-    /// [`SetupError::NoPortsAvailable`] when the port range is exhausted.
+    /// Errors: bad requests (no members, a duplicate member) and a duplicate call ID are
+    /// refused before anything is kept; a member's unusable SDP or key is one of the `Member*`
+    /// errors, naming the member ([`SetupError::member`]) and the line;
+    /// [`SetupError::NoPortsAvailable`] when the port range is exhausted;
+    /// [`SetupError::WorkerTimeout`] when the worker does not take the call in time (it is
+    /// released as soon as the worker gets to it). Blocks until the worker has taken the call:
+    /// on a tokio runtime use [`Self::create_group_call_async`].
     pub fn create_group_call(&self, req: CreateGroupCall) -> Result<GroupCallCreated, SetupError> {
+        let (start, pending) = self.start_group_call(req, Mode::Block)?;
+        let r = pending.wait();
+        self.finish_group_call(start, r)
+    }
+
+    /// [`Self::create_group_call`] for a task on a tokio runtime.
+    pub async fn create_group_call_async(
+        &self,
+        req: CreateGroupCall,
+    ) -> Result<GroupCallCreated, SetupError> {
+        let (start, pending) = self.start_group_call(req, Mode::Await)?;
+        let r = pending.wait_async().await;
+        self.finish_group_call(start, r)
+    }
+
+    /// Everything of a group call's setup up to handing it to its worker.
+    #[allow(clippy::type_complexity)]
+    fn start_group_call(
+        &self,
+        req: CreateGroupCall,
+        mode: Mode,
+    ) -> Result<(GroupStart, Pending<Result<Vec<Slot>, SetupError>>), SetupError> {
         let p = &self.plane;
         let refuse = |e: SetupError| {
             p.refused(e.code());
@@ -386,23 +613,67 @@ impl Engine {
             server_ssrc,
             members,
         };
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        let sent = p
-            .workers
-            .get(worker)
-            .is_some_and(|w| w.send(Cmd::AdoptGroup(Box::new(adopt), tx)));
-        let slots = match sent.then(|| rx.recv_timeout(REPLY_TIMEOUT).ok()).flatten() {
-            Some(Ok(slots)) => slots,
-            Some(Err(e)) => {
+        let sent = self.send_to(worker, format!("group call {id}"), mode, |r| {
+            Cmd::AdoptGroup(Box::new(adopt), r)
+        });
+        let start = GroupStart {
+            id,
+            worker,
+            ids,
+            answers,
+            server_ssrc,
+        };
+        match sent {
+            Ok(pending) => Ok((start, pending)),
+            Err(e) => {
+                // The worker is gone: the call's sockets went with the command.
                 p.ssrcs.free(server_ssrc);
-                unreserve();
-                return refuse(e);
+                lock(&p.directory).placement.remove(&*start.id);
+                lock(&p.directory).groups.remove(&*start.id);
+                refuse(e)
             }
-            None => {
-                // The worker is gone or stuck: it keeps (or dropped) the call's resources.
-                return refuse(SetupError::BadRequest(
-                    "the relay's worker did not take the group call".into(),
-                ));
+        }
+    }
+
+    /// A group call's setup once its worker answered (or did not).
+    fn finish_group_call(
+        &self,
+        start: GroupStart,
+        reply: Result<Result<Vec<Slot>, SetupError>, SetupError>,
+    ) -> Result<GroupCallCreated, SetupError> {
+        let p = &self.plane;
+        let GroupStart {
+            id,
+            worker,
+            ids,
+            answers,
+            server_ssrc,
+        } = start;
+        let slots = match reply {
+            Ok(Ok(slots)) => slots,
+            Ok(Err(e)) => {
+                p.ssrcs.free(server_ssrc);
+                let mut d = lock(&p.directory);
+                d.placement.remove(&*id);
+                d.groups.remove(&*id);
+                drop(d);
+                p.refused(e.code());
+                return Err(e);
+            }
+            Err(e) => {
+                // The worker did not answer in time: it may still take the call. Release it
+                // then (the command queues behind the setup); the call counts until it ends.
+                p.kind_created(GROUP_KIND);
+                if let Some(w) = p.workers.get(worker) {
+                    let (tx, _) = reply_channel(Mode::Block);
+                    w.send(Cmd::ReleaseGroup(
+                        id.clone(),
+                        ReleaseReason::InternalError,
+                        tx,
+                    ));
+                }
+                p.refused(e.code());
+                return Err(e);
             }
         };
         p.kind_created(GROUP_KIND);
@@ -425,12 +696,37 @@ impl Engine {
     /// A member joins a running group call (a late joiner): its ports are bound and its SDP
     /// offer answered as at creation; it is told the current state (a Media Transmission
     /// Notification per transmission, or Transmission Idle) and, in automatic reception,
-    /// receives the running transmissions at once.
+    /// receives the running transmissions at once. Blocks until the call's worker has taken
+    /// the member: on a tokio runtime use [`Self::add_group_member_async`].
     pub fn add_group_member(
         &self,
         call_id: &str,
         spec: GroupMemberSpec,
     ) -> Result<GroupMemberAnswer, SetupError> {
+        let (join, pending) = self.start_join(call_id, spec, Mode::Block)?;
+        let r = pending.wait();
+        self.finish_join(call_id, join, r)
+    }
+
+    /// [`Self::add_group_member`] for a task on a tokio runtime.
+    pub async fn add_group_member_async(
+        &self,
+        call_id: &str,
+        spec: GroupMemberSpec,
+    ) -> Result<GroupMemberAnswer, SetupError> {
+        let (join, pending) = self.start_join(call_id, spec, Mode::Await)?;
+        let r = pending.wait_async().await;
+        self.finish_join(call_id, join, r)
+    }
+
+    /// A member's join up to handing it to the call's worker: (its MCVideo ID, its answer).
+    #[allow(clippy::type_complexity)]
+    fn start_join(
+        &self,
+        call_id: &str,
+        spec: GroupMemberSpec,
+        mode: Mode,
+    ) -> Result<((usize, String, String), Pending<Result<Slot, SetupError>>), SetupError> {
         let p = &self.plane;
         let (worker, security, streams) = {
             let mut d = lock(&p.directory);
@@ -453,81 +749,158 @@ impl Engine {
                 )));
             }
             if !g.members.insert(spec.mcvideo_id.clone()) {
-                return Err(SetupError::BadRequest(format!(
-                    "member {} is already in call {call_id}",
-                    spec.mcvideo_id
-                )));
+                return Err(SetupError::MemberRequest {
+                    reason: format!("it is already in call {call_id}"),
+                    member: spec.mcvideo_id,
+                });
             }
             (worker, g.security, g.streams.clone())
         };
         let user = spec.mcvideo_id.clone();
-        let unreserve = || {
-            if let Some(g) = lock(&p.directory).groups.get_mut(call_id) {
-                g.members.remove(&user);
-            }
-        };
         let prep = match p.prepare_member(spec, &streams, security, &mut OsEntropy::default()) {
             Ok(m) => m,
             Err(e) => {
-                unreserve();
+                self.unreserve_member(call_id, &user);
                 return Err(e);
             }
         };
         let answer = prep.sdp_answer.clone();
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        let sent = p
-            .workers
-            .get(worker)
-            .is_some_and(|w| w.send(Cmd::JoinGroup(call_id.into(), Box::new(prep), tx)));
-        match sent.then(|| rx.recv_timeout(REPLY_TIMEOUT).ok()).flatten() {
-            Some(Ok(slot)) => Ok(GroupMemberAnswer {
+        let what = format!("group call {call_id}");
+        match self.send_to(worker, what, mode, |r| {
+            Cmd::JoinGroup(call_id.into(), Box::new(prep), r)
+        }) {
+            Ok(pending) => Ok(((worker, user, answer), pending)),
+            Err(e) => {
+                self.unreserve_member(call_id, &user);
+                Err(e)
+            }
+        }
+    }
+
+    fn finish_join(
+        &self,
+        call_id: &str,
+        (worker, user, answer): (usize, String, String),
+        reply: Result<Result<Slot, SetupError>, SetupError>,
+    ) -> Result<GroupMemberAnswer, SetupError> {
+        match reply {
+            Ok(Ok(slot)) => Ok(GroupMemberAnswer {
                 mcvideo_id: user,
                 slot,
                 sdp_answer: answer,
             }),
-            Some(Err(e)) => {
-                unreserve();
+            Ok(Err(e)) => {
+                self.unreserve_member(call_id, &user);
                 Err(e)
             }
-            None => {
-                unreserve();
-                Err(SetupError::UnknownCall(call_id.to_owned()))
+            Err(e) => {
+                // The worker did not answer in time: it may still add the member. Take it out
+                // again then (the command queues behind the join).
+                if let Some(w) = self.plane.workers.get(worker) {
+                    let (tx, _) = reply_channel(Mode::Block);
+                    w.send(Cmd::LeaveGroup(call_id.into(), user.clone(), tx));
+                }
+                self.unreserve_member(call_id, &user);
+                Err(e)
             }
+        }
+    }
+
+    fn unreserve_member(&self, call_id: &str, user: &str) {
+        if let Some(g) = lock(&self.plane.directory).groups.get_mut(call_id) {
+            g.members.remove(user);
         }
     }
 
     /// A member leaves a group call: a transmission it held ends for the others (and the
-    /// next queued request is granted), its sockets close and its ports go back.
+    /// next queued request is granted), its sockets close and its ports go back. Blocks as
+    /// [`Self::accept_call`] does.
     pub fn remove_group_member(&self, call_id: &str, mcvideo_id: &str) -> Result<(), SetupError> {
-        if !lock(&self.plane.directory).groups.contains_key(call_id) {
+        let r = self.send_leave(call_id, mcvideo_id, Mode::Block)?.wait()?;
+        self.left(call_id, mcvideo_id, r)
+    }
+
+    /// [`Self::remove_group_member`] for a task on a tokio runtime.
+    pub async fn remove_group_member_async(
+        &self,
+        call_id: &str,
+        mcvideo_id: &str,
+    ) -> Result<(), SetupError> {
+        let r = self
+            .send_leave(call_id, mcvideo_id, Mode::Await)?
+            .wait_async()
+            .await?;
+        self.left(call_id, mcvideo_id, r)
+    }
+
+    fn send_leave(
+        &self,
+        call_id: &str,
+        mcvideo_id: &str,
+        mode: Mode,
+    ) -> Result<Pending<Result<(), SetupError>>, SetupError> {
+        if !self.is_group_call(call_id) {
             return Err(SetupError::UnknownCall(call_id.to_owned()));
         }
         let user = mcvideo_id.to_owned();
-        let r = self
-            .ask(call_id, |id, r| Cmd::LeaveGroup(id, user, r))
-            .unwrap_or_else(|| Err(SetupError::UnknownCall(call_id.to_owned())));
+        self.send(call_id, mode, |id, r| Cmd::LeaveGroup(id, user, r))
+    }
+
+    fn left(
+        &self,
+        call_id: &str,
+        mcvideo_id: &str,
+        r: Result<(), SetupError>,
+    ) -> Result<(), SetupError> {
         if r.is_ok() {
-            if let Some(g) = lock(&self.plane.directory).groups.get_mut(call_id) {
-                g.members.remove(mcvideo_id);
-            }
+            self.unreserve_member(call_id, mcvideo_id);
         }
         r
     }
 
-    /// One group call's members, transmissions (with their SSRCs), queue and counters.
+    /// One group call's members, transmissions (with their SSRCs), queue and counters
+    /// (`None` as for [`Self::call`]). Blocks as [`Self::accept_call`] does.
     pub fn group_call(&self, call_id: &str) -> Option<GroupCallSummary> {
-        if !lock(&self.plane.directory).groups.contains_key(call_id) {
+        if !self.is_group_call(call_id) {
             return None;
         }
-        self.ask(call_id, Cmd::GetGroup).flatten()
+        self.send(call_id, Mode::Block, Cmd::GetGroup)
+            .and_then(Pending::wait)
+            .ok()?
+            .ok()
     }
 
-    /// Every group call.
+    /// One group call's summary, for a task on a tokio runtime (errors as
+    /// [`Self::call_async`]).
+    pub async fn group_call_async(&self, call_id: &str) -> Result<GroupCallSummary, SetupError> {
+        if !self.is_group_call(call_id) {
+            return Err(SetupError::UnknownCall(call_id.to_owned()));
+        }
+        self.send(call_id, Mode::Await, Cmd::GetGroup)?
+            .wait_async()
+            .await?
+    }
+
+    /// Every group call (the calls of a worker that does not answer in time are left out:
+    /// [`Self::group_calls_async`] says so). Blocks as [`Self::accept_call`] does.
     pub fn group_calls(&self) -> Vec<GroupCallSummary> {
         self.ask_all(Cmd::ListGroups)
             .into_iter()
+            .filter_map(Result::ok)
+            .flatten()
             .flatten()
             .collect()
+    }
+
+    /// Every group call, for a task on a tokio runtime; [`SetupError::WorkerTimeout`] when
+    /// a worker does not answer in time, [`SetupError::Internal`] after a bug while reading a
+    /// call.
+    pub async fn group_calls_async(&self) -> Result<Vec<GroupCallSummary>, SetupError> {
+        let mut all = Vec::new();
+        for r in self.ask_all_async(Cmd::ListGroups).await {
+            all.extend(r??);
+        }
+        Ok(all)
     }
 
     /// Whether `call_id` is a group call.
@@ -536,44 +909,106 @@ impl Engine {
     }
 
     /// Releases a group call (reason `released`): `call.released` is published, every port
-    /// goes back. Returns its final summary.
+    /// goes back. Returns its final summary. Blocks as [`Self::accept_call`] does.
     pub fn release_group_call(&self, call_id: &str) -> Result<GroupCallSummary, SetupError> {
+        self.send_group_release(call_id, Mode::Block)?.wait()?
+    }
+
+    /// [`Self::release_group_call`] for a task on a tokio runtime.
+    pub async fn release_group_call_async(
+        &self,
+        call_id: &str,
+    ) -> Result<GroupCallSummary, SetupError> {
+        self.send_group_release(call_id, Mode::Await)?
+            .wait_async()
+            .await?
+    }
+
+    fn send_group_release(
+        &self,
+        call_id: &str,
+        mode: Mode,
+    ) -> Result<Pending<Result<GroupCallSummary, SetupError>>, SetupError> {
         if !self.is_group_call(call_id) {
             return Err(SetupError::UnknownCall(call_id.to_owned()));
         }
-        self.ask(call_id, |id, r| {
+        self.send(call_id, mode, |id, r| {
             Cmd::ReleaseGroup(id, ReleaseReason::Released, r)
         })
-        .unwrap_or_else(|| Err(SetupError::UnknownCall(call_id.to_owned())))
     }
 
-    /// Asks every worker at once and gathers the replies that come in time.
-    pub(super) fn ask_all<T>(&self, cmd: impl Fn(crossbeam_channel::Sender<T>) -> Cmd) -> Vec<T> {
-        let replies: Vec<_> = self
-            .plane
-            .workers
-            .iter()
-            .filter_map(|w| {
-                let (tx, rx) = crossbeam_channel::bounded(1);
-                w.send(cmd(tx)).then_some(rx)
-            })
-            .collect();
-        replies
+    /// Asks every worker at once and waits for each reply (all within one
+    /// [`REPLY_TIMEOUT`]), blocking the thread.
+    pub(super) fn ask_all<T>(&self, cmd: impl Fn(Reply<T>) -> Cmd) -> Vec<Result<T, SetupError>> {
+        let deadline = Instant::now() + REPLY_TIMEOUT;
+        self.send_all(Mode::Block, cmd)
             .into_iter()
-            .filter_map(|rx| rx.recv_timeout(REPLY_TIMEOUT).ok())
+            .map(|p| p.and_then(|p| p.wait_until(deadline)))
             .collect()
     }
 
-    /// Every call's state and counters.
+    /// [`Self::ask_all`] for a task on a tokio runtime.
+    pub(super) async fn ask_all_async<T>(
+        &self,
+        cmd: impl Fn(Reply<T>) -> Cmd,
+    ) -> Vec<Result<T, SetupError>> {
+        let deadline = tokio::time::Instant::now() + REPLY_TIMEOUT;
+        let mut out = Vec::with_capacity(self.plane.workers.len());
+        for p in self.send_all(Mode::Await, cmd) {
+            out.push(match p {
+                Ok(p) => p.wait_async_until(deadline).await,
+                Err(e) => Err(e),
+            });
+        }
+        out
+    }
+
+    fn send_all<T>(
+        &self,
+        mode: Mode,
+        cmd: impl Fn(Reply<T>) -> Cmd,
+    ) -> Vec<Result<Pending<T>, SetupError>> {
+        (0..self.plane.workers.len())
+            .map(|w| self.send_to(w, format!("worker {w}"), mode, &cmd))
+            .collect()
+    }
+
+    /// Every call's state and counters (the calls of a worker that does not answer in time
+    /// are left out: [`Self::calls_async`] says so). Blocks as [`Self::accept_call`] does.
     pub fn calls(&self) -> Vec<CallSummary> {
-        self.ask_all(Cmd::List).into_iter().flatten().collect()
+        self.ask_all(Cmd::List)
+            .into_iter()
+            .filter_map(Result::ok)
+            .flatten()
+            .flatten()
+            .collect()
+    }
+
+    /// Every one-to-one call, for a task on a tokio runtime (errors as
+    /// [`Self::group_calls_async`]).
+    pub async fn calls_async(&self) -> Result<Vec<CallSummary>, SetupError> {
+        let mut all = Vec::new();
+        for r in self.ask_all_async(Cmd::List).await {
+            all.extend(r??);
+        }
+        Ok(all)
     }
 
     /// Jitter and loss of the media arriving from every leg that sent RTP, across all calls,
-    /// as histograms (for a scrape; each worker sums its own calls).
+    /// as histograms (for a scrape; each worker sums its own calls; a worker that does not
+    /// answer in time is left out). Blocks as [`Self::accept_call`] does.
     pub fn quality(&self) -> crate::relay::rules::QualityHistograms {
         let mut all = crate::relay::rules::QualityHistograms::default();
-        for h in self.ask_all(Cmd::Quality) {
+        for h in self.ask_all(Cmd::Quality).into_iter().flatten() {
+            all.merge(&h);
+        }
+        all
+    }
+
+    /// [`Self::quality`] for a task on a tokio runtime.
+    pub async fn quality_async(&self) -> crate::relay::rules::QualityHistograms {
+        let mut all = crate::relay::rules::QualityHistograms::default();
+        for h in self.ask_all_async(Cmd::Quality).await.into_iter().flatten() {
             all.merge(&h);
         }
         all
@@ -706,7 +1141,10 @@ fn check_group_request(req: &CreateGroupCall) -> Result<(), SetupError> {
     let mut seen = std::collections::HashSet::new();
     for m in &req.members {
         if !seen.insert(m.mcvideo_id.as_str()) {
-            return bad(format!("member {} appears twice", m.mcvideo_id));
+            return Err(SetupError::MemberRequest {
+                member: m.mcvideo_id.clone(),
+                reason: "it appears twice".into(),
+            });
         }
     }
     Ok(())

@@ -17,9 +17,9 @@ use super::rules::RulesSnapshot;
 use super::rules::{ControlSetup, LegSetup};
 use super::worker::{Cmd, GroupRestore};
 use crate::control::arbiter::Slot;
+use crate::control::call::snapshot::{CallSecrets, CallSnapshot, GroupSecrets, RestoreError};
 use crate::control::call::{Call, CallState};
 use crate::control::server::TcSnapshot;
-use crate::control::snapshot::{CallSecrets, CallSnapshot, GroupSecrets, RestoreError};
 use crate::control::MediaSecurity;
 use crate::ids::CallId;
 use crate::sdp::MediaKind;
@@ -185,7 +185,11 @@ impl Engine {
 
     /// The image of every live one-to-one call (a full resync of the HA store).
     pub fn snapshot_calls(&self) -> Vec<CallImage> {
-        self.ask_all(Cmd::Snapshot).into_iter().flatten().collect()
+        self.ask_all(Cmd::Snapshot)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .collect()
     }
 
     /// Calls adopted from other relays since the start.
@@ -274,7 +278,7 @@ impl Engine {
         let sent = p.workers.get(worker).is_some_and(|w| {
             w.send(Cmd::Restore(
                 Box::new((call, bound, ifaces, image.rules, from.into())),
-                tx,
+                super::worker::Reply::Wait(tx),
             ))
         });
         let r = if sent {
@@ -299,13 +303,14 @@ impl Engine {
     /// another relay adopted them (this one was fenced). Their sockets close and their ports go
     /// back. Returns how many were dropped.
     pub fn abandon_calls(&self) -> usize {
-        self.ask_all(Cmd::Abandon).into_iter().sum()
+        self.ask_all(Cmd::Abandon).into_iter().flatten().sum()
     }
 
     /// The image of every live group call (a full resync of the HA store).
     pub fn snapshot_groups(&self) -> Vec<GroupImage> {
         self.ask_all(Cmd::SnapshotGroups)
             .into_iter()
+            .flatten()
             .flatten()
             .collect()
     }
@@ -475,10 +480,12 @@ impl Engine {
             from: from.into(),
         };
         let (tx, rx) = crossbeam_channel::bounded(1);
-        let sent = p
-            .workers
-            .get(worker)
-            .is_some_and(|w| w.send(Cmd::RestoreGroup(Box::new(restore), tx)));
+        let sent = p.workers.get(worker).is_some_and(|w| {
+            w.send(Cmd::RestoreGroup(
+                Box::new(restore),
+                super::worker::Reply::Wait(tx),
+            ))
+        });
         let r = if sent {
             rx.recv_timeout(Duration::from_secs(5))
                 .unwrap_or_else(|_| Err("no reply".into()))

@@ -39,6 +39,7 @@
 //!     media_security: MediaSecurity::EndToEnd,
 //!     caller_tc_key: None,
 //!     callee_interface: None,
+//!     caller_interface: None,
 //! })?;
 //! // Seed steps 6–7: the callee accepts; `answer.sdp_answer` goes back to the caller.
 //! let answer = engine.accept_call(
@@ -73,8 +74,12 @@
 //! there; that worker owns its sans-IO control state, its sockets and its per-packet rules, so
 //! no lock is taken on a call's path. Calls are packed onto the first workers and spread to the
 //! next only as a worker's busy share rises ([`EngineConfig::spread_above_busy_percent`]). The
-//! API reaches a worker through a queue and waits for its reply; counters are kept per worker
-//! and summed on a scrape.
+//! API reaches a worker through a queue and waits for its reply, at most 5 s
+//! ([`crate::control::call::SetupError::WorkerTimeout`] then; a bug while the worker handles
+//! it is [`crate::control::call::SetupError::Internal`]). The methods that wait block the
+//! calling thread (for a server without an async runtime); each has an `_async` twin
+//! ([`Engine::accept_call_async`], ...) for a task on a tokio runtime with its timer, where no
+//! runtime thread waits. Counters are kept per worker and summed on a scrape.
 //!
 //! **Group video calls** (TS 23.281 §7.7.1.1) run on the same workers:
 //! [`Engine::create_group_call`] with the members' SDP offers returns each member's SDP answer
@@ -109,8 +114,12 @@ pub use ha::{
     AdoptError, CallImage, GroupControlImage, GroupImage, GroupLegImage, GroupMemberImage,
     GroupSnapshot, GroupStreamImage, HaUpdate,
 };
+#[cfg(feature = "sidecar")]
+pub(crate) use plane::{sdp_family, InterfaceProblem};
 pub use rules::{Evidence, Latch, StrangerBudget, Verdict, STRANGER_BURST, STRANGER_RATE};
 pub use stats::{DropReason, LegCounters, LegSnapshot};
+#[cfg(test)]
+pub(crate) use worker::hooks as test_hooks;
 
 use crate::control::arbiter::Slot;
 use crate::control::call::{CallConfig, CallState};
@@ -150,12 +159,14 @@ pub struct EngineConfig {
     pub port_max: u16,
     /// Named media interfaces (rtpengine's `interface=`): SIP deployments bridge networks, e.g.
     /// IPv4 access and an IPv6 core. Each has its address, port range and, behind NAT, the
-    /// address its SDP advertises. A caller's leg goes on the first interface of its SDP's
-    /// address family; the callee's on the one [`CreateCall::callee_interface`] names, else on
-    /// the first of the caller's family. Empty: one interface, `media_ip` with
-    /// `port_min..=port_max`.
+    /// address its SDP advertises. A caller's leg goes on the interface
+    /// [`CreateCall::caller_interface`] names (of its SDP's address family), else on the first
+    /// interface of its SDP's address family; the callee's on the one
+    /// [`CreateCall::callee_interface`] names, else on the caller's. Empty: one interface,
+    /// `default`, on `media_ip` with `port_min..=port_max`.
     ///
     /// [`CreateCall::callee_interface`]: crate::control::call::CreateCall::callee_interface
+    /// [`CreateCall::caller_interface`]: crate::control::call::CreateCall::caller_interface
     pub interfaces: Vec<MediaInterface>,
     /// Worker threads; 0 = one per core.
     pub workers: usize,

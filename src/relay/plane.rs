@@ -253,43 +253,62 @@ impl Plane {
         }
     }
 
-    /// The interfaces a new call's legs go on: the caller's by its SDP's address family, the
-    /// callee's by name, else the caller's family.
+    /// The interfaces a new call's legs go on: each party's by name when one is given (it must
+    /// exist, and the caller's must be of its SDP's address family), else the caller's is the
+    /// first interface of its SDP's address family and the callee's is the caller's.
     pub(crate) fn interfaces_for(
         &self,
         caller_sdp: &str,
+        caller: Option<&str>,
         callee: Option<&str>,
     ) -> Result<[usize; 2], crate::control::call::SetupError> {
         use crate::control::call::SetupError;
-        let family = SessionDescription::parse(caller_sdp)
-            .ok()
-            .and_then(|d| d.media().iter().find_map(|m| m.rtp_addr()))
-            .map(|a| a.is_ipv4());
-        let of_family = |v4: bool| self.interfaces.iter().position(|i| i.ip.is_ipv4() == v4);
-        let caller = match family {
-            Some(v4) => of_family(v4).ok_or_else(|| SetupError::NoAcceptableMedia {
-                party: Party::Caller,
-                reason: format!(
-                    "its media address is {} and the relay has no {} media interface",
-                    if v4 { "IPv4" } else { "IPv6" },
-                    if v4 { "IPv4" } else { "IPv6" }
-                ),
-            })?,
-            None => 0, // the call procedure reports the SDP's problem
+        let family = sdp_family(caller_sdp);
+        let named = |party: &str, name: &str, family: Option<bool>| {
+            self.named_interface(name, family)
+                .map_err(|p| SetupError::BadRequest(format!("{party} interface {name:?}: {p}")))
         };
-        let callee = match callee {
-            Some(name) => self
+        let caller = match (caller, family) {
+            (Some(name), _) => named("caller", name, family)?,
+            (None, Some(v4)) => self
                 .interfaces
                 .iter()
-                .position(|i| i.name == name)
-                .ok_or_else(|| {
-                    SetupError::BadRequest(format!(
-                        "callee interface: no media interface named {name:?}"
-                    ))
+                .position(|i| i.ip.is_ipv4() == v4)
+                .ok_or_else(|| SetupError::NoAcceptableMedia {
+                    party: Party::Caller,
+                    reason: format!(
+                        "its media address is {fam} and the relay has no {fam} media interface",
+                        fam = family_name(v4)
+                    ),
                 })?,
+            (None, None) => 0, // the call procedure reports the SDP's problem
+        };
+        let callee = match callee {
+            Some(name) => named("callee", name, None)?,
             None => caller,
         };
         Ok([caller, callee])
+    }
+
+    /// The interface named `name`, if it can carry media of the address family `v4` (`None`:
+    /// any): its index, or why not.
+    pub(crate) fn named_interface(
+        &self,
+        name: &str,
+        v4: Option<bool>,
+    ) -> Result<usize, InterfaceProblem> {
+        let Some(i) = self.interfaces.iter().position(|i| i.name == name) else {
+            return Err(InterfaceProblem::Unknown {
+                known: self.interfaces.iter().map(|i| i.name.clone()).collect(),
+            });
+        };
+        let iface_v4 = self.interfaces.get(i).is_some_and(|f| f.ip.is_ipv4());
+        match v4 {
+            Some(sdp_v4) if sdp_v4 != iface_v4 => {
+                Err(InterfaceProblem::Family { iface_v4, sdp_v4 })
+            }
+            _ => Ok(i),
+        }
     }
 
     /// Why a call was released, for the totals (used when a worker cannot run the call's
@@ -304,6 +323,61 @@ impl Plane {
 
 /// The kind label of group calls.
 pub(crate) const GROUP_KIND: &str = "group";
+
+/// The address family of an SDP's media (`Some(true)`: IPv4), from its first media address;
+/// `None` when it has none or does not parse (the call procedure reports that).
+pub(crate) fn sdp_family(sdp: &str) -> Option<bool> {
+    SessionDescription::parse(sdp)
+        .ok()
+        .and_then(|d| d.media().iter().find_map(|m| m.rtp_addr()))
+        .map(|a| a.is_ipv4())
+}
+
+fn family_name(v4: bool) -> &'static str {
+    if v4 {
+        "IPv4"
+    } else {
+        "IPv6"
+    }
+}
+
+/// Why a named media interface cannot carry a leg.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum InterfaceProblem {
+    /// No interface has that name.
+    Unknown {
+        /// The names the relay has.
+        known: Vec<String>,
+    },
+    /// The interface is of the other address family than the party's SDP.
+    Family {
+        /// The interface is IPv4.
+        iface_v4: bool,
+        /// The SDP's media address is IPv4.
+        sdp_v4: bool,
+    },
+}
+
+impl core::fmt::Display for InterfaceProblem {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            InterfaceProblem::Unknown { known } => {
+                write!(f, "the relay has no media interface of that name (it has ")?;
+                for (n, k) in known.iter().enumerate() {
+                    let sep = if n == 0 { "" } else { ", " };
+                    write!(f, "{sep}{k:?}")?;
+                }
+                write!(f, ")")
+            }
+            InterfaceProblem::Family { iface_v4, sdp_v4 } => write!(
+                f,
+                "it is an {} interface and the SDP's media address is {}",
+                family_name(*iface_v4),
+                family_name(*sdp_v4)
+            ),
+        }
+    }
+}
 
 /// Sockets bound before the call procedure runs.
 #[derive(Debug, Default)]
@@ -352,8 +426,20 @@ pub(crate) struct MemberPrep {
     pub(crate) control_relay: Option<SocketAddr>,
 }
 
+/// A member's media the relay cannot carry.
 fn member_error(id: &str, what: impl core::fmt::Display) -> crate::control::call::SetupError {
-    crate::control::call::SetupError::BadRequest(format!("member {id}: {what}"))
+    crate::control::call::SetupError::MemberMedia {
+        member: id.to_owned(),
+        reason: what.to_string(),
+    }
+}
+
+/// A member's malformed SDP (the error names the line).
+fn member_sdp(id: &str, error: crate::sdp::SdpError) -> crate::control::call::SetupError {
+    crate::control::call::SetupError::MemberSdp {
+        member: id.to_owned(),
+        error,
+    }
 }
 
 impl Plane {
@@ -364,7 +450,7 @@ impl Plane {
         id: &str,
         sdp: &str,
     ) -> Result<Vec<GroupStream>, crate::control::call::SetupError> {
-        let offer = SessionDescription::parse(sdp).map_err(|e| member_error(id, e))?;
+        let offer = SessionDescription::parse(sdp).map_err(|e| member_sdp(id, e))?;
         let mut streams: Vec<GroupStream> = Vec::new();
         for m in offer.media() {
             let wanted = m.port != 0
@@ -445,7 +531,7 @@ impl Plane {
                 crate::control::registry::MAX_ID_LEN
             )));
         }
-        let offer = SessionDescription::parse(&spec.sdp_offer).map_err(|e| member_error(id, e))?;
+        let offer = SessionDescription::parse(&spec.sdp_offer).map_err(|e| member_sdp(id, e))?;
         let v4 = offer
             .media()
             .iter()
@@ -581,7 +667,7 @@ impl Plane {
                     connection: relay_ip,
                     media: rewrites,
                 })
-                .map_err(|e| member_error(id, e))?,
+                .map_err(|e| member_sdp(id, e))?,
         );
         let fmtp: Option<crate::sdp::McVideoFmtp> = control_fmtp;
         prep.setup = crate::control::server::MemberSetup {

@@ -15,6 +15,8 @@
 //!   RTCP port, and (only when asked, for per-leg SRTP) the `a=crypto` lines are replaced. **Every
 //!   other line passes byte for byte** (e.g. `a=key-mgmt:mikey ...`), and each line keeps its own
 //!   line ending (CRLF or LF). Not even `o=` is touched.
+//! * [`SessionDescription::with_origin`] changes only the `o=` line's address and address
+//!   family, when a proxy asks for it (rtpengine's `replace origin`).
 //!
 //! ```
 //! use mcvideo_relay::sdp::{MediaRewrite, Rewrite, SessionDescription};

@@ -187,6 +187,49 @@ impl SessionDescription {
         Ok(s)
     }
 
+    /// The SDP's text with its session `o=` line naming `ip` (`IN IP4|IP6 <ip>`) instead of
+    /// the sender's address and address family (rtpengine's `replace origin`): the username,
+    /// session ID and version stay as they are, every other line passes byte for byte.
+    ///
+    /// # Errors
+    ///
+    /// Line 0 when there is no `o=` line before the first `m=`; the `o=` line when it does not
+    /// have its six fields:
+    /// `o=<username> <sess-id> <sess-version> <nettype> <addrtype> <address>`.
+    pub fn with_origin(&self, ip: IpAddr) -> Result<String, SdpError> {
+        let first_m = self.sections.first().map_or(self.content_end, |s| s.start);
+        let idx = self
+            .lines
+            .iter()
+            .take(first_m)
+            .position(|l| l.text.starts_with("o="))
+            .ok_or(SdpError::doc(
+                "no o= line (origin) to replace the address of",
+            ))?;
+        let l = self.line(idx)?;
+        let value = l.text.get(2..).unwrap_or_default();
+        let toks = super::parse::tokens(value);
+        let origin = match toks.get(3) {
+            Some((at, _)) if toks.len() == 6 => value
+                .get(..*at)
+                .map(|head| format!("o={head}IN {} {ip}", addr_type(ip))),
+            _ => None,
+        }
+        .ok_or_else(|| {
+            SdpError::at(
+                idx + 1,
+                &l.text,
+                "o= must be <username> <sess-id> <sess-version> <nettype> <addrtype> <address>",
+            )
+        })?;
+        let mut out = String::with_capacity(self.lines.iter().map(|l| l.text.len() + 2).sum());
+        for (i, l) in self.lines.iter().enumerate() {
+            out.push_str(if i == idx { &origin } else { &l.text });
+            out.push_str(l.eol.as_str());
+        }
+        Ok(out)
+    }
+
     fn line(&self, idx: usize) -> Result<&Line, SdpError> {
         self.lines
             .get(idx)

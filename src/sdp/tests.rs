@@ -1047,3 +1047,28 @@ fn clock_rate_comes_from_the_first_formats_rtpmap() {
     let clocks: Vec<Option<u32>> = d.media().iter().map(|m| m.clock_rate).collect();
     assert_eq!(clocks, [Some(16_000), Some(90_000), None]);
 }
+
+#[test]
+fn with_origin_names_the_relay_in_o_and_keeps_every_other_byte() {
+    let text = "v=0\r\no=camera  5365 1 IN IP4 127.0.0.1\r\ns=-\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+                m=video 5000 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\no=not-this-one\r\n";
+    let d = SessionDescription::parse(text).unwrap();
+    let v6 = d.with_origin("2001:db8::1".parse().unwrap()).unwrap();
+    assert_eq!(
+        v6,
+        text.replacen(
+            "o=camera  5365 1 IN IP4 127.0.0.1",
+            "o=camera  5365 1 IN IP6 2001:db8::1",
+            1
+        )
+    );
+    let v4 = d.with_origin("192.0.2.7".parse().unwrap()).unwrap();
+    assert!(v4.starts_with("v=0\r\no=camera  5365 1 IN IP4 192.0.2.7\r\ns=-\n"));
+    // No o= line, or one without its six fields: an error naming the line.
+    let none = SessionDescription::parse("v=0\nc=IN IP4 1.2.3.4\nm=video 1 RTP/AVP 96\n").unwrap();
+    assert_eq!(none.with_origin(relay()).unwrap_err().line, 0, "no o= line");
+    let short =
+        SessionDescription::parse("v=0\no=- 1 1 IN IP4\nc=IN IP4 1.2.3.4\nm=video 1 RTP/AVP 96\n")
+            .unwrap();
+    assert_eq!(short.with_origin(relay()).unwrap_err().line, 2);
+}

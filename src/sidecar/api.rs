@@ -1,21 +1,22 @@
 //! The HTTP/JSON control API (`deploy/README.md` in the repository, "Control API"): routes for
 //! one-to-one video push and pull calls and group video calls, bearer-token auth, the body
-//! limit, errors as `{"error": {"code", "message"}}`, and the event stream.
+//! limit, errors as `{"error": {"code", "message"}}` (plus `member` for a group member's
+//! error), and the event stream. Response bodies are the typed structs of [`super::body`].
 //!
-//! Engine calls are synchronous and short (one mutex); handlers call them directly. Request
-//! bodies are never logged: SDP carries SDES keys, tc_key carries keys.
+//! No handler blocks a runtime thread on a worker: what needs a worker's reply uses the
+//! engine's `_async` methods (a oneshot under a timer: a worker that does not answer within
+//! 5 s is 503 `worker_timeout`, a bug while it handles the command 500 `internal_error`).
+//! The other engine calls are short (one mutex, socket binds). Request bodies are never
+//! logged: SDP carries SDES keys, tc_key carries keys.
 
+use super::body;
 use super::metrics::{self, ApiMetrics};
-use crate::control::call::{AnswerCall, CallEvent, CallEventKind, CreateCall, SetupError};
+use crate::control::call::{AnswerCall, CallEvent, CallState, CreateCall, SetupError};
 use crate::control::registry::{RegistryError, UeEntry};
 use crate::control::server::ReceptionMode;
 use crate::control::{CommencementMode, MediaSecurity};
 use crate::keys::{MasterKey, SrtpSuite};
-use crate::relay::{
-    CallSummary, CreateGroupCall, DropReason, Engine, GroupCallSummary, GroupMemberSpec,
-    LegSnapshot,
-};
-use crate::sdp::MediaKind;
+use crate::relay::{CreateGroupCall, Engine, GroupMemberSpec};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Path, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -26,8 +27,7 @@ use axum::routing::{get, post, put};
 use axum::Router;
 use futures_util::Stream;
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde::{Deserialize, Serialize};
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -118,16 +118,17 @@ pub(crate) async fn publish_quality(st: Arc<AppState>, every: Duration) {
         if st.quality.receiver_count() == 0 {
             continue; // nobody listens: do not ask the workers
         }
-        let engine = st.engine.clone();
-        let Ok(calls) = tokio::task::spawn_blocking(move || engine.calls()).await else {
-            continue;
+        let Ok(calls) = st.engine.calls_async().await else {
+            continue; // a worker did not answer: next tick
         };
-        for c in calls
-            .iter()
-            .filter(|c| c.state == crate::control::call::CallState::Established)
-        {
-            let data = json!({ "call_id": c.call_id, "quality": quality_list(c) });
-            let _ = st.quality.send(data.to_string());
+        for c in calls.iter().filter(|c| c.state == CallState::Established) {
+            let data = body::QualityEvent {
+                call_id: &c.call_id,
+                quality: body::quality_list(c),
+            };
+            if let Ok(data) = serde_json::to_string(&data) {
+                let _ = st.quality.send(data);
+            }
         }
     }
 }
@@ -191,12 +192,14 @@ fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
-/// An API error: `{"error": {"code": "...", "message": "..."}}`.
+/// An API error: `{"error": {"code": "...", "message": "..."}}`, with `"member"` naming the
+/// group member a member-specific setup error is about.
 #[derive(Debug)]
 pub(crate) struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    member: Option<String>,
 }
 
 impl ApiError {
@@ -205,6 +208,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            member: None,
         }
     }
 
@@ -219,7 +223,13 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message}});
+        let body = body::ErrorBody {
+            error: body::ErrorDetail {
+                code: self.code,
+                member: self.member.as_deref(),
+                message: &self.message,
+            },
+        };
         let mut r = json_response(self.status, &body);
         if self.status == StatusCode::UNAUTHORIZED {
             r.headers_mut()
@@ -239,33 +249,50 @@ impl From<SetupError> for ApiError {
             SetupError::NotVideoPush
             | SetupError::BadRequest(_)
             | SetupError::BadSdp { .. }
-            | SetupError::NoAcceptableMedia { .. } => StatusCode::BAD_REQUEST,
+            | SetupError::NoAcceptableMedia { .. }
+            | SetupError::MemberSdp { .. }
+            | SetupError::MemberMedia { .. }
+            | SetupError::MemberRequest { .. } => StatusCode::BAD_REQUEST,
             SetupError::NotAuthorized { .. } => StatusCode::FORBIDDEN,
             SetupError::CalleeNotRegistered(_) | SetupError::UnknownCall(_) => {
                 StatusCode::NOT_FOUND
             }
-            SetupError::NoPortsAvailable | SetupError::TooManyCalls | SetupError::Draining => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            SetupError::NoPortsAvailable
+            | SetupError::TooManyCalls
+            | SetupError::Draining
+            | SetupError::WorkerTimeout(_) => StatusCode::SERVICE_UNAVAILABLE,
             SetupError::DuplicateCallId(_) | SetupError::WrongState { .. } => StatusCode::CONFLICT,
+            SetupError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        ApiError::new(status, e.code(), e.to_string())
+        ApiError {
+            member: e.member().map(str::to_owned),
+            ..ApiError::new(status, e.code(), e.to_string())
+        }
     }
 }
 
-fn json_response(status: StatusCode, body: &Value) -> Response {
-    (
-        status,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        body.to_string(),
-    )
-        .into_response()
+fn json_response(status: StatusCode, body: &impl Serialize) -> Response {
+    match serde_json::to_string(body) {
+        Ok(text) => (
+            status,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            text,
+        )
+            .into_response(),
+        // Not reached: the bodies are plain structs of strings, numbers and maps.
+        Err(e) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            format!("cannot encode the response: {e}"),
+        )
+        .into_response(),
+    }
 }
 
-fn ok(body: &Value) -> Response {
+fn ok(body: &impl Serialize) -> Response {
     json_response(StatusCode::OK, body)
 }
 
@@ -346,6 +373,10 @@ struct CallerBody {
     sdp_offer: String,
     #[serde(default)]
     tc_key: Option<TcKeyBody>,
+    /// The media interface for the caller's leg (by name, of its SDP's address family);
+    /// default: the first of that family.
+    #[serde(default)]
+    interface: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -415,109 +446,24 @@ fn tc_key(field: &str, k: Option<TcKeyBody>) -> Result<Option<MasterKey>, ApiErr
         .map_err(|e| bad_request("bad_tc_key", format!("{field}.key: {e}")))
 }
 
+/// An enumeration field of a request, by its serde `snake_case` name (the name the API
+/// reports it with); `expected` lists the names for the error.
+fn api_enum<T: DeserializeOwned>(
+    field: &str,
+    value: Option<&str>,
+    expected: &str,
+) -> Result<Option<T>, ApiError> {
+    use serde::de::value::{Error, StrDeserializer};
+    value
+        .map(|s| {
+            T::deserialize(StrDeserializer::<Error>::new(s))
+                .map_err(|_| bad_request("bad_request", format!("{field}: must be {expected}")))
+        })
+        .transpose()
+}
+
 fn commencement(field: &str, m: Option<&str>) -> Result<Option<CommencementMode>, ApiError> {
-    m.map(|s| {
-        CommencementMode::parse(s).ok_or_else(|| {
-            bad_request(
-                "bad_request",
-                format!("{field}: must be \"automatic\" or \"manual\""),
-            )
-        })
-    })
-    .transpose()
-}
-
-fn leg_json(id: &str, l: &LegSnapshot) -> Value {
-    let drops: Map<String, Value> = DropReason::ALL
-        .iter()
-        .map(|r| (r.as_str().to_owned(), Value::from(l.dropped(*r))))
-        .collect();
-    json!({
-        "mcvideo_id": id,
-        "packets_in": l.packets_in,
-        "bytes_in": l.bytes_in,
-        "packets_out": l.packets_out,
-        "bytes_out": l.bytes_out,
-        "drops": drops,
-        "latches": l.latches,
-    })
-}
-
-fn quality_json(q: &crate::relay::rules::LegQuality) -> Value {
-    let rr = q.receiver_report.map(|r| {
-        json!({
-            "fraction_lost": f64::from(r.fraction_lost) / 256.0,
-            "cumulative_lost": r.cumulative_lost,
-            "jitter": r.jitter,
-            "rtt_ms": r.rtt.map(|d| d.as_secs_f64() * 1000.0),
-        })
-    });
-    json!({
-        "packets": q.packets,
-        "bytes": q.bytes,
-        "bitrate_bps": q.bitrate_bps,
-        "lost": q.lost,
-        "jitter_ms": q.jitter_ms,
-        "frame_rate": q.frame_rate,
-        "frames": q.frames,
-        "keyframes": q.keyframes,
-        "last_packet_age_ms": q.last_packet_age.map(|d| d.as_secs_f64() * 1000.0),
-        "receiver_report": rr,
-    })
-}
-
-fn media_kind(k: &MediaKind) -> &str {
-    match k {
-        MediaKind::Audio => "audio",
-        MediaKind::Video => "video",
-        MediaKind::Control => "control",
-        MediaKind::Other(o) => o.as_str(),
-    }
-}
-
-/// Per stream: what each party sent the relay and what it reported receiving.
-pub(crate) fn quality_list(s: &CallSummary) -> Value {
-    Value::Array(
-        s.quality
-            .iter()
-            .map(|q| {
-                json!({
-                    "kind": media_kind(&q.kind),
-                    "caller": quality_json(&q.legs[0]),
-                    "callee": quality_json(&q.legs[1]),
-                })
-            })
-            .collect(),
-    )
-}
-
-fn summary_json(s: &CallSummary) -> Value {
-    let kinds = |c: &crate::control::server::KindCounters| -> Map<String, Value> {
-        c.iter()
-            .map(|(k, n)| (k.to_owned(), Value::from(n)))
-            .collect()
-    };
-    json!({
-        "call_id": s.call_id,
-        "kind": s.kind.as_str(),
-        "state": s.state.as_str(),
-        "transmission": s.transmission.as_str(),
-        "media_security": s.media_security.as_str(),
-        "commencement_mode": s.commencement_mode.as_str(),
-        "deliver_to": s.deliver_to,
-        "release_reason": s.release_reason.map(|r| r.as_str()),
-        "duration_ms": u64::try_from(s.duration.as_millis()).unwrap_or(u64::MAX),
-        "caller": leg_json(&s.caller_id, &s.caller),
-        "callee": leg_json(&s.callee_id, &s.callee),
-        "transmission_control": {
-            "received": kinds(&s.tc.received),
-            "sent": kinds(&s.tc.sent),
-            "malformed": s.tc.malformed,
-            "ignored": s.tc.ignored,
-            "rate_limited": s.tc.rate_limited,
-        },
-        "quality": quality_list(s),
-    })
+    api_enum(field, m, "\"automatic\" or \"manual\"")
 }
 
 async fn create_call(
@@ -525,15 +471,7 @@ async fn create_call(
     ApiJson(b): ApiJson<CreateBody>,
 ) -> Result<Response, ApiError> {
     let commencement_mode = commencement("commencement_mode", b.commencement_mode.as_deref())?;
-    let media_security = match b.media_security.as_deref() {
-        None => MediaSecurity::default(),
-        Some(s) => MediaSecurity::parse(s).ok_or_else(|| {
-            bad_request(
-                "bad_request",
-                "media_security: must be \"end_to_end\" or \"per_leg\"",
-            )
-        })?,
-    };
+    let media_security = media_security("media_security", b.media_security.as_deref())?;
     let caller_tc_key = tc_key("caller.tc_key", b.caller.tc_key)?;
     let offer = st.engine.create_call(CreateCall {
         call_id: b.call_id.map(Into::into),
@@ -543,6 +481,7 @@ async fn create_call(
         video_push: b.video_push,
         video_pull: b.video_pull,
         callee_interface: b.callee.interface,
+        caller_interface: b.caller.interface,
         commencement_mode,
         media_security,
         caller_tc_key,
@@ -550,13 +489,13 @@ async fn create_call(
     let location = HeaderValue::try_from(format!("/v1/calls/{}", offer.call_id)).ok();
     let mut r = json_response(
         StatusCode::CREATED,
-        &json!({
-            "call_id": offer.call_id,
-            "state": "offered",
-            "sdp_offer": offer.sdp_offer,
-            "commencement_mode": offer.commencement_mode.as_str(),
-            "deliver_to": offer.deliver_to,
-        }),
+        &body::CallOffered {
+            call_id: &offer.call_id,
+            commencement_mode: offer.commencement_mode,
+            deliver_to: &offer.deliver_to,
+            sdp_offer: &offer.sdp_offer,
+            state: CallState::Offered,
+        },
     );
     if let Some(l) = location {
         r.headers_mut().insert(header::LOCATION, l);
@@ -570,54 +509,61 @@ async fn answer_call(
     ApiJson(b): ApiJson<AnswerBody>,
 ) -> Result<Response, ApiError> {
     let callee_tc_key = tc_key("tc_key", b.tc_key)?;
-    let a = st.engine.accept_call(
-        &id,
-        AnswerCall {
-            callee_sdp: b.sdp_answer,
-            callee_tc_key,
-        },
-    )?;
-    Ok(ok(&json!({
-        "call_id": a.call_id,
-        "state": "established",
-        "sdp_answer": a.sdp_answer,
-    })))
+    let a = st
+        .engine
+        .accept_call_async(
+            &id,
+            AnswerCall {
+                callee_sdp: b.sdp_answer,
+                callee_tc_key,
+            },
+        )
+        .await?;
+    Ok(ok(&body::CallAnswered {
+        call_id: &a.call_id,
+        sdp_answer: &a.sdp_answer,
+        state: CallState::Established,
+    }))
 }
 
 async fn reject_call(
     State(st): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let s = st.engine.reject_call(&id)?;
-    Ok(ok(&summary_json(&s)))
+    let s = st.engine.reject_call_async(&id).await?;
+    Ok(ok(&body::Call::from(&s)))
 }
 
 async fn release_call(
     State(st): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let s = st.engine.release_call(&id)?;
-    Ok(ok(&summary_json(&s)))
+    let s = st.engine.release_call_async(&id).await?;
+    Ok(ok(&body::Call::from(&s)))
 }
 
 async fn get_call(
     State(st): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let Some(s) = st.engine.call(&id) else {
-        #[cfg(feature = "ha")]
-        if let Some(ha) = st.ha.get() {
-            if let Some(v) = ha.lookup(&id).await? {
-                return Ok(ok(&v));
+    let s = match st.engine.call_async(&id).await {
+        Ok(s) => s,
+        Err(SetupError::UnknownCall(_)) => {
+            #[cfg(feature = "ha")]
+            if let Some(ha) = st.ha.get() {
+                if let Some(v) = ha.lookup(&id).await? {
+                    return Ok(ok(&v));
+                }
             }
+            return Err(SetupError::UnknownCall(id).into());
         }
-        return Err(SetupError::UnknownCall(id).into());
+        Err(e) => return Err(e.into()),
     };
     #[allow(unused_mut)]
-    let mut v = summary_json(&s);
+    let mut v = body::Call::from(&s);
     #[cfg(feature = "ha")]
-    if let (Some(ha), Value::Object(m)) = (st.ha.get(), &mut v) {
-        m.insert("owner".into(), ha.store.instance_id().into());
+    if let Some(ha) = st.ha.get() {
+        v.owner = Some(ha.store.instance_id());
     }
     Ok(ok(&v))
 }
@@ -636,11 +582,18 @@ async fn cluster(State(st): State<Arc<AppState>>) -> Result<Response, ApiError> 
     ))
 }
 
-async fn list_calls(State(st): State<Arc<AppState>>) -> Response {
-    let mut calls = st.engine.calls();
-    calls.sort_by(|a, b| a.call_id.cmp(&b.call_id));
-    let calls: Vec<Value> = calls.iter().map(summary_json).collect();
-    ok(&json!({ "calls": calls }))
+/// `GET /v1/calls`: every call of every kind (push, pull and group), each with its `kind`,
+/// by call ID.
+async fn list_calls(State(st): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let (calls, groups) = tokio::join!(st.engine.calls_async(), st.engine.group_calls_async());
+    let (calls, groups) = (calls?, groups?);
+    let mut all: Vec<body::AnyCall<'_>> = calls
+        .iter()
+        .map(|c| body::AnyCall::OneToOne(c.into()))
+        .chain(groups.iter().map(|g| body::AnyCall::Group(g.into())))
+        .collect();
+    all.sort_by(|a, b| a.call_id().cmp(b.call_id()));
+    Ok(ok(&body::CallList { calls: all }))
 }
 
 // ---- group calls ------------------------------------------------------------------------------
@@ -676,15 +629,7 @@ struct CreateGroupBody {
 }
 
 fn media_security(field: &str, m: Option<&str>) -> Result<MediaSecurity, ApiError> {
-    match m {
-        None => Ok(MediaSecurity::default()),
-        Some(s) => MediaSecurity::parse(s).ok_or_else(|| {
-            bad_request(
-                "bad_request",
-                format!("{field}: must be \"end_to_end\" or \"per_leg\""),
-            )
-        }),
-    }
+    api_enum(field, m, "\"end_to_end\" or \"per_leg\"").map(Option::unwrap_or_default)
 }
 
 fn group_member(field: &str, b: GroupMemberBody) -> Result<GroupMemberSpec, ApiError> {
@@ -697,128 +642,16 @@ fn group_member(field: &str, b: GroupMemberBody) -> Result<GroupMemberSpec, ApiE
     })
 }
 
-fn group_summary_json(s: &GroupCallSummary) -> Value {
-    let kinds = |c: &crate::control::server::KindCounters| -> Map<String, Value> {
-        c.iter()
-            .map(|(k, n)| (k.to_owned(), Value::from(n)))
-            .collect()
-    };
-    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-    let members: Vec<Value> = s
-        .members
-        .iter()
-        .map(|m| {
-            let mut v = leg_json(&m.mcvideo_id, &m.counters);
-            if let Some(o) = v.as_object_mut() {
-                o.insert("slot".into(), m.slot.index().into());
-                o.insert("priority".into(), m.priority.into());
-                o.insert("receive_only".into(), m.receive_only.into());
-                o.insert("transmitting".into(), m.transmitting.into());
-                o.insert("queued".into(), m.queued.into());
-                o.insert("receiving".into(), m.receiving.clone().into());
-                let q: Vec<Value> = m
-                    .quality
-                    .iter()
-                    .map(|(kind, q)| {
-                        let mut v = quality_json(q);
-                        if let Some(o) = v.as_object_mut() {
-                            o.insert("kind".into(), media_kind(kind).into());
-                        }
-                        v
-                    })
-                    .collect();
-                o.insert("quality".into(), q.into());
-            }
-            v
-        })
-        .collect();
-    let transmissions: Vec<Value> = s
-        .transmissions
-        .iter()
-        .map(|t| {
-            json!({
-                "mcvideo_id": t.mcvideo_id,
-                "slot": t.slot.index(),
-                "audio_ssrc": t.audio_ssrc.get(),
-                "video_ssrc": t.video_ssrc.get(),
-                "priority": t.priority,
-                "indicator": match t.class { 2 => "emergency", 1 => "imminent_peril", _ => "normal" },
-                "media_started": t.media_started,
-                "duration_ms": ms(t.duration),
-                "receivers": t.receivers,
-            })
-        })
-        .collect();
-    let queue: Vec<Value> = s
-        .queue
-        .iter()
-        .map(|q| {
-            json!({
-                "mcvideo_id": q.mcvideo_id,
-                "position": q.position,
-                "priority": q.priority,
-                "indicator": match q.class { 2 => "emergency", 1 => "imminent_peril", _ => "normal" },
-            })
-        })
-        .collect();
-    json!({
-        "call_id": s.call_id,
-        "kind": "group",
-        "group_id": s.group_id,
-        "state": s.state.as_str(),
-        "media_security": s.media_security.as_str(),
-        "max_transmitters": s.max_transmitters,
-        "max_streams_per_receiver": s.max_streams_per_receiver,
-        "reception_mode": s.reception_mode.as_str(),
-        "release_reason": s.release_reason.map(|r| r.as_str()),
-        "duration_ms": ms(s.duration),
-        "members": members,
-        "transmissions": transmissions,
-        "queue": queue,
-        "transmission_control": {
-            "received": kinds(&s.tc.received),
-            "sent": kinds(&s.tc.sent),
-            "malformed": s.tc.malformed,
-            "ignored": s.tc.ignored,
-            "rate_limited": s.tc.rate_limited,
-            "unpermitted_media_packets": s.tc.unpermitted_media_packets,
-            "grants": s.tc.grants,
-            "queued": s.tc.queued,
-            "preemptions": s.tc.preemptions,
-        },
-    })
-}
-
-/// Runs a blocking engine call off the async runtime (group operations wait for a worker).
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "the engine call panicked",
-        )
-    })
-}
-
 async fn create_group_call(
     State(st): State<Arc<AppState>>,
     ApiJson(b): ApiJson<CreateGroupBody>,
 ) -> Result<Response, ApiError> {
     let media_security = media_security("media_security", b.media_security.as_deref())?;
-    let reception_mode = b
-        .reception_mode
-        .as_deref()
-        .map(|m| {
-            ReceptionMode::parse(m).ok_or_else(|| {
-                bad_request(
-                    "bad_request",
-                    "reception_mode: must be \"automatic\" or \"manual\"",
-                )
-            })
-        })
-        .transpose()?;
+    let reception_mode: Option<ReceptionMode> = api_enum(
+        "reception_mode",
+        b.reception_mode.as_deref(),
+        "\"automatic\" or \"manual\"",
+    )?;
     let members = b
         .members
         .into_iter()
@@ -834,28 +667,24 @@ async fn create_group_call(
         reception_mode,
         members,
     };
-    let engine = st.engine.clone();
-    let created = blocking(move || engine.create_group_call(req)).await??;
+    let created = st.engine.create_group_call_async(req).await?;
     let location = HeaderValue::try_from(format!("/v1/group-calls/{}", created.call_id)).ok();
-    let members: Vec<Value> = created
-        .members
-        .iter()
-        .map(|m| {
-            json!({
-                "mcvideo_id": m.mcvideo_id,
-                "slot": m.slot.index(),
-                "sdp_answer": m.sdp_answer,
-            })
-        })
-        .collect();
     let mut r = json_response(
         StatusCode::CREATED,
-        &json!({
-            "call_id": created.call_id,
-            "kind": "group",
-            "state": "established",
-            "members": members,
-        }),
+        &body::GroupCreated {
+            call_id: &created.call_id,
+            kind: body::GroupKind::Group,
+            members: created
+                .members
+                .iter()
+                .map(|m| body::MemberAnswer {
+                    mcvideo_id: &m.mcvideo_id,
+                    sdp_answer: &m.sdp_answer,
+                    slot: m.slot.index(),
+                })
+                .collect(),
+            state: CallState::Established,
+        },
     );
     if let Some(l) = location {
         r.headers_mut().insert(header::LOCATION, l);
@@ -869,17 +698,15 @@ async fn add_group_member(
     ApiJson(b): ApiJson<GroupMemberBody>,
 ) -> Result<Response, ApiError> {
     let spec = group_member("member", b)?;
-    let engine = st.engine.clone();
-    let id2 = id.clone();
-    let a = blocking(move || engine.add_group_member(&id2, spec)).await??;
+    let a = st.engine.add_group_member_async(&id, spec).await?;
     Ok(json_response(
         StatusCode::CREATED,
-        &json!({
-            "call_id": id,
-            "mcvideo_id": a.mcvideo_id,
-            "slot": a.slot.index(),
-            "sdp_answer": a.sdp_answer,
-        }),
+        &body::MemberAdded {
+            call_id: &id,
+            mcvideo_id: &a.mcvideo_id,
+            sdp_answer: &a.sdp_answer,
+            slot: a.slot.index(),
+        },
     ))
 }
 
@@ -887,65 +714,41 @@ async fn remove_group_member(
     State(st): State<Arc<AppState>>,
     Path((id, user)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let engine = st.engine.clone();
-    let s = blocking(move || -> Result<GroupCallSummary, ApiError> {
-        let s = engine
-            .group_call(&id)
-            .ok_or_else(|| SetupError::UnknownCall(id.clone()))?;
-        if !s.members.iter().any(|m| m.mcvideo_id == user) {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "unknown_member",
-                format!("call {id} has no member {user}"),
-            ));
-        }
-        engine.remove_group_member(&id, &user)?;
-        engine
-            .group_call(&id)
-            .ok_or_else(|| SetupError::UnknownCall(id.clone()).into())
-    })
-    .await??;
-    Ok(ok(&group_summary_json(&s)))
+    let s = st.engine.group_call_async(&id).await?;
+    if !s.members.iter().any(|m| m.mcvideo_id == user) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_member",
+            format!("call {id} has no member {user}"),
+        ));
+    }
+    st.engine.remove_group_member_async(&id, &user).await?;
+    let s = st.engine.group_call_async(&id).await?;
+    Ok(ok(&body::GroupCall::from(&s)))
 }
 
 async fn get_group_call(
     State(st): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let engine = st.engine.clone();
-    let s = blocking(move || engine.group_call(&id).ok_or(SetupError::UnknownCall(id))).await??;
-    Ok(ok(&group_summary_json(&s)))
+    let s = st.engine.group_call_async(&id).await?;
+    Ok(ok(&body::GroupCall::from(&s)))
 }
 
 async fn list_group_calls(State(st): State<Arc<AppState>>) -> Result<Response, ApiError> {
-    let engine = st.engine.clone();
-    let mut calls = blocking(move || engine.group_calls()).await?;
+    let mut calls = st.engine.group_calls_async().await?;
     calls.sort_by(|a, b| a.call_id.cmp(&b.call_id));
-    let calls: Vec<Value> = calls.iter().map(group_summary_json).collect();
-    Ok(ok(&json!({ "group_calls": calls })))
+    Ok(ok(&body::GroupCallList {
+        group_calls: calls.iter().map(body::GroupCall::from).collect(),
+    }))
 }
 
 async fn release_group_call(
     State(st): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let engine = st.engine.clone();
-    let s = blocking(move || engine.release_group_call(&id)).await??;
-    Ok(ok(&group_summary_json(&s)))
-}
-
-fn ues_json(user: &str, ues: &[UeEntry]) -> Value {
-    let list: Vec<Value> = ues
-        .iter()
-        .map(|u| {
-            json!({
-                "ue_id": u.ue_id,
-                "designated_for_private_calls": u.designated_for_private_calls,
-                "commencement_mode": u.commencement_mode.map(CommencementMode::as_str),
-            })
-        })
-        .collect();
-    json!({ "mcvideo_id": user, "ues": list })
+    let s = st.engine.release_group_call_async(&id).await?;
+    Ok(ok(&body::GroupCall::from(&s)))
 }
 
 async fn put_ue(
@@ -977,7 +780,7 @@ async fn put_ue(
     };
     Ok(json_response(
         status,
-        &ues_json(&user, &st.engine.ues(&user)),
+        &body::Ues::new(&user, &st.engine.ues(&user)),
     ))
 }
 
@@ -992,16 +795,19 @@ async fn delete_ue(
             format!("user {user} has no registered UE {ue_id}"),
         ));
     }
-    Ok(ok(&ues_json(&user, &st.engine.ues(&user))))
+    Ok(ok(&body::Ues::new(&user, &st.engine.ues(&user))))
 }
 
 async fn list_ues(State(st): State<Arc<AppState>>, Path(user): Path<String>) -> Response {
-    ok(&ues_json(&user, &st.engine.ues(&user)))
+    ok(&body::Ues::new(&user, &st.engine.ues(&user)))
 }
 
-fn drain_json(st: &AppState) -> Value {
+fn drain_json(st: &AppState) -> body::Drain {
     let s = st.engine.stats();
-    json!({ "draining": s.draining, "active_calls": s.active_calls })
+    body::Drain {
+        active_calls: s.active_calls,
+        draining: s.draining,
+    }
 }
 
 async fn set_drain(State(st): State<Arc<AppState>>, OptJson(b): OptJson<DrainBody>) -> Response {
@@ -1037,7 +843,10 @@ async fn reload(State(st): State<Arc<AppState>>) -> Response {
     match tokio::task::spawn_blocking(move || super::reload_logged(&st2, "POST /v1/admin/reload"))
         .await
     {
-        Ok(Ok(changes)) => ok(&json!({ "reloaded": true, "changes": changes })),
+        Ok(Ok(changes)) => ok(&body::Reloaded {
+            changes: &changes,
+            reloaded: true,
+        }),
         Ok(Err(super::ReloadError::NoConfigFile)) => ApiError::new(
             StatusCode::CONFLICT,
             "no_config_file",
@@ -1059,7 +868,7 @@ async fn reload(State(st): State<Arc<AppState>>) -> Response {
         .into_response(),
         Err(_) => ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            "internal_error",
             "reload panicked",
         )
         .into_response(),
@@ -1072,22 +881,27 @@ async fn get_drain(State(st): State<Arc<AppState>>) -> Response {
 
 async fn healthz(State(st): State<Arc<AppState>>) -> Response {
     let s = st.engine.stats();
-    ok(&json!({
-        "status": if s.draining { "draining" } else { "ok" },
-        "active_calls": s.active_calls,
-        "active_group_calls": s.by_kind.get("group").map_or(0, |k| k.active),
-        "uptime_secs": st.engine.uptime().as_secs(),
-    }))
+    ok(&body::Health {
+        active_calls: s.active_calls,
+        active_group_calls: s.by_kind.get("group").map_or(0, |k| k.active),
+        status: if s.draining {
+            body::Status::Draining
+        } else {
+            body::Status::Ok
+        },
+        uptime_secs: st.engine.uptime().as_secs(),
+    })
 }
 
 async fn metrics_text(State(st): State<Arc<AppState>>) -> Response {
+    let quality = st.engine.quality_async().await;
     (
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         )],
         {
-            let mut text = metrics::render(&st.engine, &st.metrics);
+            let mut text = metrics::render(&st.engine, &st.metrics, &quality);
             if let Some(ng) = st.ng_metrics.get() {
                 ng.render(&mut text);
             }
@@ -1101,56 +915,15 @@ async fn metrics_text(State(st): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
-/// The SSE `data` of an event: the call ID and the event's fields (the SSE `event` is
-/// [`CallEventKind::name`]).
-pub fn event_json(ev: &CallEvent) -> Value {
-    let mut d = Map::new();
-    d.insert("call_id".into(), Value::from(&*ev.call_id));
-    match ev.kind {
-        CallEventKind::TransmissionGranted {
-            audio_ssrc,
-            video_ssrc,
-        } => {
-            d.insert("audio_ssrc".into(), audio_ssrc.get().into());
-            d.insert("video_ssrc".into(), video_ssrc.get().into());
-        }
-        CallEventKind::TransmissionEnded { reason } | CallEventKind::Released { reason } => {
-            d.insert("reason".into(), reason.as_str().into());
-        }
-        CallEventKind::MemberGranted {
-            ref member,
-            audio_ssrc,
-            video_ssrc,
-        } => {
-            d.insert("mcvideo_id".into(), Value::from(&**member));
-            d.insert("audio_ssrc".into(), audio_ssrc.get().into());
-            d.insert("video_ssrc".into(), video_ssrc.get().into());
-        }
-        CallEventKind::TransmissionQueued {
-            ref member,
-            position,
-        } => {
-            d.insert("mcvideo_id".into(), Value::from(&**member));
-            d.insert("position".into(), position.into());
-        }
-        CallEventKind::TransmissionPreempted { ref member, ref by } => {
-            d.insert("mcvideo_id".into(), Value::from(&**member));
-            d.insert("by".into(), Value::from(&**by));
-        }
-        CallEventKind::MemberTransmissionEnded { ref member, reason } => {
-            d.insert("mcvideo_id".into(), Value::from(&**member));
-            d.insert("reason".into(), reason.as_str().into());
-        }
-        CallEventKind::ParticipantJoined { ref member }
-        | CallEventKind::ParticipantLeft { ref member } => {
-            d.insert("mcvideo_id".into(), Value::from(&**member));
-        }
-        CallEventKind::Adopted { ref from } => {
-            d.insert("from".into(), Value::from(&**from));
-        }
-        _ => {}
-    }
-    Value::Object(d)
+/// The SSE `data` of an event: the call ID and the event's fields.
+pub(crate) fn event_data(ev: &CallEvent) -> String {
+    serde_json::to_string(&body::Event::from(ev)).unwrap_or_default()
+}
+
+/// The SSE `data` of an event as a JSON value (the SSE `event` is
+/// [`CallEventKind::name`](crate::control::call::CallEventKind::name)).
+pub fn event_json(ev: &CallEvent) -> serde_json::Value {
+    serde_json::to_value(body::Event::from(ev)).unwrap_or_default()
 }
 
 /// Keeps the `sse_clients` gauge right however the stream ends.
@@ -1172,15 +945,11 @@ struct SseState {
 
 fn sse_item(r: Result<CallEvent, broadcast::error::RecvError>) -> Option<Event> {
     match r {
-        Ok(ev) => Some(
-            Event::default()
-                .event(ev.kind.name())
-                .data(event_json(&ev).to_string()),
-        ),
+        Ok(ev) => Some(Event::default().event(ev.kind.name()).data(event_data(&ev))),
         Err(broadcast::error::RecvError::Lagged(n)) => Some(
             Event::default()
                 .event("events.lagged")
-                .data(json!({ "missed": n }).to_string()),
+                .data(serde_json::to_string(&body::Lagged { missed: n }).unwrap_or_default()),
         ),
         Err(broadcast::error::RecvError::Closed) => None,
     }

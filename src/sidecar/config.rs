@@ -152,7 +152,7 @@ section! {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InterfaceConfig {
-    /// Its name (the API's `callee.interface`, ng's `direction`).
+    /// Its name (the API's `caller.interface` and `callee.interface`, ng's `direction`).
     pub name: String,
     /// The address its media sockets bind to.
     #[serde(deserialize_with = "de_ip_addr")]
@@ -401,6 +401,12 @@ section! {
         /// For `rediss://`: a PEM file with the CA certificate Redis' certificate chains to
         /// (unset: the system's trusted roots).
         redis_ca_file: Option<String> = None,
+        /// Redis Sentinels (`host:port`, or `redis://` URLs with a password) that name the
+        /// Redis primary: the relay follows a failover without a restart. `redis_url` then
+        /// gives only the scheme, user, password and database of the primary.
+        sentinels: Vec<String> = Vec::new(),
+        /// The name the sentinels monitor the primary under (required with `sentinels`).
+        master_name: String = String::new(),
         /// This instance's ID, unique in the cluster and kept across restarts.
         instance_id: String = String::new(),
         /// The instances whose calls this one adopts when their heartbeat lapses.
@@ -474,6 +480,18 @@ impl HaSection {
             }
         };
         let mut c = HaConfig::new(url, self.instance_id.clone(), key);
+        for s in &self.sentinels {
+            match RedisUrl::parse_sentinel(s) {
+                Ok(u) => c.sentinels.push(u),
+                Err(e) => {
+                    p.push(Problem::new("ha.sentinels", e.message));
+                    // a placeholder so that master_name is checked as if it were valid
+                    c.sentinels
+                        .extend(RedisUrl::parse("redis://127.0.0.1:26379").ok());
+                }
+            }
+        }
+        c.master_name.clone_from(&self.master_name);
         c.standby_for.clone_from(&self.standby_for);
         c.heartbeat_interval = Duration::from_millis(self.heartbeat_ms);
         c.failure_time = Duration::from_millis(self.failure_ms);

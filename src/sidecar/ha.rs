@@ -209,8 +209,8 @@ fn adopt_all(
         loop {
             let age = age + started.elapsed();
             let done = match &image {
-                StoredImage::Call(c) => engine.adopt_call(c.clone(), age, peer),
-                StoredImage::Group(g) => engine.adopt_group_call(g.clone(), age, peer),
+                StoredImage::Call(c) => engine.adopt_call((**c).clone(), age, peer),
+                StoredImage::Group(g) => engine.adopt_group_call((**g).clone(), age, peer),
             };
             match done {
                 Ok(()) => {
@@ -257,7 +257,7 @@ impl HaRuntime {
     pub(crate) fn render(&self, engine: &Engine, out: &mut String) {
         use std::fmt::Write as _;
         let s = self.store.stats();
-        let series: [(&str, &str, &str, u64); 7] = [
+        let series: [(&str, &str, &str, u64); 8] = [
             (
                 "mcvideo_relay_ha_store_up",
                 "gauge",
@@ -300,6 +300,12 @@ impl HaRuntime {
                 "This instance's lease epoch.",
                 s.epoch,
             ),
+            (
+                "mcvideo_relay_ha_peers_alive",
+                "gauge",
+                "Other instances of the cluster with a fresh heartbeat, as of this one's last heartbeat.",
+                s.peers_alive,
+            ),
         ];
         for (name, kind, help, v) in series {
             let _ = writeln!(
@@ -318,29 +324,81 @@ fn unavailable(e: &crate::ha::HaError) -> super::api::ApiError {
     )
 }
 
+/// One instance in `GET /v1/cluster`.
+#[derive(Debug, serde::Serialize)]
+struct ClusterInstance {
+    alive: bool,
+    calls: u64,
+    draining: bool,
+    epoch: u64,
+    id: String,
+    packets_per_sec: u64,
+    role: String,
+}
+
+/// `GET /v1/cluster`.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct Cluster {
+    instance: String,
+    instances: Vec<ClusterInstance>,
+}
+
+/// A party of a call another instance owns.
+#[derive(Debug, serde::Serialize)]
+struct RemoteParty {
+    mcvideo_id: serde_json::Value,
+}
+
+/// `GET /v1/calls/{id}` for a call another instance owns: what its record in Redis says in
+/// the clear (fields the record lacks are `null`). A group call has its group ID and members
+/// instead of the parties.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct RemoteCall {
+    call_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    callee: Option<RemoteParty>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    caller: Option<RemoteParty>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group_id: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    members: Option<Vec<RemoteParty>>,
+    epoch: u64,
+    kind: serde_json::Value,
+    media_security: serde_json::Value,
+    owner: String,
+    remote: bool,
+    state: serde_json::Value,
+    transmission: serde_json::Value,
+    updated_unix_ms: u64,
+}
+
 impl HaRuntime {
     /// `GET /v1/cluster`.
-    pub(crate) async fn cluster_json(&self) -> Result<serde_json::Value, super::api::ApiError> {
+    pub(crate) async fn cluster_json(&self) -> Result<Cluster, super::api::ApiError> {
         let list = self.store.cluster().await.map_err(|e| unavailable(&e))?;
-        Ok(serde_json::json!({
-            "instance": self.store.instance_id(),
-            "instances": list.iter().map(|i| serde_json::json!({
-                "id": i.id,
-                "role": i.role,
-                "alive": i.alive,
-                "calls": i.calls,
-                "packets_per_sec": i.packets_per_sec,
-                "draining": i.draining,
-                "epoch": i.epoch,
-            })).collect::<Vec<_>>(),
-        }))
+        Ok(Cluster {
+            instance: self.store.instance_id().to_owned(),
+            instances: list
+                .into_iter()
+                .map(|i| ClusterInstance {
+                    alive: i.alive,
+                    calls: i.calls,
+                    draining: i.draining,
+                    epoch: i.epoch,
+                    id: i.id,
+                    packets_per_sec: i.packets_per_sec,
+                    role: i.role,
+                })
+                .collect(),
+        })
     }
 
     /// A call another instance owns, from Redis (`None`: no such call anywhere).
     pub(crate) async fn lookup(
         &self,
         id: &str,
-    ) -> Result<Option<serde_json::Value>, super::api::ApiError> {
+    ) -> Result<Option<RemoteCall>, super::api::ApiError> {
         let Some(r) = self.store.lookup(id).await.map_err(|e| unavailable(&e))? else {
             return Ok(None);
         };
@@ -348,32 +406,48 @@ impl HaRuntime {
         let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
         let g = &body["group"];
         if g.is_object() {
-            return Ok(Some(serde_json::json!({
-                "call_id": r.call_id.as_str(),
-                "owner": r.owner,
-                "epoch": r.epoch,
-                "updated_unix_ms": r.updated_unix_ms,
-                "remote": true,
-                "kind": "group",
-                "group_id": g["group_id"],
-                "media_security": g["media_security"],
-                "members": g["members"].as_array().map(|m| m.iter().map(|m| m["mcvideo_id"].clone()).collect::<Vec<_>>()),
-                "transmission": g["tc"]["transmission"],
-            })));
+            let members = g["members"].as_array().map(|m| {
+                m.iter()
+                    .map(|m| RemoteParty {
+                        mcvideo_id: m["mcvideo_id"].clone(),
+                    })
+                    .collect()
+            });
+            return Ok(Some(RemoteCall {
+                call_id: r.call_id.as_str().to_owned(),
+                callee: None,
+                caller: None,
+                group_id: Some(g["group_id"].clone()),
+                members: Some(members.unwrap_or_default()),
+                epoch: r.epoch,
+                kind: "group".into(),
+                media_security: g["media_security"].clone(),
+                owner: r.owner,
+                remote: true,
+                state: "established".into(),
+                transmission: g["tc"]["transmission"].clone(),
+                updated_unix_ms: r.updated_unix_ms,
+            }));
         }
         let c = &body["call"];
-        Ok(Some(serde_json::json!({
-            "call_id": r.call_id.as_str(),
-            "owner": r.owner,
-            "epoch": r.epoch,
-            "updated_unix_ms": r.updated_unix_ms,
-            "remote": true,
-            "kind": c["kind"],
-            "state": c["state"],
-            "caller": {"mcvideo_id": c["caller_id"]},
-            "callee": {"mcvideo_id": c["callee_id"]},
-            "media_security": c["media_security"],
-            "transmission": c["tc"]["transmission"],
-        })))
+        Ok(Some(RemoteCall {
+            call_id: r.call_id.as_str().to_owned(),
+            callee: Some(RemoteParty {
+                mcvideo_id: c["callee_id"].clone(),
+            }),
+            caller: Some(RemoteParty {
+                mcvideo_id: c["caller_id"].clone(),
+            }),
+            group_id: None,
+            members: None,
+            epoch: r.epoch,
+            kind: c["kind"].clone(),
+            media_security: c["media_security"].clone(),
+            owner: r.owner,
+            remote: true,
+            state: c["state"].clone(),
+            transmission: c["tc"]["transmission"].clone(),
+            updated_unix_ms: r.updated_unix_ms,
+        }))
     }
 }

@@ -19,7 +19,7 @@ const BUCKETS: [f64; 12] = [
 
 /// Every refusal code of [`SetupError::code`](crate::control::call::SetupError::code), so each
 /// series exists (at zero) before its first refusal (the test below proves the list complete).
-const REFUSAL_CODES: [&str; 12] = [
+const REFUSAL_CODES: [&str; 14] = [
     "not_video_push",
     "bad_request",
     "bad_sdp",
@@ -32,6 +32,8 @@ const REFUSAL_CODES: [&str; 12] = [
     "unknown_call",
     "duplicate_call_id",
     "wrong_state",
+    "worker_timeout",
+    "internal_error",
 ];
 
 #[derive(Debug, Default)]
@@ -115,7 +117,11 @@ impl Out {
 }
 
 /// The whole exposition.
-pub(crate) fn render(engine: &Engine, api: &ApiMetrics) -> String {
+pub(crate) fn render(
+    engine: &Engine,
+    api: &ApiMetrics,
+    q: &crate::relay::rules::QualityHistograms,
+) -> String {
     let s = engine.stats();
     let mut o = Out(String::with_capacity(16 * 1024));
     let p = "mcvideo_relay";
@@ -303,7 +309,6 @@ pub(crate) fn render(engine: &Engine, api: &ApiMetrics) -> String {
     // Quality across live calls, as histograms in base units (seconds, ratio). They are a
     // snapshot at scrape time — each sending leg of a live call is one sample — not counters
     // that grow: use histogram_quantile() on them directly, never rate().
-    let q = engine.quality();
     o.head(
         &format!("{p}_media_streams"),
         "gauge",
@@ -417,6 +422,11 @@ mod tests {
             SetupError::UnknownCall(_) => 9,
             SetupError::DuplicateCallId(_) => 10,
             SetupError::WrongState { .. } => 11,
+            SetupError::MemberSdp { .. } => 12,
+            SetupError::MemberMedia { .. } => 13,
+            SetupError::MemberRequest { .. } => 14,
+            SetupError::WorkerTimeout(_) => 15,
+            SetupError::Internal(_) => 16,
         }
     }
 
@@ -453,6 +463,24 @@ mod tests {
                 state: CallState::Offered,
                 operation: "",
             },
+            SetupError::MemberSdp {
+                member: s(),
+                error: SdpError {
+                    line: 0,
+                    content: s(),
+                    reason: "",
+                },
+            },
+            SetupError::MemberMedia {
+                member: s(),
+                reason: s(),
+            },
+            SetupError::MemberRequest {
+                member: s(),
+                reason: s(),
+            },
+            SetupError::WorkerTimeout(s()),
+            SetupError::Internal(s()),
         ]
     }
 

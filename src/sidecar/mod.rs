@@ -13,6 +13,9 @@
 #![allow(clippy::disallowed_methods)] // the I/O layer is where the clock is read
 
 mod api;
+#[cfg(test)]
+mod api_tests;
+mod body;
 pub mod config;
 #[cfg(fuzzing)]
 #[doc(hidden)]

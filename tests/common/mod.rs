@@ -129,6 +129,7 @@ pub fn create_request(caller_sdp: String) -> CreateCall {
         media_security: MediaSecurity::EndToEnd,
         caller_tc_key: None,
         callee_interface: None,
+        caller_interface: None,
     }
 }
 

@@ -209,7 +209,37 @@ impl RedisServer {
     }
 
     fn command_bytes(&self, args: &[Vec<u8>]) -> Option<Vec<u8>> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        command_at(self.port, args)
+    }
+
+    /// Starts a replica of the server on `127.0.0.1:master_port`, on a free port, and waits
+    /// until its link to the master is up.
+    pub(crate) fn start_replica_of(master_port: u16) -> RedisServer {
+        let s = RedisServer::start_with(
+            &[
+                "--replicaof".into(),
+                "127.0.0.1".into(),
+                master_port.to_string(),
+            ],
+            false,
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(r) = s.command(&["INFO", "replication"]) {
+                if String::from_utf8_lossy(&r).contains("master_link_status:up") {
+                    return s;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("the replica on port {} never synced", s.port);
+    }
+}
+
+/// Sends one command to `127.0.0.1:port`, returns the raw RESP reply.
+fn command_at(port: u16, args: &[Vec<u8>]) -> Option<Vec<u8>> {
+    {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
         let mut req = format!("*{}\r\n", args.len()).into_bytes();
         for a in args {
@@ -232,7 +262,9 @@ impl RedisServer {
             }
         }
     }
+}
 
+impl RedisServer {
     /// `KEYS pattern` (tests only: small databases).
     pub(crate) fn keys(&self, pattern: &str) -> Vec<String> {
         let r = self.command(&["KEYS", pattern]).unwrap();
@@ -372,5 +404,173 @@ pub(crate) async fn eventually(within: Duration, mut f: impl FnMut() -> bool) ->
             return false;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The element count of a RESP array reply (`None`: not an array).
+fn array_len(b: &[u8]) -> Option<usize> {
+    let (l, _) = line(b)?;
+    if l.first() != Some(&b'*') {
+        return None;
+    }
+    std::str::from_utf8(&l[1..]).ok()?.parse().ok()
+}
+
+/// A TCP proxy in front of a Redis server that every client (sentinels, replica, relay) goes
+/// through, so that the test can cut the replication one way: once cut, what the server sends
+/// on a replication link (a connection whose client sent `PSYNC`) is dropped, so the replica
+/// misses every write from then on while its link looks up (the way a replica lags when its
+/// primary dies). The sentinels monitor the proxy's address, which is also the one the
+/// replica replicates from: they see nothing to "fix".
+pub(crate) struct RedisProxy {
+    pub(crate) port: u16,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl RedisProxy {
+    pub(crate) fn to(server_port: u16) -> RedisProxy {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = Arc::new(AtomicBool::new(false));
+        let cut_all = cut.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", server_port)) else {
+                    continue; // the server is gone: the client sees its connection closed
+                };
+                let replication = Arc::new(AtomicBool::new(false));
+                let pipe = |mut from: TcpStream, mut to: TcpStream, upstream: bool| {
+                    let (replication, cut) = (replication.clone(), cut_all.clone());
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16384];
+                        loop {
+                            let n = match from.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            if upstream {
+                                if buf[..n]
+                                    .windows(5)
+                                    .any(|w| w.eq_ignore_ascii_case(b"PSYNC"))
+                                {
+                                    replication.store(true, Ordering::SeqCst);
+                                }
+                            } else if replication.load(Ordering::SeqCst)
+                                && cut.load(Ordering::SeqCst)
+                            {
+                                continue;
+                            }
+                            if to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                        let _ = from.shutdown(std::net::Shutdown::Both);
+                    });
+                };
+                pipe(
+                    client.try_clone().unwrap(),
+                    server.try_clone().unwrap(),
+                    true,
+                );
+                pipe(server, client, false);
+            }
+        });
+        RedisProxy { port, cut }
+    }
+
+    /// From now on the replicas get nothing more from the server.
+    pub(crate) fn cut_replication(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// One `redis-server --sentinel` on a free port, killed on drop.
+pub(crate) struct Sentinel {
+    pub(crate) port: u16,
+    dir: PathBuf,
+    child: Child,
+}
+
+impl Sentinel {
+    /// Monitors `127.0.0.1:master_port` as `name` with quorum 2, down after 500 ms, failover
+    /// timeout 5 s (an election that fails is tried again after twice that).
+    pub(crate) fn start(name: &str, master_port: u16) -> Sentinel {
+        let dir = temp_dir();
+        let port = free_port();
+        let conf = dir.join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndaemonize no\ndir {}\n\
+                 sentinel monitor {name} 127.0.0.1 {master_port} 2\n\
+                 sentinel down-after-milliseconds {name} 500\n\
+                 sentinel failover-timeout {name} 5000\n\
+                 sentinel parallel-syncs {name} 1\n",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect(
+                "redis-server --sentinel runs (Debian package redis-server; test.sh installs it)",
+            );
+        let s = Sentinel { port, dir, child };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if s.command(&["PING"])
+                .is_some_and(|r| r.starts_with(b"+PONG"))
+            {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("sentinel on port {port} did not answer PING");
+    }
+
+    pub(crate) fn command(&self, args: &[&str]) -> Option<Vec<u8>> {
+        command_at(
+            self.port,
+            &args
+                .iter()
+                .map(|a| a.as_bytes().to_vec())
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    /// The port of the primary this sentinel names for `name`.
+    pub(crate) fn primary_port(&self, name: &str) -> Option<u16> {
+        let r = self.command(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", name])?;
+        if array_len(&r) != Some(2) {
+            return None;
+        }
+        let a = parse_array(&r);
+        std::str::from_utf8(a.get(1)?).ok()?.parse().ok()
+    }
+
+    /// How many other sentinels and replicas this sentinel knows for `name`.
+    pub(crate) fn peers(&self, name: &str) -> (usize, usize) {
+        let n = |sub: &str| {
+            self.command(&["SENTINEL", sub, name])
+                .and_then(|r| array_len(&r))
+                .unwrap_or(0)
+        };
+        (n("SENTINELS"), n("REPLICAS"))
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

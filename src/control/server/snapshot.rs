@@ -7,7 +7,7 @@
 
 use super::*;
 use crate::control::arbiter::ArbiterSnapshot;
-use crate::control::snapshot::ms_left;
+use crate::control::timer::ms_left;
 use std::time::Duration;
 
 /// The procedure, as a snapshot holds it.

@@ -47,7 +47,7 @@ impl Procedure {
 /// Where a call's transmission stands, as the API reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(
-    feature = "ha",
+    any(feature = "ha", feature = "sidecar"),
     derive(serde::Serialize, serde::Deserialize),
     serde(rename_all = "snake_case")
 )]
@@ -156,7 +156,7 @@ impl KindCounters {
 /// How receivers get a new transmission (Reception Mode field, §9.2.3.22).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(
-    feature = "ha",
+    any(feature = "ha", feature = "sidecar"),
     derive(serde::Serialize, serde::Deserialize),
     serde(rename_all = "snake_case")
 )]
@@ -325,6 +325,11 @@ impl Rank {
 
 /// Why one transmission ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    any(feature = "ha", feature = "sidecar"),
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "snake_case")
+)]
 pub enum EndReason {
     /// The transmitter sent Transmission End Request.
     Completed,

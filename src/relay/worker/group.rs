@@ -24,12 +24,13 @@ use super::super::{
 };
 use super::media::Scratch;
 use crate::control::arbiter::{Arbiter, Slot, MAX_MEMBERS};
+use crate::control::call::snapshot::{GroupSecrets, MemberSecrets};
 use crate::control::call::{CallEvent, CallEventKind, CallState, SetupError};
 use crate::control::server::{
     JoinError, ServerIdentity, TcConfig, TcEvent, TransmissionControlServer,
 };
-use crate::control::snapshot::{ms_before, GroupSecrets, MemberSecrets};
 use crate::control::ssrc::SsrcRegistry;
+use crate::control::timer::ms_before;
 use crate::control::{MediaSecurity, ReleaseReason};
 use crate::ids::{CallId, Ssrc};
 use std::io;
@@ -269,10 +270,10 @@ impl GroupRt {
             Ok(s) => s,
             Err(e) => {
                 let e = match e {
-                    JoinError::Duplicate => SetupError::BadRequest(format!(
-                        "member {user_id} is already in call {}",
-                        self.call_id
-                    )),
+                    JoinError::Duplicate => SetupError::MemberRequest {
+                        member: user_id.to_string(),
+                        reason: format!("it is already in call {}", self.call_id),
+                    },
                     JoinError::Full => SetupError::BadRequest(format!(
                         "call {} has its maximum of {MAX_MEMBERS} members",
                         self.call_id
@@ -321,7 +322,10 @@ impl GroupRt {
         if let Err(e) = added {
             self.server.leave(now, slot);
             return Err((
-                SetupError::BadRequest(format!("member {user_id}: unusable SRTP key: {e}")),
+                SetupError::MemberMedia {
+                    member: user_id.to_string(),
+                    reason: format!("unusable SRTP key: {e}"),
+                },
                 ports,
             ));
         }

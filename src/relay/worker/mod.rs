@@ -12,6 +12,8 @@
 
 mod call;
 mod group;
+#[cfg(test)]
+pub(crate) mod hooks;
 mod media;
 mod restore;
 
@@ -34,8 +36,31 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{error, warn};
 
-/// The reply half of a command.
-pub(crate) type Reply<T> = crossbeam_channel::Sender<T>;
+/// The reply half of a command: a blocking caller waits on a channel, an async one on a
+/// oneshot (so no runtime thread waits for a worker).
+pub(crate) enum Reply<T> {
+    /// A caller blocked in `recv_timeout`.
+    Wait(crossbeam_channel::Sender<T>),
+    /// An awaiting task.
+    Wake(tokio::sync::oneshot::Sender<T>),
+}
+
+impl<T> Reply<T> {
+    /// Hands the reply over; `false` when the caller has given up on it.
+    pub(crate) fn send(self, v: T) -> bool {
+        match self {
+            Reply::Wait(tx) => tx.send(v).is_ok(),
+            Reply::Wake(tx) => tx.send(v).is_ok(),
+        }
+    }
+}
+
+/// What a panic while handling a command for call `id` tells the caller.
+fn panicked(id: &str, doing: &str) -> SetupError {
+    SetupError::Internal(format!(
+        "a bug while {doing} call {id}: the call was released (internal_error)"
+    ))
+}
 
 /// What the control plane asks of a worker.
 pub(crate) enum Cmd {
@@ -52,9 +77,9 @@ pub(crate) enum Cmd {
         Reply<Result<CallSummary, SetupError>>,
     ),
     /// One call's summary.
-    Get(Arc<str>, Reply<Option<CallSummary>>),
+    Get(Arc<str>, Reply<Result<CallSummary, SetupError>>),
     /// Every call's summary.
-    List(Reply<Vec<CallSummary>>),
+    List(Reply<Result<Vec<CallSummary>, SetupError>>),
     /// Jitter and loss of every leg that sent media, as histograms.
     Quality(Reply<super::rules::QualityHistograms>),
     /// Run this group call (its members' sockets are bound, not yet polled); reply with the
@@ -72,9 +97,9 @@ pub(crate) enum Cmd {
     /// A member (by MCVideo ID) leaves a group call.
     LeaveGroup(Arc<str>, String, Reply<Result<(), SetupError>>),
     /// One group call's summary.
-    GetGroup(Arc<str>, Reply<Option<GroupCallSummary>>),
+    GetGroup(Arc<str>, Reply<Result<GroupCallSummary, SetupError>>),
     /// Every group call's summary.
-    ListGroups(Reply<Vec<GroupCallSummary>>),
+    ListGroups(Reply<Result<Vec<GroupCallSummary>, SetupError>>),
     /// Release a group call.
     ReleaseGroup(
         Arc<str>,
@@ -300,29 +325,39 @@ impl Worker {
             }
             Cmd::Accept(id, answer, reply) => {
                 let r = self.accept(&id, answer, now);
-                let _ = reply.send(r);
+                reply.send(r);
             }
             Cmd::Reject(id, reply) => {
-                let r = self.with_call(&id, |rt| rt.call.reject(now).map(|()| rt.summary(now)));
-                let r = r.unwrap_or_else(|| Err(SetupError::UnknownCall(id.to_string())));
+                let r = self.with_call(&id, "rejecting", |rt| {
+                    rt.call.reject(now).map(|()| rt.summary(now))
+                });
                 self.end_if_released(&id, now);
-                let _ = reply.send(r);
+                reply.send(r.and_then(|r| r));
             }
             Cmd::Release(id, reason, reply) => {
-                let r = self.with_call(&id, |rt| {
+                let r = self.with_call(&id, "releasing", |rt| {
                     rt.call.release(now, reason);
                     rt.summary(now)
                 });
                 self.end_if_released(&id, now);
-                let _ = reply.send(r.ok_or_else(|| SetupError::UnknownCall(id.to_string())));
+                reply.send(r);
             }
             Cmd::Get(id, reply) => {
-                let r = self.with_call(&id, |rt| rt.summary(now));
-                let _ = reply.send(r);
+                let r = self.with_call(&id, "reading", |rt| rt.summary(now));
+                reply.send(r);
             }
             Cmd::List(reply) => {
-                let all = self.slots.iter().flatten().map(|s| s.rt.summary(now));
-                let _ = reply.send(all.collect());
+                let ids: Vec<Arc<str>> = self.by_id.keys().cloned().collect();
+                let mut all = Vec::with_capacity(ids.len());
+                let mut failed = None;
+                for id in ids {
+                    match self.with_call(&id, "listing", |rt| rt.summary(now)) {
+                        Ok(s) => all.push(s),
+                        Err(e @ SetupError::Internal(_)) => failed = Some(e),
+                        Err(_) => {}
+                    }
+                }
+                reply.send(failed.map_or(Ok(all), Err));
             }
             Cmd::Quality(reply) => {
                 let mut h = super::rules::QualityHistograms::default();
@@ -336,52 +371,61 @@ impl Worker {
                         q.streams.iter().for_each(|(_, l)| h.observe(l));
                     }
                 }
-                let _ = reply.send(h);
+                reply.send(h);
             }
             Cmd::AdoptGroup(adopt, reply) => {
                 let r = self.adopt_group(*adopt, now);
-                let _ = reply.send(r);
+                reply.send(r);
             }
             Cmd::JoinGroup(id, prep, reply) => {
                 let r = self.join_group(&id, *prep, now);
-                let _ = reply.send(r);
+                reply.send(r);
             }
             Cmd::LeaveGroup(id, user, reply) => {
                 let plane = self.plane.clone();
-                let r = self.with_group(&id, |rt| {
+                let r = self.with_group(&id, "removing a member of", |rt| {
                     rt.leave(now, &user).map(|ports| plane.free_ports(&ports))
                 });
-                let r = r.unwrap_or_else(|| Err(SetupError::UnknownCall(id.to_string())));
                 self.group_step_id(&id, now);
-                let _ = reply.send(r);
+                reply.send(r.and_then(|r| r));
             }
             Cmd::GetGroup(id, reply) => {
-                let r = self.with_group(&id, |rt| rt.summary(now));
-                let _ = reply.send(r);
+                let r = self.with_group(&id, "reading", |rt| rt.summary(now));
+                reply.send(r);
             }
             Cmd::ListGroups(reply) => {
-                let all = self.groups.iter().flatten().map(|s| s.rt.summary(now));
-                let _ = reply.send(all.collect());
+                let ids: Vec<Arc<str>> = self.group_by_id.keys().cloned().collect();
+                let mut all = Vec::with_capacity(ids.len());
+                let mut failed = None;
+                for id in ids {
+                    match self.with_group(&id, "listing", |rt| rt.summary(now)) {
+                        Ok(s) => all.push(s),
+                        Err(e @ SetupError::Internal(_)) => failed = Some(e),
+                        Err(_) => {}
+                    }
+                }
+                reply.send(failed.map_or(Ok(all), Err));
             }
             Cmd::ReleaseGroup(id, reason, reply) => {
-                let r = match self.with_group(&id, |rt| rt.release(reason)) {
-                    Some(()) => self
-                        .group_step_id(&id, now)
-                        .ok_or_else(|| SetupError::UnknownCall(id.to_string())),
-                    None => Err(SetupError::UnknownCall(id.to_string())),
-                };
-                let _ = reply.send(r);
+                let r = self
+                    .with_group(&id, "releasing", |rt| rt.release(reason))
+                    .and_then(|()| {
+                        self.group_step_id(&id, now).ok_or_else(|| {
+                            panicked(&id, "releasing") // released, no summary: it failed
+                        })
+                    });
+                reply.send(r);
             }
             Cmd::HaSink(tx) => self.ha = Some(restore::HaSink::new(tx, now)),
             Cmd::Snapshot(reply) => {
                 let all = self.slots.iter().flatten();
-                let _ = reply.send(all.map(|s| s.rt.image(now)).collect());
+                reply.send(all.map(|s| s.rt.image(now)).collect());
             }
             Cmd::Restore(r, reply) => {
-                let _ = reply.send(self.restore(*r, now));
+                reply.send(self.restore(*r, now));
             }
             Cmd::Abandon(reply) => {
-                let _ = reply.send(self.abandon());
+                reply.send(self.abandon());
             }
             Cmd::SnapshotGroups(reply) => {
                 let all = self.groups.iter().flatten();
@@ -394,15 +438,34 @@ impl Worker {
         }
     }
 
-    /// Runs `f` on the call `id` (if it lives here), ending the call if `f` panics.
-    fn with_call<T>(&mut self, id: &str, f: impl FnOnce(&mut CallRt) -> T) -> Option<T> {
-        let slot = *self.by_id.get(id)?;
-        let rt = &mut self.slots.get_mut(slot as usize)?.as_mut()?.rt;
-        match catch_unwind(AssertUnwindSafe(|| f(rt))) {
-            Ok(v) => Some(v),
+    /// Runs `f` on the call `id`, ending the call if `f` panics: [`SetupError::UnknownCall`]
+    /// when the call does not live here, [`SetupError::Internal`] (naming what was being
+    /// `doing`) after a panic.
+    fn with_call<T>(
+        &mut self,
+        id: &str,
+        doing: &str,
+        f: impl FnOnce(&mut CallRt) -> T,
+    ) -> Result<T, SetupError> {
+        #[cfg(test)]
+        hooks::stall_hook(id);
+        let unknown = || SetupError::UnknownCall(id.to_owned());
+        let slot = *self.by_id.get(id).ok_or_else(unknown)?;
+        let rt = &mut self
+            .slots
+            .get_mut(slot as usize)
+            .and_then(Option::as_mut)
+            .ok_or_else(unknown)?
+            .rt;
+        match catch_unwind(AssertUnwindSafe(|| {
+            #[cfg(test)]
+            hooks::panic_hook(id, doing);
+            f(rt)
+        })) {
+            Ok(v) => Ok(v),
             Err(_) => {
                 self.fail(slot, Instant::now());
-                None
+                Err(panicked(id, doing))
             }
         }
     }
@@ -445,15 +508,19 @@ impl Worker {
         now: Instant,
     ) -> Result<CallAnswer, SetupError> {
         let mut entropy = std::mem::take(&mut self.entropy);
-        let r = self.with_call(id, |rt| rt.call.accept(now, answer, &mut entropy));
+        let r = self.with_call(id, "answering", |rt| {
+            rt.call.accept(now, answer, &mut entropy)
+        });
         self.entropy = entropy;
-        let answer = r.ok_or_else(|| SetupError::UnknownCall(id.to_owned()))??;
+        let answer = r??;
         let Some(&slot) = self.by_id.get(id) else {
             return Ok(answer);
         };
         if let Err(e) = self.start_media(slot) {
             warn!(call = %id, error = %e, "cannot start the call's media");
-            self.with_call(id, |rt| rt.call.release(now, ReleaseReason::InternalError));
+            let _ = self.with_call(id, "starting the media of", |rt| {
+                rt.call.release(now, ReleaseReason::InternalError)
+            });
         }
         self.step(slot, now); // Granted, the Notification, call.established
         Ok(answer)
@@ -626,15 +693,33 @@ impl Worker {
         self.end(slot);
     }
 
-    /// Runs `f` on the group call `id` (if it lives here), ending the call if `f` panics.
-    fn with_group<T>(&mut self, id: &str, f: impl FnOnce(&mut GroupRt) -> T) -> Option<T> {
-        let slot = *self.group_by_id.get(id)?;
-        let rt = &mut self.groups.get_mut(slot as usize)?.as_mut()?.rt;
-        match catch_unwind(AssertUnwindSafe(|| f(rt))) {
-            Ok(v) => Some(v),
+    /// Runs `f` on the group call `id`, ending the call if `f` panics (errors as
+    /// [`Self::with_call`]).
+    fn with_group<T>(
+        &mut self,
+        id: &str,
+        doing: &str,
+        f: impl FnOnce(&mut GroupRt) -> T,
+    ) -> Result<T, SetupError> {
+        #[cfg(test)]
+        hooks::stall_hook(id);
+        let unknown = || SetupError::UnknownCall(id.to_owned());
+        let slot = *self.group_by_id.get(id).ok_or_else(unknown)?;
+        let rt = &mut self
+            .groups
+            .get_mut(slot as usize)
+            .and_then(Option::as_mut)
+            .ok_or_else(unknown)?
+            .rt;
+        match catch_unwind(AssertUnwindSafe(|| {
+            #[cfg(test)]
+            hooks::panic_hook(id, doing);
+            f(rt)
+        })) {
+            Ok(v) => Ok(v),
             Err(_) => {
                 self.group_fail(slot, Instant::now());
-                None
+                Err(panicked(id, doing))
             }
         }
     }
@@ -645,7 +730,10 @@ impl Worker {
         now: Instant,
     ) -> Result<Vec<crate::control::arbiter::Slot>, SetupError> {
         let id: Arc<str> = adopt.call_id.as_str().into();
+        let ports: Vec<(usize, u16)> = adopt.members.iter().flat_map(|m| m.ports.clone()).collect();
         let (rt, members) = match catch_unwind(AssertUnwindSafe(|| {
+            #[cfg(test)]
+            hooks::panic_hook(&id, "setting up");
             GroupRt::new(
                 adopt,
                 now,
@@ -661,9 +749,11 @@ impl Worker {
             }
             Err(_) => {
                 error!(worker = self.index, call = %id, "a bug while setting up this group call");
-                return Err(SetupError::BadRequest(
-                    "internal error while setting up the group call".into(),
-                ));
+                // The members' sockets closed as the panic unwound: their ports go back.
+                self.plane.free_ports(&ports);
+                return Err(SetupError::Internal(format!(
+                    "a bug while setting up group call {id}: it was not set up"
+                )));
             }
         };
         let slot = self.group_free.pop().unwrap_or_else(|| {
@@ -714,14 +804,14 @@ impl Worker {
             self.plane.free_ports(&ports);
             return Err(SetupError::UnknownCall(id.to_owned()));
         };
-        let r = self.with_group(id, |rt| rt.join(now, prep));
+        let r = self.with_group(id, "adding a member to", |rt| rt.join(now, prep));
         let member = match r {
-            Some(Ok(m)) => m,
-            Some(Err((e, ports))) => {
+            Ok(Ok(m)) => m,
+            Ok(Err((e, ports))) => {
                 self.plane.free_ports(&ports);
                 return Err(e);
             }
-            None => return Err(SetupError::UnknownCall(id.to_owned())),
+            Err(e) => return Err(e), // a panic: the call is released, its ports went back
         };
         if let Err(e) = self.register_member(slot, member) {
             warn!(worker = self.index, error = %e, "cannot poll a group member's sockets");
@@ -839,12 +929,16 @@ impl Worker {
         let now = Instant::now();
         let ids: Vec<Arc<str>> = self.by_id.keys().cloned().collect();
         for id in ids {
-            self.with_call(&id, |rt| rt.call.release(now, ReleaseReason::Shutdown));
+            let _ = self.with_call(&id, "shutting down", |rt| {
+                rt.call.release(now, ReleaseReason::Shutdown)
+            });
             self.end_if_released(&id, now);
         }
         let ids: Vec<Arc<str>> = self.group_by_id.keys().cloned().collect();
         for id in ids {
-            self.with_group(&id, |rt| rt.release(ReleaseReason::Shutdown));
+            let _ = self.with_group(&id, "shutting down", |rt| {
+                rt.release(ReleaseReason::Shutdown)
+            });
             self.group_step_id(&id, now);
         }
     }

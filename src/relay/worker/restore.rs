@@ -214,7 +214,7 @@ impl Worker {
             if let Some(ha) = self.ha.as_mut() {
                 ha.sent.remove(rt.call.call_id());
             }
-            let _ = rt.call.arbiter().release();
+            rt.call.arbiter().release();
             let ports = rt.ports.clone();
             let CallRt { call, .. } = rt; // drops the sockets
             self.plane.finished(&call, &ports);

@@ -10,7 +10,8 @@
 use super::bencode::{dict, Value};
 use crate::control::call::{AnswerCall, CallState, CreateCall, SetupError};
 use crate::control::{CommencementMode, MediaSecurity};
-use crate::relay::{CallSummary, Engine};
+use crate::relay::{sdp_family, CallSummary, Engine, InterfaceProblem};
+use crate::sdp::SessionDescription;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -55,6 +56,8 @@ struct NgCall {
     answer_out: Option<String>,
     created: u64,
     last_signal: u64,
+    /// The media interfaces of the caller's and the callee's legs (indices into the engine's).
+    interfaces: [usize; 2],
 }
 
 /// The command handler: the engine and the ng call map.
@@ -141,9 +144,11 @@ fn refused_flag(flag: &str) -> Option<&'static str> {
 }
 
 /// Dictionary keys understood or harmless to ignore: never logged.
-const KNOWN_KEYS: [&str; 17] = [
+const KNOWN_KEYS: [&str; 19] = [
     "command",
     "direction",
+    "from-interface",
+    "to-interface",
     "call-id",
     "from-tag",
     "to-tag",
@@ -234,11 +239,16 @@ impl Commands {
     }
 
     fn log_unknown(&mut self, what: &str, name: &str) {
+        self.log_once(what, name, &format!("ignoring unknown {what}"));
+    }
+
+    /// Logs `message` about `name` (a flag or key of kind `what`) the first time only.
+    fn log_once(&mut self, what: &str, name: &str, message: &str) {
         if self.logged_unknown.len() < MAX_LOGGED_UNKNOWN
             && self.logged_unknown.insert(format!("{what}:{name}"))
         {
             let name: String = name.chars().take(64).collect();
-            info!(%name, "ng: ignoring unknown {what} (logged once)");
+            info!(%name, "ng: {message} (logged once)");
         }
     }
 
@@ -324,7 +334,7 @@ impl Commands {
                     Some("transport protocol translation")
                 }
                 "address family" | "address-family" | "media address" | "media-address"
-                | "interface" => Some(
+                | "interface" | "inbound-peer" | "outbound-peer" => Some(
                     "changing the media address family or interface (several media interfaces)",
                 ),
                 "t.38" | "t38" => Some("T.38 gateway"),
@@ -354,23 +364,148 @@ impl Commands {
                     )));
                 }
                 let name = f.split('=').next().unwrap_or(f).to_ascii_lowercase();
-                if !matches!(
-                    name.as_str(),
-                    "trust-address"
-                        | "symmetric"
-                        | "asymmetric"
-                        | "port-latching"
-                        | "replace-origin"
-                        | "replace-session-connection"
-                        | "loop-protect"
-                        | "from-uri"
-                        | "to-uri"
-                ) {
+                // `replace-*` flags are read with the `replace` list.
+                if !name.starts_with("replace-")
+                    && !matches!(
+                        name.as_str(),
+                        "trust-address"
+                            | "symmetric"
+                            | "asymmetric"
+                            | "port-latching"
+                            | "loop-protect"
+                            | "from-uri"
+                            | "to-uri"
+                    )
+                {
                     self.log_unknown("flag", &name);
                 }
             }
         }
         Ok(())
+    }
+
+    /// rtpengine's `direction` (or `from-interface` / `to-interface`): the interface names of
+    /// the message's sender's side and of the other side, each with how the request named it.
+    fn direction(req: &Value) -> Result<[Option<(&'static str, String)>; 2], Value> {
+        let mut out: [Option<(&'static str, String)>; 2] = [None, None];
+        match req.get("direction") {
+            None => {}
+            Some(Value::List(l)) => {
+                let names: Vec<&str> = l.iter().filter_map(Value::as_str).collect();
+                let [first, second] = names.as_slice() else {
+                    return Err(error(
+                        "direction must list two interface names (the sender's side, then the \
+                         other side)",
+                    ));
+                };
+                if names.len() != l.len() {
+                    return Err(error("direction must list two interface names"));
+                }
+                out = [
+                    Some(("direction[0]", (*first).to_owned())),
+                    Some(("direction[1]", (*second).to_owned())),
+                ];
+            }
+            Some(_) => return Err(error("direction must be a list of two interface names")),
+        }
+        for (slot, key) in out.iter_mut().zip(["from-interface", "to-interface"]) {
+            let Some(v) = req.get(key) else { continue };
+            let Some(name) = v.as_str() else {
+                return Err(error(format!("{key} must be an interface name")));
+            };
+            match slot {
+                Some((label, n)) if n != name => {
+                    return Err(error(format!(
+                        "{key} {name:?} and {label} {n:?} name different interfaces"
+                    )));
+                }
+                Some(_) => {}
+                None => *slot = Some((key, name.to_owned())),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The interface `name` (as the request's `label` named it), if it exists and fits the
+    /// address family `v4` of the SDP: its index; else an ng error naming it and why.
+    fn check_interface(&self, label: &str, name: &str, v4: Option<bool>) -> Result<usize, Value> {
+        self.engine
+            .named_interface(name, v4)
+            .map_err(|p: InterfaceProblem| error(format!("{label} {name:?}: {p}")))
+    }
+
+    /// The `replace` list and `replace-*` flags: whether the `o=` address is to be the relay's
+    /// (`origin`, `origin-full`). The others are in effect anyway (`session-connection`,
+    /// `sdp-version`, `zero-address`, `username`, `session-name`: the relay rewrites every `c=`
+    /// line and hands each side one SDP that never changes) or ignored and logged once.
+    fn replace_options(&mut self, req: &Value) -> Result<bool, Value> {
+        let mut names: Vec<String> = Vec::new();
+        match req.get("replace") {
+            None => {}
+            Some(Value::List(l)) => {
+                names.extend(l.iter().filter_map(Value::as_str).map(str::to_owned))
+            }
+            Some(v) => match v.as_str() {
+                Some(one) => names.push(one.to_owned()),
+                None => return Err(error("replace must be a list of names")),
+            },
+        }
+        if let Some(Value::List(flags)) = req.get("flags") {
+            names.extend(flags.iter().filter_map(|f| {
+                let f = f.as_str()?;
+                let (head, rest) = f.split_at_checked("replace-".len())?;
+                head.eq_ignore_ascii_case("replace-")
+                    .then(|| rest.to_owned())
+            }));
+        }
+        let mut origin = false;
+        for n in names {
+            let n: String = n
+                .chars()
+                .map(|c| match c {
+                    ' ' | '_' => '-',
+                    c => c.to_ascii_lowercase(),
+                })
+                .collect();
+            match n.as_str() {
+                "origin" | "origin-full" => origin = true,
+                "session-connection" | "sdp-version" | "zero-address" | "username"
+                | "session-name" => {}
+                "force-increment-sdp-ver" => self.log_once(
+                    "replace",
+                    &n,
+                    "ignoring replace flag (a repeated offer or answer gets the same SDP)",
+                ),
+                _ => self.log_unknown("replace flag", &n),
+            }
+        }
+        Ok(origin)
+    }
+
+    /// Whether `replace origin` can rewrite `sdp`'s `o=` line (an SDP that does not parse is
+    /// left to the engine, which names the line).
+    fn origin_rewritable(sdp: &str) -> Result<(), Value> {
+        match SessionDescription::parse(sdp) {
+            Ok(d) => d
+                .with_origin(std::net::Ipv4Addr::LOCALHOST.into())
+                .map(|_| ())
+                .map_err(|e| error(format!("replace origin: {e}"))),
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// `sdp` with its `o=` line naming the address of interface `iface` (rtpengine's
+    /// `replace origin`).
+    fn origin(&self, sdp: &str, iface: usize) -> Result<String, Value> {
+        let ip = self
+            .engine
+            .interfaces()
+            .get(iface)
+            .map(|i| i.advertised.unwrap_or(i.ip))
+            .ok_or_else(|| error("replace origin: the leg's media interface is gone"))?;
+        SessionDescription::parse(sdp)
+            .and_then(|d| d.with_origin(ip))
+            .map_err(|e| error(format!("replace origin: {e}")))
     }
 
     fn required<'a>(req: &'a Value, key: &str) -> Result<&'a [u8], Value> {
@@ -439,17 +574,24 @@ impl Commands {
             Some(v) => bool_word(Some(v))
                 .ok_or_else(|| error("mcvideo.video-push must be \"yes\" or \"no\""))?,
         };
-        // rtpengine's `direction`: [the caller's side, the callee's side] by interface name.
-        // The caller's leg goes on the interface of its SDP's address family; the callee's on
-        // the one named second.
-        let callee_interface = match req.get("direction") {
-            None => None,
-            Some(Value::List(l)) => match l.get(1).and_then(Value::as_str) {
-                Some(name) => Some(name.to_owned()),
-                None => return Err(error("direction must list two interface names")),
-            },
-            Some(_) => return Err(error("direction must be a list of two interface names")),
-        };
+        // rtpengine's `direction`: [the sender's side, the other side] by interface name; the
+        // sender of an offer is the caller. Each name must exist, the caller's must be of its
+        // SDP's address family.
+        let [sender, other] = Self::direction(req)?;
+        let family = sdp_family(sdp);
+        if let Some((label, name)) = &sender {
+            self.check_interface(label, name, family)?;
+        }
+        if let Some((label, name)) = &other {
+            self.check_interface(label, name, None)?;
+        }
+        let caller_interface = sender.map(|(_, n)| n);
+        let callee_interface = other.map(|(_, n)| n);
+        let replace_origin = self.replace_options(req)?;
+        if replace_origin {
+            // The caller's o= line must be one the relay can rewrite (before any call exists).
+            Self::origin_rewritable(sdp)?;
+        }
         let commencement_mode = match mc_str("commencement-mode") {
             None => self.defaults.commencement_mode,
             Some(s) => Some(CommencementMode::parse(s).ok_or_else(|| {
@@ -477,6 +619,7 @@ impl Commands {
             })
             .unwrap_or_else(|| "tag:unknown".to_owned());
         let engine_id = engine_call_id(call_id);
+        let ifaces_asked = (caller_interface.clone(), callee_interface.clone());
         let offer = self
             .engine
             .create_call(CreateCall {
@@ -490,11 +633,27 @@ impl Commands {
                 media_security,
                 caller_tc_key: None,
                 callee_interface,
+                caller_interface,
             })
             .map_err(|e| {
                 warn!(call = %engine_id, code = e.code(), "ng offer refused");
                 setup_error(&e)
             })?;
+        // The engine placed the legs as this says (it just did, with the same input).
+        let interfaces = self
+            .engine
+            .interfaces_for(sdp, ifaces_asked.0.as_deref(), ifaces_asked.1.as_deref())
+            .unwrap_or_default();
+        let mut sdp_offer = offer.sdp_offer;
+        if replace_origin {
+            sdp_offer = match self.origin(&sdp_offer, interfaces[1]) {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = self.engine.reject_call(&engine_id);
+                    return Err(e);
+                }
+            };
+        }
         let now = unix_now();
         self.calls.insert(
             call_id.to_vec(),
@@ -503,14 +662,15 @@ impl Commands {
                 from_tag: from_tag.to_vec(),
                 to_tag: None,
                 offer_in: sdp_raw.to_vec(),
-                offer_out: offer.sdp_offer.clone(),
+                offer_out: sdp_offer.clone(),
                 answer_in: None,
                 answer_out: None,
                 created: now,
                 last_signal: now,
+                interfaces,
             },
         );
-        Ok(ok_with(vec![("sdp", Value::str(offer.sdp_offer))]))
+        Ok(ok_with(vec![("sdp", Value::str(sdp_offer))]))
     }
 
     fn answer(&mut self, req: &Value) -> Value {
@@ -547,7 +707,33 @@ impl Commands {
             ));
         }
         let engine_id = c.engine_id.clone();
+        let [caller_iface, callee_iface] = c.interfaces;
         self.check_options(req, sdp)?;
+        // The sender of an answer is the callee: `direction` names its side first. The legs
+        // stay where the offer put them; the names must say so.
+        let [sender, other] = Self::direction(req)?;
+        let family = sdp_family(sdp);
+        for (named, party, at, v4) in [
+            (sender, "callee", callee_iface, family),
+            (other, "caller", caller_iface, None),
+        ] {
+            let Some((label, name)) = named else { continue };
+            if self.check_interface(label, &name, v4)? != at {
+                let on = self
+                    .engine
+                    .interfaces()
+                    .get(at)
+                    .map_or("", |i| i.name.as_str());
+                return Err(error(format!(
+                    "{label} {name:?}: the {party}'s leg is on interface {on:?} since the offer \
+                     (an answer's direction names the callee's side, its sender, first)"
+                )));
+            }
+        }
+        let replace_origin = self.replace_options(req)?;
+        if replace_origin {
+            Self::origin_rewritable(sdp)?;
+        }
         let a = self
             .engine
             .accept_call(
@@ -564,13 +750,26 @@ impl Commands {
                 }
                 setup_error(&e)
             })?;
+        let mut sdp_answer = a.sdp_answer;
+        if replace_origin {
+            // Checked before the engine took the answer, so this does not fail; if it did, the
+            // call is released (the callee's media runs already) and the answer refused.
+            sdp_answer = match self.origin(&sdp_answer, caller_iface) {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = self.engine.release_call(&engine_id);
+                    self.calls.remove(call_id);
+                    return Err(e);
+                }
+            };
+        }
         if let Some(c) = self.calls.get_mut(call_id) {
             c.to_tag = to_tag.map(<[u8]>::to_vec);
             c.answer_in = Some(sdp_raw.to_vec());
-            c.answer_out = Some(a.sdp_answer.clone());
+            c.answer_out = Some(sdp_answer.clone());
             c.last_signal = unix_now();
         }
-        Ok(ok_with(vec![("sdp", Value::str(a.sdp_answer))]))
+        Ok(ok_with(vec![("sdp", Value::str(sdp_answer))]))
     }
 
     fn delete(&mut self, req: &Value) -> Value {

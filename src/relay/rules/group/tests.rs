@@ -1012,7 +1012,10 @@ fn per_leg_group_rules_restored_from_a_snapshot_go_on_across_a_wrap() {
         h.restore_member(s(i), &media, snap.member(s(i)).unwrap())
             .unwrap();
     }
-    assert_eq!(h.snapshot().members[0].streams[0].leg.srtp_in, snap.members[0].streams[0].leg.srtp_in);
+    assert_eq!(
+        h.snapshot().members[0].streams[0].leg.srtp_in,
+        snap.members[0].streams[0].leg.srtp_in
+    );
     // A replay of a packet from before the snapshot is refused.
     let mut old = kept[5].clone();
     assert_eq!(
@@ -1033,5 +1036,7 @@ fn per_leg_group_rules_restored_from_a_snapshot_go_on_across_a_wrap() {
     // A snapshot of another group's streams is refused.
     let mut bad = snap.members[1].clone();
     bad.streams.push(Default::default());
-    assert!(h.restore_member(s(1), &MemberMedia::default(), &bad).is_err());
+    assert!(h
+        .restore_member(s(1), &MemberMedia::default(), &bad)
+        .is_err());
 }

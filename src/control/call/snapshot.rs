@@ -1,6 +1,6 @@
 //! Snapshots of a one-to-one call, for high availability: everything a relay that takes the
-//! call over needs to go on where its owner stopped ([`super::call::Call::snapshot`],
-//! [`super::call::Call::restore`]).
+//! call over needs to go on where its owner stopped ([`super::Call::snapshot`],
+//! [`super::Call::restore`]).
 //!
 //! What a snapshot holds: the parties, kind, commencement mode and media security, the media
 //! streams as negotiated (relay ports, the parties' addresses, announced SSRCs), the SDPs the
@@ -19,10 +19,11 @@
 //! Not kept: queued transmits and events (a snapshot is taken after the driver drained them),
 //! the reply token buckets (they start full), and the call's media quality meters.
 
-use super::call::{CallState, LegKeys, RelayPort};
-pub use super::server::TcSnapshot;
-use super::timer::Timer;
-use super::{CallKind, CommencementMode, MediaSecurity, ReleaseReason};
+use super::alloc::RelayPort;
+use super::types::{CallState, LegKeys};
+pub use crate::control::server::TcSnapshot;
+use crate::control::timer::Timer;
+use crate::control::{CallKind, CommencementMode, MediaSecurity, ReleaseReason};
 use crate::keys::{MasterKey, SrtpSuite};
 use crate::sdp::MediaKind;
 use std::fmt;
@@ -423,23 +424,6 @@ impl GroupSecrets {
     }
 }
 
-/// Milliseconds left from `now` until `at`, rounded up (0 when past).
-pub(crate) fn ms_left(now: std::time::Instant, at: std::time::Instant) -> u64 {
-    let d = at.saturating_duration_since(now);
-    let ms = d.as_millis() as u64;
-    if d > std::time::Duration::from_millis(ms) {
-        ms + 1
-    } else {
-        ms
-    }
-}
-
-/// `now` less `ms` milliseconds (`now` itself when the clock does not go back that far).
-pub(crate) fn ms_before(now: std::time::Instant, ms: u64) -> std::time::Instant {
-    now.checked_sub(std::time::Duration::from_millis(ms))
-        .unwrap_or(now)
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -530,15 +514,5 @@ mod tests {
         }
         assert!(CallSecrets::decode(&e).is_err(), "a group's secrets");
         assert!(!format!("{s:?}").contains("material"));
-    }
-
-    #[test]
-    #[allow(clippy::disallowed_methods)] // the test's own epoch
-    fn ms_left_rounds_up() {
-        let t0 = std::time::Instant::now();
-        let d = std::time::Duration::from_micros(1500);
-        assert_eq!(ms_left(t0, t0 + d), 2);
-        assert_eq!(ms_left(t0 + d, t0), 0);
-        assert_eq!(ms_left(t0, t0 + std::time::Duration::from_secs(3)), 3000);
     }
 }
