@@ -977,6 +977,17 @@ fn ffmpeg_group_across_a_kill(mode: &str, port_min: u16) {
             (got, bad)
         })
     };
+    // The standby describes the group from its record in Redis (no key in it).
+    let remote = standby.api.get("/v1/calls/ffmpeg-group-ha");
+    assert_eq!(remote.status, 200, "{}", remote.body);
+    let remote = remote.json();
+    assert_eq!(remote["kind"], "group", "{remote}");
+    assert_eq!(remote["owner"], "relay-a", "{remote}");
+    assert_eq!(
+        remote["members"].as_array().map(Vec::len),
+        Some(4),
+        "{remote}"
+    );
     std::thread::sleep(Duration::from_millis(700));
     let to = camera.video;
     let sender = std::thread::spawn(move || send(to));

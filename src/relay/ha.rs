@@ -10,14 +10,16 @@
 
 use super::engine::Engine;
 use super::plane::lock;
-use super::plane::{GroupEntry, GroupStream, MemberPrep, GROUP_KIND};
+use super::plane::{GroupEntry, GroupStream, MemberPrep, Plane, GROUP_KIND};
 use super::ports::{BoundPort, PortPool};
 use super::rules::GroupRulesSnapshot;
 use super::rules::RulesSnapshot;
 use super::rules::{ControlSetup, LegSetup};
 use super::worker::{Cmd, GroupRestore};
 use crate::control::arbiter::Slot;
-use crate::control::call::snapshot::{CallSecrets, CallSnapshot, GroupSecrets, RestoreError};
+use crate::control::call::snapshot::{
+    CallSecrets, CallSnapshot, GroupSecrets, MemberSecrets, RestoreError,
+};
 use crate::control::call::{Call, CallState};
 use crate::control::server::TcSnapshot;
 use crate::control::MediaSecurity;
@@ -348,108 +350,14 @@ impl Engine {
                 return Err(AdoptError::Refused(SetupError::TooManyCalls));
             }
         }
-        let n = group.streams.len();
-        let mut preps: Vec<(Slot, MemberPrep)> = Vec::with_capacity(group.members.len());
-        let give_back = |preps: Vec<(Slot, MemberPrep)>| {
-            for (_, m) in preps {
-                let ports = m.ports.clone();
-                drop(m); // closes the sockets
-                p.free_ports(&ports);
-            }
-        };
-        for m in &group.members {
-            let Some(slot) = Slot::new(usize::from(m.slot)) else {
-                give_back(preps);
-                return Err(AdoptError::Restore(RestoreError::Invalid(
-                    "bad member slot",
-                )));
-            };
-            let keys = secrets.member(m.slot);
-            let setup = group
-                .tc
-                .members
-                .iter()
-                .find(|t| t.slot == m.slot)
-                .map(|t| t.setup.clone())
-                .unwrap_or_default();
-            let mut prep = MemberPrep {
-                setup,
-                legs: vec![LegSetup::default(); n],
-                control: None,
-                stream_sockets: (0..n).map(|_| None).collect(),
-                control_socket: None,
-                ports: Vec::new(),
-                sdp_answer: String::new(),
-                relay: vec![None; n],
-                control_relay: None,
-            };
-            let bind = |addr: SocketAddr, mux: bool, prep: &mut MemberPrep| {
-                let i = p
-                    .pools
-                    .iter()
-                    .position(|pool| lock(pool).advertised() == addr.ip())
-                    .ok_or(AdoptError::NoInterface(addr))?;
-                let pool = p.pools.get(i).ok_or(AdoptError::NoInterface(addr))?;
-                let (_, b) = PortPool::claim_shared(pool, addr.port(), mux)
-                    .map_err(|e| AdoptError::Bind(addr, e))?;
-                prep.ports.push((i, addr.port()));
-                Ok::<BoundPort, AdoptError>(b)
-            };
-            let mut r = Ok(());
-            for (si, leg) in m.legs.iter().enumerate().take(n) {
-                let Some(l) = leg else { continue };
-                match bind(l.relay, l.muxed, &mut prep) {
-                    Ok(b) => {
-                        let k = keys.and_then(|k| k.legs.get(si));
-                        if let Some(x) = prep.legs.get_mut(si) {
-                            *x = LegSetup {
-                                remote_rtp: l.remote_rtp,
-                                remote_rtcp: l.remote_rtcp,
-                                announced: l.announced.clone(),
-                                separate_rtcp: !l.muxed,
-                                srtp_in: k.and_then(|k| k.0.clone()),
-                                srtp_out: k.and_then(|k| k.1.clone()),
-                            };
-                        }
-                        if let Some(x) = prep.stream_sockets.get_mut(si) {
-                            *x = Some(b);
-                        }
-                        if let Some(x) = prep.relay.get_mut(si) {
-                            *x = Some((l.relay, l.muxed));
-                        }
-                    }
-                    Err(e) => {
-                        r = Err(e);
-                        break;
-                    }
-                }
-            }
-            if let (Ok(()), Some(c)) = (&r, &m.control) {
-                match bind(c.relay, true, &mut prep) {
-                    Ok(b) => {
-                        prep.control = Some(ControlSetup {
-                            remote: c.remote,
-                            key: keys.and_then(|k| k.control.clone()),
-                        });
-                        prep.control_socket = Some(b);
-                        prep.control_relay = Some(c.relay);
-                    }
-                    Err(e) => r = Err(e),
-                }
-            }
-            preps.push((slot, prep));
-            if let Err(e) = r {
-                give_back(preps);
-                return Err(e);
-            }
-        }
+        let preps = self.bind_group(&group, &secrets)?;
         let worker = p.place();
         let server_ssrc = crate::ids::Ssrc(group.tc.server_ssrc);
         {
             let mut d = lock(&p.directory);
             if d.placement.contains_key(&*id) || d.table.get(&id).is_some() {
                 drop(d);
-                give_back(preps);
+                give_back(p, preps);
                 return Err(AdoptError::Refused(SetupError::DuplicateCallId(
                     id.to_string(),
                 )));
@@ -508,5 +416,120 @@ impl Engine {
                 Err(AdoptError::Worker(m))
             }
         }
+    }
+}
+
+/// Closes the sockets of members made ready for a takeover and gives their ports back.
+fn give_back(p: &Plane, preps: Vec<(Slot, MemberPrep)>) {
+    for (_, m) in preps {
+        let ports = m.ports.clone();
+        drop(m); // closes the sockets
+        p.free_ports(&ports);
+    }
+}
+
+impl Engine {
+    /// Every member of a group to take over, made ready on this relay: its relay ports bound
+    /// again, its legs and control channel with their keys. On error what was bound goes back.
+    fn bind_group(
+        &self,
+        group: &GroupSnapshot,
+        secrets: &GroupSecrets,
+    ) -> Result<Vec<(Slot, MemberPrep)>, AdoptError> {
+        let mut preps: Vec<(Slot, MemberPrep)> = Vec::with_capacity(group.members.len());
+        for m in &group.members {
+            let Some(slot) = Slot::new(usize::from(m.slot)) else {
+                give_back(&self.plane, preps);
+                return Err(AdoptError::Restore(RestoreError::Invalid(
+                    "bad member slot",
+                )));
+            };
+            let setup = group
+                .tc
+                .members
+                .iter()
+                .find(|t| t.slot == m.slot)
+                .map(|t| t.setup.clone())
+                .unwrap_or_default();
+            let mut prep = MemberPrep {
+                setup,
+                legs: vec![LegSetup::default(); group.streams.len()],
+                control: None,
+                stream_sockets: group.streams.iter().map(|_| None).collect(),
+                control_socket: None,
+                ports: Vec::new(),
+                sdp_answer: String::new(),
+                relay: vec![None; group.streams.len()],
+                control_relay: None,
+            };
+            let r = self.bind_member(m, secrets.member(m.slot), &mut prep);
+            preps.push((slot, prep));
+            if let Err(e) = r {
+                give_back(&self.plane, preps);
+                return Err(e);
+            }
+        }
+        Ok(preps)
+    }
+
+    /// Binds one member's relay ports into `prep`, with its keys.
+    fn bind_member(
+        &self,
+        m: &GroupMemberImage,
+        keys: Option<&MemberSecrets>,
+        prep: &mut MemberPrep,
+    ) -> Result<(), AdoptError> {
+        for (si, leg) in m.legs.iter().enumerate().take(prep.legs.len()) {
+            let Some(l) = leg else { continue };
+            let b = self.bind_port(l.relay, l.muxed, prep)?;
+            let k = keys.and_then(|k| k.legs.get(si));
+            if let Some(x) = prep.legs.get_mut(si) {
+                *x = LegSetup {
+                    remote_rtp: l.remote_rtp,
+                    remote_rtcp: l.remote_rtcp,
+                    announced: l.announced.clone(),
+                    separate_rtcp: !l.muxed,
+                    srtp_in: k.and_then(|k| k.0.clone()),
+                    srtp_out: k.and_then(|k| k.1.clone()),
+                };
+            }
+            if let Some(x) = prep.stream_sockets.get_mut(si) {
+                *x = Some(b);
+            }
+            if let Some(x) = prep.relay.get_mut(si) {
+                *x = Some((l.relay, l.muxed));
+            }
+        }
+        if let Some(c) = &m.control {
+            let b = self.bind_port(c.relay, true, prep)?;
+            prep.control = Some(ControlSetup {
+                remote: c.remote,
+                key: keys.and_then(|k| k.control.clone()),
+            });
+            prep.control_socket = Some(b);
+            prep.control_relay = Some(c.relay);
+        }
+        Ok(())
+    }
+
+    /// Binds the relay port `addr` (and the next one unless `mux`) on the media interface
+    /// that advertises its address; the port is booked in `prep`.
+    fn bind_port(
+        &self,
+        addr: SocketAddr,
+        mux: bool,
+        prep: &mut MemberPrep,
+    ) -> Result<BoundPort, AdoptError> {
+        let p = &self.plane;
+        let i = p
+            .pools
+            .iter()
+            .position(|pool| lock(pool).advertised() == addr.ip())
+            .ok_or(AdoptError::NoInterface(addr))?;
+        let pool = p.pools.get(i).ok_or(AdoptError::NoInterface(addr))?;
+        let (_, b) = PortPool::claim_shared(pool, addr.port(), mux)
+            .map_err(|e| AdoptError::Bind(addr, e))?;
+        prep.ports.push((i, addr.port()));
+        Ok(b)
     }
 }
