@@ -1,5 +1,6 @@
 //! High availability on the engine's side: a one-to-one call's [`CallImage`] and a group
-//! call's [`GroupImage`] (what a relay that takes the call over needs), the stream of images the workers send on every
+//! call's [`GroupImage`] (what a relay that takes the call over needs; adopted with
+//! [`Engine::adopt_group_call`]), the stream of images the workers send on every
 //! control-plane change and about every second while media flows ([`Engine::ha_updates`]),
 //! every call's image at once ([`Engine::snapshot_calls`], for a full resync), the adoption of
 //! a dead relay's call ([`Engine::adopt_call`]: same relay ports, same state, forwarding and
@@ -171,8 +172,9 @@ impl fmt::Display for AdoptError {
 impl std::error::Error for AdoptError {}
 
 impl Engine {
-    /// From now on every worker sends an [`HaUpdate`] for each one-to-one call on every
-    /// control-plane change (state, grant, transmission control messages, latches), about
+    /// From now on every worker sends an [`HaUpdate`] for each call on every control-plane
+    /// change (state, grant, transmission control messages, latches; for a group call also
+    /// joins, leaves, the queue and reception: [`HaUpdate::PutGroup`]), about
     /// every second while its media flows (SRTP state, timers), and when it ends. Nothing is
     /// sent per packet. The channel holds [`HA_UPDATES_CAPACITY`](super::HA_UPDATES_CAPACITY)
     /// updates: a reader that falls behind makes the workers skip images (sent again later),
