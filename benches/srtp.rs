@@ -5,6 +5,9 @@
 //! Run: `cargo bench --bench srtp`. Groups `srtp_protect_1200` and `srtp_unprotect_1200`, each
 //! with `{suite}/ours` and `{suite}/webrtc-srtp`. Every iteration uses a new sequence number
 //! (the replay window refuses repeats); unprotect inputs are protected in the untimed setup.
+//! Group `srtp_protect_1200_ssrcs`: ours, packets of `n` SSRCs in turn through one context,
+//! `n` = 16 (all active) and 64 (every packet evicts the least recently used SSRC and brings
+//! one back from the evicted tier).
 #![allow(clippy::unwrap_used)] // a bench may stop on a broken fixture
 
 use std::hint::black_box;
@@ -126,6 +129,32 @@ fn bench_unprotect(c: &mut Criterion) {
     g.finish();
 }
 
+fn bench_protect_ssrcs(c: &mut Criterion) {
+    let mut g = c.benchmark_group("srtp_protect_1200_ssrcs");
+    g.throughput(Throughput::Elements(1));
+    for (suite, name) in SUITES {
+        let key = key(suite);
+        for n in [16u32, 64] {
+            let mut ctx = SrtpContext::new(&key);
+            let mut buf = packet(ctx.rtp_overhead());
+            let (mut i, mut seq) = (0u32, 0u16);
+            g.bench_function(format!("{name}/ours/{n}"), |b| {
+                b.iter(|| {
+                    i = (i + 1) % n;
+                    if i == 0 {
+                        seq = seq.wrapping_add(1);
+                    }
+                    set_seq(&mut buf, seq);
+                    buf[8..12].copy_from_slice(&(0x1000 + i).to_be_bytes());
+                    black_box(ctx.protect_rtp(&mut buf, HEADER + PAYLOAD).unwrap())
+                })
+            });
+            assert_eq!(ctx.ssrc_stats().folded, 0);
+        }
+    }
+    g.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .sample_size(60)
@@ -136,6 +165,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = bench_protect, bench_unprotect
+    targets = bench_protect, bench_unprotect, bench_protect_ssrcs
 }
 criterion_main!(benches);

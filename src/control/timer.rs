@@ -7,7 +7,7 @@ use std::time::Instant;
 
 /// The timers of the one-to-one call procedure itself. Transmission control's timers (T1–T11,
 /// the maximum duration, media inactivity) are the transmission control server's
-/// ([`crate::control::server`]; `docs/transmission-control.md` in the repository, "Timers and
+/// (`control::server`; `docs/transmission-control.md` in the repository, "Timers and
 /// counters").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(

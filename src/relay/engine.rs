@@ -1,10 +1,11 @@
 //! [`Engine`]: the relay's public API over the control plane and the workers.
 
 use super::io::Waker;
-use super::plane::{lock, Directory, Plane, Totals, WorkerHandle, WorkerStats};
+use super::plane::{lock, Directory, Plane, Totals, WorkerStats};
 use super::plane::{GroupEntry, GROUP_KIND};
 use super::ports::PortPool;
 use super::worker::GroupAdopt;
+use super::worker::WorkerHandle;
 use super::worker::{Cmd, OsEntropy, Reply, Worker};
 use super::{CallSummary, EngineConfig, EngineStats};
 use super::{
@@ -129,6 +130,8 @@ struct GroupStart {
 /// The relay engine. Cheap to share behind an `Arc`; dropping it shuts it down.
 pub struct Engine {
     pub(super) plane: Arc<Plane>,
+    /// How the engine reaches each worker.
+    pub(super) workers: Vec<WorkerHandle>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     /// Calls taken over from another relay (high availability).
     pub(super) adopted: std::sync::atomic::AtomicU64,
@@ -137,7 +140,7 @@ pub struct Engine {
 impl core::fmt::Debug for Engine {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Engine")
-            .field("workers", &self.plane.workers.len())
+            .field("workers", &self.workers.len())
             .finish_non_exhaustive()
     }
 }
@@ -194,7 +197,7 @@ impl Engine {
             interfaces,
             events,
             totals: Mutex::new(Totals::default()),
-            workers,
+            worker_stats: workers.iter().map(|w| w.stats.clone()).collect(),
             draining: Default::default(),
             started: Instant::now(),
             ssrcs: Arc::new(SsrcRegistry::new({
@@ -206,7 +209,7 @@ impl Engine {
         });
         let mut threads = Vec::with_capacity(n);
         for (i, rx) in receivers.into_iter().enumerate() {
-            let Some(h) = plane.workers.get(i) else {
+            let Some(h) = workers.get(i) else {
                 continue;
             };
             let worker = Worker::new(i, plane.clone(), rx, h.waker.clone(), h.stats.clone())?;
@@ -222,6 +225,7 @@ impl Engine {
         info!(workers = n, io = "epoll", "engine started");
         Ok(Engine {
             plane,
+            workers,
             threads: Mutex::new(threads),
             adopted: Default::default(),
         })
@@ -307,7 +311,7 @@ impl Engine {
         lock(&p.totals).created += 1;
         p.kind_created(call.kind().as_str());
         info!(call = %offer.call_id, worker, "call offered");
-        if let Some(w) = p.workers.get(worker) {
+        if let Some(w) = self.workers.get(worker) {
             w.send(Cmd::Adopt(Box::new((call, bound, ifaces))));
         }
         Ok(offer)
@@ -366,7 +370,7 @@ impl Engine {
         cmd: impl FnOnce(Reply<T>) -> Cmd,
     ) -> Result<Pending<T>, SetupError> {
         let (tx, rx) = reply_channel(mode);
-        let sent = self.plane.workers.get(w).is_some_and(|h| h.send(cmd(tx)));
+        let sent = self.workers.get(w).is_some_and(|h| h.send(cmd(tx)));
         if sent {
             Ok(Pending { rx, what })
         } else {
@@ -664,7 +668,7 @@ impl Engine {
                 // The worker did not answer in time: it may still take the call. Release it
                 // then (the command queues behind the setup); the call counts until it ends.
                 p.kind_created(GROUP_KIND);
-                if let Some(w) = p.workers.get(worker) {
+                if let Some(w) = self.workers.get(worker) {
                     let (tx, _) = reply_channel(Mode::Block);
                     w.send(Cmd::ReleaseGroup(
                         id.clone(),
@@ -796,7 +800,7 @@ impl Engine {
             Err(e) => {
                 // The worker did not answer in time: it may still add the member. Take it out
                 // again then (the command queues behind the join).
-                if let Some(w) = self.plane.workers.get(worker) {
+                if let Some(w) = self.workers.get(worker) {
                     let (tx, _) = reply_channel(Mode::Block);
                     w.send(Cmd::LeaveGroup(call_id.into(), user.clone(), tx));
                 }
@@ -953,7 +957,7 @@ impl Engine {
         cmd: impl Fn(Reply<T>) -> Cmd,
     ) -> Vec<Result<T, SetupError>> {
         let deadline = tokio::time::Instant::now() + REPLY_TIMEOUT;
-        let mut out = Vec::with_capacity(self.plane.workers.len());
+        let mut out = Vec::with_capacity(self.workers.len());
         for p in self.send_all(Mode::Await, cmd) {
             out.push(match p {
                 Ok(p) => p.wait_async_until(deadline).await,
@@ -968,7 +972,7 @@ impl Engine {
         mode: Mode,
         cmd: impl Fn(Reply<T>) -> Cmd,
     ) -> Vec<Result<Pending<T>, SetupError>> {
-        (0..self.plane.workers.len())
+        (0..self.workers.len())
             .map(|w| self.send_to(w, format!("worker {w}"), mode, &cmd))
             .collect()
     }
@@ -1071,7 +1075,7 @@ impl Engine {
                 ..EngineStats::default()
             }
         };
-        for w in &p.workers {
+        for w in &self.workers {
             s.caller.add(&w.stats.legs[0].snapshot());
             s.callee.add(&w.stats.legs[1].snapshot());
             s.group_members.add(&w.stats.group.snapshot());
@@ -1090,7 +1094,7 @@ impl Engine {
     /// Releases every call (reason `shutdown`, each with its events), stops the workers and
     /// waits for them. Idempotent.
     pub fn shutdown(&self) {
-        for w in &self.plane.workers {
+        for w in &self.workers {
             w.send(Cmd::Shutdown);
         }
         let threads = std::mem::take(&mut *lock(&self.threads));

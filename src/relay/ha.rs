@@ -181,7 +181,7 @@ impl Engine {
     /// never grow memory. Call once; a second call replaces the receiver.
     pub fn ha_updates(&self) -> crossbeam_channel::Receiver<HaUpdate> {
         let (tx, rx) = crossbeam_channel::bounded(super::HA_UPDATES_CAPACITY);
-        for w in &self.plane.workers {
+        for w in &self.workers {
             w.send(Cmd::HaSink(tx.clone()));
         }
         rx
@@ -279,7 +279,7 @@ impl Engine {
         let id = call.call_id().clone();
         let kind = call.kind().as_str();
         let (tx, rx) = crossbeam_channel::bounded(1);
-        let sent = p.workers.get(worker).is_some_and(|w| {
+        let sent = self.workers.get(worker).is_some_and(|w| {
             w.send(Cmd::Restore(
                 Box::new((call, bound, ifaces, image.rules, from.into())),
                 super::worker::Reply::Wait(tx),
@@ -390,7 +390,7 @@ impl Engine {
             from: from.into(),
         };
         let (tx, rx) = crossbeam_channel::bounded(1);
-        let sent = p.workers.get(worker).is_some_and(|w| {
+        let sent = self.workers.get(worker).is_some_and(|w| {
             w.send(Cmd::RestoreGroup(
                 Box::new(restore),
                 super::worker::Reply::Wait(tx),

@@ -7,10 +7,8 @@
 //! when a call is created (the directory, twice, around the socket binding that happens
 //! outside any lock; the pool, per port number), when one ends, and on a scrape.
 
-use super::io::Waker;
 use super::ports::{BoundPort, PortPool};
 use super::stats::LegCounters;
-use super::worker::Cmd;
 use super::EngineConfig;
 use crate::control::call::{CallEvent, CallTable};
 use crate::control::server::KindCounters;
@@ -80,23 +78,6 @@ pub(crate) struct WorkerStats {
     pub(crate) busy_permille: AtomicU32,
 }
 
-/// How the control plane reaches a worker.
-#[derive(Debug)]
-pub(crate) struct WorkerHandle {
-    pub(crate) tx: crossbeam_channel::Sender<Cmd>,
-    pub(crate) waker: Arc<Waker>,
-    pub(crate) stats: Arc<WorkerStats>,
-}
-
-impl WorkerHandle {
-    /// Queues `cmd` and wakes the worker. `false`: the worker is gone.
-    pub(crate) fn send(&self, cmd: Cmd) -> bool {
-        let ok = self.tx.send(cmd).is_ok();
-        self.waker.wake();
-        ok
-    }
-}
-
 /// The engine's shared state.
 #[derive(Debug)]
 pub(crate) struct Plane {
@@ -107,7 +88,8 @@ pub(crate) struct Plane {
     pub(crate) interfaces: Vec<super::MediaInterface>,
     pub(crate) events: broadcast::Sender<CallEvent>,
     pub(crate) totals: Mutex<Totals>,
-    pub(crate) workers: Vec<WorkerHandle>,
+    /// Each worker's load figures, in worker order (the engine holds the workers themselves).
+    pub(crate) worker_stats: Vec<Arc<WorkerStats>>,
     pub(crate) draining: AtomicBool,
     pub(crate) started: Instant,
     /// SSRCs of group transmissions, unique across the engine.
@@ -193,12 +175,12 @@ impl Plane {
     /// loads wake one thread, and two workers never fight over each packet's wake-up).
     pub(crate) fn place(&self) -> usize {
         let spread = u32::from(self.config.spread_above_busy_percent) * 10;
-        let busy = |w: &WorkerHandle| w.stats.busy_permille.load(Ordering::Relaxed);
-        self.workers
+        let busy = |w: &Arc<WorkerStats>| w.busy_permille.load(Ordering::Relaxed);
+        self.worker_stats
             .iter()
             .position(|w| busy(w) < spread)
             .or_else(|| {
-                self.workers
+                self.worker_stats
                     .iter()
                     .enumerate()
                     .min_by_key(|(_, w)| busy(w))
@@ -391,9 +373,9 @@ impl Prebound {
     pub(crate) fn allocator<'a>(
         &'a mut self,
         pools: [&'a Mutex<PortPool>; 2],
-    ) -> super::ports::Prebound<'a> {
+    ) -> super::ports::PreboundAllocator<'a> {
         let [a, b] = &mut self.ready;
-        super::ports::Prebound {
+        super::ports::PreboundAllocator {
             ready: [a, b],
             pools,
             bound: HashMap::new(),

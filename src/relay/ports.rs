@@ -218,7 +218,7 @@ fn out_of_descriptors(e: &io::Error) -> bool {
 
 /// [`PortAllocator`] over sockets bound before the call procedure ran (falling back to the
 /// shared pool): keeps the sockets the call uses for the engine.
-pub(crate) struct Prebound<'a> {
+pub(crate) struct PreboundAllocator<'a> {
     /// Per party: sockets bound beforehand on its interface.
     pub(crate) ready: [&'a mut Vec<(RelayPort, BoundPort)>; 2],
     /// Per party: its interface's pool.
@@ -227,7 +227,7 @@ pub(crate) struct Prebound<'a> {
     pub(crate) bound: HashMap<u16, BoundPort>,
 }
 
-impl PortAllocator for Prebound<'_> {
+impl PortAllocator for PreboundAllocator<'_> {
     fn allocate(&mut self, party: Party, kind: &MediaKind, rtcp_mux: bool) -> Option<RelayPort> {
         let mux = rtcp_mux || *kind == MediaKind::Control;
         let ready = &mut self.ready[party.index()];

@@ -1,6 +1,6 @@
 //! `a=crypto` lines (RFC 4568 SDES): the type and its parser.
 
-use super::parse::{num, tokens};
+use super::token::{num, tokens};
 use super::*;
 
 /// An `a=crypto` line (RFC 4568 SDES).

@@ -43,6 +43,7 @@ mod parse;
 mod rewrite;
 #[cfg(test)]
 mod tests;
+mod token;
 
 pub use crypto::Crypto;
 pub use limits::{MAX_LINES, MAX_MEDIA, MAX_SDP_LEN};

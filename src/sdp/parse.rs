@@ -1,6 +1,7 @@
 //! Reading an SDP: lines, `m=`/`c=`/`a=` values, media sections.
 
 use super::crypto::parse_crypto;
+use super::token::{num, tokens};
 use super::*;
 
 impl SessionDescription {
@@ -166,37 +167,6 @@ pub(super) fn split_type(line: &str) -> Option<(char, &str)> {
         return None;
     }
     Some((c, value))
-}
-
-/// Whitespace-separated tokens with their byte offsets.
-pub(super) fn tokens(s: &str) -> Vec<(usize, &str)> {
-    let mut out = Vec::new();
-    let mut start = None;
-    for (i, c) in s.char_indices() {
-        if c == ' ' || c == '\t' {
-            if let Some(st) = start.take() {
-                if let Some(t) = s.get(st..i) {
-                    out.push((st, t));
-                }
-            }
-        } else if start.is_none() {
-            start = Some(i);
-        }
-    }
-    if let Some(st) = start {
-        if let Some(t) = s.get(st..) {
-            out.push((st, t));
-        }
-    }
-    out
-}
-
-/// A decimal number made of ASCII digits only (no sign, no spaces), that fits `T`.
-pub(super) fn num<T: std::str::FromStr>(s: &str) -> Option<T> {
-    if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok()
 }
 
 pub(super) fn parse_m_line(value: &str, idx: usize) -> Result<Building, &'static str> {

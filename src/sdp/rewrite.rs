@@ -208,7 +208,7 @@ impl SessionDescription {
             ))?;
         let l = self.line(idx)?;
         let value = l.text.get(2..).unwrap_or_default();
-        let toks = super::parse::tokens(value);
+        let toks = super::token::tokens(value);
         let origin = match toks.get(3) {
             Some((at, _)) if toks.len() == 6 => value
                 .get(..*at)

@@ -10,6 +10,7 @@
 //! logged: SDP carries SDES keys, tc_key carries keys.
 
 use super::body;
+use super::error::{json_response, ApiError};
 use super::metrics::{self, ApiMetrics};
 use crate::control::call::{AnswerCall, CallEvent, CallState, CreateCall, SetupError};
 use crate::control::registry::{RegistryError, UeEntry};
@@ -190,106 +191,6 @@ fn digest(s: &str) -> [u8; 32] {
 fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
     std::hint::black_box(diff) == 0
-}
-
-/// An API error: `{"error": {"code": "...", "message": "..."}}`, with `"member"` naming the
-/// group member a member-specific setup error is about.
-#[derive(Debug)]
-pub(crate) struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-    member: Option<String>,
-}
-
-impl ApiError {
-    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-            member: None,
-        }
-    }
-
-    fn too_large(limit: usize) -> Self {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("the request body is larger than {limit} bytes (api.max_body_bytes)"),
-        )
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = body::ErrorBody {
-            error: body::ErrorDetail {
-                code: self.code,
-                member: self.member.as_deref(),
-                message: &self.message,
-            },
-        };
-        let mut r = json_response(self.status, &body);
-        if self.status == StatusCode::UNAUTHORIZED {
-            r.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        }
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-        }
-        r
-    }
-}
-
-impl From<SetupError> for ApiError {
-    fn from(e: SetupError) -> Self {
-        let status = match &e {
-            SetupError::NotVideoPush
-            | SetupError::BadRequest(_)
-            | SetupError::BadSdp { .. }
-            | SetupError::NoAcceptableMedia { .. }
-            | SetupError::MemberSdp { .. }
-            | SetupError::MemberMedia { .. }
-            | SetupError::MemberRequest { .. } => StatusCode::BAD_REQUEST,
-            SetupError::NotAuthorized { .. } => StatusCode::FORBIDDEN,
-            SetupError::CalleeNotRegistered(_) | SetupError::UnknownCall(_) => {
-                StatusCode::NOT_FOUND
-            }
-            SetupError::NoPortsAvailable
-            | SetupError::TooManyCalls
-            | SetupError::Draining
-            | SetupError::WorkerTimeout(_) => StatusCode::SERVICE_UNAVAILABLE,
-            SetupError::DuplicateCallId(_) | SetupError::WrongState { .. } => StatusCode::CONFLICT,
-            SetupError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        ApiError {
-            member: e.member().map(str::to_owned),
-            ..ApiError::new(status, e.code(), e.to_string())
-        }
-    }
-}
-
-fn json_response(status: StatusCode, body: &impl Serialize) -> Response {
-    match serde_json::to_string(body) {
-        Ok(text) => (
-            status,
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            )],
-            text,
-        )
-            .into_response(),
-        // Not reached: the bodies are plain structs of strings, numbers and maps.
-        Err(e) => ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
-            format!("cannot encode the response: {e}"),
-        )
-        .into_response(),
-    }
 }
 
 fn ok(body: &impl Serialize) -> Response {

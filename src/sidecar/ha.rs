@@ -316,8 +316,8 @@ impl HaRuntime {
     }
 }
 
-fn unavailable(e: &crate::ha::HaError) -> super::api::ApiError {
-    super::api::ApiError::new(
+fn unavailable(e: &crate::ha::HaError) -> super::error::ApiError {
+    super::error::ApiError::new(
         axum::http::StatusCode::SERVICE_UNAVAILABLE,
         "ha_store_unavailable",
         e.to_string(),
@@ -375,7 +375,7 @@ pub(crate) struct RemoteCall {
 
 impl HaRuntime {
     /// `GET /v1/cluster`.
-    pub(crate) async fn cluster_json(&self) -> Result<Cluster, super::api::ApiError> {
+    pub(crate) async fn cluster_json(&self) -> Result<Cluster, super::error::ApiError> {
         let list = self.store.cluster().await.map_err(|e| unavailable(&e))?;
         Ok(Cluster {
             instance: self.store.instance_id().to_owned(),
@@ -398,7 +398,7 @@ impl HaRuntime {
     pub(crate) async fn lookup(
         &self,
         id: &str,
-    ) -> Result<Option<RemoteCall>, super::api::ApiError> {
+    ) -> Result<Option<RemoteCall>, super::error::ApiError> {
         let Some(r) = self.store.lookup(id).await.map_err(|e| unavailable(&e))? else {
             return Ok(None);
         };

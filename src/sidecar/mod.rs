@@ -17,6 +17,7 @@ mod api;
 mod api_tests;
 mod body;
 pub mod config;
+mod error;
 #[cfg(fuzzing)]
 #[doc(hidden)]
 pub mod fuzzing;

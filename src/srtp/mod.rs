@@ -2,7 +2,7 @@
 //! transmission-control channel.
 //!
 //! A [`SrtpContext`] is one direction of one leg: it either protects (relay → peer) or
-//! unprotects (peer → relay), RTP and RTCP, for up to [`MAX_SSRCS`] SSRCs.
+//! unprotects (peer → relay), RTP and RTCP, for any number of SSRCs over its life.
 //!
 //! # Suites
 //!
@@ -19,10 +19,9 @@
 //!
 //! Per SSRC the context keeps the highest packet index (ROC and highest sequence number, RFC 3711
 //! §3.3.1) and a 64-packet replay window for SRTP; the SRTCP send index and a 64-packet window
-//! for SRTCP. They live in fixed-capacity tables (RTP and RTCP SSRCs counted separately): memory
-//! per context is bounded whatever the stream. Replay protection is always on, and the state of
-//! an SSRC changes only when a packet has been authenticated (or protected): a packet that fails
-//! changes nothing, and an SSRC is remembered only once one of its packets has passed.
+//! for SRTCP. Replay protection is always on, and the state of an SSRC changes only when a
+//! packet has been authenticated (or protected): a packet that fails changes nothing, and an
+//! SSRC is remembered only once one of its packets has passed.
 //!
 //! Protecting applies the same index rules: protecting an index twice (which would reuse a
 //! keystream / GCM nonce) is refused with [`SrtpError::Replayed`], and a packet more than 64
@@ -30,6 +29,47 @@
 //!
 //! The first SRTCP index sent for an SSRC is 1, as libsrtp and webrtc-rs send it, so their output
 //! and ours agree byte for byte; a receiver accepts any first index.
+//!
+//! # Any number of SSRCs, bounded memory, no index used twice
+//!
+//! A context takes any number of SSRCs over its life (a `per_leg` group receiver leg is sent
+//! every member's media in turn), in bounded memory, RTP and RTCP SSRCs in separate tables of
+//! three tiers ([`SsrcStats`] counts what moves between them):
+//!
+//! 1. **Active**: the full state of [`ACTIVE_SSRCS`] SSRCs, scanned per packet. A new SSRC when
+//!    it is full evicts the **least recently used** one.
+//! 2. **Evicted**: the exact state of up to [`EVICTED_SSRCS`] evicted SSRCs. One that comes back
+//!    takes its state back and continues as if it had never left: same ROC, same replay window.
+//! 3. **Floors**: when the evicted tier is full, its entry evicted longest ago is folded into
+//!    one of [`FLOOR_BUCKETS`] buckets (a hash of the SSRC keyed by a value derived from the
+//!    master key): each bucket keeps the maximum index folded into it. An SSRC that is neither
+//!    active nor evicted starts **under its bucket's floor**: every index at or below it is
+//!    refused (SRTP, SRTCP received) or skipped (the SRTCP send index starts above it).
+//!
+//! So every index an SSRC has used stays at or below its active state, its evicted state or
+//! its bucket's floor, and a (re)created state refuses all of them: **the same SSRC and index
+//! are never protected twice under one key** (no keystream or GCM nonce reuse, whatever
+//! evictions happened in between) and **a packet is never accepted twice** (no replay through
+//! an eviction). Memory per table: the active tier inline (as before); the evicted tier
+//! (allocated once, at its full capacity, on the first eviction) and the floors (allocated once
+//! on the first fold) only in contexts that have seen more SSRCs than the tier before them. A
+//! packet of an active SSRC costs what it did (a scan of [`ACTIVE_SSRCS`] SSRCs, plus one
+//! least-recently-used tick stored); eviction allocates nothing after those two allocations.
+//!
+//! **What a floor costs.** Floors exist only after more than `ACTIVE_SSRCS + EVICTED_SSRCS` =
+//! 272 distinct SSRCs have gone through one context (a group has at most 64 members). Then an
+//! SSRC new to the context lands in a bucket with a floor with probability about `k / 256`
+//! after `k` SSRCs were folded (`1 - (1 - 1/256)^k`): 0.4 % for the first. Such an SSRC (and a
+//! folded one that comes back) starts with the floor `F` as its highest index, so its packet
+//! indices are estimated from `F` (RFC 3711 §3.3.1) and every index at or below `F` is refused,
+//! counted in [`SsrcStats::refused_at_floor`]. Received SRTP: the sender's packets are refused
+//! until its index passes `F`; after that its ROC is guessed from `F` as it would be from any
+//! earlier packet (RFC 3711 §3.3.1). Protected SRTP: only indices above `F` are sent,
+//! so a receiver that starts a new SSRC at ROC 0 decodes it only if `F`'s ROC is 0 and the
+//! sequence numbers have passed `F`'s (before that, nothing is sent); if `F`'s ROC is above 0,
+//! that receiver cannot decode the SSRC at all. SRTCP: nothing is lost when sending (the index
+//! travels in the packet, receivers take any first index); received SRTCP is refused until
+//! the sender's index passes the floor. Nothing is ever lost before floors exist.
 //!
 //! # Robustness
 //!
@@ -43,15 +83,29 @@ use crate::keys::{MasterKey, SrtpSuite};
 
 mod kdf;
 mod replay;
+mod table;
 #[cfg(test)]
 mod tests;
 mod transform;
 
-use replay::{ReplayWindow, RtcpStream, SsrcTable};
+use replay::{ReplayWindow, RtcpStream};
+use table::SsrcTable;
 use transform::{Kind, Transform, RTCP_HEADER_LEN, SRTCP_E_BIT, SRTCP_WORD_LEN};
 
-/// How many SSRCs a context tracks for RTP, and separately for RTCP.
-pub const MAX_SSRCS: usize = 16;
+/// How many SSRCs a context keeps active (scanned per packet), for RTP and separately for
+/// RTCP. A new SSRC beyond them evicts the least recently used one.
+pub const ACTIVE_SSRCS: usize = 16;
+
+/// How many evicted SSRCs a context keeps with their exact state, for RTP and separately for
+/// RTCP; beyond them, the one evicted longest ago is folded into a floor bucket.
+pub const EVICTED_SSRCS: usize = 256;
+
+/// How many floor buckets a context has, for RTP and separately for RTCP.
+pub const FLOOR_BUCKETS: usize = 256;
+
+/// The KDF label of the value that keys the floor buckets' hash: outside the labels RFC 3711
+/// (0x00–0x05) and RFC 6904 (0x06–0x07) use, so it is independent of every session key.
+const LABEL_FLOOR_BUCKETS: u8 = 0x80;
 
 /// Why a packet was not protected or unprotected. The packet must be dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -66,7 +120,9 @@ pub enum SrtpError {
     Replayed,
     /// The packet index is more than 64 behind the highest one seen (RFC 3711 §3.3.2).
     TooOld,
-    /// A new SSRC, and the context already tracks [`MAX_SSRCS`] SSRCs.
+    /// [`SrtpContext::import_state`]: the state holds more SSRCs than a context keeps exactly
+    /// ([`ACTIVE_SSRCS`] + [`EVICTED_SSRCS`] per table). Packets never get it: a context takes
+    /// any number of SSRCs.
     TooManySsrcs,
     /// The output buffer cannot hold the packet plus the SRTP overhead, or `len` exceeds it.
     BufferTooSmall,
@@ -123,31 +179,97 @@ pub struct RtcpStreamState {
     pub window: u64,
 }
 
+/// The floor of one SRTP floor bucket (see the [module docs](self)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "ha", derive(serde::Serialize, serde::Deserialize))]
+pub struct RtpFloor {
+    /// The bucket, below [`FLOOR_BUCKETS`].
+    pub bucket: u16,
+    /// The highest 48-bit packet index of the SSRCs folded into it.
+    pub index: u64,
+}
+
+/// The floor of one SRTCP floor bucket (see the [module docs](self)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "ha", derive(serde::Serialize, serde::Deserialize))]
+pub struct RtcpFloor {
+    /// The bucket, below [`FLOOR_BUCKETS`].
+    pub bucket: u16,
+    /// The highest next SRTCP send index of the SSRCs folded into it.
+    pub next_send_index: u32,
+    /// The highest SRTCP index they received, if any.
+    pub highest_received: Option<u32>,
+}
+
 /// The per-SSRC state of a [`SrtpContext`] without its keys: what a relay that takes over a
 /// call needs so that a context keyed with the same master key goes on where this one stood
 /// ([`SrtpContext::export_state`], [`SrtpContext::import_state`]).
+///
+/// Serialized format: `rtp` and `rtcp` are the same lists as before evictions existed, now
+/// possibly longer than 16 (a reader that predates evictions refuses such a state with
+/// [`SrtpError::TooManySsrcs`] rather than forget an SSRC); the floor lists are new, absent
+/// when empty (always, before more than 272 SSRCs went through one context) and default to
+/// empty, so every older state reads as it did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "ha", derive(serde::Serialize, serde::Deserialize))]
 pub struct SrtpState {
-    /// RTP SSRCs, at most [`MAX_SSRCS`].
+    /// RTP SSRCs held exactly, most recently used first: the active ones (at most
+    /// [`ACTIVE_SSRCS`]), then the evicted ones, most recently evicted first (at most
+    /// [`EVICTED_SSRCS`]).
     pub rtp: Vec<RtpStreamState>,
-    /// RTCP SSRCs, at most [`MAX_SSRCS`].
+    /// RTCP SSRCs, in the same order and within the same bounds.
     pub rtcp: Vec<RtcpStreamState>,
+    /// The SRTP floor buckets that have a floor (at most [`FLOOR_BUCKETS`]).
+    #[cfg_attr(feature = "ha", serde(default, skip_serializing_if = "Vec::is_empty"))]
+    pub rtp_floors: Vec<RtpFloor>,
+    /// The SRTCP floor buckets that have a floor (at most [`FLOOR_BUCKETS`]).
+    #[cfg_attr(feature = "ha", serde(default, skip_serializing_if = "Vec::is_empty"))]
+    pub rtcp_floors: Vec<RtcpFloor>,
+}
+
+/// What the SSRC tables of a context did, RTP and RTCP together (see the [module docs](self)).
+/// Not part of [`SrtpState`]: a context that imports a state starts counting from zero.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SsrcStats {
+    /// Active SSRCs evicted (least recently used) to make room for another.
+    pub evicted: u64,
+    /// Evicted SSRCs that came back and continued from their exact state.
+    pub restored: u64,
+    /// Evicted SSRCs folded into a floor bucket (the evicted tier was full).
+    pub folded: u64,
+    /// SSRCs (new, or folded ones back) that started under their bucket's floor.
+    pub started_at_floor: u64,
+    /// Packets refused (replayed or too old) because their index was at or below the floor
+    /// their SSRC started under.
+    pub refused_at_floor: u64,
+}
+
+impl SsrcStats {
+    fn add(self, o: SsrcStats) -> SsrcStats {
+        SsrcStats {
+            evicted: self.evicted + o.evicted,
+            restored: self.restored + o.restored,
+            folded: self.folded + o.folded,
+            started_at_floor: self.started_at_floor + o.started_at_floor,
+            refused_at_floor: self.refused_at_floor + o.refused_at_floor,
+        }
+    }
 }
 
 impl SrtpState {
-    /// Moves every SRTCP send index `n` ahead (an exhausted index space stays exhausted), so
-    /// that a sending context restored from a state taken a while ago never protects an SRTCP
-    /// index the old context may have used after the snapshot (that would reuse a keystream,
-    /// and the peer would drop the packet as a replay). SRTP needs no jump: its indices come
+    /// Moves every SRTCP send index `n` ahead, the floors' too (an exhausted index space stays
+    /// exhausted), so that a sending context restored from a state taken a while ago never
+    /// protects an SRTCP index the old context may have used after the snapshot (that would
+    /// reuse a keystream, and the peer would drop the packet as a replay). SRTP needs no jump: its indices come
     /// from the forwarded packets' sequence numbers.
     #[must_use]
     pub fn with_srtcp_send_skip(mut self, n: u32) -> Self {
+        let skip = |i: u32| i.saturating_add(n).min(replay::MAX_SRTCP_INDEX + 1);
         for s in &mut self.rtcp {
-            s.next_send_index = s
-                .next_send_index
-                .saturating_add(n)
-                .min(replay::MAX_SRTCP_INDEX + 1);
+            s.next_send_index = skip(s.next_send_index);
+        }
+        for f in &mut self.rtcp_floors {
+            f.next_send_index = skip(f.next_send_index);
         }
         self
     }
@@ -206,8 +328,8 @@ pub struct SrtpContext {
     suite: SrtpSuite,
     srtp: Transform,
     srtcp: Transform,
-    rtp_streams: SsrcTable<ReplayWindow, MAX_SSRCS>,
-    rtcp_streams: SsrcTable<RtcpStream, MAX_SSRCS>,
+    rtp_streams: SsrcTable<ReplayWindow>,
+    rtcp_streams: SsrcTable<RtcpStream>,
 }
 
 impl fmt::Debug for SrtpContext {
@@ -253,16 +375,22 @@ impl SrtpContext {
             suite,
             Transform::derive(suite, &prf, Kind::Srtp),
             Transform::derive(suite, &prf, Kind::Srtcp),
+            u32::from_be_bytes(prf.derive_array(LABEL_FLOOR_BUCKETS)),
         ))
     }
 
-    fn with_transforms(suite: SrtpSuite, srtp: Transform, srtcp: Transform) -> Self {
+    fn with_transforms(
+        suite: SrtpSuite,
+        srtp: Transform,
+        srtcp: Transform,
+        bucket_key: u32,
+    ) -> Self {
         SrtpContext {
             suite,
             srtp,
             srtcp,
-            rtp_streams: SsrcTable::new(),
-            rtcp_streams: SsrcTable::new(),
+            rtp_streams: SsrcTable::new(bucket_key),
+            rtcp_streams: SsrcTable::new(bucket_key ^ 0x5352_5443),
         }
     }
 
@@ -271,12 +399,22 @@ impl SrtpContext {
     /// tag); `suite()` reports AEAD_AES_128_GCM. Exists only under `cfg(fuzzing)`.
     #[cfg(fuzzing)]
     pub fn new_null_for_fuzzing() -> Self {
-        Self::with_transforms(SrtpSuite::AeadAes128Gcm, Transform::Null, Transform::Null)
+        Self::with_transforms(
+            SrtpSuite::AeadAes128Gcm,
+            Transform::Null,
+            Transform::Null,
+            0,
+        )
     }
 
     /// The suite.
     pub fn suite(&self) -> SrtpSuite {
         self.suite
+    }
+
+    /// What the SSRC tables did: evictions, restorations, folds, floors (RTP and RTCP).
+    pub fn ssrc_stats(&self) -> SsrcStats {
+        self.rtp_streams.stats().add(self.rtcp_streams.stats())
     }
 
     /// Octets [`protect_rtp`](Self::protect_rtp) adds to an RTP packet: the tag (16 for GCM, 10
@@ -298,16 +436,19 @@ impl SrtpContext {
     ///
     /// [`SrtpError::BufferTooSmall`], [`SrtpError::Malformed`] (not an RTP packet),
     /// [`SrtpError::Replayed`] / [`SrtpError::TooOld`] (the index was already protected, or is
-    /// behind the window: protecting would reuse a keystream), [`SrtpError::TooManySsrcs`].
+    /// behind the window or at or below a floor: protecting would reuse a keystream).
     pub fn protect_rtp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, SrtpError> {
         let total = len
             .checked_add(self.srtp.tag_len())
             .ok_or(SrtpError::BufferTooSmall)?;
         let pkt = buf.get_mut(..total).ok_or(SrtpError::BufferTooSmall)?;
         let header = parse_rtp_header(pkt.get(..len).ok_or(SrtpError::BufferTooSmall)?)?;
-        let (slot, mut window) = self.rtp_streams.lookup(header.ssrc)?;
+        let (slot, mut window) = self.rtp_streams.lookup(header.ssrc);
         let index = replay::estimate_index(&window, header.sequence_number);
-        window.check(index)?;
+        if let Err(e) = window.check(index) {
+            self.rtp_streams.refused(slot, index);
+            return Err(e);
+        }
         self.srtp.protect_rtp(pkt, header.len, header.ssrc, index)?;
         window.accept(index);
         self.rtp_streams.store(slot, header.ssrc, window);
@@ -320,18 +461,20 @@ impl SrtpContext {
     ///
     /// # Errors
     ///
-    /// [`SrtpError::Malformed`], [`SrtpError::Replayed`], [`SrtpError::TooOld`],
-    /// [`SrtpError::TooManySsrcs`] (checked before authentication),
-    /// [`SrtpError::AuthenticationFailed`].
+    /// [`SrtpError::Malformed`], [`SrtpError::Replayed`], [`SrtpError::TooOld`] (checked before
+    /// authentication), [`SrtpError::AuthenticationFailed`].
     pub fn unprotect_rtp(&mut self, buf: &mut [u8]) -> Result<usize, SrtpError> {
         let plain_len = buf
             .len()
             .checked_sub(self.srtp.tag_len())
             .ok_or(SrtpError::Malformed)?;
         let header = parse_rtp_header(buf.get(..plain_len).ok_or(SrtpError::Malformed)?)?;
-        let (slot, mut window) = self.rtp_streams.lookup(header.ssrc)?;
+        let (slot, mut window) = self.rtp_streams.lookup(header.ssrc);
         let index = replay::estimate_index(&window, header.sequence_number);
-        window.check(index)?;
+        if let Err(e) = window.check(index) {
+            self.rtp_streams.refused(slot, index);
+            return Err(e);
+        }
         self.srtp
             .unprotect_rtp(buf, header.len, header.ssrc, index)?;
         window.accept(index);
@@ -346,15 +489,15 @@ impl SrtpContext {
     /// # Errors
     ///
     /// [`SrtpError::BufferTooSmall`], [`SrtpError::Malformed`] (shorter than 8 octets, version
-    /// not 2), [`SrtpError::TooManySsrcs`], [`SrtpError::Replayed`] (the 31-bit index space of
-    /// the SSRC is exhausted: re-key).
+    /// not 2), [`SrtpError::Replayed`] (the 31-bit index space of the SSRC is exhausted:
+    /// re-key).
     pub fn protect_rtcp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, SrtpError> {
         let total = len
             .checked_add(self.rtcp_overhead())
             .ok_or(SrtpError::BufferTooSmall)?;
         let pkt = buf.get_mut(..total).ok_or(SrtpError::BufferTooSmall)?;
         let ssrc = parse_rtcp_header(pkt.get(..len).ok_or(SrtpError::BufferTooSmall)?)?;
-        let (slot, mut stream) = self.rtcp_streams.lookup(ssrc)?;
+        let (slot, mut stream) = self.rtcp_streams.lookup(ssrc);
         let index = stream.next_send;
         if index > replay::MAX_SRTCP_INDEX {
             return Err(SrtpError::Replayed);
@@ -388,8 +531,11 @@ impl SrtpContext {
             .ok_or(SrtpError::Malformed)?;
         let word = u32::from_be_bytes(*word);
         let index = u64::from(word & !SRTCP_E_BIT);
-        let (slot, mut stream) = self.rtcp_streams.lookup(ssrc)?;
-        stream.received.check(index)?;
+        let (slot, mut stream) = self.rtcp_streams.lookup(ssrc);
+        if let Err(e) = stream.received.check(index) {
+            self.rtcp_streams.refused(slot, index);
+            return Err(e);
+        }
         self.srtcp.unprotect_rtcp(buf, ssrc, word)?;
         stream.received.accept(index);
         self.rtcp_streams.store(slot, ssrc, stream);
@@ -397,12 +543,14 @@ impl SrtpContext {
     }
 
     /// The per-SSRC state (ROC, highest sequence number and replay window per RTP SSRC; SRTCP
-    /// send index and replay window per RTCP SSRC), without the keys.
+    /// send index and replay window per RTCP SSRC) of every SSRC held exactly, active ones
+    /// first, and the floors, without the keys.
     pub fn export_state(&self) -> SrtpState {
         SrtpState {
             rtp: self
                 .rtp_streams
                 .entries()
+                .into_iter()
                 .filter_map(|(ssrc, w)| {
                     let top = w.top()?;
                     Some(RtpStreamState {
@@ -416,6 +564,7 @@ impl SrtpContext {
             rtcp: self
                 .rtcp_streams
                 .entries()
+                .into_iter()
                 .map(|(ssrc, st)| RtcpStreamState {
                     ssrc,
                     next_send_index: st.next_send,
@@ -423,38 +572,88 @@ impl SrtpContext {
                     window: st.received.seen(),
                 })
                 .collect(),
+            rtp_floors: self
+                .rtp_streams
+                .floors()
+                .into_iter()
+                .filter_map(|(bucket, f)| {
+                    Some(RtpFloor {
+                        bucket: bucket as u16,
+                        index: f?,
+                    })
+                })
+                .collect(),
+            rtcp_floors: self
+                .rtcp_streams
+                .floors()
+                .into_iter()
+                .map(|(bucket, f)| RtcpFloor {
+                    bucket: bucket as u16,
+                    next_send_index: f.next_send,
+                    highest_received: f.received,
+                })
+                .collect(),
         }
     }
 
     /// Takes over `state` (from [`export_state`](Self::export_state) of a context with the same
-    /// master key): each SSRC's state replaces what this context knew of it. Packets after the
-    /// exported ones then pass, and those the window holds are still replays.
+    /// master key): each SSRC's state replaces what this context knew of it (the first ones
+    /// listed end up active, as they were), and each floor is raised to the state's. Packets
+    /// after the exported ones then pass, and those the window holds are still replays.
     ///
     /// # Errors
     ///
-    /// [`SrtpError::TooManySsrcs`] when the state holds more SSRCs than a context tracks;
-    /// [`SrtpError::Malformed`] for an SRTCP index past 31 bits. Nothing is changed then.
+    /// [`SrtpError::TooManySsrcs`] when a list holds more SSRCs than a context keeps exactly
+    /// ([`ACTIVE_SSRCS`] + [`EVICTED_SSRCS`]) or more floors than [`FLOOR_BUCKETS`];
+    /// [`SrtpError::Malformed`] for an SRTCP index past 31 bits, an SRTP index past 48 bits or
+    /// a bucket past [`FLOOR_BUCKETS`]. Nothing is changed then.
     pub fn import_state(&mut self, state: &SrtpState) -> Result<(), SrtpError> {
+        const HELD: usize = ACTIVE_SSRCS + EVICTED_SSRCS;
+        if state.rtp.len() > HELD
+            || state.rtcp.len() > HELD
+            || state.rtp_floors.len() > FLOOR_BUCKETS
+            || state.rtcp_floors.len() > FLOOR_BUCKETS
+        {
+            return Err(SrtpError::TooManySsrcs);
+        }
+        let srtcp_ok = |i: Option<u32>| i.is_none_or(|i| i <= replay::MAX_SRTCP_INDEX);
+        let bucket_ok = |b: u16| usize::from(b) < FLOOR_BUCKETS;
+        if !state.rtcp.iter().all(|s| {
+            s.next_send_index <= replay::MAX_SRTCP_INDEX + 1 && srtcp_ok(s.highest_received)
+        }) || !state.rtcp_floors.iter().all(|f| {
+            bucket_ok(f.bucket)
+                && f.next_send_index <= replay::MAX_SRTCP_INDEX + 1
+                && srtcp_ok(f.highest_received)
+        }) || !state
+            .rtp_floors
+            .iter()
+            .all(|f| bucket_ok(f.bucket) && f.index < 1 << 48)
+        {
+            return Err(SrtpError::Malformed);
+        }
         let mut rtp = self.rtp_streams.clone();
-        for s in &state.rtp {
-            let (slot, _) = rtp.lookup(s.ssrc)?;
-            rtp.store(
-                slot,
+        for f in &state.rtp_floors {
+            rtp.raise_floor(usize::from(f.bucket), &Some(f.index));
+        }
+        // Least recently used first, so that the first ones listed end up active.
+        for s in state.rtp.iter().rev() {
+            rtp.put(
                 s.ssrc,
                 ReplayWindow::from_parts(Some(s.highest_index()), s.window),
             );
         }
         let mut rtcp = self.rtcp_streams.clone();
-        for s in &state.rtcp {
-            if s.next_send_index > replay::MAX_SRTCP_INDEX + 1
-                || s.highest_received
-                    .is_some_and(|h| h > replay::MAX_SRTCP_INDEX)
-            {
-                return Err(SrtpError::Malformed);
-            }
-            let (slot, _) = rtcp.lookup(s.ssrc)?;
-            rtcp.store(
-                slot,
+        for f in &state.rtcp_floors {
+            rtcp.raise_floor(
+                usize::from(f.bucket),
+                &table::RtcpFloor {
+                    next_send: f.next_send_index,
+                    received: f.highest_received,
+                },
+            );
+        }
+        for s in state.rtcp.iter().rev() {
+            rtcp.put(
                 s.ssrc,
                 RtcpStream {
                     next_send: s.next_send_index,
@@ -474,15 +673,15 @@ impl SrtpContext {
             SrtpSuite::AeadAes128Gcm,
             Transform::gcm(key, salt),
             Transform::gcm(key, salt),
+            0,
         )
     }
 
     /// Sets the next SRTCP index to send for `ssrc` (tests).
     #[cfg(test)]
     fn set_next_srtcp_index(&mut self, ssrc: u32, index: u32) {
-        if let Ok((slot, mut stream)) = self.rtcp_streams.lookup(ssrc) {
-            stream.next_send = index;
-            self.rtcp_streams.store(slot, ssrc, stream);
-        }
+        let (slot, mut stream) = self.rtcp_streams.lookup(ssrc);
+        stream.next_send = index;
+        self.rtcp_streams.store(slot, ssrc, stream);
     }
 }

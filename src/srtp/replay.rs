@@ -1,7 +1,7 @@
 //! Per-SSRC state: packet-index estimation (RFC 3711 §3.3.1), the 64-packet replay window
-//! (§3.3.2), the SRTCP send index, and the fixed-capacity table that holds them.
+//! (§3.3.2) and the SRTCP send index; [`super::table`] holds them.
 //!
-//! Everything here is `Copy` and fixed-size: a context's memory is bounded whatever the stream.
+//! Everything here is `Copy` and fixed-size.
 //! Callers work on a *copy* of an SSRC's state and store it back only after the packet has been
 //! authenticated, so a packet that fails changes nothing.
 
@@ -132,67 +132,6 @@ impl Default for RtcpStream {
     }
 }
 
-/// A slot in a [`SsrcTable`]: `Some(i)` for a known SSRC, `None` for one not stored yet.
-pub(super) type Slot = Option<usize>;
-
-/// A fixed-capacity map from SSRC to a small `Copy` state, scanned linearly.
-#[derive(Debug, Clone)]
-pub(super) struct SsrcTable<S, const N: usize> {
-    ssrcs: [u32; N],
-    states: [S; N],
-    len: usize,
-}
-
-impl<S: Copy + Default, const N: usize> SsrcTable<S, N> {
-    pub(super) fn new() -> Self {
-        SsrcTable {
-            ssrcs: [0; N],
-            states: [S::default(); N],
-            len: 0,
-        }
-    }
-
-    /// Number of SSRCs stored.
-    pub(super) fn len(&self) -> usize {
-        self.len
-    }
-
-    /// A copy of the state of `ssrc` (the default state for a new SSRC) and where to store it.
-    ///
-    /// # Errors
-    ///
-    /// [`SrtpError::TooManySsrcs`] if `ssrc` is new and the table is full.
-    pub(super) fn lookup(&self, ssrc: u32) -> Result<(Slot, S), SrtpError> {
-        let known = self.ssrcs.get(..self.len).unwrap_or_default();
-        match known.iter().position(|&s| s == ssrc) {
-            Some(i) => Ok((Some(i), self.states.get(i).copied().unwrap_or_default())),
-            None if self.len < N => Ok((None, S::default())),
-            None => Err(SrtpError::TooManySsrcs),
-        }
-    }
-
-    /// Every SSRC and its state, in the order they were first stored.
-    pub(super) fn entries(&self) -> impl Iterator<Item = (u32, S)> + '_ {
-        self.ssrcs
-            .iter()
-            .zip(self.states.iter())
-            .take(self.len)
-            .map(|(s, st)| (*s, *st))
-    }
-
-    /// Stores the state of `ssrc` at the slot [`lookup`](Self::lookup) returned.
-    pub(super) fn store(&mut self, slot: Slot, ssrc: u32, state: S) {
-        let i = slot.unwrap_or(self.len);
-        if let (Some(s), Some(st)) = (self.ssrcs.get_mut(i), self.states.get_mut(i)) {
-            *s = ssrc;
-            *st = state;
-            if slot.is_none() {
-                self.len += 1;
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,19 +182,5 @@ mod tests {
         let mut w = ReplayWindow::default();
         w.accept((u64::from(u32::MAX) << 16) | 65_535);
         assert_eq!(estimate_index(&w, 3), (u64::from(u32::MAX) << 16) | 3);
-    }
-
-    #[test]
-    fn table_is_bounded() {
-        let mut t: SsrcTable<ReplayWindow, 2> = SsrcTable::new();
-        let (slot, st) = t.lookup(7).unwrap();
-        assert_eq!(slot, None);
-        t.store(slot, 7, st);
-        let (slot, st) = t.lookup(8).unwrap();
-        t.store(slot, 8, st);
-        assert_eq!(t.len(), 2);
-        assert_eq!(t.lookup(9), Err(SrtpError::TooManySsrcs));
-        assert_eq!(t.lookup(7).unwrap().0, Some(0));
-        assert_eq!(t.lookup(8).unwrap().0, Some(1));
     }
 }

@@ -301,10 +301,7 @@ fn roc_rollover() {
             unprotect_rtp(&mut rx, &late).unwrap(),
             rtp(65_535, 42, 64, 0, false)
         );
-        assert_eq!(
-            rx.rtp_streams.lookup(42).unwrap().1.top(),
-            Some((1 << 16) | 4)
-        );
+        assert_eq!(rx.rtp_streams.lookup(42).1.top(), Some((1 << 16) | 4));
         // A receiver that missed the wrap entirely (joined at ROC 1) would not authenticate:
         // the ROC is part of the authenticated data / nonce.
         let (_, mut fresh) = pair(suite);
@@ -393,7 +390,7 @@ fn flipped_bits_fail_and_leave_state_alone() {
             unprotect_rtp(&mut rx, &bad),
             Err(SrtpError::AuthenticationFailed)
         );
-        assert_eq!(rx.rtp_streams.lookup(11).unwrap().1.top(), Some(7));
+        assert_eq!(rx.rtp_streams.lookup(11).1.top(), Some(7));
         assert!(unprotect_rtp(&mut rx, &ahead).is_ok());
 
         let plain = rtcp(11);
@@ -412,32 +409,305 @@ fn flipped_bits_fail_and_leave_state_alone() {
 }
 
 #[test]
-fn too_many_ssrcs() {
+fn a_17th_ssrc_evicts_the_least_recently_used_one() {
     for suite in SUITES {
         let (mut tx, mut rx) = pair(suite);
-        for ssrc in 0..MAX_SSRCS as u32 {
+        for ssrc in 0..ACTIVE_SSRCS as u32 {
             let w = protect_rtp(&mut tx, &rtp(1, ssrc, 8, 0, false)).unwrap();
             assert!(unprotect_rtp(&mut rx, &w).is_ok());
             let w = protect_rtcp(&mut tx, &rtcp(ssrc)).unwrap();
             assert!(unprotect_rtcp(&mut rx, &w).is_ok());
         }
-        assert_eq!(
-            protect_rtp(&mut tx, &rtp(1, 1000, 8, 0, false)),
-            Err(SrtpError::TooManySsrcs)
-        );
-        assert_eq!(
-            protect_rtcp(&mut tx, &rtcp(1000)),
-            Err(SrtpError::TooManySsrcs)
-        );
-        // Known SSRCs go on working.
+        // A 17th SSRC, RTP and RTCP, both ways: SSRC 0 (least recently used) is evicted.
+        let w = protect_rtp(&mut tx, &rtp(1, 1000, 8, 0, false)).unwrap();
+        assert!(unprotect_rtp(&mut rx, &w).is_ok());
+        let w = protect_rtcp(&mut tx, &rtcp(1000)).unwrap();
+        assert!(unprotect_rtcp(&mut rx, &w).is_ok());
+        for ctx in [&tx, &rx] {
+            assert_eq!(ctx.rtp_streams.len(), ACTIVE_SSRCS);
+            assert_eq!(ctx.rtp_streams.evicted_len(), 1);
+            assert_eq!(ctx.rtcp_streams.evicted_len(), 1);
+            assert_eq!(ctx.ssrc_stats().evicted, 2);
+        }
+        // Known SSRCs go on working, and so does the evicted one.
         let w = protect_rtp(&mut tx, &rtp(2, 3, 8, 0, false)).unwrap();
         assert!(unprotect_rtp(&mut rx, &w).is_ok());
+        let w = protect_rtp(&mut tx, &rtp(2, 0, 8, 0, false)).unwrap();
+        assert!(unprotect_rtp(&mut rx, &w).is_ok());
+        let w = protect_rtcp(&mut tx, &rtcp(0)).unwrap();
+        assert!(unprotect_rtcp(&mut rx, &w).is_ok());
+        assert_eq!(tx.ssrc_stats().restored, 2);
+        assert_eq!(rx.ssrc_stats().restored, 2);
+    }
+}
 
-        let (mut other, _) = pair(suite);
-        let w = protect_rtp(&mut other, &rtp(1, 1000, 8, 0, false)).unwrap();
-        assert_eq!(unprotect_rtp(&mut rx, &w), Err(SrtpError::TooManySsrcs));
-        let w = protect_rtcp(&mut other, &rtcp(1000)).unwrap();
-        assert_eq!(unprotect_rtcp(&mut rx, &w), Err(SrtpError::TooManySsrcs));
+/// `n` distinct SSRCs from `base`.
+fn ssrcs(base: u32, n: u32) -> impl Iterator<Item = u32> {
+    (0..n).map(move |i| base.wrapping_add(i.wrapping_mul(0x0101_0107)))
+}
+
+#[test]
+fn hundred_ssrcs_through_one_protect_and_one_unprotect_context() {
+    for suite in SUITES {
+        let (mut tx, mut rx) = pair(suite);
+        // Three rounds over 100 SSRCs: every packet after the first round is an SSRC coming
+        // back from the evicted tier, in both contexts; RTCP likewise.
+        for round in 0..3u16 {
+            for ssrc in ssrcs(0x1000, 100) {
+                for k in 0..3 {
+                    let plain = rtp(round * 10 + k, ssrc, 20, 0, false);
+                    let w = protect_rtp(&mut tx, &plain).unwrap();
+                    assert_eq!(unprotect_rtp(&mut rx, &w).unwrap(), plain, "{suite:?}");
+                }
+                let plain = rtcp(ssrc);
+                let w = protect_rtcp(&mut tx, &plain).unwrap();
+                assert_eq!(unprotect_rtcp(&mut rx, &w).unwrap(), plain);
+            }
+        }
+        for ctx in [&tx, &rx] {
+            let st = ctx.ssrc_stats();
+            assert_eq!(st.evicted, 2 * (300 - 16), "{st:?}");
+            assert_eq!(st.restored, 2 * 200, "{st:?}");
+            assert_eq!(
+                (st.folded, st.started_at_floor, st.refused_at_floor),
+                (0, 0, 0)
+            );
+            let state = ctx.export_state();
+            assert_eq!((state.rtp.len(), state.rtcp.len()), (100, 100));
+        }
+    }
+}
+
+#[test]
+fn an_evicted_ssrc_never_reuses_an_index_nor_accepts_a_replay() {
+    for suite in SUITES {
+        let (mut tx, mut rx) = pair(suite);
+        let x = 0xabcd;
+        let sent: Vec<Vec<u8>> = (1..=10)
+            .map(|q| protect_rtp(&mut tx, &rtp(q, x, 8, 0, false)).unwrap())
+            .collect();
+        for w in &sent {
+            unprotect_rtp(&mut rx, w).unwrap();
+        }
+        let sr: Vec<Vec<u8>> = (0..3)
+            .map(|_| protect_rtcp(&mut tx, &rtcp(x)).unwrap())
+            .collect();
+        for w in &sr {
+            unprotect_rtcp(&mut rx, w).unwrap();
+        }
+        // Two depths of eviction: into the evicted tier (16 others), then folded into a floor
+        // (272 others).
+        for (others, folded) in [(ACTIVE_SSRCS as u32, false), (300, true)] {
+            for ssrc in ssrcs(0x7700_0000 + others, others) {
+                // Once floors exist, a new SSRC may start under one: refused (see below).
+                if let Ok(w) = protect_rtp(&mut tx, &rtp(1, ssrc, 8, 0, false)) {
+                    unprotect_rtp(&mut rx, &w).unwrap();
+                }
+                let w = protect_rtcp(&mut tx, &rtcp(ssrc)).unwrap();
+                unprotect_rtcp(&mut rx, &w).unwrap();
+            }
+            let gone = |c: &SrtpContext| c.export_state().rtp.iter().all(|s| s.ssrc != x);
+            assert_eq!(gone(&tx), folded, "{suite:?}");
+            assert_eq!(gone(&rx), folded, "{suite:?}");
+            // Protect: every index X used is refused (the keystream would repeat).
+            for q in 1..=10 {
+                assert!(
+                    protect_rtp(&mut tx, &rtp(q, x, 8, 0, false)).is_err(),
+                    "{suite:?} seq {q} protected twice (folded: {folded})"
+                );
+            }
+            // Unprotect: every packet X sent is a replay.
+            for w in &sent {
+                assert!(unprotect_rtp(&mut rx, w).is_err(), "{suite:?}");
+            }
+            for w in &sr {
+                assert!(unprotect_rtcp(&mut rx, w).is_err(), "{suite:?}");
+            }
+        }
+        assert!(tx.ssrc_stats().refused_at_floor >= 10);
+        assert!(rx.ssrc_stats().refused_at_floor >= 10);
+        // X comes back with higher indices: protected, decrypted; SRTCP goes on past 3.
+        for q in 11..20 {
+            let plain = rtp(q, x, 8, 0, false);
+            let w = protect_rtp(&mut tx, &plain).unwrap();
+            assert_eq!(unprotect_rtp(&mut rx, &w).unwrap(), plain);
+            assert_eq!(unprotect_rtp(&mut rx, &w), Err(SrtpError::Replayed));
+        }
+        let w = protect_rtcp(&mut tx, &rtcp(x)).unwrap();
+        assert_eq!(tx.export_state().rtcp[0].next_send_index, 5);
+        unprotect_rtcp(&mut rx, &w).unwrap();
+    }
+}
+
+#[test]
+fn a_returning_ssrc_keeps_its_roc_across_the_wrap() {
+    for suite in SUITES {
+        let (mut tx, mut rx) = pair(suite);
+        // A receiver that never evicts (one SSRC), to check what goes on the wire.
+        let mut only_x = pair(suite).1;
+        let x = 0x5555;
+        for q in 65_530..=65_535u16 {
+            let w = protect_rtp(&mut tx, &rtp(q, x, 8, 0, false)).unwrap();
+            unprotect_rtp(&mut rx, &w).unwrap();
+            unprotect_rtp(&mut only_x, &w).unwrap();
+        }
+        for q in 0..3u16 {
+            let w = protect_rtp(&mut tx, &rtp(q, x, 8, 0, false)).unwrap();
+            unprotect_rtp(&mut rx, &w).unwrap();
+            unprotect_rtp(&mut only_x, &w).unwrap();
+        }
+        for ssrc in ssrcs(9, 40) {
+            let w = protect_rtp(&mut tx, &rtp(1, ssrc, 8, 0, false)).unwrap();
+            unprotect_rtp(&mut rx, &w).unwrap();
+        }
+        // Back from the evicted tier at ROC 1, and across the next wrap to ROC 2.
+        for i in 0..70_000u32 {
+            let plain = rtp((3 + i) as u16, x, 8, 0, false);
+            let w = protect_rtp(&mut tx, &plain).unwrap();
+            assert_eq!(
+                unprotect_rtp(&mut only_x, &w).unwrap(),
+                plain,
+                "{suite:?} {i}"
+            );
+            assert_eq!(unprotect_rtp(&mut rx, &w).unwrap(), plain, "{suite:?} {i}");
+        }
+        let roc = |c: &SrtpContext| c.export_state().rtp[0].roc;
+        assert_eq!((roc(&tx), roc(&rx), roc(&only_x)), (2, 2, 2));
+    }
+}
+
+#[test]
+fn memory_is_bounded_whatever_the_number_of_ssrcs() {
+    let (mut tx, mut rx) = pair(SrtpSuite::AeadAes128Gcm);
+    let before = core::mem::size_of::<SrtpContext>();
+    for (i, ssrc) in ssrcs(77, 5_000).enumerate() {
+        let q = i as u16;
+        let w = protect_rtp(&mut tx, &rtp(q, ssrc, 4, 0, false));
+        // A fresh SSRC may land under a floor: refused (and counted), never reused.
+        if let Ok(w) = w {
+            unprotect_rtp(&mut rx, &w).unwrap_or_default();
+        }
+        if i % 7 == 0 {
+            if let Ok(w) = protect_rtcp(&mut tx, &rtcp(ssrc)) {
+                unprotect_rtcp(&mut rx, &w).unwrap_or_default();
+            }
+        }
+    }
+    for ctx in [&tx, &rx] {
+        assert_eq!(ctx.rtp_streams.len(), ACTIVE_SSRCS);
+        assert_eq!(ctx.rtp_streams.evicted_len(), EVICTED_SSRCS);
+        // The evicted tier never grew past its first allocation; the floors are one array.
+        assert_eq!(ctx.rtp_streams.reserved(), (EVICTED_SSRCS, FLOOR_BUCKETS));
+        assert_eq!(ctx.rtcp_streams.reserved(), (EVICTED_SSRCS, FLOOR_BUCKETS));
+        let state = ctx.export_state();
+        assert_eq!(state.rtp.len(), ACTIVE_SSRCS + EVICTED_SSRCS);
+        assert!(state.rtp_floors.len() <= FLOOR_BUCKETS);
+        assert!(state.rtcp_floors.len() <= FLOOR_BUCKETS);
+    }
+    assert_eq!(core::mem::size_of::<SrtpContext>(), before);
+    let st = tx.ssrc_stats();
+    assert!(st.folded > 4_000, "{st:?}");
+    // With 5,000 SSRCs over 256 buckets, most fresh SSRCs land under a floor: the rare case
+    // made common, to show it is counted.
+    assert!(st.started_at_floor + st.refused_at_floor > 0, "{st:?}");
+}
+
+/// xorshift64*: a seeded generator for the property tests (no new dependency).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Random SSRC/sequence-number walks (hot SSRCs, a long tail of 400 so that floors fill,
+/// repeats, late packets, jumps across the wrap) through one protect context: no (SSRC, packet
+/// index) is ever protected twice, checked two ways: by the index the context computes, and
+/// independently by the output (the plaintext is a function of SSRC and sequence number, so
+/// two identical protected packets would mean the same keystream twice). Every protected
+/// packet goes to one unprotect context, with random replays of earlier ones: none is ever
+/// accepted twice.
+#[test]
+fn random_walks_never_protect_an_index_twice_nor_accept_one_twice() {
+    use std::collections::HashSet;
+    for (suite, seed, steps) in [
+        (SrtpSuite::AeadAes128Gcm, 0x5eed_0001_u64, 60_000),
+        (SrtpSuite::AesCm128HmacSha1_80, 0x5eed_0002, 20_000),
+    ] {
+        let mut rng = Rng(seed);
+        let (mut tx, mut rx) = pair(suite);
+        let pool: Vec<u32> = (0..400).map(|_| rng.next() as u32).collect();
+        let mut seqs: Vec<u16> = pool.iter().map(|_| rng.next() as u16).collect();
+        let mut indices = HashSet::new();
+        let mut wires = HashSet::new();
+        let mut accepted = HashSet::new();
+        let mut sent: Vec<Vec<u8>> = Vec::new();
+        let (mut protected, mut refused) = (0u32, 0u32);
+        for _ in 0..steps {
+            let i = if rng.below(10) < 7 {
+                rng.below(20)
+            } else {
+                rng.below(pool.len() as u64)
+            } as usize;
+            let ssrc = pool[i];
+            let seq = match rng.below(100) {
+                0..=79 => {
+                    seqs[i] = seqs[i].wrapping_add(1 + rng.below(3) as u16);
+                    seqs[i]
+                }
+                80..=89 => seqs[i].wrapping_sub(rng.below(100) as u16),
+                90..=94 => {
+                    seqs[i] = seqs[i].wrapping_add(rng.below(40_000) as u16);
+                    seqs[i]
+                }
+                _ => rng.next() as u16,
+            };
+            let (_, window) = tx.rtp_streams.lookup(ssrc);
+            let index = replay::estimate_index(&window, seq);
+            match protect_rtp(&mut tx, &rtp(seq, ssrc, 4, 0, false)) {
+                Ok(w) => {
+                    protected += 1;
+                    assert!(
+                        indices.insert((ssrc, index)),
+                        "{suite:?}: {ssrc:#x} {index}"
+                    );
+                    assert!(wires.insert(w.clone()), "{suite:?}: same output twice");
+                    sent.push(w);
+                }
+                Err(e) => {
+                    refused += 1;
+                    assert!(matches!(e, SrtpError::Replayed | SrtpError::TooOld));
+                }
+            }
+            // Deliver the newest packet, and now and then replay an older one.
+            let mut deliver = sent.last().cloned().into_iter().collect::<Vec<_>>();
+            if !sent.is_empty() && rng.below(4) == 0 {
+                deliver.push(sent[rng.below(sent.len() as u64) as usize].clone());
+            }
+            for w in deliver {
+                if unprotect_rtp(&mut rx, &w).is_ok() {
+                    assert!(accepted.insert(w), "{suite:?}: a packet accepted twice");
+                }
+            }
+        }
+        let st = tx.ssrc_stats();
+        assert!(
+            protected > steps / 2 && refused > 0,
+            "{protected} {refused}"
+        );
+        assert!(
+            st.evicted > 1_000 && st.restored > 100 && st.folded > 0,
+            "{st:?}"
+        );
+        assert!(accepted.len() > steps as usize / 3, "{}", accepted.len());
     }
 }
 
@@ -703,7 +973,7 @@ fn import_state_is_bounded_and_all_or_nothing() {
     let k = key(SrtpSuite::AeadAes128Gcm, 1);
     let mut ctx = SrtpContext::new(&k);
     let too_many = SrtpState {
-        rtp: (0..=MAX_SSRCS as u32)
+        rtp: (0..=(ACTIVE_SSRCS + EVICTED_SSRCS) as u32)
             .map(|ssrc| RtpStreamState {
                 ssrc,
                 roc: 0,
@@ -711,7 +981,7 @@ fn import_state_is_bounded_and_all_or_nothing() {
                 window: 1,
             })
             .collect(),
-        rtcp: Vec::new(),
+        ..Default::default()
     };
     assert_eq!(ctx.import_state(&too_many), Err(SrtpError::TooManySsrcs));
     assert_eq!(ctx.export_state(), SrtpState::default());
@@ -723,6 +993,7 @@ fn import_state_is_bounded_and_all_or_nothing() {
             highest_received: Some(u32::MAX),
             window: 1,
         }],
+        ..Default::default()
     };
     assert_eq!(ctx.import_state(&bad), Err(SrtpError::Malformed));
     // An exhausted SRTCP index space stays exhausted through a skip.
@@ -734,7 +1005,109 @@ fn import_state_is_bounded_and_all_or_nothing() {
             highest_received: None,
             window: 0,
         }],
+        ..Default::default()
     };
     ctx.import_state(&done.with_srtcp_send_skip(5)).unwrap();
     assert_eq!(protect_rtcp(&mut ctx, &rtcp(1)), Err(SrtpError::Replayed));
+    // Floors: a bucket past the table, an SRTP index past 48 bits.
+    let mut ctx = SrtpContext::new(&k);
+    for bad in [
+        SrtpState {
+            rtp_floors: vec![RtpFloor {
+                bucket: FLOOR_BUCKETS as u16,
+                index: 1,
+            }],
+            ..Default::default()
+        },
+        SrtpState {
+            rtp_floors: vec![RtpFloor {
+                bucket: 0,
+                index: 1 << 48,
+            }],
+            ..Default::default()
+        },
+        SrtpState {
+            rtcp_floors: vec![RtcpFloor {
+                bucket: 3,
+                next_send_index: 1,
+                highest_received: Some(u32::MAX),
+            }],
+            ..Default::default()
+        },
+    ] {
+        assert_eq!(ctx.import_state(&bad), Err(SrtpError::Malformed));
+    }
+    assert_eq!(ctx.export_state(), SrtpState::default());
+}
+
+/// HA with evictions: a context restored from the state of one that evicted and folded SSRCs
+/// refuses every index they used, lets them go on above, and keeps them in the same order.
+#[test]
+fn state_with_evicted_ssrcs_and_floors_survives_export_and_import() {
+    for suite in SUITES {
+        let k = key(suite, 9);
+        let (mut tx, mut rx) = (SrtpContext::new(&k), SrtpContext::new(&k));
+        let x = 0x0dd;
+        let sent: Vec<Vec<u8>> = (100..110)
+            .map(|q| protect_rtp(&mut tx, &rtp(q, x, 8, 0, false)).unwrap())
+            .collect();
+        for w in &sent {
+            unprotect_rtp(&mut rx, w).unwrap();
+        }
+        // 20 others: X is evicted (exact); then 300 more: X is folded.
+        for (n, folded) in [(20, false), (300, true)] {
+            for ssrc in ssrcs(0x4000 + n, n) {
+                if let Ok(w) = protect_rtp(&mut tx, &rtp(1, ssrc, 8, 0, false)) {
+                    unprotect_rtp(&mut rx, &w).unwrap();
+                }
+                let w = protect_rtcp(&mut tx, &rtcp(ssrc)).unwrap();
+                unprotect_rtcp(&mut rx, &w).unwrap();
+            }
+            for ctx in [&tx, &rx] {
+                let state = ctx.export_state();
+                assert_eq!(!state.rtp_floors.is_empty(), folded);
+                assert_eq!(!state.rtcp_floors.is_empty(), folded);
+                let mut restored = SrtpContext::new(&k);
+                restored.import_state(&state).unwrap();
+                assert_eq!(restored.export_state(), state, "{suite:?} folded {folded}");
+                // Imported with the evicted tier's full capacity: no growth on eviction.
+                let floors = if folded { FLOOR_BUCKETS } else { 0 };
+                assert_eq!(restored.rtp_streams.reserved(), (EVICTED_SSRCS, floors));
+                #[cfg(feature = "ha")]
+                {
+                    let json = serde_json::to_string(&state).unwrap();
+                    assert_eq!(json.contains("rtp_floors"), folded);
+                    let back: SrtpState = serde_json::from_str(&json).unwrap();
+                    assert_eq!(back, state);
+                }
+            }
+            let (mut tx2, mut rx2) = (SrtpContext::new(&k), SrtpContext::new(&k));
+            tx2.import_state(&tx.export_state()).unwrap();
+            rx2.import_state(&rx.export_state()).unwrap();
+            for q in 100..110 {
+                assert!(protect_rtp(&mut tx2, &rtp(q, x, 8, 0, false)).is_err());
+            }
+            for w in &sent {
+                assert!(unprotect_rtp(&mut rx2, w).is_err());
+            }
+        }
+        let (mut tx2, mut rx2) = (SrtpContext::new(&k), SrtpContext::new(&k));
+        tx2.import_state(&tx.export_state()).unwrap();
+        rx2.import_state(&rx.export_state()).unwrap();
+        let plain = rtp(110, x, 8, 0, false);
+        let w = protect_rtp(&mut tx2, &plain).unwrap();
+        assert_eq!(unprotect_rtp(&mut rx2, &w).unwrap(), plain);
+        assert_eq!(unprotect_rtp(&mut rx, &w).unwrap(), plain);
+    }
+}
+
+/// A state written before evictions existed (no floor lists) reads as it did.
+#[cfg(feature = "ha")]
+#[test]
+fn state_without_floors_reads_as_before() {
+    let old = r#"{"rtp":[{"ssrc":7,"roc":1,"highest_seq":9,"window":1}],"rtcp":[{"ssrc":7,"next_send_index":4,"highest_received":null,"window":0}]}"#;
+    let state: SrtpState = serde_json::from_str(old).unwrap();
+    assert!(state.rtp_floors.is_empty() && state.rtcp_floors.is_empty());
+    assert_eq!(state.rtp[0].highest_index(), (1 << 16) | 9);
+    assert_eq!(serde_json::to_string(&state).unwrap(), old);
 }

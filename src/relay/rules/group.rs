@@ -11,10 +11,10 @@
 //!   packet copied into it once, whatever the number of receivers);
 //! * **per_leg**: the plain packet is copied into the receiver's own buffer and protected with
 //!   that receiver leg's outbound SRTP context (one encryption per receiver leg). That context
-//!   keeps the state of at most [`MAX_SSRCS`](crate::srtp::MAX_SSRCS) SSRCs for the call's
-//!   life: a receiver leg can be sent that many distinct transmitter SSRCs per stream; a copy
-//!   beyond that fails to protect and is counted (`malformed`) — a limit of the SRTP context,
-//!   not of the fan-out.
+//!   takes any number of transmitter SSRCs over the call's life: past
+//!   [`ACTIVE_SSRCS`](crate::srtp::ACTIVE_SSRCS) the least recently used one is evicted and
+//!   comes back with its exact state, and no SSRC and index is ever protected twice (the
+//!   [`srtp`](crate::srtp) module docs say how).
 //!
 //! The [`FanOut`] is reusable output: its buffers grow to their high-water mark once and are
 //! reused, so judging allocates nothing per packet or per receiver.
@@ -32,9 +32,9 @@
 //!   the others are dropped (`rate_limited`). NACKs are not merged: each receiver's reaches
 //!   the transmitter. What reaches a transmitter is reduced-size RTCP (RFC 5506): the feedback
 //!   packets only. In per_leg mode their sender SSRC becomes the relay's (`server_ssrc`, as in
-//!   its own PLI): the relay terminates SRTCP toward the transmitter, and one outbound SRTP
-//!   context holds at most [`MAX_SSRCS`](crate::srtp::MAX_SSRCS) sender SSRCs, far fewer than a
-//!   group's receivers;
+//!   its own PLI): the relay terminates SRTCP toward the transmitter, and its outbound SRTP
+//!   context keeps the state of [`ACTIVE_SSRCS`](crate::srtp::ACTIVE_SSRCS) sender SSRCs at
+//!   a time, fewer than a group's receivers (a 17th evicts one);
 //! * receiver reports are consumed for quality ([`GroupRules::quality`]), never fanned out;
 //!   RTCP with nowhere to go is consumed (`Ok` with no delivery), not counted as a drop.
 //!

@@ -36,6 +36,23 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{error, warn};
 
+/// How the engine reaches a worker.
+#[derive(Debug)]
+pub(crate) struct WorkerHandle {
+    pub(crate) tx: crossbeam_channel::Sender<Cmd>,
+    pub(crate) waker: Arc<Waker>,
+    pub(crate) stats: Arc<WorkerStats>,
+}
+
+impl WorkerHandle {
+    /// Queues `cmd` and wakes the worker. `false`: the worker is gone.
+    pub(crate) fn send(&self, cmd: Cmd) -> bool {
+        let ok = self.tx.send(cmd).is_ok();
+        self.waker.wake();
+        ok
+    }
+}
+
 /// The reply half of a command: a blocking caller waits on a channel, an async one on a
 /// oneshot (so no runtime thread waits for a worker).
 pub(crate) enum Reply<T> {
@@ -189,12 +206,12 @@ impl Entropy for OsEntropy {
     }
 }
 
-struct Slot {
+struct Entry {
     gen: u32,
     rt: CallRt,
 }
 
-struct GroupSlot {
+struct GroupEntry {
     gen: u32,
     rt: GroupRt,
 }
@@ -212,11 +229,11 @@ pub(crate) struct Worker {
     waker: Arc<Waker>,
     stats: Arc<WorkerStats>,
     poller: Poller,
-    slots: Vec<Option<Slot>>,
+    slots: Vec<Option<Entry>>,
     free: Vec<u32>,
     next_gen: u32,
     by_id: HashMap<Arc<str>, u32>,
-    groups: Vec<Option<GroupSlot>>,
+    groups: Vec<Option<GroupEntry>>,
     group_free: Vec<u32>,
     group_by_id: HashMap<Arc<str>, u32>,
     timers: BinaryHeap<Reverse<(Instant, u32, u32)>>,
@@ -491,7 +508,7 @@ impl Worker {
             self.stats.clone(),
         );
         if let Some(s) = self.slots.get_mut(slot as usize) {
-            *s = Some(Slot {
+            *s = Some(Entry {
                 gen: self.next_gen,
                 rt,
             });
@@ -654,7 +671,7 @@ impl Worker {
             return;
         };
         self.free.push(slot);
-        let Slot { rt, .. } = s;
+        let Entry { rt, .. } = s;
         self.by_id.remove(rt.call.id());
         if let Some(ha) = self.ha.as_mut() {
             ha.ended(rt.call.call_id());
@@ -762,7 +779,7 @@ impl Worker {
         });
         self.next_gen = self.next_gen.wrapping_add(1);
         if let Some(s) = self.groups.get_mut(slot as usize) {
-            *s = Some(GroupSlot {
+            *s = Some(GroupEntry {
                 gen: self.next_gen,
                 rt,
             });

@@ -4,7 +4,7 @@
 
 use super::call::CallRt;
 use super::group::{GroupRestore, GroupRt};
-use super::{token, GroupSlot, Slot, Worker, GROUP_TAG};
+use super::{token, Entry, GroupEntry, Worker, GROUP_TAG};
 use crate::control::call::CallEvent;
 use crate::control::call::{Call, CallEventKind, CallState};
 use crate::ids::CallId;
@@ -204,7 +204,7 @@ impl Worker {
         let slots: Vec<u32> = self.by_id.values().copied().collect();
         let n = slots.len();
         for slot in slots {
-            let Some(Slot { rt, .. }) = self.slots.get_mut(slot as usize).and_then(Option::take)
+            let Some(Entry { rt, .. }) = self.slots.get_mut(slot as usize).and_then(Option::take)
             else {
                 continue;
             };
@@ -222,7 +222,7 @@ impl Worker {
         let groups: Vec<u32> = self.group_by_id.values().copied().collect();
         let n = n + groups.len();
         for slot in groups {
-            let Some(GroupSlot { mut rt, .. }) =
+            let Some(GroupEntry { mut rt, .. }) =
                 self.groups.get_mut(slot as usize).and_then(Option::take)
             else {
                 continue;
@@ -274,7 +274,7 @@ impl Worker {
         self.next_gen = self.next_gen.wrapping_add(1);
         let gen = self.next_gen;
         if let Some(s) = self.groups.get_mut(slot as usize) {
-            *s = Some(GroupSlot { gen, rt });
+            *s = Some(GroupEntry { gen, rt });
         }
         self.group_by_id.insert(id.clone(), slot);
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
