@@ -193,6 +193,7 @@ fn keyframes_of_a_real_encoder_are_counted_once_each() {
             commencement_mode: None,
             media_security: MediaSecurity::EndToEnd,
             caller_tc_key: None,
+            caller_interface: None,
             callee_interface: None,
         })
         .unwrap();
