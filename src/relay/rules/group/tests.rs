@@ -1040,3 +1040,46 @@ fn per_leg_group_rules_restored_from_a_snapshot_go_on_across_a_wrap() {
         .restore_member(s(1), &MemberMedia::default(), &bad)
         .is_err());
 }
+
+#[test]
+fn a_transmitters_idr_access_unit_counts_as_one_keyframe() {
+    let t0 = Instant::now();
+    let (a, mut g) = group(2, MediaSecurity::EndToEnd);
+    assert!(a.permit(s(0)));
+    a.add_route(s(0), s(1));
+    g.set_transmitter_ssrcs(s(0), &[SSRC]);
+    let (mut out, mut t) = (FanOut::new(), Tally::default());
+    let with_ts = |seq: u16, ts: u32, payload: &[u8]| {
+        let mut p = rtp(SSRC, seq, payload);
+        p[4..8].copy_from_slice(&ts.to_be_bytes());
+        p
+    };
+    // An IDR frame as ffmpeg sends it: SPS+PPS in a STAP-A, two slices in FU-A fragments;
+    // then a non-IDR frame; then the next IDR frame as single NAL units.
+    let frames: [(u32, &[&[u8]]); 3] = [
+        (
+            3000,
+            &[
+                &[0x78, 0, 2, 0x67, 0x42, 0, 2, 0x68, 0xce],
+                &[0x7c, 0x85, 1],
+                &[0x7c, 0x45, 2],
+                &[0x7c, 0x85, 3],
+                &[0x7c, 0x45, 4],
+            ],
+        ),
+        (6000, &[&[0x7c, 0x81, 1], &[0x7c, 0x41, 2]]),
+        (
+            9000,
+            &[&[0x67, 0x42], &[0x68, 0xce], &[0x65, 0x88], &[0x65, 0x88]],
+        ),
+    ];
+    let mut seq = 0;
+    for (ts, packets) in frames {
+        for p in packets {
+            seq += 1;
+            judge(&mut g, 0, t0, &mut with_ts(seq, ts, p), &mut out, &mut t).unwrap();
+        }
+    }
+    assert_eq!(t.media, 11);
+    assert_eq!(g.quality(t0)[0].streams[0].1.keyframes, 2);
+}
