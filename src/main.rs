@@ -20,11 +20,19 @@ mod cli {
     use std::path::PathBuf;
     use std::process::ExitCode;
 
+    #[cfg(feature = "loadgen")]
     const USAGE: &str = "
   mcvideo-relay serve [--config FILE] [--listen ADDR] [--media-ip IP] [--ports MIN-MAX]
                       [--log-format json|text]
   mcvideo-relay check-config FILE
   mcvideo-relay loadgen [--engine | --api URL | --spawn-relay | --direct] [--calls N] [--rate PPS] ...
+  mcvideo-relay --help | --version";
+    /// Without the `loadgen` feature the subcommand is not listed (it says how to build it).
+    #[cfg(not(feature = "loadgen"))]
+    const USAGE: &str = "
+  mcvideo-relay serve [--config FILE] [--listen ADDR] [--media-ip IP] [--ports MIN-MAX]
+                      [--log-format json|text]
+  mcvideo-relay check-config FILE
   mcvideo-relay --help | --version";
 
     const LOADGEN_ABOUT: &str =
@@ -62,7 +70,7 @@ floor, loss, relay CPU per packet, sweeps (`loadgen --help` for details)";
         /// one send per packet (stdin/stdout protocol in src/loadgen/forwarder.rs).
         #[command(hide = true)]
         MinimalForwarder,
-        #[command(disable_help_flag = true, about = LOADGEN_ABOUT)]
+        #[command(disable_help_flag = true, about = LOADGEN_ABOUT, hide = !cfg!(feature = "loadgen"))]
         Loadgen {
             /// loadgen's own options (`mcvideo-relay loadgen --help`)
             #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
@@ -98,7 +106,8 @@ floor, loss, relay CPU per packet, sweeps (`loadgen --help` for details)";
     #[cfg(not(feature = "loadgen"))]
     fn loadgen(_args: &[String]) -> ExitCode {
         eprintln!(
-            "mcvideo-relay: `loadgen` needs the `loadgen` feature (cargo build --features loadgen)"
+            "mcvideo-relay: this build has no load generator: build it with `--features loadgen` \
+             (e.g. `cargo run --release --features loadgen -- loadgen --help`)"
         );
         ExitCode::from(2)
     }

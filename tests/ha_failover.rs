@@ -809,3 +809,263 @@ fn ffmpeg_push_across_a_kill(mode: &str, port_min: u16) {
     assert!(s["callee"]["packets_out"].as_u64().unwrap() > 50, "{s}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The issue's group crash test: a group of 4 on the primary (an ffmpeg H.264 camera granted,
+/// a second member queued, two ffmpeg receivers), `kill -9` of the primary 2 s into 5 s of
+/// video. The standby adopts the group: the camera goes on without a new request, both
+/// receivers' recordings decode with the frames lost fitting the detection time plus 200 ms
+/// (at 25 fps), the queued member (which receives too) decrypts every packet it gets, before
+/// and after the kill, with no authentication or replay failure, and the adopter counts none;
+/// when the camera's member ends its transmission, the adopter grants the queued member.
+#[test]
+fn ffmpeg_group_survives_a_kill() {
+    ffmpeg_group_across_a_kill("per_leg", 38_200);
+}
+
+/// The same in end_to_end mode (the group's key passes through both relays).
+#[test]
+fn ffmpeg_group_survives_a_kill_end_to_end() {
+    ffmpeg_group_across_a_kill("end_to_end", 38_300);
+}
+
+/// Keys the receivers and the queued member offer in per_leg mode (AES-CM, base64).
+const GROUP_KEYS: [&str; 3] = [
+    "ERITFBUWFxgZGhscHR4fICEiIyQlJicoKSorLC0u",
+    "MTIzNDU2Nzg5Ojs8PT4/QEFCQ0RFRkdISUpLTE1O",
+    "UVJTVFVWV1hZWltcXV5fYGFiY2RlZmdoaWprbG1u",
+];
+
+fn ffmpeg_group_across_a_kill(mode: &str, port_min: u16) {
+    use common::ffmpeg::{
+        frames, port_pair, require, send, spawn_receiver, video_sdp, FRAMES, SENDER_KEY, SSRC,
+    };
+    use mcvideo_relay::wire::tc::{self, EmitOptions};
+    use std::net::UdpSocket;
+    require("ffmpeg");
+    require("ffprobe");
+    let per_leg = mode == "per_leg";
+    let redis = RedisServer::start();
+    let dir = std::env::temp_dir().join(format!("mcvr-ha-group-{mode}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut primary = Relay::spawn_ports(&dir, "relay-a", redis.port, &[], port_min);
+    let standby = Relay::spawn_ports(&dir, "relay-b", redis.port, &["relay-a"], port_min);
+    assert!(eventually(Duration::from_secs(5), || {
+        standby.api.get("/v1/cluster").json()["instances"]
+            .as_array()
+            .is_some_and(|a| a.iter().filter(|i| i["alive"] == true).count() == 2)
+    }));
+    let ctl_socket = || {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        s
+    };
+    let with_control = |sdp: String, ctl: &UdpSocket| {
+        format!(
+            "{sdp}m=application {} udp MCVideo\r\na=fmtp:MCVideo mc_queueing\r\n",
+            ctl.local_addr().unwrap().port()
+        )
+    };
+    let key = |i: usize| if per_leg { GROUP_KEYS[i] } else { SENDER_KEY };
+    // The camera (ffmpeg sends; the test speaks MCVideo for it), the second member (the
+    // test's sockets: it asks too and is queued; it receives the camera meanwhile), and two
+    // receive-only ffmpeg receivers.
+    let (camera_port, _c1, _c2) = port_pair();
+    let camera_ctl = ctl_socket();
+    let (second_port, second_rtp, _s2) = port_pair();
+    let second_ctl = ctl_socket();
+    let (r0, r0a, r0b) = port_pair();
+    let (r1, r1a, r1b) = port_pair();
+    let r = primary.api.post(
+        "/v1/group-calls",
+        &json!({
+            "call_id": "ffmpeg-group-ha",
+            "group_id": "sip:cameras@mcx.example",
+            "media_security": mode,
+            "members": [
+                {"mcvideo_id": "camera", "priority": 5,
+                 "sdp_offer": with_control(video_sdp("camera", camera_port, SENDER_KEY, Some(SSRC)), &camera_ctl)},
+                {"mcvideo_id": "second", "priority": 5,
+                 "sdp_offer": with_control(video_sdp("second", second_port, key(2), Some(0x5eed_0777)), &second_ctl)},
+                {"mcvideo_id": "viewer0", "priority": 1, "receive_only": true,
+                 "sdp_offer": video_sdp("viewer0", r0, key(0), None)},
+                {"mcvideo_id": "viewer1", "priority": 1, "receive_only": true,
+                 "sdp_offer": video_sdp("viewer1", r1, key(1), None)},
+            ],
+        }),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let answers = r.json()["members"].as_array().unwrap().clone();
+    let answer = |i: usize| answers[i]["sdp_answer"].as_str().unwrap().to_owned();
+    let answer_key = |i: usize| {
+        answer(i)
+            .lines()
+            .find_map(|l| l.split("inline:").nth(1))
+            .map(|k| k.split(['|', ' ']).next().unwrap().trim().to_owned())
+            .unwrap()
+    };
+    let camera = RelayAddrs::from_sdp(&answer(0));
+    let second = RelayAddrs::from_sdp(&answer(1));
+    let mut receivers = Vec::new();
+    drop((r0a, r0b, r1a, r1b));
+    for (i, port) in [(2usize, r0), (3, r1)] {
+        let k = answer_key(i);
+        assert_eq!(k == SENDER_KEY, !per_leg, "per_leg: the relay's own key");
+        let sdp = dir.join(format!("recv{i}.sdp"));
+        std::fs::write(&sdp, video_sdp("viewer", port, &k, None)).unwrap();
+        let out = dir.join(format!("out{i}.mkv"));
+        receivers.push((spawn_receiver(&sdp, &out), out));
+    }
+    let expect = |s: &UdpSocket, kind: MessageKind| {
+        let mut buf = [0u8; 1500];
+        let until = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < until {
+            let Ok((n, _)) = s.recv_from(&mut buf) else {
+                continue;
+            };
+            if tc::messages(&buf[..n]).flatten().any(|m| m.kind == kind) {
+                return true;
+            }
+        }
+        false
+    };
+    let send_tc = |s: &UdpSocket, kind: MessageKind, ssrc: u32, to: SocketAddr| {
+        let mut m = TcMessage::new(kind, ssrc);
+        m.fields.transmission_priority = Some(5);
+        s.send_to(&m.to_vec(&EmitOptions::default()).unwrap(), to)
+            .unwrap();
+    };
+    send_tc(
+        &camera_ctl,
+        MessageKind::TransmissionRequest,
+        SSRC,
+        camera.control.unwrap(),
+    );
+    assert!(expect(&camera_ctl, MessageKind::TransmissionGranted));
+    send_tc(
+        &second_ctl,
+        MessageKind::TransmissionRequest,
+        0x5eed_0777,
+        second.control.unwrap(),
+    );
+    assert!(expect(&second_ctl, MessageKind::QueuePositionInfo));
+
+    // The second member's video socket: every packet decrypted with its answer's key, timed.
+    let second_key = answer_key(1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let listener = {
+        let stop = stop.clone();
+        second_rtp
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        std::thread::spawn(move || {
+            let mut ctx = SrtpContext::new(
+                &MasterKey::from_base64(SrtpSuite::AesCm128HmacSha1_80, &second_key).unwrap(),
+            );
+            let (mut got, mut bad) = (Vec::new(), 0usize);
+            let mut buf = [0u8; 2048];
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(n) = second_rtp.recv(&mut buf) else {
+                    continue;
+                };
+                let mut p = buf[..n].to_vec();
+                match ctx.unprotect_rtp(&mut p) {
+                    Ok(_) => got.push((Instant::now(), u16::from_be_bytes([p[2], p[3]]))),
+                    Err(_) => bad += 1,
+                }
+            }
+            (got, bad)
+        })
+    };
+    // The standby describes the group from its record in Redis (no key in it).
+    let remote = standby.api.get("/v1/calls/ffmpeg-group-ha");
+    assert_eq!(remote.status, 200, "{}", remote.body);
+    let remote = remote.json();
+    assert_eq!(remote["kind"], "group", "{remote}");
+    assert_eq!(remote["owner"], "relay-a", "{remote}");
+    assert_eq!(
+        remote["members"].as_array().map(Vec::len),
+        Some(4),
+        "{remote}"
+    );
+    std::thread::sleep(Duration::from_millis(700));
+    let to = camera.video;
+    let sender = std::thread::spawn(move || send(to));
+    std::thread::sleep(Duration::from_millis(2000));
+    let killed_at = Instant::now();
+    primary.child.kill().unwrap();
+    primary.child.wait().unwrap();
+    let sent = sender.join().unwrap();
+    assert!(
+        sent.status.success(),
+        "sender: {}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    let budget = ((FAILURE_MS + HEARTBEAT_MS + 200) * 25).div_ceil(1000) as u32;
+    let mut lost_frames = Vec::new();
+    for (r, out) in receivers {
+        let got = r.wait_with_output().expect("receiver exits");
+        assert!(
+            got.status.success(),
+            "receiver: {}",
+            String::from_utf8_lossy(&got.stderr)
+        );
+        lost_frames.push(FRAMES.saturating_sub(frames(&out)));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (got, bad) = listener.join().unwrap();
+    let last_before = got
+        .iter()
+        .filter(|(t, _)| *t <= killed_at)
+        .map(|(t, _)| *t)
+        .max()
+        .expect("media before the kill");
+    let first_after = got
+        .iter()
+        .filter(|(t, _)| *t > killed_at)
+        .map(|(t, _)| *t)
+        .min()
+        .expect("media after the kill");
+    let gap = first_after.duration_since(last_before);
+    let seqs: Vec<u16> = got.iter().map(|(_, s)| *s).collect();
+    let lost_packets: usize = seqs
+        .windows(2)
+        .map(|w| usize::from(w[1].wrapping_sub(w[0]).wrapping_sub(1)))
+        .filter(|&d| d < 10_000)
+        .sum();
+    eprintln!(
+        "ffmpeg group ({mode}) across a kill -9: frames lost per receiver {lost_frames:?} of {FRAMES} \
+         (budget {budget}); media gap {gap:?} ({lost_packets} packets lost, {} received, {bad} failing) \
+         at the queued member",
+        got.len()
+    );
+    assert_eq!(
+        bad, 0,
+        "no authentication or replay failure at the queued member"
+    );
+    for lost in &lost_frames {
+        assert!(*lost <= budget, "{lost} frames lost, over {budget}");
+    }
+    let s = standby.api.get("/v1/group-calls/ffmpeg-group-ha");
+    assert_eq!(s.status, 200, "{}; standby log:\n{}", s.body, standby.log());
+    let s = s.json();
+    assert_eq!(s["transmissions"][0]["mcvideo_id"], "camera", "{s}");
+    assert_eq!(s["queue"][0]["mcvideo_id"], "second", "{s}");
+    for m in s["members"].as_array().unwrap() {
+        assert_eq!(m["drops"]["auth_failure"], 0, "{m}");
+    }
+    assert!(s["members"][0]["packets_in"].as_u64().unwrap() > 50, "{s}");
+
+    // The camera's member ends: the adopter answers and grants the queued member.
+    send_tc(
+        &camera_ctl,
+        MessageKind::TransmissionEndRequest,
+        SSRC,
+        camera.control.unwrap(),
+    );
+    assert!(expect(&camera_ctl, MessageKind::TransmissionEndResponse));
+    assert!(expect(&second_ctl, MessageKind::TransmissionGranted));
+    let s = standby.api.get("/v1/group-calls/ffmpeg-group-ha").json();
+    assert_eq!(s["transmissions"][0]["mcvideo_id"], "second", "{s}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,13 +1,18 @@
 //! Video needs keyframes. The callee's PLI/FIR reach the caller; where the relay can read and
 //! sign RTCP (plain RTP here) it asks the caller for a keyframe when the grant starts, drops a
 //! request repeated within the rate limit, and one made redundant by a keyframe it just saw.
+//! A real encoder's stream (ffmpeg libx264) through the relay: `quality.keyframes` is the
+//! number of IDR frames ffprobe finds in the same input, however they were packetized.
 
 mod common;
+use common::ffmpeg::{require, tmpdir};
 use common::net::*;
 use mcvideo_relay::control::call::{AnswerCall, CreateCall};
 use mcvideo_relay::control::MediaSecurity;
 use mcvideo_relay::relay::{DropReason, Engine, EngineConfig};
 use mcvideo_relay::wire::rtcp::{self, RtcpKind, RtcpPacket};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 const SSRC: u32 = 0x0c0f_fee0;
@@ -110,4 +115,125 @@ fn keyframe_requests_at_grant_rate_limited_and_redundant_dropped() {
 
     let s = engine.call("kf").unwrap();
     assert_eq!(s.callee.dropped(DropReason::RateLimited), 3);
+}
+
+/// Runs a tool to the end; panics with its stderr when it fails.
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("the tool runs");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Key frames ffprobe finds in `path` (it decodes only those).
+fn ffprobe_key_frames(path: &Path) -> u64 {
+    let text = run(Command::new("ffprobe")
+        .args(["-v", "error", "-skip_frame", "nokey", "-count_frames"])
+        .args([
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=nb_read_frames",
+        ])
+        .args(["-of", "default=nw=1"])
+        .arg(path));
+    text.trim()
+        .strip_prefix("nb_read_frames=")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("ffprobe said {text:?}"))
+}
+
+#[test]
+fn keyframes_of_a_real_encoder_are_counted_once_each() {
+    require("ffmpeg");
+    require("ffprobe");
+    // 53 frames, an IDR every 10 (no scene cut, no B-frames), two slices per frame: ffmpeg's
+    // RTP packetizer sends each IDR as SPS+PPS(+SEI) in a STAP-A and its two slices in FU-A
+    // fragments, and each other frame as a STAP-A of two slices.
+    const FRAMES: u64 = 53;
+    let dir = tmpdir("keyframes");
+    let input = dir.join("in.h264");
+    run(Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y"])
+        .args(["-f", "lavfi", "-i", "testsrc=size=320x240:rate=25"])
+        .args(["-frames:v", &FRAMES.to_string(), "-c:v", "libx264"])
+        .args([
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+            "-profile:v",
+            "baseline",
+        ])
+        .args(["-pix_fmt", "yuv420p", "-g", "10", "-keyint_min", "10"])
+        .args(["-sc_threshold", "0", "-bf", "0", "-x264-params", "slices=2"])
+        .arg(&input));
+    let idr_frames = ffprobe_key_frames(&input);
+    assert_eq!(idr_frames, 6, "frames 0, 10, .., 50");
+
+    let engine = Engine::start(EngineConfig {
+        port_min: 45_100,
+        port_max: 45_199,
+        workers: 1,
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    let (caller, callee) = (Peer::new(), Peer::new());
+    engine
+        .create_call(CreateCall {
+            call_id: Some("x264".into()),
+            caller_id: "sip:cam@x".into(),
+            caller_sdp: caller.sdp("cam", "RTP/AVP", Some(SSRC), false, ""),
+            callee_id: "sip:viewer@x".into(),
+            video_push: true,
+            video_pull: false,
+            commencement_mode: None,
+            media_security: MediaSecurity::EndToEnd,
+            caller_tc_key: None,
+            caller_interface: None,
+            callee_interface: None,
+        })
+        .unwrap();
+    let answer = engine
+        .accept_call(
+            "x264",
+            AnswerCall {
+                callee_sdp: callee.sdp("viewer", "RTP/AVP", None, false, ""),
+                callee_tc_key: None,
+            },
+        )
+        .unwrap();
+    let to_caller = RelayAddrs::from_sdp(&answer.sdp_answer);
+    let rx = collect(
+        &callee.rtp,
+        Duration::from_secs(5),
+        Duration::from_millis(1000),
+    );
+    let url = format!(
+        "rtp://{}?pkt_size=1200&rtcpport={}",
+        to_caller.video,
+        to_caller.video_rtcp.port()
+    );
+    run(Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re"])
+        .arg("-i")
+        .arg(&input)
+        .args(["-c", "copy", "-f", "rtp", "-payload_type", "96"])
+        .args(["-ssrc", &SSRC.to_string()])
+        .arg(url));
+    let got = rx.join().unwrap();
+    let q = engine.call("x264").unwrap().quality[0].legs[0];
+    eprintln!("{q:?}");
+    assert_eq!(
+        q.packets,
+        got.len() as u64,
+        "every packet reached the callee"
+    );
+    assert_eq!(q.frames, FRAMES, "one marker bit per frame");
+    assert_eq!(q.keyframes, idr_frames, "one per IDR frame");
+    engine.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -8,7 +8,7 @@
 //!
 //! ```text
 //! MCVIDEO_SOAK_SECS=600 MCVIDEO_SOAK_RATE=50000 MCVIDEO_SOAK_CALLS=100 \
-//!     cargo nextest run --release --test soak --no-capture
+//!     cargo nextest run --release --features loadgen --test soak --no-capture
 //! ```
 #![cfg(feature = "loadgen")]
 #![allow(clippy::unwrap_used)]

@@ -15,7 +15,7 @@ NICE="${NICE:-10}"
 G10="${G10:-2000}"
 G50="${G50:-1000}"
 R=target/release/mcvideo-relay
-cargo build --release --quiet
+cargo build --release --quiet --features loadgen
 mkdir -p "$OUT"
 lg() {
   nice -n "$NICE" "$R" loadgen --engine --workers 1 --quiet --duration "$DUR" "$@" 2>/dev/null >/dev/null \

@@ -9,7 +9,7 @@ OUT="${1:-/tmp/loadgen-matrix}"
 RUNS="${2:-3}"
 DUR="${DUR:-8}"
 R=target/release/mcvideo-relay
-cargo build --release --quiet
+cargo build --release --quiet --features loadgen
 mkdir -p "$OUT"
 lg() {
   "$R" loadgen --spawn-relay --quiet --duration "$DUR" --ports 20000-29999 "$@" 2>/dev/null >/dev/null \

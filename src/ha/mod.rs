@@ -52,12 +52,16 @@
 //! and about every second while its media flows ([`crate::relay::Engine::ha_updates`]); a
 //! thread turns each into a record ([`crate::relay::CallImage::to_record`]: the snapshots as
 //! JSON in the body, the key material, the SDPs and a SHA-256 of the body sealed) and
-//! [`HaStore::put`]s it; [`Resync`] is [`crate::relay::Engine::snapshot_calls`]. On
-//! [`HaEvent::Adopted`] each record is opened and handed to
+//! [`HaStore::put`]s it; [`Resync`] is [`crate::relay::Engine::snapshot_calls`] and
+//! [`crate::relay::Engine::snapshot_groups`]. On [`HaEvent::Adopted`] each record is opened
+//! ([`StoredImage::from_record`]) and handed to
 //! [`crate::relay::Engine::adopt_call`] (same relay ports, restored state, `call.adopted`); on
 //! [`HaStore::fenced`] every call is dropped ([`crate::relay::Engine::abandon_calls`]).
 //! `GET /v1/cluster` is [`HaStore::cluster`]; `GET /v1/calls/{id}` falls back to
-//! [`HaStore::lookup`]. Group calls are not stored.
+//! [`HaStore::lookup`]. Group calls are stored the same way ([`crate::relay::GroupImage`]:
+//! the transmission control server's snapshot, the members' relay ports and addresses and the
+//! rules' state in the body, the members' keys sealed), adopted with
+//! [`crate::relay::Engine::adopt_group_call`] and dropped on fencing like the others.
 //!
 //! ## Limits
 //!
@@ -87,7 +91,7 @@ mod record;
 mod seal;
 mod store;
 
-pub use call_state::StoredCallError;
+pub use call_state::{StoredCallError, StoredImage};
 pub use config::{HaConfig, HaConfigError, RedisUrl};
 pub use record::{CallRecord, RecordError};
 pub use seal::{SealError, SealKey, SEAL_KEY_LEN};

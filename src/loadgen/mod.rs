@@ -39,6 +39,8 @@ mod forwarder;
 mod group;
 #[doc(hidden)]
 pub mod http;
+#[cfg(test)]
+mod http_tests;
 mod report;
 mod setup;
 mod sys;

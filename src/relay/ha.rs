@@ -1,5 +1,6 @@
-//! High availability on the engine's side: a one-to-one call's [`CallImage`] (what a relay
-//! that takes the call over needs), the stream of images the workers send on every
+//! High availability on the engine's side: a one-to-one call's [`CallImage`] and a group
+//! call's [`GroupImage`] (what a relay that takes the call over needs; adopted with
+//! [`Engine::adopt_group_call`]), the stream of images the workers send on every
 //! control-plane change and about every second while media flows ([`Engine::ha_updates`]),
 //! every call's image at once ([`Engine::snapshot_calls`], for a full resync), the adoption of
 //! a dead relay's call ([`Engine::adopt_call`]: same relay ports, same state, forwarding and
@@ -10,14 +11,24 @@
 
 use super::engine::Engine;
 use super::plane::lock;
+use super::plane::{GroupEntry, GroupStream, MemberPrep, Plane, GROUP_KIND};
 use super::ports::{BoundPort, PortPool};
+use super::rules::GroupRulesSnapshot;
 use super::rules::RulesSnapshot;
-use super::worker::Cmd;
-use crate::control::call::snapshot::{CallSecrets, CallSnapshot, RestoreError};
+use super::rules::{ControlSetup, LegSetup};
+use super::worker::{Cmd, GroupRestore};
+use crate::control::arbiter::Slot;
+use crate::control::call::snapshot::{
+    CallSecrets, CallSnapshot, GroupSecrets, MemberSecrets, RestoreError,
+};
 use crate::control::call::{Call, CallState};
+use crate::control::server::TcSnapshot;
+use crate::control::MediaSecurity;
 use crate::ids::CallId;
+use crate::sdp::MediaKind;
 use std::collections::HashMap;
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -33,11 +44,99 @@ pub struct CallImage {
     pub rules: Option<RulesSnapshot>,
 }
 
+/// One media stream of a group call (the same for every member).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "ha", derive(serde::Serialize, serde::Deserialize))]
+pub struct GroupStreamImage {
+    /// Media type.
+    pub kind: MediaKind,
+    /// SRTP on the wire.
+    pub encrypted: bool,
+    /// RTP clock rate in Hz; 0 when unknown.
+    pub clock_rate: u32,
+}
+
+/// One member's leg of one stream (no key: those are in [`GroupImage::secrets`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "ha", derive(serde::Serialize, serde::Deserialize))]
+pub struct GroupLegImage {
+    /// The relay's RTP address of the leg (as advertised in the member's SDP answer).
+    pub relay: SocketAddr,
+    /// RTCP shares the RTP port (else it is on the next port).
+    pub muxed: bool,
+    /// Where the member receives RTP, from its SDP.
+    pub remote_rtp: Option<SocketAddr>,
+    /// Where it receives RTCP.
+    pub remote_rtcp: Option<SocketAddr>,
+    /// SSRCs its SDP announced.
+    pub announced: Vec<u32>,
+}
+
+/// One member's transmission control channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "ha", derive(serde::Serialize, serde::Deserialize))]
+pub struct GroupControlImage {
+    /// The relay's address of the channel.
+    pub relay: SocketAddr,
+    /// Where the member receives control messages.
+    pub remote: Option<SocketAddr>,
+}
+
+/// One member's media setup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "ha", derive(serde::Serialize, serde::Deserialize))]
+pub struct GroupMemberImage {
+    /// Its slot (the same in the transmission control server's snapshot).
+    pub slot: u8,
+    /// Its MCVideo ID.
+    pub mcvideo_id: String,
+    /// Per stream of the group: its leg, if it took the stream.
+    pub legs: Vec<Option<GroupLegImage>>,
+    /// Its control channel.
+    pub control: Option<GroupControlImage>,
+}
+
+/// A group call without key material: what goes into the record's clear body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "ha", derive(serde::Serialize, serde::Deserialize))]
+pub struct GroupSnapshot {
+    /// The call ID.
+    pub call_id: String,
+    /// The MCVideo Group Identity.
+    pub group_id: String,
+    /// How media is protected.
+    pub media_security: MediaSecurity,
+    /// The group's streams.
+    pub streams: Vec<GroupStreamImage>,
+    /// Set up this many ms before the snapshot.
+    pub created_ms_ago: u64,
+    /// The transmission control server: members, roles, grants, queue, reception state,
+    /// timers left, arbiter.
+    pub tc: TcSnapshot,
+    /// Every member's media setup: relay ports, remote addresses.
+    pub members: Vec<GroupMemberImage>,
+    /// The per-packet rules' state: latches, SSRCs, SRTP state per leg.
+    pub rules: GroupRulesSnapshot,
+}
+
+/// One group call's state for a relay that takes it over: the call ([`GroupSnapshot`]) and
+/// its members' keys (to be sealed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupImage {
+    /// The call.
+    pub group: GroupSnapshot,
+    /// Every member's keys.
+    pub secrets: GroupSecrets,
+}
+
 /// What the workers tell the HA writer.
 #[derive(Debug, Clone)]
 pub enum HaUpdate {
     /// A call changed (or its SRTP state moved on): store it.
     Put(Box<CallImage>),
+    /// A group call changed (a grant, an end, a join or leave, the queue, reception, a latch)
+    /// or its SRTP state moved on: store it.
+    PutGroup(Box<GroupImage>),
     /// A call ended: forget it.
     Delete(CallId),
 }
@@ -73,8 +172,9 @@ impl fmt::Display for AdoptError {
 impl std::error::Error for AdoptError {}
 
 impl Engine {
-    /// From now on every worker sends an [`HaUpdate`] for each one-to-one call on every
-    /// control-plane change (state, grant, transmission control messages, latches), about
+    /// From now on every worker sends an [`HaUpdate`] for each call on every control-plane
+    /// change (state, grant, transmission control messages, latches; for a group call also
+    /// joins, leaves, the queue and reception: [`HaUpdate::PutGroup`]), about
     /// every second while its media flows (SRTP state, timers), and when it ends. Nothing is
     /// sent per packet. The channel holds [`HA_UPDATES_CAPACITY`](super::HA_UPDATES_CAPACITY)
     /// updates: a reader that falls behind makes the workers skip images (sent again later),
@@ -203,10 +303,235 @@ impl Engine {
         }
     }
 
-    /// Drops every one-to-one call at once without a word to anyone (no message, no event):
+    /// Drops every call (one-to-one and group) at once without a word to anyone (no message, no event):
     /// another relay adopted them (this one was fenced). Their sockets close and their ports go
     /// back. Returns how many were dropped.
     pub fn abandon_calls(&self) -> usize {
         self.ask_all(Cmd::Abandon).into_iter().flatten().sum()
+    }
+
+    /// The image of every live group call (a full resync of the HA store).
+    pub fn snapshot_groups(&self) -> Vec<GroupImage> {
+        self.ask_all(Cmd::SnapshotGroups)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .collect()
+    }
+
+    /// Takes over a group call of a relay that died, as it was `age` ago: binds every member's
+    /// relay ports again, restores its transmission control (members, grants, queue, reception
+    /// state, timers) and its rules (latches, SSRCs, SRTP state) on a worker, and publishes
+    /// `call.adopted` (with `from`). A granted member keeps transmitting without a new
+    /// request; `GET /v1/group-calls/{id}` shows the call here.
+    pub fn adopt_group_call(
+        &self,
+        image: GroupImage,
+        age: Duration,
+        from: &str,
+    ) -> Result<(), AdoptError> {
+        use crate::control::call::SetupError;
+        let p = &self.plane;
+        let at = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+        let GroupImage { group, secrets } = image;
+        if group.tc.finished.is_some() {
+            return Ok(());
+        }
+        if !crate::ids::CallId::is_valid(&group.call_id) {
+            return Err(AdoptError::Restore(RestoreError::Invalid("bad call ID")));
+        }
+        let id: std::sync::Arc<str> = group.call_id.as_str().into();
+        {
+            let d = lock(&p.directory);
+            if d.placement.contains_key(&*id) || d.table.get(&id).is_some() {
+                return Err(AdoptError::Refused(SetupError::DuplicateCallId(
+                    id.to_string(),
+                )));
+            }
+            if d.table.detached_len() + d.groups.len() >= p.config.call.max_calls {
+                return Err(AdoptError::Refused(SetupError::TooManyCalls));
+            }
+        }
+        let preps = self.bind_group(&group, &secrets)?;
+        let worker = p.place();
+        let server_ssrc = crate::ids::Ssrc(group.tc.server_ssrc);
+        {
+            let mut d = lock(&p.directory);
+            if d.placement.contains_key(&*id) || d.table.get(&id).is_some() {
+                drop(d);
+                give_back(p, preps);
+                return Err(AdoptError::Refused(SetupError::DuplicateCallId(
+                    id.to_string(),
+                )));
+            }
+            d.placement.insert(id.clone(), worker);
+            d.groups.insert(
+                id.clone(),
+                GroupEntry {
+                    security: group.media_security,
+                    streams: group
+                        .streams
+                        .iter()
+                        .map(|s| GroupStream {
+                            kind: s.kind.clone(),
+                            encrypted: s.encrypted,
+                            clock_rate: s.clock_rate,
+                        })
+                        .collect(),
+                    members: group.members.iter().map(|m| m.mcvideo_id.clone()).collect(),
+                },
+            );
+        }
+        p.ssrcs.reserve(server_ssrc);
+        let restore = GroupRestore {
+            group,
+            members: preps,
+            at,
+            from: from.into(),
+        };
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let sent = self.workers.get(worker).is_some_and(|w| {
+            w.send(Cmd::RestoreGroup(
+                Box::new(restore),
+                super::worker::Reply::Wait(tx),
+            ))
+        });
+        let r = if sent {
+            rx.recv_timeout(Duration::from_secs(5))
+                .unwrap_or_else(|_| Err("no reply".into()))
+        } else {
+            Err("not running".into())
+        };
+        match r {
+            Ok(()) => {
+                p.kind_created(GROUP_KIND);
+                self.adopted.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(call = %id, from, worker, "group call adopted");
+                Ok(())
+            }
+            Err(m) => {
+                // The worker gave the ports back (or never had them: a stopped worker).
+                p.ssrcs.free(server_ssrc);
+                let mut d = lock(&p.directory);
+                d.placement.remove(&*id);
+                d.groups.remove(&*id);
+                Err(AdoptError::Worker(m))
+            }
+        }
+    }
+}
+
+/// Closes the sockets of members made ready for a takeover and gives their ports back.
+fn give_back(p: &Plane, preps: Vec<(Slot, MemberPrep)>) {
+    for (_, m) in preps {
+        let ports = m.ports.clone();
+        drop(m); // closes the sockets
+        p.free_ports(&ports);
+    }
+}
+
+impl Engine {
+    /// Every member of a group to take over, made ready on this relay: its relay ports bound
+    /// again, its legs and control channel with their keys. On error what was bound goes back.
+    fn bind_group(
+        &self,
+        group: &GroupSnapshot,
+        secrets: &GroupSecrets,
+    ) -> Result<Vec<(Slot, MemberPrep)>, AdoptError> {
+        let mut preps: Vec<(Slot, MemberPrep)> = Vec::with_capacity(group.members.len());
+        for m in &group.members {
+            let Some(slot) = Slot::new(usize::from(m.slot)) else {
+                give_back(&self.plane, preps);
+                return Err(AdoptError::Restore(RestoreError::Invalid(
+                    "bad member slot",
+                )));
+            };
+            let setup = group
+                .tc
+                .members
+                .iter()
+                .find(|t| t.slot == m.slot)
+                .map(|t| t.setup.clone())
+                .unwrap_or_default();
+            let mut prep = MemberPrep {
+                setup,
+                legs: vec![LegSetup::default(); group.streams.len()],
+                control: None,
+                stream_sockets: group.streams.iter().map(|_| None).collect(),
+                control_socket: None,
+                ports: Vec::new(),
+                sdp_answer: String::new(),
+                relay: vec![None; group.streams.len()],
+                control_relay: None,
+            };
+            let r = self.bind_member(m, secrets.member(m.slot), &mut prep);
+            preps.push((slot, prep));
+            if let Err(e) = r {
+                give_back(&self.plane, preps);
+                return Err(e);
+            }
+        }
+        Ok(preps)
+    }
+
+    /// Binds one member's relay ports into `prep`, with its keys.
+    fn bind_member(
+        &self,
+        m: &GroupMemberImage,
+        keys: Option<&MemberSecrets>,
+        prep: &mut MemberPrep,
+    ) -> Result<(), AdoptError> {
+        for (si, leg) in m.legs.iter().enumerate().take(prep.legs.len()) {
+            let Some(l) = leg else { continue };
+            let b = self.bind_port(l.relay, l.muxed, prep)?;
+            let k = keys.and_then(|k| k.legs.get(si));
+            if let Some(x) = prep.legs.get_mut(si) {
+                *x = LegSetup {
+                    remote_rtp: l.remote_rtp,
+                    remote_rtcp: l.remote_rtcp,
+                    announced: l.announced.clone(),
+                    separate_rtcp: !l.muxed,
+                    srtp_in: k.and_then(|k| k.0.clone()),
+                    srtp_out: k.and_then(|k| k.1.clone()),
+                };
+            }
+            if let Some(x) = prep.stream_sockets.get_mut(si) {
+                *x = Some(b);
+            }
+            if let Some(x) = prep.relay.get_mut(si) {
+                *x = Some((l.relay, l.muxed));
+            }
+        }
+        if let Some(c) = &m.control {
+            let b = self.bind_port(c.relay, true, prep)?;
+            prep.control = Some(ControlSetup {
+                remote: c.remote,
+                key: keys.and_then(|k| k.control.clone()),
+            });
+            prep.control_socket = Some(b);
+            prep.control_relay = Some(c.relay);
+        }
+        Ok(())
+    }
+
+    /// Binds the relay port `addr` (and the next one unless `mux`) on the media interface
+    /// that advertises its address; the port is booked in `prep`.
+    fn bind_port(
+        &self,
+        addr: SocketAddr,
+        mux: bool,
+        prep: &mut MemberPrep,
+    ) -> Result<BoundPort, AdoptError> {
+        let p = &self.plane;
+        let i = p
+            .pools
+            .iter()
+            .position(|pool| lock(pool).advertised() == addr.ip())
+            .ok_or(AdoptError::NoInterface(addr))?;
+        let pool = p.pools.get(i).ok_or(AdoptError::NoInterface(addr))?;
+        let (_, b) = PortPool::claim_shared(pool, addr.port(), mux)
+            .map_err(|e| AdoptError::Bind(addr, e))?;
+        prep.ports.push((i, addr.port()));
+        Ok(b)
     }
 }

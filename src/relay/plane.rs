@@ -16,6 +16,7 @@ use crate::control::ssrc::SsrcRegistry;
 use crate::control::{MediaSecurity, Party, ReleaseReason};
 use crate::sdp::{MediaKind, SessionDescription};
 use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -400,16 +401,22 @@ pub(crate) struct MemberPrep {
     pub(crate) ports: Vec<(usize, u16)>,
     /// The SDP answer for the member.
     pub(crate) sdp_answer: String,
+    /// Per group stream: its relay RTP address (as advertised) and whether RTCP is muxed on
+    /// it (high availability: the ports a relay that takes the call over binds).
+    pub(crate) relay: Vec<Option<(SocketAddr, bool)>>,
+    /// Its control channel's relay address.
+    pub(crate) control_relay: Option<SocketAddr>,
 }
 
 impl MemberPrep {
     /// The member's leg of group stream `si`, from its offer's stream `m`: it receives at
-    /// `remote`, the relay's side is `relay` bound to `socket`, with `keys` in per_leg mode.
+    /// `remote`, the relay's side is `relay` bound to `socket` (its address kept for high
+    /// availability), with `keys` in per_leg mode.
     fn set_leg(
         &mut self,
         si: usize,
         m: &crate::sdp::Media,
-        remote: std::net::SocketAddr,
+        remote: SocketAddr,
         relay: crate::control::call::RelayPort,
         socket: BoundPort,
         keys: MemberLegKeys,
@@ -426,6 +433,9 @@ impl MemberPrep {
         }
         if let Some(slot) = self.stream_sockets.get_mut(si) {
             *slot = Some(socket);
+        }
+        if let Some(r) = self.relay.get_mut(si) {
+            *r = Some((relay.rtp, relay.muxed()));
         }
     }
 }
@@ -500,6 +510,8 @@ impl Plane {
             control_socket: None,
             ports: Vec::new(),
             sdp_answer: String::new(),
+            relay: vec![None; streams.len()],
+            control_relay: None,
         };
         match self.fill_member(&mut prep, spec, streams, security, entropy) {
             Ok(()) => Ok(prep),
@@ -559,6 +571,7 @@ impl Plane {
                     key: spec.tc_key.clone(),
                 });
                 prep.control_socket = Some(sockets);
+                prep.control_relay = Some(relay.rtp);
                 rewrites.push(MediaRewrite::Keep {
                     port: relay.rtp.port(),
                     rtcp_port: None,
@@ -648,7 +661,7 @@ fn member_remote(
     id: &str,
     m: &crate::sdp::Media,
     v4: bool,
-) -> Result<std::net::SocketAddr, crate::control::call::SetupError> {
+) -> Result<SocketAddr, crate::control::call::SetupError> {
     let remote = m.rtp_addr().ok_or_else(|| {
         member_error(
             id,

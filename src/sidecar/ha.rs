@@ -3,8 +3,8 @@
 //! calls; a fenced instance drops its calls; the heartbeat carries the load.
 #![allow(clippy::disallowed_methods)] // an I/O driver: record times are wall-clock ms
 
-use crate::ha::{CallRecord, HaConfig, HaEvent, HaStore, SealKey};
-use crate::relay::{AdoptError, CallImage, Engine, HaUpdate};
+use crate::ha::{CallRecord, HaConfig, HaEvent, HaStore, SealKey, StoredImage};
+use crate::relay::{AdoptError, CallImage, Engine, GroupImage, HaUpdate};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -39,6 +39,16 @@ fn record(image: &CallImage, key: &SealKey) -> Option<CallRecord> {
     }
 }
 
+fn group_record(image: &GroupImage, key: &SealKey) -> Option<CallRecord> {
+    match image.to_record(key, unix_ms()) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            warn!(call = %image.group.call_id, error = %e, "HA: cannot encode a group call record");
+            None
+        }
+    }
+}
+
 /// Starts the store (on the current tokio runtime) and its tasks.
 pub(crate) fn start(cfg: HaConfig, engine: Arc<Engine>) -> Result<Arc<HaRuntime>, String> {
     let seal = cfg.seal_key.clone();
@@ -47,11 +57,18 @@ pub(crate) fn start(cfg: HaConfig, engine: Arc<Engine>) -> Result<Arc<HaRuntime>
         let engine = engine.clone();
         let seal = seal.clone();
         move || {
-            engine
+            let mut all: Vec<CallRecord> = engine
                 .snapshot_calls()
                 .iter()
                 .filter_map(|i| record(i, &seal))
-                .collect::<Vec<_>>()
+                .collect();
+            all.extend(
+                engine
+                    .snapshot_groups()
+                    .iter()
+                    .filter_map(|i| group_record(i, &seal)),
+            );
+            all
         }
     };
     let (store, mut events) = HaStore::start(cfg, resync).map_err(|problems| {
@@ -83,6 +100,11 @@ pub(crate) fn start(cfg: HaConfig, engine: Arc<Engine>) -> Result<Arc<HaRuntime>
                     match u {
                         HaUpdate::Put(image) => {
                             if let Some(r) = record(&image, &seal) {
+                                store.put(r);
+                            }
+                        }
+                        HaUpdate::PutGroup(image) => {
+                            if let Some(r) = group_record(&image, &seal) {
                                 store.put(r);
                             }
                         }
@@ -174,7 +196,7 @@ fn adopt_all(
     let total = records.len();
     let mut adopted = 0usize;
     for r in records {
-        let image = match CallImage::from_record(&r, seal) {
+        let image = match StoredImage::from_record(&r, seal) {
             Ok(i) => i,
             Err(e) => {
                 rt.adopt_failures.fetch_add(1, Ordering::Relaxed);
@@ -185,7 +207,12 @@ fn adopt_all(
         let age = Duration::from_millis(unix_ms().saturating_sub(r.updated_unix_ms));
         let until = Instant::now() + BIND_RETRY_FOR;
         loop {
-            match engine.adopt_call(image.clone(), age + started.elapsed(), peer) {
+            let age = age + started.elapsed();
+            let done = match &image {
+                StoredImage::Call(c) => engine.adopt_call((**c).clone(), age, peer),
+                StoredImage::Group(g) => engine.adopt_group_call((**g).clone(), age, peer),
+            };
+            match done {
                 Ok(()) => {
                     adopted += 1;
                     break;
@@ -323,12 +350,19 @@ struct RemoteParty {
 }
 
 /// `GET /v1/calls/{id}` for a call another instance owns: what its record in Redis says in
-/// the clear (fields the record lacks are `null`).
+/// the clear (fields the record lacks are `null`). A group call has its group ID and members
+/// instead of the parties.
 #[derive(Debug, serde::Serialize)]
 pub(crate) struct RemoteCall {
     call_id: String,
-    callee: RemoteParty,
-    caller: RemoteParty,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    callee: Option<RemoteParty>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    caller: Option<RemoteParty>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group_id: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    members: Option<Vec<RemoteParty>>,
     epoch: u64,
     kind: serde_json::Value,
     media_security: serde_json::Value,
@@ -370,15 +404,42 @@ impl HaRuntime {
         };
         // The clear body is enough to describe the call (no key is opened here).
         let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+        let g = &body["group"];
+        if g.is_object() {
+            let members = g["members"].as_array().map(|m| {
+                m.iter()
+                    .map(|m| RemoteParty {
+                        mcvideo_id: m["mcvideo_id"].clone(),
+                    })
+                    .collect()
+            });
+            return Ok(Some(RemoteCall {
+                call_id: r.call_id.as_str().to_owned(),
+                callee: None,
+                caller: None,
+                group_id: Some(g["group_id"].clone()),
+                members: Some(members.unwrap_or_default()),
+                epoch: r.epoch,
+                kind: "group".into(),
+                media_security: g["media_security"].clone(),
+                owner: r.owner,
+                remote: true,
+                state: "established".into(),
+                transmission: g["tc"]["transmission"].clone(),
+                updated_unix_ms: r.updated_unix_ms,
+            }));
+        }
         let c = &body["call"];
         Ok(Some(RemoteCall {
             call_id: r.call_id.as_str().to_owned(),
-            callee: RemoteParty {
+            callee: Some(RemoteParty {
                 mcvideo_id: c["callee_id"].clone(),
-            },
-            caller: RemoteParty {
+            }),
+            caller: Some(RemoteParty {
                 mcvideo_id: c["caller_id"].clone(),
-            },
+            }),
+            group_id: None,
+            members: None,
             epoch: r.epoch,
             kind: c["kind"].clone(),
             media_security: c["media_security"].clone(),

@@ -1,9 +1,13 @@
-//! The sidecar tests' API client (over the crate's one HTTP client,
-//! `mcvideo_relay::loadgen::http`): requests, a Server-Sent Events reader, a Prometheus text reader, and SDP/UDP helpers.
+//! The sidecar tests' API client (over the crate's one HTTP client, `src/loadgen/http.rs`,
+//! compiled in here from its source so that these tests do not need the `loadgen` feature):
+//! requests, a Server-Sent Events reader, a Prometheus text reader, and SDP/UDP helpers.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 #![allow(clippy::disallowed_methods)] // tests read the clock for their deadlines
 
-use mcvideo_relay::loadgen::http::{read_chunk, HttpClient, Response};
+#[path = "../../src/loadgen/http.rs"]
+mod http;
+
+use http::{read_chunk, HttpClient, Response};
 use serde_json::Value;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::mpsc;

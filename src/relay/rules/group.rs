@@ -43,13 +43,16 @@
 //! and to every transmitter it receives (its feedback and reports must reach them), each
 //! recipient once.
 
+mod snapshot;
 #[cfg(test)]
 #[allow(clippy::disallowed_methods)] // the tests' own epoch; time then moves virtually
 mod tests;
 
+pub use snapshot::{GroupMemberRulesSnapshot, GroupRulesSnapshot, GroupStreamRulesSnapshot};
+
 use super::{
-    h264_keyframe_start, ControlRules, ControlSetup, KeyframePolicy, Kind, LegQuality, LegRules,
-    LegSetup, SsrcFilter, Tally,
+    ControlRules, ControlSetup, KeyframePolicy, Kind, LegQuality, LegRules, LegSetup, SsrcFilter,
+    Tally,
 };
 use crate::control::arbiter::{slots, Arbiter, Slot, MAX_MEMBERS};
 use crate::control::MediaSecurity;
@@ -515,8 +518,7 @@ impl GroupRules {
         ms.seen = Some(ssrc);
         if scan {
             if let Ok(p) = RtpPacket::new_checked(body) {
-                if h264_keyframe_start(p.payload()) {
-                    ms.keyframes.keyframe_seen(now);
+                if ms.keyframes.on_video(ssrc, p.timestamp(), p.payload(), now) {
                     ms.leg.meter.on_keyframe();
                 }
             }

@@ -10,22 +10,50 @@ pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
 /// A callee keyframe request arriving this soon after a keyframe passed is redundant.
 pub const KEYFRAME_REDUNDANT_WINDOW: Duration = Duration::from_millis(250);
 
-/// H.264 keyframe start (IDR or SPS, directly, in STAP-A, or the first FU-A fragment).
-pub fn h264_keyframe_start(payload: &[u8]) -> bool {
+/// Whether an H.264 RTP payload (RFC 6184) carries an IDR slice or a part of one: a single NAL
+/// unit of type 5, an aggregation packet (STAP-A, STAP-B) holding one, or any fragment (FU-A,
+/// FU-B) of one (every fragment names its NAL type, so a lost first fragment still counts).
+/// Parameter sets (SPS, PPS) and SEI are not keyframes by themselves: they travel with the IDR
+/// slices in the same access unit (one RTP timestamp), see [`KeyframePolicy::on_video`].
+/// A few byte compares; an aggregation packet is walked unit by unit, never past its end.
+#[inline]
+pub fn h264_idr(payload: &[u8]) -> bool {
+    const IDR: u8 = 5;
     let nal = |b: u8| b & 0x1f;
     match payload {
-        [h, ..] if matches!(nal(*h), 5 | 7) => true,
-        [h, _, _, n, ..] if nal(*h) == 24 => matches!(nal(*n), 5 | 7),
-        [h, fu, ..] if nal(*h) == 28 => fu & 0x80 != 0 && nal(*fu) == 5,
+        [h, ..] if nal(*h) == IDR => true,
+        // FU-A (28), FU-B (29): FU indicator, FU header with the fragmented NAL's type.
+        [h, fu, ..] if matches!(nal(*h), 28 | 29) => nal(*fu) == IDR,
+        // STAP-A (24): 16-bit size + NAL unit, repeated.
+        [h, units @ ..] if nal(*h) == 24 => aggregate_has_idr(units),
+        // STAP-B (25): a 16-bit decoding order number first.
+        [h, _, _, units @ ..] if nal(*h) == 25 => aggregate_has_idr(units),
         _ => false,
     }
 }
 
-/// When the last keyframe passed and the last request went to the caller.
+/// Walks the (size, NAL unit) pairs of a single-time aggregation packet.
+fn aggregate_has_idr(mut units: &[u8]) -> bool {
+    while let [hi, lo, rest @ ..] = units {
+        let size = usize::from(u16::from_be_bytes([*hi, *lo]));
+        let Some(unit) = rest.get(..size) else {
+            return false; // truncated: what is there is not trusted
+        };
+        if unit.first().is_some_and(|h| h & 0x1f == 5) {
+            return true;
+        }
+        units = rest.get(size..).unwrap_or_default();
+    }
+    false
+}
+
+/// When the last keyframe passed and the last request went to the caller; which access unit
+/// (SSRC, RTP timestamp) the last keyframe was, so that each is counted once.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct KeyframePolicy {
     last_keyframe: Option<Instant>,
     last_request: Option<Instant>,
+    last_idr: Option<(u32, u32)>,
 }
 
 fn within(at: Option<Instant>, now: Instant, window: Duration) -> bool {
@@ -33,6 +61,24 @@ fn within(at: Option<Instant>, now: Instant, window: Duration) -> bool {
 }
 
 impl KeyframePolicy {
+    /// A video RTP packet from the transmitter (H.264 payload readable) passed at `now`. `true`
+    /// when it is the first packet seen of a keyframe: an IDR access unit not counted yet. The
+    /// packets of one access unit (its parameter sets, SEI, IDR slices, their fragments and
+    /// aggregates) share the RTP timestamp, so a keyframe is counted once however it is
+    /// packetized: on the first packet with an IDR slice in it whose (SSRC, timestamp)
+    /// differs from the last keyframe's. The keyframe is then booked for the request policy
+    /// ([`Self::keyframe_seen`]). A few compares, no allocation.
+    #[inline]
+    pub fn on_video(&mut self, ssrc: u32, timestamp: u32, payload: &[u8], now: Instant) -> bool {
+        let au = Some((ssrc, timestamp));
+        if self.last_idr == au || !h264_idr(payload) {
+            return false;
+        }
+        self.last_idr = au;
+        self.keyframe_seen(now);
+        true
+    }
+
     /// A keyframe from the caller passed at `now`.
     pub fn keyframe_seen(&mut self, now: Instant) {
         self.last_keyframe = Some(now);
@@ -86,17 +132,91 @@ mod tests {
     use crate::wire::rtcp::emit_pli;
 
     #[test]
-    fn h264_keyframes() {
-        assert!(h264_keyframe_start(&[0x65, 0x88]));
-        assert!(h264_keyframe_start(&[0x67, 0x42]));
-        assert!(!h264_keyframe_start(&[0x41, 0x9a]));
-        assert!(
-            h264_keyframe_start(&[0x78, 0x00, 0x10, 0x67]),
-            "STAP-A starting with SPS"
+    fn h264_idr_in_every_packetization() {
+        assert!(h264_idr(&[0x65, 0x88]), "single NAL IDR slice");
+        assert!(!h264_idr(&[0x67, 0x42]), "SPS alone");
+        assert!(!h264_idr(&[0x68, 0xce]), "PPS alone");
+        assert!(!h264_idr(&[0x06, 0x05]), "SEI alone");
+        assert!(!h264_idr(&[0x41, 0x9a]), "non-IDR slice");
+        assert!(!h264_idr(&[0x21, 0x9a]), "non-IDR slice, nal_ref_idc 1");
+        assert!(h264_idr(&[0x7c, 0x85]), "FU-A start of IDR");
+        assert!(h264_idr(&[0x7c, 0x05]), "FU-A middle of IDR");
+        assert!(h264_idr(&[0x7c, 0x45]), "FU-A end of IDR");
+        assert!(!h264_idr(&[0x7c, 0x81]), "FU-A start of a non-IDR slice");
+        assert!(!h264_idr(&[0x7c]), "FU-A without its header");
+        assert!(h264_idr(&[0x7d, 0x85, 0x00, 0x01]), "FU-B start of IDR");
+        assert!(!h264_idr(&[]));
+        // STAP-A: SPS (3 bytes) + PPS (2) + IDR slice (3).
+        let stap = [
+            0x78, 0, 3, 0x67, 0x42, 0, 0, 2, 0x68, 0xce, 0, 3, 0x65, 0x88, 0x84,
+        ];
+        assert!(h264_idr(&stap), "SPS+PPS+IDR in STAP-A");
+        assert!(!h264_idr(&stap[..10]), "SPS+PPS only");
+        assert!(!h264_idr(&stap[..13]), "IDR unit truncated: not trusted");
+        let mut stap_b = vec![0x79, 0x00, 0x07];
+        stap_b.extend_from_slice(&stap[1..]);
+        assert!(h264_idr(&stap_b), "STAP-B: after the DON");
+        // STAP-A: SEI + non-IDR slice; and a zero-size unit before an IDR.
+        assert!(!h264_idr(&[0x78, 0, 2, 0x06, 0x05, 0, 2, 0x41, 0x9a]));
+        assert!(h264_idr(&[0x78, 0, 0, 0, 2, 0x65, 0x88]));
+        assert!(!h264_idr(&[0x78, 0, 5]), "a size and nothing after it");
+    }
+
+    /// RTP payloads of one access unit, in order.
+    fn count(k: &mut KeyframePolicy, ssrc: u32, ts: u32, packets: &[&[u8]], now: Instant) -> u32 {
+        packets
+            .iter()
+            .map(|p| u32::from(k.on_video(ssrc, ts, p, now)))
+            .sum()
+    }
+
+    #[test]
+    fn an_idr_access_unit_counts_once_however_it_is_packetized() {
+        let t0 = Instant::now();
+        let mut k = KeyframePolicy::default();
+        let (sps, pps, sei) = (&[0x67u8, 0x42][..], &[0x68u8, 0xce][..], &[0x06u8, 5][..]);
+        // SPS, PPS, SEI as single NAL units, then the IDR in FU-A fragments (ffmpeg's way
+        // without aggregation), two slices.
+        let (start, mid, end) = (
+            &[0x7cu8, 0x85, 1][..],
+            &[0x7cu8, 0x05, 2][..],
+            &[0x7cu8, 0x45][..],
         );
-        assert!(h264_keyframe_start(&[0x7c, 0x85]), "FU-A start of IDR");
-        assert!(!h264_keyframe_start(&[0x7c, 0x05]), "FU-A continuation");
-        assert!(!h264_keyframe_start(&[]));
+        let au = [sps, pps, sei, start, mid, end, &[0x65, 0x88], &[0x65, 0x88]];
+        assert_eq!(count(&mut k, 7, 3000, &au, t0), 1);
+        // Non-IDR frames after it: nothing.
+        let p = [&[0x41u8, 0x9a][..], &[0x7c, 0x81], &[0x7c, 0x41]];
+        for ts in [6000, 9000] {
+            assert_eq!(count(&mut k, 7, ts, &p, t0), 0);
+        }
+        // The next IDR: SPS+PPS+IDR aggregated (GStreamer's way), then more IDR fragments.
+        let stap = [0x78, 0, 2, 0x67, 0x42, 0, 2, 0x68, 0xce, 0, 2, 0x65, 0x88];
+        assert_eq!(count(&mut k, 7, 12_000, &[&stap, mid, mid, end], t0), 1);
+        // Its first fragment lost: the next one counts it.
+        assert_eq!(count(&mut k, 7, 15_000, &[sps, pps, mid, end], t0), 1);
+        // Parameter sets repeated before a non-IDR frame: not a keyframe.
+        assert_eq!(count(&mut k, 7, 18_000, &[sps, pps, p[0]], t0), 0);
+        // The same timestamp from another SSRC (a new source): its own keyframe.
+        assert_eq!(count(&mut k, 8, 15_000, &[start], t0), 1);
+    }
+
+    #[test]
+    fn a_counted_keyframe_makes_a_request_redundant() {
+        let t0 = Instant::now();
+        let mut k = KeyframePolicy::default();
+        assert!(k.on_video(1, 90, &[0x65, 0x88], t0));
+        let mut p = pli();
+        let at = t0 + Duration::from_millis(100);
+        assert_eq!(
+            k.filter_requests(&mut p, at),
+            (0, 1),
+            "a keyframe just passed"
+        );
+        // A non-IDR packet does not.
+        let mut k = KeyframePolicy::default();
+        assert!(!k.on_video(1, 90, &[0x67, 0x42], t0));
+        let mut p = pli();
+        assert_eq!(k.filter_requests(&mut p, at), (12, 0), "no keyframe passed");
     }
 
     fn pli() -> Vec<u8> {

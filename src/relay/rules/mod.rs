@@ -17,11 +17,12 @@ mod setup;
 mod snapshot;
 
 pub use group::{
-    Delivery, FanOut, GroupIngress, GroupRules, GroupRulesSetup, GroupStreamSetup, MemberMedia,
-    MemberQuality, FANOUT_MTU,
+    Delivery, FanOut, GroupIngress, GroupMemberRulesSnapshot, GroupRules, GroupRulesSetup,
+    GroupRulesSnapshot, GroupStreamRulesSnapshot, GroupStreamSetup, MemberMedia, MemberQuality,
+    FANOUT_MTU,
 };
 pub use keyframe::{
-    h264_keyframe_start, KeyframePolicy, KEYFRAME_REDUNDANT_WINDOW, KEYFRAME_REQUEST_INTERVAL,
+    h264_idr, KeyframePolicy, KEYFRAME_REDUNDANT_WINDOW, KEYFRAME_REQUEST_INTERVAL,
 };
 pub use latch::{Evidence, Latch, StrangerBudget, Verdict, STRANGER_BURST, STRANGER_RATE};
 pub use quality::{
@@ -415,8 +416,7 @@ impl CallRules {
         }
         if s.kind == MediaKind::Video && (!s.encrypted || per_leg) {
             if let Ok(p) = RtpPacket::new_checked(seg.get(..len).unwrap_or_default()) {
-                if h264_keyframe_start(p.payload()) {
-                    s.keyframes.keyframe_seen(now);
+                if s.keyframes.on_video(ssrc, p.timestamp(), p.payload(), now) {
                     if let Some(l) = s.legs.get_mut(party.index()) {
                         l.meter.on_keyframe();
                     }

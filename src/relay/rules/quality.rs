@@ -1,9 +1,10 @@
 //! Media quality as the relay sees it, per leg and direction, in every security mode: the RTP
 //! header is clear even when the payload is not. Packets, bytes and bitrate; loss from sequence
 //! gaps (RFC 3550 A.1, A.3); interarrival jitter (RFC 3550 §6.4.1, A.8) in the stream's clock;
-//! frame rate from marker bits; the age of the last packet; keyframes where the payload is
-//! readable; and the receiver's own view from its RTCP receiver reports (fraction lost,
-//! cumulative loss, jitter, and the round trip relay → receiver → relay from LSR/DLSR).
+//! frame rate from marker bits; the age of the last packet; keyframes (IDR access units, each
+//! once) where the payload is readable; and the receiver's own view from its RTCP receiver
+//! reports (fraction lost, cumulative loss, jitter, and the round trip relay → receiver → relay
+//! from LSR/DLSR).
 //!
 //! Plain numbers updated in place: no allocation, no lock, a few nanoseconds per packet.
 
@@ -122,7 +123,7 @@ impl RtpMeter {
         self.rates(t_ns, len, marker);
     }
 
-    /// A keyframe started in the last packet.
+    /// A keyframe (an IDR access unit not counted yet) started in the last packet.
     pub fn on_keyframe(&mut self) {
         self.keyframes += 1;
     }

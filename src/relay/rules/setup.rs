@@ -45,6 +45,11 @@ impl SsrcFilter {
         self.allowed()
     }
 
+    /// Whether the first SSRC seen is adopted (nothing was announced).
+    pub fn learns(&self) -> bool {
+        self.learn
+    }
+
     /// Whether `ssrc` is allowed (without adopting it).
     #[inline]
     pub fn contains(&self, ssrc: u32) -> bool {

@@ -5,7 +5,7 @@
 //!
 //! Rate limiters, quality meters and the keyframe policy start afresh.
 
-use super::{CallRules, LegRules, RulesSetup, SrtpSlot};
+use super::{CallRules, ControlRules, LegRules, RulesSetup, SrtpSlot};
 use crate::srtp::{SrtpError, SrtpState};
 use std::net::SocketAddr;
 
@@ -96,7 +96,7 @@ fn import(slot: &mut SrtpSlot, state: Option<&SrtpState>, sending: bool) -> Resu
 }
 
 impl LegRules {
-    fn snapshot(&self) -> LegRulesSnapshot {
+    pub(super) fn snapshot(&self) -> LegRulesSnapshot {
         LegRulesSnapshot {
             rtp_source: self.rtp_latch.source(),
             rtcp_source: self.rtcp_latch.source(),
@@ -106,11 +106,28 @@ impl LegRules {
         }
     }
 
-    fn restore(&mut self, s: &LegRulesSnapshot) -> Result<(), SrtpError> {
+    pub(super) fn restore(&mut self, s: &LegRulesSnapshot) -> Result<(), SrtpError> {
         self.rtp_latch.restore(s.rtp_source, s.latches[0]);
         self.rtcp_latch.restore(s.rtcp_source, s.latches[1]);
         import(&mut self.srtp_in, s.srtp_in.as_ref(), false)?;
         import(&mut self.srtp_out, s.srtp_out.as_ref(), true)
+    }
+}
+
+impl ControlRules {
+    pub(super) fn snapshot(&self) -> ControlRulesSnapshot {
+        ControlRulesSnapshot {
+            source: self.latch.source(),
+            latches: self.latch.latches(),
+            srtcp_in: export(&self.srtcp_in),
+            srtcp_out: export(&self.srtcp_out),
+        }
+    }
+
+    pub(super) fn restore(&mut self, cs: &ControlRulesSnapshot) -> Result<(), SrtpError> {
+        self.latch.restore(cs.source, cs.latches);
+        import(&mut self.srtcp_in, cs.srtcp_in.as_ref(), false)?;
+        import(&mut self.srtcp_out, cs.srtcp_out.as_ref(), true)
     }
 }
 
@@ -126,14 +143,10 @@ impl CallRules {
                     transmitter_ssrcs: s.transmitter_ssrcs.ssrcs().to_vec(),
                 })
                 .collect(),
-            control: self.control.each_ref().map(|c| {
-                c.as_ref().map(|c| ControlRulesSnapshot {
-                    source: c.latch.source(),
-                    latches: c.latch.latches(),
-                    srtcp_in: export(&c.srtcp_in),
-                    srtcp_out: export(&c.srtcp_out),
-                })
-            }),
+            control: self
+                .control
+                .each_ref()
+                .map(|c| c.as_ref().map(ControlRules::snapshot)),
         }
     }
 
@@ -157,9 +170,7 @@ impl CallRules {
         }
         for (c, cs) in rules.control.iter_mut().zip(&snap.control) {
             if let (Some(c), Some(cs)) = (c.as_mut(), cs.as_ref()) {
-                c.latch.restore(cs.source, cs.latches);
-                import(&mut c.srtcp_in, cs.srtcp_in.as_ref(), false)?;
-                import(&mut c.srtcp_out, cs.srtcp_out.as_ref(), true)?;
+                c.restore(cs)?;
             }
         }
         Ok(rules)

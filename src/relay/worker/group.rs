@@ -13,19 +13,24 @@ use super::super::io::{Coalescer, UdpSock};
 use super::super::plane::{GroupStream, MemberPrep, WorkerStats};
 use super::super::rules::Tally;
 use super::super::rules::{
-    FanOut, GroupIngress, GroupRules, GroupRulesSetup, GroupStreamSetup, MemberMedia,
+    FanOut, GroupIngress, GroupMemberRulesSnapshot, GroupRules, GroupRulesSetup, GroupStreamSetup,
+    MemberMedia,
 };
 use super::super::stats::{DropReason, LegSnapshot};
 use super::super::{
-    GroupCallSummary, GroupMemberSummary, GroupQueueSummary, GroupTransmissionSummary,
+    GroupCallSummary, GroupControlImage, GroupImage, GroupLegImage, GroupMemberImage,
+    GroupMemberSummary, GroupQueueSummary, GroupSnapshot, GroupStreamImage,
+    GroupTransmissionSummary,
 };
 use super::media::Scratch;
 use crate::control::arbiter::{Arbiter, Slot, MAX_MEMBERS};
+use crate::control::call::snapshot::{GroupSecrets, MemberSecrets};
 use crate::control::call::{CallEvent, CallEventKind, CallState, SetupError};
 use crate::control::server::{
     JoinError, ServerIdentity, TcConfig, TcEvent, TransmissionControlServer,
 };
 use crate::control::ssrc::SsrcRegistry;
+use crate::control::timer::ms_before;
 use crate::control::{MediaSecurity, ReleaseReason};
 use crate::ids::{CallId, Ssrc};
 use std::io;
@@ -101,6 +106,12 @@ struct MemberRt {
     /// Per stream: RTP to it gathered into GSO runs (made when it first receives: an idle
     /// member holds no buffer), and where the run goes.
     out: Vec<(Option<Box<Coalescer>>, Option<SocketAddr>)>,
+    /// Its media setup with its keys, for high availability's images.
+    media: MemberMedia,
+    /// Per stream: its relay RTP address and whether RTCP is muxed there.
+    relay: Vec<Option<(SocketAddr, bool)>>,
+    /// Its control channel's relay address.
+    control_relay: Option<SocketAddr>,
 }
 
 /// Books a send to a receiver: its counters and the batch's.
@@ -125,6 +136,8 @@ pub(crate) struct GroupRt {
     server: TransmissionControlServer,
     rules: GroupRules,
     streams: usize,
+    /// The group's streams as an image holds them.
+    stream_images: Vec<GroupStreamImage>,
     members: Vec<Option<MemberRt>>,
     sockets: Vec<Option<Socket>>,
     /// Members that left since the last step (their events still name them).
@@ -197,6 +210,14 @@ impl GroupRt {
             server,
             rules,
             streams: streams.len(),
+            stream_images: streams
+                .iter()
+                .map(|s| GroupStreamImage {
+                    kind: s.kind.clone(),
+                    encrypted: s.encrypted,
+                    clock_rate: s.clock_rate,
+                })
+                .collect(),
             members: (0..MAX_MEMBERS).map(|_| None).collect(),
             sockets: Vec::new(),
             departed: Vec::new(),
@@ -241,21 +262,11 @@ impl GroupRt {
             .collect()
     }
 
-    /// Adds a member: server, rules, sockets. On error its sockets are closed and its ports
-    /// are returned for the caller to give back.
+    /// Adds a member: server, rules, sockets. On error its sockets are closed and its ports are
+    /// returned for the caller to give back.
     pub(crate) fn join(&mut self, now: Instant, prep: MemberPrep) -> Result<Slot, Refused> {
-        let MemberPrep {
-            setup,
-            legs,
-            control,
-            stream_sockets,
-            control_socket,
-            ports,
-            ..
-        } = prep;
-        let user_id: Arc<str> = setup.user_id.as_str().into();
-        let announced: Vec<u32> = legs.iter().flat_map(|l| l.announced.clone()).collect();
-        let slot = match self.server.join(now, setup) {
+        let user_id = prep.setup.user_id.clone();
+        let slot = match self.server.join(now, prep.setup.clone()) {
             Ok(s) => s,
             Err(e) => {
                 let e = match e {
@@ -273,11 +284,42 @@ impl GroupRt {
                         operation: "add a member",
                     },
                 };
-                return Err((e, ports));
+                return Err((e, prep.ports));
             }
         };
+        self.attach(now, slot, prep, None)?;
+        Ok(slot)
+    }
+
+    /// The rules and sockets of a member the server has in `slot` (its rules in the state of
+    /// `restored`, when the call is taken over). On error the member leaves the server, its
+    /// sockets are closed and its ports are returned.
+    fn attach(
+        &mut self,
+        now: Instant,
+        slot: Slot,
+        prep: MemberPrep,
+        restored: Option<&GroupMemberRulesSnapshot>,
+    ) -> Result<(), Refused> {
+        let MemberPrep {
+            setup,
+            legs,
+            control,
+            stream_sockets,
+            control_socket,
+            ports,
+            relay,
+            control_relay,
+            ..
+        } = prep;
+        let user_id: Arc<str> = setup.user_id.as_str().into();
+        let announced: Vec<u32> = legs.iter().flat_map(|l| l.announced.clone()).collect();
         let media = MemberMedia { legs, control };
-        if let Err(e) = self.rules.add_member(slot, &media) {
+        let added = match restored {
+            Some(r) => self.rules.restore_member(slot, &media, r),
+            None => self.rules.add_member(slot, &media),
+        };
+        if let Err(e) = added {
             self.server.leave(now, slot);
             return Err((
                 SetupError::MemberMedia {
@@ -298,6 +340,9 @@ impl GroupRt {
             activity: Activity::default(),
             media_seen: true,
             out: Vec::new(),
+            media,
+            relay,
+            control_relay,
         };
         let r = (|| -> io::Result<()> {
             for (si, b) in stream_sockets.into_iter().enumerate() {
@@ -345,7 +390,7 @@ impl GroupRt {
                 ports,
             ));
         }
-        Ok(slot)
+        Ok(())
     }
 
     fn push_socket(&mut self, s: UdpSocket, role: Role) -> io::Result<usize> {
@@ -945,5 +990,197 @@ impl GroupRt {
     /// The engine-wide SSRC registry.
     pub(crate) fn ssrc_registry(&self) -> &Arc<SsrcRegistry> {
         &self.ssrcs
+    }
+}
+
+/// A group call to take over: its snapshot, its members made ready (sockets bound, keys in
+/// their legs) by slot, when the image was taken (on this relay's clock) and the relay it came
+/// from.
+#[derive(Debug)]
+pub(crate) struct GroupRestore {
+    pub(crate) group: GroupSnapshot,
+    pub(crate) members: Vec<(Slot, MemberPrep)>,
+    pub(crate) at: Instant,
+    pub(crate) from: Arc<str>,
+}
+
+impl GroupRt {
+    /// The call of a relay that died, as its image left it: the server with its members,
+    /// grants, queue, reception state and timers (as much later than the image's time as they
+    /// were left), the rules with their latches, SSRCs and SRTP state, the members' sockets.
+    /// The transmissions' SSRCs are reserved in `ssrcs`. On error every socket is closed and
+    /// the ports are returned for the caller to give back.
+    pub(crate) fn restore(
+        r: GroupRestore,
+        latch_after: u32,
+        ssrcs: Arc<SsrcRegistry>,
+        totals: Arc<WorkerStats>,
+    ) -> Result<GroupRt, Refused> {
+        let GroupRestore {
+            group: g,
+            members,
+            at,
+            ..
+        } = r;
+        let server = TransmissionControlServer::restore(&g.tc, at, Some(ssrcs.clone()));
+        let setup = GroupRulesSetup {
+            arbiter: server.arbiter().clone(),
+            security: g.media_security,
+            streams: g
+                .streams
+                .iter()
+                .map(|s| GroupStreamSetup {
+                    kind: s.kind.clone(),
+                    encrypted: s.encrypted,
+                    clock_rate: s.clock_rate,
+                })
+                .collect(),
+            server_ssrc: g.tc.server_ssrc,
+            latch_after,
+        };
+        let rules = GroupRules::new(&setup);
+        let mut rt = GroupRt {
+            call_id: CallId::from(g.call_id.as_str()),
+            group_id: g.group_id.clone(),
+            security: g.media_security,
+            server,
+            rules,
+            streams: g.streams.len(),
+            stream_images: g.streams.clone(),
+            members: (0..MAX_MEMBERS).map(|_| None).collect(),
+            sockets: Vec::new(),
+            departed: Vec::new(),
+            dirty: vec![0; g.streams.len()],
+            fan: FanOut::new(),
+            created: ms_before(at, g.created_ms_ago),
+            released_at: None,
+            server_ssrc: Ssrc(g.tc.server_ssrc),
+            ssrcs,
+            armed: None,
+            tc_published: Default::default(),
+            totals,
+        };
+        // The dead relay's counts are not this relay's work.
+        rt.tc_published = rt.tc_counters();
+        let mut members = members.into_iter();
+        while let Some((slot, prep)) = members.next() {
+            let snap = g.rules.member(slot);
+            if let Err((e, own)) = rt.attach(at, slot, prep, snap) {
+                let mut ports = rt.all_ports();
+                ports.extend(own);
+                for (_, rest) in members {
+                    ports.extend(rest.ports.iter().copied());
+                }
+                rt.server.release(ReleaseReason::InternalError);
+                drop(rt);
+                return Err((e, ports));
+            }
+        }
+        // A granted member whose media had not come yet still owes its first packet.
+        for t in &g.tc.members {
+            let waiting = t.transmission.as_ref().is_some_and(|x| !x.first_media);
+            if let Some(m) = rt
+                .members
+                .get_mut(usize::from(t.slot))
+                .and_then(Option::as_mut)
+            {
+                m.media_seen = !waiting;
+            }
+        }
+        Ok(rt)
+    }
+
+    /// Another relay has the call: end it here without a word (nothing is sent, no event is
+    /// published) so that its transmissions' SSRCs go back; the caller drops it.
+    pub(crate) fn abandon(&mut self) {
+        self.server.release(ReleaseReason::Shutdown);
+    }
+
+    /// The members' slots.
+    pub(crate) fn member_slots(&self) -> Vec<Slot> {
+        self.members
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.is_some())
+            .filter_map(|(i, _)| Slot::new(i))
+            .collect()
+    }
+
+    /// The call's image for high availability (after a step: nothing queued).
+    pub(crate) fn image(&self, now: Instant) -> GroupImage {
+        let mut members = Vec::new();
+        let mut secrets = GroupSecrets::default();
+        for (i, m) in self.members.iter().enumerate() {
+            let (Some(m), Ok(slot)) = (m, u8::try_from(i)) else {
+                continue;
+            };
+            let legs = (0..self.streams)
+                .map(|si| {
+                    let (relay, muxed) = m.relay.get(si).copied().flatten()?;
+                    let l = m.media.legs.get(si)?;
+                    Some(GroupLegImage {
+                        relay,
+                        muxed,
+                        remote_rtp: l.remote_rtp,
+                        remote_rtcp: l.remote_rtcp,
+                        announced: l.announced.clone(),
+                    })
+                })
+                .collect();
+            members.push(GroupMemberImage {
+                slot,
+                mcvideo_id: m.user_id.to_string(),
+                legs,
+                control: m.control_relay.map(|relay| GroupControlImage {
+                    relay,
+                    remote: m.media.control.as_ref().and_then(|c| c.remote),
+                }),
+            });
+            secrets.members.push(MemberSecrets {
+                slot,
+                legs: m
+                    .media
+                    .legs
+                    .iter()
+                    .map(|l| (l.srtp_in.clone(), l.srtp_out.clone()))
+                    .collect(),
+                control: m.media.control.as_ref().and_then(|c| c.key.clone()),
+            });
+        }
+        GroupImage {
+            group: GroupSnapshot {
+                call_id: self.call_id.to_string(),
+                group_id: self.group_id.clone(),
+                media_security: self.security,
+                streams: self.stream_images.clone(),
+                created_ms_ago: now.saturating_duration_since(self.created).as_millis() as u64,
+                tc: self.server.snapshot(now),
+                members,
+                rules: self.rules.snapshot(),
+            },
+            secrets,
+        }
+    }
+
+    /// What changes when the call's control plane does (grants, ends, joins and leaves, the
+    /// queue, reception, transmission control messages, first media, latches), hashed; and the
+    /// packets received so far. Allocates nothing.
+    pub(crate) fn ha_marks(&self) -> (u64, u64) {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        let st = self.server.stats();
+        let live = self.members.iter().flatten();
+        (
+            st.sent.total(),
+            st.received.total(),
+            (st.grants, st.queued, st.preemptions),
+            self.server.arbiter().snapshot().epoch,
+            self.rules.members(),
+            live.clone().filter(|m| m.media_seen).count(),
+            live.clone().map(|m| m.counters.latches).sum::<u64>(),
+            self.released(),
+        )
+            .hash(&mut h);
+        (h.finish(), live.map(|m| m.counters.packets_in).sum())
     }
 }

@@ -17,7 +17,7 @@ pub(crate) mod hooks;
 mod media;
 mod restore;
 
-pub(crate) use group::GroupAdopt;
+pub(crate) use group::{GroupAdopt, GroupRestore};
 
 use super::io::{Events, Poller, Waker};
 use super::plane::{lock, Plane, WorkerStats};
@@ -130,8 +130,13 @@ pub(crate) enum Cmd {
     /// High availability: run this call taken over from another relay (its sockets are bound);
     /// the rules' state and the relay it came from.
     Restore(Box<restore::Restore>, Reply<Result<(), String>>),
-    /// High availability: drop every one-to-one call silently (another relay has them).
+    /// High availability: drop every call silently (another relay has them).
     Abandon(Reply<usize>),
+    /// High availability: every group call's image.
+    SnapshotGroups(Reply<Vec<super::GroupImage>>),
+    /// High availability: run this group call taken over from another relay (its members'
+    /// sockets are bound).
+    RestoreGroup(Box<group::GroupRestore>, Reply<Result<(), String>>),
     /// Release every call (reason `shutdown`) and stop.
     Shutdown,
 }
@@ -156,6 +161,8 @@ impl core::fmt::Debug for Cmd {
             Cmd::Snapshot(_) => "Snapshot",
             Cmd::Restore(..) => "Restore",
             Cmd::Abandon(_) => "Abandon",
+            Cmd::SnapshotGroups(_) => "SnapshotGroups",
+            Cmd::RestoreGroup(..) => "RestoreGroup",
             Cmd::Shutdown => "Shutdown",
         })
     }
@@ -436,6 +443,13 @@ impl Worker {
             }
             Cmd::Abandon(reply) => {
                 reply.send(self.abandon());
+            }
+            Cmd::SnapshotGroups(reply) => {
+                let all = self.groups.iter().flatten();
+                let _ = reply.send(all.map(|s| s.rt.image(now)).collect());
+            }
+            Cmd::RestoreGroup(r, reply) => {
+                let _ = reply.send(self.restore_group(*r, now));
             }
             Cmd::Shutdown => {}
         }
@@ -874,6 +888,9 @@ impl Worker {
             self.group_end(slot);
             return Some(summary);
         }
+        if let Some(ha) = self.ha.as_mut() {
+            ha.after_group_step(rt, now);
+        }
         if next != rt.armed {
             rt.armed = next;
             if let Some(at) = next {
@@ -891,6 +908,9 @@ impl Worker {
         self.group_free.push(slot);
         let id: Arc<str> = s.rt.call_id.as_str().into();
         self.group_by_id.remove(&id);
+        if let Some(ha) = self.ha.as_mut() {
+            ha.ended(&s.rt.call_id);
+        }
         self.stats.calls.fetch_sub(1, Ordering::Relaxed);
         let ports = s.rt.all_ports();
         let (ssrc, registry) = (s.rt.server_ssrc(), s.rt.ssrc_registry().clone());

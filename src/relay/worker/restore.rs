@@ -1,9 +1,11 @@
-//! High availability on a worker: call images to the HA writer on every control-plane change
-//! and about every second while media flows, calls taken over from another relay, and calls
-//! dropped once another relay has them.
+//! High availability on a worker: call images (one-to-one and group) to the HA writer on every
+//! control-plane change and about every second while media flows, calls taken over from
+//! another relay, and calls dropped once another relay has them.
 
 use super::call::CallRt;
-use super::{Entry, Worker};
+use super::group::{GroupRestore, GroupRt};
+use super::{token, Entry, GroupEntry, Worker, GROUP_TAG};
+use crate::control::call::CallEvent;
 use crate::control::call::{Call, CallEventKind, CallState};
 use crate::ids::CallId;
 use crate::relay::ports::BoundPort;
@@ -59,15 +61,23 @@ impl HaSink {
     }
 
     fn put(&mut self, rt: &CallRt, now: Instant, marks: (u64, u64)) {
+        self.send(rt.call.call_id(), marks, || {
+            HaUpdate::Put(Box::new(rt.image(now)))
+        });
+    }
+
+    fn put_group(&mut self, rt: &GroupRt, now: Instant, marks: (u64, u64)) {
+        self.send(&rt.call_id, marks, || {
+            HaUpdate::PutGroup(Box::new(rt.image(now)))
+        });
+    }
+
+    fn send(&mut self, id: &CallId, marks: (u64, u64), image: impl FnOnce() -> HaUpdate) {
         if self.tx.is_full() {
             return; // the writer is behind: this call is sent again at a later refresh
         }
-        if self
-            .tx
-            .try_send(HaUpdate::Put(Box::new(rt.image(now))))
-            .is_ok()
-        {
-            self.sent.insert(rt.call.call_id().clone(), marks);
+        if self.tx.try_send(image()).is_ok() {
+            self.sent.insert(id.clone(), marks);
         }
     }
 
@@ -91,6 +101,14 @@ impl HaSink {
         }
     }
 
+    /// After a group call's step: an image when its control plane moved.
+    pub(crate) fn after_group_step(&mut self, rt: &GroupRt, now: Instant) {
+        let marks = rt.ha_marks();
+        if self.sent.get(&rt.call_id).map(|m| m.0) != Some(marks.0) {
+            self.put_group(rt, now, marks);
+        }
+    }
+
     /// A call ended.
     pub(crate) fn ended(&mut self, id: &CallId) {
         self.sent.remove(id);
@@ -111,7 +129,8 @@ impl Worker {
     /// to image all of them at once.
     pub(super) fn ha_refresh(&mut self, now: Instant) {
         let Some(ha) = self.ha.as_mut() else { return };
-        let n = self.slots.len();
+        let calls = self.slots.len();
+        let n = calls + self.groups.len();
         let elapsed = now.saturating_duration_since(ha.last_refresh);
         let due = (n as u128 * elapsed.as_nanos() / REFRESH_EVERY.as_nanos().max(1)) as usize;
         if due == 0 {
@@ -121,10 +140,17 @@ impl Worker {
         ha.retry_deletes();
         for _ in 0..due.min(n) {
             ha.cursor = (ha.cursor + 1) % n;
-            if let Some(Some(s)) = self.slots.get(ha.cursor) {
-                let marks = s.rt.ha_marks();
-                if ha.sent.get(s.rt.call.call_id()) != Some(&marks) {
-                    ha.put(&s.rt, now, marks);
+            if ha.cursor < calls {
+                if let Some(Some(s)) = self.slots.get(ha.cursor) {
+                    let marks = s.rt.ha_marks();
+                    if ha.sent.get(s.rt.call.call_id()) != Some(&marks) {
+                        ha.put(&s.rt, now, marks);
+                    }
+                }
+            } else if let Some(Some(g)) = self.groups.get(ha.cursor - calls) {
+                let marks = g.rt.ha_marks();
+                if ha.sent.get(&g.rt.call_id) != Some(&marks) {
+                    ha.put_group(&g.rt, now, marks);
                 }
             }
         }
@@ -172,7 +198,7 @@ impl Worker {
         Ok(())
     }
 
-    /// Drops every one-to-one call silently: no message, no event; sockets close, ports and
+    /// Drops every call (one-to-one and group) silently: no message, no event; sockets close, ports and
     /// IDs go back.
     pub(super) fn abandon(&mut self) -> usize {
         let slots: Vec<u32> = self.by_id.values().copied().collect();
@@ -193,6 +219,79 @@ impl Worker {
             let CallRt { call, .. } = rt; // drops the sockets
             self.plane.finished(&call, &ports);
         }
+        let groups: Vec<u32> = self.group_by_id.values().copied().collect();
+        let n = n + groups.len();
+        for slot in groups {
+            let Some(GroupEntry { mut rt, .. }) =
+                self.groups.get_mut(slot as usize).and_then(Option::take)
+            else {
+                continue;
+            };
+            self.group_free.push(slot);
+            let id: Arc<str> = rt.call_id.as_str().into();
+            self.group_by_id.remove(&id);
+            self.stats.calls.fetch_sub(1, Ordering::Relaxed);
+            if let Some(ha) = self.ha.as_mut() {
+                ha.sent.remove(&rt.call_id);
+            }
+            let ports = rt.all_ports();
+            let (ssrc, registry) = (rt.server_ssrc(), rt.ssrc_registry().clone());
+            rt.abandon();
+            drop(rt); // closes the sockets
+            registry.free(ssrc);
+            self.plane.group_finished(&id, &ports);
+        }
         n
+    }
+
+    /// Runs a group call taken over from another relay: its members' sockets polled,
+    /// `call.adopted` published, then stepped (its due timers run, the rest are armed).
+    pub(super) fn restore_group(&mut self, r: GroupRestore, now: Instant) -> Result<(), String> {
+        let id: Arc<str> = r.group.call_id.as_str().into();
+        let from = r.from.clone();
+        let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            GroupRt::restore(
+                r,
+                self.plane.config.latch_after_packets,
+                self.plane.ssrcs.clone(),
+                self.stats.clone(),
+            )
+        }));
+        let rt = match built {
+            Ok(Ok(rt)) => rt,
+            Ok(Err((e, ports))) => {
+                self.plane.free_ports(&ports);
+                return Err(e.to_string());
+            }
+            Err(_) => return Err("internal error while restoring the group call".into()),
+        };
+        let members = rt.member_slots();
+        let call_id = rt.call_id.clone();
+        let slot = self.group_free.pop().unwrap_or_else(|| {
+            self.groups.push(None);
+            (self.groups.len() - 1) as u32
+        });
+        self.next_gen = self.next_gen.wrapping_add(1);
+        let gen = self.next_gen;
+        if let Some(s) = self.groups.get_mut(slot as usize) {
+            *s = Some(GroupEntry { gen, rt });
+        }
+        self.group_by_id.insert(id.clone(), slot);
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        if let Some(Some(s)) = self.groups.get(slot as usize) {
+            for m in members {
+                for (i, sock) in s.rt.member_sockets(m) {
+                    if let Err(e) = self.poller.add(sock, token(slot | GROUP_TAG, gen, i)) {
+                        warn!(call = %id, error = %e, "cannot poll a restored group member's socket");
+                    }
+                }
+            }
+        }
+        self.plane.publish(CallEvent {
+            call_id,
+            kind: CallEventKind::Adopted { from },
+        });
+        self.group_step(slot, now);
+        Ok(())
     }
 }

@@ -940,3 +940,146 @@ fn a_receiver_behind_nat_gets_its_copies_where_it_latched() {
         Err(DropReason::WrongSource)
     );
 }
+
+/// A per_leg group's rules rebuilt from a snapshot (a takeover): the transmitter's packets
+/// after the snapshot pass (its SSRC kept, its rollover counter across a wrap kept), a replay
+/// of one before it does not, and each receiver's context (which saw the packets before)
+/// decrypts the restored relay's copies.
+#[test]
+fn per_leg_group_rules_restored_from_a_snapshot_go_on_across_a_wrap() {
+    let t0 = Instant::now();
+    let (a, mut g) = group(3, MediaSecurity::PerLeg);
+    grant(&a, &mut g, 0, &[1, 2]);
+    let mut tx = SrtpContext::new(&key_in(0));
+    let mut rx: Vec<SrtpContext> = (0..3).map(|i| SrtpContext::new(&key_out(i))).collect();
+    let (mut out, mut t) = (FanOut::new(), Tally::default());
+    let mut send = |g: &mut GroupRules, seq: u16, out: &mut FanOut, t: &mut Tally| {
+        let plain = rtp(SSRC, seq, &[0x42; 200]);
+        let mut p = plain.clone();
+        p.resize(plain.len() + 16, 0);
+        let n = tx.protect_rtp(&mut p, plain.len()).unwrap();
+        p.truncate(n);
+        out.clear();
+        let r = judge(g, 0, t0, &mut p, out, t);
+        (r, p, plain)
+    };
+    let mut kept = Vec::new();
+    for seq in 65_530..=65_535u16 {
+        let (r, p, _) = send(&mut g, seq, &mut out, &mut t);
+        r.unwrap();
+        kept.push(p);
+        for (d, b) in out.iter() {
+            let mut b = b.to_vec();
+            rx[d.member.index()].unprotect_rtp(&mut b).unwrap();
+        }
+    }
+    for seq in 0..3u16 {
+        // across the wrap: rollover counter 1
+        send(&mut g, seq, &mut out, &mut t).0.unwrap();
+        for (d, b) in out.iter() {
+            let mut b = b.to_vec();
+            rx[d.member.index()].unprotect_rtp(&mut b).unwrap();
+        }
+    }
+    let snap = g.snapshot();
+    assert!(snap.has_srtp());
+    assert_eq!(snap.members.len(), 3);
+    assert_eq!(snap.member(s(0)).unwrap().streams[0].ssrcs, [SSRC]);
+
+    // Another relay's rules, from the members' media (their keys) and the snapshot.
+    let mut h = GroupRules::new(&GroupRulesSetup {
+        arbiter: a.clone(),
+        security: MediaSecurity::PerLeg,
+        streams: vec![GroupStreamSetup {
+            kind: MediaKind::Video,
+            encrypted: true,
+            clock_rate: 90_000,
+        }],
+        server_ssrc: 1,
+        latch_after: 3,
+    });
+    for i in 0..3 {
+        let media = MemberMedia {
+            legs: vec![LegSetup {
+                remote_rtp: Some(addr(i)),
+                remote_rtcp: Some(addr(i)),
+                srtp_in: Some(key_in(i)),
+                srtp_out: Some(key_out(i)),
+                ..LegSetup::default()
+            }],
+            control: None,
+        };
+        h.restore_member(s(i), &media, snap.member(s(i)).unwrap())
+            .unwrap();
+    }
+    assert_eq!(
+        h.snapshot().members[0].streams[0].leg.srtp_in,
+        snap.members[0].streams[0].leg.srtp_in
+    );
+    // A replay of a packet from before the snapshot is refused.
+    let mut old = kept[5].clone();
+    assert_eq!(
+        judge(&mut h, 0, t0, &mut old, &mut out, &mut t),
+        Err(DropReason::AuthFailure)
+    );
+    // The next packets pass, and each receiver decrypts its copy (same rollover counter).
+    for seq in 3..6u16 {
+        let (r, _, plain) = send(&mut h, seq, &mut out, &mut t);
+        r.unwrap();
+        assert_eq!(members(&out), [1, 2]);
+        for (d, b) in out.iter() {
+            let mut b = b.to_vec();
+            let m = rx[d.member.index()].unprotect_rtp(&mut b).unwrap();
+            assert_eq!(&b[..m], &plain[..]);
+        }
+    }
+    // A snapshot of another group's streams is refused.
+    let mut bad = snap.members[1].clone();
+    bad.streams.push(Default::default());
+    assert!(h
+        .restore_member(s(1), &MemberMedia::default(), &bad)
+        .is_err());
+}
+
+#[test]
+fn a_transmitters_idr_access_unit_counts_as_one_keyframe() {
+    let t0 = Instant::now();
+    let (a, mut g) = group(2, MediaSecurity::EndToEnd);
+    assert!(a.permit(s(0)));
+    a.add_route(s(0), s(1));
+    g.set_transmitter_ssrcs(s(0), &[SSRC]);
+    let (mut out, mut t) = (FanOut::new(), Tally::default());
+    let with_ts = |seq: u16, ts: u32, payload: &[u8]| {
+        let mut p = rtp(SSRC, seq, payload);
+        p[4..8].copy_from_slice(&ts.to_be_bytes());
+        p
+    };
+    // An IDR frame as ffmpeg sends it: SPS+PPS in a STAP-A, two slices in FU-A fragments;
+    // then a non-IDR frame; then the next IDR frame as single NAL units.
+    let frames: [(u32, &[&[u8]]); 3] = [
+        (
+            3000,
+            &[
+                &[0x78, 0, 2, 0x67, 0x42, 0, 2, 0x68, 0xce],
+                &[0x7c, 0x85, 1],
+                &[0x7c, 0x45, 2],
+                &[0x7c, 0x85, 3],
+                &[0x7c, 0x45, 4],
+            ],
+        ),
+        (6000, &[&[0x7c, 0x81, 1], &[0x7c, 0x41, 2]]),
+        (
+            9000,
+            &[&[0x67, 0x42], &[0x68, 0xce], &[0x65, 0x88], &[0x65, 0x88]],
+        ),
+    ];
+    let mut seq = 0;
+    for (ts, packets) in frames {
+        for p in packets {
+            seq += 1;
+            judge(&mut g, 0, t0, &mut with_ts(seq, ts, p), &mut out, &mut t).unwrap();
+        }
+    }
+    assert_eq!(t.media, 11);
+    assert_eq!(g.quality(t0)[0].streams[0].1.keyframes, 2);
+}
