@@ -204,10 +204,13 @@ fn adopt_all(
                 continue;
             }
         };
+        // The record's age now, plus the time spent retrying its binds (not the time the
+        // adoption of the records before it took: that is in `unix_ms()` already).
         let age = Duration::from_millis(unix_ms().saturating_sub(r.updated_unix_ms));
-        let until = Instant::now() + BIND_RETRY_FOR;
+        let read = Instant::now();
+        let until = read + BIND_RETRY_FOR;
         loop {
-            let age = age + started.elapsed();
+            let age = age + read.elapsed();
             let done = match &image {
                 StoredImage::Call(c) => engine.adopt_call((**c).clone(), age, peer),
                 StoredImage::Group(g) => engine.adopt_group_call((**g).clone(), age, peer),
