@@ -501,7 +501,7 @@ impl GroupRules {
             .ok_or(DropReason::Malformed)?;
         let (len, ssrc) = ms
             .leg
-            .admit((Kind::Rtp, false), pkt, from, now, per_leg, t)?;
+            .admit((Kind::Rtp, false), pkt, from, now, per_leg, None, t)?;
         t.media += 1;
         self.active |= m.bit();
         let body = pkt.get(..len).ok_or(DropReason::Malformed)?;
@@ -624,9 +624,15 @@ impl GroupRules {
         let readable = rtcp_readable(conf, per_leg);
         let video = conf.kind == MediaKind::Video;
         let ms = self.member_stream_mut(m, si).ok_or(DropReason::Malformed)?;
-        let (len, _) = ms
-            .leg
-            .admit((Kind::Rtcp, at.rtcp_socket), pkt, from, now, per_leg, t)?;
+        let (len, _) = ms.leg.admit(
+            (Kind::Rtcp, at.rtcp_socket),
+            pkt,
+            from,
+            now,
+            per_leg,
+            None,
+            t,
+        )?;
         let receivers = if self.arbiter.may_forward(m) {
             self.arbiter.receivers(m) & !m.bit()
         } else {

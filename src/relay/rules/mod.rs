@@ -45,7 +45,7 @@ use crate::srtp::{SrtpContext, SrtpError};
 use crate::wire::demux::{classify, PacketClass};
 use crate::wire::rtcp::{self, RtcpKind, RtcpPacket};
 use crate::wire::rtp::RtpPacket;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -145,6 +145,7 @@ impl LegRules {
         from: SocketAddr,
         now: Instant,
         per_leg: bool,
+        present: Option<IpAddr>,
         t: &mut Tally,
     ) -> Result<(usize, u32), DropReason> {
         let latch = if rtcp_latch {
@@ -168,10 +169,15 @@ impl LegRules {
                 .map_err(|_| DropReason::AuthFailure)?;
             }
         }
-        let announced = &self.announced;
+        let strong = per_leg || self.announced.contains(&ssrc); // authenticated, or announced
+                                                                // Weak evidence never moves a socket of a party that has shown up from another IP on
+                                                                // any of its sockets (`present`): the party is there, so a new address is a stranger.
+        if !strong && !latch.knows(from) && present.is_some_and(|ip| ip != from.ip()) {
+            return Err(DropReason::WrongSource);
+        }
         let v = latch.check(from, || {
-            if per_leg || announced.contains(&ssrc) {
-                Evidence::Strong // authenticated above, or an announced SSRC
+            if strong {
+                Evidence::Strong
             } else {
                 Evidence::Weak
             }
@@ -333,6 +339,30 @@ impl CallRules {
         })
     }
 
+    /// The address `party` has shown up from, on any socket of any of its streams: the IP of
+    /// the first confirmed source. Looked up only for a packet from an address its socket does
+    /// not know yet (the rare path).
+    fn present(&self, party: Party) -> Option<IpAddr> {
+        self.streams
+            .iter()
+            .filter_map(|s| s.legs.get(party.index()))
+            .flat_map(|l| [l.rtp_latch.source(), l.rtcp_latch.source()])
+            .flatten()
+            .map(|a| a.ip())
+            .next()
+    }
+
+    /// Whether `from` is new to `party`'s socket on stream `si` (its RTCP socket when `rtcp`).
+    fn unknown(&self, si: usize, party: Party, rtcp: bool, from: SocketAddr) -> bool {
+        self.streams
+            .get(si)
+            .and_then(|s| s.legs.get(party.index()))
+            .is_some_and(|l| {
+                let latch = if rtcp { &l.rtcp_latch } else { &l.rtp_latch };
+                !latch.knows(from)
+            })
+    }
+
     /// The party that transmits.
     pub fn transmitter(&self) -> Party {
         self.transmitter
@@ -401,9 +431,14 @@ impl CallRules {
         t: &mut Tally,
     ) -> Result<usize, DropReason> {
         let per_leg = self.per_leg;
+        let present = if self.unknown(si, party, false, from) {
+            self.present(party)
+        } else {
+            None
+        };
         let s = self.streams.get_mut(si).ok_or(DropReason::Malformed)?;
         let l = leg_mut(s, party)?;
-        let (len, ssrc) = l.admit((Kind::Rtp, false), seg, from, now, per_leg, t)?;
+        let (len, ssrc) = l.admit((Kind::Rtp, false), seg, from, now, per_leg, present, t)?;
         t.media += 1;
         let p = RtpPacket::new_unchecked(seg.get(..len).unwrap_or_default());
         l.meter
@@ -437,12 +472,25 @@ impl CallRules {
     ) -> Result<usize, DropReason> {
         let per_leg = self.per_leg;
         let from_transmitter = at.party == self.transmitter;
+        let present = if self.unknown(at.stream, at.party, at.rtcp_socket, from) {
+            self.present(at.party)
+        } else {
+            None
+        };
         let s = self
             .streams
             .get_mut(at.stream)
             .ok_or(DropReason::Malformed)?;
         let l = leg_mut(s, at.party)?;
-        let (mut len, _) = l.admit((Kind::Rtcp, at.rtcp_socket), seg, from, now, per_leg, t)?;
+        let (mut len, _) = l.admit(
+            (Kind::Rtcp, at.rtcp_socket),
+            seg,
+            from,
+            now,
+            per_leg,
+            present,
+            t,
+        )?;
         // Where the relay can read RTCP (plain RTP, or decrypted per leg), look inside.
         if !s.encrypted || per_leg {
             let body = seg.get_mut(..len).ok_or(DropReason::Malformed)?;

@@ -542,3 +542,123 @@ fn restored_rules_never_reuse_an_srtcp_index() {
     let mut r2 = CallRules::restore(&setup, &snap).unwrap();
     relay(&mut r2, sr(&mut caller_tx)).expect("no index reused toward the callee");
 }
+
+/// Two streams, the caller's legs on separate RTCP sockets: what one socket learned about where
+/// the party is guards the others.
+fn two_stream_rules(arbiter: &Arc<Arbiter>, caller_sdp: SocketAddr) -> CallRules {
+    let leg = |remote| LegSetup {
+        remote_rtp: Some(remote),
+        remote_rtcp: Some(remote),
+        separate_rtcp: true,
+        ..LegSetup::default()
+    };
+    let stream = |kind| StreamSetup {
+        kind,
+        encrypted: false,
+        clock_rate: 90_000,
+        legs: [leg(caller_sdp), leg(callee())],
+        transmitter_ssrcs: vec![],
+    };
+    CallRules::new(&RulesSetup {
+        arbiter: arbiter.clone(),
+        transmitter: Party::Caller,
+        security: MediaSecurity::EndToEnd,
+        streams: vec![stream(MediaKind::Video), stream(MediaKind::Audio)],
+        control: [None, None],
+        server_ssrc: 1,
+        video_ssrc: SSRC,
+        latch_after: 3,
+    })
+    .unwrap()
+}
+
+/// Found by the `packet_rules` fuzz target: a party that spoke only on its RTCP socket left
+/// its RTP socket to the weak latch, so a stranger's three packets took it. Once a party has
+/// shown up from its address on any socket, weak evidence from another IP moves none of its
+/// sockets (strong evidence still would).
+#[test]
+fn a_party_present_on_one_socket_keeps_strangers_off_the_others() {
+    let t0 = Instant::now();
+    let arbiter = Arc::new(Arbiter::with_members(2));
+    assert!(arbiter.permit(Party::Caller.slot()));
+    let mut r = two_stream_rules(&arbiter, caller());
+    let rtcp_at = |stream| Ingress {
+        stream,
+        party: Party::Caller,
+        rtcp_socket: true,
+    };
+    let mut rr = vec![0x80, 201, 0, 1, 0, 0, 0, 9];
+    let mut t = Tally::default();
+    assert!(r.judge(rtcp_at(0), caller(), t0, &mut rr, &mut t).is_ok());
+    let stranger = addr("203.0.113.7:7000");
+    for stream in [0, 1] {
+        for i in 0..10u32 {
+            let now = t0 + Duration::from_millis(u64::from(i) * 100);
+            let mut p = rtp(0xdead, b"x");
+            let at = Ingress {
+                stream,
+                party: Party::Caller,
+                rtcp_socket: false,
+            };
+            assert_eq!(
+                r.judge(at, stranger, now, &mut p, &mut t),
+                Err(DropReason::WrongSource),
+                "stream {stream}, packet {i}"
+            );
+        }
+    }
+    // The caller itself still gets through on its RTP socket.
+    let mut p = rtp(0xbeef, b"x");
+    assert!(judge(&mut r, Party::Caller, caller(), t0, &mut p).is_ok());
+}
+
+/// A client behind NAT: its RTP latches to the NAT's address on weak evidence (nothing came
+/// from the SDP address), and its RTCP, from the same public IP on another port, follows.
+#[test]
+fn a_nat_client_still_latches_every_socket_from_its_public_ip() {
+    let t0 = Instant::now();
+    let arbiter = Arc::new(Arbiter::with_members(2));
+    assert!(arbiter.permit(Party::Caller.slot()));
+    let mut r = two_stream_rules(&arbiter, addr("192.168.1.5:5000"));
+    let (nat_rtp, nat_rtcp) = (addr("198.51.100.9:40000"), addr("198.51.100.9:40001"));
+    let mut t = Tally::default();
+    let mut got = Vec::new();
+    for i in 0..3u64 {
+        let mut p = rtp(0xbeef, b"x");
+        got.push(
+            judge(
+                &mut r,
+                Party::Caller,
+                nat_rtp,
+                t0 + Duration::from_millis(i * 20),
+                &mut p,
+            )
+            .is_ok(),
+        );
+    }
+    assert_eq!(got, [false, false, true], "latched on the third packet");
+    let rtcp_at = Ingress {
+        stream: 0,
+        party: Party::Caller,
+        rtcp_socket: true,
+    };
+    let mut ok = Vec::new();
+    for i in 0..3u64 {
+        let mut rr = vec![0x80, 201, 0, 1, 0, 0, 0, 9];
+        ok.push(
+            r.judge(
+                rtcp_at,
+                nat_rtcp,
+                t0 + Duration::from_millis(100 + i * 20),
+                &mut rr,
+                &mut t,
+            )
+            .is_ok(),
+        );
+    }
+    assert_eq!(
+        ok,
+        [false, false, true],
+        "the RTCP socket latches from the same IP"
+    );
+}
