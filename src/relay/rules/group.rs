@@ -62,7 +62,7 @@ use crate::srtp::SrtpError;
 use crate::wire::demux::{classify, PacketClass};
 use crate::wire::rtcp::{self, RtcpKind, RtcpPacket};
 use crate::wire::rtp::RtpPacket;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -412,6 +412,17 @@ impl GroupRules {
         self.member_mut(slot)?.streams.get_mut(si)
     }
 
+    /// The IP `m` has shown up from on any socket of any stream (see [`CallRules`]' rule: weak
+    /// evidence from another IP then moves none of its sockets), looked up only for a packet
+    /// from an address its socket does not know yet.
+    fn present(&self, m: Slot, si: usize, rtcp: bool, from: SocketAddr) -> Option<IpAddr> {
+        let member = self.members.get(m.index()).and_then(Option::as_ref)?;
+        if !member.streams.get(si)?.leg.is_new(rtcp, from) {
+            return None;
+        }
+        member.streams.iter().find_map(|s| s.leg.source_ip())
+    }
+
     fn member_stream(&self, slot: Slot, si: usize) -> Option<&MemberStream> {
         self.members
             .get(slot.index())
@@ -493,6 +504,7 @@ impl GroupRules {
         let m = at.member;
         let conf = self.streams.get(at.stream).ok_or(DropReason::Malformed)?;
         let scan = conf.kind == MediaKind::Video && rtcp_readable(conf, per_leg);
+        let present = self.present(m, at.stream, false, from);
         let ms = self
             .members
             .get_mut(m.index())
@@ -501,7 +513,7 @@ impl GroupRules {
             .ok_or(DropReason::Malformed)?;
         let (len, ssrc) = ms
             .leg
-            .admit((Kind::Rtp, false), pkt, from, now, per_leg, None, t)?;
+            .admit((Kind::Rtp, false), pkt, from, now, per_leg, present, t)?;
         t.media += 1;
         self.active |= m.bit();
         let body = pkt.get(..len).ok_or(DropReason::Malformed)?;
@@ -623,6 +635,7 @@ impl GroupRules {
         let conf = self.streams.get(si).ok_or(DropReason::Malformed)?;
         let readable = rtcp_readable(conf, per_leg);
         let video = conf.kind == MediaKind::Video;
+        let present = self.present(m, si, at.rtcp_socket, from);
         let ms = self.member_stream_mut(m, si).ok_or(DropReason::Malformed)?;
         let (len, _) = ms.leg.admit(
             (Kind::Rtcp, at.rtcp_socket),
@@ -630,7 +643,7 @@ impl GroupRules {
             from,
             now,
             per_leg,
-            None,
+            present,
             t,
         )?;
         let receivers = if self.arbiter.may_forward(m) {

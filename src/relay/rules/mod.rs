@@ -186,6 +186,24 @@ impl LegRules {
         Ok((len, ssrc))
     }
 
+    /// The IP this leg's party has shown up from (its first confirmed source), if any.
+    fn source_ip(&self) -> Option<IpAddr> {
+        self.rtp_latch
+            .source()
+            .or(self.rtcp_latch.source())
+            .map(|a| a.ip())
+    }
+
+    /// Whether `from` is new to this leg's RTP socket (its RTCP socket when `rtcp`).
+    fn is_new(&self, rtcp: bool, from: SocketAddr) -> bool {
+        let latch = if rtcp {
+            &self.rtcp_latch
+        } else {
+            &self.rtp_latch
+        };
+        !latch.knows(from)
+    }
+
     /// The tail toward this leg's party: re-protect with the relay's key in per_leg mode.
     fn seal(
         &mut self,
@@ -346,10 +364,7 @@ impl CallRules {
         self.streams
             .iter()
             .filter_map(|s| s.legs.get(party.index()))
-            .flat_map(|l| [l.rtp_latch.source(), l.rtcp_latch.source()])
-            .flatten()
-            .map(|a| a.ip())
-            .next()
+            .find_map(LegRules::source_ip)
     }
 
     /// Whether `from` is new to `party`'s socket on stream `si` (its RTCP socket when `rtcp`).
@@ -357,10 +372,7 @@ impl CallRules {
         self.streams
             .get(si)
             .and_then(|s| s.legs.get(party.index()))
-            .is_some_and(|l| {
-                let latch = if rtcp { &l.rtcp_latch } else { &l.rtp_latch };
-                !latch.knows(from)
-            })
+            .is_some_and(|l| l.is_new(rtcp, from))
     }
 
     /// The party that transmits.
