@@ -511,9 +511,9 @@ impl GroupRules {
             .and_then(Option::as_mut)
             .and_then(|mm| mm.streams.get_mut(at.stream))
             .ok_or(DropReason::Malformed)?;
-        let (len, ssrc) = ms
-            .leg
-            .admit((Kind::Rtp, false), pkt, from, now, per_leg, present, t)?;
+        let (len, ssrc) =
+            ms.leg
+                .admit((Kind::Rtp, false), pkt, from, now, (per_leg, present), t)?;
         t.media += 1;
         self.active |= m.bit();
         let body = pkt.get(..len).ok_or(DropReason::Malformed)?;
@@ -642,8 +642,7 @@ impl GroupRules {
             pkt,
             from,
             now,
-            per_leg,
-            present,
+            (per_leg, present),
             t,
         )?;
         let receivers = if self.arbiter.may_forward(m) {

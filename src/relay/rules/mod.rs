@@ -144,8 +144,7 @@ impl LegRules {
         seg: &mut [u8],
         from: SocketAddr,
         now: Instant,
-        per_leg: bool,
-        present: Option<IpAddr>,
+        (per_leg, present): (bool, Option<IpAddr>),
         t: &mut Tally,
     ) -> Result<(usize, u32), DropReason> {
         let latch = if rtcp_latch {
@@ -450,7 +449,7 @@ impl CallRules {
         };
         let s = self.streams.get_mut(si).ok_or(DropReason::Malformed)?;
         let l = leg_mut(s, party)?;
-        let (len, ssrc) = l.admit((Kind::Rtp, false), seg, from, now, per_leg, present, t)?;
+        let (len, ssrc) = l.admit((Kind::Rtp, false), seg, from, now, (per_leg, present), t)?;
         t.media += 1;
         let p = RtpPacket::new_unchecked(seg.get(..len).unwrap_or_default());
         l.meter
@@ -499,8 +498,7 @@ impl CallRules {
             seg,
             from,
             now,
-            per_leg,
-            present,
+            (per_leg, present),
             t,
         )?;
         // Where the relay can read RTCP (plain RTP, or decrypted per leg), look inside.
