@@ -234,8 +234,7 @@ impl TransmissionControlServer {
     /// Whether any transmission's first media packet has arrived (a private call's
     /// transmitter's).
     pub fn media_started(&self) -> bool {
-        self.present()
-            .any(|(_, m)| m.tx.as_ref().is_some_and(|t| t.first_media) || m.media_seen)
+        self.present().any(|(_, m)| m.media_seen)
     }
 
     /// Says whether `slot` has a transmission control channel (e.g. once a private call's

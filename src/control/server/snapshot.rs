@@ -400,7 +400,8 @@ impl TransmissionControlServer {
             tx,
             last_ssrcs: m.last_ssrcs.map(|(a, v)| (Ssrc(a), Ssrc(v))),
             recently_ended: m.recently_ended,
-            media_seen: m.media_seen,
+            // A transmission with media implies it (a record written without the flag).
+            media_seen: m.media_seen || m.transmission.as_ref().is_some_and(|t| t.first_media),
             media_packets: m.media_packets,
             unpermitted_run: m.unpermitted_run,
             revoke: m.revoke.map(|r| Revoke {
