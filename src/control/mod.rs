@@ -21,6 +21,63 @@
 //! Drain order after any input (the same for [`call::Call`] and the server): `poll_transmit`
 //! until `None`, then `poll_event` until `None`, then re-arm the timer from `poll_timeout`.
 
+/// Defines a fieldless enum of the API whose variants each have a snake_case label: the enum
+/// (serde as snake_case under the `ha` and `sidecar` features), its `as_str` and, where the
+/// invocation asks, `parse` (the inverse of `as_str`) and `impl Display;` (the label).
+macro_rules! labelled_enum {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident {
+            $( $(#[$vmeta:meta])* $variant:ident => $label:literal, )+
+        }
+        $(#[$as_str_doc:meta])* as_str;
+        $($extra:tt)*
+    ) => {
+        $(#[$meta])*
+        #[cfg_attr(
+            any(feature = "ha", feature = "sidecar"),
+            derive(serde::Serialize, serde::Deserialize),
+            serde(rename_all = "snake_case")
+        )]
+        pub enum $name {
+            $( $(#[$vmeta])* $variant, )+
+        }
+
+        impl $name {
+            $(#[$as_str_doc])*
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $( $name::$variant => $label, )+
+                }
+            }
+        }
+
+        labelled_enum!(@extra $name { $( $variant => $label, )+ } $($extra)*);
+    };
+    (@extra $name:ident { $( $variant:ident => $label:literal, )+ }
+        $(#[$parse_doc:meta])* parse; $($extra:tt)*) => {
+        impl $name {
+            $(#[$parse_doc])*
+            pub fn parse(s: &str) -> Option<Self> {
+                match s {
+                    $( $label => Some($name::$variant), )+
+                    _ => None,
+                }
+            }
+        }
+
+        labelled_enum!(@extra $name { $( $variant => $label, )+ } $($extra)*);
+    };
+    (@extra $name:ident { $( $variant:ident => $label:literal, )+ } impl Display;) => {
+        impl core::fmt::Display for $name {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+    (@extra $name:ident { $( $variant:ident => $label:literal, )+ }) => {};
+}
+
 pub mod arbiter;
 pub mod bucket;
 pub mod call;
@@ -30,19 +87,19 @@ pub mod server;
 pub mod ssrc;
 pub mod timer;
 
-/// The two parties of a one-to-one call (push or pull): member slots 0 and 1 of its
-/// transmission control server ([`Party::slot`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[cfg_attr(
-    any(feature = "ha", feature = "sidecar"),
-    derive(serde::Serialize, serde::Deserialize),
-    serde(rename_all = "snake_case")
-)]
-pub enum Party {
-    /// The calling party: the transmitter in a video push.
-    Caller,
-    /// The called party: the transmitter in a video pull, receive only in a push.
-    Callee,
+labelled_enum! {
+    /// The two parties of a one-to-one call (push or pull): member slots 0 and 1 of its
+    /// transmission control server ([`Party::slot`]).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+    pub enum Party {
+        /// The calling party: the transmitter in a video push.
+        Caller => "caller",
+        /// The called party: the transmitter in a video pull, receive only in a push.
+        Callee => "callee",
+    }
+    /// Lower-case label.
+    as_str;
+    impl Display;
 }
 
 impl Party {
@@ -78,73 +135,42 @@ impl Party {
             _ => None,
         }
     }
-
-    /// Lower-case label.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Party::Caller => "caller",
-            Party::Callee => "callee",
-        }
-    }
 }
 
-impl core::fmt::Display for Party {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str(self.as_str())
+labelled_enum! {
+    /// Why a call was released (the `reason` of the `call.released` event).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    #[non_exhaustive]
+    pub enum ReleaseReason {
+        /// The caller ended its transmission (MCV2 Transmission End Request): the push is complete.
+        TransmissionCompleted => "transmission_completed",
+        /// The caller sent RTCP BYE on a call without a transmission control channel.
+        RtcpBye => "rtcp_bye",
+        /// No media from the granted caller for the configured inactivity time.
+        MediaTimeout => "media_timeout",
+        /// The maximum transmission duration ran out (Transmission Revoked #2).
+        MaxDuration => "max_duration",
+        /// T1, the private-call hang timer, ran out before any media flowed.
+        HangTimer => "hang_timer",
+        /// The callee ended reception (MCV2 Media Reception End Request).
+        ReceptionEnded => "reception_ended",
+        /// The callee declined the call.
+        Rejected => "rejected",
+        /// The callee did not answer in time.
+        NoAnswer => "no_answer",
+        /// The controlling server released the call.
+        Released => "released",
+        /// The engine shut down.
+        Shutdown => "shutdown",
+        /// The engine could not run the call (e.g. its sockets could not be registered).
+        InternalError => "internal_error",
     }
-}
-
-/// Why a call was released (the `reason` of the `call.released` event).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-#[cfg_attr(
-    any(feature = "ha", feature = "sidecar"),
-    derive(serde::Serialize, serde::Deserialize),
-    serde(rename_all = "snake_case")
-)]
-pub enum ReleaseReason {
-    /// The caller ended its transmission (MCV2 Transmission End Request): the push is complete.
-    TransmissionCompleted,
-    /// The caller sent RTCP BYE on a call without a transmission control channel.
-    RtcpBye,
-    /// No media from the granted caller for the configured inactivity time.
-    MediaTimeout,
-    /// The maximum transmission duration ran out (Transmission Revoked #2).
-    MaxDuration,
-    /// T1, the private-call hang timer, ran out before any media flowed.
-    HangTimer,
-    /// The callee ended reception (MCV2 Media Reception End Request).
-    ReceptionEnded,
-    /// The callee declined the call.
-    Rejected,
-    /// The callee did not answer in time.
-    NoAnswer,
-    /// The controlling server released the call.
-    Released,
-    /// The engine shut down.
-    Shutdown,
-    /// The engine could not run the call (e.g. its sockets could not be registered).
-    InternalError,
+    /// snake_case label used by the API, events and metrics.
+    as_str;
+    impl Display;
 }
 
 impl ReleaseReason {
-    /// snake_case label used by the API, events and metrics.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            ReleaseReason::TransmissionCompleted => "transmission_completed",
-            ReleaseReason::RtcpBye => "rtcp_bye",
-            ReleaseReason::MediaTimeout => "media_timeout",
-            ReleaseReason::MaxDuration => "max_duration",
-            ReleaseReason::HangTimer => "hang_timer",
-            ReleaseReason::ReceptionEnded => "reception_ended",
-            ReleaseReason::Rejected => "rejected",
-            ReleaseReason::NoAnswer => "no_answer",
-            ReleaseReason::Released => "released",
-            ReleaseReason::Shutdown => "shutdown",
-            ReleaseReason::InternalError => "internal_error",
-        }
-    }
-
     /// Every reason, for metrics pre-registration.
     pub const ALL: [ReleaseReason; 11] = [
         ReleaseReason::TransmissionCompleted,
@@ -161,36 +187,21 @@ impl ReleaseReason {
     ];
 }
 
-impl core::fmt::Display for ReleaseReason {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str(self.as_str())
+labelled_enum! {
+    /// Which kind of one-to-one video call, that is, which party transmits.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+    pub enum CallKind {
+        /// One-to-one video push (TS 23.281 §7.4): only the caller transmits.
+        #[default]
+        VideoPush => "video_push",
+        /// Video pull (TS 23.281 §7.3.2.3): only the called party transmits, to the caller.
+        VideoPull => "video_pull",
     }
-}
-
-/// Which kind of one-to-one video call, that is, which party transmits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-#[cfg_attr(
-    any(feature = "ha", feature = "sidecar"),
-    derive(serde::Serialize, serde::Deserialize),
-    serde(rename_all = "snake_case")
-)]
-pub enum CallKind {
-    /// One-to-one video push (TS 23.281 §7.4): only the caller transmits.
-    #[default]
-    VideoPush,
-    /// Video pull (TS 23.281 §7.3.2.3): only the called party transmits, to the caller.
-    VideoPull,
+    /// `"video_push"` or `"video_pull"`.
+    as_str;
 }
 
 impl CallKind {
-    /// `"video_push"` or `"video_pull"`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            CallKind::VideoPush => "video_push",
-            CallKind::VideoPull => "video_pull",
-        }
-    }
-
     /// The party that transmits; the other is receive only.
     pub const fn transmitter(self) -> Party {
         match self {
@@ -200,70 +211,34 @@ impl CallKind {
     }
 }
 
-/// Private call commencement mode (TS 23.281 §7.2.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[cfg_attr(
-    any(feature = "ha", feature = "sidecar"),
-    derive(serde::Serialize, serde::Deserialize),
-    serde(rename_all = "snake_case")
-)]
-pub enum CommencementMode {
-    /// The called client answers without its user's action.
-    Automatic,
-    /// The called user accepts the call.
-    Manual,
-}
-
-impl CommencementMode {
+labelled_enum! {
+    /// Private call commencement mode (TS 23.281 §7.2.1).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum CommencementMode {
+        /// The called client answers without its user's action.
+        Automatic => "automatic",
+        /// The called user accepts the call.
+        Manual => "manual",
+    }
     /// `"automatic"` or `"manual"`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            CommencementMode::Automatic => "automatic",
-            CommencementMode::Manual => "manual",
-        }
-    }
-
+    as_str;
     /// Parses `"automatic"` / `"manual"`.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "automatic" => Some(CommencementMode::Automatic),
-            "manual" => Some(CommencementMode::Manual),
-            _ => None,
-        }
+    parse;
+}
+
+labelled_enum! {
+    /// How media is protected on a call (`docs/design.md` in the repository, "Media security
+    /// modes").
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+    pub enum MediaSecurity {
+        /// The MC mode: SRTP passes byte for byte; the relay holds no media keys.
+        #[default]
+        EndToEnd => "end_to_end",
+        /// The relay terminates SDES-keyed SRTP on each leg.
+        PerLeg => "per_leg",
     }
-}
-
-/// How media is protected on a call (`docs/design.md` in the repository, "Media security
-/// modes").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-#[cfg_attr(
-    any(feature = "ha", feature = "sidecar"),
-    derive(serde::Serialize, serde::Deserialize),
-    serde(rename_all = "snake_case")
-)]
-pub enum MediaSecurity {
-    /// The MC mode: SRTP passes byte for byte; the relay holds no media keys.
-    #[default]
-    EndToEnd,
-    /// The relay terminates SDES-keyed SRTP on each leg.
-    PerLeg,
-}
-
-impl MediaSecurity {
     /// `"end_to_end"` or `"per_leg"`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            MediaSecurity::EndToEnd => "end_to_end",
-            MediaSecurity::PerLeg => "per_leg",
-        }
-    }
-
+    as_str;
     /// Parses `"end_to_end"` / `"per_leg"`.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "end_to_end" => Some(MediaSecurity::EndToEnd),
-            "per_leg" => Some(MediaSecurity::PerLeg),
-            _ => None,
-        }
-    }
+    parse;
 }

@@ -97,31 +97,19 @@ pub struct CallAnswer {
     pub sdp_answer: String,
 }
 
-/// Where a call stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[cfg_attr(
-    any(feature = "ha", feature = "sidecar"),
-    derive(serde::Serialize, serde::Deserialize),
-    serde(rename_all = "snake_case")
-)]
-pub enum CallState {
-    /// Offered to the callee, not yet answered.
-    Offered,
-    /// Answered; media and transmission control live.
-    Established,
-    /// Released; terminal.
-    Released,
-}
-
-impl CallState {
-    /// Lower-case label.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            CallState::Offered => "offered",
-            CallState::Established => "established",
-            CallState::Released => "released",
-        }
+labelled_enum! {
+    /// Where a call stands.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum CallState {
+        /// Offered to the callee, not yet answered.
+        Offered => "offered",
+        /// Answered; media and transmission control live.
+        Established => "established",
+        /// Released; terminal.
+        Released => "released",
     }
+    /// Lower-case label.
+    as_str;
 }
 
 /// What happened on a call.

@@ -44,34 +44,21 @@ impl Procedure {
     }
 }
 
-/// Where a call's transmission stands, as the API reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[cfg_attr(
-    any(feature = "ha", feature = "sidecar"),
-    derive(serde::Serialize, serde::Deserialize),
-    serde(rename_all = "snake_case")
-)]
-pub enum TransmissionState {
-    /// No transmission yet (call offered, or established and nobody granted).
-    Idle,
-    /// A member holds the grant; its media passes.
-    Granted,
-    /// The transmission is over (the call is being released).
-    Ended,
-    /// The call is released; terminal.
-    Released,
-}
-
-impl TransmissionState {
-    /// Lower-case label for logs, metrics and the API.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            TransmissionState::Idle => "idle",
-            TransmissionState::Granted => "granted",
-            TransmissionState::Ended => "ended",
-            TransmissionState::Released => "released",
-        }
+labelled_enum! {
+    /// Where a call's transmission stands, as the API reports it.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum TransmissionState {
+        /// No transmission yet (call offered, or established and nobody granted).
+        Idle => "idle",
+        /// A member holds the grant; its media passes.
+        Granted => "granted",
+        /// The transmission is over (the call is being released).
+        Ended => "ended",
+        /// The call is released; terminal.
+        Released => "released",
     }
+    /// Lower-case label for logs, metrics and the API.
+    as_str;
 }
 
 /// Transmission control message counters by [`MessageKind`].
@@ -153,39 +140,23 @@ impl KindCounters {
     }
 }
 
-/// How receivers get a new transmission (Reception Mode field, §9.2.3.22).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-#[cfg_attr(
-    any(feature = "ha", feature = "sidecar"),
-    derive(serde::Serialize, serde::Deserialize),
-    serde(rename_all = "snake_case")
-)]
-pub enum ReceptionMode {
-    /// The media goes to every notified receiver at once (within its C9 cap).
-    #[default]
-    Automatic,
-    /// A receiver asks for each stream with Receive Media Request.
-    Manual,
+labelled_enum! {
+    /// How receivers get a new transmission (Reception Mode field, §9.2.3.22).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+    pub enum ReceptionMode {
+        /// The media goes to every notified receiver at once (within its C9 cap).
+        #[default]
+        Automatic => "automatic",
+        /// A receiver asks for each stream with Receive Media Request.
+        Manual => "manual",
+    }
+    /// `"automatic"` or `"manual"`.
+    as_str;
+    /// Parses `"automatic"` / `"manual"`.
+    parse;
 }
 
 impl ReceptionMode {
-    /// `"automatic"` or `"manual"`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            ReceptionMode::Automatic => "automatic",
-            ReceptionMode::Manual => "manual",
-        }
-    }
-
-    /// Parses `"automatic"` / `"manual"`.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "automatic" => Some(ReceptionMode::Automatic),
-            "manual" => Some(ReceptionMode::Manual),
-            _ => None,
-        }
-    }
-
     pub(super) const fn wire(self) -> u16 {
         match self {
             ReceptionMode::Automatic => 0,
@@ -323,46 +294,29 @@ impl Rank {
     }
 }
 
-/// Why one transmission ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[cfg_attr(
-    any(feature = "ha", feature = "sidecar"),
-    derive(serde::Serialize, serde::Deserialize),
-    serde(rename_all = "snake_case")
-)]
-pub enum EndReason {
-    /// The transmitter sent Transmission End Request.
-    Completed,
-    /// A stronger request took its place (Revoked #4).
-    Preempted,
-    /// The maximum Duration ran out (Revoked #2).
-    MaxDuration,
-    /// No media for the inactivity time.
-    MediaTimeout,
-    /// Manual reception: nobody received it for T11 (End Request #8).
-    NoReceivers,
-    /// The transmitter left the call.
-    Left,
-    /// A transmitter without a control channel sent RTCP BYE.
-    Bye,
-    /// The call was released.
-    Released,
-}
-
-impl EndReason {
-    /// snake_case label.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            EndReason::Completed => "completed",
-            EndReason::Preempted => "preempted",
-            EndReason::MaxDuration => "max_duration",
-            EndReason::MediaTimeout => "media_timeout",
-            EndReason::NoReceivers => "no_receivers",
-            EndReason::Left => "left",
-            EndReason::Bye => "bye",
-            EndReason::Released => "released",
-        }
+labelled_enum! {
+    /// Why one transmission ended.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum EndReason {
+        /// The transmitter sent Transmission End Request.
+        Completed => "completed",
+        /// A stronger request took its place (Revoked #4).
+        Preempted => "preempted",
+        /// The maximum Duration ran out (Revoked #2).
+        MaxDuration => "max_duration",
+        /// No media for the inactivity time.
+        MediaTimeout => "media_timeout",
+        /// Manual reception: nobody received it for T11 (End Request #8).
+        NoReceivers => "no_receivers",
+        /// The transmitter left the call.
+        Left => "left",
+        /// A transmitter without a control channel sent RTCP BYE.
+        Bye => "bye",
+        /// The call was released.
+        Released => "released",
     }
+    /// snake_case label.
+    as_str;
 }
 
 /// What the server reports.
