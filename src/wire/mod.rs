@@ -13,6 +13,58 @@
 
 use core::fmt;
 
+/// Reads a big-endian `u16` at `at`, or 0 if the buffer ends first.
+#[inline]
+fn be16(buf: &[u8], at: usize) -> u16 {
+    buf.get(at..)
+        .and_then(<[u8]>::first_chunk)
+        .map_or(0, |b| u16::from_be_bytes(*b))
+}
+
+/// Reads a big-endian `u32` at `at`, or `None` if the buffer ends first.
+#[inline]
+fn be32(buf: &[u8], at: usize) -> Option<u32> {
+    buf.get(at..)
+        .and_then(<[u8]>::first_chunk)
+        .map(|b| u32::from_be_bytes(*b))
+}
+
+/// What the packet views (`RtpPacket`, `RtcpPacket`: `V` in the top bits of the first octet,
+/// a `buffer: T` field, a `check_len`) share: the two constructors (the doc of
+/// `new_unchecked` is the invocation's), the byte reader and the version.
+macro_rules! packet_view_basics {
+    ($(#[$new_unchecked_doc:meta])*) => {
+        $(#[$new_unchecked_doc])*
+        #[inline]
+        pub const fn new_unchecked(buffer: T) -> Self {
+            Self { buffer }
+        }
+
+        /// Wraps a buffer after [`check_len`](Self::check_len) accepts it.
+        ///
+        /// # Errors
+        ///
+        /// Whatever [`check_len`](Self::check_len) returns.
+        #[inline]
+        pub fn new_checked(buffer: T) -> Result<Self> {
+            let packet = Self::new_unchecked(buffer);
+            packet.check_len()?;
+            Ok(packet)
+        }
+
+        #[inline]
+        fn byte(&self, at: usize) -> u8 {
+            self.buffer.as_ref().get(at).copied().unwrap_or(0)
+        }
+
+        /// Version field `V` (2 for a checked packet).
+        #[inline]
+        pub fn version(&self) -> u8 {
+            self.byte(0) >> 6
+        }
+    };
+}
+
 pub mod demux;
 pub mod rtcp;
 pub mod rtp;

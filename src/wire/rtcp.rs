@@ -36,7 +36,7 @@
 
 use core::iter::FusedIterator;
 
-use super::{Error, Result};
+use super::{be16, be32, Error, Result};
 
 /// Field offsets shared by every RTCP packet (RFC 3550 §6.4) and feedback packet (RFC 4585 §6.1).
 mod field {
@@ -163,22 +163,6 @@ pub enum RtcpKind {
     Unknown(u8),
 }
 
-/// Reads a big-endian `u16` at `at`, or 0 if the buffer ends first.
-#[inline]
-fn be16(buf: &[u8], at: usize) -> u16 {
-    buf.get(at..)
-        .and_then(<[u8]>::first_chunk)
-        .map_or(0, |b| u16::from_be_bytes(*b))
-}
-
-/// Reads a big-endian `u32` at `at`, or `None` if the buffer ends first.
-#[inline]
-fn be32(buf: &[u8], at: usize) -> Option<u32> {
-    buf.get(at..)
-        .and_then(<[u8]>::first_chunk)
-        .map(|b| u32::from_be_bytes(*b))
-}
-
 /// `u32` from a 4-byte chunk (as produced by `chunks_exact(4)`).
 #[inline]
 fn word(chunk: &[u8]) -> u32 {
@@ -202,23 +186,9 @@ pub struct RtcpPacket<T: AsRef<[u8]>> {
 }
 
 impl<T: AsRef<[u8]>> RtcpPacket<T> {
-    /// Wraps a buffer without validating it (for emitting; getters never panic but read zeros /
-    /// empty slices where bytes are missing).
-    #[inline]
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Self { buffer }
-    }
-
-    /// Wraps a buffer after [`check_len`](Self::check_len) accepts it.
-    ///
-    /// # Errors
-    ///
-    /// Whatever [`check_len`](Self::check_len) returns.
-    #[inline]
-    pub fn new_checked(buffer: T) -> Result<Self> {
-        let packet = Self::new_unchecked(buffer);
-        packet.check_len()?;
-        Ok(packet)
+    packet_view_basics! {
+        /// Wraps a buffer without validating it (for emitting; getters never panic but read zeros /
+        /// empty slices where bytes are missing).
     }
 
     /// Checks that the buffer starts with a well-formed RTCP packet.
@@ -268,17 +238,6 @@ impl<T: AsRef<[u8]>> RtcpPacket<T> {
     pub fn as_bytes(&self) -> &[u8] {
         let buf = self.buffer.as_ref();
         buf.get(..self.packet_len()).unwrap_or(buf)
-    }
-
-    #[inline]
-    fn byte(&self, at: usize) -> u8 {
-        self.buffer.as_ref().get(at).copied().unwrap_or(0)
-    }
-
-    /// Version field `V` (2 for a checked packet).
-    #[inline]
-    pub fn version(&self) -> u8 {
-        self.byte(field::V_P_COUNT) >> 6
     }
 
     /// Padding flag `P`.

@@ -37,7 +37,7 @@
 //! The payload type is not interpreted here: RTP/RTCP demultiplexing on one port (RFC 5761) is
 //! [`super::demux`]'s job.
 
-use super::{Error, Result};
+use super::{be16, be32, Error, Result};
 
 /// Field offsets of the fixed header (RFC 3550 §5.1).
 mod field {
@@ -66,22 +66,6 @@ pub const HEADER_LEN: usize = field::SSRC.end;
 
 /// Length of the header-extension preamble: 16-bit profile + 16-bit length (RFC 3550 §5.3.1).
 const EXTENSION_HEADER_LEN: usize = 4;
-
-/// Reads a big-endian `u16` at `at`, or 0 if the buffer ends first.
-#[inline]
-fn be16(buf: &[u8], at: usize) -> u16 {
-    buf.get(at..)
-        .and_then(<[u8]>::first_chunk)
-        .map_or(0, |b| u16::from_be_bytes(*b))
-}
-
-/// Reads a big-endian `u32` at `at`, or 0 if the buffer ends first.
-#[inline]
-fn be32(buf: &[u8], at: usize) -> u32 {
-    buf.get(at..)
-        .and_then(<[u8]>::first_chunk)
-        .map_or(0, |b| u32::from_be_bytes(*b))
-}
 
 /// Writes `bytes` at `at`; does nothing if the buffer ends first.
 #[inline]
@@ -114,25 +98,11 @@ pub struct RtpPacket<T: AsRef<[u8]>> {
 }
 
 impl<T: AsRef<[u8]>> RtpPacket<T> {
-    /// Wraps a buffer without validating it.
-    ///
-    /// Getters never panic, but over a malformed buffer they read zeros and empty slices. Use this
-    /// for buffers you are about to fill; use [`new_checked`](Self::new_checked) for input.
-    #[inline]
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Self { buffer }
-    }
-
-    /// Wraps a buffer after [`check_len`](Self::check_len) accepts it.
-    ///
-    /// # Errors
-    ///
-    /// Whatever [`check_len`](Self::check_len) returns.
-    #[inline]
-    pub fn new_checked(buffer: T) -> Result<Self> {
-        let packet = Self::new_unchecked(buffer);
-        packet.check_len()?;
-        Ok(packet)
+    packet_view_basics! {
+        /// Wraps a buffer without validating it.
+        ///
+        /// Getters never panic, but over a malformed buffer they read zeros and empty slices. Use this
+        /// for buffers you are about to fill; use [`new_checked`](Self::new_checked) for input.
     }
 
     /// Checks that the buffer holds a well-formed RTP packet.
@@ -206,17 +176,6 @@ impl<T: AsRef<[u8]>> RtpPacket<T> {
         self.buffer.as_ref()
     }
 
-    #[inline]
-    fn byte(&self, at: usize) -> u8 {
-        self.buffer.as_ref().get(at).copied().unwrap_or(0)
-    }
-
-    /// Version field `V` (2 for a checked packet).
-    #[inline]
-    pub fn version(&self) -> u8 {
-        self.byte(field::VPXCC) >> 6
-    }
-
     /// Padding flag `P`: the packet ends with [`padding_len`](Self::padding_len) padding bytes.
     #[inline]
     pub fn padding(&self) -> bool {
@@ -257,13 +216,13 @@ impl<T: AsRef<[u8]>> RtpPacket<T> {
     /// Media timestamp.
     #[inline]
     pub fn timestamp(&self) -> u32 {
-        be32(self.buffer.as_ref(), field::TIMESTAMP.start)
+        be32(self.buffer.as_ref(), field::TIMESTAMP.start).unwrap_or(0)
     }
 
     /// Synchronization source identifier.
     #[inline]
     pub fn ssrc(&self) -> u32 {
-        be32(self.buffer.as_ref(), field::SSRC.start)
+        be32(self.buffer.as_ref(), field::SSRC.start).unwrap_or(0)
     }
 
     /// End of the CSRC list.
