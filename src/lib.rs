@@ -67,6 +67,8 @@ pub mod sdp;
 #[cfg(feature = "sidecar")]
 pub mod sidecar;
 pub mod srtp;
+#[cfg(test)]
+mod test_rng;
 pub mod wire;
 
 pub use ids::{CallId, Ssrc};

@@ -2,6 +2,7 @@
 #![allow(clippy::indexing_slicing, clippy::unwrap_used)]
 
 use super::*;
+use crate::test_rng::Rng;
 
 const KEY_MGMT: &str =
     "a=key-mgmt:mikey AQAFgM0XflABAAAAAAAAAAAAAAsAyO7JV6p0TRYAsGU/aP7sAAAAAAAAA+Qv1A==";
@@ -192,23 +193,29 @@ fn trailing_blank_lines_tolerated_and_kept() {
     ));
 }
 
+/// Audio lines with each way of giving RTCP: `a=rtcp:<port>`, `a=rtcp:<port> <address>`,
+/// `a=rtcp-mux`.
+const RTCP_MEDIA: [&str; 6] = [
+    "m=audio 5000 RTP/AVP 0",
+    "a=rtcp:5009",
+    "m=audio 5010 RTP/AVP 0",
+    "a=rtcp:6000 IN IP4 203.0.113.9",
+    "m=audio 5020 RTP/AVP 0",
+    "a=rtcp-mux",
+];
+
 #[test]
 fn rtp_and_rtcp_addresses() {
-    let sdp = SessionDescription::parse(&with_media_lines(&[
-        "m=audio 5000 RTP/AVP 0",
-        "a=rtcp:5009",
-        "m=audio 5010 RTP/AVP 0",
-        "a=rtcp:6000 IN IP4 203.0.113.9",
-        "m=audio 5020 RTP/AVP 0",
-        "a=rtcp-mux",
+    let more = [
         "m=audio 0 RTP/AVP 0",
         "m=audio 65535 RTP/AVP 0",
         "m=audio 5030 RTP/AVP 0",
         "c=IN IP6 2001:db8::1",
         "m=audio 5040 RTP/AVP 0",
         "c=IN IP4 0.0.0.0",
-    ]))
-    .unwrap();
+    ];
+    let sdp =
+        SessionDescription::parse(&with_media_lines(&[&RTCP_MEDIA[..], &more].concat())).unwrap();
     let m = sdp.media();
     let sa = |s: &str| Some(s.parse::<SocketAddr>().unwrap());
     // port + 1
@@ -265,16 +272,14 @@ fn media_without_session_connection() {
 
 #[test]
 fn rewrite_rtcp_lines() {
-    let sdp = SessionDescription::parse(&with_media_lines(&[
-        "a=rtpmap:96 H264/90000",
-        "m=audio 5000 RTP/AVP 0",
-        "a=rtcp:5009",
-        "m=audio 5010 RTP/AVP 0",
-        "a=rtcp:6000 IN IP4 203.0.113.9",
-        "m=audio 5020 RTP/AVP 0",
-        "a=rtcp-mux",
-        "m=audio 5030 RTP/AVP 0",
-    ]))
+    let sdp = SessionDescription::parse(&with_media_lines(
+        &[
+            &["a=rtpmap:96 H264/90000"][..],
+            &RTCP_MEDIA,
+            &["m=audio 5030 RTP/AVP 0"],
+        ]
+        .concat(),
+    ))
     .unwrap();
     let p = |rtcp: Option<u16>| {
         plan(vec![
@@ -668,6 +673,12 @@ fn error_display() {
 /// (text, expected line, expected reason)
 #[test]
 fn errors_name_the_line() {
+    const BAD_CRYPTO: &str = "bad a=crypto (need <tag> <suite> inline:<key>)";
+    const BAD_FMTP: &str = "bad a=fmtp:MCVideo parameter value";
+    const WRONG_FAMILY: &str = "address does not match address type";
+    const NOT_TYPE_VALUE: &str = "expected <type>=<value>";
+    const SHORT_M: &str = "m= line needs <media> <port> <proto> <fmt>";
+    const BAD_C: &str = "c= must be IN IP4|IP6 <address>";
     let m = |extra: &[&str]| with_media_lines(extra);
     let cases: Vec<(String, usize, &str)> = vec![
         (
@@ -680,24 +691,16 @@ fn errors_name_the_line() {
             1,
             "first line must be v=0",
         ),
-        (
-            "\nv=0\nm=audio 1 RTP/AVP 0\n".into(),
-            1,
-            "expected <type>=<value>",
-        ),
+        ("\nv=0\nm=audio 1 RTP/AVP 0\n".into(), 1, NOT_TYPE_VALUE),
         (
             "v=0\nc=IN IP4 1.2.3.4\n\nm=audio 1 RTP/AVP 0\n".into(),
             3,
-            "expected <type>=<value>",
+            NOT_TYPE_VALUE,
         ),
-        (
-            m(&["a=rtpmap:96 H264/90000", "garbage"]),
-            8,
-            "expected <type>=<value>",
-        ),
-        (m(&["ab=1"]), 7, "expected <type>=<value>"),
-        (m(&["1=1"]), 7, "expected <type>=<value>"),
-        (m(&[" a=sendonly"]), 7, "expected <type>=<value>"),
+        (m(&["a=rtpmap:96 H264/90000", "garbage"]), 8, NOT_TYPE_VALUE),
+        (m(&["ab=1"]), 7, NOT_TYPE_VALUE),
+        (m(&["1=1"]), 7, NOT_TYPE_VALUE),
+        (m(&[" a=sendonly"]), 7, NOT_TYPE_VALUE),
         (m(&["a=x\0y"]), 7, "control character in line"),
         (m(&["a=x\ry"]), 7, "control character in line"),
         (m(&["m=audio x RTP/AVP 0"]), 7, "bad port"),
@@ -705,18 +708,10 @@ fn errors_name_the_line() {
         (m(&["m=audio -1 RTP/AVP 0"]), 7, "bad port"),
         (m(&["m=audio +5 RTP/AVP 0"]), 7, "bad port"),
         (m(&["m=audio 5000/x RTP/AVP 0"]), 7, "bad port count"),
-        (
-            m(&["m=audio 5000 RTP/AVP"]),
-            7,
-            "m= line needs <media> <port> <proto> <fmt>",
-        ),
-        (m(&["m="]), 7, "m= line needs <media> <port> <proto> <fmt>"),
-        (m(&["c=IN IP4"]), 7, "c= must be IN IP4|IP6 <address>"),
-        (
-            m(&["c=IN IP4 1.2.3.4 extra"]),
-            7,
-            "c= must be IN IP4|IP6 <address>",
-        ),
+        (m(&["m=audio 5000 RTP/AVP"]), 7, SHORT_M),
+        (m(&["m="]), 7, SHORT_M),
+        (m(&["c=IN IP4"]), 7, BAD_C),
+        (m(&["c=IN IP4 1.2.3.4 extra"]), 7, BAD_C),
         (m(&["c=XX IP4 1.2.3.4"]), 7, "network type must be IN"),
         (
             m(&["c=IN IP5 1.2.3.4"]),
@@ -725,16 +720,8 @@ fn errors_name_the_line() {
         ),
         (m(&["c=IN IP4 host.example.org"]), 7, "bad address"),
         (m(&["c=IN IP4 300.1.1.1"]), 7, "bad address"),
-        (
-            m(&["c=IN IP4 2001:db8::1"]),
-            7,
-            "address does not match address type",
-        ),
-        (
-            m(&["c=IN IP6 1.2.3.4"]),
-            7,
-            "address does not match address type",
-        ),
+        (m(&["c=IN IP4 2001:db8::1"]), 7, WRONG_FAMILY),
+        (m(&["c=IN IP6 1.2.3.4"]), 7, WRONG_FAMILY),
         (m(&["c=IN IP4 224.2.1.1/x"]), 7, "bad address suffix"),
         (m(&["c=IN IP4 224.2.1.1/127/3/4"]), 7, "bad address suffix"),
         (
@@ -752,61 +739,37 @@ fn errors_name_the_line() {
         (m(&["a=ssrc:4294967296 cname:a"]), 7, "bad a=ssrc id"),
         (m(&["a=ssrc:"]), 7, "bad a=ssrc id"),
         (m(&["a=ssrc"]), 7, "bad a=ssrc id"),
-        (
-            m(&["a=crypto:1 AES_CM_128_HMAC_SHA1_80"]),
-            7,
-            "bad a=crypto (need <tag> <suite> inline:<key>)",
-        ),
+        (m(&["a=crypto:1 AES_CM_128_HMAC_SHA1_80"]), 7, BAD_CRYPTO),
         (
             m(&["a=crypto:x AES_CM_128_HMAC_SHA1_80 inline:QUJD"]),
             7,
-            "bad a=crypto (need <tag> <suite> inline:<key>)",
+            BAD_CRYPTO,
         ),
         (
             m(&["a=crypto:1 AES_CM_128_HMAC_SHA1_80 uri:http://x"]),
             7,
-            "bad a=crypto (need <tag> <suite> inline:<key>)",
+            BAD_CRYPTO,
         ),
         (
             m(&["a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"]),
             7,
-            "bad a=crypto (need <tag> <suite> inline:<key>)",
+            BAD_CRYPTO,
         ),
         (
             m(&["a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:ab$%"]),
             7,
-            "bad a=crypto (need <tag> <suite> inline:<key>)",
+            BAD_CRYPTO,
         ),
-        (
-            m(&["a=crypto"]),
-            7,
-            "bad a=crypto (need <tag> <suite> inline:<key>)",
-        ),
-        (
-            m(&["a=fmtp:MCVideo mc_priority=256"]),
-            7,
-            "bad a=fmtp:MCVideo parameter value",
-        ),
-        (
-            m(&["a=fmtp:MCVideo mc_priority"]),
-            7,
-            "bad a=fmtp:MCVideo parameter value",
-        ),
+        (m(&["a=crypto"]), 7, BAD_CRYPTO),
+        (m(&["a=fmtp:MCVideo mc_priority=256"]), 7, BAD_FMTP),
+        (m(&["a=fmtp:MCVideo mc_priority"]), 7, BAD_FMTP),
         (
             m(&["a=fmtp:MCVideo mc_queueing;mc_video_ssrc=0x10"]),
             7,
-            "bad a=fmtp:MCVideo parameter value",
+            BAD_FMTP,
         ),
-        (
-            m(&["a=fmtp:MCVideo mc_audio_ssrc=-1"]),
-            7,
-            "bad a=fmtp:MCVideo parameter value",
-        ),
-        (
-            m(&["a=fmtp:MCVideo mc_transmission_ssrc="]),
-            7,
-            "bad a=fmtp:MCVideo parameter value",
-        ),
+        (m(&["a=fmtp:MCVideo mc_audio_ssrc=-1"]), 7, BAD_FMTP),
+        (m(&["a=fmtp:MCVideo mc_transmission_ssrc="]), 7, BAD_FMTP),
         (
             m(&["a=fmtp:MCVideo mc_queueing", "a=fmtp:MCVideo mc_granted"]),
             8,
@@ -924,20 +887,6 @@ fn limits() {
     );
 }
 
-/// xorshift64*, deterministic.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 /// Whatever parses can be rewritten, and the result parses again with the same media count.
 fn check_roundtrip(text: &str) {
     if let Ok(sdp) = SessionDescription::parse(text) {
@@ -974,9 +923,9 @@ fn garbage_does_not_panic() {
         .chars()
         .collect();
     for _ in 0..3000 {
-        let len = rng.below(200);
+        let len = rng.index(200);
         let s: String = (0..len)
-            .map(|_| alphabet[rng.below(alphabet.len())])
+            .map(|_| alphabet[rng.index(alphabet.len())])
             .collect();
         check_roundtrip(&s);
         check_roundtrip(&format!("v=0\nc=IN IP4 1.2.3.4\n{s}"));
@@ -1003,10 +952,10 @@ fn mutated_offers_do_not_panic() {
     let chars: Vec<char> = base.chars().collect();
     for _ in 0..3000 {
         let mut c = chars.clone();
-        for _ in 0..1 + rng.below(4) {
-            let at = rng.below(c.len());
-            let cut = rng.below(4).min(c.len() - at);
-            let ins: Vec<char> = pieces[rng.below(pieces.len())].chars().collect();
+        for _ in 0..1 + rng.index(4) {
+            let at = rng.index(c.len());
+            let cut = rng.index(4).min(c.len() - at);
+            let ins: Vec<char> = pieces[rng.index(pieces.len())].chars().collect();
             c.splice(at..at + cut, ins);
         }
         let s: String = c.into_iter().collect();

@@ -2,6 +2,7 @@
 //! estimation across the sequence-number wrap, replay protection, tampering, and garbage input.
 
 use super::*;
+use crate::test_rng::Rng;
 
 /// Decodes hex, ignoring whitespace.
 pub(super) fn hex(s: &str) -> Vec<u8> {
@@ -612,22 +613,6 @@ fn memory_is_bounded_whatever_the_number_of_ssrcs() {
     assert!(st.started_at_floor + st.refused_at_floor > 0, "{st:?}");
 }
 
-/// xorshift64*: a seeded generator for the property tests (no new dependency).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// Random SSRC/sequence-number walks (hot SSRCs, a long tail of 400 so that floors fill,
 /// repeats, late packets, jumps across the wrap) through one protect context: no (SSRC, packet
 /// index) is ever protected twice, checked two ways: by the index the context computes, and
@@ -767,14 +752,6 @@ fn malformed_plain_packets_are_refused() {
     }
 }
 
-/// xorshift64*: deterministic pseudo-random bytes for the garbage test.
-fn next(state: &mut u64) -> u64 {
-    *state ^= *state >> 12;
-    *state ^= *state << 25;
-    *state ^= *state >> 27;
-    state.wrapping_mul(0x2545_f491_4f6c_dd1d)
-}
-
 /// Truncations and garbage never panic and are never accepted.
 #[test]
 fn truncated_and_garbage_input_is_an_error() {
@@ -794,10 +771,10 @@ fn truncated_and_garbage_input_is_an_error() {
                 "{suite:?} rtcp[..{n}]"
             );
         }
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut state = Rng(0x9e37_79b9_7f4a_7c15);
         for round in 0..20_000 {
-            let len = (next(&mut state) % 80) as usize;
-            let mut buf: Vec<u8> = (0..len).map(|_| next(&mut state) as u8).collect();
+            let len = (state.next() % 80) as usize;
+            let mut buf: Vec<u8> = (0..len).map(|_| state.next() as u8).collect();
             if round % 2 == 0 && !buf.is_empty() {
                 buf[0] = (buf[0] & 0x3f) | 0x80; // version 2, to get past the first check
             }
