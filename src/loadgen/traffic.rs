@@ -24,7 +24,7 @@ use super::sys::{self, Stop};
 use crate::relay::io::{Events, Poller, RecvBatch};
 use crate::srtp::{SrtpContext, SrtpError};
 use hdrhistogram::Histogram;
-use quinn_udp::{Transmit, UdpSocketState};
+use quinn_udp::UdpSocketState;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -494,12 +494,62 @@ struct Plan {
     paced: Option<(f64, usize)>,
 }
 
+#[derive(Default)]
 struct SendOut {
     failures: u64,
     /// Frames not sent because the sender was more than a frame interval behind.
     skipped: u64,
     first_error: Option<String>,
     max_late: Duration,
+}
+
+impl SendOut {
+    /// Writes call `c`'s next packet into `p` (`packet_size` octets of RTP, then room for the
+    /// SRTP trailer) and protects it; a protect failure is counted and the packet not sent.
+    fn stamp(
+        &mut self,
+        c: &mut TxSide,
+        p: &mut [u8],
+        packet_size: usize,
+        rtp_ts: u32,
+        last: bool,
+        sent_at: u64,
+    ) -> bool {
+        let seq = c.seq;
+        c.seq += 1;
+        if let Some(f) = &c.fan {
+            f.clear(seq);
+        }
+        write_packet(p, c, seq, rtp_ts, last, sent_at);
+        if let Some(ctx) = c.srtp.as_mut() {
+            if let Err(e) = ctx.protect_rtp(p, packet_size) {
+                self.failures += 1;
+                self.first_error
+                    .get_or_insert_with(|| format!("SRTP protect: {e}"));
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Sends the packets in `data` (`stride` apart) for call `c` and counts them: refusals here,
+    /// on the call when they were sent inside the window, every one in `progress`.
+    fn send(
+        &mut self,
+        c: &mut TxSide,
+        data: &[u8],
+        stride: usize,
+        gso: bool,
+        in_window: bool,
+        progress: &Progress,
+    ) {
+        let (ok, failed) = send_burst(c, data, stride, gso, &mut self.first_error);
+        self.failures += failed;
+        if in_window {
+            c.sent_window += ok;
+        }
+        progress.sent.fetch_add(ok, Ordering::Relaxed);
+    }
 }
 
 fn sleep_until(t: Instant) {
@@ -515,12 +565,7 @@ fn send_loop(calls: &mut [&mut TxSide], plan: &Plan, progress: &Progress, stop: 
     if let Some((rate, n)) = plan.paced {
         return send_paced(calls, plan, rate, n, progress, stop);
     }
-    let mut out = SendOut {
-        failures: 0,
-        skipped: 0,
-        first_error: None,
-        max_late: Duration::ZERO,
-    };
+    let mut out = SendOut::default();
     let Some(first) = calls.first() else {
         return out;
     };
@@ -569,29 +614,14 @@ fn send_loop(calls: &mut [&mut TxSide], plan: &Plan, progress: &Progress, stop: 
                 let Some(p) = buf.get_mut(len..len + stride) else {
                     break;
                 };
-                let seq = c.seq;
-                c.seq += 1;
-                if let Some(f) = &c.fan {
-                    f.clear(seq);
-                }
-                write_packet(p, c, seq, rtp_ts, j + 1 == n, sent_at);
-                if let Some(ctx) = c.srtp.as_mut() {
-                    if let Err(e) = ctx.protect_rtp(p, plan.packet_size) {
-                        out.failures += 1;
-                        out.first_error
-                            .get_or_insert_with(|| format!("SRTP protect: {e}"));
-                        continue;
-                    }
+                if !out.stamp(c, p, plan.packet_size, rtp_ts, j + 1 == n, sent_at) {
+                    continue;
                 }
                 len += stride;
             }
             let Some(data) = buf.get(..len) else { continue };
-            let (ok, failed) = send_burst(c, data, stride, plan.gso, &mut out.first_error);
-            out.failures += failed;
-            if (plan.window.0..plan.window.1).contains(&sent_at) {
-                c.sent_window += ok;
-            }
-            progress.sent.fetch_add(ok, Ordering::Relaxed);
+            let in_window = (plan.window.0..plan.window.1).contains(&sent_at);
+            out.send(c, data, stride, plan.gso, in_window, progress);
         }
         k += 1;
     }
@@ -669,12 +699,7 @@ fn send_paced(
     progress: &Progress,
     stop: &Stop,
 ) -> SendOut {
-    let mut out = SendOut {
-        failures: 0,
-        skipped: 0,
-        first_error: None,
-        max_late: Duration::ZERO,
-    };
+    let mut out = SendOut::default();
     let Some(first) = calls.first() else {
         return out;
     };
@@ -714,26 +739,12 @@ fn send_paced(
             let next_frame = ((at + interval_ns) * plan.fps / 1e9) as u64;
             let rtp_ts = (frame as u32).wrapping_mul(ts_step);
             let sent_at = ns(now);
-            let seq = c.seq;
-            c.seq += 1;
-            if let Some(f) = &c.fan {
-                f.clear(seq);
+            let last = next_frame != frame;
+            if !out.stamp(c, &mut buf, plan.packet_size, rtp_ts, last, sent_at) {
+                continue;
             }
-            write_packet(&mut buf, c, seq, rtp_ts, next_frame != frame, sent_at);
-            if let Some(ctx) = c.srtp.as_mut() {
-                if let Err(e) = ctx.protect_rtp(&mut buf, plan.packet_size) {
-                    out.failures += 1;
-                    out.first_error
-                        .get_or_insert_with(|| format!("SRTP protect: {e}"));
-                    continue;
-                }
-            }
-            let (ok, failed) = send_burst(c, &buf, stride, false, &mut out.first_error);
-            out.failures += failed;
-            if (plan.window.0..plan.window.1).contains(&sent_at) {
-                c.sent_window += ok;
-            }
-            progress.sent.fetch_add(ok, Ordering::Relaxed);
+            let in_window = (plan.window.0..plan.window.1).contains(&sent_at);
+            out.send(c, &buf, stride, false, in_window, progress);
         }
         k += 1;
     }
@@ -790,25 +801,11 @@ fn send_to_one(
     } else {
         1
     };
-    let (mut ok, mut failed) = (0, 0);
-    for chunk in data.chunks(stride * per_send) {
-        let segments = chunk.len().div_ceil(stride) as u64;
-        let t = Transmit {
-            destination: dest,
-            ecn: None,
-            contents: chunk,
-            segment_size: (chunk.len() > stride).then_some(stride),
-            src_ip: None,
-        };
-        match c.state.try_send((&c.socket).into(), &t) {
-            Ok(()) => ok += segments,
-            Err(e) => {
-                failed += segments;
-                first_error.get_or_insert_with(|| format!("send to {dest}: {e}"));
-            }
-        }
-    }
-    (ok, failed)
+    let sent =
+        crate::relay::io::send_segments(&c.state, &c.socket, dest, data, stride, per_send, |e| {
+            first_error.get_or_insert_with(|| format!("send to {dest}: {e}"));
+        });
+    (sent.packets, sent.failed)
 }
 
 /// Handles one received packet of call `side`.

@@ -57,26 +57,15 @@ impl UdpSock {
     /// Sends `buf` as segments of `stride` bytes (one GSO `sendmsg` per run of up to
     /// [`Self::max_gso_segments`]) and says what went out.
     pub fn send(&self, dest: SocketAddr, buf: &[u8], stride: usize) -> Sent {
-        let stride = stride.max(1);
-        let mut r = Sent::default();
-        for chunk in buf.chunks(stride * self.max_gso_segments()) {
-            let segments = chunk.len().div_ceil(stride) as u64;
-            let t = Transmit {
-                destination: dest,
-                ecn: None,
-                contents: chunk,
-                segment_size: (chunk.len() > stride).then_some(stride),
-                src_ip: None,
-            };
-            match self.state.try_send((&self.sock).into(), &t) {
-                Ok(()) => {
-                    r.packets += segments;
-                    r.bytes += chunk.len() as u64;
-                }
-                Err(_) => r.failed += segments,
-            }
-        }
-        r
+        send_segments(
+            &self.state,
+            &self.sock,
+            dest,
+            buf,
+            stride,
+            self.max_gso_segments(),
+            |_| {},
+        )
     }
 
     /// Receives up to [`BATCH_SIZE`] datagrams (each possibly a GRO super-packet) into `batch`.
@@ -300,6 +289,43 @@ impl Waker {
         let mut b = [0u8; 8];
         let _ = rustix::io::read(&self.fd, &mut b);
     }
+}
+
+/// Sends `buf` to `dest` from `sock` as segments of `stride` bytes, `per_send` of them per
+/// `sendmsg` (GSO when more than one); `refused` sees the error of each `sendmsg` the kernel
+/// refused. Shared by [`UdpSock::send`] and the load generator's senders (blocking sockets).
+pub fn send_segments(
+    state: &UdpSocketState,
+    sock: &UdpSocket,
+    dest: SocketAddr,
+    buf: &[u8],
+    stride: usize,
+    per_send: usize,
+    mut refused: impl FnMut(io::Error),
+) -> Sent {
+    let stride = stride.max(1);
+    let mut r = Sent::default();
+    for chunk in buf.chunks(stride * per_send.max(1)) {
+        let segments = chunk.len().div_ceil(stride) as u64;
+        let t = Transmit {
+            destination: dest,
+            ecn: None,
+            contents: chunk,
+            segment_size: (chunk.len() > stride).then_some(stride),
+            src_ip: None,
+        };
+        match state.try_send(sock.into(), &t) {
+            Ok(()) => {
+                r.packets += segments;
+                r.bytes += chunk.len() as u64;
+            }
+            Err(e) => {
+                r.failed += segments;
+                refused(e);
+            }
+        }
+    }
+    r
 }
 
 #[cfg(test)]
