@@ -366,23 +366,8 @@ fn establish<'r>(
         let (_, callee_key) = setup::video_of(offer)?;
         Ok::<(SocketAddr, Option<_>), String>((dest, callee_key))
     };
-    let security = o.srtp.unwrap_or(MediaSecurity::EndToEnd);
-    let run = setup::setup_calls(relay, n, o.setup_concurrency, security, stop, &spec, &on_ok)?;
-    let calls = CallSet::new(
-        relay,
-        established_ids(&run.results, &prefix),
-        o.setup_concurrency,
-    );
-    rep.setup = Some(SetupFigures {
-        requested: n,
-        established: run.established(),
-        failed: run.failed(),
-        first_error: run.first_error().map(str::to_owned),
-        seconds: run.elapsed.as_secs_f64(),
-        concurrency: run.concurrency,
-        latency_ms: SetupFigures::latency_from(&run.latency),
-        ..SetupFigures::default()
-    });
+    let (run, calls) = set_up(o, relay, stop, &prefix, &spec, &on_ok)?;
+    rep.setup = Some(run.figures());
     if stop.requested() {
         rep.teardown = Some(calls.release());
         return Err("interrupted during call setup".into());
@@ -407,7 +392,7 @@ fn establish<'r>(
         if let Some(ck) = caller_keys.get(i) {
             t.srtp = Some(SrtpContext::new(ck));
             // per_leg: the key the relay put in the callee's offer; end_to_end: the caller's.
-            let rk = match (security, callee_key) {
+            let rk = match (o.srtp.unwrap_or(MediaSecurity::EndToEnd), callee_key) {
                 (_, Some(k)) => k,
                 (MediaSecurity::EndToEnd, None) => ck.clone(),
                 (MediaSecurity::PerLeg, None) => {
@@ -716,27 +701,15 @@ fn setup_only(o: &Options, relay: &Relay, stop: &Stop, rep: &mut Report) -> Resu
     };
     let rss = |src: &Option<String>| src.as_ref().and_then(|_| sys::rss_kib(rss_pid));
     let rss_before = rss(&rss_source);
-    let security = o.srtp.unwrap_or(MediaSecurity::EndToEnd);
-    let run = setup::setup_calls(relay, n, o.setup_concurrency, security, stop, &spec, &on_ok)?;
-    let calls = CallSet::new(
-        relay,
-        established_ids(&run.results, &prefix),
-        o.setup_concurrency,
-    );
+    let (run, calls) = set_up(o, relay, stop, &prefix, &spec, &on_ok)?;
     // Let the workers start every call's tasks before reading the memory.
     std::thread::sleep(Duration::from_millis(500));
     let rss_after = rss(&rss_source);
     rep.setup = Some(SetupFigures {
-        requested: n,
-        established: run.established(),
-        failed: run.failed(),
-        first_error: run.first_error().map(str::to_owned),
-        seconds: run.elapsed.as_secs_f64(),
-        concurrency: run.concurrency,
-        latency_ms: SetupFigures::latency_from(&run.latency),
         rss_before_kib: rss_before,
         rss_after_kib: rss_after,
         rss_source,
+        ..run.figures()
     });
     if !o.quiet {
         eprintln!(
@@ -756,6 +729,30 @@ fn setup_only(o: &Options, relay: &Relay, stop: &Stop, rep: &mut Report) -> Resu
         ));
     }
     Ok(())
+}
+
+/// Sets up `o.calls` calls (`spec` and `on_ok` as for [`setup::setup_calls`]) and holds every
+/// call that was tried (IDs `{prefix}-{i}`) for release.
+fn set_up<'r, T: Send>(
+    o: &Options,
+    relay: &'r Relay,
+    stop: &Stop,
+    prefix: &str,
+    spec: &(dyn Fn(usize) -> setup::CallSpec + Sync),
+    on_ok: &(dyn Fn(usize, &str, &str) -> Result<T, String> + Sync),
+) -> Result<(setup::SetupRun<T>, CallSet<'r>), String> {
+    let security = o.srtp.unwrap_or(MediaSecurity::EndToEnd);
+    let run = setup::setup_calls(
+        relay,
+        o.calls,
+        o.setup_concurrency,
+        security,
+        stop,
+        spec,
+        on_ok,
+    )?;
+    let ids = established_ids(&run.results, prefix);
+    Ok((run, CallSet::new(relay, ids, o.setup_concurrency)))
 }
 
 /// The IDs (`{prefix}-{i}`) of the calls whose setup succeeded.

@@ -3,6 +3,7 @@
 
 use super::args::{Options, Target};
 use super::http::HttpClient;
+use super::report::SetupFigures;
 use super::sys::Stop;
 use super::traffic::new_histogram;
 use crate::control::call::{AnswerCall, CreateCall, SetupError};
@@ -456,6 +457,20 @@ impl<T> SetupRun<T> {
             Some(Err(e)) => Some(e.as_str()),
             _ => None,
         })
+    }
+
+    /// The report's setup figures for this run (no memory figures).
+    pub(crate) fn figures(&self) -> SetupFigures {
+        SetupFigures {
+            requested: self.results.len(),
+            established: self.established(),
+            failed: self.failed(),
+            first_error: self.first_error().map(str::to_owned),
+            seconds: self.elapsed.as_secs_f64(),
+            concurrency: self.concurrency,
+            latency_ms: SetupFigures::latency_from(&self.latency),
+            ..SetupFigures::default()
+        }
     }
 }
 
