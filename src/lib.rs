@@ -68,7 +68,7 @@ pub mod sdp;
 pub mod sidecar;
 pub mod srtp;
 #[cfg(test)]
-mod test_rng;
+mod test_support;
 pub mod wire;
 
 pub use ids::{CallId, Ssrc};

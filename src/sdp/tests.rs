@@ -2,7 +2,7 @@
 #![allow(clippy::indexing_slicing, clippy::unwrap_used)]
 
 use super::*;
-use crate::test_rng::Rng;
+use crate::test_support::Rng;
 
 const KEY_MGMT: &str =
     "a=key-mgmt:mikey AQAFgM0XflABAAAAAAAAAAAAAAsAyO7JV6p0TRYAsGU/aP7sAAAAAAAAA+Qv1A==";

@@ -3,9 +3,9 @@
 //! command is 500 `internal_error`, never 404 `unknown_call` or 400 `bad_request`.
 
 use super::api::{router, AppState};
-use crate::control::call::{AnswerCall, CreateCall};
-use crate::control::MediaSecurity;
+use crate::control::call::AnswerCall;
 use crate::relay::{Engine, EngineConfig};
+use crate::test_support::{live, paused, push_call};
 use axum::body::Body;
 use axum::http::{header, Method, Request};
 use axum::Router;
@@ -37,21 +37,7 @@ fn sdp(s: &UdpSocket) -> String {
 /// An established push call `id`; returns its peers' sockets.
 fn call(engine: &Engine, id: &str) -> [UdpSocket; 2] {
     let peers = [(); 2].map(|()| UdpSocket::bind("127.0.0.1:0").unwrap());
-    engine
-        .create_call(CreateCall {
-            call_id: Some(id.into()),
-            caller_id: "sip:a@x".into(),
-            caller_sdp: sdp(&peers[0]),
-            callee_id: "sip:b@x".into(),
-            video_push: true,
-            video_pull: false,
-            commencement_mode: None,
-            media_security: MediaSecurity::EndToEnd,
-            caller_tc_key: None,
-            caller_interface: None,
-            callee_interface: None,
-        })
-        .unwrap();
+    engine.create_call(push_call(id, sdp(&peers[0]))).unwrap();
     engine
         .accept_call(
             id,
@@ -90,23 +76,6 @@ fn request(
             .unwrap();
         (status, retry, serde_json::from_slice(&bytes).unwrap())
     })
-}
-
-/// A runtime whose clock jumps to the next timer whenever its tasks all wait: only for
-/// requests to a held worker (its 5 s reply timeout then fires at once, and only then).
-fn paused() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .unwrap()
-}
-
-fn live() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap()
 }
 
 #[test]

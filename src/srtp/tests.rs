@@ -2,7 +2,7 @@
 //! estimation across the sequence-number wrap, replay protection, tampering, and garbage input.
 
 use super::*;
-use crate::test_rng::Rng;
+use crate::test_support::Rng;
 
 /// Decodes hex, ignoring whitespace.
 pub(super) fn hex(s: &str) -> Vec<u8> {
