@@ -50,6 +50,15 @@ fn call(engine: &Engine, id: &str) -> [UdpSocket; 2] {
     peers
 }
 
+/// An engine on ports from `port_min` with the established push call `id`, its peers' sockets
+/// and the API's router over it.
+fn api_with_call(port_min: u16, id: &str) -> (Arc<Engine>, [UdpSocket; 2], Router) {
+    let engine = engine(port_min);
+    let peers = call(&engine, id);
+    let api = router(Arc::new(AppState::new(engine.clone(), None, 65_536, None)));
+    (engine, peers, api)
+}
+
 /// One request through the whole router on `rt`: (status, `Retry-After`, JSON body).
 fn request(
     rt: &tokio::runtime::Runtime,
@@ -80,9 +89,7 @@ fn request(
 
 #[test]
 fn a_worker_that_does_not_answer_is_503_worker_timeout() {
-    let engine = engine(46_100);
-    let _peers = call(&engine, "test-stall-api");
-    let mut api = router(Arc::new(AppState::new(engine.clone(), None, 65_536, None)));
+    let (engine, _peers, mut api) = api_with_call(46_100, "test-stall-api");
     let rt = paused();
     let held = crate::relay::test_hooks::STALL.lock().unwrap();
     for (method, uri) in [
@@ -113,9 +120,7 @@ fn a_worker_that_does_not_answer_is_503_worker_timeout() {
 
 #[test]
 fn a_bug_in_a_worker_command_is_500_internal_error() {
-    let engine = engine(46_200);
-    let _peers = call(&engine, "test-panic-cmd-reading");
-    let mut api = router(Arc::new(AppState::new(engine.clone(), None, 65_536, None)));
+    let (engine, _peers, mut api) = api_with_call(46_200, "test-panic-cmd-reading");
     let rt = live();
     let (status, _, body) = request(
         &rt,
