@@ -29,159 +29,165 @@ fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// A call image's record (keys sealed with `key`), or `None`, logged, when it cannot be encoded.
 fn record(image: &CallImage, key: &SealKey) -> Option<CallRecord> {
-    match image.to_record(key, unix_ms()) {
-        Ok(r) => Some(r),
-        Err(e) => {
-            warn!(call = %image.call.call_id, error = %e, "HA: cannot encode a call record");
-            None
-        }
-    }
+    logged(image.to_record(key, unix_ms()), &image.call.call_id, "call")
 }
 
+/// A group call image's record, as [`record`].
 fn group_record(image: &GroupImage, key: &SealKey) -> Option<CallRecord> {
-    match image.to_record(key, unix_ms()) {
-        Ok(r) => Some(r),
-        Err(e) => {
-            warn!(call = %image.group.call_id, error = %e, "HA: cannot encode a group call record");
-            None
-        }
-    }
+    logged(
+        image.to_record(key, unix_ms()),
+        &image.group.call_id,
+        "group call",
+    )
+}
+
+fn logged<E: std::fmt::Display>(
+    encoded: Result<CallRecord, E>,
+    call_id: &str,
+    kind: &str,
+) -> Option<CallRecord> {
+    encoded
+        .map_err(|e| warn!(call = %call_id, error = %e, "HA: cannot encode a {kind} record"))
+        .ok()
 }
 
 /// Starts the store (on the current tokio runtime) and its tasks.
 pub(crate) fn start(cfg: HaConfig, engine: Arc<Engine>) -> Result<Arc<HaRuntime>, String> {
     let seal = cfg.seal_key.clone();
     let instance = cfg.instance_id.clone();
-    let resync = {
-        let engine = engine.clone();
-        let seal = seal.clone();
-        move || {
-            let mut all: Vec<CallRecord> = engine
-                .snapshot_calls()
+    let (store, events) =
+        HaStore::start(cfg, resync(engine.clone(), seal.clone())).map_err(|problems| {
+            problems
                 .iter()
-                .filter_map(|i| record(i, &seal))
-                .collect();
-            all.extend(
-                engine
-                    .snapshot_groups()
-                    .iter()
-                    .filter_map(|i| group_record(i, &seal)),
-            );
-            all
-        }
-    };
-    let (store, mut events) = HaStore::start(cfg, resync).map_err(|problems| {
-        problems
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ")
-    })?;
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        })?;
     let rt = Arc::new(HaRuntime {
         store: store.clone(),
         adopt_failures: AtomicU64::new(0),
         fenced_drops: AtomicU64::new(0),
     });
     info!(instance = %instance, "HA store started");
-
-    // The writer: images from the workers to records, off the media path and off the runtime.
-    let updates = engine.ha_updates();
-    {
-        let store = store.clone();
-        let seal = seal.clone();
-        std::thread::Builder::new()
-            .name("mcv-ha-writer".into())
-            .spawn(move || {
-                for u in updates {
-                    if store.is_fenced() {
-                        continue;
-                    }
-                    match u {
-                        HaUpdate::Put(image) => {
-                            if let Some(r) = record(&image, &seal) {
-                                store.put(r);
-                            }
-                        }
-                        HaUpdate::PutGroup(image) => {
-                            if let Some(r) = group_record(&image, &seal) {
-                                store.put(r);
-                            }
-                        }
-                        HaUpdate::Delete(id) => store.delete(&id),
-                    }
-                }
-            })
-            .map_err(|e| format!("HA writer thread: {e}"))?;
-    }
-
-    // Adoptions.
-    {
-        let engine = engine.clone();
-        let rt = rt.clone();
-        tokio::spawn(async move {
-            while let Some(ev) = events.recv().await {
-                if let HaEvent::Adopted { peer, records, .. } = ev {
-                    let engine = engine.clone();
-                    let seal = seal.clone();
-                    let rt = rt.clone();
-                    let _ = tokio::task::spawn_blocking(move || {
-                        adopt_all(&engine, &seal, &peer, records, &rt)
-                    })
-                    .await;
-                }
-            }
-        });
-    }
-
-    // Fencing: stop forwarding and answering for the calls another instance has now.
-    {
-        let engine = engine.clone();
-        let rt = rt.clone();
-        let mut fenced = store.fenced();
-        tokio::spawn(async move {
-            if fenced.wait_for(Option::is_some).await.is_err() {
-                return;
-            }
-            let info = fenced.borrow().clone();
-            let engine2 = engine.clone();
-            let n = tokio::task::spawn_blocking(move || engine2.abandon_calls())
-                .await
-                .unwrap_or(0);
-            rt.fenced_drops.fetch_add(n as u64, Ordering::Relaxed);
-            if let Some(info) = info {
-                error!(
-                    instance = %info.instance,
-                    by = %info.by,
-                    epoch = info.epoch,
-                    dropped_calls = n,
-                    "fenced: this instance lost its calls to {}; dropped {n} calls, not forwarding or answering for them; restart it to take a new lease",
-                    info.by
-                );
-            }
-        });
-    }
-
-    // The load the heartbeat reports.
-    {
-        let engine = engine.clone();
-        let store = store.clone();
-        tokio::spawn(async move {
-            let mut last = (Instant::now(), 0u64);
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tick.tick().await;
-                let s = engine.stats();
-                let packets =
-                    s.caller.packets_in + s.callee.packets_in + s.group_members.packets_in;
-                let dt = last.0.elapsed().as_secs_f64().max(0.001);
-                let pps = (packets.saturating_sub(last.1) as f64 / dt) as u64;
-                last = (Instant::now(), packets);
-                store.set_load(pps, s.draining);
-            }
-        });
-    }
+    spawn_writer(&engine, store.clone(), seal.clone())?;
+    spawn_adoptions(engine.clone(), rt.clone(), events, seal);
+    spawn_fencing(engine.clone(), rt.clone(), &store);
+    spawn_load_reports(engine, store);
     Ok(rt)
+}
+
+/// What a full resync writes: the records of every call and group call the engine runs.
+fn resync(engine: Arc<Engine>, seal: Arc<SealKey>) -> impl Fn() -> Vec<CallRecord> {
+    move || {
+        let mut all: Vec<CallRecord> = engine
+            .snapshot_calls()
+            .iter()
+            .filter_map(|i| record(i, &seal))
+            .collect();
+        all.extend(
+            engine
+                .snapshot_groups()
+                .iter()
+                .filter_map(|i| group_record(i, &seal)),
+        );
+        all
+    }
+}
+
+/// The writer: images from the workers to records, off the media path and off the runtime.
+fn spawn_writer(engine: &Engine, store: HaStore, seal: Arc<SealKey>) -> Result<(), String> {
+    let updates = engine.ha_updates();
+    std::thread::Builder::new()
+        .name("mcv-ha-writer".into())
+        .spawn(move || {
+            for u in updates {
+                if store.is_fenced() {
+                    continue;
+                }
+                match u {
+                    HaUpdate::Put(image) => {
+                        if let Some(r) = record(&image, &seal) {
+                            store.put(r);
+                        }
+                    }
+                    HaUpdate::PutGroup(image) => {
+                        if let Some(r) = group_record(&image, &seal) {
+                            store.put(r);
+                        }
+                    }
+                    HaUpdate::Delete(id) => store.delete(&id),
+                }
+            }
+        })
+        .map(drop)
+        .map_err(|e| format!("HA writer thread: {e}"))
+}
+
+/// Adoptions: a dead peer's records become calls of this engine.
+fn spawn_adoptions(
+    engine: Arc<Engine>,
+    rt: Arc<HaRuntime>,
+    mut events: tokio::sync::mpsc::UnboundedReceiver<HaEvent>,
+    seal: Arc<SealKey>,
+) {
+    tokio::spawn(async move {
+        while let Some(ev) = events.recv().await {
+            if let HaEvent::Adopted { peer, records, .. } = ev {
+                let engine = engine.clone();
+                let seal = seal.clone();
+                let rt = rt.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    adopt_all(&engine, &seal, &peer, records, &rt)
+                })
+                .await;
+            }
+        }
+    });
+}
+
+/// Fencing: stop forwarding and answering for the calls another instance has now.
+fn spawn_fencing(engine: Arc<Engine>, rt: Arc<HaRuntime>, store: &HaStore) {
+    let mut fenced = store.fenced();
+    tokio::spawn(async move {
+        if fenced.wait_for(Option::is_some).await.is_err() {
+            return;
+        }
+        let info = fenced.borrow().clone();
+        let engine2 = engine.clone();
+        let n = tokio::task::spawn_blocking(move || engine2.abandon_calls())
+            .await
+            .unwrap_or(0);
+        rt.fenced_drops.fetch_add(n as u64, Ordering::Relaxed);
+        if let Some(info) = info {
+            error!(
+                instance = %info.instance,
+                by = %info.by,
+                epoch = info.epoch,
+                dropped_calls = n,
+                "fenced: this instance lost its calls to {}; dropped {n} calls, not forwarding or answering for them; restart it to take a new lease",
+                info.by
+            );
+        }
+    });
+}
+
+/// The load the heartbeat reports: packets per second into the engine, and whether it drains.
+fn spawn_load_reports(engine: Arc<Engine>, store: HaStore) {
+    tokio::spawn(async move {
+        let mut last = (Instant::now(), 0u64);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let s = engine.stats();
+            let packets = s.caller.packets_in + s.callee.packets_in + s.group_members.packets_in;
+            let dt = last.0.elapsed().as_secs_f64().max(0.001);
+            let pps = (packets.saturating_sub(last.1) as f64 / dt) as u64;
+            last = (Instant::now(), packets);
+            store.set_load(pps, s.draining);
+        }
+    });
 }
 
 /// Restores every record of a dead peer.
