@@ -530,17 +530,9 @@ impl HaSection {
 
     fn validate(&self) -> Vec<Problem> {
         let mut p = Vec::new();
-        for (key, name) in [
-            ("ha.redis_url_env", &self.redis_url_env),
-            ("ha.seal_key_env", &self.seal_key_env),
-        ] {
-            if name.is_empty() || name.contains(['=', '\0']) {
-                p.push(Problem::new(
-                    key,
-                    "must be the name of an environment variable",
-                ));
-            }
-        }
+        let mut s = Section::new("ha", &mut p);
+        s.env_name("redis_url_env", &self.redis_url_env);
+        s.env_name("seal_key_env", &self.seal_key_env);
         if !self.enabled || !p.is_empty() {
             return p;
         }
@@ -802,191 +794,172 @@ impl Config {
     }
 }
 
-/// The `[api]` section.
-fn validate_api(a: &ApiConfig, p: &mut Vec<Problem>) {
-    if a.token_env.is_empty() || a.token_env.contains(['=', '\0']) {
-        p.push(Problem::new(
-            "api.token_env",
-            "must be the name of an environment variable",
-        ));
+/// The checks of one section: each failed check adds a problem keyed `{section}.{key}`.
+struct Section<'p> {
+    name: &'static str,
+    problems: &'p mut Vec<Problem>,
+}
+
+impl<'p> Section<'p> {
+    fn new(name: &'static str, problems: &'p mut Vec<Problem>) -> Self {
+        Section { name, problems }
     }
-    if let Some(f) = &a.token_file {
-        if f.is_empty() {
-            p.push(Problem::new("api.token_file", "must be a path"));
+
+    fn fail(&mut self, key: &str, message: impl Into<String>) {
+        let key = format!("{}.{key}", self.name);
+        self.problems.push(Problem::new(key, message));
+    }
+
+    /// `value` within `range`, else "must be between {start} and {end}".
+    fn between<T: PartialOrd + fmt::Display>(
+        &mut self,
+        key: &str,
+        value: T,
+        range: std::ops::RangeInclusive<T>,
+    ) {
+        if !range.contains(&value) {
+            let (lo, hi) = range.into_inner();
+            self.fail(key, format!("must be between {lo} and {hi}"));
         }
     }
+
+    /// `value` at most `max`, else `message`.
+    fn at_most<T: PartialOrd>(&mut self, key: &str, value: T, max: T, message: &str) {
+        if value > max {
+            self.fail(key, message);
+        }
+    }
+
+    /// `value` not zero, else "must be >= 1".
+    fn at_least_one<T: PartialEq + Default>(&mut self, key: &str, value: T) {
+        if value == T::default() {
+            self.fail(key, "must be >= 1");
+        }
+    }
+
+    /// `name` can name an environment variable (not empty, no `=` or NUL).
+    fn env_name(&mut self, key: &str, name: &str) {
+        if name.is_empty() || name.contains(['=', '\0']) {
+            self.fail(key, "must be the name of an environment variable");
+        }
+    }
+
+    /// A path, when one is given, is not empty.
+    fn path(&mut self, key: &str, path: Option<&String>) {
+        if path.is_some_and(|f| f.is_empty()) {
+            self.fail(key, "must be a path");
+        }
+    }
+}
+
+/// The `[api]` section.
+fn validate_api(a: &ApiConfig, p: &mut Vec<Problem>) {
+    let mut s = Section::new("api", p);
+    s.env_name("token_env", &a.token_env);
+    s.path("token_file", a.token_file.as_ref());
     if !(1024..=64 << 20).contains(&a.max_body_bytes) {
-        p.push(Problem::new(
-            "api.max_body_bytes",
+        s.fail(
+            "max_body_bytes",
             format!("must be between 1024 and {} bytes", 64 << 20),
-        ));
+        );
     }
-    if a.token_overlap_secs > 86_400 {
-        p.push(Problem::new(
-            "api.token_overlap_secs",
-            "must be <= 86400 (0 = the old token stops at once)",
-        ));
-    }
+    let overlap = "must be <= 86400 (0 = the old token stops at once)";
+    s.at_most("token_overlap_secs", a.token_overlap_secs, 86_400, overlap);
 }
 
 /// The `[media]` section.
 fn validate_media(m: &MediaConfig, p: &mut Vec<Problem>) {
+    let mut s = Section::new("media", p);
     if m.ip.is_unspecified() || m.ip.is_multicast() {
-        p.push(Problem::new(
-            "media.ip",
+        s.fail(
+            "ip",
             "must be a unicast address of this host (it goes into the SDP), not a \
              wildcard or multicast address",
-        ));
+        );
     }
-    if m.port_min == 0 {
-        p.push(Problem::new("media.port_min", "must be >= 1"));
-    }
+    s.at_least_one("port_min", m.port_min);
     if m.port_min > m.port_max {
-        p.push(Problem::new(
-            "media.port_min",
-            format!(
-                "must be <= media.port_max ({} > {})",
-                m.port_min, m.port_max
-            ),
-        ));
+        let message = format!(
+            "must be <= media.port_max ({} > {})",
+            m.port_min, m.port_max
+        );
+        s.fail("port_min", message);
     } else if m.port_max - m.port_min < 3 {
-        p.push(Problem::new(
-            "media.port_max",
-            format!(
-                "the range {}-{} must hold at least two port pairs (4 ports)",
-                m.port_min, m.port_max
-            ),
-        ));
+        let message = format!(
+            "the range {}-{} must hold at least two port pairs (4 ports)",
+            m.port_min, m.port_max
+        );
+        s.fail("port_max", message);
     }
-    if m.workers > 1024 {
-        p.push(Problem::new(
-            "media.workers",
-            "must be <= 1024 (0 = one per core)",
-        ));
-    }
-    if m.spread_above_busy_percent > 100 {
-        p.push(Problem::new(
-            "media.spread_above_busy_percent",
-            "must be between 0 and 100",
-        ));
-    }
+    let workers = "must be <= 1024 (0 = one per core)";
+    s.at_most("workers", m.workers, 1024, workers);
+    s.between(
+        "spread_above_busy_percent",
+        m.spread_above_busy_percent,
+        0..=100,
+    );
     p.extend(validate_interfaces(&m.interfaces));
-    if m.socket_buffer_bytes > 1 << 30 {
-        p.push(Problem::new(
-            "media.socket_buffer_bytes",
-            "must be <= 1 GiB",
-        ));
-    }
-    if !(1..=1000).contains(&m.latch_after_packets) {
-        p.push(Problem::new(
-            "media.latch_after_packets",
-            "must be between 1 and 1000",
-        ));
-    }
+    let mut s = Section::new("media", p);
+    s.at_most(
+        "socket_buffer_bytes",
+        m.socket_buffer_bytes,
+        1 << 30,
+        "must be <= 1 GiB",
+    );
+    s.between("latch_after_packets", m.latch_after_packets, 1..=1000);
 }
 
 /// The `[calls]` section.
 fn validate_calls(c: &CallsConfig, p: &mut Vec<Problem>) {
-    if !(1..=86_400).contains(&c.offer_timeout_secs) {
-        p.push(Problem::new(
-            "calls.offer_timeout_secs",
-            "must be between 1 and 86400",
-        ));
-    }
-    if c.max_calls == 0 {
-        p.push(Problem::new("calls.max_calls", "must be >= 1"));
-    }
+    let mut s = Section::new("calls", p);
+    s.between("offer_timeout_secs", c.offer_timeout_secs, 1..=86_400);
+    s.at_least_one("max_calls", c.max_calls);
 }
 
 /// The `[transmission_control]` section.
 fn validate_transmission_control(t: &TransmissionControlConfig, p: &mut Vec<Problem>) {
-    if !(1..=86_400).contains(&t.t1_hang_secs) {
-        p.push(Problem::new(
-            "transmission_control.t1_hang_secs",
-            "must be between 1 and 86400",
-        ));
-    }
-    if !(10..=60_000).contains(&t.t4_granted_ms) {
-        p.push(Problem::new(
-            "transmission_control.t4_granted_ms",
-            "must be between 10 and 60000",
-        ));
-    }
-    if t.c4_granted > 100 {
-        p.push(Problem::new(
-            "transmission_control.c4_granted",
-            "must be <= 100",
-        ));
-    }
-    if !(1..=86_400).contains(&t.media_inactivity_secs) {
-        p.push(Problem::new(
-            "transmission_control.media_inactivity_secs",
-            "must be between 1 and 86400",
-        ));
-    }
-    if t.max_duration_secs > 7 * 86_400 {
-        p.push(Problem::new(
-            "transmission_control.max_duration_secs",
-            "must be <= 604800 (0 = unlimited)",
-        ));
-    }
+    let mut s = Section::new("transmission_control", p);
+    s.between("t1_hang_secs", t.t1_hang_secs, 1..=86_400);
+    s.between("t4_granted_ms", t.t4_granted_ms, 10..=60_000);
+    s.at_most("c4_granted", t.c4_granted, 100, "must be <= 100");
+    s.between("media_inactivity_secs", t.media_inactivity_secs, 1..=86_400);
+    let unlimited = "must be <= 604800 (0 = unlimited)";
+    s.at_most(
+        "max_duration_secs",
+        t.max_duration_secs,
+        7 * 86_400,
+        unlimited,
+    );
     if !matches!(t.video_ssrc_field_id, 23 | 24) {
-        p.push(Problem::new(
-            "transmission_control.video_ssrc_field_id",
-            format!("must be 23 or 24, not {}", t.video_ssrc_field_id),
-        ));
+        let message = format!("must be 23 or 24, not {}", t.video_ssrc_field_id);
+        s.fail("video_ssrc_field_id", message);
     }
 }
 
 /// The `[group_calls]` section.
 fn validate_group_calls(g: &GroupCallsConfig, p: &mut Vec<Problem>) {
-    if g.max_transmitters == 0 {
-        p.push(Problem::new("group_calls.max_transmitters", "must be >= 1"));
-    }
-    if g.max_streams_per_receiver == 0 {
-        p.push(Problem::new(
-            "group_calls.max_streams_per_receiver",
-            "must be >= 1",
-        ));
-    }
+    let mut s = Section::new("group_calls", p);
+    s.at_least_one("max_transmitters", g.max_transmitters);
+    s.at_least_one("max_streams_per_receiver", g.max_streams_per_receiver);
     if crate::control::server::ReceptionMode::parse(&g.reception_mode).is_none() {
-        p.push(Problem::new(
-            "group_calls.reception_mode",
-            "must be \"automatic\" or \"manual\"",
-        ));
+        s.fail("reception_mode", "must be \"automatic\" or \"manual\"");
     }
-    for (key, v) in [
-        ("group_calls.t1_inactivity_secs", g.t1_inactivity_secs),
-        ("group_calls.media_inactivity_secs", g.media_inactivity_secs),
-    ] {
-        if !(1..=86_400).contains(&v) {
-            p.push(Problem::new(key, "must be between 1 and 86400"));
-        }
-    }
-    if !(10..=60_000).contains(&g.t2_idle_ms) {
-        p.push(Problem::new(
-            "group_calls.t2_idle_ms",
-            "must be between 10 and 60000",
-        ));
-    }
-    if g.c2_idle > 100 {
-        p.push(Problem::new("group_calls.c2_idle", "must be <= 100"));
-    }
-    if g.max_duration_secs > 7 * 86_400 {
-        p.push(Problem::new(
-            "group_calls.max_duration_secs",
-            "must be <= 604800 (0 = unlimited)",
-        ));
-    }
+    s.between("t1_inactivity_secs", g.t1_inactivity_secs, 1..=86_400);
+    s.between("media_inactivity_secs", g.media_inactivity_secs, 1..=86_400);
+    s.between("t2_idle_ms", g.t2_idle_ms, 10..=60_000);
+    s.at_most("c2_idle", g.c2_idle, 100, "must be <= 100");
+    let unlimited = "must be <= 604800 (0 = unlimited)";
+    s.at_most(
+        "max_duration_secs",
+        g.max_duration_secs,
+        7 * 86_400,
+        unlimited,
+    );
 }
 
 /// The `[policy]` section.
 fn validate_policy(policy: &PolicyConfig, p: &mut Vec<Problem>) {
-    if let Some(f) = &policy.file {
-        if f.is_empty() {
-            p.push(Problem::new("policy.file", "must be a path"));
-        }
-    }
+    Section::new("policy", p).path("file", policy.file.as_ref());
 }
 
 /// Every problem with `[[media.interfaces]]`, keyed `media.interfaces[N].key`.
