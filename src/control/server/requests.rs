@@ -38,16 +38,7 @@ impl TransmissionControlServer {
                 self.reply_receive_media(now, from, transmitting.then_some(tx), result);
             }
             (false, MessageKind::MediaReceptionEndRequest) => {
-                let mut r =
-                    TcMessage::new(MessageKind::MediaReceptionEndResponse, self.server_ssrc());
-                let ids = self.tx_ids(tx);
-                if let Some((user, audio, video)) = &ids {
-                    r.fields.transmitting_user_id = Some(user);
-                    r.fields.audio_ssrc = Some(audio.get());
-                    r.fields.video_ssrc = Some(video.get());
-                }
-                let bytes = self.emit(&r);
-                self.reply_bytes(now, from, bytes);
+                self.reply_reception_end(now, from, Some(tx));
                 if transmitting {
                     // Nobody receives any more: stop the transmitter (server End Request #8).
                     self.send_end_request(tx, RevokeCause::NoReceivingParticipant);
@@ -289,6 +280,11 @@ impl TransmissionControlServer {
             }
             self.maybe_arm_t11(now, t);
         }
+        self.reply_reception_end(now, from, t);
+    }
+
+    /// Media Reception End Response to `to`, naming transmission `t` while it runs.
+    fn reply_reception_end(&mut self, now: Instant, to: Slot, t: Option<Slot>) {
         let mut r = TcMessage::new(MessageKind::MediaReceptionEndResponse, self.server_ssrc());
         let ids = t.and_then(|t| self.tx_ids(t));
         if let Some((user, audio, video)) = &ids {
@@ -297,6 +293,6 @@ impl TransmissionControlServer {
             r.fields.video_ssrc = Some(video.get());
         }
         let bytes = self.emit(&r);
-        self.reply_bytes(now, from, bytes);
+        self.reply_bytes(now, to, bytes);
     }
 }
