@@ -115,14 +115,16 @@ fn open(r: &CallRecord, key: &SealKey) -> Result<Vec<u8>, StoredCallError> {
     Ok(plain[DIGEST_LEN..].to_vec())
 }
 
-/// A record of `call_id` with `body` in the clear and, sealed, the body's digest and `secrets`.
+/// A record of `call_id` with `body` in the clear (its JSON) and, sealed, the body's digest and
+/// `secrets`.
 fn seal(
     key: &SealKey,
     call_id: &str,
     updated_unix_ms: u64,
-    body: Vec<u8>,
+    body: &impl serde::Serialize,
     secrets: &[u8],
 ) -> Result<CallRecord, StoredCallError> {
+    let body = serde_json::to_vec(body).map_err(|e| StoredCallError::Body(e.to_string()))?;
     let mut plain = digest(&body).to_vec();
     plain.extend_from_slice(secrets);
     let mut r = CallRecord::new(CallId::from(call_id), String::new(), updated_unix_ms, body);
@@ -138,18 +140,12 @@ impl GroupImage {
         key: &SealKey,
         updated_unix_ms: u64,
     ) -> Result<CallRecord, StoredCallError> {
-        let body = serde_json::to_vec(&GroupBody {
+        let body = GroupBody {
             v: BODY_VERSION,
             group: &self.group,
-        })
-        .map_err(|e| StoredCallError::Body(e.to_string()))?;
-        seal(
-            key,
-            &self.group.call_id,
-            updated_unix_ms,
-            body,
-            &self.secrets.encode(),
-        )
+        };
+        let secrets = self.secrets.encode();
+        seal(key, &self.group.call_id, updated_unix_ms, &body, &secrets)
     }
 }
 
@@ -196,19 +192,13 @@ impl CallImage {
         key: &SealKey,
         updated_unix_ms: u64,
     ) -> Result<CallRecord, StoredCallError> {
-        let body = serde_json::to_vec(&Body {
+        let body = Body {
             v: BODY_VERSION,
             call: &self.call,
             rules: &self.rules,
-        })
-        .map_err(|e| StoredCallError::Body(e.to_string()))?;
-        seal(
-            key,
-            &self.call.call_id,
-            updated_unix_ms,
-            body,
-            &self.secrets.encode(),
-        )
+        };
+        let secrets = self.secrets.encode();
+        seal(key, &self.call.call_id, updated_unix_ms, &body, &secrets)
     }
 
     /// Opens a record written by [`CallImage::to_record`] (a group call's record is refused:

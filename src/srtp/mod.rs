@@ -429,6 +429,24 @@ impl SrtpContext {
         SRTCP_WORD_LEN + self.srtcp.tag_len()
     }
 
+    /// The packet index of sequence number `seq` of RTP stream `ssrc` (RFC 3711 §3.3.1), with the
+    /// stream's slot and window; an index the window has seen, or that is too old, is refused
+    /// (and remembered as such) before any crypto.
+    #[inline]
+    fn rtp_index(
+        &mut self,
+        ssrc: u32,
+        seq: u16,
+    ) -> Result<(table::Slot, ReplayWindow, u64), SrtpError> {
+        let (slot, window) = self.rtp_streams.lookup(ssrc);
+        let index = replay::estimate_index(&window, seq);
+        if let Err(e) = window.check(index) {
+            self.rtp_streams.refused(slot, index);
+            return Err(e);
+        }
+        Ok((slot, window, index))
+    }
+
     /// Encrypts `buf[..len]` (a plain RTP packet) in place and appends the tag; `buf.len()` must
     /// be at least `len + rtp_overhead()`. Returns the new length.
     ///
@@ -443,12 +461,7 @@ impl SrtpContext {
             .ok_or(SrtpError::BufferTooSmall)?;
         let pkt = buf.get_mut(..total).ok_or(SrtpError::BufferTooSmall)?;
         let header = parse_rtp_header(pkt.get(..len).ok_or(SrtpError::BufferTooSmall)?)?;
-        let (slot, mut window) = self.rtp_streams.lookup(header.ssrc);
-        let index = replay::estimate_index(&window, header.sequence_number);
-        if let Err(e) = window.check(index) {
-            self.rtp_streams.refused(slot, index);
-            return Err(e);
-        }
+        let (slot, mut window, index) = self.rtp_index(header.ssrc, header.sequence_number)?;
         self.srtp.protect_rtp(pkt, header.len, header.ssrc, index)?;
         window.accept(index);
         self.rtp_streams.store(slot, header.ssrc, window);
@@ -469,12 +482,7 @@ impl SrtpContext {
             .checked_sub(self.srtp.tag_len())
             .ok_or(SrtpError::Malformed)?;
         let header = parse_rtp_header(buf.get(..plain_len).ok_or(SrtpError::Malformed)?)?;
-        let (slot, mut window) = self.rtp_streams.lookup(header.ssrc);
-        let index = replay::estimate_index(&window, header.sequence_number);
-        if let Err(e) = window.check(index) {
-            self.rtp_streams.refused(slot, index);
-            return Err(e);
-        }
+        let (slot, mut window, index) = self.rtp_index(header.ssrc, header.sequence_number)?;
         self.srtp
             .unprotect_rtp(buf, header.len, header.ssrc, index)?;
         window.accept(index);
