@@ -54,34 +54,50 @@ fn rtcp(ssrc: u32) -> Vec<u8> {
     p
 }
 
-fn protect_rtp(ctx: &mut SrtpContext, plain: &[u8]) -> Result<Vec<u8>, SrtpError> {
+/// `plain` in a buffer with `overhead` octets to spare, protected in place by `protect`.
+fn protected(
+    plain: &[u8],
+    overhead: usize,
+    protect: impl FnOnce(&mut [u8], usize) -> Result<usize, SrtpError>,
+) -> Result<Vec<u8>, SrtpError> {
     let mut buf = plain.to_vec();
-    buf.resize(plain.len() + ctx.rtp_overhead(), 0);
-    let n = ctx.protect_rtp(&mut buf, plain.len())?;
+    buf.resize(plain.len() + overhead, 0);
+    let n = protect(&mut buf, plain.len())?;
     assert_eq!(n, buf.len());
     Ok(buf)
+}
+
+/// `wire` opened in place by `unprotect`.
+fn opened(
+    wire: &[u8],
+    unprotect: impl FnOnce(&mut [u8]) -> Result<usize, SrtpError>,
+) -> Result<Vec<u8>, SrtpError> {
+    let mut buf = wire.to_vec();
+    let n = unprotect(&mut buf)?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// The receiver refused the packet as not authentic.
+#[track_caller]
+fn assert_forged(opened: Result<Vec<u8>, SrtpError>) {
+    assert_eq!(opened, Err(SrtpError::AuthenticationFailed));
+}
+
+fn protect_rtp(ctx: &mut SrtpContext, plain: &[u8]) -> Result<Vec<u8>, SrtpError> {
+    protected(plain, ctx.rtp_overhead(), |b, n| ctx.protect_rtp(b, n))
 }
 
 fn unprotect_rtp(ctx: &mut SrtpContext, wire: &[u8]) -> Result<Vec<u8>, SrtpError> {
-    let mut buf = wire.to_vec();
-    let n = ctx.unprotect_rtp(&mut buf)?;
-    buf.truncate(n);
-    Ok(buf)
+    opened(wire, |b| ctx.unprotect_rtp(b))
 }
 
 fn protect_rtcp(ctx: &mut SrtpContext, plain: &[u8]) -> Result<Vec<u8>, SrtpError> {
-    let mut buf = plain.to_vec();
-    buf.resize(plain.len() + ctx.rtcp_overhead(), 0);
-    let n = ctx.protect_rtcp(&mut buf, plain.len())?;
-    assert_eq!(n, buf.len());
-    Ok(buf)
+    protected(plain, ctx.rtcp_overhead(), |b, n| ctx.protect_rtcp(b, n))
 }
 
 fn unprotect_rtcp(ctx: &mut SrtpContext, wire: &[u8]) -> Result<Vec<u8>, SrtpError> {
-    let mut buf = wire.to_vec();
-    let n = ctx.unprotect_rtcp(&mut buf)?;
-    buf.truncate(n);
-    Ok(buf)
+    opened(wire, |b| ctx.unprotect_rtcp(b))
 }
 
 /// RFC 3711 Appendix B.2: AES-CM keystream for session key 2B7E…, salt F0F1…FD, SSRC 0,
@@ -131,15 +147,28 @@ const RFC7714_SRTP: &str = "8040f17b 8041f8d3 5501a0b2 f24de3a3 fb34de6c acba861
 #[test]
 fn rfc7714_16_1_srtp_aead_aes_128_gcm() {
     let mut tx = rfc7714_context();
-    assert_eq!(
-        protect_rtp(&mut tx, &hex(RFC7714_RTP)).unwrap(),
-        hex(RFC7714_SRTP)
+    rfc7714_vector(
+        &mut tx,
+        (protect_rtp, unprotect_rtp),
+        RFC7714_RTP,
+        RFC7714_SRTP,
     );
+}
+
+type Direction = fn(&mut SrtpContext, &[u8]) -> Result<Vec<u8>, SrtpError>;
+
+/// RFC 7714's vector: `tx` protects `plain` into `wire`, and a fresh context (returned) opens
+/// `wire` back into `plain`.
+fn rfc7714_vector(
+    tx: &mut SrtpContext,
+    (protect, unprotect): (Direction, Direction),
+    plain: &str,
+    wire: &str,
+) -> SrtpContext {
+    assert_eq!(protect(tx, &hex(plain)).unwrap(), hex(wire));
     let mut rx = rfc7714_context();
-    assert_eq!(
-        unprotect_rtp(&mut rx, &hex(RFC7714_SRTP)).unwrap(),
-        hex(RFC7714_RTP)
-    );
+    assert_eq!(unprotect(&mut rx, &hex(wire)).unwrap(), hex(plain));
+    rx
 }
 
 /// RFC 7714 §17: the SR packet of SSRC "Mars", SRTCP index 0x5d4.
@@ -159,15 +188,11 @@ const RFC7714_SRTCP_AUTH_ONLY: &str = "81c8000d 4d617273 4e545031 4e545032 52545
 fn rfc7714_17_srtcp_aead_aes_128_gcm() {
     let mut tx = rfc7714_context();
     tx.set_next_srtcp_index(0x4d61_7273, 0x5d4);
-    assert_eq!(
-        protect_rtcp(&mut tx, &hex(RFC7714_RTCP)).unwrap(),
-        hex(RFC7714_SRTCP)
-    );
-
-    let mut rx = rfc7714_context();
-    assert_eq!(
-        unprotect_rtcp(&mut rx, &hex(RFC7714_SRTCP)).unwrap(),
-        hex(RFC7714_RTCP)
+    let mut rx = rfc7714_vector(
+        &mut tx,
+        (protect_rtcp, unprotect_rtcp),
+        RFC7714_RTCP,
+        RFC7714_SRTCP,
     );
     // Same index again, even authentication-only: a replay.
     assert_eq!(
@@ -185,10 +210,7 @@ fn rfc7714_17_srtcp_aead_aes_128_gcm() {
     *flipped.last_mut().unwrap() ^= 1;
     let n = flipped.len();
     flipped[n - 4] ^= 0x80;
-    assert_eq!(
-        unprotect_rtcp(&mut rfc7714_context(), &flipped),
-        Err(SrtpError::AuthenticationFailed)
-    );
+    assert_forged(unprotect_rtcp(&mut rfc7714_context(), &flipped));
 }
 
 #[test]
@@ -242,15 +264,9 @@ fn different_keys_do_not_authenticate() {
         let mut tx = SrtpContext::new(&key(suite, 1));
         let mut rx = SrtpContext::new(&key(suite, 2));
         let wire = protect_rtp(&mut tx, &rtp(9, 7, 50, 0, false)).unwrap();
-        assert_eq!(
-            unprotect_rtp(&mut rx, &wire),
-            Err(SrtpError::AuthenticationFailed)
-        );
+        assert_forged(unprotect_rtp(&mut rx, &wire));
         let wire = protect_rtcp(&mut tx, &rtcp(7)).unwrap();
-        assert_eq!(
-            unprotect_rtcp(&mut rx, &wire),
-            Err(SrtpError::AuthenticationFailed)
-        );
+        assert_forged(unprotect_rtcp(&mut rx, &wire));
     }
 }
 
@@ -307,10 +323,7 @@ fn roc_rollover() {
         // the ROC is part of the authenticated data / nonce.
         let (_, mut fresh) = pair(suite);
         let w = protect_rtp(&mut tx, &rtp(5, 42, 64, 0, false)).unwrap();
-        assert_eq!(
-            unprotect_rtp(&mut fresh, &w),
-            Err(SrtpError::AuthenticationFailed)
-        );
+        assert_forged(unprotect_rtp(&mut fresh, &w));
     }
 }
 
@@ -387,10 +400,7 @@ fn flipped_bits_fail_and_leave_state_alone() {
         let ahead = protect_rtp(&mut tx, &rtp(5000, 11, 40, 0, false)).unwrap();
         let mut bad = ahead.clone();
         *bad.last_mut().unwrap() ^= 0x40;
-        assert_eq!(
-            unprotect_rtp(&mut rx, &bad),
-            Err(SrtpError::AuthenticationFailed)
-        );
+        assert_forged(unprotect_rtp(&mut rx, &bad));
         assert_eq!(rx.rtp_streams.lookup(11).1.top(), Some(7));
         assert!(unprotect_rtp(&mut rx, &ahead).is_ok());
 
@@ -827,10 +837,7 @@ fn null_cipher_for_fuzzing() {
     let mut forged = rtp(2, 2, 30, 0, false);
     forged.extend_from_slice(&[0; 15]);
     forged.push(1);
-    assert_eq!(
-        unprotect_rtp(&mut rx, &forged),
-        Err(SrtpError::AuthenticationFailed)
-    );
+    assert_forged(unprotect_rtp(&mut rx, &forged));
 
     let plain = rtcp(2);
     let wire = protect_rtcp(&mut tx, &plain).unwrap();
