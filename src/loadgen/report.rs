@@ -280,58 +280,89 @@ fn added_json(f: &PhaseResult, r: &PhaseResult) -> Value {
     Value::Object(m)
 }
 
+/// One step's JSON: its phases and what the relay adds to the floor and to the forwarder.
+fn step_json(s: &Step, per_call: bool) -> Value {
+    let added = |x: &Option<PhaseResult>| match (&s.floor, x) {
+        (Some(f), Some(r)) => added_json(f, r),
+        _ => Value::Null,
+    };
+    let vs_forwarder = match (&s.forwarder, &s.relay) {
+        (Some(f), Some(r)) => json!({
+            "cpu_ratio": s.cpu_ratio().map(|x| round(x, 3)),
+            "relay_cpu_us_per_packet": relay_cpu(r).map(|c| round(c.us_per_packet, 3)),
+            "forwarder_cpu_us_per_packet": relay_cpu(f).map(|c| round(c.us_per_packet, 3)),
+            "latency_us_relay_minus_forwarder": added_json(f, r),
+        }),
+        _ => Value::Null,
+    };
+    json!({
+        "rate_pps": round(s.rate, 1),
+        "floor": s.floor.as_ref().map(|p| phase_json(p, per_call)),
+        "forwarder": s.forwarder.as_ref().map(|p| phase_json(p, per_call)),
+        "relay": s.relay.as_ref().map(|p| phase_json(p, per_call)),
+        "added_latency_us": added(&s.relay),
+        "added_last_receiver_latency_us": match (&s.floor, &s.relay) {
+            (Some(f), Some(r)) => added_last_json(f, r),
+            _ => Value::Null,
+        },
+        "forwarder_added_latency_us": added(&s.forwarder),
+        "relay_vs_forwarder": vs_forwarder,
+    })
+}
+
+fn setup_json(s: &SetupFigures) -> Value {
+    json!({
+        "calls": s.requested,
+        "established": s.established,
+        "failed": s.failed,
+        "first_error": s.first_error,
+        "seconds": round(s.seconds, 3),
+        "calls_per_s": round(s.established as f64 / s.seconds.max(1e-9), 1),
+        "concurrency": s.concurrency,
+        "latency_ms": s.latency_ms.map(|[p50, p99, max]| json!({
+            "p50": round(p50, 3), "p99": round(p99, 3), "max": round(max, 3)
+        })),
+        "rss_before_kib": s.rss_before_kib,
+        "rss_after_kib": s.rss_after_kib,
+        "rss_per_call_bytes": s.rss_per_call_bytes().map(|b| round(b, 0)),
+        "rss_source": s.rss_source,
+    })
+}
+
+/// The options a run used, as the JSON's `config`.
+fn config_json(o: &Options) -> Value {
+    json!({
+        "calls": o.calls,
+        "group_receivers": o.group_receivers,
+        "rate_pps": o.rate,
+        "fps": o.fps,
+        "packet_size": o.packet_size,
+        "packets_per_frame_per_call": round(o.rate / o.calls as f64 / o.fps, 3),
+        "duration_s": o.duration.as_secs_f64(),
+        "warmup_s": o.warmup.as_secs_f64(),
+        "gso": o.gso,
+        "pattern": o.pattern.as_str(),
+        "one_sendmsg_per_packet": o.one_send_per_packet(),
+        "compare_forwarder": o.forwarder(),
+        "srtp": o.srtp.map_or("none", |s| s.as_str()),
+        "srtp_suite": o.srtp.map(|_| super::setup::SUITE.name()),
+        "senders": o.senders,
+        "receivers": o.receivers,
+        "workers": (o.target == Target::Engine).then_some(o.workers),
+        "floor": o.floor(),
+        "sweep": o.sweep,
+        "setup_only": o.setup_only,
+        "max_loss_pct": o.max_loss_pct,
+    })
+}
+
 impl Report {
     pub(crate) fn to_json(&self, o: &Options) -> Value {
         let steps: Vec<Value> = self
             .steps
             .iter()
-            .map(|s| {
-                let added = |x: &Option<PhaseResult>| match (&s.floor, x) {
-                    (Some(f), Some(r)) => added_json(f, r),
-                    _ => Value::Null,
-                };
-                let vs_forwarder = match (&s.forwarder, &s.relay) {
-                    (Some(f), Some(r)) => json!({
-                        "cpu_ratio": s.cpu_ratio().map(|x| round(x, 3)),
-                        "relay_cpu_us_per_packet": relay_cpu(r).map(|c| round(c.us_per_packet, 3)),
-                        "forwarder_cpu_us_per_packet": relay_cpu(f).map(|c| round(c.us_per_packet, 3)),
-                        "latency_us_relay_minus_forwarder": added_json(f, r),
-                    }),
-                    _ => Value::Null,
-                };
-                json!({
-                    "rate_pps": round(s.rate, 1),
-                    "floor": s.floor.as_ref().map(|p| phase_json(p, o.per_call)),
-                    "forwarder": s.forwarder.as_ref().map(|p| phase_json(p, o.per_call)),
-                    "relay": s.relay.as_ref().map(|p| phase_json(p, o.per_call)),
-                    "added_latency_us": added(&s.relay),
-                    "added_last_receiver_latency_us": match (&s.floor, &s.relay) {
-                        (Some(f), Some(r)) => added_last_json(f, r),
-                        _ => Value::Null,
-                    },
-                    "forwarder_added_latency_us": added(&s.forwarder),
-                    "relay_vs_forwarder": vs_forwarder,
-                })
-            })
+            .map(|s| step_json(s, o.per_call))
             .collect();
-        let setup = self.setup.as_ref().map(|s| {
-            json!({
-                "calls": s.requested,
-                "established": s.established,
-                "failed": s.failed,
-                "first_error": s.first_error,
-                "seconds": round(s.seconds, 3),
-                "calls_per_s": round(s.established as f64 / s.seconds.max(1e-9), 1),
-                "concurrency": s.concurrency,
-                "latency_ms": s.latency_ms.map(|[p50, p99, max]| json!({
-                    "p50": round(p50, 3), "p99": round(p99, 3), "max": round(max, 3)
-                })),
-                "rss_before_kib": s.rss_before_kib,
-                "rss_after_kib": s.rss_after_kib,
-                "rss_per_call_bytes": s.rss_per_call_bytes().map(|b| round(b, 0)),
-                "rss_source": s.rss_source,
-            })
-        });
         let teardown = self.teardown.as_ref().map(|t| {
             json!({
                 "released": t.released,
@@ -345,29 +376,7 @@ impl Report {
         json!({
             "tool": "mcvideo-relay loadgen",
             "version": env!("CARGO_PKG_VERSION"),
-            "config": {
-                "calls": o.calls,
-                "group_receivers": o.group_receivers,
-                "rate_pps": o.rate,
-                "fps": o.fps,
-                "packet_size": o.packet_size,
-                "packets_per_frame_per_call": round(o.rate / o.calls as f64 / o.fps, 3),
-                "duration_s": o.duration.as_secs_f64(),
-                "warmup_s": o.warmup.as_secs_f64(),
-                "gso": o.gso,
-                "pattern": o.pattern.as_str(),
-                "one_sendmsg_per_packet": o.one_send_per_packet(),
-                "compare_forwarder": o.forwarder(),
-                "srtp": o.srtp.map_or("none", |s| s.as_str()),
-                "srtp_suite": o.srtp.map(|_| super::setup::SUITE.name()),
-                "senders": o.senders,
-                "receivers": o.receivers,
-                "workers": (o.target == Target::Engine).then_some(o.workers),
-                "floor": o.floor(),
-                "sweep": o.sweep,
-                "setup_only": o.setup_only,
-                "max_loss_pct": o.max_loss_pct,
-            },
+            "config": config_json(o),
             "relay": {
                 "kind": self.relay_kind,
                 "description": self.relay_description,
@@ -377,7 +386,7 @@ impl Report {
                 "pid": pid,
                 "description": self.forwarder_description,
             })),
-            "setup": setup,
+            "setup": self.setup.as_ref().map(setup_json),
             "runs": steps,
             "sweep": self.sweep.as_ref().map(|s| json!({
                 "highest_loss_free_pps": s.highest_loss_free_pps.map(|r| round(r, 1)),
@@ -395,6 +404,39 @@ impl Report {
 
     pub(crate) fn to_table(&self, o: &Options) -> String {
         let mut t = String::new();
+        self.describe(&mut t, o);
+        if let Some(s) = &self.setup {
+            setup_lines(&mut t, s);
+        }
+        if self.steps.len() == 1 {
+            if let Some(s) = self.steps.first() {
+                t.push('\n');
+                step_table(&mut t, s);
+            }
+        } else if !self.steps.is_empty() {
+            t.push('\n');
+            sweep_table(&mut t, &self.steps);
+        }
+        if let Some(s) = &self.sweep {
+            sweep_lines(&mut t, s, o);
+        }
+        if let Some(td) = &self.teardown {
+            self.teardown_lines(&mut t, td);
+        }
+        for n in &self.notes {
+            let _ = writeln!(t, "note:    {n}");
+        }
+        if self.interrupted {
+            let _ = writeln!(t, "INTERRUPTED: figures cover what ran before Ctrl-C");
+        }
+        if let Some(e) = &self.error {
+            let _ = writeln!(t, "ERROR:   {e}");
+        }
+        t
+    }
+
+    /// What ran: the load, the relay, what it is compared with, the window.
+    fn describe(&self, t: &mut String, o: &Options) {
         let srtp = match o.srtp {
             Some(s) => format!("SRTP {} ({})", super::setup::SUITE.name(), s.as_str()),
             None => "plain RTP".into(),
@@ -444,101 +486,88 @@ impl Report {
                 o.receivers
             );
         }
-        if let Some(s) = &self.setup {
+    }
+
+    /// The release figures.
+    fn teardown_lines(&self, t: &mut String, td: &Teardown) {
+        let _ = write!(
+            t,
+            "\nrelease: {} calls in {:.2} s = {:.0} calls/s",
+            td.released,
+            td.elapsed.as_secs_f64(),
+            td.released as f64 / td.elapsed.as_secs_f64().max(1e-9)
+        );
+        if td.failed > 0 {
             let _ = write!(
                 t,
-                "setup:   {} of {} calls in {:.2} s = {:.0} calls/s ({} clients)",
-                s.established,
-                s.requested,
-                s.seconds,
-                s.established as f64 / s.seconds.max(1e-9),
-                s.concurrency
+                "; {} failed: {}",
+                td.failed,
+                td.first_error.as_deref().unwrap_or("?")
             );
-            if let Some([p50, p99, max]) = s.latency_ms {
-                let _ = write!(
-                    t,
-                    "; create+answer p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms"
-                );
-            }
-            let _ = writeln!(t);
-            if s.failed > 0 {
-                let _ = writeln!(
-                    t,
-                    "         {} failed; first: {}",
-                    s.failed,
-                    s.first_error.as_deref().unwrap_or("?")
-                );
-            }
-            if let (Some(b), Some(a), Some(per)) =
-                (s.rss_before_kib, s.rss_after_kib, s.rss_per_call_bytes())
-            {
-                let _ = writeln!(
-                    t,
-                    "memory:  RSS {:.1} MiB before, {:.1} MiB with the calls: {:.0} bytes per call ({})",
-                    b as f64 / 1024.0,
-                    a as f64 / 1024.0,
-                    per,
-                    s.rss_source.as_deref().unwrap_or("")
-                );
-            }
         }
-        if self.steps.len() == 1 {
-            if let Some(s) = self.steps.first() {
-                t.push('\n');
-                step_table(&mut t, s);
-            }
-        } else if !self.steps.is_empty() {
-            t.push('\n');
-            sweep_table(&mut t, &self.steps);
+        if let Some(r) = self.rss_after_release_kib {
+            let _ = write!(t, "; RSS after {:.1} MiB", r as f64 / 1024.0);
         }
-        if let Some(s) = &self.sweep {
-            let _ = writeln!(
-                t,
-                "\nsweep:   highest loss-free rate {} (loss <= {} %); stopped: {}",
-                s.highest_loss_free_pps
-                    .map_or("none".to_owned(), |r| format!("{r:.0} pps")),
-                o.max_loss_pct,
-                s.stopped_because
-            );
-            if let Some((h, why)) = &s.forwarder {
-                let _ = writeln!(
-                    t,
-                    "         minimal forwarder: highest loss-free rate {}; stopped: {why}",
-                    h.map_or("none".to_owned(), |r| format!("{r:.0} pps")),
-                );
-            }
-        }
-        if let Some(td) = &self.teardown {
-            let _ = write!(
-                t,
-                "\nrelease: {} calls in {:.2} s = {:.0} calls/s",
-                td.released,
-                td.elapsed.as_secs_f64(),
-                td.released as f64 / td.elapsed.as_secs_f64().max(1e-9)
-            );
-            if td.failed > 0 {
-                let _ = write!(
-                    t,
-                    "; {} failed: {}",
-                    td.failed,
-                    td.first_error.as_deref().unwrap_or("?")
-                );
-            }
-            if let Some(r) = self.rss_after_release_kib {
-                let _ = write!(t, "; RSS after {:.1} MiB", r as f64 / 1024.0);
-            }
-            t.push('\n');
-        }
-        for n in &self.notes {
-            let _ = writeln!(t, "note:    {n}");
-        }
-        if self.interrupted {
-            let _ = writeln!(t, "INTERRUPTED: figures cover what ran before Ctrl-C");
-        }
-        if let Some(e) = &self.error {
-            let _ = writeln!(t, "ERROR:   {e}");
-        }
-        t
+        t.push('\n');
+    }
+}
+
+/// The setup figures: calls, rate, latency, failures, memory.
+fn setup_lines(t: &mut String, s: &SetupFigures) {
+    let _ = write!(
+        t,
+        "setup:   {} of {} calls in {:.2} s = {:.0} calls/s ({} clients)",
+        s.established,
+        s.requested,
+        s.seconds,
+        s.established as f64 / s.seconds.max(1e-9),
+        s.concurrency
+    );
+    if let Some([p50, p99, max]) = s.latency_ms {
+        let _ = write!(
+            t,
+            "; create+answer p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms"
+        );
+    }
+    let _ = writeln!(t);
+    if s.failed > 0 {
+        let _ = writeln!(
+            t,
+            "         {} failed; first: {}",
+            s.failed,
+            s.first_error.as_deref().unwrap_or("?")
+        );
+    }
+    if let (Some(b), Some(a), Some(per)) =
+        (s.rss_before_kib, s.rss_after_kib, s.rss_per_call_bytes())
+    {
+        let _ = writeln!(
+            t,
+            "memory:  RSS {:.1} MiB before, {:.1} MiB with the calls: {:.0} bytes per call ({})",
+            b as f64 / 1024.0,
+            a as f64 / 1024.0,
+            per,
+            s.rss_source.as_deref().unwrap_or("")
+        );
+    }
+}
+
+/// How a sweep ended, for the relay and the forwarder.
+fn sweep_lines(t: &mut String, s: &SweepOutcome, o: &Options) {
+    let _ = writeln!(
+        t,
+        "\nsweep:   highest loss-free rate {} (loss <= {} %); stopped: {}",
+        s.highest_loss_free_pps
+            .map_or("none".to_owned(), |r| format!("{r:.0} pps")),
+        o.max_loss_pct,
+        s.stopped_because
+    );
+    if let Some((h, why)) = &s.forwarder {
+        let _ = writeln!(
+            t,
+            "         minimal forwarder: highest loss-free rate {}; stopped: {why}",
+            h.map_or("none".to_owned(), |r| format!("{r:.0} pps")),
+        );
     }
 }
 
@@ -547,114 +576,140 @@ fn cell_f(v: Option<f64>, digits: usize) -> String {
 }
 
 fn step_table(t: &mut String, s: &Step) {
-    let cols: Vec<&PhaseResult> = s.phases().collect();
-    // Added latency against the floor, for each path that has one.
-    let added: Vec<&PhaseResult> = match &s.floor {
-        Some(_) => cols
+    let table = StepTable::new(s);
+    table.header(t);
+    table.counts(t);
+    table.latencies(t, "one-way latency", PhaseResult::latency_us);
+    if table.group {
+        table.row(t, "packets that reached every receiver", &|p| {
+            format!("{}", p.last_latency.len())
+        });
+        table.latencies(t, "latency to last receiver", PhaseResult::last_latency_us);
+    }
+    table.cpu(t);
+}
+
+/// One step as a table: a column per measured phase, then a column per path with added latency
+/// against the floor.
+struct StepTable<'s> {
+    step: &'s Step,
+    cols: Vec<&'s PhaseResult>,
+    /// The paths that have added latency against the floor.
+    added: Vec<&'s PhaseResult>,
+    /// Group calls: delivered packets to every receiver, not one per call.
+    group: bool,
+}
+
+impl<'s> StepTable<'s> {
+    fn new(step: &'s Step) -> Self {
+        let cols: Vec<&PhaseResult> = step.phases().collect();
+        let added = match &step.floor {
+            Some(_) => cols
+                .iter()
+                .copied()
+                .filter(|p| p.label != "floor")
+                .collect(),
+            None => Vec::new(),
+        };
+        let group = cols
             .iter()
-            .copied()
-            .filter(|p| p.label != "floor")
-            .collect(),
-        None => Vec::new(),
-    };
-    let _ = write!(t, "{:<40}", "");
-    for p in &cols {
-        let _ = write!(t, "{:>16}", p.label);
+            .any(|p| p.fanout > 1 || !p.last_latency.is_empty());
+        StepTable {
+            step,
+            cols,
+            added,
+            group,
+        }
     }
-    for p in &added {
-        let _ = write!(t, "{:>16}", format!("added {}", p.label));
+
+    fn header(&self, t: &mut String) {
+        let _ = write!(t, "{:<40}", "");
+        for p in &self.cols {
+            let _ = write!(t, "{:>16}", p.label);
+        }
+        for p in &self.added {
+            let _ = write!(t, "{:>16}", format!("added {}", p.label));
+        }
+        t.push('\n');
     }
-    t.push('\n');
-    let row = |t: &mut String, name: &str, f: &dyn Fn(&PhaseResult) -> String| {
+
+    /// A row named `name` with `f` of each phase.
+    fn row(&self, t: &mut String, name: &str, f: &dyn Fn(&PhaseResult) -> String) {
         let _ = write!(t, "{name:<40}");
-        for p in &cols {
+        for p in &self.cols {
             let _ = write!(t, "{:>16}", f(p));
         }
         t.push('\n');
-    };
-    row(t, "offered pps", &|p| format!("{:.0}", p.offered_pps));
-    row(t, "achieved pps (sent in window)", &|p| {
-        format!("{:.0}", p.achieved_pps())
-    });
-    let group = cols
-        .iter()
-        .any(|p| p.fanout > 1 || !p.last_latency.is_empty());
-    if group {
-        row(t, "delivered pps (all receivers)", &|p| {
-            format!("{:.0}", p.received_pps())
-        });
-        row(t, "receivers per packet", &|p| format!("{}", p.fanout));
-        row(t, "sent / delivered", &|p| {
-            format!("{}/{}", p.sent, p.totals.received)
-        });
-    } else {
-        row(t, "received pps", &|p| format!("{:.0}", p.received_pps()));
-        row(t, "sent / received", &|p| {
-            format!("{}/{}", p.sent, p.totals.received)
-        });
     }
-    row(t, "lost", &|p| {
-        format!("{} ({:.3}%)", p.lost(), p.loss_pct())
-    });
-    row(t, "reordered / duplicates", &|p| {
-        format!("{} / {}", p.totals.reordered, p.totals.duplicates)
-    });
-    if cols
-        .iter()
-        .any(|p| p.send_failures > 0 || p.totals.decrypt_failures > 0 || p.totals.malformed > 0)
-    {
-        row(t, "send fail / decrypt fail / bad", &|p| {
-            format!(
-                "{}/{}/{}",
-                p.send_failures, p.totals.decrypt_failures, p.totals.malformed
-            )
+
+    /// Rates, counts, losses and failures.
+    fn counts(&self, t: &mut String) {
+        let group = self.group;
+        self.row(t, "offered pps", &|p| format!("{:.0}", p.offered_pps));
+        self.row(t, "achieved pps (sent in window)", &|p| {
+            format!("{:.0}", p.achieved_pps())
         });
-    }
-    row(
-        t,
         if group {
+            self.row(t, "delivered pps (all receivers)", &|p| {
+                format!("{:.0}", p.received_pps())
+            });
+            self.row(t, "receivers per packet", &|p| format!("{}", p.fanout));
+            self.row(t, "sent / delivered", &|p| {
+                format!("{}/{}", p.sent, p.totals.received)
+            });
+        } else {
+            self.row(t, "received pps", &|p| format!("{:.0}", p.received_pps()));
+            self.row(t, "sent / received", &|p| {
+                format!("{}/{}", p.sent, p.totals.received)
+            });
+        }
+        self.row(t, "lost", &|p| {
+            format!("{} ({:.3}%)", p.lost(), p.loss_pct())
+        });
+        self.row(t, "reordered / duplicates", &|p| {
+            format!("{} / {}", p.totals.reordered, p.totals.duplicates)
+        });
+        if self
+            .cols
+            .iter()
+            .any(|p| p.send_failures > 0 || p.totals.decrypt_failures > 0 || p.totals.malformed > 0)
+        {
+            self.row(t, "send fail / decrypt fail / bad", &|p| {
+                format!(
+                    "{}/{}/{}",
+                    p.send_failures, p.totals.decrypt_failures, p.totals.malformed
+                )
+            });
+        }
+        let with_loss = if group {
             "receivers with loss (worst %)"
         } else {
             "calls with loss (worst %)"
-        },
-        &|p| format!("{} ({:.2})", p.calls_with_loss, p.worst_call_loss_pct),
-    );
-    row(t, "sender max lateness µs", &|p| {
-        format!("{:.0}", p.sender_max_late_us)
-    });
-    if cols.iter().any(|p| p.skipped_frames > 0) {
-        row(t, "frames (paced: packets) skipped, behind", &|p| {
-            format!("{}", p.skipped_frames)
+        };
+        self.row(t, with_loss, &|p| {
+            format!("{} ({:.2})", p.calls_with_loss, p.worst_call_loss_pct)
         });
-    }
-    for (_, label, q) in QUANTILES {
-        let _ = write!(t, "{:<40}", format!("one-way latency {label} µs"));
-        for p in &cols {
-            let _ = write!(t, "{:>16}", cell_f(p.latency_us(q), 1));
-        }
-        if let Some(f) = &s.floor {
-            for r in &added {
-                let d = match (f.latency_us(q), r.latency_us(q)) {
-                    (Some(a), Some(b)) => format!("{:+.1}", b - a),
-                    _ => "-".into(),
-                };
-                let _ = write!(t, "{d:>16}");
-            }
-        }
-        t.push('\n');
-    }
-    if group {
-        row(t, "packets that reached every receiver", &|p| {
-            format!("{}", p.last_latency.len())
+        self.row(t, "sender max lateness µs", &|p| {
+            format!("{:.0}", p.sender_max_late_us)
         });
+        if self.cols.iter().any(|p| p.skipped_frames > 0) {
+            self.row(t, "frames (paced: packets) skipped, behind", &|p| {
+                format!("{}", p.skipped_frames)
+            });
+        }
+    }
+
+    /// A row per quantile of `what` (`latency` of a phase at a quantile), with what each path
+    /// adds to the floor.
+    fn latencies(&self, t: &mut String, what: &str, latency: fn(&PhaseResult, f64) -> Option<f64>) {
         for (_, label, q) in QUANTILES {
-            let _ = write!(t, "{:<40}", format!("latency to last receiver {label} µs"));
-            for p in &cols {
-                let _ = write!(t, "{:>16}", cell_f(p.last_latency_us(q), 1));
+            let _ = write!(t, "{:<40}", format!("{what} {label} µs"));
+            for p in &self.cols {
+                let _ = write!(t, "{:>16}", cell_f(latency(p, q), 1));
             }
-            if let Some(f) = &s.floor {
-                for r in &added {
-                    let d = match (f.last_latency_us(q), r.last_latency_us(q)) {
+            if let Some(f) = &self.step.floor {
+                for r in &self.added {
+                    let d = match (latency(f, q), latency(r, q)) {
                         (Some(a), Some(b)) => format!("{:+.1}", b - a),
                         _ => "-".into(),
                     };
@@ -664,63 +719,51 @@ fn step_table(t: &mut String, s: &Step) {
             t.push('\n');
         }
     }
-    // CPU rows: every probe either phase has, by key.
-    let mut keys: Vec<(&str, &str)> = Vec::new();
-    for p in cols.iter().rev() {
-        for c in &p.cpu {
-            if !keys.iter().any(|(k, _)| *k == c.key) {
-                keys.push((c.key, &c.label));
+
+    /// CPU rows: every probe any phase has, by key; the forwarding process; the fan-out; the
+    /// relay against the minimal forwarder.
+    fn cpu(&self, t: &mut String) {
+        let mut keys: Vec<(&str, &str)> = Vec::new();
+        for p in self.cols.iter().rev() {
+            for c in &p.cpu {
+                if !keys.iter().any(|(k, _)| *k == c.key) {
+                    keys.push((c.key, &c.label));
+                }
             }
         }
-    }
-    if !keys.is_empty() {
-        let _ = writeln!(
-            t,
-            "{}",
-            if group {
+        if !keys.is_empty() {
+            let per = if self.group {
                 "CPU µs per delivered packet:"
             } else {
                 "CPU µs per received packet:"
-            }
-        );
-    }
-    for (key, label) in keys {
-        let _ = write!(t, "{:<40}", format!("  {label}"));
-        for p in &cols {
-            let v = p.cpu.iter().find(|c| c.key == key).map(|c| c.us_per_packet);
-            let _ = write!(t, "{:>16}", cell_f(v, 2));
+            };
+            let _ = writeln!(t, "{per}");
         }
-        t.push('\n');
-    }
-    if s.forwarder.is_some() || s.relay.is_some() {
-        let _ = write!(t, "{:<40}", "forwarding process CPU µs/packet");
-        for p in &cols {
-            let _ = write!(
-                t,
-                "{:>16}",
+        for (key, label) in keys {
+            self.row(t, &format!("  {label}"), &|p| {
+                let v = p.cpu.iter().find(|c| c.key == key).map(|c| c.us_per_packet);
+                cell_f(v, 2)
+            });
+        }
+        let s = self.step;
+        if s.forwarder.is_some() || s.relay.is_some() {
+            self.row(t, "forwarding process CPU µs/packet", &|p| {
                 cell_f(relay_cpu(p).map(|c| c.us_per_packet), 2)
-            );
+            });
         }
-        t.push('\n');
-    }
-    if group {
-        let _ = write!(t, "{:<40}", "fan-out CPU µs/delivered (floor: sender)");
-        for p in &cols {
-            let _ = write!(
-                t,
-                "{:>16}",
+        if self.group {
+            self.row(t, "fan-out CPU µs/delivered (floor: sender)", &|p| {
                 cell_f(fanout_cpu(p).map(|c| c.us_per_packet), 2)
+            });
+        }
+        if let Some(x) = s.cpu_ratio() {
+            let _ = writeln!(
+                t,
+                "{:<40}{:>16}",
+                "relay CPU / minimal forwarder CPU",
+                format!("{x:.2}x")
             );
         }
-        t.push('\n');
-    }
-    if let Some(x) = s.cpu_ratio() {
-        let _ = writeln!(
-            t,
-            "{:<40}{:>16}",
-            "relay CPU / minimal forwarder CPU",
-            format!("{x:.2}x")
-        );
     }
 }
 
