@@ -494,6 +494,24 @@ struct Plan {
     paced: Option<(f64, usize)>,
 }
 
+impl Plan {
+    fn new(load: &Load, clock: &Clock, calls: usize) -> Plan {
+        let frame_ns = 1e9 / load.fps;
+        Plan {
+            start: clock.start,
+            window: (ns(clock.window_start), ns(clock.window_end)),
+            total_ns: (clock.window_end - clock.start).as_nanos() as f64,
+            frame_ns,
+            slot_ns: frame_ns / calls.max(1) as f64,
+            per_frame: load.rate / calls.max(1) as f64 / load.fps,
+            packet_size: load.packet_size,
+            gso: load.gso,
+            fps: load.fps,
+            paced: load.paced.then_some((load.rate, calls.max(1))),
+        }
+    }
+}
+
 #[derive(Default)]
 struct SendOut {
     failures: u64,
@@ -504,6 +522,24 @@ struct SendOut {
 }
 
 impl SendOut {
+    /// The sender threads' results added up, and the first error one of them had.
+    fn merge(results: Vec<Result<SendOut, String>>) -> (SendOut, Option<String>) {
+        let mut all = SendOut::default();
+        let mut first_err = None;
+        for t in results {
+            match t {
+                Ok(o) => {
+                    all.failures += o.failures;
+                    all.skipped += o.skipped;
+                    all.first_error = all.first_error.or(o.first_error);
+                    all.max_late = all.max_late.max(o.max_late);
+                }
+                Err(e) => first_err = first_err.or(Some(e)),
+            }
+        }
+        (all, first_err)
+    }
+
     /// Writes call `c`'s next packet into `p` (`packet_size` octets of RTP, then room for the
     /// SRTP trailer) and protects it; a protect failure is counted and the packet not sent.
     fn stamp(
@@ -952,75 +988,124 @@ pub(crate) fn measure(
     for r in &mut paths.rx {
         r.counts = RxCounts::default();
     }
-    let start = Instant::now() + Duration::from_millis(50);
-    let window_start = start + load.warmup;
-    let window_end = window_start + load.duration;
-    let frame_ns = 1e9 / load.fps;
-    let plan = Plan {
-        start,
-        window: (ns(window_start), ns(window_end)),
-        total_ns: (window_end - start).as_nanos() as f64,
-        frame_ns,
-        slot_ns: frame_ns / calls.max(1) as f64,
-        per_frame: load.rate / calls.max(1) as f64 / load.fps,
-        packet_size: load.packet_size,
-        gso: load.gso,
-        fps: load.fps,
-        paced: load.paced.then_some((load.rate, calls.max(1))),
-    };
+    let clock = Clock::new(load);
+    let plan = Plan::new(load, &clock, calls);
     let progress = Arc::new(Progress::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let sampled = AtomicBool::new(false);
-    let receivers = load.receivers.min(rx_count).max(1);
-    let senders = load.senders.min(calls).max(1);
+    let rx_groups = deal(
+        std::mem::take(&mut paths.rx),
+        load.receivers.min(rx_count).max(1),
+    );
+    let tx_groups = deal(paths.tx.iter_mut(), load.senders.min(calls).max(1));
 
-    let mut rx_groups: Vec<Vec<RxSide>> = (0..receivers).map(|_| Vec::new()).collect();
-    for (i, r) in std::mem::take(&mut paths.rx).into_iter().enumerate() {
-        if let Some(g) = rx_groups.get_mut(i % receivers) {
-            g.push(r);
-        }
-    }
-    let mut tx_groups: Vec<Vec<&mut TxSide>> = (0..senders).map(|_| Vec::new()).collect();
-    for (i, t) in paths.tx.iter_mut().enumerate() {
-        if let Some(g) = tx_groups.get_mut(i % senders) {
-            g.push(t);
-        }
-    }
-
-    let mut cpu_start: Vec<Option<Duration>> = Vec::new();
-    let mut cpu_end: Vec<Option<Duration>> = Vec::new();
-    let mut measured_s = load.duration.as_secs_f64();
+    let mut cpu = CpuWindow::default();
     let (rx_results, tx_results) = std::thread::scope(|sc| {
-        let mut rx_handles = Vec::new();
-        for (g, sides) in rx_groups.into_iter().enumerate() {
-            let (stop_rx, progress) = (stop_rx.clone(), progress.clone());
-            let window = plan.window;
-            rx_handles.push(
+        let rx_handles: Vec<_> = rx_groups
+            .into_iter()
+            .enumerate()
+            .map(|(g, sides)| {
+                let (stop_rx, progress) = (stop_rx.clone(), progress.clone());
+                let window = plan.window;
                 std::thread::Builder::new()
                     .name(format!("lg-recv-{g}"))
-                    .spawn_scoped(sc, move || receive_loop(sides, stop_rx, window, progress)),
-            );
-        }
-        let mut tx_handles = Vec::new();
-        for (g, mut group) in tx_groups.into_iter().enumerate() {
-            let (plan, progress, sampled) = (&plan, &progress, &sampled);
-            tx_handles.push(
+                    .spawn_scoped(sc, move || receive_loop(sides, stop_rx, window, progress))
+            })
+            .collect();
+        let tx_handles: Vec<_> = tx_groups
+            .into_iter()
+            .enumerate()
+            .map(|(g, mut group)| {
+                let (plan, progress, sampled) = (&plan, &progress, &sampled);
                 std::thread::Builder::new()
                     .name(format!("lg-send-{g}"))
                     .spawn_scoped(sc, move || {
-                        let out = send_loop(&mut group, plan, progress, stop);
-                        // Stay alive until the window's CPU time is read (threads that ended
-                        // leave /proc).
-                        let until = Instant::now() + Duration::from_secs(5);
-                        while !sampled.load(Ordering::Acquire) && Instant::now() < until {
-                            std::thread::sleep(Duration::from_millis(1));
-                        }
-                        out
-                    }),
-            );
-        }
+                        sender_thread(&mut group, plan, progress, stop, sampled)
+                    })
+            })
+            .collect();
+        cpu = clock.keep_time(load, probes, &progress, stop);
+        sampled.store(true, Ordering::Release);
+        let tx_results = joined(tx_handles, "sender", Ok);
+        drain(&progress);
+        let _ = stop_tx.send(true);
+        let rx_results = joined(rx_handles, "receiver", |r| r.map_err(|e| e.to_string()));
+        (rx_results, tx_results)
+    });
 
-        // The main thread keeps time: CPU at the window's edges, a progress line each second.
+    let (rx_all, hists, rx_err) = gather_receivers(rx_results, rx_count);
+    paths.rx = rx_all;
+    let (out, tx_err) = SendOut::merge(tx_results);
+    if let Some(e) = rx_err.or(tx_err) {
+        return Err(e);
+    }
+    if paths.rx.len() != rx_count {
+        return Err("a receiver lost its sockets".into());
+    }
+    let tally = Tally::of(paths);
+    let received = tally.totals.received.max(1) as f64;
+    Ok(PhaseResult {
+        label: load.label,
+        calls,
+        fanout,
+        offered_pps: load.rate,
+        window_s: cpu.measured_s.unwrap_or(load.duration.as_secs_f64()),
+        sent: tally.sent,
+        send_failures: out.failures,
+        first_send_error: out.first_error,
+        totals: tally.totals,
+        calls_with_loss: tally.calls_with_loss,
+        worst_call_loss_pct: tally.worst,
+        sender_max_late_us: out.max_late.as_secs_f64() * 1e6,
+        skipped_frames: out.skipped,
+        latency: hists.all,
+        last_latency: hists.last,
+        cpu: cpu.figures(probes, received),
+        per_call: tally.per_call,
+        interrupted: stop.requested(),
+    })
+}
+
+/// `items` dealt round-robin into `n` groups (one per thread).
+fn deal<T>(items: impl IntoIterator<Item = T>, n: usize) -> Vec<Vec<T>> {
+    let mut groups: Vec<Vec<T>> = (0..n).map(|_| Vec::new()).collect();
+    for (i, item) in items.into_iter().enumerate() {
+        if let Some(g) = groups.get_mut(i % n) {
+            g.push(item);
+        }
+    }
+    groups
+}
+
+/// A phase's times: sending starts at `start`, is counted from `window_start` to `window_end`.
+struct Clock {
+    start: Instant,
+    window_start: Instant,
+    window_end: Instant,
+}
+
+impl Clock {
+    fn new(load: &Load) -> Clock {
+        let start = Instant::now() + Duration::from_millis(50);
+        let window_start = start + load.warmup;
+        Clock {
+            start,
+            window_start,
+            window_end: window_start + load.duration,
+        }
+    }
+
+    /// The main thread keeps time: CPU at the window's edges, a progress line each second.
+    /// Returns when the window ends or a stop is asked for.
+    fn keep_time(
+        &self,
+        load: &Load,
+        probes: &[Probe],
+        progress: &Progress,
+        stop: &Stop,
+    ) -> CpuWindow {
+        let (start, window_start, window_end) = (self.start, self.window_start, self.window_end);
+        let mut cpu = CpuWindow::default();
         let total = window_end - start;
         let show = load.progress && total >= Duration::from_secs(4);
         let mut next_tick = start + Duration::from_secs(1);
@@ -1029,7 +1114,7 @@ pub(crate) fn measure(
         loop {
             let now = Instant::now();
             if !in_window && now >= window_start {
-                cpu_start = probes.iter().map(Probe::sample).collect();
+                cpu.start = probes.iter().map(Probe::sample).collect();
                 in_window = true;
             }
             if now >= window_end || stop.requested() {
@@ -1064,143 +1149,159 @@ pub(crate) fn measure(
             std::thread::sleep((wake - now).min(Duration::from_millis(100)));
         }
         if in_window {
-            cpu_end = probes.iter().map(Probe::sample).collect();
+            cpu.end = probes.iter().map(Probe::sample).collect();
             let end = Instant::now().min(window_end);
-            measured_s = end.saturating_duration_since(window_start).as_secs_f64();
+            cpu.measured_s = Some(end.saturating_duration_since(window_start).as_secs_f64());
         }
-        sampled.store(true, Ordering::Release);
-        let tx_results: Vec<_> = tx_handles
-            .into_iter()
-            .map(|h| {
-                h.map_err(|e| e.to_string())
-                    .and_then(|h| h.join().map_err(|_| "sender panicked".to_owned()))
-            })
-            .collect();
-        // Drain: until nothing arrived for 100 ms (at most 1 s).
-        let drain_end = Instant::now() + Duration::from_secs(1);
-        let mut seen = progress.received.load(Ordering::Relaxed);
-        loop {
-            std::thread::sleep(Duration::from_millis(100));
-            let now_seen = progress.received.load(Ordering::Relaxed);
-            if now_seen == seen || Instant::now() >= drain_end {
-                break;
-            }
-            seen = now_seen;
-        }
-        let _ = stop_tx.send(true);
-        let rx_results: Vec<_> = rx_handles
-            .into_iter()
-            .map(|h| {
-                h.map_err(|e| e.to_string()).and_then(|h| {
-                    h.join()
-                        .map_err(|_| "receiver panicked".to_owned())
-                        .and_then(|r| r.map_err(|e| e.to_string()))
+        cpu
+    }
+}
+
+/// What the probes read at the window's edges, and how long the window really was (`None`:
+/// it was never entered, the planned duration stands).
+#[derive(Default)]
+struct CpuWindow {
+    start: Vec<Option<Duration>>,
+    end: Vec<Option<Duration>>,
+    measured_s: Option<f64>,
+}
+
+impl CpuWindow {
+    /// CPU used over the window by each probe that could be read at both edges.
+    fn figures(&self, probes: &[Probe], received: f64) -> Vec<CpuFigure> {
+        probes
+            .iter()
+            .zip(self.start.iter().zip(&self.end))
+            .filter_map(|(p, (a, b))| {
+                let d = b.as_ref()?.saturating_sub(*a.as_ref()?);
+                Some(CpuFigure {
+                    key: p.key,
+                    label: p.label.clone(),
+                    seconds: d.as_secs_f64(),
+                    us_per_packet: d.as_secs_f64() * 1e6 / received,
                 })
             })
-            .collect();
-        (rx_results, tx_results)
-    });
+            .collect()
+    }
+}
 
-    let mut hist = new_histogram();
-    let mut last_hist = new_histogram();
+/// A sender thread: sends, then stays alive until the window's CPU time is read (threads
+/// that ended leave /proc).
+fn sender_thread(
+    calls: &mut [&mut TxSide],
+    plan: &Plan,
+    progress: &Progress,
+    stop: &Stop,
+    sampled: &AtomicBool,
+) -> SendOut {
+    let out = send_loop(calls, plan, progress, stop);
+    let until = Instant::now() + Duration::from_secs(5);
+    while !sampled.load(Ordering::Acquire) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    out
+}
+
+/// What each of a phase's `role` threads returned (`result` of it), or why it did not.
+fn joined<T, R>(
+    handles: Vec<io::Result<std::thread::ScopedJoinHandle<'_, T>>>,
+    role: &str,
+    result: impl Fn(T) -> Result<R, String>,
+) -> Vec<Result<R, String>> {
+    handles
+        .into_iter()
+        .map(|h| {
+            h.map_err(|e| e.to_string()).and_then(|h| {
+                h.join()
+                    .map_err(|_| format!("{role} panicked"))
+                    .and_then(&result)
+            })
+        })
+        .collect()
+}
+
+/// After sending: waits until nothing arrived for 100 ms (at most 1 s).
+fn drain(progress: &Progress) {
+    let drain_end = Instant::now() + Duration::from_secs(1);
+    let mut seen = progress.received.load(Ordering::Relaxed);
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        let now_seen = progress.received.load(Ordering::Relaxed);
+        if now_seen == seen || Instant::now() >= drain_end {
+            break;
+        }
+        seen = now_seen;
+    }
+}
+
+/// The receiver threads' sides back in call index order, their histograms added up, and the
+/// first error one of them had.
+fn gather_receivers(
+    results: Vec<Result<(Vec<RxSide>, Hists), String>>,
+    rx_count: usize,
+) -> (Vec<RxSide>, Hists, Option<String>) {
+    let mut hists = Hists {
+        all: new_histogram(),
+        last: new_histogram(),
+    };
     let mut rx_all: Vec<RxSide> = Vec::with_capacity(rx_count);
     let mut first_err = None;
-    for r in rx_results {
+    for r in results {
         match r {
             Ok((sides, h)) => {
                 rx_all.extend(sides);
-                let _ = hist.add(&h.all);
-                let _ = last_hist.add(&h.last);
+                let _ = hists.all.add(&h.all);
+                let _ = hists.last.add(&h.last);
             }
             Err(e) => first_err = first_err.or(Some(e)),
         }
     }
     rx_all.sort_by_key(|r| r.index);
-    paths.rx = rx_all;
-    let mut failures = 0;
-    let mut first_send_error = None;
-    let mut max_late = Duration::ZERO;
-    let mut skipped = 0;
-    for t in tx_results {
-        match t {
-            Ok(o) => {
-                failures += o.failures;
-                skipped += o.skipped;
-                first_send_error = first_send_error.or(o.first_error);
-                max_late = max_late.max(o.max_late);
-            }
-            Err(e) => first_err = first_err.or(Some(e)),
-        }
-    }
-    if let Some(e) = first_err {
-        return Err(e);
-    }
-    if paths.rx.len() != rx_count {
-        return Err("a receiver lost its sockets".into());
-    }
+    (rx_all, hists, first_err)
+}
 
-    let mut totals = RxCounts::default();
-    let mut sent = 0;
-    let mut calls_with_loss = 0;
-    let mut worst: f64 = 0.0;
-    let mut per_call = Vec::new();
-    for t in &paths.tx {
-        sent += t.sent_window;
-    }
-    // Per receiver (one per call in one-to-one calls): what its sender sent against what it got.
-    for r in &paths.rx {
-        totals.add(&r.counts);
-        let t_sent = paths
-            .tx
-            .iter()
-            .find(|t| t.index == r.call)
-            .map_or(0, |t| t.sent_window);
-        let lost = t_sent.saturating_sub(r.counts.received);
-        if lost > 0 {
-            calls_with_loss += 1;
-            worst = worst.max(lost as f64 * 100.0 / t_sent.max(1) as f64);
+/// What the receivers counted against what their senders sent in the window.
+struct Tally {
+    totals: RxCounts,
+    sent: u64,
+    calls_with_loss: usize,
+    /// The worst receiver's loss, %.
+    worst: f64,
+    per_call: Vec<CallFigures>,
+}
+
+impl Tally {
+    fn of(paths: &Paths) -> Tally {
+        let mut tally = Tally {
+            totals: RxCounts::default(),
+            sent: paths.tx.iter().map(|t| t.sent_window).sum(),
+            calls_with_loss: 0,
+            worst: 0.0,
+            per_call: Vec::new(),
+        };
+        // Per receiver (one per call in one-to-one calls): what its sender sent against what
+        // it got.
+        for r in &paths.rx {
+            tally.totals.add(&r.counts);
+            let t_sent = paths
+                .tx
+                .iter()
+                .find(|t| t.index == r.call)
+                .map_or(0, |t| t.sent_window);
+            let lost = t_sent.saturating_sub(r.counts.received);
+            if lost > 0 {
+                tally.calls_with_loss += 1;
+                tally.worst = tally.worst.max(lost as f64 * 100.0 / t_sent.max(1) as f64);
+            }
+            tally.per_call.push(CallFigures {
+                index: r.index,
+                sender: r.call,
+                sent: t_sent,
+                counts: r.counts,
+            });
         }
-        per_call.push(CallFigures {
-            index: r.index,
-            sender: r.call,
-            sent: t_sent,
-            counts: r.counts,
-        });
+        tally
     }
-    let received = totals.received.max(1) as f64;
-    let cpu = probes
-        .iter()
-        .zip(cpu_start.iter().zip(&cpu_end))
-        .filter_map(|(p, (a, b))| {
-            let d = b.as_ref()?.saturating_sub(*a.as_ref()?);
-            Some(CpuFigure {
-                key: p.key,
-                label: p.label.clone(),
-                seconds: d.as_secs_f64(),
-                us_per_packet: d.as_secs_f64() * 1e6 / received,
-            })
-        })
-        .collect();
-    Ok(PhaseResult {
-        label: load.label,
-        calls,
-        fanout,
-        offered_pps: load.rate,
-        window_s: measured_s,
-        sent,
-        send_failures: failures,
-        first_send_error,
-        totals,
-        calls_with_loss,
-        worst_call_loss_pct: worst,
-        sender_max_late_us: max_late.as_secs_f64() * 1e6,
-        skipped_frames: skipped,
-        latency: hist,
-        last_latency: last_hist,
-        cpu,
-        per_call,
-        interrupted: stop.requested(),
-    })
 }
 
 #[cfg(test)]
