@@ -20,7 +20,7 @@ use std::io::{self, BufRead as _, Read as _, Write as _};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, ExitCode, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Socket buffers of the forwarder's sockets (the relay's default).
 const SOCKET_BUFFER: usize = 1 << 20;
@@ -235,15 +235,11 @@ impl Drop for ForwarderProcess {
     fn drop(&mut self) {
         drop(self.stdin.take()); // EOF: it exits
         drop(self.stdout.take());
-        let until = Instant::now() + Duration::from_secs(2);
-        while Instant::now() < until {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        super::sys::reap(
+            &mut self.child,
+            Duration::from_secs(2),
+            Duration::from_millis(10),
+        );
     }
 }
 

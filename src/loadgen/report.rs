@@ -105,19 +105,30 @@ fn round(x: f64, digits: i32) -> f64 {
 }
 
 fn latency_json(p: &PhaseResult) -> Value {
-    if p.latency.is_empty() {
+    quantiles_json(p, PhaseResult::latency_us, |p| &p.latency, true)
+}
+
+/// A phase's latency histogram `hist` as JSON: `latency` at each quantile, the mean, the
+/// minimum when asked, the count; `Null` when it is empty.
+fn quantiles_json(
+    p: &PhaseResult,
+    latency: fn(&PhaseResult, f64) -> Option<f64>,
+    hist: fn(&PhaseResult) -> &Histogram<u64>,
+    with_min: bool,
+) -> Value {
+    let h = hist(p);
+    if h.is_empty() {
         return Value::Null;
     }
     let mut m = Map::new();
     for (key, _, q) in QUANTILES {
-        m.insert(key.into(), json!(round(p.latency_us(q).unwrap_or(0.0), 2)));
+        m.insert(key.into(), json!(round(latency(p, q).unwrap_or(0.0), 2)));
     }
-    m.insert("mean".into(), json!(round(p.latency.mean() / 1000.0, 2)));
-    m.insert(
-        "min".into(),
-        json!(round(p.latency.min() as f64 / 1000.0, 2)),
-    );
-    m.insert("count".into(), json!(p.latency.len()));
+    m.insert("mean".into(), json!(round(h.mean() / 1000.0, 2)));
+    if with_min {
+        m.insert("min".into(), json!(round(h.min() as f64 / 1000.0, 2)));
+    }
+    m.insert("count".into(), json!(h.len()));
     Value::Object(m)
 }
 
@@ -141,22 +152,7 @@ fn fanout_cpu(p: &PhaseResult) -> Option<&super::traffic::CpuFigure> {
 }
 
 fn last_latency_json(p: &PhaseResult) -> Value {
-    if p.last_latency.is_empty() {
-        return Value::Null;
-    }
-    let mut m = Map::new();
-    for (key, _, q) in QUANTILES {
-        m.insert(
-            key.into(),
-            json!(round(p.last_latency_us(q).unwrap_or(0.0), 2)),
-        );
-    }
-    m.insert(
-        "mean".into(),
-        json!(round(p.last_latency.mean() / 1000.0, 2)),
-    );
-    m.insert("count".into(), json!(p.last_latency.len()));
-    Value::Object(m)
+    quantiles_json(p, PhaseResult::last_latency_us, |p| &p.last_latency, false)
 }
 
 fn phase_json(p: &PhaseResult, per_call: bool) -> Value {
@@ -253,31 +249,38 @@ fn phase_json(p: &PhaseResult, per_call: bool) -> Value {
 }
 
 fn added_last_json(f: &PhaseResult, r: &PhaseResult) -> Value {
-    if f.last_latency.is_empty() || r.last_latency.is_empty() {
-        return Value::Null;
-    }
-    let mut m = Map::new();
-    for (key, _, q) in QUANTILES {
-        let d = r.last_latency_us(q).unwrap_or(0.0) - f.last_latency_us(q).unwrap_or(0.0);
-        m.insert(key.into(), json!(round(d, 2)));
-    }
-    Value::Object(m)
+    added_quantiles(f, r, PhaseResult::last_latency_us, |p| &p.last_latency)
+        .map_or(Value::Null, Value::Object)
 }
 
 fn added_json(f: &PhaseResult, r: &PhaseResult) -> Value {
-    if f.latency.is_empty() || r.latency.is_empty() {
+    let Some(mut m) = added_quantiles(f, r, PhaseResult::latency_us, |p| &p.latency) else {
         return Value::Null;
-    }
-    let mut m = Map::new();
-    for (key, _, q) in QUANTILES {
-        let d = r.latency_us(q).unwrap_or(0.0) - f.latency_us(q).unwrap_or(0.0);
-        m.insert(key.into(), json!(round(d, 2)));
-    }
+    };
     m.insert(
         "mean".into(),
         json!(round((r.latency.mean() - f.latency.mean()) / 1000.0, 2)),
     );
     Value::Object(m)
+}
+
+/// What `r` adds to the floor `f` at each quantile of `latency` (of histogram `hist`); `None`
+/// when either histogram is empty.
+fn added_quantiles(
+    f: &PhaseResult,
+    r: &PhaseResult,
+    latency: fn(&PhaseResult, f64) -> Option<f64>,
+    hist: fn(&PhaseResult) -> &Histogram<u64>,
+) -> Option<Map<String, Value>> {
+    if hist(f).is_empty() || hist(r).is_empty() {
+        return None;
+    }
+    let mut m = Map::new();
+    for (key, _, q) in QUANTILES {
+        let d = latency(r, q).unwrap_or(0.0) - latency(f, q).unwrap_or(0.0);
+        m.insert(key.into(), json!(round(d, 2)));
+    }
+    Some(m)
 }
 
 /// One step's JSON: its phases and what the relay adds to the floor and to the forwarder.

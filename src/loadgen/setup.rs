@@ -163,15 +163,11 @@ impl Drop for Spawned {
             .args(["-TERM", &self.child.id().to_string()])
             .stderr(Stdio::null())
             .status();
-        let until = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < until {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        super::sys::reap(
+            &mut self.child,
+            Duration::from_secs(5),
+            Duration::from_millis(20),
+        );
     }
 }
 

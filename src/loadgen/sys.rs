@@ -6,6 +6,19 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 /// Clock ticks per second of `/proc/*/stat` (`getconf CLK_TCK`; 100 when it cannot be asked).
+/// Waits up to `within` (looking every `every`) for `child` to exit, then kills it.
+pub(crate) fn reap(child: &mut std::process::Child, within: Duration, every: Duration) {
+    let until = std::time::Instant::now() + within;
+    while std::time::Instant::now() < until {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(every);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 pub(crate) fn clk_tck() -> u64 {
     static TCK: OnceLock<u64> = OnceLock::new();
     *TCK.get_or_init(|| {
