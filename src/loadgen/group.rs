@@ -234,41 +234,8 @@ pub(super) fn establish<'r>(
         let Some(t) = paths.tx.get_mut(g) else {
             return Err("a group lost its transmitter".into());
         };
-        let mut members = vec![GroupMemberSpec {
-            mcvideo_id: format!("sip:lg-tx-{g}@loadgen.invalid"),
-            sdp_offer: member_sdp(
-                "lgtx",
-                t.port(),
-                Some(t.ssrc),
-                group_key.as_ref(),
-                Some(ctl_port),
-            ),
-            priority: PRIORITY,
-            receive_only: false,
-            tc_key: None,
-        }];
         let rx: Vec<&mut RxSide> = paths.rx.iter_mut().filter(|r| r.call == g as u32).collect();
-        let mut rx_keys = Vec::with_capacity(n);
-        for (j, r) in rx.iter().enumerate() {
-            let key = match (o.srtp, &group_key) {
-                (Some(MediaSecurity::PerLeg), _) => Some(setup::fresh_key()?),
-                (_, k) => k.clone(),
-            };
-            members.push(GroupMemberSpec {
-                mcvideo_id: format!("sip:lg-rx-{g}-{j}@loadgen.invalid"),
-                sdp_offer: member_sdp(
-                    "lgrx",
-                    r.addr().map_or(0, |a| a.port()),
-                    None,
-                    key.as_ref(),
-                    None,
-                ),
-                priority: 0,
-                receive_only: true,
-                tc_key: None,
-            });
-            rx_keys.push(key);
-        }
+        let (members, rx_keys) = member_specs(o, g, t, &rx, group_key.as_ref(), ctl_port)?;
         let id = format!("{prefix}-g{g}");
         let t0 = Instant::now();
         let created = engine
@@ -293,15 +260,7 @@ pub(super) fn establish<'r>(
         let (video, _) = setup::video_of(tx_answer)?;
         let control = control_of(tx_answer)?;
         for ((r, a), own) in rx.into_iter().zip(answers).zip(rx_keys) {
-            let (_, relay_key) = setup::video_of(&a.sdp_answer)?;
-            r.srtp = match (security, own, relay_key) {
-                (_, None, _) => None,
-                (MediaSecurity::PerLeg, Some(_), Some(k)) => Some(SrtpContext::new(&k)),
-                (MediaSecurity::PerLeg, Some(_), None) => {
-                    return Err("per_leg: the relay's answer to a receiver has no a=crypto".into())
-                }
-                (MediaSecurity::EndToEnd, Some(k), _) => Some(SrtpContext::new(&k)),
-            };
+            r.srtp = receiver_srtp(security, own, &a.sdp_answer)?;
         }
         let t0 = Instant::now();
         let granted = request_grant(&ctl, control, t.ssrc, stop)
@@ -329,4 +288,64 @@ pub(super) fn establish<'r>(
         ));
     }
     Ok((paths, set))
+}
+
+/// Group `g`'s members: its transmitter `t` (control channel on `ctl_port`), then its
+/// receivers `rx`, with the key each offers (end_to_end: the group key; per_leg: the
+/// transmitter's, then each receiver's own). Returns the receivers' keys too.
+fn member_specs(
+    o: &Options,
+    g: usize,
+    t: &TxSide,
+    rx: &[&mut RxSide],
+    group_key: Option<&MasterKey>,
+    ctl_port: u16,
+) -> Result<(Vec<GroupMemberSpec>, Vec<Option<MasterKey>>), String> {
+    let mut members = vec![GroupMemberSpec {
+        mcvideo_id: format!("sip:lg-tx-{g}@loadgen.invalid"),
+        sdp_offer: member_sdp("lgtx", t.port(), Some(t.ssrc), group_key, Some(ctl_port)),
+        priority: PRIORITY,
+        receive_only: false,
+        tc_key: None,
+    }];
+    let mut rx_keys = Vec::with_capacity(rx.len());
+    for (j, r) in rx.iter().enumerate() {
+        let key = match o.srtp {
+            Some(MediaSecurity::PerLeg) => Some(setup::fresh_key()?),
+            _ => group_key.cloned(),
+        };
+        members.push(GroupMemberSpec {
+            mcvideo_id: format!("sip:lg-rx-{g}-{j}@loadgen.invalid"),
+            sdp_offer: member_sdp(
+                "lgrx",
+                r.addr().map_or(0, |a| a.port()),
+                None,
+                key.as_ref(),
+                None,
+            ),
+            priority: 0,
+            receive_only: true,
+            tc_key: None,
+        });
+        rx_keys.push(key);
+    }
+    Ok((members, rx_keys))
+}
+
+/// A receiver's SRTP context: none without a key of its own (`own`); per_leg, the key in the
+/// relay's `answer` to it; end_to_end, its own (the group key).
+fn receiver_srtp(
+    security: MediaSecurity,
+    own: Option<MasterKey>,
+    answer: &str,
+) -> Result<Option<SrtpContext>, String> {
+    let (_, relay_key) = setup::video_of(answer)?;
+    Ok(match (security, own, relay_key) {
+        (_, None, _) => None,
+        (MediaSecurity::PerLeg, Some(_), Some(k)) => Some(SrtpContext::new(&k)),
+        (MediaSecurity::PerLeg, Some(_), None) => {
+            return Err("per_leg: the relay's answer to a receiver has no a=crypto".into())
+        }
+        (MediaSecurity::EndToEnd, Some(k), _) => Some(SrtpContext::new(&k)),
+    })
 }

@@ -165,27 +165,7 @@ fn fds_needed(o: &Options) -> usize {
 }
 
 fn session(o: &Options, stop: &Stop, rep: &mut Report) -> Result<(), String> {
-    if let Some(limit) = sys::open_files_limit() {
-        let need = fds_needed(o);
-        if need as u64 > limit {
-            let msg = format!(
-                "{} calls need about {need} open files here and the limit is {limit} \
-                 (ulimit -n){}",
-                o.calls,
-                match (&o.target, o.setup_only) {
-                    (Target::Engine, true) => ": the engine holds two sockets per call",
-                    (Target::Engine, false) => {
-                        "; --no-floor, or a relay in its own process (--spawn-relay), need fewer"
-                    }
-                    _ => "",
-                }
-            );
-            if !o.setup_only {
-                return Err(msg);
-            }
-            rep.notes.push(msg);
-        }
-    }
+    check_open_files(o, rep)?;
     let relay = Relay::open(o)?;
     if let Some(r) = &relay {
         rep.relay_kind = r.kind();
@@ -204,26 +184,7 @@ fn session(o: &Options, stop: &Stop, rep: &mut Report) -> Result<(), String> {
         (true, Some(_)) => Some(group::floor_paths(o, FLOOR_SSRC)?),
     };
     let mut fwd = if o.forwarder() {
-        let (proc_, paths) = forwarder_paths(o)?;
-        let desc = format!(
-            "minimal forwarder (pid {}): one thread, level-triggered epoll, one recv_from + \
-             one send_to per event, no parsing",
-            proc_.pid()
-        );
-        if relay.is_none() {
-            rep.relay_kind = "forwarder";
-            rep.relay_description = desc.clone();
-        }
-        rep.forwarder_pid = Some(proc_.pid());
-        rep.forwarder_description = Some(desc);
-        if o.srtp == Some(MediaSecurity::PerLeg) {
-            rep.notes.push(
-                "the minimal forwarder passes SRTP through (end to end); the relay decrypts and \
-                 re-encrypts per leg: the CPU ratio includes that work"
-                    .into(),
-            );
-        }
-        Some((proc_, paths))
+        Some(start_forwarder(o, relay.is_none(), rep)?)
     } else {
         None
     };
@@ -254,21 +215,83 @@ fn session(o: &Options, stop: &Stop, rep: &mut Report) -> Result<(), String> {
         rep.teardown = Some(calls.release());
     }
     if let Some(Relay::Engine(e)) = &relay {
-        let s = e.stats();
-        let (a, b) = (s.caller.dropped_total(), s.callee.dropped_total());
-        if a + b > 0 {
-            rep.notes.push(format!(
-                "the relay counted {a} dropped packet(s) on caller legs and {b} on callee legs"
-            ));
-        }
-        let g = s.group_members.dropped_total();
-        if g > 0 {
-            rep.notes.push(format!(
-                "the relay counted {g} dropped packet(s) on group member legs"
-            ));
-        }
+        note_drops(e, rep);
     }
     result
+}
+
+/// Refuses a run that needs more open files than the limit allows (a setup-only run goes on,
+/// with a note).
+fn check_open_files(o: &Options, rep: &mut Report) -> Result<(), String> {
+    let Some(limit) = sys::open_files_limit() else {
+        return Ok(());
+    };
+    let need = fds_needed(o);
+    if need as u64 <= limit {
+        return Ok(());
+    }
+    let msg = format!(
+        "{} calls need about {need} open files here and the limit is {limit} (ulimit -n){}",
+        o.calls,
+        match (&o.target, o.setup_only) {
+            (Target::Engine, true) => ": the engine holds two sockets per call",
+            (Target::Engine, false) => {
+                "; --no-floor, or a relay in its own process (--spawn-relay), need fewer"
+            }
+            _ => "",
+        }
+    );
+    if !o.setup_only {
+        return Err(msg);
+    }
+    rep.notes.push(msg);
+    Ok(())
+}
+
+/// The minimal forwarder and its paths, described in the report (as the relay when there is
+/// no other).
+fn start_forwarder(
+    o: &Options,
+    alone: bool,
+    rep: &mut Report,
+) -> Result<(ForwarderProcess, Paths), String> {
+    let (proc_, paths) = forwarder_paths(o)?;
+    let desc = format!(
+        "minimal forwarder (pid {}): one thread, level-triggered epoll, one recv_from + \
+         one send_to per event, no parsing",
+        proc_.pid()
+    );
+    if alone {
+        rep.relay_kind = "forwarder";
+        rep.relay_description = desc.clone();
+    }
+    rep.forwarder_pid = Some(proc_.pid());
+    rep.forwarder_description = Some(desc);
+    if o.srtp == Some(MediaSecurity::PerLeg) {
+        rep.notes.push(
+            "the minimal forwarder passes SRTP through (end to end); the relay decrypts and \
+             re-encrypts per leg: the CPU ratio includes that work"
+                .into(),
+        );
+    }
+    Ok((proc_, paths))
+}
+
+/// Notes the packets the in-process engine dropped.
+fn note_drops(e: &crate::relay::Engine, rep: &mut Report) {
+    let s = e.stats();
+    let (a, b) = (s.caller.dropped_total(), s.callee.dropped_total());
+    if a + b > 0 {
+        rep.notes.push(format!(
+            "the relay counted {a} dropped packet(s) on caller legs and {b} on callee legs"
+        ));
+    }
+    let g = s.group_members.dropped_total();
+    if g > 0 {
+        rep.notes.push(format!(
+            "the relay counted {g} dropped packet(s) on group member legs"
+        ));
+    }
 }
 
 /// Calls set up through the relay: one-to-one calls or group calls.
@@ -530,6 +553,109 @@ impl SweepState {
     }
 }
 
+/// The sweep follows the relay (or, without one, the forwarder or the floor) and, with
+/// --compare-forwarder, the forwarder too, each until it loses packets.
+struct Sweep {
+    main: SweepState,
+    fwd: SweepState,
+    /// The forwarder is judged on its own, beside a relay.
+    compare_fwd: bool,
+}
+
+impl Sweep {
+    /// Whether the forwarder still runs its phase.
+    fn forwarder_active(&self) -> bool {
+        if self.compare_fwd {
+            self.fwd.active()
+        } else {
+            self.main.active()
+        }
+    }
+
+    /// Judges the step just measured.
+    fn judge(&mut self, o: &Options, step: &Step) {
+        let (f, fw, r) = (&step.floor, &step.forwarder, &step.relay);
+        if self.compare_fwd {
+            self.main.judge(o, step.rate, r.as_ref());
+            self.fwd.judge(o, step.rate, fw.as_ref());
+        } else {
+            let main = r.as_ref().or(fw.as_ref()).or(f.as_ref());
+            self.main.judge(o, step.rate, main);
+        }
+    }
+
+    /// Why the sweep ends after the step at `rate`, if it does (empty: every path stopped on
+    /// its own).
+    fn end(&self, o: &Options, rate: f64, stop: &Stop) -> Option<String> {
+        let any_active = self.main.active() || (self.compare_fwd && self.fwd.active());
+        if stop.requested() {
+            Some("interrupted".to_owned())
+        } else if !any_active {
+            Some(String::new())
+        } else if rate * o.sweep_factor > o.sweep_max {
+            Some(format!("reached --sweep-max {:.0}", o.sweep_max))
+        } else {
+            None
+        }
+    }
+
+    /// The report's outcome of a sweep that ended because of `why`.
+    fn outcome(&self, why: &str) -> SweepOutcome {
+        let reason = |st: &SweepState| {
+            st.stopped.clone().unwrap_or_else(|| {
+                if why.is_empty() {
+                    "?".into()
+                } else {
+                    why.to_owned()
+                }
+            })
+        };
+        SweepOutcome {
+            highest_loss_free_pps: self.main.highest,
+            stopped_because: reason(&self.main),
+            forwarder: self
+                .compare_fwd
+                .then(|| (self.fwd.highest, reason(&self.fwd))),
+        }
+    }
+}
+
+/// The load of one phase at `rate`.
+fn load(o: &Options, rate: f64, label: &'static str) -> Load {
+    Load {
+        label,
+        rate,
+        fps: o.fps,
+        packet_size: o.packet_size,
+        gso: o.gso,
+        paced: o.pattern == args::Pattern::Paced,
+        warmup: o.warmup,
+        duration: o.duration,
+        senders: o.senders,
+        receivers: o.receivers,
+        progress: !o.quiet,
+    }
+}
+
+/// A sweep's progress line for each path measured (the floor only when it is all there is).
+fn sweep_progress(step: &Step) {
+    let (f, fw, r) = (&step.floor, &step.forwarder, &step.relay);
+    for p in [fw.as_ref(), r.as_ref(), f.as_ref()].into_iter().flatten() {
+        if p.label == "floor" && (fw.is_some() || r.is_some()) {
+            continue;
+        }
+        eprintln!(
+            "loadgen sweep: {} offered {:.0} pps, achieved {:.0}, loss {:.3} %, p50 {} µs, p99 {} µs",
+            p.label,
+            step.rate,
+            p.achieved_pps(),
+            p.loss_pct(),
+            p.latency_us(0.5).map_or("-".into(), |v| format!("{v:.1}")),
+            p.latency_us(0.99).map_or("-".into(), |v| format!("{v:.1}")),
+        );
+    }
+}
+
 fn run_steps(
     o: &Options,
     relay: Option<&Relay>,
@@ -546,105 +672,54 @@ fn run_steps(
         .as_ref()
         .map(|(pid, _)| forwarder_probes(*pid))
         .unwrap_or_default();
-    // The sweep follows the relay (or, without one, the forwarder or the floor) and, with
-    // --compare-forwarder, the forwarder too, each until it loses packets.
-    let mut main_state = SweepState::default();
-    let mut fwd_state = SweepState::default();
-    let compare_fwd = relay.is_some() && phases.forwarder.is_some();
+    let mut sweep = Sweep {
+        main: SweepState::default(),
+        fwd: SweepState::default(),
+        compare_fwd: relay.is_some() && phases.forwarder.is_some(),
+    };
     loop {
-        let load = |label: &'static str| Load {
-            label,
-            rate,
-            fps: o.fps,
-            packet_size: o.packet_size,
-            gso: o.gso,
-            paced: o.pattern == args::Pattern::Paced,
-            warmup: o.warmup,
-            duration: o.duration,
-            senders: o.senders,
-            receivers: o.receivers,
-            progress: !o.quiet,
-        };
         let f = match phases.floor.as_deref_mut() {
-            Some(p) if !stop.requested() => {
-                Some(traffic::measure(p, &load("floor"), &floor_probes, stop)?)
-            }
+            Some(p) if !stop.requested() => Some(traffic::measure(
+                p,
+                &load(o, rate, "floor"),
+                &floor_probes,
+                stop,
+            )?),
             _ => None,
         };
-        let fw_active = if compare_fwd {
-            fwd_state.active()
-        } else {
-            main_state.active()
-        };
         let fw = match phases.forwarder.as_mut() {
-            Some((_, p)) if !stop.requested() && fw_active => {
-                Some(traffic::measure(p, &load("forwarder"), &fwd_probes, stop)?)
-            }
+            Some((_, p)) if !stop.requested() && sweep.forwarder_active() => Some(
+                traffic::measure(p, &load(o, rate, "forwarder"), &fwd_probes, stop)?,
+            ),
             _ => None,
         };
         let r = match phases.relay.as_deref_mut() {
-            Some(p) if !stop.requested() && main_state.active() => {
-                Some(traffic::measure(p, &load("relay"), &relay_probes, stop)?)
-            }
+            Some(p) if !stop.requested() && sweep.main.active() => Some(traffic::measure(
+                p,
+                &load(o, rate, "relay"),
+                &relay_probes,
+                stop,
+            )?),
             _ => None,
         };
-        if o.sweep && !o.quiet {
-            for p in [fw.as_ref(), r.as_ref(), f.as_ref()].into_iter().flatten() {
-                if p.label == "floor" && (fw.is_some() || r.is_some()) {
-                    continue;
-                }
-                eprintln!(
-                    "loadgen sweep: {} offered {rate:.0} pps, achieved {:.0}, loss {:.3} %, p50 {} µs, p99 {} µs",
-                    p.label,
-                    p.achieved_pps(),
-                    p.loss_pct(),
-                    p.latency_us(0.5).map_or("-".into(), |v| format!("{v:.1}")),
-                    p.latency_us(0.99).map_or("-".into(), |v| format!("{v:.1}")),
-                );
-            }
-        }
-        if o.sweep {
-            if compare_fwd {
-                main_state.judge(o, rate, r.as_ref());
-                fwd_state.judge(o, rate, fw.as_ref());
-            } else {
-                main_state.judge(o, rate, r.as_ref().or(fw.as_ref()).or(f.as_ref()));
-            }
-        }
-        rep.steps.push(Step {
+        let step = Step {
             rate,
             floor: f,
             forwarder: fw,
             relay: r,
-        });
+        };
+        if o.sweep && !o.quiet {
+            sweep_progress(&step);
+        }
+        if o.sweep {
+            sweep.judge(o, &step);
+        }
+        rep.steps.push(step);
         if !o.sweep {
             break;
         }
-        let any_active = main_state.active() || (compare_fwd && fwd_state.active());
-        let why = if stop.requested() {
-            Some("interrupted".to_owned())
-        } else if !any_active {
-            Some(String::new())
-        } else if rate * o.sweep_factor > o.sweep_max {
-            Some(format!("reached --sweep-max {:.0}", o.sweep_max))
-        } else {
-            None
-        };
-        if let Some(why) = why {
-            let reason = |st: &SweepState| {
-                st.stopped.clone().unwrap_or_else(|| {
-                    if why.is_empty() {
-                        "?".into()
-                    } else {
-                        why.clone()
-                    }
-                })
-            };
-            rep.sweep = Some(SweepOutcome {
-                highest_loss_free_pps: main_state.highest,
-                stopped_because: reason(&main_state),
-                forwarder: compare_fwd.then(|| (fwd_state.highest, reason(&fwd_state))),
-            });
+        if let Some(why) = sweep.end(o, rate, stop) {
+            rep.sweep = Some(sweep.outcome(&why));
             break;
         }
         rate *= o.sweep_factor;
