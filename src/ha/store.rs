@@ -1117,32 +1117,18 @@ async fn writer(inner: Arc<Inner>) {
             // Nothing more is written; keep the backlog from growing.
             let wake = inner.wake.notified();
             lock(&inner.backlog).map.clear();
-            tokio::select! {
-                _ = wake => {}
-                _ = inner.closed_notify.notified() => {}
-            }
+            wait_for_work(&inner, wake).await;
             continue;
         }
         let mut c = match conn.take() {
             Some(c) => c,
-            None => match inner.connect().await {
-                Ok(mut c) => match inner.ensure_lease(&mut c).await {
-                    Ok(_) => {
-                        resync = true;
-                        c
-                    }
-                    Err(e) => {
-                        inner.set_down(&inner.writer_up, "lease", &e);
-                        inner.sleep(backoff.next()).await;
-                        continue;
-                    }
-                },
-                Err(e) => {
-                    inner.set_down(&inner.writer_up, "connect", &e);
-                    inner.sleep(backoff.next()).await;
+            None => {
+                let Some(c) = connect_with_lease(&inner, &mut backoff).await else {
                     continue;
-                }
-            },
+                };
+                resync = true;
+                c
+            }
         };
         if inner.fenced.borrow().is_some() {
             continue;
@@ -1162,44 +1148,15 @@ async fn writer(inner: Arc<Inner>) {
         }
         // One batch from the backlog.
         let wake = inner.wake.notified();
-        let batch: Vec<(CallId, Pending)> = {
-            let mut b = lock(&inner.backlog);
-            let batch: Vec<(CallId, Pending)> = if b.map.len() <= BATCH {
-                b.map.drain().collect()
-            } else {
-                let ids: Vec<CallId> = b.map.keys().take(BATCH).cloned().collect();
-                ids.into_iter()
-                    .filter_map(|id| b.map.remove(&id).map(|p| (id, p)))
-                    .collect()
-            };
-            b.in_flight = batch.len();
-            batch
-        };
+        let batch = take_batch(&inner);
         if batch.is_empty() {
             inner.set_up(&inner.writer_up);
             backoff.reset();
             conn = Some(c);
-            tokio::select! {
-                _ = wake => {}
-                _ = inner.closed_notify.notified() => {}
-            }
+            wait_for_work(&inner, wake).await;
             continue;
         }
-        let mut p = redis::pipe();
-        let mut sent = Vec::with_capacity(batch.len());
-        for (id, pend) in &batch {
-            match pend {
-                Pending::Put(r) => {
-                    if inner.put_cmd(&mut p, epoch, r) {
-                        sent.push(id.clone());
-                    }
-                }
-                Pending::Delete => {
-                    inner.delete_cmd(&mut p, epoch, id);
-                    sent.push(id.clone());
-                }
-            }
-        }
+        let (p, sent) = batch_pipeline(&inner, epoch, &batch);
         match p.query_async::<Vec<Value>>(&mut c).await {
             Ok(replies) => {
                 let outcomes: Vec<Outcome> = replies.into_iter().map(outcome).collect();
@@ -1226,6 +1183,69 @@ async fn writer(inner: Arc<Inner>) {
             }
         }
     }
+}
+
+/// Waits for `wake` (something in the backlog) or for the store to close.
+async fn wait_for_work(inner: &Inner, wake: tokio::sync::futures::Notified<'_>) {
+    tokio::select! {
+        _ = wake => {}
+        _ = inner.closed_notify.notified() => {}
+    }
+}
+
+/// A new connection that holds this instance's lease; `None` once a failure is reported and
+/// backed off.
+async fn connect_with_lease(inner: &Inner, backoff: &mut Backoff) -> Option<MultiplexedConnection> {
+    let (what, e) = match inner.connect().await {
+        Ok(mut c) => match inner.ensure_lease(&mut c).await {
+            Ok(_) => return Some(c),
+            Err(e) => ("lease", e),
+        },
+        Err(e) => ("connect", e),
+    };
+    inner.set_down(&inner.writer_up, what, &e);
+    inner.sleep(backoff.next()).await;
+    None
+}
+
+/// Up to `BATCH` pending writes out of the backlog, counted in flight.
+fn take_batch(inner: &Inner) -> Vec<(CallId, Pending)> {
+    let mut b = lock(&inner.backlog);
+    let batch: Vec<(CallId, Pending)> = if b.map.len() <= BATCH {
+        b.map.drain().collect()
+    } else {
+        let ids: Vec<CallId> = b.map.keys().take(BATCH).cloned().collect();
+        ids.into_iter()
+            .filter_map(|id| b.map.remove(&id).map(|p| (id, p)))
+            .collect()
+    };
+    b.in_flight = batch.len();
+    batch
+}
+
+/// One pipeline of the batch's puts and deletes under `epoch`, and the calls it writes, in
+/// order (a record that cannot be put is left out).
+fn batch_pipeline(
+    inner: &Inner,
+    epoch: u64,
+    batch: &[(CallId, Pending)],
+) -> (redis::Pipeline, Vec<CallId>) {
+    let mut p = redis::pipe();
+    let mut sent = Vec::with_capacity(batch.len());
+    for (id, pend) in batch {
+        match pend {
+            Pending::Put(r) => {
+                if inner.put_cmd(&mut p, epoch, r) {
+                    sent.push(id.clone());
+                }
+            }
+            Pending::Delete => {
+                inner.delete_cmd(&mut p, epoch, id);
+                sent.push(id.clone());
+            }
+        }
+    }
+    (p, sent)
 }
 
 /// Puts a failed batch back, behind anything newer for the same calls.
@@ -1414,9 +1434,35 @@ async fn control_round(
     last_refresh: &mut Instant,
     refresh_every: Duration,
 ) -> Result<bool, redis::RedisError> {
-    let me = &inner.cfg.instance_id;
     let epoch = inner.epoch.load(Ordering::Relaxed);
-    let key_ttl = inner.cfg.key_ttl.as_millis() as u64;
+    if !heartbeat(inner, c, epoch).await? {
+        return Ok(false);
+    }
+    if last_refresh.elapsed() >= refresh_every {
+        if !refresh(inner, c, epoch).await? {
+            return Ok(false);
+        }
+        *last_refresh = Instant::now();
+    }
+    if peers.is_empty() {
+        return Ok(true);
+    }
+    let (now, seen) = peer_heartbeats(inner, c, peers).await?;
+    for ((peer, state), (seen, calls)) in peers.iter_mut().zip(seen) {
+        if !watch_peer(inner, c, peer, state, now, seen, calls).await? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// This instance's heartbeat (its load, and its lease kept) under `epoch`. `Ok(false)`: fenced.
+async fn heartbeat(
+    inner: &Inner,
+    c: &mut MultiplexedConnection,
+    epoch: u64,
+) -> Result<bool, redis::RedisError> {
+    let me = &inner.cfg.instance_id;
     let v: Value = inner
         .scripts
         .heartbeat
@@ -1430,7 +1476,7 @@ async fn control_round(
         .arg(inner.pps.load(Ordering::Relaxed))
         .arg(u8::from(inner.draining.load(Ordering::Relaxed)))
         .arg((3 * inner.cfg.failure_time).as_millis() as u64)
-        .arg(key_ttl)
+        .arg(inner.cfg.key_ttl.as_millis() as u64)
         .arg(inner.cfg.failure_time.as_millis() as u64)
         .arg(inner.keys.inst(""))
         .invoke_async(c)
@@ -1445,79 +1491,111 @@ async fn control_round(
     match outcome(v) {
         Outcome::Fenced { epoch, by } => {
             inner.fence(epoch, by);
-            return Ok(false);
+            Ok(false)
         }
         // Redis lost the lease (a restart without persistence): take it back.
-        Outcome::NoLease if !inner.ensure_lease(c).await? => return Ok(false),
-        _ => {}
+        Outcome::NoLease => inner.ensure_lease(c).await,
+        _ => Ok(true),
     }
-    if last_refresh.elapsed() >= refresh_every {
-        let v: Value = inner
-            .scripts
-            .refresh
-            .key(inner.keys.lease(me))
-            .key(inner.keys.owner_calls(me))
-            .arg(me)
-            .arg(epoch)
-            .arg(key_ttl)
-            .arg(inner.keys.call_prefix())
-            .invoke_async(c)
-            .await?;
-        if let Outcome::Fenced { epoch, by } = outcome(v) {
-            inner.fence(epoch, by);
-            return Ok(false);
-        }
-        *last_refresh = Instant::now();
+}
+
+/// Refreshes the TTL of the lease and of every call this instance owns. `Ok(false)`: fenced.
+async fn refresh(
+    inner: &Inner,
+    c: &mut MultiplexedConnection,
+    epoch: u64,
+) -> Result<bool, redis::RedisError> {
+    let me = &inner.cfg.instance_id;
+    let v: Value = inner
+        .scripts
+        .refresh
+        .key(inner.keys.lease(me))
+        .key(inner.keys.owner_calls(me))
+        .arg(me)
+        .arg(epoch)
+        .arg(inner.cfg.key_ttl.as_millis() as u64)
+        .arg(inner.keys.call_prefix())
+        .invoke_async(c)
+        .await?;
+    if let Outcome::Fenced { epoch, by } = outcome(v) {
+        inner.fence(epoch, by);
+        return Ok(false);
     }
-    if peers.is_empty() {
-        return Ok(true);
-    }
+    Ok(true)
+}
+
+/// Redis's clock (ms) and, per peer, when it was last seen and how many calls it owns.
+async fn peer_heartbeats(
+    inner: &Inner,
+    c: &mut MultiplexedConnection,
+    peers: &[(String, PeerState)],
+) -> Result<(u64, Vec<(Option<u64>, u64)>), redis::RedisError> {
     let mut p = redis::pipe();
     p.cmd("TIME");
-    for (peer, _) in peers.iter() {
+    for (peer, _) in peers {
         p.cmd("HGET").arg(inner.keys.inst(peer)).arg("last_seen_ms");
         p.cmd("SCARD").arg(inner.keys.owner_calls(peer));
     }
     let replies: Vec<Value> = p.query_async(c).await?;
     let mut it = replies.into_iter();
     let now = redis_time_ms(it.next()).unwrap_or(0);
+    let seen = peers
+        .iter()
+        .map(|_| {
+            let seen: Option<u64> = it
+                .next()
+                .and_then(|v| redis::from_redis_value::<Option<String>>(v).ok())
+                .flatten()
+                .and_then(|s| s.parse().ok());
+            let calls: u64 = it
+                .next()
+                .and_then(|v| redis::from_redis_value(v).ok())
+                .unwrap_or(0);
+            (seen, calls)
+        })
+        .collect();
+    Ok((now, seen))
+}
+
+/// What a peer's heartbeat (`seen` at Redis time `now`) and its `calls` mean: alive, never ran,
+/// or down, then its calls adopted. `Ok(false)`: this instance was fenced meanwhile.
+async fn watch_peer(
+    inner: &Inner,
+    c: &mut MultiplexedConnection,
+    peer: &str,
+    state: &mut PeerState,
+    now: u64,
+    seen: Option<u64>,
+    calls: u64,
+) -> Result<bool, redis::RedisError> {
     let fail = inner.cfg.failure_time.as_millis() as u64;
-    for (peer, state) in peers.iter_mut() {
-        let seen: Option<u64> = it
-            .next()
-            .and_then(|v| redis::from_redis_value::<Option<String>>(v).ok())
-            .flatten()
-            .and_then(|s| s.parse().ok());
-        let calls: u64 = it
-            .next()
-            .and_then(|v| redis::from_redis_value(v).ok())
-            .unwrap_or(0);
-        let alive = seen.is_some_and(|s| now.saturating_sub(s) < fail);
-        if alive {
-            *state = PeerState::Watching;
-            continue;
-        }
-        if seen.is_none() && calls == 0 {
-            // Not started yet, or gone long ago with nothing left: nothing to adopt.
-            continue;
-        }
-        if *state == PeerState::Adopted {
-            continue;
-        }
-        if *state == PeerState::Watching {
-            tracing::warn!(
-                peer = %peer,
-                heartbeat_age_ms = seen.map(|s| now.saturating_sub(s)),
-                "HA: peer down, adopting its calls"
-            );
-            let _ = inner.events.send(HaEvent::PeerDown { peer: peer.clone() });
-            *state = PeerState::Down;
-        }
-        if adopt(inner, c, peer).await? {
-            *state = PeerState::Adopted;
-        } else if inner.fenced.borrow().is_some() {
-            return Ok(false);
-        }
+    let alive = seen.is_some_and(|s| now.saturating_sub(s) < fail);
+    if alive {
+        *state = PeerState::Watching;
+        return Ok(true);
+    }
+    if seen.is_none() && calls == 0 {
+        // Not started yet, or gone long ago with nothing left: nothing to adopt.
+        return Ok(true);
+    }
+    if *state == PeerState::Adopted {
+        return Ok(true);
+    }
+    if *state == PeerState::Watching {
+        tracing::warn!(
+            peer = %peer,
+            heartbeat_age_ms = seen.map(|s| now.saturating_sub(s)),
+            "HA: peer down, adopting its calls"
+        );
+        let _ = inner.events.send(HaEvent::PeerDown {
+            peer: peer.to_owned(),
+        });
+        *state = PeerState::Down;
+    }
+    if adopt(inner, c, peer).await? {
+        *state = PeerState::Adopted;
+    } else if inner.fenced.borrow().is_some() {
+        return Ok(false);
     }
     Ok(true)
 }
