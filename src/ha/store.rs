@@ -223,26 +223,37 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return {1}
 "#;
 
-/// KEYS: lease, call, owner set. ARGV: me, epoch, record, key_ttl_ms, call ID.
-/// `{1}` written, `{3, owner}` the call is another instance's.
-const PUT: &str = r#"
+/// The start of PUT and DELETE: `{3, owner}` when the call (KEYS[2]) is another instance's
+/// than ARGV[1].
+macro_rules! owner_check {
+    () => {
+        "
 local owner = redis.call('HGET', KEYS[2], 'owner')
 if owner and owner ~= ARGV[1] then return {3, owner} end
-redis.call('HSET', KEYS[2], 'owner', ARGV[1], 'epoch', ARGV[2], 'rec', ARGV[3])
+"
+    };
+}
+
+/// KEYS: lease, call, owner set. ARGV: me, epoch, record, key_ttl_ms, call ID.
+/// `{1}` written, `{3, owner}` the call is another instance's.
+const PUT: &str = concat!(
+    owner_check!(),
+    r#"redis.call('HSET', KEYS[2], 'owner', ARGV[1], 'epoch', ARGV[2], 'rec', ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 redis.call('SADD', KEYS[3], ARGV[5])
 redis.call('PEXPIRE', KEYS[3], ARGV[4])
 return {1}
-"#;
+"#
+);
 
 /// KEYS: lease, call, owner set. ARGV: me, epoch, call ID.
-const DELETE: &str = r#"
-local owner = redis.call('HGET', KEYS[2], 'owner')
-if owner and owner ~= ARGV[1] then return {3, owner} end
-redis.call('DEL', KEYS[2])
+const DELETE: &str = concat!(
+    owner_check!(),
+    r#"redis.call('DEL', KEYS[2])
 redis.call('SREM', KEYS[3], ARGV[3])
 return {1}
-"#;
+"#
+);
 
 /// KEYS: lease, inst, instances, owner set. ARGV: me, epoch, role, pps, draining, inst_ttl_ms,
 /// key_ttl_ms, failure_ms, inst key prefix. The heartbeat's time is Redis' own. Returns `{1,
@@ -386,7 +397,7 @@ impl Keys {
         format!("{}:call:", self.prefix)
     }
     fn call(&self, id: &str) -> String {
-        format!("{}:call:{id}", self.prefix)
+        self.call_prefix() + id
     }
     fn owner_calls(&self, id: &str) -> String {
         format!("{}:owner:{id}:calls", self.prefix)
@@ -1434,12 +1445,26 @@ async fn control_round(
     last_refresh: &mut Instant,
     refresh_every: Duration,
 ) -> Result<bool, redis::RedisError> {
+    let me = &inner.cfg.instance_id;
     let epoch = inner.epoch.load(Ordering::Relaxed);
     if !heartbeat(inner, c, epoch).await? {
         return Ok(false);
     }
     if last_refresh.elapsed() >= refresh_every {
-        if !refresh(inner, c, epoch).await? {
+        // The TTLs of the lease and of every call this instance owns.
+        let v: Value = inner
+            .scripts
+            .refresh
+            .key(inner.keys.lease(me))
+            .key(inner.keys.owner_calls(me))
+            .arg(me)
+            .arg(epoch)
+            .arg(inner.cfg.key_ttl.as_millis() as u64)
+            .arg(inner.keys.call_prefix())
+            .invoke_async(c)
+            .await?;
+        if let Outcome::Fenced { epoch, by } = outcome(v) {
+            inner.fence(epoch, by);
             return Ok(false);
         }
         *last_refresh = Instant::now();
@@ -1497,31 +1522,6 @@ async fn heartbeat(
         Outcome::NoLease => inner.ensure_lease(c).await,
         _ => Ok(true),
     }
-}
-
-/// Refreshes the TTL of the lease and of every call this instance owns. `Ok(false)`: fenced.
-async fn refresh(
-    inner: &Inner,
-    c: &mut MultiplexedConnection,
-    epoch: u64,
-) -> Result<bool, redis::RedisError> {
-    let me = &inner.cfg.instance_id;
-    let v: Value = inner
-        .scripts
-        .refresh
-        .key(inner.keys.lease(me))
-        .key(inner.keys.owner_calls(me))
-        .arg(me)
-        .arg(epoch)
-        .arg(inner.cfg.key_ttl.as_millis() as u64)
-        .arg(inner.keys.call_prefix())
-        .invoke_async(c)
-        .await?;
-    if let Outcome::Fenced { epoch, by } = outcome(v) {
-        inner.fence(epoch, by);
-        return Ok(false);
-    }
-    Ok(true)
 }
 
 /// Redis's clock (ms) and, per peer, when it was last seen and how many calls it owns.
