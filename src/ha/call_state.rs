@@ -144,8 +144,13 @@ impl GroupImage {
             v: BODY_VERSION,
             group: &self.group,
         };
-        let secrets = self.secrets.encode();
-        seal(key, &self.group.call_id, updated_unix_ms, &body, &secrets)
+        seal(
+            key,
+            &self.group.call_id,
+            updated_unix_ms,
+            &body,
+            &self.secrets.encode(),
+        )
     }
 }
 
@@ -197,8 +202,13 @@ impl CallImage {
             call: &self.call,
             rules: &self.rules,
         };
-        let secrets = self.secrets.encode();
-        seal(key, &self.call.call_id, updated_unix_ms, &body, &secrets)
+        seal(
+            key,
+            &self.call.call_id,
+            updated_unix_ms,
+            &body,
+            &self.secrets.encode(),
+        )
     }
 
     /// Opens a record written by [`CallImage::to_record`] (a group call's record is refused:
