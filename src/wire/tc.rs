@@ -582,46 +582,6 @@ const fn pad4(n: usize) -> usize {
     (n + 3) & !3
 }
 
-#[inline]
-fn be16(b: &[u8]) -> Option<u16> {
-    match b {
-        [a, c] => Some(u16::from_be_bytes([*a, *c])),
-        _ => None,
-    }
-}
-
-#[inline]
-fn ssrc6(b: &[u8]) -> Option<u32> {
-    match b {
-        [a, c, d, e, _, _] => Some(u32::from_be_bytes([*a, *c, *d, *e])),
-        _ => None,
-    }
-}
-
-#[inline]
-fn first_of2(b: &[u8]) -> Option<u8> {
-    match b {
-        [a, _] => Some(*a),
-        _ => None,
-    }
-}
-
-fn track_info(v: &[u8]) -> Option<TrackInfo<'_>> {
-    let (&qc, rest) = v.split_first()?;
-    let (&tlen, rest) = rest.split_first()?;
-    let padded = pad4(tlen as usize);
-    let (ty, refs) = rest.split_at_checked(padded)?;
-    let ty = ty.get(..tlen as usize)?;
-    if refs.len() % 4 != 0 {
-        return None;
-    }
-    Some(TrackInfo {
-        queueing_capability: qc,
-        participant_type: core::str::from_utf8(ty).ok()?,
-        references_raw: refs,
-    })
-}
-
 impl<'a> TcMessage<'a> {
     /// A message with no fields.
     pub fn new(kind: MessageKind, ssrc: u32) -> Self {
@@ -844,99 +804,183 @@ const ACK_ORDER: [u8; 4] = [
     field::TRACK_INFO,
 ];
 
-impl<'a> Fields<'a> {
-    fn set_from_wire(&mut self, id: u8, v: &'a [u8]) {
-        fn put<T>(slot: &mut Option<T>, v: Option<T>) {
-            if slot.is_none() {
-                *slot = v;
-            }
-        }
-        let text = |v: &'a [u8]| core::str::from_utf8(v).ok();
-        match id {
-            TRANSMISSION_PRIORITY => put(&mut self.transmission_priority, first_of2(v)),
-            DURATION => put(&mut self.duration, be16(v)),
-            REJECT_CAUSE => put(
-                &mut self.reject_cause,
-                v.split_at_checked(2).and_then(|(c, p)| {
-                    Some(CauseField {
-                        code: be16(c)?,
-                        phrase: text(p).unwrap_or(""),
-                    })
-                }),
-            ),
-            QUEUE_INFO => put(
-                &mut self.queue_info,
-                match v {
-                    [p, q] => Some(QueueInfo {
-                        position: *p,
-                        priority: *q,
-                    }),
-                    _ => None,
-                },
-            ),
-            TRANSMITTING_USER_ID => put(&mut self.transmitting_user_id, text(v)),
-            PERMISSION_TO_REQUEST => put(&mut self.permission_to_request, be16(v)),
-            USER_ID => put(&mut self.user_id, text(v)),
-            QUEUE_SIZE => put(&mut self.queue_size, be16(v)),
-            MESSAGE_SEQUENCE_NUMBER => put(&mut self.message_sequence_number, be16(v)),
-            QUEUED_USER_ID => put(&mut self.queued_user_id, text(v)),
-            SOURCE => put(&mut self.source, be16(v).map(Source::from)),
-            TRACK_INFO => put(&mut self.track_info, track_info(v)),
-            MESSAGE_TYPE => put(&mut self.message_type, first_of2(v).map(|t| t & 0x1f)),
-            TRANSMISSION_INDICATOR => put(&mut self.transmission_indicator, be16(v)),
-            AUDIO_SSRC => put(&mut self.audio_ssrc, ssrc6(v)),
-            RESULT => put(&mut self.result, be16(v)),
-            MESSAGE_NAME => put(
-                &mut self.message_name,
-                match v {
-                    [a, b, c, d, _, _] => Some(AppName::from_bytes([*a, *b, *c, *d])),
-                    _ => None,
-                },
-            ),
-            OVERRIDING_ID => put(&mut self.overriding_id, text(v)),
-            OVERRIDDEN_ID => put(&mut self.overridden_id, text(v)),
-            RECEPTION_PRIORITY => put(&mut self.reception_priority, first_of2(v)),
-            GROUP_IDENTITY => put(&mut self.group_identity, text(v)),
-            FUNCTIONAL_ALIAS => put(&mut self.functional_alias, text(v)),
-            RECEPTION_MODE => put(&mut self.reception_mode, be16(v)),
-            VIDEO_SSRC => put(&mut self.video_ssrc, ssrc6(v)),
-            _ => {}
+/// How a field's value is read from the wire and written back; its type says which.
+trait Codec<'a>: Sized {
+    /// The value in `v` (the field's value octets), or `None` when it has the wrong shape.
+    fn read(v: &'a [u8]) -> Option<Self>;
+    /// The value on its way to the wire.
+    fn write(self) -> Value<'a>;
+}
+
+/// 8 bits and 8 spare.
+impl<'a> Codec<'a> for u8 {
+    fn read(v: &'a [u8]) -> Option<Self> {
+        match v {
+            [a, _] => Some(*a),
+            _ => None,
         }
     }
+    fn write(self) -> Value<'a> {
+        Value::U8Spare(self)
+    }
+}
 
-    fn value(&self, id: u8) -> Option<Value<'a>> {
-        Some(match id {
-            TRANSMISSION_PRIORITY => Value::U8Spare(self.transmission_priority?),
-            DURATION => Value::U16(self.duration?),
-            REJECT_CAUSE => Value::Cause(self.reject_cause?),
-            QUEUE_INFO => {
-                let q = self.queue_info?;
-                Value::Pair(q.position, q.priority)
-            }
-            TRANSMITTING_USER_ID => Value::Text(self.transmitting_user_id?),
-            PERMISSION_TO_REQUEST => Value::U16(self.permission_to_request?),
-            USER_ID => Value::Text(self.user_id?),
-            QUEUE_SIZE => Value::U16(self.queue_size?),
-            MESSAGE_SEQUENCE_NUMBER => Value::U16(self.message_sequence_number?),
-            QUEUED_USER_ID => Value::Text(self.queued_user_id?),
-            SOURCE => Value::U16(self.source?.into()),
-            TRACK_INFO => Value::Track(self.track_info?),
-            MESSAGE_TYPE => Value::U8Spare(self.message_type? & 0x1f),
-            TRANSMISSION_INDICATOR => Value::U16(self.transmission_indicator?),
-            AUDIO_SSRC => Value::Ssrc(self.audio_ssrc?),
-            RESULT => Value::U16(self.result?),
-            MESSAGE_NAME => Value::Name(self.message_name?),
-            OVERRIDING_ID => Value::Text(self.overriding_id?),
-            OVERRIDDEN_ID => Value::Text(self.overridden_id?),
-            RECEPTION_PRIORITY => Value::U8Spare(self.reception_priority?),
-            GROUP_IDENTITY => Value::Text(self.group_identity?),
-            FUNCTIONAL_ALIAS => Value::Text(self.functional_alias?),
-            RECEPTION_MODE => Value::U16(self.reception_mode?),
-            VIDEO_SSRC => Value::Ssrc(self.video_ssrc?),
-            _ => return None,
+impl<'a> Codec<'a> for u16 {
+    fn read(v: &'a [u8]) -> Option<Self> {
+        v.try_into().ok().map(u16::from_be_bytes)
+    }
+    fn write(self) -> Value<'a> {
+        Value::U16(self)
+    }
+}
+
+/// An SSRC: 32 bits and 16 spare.
+impl<'a> Codec<'a> for u32 {
+    fn read(v: &'a [u8]) -> Option<Self> {
+        match v {
+            [a, b, c, d, _, _] => Some(u32::from_be_bytes([*a, *b, *c, *d])),
+            _ => None,
+        }
+    }
+    fn write(self) -> Value<'a> {
+        Value::Ssrc(self)
+    }
+}
+
+/// A URI (UTF-8).
+impl<'a> Codec<'a> for &'a str {
+    fn read(v: &'a [u8]) -> Option<Self> {
+        core::str::from_utf8(v).ok()
+    }
+    fn write(self) -> Value<'a> {
+        Value::Text(self)
+    }
+}
+
+impl<'a> Codec<'a> for CauseField<'a> {
+    fn read(v: &'a [u8]) -> Option<Self> {
+        let (c, p) = v.split_at_checked(2)?;
+        Some(CauseField {
+            code: u16::read(c)?,
+            phrase: core::str::from_utf8(p).unwrap_or(""),
         })
     }
+    fn write(self) -> Value<'a> {
+        Value::Cause(self)
+    }
+}
 
+impl<'a> Codec<'a> for QueueInfo {
+    fn read(v: &'a [u8]) -> Option<Self> {
+        match v {
+            [p, q] => Some(QueueInfo {
+                position: *p,
+                priority: *q,
+            }),
+            _ => None,
+        }
+    }
+    fn write(self) -> Value<'a> {
+        Value::Pair(self.position, self.priority)
+    }
+}
+
+impl<'a> Codec<'a> for Source {
+    fn read(v: &'a [u8]) -> Option<Self> {
+        u16::read(v).map(Source::from)
+    }
+    fn write(self) -> Value<'a> {
+        Value::U16(self.into())
+    }
+}
+
+impl<'a> Codec<'a> for TrackInfo<'a> {
+    fn read(v: &'a [u8]) -> Option<Self> {
+        let (&qc, rest) = v.split_first()?;
+        let (&tlen, rest) = rest.split_first()?;
+        let (ty, refs) = rest.split_at_checked(pad4(tlen as usize))?;
+        let ty = ty.get(..tlen as usize)?;
+        if refs.len() % 4 != 0 {
+            return None;
+        }
+        Some(TrackInfo {
+            queueing_capability: qc,
+            participant_type: core::str::from_utf8(ty).ok()?,
+            references_raw: refs,
+        })
+    }
+    fn write(self) -> Value<'a> {
+        Value::Track(self)
+    }
+}
+
+/// The APP name of the acknowledged message: 4 octets and 16 spare bits.
+impl<'a> Codec<'a> for AppName {
+    fn read(v: &'a [u8]) -> Option<Self> {
+        match v {
+            [a, b, c, d, _, _] => Some(AppName::from_bytes([*a, *b, *c, *d])),
+            _ => None,
+        }
+    }
+    fn write(self) -> Value<'a> {
+        Value::Name(self)
+    }
+}
+
+/// The field table: each field ID with the member of [`Fields`] that holds it, read and written
+/// with the [`Codec`] of the member's type (a mask applies to the value both ways).
+macro_rules! field_table {
+    ($( $id:ident => $member:ident $(& $mask:literal)?, )*) => {
+        impl<'a> Fields<'a> {
+            /// Sets field `id` from its value octets `v`, unless it is set already (the first
+            /// occurrence wins) or `v` has the wrong shape.
+            fn set_from_wire(&mut self, id: u8, v: &'a [u8]) {
+                match id {
+                    $( $id if self.$member.is_none() => {
+                        self.$member = Codec::read(v) $(.map(|x: u8| x & $mask))?;
+                    } )*
+                    _ => {}
+                }
+            }
+
+            fn value(&self, id: u8) -> Option<Value<'a>> {
+                match id {
+                    $( $id => self.$member $(.map(|x| x & $mask))?.map(Codec::write), )*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+field_table! {
+    TRANSMISSION_PRIORITY => transmission_priority,
+    DURATION => duration,
+    REJECT_CAUSE => reject_cause,
+    QUEUE_INFO => queue_info,
+    TRANSMITTING_USER_ID => transmitting_user_id,
+    PERMISSION_TO_REQUEST => permission_to_request,
+    USER_ID => user_id,
+    QUEUE_SIZE => queue_size,
+    MESSAGE_SEQUENCE_NUMBER => message_sequence_number,
+    QUEUED_USER_ID => queued_user_id,
+    SOURCE => source,
+    TRACK_INFO => track_info,
+    MESSAGE_TYPE => message_type & 0x1f,
+    TRANSMISSION_INDICATOR => transmission_indicator,
+    AUDIO_SSRC => audio_ssrc,
+    RESULT => result,
+    MESSAGE_NAME => message_name,
+    OVERRIDING_ID => overriding_id,
+    OVERRIDDEN_ID => overridden_id,
+    RECEPTION_PRIORITY => reception_priority,
+    GROUP_IDENTITY => group_identity,
+    FUNCTIONAL_ALIAS => functional_alias,
+    RECEPTION_MODE => reception_mode,
+    VIDEO_SSRC => video_ssrc,
+}
+
+impl<'a> Fields<'a> {
     fn for_each_value(&self, kind: MessageKind, mut f: impl FnMut(u8, Value<'a>)) {
         if !kind.is_known() {
             return;
