@@ -804,6 +804,14 @@ const ACK_ORDER: [u8; 4] = [
     field::TRACK_INFO,
 ];
 
+/// The four octets of a 32-bit value followed by 16 spare bits (SSRCs, Message Name).
+fn four_of_six(v: &[u8]) -> Option<[u8; 4]> {
+    match v {
+        [a, b, c, d, _, _] => Some([*a, *b, *c, *d]),
+        _ => None,
+    }
+}
+
 /// How a field's value is read from the wire and written back; its type says which.
 trait Codec<'a>: Sized {
     /// The value in `v` (the field's value octets), or `None` when it has the wrong shape.
@@ -837,10 +845,7 @@ impl<'a> Codec<'a> for u16 {
 /// An SSRC: 32 bits and 16 spare.
 impl<'a> Codec<'a> for u32 {
     fn read(v: &'a [u8]) -> Option<Self> {
-        match v {
-            [a, b, c, d, _, _] => Some(u32::from_be_bytes([*a, *b, *c, *d])),
-            _ => None,
-        }
+        four_of_six(v).map(u32::from_be_bytes)
     }
     fn write(self) -> Value<'a> {
         Value::Ssrc(self)
@@ -917,10 +922,7 @@ impl<'a> Codec<'a> for TrackInfo<'a> {
 /// The APP name of the acknowledged message: 4 octets and 16 spare bits.
 impl<'a> Codec<'a> for AppName {
     fn read(v: &'a [u8]) -> Option<Self> {
-        match v {
-            [a, b, c, d, _, _] => Some(AppName::from_bytes([*a, *b, *c, *d])),
-            _ => None,
-        }
+        four_of_six(v).map(AppName::from_bytes)
     }
     fn write(self) -> Value<'a> {
         Value::Name(self)
