@@ -314,20 +314,9 @@ impl CallTable {
             return Err(SetupError::TooManyCalls);
         }
         // Step 2: authorization, nothing allocated yet.
-        self.policy
-            .may_push(&req.caller_id)
-            .map_err(|reason| SetupError::NotAuthorized {
-                party: Party::Caller,
-                user: req.caller_id.clone(),
-                reason,
-            })?;
-        self.policy
-            .may_receive_push(&req.callee_id)
-            .map_err(|reason| SetupError::NotAuthorized {
-                party: Party::Callee,
-                user: req.callee_id.clone(),
-                reason,
-            })?;
+        let (caller, callee) = (&req.caller_id, &req.callee_id);
+        authorized(Party::Caller, caller, self.policy.may_push(caller))?;
+        authorized(Party::Callee, callee, self.policy.may_receive_push(callee))?;
         // Step 4: where the call goes and how it commences.
         let delivery = self.registry.delivery(&req.callee_id);
         if delivery.ue_ids.is_empty() && self.config.require_registered_callee {
@@ -518,22 +507,14 @@ impl CallTable {
         call_id: &str,
         answer: AnswerCall,
     ) -> Result<CallAnswer, SetupError> {
-        let call = self
-            .calls
-            .get_mut(call_id)
-            .ok_or_else(|| SetupError::UnknownCall(call_id.to_owned()))?;
-        call.accept(now, answer, &mut *self.entropy.0)
+        call_in(&mut self.calls, call_id)?.accept(now, answer, &mut *self.entropy.0)
     }
 
     /// The callee declined. The call is released (reason `rejected`) and removed; the caller
     /// gives its ports back and drains its events.
     pub fn reject_call(&mut self, now: Instant, call_id: &str) -> Result<Call, SetupError> {
-        self.calls
-            .get_mut(call_id)
-            .ok_or_else(|| SetupError::UnknownCall(call_id.to_owned()))?
-            .reject(now)?;
-        self.remove(call_id)
-            .ok_or_else(|| SetupError::UnknownCall(call_id.to_owned()))
+        call_in(&mut self.calls, call_id)?.reject(now)?;
+        self.remove(call_id).ok_or_else(|| unknown(call_id))
     }
 
     /// Releases a call for `reason` and removes it.
@@ -543,14 +524,31 @@ impl CallTable {
         call_id: &str,
         reason: ReleaseReason,
     ) -> Result<Call, SetupError> {
-        let call = self
-            .calls
-            .get_mut(call_id)
-            .ok_or_else(|| SetupError::UnknownCall(call_id.to_owned()))?;
-        call.release(now, reason);
-        self.remove(call_id)
-            .ok_or_else(|| SetupError::UnknownCall(call_id.to_owned()))
+        call_in(&mut self.calls, call_id)?.release(now, reason);
+        self.remove(call_id).ok_or_else(|| unknown(call_id))
     }
+}
+
+/// No call `call_id` in the table.
+fn unknown(call_id: &str) -> SetupError {
+    SetupError::UnknownCall(call_id.to_owned())
+}
+
+/// Call `call_id` of `calls`.
+fn call_in<'c>(
+    calls: &'c mut HashMap<CallId, Call>,
+    call_id: &str,
+) -> Result<&'c mut Call, SetupError> {
+    calls.get_mut(call_id).ok_or_else(|| unknown(call_id))
+}
+
+/// `party` (`user`) may not take part, as the policy's `verdict` says.
+fn authorized(party: Party, user: &str, verdict: Result<(), String>) -> Result<(), SetupError> {
+    verdict.map_err(|reason| SetupError::NotAuthorized {
+        party,
+        user: user.to_owned(),
+        reason,
+    })
 }
 
 /// The caller's offer has no media the relay can take, for `reason`.

@@ -90,6 +90,13 @@ pub(crate) fn engine_call_id(call_id: &[u8]) -> String {
     format!("ng-{}", hex(d.as_ref().get(..12).unwrap_or_default()))
 }
 
+/// The reply a command made, whether it succeeded (`Ok`) or not (`Err`, an error reply).
+fn either(reply: Result<Value, Value>) -> Value {
+    match reply {
+        Ok(v) | Err(v) => v,
+    }
+}
+
 fn error(reason: impl Into<String>) -> Value {
     dict([
         ("result", Value::str("error")),
@@ -291,8 +298,8 @@ impl Commands {
         };
         match cmd.as_str() {
             "ping" => dict([("result", Value::str("pong"))]),
-            "offer" => self.offer(req),
-            "answer" => self.answer(req),
+            "offer" => either(self.try_offer(req)),
+            "answer" => either(self.try_answer(req)),
             "delete" => self.delete(req),
             "query" => self.query(req),
             "list" => self.list(req),
@@ -535,12 +542,6 @@ impl Commands {
         })
     }
 
-    fn offer(&mut self, req: &Value) -> Value {
-        match self.try_offer(req) {
-            Ok(v) | Err(v) => v,
-        }
-    }
-
     fn try_offer(&mut self, req: &Value) -> Result<Value, Value> {
         let call_id = Self::required(req, "call-id")?;
         let from_tag = Self::required(req, "from-tag")?;
@@ -703,12 +704,6 @@ impl Commands {
             })
             .unwrap_or_else(|| "tag:unknown".to_owned());
         (caller_id, callee_id)
-    }
-
-    fn answer(&mut self, req: &Value) -> Value {
-        match self.try_answer(req) {
-            Ok(v) | Err(v) => v,
-        }
     }
 
     fn try_answer(&mut self, req: &Value) -> Result<Value, Value> {
