@@ -37,6 +37,12 @@ impl TransmissionControlServer {
         self.out.push_back((to, bytes));
     }
 
+    /// `m` to `to`, outside its reply budget.
+    pub(super) fn send(&mut self, to: Slot, m: &TcMessage<'_>) {
+        let bytes = self.emit(m);
+        self.push(to, bytes);
+    }
+
     /// A reply drawn from `to`'s budget.
     pub(super) fn reply_bytes(&mut self, now: Instant, to: Slot, bytes: Option<Vec<u8>>) {
         let Some(m) = self.member_mut(to) else { return };
@@ -118,8 +124,7 @@ impl TransmissionControlServer {
             m.fields.transmission_indicator = Some(tx.indicator);
             m.fields.reception_mode = Some(self.cfg.reception_mode.wire());
         }
-        let bytes = self.emit(&m);
-        self.push(r, bytes);
+        self.send(r, &m);
     }
 
     pub(super) fn send_idle(&mut self, to: Slot) {
@@ -127,16 +132,14 @@ impl TransmissionControlServer {
         m.ack_required = true;
         m.fields.message_sequence_number = Some(self.idle_seq);
         m.fields.transmission_indicator = Some(INDICATOR_NORMAL);
-        let bytes = self.emit(&m);
-        self.push(to, bytes);
+        self.send(to, &m);
     }
 
     pub(super) fn send_revoked(&mut self, to: Slot, c: RevokeCause) {
         let mut m = TcMessage::new(MessageKind::TransmissionRevoked, self.server_ssrc());
         m.ack_required = true;
         m.fields.reject_cause = Some(cause(c.into()));
-        let bytes = self.emit(&m);
-        self.push(to, bytes);
+        self.send(to, &m);
     }
 
     pub(super) fn send_end_request(&mut self, to: Slot, c: RevokeCause) {
@@ -149,8 +152,7 @@ impl TransmissionControlServer {
         m.fields.audio_ssrc = Some(audio.get());
         m.fields.video_ssrc = Some(video.get());
         m.fields.reject_cause = Some(cause(c.into()));
-        let bytes = self.emit(&m);
-        self.push(to, bytes);
+        self.send(to, &m);
     }
 
     pub(super) fn send_end_response(&mut self, now: Instant, to: Slot) {
@@ -169,10 +171,7 @@ impl TransmissionControlServer {
             Some(q) => (self.position(to).unwrap_or(255), q.rank.priority),
             None => (254, 0),
         };
-        let user = self
-            .member(to)
-            .map(|m| m.setup.user_id.clone())
-            .unwrap_or_default();
+        let user = self.user_id(to);
         let mut m = TcMessage::new(MessageKind::QueuePositionInfo, self.server_ssrc());
         m.ack_required = position != 254;
         m.fields.user_id = Some(&user);
@@ -223,8 +222,7 @@ impl TransmissionControlServer {
                 m.fields.reject_cause = Some(cause(c.into()));
             }
         }
-        let bytes = self.emit(&m);
-        self.push(to, bytes);
+        self.send(to, &m);
     }
 
     /// Media Reception Notification to transmitter `t`: `r` receives it.
@@ -232,15 +230,11 @@ impl TransmissionControlServer {
         let Some((_, audio, video)) = self.tx_ids(t) else {
             return;
         };
-        let user = self
-            .member(r)
-            .map(|m| m.setup.user_id.clone())
-            .unwrap_or_default();
+        let user = self.user_id(r);
         let mut m = TcMessage::new(MessageKind::MediaReceptionNotification, self.server_ssrc());
         m.fields.user_id = Some(&user);
         m.fields.audio_ssrc = Some(audio.get());
         m.fields.video_ssrc = Some(video.get());
-        let bytes = self.emit(&m);
-        self.push(t, bytes);
+        self.send(t, &m);
     }
 }

@@ -283,6 +283,18 @@ impl TransmissionControlServer {
         self.members.get_mut(s.index()).and_then(Option::as_mut)
     }
 
+    /// The transmission of member `s`, while it has one.
+    fn tx_mut(&mut self, s: Slot) -> Option<&mut Transmission> {
+        self.member_mut(s).and_then(|m| m.tx.as_mut())
+    }
+
+    /// Member `s`'s MCVideo ID (empty when it left).
+    fn user_id(&self, s: Slot) -> String {
+        self.member(s)
+            .map(|m| m.setup.user_id.clone())
+            .unwrap_or_default()
+    }
+
     fn present(&self) -> impl Iterator<Item = (Slot, &Member)> + '_ {
         self.members
             .iter()

@@ -259,7 +259,7 @@ impl TransmissionControlServer {
                 });
             }
             self.send_reception_notification(t, from);
-            if let Some(tx) = self.member_mut(t).and_then(|m| m.tx.as_mut()) {
+            if let Some(tx) = self.tx_mut(t) {
                 tx.t11 = None;
             }
         }

@@ -88,7 +88,7 @@ impl TransmissionControlServer {
             }
         }
         if manual {
-            if let Some(t) = self.member_mut(to).and_then(|m| m.tx.as_mut()) {
+            if let Some(t) = self.tx_mut(to) {
                 t.t11 = Some(now + t11);
             }
         }
@@ -106,10 +106,7 @@ impl TransmissionControlServer {
         }
         self.arbiter.forbid(s);
         self.free_ssrcs(&t);
-        let user = self
-            .member(s)
-            .map(|m| m.setup.user_id.clone())
-            .unwrap_or_default();
+        let user = self.user_id(s);
         let mut n = TcMessage::new(MessageKind::TransmissionEndNotify, self.server_ssrc());
         n.fields.transmitting_user_id = Some(&user);
         n.fields.audio_ssrc = Some(t.audio.get());
@@ -237,7 +234,7 @@ impl TransmissionControlServer {
         }
         let anyone = self.present().any(|(_, m)| m.receiving & t.bit() != 0);
         let t11 = self.cfg.t11_stream_idle;
-        if let Some(tx) = self.member_mut(t).and_then(|m| m.tx.as_mut()) {
+        if let Some(tx) = self.tx_mut(t) {
             if !anyone && tx.t11.is_none() {
                 tx.t11 = Some(now + t11);
             }
@@ -340,7 +337,7 @@ impl TransmissionControlServer {
             }
             Due::T2 => self.fire_t2(now),
             Due::MaxDuration(s) => {
-                if let Some(t) = self.member_mut(s).and_then(|m| m.tx.as_mut()) {
+                if let Some(t) = self.tx_mut(s) {
                     t.max_duration = None;
                 }
                 self.send_revoked(s, RevokeCause::MediaBurstTooLong);
@@ -348,7 +345,7 @@ impl TransmissionControlServer {
                 self.after_end(now, ReleaseReason::MaxDuration);
             }
             Due::Inactivity(s) => {
-                if let Some(t) = self.member_mut(s).and_then(|m| m.tx.as_mut()) {
+                if let Some(t) = self.tx_mut(s) {
                     t.inactivity = None;
                 }
                 // A private call's transmission is simply complete; a group's transmitter is
@@ -360,7 +357,7 @@ impl TransmissionControlServer {
                 self.after_end(now, ReleaseReason::MediaTimeout);
             }
             Due::T11(s) => {
-                if let Some(t) = self.member_mut(s).and_then(|m| m.tx.as_mut()) {
+                if let Some(t) = self.tx_mut(s) {
                     t.t11 = None;
                 }
                 self.send_end_request(s, RevokeCause::NoReceivingParticipant);
@@ -401,7 +398,7 @@ impl TransmissionControlServer {
 
     fn fire_t4(&mut self, now: Instant, s: Slot) {
         let (c4, t4) = (self.cfg.c4_granted, self.cfg.t4_granted);
-        let again = self.member_mut(s).and_then(|m| m.tx.as_mut()).map(|t| {
+        let again = self.tx_mut(s).map(|t| {
             t.t4 = None;
             if !t.first_media && t.granted_sent <= c4 {
                 t.granted_sent += 1;
