@@ -288,6 +288,13 @@ impl TransmissionControlServer {
         self.member_mut(s).and_then(|m| m.tx.as_mut())
     }
 
+    /// Stops the timer `timer` of member `s`'s transmission.
+    fn disarm(&mut self, s: Slot, timer: impl FnOnce(&mut Transmission) -> &mut Option<Instant>) {
+        if let Some(t) = self.tx_mut(s) {
+            *timer(t) = None;
+        }
+    }
+
     /// Member `s`'s MCVideo ID (empty when it left).
     fn user_id(&self, s: Slot) -> String {
         self.member(s)

@@ -259,9 +259,7 @@ impl TransmissionControlServer {
                 });
             }
             self.send_reception_notification(t, from);
-            if let Some(tx) = self.tx_mut(t) {
-                tx.t11 = None;
-            }
+            self.disarm(t, |t| &mut t.t11);
         }
         self.reply_receive_media(now, from, Some(t), Ok(()));
     }

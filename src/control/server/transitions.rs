@@ -337,17 +337,13 @@ impl TransmissionControlServer {
             }
             Due::T2 => self.fire_t2(now),
             Due::MaxDuration(s) => {
-                if let Some(t) = self.tx_mut(s) {
-                    t.max_duration = None;
-                }
+                self.disarm(s, |t| &mut t.max_duration);
                 self.send_revoked(s, RevokeCause::MediaBurstTooLong);
                 self.end_transmission(s, EndReason::MaxDuration);
                 self.after_end(now, ReleaseReason::MaxDuration);
             }
             Due::Inactivity(s) => {
-                if let Some(t) = self.tx_mut(s) {
-                    t.inactivity = None;
-                }
+                self.disarm(s, |t| &mut t.inactivity);
                 // A private call's transmission is simply complete; a group's transmitter is
                 // told (End Request #255).
                 if !self.is_private() {
@@ -357,9 +353,7 @@ impl TransmissionControlServer {
                 self.after_end(now, ReleaseReason::MediaTimeout);
             }
             Due::T11(s) => {
-                if let Some(t) = self.tx_mut(s) {
-                    t.t11 = None;
-                }
+                self.disarm(s, |t| &mut t.t11);
                 self.send_end_request(s, RevokeCause::NoReceivingParticipant);
                 self.end_transmission(s, EndReason::NoReceivers);
                 self.grant_next(now);
