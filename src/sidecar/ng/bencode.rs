@@ -139,10 +139,8 @@ impl Decoder<'_> {
                 }
             }
             b'0'..=b'9' => self.bytes().map(Value::Bytes),
+            b'l' | b'd' if depth >= MAX_DEPTH => Err(DecodeError::TooDeep),
             b'l' => {
-                if depth >= MAX_DEPTH {
-                    return Err(DecodeError::TooDeep);
-                }
                 self.pos += 1;
                 let mut list = Vec::new();
                 while self.peek()? != b'e' {
@@ -152,9 +150,6 @@ impl Decoder<'_> {
                 Ok(Value::List(list))
             }
             b'd' => {
-                if depth >= MAX_DEPTH {
-                    return Err(DecodeError::TooDeep);
-                }
                 self.pos += 1;
                 let mut dict = BTreeMap::new();
                 while self.peek()? != b'e' {
