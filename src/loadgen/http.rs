@@ -150,14 +150,16 @@ impl HttpClient {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Result<Response, String> {
+        let mut req = self.head(method, path, headers, body).into_bytes();
+        req.extend_from_slice(body);
+        let what = format!("{method} {path}");
         let reused = self.conn.is_some();
-        match self.attempt(method, path, headers, body) {
+        match self.attempt(&req, &what) {
             Ok(r) => Ok(r),
             Err(f) if reused && f.nothing_read => {
                 // The server closed an idle keep-alive connection: once more on a fresh one.
                 self.conn = None;
-                self.attempt(method, path, headers, body)
-                    .map_err(|f| f.message)
+                self.attempt(&req, &what).map_err(|f| f.message)
             }
             Err(f) => Err(f.message),
         }
@@ -216,25 +218,19 @@ impl HttpClient {
         req
     }
 
-    fn attempt(
-        &mut self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: &[u8],
-    ) -> Result<Response, Failure> {
+    /// Writes `req` (request `what`, for errors) on the kept connection, or a new one, and
+    /// reads the response.
+    fn attempt(&mut self, req: &[u8], what: &str) -> Result<Response, Failure> {
         if self.conn.is_none() {
             self.conn = Some(self.connect()?);
         }
-        let mut req = self.head(method, path, headers, body).into_bytes();
-        req.extend_from_slice(body);
         let Some(conn) = self.conn.as_mut() else {
             return Err(Failure::after_read("no connection".into()));
         };
-        if let Err(e) = conn.get_mut().write_all(&req) {
+        if let Err(e) = conn.get_mut().write_all(req) {
             self.conn = None;
             return Err(Failure {
-                message: format!("{method} {path}: write: {e}"),
+                message: format!("{what}: write: {e}"),
                 nothing_read: true,
             });
         }
@@ -248,7 +244,7 @@ impl HttpClient {
             Err(f) => {
                 self.conn = None;
                 Err(Failure {
-                    message: format!("{method} {path}: {}", f.message),
+                    message: format!("{what}: {}", f.message),
                     nothing_read: f.nothing_read,
                 })
             }
