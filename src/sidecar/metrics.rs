@@ -107,6 +107,12 @@ impl Out {
         let _ = writeln!(self.0, "# HELP {name} {help}");
         let _ = writeln!(self.0, "# TYPE {name} {kind}");
     }
+    /// A metric of one series, no labels: `{P}_{metric}` of `kind` is `value`.
+    fn single(&mut self, metric: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+        let name = format!("{P}_{metric}");
+        self.head(&name, kind, help);
+        self.line(&name, "", value);
+    }
     fn line(&mut self, name: &str, labels: &str, value: impl std::fmt::Display) {
         if labels.is_empty() {
             let _ = writeln!(self.0, "{name} {value}");
@@ -115,6 +121,19 @@ impl Out {
         }
     }
 }
+
+/// A leg's traffic counters: what they count (in metric names, then in their help) and how
+/// to read them, in and out.
+type Traffic = (
+    &'static str,
+    &'static str,
+    fn(&LegSnapshot) -> u64,
+    fn(&LegSnapshot) -> u64,
+);
+const TRAFFIC: [Traffic; 2] = [
+    ("packets", "Datagrams", |l| l.packets_in, |l| l.packets_out),
+    ("bytes", "Bytes", |l| l.bytes_in, |l| l.bytes_out),
+];
 
 /// Prefix of every metric name.
 const P: &str = "mcvideo_relay";
@@ -146,38 +165,34 @@ fn render_process(o: &mut Out, engine: &Engine, s: &EngineStats) {
         &format!("version=\"{}\"", env!("CARGO_PKG_VERSION")),
         1,
     );
-    o.head(
-        &format!("{P}_uptime_seconds"),
+    o.single(
+        "uptime_seconds",
         "gauge",
         "Seconds since the engine started.",
-    );
-    o.line(
-        &format!("{P}_uptime_seconds"),
-        "",
         format!("{:.3}", engine.uptime().as_secs_f64()),
     );
-    o.head(
-        &format!("{P}_draining"),
+    o.single(
+        "draining",
         "gauge",
         "1 while the relay refuses new calls (drain mode or shutdown).",
+        u8::from(s.draining),
     );
-    o.line(&format!("{P}_draining"), "", u8::from(s.draining));
 }
 
 /// Calls held and created, in all and by kind, and group members' traffic.
 fn render_calls(o: &mut Out, s: &EngineStats) {
-    o.head(
-        &format!("{P}_calls_active"),
+    o.single(
+        "calls_active",
         "gauge",
         "Calls held now (offered or established).",
+        s.active_calls,
     );
-    o.line(&format!("{P}_calls_active"), "", s.active_calls);
-    o.head(
-        &format!("{P}_calls_created_total"),
+    o.single(
+        "calls_created_total",
         "counter",
         "Calls created since start.",
+        s.calls_created,
     );
-    o.line(&format!("{P}_calls_created_total"), "", s.calls_created);
 
     // By kind: push and pull calls (above, together) and group calls.
     let name = format!("{P}_calls_active_by_kind");
@@ -192,22 +207,10 @@ fn render_calls(o: &mut Out, s: &EngineStats) {
         let n = s.by_kind.get(kind).map_or(0, |k| k.created);
         o.line(&name, &format!("kind=\"{kind}\""), n);
     }
-    for (metric, help, get_in, get_out) in [
-        (
-            "group_member_packets_total",
-            "Datagrams received from (in) and sent to (out) group call members.",
-            (|l: &LegSnapshot| l.packets_in) as fn(&LegSnapshot) -> u64,
-            (|l: &LegSnapshot| l.packets_out) as fn(&LegSnapshot) -> u64,
-        ),
-        (
-            "group_member_bytes_total",
-            "Bytes received from (in) and sent to (out) group call members.",
-            |l: &LegSnapshot| l.bytes_in,
-            |l: &LegSnapshot| l.bytes_out,
-        ),
-    ] {
-        let name = format!("{P}_{metric}");
-        o.head(&name, "counter", help);
+    for (what, noun, get_in, get_out) in TRAFFIC {
+        let name = format!("{P}_group_member_{what}_total");
+        let help = format!("{noun} received from (in) and sent to (out) group call members.");
+        o.head(&name, "counter", &help);
         o.line(&name, "direction=\"in\"", get_in(&s.group_members));
         o.line(&name, "direction=\"out\"", get_out(&s.group_members));
     }
@@ -240,22 +243,10 @@ fn render_outcomes(o: &mut Out, s: &EngineStats) {
 /// Traffic, drops and latches of each party of the one-to-one calls.
 fn render_parties(o: &mut Out, s: &EngineStats) {
     let legs: [(&str, &LegSnapshot); 2] = [("caller", &s.caller), ("callee", &s.callee)];
-    for (metric, help, get_in, get_out) in [
-        (
-            "packets_total",
-            "Datagrams received from (in) and sent to (out) each party.",
-            (|l: &LegSnapshot| l.packets_in) as fn(&LegSnapshot) -> u64,
-            (|l: &LegSnapshot| l.packets_out) as fn(&LegSnapshot) -> u64,
-        ),
-        (
-            "bytes_total",
-            "Bytes received from (in) and sent to (out) each party.",
-            |l: &LegSnapshot| l.bytes_in,
-            |l: &LegSnapshot| l.bytes_out,
-        ),
-    ] {
-        let name = format!("{P}_{metric}");
-        o.head(&name, "counter", help);
+    for (what, noun, get_in, get_out) in TRAFFIC {
+        let name = format!("{P}_{what}_total");
+        let help = format!("{noun} received from (in) and sent to (out) each party.");
+        o.head(&name, "counter", &help);
         for (party, l) in legs {
             o.line(
                 &name,
@@ -322,18 +313,18 @@ fn render_tc(o: &mut Out, s: &EngineStats) {
 
 /// Media port pairs in use and configured.
 fn render_ports(o: &mut Out, s: &EngineStats) {
-    o.head(
-        &format!("{P}_port_pairs_in_use"),
+    o.single(
+        "port_pairs_in_use",
         "gauge",
         "Media port pairs bound now.",
+        s.ports_in_use,
     );
-    o.line(&format!("{P}_port_pairs_in_use"), "", s.ports_in_use);
-    o.head(
-        &format!("{P}_port_pairs_capacity"),
+    o.single(
+        "port_pairs_capacity",
         "gauge",
         "Media port pairs in the configured range.",
+        s.ports_capacity,
     );
-    o.line(&format!("{P}_port_pairs_capacity"), "", s.ports_capacity);
 }
 
 /// Media quality across live calls.
@@ -341,12 +332,12 @@ fn render_quality(o: &mut Out, q: &crate::relay::rules::QualityHistograms) {
     // Quality across live calls, as histograms in base units (seconds, ratio). They are a
     // snapshot at scrape time — each sending leg of a live call is one sample — not counters
     // that grow: use histogram_quantile() on them directly, never rate().
-    o.head(
-        &format!("{P}_media_streams"),
+    o.single(
+        "media_streams",
         "gauge",
         "Legs of live calls that sent RTP (one sample each in the two histograms below).",
+        q.jitter_ms.count,
     );
-    o.line(&format!("{P}_media_streams"), "", q.jitter_ms.count);
     for (name, help, h, scale) in [
         (
             format!("{P}_media_jitter_seconds"),
@@ -377,14 +368,10 @@ fn render_quality(o: &mut Out, q: &crate::relay::rules::QualityHistograms) {
 
 /// The control API: SSE clients, requests by status and their latency.
 fn render_api(o: &mut Out, api: &ApiMetrics) {
-    o.head(
-        &format!("{P}_sse_clients"),
+    o.single(
+        "sse_clients",
         "gauge",
         "Clients connected to GET /v1/events.",
-    );
-    o.line(
-        &format!("{P}_sse_clients"),
-        "",
         api.sse_clients.load(Ordering::Relaxed),
     );
 
