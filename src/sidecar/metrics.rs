@@ -107,10 +107,15 @@ impl Out {
         let _ = writeln!(self.0, "# HELP {name} {help}");
         let _ = writeln!(self.0, "# TYPE {name} {kind}");
     }
-    /// A metric of one series, no labels: `{P}_{metric}` of `kind` is `value`.
-    fn single(&mut self, metric: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    /// Starts the family `{P}_{metric}` of `kind`; returns its name, for its lines.
+    fn family(&mut self, metric: &str, kind: &str, help: &str) -> String {
         let name = format!("{P}_{metric}");
         self.head(&name, kind, help);
+        name
+    }
+    /// A metric of one series, no labels: `{P}_{metric}` of `kind` is `value`.
+    fn single(&mut self, metric: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+        let name = self.family(metric, kind, help);
         self.line(&name, "", value);
     }
     fn line(&mut self, name: &str, labels: &str, value: impl std::fmt::Display) {
@@ -195,14 +200,16 @@ fn render_calls(o: &mut Out, s: &EngineStats) {
     );
 
     // By kind: push and pull calls (above, together) and group calls.
-    let name = format!("{P}_calls_active_by_kind");
-    o.head(&name, "gauge", "Calls held now, by kind.");
+    let name = o.family("calls_active_by_kind", "gauge", "Calls held now, by kind.");
     for kind in CALL_KINDS {
         let n = s.by_kind.get(kind).map_or(0, |k| k.active);
         o.line(&name, &format!("kind=\"{kind}\""), n);
     }
-    let name = format!("{P}_calls_created_by_kind_total");
-    o.head(&name, "counter", "Calls created since start, by kind.");
+    let name = o.family(
+        "calls_created_by_kind_total",
+        "counter",
+        "Calls created since start, by kind.",
+    );
     for kind in CALL_KINDS {
         let n = s.by_kind.get(kind).map_or(0, |k| k.created);
         o.line(&name, &format!("kind=\"{kind}\""), n);
@@ -218,8 +225,11 @@ fn render_calls(o: &mut Out, s: &EngineStats) {
 
 /// Calls refused (by error code) and released (by reason), every series even at zero.
 fn render_outcomes(o: &mut Out, s: &EngineStats) {
-    let name = format!("{P}_calls_refused_total");
-    o.head(&name, "counter", "Call creations refused, by error code.");
+    let name = o.family(
+        "calls_refused_total",
+        "counter",
+        "Call creations refused, by error code.",
+    );
     let mut refused: BTreeMap<&str, u64> = REFUSAL_CODES.iter().map(|c| (*c, 0)).collect();
     for (code, n) in &s.calls_refused {
         *refused.entry(code).or_default() += n;
@@ -228,8 +238,11 @@ fn render_outcomes(o: &mut Out, s: &EngineStats) {
         o.line(&name, &format!("code=\"{}\"", esc(code)), n);
     }
 
-    let name = format!("{P}_calls_released_total");
-    o.head(&name, "counter", "Calls released, by reason.");
+    let name = o.family(
+        "calls_released_total",
+        "counter",
+        "Calls released, by reason.",
+    );
     let mut released: BTreeMap<&str, u64> =
         ReleaseReason::ALL.iter().map(|r| (r.as_str(), 0)).collect();
     for (reason, n) in &s.calls_released {
@@ -260,9 +273,8 @@ fn render_parties(o: &mut Out, s: &EngineStats) {
             );
         }
     }
-    let name = format!("{P}_dropped_packets_total");
-    o.head(
-        &name,
+    let name = o.family(
+        "dropped_packets_total",
         "counter",
         "Datagrams received from each party and dropped, by reason.",
     );
@@ -275,9 +287,8 @@ fn render_parties(o: &mut Out, s: &EngineStats) {
             );
         }
     }
-    let name = format!("{P}_latches_total");
-    o.head(
-        &name,
+    let name = o.family(
+        "latches_total",
         "counter",
         "Legs latched to a source other than the negotiated one.",
     );
@@ -376,9 +387,8 @@ fn render_api(o: &mut Out, api: &ApiMetrics) {
     );
 
     let routes = api.routes.lock().unwrap_or_else(|e| e.into_inner());
-    let name = format!("{P}_api_requests_total");
-    o.head(
-        &name,
+    let name = o.family(
+        "api_requests_total",
         "counter",
         "Control API requests, by route, method and status.",
     );
@@ -394,9 +404,8 @@ fn render_api(o: &mut Out, api: &ApiMetrics) {
             );
         }
     }
-    let name = format!("{P}_api_request_duration_seconds");
-    o.head(
-        &name,
+    let name = o.family(
+        "api_request_duration_seconds",
         "histogram",
         "Control API request latency (until the response head), by route and method.",
     );
