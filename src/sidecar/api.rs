@@ -387,21 +387,23 @@ async fn create_call(
         media_security,
         caller_tc_key,
     })?;
-    let location = HeaderValue::try_from(format!("/v1/calls/{}", offer.call_id)).ok();
-    let mut r = json_response(
-        StatusCode::CREATED,
-        &body::CallOffered {
-            call_id: &offer.call_id,
-            commencement_mode: offer.commencement_mode,
-            deliver_to: &offer.deliver_to,
-            sdp_offer: &offer.sdp_offer,
-            state: CallState::Offered,
-        },
-    );
-    if let Some(l) = location {
+    let body = body::CallOffered {
+        call_id: &offer.call_id,
+        commencement_mode: offer.commencement_mode,
+        deliver_to: &offer.deliver_to,
+        sdp_offer: &offer.sdp_offer,
+        state: CallState::Offered,
+    };
+    Ok(created(&format!("/v1/calls/{}", offer.call_id), &body))
+}
+
+/// 201 Created with `body`, at `location`.
+fn created(location: &str, body: &impl Serialize) -> Response {
+    let mut r = json_response(StatusCode::CREATED, body);
+    if let Ok(l) = HeaderValue::try_from(location) {
         r.headers_mut().insert(header::LOCATION, l);
     }
-    Ok(r)
+    r
 }
 
 async fn answer_call(
@@ -427,20 +429,27 @@ async fn answer_call(
     }))
 }
 
-async fn reject_call(
-    State(st): State<Arc<AppState>>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    let s = st.engine.reject_call_async(&id).await?;
-    Ok(ok(&body::Call::from(&s)))
+/// Handlers that ask the engine to act on (or show) the call in the path and answer with the
+/// call's view.
+macro_rules! call_view_handlers {
+    ($( $handler:ident: $method:ident -> $($view:ident)::+; )*) => {
+        $(
+            async fn $handler(
+                State(st): State<Arc<AppState>>,
+                Path(id): Path<String>,
+            ) -> Result<Response, ApiError> {
+                let s = st.engine.$method(&id).await?;
+                Ok(ok(&$($view)::+::from(&s)))
+            }
+        )*
+    };
 }
 
-async fn release_call(
-    State(st): State<Arc<AppState>>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    let s = st.engine.release_call_async(&id).await?;
-    Ok(ok(&body::Call::from(&s)))
+call_view_handlers! {
+    reject_call: reject_call_async -> body::Call;
+    release_call: release_call_async -> body::Call;
+    get_group_call: group_call_async -> body::GroupCall;
+    release_group_call: release_group_call_async -> body::GroupCall;
 }
 
 async fn get_call(
@@ -568,29 +577,25 @@ async fn create_group_call(
         reception_mode,
         members,
     };
-    let created = st.engine.create_group_call_async(req).await?;
-    let location = HeaderValue::try_from(format!("/v1/group-calls/{}", created.call_id)).ok();
-    let mut r = json_response(
-        StatusCode::CREATED,
-        &body::GroupCreated {
-            call_id: &created.call_id,
-            kind: body::GroupKind::Group,
-            members: created
-                .members
-                .iter()
-                .map(|m| body::MemberAnswer {
-                    mcvideo_id: &m.mcvideo_id,
-                    sdp_answer: &m.sdp_answer,
-                    slot: m.slot.index(),
-                })
-                .collect(),
-            state: CallState::Established,
-        },
-    );
-    if let Some(l) = location {
-        r.headers_mut().insert(header::LOCATION, l);
-    }
-    Ok(r)
+    let group = st.engine.create_group_call_async(req).await?;
+    let body = body::GroupCreated {
+        call_id: &group.call_id,
+        kind: body::GroupKind::Group,
+        members: group
+            .members
+            .iter()
+            .map(|m| body::MemberAnswer {
+                mcvideo_id: &m.mcvideo_id,
+                sdp_answer: &m.sdp_answer,
+                slot: m.slot.index(),
+            })
+            .collect(),
+        state: CallState::Established,
+    };
+    Ok(created(
+        &format!("/v1/group-calls/{}", group.call_id),
+        &body,
+    ))
 }
 
 async fn add_group_member(
@@ -628,28 +633,12 @@ async fn remove_group_member(
     Ok(ok(&body::GroupCall::from(&s)))
 }
 
-async fn get_group_call(
-    State(st): State<Arc<AppState>>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    let s = st.engine.group_call_async(&id).await?;
-    Ok(ok(&body::GroupCall::from(&s)))
-}
-
 async fn list_group_calls(State(st): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let mut calls = st.engine.group_calls_async().await?;
     calls.sort_by(|a, b| a.call_id.cmp(&b.call_id));
     Ok(ok(&body::GroupCallList {
         group_calls: calls.iter().map(body::GroupCall::from).collect(),
     }))
-}
-
-async fn release_group_call(
-    State(st): State<Arc<AppState>>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    let s = st.engine.release_group_call_async(&id).await?;
-    Ok(ok(&body::GroupCall::from(&s)))
 }
 
 async fn put_ue(
