@@ -61,6 +61,7 @@ pub mod ids;
 pub mod keys;
 #[cfg(feature = "loadgen")]
 pub mod loadgen;
+mod reader;
 #[cfg(feature = "relay")]
 pub mod relay;
 pub mod sdp;

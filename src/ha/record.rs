@@ -127,7 +127,7 @@ impl CallRecord {
 
     /// Reads the encoding back.
     pub fn decode(bytes: &[u8]) -> Result<CallRecord, RecordError> {
-        let mut r = Reader(bytes);
+        let mut r = Reader::new(bytes, RecordError::Truncated);
         let v = r.u8()?;
         if v != VERSION {
             return Err(RecordError::Version(v));
@@ -146,9 +146,7 @@ impl CallRecord {
             1 => Some(r.long()?.to_vec()),
             _ => return Err(RecordError::Truncated),
         };
-        if !r.0.is_empty() {
-            return Err(RecordError::Trailing);
-        }
+        r.end(RecordError::Trailing)?;
         Ok(CallRecord {
             call_id,
             owner,
@@ -174,33 +172,17 @@ fn put_long(out: &mut Vec<u8>, b: &[u8]) -> Result<(), RecordError> {
     Ok(())
 }
 
-struct Reader<'a>(&'a [u8]);
+/// The record's reader: a short read is [`RecordError::Truncated`].
+type Reader<'a> = crate::reader::Reader<'a, RecordError>;
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], RecordError> {
-        if self.0.len() < n {
-            return Err(RecordError::Truncated);
-        }
-        let (a, b) = self.0.split_at(n);
-        self.0 = b;
-        Ok(a)
-    }
-    fn u8(&mut self) -> Result<u8, RecordError> {
-        Ok(self.take(1)?[0])
-    }
-    fn u64(&mut self) -> Result<u64, RecordError> {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(self.take(8)?);
-        Ok(u64::from_be_bytes(b))
-    }
     fn short_str(&mut self) -> Result<&'a str, RecordError> {
         let n = self.u8()? as usize;
         std::str::from_utf8(self.take(n)?).map_err(|_| RecordError::BadId)
     }
     fn long(&mut self) -> Result<&'a [u8], RecordError> {
-        let mut b = [0u8; 4];
-        b.copy_from_slice(self.take(4)?);
-        self.take(u32::from_be_bytes(b) as usize)
+        let n = self.u32()?;
+        self.take(n as usize)
     }
 }
 

@@ -182,27 +182,10 @@ fn put_str(out: &mut Vec<u8>, s: Option<&str>) {
     }
 }
 
-struct Reader<'a>(&'a [u8]);
+/// The secrets' reader: a short read is [`RestoreError::BadSecrets`].
+type Reader<'a> = crate::reader::Reader<'a, RestoreError>;
 
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], RestoreError> {
-        if self.0.len() < n {
-            return Err(RestoreError::BadSecrets);
-        }
-        let (a, b) = self.0.split_at(n);
-        self.0 = b;
-        Ok(a)
-    }
-    fn u8(&mut self) -> Result<u8, RestoreError> {
-        Ok(self.take(1)?.first().copied().unwrap_or(0))
-    }
-    fn u32(&mut self) -> Result<u32, RestoreError> {
-        let b: [u8; 4] = self
-            .take(4)?
-            .try_into()
-            .map_err(|_| RestoreError::BadSecrets)?;
-        Ok(u32::from_be_bytes(b))
-    }
+impl Reader<'_> {
     fn key(&mut self) -> Result<Option<MasterKey>, RestoreError> {
         let suite = match self.u8()? {
             0 => return Ok(None),
@@ -288,7 +271,7 @@ impl CallSecrets {
 
     /// Reads [`CallSecrets::encode`] back.
     pub fn decode(bytes: &[u8]) -> Result<CallSecrets, RestoreError> {
-        let mut r = Reader(bytes);
+        let mut r = Reader::new(bytes, RestoreError::BadSecrets);
         if r.u8()? != SECRETS_VERSION {
             return Err(RestoreError::BadSecrets);
         }
@@ -324,9 +307,7 @@ impl CallSecrets {
                 pending,
             });
         }
-        if !r.0.is_empty() {
-            return Err(RestoreError::BadSecrets);
-        }
+        r.end(RestoreError::BadSecrets)?;
         Ok(CallSecrets {
             tc_keys,
             sdp,
@@ -395,7 +376,7 @@ impl GroupSecrets {
 
     /// Reads [`GroupSecrets::encode`] back.
     pub fn decode(bytes: &[u8]) -> Result<GroupSecrets, RestoreError> {
-        let mut r = Reader(bytes);
+        let mut r = Reader::new(bytes, RestoreError::BadSecrets);
         if r.u8()? != GROUP_SECRETS_VERSION {
             return Err(RestoreError::BadSecrets);
         }
@@ -417,9 +398,7 @@ impl GroupSecrets {
                 control,
             });
         }
-        if !r.0.is_empty() {
-            return Err(RestoreError::BadSecrets);
-        }
+        r.end(RestoreError::BadSecrets)?;
         Ok(GroupSecrets { members })
     }
 }
