@@ -353,16 +353,21 @@ impl<T: AsRef<[u8]>> RtcpPacket<T> {
         self.as_bytes().get(field::FCI..end).unwrap_or_default()
     }
 
+    /// The FCI of a packet of feedback `kind`; empty for any other packet.
+    #[inline]
+    fn fci_of(&self, kind: RtcpKind) -> &[u8] {
+        if self.kind() == kind {
+            self.fci()
+        } else {
+            &[]
+        }
+    }
+
     /// FIR entries `(ssrc, command sequence number)` (RFC 5104 §4.3.1.1); empty unless
     /// [`kind`](Self::kind) is [`RtcpKind::Fir`]. A trailing partial entry is ignored.
     #[inline]
     pub fn fir_entries(&self) -> impl ExactSizeIterator<Item = (u32, u8)> + '_ {
-        let fci = if self.kind() == RtcpKind::Fir {
-            self.fci()
-        } else {
-            &[]
-        };
-        fci.chunks_exact(8).map(|e| {
+        self.fci_of(RtcpKind::Fir).chunks_exact(8).map(|e| {
             let ssrc = word(e);
             let seq = e.get(4).copied().unwrap_or(0);
             (ssrc, seq)
@@ -373,12 +378,7 @@ impl<T: AsRef<[u8]>> RtcpPacket<T> {
     /// [`RtcpKind::Nack`].
     #[inline]
     pub fn nack_entries(&self) -> impl ExactSizeIterator<Item = (u16, u16)> + '_ {
-        let fci = if self.kind() == RtcpKind::Nack {
-            self.fci()
-        } else {
-            &[]
-        };
-        fci.chunks_exact(4).map(|e| {
+        self.fci_of(RtcpKind::Nack).chunks_exact(4).map(|e| {
             let w = word(e);
             ((w >> 16) as u16, w as u16)
         })
