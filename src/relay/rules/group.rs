@@ -423,6 +423,20 @@ impl GroupRules {
         member.streams.iter().find_map(|s| s.leg.source_ip())
     }
 
+    /// `m` proved itself at `ip` (see [`LegRules`]' `admit`): weak latches of its sockets to
+    /// other IPs give way. The rare path: at most once per socket.
+    /// An SSRC the member's filter adopted from the stranger is forgotten with it.
+    fn proved(&mut self, m: Slot, ip: IpAddr) {
+        if let Some(member) = self.member_mut(m) {
+            for s in &mut member.streams {
+                if s.leg.yield_weak(ip) {
+                    s.ssrcs.forget();
+                    s.seen = None;
+                }
+            }
+        }
+    }
+
     fn member_stream(&self, slot: Slot, si: usize) -> Option<&MemberStream> {
         self.members
             .get(slot.index())
@@ -506,14 +520,20 @@ impl GroupRules {
         let scan = conf.kind == MediaKind::Video && rtcp_readable(conf, per_leg);
         let present = self.present(m, at.stream, false, from);
         let ms = self
+            .member_stream_mut(m, at.stream)
+            .ok_or(DropReason::Malformed)?;
+        let (len, ssrc, proved) =
+            ms.leg
+                .admit((Kind::Rtp, false), pkt, from, now, (per_leg, present), t)?;
+        if proved {
+            self.proved(m, from.ip());
+        }
+        let ms = self
             .members
             .get_mut(m.index())
             .and_then(Option::as_mut)
             .and_then(|mm| mm.streams.get_mut(at.stream))
             .ok_or(DropReason::Malformed)?;
-        let (len, ssrc) =
-            ms.leg
-                .admit((Kind::Rtp, false), pkt, from, now, (per_leg, present), t)?;
         t.media += 1;
         self.active |= m.bit();
         let body = pkt.get(..len).ok_or(DropReason::Malformed)?;
@@ -637,7 +657,7 @@ impl GroupRules {
         let video = conf.kind == MediaKind::Video;
         let present = self.present(m, si, at.rtcp_socket, from);
         let ms = self.member_stream_mut(m, si).ok_or(DropReason::Malformed)?;
-        let (len, _) = ms.leg.admit(
+        let (len, _, proved) = ms.leg.admit(
             (Kind::Rtcp, at.rtcp_socket),
             pkt,
             from,
@@ -645,6 +665,9 @@ impl GroupRules {
             (per_leg, present),
             t,
         )?;
+        if proved {
+            self.proved(m, from.ip());
+        }
         let receivers = if self.arbiter.may_forward(m) {
             self.arbiter.receivers(m) & !m.bit()
         } else {

@@ -137,7 +137,9 @@ impl LegRules {
 
     /// The front every media packet from this leg's party goes through: the source screen,
     /// SRTP authentication in per_leg mode, then the latch (with the SSRC as evidence).
-    /// Returns the plain length and the sender's SSRC.
+    /// Returns the plain length, the sender's SSRC, and whether this packet just proved the
+    /// party at its source (its SDP address, or strong evidence: the caller then makes weak
+    /// latches of the party's other sockets to other IPs give way, [`LegRules::yield_weak`]).
     fn admit(
         &mut self,
         (kind, rtcp_latch): (Kind, bool),
@@ -146,7 +148,7 @@ impl LegRules {
         now: Instant,
         (per_leg, present): (bool, Option<IpAddr>),
         t: &mut Tally,
-    ) -> Result<(usize, u32), DropReason> {
+    ) -> Result<(usize, u32, bool), DropReason> {
         let latch = if rtcp_latch {
             &mut self.rtcp_latch
         } else {
@@ -174,6 +176,7 @@ impl LegRules {
         if !strong && !latch.knows(from) && present.is_some_and(|ip| ip != from.ip()) {
             return Err(DropReason::WrongSource);
         }
+        let had_source = latch.source().is_some();
         let v = latch.check(from, || {
             if strong {
                 Evidence::Strong
@@ -182,7 +185,16 @@ impl LegRules {
             }
         });
         latch_verdict(v, t)?;
-        Ok((len, ssrc))
+        let proved = !had_source && latch.source().is_some() && !latch.is_weak();
+        Ok((len, ssrc, proved))
+    }
+
+    /// The party proved itself at `ip` elsewhere: weak latches of this leg to other IPs give
+    /// way.
+    /// Returns whether the RTP socket's latch gave way.
+    fn yield_weak(&mut self, ip: IpAddr) -> bool {
+        self.rtcp_latch.yield_weak(ip);
+        self.rtp_latch.yield_weak(ip)
     }
 
     /// The IP this leg's party has shown up from (its first confirmed source), if any.
@@ -366,6 +378,22 @@ impl CallRules {
             .find_map(LegRules::source_ip)
     }
 
+    /// `party` proved itself at `ip` (see [`LegRules::admit`]): weak latches of its sockets to
+    /// other IPs give way. The rare path: at most once per socket.
+    /// An SSRC the transmitter's filter adopted from the stranger is forgotten with it.
+    fn proved(&mut self, party: Party, ip: IpAddr) {
+        let transmits = party == self.transmitter;
+        for s in &mut self.streams {
+            let gave_way = s
+                .legs
+                .get_mut(party.index())
+                .is_some_and(|l| l.yield_weak(ip));
+            if gave_way && transmits {
+                s.transmitter_ssrcs.forget();
+            }
+        }
+    }
+
     /// Whether `from` is new to `party`'s socket on stream `si` (its RTCP socket when `rtcp`).
     fn unknown(&self, si: usize, party: Party, rtcp: bool, from: SocketAddr) -> bool {
         self.streams
@@ -448,8 +476,13 @@ impl CallRules {
             None
         };
         let s = self.streams.get_mut(si).ok_or(DropReason::Malformed)?;
+        let (len, ssrc, proved) =
+            leg_mut(s, party)?.admit((Kind::Rtp, false), seg, from, now, (per_leg, present), t)?;
+        if proved {
+            self.proved(party, from.ip());
+        }
+        let s = self.streams.get_mut(si).ok_or(DropReason::Malformed)?;
         let l = leg_mut(s, party)?;
-        let (len, ssrc) = l.admit((Kind::Rtp, false), seg, from, now, (per_leg, present), t)?;
         t.media += 1;
         let p = RtpPacket::new_unchecked(seg.get(..len).unwrap_or_default());
         l.meter
@@ -492,8 +525,7 @@ impl CallRules {
             .streams
             .get_mut(at.stream)
             .ok_or(DropReason::Malformed)?;
-        let l = leg_mut(s, at.party)?;
-        let (mut len, _) = l.admit(
+        let (mut len, _, proved) = leg_mut(s, at.party)?.admit(
             (Kind::Rtcp, at.rtcp_socket),
             seg,
             from,
@@ -501,6 +533,13 @@ impl CallRules {
             (per_leg, present),
             t,
         )?;
+        if proved {
+            self.proved(at.party, from.ip());
+        }
+        let s = self
+            .streams
+            .get_mut(at.stream)
+            .ok_or(DropReason::Malformed)?;
         // Where the relay can read RTCP (plain RTP, or decrypted per leg), look inside.
         if !s.encrypted || per_leg {
             let body = seg.get_mut(..len).ok_or(DropReason::Malformed)?;
