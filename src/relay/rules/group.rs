@@ -1,7 +1,8 @@
-//! The per-packet rules of a **group** call: [`CallRules`](super::CallRules) generalised from two
-//! parties to a member set, with **fan-out**.
+//! The one per-packet rule set, over a member set: a group call with **fan-out**, and a
+//! one-to-one call as two members on the in-place path of the `pair` module (its face is
+//! [`CallRules`](super::CallRules)).
 //!
-//! Per packet, in the same order as a one-to-one call: the **source screen** of the ingress
+//! Per packet, for every call kind (`rtp_front`, `rtcp_front`): the **source screen** of the ingress
 //! member's leg, **SRTP** authentication in per_leg mode, the **latch**, the **arbiter** (one
 //! load: [`Arbiter::may_forward`]), the transmitter's **SSRC filter**, the **keyframe
 //! scan**, then one more load for the receiver set ([`Arbiter::receivers`]) and, for each
