@@ -297,6 +297,8 @@ pub struct GroupRules {
     latch_after: u32,
     /// Members with media activity since [`GroupRules::take_active`].
     active: u64,
+    /// RTP sequence wraps seen, on every leg ([`GroupRules::wraps`]).
+    wraps: u64,
 }
 
 #[inline]
@@ -335,7 +337,14 @@ impl GroupRules {
             server_ssrc: setup.server_ssrc,
             latch_after: setup.latch_after,
             active: 0,
+            wraps: 0,
         }
+    }
+
+    /// RTP sequence wraps seen so far on every leg: each moved an SRTP rollover counter, which
+    /// a call image should hold at once (high availability writes one when this moves).
+    pub fn wraps(&self) -> u64 {
+        self.wraps
     }
 
     /// The group's arbiter.
@@ -566,9 +575,14 @@ impl GroupRules {
         self.active |= m.bit();
         let body = pkt.get(..len).ok_or(DropReason::Malformed)?;
         let p = RtpPacket::new_unchecked(body);
-        ms.leg
-            .meter
-            .on_packet(now, p.sequence_number(), p.timestamp(), p.marker(), len);
+        let wrapped =
+            ms.leg
+                .meter
+                .on_packet(now, p.sequence_number(), p.timestamp(), p.marker(), len);
+        if wrapped {
+            t.wrapped = true;
+            self.wraps += 1;
+        }
         if !may_send || !self.arbiter.may_forward(m) {
             return Err(DropReason::NotGranted);
         }

@@ -366,6 +366,11 @@ impl CallRules {
         self.rules.streams()
     }
 
+    /// RTP sequence wraps seen so far ([`GroupRules::wraps`]).
+    pub fn wraps(&self) -> u64 {
+        self.rules.wraps()
+    }
+
     /// The media quality of every stream at `now`.
     pub fn quality(&self, now: Instant) -> Vec<StreamQuality> {
         let [caller, callee] = PARTIES.map(|p| self.rules.leg_quality(p.slot(), now));
