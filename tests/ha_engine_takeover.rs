@@ -273,15 +273,12 @@ fn a_sequence_wrap_writes_the_calls_srtp_image_at_once() {
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut seen = Vec::new();
         while Instant::now() < deadline {
-            match updates.recv_timeout(Duration::from_millis(50)) {
-                Ok(HaUpdate::Put(img)) => {
-                    let r = roc_in(&img);
-                    seen.push(r);
-                    if r == Some(want) {
-                        return seen;
-                    }
+            if let Ok(HaUpdate::Put(img)) = updates.recv_timeout(Duration::from_millis(50)) {
+                let r = roc_in(&img);
+                seen.push(r);
+                if r == Some(want) {
+                    return seen;
                 }
-                Ok(_) | Err(_) => {}
             }
         }
         panic!("no image with ROC {want} within 5 s; images' ROCs: {seen:?}");
