@@ -301,6 +301,14 @@ pub struct GroupRules {
     wraps: u64,
 }
 
+/// The IP `member` has shown up from on any of its sockets (the rare path of
+/// [`GroupRules`]' `present`).
+#[cold]
+#[inline(never)]
+fn present_ip(member: &Member) -> Option<IpAddr> {
+    member.streams.iter().find_map(|s| s.leg.source_ip())
+}
+
 #[inline]
 fn rtcp_readable(s: &GroupStreamSetup, per_leg: bool) -> bool {
     !s.encrypted || per_leg
@@ -421,10 +429,12 @@ impl GroupRules {
         core::mem::take(&mut self.active)
     }
 
+    #[inline]
     fn member_mut(&mut self, slot: Slot) -> Option<&mut Member> {
         self.members.get_mut(slot.index()).and_then(Option::as_mut)
     }
 
+    #[inline]
     fn member_stream_mut(&mut self, slot: Slot, si: usize) -> Option<&mut MemberStream> {
         self.member_mut(slot)?.streams.get_mut(si)
     }
@@ -432,12 +442,13 @@ impl GroupRules {
     /// The IP `m` has shown up from on any socket of any stream (see [`CallRules`]' rule: weak
     /// evidence from another IP then moves none of its sockets), looked up only for a packet
     /// from an address its socket does not know yet.
+    #[inline]
     fn present(&self, m: Slot, si: usize, rtcp: bool, from: SocketAddr) -> Option<IpAddr> {
         let member = self.members.get(m.index()).and_then(Option::as_ref)?;
         if !member.streams.get(si)?.leg.is_new(rtcp, from) {
             return None;
         }
-        member.streams.iter().find_map(|s| s.leg.source_ip())
+        present_ip(member)
     }
 
     /// `m` proved itself at `ip` (see [`LegRules`]' `admit`): weak latches of its sockets to
@@ -454,6 +465,7 @@ impl GroupRules {
         }
     }
 
+    #[inline]
     fn member_stream(&self, slot: Slot, si: usize) -> Option<&MemberStream> {
         self.members
             .get(slot.index())

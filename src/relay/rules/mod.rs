@@ -137,6 +137,7 @@ impl LegRules {
     /// Returns the plain length, the sender's SSRC, and whether this packet just proved the
     /// party at its source (its SDP address, or strong evidence: the caller then makes weak
     /// latches of the party's other sockets to other IPs give way, [`LegRules::yield_weak`]).
+    #[inline]
     fn admit(
         &mut self,
         (kind, rtcp_latch): (Kind, bool),
@@ -203,6 +204,7 @@ impl LegRules {
     }
 
     /// Whether `from` is new to this leg's RTP socket (its RTCP socket when `rtcp`).
+    #[inline]
     fn is_new(&self, rtcp: bool, from: SocketAddr) -> bool {
         let latch = if rtcp {
             &self.rtcp_latch

@@ -74,7 +74,9 @@ impl GroupRules {
             .seal(kind, pkt, len, per_leg)
     }
 
-    /// One RTCP datagram of a two-member call, whole, in place.
+    /// One RTCP datagram of a two-member call, whole, in place (out of line: the RTP path
+    /// stays small enough to inline what it calls).
+    #[inline(never)]
     fn pair_rtcp(
         &mut self,
         at: GroupIngress,
