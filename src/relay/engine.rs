@@ -12,10 +12,10 @@ use super::{
     CreateGroupCall, GroupCallCreated, GroupCallSummary, GroupMemberAnswer, GroupMemberSpec,
 };
 use crate::control::arbiter::{Slot, MAX_MEMBERS};
+use crate::control::call::Entropy;
 use crate::control::call::{
     AnswerCall, CallAnswer, CallEvent, CallOffer, CallTable, CreateCall, SetupError,
 };
-use crate::control::call::{Entropy, PortAllocator};
 use crate::control::policy::AuthorizationPolicy;
 use crate::control::registry::{RegistryError, UeEntry};
 use crate::control::ssrc::SsrcRegistry;
@@ -244,70 +244,69 @@ impl Engine {
     /// Seed steps 1–4. See [`CallTable::create_call`]. The call's sockets are bound outside
     /// every lock the other calls use; the call then runs on one worker.
     pub fn create_call(&self, req: CreateCall) -> Result<CallOffer, SetupError> {
+        self.admit(|worker| self.offer_call(req, worker))
+    }
+
+    /// The rules every new call meets, whatever its kind: nothing new while the engine
+    /// drains; the call goes to the worker [`Plane::place`] picks, where `setup` (the kind's
+    /// own steps, reserving the call's ID with [`Directory::reserve`](super::plane::Directory::reserve))
+    /// makes it; every refusal is booked by its error code.
+    fn admit<T>(
+        &self,
+        setup: impl FnOnce(usize) -> Result<T, SetupError>,
+    ) -> Result<T, SetupError> {
         let p = &self.plane;
-        let refuse = |e: SetupError| {
-            p.refused(e.code());
-            Err(e)
+        let r = if p.draining.load(Ordering::Relaxed) {
+            Err(SetupError::Draining)
+        } else {
+            setup(p.place())
         };
-        if p.draining.load(Ordering::Relaxed) {
-            return refuse(SetupError::Draining);
+        if let Err(e) = &r {
+            p.refused(e.code());
         }
-        if let Err(e) = lock(&p.directory).table.precheck(&req) {
-            return refuse(e);
-        }
-        let ifaces = match p.interfaces_for(
+        r
+    }
+
+    /// [`Self::create_call`] once admitted, on `worker`.
+    fn offer_call(&self, req: CreateCall, worker: usize) -> Result<CallOffer, SetupError> {
+        let p = &self.plane;
+        lock(&p.directory).table.precheck(&req)?;
+        let ifaces = p.interfaces_for(
             &req.caller_sdp,
             req.caller_interface.as_deref(),
             req.callee_interface.as_deref(),
-        ) {
-            Ok(i) => i,
-            Err(e) => return refuse(e),
-        };
+        )?;
         let (Some(caller_pool), Some(callee_pool)) =
             (p.pools.get(ifaces[0]), p.pools.get(ifaces[1]))
         else {
-            return refuse(SetupError::NoPortsAvailable);
+            return Err(SetupError::NoPortsAvailable);
         };
         let mut pre = p.prebind(&req.caller_sdp, ifaces);
-        let worker = p.place();
         let created = {
             let mut alloc = pre.allocator([caller_pool, callee_pool]);
             let mut d = lock(&p.directory);
-            // One namespace of call IDs with group calls (the table knows only its own).
-            let taken = req
-                .call_id
-                .as_ref()
-                .filter(|id| d.groups.contains_key(id.as_str()));
-            let r = match taken {
-                Some(id) => Err(SetupError::DuplicateCallId(id.to_string())),
-                // `max_calls` counts every call, group calls included (the table counts its own).
-                None if d.table.detached_len() + d.groups.len() >= p.config.call.max_calls => {
-                    Err(SetupError::TooManyCalls)
+            let max = p.config.call.max_calls;
+            d.reserve(
+                req.call_id.as_deref(),
+                max,
+                worker,
+                &mut OsEntropy::default(),
+            )
+            .and_then(|id| {
+                let req = CreateCall {
+                    call_id: Some(id.clone().into()),
+                    ..req
+                };
+                let r = d.table.create_detached(Instant::now(), req, &mut alloc);
+                if r.is_err() {
+                    d.unreserve(&id);
                 }
-                None => d.table.create_detached(Instant::now(), req, &mut alloc),
-            };
-            let r = match r {
-                Ok((call, _)) if d.groups.contains_key(call.id()) => {
-                    // A generated ID that a group call holds: give everything back.
-                    let e = SetupError::DuplicateCallId(call.id().to_owned());
-                    d.table.forget(&call);
-                    for port in call.relay_ports() {
-                        alloc.free(port);
-                    }
-                    Err(e)
-                }
-                r => r,
-            };
-            if let Ok((call, _)) = &r {
-                d.placement.insert(call.id().into(), worker);
-            }
-            r.map(|(call, offer)| (call, offer, alloc.bound))
+                r
+            })
+            .map(|(call, offer)| (call, offer, alloc.bound))
         };
         p.unbind(pre, ifaces);
-        let (call, offer, bound) = match created {
-            Ok(c) => c,
-            Err(e) => return refuse(e),
-        };
+        let (call, offer, bound) = created?;
         lock(&p.totals).created += 1;
         p.kind_created(call.kind().as_str());
         info!(call = %offer.call_id, worker, "call offered");
@@ -508,45 +507,24 @@ impl Engine {
         req: CreateGroupCall,
         mode: Mode,
     ) -> Result<(GroupStart, Pending<Result<Vec<Slot>, SetupError>>), SetupError> {
+        self.admit(|worker| self.start_group_on(req, mode, worker))
+    }
+
+    /// [`Self::start_group_call`] once admitted, on `worker`.
+    #[allow(clippy::type_complexity)]
+    fn start_group_on(
+        &self,
+        req: CreateGroupCall,
+        mode: Mode,
+        worker: usize,
+    ) -> Result<(GroupStart, Pending<Result<Vec<Slot>, SetupError>>), SetupError> {
         let p = &self.plane;
-        let refuse = |e: SetupError| {
-            p.refused(e.code());
-            Err(e)
-        };
-        if p.draining.load(Ordering::Relaxed) {
-            return refuse(SetupError::Draining);
-        }
-        if let Err(e) = check_group_request(&req) {
-            return refuse(e);
-        }
+        check_group_request(&req)?;
         let mut entropy = OsEntropy::default();
-        let worker = p.place();
-        // Reserve the call ID (one namespace with push and pull calls).
-        let id: Arc<str> = {
+        let id = {
             let mut d = lock(&p.directory);
-            let id: Arc<str> = match &req.call_id {
-                Some(id) => {
-                    let id: &str = id;
-                    if d.placement.contains_key(id) || d.table.get(id).is_some() {
-                        drop(d);
-                        return refuse(SetupError::DuplicateCallId(id.to_owned()));
-                    }
-                    id.into()
-                }
-                None => loop {
-                    let mut b = [0u8; 8];
-                    entropy.fill(&mut b);
-                    let id: String = b.iter().map(|x| format!("{x:02x}")).collect();
-                    if !d.placement.contains_key(id.as_str()) && d.table.get(&id).is_none() {
-                        break id.into();
-                    }
-                },
-            };
-            if d.table.detached_len() + d.groups.len() >= p.config.call.max_calls {
-                drop(d);
-                return refuse(SetupError::TooManyCalls);
-            }
-            d.placement.insert(id.clone(), worker);
+            let max = p.config.call.max_calls;
+            let id = d.reserve(req.call_id.as_deref(), max, worker, &mut entropy)?;
             d.groups.insert(
                 id.clone(),
                 GroupEntry {
@@ -557,11 +535,7 @@ impl Engine {
             );
             id
         };
-        let unreserve = || {
-            let mut d = lock(&p.directory);
-            d.placement.remove(&*id);
-            d.groups.remove(&*id);
-        };
+        let unreserve = || lock(&p.directory).unreserve(&id);
         let first = req
             .members
             .first()
@@ -570,11 +544,11 @@ impl Engine {
             Some(Ok(s)) => s,
             Some(Err(e)) => {
                 unreserve();
-                return refuse(e);
+                return Err(e);
             }
             None => {
                 unreserve();
-                return refuse(SetupError::BadRequest("a group call needs members".into()));
+                return Err(SetupError::BadRequest("a group call needs members".into()));
             }
         };
         let mut members = Vec::with_capacity(req.members.len());
@@ -590,7 +564,7 @@ impl Engine {
                         p.free_ports(&ports);
                     }
                     unreserve();
-                    return refuse(e);
+                    return Err(e);
                 }
             }
         }
@@ -632,9 +606,8 @@ impl Engine {
             Err(e) => {
                 // The worker is gone: the call's sockets went with the command.
                 p.ssrcs.free(server_ssrc);
-                lock(&p.directory).placement.remove(&*start.id);
-                lock(&p.directory).groups.remove(&*start.id);
-                refuse(e)
+                lock(&p.directory).unreserve(&start.id);
+                Err(e)
             }
         }
     }
@@ -657,10 +630,7 @@ impl Engine {
             Ok(Ok(slots)) => slots,
             Ok(Err(e)) => {
                 p.ssrcs.free(server_ssrc);
-                let mut d = lock(&p.directory);
-                d.placement.remove(&*id);
-                d.groups.remove(&*id);
-                drop(d);
+                lock(&p.directory).unreserve(&id);
                 p.refused(e.code());
                 return Err(e);
             }

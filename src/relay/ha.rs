@@ -16,7 +16,7 @@ use super::ports::{BoundPort, PortPool};
 use super::rules::GroupRulesSnapshot;
 use super::rules::RulesSnapshot;
 use super::rules::{ControlSetup, LegSetup};
-use super::worker::{Cmd, GroupRestore};
+use super::worker::{Cmd, GroupRestore, OsEntropy};
 use crate::control::arbiter::Slot;
 use crate::control::call::snapshot::{
     CallSecrets, CallSnapshot, GroupSecrets, MemberSecrets, RestoreError,
@@ -261,20 +261,22 @@ impl Engine {
         let worker = p.place();
         {
             let mut d = lock(&p.directory);
-            let r = if d.groups.contains_key(call.id()) {
-                Err(crate::control::call::SetupError::DuplicateCallId(
-                    call.id().to_owned(),
-                ))
-            } else {
-                d.table.adopt_detached(&call)
-            };
+            let max = p.config.call.max_calls;
+            let r = d
+                .reserve(Some(call.id()), max, worker, &mut OsEntropy::default())
+                .and_then(|id| {
+                    let r = d.table.adopt_detached(&call);
+                    if r.is_err() {
+                        d.unreserve(&id);
+                    }
+                    r
+                });
             if let Err(e) = r {
                 drop(d);
                 drop(bound);
                 give_back(&claimed);
                 return Err(AdoptError::Refused(e));
             }
-            d.placement.insert(call.id().into(), worker);
         }
         let id = call.call_id().clone();
         let kind = call.kind().as_str();
@@ -330,7 +332,6 @@ impl Engine {
         age: Duration,
         from: &str,
     ) -> Result<(), AdoptError> {
-        use crate::control::call::SetupError;
         let p = &self.plane;
         let at = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
         let GroupImage { group, secrets } = image;
@@ -340,48 +341,39 @@ impl Engine {
         if !crate::ids::CallId::is_valid(&group.call_id) {
             return Err(AdoptError::Restore(RestoreError::Invalid("bad call ID")));
         }
-        let id: std::sync::Arc<str> = group.call_id.as_str().into();
-        {
-            let d = lock(&p.directory);
-            if d.placement.contains_key(&*id) || d.table.get(&id).is_some() {
-                return Err(AdoptError::Refused(SetupError::DuplicateCallId(
-                    id.to_string(),
-                )));
-            }
-            if d.table.detached_len() + d.groups.len() >= p.config.call.max_calls {
-                return Err(AdoptError::Refused(SetupError::TooManyCalls));
-            }
-        }
-        let preps = self.bind_group(&group, &secrets)?;
         let worker = p.place();
-        let server_ssrc = crate::ids::Ssrc(group.tc.server_ssrc);
-        {
-            let mut d = lock(&p.directory);
-            if d.placement.contains_key(&*id) || d.table.get(&id).is_some() {
-                drop(d);
-                give_back(p, preps);
-                return Err(AdoptError::Refused(SetupError::DuplicateCallId(
-                    id.to_string(),
-                )));
+        let id = lock(&p.directory)
+            .reserve(
+                Some(&group.call_id),
+                p.config.call.max_calls,
+                worker,
+                &mut OsEntropy::default(),
+            )
+            .map_err(AdoptError::Refused)?;
+        let preps = match self.bind_group(&group, &secrets) {
+            Ok(preps) => preps,
+            Err(e) => {
+                lock(&p.directory).unreserve(&id);
+                return Err(e);
             }
-            d.placement.insert(id.clone(), worker);
-            d.groups.insert(
-                id.clone(),
-                GroupEntry {
-                    security: group.media_security,
-                    streams: group
-                        .streams
-                        .iter()
-                        .map(|s| GroupStream {
-                            kind: s.kind.clone(),
-                            encrypted: s.encrypted,
-                            clock_rate: s.clock_rate,
-                        })
-                        .collect(),
-                    members: group.members.iter().map(|m| m.mcvideo_id.clone()).collect(),
-                },
-            );
-        }
+        };
+        let server_ssrc = crate::ids::Ssrc(group.tc.server_ssrc);
+        lock(&p.directory).groups.insert(
+            id.clone(),
+            GroupEntry {
+                security: group.media_security,
+                streams: group
+                    .streams
+                    .iter()
+                    .map(|s| GroupStream {
+                        kind: s.kind.clone(),
+                        encrypted: s.encrypted,
+                        clock_rate: s.clock_rate,
+                    })
+                    .collect(),
+                members: group.members.iter().map(|m| m.mcvideo_id.clone()).collect(),
+            },
+        );
         p.ssrcs.reserve(server_ssrc);
         let restore = GroupRestore {
             group,
@@ -412,9 +404,7 @@ impl Engine {
             Err(m) => {
                 // The worker gave the ports back (or never had them: a stopped worker).
                 p.ssrcs.free(server_ssrc);
-                let mut d = lock(&p.directory);
-                d.placement.remove(&*id);
-                d.groups.remove(&*id);
+                lock(&p.directory).unreserve(&id);
                 Err(AdoptError::Worker(m))
             }
         }

@@ -10,7 +10,7 @@
 use super::ports::{BoundPort, PortPool};
 use super::stats::LegCounters;
 use super::EngineConfig;
-use crate::control::call::{CallEvent, CallTable};
+use crate::control::call::{CallEvent, CallTable, Entropy, SetupError};
 use crate::control::server::KindCounters;
 use crate::control::ssrc::SsrcRegistry;
 use crate::control::{MediaSecurity, Party, ReleaseReason};
@@ -36,6 +36,55 @@ pub(crate) struct Directory {
     pub(crate) placement: HashMap<Arc<str>, usize>,
     /// Group calls: what a late joiner's setup needs, and who is in the call.
     pub(crate) groups: HashMap<Arc<str>, GroupEntry>,
+}
+
+impl Directory {
+    /// Whether a call of any kind holds `id` (push, pull and group calls share one namespace).
+    pub(crate) fn holds(&self, id: &str) -> bool {
+        self.placement.contains_key(id) || self.table.get(id).is_some()
+    }
+
+    /// The calls `max_calls` counts: every call, whatever its kind.
+    pub(crate) fn calls(&self) -> usize {
+        self.table.detached_len() + self.groups.len()
+    }
+
+    /// Reserves a new call's ID and places the call on `worker`: the `requested` ID if no call
+    /// of any kind holds it, else [`SetupError::DuplicateCallId`]; without one, a fresh random
+    /// ID; [`SetupError::TooManyCalls`] when `max_calls` calls run already. The one place these
+    /// rules live: every create and takeover path reserves here, under the directory lock,
+    /// and gives the ID back with [`Self::unreserve`] if the call is not made after all.
+    pub(crate) fn reserve(
+        &mut self,
+        requested: Option<&str>,
+        max_calls: usize,
+        worker: usize,
+        entropy: &mut dyn Entropy,
+    ) -> Result<Arc<str>, SetupError> {
+        let id: Arc<str> = match requested {
+            Some(id) if self.holds(id) => return Err(SetupError::DuplicateCallId(id.to_owned())),
+            Some(id) => id.into(),
+            None => loop {
+                let mut b = [0u8; 8];
+                entropy.fill(&mut b);
+                let id: String = b.iter().map(|x| format!("{x:02x}")).collect();
+                if !self.holds(&id) {
+                    break id.into();
+                }
+            },
+        };
+        if self.calls() >= max_calls {
+            return Err(SetupError::TooManyCalls);
+        }
+        self.placement.insert(id.clone(), worker);
+        Ok(id)
+    }
+
+    /// Gives a reserved ID back (with a group call's entry, if it has one).
+    pub(crate) fn unreserve(&mut self, id: &str) {
+        self.placement.remove(id);
+        self.groups.remove(id);
+    }
 }
 
 /// The control plane's view of one group call.
@@ -243,8 +292,7 @@ impl Plane {
         caller_sdp: &str,
         caller: Option<&str>,
         callee: Option<&str>,
-    ) -> Result<[usize; 2], crate::control::call::SetupError> {
-        use crate::control::call::SetupError;
+    ) -> Result<[usize; 2], SetupError> {
         let family = sdp_family(caller_sdp);
         let named = |party: &str, name: &str, family: Option<bool>| {
             self.named_interface(name, family)
