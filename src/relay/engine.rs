@@ -34,7 +34,7 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How a caller waits for a worker's reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
+pub(super) enum Mode {
     /// A thread blocked in `recv_timeout`: the blocking methods, for callers without tokio.
     Block,
     /// A task on a tokio runtime, on a oneshot under the runtime's timer: no runtime thread
@@ -67,7 +67,7 @@ fn stopped(what: &str) -> SetupError {
 }
 
 /// A command handed to a worker, its reply to come.
-struct Pending<T> {
+pub(super) struct Pending<T> {
     rx: Rx<T>,
     /// What the command is about, for errors ("call X").
     what: String,
@@ -75,7 +75,7 @@ struct Pending<T> {
 
 impl<T> Pending<T> {
     /// Blocks the thread until the reply comes, at most [`REPLY_TIMEOUT`].
-    fn wait(self) -> Result<T, SetupError> {
+    pub(super) fn wait(self) -> Result<T, SetupError> {
         self.wait_until(Instant::now() + REPLY_TIMEOUT)
     }
 
@@ -361,7 +361,7 @@ impl Engine {
     }
 
     /// Hands a command to worker `w`; `what` names what it is about in errors.
-    fn send_to<T>(
+    pub(super) fn send_to<T>(
         &self,
         w: usize,
         what: String,
@@ -858,23 +858,14 @@ impl Engine {
     /// Every group call (the calls of a worker that does not answer in time are left out:
     /// [`Self::group_calls_async`] says so). Blocks as [`Self::accept_call`] does.
     pub fn group_calls(&self) -> Vec<GroupCallSummary> {
-        self.ask_all(Cmd::ListGroups)
-            .into_iter()
-            .filter_map(Result::ok)
-            .flatten()
-            .flatten()
-            .collect()
+        self.list(Cmd::ListGroups)
     }
 
     /// Every group call, for a task on a tokio runtime; [`SetupError::WorkerTimeout`] when
     /// a worker does not answer in time, [`SetupError::Internal`] after a bug while reading a
     /// call.
     pub async fn group_calls_async(&self) -> Result<Vec<GroupCallSummary>, SetupError> {
-        let mut all = Vec::new();
-        for r in self.ask_all_async(Cmd::ListGroups).await {
-            all.extend(r??);
-        }
-        Ok(all)
+        self.list_async(Cmd::ListGroups).await
     }
 
     /// Whether `call_id` is a group call.
@@ -950,19 +941,29 @@ impl Engine {
     /// Every call's state and counters (the calls of a worker that does not answer in time
     /// are left out: [`Self::calls_async`] says so). Blocks as [`Self::accept_call`] does.
     pub fn calls(&self) -> Vec<CallSummary> {
-        self.ask_all(Cmd::List)
-            .into_iter()
-            .filter_map(Result::ok)
-            .flatten()
-            .flatten()
-            .collect()
+        self.list(Cmd::List)
     }
 
     /// Every one-to-one call, for a task on a tokio runtime (errors as
     /// [`Self::group_calls_async`]).
     pub async fn calls_async(&self) -> Result<Vec<CallSummary>, SetupError> {
+        self.list_async(Cmd::List).await
+    }
+
+    /// Every worker's list of one kind of call, in one (the calls of a worker that does not
+    /// answer in time, or fails to read one of its calls, are left out). Blocks the thread.
+    fn list<T>(&self, cmd: impl Fn(Reply<Result<Vec<T>, SetupError>>) -> Cmd) -> Vec<T> {
+        let answered = self.ask_all(cmd).into_iter().filter_map(Result::ok);
+        answered.flatten().flatten().collect()
+    }
+
+    /// [`Self::list`] for a task on a tokio runtime: the first worker's error, if any.
+    async fn list_async<T>(
+        &self,
+        cmd: impl Fn(Reply<Result<Vec<T>, SetupError>>) -> Cmd,
+    ) -> Result<Vec<T>, SetupError> {
         let mut all = Vec::new();
-        for r in self.ask_all_async(Cmd::List).await {
+        for r in self.ask_all_async(cmd).await {
             all.extend(r??);
         }
         Ok(all)

@@ -91,16 +91,21 @@ impl Directory {
 #[derive(Debug, Clone)]
 pub(crate) struct GroupEntry {
     pub(crate) security: MediaSecurity,
-    pub(crate) streams: Vec<GroupStream>,
+    pub(crate) streams: Vec<GroupStreamImage>,
     pub(crate) members: HashSet<String>,
 }
 
-/// One media stream of a group call (fixed by the first member's offer).
+/// One media stream of a group call, the same for every member (fixed by the first member's
+/// offer); as the control plane, the worker and a high-availability image hold it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct GroupStream {
-    pub(crate) kind: MediaKind,
-    pub(crate) encrypted: bool,
-    pub(crate) clock_rate: u32,
+#[cfg_attr(feature = "ha", derive(serde::Serialize, serde::Deserialize))]
+pub struct GroupStreamImage {
+    /// Media type.
+    pub kind: MediaKind,
+    /// SRTP on the wire.
+    pub encrypted: bool,
+    /// RTP clock rate in Hz; 0 when unknown.
+    pub clock_rate: u32,
 }
 
 /// Counts kept by the control plane.
@@ -511,9 +516,9 @@ impl Plane {
         &self,
         id: &str,
         sdp: &str,
-    ) -> Result<Vec<GroupStream>, crate::control::call::SetupError> {
+    ) -> Result<Vec<GroupStreamImage>, crate::control::call::SetupError> {
         let offer = SessionDescription::parse(sdp).map_err(|e| member_sdp(id, e))?;
-        let mut streams: Vec<GroupStream> = Vec::new();
+        let mut streams: Vec<GroupStreamImage> = Vec::new();
         for m in offer.media() {
             let wanted = m.port != 0
                 && match m.kind {
@@ -524,7 +529,7 @@ impl Plane {
             if !wanted || streams.iter().any(|s| s.kind == m.kind) {
                 continue;
             }
-            streams.push(GroupStream {
+            streams.push(GroupStreamImage {
                 kind: m.kind.clone(),
                 encrypted: m.proto.to_ascii_uppercase().contains("SAVP"),
                 clock_rate: m.clock_rate.unwrap_or(match m.kind {
@@ -546,7 +551,7 @@ impl Plane {
     pub(crate) fn prepare_member(
         &self,
         spec: super::GroupMemberSpec,
-        streams: &[GroupStream],
+        streams: &[GroupStreamImage],
         security: MediaSecurity,
         entropy: &mut dyn crate::control::call::Entropy,
     ) -> Result<MemberPrep, crate::control::call::SetupError> {
@@ -576,7 +581,7 @@ impl Plane {
         &self,
         prep: &mut MemberPrep,
         spec: super::GroupMemberSpec,
-        streams: &[GroupStream],
+        streams: &[GroupStreamImage],
         security: MediaSecurity,
         entropy: &mut dyn crate::control::call::Entropy,
     ) -> Result<(), crate::control::call::SetupError> {

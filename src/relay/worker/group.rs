@@ -10,7 +10,7 @@
 //! packet, every few unpermitted packets, on control input and on timers).
 
 use super::super::io::{Coalescer, UdpSock};
-use super::super::plane::{GroupStream, MemberPrep, WorkerStats};
+use super::super::plane::{MemberPrep, WorkerStats};
 use super::super::rules::Tally;
 use super::super::rules::{
     FanOut, GroupIngress, GroupMemberRulesSnapshot, GroupRules, GroupRulesSetup, GroupStreamSetup,
@@ -22,7 +22,7 @@ use super::super::{
     GroupMemberSummary, GroupQueueSummary, GroupSnapshot, GroupStreamImage,
     GroupTransmissionSummary,
 };
-use super::media::Scratch;
+use super::media::{read_control, Activity, ControlChannels, Scratch, BATCHES_PER_WAKE};
 use crate::control::arbiter::{Arbiter, Slot, MAX_MEMBERS};
 use crate::control::call::snapshot::{GroupSecrets, MemberSecrets};
 use crate::control::call::{CallEvent, CallEventKind, CallState, SetupError};
@@ -38,10 +38,6 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Receive batches a media socket may take per wake-up before the worker looks at the others.
-const BATCHES_PER_WAKE: usize = 8;
-/// Control datagrams read per wake-up of a control socket.
-const CONTROL_PER_WAKE: usize = 16;
 /// Media packets from a member without permission between steps of the call (so it can
 /// revoke).
 const UNPERMITTED_STEP_EVERY: u64 = 4;
@@ -56,7 +52,7 @@ pub(crate) struct GroupAdopt {
     pub(crate) group_id: String,
     pub(crate) security: MediaSecurity,
     pub(crate) config: TcConfig,
-    pub(crate) streams: Vec<GroupStream>,
+    pub(crate) streams: Vec<GroupStreamImage>,
     pub(crate) server_ssrc: Ssrc,
     pub(crate) members: Vec<MemberPrep>,
 }
@@ -78,14 +74,6 @@ enum Role {
 struct Socket {
     sock: UdpSock,
     role: Role,
-}
-
-/// Media activity of one member since the call was last stepped.
-#[derive(Debug, Default, Clone, Copy)]
-struct Activity {
-    since_step: u64,
-    total: u64,
-    last: Option<Instant>,
 }
 
 /// One member's sockets and counters.
@@ -125,6 +113,16 @@ fn sent_to(receiver: &mut LegSnapshot, batch: &mut LegSnapshot, sent: super::sup
             }
         }
     }
+}
+
+/// A group call's identity and streams, new or taken over.
+struct GroupHead {
+    call_id: CallId,
+    group_id: String,
+    security: MediaSecurity,
+    streams: Vec<GroupStreamImage>,
+    server_ssrc: Ssrc,
+    created: Instant,
 }
 
 /// One group call on a worker.
@@ -178,18 +176,55 @@ impl GroupRt {
             server_ssrc,
             members,
         } = adopt;
-        let arbiter = Arc::new(Arbiter::new());
         let server = TransmissionControlServer::group(
             config,
             ServerIdentity {
-                call_id: group_id.to_string(),
+                call_id: group_id.clone(),
                 server_ssrc,
             },
-            arbiter.clone(),
+            Arc::new(Arbiter::new()),
             ssrcs.clone(),
         );
-        let setup = GroupRulesSetup {
-            arbiter,
+        let head = GroupHead {
+            call_id,
+            group_id,
+            security,
+            streams,
+            server_ssrc,
+            created: now,
+        };
+        let mut rt = GroupRt::empty(head, server, latch_after, ssrcs, totals);
+        let mut slots = Vec::with_capacity(members.len());
+        let mut members = members.into_iter();
+        while let Some(m) = members.next() {
+            match rt.join(now, m) {
+                Ok(s) => slots.push(s),
+                Err((e, own)) => return Err(rt.give_up(e, own, members.map(|m| m.ports))),
+            }
+        }
+        rt.server.start(now);
+        Ok((rt, slots))
+    }
+
+    /// A call with its server and rules and no member yet: what a new call and one taken
+    /// over start from.
+    fn empty(
+        head: GroupHead,
+        server: TransmissionControlServer,
+        latch_after: u32,
+        ssrcs: Arc<SsrcRegistry>,
+        totals: Arc<WorkerStats>,
+    ) -> GroupRt {
+        let GroupHead {
+            call_id,
+            group_id,
+            security,
+            streams,
+            server_ssrc,
+            created,
+        } = head;
+        let rules = GroupRules::new(&GroupRulesSetup {
+            arbiter: server.arbiter().clone(),
             security,
             streams: streams
                 .iter()
@@ -201,56 +236,46 @@ impl GroupRt {
                 .collect(),
             server_ssrc: server_ssrc.get(),
             latch_after,
-        };
-        let rules = GroupRules::new(&setup);
-        let mut rt = GroupRt {
+        });
+        GroupRt {
             call_id,
             group_id,
             security,
             server,
             rules,
             streams: streams.len(),
-            stream_images: streams
-                .iter()
-                .map(|s| GroupStreamImage {
-                    kind: s.kind.clone(),
-                    encrypted: s.encrypted,
-                    clock_rate: s.clock_rate,
-                })
-                .collect(),
+            dirty: vec![0; streams.len()],
+            stream_images: streams,
             members: (0..MAX_MEMBERS).map(|_| None).collect(),
             sockets: Vec::new(),
             departed: Vec::new(),
-            dirty: vec![0; streams.len()],
             fan: FanOut::new(),
-            created: now,
+            created,
             released_at: None,
             server_ssrc,
             ssrcs,
             armed: None,
             tc_published: Default::default(),
             totals,
-        };
-        let mut slots = Vec::with_capacity(members.len());
-        let mut members = members.into_iter();
-        for m in members.by_ref() {
-            match rt.join(now, m) {
-                Ok(s) => slots.push(s),
-                Err((e, own)) => {
-                    let mut ports = rt.all_ports();
-                    ports.extend(own);
-                    for rest in members {
-                        ports.extend(rest.ports.iter().copied());
-                    }
-                    // The engine gives the server SSRC back when it hears of the refusal.
-                    rt.server.release(ReleaseReason::InternalError);
-                    drop(rt); // closes the sockets
-                    return Err((e, ports));
-                }
-            }
         }
-        rt.server.start(now);
-        Ok((rt, slots))
+    }
+
+    /// A member could not be set up, so the call is not either: its sockets close. Returns the
+    /// error with every relay port to give back: the call's, the refused member's (`own`) and
+    /// those of the members not added yet (`rest`).
+    fn give_up(
+        mut self,
+        e: SetupError,
+        own: Vec<(usize, u16)>,
+        rest: impl Iterator<Item = Vec<(usize, u16)>>,
+    ) -> Refused {
+        let mut ports = self.all_ports();
+        ports.extend(own);
+        ports.extend(rest.flatten());
+        // The engine gives the server SSRC back when it hears of the refusal.
+        self.server.release(ReleaseReason::InternalError);
+        drop(self); // closes the sockets
+        (e, ports)
     }
 
     /// Every relay port the call holds.
@@ -515,7 +540,7 @@ impl GroupRt {
                 }
                 step
             }
-            Role::Control(member) => self.on_control(index, member, now, io),
+            Role::Control(member) => read_control(self, index, member, now, io),
         }
     }
 
@@ -660,42 +685,6 @@ impl GroupRt {
         } else {
             before / UNPERMITTED_STEP_EVERY != a.total / UNPERMITTED_STEP_EVERY
         }
-    }
-
-    fn on_control(&mut self, index: usize, member: Slot, now: Instant, io: &mut Scratch) -> bool {
-        let mut step = false;
-        for _ in 0..CONTROL_PER_WAKE {
-            let Some(s) = self.sockets.get(index).and_then(Option::as_ref) else {
-                break;
-            };
-            let (n, from) = match s.sock.socket().recv_from(&mut io.control) {
-                Ok(r) => r,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(_) => continue, // e.g. an ICMP error: the socket stays usable
-            };
-            let mut d = LegSnapshot::default();
-            d.add_in(1, n as u64);
-            let Some(buf) = io.control.get_mut(..n) else {
-                continue;
-            };
-            match self.rules.admit_control(member, from, now, buf) {
-                Ok(len) => {
-                    self.count(member, &d);
-                    self.feed_activity(now);
-                    if let Some(msg) = io.control.get(..len) {
-                        self.server.handle_datagram(now, member, msg);
-                    }
-                    step = true;
-                }
-                Err(r) => {
-                    if let Some(x) = d.drops.get_mut(r as usize) {
-                        *x += 1;
-                    }
-                    self.count(member, &d);
-                }
-            }
-        }
-        step
     }
 
     /// Feeds the server the media activity seen since the last step.
@@ -993,6 +982,31 @@ impl GroupRt {
     }
 }
 
+impl ControlChannels<Slot> for GroupRt {
+    fn control_socket(&self, index: usize) -> Option<&UdpSocket> {
+        Some(self.sockets.get(index)?.as_ref()?.sock.socket())
+    }
+
+    fn admit_control(
+        &mut self,
+        member: Slot,
+        from: SocketAddr,
+        now: Instant,
+        buf: &mut [u8],
+    ) -> Result<usize, DropReason> {
+        self.rules.admit_control(member, from, now, buf)
+    }
+
+    fn count_control(&mut self, member: Slot, d: &LegSnapshot) {
+        self.count(member, d);
+    }
+
+    fn handle_control(&mut self, now: Instant, member: Slot, msg: &[u8]) {
+        self.feed_activity(now);
+        self.server.handle_datagram(now, member, msg);
+    }
+}
+
 /// A group call to take over: its snapshot, its members made ready (sockets bound, keys in
 /// their legs) by slot, when the image was taken (on this relay's clock) and the relay it came
 /// from.
@@ -1023,57 +1037,21 @@ impl GroupRt {
             ..
         } = r;
         let server = TransmissionControlServer::restore(&g.tc, at, Some(ssrcs.clone()));
-        let setup = GroupRulesSetup {
-            arbiter: server.arbiter().clone(),
-            security: g.media_security,
-            streams: g
-                .streams
-                .iter()
-                .map(|s| GroupStreamSetup {
-                    kind: s.kind.clone(),
-                    encrypted: s.encrypted,
-                    clock_rate: s.clock_rate,
-                })
-                .collect(),
-            server_ssrc: g.tc.server_ssrc,
-            latch_after,
-        };
-        let rules = GroupRules::new(&setup);
-        let mut rt = GroupRt {
+        let head = GroupHead {
             call_id: CallId::from(g.call_id.as_str()),
             group_id: g.group_id.clone(),
             security: g.media_security,
-            server,
-            rules,
-            streams: g.streams.len(),
-            stream_images: g.streams.clone(),
-            members: (0..MAX_MEMBERS).map(|_| None).collect(),
-            sockets: Vec::new(),
-            departed: Vec::new(),
-            dirty: vec![0; g.streams.len()],
-            fan: FanOut::new(),
-            created: ms_before(at, g.created_ms_ago),
-            released_at: None,
+            streams: g.streams.clone(),
             server_ssrc: Ssrc(g.tc.server_ssrc),
-            ssrcs,
-            armed: None,
-            tc_published: Default::default(),
-            totals,
+            created: ms_before(at, g.created_ms_ago),
         };
+        let mut rt = GroupRt::empty(head, server, latch_after, ssrcs, totals);
         // The dead relay's counts are not this relay's work.
         rt.tc_published = rt.tc_counters();
         let mut members = members.into_iter();
         while let Some((slot, prep)) = members.next() {
-            let snap = g.rules.member(slot);
-            if let Err((e, own)) = rt.attach(at, slot, prep, snap) {
-                let mut ports = rt.all_ports();
-                ports.extend(own);
-                for (_, rest) in members {
-                    ports.extend(rest.ports.iter().copied());
-                }
-                rt.server.release(ReleaseReason::InternalError);
-                drop(rt);
-                return Err((e, ports));
+            if let Err((e, own)) = rt.attach(at, slot, prep, g.rules.member(slot)) {
+                return Err(rt.give_up(e, own, members.map(|(_, m)| m.ports)));
             }
         }
         // A granted member whose media had not come yet still owes its first packet.
