@@ -2,7 +2,7 @@
 
 use super::io::Waker;
 use super::plane::{lock, Directory, Plane, Totals, WorkerStats};
-use super::plane::{GroupEntry, GROUP_KIND};
+use super::plane::{GroupEntry, GroupStreamImage, MemberPrep, GROUP_KIND};
 use super::ports::PortPool;
 use super::worker::GroupAdopt;
 use super::worker::WorkerHandle;
@@ -18,8 +18,9 @@ use crate::control::call::{
 };
 use crate::control::policy::AuthorizationPolicy;
 use crate::control::registry::{RegistryError, UeEntry};
+use crate::control::server::TcConfig;
 use crate::control::ssrc::SsrcRegistry;
-use crate::control::ReleaseReason;
+use crate::control::{MediaSecurity, ReleaseReason};
 use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::Ordering;
@@ -510,7 +511,8 @@ impl Engine {
         self.admit(|worker| self.start_group_on(req, mode, worker))
     }
 
-    /// [`Self::start_group_call`] once admitted, on `worker`.
+    /// [`Self::start_group_call`] once admitted, on `worker`: the call's ID reserved, every
+    /// member made ready, the call handed to the worker.
     #[allow(clippy::type_complexity)]
     fn start_group_on(
         &self,
@@ -521,71 +523,26 @@ impl Engine {
         let p = &self.plane;
         check_group_request(&req)?;
         let mut entropy = OsEntropy::default();
-        let id = {
-            let mut d = lock(&p.directory);
-            let max = p.config.call.max_calls;
-            let id = d.reserve(req.call_id.as_deref(), max, worker, &mut entropy)?;
-            d.groups.insert(
-                id.clone(),
-                GroupEntry {
-                    security: req.media_security,
-                    streams: Vec::new(),
-                    members: req.members.iter().map(|m| m.mcvideo_id.clone()).collect(),
-                },
-            );
-            id
-        };
-        let unreserve = || lock(&p.directory).unreserve(&id);
-        let first = req
-            .members
-            .first()
-            .map(|m| (m.mcvideo_id.clone(), m.sdp_offer.clone()));
-        let streams = match first.map(|(m, sdp)| p.group_streams(&m, &sdp)) {
-            Some(Ok(s)) => s,
-            Some(Err(e)) => {
-                unreserve();
+        let id = self.reserve_group(&req, worker, &mut entropy)?;
+        let config = self.group_config(&req);
+        let ids: Vec<String> = req.members.iter().map(|m| m.mcvideo_id.clone()).collect();
+        let security = req.media_security;
+        let (streams, members) = match self.prepare_members(req.members, security, &mut entropy) {
+            Ok(ready) => ready,
+            Err(e) => {
+                lock(&p.directory).unreserve(&id);
                 return Err(e);
             }
-            None => {
-                unreserve();
-                return Err(SetupError::BadRequest("a group call needs members".into()));
-            }
         };
-        let mut members = Vec::with_capacity(req.members.len());
-        let mut ids = Vec::with_capacity(req.members.len());
-        for spec in req.members {
-            ids.push(spec.mcvideo_id.clone());
-            match p.prepare_member(spec, &streams, req.media_security, &mut entropy) {
-                Ok(m) => members.push(m),
-                Err(e) => {
-                    for m in members {
-                        let ports = m.ports.clone();
-                        drop(m);
-                        p.free_ports(&ports);
-                    }
-                    unreserve();
-                    return Err(e);
-                }
-            }
-        }
         if let Some(g) = lock(&p.directory).groups.get_mut(&*id) {
             g.streams = streams.clone();
         }
         let answers: Vec<String> = members.iter().map(|m| m.sdp_answer.clone()).collect();
-        let g = &p.config.group;
-        let config = crate::control::server::TcConfig {
-            max_transmitters: req.max_transmitters.unwrap_or(g.max_transmitters),
-            max_streams_per_receiver: req
-                .max_streams_per_receiver
-                .unwrap_or(g.max_streams_per_receiver),
-            reception_mode: req.reception_mode.unwrap_or(g.reception_mode),
-            ..g.clone()
-        };
         let server_ssrc = p.ssrcs.allocate(None);
         let adopt = GroupAdopt {
             call_id: id.clone().into(),
             group_id: req.group_id,
-            security: req.media_security,
+            security,
             config,
             streams,
             server_ssrc,
@@ -610,6 +567,74 @@ impl Engine {
                 Err(e)
             }
         }
+    }
+
+    /// Reserves a new group call's ID on `worker`, with its directory entry: its members
+    /// (so a late joiner cannot take a name twice) and no streams yet (a join waits for them).
+    fn reserve_group(
+        &self,
+        req: &CreateGroupCall,
+        worker: usize,
+        entropy: &mut OsEntropy,
+    ) -> Result<Arc<str>, SetupError> {
+        let p = &self.plane;
+        let mut d = lock(&p.directory);
+        let id = d.reserve(
+            req.call_id.as_deref(),
+            p.config.call.max_calls,
+            worker,
+            entropy,
+        )?;
+        d.groups.insert(
+            id.clone(),
+            GroupEntry {
+                security: req.media_security,
+                streams: Vec::new(),
+                members: req.members.iter().map(|m| m.mcvideo_id.clone()).collect(),
+            },
+        );
+        Ok(id)
+    }
+
+    /// A group call's transmission control settings: the engine's, with what the request
+    /// sets (Cx, C9, the reception mode).
+    fn group_config(&self, req: &CreateGroupCall) -> TcConfig {
+        let g = &self.plane.config.group;
+        TcConfig {
+            max_transmitters: req.max_transmitters.unwrap_or(g.max_transmitters),
+            max_streams_per_receiver: req
+                .max_streams_per_receiver
+                .unwrap_or(g.max_streams_per_receiver),
+            reception_mode: req.reception_mode.unwrap_or(g.reception_mode),
+            ..g.clone()
+        }
+    }
+
+    /// The members of a new group call made ready: the group's streams from the first
+    /// member's offer, then each member's relay ports bound and its offer answered. On error
+    /// what was bound goes back.
+    fn prepare_members(
+        &self,
+        specs: Vec<GroupMemberSpec>,
+        security: MediaSecurity,
+        entropy: &mut OsEntropy,
+    ) -> Result<(Vec<GroupStreamImage>, Vec<MemberPrep>), SetupError> {
+        let p = &self.plane;
+        let streams = match specs.first() {
+            Some(m) => p.group_streams(&m.mcvideo_id, &m.sdp_offer)?,
+            None => return Err(SetupError::BadRequest("a group call needs members".into())),
+        };
+        let mut members = Vec::with_capacity(specs.len());
+        for spec in specs {
+            match p.prepare_member(spec, &streams, security, entropy) {
+                Ok(m) => members.push(m),
+                Err(e) => {
+                    members.into_iter().for_each(|m| p.give_back(m));
+                    return Err(e);
+                }
+            }
+        }
+        Ok((streams, members))
     }
 
     /// A group call's setup once its worker answered (or did not).

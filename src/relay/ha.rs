@@ -372,11 +372,7 @@ impl Engine {
 
 /// Closes the sockets of members made ready for a takeover and gives their ports back.
 fn give_back(p: &Plane, preps: Vec<(Slot, MemberPrep)>) {
-    for (_, m) in preps {
-        let ports = m.ports.clone();
-        drop(m); // closes the sockets
-        p.free_ports(&ports);
-    }
+    preps.into_iter().for_each(|(_, m)| p.give_back(m));
 }
 
 impl Engine {

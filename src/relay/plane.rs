@@ -213,6 +213,13 @@ impl Plane {
         }
     }
 
+    /// A member made ready and not taken after all: its sockets close, its ports go back.
+    pub(crate) fn give_back(&self, m: MemberPrep) {
+        let ports = m.ports.clone();
+        drop(m); // closes the sockets
+        self.free_ports(&ports);
+    }
+
     /// A finished group call: its ports go back, its ID is free again.
     pub(crate) fn group_finished(&self, id: &str, ports: &[(usize, u16)]) {
         self.free_ports(ports);

@@ -11,10 +11,11 @@
 
 use super::super::io::{Coalescer, UdpSock};
 use super::super::plane::{MemberPrep, WorkerStats};
+use super::super::ports::BoundPort;
 use super::super::rules::Tally;
 use super::super::rules::{
-    FanOut, GroupIngress, GroupMemberRulesSnapshot, GroupRules, GroupRulesSetup, GroupStreamSetup,
-    MemberMedia,
+    Delivery, FanOut, GroupIngress, GroupMemberRulesSnapshot, GroupRules, GroupRulesSetup,
+    GroupStreamSetup, MemberMedia,
 };
 use super::super::stats::{DropReason, LegSnapshot};
 use super::super::{
@@ -123,6 +124,92 @@ struct GroupHead {
     streams: Vec<GroupStreamImage>,
     server_ssrc: Ssrc,
     created: Instant,
+}
+
+/// The receiver side of a group call's batch: its members' legs and sockets, and which legs
+/// hold RTP gathered and not yet sent (bit per member, per stream).
+struct Legs<'a> {
+    members: &'a mut [Option<MemberRt>],
+    sockets: &'a [Option<Socket>],
+    dirty: &'a mut [u64],
+}
+
+impl Legs<'_> {
+    /// Sends delivery `d` of `bytes` from its member's own relay socket of the stream (RTCP
+    /// from its RTCP socket if it has one), RTP gathered into the leg's GSO run; books it in
+    /// `out`. `false` when the member or its socket is gone.
+    #[inline]
+    fn deliver(&mut self, d: &Delivery, bytes: &[u8], out: &mut LegSnapshot) -> bool {
+        let Some(m) = self
+            .members
+            .get_mut(d.member.index())
+            .and_then(Option::as_mut)
+        else {
+            return false;
+        };
+        let own = if d.rtcp {
+            m.rtcp
+                .get(d.stream)
+                .copied()
+                .flatten()
+                .or_else(|| m.rtp.get(d.stream).copied().flatten())
+        } else {
+            m.rtp.get(d.stream).copied().flatten()
+        };
+        let Some(s) = own
+            .and_then(|i| self.sockets.get(i))
+            .and_then(Option::as_ref)
+            .map(|s| &s.sock)
+        else {
+            return false;
+        };
+        let sent = match (d.rtcp, m.out.get_mut(d.stream)) {
+            (false, Some((c, to))) => {
+                let c = c.get_or_insert_with(Box::default);
+                if let Some(w) = self.dirty.get_mut(d.stream) {
+                    *w |= d.member.bit();
+                }
+                // A run goes to one address: a new one sends the old run first.
+                let mut sent = match *to {
+                    Some(old) if old != d.dest => c.flush(s, old),
+                    _ => Default::default(),
+                };
+                *to = Some(d.dest);
+                let more = c.push(bytes, s, d.dest);
+                sent.packets += more.packets;
+                sent.bytes += more.bytes;
+                sent.failed += more.failed;
+                sent
+            }
+            _ => s.send(d.dest, bytes, bytes.len()),
+        };
+        sent_to(&mut m.counters, out, sent);
+        true
+    }
+
+    /// Sends every receiver leg's gathered run; books it in `out`.
+    fn flush(&mut self, out: &mut LegSnapshot) {
+        for (si, w) in self.dirty.iter_mut().enumerate() {
+            for r in crate::control::arbiter::slots(std::mem::take(w)) {
+                let Some(m) = self.members.get_mut(r.index()).and_then(Option::as_mut) else {
+                    continue;
+                };
+                let (Some((Some(c), Some(dest))), Some(s)) = (
+                    m.out.get_mut(si),
+                    m.rtp
+                        .get(si)
+                        .copied()
+                        .flatten()
+                        .and_then(|i| self.sockets.get(i))
+                        .and_then(Option::as_ref),
+                ) else {
+                    continue;
+                };
+                let sent = c.flush(&s.sock, *dest);
+                sent_to(&mut m.counters, out, sent);
+            }
+        }
+    }
 }
 
 /// One group call on a worker.
@@ -364,45 +451,12 @@ impl GroupRt {
             counters: LegSnapshot::default(),
             activity: Activity::default(),
             media_seen: true,
-            out: Vec::new(),
+            out: (0..self.streams).map(|_| (None, None)).collect(),
             media,
             relay,
             control_relay,
         };
-        let r = (|| -> io::Result<()> {
-            for (si, b) in stream_sockets.into_iter().enumerate() {
-                let Some(b) = b else { continue };
-                let i = self.push_socket(
-                    b.rtp,
-                    Role::Media {
-                        member: slot,
-                        stream: si,
-                        rtcp: false,
-                    },
-                )?;
-                if let Some(x) = m.rtp.get_mut(si) {
-                    *x = Some(i);
-                }
-                if let Some(s) = b.rtcp {
-                    let i = self.push_socket(
-                        s,
-                        Role::Media {
-                            member: slot,
-                            stream: si,
-                            rtcp: true,
-                        },
-                    )?;
-                    if let Some(x) = m.rtcp.get_mut(si) {
-                        *x = Some(i);
-                    }
-                }
-            }
-            if let Some(b) = control_socket {
-                m.control = Some(self.push_socket(b.rtp, Role::Control(slot))?);
-            }
-            Ok(())
-        })();
-        m.out = (0..self.streams).map(|_| (None, None)).collect();
+        let r = self.add_sockets(slot, &mut m, stream_sockets, control_socket);
         if let Some(x) = self.members.get_mut(slot.index()) {
             *x = Some(m);
         }
@@ -414,6 +468,39 @@ impl GroupRt {
                 SetupError::BadRequest(format!("cannot use the member's sockets: {e}")),
                 ports,
             ));
+        }
+        Ok(())
+    }
+
+    /// Takes in member `slot`'s sockets (`m` books which serves what): per stream its RTP
+    /// socket and a separate RTCP one, and its control channel's.
+    fn add_sockets(
+        &mut self,
+        slot: Slot,
+        m: &mut MemberRt,
+        stream_sockets: Vec<Option<BoundPort>>,
+        control_socket: Option<BoundPort>,
+    ) -> io::Result<()> {
+        for (si, b) in stream_sockets.into_iter().enumerate() {
+            let Some(b) = b else { continue };
+            let media = |rtcp| Role::Media {
+                member: slot,
+                stream: si,
+                rtcp,
+            };
+            let i = self.push_socket(b.rtp, media(false))?;
+            if let Some(x) = m.rtp.get_mut(si) {
+                *x = Some(i);
+            }
+            if let Some(s) = b.rtcp {
+                let i = self.push_socket(s, media(true))?;
+                if let Some(x) = m.rtcp.get_mut(si) {
+                    *x = Some(i);
+                }
+            }
+        }
+        if let Some(b) = control_socket {
+            m.control = Some(self.push_socket(b.rtp, Role::Control(slot))?);
         }
         Ok(())
     }
@@ -570,6 +657,11 @@ impl GroupRt {
             totals,
             ..
         } = self;
+        let mut legs = Legs {
+            members,
+            sockets,
+            dirty,
+        };
         for (from, data, stride) in io.batch.datagrams() {
             let stride = stride.max(1);
             for seg in data.chunks_mut(stride) {
@@ -581,72 +673,14 @@ impl GroupRt {
                     continue;
                 }
                 for (d, bytes) in fan.iter() {
-                    let Some(m) = members.get_mut(d.member.index()).and_then(Option::as_mut) else {
+                    if !legs.deliver(d, bytes, &mut out) {
                         t.drop(DropReason::WrongSource);
-                        continue;
-                    };
-                    let own = if d.rtcp {
-                        m.rtcp
-                            .get(d.stream)
-                            .copied()
-                            .flatten()
-                            .or_else(|| m.rtp.get(d.stream).copied().flatten())
-                    } else {
-                        m.rtp.get(d.stream).copied().flatten()
-                    };
-                    let Some(s) = own
-                        .and_then(|i| sockets.get(i))
-                        .and_then(Option::as_ref)
-                        .map(|s| &s.sock)
-                    else {
-                        t.drop(DropReason::WrongSource);
-                        continue;
-                    };
-                    let sent = match (d.rtcp, m.out.get_mut(d.stream)) {
-                        (false, Some((c, to))) => {
-                            let c = c.get_or_insert_with(Box::default);
-                            if let Some(w) = dirty.get_mut(d.stream) {
-                                *w |= d.member.bit();
-                            }
-                            // A run goes to one address: a new one sends the old run first.
-                            let mut sent = match *to {
-                                Some(old) if old != d.dest => c.flush(s, old),
-                                _ => Default::default(),
-                            };
-                            *to = Some(d.dest);
-                            let more = c.push(bytes, s, d.dest);
-                            sent.packets += more.packets;
-                            sent.bytes += more.bytes;
-                            sent.failed += more.failed;
-                            sent
-                        }
-                        _ => s.send(d.dest, bytes, bytes.len()),
-                    };
-                    sent_to(&mut m.counters, &mut out, sent);
+                    }
                 }
             }
         }
         // Every receiver leg's gathered run goes out before the next batch.
-        for (si, w) in dirty.iter_mut().enumerate() {
-            for r in crate::control::arbiter::slots(std::mem::take(w)) {
-                let Some(m) = members.get_mut(r.index()).and_then(Option::as_mut) else {
-                    continue;
-                };
-                let (Some((Some(c), Some(dest))), Some(s)) = (
-                    m.out.get_mut(si),
-                    m.rtp
-                        .get(si)
-                        .copied()
-                        .flatten()
-                        .and_then(|i| sockets.get(i))
-                        .and_then(Option::as_ref),
-                ) else {
-                    continue;
-                };
-                let sent = c.flush(&s.sock, *dest);
-                sent_to(&mut m.counters, &mut out, sent);
-            }
-        }
+        legs.flush(&mut out);
         totals.group.add(&out);
         t.out_packets += out.packets_out;
         t.out_bytes += out.bytes_out;

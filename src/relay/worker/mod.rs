@@ -760,9 +760,7 @@ impl Worker {
         now: Instant,
     ) -> Result<crate::control::arbiter::Slot, SetupError> {
         let Some(&slot) = self.by_id.get(id) else {
-            let ports = prep.ports.clone();
-            drop(prep);
-            self.plane.free_ports(&ports);
+            self.plane.give_back(prep);
             return Err(SetupError::UnknownCall(id.to_owned()));
         };
         let r = self.with_kind(id, "adding a member to", Rt::group, |rt| rt.join(now, prep));
