@@ -193,6 +193,10 @@ pub struct EngineConfig {
     /// T4/C4, T6/C6, T11) and counters. [`CreateGroupCall`] may override Cx, C9 and the
     /// reception mode per call.
     pub group: TcConfig,
+    /// High availability: how often a call whose media flows is written again (its SRTP
+    /// state, its timers), about. Control-plane changes and RTP sequence wraps (a new
+    /// rollover counter) are written at once, whatever this is.
+    pub ha_refresh: std::time::Duration,
 }
 
 impl Default for EngineConfig {
@@ -210,6 +214,7 @@ impl Default for EngineConfig {
             event_capacity: 65_536,
             policy: Arc::new(AllowAll),
             group: TcConfig::default(),
+            ha_refresh: std::time::Duration::from_secs(1),
         }
     }
 }

@@ -98,6 +98,9 @@ pub struct Tally {
     pub latched: bool,
     /// The caller sent RTCP BYE.
     pub bye: bool,
+    /// An RTP sequence number wrapped: the SRTP rollover counter of its SSRC moved, so a
+    /// call image should hold the new one at once (high availability).
+    pub wrapped: bool,
 }
 
 impl Tally {

@@ -2,8 +2,10 @@
 
 use super::*;
 use crate::control::arbiter::Arbiter;
+use crate::control::MediaSecurity;
 use crate::keys::SrtpSuite;
 use crate::wire::rtcp::emit_pli;
+use std::sync::Arc;
 use std::time::Duration;
 
 const SSRC: u32 = 0x1234_5678;

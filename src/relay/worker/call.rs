@@ -256,7 +256,7 @@ impl CallRt {
             st.received.total(),
             self.call.server().media_started(),
             self.counters.iter().map(|c| c.latches).sum::<u64>(),
-            self.media.is_some(),
+            self.media.as_ref().map(|m| m.rules.wraps()),
         )
             .hash(&mut h);
         (h.finish(), self.counters.iter().map(|c| c.packets_in).sum())
@@ -338,7 +338,8 @@ impl CallRt {
             self.bye = true;
             step = true;
         }
-        step
+        // A rollover counter moved: a step writes the call's image at once (HA).
+        step || t.wrapped
     }
 
     /// Feeds the call the media activity seen since its last step, and a caller BYE.

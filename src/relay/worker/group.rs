@@ -701,6 +701,8 @@ impl GroupRt {
         if t.media == 0 {
             return false;
         }
+        // A rollover counter moved: a step writes the call's image at once (HA).
+        let wrapped = t.wrapped;
         let permitted = self.server.arbiter().may_forward(member);
         let Some(m) = self
             .members
@@ -714,11 +716,12 @@ impl GroupRt {
         a.total += t.media;
         a.since_step += t.media;
         a.last = Some(now);
-        if permitted {
-            !m.media_seen
-        } else {
-            before / UNPERMITTED_STEP_EVERY != a.total / UNPERMITTED_STEP_EVERY
-        }
+        wrapped
+            || if permitted {
+                !m.media_seen
+            } else {
+                before / UNPERMITTED_STEP_EVERY != a.total / UNPERMITTED_STEP_EVERY
+            }
     }
 
     /// Feeds the server the media activity seen since the last step.
@@ -1191,6 +1194,7 @@ impl GroupRt {
             live.clone().filter(|m| m.media_seen).count(),
             live.clone().map(|m| m.counters.latches).sum::<u64>(),
             self.released(),
+            self.rules.wraps(),
         )
             .hash(&mut h);
         (h.finish(), live.map(|m| m.counters.packets_in).sum())

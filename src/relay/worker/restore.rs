@@ -13,11 +13,8 @@ use crate::relay::rules::RulesSnapshot;
 use crate::relay::HaUpdate;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tracing::{error, warn};
-
-/// How often a call whose media flows is written again (its SRTP state, its timers).
-pub(crate) const REFRESH_EVERY: Duration = Duration::from_secs(1);
 
 /// A call to take over: the restored call, its bound sockets, its interfaces, its rules'
 /// state and the relay it came from.
@@ -107,14 +104,15 @@ impl HaSink {
 
 impl Worker {
     /// An image of every call whose media moved since its last one, each call about once per
-    /// [`REFRESH_EVERY`]. The walk goes a slice of the calls at a time, in proportion to the
+    /// [`EngineConfig::ha_refresh`](crate::relay::EngineConfig::ha_refresh). The walk goes a slice of the calls at a time, in proportion to the
     /// time since the last slice, so a worker with thousands of calls never stops its packets
     /// to image all of them at once.
     pub(super) fn ha_refresh(&mut self, now: Instant) {
         let Some(ha) = self.ha.as_mut() else { return };
         let n = self.slots.len();
         let elapsed = now.saturating_duration_since(ha.last_refresh);
-        let due = (n as u128 * elapsed.as_nanos() / REFRESH_EVERY.as_nanos().max(1)) as usize;
+        let every = self.plane.config.ha_refresh;
+        let due = (n as u128 * elapsed.as_nanos() / every.as_nanos().max(1)) as usize;
         if due == 0 {
             return;
         }
