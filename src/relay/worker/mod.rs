@@ -336,19 +336,10 @@ impl Worker {
                 reply.send(r);
             }
             Cmd::Reject(id, reply) => {
-                let r = self.with_kind(&id, "rejecting", Rt::private, |rt| {
-                    rt.call.reject(now).map(|()| rt.summary(now))
-                });
-                self.step_id(&id, now);
-                reply.send(r.and_then(|r| r));
+                reply.send(self.reject(&id, now));
             }
             Cmd::Release(id, reason, reply) => {
-                let r = self.with_kind(&id, "releasing", Rt::private, |rt| {
-                    rt.call.release(now, reason);
-                    rt.summary(now)
-                });
-                self.step_id(&id, now);
-                reply.send(r);
+                reply.send(self.release(&id, reason, now));
             }
             Cmd::Get(id, reply) => {
                 let r = self.with_kind(&id, "reading", Rt::private, |rt| rt.summary(now));
@@ -359,9 +350,10 @@ impl Worker {
             }
             Cmd::Quality(reply) => {
                 let mut h = super::rules::QualityHistograms::default();
-                for s in self.slots.iter().flatten() {
-                    s.rt.quality(now, &mut h);
-                }
+                self.slots
+                    .iter()
+                    .flatten()
+                    .for_each(|s| s.rt.quality(now, &mut h));
                 reply.send(h);
             }
             Cmd::AdoptGroup(adopt, reply) => {
@@ -373,12 +365,7 @@ impl Worker {
                 reply.send(r);
             }
             Cmd::LeaveGroup(id, user, reply) => {
-                let plane = self.plane.clone();
-                let r = self.with_kind(&id, "removing a member of", Rt::group, |rt| {
-                    rt.leave(now, &user).map(|ports| plane.free_ports(&ports))
-                });
-                self.step_id(&id, now);
-                reply.send(r.and_then(|r| r));
+                reply.send(self.leave_group(&id, &user, now));
             }
             Cmd::GetGroup(id, reply) => {
                 let r = self.with_kind(&id, "reading", Rt::group, |rt| rt.summary(now));
@@ -388,14 +375,7 @@ impl Worker {
                 reply.send(self.list(now, Summary::group));
             }
             Cmd::ReleaseGroup(id, reason, reply) => {
-                let r = self
-                    .with_kind(&id, "releasing", Rt::group, |rt| rt.release(reason))
-                    .and_then(|()| {
-                        // Released with no summary: the release failed.
-                        let summary = self.step_id(&id, now).and_then(Summary::group);
-                        summary.ok_or_else(|| panicked(&id, "releasing"))
-                    });
-                reply.send(r);
+                reply.send(self.release_group(&id, reason, now));
             }
             Cmd::HaSink(tx) => self.ha = Some(restore::HaSink::new(tx, now)),
             Cmd::Snapshot(reply) => {
@@ -415,6 +395,53 @@ impl Worker {
             }
             Cmd::Shutdown => {}
         }
+    }
+
+    /// The callee of one-to-one call `id` declined: the call is released (`rejected`).
+    fn reject(&mut self, id: &str, now: Instant) -> Result<CallSummary, SetupError> {
+        let r = self.with_kind(id, "rejecting", Rt::private, |rt| {
+            rt.call.reject(now).map(|()| rt.summary(now))
+        });
+        self.step_id(id, now);
+        r?
+    }
+
+    /// Releases one-to-one call `id` for `reason`.
+    fn release(
+        &mut self,
+        id: &str,
+        reason: ReleaseReason,
+        now: Instant,
+    ) -> Result<CallSummary, SetupError> {
+        let r = self.with_kind(id, "releasing", Rt::private, |rt| {
+            rt.call.release(now, reason);
+            rt.summary(now)
+        });
+        self.step_id(id, now);
+        r
+    }
+
+    /// Member `user` leaves group call `id`: its ports go back.
+    fn leave_group(&mut self, id: &str, user: &str, now: Instant) -> Result<(), SetupError> {
+        let plane = self.plane.clone();
+        let r = self.with_kind(id, "removing a member of", Rt::group, |rt| {
+            rt.leave(now, user).map(|ports| plane.free_ports(&ports))
+        });
+        self.step_id(id, now);
+        r?
+    }
+
+    /// Releases group call `id` for `reason`: its last summary.
+    fn release_group(
+        &mut self,
+        id: &str,
+        reason: ReleaseReason,
+        now: Instant,
+    ) -> Result<GroupCallSummary, SetupError> {
+        self.with_kind(id, "releasing", Rt::group, |rt| rt.release(reason))?;
+        // Released with no summary: the release failed.
+        let summary = self.step_id(id, now).and_then(Summary::group);
+        summary.ok_or_else(|| panicked(id, "releasing"))
     }
 
     /// The summary of every call that `pick` takes (one kind); an internal error if reading
