@@ -1233,3 +1233,117 @@ fn early_dialog_and_ng_calls_survive_a_kill() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue 20, item 1: N-way adoption. Three instances, each `standby_for = ["*"]`; six calls on
+/// the first. When it is killed, the two live ones split its calls by load, three each, every
+/// call claimed once; each adopter answers for its share and forwards its media.
+#[test]
+fn a_dead_instances_calls_are_spread_over_the_live_ones() {
+    let redis = RedisServer::start();
+    let dir = std::env::temp_dir().join(format!("mcvr-ha-nway-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ports = (37_000, 37_099);
+    let off = "[ng]\nlisten = \"off\"\n";
+    let spawn = |name: &str| Relay::spawn_with(&dir, name, redis.port, &["*"], ports, off);
+    let mut a = spawn("relay-a");
+    let b = spawn("relay-b");
+    let c = spawn("relay-c");
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let r = c.api.get("/v1/cluster");
+            r.status == 200
+                && r.json()["instances"]
+                    .as_array()
+                    .is_some_and(|v| v.iter().filter(|i| i["alive"] == true).count() == 3)
+        }),
+        "three instances in the cluster view: {}",
+        c.api.get("/v1/cluster").body
+    );
+    let mut peers = Vec::new();
+    for i in 0..6u32 {
+        let (caller, callee) = (Peer::new(), Peer::new());
+        let id = format!("nway-{i}");
+        let r = a.api.post(
+            "/v1/calls",
+            &json!({
+                "call_id": id,
+                "caller": {"mcvideo_id": "sip:alice@mcx.example",
+                           "sdp_offer": caller.sdp("alice", "RTP/AVP", Some(SSRC + i), true, "")},
+                "callee": {"mcvideo_id": "sip:bob@mcx.example"},
+                "video_push": true,
+            }),
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+        let r = a.api.post(
+            &format!("/v1/calls/{id}/answer"),
+            &json!({"sdp_answer": callee.sdp("bob", "RTP/AVP", None, true, "")}),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        let to_caller = RelayAddrs::from_sdp(r.json()["sdp_answer"].as_str().unwrap());
+        peers.push((id, caller, callee, to_caller));
+    }
+    assert!(
+        eventually(Duration::from_secs(5), || redis.keys("mcvr:call:*").len()
+            == 6),
+        "six records"
+    );
+    a.child.kill().unwrap();
+    let _ = a.child.wait();
+    let owned = |r: &Relay| {
+        let v = r.api.get("/v1/calls").json();
+        let mut ids: Vec<String> = v["calls"]
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .filter_map(|c| c["call_id"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        ids.sort();
+        ids
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || owned(&b).len()
+            + owned(&c).len()
+            == 6),
+        "all six adopted: b {:?}, c {:?}\n{}\n{}",
+        owned(&b),
+        owned(&c),
+        b.log(),
+        c.log()
+    );
+    let (on_b, on_c) = (owned(&b), owned(&c));
+    assert_eq!(
+        (on_b.len(), on_c.len()),
+        (3, 3),
+        "by load: {on_b:?} {on_c:?}"
+    );
+    assert!(
+        on_b.iter().all(|id| !on_c.contains(id)),
+        "each call claimed once"
+    );
+    // Each adopter forwards the media of one of its calls.
+    for (relay, ids) in [(&b, &on_b), (&c, &on_c)] {
+        let (id, caller, callee, to_caller) = peers.iter().find(|p| p.0 == ids[0]).unwrap();
+        let s = relay.api.get(&format!("/v1/calls/{id}")).json();
+        assert_eq!(s["state"], "established", "{s}");
+        let got = common::net::collect(
+            &callee.rtp,
+            Duration::from_millis(1500),
+            Duration::from_millis(300),
+        );
+        let ssrc = SSRC + id.trim_start_matches("nway-").parse::<u32>().unwrap();
+        for seq in 0..40u16 {
+            let p = common::net::rtp_packet(seq, ssrc, 160);
+            caller.rtp.send_to(&p, to_caller.video).unwrap();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let got = got.join().unwrap();
+        assert!(
+            got.len() >= 36,
+            "{id}: {} of 40 packets forwarded",
+            got.len()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
