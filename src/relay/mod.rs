@@ -117,8 +117,9 @@ mod worker;
 pub use engine::Engine;
 pub use ha::{
     AdoptError, CallImage, GroupControlImage, GroupImage, GroupLegImage, GroupMemberImage,
-    GroupSnapshot, GroupStreamImage, HaUpdate,
+    GroupSnapshot, HaUpdate,
 };
+pub use plane::GroupStreamImage;
 #[cfg(feature = "sidecar")]
 pub(crate) use plane::{sdp_family, InterfaceProblem};
 pub use rules::{Evidence, Latch, StrangerBudget, Verdict, STRANGER_BURST, STRANGER_RATE};

@@ -336,35 +336,24 @@ impl Worker {
                 reply.send(r);
             }
             Cmd::Reject(id, reply) => {
-                let r = self.with_private(&id, "rejecting", |rt| {
-                    rt.call.reject(now).map(|()| rt.summary(now))
-                });
-                self.step_id(&id, now);
-                reply.send(r.and_then(|r| r));
+                reply.send(self.reject(&id, now));
             }
             Cmd::Release(id, reason, reply) => {
-                let r = self.with_private(&id, "releasing", |rt| {
-                    rt.call.release(now, reason);
-                    rt.summary(now)
-                });
-                self.step_id(&id, now);
-                reply.send(r);
+                reply.send(self.release(&id, reason, now));
             }
             Cmd::Get(id, reply) => {
-                let r = self.with_private(&id, "reading", |rt| rt.summary(now));
+                let r = self.with_kind(&id, "reading", Rt::private, |rt| rt.summary(now));
                 reply.send(r);
             }
             Cmd::List(reply) => {
-                reply.send(self.list(now, |s| match s {
-                    Summary::Private(s) => Some(s),
-                    Summary::Group(_) => None,
-                }));
+                reply.send(self.list(now, Summary::private));
             }
             Cmd::Quality(reply) => {
                 let mut h = super::rules::QualityHistograms::default();
-                for s in self.slots.iter().flatten() {
-                    s.rt.quality(now, &mut h);
-                }
+                self.slots
+                    .iter()
+                    .flatten()
+                    .for_each(|s| s.rt.quality(now, &mut h));
                 reply.send(h);
             }
             Cmd::AdoptGroup(adopt, reply) => {
@@ -376,39 +365,21 @@ impl Worker {
                 reply.send(r);
             }
             Cmd::LeaveGroup(id, user, reply) => {
-                let plane = self.plane.clone();
-                let r = self.with_group(&id, "removing a member of", |rt| {
-                    rt.leave(now, &user).map(|ports| plane.free_ports(&ports))
-                });
-                self.step_id(&id, now);
-                reply.send(r.and_then(|r| r));
+                reply.send(self.leave_group(&id, &user, now));
             }
             Cmd::GetGroup(id, reply) => {
-                let r = self.with_group(&id, "reading", |rt| rt.summary(now));
+                let r = self.with_kind(&id, "reading", Rt::group, |rt| rt.summary(now));
                 reply.send(r);
             }
             Cmd::ListGroups(reply) => {
-                reply.send(self.list(now, |s| match s {
-                    Summary::Group(s) => Some(s),
-                    Summary::Private(_) => None,
-                }));
+                reply.send(self.list(now, Summary::group));
             }
             Cmd::ReleaseGroup(id, reason, reply) => {
-                let r = self
-                    .with_group(&id, "releasing", |rt| rt.release(reason))
-                    .and_then(|()| match self.step_id(&id, now) {
-                        Some(Summary::Group(s)) => Ok(s),
-                        _ => Err(panicked(&id, "releasing")), // released, no summary: it failed
-                    });
-                reply.send(r);
+                reply.send(self.release_group(&id, reason, now));
             }
             Cmd::HaSink(tx) => self.ha = Some(restore::HaSink::new(tx, now)),
             Cmd::Snapshot(reply) => {
-                let all = self.slots.iter().flatten().filter_map(|s| match &s.rt {
-                    Rt::Private(rt) => Some(rt.image(now)),
-                    Rt::Group(_) => None,
-                });
-                reply.send(all.collect());
+                reply.send(self.each(|rt| rt.as_private().map(|c| c.image(now))));
             }
             Cmd::Restore(r, reply) => {
                 reply.send(self.restore(*r, now));
@@ -417,17 +388,60 @@ impl Worker {
                 reply.send(self.abandon());
             }
             Cmd::SnapshotGroups(reply) => {
-                let all = self.slots.iter().flatten().filter_map(|s| match &s.rt {
-                    Rt::Group(rt) => Some(rt.image(now)),
-                    Rt::Private(_) => None,
-                });
-                reply.send(all.collect());
+                reply.send(self.each(|rt| rt.as_group().map(|g| g.image(now))));
             }
             Cmd::RestoreGroup(r, reply) => {
                 reply.send(self.restore_group(*r, now));
             }
             Cmd::Shutdown => {}
         }
+    }
+
+    /// The callee of one-to-one call `id` declined: the call is released (`rejected`).
+    fn reject(&mut self, id: &str, now: Instant) -> Result<CallSummary, SetupError> {
+        let r = self.with_kind(id, "rejecting", Rt::private, |rt| {
+            rt.call.reject(now).map(|()| rt.summary(now))
+        });
+        self.step_id(id, now);
+        r?
+    }
+
+    /// Releases one-to-one call `id` for `reason`.
+    fn release(
+        &mut self,
+        id: &str,
+        reason: ReleaseReason,
+        now: Instant,
+    ) -> Result<CallSummary, SetupError> {
+        let r = self.with_kind(id, "releasing", Rt::private, |rt| {
+            rt.call.release(now, reason);
+            rt.summary(now)
+        });
+        self.step_id(id, now);
+        r
+    }
+
+    /// Member `user` leaves group call `id`: its ports go back.
+    fn leave_group(&mut self, id: &str, user: &str, now: Instant) -> Result<(), SetupError> {
+        let plane = self.plane.clone();
+        let r = self.with_kind(id, "removing a member of", Rt::group, |rt| {
+            rt.leave(now, user).map(|ports| plane.free_ports(&ports))
+        });
+        self.step_id(id, now);
+        r?
+    }
+
+    /// Releases group call `id` for `reason`: its last summary.
+    fn release_group(
+        &mut self,
+        id: &str,
+        reason: ReleaseReason,
+        now: Instant,
+    ) -> Result<GroupCallSummary, SetupError> {
+        self.with_kind(id, "releasing", Rt::group, |rt| rt.release(reason))?;
+        // Released with no summary: the release failed.
+        let summary = self.step_id(id, now).and_then(Summary::group);
+        summary.ok_or_else(|| panicked(id, "releasing"))
     }
 
     /// The summary of every call that `pick` takes (one kind); an internal error if reading
@@ -482,26 +496,26 @@ impl Worker {
         }
     }
 
-    /// [`Self::with_call`] on a one-to-one call (another kind is an unknown call here).
-    fn with_private<T>(
+    /// [`Self::with_call`] on a call of the kind `kind` picks out ([`Rt::private`],
+    /// [`Rt::group`]): a call of another kind is an unknown call here.
+    fn with_kind<K, T>(
         &mut self,
         id: &str,
         doing: &str,
-        f: impl FnOnce(&mut CallRt) -> T,
+        kind: fn(&mut Rt) -> Option<&mut K>,
+        f: impl FnOnce(&mut K) -> T,
     ) -> Result<T, SetupError> {
-        self.with_call(id, doing, |rt| rt.private().map(f))?
+        self.with_call(id, doing, |rt| kind(rt).map(f))?
             .ok_or_else(|| SetupError::UnknownCall(id.to_owned()))
     }
 
-    /// [`Self::with_call`] on a group call (another kind is an unknown call here).
-    fn with_group<T>(
-        &mut self,
-        id: &str,
-        doing: &str,
-        f: impl FnOnce(&mut GroupRt) -> T,
-    ) -> Result<T, SetupError> {
-        self.with_call(id, doing, |rt| rt.group().map(f))?
-            .ok_or_else(|| SetupError::UnknownCall(id.to_owned()))
+    /// What `f` makes of each call here (that it takes).
+    fn each<T>(&self, f: impl Fn(&Rt) -> Option<T>) -> Vec<T> {
+        self.slots
+            .iter()
+            .flatten()
+            .filter_map(|s| f(&s.rt))
+            .collect()
     }
 
     /// Puts a call in the slab, under `id`. Returns its slot and generation.
@@ -569,7 +583,7 @@ impl Worker {
         now: Instant,
     ) -> Result<CallAnswer, SetupError> {
         let mut entropy = std::mem::take(&mut self.entropy);
-        let r = self.with_private(id, "answering", |rt| {
+        let r = self.with_kind(id, "answering", Rt::private, |rt| {
             rt.call.accept(now, answer, &mut entropy)
         });
         self.entropy = entropy;
@@ -577,7 +591,7 @@ impl Worker {
         let Some(&slot) = self.by_id.get(id) else {
             return Ok(answer);
         };
-        let started = self.with_private(id, "starting the media of", |rt| {
+        let started = self.with_kind(id, "starting the media of", Rt::private, |rt| {
             let r = rt.start_media().map(|_| ());
             if let Err(e) = &r {
                 warn!(call = %rt.call.id(), error = %e, "cannot start the call's media");
@@ -586,7 +600,7 @@ impl Worker {
             r.is_ok()
         });
         if started == Ok(true) && !self.poll(slot, None) {
-            let _ = self.with_private(id, "starting the media of", |rt| {
+            let _ = self.with_kind(id, "starting the media of", Rt::private, |rt| {
                 rt.call.release(now, ReleaseReason::InternalError)
             });
         }
@@ -773,12 +787,10 @@ impl Worker {
         now: Instant,
     ) -> Result<crate::control::arbiter::Slot, SetupError> {
         let Some(&slot) = self.by_id.get(id) else {
-            let ports = prep.ports.clone();
-            drop(prep);
-            self.plane.free_ports(&ports);
+            self.plane.give_back(prep);
             return Err(SetupError::UnknownCall(id.to_owned()));
         };
-        let r = self.with_group(id, "adding a member to", |rt| rt.join(now, prep));
+        let r = self.with_kind(id, "adding a member to", Rt::group, |rt| rt.join(now, prep));
         let member = match r {
             Ok(Ok(m)) => m,
             Ok(Err((e, ports))) => {

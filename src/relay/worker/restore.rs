@@ -140,7 +140,7 @@ impl Worker {
             return Err("the call ended at once".into());
         };
         if established {
-            let started = self.with_private(&id, "restoring the media of", |rt| {
+            let started = self.with_kind(&id, "restoring the media of", Rt::private, |rt| {
                 let r = rt.start_media_from(rules.as_ref()).map(|_| ());
                 if let Err(e) = &r {
                     warn!(call = %id, error = %e, "cannot restore the call's media");

@@ -37,6 +37,24 @@ pub(crate) enum Summary {
     Group(GroupCallSummary),
 }
 
+impl Summary {
+    /// A one-to-one call's summary, if this is one.
+    pub(crate) fn private(self) -> Option<CallSummary> {
+        match self {
+            Summary::Private(s) => Some(s),
+            Summary::Group(_) => None,
+        }
+    }
+
+    /// A group call's summary, if this is one.
+    pub(crate) fn group(self) -> Option<GroupCallSummary> {
+        match self {
+            Summary::Group(s) => Some(s),
+            Summary::Private(_) => None,
+        }
+    }
+}
+
 impl Rt {
     /// The call's ID.
     pub(crate) fn call_id(&self) -> &CallId {
@@ -56,6 +74,22 @@ impl Rt {
 
     /// The group call, if this is one.
     pub(crate) fn group(&mut self) -> Option<&mut GroupRt> {
+        match self {
+            Rt::Group(g) => Some(g),
+            Rt::Private(_) => None,
+        }
+    }
+
+    /// The one-to-one call, if this is one (to read).
+    pub(crate) fn as_private(&self) -> Option<&CallRt> {
+        match self {
+            Rt::Private(c) => Some(c),
+            Rt::Group(_) => None,
+        }
+    }
+
+    /// The group call, if this is one (to read).
+    pub(crate) fn as_group(&self) -> Option<&GroupRt> {
         match self {
             Rt::Group(g) => Some(g),
             Rt::Private(_) => None,
