@@ -752,3 +752,44 @@ fn keyframe_request_on_grant_and_sender_reports_reach_the_receivers() {
     }
     engine.shutdown();
 }
+
+/// A granted member that floods Transmission Requests over its control channel is answered
+/// from its reply budget, as a private call's transmitter is: its Granted confirmations stay
+/// within the budget (a burst, then a refill per second) and the rest are counted as
+/// `rate_limited`. They once bypassed the budget: one Granted per request.
+#[test]
+fn a_granted_members_request_flood_is_answered_within_its_reply_budget() {
+    const FLOOD: u64 = 400;
+    let engine = engine();
+    let (_, members) = setup(&engine, "g-flood", MediaSecurity::EndToEnd);
+    let a = &members[0];
+    request(a, 0);
+    a.expect(MessageKind::TransmissionGranted);
+    let started = Instant::now();
+    for _ in 0..FLOOD {
+        request(a, 0);
+        std::thread::sleep(Duration::from_micros(50)); // within the sockets' buffers
+    }
+    let mut granted = 0u64;
+    let mut buf = [0u8; 2048];
+    a.peer
+        .ctl
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    while let Ok((n, _)) = a.peer.ctl.recv_from(&mut buf) {
+        let kinds = tc::messages(&buf[..n]).flatten().map(|m| m.kind);
+        granted += kinds
+            .filter(|k| *k == MessageKind::TransmissionGranted)
+            .count() as u64;
+    }
+    let tc = engine.group_call("g-flood").expect("the call runs").tc;
+    // Burst 40, then 20 a second (TcConfig's defaults) over the flood and the wait after it.
+    let budget = 40 + (20.0 * started.elapsed().as_secs_f64()).ceil() as u64;
+    assert!(granted <= budget, "{granted} Granted for {FLOOD} requests");
+    // Every request the relay read after the first was answered or limited (a datagram lost
+    // in a socket buffer was neither).
+    let read = tc.received.get(MessageKind::TransmissionRequest) - 1;
+    assert!(read >= budget, "{read} of {FLOOD} requests read");
+    assert!(tc.rate_limited >= read - budget, "{tc:?}");
+    engine.release_group_call("g-flood").unwrap();
+}

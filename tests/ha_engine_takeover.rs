@@ -206,3 +206,88 @@ fn per_leg_push_survives_its_engine() {
     assert!(b.call("ha-1").is_none());
     eprintln!("adoption took {took:?}");
 }
+
+/// Issue 20, item 8: an RTP sequence wrap moves the SRTP rollover counter, and the call's image
+/// holds the new one at once, not at the next refresh. The refresh is set to ten minutes here,
+/// so the only image that can carry ROC 1 is the one the wrap itself writes.
+#[test]
+fn a_sequence_wrap_writes_the_calls_srtp_image_at_once() {
+    let a = Engine::start(EngineConfig {
+        port_min: 36_700,
+        port_max: 36_799,
+        workers: 1,
+        ha_refresh: Duration::from_secs(600),
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    let updates = a.ha_updates();
+    let (caller, callee) = (Peer::new(), Peer::new());
+    let crypto = |k: &str| format!("a=crypto:1 AEAD_AES_128_GCM inline:{k}\r\n");
+    a.create_call(CreateCall {
+        call_id: Some("ha-wrap".into()),
+        caller_id: "sip:alice@mcx.example".into(),
+        caller_sdp: caller.sdp("alice", "RTP/SAVP", Some(SSRC), true, &crypto(CALLER_KEY)),
+        callee_id: "sip:bob@mcx.example".into(),
+        video_push: true,
+        video_pull: false,
+        commencement_mode: None,
+        media_security: MediaSecurity::PerLeg,
+        caller_tc_key: None,
+        callee_interface: None,
+        caller_interface: None,
+    })
+    .unwrap();
+    let answer = a
+        .accept_call(
+            "ha-wrap",
+            AnswerCall {
+                callee_sdp: callee.sdp("bob", "RTP/SAVP", None, true, &crypto(CALLEE_KEY)),
+                callee_tc_key: None,
+            },
+        )
+        .unwrap();
+    let to_caller = RelayAddrs::from_sdp(&answer.sdp_answer);
+    let mut sender = srtp(CALLER_KEY);
+    let mut send = |seqs: &mut dyn Iterator<Item = u16>| {
+        for seq in seqs {
+            let mut p = rtp_packet(seq, SSRC, 200);
+            let len = p.len();
+            p.resize(len + 16, 0);
+            let m = sender.protect_rtp(&mut p, len).unwrap();
+            caller.rtp.send_to(&p[..m], to_caller.video).unwrap();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    };
+    // The caller's ROC as the images of the call hold it (None: no image with its state).
+    let roc_in = |img: &CallImage| {
+        let rules = img.rules.as_ref()?;
+        let leg = &rules.streams.first()?.legs[0];
+        leg.srtp_in
+            .as_ref()?
+            .rtp
+            .iter()
+            .find(|s| s.ssrc == SSRC)
+            .map(|s| s.roc)
+    };
+    let wait_for = |want: u32| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut seen = Vec::new();
+        while Instant::now() < deadline {
+            if let Ok(HaUpdate::Put(img)) = updates.recv_timeout(Duration::from_millis(50)) {
+                let r = roc_in(&img);
+                seen.push(r);
+                if r == Some(want) {
+                    return seen;
+                }
+            }
+        }
+        panic!("no image with ROC {want} within 5 s; images' ROCs: {seen:?}");
+    };
+    // Before the wrap: media starts (a control-plane change: an image with ROC 0).
+    send(&mut (65_400..=65_500));
+    wait_for(0);
+    // Across the wrap: the image with ROC 1 comes at once (the refresh is ten minutes away).
+    send(&mut (65_501..=65_535).chain(0..20));
+    wait_for(1);
+    a.shutdown();
+}

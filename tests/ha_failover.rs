@@ -8,13 +8,14 @@
 //! gets End Response and End Notify from the adopter, and the call is released once.
 //!
 //! Needs `redis-server` (Debian package; test.sh installs it), and ffmpeg/ffprobe for the H.264
-//! push. Media ports 36600-36899 and
+//! push. Media ports 36600-36999 and
 //! 61000-65399 (no other test uses them; 61000+ is above the ephemeral range).
 #![cfg(all(feature = "sidecar", feature = "ha"))]
 #![allow(clippy::disallowed_methods)] // real processes on real time
 
 mod common;
 mod ha_support;
+mod ng_support;
 mod sidecar_support;
 
 use common::net::{Peer, RelayAddrs};
@@ -69,6 +70,19 @@ impl Relay {
         port_min: u16,
         port_max: u16,
     ) -> Relay {
+        let ng = "[ng]\nlisten = \"off\"\n";
+        Relay::spawn_with(dir, name, redis_port, standby_for, (port_min, port_max), ng)
+    }
+
+    /// A relay whose config also holds `extra` (whole sections).
+    fn spawn_with(
+        dir: &Path,
+        name: &str,
+        redis_port: u16,
+        standby_for: &[&str],
+        (port_min, port_max): (u16, u16),
+        extra: &str,
+    ) -> Relay {
         let cfg = dir.join(format!("{name}.toml"));
         std::fs::write(
             &cfg,
@@ -77,7 +91,7 @@ impl Relay {
                  [media]\nworkers = 1\nport_min = {port_min}\nport_max = {port_max}\n\
                  [ha]\nenabled = true\nredis_url = \"redis://127.0.0.1:{redis_port}\"\n\
                  instance_id = \"{name}\"\nstandby_for = {standby_for:?}\n\
-                 heartbeat_ms = {HEARTBEAT_MS}\nfailure_ms = {FAILURE_MS}\n"
+                 heartbeat_ms = {HEARTBEAT_MS}\nfailure_ms = {FAILURE_MS}\n{extra}"
             ),
         )
         .unwrap();
@@ -1067,5 +1081,269 @@ fn ffmpeg_group_across_a_kill(mode: &str, port_min: u16) {
     assert!(expect(&second_ctl, MessageKind::TransmissionGranted));
     let s = standby.api.get("/v1/group-calls/ffmpeg-group-ha").json();
     assert_eq!(s["transmissions"][0]["mcvideo_id"], "second", "{s}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 20, item 5: calls in the middle of their setup survive a kill. A call offered over
+/// the HTTP API and not yet answered is answered on the adopter (and its media flows); a call
+/// offered over ng (as Kamailio's `rtpengine_offer`) is found by the adopter under its ng
+/// Call-ID: the answer, query and delete Kamailio sends after the takeover all work there.
+/// Nothing stays in Redis once both calls are over.
+#[test]
+fn early_dialog_and_ng_calls_survive_a_kill() {
+    let redis = RedisServer::start();
+    let dir = std::env::temp_dir().join(format!("mcvr-ha-early-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ng_ports = [0u8; 2].map(|_| {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap().port()
+    });
+    let ng = |p: u16| format!("[ng]\nlisten = \"127.0.0.1:{p}\"\n");
+    let ports = (36_900, 36_999);
+    let mut primary = Relay::spawn_with(&dir, "relay-a", redis.port, &[], ports, &ng(ng_ports[0]));
+    let standby = Relay::spawn_with(
+        &dir,
+        "relay-b",
+        redis.port,
+        &["relay-a"],
+        ports,
+        &ng(ng_ports[1]),
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let r = standby.api.get("/v1/cluster");
+            r.status == 200
+                && r.json()["instances"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().filter(|i| i["alive"] == true).count() == 2)
+        }),
+        "both instances in the cluster view"
+    );
+    // An early-dialog push over the API, and one over ng.
+    let (caller, callee) = (Peer::new(), Peer::new());
+    let r = primary.api.post(
+        "/v1/calls",
+        &json!({
+            "call_id": "early-1",
+            "caller": {"mcvideo_id": "sip:alice@mcx.example",
+                       "sdp_offer": caller.sdp("alice", "RTP/AVP", Some(SSRC), true, "")},
+            "callee": {"mcvideo_id": "sip:bob@mcx.example"},
+            "video_push": true,
+        }),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let (ng_caller, ng_callee) = (Peer::new(), Peer::new());
+    let to_primary = ng_support::Ng::new(SocketAddr::from(([127, 0, 0, 1], ng_ports[0])));
+    let offer = to_primary.request(
+        "o1",
+        &ng_support::d(&[
+            ("command", ng_support::s("offer")),
+            ("call-id", ng_support::s("ng-early@mcx.example")),
+            ("from-tag", ng_support::s("ft-1")),
+            (
+                "sdp",
+                ng_support::s(&ng_caller.sdp("carol", "RTP/AVP", Some(SSRC + 1), true, "")),
+            ),
+        ]),
+    );
+    assert_eq!(offer.str("result").as_deref(), Some("ok"), "{offer:?}");
+    // Both offered calls are in Redis before the crash.
+    assert!(
+        eventually(Duration::from_secs(5), || redis.keys("mcvr:call:*").len()
+            == 2),
+        "two call records: {:?}",
+        redis.keys("mcvr:call:*")
+    );
+    primary.child.kill().unwrap();
+    let _ = primary.child.wait();
+    assert!(
+        eventually(Duration::from_secs(10), || standby
+            .api
+            .get("/v1/calls/early-1")
+            .json()["owner"]
+            == "relay-b"),
+        "the standby adopted the early-dialog call: {}",
+        standby.log()
+    );
+    // The API call is answered on the adopter, and its media flows.
+    let r = standby.api.post(
+        "/v1/calls/early-1/answer",
+        &json!({"sdp_answer": callee.sdp("bob", "RTP/AVP", None, true, "")}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let to_caller = RelayAddrs::from_sdp(r.json()["sdp_answer"].as_str().unwrap());
+    let got = common::net::collect(
+        &callee.rtp,
+        Duration::from_millis(1500),
+        Duration::from_millis(300),
+    );
+    for seq in 0..50u16 {
+        caller.rtp.send_to(&rtp(seq), to_caller.video).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let got = got.join().unwrap();
+    assert!(
+        got.len() >= 45,
+        "{} of 50 packets reached the callee",
+        got.len()
+    );
+    // The ng call: Kamailio's answer, query and delete reach the adopter.
+    let to_standby = ng_support::Ng::new(SocketAddr::from(([127, 0, 0, 1], ng_ports[1])));
+    let answer = to_standby.request(
+        "a1",
+        &ng_support::d(&[
+            ("command", ng_support::s("answer")),
+            ("call-id", ng_support::s("ng-early@mcx.example")),
+            ("from-tag", ng_support::s("ft-1")),
+            ("to-tag", ng_support::s("tt-1")),
+            (
+                "sdp",
+                ng_support::s(&ng_callee.sdp("dave", "RTP/AVP", None, true, "")),
+            ),
+        ]),
+    );
+    assert_eq!(answer.str("result").as_deref(), Some("ok"), "{answer:?}");
+    assert!(answer.str("sdp").is_some_and(|s| s.contains("m=video")));
+    let query = to_standby.request(
+        "q1",
+        &ng_support::d(&[
+            ("command", ng_support::s("query")),
+            ("call-id", ng_support::s("ng-early@mcx.example")),
+        ]),
+    );
+    assert_eq!(query.str("result").as_deref(), Some("ok"), "{query:?}");
+    let delete = to_standby.request(
+        "d1",
+        &ng_support::d(&[
+            ("command", ng_support::s("delete")),
+            ("call-id", ng_support::s("ng-early@mcx.example")),
+            ("from-tag", ng_support::s("ft-1")),
+            ("to-tag", ng_support::s("tt-1")),
+        ]),
+    );
+    assert_eq!(delete.str("result").as_deref(), Some("ok"), "{delete:?}");
+    assert!(delete.get("warning").is_none(), "{delete:?}");
+    assert_eq!(standby.api.delete("/v1/calls/early-1").status, 200);
+    assert!(
+        eventually(Duration::from_secs(5), || redis
+            .keys("mcvr:call:*")
+            .is_empty()),
+        "keys left: {:?}",
+        redis.keys("mcvr:call:*")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 20, item 1: N-way adoption. Three instances, each `standby_for = ["*"]`; six calls on
+/// the first. When it is killed, the two live ones split its calls by load, three each, every
+/// call claimed once; each adopter answers for its share and forwards its media.
+#[test]
+fn a_dead_instances_calls_are_spread_over_the_live_ones() {
+    let redis = RedisServer::start();
+    let dir = std::env::temp_dir().join(format!("mcvr-ha-nway-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ports = (37_000, 37_099);
+    let off = "[ng]\nlisten = \"off\"\n";
+    let spawn = |name: &str| Relay::spawn_with(&dir, name, redis.port, &["*"], ports, off);
+    let mut a = spawn("relay-a");
+    let b = spawn("relay-b");
+    let c = spawn("relay-c");
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let r = c.api.get("/v1/cluster");
+            r.status == 200
+                && r.json()["instances"]
+                    .as_array()
+                    .is_some_and(|v| v.iter().filter(|i| i["alive"] == true).count() == 3)
+        }),
+        "three instances in the cluster view: {}",
+        c.api.get("/v1/cluster").body
+    );
+    let mut peers = Vec::new();
+    for i in 0..6u32 {
+        let (caller, callee) = (Peer::new(), Peer::new());
+        let id = format!("nway-{i}");
+        let r = a.api.post(
+            "/v1/calls",
+            &json!({
+                "call_id": id,
+                "caller": {"mcvideo_id": "sip:alice@mcx.example",
+                           "sdp_offer": caller.sdp("alice", "RTP/AVP", Some(SSRC + i), true, "")},
+                "callee": {"mcvideo_id": "sip:bob@mcx.example"},
+                "video_push": true,
+            }),
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+        let r = a.api.post(
+            &format!("/v1/calls/{id}/answer"),
+            &json!({"sdp_answer": callee.sdp("bob", "RTP/AVP", None, true, "")}),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        let to_caller = RelayAddrs::from_sdp(r.json()["sdp_answer"].as_str().unwrap());
+        peers.push((id, caller, callee, to_caller));
+    }
+    assert!(
+        eventually(Duration::from_secs(5), || redis.keys("mcvr:call:*").len()
+            == 6),
+        "six records"
+    );
+    a.child.kill().unwrap();
+    let _ = a.child.wait();
+    let owned = |r: &Relay| {
+        let v = r.api.get("/v1/calls").json();
+        let mut ids: Vec<String> = v["calls"]
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .filter_map(|c| c["call_id"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        ids.sort();
+        ids
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || owned(&b).len()
+            + owned(&c).len()
+            == 6),
+        "all six adopted: b {:?}, c {:?}\n{}\n{}",
+        owned(&b),
+        owned(&c),
+        b.log(),
+        c.log()
+    );
+    let (on_b, on_c) = (owned(&b), owned(&c));
+    assert_eq!(
+        (on_b.len(), on_c.len()),
+        (3, 3),
+        "by load: {on_b:?} {on_c:?}"
+    );
+    assert!(
+        on_b.iter().all(|id| !on_c.contains(id)),
+        "each call claimed once"
+    );
+    // Each adopter forwards the media of one of its calls.
+    for (relay, ids) in [(&b, &on_b), (&c, &on_c)] {
+        let (id, caller, callee, to_caller) = peers.iter().find(|p| p.0 == ids[0]).unwrap();
+        let s = relay.api.get(&format!("/v1/calls/{id}")).json();
+        assert_eq!(s["state"], "established", "{s}");
+        let got = common::net::collect(
+            &callee.rtp,
+            Duration::from_millis(1500),
+            Duration::from_millis(300),
+        );
+        let ssrc = SSRC + id.trim_start_matches("nway-").parse::<u32>().unwrap();
+        for seq in 0..40u16 {
+            let p = common::net::rtp_packet(seq, ssrc, 160);
+            caller.rtp.send_to(&p, to_caller.video).unwrap();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let got = got.join().unwrap();
+        assert!(
+            got.len() >= 36,
+            "{id}: {} of 40 packets forwarded",
+            got.len()
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

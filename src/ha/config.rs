@@ -141,7 +141,9 @@ pub struct HaConfig {
     /// This instance's ID (1 to 64 of `A-Z a-z 0-9 - _ .`), unique in the cluster and kept
     /// across restarts.
     pub instance_id: String,
-    /// The instances whose calls this one adopts when their heartbeat lapses.
+    /// The instances whose calls this one adopts when their heartbeat lapses; [`ANY_PEER`]
+    /// (`"*"`, alone) for every other instance of the cluster (N-way: a dead instance's calls
+    /// are spread over the live ones by load).
     pub standby_for: Vec<String>,
     /// How often this instance writes its heartbeat (default 200 ms).
     pub heartbeat_interval: Duration,
@@ -165,7 +167,16 @@ pub struct HaConfig {
     pub tls_ca_pem: Option<Vec<u8>>,
 }
 
+/// `standby_for = ["*"]`: adopt a share of the calls of any instance of the cluster that dies.
+pub const ANY_PEER: &str = "*";
+
 impl HaConfig {
+    /// Whether this instance adopts a share of any dead instance's calls (N-way,
+    /// `standby_for = ["*"]`) rather than all the calls of the peers it names.
+    pub fn adopts_any(&self) -> bool {
+        self.standby_for.iter().any(|p| p == ANY_PEER)
+    }
+
     /// A configuration with the defaults.
     pub fn new(redis_url: RedisUrl, instance_id: impl Into<String>, seal_key: SealKey) -> Self {
         HaConfig {
@@ -208,7 +219,16 @@ impl HaConfig {
                 "must be 1 to 64 of A-Z a-z 0-9 - _ .",
             ));
         }
+        if self.adopts_any() && self.standby_for.len() > 1 {
+            p.push(HaConfigError::new(
+                "standby_for",
+                format!("{ANY_PEER:?} (every other instance) stands alone"),
+            ));
+        }
         for (i, peer) in self.standby_for.iter().enumerate() {
+            if peer == ANY_PEER {
+                continue;
+            }
             if !CallId::is_valid(peer) {
                 p.push(HaConfigError::new(
                     "standby_for",
@@ -398,6 +418,22 @@ mod tests {
             e[0].to_string(),
             "master_name: is for Sentinel: set sentinels too"
         );
+    }
+
+    #[test]
+    fn any_peer_stands_alone() {
+        let mut c = cfg();
+        c.standby_for = vec![ANY_PEER.into()];
+        assert_eq!(c.validate(), Ok(()));
+        assert!(c.adopts_any());
+        c.standby_for.push("relay-a".into());
+        let e = c.validate().unwrap_err();
+        assert_eq!(
+            e[0].to_string(),
+            "standby_for: \"*\" (every other instance) stands alone"
+        );
+        c.standby_for = vec!["relay-a".into()];
+        assert!(!c.adopts_any());
     }
 
     #[test]

@@ -92,8 +92,8 @@ pub enum HaEvent {
 pub struct InstanceInfo {
     /// Its ID.
     pub id: String,
-    /// `primary` (stands by for nobody) or `standby` (stands by for peers); `unknown` once its
-    /// heartbeat is gone.
+    /// `primary` (stands by for nobody), `standby` (stands by for the peers it names) or `peer`
+    /// (adopts a share of any dead instance's calls); `unknown` once its heartbeat is gone.
     pub role: String,
     /// Whether its heartbeat is fresher than the failure time (this instance's).
     pub alive: bool,
@@ -306,23 +306,58 @@ end
 return {1, n}
 "#;
 
-/// KEYS: own lease, peer lease, peer inst, peer set, own set. ARGV: me, epoch, peer,
-/// failure_ms, key_ttl_ms, call key prefix. `{4}` if the peer's heartbeat is fresh again,
-/// `{5, by}` if another standby adopted its calls already (the peer's lease was raised by
-/// another instance and it has no calls left); else `{1, peer's new epoch, records...}`.
+/// KEYS: own lease, peer lease, peer inst, peer set, own set, instances. ARGV: me, epoch,
+/// peer, failure_ms, key_ttl_ms, call key prefix, share (`1`: N-way), inst key prefix, owner
+/// set key prefix, owner set key suffix. `{4}` if the peer's heartbeat is fresh again, `{5, by}`
+/// if another instance adopted its calls already (the peer's lease was raised by another
+/// instance and it has no calls left); else `{1, peer's new epoch, calls left, records...}`.
+///
+/// With `share` the caller takes its share only: the water level over the call counts of the
+/// live instances that adopt shares (role `peer`, its own included) with the peer's calls
+/// poured in; the others take theirs in their own rounds, each call claimed once (the script
+/// is atomic). The least loaded one always has a share, so the calls go while it runs; once
+/// the peer's heartbeat key is gone (three failure times) whoever comes takes what is left.
+/// Without `share`, every call.
 const ADOPT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local seen = redis.call('HGET', KEYS[3], 'last_seen_ms')
 if seen and now - tonumber(seen) < tonumber(ARGV[4]) then return {4} end
 local by = redis.call('HGET', KEYS[2], 'by')
-if by and by ~= ARGV[3] and redis.call('SCARD', KEYS[4]) == 0 then return {5, by} end
+local left = redis.call('SCARD', KEYS[4])
+if by and by ~= ARGV[3] and left == 0 then return {5, by} end
+local take = left
+if ARGV[7] == '1' and left > 0 then
+  local mine = redis.call('SCARD', KEYS[5])
+  local counts = {mine}
+  for _, id in ipairs(redis.call('SMEMBERS', KEYS[6])) do
+    if id ~= ARGV[3] and id ~= ARGV[1] then
+      local h = redis.call('HMGET', ARGV[8] .. id, 'last_seen_ms', 'role')
+      local s = h[1]
+      if s and h[2] == 'peer' and now - tonumber(s) < tonumber(ARGV[4]) then
+        counts[#counts + 1] = redis.call('SCARD', ARGV[9] .. id .. ARGV[10])
+      end
+    end
+  end
+  local lo, hi = 0, 0
+  for _, c in ipairs(counts) do if c + left > hi then hi = c + left end end
+  while lo < hi do
+    local mid = math.floor((lo + hi) / 2)
+    local room = 0
+    for _, c in ipairs(counts) do if mid > c then room = room + mid - c end end
+    if room >= left then hi = mid else lo = mid + 1 end
+  end
+  take = math.max(0, math.min(left, lo - mine))
+  if not seen then take = left end
+end
 local cur = tonumber(redis.call('HGET', KEYS[2], 'epoch') or '0')
 local e = string.format('%.0f', math.max(cur + 1, now))
 redis.call('HSET', KEYS[2], 'epoch', e, 'by', ARGV[1])
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
-local out = {1, e}
+local out = {1, e, 0}
+local n = 0
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[4])) do
+  if n >= take then break end
   local k = ARGV[6] .. id
   local v = redis.call('HMGET', k, 'owner', 'rec')
   if v[1] == ARGV[3] and v[2] then
@@ -330,9 +365,12 @@ for _, id in ipairs(redis.call('SMEMBERS', KEYS[4])) do
     redis.call('PEXPIRE', k, ARGV[5])
     redis.call('SADD', KEYS[5], id)
     out[#out + 1] = v[2]
+    n = n + 1
   end
+  redis.call('SREM', KEYS[4], id)
 end
-redis.call('DEL', KEYS[4])
+out[3] = redis.call('SCARD', KEYS[4])
+if out[3] == 0 then redis.call('DEL', KEYS[4]) end
 redis.call('PEXPIRE', KEYS[5], ARGV[5])
 return out
 "#;
@@ -400,7 +438,13 @@ impl Keys {
         self.call_prefix() + id
     }
     fn owner_calls(&self, id: &str) -> String {
-        format!("{}:owner:{id}:calls", self.prefix)
+        format!("{}{id}{}", self.owner_prefix(), self.owner_calls_suffix())
+    }
+    fn owner_prefix(&self) -> String {
+        format!("{}:owner:", self.prefix)
+    }
+    fn owner_calls_suffix(&self) -> &'static str {
+        ":calls"
     }
     fn instances(&self) -> String {
         format!("{}:instances", self.prefix)
@@ -505,6 +549,8 @@ impl HaStore {
         };
         let role = if cfg.standby_for.is_empty() {
             "primary"
+        } else if cfg.adopts_any() {
+            "peer"
         } else {
             "standby"
         };
@@ -1383,6 +1429,7 @@ async fn control(inner: Arc<Inner>) {
         .cfg
         .standby_for
         .iter()
+        .filter(|p| p.as_str() != super::config::ANY_PEER)
         .map(|p| (p.clone(), PeerState::Watching))
         .collect();
     let refresh_every = inner.cfg.key_ttl / 4;
@@ -1441,7 +1488,7 @@ async fn control(inner: Arc<Inner>) {
 async fn control_round(
     inner: &Inner,
     c: &mut MultiplexedConnection,
-    peers: &mut [(String, PeerState)],
+    peers: &mut Vec<(String, PeerState)>,
     last_refresh: &mut Instant,
     refresh_every: Duration,
 ) -> Result<bool, redis::RedisError> {
@@ -1468,6 +1515,18 @@ async fn control_round(
             return Ok(false);
         }
         *last_refresh = Instant::now();
+    }
+    if inner.cfg.adopts_any() {
+        // N-way: every other instance of the cluster is a peer, as it joins.
+        let ids: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(inner.keys.instances())
+            .query_async(c)
+            .await?;
+        for id in ids {
+            if id != *me && !peers.iter().any(|(p, _)| *p == id) {
+                peers.push((id, PeerState::Watching));
+            }
+        }
     }
     if peers.is_empty() {
         return Ok(true);
@@ -1618,12 +1677,17 @@ async fn adopt(
         .key(inner.keys.inst(peer))
         .key(inner.keys.owner_calls(peer))
         .key(inner.keys.owner_calls(me))
+        .key(inner.keys.instances())
         .arg(me)
         .arg(epoch)
         .arg(peer)
         .arg(inner.cfg.failure_time.as_millis() as u64)
         .arg(inner.cfg.key_ttl.as_millis() as u64)
         .arg(inner.keys.call_prefix())
+        .arg(u8::from(inner.cfg.adopts_any()))
+        .arg(inner.keys.inst(""))
+        .arg(inner.keys.owner_prefix())
+        .arg(inner.keys.owner_calls_suffix())
         .invoke_async(c)
         .await?;
     let Value::Array(a) = v else { return Ok(false) };
@@ -1661,6 +1725,11 @@ async fn adopt(
         .and_then(|v| redis::from_redis_value::<String>(v).ok())
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
+    // Calls of the peer still unclaimed: the other instances' shares (N-way).
+    let left: u64 = it
+        .next()
+        .and_then(|v| redis::from_redis_value(v).ok())
+        .unwrap_or(0);
     let mut records = Vec::new();
     let mut bad = 0usize;
     for v in it {
@@ -1677,10 +1746,14 @@ async fn adopt(
             Err(_) => bad += 1,
         }
     }
+    if records.is_empty() && bad == 0 && left > 0 {
+        return Ok(false); // nothing for this instance this round; the others are at it
+    }
     tracing::warn!(
         peer = %peer,
         calls = records.len(),
         undecodable = bad,
+        left_to_others = left,
         peer_epoch,
         ms = started.elapsed().as_millis() as u64,
         "HA: adopted the calls of a dead peer"
@@ -1690,5 +1763,5 @@ async fn adopt(
         records,
         epoch: peer_epoch,
     });
-    Ok(true)
+    Ok(left == 0)
 }

@@ -2,7 +2,7 @@
 
 use super::io::Waker;
 use super::plane::{lock, Directory, Plane, Totals, WorkerStats};
-use super::plane::{GroupEntry, GROUP_KIND};
+use super::plane::{GroupEntry, GroupStreamImage, MemberPrep, GROUP_KIND};
 use super::ports::PortPool;
 use super::worker::GroupAdopt;
 use super::worker::WorkerHandle;
@@ -12,14 +12,15 @@ use super::{
     CreateGroupCall, GroupCallCreated, GroupCallSummary, GroupMemberAnswer, GroupMemberSpec,
 };
 use crate::control::arbiter::{Slot, MAX_MEMBERS};
+use crate::control::call::Entropy;
 use crate::control::call::{
     AnswerCall, CallAnswer, CallEvent, CallOffer, CallTable, CreateCall, SetupError,
 };
-use crate::control::call::{Entropy, PortAllocator};
 use crate::control::policy::AuthorizationPolicy;
 use crate::control::registry::{RegistryError, UeEntry};
+use crate::control::server::TcConfig;
 use crate::control::ssrc::SsrcRegistry;
-use crate::control::ReleaseReason;
+use crate::control::{MediaSecurity, ReleaseReason};
 use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::Ordering;
@@ -34,7 +35,7 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How a caller waits for a worker's reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
+pub(super) enum Mode {
     /// A thread blocked in `recv_timeout`: the blocking methods, for callers without tokio.
     Block,
     /// A task on a tokio runtime, on a oneshot under the runtime's timer: no runtime thread
@@ -67,7 +68,7 @@ fn stopped(what: &str) -> SetupError {
 }
 
 /// A command handed to a worker, its reply to come.
-struct Pending<T> {
+pub(super) struct Pending<T> {
     rx: Rx<T>,
     /// What the command is about, for errors ("call X").
     what: String,
@@ -75,7 +76,7 @@ struct Pending<T> {
 
 impl<T> Pending<T> {
     /// Blocks the thread until the reply comes, at most [`REPLY_TIMEOUT`].
-    fn wait(self) -> Result<T, SetupError> {
+    pub(super) fn wait(self) -> Result<T, SetupError> {
         self.wait_until(Instant::now() + REPLY_TIMEOUT)
     }
 
@@ -244,70 +245,69 @@ impl Engine {
     /// Seed steps 1–4. See [`CallTable::create_call`]. The call's sockets are bound outside
     /// every lock the other calls use; the call then runs on one worker.
     pub fn create_call(&self, req: CreateCall) -> Result<CallOffer, SetupError> {
+        self.admit(|worker| self.offer_call(req, worker))
+    }
+
+    /// The rules every new call meets, whatever its kind: nothing new while the engine
+    /// drains; the call goes to the worker [`Plane::place`] picks, where `setup` (the kind's
+    /// own steps, reserving the call's ID with [`Directory::reserve`](super::plane::Directory::reserve))
+    /// makes it; every refusal is booked by its error code.
+    fn admit<T>(
+        &self,
+        setup: impl FnOnce(usize) -> Result<T, SetupError>,
+    ) -> Result<T, SetupError> {
         let p = &self.plane;
-        let refuse = |e: SetupError| {
-            p.refused(e.code());
-            Err(e)
+        let r = if p.draining.load(Ordering::Relaxed) {
+            Err(SetupError::Draining)
+        } else {
+            setup(p.place())
         };
-        if p.draining.load(Ordering::Relaxed) {
-            return refuse(SetupError::Draining);
+        if let Err(e) = &r {
+            p.refused(e.code());
         }
-        if let Err(e) = lock(&p.directory).table.precheck(&req) {
-            return refuse(e);
-        }
-        let ifaces = match p.interfaces_for(
+        r
+    }
+
+    /// [`Self::create_call`] once admitted, on `worker`.
+    fn offer_call(&self, req: CreateCall, worker: usize) -> Result<CallOffer, SetupError> {
+        let p = &self.plane;
+        lock(&p.directory).table.precheck(&req)?;
+        let ifaces = p.interfaces_for(
             &req.caller_sdp,
             req.caller_interface.as_deref(),
             req.callee_interface.as_deref(),
-        ) {
-            Ok(i) => i,
-            Err(e) => return refuse(e),
-        };
+        )?;
         let (Some(caller_pool), Some(callee_pool)) =
             (p.pools.get(ifaces[0]), p.pools.get(ifaces[1]))
         else {
-            return refuse(SetupError::NoPortsAvailable);
+            return Err(SetupError::NoPortsAvailable);
         };
         let mut pre = p.prebind(&req.caller_sdp, ifaces);
-        let worker = p.place();
         let created = {
             let mut alloc = pre.allocator([caller_pool, callee_pool]);
             let mut d = lock(&p.directory);
-            // One namespace of call IDs with group calls (the table knows only its own).
-            let taken = req
-                .call_id
-                .as_ref()
-                .filter(|id| d.groups.contains_key(id.as_str()));
-            let r = match taken {
-                Some(id) => Err(SetupError::DuplicateCallId(id.to_string())),
-                // `max_calls` counts every call, group calls included (the table counts its own).
-                None if d.table.detached_len() + d.groups.len() >= p.config.call.max_calls => {
-                    Err(SetupError::TooManyCalls)
+            let max = p.config.call.max_calls;
+            d.reserve(
+                req.call_id.as_deref(),
+                max,
+                worker,
+                &mut OsEntropy::default(),
+            )
+            .and_then(|id| {
+                let req = CreateCall {
+                    call_id: Some(id.clone().into()),
+                    ..req
+                };
+                let r = d.table.create_detached(Instant::now(), req, &mut alloc);
+                if r.is_err() {
+                    d.unreserve(&id);
                 }
-                None => d.table.create_detached(Instant::now(), req, &mut alloc),
-            };
-            let r = match r {
-                Ok((call, _)) if d.groups.contains_key(call.id()) => {
-                    // A generated ID that a group call holds: give everything back.
-                    let e = SetupError::DuplicateCallId(call.id().to_owned());
-                    d.table.forget(&call);
-                    for port in call.relay_ports() {
-                        alloc.free(port);
-                    }
-                    Err(e)
-                }
-                r => r,
-            };
-            if let Ok((call, _)) = &r {
-                d.placement.insert(call.id().into(), worker);
-            }
-            r.map(|(call, offer)| (call, offer, alloc.bound))
+                r
+            })
+            .map(|(call, offer)| (call, offer, alloc.bound))
         };
         p.unbind(pre, ifaces);
-        let (call, offer, bound) = match created {
-            Ok(c) => c,
-            Err(e) => return refuse(e),
-        };
+        let (call, offer, bound) = created?;
         lock(&p.totals).created += 1;
         p.kind_created(call.kind().as_str());
         info!(call = %offer.call_id, worker, "call offered");
@@ -362,7 +362,7 @@ impl Engine {
     }
 
     /// Hands a command to worker `w`; `what` names what it is about in errors.
-    fn send_to<T>(
+    pub(super) fn send_to<T>(
         &self,
         w: usize,
         what: String,
@@ -508,110 +508,41 @@ impl Engine {
         req: CreateGroupCall,
         mode: Mode,
     ) -> Result<(GroupStart, Pending<Result<Vec<Slot>, SetupError>>), SetupError> {
+        self.admit(|worker| self.start_group_on(req, mode, worker))
+    }
+
+    /// [`Self::start_group_call`] once admitted, on `worker`: the call's ID reserved, every
+    /// member made ready, the call handed to the worker.
+    #[allow(clippy::type_complexity)]
+    fn start_group_on(
+        &self,
+        req: CreateGroupCall,
+        mode: Mode,
+        worker: usize,
+    ) -> Result<(GroupStart, Pending<Result<Vec<Slot>, SetupError>>), SetupError> {
         let p = &self.plane;
-        let refuse = |e: SetupError| {
-            p.refused(e.code());
-            Err(e)
-        };
-        if p.draining.load(Ordering::Relaxed) {
-            return refuse(SetupError::Draining);
-        }
-        if let Err(e) = check_group_request(&req) {
-            return refuse(e);
-        }
+        check_group_request(&req)?;
         let mut entropy = OsEntropy::default();
-        let worker = p.place();
-        // Reserve the call ID (one namespace with push and pull calls).
-        let id: Arc<str> = {
-            let mut d = lock(&p.directory);
-            let id: Arc<str> = match &req.call_id {
-                Some(id) => {
-                    let id: &str = id;
-                    if d.placement.contains_key(id) || d.table.get(id).is_some() {
-                        drop(d);
-                        return refuse(SetupError::DuplicateCallId(id.to_owned()));
-                    }
-                    id.into()
-                }
-                None => loop {
-                    let mut b = [0u8; 8];
-                    entropy.fill(&mut b);
-                    let id: String = b.iter().map(|x| format!("{x:02x}")).collect();
-                    if !d.placement.contains_key(id.as_str()) && d.table.get(&id).is_none() {
-                        break id.into();
-                    }
-                },
-            };
-            if d.table.detached_len() + d.groups.len() >= p.config.call.max_calls {
-                drop(d);
-                return refuse(SetupError::TooManyCalls);
-            }
-            d.placement.insert(id.clone(), worker);
-            d.groups.insert(
-                id.clone(),
-                GroupEntry {
-                    security: req.media_security,
-                    streams: Vec::new(),
-                    members: req.members.iter().map(|m| m.mcvideo_id.clone()).collect(),
-                },
-            );
-            id
-        };
-        let unreserve = || {
-            let mut d = lock(&p.directory);
-            d.placement.remove(&*id);
-            d.groups.remove(&*id);
-        };
-        let first = req
-            .members
-            .first()
-            .map(|m| (m.mcvideo_id.clone(), m.sdp_offer.clone()));
-        let streams = match first.map(|(m, sdp)| p.group_streams(&m, &sdp)) {
-            Some(Ok(s)) => s,
-            Some(Err(e)) => {
-                unreserve();
-                return refuse(e);
-            }
-            None => {
-                unreserve();
-                return refuse(SetupError::BadRequest("a group call needs members".into()));
+        let id = self.reserve_group(&req, worker, &mut entropy)?;
+        let config = self.group_config(&req);
+        let ids: Vec<String> = req.members.iter().map(|m| m.mcvideo_id.clone()).collect();
+        let security = req.media_security;
+        let (streams, members) = match self.prepare_members(req.members, security, &mut entropy) {
+            Ok(ready) => ready,
+            Err(e) => {
+                lock(&p.directory).unreserve(&id);
+                return Err(e);
             }
         };
-        let mut members = Vec::with_capacity(req.members.len());
-        let mut ids = Vec::with_capacity(req.members.len());
-        for spec in req.members {
-            ids.push(spec.mcvideo_id.clone());
-            match p.prepare_member(spec, &streams, req.media_security, &mut entropy) {
-                Ok(m) => members.push(m),
-                Err(e) => {
-                    for m in members {
-                        let ports = m.ports.clone();
-                        drop(m);
-                        p.free_ports(&ports);
-                    }
-                    unreserve();
-                    return refuse(e);
-                }
-            }
-        }
         if let Some(g) = lock(&p.directory).groups.get_mut(&*id) {
             g.streams = streams.clone();
         }
         let answers: Vec<String> = members.iter().map(|m| m.sdp_answer.clone()).collect();
-        let g = &p.config.group;
-        let config = crate::control::server::TcConfig {
-            max_transmitters: req.max_transmitters.unwrap_or(g.max_transmitters),
-            max_streams_per_receiver: req
-                .max_streams_per_receiver
-                .unwrap_or(g.max_streams_per_receiver),
-            reception_mode: req.reception_mode.unwrap_or(g.reception_mode),
-            ..g.clone()
-        };
         let server_ssrc = p.ssrcs.allocate(None);
         let adopt = GroupAdopt {
             call_id: id.clone().into(),
             group_id: req.group_id,
-            security: req.media_security,
+            security,
             config,
             streams,
             server_ssrc,
@@ -632,11 +563,78 @@ impl Engine {
             Err(e) => {
                 // The worker is gone: the call's sockets went with the command.
                 p.ssrcs.free(server_ssrc);
-                lock(&p.directory).placement.remove(&*start.id);
-                lock(&p.directory).groups.remove(&*start.id);
-                refuse(e)
+                lock(&p.directory).unreserve(&start.id);
+                Err(e)
             }
         }
+    }
+
+    /// Reserves a new group call's ID on `worker`, with its directory entry: its members
+    /// (so a late joiner cannot take a name twice) and no streams yet (a join waits for them).
+    fn reserve_group(
+        &self,
+        req: &CreateGroupCall,
+        worker: usize,
+        entropy: &mut OsEntropy,
+    ) -> Result<Arc<str>, SetupError> {
+        let p = &self.plane;
+        let mut d = lock(&p.directory);
+        let id = d.reserve(
+            req.call_id.as_deref(),
+            p.config.call.max_calls,
+            worker,
+            entropy,
+        )?;
+        d.groups.insert(
+            id.clone(),
+            GroupEntry {
+                security: req.media_security,
+                streams: Vec::new(),
+                members: req.members.iter().map(|m| m.mcvideo_id.clone()).collect(),
+            },
+        );
+        Ok(id)
+    }
+
+    /// A group call's transmission control settings: the engine's, with what the request
+    /// sets (Cx, C9, the reception mode).
+    fn group_config(&self, req: &CreateGroupCall) -> TcConfig {
+        let g = &self.plane.config.group;
+        TcConfig {
+            max_transmitters: req.max_transmitters.unwrap_or(g.max_transmitters),
+            max_streams_per_receiver: req
+                .max_streams_per_receiver
+                .unwrap_or(g.max_streams_per_receiver),
+            reception_mode: req.reception_mode.unwrap_or(g.reception_mode),
+            ..g.clone()
+        }
+    }
+
+    /// The members of a new group call made ready: the group's streams from the first
+    /// member's offer, then each member's relay ports bound and its offer answered. On error
+    /// what was bound goes back.
+    fn prepare_members(
+        &self,
+        specs: Vec<GroupMemberSpec>,
+        security: MediaSecurity,
+        entropy: &mut OsEntropy,
+    ) -> Result<(Vec<GroupStreamImage>, Vec<MemberPrep>), SetupError> {
+        let p = &self.plane;
+        let streams = match specs.first() {
+            Some(m) => p.group_streams(&m.mcvideo_id, &m.sdp_offer)?,
+            None => return Err(SetupError::BadRequest("a group call needs members".into())),
+        };
+        let mut members = Vec::with_capacity(specs.len());
+        for spec in specs {
+            match p.prepare_member(spec, &streams, security, entropy) {
+                Ok(m) => members.push(m),
+                Err(e) => {
+                    members.into_iter().for_each(|m| p.give_back(m));
+                    return Err(e);
+                }
+            }
+        }
+        Ok((streams, members))
     }
 
     /// A group call's setup once its worker answered (or did not).
@@ -657,10 +655,7 @@ impl Engine {
             Ok(Ok(slots)) => slots,
             Ok(Err(e)) => {
                 p.ssrcs.free(server_ssrc);
-                let mut d = lock(&p.directory);
-                d.placement.remove(&*id);
-                d.groups.remove(&*id);
-                drop(d);
+                lock(&p.directory).unreserve(&id);
                 p.refused(e.code());
                 return Err(e);
             }
@@ -888,23 +883,14 @@ impl Engine {
     /// Every group call (the calls of a worker that does not answer in time are left out:
     /// [`Self::group_calls_async`] says so). Blocks as [`Self::accept_call`] does.
     pub fn group_calls(&self) -> Vec<GroupCallSummary> {
-        self.ask_all(Cmd::ListGroups)
-            .into_iter()
-            .filter_map(Result::ok)
-            .flatten()
-            .flatten()
-            .collect()
+        self.list(Cmd::ListGroups)
     }
 
     /// Every group call, for a task on a tokio runtime; [`SetupError::WorkerTimeout`] when
     /// a worker does not answer in time, [`SetupError::Internal`] after a bug while reading a
     /// call.
     pub async fn group_calls_async(&self) -> Result<Vec<GroupCallSummary>, SetupError> {
-        let mut all = Vec::new();
-        for r in self.ask_all_async(Cmd::ListGroups).await {
-            all.extend(r??);
-        }
-        Ok(all)
+        self.list_async(Cmd::ListGroups).await
     }
 
     /// Whether `call_id` is a group call.
@@ -980,19 +966,29 @@ impl Engine {
     /// Every call's state and counters (the calls of a worker that does not answer in time
     /// are left out: [`Self::calls_async`] says so). Blocks as [`Self::accept_call`] does.
     pub fn calls(&self) -> Vec<CallSummary> {
-        self.ask_all(Cmd::List)
-            .into_iter()
-            .filter_map(Result::ok)
-            .flatten()
-            .flatten()
-            .collect()
+        self.list(Cmd::List)
     }
 
     /// Every one-to-one call, for a task on a tokio runtime (errors as
     /// [`Self::group_calls_async`]).
     pub async fn calls_async(&self) -> Result<Vec<CallSummary>, SetupError> {
+        self.list_async(Cmd::List).await
+    }
+
+    /// Every worker's list of one kind of call, in one (the calls of a worker that does not
+    /// answer in time, or fails to read one of its calls, are left out). Blocks the thread.
+    fn list<T>(&self, cmd: impl Fn(Reply<Result<Vec<T>, SetupError>>) -> Cmd) -> Vec<T> {
+        let answered = self.ask_all(cmd).into_iter().filter_map(Result::ok);
+        answered.flatten().flatten().collect()
+    }
+
+    /// [`Self::list`] for a task on a tokio runtime: the first worker's error, if any.
+    async fn list_async<T>(
+        &self,
+        cmd: impl Fn(Reply<Result<Vec<T>, SetupError>>) -> Cmd,
+    ) -> Result<Vec<T>, SetupError> {
         let mut all = Vec::new();
-        for r in self.ask_all_async(Cmd::List).await {
+        for r in self.ask_all_async(cmd).await {
             all.extend(r??);
         }
         Ok(all)

@@ -10,13 +10,14 @@
 //! Nothing here knows Redis: the sidecar's HA glue turns images into records and back.
 
 use super::engine::Engine;
+use super::engine::{Mode, Pending};
 use super::plane::lock;
-use super::plane::{GroupEntry, GroupStream, MemberPrep, Plane, GROUP_KIND};
+use super::plane::{GroupEntry, GroupStreamImage, MemberPrep, Plane, GROUP_KIND};
 use super::ports::{BoundPort, PortPool};
 use super::rules::GroupRulesSnapshot;
 use super::rules::RulesSnapshot;
 use super::rules::{ControlSetup, LegSetup};
-use super::worker::{Cmd, GroupRestore};
+use super::worker::{Cmd, GroupRestore, OsEntropy, Reply};
 use crate::control::arbiter::Slot;
 use crate::control::call::snapshot::{
     CallSecrets, CallSnapshot, GroupSecrets, MemberSecrets, RestoreError,
@@ -25,7 +26,6 @@ use crate::control::call::{Call, CallState};
 use crate::control::server::TcSnapshot;
 use crate::control::MediaSecurity;
 use crate::ids::CallId;
-use crate::sdp::MediaKind;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -42,18 +42,6 @@ pub struct CallImage {
     pub secrets: CallSecrets,
     /// Its per-packet rules (latched sources, learned SSRCs, SRTP state), once established.
     pub rules: Option<RulesSnapshot>,
-}
-
-/// One media stream of a group call (the same for every member).
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[cfg_attr(feature = "ha", derive(serde::Serialize, serde::Deserialize))]
-pub struct GroupStreamImage {
-    /// Media type.
-    pub kind: MediaKind,
-    /// SRTP on the wire.
-    pub encrypted: bool,
-    /// RTP clock rate in Hz; 0 when unknown.
-    pub clock_rate: u32,
 }
 
 /// One member's leg of one stream (no key: those are in [`GroupImage::secrets`]).
@@ -217,90 +205,89 @@ impl Engine {
         if call.state() == CallState::Released {
             return Ok(());
         }
-        // The interface of each party's ports, by the address the ports carry.
-        let mut ifaces = [0usize; 2];
-        let mut bound: HashMap<u16, BoundPort> = HashMap::new();
-        let mut claimed: Vec<(usize, u16)> = Vec::new();
-        let give_back = |claimed: &[(usize, u16)]| {
-            for &(i, port) in claimed {
-                if let Some(pool) = p.pools.get(i) {
-                    lock(pool).free(port);
-                }
+        let Claimed {
+            bound,
+            ifaces,
+            ports,
+        } = self.claim_call_ports(&call)?;
+        let worker = p.place();
+        {
+            let mut d = lock(&p.directory);
+            let max = p.config.call.max_calls;
+            let r = d
+                .reserve(Some(call.id()), max, worker, &mut OsEntropy::default())
+                .and_then(|id| {
+                    let r = d.table.adopt_detached(&call);
+                    if r.is_err() {
+                        d.unreserve(&id);
+                    }
+                    r
+                });
+            if let Err(e) = r {
+                drop(d);
+                drop(bound); // closes the sockets
+                p.free_ports(&ports);
+                return Err(AdoptError::Refused(e));
             }
+        }
+        let id = call.call_id().clone();
+        let kind = call.kind().as_str();
+        let restore = Box::new((call, bound, ifaces, image.rules, from.into()));
+        self.hand_over(worker, &id, kind, from, |r| Cmd::Restore(restore, r))?;
+        lock(&p.totals).created += 1;
+        Ok(())
+    }
+
+    /// Binds again every relay port of a one-to-one call to take over, each on the media
+    /// interface that advertises its address. On error what was bound goes back.
+    fn claim_call_ports(&self, call: &Call) -> Result<Claimed, AdoptError> {
+        let mut c = Claimed {
+            bound: HashMap::new(),
+            ifaces: [0; 2],
+            ports: Vec::new(),
         };
         for s in call.streams() {
             for (party, relay) in s.relay.iter().enumerate() {
                 let Some(relay) = relay else { continue };
-                let Some(i) = p
-                    .pools
-                    .iter()
-                    .position(|pool| lock(pool).advertised() == relay.rtp.ip())
-                else {
-                    drop(bound);
-                    give_back(&claimed);
-                    return Err(AdoptError::NoInterface(relay.rtp));
+                let port = relay.rtp.port();
+                let (i, mut b) = match self.claim(relay.rtp, relay.muxed()) {
+                    Ok(claimed) => claimed,
+                    Err(e) => {
+                        let Claimed { bound, ports, .. } = c;
+                        drop(bound); // closes the sockets
+                        self.plane.free_ports(&ports);
+                        return Err(e);
+                    }
                 };
-                if let Some(f) = ifaces.get_mut(party) {
+                if let Some(f) = c.ifaces.get_mut(party) {
                     *f = i;
                 }
-                let pool = p.pools.get(i).ok_or(AdoptError::NoInterface(relay.rtp))?;
-                match PortPool::claim_shared(pool, relay.rtp.port(), relay.muxed()) {
-                    Ok((_, mut b)) => {
-                        b.pool = party;
-                        claimed.push((i, relay.rtp.port()));
-                        bound.insert(relay.rtp.port(), b);
-                    }
-                    Err(e) => {
-                        drop(bound);
-                        give_back(&claimed);
-                        return Err(AdoptError::Bind(relay.rtp, e));
-                    }
-                }
+                b.pool = party;
+                c.ports.push((i, port));
+                c.bound.insert(port, b);
             }
         }
-        let worker = p.place();
-        {
-            let mut d = lock(&p.directory);
-            let r = if d.groups.contains_key(call.id()) {
-                Err(crate::control::call::SetupError::DuplicateCallId(
-                    call.id().to_owned(),
-                ))
-            } else {
-                d.table.adopt_detached(&call)
-            };
-            if let Err(e) = r {
-                drop(d);
-                drop(bound);
-                give_back(&claimed);
-                return Err(AdoptError::Refused(e));
-            }
-            d.placement.insert(call.id().into(), worker);
-        }
-        let id = call.call_id().clone();
-        let kind = call.kind().as_str();
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        let sent = self.workers.get(worker).is_some_and(|w| {
-            w.send(Cmd::Restore(
-                Box::new((call, bound, ifaces, image.rules, from.into())),
-                super::worker::Reply::Wait(tx),
-            ))
-        });
-        let r = if sent {
-            rx.recv_timeout(Duration::from_secs(5))
-                .unwrap_or_else(|_| Err("no reply".into()))
-        } else {
-            Err("not running".into())
-        };
-        match r {
-            Ok(()) => {
-                p.kind_created(kind);
-                lock(&p.totals).created += 1;
-                self.adopted.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(call = %id, from, worker, "call adopted");
-                Ok(())
-            }
-            Err(m) => Err(AdoptError::Worker(m)),
-        }
+        Ok(c)
+    }
+
+    /// Hands a call taken over to `worker` and waits until it runs there (at most the reply
+    /// timeout); then it counts as created (of `kind`) and adopted.
+    fn hand_over(
+        &self,
+        worker: usize,
+        id: &str,
+        kind: &'static str,
+        from: &str,
+        cmd: impl FnOnce(Reply<Result<(), String>>) -> Cmd,
+    ) -> Result<(), AdoptError> {
+        self.send_to(worker, format!("call {id}"), Mode::Block, cmd)
+            .and_then(Pending::wait)
+            .map_err(|e| AdoptError::Worker(e.to_string()))?
+            .map_err(AdoptError::Worker)?;
+        self.plane.kind_created(kind);
+        self.adopted.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(call = %id, kind, from, worker, "call adopted");
+        Ok(())
     }
 
     /// Drops every call (one-to-one and group) at once without a word to anyone (no message, no event):
@@ -330,7 +317,6 @@ impl Engine {
         age: Duration,
         from: &str,
     ) -> Result<(), AdoptError> {
-        use crate::control::call::SetupError;
         let p = &self.plane;
         let at = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
         let GroupImage { group, secrets } = image;
@@ -340,94 +326,53 @@ impl Engine {
         if !crate::ids::CallId::is_valid(&group.call_id) {
             return Err(AdoptError::Restore(RestoreError::Invalid("bad call ID")));
         }
-        let id: std::sync::Arc<str> = group.call_id.as_str().into();
-        {
-            let d = lock(&p.directory);
-            if d.placement.contains_key(&*id) || d.table.get(&id).is_some() {
-                return Err(AdoptError::Refused(SetupError::DuplicateCallId(
-                    id.to_string(),
-                )));
-            }
-            if d.table.detached_len() + d.groups.len() >= p.config.call.max_calls {
-                return Err(AdoptError::Refused(SetupError::TooManyCalls));
-            }
-        }
-        let preps = self.bind_group(&group, &secrets)?;
         let worker = p.place();
-        let server_ssrc = crate::ids::Ssrc(group.tc.server_ssrc);
-        {
-            let mut d = lock(&p.directory);
-            if d.placement.contains_key(&*id) || d.table.get(&id).is_some() {
-                drop(d);
-                give_back(p, preps);
-                return Err(AdoptError::Refused(SetupError::DuplicateCallId(
-                    id.to_string(),
-                )));
+        let id = lock(&p.directory)
+            .reserve(
+                Some(&group.call_id),
+                p.config.call.max_calls,
+                worker,
+                &mut OsEntropy::default(),
+            )
+            .map_err(AdoptError::Refused)?;
+        let preps = match self.bind_group(&group, &secrets) {
+            Ok(preps) => preps,
+            Err(e) => {
+                lock(&p.directory).unreserve(&id);
+                return Err(e);
             }
-            d.placement.insert(id.clone(), worker);
-            d.groups.insert(
-                id.clone(),
-                GroupEntry {
-                    security: group.media_security,
-                    streams: group
-                        .streams
-                        .iter()
-                        .map(|s| GroupStream {
-                            kind: s.kind.clone(),
-                            encrypted: s.encrypted,
-                            clock_rate: s.clock_rate,
-                        })
-                        .collect(),
-                    members: group.members.iter().map(|m| m.mcvideo_id.clone()).collect(),
-                },
-            );
-        }
+        };
+        let server_ssrc = crate::ids::Ssrc(group.tc.server_ssrc);
+        lock(&p.directory).groups.insert(
+            id.clone(),
+            GroupEntry {
+                security: group.media_security,
+                streams: group.streams.clone(),
+                members: group.members.iter().map(|m| m.mcvideo_id.clone()).collect(),
+            },
+        );
         p.ssrcs.reserve(server_ssrc);
-        let restore = GroupRestore {
+        let restore = Box::new(GroupRestore {
             group,
             members: preps,
             at,
             from: from.into(),
-        };
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        let sent = self.workers.get(worker).is_some_and(|w| {
-            w.send(Cmd::RestoreGroup(
-                Box::new(restore),
-                super::worker::Reply::Wait(tx),
-            ))
         });
-        let r = if sent {
-            rx.recv_timeout(Duration::from_secs(5))
-                .unwrap_or_else(|_| Err("no reply".into()))
-        } else {
-            Err("not running".into())
-        };
-        match r {
-            Ok(()) => {
-                p.kind_created(GROUP_KIND);
-                self.adopted.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(call = %id, from, worker, "group call adopted");
-                Ok(())
-            }
-            Err(m) => {
-                // The worker gave the ports back (or never had them: a stopped worker).
-                p.ssrcs.free(server_ssrc);
-                let mut d = lock(&p.directory);
-                d.placement.remove(&*id);
-                d.groups.remove(&*id);
-                Err(AdoptError::Worker(m))
-            }
+        let r = self.hand_over(worker, &id, GROUP_KIND, from, |r| {
+            Cmd::RestoreGroup(restore, r)
+        });
+        if r.is_err() {
+            // The worker gave the ports back (or never had them: a stopped worker).
+            p.ssrcs.free(server_ssrc);
+            lock(&p.directory).unreserve(&id);
         }
+        r
     }
 }
 
 /// Closes the sockets of members made ready for a takeover and gives their ports back.
 fn give_back(p: &Plane, preps: Vec<(Slot, MemberPrep)>) {
-    for (_, m) in preps {
-        let ports = m.ports.clone();
-        drop(m); // closes the sockets
-        p.free_ports(&ports);
-    }
+    preps.into_iter().for_each(|(_, m)| p.give_back(m));
 }
 
 impl Engine {
@@ -522,6 +467,14 @@ impl Engine {
         mux: bool,
         prep: &mut MemberPrep,
     ) -> Result<BoundPort, AdoptError> {
+        let (i, b) = self.claim(addr, mux)?;
+        prep.ports.push((i, addr.port()));
+        Ok(b)
+    }
+
+    /// Binds the relay port `addr` (and the next one unless `mux`) on the media interface
+    /// that advertises its address: that interface's index, and the sockets.
+    fn claim(&self, addr: SocketAddr, mux: bool) -> Result<(usize, BoundPort), AdoptError> {
         let p = &self.plane;
         let i = p
             .pools
@@ -531,7 +484,16 @@ impl Engine {
         let pool = p.pools.get(i).ok_or(AdoptError::NoInterface(addr))?;
         let (_, b) = PortPool::claim_shared(pool, addr.port(), mux)
             .map_err(|e| AdoptError::Bind(addr, e))?;
-        prep.ports.push((i, addr.port()));
-        Ok(b)
+        Ok((i, b))
     }
+}
+
+/// The relay ports of a one-to-one call to take over, bound again.
+struct Claimed {
+    /// The sockets, by relay port.
+    bound: HashMap<u16, BoundPort>,
+    /// Each party's media interface.
+    ifaces: [usize; 2],
+    /// The ports claimed, with their interface's pool.
+    ports: Vec<(usize, u16)>,
 }

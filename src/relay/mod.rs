@@ -117,8 +117,9 @@ mod worker;
 pub use engine::Engine;
 pub use ha::{
     AdoptError, CallImage, GroupControlImage, GroupImage, GroupLegImage, GroupMemberImage,
-    GroupSnapshot, GroupStreamImage, HaUpdate,
+    GroupSnapshot, HaUpdate,
 };
+pub use plane::GroupStreamImage;
 #[cfg(feature = "sidecar")]
 pub(crate) use plane::{sdp_family, InterfaceProblem};
 pub use rules::{Evidence, Latch, StrangerBudget, Verdict, STRANGER_BURST, STRANGER_RATE};
@@ -192,6 +193,10 @@ pub struct EngineConfig {
     /// T4/C4, T6/C6, T11) and counters. [`CreateGroupCall`] may override Cx, C9 and the
     /// reception mode per call.
     pub group: TcConfig,
+    /// High availability: how often a call whose media flows is written again (its SRTP
+    /// state, its timers), about. Control-plane changes and RTP sequence wraps (a new
+    /// rollover counter) are written at once, whatever this is.
+    pub ha_refresh: std::time::Duration,
 }
 
 impl Default for EngineConfig {
@@ -209,6 +214,7 @@ impl Default for EngineConfig {
             event_capacity: 65_536,
             policy: Arc::new(AllowAll),
             group: TcConfig::default(),
+            ha_refresh: std::time::Duration::from_secs(1),
         }
     }
 }

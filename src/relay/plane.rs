@@ -10,7 +10,7 @@
 use super::ports::{BoundPort, PortPool};
 use super::stats::LegCounters;
 use super::EngineConfig;
-use crate::control::call::{CallEvent, CallTable};
+use crate::control::call::{CallEvent, CallTable, Entropy, SetupError};
 use crate::control::server::KindCounters;
 use crate::control::ssrc::SsrcRegistry;
 use crate::control::{MediaSecurity, Party, ReleaseReason};
@@ -38,20 +38,74 @@ pub(crate) struct Directory {
     pub(crate) groups: HashMap<Arc<str>, GroupEntry>,
 }
 
+impl Directory {
+    /// Whether a call of any kind holds `id` (push, pull and group calls share one namespace).
+    pub(crate) fn holds(&self, id: &str) -> bool {
+        self.placement.contains_key(id) || self.table.get(id).is_some()
+    }
+
+    /// The calls `max_calls` counts: every call, whatever its kind.
+    pub(crate) fn calls(&self) -> usize {
+        self.table.detached_len() + self.groups.len()
+    }
+
+    /// Reserves a new call's ID and places the call on `worker`: the `requested` ID if no call
+    /// of any kind holds it, else [`SetupError::DuplicateCallId`]; without one, a fresh random
+    /// ID; [`SetupError::TooManyCalls`] when `max_calls` calls run already. The one place these
+    /// rules live: every create and takeover path reserves here, under the directory lock,
+    /// and gives the ID back with [`Self::unreserve`] if the call is not made after all.
+    pub(crate) fn reserve(
+        &mut self,
+        requested: Option<&str>,
+        max_calls: usize,
+        worker: usize,
+        entropy: &mut dyn Entropy,
+    ) -> Result<Arc<str>, SetupError> {
+        let id: Arc<str> = match requested {
+            Some(id) if self.holds(id) => return Err(SetupError::DuplicateCallId(id.to_owned())),
+            Some(id) => id.into(),
+            None => loop {
+                let mut b = [0u8; 8];
+                entropy.fill(&mut b);
+                let id: String = b.iter().map(|x| format!("{x:02x}")).collect();
+                if !self.holds(&id) {
+                    break id.into();
+                }
+            },
+        };
+        if self.calls() >= max_calls {
+            return Err(SetupError::TooManyCalls);
+        }
+        self.placement.insert(id.clone(), worker);
+        Ok(id)
+    }
+
+    /// Gives a reserved ID back (with a group call's entry, if it has one).
+    pub(crate) fn unreserve(&mut self, id: &str) {
+        self.placement.remove(id);
+        self.groups.remove(id);
+    }
+}
+
 /// The control plane's view of one group call.
 #[derive(Debug, Clone)]
 pub(crate) struct GroupEntry {
     pub(crate) security: MediaSecurity,
-    pub(crate) streams: Vec<GroupStream>,
+    pub(crate) streams: Vec<GroupStreamImage>,
     pub(crate) members: HashSet<String>,
 }
 
-/// One media stream of a group call (fixed by the first member's offer).
+/// One media stream of a group call, the same for every member (fixed by the first member's
+/// offer); as the control plane, the worker and a high-availability image hold it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct GroupStream {
-    pub(crate) kind: MediaKind,
-    pub(crate) encrypted: bool,
-    pub(crate) clock_rate: u32,
+#[cfg_attr(feature = "ha", derive(serde::Serialize, serde::Deserialize))]
+pub struct GroupStreamImage {
+    /// Media type.
+    pub kind: MediaKind,
+    /// SRTP on the wire.
+    pub encrypted: bool,
+    /// RTP clock rate in Hz; 0 when unknown.
+    pub clock_rate: u32,
 }
 
 /// Counts kept by the control plane.
@@ -159,6 +213,13 @@ impl Plane {
         }
     }
 
+    /// A member made ready and not taken after all: its sockets close, its ports go back.
+    pub(crate) fn give_back(&self, m: MemberPrep) {
+        let ports = m.ports.clone();
+        drop(m); // closes the sockets
+        self.free_ports(&ports);
+    }
+
     /// A finished group call: its ports go back, its ID is free again.
     pub(crate) fn group_finished(&self, id: &str, ports: &[(usize, u16)]) {
         self.free_ports(ports);
@@ -243,8 +304,7 @@ impl Plane {
         caller_sdp: &str,
         caller: Option<&str>,
         callee: Option<&str>,
-    ) -> Result<[usize; 2], crate::control::call::SetupError> {
-        use crate::control::call::SetupError;
+    ) -> Result<[usize; 2], SetupError> {
         let family = sdp_family(caller_sdp);
         let named = |party: &str, name: &str, family: Option<bool>| {
             self.named_interface(name, family)
@@ -463,9 +523,9 @@ impl Plane {
         &self,
         id: &str,
         sdp: &str,
-    ) -> Result<Vec<GroupStream>, crate::control::call::SetupError> {
+    ) -> Result<Vec<GroupStreamImage>, crate::control::call::SetupError> {
         let offer = SessionDescription::parse(sdp).map_err(|e| member_sdp(id, e))?;
-        let mut streams: Vec<GroupStream> = Vec::new();
+        let mut streams: Vec<GroupStreamImage> = Vec::new();
         for m in offer.media() {
             let wanted = m.port != 0
                 && match m.kind {
@@ -476,7 +536,7 @@ impl Plane {
             if !wanted || streams.iter().any(|s| s.kind == m.kind) {
                 continue;
             }
-            streams.push(GroupStream {
+            streams.push(GroupStreamImage {
                 kind: m.kind.clone(),
                 encrypted: m.proto.to_ascii_uppercase().contains("SAVP"),
                 clock_rate: m.clock_rate.unwrap_or(match m.kind {
@@ -498,7 +558,7 @@ impl Plane {
     pub(crate) fn prepare_member(
         &self,
         spec: super::GroupMemberSpec,
-        streams: &[GroupStream],
+        streams: &[GroupStreamImage],
         security: MediaSecurity,
         entropy: &mut dyn crate::control::call::Entropy,
     ) -> Result<MemberPrep, crate::control::call::SetupError> {
@@ -528,7 +588,7 @@ impl Plane {
         &self,
         prep: &mut MemberPrep,
         spec: super::GroupMemberSpec,
-        streams: &[GroupStream],
+        streams: &[GroupStreamImage],
         security: MediaSecurity,
         entropy: &mut dyn crate::control::call::Entropy,
     ) -> Result<(), crate::control::call::SetupError> {

@@ -225,6 +225,17 @@ pub struct SrtpState {
     /// The SRTCP floor buckets that have a floor (at most [`FLOOR_BUCKETS`]).
     #[cfg_attr(feature = "ha", serde(default, skip_serializing_if = "Vec::is_empty"))]
     pub rtcp_floors: Vec<RtcpFloor>,
+    /// The SRTCP send index an SSRC new to the context starts at, when above the usual 1
+    /// (0: none). Set by [`SrtpState::with_srtcp_send_skip`]: a context restored from a
+    /// snapshot must not start at 1 an SSRC the old context first protected after the
+    /// snapshot was taken. Absent when 0, so every older state reads as it did.
+    #[cfg_attr(feature = "ha", serde(default, skip_serializing_if = "is_zero"))]
+    pub rtcp_fresh_send_index: u32,
+}
+
+#[cfg(feature = "ha")]
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// What the SSRC tables of a context did, RTP and RTCP together (see the [module docs](self)).
@@ -271,6 +282,9 @@ impl SrtpState {
         for f in &mut self.rtcp_floors {
             f.next_send_index = skip(f.next_send_index);
         }
+        // SSRCs the state does not hold: the old context may have started them after the
+        // snapshot, at 1.
+        self.rtcp_fresh_send_index = skip(self.rtcp_fresh_send_index.max(1));
         self
     }
 }
@@ -601,6 +615,7 @@ impl SrtpContext {
                     highest_received: f.received,
                 })
                 .collect(),
+            rtcp_fresh_send_index: self.rtcp_streams.base().next_send,
         }
     }
 
@@ -636,6 +651,7 @@ impl SrtpContext {
             .rtp_floors
             .iter()
             .all(|f| bucket_ok(f.bucket) && f.index < 1 << 48)
+            || state.rtcp_fresh_send_index > replay::MAX_SRTCP_INDEX + 1
         {
             return Err(SrtpError::Malformed);
         }
@@ -660,6 +676,10 @@ impl SrtpContext {
                 },
             );
         }
+        rtcp.raise_base(&table::RtcpFloor {
+            next_send: state.rtcp_fresh_send_index,
+            received: None,
+        });
         for s in state.rtcp.iter().rev() {
             rtcp.put(
                 s.ssrc,

@@ -187,6 +187,9 @@ pub(super) struct SsrcTable<S: Tracked> {
     /// Keys the bucket hash (derived from the master key; see [`super::SrtpContext`]).
     bucket_key: u32,
     evicted: Option<Evicted<S>>,
+    /// The floor under every SSRC new to the table, whatever its bucket (a restored table:
+    /// the context it came from may have used states the snapshot did not hold).
+    base: S::Floor,
     stats: SsrcStats,
 }
 
@@ -202,6 +205,7 @@ impl<S: Tracked> SsrcTable<S> {
             tick: 0,
             bucket_key,
             evicted: None,
+            base: S::Floor::default(),
             stats: SsrcStats::default(),
         }
     }
@@ -249,22 +253,36 @@ impl<S: Tracked> SsrcTable<S> {
     #[cold]
     #[inline(never)]
     fn lookup_inactive(&self, ssrc: u32) -> (Slot, S) {
-        let Some(ev) = self.evicted.as_ref() else {
-            return (Slot::Fresh, S::default());
-        };
-        if let Some(j) = ev.gone.iter().position(|g| g.ssrc == ssrc) {
-            let state = ev.gone.get(j).map(|g| g.state).unwrap_or_default();
-            return (Slot::Evicted(j), state);
+        let mut floor = self.base;
+        if let Some(ev) = self.evicted.as_ref() {
+            if let Some(j) = ev.gone.iter().position(|g| g.ssrc == ssrc) {
+                let state = ev.gone.get(j).map(|g| g.state).unwrap_or_default();
+                return (Slot::Evicted(j), state);
+            }
+            let bucket_floor = ev
+                .floors
+                .as_deref()
+                .and_then(|f| f.get(bucket(self.bucket_key, ssrc)));
+            if let Some(f) = bucket_floor {
+                S::join(&mut floor, f);
+            }
         }
-        let floor = ev
-            .floors
-            .as_deref()
-            .and_then(|f| f.get(bucket(self.bucket_key, ssrc)))
-            .filter(|f| **f != S::Floor::default());
-        match floor {
-            Some(f) => (Slot::AtFloor(S::mark(f)), S::under(f)),
-            None => (Slot::Fresh, S::default()),
+        if floor == S::Floor::default() {
+            (Slot::Fresh, S::default())
+        } else {
+            (Slot::AtFloor(S::mark(&floor)), S::under(&floor))
         }
+    }
+
+    /// The floor under every SSRC new to the table (see [`Self::raise_base`]).
+    pub(super) fn base(&self) -> S::Floor {
+        self.base
+    }
+
+    /// Raises the floor under every SSRC new to the table, whatever its bucket, to cover
+    /// `floor` (import).
+    pub(super) fn raise_base(&mut self, floor: &S::Floor) {
+        S::join(&mut self.base, floor);
     }
 
     /// Counts a packet of `slot` refused at `index` (replayed or too old) if its floor is why.

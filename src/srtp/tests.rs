@@ -287,6 +287,46 @@ fn srtcp_index_starts_at_one_per_ssrc_with_e_bit() {
     }
 }
 
+/// A sending context restored from a snapshot: an SSRC the snapshot did not hold (the old
+/// context first protected it after the snapshot was taken, from index 1) starts past the
+/// skip, never at 1 again (that would reuse a keystream and look like a replay). The state's
+/// new field survives export and import; a state without it starts new SSRCs at 1 as before.
+#[test]
+fn a_restored_sender_starts_ssrcs_the_snapshot_did_not_hold_past_the_skip() {
+    for suite in SUITES {
+        let (mut old, mut rx) = pair(suite);
+        let at = |ctx: &SrtpContext, wire: &[u8]| {
+            let i = ctx.srtcp.srtcp_word_at(wire.len()).unwrap();
+            u32::from_be_bytes(wire[i..i + 4].try_into().unwrap()) & 0x7fff_ffff
+        };
+        protect_rtcp(&mut old, &rtcp(1)).unwrap();
+        let snap = old.export_state();
+        assert_eq!(snap.rtcp_fresh_send_index, 0, "a fresh context has no base");
+        // After the snapshot, the old context starts SSRC 2 at index 1 and dies.
+        let late = protect_rtcp(&mut old, &rtcp(2)).unwrap();
+        assert_eq!(at(&old, &late), 1);
+        unprotect_rtcp(&mut rx, &late).unwrap();
+        let (mut new, _) = pair(suite);
+        new.import_state(&snap.clone().with_srtcp_send_skip(64))
+            .unwrap();
+        let first = protect_rtcp(&mut new, &rtcp(2)).unwrap();
+        assert_eq!(at(&new, &first), 65, "past the skip, not 1");
+        assert_eq!(unprotect_rtcp(&mut rx, &first).unwrap(), rtcp(2));
+        // A third relay restoring from the second's state keeps the base.
+        let again = new.export_state();
+        assert_eq!(again.rtcp_fresh_send_index, 65);
+        let (mut third, _) = pair(suite);
+        third.import_state(&again.with_srtcp_send_skip(64)).unwrap();
+        let t = protect_rtcp(&mut third, &rtcp(3)).unwrap();
+        assert_eq!(at(&third, &t), 129);
+        // Without the skip (a receiving context, an old state), new SSRCs start at 1.
+        let (mut plain, _) = pair(suite);
+        plain.import_state(&snap).unwrap();
+        let p = protect_rtcp(&mut plain, &rtcp(4)).unwrap();
+        assert_eq!(at(&plain, &p), 1);
+    }
+}
+
 #[test]
 fn srtcp_index_exhaustion_is_refused() {
     for suite in SUITES {

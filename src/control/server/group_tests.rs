@@ -90,3 +90,34 @@ fn release_clears_every_reception() {
     assert!(s.member_view(b).unwrap().receiving.is_empty());
     assert!(s.transmissions().is_empty());
 }
+
+/// A granted member that floods Transmission Requests gets its Granted confirmed from its reply
+/// budget, as a private call's transmitter does: the confirmations once bypassed the budget
+/// (one Granted per request, the out queue full).
+#[test]
+fn reply_budget_bounds_granted_confirmations_to_a_flood() {
+    let t0 = Instant::now();
+    let mut s = server(TcConfig::default());
+    let a = s.join(t0, member("sip:a@mcx")).unwrap();
+    s.join(t0, member("sip:b@mcx")).unwrap();
+    s.start(t0);
+    let req = TcMessage::new(MessageKind::TransmissionRequest, 9)
+        .to_vec(&EmitOptions::default())
+        .unwrap();
+    s.handle_datagram(t0, a, &req);
+    assert!(s.arbiter().may_forward(a), "granted");
+    let mut buf = Vec::new();
+    while s.poll_transmit(&mut buf).is_some() {}
+    let limited = s.stats().rate_limited;
+    for _ in 0..10_000 {
+        s.handle_datagram(t0, a, &req);
+    }
+    let mut granted = 0;
+    while let Some(to) = s.poll_transmit(&mut buf) {
+        if to == a && TcMessage::parse(&buf).unwrap().kind == MessageKind::TransmissionGranted {
+            granted += 1;
+        }
+    }
+    assert!(granted <= 64, "{granted} Granted confirmations");
+    assert!(s.stats().rate_limited - limited > 9_000);
+}

@@ -97,8 +97,10 @@ impl TransmissionControlServer {
             return;
         }
         if m.tx.is_some() {
-            // It holds the grant already: confirm.
-            self.send_granted(from);
+            // It holds the grant already: confirm it (a reply, from its budget, as in a
+            // private call: a flood of requests gets no more answers than anything else).
+            let bytes = self.granted_bytes(from);
+            self.reply_bytes(now, from, bytes);
             return;
         }
         let indicator = msg

@@ -1,7 +1,8 @@
-//! The per-packet rules of a **group** call: [`CallRules`](super::CallRules) generalised from two
-//! parties to a member set, with **fan-out**.
+//! The one per-packet rule set, over a member set: a group call with **fan-out**, and a
+//! one-to-one call as two members on the in-place path of the `pair` module (its face is
+//! [`CallRules`](super::CallRules)).
 //!
-//! Per packet, in the same order as a one-to-one call: the **source screen** of the ingress
+//! Per packet, for every call kind (`rtp_front`, `rtcp_front`): the **source screen** of the ingress
 //! member's leg, **SRTP** authentication in per_leg mode, the **latch**, the **arbiter** (one
 //! load: [`Arbiter::may_forward`]), the transmitter's **SSRC filter**, the **keyframe
 //! scan**, then one more load for the receiver set ([`Arbiter::receivers`]) and, for each
@@ -43,7 +44,10 @@
 //! and to every transmitter it receives (its feedback and reports must reach them), each
 //! recipient once.
 
+mod pair;
 mod snapshot;
+
+pub(super) use pair::Pair;
 #[cfg(test)]
 #[allow(clippy::disallowed_methods)] // the tests' own epoch; time then moves virtually
 mod tests;
@@ -293,6 +297,16 @@ pub struct GroupRules {
     latch_after: u32,
     /// Members with media activity since [`GroupRules::take_active`].
     active: u64,
+    /// RTP sequence wraps seen, on every leg ([`GroupRules::wraps`]).
+    wraps: u64,
+}
+
+/// The IP `member` has shown up from on any of its sockets (the rare path of
+/// [`GroupRules`]' `present`).
+#[cold]
+#[inline(never)]
+fn present_ip(member: &Member) -> Option<IpAddr> {
+    member.streams.iter().find_map(|s| s.leg.source_ip())
 }
 
 #[inline]
@@ -327,11 +341,18 @@ impl GroupRules {
             arbiter: setup.arbiter.clone(),
             per_leg: setup.security == MediaSecurity::PerLeg,
             streams: setup.streams.clone(),
-            members: (0..MAX_MEMBERS).map(|_| None).collect(),
+            members: Vec::new(),
             server_ssrc: setup.server_ssrc,
             latch_after: setup.latch_after,
             active: 0,
+            wraps: 0,
         }
+    }
+
+    /// RTP sequence wraps seen so far on every leg: each moved an SRTP rollover counter, which
+    /// a call image should hold at once (high availability writes one when this moves).
+    pub fn wraps(&self) -> u64 {
+        self.wraps
     }
 
     /// The group's arbiter.
@@ -372,6 +393,10 @@ impl GroupRules {
             .as_ref()
             .map(|c| ControlRules::new(c, self.latch_after))
             .transpose()?;
+        if self.members.len() <= slot.index() {
+            // Grown to the highest slot in use: a two-member call holds two entries, not 64.
+            self.members.resize_with(slot.index() + 1, || None);
+        }
         if let Some(m) = self.members.get_mut(slot.index()) {
             *m = Some(Member { streams, control });
         }
@@ -404,10 +429,12 @@ impl GroupRules {
         core::mem::take(&mut self.active)
     }
 
+    #[inline]
     fn member_mut(&mut self, slot: Slot) -> Option<&mut Member> {
         self.members.get_mut(slot.index()).and_then(Option::as_mut)
     }
 
+    #[inline]
     fn member_stream_mut(&mut self, slot: Slot, si: usize) -> Option<&mut MemberStream> {
         self.member_mut(slot)?.streams.get_mut(si)
     }
@@ -415,14 +442,30 @@ impl GroupRules {
     /// The IP `m` has shown up from on any socket of any stream (see [`CallRules`]' rule: weak
     /// evidence from another IP then moves none of its sockets), looked up only for a packet
     /// from an address its socket does not know yet.
+    #[inline]
     fn present(&self, m: Slot, si: usize, rtcp: bool, from: SocketAddr) -> Option<IpAddr> {
         let member = self.members.get(m.index()).and_then(Option::as_ref)?;
         if !member.streams.get(si)?.leg.is_new(rtcp, from) {
             return None;
         }
-        member.streams.iter().find_map(|s| s.leg.source_ip())
+        present_ip(member)
     }
 
+    /// `m` proved itself at `ip` (see [`LegRules`]' `admit`): weak latches of its sockets to
+    /// other IPs give way. The rare path: at most once per socket.
+    /// An SSRC the member's filter adopted from the stranger is forgotten with it.
+    fn proved(&mut self, m: Slot, ip: IpAddr) {
+        if let Some(member) = self.member_mut(m) {
+            for s in &mut member.streams {
+                if s.leg.yield_weak(ip) {
+                    s.ssrcs.forget();
+                    s.seen = None;
+                }
+            }
+        }
+    }
+
+    #[inline]
     fn member_stream(&self, slot: Slot, si: usize) -> Option<&MemberStream> {
         self.members
             .get(slot.index())
@@ -453,15 +496,7 @@ impl GroupRules {
                     .streams
                     .iter()
                     .zip(&m.streams)
-                    .map(|(s, ms)| {
-                        (
-                            s.kind.clone(),
-                            LegQuality {
-                                receiver_report: ms.leg.reports.last,
-                                ..ms.leg.meter.snapshot(now)
-                            },
-                        )
-                    })
+                    .map(|(s, ms)| (s.kind.clone(), pair::leg_quality(ms, now)))
                     .collect(),
             })
             .collect()
@@ -500,28 +535,67 @@ impl GroupRules {
         out: &mut FanOut,
         t: &mut Tally,
     ) -> Result<(), DropReason> {
+        let len = self.rtp_front(at, from, now, pkt, t, true)?;
+        let m = at.member;
+        let to = self.arbiter.receivers(m) & !m.bit();
+        if to == 0 {
+            return Err(DropReason::NoReceivers);
+        }
+        let body = pkt.get(..len).ok_or(DropReason::Malformed)?;
+        // Copies that fail to protect are counted each; none with an address is one drop.
+        if self.fan_out(Kind::Rtp, at.stream, to, body, out, t)? == 0 {
+            return Err(DropReason::NoReceivers);
+        }
+        Ok(())
+    }
+
+    /// What every RTP packet goes through, whatever the number of receivers: the member leg's
+    /// front ([`LegRules`]' `admit`: screen, SRTP, latch), the meter, the arbiter (and
+    /// `may_send`, the call procedure's word on this member), the member's SSRC filter and the
+    /// keyframe scan. Returns the plain length of the packet, in place in `pkt`.
+    #[inline]
+    pub(super) fn rtp_front(
+        &mut self,
+        at: GroupIngress,
+        from: SocketAddr,
+        now: Instant,
+        pkt: &mut [u8],
+        t: &mut Tally,
+        may_send: bool,
+    ) -> Result<usize, DropReason> {
         let per_leg = self.per_leg;
         let m = at.member;
         let conf = self.streams.get(at.stream).ok_or(DropReason::Malformed)?;
         let scan = conf.kind == MediaKind::Video && rtcp_readable(conf, per_leg);
         let present = self.present(m, at.stream, false, from);
         let ms = self
+            .member_stream_mut(m, at.stream)
+            .ok_or(DropReason::Malformed)?;
+        let (len, ssrc, proved) =
+            ms.leg
+                .admit((Kind::Rtp, false), pkt, from, now, (per_leg, present), t)?;
+        if proved {
+            self.proved(m, from.ip());
+        }
+        let ms = self
             .members
             .get_mut(m.index())
             .and_then(Option::as_mut)
             .and_then(|mm| mm.streams.get_mut(at.stream))
             .ok_or(DropReason::Malformed)?;
-        let (len, ssrc) =
-            ms.leg
-                .admit((Kind::Rtp, false), pkt, from, now, (per_leg, present), t)?;
         t.media += 1;
         self.active |= m.bit();
         let body = pkt.get(..len).ok_or(DropReason::Malformed)?;
         let p = RtpPacket::new_unchecked(body);
-        ms.leg
-            .meter
-            .on_packet(now, p.sequence_number(), p.timestamp(), p.marker(), len);
-        if !self.arbiter.may_forward(m) {
+        let wrapped =
+            ms.leg
+                .meter
+                .on_packet(now, p.sequence_number(), p.timestamp(), p.marker(), len);
+        if wrapped {
+            t.wrapped = true;
+            self.wraps += 1;
+        }
+        if !may_send || !self.arbiter.may_forward(m) {
             return Err(DropReason::NotGranted);
         }
         if !ms.ssrcs.admit(ssrc) {
@@ -535,15 +609,37 @@ impl GroupRules {
                 }
             }
         }
-        let to = self.arbiter.receivers(m) & !m.bit();
-        if to == 0 {
-            return Err(DropReason::NoReceivers);
+        Ok(len)
+    }
+
+    /// What every RTCP datagram goes through first: the member leg's front (screen, SRTCP,
+    /// latch). Returns the plain length, in place in `pkt`.
+    #[inline]
+    pub(super) fn rtcp_front(
+        &mut self,
+        at: GroupIngress,
+        from: SocketAddr,
+        now: Instant,
+        pkt: &mut [u8],
+        t: &mut Tally,
+    ) -> Result<usize, DropReason> {
+        let present = self.present(at.member, at.stream, at.rtcp_socket, from);
+        let per_leg = self.per_leg;
+        let ms = self
+            .member_stream_mut(at.member, at.stream)
+            .ok_or(DropReason::Malformed)?;
+        let (len, _, proved) = ms.leg.admit(
+            (Kind::Rtcp, at.rtcp_socket),
+            pkt,
+            from,
+            now,
+            (per_leg, present),
+            t,
+        )?;
+        if proved {
+            self.proved(at.member, from.ip());
         }
-        // Copies that fail to protect are counted each; none with an address is one drop.
-        if self.fan_out(Kind::Rtp, at.stream, to, body, out, t)? == 0 {
-            return Err(DropReason::NoReceivers);
-        }
-        Ok(())
+        Ok(len)
     }
 
     /// One delivery of plain `body` to each member of `to` with an address on stream `si`:
@@ -635,16 +731,7 @@ impl GroupRules {
         let conf = self.streams.get(si).ok_or(DropReason::Malformed)?;
         let readable = rtcp_readable(conf, per_leg);
         let video = conf.kind == MediaKind::Video;
-        let present = self.present(m, si, at.rtcp_socket, from);
-        let ms = self.member_stream_mut(m, si).ok_or(DropReason::Malformed)?;
-        let (len, _) = ms.leg.admit(
-            (Kind::Rtcp, at.rtcp_socket),
-            pkt,
-            from,
-            now,
-            (per_leg, present),
-            t,
-        )?;
+        let len = self.rtcp_front(at, from, now, pkt, t)?;
         let receivers = if self.arbiter.may_forward(m) {
             self.arbiter.receivers(m) & !m.bit()
         } else {
@@ -797,6 +884,19 @@ impl GroupRules {
         now: Instant,
         buf: &mut [u8],
     ) -> Option<(usize, usize)> {
+        self.request_keyframe(slot, now, buf, |ms| {
+            ms.seen.or(ms.ssrcs.ssrcs().first().copied())
+        })
+    }
+
+    /// [`Self::keyframe_request`] for the media SSRC `media` gives on each stream.
+    fn request_keyframe(
+        &mut self,
+        slot: Slot,
+        now: Instant,
+        buf: &mut [u8],
+        media: impl Fn(&MemberStream) -> Option<u32>,
+    ) -> Option<(usize, usize)> {
         let per_leg = self.per_leg;
         let server = self.server_ssrc;
         let confs = &self.streams;
@@ -805,7 +905,7 @@ impl GroupRules {
             if conf.kind != MediaKind::Video || !rtcp_readable(conf, per_leg) {
                 continue;
             }
-            let Some(media) = ms.seen.or(ms.ssrcs.ssrcs().first().copied()) else {
+            let Some(media) = media(ms) else {
                 continue;
             };
             let Ok(len) = rtcp::emit_pli(server, media, buf) else {

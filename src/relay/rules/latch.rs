@@ -11,7 +11,9 @@
 //!
 //! Once a leg has a source — the SDP address seen, or a latch — a stranger never takes it over
 //! (RTP Bleed, 2017). Nothing is ever sent to an address that was neither negotiated nor
-//! latched.
+//! latched. A latch on weak evidence is a guess: when the party then proves itself on another
+//! of its sockets (from its SDP address, or with strong evidence) at another IP, the guess gives
+//! way ([`Latch::yield_weak`]) and the socket waits for its party again.
 
 use crate::control::bucket::TokenBucket;
 use std::net::SocketAddr;
@@ -44,6 +46,8 @@ pub struct Latch {
     candidate: Option<(SocketAddr, u32)>,
     after: u32,
     latches: u32,
+    /// The source was latched on weak evidence alone (it gives way: [`Latch::yield_weak`]).
+    weak: bool,
 }
 
 impl Latch {
@@ -56,6 +60,7 @@ impl Latch {
             candidate: None,
             after: after.max(1),
             latches: 0,
+            weak: false,
         }
     }
 
@@ -83,7 +88,7 @@ impl Latch {
         self.source.is_some_and(|s| s != from)
     }
 
-    /// How many times the leg latched to an address other than the negotiated one (0 or 1).
+    /// How many times the leg latched to an address other than the negotiated one.
     pub fn latches(&self) -> u32 {
         self.latches
     }
@@ -94,6 +99,28 @@ impl Latch {
         self.source = source;
         self.candidate = None;
         self.latches = latches;
+        self.weak = false;
+    }
+
+    /// Whether the source was taken on weak evidence alone (consecutive packets from a new
+    /// address while the party had shown up nowhere).
+    pub fn is_weak(&self) -> bool {
+        self.source.is_some() && self.weak
+    }
+
+    /// The party proved itself at `ip` on another socket (its SDP address, or strong evidence):
+    /// a source latched here on weak evidence from another IP was a guess that lost, so the
+    /// socket forgets it and waits for its party again. Returns whether it gave way.
+    pub fn yield_weak(&mut self, ip: std::net::IpAddr) -> bool {
+        match self.source {
+            Some(src) if self.weak && src.ip() != ip => {
+                self.source = None;
+                self.candidate = None;
+                self.weak = false;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Judges a packet from `from`. `evidence` is only consulted for unexpected sources.
@@ -109,16 +136,21 @@ impl Latch {
         if self.expected == Some(from) {
             self.source = Some(from);
             self.candidate = None;
+            self.weak = false;
             return Verdict::Accept;
         }
         match evidence() {
-            Evidence::Strong => self.latch(from),
+            Evidence::Strong => {
+                self.weak = false;
+                self.latch(from)
+            }
             Evidence::Weak => {
                 let count = match self.candidate {
                     Some((addr, n)) if addr == from => n + 1,
                     _ => 1,
                 };
                 if count >= self.after {
+                    self.weak = true;
                     self.latch(from)
                 } else {
                     self.candidate = Some((from, count));
@@ -239,6 +271,28 @@ mod tests {
         assert!(l.knows(a("10.0.0.5:5000")) && !l.rejects(a("1.2.3.4:5")));
         l.check(a("10.0.0.5:5000"), || Evidence::Weak);
         assert!(l.rejects(a("1.2.3.4:5")) && !l.knows(a("1.2.3.4:5")));
+    }
+
+    #[test]
+    fn a_weak_latch_gives_way_to_the_party_proved_elsewhere() {
+        let mut l = Latch::new(Some(a("10.0.0.5:5000")), 2);
+        let stranger = a("203.0.113.9:6666");
+        l.check(stranger, || Evidence::Weak);
+        assert_eq!(l.check(stranger, || Evidence::Weak), Verdict::Latched);
+        assert!(l.is_weak());
+        assert!(!l.yield_weak(a("203.0.113.9:1").ip()), "same IP: kept");
+        assert!(l.yield_weak(a("10.0.0.5:5001").ip()));
+        assert_eq!(l.source(), None);
+        assert!(l.rejects(stranger) || !l.knows(stranger));
+        assert_eq!(
+            l.check(a("10.0.0.5:5000"), || Evidence::Weak),
+            Verdict::Accept
+        );
+        // A source proved by the SDP address or strong evidence never gives way.
+        assert!(!l.yield_weak(stranger.ip()));
+        let mut s = Latch::new(None, 2);
+        assert_eq!(s.check(stranger, || Evidence::Strong), Verdict::Latched);
+        assert!(!s.is_weak() && !s.yield_weak(a("10.0.0.5:1").ip()));
     }
 
     #[test]

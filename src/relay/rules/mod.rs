@@ -37,16 +37,13 @@ pub use snapshot::{
 };
 
 use super::stats::DropReason;
-use crate::control::arbiter::Arbiter;
-use crate::control::{MediaSecurity, Party};
+use crate::control::Party;
 use crate::keys::MasterKey;
 use crate::sdp::MediaKind;
 use crate::srtp::{SrtpContext, SrtpError};
-use crate::wire::demux::{classify, PacketClass};
-use crate::wire::rtcp::{self, RtcpKind, RtcpPacket};
+use crate::wire::rtcp::RtcpPacket;
 use crate::wire::rtp::RtpPacket;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::time::Instant;
 
 /// An SRTP context, boxed: a leg that terminates no SRTP (end_to_end mode, plain control
@@ -137,7 +134,10 @@ impl LegRules {
 
     /// The front every media packet from this leg's party goes through: the source screen,
     /// SRTP authentication in per_leg mode, then the latch (with the SSRC as evidence).
-    /// Returns the plain length and the sender's SSRC.
+    /// Returns the plain length, the sender's SSRC, and whether this packet just proved the
+    /// party at its source (its SDP address, or strong evidence: the caller then makes weak
+    /// latches of the party's other sockets to other IPs give way, [`LegRules::yield_weak`]).
+    #[inline]
     fn admit(
         &mut self,
         (kind, rtcp_latch): (Kind, bool),
@@ -146,7 +146,7 @@ impl LegRules {
         now: Instant,
         (per_leg, present): (bool, Option<IpAddr>),
         t: &mut Tally,
-    ) -> Result<(usize, u32), DropReason> {
+    ) -> Result<(usize, u32, bool), DropReason> {
         let latch = if rtcp_latch {
             &mut self.rtcp_latch
         } else {
@@ -174,6 +174,7 @@ impl LegRules {
         if !strong && !latch.knows(from) && present.is_some_and(|ip| ip != from.ip()) {
             return Err(DropReason::WrongSource);
         }
+        let had_source = latch.source().is_some();
         let v = latch.check(from, || {
             if strong {
                 Evidence::Strong
@@ -182,7 +183,16 @@ impl LegRules {
             }
         });
         latch_verdict(v, t)?;
-        Ok((len, ssrc))
+        let proved = !had_source && latch.source().is_some() && !latch.is_weak();
+        Ok((len, ssrc, proved))
+    }
+
+    /// The party proved itself at `ip` elsewhere: weak latches of this leg to other IPs give
+    /// way.
+    /// Returns whether the RTP socket's latch gave way.
+    fn yield_weak(&mut self, ip: IpAddr) -> bool {
+        self.rtcp_latch.yield_weak(ip);
+        self.rtp_latch.yield_weak(ip)
     }
 
     /// The IP this leg's party has shown up from (its first confirmed source), if any.
@@ -194,6 +204,7 @@ impl LegRules {
     }
 
     /// Whether `from` is new to this leg's RTP socket (its RTCP socket when `rtcp`).
+    #[inline]
     fn is_new(&self, rtcp: bool, from: SocketAddr) -> bool {
         let latch = if rtcp {
             &self.rtcp_latch
@@ -230,15 +241,6 @@ impl LegRules {
             self.rtp_latch.destination()
         }
     }
-}
-
-#[derive(Debug)]
-struct StreamRules {
-    kind: MediaKind,
-    encrypted: bool,
-    legs: [LegRules; 2],
-    transmitter_ssrcs: SsrcFilter,
-    keyframes: KeyframePolicy,
 }
 
 #[derive(Debug)]
@@ -302,76 +304,58 @@ impl ControlRules {
     }
 }
 
-/// The per-packet rules of one call, both parties, every stream and control channel.
+/// The per-packet rules of a one-to-one call (push or pull), both parties, every stream and
+/// control channel: the one rule set ([`GroupRules`]) with two members, the caller in slot 0
+/// and the callee in slot 1, on its in-place path (the `group::pair` module: one receiver,
+/// nothing copied, RTCP to the peer whole). This is its face with parties for members.
 #[derive(Debug)]
 pub struct CallRules {
-    arbiter: Arc<Arbiter>,
+    rules: GroupRules,
     transmitter: Party,
-    per_leg: bool,
-    streams: Vec<StreamRules>,
-    control: [Option<ControlRules>; 2],
-    server_ssrc: u32,
     video_ssrc: u32,
 }
 
-fn leg(s: &StreamRules, p: Party) -> Result<&LegRules, DropReason> {
-    s.legs.get(p.index()).ok_or(DropReason::Malformed)
-}
-
-fn leg_mut(s: &mut StreamRules, p: Party) -> Result<&mut LegRules, DropReason> {
-    s.legs.get_mut(p.index()).ok_or(DropReason::Malformed)
-}
+/// A one-to-one call's two members, caller first.
+const PARTIES: [Party; 2] = [Party::Caller, Party::Callee];
 
 impl CallRules {
     /// The rules of a call about to be established. Fails only on an unusable SRTP key.
     pub fn new(setup: &RulesSetup) -> Result<CallRules, SrtpError> {
-        let mut streams = Vec::with_capacity(setup.streams.len());
-        for s in &setup.streams {
-            let [a, b] = &s.legs;
-            streams.push(StreamRules {
-                kind: s.kind.clone(),
-                encrypted: s.encrypted,
-                legs: [
-                    LegRules::new(a, setup.latch_after, s.clock_rate)?,
-                    LegRules::new(b, setup.latch_after, s.clock_rate)?,
-                ],
-                transmitter_ssrcs: SsrcFilter::new(&s.transmitter_ssrcs),
-                keyframes: KeyframePolicy::default(),
-            });
-        }
-        let control = |c: &Option<ControlSetup>| -> Result<Option<ControlRules>, SrtpError> {
-            c.as_ref()
-                .map(|c| ControlRules::new(c, setup.latch_after))
-                .transpose()
-        };
-        let [c0, c1] = &setup.control;
-        Ok(CallRules {
+        let mut rules = GroupRules::new(&GroupRulesSetup {
             arbiter: setup.arbiter.clone(),
-            transmitter: setup.transmitter,
-            per_leg: setup.security == MediaSecurity::PerLeg,
-            streams,
-            control: [control(c0)?, control(c1)?],
+            security: setup.security,
+            streams: setup
+                .streams
+                .iter()
+                .map(|s| GroupStreamSetup {
+                    kind: s.kind.clone(),
+                    encrypted: s.encrypted,
+                    clock_rate: s.clock_rate,
+                })
+                .collect(),
             server_ssrc: setup.server_ssrc,
+            latch_after: setup.latch_after,
+        });
+        for p in PARTIES {
+            let media = MemberMedia {
+                legs: setup
+                    .streams
+                    .iter()
+                    .map(|s| s.legs.get(p.index()).cloned().unwrap_or_default())
+                    .collect(),
+                control: setup.control.get(p.index()).cloned().flatten(),
+            };
+            rules.add_member(p.slot(), &media)?;
+        }
+        let tx = setup.transmitter.slot();
+        for (si, s) in setup.streams.iter().enumerate() {
+            rules.set_stream_ssrcs(tx, si, &s.transmitter_ssrcs);
+        }
+        Ok(CallRules {
+            rules,
+            transmitter: setup.transmitter,
             video_ssrc: setup.video_ssrc,
         })
-    }
-
-    /// The address `party` has shown up from, on any socket of any of its streams: the IP of
-    /// the first confirmed source. Looked up only for a packet from an address its socket does
-    /// not know yet (the rare path).
-    fn present(&self, party: Party) -> Option<IpAddr> {
-        self.streams
-            .iter()
-            .filter_map(|s| s.legs.get(party.index()))
-            .find_map(LegRules::source_ip)
-    }
-
-    /// Whether `from` is new to `party`'s socket on stream `si` (its RTCP socket when `rtcp`).
-    fn unknown(&self, si: usize, party: Party, rtcp: bool, from: SocketAddr) -> bool {
-        self.streams
-            .get(si)
-            .and_then(|s| s.legs.get(party.index()))
-            .is_some_and(|l| l.is_new(rtcp, from))
     }
 
     /// The party that transmits.
@@ -381,20 +365,21 @@ impl CallRules {
 
     /// Number of media streams.
     pub fn streams(&self) -> usize {
-        self.streams.len()
+        self.rules.streams()
+    }
+
+    /// RTP sequence wraps seen so far ([`GroupRules::wraps`]).
+    pub fn wraps(&self) -> u64 {
+        self.rules.wraps()
     }
 
     /// The media quality of every stream at `now`.
     pub fn quality(&self, now: Instant) -> Vec<StreamQuality> {
-        self.streams
-            .iter()
-            .map(|s| StreamQuality {
-                kind: s.kind.clone(),
-                legs: s.legs.each_ref().map(|l| LegQuality {
-                    receiver_report: l.reports.last,
-                    ..l.meter.snapshot(now)
-                }),
-            })
+        let [caller, callee] = PARTIES.map(|p| self.rules.leg_quality(p.slot(), now));
+        caller
+            .into_iter()
+            .zip(callee)
+            .map(|((kind, a), (_, b))| StreamQuality { kind, legs: [a, b] })
             .collect()
     }
 
@@ -409,166 +394,36 @@ impl CallRules {
         pkt: &mut [u8],
         t: &mut Tally,
     ) -> Result<Egress, DropReason> {
-        let rtcp = at.rtcp_socket || classify(pkt) == PacketClass::Rtcp;
-        let len = if rtcp {
-            self.on_rtcp(at, from, now, pkt, t)?
-        } else {
-            self.on_rtp(at.stream, at.party, from, now, pkt, t)?
+        let gi = GroupIngress {
+            stream: at.stream,
+            member: at.party.slot(),
+            rtcp_socket: at.rtcp_socket,
         };
-        Ok(Egress { len, rtcp })
+        let pair = group::Pair {
+            peer: at.party.peer().slot(),
+            transmits: at.party == self.transmitter,
+        };
+        self.rules.judge_pair(gi, pair, from, now, pkt, t)
     }
 
     /// Where a packet judged at `at` goes: the peer's latched or negotiated RTP address, or its
     /// RTCP address.
     #[inline]
     pub fn destination(&self, at: Ingress, rtcp: bool) -> Option<SocketAddr> {
-        let s = self.streams.get(at.stream)?;
-        let peer = s.legs.get(at.party.peer().index())?;
-        if rtcp {
-            peer.rtcp_destination()
-        } else {
-            peer.rtp_latch.destination()
-        }
-    }
-
-    /// One RTP packet from `party` on stream `si`, in place. `Ok(len)`: forward `len` bytes.
-    fn on_rtp(
-        &mut self,
-        si: usize,
-        party: Party,
-        from: SocketAddr,
-        now: Instant,
-        seg: &mut [u8],
-        t: &mut Tally,
-    ) -> Result<usize, DropReason> {
-        let per_leg = self.per_leg;
-        let present = if self.unknown(si, party, false, from) {
-            self.present(party)
-        } else {
-            None
-        };
-        let s = self.streams.get_mut(si).ok_or(DropReason::Malformed)?;
-        let l = leg_mut(s, party)?;
-        let (len, ssrc) = l.admit((Kind::Rtp, false), seg, from, now, (per_leg, present), t)?;
-        t.media += 1;
-        let p = RtpPacket::new_unchecked(seg.get(..len).unwrap_or_default());
-        l.meter
-            .on_packet(now, p.sequence_number(), p.timestamp(), p.marker(), len);
-        if party != self.transmitter || !self.arbiter.may_forward(party.slot()) {
-            return Err(DropReason::NotGranted);
-        }
-        if !s.transmitter_ssrcs.admit(ssrc) {
-            return Err(DropReason::UnknownSsrc);
-        }
-        if s.kind == MediaKind::Video && (!s.encrypted || per_leg) {
-            if let Ok(p) = RtpPacket::new_checked(seg.get(..len).unwrap_or_default()) {
-                if s.keyframes.on_video(ssrc, p.timestamp(), p.payload(), now) {
-                    if let Some(l) = s.legs.get_mut(party.index()) {
-                        l.meter.on_keyframe();
-                    }
-                }
-            }
-        }
-        leg_mut(s, party.peer())?.seal(Kind::Rtp, seg, len, per_leg)
-    }
-
-    /// One RTCP datagram from `party`, in place.
-    fn on_rtcp(
-        &mut self,
-        at: Ingress,
-        from: SocketAddr,
-        now: Instant,
-        seg: &mut [u8],
-        t: &mut Tally,
-    ) -> Result<usize, DropReason> {
-        let per_leg = self.per_leg;
-        let from_transmitter = at.party == self.transmitter;
-        let present = if self.unknown(at.stream, at.party, at.rtcp_socket, from) {
-            self.present(at.party)
-        } else {
-            None
-        };
-        let s = self
-            .streams
-            .get_mut(at.stream)
-            .ok_or(DropReason::Malformed)?;
-        let l = leg_mut(s, at.party)?;
-        let (mut len, _) = l.admit(
-            (Kind::Rtcp, at.rtcp_socket),
-            seg,
-            from,
-            now,
-            (per_leg, present),
-            t,
-        )?;
-        // Where the relay can read RTCP (plain RTP, or decrypted per leg), look inside.
-        if !s.encrypted || per_leg {
-            let body = seg.get_mut(..len).ok_or(DropReason::Malformed)?;
-            if rtcp::validate_compound(body).is_err() {
-                return Err(DropReason::Malformed);
-            }
-            for p in rtcp::compound(body).flatten() {
-                match p.kind() {
-                    RtcpKind::Goodbye if from_transmitter => t.bye = true,
-                    RtcpKind::SenderReport => {
-                        // The NTP timestamp's middle 32 bits, as the receiver echoes it in LSR.
-                        let ntp = p.body().get(..8).unwrap_or_default();
-                        if let Some(mid) = ntp.get(2..6).and_then(|b| b.try_into().ok()) {
-                            let peer = leg_mut(s, at.party.peer())?;
-                            peer.reports.sender_report(u32::from_be_bytes(mid), now);
-                        }
-                        leg_mut(s, at.party)?.reports.receiver_report(&p, now);
-                    }
-                    RtcpKind::ReceiverReport => {
-                        leg_mut(s, at.party)?.reports.receiver_report(&p, now);
-                    }
-                    _ => {}
-                }
-            }
-            if !from_transmitter && s.kind == MediaKind::Video {
-                let (kept, dropped) = s.keyframes.filter_requests(body, now);
-                t.drop_n(DropReason::RateLimited, dropped);
-                len = kept;
-                if len == 0 {
-                    return Ok(0); // every packet in it was dropped (and counted) above
-                }
-            }
-        }
-        leg_mut(s, at.party.peer())?.seal(Kind::Rtcp, seg, len, per_leg)
+        self.rules
+            .pair_destination(at.party.peer().slot(), at.stream, rtcp)
     }
 
     /// Writes a keyframe request (PLI) toward the transmitter for the first video stream where
     /// the relay can sign RTCP and the policy allows one now. Returns the stream and the length.
     pub fn keyframe_request(&mut self, now: Instant, buf: &mut [u8]) -> Option<(usize, usize)> {
-        let per_leg = self.per_leg;
-        let tx = self.transmitter;
-        let (server, video) = (self.server_ssrc, self.video_ssrc);
-        for (si, s) in self.streams.iter_mut().enumerate() {
-            if s.kind != MediaKind::Video || (s.encrypted && !per_leg) {
-                continue;
-            }
-            let Ok(len) = rtcp::emit_pli(server, video, buf) else {
-                continue;
-            };
-            if leg(s, tx).ok()?.rtcp_destination().is_none() || !s.keyframes.may_request(now) {
-                continue;
-            }
-            let len = leg_mut(s, tx)
-                .ok()?
-                .seal(Kind::Rtcp, buf, len, per_leg)
-                .ok()?;
-            return Some((si, len));
-        }
-        None
+        let tx = self.transmitter.slot();
+        self.rules.pli_for(tx, self.video_ssrc, now, buf)
     }
 
     /// Where RTCP to `party` on stream `si` goes.
     pub fn rtcp_destination(&self, si: usize, party: Party) -> Option<SocketAddr> {
-        self.streams
-            .get(si)?
-            .legs
-            .get(party.index())?
-            .rtcp_destination()
+        self.rules.rtcp_destination(party.slot(), si)
     }
 
     /// A datagram on `party`'s transmission control channel: source screen, SRTCP
@@ -580,12 +435,7 @@ impl CallRules {
         now: Instant,
         buf: &mut [u8],
     ) -> Result<usize, DropReason> {
-        let c = self
-            .control
-            .get_mut(party.index())
-            .and_then(Option::as_mut)
-            .ok_or(DropReason::Malformed)?;
-        c.admit(from, now, buf)
+        self.rules.admit_control(party.slot(), from, now, buf)
     }
 
     /// Protects a control message of `len` bytes in `buf` toward `party` (SRTCP when the channel
@@ -596,10 +446,7 @@ impl CallRules {
         buf: &mut [u8],
         len: usize,
     ) -> Option<Result<(usize, SocketAddr), SrtpError>> {
-        self.control
-            .get_mut(party.index())?
-            .as_mut()?
-            .seal(buf, len)
+        self.rules.seal_control(party.slot(), buf, len)
     }
 }
 

@@ -106,21 +106,30 @@ impl RtpMeter {
         }
     }
 
-    /// One RTP packet of `len` bytes arrived at `now`.
+    /// One RTP packet of `len` bytes arrived at `now`. Returns whether its sequence number
+    /// wrapped (a new cycle: the SRTP rollover counter of its SSRC moved too).
     #[inline]
-    pub fn on_packet(&mut self, now: Instant, seq: u16, timestamp: u32, marker: bool, len: usize) {
+    pub fn on_packet(
+        &mut self,
+        now: Instant,
+        seq: u16,
+        timestamp: u32,
+        marker: bool,
+        len: usize,
+    ) -> bool {
         // One clock difference per packet serves the jitter and the rate window.
         let started = *self.started.get_or_insert(now);
         let t_ns = now.saturating_duration_since(started).as_nanos() as u64;
         self.packets += 1;
         self.bytes += len as u64;
         self.last_at = Some(now);
-        self.sequence(seq);
+        let wrapped = self.sequence(seq);
         if marker {
             self.frames += 1;
         }
         self.jitter(t_ns, timestamp);
         self.rates(t_ns, len, marker);
+        wrapped
     }
 
     /// A keyframe (an IDR access unit not counted yet) started in the last packet.
@@ -128,18 +137,20 @@ impl RtpMeter {
         self.keyframes += 1;
     }
 
-    /// RFC 3550 A.1 sequence tracking.
-    fn sequence(&mut self, seq: u16) {
+    /// RFC 3550 A.1 sequence tracking. Returns whether a new cycle began.
+    fn sequence(&mut self, seq: u16) -> bool {
         if self.received == 0 {
             self.max_seq = seq;
             self.base_seq = u64::from(seq);
             self.received = 1;
-            return;
+            return false;
         }
+        let mut wrapped = false;
         let udelta = seq.wrapping_sub(self.max_seq);
         if udelta < MAX_DROPOUT {
             if seq < self.max_seq {
                 self.cycles += 1 << 16;
+                wrapped = true;
             }
             self.max_seq = seq;
         } else if udelta <= u16::MAX - MAX_MISORDER {
@@ -151,6 +162,7 @@ impl RtpMeter {
         }
         // else: a duplicate or reordered packet.
         self.received += 1;
+        wrapped
     }
 
     /// RFC 3550 A.8: J += (|D| − J) / 16, in timestamp units, kept ×16.

@@ -56,6 +56,14 @@ impl SsrcFilter {
         self.allowed().contains(&ssrc)
     }
 
+    /// Forgets an adopted SSRC (nothing was announced): the next one seen is adopted. Used when
+    /// the source that sent it turned out to be a stranger (a weak latch that gave way).
+    pub fn forget(&mut self) {
+        if self.learn {
+            self.len = 0;
+        }
+    }
+
     /// Whether `ssrc` may pass; the first SSRC is adopted when nothing was announced.
     #[inline]
     pub fn admit(&mut self, ssrc: u32) -> bool {
@@ -90,6 +98,9 @@ pub struct Tally {
     pub latched: bool,
     /// The caller sent RTCP BYE.
     pub bye: bool,
+    /// An RTP sequence number wrapped: the SRTP rollover counter of its SSRC moved, so a
+    /// call image should hold the new one at once (high availability).
+    pub wrapped: bool,
 }
 
 impl Tally {

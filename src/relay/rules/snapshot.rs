@@ -5,7 +5,8 @@
 //!
 //! Rate limiters, quality meters and the keyframe policy start afresh.
 
-use super::{CallRules, ControlRules, LegRules, RulesSetup, SrtpSlot};
+use super::{CallRules, ControlRules, LegRules, RulesSetup, SrtpSlot, PARTIES};
+use crate::control::Party;
 use crate::srtp::{SrtpError, SrtpState};
 use std::net::SocketAddr;
 
@@ -134,19 +135,13 @@ impl ControlRules {
 impl CallRules {
     /// The rules' state: latched sources, learned SSRCs, SRTP state per SSRC (no keys).
     pub fn snapshot(&self) -> RulesSnapshot {
+        let members = PARTIES.map(Party::slot);
+        let tx = self.transmitter.slot();
         RulesSnapshot {
-            streams: self
-                .streams
-                .iter()
-                .map(|s| StreamRulesSnapshot {
-                    legs: s.legs.each_ref().map(LegRules::snapshot),
-                    transmitter_ssrcs: s.transmitter_ssrcs.ssrcs().to_vec(),
-                })
+            streams: (0..self.rules.streams())
+                .map(|si| self.rules.pair_stream_snapshot(si, members, tx))
                 .collect(),
-            control: self
-                .control
-                .each_ref()
-                .map(|c| c.as_ref().map(ControlRules::snapshot)),
+            control: members.map(|m| self.rules.control_snapshot(m)),
         }
     }
 
@@ -157,20 +152,19 @@ impl CallRules {
     /// same call) is refused with [`SrtpError::Malformed`].
     pub fn restore(setup: &RulesSetup, snap: &RulesSnapshot) -> Result<CallRules, SrtpError> {
         let mut rules = CallRules::new(setup)?;
-        if snap.streams.len() != rules.streams.len() {
+        if snap.streams.len() != rules.streams() {
             return Err(SrtpError::Malformed);
         }
-        for (s, ss) in rules.streams.iter_mut().zip(&snap.streams) {
-            for (l, ls) in s.legs.iter_mut().zip(&ss.legs) {
-                l.restore(ls)?;
-            }
-            for &ssrc in &ss.transmitter_ssrcs {
-                s.transmitter_ssrcs.admit(ssrc);
+        let tx = rules.transmitter;
+        for (si, ss) in snap.streams.iter().enumerate() {
+            for (p, ls) in PARTIES.into_iter().zip(&ss.legs) {
+                let ssrcs = (p == tx).then_some(ss.transmitter_ssrcs.as_slice());
+                rules.rules.restore_pair_leg(p.slot(), si, ls, ssrcs)?;
             }
         }
-        for (c, cs) in rules.control.iter_mut().zip(&snap.control) {
-            if let (Some(c), Some(cs)) = (c.as_mut(), cs.as_ref()) {
-                c.restore(cs)?;
+        for (p, cs) in PARTIES.into_iter().zip(&snap.control) {
+            if let Some(cs) = cs {
+                rules.rules.restore_control(p.slot(), cs)?;
             }
         }
         Ok(rules)

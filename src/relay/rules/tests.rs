@@ -2,8 +2,10 @@
 
 use super::*;
 use crate::control::arbiter::Arbiter;
+use crate::control::MediaSecurity;
 use crate::keys::SrtpSuite;
 use crate::wire::rtcp::emit_pli;
+use std::sync::Arc;
 use std::time::Duration;
 
 const SSRC: u32 = 0x1234_5678;
@@ -661,4 +663,47 @@ fn a_nat_client_still_latches_every_socket_from_its_public_ip() {
         [false, false, true],
         "the RTCP socket latches from the same IP"
     );
+}
+
+/// Found by the `packet_rules` fuzz target: a stranger whose packets weakly latched the caller's
+/// RTP socket **before** the caller showed up kept it after the caller spoke from its SDP
+/// address on its RTCP socket. The weak latch was a guess; the party proved itself elsewhere at
+/// another IP, so the guess gives way and the stranger is a stranger again.
+#[test]
+fn a_weak_latch_gives_way_when_the_party_shows_up_elsewhere() {
+    let t0 = Instant::now();
+    let arbiter = Arc::new(Arbiter::with_members(2));
+    assert!(arbiter.permit(Party::Caller.slot()));
+    let mut r = two_stream_rules(&arbiter, caller());
+    let stranger = addr("203.0.113.7:7000");
+    let mut got = Vec::new();
+    for i in 0..4u64 {
+        let mut p = rtp(0xdead, b"x");
+        let now = t0 + Duration::from_millis(i * 20);
+        got.push(judge(&mut r, Party::Caller, stranger, now, &mut p).is_ok());
+    }
+    assert_eq!(
+        got,
+        [false, false, true, true],
+        "the guess: latched on weak evidence"
+    );
+    let rtcp_at = Ingress {
+        stream: 0,
+        party: Party::Caller,
+        rtcp_socket: true,
+    };
+    let mut rr = vec![0x80, 201, 0, 1, 0, 0, 0, 9];
+    let mut t = Tally::default();
+    assert!(r.judge(rtcp_at, caller(), t0, &mut rr, &mut t).is_ok());
+    for i in 0..10u64 {
+        let mut p = rtp(0xdead, b"x");
+        let now = t0 + Duration::from_millis(100 + i * 20);
+        assert_eq!(
+            judge(&mut r, Party::Caller, stranger, now, &mut p),
+            Err(DropReason::WrongSource),
+            "packet {i}"
+        );
+    }
+    let mut p = rtp(0xbeef, b"x");
+    assert!(judge(&mut r, Party::Caller, caller(), t0, &mut p).is_ok());
 }

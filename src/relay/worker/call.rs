@@ -7,9 +7,11 @@ use super::super::ports::BoundPort;
 use super::super::rules::{
     CallRules, ControlSetup, Ingress, LegSetup, RulesSetup, StreamSetup, Tally,
 };
-use super::super::stats::LegSnapshot;
+use super::super::stats::{DropReason, LegSnapshot};
 use super::super::CallSummary;
-use super::media::{Media, Net, Role, Scratch};
+use super::media::{
+    read_control, Activity, ControlChannels, Media, Net, Role, Scratch, BATCHES_PER_WAKE,
+};
 use crate::control::call::{Call, CallState};
 use crate::control::server::KindCounters;
 use crate::control::server::TransmissionState;
@@ -20,20 +22,8 @@ use std::io;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Receive batches a media socket may take per wake-up before the worker looks at the others.
-const BATCHES_PER_WAKE: usize = 8;
-/// Control datagrams read per wake-up of a control socket.
-const CONTROL_PER_WAKE: usize = 16;
 /// Media packets from the receive-only party between steps of the call (so it can revoke).
 const RECEIVER_MEDIA_STEP_EVERY: u64 = 4;
-
-/// Media activity seen since the call was last stepped.
-#[derive(Debug, Default, Clone, Copy)]
-struct Activity {
-    since_step: u64,
-    total: u64,
-    last: Option<Instant>,
-}
 
 /// One call on a worker.
 #[derive(Debug)]
@@ -266,7 +256,7 @@ impl CallRt {
             st.received.total(),
             self.call.server().media_started(),
             self.counters.iter().map(|c| c.latches).sum::<u64>(),
-            self.media.is_some(),
+            self.media.as_ref().map(|m| m.rules.wraps()),
         )
             .hash(&mut h);
         (h.finish(), self.counters.iter().map(|c| c.packets_in).sum())
@@ -312,47 +302,10 @@ impl CallRt {
                 }
                 wants
             }
-            Some(Role::Control(party)) => self.on_control(index, party, now, io),
+            Some(Role::Control(party)) => Wants {
+                step: read_control(self, index, party, now, io),
+            },
         }
-    }
-
-    fn on_control(&mut self, index: usize, party: Party, now: Instant, io: &mut Scratch) -> Wants {
-        let mut wants = Wants::default();
-        for _ in 0..CONTROL_PER_WAKE {
-            let Some(media) = self.media.as_mut() else {
-                break;
-            };
-            let Some(s) = media.net.sockets.get(index) else {
-                break;
-            };
-            let (n, from) = match s.sock.socket().recv_from(&mut io.control) {
-                Ok(r) => r,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(_) => continue, // e.g. an ICMP error: the socket stays usable
-            };
-            let mut d = LegSnapshot::default();
-            d.add_in(1, n as u64);
-            let Some(buf) = io.control.get_mut(..n) else {
-                continue;
-            };
-            match media.rules.admit_control(party, from, now, buf) {
-                Ok(len) => {
-                    self.count(party.index(), &d);
-                    self.feed_activity(now);
-                    if let Some(msg) = io.control.get(..len) {
-                        self.call.handle_control(now, party, msg);
-                    }
-                    wants.step = true;
-                }
-                Err(r) => {
-                    if let Some(x) = d.drops.get_mut(r as usize) {
-                        *x += 1;
-                    }
-                    self.count(party.index(), &d);
-                }
-            }
-        }
-        wants
     }
 
     /// Books a batch from `party`: counters, and whether the call should be stepped.
@@ -385,7 +338,8 @@ impl CallRt {
             self.bye = true;
             step = true;
         }
-        step
+        // A rollover counter moved: a step writes the call's image at once (HA).
+        step || t.wrapped
     }
 
     /// Feeds the call the media activity seen since its last step, and a caller BYE.
@@ -502,6 +456,35 @@ impl CallRt {
             quality: self.quality(now),
             tc: *call.tc_stats(),
         }
+    }
+}
+
+impl ControlChannels<Party> for CallRt {
+    fn control_socket(&self, index: usize) -> Option<&std::net::UdpSocket> {
+        let s = self.media.as_ref()?.net.sockets.get(index)?;
+        Some(s.sock.socket())
+    }
+
+    fn admit_control(
+        &mut self,
+        party: Party,
+        from: std::net::SocketAddr,
+        now: Instant,
+        buf: &mut [u8],
+    ) -> Result<usize, DropReason> {
+        match self.media.as_mut() {
+            Some(m) => m.rules.admit_control(party, from, now, buf),
+            None => Err(DropReason::WrongSource), // no media plane yet: nothing is expected
+        }
+    }
+
+    fn count_control(&mut self, party: Party, d: &LegSnapshot) {
+        self.count(party.index(), d);
+    }
+
+    fn handle_control(&mut self, now: Instant, party: Party, msg: &[u8]) {
+        self.feed_activity(now);
+        self.call.handle_control(now, party, msg);
     }
 }
 

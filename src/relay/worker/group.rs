@@ -10,11 +10,12 @@
 //! packet, every few unpermitted packets, on control input and on timers).
 
 use super::super::io::{Coalescer, UdpSock};
-use super::super::plane::{GroupStream, MemberPrep, WorkerStats};
+use super::super::plane::{MemberPrep, WorkerStats};
+use super::super::ports::BoundPort;
 use super::super::rules::Tally;
 use super::super::rules::{
-    FanOut, GroupIngress, GroupMemberRulesSnapshot, GroupRules, GroupRulesSetup, GroupStreamSetup,
-    MemberMedia,
+    Delivery, FanOut, GroupIngress, GroupMemberRulesSnapshot, GroupRules, GroupRulesSetup,
+    GroupStreamSetup, MemberMedia,
 };
 use super::super::stats::{DropReason, LegSnapshot};
 use super::super::{
@@ -22,7 +23,7 @@ use super::super::{
     GroupMemberSummary, GroupQueueSummary, GroupSnapshot, GroupStreamImage,
     GroupTransmissionSummary,
 };
-use super::media::Scratch;
+use super::media::{read_control, Activity, ControlChannels, Scratch, BATCHES_PER_WAKE};
 use crate::control::arbiter::{Arbiter, Slot, MAX_MEMBERS};
 use crate::control::call::snapshot::{GroupSecrets, MemberSecrets};
 use crate::control::call::{CallEvent, CallEventKind, CallState, SetupError};
@@ -38,10 +39,6 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Receive batches a media socket may take per wake-up before the worker looks at the others.
-const BATCHES_PER_WAKE: usize = 8;
-/// Control datagrams read per wake-up of a control socket.
-const CONTROL_PER_WAKE: usize = 16;
 /// Media packets from a member without permission between steps of the call (so it can
 /// revoke).
 const UNPERMITTED_STEP_EVERY: u64 = 4;
@@ -56,7 +53,7 @@ pub(crate) struct GroupAdopt {
     pub(crate) group_id: String,
     pub(crate) security: MediaSecurity,
     pub(crate) config: TcConfig,
-    pub(crate) streams: Vec<GroupStream>,
+    pub(crate) streams: Vec<GroupStreamImage>,
     pub(crate) server_ssrc: Ssrc,
     pub(crate) members: Vec<MemberPrep>,
 }
@@ -78,14 +75,6 @@ enum Role {
 struct Socket {
     sock: UdpSock,
     role: Role,
-}
-
-/// Media activity of one member since the call was last stepped.
-#[derive(Debug, Default, Clone, Copy)]
-struct Activity {
-    since_step: u64,
-    total: u64,
-    last: Option<Instant>,
 }
 
 /// One member's sockets and counters.
@@ -122,6 +111,102 @@ fn sent_to(receiver: &mut LegSnapshot, batch: &mut LegSnapshot, sent: super::sup
         if sent.failed > 0 {
             if let Some(x) = c.drops.get_mut(DropReason::SendFailed as usize) {
                 *x += sent.failed;
+            }
+        }
+    }
+}
+
+/// A group call's identity and streams, new or taken over.
+struct GroupHead {
+    call_id: CallId,
+    group_id: String,
+    security: MediaSecurity,
+    streams: Vec<GroupStreamImage>,
+    server_ssrc: Ssrc,
+    created: Instant,
+}
+
+/// The receiver side of a group call's batch: its members' legs and sockets, and which legs
+/// hold RTP gathered and not yet sent (bit per member, per stream).
+struct Legs<'a> {
+    members: &'a mut [Option<MemberRt>],
+    sockets: &'a [Option<Socket>],
+    dirty: &'a mut [u64],
+}
+
+impl Legs<'_> {
+    /// Sends delivery `d` of `bytes` from its member's own relay socket of the stream (RTCP
+    /// from its RTCP socket if it has one), RTP gathered into the leg's GSO run; books it in
+    /// `out`. `false` when the member or its socket is gone.
+    #[inline]
+    fn deliver(&mut self, d: &Delivery, bytes: &[u8], out: &mut LegSnapshot) -> bool {
+        let Some(m) = self
+            .members
+            .get_mut(d.member.index())
+            .and_then(Option::as_mut)
+        else {
+            return false;
+        };
+        let own = if d.rtcp {
+            m.rtcp
+                .get(d.stream)
+                .copied()
+                .flatten()
+                .or_else(|| m.rtp.get(d.stream).copied().flatten())
+        } else {
+            m.rtp.get(d.stream).copied().flatten()
+        };
+        let Some(s) = own
+            .and_then(|i| self.sockets.get(i))
+            .and_then(Option::as_ref)
+            .map(|s| &s.sock)
+        else {
+            return false;
+        };
+        let sent = match (d.rtcp, m.out.get_mut(d.stream)) {
+            (false, Some((c, to))) => {
+                let c = c.get_or_insert_with(Box::default);
+                if let Some(w) = self.dirty.get_mut(d.stream) {
+                    *w |= d.member.bit();
+                }
+                // A run goes to one address: a new one sends the old run first.
+                let mut sent = match *to {
+                    Some(old) if old != d.dest => c.flush(s, old),
+                    _ => Default::default(),
+                };
+                *to = Some(d.dest);
+                let more = c.push(bytes, s, d.dest);
+                sent.packets += more.packets;
+                sent.bytes += more.bytes;
+                sent.failed += more.failed;
+                sent
+            }
+            _ => s.send(d.dest, bytes, bytes.len()),
+        };
+        sent_to(&mut m.counters, out, sent);
+        true
+    }
+
+    /// Sends every receiver leg's gathered run; books it in `out`.
+    fn flush(&mut self, out: &mut LegSnapshot) {
+        for (si, w) in self.dirty.iter_mut().enumerate() {
+            for r in crate::control::arbiter::slots(std::mem::take(w)) {
+                let Some(m) = self.members.get_mut(r.index()).and_then(Option::as_mut) else {
+                    continue;
+                };
+                let (Some((Some(c), Some(dest))), Some(s)) = (
+                    m.out.get_mut(si),
+                    m.rtp
+                        .get(si)
+                        .copied()
+                        .flatten()
+                        .and_then(|i| self.sockets.get(i))
+                        .and_then(Option::as_ref),
+                ) else {
+                    continue;
+                };
+                let sent = c.flush(&s.sock, *dest);
+                sent_to(&mut m.counters, out, sent);
             }
         }
     }
@@ -178,18 +263,55 @@ impl GroupRt {
             server_ssrc,
             members,
         } = adopt;
-        let arbiter = Arc::new(Arbiter::new());
         let server = TransmissionControlServer::group(
             config,
             ServerIdentity {
-                call_id: group_id.to_string(),
+                call_id: group_id.clone(),
                 server_ssrc,
             },
-            arbiter.clone(),
+            Arc::new(Arbiter::new()),
             ssrcs.clone(),
         );
-        let setup = GroupRulesSetup {
-            arbiter,
+        let head = GroupHead {
+            call_id,
+            group_id,
+            security,
+            streams,
+            server_ssrc,
+            created: now,
+        };
+        let mut rt = GroupRt::empty(head, server, latch_after, ssrcs, totals);
+        let mut slots = Vec::with_capacity(members.len());
+        let mut members = members.into_iter();
+        while let Some(m) = members.next() {
+            match rt.join(now, m) {
+                Ok(s) => slots.push(s),
+                Err((e, own)) => return Err(rt.give_up(e, own, members.map(|m| m.ports))),
+            }
+        }
+        rt.server.start(now);
+        Ok((rt, slots))
+    }
+
+    /// A call with its server and rules and no member yet: what a new call and one taken
+    /// over start from.
+    fn empty(
+        head: GroupHead,
+        server: TransmissionControlServer,
+        latch_after: u32,
+        ssrcs: Arc<SsrcRegistry>,
+        totals: Arc<WorkerStats>,
+    ) -> GroupRt {
+        let GroupHead {
+            call_id,
+            group_id,
+            security,
+            streams,
+            server_ssrc,
+            created,
+        } = head;
+        let rules = GroupRules::new(&GroupRulesSetup {
+            arbiter: server.arbiter().clone(),
             security,
             streams: streams
                 .iter()
@@ -201,56 +323,46 @@ impl GroupRt {
                 .collect(),
             server_ssrc: server_ssrc.get(),
             latch_after,
-        };
-        let rules = GroupRules::new(&setup);
-        let mut rt = GroupRt {
+        });
+        GroupRt {
             call_id,
             group_id,
             security,
             server,
             rules,
             streams: streams.len(),
-            stream_images: streams
-                .iter()
-                .map(|s| GroupStreamImage {
-                    kind: s.kind.clone(),
-                    encrypted: s.encrypted,
-                    clock_rate: s.clock_rate,
-                })
-                .collect(),
+            dirty: vec![0; streams.len()],
+            stream_images: streams,
             members: (0..MAX_MEMBERS).map(|_| None).collect(),
             sockets: Vec::new(),
             departed: Vec::new(),
-            dirty: vec![0; streams.len()],
             fan: FanOut::new(),
-            created: now,
+            created,
             released_at: None,
             server_ssrc,
             ssrcs,
             armed: None,
             tc_published: Default::default(),
             totals,
-        };
-        let mut slots = Vec::with_capacity(members.len());
-        let mut members = members.into_iter();
-        for m in members.by_ref() {
-            match rt.join(now, m) {
-                Ok(s) => slots.push(s),
-                Err((e, own)) => {
-                    let mut ports = rt.all_ports();
-                    ports.extend(own);
-                    for rest in members {
-                        ports.extend(rest.ports.iter().copied());
-                    }
-                    // The engine gives the server SSRC back when it hears of the refusal.
-                    rt.server.release(ReleaseReason::InternalError);
-                    drop(rt); // closes the sockets
-                    return Err((e, ports));
-                }
-            }
         }
-        rt.server.start(now);
-        Ok((rt, slots))
+    }
+
+    /// A member could not be set up, so the call is not either: its sockets close. Returns the
+    /// error with every relay port to give back: the call's, the refused member's (`own`) and
+    /// those of the members not added yet (`rest`).
+    fn give_up(
+        mut self,
+        e: SetupError,
+        own: Vec<(usize, u16)>,
+        rest: impl Iterator<Item = Vec<(usize, u16)>>,
+    ) -> Refused {
+        let mut ports = self.all_ports();
+        ports.extend(own);
+        ports.extend(rest.flatten());
+        // The engine gives the server SSRC back when it hears of the refusal.
+        self.server.release(ReleaseReason::InternalError);
+        drop(self); // closes the sockets
+        (e, ports)
     }
 
     /// Every relay port the call holds.
@@ -339,45 +451,12 @@ impl GroupRt {
             counters: LegSnapshot::default(),
             activity: Activity::default(),
             media_seen: true,
-            out: Vec::new(),
+            out: (0..self.streams).map(|_| (None, None)).collect(),
             media,
             relay,
             control_relay,
         };
-        let r = (|| -> io::Result<()> {
-            for (si, b) in stream_sockets.into_iter().enumerate() {
-                let Some(b) = b else { continue };
-                let i = self.push_socket(
-                    b.rtp,
-                    Role::Media {
-                        member: slot,
-                        stream: si,
-                        rtcp: false,
-                    },
-                )?;
-                if let Some(x) = m.rtp.get_mut(si) {
-                    *x = Some(i);
-                }
-                if let Some(s) = b.rtcp {
-                    let i = self.push_socket(
-                        s,
-                        Role::Media {
-                            member: slot,
-                            stream: si,
-                            rtcp: true,
-                        },
-                    )?;
-                    if let Some(x) = m.rtcp.get_mut(si) {
-                        *x = Some(i);
-                    }
-                }
-            }
-            if let Some(b) = control_socket {
-                m.control = Some(self.push_socket(b.rtp, Role::Control(slot))?);
-            }
-            Ok(())
-        })();
-        m.out = (0..self.streams).map(|_| (None, None)).collect();
+        let r = self.add_sockets(slot, &mut m, stream_sockets, control_socket);
         if let Some(x) = self.members.get_mut(slot.index()) {
             *x = Some(m);
         }
@@ -389,6 +468,39 @@ impl GroupRt {
                 SetupError::BadRequest(format!("cannot use the member's sockets: {e}")),
                 ports,
             ));
+        }
+        Ok(())
+    }
+
+    /// Takes in member `slot`'s sockets (`m` books which serves what): per stream its RTP
+    /// socket and a separate RTCP one, and its control channel's.
+    fn add_sockets(
+        &mut self,
+        slot: Slot,
+        m: &mut MemberRt,
+        stream_sockets: Vec<Option<BoundPort>>,
+        control_socket: Option<BoundPort>,
+    ) -> io::Result<()> {
+        for (si, b) in stream_sockets.into_iter().enumerate() {
+            let Some(b) = b else { continue };
+            let media = |rtcp| Role::Media {
+                member: slot,
+                stream: si,
+                rtcp,
+            };
+            let i = self.push_socket(b.rtp, media(false))?;
+            if let Some(x) = m.rtp.get_mut(si) {
+                *x = Some(i);
+            }
+            if let Some(s) = b.rtcp {
+                let i = self.push_socket(s, media(true))?;
+                if let Some(x) = m.rtcp.get_mut(si) {
+                    *x = Some(i);
+                }
+            }
+        }
+        if let Some(b) = control_socket {
+            m.control = Some(self.push_socket(b.rtp, Role::Control(slot))?);
         }
         Ok(())
     }
@@ -515,7 +627,7 @@ impl GroupRt {
                 }
                 step
             }
-            Role::Control(member) => self.on_control(index, member, now, io),
+            Role::Control(member) => read_control(self, index, member, now, io),
         }
     }
 
@@ -545,6 +657,11 @@ impl GroupRt {
             totals,
             ..
         } = self;
+        let mut legs = Legs {
+            members,
+            sockets,
+            dirty,
+        };
         for (from, data, stride) in io.batch.datagrams() {
             let stride = stride.max(1);
             for seg in data.chunks_mut(stride) {
@@ -556,72 +673,14 @@ impl GroupRt {
                     continue;
                 }
                 for (d, bytes) in fan.iter() {
-                    let Some(m) = members.get_mut(d.member.index()).and_then(Option::as_mut) else {
+                    if !legs.deliver(d, bytes, &mut out) {
                         t.drop(DropReason::WrongSource);
-                        continue;
-                    };
-                    let own = if d.rtcp {
-                        m.rtcp
-                            .get(d.stream)
-                            .copied()
-                            .flatten()
-                            .or_else(|| m.rtp.get(d.stream).copied().flatten())
-                    } else {
-                        m.rtp.get(d.stream).copied().flatten()
-                    };
-                    let Some(s) = own
-                        .and_then(|i| sockets.get(i))
-                        .and_then(Option::as_ref)
-                        .map(|s| &s.sock)
-                    else {
-                        t.drop(DropReason::WrongSource);
-                        continue;
-                    };
-                    let sent = match (d.rtcp, m.out.get_mut(d.stream)) {
-                        (false, Some((c, to))) => {
-                            let c = c.get_or_insert_with(Box::default);
-                            if let Some(w) = dirty.get_mut(d.stream) {
-                                *w |= d.member.bit();
-                            }
-                            // A run goes to one address: a new one sends the old run first.
-                            let mut sent = match *to {
-                                Some(old) if old != d.dest => c.flush(s, old),
-                                _ => Default::default(),
-                            };
-                            *to = Some(d.dest);
-                            let more = c.push(bytes, s, d.dest);
-                            sent.packets += more.packets;
-                            sent.bytes += more.bytes;
-                            sent.failed += more.failed;
-                            sent
-                        }
-                        _ => s.send(d.dest, bytes, bytes.len()),
-                    };
-                    sent_to(&mut m.counters, &mut out, sent);
+                    }
                 }
             }
         }
         // Every receiver leg's gathered run goes out before the next batch.
-        for (si, w) in dirty.iter_mut().enumerate() {
-            for r in crate::control::arbiter::slots(std::mem::take(w)) {
-                let Some(m) = members.get_mut(r.index()).and_then(Option::as_mut) else {
-                    continue;
-                };
-                let (Some((Some(c), Some(dest))), Some(s)) = (
-                    m.out.get_mut(si),
-                    m.rtp
-                        .get(si)
-                        .copied()
-                        .flatten()
-                        .and_then(|i| sockets.get(i))
-                        .and_then(Option::as_ref),
-                ) else {
-                    continue;
-                };
-                let sent = c.flush(&s.sock, *dest);
-                sent_to(&mut m.counters, &mut out, sent);
-            }
-        }
+        legs.flush(&mut out);
         totals.group.add(&out);
         t.out_packets += out.packets_out;
         t.out_bytes += out.bytes_out;
@@ -642,6 +701,8 @@ impl GroupRt {
         if t.media == 0 {
             return false;
         }
+        // A rollover counter moved: a step writes the call's image at once (HA).
+        let wrapped = t.wrapped;
         let permitted = self.server.arbiter().may_forward(member);
         let Some(m) = self
             .members
@@ -655,47 +716,12 @@ impl GroupRt {
         a.total += t.media;
         a.since_step += t.media;
         a.last = Some(now);
-        if permitted {
-            !m.media_seen
-        } else {
-            before / UNPERMITTED_STEP_EVERY != a.total / UNPERMITTED_STEP_EVERY
-        }
-    }
-
-    fn on_control(&mut self, index: usize, member: Slot, now: Instant, io: &mut Scratch) -> bool {
-        let mut step = false;
-        for _ in 0..CONTROL_PER_WAKE {
-            let Some(s) = self.sockets.get(index).and_then(Option::as_ref) else {
-                break;
-            };
-            let (n, from) = match s.sock.socket().recv_from(&mut io.control) {
-                Ok(r) => r,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(_) => continue, // e.g. an ICMP error: the socket stays usable
-            };
-            let mut d = LegSnapshot::default();
-            d.add_in(1, n as u64);
-            let Some(buf) = io.control.get_mut(..n) else {
-                continue;
-            };
-            match self.rules.admit_control(member, from, now, buf) {
-                Ok(len) => {
-                    self.count(member, &d);
-                    self.feed_activity(now);
-                    if let Some(msg) = io.control.get(..len) {
-                        self.server.handle_datagram(now, member, msg);
-                    }
-                    step = true;
-                }
-                Err(r) => {
-                    if let Some(x) = d.drops.get_mut(r as usize) {
-                        *x += 1;
-                    }
-                    self.count(member, &d);
-                }
+        wrapped
+            || if permitted {
+                !m.media_seen
+            } else {
+                before / UNPERMITTED_STEP_EVERY != a.total / UNPERMITTED_STEP_EVERY
             }
-        }
-        step
     }
 
     /// Feeds the server the media activity seen since the last step.
@@ -993,6 +1019,31 @@ impl GroupRt {
     }
 }
 
+impl ControlChannels<Slot> for GroupRt {
+    fn control_socket(&self, index: usize) -> Option<&UdpSocket> {
+        Some(self.sockets.get(index)?.as_ref()?.sock.socket())
+    }
+
+    fn admit_control(
+        &mut self,
+        member: Slot,
+        from: SocketAddr,
+        now: Instant,
+        buf: &mut [u8],
+    ) -> Result<usize, DropReason> {
+        self.rules.admit_control(member, from, now, buf)
+    }
+
+    fn count_control(&mut self, member: Slot, d: &LegSnapshot) {
+        self.count(member, d);
+    }
+
+    fn handle_control(&mut self, now: Instant, member: Slot, msg: &[u8]) {
+        self.feed_activity(now);
+        self.server.handle_datagram(now, member, msg);
+    }
+}
+
 /// A group call to take over: its snapshot, its members made ready (sockets bound, keys in
 /// their legs) by slot, when the image was taken (on this relay's clock) and the relay it came
 /// from.
@@ -1023,57 +1074,21 @@ impl GroupRt {
             ..
         } = r;
         let server = TransmissionControlServer::restore(&g.tc, at, Some(ssrcs.clone()));
-        let setup = GroupRulesSetup {
-            arbiter: server.arbiter().clone(),
-            security: g.media_security,
-            streams: g
-                .streams
-                .iter()
-                .map(|s| GroupStreamSetup {
-                    kind: s.kind.clone(),
-                    encrypted: s.encrypted,
-                    clock_rate: s.clock_rate,
-                })
-                .collect(),
-            server_ssrc: g.tc.server_ssrc,
-            latch_after,
-        };
-        let rules = GroupRules::new(&setup);
-        let mut rt = GroupRt {
+        let head = GroupHead {
             call_id: CallId::from(g.call_id.as_str()),
             group_id: g.group_id.clone(),
             security: g.media_security,
-            server,
-            rules,
-            streams: g.streams.len(),
-            stream_images: g.streams.clone(),
-            members: (0..MAX_MEMBERS).map(|_| None).collect(),
-            sockets: Vec::new(),
-            departed: Vec::new(),
-            dirty: vec![0; g.streams.len()],
-            fan: FanOut::new(),
-            created: ms_before(at, g.created_ms_ago),
-            released_at: None,
+            streams: g.streams.clone(),
             server_ssrc: Ssrc(g.tc.server_ssrc),
-            ssrcs,
-            armed: None,
-            tc_published: Default::default(),
-            totals,
+            created: ms_before(at, g.created_ms_ago),
         };
+        let mut rt = GroupRt::empty(head, server, latch_after, ssrcs, totals);
         // The dead relay's counts are not this relay's work.
         rt.tc_published = rt.tc_counters();
         let mut members = members.into_iter();
         while let Some((slot, prep)) = members.next() {
-            let snap = g.rules.member(slot);
-            if let Err((e, own)) = rt.attach(at, slot, prep, snap) {
-                let mut ports = rt.all_ports();
-                ports.extend(own);
-                for (_, rest) in members {
-                    ports.extend(rest.ports.iter().copied());
-                }
-                rt.server.release(ReleaseReason::InternalError);
-                drop(rt);
-                return Err((e, ports));
+            if let Err((e, own)) = rt.attach(at, slot, prep, g.rules.member(slot)) {
+                return Err(rt.give_up(e, own, members.map(|(_, m)| m.ports)));
             }
         }
         // A granted member whose media had not come yet still owes its first packet.
@@ -1179,6 +1194,7 @@ impl GroupRt {
             live.clone().filter(|m| m.media_seen).count(),
             live.clone().map(|m| m.counters.latches).sum::<u64>(),
             self.released(),
+            self.rules.wraps(),
         )
             .hash(&mut h);
         (h.finish(), live.map(|m| m.counters.packets_in).sum())

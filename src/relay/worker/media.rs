@@ -4,14 +4,91 @@
 
 use super::super::io::{Coalescer, RecvBatch, UdpSock};
 use super::super::rules::{CallRules, Ingress, Tally};
-use super::super::stats::DropReason;
+use super::super::stats::{DropReason, LegSnapshot};
 use crate::control::Party;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, UdpSocket};
 use std::time::Instant;
 
 /// Largest transmission control datagram received (one MTU).
 pub(crate) const CONTROL_MTU: usize = 1500;
+/// Receive batches a media socket may take per wake-up before the worker looks at the others.
+pub(super) const BATCHES_PER_WAKE: usize = 8;
+/// Control datagrams read per wake-up of a control socket.
+const CONTROL_PER_WAKE: usize = 16;
+
+/// A call's transmission control channels as the worker reads them, whatever the call's kind
+/// (`M` names a member: a party of a one-to-one call, a slot of a group call).
+pub(super) trait ControlChannels<M: Copy> {
+    /// Control socket `index`, while the call has it.
+    fn control_socket(&self, index: usize) -> Option<&UdpSocket>;
+    /// The rules' checks of a datagram from `from` on `member`'s channel (source, SRTCP):
+    /// the message's length, or why it is dropped.
+    fn admit_control(
+        &mut self,
+        member: M,
+        from: SocketAddr,
+        now: Instant,
+        buf: &mut [u8],
+    ) -> Result<usize, DropReason>;
+    /// Books `d` on `member`'s leg.
+    fn count_control(&mut self, member: M, d: &LegSnapshot);
+    /// An admitted message from `member`, for the transmission control server (after the
+    /// media activity seen before it).
+    fn handle_control(&mut self, now: Instant, member: M, msg: &[u8]);
+}
+
+/// Reads `call`'s control socket `index` (`member`'s channel), at most [`CONTROL_PER_WAKE`]
+/// datagrams: each is counted on the member's leg and checked by the rules; what they admit
+/// goes to the call. Returns whether the call wants a step.
+pub(super) fn read_control<M: Copy>(
+    call: &mut impl ControlChannels<M>,
+    index: usize,
+    member: M,
+    now: Instant,
+    io: &mut Scratch,
+) -> bool {
+    let mut step = false;
+    for _ in 0..CONTROL_PER_WAKE {
+        let Some(s) = call.control_socket(index) else {
+            break;
+        };
+        let (n, from) = match s.recv_from(&mut io.control) {
+            Ok(r) => r,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(_) => continue, // e.g. an ICMP error: the socket stays usable
+        };
+        let mut d = LegSnapshot::default();
+        d.add_in(1, n as u64);
+        let Some(buf) = io.control.get_mut(..n) else {
+            continue;
+        };
+        match call.admit_control(member, from, now, buf) {
+            Ok(len) => {
+                call.count_control(member, &d);
+                if let Some(msg) = io.control.get(..len) {
+                    call.handle_control(now, member, msg);
+                }
+                step = true;
+            }
+            Err(r) => {
+                if let Some(x) = d.drops.get_mut(r as usize) {
+                    *x += 1;
+                }
+                call.count_control(member, &d);
+            }
+        }
+    }
+    step
+}
+
+/// Media activity of a party or member since the call was last stepped.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Activity {
+    pub(super) since_step: u64,
+    pub(super) total: u64,
+    pub(super) last: Option<Instant>,
+}
 
 /// What a socket of a call carries.
 #[derive(Debug, Clone, Copy)]

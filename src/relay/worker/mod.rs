@@ -16,6 +16,7 @@ mod group;
 pub(crate) mod hooks;
 mod media;
 mod restore;
+mod rt;
 
 pub(crate) use group::{GroupAdopt, GroupRestore};
 
@@ -28,6 +29,7 @@ use crate::control::ReleaseReason;
 use call::CallRt;
 use group::GroupRt;
 use media::Scratch;
+use rt::{Rt, Summary};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -170,8 +172,6 @@ impl core::fmt::Debug for Cmd {
 
 /// The waker's token.
 const WAKER: u64 = u64::MAX;
-/// Marks a group call's slot in tokens and timers (group calls have their own slab).
-const GROUP_TAG: u32 = 1 << 31;
 /// Ready sockets reported per `epoll_wait`.
 const EVENTS: usize = 256;
 
@@ -206,14 +206,10 @@ impl Entropy for OsEntropy {
     }
 }
 
+/// A slab entry: the call and the generation its tokens and timers carry.
 struct Entry {
     gen: u32,
-    rt: CallRt,
-}
-
-struct GroupEntry {
-    gen: u32,
-    rt: GroupRt,
+    rt: Rt,
 }
 
 /// Time spent working, for the placement of new calls.
@@ -229,13 +225,11 @@ pub(crate) struct Worker {
     waker: Arc<Waker>,
     stats: Arc<WorkerStats>,
     poller: Poller,
+    /// Every call on this worker, one-to-one and group alike.
     slots: Vec<Option<Entry>>,
     free: Vec<u32>,
     next_gen: u32,
     by_id: HashMap<Arc<str>, u32>,
-    groups: Vec<Option<GroupEntry>>,
-    group_free: Vec<u32>,
-    group_by_id: HashMap<Arc<str>, u32>,
     timers: BinaryHeap<Reverse<(Instant, u32, u32)>>,
     ready: Vec<u64>,
     to_step: Vec<u32>,
@@ -268,9 +262,6 @@ impl Worker {
             free: Vec::new(),
             next_gen: 0,
             by_id: HashMap::new(),
-            groups: Vec::new(),
-            group_free: Vec::new(),
-            group_by_id: HashMap::new(),
             timers: BinaryHeap::new(),
             ready: Vec::with_capacity(EVENTS),
             to_step: Vec::new(),
@@ -345,49 +336,24 @@ impl Worker {
                 reply.send(r);
             }
             Cmd::Reject(id, reply) => {
-                let r = self.with_call(&id, "rejecting", |rt| {
-                    rt.call.reject(now).map(|()| rt.summary(now))
-                });
-                self.end_if_released(&id, now);
-                reply.send(r.and_then(|r| r));
+                reply.send(self.reject(&id, now));
             }
             Cmd::Release(id, reason, reply) => {
-                let r = self.with_call(&id, "releasing", |rt| {
-                    rt.call.release(now, reason);
-                    rt.summary(now)
-                });
-                self.end_if_released(&id, now);
-                reply.send(r);
+                reply.send(self.release(&id, reason, now));
             }
             Cmd::Get(id, reply) => {
-                let r = self.with_call(&id, "reading", |rt| rt.summary(now));
+                let r = self.with_kind(&id, "reading", Rt::private, |rt| rt.summary(now));
                 reply.send(r);
             }
             Cmd::List(reply) => {
-                let ids: Vec<Arc<str>> = self.by_id.keys().cloned().collect();
-                let mut all = Vec::with_capacity(ids.len());
-                let mut failed = None;
-                for id in ids {
-                    match self.with_call(&id, "listing", |rt| rt.summary(now)) {
-                        Ok(s) => all.push(s),
-                        Err(e @ SetupError::Internal(_)) => failed = Some(e),
-                        Err(_) => {}
-                    }
-                }
-                reply.send(failed.map_or(Ok(all), Err));
+                reply.send(self.list(now, Summary::private));
             }
             Cmd::Quality(reply) => {
                 let mut h = super::rules::QualityHistograms::default();
-                for s in self.slots.iter().flatten() {
-                    for q in s.rt.quality(now) {
-                        q.legs.iter().for_each(|l| h.observe(l));
-                    }
-                }
-                for s in self.groups.iter().flatten() {
-                    for q in s.rt.quality(now) {
-                        q.streams.iter().for_each(|(_, l)| h.observe(l));
-                    }
-                }
+                self.slots
+                    .iter()
+                    .flatten()
+                    .for_each(|s| s.rt.quality(now, &mut h));
                 reply.send(h);
             }
             Cmd::AdoptGroup(adopt, reply) => {
@@ -399,44 +365,21 @@ impl Worker {
                 reply.send(r);
             }
             Cmd::LeaveGroup(id, user, reply) => {
-                let plane = self.plane.clone();
-                let r = self.with_group(&id, "removing a member of", |rt| {
-                    rt.leave(now, &user).map(|ports| plane.free_ports(&ports))
-                });
-                self.group_step_id(&id, now);
-                reply.send(r.and_then(|r| r));
+                reply.send(self.leave_group(&id, &user, now));
             }
             Cmd::GetGroup(id, reply) => {
-                let r = self.with_group(&id, "reading", |rt| rt.summary(now));
+                let r = self.with_kind(&id, "reading", Rt::group, |rt| rt.summary(now));
                 reply.send(r);
             }
             Cmd::ListGroups(reply) => {
-                let ids: Vec<Arc<str>> = self.group_by_id.keys().cloned().collect();
-                let mut all = Vec::with_capacity(ids.len());
-                let mut failed = None;
-                for id in ids {
-                    match self.with_group(&id, "listing", |rt| rt.summary(now)) {
-                        Ok(s) => all.push(s),
-                        Err(e @ SetupError::Internal(_)) => failed = Some(e),
-                        Err(_) => {}
-                    }
-                }
-                reply.send(failed.map_or(Ok(all), Err));
+                reply.send(self.list(now, Summary::group));
             }
             Cmd::ReleaseGroup(id, reason, reply) => {
-                let r = self
-                    .with_group(&id, "releasing", |rt| rt.release(reason))
-                    .and_then(|()| {
-                        self.group_step_id(&id, now).ok_or_else(|| {
-                            panicked(&id, "releasing") // released, no summary: it failed
-                        })
-                    });
-                reply.send(r);
+                reply.send(self.release_group(&id, reason, now));
             }
             Cmd::HaSink(tx) => self.ha = Some(restore::HaSink::new(tx, now)),
             Cmd::Snapshot(reply) => {
-                let all = self.slots.iter().flatten();
-                reply.send(all.map(|s| s.rt.image(now)).collect());
+                reply.send(self.each(|rt| rt.as_private().map(|c| c.image(now))));
             }
             Cmd::Restore(r, reply) => {
                 reply.send(self.restore(*r, now));
@@ -445,24 +388,90 @@ impl Worker {
                 reply.send(self.abandon());
             }
             Cmd::SnapshotGroups(reply) => {
-                let all = self.groups.iter().flatten();
-                let _ = reply.send(all.map(|s| s.rt.image(now)).collect());
+                reply.send(self.each(|rt| rt.as_group().map(|g| g.image(now))));
             }
             Cmd::RestoreGroup(r, reply) => {
-                let _ = reply.send(self.restore_group(*r, now));
+                reply.send(self.restore_group(*r, now));
             }
             Cmd::Shutdown => {}
         }
     }
 
+    /// The callee of one-to-one call `id` declined: the call is released (`rejected`).
+    fn reject(&mut self, id: &str, now: Instant) -> Result<CallSummary, SetupError> {
+        let r = self.with_kind(id, "rejecting", Rt::private, |rt| {
+            rt.call.reject(now).map(|()| rt.summary(now))
+        });
+        self.step_id(id, now);
+        r?
+    }
+
+    /// Releases one-to-one call `id` for `reason`.
+    fn release(
+        &mut self,
+        id: &str,
+        reason: ReleaseReason,
+        now: Instant,
+    ) -> Result<CallSummary, SetupError> {
+        let r = self.with_kind(id, "releasing", Rt::private, |rt| {
+            rt.call.release(now, reason);
+            rt.summary(now)
+        });
+        self.step_id(id, now);
+        r
+    }
+
+    /// Member `user` leaves group call `id`: its ports go back.
+    fn leave_group(&mut self, id: &str, user: &str, now: Instant) -> Result<(), SetupError> {
+        let plane = self.plane.clone();
+        let r = self.with_kind(id, "removing a member of", Rt::group, |rt| {
+            rt.leave(now, user).map(|ports| plane.free_ports(&ports))
+        });
+        self.step_id(id, now);
+        r?
+    }
+
+    /// Releases group call `id` for `reason`: its last summary.
+    fn release_group(
+        &mut self,
+        id: &str,
+        reason: ReleaseReason,
+        now: Instant,
+    ) -> Result<GroupCallSummary, SetupError> {
+        self.with_kind(id, "releasing", Rt::group, |rt| rt.release(reason))?;
+        // Released with no summary: the release failed.
+        let summary = self.step_id(id, now).and_then(Summary::group);
+        summary.ok_or_else(|| panicked(id, "releasing"))
+    }
+
+    /// The summary of every call that `pick` takes (one kind); an internal error if reading
+    /// one of them panicked.
+    fn list<T>(
+        &mut self,
+        now: Instant,
+        pick: impl Fn(Summary) -> Option<T>,
+    ) -> Result<Vec<T>, SetupError> {
+        let ids: Vec<Arc<str>> = self.by_id.keys().cloned().collect();
+        let mut all = Vec::with_capacity(ids.len());
+        let mut failed = None;
+        for id in ids {
+            match self.with_call(&id, "listing", |rt| rt.summary(now)) {
+                Ok(s) => all.extend(pick(s)),
+                Err(e @ SetupError::Internal(_)) => failed = Some(e),
+                Err(_) => {}
+            }
+        }
+        failed.map_or(Ok(all), Err)
+    }
+
     /// Runs `f` on the call `id`, ending the call if `f` panics: [`SetupError::UnknownCall`]
     /// when the call does not live here, [`SetupError::Internal`] (naming what was being
-    /// `doing`) after a panic.
+    /// `doing`) after a panic. The one place a command reaches a call.
     fn with_call<T>(
         &mut self,
         id: &str,
         doing: &str,
-        f: impl FnOnce(&mut CallRt) -> T,
+        f: impl FnOnce(&mut Rt) -> T,
     ) -> Result<T, SetupError> {
         #[cfg(test)]
         hooks::stall_hook(id);
@@ -487,6 +496,67 @@ impl Worker {
         }
     }
 
+    /// [`Self::with_call`] on a call of the kind `kind` picks out ([`Rt::private`],
+    /// [`Rt::group`]): a call of another kind is an unknown call here.
+    fn with_kind<K, T>(
+        &mut self,
+        id: &str,
+        doing: &str,
+        kind: fn(&mut Rt) -> Option<&mut K>,
+        f: impl FnOnce(&mut K) -> T,
+    ) -> Result<T, SetupError> {
+        self.with_call(id, doing, |rt| kind(rt).map(f))?
+            .ok_or_else(|| SetupError::UnknownCall(id.to_owned()))
+    }
+
+    /// What `f` makes of each call here (that it takes).
+    fn each<T>(&self, f: impl Fn(&Rt) -> Option<T>) -> Vec<T> {
+        self.slots
+            .iter()
+            .flatten()
+            .filter_map(|s| f(&s.rt))
+            .collect()
+    }
+
+    /// Puts a call in the slab, under `id`. Returns its slot and generation.
+    fn insert(&mut self, id: Arc<str>, rt: Rt) -> (u32, u32) {
+        let slot = self.free.pop().unwrap_or_else(|| {
+            self.slots.push(None);
+            (self.slots.len() - 1) as u32
+        });
+        self.next_gen = self.next_gen.wrapping_add(1);
+        let gen = self.next_gen;
+        if let Some(s) = self.slots.get_mut(slot as usize) {
+            *s = Some(Entry { gen, rt });
+        }
+        self.by_id.insert(id, slot);
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        (slot, gen)
+    }
+
+    /// Polls the call's sockets (those of its members `only`, or all of them). `false` when
+    /// one of them could not be polled (logged).
+    fn poll(&mut self, slot: u32, only: Option<&[crate::control::arbiter::Slot]>) -> bool {
+        let Some(Some(s)) = self.slots.get(slot as usize) else {
+            return true;
+        };
+        let sockets = match (&s.rt, only) {
+            (Rt::Group(g), Some(members)) => {
+                members.iter().flat_map(|&m| g.member_sockets(m)).collect()
+            }
+            (rt, _) => rt.sockets(),
+        };
+        let mut all = true;
+        for (i, sock) in sockets {
+            if let Err(e) = self.poller.add(sock, token(slot, s.gen, i)) {
+                let id = s.rt.call_id();
+                warn!(worker = self.index, call = %id, error = %e, "cannot poll a call's socket");
+                all = false;
+            }
+        }
+        all
+    }
+
     fn adopt(
         &mut self,
         call: Call,
@@ -495,11 +565,6 @@ impl Worker {
         now: Instant,
     ) {
         let id: Arc<str> = call.id().into();
-        let slot = self.free.pop().unwrap_or_else(|| {
-            self.slots.push(None);
-            (self.slots.len() - 1) as u32
-        });
-        self.next_gen = self.next_gen.wrapping_add(1);
         let rt = CallRt::new(
             call,
             bound,
@@ -507,14 +572,7 @@ impl Worker {
             self.plane.config.latch_after_packets,
             self.stats.clone(),
         );
-        if let Some(s) = self.slots.get_mut(slot as usize) {
-            *s = Some(Entry {
-                gen: self.next_gen,
-                rt,
-            });
-        }
-        self.by_id.insert(id, slot);
-        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        let (slot, _) = self.insert(id, Rt::Private(rt));
         self.step(slot, now); // publishes call.progress, arms the offer timeout
     }
 
@@ -525,7 +583,7 @@ impl Worker {
         now: Instant,
     ) -> Result<CallAnswer, SetupError> {
         let mut entropy = std::mem::take(&mut self.entropy);
-        let r = self.with_call(id, "answering", |rt| {
+        let r = self.with_kind(id, "answering", Rt::private, |rt| {
             rt.call.accept(now, answer, &mut entropy)
         });
         self.entropy = entropy;
@@ -533,9 +591,16 @@ impl Worker {
         let Some(&slot) = self.by_id.get(id) else {
             return Ok(answer);
         };
-        if let Err(e) = self.start_media(slot) {
-            warn!(call = %id, error = %e, "cannot start the call's media");
-            let _ = self.with_call(id, "starting the media of", |rt| {
+        let started = self.with_kind(id, "starting the media of", Rt::private, |rt| {
+            let r = rt.start_media().map(|_| ());
+            if let Err(e) = &r {
+                warn!(call = %rt.call.id(), error = %e, "cannot start the call's media");
+                rt.call.release(now, ReleaseReason::InternalError);
+            }
+            r.is_ok()
+        });
+        if started == Ok(true) && !self.poll(slot, None) {
+            let _ = self.with_kind(id, "starting the media of", Rt::private, |rt| {
                 rt.call.release(now, ReleaseReason::InternalError)
             });
         }
@@ -543,24 +608,9 @@ impl Worker {
         Ok(answer)
     }
 
-    fn start_media(&mut self, slot: u32) -> std::io::Result<()> {
-        let Some(Some(s)) = self.slots.get_mut(slot as usize) else {
-            return Ok(());
-        };
-        let gen = s.gen;
-        s.rt.start_media()?;
-        for (i, sock) in s.rt.sockets() {
-            self.poller.add(sock, token(slot, gen, i))?;
-        }
-        Ok(())
-    }
-
     /// A socket is readable.
     fn readable(&mut self, t: u64, now: Instant) {
         let (slot, gen, socket) = untoken(t);
-        if slot & GROUP_TAG != 0 {
-            return self.group_readable(slot & !GROUP_TAG, gen, socket, now);
-        }
         let Some(Some(s)) = self.slots.get_mut(slot as usize) else {
             return;
         };
@@ -569,8 +619,8 @@ impl Worker {
         }
         let (rt, scratch) = (&mut s.rt, &mut self.scratch);
         match catch_unwind(AssertUnwindSafe(|| rt.on_readable(socket, now, scratch))) {
-            Ok(w) if w.step => self.to_step.push(slot),
-            Ok(_) => {}
+            Ok(true) => self.to_step.push(slot),
+            Ok(false) => {}
             Err(_) => self.fail(slot, now),
         }
     }
@@ -582,22 +632,18 @@ impl Worker {
                 break;
             }
             self.timers.pop();
-            if slot & GROUP_TAG != 0 {
-                let g = slot & !GROUP_TAG;
-                let live = matches!(self.groups.get(g as usize), Some(Some(s)) if s.gen == gen && s.rt.armed == Some(at));
-                if live {
-                    if let Some(Some(s)) = self.groups.get_mut(g as usize) {
-                        s.rt.armed = None;
+            let live = match self.slots.get_mut(slot as usize) {
+                Some(Some(s)) if s.gen == gen => {
+                    let armed = s.rt.armed();
+                    let live = *armed == Some(at);
+                    if live {
+                        *armed = None;
                     }
-                    self.group_step(g, now);
+                    live
                 }
-                continue;
-            }
-            let live = matches!(self.slots.get(slot as usize), Some(Some(s)) if s.gen == gen && s.rt.armed == Some(at));
+                _ => false,
+            };
             if live {
-                if let Some(Some(s)) = self.slots.get_mut(slot as usize) {
-                    s.rt.armed = None;
-                }
                 self.step(slot, now);
             }
         }
@@ -605,86 +651,79 @@ impl Worker {
 
     fn step_pending(&mut self, now: Instant) {
         while let Some(slot) = self.to_step.pop() {
-            if slot & GROUP_TAG != 0 {
-                self.group_step(slot & !GROUP_TAG, now);
-            } else {
-                self.step(slot, now);
-            }
+            self.step(slot, now);
         }
     }
 
+    /// Steps the call `id`, if it lives here (see [`Self::step`]).
+    fn step_id(&mut self, id: &str, now: Instant) -> Option<Summary> {
+        let slot = *self.by_id.get(id)?;
+        self.step(slot, now)
+    }
+
     /// Runs one call: feeds it, sends what it polls out, publishes its events, re-arms its
-    /// timer, and ends it once released.
-    fn step(&mut self, slot: u32, now: Instant) {
-        let Some(Some(s)) = self.slots.get_mut(slot as usize) else {
-            return;
-        };
+    /// timer, and ends it once released. Returns its last summary when it ended.
+    fn step(&mut self, slot: u32, now: Instant) -> Option<Summary> {
+        let s = self.slots.get_mut(slot as usize)?.as_mut()?;
         let gen = s.gen;
         let (rt, tx, plane) = (&mut s.rt, &mut self.tx, &self.plane);
-        let r = catch_unwind(AssertUnwindSafe(|| {
-            rt.step(now, tx);
-            while let Some(ev) = rt.call.poll_event() {
-                plane.publish(ev);
-            }
-            rt.call.poll_timeout()
-        }));
-        let next = match r {
+        let next = match catch_unwind(AssertUnwindSafe(|| rt.step(now, tx, plane))) {
             Ok(next) => next,
-            Err(_) => return self.fail(slot, now),
+            Err(_) => {
+                self.fail(slot, now);
+                return None;
+            }
         };
-        let after = *rt.call.tc_stats();
-        let before = &rt.tc_published;
         // Most steps (media activity, a receive-only party that keeps sending) move no
         // transmission control counter: take the worker's stats lock only when one moved since
         // the last time (messages are counted as they arrive, on the socket path, before the
         // step they ask for).
-        if after.received != before.0 || after.sent != before.1 {
+        let after = rt.tc_counters();
+        let before = rt.tc_published();
+        if after.0 != before.0 || after.1 != before.1 {
             let mut tc = lock(&self.stats.tc);
-            tc.0.add_all(&after.received.since(&before.0));
-            tc.1.add_all(&after.sent.since(&before.1));
-            rt.tc_published = (after.received, after.sent);
+            tc.0.add_all(&after.0.since(&before.0));
+            tc.1.add_all(&after.1.since(&before.1));
+            *before = after;
         }
         if rt.released() {
-            return self.end(slot);
+            let summary = rt.summary(now);
+            self.end(slot);
+            return Some(summary);
         }
         if let Some(ha) = self.ha.as_mut() {
             ha.after_step(rt, now);
         }
-        if next != rt.armed {
-            rt.armed = next;
+        let armed = rt.armed();
+        if next != *armed {
+            *armed = next;
             if let Some(at) = next {
                 self.timers.push(Reverse((at, slot, gen)));
             }
         }
+        None
     }
 
-    fn end_if_released(&mut self, id: &str, now: Instant) {
-        if let Some(&slot) = self.by_id.get(id) {
-            self.step(slot, now);
-        }
+    /// Takes a call out of the slab: its slot and ID go back and it stops counting.
+    fn remove(&mut self, slot: u32) -> Option<Rt> {
+        let Entry { rt, .. } = self.slots.get_mut(slot as usize).and_then(Option::take)?;
+        self.free.push(slot);
+        self.by_id.remove(rt.call_id().as_str());
+        self.stats.calls.fetch_sub(1, Ordering::Relaxed);
+        Some(rt)
     }
 
     /// Removes a released call: its sockets close, its counters go to the worker's totals,
     /// its ports and IDs go back.
     fn end(&mut self, slot: u32) {
-        let Some(s) = self.slots.get_mut(slot as usize).and_then(Option::take) else {
+        let Some(rt) = self.remove(slot) else {
             return;
         };
-        self.free.push(slot);
-        let Entry { rt, .. } = s;
-        self.by_id.remove(rt.call.id());
         if let Some(ha) = self.ha.as_mut() {
-            ha.ended(rt.call.call_id());
+            ha.ended(rt.call_id());
         }
-        self.stats.calls.fetch_sub(1, Ordering::Relaxed);
-        let ports = rt.ports.clone();
-        let call = catch_unwind(AssertUnwindSafe(move || {
-            let CallRt { call, .. } = rt; // drops the sockets
-            call
-        }));
-        match call {
-            Ok(call) => self.plane.finished(&call, &ports),
-            Err(_) => error!(worker = self.index, "a call's teardown panicked"),
+        if !rt.finish(&self.plane) {
+            error!(worker = self.index, "a call's teardown panicked");
         }
     }
 
@@ -694,51 +733,13 @@ impl Worker {
         let Some(Some(s)) = self.slots.get_mut(slot as usize) else {
             return;
         };
-        let id: Arc<str> = s.rt.call.id().into();
+        let id: Arc<str> = s.rt.call_id().as_str().into();
         error!(worker = self.index, call = %id, "a bug while handling this call: releasing it");
-        let plane = &self.plane;
-        let rt = &mut s.rt;
-        let clean = catch_unwind(AssertUnwindSafe(|| {
-            rt.call.release(now, ReleaseReason::InternalError);
-            while let Some(ev) = rt.call.poll_event() {
-                plane.publish(ev);
-            }
-        }));
-        if clean.is_err() {
+        let (plane, rt, tx) = (&self.plane, &mut s.rt, &mut self.tx);
+        if catch_unwind(AssertUnwindSafe(|| rt.fail(now, tx, plane))).is_err() {
             plane.released_without_call(&id, ReleaseReason::InternalError);
         }
         self.end(slot);
-    }
-
-    /// Runs `f` on the group call `id`, ending the call if `f` panics (errors as
-    /// [`Self::with_call`]).
-    fn with_group<T>(
-        &mut self,
-        id: &str,
-        doing: &str,
-        f: impl FnOnce(&mut GroupRt) -> T,
-    ) -> Result<T, SetupError> {
-        #[cfg(test)]
-        hooks::stall_hook(id);
-        let unknown = || SetupError::UnknownCall(id.to_owned());
-        let slot = *self.group_by_id.get(id).ok_or_else(unknown)?;
-        let rt = &mut self
-            .groups
-            .get_mut(slot as usize)
-            .and_then(Option::as_mut)
-            .ok_or_else(unknown)?
-            .rt;
-        match catch_unwind(AssertUnwindSafe(|| {
-            #[cfg(test)]
-            hooks::panic_hook(id, doing);
-            f(rt)
-        })) {
-            Ok(v) => Ok(v),
-            Err(_) => {
-                self.group_fail(slot, Instant::now());
-                Err(panicked(id, doing))
-            }
-        }
     }
 
     fn adopt_group(
@@ -773,40 +774,10 @@ impl Worker {
                 )));
             }
         };
-        let slot = self.group_free.pop().unwrap_or_else(|| {
-            self.groups.push(None);
-            (self.groups.len() - 1) as u32
-        });
-        self.next_gen = self.next_gen.wrapping_add(1);
-        if let Some(s) = self.groups.get_mut(slot as usize) {
-            *s = Some(GroupEntry {
-                gen: self.next_gen,
-                rt,
-            });
-        }
-        self.group_by_id.insert(id, slot);
-        self.stats.calls.fetch_add(1, Ordering::Relaxed);
-        for m in &members {
-            if let Err(e) = self.register_member(slot, *m) {
-                warn!(worker = self.index, error = %e, "cannot poll a group member's sockets");
-            }
-        }
-        self.group_step(slot, now); // participant.joined, Transmission Idle to all, T1
+        let (slot, _) = self.insert(id, Rt::Group(rt));
+        let _ = self.poll(slot, None);
+        self.step(slot, now); // participant.joined, Transmission Idle to all, T1
         Ok(members)
-    }
-
-    fn register_member(
-        &mut self,
-        slot: u32,
-        member: crate::control::arbiter::Slot,
-    ) -> std::io::Result<()> {
-        let Some(Some(s)) = self.groups.get(slot as usize) else {
-            return Ok(());
-        };
-        for (i, sock) in s.rt.member_sockets(member) {
-            self.poller.add(sock, token(slot | GROUP_TAG, s.gen, i))?;
-        }
-        Ok(())
     }
 
     fn join_group(
@@ -815,13 +786,11 @@ impl Worker {
         prep: super::plane::MemberPrep,
         now: Instant,
     ) -> Result<crate::control::arbiter::Slot, SetupError> {
-        let Some(&slot) = self.group_by_id.get(id) else {
-            let ports = prep.ports.clone();
-            drop(prep);
-            self.plane.free_ports(&ports);
+        let Some(&slot) = self.by_id.get(id) else {
+            self.plane.give_back(prep);
             return Err(SetupError::UnknownCall(id.to_owned()));
         };
-        let r = self.with_group(id, "adding a member to", |rt| rt.join(now, prep));
+        let r = self.with_kind(id, "adding a member to", Rt::group, |rt| rt.join(now, prep));
         let member = match r {
             Ok(Ok(m)) => m,
             Ok(Err((e, ports))) => {
@@ -830,116 +799,9 @@ impl Worker {
             }
             Err(e) => return Err(e), // a panic: the call is released, its ports went back
         };
-        if let Err(e) = self.register_member(slot, member) {
-            warn!(worker = self.index, error = %e, "cannot poll a group member's sockets");
-        }
-        self.group_step(slot, now);
+        let _ = self.poll(slot, Some(&[member]));
+        self.step(slot, now);
         Ok(member)
-    }
-
-    fn group_readable(&mut self, slot: u32, gen: u32, socket: usize, now: Instant) {
-        let Some(Some(s)) = self.groups.get_mut(slot as usize) else {
-            return;
-        };
-        if s.gen & 0xffff != gen {
-            return;
-        }
-        let (rt, scratch) = (&mut s.rt, &mut self.scratch);
-        match catch_unwind(AssertUnwindSafe(|| rt.on_readable(socket, now, scratch))) {
-            Ok(true) => self.to_step.push(slot | GROUP_TAG),
-            Ok(false) => {}
-            Err(_) => self.group_fail(slot, now),
-        }
-    }
-
-    fn group_step_id(&mut self, id: &str, now: Instant) -> Option<GroupCallSummary> {
-        let slot = *self.group_by_id.get(id)?;
-        self.group_step(slot, now)
-    }
-
-    /// Runs one group call: feeds it, sends what it polls out, publishes its events, re-arms
-    /// its timer, and ends it once released. Returns its last summary when it ended.
-    fn group_step(&mut self, slot: u32, now: Instant) -> Option<GroupCallSummary> {
-        let s = self.groups.get_mut(slot as usize)?.as_mut()?;
-        let gen = s.gen;
-        let (rt, tx, plane) = (&mut s.rt, &mut self.tx, &self.plane);
-        let r = catch_unwind(AssertUnwindSafe(|| {
-            rt.step(now, tx, &mut |ev| plane.publish(ev))
-        }));
-        let next = match r {
-            Ok(next) => next,
-            Err(_) => {
-                self.group_fail(slot, now);
-                return None;
-            }
-        };
-        // Against what was last added: messages are counted as they arrive, on the socket
-        // path, before the step they ask for.
-        let after = rt.tc_counters();
-        let before = &rt.tc_published;
-        if after.0 != before.0 || after.1 != before.1 {
-            let mut tc = lock(&self.stats.tc);
-            tc.0.add_all(&after.0.since(&before.0));
-            tc.1.add_all(&after.1.since(&before.1));
-            rt.tc_published = after;
-        }
-        if rt.released() {
-            let summary = rt.summary(now);
-            self.group_end(slot);
-            return Some(summary);
-        }
-        if let Some(ha) = self.ha.as_mut() {
-            ha.after_group_step(rt, now);
-        }
-        if next != rt.armed {
-            rt.armed = next;
-            if let Some(at) = next {
-                self.timers.push(Reverse((at, slot | GROUP_TAG, gen)));
-            }
-        }
-        None
-    }
-
-    /// Removes a released group call: its sockets close, its ports, ID and SSRC go back.
-    fn group_end(&mut self, slot: u32) {
-        let Some(s) = self.groups.get_mut(slot as usize).and_then(Option::take) else {
-            return;
-        };
-        self.group_free.push(slot);
-        let id: Arc<str> = s.rt.call_id.as_str().into();
-        self.group_by_id.remove(&id);
-        if let Some(ha) = self.ha.as_mut() {
-            ha.ended(&s.rt.call_id);
-        }
-        self.stats.calls.fetch_sub(1, Ordering::Relaxed);
-        let ports = s.rt.all_ports();
-        let (ssrc, registry) = (s.rt.server_ssrc(), s.rt.ssrc_registry().clone());
-        let dropped = catch_unwind(AssertUnwindSafe(move || drop(s)));
-        if dropped.is_err() {
-            error!(worker = self.index, "a group call's teardown panicked");
-        }
-        registry.free(ssrc);
-        self.plane.group_finished(&id, &ports);
-    }
-
-    /// A panic while handling the group call in `slot`: release it with `internal_error`.
-    fn group_fail(&mut self, slot: u32, now: Instant) {
-        let Some(Some(s)) = self.groups.get_mut(slot as usize) else {
-            return;
-        };
-        let id: Arc<str> = s.rt.call_id.as_str().into();
-        error!(worker = self.index, call = %id, "a bug while handling this group call: releasing it");
-        let plane = &self.plane;
-        let rt = &mut s.rt;
-        let tx = &mut self.tx;
-        let clean = catch_unwind(AssertUnwindSafe(|| {
-            rt.release(ReleaseReason::InternalError);
-            rt.step(now, tx, &mut |ev| plane.publish(ev));
-        }));
-        if clean.is_err() {
-            plane.released_without_call(&id, ReleaseReason::InternalError);
-        }
-        self.group_end(slot);
     }
 
     fn shutdown(&mut self) {
@@ -947,16 +809,9 @@ impl Worker {
         let ids: Vec<Arc<str>> = self.by_id.keys().cloned().collect();
         for id in ids {
             let _ = self.with_call(&id, "shutting down", |rt| {
-                rt.call.release(now, ReleaseReason::Shutdown)
+                rt.release(now, ReleaseReason::Shutdown)
             });
-            self.end_if_released(&id, now);
-        }
-        let ids: Vec<Arc<str>> = self.group_by_id.keys().cloned().collect();
-        for id in ids {
-            let _ = self.with_group(&id, "shutting down", |rt| {
-                rt.release(ReleaseReason::Shutdown)
-            });
-            self.group_step_id(&id, now);
+            self.step_id(&id, now);
         }
     }
 

@@ -2,9 +2,9 @@
 //! control-plane change and about every second while media flows, calls taken over from
 //! another relay, and calls dropped once another relay has them.
 
-use super::call::CallRt;
 use super::group::{GroupRestore, GroupRt};
-use super::{token, Entry, GroupEntry, Worker, GROUP_TAG};
+use super::rt::Rt;
+use super::Worker;
 use crate::control::call::CallEvent;
 use crate::control::call::{Call, CallEventKind, CallState};
 use crate::ids::CallId;
@@ -12,13 +12,9 @@ use crate::relay::ports::BoundPort;
 use crate::relay::rules::RulesSnapshot;
 use crate::relay::HaUpdate;
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tracing::warn;
-
-/// How often a call whose media flows is written again (its SRTP state, its timers).
-pub(crate) const REFRESH_EVERY: Duration = Duration::from_secs(1);
+use std::time::Instant;
+use tracing::{error, warn};
 
 /// A call to take over: the restored call, its bound sockets, its interfaces, its rules'
 /// state and the relay it came from.
@@ -60,16 +56,8 @@ impl HaSink {
         }
     }
 
-    fn put(&mut self, rt: &CallRt, now: Instant, marks: (u64, u64)) {
-        self.send(rt.call.call_id(), marks, || {
-            HaUpdate::Put(Box::new(rt.image(now)))
-        });
-    }
-
-    fn put_group(&mut self, rt: &GroupRt, now: Instant, marks: (u64, u64)) {
-        self.send(&rt.call_id, marks, || {
-            HaUpdate::PutGroup(Box::new(rt.image(now)))
-        });
+    fn put(&mut self, rt: &Rt, now: Instant, marks: (u64, u64)) {
+        self.send(rt.call_id(), marks, || rt.image(now));
     }
 
     fn send(&mut self, id: &CallId, marks: (u64, u64), image: impl FnOnce() -> HaUpdate) {
@@ -94,18 +82,10 @@ impl HaSink {
     }
 
     /// After a step: an image when the control plane moved.
-    pub(crate) fn after_step(&mut self, rt: &CallRt, now: Instant) {
+    pub(crate) fn after_step(&mut self, rt: &Rt, now: Instant) {
         let marks = rt.ha_marks();
-        if self.sent.get(rt.call.call_id()).map(|m| m.0) != Some(marks.0) {
+        if self.sent.get(rt.call_id()).map(|m| m.0) != Some(marks.0) {
             self.put(rt, now, marks);
-        }
-    }
-
-    /// After a group call's step: an image when its control plane moved.
-    pub(crate) fn after_group_step(&mut self, rt: &GroupRt, now: Instant) {
-        let marks = rt.ha_marks();
-        if self.sent.get(&rt.call_id).map(|m| m.0) != Some(marks.0) {
-            self.put_group(rt, now, marks);
         }
     }
 
@@ -124,15 +104,15 @@ impl HaSink {
 
 impl Worker {
     /// An image of every call whose media moved since its last one, each call about once per
-    /// [`REFRESH_EVERY`]. The walk goes a slice of the calls at a time, in proportion to the
+    /// [`EngineConfig::ha_refresh`](crate::relay::EngineConfig::ha_refresh). The walk goes a slice of the calls at a time, in proportion to the
     /// time since the last slice, so a worker with thousands of calls never stops its packets
     /// to image all of them at once.
     pub(super) fn ha_refresh(&mut self, now: Instant) {
         let Some(ha) = self.ha.as_mut() else { return };
-        let calls = self.slots.len();
-        let n = calls + self.groups.len();
+        let n = self.slots.len();
         let elapsed = now.saturating_duration_since(ha.last_refresh);
-        let due = (n as u128 * elapsed.as_nanos() / REFRESH_EVERY.as_nanos().max(1)) as usize;
+        let every = self.plane.config.ha_refresh;
+        let due = (n as u128 * elapsed.as_nanos() / every.as_nanos().max(1)) as usize;
         if due == 0 {
             return;
         }
@@ -140,17 +120,10 @@ impl Worker {
         ha.retry_deletes();
         for _ in 0..due.min(n) {
             ha.cursor = (ha.cursor + 1) % n;
-            if ha.cursor < calls {
-                if let Some(Some(s)) = self.slots.get(ha.cursor) {
-                    let marks = s.rt.ha_marks();
-                    if ha.sent.get(s.rt.call.call_id()) != Some(&marks) {
-                        ha.put(&s.rt, now, marks);
-                    }
-                }
-            } else if let Some(Some(g)) = self.groups.get(ha.cursor - calls) {
-                let marks = g.rt.ha_marks();
-                if ha.sent.get(&g.rt.call_id) != Some(&marks) {
-                    ha.put_group(&g.rt, now, marks);
+            if let Some(Some(s)) = self.slots.get(ha.cursor) {
+                let marks = s.rt.ha_marks();
+                if ha.sent.get(s.rt.call_id()) != Some(&marks) {
+                    ha.put(&s.rt, now, marks);
                 }
             }
         }
@@ -167,79 +140,46 @@ impl Worker {
             return Err("the call ended at once".into());
         };
         if established {
-            let started = match self.slots.get_mut(slot as usize) {
-                Some(Some(s)) => s.rt.start_media_from(rules.as_ref()).map(|_| s.gen),
-                _ => return Err("lost".into()),
-            };
-            let gen = started.map_err(|e| {
-                warn!(call = %id, error = %e, "cannot restore the call's media");
-                e.to_string()
+            let started = self.with_kind(&id, "restoring the media of", Rt::private, |rt| {
+                let r = rt.start_media_from(rules.as_ref()).map(|_| ());
+                if let Err(e) = &r {
+                    warn!(call = %id, error = %e, "cannot restore the call's media");
+                    rt.call
+                        .release(now, crate::control::ReleaseReason::InternalError);
+                }
+                r.map_err(|e| e.to_string())
             });
-            let gen = match gen {
-                Ok(g) => g,
-                Err(e) => {
-                    if let Some(Some(s)) = self.slots.get_mut(slot as usize) {
-                        s.rt.call
-                            .release(now, crate::control::ReleaseReason::InternalError);
-                    }
+            match started {
+                Ok(Ok(())) => {
+                    let _ = self.poll(slot, None);
+                }
+                Ok(Err(e)) => {
                     self.step(slot, now);
                     return Err(e);
                 }
-            };
-            if let Some(Some(s)) = self.slots.get(slot as usize) {
-                for (i, sock) in s.rt.sockets() {
-                    if let Err(e) = self.poller.add(sock, super::token(slot, gen, i)) {
-                        warn!(call = %id, error = %e, "cannot poll a restored call's socket");
-                    }
-                }
+                Err(e) => return Err(e.to_string()),
             }
             self.step(slot, now);
         }
         Ok(())
     }
 
-    /// Drops every call (one-to-one and group) silently: no message, no event; sockets close, ports and
-    /// IDs go back.
+    /// Drops every call (one-to-one and group) silently: no message, no event; sockets close,
+    /// ports and IDs go back.
     pub(super) fn abandon(&mut self) -> usize {
         let slots: Vec<u32> = self.by_id.values().copied().collect();
         let n = slots.len();
         for slot in slots {
-            let Some(Entry { rt, .. }) = self.slots.get_mut(slot as usize).and_then(Option::take)
-            else {
+            let Some(mut rt) = self.remove(slot) else {
                 continue;
             };
-            self.free.push(slot);
-            self.by_id.remove(rt.call.id());
-            self.stats.calls.fetch_sub(1, Ordering::Relaxed);
             if let Some(ha) = self.ha.as_mut() {
-                ha.sent.remove(rt.call.call_id());
+                ha.sent.remove(rt.call_id());
             }
-            rt.call.arbiter().release();
-            let ports = rt.ports.clone();
-            let CallRt { call, .. } = rt; // drops the sockets
-            self.plane.finished(&call, &ports);
-        }
-        let groups: Vec<u32> = self.group_by_id.values().copied().collect();
-        let n = n + groups.len();
-        for slot in groups {
-            let Some(GroupEntry { mut rt, .. }) =
-                self.groups.get_mut(slot as usize).and_then(Option::take)
-            else {
-                continue;
-            };
-            self.group_free.push(slot);
-            let id: Arc<str> = rt.call_id.as_str().into();
-            self.group_by_id.remove(&id);
-            self.stats.calls.fetch_sub(1, Ordering::Relaxed);
-            if let Some(ha) = self.ha.as_mut() {
-                ha.sent.remove(&rt.call_id);
-            }
-            let ports = rt.all_ports();
-            let (ssrc, registry) = (rt.server_ssrc(), rt.ssrc_registry().clone());
             rt.abandon();
-            drop(rt); // closes the sockets
-            registry.free(ssrc);
-            self.plane.group_finished(&id, &ports);
+            if !rt.finish(&self.plane) {
+                error!(worker = self.index, "an abandoned call's teardown panicked");
+            }
         }
         n
     }
@@ -265,33 +205,14 @@ impl Worker {
             }
             Err(_) => return Err("internal error while restoring the group call".into()),
         };
-        let members = rt.member_slots();
         let call_id = rt.call_id.clone();
-        let slot = self.group_free.pop().unwrap_or_else(|| {
-            self.groups.push(None);
-            (self.groups.len() - 1) as u32
-        });
-        self.next_gen = self.next_gen.wrapping_add(1);
-        let gen = self.next_gen;
-        if let Some(s) = self.groups.get_mut(slot as usize) {
-            *s = Some(GroupEntry { gen, rt });
-        }
-        self.group_by_id.insert(id.clone(), slot);
-        self.stats.calls.fetch_add(1, Ordering::Relaxed);
-        if let Some(Some(s)) = self.groups.get(slot as usize) {
-            for m in members {
-                for (i, sock) in s.rt.member_sockets(m) {
-                    if let Err(e) = self.poller.add(sock, token(slot | GROUP_TAG, gen, i)) {
-                        warn!(call = %id, error = %e, "cannot poll a restored group member's socket");
-                    }
-                }
-            }
-        }
+        let (slot, _) = self.insert(id, Rt::Group(rt));
+        let _ = self.poll(slot, None);
         self.plane.publish(CallEvent {
             call_id,
             kind: CallEventKind::Adopted { from },
         });
-        self.group_step(slot, now);
+        self.step(slot, now);
         Ok(())
     }
 }

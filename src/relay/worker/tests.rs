@@ -21,24 +21,27 @@ fn sdp(s: &UdpSocket) -> String {
     )
 }
 
+/// A video push `id` from `caller`'s socket.
+fn push(id: &str, caller: &UdpSocket) -> CreateCall {
+    CreateCall {
+        call_id: Some(id.into()),
+        caller_id: "sip:a@x".into(),
+        caller_sdp: sdp(caller),
+        callee_id: "sip:b@x".into(),
+        video_push: true,
+        video_pull: false,
+        commencement_mode: None,
+        media_security: MediaSecurity::EndToEnd,
+        caller_tc_key: None,
+        callee_interface: None,
+        caller_interface: None,
+    }
+}
+
 /// Sets up call `id` and returns (caller, callee, the relay's address for the caller).
 fn call(engine: &Engine, id: &str) -> (UdpSocket, UdpSocket, std::net::SocketAddr) {
     let (caller, callee) = (sock(), sock());
-    engine
-        .create_call(CreateCall {
-            call_id: Some(id.into()),
-            caller_id: "sip:a@x".into(),
-            caller_sdp: sdp(&caller),
-            callee_id: "sip:b@x".into(),
-            video_push: true,
-            video_pull: false,
-            commencement_mode: None,
-            media_security: MediaSecurity::EndToEnd,
-            caller_tc_key: None,
-            callee_interface: None,
-            caller_interface: None,
-        })
-        .unwrap();
+    engine.create_call(push(id, &caller)).unwrap();
     let answer = engine
         .accept_call(
             id,
@@ -250,20 +253,8 @@ fn max_calls_counts_group_calls_too() {
     let engine = engine(47_700, 1);
     let member = sock();
     engine.create_group_call(group("g1", &member)).unwrap();
-    let (caller, _callee) = (sock(), sock());
-    let req = || CreateCall {
-        call_id: Some("c1".into()),
-        caller_id: "sip:a@x".into(),
-        caller_sdp: sdp(&caller),
-        callee_id: "sip:b@x".into(),
-        video_push: true,
-        video_pull: false,
-        commencement_mode: None,
-        media_security: MediaSecurity::EndToEnd,
-        caller_tc_key: None,
-        caller_interface: None,
-        callee_interface: None,
-    };
+    let caller = sock();
+    let req = || push("c1", &caller);
     let e = engine.create_call(req()).unwrap_err();
     assert_eq!(e.code(), "too_many_calls", "a group call counts");
     engine.release_group_call("g1").unwrap();

@@ -58,6 +58,9 @@ struct NgCall {
     last_signal: u64,
     /// The media interfaces of the caller's and the callee's legs (indices into the engine's).
     interfaces: [usize; 2],
+    /// Set up by another relay and adopted here (high availability): its offer, its tags and
+    /// its legs' interfaces are what the later requests say (the image holds no ng state).
+    adopted: bool,
 }
 
 /// The command handler: the engine and the ng call map.
@@ -618,6 +621,7 @@ impl Commands {
                 created: now,
                 last_signal: now,
                 interfaces,
+                adopted: false,
             },
         );
         Ok(ok_with(vec![("sdp", Value::str(sdp_offer))]))
@@ -714,6 +718,7 @@ impl Commands {
             .get("to-tag")
             .and_then(Value::as_bytes)
             .filter(|t| !t.is_empty());
+        self.adopt_unknown(call_id, req);
         let Some(c) = self.calls.get(call_id) else {
             return Err(error("Unknown call-id"));
         };
@@ -735,6 +740,7 @@ impl Commands {
         }
         let engine_id = c.engine_id.clone();
         let [caller_iface, callee_iface] = c.interfaces;
+        let adopted = c.adopted;
         self.check_options(req, sdp)?;
         // The sender of an answer is the callee: `direction` names its side first. The legs
         // stay where the offer put them; the names must say so.
@@ -745,7 +751,9 @@ impl Commands {
             (other, "caller", caller_iface, None),
         ] {
             let Some((label, name)) = named else { continue };
-            if self.check_interface(label, &name, v4)? != at {
+            // An adopted call's legs are where the dead relay put them: names are checked,
+            // not compared with an offer this relay never saw.
+            if self.check_interface(label, &name, v4)? != at && !adopted {
                 let on = self
                     .engine
                     .interfaces()
@@ -799,11 +807,54 @@ impl Commands {
         Ok(ok_with(vec![("sdp", Value::str(sdp_answer))]))
     }
 
+    /// A call another relay set up over ng and this one adopted (high availability) lives in
+    /// the engine under its `call-id`'s engine ID, not in this map: it joins the map with the
+    /// tags the request names, so the answer, query and delete that Kamailio sends after the
+    /// takeover find it. Nothing happens for a call-id the engine does not hold either.
+    fn adopt_unknown(&mut self, call_id: &[u8], req: &Value) {
+        if self.calls.contains_key(call_id) {
+            return;
+        }
+        let engine_id = engine_call_id(call_id);
+        if !self
+            .engine
+            .call(&engine_id)
+            .is_some_and(|s| s.state != CallState::Released)
+        {
+            return;
+        }
+        let tag = |key| {
+            req.get(key)
+                .and_then(Value::as_bytes)
+                .filter(|t| !t.is_empty())
+                .map(<[u8]>::to_vec)
+        };
+        info!(call = %engine_id, "ng: a call adopted from another relay joins the ng calls");
+        let now = unix_now();
+        self.calls.insert(
+            call_id.to_vec(),
+            NgCall {
+                engine_id,
+                from_tag: tag("from-tag").unwrap_or_default(),
+                to_tag: tag("to-tag"),
+                offer_in: Vec::new(),
+                offer_out: String::new(),
+                answer_in: None,
+                answer_out: None,
+                created: now,
+                last_signal: now,
+                interfaces: [0, 0],
+                adopted: true,
+            },
+        );
+    }
+
     fn delete(&mut self, req: &Value) -> Value {
         let call_id = match Self::required(req, "call-id") {
             Ok(c) => c,
             Err(e) => return e,
         };
+        self.adopt_unknown(call_id, req);
         let Some(c) = self.calls.get(call_id) else {
             if let Some(i) = self.ended.iter().position(|k| k == call_id) {
                 self.ended.remove(i);
@@ -860,6 +911,7 @@ impl Commands {
             Ok(c) => c,
             Err(e) => return e,
         };
+        self.adopt_unknown(call_id, req);
         let Some(c) = self.calls.get(call_id) else {
             return error("Unknown call-id");
         };

@@ -452,17 +452,33 @@ pub(crate) async fn run(
         tokio::select! {
             r = sock.recv_from(&mut buf) => match r {
                 Ok((n, from)) => {
-                    // Engine calls are short (one mutex), as in the HTTP handlers.
-                    let data = buf.get(..n).unwrap_or_default();
-                    if let Some(reply) = svc.datagram(from, data, Instant::now()) {
-                        if let Err(e) = sock.send_to(&reply, from).await {
-                            debug!(%from, "ng reply: {e}");
+                    // A command may wait for a worker's reply (answer, delete, query): it runs
+                    // on the blocking pool, never on a runtime thread, and the listener waits
+                    // for it, so commands are handled one at a time in the order they came.
+                    let data = buf.get(..n).unwrap_or_default().to_vec();
+                    let s = svc.clone();
+                    let reply = tokio::task::spawn_blocking(move || {
+                        s.datagram(from, &data, Instant::now())
+                    })
+                    .await;
+                    match reply {
+                        Ok(Some(reply)) => {
+                            if let Err(e) = sock.send_to(&reply, from).await {
+                                debug!(%from, "ng reply: {e}");
+                            }
                         }
+                        Ok(None) => {}
+                        Err(e) => warn!(%from, "ng command failed: {e}"),
                     }
                 }
                 Err(e) => debug!("ng receive: {e}"),
             },
-            _ = tick.tick() => svc.tick(Instant::now()),
+            _ = tick.tick() => {
+                let s = svc.clone();
+                if let Err(e) = tokio::task::spawn_blocking(move || s.tick(Instant::now())).await {
+                    warn!("ng housekeeping failed: {e}");
+                }
+            }
             r = closing.changed() => if r.is_err() || *closing.borrow() { break },
         }
     }

@@ -1,0 +1,263 @@
+//! The two-member path of the one rule set: a one-to-one call (push or pull) is a call of two
+//! members, the caller in slot 0 and the callee in slot 1, judged by the same fronts as any
+//! group ([`GroupRules::rtp_front`], [`GroupRules::rtcp_front`]: source screen, SRTP, latch,
+//! meter, arbiter, SSRC filter, keyframe scan). What the private call procedure changes is the
+//! delivery:
+//!
+//! * one receiver, so nothing is copied: the datagram is re-protected (per_leg) **in place**
+//!   toward the peer, and the worker sends it from the buffer it came in;
+//! * RTCP goes to the peer **whole** (receiver reports included: the transmitter's own RTCP
+//!   state needs its one receiver's reports), where a group splits a compound between its
+//!   receivers and the transmitters it names. A receiver's keyframe requests still pass the
+//!   transmitter's [`KeyframePolicy`](super::super::KeyframePolicy).
+//!
+//! [`CallRules`](super::super::CallRules) is the face of this path with parties for members.
+
+use super::{rtcp_readable, GroupIngress, GroupRules, MemberStream};
+use crate::control::arbiter::Slot;
+use crate::relay::rules::{
+    ControlRulesSnapshot, Egress, Kind, LegQuality, LegRulesSnapshot, StreamRulesSnapshot, Tally,
+};
+use crate::relay::stats::DropReason;
+use crate::sdp::MediaKind;
+use crate::srtp::SrtpError;
+use crate::wire::demux::{classify, PacketClass};
+use crate::wire::rtcp::{self, RtcpKind};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// The two members of a datagram's path in a one-to-one call.
+#[derive(Debug, Clone, Copy)]
+pub(in crate::relay::rules) struct Pair {
+    /// Where it goes.
+    pub(in crate::relay::rules) peer: Slot,
+    /// The sender is the call's transmitter (only its media passes; only its BYE ends).
+    pub(in crate::relay::rules) transmits: bool,
+}
+
+impl GroupRules {
+    /// Judges one datagram of a two-member call in place: `Ok(egress)` is `egress.len` bytes
+    /// of `pkt` for `pair.peer` ([`Self::pair_destination`]).
+    #[inline]
+    pub(in crate::relay::rules) fn judge_pair(
+        &mut self,
+        at: GroupIngress,
+        pair: Pair,
+        from: SocketAddr,
+        now: Instant,
+        pkt: &mut [u8],
+        t: &mut Tally,
+    ) -> Result<Egress, DropReason> {
+        let rtcp = at.rtcp_socket || classify(pkt) == PacketClass::Rtcp;
+        let len = if rtcp {
+            self.pair_rtcp(at, pair, from, now, pkt, t)?
+        } else {
+            let len = self.rtp_front(at, from, now, pkt, t, pair.transmits)?;
+            self.seal_for(pair.peer, at.stream, Kind::Rtp, pkt, len)?
+        };
+        Ok(Egress { len, rtcp })
+    }
+
+    /// Re-protects `len` plain bytes of `pkt` toward `to` on stream `si` (per_leg), in place.
+    fn seal_for(
+        &mut self,
+        to: Slot,
+        si: usize,
+        kind: Kind,
+        pkt: &mut [u8],
+        len: usize,
+    ) -> Result<usize, DropReason> {
+        let per_leg = self.per_leg;
+        self.member_stream_mut(to, si)
+            .ok_or(DropReason::Malformed)?
+            .leg
+            .seal(kind, pkt, len, per_leg)
+    }
+
+    /// One RTCP datagram of a two-member call, whole, in place (out of line: the RTP path
+    /// stays small enough to inline what it calls).
+    #[inline(never)]
+    fn pair_rtcp(
+        &mut self,
+        at: GroupIngress,
+        pair: Pair,
+        from: SocketAddr,
+        now: Instant,
+        pkt: &mut [u8],
+        t: &mut Tally,
+    ) -> Result<usize, DropReason> {
+        let conf = self.streams.get(at.stream).ok_or(DropReason::Malformed)?;
+        let readable = rtcp_readable(conf, self.per_leg);
+        let video = conf.kind == MediaKind::Video;
+        let mut len = self.rtcp_front(at, from, now, pkt, t)?;
+        // Where the relay can read RTCP (plain RTP, or decrypted per leg), look inside.
+        if readable {
+            let body = pkt.get_mut(..len).ok_or(DropReason::Malformed)?;
+            if rtcp::validate_compound(body).is_err() {
+                return Err(DropReason::Malformed);
+            }
+            for p in rtcp::compound(body).flatten() {
+                match p.kind() {
+                    RtcpKind::Goodbye if pair.transmits => t.bye = true,
+                    RtcpKind::SenderReport => {
+                        // The NTP timestamp's middle 32 bits, as the receiver echoes it in LSR.
+                        let ntp = p.body().get(..8).unwrap_or_default();
+                        if let Some(mid) = ntp.get(2..6).and_then(|b| b.try_into().ok()) {
+                            let peer = self.member_stream_mut(pair.peer, at.stream);
+                            let peer = peer.ok_or(DropReason::Malformed)?;
+                            peer.leg.reports.sender_report(u32::from_be_bytes(mid), now);
+                        }
+                        self.reports_from(at, &p, now);
+                    }
+                    RtcpKind::ReceiverReport => self.reports_from(at, &p, now),
+                    _ => {}
+                }
+            }
+            if !pair.transmits && video {
+                // The transmitter's policy, across its keyframes and its receiver's requests.
+                let tx = self.member_stream_mut(pair.peer, at.stream);
+                let tx = tx.ok_or(DropReason::Malformed)?;
+                let (kept, dropped) = tx.keyframes.filter_requests(body, now);
+                t.drop_n(DropReason::RateLimited, dropped);
+                len = kept;
+                if len == 0 {
+                    return Ok(0); // every packet in it was dropped (and counted) above
+                }
+            }
+        }
+        self.seal_for(pair.peer, at.stream, Kind::Rtcp, pkt, len)
+    }
+
+    /// A report block from the member of `at`, for its leg's round-trip time and quality.
+    fn reports_from(&mut self, at: GroupIngress, p: &rtcp::RtcpPacket<&[u8]>, now: Instant) {
+        if let Some(ms) = self.member_stream_mut(at.member, at.stream) {
+            ms.leg.reports.receiver_report(p, now);
+        }
+    }
+
+    /// Where a datagram for `to` on stream `si` goes: its RTP or its RTCP destination.
+    #[inline]
+    pub(in crate::relay::rules) fn pair_destination(
+        &self,
+        to: Slot,
+        si: usize,
+        rtcp: bool,
+    ) -> Option<SocketAddr> {
+        if rtcp {
+            self.rtcp_destination(to, si)
+        } else {
+            self.rtp_destination(to, si)
+        }
+    }
+
+    /// The transmitter's SSRC filter on stream `si`: `ssrcs` (announced in the setup), or
+    /// learning when none.
+    pub(in crate::relay::rules) fn set_stream_ssrcs(
+        &mut self,
+        slot: Slot,
+        si: usize,
+        ssrcs: &[u32],
+    ) {
+        if let Some(ms) = self.member_stream_mut(slot, si) {
+            ms.ssrcs = super::SsrcFilter::new(ssrcs);
+        }
+    }
+
+    /// Writes a keyframe request (PLI) for `media` toward `slot` (see
+    /// [`Self::keyframe_request`]: the first video stream where the relay can sign RTCP and
+    /// the policy allows one now).
+    pub(in crate::relay::rules) fn pli_for(
+        &mut self,
+        slot: Slot,
+        media: u32,
+        now: Instant,
+        buf: &mut [u8],
+    ) -> Option<(usize, usize)> {
+        self.request_keyframe(slot, now, buf, |_| Some(media))
+    }
+
+    /// Per stream, `slot`'s leg quality.
+    pub(in crate::relay::rules) fn leg_quality(
+        &self,
+        slot: Slot,
+        now: Instant,
+    ) -> Vec<(MediaKind, LegQuality)> {
+        let Some(m) = self.members.get(slot.index()).and_then(Option::as_ref) else {
+            return Vec::new();
+        };
+        self.streams
+            .iter()
+            .zip(&m.streams)
+            .map(|(s, ms)| (s.kind.clone(), leg_quality(ms, now)))
+            .collect()
+    }
+
+    /// Stream `si` of the two members as a one-to-one snapshot holds it: their legs and the
+    /// transmitter's SSRCs.
+    pub(in crate::relay::rules) fn pair_stream_snapshot(
+        &self,
+        si: usize,
+        members: [Slot; 2],
+        transmitter: Slot,
+    ) -> StreamRulesSnapshot {
+        let leg = |s: Slot| {
+            self.member_stream(s, si)
+                .map(|ms| ms.leg.snapshot())
+                .unwrap_or_default()
+        };
+        StreamRulesSnapshot {
+            legs: members.map(leg),
+            transmitter_ssrcs: self
+                .member_stream(transmitter, si)
+                .map(|ms| ms.ssrcs.ssrcs().to_vec())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// `slot`'s control channel state.
+    pub(in crate::relay::rules) fn control_snapshot(
+        &self,
+        slot: Slot,
+    ) -> Option<ControlRulesSnapshot> {
+        let m = self.members.get(slot.index())?.as_ref()?;
+        m.control.as_ref().map(|c| c.snapshot())
+    }
+
+    /// Restores `slot`'s leg on stream `si`, and, when it transmits, its SSRCs.
+    pub(in crate::relay::rules) fn restore_pair_leg(
+        &mut self,
+        slot: Slot,
+        si: usize,
+        leg: &LegRulesSnapshot,
+        transmitter_ssrcs: Option<&[u32]>,
+    ) -> Result<(), SrtpError> {
+        let ms = self
+            .member_stream_mut(slot, si)
+            .ok_or(SrtpError::Malformed)?;
+        ms.leg.restore(leg)?;
+        for &ssrc in transmitter_ssrcs.unwrap_or_default() {
+            ms.ssrcs.admit(ssrc);
+        }
+        Ok(())
+    }
+
+    /// Restores `slot`'s control channel.
+    pub(in crate::relay::rules) fn restore_control(
+        &mut self,
+        slot: Slot,
+        snap: &ControlRulesSnapshot,
+    ) -> Result<(), SrtpError> {
+        match self.member_mut(slot).and_then(|m| m.control.as_mut()) {
+            Some(c) => c.restore(snap),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A member's leg quality on one stream: its meter at `now`, with its last receiver report.
+pub(super) fn leg_quality(ms: &MemberStream, now: Instant) -> LegQuality {
+    LegQuality {
+        receiver_report: ms.leg.reports.last,
+        ..ms.leg.meter.snapshot(now)
+    }
+}
