@@ -1659,6 +1659,39 @@ async fn watch_peer(
     Ok(true)
 }
 
+/// The next value of a script's reply as `T`; the default when it is missing or not a `T`.
+fn next_or_default<T: redis::FromRedisValue + Default>(it: &mut impl Iterator<Item = Value>) -> T {
+    it.next()
+        .and_then(|v| redis::from_redis_value(v).ok())
+        .unwrap_or_default()
+}
+
+/// The adopted records of an adoption script's reply, now `me`'s under `epoch`, and how many
+/// did not decode.
+fn adopted_records(
+    values: impl Iterator<Item = Value>,
+    me: &str,
+    epoch: u64,
+) -> (Vec<CallRecord>, usize) {
+    let mut records = Vec::new();
+    let mut bad = 0usize;
+    for v in values {
+        let Ok(bytes) = redis::from_redis_value::<Vec<u8>>(v) else {
+            bad += 1;
+            continue;
+        };
+        match CallRecord::decode(&bytes) {
+            Ok(mut r) => {
+                me.clone_into(&mut r.owner);
+                r.epoch = epoch;
+                records.push(r);
+            }
+            Err(_) => bad += 1,
+        }
+    }
+    (records, bad)
+}
+
 /// Runs the adoption script for `peer`; `true` once adopted (the event is sent) or adopted by
 /// another standby (no event).
 async fn adopt(
@@ -1699,53 +1732,22 @@ async fn adopt(
     match code {
         1 => {}
         0 => {
-            let epoch: String = it
-                .next()
-                .and_then(|v| redis::from_redis_value(v).ok())
-                .unwrap_or_default();
-            let by: String = it
-                .next()
-                .and_then(|v| redis::from_redis_value(v).ok())
-                .unwrap_or_default();
+            let epoch: String = next_or_default(&mut it);
+            let by: String = next_or_default(&mut it);
             inner.fence(epoch.parse().unwrap_or(0), by);
             return Ok(false);
         }
         5 => {
-            let by: String = it
-                .next()
-                .and_then(|v| redis::from_redis_value(v).ok())
-                .unwrap_or_default();
+            let by: String = next_or_default(&mut it);
             tracing::info!(peer = %peer, by = %by, "HA: the peer's calls were adopted by another standby");
             return Ok(true);
         }
         _ => return Ok(false),
     }
-    let peer_epoch: u64 = it
-        .next()
-        .and_then(|v| redis::from_redis_value::<String>(v).ok())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+    let peer_epoch: u64 = next_or_default::<String>(&mut it).parse().unwrap_or(0);
     // Calls of the peer still unclaimed: the other instances' shares (N-way).
-    let left: u64 = it
-        .next()
-        .and_then(|v| redis::from_redis_value(v).ok())
-        .unwrap_or(0);
-    let mut records = Vec::new();
-    let mut bad = 0usize;
-    for v in it {
-        let Ok(bytes) = redis::from_redis_value::<Vec<u8>>(v) else {
-            bad += 1;
-            continue;
-        };
-        match CallRecord::decode(&bytes) {
-            Ok(mut r) => {
-                r.owner.clone_from(me);
-                r.epoch = epoch;
-                records.push(r);
-            }
-            Err(_) => bad += 1,
-        }
-    }
+    let left: u64 = next_or_default(&mut it);
+    let (records, bad) = adopted_records(it, me, epoch);
     if records.is_empty() && bad == 0 && left > 0 {
         return Ok(false); // nothing for this instance this round; the others are at it
     }
