@@ -41,6 +41,15 @@ pub(crate) fn live() -> tokio::runtime::Runtime {
         .expect("a current-thread runtime")
 }
 
+/// Decodes hex, ignoring whitespace.
+pub(crate) fn hex(s: &str) -> Vec<u8> {
+    let s: String = s.split_whitespace().collect();
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex digits"))
+        .collect()
+}
+
 /// xorshift64*: the seeded generator the property and garbage tests share (no new dependency).
 /// A deterministic generator: the same seed gives the same sequence.
 pub(crate) struct Rng(pub(crate) u64);

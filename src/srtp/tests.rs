@@ -2,16 +2,8 @@
 //! estimation across the sequence-number wrap, replay protection, tampering, and garbage input.
 
 use super::*;
+pub(super) use crate::test_support::hex;
 use crate::test_support::Rng;
-
-/// Decodes hex, ignoring whitespace.
-pub(super) fn hex(s: &str) -> Vec<u8> {
-    let s: String = s.split_whitespace().collect();
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
-}
 
 const SUITES: [SrtpSuite; 2] = [SrtpSuite::AeadAes128Gcm, SrtpSuite::AesCm128HmacSha1_80];
 

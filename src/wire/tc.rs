@@ -1039,14 +1039,7 @@ impl<'a> Iterator for Messages<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn hex(s: &str) -> Vec<u8> {
-        let s: String = s.split_whitespace().collect();
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
+    use crate::test_support::hex;
 
     /// `docs/transmission-control.md`, "Worked examples", the first one.
     fn request_bytes() -> Vec<u8> {

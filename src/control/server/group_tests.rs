@@ -15,6 +15,13 @@ fn server(cfg: TcConfig) -> TransmissionControlServer {
     )
 }
 
+/// A Transmission Request with no fields, from SSRC 9.
+fn transmission_request() -> Vec<u8> {
+    TcMessage::new(MessageKind::TransmissionRequest, 9)
+        .to_vec(&EmitOptions::default())
+        .unwrap()
+}
+
 fn member(id: &str) -> MemberSetup {
     MemberSetup {
         user_id: id.into(),
@@ -61,9 +68,7 @@ fn ssrcs_go_back_to_the_registry() {
     let a = s.join(t0, member("a")).unwrap();
     s.join(t0, member("b")).unwrap();
     s.start(t0);
-    let req = TcMessage::new(MessageKind::TransmissionRequest, 9)
-        .to_vec(&EmitOptions::default())
-        .unwrap();
+    let req = transmission_request();
     s.handle_datagram(t0, a, &req);
     assert_eq!(reg.in_use(), 2);
     assert!(s.arbiter().may_forward(a));
@@ -81,9 +86,7 @@ fn release_clears_every_reception() {
     let a = s.join(t0, member("a")).unwrap();
     let b = s.join(t0, member("b")).unwrap();
     s.start(t0);
-    let req = TcMessage::new(MessageKind::TransmissionRequest, 9)
-        .to_vec(&EmitOptions::default())
-        .unwrap();
+    let req = transmission_request();
     s.handle_datagram(t0, a, &req);
     assert_eq!(s.member_view(b).unwrap().receiving, [a]);
     s.release(ReleaseReason::Released);
@@ -101,9 +104,7 @@ fn reply_budget_bounds_granted_confirmations_to_a_flood() {
     let a = s.join(t0, member("sip:a@mcx")).unwrap();
     s.join(t0, member("sip:b@mcx")).unwrap();
     s.start(t0);
-    let req = TcMessage::new(MessageKind::TransmissionRequest, 9)
-        .to_vec(&EmitOptions::default())
-        .unwrap();
+    let req = transmission_request();
     s.handle_datagram(t0, a, &req);
     assert!(s.arbiter().may_forward(a), "granted");
     let mut buf = Vec::new();
