@@ -303,8 +303,8 @@ impl Commands {
             "ping" => dict([("result", Value::str("pong"))]),
             "offer" => either(self.try_offer(req)),
             "answer" => either(self.try_answer(req)),
-            "delete" => self.delete(req),
-            "query" => self.query(req),
+            "delete" => either(self.try_delete(req)),
+            "query" => either(self.try_query(req)),
             "list" => self.list(req),
             "statistics" => self.statistics(),
             _ => error("Unrecognized command"),
@@ -849,21 +849,25 @@ impl Commands {
         );
     }
 
-    fn delete(&mut self, req: &Value) -> Value {
-        let call_id = match Self::required(req, "call-id") {
-            Ok(c) => c,
-            Err(e) => return e,
-        };
+    /// The request's call-id; a call the relay adopted (HA) and ng does not know yet is taken
+    /// in under it.
+    fn named_call<'r>(&mut self, req: &'r Value) -> Result<&'r [u8], Value> {
+        let call_id = Self::required(req, "call-id")?;
         self.adopt_unknown(call_id, req);
+        Ok(call_id)
+    }
+
+    fn try_delete(&mut self, req: &Value) -> Result<Value, Value> {
+        let call_id = self.named_call(req)?;
         let Some(c) = self.calls.get(call_id) else {
             if let Some(i) = self.ended.iter().position(|k| k == call_id) {
                 self.ended.remove(i);
-                return ok_with(vec![(
+                return Ok(ok_with(vec![(
                     "warning",
                     Value::str("the relay had released the call already"),
-                )]);
+                )]));
             }
-            return error("Unknown call-id");
+            return Err(error("Unknown call-id"));
         };
         // A from-tag or to-tag, when given, must be one of the call's.
         for key in ["from-tag", "to-tag"] {
@@ -873,12 +877,14 @@ impl Commands {
                 .filter(|t| !t.is_empty())
             {
                 if t != c.from_tag.as_slice() && c.to_tag.as_deref() != Some(t) {
-                    return error(format!("Unknown call-id or {key}: tags do not match"));
+                    return Err(error(format!(
+                        "Unknown call-id or {key}: tags do not match"
+                    )));
                 }
             }
         }
         let Some(c) = self.calls.remove(call_id) else {
-            return error("Unknown call-id");
+            return Err(error("Unknown call-id"));
         };
         let offered = self
             .engine
@@ -903,21 +909,17 @@ impl Commands {
                 Value::str("the relay had released the call already"),
             )),
         }
-        ok_with(pairs)
+        Ok(ok_with(pairs))
     }
 
-    fn query(&mut self, req: &Value) -> Value {
-        let call_id = match Self::required(req, "call-id") {
-            Ok(c) => c,
-            Err(e) => return e,
-        };
-        self.adopt_unknown(call_id, req);
+    fn try_query(&mut self, req: &Value) -> Result<Value, Value> {
+        let call_id = self.named_call(req)?;
         let Some(c) = self.calls.get(call_id) else {
-            return error("Unknown call-id");
+            return Err(error("Unknown call-id"));
         };
         let Some(s) = self.engine.call(&c.engine_id) else {
             self.calls.remove(call_id);
-            return error("Unknown call-id");
+            return Err(error("Unknown call-id"));
         };
         let mut tags = BTreeMap::new();
         tags.insert(
@@ -938,13 +940,13 @@ impl Commands {
                 ]),
             );
         }
-        ok_with(vec![
+        Ok(ok_with(vec![
             ("created", Value::Int(c.created as i64)),
             ("last signal", Value::Int(c.last_signal as i64)),
             ("tags", Value::Dict(tags)),
             ("totals", leg_totals(&s)),
             ("mcvideo", mcvideo_info(&s)),
-        ])
+        ]))
     }
 
     fn list(&mut self, req: &Value) -> Value {
