@@ -140,15 +140,14 @@ impl GroupImage {
         key: &SealKey,
         updated_unix_ms: u64,
     ) -> Result<CallRecord, StoredCallError> {
-        let body = GroupBody {
-            v: BODY_VERSION,
-            group: &self.group,
-        };
         seal(
             key,
             &self.group.call_id,
             updated_unix_ms,
-            &body,
+            &GroupBody {
+                v: BODY_VERSION,
+                group: &self.group,
+            },
             &self.secrets.encode(),
         )
     }
@@ -197,16 +196,15 @@ impl CallImage {
         key: &SealKey,
         updated_unix_ms: u64,
     ) -> Result<CallRecord, StoredCallError> {
-        let body = Body {
-            v: BODY_VERSION,
-            call: &self.call,
-            rules: &self.rules,
-        };
         seal(
             key,
             &self.call.call_id,
             updated_unix_ms,
-            &body,
+            &Body {
+                v: BODY_VERSION,
+                call: &self.call,
+                rules: &self.rules,
+            },
             &self.secrets.encode(),
         )
     }
