@@ -748,37 +748,7 @@ impl GroupRules {
         if rtcp::validate_compound(body).is_err() {
             return Err(DropReason::Malformed);
         }
-        let mut sender_part = false;
-        for p in rtcp::compound(body).flatten() {
-            match p.kind() {
-                RtcpKind::ReceiverReport => {
-                    if let Some(ms) = self.member_stream_mut(m, si) {
-                        ms.leg.reports.receiver_report(&p, now);
-                    }
-                }
-                k if is_feedback(k) => {}
-                k => {
-                    sender_part = true;
-                    if k == RtcpKind::Goodbye {
-                        t.bye = true;
-                    }
-                    if k == RtcpKind::SenderReport {
-                        if let Some(ms) = self.member_stream_mut(m, si) {
-                            ms.leg.reports.receiver_report(&p, now);
-                        }
-                        // The NTP timestamp's middle 32 bits, as each receiver echoes it in LSR.
-                        let ntp = p.body().get(..8).unwrap_or_default();
-                        if let Some(mid) = ntp.get(2..6).and_then(|b| b.try_into().ok()) {
-                            for r in slots(receivers) {
-                                if let Some(rs) = self.member_stream_mut(r, si) {
-                                    rs.leg.reports.sender_report(u32::from_be_bytes(mid), now);
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        let sender_part = self.read_reports(at, body, receivers, true, now, t);
         // A transmitter's SR, SDES, BYE...: to its receivers.
         if sender_part && receivers != 0 {
             let mut part = [0u8; FANOUT_MTU];
@@ -790,21 +760,77 @@ impl GroupRules {
             }
         }
         // Feedback: each packet to the transmitter it names, throttled per transmitter.
-        if sources == 0 {
-            return Ok(());
+        if sources != 0 {
+            self.route_feedback(si, body, sources, (video, now), out, t);
         }
-        let only = (sources.count_ones() == 1).then_some(sources);
-        let server_ssrc = self.server_ssrc;
-        let mut unrouted = 0u64;
-        for p in rtcp::compound(body)
-            .flatten()
-            .filter(|p| is_feedback(p.kind()))
-        {
-            if self.route(&p, si, sources, only).is_none() {
-                unrouted += 1;
+        Ok(())
+    }
+
+    /// Reads the reports of a (validated) compound from the member of `at`: its receiver
+    /// reports and sender reports for its leg's round-trip time, each sender report's NTP time
+    /// for the legs of `receivers` (they echo it in LSR), a BYE into `t` when `bye` counts.
+    /// Returns whether it holds anything for receivers (SR, SDES, BYE, APP...).
+    pub(super) fn read_reports(
+        &mut self,
+        at: GroupIngress,
+        body: &[u8],
+        receivers: u64,
+        bye: bool,
+        now: Instant,
+        t: &mut Tally,
+    ) -> bool {
+        let (m, si) = (at.member, at.stream);
+        let mut sender_part = false;
+        for p in rtcp::compound(body).flatten() {
+            let k = p.kind();
+            if is_feedback(k) {
+                continue;
+            }
+            if matches!(k, RtcpKind::ReceiverReport | RtcpKind::SenderReport) {
+                if let Some(ms) = self.member_stream_mut(m, si) {
+                    ms.leg.reports.receiver_report(&p, now);
+                }
+            }
+            if k == RtcpKind::ReceiverReport {
+                continue;
+            }
+            sender_part = true;
+            t.bye |= bye && k == RtcpKind::Goodbye;
+            if k == RtcpKind::SenderReport {
+                // The NTP timestamp's middle 32 bits, as each receiver echoes it in LSR.
+                let ntp = p.body().get(..8).unwrap_or_default();
+                if let Some(mid) = ntp.get(2..6).and_then(|b| b.try_into().ok()) {
+                    for r in slots(receivers) {
+                        if let Some(rs) = self.member_stream_mut(r, si) {
+                            rs.leg.reports.sender_report(u32::from_be_bytes(mid), now);
+                        }
+                    }
+                }
             }
         }
-        t.drop_n(DropReason::UnknownSsrc, unrouted);
+        sender_part
+    }
+
+    /// The feedback packets of a (validated) compound from a member: each to the transmitter
+    /// among `sources` it names (or the only one), throttled per transmitter (keyframe
+    /// requests on video), re-protected toward it; unrouted ones counted `unknown_ssrc`.
+    fn route_feedback(
+        &mut self,
+        si: usize,
+        body: &[u8],
+        sources: u64,
+        (video, now): (bool, Instant),
+        out: &mut FanOut,
+        t: &mut Tally,
+    ) {
+        let per_leg = self.per_leg;
+        let only = (sources.count_ones() == 1).then_some(sources);
+        let server_ssrc = self.server_ssrc;
+        let unrouted = rtcp::compound(body)
+            .flatten()
+            .filter(|p| is_feedback(p.kind()) && self.route(p, si, sources, only).is_none())
+            .count();
+        t.drop_n(DropReason::UnknownSsrc, unrouted as u64);
         for tx in slots(sources) {
             let (k, buf) = out.own();
             let n = select(body, buf, |p| {
@@ -835,21 +861,17 @@ impl GroupRules {
             if per_leg {
                 relay_as_sender(buf.get_mut(..n).unwrap_or_default(), server_ssrc);
             }
+            let d = Delivery {
+                member: tx,
+                stream: si,
+                rtcp: true,
+                dest,
+            };
             match ts.leg.seal(Kind::Rtcp, buf, n, per_leg) {
-                Ok(n) => out.push(
-                    Delivery {
-                        member: tx,
-                        stream: si,
-                        rtcp: true,
-                        dest,
-                    },
-                    k,
-                    n,
-                ),
+                Ok(n) => out.push(d, k, n),
                 Err(e) => t.drop(e),
             }
         }
-        Ok(())
     }
 
     /// The transmitter (among `sources`) a feedback packet is for: the one whose SSRC it names

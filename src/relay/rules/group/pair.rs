@@ -22,7 +22,7 @@ use crate::relay::stats::DropReason;
 use crate::sdp::MediaKind;
 use crate::srtp::SrtpError;
 use crate::wire::demux::{classify, PacketClass};
-use crate::wire::rtcp::{self, RtcpKind};
+use crate::wire::rtcp;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -96,23 +96,7 @@ impl GroupRules {
             if rtcp::validate_compound(body).is_err() {
                 return Err(DropReason::Malformed);
             }
-            for p in rtcp::compound(body).flatten() {
-                match p.kind() {
-                    RtcpKind::Goodbye if pair.transmits => t.bye = true,
-                    RtcpKind::SenderReport => {
-                        // The NTP timestamp's middle 32 bits, as the receiver echoes it in LSR.
-                        let ntp = p.body().get(..8).unwrap_or_default();
-                        if let Some(mid) = ntp.get(2..6).and_then(|b| b.try_into().ok()) {
-                            let peer = self.member_stream_mut(pair.peer, at.stream);
-                            let peer = peer.ok_or(DropReason::Malformed)?;
-                            peer.leg.reports.sender_report(u32::from_be_bytes(mid), now);
-                        }
-                        self.reports_from(at, &p, now);
-                    }
-                    RtcpKind::ReceiverReport => self.reports_from(at, &p, now),
-                    _ => {}
-                }
-            }
+            self.read_reports(at, body, pair.peer.bit(), pair.transmits, now, t);
             if !pair.transmits && video {
                 // The transmitter's policy, across its keyframes and its receiver's requests.
                 let tx = self.member_stream_mut(pair.peer, at.stream);
@@ -126,13 +110,6 @@ impl GroupRules {
             }
         }
         self.seal_for(pair.peer, at.stream, Kind::Rtcp, pkt, len)
-    }
-
-    /// A report block from the member of `at`, for its leg's round-trip time and quality.
-    fn reports_from(&mut self, at: GroupIngress, p: &rtcp::RtcpPacket<&[u8]>, now: Instant) {
-        if let Some(ms) = self.member_stream_mut(at.member, at.stream) {
-            ms.leg.reports.receiver_report(p, now);
-        }
     }
 
     /// Where a datagram for `to` on stream `si` goes: its RTP or its RTCP destination.
