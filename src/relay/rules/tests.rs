@@ -31,23 +31,38 @@ fn leg(remote: SocketAddr, announced: Vec<u32>) -> LegSetup {
     }
 }
 
-fn rules(arbiter: &Arc<Arbiter>, announced: Vec<u32>) -> CallRules {
-    CallRules::new(&RulesSetup {
+/// A one-to-one setup: the caller transmits; no control channels unless the test adds them.
+fn setup(arbiter: &Arc<Arbiter>, security: MediaSecurity, streams: Vec<StreamSetup>) -> RulesSetup {
+    RulesSetup {
         arbiter: arbiter.clone(),
         transmitter: Party::Caller,
-        security: MediaSecurity::EndToEnd,
-        streams: vec![StreamSetup {
-            kind: MediaKind::Video,
-            encrypted: false,
-            clock_rate: 90_000,
-            legs: [leg(caller(), announced.clone()), leg(callee(), vec![])],
-            transmitter_ssrcs: announced,
-        }],
+        security,
+        streams,
         control: [None, None],
         server_ssrc: 1,
         video_ssrc: SSRC,
         latch_after: 3,
-    })
+    }
+}
+
+/// One H.264 video stream over `legs` (SRTP on the wire when `encrypted`).
+fn video(encrypted: bool, legs: [LegSetup; 2], transmitter_ssrcs: Vec<u32>) -> StreamSetup {
+    StreamSetup {
+        kind: MediaKind::Video,
+        encrypted,
+        clock_rate: 90_000,
+        legs,
+        transmitter_ssrcs,
+    }
+}
+
+fn rules(arbiter: &Arc<Arbiter>, announced: Vec<u32>) -> CallRules {
+    let legs = [leg(caller(), announced.clone()), leg(callee(), vec![])];
+    CallRules::new(&setup(
+        arbiter,
+        MediaSecurity::EndToEnd,
+        vec![video(false, legs, announced)],
+    ))
     .unwrap()
 }
 
@@ -283,22 +298,11 @@ fn per_leg_srtp_is_terminated_and_wrong_keys_fail() {
     l0.srtp_in = Some(key(1));
     let mut l1 = leg(callee(), vec![]);
     l1.srtp_out = Some(key(2));
-    let mut r = CallRules::new(&RulesSetup {
-        arbiter: arbiter.clone(),
-        transmitter: Party::Caller,
-        security: MediaSecurity::PerLeg,
-        streams: vec![StreamSetup {
-            kind: MediaKind::Video,
-            encrypted: true,
-            clock_rate: 90_000,
-            legs: [l0, l1],
-            transmitter_ssrcs: vec![SSRC],
-        }],
-        control: [None, None],
-        server_ssrc: 1,
-        video_ssrc: SSRC,
-        latch_after: 3,
-    })
+    let mut r = CallRules::new(&setup(
+        &arbiter,
+        MediaSecurity::PerLeg,
+        vec![video(true, [l0, l1], vec![SSRC])],
+    ))
     .unwrap();
     let mut tx = SrtpContext::new(&key(1));
     let mut rx = SrtpContext::new(&key(2));
@@ -340,23 +344,12 @@ fn per_leg_srtp_is_terminated_and_wrong_keys_fail() {
 fn control_channel_screen_latch_and_seal() {
     let t0 = Instant::now();
     let arbiter = Arc::new(Arbiter::new());
-    let mut r = CallRules::new(&RulesSetup {
-        arbiter,
-        transmitter: Party::Caller,
-        security: MediaSecurity::EndToEnd,
-        streams: vec![],
-        control: [
-            Some(ControlSetup {
-                remote: Some(caller()),
-                key: None,
-            }),
-            None,
-        ],
-        server_ssrc: 1,
-        video_ssrc: SSRC,
-        latch_after: 3,
-    })
-    .unwrap();
+    let mut s = setup(&arbiter, MediaSecurity::EndToEnd, vec![]);
+    s.control[0] = Some(ControlSetup {
+        remote: Some(caller()),
+        key: None,
+    });
+    let mut r = CallRules::new(&s).unwrap();
     let mut msg = vec![0x80, 204, 0, 2, 0, 0, 0, 1, b'M', b'C', b'V', b'0'];
     assert_eq!(
         r.admit_control(Party::Caller, caller(), t0, &mut msg),
@@ -398,22 +391,11 @@ fn per_leg_rules_restored_mid_stream_forward_the_next_packets() {
     let mut l1 = leg(callee(), vec![]);
     l1.srtp_in = Some(key(4));
     l1.srtp_out = Some(key(2));
-    let setup = RulesSetup {
-        arbiter: arbiter.clone(),
-        transmitter: Party::Caller,
-        security: MediaSecurity::PerLeg,
-        streams: vec![StreamSetup {
-            kind: MediaKind::Video,
-            encrypted: true,
-            clock_rate: 90_000,
-            legs: [l0, l1],
-            transmitter_ssrcs: vec![],
-        }],
-        control: [None, None],
-        server_ssrc: 1,
-        video_ssrc: SSRC,
-        latch_after: 3,
-    };
+    let setup = setup(
+        &arbiter,
+        MediaSecurity::PerLeg,
+        vec![video(true, [l0, l1], vec![])],
+    );
     let mut r = CallRules::new(&setup).unwrap();
     let mut caller_tx = SrtpContext::new(&key(1));
     let mut callee_rx = SrtpContext::new(&key(2));
@@ -499,22 +481,11 @@ fn restored_rules_never_reuse_an_srtcp_index() {
     let mut l1 = leg(callee(), vec![]);
     l1.srtp_in = Some(key(4));
     l1.srtp_out = Some(key(2));
-    let setup = RulesSetup {
-        arbiter,
-        transmitter: Party::Caller,
-        security: MediaSecurity::PerLeg,
-        streams: vec![StreamSetup {
-            kind: MediaKind::Video,
-            encrypted: true,
-            clock_rate: 90_000,
-            legs: [l0, l1],
-            transmitter_ssrcs: vec![SSRC],
-        }],
-        control: [None, None],
-        server_ssrc: 1,
-        video_ssrc: SSRC,
-        latch_after: 3,
-    };
+    let setup = setup(
+        &arbiter,
+        MediaSecurity::PerLeg,
+        vec![video(true, [l0, l1], vec![SSRC])],
+    );
     let mut r = CallRules::new(&setup).unwrap();
     let mut caller_tx = SrtpContext::new(&key(1));
     let mut callee_rx = SrtpContext::new(&key(2));
@@ -561,17 +532,8 @@ fn two_stream_rules(arbiter: &Arc<Arbiter>, caller_sdp: SocketAddr) -> CallRules
         legs: [leg(caller_sdp), leg(callee())],
         transmitter_ssrcs: vec![],
     };
-    CallRules::new(&RulesSetup {
-        arbiter: arbiter.clone(),
-        transmitter: Party::Caller,
-        security: MediaSecurity::EndToEnd,
-        streams: vec![stream(MediaKind::Video), stream(MediaKind::Audio)],
-        control: [None, None],
-        server_ssrc: 1,
-        video_ssrc: SSRC,
-        latch_after: 3,
-    })
-    .unwrap()
+    let streams = vec![stream(MediaKind::Video), stream(MediaKind::Audio)];
+    CallRules::new(&setup(arbiter, MediaSecurity::EndToEnd, streams)).unwrap()
 }
 
 /// Found by the `packet_rules` fuzz target: a party that spoke only on its RTCP socket left
