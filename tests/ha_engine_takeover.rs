@@ -46,17 +46,20 @@ fn latest(rx: &crossbeam_channel::Receiver<HaUpdate>, last: &mut Option<CallImag
     n
 }
 
-#[test]
-fn per_leg_push_survives_its_engine() {
-    let a = engine(36_500);
-    let b = engine(36_500);
-    let updates = a.ha_updates();
-    let mut b_events = b.subscribe();
-    let (caller, callee) = (Peer::new(), Peer::new());
+/// A per_leg push `id` on `e`, offered and answered: the callee's offer and the caller's answer.
+fn per_leg_push(
+    e: &Engine,
+    id: &str,
+    caller: &Peer,
+    callee: &Peer,
+) -> (
+    mcvideo_relay::control::call::CallOffer,
+    mcvideo_relay::control::call::CallAnswer,
+) {
     let crypto = |k: &str| format!("a=crypto:1 AEAD_AES_128_GCM inline:{k}\r\n");
-    let offer = a
+    let offer = e
         .create_call(CreateCall {
-            call_id: Some("ha-1".into()),
+            call_id: Some(id.into()),
             caller_id: "sip:alice@mcx.example".into(),
             caller_sdp: caller.sdp("alice", "RTP/SAVP", Some(SSRC), true, &crypto(CALLER_KEY)),
             callee_id: "sip:bob@mcx.example".into(),
@@ -69,16 +72,27 @@ fn per_leg_push_survives_its_engine() {
             caller_interface: None,
         })
         .unwrap();
-    let to_callee = RelayAddrs::from_sdp(&offer.sdp_offer);
-    let answer = a
+    let answer = e
         .accept_call(
-            "ha-1",
+            id,
             AnswerCall {
                 callee_sdp: callee.sdp("bob", "RTP/SAVP", None, true, &crypto(CALLEE_KEY)),
                 callee_tc_key: None,
             },
         )
         .unwrap();
+    (offer, answer)
+}
+
+#[test]
+fn per_leg_push_survives_its_engine() {
+    let a = engine(36_500);
+    let b = engine(36_500);
+    let updates = a.ha_updates();
+    let mut b_events = b.subscribe();
+    let (caller, callee) = (Peer::new(), Peer::new());
+    let (offer, answer) = per_leg_push(&a, "ha-1", &caller, &callee);
+    let to_callee = RelayAddrs::from_sdp(&offer.sdp_offer);
     let to_caller = RelayAddrs::from_sdp(&answer.sdp_answer);
     let relay_key = mcvideo_relay::sdp::SessionDescription::parse(&offer.sdp_offer)
         .unwrap()
@@ -222,30 +236,7 @@ fn a_sequence_wrap_writes_the_calls_srtp_image_at_once() {
     .unwrap();
     let updates = a.ha_updates();
     let (caller, callee) = (Peer::new(), Peer::new());
-    let crypto = |k: &str| format!("a=crypto:1 AEAD_AES_128_GCM inline:{k}\r\n");
-    a.create_call(CreateCall {
-        call_id: Some("ha-wrap".into()),
-        caller_id: "sip:alice@mcx.example".into(),
-        caller_sdp: caller.sdp("alice", "RTP/SAVP", Some(SSRC), true, &crypto(CALLER_KEY)),
-        callee_id: "sip:bob@mcx.example".into(),
-        video_push: true,
-        video_pull: false,
-        commencement_mode: None,
-        media_security: MediaSecurity::PerLeg,
-        caller_tc_key: None,
-        callee_interface: None,
-        caller_interface: None,
-    })
-    .unwrap();
-    let answer = a
-        .accept_call(
-            "ha-wrap",
-            AnswerCall {
-                callee_sdp: callee.sdp("bob", "RTP/SAVP", None, true, &crypto(CALLEE_KEY)),
-                callee_tc_key: None,
-            },
-        )
-        .unwrap();
+    let (_, answer) = per_leg_push(&a, "ha-wrap", &caller, &callee);
     let to_caller = RelayAddrs::from_sdp(&answer.sdp_answer);
     let mut sender = srtp(CALLER_KEY);
     let mut send = |seqs: &mut dyn Iterator<Item = u16>| {

@@ -116,6 +116,21 @@ impl Relay {
     }
 }
 
+/// Waits (5 s at most) until `r` sees `n` live instances in its cluster view.
+fn cluster_alive(r: &Relay, n: usize) {
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let v = r.api.get("/v1/cluster");
+            v.status == 200
+                && v.json()["instances"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().filter(|i| i["alive"] == true).count() == n)
+        }),
+        "{n} instances in the cluster view: {}",
+        r.api.get("/v1/cluster").body
+    );
+}
+
 impl Drop for Relay {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -138,17 +153,7 @@ fn primary_killed_mid_push_standby_takes_over() {
     std::fs::create_dir_all(&dir).unwrap();
     let mut primary = Relay::spawn(&dir, "relay-a", redis.port, &[]);
     let standby = Relay::spawn(&dir, "relay-b", redis.port, &["relay-a"]);
-    assert!(
-        eventually(Duration::from_secs(5), || {
-            let r = standby.api.get("/v1/cluster");
-            r.status == 200
-                && r.json()["instances"]
-                    .as_array()
-                    .is_some_and(|a| a.iter().filter(|i| i["alive"] == true).count() == 2)
-        }),
-        "both instances in the cluster view: {}",
-        standby.api.get("/v1/cluster").body
-    );
+    cluster_alive(&standby, 2);
 
     // A per_leg push through the primary.
     let (caller, callee) = (Peer::new(), Peer::new());
@@ -427,11 +432,7 @@ fn paused_primary_is_fenced_and_restarted_primary_stays_out() {
     std::fs::create_dir_all(&dir).unwrap();
     let mut primary = Relay::spawn_ports(&dir, "relay-a", redis.port, &[], 36_700);
     let standby = Relay::spawn_ports(&dir, "relay-b", redis.port, &["relay-a"], 36_700);
-    assert!(eventually(Duration::from_secs(5), || {
-        standby.api.get("/v1/cluster").json()["instances"]
-            .as_array()
-            .is_some_and(|a| a.iter().filter(|i| i["alive"] == true).count() == 2)
-    }));
+    cluster_alive(&standby, 2);
     let (caller, callee) = (Peer::new(), Peer::new());
     let (to_caller, relay_key) = per_leg_push(&primary.api, "fence-1", &caller, &callee);
     let sse = standby.api.events();
@@ -485,11 +486,7 @@ fn paused_primary_is_fenced_and_restarted_primary_stays_out() {
     primary.child.kill().unwrap();
     primary.child.wait().unwrap();
     let restarted = Relay::spawn_ports(&dir, "relay-a", redis.port, &[], 36_700);
-    assert!(eventually(Duration::from_secs(5), || {
-        standby.api.get("/v1/cluster").json()["instances"]
-            .as_array()
-            .is_some_and(|a| a.iter().filter(|i| i["alive"] == true).count() == 2)
-    }));
+    cluster_alive(&standby, 2);
     let g = restarted.api.get("/v1/calls/fence-1");
     assert_eq!(g.status, 200, "{}", g.body);
     assert_eq!(g.json()["owner"], "relay-b");
@@ -745,11 +742,7 @@ fn ffmpeg_push_across_a_kill(mode: &str, port_min: u16) {
     std::fs::create_dir_all(&dir).unwrap();
     let mut primary = Relay::spawn_ports(&dir, "relay-a", redis.port, &[], port_min);
     let standby = Relay::spawn_ports(&dir, "relay-b", redis.port, &["relay-a"], port_min);
-    assert!(eventually(Duration::from_secs(5), || {
-        standby.api.get("/v1/cluster").json()["instances"]
-            .as_array()
-            .is_some_and(|a| a.iter().filter(|i| i["alive"] == true).count() == 2)
-    }));
+    cluster_alive(&standby, 2);
     let (caller_port, _c1, _c2) = port_pair();
     let r = primary.api.post(
         "/v1/calls",
@@ -863,11 +856,7 @@ fn ffmpeg_group_across_a_kill(mode: &str, port_min: u16) {
     std::fs::create_dir_all(&dir).unwrap();
     let mut primary = Relay::spawn_ports(&dir, "relay-a", redis.port, &[], port_min);
     let standby = Relay::spawn_ports(&dir, "relay-b", redis.port, &["relay-a"], port_min);
-    assert!(eventually(Duration::from_secs(5), || {
-        standby.api.get("/v1/cluster").json()["instances"]
-            .as_array()
-            .is_some_and(|a| a.iter().filter(|i| i["alive"] == true).count() == 2)
-    }));
+    cluster_alive(&standby, 2);
     let ctl_socket = || {
         let s = UdpSocket::bind("127.0.0.1:0").unwrap();
         s.set_read_timeout(Some(Duration::from_millis(200)))
@@ -1109,16 +1098,7 @@ fn early_dialog_and_ng_calls_survive_a_kill() {
         ports,
         &ng(ng_ports[1]),
     );
-    assert!(
-        eventually(Duration::from_secs(5), || {
-            let r = standby.api.get("/v1/cluster");
-            r.status == 200
-                && r.json()["instances"]
-                    .as_array()
-                    .is_some_and(|a| a.iter().filter(|i| i["alive"] == true).count() == 2)
-        }),
-        "both instances in the cluster view"
-    );
+    cluster_alive(&standby, 2);
     // An early-dialog push over the API, and one over ng.
     let (caller, callee) = (Peer::new(), Peer::new());
     let r = primary.api.post(
@@ -1248,17 +1228,7 @@ fn a_dead_instances_calls_are_spread_over_the_live_ones() {
     let mut a = spawn("relay-a");
     let b = spawn("relay-b");
     let c = spawn("relay-c");
-    assert!(
-        eventually(Duration::from_secs(5), || {
-            let r = c.api.get("/v1/cluster");
-            r.status == 200
-                && r.json()["instances"]
-                    .as_array()
-                    .is_some_and(|v| v.iter().filter(|i| i["alive"] == true).count() == 3)
-        }),
-        "three instances in the cluster view: {}",
-        c.api.get("/v1/cluster").body
-    );
+    cluster_alive(&c, 3);
     let mut peers = Vec::new();
     for i in 0..6u32 {
         let (caller, callee) = (Peer::new(), Peer::new());
