@@ -85,6 +85,17 @@ pub struct GroupStreamSetup {
     pub clock_rate: u32,
 }
 
+impl GroupStreamSetup {
+    /// A stream of `kind`, SRTP on the wire when `encrypted`, at `clock_rate` Hz.
+    pub fn new(kind: &MediaKind, encrypted: bool, clock_rate: u32) -> Self {
+        GroupStreamSetup {
+            kind: kind.clone(),
+            encrypted,
+            clock_rate,
+        }
+    }
+}
+
 /// Everything the rules of one group call need before members join.
 #[derive(Debug, Clone)]
 pub struct GroupRulesSetup {
@@ -520,21 +531,8 @@ impl GroupRules {
     ) -> Result<(), DropReason> {
         out.clear();
         if at.rtcp_socket || classify(pkt) == PacketClass::Rtcp {
-            self.on_rtcp(at, from, now, pkt, out, t)
-        } else {
-            self.on_rtp(at, from, now, pkt, out, t)
+            return self.on_rtcp(at, from, now, pkt, out, t);
         }
-    }
-
-    fn on_rtp(
-        &mut self,
-        at: GroupIngress,
-        from: SocketAddr,
-        now: Instant,
-        pkt: &mut [u8],
-        out: &mut FanOut,
-        t: &mut Tally,
-    ) -> Result<(), DropReason> {
         let len = self.rtp_front(at, from, now, pkt, t, true)?;
         let m = at.member;
         let to = self.arbiter.receivers(m) & !m.bit();

@@ -327,11 +327,7 @@ impl CallRules {
             streams: setup
                 .streams
                 .iter()
-                .map(|s| GroupStreamSetup {
-                    kind: s.kind.clone(),
-                    encrypted: s.encrypted,
-                    clock_rate: s.clock_rate,
-                })
+                .map(|s| GroupStreamSetup::new(&s.kind, s.encrypted, s.clock_rate))
                 .collect(),
             server_ssrc: setup.server_ssrc,
             latch_after: setup.latch_after,

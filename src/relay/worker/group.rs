@@ -315,11 +315,7 @@ impl GroupRt {
             security,
             streams: streams
                 .iter()
-                .map(|s| GroupStreamSetup {
-                    kind: s.kind.clone(),
-                    encrypted: s.encrypted,
-                    clock_rate: s.clock_rate,
-                })
+                .map(|s| GroupStreamSetup::new(&s.kind, s.encrypted, s.clock_rate))
                 .collect(),
             server_ssrc: server_ssrc.get(),
             latch_after,
