@@ -1073,6 +1073,22 @@ fn ffmpeg_group_across_a_kill(mode: &str, port_min: u16) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Sends `n` plain RTP packets with `ssrc` from the caller to `to`, 5 ms apart; returns how
+/// many reached the callee.
+fn plain_forwarded(caller: &Peer, callee: &Peer, to: SocketAddr, ssrc: u32, n: u16) -> usize {
+    let got = common::net::collect(
+        &callee.rtp,
+        Duration::from_millis(1500),
+        Duration::from_millis(300),
+    );
+    for seq in 0..n {
+        let p = common::net::rtp_packet(seq, ssrc, 160);
+        caller.rtp.send_to(&p, to).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    got.join().unwrap().len()
+}
+
 /// Issue 20, item 5: calls in the middle of their setup survive a kill. A call offered over
 /// the HTTP API and not yet answered is answered on the adopter (and its media flows); a call
 /// offered over ng (as Kamailio's `rtpengine_offer`) is found by the adopter under its ng
@@ -1152,21 +1168,8 @@ fn early_dialog_and_ng_calls_survive_a_kill() {
     );
     assert_eq!(r.status, 200, "{}", r.body);
     let to_caller = RelayAddrs::from_sdp(r.json()["sdp_answer"].as_str().unwrap());
-    let got = common::net::collect(
-        &callee.rtp,
-        Duration::from_millis(1500),
-        Duration::from_millis(300),
-    );
-    for seq in 0..50u16 {
-        caller.rtp.send_to(&rtp(seq), to_caller.video).unwrap();
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let got = got.join().unwrap();
-    assert!(
-        got.len() >= 45,
-        "{} of 50 packets reached the callee",
-        got.len()
-    );
+    let got = plain_forwarded(&caller, &callee, to_caller.video, SSRC, 50);
+    assert!(got >= 45, "{got} of 50 packets reached the callee");
     // The ng call: Kamailio's answer, query and delete reach the adopter.
     let to_standby = ng_support::Ng::new(SocketAddr::from(([127, 0, 0, 1], ng_ports[1])));
     let answer = to_standby.request(
@@ -1297,23 +1300,9 @@ fn a_dead_instances_calls_are_spread_over_the_live_ones() {
         let (id, caller, callee, to_caller) = peers.iter().find(|p| p.0 == ids[0]).unwrap();
         let s = relay.api.get(&format!("/v1/calls/{id}")).json();
         assert_eq!(s["state"], "established", "{s}");
-        let got = common::net::collect(
-            &callee.rtp,
-            Duration::from_millis(1500),
-            Duration::from_millis(300),
-        );
         let ssrc = SSRC + id.trim_start_matches("nway-").parse::<u32>().unwrap();
-        for seq in 0..40u16 {
-            let p = common::net::rtp_packet(seq, ssrc, 160);
-            caller.rtp.send_to(&p, to_caller.video).unwrap();
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let got = got.join().unwrap();
-        assert!(
-            got.len() >= 36,
-            "{id}: {} of 40 packets forwarded",
-            got.len()
-        );
+        let got = plain_forwarded(caller, callee, to_caller.video, ssrc, 40);
+        assert!(got >= 36, "{id}: {got} of 40 packets forwarded");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
