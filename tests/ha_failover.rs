@@ -301,6 +301,12 @@ fn primary_killed_mid_push_standby_takes_over() {
         gap <= budget,
         "gap {gap:?} over the detection time + 200 ms ({budget:?})"
     );
+    // Detected by the probe (the dead primary's API port refuses), not by the failure time.
+    assert!(
+        standby.log().contains("detected_by=\"probe\""),
+        "standby log:\n{}",
+        standby.log()
+    );
     assert_eq!(
         *failures.lock().unwrap(),
         0,
@@ -461,6 +467,13 @@ fn paused_primary_is_fenced_and_restarted_primary_stays_out() {
     assert!(fence_line.is_some(), "{}", primary.log());
     let ev = sse.next(Duration::from_secs(5)).expect("call.adopted");
     assert_eq!(ev.name, "call.adopted");
+    // A stopped process's kernel still accepts the probe: the failure time decided.
+    assert!(
+        standby.log().contains("detected_by=\"heartbeat\""),
+        "standby log:\n{}",
+        standby.log()
+    );
+    assert!(!standby.log().contains("detected_by=\"probe\""));
     // The standby forwards now (it bound the ports once the primary let them go).
     assert!(
         eventually(Duration::from_secs(3), || standby

@@ -769,3 +769,65 @@ async fn ha_rediss_with_a_private_ca() {
     assert_eq!(untrusting.epoch(), 0);
     untrusting.shutdown();
 }
+
+/// The second signal: a peer whose heartbeat is late is probed at its probe address. Refused
+/// (nothing listens: its process is gone) makes it down at once; a connection made (a live or
+/// stopped process) leaves the verdict to the failure time. Here the peer beats every 5 s and
+/// the failure time is 10 s, so only the probe can make it down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ha_probe_refused_is_down_at_once_probe_answered_is_not() {
+    let redis = RedisServer::start();
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap() // dropped: connections to it are refused
+    };
+    let open = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let peer = |id: &str, probe| {
+        let mut c = config(&redis, id);
+        c.heartbeat_interval = Duration::from_secs(5);
+        c.failure_time = Duration::from_secs(10);
+        c.key_ttl = Duration::from_secs(120);
+        c.probe_address = Some(probe);
+        c
+    };
+    let (live_a, live_c) = (Live::default(), Live::default());
+    let (a, _ev_a) = start(peer("relay-a", closed), &live_a);
+    let (c, _ev_c) = start(peer("relay-c", open.local_addr().unwrap()), &live_c);
+    live_a.put(&a, record("call-a", "from a"));
+    live_c.put(&c, record("call-c", "from c"));
+    until_written(&a, 5 * SEC).await;
+    until_written(&c, 5 * SEC).await;
+
+    let live_b = Live::default();
+    let mut cb = config(&redis, "relay-b");
+    cb.standby_for = vec!["relay-a".into(), "relay-c".into()];
+    cb.heartbeat_interval = Duration::from_millis(50);
+    cb.failure_time = Duration::from_secs(10);
+    cb.key_ttl = Duration::from_secs(120);
+    cb.suspect_time = Duration::from_millis(300);
+    let started = Instant::now();
+    let (b, mut ev_b) = start(cb, &live_b);
+    let down = tokio::time::timeout(5 * SEC, ev_b.recv()).await.unwrap();
+    assert_eq!(
+        down,
+        Some(HaEvent::PeerDown {
+            peer: "relay-a".into()
+        })
+    );
+    let Some(HaEvent::Adopted { peer, records, .. }) =
+        tokio::time::timeout(5 * SEC, ev_b.recv()).await.unwrap()
+    else {
+        panic!("no Adopted");
+    };
+    assert_eq!((peer.as_str(), records.len()), ("relay-a", 1));
+    assert!(started.elapsed() < 5 * SEC, "{:?}", started.elapsed());
+    // relay-c answers its probe: alive for as long as its heartbeat is younger than 10 s.
+    tokio::time::sleep(2 * SEC).await;
+    let ev = ev_b.try_recv();
+    assert!(ev.is_err(), "relay-c was taken for dead: {ev:?}");
+    assert_eq!(b.lookup("call-c").await.unwrap().unwrap().owner, "relay-c");
+    drop(open);
+    for s in [a, b, c] {
+        s.shutdown();
+    }
+}

@@ -149,6 +149,17 @@ pub struct HaConfig {
     pub heartbeat_interval: Duration,
     /// A peer whose heartbeat is older than this is down (default 1 s).
     pub failure_time: Duration,
+    /// A peer whose heartbeat is older than this is probed (default 300 ms): a TCP connection
+    /// to its [`HaConfig::probe_address`]. A refused connection means its process is gone,
+    /// and it is down at once; a connection made, or one that does not answer in time (a
+    /// stopped process, a host down, a slow network), leaves the verdict to `failure_time`.
+    /// Probing is off unless `heartbeat_interval < suspect_time < failure_time`
+    /// ([`HaConfig::probe_after`]). See `docs/high-availability.md` ("Detecting a dead peer").
+    pub suspect_time: Duration,
+    /// Where the peers probe this instance: a TCP address that refuses connections once this
+    /// process is gone (the sidecar gives its control API's address). Published in the
+    /// heartbeat. `None`: the peers wait `failure_time` for this one.
+    pub probe_address: Option<std::net::SocketAddr>,
     /// TTL of every call, owner-set and lease key, a safety net refreshed every quarter of it
     /// (default 1 hour).
     pub key_ttl: Duration,
@@ -167,6 +178,10 @@ pub struct HaConfig {
     pub tls_ca_pem: Option<Vec<u8>>,
 }
 
+/// The default [`HaConfig::suspect_time`]: one and a half heartbeats of the default 200 ms, so
+/// a heartbeat late by a tick's jitter costs one probe, not a takeover.
+pub const DEFAULT_SUSPECT_TIME: Duration = Duration::from_millis(300);
+
 /// `standby_for = ["*"]`: adopt a share of the calls of any instance of the cluster that dies.
 pub const ANY_PEER: &str = "*";
 
@@ -175,6 +190,13 @@ impl HaConfig {
     /// `standby_for = ["*"]`) rather than all the calls of the peers it names.
     pub fn adopts_any(&self) -> bool {
         self.standby_for.iter().any(|p| p == ANY_PEER)
+    }
+
+    /// How old a peer's heartbeat must be before it is probed, when probing is on: the
+    /// [`HaConfig::suspect_time`] strictly between the heartbeat interval and the failure time.
+    pub fn probe_after(&self) -> Option<Duration> {
+        let s = self.suspect_time;
+        (s > self.heartbeat_interval && s < self.failure_time).then_some(s)
     }
 
     /// A configuration with the defaults.
@@ -187,6 +209,8 @@ impl HaConfig {
             standby_for: Vec::new(),
             heartbeat_interval: Duration::from_millis(200),
             failure_time: Duration::from_secs(1),
+            suspect_time: DEFAULT_SUSPECT_TIME,
+            probe_address: None,
             key_ttl: Duration::from_secs(3600),
             max_backlog: 100_000,
             key_prefix: "mcvr".to_owned(),
@@ -417,6 +441,26 @@ mod tests {
         assert_eq!(
             e[0].to_string(),
             "master_name: is for Sentinel: set sentinels too"
+        );
+    }
+
+    #[test]
+    fn probing_needs_a_suspect_time_between_the_heartbeat_and_the_failure_time() {
+        let mut c = cfg();
+        assert_eq!(c.probe_after(), Some(DEFAULT_SUSPECT_TIME));
+        c.suspect_time = c.heartbeat_interval;
+        assert_eq!(c.probe_after(), None);
+        c.suspect_time = c.failure_time;
+        assert_eq!(c.probe_after(), None);
+        c.suspect_time = Duration::ZERO;
+        assert_eq!(c.probe_after(), None);
+        c.heartbeat_interval = Duration::from_secs(5);
+        c.failure_time = Duration::from_secs(10);
+        c.suspect_time = DEFAULT_SUSPECT_TIME;
+        assert_eq!(
+            c.probe_after(),
+            None,
+            "a suspect time under the heartbeat's"
         );
     }
 

@@ -92,7 +92,7 @@ mod seal;
 mod store;
 
 pub use call_state::{StoredCallError, StoredImage};
-pub use config::{HaConfig, HaConfigError, RedisUrl, ANY_PEER};
+pub use config::{HaConfig, HaConfigError, RedisUrl, ANY_PEER, DEFAULT_SUSPECT_TIME};
 pub use record::{CallRecord, RecordError};
 pub use seal::{SealError, SealKey, SEAL_KEY_LEN};
 pub use store::{FenceInfo, HaError, HaEvent, HaStats, HaStore, InstanceInfo, Resync};

@@ -9,6 +9,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Value};
 use std::collections::HashMap;
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -256,7 +257,8 @@ return {1}
 );
 
 /// KEYS: lease, inst, instances, owner set. ARGV: me, epoch, role, pps, draining, inst_ttl_ms,
-/// key_ttl_ms, failure_ms, inst key prefix. The heartbeat's time is Redis' own. Returns `{1,
+/// key_ttl_ms, failure_ms, inst key prefix, probe address (empty: none). The heartbeat's time
+/// is Redis' own. Returns `{1,
 /// n}`: `n` other instances of the cluster have a heartbeat fresher than `failure_ms` (the
 /// peers alive, for the metrics; the instances are few, one `HGET` each).
 const HEARTBEAT: &str = r#"
@@ -264,7 +266,8 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local calls = redis.call('SCARD', KEYS[4])
 redis.call('HSET', KEYS[2], 'role', ARGV[3], 'calls', calls, 'pps', ARGV[4],
-  'draining', ARGV[5], 'epoch', ARGV[2], 'last_seen_ms', string.format('%.0f', now))
+  'draining', ARGV[5], 'epoch', ARGV[2], 'last_seen_ms', string.format('%.0f', now),
+  'probe', ARGV[10])
 redis.call('PEXPIRE', KEYS[2], ARGV[6])
 redis.call('PEXPIRE', KEYS[1], ARGV[7])
 redis.call('SADD', KEYS[3], ARGV[1])
@@ -308,7 +311,9 @@ return {1, n}
 
 /// KEYS: own lease, peer lease, peer inst, peer set, own set, instances. ARGV: me, epoch,
 /// peer, failure_ms, key_ttl_ms, call key prefix, share (`1`: N-way), inst key prefix, owner
-/// set key prefix, owner set key suffix. `{4}` if the peer's heartbeat is fresh again, `{5, by}`
+/// set key prefix, owner set key suffix, down_ms (the peer's heartbeat age that makes it down:
+/// failure_ms, or the suspect time once its probe was refused). `{4}` if the peer's heartbeat is
+/// fresher than down_ms again, `{5, by}`
 /// if another instance adopted its calls already (the peer's lease was raised by another
 /// instance and it has no calls left); else `{1, peer's new epoch, calls left, records...}`.
 ///
@@ -322,7 +327,7 @@ const ADOPT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local seen = redis.call('HGET', KEYS[3], 'last_seen_ms')
-if seen and now - tonumber(seen) < tonumber(ARGV[4]) then return {4} end
+if seen and now - tonumber(seen) < tonumber(ARGV[11]) then return {4} end
 local by = redis.call('HGET', KEYS[2], 'by')
 local left = redis.call('SCARD', KEYS[4])
 if by and by ~= ARGV[3] and left == 0 then return {5, by} end
@@ -1432,9 +1437,8 @@ async fn control(inner: Arc<Inner>) {
         .filter(|p| p.as_str() != super::config::ANY_PEER)
         .map(|p| (p.clone(), PeerState::Watching))
         .collect();
-    let refresh_every = inner.cfg.key_ttl / 4;
-    let mut last_refresh = Instant::now();
-    let mut tick = tokio::time::interval(inner.cfg.heartbeat_interval);
+    let mut cadence = Cadence::new(&inner.cfg);
+    let mut tick = tokio::time::interval(cadence.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while !inner.is_closed() {
         tokio::select! {
@@ -1470,7 +1474,7 @@ async fn control(inner: Arc<Inner>) {
                 }
             }
         };
-        match control_round(&inner, &mut c, &mut peers, &mut last_refresh, refresh_every).await {
+        match control_round(&inner, &mut c, &mut peers, &mut cadence).await {
             Ok(true) => {
                 inner.set_up(&inner.control_up);
                 conn = Some(c);
@@ -1484,20 +1488,66 @@ async fn control(inner: Arc<Inner>) {
     }
 }
 
-/// One heartbeat (and refresh, and look at the peers). `Ok(false)`: fenced.
+/// How often the control task wakes, beats and refreshes.
+struct Cadence {
+    /// Its period: the heartbeat interval, or [`PEER_WATCH_TICK`] when peers are probed (a
+    /// dead peer is then seen within a tick of its suspect time, not within a heartbeat).
+    tick: Duration,
+    heartbeat: Duration,
+    last_beat: Option<Instant>,
+    refresh_every: Duration,
+    last_refresh: Instant,
+}
+
+/// How often the peers' heartbeats are read when they are probed.
+const PEER_WATCH_TICK: Duration = Duration::from_millis(50);
+
+/// How long a probe may take to be refused; one that has not been by then leaves the verdict to
+/// the failure time (a stopped process's kernel still accepts; a dead host does not answer).
+const PROBE_TIMEOUT: Duration = Duration::from_millis(100);
+
+impl Cadence {
+    fn new(cfg: &HaConfig) -> Cadence {
+        let heartbeat = cfg.heartbeat_interval;
+        let watches = !cfg.standby_for.is_empty() && cfg.probe_after().is_some();
+        Cadence {
+            tick: if watches {
+                PEER_WATCH_TICK.min(heartbeat)
+            } else {
+                heartbeat
+            },
+            heartbeat,
+            last_beat: None,
+            refresh_every: cfg.key_ttl / 4,
+            last_refresh: Instant::now(),
+        }
+    }
+
+    /// Whether this round writes the heartbeat: a heartbeat interval since the last one, to
+    /// the nearest tick.
+    fn beat_due(&self) -> bool {
+        self.last_beat
+            .is_none_or(|t| t.elapsed() + self.tick / 2 >= self.heartbeat)
+    }
+}
+
+/// One round: the heartbeat when due (and the refresh), and a look at the peers. `Ok(false)`:
+/// fenced.
 async fn control_round(
     inner: &Inner,
     c: &mut MultiplexedConnection,
     peers: &mut Vec<(String, PeerState)>,
-    last_refresh: &mut Instant,
-    refresh_every: Duration,
+    cadence: &mut Cadence,
 ) -> Result<bool, redis::RedisError> {
     let me = &inner.cfg.instance_id;
     let epoch = inner.epoch.load(Ordering::Relaxed);
-    if !heartbeat(inner, c, epoch).await? {
-        return Ok(false);
+    if cadence.beat_due() {
+        if !heartbeat(inner, c, epoch).await? {
+            return Ok(false);
+        }
+        cadence.last_beat = Some(Instant::now());
     }
-    if last_refresh.elapsed() >= refresh_every {
+    if cadence.last_refresh.elapsed() >= cadence.refresh_every {
         // The TTLs of the lease and of every call this instance owns.
         let v: Value = inner
             .scripts
@@ -1514,7 +1564,7 @@ async fn control_round(
             inner.fence(epoch, by);
             return Ok(false);
         }
-        *last_refresh = Instant::now();
+        cadence.last_refresh = Instant::now();
     }
     if inner.cfg.adopts_any() {
         // N-way: every other instance of the cluster is a peer, as it joins.
@@ -1531,13 +1581,66 @@ async fn control_round(
     if peers.is_empty() {
         return Ok(true);
     }
-    let (now, seen) = peer_heartbeats(inner, c, peers).await?;
-    for ((peer, state), (seen, calls)) in peers.iter_mut().zip(seen) {
-        if !watch_peer(inner, c, peer, state, now, seen, calls).await? {
+    let (now, mut beats) = peer_heartbeats(inner, c, peers).await?;
+    probe_suspects(inner, peers, now, &mut beats).await;
+    for ((peer, state), beat) in peers.iter_mut().zip(beats) {
+        if !watch_peer(inner, c, peer, state, now, beat).await? {
             return Ok(false);
         }
     }
     Ok(true)
+}
+
+/// A peer's heartbeat as the control task reads it.
+#[derive(Debug, Default)]
+struct PeerBeat {
+    /// When it was last written (Redis' clock, ms), if it is still there.
+    seen: Option<u64>,
+    /// Where the peer can be probed.
+    probe: Option<SocketAddr>,
+    /// Calls it owns.
+    calls: u64,
+    /// Its probe was refused this round: its process is gone.
+    refused: bool,
+}
+
+/// Probes, all at once, the peers watched and alive whose heartbeat is older than the suspect
+/// time; marks those whose probe is refused.
+async fn probe_suspects(
+    inner: &Inner,
+    peers: &[(String, PeerState)],
+    now: u64,
+    beats: &mut [PeerBeat],
+) {
+    let Some(after) = inner.cfg.probe_after() else {
+        return;
+    };
+    let (after, fail) = (
+        after.as_millis() as u64,
+        inner.cfg.failure_time.as_millis() as u64,
+    );
+    let probes: Vec<_> = peers
+        .iter()
+        .zip(beats.iter())
+        .enumerate()
+        .filter_map(|(i, ((_, state), b))| {
+            let age = now.saturating_sub(b.seen?);
+            let suspect = *state == PeerState::Watching && age >= after && age < fail;
+            suspect.then_some((i, tokio::spawn(probe_refused(b.probe?))))
+        })
+        .collect();
+    for (i, probe) in probes {
+        if let (Ok(true), Some(b)) = (probe.await, beats.get_mut(i)) {
+            b.refused = true;
+        }
+    }
+}
+
+/// Whether a TCP connection to `addr` is refused within [`PROBE_TIMEOUT`]: nothing listens
+/// there any more.
+async fn probe_refused(addr: SocketAddr) -> bool {
+    let r = tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(addr)).await;
+    matches!(r, Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused)
 }
 
 /// This instance's heartbeat (its load, and its lease kept) under `epoch`. `Ok(false)`: fenced.
@@ -1563,6 +1666,13 @@ async fn heartbeat(
         .arg(inner.cfg.key_ttl.as_millis() as u64)
         .arg(inner.cfg.failure_time.as_millis() as u64)
         .arg(inner.keys.inst(""))
+        .arg(
+            inner
+                .cfg
+                .probe_address
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+        )
         .invoke_async(c)
         .await?;
     if let Value::Array(a) = &v {
@@ -1583,52 +1693,66 @@ async fn heartbeat(
     }
 }
 
-/// Redis's clock (ms) and, per peer, when it was last seen and how many calls it owns.
+/// Redis's clock (ms) and, per peer, its heartbeat: when it was last seen, where it can be
+/// probed, how many calls it owns.
 async fn peer_heartbeats(
     inner: &Inner,
     c: &mut MultiplexedConnection,
     peers: &[(String, PeerState)],
-) -> Result<(u64, Vec<(Option<u64>, u64)>), redis::RedisError> {
+) -> Result<(u64, Vec<PeerBeat>), redis::RedisError> {
     let mut p = redis::pipe();
     p.cmd("TIME");
     for (peer, _) in peers {
-        p.cmd("HGET").arg(inner.keys.inst(peer)).arg("last_seen_ms");
+        p.cmd("HMGET")
+            .arg(inner.keys.inst(peer))
+            .arg(&["last_seen_ms", "probe"]);
         p.cmd("SCARD").arg(inner.keys.owner_calls(peer));
     }
     let replies: Vec<Value> = p.query_async(c).await?;
     let mut it = replies.into_iter();
     let now = redis_time_ms(it.next()).unwrap_or(0);
-    let seen = peers
+    let beats = peers
         .iter()
         .map(|_| {
-            let seen: Option<u64> = it
-                .next()
-                .and_then(|v| redis::from_redis_value::<Option<String>>(v).ok())
-                .flatten()
-                .and_then(|s| s.parse().ok());
-            let calls: u64 = it
-                .next()
-                .and_then(|v| redis::from_redis_value(v).ok())
-                .unwrap_or(0);
-            (seen, calls)
+            let fields: Vec<Option<String>> = next_or_default(&mut it);
+            let field = |i: usize| fields.get(i).cloned().flatten();
+            PeerBeat {
+                seen: field(0).and_then(|s| s.parse().ok()),
+                probe: field(1).and_then(|s| s.parse().ok()),
+                calls: next_or_default(&mut it),
+                refused: false,
+            }
         })
         .collect();
-    Ok((now, seen))
+    Ok((now, beats))
 }
 
-/// What a peer's heartbeat (`seen` at Redis time `now`) and its `calls` mean: alive, never ran,
-/// or down, then its calls adopted. `Ok(false)`: this instance was fenced meanwhile.
+/// What a peer's heartbeat (at Redis time `now`) means: alive, never ran, or down (its
+/// heartbeat older than the failure time, or its probe refused), then its calls adopted.
+/// `Ok(false)`: this instance was fenced meanwhile.
 async fn watch_peer(
     inner: &Inner,
     c: &mut MultiplexedConnection,
     peer: &str,
     state: &mut PeerState,
     now: u64,
-    seen: Option<u64>,
-    calls: u64,
+    beat: PeerBeat,
 ) -> Result<bool, redis::RedisError> {
+    let PeerBeat {
+        seen,
+        calls,
+        refused,
+        ..
+    } = beat;
     let fail = inner.cfg.failure_time.as_millis() as u64;
-    let alive = seen.is_some_and(|s| now.saturating_sub(s) < fail);
+    // Down once its heartbeat is this old: the failure time, or the suspect time when the
+    // probe says its process is gone. Once down, it is back only with a heartbeat younger
+    // than the suspect time (a stale one may still be younger than the failure time).
+    let down_ms = match inner.cfg.probe_after() {
+        Some(after) if refused || *state != PeerState::Watching => after.as_millis() as u64,
+        _ => fail,
+    };
+    let alive = seen.is_some_and(|s| now.saturating_sub(s) < down_ms);
     if alive {
         *state = PeerState::Watching;
         return Ok(true);
@@ -1644,6 +1768,7 @@ async fn watch_peer(
         tracing::warn!(
             peer = %peer,
             heartbeat_age_ms = seen.map(|s| now.saturating_sub(s)),
+            detected_by = if refused { "probe" } else { "heartbeat" },
             "HA: peer down, adopting its calls"
         );
         let _ = inner.events.send(HaEvent::PeerDown {
@@ -1651,7 +1776,7 @@ async fn watch_peer(
         });
         *state = PeerState::Down;
     }
-    if adopt(inner, c, peer).await? {
+    if adopt(inner, c, peer, down_ms).await? {
         *state = PeerState::Adopted;
     } else if inner.fenced.borrow().is_some() {
         return Ok(false);
@@ -1698,6 +1823,7 @@ async fn adopt(
     inner: &Inner,
     c: &mut MultiplexedConnection,
     peer: &str,
+    down_ms: u64,
 ) -> Result<bool, redis::RedisError> {
     let started = Instant::now();
     let me = &inner.cfg.instance_id;
@@ -1721,6 +1847,7 @@ async fn adopt(
         .arg(inner.keys.inst(""))
         .arg(inner.keys.owner_prefix())
         .arg(inner.keys.owner_calls_suffix())
+        .arg(down_ms)
         .invoke_async(c)
         .await?;
     let Value::Array(a) = v else { return Ok(false) };

@@ -415,6 +415,13 @@ section! {
         heartbeat_ms: u64 = 200,
         /// A peer whose heartbeat is older than this is down.
         failure_ms: u64 = 1000,
+        /// A peer whose heartbeat is older than this is probed (a TCP connection to its
+        /// `probe_address`): refused means its process is gone, and its calls are adopted at
+        /// once. Off unless between `heartbeat_ms` and `failure_ms`.
+        suspect_ms: u64 = 300,
+        /// `IP:port` where the peers probe this instance (empty: the control API's address,
+        /// unless `api.listen` is a wildcard address: then peers wait `failure_ms`).
+        probe_address: String = String::new(),
         /// TTL of every call, lease and owner key (a safety net, refreshed every quarter).
         key_ttl_secs: u64 = 3600,
         /// Distinct calls waiting for Redis at most (then a full resync follows).
@@ -495,6 +502,16 @@ impl HaSection {
         c.standby_for.clone_from(&self.standby_for);
         c.heartbeat_interval = Duration::from_millis(self.heartbeat_ms);
         c.failure_time = Duration::from_millis(self.failure_ms);
+        c.suspect_time = Duration::from_millis(self.suspect_ms);
+        if !self.probe_address.is_empty() {
+            match self.probe_address.parse() {
+                Ok(a) => c.probe_address = Some(a),
+                Err(_) => p.push(Problem::new(
+                    "ha.probe_address",
+                    format!("`{}` is not IP:port", self.probe_address),
+                )),
+            }
+        }
         c.key_ttl = Duration::from_secs(self.key_ttl_secs);
         c.max_backlog = self.max_backlog;
         c.key_prefix.clone_from(&self.key_prefix);

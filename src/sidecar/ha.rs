@@ -57,6 +57,8 @@ fn logged<E: std::fmt::Display>(
 pub(crate) fn start(cfg: HaConfig, engine: Arc<Engine>) -> Result<Arc<HaRuntime>, String> {
     let seal = cfg.seal_key.clone();
     let instance = cfg.instance_id.clone();
+    let probe_after_ms = cfg.probe_after().map(|d| d.as_millis() as u64);
+    let probe_address = cfg.probe_address.map(|a| a.to_string());
     let (store, events) =
         HaStore::start(cfg, resync(engine.clone(), seal.clone())).map_err(|problems| {
             problems
@@ -70,7 +72,12 @@ pub(crate) fn start(cfg: HaConfig, engine: Arc<Engine>) -> Result<Arc<HaRuntime>
         adopt_failures: AtomicU64::new(0),
         fenced_drops: AtomicU64::new(0),
     });
-    info!(instance = %instance, "HA store started");
+    info!(
+        instance = %instance,
+        probe_after_ms,
+        probe_address,
+        "HA store started (peers probed after probe_after_ms; this instance probed at probe_address)"
+    );
     spawn_writer(&engine, store.clone(), seal.clone())?;
     spawn_adoptions(engine.clone(), rt.clone(), events, seal);
     spawn_fencing(engine.clone(), rt.clone(), &store);

@@ -250,6 +250,13 @@ fn prepare(
     } else {
         None
     };
+    #[cfg(feature = "ha")]
+    let ha = ha.map(|mut h| {
+        if h.probe_address.is_none() && !addr.ip().is_unspecified() {
+            h.probe_address = Some(addr); // refused once this process is gone
+        }
+        h
+    });
     let engine = Engine::start(ec).map_err(|e| StartError(format!("engine: {e}")))?;
     if settings.token.is_some() {
         info!("control API requires a bearer token");
