@@ -1462,6 +1462,7 @@ async fn control(inner: Arc<Inner>) {
                     Ok((c, true)) => {
                         *lock(&inner.query) = Some(c.clone());
                         backoff.reset();
+                        cadence.connected_at = Instant::now();
                         c
                     }
                     Ok((_, false)) => break,
@@ -1497,6 +1498,12 @@ struct Cadence {
     last_beat: Option<Instant>,
     refresh_every: Duration,
     last_refresh: Instant,
+    /// When the control connection was (re)made. Redis' heartbeats are trusted to say a peer
+    /// is down only a failure time after it: after an outage or a failover (the new primary
+    /// holds what the old one had replicated) every heartbeat is stale until the peers have
+    /// written again. A refused probe needs no such wait.
+    connected_at: Instant,
+    failure_time: Duration,
 }
 
 /// How often the peers' heartbeats are read when they are probed.
@@ -1520,7 +1527,14 @@ impl Cadence {
             last_beat: None,
             refresh_every: cfg.key_ttl / 4,
             last_refresh: Instant::now(),
+            connected_at: Instant::now(),
+            failure_time: cfg.failure_time,
         }
+    }
+
+    /// Whether the heartbeats read now may say a peer is down (see `connected_at`).
+    fn heartbeats_settled(&self) -> bool {
+        self.connected_at.elapsed() >= self.failure_time
     }
 
     /// Whether this round writes the heartbeat: a heartbeat interval since the last one, to
@@ -1583,7 +1597,11 @@ async fn control_round(
     }
     let (now, mut beats) = peer_heartbeats(inner, c, peers).await?;
     probe_suspects(inner, peers, now, &mut beats).await;
+    let settled = cadence.heartbeats_settled();
     for ((peer, state), beat) in peers.iter_mut().zip(beats) {
+        if !settled && !beat.refused {
+            continue; // stale heartbeats right after a (re)connection prove nothing
+        }
         if !watch_peer(inner, c, peer, state, now, beat).await? {
             return Ok(false);
         }
@@ -1615,17 +1633,14 @@ async fn probe_suspects(
     let Some(after) = inner.cfg.probe_after() else {
         return;
     };
-    let (after, fail) = (
-        after.as_millis() as u64,
-        inner.cfg.failure_time.as_millis() as u64,
-    );
+    let after = after.as_millis() as u64;
     let probes: Vec<_> = peers
         .iter()
         .zip(beats.iter())
         .enumerate()
         .filter_map(|(i, ((_, state), b))| {
             let age = now.saturating_sub(b.seen?);
-            let suspect = *state == PeerState::Watching && age >= after && age < fail;
+            let suspect = *state == PeerState::Watching && age >= after;
             suspect.then_some((i, tokio::spawn(probe_refused(b.probe?))))
         })
         .collect();
