@@ -282,3 +282,75 @@ fn a_sequence_wrap_writes_the_calls_srtp_image_at_once() {
     wait_for(1);
     a.shutdown();
 }
+
+/// A push with no transmission control channel ends by media inactivity. Its inactivity timer
+/// counts from the last packet its transmission control was told of, and the worker tells it
+/// when it steps the call: on the first packet, then when the timer falls due. An image taken
+/// between steps held a deadline from the first packet (found by the chaos run): an adopter
+/// restored a timer about to fall due and released the live call at once. Here the timer is
+/// 4 s, the media runs 3.5 s, the adopter takes the last image 2 s after it came: from the first
+/// packet the call has no time left, from the last it has about 2 s.
+#[test]
+fn an_adopted_push_without_control_keeps_its_media_inactivity_time() {
+    let mut cfg = EngineConfig {
+        port_min: 36_800,
+        port_max: 36_899,
+        workers: 1,
+        ..EngineConfig::default()
+    };
+    cfg.call.tc.media_inactivity = Duration::from_secs(4);
+    let a = Engine::start(cfg.clone()).unwrap();
+    let b = Engine::start(cfg).unwrap();
+    let updates = a.ha_updates();
+    let (caller, callee) = (Peer::new(), Peer::new());
+    a.create_call(CreateCall {
+        call_id: Some("ha-quiet".into()),
+        caller_id: "sip:cam@mcx.example".into(),
+        caller_sdp: caller.sdp("cam", "RTP/AVP", Some(SSRC), false, ""),
+        callee_id: "sip:desk@mcx.example".into(),
+        video_push: true,
+        video_pull: false,
+        commencement_mode: None,
+        media_security: MediaSecurity::EndToEnd,
+        caller_tc_key: None,
+        callee_interface: None,
+        caller_interface: None,
+    })
+    .unwrap();
+    let answer = a
+        .accept_call(
+            "ha-quiet",
+            AnswerCall {
+                callee_sdp: callee.sdp("desk", "RTP/AVP", None, false, ""),
+                callee_tc_key: None,
+            },
+        )
+        .unwrap();
+    let to = RelayAddrs::from_sdp(&answer.sdp_answer).video;
+    let mut seq = 0u16;
+    let mut send = |n: u16| {
+        for _ in 0..n {
+            caller.rtp.send_to(&rtp_packet(seq, SSRC, 100), to).unwrap();
+            seq = seq.wrapping_add(1);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let (mut image, mut came) = (None, Instant::now());
+    for _ in 0..35 {
+        send(5);
+        if latest(&updates, &mut image) > 0 {
+            came = Instant::now();
+        }
+    }
+    let image = image.expect("an image of the call");
+    assert_eq!(a.abandon_calls(), 1);
+    std::thread::sleep(Duration::from_secs(2).saturating_sub(came.elapsed()));
+    b.adopt_call(image, came.elapsed(), "relay-a").unwrap();
+    drain(&callee.rtp, Duration::from_millis(20));
+    send(25);
+    let s = b.call("ha-quiet").expect("the adopted call lives");
+    assert_eq!(s.release_reason, None);
+    assert!(s.callee.packets_out >= 20, "{:?}", s.callee);
+    a.shutdown();
+    b.shutdown();
+}

@@ -118,13 +118,27 @@ impl Worker {
         }
         ha.last_refresh = now;
         ha.retry_deletes();
+        let mut moved = Vec::new();
         for _ in 0..due.min(n) {
             ha.cursor = (ha.cursor + 1) % n;
             if let Some(Some(s)) = self.slots.get(ha.cursor) {
-                let marks = s.rt.ha_marks();
-                if ha.sent.get(s.rt.call_id()) != Some(&marks) {
-                    ha.put(&s.rt, now, marks);
+                if ha.sent.get(s.rt.call_id()) != Some(&s.rt.ha_marks()) {
+                    moved.push(ha.cursor as u32);
                 }
+            }
+        }
+        // A call whose media moved is stepped first: the media seen since its last step reaches
+        // its transmission control, so the image's inactivity timers count from the last packet
+        // (an adopter restoring timers from before would release a live call at once).
+        for slot in moved {
+            self.step(slot, now);
+            let (Some(ha), Some(Some(s))) = (self.ha.as_mut(), self.slots.get(slot as usize))
+            else {
+                continue;
+            };
+            let marks = s.rt.ha_marks();
+            if ha.sent.get(s.rt.call_id()) != Some(&marks) {
+                ha.put(&s.rt, now, marks);
             }
         }
     }
