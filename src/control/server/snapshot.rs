@@ -120,30 +120,6 @@ pub struct QueuedSnapshot {
     pub seq: u64,
 }
 
-/// The server's counters.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[cfg_attr(feature = "ha", derive(serde::Serialize, serde::Deserialize))]
-pub struct TcStatsSnapshot {
-    /// Received, by kind ([`KindCounters::to_vec`]).
-    pub received: Vec<u64>,
-    /// Sent, by kind.
-    pub sent: Vec<u64>,
-    /// Malformed datagrams.
-    pub malformed: u64,
-    /// Ignored messages.
-    pub ignored: u64,
-    /// Replies over budget.
-    pub rate_limited: u64,
-    /// Media packets without permission.
-    pub unpermitted_media_packets: u64,
-    /// Grants.
-    pub grants: u64,
-    /// Requests queued.
-    pub queued: u64,
-    /// Pre-emptions.
-    pub preemptions: u64,
-}
-
 /// The whole server: what [`TransmissionControlServer::snapshot`] returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "ha", derive(serde::Serialize, serde::Deserialize))]
@@ -183,7 +159,7 @@ pub struct TcSnapshot {
     /// Room in the arbiter.
     pub arbiter_members: usize,
     /// Counters.
-    pub stats: TcStatsSnapshot,
+    pub stats: TcStats,
 }
 
 fn left(now: Instant, at: Option<Instant>) -> Option<u64> {
@@ -284,17 +260,7 @@ impl TransmissionControlServer {
                 .map(|(t, r)| (t.index() as u8, r))
                 .collect(),
             arbiter_members: self.arbiter.capacity(),
-            stats: TcStatsSnapshot {
-                received: self.stats.received.to_vec(),
-                sent: self.stats.sent.to_vec(),
-                malformed: self.stats.malformed,
-                ignored: self.stats.ignored,
-                rate_limited: self.stats.rate_limited,
-                unpermitted_media_packets: self.stats.unpermitted_media_packets,
-                grants: self.stats.grants,
-                queued: self.stats.queued,
-                preemptions: self.stats.preemptions,
-            },
+            stats: self.stats,
         }
     }
 
@@ -352,18 +318,7 @@ impl TransmissionControlServer {
         t.t2 = later(now, s.t2_ms);
         t.idle_sent = s.idle_sent;
         t.idle_seq = s.idle_seq;
-        let st = &s.stats;
-        t.stats = TcStats {
-            received: KindCounters::from_slice(&st.received),
-            sent: KindCounters::from_slice(&st.sent),
-            malformed: st.malformed,
-            ignored: st.ignored,
-            rate_limited: st.rate_limited,
-            unpermitted_media_packets: st.unpermitted_media_packets,
-            grants: st.grants,
-            queued: st.queued,
-            preemptions: st.preemptions,
-        };
+        t.stats = s.stats;
         t
     }
 
