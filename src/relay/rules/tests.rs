@@ -73,6 +73,23 @@ fn rtp(ssrc: u32, payload: &[u8]) -> Vec<u8> {
     p
 }
 
+/// `plain` as SRTP from `tx`.
+pub(super) fn protect(tx: &mut SrtpContext, plain: &[u8]) -> Vec<u8> {
+    let mut p = plain.to_vec();
+    p.resize(plain.len() + 16, 0);
+    let n = tx.protect_rtp(&mut p, plain.len()).unwrap();
+    p.truncate(n);
+    p
+}
+
+/// Of `sent` packets from strangers, the first [`STRANGER_BURST`] were checked (and dropped as
+/// from the wrong source), the rest dropped over the budget.
+pub(super) fn assert_stranger_budget(t: &Tally, sent: u64) {
+    let burst = STRANGER_BURST as u64;
+    assert_eq!(t.drops[DropReason::WrongSource as usize], burst);
+    assert_eq!(t.drops[DropReason::RateLimited as usize], sent - burst);
+}
+
 fn at(party: Party) -> Ingress {
     Ingress {
         stream: 0,
@@ -199,14 +216,7 @@ fn a_stranger_never_takes_a_leg_and_is_rate_limited() {
             dropped.drop(reason);
         }
     }
-    assert_eq!(
-        dropped.drops[DropReason::WrongSource as usize],
-        STRANGER_BURST as u64
-    );
-    assert_eq!(
-        dropped.drops[DropReason::RateLimited as usize],
-        1000 - STRANGER_BURST as u64
-    );
+    assert_stranger_budget(&dropped, 1000);
     // The SDP address speaks: the leg has its source; the stranger is dropped at the screen.
     let mut p = rtp(SSRC, &[0x41; 20]);
     send(&mut r, Party::Caller, t0, &mut p).unwrap();
@@ -312,10 +322,7 @@ fn per_leg_srtp_is_terminated_and_wrong_keys_fail() {
     let mut tx = SrtpContext::new(&key(1));
     let mut rx = SrtpContext::new(&key(2));
     let plain = rtp(SSRC, &[0x41; 100]);
-    let mut p = plain.clone();
-    p.resize(plain.len() + 16, 0);
-    let n = tx.protect_rtp(&mut p, plain.len()).unwrap();
-    p.truncate(n);
+    let mut p = protect(&mut tx, &plain);
     let e = send(&mut r, Party::Caller, t0, &mut p).unwrap();
     let mut out = p[..e.len].to_vec();
     let m = rx.unprotect_rtp(&mut out).unwrap();
@@ -326,14 +333,7 @@ fn per_leg_srtp_is_terminated_and_wrong_keys_fail() {
     );
     // The same packet again: replay.
     let mut replay = p.clone();
-    let again = {
-        let mut q = plain.clone();
-        q.resize(plain.len() + 16, 0);
-        let mut tx2 = SrtpContext::new(&key(1));
-        let n = tx2.protect_rtp(&mut q, plain.len()).unwrap();
-        q.truncate(n);
-        q
-    };
+    let again = protect(&mut SrtpContext::new(&key(1)), &plain);
     // The same packet altered: it no longer authenticates.
     replay[20] ^= 1;
     for mut p in [again, replay] {
@@ -396,11 +396,7 @@ fn per_leg_rules_restored_mid_stream_forward_the_next_packets() {
     let mut packet = |seq: u16| {
         let mut plain = rtp(SSRC, &[0x41; 60]);
         plain[2..4].copy_from_slice(&seq.to_be_bytes());
-        let mut p = plain.clone();
-        p.resize(plain.len() + 10, 0);
-        let n = caller_tx.protect_rtp(&mut p, plain.len()).unwrap();
-        p.truncate(n);
-        p
+        protect(&mut caller_tx, &plain)
     };
     for i in 0..300u32 {
         wire.push(packet((65_400 + i) as u16));
