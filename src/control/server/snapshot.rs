@@ -174,6 +174,30 @@ fn slot(i: u8) -> Option<Slot> {
     Slot::new(usize::from(i))
 }
 
+impl Revoke {
+    /// The repetition at `now`, its T3 as the time left.
+    fn snapshot(&self, now: Instant) -> RevokeSnapshot {
+        RevokeSnapshot {
+            cause: self.cause.into(),
+            sent: self.sent,
+            due_ms: ms_left(now, self.due),
+            media_since: self.media_since,
+            acked: self.acked,
+        }
+    }
+
+    /// The repetition of snapshot `s`, its T3 due as much later than `now` as it was left.
+    fn restored(s: &RevokeSnapshot, now: Instant) -> Revoke {
+        Revoke {
+            cause: RevokeCause::from(s.cause),
+            sent: s.sent,
+            due: now + Duration::from_millis(s.due_ms),
+            media_since: s.media_since,
+            acked: s.acked,
+        }
+    }
+}
+
 impl TransmissionControlServer {
     /// The server's state at `now`, for a relay that takes the call over. Take it after draining
     /// `poll_transmit` and `poll_event` (queued transmits and events are not part of it).
@@ -201,13 +225,7 @@ impl TransmissionControlServer {
                 media_seen: m.media_seen,
                 media_packets: m.media_packets,
                 unpermitted_run: m.unpermitted_run,
-                revoke: m.revoke.map(|r| RevokeSnapshot {
-                    cause: r.cause.into(),
-                    sent: r.sent,
-                    due_ms: ms_left(now, r.due),
-                    media_since: r.media_since,
-                    acked: r.acked,
-                }),
+                revoke: m.revoke.map(|r| r.snapshot(now)),
                 receiving: m.receiving,
                 reception_grants: m
                     .reception_grants
@@ -359,13 +377,7 @@ impl TransmissionControlServer {
             media_seen: m.media_seen || m.transmission.as_ref().is_some_and(|t| t.first_media),
             media_packets: m.media_packets,
             unpermitted_run: m.unpermitted_run,
-            revoke: m.revoke.map(|r| Revoke {
-                cause: RevokeCause::from(r.cause),
-                sent: r.sent,
-                due: now + Duration::from_millis(r.due_ms),
-                media_since: r.media_since,
-                acked: r.acked,
-            }),
+            revoke: m.revoke.map(|r| Revoke::restored(&r, now)),
             receiving: m.receiving,
             reception_grants: m
                 .reception_grants
