@@ -179,6 +179,39 @@ impl Transform {
         mac
     }
 
+    /// HMAC-SHA1 over `parts`, truncated to `tag`'s length and written there.
+    #[inline]
+    fn write_hmac(mac: &Hmac<Sha1>, parts: &[&[u8]], tag: &mut [u8]) {
+        let full = Self::hmac(mac, parts).finalize().into_bytes();
+        for (t, f) in tag.iter_mut().zip(full) {
+            *t = f;
+        }
+    }
+
+    /// RFC 7714 §17: an SRTCP packet's AAD, its header (8) then the `E|SRTCP index` word.
+    #[inline]
+    fn rtcp_aad(
+        header: &[u8],
+        word: &[u8; SRTCP_WORD_LEN],
+    ) -> [u8; RTCP_HEADER_LEN + SRTCP_WORD_LEN] {
+        let mut aad = [0u8; RTCP_HEADER_LEN + SRTCP_WORD_LEN];
+        for (a, b) in aad.iter_mut().zip(header.iter().chain(word)) {
+            *a = *b;
+        }
+        aad
+    }
+
+    /// `pkt` split before its last `n` octets (`short` when it has fewer).
+    #[inline]
+    fn split_tail(
+        pkt: &mut [u8],
+        n: usize,
+        short: SrtpError,
+    ) -> Result<(&mut [u8], &mut [u8]), SrtpError> {
+        let at = pkt.len().checked_sub(n).ok_or(short)?;
+        pkt.split_at_mut_checked(at).ok_or(short)
+    }
+
     /// Encrypts `pkt[header_len..pkt.len() - tag_len]` and writes the tag into the last
     /// `tag_len` octets. `index` is the 48-bit SRTP packet index `ROC || SEQ`.
     pub(super) fn protect_rtp(
@@ -188,13 +221,7 @@ impl Transform {
         ssrc: u32,
         index: u64,
     ) -> Result<(), SrtpError> {
-        let body_len = pkt
-            .len()
-            .checked_sub(self.tag_len())
-            .ok_or(SrtpError::BufferTooSmall)?;
-        let (data, tag) = pkt
-            .split_at_mut_checked(body_len)
-            .ok_or(SrtpError::BufferTooSmall)?;
+        let (data, tag) = Self::split_tail(pkt, self.tag_len(), SrtpError::BufferTooSmall)?;
         match self {
             Transform::Gcm { key, salt } => {
                 let (header, payload) = data
@@ -213,10 +240,7 @@ impl Transform {
                 let payload = data.get_mut(header_len..).ok_or(SrtpError::Malformed)?;
                 Self::cm_keystream(aes, *salt, ssrc, index).apply_keystream(payload);
                 let roc = ((index >> 16) as u32).to_be_bytes();
-                let full = Self::hmac(mac, &[data, &roc]).finalize().into_bytes();
-                for (t, f) in tag.iter_mut().zip(full) {
-                    *t = f;
-                }
+                Self::write_hmac(mac, &[data, &roc], tag);
             }
             #[cfg(fuzzing)]
             Transform::Null => tag.fill(0),
@@ -246,13 +270,7 @@ impl Transform {
                 .map_err(|_| SrtpError::AuthenticationFailed)?;
             }
             Transform::Cm { aes, salt, mac } => {
-                let body_len = pkt
-                    .len()
-                    .checked_sub(CM_TAG_LEN)
-                    .ok_or(SrtpError::Malformed)?;
-                let (data, tag) = pkt
-                    .split_at_mut_checked(body_len)
-                    .ok_or(SrtpError::Malformed)?;
+                let (data, tag) = Self::split_tail(pkt, CM_TAG_LEN, SrtpError::Malformed)?;
                 let roc = ((index >> 16) as u32).to_be_bytes();
                 Self::hmac(mac, &[data, &roc])
                     .verify_truncated_left(tag)
@@ -302,15 +320,10 @@ impl Transform {
             .ok_or(SrtpError::Malformed)?;
         match self {
             Transform::Gcm { key, salt } => {
-                // RFC 7714 §17: AAD = header (8) || E|index.
-                let mut aad = [0u8; RTCP_HEADER_LEN + SRTCP_WORD_LEN];
-                for (a, b) in aad.iter_mut().zip(header.iter().chain(&word)) {
-                    *a = *b;
-                }
                 let t = key
                     .seal_in_place_separate_tag(
                         Self::gcm_nonce(*salt, ssrc, u64::from(index)),
-                        Aad::from(aad),
+                        Aad::from(Self::rtcp_aad(header, &word)),
                         body,
                     )
                     .map_err(|_| SrtpError::Malformed)?;
@@ -326,12 +339,7 @@ impl Transform {
                     .split_at_mut_checked(SRTCP_WORD_LEN)
                     .ok_or(SrtpError::BufferTooSmall)?;
                 w.copy_from_slice(&word);
-                let full = Self::hmac(mac, &[header, body, &word])
-                    .finalize()
-                    .into_bytes();
-                for (t, f) in tag.iter_mut().zip(full) {
-                    *t = f;
-                }
+                Self::write_hmac(mac, &[header, body, &word], tag);
             }
             #[cfg(fuzzing)]
             Transform::Null => {
@@ -374,11 +382,7 @@ impl Transform {
                     let sealed = rest
                         .get_mut(..sealed_end - RTCP_HEADER_LEN)
                         .ok_or(SrtpError::Malformed)?;
-                    let mut aad = [0u8; RTCP_HEADER_LEN + SRTCP_WORD_LEN];
-                    for (a, b) in aad.iter_mut().zip(header.iter().chain(&word)) {
-                        *a = *b;
-                    }
-                    key.open_in_place(nonce, Aad::from(aad), sealed)
+                    key.open_in_place(nonce, Aad::from(Self::rtcp_aad(header, &word)), sealed)
                         .map_err(|_| SrtpError::AuthenticationFailed)?;
                 } else {
                     // RFC 7714 §17.3: AAD = whole packet || E|index, empty plaintext. Move the

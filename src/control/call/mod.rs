@@ -47,9 +47,7 @@ use crate::control::{CallKind, CommencementMode, MediaSecurity, Party, ReleaseRe
 use crate::ids::{CallId, Ssrc};
 use crate::keys::{MasterKey, SrtpSuite};
 use crate::sdp::{MediaKind, MediaRewrite, Rewrite, SdpError, SessionDescription};
-use snapshot::{
-    CallSecrets, CallSnapshot, PendingKeysSnapshot, RestoreError, StreamSecrets, StreamSnapshot,
-};
+use snapshot::{CallSecrets, CallSnapshot, PendingKeysSnapshot, RestoreError, StreamSecrets};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -190,21 +188,7 @@ impl Call {
     /// `poll_event` (queued messages and events are not in it). See
     /// [`snapshot`].
     pub fn snapshot(&self, now: Instant) -> (CallSnapshot, CallSecrets) {
-        let streams = self
-            .streams
-            .iter()
-            .map(|s| StreamSnapshot {
-                index: s.index,
-                kind: s.kind.clone(),
-                proto: s.proto.clone(),
-                offered: s.offered,
-                relay: s.relay,
-                remote_rtp: s.remote_rtp,
-                remote_rtcp: s.remote_rtcp,
-                announced_ssrcs: s.announced_ssrcs.clone(),
-                clock_rate: s.clock_rate,
-            })
-            .collect();
+        let streams = self.streams.iter().map(MediaStream::without_keys).collect();
         let secrets = CallSecrets {
             tc_keys: self.tc_keys.clone(),
             sdp: self.sdp.clone().map(|s| s.map(|s| s.to_string())),
@@ -279,23 +263,7 @@ impl Call {
             video_ssrc: Ssrc(video_ssrc),
             server_ssrc: Ssrc(snap.tc.server_ssrc),
         };
-        let mut streams: Vec<MediaStream> = snap
-            .streams
-            .into_iter()
-            .map(|s| MediaStream {
-                index: s.index,
-                kind: s.kind,
-                proto: s.proto,
-                offered: s.offered,
-                relay: s.relay,
-                remote_rtp: s.remote_rtp,
-                remote_rtcp: s.remote_rtcp,
-                announced_ssrcs: s.announced_ssrcs,
-                keys: [None, None],
-                clock_rate: s.clock_rate,
-                pending_keys: None,
-            })
-            .collect();
+        let mut streams = snap.streams;
         for k in secrets.streams {
             let s =
                 streams

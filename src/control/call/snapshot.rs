@@ -19,15 +19,12 @@
 //! Not kept: queued transmits and events (a snapshot is taken after the driver drained them),
 //! the reply token buckets (they start full), and the call's media quality meters.
 
-use super::alloc::RelayPort;
-use super::types::{CallState, LegKeys};
+use super::types::{CallState, LegKeys, MediaStream};
 pub use crate::control::server::TcSnapshot;
 use crate::control::timer::Timer;
 use crate::control::{CallKind, CommencementMode, MediaSecurity, ReleaseReason};
 use crate::keys::{MasterKey, SrtpSuite};
-use crate::sdp::MediaKind;
 use std::fmt;
-use std::net::SocketAddr;
 
 /// Encoding version of [`CallSecrets`].
 const SECRETS_VERSION: u8 = 1;
@@ -53,7 +50,7 @@ pub struct CallSnapshot {
     /// The UE(s) the call was delivered to.
     pub deliver_to: Vec<String>,
     /// The media streams, in the order of the caller's offer.
-    pub streams: Vec<StreamSnapshot>,
+    pub streams: Vec<MediaStream>,
     /// The transmission control server.
     pub tc: TcSnapshot,
     /// The call's own timers (the offer timeout), as time left in ms.
@@ -64,30 +61,6 @@ pub struct CallSnapshot {
     pub created_ms_ago: u64,
     /// How long before the snapshot it was established (ms).
     pub established_ms_ago: Option<u64>,
-}
-
-/// One media stream of a [`CallSnapshot`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[cfg_attr(feature = "ha", derive(serde::Serialize, serde::Deserialize))]
-pub struct StreamSnapshot {
-    /// Index of the `m=` line.
-    pub index: usize,
-    /// Media type.
-    pub kind: MediaKind,
-    /// Transport protocol of the caller's `m=` line.
-    pub proto: String,
-    /// Whether it was offered to the callee.
-    pub offered: bool,
-    /// The relay's port per party.
-    pub relay: [Option<RelayPort>; 2],
-    /// Where each party receives RTP, from its SDP.
-    pub remote_rtp: [Option<SocketAddr>; 2],
-    /// Where each party receives RTCP, from its SDP.
-    pub remote_rtcp: [Option<SocketAddr>; 2],
-    /// SSRCs each party announced.
-    pub announced_ssrcs: [Vec<u32>; 2],
-    /// RTP clock rate of the stream's first format.
-    pub clock_rate: Option<u32>,
 }
 
 /// Keys the relay made or was given while the call is offered (per_leg mode), of one stream.

@@ -232,8 +232,11 @@ pub struct LegKeys {
     pub outbound: MasterKey,
 }
 
-/// One media stream (one `m=` line of the caller's offer) and both of its legs.
+/// One media stream (one `m=` line of the caller's offer) and both of its legs. A
+/// [`CallSnapshot`](super::CallSnapshot) holds it without its keys (they go in the
+/// [`CallSecrets`](super::CallSecrets)): serialized, the keys are left out.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "ha", derive(serde::Serialize, serde::Deserialize))]
 pub struct MediaStream {
     /// Index of the `m=` line.
     pub index: usize,
@@ -253,9 +256,11 @@ pub struct MediaStream {
     pub announced_ssrcs: [Vec<u32>; 2],
     /// Per-leg SRTP keys (per_leg mode, audio and video), per party; set when the call is
     /// established.
+    #[cfg_attr(feature = "ha", serde(skip))]
     pub keys: [Option<LegKeys>; 2],
     /// RTP clock rate from the caller's `a=rtpmap` for the stream's first format.
     pub clock_rate: Option<u32>,
+    #[cfg_attr(feature = "ha", serde(skip))]
     pub(super) pending_keys: Option<PendingKeys>,
 }
 
@@ -268,6 +273,15 @@ pub(super) struct PendingKeys {
 }
 
 impl MediaStream {
+    /// The stream without its keys, as a snapshot holds it.
+    pub(super) fn without_keys(&self) -> MediaStream {
+        MediaStream {
+            keys: [None, None],
+            pending_keys: None,
+            ..self.clone()
+        }
+    }
+
     /// Whether both legs are usable (offered, and accepted by the callee once answered).
     pub fn active(&self) -> bool {
         self.offered && self.relay.iter().all(Option::is_some)

@@ -54,7 +54,7 @@ mod transitions;
 mod types;
 
 pub use snapshot::{
-    MemberSnapshot, ProcedureSnapshot, QueuedSnapshot, RevokeSnapshot, TcSnapshot, TcStatsSnapshot,
+    MemberSnapshot, ProcedureSnapshot, QueuedSnapshot, RevokeSnapshot, TcSnapshot,
     TransmissionSnapshot,
 };
 pub use types::*;

@@ -120,30 +120,6 @@ pub struct QueuedSnapshot {
     pub seq: u64,
 }
 
-/// The server's counters.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[cfg_attr(feature = "ha", derive(serde::Serialize, serde::Deserialize))]
-pub struct TcStatsSnapshot {
-    /// Received, by kind ([`KindCounters::to_vec`]).
-    pub received: Vec<u64>,
-    /// Sent, by kind.
-    pub sent: Vec<u64>,
-    /// Malformed datagrams.
-    pub malformed: u64,
-    /// Ignored messages.
-    pub ignored: u64,
-    /// Replies over budget.
-    pub rate_limited: u64,
-    /// Media packets without permission.
-    pub unpermitted_media_packets: u64,
-    /// Grants.
-    pub grants: u64,
-    /// Requests queued.
-    pub queued: u64,
-    /// Pre-emptions.
-    pub preemptions: u64,
-}
-
 /// The whole server: what [`TransmissionControlServer::snapshot`] returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "ha", derive(serde::Serialize, serde::Deserialize))]
@@ -183,7 +159,7 @@ pub struct TcSnapshot {
     /// Room in the arbiter.
     pub arbiter_members: usize,
     /// Counters.
-    pub stats: TcStatsSnapshot,
+    pub stats: TcStats,
 }
 
 fn left(now: Instant, at: Option<Instant>) -> Option<u64> {
@@ -196,6 +172,30 @@ fn later(now: Instant, ms: Option<u64>) -> Option<Instant> {
 
 fn slot(i: u8) -> Option<Slot> {
     Slot::new(usize::from(i))
+}
+
+impl Revoke {
+    /// The repetition at `now`, its T3 as the time left.
+    fn snapshot(&self, now: Instant) -> RevokeSnapshot {
+        RevokeSnapshot {
+            cause: self.cause.into(),
+            sent: self.sent,
+            due_ms: ms_left(now, self.due),
+            media_since: self.media_since,
+            acked: self.acked,
+        }
+    }
+
+    /// The repetition of snapshot `s`, its T3 due as much later than `now` as it was left.
+    fn restored(s: &RevokeSnapshot, now: Instant) -> Revoke {
+        Revoke {
+            cause: RevokeCause::from(s.cause),
+            sent: s.sent,
+            due: now + Duration::from_millis(s.due_ms),
+            media_since: s.media_since,
+            acked: s.acked,
+        }
+    }
 }
 
 impl TransmissionControlServer {
@@ -225,13 +225,7 @@ impl TransmissionControlServer {
                 media_seen: m.media_seen,
                 media_packets: m.media_packets,
                 unpermitted_run: m.unpermitted_run,
-                revoke: m.revoke.map(|r| RevokeSnapshot {
-                    cause: r.cause.into(),
-                    sent: r.sent,
-                    due_ms: ms_left(now, r.due),
-                    media_since: r.media_since,
-                    acked: r.acked,
-                }),
+                revoke: m.revoke.map(|r| r.snapshot(now)),
                 receiving: m.receiving,
                 reception_grants: m
                     .reception_grants
@@ -284,17 +278,7 @@ impl TransmissionControlServer {
                 .map(|(t, r)| (t.index() as u8, r))
                 .collect(),
             arbiter_members: self.arbiter.capacity(),
-            stats: TcStatsSnapshot {
-                received: self.stats.received.to_vec(),
-                sent: self.stats.sent.to_vec(),
-                malformed: self.stats.malformed,
-                ignored: self.stats.ignored,
-                rate_limited: self.stats.rate_limited,
-                unpermitted_media_packets: self.stats.unpermitted_media_packets,
-                grants: self.stats.grants,
-                queued: self.stats.queued,
-                preemptions: self.stats.preemptions,
-            },
+            stats: self.stats,
         }
     }
 
@@ -352,18 +336,7 @@ impl TransmissionControlServer {
         t.t2 = later(now, s.t2_ms);
         t.idle_sent = s.idle_sent;
         t.idle_seq = s.idle_seq;
-        let st = &s.stats;
-        t.stats = TcStats {
-            received: KindCounters::from_slice(&st.received),
-            sent: KindCounters::from_slice(&st.sent),
-            malformed: st.malformed,
-            ignored: st.ignored,
-            rate_limited: st.rate_limited,
-            unpermitted_media_packets: st.unpermitted_media_packets,
-            grants: st.grants,
-            queued: st.queued,
-            preemptions: st.preemptions,
-        };
+        t.stats = s.stats;
         t
     }
 
@@ -404,13 +377,7 @@ impl TransmissionControlServer {
             media_seen: m.media_seen || m.transmission.as_ref().is_some_and(|t| t.first_media),
             media_packets: m.media_packets,
             unpermitted_run: m.unpermitted_run,
-            revoke: m.revoke.map(|r| Revoke {
-                cause: RevokeCause::from(r.cause),
-                sent: r.sent,
-                due: now + Duration::from_millis(r.due_ms),
-                media_since: r.media_since,
-                acked: r.acked,
-            }),
+            revoke: m.revoke.map(|r| Revoke::restored(&r, now)),
             receiving: m.receiving,
             reception_grants: m
                 .reception_grants

@@ -61,8 +61,14 @@ labelled_enum! {
     as_str;
 }
 
-/// Transmission control message counters by [`MessageKind`].
+/// Transmission control message counters by [`MessageKind`]. A snapshot holds them as the list
+/// of [`to_vec`](Self::to_vec).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "ha",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(from = "Vec<u64>", into = "Vec<u64>")
+)]
 pub struct KindCounters {
     counts: [u64; MessageKind::ALL.len() + 1],
 }
@@ -72,6 +78,18 @@ impl Default for KindCounters {
         KindCounters {
             counts: [0; MessageKind::ALL.len() + 1],
         }
+    }
+}
+
+impl From<Vec<u64>> for KindCounters {
+    fn from(counts: Vec<u64>) -> Self {
+        KindCounters::from_slice(&counts)
+    }
+}
+
+impl From<KindCounters> for Vec<u64> {
+    fn from(k: KindCounters) -> Self {
+        k.to_vec()
     }
 }
 
@@ -421,8 +439,9 @@ impl core::fmt::Display for JoinError {
 
 impl std::error::Error for JoinError {}
 
-/// Counters of one transmission control server.
+/// Counters of one transmission control server (a snapshot holds them as they are).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "ha", derive(serde::Serialize, serde::Deserialize))]
 pub struct TcStats {
     /// Messages received, by kind.
     pub received: KindCounters,

@@ -205,18 +205,12 @@ mod tests {
         let t0 = Instant::now();
         let mut k = KeyframePolicy::default();
         assert!(k.on_video(1, 90, &[0x65, 0x88], t0));
-        let mut p = pli();
         let at = t0 + Duration::from_millis(100);
-        assert_eq!(
-            k.filter_requests(&mut p, at),
-            (0, 1),
-            "a keyframe just passed"
-        );
+        assert_eq!(request(&mut k, at), (0, 1), "a keyframe just passed");
         // A non-IDR packet does not.
         let mut k = KeyframePolicy::default();
         assert!(!k.on_video(1, 90, &[0x67, 0x42], t0));
-        let mut p = pli();
-        assert_eq!(k.filter_requests(&mut p, at), (12, 0), "no keyframe passed");
+        assert_eq!(request(&mut k, at), (12, 0), "no keyframe passed");
     }
 
     fn pli() -> Vec<u8> {
@@ -225,22 +219,20 @@ mod tests {
         b[..n].to_vec()
     }
 
+    /// A PLI filtered at `at`: (octets kept, requests dropped).
+    fn request(k: &mut KeyframePolicy, at: Instant) -> (usize, u64) {
+        k.filter_requests(&mut pli(), at)
+    }
+
     #[test]
     fn repeated_requests_are_throttled_on_virtual_time() {
         let t0 = Instant::now();
         let mut k = KeyframePolicy::default();
-        let mut p = pli();
-        assert_eq!(k.filter_requests(&mut p, t0), (12, 0), "first passes");
-        let mut p = pli();
+        assert_eq!(request(&mut k, t0), (12, 0), "first passes");
         let at = t0 + Duration::from_millis(100);
-        assert_eq!(
-            k.filter_requests(&mut p, at),
-            (0, 1),
-            "repeat within 500 ms"
-        );
-        let mut p = pli();
+        assert_eq!(request(&mut k, at), (0, 1), "repeat within 500 ms");
         let at = t0 + KEYFRAME_REQUEST_INTERVAL + Duration::from_millis(1);
-        assert_eq!(k.filter_requests(&mut p, at), (12, 0), "after the interval");
+        assert_eq!(request(&mut k, at), (12, 0), "after the interval");
     }
 
     #[test]
@@ -248,12 +240,10 @@ mod tests {
         let t0 = Instant::now();
         let mut k = KeyframePolicy::default();
         k.keyframe_seen(t0);
-        let mut p = pli();
         let at = t0 + Duration::from_millis(200);
-        assert_eq!(k.filter_requests(&mut p, at).0, 0);
-        let mut p = pli();
+        assert_eq!(request(&mut k, at).0, 0);
         let at = t0 + KEYFRAME_REDUNDANT_WINDOW + Duration::from_millis(1);
-        assert_eq!(k.filter_requests(&mut p, at).0, 12);
+        assert_eq!(request(&mut k, at).0, 12);
     }
 
     #[test]

@@ -203,18 +203,13 @@ mod tests {
 
     #[test]
     fn sdp_address_is_confirmed_and_never_replaced() {
-        let mut l = Latch::new(Some(a("192.0.2.1:5000")), 3);
-        assert_eq!(
-            l.check(a("192.0.2.1:5000"), || Evidence::Weak),
-            Verdict::Accept
-        );
+        let (sdp, stranger) = (a("192.0.2.1:5000"), a("203.0.113.9:6666"));
+        let mut l = Latch::new(Some(sdp), 3);
+        assert_eq!(l.check(sdp, || Evidence::Weak), Verdict::Accept);
         for _ in 0..100 {
-            assert_eq!(
-                l.check(a("203.0.113.9:6666"), || Evidence::Strong),
-                Verdict::WrongSource
-            );
+            assert_eq!(l.check(stranger, || Evidence::Strong), Verdict::WrongSource);
         }
-        assert_eq!(l.destination(), Some(a("192.0.2.1:5000")));
+        assert_eq!(l.destination(), Some(sdp));
         assert_eq!(l.latches(), 0);
     }
 
@@ -246,11 +241,9 @@ mod tests {
     #[test]
     fn strong_evidence_latches_at_once() {
         let mut l = Latch::new(Some(a("10.0.0.5:5000")), 5);
-        assert_eq!(
-            l.check(a("198.51.100.7:1"), || Evidence::Strong),
-            Verdict::Latched
-        );
-        assert_eq!(l.destination(), Some(a("198.51.100.7:1")));
+        let nat = a("198.51.100.7:1");
+        assert_eq!(l.check(nat, || Evidence::Strong), Verdict::Latched);
+        assert_eq!(l.destination(), Some(nat));
     }
 
     #[test]

@@ -73,12 +73,77 @@ fn rtp(ssrc: u32, payload: &[u8]) -> Vec<u8> {
     p
 }
 
+/// `plain` as SRTP from `tx`.
+pub(super) fn protect(tx: &mut SrtpContext, plain: &[u8]) -> Vec<u8> {
+    let mut p = plain.to_vec();
+    p.resize(plain.len() + 16, 0);
+    let n = tx.protect_rtp(&mut p, plain.len()).unwrap();
+    p.truncate(n);
+    p
+}
+
+/// Of `sent` packets from strangers, the first [`STRANGER_BURST`] were checked (and dropped as
+/// from the wrong source), the rest dropped over the budget.
+pub(super) fn assert_stranger_budget(t: &Tally, sent: u64) {
+    let burst = STRANGER_BURST as u64;
+    assert_eq!(t.drops[DropReason::WrongSource as usize], burst);
+    assert_eq!(t.drops[DropReason::RateLimited as usize], sent - burst);
+}
+
 fn at(party: Party) -> Ingress {
     Ingress {
         stream: 0,
         party,
         rtcp_socket: false,
     }
+}
+
+/// The address `party` announced in its SDP.
+fn sdp_addr(party: Party) -> SocketAddr {
+    match party {
+        Party::Caller => caller(),
+        Party::Callee => callee(),
+    }
+}
+
+/// An arbiter of `arbiter`'s room with the caller granted.
+fn caller_granted(arbiter: Arbiter) -> Arc<Arbiter> {
+    assert!(arbiter.permit(Party::Caller.slot()));
+    Arc::new(arbiter)
+}
+
+/// What arrives on the caller's RTCP socket of `stream`.
+fn caller_rtcp_at(stream: usize) -> Ingress {
+    Ingress {
+        stream,
+        party: Party::Caller,
+        rtcp_socket: true,
+    }
+}
+
+/// A per_leg video call, both legs keyed: the caller sends with `key(1)` and receives with
+/// `key(3)`, the callee sends with `key(4)` and receives with `key(2)`.
+fn per_leg_setup(
+    arbiter: &Arc<Arbiter>,
+    key: impl Fn(u8) -> MasterKey,
+    announced: Vec<u32>,
+) -> RulesSetup {
+    let mut l0 = leg(caller(), announced.clone());
+    l0.srtp_in = Some(key(1));
+    l0.srtp_out = Some(key(3));
+    let mut l1 = leg(callee(), vec![]);
+    l1.srtp_in = Some(key(4));
+    l1.srtp_out = Some(key(2));
+    setup(
+        arbiter,
+        MediaSecurity::PerLeg,
+        vec![video(true, [l0, l1], announced)],
+    )
+}
+
+/// Judges `p` from `party`'s SDP address.
+fn send(r: &mut CallRules, party: Party, now: Instant, p: &mut [u8]) -> Result<Egress, DropReason> {
+    judge(r, party, sdp_addr(party), now, p)
 }
 
 fn judge(
@@ -96,13 +161,13 @@ fn only_the_granted_caller_passes() {
     let t0 = Instant::now();
     let arbiter = Arc::new(Arbiter::new());
     let mut r = rules(&arbiter, vec![SSRC]);
+    let not_granted = |r: &mut CallRules, party, p: &mut [u8]| {
+        assert_eq!(send(r, party, t0, p), Err(DropReason::NotGranted));
+    };
     let mut p = rtp(SSRC, &[0x41; 20]);
-    assert_eq!(
-        judge(&mut r, Party::Caller, caller(), t0, &mut p),
-        Err(DropReason::NotGranted)
-    );
+    not_granted(&mut r, Party::Caller, &mut p);
     assert!(arbiter.permit(Party::Caller.slot()));
-    let e = judge(&mut r, Party::Caller, caller(), t0, &mut p).unwrap();
+    let e = send(&mut r, Party::Caller, t0, &mut p).unwrap();
     assert_eq!(
         e,
         Egress {
@@ -112,43 +177,32 @@ fn only_the_granted_caller_passes() {
     );
     assert_eq!(r.destination(at(Party::Caller), false), Some(callee()));
     // The callee is receive only, whatever it sends.
-    let mut q = rtp(7, &[0x41; 20]);
-    assert_eq!(
-        judge(&mut r, Party::Callee, callee(), t0, &mut q),
-        Err(DropReason::NotGranted)
-    );
+    not_granted(&mut r, Party::Callee, &mut rtp(7, &[0x41; 20]));
     arbiter.forbid(Party::Caller.slot());
-    assert_eq!(
-        judge(&mut r, Party::Caller, caller(), t0, &mut p),
-        Err(DropReason::NotGranted)
-    );
+    not_granted(&mut r, Party::Caller, &mut p);
 }
 
 #[test]
 fn unknown_ssrc_and_malformed_are_dropped() {
     let t0 = Instant::now();
-    let arbiter = Arc::new(Arbiter::new());
-    assert!(arbiter.permit(Party::Caller.slot()));
+    let arbiter = caller_granted(Arbiter::new());
     let mut r = rules(&arbiter, vec![SSRC]);
     let mut p = rtp(SSRC, &[0x41; 20]);
-    judge(&mut r, Party::Caller, caller(), t0, &mut p).unwrap();
-    let mut other = rtp(SSRC + 1, &[0x41; 20]);
-    assert_eq!(
-        judge(&mut r, Party::Caller, caller(), t0, &mut other),
-        Err(DropReason::UnknownSsrc)
-    );
-    let mut junk = vec![0x40, 1, 2];
-    assert_eq!(
-        judge(&mut r, Party::Caller, caller(), t0, &mut junk),
-        Err(DropReason::Malformed)
-    );
+    send(&mut r, Party::Caller, t0, &mut p).unwrap();
+    let other = rtp(SSRC + 1, &[0x41; 20]);
+    let junk = vec![0x40, 1, 2];
+    for (mut p, why) in [
+        (other, DropReason::UnknownSsrc),
+        (junk, DropReason::Malformed),
+    ] {
+        assert_eq!(send(&mut r, Party::Caller, t0, &mut p), Err(why));
+    }
 }
 
 #[test]
 fn a_stranger_never_takes_a_leg_and_is_rate_limited() {
     let t0 = Instant::now();
-    let arbiter = Arc::new(Arbiter::new());
-    assert!(arbiter.permit(Party::Caller.slot()));
+    let arbiter = caller_granted(Arbiter::new());
     let mut r = rules(&arbiter, vec![]);
     let stranger = addr("203.0.113.9:6666");
     let other = addr("203.0.113.10:6666");
@@ -162,17 +216,10 @@ fn a_stranger_never_takes_a_leg_and_is_rate_limited() {
             dropped.drop(reason);
         }
     }
-    assert_eq!(
-        dropped.drops[DropReason::WrongSource as usize],
-        STRANGER_BURST as u64
-    );
-    assert_eq!(
-        dropped.drops[DropReason::RateLimited as usize],
-        1000 - STRANGER_BURST as u64
-    );
+    assert_stranger_budget(&dropped, 1000);
     // The SDP address speaks: the leg has its source; the stranger is dropped at the screen.
     let mut p = rtp(SSRC, &[0x41; 20]);
-    judge(&mut r, Party::Caller, caller(), t0, &mut p).unwrap();
+    send(&mut r, Party::Caller, t0, &mut p).unwrap();
     let later = t0 + Duration::from_secs(10);
     let mut p = rtp(SSRC, &[0x41; 20]);
     assert_eq!(
@@ -184,8 +231,7 @@ fn a_stranger_never_takes_a_leg_and_is_rate_limited() {
 #[test]
 fn nat_latch_on_an_announced_ssrc_and_the_reply_goes_there() {
     let t0 = Instant::now();
-    let arbiter = Arc::new(Arbiter::new());
-    assert!(arbiter.permit(Party::Caller.slot()));
+    let arbiter = caller_granted(Arbiter::new());
     let mut r = rules(&arbiter, vec![SSRC]);
     let nat = addr("198.51.100.7:40001");
     let mut t = Tally::default();
@@ -199,8 +245,7 @@ fn nat_latch_on_an_announced_ssrc_and_the_reply_goes_there() {
 #[test]
 fn keyframe_requests_are_throttled_on_virtual_time() {
     let t0 = Instant::now();
-    let arbiter = Arc::new(Arbiter::new());
-    assert!(arbiter.permit(Party::Caller.slot()));
+    let arbiter = caller_granted(Arbiter::new());
     let mut r = rules(&arbiter, vec![SSRC]);
     let pli = || {
         let mut b = vec![0u8; 12];
@@ -208,7 +253,7 @@ fn keyframe_requests_are_throttled_on_virtual_time() {
         b
     };
     let mut first = pli();
-    let e = judge(&mut r, Party::Callee, callee(), t0, &mut first).unwrap();
+    let e = send(&mut r, Party::Callee, t0, &mut first).unwrap();
     assert_eq!(
         e,
         Egress {
@@ -229,36 +274,16 @@ fn keyframe_requests_are_throttled_on_virtual_time() {
         .unwrap();
     assert_eq!(e.len, 0, "a repeat within the interval is dropped");
     assert_eq!(t.drops[DropReason::RateLimited as usize], 1);
-    let mut later = pli();
-    let e = judge(
-        &mut r,
-        Party::Callee,
-        callee(),
-        t0 + Duration::from_millis(600),
-        &mut later,
-    )
-    .unwrap();
-    assert_eq!(e.len, 12);
+    // The callee's request `ms` after t0: how much of it goes on.
+    let pli_at = |r: &mut CallRules, ms: u64| {
+        let now = t0 + Duration::from_millis(ms);
+        send(r, Party::Callee, now, &mut pli()).unwrap().len
+    };
+    assert_eq!(pli_at(&mut r, 600), 12);
     // A keyframe from the caller makes the next request redundant.
     let mut idr = rtp(SSRC, &[0x65, 0x88, 0x84]);
-    judge(
-        &mut r,
-        Party::Caller,
-        caller(),
-        t0 + Duration::from_secs(2),
-        &mut idr,
-    )
-    .unwrap();
-    let mut after_idr = pli();
-    let e = judge(
-        &mut r,
-        Party::Callee,
-        callee(),
-        t0 + Duration::from_millis(2100),
-        &mut after_idr,
-    )
-    .unwrap();
-    assert_eq!(e.len, 0);
+    send(&mut r, Party::Caller, t0 + Duration::from_secs(2), &mut idr).unwrap();
+    assert_eq!(pli_at(&mut r, 2100), 0);
     // The relay's own request follows the same interval.
     let mut buf = [0u8; 64];
     assert_eq!(
@@ -291,27 +316,14 @@ fn caller_bye_is_seen() {
 #[test]
 fn per_leg_srtp_is_terminated_and_wrong_keys_fail() {
     let t0 = Instant::now();
-    let arbiter = Arc::new(Arbiter::new());
-    assert!(arbiter.permit(Party::Caller.slot()));
+    let arbiter = caller_granted(Arbiter::new());
     let key = |b: u8| MasterKey::new(SrtpSuite::AeadAes128Gcm, vec![b; 28]).unwrap();
-    let mut l0 = leg(caller(), vec![SSRC]);
-    l0.srtp_in = Some(key(1));
-    let mut l1 = leg(callee(), vec![]);
-    l1.srtp_out = Some(key(2));
-    let mut r = CallRules::new(&setup(
-        &arbiter,
-        MediaSecurity::PerLeg,
-        vec![video(true, [l0, l1], vec![SSRC])],
-    ))
-    .unwrap();
+    let mut r = CallRules::new(&per_leg_setup(&arbiter, key, vec![SSRC])).unwrap();
     let mut tx = SrtpContext::new(&key(1));
     let mut rx = SrtpContext::new(&key(2));
     let plain = rtp(SSRC, &[0x41; 100]);
-    let mut p = plain.clone();
-    p.resize(plain.len() + 16, 0);
-    let n = tx.protect_rtp(&mut p, plain.len()).unwrap();
-    p.truncate(n);
-    let e = judge(&mut r, Party::Caller, caller(), t0, &mut p).unwrap();
+    let mut p = protect(&mut tx, &plain);
+    let e = send(&mut r, Party::Caller, t0, &mut p).unwrap();
     let mut out = p[..e.len].to_vec();
     let m = rx.unprotect_rtp(&mut out).unwrap();
     assert_eq!(
@@ -321,23 +333,15 @@ fn per_leg_srtp_is_terminated_and_wrong_keys_fail() {
     );
     // The same packet again: replay.
     let mut replay = p.clone();
-    let mut again = {
-        let mut q = plain.clone();
-        q.resize(plain.len() + 16, 0);
-        let mut tx2 = SrtpContext::new(&key(1));
-        let n = tx2.protect_rtp(&mut q, plain.len()).unwrap();
-        q.truncate(n);
-        q
-    };
-    assert_eq!(
-        judge(&mut r, Party::Caller, caller(), t0, &mut again),
-        Err(DropReason::AuthFailure)
-    );
+    let again = protect(&mut SrtpContext::new(&key(1)), &plain);
+    // The same packet altered: it no longer authenticates.
     replay[20] ^= 1;
-    assert_eq!(
-        judge(&mut r, Party::Caller, caller(), t0, &mut replay),
-        Err(DropReason::AuthFailure)
-    );
+    for mut p in [again, replay] {
+        assert_eq!(
+            send(&mut r, Party::Caller, t0, &mut p),
+            Err(DropReason::AuthFailure)
+        );
+    }
 }
 
 #[test]
@@ -381,21 +385,10 @@ fn control_channel_screen_latch_and_seal() {
 #[test]
 fn per_leg_rules_restored_mid_stream_forward_the_next_packets() {
     let t0 = Instant::now();
-    let arbiter = Arc::new(Arbiter::new());
-    assert!(arbiter.permit(Party::Caller.slot()));
+    let arbiter = caller_granted(Arbiter::new());
     let key = |b: u8| MasterKey::new(SrtpSuite::AesCm128HmacSha1_80, vec![b; 30]).unwrap();
     let nat = addr("198.51.100.7:40000");
-    let mut l0 = leg(caller(), vec![]);
-    l0.srtp_in = Some(key(1));
-    l0.srtp_out = Some(key(3));
-    let mut l1 = leg(callee(), vec![]);
-    l1.srtp_in = Some(key(4));
-    l1.srtp_out = Some(key(2));
-    let setup = setup(
-        &arbiter,
-        MediaSecurity::PerLeg,
-        vec![video(true, [l0, l1], vec![])],
-    );
+    let setup = per_leg_setup(&arbiter, key, vec![]);
     let mut r = CallRules::new(&setup).unwrap();
     let mut caller_tx = SrtpContext::new(&key(1));
     let mut callee_rx = SrtpContext::new(&key(2));
@@ -403,11 +396,7 @@ fn per_leg_rules_restored_mid_stream_forward_the_next_packets() {
     let mut packet = |seq: u16| {
         let mut plain = rtp(SSRC, &[0x41; 60]);
         plain[2..4].copy_from_slice(&seq.to_be_bytes());
-        let mut p = plain.clone();
-        p.resize(plain.len() + 10, 0);
-        let n = caller_tx.protect_rtp(&mut p, plain.len()).unwrap();
-        p.truncate(n);
-        p
+        protect(&mut caller_tx, &plain)
     };
     for i in 0..300u32 {
         wire.push(packet((65_400 + i) as u16));
@@ -458,7 +447,7 @@ fn per_leg_rules_restored_mid_stream_forward_the_next_packets() {
     );
     let mut stranger = wire[299].clone();
     assert_eq!(
-        judge(&mut r2, Party::Caller, caller(), t1, &mut stranger),
+        send(&mut r2, Party::Caller, t1, &mut stranger),
         Err(DropReason::WrongSource)
     );
     // A snapshot of another call's shape is refused.
@@ -472,20 +461,9 @@ fn per_leg_rules_restored_mid_stream_forward_the_next_packets() {
 #[test]
 fn restored_rules_never_reuse_an_srtcp_index() {
     let t0 = Instant::now();
-    let arbiter = Arc::new(Arbiter::new());
-    assert!(arbiter.permit(Party::Caller.slot()));
+    let arbiter = caller_granted(Arbiter::new());
     let key = |b: u8| MasterKey::new(SrtpSuite::AeadAes128Gcm, vec![b; 28]).unwrap();
-    let mut l0 = leg(caller(), vec![SSRC]);
-    l0.srtp_in = Some(key(1));
-    l0.srtp_out = Some(key(3));
-    let mut l1 = leg(callee(), vec![]);
-    l1.srtp_in = Some(key(4));
-    l1.srtp_out = Some(key(2));
-    let setup = setup(
-        &arbiter,
-        MediaSecurity::PerLeg,
-        vec![video(true, [l0, l1], vec![SSRC])],
-    );
+    let setup = per_leg_setup(&arbiter, key, vec![SSRC]);
     let mut r = CallRules::new(&setup).unwrap();
     let mut caller_tx = SrtpContext::new(&key(1));
     let mut callee_rx = SrtpContext::new(&key(2));
@@ -501,7 +479,7 @@ fn restored_rules_never_reuse_an_srtcp_index() {
     };
     let mut relay = |r: &mut CallRules, p: Vec<u8>| {
         let mut p = p;
-        let e = judge(r, Party::Caller, caller(), t0, &mut p).unwrap();
+        let e = send(r, Party::Caller, t0, &mut p).unwrap();
         assert!(e.rtcp);
         let mut out = p[..e.len].to_vec();
         callee_rx.unprotect_rtcp(&mut out)
@@ -543,17 +521,13 @@ fn two_stream_rules(arbiter: &Arc<Arbiter>, caller_sdp: SocketAddr) -> CallRules
 #[test]
 fn a_party_present_on_one_socket_keeps_strangers_off_the_others() {
     let t0 = Instant::now();
-    let arbiter = Arc::new(Arbiter::with_members(2));
-    assert!(arbiter.permit(Party::Caller.slot()));
+    let arbiter = caller_granted(Arbiter::with_members(2));
     let mut r = two_stream_rules(&arbiter, caller());
-    let rtcp_at = |stream| Ingress {
-        stream,
-        party: Party::Caller,
-        rtcp_socket: true,
-    };
     let mut rr = vec![0x80, 201, 0, 1, 0, 0, 0, 9];
     let mut t = Tally::default();
-    assert!(r.judge(rtcp_at(0), caller(), t0, &mut rr, &mut t).is_ok());
+    assert!(r
+        .judge(caller_rtcp_at(0), caller(), t0, &mut rr, &mut t)
+        .is_ok());
     let stranger = addr("203.0.113.7:7000");
     for stream in [0, 1] {
         for i in 0..10u32 {
@@ -573,7 +547,7 @@ fn a_party_present_on_one_socket_keeps_strangers_off_the_others() {
     }
     // The caller itself still gets through on its RTP socket.
     let mut p = rtp(0xbeef, b"x");
-    assert!(judge(&mut r, Party::Caller, caller(), t0, &mut p).is_ok());
+    assert!(send(&mut r, Party::Caller, t0, &mut p).is_ok());
 }
 
 /// A client behind NAT: its RTP latches to the NAT's address on weak evidence (nothing came
@@ -581,8 +555,7 @@ fn a_party_present_on_one_socket_keeps_strangers_off_the_others() {
 #[test]
 fn a_nat_client_still_latches_every_socket_from_its_public_ip() {
     let t0 = Instant::now();
-    let arbiter = Arc::new(Arbiter::with_members(2));
-    assert!(arbiter.permit(Party::Caller.slot()));
+    let arbiter = caller_granted(Arbiter::with_members(2));
     let mut r = two_stream_rules(&arbiter, addr("192.168.1.5:5000"));
     let (nat_rtp, nat_rtcp) = (addr("198.51.100.9:40000"), addr("198.51.100.9:40001"));
     let mut t = Tally::default();
@@ -601,11 +574,7 @@ fn a_nat_client_still_latches_every_socket_from_its_public_ip() {
         );
     }
     assert_eq!(got, [false, false, true], "latched on the third packet");
-    let rtcp_at = Ingress {
-        stream: 0,
-        party: Party::Caller,
-        rtcp_socket: true,
-    };
+    let rtcp_at = caller_rtcp_at(0);
     let mut ok = Vec::new();
     for i in 0..3u64 {
         let mut rr = vec![0x80, 201, 0, 1, 0, 0, 0, 9];
@@ -634,8 +603,7 @@ fn a_nat_client_still_latches_every_socket_from_its_public_ip() {
 #[test]
 fn a_weak_latch_gives_way_when_the_party_shows_up_elsewhere() {
     let t0 = Instant::now();
-    let arbiter = Arc::new(Arbiter::with_members(2));
-    assert!(arbiter.permit(Party::Caller.slot()));
+    let arbiter = caller_granted(Arbiter::with_members(2));
     let mut r = two_stream_rules(&arbiter, caller());
     let stranger = addr("203.0.113.7:7000");
     let mut got = Vec::new();
@@ -649,11 +617,7 @@ fn a_weak_latch_gives_way_when_the_party_shows_up_elsewhere() {
         [false, false, true, true],
         "the guess: latched on weak evidence"
     );
-    let rtcp_at = Ingress {
-        stream: 0,
-        party: Party::Caller,
-        rtcp_socket: true,
-    };
+    let rtcp_at = caller_rtcp_at(0);
     let mut rr = vec![0x80, 201, 0, 1, 0, 0, 0, 9];
     let mut t = Tally::default();
     assert!(r.judge(rtcp_at, caller(), t0, &mut rr, &mut t).is_ok());
@@ -667,5 +631,5 @@ fn a_weak_latch_gives_way_when_the_party_shows_up_elsewhere() {
         );
     }
     let mut p = rtp(0xbeef, b"x");
-    assert!(judge(&mut r, Party::Caller, caller(), t0, &mut p).is_ok());
+    assert!(send(&mut r, Party::Caller, t0, &mut p).is_ok());
 }

@@ -2,7 +2,8 @@
 
 use super::*;
 use crate::keys::{MasterKey, SrtpSuite};
-use crate::relay::rules::{KEYFRAME_REQUEST_INTERVAL, STRANGER_BURST};
+use crate::relay::rules::tests::{assert_stranger_budget, protect};
+use crate::relay::rules::KEYFRAME_REQUEST_INTERVAL;
 use crate::srtp::SrtpContext;
 use crate::wire::rtcp::{emit_nack, emit_pli, emit_receiver_report_empty};
 use std::time::Duration;
@@ -31,39 +32,55 @@ fn key_out(i: usize) -> MasterKey {
     key(i as u8 * 2 + 2)
 }
 
-/// A video group of `n` members (one stream), plain RTP or per_leg SRTP.
-fn group(n: usize, security: MediaSecurity) -> (Arc<Arbiter>, GroupRules) {
-    let arbiter = Arc::new(Arbiter::new());
-    let per_leg = security == MediaSecurity::PerLeg;
-    let mut g = GroupRules::new(&GroupRulesSetup {
+/// The rules of a video group (one stream, SRTP on the wire when `encrypted`) on `arbiter`.
+fn video_group(arbiter: &Arc<Arbiter>, security: MediaSecurity, encrypted: bool) -> GroupRules {
+    GroupRules::new(&GroupRulesSetup {
         arbiter: arbiter.clone(),
         security,
         streams: vec![GroupStreamSetup {
             kind: MediaKind::Video,
-            encrypted: per_leg,
+            encrypted,
             clock_rate: 90_000,
         }],
         server_ssrc: 1,
         latch_after: 3,
-    });
-    for i in 0..n {
-        let leg = LegSetup {
+    })
+}
+
+/// Member `i`'s media: one leg at its address, with its per_leg keys when `keyed`.
+fn media(i: usize, keyed: bool) -> MemberMedia {
+    MemberMedia {
+        legs: vec![LegSetup {
             remote_rtp: Some(addr(i)),
             remote_rtcp: Some(addr(i)),
-            srtp_in: per_leg.then(|| key_in(i)),
-            srtp_out: per_leg.then(|| key_out(i)),
+            srtp_in: keyed.then(|| key_in(i)),
+            srtp_out: keyed.then(|| key_out(i)),
             ..LegSetup::default()
-        };
-        g.add_member(
-            s(i),
-            &MemberMedia {
-                legs: vec![leg],
-                control: None,
-            },
-        )
-        .unwrap();
+        }],
+        control: None,
+    }
+}
+
+/// A video group of `n` members (one stream), plain RTP or per_leg SRTP.
+fn group(n: usize, security: MediaSecurity) -> (Arc<Arbiter>, GroupRules) {
+    let arbiter = Arc::new(Arbiter::new());
+    let per_leg = security == MediaSecurity::PerLeg;
+    let mut g = video_group(&arbiter, security, per_leg);
+    for i in 0..n {
+        g.add_member(s(i), &media(i, per_leg)).unwrap();
     }
     (arbiter, g)
+}
+
+/// [`group`] with member 0 granted to `receivers`, and an empty fan-out and tally.
+fn granted(
+    n: usize,
+    security: MediaSecurity,
+    receivers: &[usize],
+) -> (Arc<Arbiter>, GroupRules, FanOut, Tally) {
+    let (a, mut g) = group(n, security);
+    grant(&a, &mut g, 0, receivers);
+    (a, g, FanOut::new(), Tally::default())
 }
 
 /// Member `tx` granted, to `receivers`, with SSRC [`SSRC`].
@@ -136,9 +153,7 @@ fn rr(ssrc: u32, about: u32, fraction_lost: u8) -> Vec<u8> {
 #[test]
 fn fan_out_to_exactly_the_routed_receivers_with_the_transmitters_ssrc() {
     let t0 = Instant::now();
-    let (a, mut g) = group(5, MediaSecurity::EndToEnd);
-    grant(&a, &mut g, 0, &[1, 2, 3]);
-    let (mut out, mut t) = (FanOut::new(), Tally::default());
+    let (a, mut g, mut out, mut t) = granted(5, MediaSecurity::EndToEnd, &[1, 2, 3]);
     let mut p = rtp(SSRC, 1, &[0x41; 1200]);
     let sent = p.clone();
     judge(&mut g, 0, t0, &mut p, &mut out, &mut t).unwrap();
@@ -245,9 +260,7 @@ fn ssrcs_are_adopted_when_none_were_set_and_reset_with_an_empty_slice() {
 #[test]
 fn a_receiver_removed_from_the_routes_gets_nothing_more() {
     let t0 = Instant::now();
-    let (a, mut g) = group(4, MediaSecurity::EndToEnd);
-    grant(&a, &mut g, 0, &[1, 2, 3]);
-    let (mut out, mut t) = (FanOut::new(), Tally::default());
+    let (a, mut g, mut out, mut t) = granted(4, MediaSecurity::EndToEnd, &[1, 2, 3]);
     judge(&mut g, 0, t0, &mut rtp(SSRC, 1, &[1; 10]), &mut out, &mut t).unwrap();
     assert_eq!(members(&out), [1, 2, 3]);
     a.remove_route(s(0), s(2));
@@ -268,15 +281,9 @@ fn a_receiver_removed_from_the_routes_gets_nothing_more() {
 #[test]
 fn per_leg_each_receiver_decrypts_its_copy_with_its_own_key() {
     let t0 = Instant::now();
-    let (a, mut g) = group(4, MediaSecurity::PerLeg);
-    grant(&a, &mut g, 0, &[1, 2, 3]);
-    let mut tx = SrtpContext::new(&key_in(0));
+    let (_, mut g, mut out, mut t) = granted(4, MediaSecurity::PerLeg, &[1, 2, 3]);
     let plain = rtp(SSRC, 1, &[0x41; 1200]);
-    let mut p = plain.clone();
-    p.resize(plain.len() + 16, 0);
-    let n = tx.protect_rtp(&mut p, plain.len()).unwrap();
-    p.truncate(n);
-    let (mut out, mut t) = (FanOut::new(), Tally::default());
+    let mut p = protect(&mut SrtpContext::new(&key_in(0)), &plain);
     judge(&mut g, 0, t0, &mut p, &mut out, &mut t).unwrap();
     assert_eq!(members(&out), [1, 2, 3]);
     let copies: Vec<Vec<u8>> = out.iter().map(|(_, b)| b.to_vec()).collect();
@@ -294,12 +301,7 @@ fn per_leg_each_receiver_decrypts_its_copy_with_its_own_key() {
         assert_eq!(&b[..m], &plain[..], "receiver {r}");
     }
     // The transmitter's packet under a wrong key is an authentication failure.
-    let mut forger = SrtpContext::new(&key(99));
-    let mut f = rtp(SSRC, 2, &[0x41; 100]);
-    let len = f.len();
-    f.resize(len + 16, 0);
-    let n = forger.protect_rtp(&mut f, len).unwrap();
-    f.truncate(n);
+    let mut f = protect(&mut SrtpContext::new(&key(99)), &rtp(SSRC, 2, &[0x41; 100]));
     assert_eq!(
         judge(&mut g, 0, t0, &mut f, &mut out, &mut t),
         Err(DropReason::AuthFailure)
@@ -335,9 +337,7 @@ fn feedback_from_three_receivers_reaches_only_the_transmitter_once_per_interval(
     for security in [MediaSecurity::EndToEnd, MediaSecurity::PerLeg] {
         let per_leg = security == MediaSecurity::PerLeg;
         let t0 = Instant::now();
-        let (a, mut g) = group(4, security);
-        grant(&a, &mut g, 0, &[1, 2, 3]);
-        let (mut out, mut t) = (FanOut::new(), Tally::default());
+        let (_, mut g, mut out, mut t) = granted(4, security, &[1, 2, 3]);
         let mut senders = Senders::new(4, per_leg);
         let mut passed = 0;
         for round in 0..3u64 {
@@ -463,31 +463,9 @@ fn feedback_goes_to_the_transmitter_it_names_and_reports_are_consumed() {
 fn opaque_srtcp_goes_unchanged_to_the_transmitters_it_receives_and_to_its_receivers() {
     let t0 = Instant::now();
     let arbiter = Arc::new(Arbiter::new());
-    let mut g = GroupRules::new(&GroupRulesSetup {
-        arbiter: arbiter.clone(),
-        security: MediaSecurity::EndToEnd,
-        streams: vec![GroupStreamSetup {
-            kind: MediaKind::Video,
-            encrypted: true,
-            clock_rate: 90_000,
-        }],
-        server_ssrc: 1,
-        latch_after: 3,
-    });
+    let mut g = video_group(&arbiter, MediaSecurity::EndToEnd, true);
     for i in 0..4 {
-        let leg = LegSetup {
-            remote_rtp: Some(addr(i)),
-            remote_rtcp: Some(addr(i)),
-            ..LegSetup::default()
-        };
-        g.add_member(
-            s(i),
-            &MemberMedia {
-                legs: vec![leg],
-                control: None,
-            },
-        )
-        .unwrap();
+        g.add_member(s(i), &media(i, false)).unwrap();
     }
     grant(&arbiter, &mut g, 0, &[1, 2]);
     let (mut out, mut t) = (FanOut::new(), Tally::default());
@@ -509,9 +487,7 @@ fn opaque_srtcp_goes_unchanged_to_the_transmitters_it_receives_and_to_its_receiv
 #[test]
 fn a_strangers_packets_are_screened() {
     let t0 = Instant::now();
-    let (a, mut g) = group(3, MediaSecurity::EndToEnd);
-    grant(&a, &mut g, 0, &[1, 2]);
-    let (mut out, mut t) = (FanOut::new(), Tally::default());
+    let (_, mut g, mut out, mut t) = granted(3, MediaSecurity::EndToEnd, &[1, 2]);
     let stranger = SocketAddr::from(([203, 0, 113, 9], 6666));
     let other = SocketAddr::from(([203, 0, 113, 10], 6666));
     // Before the member speaks: strangers cost a check each, within a budget.
@@ -523,14 +499,7 @@ fn a_strangers_packets_are_screened() {
         }
         assert!(out.is_empty());
     }
-    assert_eq!(
-        t.drops[DropReason::WrongSource as usize],
-        STRANGER_BURST as u64
-    );
-    assert_eq!(
-        t.drops[DropReason::RateLimited as usize],
-        500 - STRANGER_BURST as u64
-    );
+    assert_stranger_budget(&t, 500);
     assert_eq!(t.media, 0);
     // The member speaks from its address; then a stranger is dropped at the screen, RTP or
     // RTCP, and never becomes a destination.
@@ -593,19 +562,16 @@ fn fan_out_of_fifty_reuses_its_buffers() {
     let t0 = Instant::now();
     for security in [MediaSecurity::EndToEnd, MediaSecurity::PerLeg] {
         let per_leg = security == MediaSecurity::PerLeg;
-        let (a, mut g) = group(51, security);
-        grant(&a, &mut g, 0, &(1..=50).collect::<Vec<_>>());
+        let (_, mut g, mut out, mut t) = granted(51, security, &(1..=50).collect::<Vec<_>>());
         let mut tx = SrtpContext::new(&key_in(0));
-        let (mut out, mut t) = (FanOut::new(), Tally::default());
         let mut high_water = 0;
         for seq in 0..20u16 {
             let plain = rtp(SSRC, seq, &[0x41; 1200]);
-            let mut p = plain.clone();
-            if per_leg {
-                p.resize(plain.len() + 16, 0);
-                let n = tx.protect_rtp(&mut p, plain.len()).unwrap();
-                p.truncate(n);
-            }
+            let mut p = if per_leg {
+                protect(&mut tx, &plain)
+            } else {
+                plain
+            };
             judge(&mut g, 0, t0, &mut p, &mut out, &mut t).unwrap();
             assert_eq!(out.len(), 50);
             if seq == 0 {
@@ -763,22 +729,19 @@ fn two_streams_with_separate_rtcp_sockets() {
     arbiter.add_route(s(0), s(2));
     g.set_transmitter_ssrcs(s(0), &[0xA, 0xB]);
     let (mut out, mut t) = (FanOut::new(), Tally::default());
-    let ingress = |member: usize, stream: usize, rtcp_socket: bool| GroupIngress {
-        stream,
-        member: s(member),
-        rtcp_socket,
+    // Member `m`'s packet on its socket of stream `si` (the RTCP one when `rtcp`), from its
+    // address there.
+    let from = |g: &mut GroupRules, m, si, rtcp, p: &mut [u8], out: &mut FanOut, t: &mut Tally| {
+        let at = GroupIngress {
+            stream: si,
+            member: s(m),
+            rtcp_socket: rtcp,
+        };
+        g.judge(at, port(m, si, rtcp), t0, p, out, t)
     };
     // Audio RTP on stream 0 to each receiver's audio RTP address.
     let mut p = rtp(0xA, 1, &[1; 160]);
-    g.judge(
-        ingress(0, 0, false),
-        port(0, 0, false),
-        t0,
-        &mut p,
-        &mut out,
-        &mut t,
-    )
-    .unwrap();
+    from(&mut g, 0, 0, false, &mut p, &mut out, &mut t).unwrap();
     let dests: Vec<_> = out
         .iter()
         .map(|(d, _)| (d.stream, d.rtcp, d.dest))
@@ -791,28 +754,12 @@ fn two_streams_with_separate_rtcp_sockets() {
     // feedback is not a keyframe request and is not throttled.
     for _ in 0..2 {
         let mut f = pli(0x5, 0xB);
-        g.judge(
-            ingress(1, 1, true),
-            port(1, 1, true),
-            t0,
-            &mut f,
-            &mut out,
-            &mut t,
-        )
-        .unwrap();
+        from(&mut g, 1, 1, true, &mut f, &mut out, &mut t).unwrap();
     }
     assert_eq!(t.drops[DropReason::RateLimited as usize], 1);
     for _ in 0..2 {
         let mut f = pli(0x5, 0xA);
-        g.judge(
-            ingress(1, 0, true),
-            port(1, 0, true),
-            t0,
-            &mut f,
-            &mut out,
-            &mut t,
-        )
-        .unwrap();
+        from(&mut g, 1, 0, true, &mut f, &mut out, &mut t).unwrap();
         let dests: Vec<_> = out
             .iter()
             .map(|(d, _)| (d.member, d.rtcp, d.dest))
@@ -821,15 +768,7 @@ fn two_streams_with_separate_rtcp_sockets() {
     }
     // RTCP arriving on the RTP socket of a leg with its own RTCP socket is still RTCP.
     let mut f = pli(0x5, 0xA);
-    g.judge(
-        ingress(2, 0, false),
-        port(2, 0, false),
-        t0,
-        &mut f,
-        &mut out,
-        &mut t,
-    )
-    .unwrap();
+    from(&mut g, 2, 0, false, &mut f, &mut out, &mut t).unwrap();
     assert_eq!(members(&out), [0]);
 }
 
@@ -846,11 +785,9 @@ fn random_bytes_never_panic() {
         x
     };
     for security in [MediaSecurity::EndToEnd, MediaSecurity::PerLeg] {
-        let (a, mut g) = group(4, security);
-        grant(&a, &mut g, 0, &[1, 2, 3]);
+        let (a, mut g, mut out, mut t) = granted(4, security, &[1, 2, 3]);
         assert!(a.permit(s(2)));
         a.add_route(s(2), s(1));
-        let (mut out, mut t) = (FanOut::new(), Tally::default());
         let seeds = [
             rtp(SSRC, 1, &[0x65; 40]),
             sr(SSRC),
@@ -888,10 +825,9 @@ fn random_bytes_never_panic() {
 #[test]
 fn per_leg_feedback_from_twenty_receivers_reaches_the_transmitter_as_the_relays() {
     let t0 = Instant::now();
-    let (a, mut g) = group(21, MediaSecurity::PerLeg);
-    grant(&a, &mut g, 0, &(1..=20).collect::<Vec<_>>());
+    let receivers: Vec<_> = (1..=20).collect();
+    let (_, mut g, mut out, mut t) = granted(21, MediaSecurity::PerLeg, &receivers);
     let mut senders = Senders::new(21, true);
-    let (mut out, mut t) = (FanOut::new(), Tally::default());
     let mut rx = SrtpContext::new(&key_out(0));
     for r in 1..=20usize {
         let mut b = [0u8; 16];
@@ -911,9 +847,7 @@ fn per_leg_feedback_from_twenty_receivers_reaches_the_transmitter_as_the_relays(
 #[test]
 fn a_receiver_behind_nat_gets_its_copies_where_it_latched() {
     let t0 = Instant::now();
-    let (a, mut g) = group(3, MediaSecurity::EndToEnd);
-    grant(&a, &mut g, 0, &[1, 2]);
-    let (mut out, mut t) = (FanOut::new(), Tally::default());
+    let (_, mut g, mut out, mut t) = granted(3, MediaSecurity::EndToEnd, &[1, 2]);
     // Receiver 2 sends (ungranted) RTP from a NAT address: three packets latch its leg.
     let nat = SocketAddr::from(([198, 51, 100, 7], 40001));
     for seq in 0..3 {
@@ -948,17 +882,12 @@ fn a_receiver_behind_nat_gets_its_copies_where_it_latched() {
 #[test]
 fn per_leg_group_rules_restored_from_a_snapshot_go_on_across_a_wrap() {
     let t0 = Instant::now();
-    let (a, mut g) = group(3, MediaSecurity::PerLeg);
-    grant(&a, &mut g, 0, &[1, 2]);
+    let (a, mut g, mut out, mut t) = granted(3, MediaSecurity::PerLeg, &[1, 2]);
     let mut tx = SrtpContext::new(&key_in(0));
     let mut rx: Vec<SrtpContext> = (0..3).map(|i| SrtpContext::new(&key_out(i))).collect();
-    let (mut out, mut t) = (FanOut::new(), Tally::default());
     let mut send = |g: &mut GroupRules, seq: u16, out: &mut FanOut, t: &mut Tally| {
         let plain = rtp(SSRC, seq, &[0x42; 200]);
-        let mut p = plain.clone();
-        p.resize(plain.len() + 16, 0);
-        let n = tx.protect_rtp(&mut p, plain.len()).unwrap();
-        p.truncate(n);
+        let mut p = protect(&mut tx, &plain);
         out.clear();
         let r = judge(g, 0, t0, &mut p, out, t);
         (r, p, plain)
@@ -987,29 +916,9 @@ fn per_leg_group_rules_restored_from_a_snapshot_go_on_across_a_wrap() {
     assert_eq!(snap.member(s(0)).unwrap().streams[0].ssrcs, [SSRC]);
 
     // Another relay's rules, from the members' media (their keys) and the snapshot.
-    let mut h = GroupRules::new(&GroupRulesSetup {
-        arbiter: a.clone(),
-        security: MediaSecurity::PerLeg,
-        streams: vec![GroupStreamSetup {
-            kind: MediaKind::Video,
-            encrypted: true,
-            clock_rate: 90_000,
-        }],
-        server_ssrc: 1,
-        latch_after: 3,
-    });
+    let mut h = video_group(&a, MediaSecurity::PerLeg, true);
     for i in 0..3 {
-        let media = MemberMedia {
-            legs: vec![LegSetup {
-                remote_rtp: Some(addr(i)),
-                remote_rtcp: Some(addr(i)),
-                srtp_in: Some(key_in(i)),
-                srtp_out: Some(key_out(i)),
-                ..LegSetup::default()
-            }],
-            control: None,
-        };
-        h.restore_member(s(i), &media, snap.member(s(i)).unwrap())
+        h.restore_member(s(i), &media(i, true), snap.member(s(i)).unwrap())
             .unwrap();
     }
     assert_eq!(
@@ -1044,11 +953,7 @@ fn per_leg_group_rules_restored_from_a_snapshot_go_on_across_a_wrap() {
 #[test]
 fn a_transmitters_idr_access_unit_counts_as_one_keyframe() {
     let t0 = Instant::now();
-    let (a, mut g) = group(2, MediaSecurity::EndToEnd);
-    assert!(a.permit(s(0)));
-    a.add_route(s(0), s(1));
-    g.set_transmitter_ssrcs(s(0), &[SSRC]);
-    let (mut out, mut t) = (FanOut::new(), Tally::default());
+    let (_, mut g, mut out, mut t) = granted(2, MediaSecurity::EndToEnd, &[1]);
     let with_ts = |seq: u16, ts: u32, payload: &[u8]| {
         let mut p = rtp(SSRC, seq, payload);
         p[4..8].copy_from_slice(&ts.to_be_bytes());
