@@ -494,6 +494,14 @@ fn paused_primary_is_fenced_and_restarted_primary_stays_out() {
     let g = primary.api.get("/v1/calls/fence-1");
     assert_ne!(g.json()["owner"], "relay-a", "{}", g.body);
     assert_eq!(primary.api.metrics().get("mcvideo_relay_ha_fenced"), 1.0);
+    // Its health check fails, so keepalived would move the media address away.
+    let h = primary.api.get("/healthz");
+    assert_eq!(
+        (h.status, h.json()["status"].as_str()),
+        (503, Some("fenced")),
+        "{}",
+        h.body
+    );
 
     // Restarted with the same ID: a new lease, no calls; the call stays the standby's.
     primary.child.kill().unwrap();

@@ -771,16 +771,26 @@ async fn get_drain(State(st): State<Arc<AppState>>) -> Response {
 
 async fn healthz(State(st): State<Arc<AppState>>) -> Response {
     let s = st.engine.stats();
-    ok(&body::Health {
+    #[cfg(feature = "ha")]
+    let fenced = st.ha.get().is_some_and(|ha| ha.store.is_fenced());
+    #[cfg(not(feature = "ha"))]
+    let fenced = false;
+    let status = match (fenced, s.draining) {
+        (true, _) => body::Status::Fenced,
+        (false, true) => body::Status::Draining,
+        (false, false) => body::Status::Ok,
+    };
+    let health = body::Health {
         active_calls: s.active_calls,
         active_group_calls: s.by_kind.get("group").map_or(0, |k| k.active),
-        status: if s.draining {
-            body::Status::Draining
-        } else {
-            body::Status::Ok
-        },
+        status,
         uptime_secs: st.engine.uptime().as_secs(),
-    })
+    };
+    if fenced {
+        json_response(StatusCode::SERVICE_UNAVAILABLE, &health)
+    } else {
+        ok(&health)
+    }
 }
 
 async fn metrics_text(State(st): State<Arc<AppState>>) -> Response {

@@ -509,6 +509,10 @@ pub(crate) enum Status {
     Ok,
     /// Drain mode.
     Draining,
+    /// Fenced (high availability): another instance took this one's calls; it forwards for
+    /// none of them. Answered with 503, so a VRRP health check (keepalived's `track_script`)
+    /// moves the media address away.
+    Fenced,
 }
 
 /// `/healthz`.
