@@ -83,11 +83,32 @@ impl Relay {
         (port_min, port_max): (u16, u16),
         extra: &str,
     ) -> Relay {
+        Relay::spawn_api(
+            dir,
+            name,
+            redis_port,
+            standby_for,
+            (port_min, port_max),
+            extra,
+            0,
+        )
+    }
+
+    /// [`Relay::spawn_with`] with its control API (and probe address) on `api_port` (0: any).
+    fn spawn_api(
+        dir: &Path,
+        name: &str,
+        redis_port: u16,
+        standby_for: &[&str],
+        (port_min, port_max): (u16, u16),
+        extra: &str,
+        api_port: u16,
+    ) -> Relay {
         let cfg = dir.join(format!("{name}.toml"));
         std::fs::write(
             &cfg,
             format!(
-                "[api]\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"info\"\n\
+                "[api]\nlisten = \"127.0.0.1:{api_port}\"\n[log]\nlevel = \"info\"\n\
                  [media]\nworkers = 1\nport_min = {port_min}\nport_max = {port_max}\n\
                  [ha]\nenabled = true\nredis_url = \"redis://127.0.0.1:{redis_port}\"\n\
                  instance_id = \"{name}\"\nstandby_for = {standby_for:?}\n\
@@ -239,8 +260,12 @@ fn primary_killed_mid_push_standby_takes_over() {
         })
     };
 
-    // Media for 2.5 s through the primary, then kill -9.
-    std::thread::sleep(Duration::from_millis(2500));
+    // Media for 2.5 s through the primary, then kill -9 (at a varying phase of the heartbeats:
+    // up to 200 ms later, so that repeated runs sample the detection time).
+    let phase = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::from(d.subsec_nanos()) % 200);
+    std::thread::sleep(Duration::from_millis(2500 + phase));
     let before_kill = arrivals.lock().unwrap().len();
     assert!(
         before_kill > 400,
@@ -270,15 +295,17 @@ fn primary_killed_mid_push_standby_takes_over() {
 
     // The gap, and the packets lost.
     let got = arrivals.lock().unwrap().clone();
+    // A packet the primary forwarded just before it died may land just after the kill.
+    let in_flight = killed_at + Duration::from_millis(10);
     let last_before = got
         .iter()
-        .filter(|(t, _)| *t <= killed_at)
+        .filter(|(t, _)| *t <= in_flight)
         .map(|(t, _)| *t)
         .max()
         .unwrap();
     let first_after = got
         .iter()
-        .filter(|(t, _)| *t > killed_at)
+        .filter(|(t, _)| *t > in_flight)
         .map(|(t, _)| *t)
         .min()
         .unwrap();
@@ -1325,5 +1352,77 @@ fn a_dead_instances_calls_are_spread_over_the_live_ones() {
         let got = plain_forwarded(caller, callee, to_caller.video, ssrc, 40);
         assert!(got >= 36, "{id}: {got} of 40 packets forwarded");
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A primary killed and restarted at once under its ID, on the same API address (so the
+/// standby's probe connects: only the heartbeat can tell). The new life waits until the standby
+/// has taken the calls of the old one before it beats, instead of hiding its death and deleting
+/// them in its first resync. The call goes on through the standby.
+#[test]
+fn a_primary_restarted_at_once_hands_its_calls_to_the_standby() {
+    let redis = RedisServer::start();
+    let dir = std::env::temp_dir().join(format!("mcvr-ha-restart-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let api_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let off = "[ng]\nlisten = \"off\"\n";
+    let ports = (37_100, 37_199);
+    let spawn_primary = || Relay::spawn_api(&dir, "relay-a", redis.port, &[], ports, off, api_port);
+    let mut primary = spawn_primary();
+    let standby = Relay::spawn_with(&dir, "relay-b", redis.port, &["relay-a"], ports, off);
+    cluster_alive(&standby, 2);
+    let (caller, callee) = (Peer::new(), Peer::new());
+    let r = primary.api.post(
+        "/v1/calls",
+        &json!({
+            "call_id": "restart-1",
+            "caller": {"mcvideo_id": "sip:alice@mcx.example",
+                       "sdp_offer": caller.sdp("alice", "RTP/AVP", Some(SSRC), true, "")},
+            "callee": {"mcvideo_id": "sip:bob@mcx.example"},
+            "video_push": true,
+        }),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = primary.api.post(
+        "/v1/calls/restart-1/answer",
+        &json!({"sdp_answer": callee.sdp("bob", "RTP/AVP", None, true, "")}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let to_caller = RelayAddrs::from_sdp(r.json()["sdp_answer"].as_str().unwrap());
+    assert!(plain_forwarded(&caller, &callee, to_caller.video, SSRC, 20) >= 18);
+    assert!(
+        eventually(Duration::from_secs(5), || redis.keys("mcvr:call:*").len()
+            == 1),
+        "the call's record"
+    );
+    let sse = standby.api.events();
+    primary.child.kill().unwrap();
+    primary.child.wait().unwrap();
+    let restarted = spawn_primary();
+    let ev = sse.next(Duration::from_secs(6)).expect("call.adopted");
+    assert_eq!(
+        (ev.name.as_str(), &ev.data["call_id"]),
+        ("call.adopted", &json!("restart-1"))
+    );
+    assert!(
+        restarted.log().contains("previous life still owns calls"),
+        "{}",
+        restarted.log()
+    );
+    let got = plain_forwarded(&caller, &callee, to_caller.video, SSRC, 40);
+    assert!(got >= 36, "{got} of 40 forwarded by the standby");
+    assert_eq!(
+        standby.api.get("/v1/calls/restart-1").json()["owner"],
+        "relay-b"
+    );
+    assert_eq!(
+        redis.keys("mcvr:call:*").len(),
+        1,
+        "the record stays, the standby's"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1021,6 +1021,54 @@ impl Inner {
         }
     }
 
+    /// Before this instance first takes its lease: if a previous life of it (a process that
+    /// died and was restarted at once under the same ID) still owns calls and its heartbeat is
+    /// younger than the failure time, waits until the peers can have seen it dead and taken
+    /// them (its heartbeat older than the failure time, a heartbeat interval and a margin, or
+    /// its calls gone). Otherwise the new life's heartbeat would make the dead one look alive
+    /// and its first resync would delete the calls nobody runs.
+    async fn wait_out_previous_life(
+        &self,
+        c: &mut MultiplexedConnection,
+    ) -> Result<(), redis::RedisError> {
+        let me = &self.cfg.instance_id;
+        let enough = self.cfg.failure_time + self.cfg.heartbeat_interval + PREVIOUS_LIFE_MARGIN;
+        let started = Instant::now();
+        let mut logged = false;
+        while !self.is_closed() {
+            let (now, seen, calls): (Value, Option<String>, u64) = redis::pipe()
+                .cmd("TIME")
+                .cmd("HGET")
+                .arg(self.keys.inst(me))
+                .arg("last_seen_ms")
+                .cmd("SCARD")
+                .arg(self.keys.owner_calls(me))
+                .query_async(c)
+                .await?;
+            let now = redis_time_ms(Some(now)).unwrap_or(0);
+            let age = seen
+                .and_then(|s| s.parse::<u64>().ok())
+                .map(|s| Duration::from_millis(now.saturating_sub(s)));
+            let Some(age) = age.filter(|a| calls > 0 && *a < enough) else {
+                break;
+            };
+            if !logged {
+                logged = true;
+                tracing::warn!(
+                    instance = %me,
+                    calls,
+                    heartbeat_age_ms = age.as_millis() as u64,
+                    "HA: this instance's previous life still owns calls: waiting for the peers to take them over before taking the lease"
+                );
+            }
+            tokio::time::sleep((enough - age).min(PEER_WATCH_TICK)).await;
+        }
+        if logged {
+            tracing::info!(instance = %me, ms = started.elapsed().as_millis() as u64, "HA: waited out the previous life");
+        }
+        Ok(())
+    }
+
     /// Takes the lease (first time) or checks it is still ours (after a reconnect). `false`:
     /// fenced.
     async fn ensure_lease(&self, c: &mut MultiplexedConnection) -> Result<bool, redis::RedisError> {
@@ -1029,6 +1077,7 @@ impl Inner {
         let ttl = self.cfg.key_ttl.as_millis() as u64;
         let epoch = self.epoch.load(Ordering::Relaxed);
         if epoch == 0 {
+            self.wait_out_previous_life(c).await?;
             let e: String = self
                 .scripts
                 .take
@@ -1505,6 +1554,9 @@ struct Cadence {
     connected_at: Instant,
     failure_time: Duration,
 }
+
+/// Beyond the failure time and a heartbeat interval: the peers' adoption round.
+const PREVIOUS_LIFE_MARGIN: Duration = Duration::from_millis(300);
 
 /// How often the peers' heartbeats are read when they are probed.
 const PEER_WATCH_TICK: Duration = Duration::from_millis(50);
