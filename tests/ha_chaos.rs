@@ -8,7 +8,8 @@
 //! Checked all along (every 500 ms): no call is listed by two relays at once, and no UDP port
 //! of the relays' range is bound twice. At the end: every call is alive (listed by exactly one
 //! relay, that relay its owner in Redis, its media arriving), and every packet lost was sent in
-//! the takeover gap of a kill of the relay that owned its call then; the figures (takeovers,
+//! the takeover gap of a kill of the relay that owned its call then; nothing stale is left in
+//! Redis (one record per call, each owner set holding exactly its owner's calls); the figures (takeovers,
 //! gap p50/p99/max, packets lost per takeover, false takeovers) are printed for BENCHMARKING.md.
 //!
 //! Behind a flag (about four minutes, and it wants the machine to itself):
@@ -444,6 +445,20 @@ fn chaos_three_relays_kills_every_20s_and_a_redis_failover() {
                 NAMES[n]
             );
         }
+    }
+    // Nothing stale in Redis: one record per live call, each owner's set holds its calls.
+    let records = redis.keys("mcvr:call:*").len();
+    assert_eq!(records, calls, "call records in Redis");
+    for (n, list) in own.iter().enumerate() {
+        let r = redis
+            .command(&["SCARD", &format!("mcvr:owner:{}:calls", NAMES[n])])
+            .unwrap_or_default();
+        let scard: usize = String::from_utf8_lossy(&r)
+            .trim_start_matches(':')
+            .trim()
+            .parse()
+            .unwrap_or(usize::MAX);
+        assert_eq!(scard, list.len(), "{}'s owner set", NAMES[n]);
     }
     let ticks = ticks.lock().unwrap().clone();
     let got = got.lock().unwrap().clone();

@@ -303,20 +303,9 @@ fn an_adopted_push_without_control_keeps_its_media_inactivity_time() {
     let b = Engine::start(cfg).unwrap();
     let updates = a.ha_updates();
     let (caller, callee) = (Peer::new(), Peer::new());
-    a.create_call(CreateCall {
-        call_id: Some("ha-quiet".into()),
-        caller_id: "sip:cam@mcx.example".into(),
-        caller_sdp: caller.sdp("cam", "RTP/AVP", Some(SSRC), false, ""),
-        callee_id: "sip:desk@mcx.example".into(),
-        video_push: true,
-        video_pull: false,
-        commencement_mode: None,
-        media_security: MediaSecurity::EndToEnd,
-        caller_tc_key: None,
-        callee_interface: None,
-        caller_interface: None,
-    })
-    .unwrap();
+    let mut req = common::create_request(caller.sdp("cam", "RTP/AVP", Some(SSRC), false, ""));
+    req.call_id = Some("ha-quiet".into());
+    a.create_call(req).unwrap();
     let answer = a
         .accept_call(
             "ha-quiet",

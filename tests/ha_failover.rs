@@ -1121,6 +1121,28 @@ fn ffmpeg_group_across_a_kill(mode: &str, port_min: u16) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A plain push `id` (RTP/AVP, `ssrc` announced, with control channels) created and answered
+/// on `api`: the relay's addresses for the caller.
+fn plain_push(api: &Api, id: &str, caller: &Peer, callee: &Peer, ssrc: u32) -> RelayAddrs {
+    let r = api.post(
+        "/v1/calls",
+        &json!({
+            "call_id": id,
+            "caller": {"mcvideo_id": "sip:alice@mcx.example",
+                       "sdp_offer": caller.sdp("alice", "RTP/AVP", Some(ssrc), true, "")},
+            "callee": {"mcvideo_id": "sip:bob@mcx.example"},
+            "video_push": true,
+        }),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = api.post(
+        &format!("/v1/calls/{id}/answer"),
+        &json!({"sdp_answer": callee.sdp("bob", "RTP/AVP", None, true, "")}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    RelayAddrs::from_sdp(r.json()["sdp_answer"].as_str().unwrap())
+}
+
 /// Sends `n` plain RTP packets with `ssrc` from the caller to `to`, 5 ms apart; returns how
 /// many reached the callee.
 fn plain_forwarded(caller: &Peer, callee: &Peer, to: SocketAddr, ssrc: u32, n: u16) -> usize {
@@ -1284,23 +1306,7 @@ fn a_dead_instances_calls_are_spread_over_the_live_ones() {
     for i in 0..6u32 {
         let (caller, callee) = (Peer::new(), Peer::new());
         let id = format!("nway-{i}");
-        let r = a.api.post(
-            "/v1/calls",
-            &json!({
-                "call_id": id,
-                "caller": {"mcvideo_id": "sip:alice@mcx.example",
-                           "sdp_offer": caller.sdp("alice", "RTP/AVP", Some(SSRC + i), true, "")},
-                "callee": {"mcvideo_id": "sip:bob@mcx.example"},
-                "video_push": true,
-            }),
-        );
-        assert_eq!(r.status, 201, "{}", r.body);
-        let r = a.api.post(
-            &format!("/v1/calls/{id}/answer"),
-            &json!({"sdp_answer": callee.sdp("bob", "RTP/AVP", None, true, "")}),
-        );
-        assert_eq!(r.status, 200, "{}", r.body);
-        let to_caller = RelayAddrs::from_sdp(r.json()["sdp_answer"].as_str().unwrap());
+        let to_caller = plain_push(&a.api, &id, &caller, &callee, SSRC + i);
         peers.push((id, caller, callee, to_caller));
     }
     assert!(
@@ -1376,23 +1382,7 @@ fn a_primary_restarted_at_once_hands_its_calls_to_the_standby() {
     let standby = Relay::spawn_with(&dir, "relay-b", redis.port, &["relay-a"], ports, off);
     cluster_alive(&standby, 2);
     let (caller, callee) = (Peer::new(), Peer::new());
-    let r = primary.api.post(
-        "/v1/calls",
-        &json!({
-            "call_id": "restart-1",
-            "caller": {"mcvideo_id": "sip:alice@mcx.example",
-                       "sdp_offer": caller.sdp("alice", "RTP/AVP", Some(SSRC), true, "")},
-            "callee": {"mcvideo_id": "sip:bob@mcx.example"},
-            "video_push": true,
-        }),
-    );
-    assert_eq!(r.status, 201, "{}", r.body);
-    let r = primary.api.post(
-        "/v1/calls/restart-1/answer",
-        &json!({"sdp_answer": callee.sdp("bob", "RTP/AVP", None, true, "")}),
-    );
-    assert_eq!(r.status, 200, "{}", r.body);
-    let to_caller = RelayAddrs::from_sdp(r.json()["sdp_answer"].as_str().unwrap());
+    let to_caller = plain_push(&primary.api, "restart-1", &caller, &callee, SSRC);
     assert!(plain_forwarded(&caller, &callee, to_caller.video, SSRC, 20) >= 18);
     assert!(
         eventually(Duration::from_secs(5), || redis.keys("mcvr:call:*").len()
