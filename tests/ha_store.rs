@@ -770,18 +770,20 @@ async fn ha_rediss_with_a_private_ca() {
     untrusting.shutdown();
 }
 
-/// The second signal: a peer whose heartbeat is late is probed at its probe address. Refused
-/// (nothing listens: its process is gone) makes it down at once; a connection made (a live or
-/// stopped process) leaves the verdict to the failure time. Here the peer beats every 5 s and
-/// the failure time is 10 s, so only the probe can make it down.
+/// The second signal: a peer whose heartbeat is late is probed at its probe address. Refused,
+/// where a connection was accepted before (its process is gone), makes it down at once; a
+/// connection made leaves the verdict to the failure time; an address that never accepted
+/// (firewalled, a loopback address of another host) is never believed. Here the peers beat every
+/// 5 s and the failure time is 10 s, so only a probe can make one down.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ha_probe_refused_is_down_at_once_probe_answered_is_not() {
     let redis = RedisServer::start();
-    let closed = {
+    let dying = std::net::TcpListener::bind("127.0.0.1:0").unwrap(); // relay-a's, closed later
+    let open = std::net::TcpListener::bind("127.0.0.1:0").unwrap(); // relay-c's
+    let never = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap() // dropped: connections to it are refused
+        l.local_addr().unwrap() // relay-d's: dropped, it never accepts
     };
-    let open = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let peer = |id: &str, probe| {
         let mut c = config(&redis, id);
         c.heartbeat_interval = Duration::from_secs(5);
@@ -790,23 +792,36 @@ async fn ha_probe_refused_is_down_at_once_probe_answered_is_not() {
         c.probe_address = Some(probe);
         c
     };
-    let (live_a, live_c) = (Live::default(), Live::default());
-    let (a, _ev_a) = start(peer("relay-a", closed), &live_a);
-    let (c, _ev_c) = start(peer("relay-c", open.local_addr().unwrap()), &live_c);
-    live_a.put(&a, record("call-a", "from a"));
-    live_c.put(&c, record("call-c", "from c"));
-    until_written(&a, 5 * SEC).await;
-    until_written(&c, 5 * SEC).await;
+    let lives = [Live::default(), Live::default(), Live::default()];
+    let peers = [
+        ("relay-a", dying.local_addr().unwrap()),
+        ("relay-c", open.local_addr().unwrap()),
+        ("relay-d", never),
+    ];
+    let mut stores = Vec::new();
+    for ((id, probe), live) in peers.iter().zip(&lives) {
+        let (st, _ev) = start(peer(id, *probe), live);
+        live.put(&st, record(&format!("call-{id}"), "theirs"));
+        until_written(&st, 5 * SEC).await;
+        stores.push((st, _ev));
+    }
 
     let live_b = Live::default();
     let mut cb = config(&redis, "relay-b");
-    cb.standby_for = vec!["relay-a".into(), "relay-c".into()];
+    cb.standby_for = peers.iter().map(|(id, _)| (*id).to_owned()).collect();
     cb.heartbeat_interval = Duration::from_millis(50);
     cb.failure_time = Duration::from_secs(10);
     cb.key_ttl = Duration::from_secs(120);
     cb.suspect_time = Duration::from_millis(300);
-    let started = Instant::now();
     let (b, mut ev_b) = start(cb, &live_b);
+    // relay-b sees every address once (relay-a's and relay-c's accept), and nobody is down:
+    // every heartbeat is late, but the probes connect, or were never answered.
+    tokio::time::sleep(2 * SEC).await;
+    let ev = ev_b.try_recv();
+    assert!(ev.is_err(), "a peer taken for dead: {ev:?}");
+    // relay-a's process is gone: its address refuses now.
+    drop(dying);
+    let started = Instant::now();
     let down = tokio::time::timeout(5 * SEC, ev_b.recv()).await.unwrap();
     assert_eq!(
         down,
@@ -820,14 +835,19 @@ async fn ha_probe_refused_is_down_at_once_probe_answered_is_not() {
         panic!("no Adopted");
     };
     assert_eq!((peer.as_str(), records.len()), ("relay-a", 1));
-    assert!(started.elapsed() < 5 * SEC, "{:?}", started.elapsed());
-    // relay-c answers its probe: alive for as long as its heartbeat is younger than 10 s.
+    assert!(started.elapsed() < 2 * SEC, "{:?}", started.elapsed());
+    // relay-c answers its probe; relay-d's address never accepted: alive for as long as their
+    // heartbeats are younger than 10 s.
     tokio::time::sleep(2 * SEC).await;
     let ev = ev_b.try_recv();
-    assert!(ev.is_err(), "relay-c was taken for dead: {ev:?}");
-    assert_eq!(b.lookup("call-c").await.unwrap().unwrap().owner, "relay-c");
+    assert!(ev.is_err(), "relay-c or relay-d taken for dead: {ev:?}");
+    for id in ["relay-c", "relay-d"] {
+        let r = b.lookup(&format!("call-{id}")).await.unwrap().unwrap();
+        assert_eq!(r.owner, id);
+    }
     drop(open);
-    for s in [a, b, c] {
+    b.shutdown();
+    for (s, _) in stores {
         s.shutdown();
     }
 }

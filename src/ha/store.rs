@@ -1553,6 +1553,8 @@ struct Cadence {
     /// written again. A refused probe needs no such wait.
     connected_at: Instant,
     failure_time: Duration,
+    /// What the probes learned.
+    probes: ProbeBook,
 }
 
 /// Beyond the failure time and a heartbeat interval: the peers' adoption round.
@@ -1581,6 +1583,7 @@ impl Cadence {
             last_refresh: Instant::now(),
             connected_at: Instant::now(),
             failure_time: cfg.failure_time,
+            probes: ProbeBook::default(),
         }
     }
 
@@ -1648,7 +1651,7 @@ async fn control_round(
         return Ok(true);
     }
     let (now, mut beats) = peer_heartbeats(inner, c, peers).await?;
-    probe_suspects(inner, peers, now, &mut beats).await;
+    probe_suspects(inner, peers, now, &mut beats, &mut cadence.probes).await;
     let settled = cadence.heartbeats_settled();
     for ((peer, state), beat) in peers.iter_mut().zip(beats) {
         if !settled && !beat.refused {
@@ -1674,40 +1677,87 @@ struct PeerBeat {
     refused: bool,
 }
 
-/// Probes, all at once, the peers watched and alive whose heartbeat is older than the suspect
-/// time; marks those whose probe is refused.
+/// What the probes learned of the peers' probe addresses. Only the refusal of an address that
+/// once accepted a connection says that a process is gone: an address that never accepted may be
+/// firewalled (a reject is a refusal too), or a loopback address of another host or network
+/// namespace.
+#[derive(Debug, Default)]
+struct ProbeBook {
+    /// Per peer: its probe address as seen accepting.
+    open: HashMap<String, SocketAddr>,
+    /// Per peer: when an address not known to accept was last tried.
+    tried: HashMap<String, Instant>,
+}
+
+/// How often a peer's probe address that has not accepted yet is tried.
+const PROBE_LEARN_EVERY: Duration = Duration::from_secs(1);
+
+/// What one probe found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Probe {
+    /// Connected: something listens (a live process, or a stopped one whose kernel accepts).
+    Open,
+    /// Refused: nothing listens there.
+    Refused,
+    /// No answer in time (a host down, a partition, a drop rule): proves nothing.
+    Silent,
+}
+
+/// Probes, all at once, the peers watched whose heartbeat is older than the suspect time, and
+/// those whose probe address has not been seen accepting yet (at most once a second each);
+/// marks the suspects whose known-open address now refuses.
 async fn probe_suspects(
     inner: &Inner,
     peers: &[(String, PeerState)],
     now: u64,
     beats: &mut [PeerBeat],
+    book: &mut ProbeBook,
 ) {
     let Some(after) = inner.cfg.probe_after() else {
         return;
     };
     let after = after.as_millis() as u64;
-    let probes: Vec<_> = peers
-        .iter()
-        .zip(beats.iter())
-        .enumerate()
-        .filter_map(|(i, ((_, state), b))| {
-            let age = now.saturating_sub(b.seen?);
-            let suspect = *state == PeerState::Watching && age >= after;
-            suspect.then_some((i, tokio::spawn(probe_refused(b.probe?))))
-        })
-        .collect();
-    for (i, probe) in probes {
-        if let (Ok(true), Some(b)) = (probe.await, beats.get_mut(i)) {
-            b.refused = true;
+    let mut probes = Vec::new();
+    for (i, ((peer, state), b)) in peers.iter().zip(beats.iter()).enumerate() {
+        let (Some(addr), Some(seen), PeerState::Watching) = (b.probe, b.seen, *state) else {
+            continue;
+        };
+        let known = book.open.get(peer) == Some(&addr);
+        let suspect = now.saturating_sub(seen) >= after;
+        let learn = !known
+            && book
+                .tried
+                .get(peer)
+                .is_none_or(|t| t.elapsed() >= PROBE_LEARN_EVERY);
+        if learn {
+            book.tried.insert(peer.clone(), Instant::now());
+        }
+        if (suspect && known) || learn {
+            probes.push((i, peer.clone(), addr, known, tokio::spawn(probe(addr))));
+        }
+    }
+    for (i, peer, addr, known, p) in probes {
+        match p.await {
+            Ok(Probe::Open) => {
+                book.open.insert(peer, addr);
+            }
+            Ok(Probe::Refused) if known => {
+                if let Some(b) = beats.get_mut(i) {
+                    b.refused = true;
+                }
+            }
+            _ => {}
         }
     }
 }
 
-/// Whether a TCP connection to `addr` is refused within [`PROBE_TIMEOUT`]: nothing listens
-/// there any more.
-async fn probe_refused(addr: SocketAddr) -> bool {
-    let r = tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(addr)).await;
-    matches!(r, Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused)
+/// One TCP connection to `addr`, [`PROBE_TIMEOUT`] at most, closed at once.
+async fn probe(addr: SocketAddr) -> Probe {
+    match tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
+        Ok(Ok(_)) => Probe::Open,
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => Probe::Refused,
+        _ => Probe::Silent,
+    }
 }
 
 /// This instance's heartbeat (its load, and its lease kept) under `epoch`. `Ok(false)`: fenced.
