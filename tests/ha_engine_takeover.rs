@@ -227,8 +227,8 @@ fn per_leg_push_survives_its_engine() {
 #[test]
 fn a_sequence_wrap_writes_the_calls_srtp_image_at_once() {
     let a = Engine::start(EngineConfig {
-        port_min: 36_700,
-        port_max: 36_799,
+        port_min: 37_200,
+        port_max: 37_299,
         workers: 1,
         ha_refresh: Duration::from_secs(600),
         ..EngineConfig::default()
@@ -293,8 +293,8 @@ fn a_sequence_wrap_writes_the_calls_srtp_image_at_once() {
 #[test]
 fn an_adopted_push_without_control_keeps_its_media_inactivity_time() {
     let mut cfg = EngineConfig {
-        port_min: 36_800,
-        port_max: 36_899,
+        port_min: 37_300,
+        port_max: 37_399,
         workers: 1,
         ..EngineConfig::default()
     };

@@ -8,7 +8,7 @@
 //! gets End Response and End Notify from the adopter, and the call is released once.
 //!
 //! Needs `redis-server` (Debian package; test.sh installs it), and ffmpeg/ffprobe for the H.264
-//! push. Media ports 36600-36999 and
+//! push. Media ports 36600-37199, 37400-37599, 38200-38399 and
 //! 61000-65399 (no other test uses them; 61000+ is above the ephemeral range).
 #![cfg(all(feature = "sidecar", feature = "ha"))]
 #![allow(clippy::disallowed_methods)] // real processes on real time
@@ -1174,7 +1174,7 @@ fn early_dialog_and_ng_calls_survive_a_kill() {
         s.local_addr().unwrap().port()
     });
     let ng = |p: u16| format!("[ng]\nlisten = \"127.0.0.1:{p}\"\n");
-    let ports = (36_900, 36_999);
+    let ports = (37_400, 37_499);
     let mut primary = Relay::spawn_with(&dir, "relay-a", redis.port, &[], ports, &ng(ng_ports[0]));
     let standby = Relay::spawn_with(
         &dir,
@@ -1295,7 +1295,7 @@ fn a_dead_instances_calls_are_spread_over_the_live_ones() {
     let redis = RedisServer::start();
     let dir = std::env::temp_dir().join(format!("mcvr-ha-nway-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let ports = (37_000, 37_099);
+    let ports = (37_500, 37_599);
     let off = "[ng]\nlisten = \"off\"\n";
     let spawn = |name: &str| Relay::spawn_with(&dir, name, redis.port, &["*"], ports, off);
     let mut a = spawn("relay-a");

@@ -10,7 +10,7 @@
 //! At the end the call is released and nothing of it stays in Redis.
 //!
 //! Needs `redis-server` (Debian package; test.sh installs it; `--sentinel` is the same binary).
-//! Media ports 38000-38019 (no other test uses them).
+//! Media ports 37600-37619 (no other test uses them).
 #![cfg(all(feature = "sidecar", feature = "ha"))]
 #![allow(clippy::disallowed_methods)] // real processes on real time
 
@@ -77,7 +77,7 @@ fn redis_primary_killed_under_sentinel_mid_call() {
         &cfg,
         format!(
             "[api]\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"info\"\n\
-             [media]\nworkers = 1\nport_min = 38000\nport_max = 38019\n\
+             [media]\nworkers = 1\nport_min = 37600\nport_max = 37619\n\
              [ha]\nenabled = true\nredis_url = \"redis://127.0.0.1:1/0\"\n\
              sentinels = {list:?}\nmaster_name = \"{MASTER}\"\ninstance_id = \"relay-a\"\n"
         ),
