@@ -1025,8 +1025,9 @@ impl Inner {
     /// died and was restarted at once under the same ID) still owns calls and its heartbeat is
     /// younger than the failure time, waits until the peers can have seen it dead and taken
     /// them (its heartbeat older than the failure time, a heartbeat interval and a margin, or
-    /// its calls gone). Otherwise the new life's heartbeat would make the dead one look alive
-    /// and its first resync would delete the calls nobody runs.
+    /// its calls gone), never longer than that in all (a heartbeat that stays young is another
+    /// live process with this ID). Otherwise the new life's heartbeat would make the dead one
+    /// look alive and its first resync would delete the calls nobody runs.
     async fn wait_out_previous_life(
         &self,
         c: &mut MultiplexedConnection,
@@ -1052,6 +1053,14 @@ impl Inner {
             let Some(age) = age.filter(|a| calls > 0 && *a < enough) else {
                 break;
             };
+            if started.elapsed() >= enough {
+                // The heartbeat stays young: another live process uses this instance ID.
+                tracing::error!(
+                    instance = %me,
+                    "HA: this instance's heartbeat is being written by another process: is the instance_id used twice?"
+                );
+                break;
+            }
             if !logged {
                 logged = true;
                 tracing::warn!(
@@ -1665,7 +1674,7 @@ async fn control_round(
 }
 
 /// A peer's heartbeat as the control task reads it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct PeerBeat {
     /// When it was last written (Redis' clock, ms), if it is still there.
     seen: Option<u64>,

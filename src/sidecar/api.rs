@@ -786,11 +786,12 @@ async fn healthz(State(st): State<Arc<AppState>>) -> Response {
         status,
         uptime_secs: st.engine.uptime().as_secs(),
     };
-    if fenced {
-        json_response(StatusCode::SERVICE_UNAVAILABLE, &health)
+    let code = if fenced {
+        StatusCode::SERVICE_UNAVAILABLE
     } else {
-        ok(&health)
-    }
+        StatusCode::OK
+    };
+    json_response(code, &health)
 }
 
 async fn metrics_text(State(st): State<Arc<AppState>>) -> Response {
