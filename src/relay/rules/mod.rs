@@ -37,6 +37,7 @@ pub use snapshot::{
 };
 
 use super::stats::DropReason;
+use crate::control::arbiter::Slot;
 use crate::control::Party;
 use crate::keys::MasterKey;
 use crate::sdp::MediaKind;
@@ -307,16 +308,100 @@ impl ControlRules {
 /// The per-packet rules of a one-to-one call (push or pull), both parties, every stream and
 /// control channel: the one rule set ([`GroupRules`]) with two members, the caller in slot 0
 /// and the callee in slot 1, on its in-place path (the `group::pair` module: one receiver,
-/// nothing copied, RTCP to the peer whole). This is its face with parties for members.
+/// nothing copied, RTCP to the peer whole). This is its face with parties for members; the
+/// worker holds the same two parts ([`GroupRules`] and a [`PairFace`]) in its one call type.
 #[derive(Debug)]
 pub struct CallRules {
     rules: GroupRules,
-    transmitter: Party,
-    video_ssrc: u32,
+    face: PairFace,
 }
 
 /// A one-to-one call's two members, caller first.
 const PARTIES: [Party; 2] = [Party::Caller, Party::Callee];
+
+/// What the private call procedure adds to the one rule set of a two-member call: which party
+/// transmits (only its media passes, only its BYE ends) and the video SSRC the relay asks
+/// keyframes for. Every packet of the call is judged by [`GroupRules`] on its pair path.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PairFace {
+    transmitter: Party,
+    video_ssrc: u32,
+}
+
+/// The other member of a two-member call.
+#[inline]
+fn pair_peer(member: Slot) -> Slot {
+    if member == Slot::FIRST {
+        Slot::SECOND
+    } else {
+        Slot::FIRST
+    }
+}
+
+impl PairFace {
+    /// The party that transmits.
+    pub(crate) fn transmitter(&self) -> Party {
+        self.transmitter
+    }
+
+    /// The other member of the call.
+    #[inline]
+    pub(crate) fn peer(&self, member: Slot) -> Slot {
+        pair_peer(member)
+    }
+
+    /// Judges one datagram (one segment of a GRO batch) that arrived at `at` from `from`, in
+    /// place. `Ok(egress)`: send `egress.len` bytes to the peer ([`Self::destination`]).
+    #[inline]
+    pub(crate) fn judge(
+        &self,
+        rules: &mut GroupRules,
+        at: GroupIngress,
+        from: SocketAddr,
+        now: Instant,
+        pkt: &mut [u8],
+        t: &mut Tally,
+    ) -> Result<Egress, DropReason> {
+        let pair = group::Pair {
+            peer: pair_peer(at.member),
+            transmits: at.member == self.transmitter.slot(),
+        };
+        rules.judge_pair(at, pair, from, now, pkt, t)
+    }
+
+    /// Where a packet judged at `at` goes: the peer's latched or negotiated RTP address, or its
+    /// RTCP address.
+    #[inline]
+    pub(crate) fn destination(
+        &self,
+        rules: &GroupRules,
+        at: GroupIngress,
+        rtcp: bool,
+    ) -> Option<SocketAddr> {
+        rules.pair_destination(pair_peer(at.member), at.stream, rtcp)
+    }
+
+    /// Writes a keyframe request (PLI) toward the transmitter for the first video stream where
+    /// the relay can sign RTCP and the policy allows one now. Returns the stream and the length.
+    pub(crate) fn keyframe_request(
+        &self,
+        rules: &mut GroupRules,
+        now: Instant,
+        buf: &mut [u8],
+    ) -> Option<(usize, usize)> {
+        rules.pli_for(self.transmitter.slot(), self.video_ssrc, now, buf)
+    }
+
+    /// The media quality of every stream at `now`.
+    pub(crate) fn quality(&self, rules: &GroupRules, now: Instant) -> Vec<StreamQuality> {
+        let [caller, callee] = PARTIES.map(|p| rules.leg_quality(p.slot(), now));
+        caller
+            .into_iter()
+            .zip(callee)
+            .map(|((kind, a), (_, b))| StreamQuality { kind, legs: [a, b] })
+            .collect()
+    }
+}
 
 impl CallRules {
     /// The rules of a call about to be established. Fails only on an unusable SRTP key.
@@ -349,14 +434,21 @@ impl CallRules {
         }
         Ok(CallRules {
             rules,
-            transmitter: setup.transmitter,
-            video_ssrc: setup.video_ssrc,
+            face: PairFace {
+                transmitter: setup.transmitter,
+                video_ssrc: setup.video_ssrc,
+            },
         })
+    }
+
+    /// The one rule set and the private procedure's face on it, for a worker's call.
+    pub(crate) fn into_parts(self) -> (GroupRules, PairFace) {
+        (self.rules, self.face)
     }
 
     /// The party that transmits.
     pub fn transmitter(&self) -> Party {
-        self.transmitter
+        self.face.transmitter
     }
 
     /// Number of media streams.
@@ -371,12 +463,7 @@ impl CallRules {
 
     /// The media quality of every stream at `now`.
     pub fn quality(&self, now: Instant) -> Vec<StreamQuality> {
-        let [caller, callee] = PARTIES.map(|p| self.rules.leg_quality(p.slot(), now));
-        caller
-            .into_iter()
-            .zip(callee)
-            .map(|((kind, a), (_, b))| StreamQuality { kind, legs: [a, b] })
-            .collect()
+        self.face.quality(&self.rules, now)
     }
 
     /// Judges one datagram (one segment of a GRO batch) that arrived at `at` from `from`, in
@@ -390,31 +477,21 @@ impl CallRules {
         pkt: &mut [u8],
         t: &mut Tally,
     ) -> Result<Egress, DropReason> {
-        let gi = GroupIngress {
-            stream: at.stream,
-            member: at.party.slot(),
-            rtcp_socket: at.rtcp_socket,
-        };
-        let pair = group::Pair {
-            peer: at.party.peer().slot(),
-            transmits: at.party == self.transmitter,
-        };
-        self.rules.judge_pair(gi, pair, from, now, pkt, t)
+        self.face
+            .judge(&mut self.rules, at.member(), from, now, pkt, t)
     }
 
     /// Where a packet judged at `at` goes: the peer's latched or negotiated RTP address, or its
     /// RTCP address.
     #[inline]
     pub fn destination(&self, at: Ingress, rtcp: bool) -> Option<SocketAddr> {
-        self.rules
-            .pair_destination(at.party.peer().slot(), at.stream, rtcp)
+        self.face.destination(&self.rules, at.member(), rtcp)
     }
 
     /// Writes a keyframe request (PLI) toward the transmitter for the first video stream where
     /// the relay can sign RTCP and the policy allows one now. Returns the stream and the length.
     pub fn keyframe_request(&mut self, now: Instant, buf: &mut [u8]) -> Option<(usize, usize)> {
-        let tx = self.transmitter.slot();
-        self.rules.pli_for(tx, self.video_ssrc, now, buf)
+        self.face.keyframe_request(&mut self.rules, now, buf)
     }
 
     /// Where RTCP to `party` on stream `si` goes.

@@ -130,6 +130,18 @@ pub struct Ingress {
     pub rtcp_socket: bool,
 }
 
+impl Ingress {
+    /// The same place with the party as its member slot (the one rule set's view).
+    #[inline]
+    pub fn member(self) -> super::GroupIngress {
+        super::GroupIngress {
+            stream: self.stream,
+            member: self.party.slot(),
+            rtcp_socket: self.rtcp_socket,
+        }
+    }
+}
+
 /// Where a judged packet goes: `len` bytes to the peer's RTP or RTCP destination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Egress {

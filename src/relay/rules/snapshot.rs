@@ -5,7 +5,9 @@
 //!
 //! Rate limiters, quality meters and the keyframe policy start afresh.
 
-use super::{CallRules, ControlRules, LegRules, RulesSetup, SrtpSlot, PARTIES};
+use super::{
+    CallRules, ControlRules, GroupRules, LegRules, PairFace, RulesSetup, SrtpSlot, PARTIES,
+};
 use crate::control::Party;
 use crate::srtp::{SrtpError, SrtpState};
 use std::net::SocketAddr;
@@ -132,17 +134,25 @@ impl ControlRules {
     }
 }
 
+impl PairFace {
+    /// The state of a two-member call's `rules`: latched sources, learned SSRCs, SRTP state
+    /// per SSRC (no keys), as a one-to-one snapshot holds them.
+    pub(crate) fn snapshot(&self, rules: &GroupRules) -> RulesSnapshot {
+        let members = PARTIES.map(Party::slot);
+        let tx = self.transmitter().slot();
+        RulesSnapshot {
+            streams: (0..rules.streams())
+                .map(|si| rules.pair_stream_snapshot(si, members, tx))
+                .collect(),
+            control: members.map(|m| rules.control_snapshot(m)),
+        }
+    }
+}
+
 impl CallRules {
     /// The rules' state: latched sources, learned SSRCs, SRTP state per SSRC (no keys).
     pub fn snapshot(&self) -> RulesSnapshot {
-        let members = PARTIES.map(Party::slot);
-        let tx = self.transmitter.slot();
-        RulesSnapshot {
-            streams: (0..self.rules.streams())
-                .map(|si| self.rules.pair_stream_snapshot(si, members, tx))
-                .collect(),
-            control: members.map(|m| self.rules.control_snapshot(m)),
-        }
+        self.face.snapshot(&self.rules)
     }
 
     /// The rules of `setup` (built from the restored call, with its keys) in the state of
@@ -155,7 +165,7 @@ impl CallRules {
         if snap.streams.len() != rules.streams() {
             return Err(SrtpError::Malformed);
         }
-        let tx = rules.transmitter;
+        let tx = rules.transmitter();
         for (si, ss) in snap.streams.iter().enumerate() {
             for (p, ls) in PARTIES.into_iter().zip(&ss.legs) {
                 let ssrcs = (p == tx).then_some(ss.transmitter_ssrcs.as_slice());

@@ -1,496 +1,663 @@
-//! One call on its worker: the sans-IO [`Call`] (transmission control, timers, events), its
-//! sockets, and its per-packet [`CallRules`]. Everything here is owned by the worker thread:
-//! no lock, no atomic but the arbiter's word.
+//! A call on its worker, whatever its kind: the one slab entry type. A call is a set of
+//! members, each with its sockets, counters and media activity, judged by the one rule set
+//! ([`GroupRules`]) and run by one transmission control server. What the kind changes is two
+//! things, each chosen once when the call is made:
+//!
+//! * **the procedure** ([`Procedure`]): a push or pull runs the private call procedure, a
+//!   [`Call`] (offer/answer, the implicit grant, release when the transmission ends) around
+//!   its server, with the caller in slot 0 and the callee in slot 1 (`private.rs`); a group
+//!   call runs the bare server with members joining and leaving (`group.rs`);
+//! * **the delivery** (`media.rs`): a two-member call forwards to its one peer in place
+//!   ([`PairFace`]), a group fans out to its receivers.
+//!
+//! Everything else (the sockets and their roles, reading control channels, booking counters
+//! and activity, stepping the server, sending what it says, keyframe requests, quality,
+//! high-availability marks, teardown) is this one code path. Everything here is owned by the
+//! worker thread: no lock, no atomic but the arbiter's word.
 
-use super::super::plane::WorkerStats;
-use super::super::ports::BoundPort;
-use super::super::rules::{
-    CallRules, ControlSetup, Ingress, LegSetup, RulesSetup, StreamSetup, Tally,
-};
-use super::super::stats::{DropReason, LegSnapshot};
-use super::super::CallSummary;
-use super::media::{
-    read_control, Activity, ControlChannels, Media, Net, Role, Scratch, BATCHES_PER_WAKE,
-};
-use crate::control::call::{Call, CallState};
+use super::super::plane::{Plane, WorkerStats};
+use super::super::rules::{GroupIngress, GroupRules, PairFace, QualityHistograms, Tally};
+use super::super::stats::{LegCounters, LegSnapshot};
+use super::super::{CallSummary, GroupCallSummary, HaUpdate};
+use super::group::Group;
+use super::media::{pump_fan, pump_pair, Net, Role, Scratch, BATCHES_PER_WAKE, CONTROL_PER_WAKE};
+use super::private::Private;
+use crate::control::arbiter::Slot;
+use crate::control::call::CallEvent;
 use crate::control::server::KindCounters;
-use crate::control::server::TransmissionState;
-use crate::control::Party;
-use crate::sdp::MediaKind;
-use std::collections::HashMap;
+use crate::control::{Party, ReleaseReason};
+use crate::ids::CallId;
 use std::io;
+use std::net::UdpSocket;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Media packets from the receive-only party between steps of the call (so it can revoke).
-const RECEIVER_MEDIA_STEP_EVERY: u64 = 4;
+/// Media packets from a member without permission between steps of the call (so it can
+/// revoke).
+const UNPERMITTED_STEP_EVERY: u64 = 4;
 
 /// One call on a worker.
 #[derive(Debug)]
 pub(crate) struct CallRt {
-    pub(crate) call: Call,
-    /// Sockets bound while the call is offered (by relay port).
-    bound: HashMap<u16, BoundPort>,
-    pub(crate) media: Option<Media>,
-    pub(crate) counters: [LegSnapshot; 2],
-    activity: [Activity; 2],
-    bye: bool,
-    requested_keyframe: bool,
+    pub(crate) call_id: CallId,
+    pub(super) proc: Procedure,
+    /// The one rule set, every member.
+    pub(super) rules: GroupRules,
+    /// A two-member call's face on its rules, once its media started: it delivers to its one
+    /// peer in place. `None`: the call fans out (a group).
+    pub(super) pair: Option<PairFace>,
+    pub(super) net: Net,
+    /// Receiver legs with fanned-out RTP gathered and not yet sent (bit per member, per
+    /// stream).
+    pub(super) dirty: Vec<u64>,
+    /// Members that left since the last step (their events still name them).
+    pub(super) departed: Vec<(Slot, Arc<str>)>,
     /// The deadline the worker's timer heap holds for this call.
     pub(crate) armed: Option<Instant>,
-    /// Relay ports to give back when the call ends, with their interface's pool.
-    pub(crate) ports: Vec<(usize, u16)>,
-    pub(crate) latch_after: u32,
     /// The call's transmission control counters as last added to the worker's totals: what
     /// moved since (on the socket path or in a step) is added at the next step.
     pub(crate) tc_published: (KindCounters, KindCounters),
+    pub(super) latch_after: u32,
     /// The worker's running totals (every count also goes there).
-    totals: Arc<WorkerStats>,
+    pub(super) totals: Arc<WorkerStats>,
 }
 
-/// What handling a socket asks of the worker.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Wants {
-    /// Step the call (control input, first media, BYE, callee media to revoke).
-    pub(crate) step: bool,
+/// The call procedure a call runs: what its transmission control is wrapped in.
+#[derive(Debug)]
+pub(super) enum Procedure {
+    /// A push or pull: the private call procedure around the server.
+    Private(Box<Private>),
+    /// A group call: the bare server, members joining and leaving.
+    Group(Box<Group>),
+}
+
+impl Procedure {
+    /// Media from `member`: `packets` of them, the last at `at`.
+    fn handle_media(&mut self, at: Instant, member: Slot, packets: u32) {
+        match self {
+            Procedure::Private(p) => {
+                if let Some(party) = Party::of_slot(member) {
+                    p.call.handle_media(at, party, packets);
+                }
+            }
+            Procedure::Group(g) => g.server.handle_media(at, member, packets),
+        }
+    }
+
+    /// An admitted transmission control message from `member`.
+    fn handle_control(&mut self, now: Instant, member: Slot, msg: &[u8]) {
+        match self {
+            Procedure::Private(p) => {
+                if let Some(party) = Party::of_slot(member) {
+                    p.call.handle_control(now, party, msg);
+                }
+            }
+            Procedure::Group(g) => g.server.handle_datagram(now, member, msg),
+        }
+    }
+
+    /// Runs the timers due at `now`.
+    fn run_timers(&mut self, now: Instant) {
+        if self.poll_timeout().is_some_and(|t| t <= now) {
+            match self {
+                Procedure::Private(p) => p.call.handle_timeout(now),
+                Procedure::Group(g) => g.server.handle_timeout(now),
+            }
+        }
+    }
+
+    /// The next message to send, written to `tx`, and the member it goes to.
+    fn poll_transmit(&mut self, tx: &mut Vec<u8>) -> Option<Slot> {
+        match self {
+            Procedure::Private(p) => p.call.poll_transmit(tx).map(Party::slot),
+            Procedure::Group(g) => g.server.poll_transmit(tx),
+        }
+    }
+
+    /// When the call next wants a step.
+    fn poll_timeout(&self) -> Option<Instant> {
+        match self {
+            Procedure::Private(p) => p.call.poll_timeout(),
+            Procedure::Group(g) => g.server.poll_timeout(),
+        }
+    }
+
+    /// The call is released from outside.
+    fn release(&mut self, now: Instant, reason: ReleaseReason) {
+        match self {
+            Procedure::Private(p) => p.call.release(now, reason),
+            Procedure::Group(g) => g.server.release(reason),
+        }
+    }
+
+    /// Whether the call is over.
+    fn released(&self) -> bool {
+        match self {
+            Procedure::Private(p) => p.released(),
+            Procedure::Group(g) => g.server.finished().is_some(),
+        }
+    }
+
+    /// Transmission control counters (received, sent).
+    fn tc_counters(&self) -> (KindCounters, KindCounters) {
+        let s = match self {
+            Procedure::Private(p) => p.call.tc_stats(),
+            Procedure::Group(g) => g.server.stats(),
+        };
+        (s.received, s.sent)
+    }
+}
+
+/// A call's state and counters, as its kind reports them (transient: built for a reply).
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Summary {
+    Private(CallSummary),
+    Group(GroupCallSummary),
+}
+
+impl Summary {
+    /// A one-to-one call's summary, if this is one.
+    pub(crate) fn private(self) -> Option<CallSummary> {
+        match self {
+            Summary::Private(s) => Some(s),
+            Summary::Group(_) => None,
+        }
+    }
+
+    /// A group call's summary, if this is one.
+    pub(crate) fn group(self) -> Option<GroupCallSummary> {
+        match self {
+            Summary::Group(s) => Some(s),
+            Summary::Private(_) => None,
+        }
+    }
 }
 
 impl CallRt {
-    pub(crate) fn new(
-        call: Call,
-        bound: HashMap<u16, BoundPort>,
-        ifaces: [usize; 2],
+    /// A call with its procedure and rules and no member yet: what every call starts from.
+    pub(super) fn empty(
+        call_id: CallId,
+        proc: Procedure,
+        rules: GroupRules,
         latch_after: u32,
         totals: Arc<WorkerStats>,
     ) -> CallRt {
-        let ports = call
-            .streams()
-            .iter()
-            .flat_map(|s| {
-                s.relay
-                    .iter()
-                    .zip(ifaces)
-                    .filter_map(|(r, i)| r.map(|r| (i, r.rtp.port())))
-            })
-            .collect();
+        let streams = rules.streams();
         CallRt {
-            call,
-            bound,
-            media: None,
-            counters: Default::default(),
-            activity: Default::default(),
-            bye: false,
-            requested_keyframe: false,
+            call_id,
+            proc,
+            rules,
+            pair: None,
+            net: Net::default(),
+            dirty: vec![0; streams],
+            departed: Vec::new(),
             armed: None,
-            ports,
-            latch_after,
             tc_published: Default::default(),
+            latch_after,
             totals,
         }
     }
 
-    /// Counts for party `i`'s leg, in the call and in the worker's totals.
-    fn count(&mut self, i: usize, d: &LegSnapshot) {
-        if let (Some(c), Some(t)) = (self.counters.get_mut(i), self.totals.legs.get(i)) {
-            c.add(d);
+    /// The call's ID.
+    pub(crate) fn call_id(&self) -> &CallId {
+        &self.call_id
+    }
+
+    /// This call, if it is a one-to-one call (push or pull).
+    pub(crate) fn if_private(&mut self) -> Option<&mut CallRt> {
+        matches!(self.proc, Procedure::Private(_)).then_some(self)
+    }
+
+    /// This call, if it is a group call.
+    pub(crate) fn if_group(&mut self) -> Option<&mut CallRt> {
+        matches!(self.proc, Procedure::Group(_)).then_some(self)
+    }
+
+    /// Every socket the worker polls for this call, with its index in the call.
+    pub(crate) fn sockets(&self) -> Vec<(usize, &UdpSocket)> {
+        self.net.all().collect()
+    }
+
+    /// The sockets of member `slot` to register with the poller, by index.
+    pub(crate) fn member_sockets(&self, slot: Slot) -> Vec<(usize, &UdpSocket)> {
+        self.net.of_member(slot)
+    }
+
+    /// Takes in member `slot`'s socket for `role`, booked in its sockets by `book`.
+    pub(super) fn add_socket(
+        &mut self,
+        slot: Slot,
+        s: UdpSocket,
+        role: Role,
+        book: impl FnOnce(&mut super::media::MemberRt, usize),
+    ) -> io::Result<()> {
+        let i = self.net.push(s, role)?;
+        if let Some(m) = self.net.member_mut(slot) {
+            book(m, i);
+        }
+        Ok(())
+    }
+
+    /// Where the worker's totals for member `slot`'s leg are: per party for a one-to-one call,
+    /// one for every group member.
+    fn totals_for(&self, slot: Slot) -> Option<&LegCounters> {
+        match self.proc {
+            Procedure::Private(_) => self.totals.legs.get(slot.index()),
+            Procedure::Group(_) => Some(&self.totals.group),
+        }
+    }
+
+    /// Counts `d` on member `slot`'s leg, in the call and in the worker's totals.
+    pub(super) fn count(&mut self, slot: Slot, d: &LegSnapshot) {
+        if let Some(m) = self.net.member_mut(slot) {
+            m.counters.add(d);
+        }
+        if let Some(t) = self.totals_for(slot) {
             t.add(d);
         }
     }
 
-    fn count_out(&mut self, i: usize, sent: super::super::io::Sent) {
+    /// Counts a send of `packets` (`bytes`) to member `slot`.
+    fn count_out(&mut self, slot: Slot, sent: super::super::io::Sent) {
         let mut d = LegSnapshot::default();
         d.add_out(sent.packets, sent.bytes);
-        self.count(i, &d);
+        self.count(slot, &d);
     }
 
-    /// Builds the media plane once the call is established: rules from the negotiated streams,
-    /// the bound sockets wrapped for batched I/O. Sockets of streams nobody uses are closed.
-    pub(crate) fn start_media(&mut self) -> io::Result<&Media> {
-        self.start_media_from(None)
-    }
-
-    /// [`Self::start_media`] with the rules in the state of `snapshot` (a call taken over from
-    /// another relay), or fresh.
-    pub(crate) fn start_media_from(
-        &mut self,
-        snapshot: Option<&super::super::rules::RulesSnapshot>,
-    ) -> io::Result<&Media> {
-        let (setup, plan) = self.rules_setup();
-        let rules = match snapshot {
-            Some(s) => CallRules::restore(&setup, s),
-            None => CallRules::new(&setup),
-        }
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let mut media = Media {
-            rules,
-            net: Net::default(),
-        };
-        let net = &mut media.net;
-        for (si, ports) in plan.streams.iter().enumerate() {
-            let mut rtp = [0usize; 2];
-            let mut rtcp = [None, None];
-            for party in [Party::Caller, Party::Callee] {
-                let i = party.index();
-                let b = self
-                    .bound
-                    .remove(&ports[i])
-                    .ok_or_else(|| io::Error::other("a relay port lost its socket"))?;
-                let ingress = |rtcp_socket| Ingress {
-                    stream: si,
-                    party,
-                    rtcp_socket,
-                };
-                rtp[i] = net.push(b.rtp, Role::Media(ingress(false)))?;
-                if let Some(s) = b.rtcp {
-                    rtcp[i] = Some(net.push(s, Role::Media(ingress(true)))?);
-                }
-            }
-            net.rtp.push(rtp);
-            net.rtcp.push(rtcp);
-        }
-        for party in [Party::Caller, Party::Callee] {
-            let Some(port) = plan.control[party.index()] else {
-                continue;
-            };
-            if let Some(b) = self.bound.remove(&port) {
-                net.control[party.index()] = Some(net.push(b.rtp, Role::Control(party))?);
-            }
-        }
-        self.bound.clear(); // sockets of streams nobody uses
-        Ok(self.media.insert(media))
-    }
-
-    /// The rules' setup and which relay port serves which stream and party.
-    fn rules_setup(&self) -> (RulesSetup, Plan) {
-        let call = &self.call;
-        let ids = call.identities();
-        let tx = call.kind().transmitter();
-        let tx_has_control = call
-            .streams()
-            .iter()
-            .any(|s| s.kind == MediaKind::Control && s.relay[tx.index()].is_some());
-        let mut plan = Plan::default();
-        let mut streams = Vec::new();
-        let mut control: [Option<ControlSetup>; 2] = [None, None];
-        for s in call.streams() {
-            if s.kind == MediaKind::Control {
-                for party in [Party::Caller, Party::Callee] {
-                    let i = party.index();
-                    if let (Some(relay), Some(remote)) = (s.relay[i], s.remote_rtp[i]) {
-                        plan.control[i] = Some(relay.rtp.port());
-                        control[i] = Some(ControlSetup {
-                            remote: Some(remote),
-                            key: call.tc_key(party).cloned(),
-                        });
-                    }
-                }
-                continue;
-            }
-            let (Some(a), Some(b)) = (s.relay[0], s.relay[1]) else {
-                continue;
-            };
-            if !s.active() {
-                continue;
-            }
-            let leg = |i: usize, mux: bool| LegSetup {
-                remote_rtp: s.remote_rtp[i],
-                remote_rtcp: s.remote_rtcp[i],
-                announced: s.announced_ssrcs[i].clone(),
-                separate_rtcp: !mux,
-                srtp_in: s.keys[i].as_ref().map(|k| k.inbound.clone()),
-                srtp_out: s.keys[i].as_ref().map(|k| k.outbound.clone()),
-            };
-            let mut transmitter_ssrcs = s.announced_ssrcs[tx.index()].clone();
-            if tx_has_control || !transmitter_ssrcs.is_empty() {
-                match s.kind {
-                    MediaKind::Video => transmitter_ssrcs.push(ids.video_ssrc.get()),
-                    MediaKind::Audio => transmitter_ssrcs.push(ids.audio_ssrc.get()),
-                    _ => {}
-                }
-            }
-            plan.streams.push([a.rtp.port(), b.rtp.port()]);
-            streams.push(StreamSetup {
-                kind: s.kind.clone(),
-                encrypted: s.proto.to_ascii_uppercase().contains("SAVP"),
-                clock_rate: s.clock_rate.unwrap_or(match s.kind {
-                    MediaKind::Video => 90_000, // every video payload format's clock
-                    _ => 0,
-                }),
-                legs: [leg(0, a.muxed()), leg(1, b.muxed())],
-                transmitter_ssrcs,
-            });
-        }
-        let setup = RulesSetup {
-            arbiter: call.arbiter().clone(),
-            security: call.media_security(),
-            transmitter: tx,
-            streams,
-            control,
-            server_ssrc: ids.server_ssrc.get(),
-            video_ssrc: ids.video_ssrc.get(),
-            latch_after: self.latch_after,
-        };
-        (setup, plan)
-    }
-
-    /// The call's image for high availability (after a step: nothing queued).
-    pub(crate) fn image(&self, now: Instant) -> super::super::CallImage {
-        let (call, secrets) = self.call.snapshot(now);
-        super::super::CallImage {
-            call,
-            secrets,
-            rules: self.media.as_ref().map(|m| m.rules.snapshot()),
-        }
-    }
-
-    /// What changes when the call's control plane does (state, grant, transmission control
-    /// messages, media started, latches), hashed; and the packets received so far.
-    pub(crate) fn ha_marks(&self) -> (u64, u64) {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        let st = self.call.tc_stats();
-        (
-            self.call.state(),
-            self.call.arbiter().snapshot().epoch,
-            st.sent.total(),
-            st.received.total(),
-            self.call.server().media_started(),
-            self.counters.iter().map(|c| c.latches).sum::<u64>(),
-            self.media.as_ref().map(|m| m.rules.wraps()),
-        )
-            .hash(&mut h);
-        (h.finish(), self.counters.iter().map(|c| c.packets_in).sum())
-    }
-
-    /// The sockets to register with the poller, by index.
-    pub(crate) fn sockets(&self) -> impl Iterator<Item = (usize, &std::net::UdpSocket)> {
-        self.media
-            .iter()
-            .flat_map(|m| m.net.sockets.iter().map(|s| s.sock.socket()).enumerate())
-    }
-
-    /// Socket `index` is readable: receive and forward (media) or admit and hand to the call
-    /// (control). Counters and activity are booked here.
-    pub(crate) fn on_readable(&mut self, index: usize, now: Instant, io: &mut Scratch) -> Wants {
+    /// Socket `index` is readable: receive and forward (media) or admit and hand to the server
+    /// (control). Counters and activity are booked here. Returns whether the call should be
+    /// stepped.
+    #[inline]
+    pub(crate) fn on_readable(&mut self, index: usize, now: Instant, io: &mut Scratch) -> bool {
         #[cfg(test)]
-        if self.call.id().starts_with("test-panic") {
+        if self.call_id.as_str().starts_with("test-panic") {
             panic!(
                 "test hook: a bug while handling a packet of call {}",
-                self.call.id()
+                self.call_id
             );
         }
-        let role = self
-            .media
-            .as_ref()
-            .and_then(|m| m.net.sockets.get(index))
-            .map(|s| s.role);
+        let Some(role) = self.net.socket(index).map(|s| s.role) else {
+            return false;
+        };
         match role {
-            None => Wants::default(),
-            Some(Role::Media(at)) => {
-                let mut wants = Wants::default();
+            Role::Media(at) => {
+                let mut step = false;
                 for _ in 0..BATCHES_PER_WAKE {
-                    let Some(media) = self.media.as_mut() else {
+                    let Some((t, drained)) = self.pump(index, at, now, io) else {
                         break;
                     };
-                    let Some((t, drained)) = media.pump(index, at, now, io) else {
-                        break;
-                    };
-                    wants.step |= self.book(at.party, now, &t);
+                    step |= self.book(at.member, now, &t);
                     if drained {
                         break;
                     }
                 }
-                wants
+                step
             }
-            Some(Role::Control(party)) => Wants {
-                step: read_control(self, index, party, now, io),
-            },
+            Role::Control(member) => self.read_control(index, member, now, io),
         }
     }
 
-    /// Books a batch from `party`: counters, and whether the call should be stepped.
-    fn book(&mut self, party: Party, now: Instant, t: &Tally) -> bool {
+    /// One receive batch from socket `index`, delivered as the call delivers.
+    #[inline]
+    fn pump(
+        &mut self,
+        index: usize,
+        at: GroupIngress,
+        now: Instant,
+        io: &mut Scratch,
+    ) -> Option<(Tally, bool)> {
+        match &self.pair {
+            Some(face) => pump_pair(face, &mut self.rules, &self.net, index, at, now, io),
+            None => {
+                // What went out in this batch, booked per receiver and in the worker's totals
+                // once.
+                let mut out = LegSnapshot::default();
+                let r = pump_fan(
+                    &mut self.rules,
+                    &mut self.net,
+                    &mut self.dirty,
+                    index,
+                    at,
+                    now,
+                    io,
+                    &mut out,
+                );
+                self.totals.group.add(&out);
+                r
+            }
+        }
+    }
+
+    /// Books a batch from `member`: counters (a pair's sends on its peer; a group's were booked
+    /// per receiver), activity, and whether the call should be stepped: the first media of a
+    /// transmission, every few packets of a member without permission (so it can revoke), a
+    /// transmitter's BYE, a rollover counter that moved (a step writes the call's image at once
+    /// for high availability).
+    fn book(&mut self, member: Slot, now: Instant, t: &Tally) -> bool {
         let mut d = LegSnapshot::default();
         d.add_in(t.in_packets, t.in_bytes);
         d.add_drops(&t.drops);
         if t.latched {
             d.latches = 1;
-            tracing::info!(call = %self.call.id(), party = %party, "leg latched to a new source");
+            tracing::info!(call = %self.call_id, member = %member, "leg latched to a new source");
         }
-        self.count(party.index(), &d);
-        let mut d = LegSnapshot::default();
-        d.add_out(t.out_packets, t.out_bytes);
-        self.count(party.peer().index(), &d);
-        let mut step = false;
-        if t.media > 0 {
-            let a = &mut self.activity[party.index()];
-            let before = a.total;
-            a.total += t.media;
-            a.since_step += t.media;
-            a.last = Some(now);
-            step = if party == self.call.kind().transmitter() {
-                before == 0
-            } else {
-                before / RECEIVER_MEDIA_STEP_EVERY != a.total / RECEIVER_MEDIA_STEP_EVERY
-            };
+        self.count(member, &d);
+        let transmits = self.pair.map(|f| f.transmitter().slot() == member);
+        if let Some(face) = self.pair {
+            let mut o = LegSnapshot::default();
+            o.add_out(t.out_packets, t.out_bytes);
+            self.count(face.peer(member), &o);
         }
-        if t.bye && party == self.call.kind().transmitter() {
-            self.bye = true;
+        let mut step = t.wrapped;
+        if t.bye && transmits == Some(true) {
+            if let Procedure::Private(p) = &mut self.proc {
+                p.bye = true;
+            }
             step = true;
         }
-        // A rollover counter moved: a step writes the call's image at once (HA).
-        step || t.wrapped
+        if t.media == 0 {
+            return step;
+        }
+        let permitted = transmits.unwrap_or_else(|| self.rules.arbiter().may_forward(member));
+        let pair = self.pair.is_some();
+        let Some(m) = self.net.member_mut(member) else {
+            return step;
+        };
+        let a = &mut m.activity;
+        let before = a.total;
+        a.total += t.media;
+        a.since_step += t.media;
+        a.last = Some(now);
+        let first = !m.media_seen;
+        if pair && permitted {
+            // A private call's transmitter is granted for the call's life: its first packet
+            // is its transmission's first.
+            m.media_seen = true;
+        }
+        step || if permitted {
+            first
+        } else {
+            before / UNPERMITTED_STEP_EVERY != a.total / UNPERMITTED_STEP_EVERY
+        }
     }
 
-    /// Feeds the call the media activity seen since its last step, and a caller BYE.
-    fn feed_activity(&mut self, now: Instant) {
-        for party in [Party::Caller, Party::Callee] {
-            let a = &mut self.activity[party.index()];
-            if a.since_step > 0 {
-                let n = a.since_step.min(u64::from(u32::MAX)) as u32;
-                a.since_step = 0;
-                let at = a.last.unwrap_or(now).min(now);
-                self.call.handle_media(at, party, n);
+    /// Feeds the server the media activity seen since the last step (and a transmitter's BYE).
+    pub(super) fn feed_activity(&mut self, now: Instant) {
+        for (i, m) in self.net.members.iter_mut().enumerate() {
+            let Some(m) = m.as_mut() else { continue };
+            let a = &mut m.activity;
+            if a.since_step == 0 {
+                continue;
+            }
+            let n = a.since_step.min(u64::from(u32::MAX)) as u32;
+            a.since_step = 0;
+            let at = a.last.unwrap_or(now).min(now);
+            if let Some(s) = Slot::new(i) {
+                self.proc.handle_media(at, s, n);
             }
         }
-        if std::mem::take(&mut self.bye) {
-            self.call
-                .handle_rtcp_bye(now, self.call.kind().transmitter());
+        if let Procedure::Private(p) = &mut self.proc {
+            if std::mem::take(&mut p.bye) {
+                let tx = p.call.kind().transmitter();
+                p.call.handle_rtcp_bye(now, tx);
+            }
         }
     }
 
-    /// Runs the call: activity, due timers; then sends what it polled out (SRTCP-protected
-    /// where the channel has a key) and asks the caller for a keyframe once granted. `tx` is the
-    /// worker's reusable transmit buffer: no message is cloned.
-    pub(crate) fn step(&mut self, now: Instant, tx: &mut Vec<u8>) {
-        self.feed_activity(now);
-        if self.call.poll_timeout().is_some_and(|t| t <= now) {
-            self.call.handle_timeout(now);
-        }
-        while let Some(to) = self.call.poll_transmit(tx) {
-            let Some(media) = self.media.as_mut() else {
+    /// Reads control socket `index` (`member`'s channel), at most [`CONTROL_PER_WAKE`]
+    /// datagrams: each is counted on the member's leg and checked by the rules (source,
+    /// SRTCP); what they admit goes to the server, after the media activity seen before it.
+    /// Returns whether the call wants a step.
+    fn read_control(&mut self, index: usize, member: Slot, now: Instant, io: &mut Scratch) -> bool {
+        let mut step = false;
+        for _ in 0..CONTROL_PER_WAKE {
+            let Some(s) = self.net.socket(index) else {
+                break;
+            };
+            let (n, from) = match s.sock.socket().recv_from(&mut io.control) {
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => continue, // e.g. an ICMP error: the socket stays usable
+            };
+            let mut d = LegSnapshot::default();
+            d.add_in(1, n as u64);
+            let Some(buf) = io.control.get_mut(..n) else {
                 continue;
             };
+            match self.rules.admit_control(member, from, now, buf) {
+                Ok(len) => {
+                    self.count(member, &d);
+                    if let Some(msg) = io.control.get(..len) {
+                        self.feed_activity(now);
+                        self.proc.handle_control(now, member, msg);
+                    }
+                    step = true;
+                }
+                Err(r) => {
+                    if let Some(x) = d.drops.get_mut(r as usize) {
+                        *x += 1;
+                    }
+                    self.count(member, &d);
+                }
+            }
+        }
+        step
+    }
+
+    /// Runs the call: activity, due timers; sends what the server polled out; publishes its
+    /// events; asks a new transmitter for a keyframe. Returns the next deadline. `tx` is the
+    /// worker's reusable transmit buffer: no message is cloned.
+    pub(crate) fn step(
+        &mut self,
+        now: Instant,
+        tx: &mut Vec<u8>,
+        plane: &Plane,
+    ) -> Option<Instant> {
+        self.feed_activity(now);
+        self.proc.run_timers(now);
+        self.flush_control(tx);
+        let mut publish = |ev: CallEvent| plane.publish(ev);
+        match self.proc {
+            Procedure::Private(_) => self.private_events(now, &mut publish),
+            Procedure::Group(_) => self.group_events(now, &mut publish),
+        }
+        // Events may have queued more (a keyframe request goes out on its own path).
+        self.flush_control(tx);
+        self.departed.clear();
+        self.proc.poll_timeout()
+    }
+
+    /// Sends what the server queued, SRTCP-protected where the channel has a key.
+    fn flush_control(&mut self, tx: &mut Vec<u8>) {
+        while let Some(to) = self.proc.poll_transmit(tx) {
             let len = tx.len();
             tx.resize(len + 64, 0); // room for the SRTCP trailer
-            let sealed = media.rules.seal_control(to, tx, len);
-            let sock = media.net.control[to.index()].and_then(|i| media.net.sockets.get(i));
-            match (sealed, sock, tx.get(..)) {
-                (Some(Ok((len, dest))), Some(s), Some(buf)) => {
-                    let sent = s.sock.send(dest, buf.get(..len).unwrap_or_default(), len);
-                    self.count_out(to.index(), sent);
+            let sealed = self.rules.seal_control(to, tx, len);
+            let sock = self
+                .net
+                .member(to)
+                .and_then(|m| m.control)
+                .and_then(|i| self.net.socket(i));
+            match (sealed, sock) {
+                (Some(Ok((len, dest))), Some(s)) => {
+                    let sent = s.sock.send(dest, tx.get(..len).unwrap_or_default(), len);
+                    self.count_out(to, sent);
                 }
-                (Some(Err(e)), ..) => {
-                    tracing::warn!(call = %self.call.id(), error = %e, "cannot protect a control message");
+                (Some(Err(e)), _) => {
+                    tracing::warn!(call = %self.call_id, error = %e, "cannot protect a control message");
                 }
                 _ => {}
             }
         }
-        if !self.requested_keyframe && self.call.transmission_state() == TransmissionState::Granted
-        {
-            self.requested_keyframe = true;
-            self.request_keyframe(now);
+    }
+
+    /// Sends the keyframe request (PLI) of `len` bytes in `buf` for stream `si` to `member`,
+    /// from its own relay socket of the stream (RTCP's if it has one), where the relay can
+    /// sign RTCP.
+    pub(super) fn send_keyframe_request(&mut self, member: Slot, si: usize, buf: &[u8]) {
+        let dest = self.rules.rtcp_destination(member, si);
+        let sock = self.net.own_socket(member, si, true);
+        if let (Some(s), Some(dest)) = (sock, dest) {
+            let sent = s.send(dest, buf, buf.len());
+            self.count_out(member, sent);
         }
     }
 
-    /// Asks the transmitter for a keyframe (PLI) where the relay can sign RTCP.
-    fn request_keyframe(&mut self, now: Instant) {
-        let Some(media) = self.media.as_mut() else {
-            return;
-        };
-        let mut buf = [0u8; 64];
-        let Some((si, len)) = media.rules.keyframe_request(now, &mut buf) else {
-            return;
-        };
-        let tx = media.rules.transmitter();
-        // The transmitter's leg's RTCP socket (or its RTP socket with rtcp-mux), as if the
-        // request came from the receiver's side.
-        let at = Ingress {
-            stream: si,
-            party: tx.peer(),
-            rtcp_socket: false,
-        };
-        if let (Some(s), Some(dest), Some(b)) = (
-            media.net.peer_socket(at, true),
-            media.rules.rtcp_destination(si, tx),
-            buf.get(..len),
-        ) {
-            let sent = s.send(dest, b, len);
-            self.count_out(tx.index(), sent);
+    /// A panic while handling the call: release it with `internal_error` and publish what that
+    /// says, as far as the call still can.
+    pub(crate) fn fail(&mut self, now: Instant, tx: &mut Vec<u8>, plane: &Plane) {
+        self.proc.release(now, ReleaseReason::InternalError);
+        match self.proc {
+            Procedure::Private(_) => {
+                self.private_events(now, &mut |ev| plane.publish(ev));
+            }
+            Procedure::Group(_) => {
+                self.step(now, tx, plane);
+            }
         }
     }
 
-    /// The media quality of every stream.
-    pub(crate) fn quality(&self, now: Instant) -> Vec<super::super::rules::StreamQuality> {
-        self.media
-            .as_ref()
-            .map(|m| m.rules.quality(now))
-            .unwrap_or_default()
+    /// Transmission control counters (received, sent), for the worker's totals.
+    pub(crate) fn tc_counters(&self) -> (KindCounters, KindCounters) {
+        self.proc.tc_counters()
     }
 
+    /// The counters as last added to the worker's totals.
+    pub(crate) fn tc_published(&mut self) -> &mut (KindCounters, KindCounters) {
+        &mut self.tc_published
+    }
+
+    /// The deadline the worker's timer heap holds for this call.
+    pub(crate) fn armed(&mut self) -> &mut Option<Instant> {
+        &mut self.armed
+    }
+
+    /// Whether the call is over (the worker then ends it).
     pub(crate) fn released(&self) -> bool {
-        self.call.state() == CallState::Released
+        self.proc.released()
+    }
+
+    /// Releases the call for `reason` (the next step sends and publishes what that says).
+    pub(crate) fn release(&mut self, now: Instant, reason: ReleaseReason) {
+        self.proc.release(now, reason);
     }
 
     /// The call's state and counters.
-    pub(crate) fn summary(&self, now: Instant) -> CallSummary {
-        let call = &self.call;
-        let times = call.times();
-        CallSummary {
-            call_id: call.call_id().clone(),
-            kind: call.kind(),
-            state: call.state(),
-            transmission: call.transmission_state(),
-            caller_id: call.caller_id().to_owned(),
-            callee_id: call.callee_id().to_owned(),
-            media_security: call.media_security(),
-            commencement_mode: call.commencement_mode(),
-            deliver_to: call.deliver_to().to_vec(),
-            release_reason: call.release_reason(),
-            duration: times
-                .released
-                .unwrap_or(now)
-                .saturating_duration_since(times.created),
-            caller: self.counters[0],
-            callee: self.counters[1],
-            quality: self.quality(now),
-            tc: *call.tc_stats(),
-        }
-    }
-}
-
-impl ControlChannels<Party> for CallRt {
-    fn control_socket(&self, index: usize) -> Option<&std::net::UdpSocket> {
-        let s = self.media.as_ref()?.net.sockets.get(index)?;
-        Some(s.sock.socket())
-    }
-
-    fn admit_control(
-        &mut self,
-        party: Party,
-        from: std::net::SocketAddr,
-        now: Instant,
-        buf: &mut [u8],
-    ) -> Result<usize, DropReason> {
-        match self.media.as_mut() {
-            Some(m) => m.rules.admit_control(party, from, now, buf),
-            None => Err(DropReason::WrongSource), // no media plane yet: nothing is expected
+    pub(crate) fn summary(&self, now: Instant) -> Summary {
+        match &self.proc {
+            Procedure::Private(p) => Summary::Private(self.private_summary(p, now)),
+            Procedure::Group(g) => Summary::Group(self.group_summary(g, now)),
         }
     }
 
-    fn count_control(&mut self, party: Party, d: &LegSnapshot) {
-        self.count(party.index(), d);
+    /// Adds the jitter and loss of every leg that sent media to `h`.
+    pub(crate) fn quality(&self, now: Instant, h: &mut QualityHistograms) {
+        match &self.pair {
+            Some(face) => face
+                .quality(&self.rules, now)
+                .iter()
+                .for_each(|q| q.legs.iter().for_each(|l| h.observe(l))),
+            None => self
+                .rules
+                .quality(now)
+                .iter()
+                .for_each(|q| q.streams.iter().for_each(|(_, l)| h.observe(l))),
+        }
     }
 
-    fn handle_control(&mut self, now: Instant, party: Party, msg: &[u8]) {
-        self.feed_activity(now);
-        self.call.handle_control(now, party, msg);
+    /// High availability: the control-plane mark and the packets received (an image is due
+    /// when they moved).
+    pub(crate) fn ha_marks(&self) -> (u64, u64) {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        let live = self.net.members.iter().flatten();
+        let (received, sent) = self.proc.tc_counters();
+        (
+            (received.total(), sent.total()),
+            self.rules.arbiter().snapshot().epoch,
+            self.rules.members(),
+            live.clone().filter(|m| m.media_seen).count(),
+            live.clone().map(|m| m.counters.latches).sum::<u64>(),
+            self.released(),
+            self.rules.wraps(),
+        )
+            .hash(&mut h);
+        match &self.proc {
+            Procedure::Private(p) => p.marks().hash(&mut h),
+            Procedure::Group(g) => g.marks().hash(&mut h),
+        }
+        (h.finish(), live.map(|m| m.counters.packets_in).sum())
     }
-}
 
-/// Which relay port serves which stream and party.
-#[derive(Debug, Default)]
-struct Plan {
-    streams: Vec<[u16; 2]>,
-    control: [Option<u16>; 2],
+    /// High availability: the call's image.
+    pub(crate) fn image(&self, now: Instant) -> HaUpdate {
+        match &self.proc {
+            Procedure::Private(p) => HaUpdate::Put(Box::new(self.private_image(p, now))),
+            Procedure::Group(g) => HaUpdate::PutGroup(Box::new(self.group_image(g, now))),
+        }
+    }
+
+    /// A one-to-one call's image, if this is one.
+    pub(crate) fn private_image_now(&self, now: Instant) -> Option<super::super::CallImage> {
+        match &self.proc {
+            Procedure::Private(p) => Some(self.private_image(p, now)),
+            Procedure::Group(_) => None,
+        }
+    }
+
+    /// A group call's image, if this is one.
+    pub(crate) fn group_image_now(&self, now: Instant) -> Option<super::super::GroupImage> {
+        match &self.proc {
+            Procedure::Group(g) => Some(self.group_image(g, now)),
+            Procedure::Private(_) => None,
+        }
+    }
+
+    /// Another relay has the call: stop it without a message (nothing is sent, no event is
+    /// published; the arbiter forgets its grants, so the transmissions' SSRCs go back).
+    pub(crate) fn abandon(&mut self) {
+        match &mut self.proc {
+            Procedure::Private(p) => p.call.arbiter().release(),
+            Procedure::Group(g) => g.server.release(ReleaseReason::Shutdown),
+        }
+    }
+
+    /// Every relay port the call holds.
+    pub(crate) fn all_ports(&self) -> Vec<(usize, u16)> {
+        let own = self.net.members.iter().flatten();
+        let mut ports: Vec<(usize, u16)> = own.flat_map(|m| m.ports.iter().copied()).collect();
+        if let Procedure::Private(p) = &self.proc {
+            ports.extend(p.ports.iter().copied());
+        }
+        ports
+    }
+
+    /// Tears the call down: its sockets close, its ports (and a group's server SSRC) go back,
+    /// and the plane forgets it. `false` when the teardown panicked.
+    pub(crate) fn finish(self, plane: &Plane) -> bool {
+        let ports = self.all_ports();
+        let CallRt {
+            call_id,
+            mut proc,
+            net,
+            ..
+        } = self;
+        // The sockets close before their ports go back.
+        let clean = catch_unwind(AssertUnwindSafe(|| {
+            drop(net);
+            if let Procedure::Private(p) = &mut proc {
+                p.bound.clear();
+            }
+        }))
+        .is_ok();
+        match proc {
+            Procedure::Private(p) => plane.finished(&p.call, &ports),
+            Procedure::Group(g) => {
+                g.ssrcs.free(g.server_ssrc);
+                plane.group_finished(&Arc::from(call_id.as_str()), &ports);
+            }
+        }
+        clean
+    }
 }

@@ -15,8 +15,8 @@ mod group;
 #[cfg(test)]
 pub(crate) mod hooks;
 mod media;
+mod private;
 mod restore;
-mod rt;
 
 pub(crate) use group::{GroupAdopt, GroupRestore};
 
@@ -26,10 +26,8 @@ use super::ports::BoundPort;
 use super::{CallSummary, GroupCallSummary};
 use crate::control::call::{AnswerCall, Call, CallAnswer, Entropy, SetupError};
 use crate::control::ReleaseReason;
-use call::CallRt;
-use group::GroupRt;
+use call::{CallRt, Summary};
 use media::Scratch;
-use rt::{Rt, Summary};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -209,7 +207,7 @@ impl Entropy for OsEntropy {
 /// A slab entry: the call and the generation its tokens and timers carry.
 struct Entry {
     gen: u32,
-    rt: Rt,
+    rt: CallRt,
 }
 
 /// Time spent working, for the placement of new calls.
@@ -342,7 +340,11 @@ impl Worker {
                 reply.send(self.release(&id, reason, now));
             }
             Cmd::Get(id, reply) => {
-                let r = self.with_kind(&id, "reading", Rt::private, |rt| rt.summary(now));
+                let r = self.with_kind(&id, "reading", CallRt::if_private, |rt| rt.summary(now));
+                let r = r.and_then(|s| {
+                    s.private()
+                        .ok_or_else(|| SetupError::UnknownCall(id.to_string()))
+                });
                 reply.send(r);
             }
             Cmd::List(reply) => {
@@ -368,7 +370,11 @@ impl Worker {
                 reply.send(self.leave_group(&id, &user, now));
             }
             Cmd::GetGroup(id, reply) => {
-                let r = self.with_kind(&id, "reading", Rt::group, |rt| rt.summary(now));
+                let r = self.with_kind(&id, "reading", CallRt::if_group, |rt| rt.summary(now));
+                let r = r.and_then(|s| {
+                    s.group()
+                        .ok_or_else(|| SetupError::UnknownCall(id.to_string()))
+                });
                 reply.send(r);
             }
             Cmd::ListGroups(reply) => {
@@ -379,7 +385,7 @@ impl Worker {
             }
             Cmd::HaSink(tx) => self.ha = Some(restore::HaSink::new(tx, now)),
             Cmd::Snapshot(reply) => {
-                reply.send(self.each(|rt| rt.as_private().map(|c| c.image(now))));
+                reply.send(self.each(|rt| rt.private_image_now(now)));
             }
             Cmd::Restore(r, reply) => {
                 reply.send(self.restore(*r, now));
@@ -388,7 +394,7 @@ impl Worker {
                 reply.send(self.abandon());
             }
             Cmd::SnapshotGroups(reply) => {
-                reply.send(self.each(|rt| rt.as_group().map(|g| g.image(now))));
+                reply.send(self.each(|rt| rt.group_image_now(now)));
             }
             Cmd::RestoreGroup(r, reply) => {
                 reply.send(self.restore_group(*r, now));
@@ -399,11 +405,14 @@ impl Worker {
 
     /// The callee of one-to-one call `id` declined: the call is released (`rejected`).
     fn reject(&mut self, id: &str, now: Instant) -> Result<CallSummary, SetupError> {
-        let r = self.with_kind(id, "rejecting", Rt::private, |rt| {
-            rt.call.reject(now).map(|()| rt.summary(now))
+        let r = self.with_kind(id, "rejecting", CallRt::if_private, |rt| {
+            let rejected = rt.call_mut().map(|c| c.reject(now));
+            rejected
+                .unwrap_or(Ok(()))
+                .map(|()| rt.summary(now).private())
         });
         self.step_id(id, now);
-        r?
+        r??.ok_or_else(|| SetupError::UnknownCall(id.to_owned()))
     }
 
     /// Releases one-to-one call `id` for `reason`.
@@ -413,18 +422,19 @@ impl Worker {
         reason: ReleaseReason,
         now: Instant,
     ) -> Result<CallSummary, SetupError> {
-        let r = self.with_kind(id, "releasing", Rt::private, |rt| {
-            rt.call.release(now, reason);
+        let r = self.with_kind(id, "releasing", CallRt::if_private, |rt| {
+            rt.release(now, reason);
             rt.summary(now)
         });
         self.step_id(id, now);
-        r
+        r.map(|s| s.private())?
+            .ok_or_else(|| SetupError::UnknownCall(id.to_owned()))
     }
 
     /// Member `user` leaves group call `id`: its ports go back.
     fn leave_group(&mut self, id: &str, user: &str, now: Instant) -> Result<(), SetupError> {
         let plane = self.plane.clone();
-        let r = self.with_kind(id, "removing a member of", Rt::group, |rt| {
+        let r = self.with_kind(id, "removing a member of", CallRt::if_group, |rt| {
             rt.leave(now, user).map(|ports| plane.free_ports(&ports))
         });
         self.step_id(id, now);
@@ -438,7 +448,9 @@ impl Worker {
         reason: ReleaseReason,
         now: Instant,
     ) -> Result<GroupCallSummary, SetupError> {
-        self.with_kind(id, "releasing", Rt::group, |rt| rt.release(reason))?;
+        self.with_kind(id, "releasing", CallRt::if_group, |rt| {
+            rt.release(now, reason)
+        })?;
         // Released with no summary: the release failed.
         let summary = self.step_id(id, now).and_then(Summary::group);
         summary.ok_or_else(|| panicked(id, "releasing"))
@@ -471,7 +483,7 @@ impl Worker {
         &mut self,
         id: &str,
         doing: &str,
-        f: impl FnOnce(&mut Rt) -> T,
+        f: impl FnOnce(&mut CallRt) -> T,
     ) -> Result<T, SetupError> {
         #[cfg(test)]
         hooks::stall_hook(id);
@@ -496,13 +508,13 @@ impl Worker {
         }
     }
 
-    /// [`Self::with_call`] on a call of the kind `kind` picks out ([`Rt::private`],
-    /// [`Rt::group`]): a call of another kind is an unknown call here.
+    /// [`Self::with_call`] on a call of the kind `kind` picks out ([`CallRt::if_private`],
+    /// [`CallRt::if_group`]): a call of another kind is an unknown call here.
     fn with_kind<K, T>(
         &mut self,
         id: &str,
         doing: &str,
-        kind: fn(&mut Rt) -> Option<&mut K>,
+        kind: fn(&mut CallRt) -> Option<&mut K>,
         f: impl FnOnce(&mut K) -> T,
     ) -> Result<T, SetupError> {
         self.with_call(id, doing, |rt| kind(rt).map(f))?
@@ -510,7 +522,7 @@ impl Worker {
     }
 
     /// What `f` makes of each call here (that it takes).
-    fn each<T>(&self, f: impl Fn(&Rt) -> Option<T>) -> Vec<T> {
+    fn each<T>(&self, f: impl Fn(&CallRt) -> Option<T>) -> Vec<T> {
         self.slots
             .iter()
             .flatten()
@@ -519,7 +531,7 @@ impl Worker {
     }
 
     /// Puts a call in the slab, under `id`. Returns its slot and generation.
-    fn insert(&mut self, id: Arc<str>, rt: Rt) -> (u32, u32) {
+    fn insert(&mut self, id: Arc<str>, rt: CallRt) -> (u32, u32) {
         let slot = self.free.pop().unwrap_or_else(|| {
             self.slots.push(None);
             (self.slots.len() - 1) as u32
@@ -540,11 +552,12 @@ impl Worker {
         let Some(Some(s)) = self.slots.get(slot as usize) else {
             return true;
         };
-        let sockets = match (&s.rt, only) {
-            (Rt::Group(g), Some(members)) => {
-                members.iter().flat_map(|&m| g.member_sockets(m)).collect()
-            }
-            (rt, _) => rt.sockets(),
+        let sockets = match only {
+            Some(members) => members
+                .iter()
+                .flat_map(|&m| s.rt.member_sockets(m))
+                .collect(),
+            None => s.rt.sockets(),
         };
         let mut all = true;
         for (i, sock) in sockets {
@@ -565,14 +578,14 @@ impl Worker {
         now: Instant,
     ) {
         let id: Arc<str> = call.id().into();
-        let rt = CallRt::new(
+        let rt = CallRt::private(
             call,
             bound,
             ifaces,
             self.plane.config.latch_after_packets,
             self.stats.clone(),
         );
-        let (slot, _) = self.insert(id, Rt::Private(rt));
+        let (slot, _) = self.insert(id, rt);
         self.step(slot, now); // publishes call.progress, arms the offer timeout
     }
 
@@ -583,25 +596,25 @@ impl Worker {
         now: Instant,
     ) -> Result<CallAnswer, SetupError> {
         let mut entropy = std::mem::take(&mut self.entropy);
-        let r = self.with_kind(id, "answering", Rt::private, |rt| {
-            rt.call.accept(now, answer, &mut entropy)
+        let r = self.with_kind(id, "answering", CallRt::call_mut, |call| {
+            call.accept(now, answer, &mut entropy)
         });
         self.entropy = entropy;
         let answer = r??;
         let Some(&slot) = self.by_id.get(id) else {
             return Ok(answer);
         };
-        let started = self.with_kind(id, "starting the media of", Rt::private, |rt| {
-            let r = rt.start_media().map(|_| ());
+        let started = self.with_kind(id, "starting the media of", CallRt::if_private, |rt| {
+            let r = rt.start_media();
             if let Err(e) = &r {
-                warn!(call = %rt.call.id(), error = %e, "cannot start the call's media");
-                rt.call.release(now, ReleaseReason::InternalError);
+                warn!(call = %rt.call_id(), error = %e, "cannot start the call's media");
+                rt.release(now, ReleaseReason::InternalError);
             }
             r.is_ok()
         });
         if started == Ok(true) && !self.poll(slot, None) {
-            let _ = self.with_kind(id, "starting the media of", Rt::private, |rt| {
-                rt.call.release(now, ReleaseReason::InternalError)
+            let _ = self.with_kind(id, "starting the media of", CallRt::if_private, |rt| {
+                rt.release(now, ReleaseReason::InternalError)
             });
         }
         self.step(slot, now); // Granted, the Notification, call.established
@@ -705,7 +718,7 @@ impl Worker {
     }
 
     /// Takes a call out of the slab: its slot and ID go back and it stops counting.
-    fn remove(&mut self, slot: u32) -> Option<Rt> {
+    fn remove(&mut self, slot: u32) -> Option<CallRt> {
         let Entry { rt, .. } = self.slots.get_mut(slot as usize).and_then(Option::take)?;
         self.free.push(slot);
         self.by_id.remove(rt.call_id().as_str());
@@ -752,7 +765,7 @@ impl Worker {
         let (rt, members) = match catch_unwind(AssertUnwindSafe(|| {
             #[cfg(test)]
             hooks::panic_hook(&id, "setting up");
-            GroupRt::new(
+            CallRt::group(
                 adopt,
                 now,
                 self.plane.config.latch_after_packets,
@@ -774,7 +787,7 @@ impl Worker {
                 )));
             }
         };
-        let (slot, _) = self.insert(id, Rt::Group(rt));
+        let (slot, _) = self.insert(id, rt);
         let _ = self.poll(slot, None);
         self.step(slot, now); // participant.joined, Transmission Idle to all, T1
         Ok(members)
@@ -790,7 +803,9 @@ impl Worker {
             self.plane.give_back(prep);
             return Err(SetupError::UnknownCall(id.to_owned()));
         };
-        let r = self.with_kind(id, "adding a member to", Rt::group, |rt| rt.join(now, prep));
+        let r = self.with_kind(id, "adding a member to", CallRt::if_group, |rt| {
+            rt.join(now, prep)
+        });
         let member = match r {
             Ok(Ok(m)) => m,
             Ok(Err((e, ports))) => {

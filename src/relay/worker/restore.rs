@@ -2,8 +2,8 @@
 //! control-plane change and about every second while media flows, calls taken over from
 //! another relay, and calls dropped once another relay has them.
 
-use super::group::{GroupRestore, GroupRt};
-use super::rt::Rt;
+use super::call::CallRt;
+use super::group::GroupRestore;
 use super::Worker;
 use crate::control::call::CallEvent;
 use crate::control::call::{Call, CallEventKind, CallState};
@@ -56,7 +56,7 @@ impl HaSink {
         }
     }
 
-    fn put(&mut self, rt: &Rt, now: Instant, marks: (u64, u64)) {
+    fn put(&mut self, rt: &CallRt, now: Instant, marks: (u64, u64)) {
         self.send(rt.call_id(), marks, || rt.image(now));
     }
 
@@ -82,7 +82,7 @@ impl HaSink {
     }
 
     /// After a step: an image when the control plane moved.
-    pub(crate) fn after_step(&mut self, rt: &Rt, now: Instant) {
+    pub(crate) fn after_step(&mut self, rt: &CallRt, now: Instant) {
         let marks = rt.ha_marks();
         if self.sent.get(rt.call_id()).map(|m| m.0) != Some(marks.0) {
             self.put(rt, now, marks);
@@ -154,12 +154,11 @@ impl Worker {
             return Err("the call ended at once".into());
         };
         if established {
-            let started = self.with_kind(&id, "restoring the media of", Rt::private, |rt| {
-                let r = rt.start_media_from(rules.as_ref()).map(|_| ());
+            let started = self.with_kind(&id, "restoring the media of", CallRt::if_private, |rt| {
+                let r = rt.start_media_from(rules.as_ref());
                 if let Err(e) = &r {
                     warn!(call = %id, error = %e, "cannot restore the call's media");
-                    rt.call
-                        .release(now, crate::control::ReleaseReason::InternalError);
+                    rt.release(now, crate::control::ReleaseReason::InternalError);
                 }
                 r.map_err(|e| e.to_string())
             });
@@ -204,7 +203,7 @@ impl Worker {
         let id: Arc<str> = r.group.call_id.as_str().into();
         let from = r.from.clone();
         let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            GroupRt::restore(
+            CallRt::restore_group(
                 r,
                 self.plane.config.latch_after_packets,
                 self.plane.ssrcs.clone(),
@@ -220,7 +219,7 @@ impl Worker {
             Err(_) => return Err("internal error while restoring the group call".into()),
         };
         let call_id = rt.call_id.clone();
-        let (slot, _) = self.insert(id, Rt::Group(rt));
+        let (slot, _) = self.insert(id, rt);
         let _ = self.poll(slot, None);
         self.plane.publish(CallEvent {
             call_id,
