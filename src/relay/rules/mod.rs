@@ -350,23 +350,14 @@ impl PairFace {
         pair_peer(member)
     }
 
-    /// Judges one datagram (one segment of a GRO batch) that arrived at `at` from `from`, in
-    /// place. `Ok(egress)`: send `egress.len` bytes to the peer ([`Self::destination`]).
+    /// The path of a datagram from `member`: to its peer, and whether it is the transmitter's
+    /// ([`GroupRules::judge_pair`] judges it on that path, in place).
     #[inline]
-    pub(crate) fn judge(
-        &self,
-        rules: &mut GroupRules,
-        at: GroupIngress,
-        from: SocketAddr,
-        now: Instant,
-        pkt: &mut [u8],
-        t: &mut Tally,
-    ) -> Result<Egress, DropReason> {
-        let pair = group::Pair {
-            peer: pair_peer(at.member),
-            transmits: at.member == self.transmitter.slot(),
-        };
-        rules.judge_pair(at, pair, from, now, pkt, t)
+    pub(crate) fn route(&self, member: Slot) -> group::Pair {
+        group::Pair {
+            peer: pair_peer(member),
+            transmits: member == self.transmitter.slot(),
+        }
     }
 
     /// Where a packet judged at `at` goes: the peer's latched or negotiated RTP address, or its
@@ -477,8 +468,9 @@ impl CallRules {
         pkt: &mut [u8],
         t: &mut Tally,
     ) -> Result<Egress, DropReason> {
-        self.face
-            .judge(&mut self.rules, at.member(), from, now, pkt, t)
+        let at = at.member();
+        let route = self.face.route(at.member);
+        self.rules.judge_pair(at, route, from, now, pkt, t)
     }
 
     /// Where a packet judged at `at` goes: the peer's latched or negotiated RTP address, or its

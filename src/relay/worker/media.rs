@@ -330,6 +330,7 @@ fn judge_datagram(
 ) -> usize {
     let (mut r, mut w) = (0usize, 0usize);
     let total = data.len();
+    let route = face.route(at.member);
     while r < total {
         let seg_len = stride.min(total - r);
         t.in_packets += 1;
@@ -337,7 +338,7 @@ fn judge_datagram(
         let Some(seg) = data.get_mut(r..r + seg_len) else {
             break;
         };
-        match face.judge(rules, at, from, now, seg, t) {
+        match rules.judge_pair(at, route, from, now, seg, t) {
             Ok(e) if e.len == 0 => {}
             Ok(e) if e.rtcp || e.len != seg_len => {
                 // RTCP (its own destination) or a changed size: sent on its own.

@@ -340,12 +340,7 @@ impl Worker {
                 reply.send(self.release(&id, reason, now));
             }
             Cmd::Get(id, reply) => {
-                let r = self.with_kind(&id, "reading", CallRt::if_private, |rt| rt.summary(now));
-                let r = r.and_then(|s| {
-                    s.private()
-                        .ok_or_else(|| SetupError::UnknownCall(id.to_string()))
-                });
-                reply.send(r);
+                reply.send(self.summary(&id, now, Summary::private));
             }
             Cmd::List(reply) => {
                 reply.send(self.list(now, Summary::private));
@@ -370,12 +365,7 @@ impl Worker {
                 reply.send(self.leave_group(&id, &user, now));
             }
             Cmd::GetGroup(id, reply) => {
-                let r = self.with_kind(&id, "reading", CallRt::if_group, |rt| rt.summary(now));
-                let r = r.and_then(|s| {
-                    s.group()
-                        .ok_or_else(|| SetupError::UnknownCall(id.to_string()))
-                });
-                reply.send(r);
+                reply.send(self.summary(&id, now, Summary::group));
             }
             Cmd::ListGroups(reply) => {
                 reply.send(self.list(now, Summary::group));
@@ -454,6 +444,17 @@ impl Worker {
         // Released with no summary: the release failed.
         let summary = self.step_id(id, now).and_then(Summary::group);
         summary.ok_or_else(|| panicked(id, "releasing"))
+    }
+
+    /// The summary of call `id`, if `pick` takes its kind: else it is an unknown call here.
+    fn summary<T>(
+        &mut self,
+        id: &str,
+        now: Instant,
+        pick: fn(Summary) -> Option<T>,
+    ) -> Result<T, SetupError> {
+        let s = self.with_call(id, "reading", |rt| rt.summary(now))?;
+        pick(s).ok_or_else(|| SetupError::UnknownCall(id.to_owned()))
     }
 
     /// The summary of every call that `pick` takes (one kind); an internal error if reading

@@ -28,7 +28,7 @@ use std::time::Instant;
 
 /// The two members of a datagram's path in a one-to-one call.
 #[derive(Debug, Clone, Copy)]
-pub(in crate::relay::rules) struct Pair {
+pub(crate) struct Pair {
     /// Where it goes.
     pub(in crate::relay::rules) peer: Slot,
     /// The sender is the call's transmitter (only its media passes; only its BYE ends).
@@ -39,7 +39,7 @@ impl GroupRules {
     /// Judges one datagram of a two-member call in place: `Ok(egress)` is `egress.len` bytes
     /// of `pkt` for `pair.peer` ([`Self::pair_destination`]).
     #[inline]
-    pub(in crate::relay::rules) fn judge_pair(
+    pub(crate) fn judge_pair(
         &mut self,
         at: GroupIngress,
         pair: Pair,
