@@ -8,6 +8,7 @@
 //! outside any lock; the pool, per port number), when one ends, and on a scrape.
 
 use super::ports::{BoundPort, PortPool};
+use super::rules::GroupStreamSetup;
 use super::stats::LegCounters;
 use super::EngineConfig;
 use crate::control::call::{CallEvent, CallTable, Entropy, SetupError};
@@ -95,18 +96,9 @@ pub(crate) struct GroupEntry {
     pub(crate) members: HashSet<String>,
 }
 
-/// One media stream of a group call, the same for every member (fixed by the first member's
-/// offer); as the control plane, the worker and a high-availability image hold it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[cfg_attr(feature = "ha", derive(serde::Serialize, serde::Deserialize))]
-pub struct GroupStreamImage {
-    /// Media type.
-    pub kind: MediaKind,
-    /// SRTP on the wire.
-    pub encrypted: bool,
-    /// RTP clock rate in Hz; 0 when unknown.
-    pub clock_rate: u32,
-}
+/// One media stream of a group call as a high-availability image holds it: the rules' own
+/// [`GroupStreamSetup`], under the name the image's other parts share.
+pub type GroupStreamImage = GroupStreamSetup;
 
 /// Counts kept by the control plane.
 #[derive(Debug, Default)]

@@ -74,8 +74,11 @@ use std::time::Instant;
 /// the receiver leg) that fans out. Larger ones are dropped as `malformed`.
 pub const FANOUT_MTU: usize = 2048;
 
-/// One media stream of a group call (the same for every member).
-#[derive(Debug, Clone)]
+/// One media stream of a group call, the same for every member (fixed by the first member's
+/// offer); as the rules, the control plane, the worker and a high-availability image
+/// ([`GroupStreamImage`](crate::relay::GroupStreamImage), the same type) hold it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "ha", derive(serde::Serialize, serde::Deserialize))]
 pub struct GroupStreamSetup {
     /// Media type.
     pub kind: MediaKind,
