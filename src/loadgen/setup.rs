@@ -112,15 +112,7 @@ impl Spawned {
         if let Some(t) = &o.token {
             cmd.env("MCVIDEO_RELAY_API_TOKEN", t);
         }
-        #[cfg(unix)]
-        {
-            // Its own process group: the terminal's Ctrl-C reaches only the loadgen, which then
-            // releases the calls and stops the relay itself.
-            use std::os::unix::process::CommandExt;
-            cmd.process_group(0);
-        }
-        let mut child = cmd
-            .spawn()
+        let mut child = super::sys::spawn_own_group(&mut cmd)
             .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
         let Some(stdout) = child.stdout.take() else {
             let _ = child.kill();
