@@ -608,19 +608,9 @@ port_min = 40000
 port_max = 49999
 "#;
 
-/// A policy file: allow and deny lists of MCVideo ID patterns with `*`.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct PolicyFile {
-    /// Who may push.
-    pub push_allow: Vec<String>,
-    /// Who may never push.
-    pub push_deny: Vec<String>,
-    /// Who may receive a push.
-    pub receive_allow: Vec<String>,
-    /// Who may never receive a push.
-    pub receive_deny: Vec<String>,
-}
+/// A policy file: allow and deny lists of MCVideo ID patterns with `*`, read into the library's
+/// rule policy itself.
+pub type PolicyFile = RulePolicy;
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = text.get(..offset).unwrap_or(text);
@@ -1110,14 +1100,9 @@ impl PolicyFile {
         w
     }
 
-    /// The library's rule policy.
+    /// The policy, shared as the engine takes it.
     pub fn into_policy(self) -> Arc<RulePolicy> {
-        Arc::new(RulePolicy {
-            push_allow: self.push_allow,
-            push_deny: self.push_deny,
-            receive_allow: self.receive_allow,
-            receive_deny: self.receive_deny,
-        })
+        Arc::new(self)
     }
 }
 
