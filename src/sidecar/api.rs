@@ -738,11 +738,7 @@ async fn reload(State(st): State<Arc<AppState>>) -> Response {
             "invalid_config",
             format!(
                 "the configuration was not reloaded (the old settings stay): {}",
-                problems
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; ")
+                super::config::one_line(&problems)
             ),
         )
         .into_response(),

@@ -46,6 +46,15 @@ impl fmt::Display for Problem {
     }
 }
 
+/// Problems (of the configuration, of the HA settings) on one line, `; ` between them.
+pub(crate) fn one_line<T: fmt::Display>(problems: &[T]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// Declares a config section: the struct (serde, `deny_unknown_fields`, every key defaulted)
 /// and a per-key type check that reports each bad key on its own.
 macro_rules! section {
