@@ -563,13 +563,14 @@ pub(crate) fn release_calls(relay: &Relay, ids: &[String], concurrency: usize) -
             let _ = std::thread::Builder::new()
                 .name(format!("lg-release-{w}"))
                 .spawn_scoped(sc, move || {
+                    let keep_first = |e: String| {
+                        let mut first = first_error.lock().unwrap_or_else(|e| e.into_inner());
+                        first.get_or_insert(e);
+                    };
                     let mut conn = match relay.connect() {
                         Ok(c) => Some(c),
                         Err(e) => {
-                            first_error
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .get_or_insert(e);
+                            keep_first(e);
                             None
                         }
                     };
@@ -582,10 +583,7 @@ pub(crate) fn release_calls(relay: &Relay, ids: &[String], concurrency: usize) -
                         };
                         if let Err(e) = r {
                             failed.fetch_add(1, Ordering::Relaxed);
-                            first_error
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .get_or_insert(e);
+                            keep_first(e);
                         }
                     }
                 });
