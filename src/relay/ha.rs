@@ -398,17 +398,7 @@ impl Engine {
                 .find(|t| t.slot == m.slot)
                 .map(|t| t.setup.clone())
                 .unwrap_or_default();
-            let mut prep = MemberPrep {
-                setup,
-                legs: vec![LegSetup::default(); group.streams.len()],
-                control: None,
-                stream_sockets: group.streams.iter().map(|_| None).collect(),
-                control_socket: None,
-                ports: Vec::new(),
-                sdp_answer: String::new(),
-                relay: vec![None; group.streams.len()],
-                control_relay: None,
-            };
+            let mut prep = MemberPrep::new(setup, group.streams.len());
             let r = self.bind_member(m, secrets.member(m.slot), &mut prep);
             preps.push((slot, prep));
             if let Err(e) = r {
