@@ -200,7 +200,7 @@ impl Engine {
         from: &str,
     ) -> Result<(), AdoptError> {
         let p = &self.plane;
-        let at = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+        let at = written_at(age);
         let call = Call::restore(image.call, image.secrets, at).map_err(AdoptError::Restore)?;
         if call.state() == CallState::Released {
             return Ok(());
@@ -318,7 +318,7 @@ impl Engine {
         from: &str,
     ) -> Result<(), AdoptError> {
         let p = &self.plane;
-        let at = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+        let at = written_at(age);
         let GroupImage { group, secrets } = image;
         if group.tc.finished.is_some() {
             return Ok(());
@@ -368,6 +368,13 @@ impl Engine {
         }
         r
     }
+}
+
+/// When an image `age` old was written, on this relay's clock: now less its age (now, when the
+/// clock has not run that long).
+fn written_at(age: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_sub(age).unwrap_or(now)
 }
 
 /// Closes the sockets of members made ready for a takeover and gives their ports back.
