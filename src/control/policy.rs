@@ -28,7 +28,13 @@ impl AuthorizationPolicy for AllowAll {
 
 /// Allow and deny lists of patterns (`*` matches any run of characters, e.g.
 /// `sip:*@police.example`). Deny wins over allow; an ID that matches no allow pattern is refused.
+/// The sidecar reads one from its policy file (`PolicyFile`, the same type).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "sidecar",
+    derive(serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct RulePolicy {
     /// Who may push.
     pub push_allow: Vec<String>,

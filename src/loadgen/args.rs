@@ -1,6 +1,7 @@
 //! Command-line options of `mcvideo-relay loadgen` (clap derive: `--flag VALUE` or
 //! `--flag=VALUE`), resolved and checked into [`Options`].
 
+use super::traffic::Shape;
 use crate::control::MediaSecurity;
 use clap::{ArgGroup, CommandFactory as _, Parser, ValueEnum};
 use std::path::PathBuf;
@@ -215,14 +216,8 @@ pub(crate) struct Options {
     pub(crate) group_receivers: Option<usize>,
     pub(crate) rate: f64,
     pub(crate) pattern: Pattern,
-    pub(crate) fps: f64,
-    pub(crate) packet_size: usize,
-    pub(crate) duration: Duration,
-    pub(crate) warmup: Duration,
-    pub(crate) gso: bool,
+    pub(crate) shape: Shape,
     pub(crate) srtp: Option<MediaSecurity>,
-    pub(crate) senders: usize,
-    pub(crate) receivers: usize,
     pub(crate) no_floor: bool,
     pub(crate) sweep: bool,
     pub(crate) sweep_factor: f64,
@@ -251,14 +246,16 @@ impl Default for Options {
             group_receivers: None,
             rate: 20_000.0,
             pattern: Pattern::Burst,
-            fps: 25.0,
-            packet_size: 1200,
-            duration: Duration::from_secs(10),
-            warmup: Duration::from_secs(1),
-            gso: true,
+            shape: Shape {
+                fps: 25.0,
+                packet_size: 1200,
+                duration: Duration::from_secs(10),
+                warmup: Duration::from_secs(1),
+                gso: true,
+                senders: 1,
+                receivers: 1,
+            },
             srtp: None,
-            senders: 1,
-            receivers: 1,
             no_floor: false,
             sweep: false,
             sweep_factor: 1.25,
@@ -294,7 +291,7 @@ impl Options {
 
     /// One sendmsg per packet: paced, or bursts with --no-gso.
     pub(crate) fn one_send_per_packet(&self) -> bool {
-        self.pattern == Pattern::Paced || !self.gso
+        self.pattern == Pattern::Paced || !self.shape.gso
     }
 }
 
@@ -404,14 +401,16 @@ fn resolve(c: Cli) -> Options {
         pattern: c
             .pattern
             .unwrap_or(if group { Pattern::Paced } else { d.pattern }),
-        fps: c.fps.unwrap_or(d.fps),
-        packet_size: c.packet_size.unwrap_or(d.packet_size),
-        duration: c.duration.unwrap_or(d.duration),
-        warmup: c.warmup.unwrap_or(d.warmup),
-        gso: !c.no_gso,
+        shape: Shape {
+            fps: c.fps.unwrap_or(d.shape.fps),
+            packet_size: c.packet_size.unwrap_or(d.shape.packet_size),
+            duration: c.duration.unwrap_or(d.shape.duration),
+            warmup: c.warmup.unwrap_or(d.shape.warmup),
+            gso: !c.no_gso,
+            senders: c.senders.unwrap_or(d.shape.senders),
+            receivers: c.receivers.unwrap_or(d.shape.receivers),
+        },
         srtp: c.srtp,
-        senders: c.senders.unwrap_or(d.senders),
-        receivers: c.receivers.unwrap_or(d.receivers),
         no_floor: c.no_floor,
         sweep: c.sweep,
         sweep_factor: c.sweep_factor.unwrap_or(d.sweep_factor),
@@ -429,16 +428,20 @@ fn validate(o: &Options) -> Result<(), String> {
     if o.calls == 0 || o.calls > 100_000 {
         return Err("--calls must be between 1 and 100000".into());
     }
-    if o.packet_size < RTP_HEADER + PAYLOAD_HEADER || o.packet_size > 9_000 {
+    if o.shape.packet_size < RTP_HEADER + PAYLOAD_HEADER || o.shape.packet_size > 9_000 {
         return Err(format!(
             "--packet-size must be between {} and 9000",
             RTP_HEADER + PAYLOAD_HEADER
         ));
     }
-    if o.duration.is_zero() && !o.setup_only {
+    if o.shape.duration.is_zero() && !o.setup_only {
         return Err("--duration must be more than 0".into());
     }
-    if o.senders == 0 || o.receivers == 0 || o.senders > 64 || o.receivers > 64 {
+    if o.shape.senders == 0
+        || o.shape.receivers == 0
+        || o.shape.senders > 64
+        || o.shape.receivers > 64
+    {
         return Err("--senders and --receivers must be between 1 and 64".into());
     }
     if o.setup_concurrency == 0 || o.setup_concurrency > 256 {
@@ -498,7 +501,10 @@ mod tests {
     fn defaults_and_flags() {
         let o = p(&[]).unwrap().unwrap();
         assert_eq!(o.target, Target::Engine);
-        assert_eq!((o.calls, o.packet_size, o.gso), (100, 1200, true));
+        assert_eq!(
+            (o.calls, o.shape.packet_size, o.shape.gso),
+            (100, 1200, true)
+        );
         assert_eq!(o.pattern, Pattern::Burst);
         assert!(!o.forwarder());
         let o = p(&[
@@ -515,8 +521,8 @@ mod tests {
         .unwrap();
         assert_eq!(o.target, Target::Api("http://127.0.0.1:8080".into()));
         assert_eq!(o.srtp, Some(MediaSecurity::PerLeg));
-        assert_eq!(o.duration, Duration::from_millis(500));
-        assert!(!o.gso);
+        assert_eq!(o.shape.duration, Duration::from_millis(500));
+        assert!(!o.shape.gso);
         assert!(p(&["--help"]).unwrap().is_none());
         assert!(p(&["--direct", "--engine"]).is_err());
         assert!(p(&["--forwarder", "--spawn-relay"]).is_err());
@@ -565,7 +571,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(o.group_receivers, Some(50));
-        assert_eq!((o.calls, o.rate, o.packet_size), (1, 1_000.0, 1200));
+        assert_eq!((o.calls, o.rate, o.shape.packet_size), (1, 1_000.0, 1200));
         assert_eq!(o.pattern, Pattern::Paced);
         assert_eq!(o.srtp, Some(MediaSecurity::PerLeg));
         assert_eq!(o.port_units(), 51);

@@ -165,14 +165,7 @@ impl ForwarderProcess {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        #[cfg(unix)]
-        {
-            // Its own process group: Ctrl-C reaches only the loadgen, which then stops it.
-            use std::os::unix::process::CommandExt;
-            cmd.process_group(0);
-        }
-        let mut child = cmd
-            .spawn()
+        let mut child = super::sys::spawn_own_group(&mut cmd)
             .map_err(|e| format!("cannot start {} minimal-forwarder: {e}", bin.display()))?;
         let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             let _ = child.kill();

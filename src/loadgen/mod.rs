@@ -625,14 +625,8 @@ fn load(o: &Options, rate: f64, label: &'static str) -> Load {
     Load {
         label,
         rate,
-        fps: o.fps,
-        packet_size: o.packet_size,
-        gso: o.gso,
         paced: o.pattern == args::Pattern::Paced,
-        warmup: o.warmup,
-        duration: o.duration,
-        senders: o.senders,
-        receivers: o.receivers,
+        shape: o.shape,
         progress: !o.quiet,
     }
 }

@@ -338,19 +338,19 @@ fn config_json(o: &Options) -> Value {
         "calls": o.calls,
         "group_receivers": o.group_receivers,
         "rate_pps": o.rate,
-        "fps": o.fps,
-        "packet_size": o.packet_size,
-        "packets_per_frame_per_call": round(o.rate / o.calls as f64 / o.fps, 3),
-        "duration_s": o.duration.as_secs_f64(),
-        "warmup_s": o.warmup.as_secs_f64(),
-        "gso": o.gso,
+        "fps": o.shape.fps,
+        "packet_size": o.shape.packet_size,
+        "packets_per_frame_per_call": round(o.rate / o.calls as f64 / o.shape.fps, 3),
+        "duration_s": o.shape.duration.as_secs_f64(),
+        "warmup_s": o.shape.warmup.as_secs_f64(),
+        "gso": o.shape.gso,
         "pattern": o.pattern.as_str(),
         "one_sendmsg_per_packet": o.one_send_per_packet(),
         "compare_forwarder": o.forwarder(),
         "srtp": o.srtp.map_or("none", |s| s.as_str()),
         "srtp_suite": o.srtp.map(|_| super::setup::SUITE.name()),
-        "senders": o.senders,
-        "receivers": o.receivers,
+        "senders": o.shape.senders,
+        "receivers": o.shape.receivers,
         "workers": (o.target == Target::Engine).then_some(o.workers),
         "floor": o.floor(),
         "sweep": o.sweep,
@@ -454,9 +454,9 @@ impl Report {
         let _ = writeln!(
             t,
             "loadgen: {calls}, {} B RTP packets, {srtp}, {} fps, {}",
-            o.packet_size,
-            o.fps,
-            match (o.pattern, o.gso) {
+            o.shape.packet_size,
+            o.shape.fps,
+            match (o.pattern, o.shape.gso) {
                 (super::args::Pattern::Paced, _) => format!(
                     "paced: each {} every {:.0} µs, out of phase, one sendmsg per packet{}",
                     if o.group_receivers.is_some() {
@@ -483,10 +483,10 @@ impl Report {
             let _ = writeln!(
                 t,
                 "window:  {:.1} s after {:.1} s warm-up; {} sender / {} receiver thread(s)",
-                o.duration.as_secs_f64(),
-                o.warmup.as_secs_f64(),
-                o.senders,
-                o.receivers
+                o.shape.duration.as_secs_f64(),
+                o.shape.warmup.as_secs_f64(),
+                o.shape.senders,
+                o.shape.receivers
             );
         }
     }

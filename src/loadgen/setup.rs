@@ -112,15 +112,7 @@ impl Spawned {
         if let Some(t) = &o.token {
             cmd.env("MCVIDEO_RELAY_API_TOKEN", t);
         }
-        #[cfg(unix)]
-        {
-            // Its own process group: the terminal's Ctrl-C reaches only the loadgen, which then
-            // releases the calls and stops the relay itself.
-            use std::os::unix::process::CommandExt;
-            cmd.process_group(0);
-        }
-        let mut child = cmd
-            .spawn()
+        let mut child = super::sys::spawn_own_group(&mut cmd)
             .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
         let Some(stdout) = child.stdout.take() else {
             let _ = child.kill();
@@ -571,13 +563,14 @@ pub(crate) fn release_calls(relay: &Relay, ids: &[String], concurrency: usize) -
             let _ = std::thread::Builder::new()
                 .name(format!("lg-release-{w}"))
                 .spawn_scoped(sc, move || {
+                    let keep_first = |e: String| {
+                        let mut first = first_error.lock().unwrap_or_else(|e| e.into_inner());
+                        first.get_or_insert(e);
+                    };
                     let mut conn = match relay.connect() {
                         Ok(c) => Some(c),
                         Err(e) => {
-                            first_error
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .get_or_insert(e);
+                            keep_first(e);
                             None
                         }
                     };
@@ -590,10 +583,7 @@ pub(crate) fn release_calls(relay: &Relay, ids: &[String], concurrency: usize) -
                         };
                         if let Err(e) = r {
                             failed.fetch_add(1, Ordering::Relaxed);
-                            first_error
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .get_or_insert(e);
+                            keep_first(e);
                         }
                     }
                 });

@@ -5,7 +5,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-/// Clock ticks per second of `/proc/*/stat` (`getconf CLK_TCK`; 100 when it cannot be asked).
 /// Waits up to `within` (looking every `every`) for `child` to exit, then kills it.
 pub(crate) fn reap(child: &mut std::process::Child, within: Duration, every: Duration) {
     let until = std::time::Instant::now() + within;
@@ -19,6 +18,20 @@ pub(crate) fn reap(child: &mut std::process::Child, within: Duration, every: Dur
     let _ = child.wait();
 }
 
+/// Starts `cmd` in a process group of its own: the terminal's Ctrl-C reaches only the
+/// loadgen, which then winds the child down itself (releases its calls, stops it).
+pub(crate) fn spawn_own_group(
+    cmd: &mut std::process::Command,
+) -> std::io::Result<std::process::Child> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        cmd.process_group(0);
+    }
+    cmd.spawn()
+}
+
+/// Clock ticks per second of `/proc/*/stat` (`getconf CLK_TCK`; 100 when it cannot be asked).
 pub(crate) fn clk_tck() -> u64 {
     static TCK: OnceLock<u64> = OnceLock::new();
     *TCK.get_or_init(|| {

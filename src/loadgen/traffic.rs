@@ -336,20 +336,27 @@ impl RxCounts {
     }
 }
 
+/// What the traffic of every phase of a run is made of, as the options set it: frames and
+/// packets, GSO, the measuring window and the sending and receiving threads.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Shape {
+    pub(crate) fps: f64,
+    pub(crate) packet_size: usize,
+    pub(crate) gso: bool,
+    pub(crate) warmup: Duration,
+    pub(crate) duration: Duration,
+    pub(crate) senders: usize,
+    pub(crate) receivers: usize,
+}
+
 /// One phase's load.
 #[derive(Debug, Clone)]
 pub(crate) struct Load {
     pub(crate) label: &'static str,
     pub(crate) rate: f64,
-    pub(crate) fps: f64,
-    pub(crate) packet_size: usize,
-    pub(crate) gso: bool,
     /// Paced pattern (else frame bursts).
     pub(crate) paced: bool,
-    pub(crate) warmup: Duration,
-    pub(crate) duration: Duration,
-    pub(crate) senders: usize,
-    pub(crate) receivers: usize,
+    pub(crate) shape: Shape,
     pub(crate) progress: bool,
 }
 
@@ -487,26 +494,22 @@ struct Plan {
     frame_ns: f64,
     slot_ns: f64,
     per_frame: f64,
-    packet_size: usize,
-    gso: bool,
-    fps: f64,
+    shape: Shape,
     /// Paced pattern: offered packets/s over all calls, and the number of calls.
     paced: Option<(f64, usize)>,
 }
 
 impl Plan {
     fn new(load: &Load, clock: &Clock, calls: usize) -> Plan {
-        let frame_ns = 1e9 / load.fps;
+        let frame_ns = 1e9 / load.shape.fps;
         Plan {
             start: clock.start,
             window: (ns(clock.window_start), ns(clock.window_end)),
             total_ns: (clock.window_end - clock.start).as_nanos() as f64,
             frame_ns,
             slot_ns: frame_ns / calls.max(1) as f64,
-            per_frame: load.rate / calls.max(1) as f64 / load.fps,
-            packet_size: load.packet_size,
-            gso: load.gso,
-            fps: load.fps,
+            per_frame: load.rate / calls.max(1) as f64 / load.shape.fps,
+            shape: load.shape,
             paced: load.paced.then_some((load.rate, calls.max(1))),
         }
     }
@@ -606,10 +609,10 @@ fn send_loop(calls: &mut [&mut TxSide], plan: &Plan, progress: &Progress, stop: 
         return out;
     };
     let overhead = first.srtp.as_ref().map_or(0, SrtpContext::rtp_overhead);
-    let stride = plan.packet_size + overhead;
+    let stride = plan.shape.packet_size + overhead;
     let max_packets = plan.per_frame.ceil() as usize + 1;
     let mut buf = vec![0u8; max_packets * stride];
-    let ts_step = (90_000.0 / plan.fps).round() as u32;
+    let ts_step = (90_000.0 / plan.shape.fps).round() as u32;
     let mut k: u64 = 0;
     'frames: loop {
         let frame_off = k as f64 * plan.frame_ns;
@@ -650,14 +653,14 @@ fn send_loop(calls: &mut [&mut TxSide], plan: &Plan, progress: &Progress, stop: 
                 let Some(p) = buf.get_mut(len..len + stride) else {
                     break;
                 };
-                if !out.stamp(c, p, plan.packet_size, rtp_ts, j + 1 == n, sent_at) {
+                if !out.stamp(c, p, plan.shape.packet_size, rtp_ts, j + 1 == n, sent_at) {
                     continue;
                 }
                 len += stride;
             }
             let Some(data) = buf.get(..len) else { continue };
             let in_window = (plan.window.0..plan.window.1).contains(&sent_at);
-            out.send(c, data, stride, plan.gso, in_window, progress);
+            out.send(c, data, stride, plan.shape.gso, in_window, progress);
         }
         k += 1;
     }
@@ -743,10 +746,10 @@ fn send_paced(
     let _ = precise_timers();
     let mut sleeper = PreciseSleeper::new();
     let overhead = first.srtp.as_ref().map_or(0, SrtpContext::rtp_overhead);
-    let stride = plan.packet_size + overhead;
+    let stride = plan.shape.packet_size + overhead;
     let mut buf = vec![0u8; stride];
     let interval_ns = 1e9 * n_calls as f64 / rate;
-    let ts_step = (90_000.0 / plan.fps).round() as u32;
+    let ts_step = (90_000.0 / plan.shape.fps).round() as u32;
     let mut k: u64 = 0;
     'rounds: loop {
         if paced_offset_ns(k, 0, n_calls, rate) >= plan.total_ns {
@@ -771,12 +774,12 @@ fn send_paced(
             }
             out.max_late = out.max_late.max(late);
             // Video-like RTP: the frame this send time falls in; the marker on a frame's last.
-            let frame = (at * plan.fps / 1e9) as u64;
-            let next_frame = ((at + interval_ns) * plan.fps / 1e9) as u64;
+            let frame = (at * plan.shape.fps / 1e9) as u64;
+            let next_frame = ((at + interval_ns) * plan.shape.fps / 1e9) as u64;
             let rtp_ts = (frame as u32).wrapping_mul(ts_step);
             let sent_at = ns(now);
             let last = next_frame != frame;
-            if !out.stamp(c, &mut buf, plan.packet_size, rtp_ts, last, sent_at) {
+            if !out.stamp(c, &mut buf, plan.shape.packet_size, rtp_ts, last, sent_at) {
                 continue;
             }
             let in_window = (plan.window.0..plan.window.1).contains(&sent_at);
@@ -995,9 +998,9 @@ pub(crate) fn measure(
     let sampled = AtomicBool::new(false);
     let rx_groups = deal(
         std::mem::take(&mut paths.rx),
-        load.receivers.min(rx_count).max(1),
+        load.shape.receivers.min(rx_count).max(1),
     );
-    let tx_groups = deal(paths.tx.iter_mut(), load.senders.min(calls).max(1));
+    let tx_groups = deal(paths.tx.iter_mut(), load.shape.senders.min(calls).max(1));
 
     let mut cpu = CpuWindow::default();
     let (rx_results, tx_results) = std::thread::scope(|sc| {
@@ -1049,7 +1052,7 @@ pub(crate) fn measure(
         calls,
         fanout,
         offered_pps: load.rate,
-        window_s: cpu.measured_s.unwrap_or(load.duration.as_secs_f64()),
+        window_s: cpu.measured_s.unwrap_or(load.shape.duration.as_secs_f64()),
         sent: tally.sent,
         send_failures: out.failures,
         first_send_error: out.first_error,
@@ -1087,11 +1090,11 @@ struct Clock {
 impl Clock {
     fn new(load: &Load) -> Clock {
         let start = Instant::now() + Duration::from_millis(50);
-        let window_start = start + load.warmup;
+        let window_start = start + load.shape.warmup;
         Clock {
             start,
             window_start,
-            window_end: window_start + load.duration,
+            window_end: window_start + load.shape.duration,
         }
     }
 

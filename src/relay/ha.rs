@@ -200,7 +200,7 @@ impl Engine {
         from: &str,
     ) -> Result<(), AdoptError> {
         let p = &self.plane;
-        let at = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+        let at = written_at(age);
         let call = Call::restore(image.call, image.secrets, at).map_err(AdoptError::Restore)?;
         if call.state() == CallState::Released {
             return Ok(());
@@ -318,7 +318,7 @@ impl Engine {
         from: &str,
     ) -> Result<(), AdoptError> {
         let p = &self.plane;
-        let at = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+        let at = written_at(age);
         let GroupImage { group, secrets } = image;
         if group.tc.finished.is_some() {
             return Ok(());
@@ -370,6 +370,13 @@ impl Engine {
     }
 }
 
+/// When an image `age` old was written, on this relay's clock: now less its age (now, when the
+/// clock has not run that long).
+fn written_at(age: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_sub(age).unwrap_or(now)
+}
+
 /// Closes the sockets of members made ready for a takeover and gives their ports back.
 fn give_back(p: &Plane, preps: Vec<(Slot, MemberPrep)>) {
     preps.into_iter().for_each(|(_, m)| p.give_back(m));
@@ -398,17 +405,7 @@ impl Engine {
                 .find(|t| t.slot == m.slot)
                 .map(|t| t.setup.clone())
                 .unwrap_or_default();
-            let mut prep = MemberPrep {
-                setup,
-                legs: vec![LegSetup::default(); group.streams.len()],
-                control: None,
-                stream_sockets: group.streams.iter().map(|_| None).collect(),
-                control_socket: None,
-                ports: Vec::new(),
-                sdp_answer: String::new(),
-                relay: vec![None; group.streams.len()],
-                control_relay: None,
-            };
+            let mut prep = MemberPrep::new(setup, group.streams.len());
             let r = self.bind_member(m, secrets.member(m.slot), &mut prep);
             preps.push((slot, prep));
             if let Err(e) = r {

@@ -8,6 +8,7 @@
 //! outside any lock; the pool, per port number), when one ends, and on a scrape.
 
 use super::ports::{BoundPort, PortPool};
+use super::rules::GroupStreamSetup;
 use super::stats::LegCounters;
 use super::EngineConfig;
 use crate::control::call::{CallEvent, CallTable, Entropy, SetupError};
@@ -95,18 +96,9 @@ pub(crate) struct GroupEntry {
     pub(crate) members: HashSet<String>,
 }
 
-/// One media stream of a group call, the same for every member (fixed by the first member's
-/// offer); as the control plane, the worker and a high-availability image hold it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[cfg_attr(feature = "ha", derive(serde::Serialize, serde::Deserialize))]
-pub struct GroupStreamImage {
-    /// Media type.
-    pub kind: MediaKind,
-    /// SRTP on the wire.
-    pub encrypted: bool,
-    /// RTP clock rate in Hz; 0 when unknown.
-    pub clock_rate: u32,
-}
+/// One media stream of a group call as a high-availability image holds it: the rules' own
+/// [`GroupStreamSetup`], under the name the image's other parts share.
+pub type GroupStreamImage = GroupStreamSetup;
 
 /// Counts kept by the control plane.
 #[derive(Debug, Default)]
@@ -469,6 +461,22 @@ pub(crate) struct MemberPrep {
 }
 
 impl MemberPrep {
+    /// A member of a group of `streams` streams before anything is bound: `setup` for the
+    /// group server, no leg, socket, port, answer or relay address yet.
+    pub(crate) fn new(setup: crate::control::server::MemberSetup, streams: usize) -> Self {
+        MemberPrep {
+            setup,
+            legs: vec![Default::default(); streams],
+            control: None,
+            stream_sockets: (0..streams).map(|_| None).collect(),
+            control_socket: None,
+            ports: Vec::new(),
+            sdp_answer: String::new(),
+            relay: vec![None; streams],
+            control_relay: None,
+        }
+    }
+
     /// The member's leg of group stream `si`, from its offer's stream `m`: it receives at
     /// `remote`, the relay's side is `relay` bound to `socket` (its address kept for high
     /// availability), with `keys` in per_leg mode.
@@ -562,17 +570,7 @@ impl Plane {
         security: MediaSecurity,
         entropy: &mut dyn crate::control::call::Entropy,
     ) -> Result<MemberPrep, crate::control::call::SetupError> {
-        let mut prep = MemberPrep {
-            setup: Default::default(),
-            legs: vec![Default::default(); streams.len()],
-            control: None,
-            stream_sockets: streams.iter().map(|_| None).collect(),
-            control_socket: None,
-            ports: Vec::new(),
-            sdp_answer: String::new(),
-            relay: vec![None; streams.len()],
-            control_relay: None,
-        };
+        let mut prep = MemberPrep::new(Default::default(), streams.len());
         match self.fill_member(&mut prep, spec, streams, security, entropy) {
             Ok(()) => Ok(prep),
             Err(e) => {

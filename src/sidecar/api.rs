@@ -581,15 +581,7 @@ async fn create_group_call(
     let body = body::GroupCreated {
         call_id: &group.call_id,
         kind: body::GroupKind::Group,
-        members: group
-            .members
-            .iter()
-            .map(|m| body::MemberAnswer {
-                mcvideo_id: &m.mcvideo_id,
-                sdp_answer: &m.sdp_answer,
-                slot: m.slot.index(),
-            })
-            .collect(),
+        members: group.members.iter().map(body::MemberAnswer::from).collect(),
         state: CallState::Established,
     };
     Ok(created(
@@ -609,9 +601,7 @@ async fn add_group_member(
         StatusCode::CREATED,
         &body::MemberAdded {
             call_id: &id,
-            mcvideo_id: &a.mcvideo_id,
-            sdp_answer: &a.sdp_answer,
-            slot: a.slot.index(),
+            member: (&a).into(),
         },
     ))
 }
@@ -748,11 +738,7 @@ async fn reload(State(st): State<Arc<AppState>>) -> Response {
             "invalid_config",
             format!(
                 "the configuration was not reloaded (the old settings stay): {}",
-                problems
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; ")
+                super::config::one_line(&problems)
             ),
         )
         .into_response(),

@@ -10,7 +10,7 @@ use crate::control::server::TransmissionState;
 use crate::control::server::{EndReason, ReceptionMode};
 use crate::control::{CallKind, CommencementMode, MediaSecurity, ReleaseReason};
 use crate::relay::rules::{LegQuality, ReceiverReport};
-use crate::relay::{CallSummary, DropReason, GroupCallSummary, LegSnapshot};
+use crate::relay::{CallSummary, DropReason, GroupCallSummary, GroupMemberAnswer, LegSnapshot};
 use crate::sdp::MediaKind;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -438,6 +438,16 @@ pub(crate) struct MemberAnswer<'a> {
     pub(crate) slot: usize,
 }
 
+impl<'a> From<&'a GroupMemberAnswer> for MemberAnswer<'a> {
+    fn from(a: &'a GroupMemberAnswer) -> Self {
+        MemberAnswer {
+            mcvideo_id: &a.mcvideo_id,
+            sdp_answer: &a.sdp_answer,
+            slot: a.slot.index(),
+        }
+    }
+}
+
 /// `201` to `POST /v1/group-calls`.
 #[derive(Debug, Serialize)]
 pub(crate) struct GroupCreated<'a> {
@@ -451,9 +461,9 @@ pub(crate) struct GroupCreated<'a> {
 #[derive(Debug, Serialize)]
 pub(crate) struct MemberAdded<'a> {
     pub(crate) call_id: &'a str,
-    pub(crate) mcvideo_id: &'a str,
-    pub(crate) sdp_answer: &'a str,
-    pub(crate) slot: usize,
+    /// Its answer's fields, after the call ID.
+    #[serde(flatten)]
+    pub(crate) member: MemberAnswer<'a>,
 }
 
 /// One UE of a user.
@@ -706,5 +716,25 @@ mod tests {
         let v: Value = serde_json::from_str(&s).unwrap();
         assert_eq!(s, v.to_string());
         assert_eq!(v["error"]["member"], "alice");
+    }
+
+    /// `201` to `POST /v1/group-calls/{id}/members`: the call ID, then the member's answer as
+    /// in `POST /v1/group-calls`, one flat object.
+    #[test]
+    fn member_added_is_flat() {
+        let a = MemberAnswer {
+            mcvideo_id: "dave",
+            sdp_answer: "v=0",
+            slot: 3,
+        };
+        let s = serde_json::to_string(&MemberAdded {
+            call_id: "grp-1",
+            member: a,
+        })
+        .unwrap();
+        assert_eq!(
+            s,
+            r#"{"call_id":"grp-1","mcvideo_id":"dave","sdp_answer":"v=0","slot":3}"#
+        );
     }
 }

@@ -46,6 +46,15 @@ impl fmt::Display for Problem {
     }
 }
 
+/// Problems (of the configuration, of the HA settings) on one line, `; ` between them.
+pub(crate) fn one_line<T: fmt::Display>(problems: &[T]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// Declares a config section: the struct (serde, `deny_unknown_fields`, every key defaulted)
 /// and a per-key type check that reports each bad key on its own.
 macro_rules! section {
@@ -608,19 +617,9 @@ port_min = 40000
 port_max = 49999
 "#;
 
-/// A policy file: allow and deny lists of MCVideo ID patterns with `*`.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct PolicyFile {
-    /// Who may push.
-    pub push_allow: Vec<String>,
-    /// Who may never push.
-    pub push_deny: Vec<String>,
-    /// Who may receive a push.
-    pub receive_allow: Vec<String>,
-    /// Who may never receive a push.
-    pub receive_deny: Vec<String>,
-}
+/// A policy file: allow and deny lists of MCVideo ID patterns with `*`, read into the library's
+/// rule policy itself.
+pub type PolicyFile = RulePolicy;
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = text.get(..offset).unwrap_or(text);
@@ -745,8 +744,7 @@ impl Config {
             t4_granted: Duration::from_millis(t.t4_granted_ms),
             c4_granted: t.c4_granted,
             media_inactivity: Duration::from_secs(t.media_inactivity_secs),
-            max_duration: (t.max_duration_secs > 0)
-                .then(|| Duration::from_secs(t.max_duration_secs)),
+            max_duration: max_duration(t.max_duration_secs),
             video_ssrc_field_id: t.video_ssrc_field_id,
             ..TcConfig::default()
         };
@@ -773,8 +771,7 @@ impl Config {
             t2_idle: Duration::from_millis(g.t2_idle_ms),
             c2_idle: g.c2_idle,
             media_inactivity: Duration::from_secs(g.media_inactivity_secs),
-            max_duration: (g.max_duration_secs > 0)
-                .then(|| Duration::from_secs(g.max_duration_secs)),
+            max_duration: max_duration(g.max_duration_secs),
             revoke_after: g.revoke_after_packets,
             video_ssrc_field_id: t.video_ssrc_field_id,
             ..TcConfig::default()
@@ -852,6 +849,12 @@ impl<'p> Section<'p> {
         if value == T::default() {
             self.fail(key, "must be >= 1");
         }
+    }
+
+    /// A maximum transmission duration in seconds: at most a week, 0 for unlimited.
+    fn max_duration_secs(&mut self, value: u64) {
+        let unlimited = "must be <= 604800 (0 = unlimited)";
+        self.at_most("max_duration_secs", value, 7 * 86_400, unlimited);
     }
 
     /// `name` can name an environment variable (not empty, no `=` or NUL).
@@ -940,13 +943,7 @@ fn validate_transmission_control(t: &TransmissionControlConfig, p: &mut Vec<Prob
     s.between("t4_granted_ms", t.t4_granted_ms, 10..=60_000);
     s.at_most("c4_granted", t.c4_granted, 100, "must be <= 100");
     s.between("media_inactivity_secs", t.media_inactivity_secs, 1..=86_400);
-    let unlimited = "must be <= 604800 (0 = unlimited)";
-    s.at_most(
-        "max_duration_secs",
-        t.max_duration_secs,
-        7 * 86_400,
-        unlimited,
-    );
+    s.max_duration_secs(t.max_duration_secs);
     if !matches!(t.video_ssrc_field_id, 23 | 24) {
         let message = format!("must be 23 or 24, not {}", t.video_ssrc_field_id);
         s.fail("video_ssrc_field_id", message);
@@ -965,13 +962,7 @@ fn validate_group_calls(g: &GroupCallsConfig, p: &mut Vec<Problem>) {
     s.between("media_inactivity_secs", g.media_inactivity_secs, 1..=86_400);
     s.between("t2_idle_ms", g.t2_idle_ms, 10..=60_000);
     s.at_most("c2_idle", g.c2_idle, 100, "must be <= 100");
-    let unlimited = "must be <= 604800 (0 = unlimited)";
-    s.at_most(
-        "max_duration_secs",
-        g.max_duration_secs,
-        7 * 86_400,
-        unlimited,
-    );
+    s.max_duration_secs(g.max_duration_secs);
 }
 
 /// The `[policy]` section.
@@ -1110,15 +1101,15 @@ impl PolicyFile {
         w
     }
 
-    /// The library's rule policy.
+    /// The policy, shared as the engine takes it.
     pub fn into_policy(self) -> Arc<RulePolicy> {
-        Arc::new(RulePolicy {
-            push_allow: self.push_allow,
-            push_deny: self.push_deny,
-            receive_allow: self.receive_allow,
-            receive_deny: self.receive_deny,
-        })
+        Arc::new(self)
     }
+}
+
+/// A `max_duration_secs` setting: 0 is unlimited.
+fn max_duration(secs: u64) -> Option<Duration> {
+    (secs > 0).then(|| Duration::from_secs(secs))
 }
 
 /// `serve`'s command-line options (clap derive: `mcvideo-relay serve --help`).

@@ -59,14 +59,8 @@ pub(crate) fn start(cfg: HaConfig, engine: Arc<Engine>) -> Result<Arc<HaRuntime>
     let instance = cfg.instance_id.clone();
     let probe_after_ms = cfg.probe_after().map(|d| d.as_millis() as u64);
     let probe_address = cfg.probe_address.map(|a| a.to_string());
-    let (store, events) =
-        HaStore::start(cfg, resync(engine.clone(), seal.clone())).map_err(|problems| {
-            problems
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ")
-        })?;
+    let (store, events) = HaStore::start(cfg, resync(engine.clone(), seal.clone()))
+        .map_err(|problems| super::config::one_line(&problems))?;
     let rt = Arc::new(HaRuntime {
         store: store.clone(),
         adopt_failures: AtomicU64::new(0),

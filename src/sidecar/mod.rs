@@ -237,19 +237,14 @@ fn prepare(
     }
     let ng_sock = bind_ng(cfg)?;
     #[cfg(feature = "ha")]
-    let ha = if cfg.ha.enabled {
-        Some(cfg.ha.ha_config().map_err(|p| {
-            StartError(format!(
-                "invalid configuration: {}",
-                p.iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            ))
-        })?)
-    } else {
-        None
-    };
+    let ha =
+        if cfg.ha.enabled {
+            Some(cfg.ha.ha_config().map_err(|p| {
+                StartError(format!("invalid configuration: {}", config::one_line(&p)))
+            })?)
+        } else {
+            None
+        };
     #[cfg(feature = "ha")]
     let ha = ha.map(|mut h| {
         if h.probe_address.is_none() && !addr.ip().is_unspecified() {
@@ -637,7 +632,7 @@ pub(crate) fn reload_logged(st: &AppState, trigger: &str) -> Result<Vec<String>,
         }
         Err(ReloadError::Invalid(problems)) => error!(
             trigger,
-            problems = %problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
+            problems = %config::one_line(problems),
             "configuration not reloaded (the old settings stay)"
         ),
     }

@@ -46,6 +46,12 @@ fn rtcp(ssrc: u32) -> Vec<u8> {
     p
 }
 
+/// The `E|SRTCP index` word of an SRTCP packet `ctx` protected.
+fn srtcp_word(ctx: &SrtpContext, wire: &[u8]) -> u32 {
+    let i = ctx.srtcp.srtcp_word_at(wire.len()).unwrap();
+    u32::from_be_bytes(wire[i..i + 4].try_into().unwrap())
+}
+
 /// `plain` in a buffer with `overhead` octets to spare, protected in place by `protect`.
 fn protected(
     plain: &[u8],
@@ -266,10 +272,7 @@ fn different_keys_do_not_authenticate() {
 fn srtcp_index_starts_at_one_per_ssrc_with_e_bit() {
     for suite in SUITES {
         let (mut tx, _) = pair(suite);
-        let at = |ctx: &SrtpContext, wire: &[u8]| {
-            let i = ctx.srtcp.srtcp_word_at(wire.len()).unwrap();
-            u32::from_be_bytes(wire[i..i + 4].try_into().unwrap())
-        };
+        let at = srtcp_word;
         let a1 = protect_rtcp(&mut tx, &rtcp(1)).unwrap();
         let a2 = protect_rtcp(&mut tx, &rtcp(1)).unwrap();
         let b1 = protect_rtcp(&mut tx, &rtcp(2)).unwrap();
@@ -287,10 +290,8 @@ fn srtcp_index_starts_at_one_per_ssrc_with_e_bit() {
 fn a_restored_sender_starts_ssrcs_the_snapshot_did_not_hold_past_the_skip() {
     for suite in SUITES {
         let (mut old, mut rx) = pair(suite);
-        let at = |ctx: &SrtpContext, wire: &[u8]| {
-            let i = ctx.srtcp.srtcp_word_at(wire.len()).unwrap();
-            u32::from_be_bytes(wire[i..i + 4].try_into().unwrap()) & 0x7fff_ffff
-        };
+        // The index alone, without the E bit.
+        let at = |ctx: &SrtpContext, wire: &[u8]| srtcp_word(ctx, wire) & 0x7fff_ffff;
         protect_rtcp(&mut old, &rtcp(1)).unwrap();
         let snap = old.export_state();
         assert_eq!(snap.rtcp_fresh_send_index, 0, "a fresh context has no base");
@@ -763,8 +764,7 @@ fn buffer_too_small() {
         // Nothing was recorded: the first index is still 1.
         buf.push(0);
         tx.protect_rtcp(&mut buf, plain.len()).unwrap();
-        let i = tx.srtcp.srtcp_word_at(buf.len()).unwrap();
-        assert_eq!(buf[i..i + 4], [0x80, 0, 0, 1]);
+        assert_eq!(srtcp_word(&tx, &buf), 0x8000_0001);
     }
 }
 

@@ -65,6 +65,32 @@ macro_rules! packet_view_basics {
     };
 }
 
+/// A protocol number as an open enum: one table gives the variants, `From<repr>` (a number
+/// the table does not list is `Unknown`, kept as received) and the lossless way back.
+macro_rules! open_enum {
+    ($(#[$doc:meta])* pub enum $name:ident($repr:ty) { $( $(#[$vdoc:meta])* $variant:ident = $val:literal, )* }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $( $(#[$vdoc])* $variant, )*
+            /// A value the tables do not list, kept as received.
+            Unknown($repr),
+        }
+        impl From<$repr> for $name {
+            #[inline]
+            fn from(v: $repr) -> Self {
+                match v { $( $val => $name::$variant, )* other => $name::Unknown(other) }
+            }
+        }
+        impl From<$name> for $repr {
+            #[inline]
+            fn from(v: $name) -> $repr {
+                match v { $( $name::$variant => $val, )* $name::Unknown(other) => other }
+            }
+        }
+    };
+}
+
 pub mod demux;
 pub mod rtcp;
 pub mod rtp;

@@ -71,63 +71,28 @@ const FMT_PLI: u8 = 1;
 /// RFC 5104 §4.3.1: payload-specific feedback FMT 4, Full Intra Request.
 const FMT_FIR: u8 = 4;
 
-/// RTCP packet type (the second header byte), an open enum.
-///
-/// `From<u8>` maps every known number to its variant, so `Unknown` only ever holds numbers not
-/// listed here; the conversion back to `u8` is lossless.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PacketType {
-    /// 200, SR: sender report (RFC 3550 §6.4.1).
-    SenderReport,
-    /// 201, RR: receiver report (RFC 3550 §6.4.2).
-    ReceiverReport,
-    /// 202, SDES: source description (RFC 3550 §6.5).
-    SourceDescription,
-    /// 203, BYE: goodbye (RFC 3550 §6.6).
-    Goodbye,
-    /// 204, APP: application-defined (RFC 3550 §6.7); MCVideo transmission control rides here.
-    App,
-    /// 205, RTPFB: transport-layer feedback (RFC 4585 §6.2).
-    TransportFeedback,
-    /// 206, PSFB: payload-specific feedback (RFC 4585 §6.3, RFC 5104 §4.3).
-    PayloadFeedback,
-    /// 207, XR: extended report (RFC 3611).
-    ExtendedReport,
-    /// Any other packet type.
-    Unknown(u8),
-}
-
-impl From<u8> for PacketType {
-    #[inline]
-    fn from(value: u8) -> Self {
-        match value {
-            0xc8 => Self::SenderReport,
-            0xc9 => Self::ReceiverReport,
-            0xca => Self::SourceDescription,
-            0xcb => Self::Goodbye,
-            0xcc => Self::App,
-            0xcd => Self::TransportFeedback,
-            0xce => Self::PayloadFeedback,
-            0xcf => Self::ExtendedReport,
-            other => Self::Unknown(other),
-        }
-    }
-}
-
-impl From<PacketType> for u8 {
-    #[inline]
-    fn from(value: PacketType) -> Self {
-        match value {
-            PacketType::SenderReport => 0xc8,
-            PacketType::ReceiverReport => 0xc9,
-            PacketType::SourceDescription => 0xca,
-            PacketType::Goodbye => 0xcb,
-            PacketType::App => 0xcc,
-            PacketType::TransportFeedback => 0xcd,
-            PacketType::PayloadFeedback => 0xce,
-            PacketType::ExtendedReport => 0xcf,
-            PacketType::Unknown(other) => other,
-        }
+open_enum! {
+    /// RTCP packet type (the second header byte), an open enum.
+    ///
+    /// `From<u8>` maps every known number to its variant, so `Unknown` only ever holds numbers
+    /// not listed here; the conversion back to `u8` is lossless.
+    pub enum PacketType(u8) {
+        /// 200, SR: sender report (RFC 3550 §6.4.1).
+        SenderReport = 0xc8,
+        /// 201, RR: receiver report (RFC 3550 §6.4.2).
+        ReceiverReport = 0xc9,
+        /// 202, SDES: source description (RFC 3550 §6.5).
+        SourceDescription = 0xca,
+        /// 203, BYE: goodbye (RFC 3550 §6.6).
+        Goodbye = 0xcb,
+        /// 204, APP: application-defined (RFC 3550 §6.7); MCVideo transmission control rides here.
+        App = 0xcc,
+        /// 205, RTPFB: transport-layer feedback (RFC 4585 §6.2).
+        TransportFeedback = 0xcd,
+        /// 206, PSFB: payload-specific feedback (RFC 4585 §6.3, RFC 5104 §4.3).
+        PayloadFeedback = 0xce,
+        /// 207, XR: extended report (RFC 3611).
+        ExtendedReport = 0xcf,
     }
 }
 

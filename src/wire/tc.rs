@@ -343,28 +343,6 @@ pub mod field {
     pub const VIDEO_SSRC: u8 = 23;
 }
 
-macro_rules! open_enum {
-    ($(#[$doc:meta])* pub enum $name:ident($repr:ty) { $( $(#[$vdoc:meta])* $variant:ident = $val:literal, )* }) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum $name {
-            $( $(#[$vdoc])* $variant, )*
-            /// A value the tables do not list, kept as received.
-            Unknown($repr),
-        }
-        impl From<$repr> for $name {
-            fn from(v: $repr) -> Self {
-                match v { $( $val => $name::$variant, )* other => $name::Unknown(other) }
-            }
-        }
-        impl From<$name> for $repr {
-            fn from(v: $name) -> $repr {
-                match v { $( $name::$variant => $val, )* $name::Unknown(other) => other }
-            }
-        }
-    };
-}
-
 open_enum! {
     /// Transmission Rejected causes (§9.2.6.2; `docs/transmission-control.md`, "Causes").
     pub enum RejectCause(u16) {

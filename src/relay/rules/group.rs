@@ -74,8 +74,11 @@ use std::time::Instant;
 /// the receiver leg) that fans out. Larger ones are dropped as `malformed`.
 pub const FANOUT_MTU: usize = 2048;
 
-/// One media stream of a group call (the same for every member).
-#[derive(Debug, Clone)]
+/// One media stream of a group call, the same for every member (fixed by the first member's
+/// offer); as the rules, the control plane, the worker and a high-availability image
+/// ([`GroupStreamImage`](crate::relay::GroupStreamImage), the same type) hold it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "ha", derive(serde::Serialize, serde::Deserialize))]
 pub struct GroupStreamSetup {
     /// Media type.
     pub kind: MediaKind,
@@ -325,6 +328,18 @@ fn rtcp_readable(s: &GroupStreamSetup, per_leg: bool) -> bool {
     !s.encrypted || per_leg
 }
 
+/// An RTCP datagram past [`GroupRules`]' `rtcp_front`: its plain length, and what its stream
+/// lets the relay do with it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct RtcpIn {
+    /// The plain length, in place in the datagram.
+    pub(super) len: usize,
+    /// The relay can read it (plain RTP, or per_leg): it may look inside.
+    pub(super) readable: bool,
+    /// Of a video stream.
+    pub(super) video: bool,
+}
+
 /// The transmitter SSRC a feedback packet names: the media SSRC, or the first FIR entry's.
 fn feedback_target<T: AsRef<[u8]>>(p: &RtcpPacket<T>) -> Option<u32> {
     if p.kind() == RtcpKind::Fir {
@@ -563,8 +578,8 @@ impl GroupRules {
     ) -> Result<usize, DropReason> {
         let per_leg = self.per_leg;
         let m = at.member;
-        let conf = self.streams.get(at.stream).ok_or(DropReason::Malformed)?;
-        let scan = conf.kind == MediaKind::Video && rtcp_readable(conf, per_leg);
+        let (readable, video) = self.stream_traits(at.stream)?;
+        let scan = video && readable;
         let present = self.present(m, at.stream, false, from);
         let ms = self
             .member_stream_mut(m, at.stream)
@@ -610,8 +625,19 @@ impl GroupRules {
         Ok(len)
     }
 
+    /// Whether the relay can read stream `si`'s RTCP ([`rtcp_readable`]), and whether it is
+    /// a video stream.
+    #[inline]
+    fn stream_traits(&self, si: usize) -> Result<(bool, bool), DropReason> {
+        let conf = self.streams.get(si).ok_or(DropReason::Malformed)?;
+        Ok((
+            rtcp_readable(conf, self.per_leg),
+            conf.kind == MediaKind::Video,
+        ))
+    }
+
     /// What every RTCP datagram goes through first: the member leg's front (screen, SRTCP,
-    /// latch). Returns the plain length, in place in `pkt`.
+    /// latch). Returns the plain length (in place in `pkt`) and the stream's traits.
     #[inline]
     pub(super) fn rtcp_front(
         &mut self,
@@ -620,7 +646,8 @@ impl GroupRules {
         now: Instant,
         pkt: &mut [u8],
         t: &mut Tally,
-    ) -> Result<usize, DropReason> {
+    ) -> Result<RtcpIn, DropReason> {
+        let (readable, video) = self.stream_traits(at.stream)?;
         let present = self.present(at.member, at.stream, at.rtcp_socket, from);
         let per_leg = self.per_leg;
         let ms = self
@@ -637,7 +664,11 @@ impl GroupRules {
         if proved {
             self.proved(at.member, from.ip());
         }
-        Ok(len)
+        Ok(RtcpIn {
+            len,
+            readable,
+            video,
+        })
     }
 
     /// One delivery of plain `body` to each member of `to` with an address on stream `si`:
@@ -724,12 +755,12 @@ impl GroupRules {
         out: &mut FanOut,
         t: &mut Tally,
     ) -> Result<(), DropReason> {
-        let per_leg = self.per_leg;
         let (m, si) = (at.member, at.stream);
-        let conf = self.streams.get(si).ok_or(DropReason::Malformed)?;
-        let readable = rtcp_readable(conf, per_leg);
-        let video = conf.kind == MediaKind::Video;
-        let len = self.rtcp_front(at, from, now, pkt, t)?;
+        let RtcpIn {
+            len,
+            readable,
+            video,
+        } = self.rtcp_front(at, from, now, pkt, t)?;
         let receivers = if self.arbiter.may_forward(m) {
             self.arbiter.receivers(m) & !m.bit()
         } else {

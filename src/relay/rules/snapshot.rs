@@ -69,18 +69,32 @@ pub struct RulesSnapshot {
     pub control: [Option<ControlRulesSnapshot>; 2],
 }
 
+impl LegRulesSnapshot {
+    /// Whether it holds SRTP state (per_leg).
+    pub fn has_srtp(&self) -> bool {
+        self.srtp_in.is_some() || self.srtp_out.is_some()
+    }
+}
+
+impl ControlRulesSnapshot {
+    /// Whether it holds SRTCP state (a keyed channel).
+    pub fn has_srtp(&self) -> bool {
+        self.srtcp_in.is_some() || self.srtcp_out.is_some()
+    }
+}
+
 impl RulesSnapshot {
     /// Whether it holds any SRTP state (a per_leg call, or keyed control channels).
     pub fn has_srtp(&self) -> bool {
         self.streams
             .iter()
             .flat_map(|s| &s.legs)
-            .any(|l| l.srtp_in.is_some() || l.srtp_out.is_some())
+            .any(LegRulesSnapshot::has_srtp)
             || self
                 .control
                 .iter()
                 .flatten()
-                .any(|c| c.srtcp_in.is_some() || c.srtcp_out.is_some())
+                .any(ControlRulesSnapshot::has_srtp)
     }
 }
 

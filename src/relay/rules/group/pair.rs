@@ -13,7 +13,7 @@
 //!
 //! [`CallRules`](super::super::CallRules) is the face of this path with parties for members.
 
-use super::{rtcp_readable, GroupIngress, GroupRules, MemberStream};
+use super::{GroupIngress, GroupRules, MemberStream, RtcpIn};
 use crate::control::arbiter::Slot;
 use crate::relay::rules::{
     ControlRulesSnapshot, Egress, Kind, LegQuality, LegRulesSnapshot, StreamRulesSnapshot, Tally,
@@ -86,10 +86,11 @@ impl GroupRules {
         pkt: &mut [u8],
         t: &mut Tally,
     ) -> Result<usize, DropReason> {
-        let conf = self.streams.get(at.stream).ok_or(DropReason::Malformed)?;
-        let readable = rtcp_readable(conf, self.per_leg);
-        let video = conf.kind == MediaKind::Video;
-        let mut len = self.rtcp_front(at, from, now, pkt, t)?;
+        let RtcpIn {
+            mut len,
+            readable,
+            video,
+        } = self.rtcp_front(at, from, now, pkt, t)?;
         // Where the relay can read RTCP (plain RTP, or decrypted per leg), look inside.
         if readable {
             let body = pkt.get_mut(..len).ok_or(DropReason::Malformed)?;

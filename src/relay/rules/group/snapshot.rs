@@ -53,12 +53,10 @@ impl GroupRulesSnapshot {
     /// Whether it holds any SRTP state (per_leg, or keyed control channels).
     pub fn has_srtp(&self) -> bool {
         self.members.iter().any(|m| {
-            m.streams
-                .iter()
-                .any(|s| s.leg.srtp_in.is_some() || s.leg.srtp_out.is_some())
+            m.streams.iter().any(|s| s.leg.has_srtp())
                 || m.control
                     .as_ref()
-                    .is_some_and(|c| c.srtcp_in.is_some() || c.srtcp_out.is_some())
+                    .is_some_and(ControlRulesSnapshot::has_srtp)
         })
     }
 
