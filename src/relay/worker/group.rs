@@ -7,8 +7,7 @@
 use super::super::plane::{MemberPrep, WorkerStats};
 use super::super::ports::BoundPort;
 use super::super::rules::{
-    GroupIngress, GroupMemberRulesSnapshot, GroupRules, GroupRulesSetup, GroupStreamSetup,
-    MemberMedia,
+    GroupIngress, GroupMemberRulesSnapshot, GroupRules, GroupRulesSetup, MemberMedia,
 };
 use super::super::{
     GroupCallSummary, GroupControlImage, GroupImage, GroupLegImage, GroupMemberImage,
@@ -150,10 +149,7 @@ impl CallRt {
         let rules = GroupRules::new(&GroupRulesSetup {
             arbiter: server.arbiter().clone(),
             security,
-            streams: streams
-                .iter()
-                .map(|s| GroupStreamSetup::new(&s.kind, s.encrypted, s.clock_rate))
-                .collect(),
+            streams: streams.clone(),
             server_ssrc: server_ssrc.get(),
             latch_after,
         });
