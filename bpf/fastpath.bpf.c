@@ -33,8 +33,6 @@ struct __sk_buff {
 
 // Helpers by number (include/uapi/linux/bpf.h, __BPF_FUNC_MAPPER).
 static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
-static long (*bpf_skb_store_bytes)(struct __sk_buff *skb, __u32 off, const void *from, __u32 len,
-				   __u64 flags) = (void *)9;
 static long (*bpf_l3_csum_replace)(struct __sk_buff *skb, __u32 off, __u64 from, __u64 to,
 				   __u64 size) = (void *)10;
 static long (*bpf_l4_csum_replace)(struct __sk_buff *skb, __u32 off, __u64 from, __u64 to,
@@ -132,40 +130,51 @@ struct udphdr {
 #define RTP_MIN 12
 #define OFF_IP_CSUM (ETH_LEN + 10)
 #define OFF_IP_SRC (ETH_LEN + 12)
-#define OFF_IP_DST (ETH_LEN + 16)
-#define OFF_UDP_SPORT (ETH_LEN + IP_LEN)
-#define OFF_UDP_DPORT (ETH_LEN + IP_LEN + 2)
 #define OFF_UDP_CSUM (ETH_LEN + IP_LEN + 6)
 
 #define bswap16(x) __builtin_bswap16(x)
 #define ETH_P_IP_BE 0x0008 // htons(0x0800) on a little-endian host (x86, arm64)
 
-INLINE long rewrite32(struct __sk_buff *skb, __u32 off, __u32 from, __u32 to)
+// One's-complement 32-bit add (the kernel's __wsum arithmetic): checksum differences are
+// computed here and handed to the csum helpers in their "diff" mode (size 0).
+INLINE __u32 csum_add(__u32 a, __u32 b)
 {
-	long err;
-	if (from == to)
-		return 0;
-	// UDP checksum covers the address through the pseudo header; a zero (absent) UDP
-	// checksum stays zero (BPF_F_MARK_MANGLED_0), a computed zero becomes 0xffff.
-	err = bpf_l4_csum_replace(skb, OFF_UDP_CSUM, from, to,
-				  BPF_F_PSEUDO_HDR | BPF_F_MARK_MANGLED_0 | sizeof(to));
-	if (err)
-		return err;
-	err = bpf_l3_csum_replace(skb, OFF_IP_CSUM, from, to, sizeof(to));
-	if (err)
-		return err;
-	return bpf_skb_store_bytes(skb, off, &to, sizeof(to), 0);
+	a += b;
+	return a + (a < b);
 }
 
-INLINE long rewrite16(struct __sk_buff *skb, __u32 off, __u16 from, __u16 to)
+// Rewrites saddr, daddr (12 bytes from OFF_IP_SRC, contiguous with the UDP ports) and fixes
+// both checksums with four helper calls. The UDP checksum covers the addresses through the
+// pseudo header (BPF_F_PSEUDO_HDR: also right for CHECKSUM_PARTIAL, where the field holds only
+// the pseudo-header sum) and the ports as data (ignored for CHECKSUM_PARTIAL, correctly). A
+// zero (absent) UDP checksum stays zero (BPF_F_MARK_MANGLED_0), a computed zero becomes 0xffff.
+INLINE long rewrite(struct __sk_buff *skb, const __u32 old[3], const __u32 new[3])
 {
+	__u32 addr_diff = csum_add(csum_add(csum_add(~old[0], ~old[1]), new[0]), new[1]);
+	__u32 port_diff = csum_add(~old[2], new[2]);
 	long err;
-	if (from == to)
-		return 0;
-	err = bpf_l4_csum_replace(skb, OFF_UDP_CSUM, from, to, BPF_F_MARK_MANGLED_0 | sizeof(to));
+
+	err = bpf_l4_csum_replace(skb, OFF_UDP_CSUM, 0, addr_diff,
+				  BPF_F_PSEUDO_HDR | BPF_F_MARK_MANGLED_0);
+	if (!err && port_diff != 0xffffffff && port_diff != 0)
+		err = bpf_l4_csum_replace(skb, OFF_UDP_CSUM, 0, port_diff, BPF_F_MARK_MANGLED_0);
+	if (!err)
+		err = bpf_l3_csum_replace(skb, OFF_IP_CSUM, 0, addr_diff, 0);
 	if (err)
 		return err;
-	return bpf_skb_store_bytes(skb, off, &to, sizeof(to), 0);
+	// The helpers invalidated packet pointers: find the header again, then write directly
+	// (the verifier's prologue made the head private when the skb was a clone).
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	if (data + OFF_IP_SRC + 12 > data_end)
+		return -1;
+	// 16-bit stores: offset 26 is only 2-byte aligned.
+	__u16 *w = data + OFF_IP_SRC;
+	const __u16 *n = (const __u16 *)new;
+#pragma unroll
+	for (int i = 0; i < 6; i++)
+		w[i] = n[i];
+	return 0;
 }
 
 SEC("classifier")
@@ -226,15 +235,14 @@ int fastpath(struct __sk_buff *skb)
 	}
 
 	__u16 seq = bswap16(*(__u16 *)(rtp + 2));
-	__u32 saddr = ip->saddr, daddr = ip->daddr;
-	__u16 sport = udp->source, dport = udp->dest;
-	__u32 out_addr = leg->out_addr, dst_addr = leg->dst_addr, ifindex = leg->ifindex;
-	__u16 out_port = leg->out_port, dst_port = leg->dst_port;
+	// saddr, daddr, sport|dport as they lie in the packet, and what replaces them.
+	__u32 old[3] = {ip->saddr, ip->daddr, *(__u32 *)udp};
+	__u32 new[3] = {leg->out_addr, leg->dst_addr,
+			(__u32)leg->out_port | ((__u32)leg->dst_port << 16)};
+	__u32 ifindex = leg->ifindex;
 
-	// Packet pointers are invalid after the first helper that writes: only offsets below.
-	if (rewrite32(skb, OFF_IP_SRC, saddr, out_addr) || rewrite32(skb, OFF_IP_DST, daddr, dst_addr) ||
-	    rewrite16(skb, OFF_UDP_SPORT, sport, out_port) ||
-	    rewrite16(skb, OFF_UDP_DPORT, dport, dst_port)) {
+	// Packet pointers are invalid after the first helper that writes.
+	if (rewrite(skb, old, new)) {
 		ctr->errors++;
 		return TC_ACT_SHOT; // half rewritten: never let it reach anyone
 	}
