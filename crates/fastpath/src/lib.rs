@@ -370,7 +370,6 @@ fn classify(stage: &str, e: &(dyn std::error::Error + 'static)) -> Error {
         Some(libc::EACCES) if !verifier => Error::NoPrivilege(msg),
         Some(libc::ENODEV) | Some(libc::ENXIO) if stage == "attach" => Error::NoSuchInterface(msg),
         Some(libc::E2BIG) if stage == "update" => Error::Full,
-        Some(libc::ENOENT) if stage == "lookup" => Error::Other(msg),
         Some(
             libc::ENOSYS | libc::EINVAL | libc::EOPNOTSUPP | libc::EACCES | 524, /* ENOTSUPP */
         ) => Error::Unsupported(msg),
