@@ -243,6 +243,38 @@ fn revoking_the_grant_stops_forwarding_at_once() {
     });
 }
 
+#[test]
+fn two_instances_on_one_interface_each_forward_their_own() {
+    if !can_run("two_instances_on_one_interface_each_forward_their_own") {
+        return;
+    }
+    let ns = Netns::new("two");
+    ns.run(|| {
+        // Attached in this order, `first` runs first: what is not its own must reach `second`.
+        let mut first = FastPath::open("lo").expect("open");
+        let mut second = FastPath::open("lo").expect("open");
+        let (a, b) = (lo_leg(true), lo_leg(true));
+        first.install(a.key, &a.leg).unwrap();
+        second.install(b.key, &b.leg).unwrap();
+        for seq in 0..5u16 {
+            a.sender.send_to(&rtp(96, seq, SSRC, 100), a.key).unwrap();
+            b.sender.send_to(&rtp(96, seq, SSRC, 100), b.key).unwrap();
+        }
+        assert_eq!(drain(&a.dest, QUIET).len(), 5);
+        assert_eq!(
+            drain(&b.dest, QUIET).len(),
+            5,
+            "the second program saw its packets"
+        );
+        assert_eq!(first.counters(a.key).unwrap().packets, 5);
+        assert_eq!(second.counters(b.key).unwrap().packets, 5);
+        // A packet the first one passes up (no grant there) still reaches the relay's socket.
+        first.set_granted(a.key, false).unwrap();
+        a.sender.send_to(&rtp(96, 9, SSRC, 100), a.key).unwrap();
+        assert_eq!(drain(&a.relay_in, QUIET).len(), 1);
+    });
+}
+
 /// Caller, relay and callee namespaces joined by veths; IP forwarding off in the relay's.
 struct Topology {
     caller: Netns,
