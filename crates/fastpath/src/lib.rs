@@ -508,14 +508,20 @@ impl FastPath {
         let zero = PerCpuValues::try_from(vec![RawCounters::default(); self.nr_cpus])
             .map_err(|e| Error::Other(e.to_string()))?;
         const BPF_NOEXIST: u64 = 1;
-        match self.stats.insert(key, zero, BPF_NOEXIST) {
-            Ok(()) => {}
-            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {}
+        let created = match self.stats.insert(key, zero, BPF_NOEXIST) {
+            Ok(()) => true,
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {
+                false
+            }
             Err(e) => return Err(classify("update", &e)),
-        }
-        self.legs
-            .insert(key, value, 0)
-            .map_err(|e| classify("update", &e))
+        };
+        self.legs.insert(key, value, 0).map_err(|e| {
+            if created {
+                // Leave nothing behind for a leg that was not installed.
+                let _ = self.stats.remove(&key);
+            }
+            classify("update", &e)
+        })
     }
 
     /// Sets the leg's grant, as the arbiter changes it: `false` before the relay announces a

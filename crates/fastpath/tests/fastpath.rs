@@ -275,6 +275,33 @@ fn two_instances_on_one_interface_each_forward_their_own() {
     });
 }
 
+#[test]
+fn a_full_map_refuses_with_full_and_keeps_what_it_has() {
+    if !can_run("a_full_map_refuses_with_full_and_keeps_what_it_has") {
+        return;
+    }
+    let ns = Netns::new("full");
+    ns.run(|| {
+        let mut fp = FastPath::open_with_capacity("lo", 2).expect("open");
+        let legs: Vec<LoLeg> = (0..3).map(|_| lo_leg(true)).collect();
+        fp.install(legs[0].key, &legs[0].leg).unwrap();
+        fp.install(legs[1].key, &legs[1].leg).unwrap();
+        assert!(matches!(
+            fp.install(legs[2].key, &legs[2].leg),
+            Err(Error::Full)
+        ));
+        assert_eq!(fp.leg(legs[2].key).unwrap(), None);
+        fp.install(legs[1].key, &legs[1].leg).unwrap(); // replacing still works when full
+        fp.remove(legs[0].key).unwrap();
+        fp.install(legs[2].key, &legs[2].leg).unwrap();
+        legs[2]
+            .sender
+            .send_to(&rtp(96, 1, SSRC, 100), legs[2].key)
+            .unwrap();
+        assert_eq!(drain(&legs[2].dest, QUIET).len(), 1);
+    });
+}
+
 /// Caller, relay and callee namespaces joined by veths; IP forwarding off in the relay's.
 struct Topology {
     caller: Netns,
