@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every check and test of mcvideo-relay in one command, on a machine with only the Rust
 # toolchain: installs what the tests need when it is missing (ffmpeg/ffprobe, promtool,
-# redis-server, iproute2, arping from Debian packages, cargo-nextest and cargo-fuzz with
+# redis-server, iproute2, arping, clang from Debian packages, cargo-nextest and cargo-fuzz with
 # `cargo install`), then
 # checks format and lints, that each feature set builds alone (the sans-IO core without tokio),
 # the docs, the Prometheus alert rules (HA ones included; tests/deploy_monitoring.rs checks
@@ -58,6 +58,9 @@ command -v ip >/dev/null || apt_pkgs+=(iproute2)
 command -v arping >/dev/null || apt_pkgs+=(iputils-arping)
 # The rediss:// test makes its CA and certificates with the openssl command.
 command -v openssl >/dev/null || apt_pkgs+=(openssl)
+# crates/fastpath builds its BPF program (bpf/fastpath.bpf.c) with `clang -target bpf`; its
+# tests load it as root in namespaces of their own (docs/kernel-fast-path.md).
+command -v clang >/dev/null || apt_pkgs+=(clang)
 if ((${#apt_pkgs[@]})); then
   echo "installing ${apt_pkgs[*]} (apt-get)"
   sudo_if_needed apt-get update -qq
@@ -76,28 +79,38 @@ if [[ "${TEST_SH_DRY_RUN:-}" == 1 ]]; then
   echo "dry run: nothing installed, nothing run"
   exit 0
 fi
-for tool in ffmpeg ffprobe promtool kamailio sipp redis-server ip arping openssl cargo-nextest cargo-fuzz; do
+for tool in ffmpeg ffprobe promtool kamailio sipp redis-server ip arping openssl clang cargo-nextest cargo-fuzz; do
   command -v "$tool" >/dev/null || { echo "test.sh: $tool is still not on PATH" >&2; exit 1; }
 done
-echo "ffmpeg, ffprobe, promtool, kamailio, sipp, redis-server, ip, arping, openssl, cargo-nextest, cargo-fuzz: present"
+echo "ffmpeg, ffprobe, promtool, kamailio, sipp, redis-server, ip, arping, openssl, clang, cargo-nextest, cargo-fuzz: present"
 if [[ "${1:-}" == "--deps" ]]; then
   exit 0
 fi
 
 # --- static checks --------------------------------------------------------------------------
 echo "== fmt, clippy, each feature set alone (README \"Feature sets\"), docs"
+# Here clang is installed: a fast-path crate without its BPF program would be a silent hole.
+export FASTPATH_REQUIRE_BPF=1
 cargo fmt --all -- --check
 # The load generator is not a default feature; every build below turns it on (one build of the
 # crate for clippy, the binary and the tests), and a plain `cargo check --all-targets` shows the
-# default set still builds every target that does not need it.
-cargo clippy --all-targets --features loadgen -- -D warnings
+# default set still builds every target that does not need it. `--workspace`: the relay and the
+# kernel fast path's loader (crates/fastpath).
+cargo clippy --workspace --all-targets --features mcvideo-relay/loadgen -- -D warnings
 cargo check --quiet --all-targets
+# The fast-path crate on a machine without clang: it still builds (FastPath::open says NotBuilt).
+echo "cargo check -p mcvideo-relay-fastpath without clang"
+if ! out="$(FASTPATH_REQUIRE_BPF=0 FASTPATH_CLANG=/nonexistent/clang \
+  cargo check --quiet -p mcvideo-relay-fastpath --all-targets 2>&1)"; then
+  echo "$out"
+  exit 1
+fi
 # The sans-IO core (no tokio), + the engine, the sidecar, the load generator, HA: each alone.
 for features in "" relay sidecar loadgen ha; do
   echo "cargo check --lib --no-default-features ${features:+--features $features}"
   cargo check --quiet --lib --no-default-features ${features:+--features "$features"}
 done
-RUSTDOCFLAGS=-Dwarnings cargo doc --no-deps --lib --quiet --features loadgen
+RUSTDOCFLAGS=-Dwarnings cargo doc --no-deps --workspace --lib --quiet --features mcvideo-relay/loadgen
 
 # --- Prometheus: alert rules and a live /metrics page ---------------------------------------
 echo "== promtool: alert rules, live /metrics"
@@ -151,7 +164,8 @@ echo "== fuzz smoke (each target ${FUZZ_SECS} s, debug assertions on; long runs:
 
 # --- tests ----------------------------------------------------------------------------------
 echo "== doc tests"
-cargo test --doc --quiet --features loadgen
+cargo test --doc --quiet --workspace --features mcvideo-relay/loadgen
 
 echo "== tests"
-cargo nextest run --no-fail-fast --features loadgen
+# The whole workspace: the fast path's tests need root (they print SKIPPED and pass without it).
+cargo nextest run --workspace --no-fail-fast --features mcvideo-relay/loadgen

@@ -1,0 +1,262 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//
+// mcvideo-relay kernel fast path: a TC (TCX ingress) classifier that forwards one media leg's
+// RTP in the kernel. The relay's worker installs one entry per leg, keyed by the relay's own
+// IPv4 address and UDP port (where the leg's packets arrive); the program forwards a packet only
+// when it is RTP (version 2, payload type outside 64-95), comes from the latched source address
+// and port, carries one of the allowed SSRCs and the leg's transmitter holds the grant. It then
+// rewrites the IPv4 source and destination and the UDP ports, fixes both checksums, counts, and
+// redirects to the egress interface (bpf_redirect_neigh) or, for a destination on this host
+// (loopback), passes the rewritten packet up (TC_ACT_OK) so the stack delivers it locally.
+//
+// Everything else is left alone: TCX_NEXT (TC_ACT_UNSPEC), i.e. the next TCX program if any,
+// else the normal stack, and so the relay's socket, which judges it by the userspace rules.
+// Packets aimed at a leg but not forwarded are counted there by reason.
+//
+// Self-contained on purpose (no kernel or libbpf headers): built with `clang -O2 -target bpf`.
+// The layouts of fp_key, fp_leg and fp_counters are mirrored in crates/fastpath/src/lib.rs.
+
+typedef unsigned char __u8;
+typedef unsigned short __u16;
+typedef unsigned int __u32;
+typedef unsigned long long __u64;
+
+#define SEC(name) __attribute__((section(name), used))
+#define INLINE static inline __attribute__((always_inline))
+
+// struct __sk_buff: only the fields read here, at their UAPI offsets (data 76, data_end 80).
+struct __sk_buff {
+	__u32 len, pkt_type, mark, queue_mapping, protocol, vlan_present, vlan_tci, vlan_proto;
+	__u32 priority, ingress_ifindex, ifindex, tc_index, cb[5], hash, tc_classid;
+	__u32 data, data_end;
+};
+
+// Helpers by number (include/uapi/linux/bpf.h, __BPF_FUNC_MAPPER).
+static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
+static long (*bpf_l3_csum_replace)(struct __sk_buff *skb, __u32 off, __u64 from, __u64 to,
+				   __u64 size) = (void *)10;
+static long (*bpf_l4_csum_replace)(struct __sk_buff *skb, __u32 off, __u64 from, __u64 to,
+				   __u64 flags) = (void *)11;
+static long (*bpf_redirect_neigh)(__u32 ifindex, void *params, int plen, __u64 flags) = (void *)152;
+
+#define BPF_MAP_TYPE_HASH 1
+#define BPF_MAP_TYPE_PERCPU_HASH 5
+#define BPF_F_NO_PREALLOC 1
+#define BPF_F_PSEUDO_HDR 0x10
+#define BPF_F_MARK_MANGLED_0 0x20
+
+#define TC_ACT_UNSPEC (-1) // TCX_NEXT: not ours, the next program or the stack decides
+#define TC_ACT_OK 0
+#define TC_ACT_SHOT 2
+
+// Legacy map definitions (section "maps"), read by the loader; no BTF needed.
+struct bpf_map_def {
+	__u32 type, key_size, value_size, max_entries, map_flags;
+};
+
+// Key: where the leg's packets arrive. Both fields in network byte order; pad is zero.
+struct fp_key {
+	__u32 addr;
+	__u16 port;
+	__u16 pad;
+};
+
+#define FP_GRANTED 1u
+#define FP_MAX_SSRC 4
+
+// One leg. Addresses, ports and SSRCs in network byte order.
+struct fp_leg {
+	__u32 src_addr;          // the latched source
+	__u16 src_port;
+	__u8 n_ssrc;             // 1..=4 SSRCs allowed
+	__u8 flags;              // FP_GRANTED: the arbiter lets this leg's transmitter send
+	__u32 ssrc[FP_MAX_SSRC];
+	__u32 out_addr;          // egress: the relay's source address and port
+	__u16 out_port;
+	__u16 dst_port;          // egress: the destination
+	__u32 dst_addr;
+	__u32 ifindex;           // bpf_redirect_neigh to this interface; 0 = local (pass up)
+};
+
+// Per-leg counters, one copy per CPU (summed by the loader).
+struct fp_counters {
+	__u64 packets;           // forwarded
+	__u64 bytes;             // forwarded UDP payload bytes (RTP header included)
+	__u64 wrong_source;      // passed up: not from the latched source
+	__u64 not_rtp;           // passed up: RTCP, MCV0/1/2, not version 2, too short
+	__u64 unknown_ssrc;      // passed up: SSRC not allowed
+	__u64 not_granted;       // passed up: the transmitter has no grant
+	__u64 errors;            // dropped: a rewrite helper failed
+	__u32 highest_seq;       // highest RTP sequence number forwarded (RFC 1982 order)
+	__u32 seq_valid;         // highest_seq is set
+};
+
+struct bpf_map_def SEC("maps") fp_legs = {
+	.type = BPF_MAP_TYPE_HASH,
+	.key_size = sizeof(struct fp_key),
+	.value_size = sizeof(struct fp_leg),
+	.max_entries = 4096, // the loader sizes it from the relay's capacity
+	.map_flags = BPF_F_NO_PREALLOC,
+};
+
+struct bpf_map_def SEC("maps") fp_stats = {
+	.type = BPF_MAP_TYPE_PERCPU_HASH,
+	.key_size = sizeof(struct fp_key),
+	.value_size = sizeof(struct fp_counters),
+	.max_entries = 4096,
+	.map_flags = BPF_F_NO_PREALLOC,
+};
+
+struct ethhdr {
+	__u8 dst[6], src[6];
+	__u16 proto;
+} __attribute__((packed));
+
+struct iphdr {
+	__u8 ver_ihl, tos;
+	__u16 tot_len, id, frag_off;
+	__u8 ttl, protocol;
+	__u16 check;
+	__u32 saddr, daddr;
+};
+
+struct udphdr {
+	__u16 source, dest, len, check;
+};
+
+#define ETH_LEN 14
+#define IP_LEN 20 // options: passed up
+#define UDP_LEN 8
+#define RTP_MIN 12
+#define OFF_IP_CSUM (ETH_LEN + 10)
+#define OFF_IP_SRC (ETH_LEN + 12)
+#define OFF_UDP_CSUM (ETH_LEN + IP_LEN + 6)
+
+#define bswap16(x) __builtin_bswap16(x)
+#define ETH_P_IP_BE 0x0008 // htons(0x0800) on a little-endian host (x86, arm64)
+
+// One's-complement 32-bit add (the kernel's __wsum arithmetic): checksum differences are
+// computed here and handed to the csum helpers in their "diff" mode (size 0).
+INLINE __u32 csum_add(__u32 a, __u32 b)
+{
+	a += b;
+	return a + (a < b);
+}
+
+// Rewrites saddr, daddr (12 bytes from OFF_IP_SRC, contiguous with the UDP ports) and fixes
+// both checksums with four helper calls. The UDP checksum covers the addresses through the
+// pseudo header (BPF_F_PSEUDO_HDR: also right for CHECKSUM_PARTIAL, where the field holds only
+// the pseudo-header sum) and the ports as data (ignored for CHECKSUM_PARTIAL, correctly). A
+// zero (absent) UDP checksum stays zero (BPF_F_MARK_MANGLED_0), a computed zero becomes 0xffff.
+INLINE long rewrite(struct __sk_buff *skb, const __u32 old[3], const __u32 new[3])
+{
+	__u32 addr_diff = csum_add(csum_add(csum_add(~old[0], ~old[1]), new[0]), new[1]);
+	__u32 port_diff = csum_add(~old[2], new[2]);
+	long err;
+
+	err = bpf_l4_csum_replace(skb, OFF_UDP_CSUM, 0, addr_diff,
+				  BPF_F_PSEUDO_HDR | BPF_F_MARK_MANGLED_0);
+	if (!err && port_diff != 0xffffffff && port_diff != 0)
+		err = bpf_l4_csum_replace(skb, OFF_UDP_CSUM, 0, port_diff, BPF_F_MARK_MANGLED_0);
+	if (!err)
+		err = bpf_l3_csum_replace(skb, OFF_IP_CSUM, 0, addr_diff, 0);
+	if (err)
+		return err;
+	// The helpers invalidated packet pointers: find the header again, then write directly
+	// (the verifier's prologue made the head private when the skb was a clone).
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	if (data + OFF_IP_SRC + 12 > data_end)
+		return -1;
+	// 16-bit stores: offset 26 is only 2-byte aligned.
+	__u16 *w = data + OFF_IP_SRC;
+	const __u16 *n = (const __u16 *)new;
+#pragma unroll
+	for (int i = 0; i < 6; i++)
+		w[i] = n[i];
+	return 0;
+}
+
+SEC("classifier")
+int fastpath(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+
+	if (data + ETH_LEN + IP_LEN + UDP_LEN + RTP_MIN > data_end)
+		return TC_ACT_UNSPEC;
+	struct ethhdr *eth = data;
+	if (eth->proto != ETH_P_IP_BE)
+		return TC_ACT_UNSPEC;
+	struct iphdr *ip = data + ETH_LEN;
+	// IPv4 without options, UDP, not a fragment (MF clear, offset zero).
+	if (ip->ver_ihl != 0x45 || ip->protocol != 17 || (ip->frag_off & bswap16(0x3fff)))
+		return TC_ACT_UNSPEC;
+	struct udphdr *udp = data + ETH_LEN + IP_LEN;
+
+	struct fp_key key = {.addr = ip->daddr, .port = udp->dest, .pad = 0};
+	struct fp_leg *leg = bpf_map_lookup_elem(&fp_legs, &key);
+	if (!leg)
+		return TC_ACT_UNSPEC;
+	struct fp_counters *ctr = bpf_map_lookup_elem(&fp_stats, &key);
+	if (!ctr)
+		return TC_ACT_UNSPEC; // installed without counters: never forward uncounted
+
+	// 1. the latched source, before anything else: a stranger's packets count as such.
+	if (ip->saddr != leg->src_addr || udp->source != leg->src_port) {
+		ctr->wrong_source++;
+		return TC_ACT_UNSPEC;
+	}
+	// 2. RTP only: version 2; payload types 64-95 are RTCP on a muxed port (RFC 5761),
+	//    MCV0/1/2 transmission control is RTCP APP: userspace.
+	__u8 *rtp = data + ETH_LEN + IP_LEN + UDP_LEN;
+	__u16 udp_len = bswap16(udp->len);
+	__u8 pt = rtp[1] & 0x7f;
+	if ((rtp[0] & 0xc0) != 0x80 || (pt >= 64 && pt <= 95) || udp_len < UDP_LEN + RTP_MIN) {
+		ctr->not_rtp++;
+		return TC_ACT_UNSPEC;
+	}
+	// 3. an allowed SSRC
+	__u32 ssrc = *(__u32 *)(rtp + 8);
+	int allowed = 0;
+#pragma unroll
+	for (int i = 0; i < FP_MAX_SSRC; i++) {
+		if (i < leg->n_ssrc && leg->ssrc[i] == ssrc)
+			allowed = 1;
+	}
+	if (!allowed) {
+		ctr->unknown_ssrc++;
+		return TC_ACT_UNSPEC;
+	}
+	// 4. the grant
+	if (!(leg->flags & FP_GRANTED)) {
+		ctr->not_granted++;
+		return TC_ACT_UNSPEC;
+	}
+
+	__u16 seq = bswap16(*(__u16 *)(rtp + 2));
+	// saddr, daddr, sport|dport as they lie in the packet, and what replaces them.
+	__u32 old[3] = {ip->saddr, ip->daddr, *(__u32 *)udp};
+	__u32 new[3] = {leg->out_addr, leg->dst_addr,
+			(__u32)leg->out_port | ((__u32)leg->dst_port << 16)};
+	__u32 ifindex = leg->ifindex;
+
+	// Packet pointers are invalid after the first helper that writes.
+	if (rewrite(skb, old, new)) {
+		ctr->errors++;
+		return TC_ACT_SHOT; // half rewritten: never let it reach anyone
+	}
+
+	ctr->packets++;
+	ctr->bytes += udp_len - UDP_LEN;
+	if (!ctr->seq_valid || (short)(seq - (__u16)ctr->highest_seq) > 0) {
+		ctr->highest_seq = seq;
+		ctr->seq_valid = 1;
+	}
+
+	if (ifindex)
+		return bpf_redirect_neigh(ifindex, 0, 0, 0);
+	return TC_ACT_OK; // a local destination: the stack delivers the rewritten packet
+}
+
+char _license[] SEC("license") = "Dual MIT/GPL";

@@ -1,0 +1,759 @@
+//! Kernel fast path for mcvideo-relay: a TCX ingress BPF program (`bpf/fastpath.bpf.c`) that
+//! forwards a latched, granted media leg's RTP in the kernel, and its loader.
+//!
+//! The relay keeps one entry per leg, keyed by the relay address and port the leg's packets
+//! arrive on ([`FastPath::install`]). The program forwards a packet only when it is RTP (version
+//! 2, payload type outside 64–95), comes from the leg's latched source, carries an allowed SSRC
+//! and the leg holds the grant ([`FastPath::set_granted`]); it rewrites addresses, ports and
+//! checksums and sends the packet out of the egress interface (`bpf_redirect_neigh`), or, for a
+//! destination on this host (`ifindex` 0, loopback), lets the stack deliver the rewritten packet.
+//! Everything else goes up to the relay's socket unchanged, and packets aimed at a leg but not
+//! forwarded are counted by reason ([`Counters`]).
+//!
+//! The program and its links belong to the [`FastPath`]: dropping it, or the process dying,
+//! detaches them (TCX links are file descriptors; nothing is pinned).
+//!
+//! ```no_run
+//! use std::net::{Ipv4Addr, SocketAddrV4};
+//! use mcvideo_relay_fastpath::{Egress, FastPath, Leg};
+//!
+//! let mut fp = FastPath::open("lo")?;
+//! let relay = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 40000);
+//! fp.install(relay, &Leg {
+//!     source: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5004),
+//!     ssrcs: vec![0x1234_5678],
+//!     granted: true,
+//!     egress: Egress {
+//!         from: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 40002),
+//!         to: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 6004),
+//!         ifindex: 0,
+//!     },
+//! })?;
+//! fp.set_granted(relay, false)?; // a Revoked: not one more packet in the kernel
+//! println!("{:?}", fp.counters(relay)?);
+//! fp.remove(relay)?;
+//! # Ok::<(), mcvideo_relay_fastpath::Error>(())
+//! ```
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs, unreachable_pub)]
+
+use std::fmt;
+#[cfg(not(fastpath_no_bpf))]
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::Duration;
+
+#[cfg(not(fastpath_no_bpf))]
+use aya::{
+    maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuHashMap, PerCpuValues},
+    programs::{
+        tc::{SchedClassifierLink, TcAttachOptions},
+        LinkOrder, SchedClassifier, TcAttachType,
+    },
+    Ebpf, EbpfLoader,
+};
+
+/// The BPF object built from `bpf/fastpath.bpf.c` by build.rs.
+#[cfg(not(fastpath_no_bpf))]
+static OBJECT: &[u8] = aligned_object();
+
+#[cfg(not(fastpath_no_bpf))]
+const fn aligned_object() -> &'static [u8] {
+    // The ELF parser wants 8-byte alignment; include_bytes! gives 1.
+    #[repr(C, align(8))]
+    struct Aligned<B: ?Sized>(B);
+    static A: &Aligned<[u8]> =
+        &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/fastpath.bpf.o")));
+    &A.0
+}
+
+/// Whether this build carries the BPF program (false: clang was missing at build time, and
+/// [`FastPath::open`] returns [`Error::NotBuilt`]).
+pub const BUILT: bool = cfg!(not(fastpath_no_bpf));
+
+/// The program's name in the object (its function).
+pub const PROGRAM_NAME: &str = "fastpath";
+#[cfg(not(fastpath_no_bpf))]
+const LEGS_MAP: &str = "fp_legs";
+#[cfg(not(fastpath_no_bpf))]
+const STATS_MAP: &str = "fp_stats";
+/// How many SSRCs one leg may allow.
+pub const MAX_SSRCS: usize = 4;
+/// Map capacity when [`FastPath::open`] is not told one.
+pub const DEFAULT_MAX_LEGS: u32 = 4096;
+
+/// Why the fast path could not be set up or changed. [`Error::is_fallback`] tells the relay to
+/// run the leg (or everything) in userspace instead.
+#[derive(Debug)]
+pub enum Error {
+    /// This build has no BPF program: clang was missing when the crate was built.
+    NotBuilt,
+    /// The process may not load BPF programs or attach them (needs `CAP_BPF` or
+    /// `CAP_SYS_ADMIN`, and `CAP_NET_ADMIN`; or seccomp/an LSM said no).
+    NoPrivilege(String),
+    /// The kernel cannot: no BPF syscall, no TCX (Linux < 6.6), a helper or map type missing,
+    /// or the verifier rejected the program.
+    Unsupported(String),
+    /// No interface of that name in this network namespace.
+    NoSuchInterface(String),
+    /// The leg given to [`FastPath::install`] is not valid (the reason).
+    InvalidLeg(&'static str),
+    /// No entry for that relay address and port.
+    NotFound(SocketAddrV4),
+    /// The legs map is full (sized by [`FastPath::open_with_capacity`]).
+    Full,
+    /// Anything else (the loader's message).
+    Other(String),
+}
+
+impl Error {
+    /// True when the relay should carry on in userspace: the fast path cannot run here at all
+    /// (not built, no privilege, the kernel cannot).
+    pub fn is_fallback(&self) -> bool {
+        matches!(
+            self,
+            Error::NotBuilt | Error::NoPrivilege(_) | Error::Unsupported(_)
+        )
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::NotBuilt => write!(f, "kernel fast path not built in (no clang at build time)"),
+            Error::NoPrivilege(m) => write!(f, "no privilege for the kernel fast path: {m}"),
+            Error::Unsupported(m) => write!(f, "the kernel cannot run the fast path: {m}"),
+            Error::NoSuchInterface(i) => write!(f, "no interface {i:?}"),
+            Error::InvalidLeg(m) => write!(f, "invalid leg: {m}"),
+            Error::NotFound(k) => write!(f, "no fast-path entry for {k}"),
+            Error::Full => write!(f, "the fast-path map is full"),
+            Error::Other(m) => write!(f, "kernel fast path: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Where a leg's forwarded packets go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Egress {
+    /// The relay's source address and port on the way out (the address of the egress
+    /// interface, the port the destination knows the relay by).
+    pub from: SocketAddrV4,
+    /// The destination (negotiated or latched).
+    pub to: SocketAddrV4,
+    /// The interface to send on (`bpf_redirect_neigh`: route and neighbour resolved by the
+    /// kernel), or 0 for a destination on this host: the rewritten packet is passed up to the
+    /// local stack (`lo`). See [`ifindex`].
+    pub ifindex: u32,
+}
+
+/// One media leg in the kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leg {
+    /// The latched source: only its packets are forwarded.
+    pub source: SocketAddrV4,
+    /// The SSRCs forwarded (1 to [`MAX_SSRCS`]).
+    pub ssrcs: Vec<u32>,
+    /// Whether the leg's transmitter holds the grant (what the arbiter says).
+    pub granted: bool,
+    /// Where the packets go.
+    pub egress: Egress,
+}
+
+/// A leg's counters, summed over CPUs. The `passed_up_*` packets were aimed at the leg's relay
+/// port but not forwarded: they went to the relay's socket, which judges them as before.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Packets forwarded in the kernel.
+    pub packets: u64,
+    /// UDP payload bytes forwarded (RTP header included).
+    pub bytes: u64,
+    /// Passed up: not from the latched source.
+    pub passed_up_wrong_source: u64,
+    /// Passed up: not RTP (RTCP or MCV0/1/2 on payload types 64–95, not version 2, too short).
+    pub passed_up_not_rtp: u64,
+    /// Passed up: an SSRC not allowed.
+    pub passed_up_unknown_ssrc: u64,
+    /// Passed up: the leg's transmitter had no grant.
+    pub passed_up_not_granted: u64,
+    /// Dropped in the kernel: a rewrite helper failed half way (should stay 0).
+    pub errors: u64,
+    /// The highest RTP sequence number forwarded (serial-number order), if any.
+    pub highest_seq: Option<u16>,
+}
+
+/// The program's own cost, from the kernel's BPF statistics (`kernel.bpf_stats_enabled=1`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunStats {
+    /// Runs counted (every packet the program saw on every interface).
+    pub run_count: u64,
+    /// Total time in the program.
+    pub run_time: Duration,
+}
+
+// ---- the map layouts, mirrored from bpf/fastpath.bpf.c ----------------------------------------
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct RawKey {
+    addr: u32, // network byte order, as in the packet
+    port: u16,
+    pad: u16,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct RawLeg {
+    src_addr: u32,
+    src_port: u16,
+    n_ssrc: u8,
+    flags: u8,
+    ssrc: [u32; MAX_SSRCS],
+    out_addr: u32,
+    out_port: u16,
+    dst_port: u16,
+    dst_addr: u32,
+    ifindex: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct RawCounters {
+    packets: u64,
+    bytes: u64,
+    wrong_source: u64,
+    not_rtp: u64,
+    unknown_ssrc: u64,
+    not_granted: u64,
+    errors: u64,
+    highest_seq: u32,
+    seq_valid: u32,
+}
+
+const FP_GRANTED: u8 = 1;
+
+const _: () = assert!(size_of::<RawKey>() == 8);
+const _: () = assert!(size_of::<RawLeg>() == 40);
+const _: () = assert!(size_of::<RawCounters>() == 64);
+
+// SAFETY: plain #[repr(C)] integers with no padding (sizes asserted above): every bit pattern
+// is a valid value, and the kernel copies them as bytes.
+#[cfg(not(fastpath_no_bpf))]
+unsafe impl aya::Pod for RawKey {}
+// SAFETY: as above.
+#[cfg(not(fastpath_no_bpf))]
+unsafe impl aya::Pod for RawLeg {}
+// SAFETY: as above.
+#[cfg(not(fastpath_no_bpf))]
+unsafe impl aya::Pod for RawCounters {}
+
+fn be32(a: Ipv4Addr) -> u32 {
+    u32::from_ne_bytes(a.octets())
+}
+
+fn be16(p: u16) -> u16 {
+    p.to_be()
+}
+
+fn raw_key(k: SocketAddrV4) -> RawKey {
+    RawKey {
+        addr: be32(*k.ip()),
+        port: be16(k.port()),
+        pad: 0,
+    }
+}
+
+fn raw_leg(leg: &Leg) -> Result<RawLeg, Error> {
+    if leg.ssrcs.is_empty() || leg.ssrcs.len() > MAX_SSRCS {
+        return Err(Error::InvalidLeg("1 to 4 SSRCs"));
+    }
+    if leg.source.port() == 0 || leg.egress.to.port() == 0 || leg.egress.from.port() == 0 {
+        return Err(Error::InvalidLeg("a port is 0"));
+    }
+    if leg.egress.to.ip().is_unspecified() || leg.egress.from.ip().is_unspecified() {
+        return Err(Error::InvalidLeg("an egress address is 0.0.0.0"));
+    }
+    let mut ssrc = [0u32; MAX_SSRCS];
+    for (slot, s) in ssrc.iter_mut().zip(&leg.ssrcs) {
+        *slot = s.to_be();
+    }
+    Ok(RawLeg {
+        src_addr: be32(*leg.source.ip()),
+        src_port: be16(leg.source.port()),
+        n_ssrc: leg.ssrcs.len() as u8,
+        flags: if leg.granted { FP_GRANTED } else { 0 },
+        ssrc,
+        out_addr: be32(*leg.egress.from.ip()),
+        out_port: be16(leg.egress.from.port()),
+        dst_port: be16(leg.egress.to.port()),
+        dst_addr: be32(*leg.egress.to.ip()),
+        ifindex: leg.egress.ifindex,
+    })
+}
+
+/// Sums per-CPU counters; the highest sequence number in RFC 1982 order across CPUs.
+fn sum_counters<'a>(per_cpu: impl IntoIterator<Item = &'a RawCounters>) -> Counters {
+    let mut c = Counters::default();
+    for v in per_cpu {
+        c.packets += v.packets;
+        c.bytes += v.bytes;
+        c.passed_up_wrong_source += v.wrong_source;
+        c.passed_up_not_rtp += v.not_rtp;
+        c.passed_up_unknown_ssrc += v.unknown_ssrc;
+        c.passed_up_not_granted += v.not_granted;
+        c.errors += v.errors;
+        if v.seq_valid != 0 {
+            let s = v.highest_seq as u16;
+            c.highest_seq = match c.highest_seq {
+                Some(h) if (s.wrapping_sub(h) as i16) <= 0 => Some(h),
+                _ => Some(s),
+            };
+        }
+    }
+    c
+}
+
+/// The interface index of `name` in the calling thread's network namespace (for
+/// [`Egress::ifindex`]).
+pub fn ifindex(name: &str) -> Result<u32, Error> {
+    let c = std::ffi::CString::new(name).map_err(|_| Error::NoSuchInterface(name.to_owned()))?;
+    // SAFETY: a valid NUL-terminated string for the duration of the call.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if i == 0 {
+        Err(Error::NoSuchInterface(name.to_owned()))
+    } else {
+        Ok(i)
+    }
+}
+
+/// Whether this process has the capabilities to load and attach the program: (`CAP_BPF` or
+/// `CAP_SYS_ADMIN`) and `CAP_NET_ADMIN`, from `/proc/self/status`.
+pub fn has_privilege() -> bool {
+    const CAP_NET_ADMIN: u32 = 12;
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_BPF: u32 = 39;
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
+    let Some(eff) = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+    else {
+        return false;
+    };
+    let has = |bit: u32| eff & (1u64 << bit) != 0;
+    (has(CAP_BPF) || has(CAP_SYS_ADMIN)) && has(CAP_NET_ADMIN)
+}
+
+/// Sorts a loader error into [`Error`] by the errno underneath and the stage it came from.
+#[cfg(not(fastpath_no_bpf))]
+fn classify(stage: &str, e: &(dyn std::error::Error + 'static)) -> Error {
+    let mut errno = None;
+    let mut verifier = false;
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<io::Error>() {
+            errno = errno.or(io.raw_os_error());
+        }
+        if let Some(aya::programs::ProgramError::LoadError { verifier_log, .. }) =
+            err.downcast_ref::<aya::programs::ProgramError>()
+        {
+            verifier = !verifier_log.to_string().trim().is_empty();
+        }
+        cur = err.source();
+    }
+    let msg = format!("{stage}: {}", chain(e));
+    match errno {
+        Some(libc::EPERM) => Error::NoPrivilege(msg),
+        Some(libc::EACCES) if !verifier => Error::NoPrivilege(msg),
+        Some(libc::ENODEV) | Some(libc::ENXIO) if stage == "attach" => Error::NoSuchInterface(msg),
+        Some(libc::E2BIG) if stage == "update" => Error::Full,
+        Some(
+            libc::ENOSYS | libc::EINVAL | libc::EOPNOTSUPP | libc::EACCES | 524, /* ENOTSUPP */
+        ) => Error::Unsupported(msg),
+        _ if stage == "load" => Error::Unsupported(msg),
+        _ => Error::Other(msg),
+    }
+}
+
+#[cfg(not(fastpath_no_bpf))]
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(err) = cur {
+        let m = err.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = err.source();
+    }
+    s
+}
+
+/// The loaded program, its maps and its TCX links. Dropping it detaches every link and unloads
+/// the program and maps (nothing is pinned, so a killed process leaves nothing behind).
+pub struct FastPath {
+    #[cfg(not(fastpath_no_bpf))]
+    links: Vec<(String, SchedClassifierLink)>,
+    #[cfg(not(fastpath_no_bpf))]
+    legs: BpfHashMap<MapData, RawKey, RawLeg>,
+    #[cfg(not(fastpath_no_bpf))]
+    stats: PerCpuHashMap<MapData, RawKey, RawCounters>,
+    #[cfg(not(fastpath_no_bpf))]
+    nr_cpus: usize,
+    // Last: the program is unloaded after its links are gone.
+    #[cfg(not(fastpath_no_bpf))]
+    ebpf: Ebpf,
+    /// A build without the program never makes one.
+    #[cfg(fastpath_no_bpf)]
+    never: std::convert::Infallible,
+}
+
+impl fmt::Debug for FastPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("FastPath");
+        #[cfg(not(fastpath_no_bpf))]
+        d.field("interfaces", &self.interfaces());
+        d.finish_non_exhaustive()
+    }
+}
+
+impl FastPath {
+    /// Loads the program and attaches it at TCX ingress of `ifname` (in the calling thread's
+    /// network namespace), with maps for [`DEFAULT_MAX_LEGS`] legs.
+    pub fn open(ifname: &str) -> Result<FastPath, Error> {
+        Self::open_with_capacity(ifname, DEFAULT_MAX_LEGS)
+    }
+
+    /// [`FastPath::open`] with maps for `max_legs` legs (size it from the relay's `max_calls`:
+    /// one entry per forwarded direction).
+    #[cfg(not(fastpath_no_bpf))]
+    pub fn open_with_capacity(ifname: &str, max_legs: u32) -> Result<FastPath, Error> {
+        if !has_privilege() {
+            return Err(Error::NoPrivilege(
+                "needs CAP_BPF (or CAP_SYS_ADMIN) and CAP_NET_ADMIN".to_owned(),
+            ));
+        }
+        let max_legs = max_legs.max(1);
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(LEGS_MAP, max_legs)
+            .map_max_entries(STATS_MAP, max_legs)
+            .load(OBJECT)
+            .map_err(|e| classify("load", &e))?;
+        let prog: &mut SchedClassifier = ebpf
+            .program_mut(PROGRAM_NAME)
+            .ok_or_else(|| Error::Other("no program in the object".to_owned()))?
+            .try_into()
+            .map_err(|e| classify("load", &e))?;
+        prog.load().map_err(|e| classify("load", &e))?;
+        let legs = ebpf
+            .take_map(LEGS_MAP)
+            .ok_or_else(|| Error::Other("no legs map".to_owned()))?;
+        let legs = BpfHashMap::try_from(legs).map_err(|e| classify("load", &e))?;
+        let stats = ebpf
+            .take_map(STATS_MAP)
+            .ok_or_else(|| Error::Other("no stats map".to_owned()))?;
+        let stats = PerCpuHashMap::try_from(stats).map_err(|e| classify("load", &e))?;
+        let nr_cpus = aya::util::nr_cpus().map_err(|(_, e)| Error::Other(e.to_string()))?;
+        let mut fp = FastPath {
+            links: Vec::new(),
+            legs,
+            stats,
+            nr_cpus,
+            ebpf,
+        };
+        fp.attach(ifname)?;
+        Ok(fp)
+    }
+
+    /// Attaches the same program (same maps) at TCX ingress of one more interface, e.g. both
+    /// veths of a relay between two networks. Attached last among the interface's TCX programs.
+    #[cfg(not(fastpath_no_bpf))]
+    pub fn attach(&mut self, ifname: &str) -> Result<(), Error> {
+        ifindex(ifname)?;
+        let prog: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(PROGRAM_NAME)
+            .ok_or_else(|| Error::Other("no program".to_owned()))?
+            .try_into()
+            .map_err(|e| classify("attach", &e))?;
+        let id = prog
+            .attach_with_options(
+                ifname,
+                TcAttachType::Ingress,
+                TcAttachOptions::TcxOrder(LinkOrder::default()),
+            )
+            .map_err(|e| classify("attach", &e))?;
+        let link = prog.take_link(id).map_err(|e| classify("attach", &e))?;
+        self.links.push((ifname.to_owned(), link));
+        Ok(())
+    }
+
+    /// The interfaces the program is attached to.
+    #[cfg(not(fastpath_no_bpf))]
+    pub fn interfaces(&self) -> Vec<&str> {
+        self.links.iter().map(|(n, _)| n.as_str()).collect()
+    }
+
+    /// Installs (or replaces) the leg whose packets arrive at `relay`. Its counters are created
+    /// at zero the first time and kept when an entry is replaced (e.g. a new SSRC).
+    #[cfg(not(fastpath_no_bpf))]
+    pub fn install(&mut self, relay: SocketAddrV4, leg: &Leg) -> Result<(), Error> {
+        let key = raw_key(relay);
+        let value = raw_leg(leg)?;
+        // Counters first: the program never forwards a packet it cannot count.
+        let zero = PerCpuValues::try_from(vec![RawCounters::default(); self.nr_cpus])
+            .map_err(|e| Error::Other(e.to_string()))?;
+        const BPF_NOEXIST: u64 = 1;
+        let created = match self.stats.insert(key, zero, BPF_NOEXIST) {
+            Ok(()) => true,
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {
+                false
+            }
+            Err(e) => return Err(classify("update", &e)),
+        };
+        self.legs.insert(key, value, 0).map_err(|e| {
+            if created {
+                // Leave nothing behind for a leg that was not installed.
+                let _ = self.stats.remove(&key);
+            }
+            classify("update", &e)
+        })
+    }
+
+    /// Sets the leg's grant, as the arbiter changes it: `false` before the relay announces a
+    /// Revoked, an End Response or a pre-emption; from the moment this returns the program
+    /// forwards no more of the leg's packets (they go up to userspace, counted not granted).
+    #[cfg(not(fastpath_no_bpf))]
+    pub fn set_granted(&mut self, relay: SocketAddrV4, granted: bool) -> Result<(), Error> {
+        let key = raw_key(relay);
+        let mut v = self.raw_get(relay)?;
+        if granted {
+            v.flags |= FP_GRANTED;
+        } else {
+            v.flags &= !FP_GRANTED;
+        }
+        const BPF_EXIST: u64 = 2;
+        self.legs.insert(key, v, BPF_EXIST).map_err(|e| match e {
+            MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::ENOENT) => {
+                Error::NotFound(relay)
+            }
+            e => classify("update", &e),
+        })
+    }
+
+    /// Removes the leg (its counters too): call it before the relay socket's port is reused or
+    /// the leg's source re-latched. Removing an absent leg is not an error.
+    #[cfg(not(fastpath_no_bpf))]
+    pub fn remove(&mut self, relay: SocketAddrV4) -> Result<(), Error> {
+        let key = raw_key(relay);
+        for r in [self.legs.remove(&key), self.stats.remove(&key)] {
+            match r {
+                Ok(()) => {}
+                Err(MapError::KeyNotFound) => {}
+                Err(MapError::SyscallError(e))
+                    if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) => return Err(classify("update", &e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// The leg as installed (`None` when there is no entry).
+    #[cfg(not(fastpath_no_bpf))]
+    pub fn leg(&self, relay: SocketAddrV4) -> Result<Option<Leg>, Error> {
+        let v = match self.raw_get(relay) {
+            Ok(v) => v,
+            Err(Error::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let addr = |a: u32| Ipv4Addr::from(a.to_ne_bytes());
+        Ok(Some(Leg {
+            source: SocketAddrV4::new(addr(v.src_addr), u16::from_be(v.src_port)),
+            ssrcs: v.ssrc[..usize::from(v.n_ssrc).min(MAX_SSRCS)]
+                .iter()
+                .map(|s| u32::from_be(*s))
+                .collect(),
+            granted: v.flags & FP_GRANTED != 0,
+            egress: Egress {
+                from: SocketAddrV4::new(addr(v.out_addr), u16::from_be(v.out_port)),
+                to: SocketAddrV4::new(addr(v.dst_addr), u16::from_be(v.dst_port)),
+                ifindex: v.ifindex,
+            },
+        }))
+    }
+
+    /// The leg's counters, summed over CPUs.
+    #[cfg(not(fastpath_no_bpf))]
+    pub fn counters(&self, relay: SocketAddrV4) -> Result<Counters, Error> {
+        match self.stats.get(&raw_key(relay), 0) {
+            Ok(per_cpu) => Ok(sum_counters(per_cpu.iter())),
+            Err(MapError::KeyNotFound) => Err(Error::NotFound(relay)),
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+                Err(Error::NotFound(relay))
+            }
+            Err(e) => Err(classify("lookup", &e)),
+        }
+    }
+
+    /// The program's run count and run time so far (zero unless `kernel.bpf_stats_enabled` is
+    /// 1 or [`enable_run_stats`] holds the statistics on).
+    #[cfg(not(fastpath_no_bpf))]
+    pub fn run_stats(&self) -> Result<RunStats, Error> {
+        let prog: &SchedClassifier = self
+            .ebpf
+            .program(PROGRAM_NAME)
+            .ok_or_else(|| Error::Other("no program".to_owned()))?
+            .try_into()
+            .map_err(|e| classify("lookup", &e))?;
+        let info = prog.info().map_err(|e| classify("lookup", &e))?;
+        Ok(RunStats {
+            run_count: info.run_count(),
+            run_time: info.run_time(),
+        })
+    }
+
+    #[cfg(not(fastpath_no_bpf))]
+    fn raw_get(&self, relay: SocketAddrV4) -> Result<RawLeg, Error> {
+        match self.legs.get(&raw_key(relay), 0) {
+            Ok(v) => Ok(v),
+            Err(MapError::KeyNotFound) => Err(Error::NotFound(relay)),
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+                Err(Error::NotFound(relay))
+            }
+            Err(e) => Err(classify("lookup", &e)),
+        }
+    }
+}
+
+impl Drop for FastPath {
+    /// Detaches every link (the program leaves the interfaces at once), then the program and
+    /// the maps are unloaded with the last file descriptor.
+    fn drop(&mut self) {
+        #[cfg(not(fastpath_no_bpf))]
+        self.links.clear();
+        #[cfg(fastpath_no_bpf)]
+        match self.never {}
+    }
+}
+
+/// The same API in a build without the BPF program: [`FastPath::open`] always returns
+/// [`Error::NotBuilt`], so no value exists and the methods are never reached.
+#[cfg(fastpath_no_bpf)]
+#[allow(missing_docs, clippy::missing_errors_doc)]
+impl FastPath {
+    pub fn open_with_capacity(_ifname: &str, _max_legs: u32) -> Result<FastPath, Error> {
+        Err(Error::NotBuilt)
+    }
+    pub fn attach(&mut self, _ifname: &str) -> Result<(), Error> {
+        match self.never {}
+    }
+    pub fn interfaces(&self) -> Vec<&str> {
+        match self.never {}
+    }
+    pub fn install(&mut self, _relay: SocketAddrV4, leg: &Leg) -> Result<(), Error> {
+        raw_leg(leg)?;
+        match self.never {}
+    }
+    pub fn set_granted(&mut self, _relay: SocketAddrV4, _granted: bool) -> Result<(), Error> {
+        match self.never {}
+    }
+    pub fn remove(&mut self, relay: SocketAddrV4) -> Result<(), Error> {
+        let _ = raw_key(relay);
+        match self.never {}
+    }
+    pub fn leg(&self, _relay: SocketAddrV4) -> Result<Option<Leg>, Error> {
+        match self.never {}
+    }
+    pub fn counters(&self, _relay: SocketAddrV4) -> Result<Counters, Error> {
+        let _ = sum_counters(&[]);
+        match self.never {}
+    }
+    pub fn run_stats(&self) -> Result<RunStats, Error> {
+        match self.never {}
+    }
+}
+
+/// Without the BPF program in this build: [`Error::NotBuilt`].
+#[cfg(fastpath_no_bpf)]
+pub fn enable_run_stats() -> Result<std::os::fd::OwnedFd, Error> {
+    Err(Error::NotBuilt)
+}
+
+/// Without the BPF program in this build: [`Error::NotBuilt`].
+#[cfg(fastpath_no_bpf)]
+pub fn tcx_ingress_programs(_ifname: &str) -> Result<Vec<(u32, String)>, Error> {
+    Err(Error::NotBuilt)
+}
+
+/// Turns the kernel's BPF run-time statistics on for as long as the returned descriptor is open
+/// (`BPF_ENABLE_STATS`; the same as `sysctl kernel.bpf_stats_enabled=1` while held).
+#[cfg(not(fastpath_no_bpf))]
+pub fn enable_run_stats() -> Result<std::os::fd::OwnedFd, Error> {
+    aya::sys::enable_stats(aya::sys::Stats::RunTime).map_err(|e| classify("stats", &e))
+}
+
+/// The ids and names of the TCX ingress programs attached to `ifname` (in the calling thread's
+/// network namespace), by the kernel's own query (`BPF_PROG_QUERY`): what a leak check reads.
+#[cfg(not(fastpath_no_bpf))]
+pub fn tcx_ingress_programs(ifname: &str) -> Result<Vec<(u32, String)>, Error> {
+    ifindex(ifname)?;
+    let (_, progs) = SchedClassifier::query_tcx(ifname, TcAttachType::Ingress)
+        .map_err(|e| classify("query", &e))?;
+    Ok(progs
+        .iter()
+        .map(|p| (p.id(), p.name_as_str().unwrap_or_default().to_owned()))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_in_network_order() {
+        let k = raw_key(SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 0x1234));
+        assert_eq!(k.addr.to_ne_bytes(), [10, 0, 0, 1]);
+        assert_eq!(k.port.to_ne_bytes(), [0x12, 0x34]);
+    }
+
+    #[test]
+    fn invalid_legs_refused() {
+        let a = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 1);
+        let mut leg = Leg {
+            source: a,
+            ssrcs: vec![],
+            granted: true,
+            egress: Egress {
+                from: a,
+                to: a,
+                ifindex: 0,
+            },
+        };
+        assert!(matches!(raw_leg(&leg), Err(Error::InvalidLeg(_))));
+        leg.ssrcs = vec![1, 2, 3, 4, 5];
+        assert!(matches!(raw_leg(&leg), Err(Error::InvalidLeg(_))));
+        leg.ssrcs = vec![7];
+        let raw = raw_leg(&leg).unwrap();
+        assert_eq!(raw.ssrc[0].to_ne_bytes(), [0, 0, 0, 7]);
+        assert_eq!(raw.flags, FP_GRANTED);
+    }
+
+    #[test]
+    fn highest_seq_wraps() {
+        let c = |s: u32| RawCounters {
+            highest_seq: s,
+            seq_valid: 1,
+            packets: 1,
+            ..Default::default()
+        };
+        let sum = sum_counters(&[c(65530), c(3), RawCounters::default()]);
+        assert_eq!(sum.highest_seq, Some(3));
+        assert_eq!(sum.packets, 2);
+        assert_eq!(sum_counters(&[c(10), c(9)]).highest_seq, Some(10));
+        assert_eq!(sum_counters(&[RawCounters::default()]).highest_seq, None);
+    }
+}

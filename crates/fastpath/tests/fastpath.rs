@@ -1,0 +1,544 @@
+//! The kernel fast path on real interfaces, as root: each test makes its own network
+//! namespaces (its own `lo`), so nothing is attached to the host's interfaces, and the
+//! namespaces (with everything attached in them) are deleted at the end. Skipped, with the
+//! reason printed, when not root or when the crate was built without clang.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use mcvideo_relay_fastpath::{ifindex, tcx_ingress_programs, Egress, Error, FastPath, Leg};
+
+const QUIET: Duration = Duration::from_millis(150);
+const LO: Ipv4Addr = Ipv4Addr::LOCALHOST;
+
+/// The sockets of a one-leg relay on `lo`: the sender, the relay's port for the leg (where
+/// packets the kernel does not forward arrive), the relay's egress port, the destination.
+struct LoLeg {
+    sender: std::net::UdpSocket,
+    relay_in: std::net::UdpSocket,
+    relay_out: std::net::UdpSocket,
+    dest: std::net::UdpSocket,
+    key: SocketAddrV4,
+    leg: Leg,
+}
+
+const SSRC: u32 = 0x0bad_cafe;
+
+fn lo_leg(granted: bool) -> LoLeg {
+    let any = SocketAddrV4::new(LO, 0);
+    let (sender, relay_in, relay_out, dest) = (udp(any), udp(any), udp(any), udp(any));
+    let key = local(&relay_in);
+    let leg = Leg {
+        source: local(&sender),
+        ssrcs: vec![0x1111, SSRC],
+        granted,
+        egress: Egress {
+            from: local(&relay_out),
+            to: local(&dest),
+            ifindex: 0,
+        },
+    };
+    LoLeg {
+        sender,
+        relay_in,
+        relay_out,
+        dest,
+        key,
+        leg,
+    }
+}
+
+#[test]
+fn lo_forwards_rewritten_with_correct_checksums_and_counts() {
+    if !can_run("lo_forwards_rewritten_with_correct_checksums_and_counts") {
+        return;
+    }
+    let ns = Netns::new("lo");
+    ns.run(|| {
+        let mut fp = FastPath::open("lo").expect("open");
+        let l = lo_leg(true);
+        fp.install(l.key, &l.leg).unwrap();
+        assert_eq!(fp.leg(l.key).unwrap().as_ref(), Some(&l.leg));
+
+        // Ordinary UDP (the checksum left to offload: CHECKSUM_PARTIAL on lo).
+        for seq in 100..120u16 {
+            l.sender.send_to(&rtp(96, seq, SSRC, 160), l.key).unwrap();
+        }
+        let got = drain(&l.dest, QUIET);
+        assert_eq!(got.len(), 20, "all forwarded");
+        for (i, (p, from)) in got.iter().enumerate() {
+            assert_eq!(
+                *from,
+                local(&l.relay_out),
+                "source rewritten to the relay's egress port"
+            );
+            assert_eq!(*p, rtp(96, 100 + i as u16, SSRC, 160), "payload intact");
+        }
+        assert!(
+            drain(&l.relay_in, QUIET).is_empty(),
+            "nothing reached the relay socket"
+        );
+
+        // A full software checksum (raw socket): the receiver verifies every byte of it.
+        let before = udp_csum_errors();
+        let src = l.leg.source;
+        for (seq, with_checksum) in [(120u16, true), (121, false)] {
+            let d = udp_datagram(src, l.key, &rtp(96, seq, 0x1111, 200), with_checksum);
+            send_raw_udp(src, l.key, &d);
+        }
+        let got = drain(&l.dest, QUIET);
+        assert_eq!(
+            got.len(),
+            2,
+            "checksummed and checksum-less datagrams both delivered"
+        );
+        assert_eq!(got[0].0, rtp(96, 120, 0x1111, 200));
+        assert_eq!(
+            udp_csum_errors(),
+            before,
+            "no checksum error after the rewrite"
+        );
+        // The control: a wrong checksum is seen and counted by this namespace's UDP.
+        let mut bad = udp_datagram(src, local(&l.dest), &rtp(96, 1, 0x1111, 20), true);
+        bad[8] ^= 0xff;
+        send_raw_udp(src, local(&l.dest), &bad);
+        assert!(drain(&l.dest, QUIET).is_empty());
+        assert_eq!(
+            udp_csum_errors(),
+            before + 1,
+            "the control datagram failed its checksum"
+        );
+
+        let c = fp.counters(l.key).unwrap();
+        assert_eq!(c.packets, 22);
+        assert_eq!(c.bytes, 20 * (12 + 160) + 2 * (12 + 200));
+        assert_eq!(c.highest_seq, Some(121));
+        assert_eq!(c.errors, 0);
+        assert_eq!(
+            c.passed_up_wrong_source
+                + c.passed_up_not_rtp
+                + c.passed_up_unknown_ssrc
+                + c.passed_up_not_granted,
+            0
+        );
+    });
+}
+
+#[test]
+fn lo_passes_up_what_it_must_not_forward_counted_by_reason() {
+    if !can_run("lo_passes_up_what_it_must_not_forward_counted_by_reason") {
+        return;
+    }
+    let ns = Netns::new("up");
+    ns.run(|| {
+        let mut fp = FastPath::open("lo").expect("open");
+        let l = lo_leg(true);
+        fp.install(l.key, &l.leg).unwrap();
+        let stranger = udp(SocketAddrV4::new(LO, 0));
+
+        stranger.send_to(&rtp(96, 1, SSRC, 100), l.key).unwrap(); // wrong source
+        l.sender.send_to(&rtp(96, 2, 0x7777, 100), l.key).unwrap(); // unknown SSRC
+        l.sender.send_to(&rtcp(200, SSRC), l.key).unwrap(); // RTCP SR
+        l.sender.send_to(&rtcp(204, SSRC), l.key).unwrap(); // MCV0 (RTCP APP)
+        l.sender.send_to(&rtp(72, 3, SSRC, 100), l.key).unwrap(); // PT 72: an RTCP range type
+        l.sender
+            .send_to(b"\x40\x60short-and-not-rtp", l.key)
+            .unwrap(); // version 1
+        let up = drain(&l.relay_in, QUIET);
+        assert_eq!(up.len(), 6, "all six reached the relay's socket");
+        assert_eq!(
+            up[0],
+            (rtp(96, 1, SSRC, 100), local(&stranger)),
+            "unchanged"
+        );
+        assert_eq!(up[2], (rtcp(200, SSRC), l.leg.source));
+        assert!(drain(&l.dest, QUIET).is_empty(), "nothing forwarded");
+
+        // Not granted.
+        let mut leg = l.leg.clone();
+        leg.granted = false;
+        fp.install(l.key, &leg).unwrap();
+        l.sender.send_to(&rtp(96, 4, SSRC, 100), l.key).unwrap();
+        assert_eq!(drain(&l.relay_in, QUIET).len(), 1);
+        assert!(drain(&l.dest, QUIET).is_empty());
+
+        let c = fp.counters(l.key).unwrap();
+        assert_eq!(c.packets, 0);
+        assert_eq!(c.passed_up_wrong_source, 1);
+        assert_eq!(c.passed_up_unknown_ssrc, 1);
+        assert_eq!(c.passed_up_not_rtp, 4);
+        assert_eq!(
+            c.passed_up_not_granted, 1,
+            "counters kept across a re-install"
+        );
+        assert_eq!(c.highest_seq, None);
+
+        // A port with no entry is none of the program's business.
+        let other = udp(SocketAddrV4::new(LO, 0));
+        l.sender
+            .send_to(&rtp(96, 5, SSRC, 100), local(&other))
+            .unwrap();
+        assert_eq!(drain(&other, QUIET).len(), 1);
+    });
+}
+
+#[test]
+fn revoking_the_grant_stops_forwarding_at_once() {
+    if !can_run("revoking_the_grant_stops_forwarding_at_once") {
+        return;
+    }
+    let ns = Netns::new("rv");
+    ns.run(|| {
+        let mut fp = FastPath::open("lo").expect("open");
+        let l = lo_leg(true);
+        fp.install(l.key, &l.leg).unwrap();
+        let mut seq = 0u16;
+        let mut send = |n: u16| {
+            for _ in 0..n {
+                l.sender.send_to(&rtp(96, seq, SSRC, 100), l.key).unwrap();
+                seq += 1;
+            }
+        };
+        send(5);
+        assert_eq!(drain(&l.dest, QUIET).len(), 5);
+
+        fp.set_granted(l.key, false).unwrap();
+        send(5); // the very next packet, no wait
+        assert!(
+            drain(&l.dest, QUIET).is_empty(),
+            "not one packet after the revoke"
+        );
+        assert_eq!(
+            drain(&l.relay_in, QUIET).len(),
+            5,
+            "up to the relay, which drops them"
+        );
+        let c = fp.counters(l.key).unwrap();
+        assert_eq!(
+            (c.packets, c.passed_up_not_granted, c.highest_seq),
+            (5, 5, Some(4))
+        );
+
+        fp.set_granted(l.key, true).unwrap();
+        send(3);
+        assert_eq!(drain(&l.dest, QUIET).len(), 3, "granted again");
+
+        // Release: the entry and its counters are gone, packets go up uncounted.
+        fp.remove(l.key).unwrap();
+        fp.remove(l.key).unwrap(); // idempotent
+        assert!(matches!(fp.counters(l.key), Err(Error::NotFound(_))));
+        assert!(matches!(
+            fp.set_granted(l.key, true),
+            Err(Error::NotFound(_))
+        ));
+        assert_eq!(fp.leg(l.key).unwrap(), None);
+        send(2);
+        assert_eq!(drain(&l.relay_in, QUIET).len(), 2);
+        assert!(drain(&l.dest, QUIET).is_empty());
+    });
+}
+
+#[test]
+fn two_instances_on_one_interface_each_forward_their_own() {
+    if !can_run("two_instances_on_one_interface_each_forward_their_own") {
+        return;
+    }
+    let ns = Netns::new("two");
+    ns.run(|| {
+        // Attached in this order, `first` runs first: what is not its own must reach `second`.
+        let mut first = FastPath::open("lo").expect("open");
+        let mut second = FastPath::open("lo").expect("open");
+        let (a, b) = (lo_leg(true), lo_leg(true));
+        first.install(a.key, &a.leg).unwrap();
+        second.install(b.key, &b.leg).unwrap();
+        for seq in 0..5u16 {
+            a.sender.send_to(&rtp(96, seq, SSRC, 100), a.key).unwrap();
+            b.sender.send_to(&rtp(96, seq, SSRC, 100), b.key).unwrap();
+        }
+        assert_eq!(drain(&a.dest, QUIET).len(), 5);
+        assert_eq!(
+            drain(&b.dest, QUIET).len(),
+            5,
+            "the second program saw its packets"
+        );
+        assert_eq!(first.counters(a.key).unwrap().packets, 5);
+        assert_eq!(second.counters(b.key).unwrap().packets, 5);
+        // A packet the first one passes up (no grant there) still reaches the relay's socket.
+        first.set_granted(a.key, false).unwrap();
+        a.sender.send_to(&rtp(96, 9, SSRC, 100), a.key).unwrap();
+        assert_eq!(drain(&a.relay_in, QUIET).len(), 1);
+    });
+}
+
+#[test]
+fn a_full_map_refuses_with_full_and_keeps_what_it_has() {
+    if !can_run("a_full_map_refuses_with_full_and_keeps_what_it_has") {
+        return;
+    }
+    let ns = Netns::new("full");
+    ns.run(|| {
+        let mut fp = FastPath::open_with_capacity("lo", 2).expect("open");
+        let legs: Vec<LoLeg> = (0..3).map(|_| lo_leg(true)).collect();
+        fp.install(legs[0].key, &legs[0].leg).unwrap();
+        fp.install(legs[1].key, &legs[1].leg).unwrap();
+        assert!(matches!(
+            fp.install(legs[2].key, &legs[2].leg),
+            Err(Error::Full)
+        ));
+        assert_eq!(fp.leg(legs[2].key).unwrap(), None);
+        fp.install(legs[1].key, &legs[1].leg).unwrap(); // replacing still works when full
+        fp.remove(legs[0].key).unwrap();
+        fp.install(legs[2].key, &legs[2].leg).unwrap();
+        legs[2]
+            .sender
+            .send_to(&rtp(96, 1, SSRC, 100), legs[2].key)
+            .unwrap();
+        assert_eq!(drain(&legs[2].dest, QUIET).len(), 1);
+    });
+}
+
+/// Caller, relay and callee namespaces joined by veths; IP forwarding off in the relay's.
+struct Topology {
+    caller: Netns,
+    relay: Netns,
+    callee: Netns,
+}
+
+const C_ADDR: [u8; 4] = [10, 77, 1, 1];
+const R_CALLER_SIDE: [u8; 4] = [10, 77, 1, 2];
+const R_CALLEE_SIDE: [u8; 4] = [10, 77, 2, 2];
+const E_ADDR: [u8; 4] = [10, 77, 2, 1];
+
+fn topology(tag: &str) -> Topology {
+    let t = Topology {
+        caller: Netns::new(&format!("{tag}c")),
+        relay: Netns::new(&format!("{tag}r")),
+        callee: Netns::new(&format!("{tag}e")),
+    };
+    veth(&t.caller, "c0", &t.relay, "r0");
+    veth(&t.relay, "r1", &t.callee, "e0");
+    t.caller.ip(&["addr", "add", "10.77.1.1/24", "dev", "c0"]);
+    t.relay.ip(&["addr", "add", "10.77.1.2/24", "dev", "r0"]);
+    t.relay.ip(&["addr", "add", "10.77.2.2/24", "dev", "r1"]);
+    t.callee.ip(&["addr", "add", "10.77.2.1/24", "dev", "e0"]);
+    for (ns, dev) in [
+        (&t.caller, "c0"),
+        (&t.relay, "r0"),
+        (&t.relay, "r1"),
+        (&t.callee, "e0"),
+    ] {
+        ns.ip(&["link", "set", dev, "up"]);
+    }
+    t.relay.sysctl("net.ipv4.ip_forward=0");
+    t
+}
+
+#[test]
+fn netns_relays_both_directions_with_redirect_neigh() {
+    if !can_run("netns_relays_both_directions_with_redirect_neigh") {
+        return;
+    }
+    let t = topology("nb");
+    assert_eq!(
+        t.relay
+            .run(|| std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap()),
+        "0\n"
+    );
+    let caller = t.caller.run(|| udp(v4(C_ADDR, 0)));
+    let callee = t.callee.run(|| udp(v4(E_ADDR, 0)));
+    let (mut fp, r_a, r_b, if0, if1) = t.relay.run(|| {
+        let mut fp = FastPath::open("r0").expect("open");
+        fp.attach("r1").expect("attach r1");
+        let a = udp(v4(R_CALLER_SIDE, 0));
+        let b = udp(v4(R_CALLEE_SIDE, 0));
+        (fp, a, b, ifindex("r0").unwrap(), ifindex("r1").unwrap())
+    });
+    assert_eq!(fp.interfaces(), ["r0", "r1"]);
+    let (ka, kb) = (local(&r_a), local(&r_b));
+    let (pc, pe) = (local(&caller), local(&callee));
+    // caller -> relay A  ==>  relay B -> callee, out of r1
+    let to_callee = Leg {
+        source: pc,
+        ssrcs: vec![0xc0c0],
+        granted: true,
+        egress: Egress {
+            from: kb,
+            to: pe,
+            ifindex: if1,
+        },
+    };
+    // callee -> relay B  ==>  relay A -> caller, out of r0
+    let to_caller = Leg {
+        source: pe,
+        ssrcs: vec![0xe0e0],
+        granted: true,
+        egress: Egress {
+            from: ka,
+            to: pc,
+            ifindex: if0,
+        },
+    };
+    fp.install(ka, &to_callee).unwrap();
+    fp.install(kb, &to_caller).unwrap();
+
+    for seq in 0..50u16 {
+        caller.send_to(&rtp(96, seq, 0xc0c0, 1200), ka).unwrap();
+        callee.send_to(&rtp(97, seq, 0xe0e0, 1200), kb).unwrap();
+    }
+    let at_callee = drain(&callee, QUIET);
+    let at_caller = drain(&caller, QUIET);
+    assert_eq!(at_callee.len(), 50, "caller to callee");
+    assert_eq!(at_caller.len(), 50, "callee to caller");
+    assert!(at_callee.iter().all(|(_, from)| *from == kb));
+    assert!(at_caller.iter().all(|(_, from)| *from == ka));
+    assert_eq!(at_callee[7].0, rtp(96, 7, 0xc0c0, 1200));
+
+    // The checksums as they arrive, addresses and ports rewritten. veth marks a datagram
+    // without offload CHECKSUM_UNNECESSARY for its peer, so the callee's stack would not catch
+    // a wrong one: a raw tap in the callee's namespace checks the field itself. The caller
+    // sends one datagram with a full software checksum (raw socket) and one ordinary (offload:
+    // the field holds the pseudo-header sum, which the program must update as well).
+    let tap = t.callee.run(udp_tap);
+    t.caller.run(|| {
+        let d = udp_datagram(pc, ka, &rtp(96, 50, 0xc0c0, 300), true);
+        send_raw_udp(pc, ka, &d);
+    });
+    caller.send_to(&rtp(96, 51, 0xc0c0, 301), ka).unwrap();
+    let got = drain(&callee, QUIET);
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].0, rtp(96, 50, 0xc0c0, 300));
+    let seen = tapped(&tap, pe.port(), QUIET);
+    assert_eq!(seen.len(), 2);
+    assert_eq!(
+        udp_csum_state(&seen[0]),
+        UdpCsum::Full,
+        "full checksum after the rewrite"
+    );
+    assert!(
+        matches!(udp_csum_state(&seen[1]), UdpCsum::Partial | UdpCsum::Full),
+        "offloaded checksum after the rewrite: {:?} {:02x?}",
+        udp_csum_state(&seen[1]),
+        &seen[1][..40]
+    );
+
+    // The relay's own sockets saw none of it; RTCP still goes up to them.
+    assert!(drain(&r_a, QUIET).is_empty() && drain(&r_b, QUIET).is_empty());
+    caller.send_to(&rtcp(204, 0xc0c0), ka).unwrap();
+    assert_eq!(drain(&r_a, QUIET).len(), 1);
+    assert!(drain(&callee, QUIET).is_empty());
+
+    let (ca, cb) = (fp.counters(ka).unwrap(), fp.counters(kb).unwrap());
+    assert_eq!(
+        (ca.packets, ca.passed_up_not_rtp, ca.highest_seq),
+        (52, 1, Some(51))
+    );
+    assert_eq!((cb.packets, cb.highest_seq), (50, Some(49)));
+
+    // The grant, per direction.
+    fp.set_granted(ka, false).unwrap();
+    caller.send_to(&rtp(96, 52, 0xc0c0, 100), ka).unwrap();
+    callee.send_to(&rtp(97, 50, 0xe0e0, 100), kb).unwrap();
+    assert!(drain(&callee, QUIET).is_empty());
+    assert_eq!(drain(&caller, QUIET).len(), 1);
+    assert_eq!(drain(&r_a, QUIET).len(), 1);
+    drop(fp);
+    assert!(t
+        .relay
+        .run(|| tcx_ingress_programs("r0").unwrap().is_empty()));
+    assert!(t
+        .relay
+        .run(|| tcx_ingress_programs("r1").unwrap().is_empty()));
+}
+
+fn ours(progs: &[(u32, String)]) -> usize {
+    progs.iter().filter(|(_, n)| n == "fastpath").count()
+}
+
+#[test]
+fn nothing_stays_attached_after_drop_or_sigkill() {
+    if !can_run("nothing_stays_attached_after_drop_or_sigkill") {
+        return;
+    }
+    let ns = Netns::new("leak");
+    ns.run(|| {
+        assert!(tcx_ingress_programs("lo").unwrap().is_empty());
+        let fp = FastPath::open("lo").expect("open");
+        let second = FastPath::open("lo").expect("a second instance next to the first");
+        assert_eq!(ours(&tcx_ingress_programs("lo").unwrap()), 2);
+        drop(fp);
+        assert_eq!(ours(&tcx_ingress_programs("lo").unwrap()), 1);
+        drop(second);
+        assert!(
+            tcx_ingress_programs("lo").unwrap().is_empty(),
+            "detached on drop"
+        );
+    });
+
+    // A process that attaches and is killed with SIGKILL: its links go with it.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fastpath-hold"))
+        .args(["--netns", &ns.name, "lo"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn fastpath-hold");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "attached");
+    let progs = ns.run(|| tcx_ingress_programs("lo").unwrap());
+    assert_eq!(
+        ours(&progs),
+        1,
+        "the child's program is attached: {progs:?}"
+    );
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = ns.run(|| tcx_ingress_programs("lo").unwrap());
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still attached after SIGKILL: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn an_unprivileged_process_is_told_to_fall_back() {
+    if !can_run("an_unprivileged_process_is_told_to_fall_back") {
+        return;
+    }
+    if Command::new("setpriv").arg("--version").output().is_err() {
+        eprintln!("SKIPPED an_unprivileged_process_is_told_to_fall_back: no setpriv");
+        return;
+    }
+    let ns = Netns::new("np");
+    // In the test's namespace, root's uid without any capability: no program may be loaded.
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.name, "setpriv"])
+        .args([
+            "--inh-caps=-all",
+            "--ambient-caps=-all",
+            "--bounding-set=-all",
+            "--",
+        ])
+        .arg(env!("CARGO_BIN_EXE_fastpath-hold"))
+        .arg("lo")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("no privilege") && err.contains("fallback: true"),
+        "{err}"
+    );
+}
