@@ -1,0 +1,454 @@
+//! Recording: what a call leaves behind as evidence. Today that is the **transmission log**,
+//! one JSON-lines file per call of every transmission control event (who asked, who was
+//! granted, queued, rejected, pre-empted, with the causes and queue positions, and the RTP
+//! sequence numbers and timestamps of each transmission's first and last packets).
+//!
+//! The worker never writes a file: it formats a record (a few per transmission, none per
+//! packet) and hands it to the one writer thread through a bounded queue with `try_send`.
+//! A full queue drops the record and counts it; a file that cannot be written stops that
+//! recording (counted, logged once); the media goes on either way. Every recording is one
+//! directory `<dir>/<call id>-<unix ms>/` (mode 0700) with files of mode 0600; no key
+//! material is ever written. Old recordings are removed by age and by total size.
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The transmission log's file name in a recording's directory.
+pub const TRANSMISSION_LOG_FILE: &str = "transmissions.jsonl";
+
+/// How often the writer flushes and applies retention when nothing arrives.
+const IDLE_TICK: Duration = Duration::from_secs(10);
+
+/// Where and how recordings are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordingConfig {
+    /// The directory every recording goes in (created, mode 0700).
+    pub dir: PathBuf,
+    /// A recording starts only while the directory's file system has this much free space.
+    pub min_free_bytes: u64,
+    /// Recordings older than this are removed (`None`: kept whatever their age).
+    pub max_age: Option<Duration>,
+    /// The oldest recordings are removed while all of them take more than this (0: no limit).
+    pub max_total_bytes: u64,
+    /// Every call keeps a transmission log.
+    pub transmission_log: bool,
+    /// Records waiting for the writer at most; more are dropped (and counted).
+    pub queue: usize,
+}
+
+impl Default for RecordingConfig {
+    fn default() -> Self {
+        RecordingConfig {
+            dir: PathBuf::from("/var/lib/mcvideo-relay/recordings"),
+            min_free_bytes: 256 << 20,
+            max_age: Some(Duration::from_secs(30 * 86_400)),
+            max_total_bytes: 0,
+            transmission_log: true,
+            queue: 65_536,
+        }
+    }
+}
+
+/// The recorder's counters since the engine started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecordingStats {
+    /// Recordings started.
+    pub started: u64,
+    /// Recordings not started: too little free space, or the directory could not be made.
+    pub refused: u64,
+    /// Recordings stopped early because a file could not be written (disk full, ...).
+    pub stopped: u64,
+    /// Records written.
+    pub records_written: u64,
+    /// Records dropped: the writer's queue was full, or their recording had stopped.
+    pub records_dropped: u64,
+    /// Recordings removed by retention.
+    pub removed: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    started: AtomicU64,
+    refused: AtomicU64,
+    stopped: AtomicU64,
+    records_written: AtomicU64,
+    records_dropped: AtomicU64,
+    removed: AtomicU64,
+}
+
+impl Counters {
+    fn bump(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// What the writer thread is asked to do.
+#[derive(Debug)]
+enum Job {
+    /// Start recording `id`.
+    Open(Arc<str>),
+    /// One line of `id`'s transmission log.
+    Line(Arc<str>, String),
+    /// `id` is over.
+    Close(Arc<str>),
+    /// The engine stops.
+    Stop,
+}
+
+/// The engine's recorder: the writer thread and the queue to it.
+#[derive(Debug)]
+pub(crate) struct Recorder {
+    config: RecordingConfig,
+    tx: Sender<Job>,
+    counters: Arc<Counters>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// One call's recording, as the worker holds it: records go to the writer, and dropping it
+/// closes the recording.
+#[derive(Debug)]
+pub(crate) struct RecHandle {
+    id: Arc<str>,
+    tx: Sender<Job>,
+    counters: Arc<Counters>,
+}
+
+impl RecHandle {
+    /// Hands one transmission log line to the writer; a full queue drops it (counted).
+    pub(crate) fn line(&self, line: String) {
+        if self.tx.try_send(Job::Line(self.id.clone(), line)).is_err() {
+            Counters::bump(&self.counters.records_dropped);
+        }
+    }
+}
+
+impl Drop for RecHandle {
+    fn drop(&mut self) {
+        // A lost close leaves the file open until the writer's idle sweep closes it.
+        let _ = self.tx.try_send(Job::Close(self.id.clone()));
+    }
+}
+
+impl Recorder {
+    /// Makes the directory and starts the writer thread (which applies retention at once).
+    pub(crate) fn start(config: RecordingConfig) -> io::Result<Recorder> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&config.dir)?;
+        let (tx, rx) = crossbeam_channel::bounded(config.queue.max(16));
+        let counters = Arc::new(Counters::default());
+        let writer = Writer {
+            config: config.clone(),
+            counters: counters.clone(),
+            open: HashMap::new(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("mcv-recorder".into())
+            .spawn(move || writer.run(&rx))?;
+        Ok(Recorder {
+            config,
+            tx,
+            counters,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// The configuration it runs with.
+    pub(crate) fn config(&self) -> &RecordingConfig {
+        &self.config
+    }
+
+    /// Starts recording call `call_id` (started at `wall`), if the disk has room and the
+    /// writer's queue takes it.
+    pub(crate) fn open(&self, call_id: &str, wall: SystemTime) -> Option<RecHandle> {
+        let free = free_bytes(&self.config.dir);
+        if free.is_none_or(|f| f < self.config.min_free_bytes) {
+            Counters::bump(&self.counters.refused);
+            tracing::warn!(call = call_id, free_bytes = ?free, min_free_bytes = self.config.min_free_bytes,
+                "not recording the call: too little free space");
+            return None;
+        }
+        let ms = wall.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
+        let id: Arc<str> = format!("{call_id}-{ms}").into();
+        match self.tx.try_send(Job::Open(id.clone())) {
+            Ok(()) => Some(RecHandle {
+                id,
+                tx: self.tx.clone(),
+                counters: self.counters.clone(),
+            }),
+            Err(_) => {
+                Counters::bump(&self.counters.refused);
+                None
+            }
+        }
+    }
+
+    /// The counters.
+    pub(crate) fn stats(&self) -> RecordingStats {
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        RecordingStats {
+            started: get(&c.started),
+            refused: get(&c.refused),
+            stopped: get(&c.stopped),
+            records_written: get(&c.records_written),
+            records_dropped: get(&c.records_dropped),
+            removed: get(&c.removed),
+        }
+    }
+
+    /// Stops the writer after what is queued (waits for it). Idempotent.
+    pub(crate) fn shutdown(&self) {
+        let Some(t) = self.thread.lock().ok().and_then(|mut t| t.take()) else {
+            return;
+        };
+        let _ = self.tx.send(Job::Stop);
+        let _ = t.join();
+    }
+}
+
+/// Free space for an unprivileged writer on `dir`'s file system.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    let s = rustix::fs::statvfs(dir).ok()?;
+    Some(s.f_bavail.saturating_mul(s.f_frsize))
+}
+
+/// One recording's open transmission log; `None` once it could not be written.
+type OpenLog = Option<BufWriter<File>>;
+
+/// The writer thread's state.
+struct Writer {
+    config: RecordingConfig,
+    counters: Arc<Counters>,
+    open: HashMap<Arc<str>, OpenLog>,
+}
+
+impl Writer {
+    fn run(mut self, rx: &Receiver<Job>) {
+        self.retain();
+        loop {
+            match rx.recv_timeout(IDLE_TICK) {
+                Ok(Job::Open(id)) => self.start(id),
+                Ok(Job::Line(id, line)) => {
+                    self.write(&id, &line);
+                    if rx.is_empty() {
+                        self.flush(&id);
+                    }
+                }
+                Ok(Job::Close(id)) => {
+                    self.flush(&id);
+                    self.open.remove(&id);
+                    self.retain();
+                }
+                Ok(Job::Stop) | Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => self.retain(),
+            }
+        }
+        let ids: Vec<Arc<str>> = self.open.keys().cloned().collect();
+        for id in ids {
+            self.flush(&id);
+        }
+    }
+
+    /// Makes recording `id`'s directory and opens its transmission log.
+    fn start(&mut self, id: Arc<str>) {
+        let dir = self.config.dir.join(&*id);
+        let made = fs::DirBuilder::new().mode(0o700).create(&dir).and_then(|()| {
+            fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(dir.join(TRANSMISSION_LOG_FILE))
+        });
+        match made {
+            Ok(f) => {
+                Counters::bump(&self.counters.started);
+                self.open.insert(id, Some(BufWriter::new(f)));
+            }
+            Err(e) => {
+                Counters::bump(&self.counters.refused);
+                tracing::warn!(recording = %id, error = %e, "cannot start a recording");
+                self.open.insert(id, None);
+            }
+        }
+    }
+
+    /// Appends `line` to `id`'s log; a write error stops the recording (counted, logged once).
+    fn write(&mut self, id: &Arc<str>, line: &str) {
+        let Some(Some(w)) = self.open.get_mut(id) else {
+            Counters::bump(&self.counters.records_dropped);
+            return;
+        };
+        let r = w
+            .write_all(line.as_bytes())
+            .and_then(|()| w.write_all(b"\n"));
+        match r {
+            Ok(()) => Counters::bump(&self.counters.records_written),
+            Err(e) => self.stop(id, &e),
+        }
+    }
+
+    fn flush(&mut self, id: &Arc<str>) {
+        let Some(Some(w)) = self.open.get_mut(id) else {
+            return;
+        };
+        if let Err(e) = w.flush() {
+            self.stop(id, &e);
+        }
+    }
+
+    /// Recording `id` cannot be written: it stops here, the media goes on.
+    fn stop(&mut self, id: &Arc<str>, e: &io::Error) {
+        Counters::bump(&self.counters.records_dropped);
+        Counters::bump(&self.counters.stopped);
+        tracing::warn!(recording = %id, error = %e, "recording stopped: cannot write");
+        if let Some(slot) = self.open.get_mut(id) {
+            // Dropping the writer tries one more flush; its error is the one just logged.
+            if let Some(w) = slot.take() {
+                let _ = w.into_parts();
+            }
+        }
+    }
+
+    /// Removes finished recordings older than `max_age`, then the oldest while all of them
+    /// take more than `max_total_bytes`.
+    fn retain(&mut self) {
+        let mut all = match recordings(&self.config.dir) {
+            Ok(all) => all,
+            Err(e) => {
+                tracing::warn!(dir = %self.config.dir.display(), error = %e, "cannot list recordings");
+                return;
+            }
+        };
+        all.sort_by_key(|r| r.modified);
+        let now = SystemTime::now();
+        let mut total: u64 = all.iter().map(|r| r.bytes).sum();
+        for r in &all {
+            if self.open.contains_key(r.name.as_str()) {
+                continue;
+            }
+            let age = now.duration_since(r.modified).unwrap_or_default();
+            let too_old = self.config.max_age.is_some_and(|max| age > max);
+            let too_big = self.config.max_total_bytes > 0 && total > self.config.max_total_bytes;
+            if !(too_old || too_big) {
+                continue;
+            }
+            match fs::remove_dir_all(self.config.dir.join(&r.name)) {
+                Ok(()) => {
+                    total = total.saturating_sub(r.bytes);
+                    Counters::bump(&self.counters.removed);
+                    tracing::info!(recording = %r.name, too_old, too_big, "recording removed");
+                }
+                Err(e) => tracing::warn!(recording = %r.name, error = %e, "cannot remove a recording"),
+            }
+        }
+    }
+}
+
+/// A recording on disk.
+#[derive(Debug, Clone)]
+pub(crate) struct OnDisk {
+    /// Its ID (the directory's name).
+    pub(crate) name: String,
+    /// When a file of it was last written.
+    pub(crate) modified: SystemTime,
+    /// Its files' sizes.
+    pub(crate) bytes: u64,
+}
+
+/// Every recording in `dir`.
+pub(crate) fn recordings(dir: &Path) -> io::Result<Vec<OnDisk>> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir)? {
+        let e = e?;
+        if !e.file_type()?.is_dir() {
+            continue;
+        }
+        let Ok(name) = e.file_name().into_string() else {
+            continue;
+        };
+        let mut modified = e.metadata()?.modified().unwrap_or(UNIX_EPOCH);
+        let mut bytes = 0;
+        for f in fs::read_dir(e.path())? {
+            let m = f?.metadata()?;
+            bytes += m.len();
+            modified = modified.max(m.modified().unwrap_or(UNIX_EPOCH));
+        }
+        out.push(OnDisk {
+            name,
+            modified,
+            bytes,
+        });
+    }
+    Ok(out)
+}
+
+/// `t` as RFC 3339 in UTC with milliseconds (`2026-12-05T14:55:01.123Z`).
+pub(crate) fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+/// `s` as a JSON string, quotes included.
+pub(crate) fn json_str(out: &mut String, s: &str) {
+    use std::fmt::Write as _;
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_of_known_instants() {
+        let at = |s: u64, ms: u64| UNIX_EPOCH + Duration::from_millis(s * 1000 + ms);
+        assert_eq!(rfc3339(at(0, 0)), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(at(951_782_400, 5)), "2000-02-29T00:00:00.005Z");
+        assert_eq!(rfc3339(at(1_764_946_501, 123)), "2025-12-05T14:55:01.123Z");
+    }
+
+    #[test]
+    fn json_strings_are_escaped() {
+        let mut s = String::new();
+        json_str(&mut s, "a\"b\\c\n");
+        assert_eq!(s, r#""a\"b\\c\u000a""#);
+    }
+}
