@@ -16,16 +16,17 @@ use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The transmission log's file name in a recording's directory.
 pub const TRANSMISSION_LOG_FILE: &str = "transmissions.jsonl";
 
-/// How often the writer flushes and applies retention when nothing arrives.
-const IDLE_TICK: Duration = Duration::from_secs(10);
+/// How often the writer applies retention and closes the logs of calls that are gone (when a
+/// call's close was lost to a full queue), at most.
+const TICK: Duration = Duration::from_secs(10);
 
 /// Where and how recordings are kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,19 +83,33 @@ struct Counters {
     records_written: AtomicU64,
     records_dropped: AtomicU64,
     removed: AtomicU64,
+    /// The first record lost to a full queue has been logged.
+    warned_full: AtomicBool,
 }
 
 impl Counters {
     fn bump(c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);
     }
+
+    /// A record lost to a full queue: counted, and logged the first time only (the worker
+    /// must not log per record).
+    fn dropped_full(&self) {
+        Self::bump(&self.records_dropped);
+        if !self.warned_full.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "recording: the writer's queue is full, transmission log records are dropped \
+                 (counted in mcvideo_relay_recording_records_dropped_total; logged once)"
+            );
+        }
+    }
 }
 
 /// What the writer thread is asked to do.
 #[derive(Debug)]
 enum Job {
-    /// Start recording `id`.
-    Open(Arc<str>),
+    /// Start recording `id`; the recording is over once `alive` is gone (its handle dropped).
+    Open(Arc<str>, Weak<()>),
     /// One line of `id`'s transmission log.
     Line(Arc<str>, String),
     /// `id` is over.
@@ -119,20 +134,24 @@ pub(crate) struct RecHandle {
     id: Arc<str>,
     tx: Sender<Job>,
     counters: Arc<Counters>,
+    /// The writer holds a weak reference: when it is gone, so is the call.
+    _alive: Arc<()>,
 }
 
 impl RecHandle {
-    /// Hands one transmission log line to the writer; a full queue drops it (counted).
+    /// Hands one transmission log line to the writer; a full queue drops it (counted, logged
+    /// once).
     pub(crate) fn line(&self, line: String) {
         if self.tx.try_send(Job::Line(self.id.clone(), line)).is_err() {
-            Counters::bump(&self.counters.records_dropped);
+            self.counters.dropped_full();
         }
     }
 }
 
 impl Drop for RecHandle {
     fn drop(&mut self) {
-        // A lost close leaves the file open until the writer's idle sweep closes it.
+        // A close lost to a full queue: the writer's next tick sees the handle gone and closes
+        // the file.
         let _ = self.tx.try_send(Job::Close(self.id.clone()));
     }
 }
@@ -150,6 +169,7 @@ impl Recorder {
             config: config.clone(),
             counters: counters.clone(),
             open: HashMap::new(),
+            last_tick: Instant::now(),
         };
         let thread = std::thread::Builder::new()
             .name("mcv-recorder".into())
@@ -177,16 +197,21 @@ impl Recorder {
                 "not recording the call: too little free space");
             return None;
         }
-        let ms = wall.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
-        let id: Arc<str> = format!("{call_id}-{ms}").into();
-        match self.tx.try_send(Job::Open(id.clone())) {
+        let id: Arc<str> = recording_name(call_id, wall).into();
+        let alive = Arc::new(());
+        match self
+            .tx
+            .try_send(Job::Open(id.clone(), Arc::downgrade(&alive)))
+        {
             Ok(()) => Some(RecHandle {
                 id,
                 tx: self.tx.clone(),
                 counters: self.counters.clone(),
+                _alive: alive,
             }),
             Err(_) => {
                 Counters::bump(&self.counters.refused);
+                self.counters.dropped_full();
                 None
             }
         }
@@ -216,41 +241,69 @@ impl Recorder {
     }
 }
 
+/// The directory name of call `call_id`'s recording started at `wall`: `<call id>-<unix ms>`,
+/// one path component whatever the ID holds (call IDs are `[A-Za-z0-9._-]` already; anything
+/// else becomes `_`).
+fn recording_name(call_id: &str, wall: SystemTime) -> String {
+    let ms = wall
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
+    let safe: String = call_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{safe}-{ms}")
+}
+
 /// Free space for an unprivileged writer on `dir`'s file system.
 fn free_bytes(dir: &Path) -> Option<u64> {
     let s = rustix::fs::statvfs(dir).ok()?;
     Some(s.f_bavail.saturating_mul(s.f_frsize))
 }
 
-/// One recording's open transmission log; `None` once it could not be written.
-type OpenLog = Option<BufWriter<File>>;
+/// One recording the writer has open.
+struct OpenLog {
+    /// Its transmission log; `None` once it could not be written.
+    file: Option<BufWriter<File>>,
+    /// Gone once the call's handle is dropped.
+    alive: Weak<()>,
+    /// Lines in the buffer, not yet flushed.
+    pending: u64,
+}
 
 /// The writer thread's state.
 struct Writer {
     config: RecordingConfig,
     counters: Arc<Counters>,
     open: HashMap<Arc<str>, OpenLog>,
+    last_tick: Instant,
 }
 
 impl Writer {
     fn run(mut self, rx: &Receiver<Job>) {
         self.retain();
         loop {
-            match rx.recv_timeout(IDLE_TICK) {
-                Ok(Job::Open(id)) => self.start(id),
+            match rx.recv_timeout(TICK) {
+                Ok(Job::Open(id, alive)) => self.start(id, alive),
                 Ok(Job::Line(id, line)) => {
                     self.write(&id, &line);
                     if rx.is_empty() {
                         self.flush(&id);
                     }
                 }
-                Ok(Job::Close(id)) => {
-                    self.flush(&id);
-                    self.open.remove(&id);
-                    self.retain();
-                }
+                Ok(Job::Close(id)) => self.close(&id),
                 Ok(Job::Stop) | Err(RecvTimeoutError::Disconnected) => break,
-                Err(RecvTimeoutError::Timeout) => self.retain(),
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            if self.last_tick.elapsed() >= TICK {
+                self.tick(rx);
             }
         }
         let ids: Vec<Arc<str>> = self.open.keys().cloned().collect();
@@ -259,63 +312,125 @@ impl Writer {
         }
     }
 
+    /// Every [`TICK`] at most: closes the logs of calls that are gone (their close was lost to
+    /// a full queue), then applies retention.
+    fn tick(&mut self, rx: &Receiver<Job>) {
+        self.last_tick = Instant::now();
+        // Once a handle is gone, every line it sent is in the queue or written: with the queue
+        // empty, none is left for the logs closed here.
+        let gone: Vec<Arc<str>> = self
+            .open
+            .iter()
+            .filter(|(_, o)| o.alive.strong_count() == 0)
+            .map(|(id, _)| id.clone())
+            .collect();
+        if rx.is_empty() {
+            for id in &gone {
+                self.close(id);
+            }
+        }
+        self.retain();
+    }
+
+    /// Recording `id` is over: flushed and closed.
+    fn close(&mut self, id: &Arc<str>) {
+        self.flush(id);
+        self.open.remove(id);
+    }
+
     /// Makes recording `id`'s directory and opens its transmission log.
-    fn start(&mut self, id: Arc<str>) {
+    fn start(&mut self, id: Arc<str>, alive: Weak<()>) {
         let dir = self.config.dir.join(&*id);
-        let made = fs::DirBuilder::new().mode(0o700).create(&dir).and_then(|()| {
-            fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(dir.join(TRANSMISSION_LOG_FILE))
-        });
+        let made = fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .and_then(|()| {
+                fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(dir.join(TRANSMISSION_LOG_FILE))
+            });
         match made {
             Ok(f) => {
                 Counters::bump(&self.counters.started);
-                self.open.insert(id, Some(BufWriter::new(f)));
+                let file = Some(BufWriter::new(f));
+                self.open.insert(
+                    id,
+                    OpenLog {
+                        file,
+                        alive,
+                        pending: 0,
+                    },
+                );
             }
             Err(e) => {
                 Counters::bump(&self.counters.refused);
                 tracing::warn!(recording = %id, error = %e, "cannot start a recording");
-                self.open.insert(id, None);
+                self.open.insert(
+                    id,
+                    OpenLog {
+                        file: None,
+                        alive,
+                        pending: 0,
+                    },
+                );
             }
         }
     }
 
     /// Appends `line` to `id`'s log; a write error stops the recording (counted, logged once).
+    /// A line counts as written once it is flushed to the file.
     fn write(&mut self, id: &Arc<str>, line: &str) {
-        let Some(Some(w)) = self.open.get_mut(id) else {
+        let Some(o) = self.open.get_mut(id).filter(|o| o.file.is_some()) else {
             Counters::bump(&self.counters.records_dropped);
+            return;
+        };
+        o.pending += 1;
+        let Some(w) = o.file.as_mut() else {
             return;
         };
         let r = w
             .write_all(line.as_bytes())
             .and_then(|()| w.write_all(b"\n"));
-        match r {
-            Ok(()) => Counters::bump(&self.counters.records_written),
-            Err(e) => self.stop(id, &e),
-        }
-    }
-
-    fn flush(&mut self, id: &Arc<str>) {
-        let Some(Some(w)) = self.open.get_mut(id) else {
-            return;
-        };
-        if let Err(e) = w.flush() {
+        if let Err(e) = r {
             self.stop(id, &e);
         }
     }
 
-    /// Recording `id` cannot be written: it stops here, the media goes on.
-    fn stop(&mut self, id: &Arc<str>, e: &io::Error) {
-        Counters::bump(&self.counters.records_dropped);
-        Counters::bump(&self.counters.stopped);
-        tracing::warn!(recording = %id, error = %e, "recording stopped: cannot write");
-        if let Some(slot) = self.open.get_mut(id) {
-            // Dropping the writer tries one more flush; its error is the one just logged.
-            if let Some(w) = slot.take() {
-                let _ = w.into_parts();
+    fn flush(&mut self, id: &Arc<str>) {
+        let Some(o) = self.open.get_mut(id) else {
+            return;
+        };
+        let Some(w) = o.file.as_mut() else {
+            return;
+        };
+        match w.flush() {
+            Ok(()) => {
+                let n = std::mem::take(&mut o.pending);
+                self.counters
+                    .records_written
+                    .fetch_add(n, Ordering::Relaxed);
             }
+            Err(e) => self.stop(id, &e),
+        }
+    }
+
+    /// Recording `id` cannot be written: it stops here (its unwritten lines are dropped), the
+    /// media goes on. Logged once for the recording.
+    fn stop(&mut self, id: &Arc<str>, e: &io::Error) {
+        let Some(o) = self.open.get_mut(id) else {
+            return;
+        };
+        let lost = std::mem::take(&mut o.pending);
+        self.counters
+            .records_dropped
+            .fetch_add(lost, Ordering::Relaxed);
+        Counters::bump(&self.counters.stopped);
+        tracing::warn!(recording = %id, error = %e, lost, "recording stopped: cannot write (the media goes on)");
+        // Dropping the writer would try one more flush; its error is the one just logged.
+        if let Some(w) = o.file.take() {
+            let _ = w.into_parts();
         }
     }
 
@@ -348,7 +463,9 @@ impl Writer {
                     Counters::bump(&self.counters.removed);
                     tracing::info!(recording = %r.name, too_old, too_big, "recording removed");
                 }
-                Err(e) => tracing::warn!(recording = %r.name, error = %e, "cannot remove a recording"),
+                Err(e) => {
+                    tracing::warn!(recording = %r.name, error = %e, "cannot remove a recording")
+                }
             }
         }
     }
@@ -443,6 +560,108 @@ mod tests {
         assert_eq!(rfc3339(at(0, 0)), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339(at(951_782_400, 5)), "2000-02-29T00:00:00.005Z");
         assert_eq!(rfc3339(at(1_764_946_501, 123)), "2025-12-05T14:55:01.123Z");
+    }
+
+    fn writer(dir: &Path) -> Writer {
+        Writer {
+            config: RecordingConfig {
+                dir: dir.to_owned(),
+                ..RecordingConfig::default()
+            },
+            counters: Arc::new(Counters::default()),
+            open: HashMap::new(),
+            last_tick: Instant::now(),
+        }
+    }
+
+    fn tmp(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("mcvr-rec-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn a_full_queue_drops_records_and_counts_them() {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let counters = Arc::new(Counters::default());
+        let h = RecHandle {
+            id: "c-1".into(),
+            tx,
+            counters: counters.clone(),
+            _alive: Arc::new(()),
+        };
+        for _ in 0..3 {
+            h.line("{}".into());
+        }
+        assert_eq!(rx.len(), 1, "one record fits");
+        assert_eq!(counters.records_dropped.load(Ordering::Relaxed), 2);
+        assert!(
+            counters.warned_full.load(Ordering::Relaxed),
+            "logged (once)"
+        );
+        drop(h);
+        assert_eq!(rx.len(), 1, "the close is lost too, and nothing blocks");
+    }
+
+    #[test]
+    fn a_failing_disk_stops_the_log_and_counts_what_it_lost() {
+        let dir = tmp("full");
+        let mut w = writer(&dir);
+        let alive = Arc::new(());
+        let id: Arc<str> = "c-2".into();
+        let full = fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        w.open.insert(
+            id.clone(),
+            OpenLog {
+                file: Some(BufWriter::new(full)),
+                alive: Arc::downgrade(&alive),
+                pending: 0,
+            },
+        );
+        w.write(&id, "{\"a\":1}");
+        w.write(&id, "{\"a\":2}");
+        w.flush(&id);
+        w.write(&id, "{\"a\":3}");
+        w.flush(&id);
+        let c = &w.counters;
+        assert_eq!(c.stopped.load(Ordering::Relaxed), 1, "stopped once");
+        assert_eq!(c.records_dropped.load(Ordering::Relaxed), 3);
+        assert_eq!(c.records_written.load(Ordering::Relaxed), 0);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_recording_is_written_with_its_modes_and_closed_when_its_call_is_gone() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tmp("write");
+        let mut w = writer(&dir);
+        let (_tx, rx) = crossbeam_channel::bounded::<Job>(4);
+        let alive = Arc::new(());
+        let id: Arc<str> = recording_name("c/../3", UNIX_EPOCH + Duration::from_millis(7)).into();
+        assert_eq!(&*id, "c_.._3-7", "one path component");
+        w.start(id.clone(), Arc::downgrade(&alive));
+        w.write(&id, "{\"a\":1}");
+        w.flush(&id);
+        let rec = dir.join(&*id);
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&rec), 0o700);
+        let file = rec.join(TRANSMISSION_LOG_FILE);
+        assert_eq!(mode(&file), 0o600);
+        assert_eq!(fs::read_to_string(&file).unwrap(), "{\"a\":1}\n");
+        assert_eq!(w.counters.records_written.load(Ordering::Relaxed), 1);
+        w.tick(&rx);
+        assert!(w.open.contains_key(&id), "its call is still there");
+        drop(alive);
+        w.tick(&rx);
+        assert!(
+            w.open.is_empty(),
+            "a close lost to a full queue is made up for"
+        );
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -9,6 +9,7 @@ use super::super::recording::{json_str, rfc3339, RecHandle};
 use super::super::rules::{RtpMark, Tally};
 use crate::control::arbiter::Slot;
 use crate::control::server::{EndReason, TcEvent};
+use crate::wire::tc::RevokeCause;
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
@@ -31,12 +32,13 @@ pub(crate) struct TxLog {
 
 /// The Transmission Revoked (or End Request) cause a server-ended transmission carried.
 fn end_cause(r: EndReason) -> Option<u16> {
-    match r {
-        EndReason::MaxDuration => Some(2),
-        EndReason::Preempted => Some(4),
-        EndReason::NoReceivers => Some(8),
-        _ => None,
-    }
+    let c = match r {
+        EndReason::MaxDuration => RevokeCause::MediaBurstTooLong,
+        EndReason::Preempted => RevokeCause::PreEmpted,
+        EndReason::NoReceivers => RevokeCause::NoReceivingParticipant,
+        _ => return None,
+    };
+    Some(u16::from(c))
 }
 
 impl TxLog {
@@ -132,7 +134,10 @@ impl TxLog {
                 video_ssrc,
                 ..
             } => {
-                let _ = write!(line, ",\"audio_ssrc\":{audio_ssrc},\"video_ssrc\":{video_ssrc}");
+                let _ = write!(
+                    line,
+                    ",\"audio_ssrc\":{audio_ssrc},\"video_ssrc\":{video_ssrc}"
+                );
             }
             TcEvent::Queued { position, .. } => {
                 let _ = write!(line, ",\"position\":{position}");
@@ -143,7 +148,7 @@ impl TxLog {
             TcEvent::Preempted { .. } => {
                 line.push_str(",\"by\":");
                 json_str(line, b);
-                line.push_str(",\"cause\":4");
+                let _ = write!(line, ",\"cause\":{}", u16::from(RevokeCause::PreEmpted));
             }
             TcEvent::MediaStarted { member } => {
                 let runs: Vec<Run> = self
