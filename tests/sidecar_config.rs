@@ -340,7 +340,11 @@ fn media_interfaces_are_read_checked_and_handed_to_the_engine() {
 
 #[test]
 fn the_recording_section_is_checked_and_reaches_the_engine() {
-    assert_eq!(Config::embedded().engine_config().recording, None, "off by default");
+    assert_eq!(
+        Config::embedded().engine_config().recording,
+        None,
+        "off by default"
+    );
     let (c, problems) =
         Config::parse("[recording]\ndir = \"relative/dir\"\nqueue = 1\nmax_age_hours = 100000\n");
     assert!(problems.is_empty(), "{problems:?}");

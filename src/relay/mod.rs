@@ -122,9 +122,9 @@ pub use ha::{
     GroupSnapshot, HaUpdate,
 };
 pub use plane::GroupStreamImage;
-pub use recording::{RecordingConfig, RecordingStats};
 #[cfg(feature = "sidecar")]
 pub(crate) use plane::{sdp_family, InterfaceProblem};
+pub use recording::{RecordingConfig, RecordingStats};
 pub use rules::{Evidence, Latch, StrangerBudget, Verdict, STRANGER_BURST, STRANGER_RATE};
 pub use stats::{DropReason, LegCounters, LegSnapshot};
 #[cfg(test)]
