@@ -85,6 +85,10 @@ struct Counters {
     removed: AtomicU64,
     /// The first record lost to a full queue has been logged.
     warned_full: AtomicBool,
+    /// A refused recording has been logged since the last one that started.
+    warned_refused: AtomicBool,
+    /// A stopped recording has been logged since the last lines written.
+    warned_stopped: AtomicBool,
 }
 
 impl Counters {
@@ -92,15 +96,40 @@ impl Counters {
         c.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Whether `flag` was down (and puts it up): what is logged once sets it.
+    fn first(flag: &AtomicBool) -> bool {
+        !flag.swap(true, Ordering::Relaxed)
+    }
+
     /// A record lost to a full queue: counted, and logged the first time only (the worker
     /// must not log per record).
     fn dropped_full(&self) {
         Self::bump(&self.records_dropped);
-        if !self.warned_full.swap(true, Ordering::Relaxed) {
+        self.warn_full();
+    }
+
+    fn warn_full(&self) {
+        if Self::first(&self.warned_full) {
             tracing::warn!(
                 "recording: the writer's queue is full, transmission log records are dropped \
                  (counted in mcvideo_relay_recording_records_dropped_total; logged once)"
             );
+        }
+    }
+
+    /// A recording not started: counted; logged once until one starts again (a full disk
+    /// would otherwise log every call).
+    fn refuse(&self, call: &str, why: &dyn std::fmt::Display) {
+        Self::bump(&self.refused);
+        if Self::first(&self.warned_refused) {
+            tracing::warn!(
+                call,
+                %why,
+                "not recording the call (nor the next ones, unlogged, until a recording starts; \
+                 counted in mcvideo_relay_recordings_refused_total)"
+            );
+        } else {
+            tracing::debug!(call, %why, "not recording the call");
         }
     }
 }
@@ -192,9 +221,12 @@ impl Recorder {
     pub(crate) fn open(&self, call_id: &str, wall: SystemTime) -> Option<RecHandle> {
         let free = free_bytes(&self.config.dir);
         if free.is_none_or(|f| f < self.config.min_free_bytes) {
-            Counters::bump(&self.counters.refused);
-            tracing::warn!(call = call_id, free_bytes = ?free, min_free_bytes = self.config.min_free_bytes,
-                "not recording the call: too little free space");
+            let why = format!(
+                "too little free space in the recording directory: {} bytes, {} needed",
+                free.map_or_else(|| "unknown".to_owned(), |f| f.to_string()),
+                self.config.min_free_bytes
+            );
+            self.counters.refuse(call_id, &why);
             return None;
         }
         let id: Arc<str> = recording_name(call_id, wall).into();
@@ -210,8 +242,8 @@ impl Recorder {
                 _alive: alive,
             }),
             Err(_) => {
-                Counters::bump(&self.counters.refused);
-                self.counters.dropped_full();
+                self.counters.refuse(call_id, &"the writer's queue is full");
+                self.counters.warn_full();
                 None
             }
         }
@@ -354,6 +386,7 @@ impl Writer {
         match made {
             Ok(f) => {
                 Counters::bump(&self.counters.started);
+                self.counters.warned_refused.store(false, Ordering::Relaxed);
                 let file = Some(BufWriter::new(f));
                 self.open.insert(
                     id,
@@ -365,8 +398,7 @@ impl Writer {
                 );
             }
             Err(e) => {
-                Counters::bump(&self.counters.refused);
-                tracing::warn!(recording = %id, error = %e, "cannot start a recording");
+                self.counters.refuse(&id, &e);
                 self.open.insert(
                     id,
                     OpenLog {
@@ -411,13 +443,17 @@ impl Writer {
                 self.counters
                     .records_written
                     .fetch_add(n, Ordering::Relaxed);
+                if n > 0 {
+                    self.counters.warned_stopped.store(false, Ordering::Relaxed);
+                }
             }
             Err(e) => self.stop(id, &e),
         }
     }
 
     /// Recording `id` cannot be written: it stops here (its unwritten lines are dropped), the
-    /// media goes on. Logged once for the recording.
+    /// media goes on. Logged once until lines are written again (a full disk stops every
+    /// call's recording).
     fn stop(&mut self, id: &Arc<str>, e: &io::Error) {
         let Some(o) = self.open.get_mut(id) else {
             return;
@@ -427,7 +463,18 @@ impl Writer {
             .records_dropped
             .fetch_add(lost, Ordering::Relaxed);
         Counters::bump(&self.counters.stopped);
-        tracing::warn!(recording = %id, error = %e, lost, "recording stopped: cannot write (the media goes on)");
+        if Counters::first(&self.counters.warned_stopped) {
+            tracing::warn!(
+                recording = %id,
+                error = %e,
+                lost,
+                "recording stopped: cannot write (the media goes on; the next ones unlogged \
+                 until lines are written again, counted in \
+                 mcvideo_relay_recordings_stopped_total)"
+            );
+        } else {
+            tracing::debug!(recording = %id, error = %e, lost, "recording stopped: cannot write");
+        }
         // Dropping the writer would try one more flush; its error is the one just logged.
         if let Some(w) = o.file.take() {
             let _ = w.into_parts();
