@@ -177,6 +177,29 @@ impl RecHandle {
     }
 }
 
+#[cfg(test)]
+impl RecHandle {
+    /// A handle whose lines are kept for a test: read them with the function returned.
+    pub(crate) fn for_test() -> (RecHandle, impl Fn() -> Vec<String>) {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let h = RecHandle {
+            id: "test".into(),
+            tx,
+            counters: Arc::new(Counters::default()),
+            _alive: Arc::new(()),
+        };
+        let lines = move || {
+            rx.try_iter()
+                .filter_map(|j| match j {
+                    Job::Line(_, l) => Some(l),
+                    _ => None,
+                })
+                .collect()
+        };
+        (h, lines)
+    }
+}
+
 impl Drop for RecHandle {
     fn drop(&mut self) {
         // A close lost to a full queue: the writer's next tick sees the handle gone and closes

@@ -223,3 +223,73 @@ fn event_name(ev: &TcEvent) -> &'static str {
         TcEvent::Released { .. } => "released",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::ReleaseReason;
+    use crate::wire::tc::RejectCause;
+    use std::time::UNIX_EPOCH;
+
+    fn slot(i: usize) -> Slot {
+        Slot::new(i).unwrap()
+    }
+
+    /// A batch of `member`'s forwarded packets `seqs` on SSRC `ssrc` (timestamps 10 × seq).
+    fn batch(log: &mut TxLog, member: usize, stream: usize, ssrc: u32, seqs: &[u16]) {
+        let mut t = Tally::default();
+        for &seq in seqs {
+            t.forwarded(RtpMark {
+                ssrc,
+                seq,
+                ts: u32::from(seq) * 10,
+            });
+        }
+        log.media(slot(member), stream, &t);
+    }
+
+    fn ev(log: &mut TxLog, e: TcEvent, a: &str, b: &str) {
+        log.event(UNIX_EPOCH, "c", &e, a, b);
+    }
+
+    #[test]
+    fn runs_per_member_and_stream_end_with_their_transmission_or_the_call() {
+        let (h, lines) = RecHandle::for_test();
+        let mut log = TxLog::new(h);
+        // Two transmitters at once; B on two streams; A wraps its sequence number.
+        batch(&mut log, 0, 0, 7, &[65_534, 65_535]);
+        batch(&mut log, 1, 0, 8, &[10, 11]);
+        batch(&mut log, 1, 1, 9, &[500]);
+        batch(&mut log, 0, 0, 7, &[0, 1]);
+        batch(&mut log, 0, 0, 7, &[]);
+        let a = slot(0);
+        ev(&mut log, TcEvent::MediaStarted { member: a }, "A", "");
+        let reason = EndReason::MaxDuration;
+        ev(
+            &mut log,
+            TcEvent::TransmissionEnded { member: a, reason },
+            "A",
+            "",
+        );
+        let cause = RejectCause::ReceiveOnly;
+        ev(
+            &mut log,
+            TcEvent::Rejected { member: a, cause },
+            "A\"\n",
+            "",
+        );
+        let reason = ReleaseReason::Released;
+        ev(&mut log, TcEvent::Released { reason }, "", "");
+        let got: Vec<String> = lines();
+        let pre = r#"{"time":"1970-01-01T00:00:00.000Z","call":"c","event":"#;
+        let want = [
+            r#""media_started","member":"A","media":[{"stream":0,"ssrc":7,"first_seq":65534,"first_ts":655340}]}"#,
+            r#""transmission_ended","member":"A","reason":"max_duration","cause":2,"media":[{"stream":0,"ssrc":7,"first_seq":65534,"first_ts":655340,"last_seq":1,"last_ts":10,"packets":4}]}"#,
+            r#""rejected","member":"A\"\u000a","cause":5}"#,
+            r#""released","reason":"released","media":[{"stream":0,"ssrc":8,"first_seq":10,"first_ts":100,"last_seq":11,"last_ts":110,"packets":2},{"stream":1,"ssrc":9,"first_seq":500,"first_ts":5000,"last_seq":500,"last_ts":5000,"packets":1}]}"#,
+        ];
+        let want: Vec<String> = want.iter().map(|w| format!("{pre}{w}")).collect();
+        assert_eq!(got, want);
+        assert!(log.runs.is_empty(), "every run was ended");
+    }
+}
