@@ -86,6 +86,10 @@ impl TxLog {
                 r.stream, r.first.ssrc, r.first.seq, r.first.ts
             );
             if !open {
+                if r.last.ssrc != r.first.ssrc {
+                    // The sender changed its SSRC during the transmission.
+                    let _ = write!(line, ",\"last_ssrc\":{}", r.last.ssrc);
+                }
                 let _ = write!(
                     line,
                     ",\"last_seq\":{},\"last_ts\":{},\"packets\":{}",
@@ -256,12 +260,14 @@ mod tests {
     fn runs_per_member_and_stream_end_with_their_transmission_or_the_call() {
         let (h, lines) = RecHandle::for_test();
         let mut log = TxLog::new(h);
-        // Two transmitters at once; B on two streams; A wraps its sequence number.
+        // Two transmitters at once; B on two streams, changing SSRC on one; A wraps its
+        // sequence number.
         batch(&mut log, 0, 0, 7, &[65_534, 65_535]);
         batch(&mut log, 1, 0, 8, &[10, 11]);
         batch(&mut log, 1, 1, 9, &[500]);
         batch(&mut log, 0, 0, 7, &[0, 1]);
         batch(&mut log, 0, 0, 7, &[]);
+        batch(&mut log, 1, 1, 10, &[501]);
         let a = slot(0);
         ev(&mut log, TcEvent::MediaStarted { member: a }, "A", "");
         let reason = EndReason::MaxDuration;
@@ -286,7 +292,7 @@ mod tests {
             r#""media_started","member":"A","media":[{"stream":0,"ssrc":7,"first_seq":65534,"first_ts":655340}]}"#,
             r#""transmission_ended","member":"A","reason":"max_duration","cause":2,"media":[{"stream":0,"ssrc":7,"first_seq":65534,"first_ts":655340,"last_seq":1,"last_ts":10,"packets":4}]}"#,
             r#""rejected","member":"A\"\u000a","cause":5}"#,
-            r#""released","reason":"released","media":[{"stream":0,"ssrc":8,"first_seq":10,"first_ts":100,"last_seq":11,"last_ts":110,"packets":2},{"stream":1,"ssrc":9,"first_seq":500,"first_ts":5000,"last_seq":500,"last_ts":5000,"packets":1}]}"#,
+            r#""released","reason":"released","media":[{"stream":0,"ssrc":8,"first_seq":10,"first_ts":100,"last_seq":11,"last_ts":110,"packets":2},{"stream":1,"ssrc":9,"first_seq":500,"first_ts":5000,"last_ssrc":10,"last_seq":501,"last_ts":5010,"packets":2}]}"#,
         ];
         let want: Vec<String> = want.iter().map(|w| format!("{pre}{w}")).collect();
         assert_eq!(got, want);
