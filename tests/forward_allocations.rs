@@ -1,12 +1,13 @@
 //! The forward path allocates nothing: a live call forwards 2,000 packets (plain RTP, then
-//! per-leg SRTP) while a counting global allocator watches every thread of the process.
+//! per-leg SRTP, then plain RTP with the call's transmission log on) while a counting global
+//! allocator watches every thread of the process.
 
 mod common;
 use common::net::*;
 use mcvideo_relay::control::call::{AnswerCall, CreateCall};
 use mcvideo_relay::control::MediaSecurity;
 use mcvideo_relay::keys::{MasterKey, SrtpSuite};
-use mcvideo_relay::relay::{Engine, EngineConfig};
+use mcvideo_relay::relay::{Engine, EngineConfig, RecordingConfig};
 use mcvideo_relay::srtp::SrtpContext;
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 use std::alloc::System;
@@ -20,11 +21,16 @@ static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 const SSRC: u32 = 0xa110_c000;
 const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGw==";
 
-fn run(mode: MediaSecurity, port_min: u16) -> (u64, u64) {
+fn run(mode: MediaSecurity, port_min: u16, recording: Option<&std::path::Path>) -> (u64, u64) {
     let engine = Engine::start(EngineConfig {
         port_min,
         port_max: port_min + 99,
         workers: 1,
+        recording: recording.map(|dir| RecordingConfig {
+            dir: dir.to_owned(),
+            min_free_bytes: 0,
+            ..RecordingConfig::default()
+        }),
         ..EngineConfig::default()
     })
     .unwrap();
@@ -111,7 +117,7 @@ fn run(mode: MediaSecurity, port_min: u16) -> (u64, u64) {
 
 #[test]
 fn forward_path_allocates_nothing() {
-    let (allocs, received) = run(MediaSecurity::EndToEnd, 44_700);
+    let (allocs, received) = run(MediaSecurity::EndToEnd, 44_700, None);
     eprintln!(
         "plain RTP: {allocs} allocations while forwarding 2000 packets ({received} received)"
     );
@@ -119,10 +125,34 @@ fn forward_path_allocates_nothing() {
     // the packets were forwarded at all, and without allocating, is.
     assert!(received >= 1_500, "{received}");
     assert_eq!(allocs, 0, "allocations on the forward path");
-    let (allocs, received) = run(MediaSecurity::PerLeg, 44_800);
+    let (allocs, received) = run(MediaSecurity::PerLeg, 44_800, None);
     eprintln!(
         "per-leg SRTP: {allocs} allocations while forwarding 2000 packets ({received} received)"
     );
     assert!(received >= 1_500, "{received}");
     assert_eq!(allocs, 0, "allocations on the per-leg SRTP forward path");
+    // The transmission log formats a line at the media start (in the warm-up) and at the end;
+    // in between, the worker only extends the running transmission's last packet.
+    let dir = std::env::temp_dir().join(format!("mcvr-alloc-log-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (allocs, received) = run(MediaSecurity::EndToEnd, 44_900, Some(&dir));
+    eprintln!(
+        "plain RTP with a transmission log: {allocs} allocations while forwarding 2000 packets \
+         ({received} received)"
+    );
+    let logged = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| std::fs::read_to_string(e.path().join("transmissions.jsonl")).unwrap())
+        .collect::<String>();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        logged.contains("\"media_started\""),
+        "the call kept a log: {logged}"
+    );
+    assert!(received >= 1_500, "{received}");
+    assert_eq!(
+        allocs, 0,
+        "allocations on the forward path of a call with a log"
+    );
 }

@@ -337,3 +337,34 @@ fn media_interfaces_are_read_checked_and_handed_to_the_engine() {
     );
     assert_eq!(keys(&problems), ["media.interfaces"], "{problems:?}");
 }
+
+#[test]
+fn the_recording_section_is_checked_and_reaches_the_engine() {
+    assert_eq!(
+        Config::embedded().engine_config().recording,
+        None,
+        "off by default"
+    );
+    let (c, problems) =
+        Config::parse("[recording]\ndir = \"relative/dir\"\nqueue = 1\nmax_age_hours = 100000\n");
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(
+        keys(&c.validate()),
+        [
+            "recording.dir",
+            "recording.queue",
+            "recording.max_age_hours"
+        ]
+    );
+    let (c, _) = Config::parse(
+        "[recording]\ndir = \"/var/rec\"\nmax_age_hours = 2\nmax_total_bytes = 1000\n\
+         transmission_log = false\n",
+    );
+    assert!(c.validate().is_empty(), "{:?}", c.validate());
+    let r = c.engine_config().recording.expect("recording on");
+    assert_eq!(r.dir, Path::new("/var/rec"));
+    assert_eq!(r.max_age, Some(Duration::from_secs(7200)));
+    assert_eq!((r.max_total_bytes, r.transmission_log), (1000, false));
+    let (c, _) = Config::parse("[recording]\ndir = \"/var/rec\"\nmax_age_hours = 0\n");
+    assert_eq!(c.engine_config().recording.unwrap().max_age, None);
+}

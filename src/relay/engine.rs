@@ -166,6 +166,15 @@ impl Engine {
             n => n,
         };
         let (events, _) = broadcast::channel(config.event_capacity.max(16));
+        let recorder = match &config.recording {
+            Some(r) => Some(super::recording::Recorder::start(r.clone()).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("recording directory {}: {e}", r.dir.display()),
+                )
+            })?),
+            None => None,
+        };
         let mut receivers = Vec::with_capacity(n);
         let mut workers = Vec::with_capacity(n);
         for _ in 0..n {
@@ -206,6 +215,7 @@ impl Engine {
                 OsEntropy::default().fill(&mut seed);
                 u64::from_le_bytes(seed)
             })),
+            recorder,
             config,
         });
         let mut threads = Vec::with_capacity(n);
@@ -1097,6 +1107,14 @@ impl Engine {
         for t in threads {
             let _ = t.join();
         }
+        if let Some(r) = &self.plane.recorder {
+            r.shutdown();
+        }
+    }
+
+    /// The recorder's counters (`None` when recording is not configured).
+    pub fn recording_stats(&self) -> Option<super::RecordingStats> {
+        self.plane.recorder.as_ref().map(|r| r.stats())
     }
 }
 

@@ -110,6 +110,8 @@ pub const HA_UPDATES_CAPACITY: usize = 16_384;
 pub mod io;
 mod plane;
 mod ports;
+#[allow(clippy::disallowed_methods)] // the writer ages recordings for retention
+pub mod recording;
 pub mod rules;
 pub mod stats;
 mod worker;
@@ -122,6 +124,7 @@ pub use ha::{
 pub use plane::GroupStreamImage;
 #[cfg(feature = "sidecar")]
 pub(crate) use plane::{sdp_family, InterfaceProblem};
+pub use recording::{RecordingConfig, RecordingStats};
 pub use rules::{Evidence, Latch, StrangerBudget, Verdict, STRANGER_BURST, STRANGER_RATE};
 pub use stats::{DropReason, LegCounters, LegSnapshot};
 #[cfg(test)]
@@ -197,6 +200,9 @@ pub struct EngineConfig {
     /// state, its timers), about. Control-plane changes and RTP sequence wraps (a new
     /// rollover counter) are written at once, whatever this is.
     pub ha_refresh: std::time::Duration,
+    /// Recording (the transmission log of every call): `None`, the default, records
+    /// nothing and starts no writer thread.
+    pub recording: Option<RecordingConfig>,
 }
 
 impl Default for EngineConfig {
@@ -215,6 +221,7 @@ impl Default for EngineConfig {
             policy: Arc::new(AllowAll),
             group: TcConfig::default(),
             ha_refresh: std::time::Duration::from_secs(1),
+            recording: None,
         }
     }
 }

@@ -140,6 +140,8 @@ pub(crate) struct Plane {
     pub(crate) started: Instant,
     /// SSRCs of group transmissions, unique across the engine.
     pub(crate) ssrcs: Arc<SsrcRegistry>,
+    /// The recording writer, when recording is configured.
+    pub(crate) recorder: Option<super::recording::Recorder>,
 }
 
 impl Plane {

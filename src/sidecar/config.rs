@@ -394,6 +394,44 @@ fn de_commencement_mode<'de, D: serde::Deserializer<'de>>(
 }
 
 section! {
+    /// `[recording]`: what calls leave behind as evidence (docs/recording.md). Off while `dir`
+    /// is empty; with a directory, every call keeps a transmission log unless
+    /// `transmission_log` is false.
+    RecordingSection = "recording" {
+        /// The directory recordings go in (created, mode 0700); empty: recording is off.
+        dir: String = String::new(),
+        /// A recording starts only while the directory's file system has this much free space.
+        min_free_bytes: u64 = 256 << 20,
+        /// Recordings older than this many hours are removed (0: kept whatever their age).
+        max_age_hours: u64 = 720,
+        /// The oldest recordings are removed while all of them take more (0: no limit).
+        max_total_bytes: u64 = 0,
+        /// Every call keeps a transmission log (JSON lines of its transmission control events).
+        transmission_log: bool = true,
+        /// Records waiting for the writer thread at most; more are dropped and counted.
+        queue: usize = 65_536,
+    }
+}
+
+impl RecordingSection {
+    /// The engine's recording settings (`None` while `dir` is empty).
+    pub fn recording_config(&self) -> Option<crate::relay::RecordingConfig> {
+        if self.dir.is_empty() {
+            return None;
+        }
+        Some(crate::relay::RecordingConfig {
+            dir: PathBuf::from(&self.dir),
+            min_free_bytes: self.min_free_bytes,
+            max_age: (self.max_age_hours > 0)
+                .then(|| Duration::from_secs(self.max_age_hours.saturating_mul(3600))),
+            max_total_bytes: self.max_total_bytes,
+            transmission_log: self.transmission_log,
+            queue: self.queue,
+        })
+    }
+}
+
+section! {
     /// `[ha]`: high availability (feature `ha`): call records in Redis, a standby that adopts
     /// a dead peer's calls. Off by default: the relay runs standalone, with no Redis. When on,
     /// `serve` starts the store ([`HaSection::ha_config`]): every call is written on each
@@ -602,6 +640,8 @@ pub struct Config {
     pub ng: NgConfig,
     /// `[ha]`
     pub ha: HaSection,
+    /// `[recording]`
+    pub recording: RecordingSection,
 }
 
 /// The embedded default configuration, as a file (what `serve` runs with when given none).
@@ -672,11 +712,12 @@ impl Config {
                 LogConfig::KEY => LogConfig::check_types(t, &mut problems),
                 NgConfig::KEY => NgConfig::check_types(t, &mut problems),
                 HaSection::KEY => HaSection::check_types(t, &mut problems),
+                RecordingSection::KEY => RecordingSection::check_types(t, &mut problems),
                 _ => {
                     problems.push(Problem::new(
                         k.clone(),
                         "unknown section (the sections are: api, media, calls, \
-                         transmission_control, group_calls, policy, log, ng, ha)",
+                         transmission_control, group_calls, policy, log, ng, ha, recording)",
                     ));
                     bad.push(k.clone());
                 }
@@ -730,6 +771,7 @@ impl Config {
         validate_policy(&self.policy, &mut p);
         p.extend(super::ng::validate(&self.ng));
         p.extend(self.ha.validate());
+        validate_recording(&self.recording, &mut p);
         p
     }
 
@@ -798,6 +840,7 @@ impl Config {
                     port_max: i.port_max,
                 })
                 .collect(),
+            recording: self.recording.recording_config(),
             ..d
         }
     }
@@ -870,6 +913,17 @@ impl<'p> Section<'p> {
             self.fail(key, "must be a path");
         }
     }
+}
+
+/// The `[recording]` section.
+fn validate_recording(r: &RecordingSection, p: &mut Vec<Problem>) {
+    let mut s = Section::new("recording", p);
+    if !r.dir.is_empty() && !Path::new(&r.dir).is_absolute() {
+        s.fail("dir", "must be an absolute path (empty: recording is off)");
+    }
+    s.between("queue", r.queue, 16..=1 << 22);
+    let age = "must be <= 87600 (ten years; 0 = kept whatever their age)";
+    s.at_most("max_age_hours", r.max_age_hours, 87_600, age);
 }
 
 /// The `[api]` section.

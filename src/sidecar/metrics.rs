@@ -158,8 +158,44 @@ pub(crate) fn render(
     render_tc(&mut o, &s);
     render_ports(&mut o, &s);
     render_quality(&mut o, q);
+    render_recording(&mut o, &engine.recording_stats().unwrap_or_default());
     render_api(&mut o, api);
     o.0
+}
+
+/// The recorder's counters (all zero while recording is off).
+fn render_recording(o: &mut Out, r: &crate::relay::RecordingStats) {
+    let all: [(&str, &str, u64); 6] = [
+        ("recordings_started_total", "Recordings started.", r.started),
+        (
+            "recordings_refused_total",
+            "Recordings not started: too little free space, or the directory failed.",
+            r.refused,
+        ),
+        (
+            "recordings_stopped_total",
+            "Recordings stopped early: a file could not be written (the media went on).",
+            r.stopped,
+        ),
+        (
+            "recording_records_written_total",
+            "Transmission log records written.",
+            r.records_written,
+        ),
+        (
+            "recording_records_dropped_total",
+            "Records dropped: the writer's queue was full or their recording had stopped.",
+            r.records_dropped,
+        ),
+        (
+            "recordings_removed_total",
+            "Recordings removed by retention (age or total size).",
+            r.removed,
+        ),
+    ];
+    for (metric, help, value) in all {
+        o.single(metric, "counter", help, value);
+    }
 }
 
 /// The relay itself: version, uptime, drain mode.

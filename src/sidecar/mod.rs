@@ -609,6 +609,7 @@ pub(crate) fn reload(st: &AppState) -> Result<Vec<String>, ReloadError> {
             new.transmission_control == running.transmission_control,
         ),
         ("[group_calls]", new.group_calls == running.group_calls),
+        ("[recording]", new.recording == running.recording),
         ("log.format", new.log.format == running.log.format),
     ] {
         if !same {

@@ -73,6 +73,9 @@ pub struct Call {
     server: TransmissionControlServer,
     timers: TimerTable,
     events: VecDeque<CallEvent>,
+    /// The server's own events as they came, kept only while a transmission log asks for
+    /// them ([`Call::tap_tc_events`]).
+    tc_tap: Option<VecDeque<TcEvent>>,
     release_reason: Option<ReleaseReason>,
     times: CallTimes,
     /// The SDPs handed out: the offer for the callee, the answer for the caller.
@@ -303,6 +306,7 @@ impl Call {
             server: TransmissionControlServer::restore(&snap.tc, now, None),
             timers: TimerTable::from_remaining_ms(now, &snap.timers),
             events: VecDeque::new(),
+            tc_tap: None,
             release_reason: snap.release_reason,
             times: CallTimes {
                 created: before(snap.created_ms_ago),
@@ -495,6 +499,9 @@ impl Call {
     /// Moves server events into call events and applies their consequences.
     fn sync(&mut self, now: Instant) {
         while let Some(ev) = self.server.poll_event() {
+            if let Some(tap) = &mut self.tc_tap {
+                tap.push_back(ev);
+            }
             match ev {
                 TcEvent::Granted {
                     audio_ssrc,
@@ -539,6 +546,19 @@ impl Call {
     #[must_use]
     pub fn poll_event(&mut self) -> Option<CallEvent> {
         self.events.pop_front()
+    }
+
+    /// Keeps the transmission control server's own events (requests rejected, grants, media,
+    /// ends, with their causes) for [`Call::poll_tc_event`], from now on: what a transmission
+    /// log records. Off by default: nothing is kept.
+    pub fn tap_tc_events(&mut self) {
+        self.tc_tap.get_or_insert_with(VecDeque::new);
+    }
+
+    /// The next transmission control server event kept since [`Call::tap_tc_events`].
+    #[must_use]
+    pub fn poll_tc_event(&mut self) -> Option<TcEvent> {
+        self.tc_tap.as_mut()?.pop_front()
     }
 
     /// When to call [`handle_timeout`](Self::handle_timeout) next.

@@ -383,6 +383,7 @@ impl CallTable {
             server,
             timers,
             events: VecDeque::new(),
+            tc_tap: None,
             release_reason: None,
             times: CallTimes {
                 created: now,

@@ -55,8 +55,8 @@ mod tests;
 pub use snapshot::{GroupMemberRulesSnapshot, GroupRulesSnapshot, GroupStreamRulesSnapshot};
 
 use super::{
-    ControlRules, ControlSetup, KeyframePolicy, Kind, LegQuality, LegRules, LegSetup, SsrcFilter,
-    Tally,
+    ControlRules, ControlSetup, KeyframePolicy, Kind, LegQuality, LegRules, LegSetup, RtpMark,
+    SsrcFilter, Tally,
 };
 use crate::control::arbiter::{slots, Arbiter, Slot, MAX_MEMBERS};
 use crate::control::MediaSecurity;
@@ -615,6 +615,11 @@ impl GroupRules {
             return Err(DropReason::UnknownSsrc);
         }
         ms.seen = Some(ssrc);
+        t.forwarded(RtpMark {
+            ssrc,
+            seq: p.sequence_number(),
+            ts: p.timestamp(),
+        });
         if scan {
             if let Ok(p) = RtpPacket::new_checked(body) {
                 if ms.keyframes.on_video(ssrc, p.timestamp(), p.payload(), now) {

@@ -30,7 +30,7 @@ pub use quality::{
     LOSS_PERCENT_BOUNDS,
 };
 pub use setup::{
-    ControlSetup, Egress, Ingress, LegSetup, RulesSetup, SsrcFilter, StreamSetup, Tally,
+    ControlSetup, Egress, Ingress, LegSetup, RtpMark, RulesSetup, SsrcFilter, StreamSetup, Tally,
 };
 pub use snapshot::{
     ControlRulesSnapshot, LegRulesSnapshot, RulesSnapshot, StreamRulesSnapshot, SRTCP_RESTORE_SKIP,

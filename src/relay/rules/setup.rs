@@ -101,9 +101,37 @@ pub struct Tally {
     /// An RTP sequence number wrapped: the SRTP rollover counter of its SSRC moved, so a
     /// call image should hold the new one at once (high availability).
     pub wrapped: bool,
+    /// The first RTP packet of the batch that passed every rule (forwarded media).
+    pub first_rtp: Option<RtpMark>,
+    /// The last one.
+    pub last_rtp: Option<RtpMark>,
+    /// RTP packets of the batch that passed every rule.
+    pub rtp_forwarded: u64,
+}
+
+/// An RTP packet's place in its stream: what the transmission log keeps of a transmission's
+/// first and last packets.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RtpMark {
+    /// Its SSRC.
+    pub ssrc: u32,
+    /// Its sequence number.
+    pub seq: u16,
+    /// Its RTP timestamp.
+    pub ts: u32,
 }
 
 impl Tally {
+    /// Notes a forwarded RTP packet (two stores: the per-packet path stays cheap).
+    #[inline]
+    pub fn forwarded(&mut self, m: RtpMark) {
+        if self.first_rtp.is_none() {
+            self.first_rtp = Some(m);
+        }
+        self.last_rtp = Some(m);
+        self.rtp_forwarded += 1;
+    }
+
     /// Counts one dropped packet.
     #[inline]
     pub fn drop(&mut self, r: DropReason) {

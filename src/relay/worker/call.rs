@@ -61,6 +61,8 @@ pub(crate) struct CallRt {
     pub(super) latch_after: u32,
     /// The worker's running totals (every count also goes there).
     pub(super) totals: Arc<WorkerStats>,
+    /// The call's transmission log, when it keeps one.
+    pub(super) txlog: Option<Box<super::txlog::TxLog>>,
 }
 
 /// The call procedure a call runs: what its transmission control is wrapped in.
@@ -196,6 +198,40 @@ impl CallRt {
             tc_published: Default::default(),
             latch_after,
             totals,
+            txlog: None,
+        }
+    }
+
+    /// Keeps a transmission log of the call in recording `rec` from now on.
+    pub(crate) fn keep_log(&mut self, rec: super::super::recording::RecHandle) {
+        if let Procedure::Private(p) = &mut self.proc {
+            p.call.tap_tc_events();
+        }
+        self.txlog = Some(Box::new(super::txlog::TxLog::new(rec)));
+    }
+
+    /// The name of member `s` (a departed member's too).
+    pub(super) fn member_name(&self, s: Slot) -> Arc<str> {
+        match &self.proc {
+            Procedure::Private(p) => Arc::from(match Party::of_slot(s) {
+                Some(Party::Caller) => p.call.caller_id(),
+                Some(Party::Callee) => p.call.callee_id(),
+                None => "",
+            }),
+            Procedure::Group(_) => self.user(s),
+        }
+    }
+
+    /// Writes server event `ev` to the call's transmission log, if it keeps one.
+    pub(super) fn log_event(&mut self, ev: &crate::control::server::TcEvent) {
+        if self.txlog.is_none() {
+            return;
+        }
+        let (a, b) = super::txlog::event_slots(ev);
+        let name = |s: Option<Slot>| s.map(|s| self.member_name(s)).unwrap_or_default();
+        let (a, b) = (name(a), name(b));
+        if let Some(log) = self.txlog.as_deref_mut() {
+            log.event(std::time::SystemTime::now(), &self.call_id, ev, &a, &b);
         }
     }
 
@@ -287,7 +323,7 @@ impl CallRt {
                     let Some((t, drained)) = self.pump(index, at, now, io) else {
                         break;
                     };
-                    step |= self.book(at.member, now, &t);
+                    step |= self.book(at, now, &t);
                     if drained {
                         break;
                     }
@@ -334,7 +370,11 @@ impl CallRt {
     /// transmission, every few packets of a member without permission (so it can revoke), a
     /// transmitter's BYE, a rollover counter that moved (a step writes the call's image at once
     /// for high availability).
-    fn book(&mut self, member: Slot, now: Instant, t: &Tally) -> bool {
+    fn book(&mut self, at: GroupIngress, now: Instant, t: &Tally) -> bool {
+        let member = at.member;
+        if let Some(log) = self.txlog.as_deref_mut() {
+            log.media(member, at.stream, t);
+        }
         let mut d = LegSnapshot::default();
         d.add_in(t.in_packets, t.in_bytes);
         d.add_drops(&t.drops);

@@ -358,6 +358,7 @@ impl CallRt {
     /// grant opens the member's SSRC filter and asks it for a keyframe).
     pub(super) fn group_events(&mut self, now: Instant, publish: &mut dyn FnMut(CallEvent)) {
         while let Some(ev) = self.group_mut().and_then(|g| g.server.poll_event()) {
+            self.log_event(&ev);
             if let Some(kind) = self.on_event(now, ev) {
                 publish(CallEvent {
                     call_id: self.call_id.clone(),
@@ -372,7 +373,7 @@ impl CallRt {
         }
     }
 
-    fn user(&self, s: Slot) -> Arc<str> {
+    pub(super) fn user(&self, s: Slot) -> Arc<str> {
         match self.net.member(s) {
             Some(m) => m.user_id.clone(),
             None => self

@@ -17,6 +17,7 @@ pub(crate) mod hooks;
 mod media;
 mod private;
 mod restore;
+mod txlog;
 
 pub(crate) use group::{GroupAdopt, GroupRestore};
 
@@ -532,7 +533,14 @@ impl Worker {
     }
 
     /// Puts a call in the slab, under `id`. Returns its slot and generation.
-    fn insert(&mut self, id: Arc<str>, rt: CallRt) -> (u32, u32) {
+    fn insert(&mut self, id: Arc<str>, mut rt: CallRt) -> (u32, u32) {
+        if let Some(r) = &self.plane.recorder {
+            if r.config().transmission_log {
+                if let Some(h) = r.open(&id, std::time::SystemTime::now()) {
+                    rt.keep_log(h);
+                }
+            }
+        }
         let slot = self.free.pop().unwrap_or_else(|| {
             self.slots.push(None);
             (self.slots.len() - 1) as u32

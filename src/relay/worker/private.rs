@@ -168,6 +168,12 @@ impl CallRt {
         while let Some(ev) = p.call.poll_event() {
             publish(ev);
         }
+        while let Some(ev) = self.call_mut().and_then(Call::poll_tc_event) {
+            self.log_event(&ev);
+        }
+        let Procedure::Private(p) = &mut self.proc else {
+            return;
+        };
         if p.requested_keyframe || p.call.transmission_state() != TransmissionState::Granted {
             return;
         }
