@@ -384,6 +384,7 @@ impl Commands {
                             | "loop-protect"
                             | "from-uri"
                             | "to-uri"
+                            | "record-call"
                     )
                 {
                     self.log_unknown("flag", &name);
