@@ -4,7 +4,8 @@
 //! payload is H.264: NAL types 1, 5, 7, 8, 24 or 28), with the addresses and ports they came
 //! from and to; an end_to_end call recorded by policy (`media_all`) leaves the bytes as they
 //! came in (SRTP stays encrypted) and its `media.json` says so, in files rotated by size; a
-//! call nobody asked to record leaves no pcap. Files are mode 0600.
+//! call nobody asked to record leaves no pcap. Files are mode 0600. The ffmpeg push, exported
+//! (`mcvideo-relay recording export`), is one H.264 file that ffmpeg decodes all 125 frames of.
 //!
 //! Ports 33_400–33_699 (no other test uses them; tests/forward_allocations.rs has 33_700–33_799).
 #![cfg(feature = "sidecar")] // serde_json reads the metadata
@@ -281,6 +282,54 @@ fn an_ffmpeg_push_in_per_leg_is_recorded_decrypted_packet_for_packet() {
     assert_eq!(
         (s.started, s.packets_written, s.packets_dropped, s.stopped),
         (1, got.len() as u64, 0, 0)
+    );
+
+    // Exported (issue 22, item 3): the push ends by media inactivity; its one transmission
+    // becomes one H.264 file, named by its member, that ffmpeg decodes whole.
+    let log = rec.join("transmissions.jsonl");
+    let until = Instant::now() + Duration::from_secs(8);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("\"released\"")
+    {
+        assert!(Instant::now() < until, "the call ends");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = dir.join("export");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_mcvideo-relay"))
+        .arg("recording")
+        .arg("export")
+        .arg(&rec)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "export: {stdout}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let files: Vec<PathBuf> = std::fs::read_dir(&out)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(files.len(), 1, "one transmission: {files:?}");
+    let name = files[0].file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        name.starts_with("sip_camera_mcx.example-") && name.ends_with("-stream0.h264"),
+        "{name}"
+    );
+    assert!(
+        stdout.contains(&format!("{} RTP packets", got.len())),
+        "every recorded packet in it: {stdout}"
+    );
+    ffmpeg::require("ffprobe");
+    assert_eq!(
+        ffmpeg::frames(&files[0]),
+        ffmpeg::FRAMES,
+        "ffmpeg decodes every frame of the exported file"
     );
     engine.shutdown();
     let _ = std::fs::remove_dir_all(&dir);
