@@ -7,7 +7,10 @@
 //! call nobody asked to record leaves no pcap. Files are mode 0600. The ffmpeg push, exported
 //! (`mcvideo-relay recording export`), is one H.264 file that ffmpeg decodes all 125 frames of.
 //!
-//! Ports 33_400–33_699 (no other test uses them; tests/forward_allocations.rs has 33_700–33_799).
+//! A group call is recorded once per forwarded packet, whatever its receivers.
+//!
+//! Ports 33_400–33_699 and 34_000–34_099 (no other test uses them; tests/forward_allocations.rs
+//! has 33_700–33_799).
 #![cfg(feature = "sidecar")] // serde_json reads the metadata
 #![allow(clippy::disallowed_methods)] // real sockets: the test waits by the clock
 
@@ -466,6 +469,136 @@ fn a_call_nobody_asked_to_record_leaves_no_pcap() {
     assert_eq!(names, ["transmissions.jsonl"], "the log only");
     let s = engine.recording_stats().unwrap();
     assert_eq!((s.packets_written, s.packets_dropped), (0, 0));
+    engine.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+const NAMES: [&str; 3] = ["A", "B", "C"];
+
+fn member_ssrc(i: usize) -> u32 {
+    0x3000_0000 + i as u32 * 0x111
+}
+
+/// A group member over real sockets: its peer, the relay's video and control addresses.
+struct Member {
+    peer: Peer,
+    video: SocketAddr,
+    control: SocketAddr,
+}
+
+impl Member {
+    fn request(&self, i: usize, priority: u8) {
+        use mcvideo_relay::wire::tc::{MessageKind, TcMessage};
+        let mut r = TcMessage::new(MessageKind::TransmissionRequest, member_ssrc(i));
+        r.fields.transmission_priority = Some(priority);
+        self.peer.send_tc(self.control, &r);
+    }
+
+    fn expect_granted(&self) {
+        use mcvideo_relay::wire::tc::{self, MessageKind};
+        let until = Instant::now() + Duration::from_secs(3);
+        let mut buf = [0u8; 2048];
+        while Instant::now() < until {
+            let Ok((n, _)) = self.peer.ctl.recv_from(&mut buf) else {
+                continue;
+            };
+            if tc::messages(&buf[..n])
+                .flatten()
+                .any(|m| m.kind == MessageKind::TransmissionGranted)
+            {
+                return;
+            }
+        }
+        panic!("no grant in time");
+    }
+
+    fn send_video(&self, i: usize, seqs: std::ops::Range<u16>) {
+        for seq in seqs {
+            self.peer
+                .rtp
+                .send_to(&rtp_packet(seq, member_ssrc(i), 300), self.video)
+                .unwrap();
+            std::thread::sleep(Duration::from_micros(500));
+        }
+    }
+}
+
+#[test]
+fn a_group_call_is_recorded_once_per_packet_whatever_its_receivers() {
+    use mcvideo_relay::relay::{CreateGroupCall, GroupMemberSpec};
+    let dir = tmp("group");
+    let engine = engine(
+        &dir,
+        34_000,
+        RecordingConfig::default(),
+        CallConfig::default(),
+    );
+    let peers: Vec<Peer> = (0..3).map(|_| Peer::new()).collect();
+    let created = engine
+        .create_group_call(CreateGroupCall {
+            call_id: Some("rec-group".into()),
+            group_id: "g".into(),
+            media_security: MediaSecurity::EndToEnd,
+            max_transmitters: Some(1),
+            max_streams_per_receiver: None,
+            reception_mode: None,
+            members: peers
+                .iter()
+                .enumerate()
+                .map(|(i, p)| GroupMemberSpec {
+                    mcvideo_id: NAMES[i].into(),
+                    sdp_offer: p.sdp(NAMES[i], "RTP/AVP", Some(member_ssrc(i)), true, ""),
+                    priority: if i == 2 { 9 } else { 5 },
+                    receive_only: false,
+                    tc_key: None,
+                })
+                .collect(),
+        })
+        .expect("created");
+    assert!(engine.record_call("rec-group").unwrap());
+    let m: Vec<Member> = peers
+        .into_iter()
+        .zip(&created.members)
+        .map(|(peer, a)| {
+            let r = RelayAddrs::from_sdp(&a.sdp_answer);
+            Member {
+                peer,
+                video: r.video,
+                control: r.control.unwrap(),
+            }
+        })
+        .collect();
+    m[0].request(0, 5);
+    m[0].expect_granted();
+    m[0].send_video(0, 1..21);
+    m[2].request(2, 9);
+    m[2].expect_granted();
+    m[2].send_video(2, 500..510);
+    // B never holds the grant: what it sends is not forwarded, so not recorded.
+    m[1].send_video(1, 900..905);
+    wait_written(&engine, 30);
+    std::thread::sleep(Duration::from_millis(100));
+    engine.release_group_call("rec-group").unwrap();
+
+    let rec = recording_of(&dir, "rec-group");
+    let pcap = read_pcap(&stream_files(&rec)[0]);
+    let seqs: Vec<u16> = pcap.iter().map(|c| seq(&c.payload)).collect();
+    let want: Vec<u16> = (1..21).chain(500..510).collect();
+    assert_eq!(seqs, want, "A's transmission then C's, once each");
+    for c in &pcap[..20] {
+        assert_eq!(c.src, m[0].peer.rtp.local_addr().unwrap());
+        assert_eq!(c.dst, m[0].video, "to A's relay socket");
+    }
+    for c in &pcap[20..] {
+        assert_eq!(c.src, m[2].peer.rtp.local_addr().unwrap());
+        assert_eq!(c.dst, m[2].video, "to C's relay socket");
+    }
+    let meta: Value =
+        serde_json::from_str(&std::fs::read_to_string(rec.join("media.json")).unwrap()).unwrap();
+    assert_eq!(meta["kind"], "group");
+    assert_eq!(meta["streams"][0]["encrypted"], false, "plain RTP");
+    let s = engine.recording_stats().unwrap();
+    assert_eq!((s.packets_written, s.packets_dropped), (30, 0));
     engine.shutdown();
     let _ = std::fs::remove_dir_all(&dir);
 }
