@@ -242,7 +242,22 @@ fn an_ffmpeg_push_in_per_leg_is_recorded_decrypted_packet_for_packet() {
     assert_eq!(files.len(), 1, "one file (far below the rotation size)");
     assert_eq!(mode(&files[0]), 0o600);
     assert_eq!(mode(&rec.join("media.json")), 0o600);
-    let pcap = read_pcap(&files[0]);
+    let all = read_pcap(&files[0]);
+    let is_rtcp = |c: &Captured| (200..=204).contains(&c.payload[1]);
+    let rtcp: Vec<&Captured> = all.iter().filter(|c| is_rtcp(c)).collect();
+    assert!(!rtcp.is_empty(), "ffmpeg's sender reports are recorded too");
+    for c in &rtcp {
+        // SRTCP adds a 4-byte index and a 10-byte tag: the recorded compound has neither, its
+        // packets' lengths add up to it.
+        let (p, mut at) = (&c.payload, 0);
+        while at + 4 <= p.len() {
+            assert!((200..=204).contains(&p[at + 1]), "RTCP decrypted: {p:?}");
+            at += 4 * (usize::from(u16::from_be_bytes([p[at + 2], p[at + 3]])) + 1);
+        }
+        assert_eq!(at, p.len(), "RTCP decrypted: {p:?}");
+        assert_eq!(c.dst.port(), relay.port() + 1, "to the relay's RTCP port");
+    }
+    let pcap: Vec<&Captured> = all.iter().filter(|c| !is_rtcp(c)).collect();
     assert_eq!(
         pcap.len(),
         got.len(),
@@ -284,7 +299,7 @@ fn an_ffmpeg_push_in_per_leg_is_recorded_decrypted_packet_for_packet() {
     let s = engine.recording_stats().unwrap();
     assert_eq!(
         (s.started, s.packets_written, s.packets_dropped, s.stopped),
-        (1, got.len() as u64, 0, 0)
+        (1, all.len() as u64, 0, 0)
     );
 
     // Exported (issue 22, item 3): the push ends by media inactivity; its one transmission

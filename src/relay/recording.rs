@@ -295,9 +295,10 @@ impl MediaTap {
         }
     }
 
-    /// Records RTP packet `bytes` of stream `stream` from `from`, received at `now`.
+    /// Records RTP packet (or RTCP datagram) `bytes` of stream `stream` from `from`,
+    /// received at `now`.
     #[inline]
-    pub(crate) fn rtp(&mut self, stream: usize, from: SocketAddr, now: Instant, bytes: &[u8]) {
+    pub(crate) fn packet(&mut self, stream: usize, from: SocketAddr, now: Instant, bytes: &[u8]) {
         let Ok(mut p) = self.pool.take.try_recv() else {
             self.rec.counters.media_dropped(1);
             return;
@@ -1223,7 +1224,7 @@ mod tests {
         let from = SocketAddr::from(([127, 0, 0, 1], 5000));
         let later = base + Duration::from_millis(1500);
         for _ in 0..3 {
-            tap.rtp(1, from, later, &[0x80, 96, 0, 1]);
+            tap.packet(1, from, later, &[0x80, 96, 0, 1]);
         }
         assert_eq!(rx.len(), 1, "one packet fits the queue");
         assert_eq!(counters.packets_dropped.load(Ordering::Relaxed), 2);
@@ -1245,8 +1246,8 @@ mod tests {
             counters: counters.clone(),
             _alive: Arc::new(()),
         });
-        tap.rtp(0, from, later, &[0x80; 3000]);
-        tap.rtp(0, from, later, &[0x80; 20]);
+        tap.packet(0, from, later, &[0x80; 3000]);
+        tap.packet(0, from, later, &[0x80; 20]);
         assert_eq!(counters.packets_dropped.load(Ordering::Relaxed), 3);
         pool.give_back(p);
         assert_eq!(pool.take.len(), 1);

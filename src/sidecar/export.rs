@@ -197,7 +197,9 @@ fn read_pcap(b: &[u8], out: &mut Vec<Vec<u8>>) -> io::Result<()> {
 /// The RTP header fields the export needs, and the payload (padding removed).
 fn rtp(p: &[u8]) -> Option<(u32, u16, &[u8])> {
     let b0 = *p.first()?;
-    if b0 >> 6 != 2 {
+    // RTCP (RFC 5761: packet types 200 to 204 where RTP has its marker and payload type) is
+    // not media.
+    if b0 >> 6 != 2 || (200..=204).contains(p.get(1)?) {
         return None;
     }
     let seq = u16::from_be_bytes([*p.get(2)?, *p.get(3)?]);

@@ -313,8 +313,9 @@ pub struct GroupRules {
     active: u64,
     /// RTP sequence wraps seen, on every leg ([`GroupRules::wraps`]).
     wraps: u64,
-    /// The call's media recording, when it is recorded: every RTP packet that passes is
-    /// copied to it (plain where the relay decrypts, else as received).
+    /// The call's media recording, when it is recorded: every RTP packet that passes and
+    /// every RTCP datagram admitted from a member is copied to it (plain where the relay
+    /// decrypts, else as received).
     tap: Option<Box<crate::relay::recording::MediaTap>>,
 }
 
@@ -651,7 +652,7 @@ impl GroupRules {
             ts: p.timestamp(),
         });
         if let Some(tap) = self.tap.as_deref_mut() {
-            tap.rtp(at.stream, from, now, body);
+            tap.packet(at.stream, from, now, body);
         }
         if scan {
             if let Ok(p) = RtpPacket::new_checked(body) {
@@ -701,6 +702,10 @@ impl GroupRules {
         )?;
         if proved {
             self.proved(at.member, from.ip());
+        }
+        if let (Some(tap), Some(body)) = (self.tap.as_deref_mut(), pkt.get(..len)) {
+            // As it came in (decrypted where the relay decrypts), before any filtering.
+            tap.packet(at.stream, from, now, body);
         }
         Ok(RtcpIn {
             len,

@@ -254,7 +254,7 @@ impl CallRt {
             s,
             ",\"kind\":\"{kind}\",\"media_security\":\"{security}\",\"format\":\"pcap\",\
              \"linktype\":{},\"files\":\"stream-<stream>.pcap, then stream-<stream>.<part>.pcap\",\
-             \"rtcp\":false,\"streams\":[",
+             \"rtcp\":true,\"streams\":[",
             super::super::recording::LINKTYPE_RAW
         );
         for (i, (kind, srtp)) in streams.iter().enumerate() {
