@@ -9,7 +9,10 @@
 //!
 //! A group call is recorded once per forwarded packet, whatever its receivers.
 //!
-//! Ports 33_400–33_699 and 34_000–34_099 (no other test uses them; tests/forward_allocations.rs
+//! Three transmissions of a group call in turn, one of them pre-empted, export as three files,
+//! each named by its member, each decoding whole.
+//!
+//! Ports 33_400–33_699 and 34_000–34_199 (no other test uses them; tests/forward_allocations.rs
 //! has 33_700–33_799).
 #![cfg(feature = "sidecar")] // serde_json reads the metadata
 #![allow(clippy::disallowed_methods)] // real sockets: the test waits by the clock
@@ -614,6 +617,180 @@ fn a_group_call_is_recorded_once_per_packet_whatever_its_receivers() {
     assert_eq!(meta["streams"][0]["encrypted"], false, "plain RTP");
     let s = engine.recording_stats().unwrap();
     assert_eq!((s.packets_written, s.packets_dropped), (30, 0));
+    engine.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// One second of ffmpeg's H.264 test pattern (25 frames, one GOP) as plain RTP packets, as
+/// ffmpeg sent them.
+fn h264_clip() -> Vec<Vec<u8>> {
+    let (port, rx, _rtcp) = ffmpeg::port_pair();
+    let got = datagrams(&rx, Duration::from_millis(700));
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=320x240:rate=25",
+            "-t",
+            "1",
+        ])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+        ])
+        .args(["-profile:v", "baseline", "-pix_fmt", "yuv420p", "-g", "25"])
+        .args(["-f", "rtp", "-payload_type", "96"])
+        .arg(format!("rtp://127.0.0.1:{port}?pkt_size=1200"))
+        .output()
+        .expect("ffmpeg runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    got.join().unwrap()
+}
+
+#[test]
+fn a_group_calls_three_transmissions_export_as_three_files_named_by_member() {
+    use mcvideo_relay::relay::{CreateGroupCall, GroupMemberSpec};
+    use mcvideo_relay::wire::tc::{MessageKind, TcMessage};
+    ffmpeg::require("ffmpeg");
+    ffmpeg::require("ffprobe");
+    let clip = h264_clip();
+    assert!(clip.len() > 25, "a clip: {} packets", clip.len());
+    let dir = tmp("group-export");
+    let engine = engine(
+        &dir,
+        34_100,
+        RecordingConfig {
+            media_all: true,
+            ..RecordingConfig::default()
+        },
+        CallConfig::default(),
+    );
+    let peers: Vec<Peer> = (0..3).map(|_| Peer::new()).collect();
+    let created = engine
+        .create_group_call(CreateGroupCall {
+            call_id: Some("rec-group-x".into()),
+            group_id: "g".into(),
+            media_security: MediaSecurity::EndToEnd,
+            max_transmitters: Some(1),
+            max_streams_per_receiver: None,
+            reception_mode: None,
+            members: peers
+                .iter()
+                .enumerate()
+                .map(|(i, p)| GroupMemberSpec {
+                    mcvideo_id: NAMES[i].into(),
+                    sdp_offer: p.sdp(NAMES[i], "RTP/AVP", Some(member_ssrc(i)), true, ""),
+                    priority: if i == 2 { 9 } else { 5 },
+                    receive_only: false,
+                    tc_key: None,
+                })
+                .collect(),
+        })
+        .expect("created");
+    let m: Vec<Member> = peers
+        .into_iter()
+        .zip(&created.members)
+        .map(|(peer, a)| {
+            let r = RelayAddrs::from_sdp(&a.sdp_answer);
+            Member {
+                peer,
+                video: r.video,
+                control: r.control.unwrap(),
+            }
+        })
+        .collect();
+    // Member `i` sends the clip under its own SSRC, numbered from `base`.
+    let send_clip = |i: usize, base: u16| {
+        for (k, p) in clip.iter().enumerate() {
+            let mut p = p.clone();
+            p[2..4].copy_from_slice(&base.wrapping_add(k as u16).to_be_bytes());
+            p[8..12].copy_from_slice(&member_ssrc(i).to_be_bytes());
+            m[i].peer.rtp.send_to(&p, m[i].video).unwrap();
+            std::thread::sleep(Duration::from_micros(300));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    m[0].request(0, 5);
+    m[0].expect_granted();
+    send_clip(0, 1000);
+    // C's stronger request pre-empts A.
+    m[2].request(2, 9);
+    m[2].expect_granted();
+    send_clip(2, 5000);
+    m[2].peer.send_tc(
+        m[2].control,
+        &TcMessage::new(MessageKind::TransmissionEndRequest, member_ssrc(2)),
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    m[1].request(1, 5);
+    m[1].expect_granted();
+    send_clip(1, 60_000);
+    engine.release_group_call("rec-group-x").unwrap();
+
+    let rec = recording_of(&dir, "rec-group-x");
+    let log = rec.join("transmissions.jsonl");
+    let until = Instant::now() + Duration::from_secs(5);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("\"released\"")
+    {
+        assert!(Instant::now() < until, "the log is complete");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains(r#""event":"preempted","member":"A","by":"C","cause":4"#),
+        "{text}"
+    );
+    wait_written(&engine, 3 * clip.len() as u64);
+    let out = dir.join("export");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_mcvideo-relay"))
+        .args(["recording", "export"])
+        .arg(&rec)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "export: {stdout}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&out)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    files.sort_by_key(|f| f.file_name().unwrap().to_owned());
+    let members: Vec<String> = files
+        .iter()
+        .map(|f| f.file_name().unwrap().to_string_lossy()[..1].to_owned())
+        .collect();
+    assert_eq!(
+        members,
+        ["A", "B", "C"],
+        "one file per transmission: {files:?}"
+    );
+    for f in &files {
+        assert_eq!(ffmpeg::frames(f), 25, "{f:?} decodes whole ({stdout})");
+    }
+    assert!(
+        stdout
+            .lines()
+            .all(|l| l.contains(&format!("\t{} RTP packets", clip.len()))),
+        "every packet of each transmission: {stdout}"
+    );
     engine.shutdown();
     let _ = std::fs::remove_dir_all(&dir);
 }
