@@ -1,6 +1,7 @@
 //! How a call's media recording is switched on (docs/recording.md), against an in-process
 //! sidecar: `"record": true` on `POST /v1/calls` and `POST /v1/group-calls` (the answer says
-//! `"recording": true`), rtpengine's `record-call` flag and `record call` key on an ng offer;
+//! `"recording": true`), rtpengine's `record-call` flag and `record call` key on an ng offer
+//! (and the flag on an answer);
 //! a call created without them leaves no media files. The metrics name the media counters.
 //!
 //! Ports 33_900–33_999.
@@ -156,6 +157,36 @@ fn ng_records_on_the_record_call_flag_and_key() {
             assert!(!meta.exists(), "{id}: not recorded");
         }
     }
+    // On an answer too: the offer of `ng-none` was not recorded, its answer asks for it.
+    let before = entries(&dir);
+    let callee = Client::new();
+    let mut a = d(&[
+        ("command", s("answer")),
+        ("call-id", s("ng-none")),
+        ("from-tag", s("caller-tag")),
+        ("to-tag", s("callee-tag")),
+        ("sdp", s(&callee.sdp("bob", None))),
+    ]);
+    if let B::D(m) = &mut a {
+        m.insert(b"flags".to_vec(), B::L(vec![s("record-call")]));
+    }
+    let r = ng.request("a1", &a);
+    assert_eq!(r.str("result").as_deref(), Some("ok"), "{r:?}");
+    let metas = || {
+        entries(&dir)
+            .iter()
+            .filter(|e| e.join("media.json").exists())
+            .count()
+    };
+    assert!(
+        eventually(Duration::from_secs(3), || metas() == 3),
+        "the answer's flag records its call"
+    );
+    assert_eq!(
+        entries(&dir).len(),
+        before.len(),
+        "in the call's own recording"
+    );
     assert_eq!(
         api.get("/v1/calls").json()["calls"]
             .as_array()

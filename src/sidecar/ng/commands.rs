@@ -545,8 +545,8 @@ impl Commands {
         })
     }
 
-    /// rtpengine's `record-call` flag, or its `record call` key (`yes`, `on`...): the call's
-    /// media is recorded (docs/recording.md).
+    /// rtpengine's `record-call` flag, or its `record call` key (`yes`, `on`...), on an offer
+    /// or an answer: the call's media is recorded (docs/recording.md).
     fn wants_record(req: &Value) -> bool {
         let Value::Dict(d) = req else {
             return false;
@@ -793,6 +793,10 @@ impl Commands {
         let replace_origin = self.replace_options(req)?;
         if replace_origin {
             Self::origin_rewritable(sdp)?;
+        }
+        if Self::wants_record(req) {
+            // Before the caller learns the relay's answer: no packet of the push comes first.
+            let _ = self.engine.record_call(&engine_id);
         }
         let a = self
             .engine
