@@ -12,7 +12,9 @@
 //! Three transmissions of a group call in turn, one of them pre-empted, export as three files,
 //! each named by its member, each decoding whole.
 //!
-//! Ports 33_400–33_699 and 34_000–34_199 (no other test uses them; tests/forward_allocations.rs
+//! Too little free space refuses the recording, not the call.
+//!
+//! Ports 33_400–33_699 and 34_000–34_299 (no other test uses them; tests/forward_allocations.rs
 //! has 33_700–33_799).
 #![cfg(feature = "sidecar")] // serde_json reads the metadata
 #![allow(clippy::disallowed_methods)] // real sockets: the test waits by the clock
@@ -791,6 +793,48 @@ fn a_group_calls_three_transmissions_export_as_three_files_named_by_member() {
             .all(|l| l.contains(&format!("\t{} RTP packets", clip.len()))),
         "every packet of each transmission: {stdout}"
     );
+    engine.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn too_little_free_space_refuses_the_recording_and_not_the_call() {
+    let dir = tmp("nospace");
+    let engine = Engine::start(EngineConfig {
+        port_min: 34_200,
+        port_max: 34_299,
+        workers: 1,
+        recording: Some(RecordingConfig {
+            dir: dir.clone(),
+            min_free_bytes: u64::MAX,
+            transmission_log: false,
+            ..RecordingConfig::default()
+        }),
+        ..EngineConfig::default()
+    })
+    .expect("engine starts");
+    let (caller, callee, to) = push(&engine, "rec-nospace", "RTP/AVP", MediaSecurity::EndToEnd);
+    assert!(
+        !engine.record_call("rec-nospace").unwrap(),
+        "the recording is refused"
+    );
+    let got = collect(
+        &callee.rtp,
+        Duration::from_secs(2),
+        Duration::from_millis(300),
+    );
+    for seq in 0..20u16 {
+        caller.rtp.send_to(&rtp_packet(seq, SSRC, 300), to).unwrap();
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    assert_eq!(got.join().unwrap().len(), 20, "the call goes on");
+    let s = engine.recording_stats().unwrap();
+    assert_eq!(
+        (s.started, s.refused, s.packets_written, s.packets_dropped),
+        (0, 1, 0, 0)
+    );
+    let left = std::fs::read_dir(&dir).unwrap().count();
+    assert_eq!(left, 0, "nothing written");
     engine.shutdown();
     let _ = std::fs::remove_dir_all(&dir);
 }

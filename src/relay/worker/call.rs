@@ -214,8 +214,8 @@ impl CallRt {
     }
 
     /// Records the call's media from now on (in its recording, opened here if it has none).
-    /// `Ok(false)`: refused (too little disk space, the writer's queue full); the call goes
-    /// on unrecorded.
+    /// `false`: refused (too little disk space, the writer's queue full: counted); the call
+    /// goes on unrecorded.
     pub(crate) fn record_media(&mut self, recorder: &super::super::recording::Recorder) -> bool {
         if self.rules.tap_mut().is_some() {
             return true;

@@ -557,7 +557,8 @@ impl Worker {
             if let (true, Some(h)) = (log, &rt.rec) {
                 rt.keep_log(h.clone());
             }
-            if media {
+            if media && rt.rec.is_some() {
+                // (A recording refused above is not asked for again: it was counted once.)
                 rt.record_media(r);
             }
         }
