@@ -1,14 +1,18 @@
-//! Recording: what a call leaves behind as evidence. Today that is the **transmission log**,
-//! one JSON-lines file per call of every transmission control event (who asked, who was
-//! granted, queued, rejected, pre-empted, with the causes and queue positions, and the RTP
-//! sequence numbers and timestamps of each transmission's first and last packets).
+//! Recording: what a call leaves behind as evidence. That is the **transmission log**, one
+//! JSON-lines file per call of every transmission control event (who asked, who was granted,
+//! queued, rejected, pre-empted, with the causes and queue positions, and the RTP sequence
+//! numbers and timestamps of each transmission's first and last packets), and for the calls
+//! asked for (or all, by policy) the **media**: one pcap file per stream of the RTP and RTCP
+//! as the relay received them (decrypted in per_leg), rotated by size, with `media.json`.
 //!
 //! The worker never writes a file: it formats a record (a few per transmission, none per
-//! packet) and hands it to the one writer thread through a bounded queue with `try_send`.
-//! A full queue drops the record and counts it; a file that cannot be written stops that
-//! recording (counted, logged once); the media goes on either way. Every recording is one
-//! directory `<dir>/<call id>-<unix ms>/` (mode 0700) with files of mode 0600; no key
-//! material is ever written. Old recordings are removed by age and by total size.
+//! packet) and hands it to the one writer thread through a bounded queue with `try_send`; a
+//! recorded packet is copied into a preallocated buffer of a pool (`MediaTap`) and handed
+//! over the same way. A full queue (or no free buffer) drops the record and counts it; a file
+//! that cannot be written stops that recording (counted, logged once); the media goes on
+//! either way. Every recording is one directory `<dir>/<call id>-<unix ms>/` (mode 0700) with
+//! files of mode 0600; no key material is ever written. Old recordings are removed by age and
+//! by total size.
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::collections::HashMap;
@@ -264,7 +268,7 @@ impl Default for MediaPacket {
 }
 
 /// A call's media recording as the per-packet rules hold it: each RTP packet that passed
-/// every rule is copied (decrypted where the relay decrypts, else as received) into a free
+/// every rule (and each RTCP datagram admitted from a member) is copied (decrypted where the relay decrypts, else as received) into a free
 /// buffer of the pool and handed to the writer with `try_send`. No buffer free, or the queue
 /// full: the packet is not recorded (counted, logged once); it is forwarded all the same.
 /// Nothing here allocates or reads the clock: the arrival time is the batch's `now`, made
