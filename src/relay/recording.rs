@@ -175,9 +175,9 @@ enum Job {
     Open(Arc<str>, Weak<()>, bool),
     /// One line of `id`'s transmission log.
     Line(Arc<str>, String),
-    /// Start recording `id`'s media: its metadata (JSON) for `media.json`, and the pool its
-    /// buffers go back to.
-    MediaOpen(Arc<str>, String, Pool),
+    /// Start recording `id`'s media: its metadata (JSON) for `media.json`, the pool its
+    /// buffers go back to, and the flag the writer raises when the recording stops.
+    MediaOpen(Arc<str>, String, Pool, Arc<AtomicBool>),
     /// One media packet of a recording.
     Media(Box<MediaPacket>),
     /// `id` is over.
@@ -281,6 +281,9 @@ pub(crate) struct MediaTap {
     base: (Instant, u64),
     /// The relay's address of the socket the batch being judged came in on.
     dst: SocketAddr,
+    /// Raised by the writer once the recording stopped (a file could not be written): the
+    /// packets are then counted as dropped here, not copied.
+    stopped: Arc<AtomicBool>,
 }
 
 impl MediaTap {
@@ -293,7 +296,12 @@ impl MediaTap {
     /// Rewrites the recording's metadata (`media.json`), e.g. once a one-to-one call's
     /// streams are known. A full queue keeps the old one.
     pub(crate) fn meta(&self, meta: String) {
-        let job = Job::MediaOpen(self.rec.id.clone(), meta, self.pool.clone());
+        let job = Job::MediaOpen(
+            self.rec.id.clone(),
+            meta,
+            self.pool.clone(),
+            self.stopped.clone(),
+        );
         if self.rec.tx.try_send(job).is_err() {
             self.rec.counters.warn_full();
         }
@@ -303,6 +311,12 @@ impl MediaTap {
     /// received at `now`.
     #[inline]
     pub(crate) fn packet(&mut self, stream: usize, from: SocketAddr, now: Instant, bytes: &[u8]) {
+        if self.stopped.load(Ordering::Relaxed) {
+            // Logged when it stopped.
+            let c = &self.rec.counters.packets_dropped;
+            c.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         let Ok(mut p) = self.pool.take.try_recv() else {
             self.rec.counters.media_dropped(1);
             return;
@@ -476,11 +490,9 @@ impl Recorder {
             .pool
             .get_or_init(|| Pool::new(self.config.queue.clamp(16, 4096)))
             .clone();
-        if self
-            .tx
-            .try_send(Job::MediaOpen(rec.id.clone(), meta, pool.clone()))
-            .is_err()
-        {
+        let stopped = Arc::new(AtomicBool::new(false));
+        let job = Job::MediaOpen(rec.id.clone(), meta, pool.clone(), stopped.clone());
+        if self.tx.try_send(job).is_err() {
             self.counters.refuse(call_id, &"the writer's queue is full");
             self.counters.warn_full();
             return None;
@@ -494,6 +506,7 @@ impl Recorder {
             pool,
             base: (at.0, u64::try_from(wall).unwrap_or(u64::MAX)),
             dst: SocketAddr::from(([0, 0, 0, 0], 0)),
+            stopped,
         })
     }
 
@@ -579,6 +592,8 @@ struct MediaFiles {
     stopped: bool,
     /// Packets in the buffers, not yet flushed.
     pending: u64,
+    /// Raised with `stopped`: the call's tap stops copying packets.
+    flag: Arc<AtomicBool>,
 }
 
 /// One pcap file being written.
@@ -708,9 +723,9 @@ impl Writer {
         loop {
             match rx.recv_timeout(TICK) {
                 Ok(Job::Open(id, alive, log)) => self.start(id, alive, log),
-                Ok(Job::MediaOpen(id, meta, pool)) => {
+                Ok(Job::MediaOpen(id, meta, pool, stopped)) => {
                     self.pool = Some(pool);
-                    self.start_media(&id, &meta);
+                    self.start_media(&id, &meta, stopped);
                 }
                 Ok(Job::Media(p)) => {
                     let id = p.rec.clone();
@@ -804,7 +819,7 @@ impl Writer {
 
     /// Starts recording `id`'s media: writes its metadata. Its files are made at each
     /// stream's first packet.
-    fn start_media(&mut self, id: &Arc<str>, meta: &str) {
+    fn start_media(&mut self, id: &Arc<str>, meta: &str, flag: Arc<AtomicBool>) {
         let dir = self.config.dir.join(&**id);
         let Some(o) = self.open.get_mut(id) else {
             return;
@@ -814,6 +829,7 @@ impl Writer {
             streams: Vec::new(),
             stopped: false,
             pending: 0,
+            flag,
         });
         if media.stopped {
             return;
@@ -833,6 +849,7 @@ impl Writer {
         });
         if let Err(e) = r {
             media.stopped = true;
+            media.flag.store(true, Ordering::Relaxed);
             self.counters.refuse(id, &e);
         }
     }
@@ -918,6 +935,7 @@ impl Writer {
         };
         let lost = std::mem::take(&mut m.pending);
         m.stopped = true;
+        m.flag.store(true, Ordering::Relaxed);
         for f in m.streams.drain(..).flatten() {
             // Dropping the writer would try one more flush; its error is the one logged.
             let _ = f.file.into_parts();
@@ -1224,6 +1242,7 @@ mod tests {
             pool: pool.clone(),
             base: (base, 1_000_000),
             dst: SocketAddr::from(([127, 0, 0, 1], 4000)),
+            stopped: Arc::default(),
         };
         let from = SocketAddr::from(([127, 0, 0, 1], 5000));
         let later = base + Duration::from_millis(1500);
@@ -1255,6 +1274,11 @@ mod tests {
         assert_eq!(counters.packets_dropped.load(Ordering::Relaxed), 3);
         pool.give_back(p);
         assert_eq!(pool.take.len(), 1);
+        // Once the writer says the recording stopped, nothing is copied: counted only.
+        tap.stopped.store(true, Ordering::Relaxed);
+        tap.packet(0, from, later, &[0x80; 20]);
+        assert_eq!(counters.packets_dropped.load(Ordering::Relaxed), 4);
+        assert_eq!(pool.take.len(), 1, "no buffer taken");
     }
 
     #[test]
@@ -1265,7 +1289,7 @@ mod tests {
         let alive = Arc::new(());
         let id: Arc<str> = "c-p".into();
         w.start(id.clone(), Arc::downgrade(&alive), false);
-        w.start_media(&id, "{}");
+        w.start_media(&id, "{}", Arc::default());
         let mut p = MediaPacket {
             rec: Some(id.clone()),
             src: "10.0.0.1:5000".parse().unwrap(),
