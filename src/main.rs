@@ -25,6 +25,7 @@ mod cli {
   mcvideo-relay serve [--config FILE] [--listen ADDR] [--media-ip IP] [--ports MIN-MAX]
                       [--log-format json|text]
   mcvideo-relay check-config FILE
+  mcvideo-relay recording export DIR [--out DIR]
   mcvideo-relay loadgen [--engine | --api URL | --spawn-relay | --direct] [--calls N] [--rate PPS] ...
   mcvideo-relay --help | --version";
     /// Without the `loadgen` feature the subcommand is not listed (it says how to build it).
@@ -33,6 +34,7 @@ mod cli {
   mcvideo-relay serve [--config FILE] [--listen ADDR] [--media-ip IP] [--ports MIN-MAX]
                       [--log-format json|text]
   mcvideo-relay check-config FILE
+  mcvideo-relay recording export DIR [--out DIR]
   mcvideo-relay --help | --version";
 
     const LOADGEN_ABOUT: &str =
@@ -66,6 +68,9 @@ floor, loss, relay CPU per packet, sweeps (`loadgen --help` for details)";
             #[arg(value_name = "FILE")]
             file: PathBuf,
         },
+        /// recordings: export a per_leg or plain one as playable H.264, one file per transmission
+        #[command(subcommand)]
+        Recording(RecordingCommand),
         /// The yardstick `loadgen --compare-forwarder` starts: one thread, epoll, one recv and
         /// one send per packet (stdin/stdout protocol in src/loadgen/forwarder.rs).
         #[command(hide = true)]
@@ -78,8 +83,44 @@ floor, loss, relay CPU per packet, sweeps (`loadgen --help` for details)";
         },
     }
 
+    #[derive(Debug, Subcommand)]
+    enum RecordingCommand {
+        /// write one H.264 Annex B file per transmission (RFC 6184 depacketized, split by the
+        /// transmission log) of recording DIR (docs/recording.md)
+        Export {
+            /// a recording's directory (`<recording.dir>/<call id>-<unix ms>`)
+            #[arg(value_name = "DIR")]
+            dir: PathBuf,
+            /// where the files go (default: DIR/export)
+            #[arg(long, value_name = "DIR")]
+            out: Option<PathBuf>,
+        },
+    }
+
+    fn export(dir: &std::path::Path, out: Option<PathBuf>) -> ExitCode {
+        let out = out.unwrap_or_else(|| dir.join("export"));
+        match sidecar::export::export_recording(dir, &out) {
+            Ok(done) if done.is_empty() => {
+                eprintln!(
+                    "mcvideo-relay: {}: no transmission with media",
+                    dir.display()
+                );
+                ExitCode::from(1)
+            }
+            Ok(done) => {
+                print!("{}", sidecar::export::report(&done));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("mcvideo-relay: recording export {}: {e}", dir.display());
+                ExitCode::from(1)
+            }
+        }
+    }
+
     pub(crate) fn main() -> ExitCode {
         match Cli::parse().command {
+            Command::Recording(RecordingCommand::Export { dir, out }) => export(&dir, out),
             Command::Serve(opts) => sidecar::run_serve(opts),
             Command::CheckConfig { file } => sidecar::check_config(&file),
             Command::Loadgen { args } => loadgen(&args),

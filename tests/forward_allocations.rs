@@ -1,6 +1,7 @@
 //! The forward path allocates nothing: a live call forwards 2,000 packets (plain RTP, then
-//! per-leg SRTP, then plain RTP with the call's transmission log on) while a counting global
-//! allocator watches every thread of the process.
+//! per-leg SRTP, then plain RTP with the call's transmission log on, then per-leg SRTP with
+//! its media recorded) while a counting global allocator watches every thread of the process
+//! (the recorder's writer thread included).
 
 mod common;
 use common::net::*;
@@ -22,6 +23,16 @@ const SSRC: u32 = 0xa110_c000;
 const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGw==";
 
 fn run(mode: MediaSecurity, port_min: u16, recording: Option<&std::path::Path>) -> (u64, u64) {
+    run_with(mode, port_min, recording, false)
+}
+
+/// [`run`], the call's media recorded when `record`.
+fn run_with(
+    mode: MediaSecurity,
+    port_min: u16,
+    recording: Option<&std::path::Path>,
+    record: bool,
+) -> (u64, u64) {
     let engine = Engine::start(EngineConfig {
         port_min,
         port_max: port_min + 99,
@@ -66,6 +77,9 @@ fn run(mode: MediaSecurity, port_min: u16, recording: Option<&std::path::Path>) 
             },
         )
         .unwrap();
+    if record {
+        assert!(engine.record_call("alloc").unwrap(), "recorded");
+    }
     let to_caller = RelayAddrs::from_sdp(&answer.sdp_answer);
     let mut ctx = SrtpContext::new(&MasterKey::from_base64(SrtpSuite::AeadAes128Gcm, KEY).unwrap());
     let packets: Vec<Vec<u8>> = (0..2_100u16)
@@ -154,5 +168,26 @@ fn forward_path_allocates_nothing() {
     assert_eq!(
         allocs, 0,
         "allocations on the forward path of a call with a log"
+    );
+    // Per-leg SRTP recorded: each packet is copied, decrypted, into a buffer of the
+    // recorder's pool and written by its thread; the pool is made when the recording starts.
+    let dir = std::env::temp_dir().join(format!("mcvr-alloc-media-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (allocs, received) = run_with(MediaSecurity::PerLeg, 33_700, Some(&dir), true);
+    eprintln!(
+        "per-leg SRTP recorded: {allocs} allocations while forwarding 2000 packets \
+         ({received} received)"
+    );
+    let pcap: u64 = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| std::fs::metadata(e.path().join("stream-0.pcap")).map_or(0, |m| m.len()))
+        .sum();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(pcap > 2_000 * 1_100, "the media was recorded: {pcap} bytes");
+    assert!(received >= 1_500, "{received}");
+    assert_eq!(
+        allocs, 0,
+        "allocations on the forward path of a recorded call"
     );
 }

@@ -193,7 +193,7 @@ fn errors_unknown_calls_refused_flags_and_mcvideo_keys() {
     for (cookie, extra) in [
         ("f1", ("flags", B::L(vec![s("transcode-PCMA")]))),
         ("f2", ("ICE", s("force"))),
-        ("f3", ("record call", s("yes"))),
+        ("f3", ("DTLS", s("passive"))),
         ("f4", ("codec", d(&[("strip", B::L(vec![s("all")]))]))),
         ("f5", ("transport-protocol", s("RTP/SAVP"))),
     ] {

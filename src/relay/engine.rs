@@ -422,6 +422,28 @@ impl Engine {
             .await?
     }
 
+    /// Records the media of call `call_id` (one-to-one or group) from now on, in its
+    /// recording beside its transmission log (docs/recording.md): `Ok(true)` when it is (or
+    /// already was) recorded; `Ok(false)` when recording is not configured or was refused
+    /// (too little free space, the writer's queue full: counted), and the call goes on
+    /// unrecorded. Blocks as [`Self::accept_call`] does.
+    pub fn record_call(&self, call_id: &str) -> Result<bool, SetupError> {
+        if self.plane.recorder.is_none() {
+            return Ok(false);
+        }
+        self.send(call_id, Mode::Block, Cmd::Record)?.wait()?
+    }
+
+    /// [`Self::record_call`] for a task on a tokio runtime.
+    pub async fn record_call_async(&self, call_id: &str) -> Result<bool, SetupError> {
+        if self.plane.recorder.is_none() {
+            return Ok(false);
+        }
+        self.send(call_id, Mode::Await, Cmd::Record)?
+            .wait_async()
+            .await?
+    }
+
     /// The controlling server releases the call (reason `released`). A group call is released
     /// with [`Self::release_group_call`] (here it is refused as in the wrong state). Blocks as
     /// [`Self::accept_call`] does.

@@ -304,6 +304,9 @@ struct CreateBody {
     commencement_mode: Option<String>,
     #[serde(default)]
     media_security: Option<String>,
+    /// Record the call's media (docs/recording.md).
+    #[serde(default)]
+    record: bool,
 }
 
 #[derive(Deserialize)]
@@ -387,14 +390,32 @@ async fn create_call(
         media_security,
         caller_tc_key,
     })?;
+    let recording = record_if(&st, b.record, &offer.call_id).await;
     let body = body::CallOffered {
         call_id: &offer.call_id,
         commencement_mode: offer.commencement_mode,
         deliver_to: &offer.deliver_to,
         sdp_offer: &offer.sdp_offer,
         state: CallState::Offered,
+        recording,
     };
     Ok(created(&format!("/v1/calls/{}", offer.call_id), &body))
+}
+
+/// Starts recording call `id`'s media when `record` asks for it (before the answer that gives
+/// anyone the relay's ports goes out, so no packet comes before it): whether it is recorded,
+/// `None` when not asked.
+async fn record_if(st: &AppState, record: bool, id: &str) -> Option<bool> {
+    if !record {
+        return None;
+    }
+    match st.engine.record_call_async(id).await {
+        Ok(on) => Some(on),
+        Err(e) => {
+            tracing::warn!(call = id, error = %e, "cannot record the call");
+            Some(false)
+        }
+    }
 }
 
 /// 201 Created with `body`, at `location`.
@@ -536,6 +557,9 @@ struct CreateGroupBody {
     #[serde(default)]
     reception_mode: Option<String>,
     members: Vec<GroupMemberBody>,
+    /// Record the call's media (docs/recording.md).
+    #[serde(default)]
+    record: bool,
 }
 
 fn media_security(field: &str, m: Option<&str>) -> Result<MediaSecurity, ApiError> {
@@ -578,11 +602,13 @@ async fn create_group_call(
         members,
     };
     let group = st.engine.create_group_call_async(req).await?;
+    let recording = record_if(&st, b.record, &group.call_id).await;
     let body = body::GroupCreated {
         call_id: &group.call_id,
         kind: body::GroupKind::Group,
         members: group.members.iter().map(body::MemberAnswer::from).collect(),
         state: CallState::Established,
+        recording,
     };
     Ok(created(
         &format!("/v1/group-calls/{}", group.call_id),

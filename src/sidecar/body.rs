@@ -221,6 +221,10 @@ pub(crate) struct CallOffered<'a> {
     pub(crate) deliver_to: &'a [String],
     pub(crate) sdp_offer: &'a str,
     pub(crate) state: CallState,
+    /// Asked for with `record`: whether the call's media is recorded (`false`: refused,
+    /// e.g. too little disk space; the call goes on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) recording: Option<bool>,
 }
 
 /// `200` to `POST /v1/calls/{id}/answer`.
@@ -455,6 +459,9 @@ pub(crate) struct GroupCreated<'a> {
     pub(crate) kind: GroupKind,
     pub(crate) members: Vec<MemberAnswer<'a>>,
     pub(crate) state: CallState,
+    /// As [`CallOffered::recording`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) recording: Option<bool>,
 }
 
 /// `201` to `POST /v1/group-calls/{id}/members`.

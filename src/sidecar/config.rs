@@ -410,6 +410,11 @@ section! {
         transmission_log: bool = true,
         /// Records waiting for the writer thread at most; more are dropped and counted.
         queue: usize = 65_536,
+        /// Which calls' media is recorded (pcap): `off` (only the calls asked for, by the API's
+        /// `record` or ng's `record-call`) or `all`.
+        media: String = "off".to_owned(),
+        /// A media file is rotated once it holds this many bytes.
+        max_file_bytes: u64 = 256 << 20,
     }
 }
 
@@ -427,6 +432,8 @@ impl RecordingSection {
             max_total_bytes: self.max_total_bytes,
             transmission_log: self.transmission_log,
             queue: self.queue,
+            media_all: self.media == "all",
+            max_file_bytes: self.max_file_bytes,
         })
     }
 }
@@ -922,6 +929,10 @@ fn validate_recording(r: &RecordingSection, p: &mut Vec<Problem>) {
         s.fail("dir", "must be an absolute path (empty: recording is off)");
     }
     s.between("queue", r.queue, 16..=1 << 22);
+    if !matches!(r.media.as_str(), "off" | "all") {
+        s.fail("media", "must be \"off\" or \"all\"");
+    }
+    s.between("max_file_bytes", r.max_file_bytes, 1 << 16..=1 << 40);
     let age = "must be <= 87600 (ten years; 0 = kept whatever their age)";
     s.at_most("max_age_hours", r.max_age_hours, 87_600, age);
 }

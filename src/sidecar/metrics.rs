@@ -165,7 +165,7 @@ pub(crate) fn render(
 
 /// The recorder's counters (all zero while recording is off).
 fn render_recording(o: &mut Out, r: &crate::relay::RecordingStats) {
-    let all: [(&str, &str, u64); 6] = [
+    let all: [(&str, &str, u64); 8] = [
         ("recordings_started_total", "Recordings started.", r.started),
         (
             "recordings_refused_total",
@@ -191,6 +191,16 @@ fn render_recording(o: &mut Out, r: &crate::relay::RecordingStats) {
             "recordings_removed_total",
             "Recordings removed by retention (age or total size).",
             r.removed,
+        ),
+        (
+            "recording_packets_written_total",
+            "Media packets written to recordings (pcap).",
+            r.packets_written,
+        ),
+        (
+            "recording_packets_dropped_total",
+            "Media packets not recorded (no buffer, queue full, recording stopped); they were forwarded.",
+            r.packets_dropped,
         ),
     ];
     for (metric, help, value) in all {

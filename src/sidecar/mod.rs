@@ -18,6 +18,7 @@ mod api_tests;
 mod body;
 pub mod config;
 mod error;
+pub mod export;
 #[cfg(fuzzing)]
 #[doc(hidden)]
 pub mod fuzzing;

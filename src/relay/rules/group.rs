@@ -313,6 +313,10 @@ pub struct GroupRules {
     active: u64,
     /// RTP sequence wraps seen, on every leg ([`GroupRules::wraps`]).
     wraps: u64,
+    /// The call's media recording, when it is recorded: every RTP packet that passes and
+    /// every RTCP datagram admitted from a member is copied to it (plain where the relay
+    /// decrypts, else as received).
+    tap: Option<Box<crate::relay::recording::MediaTap>>,
 }
 
 /// The IP `member` has shown up from on any of its sockets (the rare path of
@@ -372,7 +376,34 @@ impl GroupRules {
             latch_after: setup.latch_after,
             active: 0,
             wraps: 0,
+            tap: None,
         }
+    }
+
+    /// Records the call's media from now on in `tap`.
+    pub(crate) fn set_tap(&mut self, tap: crate::relay::recording::MediaTap) {
+        self.tap = Some(Box::new(tap));
+    }
+
+    /// The call's media recording, taken out of the rules.
+    pub(crate) fn take_tap(&mut self) -> Option<crate::relay::recording::MediaTap> {
+        self.tap.take().map(|t| *t)
+    }
+
+    /// The call's media recording, if it is recorded.
+    #[inline]
+    pub(crate) fn tap_mut(&mut self) -> Option<&mut crate::relay::recording::MediaTap> {
+        self.tap.as_deref_mut()
+    }
+
+    /// Whether the media is decrypted by the relay (per_leg), and per stream its kind and
+    /// whether it is SRTP on the wire: what a recording's metadata says.
+    pub(crate) fn recording_traits(&self) -> (bool, Vec<(MediaKind, bool)>) {
+        let streams = self.streams.iter();
+        (
+            self.per_leg,
+            streams.map(|s| (s.kind.clone(), s.encrypted)).collect(),
+        )
     }
 
     /// RTP sequence wraps seen so far on every leg: each moved an SRTP rollover counter, which
@@ -620,6 +651,9 @@ impl GroupRules {
             seq: p.sequence_number(),
             ts: p.timestamp(),
         });
+        if let Some(tap) = self.tap.as_deref_mut() {
+            tap.packet(at.stream, from, now, body);
+        }
         if scan {
             if let Ok(p) = RtpPacket::new_checked(body) {
                 if ms.keyframes.on_video(ssrc, p.timestamp(), p.payload(), now) {
@@ -668,6 +702,10 @@ impl GroupRules {
         )?;
         if proved {
             self.proved(at.member, from.ip());
+        }
+        if let (Some(tap), Some(body)) = (self.tap.as_deref_mut(), pkt.get(..len)) {
+            // As it came in (decrypted where the relay decrypts), before any filtering.
+            tap.packet(at.stream, from, now, body);
         }
         Ok(RtcpIn {
             len,

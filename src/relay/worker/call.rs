@@ -63,6 +63,8 @@ pub(crate) struct CallRt {
     pub(super) totals: Arc<WorkerStats>,
     /// The call's transmission log, when it keeps one.
     pub(super) txlog: Option<Box<super::txlog::TxLog>>,
+    /// The call's recording (its directory), when it has one.
+    pub(super) rec: Option<Arc<super::super::recording::RecHandle>>,
 }
 
 /// The call procedure a call runs: what its transmission control is wrapped in.
@@ -199,15 +201,83 @@ impl CallRt {
             latch_after,
             totals,
             txlog: None,
+            rec: None,
         }
     }
 
     /// Keeps a transmission log of the call in recording `rec` from now on.
-    pub(crate) fn keep_log(&mut self, rec: super::super::recording::RecHandle) {
+    pub(crate) fn keep_log(&mut self, rec: Arc<super::super::recording::RecHandle>) {
         if let Procedure::Private(p) = &mut self.proc {
             p.call.tap_tc_events();
         }
         self.txlog = Some(Box::new(super::txlog::TxLog::new(rec)));
+    }
+
+    /// Records the call's media from now on (in its recording, opened here if it has none).
+    /// `false`: refused (too little disk space, the writer's queue full: counted); the call
+    /// goes on unrecorded.
+    pub(crate) fn record_media(&mut self, recorder: &super::super::recording::Recorder) -> bool {
+        if self.rules.tap_mut().is_some() {
+            return true;
+        }
+        let now = (Instant::now(), std::time::SystemTime::now());
+        if self.rec.is_none() {
+            self.rec = recorder.open(&self.call_id, now.1, false).map(Arc::new);
+        }
+        let Some(rec) = self.rec.clone() else {
+            return false;
+        };
+        let meta = self.media_meta();
+        match recorder.media(&self.call_id, &rec, meta, now) {
+            Some(tap) => {
+                self.rules.set_tap(tap);
+                tracing::info!(call = %self.call_id, "recording the call's media");
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The media recording's metadata (`media.json`): how the packets were written.
+    pub(super) fn media_meta(&self) -> String {
+        use std::fmt::Write as _;
+        let (per_leg, streams) = self.rules.recording_traits();
+        let mut s = String::with_capacity(512);
+        s.push_str("{\"call\":");
+        super::super::recording::json_str(&mut s, &self.call_id);
+        let kind = match self.proc {
+            Procedure::Private(_) => "private",
+            Procedure::Group(_) => "group",
+        };
+        let security = if per_leg { "per_leg" } else { "end_to_end" };
+        let _ = write!(
+            s,
+            ",\"kind\":\"{kind}\",\"media_security\":\"{security}\",\"format\":\"pcap\",\
+             \"linktype\":{},\"files\":\"stream-<stream>.pcap, then stream-<stream>.<part>.pcap\",\
+             \"rtcp\":true,\"streams\":[",
+            super::super::recording::LINKTYPE_RAW
+        );
+        for (i, (kind, srtp)) in streams.iter().enumerate() {
+            if i > 0 {
+                s.push(',');
+            }
+            let kind = match kind {
+                crate::sdp::MediaKind::Audio => "audio",
+                crate::sdp::MediaKind::Video => "video",
+                crate::sdp::MediaKind::Control => "application",
+                crate::sdp::MediaKind::Other(_) => "other",
+            };
+            // per_leg: the relay decrypts; end_to_end: SRTP stays as received.
+            let encrypted = *srtp && !per_leg;
+            let _ = write!(
+                s,
+                "{{\"stream\":{i},\"kind\":\"{kind}\",\"srtp_on_the_wire\":{srtp},\
+                 \"decrypted\":{},\"encrypted\":{encrypted}}}",
+                *srtp && per_leg
+            );
+        }
+        s.push_str("]}");
+        s
     }
 
     /// The name of member `s` (a departed member's too).
@@ -318,6 +388,11 @@ impl CallRt {
         };
         match role {
             Role::Media(at) => {
+                if let Some(tap) = self.rules.tap_mut() {
+                    if let Some(local) = self.net.socket(index).and_then(|s| s.local) {
+                        tap.set_local(local);
+                    }
+                }
                 let mut step = false;
                 for _ in 0..BATCHES_PER_WAKE {
                     let Some((t, drained)) = self.pump(index, at, now, io) else {

@@ -54,6 +54,8 @@ pub(super) enum Role {
 pub(super) struct Socket {
     pub(super) sock: UdpSock,
     pub(super) role: Role,
+    /// Its local address (read once: a recording's packets name it).
+    pub(super) local: Option<SocketAddr>,
 }
 
 /// A worker's reusable buffers: one receive batch, one GSO coalescer (a pair's peer), one
@@ -183,9 +185,11 @@ impl Net {
 
     /// Takes in a socket for `role`, in the first free place. Returns its index.
     pub(super) fn push(&mut self, s: UdpSocket, role: Role) -> io::Result<usize> {
+        let local = s.local_addr().ok();
         let sock = Some(Socket {
             sock: UdpSock::new(s)?,
             role,
+            local,
         });
         match self.sockets.iter().position(Option::is_none) {
             Some(i) => {

@@ -124,6 +124,8 @@ pub(crate) enum Cmd {
         ReleaseReason,
         Reply<Result<GroupCallSummary, SetupError>>,
     ),
+    /// Record the call's media from now on: whether it is (or was already) recorded.
+    Record(Arc<str>, Reply<Result<bool, SetupError>>),
     /// High availability: send call images there from now on.
     HaSink(crossbeam_channel::Sender<super::HaUpdate>),
     /// High availability: every one-to-one call's image.
@@ -158,6 +160,7 @@ impl core::fmt::Debug for Cmd {
             Cmd::GetGroup(..) => "GetGroup",
             Cmd::ListGroups(_) => "ListGroups",
             Cmd::ReleaseGroup(..) => "ReleaseGroup",
+            Cmd::Record(..) => "Record",
             Cmd::HaSink(_) => "HaSink",
             Cmd::Snapshot(_) => "Snapshot",
             Cmd::Restore(..) => "Restore",
@@ -374,6 +377,9 @@ impl Worker {
             Cmd::ReleaseGroup(id, reason, reply) => {
                 reply.send(self.release_group(&id, reason, now));
             }
+            Cmd::Record(id, reply) => {
+                reply.send(self.record(&id));
+            }
             Cmd::HaSink(tx) => self.ha = Some(restore::HaSink::new(tx, now)),
             Cmd::Snapshot(reply) => {
                 reply.send(self.each(|rt| rt.private_image_now(now)));
@@ -404,6 +410,15 @@ impl Worker {
         });
         self.step_id(id, now);
         r??.ok_or_else(|| SetupError::UnknownCall(id.to_owned()))
+    }
+
+    /// Records call `id`'s media from now on (whatever its kind): whether it is recorded.
+    fn record(&mut self, id: &str) -> Result<bool, SetupError> {
+        let plane = self.plane.clone();
+        let Some(recorder) = plane.recorder.as_ref() else {
+            return Ok(false);
+        };
+        self.with_call(id, "recording", |rt| rt.record_media(recorder))
     }
 
     /// Releases one-to-one call `id` for `reason`.
@@ -535,10 +550,16 @@ impl Worker {
     /// Puts a call in the slab, under `id`. Returns its slot and generation.
     fn insert(&mut self, id: Arc<str>, mut rt: CallRt) -> (u32, u32) {
         if let Some(r) = &self.plane.recorder {
-            if r.config().transmission_log {
-                if let Some(h) = r.open(&id, std::time::SystemTime::now()) {
-                    rt.keep_log(h);
-                }
+            let (log, media) = (r.config().transmission_log, r.config().media_all);
+            if log || media {
+                rt.rec = r.open(&id, std::time::SystemTime::now(), log).map(Arc::new);
+            }
+            if let (true, Some(h)) = (log, &rt.rec) {
+                rt.keep_log(h.clone());
+            }
+            if media && rt.rec.is_some() {
+                // (A recording refused above is not asked for again: it was counted once.)
+                rt.record_media(r);
             }
         }
         let slot = self.free.pop().unwrap_or_else(|| {

@@ -117,7 +117,15 @@ impl CallRt {
         let ids = [p.call.caller_id(), p.call.callee_id()].map(Arc::<str>::from);
         let (rules, face) = rules.into_parts();
         let streams = plan.streams.len();
-        self.rules = rules;
+        let tap = std::mem::replace(&mut self.rules, rules).take_tap();
+        if let Some(tap) = tap {
+            // A recording started before the streams were known: its metadata names them now.
+            self.rules.set_tap(tap);
+            let meta = self.media_meta();
+            if let Some(tap) = self.rules.tap_mut() {
+                tap.meta(meta);
+            }
+        }
         self.dirty = vec![0; streams];
         let tx = face.transmitter();
         self.net.members = ids

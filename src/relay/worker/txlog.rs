@@ -26,7 +26,7 @@ struct Run {
 /// One call's transmission log.
 #[derive(Debug)]
 pub(crate) struct TxLog {
-    rec: RecHandle,
+    rec: std::sync::Arc<RecHandle>,
     runs: Vec<Run>,
 }
 
@@ -42,7 +42,7 @@ fn end_cause(r: EndReason) -> Option<u16> {
 }
 
 impl TxLog {
-    pub(crate) fn new(rec: RecHandle) -> TxLog {
+    pub(crate) fn new(rec: std::sync::Arc<RecHandle>) -> TxLog {
         TxLog {
             rec,
             runs: Vec::new(),
@@ -259,7 +259,7 @@ mod tests {
     #[test]
     fn runs_per_member_and_stream_end_with_their_transmission_or_the_call() {
         let (h, lines) = RecHandle::for_test();
-        let mut log = TxLog::new(h);
+        let mut log = TxLog::new(std::sync::Arc::new(h));
         // Two transmitters at once; B on two streams, changing SSRC on one; A wraps its
         // sequence number.
         batch(&mut log, 0, 0, 7, &[65_534, 65_535]);

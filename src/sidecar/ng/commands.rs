@@ -130,8 +130,8 @@ fn refused_flag(flag: &str) -> Option<&'static str> {
     let f = f.as_str();
     if f.starts_with("transcode") || f.starts_with("codec-") || f == "always-transcode" {
         Some("transcoding and codec changes")
-    } else if f.starts_with("record") {
-        Some("call recording")
+    } else if f.starts_with("record") && f != "record-call" {
+        Some("call recording other than record-call")
     } else if f.starts_with("ice=force") || f == "ice-lite" || f.starts_with("ice-lite=") {
         Some("ICE termination")
     } else if f.starts_with("dtls=") && !matches!(f, "dtls=off" | "dtls=no") {
@@ -326,9 +326,8 @@ impl Commands {
                     Value::Dict(c) if !c.is_empty() => Some("transcoding and codec changes"),
                     _ => None,
                 },
-                "record call" | "record-call" | "recording" => {
-                    (bool_word(Some(v)) != Some(false)).then_some("call recording")
-                }
+                // Read by `wants_record`.
+                "record call" | "record-call" | "recording" => None,
                 "ice" => match word.as_deref() {
                     Some("remove") if sdp.contains("a=candidate") => {
                         Some("removing ICE candidates")
@@ -385,6 +384,7 @@ impl Commands {
                             | "loop-protect"
                             | "from-uri"
                             | "to-uri"
+                            | "record-call"
                     )
                 {
                     self.log_unknown("flag", &name);
@@ -545,6 +545,27 @@ impl Commands {
         })
     }
 
+    /// rtpengine's `record-call` flag, or its `record call` key (`yes`, `on`...), on an offer
+    /// or an answer: the call's media is recorded (docs/recording.md).
+    fn wants_record(req: &Value) -> bool {
+        let Value::Dict(d) = req else {
+            return false;
+        };
+        let key = d.iter().any(|(k, v)| {
+            let k = String::from_utf8_lossy(k).to_ascii_lowercase();
+            matches!(k.as_str(), "record call" | "record-call" | "recording")
+                && bool_word(Some(v)) != Some(false)
+        });
+        let flag = || match req.get("flags") {
+            Some(Value::List(flags)) => flags.iter().any(|f| {
+                f.as_str()
+                    .is_some_and(|f| f.eq_ignore_ascii_case("record-call"))
+            }),
+            _ => false,
+        };
+        key || flag()
+    }
+
     fn try_offer(&mut self, req: &Value) -> Result<Value, Value> {
         let call_id = Self::required(req, "call-id")?;
         let from_tag = Self::required(req, "from-tag")?;
@@ -592,6 +613,10 @@ impl Commands {
                 warn!(call = %engine_id, code = e.code(), "ng offer refused");
                 setup_error(&e)
             })?;
+        if Self::wants_record(req) {
+            // Refused (disk space): counted and logged by the recorder; the call goes on.
+            let _ = self.engine.record_call(&engine_id);
+        }
         // The engine placed the legs as this says (it just did, with the same input).
         let interfaces = self
             .engine
@@ -768,6 +793,10 @@ impl Commands {
         let replace_origin = self.replace_options(req)?;
         if replace_origin {
             Self::origin_rewritable(sdp)?;
+        }
+        if Self::wants_record(req) {
+            // Before the caller learns the relay's answer: no packet of the push comes first.
+            let _ = self.engine.record_call(&engine_id);
         }
         let a = self
             .engine
