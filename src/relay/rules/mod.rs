@@ -309,7 +309,7 @@ impl ControlRules {
 /// control channel: the one rule set ([`GroupRules`]) with two members, the caller in slot 0
 /// and the callee in slot 1, on its in-place path (the `group::pair` module: one receiver,
 /// nothing copied, RTCP to the peer whole). This is its face with parties for members; the
-/// worker holds the same two parts ([`GroupRules`] and a [`PairFace`]) in its one call type.
+/// worker holds the same two parts ([`GroupRules`] and a `PairFace`) in its one call type.
 #[derive(Debug)]
 pub struct CallRules {
     rules: GroupRules,
