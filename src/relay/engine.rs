@@ -1,6 +1,7 @@
 //! [`Engine`]: the relay's public API over the control plane and the workers.
 
 use super::io::Waker;
+use super::offload::Offload;
 use super::plane::{lock, Directory, Plane, Totals, WorkerStats};
 use super::plane::{GroupEntry, GroupStreamImage, MemberPrep, GROUP_KIND};
 use super::ports::PortPool;
@@ -165,6 +166,12 @@ impl Engine {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             n => n,
         };
+        // Two legs per call at most are forwarded in the kernel (a push's video and audio).
+        let offload = Offload::open(
+            config.kernel_offload,
+            &interfaces.iter().map(|i| i.ip).collect::<Vec<_>>(),
+            config.call.max_calls.saturating_mul(2),
+        )?;
         let (events, _) = broadcast::channel(config.event_capacity.max(16));
         let mut receivers = Vec::with_capacity(n);
         let mut workers = Vec::with_capacity(n);
@@ -206,6 +213,7 @@ impl Engine {
                 OsEntropy::default().fill(&mut seed);
                 u64::from_le_bytes(seed)
             })),
+            offload,
             config,
         });
         let mut threads = Vec::with_capacity(n);
@@ -235,6 +243,12 @@ impl Engine {
     /// The configuration it runs with.
     pub fn config(&self) -> &EngineConfig {
         &self.plane.config
+    }
+
+    /// Whether the kernel fast path runs (`media.kernel_offload`; the metric
+    /// `mcvideo_relay_kernel_offload_active`).
+    pub fn kernel_offload_active(&self) -> bool {
+        self.plane.offload.active()
     }
 
     /// A stream of every call's events, from now on.

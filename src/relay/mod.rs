@@ -104,6 +104,7 @@ pub mod bench_support;
 mod engine;
 #[allow(clippy::disallowed_methods)] // adoption places an image's ages on the clock
 mod ha;
+mod offload;
 
 /// Updates the workers' high-availability channel holds at most ([`Engine::ha_updates`]).
 pub const HA_UPDATES_CAPACITY: usize = 16_384;
@@ -119,6 +120,7 @@ pub use ha::{
     AdoptError, CallImage, GroupControlImage, GroupImage, GroupLegImage, GroupMemberImage,
     GroupSnapshot, HaUpdate,
 };
+pub use offload::KernelOffload;
 pub use plane::GroupStreamImage;
 #[cfg(feature = "sidecar")]
 pub(crate) use plane::{sdp_family, InterfaceProblem};
@@ -197,6 +199,10 @@ pub struct EngineConfig {
     /// state, its timers), about. Control-plane changes and RTP sequence wraps (a new
     /// rollover counter) are written at once, whatever this is.
     pub ha_refresh: std::time::Duration,
+    /// The kernel fast path (docs/kernel-fast-path.md): [`KernelOffload::Off`] by default for
+    /// an embedded engine (`mcvideo-relay serve` defaults to `auto`). Without the
+    /// `kernel-offload` feature `auto` runs in userspace and `required` refuses to start.
+    pub kernel_offload: KernelOffload,
 }
 
 impl Default for EngineConfig {
@@ -215,6 +221,7 @@ impl Default for EngineConfig {
             policy: Arc::new(AllowAll),
             group: TcConfig::default(),
             ha_refresh: std::time::Duration::from_secs(1),
+            kernel_offload: KernelOffload::Off,
         }
     }
 }

@@ -140,6 +140,8 @@ pub(crate) struct Plane {
     pub(crate) started: Instant,
     /// SSRCs of group transmissions, unique across the engine.
     pub(crate) ssrcs: Arc<SsrcRegistry>,
+    /// The kernel fast path, if it runs.
+    pub(crate) offload: super::offload::Offload,
 }
 
 impl Plane {

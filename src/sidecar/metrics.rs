@@ -182,6 +182,13 @@ fn render_process(o: &mut Out, engine: &Engine, s: &EngineStats) {
         "1 while the relay refuses new calls (drain mode or shutdown).",
         u8::from(s.draining),
     );
+    o.single(
+        "kernel_offload_active",
+        "gauge",
+        "1 while the kernel fast path forwards latched, granted end_to_end and plain RTP legs \
+         (media.kernel_offload); 0: every packet is forwarded in userspace.",
+        u8::from(engine.kernel_offload_active()),
+    );
 }
 
 /// Calls held and created, in all and by kind, and group members' traffic.
