@@ -10,6 +10,7 @@
 #![cfg(feature = "sidecar")]
 #![allow(clippy::disallowed_methods)] // tests read the clock for their deadlines
 
+mod common;
 mod sidecar_support;
 
 use mcvideo_relay::sidecar::Config;
@@ -241,4 +242,247 @@ fn bpf_links(pid: u32) -> usize {
             std::fs::read_link(e.path()).is_ok_and(|t| t.to_string_lossy().contains("bpf_link"))
         })
         .count()
+}
+
+/// A plain RTP push through `serve` with `mode`: 200 packets from the caller reach the callee,
+/// `GET /v1/calls/{id}` counts them; after the release a caller that keeps sending gets nothing
+/// through. Returns the packets the kernel forwarded, the legs it had during the push, and the
+/// relay's log.
+fn push_and_release(mode: &str, ports: &str) -> (u64, f64, String) {
+    use sidecar_support::{create_body, relay_video_addr, rtp_packet, Client};
+    let file = config(&format!("push-{mode}"), mode, ports);
+    let text = std::fs::read_to_string(&file).unwrap().replace(
+        "level = \"info\"",
+        "level = \"debug\"\n[transmission_control]\nmedia_inactivity_secs = 60",
+    );
+    std::fs::write(&file, text).unwrap();
+    let p = ServeProcess::start(serve_cmd(&file, false), "serve (push)");
+    let api = Api::new(p.addr, None);
+    let (caller, callee) = (Client::new(), Client::new());
+    let ssrc = 0x0bad_cafe;
+    let r = api.post(
+        "/v1/calls",
+        &create_body(
+            "kpush",
+            "sip:cam@mcx.example",
+            "sip:view@mcx.example",
+            &caller.sdp("cam", Some(ssrc)),
+        ),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = api.post(
+        "/v1/calls/kpush/answer",
+        &serde_json::json!({ "sdp_answer": callee.sdp("view", None) }),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let to_relay = relay_video_addr(r.json()["sdp_answer"].as_str().unwrap());
+    // Counts what reaches the callee while it is sent (a socket buffer holds fewer than 200
+    // datagrams on lo), until 500 ms pass without one.
+    let receive = || {
+        let sock = callee.rtp.try_clone().unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            let mut n = 0u64;
+            while let Ok((len, _)) = sock.recv_from(&mut buf) {
+                if len > 12 && buf[1] & 0x7f == 96 {
+                    n += 1;
+                }
+            }
+            n
+        })
+    };
+    let receiver = receive();
+    // The first packet latches (the announced SSRC), and the leg goes to the kernel; every one
+    // of them reaches the callee either way.
+    for seq in 0..200u16 {
+        caller
+            .rtp
+            .send_to(&rtp_packet(seq, ssrc, 400), to_relay)
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let got = receiver.join().unwrap();
+    let live = api.get("/v1/calls/kpush").json();
+    assert_eq!(got, 200, "{mode}: every packet reaches the callee\n{live}");
+    assert_eq!(live["caller"]["packets_in"], 200, "{mode}: {live}");
+    assert_eq!(live["callee"]["packets_out"], 200, "{mode}: {live}");
+    assert_eq!(live["caller"]["bytes_in"], 200 * 412, "{mode}: {live}");
+    let q = &live["quality"][0]["caller"];
+    assert_eq!(
+        q["packets"], 200,
+        "{mode}: quality counts every packet: {live}"
+    );
+    assert_eq!(q["bytes"], 200 * 412, "{mode}: {live}");
+    assert_eq!(q["lost"], 0, "{mode}: {live}");
+    let m = api.metrics();
+    let in_kernel = m.get("mcvideo_relay_kernel_offload_packets_total") as u64;
+    let legs = m.get("mcvideo_relay_kernel_offload_legs");
+    // The release: from now on a caller that keeps sending gets nothing through.
+    let r = api.delete("/v1/calls/kpush");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let fin = r.json();
+    assert_eq!(fin["caller"]["packets_in"], 200, "{mode}: {fin}");
+    let receiver = receive();
+    for seq in 200..300u16 {
+        caller
+            .rtp
+            .send_to(&rtp_packet(seq, ssrc, 400), to_relay)
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(
+        receiver.join().unwrap(),
+        0,
+        "{mode}: nothing after the release"
+    );
+    let m = api.metrics();
+    assert_eq!(
+        m.get("mcvideo_relay_kernel_offload_legs"),
+        0.0,
+        "{mode}: no leg left in the kernel after the release"
+    );
+    assert_eq!(
+        m.get("mcvideo_relay_kernel_offload_packets_total") as u64,
+        in_kernel,
+        "{mode}: nothing forwarded in the kernel after the release"
+    );
+    (in_kernel, legs, stop(p))
+}
+
+#[test]
+fn a_push_is_forwarded_in_the_kernel_counted_and_stopped_at_release() {
+    if !cfg!(feature = "kernel-offload") || !is_root() {
+        println!("SKIPPED a_push_is_forwarded_in_the_kernel: needs root and kernel-offload");
+        return;
+    }
+    let (in_kernel, legs, log) = push_and_release("required", "47700-47719");
+    assert!(
+        log.contains("leg forwarded in the kernel"),
+        "the leg was installed: {log}"
+    );
+    assert_eq!(legs, 1.0, "one leg in the kernel during the push");
+    // The first packet latches in userspace; the leg is installed at the step that follows.
+    assert!(
+        in_kernel >= 190,
+        "the kernel forwarded all but the first few: {in_kernel} of 200"
+    );
+}
+
+#[test]
+fn with_offload_off_the_same_push_runs_in_userspace() {
+    let (in_kernel, legs, log) = push_and_release("off", "47720-47739");
+    assert!(!log.contains("leg forwarded in the kernel"), "{log}");
+    assert_eq!(
+        (in_kernel, legs),
+        (0, 0.0),
+        "userspace forwarded every packet"
+    );
+}
+
+#[test]
+fn an_ffmpeg_h264_push_through_the_kernel_decodes_every_frame_and_get_counts_it() {
+    use common::ffmpeg::{
+        frames, port_pair, require, send, spawn_receiver, tmpdir, video_sdp, FRAMES, SENDER_KEY,
+        SSRC,
+    };
+    use sidecar_support::{create_body, relay_video_addr};
+    if !cfg!(feature = "kernel-offload") || !is_root() {
+        println!("SKIPPED an_ffmpeg_h264_push_through_the_kernel: needs root and kernel-offload");
+        return;
+    }
+    require("ffmpeg");
+    require("ffprobe");
+    let dir = tmpdir("offload-ffmpeg");
+    let file = config("ffmpeg", "required", "47740-47759");
+    let text = std::fs::read_to_string(&file).unwrap()
+        + "[transmission_control]\nmedia_inactivity_secs = 60\n";
+    std::fs::write(&file, text).unwrap();
+    let p = ServeProcess::start(serve_cmd(&file, false), "serve (ffmpeg, required)");
+    let api = Api::new(p.addr, None);
+    let (caller_port, _c1, _c2) = port_pair();
+    let r = api.post(
+        "/v1/calls",
+        &create_body(
+            "kffmpeg",
+            "sip:camera@mcx.example",
+            "sip:viewer@mcx.example",
+            &video_sdp("camera", caller_port, SENDER_KEY, Some(SSRC)),
+        ),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let (recv_port, r1, r2) = port_pair();
+    // end_to_end: the receiver uses the sender's key (the relay holds none it uses).
+    let recv_sdp = video_sdp("viewer", recv_port, SENDER_KEY, None);
+    let r = api.post(
+        "/v1/calls/kffmpeg/answer",
+        &serde_json::json!({ "sdp_answer": recv_sdp }),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let to_relay = relay_video_addr(r.json()["sdp_answer"].as_str().unwrap());
+    std::fs::write(dir.join("recv.sdp"), &recv_sdp).unwrap();
+    drop((r1, r2));
+    let out = dir.join("out.mkv");
+    let receiver = spawn_receiver(&dir.join("recv.sdp"), &out);
+    std::thread::sleep(Duration::from_millis(700));
+    // While the push runs, the call's quality shows it live, as in userspace.
+    let pushing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let poller = {
+        let (api, pushing) = (api.clone(), pushing.clone());
+        std::thread::spawn(move || {
+            let (mut bitrate, mut frame_rate) = (0u64, 0f64);
+            while pushing.load(std::sync::atomic::Ordering::Relaxed) {
+                let q = api.get("/v1/calls/kffmpeg").json()["quality"][0]["caller"].clone();
+                bitrate = bitrate.max(q["bitrate_bps"].as_u64().unwrap_or(0));
+                frame_rate = frame_rate.max(q["frame_rate"].as_f64().unwrap_or(0.0));
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            (bitrate, frame_rate)
+        })
+    };
+    let sender = send(to_relay);
+    pushing.store(false, std::sync::atomic::Ordering::Relaxed);
+    let (bitrate, frame_rate) = poller.join().unwrap();
+    assert!(
+        sender.status.success(),
+        "sender: {}",
+        String::from_utf8_lossy(&sender.stderr)
+    );
+    let received = receiver.wait_with_output().expect("receiver exits");
+    assert!(
+        received.status.success(),
+        "receiver: {}",
+        String::from_utf8_lossy(&received.stderr)
+    );
+    assert_eq!(frames(&out), FRAMES, "every frame decodes after the kernel");
+    assert!(
+        bitrate > 0 && frame_rate > 0.0,
+        "{bitrate} bps, {frame_rate} fps"
+    );
+
+    let live = api.get("/v1/calls/kffmpeg").json();
+    assert_eq!(live["transmission"], "granted", "{live}");
+    let caller_in = live["caller"]["packets_in"].as_u64().unwrap();
+    let callee_out = live["callee"]["packets_out"].as_u64().unwrap();
+    assert!(callee_out >= u64::from(FRAMES), "{live}");
+    assert!(caller_in >= callee_out, "{live}");
+    let q = &live["quality"][0]["caller"];
+    // Every RTP packet (the caller's RTCP is counted on the leg, not in the RTP quality).
+    assert!(q["packets"].as_u64().unwrap() + 5 >= caller_in, "{live}");
+    assert!(q["frames"].as_u64().unwrap() >= u64::from(FRAMES), "{live}");
+    assert_eq!(q["lost"], 0, "{live}");
+    let m = api.metrics();
+    let in_kernel = m.get("mcvideo_relay_kernel_offload_packets_total");
+    println!("ffmpeg push: {caller_in} packets in, {in_kernel} of them forwarded in the kernel");
+    // All but RTCP and the first burst (the packets before the step that installs the leg).
+    assert!(
+        in_kernel >= 0.9 * callee_out as f64,
+        "the kernel forwarded the push: {in_kernel} of {callee_out}"
+    );
+    let r = api.delete("/v1/calls/kffmpeg");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(api.metrics().get("mcvideo_relay_kernel_offload_legs"), 0.0);
+    stop(p);
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -322,6 +322,10 @@ pub struct EngineStats {
     pub by_kind: std::collections::BTreeMap<&'static str, KindTotals>,
     /// All group members' legs (in = from members, out = to members).
     pub group_members: LegSnapshot,
+    /// RTP packets the kernel fast path forwarded (also counted in the legs' figures above).
+    pub kernel_offload_packets: u64,
+    /// Legs forwarded by the kernel fast path now.
+    pub kernel_offload_legs: u64,
 }
 
 /// Engine-wide counters by call kind (`video_push`, `video_pull`, `group`).

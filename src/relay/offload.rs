@@ -53,7 +53,7 @@ impl fmt::Display for KernelOffload {
 /// The engine's fast path: open, or why not.
 pub(crate) struct Offload {
     #[cfg(feature = "kernel-offload")]
-    pub(crate) fp: Option<std::sync::Mutex<mcvideo_relay_fastpath::FastPath>>,
+    pub(crate) fp: Option<std::sync::Arc<std::sync::Mutex<mcvideo_relay_fastpath::FastPath>>>,
     /// Why it does not run (`None` while it does).
     pub(crate) inactive: Option<String>,
 }
@@ -122,6 +122,14 @@ impl Offload {
         }
     }
 
+    /// The fast path the workers share, if it runs.
+    #[cfg(feature = "kernel-offload")]
+    pub(crate) fn handle(
+        &self,
+    ) -> Option<std::sync::Arc<std::sync::Mutex<mcvideo_relay_fastpath::FastPath>>> {
+        self.fp.clone()
+    }
+
     /// The interfaces the program is attached to.
     fn interfaces(&self) -> Vec<String> {
         #[cfg(feature = "kernel-offload")]
@@ -151,7 +159,7 @@ impl Offload {
         let max_legs = u32::try_from(max_legs).unwrap_or(u32::MAX);
         match mcvideo_relay_fastpath::FastPath::open_with_capacity("lo", max_legs) {
             Ok(fp) => Ok(Offload {
-                fp: Some(std::sync::Mutex::new(fp)),
+                fp: Some(std::sync::Arc::new(std::sync::Mutex::new(fp))),
                 inactive: None,
             }),
             Err(e) => Err(e.to_string()),

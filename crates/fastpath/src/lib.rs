@@ -300,10 +300,7 @@ fn raw_leg(leg: &Leg) -> Result<RawLeg, Error> {
 }
 
 /// Sums per-CPU counters; the highest sequence number in RFC 1982 order across CPUs.
-fn sum_counters<'a>(
-    per_cpu: impl IntoIterator<Item = &'a RawCounters>,
-    now_ns: u64,
-) -> Counters {
+fn sum_counters<'a>(per_cpu: impl IntoIterator<Item = &'a RawCounters>, now_ns: u64) -> Counters {
     let mut c = Counters::default();
     let mut last_ns = 0;
     for v in per_cpu {
