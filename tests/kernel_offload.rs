@@ -486,3 +486,154 @@ fn an_ffmpeg_h264_push_through_the_kernel_decodes_every_frame_and_get_counts_it(
     stop(p);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Whether `got` holds an RTP datagram of `len` bytes.
+fn has_len(got: &[(Vec<u8>, std::net::SocketAddr)], len: usize) -> usize {
+    got.iter().filter(|(b, _)| b.len() == len).count()
+}
+
+#[test]
+fn the_end_request_takes_the_leg_out_of_the_kernel_before_the_end_response() {
+    use common::net::{collect, recv, rtp_packet, Peer, RelayAddrs};
+    use mcvideo_relay::control::call::{AnswerCall, CreateCall};
+    use mcvideo_relay::control::MediaSecurity;
+    use mcvideo_relay::relay::{DropReason, Engine, EngineConfig, KernelOffload};
+    use mcvideo_relay::wire::tc::{MessageKind, TcMessage};
+    if !cfg!(feature = "kernel-offload") || !is_root() {
+        println!("SKIPPED the_end_request_takes_the_leg_out: needs root and kernel-offload");
+        return;
+    }
+    const SSRC: u32 = 0x1234_5678;
+    let engine = Engine::start(EngineConfig {
+        port_min: 47_760,
+        port_max: 47_799,
+        workers: 1,
+        kernel_offload: KernelOffload::Required,
+        ..EngineConfig::default()
+    })
+    .expect("engine starts with the fast path");
+    assert!(engine.kernel_offload_active());
+    let (caller, callee, stranger) = (Peer::new(), Peer::new(), Peer::new());
+    let offer = engine
+        .create_call(CreateCall {
+            call_id: Some("kend".into()),
+            caller_id: "sip:alice@mcx.example".into(),
+            caller_sdp: caller.sdp("alice", "RTP/AVP", Some(SSRC), true, ""),
+            callee_id: "sip:bob@mcx.example".into(),
+            video_push: true,
+            video_pull: false,
+            commencement_mode: None,
+            media_security: MediaSecurity::EndToEnd,
+            caller_tc_key: None,
+            callee_interface: None,
+            caller_interface: None,
+        })
+        .expect("create_call");
+    let to_callee = RelayAddrs::from_sdp(&offer.sdp_offer);
+    let answer = engine
+        .accept_call(
+            "kend",
+            AnswerCall {
+                callee_sdp: callee.sdp("bob", "RTP/AVP", None, true, "a=recvonly\r\n"),
+                callee_tc_key: None,
+            },
+        )
+        .expect("accept_call");
+    let to_caller = RelayAddrs::from_sdp(&answer.sdp_answer);
+    let (g, _) = recv(&caller.ctl, Duration::from_secs(2));
+    assert_eq!(
+        TcMessage::parse(&g).unwrap().kind,
+        MessageKind::TransmissionGranted
+    );
+
+    // The push: 100 packets of 1,012 bytes, all but the first forwarded by the kernel.
+    let at_callee = collect(
+        &callee.rtp,
+        Duration::from_secs(2),
+        Duration::from_millis(300),
+    );
+    for i in 0..100u16 {
+        caller
+            .rtp
+            .send_to(&rtp_packet(i, SSRC, 1000), to_caller.video)
+            .unwrap();
+        if i % 10 == 9 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    assert_eq!(has_len(&at_callee.join().unwrap(), 1012), 100);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while engine.stats().kernel_offload_packets < 90 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stats = engine.stats();
+    assert!(
+        stats.kernel_offload_packets >= 90,
+        "{}",
+        stats.kernel_offload_packets
+    );
+    assert_eq!(stats.kernel_offload_legs, 1);
+
+    // A stranger with the caller's SSRC, and the callee's own media: never forwarded, and
+    // judged in userspace as before.
+    let at_callee = collect(
+        &callee.rtp,
+        Duration::from_millis(500),
+        Duration::from_millis(300),
+    );
+    let at_caller = collect(
+        &caller.rtp,
+        Duration::from_millis(500),
+        Duration::from_millis(300),
+    );
+    for i in 0..20u16 {
+        stranger
+            .rtp
+            .send_to(&rtp_packet(1000 + i, SSRC, 500), to_caller.video)
+            .unwrap();
+        callee
+            .rtp
+            .send_to(&rtp_packet(i, 0x5eed, 500), to_callee.video)
+            .unwrap();
+    }
+    assert_eq!(has_len(&at_callee.join().unwrap(), 512), 0, "stranger");
+    assert_eq!(has_len(&at_caller.join().unwrap(), 512), 0, "callee");
+    let s = engine.call("kend").expect("live");
+    assert!(s.caller.dropped(DropReason::WrongSource) > 0, "{s:?}");
+    assert!(s.callee.dropped_total() > 0, "{s:?}");
+    assert_eq!(s.caller.packets_in, 100 + s.caller.dropped_total(), "{s:?}");
+
+    // The caller ends its transmission; right after the End Response, nothing more gets
+    // through, not even in the kernel.
+    let mut end = TcMessage::new(MessageKind::TransmissionEndRequest, 0xa11ce);
+    end.ack_required = true;
+    caller.send_tc(to_caller.control.unwrap(), &end);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let (m, _) = recv(&caller.ctl, Duration::from_secs(2));
+        if TcMessage::parse(&m).unwrap().kind == MessageKind::TransmissionEndResponse {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no End Response");
+    }
+    let at_callee = collect(
+        &callee.rtp,
+        Duration::from_millis(500),
+        Duration::from_millis(300),
+    );
+    for i in 0..50u16 {
+        caller
+            .rtp
+            .send_to(&rtp_packet(2000 + i, SSRC, 1000), to_caller.video)
+            .unwrap();
+    }
+    assert_eq!(
+        has_len(&at_callee.join().unwrap(), 1012),
+        0,
+        "nothing after the End Response"
+    );
+    let stats = engine.stats();
+    assert_eq!(stats.kernel_offload_legs, 0);
+    assert!(stats.kernel_offload_packets <= 100);
+    engine.shutdown();
+}
