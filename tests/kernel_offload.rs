@@ -637,3 +637,134 @@ fn the_end_request_takes_the_leg_out_of_the_kernel_before_the_end_response() {
     assert!(stats.kernel_offload_packets <= 100);
     engine.shutdown();
 }
+
+#[test]
+fn with_the_leg_in_the_kernel_a_flood_is_dropped_and_counted_and_inactivity_still_releases() {
+    use common::net::{collect, drain, rtp_packet, Peer, RelayAddrs};
+    use mcvideo_relay::control::call::{AnswerCall, CallConfig, CallEventKind, CreateCall};
+    use mcvideo_relay::control::{MediaSecurity, ReleaseReason};
+    use mcvideo_relay::relay::{DropReason, Engine, EngineConfig, KernelOffload};
+    if !cfg!(feature = "kernel-offload") || !is_root() {
+        println!("SKIPPED with_the_leg_in_the_kernel_a_flood: needs root and kernel-offload");
+        return;
+    }
+    const SSRC: u32 = 0xf100_d000;
+    let mut call = CallConfig::default();
+    call.tc.media_inactivity = Duration::from_secs(1);
+    let engine = Engine::start(EngineConfig {
+        port_min: 47_800,
+        port_max: 47_839,
+        workers: 1,
+        call,
+        kernel_offload: KernelOffload::Required,
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    let mut events = engine.subscribe();
+    let (caller, callee) = (Peer::new(), Peer::new());
+    engine
+        .create_call(CreateCall {
+            call_id: Some("kflood".into()),
+            caller_id: "sip:a@x".into(),
+            caller_sdp: caller.sdp("a", "RTP/AVP", Some(SSRC), false, ""),
+            callee_id: "sip:b@x".into(),
+            video_push: true,
+            video_pull: false,
+            commencement_mode: None,
+            media_security: MediaSecurity::EndToEnd,
+            caller_tc_key: None,
+            callee_interface: None,
+            caller_interface: None,
+        })
+        .unwrap();
+    let answer = engine
+        .accept_call(
+            "kflood",
+            AnswerCall {
+                callee_sdp: callee.sdp("b", "RTP/AVP", None, false, ""),
+                callee_tc_key: None,
+            },
+        )
+        .unwrap();
+    let relay = RelayAddrs::from_sdp(&answer.sdp_answer);
+    std::thread::sleep(Duration::from_millis(100));
+    drain(&caller.rtcp, Duration::from_millis(50)); // the relay's keyframe request
+
+    // The caller's media for 3 s (three times the inactivity timer), the leg in the kernel,
+    // while a stranger floods the same port with well-formed RTP of the caller's SSRC and
+    // with junk.
+    let stranger = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    stranger
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let c = collect(
+        &callee.rtp,
+        Duration::from_millis(500),
+        Duration::from_millis(300),
+    );
+    let mut sent = 0u64;
+    for i in 0..300u16 {
+        caller
+            .rtp
+            .send_to(&rtp_packet(i, SSRC, 900), relay.video)
+            .unwrap();
+        sent += 1;
+        for j in 0..20u16 {
+            let junk = if j % 2 == 0 {
+                rtp_packet(10_000 + i * 20 + j, SSRC, 900)
+            } else {
+                vec![0x80, 0x60, 0, 0]
+            };
+            stranger.send_to(&junk, relay.video).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let got = c.join().unwrap();
+    assert_eq!(
+        got.len() as u64,
+        sent,
+        "the caller's media flows through the flood"
+    );
+    let mut buf = [0u8; 2048];
+    assert!(
+        stranger.recv_from(&mut buf).is_err(),
+        "nothing is ever sent to an unnegotiated address"
+    );
+    let s = engine
+        .call("kflood")
+        .expect("still live: the kernel's packets are activity");
+    assert_eq!(
+        s.state,
+        mcvideo_relay::control::call::CallState::Established
+    );
+    let stats = engine.stats();
+    assert!(
+        stats.kernel_offload_packets >= sent - 10,
+        "the kernel forwarded the media: {} of {sent}",
+        stats.kernel_offload_packets
+    );
+    let flood = 300 * 20;
+    let dropped = s.caller.dropped(DropReason::WrongSource)
+        + s.caller.dropped(DropReason::RateLimited)
+        + s.caller.dropped(DropReason::Malformed);
+    assert_eq!(dropped, flood, "every flood packet counted: {:?}", s.caller);
+    assert_eq!(s.caller.packets_in, sent + flood, "{:?}", s.caller);
+    assert_eq!(s.callee.packets_out, sent, "{:?}", s.callee);
+
+    // The caller stops: released by inactivity, as in userspace.
+    let mut reason = None;
+    for _ in 0..40 {
+        while let Ok(ev) = events.try_recv() {
+            if let CallEventKind::Released { reason: r } = ev.kind {
+                reason = Some(r);
+            }
+        }
+        if reason.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(reason, Some(ReleaseReason::MediaTimeout));
+    assert_eq!(engine.stats().kernel_offload_legs, 0);
+    engine.shutdown();
+}
