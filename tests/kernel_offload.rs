@@ -214,8 +214,12 @@ fn as_root_auto_and_required_run_the_fast_path_and_leave_nothing_behind() {
         let pid = p.child.id();
         let m = Api::new(p.addr, None).metrics();
         assert_eq!(m.get(ACTIVE), 1.0, "{mode}: {}\n{}", m.0, p.log());
-        let links = bpf_links(pid);
-        assert!(links >= 1, "{mode}: the relay holds its TCX link");
+        let progs = bpf_link_programs(pid);
+        assert_eq!(progs.len(), 1, "{mode}: the relay holds its TCX link on lo");
+        assert!(
+            attached_on_lo().contains(&progs[0]),
+            "{mode}: its program is attached at lo's TCX ingress"
+        );
         // kill -9: the kernel detaches what the process held.
         let log = stop(p);
         let lines = offload_lines(&log);
@@ -229,19 +233,53 @@ fn as_root_auto_and_required_run_the_fast_path_and_leave_nothing_behind() {
             !std::path::Path::new(&format!("/proc/{pid}")).exists(),
             "{mode}: the relay is gone"
         );
+        // The kernel detached it with the process (the link dies with its last descriptor).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while attached_on_lo().contains(&progs[0]) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(
+            !attached_on_lo().contains(&progs[0]),
+            "{mode}: nothing left attached after kill -9"
+        );
     }
 }
 
-/// BPF links the process `pid` holds (`/proc/PID/fdinfo` of its `bpf-link` descriptors).
-fn bpf_links(pid: u32) -> usize {
+/// The programs of the BPF links the process `pid` holds (`prog_id` in `/proc/PID/fdinfo` of
+/// its `bpf_link` descriptors).
+fn bpf_link_programs(pid: u32) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return 0;
+        return Vec::new();
     };
     dir.flatten()
         .filter(|e| {
             std::fs::read_link(e.path()).is_ok_and(|t| t.to_string_lossy().contains("bpf_link"))
         })
-        .count()
+        .filter_map(|e| {
+            let info = std::fs::read_to_string(format!(
+                "/proc/{pid}/fdinfo/{}",
+                e.file_name().to_string_lossy()
+            ))
+            .ok()?;
+            info.lines()
+                .find_map(|l| l.strip_prefix("prog_id:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .collect()
+}
+
+/// The TCX ingress programs attached to this namespace's `lo`, by the kernel's own query.
+#[cfg(feature = "kernel-offload")]
+fn attached_on_lo() -> Vec<u32> {
+    mcvideo_relay_fastpath::tcx_ingress_programs("lo")
+        .expect("query lo")
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect()
+}
+#[cfg(not(feature = "kernel-offload"))]
+fn attached_on_lo() -> Vec<u32> {
+    Vec::new()
 }
 
 /// A plain RTP push through `serve` with `mode`: 200 packets from the caller reach the callee,
