@@ -5,8 +5,8 @@
 //!   say the relay would forward it untouched ([`GroupRules::offload_route`]: not per_leg, the
 //!   source latched on strong evidence, the SSRCs known), keyed by the transmitter's relay
 //!   address and port, with the grant the arbiter gives it at that moment.
-//! * **When**: [`CallRt::sync_offload`] runs before every transmission control message the call
-//!   sends (at the top of `flush_control`) and after every step. A revoke, an end or a release
+//! * **When**: [`CallRt::sync_offload`] runs in every step right before each `flush_control`,
+//!   the only place a transmission control message leaves the call. A revoke, an end or a release
 //!   therefore reaches the map before the message that announces it; a released call has no
 //!   entry, and [`CallRt::drop_offload`] removes what is left before its sockets close and its
 //!   ports go back.
