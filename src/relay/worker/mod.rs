@@ -373,10 +373,10 @@ impl Worker {
             }
             Cmd::Quality(reply) => {
                 let mut h = super::rules::QualityHistograms::default();
-                self.slots
-                    .iter()
-                    .flatten()
-                    .for_each(|s| s.rt.quality(now, &mut h));
+                self.slots.iter_mut().flatten().for_each(|s| {
+                    s.rt.poll_offload(now); // what the kernel forwarded since the last step
+                    s.rt.quality(now, &mut h)
+                });
                 reply.send(h);
             }
             Cmd::AdoptGroup(adopt, reply) => {
