@@ -74,11 +74,34 @@ fn serve_cmd(file: &std::path::Path, unprivileged: bool) -> Command {
     cmd
 }
 
-fn stop(mut p: ServeProcess) -> String {
-    let _ = p.child.kill();
-    let _ = p.child.wait();
+/// A relay started by a test: killed (SIGKILL) when dropped, also when an assertion fails
+/// half way, so no relay (and no program on `lo`) outlives its test.
+struct Relay(ServeProcess);
+
+impl std::ops::Deref for Relay {
+    type Target = ServeProcess;
+    fn deref(&self) -> &ServeProcess {
+        &self.0
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.0.child.kill();
+        let _ = self.0.child.wait();
+    }
+}
+
+fn start(cmd: Command, what: &str) -> Relay {
+    Relay(ServeProcess::start(cmd, what))
+}
+
+/// Kills the relay (SIGKILL) and returns its log.
+fn stop(mut p: Relay) -> String {
+    let _ = p.0.child.kill();
+    let _ = p.0.child.wait();
     std::thread::sleep(Duration::from_millis(100));
-    p.log()
+    p.0.log()
 }
 
 /// The relay's log lines about the fast path.
@@ -120,7 +143,7 @@ fn the_key_is_checked() {
 #[test]
 fn off_serves_in_userspace_and_says_so() {
     let file = config("off", "off", "47600-47619");
-    let p = ServeProcess::start(serve_cmd(&file, false), "serve (off)");
+    let p = start(serve_cmd(&file, false), "serve (off)");
     let m = Api::new(p.addr, None).metrics();
     assert_eq!(m.get(ACTIVE), 0.0, "{}", m.0);
     let log = stop(p);
@@ -136,7 +159,7 @@ fn auto_without_privilege_falls_back_with_one_line_and_the_metric() {
         return;
     }
     let file = config("auto-unpriv", "auto", "47620-47639");
-    let p = ServeProcess::start(serve_cmd(&file, true), "serve (auto, no capabilities)");
+    let p = start(serve_cmd(&file, true), "serve (auto, no capabilities)");
     let m = Api::new(p.addr, None).metrics();
     assert_eq!(m.get(ACTIVE), 0.0, "{}", m.0);
     let log = stop(p);
@@ -210,7 +233,7 @@ fn as_root_auto_and_required_run_the_fast_path_and_leave_nothing_behind() {
     }
     for (mode, ports) in [("auto", "47660-47679"), ("required", "47680-47699")] {
         let file = config(&format!("root-{mode}"), mode, ports);
-        let p = ServeProcess::start(serve_cmd(&file, false), "serve (root)");
+        let p = start(serve_cmd(&file, false), "serve (root)");
         let pid = p.child.id();
         let m = Api::new(p.addr, None).metrics();
         assert_eq!(m.get(ACTIVE), 1.0, "{mode}: {}\n{}", m.0, p.log());
@@ -294,7 +317,7 @@ fn push_and_release(mode: &str, ports: &str) -> (u64, f64, String) {
         "level = \"debug\"\n[transmission_control]\nmedia_inactivity_secs = 60",
     );
     std::fs::write(&file, text).unwrap();
-    let p = ServeProcess::start(serve_cmd(&file, false), "serve (push)");
+    let p = start(serve_cmd(&file, false), "serve (push)");
     let api = Api::new(p.addr, None);
     let (caller, callee) = (Client::new(), Client::new());
     let ssrc = 0x0bad_cafe;
@@ -437,7 +460,7 @@ fn an_ffmpeg_h264_push_through_the_kernel_decodes_every_frame_and_get_counts_it(
     let text = std::fs::read_to_string(&file).unwrap()
         + "[transmission_control]\nmedia_inactivity_secs = 60\n";
     std::fs::write(&file, text).unwrap();
-    let p = ServeProcess::start(serve_cmd(&file, false), "serve (ffmpeg, required)");
+    let p = start(serve_cmd(&file, false), "serve (ffmpeg, required)");
     let api = Api::new(p.addr, None);
     let (caller_port, _c1, _c2) = port_pair();
     let r = api.post(
