@@ -75,8 +75,9 @@ fn serve_cmd(file: &std::path::Path, unprivileged: bool) -> Command {
 }
 
 /// A relay started by a test: killed (SIGKILL) when dropped, also when an assertion fails
-/// half way, so no relay (and no program on `lo`) outlives its test.
-struct Relay(ServeProcess);
+/// half way, so no relay (and no program on `lo`) outlives its test; its config directory goes
+/// with it.
+struct Relay(ServeProcess, std::path::PathBuf);
 
 impl std::ops::Deref for Relay {
     type Target = ServeProcess;
@@ -89,11 +90,14 @@ impl Drop for Relay {
     fn drop(&mut self) {
         let _ = self.0.child.kill();
         let _ = self.0.child.wait();
+        let _ = std::fs::remove_dir_all(&self.1);
     }
 }
 
-fn start(cmd: Command, what: &str) -> Relay {
-    Relay(ServeProcess::start(cmd, what))
+/// `serve` with the config `file` (made by [`config`]), under `setpriv` when `unprivileged`.
+fn start(file: &std::path::Path, unprivileged: bool, what: &str) -> Relay {
+    let p = ServeProcess::start(serve_cmd(file, unprivileged), what);
+    Relay(p, file.parent().unwrap().to_owned())
 }
 
 /// Kills the relay (SIGKILL) and returns its log.
@@ -143,7 +147,7 @@ fn the_key_is_checked() {
 #[test]
 fn off_serves_in_userspace_and_says_so() {
     let file = config("off", "off", "47600-47619");
-    let p = start(serve_cmd(&file, false), "serve (off)");
+    let p = start(&file, false, "serve (off)");
     let m = Api::new(p.addr, None).metrics();
     assert_eq!(m.get(ACTIVE), 0.0, "{}", m.0);
     let log = stop(p);
@@ -159,7 +163,7 @@ fn auto_without_privilege_falls_back_with_one_line_and_the_metric() {
         return;
     }
     let file = config("auto-unpriv", "auto", "47620-47639");
-    let p = start(serve_cmd(&file, true), "serve (auto, no capabilities)");
+    let p = start(&file, true, "serve (auto, no capabilities)");
     let m = Api::new(p.addr, None).metrics();
     assert_eq!(m.get(ACTIVE), 0.0, "{}", m.0);
     let log = stop(p);
@@ -200,6 +204,7 @@ fn required_without_privilege_refuses_to_start_and_says_why() {
         std::thread::sleep(Duration::from_millis(50));
     };
     let out = child.wait_with_output().unwrap();
+    let _ = std::fs::remove_dir_all(file.parent().unwrap());
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!status.success(), "{stdout}\n{stderr}");
@@ -233,7 +238,7 @@ fn as_root_auto_and_required_run_the_fast_path_and_leave_nothing_behind() {
     }
     for (mode, ports) in [("auto", "47660-47679"), ("required", "47680-47699")] {
         let file = config(&format!("root-{mode}"), mode, ports);
-        let p = start(serve_cmd(&file, false), "serve (root)");
+        let p = start(&file, false, "serve (root)");
         let pid = p.child.id();
         let m = Api::new(p.addr, None).metrics();
         assert_eq!(m.get(ACTIVE), 1.0, "{mode}: {}\n{}", m.0, p.log());
@@ -317,7 +322,7 @@ fn push_and_release(mode: &str, ports: &str) -> (u64, f64, String) {
         "level = \"debug\"\n[transmission_control]\nmedia_inactivity_secs = 60",
     );
     std::fs::write(&file, text).unwrap();
-    let p = start(serve_cmd(&file, false), "serve (push)");
+    let p = start(&file, false, "serve (push)");
     let api = Api::new(p.addr, None);
     let (caller, callee) = (Client::new(), Client::new());
     let ssrc = 0x0bad_cafe;
@@ -460,7 +465,7 @@ fn an_ffmpeg_h264_push_through_the_kernel_decodes_every_frame_and_get_counts_it(
     let text = std::fs::read_to_string(&file).unwrap()
         + "[transmission_control]\nmedia_inactivity_secs = 60\n";
     std::fs::write(&file, text).unwrap();
-    let p = start(serve_cmd(&file, false), "serve (ffmpeg, required)");
+    let p = start(&file, false, "serve (ffmpeg, required)");
     let api = Api::new(p.addr, None);
     let (caller_port, _c1, _c2) = port_pair();
     let r = api.post(
