@@ -96,7 +96,10 @@ cargo fmt --all -- --check
 # crate for clippy, the binary and the tests), and a plain `cargo check --all-targets` shows the
 # default set still builds every target that does not need it. `--workspace`: the relay and the
 # kernel fast path's loader (crates/fastpath).
-cargo clippy --workspace --all-targets --features mcvideo-relay/loadgen -- -D warnings
+# The relay's tests and binary also carry the kernel fast path (feature kernel-offload, not in
+# `default` either: docs/kernel-fast-path.md).
+FEATURES=mcvideo-relay/loadgen,mcvideo-relay/kernel-offload
+cargo clippy --workspace --all-targets --features "$FEATURES" -- -D warnings
 cargo check --quiet --all-targets
 # The fast-path crate on a machine without clang: it still builds (FastPath::open says NotBuilt).
 echo "cargo check -p mcvideo-relay-fastpath without clang"
@@ -106,17 +109,17 @@ if ! out="$(FASTPATH_REQUIRE_BPF=0 FASTPATH_CLANG=/nonexistent/clang \
   exit 1
 fi
 # The sans-IO core (no tokio), + the engine, the sidecar, the load generator, HA: each alone.
-for features in "" relay sidecar loadgen ha; do
+for features in "" relay sidecar loadgen ha kernel-offload; do
   echo "cargo check --lib --no-default-features ${features:+--features $features}"
   cargo check --quiet --lib --no-default-features ${features:+--features "$features"}
 done
-RUSTDOCFLAGS=-Dwarnings cargo doc --no-deps --workspace --lib --quiet --features mcvideo-relay/loadgen
+RUSTDOCFLAGS=-Dwarnings cargo doc --no-deps --workspace --lib --quiet --features "$FEATURES"
 
 # --- Prometheus: alert rules and a live /metrics page ---------------------------------------
 echo "== promtool: alert rules, live /metrics"
 promtool check rules deploy/prometheus-alerts.rules.yml deploy/prometheus-ha-alerts.rules.yml
 promtool test rules deploy/prometheus-ha-alerts.test.yml
-cargo build --quiet --bin mcvideo-relay --features loadgen
+cargo build --quiet --bin mcvideo-relay --features loadgen,kernel-offload
 tmp="$(mktemp -d)"
 relay_pid=""
 cleanup() {
@@ -164,8 +167,8 @@ echo "== fuzz smoke (each target ${FUZZ_SECS} s, debug assertions on; long runs:
 
 # --- tests ----------------------------------------------------------------------------------
 echo "== doc tests"
-cargo test --doc --quiet --workspace --features mcvideo-relay/loadgen
+cargo test --doc --quiet --workspace --features "$FEATURES"
 
 echo "== tests"
 # The whole workspace: the fast path's tests need root (they print SKIPPED and pass without it).
-cargo nextest run --workspace --no-fail-fast --features mcvideo-relay/loadgen
+cargo nextest run --workspace --no-fail-fast --features "$FEATURES"

@@ -37,6 +37,7 @@ static long (*bpf_l3_csum_replace)(struct __sk_buff *skb, __u32 off, __u64 from,
 				   __u64 size) = (void *)10;
 static long (*bpf_l4_csum_replace)(struct __sk_buff *skb, __u32 off, __u64 from, __u64 to,
 				   __u64 flags) = (void *)11;
+static __u64 (*bpf_ktime_get_ns)(void) = (void *)5;
 static long (*bpf_redirect_neigh)(__u32 ifindex, void *params, int plen, __u64 flags) = (void *)152;
 
 #define BPF_MAP_TYPE_HASH 1
@@ -89,6 +90,8 @@ struct fp_counters {
 	__u64 errors;            // dropped: a rewrite helper failed
 	__u32 highest_seq;       // highest RTP sequence number forwarded (RFC 1982 order)
 	__u32 seq_valid;         // highest_seq is set
+	__u64 frames;            // forwarded with the RTP marker bit (video: a frame's last packet)
+	__u64 last_ns;           // bpf_ktime_get_ns() (CLOCK_MONOTONIC) of the last one forwarded
 };
 
 struct bpf_map_def SEC("maps") fp_legs = {
@@ -235,6 +238,7 @@ int fastpath(struct __sk_buff *skb)
 	}
 
 	__u16 seq = bswap16(*(__u16 *)(rtp + 2));
+	__u8 marker = rtp[1] >> 7;
 	// saddr, daddr, sport|dport as they lie in the packet, and what replaces them.
 	__u32 old[3] = {ip->saddr, ip->daddr, *(__u32 *)udp};
 	__u32 new[3] = {leg->out_addr, leg->dst_addr,
@@ -249,6 +253,8 @@ int fastpath(struct __sk_buff *skb)
 
 	ctr->packets++;
 	ctr->bytes += udp_len - UDP_LEN;
+	ctr->frames += marker;
+	ctr->last_ns = bpf_ktime_get_ns();
 	if (!ctr->seq_valid || (short)(seq - (__u16)ctr->highest_seq) > 0) {
 		ctr->highest_seq = seq;
 		ctr->seq_valid = 1;

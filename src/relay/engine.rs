@@ -1,6 +1,7 @@
 //! [`Engine`]: the relay's public API over the control plane and the workers.
 
 use super::io::Waker;
+use super::offload::Offload;
 use super::plane::{lock, Directory, Plane, Totals, WorkerStats};
 use super::plane::{GroupEntry, GroupStreamImage, MemberPrep, GROUP_KIND};
 use super::ports::PortPool;
@@ -165,6 +166,12 @@ impl Engine {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             n => n,
         };
+        // Two legs per call at most are forwarded in the kernel (a push's video and audio).
+        let offload = Offload::open(
+            config.kernel_offload,
+            &interfaces.iter().map(|i| i.ip).collect::<Vec<_>>(),
+            config.call.max_calls.saturating_mul(2),
+        )?;
         let (events, _) = broadcast::channel(config.event_capacity.max(16));
         let recorder = match &config.recording {
             Some(r) => Some(super::recording::Recorder::start(r.clone()).map_err(|e| {
@@ -216,6 +223,7 @@ impl Engine {
                 u64::from_le_bytes(seed)
             })),
             recorder,
+            offload,
             config,
         });
         let mut threads = Vec::with_capacity(n);
@@ -245,6 +253,12 @@ impl Engine {
     /// The configuration it runs with.
     pub fn config(&self) -> &EngineConfig {
         &self.plane.config
+    }
+
+    /// Whether the kernel fast path runs (`media.kernel_offload`; the metric
+    /// `mcvideo_relay_kernel_offload_active`).
+    pub fn kernel_offload_active(&self) -> bool {
+        self.plane.offload.active()
     }
 
     /// A stream of every call's events, from now on.
@@ -1107,6 +1121,8 @@ impl Engine {
             s.caller.add(&w.stats.legs[0].snapshot());
             s.callee.add(&w.stats.legs[1].snapshot());
             s.group_members.add(&w.stats.group.snapshot());
+            s.kernel_offload_packets += w.stats.offload_packets.load(Ordering::Relaxed);
+            s.kernel_offload_legs += w.stats.offload_legs.load(Ordering::Relaxed);
             let tc = lock(&w.stats.tc);
             s.tc_received.add_all(&tc.0);
             s.tc_sent.add_all(&tc.1);

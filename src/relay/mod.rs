@@ -104,6 +104,7 @@ pub mod bench_support;
 mod engine;
 #[allow(clippy::disallowed_methods)] // adoption places an image's ages on the clock
 mod ha;
+mod offload;
 
 /// Updates the workers' high-availability channel holds at most ([`Engine::ha_updates`]).
 pub const HA_UPDATES_CAPACITY: usize = 16_384;
@@ -121,6 +122,7 @@ pub use ha::{
     AdoptError, CallImage, GroupControlImage, GroupImage, GroupLegImage, GroupMemberImage,
     GroupSnapshot, HaUpdate,
 };
+pub use offload::KernelOffload;
 pub use plane::GroupStreamImage;
 #[cfg(feature = "sidecar")]
 pub(crate) use plane::{sdp_family, InterfaceProblem};
@@ -203,6 +205,10 @@ pub struct EngineConfig {
     /// Recording (the transmission log of every call): `None`, the default, records
     /// nothing and starts no writer thread.
     pub recording: Option<RecordingConfig>,
+    /// The kernel fast path (docs/kernel-fast-path.md): [`KernelOffload::Off`] by default for
+    /// an embedded engine (`mcvideo-relay serve` defaults to `auto`). Without the
+    /// `kernel-offload` feature `auto` runs in userspace and `required` refuses to start.
+    pub kernel_offload: KernelOffload,
 }
 
 impl Default for EngineConfig {
@@ -222,6 +228,7 @@ impl Default for EngineConfig {
             group: TcConfig::default(),
             ha_refresh: std::time::Duration::from_secs(1),
             recording: None,
+            kernel_offload: KernelOffload::Off,
         }
     }
 }
@@ -322,6 +329,10 @@ pub struct EngineStats {
     pub by_kind: std::collections::BTreeMap<&'static str, KindTotals>,
     /// All group members' legs (in = from members, out = to members).
     pub group_members: LegSnapshot,
+    /// RTP packets the kernel fast path forwarded (also counted in the legs' figures above).
+    pub kernel_offload_packets: u64,
+    /// Legs forwarded by the kernel fast path now.
+    pub kernel_offload_legs: u64,
 }
 
 /// Engine-wide counters by call kind (`video_push`, `video_pull`, `group`).

@@ -122,6 +122,10 @@ pub(crate) struct WorkerStats {
     pub(crate) calls: AtomicUsize,
     /// Share of the last second the worker spent working rather than waiting, in ‰.
     pub(crate) busy_permille: AtomicU32,
+    /// RTP packets the kernel fast path forwarded for the worker's calls (booked on a step).
+    pub(crate) offload_packets: std::sync::atomic::AtomicU64,
+    /// The worker's legs in the kernel fast path now.
+    pub(crate) offload_legs: std::sync::atomic::AtomicU64,
 }
 
 /// The engine's shared state.
@@ -142,6 +146,8 @@ pub(crate) struct Plane {
     pub(crate) ssrcs: Arc<SsrcRegistry>,
     /// The recording writer, when recording is configured.
     pub(crate) recorder: Option<super::recording::Recorder>,
+    /// The kernel fast path, if it runs.
+    pub(crate) offload: super::offload::Offload,
 }
 
 impl Plane {

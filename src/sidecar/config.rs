@@ -151,6 +151,10 @@ section! {
         /// New calls go to the first worker busy less than this share of its time (percent):
         /// calls are packed onto few workers and spread only as one gets busy.
         spread_above_busy_percent: u8 = 50,
+        /// The kernel fast path (docs/kernel-fast-path.md): `"auto"` (when the build, the
+        /// privilege and the kernel allow it; else userspace with one log line), `"off"`, or
+        /// `"required"` (refuse to start without it).
+        kernel_offload: String = "auto".to_owned(),
         /// Named media interfaces (`[[media.interfaces]]`): several networks, e.g. IPv4 access
         /// and an IPv6 core. Empty: one interface, `ip` with `port_min`..`port_max`.
         interfaces: Vec<InterfaceConfig> = Vec::new(),
@@ -836,6 +840,8 @@ impl Config {
             latch_after_packets: m.latch_after_packets,
             socket_buffer_bytes: m.socket_buffer_bytes,
             spread_above_busy_percent: m.spread_above_busy_percent,
+            kernel_offload: crate::relay::KernelOffload::parse(&m.kernel_offload)
+                .unwrap_or_default(),
             interfaces: m
                 .interfaces
                 .iter()
@@ -992,6 +998,13 @@ fn validate_media(m: &MediaConfig, p: &mut Vec<Problem>) {
         "must be <= 1 GiB",
     );
     s.between("latch_after_packets", m.latch_after_packets, 1..=1000);
+    if crate::relay::KernelOffload::parse(&m.kernel_offload).is_none() {
+        let message = format!(
+            "must be \"auto\", \"off\" or \"required\", not {:?}",
+            m.kernel_offload
+        );
+        s.fail("kernel_offload", message);
+    }
 }
 
 /// The `[calls]` section.

@@ -228,6 +228,26 @@ fn render_process(o: &mut Out, engine: &Engine, s: &EngineStats) {
         "1 while the relay refuses new calls (drain mode or shutdown).",
         u8::from(s.draining),
     );
+    o.single(
+        "kernel_offload_active",
+        "gauge",
+        "1 while the kernel fast path forwards latched, granted end_to_end and plain RTP legs \
+         (media.kernel_offload); 0: every packet is forwarded in userspace.",
+        u8::from(engine.kernel_offload_active()),
+    );
+    o.single(
+        "kernel_offload_legs",
+        "gauge",
+        "Media legs forwarded by the kernel fast path now.",
+        s.kernel_offload_legs,
+    );
+    o.single(
+        "kernel_offload_packets_total",
+        "counter",
+        "RTP packets the kernel fast path forwarded (counted in the party and quality figures \
+         too).",
+        s.kernel_offload_packets,
+    );
 }
 
 /// Calls held and created, in all and by kind, and group members' traffic.

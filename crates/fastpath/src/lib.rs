@@ -181,6 +181,11 @@ pub struct Counters {
     pub errors: u64,
     /// The highest RTP sequence number forwarded (serial-number order), if any.
     pub highest_seq: Option<u16>,
+    /// Packets forwarded with the RTP marker bit set (video: the last packet of a frame), so
+    /// the relay's quality figures can count frames it did not see.
+    pub frames: u64,
+    /// How long ago the last packet was forwarded (at the time the counters were read).
+    pub last_forwarded_ago: Option<Duration>,
 }
 
 /// The program's own cost, from the kernel's BPF statistics (`kernel.bpf_stats_enabled=1`).
@@ -229,13 +234,15 @@ struct RawCounters {
     errors: u64,
     highest_seq: u32,
     seq_valid: u32,
+    frames: u64,
+    last_ns: u64,
 }
 
 const FP_GRANTED: u8 = 1;
 
 const _: () = assert!(size_of::<RawKey>() == 8);
 const _: () = assert!(size_of::<RawLeg>() == 40);
-const _: () = assert!(size_of::<RawCounters>() == 64);
+const _: () = assert!(size_of::<RawCounters>() == 80);
 
 // SAFETY: plain #[repr(C)] integers with no padding (sizes asserted above): every bit pattern
 // is a valid value, and the kernel copies them as bytes.
@@ -293,9 +300,12 @@ fn raw_leg(leg: &Leg) -> Result<RawLeg, Error> {
 }
 
 /// Sums per-CPU counters; the highest sequence number in RFC 1982 order across CPUs.
-fn sum_counters<'a>(per_cpu: impl IntoIterator<Item = &'a RawCounters>) -> Counters {
+fn sum_counters<'a>(per_cpu: impl IntoIterator<Item = &'a RawCounters>, now_ns: u64) -> Counters {
     let mut c = Counters::default();
+    let mut last_ns = 0;
     for v in per_cpu {
+        c.frames += v.frames;
+        last_ns = last_ns.max(v.last_ns);
         c.packets += v.packets;
         c.bytes += v.bytes;
         c.passed_up_wrong_source += v.wrong_source;
@@ -311,7 +321,27 @@ fn sum_counters<'a>(per_cpu: impl IntoIterator<Item = &'a RawCounters>) -> Count
             };
         }
     }
+    if last_ns != 0 {
+        c.last_forwarded_ago = Some(Duration::from_nanos(now_ns.saturating_sub(last_ns)));
+    }
     c
+}
+
+/// CLOCK_MONOTONIC in ns: the clock of the program's `bpf_ktime_get_ns`.
+#[cfg(not(fastpath_no_bpf))]
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    if r != 0 {
+        return 0;
+    }
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
 }
 
 /// The interface index of `name` in the calling thread's network namespace (for
@@ -590,7 +620,7 @@ impl FastPath {
     #[cfg(not(fastpath_no_bpf))]
     pub fn counters(&self, relay: SocketAddrV4) -> Result<Counters, Error> {
         match self.stats.get(&raw_key(relay), 0) {
-            Ok(per_cpu) => Ok(sum_counters(per_cpu.iter())),
+            Ok(per_cpu) => Ok(sum_counters(per_cpu.iter(), monotonic_ns())),
             Err(MapError::KeyNotFound) => Err(Error::NotFound(relay)),
             Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
                 Err(Error::NotFound(relay))
@@ -669,7 +699,7 @@ impl FastPath {
         match self.never {}
     }
     pub fn counters(&self, _relay: SocketAddrV4) -> Result<Counters, Error> {
-        let _ = sum_counters(&[]);
+        let _ = sum_counters(&[], 0);
         match self.never {}
     }
     pub fn run_stats(&self) -> Result<RunStats, Error> {
@@ -750,10 +780,25 @@ mod tests {
             packets: 1,
             ..Default::default()
         };
-        let sum = sum_counters(&[c(65530), c(3), RawCounters::default()]);
+        let sum = sum_counters(&[c(65530), c(3), RawCounters::default()], 0);
         assert_eq!(sum.highest_seq, Some(3));
         assert_eq!(sum.packets, 2);
-        assert_eq!(sum_counters(&[c(10), c(9)]).highest_seq, Some(10));
-        assert_eq!(sum_counters(&[RawCounters::default()]).highest_seq, None);
+        assert_eq!(sum_counters(&[c(10), c(9)], 0).highest_seq, Some(10));
+        assert_eq!(sum_counters(&[RawCounters::default()], 0).highest_seq, None);
+    }
+
+    #[test]
+    fn frames_add_up_and_the_last_packet_is_the_latest_cpu_s() {
+        let c = |frames: u64, last_ns: u64| RawCounters {
+            frames,
+            last_ns,
+            packets: frames,
+            ..Default::default()
+        };
+        let sum = sum_counters(&[c(3, 1_000), c(4, 5_000), c(0, 0)], 7_000);
+        assert_eq!(sum.frames, 7);
+        assert_eq!(sum.last_forwarded_ago, Some(Duration::from_nanos(2_000)));
+        let none = sum_counters(&[RawCounters::default()], 7_000);
+        assert_eq!(none.last_forwarded_ago, None);
     }
 }

@@ -119,6 +119,12 @@ fn lo_forwards_rewritten_with_correct_checksums_and_counts() {
         assert_eq!(c.bytes, 20 * (12 + 160) + 2 * (12 + 200));
         assert_eq!(c.highest_seq, Some(121));
         assert_eq!(c.errors, 0);
+        assert_eq!(c.frames, 0, "no marker bit was set");
+        assert!(
+            c.last_forwarded_ago
+                .is_some_and(|a| a < std::time::Duration::from_secs(10)),
+            "{c:?}"
+        );
         assert_eq!(
             c.passed_up_wrong_source
                 + c.passed_up_not_rtp

@@ -26,8 +26,8 @@ pub use keyframe::{
 };
 pub use latch::{Evidence, Latch, StrangerBudget, Verdict, STRANGER_BURST, STRANGER_RATE};
 pub use quality::{
-    Histogram, LegQuality, QualityHistograms, ReceiverReport, RtpMeter, RttProbe, JITTER_MS_BOUNDS,
-    LOSS_PERCENT_BOUNDS,
+    Histogram, KernelForwarded, LegQuality, QualityHistograms, ReceiverReport, RtpMeter, RttProbe,
+    JITTER_MS_BOUNDS, LOSS_PERCENT_BOUNDS,
 };
 pub use setup::{
     ControlSetup, Egress, Ingress, LegSetup, RtpMark, RulesSetup, SsrcFilter, StreamSetup, Tally,

@@ -81,6 +81,22 @@ pub struct LegQuality {
     pub receiver_report: Option<ReceiverReport>,
 }
 
+/// What the kernel fast path forwarded for a leg since the relay last looked
+/// ([`RtpMeter::on_offloaded`]).
+#[derive(Debug, Clone, Copy)]
+pub struct KernelForwarded {
+    /// RTP packets.
+    pub packets: u64,
+    /// Their bytes (RTP header included).
+    pub bytes: u64,
+    /// Those with the marker bit (video: a frame's last packet).
+    pub frames: u64,
+    /// The highest sequence number the kernel forwarded so far (serial-number order).
+    pub highest_seq: Option<u16>,
+    /// When the last one was forwarded.
+    pub last: Instant,
+}
+
 impl RtpMeter {
     /// A meter for a stream whose RTP clock runs at `clock_rate` Hz (0: unknown, no jitter).
     pub fn new(clock_rate: u32) -> RtpMeter {
@@ -128,8 +144,48 @@ impl RtpMeter {
             self.frames += 1;
         }
         self.jitter(t_ns, timestamp);
-        self.rates(t_ns, len, marker);
+        self.rates(t_ns, len as u64, u64::from(marker));
         wrapped
+    }
+
+    /// Packets the kernel fast path forwarded for this leg, which the relay did not see
+    /// (docs/kernel-fast-path.md). Packets, bytes, frames, loss, rates and the last packet's
+    /// age go on as if the relay had seen them; jitter and keyframes keep their last figures
+    /// (the program does not compute them).
+    pub fn on_offloaded(&mut self, f: &KernelForwarded) {
+        let KernelForwarded {
+            packets,
+            bytes,
+            frames,
+            highest_seq,
+            last,
+        } = *f;
+        if packets == 0 {
+            return;
+        }
+        let started = *self.started.get_or_insert(last);
+        let t_ns = last.saturating_duration_since(started).as_nanos() as u64;
+        self.packets += packets;
+        self.bytes += bytes;
+        self.frames += frames;
+        self.last_at = Some(self.last_at.map_or(last, |t| t.max(last)));
+        if let Some(h) = highest_seq {
+            if self.received == 0 {
+                self.max_seq = h;
+                self.base_seq = u64::from(h).saturating_sub(packets - 1);
+            } else {
+                // Serial-number order: the kernel's highest moved forward (across a wrap).
+                let udelta = h.wrapping_sub(self.max_seq);
+                if udelta != 0 && udelta < 0x8000 {
+                    if h < self.max_seq {
+                        self.cycles += 1 << 16;
+                    }
+                    self.max_seq = h;
+                }
+            }
+            self.received += packets;
+        }
+        self.rates(t_ns, bytes, frames);
     }
 
     /// A keyframe (an IDR access unit not counted yet) started in the last packet.
@@ -182,7 +238,7 @@ impl RtpMeter {
         self.last_transit = Some(transit);
     }
 
-    fn rates(&mut self, t_ns: u64, len: usize, marker: bool) {
+    fn rates(&mut self, t_ns: u64, bytes: u64, frames: u64) {
         let span = t_ns.saturating_sub(self.window_at_ns);
         if span >= RATE_WINDOW.as_nanos() as u64 {
             let s = span as f64 / 1e9;
@@ -192,8 +248,8 @@ impl RtpMeter {
             self.window_bytes = 0;
             self.window_frames = 0;
         }
-        self.window_bytes += len as u64;
-        self.window_frames += u64::from(marker);
+        self.window_bytes += bytes;
+        self.window_frames += frames;
     }
 
     /// Packets lost so far (expected from the sequence numbers, less those received).
@@ -442,6 +498,47 @@ mod tests {
             "{}",
             q.bitrate_bps
         );
+    }
+
+    #[test]
+    fn what_the_kernel_forwarded_goes_on_the_meter() {
+        // Ten packets seen, then the kernel forwards in lumps (polled every 500 ms): 25 frames
+        // per second of 4 packets, 1,200 B each, a sequence that wraps, one packet lost.
+        let t0 = Instant::now();
+        let mut m = RtpMeter::new(90_000);
+        for i in 0..10u16 {
+            let seq = 65_526u16.wrapping_add(i);
+            m.on_packet(t0 + MS * u32::from(i), seq, 0, i % 4 == 3, 1200);
+        }
+        let mut highest = 65_535u16;
+        for lump in 1..=8u32 {
+            let packets = if lump == 4 { 49 } else { 50 }; // one lost in the fourth
+            highest = highest.wrapping_add(50);
+            m.on_offloaded(&KernelForwarded {
+                packets,
+                bytes: packets * 1200,
+                frames: 12,
+                highest_seq: Some(highest),
+                last: t0 + MS * (500 * lump),
+            });
+        }
+        let q = m.snapshot(t0 + MS * 4100);
+        assert_eq!(q.packets, 10 + 8 * 50 - 1);
+        assert_eq!(q.bytes, (10 + 8 * 50 - 1) * 1200);
+        assert_eq!(q.frames, 2 + 8 * 12);
+        assert_eq!(m.lost(), 1, "the wrap counted, the one lost seen");
+        assert!((q.frame_rate - 24.0).abs() < 1.5, "{}", q.frame_rate);
+        assert!(q.bitrate_bps > 800_000, "{}", q.bitrate_bps);
+        assert_eq!(q.last_packet_age, Some(MS * 100));
+        // Nothing forwarded: nothing moves.
+        m.on_offloaded(&KernelForwarded {
+            packets: 0,
+            bytes: 0,
+            frames: 0,
+            highest_seq: Some(highest),
+            last: t0 + MS * 9000,
+        });
+        assert_eq!(m.snapshot(t0 + MS * 4100).packets, q.packets);
     }
 
     #[test]

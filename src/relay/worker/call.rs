@@ -65,6 +65,8 @@ pub(crate) struct CallRt {
     pub(super) txlog: Option<Box<super::txlog::TxLog>>,
     /// The call's recording (its directory), when it has one.
     pub(super) rec: Option<Arc<super::super::recording::RecHandle>>,
+    /// Its legs in the kernel fast path (`offload.rs`).
+    pub(super) offload: super::offload::Offloaded,
 }
 
 /// The call procedure a call runs: what its transmission control is wrapped in.
@@ -202,6 +204,7 @@ impl CallRt {
             totals,
             txlog: None,
             rec: None,
+            offload: Default::default(),
         }
     }
 
@@ -453,6 +456,8 @@ impl CallRt {
         let mut d = LegSnapshot::default();
         d.add_in(t.in_packets, t.in_bytes);
         d.add_drops(&t.drops);
+        // A latch may let the kernel fast path take the leg: step.
+        let mut step = t.wrapped || t.latched;
         if t.latched {
             d.latches = 1;
             tracing::info!(call = %self.call_id, member = %member, "leg latched to a new source");
@@ -464,7 +469,6 @@ impl CallRt {
             o.add_out(t.out_packets, t.out_bytes);
             self.count(face.peer(member), &o);
         }
-        let mut step = t.wrapped;
         if t.bye && transmits == Some(true) {
             if let Procedure::Private(p) = &mut self.proc {
                 p.bye = true;
@@ -569,8 +573,12 @@ impl CallRt {
         tx: &mut Vec<u8>,
         plane: &Plane,
     ) -> Option<Instant> {
+        // What the kernel forwarded is media activity too, before the timers judge it.
+        self.poll_offload(now);
         self.feed_activity(now);
         self.proc.run_timers(now);
+        // The kernel's entries follow the call before any message announces a change.
+        self.sync_offload(now);
         self.flush_control(tx);
         let mut publish = |ev: CallEvent| plane.publish(ev);
         match self.proc {
@@ -578,9 +586,16 @@ impl CallRt {
             Procedure::Group(_) => self.group_events(now, &mut publish),
         }
         // Events may have queued more (a keyframe request goes out on its own path).
+        self.sync_offload(now);
         self.flush_control(tx);
         self.departed.clear();
-        self.proc.poll_timeout()
+        let next = self.proc.poll_timeout();
+        if self.offload.any() {
+            // Legs in the kernel: step at least this often to book their counters.
+            let poll = now + super::offload::POLL_EVERY;
+            return Some(next.map_or(poll, |t| t.min(poll)));
+        }
+        next
     }
 
     /// Sends what the server queued, SRTCP-protected where the channel has a key.
@@ -732,6 +747,7 @@ impl CallRt {
     /// Another relay has the call: stop it without a message (nothing is sent, no event is
     /// published; the arbiter forgets its grants, so the transmissions' SSRCs go back).
     pub(crate) fn abandon(&mut self) {
+        self.drop_offload(Instant::now());
         match &mut self.proc {
             Procedure::Private(p) => p.call.arbiter().release(),
             Procedure::Group(g) => g.server.release(ReleaseReason::Shutdown),
@@ -750,7 +766,9 @@ impl CallRt {
 
     /// Tears the call down: its sockets close, its ports (and a group's server SSRC) go back,
     /// and the plane forgets it. `false` when the teardown panicked.
-    pub(crate) fn finish(self, plane: &Plane) -> bool {
+    pub(crate) fn finish(mut self, plane: &Plane) -> bool {
+        // Out of the kernel before the sockets close and the ports can be reused.
+        self.drop_offload(Instant::now());
         let ports = self.all_ports();
         let CallRt {
             call_id,

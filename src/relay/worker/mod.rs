@@ -15,6 +15,32 @@ mod group;
 #[cfg(test)]
 pub(crate) mod hooks;
 mod media;
+#[cfg(feature = "kernel-offload")]
+mod offload;
+#[cfg(not(feature = "kernel-offload"))]
+mod offload {
+    //! Without the `kernel-offload` feature a call never has legs in the kernel.
+    use super::call::CallRt;
+    use std::time::{Duration, Instant};
+
+    pub(super) const POLL_EVERY: Duration = Duration::from_secs(3600);
+
+    /// A call's entries in the fast path: none in this build.
+    #[derive(Debug, Default)]
+    pub(crate) struct Offloaded;
+
+    impl Offloaded {
+        pub(super) fn any(&self) -> bool {
+            false
+        }
+    }
+
+    impl CallRt {
+        pub(super) fn sync_offload(&mut self, _now: Instant) {}
+        pub(crate) fn poll_offload(&mut self, _now: Instant) {}
+        pub(crate) fn drop_offload(&mut self, _now: Instant) {}
+    }
+}
 mod private;
 mod restore;
 mod txlog;
@@ -351,10 +377,10 @@ impl Worker {
             }
             Cmd::Quality(reply) => {
                 let mut h = super::rules::QualityHistograms::default();
-                self.slots
-                    .iter()
-                    .flatten()
-                    .for_each(|s| s.rt.quality(now, &mut h));
+                self.slots.iter_mut().flatten().for_each(|s| {
+                    s.rt.poll_offload(now); // what the kernel forwarded since the last step
+                    s.rt.quality(now, &mut h)
+                });
                 reply.send(h);
             }
             Cmd::AdoptGroup(adopt, reply) => {
@@ -469,7 +495,10 @@ impl Worker {
         now: Instant,
         pick: fn(Summary) -> Option<T>,
     ) -> Result<T, SetupError> {
-        let s = self.with_call(id, "reading", |rt| rt.summary(now))?;
+        let s = self.with_call(id, "reading", |rt| {
+            rt.poll_offload(now);
+            rt.summary(now)
+        })?;
         pick(s).ok_or_else(|| SetupError::UnknownCall(id.to_owned()))
     }
 
@@ -484,7 +513,10 @@ impl Worker {
         let mut all = Vec::with_capacity(ids.len());
         let mut failed = None;
         for id in ids {
-            match self.with_call(&id, "listing", |rt| rt.summary(now)) {
+            match self.with_call(&id, "listing", |rt| {
+                rt.poll_offload(now);
+                rt.summary(now)
+            }) {
                 Ok(s) => all.extend(pick(s)),
                 Err(e @ SetupError::Internal(_)) => failed = Some(e),
                 Err(_) => {}
@@ -608,13 +640,18 @@ impl Worker {
         now: Instant,
     ) {
         let id: Arc<str> = call.id().into();
-        let rt = CallRt::private(
+        #[allow(unused_mut)] // without the kernel-offload feature nothing is set
+        let mut rt = CallRt::private(
             call,
             bound,
             ifaces,
             self.plane.config.latch_after_packets,
             self.stats.clone(),
         );
+        #[cfg(feature = "kernel-offload")]
+        {
+            rt.offload = offload::Offloaded::new(self.plane.offload.handle());
+        }
         let (slot, _) = self.insert(id, rt);
         self.step(slot, now); // publishes call.progress, arms the offer timeout
     }

@@ -113,6 +113,46 @@ impl GroupRules {
         self.seal_for(pair.peer, at.stream, Kind::Rtcp, pkt, len)
     }
 
+    /// What the kernel fast path needs to forward `tx`'s RTP to `peer` on stream `si` itself
+    /// (docs/kernel-fast-path.md): `tx`'s latched source, its SSRCs and `peer`'s RTP
+    /// destination; only where the relay forwards RTP untouched (not per_leg), once the source
+    /// is latched on strong evidence (a weak latch may still give way) and the SSRCs are known
+    /// (1 to 4). `None` otherwise: the leg stays in userspace.
+    #[cfg(feature = "kernel-offload")]
+    pub(crate) fn offload_route(
+        &self,
+        tx: Slot,
+        peer: Slot,
+        si: usize,
+    ) -> Option<(SocketAddr, Vec<u32>, SocketAddr)> {
+        if self.per_leg {
+            return None;
+        }
+        let ms = self.member_stream(tx, si)?;
+        let latch = &ms.leg.rtp_latch;
+        let source = latch.source().filter(|_| !latch.is_weak())?;
+        let ssrcs = ms.ssrcs.ssrcs();
+        if ssrcs.is_empty() || ssrcs.len() > 4 {
+            return None;
+        }
+        let dest = self.rtp_destination(peer, si)?;
+        Some((source, ssrcs.to_vec(), dest))
+    }
+
+    /// The kernel fast path forwarded `packets` of `tx`'s RTP on stream `si` (see
+    /// [`RtpMeter::on_offloaded`](crate::relay::rules::RtpMeter::on_offloaded)).
+    #[cfg(feature = "kernel-offload")]
+    pub(crate) fn offloaded(
+        &mut self,
+        tx: Slot,
+        si: usize,
+        f: &crate::relay::rules::KernelForwarded,
+    ) {
+        if let Some(ms) = self.member_stream_mut(tx, si) {
+            ms.leg.meter.on_offloaded(f);
+        }
+    }
+
     /// Where a datagram for `to` on stream `si` goes: its RTP or its RTCP destination.
     #[inline]
     pub(in crate::relay::rules) fn pair_destination(

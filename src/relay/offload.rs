@@ -1,0 +1,198 @@
+//! The kernel fast path as the engine sees it (`media.kernel_offload`,
+//! docs/kernel-fast-path.md): whether it runs, and, with the `kernel-offload` feature, the one
+//! [`FastPath`](mcvideo_relay_fastpath::FastPath) of the process that the workers share.
+//!
+//! Opened once at engine start. `off` never opens it; `auto` opens it and on any failure (not
+//! built in, no privilege, a kernel that cannot, a media address it cannot serve) logs one line
+//! and runs everything in userspace; `required` refuses to start instead.
+
+use std::fmt;
+use std::io;
+
+/// `media.kernel_offload`: whether end_to_end and plain RTP legs are forwarded by the kernel
+/// fast path (a TCX BPF program) once latched and granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KernelOffload {
+    /// Use the fast path when the build, the privilege and the kernel allow it; else
+    /// userspace, with one log line.
+    #[default]
+    Auto,
+    /// Never: everything in userspace.
+    Off,
+    /// The fast path or no start.
+    Required,
+}
+
+impl KernelOffload {
+    /// `"auto"`, `"off"` or `"required"`.
+    pub fn parse(s: &str) -> Option<KernelOffload> {
+        match s {
+            "auto" => Some(KernelOffload::Auto),
+            "off" => Some(KernelOffload::Off),
+            "required" => Some(KernelOffload::Required),
+            _ => None,
+        }
+    }
+
+    /// Its name in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KernelOffload::Auto => "auto",
+            KernelOffload::Off => "off",
+            KernelOffload::Required => "required",
+        }
+    }
+}
+
+impl fmt::Display for KernelOffload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The engine's fast path: open, or why not.
+pub(crate) struct Offload {
+    #[cfg(feature = "kernel-offload")]
+    pub(crate) fp: Option<std::sync::Arc<std::sync::Mutex<mcvideo_relay_fastpath::FastPath>>>,
+    /// Why it does not run (`None` while it does).
+    pub(crate) inactive: Option<String>,
+}
+
+impl fmt::Debug for Offload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Offload")
+            .field("active", &self.active())
+            .field("inactive", &self.inactive)
+            .finish()
+    }
+}
+
+impl Offload {
+    /// Whether the kernel fast path runs.
+    pub(crate) fn active(&self) -> bool {
+        self.inactive.is_none()
+    }
+
+    /// Not running, for `reason`.
+    fn inactive(reason: String) -> Offload {
+        Offload {
+            #[cfg(feature = "kernel-offload")]
+            fp: None,
+            inactive: Some(reason),
+        }
+    }
+
+    /// Opens the fast path as `mode` says for media interfaces `ips`, with maps for
+    /// `max_legs` legs. `Err` only for `required` when it cannot run.
+    pub(crate) fn open(
+        mode: KernelOffload,
+        ips: &[std::net::IpAddr],
+        max_legs: usize,
+    ) -> io::Result<Offload> {
+        if mode == KernelOffload::Off {
+            tracing::info!(
+                kernel_offload = "off",
+                "kernel fast path off (media.kernel_offload): media forwarded in userspace"
+            );
+            return Ok(Offload::inactive("media.kernel_offload is off".to_owned()));
+        }
+        match Self::try_open(ips, max_legs) {
+            Ok(o) => {
+                tracing::info!(
+                    kernel_offload = %mode,
+                    interfaces = ?o.interfaces(),
+                    max_legs,
+                    "kernel fast path on: latched, granted end_to_end and plain RTP legs are \
+                     forwarded in the kernel"
+                );
+                Ok(o)
+            }
+            Err(reason) if mode == KernelOffload::Required => Err(io::Error::other(format!(
+                "media.kernel_offload = \"required\" but the kernel fast path cannot run: \
+                 {reason}"
+            ))),
+            Err(reason) => {
+                tracing::warn!(
+                    kernel_offload = "auto",
+                    reason = %reason,
+                    "kernel fast path not available: media forwarded in userspace"
+                );
+                Ok(Offload::inactive(reason))
+            }
+        }
+    }
+
+    /// The fast path the workers share, if it runs.
+    #[cfg(feature = "kernel-offload")]
+    pub(crate) fn handle(
+        &self,
+    ) -> Option<std::sync::Arc<std::sync::Mutex<mcvideo_relay_fastpath::FastPath>>> {
+        self.fp.clone()
+    }
+
+    /// The interfaces the program is attached to.
+    fn interfaces(&self) -> Vec<String> {
+        #[cfg(feature = "kernel-offload")]
+        if let Some(fp) = &self.fp {
+            let fp = fp.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            return fp.interfaces().into_iter().map(str::to_owned).collect();
+        }
+        Vec::new()
+    }
+
+    #[cfg(not(feature = "kernel-offload"))]
+    fn try_open(_ips: &[std::net::IpAddr], _max_legs: usize) -> Result<Offload, String> {
+        Err("this build has no kernel fast path (cargo feature kernel-offload)".to_owned())
+    }
+
+    #[cfg(feature = "kernel-offload")]
+    fn try_open(ips: &[std::net::IpAddr], max_legs: usize) -> Result<Offload, String> {
+        // This version serves loopback media addresses only (`lo`, where the program lets the
+        // stack deliver the rewritten packet): a real interface needs the egress interface of
+        // each destination for `bpf_redirect_neigh` (docs/kernel-fast-path.md).
+        if let Some(ip) = ips.iter().find(|ip| !is_v4_loopback(ip)) {
+            return Err(format!(
+                "media address {ip} is not an IPv4 loopback address (this version offloads \
+                 loopback media addresses only)"
+            ));
+        }
+        let max_legs = u32::try_from(max_legs).unwrap_or(u32::MAX);
+        match mcvideo_relay_fastpath::FastPath::open_with_capacity("lo", max_legs) {
+            Ok(fp) => Ok(Offload {
+                fp: Some(std::sync::Arc::new(std::sync::Mutex::new(fp))),
+                inactive: None,
+            }),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+#[cfg(feature = "kernel-offload")]
+fn is_v4_loopback(ip: &std::net::IpAddr) -> bool {
+    matches!(ip, std::net::IpAddr::V4(v4) if v4.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_three_modes_and_nothing_else() {
+        for m in [
+            KernelOffload::Auto,
+            KernelOffload::Off,
+            KernelOffload::Required,
+        ] {
+            assert_eq!(KernelOffload::parse(m.as_str()), Some(m));
+        }
+        assert_eq!(KernelOffload::parse("on"), None);
+        assert_eq!(KernelOffload::parse("Auto"), None);
+        assert_eq!(KernelOffload::default(), KernelOffload::Auto);
+    }
+
+    #[test]
+    fn off_never_opens() {
+        let o = Offload::open(KernelOffload::Off, &[], 16).unwrap();
+        assert!(!o.active());
+    }
+}

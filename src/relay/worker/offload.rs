@@ -1,0 +1,289 @@
+//! A one-to-one call's legs in the kernel fast path (docs/kernel-fast-path.md, feature
+//! `kernel-offload`): the worker keeps the fast path's map in step with the call.
+//!
+//! * **What is installed**: per stream, the transmitter's RTP toward its peer, once the rules
+//!   say the relay would forward it untouched ([`GroupRules::offload_route`]: not per_leg, the
+//!   source latched on strong evidence, the SSRCs known), keyed by the transmitter's relay
+//!   address and port, with the grant the arbiter gives it at that moment.
+//! * **When**: [`CallRt::sync_offload`] runs in every step right before each `flush_control`,
+//!   the only place a transmission control message leaves the call. A revoke, an end or a release
+//!   therefore reaches the map before the message that announces it; a released call has no
+//!   entry, and [`CallRt::drop_offload`] removes what is left before its sockets close and its
+//!   ports go back.
+//! * **Counters**: what the kernel forwarded is booked on the call's legs (the transmitter's in,
+//!   its peer's out, the worker's totals) and as media activity, so timers, `GET
+//!   /v1/calls/{id}` and `/metrics` count it; a call with entries is stepped at least every
+//!   [`POLL_EVERY`] for that.
+//!
+//! Group calls stay in userspace: the program has one egress per entry (no
+//! `bpf_clone_redirect` fan-out yet).
+
+use super::call::{CallRt, Procedure};
+use crate::relay::rules::KernelForwarded;
+use crate::relay::stats::LegSnapshot;
+use mcvideo_relay_fastpath::{Egress, FastPath, Leg};
+use std::net::{SocketAddr, SocketAddrV4};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// A call with legs in the kernel is stepped at least this often, to book its counters for
+/// `/metrics` (a `GET`, a list and the quality histograms book them first; a step, and so
+/// every timer, books them before it runs). Every wake-up of the worker for it is one the
+/// kernel saved it not: at 50 packets/s per call, 2 s is 0.01 wake-ups per packet.
+pub(super) const POLL_EVERY: Duration = Duration::from_secs(2);
+
+/// The process's fast path, shared by the workers.
+pub(crate) type Handle = Arc<Mutex<FastPath>>;
+
+/// One installed leg.
+#[derive(Debug)]
+struct Installed {
+    key: SocketAddrV4,
+    leg: Leg,
+    tx: crate::control::arbiter::Slot,
+    peer: crate::control::arbiter::Slot,
+    /// Its stream.
+    si: usize,
+    /// Packets, bytes and frames already booked on the call.
+    booked: (u64, u64, u64),
+}
+
+/// A call's entries in the fast path.
+#[derive(Debug, Default)]
+pub(crate) struct Offloaded {
+    fp: Option<Handle>,
+    legs: Vec<Installed>,
+    /// An install failed (the map full, ...): logged once per call.
+    warned: bool,
+}
+
+impl Offloaded {
+    /// Entries for a call on the fast path `fp` (`None`: the fast path does not run).
+    pub(crate) fn new(fp: Option<Handle>) -> Offloaded {
+        Offloaded {
+            fp,
+            ..Offloaded::default()
+        }
+    }
+
+    /// Whether the call has legs in the kernel.
+    pub(super) fn any(&self) -> bool {
+        !self.legs.is_empty()
+    }
+}
+
+fn v4(a: SocketAddr) -> Option<SocketAddrV4> {
+    match a {
+        SocketAddr::V4(a) => Some(a),
+        SocketAddr::V6(_) => None,
+    }
+}
+
+impl CallRt {
+    /// What should be in the kernel now, per stream: nothing for a group, a call not yet
+    /// established or released.
+    fn offload_wanted(&self) -> Vec<Installed> {
+        let mut want = Vec::new();
+        let (Procedure::Private(p), Some(face)) = (&self.proc, self.pair) else {
+            return want;
+        };
+        if p.released() {
+            return want;
+        }
+        let tx = face.transmitter().slot();
+        let peer = face.peer(tx);
+        let granted = self.rules.arbiter().may_forward(tx);
+        let local = |slot, si: usize| {
+            let m = self.net.member(slot)?;
+            let i = (*m.rtp.get(si)?)?;
+            let s = self.net.socket(i)?;
+            s.sock.socket().local_addr().ok().and_then(v4)
+        };
+        for si in 0..self.rules.streams() {
+            let Some((source, ssrcs, dest)) = self.rules.offload_route(tx, peer, si) else {
+                continue;
+            };
+            let (Some(key), Some(from), Some(source), Some(to)) =
+                (local(tx, si), local(peer, si), v4(source), v4(dest))
+            else {
+                continue;
+            };
+            want.push(Installed {
+                key,
+                leg: Leg {
+                    source,
+                    ssrcs,
+                    granted,
+                    egress: Egress {
+                        from,
+                        to,
+                        ifindex: 0, // loopback only (relay::offload)
+                    },
+                },
+                tx,
+                peer,
+                si,
+                booked: (0, 0, 0),
+            });
+        }
+        want
+    }
+
+    /// Brings the kernel's entries in line with the call (see the module docs): books their
+    /// counters, removes what must go, installs or updates what changed.
+    pub(super) fn sync_offload(&mut self, now: Instant) {
+        let Some(fp) = self.offload.fp.clone() else {
+            return;
+        };
+        let want = self.offload_wanted();
+        let mut fp = fp.lock().unwrap_or_else(PoisonError::into_inner);
+        self.book_offload(&fp, now);
+        let mut kept = Vec::with_capacity(want.len());
+        let before = self.offload.legs.len();
+        for old in std::mem::take(&mut self.offload.legs) {
+            if want.iter().any(|w| w.key == old.key) {
+                kept.push(old);
+            } else if let Err(e) = fp.remove(old.key) {
+                tracing::error!(call = %self.call_id, key = %old.key, error = %e, "cannot remove a kernel fast-path entry");
+            }
+        }
+        for w in want {
+            match kept.iter().position(|k| k.key == w.key) {
+                Some(i) if kept.get(i).is_some_and(|k| k.leg == w.leg) => {}
+                Some(i) => {
+                    // Only the grant changed: one map update; anything else: a new install
+                    // (counters kept).
+                    let r = match kept.get(i) {
+                        Some(k)
+                            if Leg {
+                                granted: w.leg.granted,
+                                ..k.leg.clone()
+                            } == w.leg =>
+                        {
+                            fp.set_granted(w.key, w.leg.granted)
+                        }
+                        _ => fp.install(w.key, &w.leg),
+                    };
+                    match r {
+                        Ok(()) => {
+                            if let Some(k) = kept.get_mut(i) {
+                                k.leg = w.leg;
+                            }
+                        }
+                        Err(e) => {
+                            // Never leave a stale leg forwarding: take it out.
+                            tracing::error!(call = %self.call_id, error = %e, "cannot update a kernel fast-path entry: removing it");
+                            let _ = fp.remove(w.key);
+                            kept.remove(i);
+                        }
+                    }
+                }
+                None => match fp.install(w.key, &w.leg) {
+                    Ok(()) => {
+                        tracing::debug!(call = %self.call_id, relay = %w.key, to = %w.leg.egress.to, granted = w.leg.granted, "leg forwarded in the kernel");
+                        kept.push(w);
+                    }
+                    Err(e) => {
+                        if !std::mem::replace(&mut self.offload.warned, true) {
+                            tracing::warn!(call = %self.call_id, error = %e, "leg stays in userspace");
+                        }
+                    }
+                },
+            }
+        }
+        self.set_offload_legs(before, kept);
+    }
+
+    /// The call's legs in the kernel are now `legs`, `before` before (the worker's gauge
+    /// follows).
+    fn set_offload_legs(&mut self, before: usize, legs: Vec<Installed>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (before, after) = (before as u64, legs.len() as u64);
+        let gauge = &self.totals.offload_legs;
+        if after > before {
+            gauge.fetch_add(after - before, Relaxed);
+        } else if before > after {
+            gauge.fetch_sub(before - after, Relaxed);
+        }
+        self.offload.legs = legs;
+    }
+
+    /// Books what the kernel forwarded since the last time on the call's legs and as media
+    /// activity.
+    fn book_offload(&mut self, fp: &FastPath, now: Instant) {
+        let mut moved = Vec::new();
+        for l in &mut self.offload.legs {
+            let Ok(c) = fp.counters(l.key) else { continue };
+            let d = (
+                c.packets.saturating_sub(l.booked.0),
+                c.bytes.saturating_sub(l.booked.1),
+                c.frames.saturating_sub(l.booked.2),
+            );
+            l.booked = (
+                c.packets.max(l.booked.0),
+                c.bytes.max(l.booked.1),
+                c.frames.max(l.booked.2),
+            );
+            if d.0 > 0 {
+                let last = c
+                    .last_forwarded_ago
+                    .and_then(|a| now.checked_sub(a))
+                    .unwrap_or(now);
+                moved.push((l.tx, l.peer, l.si, d, c.highest_seq, last));
+            }
+        }
+        for (tx, peer, si, (packets, bytes, frames), seq, last) in moved {
+            self.totals
+                .offload_packets
+                .fetch_add(packets, std::sync::atomic::Ordering::Relaxed);
+            let f = KernelForwarded {
+                packets,
+                bytes,
+                frames,
+                highest_seq: seq,
+                last,
+            };
+            self.rules.offloaded(tx, si, &f);
+            let mut i = LegSnapshot::default();
+            i.add_in(packets, bytes);
+            self.count(tx, &i);
+            let mut o = LegSnapshot::default();
+            o.add_out(packets, bytes);
+            self.count(peer, &o);
+            if let Some(m) = self.net.member_mut(tx) {
+                m.activity.total += packets;
+                m.activity.since_step += packets;
+                m.activity.last = Some(last);
+            }
+        }
+    }
+
+    /// Books the kernel's counters now (before a summary or a step reads them).
+    pub(crate) fn poll_offload(&mut self, now: Instant) {
+        let Some(fp) = self.offload.fp.clone() else {
+            return;
+        };
+        if self.offload.legs.is_empty() {
+            return;
+        }
+        let fp = fp.lock().unwrap_or_else(PoisonError::into_inner);
+        self.book_offload(&fp, now);
+    }
+
+    /// Removes every entry of the call (its counters booked first): before its sockets close
+    /// and its ports go back, or when another relay takes it.
+    pub(crate) fn drop_offload(&mut self, now: Instant) {
+        let Some(fp) = self.offload.fp.clone() else {
+            return;
+        };
+        let mut fp = fp.lock().unwrap_or_else(PoisonError::into_inner);
+        self.book_offload(&fp, now);
+        let before = self.offload.legs.len();
+        for l in std::mem::take(&mut self.offload.legs) {
+            if let Err(e) = fp.remove(l.key) {
+                tracing::error!(call = %self.call_id, key = %l.key, error = %e, "cannot remove a kernel fast-path entry");
+            }
+        }
+        self.set_offload_legs(before, Vec::new());
+    }
+}
