@@ -314,12 +314,14 @@ fn attached_on_lo() -> Vec<u32> {
 /// `GET /v1/calls/{id}` counts them; after the release a caller that keeps sending gets nothing
 /// through. Returns the packets the kernel forwarded, the legs it had during the push, and the
 /// relay's log.
-fn push_and_release(mode: &str, ports: &str) -> (u64, f64, String) {
+/// A 200-packet push through `serve` with `kernel_offload = mode` and `extra` config lines,
+/// released; what the kernel forwarded, its legs during the push, the relay's log.
+fn push_and_release(tag: &str, mode: &str, ports: &str, extra: &str) -> (u64, f64, String) {
     use sidecar_support::{create_body, relay_video_addr, rtp_packet, Client};
-    let file = config(&format!("push-{mode}"), mode, ports);
+    let file = config(tag, mode, ports);
     let text = std::fs::read_to_string(&file).unwrap().replace(
         "level = \"info\"",
-        "level = \"debug\"\n[transmission_control]\nmedia_inactivity_secs = 60",
+        &format!("level = \"debug\"\n[transmission_control]\nmedia_inactivity_secs = 60\n{extra}"),
     );
     std::fs::write(&file, text).unwrap();
     let p = start(&file, false, "serve (push)");
@@ -423,7 +425,7 @@ fn a_push_is_forwarded_in_the_kernel_counted_and_stopped_at_release() {
         println!("SKIPPED a_push_is_forwarded_in_the_kernel: needs root and kernel-offload");
         return;
     }
-    let (in_kernel, legs, log) = push_and_release("required", "47700-47719");
+    let (in_kernel, legs, log) = push_and_release("push-required", "required", "47700-47719", "");
     assert!(
         log.contains("leg forwarded in the kernel"),
         "the leg was installed: {log}"
@@ -438,13 +440,49 @@ fn a_push_is_forwarded_in_the_kernel_counted_and_stopped_at_release() {
 
 #[test]
 fn with_offload_off_the_same_push_runs_in_userspace() {
-    let (in_kernel, legs, log) = push_and_release("off", "47720-47739");
+    let (in_kernel, legs, log) = push_and_release("push-off", "off", "47720-47739", "");
     assert!(!log.contains("leg forwarded in the kernel"), "{log}");
     assert_eq!(
         (in_kernel, legs),
         (0, 0.0),
         "userspace forwarded every packet"
     );
+}
+
+#[test]
+fn a_push_that_keeps_evidence_stays_in_userspace_with_every_packet_logged_and_recorded() {
+    if !cfg!(feature = "kernel-offload") || !is_root() {
+        println!("SKIPPED a_push_that_keeps_evidence: needs root and kernel-offload");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("mcv-offload-rec-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let extra = format!(
+        "[recording]\ndir = \"{}\"\nmedia = \"all\"\nmin_free_bytes = 0\n",
+        dir.display()
+    );
+    let (in_kernel, legs, log) =
+        push_and_release("push-evidence", "required", "47740-47759", &extra);
+    assert!(!log.contains("leg forwarded in the kernel"), "{log}");
+    assert_eq!(
+        (in_kernel, legs),
+        (0, 0.0),
+        "a recorded call is forwarded in userspace"
+    );
+    // The evidence has every packet: the log's transmission runs from seq 0 to 199.
+    let call = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with("kpush-"))
+        .expect("the call's recording directory")
+        .path();
+    let txlog = std::fs::read_to_string(call.join("transmissions.jsonl")).unwrap();
+    assert!(
+        txlog.contains("\"first_seq\":0,") && txlog.contains("\"last_seq\":199,"),
+        "{txlog}"
+    );
+    assert!(call.join("stream-0.pcap").exists(), "the media recording");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

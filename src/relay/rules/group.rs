@@ -390,6 +390,11 @@ impl GroupRules {
         self.tap.take().map(|t| *t)
     }
 
+    /// Whether the call's media is recorded.
+    pub(crate) fn recorded(&self) -> bool {
+        self.tap.is_some()
+    }
+
     /// The call's media recording, if it is recorded.
     #[inline]
     pub(crate) fn tap_mut(&mut self) -> Option<&mut crate::relay::recording::MediaTap> {

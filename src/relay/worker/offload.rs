@@ -81,13 +81,16 @@ fn v4(a: SocketAddr) -> Option<SocketAddrV4> {
 
 impl CallRt {
     /// What should be in the kernel now, per stream: nothing for a group, a call not yet
-    /// established or released.
+    /// established or released, or a call that keeps evidence (a transmission log, a media
+    /// recording).
     fn offload_wanted(&self) -> Vec<Installed> {
         let mut want = Vec::new();
         let (Procedure::Private(p), Some(face)) = (&self.proc, self.pair) else {
             return want;
         };
-        if p.released() {
+        // Evidence first: a call that keeps a transmission log or records its media needs
+        // every packet in userspace (the log's first and last sequence numbers, the pcap).
+        if p.released() || self.txlog.is_some() || self.rules.recorded() {
             return want;
         }
         let tx = face.transmitter().slot();
