@@ -744,9 +744,9 @@ fn the_end_request_takes_the_leg_out_of_the_kernel_before_the_end_response() {
 
 #[test]
 fn with_the_leg_in_the_kernel_a_flood_is_dropped_and_counted_and_inactivity_still_releases() {
-    use common::net::{collect, drain, rtp_packet, Peer, RelayAddrs};
-    use mcvideo_relay::control::call::{AnswerCall, CallConfig, CallEventKind, CreateCall};
-    use mcvideo_relay::control::{MediaSecurity, ReleaseReason};
+    use common::net::{collect, drain, engine_push, rtp_packet, Peer};
+    use mcvideo_relay::control::call::{CallConfig, CallEventKind};
+    use mcvideo_relay::control::ReleaseReason;
     use mcvideo_relay::relay::{DropReason, Engine, EngineConfig, KernelOffload};
     if !cfg!(feature = "kernel-offload") || !is_root() {
         println!("SKIPPED with_the_leg_in_the_kernel_a_flood: needs root and kernel-offload");
@@ -766,31 +766,7 @@ fn with_the_leg_in_the_kernel_a_flood_is_dropped_and_counted_and_inactivity_stil
     .unwrap();
     let mut events = engine.subscribe();
     let (caller, callee) = (Peer::new(), Peer::new());
-    engine
-        .create_call(CreateCall {
-            call_id: Some("kflood".into()),
-            caller_id: "sip:a@x".into(),
-            caller_sdp: caller.sdp("a", "RTP/AVP", Some(SSRC), false, ""),
-            callee_id: "sip:b@x".into(),
-            video_push: true,
-            video_pull: false,
-            commencement_mode: None,
-            media_security: MediaSecurity::EndToEnd,
-            caller_tc_key: None,
-            callee_interface: None,
-            caller_interface: None,
-        })
-        .unwrap();
-    let answer = engine
-        .accept_call(
-            "kflood",
-            AnswerCall {
-                callee_sdp: callee.sdp("b", "RTP/AVP", None, false, ""),
-                callee_tc_key: None,
-            },
-        )
-        .unwrap();
-    let relay = RelayAddrs::from_sdp(&answer.sdp_answer);
+    let relay = engine_push(&engine, "kflood", &caller, &callee, SSRC);
     std::thread::sleep(Duration::from_millis(100));
     drain(&caller.rtcp, Duration::from_millis(50)); // the relay's keyframe request
 

@@ -4,17 +4,13 @@
 //! packet lost; the media recording stops, counted once, and the packets it lost are counted.
 //!
 //! Its own test binary: the limit holds for the whole process, which runs this one test again
-//! in a child (a shell ignores SIGXFSZ and execs it: the child inherits that, with no unsafe
-//! code), as tests/transmission_log_disk_full.rs does. Ports 33_800–33_899.
+//! in a child (`common::net::under_file_size_limit`). Ports 33_800–33_899.
 #![cfg(feature = "sidecar")]
 #![allow(clippy::disallowed_methods)] // real sockets: the test waits by the clock
 
 mod common;
 use common::net::*;
-use mcvideo_relay::control::call::{AnswerCall, CreateCall};
-use mcvideo_relay::control::MediaSecurity;
 use mcvideo_relay::relay::{Engine, EngineConfig, RecordingConfig};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 const SSRC: u32 = 0x0d15_c0ff;
@@ -22,42 +18,16 @@ const SSRC: u32 = 0x0d15_c0ff;
 const LIMIT: u64 = 16_384;
 const PACKETS: u16 = 500;
 
-/// Set in the child that runs the test under the limit.
-const CHILD: &str = "MCVR_MEDIA_DISK_FULL_CHILD";
+/// This test's name, for the child that runs it under the limit.
 const NAME: &str = "a_full_disk_stops_the_media_recording_and_not_the_media";
-
-/// Writes past [`LIMIT`] bytes fail with EFBIG from now on (for the whole process; SIGXFSZ is
-/// ignored, or the first one would kill it).
-fn limit_file_size() {
-    let (_, hard) = rlimit::Resource::FSIZE.get().unwrap();
-    rlimit::Resource::FSIZE.set(LIMIT, hard).unwrap();
-}
 
 #[test]
 fn a_full_disk_stops_the_media_recording_and_not_the_media() {
-    if std::env::var_os(CHILD).is_none() {
-        let out = Command::new("sh")
-            .arg("-c")
-            .arg("trap '' XFSZ; exec \"$0\" --exact \"$1\" --nocapture --test-threads 1")
-            .arg(std::env::current_exe().unwrap())
-            .arg(NAME)
-            .env(CHILD, "1")
-            .output()
-            .expect("sh runs");
-        let (o, e) = (
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-        );
-        assert!(
-            out.status.success(),
-            "the test under a file-size limit: {o}{e}"
-        );
-        assert!(o.contains("1 passed"), "it ran: {o}{e}");
+    if !under_file_size_limit(NAME, LIMIT) {
         return;
     }
     let dir = std::env::temp_dir().join(format!("mcvr-media-full-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    limit_file_size();
     let engine = Engine::start(EngineConfig {
         port_min: 33_800,
         port_max: 33_899,
@@ -73,31 +43,7 @@ fn a_full_disk_stops_the_media_recording_and_not_the_media() {
     })
     .expect("engine starts");
     let (caller, callee) = (Peer::new(), Peer::new());
-    engine
-        .create_call(CreateCall {
-            call_id: Some("full".into()),
-            caller_id: "sip:cam@x".into(),
-            caller_sdp: caller.sdp("cam", "RTP/AVP", Some(SSRC), false, ""),
-            callee_id: "sip:viewer@x".into(),
-            video_push: true,
-            video_pull: false,
-            commencement_mode: None,
-            media_security: MediaSecurity::EndToEnd,
-            caller_tc_key: None,
-            callee_interface: None,
-            caller_interface: None,
-        })
-        .unwrap();
-    let answer = engine
-        .accept_call(
-            "full",
-            AnswerCall {
-                callee_sdp: callee.sdp("viewer", "RTP/AVP", None, false, ""),
-                callee_tc_key: None,
-            },
-        )
-        .unwrap();
-    let to_caller = RelayAddrs::from_sdp(&answer.sdp_answer);
+    let to_caller = engine_push(&engine, "full", &caller, &callee, SSRC);
     let got = collect(
         &callee.rtp,
         Duration::from_secs(2),

@@ -100,31 +100,7 @@ fn a_push_logs_grant_media_start_and_end_with_the_callers_sequence_numbers() {
     let dir = tmp("push");
     let engine = engine(&dir, 33_000);
     let (caller, callee) = (Peer::new(), Peer::new());
-    engine
-        .create_call(CreateCall {
-            call_id: Some("push-log".into()),
-            caller_id: "sip:cam@x".into(),
-            caller_sdp: caller.sdp("cam", "RTP/AVP", Some(SSRC), false, ""),
-            callee_id: "sip:viewer@x".into(),
-            video_push: true,
-            video_pull: false,
-            commencement_mode: None,
-            media_security: MediaSecurity::EndToEnd,
-            caller_tc_key: None,
-            callee_interface: None,
-            caller_interface: None,
-        })
-        .unwrap();
-    let answer = engine
-        .accept_call(
-            "push-log",
-            AnswerCall {
-                callee_sdp: callee.sdp("viewer", "RTP/AVP", None, false, ""),
-                callee_tc_key: None,
-            },
-        )
-        .unwrap();
-    let to_caller = RelayAddrs::from_sdp(&answer.sdp_answer);
+    let to_caller = engine_push(&engine, "push-log", &caller, &callee, SSRC);
     let got = collect(
         &callee.rtp,
         Duration::from_secs(2),

@@ -142,3 +142,76 @@ pub fn collect(
         v
     })
 }
+
+/// An end_to_end video push over plain RTP from `caller` to `callee` through `engine`, created
+/// and accepted as call `id` (the caller announces `ssrc`): the relay's addresses the caller
+/// sends to.
+#[cfg(feature = "relay")]
+pub fn engine_push(
+    engine: &mcvideo_relay::relay::Engine,
+    id: &str,
+    caller: &Peer,
+    callee: &Peer,
+    ssrc: u32,
+) -> RelayAddrs {
+    use mcvideo_relay::control::call::{AnswerCall, CreateCall};
+    engine
+        .create_call(CreateCall {
+            call_id: Some(id.into()),
+            caller_id: "sip:cam@x".into(),
+            caller_sdp: caller.sdp("cam", "RTP/AVP", Some(ssrc), false, ""),
+            callee_id: "sip:viewer@x".into(),
+            video_push: true,
+            video_pull: false,
+            commencement_mode: None,
+            media_security: mcvideo_relay::control::MediaSecurity::EndToEnd,
+            caller_tc_key: None,
+            callee_interface: None,
+            caller_interface: None,
+        })
+        .unwrap();
+    let answer = engine
+        .accept_call(
+            id,
+            AnswerCall {
+                callee_sdp: callee.sdp("viewer", "RTP/AVP", None, false, ""),
+                callee_tc_key: None,
+            },
+        )
+        .unwrap();
+    RelayAddrs::from_sdp(&answer.sdp_answer)
+}
+
+/// Runs test `name` of this test binary again in a child process whose files may not grow past
+/// `limit` bytes (RLIMIT_FSIZE, with SIGXFSZ ignored: writes past it fail with EFBIG, as on a
+/// full disk). The limit holds for a whole process, so a test binary that uses this holds that
+/// one test. In the parent: asserts the child passed and returns `false`. In the child: sets
+/// the limit and returns `true` (run the test's body).
+#[cfg(feature = "relay")]
+pub fn under_file_size_limit(name: &str, limit: u64) -> bool {
+    const CHILD: &str = "MCVR_FILE_SIZE_LIMIT_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        let (_, hard) = rlimit::Resource::FSIZE.get().unwrap();
+        rlimit::Resource::FSIZE.set(limit, hard).unwrap();
+        return true;
+    }
+    // A shell ignores SIGXFSZ and execs the test: the child inherits that, with no unsafe code.
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("trap '' XFSZ; exec \"$0\" --exact \"$1\" --nocapture --test-threads 1")
+        .arg(std::env::current_exe().unwrap())
+        .arg(name)
+        .env(CHILD, "1")
+        .output()
+        .expect("sh runs");
+    let (o, e) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success(),
+        "the test under a file-size limit: {o}{e}"
+    );
+    assert!(o.contains("1 passed"), "it ran: {o}{e}");
+    false
+}
