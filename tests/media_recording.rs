@@ -545,7 +545,6 @@ impl Member {
 
 #[test]
 fn a_group_call_is_recorded_once_per_packet_whatever_its_receivers() {
-    use mcvideo_relay::relay::{CreateGroupCall, GroupMemberSpec};
     let dir = tmp("group");
     let engine = engine(
         &dir,
@@ -553,41 +552,22 @@ fn a_group_call_is_recorded_once_per_packet_whatever_its_receivers() {
         RecordingConfig::default(),
         CallConfig::default(),
     );
-    let peers: Vec<Peer> = (0..3).map(|_| Peer::new()).collect();
-    let created = engine
-        .create_group_call(CreateGroupCall {
-            call_id: Some("rec-group".into()),
-            group_id: "g".into(),
-            media_security: MediaSecurity::EndToEnd,
-            max_transmitters: Some(1),
-            max_streams_per_receiver: None,
-            reception_mode: None,
-            members: peers
-                .iter()
-                .enumerate()
-                .map(|(i, p)| GroupMemberSpec {
-                    mcvideo_id: NAMES[i].into(),
-                    sdp_offer: p.sdp(NAMES[i], "RTP/AVP", Some(member_ssrc(i)), true, ""),
-                    priority: if i == 2 { 9 } else { 5 },
-                    receive_only: false,
-                    tc_key: None,
-                })
-                .collect(),
-        })
-        .expect("created");
+    // C has the highest priority: it pre-empts.
+    let m: Vec<Member> = engine_group(&engine, "rec-group", &NAMES, member_ssrc, |i| {
+        if i == 2 {
+            9
+        } else {
+            5
+        }
+    })
+    .into_iter()
+    .map(|(peer, r)| Member {
+        peer,
+        video: r.video,
+        control: r.control.unwrap(),
+    })
+    .collect();
     assert!(engine.record_call("rec-group").unwrap());
-    let m: Vec<Member> = peers
-        .into_iter()
-        .zip(&created.members)
-        .map(|(peer, a)| {
-            let r = RelayAddrs::from_sdp(&a.sdp_answer);
-            Member {
-                peer,
-                video: r.video,
-                control: r.control.unwrap(),
-            }
-        })
-        .collect();
     m[0].request(0, 5);
     m[0].expect_granted();
     m[0].send_video(0, 1..21);
@@ -661,7 +641,6 @@ fn h264_clip() -> Vec<Vec<u8>> {
 
 #[test]
 fn a_group_calls_three_transmissions_export_as_three_files_named_by_member() {
-    use mcvideo_relay::relay::{CreateGroupCall, GroupMemberSpec};
     use mcvideo_relay::wire::tc::{MessageKind, TcMessage};
     ffmpeg::require("ffmpeg");
     ffmpeg::require("ffprobe");
@@ -677,40 +656,21 @@ fn a_group_calls_three_transmissions_export_as_three_files_named_by_member() {
         },
         CallConfig::default(),
     );
-    let peers: Vec<Peer> = (0..3).map(|_| Peer::new()).collect();
-    let created = engine
-        .create_group_call(CreateGroupCall {
-            call_id: Some("rec-group-x".into()),
-            group_id: "g".into(),
-            media_security: MediaSecurity::EndToEnd,
-            max_transmitters: Some(1),
-            max_streams_per_receiver: None,
-            reception_mode: None,
-            members: peers
-                .iter()
-                .enumerate()
-                .map(|(i, p)| GroupMemberSpec {
-                    mcvideo_id: NAMES[i].into(),
-                    sdp_offer: p.sdp(NAMES[i], "RTP/AVP", Some(member_ssrc(i)), true, ""),
-                    priority: if i == 2 { 9 } else { 5 },
-                    receive_only: false,
-                    tc_key: None,
-                })
-                .collect(),
-        })
-        .expect("created");
-    let m: Vec<Member> = peers
-        .into_iter()
-        .zip(&created.members)
-        .map(|(peer, a)| {
-            let r = RelayAddrs::from_sdp(&a.sdp_answer);
-            Member {
-                peer,
-                video: r.video,
-                control: r.control.unwrap(),
-            }
-        })
-        .collect();
+    // C has the highest priority: it pre-empts.
+    let m: Vec<Member> = engine_group(&engine, "rec-group-x", &NAMES, member_ssrc, |i| {
+        if i == 2 {
+            9
+        } else {
+            5
+        }
+    })
+    .into_iter()
+    .map(|(peer, r)| Member {
+        peer,
+        video: r.video,
+        control: r.control.unwrap(),
+    })
+    .collect();
     // Member `i` sends the clip under its own SSRC, numbered from `base`.
     let send_clip = |i: usize, base: u16| {
         for (k, p) in clip.iter().enumerate() {

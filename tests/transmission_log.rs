@@ -14,9 +14,7 @@ use common::ffmpeg;
 use common::net::*;
 use mcvideo_relay::control::call::{AnswerCall, CallConfig, CreateCall};
 use mcvideo_relay::control::MediaSecurity;
-use mcvideo_relay::relay::{
-    CreateGroupCall, Engine, EngineConfig, GroupMemberSpec, RecordingConfig,
-};
+use mcvideo_relay::relay::{Engine, EngineConfig, RecordingConfig};
 use mcvideo_relay::wire::tc::{self, MessageKind, TcMessage};
 use serde_json::Value;
 use std::net::SocketAddr;
@@ -216,40 +214,21 @@ impl Member {
 fn a_group_call_logs_the_queue_and_a_preemption_with_cause_4() {
     let dir = tmp("group");
     let engine = engine(&dir, 33_100);
-    let peers: Vec<Peer> = (0..3).map(|_| Peer::new()).collect();
-    let created = engine
-        .create_group_call(CreateGroupCall {
-            call_id: Some("group-log".into()),
-            group_id: "g".into(),
-            media_security: MediaSecurity::EndToEnd,
-            max_transmitters: Some(1),
-            max_streams_per_receiver: None,
-            reception_mode: None,
-            members: peers
-                .iter()
-                .enumerate()
-                .map(|(i, p)| GroupMemberSpec {
-                    mcvideo_id: NAMES[i].into(),
-                    sdp_offer: p.sdp(NAMES[i], "RTP/AVP", Some(ssrc(i)), true, ""),
-                    priority: if i == 2 { 9 } else { 5 },
-                    receive_only: false,
-                    tc_key: None,
-                })
-                .collect(),
-        })
-        .expect("created");
-    let m: Vec<Member> = peers
-        .into_iter()
-        .zip(&created.members)
-        .map(|(peer, a)| {
-            let r = RelayAddrs::from_sdp(&a.sdp_answer);
-            Member {
-                peer,
-                video: r.video,
-                control: r.control.unwrap(),
-            }
-        })
-        .collect();
+    // C has the highest priority: it pre-empts.
+    let m: Vec<Member> = engine_group(&engine, "group-log", &NAMES, ssrc, |i| {
+        if i == 2 {
+            9
+        } else {
+            5
+        }
+    })
+    .into_iter()
+    .map(|(peer, r)| Member {
+        peer,
+        video: r.video,
+        control: r.control.unwrap(),
+    })
+    .collect();
     m[0].request(0, 5);
     m[0].expect(MessageKind::TransmissionGranted);
     m[0].send_video(0, 1..21);

@@ -215,3 +215,44 @@ pub fn under_file_size_limit(name: &str, limit: u64) -> bool {
     assert!(o.contains("1 passed"), "it ran: {o}{e}");
     false
 }
+
+/// An end_to_end group call `id`, one transmitter at a time, of one member per name in
+/// `names`, each on a peer of its own with a control channel, announcing SSRC `ssrc(i)` at
+/// priority `priority(i)`: each member's peer and the relay's addresses for it, in order.
+#[cfg(feature = "relay")]
+pub fn engine_group(
+    engine: &mcvideo_relay::relay::Engine,
+    id: &str,
+    names: &[&str],
+    ssrc: impl Fn(usize) -> u32,
+    priority: impl Fn(usize) -> u8,
+) -> Vec<(Peer, RelayAddrs)> {
+    use mcvideo_relay::relay::{CreateGroupCall, GroupMemberSpec};
+    let peers: Vec<Peer> = names.iter().map(|_| Peer::new()).collect();
+    let created = engine
+        .create_group_call(CreateGroupCall {
+            call_id: Some(id.into()),
+            group_id: "g".into(),
+            media_security: mcvideo_relay::control::MediaSecurity::EndToEnd,
+            max_transmitters: Some(1),
+            max_streams_per_receiver: None,
+            reception_mode: None,
+            members: peers
+                .iter()
+                .enumerate()
+                .map(|(i, p)| GroupMemberSpec {
+                    mcvideo_id: names[i].into(),
+                    sdp_offer: p.sdp(names[i], "RTP/AVP", Some(ssrc(i)), true, ""),
+                    priority: priority(i),
+                    receive_only: false,
+                    tc_key: None,
+                })
+                .collect(),
+        })
+        .expect("created");
+    peers
+        .into_iter()
+        .zip(&created.members)
+        .map(|(peer, a)| (peer, RelayAddrs::from_sdp(&a.sdp_answer)))
+        .collect()
+}
