@@ -25,6 +25,7 @@ use common::net::*;
 use mcvideo_relay::control::call::{AnswerCall, CallConfig, CreateCall};
 use mcvideo_relay::control::MediaSecurity;
 use mcvideo_relay::relay::{Engine, EngineConfig, RecordingConfig};
+use mcvideo_relay::wire::tc::MessageKind;
 use serde_json::Value;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
@@ -499,50 +500,6 @@ fn member_ssrc(i: usize) -> u32 {
     0x3000_0000 + i as u32 * 0x111
 }
 
-/// A group member over real sockets: its peer, the relay's video and control addresses.
-struct Member {
-    peer: Peer,
-    video: SocketAddr,
-    control: SocketAddr,
-}
-
-impl Member {
-    fn request(&self, i: usize, priority: u8) {
-        use mcvideo_relay::wire::tc::{MessageKind, TcMessage};
-        let mut r = TcMessage::new(MessageKind::TransmissionRequest, member_ssrc(i));
-        r.fields.transmission_priority = Some(priority);
-        self.peer.send_tc(self.control, &r);
-    }
-
-    fn expect_granted(&self) {
-        use mcvideo_relay::wire::tc::{self, MessageKind};
-        let until = Instant::now() + Duration::from_secs(3);
-        let mut buf = [0u8; 2048];
-        while Instant::now() < until {
-            let Ok((n, _)) = self.peer.ctl.recv_from(&mut buf) else {
-                continue;
-            };
-            if tc::messages(&buf[..n])
-                .flatten()
-                .any(|m| m.kind == MessageKind::TransmissionGranted)
-            {
-                return;
-            }
-        }
-        panic!("no grant in time");
-    }
-
-    fn send_video(&self, i: usize, seqs: std::ops::Range<u16>) {
-        for seq in seqs {
-            self.peer
-                .rtp
-                .send_to(&rtp_packet(seq, member_ssrc(i), 300), self.video)
-                .unwrap();
-            std::thread::sleep(Duration::from_micros(500));
-        }
-    }
-}
-
 #[test]
 fn a_group_call_is_recorded_once_per_packet_whatever_its_receivers() {
     let dir = tmp("group");
@@ -553,29 +510,22 @@ fn a_group_call_is_recorded_once_per_packet_whatever_its_receivers() {
         CallConfig::default(),
     );
     // C has the highest priority: it pre-empts.
-    let m: Vec<Member> = engine_group(&engine, "rec-group", &NAMES, member_ssrc, |i| {
+    let m: Vec<GroupMember> = engine_group(&engine, "rec-group", &NAMES, member_ssrc, |i| {
         if i == 2 {
             9
         } else {
             5
         }
-    })
-    .into_iter()
-    .map(|(peer, r)| Member {
-        peer,
-        video: r.video,
-        control: r.control.unwrap(),
-    })
-    .collect();
+    });
     assert!(engine.record_call("rec-group").unwrap());
-    m[0].request(0, 5);
-    m[0].expect_granted();
-    m[0].send_video(0, 1..21);
-    m[2].request(2, 9);
-    m[2].expect_granted();
-    m[2].send_video(2, 500..510);
+    m[0].request(5);
+    m[0].expect(MessageKind::TransmissionGranted);
+    m[0].send_video(1..21);
+    m[2].request(9);
+    m[2].expect(MessageKind::TransmissionGranted);
+    m[2].send_video(500..510);
     // B never holds the grant: what it sends is not forwarded, so not recorded.
-    m[1].send_video(1, 900..905);
+    m[1].send_video(900..905);
     wait_written(&engine, 30);
     std::thread::sleep(Duration::from_millis(100));
     engine.release_group_call("rec-group").unwrap();
@@ -657,20 +607,13 @@ fn a_group_calls_three_transmissions_export_as_three_files_named_by_member() {
         CallConfig::default(),
     );
     // C has the highest priority: it pre-empts.
-    let m: Vec<Member> = engine_group(&engine, "rec-group-x", &NAMES, member_ssrc, |i| {
+    let m: Vec<GroupMember> = engine_group(&engine, "rec-group-x", &NAMES, member_ssrc, |i| {
         if i == 2 {
             9
         } else {
             5
         }
-    })
-    .into_iter()
-    .map(|(peer, r)| Member {
-        peer,
-        video: r.video,
-        control: r.control.unwrap(),
-    })
-    .collect();
+    });
     // Member `i` sends the clip under its own SSRC, numbered from `base`.
     let send_clip = |i: usize, base: u16| {
         for (k, p) in clip.iter().enumerate() {
@@ -682,20 +625,20 @@ fn a_group_calls_three_transmissions_export_as_three_files_named_by_member() {
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    m[0].request(0, 5);
-    m[0].expect_granted();
+    m[0].request(5);
+    m[0].expect(MessageKind::TransmissionGranted);
     send_clip(0, 1000);
     // C's stronger request pre-empts A.
-    m[2].request(2, 9);
-    m[2].expect_granted();
+    m[2].request(9);
+    m[2].expect(MessageKind::TransmissionGranted);
     send_clip(2, 5000);
     m[2].peer.send_tc(
         m[2].control,
         &TcMessage::new(MessageKind::TransmissionEndRequest, member_ssrc(2)),
     );
     std::thread::sleep(Duration::from_millis(100));
-    m[1].request(1, 5);
-    m[1].expect_granted();
+    m[1].request(5);
+    m[1].expect(MessageKind::TransmissionGranted);
     send_clip(1, 60_000);
     engine.release_group_call("rec-group-x").unwrap();
 

@@ -15,9 +15,8 @@ use common::net::*;
 use mcvideo_relay::control::call::{AnswerCall, CallConfig, CreateCall};
 use mcvideo_relay::control::MediaSecurity;
 use mcvideo_relay::relay::{Engine, EngineConfig, RecordingConfig};
-use mcvideo_relay::wire::tc::{self, MessageKind, TcMessage};
+use mcvideo_relay::wire::tc::MessageKind;
 use serde_json::Value;
-use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -172,72 +171,27 @@ fn ssrc(i: usize) -> u32 {
     0x2000_0000 + i as u32 * 0x111
 }
 
-struct Member {
-    peer: Peer,
-    video: SocketAddr,
-    control: SocketAddr,
-}
-
-impl Member {
-    fn request(&self, i: usize, priority: u8) {
-        let mut r = TcMessage::new(MessageKind::TransmissionRequest, ssrc(i));
-        r.fields.transmission_priority = Some(priority);
-        self.peer.send_tc(self.control, &r);
-    }
-
-    fn expect(&self, kind: MessageKind) {
-        let until = Instant::now() + Duration::from_secs(3);
-        let mut buf = [0u8; 2048];
-        while Instant::now() < until {
-            let Ok((n, _)) = self.peer.ctl.recv_from(&mut buf) else {
-                continue;
-            };
-            if tc::messages(&buf[..n]).flatten().any(|m| m.kind == kind) {
-                return;
-            }
-        }
-        panic!("no {kind:?} in time");
-    }
-
-    fn send_video(&self, i: usize, seqs: std::ops::Range<u16>) {
-        for seq in seqs {
-            self.peer
-                .rtp
-                .send_to(&rtp_packet(seq, ssrc(i), 300), self.video)
-                .unwrap();
-            std::thread::sleep(Duration::from_micros(500));
-        }
-    }
-}
-
 #[test]
 fn a_group_call_logs_the_queue_and_a_preemption_with_cause_4() {
     let dir = tmp("group");
     let engine = engine(&dir, 33_100);
     // C has the highest priority: it pre-empts.
-    let m: Vec<Member> = engine_group(&engine, "group-log", &NAMES, ssrc, |i| {
+    let m: Vec<GroupMember> = engine_group(&engine, "group-log", &NAMES, ssrc, |i| {
         if i == 2 {
             9
         } else {
             5
         }
-    })
-    .into_iter()
-    .map(|(peer, r)| Member {
-        peer,
-        video: r.video,
-        control: r.control.unwrap(),
-    })
-    .collect();
-    m[0].request(0, 5);
+    });
+    m[0].request(5);
     m[0].expect(MessageKind::TransmissionGranted);
-    m[0].send_video(0, 1..21);
-    m[1].request(1, 5);
+    m[0].send_video(1..21);
+    m[1].request(5);
     m[1].expect(MessageKind::QueuePositionInfo);
     std::thread::sleep(Duration::from_millis(100));
-    m[2].request(2, 9);
+    m[2].request(9);
     m[2].expect(MessageKind::TransmissionGranted);
-    m[2].send_video(2, 500..510);
+    m[2].send_video(500..510);
     std::thread::sleep(Duration::from_millis(100));
     engine.release_group_call("group-log").unwrap();
     let log = log_of(&dir, "group-log");

@@ -216,9 +216,60 @@ pub fn under_file_size_limit(name: &str, limit: u64) -> bool {
     false
 }
 
+/// A group member over real sockets: its peer, the SSRC it announced, and the relay's video
+/// and control addresses for it.
+pub struct GroupMember {
+    pub peer: Peer,
+    pub ssrc: u32,
+    pub video: SocketAddr,
+    pub control: SocketAddr,
+}
+
+impl GroupMember {
+    /// Sends a Transmission Request at `priority`.
+    pub fn request(&self, priority: u8) {
+        let mut r = TcMessage::new(
+            mcvideo_relay::wire::tc::MessageKind::TransmissionRequest,
+            self.ssrc,
+        );
+        r.fields.transmission_priority = Some(priority);
+        self.peer.send_tc(self.control, &r);
+    }
+
+    /// Waits up to 3 s for a transmission control message of `kind`.
+    #[allow(clippy::disallowed_methods)] // real sockets: it waits by the clock
+    pub fn expect(&self, kind: mcvideo_relay::wire::tc::MessageKind) {
+        let until = std::time::Instant::now() + Duration::from_secs(3);
+        let mut buf = [0u8; 2048];
+        while std::time::Instant::now() < until {
+            let Ok((n, _)) = self.peer.ctl.recv_from(&mut buf) else {
+                continue;
+            };
+            if mcvideo_relay::wire::tc::messages(&buf[..n])
+                .flatten()
+                .any(|m| m.kind == kind)
+            {
+                return;
+            }
+        }
+        panic!("no {kind:?} in time");
+    }
+
+    /// Sends plain RTP with its SSRC and sequence numbers `seqs`, 500 µs apart.
+    pub fn send_video(&self, seqs: std::ops::Range<u16>) {
+        for seq in seqs {
+            self.peer
+                .rtp
+                .send_to(&rtp_packet(seq, self.ssrc, 300), self.video)
+                .unwrap();
+            std::thread::sleep(Duration::from_micros(500));
+        }
+    }
+}
+
 /// An end_to_end group call `id`, one transmitter at a time, of one member per name in
 /// `names`, each on a peer of its own with a control channel, announcing SSRC `ssrc(i)` at
-/// priority `priority(i)`: each member's peer and the relay's addresses for it, in order.
+/// priority `priority(i)`: the members, in order.
 #[cfg(feature = "relay")]
 pub fn engine_group(
     engine: &mcvideo_relay::relay::Engine,
@@ -226,7 +277,7 @@ pub fn engine_group(
     names: &[&str],
     ssrc: impl Fn(usize) -> u32,
     priority: impl Fn(usize) -> u8,
-) -> Vec<(Peer, RelayAddrs)> {
+) -> Vec<GroupMember> {
     use mcvideo_relay::relay::{CreateGroupCall, GroupMemberSpec};
     let peers: Vec<Peer> = names.iter().map(|_| Peer::new()).collect();
     let created = engine
@@ -253,6 +304,15 @@ pub fn engine_group(
     peers
         .into_iter()
         .zip(&created.members)
-        .map(|(peer, a)| (peer, RelayAddrs::from_sdp(&a.sdp_answer)))
+        .enumerate()
+        .map(|(i, (peer, a))| {
+            let r = RelayAddrs::from_sdp(&a.sdp_answer);
+            GroupMember {
+                peer,
+                ssrc: ssrc(i),
+                video: r.video,
+                control: r.control.expect("a control channel"),
+            }
+        })
         .collect()
 }
