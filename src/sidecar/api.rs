@@ -1020,6 +1020,11 @@ pub(crate) fn router(st: Arc<AppState>) -> Router {
         )
         .route("/v1/admin/reload", post(reload))
         .route("/v1/cluster", get(cluster))
+        .route("/v1/recordings", get(super::recordings::list))
+        .route(
+            "/v1/recordings/{id}",
+            get(super::recordings::get).delete(super::recordings::delete),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(st.clone(), authorize))
