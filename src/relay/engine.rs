@@ -1150,6 +1150,22 @@ impl Engine {
         }
     }
 
+    /// The directory recordings go in (`None` when recording is not configured).
+    pub fn recording_dir(&self) -> Option<&std::path::Path> {
+        self.plane
+            .recorder
+            .as_ref()
+            .map(|r| r.config().dir.as_path())
+    }
+
+    /// Whether recording `name` (its directory's name) is still being written.
+    pub fn recording_open(&self, name: &str) -> bool {
+        self.plane
+            .recorder
+            .as_ref()
+            .is_some_and(|r| r.is_open(name))
+    }
+
     /// The recorder's counters (`None` when recording is not configured).
     pub fn recording_stats(&self) -> Option<super::RecordingStats> {
         self.plane.recorder.as_ref().map(|r| r.stats())

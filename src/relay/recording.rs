@@ -15,7 +15,7 @@
 //! by total size.
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::net::{IpAddr, SocketAddr};
@@ -109,6 +109,9 @@ struct Counters {
     warned_refused: AtomicBool,
     /// A stopped recording has been logged since the last lines written.
     warned_stopped: AtomicBool,
+    /// The recordings the writer has open (still being written): named here before their
+    /// directory is made, until they are closed.
+    open: Mutex<HashSet<Arc<str>>>,
 }
 
 impl Counters {
@@ -510,6 +513,16 @@ impl Recorder {
         })
     }
 
+    /// Whether recording `name` (a directory name) is still being written: its call has not
+    /// ended, or the writer has not closed it yet.
+    pub(crate) fn is_open(&self, name: &str) -> bool {
+        self.counters
+            .open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(name)
+    }
+
     /// The counters.
     pub(crate) fn stats(&self) -> RecordingStats {
         let c = &self.counters;
@@ -755,6 +768,21 @@ impl Writer {
         for id in ids {
             self.flush(&id);
         }
+        self.set_open(None, false);
+    }
+
+    /// Notes recording `id` open (or closed); `None`: every recording closed.
+    fn set_open(&self, id: Option<&Arc<str>>, open: bool) {
+        let mut set = self.counters.open.lock().unwrap_or_else(|e| e.into_inner());
+        match (id, open) {
+            (Some(id), true) => {
+                set.insert(id.clone());
+            }
+            (Some(id), false) => {
+                set.remove(id);
+            }
+            (None, _) => set.clear(),
+        }
     }
 
     /// Every [`TICK`] at most: closes the logs of calls that are gone (their close was lost to
@@ -781,10 +809,13 @@ impl Writer {
     fn close(&mut self, id: &Arc<str>) {
         self.flush(id);
         self.open.remove(id);
+        self.set_open(Some(id), false);
     }
 
     /// Makes recording `id`'s directory and opens its transmission log (when `log`).
     fn start(&mut self, id: Arc<str>, alive: Weak<()>, log: bool) {
+        // Noted open before its directory exists: whoever sees the directory sees it open.
+        self.set_open(Some(&id), true);
         let dir = self.config.dir.join(&*id);
         let made = fs::DirBuilder::new()
             .mode(0o700)

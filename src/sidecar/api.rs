@@ -1,7 +1,8 @@
 //! The HTTP/JSON control API (`deploy/README.md` in the repository, "Control API"): routes for
-//! one-to-one video push and pull calls and group video calls, bearer-token auth, the body
-//! limit, errors as `{"error": {"code", "message"}}` (plus `member` for a group member's
-//! error), and the event stream. Response bodies are the typed structs of [`super::body`].
+//! one-to-one video push and pull calls and group video calls, the recordings (in
+//! [`super::recordings`]), bearer-token auth, the body limit, errors as
+//! `{"error": {"code", "message"}}` (plus `member` for a group member's error), and the event
+//! stream. Response bodies are the typed structs of [`super::body`].
 //!
 //! No handler blocks a runtime thread on a worker: what needs a worker's reply uses the
 //! engine's `_async` methods (a oneshot under a timer: a worker that does not answer within
@@ -1020,6 +1021,11 @@ pub(crate) fn router(st: Arc<AppState>) -> Router {
         )
         .route("/v1/admin/reload", post(reload))
         .route("/v1/cluster", get(cluster))
+        .route("/v1/recordings", get(super::recordings::list))
+        .route(
+            "/v1/recordings/{id}",
+            get(super::recordings::get).delete(super::recordings::delete),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(st.clone(), authorize))

@@ -518,6 +518,68 @@ pub(crate) struct Reloaded<'a> {
     pub(crate) reloaded: bool,
 }
 
+/// One recording in `GET /v1/recordings`.
+#[derive(Debug, Serialize)]
+pub(crate) struct RecordingItem {
+    /// Its files' sizes, summed.
+    pub(crate) bytes: u64,
+    pub(crate) call_id: String,
+    /// Its directory's name.
+    pub(crate) id: String,
+    /// When its directory was opened: RFC 3339, UTC, milliseconds.
+    pub(crate) started_at: String,
+    /// The same as unix milliseconds.
+    pub(crate) started_ms: u64,
+    /// Still being written (its call is live, or the writer has not closed it yet).
+    pub(crate) writing: bool,
+}
+
+/// `200` to `GET /v1/recordings`.
+#[derive(Debug, Serialize)]
+pub(crate) struct RecordingList {
+    /// More recordings match than `limit` returned.
+    pub(crate) more: bool,
+    /// Newest first.
+    pub(crate) recordings: Vec<RecordingItem>,
+}
+
+/// One file of a recording (`export/...` for the default export directory's).
+#[derive(Debug, Serialize)]
+pub(crate) struct RecordingFile {
+    pub(crate) bytes: u64,
+    pub(crate) name: String,
+}
+
+/// `200` to `GET /v1/recordings/{id}`.
+#[derive(Debug, Serialize)]
+pub(crate) struct Recording {
+    pub(crate) bytes: u64,
+    pub(crate) call_id: String,
+    /// By name.
+    pub(crate) files: Vec<RecordingFile>,
+    pub(crate) id: String,
+    /// `media.json`'s `kind` (`None`: no media recorded).
+    pub(crate) kind: Option<String>,
+    /// Whether its media was recorded (it has `media.json`).
+    pub(crate) media: bool,
+    /// `media.json`'s `media_security`.
+    pub(crate) media_security: Option<String>,
+    /// The members its transmission log names (`member`, `by`, `transmitter`), sorted.
+    pub(crate) members: Vec<String>,
+    pub(crate) started_at: String,
+    pub(crate) started_ms: u64,
+    /// Whether it has a transmission log.
+    pub(crate) transmission_log: bool,
+    pub(crate) writing: bool,
+}
+
+/// `200` to `DELETE /v1/recordings/{id}`.
+#[derive(Debug, Serialize)]
+pub(crate) struct RecordingDeleted<'a> {
+    pub(crate) deleted: bool,
+    pub(crate) id: &'a str,
+}
+
 /// `/healthz`'s status.
 #[derive(Debug, Clone, Copy, Serialize)]
 #[serde(rename_all = "snake_case")]

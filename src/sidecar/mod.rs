@@ -26,6 +26,7 @@ pub mod fuzzing;
 mod ha;
 mod metrics;
 mod ng;
+mod recordings;
 
 pub use api::event_json;
 pub use config::{

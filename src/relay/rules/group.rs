@@ -390,7 +390,8 @@ impl GroupRules {
         self.tap.take().map(|t| *t)
     }
 
-    /// Whether the call's media is recorded.
+    /// Whether the call's media is recorded (asked only by the kernel fast path).
+    #[cfg(feature = "kernel-offload")]
     pub(crate) fn recorded(&self) -> bool {
         self.tap.is_some()
     }
