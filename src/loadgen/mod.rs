@@ -452,6 +452,13 @@ fn probes(relay: Option<&Relay>, phase: &str, group: bool) -> Vec<Probe> {
                     label: format!("relay process (pid {pid})"),
                     source: ProbeSource::Pid(pid),
                 });
+                if phase == "relay" {
+                    v.push(Probe {
+                        key: "relay_process",
+                        label: format!("relay process (pid {pid})"),
+                        source: ProbeSource::Switches(pid),
+                    });
+                }
             }
             v.push(Probe {
                 key: "process",
@@ -465,6 +472,7 @@ fn probes(relay: Option<&Relay>, phase: &str, group: bool) -> Vec<Probe> {
             source: ProbeSource::SelfProcess,
         }),
     }
+    v.push(machine_probe());
     if group {
         // The floor's fan-out is the transmitter's own work: its sender threads apart.
         v.push(Probe {
@@ -495,6 +503,16 @@ struct Phases<'a> {
     relay: Option<&'a mut Paths>,
 }
 
+/// All CPUs' busy time: the kernel's work for the forwarding (softirq in the sender's
+/// context) shows only here.
+fn machine_probe() -> Probe {
+    Probe {
+        key: "machine",
+        label: "machine (all CPUs, /proc/stat)".into(),
+        source: ProbeSource::Machine,
+    }
+}
+
 fn forwarder_probes(pid: u32) -> Vec<Probe> {
     vec![
         Probe {
@@ -502,6 +520,12 @@ fn forwarder_probes(pid: u32) -> Vec<Probe> {
             label: format!("minimal forwarder process (pid {pid})"),
             source: ProbeSource::Pid(pid),
         },
+        Probe {
+            key: "forwarder_process",
+            label: format!("minimal forwarder process (pid {pid})"),
+            source: ProbeSource::Switches(pid),
+        },
+        machine_probe(),
         Probe {
             key: "process",
             label: "loadgen process".into(),
