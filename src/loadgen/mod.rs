@@ -472,7 +472,7 @@ fn probes(relay: Option<&Relay>, phase: &str, group: bool) -> Vec<Probe> {
             source: ProbeSource::SelfProcess,
         }),
     }
-    v.push(machine_probe());
+    v.extend(machine_probes());
     if group {
         // The floor's fan-out is the transmitter's own work: its sender threads apart.
         v.push(Probe {
@@ -505,16 +505,23 @@ struct Phases<'a> {
 
 /// All CPUs' busy time: the kernel's work for the forwarding (softirq in the sender's
 /// context) shows only here.
-fn machine_probe() -> Probe {
-    Probe {
-        key: "machine",
-        label: "machine (all CPUs, /proc/stat)".into(),
-        source: ProbeSource::Machine,
-    }
+fn machine_probes() -> [Probe; 2] {
+    [
+        Probe {
+            key: "machine",
+            label: "machine (all CPUs, /proc/stat)".into(),
+            source: ProbeSource::Machine,
+        },
+        Probe {
+            key: "machine_by_idle",
+            label: "machine (wall x CPUs - idle)".into(),
+            source: ProbeSource::MachineByIdle,
+        },
+    ]
 }
 
 fn forwarder_probes(pid: u32) -> Vec<Probe> {
-    vec![
+    let mut v = vec![
         Probe {
             key: "forwarder_process",
             label: format!("minimal forwarder process (pid {pid})"),
@@ -525,7 +532,9 @@ fn forwarder_probes(pid: u32) -> Vec<Probe> {
             label: format!("minimal forwarder process (pid {pid})"),
             source: ProbeSource::Switches(pid),
         },
-        machine_probe(),
+    ];
+    v.extend(machine_probes());
+    v.extend([
         Probe {
             key: "process",
             label: "loadgen process".into(),
@@ -536,7 +545,8 @@ fn forwarder_probes(pid: u32) -> Vec<Probe> {
             label: "loadgen send/receive threads".into(),
             source: ProbeSource::Threads("lg-"),
         },
-    ]
+    ]);
+    v
 }
 
 /// A path's progress through a sweep.

@@ -35,7 +35,13 @@ impl Step {
 
     /// Machine-wide CPU per packet (all CPUs, `/proc/stat`) of a path above the floor's.
     pub(crate) fn machine_above_floor(&self, p: &PhaseResult) -> Option<f64> {
-        Some(machine_cpu(p)? - machine_cpu(self.floor.as_ref()?)?)
+        self.above_floor(p, "machine")
+    }
+
+    /// CPU per packet of probe `key` of a path above the floor's.
+    fn above_floor(&self, p: &PhaseResult, key: &str) -> Option<f64> {
+        let of = |p: &PhaseResult| p.cpu.iter().find(|c| c.key == key).map(|c| c.us_per_packet);
+        Some(of(p)? - of(self.floor.as_ref()?)?)
     }
 
     /// The relay's machine CPU per packet above the floor as a multiple of the minimal
@@ -347,6 +353,10 @@ fn step_json(s: &Step, per_call: bool) -> Value {
         "machine_cpu_above_floor_us_per_packet": {
             "forwarder": s.forwarder.as_ref().and_then(|p| s.machine_above_floor(p)).map(|x| round(x, 3)),
             "relay": s.relay.as_ref().and_then(|p| s.machine_above_floor(p)).map(|x| round(x, 3)),
+        },
+        "machine_by_idle_above_floor_us_per_packet": {
+            "forwarder": s.forwarder.as_ref().and_then(|p| s.above_floor(p, "machine_by_idle")).map(|x| round(x, 3)),
+            "relay": s.relay.as_ref().and_then(|p| s.above_floor(p, "machine_by_idle")).map(|x| round(x, 3)),
         },
         "relay_vs_forwarder": vs_forwarder,
     })
@@ -804,6 +814,13 @@ impl<'s> StepTable<'s> {
                     "-".into()
                 } else {
                     cell_f(s.machine_above_floor(p), 2)
+                }
+            });
+            self.row(t, "  the same, wall x CPUs - idle", &|p| {
+                if p.label == "floor" {
+                    "-".into()
+                } else {
+                    cell_f(s.above_floor(p, "machine_by_idle"), 2)
                 }
             });
         }

@@ -116,6 +116,41 @@ pub(crate) fn machine_busy() -> Option<Duration> {
     ))
 }
 
+/// Idle + iowait of the `cpu` line of `/proc/stat` in clock ticks, and how many CPUs have a
+/// line of their own (the online ones).
+fn stat_idle_ticks(text: &str) -> Option<(u64, u64)> {
+    let line = text.lines().find(|l| l.starts_with("cpu "))?;
+    let mut f = line.split_whitespace().skip(4);
+    let idle: u64 = f.next()?.parse().ok()?;
+    let iowait: u64 = f.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let cpus = text
+        .lines()
+        .filter(|l| {
+            l.strip_prefix("cpu")
+                .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()))
+        })
+        .count() as u64;
+    Some((idle + iowait, cpus))
+}
+
+/// The machine's busy time as the CPUs' time less their idle and iowait time, counted from the
+/// first call (its difference between two calls is what matters). A kernel without
+/// `NO_HZ_FULL` or `VIRT_CPU_ACCOUNTING` measures idle time exactly but samples the busy
+/// fields at each tick, so a CPU busy for bursts shorter than a tick between idle spells (a
+/// softirq per packet) can be missed by [`machine_busy`] and not by this.
+pub(crate) fn machine_busy_by_idle() -> Option<Duration> {
+    static START: OnceLock<(std::time::Instant, u64)> = OnceLock::new();
+    let (idle, cpus) = stat_idle_ticks(&std::fs::read_to_string("/proc/stat").ok()?)?;
+    let now = std::time::Instant::now();
+    let (t0, idle0) = *START.get_or_init(|| (now, idle));
+    let wall = now.saturating_duration_since(t0).as_nanos();
+    let idle_ns = u128::from(idle.saturating_sub(idle0)) * 1_000_000_000 / u128::from(clk_tck());
+    let busy = (wall * u128::from(cpus)).saturating_sub(idle_ns);
+    Some(Duration::from_nanos(
+        u64::try_from(busy).unwrap_or(u64::MAX),
+    ))
+}
+
 /// Voluntary + involuntary context switches of a `/proc/.../status` text.
 fn status_switches(text: &str) -> Option<u64> {
     let field = |name: &str| -> Option<u64> {
@@ -281,6 +316,10 @@ mod tests {
         assert_eq!(stat_busy_ticks("cpu0 1 2 3 4\n"), None);
         assert_eq!(stat_busy_ticks("cpu 1 x 3 4\n"), None);
         assert!(machine_busy().is_some());
+        assert_eq!(stat_idle_ticks(stat), Some((4000 + 50, 2)));
+        assert_eq!(stat_idle_ticks("cpu 1 2 3 4\ncpu0 1 2 3 4\n"), Some((4, 1)));
+        assert_eq!(stat_idle_ticks("cpu 1 2 3\n"), None);
+        assert!(machine_busy_by_idle().is_some());
     }
 
     #[test]

@@ -381,6 +381,8 @@ pub(crate) enum ProbeSource {
     /// All the machine's CPUs (busy time of `/proc/stat`): what the kernel does in softirq
     /// for any process is in it.
     Machine,
+    /// All the machine's CPUs: wall time × CPUs less idle and iowait (`/proc/stat`).
+    MachineByIdle,
     /// Not CPU: the context switches of a process's threads (its wake-ups).
     Switches(u32),
 }
@@ -393,6 +395,7 @@ impl Probe {
             ProbeSource::SelfProcess => sys::process_cpu(None),
             ProbeSource::Threads(prefix) => sys::threads_cpu(prefix),
             ProbeSource::Machine => sys::machine_busy(),
+            ProbeSource::MachineByIdle => sys::machine_busy_by_idle(),
             ProbeSource::Switches(p) => return sys::process_switches(*p),
         };
         cpu.map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
