@@ -452,6 +452,13 @@ fn probes(relay: Option<&Relay>, phase: &str, group: bool) -> Vec<Probe> {
                     label: format!("relay process (pid {pid})"),
                     source: ProbeSource::Pid(pid),
                 });
+                if phase == "relay" {
+                    v.push(Probe {
+                        key: "relay_process",
+                        label: format!("relay process (pid {pid})"),
+                        source: ProbeSource::Switches(pid),
+                    });
+                }
             }
             v.push(Probe {
                 key: "process",
@@ -465,6 +472,7 @@ fn probes(relay: Option<&Relay>, phase: &str, group: bool) -> Vec<Probe> {
             source: ProbeSource::SelfProcess,
         }),
     }
+    v.extend(machine_probes());
     if group {
         // The floor's fan-out is the transmitter's own work: its sender threads apart.
         v.push(Probe {
@@ -495,13 +503,38 @@ struct Phases<'a> {
     relay: Option<&'a mut Paths>,
 }
 
+/// All CPUs' busy time: the kernel's work for the forwarding (softirq in the sender's
+/// context) shows only here.
+fn machine_probes() -> [Probe; 2] {
+    [
+        Probe {
+            key: "machine",
+            label: "machine (all CPUs, /proc/stat)".into(),
+            source: ProbeSource::Machine,
+        },
+        Probe {
+            key: "machine_by_idle",
+            label: "machine (wall x CPUs - idle)".into(),
+            source: ProbeSource::MachineByIdle,
+        },
+    ]
+}
+
 fn forwarder_probes(pid: u32) -> Vec<Probe> {
-    vec![
+    let mut v = vec![
         Probe {
             key: "forwarder_process",
             label: format!("minimal forwarder process (pid {pid})"),
             source: ProbeSource::Pid(pid),
         },
+        Probe {
+            key: "forwarder_process",
+            label: format!("minimal forwarder process (pid {pid})"),
+            source: ProbeSource::Switches(pid),
+        },
+    ];
+    v.extend(machine_probes());
+    v.extend([
         Probe {
             key: "process",
             label: "loadgen process".into(),
@@ -512,7 +545,8 @@ fn forwarder_probes(pid: u32) -> Vec<Probe> {
             label: "loadgen send/receive threads".into(),
             source: ProbeSource::Threads("lg-"),
         },
-    ]
+    ]);
+    v
 }
 
 /// A path's progress through a sweep.

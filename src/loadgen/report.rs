@@ -33,6 +33,25 @@ impl Step {
         (f > 0.0).then(|| r / f)
     }
 
+    /// Machine-wide CPU per packet (all CPUs, `/proc/stat`) of a path above the floor's.
+    pub(crate) fn machine_above_floor(&self, p: &PhaseResult) -> Option<f64> {
+        self.above_floor(p, "machine")
+    }
+
+    /// CPU per packet of probe `key` of a path above the floor's.
+    fn above_floor(&self, p: &PhaseResult, key: &str) -> Option<f64> {
+        let of = |p: &PhaseResult| p.cpu.iter().find(|c| c.key == key).map(|c| c.us_per_packet);
+        Some(of(p)? - of(self.floor.as_ref()?)?)
+    }
+
+    /// The relay's machine CPU per packet above the floor as a multiple of the minimal
+    /// forwarder's.
+    pub(crate) fn machine_ratio(&self) -> Option<f64> {
+        let r = self.machine_above_floor(self.relay.as_ref()?)?;
+        let f = self.machine_above_floor(self.forwarder.as_ref()?)?;
+        (f > 0.0).then(|| r / f)
+    }
+
     /// The measured phases in table order.
     fn phases(&self) -> impl Iterator<Item = &PhaseResult> {
         [
@@ -141,6 +160,20 @@ fn relay_cpu(p: &PhaseResult) -> Option<&super::traffic::CpuFigure> {
         .or_else(|| p.cpu.iter().find(|c| c.key == "relay_workers"))
 }
 
+/// All CPUs' busy time per received packet over a phase's window.
+fn machine_cpu(p: &PhaseResult) -> Option<f64> {
+    p.cpu
+        .iter()
+        .find(|c| c.key == "machine")
+        .map(|c| c.us_per_packet)
+}
+
+/// Wake-ups (context switches) per received packet of what forwarded a phase's packets, when
+/// it is a process of its own.
+fn wakeups(p: &PhaseResult) -> Option<&super::traffic::WakeFigure> {
+    p.wakeups.first()
+}
+
 /// Group calls: what fans a phase's packets out: the relay's (worker threads or process), or
 /// in the floor the transmitters' own sender threads (N sends per packet).
 fn fanout_cpu(p: &PhaseResult) -> Option<&super::traffic::CpuFigure> {
@@ -187,6 +220,13 @@ fn phase_json(p: &PhaseResult, per_call: bool) -> Value {
         })).collect::<Vec<_>>(),
         "relay_cpu_us_per_packet": relay_cpu(p).map(|c| round(c.us_per_packet, 3)),
         "relay_cpu_source": relay_cpu(p).map(|c| c.label.clone()),
+        "machine_cpu_us_per_packet": machine_cpu(p).map(|x| round(x, 3)),
+        "wakeups": wakeups(p).map(|w| json!({
+            "what": w.key,
+            "label": w.label,
+            "context_switches": w.switches,
+            "per_packet": round(w.per_packet, 4),
+        })),
         "interrupted": p.interrupted,
     });
     if p.fanout > 1 || !p.last_latency.is_empty() {
@@ -294,6 +334,7 @@ fn step_json(s: &Step, per_call: bool) -> Value {
             "cpu_ratio": s.cpu_ratio().map(|x| round(x, 3)),
             "relay_cpu_us_per_packet": relay_cpu(r).map(|c| round(c.us_per_packet, 3)),
             "forwarder_cpu_us_per_packet": relay_cpu(f).map(|c| round(c.us_per_packet, 3)),
+            "machine_cpu_ratio_above_floor": s.machine_ratio().map(|x| round(x, 3)),
             "latency_us_relay_minus_forwarder": added_json(f, r),
         }),
         _ => Value::Null,
@@ -309,6 +350,14 @@ fn step_json(s: &Step, per_call: bool) -> Value {
             _ => Value::Null,
         },
         "forwarder_added_latency_us": added(&s.forwarder),
+        "machine_cpu_above_floor_us_per_packet": {
+            "forwarder": s.forwarder.as_ref().and_then(|p| s.machine_above_floor(p)).map(|x| round(x, 3)),
+            "relay": s.relay.as_ref().and_then(|p| s.machine_above_floor(p)).map(|x| round(x, 3)),
+        },
+        "machine_by_idle_above_floor_us_per_packet": {
+            "forwarder": s.forwarder.as_ref().and_then(|p| s.above_floor(p, "machine_by_idle")).map(|x| round(x, 3)),
+            "relay": s.relay.as_ref().and_then(|p| s.above_floor(p, "machine_by_idle")).map(|x| round(x, 3)),
+        },
         "relay_vs_forwarder": vs_forwarder,
     })
 }
@@ -759,11 +808,40 @@ impl<'s> StepTable<'s> {
                 cell_f(fanout_cpu(p).map(|c| c.us_per_packet), 2)
             });
         }
+        if s.floor.is_some() && (s.forwarder.is_some() || s.relay.is_some()) {
+            self.row(t, "machine CPU µs/packet above the floor", &|p| {
+                if p.label == "floor" {
+                    "-".into()
+                } else {
+                    cell_f(s.machine_above_floor(p), 2)
+                }
+            });
+            self.row(t, "  the same, wall x CPUs - idle", &|p| {
+                if p.label == "floor" {
+                    "-".into()
+                } else {
+                    cell_f(s.above_floor(p, "machine_by_idle"), 2)
+                }
+            });
+        }
+        if self.cols.iter().any(|p| !p.wakeups.is_empty()) {
+            self.row(t, "forwarding process wake-ups/packet", &|p| {
+                cell_f(wakeups(p).map(|w| w.per_packet), 3)
+            });
+        }
         if let Some(x) = s.cpu_ratio() {
             let _ = writeln!(
                 t,
                 "{:<40}{:>16}",
                 "relay CPU / minimal forwarder CPU",
+                format!("{x:.2}x")
+            );
+        }
+        if let Some(x) = s.machine_ratio() {
+            let _ = writeln!(
+                t,
+                "{:<40}{:>16}",
+                "machine CPU above floor: relay / fwd",
                 format!("{x:.2}x")
             );
         }

@@ -94,6 +94,95 @@ pub(crate) fn threads_cpu(prefix: &str) -> Option<Duration> {
     any.then_some(total)
 }
 
+/// Busy time of all CPUs (user + nice + system + irq + softirq + steal; not idle nor iowait) of
+/// the `cpu` line of `/proc/stat`, in clock ticks. Guest time is already in user and nice.
+fn stat_busy_ticks(text: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with("cpu "))?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()?;
+    // proc(5): user nice system idle iowait irq softirq steal guest guest_nice.
+    let at = |i: usize| f.get(i).copied().unwrap_or(0);
+    (f.len() >= 4).then(|| at(0) + at(1) + at(2) + at(5) + at(6) + at(7))
+}
+
+/// Busy time of all the machine's CPUs since boot (see [`stat_busy_ticks`]).
+pub(crate) fn machine_busy() -> Option<Duration> {
+    let ticks = stat_busy_ticks(&std::fs::read_to_string("/proc/stat").ok()?)?;
+    Some(Duration::from_nanos(
+        ticks.saturating_mul(1_000_000_000) / clk_tck(),
+    ))
+}
+
+/// Idle + iowait of the `cpu` line of `/proc/stat` in clock ticks, and how many CPUs have a
+/// line of their own (the online ones).
+fn stat_idle_ticks(text: &str) -> Option<(u64, u64)> {
+    let line = text.lines().find(|l| l.starts_with("cpu "))?;
+    let mut f = line.split_whitespace().skip(4);
+    let idle: u64 = f.next()?.parse().ok()?;
+    let iowait: u64 = f.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let cpus = text
+        .lines()
+        .filter(|l| {
+            l.strip_prefix("cpu")
+                .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()))
+        })
+        .count() as u64;
+    Some((idle + iowait, cpus))
+}
+
+/// The machine's busy time as the CPUs' time less their idle and iowait time, counted from the
+/// first call (its difference between two calls is what matters). A kernel without
+/// `NO_HZ_FULL` or `VIRT_CPU_ACCOUNTING` measures idle time exactly but samples the busy
+/// fields at each tick, so a CPU busy for bursts shorter than a tick between idle spells (a
+/// softirq per packet) can be missed by [`machine_busy`] and not by this.
+pub(crate) fn machine_busy_by_idle() -> Option<Duration> {
+    static START: OnceLock<(std::time::Instant, u64)> = OnceLock::new();
+    let (idle, cpus) = stat_idle_ticks(&std::fs::read_to_string("/proc/stat").ok()?)?;
+    let now = std::time::Instant::now();
+    let (t0, idle0) = *START.get_or_init(|| (now, idle));
+    let wall = now.saturating_duration_since(t0).as_nanos();
+    let idle_ns = u128::from(idle.saturating_sub(idle0)) * 1_000_000_000 / u128::from(clk_tck());
+    let busy = (wall * u128::from(cpus)).saturating_sub(idle_ns);
+    Some(Duration::from_nanos(
+        u64::try_from(busy).unwrap_or(u64::MAX),
+    ))
+}
+
+/// Voluntary + involuntary context switches of a `/proc/.../status` text.
+fn status_switches(text: &str) -> Option<u64> {
+    let field = |name: &str| -> Option<u64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))?
+            .trim()
+            .parse()
+            .ok()
+    };
+    Some(field("voluntary_ctxt_switches:")? + field("nonvoluntary_ctxt_switches:")?)
+}
+
+/// Context switches of all the threads of process `pid` (`/proc/PID/task/*/status`; threads
+/// that ended are not counted): how often it was woken, or gave the CPU up.
+pub(crate) fn process_switches(pid: u32) -> Option<u64> {
+    let mut total = 0;
+    let mut any = false;
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        if let Some(n) = std::fs::read_to_string(entry.path().join("status"))
+            .ok()
+            .and_then(|s| status_switches(&s))
+        {
+            total += n;
+            any = true;
+        }
+    }
+    any.then_some(total)
+}
+
 /// Resident memory in KiB (`VmRSS` of `/proc/.../status`); `None` = this process.
 pub(crate) fn rss_kib(pid: Option<u32>) -> Option<u64> {
     let path = match pid {
@@ -211,5 +300,35 @@ mod tests {
         assert!(process_cpu(None).is_some());
         assert!(rss_kib(None).unwrap() > 0);
         assert!(open_files_limit().unwrap() > 0);
+    }
+
+    #[test]
+    fn parses_proc_stat_busy_time() {
+        let stat = "cpu  100 20 300 4000 50 6 7 8 9 10\n\
+                    cpu0 50 10 150 2000 25 3 3 4 4 5\n\
+                    cpu1 50 10 150 2000 25 3 4 4 5 5\n\
+                    intr 123 0 0\n\
+                    ctxt 456\n";
+        // user + nice + system + irq + softirq + steal; idle, iowait and guest left out.
+        assert_eq!(stat_busy_ticks(stat), Some(100 + 20 + 300 + 6 + 7 + 8));
+        // An old kernel's four fields.
+        assert_eq!(stat_busy_ticks("cpu 1 2 3 4\n"), Some(6));
+        assert_eq!(stat_busy_ticks("cpu0 1 2 3 4\n"), None);
+        assert_eq!(stat_busy_ticks("cpu 1 x 3 4\n"), None);
+        assert!(machine_busy().is_some());
+        assert_eq!(stat_idle_ticks(stat), Some((4000 + 50, 2)));
+        assert_eq!(stat_idle_ticks("cpu 1 2 3 4\ncpu0 1 2 3 4\n"), Some((4, 1)));
+        assert_eq!(stat_idle_ticks("cpu 1 2 3\n"), None);
+        assert!(machine_busy_by_idle().is_some());
+    }
+
+    #[test]
+    fn parses_context_switches() {
+        let status = "Name:\tmcvideo-relay\nState:\tS (sleeping)\n\
+                      voluntary_ctxt_switches:\t1500\n\
+                      nonvoluntary_ctxt_switches:\t25\n";
+        assert_eq!(status_switches(status), Some(1525));
+        assert_eq!(status_switches("Name:\tx\n"), None);
+        assert!(process_switches(std::process::id()).unwrap() > 0);
     }
 }

@@ -378,16 +378,38 @@ pub(crate) enum ProbeSource {
     SelfProcess,
     /// Threads of this process whose names start with this.
     Threads(&'static str),
+    /// All the machine's CPUs (busy time of `/proc/stat`): what the kernel does in softirq
+    /// for any process is in it.
+    Machine,
+    /// All the machine's CPUs: wall time × CPUs less idle and iowait (`/proc/stat`).
+    MachineByIdle,
+    /// Not CPU: the context switches of a process's threads (its wake-ups).
+    Switches(u32),
 }
 
 impl Probe {
-    fn sample(&self) -> Option<Duration> {
-        match &self.source {
+    /// CPU time in nanoseconds, or a count of context switches.
+    fn sample(&self) -> Option<u64> {
+        let cpu = match &self.source {
             ProbeSource::Pid(p) => sys::process_cpu(Some(*p)),
             ProbeSource::SelfProcess => sys::process_cpu(None),
             ProbeSource::Threads(prefix) => sys::threads_cpu(prefix),
-        }
+            ProbeSource::Machine => sys::machine_busy(),
+            ProbeSource::MachineByIdle => sys::machine_busy_by_idle(),
+            ProbeSource::Switches(p) => return sys::process_switches(*p),
+        };
+        cpu.map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
     }
+}
+
+/// Wake-ups (context switches) of a process over the window.
+#[derive(Debug, Clone)]
+pub(crate) struct WakeFigure {
+    pub(crate) key: &'static str,
+    pub(crate) label: String,
+    pub(crate) switches: u64,
+    /// Per packet received in the window.
+    pub(crate) per_packet: f64,
 }
 
 /// CPU used over the window by one probe.
@@ -434,6 +456,7 @@ pub(crate) struct PhaseResult {
     /// Group calls: per sent packet that reached every receiver, the latency to the last.
     pub(crate) last_latency: Histogram<u64>,
     pub(crate) cpu: Vec<CpuFigure>,
+    pub(crate) wakeups: Vec<WakeFigure>,
     pub(crate) per_call: Vec<CallFigures>,
     pub(crate) interrupted: bool,
 }
@@ -1064,6 +1087,7 @@ pub(crate) fn measure(
         latency: hists.all,
         last_latency: hists.last,
         cpu: cpu.figures(probes, received),
+        wakeups: cpu.wakeups(probes, received),
         per_call: tally.per_call,
         interrupted: stop.requested(),
     })
@@ -1164,27 +1188,50 @@ impl Clock {
 /// it was never entered, the planned duration stands).
 #[derive(Default)]
 struct CpuWindow {
-    start: Vec<Option<Duration>>,
-    end: Vec<Option<Duration>>,
+    start: Vec<Option<u64>>,
+    end: Vec<Option<u64>>,
     measured_s: Option<f64>,
 }
 
 impl CpuWindow {
     /// CPU used over the window by each probe that could be read at both edges.
     fn figures(&self, probes: &[Probe], received: f64) -> Vec<CpuFigure> {
-        probes
-            .iter()
-            .zip(self.start.iter().zip(&self.end))
-            .filter_map(|(p, (a, b))| {
-                let d = b.as_ref()?.saturating_sub(*a.as_ref()?);
-                Some(CpuFigure {
+        self.deltas(probes, false)
+            .map(|(p, ns)| {
+                let d = Duration::from_nanos(ns);
+                CpuFigure {
                     key: p.key,
                     label: p.label.clone(),
                     seconds: d.as_secs_f64(),
                     us_per_packet: d.as_secs_f64() * 1e6 / received,
-                })
+                }
             })
             .collect()
+    }
+
+    /// Context switches over the window by each switch probe read at both edges.
+    fn wakeups(&self, probes: &[Probe], received: f64) -> Vec<WakeFigure> {
+        self.deltas(probes, true)
+            .map(|(p, n)| WakeFigure {
+                key: p.key,
+                label: p.label.clone(),
+                switches: n,
+                per_packet: n as f64 / received,
+            })
+            .collect()
+    }
+
+    /// What each probe (the switch probes, or the CPU ones) moved by over the window.
+    fn deltas<'a>(
+        &'a self,
+        probes: &'a [Probe],
+        switches: bool,
+    ) -> impl Iterator<Item = (&'a Probe, u64)> + 'a {
+        probes
+            .iter()
+            .zip(self.start.iter().zip(&self.end))
+            .filter(move |(p, _)| matches!(p.source, ProbeSource::Switches(_)) == switches)
+            .filter_map(|(p, (a, b))| Some((p, b.as_ref()?.saturating_sub(*a.as_ref()?))))
     }
 }
 
