@@ -848,3 +848,311 @@ fn with_the_leg_in_the_kernel_a_flood_is_dropped_and_counted_and_inactivity_stil
     assert_eq!(engine.stats().kernel_offload_legs, 0);
     engine.shutdown();
 }
+
+/// Three network namespaces made by the test, deleted on drop (their veths go with them): the
+/// caller's (10.78.1.2) and the callee's (10.78.2.2), each on a veth into the relay's, which
+/// has 10.78.1.1 on `va` (its media address) and 10.78.2.1 on `vb`, and no IP forwarding: what
+/// crosses it is forwarded by the relay, in userspace or in the kernel.
+struct Namespaces {
+    relay: String,
+    caller: String,
+    callee: String,
+}
+
+impl Namespaces {
+    fn make(tag: &str) -> Namespaces {
+        let pid = std::process::id();
+        let ns = Namespaces {
+            relay: format!("mcvk-r-{tag}-{pid}"),
+            caller: format!("mcvk-c-{tag}-{pid}"),
+            callee: format!("mcvk-v-{tag}-{pid}"),
+        };
+        let run = |args: &[&str]| {
+            let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+            assert!(
+                out.status.success(),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        for n in [&ns.relay, &ns.caller, &ns.callee] {
+            run(&["ip", "netns", "add", n]);
+            run(&["ip", "-n", n, "link", "set", "lo", "up"]);
+        }
+        let r = ns.relay.as_str();
+        for (veth, peer, relay_ip, peer_ip) in [
+            ("va", &ns.caller, "10.78.1.1/24", "10.78.1.2/24"),
+            ("vb", &ns.callee, "10.78.2.1/24", "10.78.2.2/24"),
+        ] {
+            run(&[
+                "ip", "-n", r, "link", "add", veth, "type", "veth", "peer", "name", "eth0",
+                "netns", peer,
+            ]);
+            run(&["ip", "-n", r, "addr", "add", relay_ip, "dev", veth]);
+            run(&["ip", "-n", r, "link", "set", veth, "up"]);
+            run(&["ip", "-n", peer, "addr", "add", peer_ip, "dev", "eth0"]);
+            run(&["ip", "-n", peer, "link", "set", "eth0", "up"]);
+            let gw = relay_ip.trim_end_matches("/24");
+            run(&["ip", "-n", peer, "route", "add", "default", "via", gw]);
+        }
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            r,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=0",
+        ]);
+        ns
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for n in [&self.relay, &self.caller, &self.callee] {
+            let _ = Command::new("ip")
+                .args(["netns", "del", n])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// Moves the calling thread (and the threads it starts from now on) into namespace `ns`.
+fn enter(ns: &str) {
+    use std::os::fd::AsFd;
+    let f = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
+    rustix::thread::move_into_link_name_space(
+        f.as_fd(),
+        Some(rustix::thread::LinkNameSpaceType::Network),
+    )
+    .unwrap();
+}
+
+/// A UDP socket bound to `ip` (port 0) in namespace `ns` (it stays there once made).
+fn udp_in(ns: &str, ip: &str) -> std::net::UdpSocket {
+    let (ns, ip) = (ns.to_owned(), ip.to_owned());
+    std::thread::spawn(move || {
+        enter(&ns);
+        let s = std::net::UdpSocket::bind((ip.as_str(), 0)).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        s
+    })
+    .join()
+    .unwrap()
+}
+
+/// A plain RTP SDP naming `sock` (and `a=ssrc` when given).
+fn plain_sdp(name: &str, sock: &std::net::UdpSocket, ssrc: Option<u32>) -> String {
+    let a = sock.local_addr().unwrap();
+    let mut s = format!(
+        "v=0\r\no={name} 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n\
+         m=video {port} RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n",
+        ip = a.ip(),
+        port = a.port(),
+    );
+    if let Some(ssrc) = ssrc {
+        s.push_str(&format!("a=ssrc:{ssrc} cname:{name}\r\n"));
+    }
+    s
+}
+
+#[test]
+fn across_namespaces_a_push_goes_through_the_kernel_on_real_interfaces_and_ffmpeg_decodes_it() {
+    use common::ffmpeg::{
+        frames, require, send_from, spawn_receiver_in, tmpdir, video_sdp, FRAMES, SENDER_KEY, SSRC,
+    };
+    use sidecar_support::{create_body, relay_video_addr, rtp_packet};
+    if !cfg!(feature = "kernel-offload") || !is_root() {
+        println!("SKIPPED across_namespaces_a_push: needs root and kernel-offload");
+        return;
+    }
+    require("ffmpeg");
+    require("ffprobe");
+    let ns = Namespaces::make("push");
+    // This thread talks to the relay's API on the relay namespace's own loopback.
+    enter(&ns.relay);
+    let file = config("netns", "required", "40000-40019");
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("[media]\n", "[media]\nip = \"10.78.1.1\"\n")
+        + "[transmission_control]\nmedia_inactivity_secs = 60\n";
+    std::fs::write(&file, text).unwrap();
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &ns.relay, BIN, "serve", "--config"])
+        .arg(&file)
+        .env_remove("RUST_LOG")
+        .env_remove("MCVIDEO_RELAY_API_TOKEN");
+    let p = Relay(
+        ServeProcess::start(cmd, "serve (netns)"),
+        file.parent().unwrap().to_owned(),
+    );
+    let api = Api::new(p.addr, None);
+    assert_eq!(api.metrics().get(ACTIVE), 1.0, "{}", p.log());
+
+    // 1. Plain RTP, counted exactly: caller → va → (kernel) → vb → callee.
+    let caller = udp_in(&ns.caller, "10.78.1.2");
+    let callee = udp_in(&ns.callee, "10.78.2.2");
+    let ssrc = 0x0bad_f00d;
+    let r = api.post(
+        "/v1/calls",
+        &create_body(
+            "nsplain",
+            "sip:cam@mcx.example",
+            "sip:view@mcx.example",
+            &plain_sdp("cam", &caller, Some(ssrc)),
+        ),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = api.post(
+        "/v1/calls/nsplain/answer",
+        &serde_json::json!({ "sdp_answer": plain_sdp("view", &callee, None) }),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let to_relay = relay_video_addr(r.json()["sdp_answer"].as_str().unwrap());
+    assert_eq!(to_relay.ip().to_string(), "10.78.1.1");
+    let receive = || {
+        let sock = callee.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            let (mut n, mut from) = (0u64, None);
+            while let Ok((len, f)) = sock.recv_from(&mut buf) {
+                if len > 12 && buf[1] & 0x7f == 96 {
+                    n += 1;
+                    from = Some(f);
+                }
+            }
+            (n, from)
+        })
+    };
+    let receiver = receive();
+    for seq in 0..300u16 {
+        caller
+            .send_to(&rtp_packet(seq, ssrc, 1000), to_relay)
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let (got, from) = receiver.join().unwrap();
+    let live = api.get("/v1/calls/nsplain").json();
+    assert_eq!(
+        got,
+        300,
+        "every packet reaches the callee\n{live}\n{}",
+        p.log()
+    );
+    let from = from.unwrap();
+    assert_eq!(
+        from.ip().to_string(),
+        "10.78.1.1",
+        "the callee sees the relay's media address"
+    );
+    assert_eq!(live["caller"]["packets_in"], 300, "{live}");
+    assert_eq!(live["callee"]["packets_out"], 300, "{live}");
+    assert_eq!(live["quality"][0]["caller"]["lost"], 0, "{live}");
+    let m = api.metrics();
+    let in_kernel = m.get("mcvideo_relay_kernel_offload_packets_total") as u64;
+    assert!(
+        in_kernel >= 290,
+        "the kernel forwarded all but the first few: {in_kernel} of 300\n{}",
+        p.log()
+    );
+    // The program went onto va, where the caller's packets arrive (the relay namespace's
+    // query: this thread is in it).
+    let on_va = mcvideo_relay_fastpath_programs("va");
+    assert_eq!(on_va.len(), 1, "one program at va's TCX ingress");
+    assert!(
+        p.log().contains("attached to one more interface"),
+        "{}",
+        p.log()
+    );
+    let r = api.delete("/v1/calls/nsplain");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let receiver = receive();
+    for seq in 300..400u16 {
+        caller
+            .send_to(&rtp_packet(seq, ssrc, 1000), to_relay)
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(receiver.join().unwrap().0, 0, "nothing after the release");
+    assert_eq!(api.metrics().get("mcvideo_relay_kernel_offload_legs"), 0.0);
+
+    // 2. ffmpeg H.264 over SRTP (end_to_end), sender and receiver in their namespaces.
+    let dir = tmpdir("offload-netns-ffmpeg");
+    let sdp_in = |name: &str, ip: &str, port: u16, ssrc: Option<u32>| {
+        video_sdp(name, port, SENDER_KEY, ssrc).replace("127.0.0.1", ip)
+    };
+    let r = api.post(
+        "/v1/calls",
+        &create_body(
+            "nsffmpeg",
+            "sip:camera@mcx.example",
+            "sip:viewer@mcx.example",
+            &sdp_in("camera", "10.78.1.2", 5004, Some(SSRC)),
+        ),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let recv_sdp = sdp_in("viewer", "10.78.2.2", 5004, None);
+    let r = api.post(
+        "/v1/calls/nsffmpeg/answer",
+        &serde_json::json!({ "sdp_answer": recv_sdp }),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let to_relay = relay_video_addr(r.json()["sdp_answer"].as_str().unwrap());
+    std::fs::write(dir.join("recv.sdp"), &recv_sdp).unwrap();
+    let out = dir.join("out.mkv");
+    let receiver = spawn_receiver_in(Some(&ns.callee), &dir.join("recv.sdp"), &out);
+    std::thread::sleep(Duration::from_millis(700));
+    let before = api
+        .metrics()
+        .get("mcvideo_relay_kernel_offload_packets_total");
+    let sender = send_from(Some(&ns.caller), to_relay);
+    assert!(
+        sender.status.success(),
+        "sender: {}",
+        String::from_utf8_lossy(&sender.stderr)
+    );
+    let received = receiver.wait_with_output().expect("receiver exits");
+    assert!(
+        received.status.success(),
+        "receiver: {}",
+        String::from_utf8_lossy(&received.stderr)
+    );
+    assert_eq!(frames(&out), FRAMES, "every frame decodes after the kernel");
+    let live = api.get("/v1/calls/nsffmpeg").json();
+    let callee_out = live["callee"]["packets_out"].as_u64().unwrap();
+    let q = &live["quality"][0]["caller"];
+    assert!(q["frames"].as_u64().unwrap() >= u64::from(FRAMES), "{live}");
+    assert_eq!(q["lost"], 0, "{live}");
+    let in_kernel = api
+        .metrics()
+        .get("mcvideo_relay_kernel_offload_packets_total")
+        - before;
+    println!(
+        "ffmpeg across namespaces: {callee_out} packets out, {in_kernel} forwarded in the kernel"
+    );
+    assert!(
+        in_kernel >= 0.9 * callee_out as f64,
+        "the kernel forwarded the push: {in_kernel} of {callee_out}"
+    );
+    let r = api.delete("/v1/calls/nsffmpeg");
+    assert_eq!(r.status, 200, "{}", r.body);
+    drop(p);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The TCX ingress programs attached to interface `name` in this thread's namespace.
+#[cfg(feature = "kernel-offload")]
+fn mcvideo_relay_fastpath_programs(name: &str) -> Vec<u32> {
+    mcvideo_relay_fastpath::tcx_ingress_programs(name)
+        .expect("query the interface")
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect()
+}
+#[cfg(not(feature = "kernel-offload"))]
+fn mcvideo_relay_fastpath_programs(_name: &str) -> Vec<u32> {
+    Vec::new()
+}

@@ -104,6 +104,8 @@ pub mod bench_support;
 mod engine;
 #[allow(clippy::disallowed_methods)] // adoption places an image's ages on the clock
 mod ha;
+#[cfg(feature = "kernel-offload")]
+mod kroute;
 mod offload;
 
 /// Updates the workers' high-availability channel holds at most ([`Engine::ha_updates`]).

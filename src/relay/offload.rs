@@ -50,10 +50,53 @@ impl fmt::Display for KernelOffload {
     }
 }
 
+/// The process's fast path, shared by the workers: the loaded program and its maps, and where
+/// legs enter and leave this host.
+#[cfg(feature = "kernel-offload")]
+#[derive(Debug)]
+pub(crate) struct Kernel {
+    /// The program, its maps and its links.
+    pub(crate) fp: mcvideo_relay_fastpath::FastPath,
+    routes: super::kroute::Routes,
+}
+
+/// [`Kernel`] as the workers hold it.
+#[cfg(feature = "kernel-offload")]
+pub(crate) type Handle = std::sync::Arc<std::sync::Mutex<Kernel>>;
+
+#[cfg(feature = "kernel-offload")]
+impl Kernel {
+    /// Sets `leg`'s egress interface for its destination and makes sure the program sees its
+    /// source's packets (attaching it at TCX ingress of the interface they arrive on, the first
+    /// time one does): `Err` says why the leg stays in userspace.
+    pub(crate) fn route(
+        &mut self,
+        leg: &mut mcvideo_relay_fastpath::Leg,
+        now: std::time::Instant,
+    ) -> Result<(), String> {
+        use super::kroute::Via;
+        let ingress = match self.routes.via(*leg.source.ip(), now)? {
+            Via::Local => "lo".to_owned(),
+            Via::Iface(name, _) => name,
+        };
+        leg.egress.ifindex = match self.routes.via(*leg.egress.to.ip(), now)? {
+            Via::Local => 0,
+            Via::Iface(_, i) => i,
+        };
+        if !self.fp.interfaces().contains(&ingress.as_str()) {
+            self.fp
+                .attach(&ingress)
+                .map_err(|e| format!("cannot attach to {ingress}: {e}"))?;
+            tracing::info!(interface = %ingress, "kernel fast path attached to one more interface");
+        }
+        Ok(())
+    }
+}
+
 /// The engine's fast path: open, or why not.
 pub(crate) struct Offload {
     #[cfg(feature = "kernel-offload")]
-    pub(crate) fp: Option<std::sync::Arc<std::sync::Mutex<mcvideo_relay_fastpath::FastPath>>>,
+    pub(crate) fp: Option<Handle>,
     /// Why it does not run (`None` while it does).
     pub(crate) inactive: Option<String>,
 }
@@ -124,9 +167,7 @@ impl Offload {
 
     /// The fast path the workers share, if it runs.
     #[cfg(feature = "kernel-offload")]
-    pub(crate) fn handle(
-        &self,
-    ) -> Option<std::sync::Arc<std::sync::Mutex<mcvideo_relay_fastpath::FastPath>>> {
+    pub(crate) fn handle(&self) -> Option<Handle> {
         self.fp.clone()
     }
 
@@ -134,8 +175,8 @@ impl Offload {
     fn interfaces(&self) -> Vec<String> {
         #[cfg(feature = "kernel-offload")]
         if let Some(fp) = &self.fp {
-            let fp = fp.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            return fp.interfaces().into_iter().map(str::to_owned).collect();
+            let k = fp.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            return k.fp.interfaces().into_iter().map(str::to_owned).collect();
         }
         Vec::new()
     }
@@ -147,29 +188,32 @@ impl Offload {
 
     #[cfg(feature = "kernel-offload")]
     fn try_open(ips: &[std::net::IpAddr], max_legs: usize) -> Result<Offload, String> {
-        // This version serves loopback media addresses only (`lo`, where the program lets the
-        // stack deliver the rewritten packet): a real interface needs the egress interface of
-        // each destination for `bpf_redirect_neigh` (docs/kernel-fast-path.md).
-        if let Some(ip) = ips.iter().find(|ip| !is_v4_loopback(ip)) {
+        // The program rewrites the source to the relay's own address: it must be one address,
+        // IPv4 (a wildcard bind has none to write).
+        if let Some(ip) = ips
+            .iter()
+            .find(|ip| !matches!(ip, std::net::IpAddr::V4(v4) if !v4.is_unspecified()))
+        {
             return Err(format!(
-                "media address {ip} is not an IPv4 loopback address (this version offloads \
-                 loopback media addresses only)"
+                "media address {ip} is not one IPv4 address (the fast path rewrites the \
+                 source to the relay's own address; a wildcard or IPv6 media address stays in \
+                 userspace)"
             ));
         }
         let max_legs = u32::try_from(max_legs).unwrap_or(u32::MAX);
+        // `lo` from the start (clients on this host); the interface a leg's source arrives on
+        // is attached when its first leg is installed (Kernel::route).
         match mcvideo_relay_fastpath::FastPath::open_with_capacity("lo", max_legs) {
             Ok(fp) => Ok(Offload {
-                fp: Some(std::sync::Arc::new(std::sync::Mutex::new(fp))),
+                fp: Some(std::sync::Arc::new(std::sync::Mutex::new(Kernel {
+                    fp,
+                    routes: super::kroute::Routes::default(),
+                }))),
                 inactive: None,
             }),
             Err(e) => Err(e.to_string()),
         }
     }
-}
-
-#[cfg(feature = "kernel-offload")]
-fn is_v4_loopback(ip: &std::net::IpAddr) -> bool {
-    matches!(ip, std::net::IpAddr::V4(v4) if v4.is_loopback())
 }
 
 #[cfg(test)]

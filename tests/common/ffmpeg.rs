@@ -68,7 +68,24 @@ pub fn tmpdir(tag: &str) -> PathBuf {
 /// Starts the receiver on the SDP at `sdp` (it listens on the `m=` port), writing to `out`.
 /// It exits about 4 s after the stream stops.
 pub fn spawn_receiver(sdp: &Path, out: &Path) -> Child {
-    Command::new("ffmpeg")
+    spawn_receiver_in(None, sdp, out)
+}
+
+/// `ffmpeg`, or `ip netns exec NS ffmpeg` in network namespace `ns`.
+fn ffmpeg_in(ns: Option<&str>) -> Command {
+    match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "ffmpeg"]);
+            c
+        }
+        None => Command::new("ffmpeg"),
+    }
+}
+
+/// [`spawn_receiver`] in network namespace `ns` (`None`: this one).
+pub fn spawn_receiver_in(ns: Option<&str>, sdp: &Path, out: &Path) -> Child {
+    ffmpeg_in(ns)
         .args([
             "-hide_banner",
             "-nostdin",
@@ -88,7 +105,12 @@ pub fn spawn_receiver(sdp: &Path, out: &Path) -> Child {
 
 /// Sends [`FRAMES`] frames of test pattern as H.264 over SRTP ([`SENDER_KEY`], [`SSRC`]) to `to`.
 pub fn send(to: SocketAddr) -> Output {
-    Command::new("ffmpeg")
+    send_from(None, to)
+}
+
+/// [`send`] from network namespace `ns` (`None`: this one).
+pub fn send_from(ns: Option<&str>, to: SocketAddr) -> Output {
+    ffmpeg_in(ns)
         .args([
             "-hide_banner",
             "-nostdin",

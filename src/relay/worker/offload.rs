@@ -15,6 +15,9 @@
 //!   /v1/calls/{id}` and `/metrics` count it; a call with entries is stepped at least every
 //!   [`POLL_EVERY`] for that.
 //!
+//! * **Where**: [`Kernel::route`](crate::relay::offload::Kernel::route) gives each leg the
+//!   interface toward its destination and attaches the program where its source arrives.
+//!
 //! Group calls stay in userspace: the program has one egress per entry (no
 //! `bpf_clone_redirect` fan-out yet).
 
@@ -23,7 +26,7 @@ use crate::relay::rules::KernelForwarded;
 use crate::relay::stats::LegSnapshot;
 use mcvideo_relay_fastpath::{Egress, FastPath, Leg};
 use std::net::{SocketAddr, SocketAddrV4};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::PoisonError;
 use std::time::{Duration, Instant};
 
 /// A call with legs in the kernel is stepped at least this often, to book its counters for
@@ -32,8 +35,7 @@ use std::time::{Duration, Instant};
 /// kernel saved it not: at 50 packets/s per call, 2 s is 0.01 wake-ups per packet.
 pub(super) const POLL_EVERY: Duration = Duration::from_secs(2);
 
-/// The process's fast path, shared by the workers.
-pub(crate) type Handle = Arc<Mutex<FastPath>>;
+use crate::relay::offload::Handle;
 
 /// One installed leg.
 #[derive(Debug)]
@@ -100,7 +102,12 @@ impl CallRt {
             let m = self.net.member(slot)?;
             let i = (*m.rtp.get(si)?)?;
             let s = self.net.socket(i)?;
-            s.sock.socket().local_addr().ok().and_then(v4)
+            s.sock
+                .socket()
+                .local_addr()
+                .ok()
+                .and_then(v4)
+                .filter(|a| !a.ip().is_unspecified())
         };
         for si in 0..self.rules.streams() {
             let Some((source, ssrcs, dest)) = self.rules.offload_route(tx, peer, si) else {
@@ -120,7 +127,7 @@ impl CallRt {
                     egress: Egress {
                         from,
                         to,
-                        ifindex: 0, // loopback only (relay::offload)
+                        ifindex: 0, // set by Kernel::route in sync_offload
                     },
                 },
                 tx,
@@ -138,9 +145,20 @@ impl CallRt {
         let Some(fp) = self.offload.fp.clone() else {
             return;
         };
-        let want = self.offload_wanted();
-        let mut fp = fp.lock().unwrap_or_else(PoisonError::into_inner);
-        self.book_offload(&fp, now);
+        let mut want = self.offload_wanted();
+        let mut k = fp.lock().unwrap_or_else(PoisonError::into_inner);
+        // Where each leg leaves this host; one that cannot be routed stays in userspace.
+        want.retain_mut(|w| match k.route(&mut w.leg, now) {
+            Ok(()) => true,
+            Err(e) => {
+                if !std::mem::replace(&mut self.offload.warned, true) {
+                    tracing::warn!(call = %self.call_id, error = %e, "leg stays in userspace");
+                }
+                false
+            }
+        });
+        let fp = &mut k.fp;
+        self.book_offload(fp, now);
         let mut kept = Vec::with_capacity(want.len());
         let before = self.offload.legs.len();
         for old in std::mem::take(&mut self.offload.legs) {
@@ -269,8 +287,8 @@ impl CallRt {
         if self.offload.legs.is_empty() {
             return;
         }
-        let fp = fp.lock().unwrap_or_else(PoisonError::into_inner);
-        self.book_offload(&fp, now);
+        let k = fp.lock().unwrap_or_else(PoisonError::into_inner);
+        self.book_offload(&k.fp, now);
     }
 
     /// Removes every entry of the call (its counters booked first): before its sockets close
@@ -279,8 +297,9 @@ impl CallRt {
         let Some(fp) = self.offload.fp.clone() else {
             return;
         };
-        let mut fp = fp.lock().unwrap_or_else(PoisonError::into_inner);
-        self.book_offload(&fp, now);
+        let mut k = fp.lock().unwrap_or_else(PoisonError::into_inner);
+        let fp = &mut k.fp;
+        self.book_offload(fp, now);
         let before = self.offload.legs.len();
         for l in std::mem::take(&mut self.offload.legs) {
             if let Err(e) = fp.remove(l.key) {
