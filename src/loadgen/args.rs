@@ -132,6 +132,12 @@ struct Cli {
     /// one sendmsg per packet instead of one GSO sendmsg per burst
     #[arg(long, help_heading = "Load")]
     no_gso: bool,
+    /// run on a veth topology instead of lo: caller, relay (or forwarder, or for the floor
+    /// the kernel's IP forwarding) and callee each in a network namespace of its own, made
+    /// for the run and deleted after it (root; with --spawn-relay, --forwarder or --direct;
+    /// one-to-one calls)
+    #[arg(long, help_heading = "Load")]
+    netns: bool,
     /// end_to_end or per_leg: SRTP AEAD_AES_128_GCM (default: plain RTP); in group calls
     /// end_to_end is one group key every member shares, per_leg a key per member
     #[arg(long, visible_alias = "security", value_name = "MODE", value_parser = srtp_mode, help_heading = "Load")]
@@ -219,6 +225,8 @@ pub(crate) struct Options {
     pub(crate) shape: Shape,
     pub(crate) srtp: Option<MediaSecurity>,
     pub(crate) no_floor: bool,
+    /// `--netns`: the veth topology (loadgen::netns).
+    pub(crate) netns: bool,
     pub(crate) sweep: bool,
     pub(crate) sweep_factor: f64,
     pub(crate) sweep_max: f64,
@@ -257,6 +265,7 @@ impl Default for Options {
             },
             srtp: None,
             no_floor: false,
+            netns: false,
             sweep: false,
             sweep_factor: 1.25,
             sweep_max: 2_000_000.0,
@@ -412,6 +421,7 @@ fn resolve(c: Cli) -> Options {
         },
         srtp: c.srtp,
         no_floor: c.no_floor,
+        netns: c.netns,
         sweep: c.sweep,
         sweep_factor: c.sweep_factor.unwrap_or(d.sweep_factor),
         sweep_max: c.sweep_max.unwrap_or(d.sweep_max),
@@ -482,6 +492,16 @@ fn validate(o: &Options) -> Result<(), String> {
                 "--group-receivers goes with neither --compare-forwarder nor --setup-only".into(),
             );
         }
+    }
+    if o.netns
+        && (o.group_receivers.is_some()
+            || !matches!(o.target, Target::Spawn | Target::Forwarder | Target::Direct))
+    {
+        return Err(
+            "--netns runs one-to-one calls with --spawn-relay, --forwarder or --direct (the \
+             relay must start inside the topology)"
+                .into(),
+        );
     }
     if o.target == Target::Direct && o.compare_forwarder {
         return Err("--direct measures the floor only; use --forwarder for the forwarder".into());

@@ -155,7 +155,7 @@ pub(crate) struct ForwarderProcess {
 
 impl ForwarderProcess {
     /// Starts `bin minimal-forwarder` with one route per destination (listening on
-    /// 127.0.0.1, any port); returns it and the address each route listens on.
+    /// 127.0.0.1, or the relay's address with `--netns`, any port); returns it and the address each route listens on.
     pub(crate) fn start(
         bin: &Path,
         dests: &[SocketAddr],
@@ -179,7 +179,7 @@ impl ForwarderProcess {
         };
         let mut script = String::with_capacity(dests.len() * 40 + 3);
         for d in dests {
-            script.push_str(&format!("127.0.0.1:0 {d}\n"));
+            script.push_str(&format!("{}:0 {d}\n", super::netns::relay_ip()));
         }
         script.push_str("go\n");
         let what = |e: &dyn std::fmt::Display| {

@@ -87,7 +87,7 @@ fn member_sdp(
     key: Option<&MasterKey>,
     control_port: Option<u16>,
 ) -> String {
-    let mut s = setup::media_sdp(name, port, ssrc, key);
+    let mut s = setup::media_sdp(name, super::netns::Side::Caller, port, ssrc, key);
     if let Some(p) = control_port {
         s.push_str(&format!(
             "m=application {p} udp MCVideo\r\na=fmtp:MCVideo mc_queueing\r\n"
@@ -224,7 +224,8 @@ pub(super) fn establish<'r>(
         if stop.requested() {
             return Err("interrupted during call setup".into());
         }
-        let ctl = traffic::bind_socket().map_err(|e| format!("control socket: {e}"))?;
+        let ctl = traffic::bind_socket(traffic::Side::Caller)
+            .map_err(|e| format!("control socket: {e}"))?;
         let ctl_port = ctl.local_addr().map_err(|e| e.to_string())?.port();
         // end_to_end: the group key; per_leg: the transmitter's, then each receiver's own.
         let group_key = match o.srtp {

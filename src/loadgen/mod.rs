@@ -41,6 +41,7 @@ mod group;
 pub mod http;
 #[cfg(test)]
 mod http_tests;
+mod netns;
 mod report;
 mod setup;
 mod sys;
@@ -166,6 +167,12 @@ fn fds_needed(o: &Options) -> usize {
 
 fn session(o: &Options, stop: &Stop, rep: &mut Report) -> Result<(), String> {
     check_open_files(o, rep)?;
+    // Before anything is started or bound: this thread moves into the relay's namespace.
+    let _topology = if o.netns {
+        Some(netns::Topology::make()?)
+    } else {
+        None
+    };
     let relay = Relay::open(o)?;
     if let Some(r) = &relay {
         rep.relay_kind = r.kind();
@@ -759,13 +766,13 @@ fn run_steps(
 fn setup_only(o: &Options, relay: &Relay, stop: &Stop, rep: &mut Report) -> Result<(), String> {
     let n = o.calls;
     // Real sockets nobody reads stand in for the endpoints (the relay may send them a packet).
-    let sink = |what: &str| {
-        traffic::bind_socket()
+    let sink = |what: &str, side| {
+        traffic::bind_socket(side)
             .and_then(|s| Ok((s.local_addr()?.port(), s)))
             .map_err(|e| format!("{what} socket: {e}"))
     };
-    let (caller_port, _caller_sink) = sink("caller")?;
-    let (callee_port, _callee_sink) = sink("callee")?;
+    let (caller_port, _caller_sink) = sink("caller", traffic::Side::Caller)?;
+    let (callee_port, _callee_sink) = sink("callee", traffic::Side::Callee)?;
     let (caller_key, callee_key) = if o.srtp.is_some() {
         (Some(setup::fresh_key()?), Some(setup::fresh_key()?))
     } else {

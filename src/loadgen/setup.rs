@@ -3,6 +3,7 @@
 
 use super::args::{Options, Target};
 use super::http::HttpClient;
+use super::netns::Side;
 use super::report::SetupFigures;
 use super::sys::Stop;
 use super::traffic::new_histogram;
@@ -47,13 +48,15 @@ pub(crate) fn fresh_key() -> Result<MasterKey, String> {
 /// on acceptance; two relay ports per call).
 pub(crate) fn media_sdp(
     name: &str,
+    side: super::netns::Side,
     port: u16,
     ssrc: Option<u32>,
     key: Option<&MasterKey>,
 ) -> String {
     let proto = if key.is_some() { "RTP/SAVP" } else { "RTP/AVP" };
+    let ip = super::netns::ip(side);
     let mut s = format!(
-        "v=0\r\no={name} 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+        "v=0\r\no={name} 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n\
          m=video {port} {proto} 96\r\na=rtpmap:96 H264/90000\r\na=rtcp-mux\r\n"
     );
     if let Some(k) = key {
@@ -101,8 +104,12 @@ impl Spawned {
         let (min, max) = o.ports.unwrap_or_else(|| default_ports(o.calls));
         let mut cmd = Command::new(&bin);
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--ports"])
-            .arg(format!("{min}-{max}"))
-            .args(&o.relay_args)
+            .arg(format!("{min}-{max}"));
+        if super::netns::active() {
+            cmd.arg("--media-ip")
+                .arg(super::netns::RELAY_IP.to_string());
+        }
+        cmd.args(&o.relay_args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
@@ -291,8 +298,8 @@ pub(crate) fn call_spec(
         id: format!("{prefix}-{i}"),
         caller_id,
         callee_id,
-        caller_sdp: media_sdp("lgcaller", caller.0, caller.1, caller.2),
-        callee_sdp: media_sdp("lgcallee", callee.0, None, callee.1),
+        caller_sdp: media_sdp("lgcaller", Side::Caller, caller.0, caller.1, caller.2),
+        callee_sdp: media_sdp("lgcallee", Side::Callee, callee.0, None, callee.1),
     }
 }
 

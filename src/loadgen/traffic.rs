@@ -38,6 +38,8 @@ pub(crate) const MAGIC: [u8; 4] = *b"MCLG";
 const SOCKET_BUFFER: usize = 1 << 20;
 /// Largest GSO send (the UDP length limit).
 const MAX_GSO_BYTES: usize = 65_000;
+
+pub(crate) use super::netns::Side;
 /// Duplicate/reorder window per call, in packets (a multiple of 64).
 const SEQ_WINDOW: u64 = 1024;
 /// Lowest latency the histogram tracks, highest, significant figures.
@@ -58,14 +60,18 @@ pub(crate) fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, HIST_MAX_NS, 3).expect("fixed, valid histogram bounds")
 }
 
-/// A UDP socket on 127.0.0.1 with the loadgen's buffer sizes.
-pub(crate) fn bind_socket() -> io::Result<UdpSocket> {
+/// A UDP socket of `side` with the loadgen's buffer sizes: on 127.0.0.1, or with `--netns` in
+/// that side's namespace on its address.
+pub(crate) fn bind_socket(side: Side) -> io::Result<UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-    let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
-    let _ = s.set_send_buffer_size(SOCKET_BUFFER);
-    s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
-    Ok(s.into())
+    let ip = super::netns::ip(side);
+    super::netns::in_side(side, move || {
+        let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+        let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
+        let _ = s.set_send_buffer_size(SOCKET_BUFFER);
+        s.bind(&SocketAddr::new(ip, 0).into())?;
+        Ok(s.into())
+    })
 }
 
 /// The sending end of one call.
@@ -107,7 +113,7 @@ pub(crate) struct RxSide {
 impl TxSide {
     /// A bound caller socket (its destination and key are filled in once known).
     pub(crate) fn bind(index: u32, ssrc: u32) -> io::Result<TxSide> {
-        let socket = bind_socket()?;
+        let socket = bind_socket(Side::Caller)?;
         let state = UdpSocketState::new((&socket).into())?;
         let dest = socket.local_addr()?;
         Ok(TxSide {
@@ -137,7 +143,7 @@ impl RxSide {
             index,
             call: index,
             fan: None,
-            sock: crate::relay::io::UdpSock::new(bind_socket()?)?,
+            sock: crate::relay::io::UdpSock::new(bind_socket(Side::Callee)?)?,
             srtp: None,
             track: SeqTrack::default(),
             counts: RxCounts::default(),

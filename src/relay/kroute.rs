@@ -9,7 +9,7 @@
 //! * `/proc/net/fib_trie`: the addresses of this host (`/32 host LOCAL`). A packet between two
 //!   addresses of this host travels over `lo`: such a source arrives on `lo`, and such a
 //!   destination is delivered by passing the rewritten packet up the local stack (egress 0).
-//! * `/sys/class/net/NAME/ifindex`: the interface's index.
+//! * `if_nametoindex`: the interface's index.
 //!
 //! Policy routing (rules and tables other than `main`) is not read: a host that steers media
 //! by source address should keep `media.kernel_offload = "off"` or check that the main table
@@ -71,10 +71,10 @@ impl Routes {
         if let Some((_, i)) = self.indexes.iter().find(|(n, _)| *n == iface) {
             return Ok(Via::Iface(iface, *i));
         }
-        let i = std::fs::read_to_string(format!("/sys/class/net/{iface}/ifindex"))
-            .ok()
-            .and_then(|s| s.trim().parse::<u32>().ok())
-            .ok_or_else(|| format!("no index for interface {iface}"))?;
+        // By name in this process's namespace (`if_nametoindex`): /sys/class/net shows the
+        // namespace sysfs was mounted in, which need not be this one.
+        let i = mcvideo_relay_fastpath::ifindex(&iface)
+            .map_err(|e| format!("no index for interface {iface}: {e}"))?;
         self.indexes.push((iface.clone(), i));
         Ok(Via::Iface(iface, i))
     }

@@ -37,6 +37,9 @@ pub(super) const POLL_EVERY: Duration = Duration::from_secs(2);
 
 use crate::relay::offload::Handle;
 
+/// Whether a leg that cannot be routed has been warned about (once per process).
+static ROUTE_WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// One installed leg.
 #[derive(Debug)]
 struct Installed {
@@ -152,7 +155,13 @@ impl CallRt {
             Ok(()) => true,
             Err(e) => {
                 if !std::mem::replace(&mut self.offload.warned, true) {
-                    tracing::warn!(call = %self.call_id, error = %e, "leg stays in userspace");
+                    // One warning per process (a route missing for one call is missing for
+                    // the next thousand), then one debug line per call.
+                    if ROUTE_WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                        tracing::debug!(call = %self.call_id, error = %e, "leg stays in userspace");
+                    } else {
+                        tracing::warn!(call = %self.call_id, error = %e, "leg stays in userspace (said once; later calls at debug)");
+                    }
                 }
                 false
             }
