@@ -465,6 +465,13 @@ fn probes(relay: Option<&Relay>, phase: &str, group: bool) -> Vec<Probe> {
                         label: format!("relay process (pid {pid})"),
                         source: ProbeSource::Switches(pid),
                     });
+                    // Shown while kernel.bpf_stats_enabled = 1 and the relay holds its
+                    // kernel fast path program.
+                    v.push(Probe {
+                        key: "relay_bpf_program",
+                        label: "relay's BPF program (bpf_stats)".into(),
+                        source: ProbeSource::BpfPrograms(pid),
+                    });
                 }
             }
             v.push(Probe {

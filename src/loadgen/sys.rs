@@ -183,6 +183,40 @@ pub(crate) fn process_switches(pid: u32) -> Option<u64> {
     any.then_some(total)
 }
 
+/// `run_time_ns` of a BPF program's `/proc/PID/fdinfo/N`.
+fn fdinfo_run_time(text: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("run_time_ns:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Time spent in the BPF programs process `pid` holds (the relay's kernel fast path), by the
+/// kernel's own statistics: only while `kernel.bpf_stats_enabled` is 1 (`None` otherwise, and
+/// for a process that holds no program).
+pub(crate) fn bpf_run_time(pid: u32) -> Option<Duration> {
+    let on = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").ok()?;
+    if on.trim() == "0" {
+        return None;
+    }
+    let mut total = None;
+    for e in std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.flatten() {
+        if !std::fs::read_link(e.path()).is_ok_and(|t| t.to_string_lossy().contains("bpf-prog")) {
+            continue;
+        }
+        let info = std::fs::read_to_string(format!(
+            "/proc/{pid}/fdinfo/{}",
+            e.file_name().to_string_lossy()
+        ))
+        .ok();
+        if let Some(ns) = info.as_deref().and_then(fdinfo_run_time) {
+            total = Some(total.unwrap_or(0) + ns);
+        }
+    }
+    total.map(Duration::from_nanos)
+}
+
 /// Resident memory in KiB (`VmRSS` of `/proc/.../status`); `None` = this process.
 pub(crate) fn rss_kib(pid: Option<u32>) -> Option<u64> {
     let path = match pid {
@@ -330,5 +364,14 @@ mod tests {
         assert_eq!(status_switches(status), Some(1525));
         assert_eq!(status_switches("Name:\tx\n"), None);
         assert!(process_switches(std::process::id()).unwrap() > 0);
+        // This process holds no BPF program.
+        assert_eq!(
+            bpf_run_time(std::process::id()).filter(|d| !d.is_zero()),
+            None
+        );
+        let info = "pos:\t0\nflags:\t02000002\nprog_type:\t3\nprog_id:\t81\n\
+                    run_time_ns:\t123456\nrun_cnt:\t789\n";
+        assert_eq!(fdinfo_run_time(info), Some(123_456));
+        assert_eq!(fdinfo_run_time("prog_id:\t1\n"), None);
     }
 }

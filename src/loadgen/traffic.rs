@@ -391,6 +391,8 @@ pub(crate) enum ProbeSource {
     MachineByIdle,
     /// Not CPU: the context switches of a process's threads (its wake-ups).
     Switches(u32),
+    /// The run time of the BPF programs a process holds (`bpf_stats`).
+    BpfPrograms(u32),
 }
 
 impl Probe {
@@ -403,6 +405,7 @@ impl Probe {
             ProbeSource::Machine => sys::machine_busy(),
             ProbeSource::MachineByIdle => sys::machine_busy_by_idle(),
             ProbeSource::Switches(p) => return sys::process_switches(*p),
+            ProbeSource::BpfPrograms(p) => sys::bpf_run_time(*p),
         };
         cpu.map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
     }
