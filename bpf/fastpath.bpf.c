@@ -24,11 +24,15 @@ typedef unsigned long long __u64;
 #define SEC(name) __attribute__((section(name), used))
 #define INLINE static inline __attribute__((always_inline))
 
-// struct __sk_buff: only the fields read here, at their UAPI offsets (data 76, data_end 80).
+// struct __sk_buff up to the last field read here, at the UAPI offsets (data 76, data_end 80,
+// gso_segs 164); only data, data_end and gso_segs are read.
 struct __sk_buff {
 	__u32 len, pkt_type, mark, queue_mapping, protocol, vlan_present, vlan_tci, vlan_proto;
 	__u32 priority, ingress_ifindex, ifindex, tc_index, cb[5], hash, tc_classid;
-	__u32 data, data_end;
+	__u32 data, data_end, napi_id, family, remote_ip4, local_ip4, remote_ip6[4], local_ip6[4];
+	__u32 remote_port, local_port, data_meta;
+	__u64 flow_keys, tstamp; // flow_keys: a pointer, 8-byte aligned
+	__u32 wire_len, gso_segs;
 };
 
 // Helpers by number (include/uapi/linux/bpf.h, __BPF_FUNC_MAPPER).
@@ -210,12 +214,15 @@ int fastpath(struct __sk_buff *skb)
 		ctr->wrong_source++;
 		return TC_ACT_UNSPEC;
 	}
-	// 2. RTP only: version 2; payload types 64-95 are RTCP on a muxed port (RFC 5761),
-	//    MCV0/1/2 transmission control is RTCP APP: userspace.
+	// 2. one RTP datagram only: version 2; payload types 64-95 are RTCP on a muxed port
+	//    (RFC 5761), MCV0/1/2 transmission control is RTCP APP: userspace. A GSO batch (a
+	//    sender's UDP_SEGMENT send, kept whole on lo and veth) holds several datagrams of which
+	//    only the first is in view here: userspace, which receives them one by one.
 	__u8 *rtp = data + ETH_LEN + IP_LEN + UDP_LEN;
 	__u16 udp_len = bswap16(udp->len);
 	__u8 pt = rtp[1] & 0x7f;
-	if ((rtp[0] & 0xc0) != 0x80 || (pt >= 64 && pt <= 95) || udp_len < UDP_LEN + RTP_MIN) {
+	if ((rtp[0] & 0xc0) != 0x80 || (pt >= 64 && pt <= 95) || udp_len < UDP_LEN + RTP_MIN ||
+	    skb->gso_segs > 1) {
 		ctr->not_rtp++;
 		return TC_ACT_UNSPEC;
 	}

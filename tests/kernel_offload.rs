@@ -1139,7 +1139,17 @@ fn across_namespaces_a_push_goes_through_the_kernel_on_real_interfaces_and_ffmpe
     );
     let r = api.delete("/v1/calls/nsffmpeg");
     assert_eq!(r.status, 200, "{}", r.body);
+    // kill -9: the links on va and lo die with the process.
     drop(p);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !mcvideo_relay_fastpath_programs("va").is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        mcvideo_relay_fastpath_programs("va"),
+        Vec::<u32>::new(),
+        "nothing left attached at va after kill -9"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -1155,4 +1165,102 @@ fn mcvideo_relay_fastpath_programs(name: &str) -> Vec<u32> {
 #[cfg(not(feature = "kernel-offload"))]
 fn mcvideo_relay_fastpath_programs(_name: &str) -> Vec<u32> {
     Vec::new()
+}
+
+#[test]
+fn an_adopted_push_goes_back_into_the_kernel_of_the_engine_that_adopts_it() {
+    use common::net::{collect, engine_push, rtp_packet, Peer};
+    use mcvideo_relay::relay::{CallImage, Engine, EngineConfig, HaUpdate, KernelOffload};
+    if !cfg!(feature = "kernel-offload") || !is_root() {
+        println!(
+            "SKIPPED an_adopted_push_goes_back_into_the_kernel: needs root and kernel-offload"
+        );
+        return;
+    }
+    const SSRC: u32 = 0xad09_7ed0;
+    // Two engines in one process, each with its own program on lo (the adopter's runs after
+    // the first one's, which passes on what its emptied map does not hold).
+    let start = || {
+        Engine::start(EngineConfig {
+            port_min: 47_900,
+            port_max: 47_939,
+            workers: 1,
+            kernel_offload: KernelOffload::Required,
+            ..EngineConfig::default()
+        })
+        .expect("engine starts with the fast path")
+    };
+    let (a, b) = (start(), start());
+    let updates = a.ha_updates();
+    let (caller, callee) = (Peer::new(), Peer::new());
+    let to_relay = engine_push(&a, "kha", &caller, &callee, SSRC);
+    let push = |first: u16, n: u16| {
+        let at_callee = collect(
+            &callee.rtp,
+            Duration::from_secs(2),
+            Duration::from_millis(300),
+        );
+        for i in first..first + n {
+            caller
+                .rtp
+                .send_to(&rtp_packet(i, SSRC, 1000), to_relay.video)
+                .unwrap();
+            if i % 10 == 9 {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        has_len(&at_callee.join().unwrap(), 1012)
+    };
+    let in_kernel = |e: &Engine, at_least: u64| {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while e.stats().kernel_offload_packets < at_least && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        e.stats()
+    };
+    assert_eq!(push(0, 100), 100);
+    let s = in_kernel(&a, 90);
+    assert!(s.kernel_offload_packets >= 90, "A's kernel: {s:?}");
+    assert_eq!(s.kernel_offload_legs, 1);
+    // A refresh of the call's image after the media (about every second while it flows).
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(push(100, 50), 50);
+    let mut image: Option<CallImage> = None;
+    while let Ok(u) = updates.try_recv() {
+        if let HaUpdate::Put(img) = u {
+            image = Some(*img);
+        }
+    }
+    let image = image.expect("an image of the call");
+
+    // A dies: its calls vanish, their legs leave its kernel map before its sockets close.
+    assert_eq!(a.abandon_calls(), 1);
+    assert_eq!(a.stats().kernel_offload_legs, 0);
+    assert_eq!(
+        push(150, 20),
+        0,
+        "nobody forwards between the crash and the adoption"
+    );
+
+    // B adopts: the restored latch puts the leg in B's kernel at its first step.
+    b.adopt_call(image, Duration::ZERO, "relay-a").unwrap();
+    assert_eq!(
+        push(200, 200),
+        200,
+        "every packet after the adoption arrives"
+    );
+    let s = in_kernel(&b, 190);
+    assert!(
+        s.kernel_offload_packets >= 190,
+        "B's kernel forwarded the adopted push: {s:?}"
+    );
+    assert_eq!(s.kernel_offload_legs, 1);
+    let live = b.call("kha").expect("adopted");
+    assert_eq!(live.callee.packets_out, 200, "{live:?}");
+    let fin = b.release_call("kha").unwrap();
+    assert_eq!(fin.caller.packets_in, 200, "{fin:?}");
+    assert_eq!(b.stats().kernel_offload_legs, 0);
+    assert_eq!(push(400, 20), 0, "nothing after the release");
+    a.shutdown();
+    b.shutdown();
 }

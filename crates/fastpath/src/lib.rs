@@ -171,7 +171,8 @@ pub struct Counters {
     pub bytes: u64,
     /// Passed up: not from the latched source.
     pub passed_up_wrong_source: u64,
-    /// Passed up: not RTP (RTCP or MCV0/1/2 on payload types 64–95, not version 2, too short).
+    /// Passed up: not one RTP datagram (RTCP or MCV0/1/2 on payload types 64–95, not version
+    /// 2, too short, or a GSO batch of several datagrams).
     pub passed_up_not_rtp: u64,
     /// Passed up: an SSRC not allowed.
     pub passed_up_unknown_ssrc: u64,

@@ -194,6 +194,39 @@ fn lo_passes_up_what_it_must_not_forward_counted_by_reason() {
 }
 
 #[test]
+fn a_gso_batch_goes_up_whole_and_is_judged_by_the_relay() {
+    if !can_run("a_gso_batch_goes_up_whole_and_is_judged_by_the_relay") {
+        return;
+    }
+    let ns = Netns::new("gso");
+    ns.run(|| {
+        let mut fp = FastPath::open("lo").expect("open");
+        let l = lo_leg(true);
+        fp.install(l.key, &l.leg).unwrap();
+        // Three RTP packets in one send, cut by the kernel into 112-byte datagrams (UDP GSO):
+        // the first has an allowed SSRC, the others one the leg does not allow.
+        let mut batch = rtp(96, 1, SSRC, 100);
+        batch.extend(rtp(96, 2, 0x7777, 100));
+        batch.extend(rtp(96, 3, 0x7777, 100));
+        set_udp_segment(&l.sender, 112);
+        l.sender.send_to(&batch, l.key).unwrap();
+        let up = drain(&l.relay_in, QUIET);
+        assert_eq!(up.len(), 3, "the whole batch reached the relay's socket");
+        assert_eq!(up[1].0, rtp(96, 2, 0x7777, 100));
+        assert!(drain(&l.dest, QUIET).is_empty(), "nothing forwarded");
+        // Passed up either before the lookup (on lo the batch's RTP headers lie outside the
+        // linear data the program can read) or by the GSO check: never counted as forwarded.
+        let c = fp.counters(l.key).unwrap();
+        assert_eq!((c.packets, c.bytes), (0, 0), "{c:?}");
+        // The same socket's single datagrams still go through the kernel.
+        set_udp_segment(&l.sender, 0);
+        l.sender.send_to(&rtp(96, 4, SSRC, 100), l.key).unwrap();
+        assert_eq!(drain(&l.dest, QUIET).len(), 1);
+        assert_eq!(fp.counters(l.key).unwrap().packets, 1);
+    });
+}
+
+#[test]
 fn revoking_the_grant_stops_forwarding_at_once() {
     if !can_run("revoking_the_grant_stops_forwarding_at_once") {
         return;

@@ -291,3 +291,20 @@ pub fn tapped(tap: &socket2::Socket, port: u16, quiet: Duration) -> Vec<Vec<u8>>
     }
     got
 }
+
+/// Sets UDP_SEGMENT (UDP GSO) on `s`: each send is cut into datagrams of `size` bytes by the
+/// kernel; 0 turns it off.
+pub fn set_udp_segment(s: &UdpSocket, size: u16) {
+    let v = libc::c_int::from(size);
+    // SAFETY: a valid socket and a c_int option value of the size given.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_UDP,
+            libc::UDP_SEGMENT,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(r, 0, "UDP_SEGMENT: {}", std::io::Error::last_os_error());
+}
