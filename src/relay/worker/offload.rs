@@ -149,6 +149,11 @@ impl CallRt {
             return;
         };
         let mut want = self.offload_wanted();
+        if want.is_empty() && self.offload.legs.is_empty() {
+            // Nothing in the kernel and nothing to put there (a per_leg call, one not yet
+            // latched): no lock taken, as if the fast path did not run.
+            return;
+        }
         let mut k = fp.lock().unwrap_or_else(PoisonError::into_inner);
         // Where each leg leaves this host; one that cannot be routed stays in userspace.
         want.retain_mut(|w| match k.route(&mut w.leg, now) {
