@@ -499,7 +499,7 @@ fn an_ffmpeg_h264_push_through_the_kernel_decodes_every_frame_and_get_counts_it(
     require("ffmpeg");
     require("ffprobe");
     let dir = tmpdir("offload-ffmpeg");
-    let file = config("ffmpeg", "required", "47740-47759");
+    let file = config("ffmpeg", "required", "47860-47879");
     let text = std::fs::read_to_string(&file).unwrap()
         + "[transmission_control]\nmedia_inactivity_secs = 60\n";
     std::fs::write(&file, text).unwrap();
