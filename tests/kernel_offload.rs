@@ -548,16 +548,10 @@ fn an_ffmpeg_h264_push_through_the_kernel_decodes_every_frame_and_get_counts_it(
     let sender = send(to_relay);
     pushing.store(false, std::sync::atomic::Ordering::Relaxed);
     let (bitrate, frame_rate) = poller.join().unwrap();
-    assert!(
-        sender.status.success(),
-        "sender: {}",
-        String::from_utf8_lossy(&sender.stderr)
-    );
-    let received = receiver.wait_with_output().expect("receiver exits");
-    assert!(
-        received.status.success(),
-        "receiver: {}",
-        String::from_utf8_lossy(&received.stderr)
+    common::ffmpeg::assert_exited_ok("sender", &sender);
+    common::ffmpeg::assert_exited_ok(
+        "receiver",
+        &receiver.wait_with_output().expect("receiver exits"),
     );
     assert_eq!(frames(&out), FRAMES, "every frame decodes after the kernel");
     assert!(
@@ -910,25 +904,11 @@ impl Namespaces {
 
 impl Drop for Namespaces {
     fn drop(&mut self) {
-        for n in [&self.relay, &self.caller, &self.callee] {
-            let _ = Command::new("ip")
-                .args(["netns", "del", n])
-                .stderr(Stdio::null())
-                .status();
-        }
+        sidecar_support::delete_netns([&self.relay, &self.caller, &self.callee]);
     }
 }
 
-/// Moves the calling thread (and the threads it starts from now on) into namespace `ns`.
-fn enter(ns: &str) {
-    use std::os::fd::AsFd;
-    let f = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
-    rustix::thread::move_into_link_name_space(
-        f.as_fd(),
-        Some(rustix::thread::LinkNameSpaceType::Network),
-    )
-    .unwrap();
-}
+use sidecar_support::enter_netns as enter;
 
 /// A UDP socket bound to `ip` (port 0) in namespace `ns` (it stays there once made).
 fn udp_in(ns: &str, ip: &str) -> std::net::UdpSocket {
@@ -1109,16 +1089,10 @@ fn across_namespaces_a_push_goes_through_the_kernel_on_real_interfaces_and_ffmpe
         .metrics()
         .get("mcvideo_relay_kernel_offload_packets_total");
     let sender = send_from(Some(&ns.caller), to_relay);
-    assert!(
-        sender.status.success(),
-        "sender: {}",
-        String::from_utf8_lossy(&sender.stderr)
-    );
-    let received = receiver.wait_with_output().expect("receiver exits");
-    assert!(
-        received.status.success(),
-        "receiver: {}",
-        String::from_utf8_lossy(&received.stderr)
+    common::ffmpeg::assert_exited_ok("sender", &sender);
+    common::ffmpeg::assert_exited_ok(
+        "receiver",
+        &receiver.wait_with_output().expect("receiver exits"),
     );
     assert_eq!(frames(&out), FRAMES, "every frame decodes after the kernel");
     let live = api.get("/v1/calls/nsffmpeg").json();

@@ -177,3 +177,12 @@ pub fn frames(path: &Path) -> u32 {
             )
         })
 }
+
+/// Asserts that an ffmpeg process (`what`: sender, receiver) exited 0, with its stderr if not.
+pub fn assert_exited_ok(what: &str, out: &Output) {
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -406,3 +406,26 @@ impl ServeProcess {
         self.stderr.lock().unwrap().clone()
     }
 }
+
+/// Moves the calling thread (and the threads and processes it starts from now on) into the
+/// network namespace `ns` (made with `ip netns add`).
+#[cfg(feature = "relay")]
+pub fn enter_netns(ns: &str) {
+    use std::os::fd::AsFd;
+    let f = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
+    rustix::thread::move_into_link_name_space(
+        f.as_fd(),
+        Some(rustix::thread::LinkNameSpaceType::Network),
+    )
+    .unwrap();
+}
+
+/// Deletes the network namespaces `names` (their veths go with them), ignoring any missing.
+pub fn delete_netns<'a>(names: impl IntoIterator<Item = &'a String>) {
+    for n in names {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", n])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
