@@ -20,6 +20,8 @@ typedef unsigned char __u8;
 typedef unsigned short __u16;
 typedef unsigned int __u32;
 typedef unsigned long long __u64;
+typedef int __s32;
+typedef long long __s64;
 
 #define SEC(name) __attribute__((section(name), used))
 #define INLINE static inline __attribute__((always_inline))
@@ -81,6 +83,7 @@ struct fp_leg {
 	__u16 dst_port;          // egress: the destination
 	__u32 dst_addr;
 	__u32 ifindex;           // bpf_redirect_neigh to this interface; 0 = local (pass up)
+	__u32 clock_rate;        // the stream's RTP clock in Hz, for jitter; 0 = unknown (none)
 };
 
 // Per-leg counters, one copy per CPU (summed by the loader).
@@ -96,6 +99,9 @@ struct fp_counters {
 	__u32 seq_valid;         // highest_seq is set
 	__u64 frames;            // forwarded with the RTP marker bit (video: a frame's last packet)
 	__u64 last_ns;           // bpf_ktime_get_ns() (CLOCK_MONOTONIC) of the last one forwarded
+	__u64 jitter_q4;         // interarrival jitter (RFC 3550 6.4.1, A.8), timestamp units x 16
+	__u32 last_ts;           // the RTP timestamp of the last one forwarded
+	__u32 ts_valid;          // last_ts and last_ns are this CPU's previous packet
 };
 
 struct bpf_map_def SEC("maps") fp_legs = {
@@ -140,6 +146,7 @@ struct udphdr {
 #define OFF_UDP_CSUM (ETH_LEN + IP_LEN + 6)
 
 #define bswap16(x) __builtin_bswap16(x)
+#define bswap32(x) __builtin_bswap32(x)
 #define ETH_P_IP_BE 0x0008 // htons(0x0800) on a little-endian host (x86, arm64)
 
 // One's-complement 32-bit add (the kernel's __wsum arithmetic): checksum differences are
@@ -245,7 +252,9 @@ int fastpath(struct __sk_buff *skb)
 	}
 
 	__u16 seq = bswap16(*(__u16 *)(rtp + 2));
+	__u32 ts = bswap32(*(__u32 *)(rtp + 4));
 	__u8 marker = rtp[1] >> 7;
+	__u32 clock_rate = leg->clock_rate;
 	// saddr, daddr, sport|dport as they lie in the packet, and what replaces them.
 	__u32 old[3] = {ip->saddr, ip->daddr, *(__u32 *)udp};
 	__u32 new[3] = {leg->out_addr, leg->dst_addr,
@@ -261,7 +270,20 @@ int fastpath(struct __sk_buff *skb)
 	ctr->packets++;
 	ctr->bytes += udp_len - UDP_LEN;
 	ctr->frames += marker;
-	ctr->last_ns = bpf_ktime_get_ns();
+	__u64 now = bpf_ktime_get_ns();
+	// Interarrival jitter as the relay's own meter keeps it: D is the difference between two
+	// packets' spacing on arrival and in their timestamps, both in timestamp units;
+	// J += (|D| - J) / 16, kept times 16. Per CPU: a CPU's first packet only sets its marks.
+	if (clock_rate && ctr->ts_valid && now > ctr->last_ns) {
+		__s64 arrival = (__s64)((now - ctr->last_ns) * clock_rate / 1000000000ull);
+		__s64 d = arrival - (__s64)(__s32)(ts - ctr->last_ts);
+		if (d < 0)
+			d = -d;
+		ctr->jitter_q4 = ctr->jitter_q4 + (__u64)d - ((ctr->jitter_q4 + 8) >> 4);
+	}
+	ctr->last_ts = ts;
+	ctr->ts_valid = 1;
+	ctr->last_ns = now;
 	if (!ctr->seq_valid || (short)(seq - (__u16)ctr->highest_seq) > 0) {
 		ctr->highest_seq = seq;
 		ctr->seq_valid = 1;

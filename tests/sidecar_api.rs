@@ -566,8 +566,10 @@ fn policy_refusal_is_403_naming_the_party_and_allocates_nothing() {
 
 #[test]
 fn port_pool_exhaustion_is_503_until_a_call_is_released() {
-    // Two port pairs: one video-only call takes both (one per leg).
-    let (sc, api) = start_plain(46_500, 46_503);
+    // Two port pairs: one video-only call takes both (one per leg). Below the kernel's
+    // ephemeral range (32768-60999 by default), where no client socket of a test running
+    // beside this one can be holding them.
+    let (sc, api) = start_plain(31_600, 31_603);
     let c = Client::new();
     let sdp = c.sdp("x", None);
     let r = api.post("/v1/calls", &create_body("one", CALLER, CALLEE, &sdp));

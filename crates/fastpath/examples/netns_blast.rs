@@ -238,6 +238,7 @@ fn main() {
                 to: pe,
                 ifindex: i1,
             },
+            clock_rate: 90_000,
         },
     )
     .unwrap();
@@ -252,6 +253,7 @@ fn main() {
                 to: pc,
                 ifindex: i0,
             },
+            clock_rate: 90_000,
         },
     )
     .unwrap();

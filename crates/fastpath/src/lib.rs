@@ -28,6 +28,7 @@
 //!         to: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 6004),
 //!         ifindex: 0,
 //!     },
+//!     clock_rate: 90_000,
 //! })?;
 //! fp.set_granted(relay, false)?; // a Revoked: not one more packet in the kernel
 //! println!("{:?}", fp.counters(relay)?);
@@ -159,6 +160,8 @@ pub struct Leg {
     pub granted: bool,
     /// Where the packets go.
     pub egress: Egress,
+    /// The stream's RTP clock rate in Hz, for the interarrival jitter (0: unknown, no jitter).
+    pub clock_rate: u32,
 }
 
 /// A leg's counters, summed over CPUs. The `passed_up_*` packets were aimed at the leg's relay
@@ -187,6 +190,10 @@ pub struct Counters {
     pub frames: u64,
     /// How long ago the last packet was forwarded (at the time the counters were read).
     pub last_forwarded_ago: Option<Duration>,
+    /// Interarrival jitter of the forwarded packets (RFC 3550 §6.4.1, A.8), in RTP timestamp
+    /// units × 16, as the relay's own meter keeps it; from the CPU that forwarded the last
+    /// packet. `None` without a clock rate or before two packets on one CPU.
+    pub jitter_q4: Option<u64>,
 }
 
 /// The program's own cost, from the kernel's BPF statistics (`kernel.bpf_stats_enabled=1`).
@@ -221,6 +228,7 @@ struct RawLeg {
     dst_port: u16,
     dst_addr: u32,
     ifindex: u32,
+    clock_rate: u32,
 }
 
 #[repr(C)]
@@ -237,13 +245,16 @@ struct RawCounters {
     seq_valid: u32,
     frames: u64,
     last_ns: u64,
+    jitter_q4: u64,
+    last_ts: u32,
+    ts_valid: u32,
 }
 
 const FP_GRANTED: u8 = 1;
 
 const _: () = assert!(size_of::<RawKey>() == 8);
-const _: () = assert!(size_of::<RawLeg>() == 40);
-const _: () = assert!(size_of::<RawCounters>() == 80);
+const _: () = assert!(size_of::<RawLeg>() == 44);
+const _: () = assert!(size_of::<RawCounters>() == 96);
 
 // SAFETY: plain #[repr(C)] integers with no padding (sizes asserted above): every bit pattern
 // is a valid value, and the kernel copies them as bytes.
@@ -297,6 +308,7 @@ fn raw_leg(leg: &Leg) -> Result<RawLeg, Error> {
         dst_port: be16(leg.egress.to.port()),
         dst_addr: be32(*leg.egress.to.ip()),
         ifindex: leg.egress.ifindex,
+        clock_rate: leg.clock_rate,
     })
 }
 
@@ -306,6 +318,10 @@ fn sum_counters<'a>(per_cpu: impl IntoIterator<Item = &'a RawCounters>, now_ns: 
     let mut last_ns = 0;
     for v in per_cpu {
         c.frames += v.frames;
+        if v.ts_valid != 0 && (c.jitter_q4.is_none() || v.last_ns >= last_ns) {
+            // The jitter of the CPU that forwarded the latest packet.
+            c.jitter_q4 = Some(v.jitter_q4);
+        }
         last_ns = last_ns.max(v.last_ns);
         c.packets += v.packets;
         c.bytes += v.bytes;
@@ -614,6 +630,7 @@ impl FastPath {
                 to: SocketAddrV4::new(addr(v.dst_addr), u16::from_be(v.dst_port)),
                 ifindex: v.ifindex,
             },
+            clock_rate: v.clock_rate,
         }))
     }
 
@@ -763,6 +780,7 @@ mod tests {
                 to: a,
                 ifindex: 0,
             },
+            clock_rate: 90_000,
         };
         assert!(matches!(raw_leg(&leg), Err(Error::InvalidLeg(_))));
         leg.ssrcs = vec![1, 2, 3, 4, 5];
@@ -771,6 +789,7 @@ mod tests {
         let raw = raw_leg(&leg).unwrap();
         assert_eq!(raw.ssrc[0].to_ne_bytes(), [0, 0, 0, 7]);
         assert_eq!(raw.flags, FP_GRANTED);
+        assert_eq!(raw.clock_rate, 90_000);
     }
 
     #[test]
@@ -801,5 +820,24 @@ mod tests {
         assert_eq!(sum.last_forwarded_ago, Some(Duration::from_nanos(2_000)));
         let none = sum_counters(&[RawCounters::default()], 7_000);
         assert_eq!(none.last_forwarded_ago, None);
+        assert_eq!(none.jitter_q4, None);
+    }
+
+    #[test]
+    fn the_jitter_is_the_latest_cpu_s() {
+        let c = |jitter_q4: u64, last_ns: u64, ts_valid: u32| RawCounters {
+            jitter_q4,
+            last_ns,
+            ts_valid,
+            ..Default::default()
+        };
+        let j = |v: &[RawCounters]| sum_counters(v, 9_000).jitter_q4;
+        assert_eq!(
+            j(&[c(160, 1_000, 1), c(480, 5_000, 1), c(0, 0, 0)]),
+            Some(480)
+        );
+        assert_eq!(j(&[c(480, 5_000, 1), c(160, 1_000, 1)]), Some(480));
+        assert_eq!(j(&[c(0, 0, 0), c(160, 1_000, 1)]), Some(160));
+        assert_eq!(j(&[c(0, 0, 0)]), None);
     }
 }

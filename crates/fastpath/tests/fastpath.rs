@@ -42,6 +42,7 @@ fn lo_leg(granted: bool) -> LoLeg {
             to: local(&dest),
             ifindex: 0,
         },
+        clock_rate: 90_000,
     };
     LoLeg {
         sender,
@@ -223,6 +224,64 @@ fn a_gso_batch_goes_up_whole_and_is_judged_by_the_relay() {
         l.sender.send_to(&rtp(96, 4, SSRC, 100), l.key).unwrap();
         assert_eq!(drain(&l.dest, QUIET).len(), 1);
         assert_eq!(fp.counters(l.key).unwrap().packets, 1);
+    });
+}
+
+/// An RTP packet with timestamp `ts` (the `rtp` helper derives it from the sequence number).
+fn rtp_at(seq: u16, ts: u32) -> Vec<u8> {
+    let mut p = rtp(96, seq, SSRC, 100);
+    p[4..8].copy_from_slice(&ts.to_be_bytes());
+    p
+}
+
+#[test]
+fn the_kernel_measures_interarrival_jitter_as_rfc_3550_does() {
+    if !can_run("the_kernel_measures_interarrival_jitter_as_rfc_3550_does") {
+        return;
+    }
+    let ns = Netns::new("jit");
+    ns.run(|| {
+        let mut fp = FastPath::open("lo").expect("open");
+        let l = lo_leg(true);
+        fp.install(l.key, &l.leg).unwrap();
+        // Paced as stamped: 5 ms apart, 450 units apart at 90 kHz: little jitter.
+        for i in 0..40u16 {
+            l.sender
+                .send_to(&rtp_at(i, u32::from(i) * 450), l.key)
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(drain(&l.dest, QUIET).len(), 40);
+        let paced = fp.counters(l.key).unwrap().jitter_q4.expect("measured") / 16;
+        // Stamped 20 ms (1,800 units) apart but sent back to back: each |D| is about 1,800,
+        // and J = J + (|D| - J) / 16 reaches 1,800 x (1 - (15/16)^39) = 1,655 after 40 more.
+        fp.remove(l.key).unwrap();
+        fp.install(l.key, &l.leg).unwrap();
+        for i in 0..41u16 {
+            l.sender
+                .send_to(&rtp_at(100 + i, u32::from(i) * 1800), l.key)
+                .unwrap();
+        }
+        assert_eq!(drain(&l.dest, QUIET).len(), 41);
+        let burst = fp.counters(l.key).unwrap().jitter_q4.expect("measured") / 16;
+        println!("jitter: paced {paced} units, burst {burst} units");
+        assert!(paced < 900, "paced as stamped: {paced} units");
+        assert!(
+            (1_500..=1_800).contains(&burst),
+            "a burst stamped 20 ms apart: {burst} units"
+        );
+        // Without a clock rate, no jitter.
+        let mut leg = l.leg.clone();
+        leg.clock_rate = 0;
+        fp.remove(l.key).unwrap();
+        fp.install(l.key, &leg).unwrap();
+        for i in 0..10u16 {
+            l.sender
+                .send_to(&rtp_at(200 + i, u32::from(i) * 1800), l.key)
+                .unwrap();
+        }
+        assert_eq!(drain(&l.dest, QUIET).len(), 10);
+        assert_eq!(fp.counters(l.key).unwrap().jitter_q4, Some(0));
     });
 }
 
@@ -410,6 +469,7 @@ fn netns_relays_both_directions_with_redirect_neigh() {
             to: pe,
             ifindex: if1,
         },
+        clock_rate: 90_000,
     };
     // callee -> relay B  ==>  relay A -> caller, out of r0
     let to_caller = Leg {
@@ -421,6 +481,7 @@ fn netns_relays_both_directions_with_redirect_neigh() {
             to: pc,
             ifindex: if0,
         },
+        clock_rate: 90_000,
     };
     fp.install(ka, &to_callee).unwrap();
     fp.install(kb, &to_caller).unwrap();

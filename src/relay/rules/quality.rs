@@ -95,6 +95,9 @@ pub struct KernelForwarded {
     pub highest_seq: Option<u16>,
     /// When the last one was forwarded.
     pub last: Instant,
+    /// The interarrival jitter the kernel measured, in timestamp units × 16 (the meter's own
+    /// fixed point), if it did.
+    pub jitter_q4: Option<u64>,
 }
 
 impl RtpMeter {
@@ -150,8 +153,9 @@ impl RtpMeter {
 
     /// Packets the kernel fast path forwarded for this leg, which the relay did not see
     /// (docs/kernel-fast-path.md). Packets, bytes, frames, loss, rates and the last packet's
-    /// age go on as if the relay had seen them; jitter and keyframes keep their last figures
-    /// (the program does not compute them).
+    /// age go on as if the relay had seen them; the jitter becomes the kernel's own estimate
+    /// (the same formula, since the leg went into the kernel); keyframes keep their last
+    /// figures (the program does not find them).
     pub fn on_offloaded(&mut self, f: &KernelForwarded) {
         let KernelForwarded {
             packets,
@@ -159,9 +163,14 @@ impl RtpMeter {
             frames,
             highest_seq,
             last,
+            jitter_q4,
         } = *f;
         if packets == 0 {
             return;
+        }
+        if let Some(j) = jitter_q4.filter(|_| self.clock_rate != 0) {
+            // Same formula, same fixed point: the kernel's estimate replaces the meter's.
+            self.jitter_q4 = j;
         }
         let started = *self.started.get_or_insert(last);
         let t_ns = last.saturating_duration_since(started).as_nanos() as u64;
@@ -259,6 +268,11 @@ impl RtpMeter {
         }
         let expected = (self.cycles + u64::from(self.max_seq)).saturating_sub(self.base_seq) + 1;
         expected.saturating_sub(self.received)
+    }
+
+    /// The stream's RTP clock rate in Hz (0: unknown).
+    pub fn clock_rate(&self) -> u32 {
+        self.clock_rate
     }
 
     /// Jitter in timestamp units.
@@ -520,6 +534,7 @@ mod tests {
                 frames: 12,
                 highest_seq: Some(highest),
                 last: t0 + MS * (500 * lump),
+                jitter_q4: Some(16 * 450),
             });
         }
         let q = m.snapshot(t0 + MS * 4100);
@@ -530,6 +545,12 @@ mod tests {
         assert!((q.frame_rate - 24.0).abs() < 1.5, "{}", q.frame_rate);
         assert!(q.bitrate_bps > 800_000, "{}", q.bitrate_bps);
         assert_eq!(q.last_packet_age, Some(MS * 100));
+        assert_eq!(m.jitter_units(), 450, "the kernel's jitter");
+        assert!(
+            (q.jitter_ms - 5.0).abs() < 1e-9,
+            "450 units at 90 kHz: {}",
+            q.jitter_ms
+        );
         // Nothing forwarded: nothing moves.
         m.on_offloaded(&KernelForwarded {
             packets: 0,
@@ -537,8 +558,21 @@ mod tests {
             frames: 0,
             highest_seq: Some(highest),
             last: t0 + MS * 9000,
+            jitter_q4: Some(0),
         });
         assert_eq!(m.snapshot(t0 + MS * 4100).packets, q.packets);
+        assert_eq!(m.jitter_units(), 450);
+        // A stream without a known clock keeps no jitter, whatever the kernel says.
+        let mut u = RtpMeter::new(0);
+        u.on_offloaded(&KernelForwarded {
+            packets: 5,
+            bytes: 500,
+            frames: 1,
+            highest_seq: Some(4),
+            last: t0,
+            jitter_q4: Some(16 * 450),
+        });
+        assert_eq!(u.jitter_units(), 0);
     }
 
     #[test]

@@ -113,7 +113,8 @@ impl CallRt {
                 .filter(|a| !a.ip().is_unspecified())
         };
         for si in 0..self.rules.streams() {
-            let Some((source, ssrcs, dest)) = self.rules.offload_route(tx, peer, si) else {
+            let Some((source, ssrcs, dest, clock_rate)) = self.rules.offload_route(tx, peer, si)
+            else {
                 continue;
             };
             let (Some(key), Some(from), Some(source), Some(to)) =
@@ -132,6 +133,7 @@ impl CallRt {
                         to,
                         ifindex: 0, // set by Kernel::route in sync_offload
                     },
+                    clock_rate,
                 },
                 tx,
                 peer,
@@ -264,10 +266,10 @@ impl CallRt {
                     .last_forwarded_ago
                     .and_then(|a| now.checked_sub(a))
                     .unwrap_or(now);
-                moved.push((l.tx, l.peer, l.si, d, c.highest_seq, last));
+                moved.push((l.tx, l.peer, l.si, d, c.highest_seq, last, c.jitter_q4));
             }
         }
-        for (tx, peer, si, (packets, bytes, frames), seq, last) in moved {
+        for (tx, peer, si, (packets, bytes, frames), seq, last, jitter_q4) in moved {
             self.totals
                 .offload_packets
                 .fetch_add(packets, std::sync::atomic::Ordering::Relaxed);
@@ -277,6 +279,7 @@ impl CallRt {
                 frames,
                 highest_seq: seq,
                 last,
+                jitter_q4,
             };
             self.rules.offloaded(tx, si, &f);
             let mut i = LegSnapshot::default();

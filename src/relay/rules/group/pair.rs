@@ -114,8 +114,8 @@ impl GroupRules {
     }
 
     /// What the kernel fast path needs to forward `tx`'s RTP to `peer` on stream `si` itself
-    /// (docs/kernel-fast-path.md): `tx`'s latched source, its SSRCs and `peer`'s RTP
-    /// destination; only where the relay forwards RTP untouched (not per_leg), once the source
+    /// (docs/kernel-fast-path.md): `tx`'s latched source, its SSRCs, `peer`'s RTP destination
+    /// and the stream's RTP clock rate (for the jitter); only where the relay forwards RTP untouched (not per_leg), once the source
     /// is latched on strong evidence (a weak latch may still give way) and the SSRCs are known
     /// (1 to 4). `None` otherwise: the leg stays in userspace.
     #[cfg(feature = "kernel-offload")]
@@ -124,7 +124,7 @@ impl GroupRules {
         tx: Slot,
         peer: Slot,
         si: usize,
-    ) -> Option<(SocketAddr, Vec<u32>, SocketAddr)> {
+    ) -> Option<(SocketAddr, Vec<u32>, SocketAddr, u32)> {
         if self.per_leg {
             return None;
         }
@@ -136,7 +136,7 @@ impl GroupRules {
             return None;
         }
         let dest = self.rtp_destination(peer, si)?;
-        Some((source, ssrcs.to_vec(), dest))
+        Some((source, ssrcs.to_vec(), dest, ms.leg.meter.clock_rate()))
     }
 
     /// The kernel fast path forwarded `packets` of `tx`'s RTP on stream `si` (see
