@@ -138,6 +138,11 @@ struct Cli {
     /// one-to-one calls)
     #[arg(long, help_heading = "Load")]
     netns: bool,
+    /// run the load generator's send and receive threads on CPU N only (the relay or
+    /// forwarder it spawns is not pinned): one-way latency that does not depend on where the
+    /// scheduler puts the receiving thread
+    #[arg(long, value_name = "N", help_heading = "Load")]
+    pin_cpu: Option<usize>,
     /// end_to_end or per_leg: SRTP AEAD_AES_128_GCM (default: plain RTP); in group calls
     /// end_to_end is one group key every member shares, per_leg a key per member
     #[arg(long, visible_alias = "security", value_name = "MODE", value_parser = srtp_mode, help_heading = "Load")]
@@ -227,6 +232,8 @@ pub(crate) struct Options {
     pub(crate) no_floor: bool,
     /// `--netns`: the veth topology (loadgen::netns).
     pub(crate) netns: bool,
+    /// `--pin-cpu`: the CPU for the send and receive threads.
+    pub(crate) pin_cpu: Option<usize>,
     pub(crate) sweep: bool,
     pub(crate) sweep_factor: f64,
     pub(crate) sweep_max: f64,
@@ -266,6 +273,7 @@ impl Default for Options {
             srtp: None,
             no_floor: false,
             netns: false,
+            pin_cpu: None,
             sweep: false,
             sweep_factor: 1.25,
             sweep_max: 2_000_000.0,
@@ -422,6 +430,7 @@ fn resolve(c: Cli) -> Options {
         srtp: c.srtp,
         no_floor: c.no_floor,
         netns: c.netns,
+        pin_cpu: c.pin_cpu,
         sweep: c.sweep,
         sweep_factor: c.sweep_factor.unwrap_or(d.sweep_factor),
         sweep_max: c.sweep_max.unwrap_or(d.sweep_max),
@@ -583,6 +592,22 @@ mod tests {
         let o = p(&["--forwarder", "--no-floor"]).unwrap().unwrap();
         assert_eq!(o.target, Target::Forwarder);
         assert!(o.forwarder() && !o.floor());
+    }
+
+    #[test]
+    fn netns_and_pinning() {
+        let o = p(&["--spawn-relay", "--netns", "--pin-cpu", "1"])
+            .unwrap()
+            .unwrap();
+        assert!(o.netns);
+        assert_eq!(o.pin_cpu, Some(1));
+        assert_eq!(p(&["--direct"]).unwrap().unwrap().pin_cpu, None);
+        // The relay must start inside the topology, and groups are not built there.
+        assert!(p(&["--engine", "--netns"]).is_err());
+        assert!(p(&["--api", "http://127.0.0.1:1", "--netns"]).is_err());
+        assert!(p(&["--direct", "--netns", "--group-receivers", "5"]).is_err());
+        assert!(p(&["--forwarder", "--netns"]).is_ok());
+        assert!(p(&["--spawn-relay", "--pin-cpu", "x"]).is_err());
     }
 
     #[test]

@@ -167,6 +167,9 @@ fn fds_needed(o: &Options) -> usize {
 
 fn session(o: &Options, stop: &Stop, rep: &mut Report) -> Result<(), String> {
     check_open_files(o, rep)?;
+    if let Some(cpu) = o.pin_cpu {
+        sys::set_pin(cpu)?;
+    }
     // Before anything is started or bound: this thread moves into the relay's namespace.
     let _topology = if o.netns {
         Some(netns::Topology::make()?)

@@ -400,6 +400,8 @@ fn config_json(o: &Options) -> Value {
         "srtp_suite": o.srtp.map(|_| super::setup::SUITE.name()),
         "senders": o.shape.senders,
         "receivers": o.shape.receivers,
+        "pin_cpu": o.pin_cpu,
+        "netns": o.netns,
         "workers": (o.target == Target::Engine).then_some(o.workers),
         "floor": o.floor(),
         "sweep": o.sweep,
@@ -531,11 +533,19 @@ impl Report {
         if !o.setup_only {
             let _ = writeln!(
                 t,
-                "window:  {:.1} s after {:.1} s warm-up; {} sender / {} receiver thread(s)",
+                "window:  {:.1} s after {:.1} s warm-up; {} sender / {} receiver thread(s){}{}",
                 o.shape.duration.as_secs_f64(),
                 o.shape.warmup.as_secs_f64(),
                 o.shape.senders,
-                o.shape.receivers
+                o.shape.receivers,
+                o.pin_cpu
+                    .map(|c| format!(", pinned to CPU {c}"))
+                    .unwrap_or_default(),
+                if o.netns {
+                    "; veth topology (--netns)"
+                } else {
+                    ""
+                }
             );
         }
     }

@@ -183,6 +183,36 @@ pub(crate) fn process_switches(pid: u32) -> Option<u64> {
     any.then_some(total)
 }
 
+/// `--pin-cpu`: the CPU the load generator's send and receive threads run on, if set.
+static PIN: OnceLock<usize> = OnceLock::new();
+
+/// Pins this run's send and receive threads to `cpu` (they call [`pin_this_thread`] when they
+/// start). Checked now: an error when the CPU does not exist or may not be used.
+pub(crate) fn set_pin(cpu: usize) -> Result<(), String> {
+    let mut set = rustix::thread::CpuSet::new();
+    if cpu >= rustix::thread::CpuSet::MAX_CPU {
+        return Err(format!("--pin-cpu {cpu}: no such CPU"));
+    }
+    set.set(cpu);
+    // Try it on a thread of its own, so that this one keeps every CPU.
+    std::thread::spawn(move || rustix::thread::sched_setaffinity(None, &set))
+        .join()
+        .map_err(|_| "--pin-cpu: the probe thread panicked".to_owned())?
+        .map_err(|e| format!("--pin-cpu {cpu}: {e}"))?;
+    let _ = PIN.set(cpu);
+    Ok(())
+}
+
+/// Pins the calling thread to the `--pin-cpu` CPU, if one was set (best effort: checked by
+/// [`set_pin`]).
+pub(crate) fn pin_this_thread() {
+    if let Some(&cpu) = PIN.get() {
+        let mut set = rustix::thread::CpuSet::new();
+        set.set(cpu);
+        let _ = rustix::thread::sched_setaffinity(None, &set);
+    }
+}
+
 /// `run_time_ns` of a BPF program's `/proc/PID/fdinfo/N`.
 fn fdinfo_run_time(text: &str) -> Option<u64> {
     text.lines()

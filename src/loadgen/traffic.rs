@@ -1044,7 +1044,10 @@ pub(crate) fn measure(
                 let window = plan.window;
                 std::thread::Builder::new()
                     .name(format!("lg-recv-{g}"))
-                    .spawn_scoped(sc, move || receive_loop(sides, stop_rx, window, progress))
+                    .spawn_scoped(sc, move || {
+                        sys::pin_this_thread();
+                        receive_loop(sides, stop_rx, window, progress)
+                    })
             })
             .collect();
         let tx_handles: Vec<_> = tx_groups
@@ -1055,6 +1058,7 @@ pub(crate) fn measure(
                 std::thread::Builder::new()
                     .name(format!("lg-send-{g}"))
                     .spawn_scoped(sc, move || {
+                        sys::pin_this_thread();
                         sender_thread(&mut group, plan, progress, stop, sampled)
                     })
             })
