@@ -22,7 +22,7 @@
 mod common;
 use common::ffmpeg;
 use common::net::*;
-use mcvideo_relay::control::call::{AnswerCall, CallConfig, CreateCall};
+use mcvideo_relay::control::call::{AnswerCall, CallConfig};
 use mcvideo_relay::control::MediaSecurity;
 use mcvideo_relay::relay::{Engine, EngineConfig, RecordingConfig};
 use mcvideo_relay::wire::tc::MessageKind;
@@ -190,37 +190,12 @@ fn an_ffmpeg_push_in_per_leg_is_recorded_decrypted_packet_for_packet() {
     call.tc.media_inactivity = Duration::from_secs(2);
     let engine = engine(&dir, 33_400, RecordingConfig::default(), call);
     let (caller_port, _c1, _c2) = ffmpeg::port_pair();
-    let offer = engine
-        .create_call(CreateCall {
-            call_id: Some("rec-ffmpeg".into()),
-            caller_id: "sip:camera@mcx.example".into(),
-            caller_sdp: ffmpeg::video_sdp(
-                "camera",
-                caller_port,
-                ffmpeg::SENDER_KEY,
-                Some(ffmpeg::SSRC),
-            ),
-            callee_id: "sip:viewer@mcx.example".into(),
-            video_push: true,
-            video_pull: false,
-            commencement_mode: None,
-            media_security: MediaSecurity::PerLeg,
-            caller_tc_key: None,
-            callee_interface: None,
-            caller_interface: None,
-        })
-        .unwrap();
+    let (_, key) = engine_ffmpeg_offer(&engine, "rec-ffmpeg", caller_port);
     assert!(engine.record_call("rec-ffmpeg").unwrap(), "recorded");
     assert!(
         engine.record_call("rec-ffmpeg").unwrap(),
         "asking again is fine"
     );
-    let key = mcvideo_relay::sdp::SessionDescription::parse(&offer.sdp_offer)
-        .unwrap()
-        .media()[0]
-        .crypto[0]
-        .key_b64
-        .clone();
     let (recv_port, callee_rtp, _callee_rtcp) = ffmpeg::port_pair();
     let answer = engine
         .accept_call(
@@ -370,31 +345,7 @@ fn push(
     security: MediaSecurity,
 ) -> (Peer, Peer, SocketAddr) {
     let (caller, callee) = (Peer::new(), Peer::new());
-    engine
-        .create_call(CreateCall {
-            call_id: Some(id.into()),
-            caller_id: "sip:cam@x".into(),
-            caller_sdp: caller.sdp("cam", proto, Some(SSRC), false, ""),
-            callee_id: "sip:viewer@x".into(),
-            video_push: true,
-            video_pull: false,
-            commencement_mode: None,
-            media_security: security,
-            caller_tc_key: None,
-            callee_interface: None,
-            caller_interface: None,
-        })
-        .unwrap();
-    let answer = engine
-        .accept_call(
-            id,
-            AnswerCall {
-                callee_sdp: callee.sdp("viewer", proto, None, false, ""),
-                callee_tc_key: None,
-            },
-        )
-        .unwrap();
-    let to = RelayAddrs::from_sdp(&answer.sdp_answer).video;
+    let to = engine_push_as(engine, id, &caller, &callee, SSRC, proto, security).video;
     (caller, callee, to)
 }
 

@@ -12,8 +12,7 @@
 mod common;
 use common::ffmpeg;
 use common::net::*;
-use mcvideo_relay::control::call::{AnswerCall, CallConfig, CreateCall};
-use mcvideo_relay::control::MediaSecurity;
+use mcvideo_relay::control::call::{AnswerCall, CallConfig};
 use mcvideo_relay::relay::{Engine, EngineConfig, RecordingConfig};
 use mcvideo_relay::wire::tc::MessageKind;
 use serde_json::Value;
@@ -257,32 +256,7 @@ fn an_ffmpeg_push_logs_the_first_and_last_packet_the_callee_got() {
     call.tc.media_inactivity = Duration::from_secs(2);
     let engine = engine_with(&dir, 33_200, call);
     let (caller_port, _c1, _c2) = ffmpeg::port_pair();
-    let offer = engine
-        .create_call(CreateCall {
-            call_id: Some("ffmpeg-log".into()),
-            caller_id: "sip:camera@mcx.example".into(),
-            caller_sdp: ffmpeg::video_sdp(
-                "camera",
-                caller_port,
-                ffmpeg::SENDER_KEY,
-                Some(ffmpeg::SSRC),
-            ),
-            callee_id: "sip:viewer@mcx.example".into(),
-            video_push: true,
-            video_pull: false,
-            commencement_mode: None,
-            media_security: MediaSecurity::PerLeg,
-            caller_tc_key: None,
-            callee_interface: None,
-            caller_interface: None,
-        })
-        .unwrap();
-    let key = mcvideo_relay::sdp::SessionDescription::parse(&offer.sdp_offer)
-        .unwrap()
-        .media()[0]
-        .crypto[0]
-        .key_b64
-        .clone();
+    let (_, key) = engine_ffmpeg_offer(&engine, "ffmpeg-log", caller_port);
     // The callee: a socket that reads the RTP headers (SRTP leaves them in the clear).
     let (recv_port, callee_rtp, _callee_rtcp) = ffmpeg::port_pair();
     let answer = engine

@@ -124,6 +124,25 @@ impl Counters {
         !flag.swap(true, Ordering::Relaxed)
     }
 
+    /// A recording (`what`: its log, or its media) stopped for `e` with `lost` items unwritten:
+    /// counted, and warned about once until something is written again (a full disk stops
+    /// every call's recording), then at debug.
+    fn stopped(&self, id: &str, e: &io::Error, lost: u64, what: &str) {
+        Self::bump(&self.stopped);
+        if Self::first(&self.warned_stopped) {
+            tracing::warn!(
+                recording = %id,
+                error = %e,
+                lost,
+                "{what} stopped: cannot write (the media goes on; the next ones unlogged \
+                 until something is written again, counted in \
+                 mcvideo_relay_recordings_stopped_total)"
+            );
+        } else {
+            tracing::debug!(recording = %id, error = %e, lost, "{what} stopped: cannot write");
+        }
+    }
+
     /// A record lost to a full queue: counted, and logged the first time only (the worker
     /// must not log per record).
     fn dropped_full(&self) {
@@ -974,19 +993,7 @@ impl Writer {
         self.counters
             .packets_dropped
             .fetch_add(lost, Ordering::Relaxed);
-        Counters::bump(&self.counters.stopped);
-        if Counters::first(&self.counters.warned_stopped) {
-            tracing::warn!(
-                recording = %id,
-                error = %e,
-                lost,
-                "media recording stopped: cannot write (the media goes on; the next ones \
-                 unlogged until something is written again, counted in \
-                 mcvideo_relay_recordings_stopped_total)"
-            );
-        } else {
-            tracing::debug!(recording = %id, error = %e, lost, "media recording stopped");
-        }
+        self.counters.stopped(id, e, lost, "media recording");
     }
 
     /// Appends `line` to `id`'s log; a write error stops the recording (counted, logged once).
@@ -1066,19 +1073,7 @@ impl Writer {
         self.counters
             .records_dropped
             .fetch_add(lost, Ordering::Relaxed);
-        Counters::bump(&self.counters.stopped);
-        if Counters::first(&self.counters.warned_stopped) {
-            tracing::warn!(
-                recording = %id,
-                error = %e,
-                lost,
-                "recording stopped: cannot write (the media goes on; the next ones unlogged \
-                 until lines are written again, counted in \
-                 mcvideo_relay_recordings_stopped_total)"
-            );
-        } else {
-            tracing::debug!(recording = %id, error = %e, lost, "recording stopped: cannot write");
-        }
+        self.counters.stopped(id, e, lost, "recording");
         // Dropping the writer would try one more flush; its error is the one just logged.
         if let Some(w) = o.file.take() {
             let _ = w.into_parts();

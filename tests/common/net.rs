@@ -154,17 +154,40 @@ pub fn engine_push(
     callee: &Peer,
     ssrc: u32,
 ) -> RelayAddrs {
+    engine_push_as(
+        engine,
+        id,
+        caller,
+        callee,
+        ssrc,
+        "RTP/AVP",
+        mcvideo_relay::control::MediaSecurity::EndToEnd,
+    )
+}
+
+/// [`engine_push`] with the peers' SDP profile `proto` (`RTP/AVP`, `RTP/SAVP`) and the call's
+/// media security.
+#[cfg(feature = "relay")]
+pub fn engine_push_as(
+    engine: &mcvideo_relay::relay::Engine,
+    id: &str,
+    caller: &Peer,
+    callee: &Peer,
+    ssrc: u32,
+    proto: &str,
+    security: mcvideo_relay::control::MediaSecurity,
+) -> RelayAddrs {
     use mcvideo_relay::control::call::{AnswerCall, CreateCall};
     engine
         .create_call(CreateCall {
             call_id: Some(id.into()),
             caller_id: "sip:cam@x".into(),
-            caller_sdp: caller.sdp("cam", "RTP/AVP", Some(ssrc), false, ""),
+            caller_sdp: caller.sdp("cam", proto, Some(ssrc), false, ""),
             callee_id: "sip:viewer@x".into(),
             video_push: true,
             video_pull: false,
             commencement_mode: None,
-            media_security: mcvideo_relay::control::MediaSecurity::EndToEnd,
+            media_security: security,
             caller_tc_key: None,
             callee_interface: None,
             caller_interface: None,
@@ -174,12 +197,51 @@ pub fn engine_push(
         .accept_call(
             id,
             AnswerCall {
-                callee_sdp: callee.sdp("viewer", "RTP/AVP", None, false, ""),
+                callee_sdp: callee.sdp("viewer", proto, None, false, ""),
                 callee_tc_key: None,
             },
         )
         .unwrap();
     RelayAddrs::from_sdp(&answer.sdp_answer)
+}
+
+/// A per_leg push offered by ffmpeg's camera (its SDP from [`super::ffmpeg::video_sdp`] on
+/// `caller_port`) through `engine` as call `id`, not answered yet: the offer and the relay's
+/// SRTP key for the callee (what the callee's SDP answer must use).
+#[cfg(feature = "relay")]
+pub fn engine_ffmpeg_offer(
+    engine: &mcvideo_relay::relay::Engine,
+    id: &str,
+    caller_port: u16,
+) -> (mcvideo_relay::control::call::CallOffer, String) {
+    use super::ffmpeg;
+    let offer = engine
+        .create_call(mcvideo_relay::control::call::CreateCall {
+            call_id: Some(id.into()),
+            caller_id: "sip:camera@mcx.example".into(),
+            caller_sdp: ffmpeg::video_sdp(
+                "camera",
+                caller_port,
+                ffmpeg::SENDER_KEY,
+                Some(ffmpeg::SSRC),
+            ),
+            callee_id: "sip:viewer@mcx.example".into(),
+            video_push: true,
+            video_pull: false,
+            commencement_mode: None,
+            media_security: mcvideo_relay::control::MediaSecurity::PerLeg,
+            caller_tc_key: None,
+            callee_interface: None,
+            caller_interface: None,
+        })
+        .unwrap();
+    let key = mcvideo_relay::sdp::SessionDescription::parse(&offer.sdp_offer)
+        .unwrap()
+        .media()[0]
+        .crypto[0]
+        .key_b64
+        .clone();
+    (offer, key)
 }
 
 /// Runs test `name` of this test binary again in a child process whose files may not grow past
