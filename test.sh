@@ -65,6 +65,9 @@ command -v openssl >/dev/null || apt_pkgs+=(openssl)
 # crates/fastpath builds its BPF program (bpf/fastpath.bpf.c) with `clang -target bpf`; its
 # tests load it as root in namespaces of their own (docs/kernel-fast-path.md).
 command -v clang >/dev/null || apt_pkgs+=(clang)
+# tests/webrtc_whep.rs watches calls in a real browser: Debian's Chromium, headless (its H.264
+# comes with it: libopenh264 and ffmpeg's decoder).
+command -v chromium >/dev/null || apt_pkgs+=(chromium)
 if ((${#apt_pkgs[@]})); then
   echo "installing ${apt_pkgs[*]} (apt-get)"
   sudo_if_needed apt-get update -qq
@@ -83,10 +86,10 @@ if [[ "${TEST_SH_DRY_RUN:-}" == 1 ]]; then
   echo "dry run: nothing installed, nothing run"
   exit 0
 fi
-for tool in ffmpeg ffprobe promtool kamailio sipp redis-server ip arping openssl clang cargo-nextest cargo-fuzz; do
+for tool in ffmpeg ffprobe promtool kamailio sipp redis-server ip arping openssl clang chromium cargo-nextest cargo-fuzz; do
   command -v "$tool" >/dev/null || { echo "test.sh: $tool is still not on PATH" >&2; exit 1; }
 done
-echo "ffmpeg, ffprobe, promtool, kamailio, sipp, redis-server, ip, arping, openssl, clang, cargo-nextest, cargo-fuzz: present"
+echo "ffmpeg, ffprobe, promtool, kamailio, sipp, redis-server, ip, arping, openssl, clang, chromium, cargo-nextest, cargo-fuzz: present"
 if [[ "${1:-}" == "--deps" ]]; then
   exit 0
 fi
@@ -101,8 +104,8 @@ cargo fmt --all -- --check
 # default set still builds every target that does not need it. `--workspace`: the relay and the
 # kernel fast path's loader (crates/fastpath).
 # The relay's tests and binary also carry the kernel fast path (feature kernel-offload, not in
-# `default` either: docs/kernel-fast-path.md).
-FEATURES=mcvideo-relay/loadgen,mcvideo-relay/kernel-offload
+# `default` either: docs/kernel-fast-path.md), and WHEP viewers (feature webrtc: docs/webrtc.md).
+FEATURES=mcvideo-relay/loadgen,mcvideo-relay/kernel-offload,mcvideo-relay/webrtc
 cargo clippy --workspace --all-targets --features "$FEATURES" -- -D warnings
 cargo check --quiet --all-targets
 # The fast-path crate on a machine without clang: it still builds (FastPath::open says NotBuilt).
@@ -113,7 +116,7 @@ if ! out="$(FASTPATH_REQUIRE_BPF=0 FASTPATH_CLANG=/nonexistent/clang \
   exit 1
 fi
 # The sans-IO core (no tokio), + the engine, the sidecar, the load generator, HA: each alone.
-for features in "" relay sidecar loadgen ha kernel-offload; do
+for features in "" relay sidecar loadgen ha kernel-offload webrtc; do
   echo "cargo check --lib --no-default-features ${features:+--features $features}"
   cargo check --quiet --lib --no-default-features ${features:+--features "$features"}
 done
@@ -123,7 +126,7 @@ RUSTDOCFLAGS=-Dwarnings cargo doc --no-deps --workspace --lib --quiet --features
 echo "== promtool: alert rules, live /metrics"
 promtool check rules deploy/prometheus-alerts.rules.yml deploy/prometheus-ha-alerts.rules.yml
 promtool test rules deploy/prometheus-ha-alerts.test.yml
-cargo build --quiet --bin mcvideo-relay --features loadgen,kernel-offload
+cargo build --quiet --bin mcvideo-relay --features loadgen,kernel-offload,webrtc
 tmp="$(mktemp -d)"
 relay_pid=""
 cleanup() {

@@ -70,6 +70,9 @@ pub mod sidecar;
 pub mod srtp;
 #[cfg(test)]
 mod test_support;
+#[cfg(feature = "webrtc")]
+#[allow(clippy::disallowed_methods)] // a viewer's thread gives str0m the time
+pub mod webrtc;
 pub mod wire;
 
 pub use ids::{CallId, Ssrc};

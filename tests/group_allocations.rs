@@ -59,6 +59,7 @@ fn run(security: MediaSecurity) -> (usize, usize) {
             kind: MediaKind::Video,
             encrypted: per_leg,
             clock_rate: 90_000,
+            encoding: None,
         }],
         server_ssrc: 1,
         latch_after: 3,

@@ -80,6 +80,7 @@ fuzz_target!(|input: Input| {
         kind,
         encrypted: false,
         clock_rate: 90_000,
+        encoding: None,
         legs: [leg(Who::Caller, 0x1111), leg(Who::Callee, 0x2222)],
         transmitter_ssrcs: vec![],
     };

@@ -458,6 +458,49 @@ impl Engine {
             .await?
     }
 
+    /// Copies the first `kind` stream of call `call_id` (any kind of call) to a watcher from
+    /// now on: each RTP packet the relay forwards, plain, into a channel of `capacity`
+    /// ([`super::watch`]). The call's transmitters are asked for a keyframe. Refused with
+    /// [`SetupError::NotWatchable`] where the relay cannot read the media (end_to_end).
+    pub async fn watch_call_async(
+        &self,
+        call_id: &str,
+        kind: crate::sdp::MediaKind,
+        capacity: usize,
+    ) -> Result<super::Watch, SetupError> {
+        let (sink, rx, dropped) = super::watch::WatchSink::pair(kind, capacity);
+        let stream = self
+            .send(call_id, Mode::Await, |id, r| {
+                Cmd::Watch(id, Box::new(sink), r)
+            })?
+            .wait_async()
+            .await??;
+        Ok(super::watch::watch(stream, rx, dropped))
+    }
+
+    /// [`Self::watch_call_async`] for a caller not on a tokio runtime (it blocks).
+    pub fn watch_call(
+        &self,
+        call_id: &str,
+        kind: crate::sdp::MediaKind,
+        capacity: usize,
+    ) -> Result<super::Watch, SetupError> {
+        let (sink, rx, dropped) = super::watch::WatchSink::pair(kind, capacity);
+        let stream = self
+            .send(call_id, Mode::Block, |id, r| {
+                Cmd::Watch(id, Box::new(sink), r)
+            })?
+            .wait()??;
+        Ok(super::watch::watch(stream, rx, dropped))
+    }
+
+    /// A watcher (e.g. a browser's decoder) asks for a keyframe: the call's transmitters are
+    /// asked (PLI), where the relay can sign RTCP and their keyframe policy allows one now
+    /// (the same throttle as their receivers' requests). Does not wait for the worker.
+    pub fn request_keyframe(&self, call_id: &str) -> Result<(), SetupError> {
+        self.send(call_id, Mode::Await, Cmd::Keyframe).map(drop)
+    }
+
     /// The controlling server releases the call (reason `released`). A group call is released
     /// with [`Self::release_group_call`] (here it is refused as in the wrong state). Blocks as
     /// [`Self::accept_call`] does.

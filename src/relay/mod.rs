@@ -117,6 +117,7 @@ mod ports;
 pub mod recording;
 pub mod rules;
 pub mod stats;
+pub mod watch;
 mod worker;
 
 pub use engine::Engine;
@@ -131,6 +132,7 @@ pub(crate) use plane::{sdp_family, InterfaceProblem};
 pub use recording::{RecordingConfig, RecordingStats};
 pub use rules::{Evidence, Latch, StrangerBudget, Verdict, STRANGER_BURST, STRANGER_RATE};
 pub use stats::{DropReason, LegCounters, LegSnapshot};
+pub use watch::{Watch, WatchedPacket, WatchedStream};
 #[cfg(test)]
 pub(crate) use worker::hooks as test_hooks;
 

@@ -559,6 +559,7 @@ impl Plane {
                     MediaKind::Video => 90_000,
                     _ => 0,
                 }),
+                encoding: m.encoding.clone(),
             });
         }
         if !streams.iter().any(|s| s.kind == MediaKind::Video) {

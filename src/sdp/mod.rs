@@ -210,6 +210,9 @@ pub struct Media {
     pub mcvideo: Option<McVideoFmtp>,
     /// RTP clock rate of the first format, from its `a=rtpmap` (e.g. 90000 for `H264/90000`).
     pub clock_rate: Option<u32>,
+    /// The encoding name of the first format, from its `a=rtpmap` (e.g. `H264`, `VP8`): what
+    /// a WebRTC viewer of the stream is offered.
+    pub encoding: Option<String>,
     /// Media-level direction attribute, else the session-level one, else `SendRecv`.
     pub direction: Direction,
     /// 1-based line number of the `m=` line.

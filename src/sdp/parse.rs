@@ -244,6 +244,7 @@ pub(super) fn parse_m_line(value: &str, idx: usize) -> Result<Building, &'static
             crypto: Vec::new(),
             mcvideo: None,
             clock_rate: None,
+            encoding: None,
             direction: Direction::SendRecv,
             line: idx + 1,
         },
@@ -375,6 +376,10 @@ pub(super) fn media_attr(b: &mut Building, idx: usize, value: &str) -> Result<()
                     .and_then(|e| e.split('/').nth(1))
                     .and_then(num::<u32>)
                     .filter(|&c| c > 0);
+                b.media.encoding = enc
+                    .and_then(|e| e.split('/').next())
+                    .filter(|n| !n.is_empty() && n.len() <= 32)
+                    .map(str::to_owned);
             }
         }
         ("crypto", a) => {

@@ -995,6 +995,8 @@ fn clock_rate_comes_from_the_first_formats_rtpmap() {
     .unwrap();
     let clocks: Vec<Option<u32>> = d.media().iter().map(|m| m.clock_rate).collect();
     assert_eq!(clocks, [Some(16_000), Some(90_000), None]);
+    let names: Vec<Option<&str>> = d.media().iter().map(|m| m.encoding.as_deref()).collect();
+    assert_eq!(names, [Some("AMR-WB"), Some("H264"), None]);
 }
 
 #[test]

@@ -79,6 +79,9 @@ pub(crate) struct AppState {
     /// The HA store, when `[ha]` is on.
     #[cfg(feature = "ha")]
     pub(crate) ha: std::sync::OnceLock<Arc<super::ha::HaRuntime>>,
+    /// The WHEP viewers, when WebRTC is on.
+    #[cfg(feature = "webrtc")]
+    pub(crate) viewers: std::sync::OnceLock<Arc<crate::webrtc::Viewers>>,
 }
 
 impl AppState {
@@ -103,6 +106,8 @@ impl AppState {
             quality: broadcast::channel(1024).0,
             #[cfg(feature = "ha")]
             ha: std::sync::OnceLock::new(),
+            #[cfg(feature = "webrtc")]
+            viewers: std::sync::OnceLock::new(),
         }
     }
 }
@@ -938,7 +943,8 @@ async fn authorize(State(st): State<Arc<AppState>>, req: Request, next: Next) ->
     if !st.token_required() {
         return next.run(req).await;
     }
-    if req.uri().path() == "/healthz" {
+    // The console page is static and holds no secret: its requests carry the token.
+    if matches!(req.uri().path(), "/healthz" | "/console") {
         return next.run(req).await;
     }
     let given = req
@@ -992,10 +998,19 @@ pub(crate) fn router(st: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
+        .route("/console", get(super::whep::console))
         .route("/v1/calls", post(create_call).get(list_calls))
         .route("/v1/calls/{id}", get(get_call).delete(release_call))
         .route("/v1/calls/{id}/answer", post(answer_call))
         .route("/v1/calls/{id}/reject", post(reject_call))
+        .route(
+            "/v1/calls/{id}/whep",
+            post(super::whep::open).get(super::whep::list),
+        )
+        .route(
+            "/v1/calls/{id}/whep/{viewer}",
+            axum::routing::delete(super::whep::close),
+        )
         .route(
             "/v1/group-calls",
             post(create_group_call).get(list_group_calls),

@@ -443,6 +443,20 @@ impl RecordingSection {
 }
 
 section! {
+    /// `[webrtc]`: browsers watching calls over WebRTC (WHEP, feature `webrtc`,
+    /// docs/webrtc.md). A relay built without the feature answers the WHEP routes with
+    /// `501 not_built`.
+    WebrtcSection = "webrtc" {
+        /// The address viewer sockets bind to and offer to browsers; empty: `media.ip`.
+        address: String = String::new(),
+        /// Viewers at most, every call together (0: WHEP is off).
+        max_viewers: usize = 32,
+        /// Seconds a browser may take to connect (ICE and DTLS) before it is given up.
+        connect_timeout_secs: u64 = 20,
+    }
+}
+
+section! {
     /// `[ha]`: high availability (feature `ha`): call records in Redis, a standby that adopts
     /// a dead peer's calls. Off by default: the relay runs standalone, with no Redis. When on,
     /// `serve` starts the store ([`HaSection::ha_config`]): every call is written on each
@@ -653,6 +667,8 @@ pub struct Config {
     pub ha: HaSection,
     /// `[recording]`
     pub recording: RecordingSection,
+    /// `[webrtc]`
+    pub webrtc: WebrtcSection,
 }
 
 /// The embedded default configuration, as a file (what `serve` runs with when given none).
@@ -724,11 +740,12 @@ impl Config {
                 NgConfig::KEY => NgConfig::check_types(t, &mut problems),
                 HaSection::KEY => HaSection::check_types(t, &mut problems),
                 RecordingSection::KEY => RecordingSection::check_types(t, &mut problems),
+                WebrtcSection::KEY => WebrtcSection::check_types(t, &mut problems),
                 _ => {
                     problems.push(Problem::new(
                         k.clone(),
                         "unknown section (the sections are: api, media, calls, \
-                         transmission_control, group_calls, policy, log, ng, ha, recording)",
+                         transmission_control, group_calls, policy, log, ng, ha, recording, webrtc)",
                     ));
                     bad.push(k.clone());
                 }
@@ -783,6 +800,7 @@ impl Config {
         p.extend(super::ng::validate(&self.ng));
         p.extend(self.ha.validate());
         validate_recording(&self.recording, &mut p);
+        validate_webrtc(&self.webrtc, &mut p);
         p
     }
 
@@ -926,6 +944,23 @@ impl<'p> Section<'p> {
             self.fail(key, "must be a path");
         }
     }
+}
+
+/// The `[webrtc]` section.
+fn validate_webrtc(w: &WebrtcSection, p: &mut Vec<Problem>) {
+    let mut s = Section::new("webrtc", p);
+    if !w.address.is_empty() {
+        match w.address.parse::<std::net::IpAddr>() {
+            Ok(ip) if ip.is_unspecified() => s.fail(
+                "address",
+                "must be an address browsers can reach, not a wildcard",
+            ),
+            Ok(_) => {}
+            Err(_) => s.fail("address", "must be an IP address (empty: media.ip)"),
+        }
+    }
+    s.between("max_viewers", w.max_viewers, 0..=4096);
+    s.between("connect_timeout_secs", w.connect_timeout_secs, 1..=300);
 }
 
 /// The `[recording]` section.

@@ -76,7 +76,9 @@ impl From<SetupError> for ApiError {
             | SetupError::TooManyCalls
             | SetupError::Draining
             | SetupError::WorkerTimeout(_) => StatusCode::SERVICE_UNAVAILABLE,
-            SetupError::DuplicateCallId(_) | SetupError::WrongState { .. } => StatusCode::CONFLICT,
+            SetupError::DuplicateCallId(_)
+            | SetupError::WrongState { .. }
+            | SetupError::NotWatchable { .. } => StatusCode::CONFLICT,
             SetupError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError {

@@ -19,7 +19,7 @@ const BUCKETS: [f64; 12] = [
 
 /// Every refusal code of [`SetupError::code`](crate::control::call::SetupError::code), so each
 /// series exists (at zero) before its first refusal (the test below proves the list complete).
-const REFUSAL_CODES: [&str; 14] = [
+const REFUSAL_CODES: [&str; 15] = [
     "not_video_push",
     "bad_request",
     "bad_sdp",
@@ -32,6 +32,7 @@ const REFUSAL_CODES: [&str; 14] = [
     "unknown_call",
     "duplicate_call_id",
     "wrong_state",
+    "not_watchable",
     "worker_timeout",
     "internal_error",
 ];
@@ -523,6 +524,7 @@ mod tests {
             SetupError::MemberRequest { .. } => 14,
             SetupError::WorkerTimeout(_) => 15,
             SetupError::Internal(_) => 16,
+            SetupError::NotWatchable { .. } => 17,
         }
     }
 
@@ -577,6 +579,10 @@ mod tests {
             },
             SetupError::WorkerTimeout(s()),
             SetupError::Internal(s()),
+            SetupError::NotWatchable {
+                call_id: s(),
+                reason: s(),
+            },
         ]
     }
 

@@ -27,6 +27,7 @@ mod ha;
 mod metrics;
 mod ng;
 mod recordings;
+mod whep;
 
 pub use api::event_json;
 pub use config::{
@@ -275,6 +276,24 @@ fn prepare(
         cfg.api.max_body_bytes,
         reloader,
     ));
+    #[cfg(feature = "webrtc")]
+    let address: std::net::IpAddr = cfg
+        .webrtc
+        .address
+        .parse()
+        .unwrap_or(state.engine.config().media_ip);
+    #[cfg(feature = "webrtc")]
+    if address.is_unspecified() && cfg.webrtc.max_viewers > 0 {
+        warn!("WHEP is off: media.ip is a wildcard; set webrtc.address to one browsers reach");
+    }
+    #[cfg(feature = "webrtc")]
+    if cfg.webrtc.max_viewers > 0 && !address.is_unspecified() {
+        let mut w = crate::webrtc::WebrtcConfig::new(address);
+        w.max_viewers = cfg.webrtc.max_viewers;
+        w.connect_timeout = Duration::from_secs(cfg.webrtc.connect_timeout_secs);
+        let viewers = crate::webrtc::Viewers::new(state.engine.clone(), w);
+        let _ = state.viewers.set(Arc::new(viewers));
+    }
     let ng = ng_sock.map(|sock| {
         let svc = Arc::new(ng::NgService::new(state.engine.clone(), &cfg.ng));
         let _ = state.ng_metrics.set(svc.metrics.clone());
@@ -333,6 +352,10 @@ async fn serve(p: Prepared, stop: impl Future<Output = ()> + Send + 'static) {
         #[cfg(feature = "ha")]
         if let Some(h) = st.ha.get() {
             h.flush_and_stop(Duration::from_secs(2)).await;
+        }
+        #[cfg(feature = "webrtc")]
+        if let Some(v) = st.viewers.get().cloned() {
+            let _ = tokio::task::spawn_blocking(move || v.close_all()).await;
         }
         // Every `call.released` is in the event channel now: streams flush and end.
         st.closing.send_replace(true);

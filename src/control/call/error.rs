@@ -76,6 +76,14 @@ pub enum SetupError {
         /// Why.
         reason: String,
     },
+    /// The call cannot be watched ([`crate::relay::watch`]): the relay cannot read its media
+    /// (end_to_end: it holds no media key), or it has no stream of the kind asked for.
+    NotWatchable {
+        /// The call.
+        call_id: String,
+        /// Why.
+        reason: String,
+    },
     /// The worker that runs the call did not answer in time (it is overloaded or stuck): the
     /// outcome of the operation is unknown. Ask again (`GET` the call) before retrying.
     WorkerTimeout(String),
@@ -103,6 +111,7 @@ impl SetupError {
             SetupError::MemberSdp { .. } => "bad_sdp",
             SetupError::MemberMedia { .. } => "no_acceptable_media",
             SetupError::MemberRequest { .. } => "bad_request",
+            SetupError::NotWatchable { .. } => "not_watchable",
             SetupError::WorkerTimeout(_) => "worker_timeout",
             SetupError::Internal(_) => "internal_error",
         }
@@ -160,6 +169,9 @@ impl core::fmt::Display for SetupError {
             SetupError::MemberMedia { member, reason }
             | SetupError::MemberRequest { member, reason } => {
                 write!(f, "member {member}: {reason}")
+            }
+            SetupError::NotWatchable { call_id, reason } => {
+                write!(f, "call {call_id} cannot be watched: {reason}")
             }
             SetupError::WorkerTimeout(what) => write!(
                 f,

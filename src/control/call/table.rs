@@ -652,6 +652,7 @@ fn allocate_streams(
             announced_ssrcs: [m.ssrcs.clone(), Vec::new()],
             keys: [None, None],
             clock_rate: m.clock_rate,
+            encoding: m.encoding.clone(),
             pending_keys: None,
         };
         if o && !failed {

@@ -260,6 +260,10 @@ pub struct MediaStream {
     pub keys: [Option<LegKeys>; 2],
     /// RTP clock rate from the caller's `a=rtpmap` for the stream's first format.
     pub clock_rate: Option<u32>,
+    /// The encoding name of the caller's first format (`H264`, `VP8`, ...), from its
+    /// `a=rtpmap`.
+    #[cfg_attr(feature = "ha", serde(default))]
+    pub encoding: Option<String>,
     #[cfg_attr(feature = "ha", serde(skip))]
     pub(super) pending_keys: Option<PendingKeys>,
 }

@@ -86,15 +86,26 @@ pub struct GroupStreamSetup {
     pub encrypted: bool,
     /// RTP clock rate in Hz (jitter); 0 when unknown.
     pub clock_rate: u32,
+    /// The encoding name of the first format (`H264`, `VP8`, ...), if the SDP named it: what
+    /// a WebRTC viewer of the stream is offered.
+    #[cfg_attr(feature = "ha", serde(default))]
+    pub encoding: Option<String>,
 }
 
 impl GroupStreamSetup {
-    /// A stream of `kind`, SRTP on the wire when `encrypted`, at `clock_rate` Hz.
-    pub fn new(kind: &MediaKind, encrypted: bool, clock_rate: u32) -> Self {
+    /// A stream of `kind`, SRTP on the wire when `encrypted`, at `clock_rate` Hz, of
+    /// `encoding` (if known).
+    pub fn new(
+        kind: &MediaKind,
+        encrypted: bool,
+        clock_rate: u32,
+        encoding: Option<String>,
+    ) -> Self {
         GroupStreamSetup {
             kind: kind.clone(),
             encrypted,
             clock_rate,
+            encoding,
         }
     }
 }
@@ -317,6 +328,9 @@ pub struct GroupRules {
     /// every RTCP datagram admitted from a member is copied to it (plain where the relay
     /// decrypts, else as received).
     tap: Option<Box<crate::relay::recording::MediaTap>>,
+    /// Watchers of the call ([`crate::relay::watch`]): each gets a copy of every RTP packet
+    /// of its stream that passes. Empty in nearly every call.
+    viewers: Vec<crate::relay::watch::WatchSink>,
 }
 
 /// The IP `member` has shown up from on any of its sockets (the rare path of
@@ -377,6 +391,7 @@ impl GroupRules {
             active: 0,
             wraps: 0,
             tap: None,
+            viewers: Vec::new(),
         }
     }
 
@@ -390,10 +405,57 @@ impl GroupRules {
         self.tap.take().map(|t| *t)
     }
 
-    /// Whether the call's media is recorded (asked only by the kernel fast path).
+    /// Whether the call's media is copied out (recorded or watched): asked by the kernel
+    /// fast path, which would forward around the copy.
     #[cfg(feature = "kernel-offload")]
-    pub(crate) fn recorded(&self) -> bool {
-        self.tap.is_some()
+    pub(crate) fn tapped(&self) -> bool {
+        self.tap.is_some() || !self.viewers.is_empty()
+    }
+
+    /// Adds a watcher of the first stream of its kind: the stream, or why not (the relay
+    /// cannot read the media: end_to_end; no such stream).
+    pub(crate) fn watch(
+        &mut self,
+        mut sink: crate::relay::watch::WatchSink,
+    ) -> Result<crate::relay::watch::WatchedStream, &'static str> {
+        let (index, s) = self
+            .streams
+            .iter()
+            .enumerate()
+            .find(|(_, s)| &s.kind == sink.kind())
+            .ok_or("the call has no stream of that kind")?;
+        if !rtcp_readable(s, self.per_leg) {
+            return Err(
+                "the relay cannot read this call's media (end_to_end): it holds no media key",
+            );
+        }
+        let stream = crate::relay::watch::WatchedStream {
+            index,
+            kind: s.kind.clone(),
+            encoding: s.encoding.clone(),
+            clock_rate: s.clock_rate,
+        };
+        sink.stream = index;
+        self.viewers.push(sink);
+        Ok(stream)
+    }
+
+    /// Hands a copy of RTP packet `body` of stream `si` to its watchers, forgetting the
+    /// ones that left.
+    #[cold]
+    #[inline(never)]
+    fn feed_viewers(
+        viewers: &mut Vec<crate::relay::watch::WatchSink>,
+        si: usize,
+        now: Instant,
+        body: &[u8],
+    ) {
+        viewers.retain(|v| v.stream != si || v.offer(now, body));
+    }
+
+    /// Members with the grant now (a bit per slot).
+    pub(crate) fn granted(&self) -> u64 {
+        self.arbiter.permitted()
     }
 
     /// The call's media recording, if it is recorded.
@@ -659,6 +721,9 @@ impl GroupRules {
         });
         if let Some(tap) = self.tap.as_deref_mut() {
             tap.packet(at.stream, from, now, body);
+        }
+        if !self.viewers.is_empty() {
+            Self::feed_viewers(&mut self.viewers, at.stream, now, body);
         }
         if scan {
             if let Ok(p) = RtpPacket::new_checked(body) {

@@ -404,7 +404,9 @@ impl CallRules {
             streams: setup
                 .streams
                 .iter()
-                .map(|s| GroupStreamSetup::new(&s.kind, s.encrypted, s.clock_rate))
+                .map(|s| {
+                    GroupStreamSetup::new(&s.kind, s.encrypted, s.clock_rate, s.encoding.clone())
+                })
                 .collect(),
             server_ssrc: setup.server_ssrc,
             latch_after: setup.latch_after,

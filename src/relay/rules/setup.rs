@@ -206,6 +206,8 @@ pub struct StreamSetup {
     pub encrypted: bool,
     /// RTP clock rate in Hz (jitter); 0 when unknown.
     pub clock_rate: u32,
+    /// The encoding name of the first format (`H264`, `VP8`, ...), if the SDP named it.
+    pub encoding: Option<String>,
     /// Caller's and callee's legs.
     pub legs: [LegSetup; 2],
     /// SSRCs the transmitter may send with (empty: adopt the first one seen).

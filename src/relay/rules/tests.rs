@@ -51,6 +51,7 @@ fn video(encrypted: bool, legs: [LegSetup; 2], transmitter_ssrcs: Vec<u32>) -> S
         kind: MediaKind::Video,
         encrypted,
         clock_rate: 90_000,
+        encoding: None,
         legs,
         transmitter_ssrcs,
     }
@@ -507,6 +508,7 @@ fn two_stream_rules(arbiter: &Arc<Arbiter>, caller_sdp: SocketAddr) -> CallRules
         kind,
         encrypted: false,
         clock_rate: 90_000,
+        encoding: None,
         legs: [leg(caller_sdp), leg(callee())],
         transmitter_ssrcs: vec![],
     };

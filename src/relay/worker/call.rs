@@ -241,6 +241,32 @@ impl CallRt {
         }
     }
 
+    /// Copies a stream of the call to a watcher from now on (the kernel fast path, if the
+    /// call was in it, is left at once), and asks the transmitters for a keyframe so the
+    /// watcher can start decoding. `Err`: why the call cannot be watched.
+    pub(crate) fn watch(
+        &mut self,
+        sink: crate::relay::watch::WatchSink,
+        now: Instant,
+    ) -> Result<crate::relay::WatchedStream, &'static str> {
+        if self.released() {
+            return Err("the call is released");
+        }
+        let stream = self.rules.watch(sink)?;
+        self.sync_offload(now);
+        self.request_keyframes(now);
+        tracing::info!(call = %self.call_id, stream = stream.index, "a watcher joined");
+        Ok(stream)
+    }
+
+    /// Asks every member with the grant for a keyframe (PLI), where the relay can sign RTCP
+    /// and the member's keyframe policy allows one now.
+    pub(crate) fn request_keyframes(&mut self, now: Instant) {
+        for member in crate::control::arbiter::slots(self.rules.granted()) {
+            self.request_keyframe(now, member);
+        }
+    }
+
     /// The media recording's metadata (`media.json`): how the packets were written.
     pub(super) fn media_meta(&self) -> String {
         use std::fmt::Write as _;

@@ -448,7 +448,7 @@ impl CallRt {
 
     /// Asks a new transmitter for a keyframe (PLI) where the relay can sign RTCP, so its
     /// receivers can start decoding.
-    fn request_keyframe(&mut self, now: Instant, member: Slot) {
+    pub(super) fn request_keyframe(&mut self, now: Instant, member: Slot) {
         let mut buf = [0u8; 64];
         if let Some((si, len)) = self.rules.keyframe_request(member, now, &mut buf) {
             self.send_keyframe_request(member, si, buf.get(..len).unwrap_or_default());

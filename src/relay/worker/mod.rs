@@ -152,6 +152,14 @@ pub(crate) enum Cmd {
     ),
     /// Record the call's media from now on: whether it is (or was already) recorded.
     Record(Arc<str>, Reply<Result<bool, SetupError>>),
+    /// Copy a stream of the call to a watcher from now on: the stream.
+    Watch(
+        Arc<str>,
+        Box<super::watch::WatchSink>,
+        Reply<Result<super::WatchedStream, SetupError>>,
+    ),
+    /// A watcher asks for a keyframe: ask the call's transmitters (their policy permitting).
+    Keyframe(Arc<str>, Reply<Result<(), SetupError>>),
     /// High availability: send call images there from now on.
     HaSink(crossbeam_channel::Sender<super::HaUpdate>),
     /// High availability: every one-to-one call's image.
@@ -187,6 +195,8 @@ impl core::fmt::Debug for Cmd {
             Cmd::ListGroups(_) => "ListGroups",
             Cmd::ReleaseGroup(..) => "ReleaseGroup",
             Cmd::Record(..) => "Record",
+            Cmd::Watch(..) => "Watch",
+            Cmd::Keyframe(..) => "Keyframe",
             Cmd::HaSink(_) => "HaSink",
             Cmd::Snapshot(_) => "Snapshot",
             Cmd::Restore(..) => "Restore",
@@ -405,6 +415,20 @@ impl Worker {
             }
             Cmd::Record(id, reply) => {
                 reply.send(self.record(&id));
+            }
+            Cmd::Watch(id, sink, reply) => {
+                let r = self.with_call(&id, "watching", |rt| rt.watch(*sink, now));
+                reply.send(r.and_then(|r| {
+                    r.map_err(|why| SetupError::NotWatchable {
+                        call_id: id.to_string(),
+                        reason: why.into(),
+                    })
+                }));
+            }
+            Cmd::Keyframe(id, reply) => {
+                reply.send(
+                    self.with_call(&id, "asking for a keyframe", |rt| rt.request_keyframes(now)),
+                );
             }
             Cmd::HaSink(tx) => self.ha = Some(restore::HaSink::new(tx, now)),
             Cmd::Snapshot(reply) => {

@@ -95,7 +95,7 @@ impl CallRt {
         };
         // Evidence first: a call that keeps a transmission log or records its media needs
         // every packet in userspace (the log's first and last sequence numbers, the pcap).
-        if p.released() || self.txlog.is_some() || self.rules.recorded() {
+        if p.released() || self.txlog.is_some() || self.rules.tapped() {
             return want;
         }
         let tx = face.transmitter().slot();

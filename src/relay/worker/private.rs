@@ -314,6 +314,7 @@ fn rules_setup(call: &Call, latch_after: u32) -> (RulesSetup, Plan) {
                 MediaKind::Video => 90_000, // every video payload format's clock
                 _ => 0,
             }),
+            encoding: s.encoding.clone(),
             legs: [leg(0, a.muxed()), leg(1, b.muxed())],
             transmitter_ssrcs,
         });

@@ -1,0 +1,195 @@
+//! A browser watches a live call: `serve` with WHEP (feature `webrtc`), Debian's Chromium
+//! headless on the relay's own console page (docs/webrtc.md), ffmpeg as the transmitter.
+#![cfg(feature = "webrtc")]
+#![allow(missing_docs, clippy::unwrap_used)]
+
+mod common;
+mod sidecar_support;
+
+use common::{browser, ffmpeg};
+use serde_json::{json, Value};
+use sidecar_support::{relay_video_addr, Api, ServeProcess};
+use std::process::Command;
+use std::time::Duration;
+
+const TOKEN: &str = "whep-test-token";
+
+/// `serve` with a token, its media on ports from `port_min`.
+fn serve(port_min: u16) -> ServeProcess {
+    let dir = ffmpeg::tmpdir(&format!("whep-{port_min}"));
+    let cfg = dir.join("relay.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[api]\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"info\"\n\
+             [media]\nworkers = 1\nport_min = {port_min}\nport_max = {}\n",
+            port_min + 39
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mcvideo-relay"));
+    cmd.arg("serve")
+        .arg("--config")
+        .arg(&cfg)
+        .env("MCVIDEO_RELAY_API_TOKEN", TOKEN)
+        .env_remove("RUST_LOG");
+    ServeProcess::start(cmd, "serve")
+}
+
+/// A push from an ffmpeg caller on `caller_port` to a callee that only listens, in
+/// `security`: the relay's address the caller sends to, and the callee's sockets (held).
+fn push(
+    api: &Api,
+    id: &str,
+    caller_port: u16,
+    security: &str,
+) -> (
+    std::net::SocketAddr,
+    (std::net::UdpSocket, std::net::UdpSocket),
+) {
+    let created = api.post(
+        "/v1/calls",
+        &json!({
+            "call_id": id,
+            "caller": {"mcvideo_id": "sip:camera@mcx.example",
+                       "sdp_offer": ffmpeg::video_sdp("camera", caller_port, ffmpeg::SENDER_KEY, Some(ffmpeg::SSRC))},
+            "callee": {"mcvideo_id": "sip:unit@mcx.example"},
+            "video_push": true,
+            "media_security": security,
+        }),
+    );
+    assert_eq!(created.status, 201, "{}", created.body);
+    let (recv_port, a, b) = ffmpeg::port_pair();
+    let answered = api.post(
+        &format!("/v1/calls/{id}/answer"),
+        &json!({"sdp_answer": ffmpeg::video_sdp("unit", recv_port, ffmpeg::SENDER_KEY, None)}),
+    );
+    assert_eq!(answered.status, 200, "{}", answered.body);
+    let caller_answer = answered.json()["sdp_answer"].as_str().unwrap().to_owned();
+    (relay_video_addr(&caller_answer), (a, b))
+}
+
+fn console_url(api: &Api, call: &str) -> String {
+    format!(
+        "http://{}/console#token={TOKEN}&call={call}&debug=1",
+        api.addr
+    )
+}
+
+#[test]
+fn a_browser_watches_an_ffmpeg_push_through_whep_and_decodes_its_frames() {
+    ffmpeg::require("ffmpeg");
+    browser::require();
+    let relay = serve(35_200);
+    let api = Api::new(relay.addr, Some(TOKEN));
+    let (relay_addr, _callee) = push(&api, "whep-push", ffmpeg::port_pair().0, "per_leg");
+
+    let mut b = browser::Browser::open(&console_url(&api, "whep-push"));
+    let up = b.wait_for("MCV-STATS ", Duration::from_secs(30), |v| {
+        v["ice"] == "connected" || v["ice"] == "completed"
+    });
+    assert!(
+        up.is_some(),
+        "the browser connects; its last lines:\n{}\nrelay log:\n{}",
+        b.tail(),
+        relay.log()
+    );
+    let viewers = api.get("/v1/calls/whep-push/whep").json();
+    assert_eq!(viewers["viewers"][0]["connected"], true, "{viewers}");
+
+    let sent = ffmpeg::send(relay_addr);
+    ffmpeg::assert_exited_ok("ffmpeg sender", &sent);
+    // The decoder has every frame shortly after the last one was sent.
+    let mut last = Value::Null;
+    let done = b.wait_for("MCV-STATS ", Duration::from_secs(10), |v| {
+        last = v.clone();
+        v["framesDecoded"].as_u64().unwrap_or(0) >= 120
+    });
+    assert!(
+        done.is_some(),
+        "the browser decodes at least 120 of {} frames: last stats {last}\n{}\nrelay log:\n{}",
+        ffmpeg::FRAMES,
+        b.tail(),
+        relay.log()
+    );
+    let v = done.unwrap();
+    assert!(
+        v["width"].as_u64() == Some(640),
+        "the picture is the sender's 640x360: {v}"
+    );
+
+    // What the relay says of it.
+    let viewers = api.get("/v1/calls/whep-push/whep").json();
+    let packets = viewers["viewers"][0]["packets"].as_u64().unwrap();
+    assert!(
+        packets > 100,
+        "the viewer was written the packets: {viewers}"
+    );
+    let call = api.get("/v1/calls/whep-push").json();
+    assert_eq!(call["media_security"], "per_leg");
+
+    // DELETE ends the viewer.
+    let loc = format!(
+        "/v1/calls/whep-push/whep/{}",
+        viewers["viewers"][0]["id"].as_str().unwrap()
+    );
+    assert_eq!(api.delete(&loc).status, 204);
+    assert_eq!(api.delete(&loc).status, 404, "a second DELETE finds none");
+    let viewers = api.get("/v1/calls/whep-push/whep").json();
+    assert_eq!(viewers["viewers"].as_array().unwrap().len(), 0, "{viewers}");
+}
+
+#[test]
+fn an_end_to_end_call_is_not_watched_and_whep_needs_the_token() {
+    browser::require();
+    let relay = serve(35_260);
+    let api = Api::new(relay.addr, Some(TOKEN));
+    let _call = push(&api, "whep-e2e", ffmpeg::port_pair().0, "end_to_end");
+
+    // The browser's offer is refused with the reason.
+    let mut b = browser::Browser::open(&console_url(&api, "whep-e2e"));
+    let refused = b.wait_for("MCV-REFUSED ", Duration::from_secs(30), |_| true);
+    let refused = refused.unwrap_or_else(|| panic!("refused; browser said:\n{}", b.tail()));
+    assert_eq!(refused["status"], 409, "{refused}");
+    let msg = refused["message"].as_str().unwrap();
+    assert!(
+        msg.contains("not_watchable") && msg.contains("end_to_end"),
+        "{msg}"
+    );
+
+    // No token: 401, and no viewer.
+    let anon = Api::new(relay.addr, None);
+    let r = anon.raw(
+        "POST",
+        "/v1/calls/whep-e2e/whep",
+        &[("Content-Type", "application/sdp")],
+        b"v=0\r\n",
+    );
+    assert_eq!(r.status, 401, "{}", r.body);
+    // The console page itself needs none (it holds no secret).
+    let page = anon.get("/console");
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("mcvideo-relay console"));
+    // A body that is not SDP is refused as such.
+    let r = api.raw(
+        "POST",
+        "/v1/calls/whep-e2e/whep",
+        &[("Content-Type", "application/json")],
+        b"{}",
+    );
+    assert_eq!(r.status, 415, "{}", r.body);
+    let r = api.raw(
+        "POST",
+        "/v1/calls/whep-e2e/whep",
+        &[("Content-Type", "application/sdp")],
+        b"not sdp",
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    let r = api.raw(
+        "POST",
+        "/v1/calls/nope/whep",
+        &[("Content-Type", "application/sdp")],
+        b"not sdp",
+    );
+    assert!(matches!(r.status, 400 | 404), "{}", r.body);
+}
