@@ -112,7 +112,11 @@ fn a_browser_watches_an_ffmpeg_push_through_whep_and_decodes_its_frames() {
         b.tail(),
         relay.log()
     );
-    let v = done.unwrap();
+    let v = b
+        .last_within("MCV-STATS ", Duration::from_secs(2))
+        .or(done)
+        .unwrap();
+    eprintln!("the browser's stats after the push: {v}");
     assert!(
         v["width"].as_u64() == Some(640),
         "the picture is the sender's 640x360: {v}"
@@ -192,4 +196,130 @@ fn an_end_to_end_call_is_not_watched_and_whep_needs_the_token() {
         b"not sdp",
     );
     assert!(matches!(r.status, 400 | 404), "{}", r.body);
+}
+
+/// A group member's SDP: `video_sdp` with the MCVideo control channel on `ctl_port`.
+fn member_sdp(name: &str, port: u16, ssrc: u32, ctl_port: u16) -> String {
+    format!(
+        "{}m=application {ctl_port} udp MCVideo\r\na=fmtp:MCVideo mc_queueing\r\n",
+        ffmpeg::video_sdp(name, port, ffmpeg::SENDER_KEY, Some(ssrc))
+    )
+}
+
+/// Sends transmission control message `kind` (SSRC `ssrc`) from `ctl` to `to` and waits for
+/// one of `want` in reply.
+fn control(
+    ctl: &std::net::UdpSocket,
+    to: std::net::SocketAddr,
+    kind: mcvideo_relay::wire::tc::MessageKind,
+    ssrc: u32,
+    want: mcvideo_relay::wire::tc::MessageKind,
+) {
+    use mcvideo_relay::wire::tc::{self, EmitOptions, TcMessage};
+    let msg = TcMessage::new(kind, ssrc)
+        .to_vec(&EmitOptions::default())
+        .unwrap();
+    ctl.send_to(&msg, to).unwrap();
+    ctl.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut buf = [0u8; 1500];
+    let got = (0..25).any(|_| {
+        ctl.recv_from(&mut buf)
+            .is_ok_and(|(n, _)| tc::messages(&buf[..n]).flatten().any(|m| m.kind == want))
+    });
+    assert!(got, "{want:?} in reply to {kind:?}");
+}
+
+#[test]
+fn a_browser_watching_a_group_sees_the_next_transmitter_on_the_same_track() {
+    use common::net::RelayAddrs;
+    use mcvideo_relay::wire::tc::MessageKind as K;
+    ffmpeg::require("ffmpeg");
+    browser::require();
+    let relay = serve(35_320);
+    let api = Api::new(relay.addr, Some(TOKEN));
+    const SSRCS: [u32; 2] = [0x0A0A_0001, 0x0B0B_0002];
+    let mut ctls = Vec::new();
+    let mut members = Vec::new();
+    let mut held = Vec::new();
+    for (i, name) in ["alpha", "bravo"].iter().enumerate() {
+        let ctl = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (port, a, b) = ffmpeg::port_pair();
+        held.push((a, b));
+        members.push(json!({
+            "mcvideo_id": format!("sip:{name}@mcx.example"),
+            "sdp_offer": member_sdp(name, port, SSRCS[i], ctl.local_addr().unwrap().port()),
+        }));
+        ctls.push(ctl);
+    }
+    let created = api.post(
+        "/v1/group-calls",
+        &json!({
+            "call_id": "whep-group",
+            "group_id": "sip:dispatch@mcx.example",
+            "media_security": "per_leg",
+            "members": members,
+        }),
+    );
+    assert_eq!(created.status, 201, "{}", created.body);
+    let created = created.json();
+    let addrs: Vec<RelayAddrs> = (0..2)
+        .map(|i| RelayAddrs::from_sdp(created["members"][i]["sdp_answer"].as_str().unwrap()))
+        .collect();
+
+    let mut b = browser::Browser::open(&console_url(&api, "whep-group"));
+    let up = b.wait_for("MCV-STATS ", Duration::from_secs(30), |v| {
+        v["ice"] == "connected" || v["ice"] == "completed"
+    });
+    assert!(up.is_some(), "the browser connects:\n{}", b.tail());
+
+    let mut decoded_after = Vec::new();
+    let mut ssrc_seen = Vec::new();
+    for (i, a) in addrs.iter().enumerate() {
+        let ctl_to = a.control.expect("a control channel");
+        control(
+            &ctls[i],
+            ctl_to,
+            K::TransmissionRequest,
+            SSRCS[i],
+            K::TransmissionGranted,
+        );
+        let sent = ffmpeg::send_as(None, a.video, SSRCS[i], ffmpeg::SENDER_KEY);
+        ffmpeg::assert_exited_ok("ffmpeg sender", &sent);
+        let want = 120 * (i as u64 + 1);
+        let mut last = Value::Null;
+        let v = b.wait_for("MCV-STATS ", Duration::from_secs(10), |v| {
+            last = v.clone();
+            v["framesDecoded"].as_u64().unwrap_or(0) >= want
+        });
+        assert!(
+            v.is_some(),
+            "after member {i}'s transmission the browser has decoded {want} frames: {last}\n{}",
+            b.tail()
+        );
+        let v = v.unwrap();
+        decoded_after.push(v["framesDecoded"].as_u64().unwrap());
+        ssrc_seen.push(v["ssrc"].clone());
+        control(
+            &ctls[i],
+            ctl_to,
+            K::TransmissionEndRequest,
+            SSRCS[i],
+            K::TransmissionEndResponse,
+        );
+    }
+    eprintln!("frames decoded after each transmission: {decoded_after:?}, ssrc {ssrc_seen:?}");
+    assert_eq!(
+        ssrc_seen[0], ssrc_seen[1],
+        "one track, one SSRC toward the browser"
+    );
+    assert!(
+        decoded_after[1] - decoded_after[0] >= 115,
+        "bravo's frames decode after alpha's: {decoded_after:?}"
+    );
+    let viewers = api.get("/v1/calls/whep-group/whep").json();
+    assert!(
+        viewers["viewers"][0]["keyframe_requests"].is_u64(),
+        "{viewers}"
+    );
 }

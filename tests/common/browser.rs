@@ -111,6 +111,16 @@ impl Browser {
         None
     }
 
+    /// The last line starting with `prefix` within `d` (JSON after the prefix), if any.
+    pub fn last_within(&mut self, prefix: &str, d: Duration) -> Option<serde_json::Value> {
+        let mut last = None;
+        let _ = self.wait_for(prefix, d, |v| {
+            last = Some(v.clone());
+            false
+        });
+        last
+    }
+
     /// The last lines read, for a failure message.
     pub fn tail(&self) -> String {
         let n = self.seen.len().saturating_sub(8);

@@ -110,6 +110,11 @@ pub fn send(to: SocketAddr) -> Output {
 
 /// [`send`] from network namespace `ns` (`None`: this one).
 pub fn send_from(ns: Option<&str>, to: SocketAddr) -> Output {
+    send_as(ns, to, SSRC, SENDER_KEY)
+}
+
+/// [`send_from`] with SSRC `ssrc` and SRTP key `key` (base64 key and salt).
+pub fn send_as(ns: Option<&str>, to: SocketAddr, ssrc: u32, key: &str) -> Output {
     ffmpeg_in(ns)
         .args([
             "-hide_banner",
@@ -143,11 +148,11 @@ pub fn send_from(ns: Option<&str>, to: SocketAddr) -> Output {
         ])
         .args([
             "-ssrc",
-            &SSRC.to_string(),
+            &ssrc.to_string(),
             "-srtp_out_suite",
             "AES_CM_128_HMAC_SHA1_80",
         ])
-        .args(["-srtp_out_params", SENDER_KEY])
+        .args(["-srtp_out_params", key])
         .arg(format!("srtp://{to}?pkt_size=1200"))
         .output()
         .expect("ffmpeg sender runs")
