@@ -196,6 +196,25 @@ fn an_end_to_end_call_is_not_watched_and_whep_needs_the_token() {
         b"not sdp",
     );
     assert!(matches!(r.status, 400 | 404), "{}", r.body);
+
+    // WHIP: where to transmit must be said, and the group must exist.
+    let sdp = [("Content-Type", "application/sdp")];
+    let r = api.raw("POST", "/v1/whip", &sdp, b"v=0\r\n");
+    assert_eq!(
+        (r.status, r.error().1.as_str()),
+        (400, "bad_request"),
+        "{}",
+        r.body
+    );
+    let r = api.raw("POST", "/v1/whip?callee=sip:u@x", &sdp, b"not sdp");
+    assert_eq!(r.status, 400, "{}", r.body);
+    let r = anon.raw("POST", "/v1/whip?callee=sip:u@x", &sdp, b"v=0\r\n");
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(api.get("/v1/whip/p999").status, 404);
+    assert_eq!(
+        api.raw("POST", "/v1/whip/p999/request", &[], b"").status,
+        404
+    );
 }
 
 /// A group member's SDP: `video_sdp` with the MCVideo control channel on `ctl_port`.
@@ -322,4 +341,106 @@ fn a_browser_watching_a_group_sees_the_next_transmitter_on_the_same_track() {
         viewers["viewers"][0]["keyframe_requests"].is_u64(),
         "{viewers}"
     );
+}
+
+#[test]
+fn a_browser_camera_pushes_through_whip_to_an_ffmpeg_receiver() {
+    use mcvideo_relay::sdp::{MediaKind, SessionDescription};
+    ffmpeg::require("ffmpeg");
+    ffmpeg::require("ffprobe");
+    browser::require();
+    let relay = serve(35_380);
+    let api = Api::new(relay.addr, Some(TOKEN));
+    let url = format!(
+        "http://{}/console#token={TOKEN}&publish=sip%3Aunit%40mcx.example&me=sip%3Adispatcher%40mcx.example&call_id=whip-push&debug=1",
+        api.addr
+    );
+    let mut b = browser::Browser::open(&url);
+    let published = b.wait_for("MCV-PUBLISHED ", Duration::from_secs(30), |_| true);
+    let published = published.unwrap_or_else(|| {
+        panic!(
+            "the WHIP request is answered:\n{}\nrelay log:\n{}",
+            b.tail(),
+            relay.log()
+        )
+    });
+    assert_eq!(published["call"], "whip-push", "{published}");
+    let resource = published["resource"].as_str().unwrap().to_owned();
+
+    // The signalling server's part: the callee's offer, delivered to an ffmpeg receiver.
+    let p = api.get(&resource);
+    assert_eq!(p.status, 200, "{}", p.body);
+    let p = p.json();
+    assert_eq!(p["role"], "publisher");
+    let offer = p["callee_offer"].as_str().unwrap().to_owned();
+    let video = SessionDescription::parse(&offer)
+        .unwrap()
+        .media()
+        .iter()
+        .find(|m| m.kind == MediaKind::Video)
+        .cloned()
+        .unwrap();
+    assert_eq!(video.encoding.as_deref(), Some("H264"));
+    let key = video.crypto[0].key_b64.clone();
+    let dir = ffmpeg::tmpdir("whip-recv");
+    let (recv_port, a, b2) = ffmpeg::port_pair();
+    let sdp = dir.join("recv.sdp");
+    std::fs::write(&sdp, ffmpeg::video_sdp("unit", recv_port, &key, None)).unwrap();
+    let out = dir.join("out.mkv");
+    drop((a, b2));
+    let up = b.wait_for("MCV-PUB-STATS ", Duration::from_secs(30), |v| {
+        v["ice"] == "connected" || v["ice"] == "completed"
+    });
+    assert!(up.is_some(), "the browser connects:\n{}", b.tail());
+    let receiver = ffmpeg::spawn_receiver(&sdp, &out);
+    // ffmpeg opens its socket before the callee's answer makes the relay send to it.
+    std::thread::sleep(Duration::from_millis(700));
+    let answered = api.post(
+        "/v1/calls/whip-push/answer",
+        &json!({"sdp_answer": format!(
+            "{}m=application 0 udp MCVideo\r\n",
+            ffmpeg::video_sdp("unit", recv_port, ffmpeg::SENDER_KEY, None)
+        )}),
+    );
+    assert_eq!(answered.status, 200, "{}", answered.body);
+
+    // The bridge is granted (implicitly, as the push's caller) and the camera's frames flow.
+    assert!(
+        sidecar_support::eventually(Duration::from_secs(10), || {
+            let p = api.get(&resource).json();
+            p["granted"] == true && p["packets"].as_u64().unwrap_or(0) > 100
+        }),
+        "the publisher is granted and sends: {}\n{}\nrelay log:\n{}",
+        api.get(&resource).body,
+        b.tail(),
+        relay.log()
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    eprintln!("publisher: {}", api.get(&resource).body);
+    let call = api.get("/v1/calls/whip-push").json();
+    eprintln!("call: {call}");
+    assert_eq!(call["transmission"], "granted", "{call}");
+    // The publisher ends: its Transmission End Request completes the push, which is released.
+    assert_eq!(api.delete(&resource).status, 204);
+    assert!(
+        sidecar_support::eventually(Duration::from_secs(5), || {
+            let c = api.get("/v1/calls/whip-push").json();
+            c["state"] == "released" || c["error"]["code"] == "unknown_call"
+        }),
+        "the push is released when the browser's transmission ends: {}",
+        api.get("/v1/calls/whip-push").body
+    );
+    let got = receiver.wait_with_output().unwrap();
+    assert!(
+        got.status.success(),
+        "receiver: {}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    let frames = ffmpeg::frames(&out);
+    eprintln!("the ffmpeg receiver decoded {frames} frames of the browser's camera");
+    assert!(
+        frames >= 50,
+        "the receiver decodes the browser's camera: {frames} frames"
+    );
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -81,7 +81,7 @@ pub(crate) struct AppState {
     pub(crate) ha: std::sync::OnceLock<Arc<super::ha::HaRuntime>>,
     /// The WHEP viewers, when WebRTC is on.
     #[cfg(feature = "webrtc")]
-    pub(crate) viewers: std::sync::OnceLock<Arc<crate::webrtc::Viewers>>,
+    pub(crate) browsers: std::sync::OnceLock<Arc<crate::webrtc::Browsers>>,
 }
 
 impl AppState {
@@ -107,7 +107,7 @@ impl AppState {
             #[cfg(feature = "ha")]
             ha: std::sync::OnceLock::new(),
             #[cfg(feature = "webrtc")]
-            viewers: std::sync::OnceLock::new(),
+            browsers: std::sync::OnceLock::new(),
         }
     }
 }
@@ -449,6 +449,7 @@ async fn answer_call(
             },
         )
         .await?;
+    super::whep::caller_answered(&st, &id, &a.sdp_answer);
     Ok(ok(&body::CallAnswered {
         call_id: &a.call_id,
         sdp_answer: &a.sdp_answer,
@@ -1011,6 +1012,12 @@ pub(crate) fn router(st: Arc<AppState>) -> Router {
             "/v1/calls/{id}/whep/{viewer}",
             axum::routing::delete(super::whep::close),
         )
+        .route("/v1/whip", post(super::whep::publish))
+        .route(
+            "/v1/whip/{id}",
+            get(super::whep::publisher).delete(super::whep::unpublish),
+        )
+        .route("/v1/whip/{id}/{action}", post(super::whep::transmission))
         .route(
             "/v1/group-calls",
             post(create_group_call).get(list_group_calls),

@@ -291,8 +291,8 @@ fn prepare(
         let mut w = crate::webrtc::WebrtcConfig::new(address);
         w.max_viewers = cfg.webrtc.max_viewers;
         w.connect_timeout = Duration::from_secs(cfg.webrtc.connect_timeout_secs);
-        let viewers = crate::webrtc::Viewers::new(state.engine.clone(), w);
-        let _ = state.viewers.set(Arc::new(viewers));
+        let viewers = crate::webrtc::Browsers::new(state.engine.clone(), w);
+        let _ = state.browsers.set(Arc::new(viewers));
     }
     let ng = ng_sock.map(|sock| {
         let svc = Arc::new(ng::NgService::new(state.engine.clone(), &cfg.ng));
@@ -354,7 +354,7 @@ async fn serve(p: Prepared, stop: impl Future<Output = ()> + Send + 'static) {
             h.flush_and_stop(Duration::from_secs(2)).await;
         }
         #[cfg(feature = "webrtc")]
-        if let Some(v) = st.viewers.get().cloned() {
+        if let Some(v) = st.browsers.get().cloned() {
             let _ = tokio::task::spawn_blocking(move || v.close_all()).await;
         }
         // Every `call.released` is in the event channel now: streams flush and end.

@@ -18,11 +18,13 @@
 //! they are bounded by `webrtc.max_viewers`.
 
 mod viewer;
+mod whip;
 
-pub use viewer::ViewerCounters;
+pub use viewer::BrowserCounters;
 
 use crate::control::call::SetupError;
 use crate::relay::Engine;
+use crate::srtp::SrtpContext;
 use crossbeam_channel::Sender;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -32,14 +34,14 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use str0m::change::SdpOffer;
 use str0m::format::Codec;
-use str0m::{Candidate, RtcConfig};
+use str0m::{Candidate, Rtc, RtcConfig};
 
 /// How viewers run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebrtcConfig {
     /// The address viewer sockets bind to and offer as their ICE candidate.
     pub address: IpAddr,
-    /// Viewers at most, all calls together.
+    /// Browsers at most, all calls together.
     pub max_viewers: usize,
     /// How long a browser may take to connect (ICE and DTLS) before it is given up.
     pub connect_timeout: Duration,
@@ -92,40 +94,120 @@ impl core::fmt::Display for WhepError {
 
 impl std::error::Error for WhepError {}
 
-/// A running viewer, as the registry holds it.
-struct Running {
-    call_id: String,
-    stop: Sender<()>,
-    thread: Option<JoinHandle<()>>,
-    counters: Arc<ViewerCounters>,
-    started: Instant,
-    local: SocketAddr,
+/// What a browser leg is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "sidecar", derive(serde::Serialize))]
+#[cfg_attr(feature = "sidecar", serde(rename_all = "snake_case"))]
+pub enum BrowserRole {
+    /// It watches the call (WHEP).
+    Viewer,
+    /// It transmits into the call (WHIP).
+    Publisher,
 }
 
-/// One viewer, as the API shows it.
+/// How a running leg is told to end.
+enum Control {
+    Viewer(Sender<()>),
+    Publisher(Sender<whip::Cmd>),
+}
+
+/// A running browser leg, as the registry holds it.
+struct Running {
+    call_id: String,
+    control: Control,
+    thread: Option<JoinHandle<()>>,
+    counters: Arc<BrowserCounters>,
+    started: Instant,
+    local: SocketAddr,
+    /// A publisher's push: the SDP offer for the callee (what the signalling server delivers).
+    callee_offer: Option<String>,
+}
+
+impl Running {
+    fn stop(&mut self) {
+        match &self.control {
+            Control::Viewer(s) => {
+                let _ = s.try_send(());
+            }
+            Control::Publisher(s) => {
+                let _ = s.try_send(whip::Cmd::Stop);
+            }
+        }
+    }
+
+    fn join(&mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One browser leg, as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "sidecar", derive(serde::Serialize))]
-pub struct ViewerInfo {
+pub struct BrowserInfo {
     /// Its ID (the last part of its resource's path).
     pub id: String,
-    /// The call it watches.
+    /// Viewer or publisher.
+    pub role: BrowserRole,
+    /// The call it is in.
     pub call_id: String,
-    /// The relay's socket for it.
+    /// The relay's socket toward the browser.
     pub local: String,
     /// ICE and DTLS are up.
     pub connected: bool,
-    /// Packets written to it.
+    /// A publisher holds the grant.
+    pub granted: bool,
+    /// Packets passed on (to the browser, or into the call).
     pub packets: u64,
-    /// Watched packets not written to it.
+    /// Packets not passed on.
     pub skipped: u64,
-    /// Its keyframe requests passed on.
+    /// Keyframe requests (from a viewer's browser, or to a publisher's).
     pub keyframe_requests: u64,
     /// Seconds since it was made.
     pub age_s: u64,
+    /// A publisher's push: the SDP offer for the callee.
+    #[cfg_attr(feature = "sidecar", serde(skip_serializing_if = "Option::is_none"))]
+    pub callee_offer: Option<String>,
 }
 
-/// Every viewer of the relay.
-pub struct Viewers {
+/// Where a publisher transmits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublishTo {
+    /// A new one-to-one video push (`per_leg`) from the browser to `callee_id`; the callee
+    /// accepts it as any push (`POST /v1/calls/{id}/answer`).
+    Push {
+        /// The call's ID (`None`: one is made).
+        call_id: Option<String>,
+        /// The browser's MCVideo ID.
+        caller_id: String,
+        /// Who receives.
+        callee_id: String,
+    },
+    /// A running group call, which the browser joins as a member that may transmit.
+    Group {
+        /// The group call.
+        call_id: String,
+        /// The browser's MCVideo ID.
+        mcvideo_id: String,
+        /// Its transmission priority.
+        priority: u8,
+    },
+}
+
+/// A publisher made: its ID, its call, the SDP answer for the browser.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// The publisher's ID.
+    pub id: String,
+    /// The call it transmits into.
+    pub call_id: String,
+    /// The SDP answer for the browser.
+    pub answer: String,
+}
+
+/// Every browser leg of the relay: viewers (WHEP) and publishers (WHIP).
+pub struct Browsers {
     engine: Arc<Engine>,
     config: WebrtcConfig,
     running: Mutex<HashMap<String, Running>>,
@@ -133,9 +215,9 @@ pub struct Viewers {
     provider: Arc<str0m::crypto::CryptoProvider>,
 }
 
-impl core::fmt::Debug for Viewers {
+impl core::fmt::Debug for Browsers {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Viewers")
+        f.debug_struct("Browsers")
             .field("config", &self.config)
             .field("running", &self.count())
             .finish_non_exhaustive()
@@ -156,10 +238,25 @@ fn codec_of(encoding: Option<&str>) -> Option<Codec> {
     .map(|(_, c)| c)
 }
 
-impl Viewers {
-    /// Viewers of `engine`'s calls.
+/// A bridge's AES_CM_128_HMAC_SHA1_80 master key and salt, and its SSRC: random, from the
+/// operating system's generator (the SSRC drawn apart from the key).
+fn random_key() -> Result<(crate::keys::MasterKey, u32), WhepError> {
+    use ring::rand::SecureRandom;
+    let rng = ring::rand::SystemRandom::new();
+    let no_random = |_| WhepError::Io(std::io::Error::other("no random numbers"));
+    let mut m = vec![0u8; 30];
+    rng.fill(&mut m).map_err(no_random)?;
+    let mut s = [0u8; 4];
+    rng.fill(&mut s).map_err(no_random)?;
+    let key = crate::keys::MasterKey::new(crate::keys::SrtpSuite::AesCm128HmacSha1_80, m)
+        .map_err(|e| WhepError::Io(std::io::Error::other(e.to_string())))?;
+    Ok((key, u32::from_be_bytes(s).max(1)))
+}
+
+impl Browsers {
+    /// Browser legs of `engine`'s calls.
     pub fn new(engine: Arc<Engine>, config: WebrtcConfig) -> Self {
-        Viewers {
+        Browsers {
             engine,
             config,
             running: Mutex::new(HashMap::new()),
@@ -177,7 +274,7 @@ impl Viewers {
         self.running.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Forgets the viewers whose thread ended.
+    /// Forgets the legs whose thread ended.
     fn reap(&self) {
         let mut done = Vec::new();
         self.lock().retain(|_, r| {
@@ -192,20 +289,103 @@ impl Viewers {
         }
     }
 
-    /// Viewers running now.
+    /// Browser legs running now.
     pub fn count(&self) -> usize {
         self.lock().len()
+    }
+
+    /// Room for one more leg, and its ID.
+    fn admit(&self, prefix: char) -> Result<String, WhepError> {
+        self.reap();
+        if self.count() >= self.config.max_viewers {
+            return Err(WhepError::TooMany);
+        }
+        Ok(format!(
+            "{prefix}{}",
+            self.next.fetch_add(1, Ordering::Relaxed)
+        ))
+    }
+
+    /// An ICE-lite str0m peer for `codec` with a socket of its own, and the browser's
+    /// `offer` accepted: the peer, its socket and the SDP answer.
+    fn peer(&self, codec: Codec, offer: &str) -> Result<(Rtc, UdpSocket, String), WhepError> {
+        let offer =
+            SdpOffer::from_sdp_string(offer).map_err(|e| WhepError::BadOffer(e.to_string()))?;
+        let mut cfg = RtcConfig::new()
+            .set_crypto_provider(self.provider.clone())
+            .set_ice_lite(true)
+            .set_rtp_mode(true)
+            .clear_codecs();
+        cfg = match codec {
+            Codec::H264 => cfg.enable_h264(true),
+            Codec::Vp8 => cfg.enable_vp8(true),
+            Codec::Vp9 => cfg.enable_vp9(true),
+            _ => cfg.enable_av1(true),
+        };
+        let mut rtc = cfg.build(Instant::now());
+        let socket =
+            UdpSocket::bind(SocketAddr::new(self.config.address, 0)).map_err(WhepError::Io)?;
+        let local = socket.local_addr().map_err(WhepError::Io)?;
+        let cand = Candidate::host(local, "udp").map_err(|e| WhepError::BadOffer(e.to_string()))?;
+        rtc.add_local_candidate(cand);
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| WhepError::BadOffer(e.to_string()))?
+            .to_sdp_string();
+        if !answer
+            .lines()
+            .any(|l| l.starts_with("m=video") && !l.starts_with("m=video 0 "))
+        {
+            return Err(WhepError::Codec(format!(
+                "the browser's offer has no video the relay can take as {codec}"
+            )));
+        }
+        Ok((rtc, socket, answer))
+    }
+
+    /// Starts leg `id`'s thread running `run` and registers it.
+    fn start(
+        &self,
+        id: &str,
+        call_id: &str,
+        (control, counters, local, callee_offer): (
+            Control,
+            Arc<BrowserCounters>,
+            SocketAddr,
+            Option<String>,
+        ),
+        run: impl FnOnce() -> &'static str + Send + 'static,
+    ) -> Result<(), WhepError> {
+        let (cid, vid) = (call_id.to_owned(), id.to_owned());
+        let thread = std::thread::Builder::new()
+            .name(format!("browser-{id}"))
+            .spawn(move || {
+                let why = run();
+                tracing::info!(call = %cid, leg = %vid, why, "browser leg ended");
+            })
+            .map_err(WhepError::Io)?;
+        self.lock().insert(
+            id.to_owned(),
+            Running {
+                call_id: call_id.to_owned(),
+                control,
+                thread: Some(thread),
+                counters,
+                started: Instant::now(),
+                local,
+                callee_offer,
+            },
+        );
+        Ok(())
     }
 
     /// Makes a viewer of call `call_id` for the browser's SDP `offer`: its ID and the SDP
     /// answer.
     pub async fn open(&self, call_id: &str, offer: &str) -> Result<(String, String), WhepError> {
-        self.reap();
-        if self.count() >= self.config.max_viewers {
-            return Err(WhepError::TooMany);
-        }
-        let offer =
-            SdpOffer::from_sdp_string(offer).map_err(|e| WhepError::BadOffer(e.to_string()))?;
+        let id = self.admit('v')?;
+        // A malformed offer is refused before the call is touched.
+        SdpOffer::from_sdp_string(offer).map_err(|e| WhepError::BadOffer(e.to_string()))?;
         let watch = self
             .engine
             .watch_call_async(call_id, crate::sdp::MediaKind::Video, self.config.queue)
@@ -221,39 +401,9 @@ impl Viewers {
                     .unwrap_or("of an unnamed format")
             ))
         })?;
-        let now = Instant::now();
-        let mut cfg = RtcConfig::new()
-            .set_crypto_provider(self.provider.clone())
-            .set_ice_lite(true)
-            .set_rtp_mode(true)
-            .clear_codecs();
-        cfg = match codec {
-            Codec::H264 => cfg.enable_h264(true),
-            Codec::Vp8 => cfg.enable_vp8(true),
-            Codec::Vp9 => cfg.enable_vp9(true),
-            _ => cfg.enable_av1(true),
-        };
-        let mut rtc = cfg.build(now);
-        let socket =
-            UdpSocket::bind(SocketAddr::new(self.config.address, 0)).map_err(WhepError::Io)?;
+        let (rtc, socket, answer) = self.peer(codec, offer)?;
         let local = socket.local_addr().map_err(WhepError::Io)?;
-        let cand = Candidate::host(local, "udp").map_err(|e| WhepError::BadOffer(e.to_string()))?;
-        rtc.add_local_candidate(cand);
-        let answer = rtc
-            .sdp_api()
-            .accept_offer(offer)
-            .map_err(|e| WhepError::BadOffer(e.to_string()))?;
-        let answer = answer.to_sdp_string();
-        if !answer
-            .lines()
-            .any(|l| l.starts_with("m=video") && !l.starts_with("m=video 0 "))
-        {
-            return Err(WhepError::Codec(format!(
-                "the browser's offer has no video it can receive as {codec}"
-            )));
-        }
-        let id = format!("v{}", self.next.fetch_add(1, Ordering::Relaxed));
-        let counters = Arc::new(ViewerCounters::default());
+        let counters = Arc::new(BrowserCounters::default());
         let (stop, stop_rx) = crossbeam_channel::bounded(1);
         let session = viewer::Session {
             rtc,
@@ -266,78 +416,189 @@ impl Viewers {
             stop: stop_rx,
             connect_timeout: self.config.connect_timeout,
         };
-        let (cid, vid) = (call_id.to_owned(), id.clone());
-        let thread = std::thread::Builder::new()
-            .name("whep".into())
-            .spawn(move || {
-                let why = session.run();
-                tracing::info!(call = %cid, viewer = %vid, why, "WHEP viewer ended");
-            })
-            .map_err(WhepError::Io)?;
+        let parts = (Control::Viewer(stop), counters, local, None);
+        self.start(&id, call_id, parts, move || session.run())?;
         tracing::info!(call = %call_id, viewer = %id, %local, %codec, "WHEP viewer made");
-        self.lock().insert(
-            id.clone(),
-            Running {
-                call_id: call_id.to_owned(),
-                stop,
-                thread: Some(thread),
-                counters,
-                started: now,
-                local,
-            },
-        );
         Ok((id, answer))
     }
 
-    /// Ends viewer `id` of call `call_id`.
-    pub fn close(&self, call_id: &str, id: &str) -> Result<(), WhepError> {
+    /// Makes a publisher for the browser's SDP `offer` that transmits into `to` (H.264): its
+    /// ID, its call and the SDP answer for the browser. A push is created here (the callee's
+    /// offer is in [`Self::list`]); a group is joined.
+    pub async fn publish(&self, to: PublishTo, offer: &str) -> Result<Published, WhepError> {
+        let id = self.admit('p')?;
+        let (rtc, socket, answer) = self.peer(Codec::H264, offer)?;
+        let local = socket.local_addr().map_err(WhepError::Io)?;
+        let bind = || UdpSocket::bind(SocketAddr::new(self.config.address, 0));
+        let (media, control) = (
+            bind().map_err(WhepError::Io)?,
+            bind().map_err(WhepError::Io)?,
+        );
+        let (key, ssrc) = random_key()?;
+        let sdp = whip::bridge_sdp(
+            &format!("whip-{id}"),
+            media.local_addr().map_err(WhepError::Io)?,
+            control.local_addr().map_err(WhepError::Io)?,
+            &key,
+            ssrc,
+        );
+        let (call_id, relay, callee_offer) = match to {
+            PublishTo::Push {
+                call_id,
+                caller_id,
+                callee_id,
+            } => {
+                let offer = self
+                    .engine
+                    .create_call(crate::control::call::CreateCall {
+                        call_id: call_id.map(Into::into),
+                        caller_id,
+                        caller_sdp: sdp,
+                        callee_id,
+                        video_push: true,
+                        video_pull: false,
+                        commencement_mode: None,
+                        media_security: crate::control::MediaSecurity::PerLeg,
+                        caller_tc_key: None,
+                        callee_interface: None,
+                        caller_interface: None,
+                    })
+                    .map_err(WhepError::Call)?;
+                (offer.call_id.to_string(), None, Some(offer.sdp_offer))
+            }
+            PublishTo::Group {
+                call_id,
+                mcvideo_id,
+                priority,
+            } => {
+                let spec = crate::relay::GroupMemberSpec {
+                    mcvideo_id,
+                    sdp_offer: sdp,
+                    priority,
+                    receive_only: false,
+                    tc_key: None,
+                };
+                let a = self
+                    .engine
+                    .add_group_member_async(&call_id, spec)
+                    .await
+                    .map_err(WhepError::Call)?;
+                (call_id, whip::relay_leg(&a.sdp_answer), None)
+            }
+        };
+        let counters = Arc::new(BrowserCounters::default());
+        let (cmds, cmds_rx) = crossbeam_channel::bounded(16);
+        let bridge = whip::Bridge {
+            rtc,
+            socket,
+            media,
+            control,
+            srtp: SrtpContext::new(&key),
+            ssrc,
+            srtcp_in: relay
+                .as_ref()
+                .and_then(|r| r.key.as_ref())
+                .map(SrtpContext::new),
+            relay,
+            keyframe_pending: false,
+            cmds: cmds_rx,
+            counters: counters.clone(),
+            connect_timeout: self.config.connect_timeout,
+        };
+        let parts = (Control::Publisher(cmds), counters, local, callee_offer);
+        self.start(&id, &call_id, parts, move || bridge.run())?;
+        tracing::info!(call = %call_id, publisher = %id, %local, "WHIP publisher made");
+        Ok(Published {
+            id,
+            call_id,
+            answer,
+        })
+    }
+
+    /// The callee of a publisher's push accepted: the relay's answer for the caller (the
+    /// bridge) says where to send. The sidecar calls this after `POST /v1/calls/{id}/answer`;
+    /// a server that links the engine calls it with [`Engine::accept_call`]'s answer.
+    pub fn caller_answered(&self, call_id: &str, sdp_answer: &str) {
+        let Some(leg) = whip::relay_leg(sdp_answer) else {
+            return;
+        };
+        for r in self.lock().values() {
+            if let (true, Control::Publisher(tx)) = (r.call_id == call_id, &r.control) {
+                let _ = tx.try_send(whip::Cmd::Relay(leg.clone()));
+            }
+        }
+    }
+
+    /// Asks publisher `id` to send Transmission Request (`request`) or End Request.
+    pub fn transmission(&self, id: &str, request: bool) -> Result<(), WhepError> {
+        let m = self.lock();
+        match m.get(id).map(|r| &r.control) {
+            Some(Control::Publisher(tx)) => {
+                let cmd = if request {
+                    whip::Cmd::Request
+                } else {
+                    whip::Cmd::End
+                };
+                tx.try_send(cmd).map_err(|_| WhepError::UnknownViewer)
+            }
+            _ => Err(WhepError::UnknownViewer),
+        }
+    }
+
+    /// Ends leg `id`; with `call_id`, only if it is in that call.
+    pub fn close(&self, call_id: Option<&str>, id: &str) -> Result<(), WhepError> {
         let r = {
             let mut m = self.lock();
             match m.get(id) {
-                Some(r) if r.call_id == call_id => m.remove(id),
+                Some(r) if call_id.is_none_or(|c| r.call_id == c) => m.remove(id),
                 _ => None,
             }
         };
         let mut r = r.ok_or(WhepError::UnknownViewer)?;
-        let _ = r.stop.try_send(());
-        if let Some(t) = r.thread.take() {
-            let _ = t.join();
-        }
+        r.stop();
+        r.join();
         Ok(())
     }
 
-    /// The viewers of call `call_id` (every call's: `None`).
-    pub fn list(&self, call_id: Option<&str>) -> Vec<ViewerInfo> {
+    /// The legs of call `call_id` (every call's: `None`), or leg `id` alone.
+    pub fn list(&self, call_id: Option<&str>, id: Option<&str>) -> Vec<BrowserInfo> {
         self.reap();
-        let mut v: Vec<ViewerInfo> = self
+        let mut v: Vec<BrowserInfo> = self
             .lock()
             .iter()
-            .filter(|(_, r)| call_id.is_none_or(|c| c == r.call_id))
-            .map(|(id, r)| ViewerInfo {
-                id: id.clone(),
-                call_id: r.call_id.clone(),
-                local: r.local.to_string(),
-                connected: r.counters.connected.load(Ordering::Relaxed),
-                packets: r.counters.packets.load(Ordering::Relaxed),
-                skipped: r.counters.skipped.load(Ordering::Relaxed),
-                keyframe_requests: r.counters.keyframe_requests.load(Ordering::Relaxed),
-                age_s: r.started.elapsed().as_secs(),
+            .filter(|(i, r)| call_id.is_none_or(|c| c == r.call_id) && id.is_none_or(|x| x == *i))
+            .map(|(i, r)| {
+                let c = &r.counters;
+                BrowserInfo {
+                    id: i.clone(),
+                    role: match r.control {
+                        Control::Viewer(_) => BrowserRole::Viewer,
+                        Control::Publisher(_) => BrowserRole::Publisher,
+                    },
+                    call_id: r.call_id.clone(),
+                    local: r.local.to_string(),
+                    connected: c.connected.load(Ordering::Relaxed),
+                    granted: c.granted.load(Ordering::Relaxed),
+                    packets: c.packets.load(Ordering::Relaxed),
+                    skipped: c.skipped.load(Ordering::Relaxed),
+                    keyframe_requests: c.keyframe_requests.load(Ordering::Relaxed),
+                    age_s: r.started.elapsed().as_secs(),
+                    callee_offer: r.callee_offer.clone(),
+                }
             })
             .collect();
         v.sort_by(|a, b| a.id.cmp(&b.id));
         v
     }
 
-    /// Ends every viewer (shutdown).
+    /// Ends every leg (shutdown).
     pub fn close_all(&self) {
-        let all: Vec<Running> = self.lock().drain().map(|(_, r)| r).collect();
-        for r in &all {
-            let _ = r.stop.try_send(());
+        let mut all: Vec<Running> = self.lock().drain().map(|(_, r)| r).collect();
+        for r in &mut all {
+            r.stop();
         }
-        for mut r in all {
-            if let Some(t) = r.thread.take() {
-                let _ = t.join();
-            }
+        for r in &mut all {
+            r.join();
         }
     }
 }

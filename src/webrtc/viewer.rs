@@ -25,18 +25,21 @@ use str0m::net::{Protocol, Receive};
 use str0m::rtp::{RtpWrite, SeqNo};
 use str0m::{Event, IceConnectionState, Input, Output, Rtc};
 
-/// A viewer's counters, read by the API.
+/// A browser leg's counters, read by the API.
 #[derive(Debug, Default)]
-pub struct ViewerCounters {
-    /// Watched packets written to the browser.
+pub struct BrowserCounters {
+    /// Packets passed on: a viewer's written to the browser, a publisher's sent to the call.
     pub packets: AtomicU64,
-    /// Watched packets not written: no track yet, another payload type than the
-    /// transmitter's first, or str0m refused them.
+    /// Packets not passed on: no track (or no relay address) yet, another payload type,
+    /// or refused by str0m or SRTP.
     pub skipped: AtomicU64,
-    /// Keyframe requests from the browser passed on.
+    /// Keyframe requests: a viewer's from the browser passed to the transmitters, a
+    /// publisher's sent to the browser.
     pub keyframe_requests: AtomicU64,
     /// Set once ICE and DTLS are up.
     pub connected: AtomicBool,
+    /// A publisher holds the grant (Transmission Granted, until it ends or is revoked).
+    pub granted: AtomicBool,
 }
 
 /// Keeps the browser's track continuous across transmitters: each new SSRC's sequence
@@ -106,20 +109,46 @@ pub(crate) struct Session {
     pub(crate) engine: Arc<Engine>,
     pub(crate) call_id: String,
     pub(crate) codec: Codec,
-    pub(crate) counters: Arc<ViewerCounters>,
+    pub(crate) counters: Arc<BrowserCounters>,
     pub(crate) stop: Receiver<()>,
     /// How long ICE and DTLS may take before the viewer is given up.
     pub(crate) connect_timeout: Duration,
 }
 
-/// A datagram from the browser, read by the socket thread.
-struct Datagram {
-    at: Instant,
-    from: SocketAddr,
-    data: Vec<u8>,
+/// A datagram read by a socket thread.
+pub(crate) struct Datagram {
+    pub(crate) at: Instant,
+    pub(crate) from: SocketAddr,
+    pub(crate) data: Vec<u8>,
 }
 
-/// Reads the viewer's socket until `done` is raised or the channel is gone.
+/// A thread reading a socket into a channel, until [`Reader::stop`] or the channel is gone.
+pub(crate) struct Reader {
+    done: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Reader {
+    /// Stops the thread (within its 200 ms read timeout) and waits for it.
+    pub(crate) fn stop(self) {
+        self.done.store(true, Ordering::Relaxed);
+        let _ = self.thread.join();
+    }
+}
+
+/// Starts a thread named `name` that reads (a clone of) `socket` into `tx`.
+pub(crate) fn spawn_reader(socket: &UdpSocket, tx: Sender<Datagram>, name: &str) -> Option<Reader> {
+    let socket = socket.try_clone().ok()?;
+    let done = Arc::new(AtomicBool::new(false));
+    let d = done.clone();
+    let thread = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || read_socket(socket, tx, d))
+        .ok()?;
+    Some(Reader { done, thread })
+}
+
+/// Reads `socket` until `done` is raised or the channel is gone.
 fn read_socket(socket: UdpSocket, tx: Sender<Datagram>, done: Arc<AtomicBool>) {
     let _ = socket.set_read_timeout(Some(Duration::from_millis(200)));
     let mut buf = vec![0u8; 2048];
@@ -131,8 +160,8 @@ fn read_socket(socket: UdpSocket, tx: Sender<Datagram>, done: Arc<AtomicBool>) {
                     from,
                     data: buf.get(..n).unwrap_or_default().to_vec(),
                 };
-                if tx.try_send(d).is_err() && tx.is_empty() {
-                    return; // disconnected
+                if let Err(crossbeam_channel::TrySendError::Disconnected(_)) = tx.try_send(d) {
+                    return;
                 }
             }
             Err(e)
@@ -143,11 +172,27 @@ fn read_socket(socket: UdpSocket, tx: Sender<Datagram>, done: Arc<AtomicBool>) {
                         | std::io::ErrorKind::Interrupted
                 ) => {}
             Err(e) => {
-                tracing::debug!(error = %e, "viewer socket closed");
+                tracing::debug!(error = %e, "browser leg socket closed");
                 return;
             }
         }
     }
+}
+
+/// The browser's payload type for `codec` on `mid` (H.264: packetization mode 1).
+pub(crate) fn payload_params(
+    rtc: &Rtc,
+    mid: Mid,
+    codec: Codec,
+) -> Option<str0m::format::PayloadParams> {
+    let media = rtc.media(mid)?;
+    let remote = media.remote_pts();
+    rtc.codec_config()
+        .params()
+        .iter()
+        .filter(|p| remote.contains(&p.pt()) && p.spec().codec == codec)
+        .find(|p| codec != Codec::H264 || p.spec().format.packetization_mode == Some(1))
+        .cloned()
 }
 
 impl Session {
@@ -159,19 +204,8 @@ impl Session {
             Err(_) => return "no socket address",
         };
         let (net_tx, net_rx) = crossbeam_channel::bounded::<Datagram>(512);
-        let done = Arc::new(AtomicBool::new(false));
-        let reader = match self.socket.try_clone() {
-            Ok(s) => {
-                let done = done.clone();
-                std::thread::Builder::new()
-                    .name("whep-socket".into())
-                    .spawn(move || read_socket(s, net_tx, done))
-                    .ok()
-            }
-            Err(_) => None,
-        };
+        let reader = spawn_reader(&self.socket, net_tx, "whep-socket");
         let why = self.drive(local, &net_rx);
-        done.store(true, Ordering::Relaxed);
         self.rtc.disconnect();
         // The DTLS close alert and anything else str0m still has to say.
         while let Ok(Output::Transmit(t)) = self.rtc.poll_output() {
@@ -179,7 +213,7 @@ impl Session {
         }
         drop(net_rx);
         if let Some(r) = reader {
-            let _ = r.join();
+            r.stop();
         }
         why
     }
@@ -206,7 +240,7 @@ impl Session {
                                 ) =>
                         {
                             mid = Some(m.mid);
-                            pt = self.payload_type(m.mid);
+                            pt = payload_params(&self.rtc, m.mid, self.codec);
                             if pt.is_none() {
                                 return "the browser offered no payload type for the call's codec";
                             }
@@ -280,19 +314,6 @@ impl Session {
                 tracing::debug!(error = %e, "viewer: str0m input");
             }
         }
-    }
-
-    /// The browser's payload type for the call's codec on `mid` (H.264: packetization mode 1).
-    fn payload_type(&self, mid: Mid) -> Option<str0m::format::PayloadParams> {
-        let media = self.rtc.media(mid)?;
-        let remote = media.remote_pts();
-        self.rtc
-            .codec_config()
-            .params()
-            .iter()
-            .filter(|p| remote.contains(&p.pt()) && p.spec().codec == self.codec)
-            .find(|p| self.codec != Codec::H264 || p.spec().format.packetization_mode == Some(1))
-            .cloned()
     }
 
     /// Writes a watched packet into the browser's track.
