@@ -97,8 +97,23 @@ fn a_browser_watches_an_ffmpeg_push_through_whep_and_decodes_its_frames() {
     let viewers = api.get("/v1/calls/whep-push/whep").json();
     assert_eq!(viewers["viewers"][0]["connected"], true, "{viewers}");
 
+    // A screenshot of the console with the live call (saved as a test artifact) while it runs.
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-live-call.png");
+    let _ = std::fs::remove_file(&shot);
+    let console = format!("http://{}/console#token={TOKEN}", api.addr);
+    let shooter = {
+        let shot = shot.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(2500));
+            browser::screenshot(&console, &shot, Duration::from_secs(3));
+        })
+    };
     let sent = ffmpeg::send(relay_addr);
     ffmpeg::assert_exited_ok("ffmpeg sender", &sent);
+    shooter.join().expect("the screenshot is taken");
+    let size = std::fs::metadata(&shot).unwrap().len();
+    assert!(size > 10_000, "a real picture of the console: {size} bytes");
+    eprintln!("console screenshot: {}", shot.display());
     // The decoder has every frame shortly after the last one was sent.
     let mut last = Value::Null;
     let done = b.wait_for("MCV-STATS ", Duration::from_secs(10), |v| {
@@ -124,7 +139,12 @@ fn a_browser_watches_an_ffmpeg_push_through_whep_and_decodes_its_frames() {
 
     // What the relay says of it.
     let viewers = api.get("/v1/calls/whep-push/whep").json();
+    eprintln!("the viewer as the relay shows it: {viewers}");
     let packets = viewers["viewers"][0]["packets"].as_u64().unwrap();
+    assert!(
+        viewers["viewers"][0]["latency_p99_us"].is_u64(),
+        "{viewers}"
+    );
     assert!(
         packets > 100,
         "the viewer was written the packets: {viewers}"

@@ -20,7 +20,7 @@
 mod viewer;
 mod whip;
 
-pub use viewer::BrowserCounters;
+pub use viewer::{BrowserCounters, LATENCY_BUCKETS};
 
 use crate::control::call::SetupError;
 use crate::relay::Engine;
@@ -166,6 +166,12 @@ pub struct BrowserInfo {
     pub keyframe_requests: u64,
     /// Seconds since it was made.
     pub age_s: u64,
+    /// A viewer's in-relay latency (a packet's arrival at the relay to its datagram leaving
+    /// toward the browser), µs: the median and the 99th percentile, each the upper edge of
+    /// its power-of-two bucket. `None` before the first packet.
+    pub latency_p50_us: Option<u64>,
+    /// See `latency_p50_us`.
+    pub latency_p99_us: Option<u64>,
     /// A publisher's push: the SDP offer for the callee.
     #[cfg_attr(feature = "sidecar", serde(skip_serializing_if = "Option::is_none"))]
     pub callee_offer: Option<String>,
@@ -583,6 +589,8 @@ impl Browsers {
                     skipped: c.skipped.load(Ordering::Relaxed),
                     keyframe_requests: c.keyframe_requests.load(Ordering::Relaxed),
                     age_s: r.started.elapsed().as_secs(),
+                    latency_p50_us: c.latency_quantile(0.5),
+                    latency_p99_us: c.latency_quantile(0.99),
                     callee_offer: r.callee_offer.clone(),
                 }
             })

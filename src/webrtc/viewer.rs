@@ -40,6 +40,47 @@ pub struct BrowserCounters {
     pub connected: AtomicBool,
     /// A publisher holds the grant (Transmission Granted, until it ends or is revoked).
     pub granted: AtomicBool,
+    /// A viewer's in-relay latency: from the watched packet's arrival at the relay to the
+    /// datagram carrying it leaving toward the browser, in power-of-two microsecond buckets
+    /// (bucket `i` counts `[2^i, 2^(i+1))` µs; bucket 0 also takes 0).
+    pub latency_us: [AtomicU64; LATENCY_BUCKETS],
+}
+
+/// Buckets of [`BrowserCounters::latency_us`]: up to about 8.4 s.
+pub const LATENCY_BUCKETS: usize = 24;
+
+impl BrowserCounters {
+    /// Counts one in-relay latency.
+    pub(crate) fn latency(&self, d: Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1);
+        let i = (63 - us.leading_zeros() as usize).min(LATENCY_BUCKETS - 1);
+        if let Some(b) = self.latency_us.get(i) {
+            b.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The in-relay latency at quantile `q` (0–1), in µs: the upper edge of its bucket.
+    /// `None` before any packet.
+    pub fn latency_quantile(&self, q: f64) -> Option<u64> {
+        let counts: Vec<u64> = self
+            .latency_us
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let want = ((total as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, c) in counts.iter().enumerate() {
+            seen += c;
+            if seen >= want {
+                return Some(1u64 << (i + 1));
+            }
+        }
+        None
+    }
 }
 
 /// Keeps the browser's track continuous across transmitters: each new SSRC's sequence
@@ -223,6 +264,7 @@ impl Session {
         let mut mid: Option<Mid> = None;
         let mut pt = None;
         let mut rewriter = Rewriter::default();
+        let mut written: Option<Instant> = None;
         loop {
             // Everything str0m has to say, up to its next deadline.
             let deadline = loop {
@@ -230,6 +272,10 @@ impl Session {
                     Ok(Output::Timeout(t)) => break t,
                     Ok(Output::Transmit(t)) => {
                         let _ = self.socket.send_to(&t.contents, t.destination);
+                        // The first datagram after a write carries the packet written.
+                        if let Some(at) = written.take() {
+                            self.counters.latency(at.elapsed());
+                        }
                     }
                     Ok(Output::Event(e)) => match e {
                         Event::MediaAdded(m)
@@ -286,7 +332,9 @@ impl Session {
                 },
                 recv(self.watch.packets) -> p => match p {
                     Ok(p) => {
-                        self.write(&p, mid, pt, &mut rewriter);
+                        if self.write(&p, mid, pt, &mut rewriter) {
+                            written = Some(p.at);
+                        }
                         None
                     }
                     Err(_) => return "the call ended",
@@ -316,28 +364,28 @@ impl Session {
         }
     }
 
-    /// Writes a watched packet into the browser's track.
+    /// Writes a watched packet into the browser's track: whether it was written.
     fn write(
         &mut self,
         p: &WatchedPacket,
         mid: Option<Mid>,
         params: Option<str0m::format::PayloadParams>,
         rewriter: &mut Rewriter,
-    ) {
+    ) -> bool {
         let skipped = || {
             self.counters.skipped.fetch_add(1, Ordering::Relaxed);
         };
         let (Some(mid), Some(params)) = (mid, params) else {
             skipped();
-            return;
+            return false;
         };
         if !self.counters.connected.load(Ordering::Relaxed) {
             skipped();
-            return;
+            return false;
         }
         let Ok(rtp) = crate::wire::rtp::RtpPacket::new_checked(p.rtp.as_slice()) else {
             skipped();
-            return;
+            return false;
         };
         let Some((seq, ts, switched)) = rewriter.map(
             rtp.ssrc(),
@@ -346,14 +394,14 @@ impl Session {
             rtp.timestamp(),
         ) else {
             skipped();
-            return;
+            return false;
         };
         let payload: Arc<[u8]> = Arc::from(rtp.payload());
         let marker = rtp.marker();
         let mut api = self.rtc.direct_api();
         let Some(tx) = api.stream_tx_by_mid(mid, None) else {
             skipped();
-            return;
+            return false;
         };
         tx.write_rtp(
             RtpWrite::new(params.pt(), SeqNo::from(seq), ts, p.at, payload)
@@ -364,6 +412,7 @@ impl Session {
         if switched {
             let _ = self.engine.request_keyframe(&self.call_id);
         }
+        true
     }
 }
 
@@ -383,6 +432,19 @@ mod tests {
         // A new SSRC starting anywhere goes on at 102, one frame later.
         assert_eq!(r.map(2, 96, 40_000, 7), Some((102, 11_000, true)));
         assert_eq!(r.map(2, 96, 40_001, 3007), Some((103, 14_000, false)));
+    }
+
+    #[test]
+    fn latency_quantiles_come_from_power_of_two_buckets() {
+        let c = BrowserCounters::default();
+        assert_eq!(c.latency_quantile(0.5), None);
+        for us in [0, 1, 3, 100, 120, 130, 5000] {
+            c.latency(Duration::from_micros(us));
+        }
+        // 0 and 1 µs in [1, 2); 3 in [2, 4); 100, 120 in [64, 128); 130 in [128, 256).
+        assert_eq!(c.latency_quantile(0.5), Some(128));
+        assert_eq!(c.latency_quantile(0.99), Some(8192));
+        assert_eq!(c.latency_quantile(0.2), Some(2));
     }
 
     #[test]

@@ -26,6 +26,36 @@ pub fn require() {
     );
 }
 
+/// Saves a screenshot of `url` (1280×800) to `path`, taken after `settle` of the page's own
+/// time (its timers and fetches run first). Video is not captured: a headless screenshot is
+/// taken from the page's layout, not from the compositor's decoded frames.
+pub fn screenshot(url: &str, path: &std::path::Path, settle: Duration) {
+    let profile = std::env::temp_dir().join(format!("mcv-chromium-shot-{}", std::process::id()));
+    let out = Command::new("chromium")
+        .args([
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+        ])
+        .args(["--window-size=1280,800", "--hide-scrollbars"])
+        .arg(format!("--virtual-time-budget={}", settle.as_millis()))
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("--screenshot={}", path.display()))
+        .arg(url)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("chromium runs");
+    let _ = std::fs::remove_dir_all(&profile);
+    assert!(
+        out.status.success() && path.exists(),
+        "chromium --screenshot: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A headless Chromium on one page.
 pub struct Browser {
     child: Child,
