@@ -96,6 +96,19 @@ fn a_browser_watches_an_ffmpeg_push_through_whep_and_decodes_its_frames() {
     );
     let viewers = api.get("/v1/calls/whep-push/whep").json();
     assert_eq!(viewers["viewers"][0]["connected"], true, "{viewers}");
+    // The console lists the call with who holds the grant.
+    let listed = b.wait_for("MCV-CALLS ", Duration::from_secs(5), |v| {
+        v.as_array().is_some_and(|calls| {
+            calls
+                .iter()
+                .any(|c| c["call"] == "whep-push" && c["transmitting"] == "sip:camera@mcx.example")
+        })
+    });
+    assert!(
+        listed.is_some(),
+        "the console lists the call and its transmitter:\n{}",
+        b.tail()
+    );
 
     // A screenshot of the console with the live call (saved as a test artifact) while it runs.
     let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-live-call.png");
@@ -462,5 +475,148 @@ fn a_browser_camera_pushes_through_whip_to_an_ffmpeg_receiver() {
         frames >= 50,
         "the receiver decodes the browser's camera: {frames} frames"
     );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_browser_joins_a_group_through_whip_and_transmits_when_granted() {
+    use mcvideo_relay::sdp::{MediaKind, SessionDescription};
+    ffmpeg::require("ffmpeg");
+    ffmpeg::require("ffprobe");
+    browser::require();
+    let relay = serve(35_440);
+    let api = Api::new(relay.addr, Some(TOKEN));
+    // A per_leg group with one receiving member, an ffmpeg receiver.
+    let (recv_port, a, b2) = ffmpeg::port_pair();
+    let created = api.post(
+        "/v1/group-calls",
+        &json!({
+            "call_id": "whip-group",
+            "group_id": "sip:dispatch@mcx.example",
+            "media_security": "per_leg",
+            "members": [{
+                "mcvideo_id": "sip:unit@mcx.example",
+                "sdp_offer": ffmpeg::video_sdp("unit", recv_port, ffmpeg::SENDER_KEY, None),
+                "receive_only": true,
+            }],
+        }),
+    );
+    assert_eq!(created.status, 201, "{}", created.body);
+    let answer = created.json()["members"][0]["sdp_answer"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let key = SessionDescription::parse(&answer)
+        .unwrap()
+        .media()
+        .iter()
+        .find(|m| m.kind == MediaKind::Video)
+        .unwrap()
+        .crypto[0]
+        .key_b64
+        .clone();
+    let dir = ffmpeg::tmpdir("whip-group");
+    let sdp = dir.join("recv.sdp");
+    std::fs::write(&sdp, ffmpeg::video_sdp("unit", recv_port, &key, None)).unwrap();
+    let out = dir.join("out.mkv");
+
+    // An end_to_end group is refused: the members share a key the relay does not hold.
+    let e2e = api.post(
+        "/v1/group-calls",
+        &json!({
+            "call_id": "whip-group-e2e",
+            "group_id": "sip:sealed@mcx.example",
+            "media_security": "end_to_end",
+            "members": [{
+                "mcvideo_id": "sip:unit2@mcx.example",
+                "sdp_offer": ffmpeg::video_sdp("unit2", ffmpeg::port_pair().0, ffmpeg::SENDER_KEY, None),
+                "receive_only": true,
+            }],
+        }),
+    );
+    assert_eq!(e2e.status, 201, "{}", e2e.body);
+    let mut refused = browser::Browser::open(&format!(
+        "http://{}/console#token={TOKEN}&join=whip-group-e2e&me=sip%3Adispatcher%40mcx.example&debug=1",
+        api.addr
+    ));
+    let r = refused.wait_for("MCV-PUB-REFUSED ", Duration::from_secs(30), |_| true);
+    let r = r.unwrap_or_else(|| panic!("refused:\n{}", refused.tail()));
+    assert_eq!(r["status"], 409, "{r}");
+    assert!(r["message"].as_str().unwrap().contains("end_to_end"), "{r}");
+    drop(refused);
+
+    // The browser joins the per_leg group; it transmits only once granted.
+    let mut b = browser::Browser::open(&format!(
+        "http://{}/console#token={TOKEN}&join=whip-group&me=sip%3Adispatcher%40mcx.example&debug=1",
+        api.addr
+    ));
+    let published = b.wait_for("MCV-PUBLISHED ", Duration::from_secs(30), |_| true);
+    let published = published.unwrap_or_else(|| panic!("joined:\n{}", b.tail()));
+    assert_eq!(published["call"], "whip-group");
+    let resource = published["resource"].as_str().unwrap().to_owned();
+    let up = b.wait_for("MCV-PUB-STATS ", Duration::from_secs(30), |v| {
+        v["ice"] == "connected" || v["ice"] == "completed"
+    });
+    assert!(up.is_some(), "the browser connects:\n{}", b.tail());
+    let group = api.get("/v1/group-calls/whip-group").json();
+    assert_eq!(group["members"].as_array().unwrap().len(), 2, "{group}");
+    std::thread::sleep(Duration::from_millis(500));
+    let before = api.get(&resource).json();
+    assert_eq!(before["granted"], false, "{before}");
+
+    // The receiver listens (it gives up after a few idle seconds: started only now).
+    drop((a, b2));
+    let receiver = ffmpeg::spawn_receiver(&sdp, &out);
+    std::thread::sleep(Duration::from_millis(700));
+    // The console's Request button: Transmission Request for the browser, granted.
+    assert_eq!(
+        api.raw("POST", &format!("{resource}/request"), &[], b"")
+            .status,
+        202
+    );
+    assert!(
+        sidecar_support::eventually(Duration::from_secs(10), || {
+            let p = api.get(&resource).json();
+            p["granted"] == true && p["packets"].as_u64().unwrap_or(0) > 100
+        }),
+        "granted and sending: {}\n{}",
+        api.get(&resource).body,
+        relay.log()
+    );
+    let group = api.get("/v1/group-calls/whip-group").json();
+    let me = group["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mcvideo_id"] == "sip:dispatcher@mcx.example")
+        .cloned()
+        .unwrap();
+    assert_eq!(me["transmitting"], true, "{group}");
+    std::thread::sleep(Duration::from_secs(4));
+    // The End button: the transmission ends, the browser stays a member.
+    assert_eq!(
+        api.raw("POST", &format!("{resource}/end"), &[], b"").status,
+        202
+    );
+    assert!(
+        sidecar_support::eventually(Duration::from_secs(5), || {
+            api.get(&resource).json()["granted"] == false
+        }),
+        "the transmission ends: {}",
+        api.get(&resource).body
+    );
+    let got = receiver.wait_with_output().unwrap();
+    assert!(
+        got.status.success(),
+        "receiver: {}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    let frames = ffmpeg::frames(&out);
+    eprintln!("the group's ffmpeg receiver decoded {frames} frames of the browser's camera");
+    assert!(
+        frames >= 50,
+        "the group's receiver decodes the browser: {frames} frames"
+    );
+    assert_eq!(api.delete(&resource).status, 204);
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -433,6 +433,24 @@ impl Browsers {
     /// offer is in [`Self::list`]); a group is joined.
     pub async fn publish(&self, to: PublishTo, offer: &str) -> Result<Published, WhepError> {
         let id = self.admit('p')?;
+        SdpOffer::from_sdp_string(offer).map_err(|e| WhepError::BadOffer(e.to_string()))?;
+        if let PublishTo::Group { call_id, .. } = &to {
+            // The bridge keys its own leg: the other members can decrypt it only where the
+            // relay re-encrypts for them.
+            let g = self
+                .engine
+                .group_call_async(call_id)
+                .await
+                .map_err(WhepError::Call)?;
+            if g.media_security != crate::control::MediaSecurity::PerLeg {
+                return Err(WhepError::Call(SetupError::NotWatchable {
+                    call_id: call_id.clone(),
+                    reason: "a browser can transmit only into a per_leg call: in end_to_end the \
+                             members share a key the relay does not hold"
+                        .into(),
+                }));
+            }
+        }
         let (rtc, socket, answer) = self.peer(Codec::H264, offer)?;
         let local = socket.local_addr().map_err(WhepError::Io)?;
         let bind = || UdpSocket::bind(SocketAddr::new(self.config.address, 0));
