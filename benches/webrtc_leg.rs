@@ -121,7 +121,7 @@ fn bench(c: &mut Criterion) {
     let (mut rtc, mid, pt) = connected();
     let mut seq: u64 = 1;
     let start = Instant::now();
-    let mut one = |rtc: &mut Rtc, seq: &mut u64| -> usize {
+    let one = |rtc: &mut Rtc, seq: &mut u64| -> usize {
         // The worker's copy for the watcher.
         let copy = black_box(template.clone());
         *seq += 1;

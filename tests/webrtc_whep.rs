@@ -617,6 +617,9 @@ fn a_browser_joins_a_group_through_whip_and_transmits_when_granted() {
         frames >= 50,
         "the group's receiver decodes the browser: {frames} frames"
     );
+    // The browser goes: its member leaves the group.
     assert_eq!(api.delete(&resource).status, 204);
+    let group = api.get("/v1/group-calls/whip-group").json();
+    assert_eq!(group["members"].as_array().unwrap().len(), 1, "{group}");
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -466,6 +466,10 @@ impl Browsers {
             &key,
             ssrc,
         );
+        let member = match &to {
+            PublishTo::Group { mcvideo_id, .. } => Some(mcvideo_id.clone()),
+            PublishTo::Push { .. } => None,
+        };
         let (call_id, relay, callee_offer) = match to {
             PublishTo::Push {
                 call_id,
@@ -529,8 +533,29 @@ impl Browsers {
             counters: counters.clone(),
             connect_timeout: self.config.connect_timeout,
         };
-        let parts = (Control::Publisher(cmds), counters, local, callee_offer);
-        self.start(&id, &call_id, parts, move || bridge.run())?;
+        let parts = (
+            Control::Publisher(cmds),
+            counters.clone(),
+            local,
+            callee_offer,
+        );
+        // When the browser goes, so does its member. A push that held the grant completes with
+        // the End Request the bridge sends last (the call procedure releases it); one that
+        // never got it is released here. A group member leaves.
+        let (engine, cid, c) = (self.engine.clone(), call_id.clone(), counters.clone());
+        let run = move || {
+            let why = bridge.run();
+            let gone = match &member {
+                Some(m) => engine.remove_group_member(&cid, m).map(drop),
+                None if c.granted.load(Ordering::Relaxed) => Ok(()),
+                None => engine.release_call(&cid).map(drop),
+            };
+            if let Err(e) = gone {
+                tracing::debug!(call = %cid, error = %e, "the browser's member was already gone");
+            }
+            why
+        };
+        self.start(&id, &call_id, parts, run)?;
         tracing::info!(call = %call_id, publisher = %id, %local, "WHIP publisher made");
         Ok(Published {
             id,
