@@ -987,6 +987,12 @@ impl Engine {
         lock(&self.plane.directory).groups.contains_key(call_id)
     }
 
+    /// Whether a call (of any kind) with this ID runs on this engine now. No worker is
+    /// asked: the engine's directory answers.
+    pub fn has_call(&self, call_id: &str) -> bool {
+        lock(&self.plane.directory).placement.contains_key(call_id)
+    }
+
     /// Releases a group call (reason `released`): `call.released` is published, every port
     /// goes back. Returns its final summary. Blocks as [`Self::accept_call`] does.
     pub fn release_group_call(&self, call_id: &str) -> Result<GroupCallSummary, SetupError> {

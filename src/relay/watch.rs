@@ -39,6 +39,9 @@ pub struct WatchedStream {
     pub encoding: Option<String>,
     /// Its RTP clock rate in Hz (0: unknown).
     pub clock_rate: u32,
+    /// How many members may transmit at once (the group's Cx; 1 in a one-to-one call): with
+    /// more than one, the copies interleave several transmitters' packets.
+    pub max_transmitters: u8,
 }
 
 /// A watcher of one stream of a call ([`Engine::watch_call`](super::Engine::watch_call)).
@@ -137,6 +140,7 @@ mod tests {
                 kind: MediaKind::Video,
                 encoding: Some("H264".into()),
                 clock_rate: 90_000,
+                max_transmitters: 1,
             },
             rx,
             dropped,

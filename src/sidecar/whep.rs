@@ -76,6 +76,7 @@ impl From<crate::webrtc::WhepError> for ApiError {
             W::TooMany => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "too_many_viewers", msg),
             W::Io(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_ports_available", msg),
             W::UnknownViewer => ApiError::new(StatusCode::NOT_FOUND, "unknown_viewer", msg),
+            W::Busy => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", msg),
         }
     }
 }
@@ -128,8 +129,23 @@ pub(super) async fn open(
     let (viewer, answer) = viewers(&st)?.open(&id, offer).await?;
     Ok(sdp_created(
         answer,
-        &format!("/v1/calls/{id}/whep/{viewer}"),
+        &format!("/v1/calls/{}/whep/{viewer}", escape(&id)),
     ))
+}
+
+/// Percent-encodes a path segment (every octet but unreserved characters, RFC 3986).
+#[cfg(feature = "webrtc")]
+fn escape(v: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(v.len());
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
 }
 
 /// Percent-decodes a query value (`+` is a space).
@@ -264,7 +280,7 @@ pub(super) async fn unpublish(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let v = viewers(&st)?.clone();
-    tokio::task::spawn_blocking(move || v.close(None, &id))
+    tokio::task::spawn_blocking(move || v.close(None, crate::webrtc::BrowserRole::Publisher, &id))
         .await
         .map_err(|_| {
             ApiError::new(
@@ -322,15 +338,17 @@ pub(super) async fn close(
     Path((id, viewer)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let v = viewers(&st)?.clone();
-    tokio::task::spawn_blocking(move || v.close(Some(&id), &viewer))
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal_error",
-                "viewer close panicked",
-            )
-        })??;
+    tokio::task::spawn_blocking(move || {
+        v.close(Some(&id), crate::webrtc::BrowserRole::Viewer, &viewer)
+    })
+    .await
+    .map_err(|_| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "viewer close panicked",
+        )
+    })??;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -349,7 +367,8 @@ pub(super) async fn list(
     State(st): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let v = viewers(&st)?.list(Some(&id), None);
+    let mut v = viewers(&st)?.list(Some(&id), None);
+    v.retain(|b| b.role == crate::webrtc::BrowserRole::Viewer);
     Ok(super::error::json_response(
         StatusCode::OK,
         &serde_json::json!({ "viewers": v }),
@@ -401,6 +420,7 @@ mod tests {
             assert!(publish_to(bad).is_err(), "{bad:?}");
         }
         assert_eq!(unescape("a+b%20c").as_deref(), Some("a b c"));
+        assert_eq!(escape("sip:a@b/c d"), "sip%3Aa%40b%2Fc%20d");
         assert_eq!(unescape("%4"), None);
     }
 }

@@ -17,14 +17,14 @@
 //! (and one for its socket): viewers are a few dispatchers, not the forwarding path, and
 //! they are bounded by `webrtc.max_viewers`.
 
+mod peer;
 mod viewer;
 mod whip;
 
-pub use viewer::{BrowserCounters, LATENCY_BUCKETS};
+pub use peer::{BrowserCounters, LATENCY_BUCKETS};
 
 use crate::control::call::SetupError;
 use crate::relay::Engine;
-use crate::srtp::SrtpContext;
 use crossbeam_channel::Sender;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -77,6 +77,8 @@ pub enum WhepError {
     Io(std::io::Error),
     /// No viewer with this ID on this call.
     UnknownViewer,
+    /// The leg has too many commands waiting: try again.
+    Busy,
 }
 
 impl core::fmt::Display for WhepError {
@@ -87,7 +89,8 @@ impl core::fmt::Display for WhepError {
             WhepError::Codec(m) => f.write_str(m),
             WhepError::TooMany => f.write_str("the relay runs its maximum number of viewers"),
             WhepError::Io(e) => write!(f, "no socket for the viewer: {e}"),
-            WhepError::UnknownViewer => f.write_str("no such viewer on this call"),
+            WhepError::UnknownViewer => f.write_str("no such browser leg (on this call)"),
+            WhepError::Busy => f.write_str("the browser leg is busy: try again"),
         }
     }
 }
@@ -124,6 +127,13 @@ struct Running {
 }
 
 impl Running {
+    fn role(&self) -> BrowserRole {
+        match self.control {
+            Control::Viewer(_) => BrowserRole::Viewer,
+            Control::Publisher(_) => BrowserRole::Publisher,
+        }
+    }
+
     fn stop(&mut self) {
         match &self.control {
             Control::Viewer(s) => {
@@ -212,11 +222,22 @@ pub struct Published {
     pub answer: String,
 }
 
+/// A leg being made, counted against `max_viewers` until it runs (or fails).
+struct Admitted<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Every browser leg of the relay: viewers (WHEP) and publishers (WHIP).
 pub struct Browsers {
     engine: Arc<Engine>,
     config: WebrtcConfig,
     running: Mutex<HashMap<String, Running>>,
+    /// Legs being made.
+    making: std::sync::atomic::AtomicUsize,
     next: AtomicU64,
     provider: Arc<str0m::crypto::CryptoProvider>,
 }
@@ -266,6 +287,7 @@ impl Browsers {
             engine,
             config,
             running: Mutex::new(HashMap::new()),
+            making: std::sync::atomic::AtomicUsize::new(0),
             next: AtomicU64::new(1),
             provider: Arc::new(str0m::crypto::from_feature_flags()),
         }
@@ -300,16 +322,17 @@ impl Browsers {
         self.lock().len()
     }
 
-    /// Room for one more leg, and its ID.
-    fn admit(&self, prefix: char) -> Result<String, WhepError> {
+    /// Room for one more leg (held until the returned guard drops: legs being made count
+    /// against `max_viewers` too), and its ID.
+    fn admit(&self, prefix: char) -> Result<(String, Admitted<'_>), WhepError> {
         self.reap();
-        if self.count() >= self.config.max_viewers {
+        let held = self.making.fetch_add(1, Ordering::SeqCst) + 1;
+        let guard = Admitted(&self.making);
+        if self.count() + held > self.config.max_viewers {
             return Err(WhepError::TooMany);
         }
-        Ok(format!(
-            "{prefix}{}",
-            self.next.fetch_add(1, Ordering::Relaxed)
-        ))
+        let id = format!("{prefix}{}", self.next.fetch_add(1, Ordering::Relaxed));
+        Ok((id, guard))
     }
 
     /// An ICE-lite str0m peer for `codec` with a socket of its own, and the browser's
@@ -322,6 +345,9 @@ impl Browsers {
             .set_ice_lite(true)
             .set_rtp_mode(true)
             .clear_codecs();
+        // Opus too, never written: a browser that offers audio besides video gets a valid
+        // answer (an audio line with no format would be refused by it).
+        cfg = cfg.enable_opus(true, false);
         cfg = match codec {
             Codec::H264 => cfg.enable_h264(true),
             Codec::Vp8 => cfg.enable_vp8(true),
@@ -348,6 +374,25 @@ impl Browsers {
             )));
         }
         Ok((rtc, socket, answer))
+    }
+
+    /// Leg `id`'s peer, its socket read by a thread of its own.
+    fn peer_thread(
+        &self,
+        rtc: Rtc,
+        socket: UdpSocket,
+        counters: &Arc<BrowserCounters>,
+        id: &str,
+    ) -> Result<peer::Peer, WhepError> {
+        let timeout = self.config.connect_timeout;
+        peer::Peer::start(
+            rtc,
+            socket,
+            counters.clone(),
+            timeout,
+            &format!("{id}-socket"),
+        )
+        .map_err(|e| WhepError::Io(std::io::Error::other(e)))
     }
 
     /// Starts leg `id`'s thread running `run` and registers it.
@@ -389,7 +434,7 @@ impl Browsers {
     /// Makes a viewer of call `call_id` for the browser's SDP `offer`: its ID and the SDP
     /// answer.
     pub async fn open(&self, call_id: &str, offer: &str) -> Result<(String, String), WhepError> {
-        let id = self.admit('v')?;
+        let (id, _admitted) = self.admit('v')?;
         // A malformed offer is refused before the call is touched.
         SdpOffer::from_sdp_string(offer).map_err(|e| WhepError::BadOffer(e.to_string()))?;
         let watch = self
@@ -411,16 +456,15 @@ impl Browsers {
         let local = socket.local_addr().map_err(WhepError::Io)?;
         let counters = Arc::new(BrowserCounters::default());
         let (stop, stop_rx) = crossbeam_channel::bounded(1);
+        let peer = self.peer_thread(rtc, socket, &counters, &id)?;
         let session = viewer::Session {
-            rtc,
-            socket,
+            peer,
             watch,
             engine: self.engine.clone(),
             call_id: call_id.to_owned(),
             codec,
-            counters: counters.clone(),
             stop: stop_rx,
-            connect_timeout: self.config.connect_timeout,
+            last_ask: None,
         };
         let parts = (Control::Viewer(stop), counters, local, None);
         self.start(&id, call_id, parts, move || session.run())?;
@@ -432,7 +476,7 @@ impl Browsers {
     /// ID, its call and the SDP answer for the browser. A push is created here (the callee's
     /// offer is in [`Self::list`]); a group is joined.
     pub async fn publish(&self, to: PublishTo, offer: &str) -> Result<Published, WhepError> {
-        let id = self.admit('p')?;
+        let (id, _admitted) = self.admit('p')?;
         SdpOffer::from_sdp_string(offer).map_err(|e| WhepError::BadOffer(e.to_string()))?;
         if let PublishTo::Group { call_id, .. } = &to {
             // The bridge keys its own leg: the other members can decrypt it only where the
@@ -516,23 +560,12 @@ impl Browsers {
         };
         let counters = Arc::new(BrowserCounters::default());
         let (cmds, cmds_rx) = crossbeam_channel::bounded(16);
-        let bridge = whip::Bridge {
-            rtc,
-            socket,
-            media,
-            control,
-            srtp: SrtpContext::new(&key),
-            ssrc,
-            srtcp_in: relay
-                .as_ref()
-                .and_then(|r| r.key.as_ref())
-                .map(SrtpContext::new),
-            relay,
-            keyframe_pending: false,
-            cmds: cmds_rx,
-            counters: counters.clone(),
-            connect_timeout: self.config.connect_timeout,
+        let peer = self.peer_thread(rtc, socket, &counters, &id)?;
+        let live = {
+            let (engine, cid) = (self.engine.clone(), call_id.clone());
+            Box::new(move || engine.has_call(&cid))
         };
+        let bridge = whip::Bridge::new(peer, (media, control), &key, ssrc, relay, cmds_rx, live);
         let parts = (
             Control::Publisher(cmds),
             counters.clone(),
@@ -588,18 +621,25 @@ impl Browsers {
                 } else {
                     whip::Cmd::End
                 };
-                tx.try_send(cmd).map_err(|_| WhepError::UnknownViewer)
+                tx.try_send(cmd).map_err(|_| WhepError::Busy)
             }
             _ => Err(WhepError::UnknownViewer),
         }
     }
 
-    /// Ends leg `id`; with `call_id`, only if it is in that call.
-    pub fn close(&self, call_id: Option<&str>, id: &str) -> Result<(), WhepError> {
+    /// Ends leg `id` in role `role`; with `call_id`, only if it is in that call.
+    pub fn close(
+        &self,
+        call_id: Option<&str>,
+        role: BrowserRole,
+        id: &str,
+    ) -> Result<(), WhepError> {
         let r = {
             let mut m = self.lock();
             match m.get(id) {
-                Some(r) if call_id.is_none_or(|c| r.call_id == c) => m.remove(id),
+                Some(r) if call_id.is_none_or(|c| r.call_id == c) && r.role() == role => {
+                    m.remove(id)
+                }
                 _ => None,
             }
         };
@@ -620,10 +660,7 @@ impl Browsers {
                 let c = &r.counters;
                 BrowserInfo {
                     id: i.clone(),
-                    role: match r.control {
-                        Control::Viewer(_) => BrowserRole::Viewer,
-                        Control::Publisher(_) => BrowserRole::Publisher,
-                    },
+                    role: r.role(),
                     call_id: r.call_id.clone(),
                     local: r.local.to_string(),
                     connected: c.connected.load(Ordering::Relaxed),

@@ -13,83 +13,36 @@
 //! (throttled by the relay's keyframe policy, as every receiver's); its NACKs are answered by
 //! str0m from the packets it sent (`nackable`), not passed to the transmitter.
 
+use super::peer::{payload_params, Peer, Step};
 use crate::relay::{Engine, Watch, WatchedPacket};
-use crossbeam_channel::{select, Receiver, Sender};
-use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use crossbeam_channel::{select, Receiver};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid};
-use str0m::net::{Protocol, Receive};
 use str0m::rtp::{RtpWrite, SeqNo};
-use str0m::{Event, IceConnectionState, Input, Output, Rtc};
-
-/// A browser leg's counters, read by the API.
-#[derive(Debug, Default)]
-pub struct BrowserCounters {
-    /// Packets passed on: a viewer's written to the browser, a publisher's sent to the call.
-    pub packets: AtomicU64,
-    /// Packets not passed on: no track (or no relay address) yet, another payload type,
-    /// or refused by str0m or SRTP.
-    pub skipped: AtomicU64,
-    /// Keyframe requests: a viewer's from the browser passed to the transmitters, a
-    /// publisher's sent to the browser.
-    pub keyframe_requests: AtomicU64,
-    /// Set once ICE and DTLS are up.
-    pub connected: AtomicBool,
-    /// A publisher holds the grant (Transmission Granted, until it ends or is revoked).
-    pub granted: AtomicBool,
-    /// A viewer's in-relay latency: from the watched packet's arrival at the relay to the
-    /// datagram carrying it leaving toward the browser, in power-of-two microsecond buckets
-    /// (bucket `i` counts `[2^i, 2^(i+1))` µs; bucket 0 also takes 0).
-    pub latency_us: [AtomicU64; LATENCY_BUCKETS],
-}
-
-/// Buckets of [`BrowserCounters::latency_us`]: up to about 8.4 s.
-pub const LATENCY_BUCKETS: usize = 24;
-
-impl BrowserCounters {
-    /// Counts one in-relay latency.
-    pub(crate) fn latency(&self, d: Duration) {
-        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1);
-        let i = (63 - us.leading_zeros() as usize).min(LATENCY_BUCKETS - 1);
-        if let Some(b) = self.latency_us.get(i) {
-            b.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// The in-relay latency at quantile `q` (0–1), in µs: the upper edge of its bucket.
-    /// `None` before any packet.
-    pub fn latency_quantile(&self, q: f64) -> Option<u64> {
-        let counts: Vec<u64> = self
-            .latency_us
-            .iter()
-            .map(|b| b.load(Ordering::Relaxed))
-            .collect();
-        let total: u64 = counts.iter().sum();
-        if total == 0 {
-            return None;
-        }
-        let want = ((total as f64) * q).ceil().max(1.0) as u64;
-        let mut seen = 0;
-        for (i, c) in counts.iter().enumerate() {
-            seen += c;
-            if seen >= want {
-                return Some(1u64 << (i + 1));
-            }
-        }
-        None
-    }
-}
+use str0m::Event;
 
 /// Keeps the browser's track continuous across transmitters: each new SSRC's sequence
-/// numbers and timestamps are shifted to follow the last ones written. Only the payload type
-/// the SSRC started with passes (a second format, e.g. RTX, would be mislabelled).
-#[derive(Debug, Default)]
+/// numbers and timestamps are shifted to follow the last ones written, the timestamps by the
+/// wall-clock time between the two. Only the payload type an SSRC started with passes (a
+/// second format would be mislabelled).
+///
+/// One source at a time. Where one member transmits at a time (a one-to-one call, a group
+/// with Cx = 1), the arbiter lets only the granted transmitter's media through, so a new SSRC
+/// with the same payload type is the next transmitter and takes the track at once. Otherwise
+/// (a group with Cx > 1 interleaves transmitters; another payload type under its own SSRC is
+/// RTX or a second format) the current source keeps the track until it has been silent for
+/// [`SOURCE_IDLE`].
+#[derive(Debug)]
 pub(crate) struct Rewriter {
-    /// The SSRC being written and its payload type.
-    source: Option<(u32, u8)>,
+    /// The stream's RTP clock rate (Hz).
+    clock_rate: u32,
+    /// Only one transmitter's media passes at a time.
+    one_at_a_time: bool,
+    /// The SSRC being written, its payload type, and when its last packet came.
+    source: Option<(u32, u8, Instant)>,
     seq_shift: u16,
     ts_shift: u32,
     /// The last sequence number written, extended to 64 bits, and its 16 bits.
@@ -97,34 +50,63 @@ pub(crate) struct Rewriter {
     last_ts: u32,
 }
 
-/// The timestamp step put between two transmitters' media (one frame at 30 frames/s, 90 kHz).
-const SWITCH_TS_STEP: u32 = 3000;
+/// How long the source being written must be silent before another may take the track.
+pub(crate) const SOURCE_IDLE: Duration = Duration::from_millis(300);
 
 impl Rewriter {
-    /// The sequence number (extended) and timestamp to write a packet of `ssrc` with, and
-    /// whether it is a new source. `None`: not written (another payload type).
-    pub(crate) fn map(&mut self, ssrc: u32, pt: u8, seq: u16, ts: u32) -> Option<(u64, u32, bool)> {
+    /// A rewriter for a stream whose clock runs at `clock_rate` Hz (0: 90 kHz, video's) on
+    /// which up to `max_transmitters` transmit at once.
+    pub(crate) fn new(clock_rate: u32, max_transmitters: u8) -> Self {
+        Rewriter {
+            clock_rate: if clock_rate == 0 { 90_000 } else { clock_rate },
+            one_at_a_time: max_transmitters <= 1,
+            source: None,
+            seq_shift: 0,
+            ts_shift: 0,
+            last_seq: None,
+            last_ts: 0,
+        }
+    }
+
+    /// The sequence number (extended) and timestamp to write a packet of `ssrc` that came at
+    /// `at` with, and whether it is a new source. `None`: not written (another source holds
+    /// the track, or another payload type).
+    pub(crate) fn map(
+        &mut self,
+        ssrc: u32,
+        pt: u8,
+        (seq, ts): (u16, u32),
+        at: Instant,
+    ) -> Option<(u64, u32, bool)> {
         let switched = match self.source {
-            Some((s, p)) if s == ssrc => {
+            Some((s, p, _)) if s == ssrc => {
                 if p != pt {
                     return None;
                 }
                 false
             }
+            Some((_, p, last))
+                if !(self.one_at_a_time && p == pt)
+                    && at.saturating_duration_since(last) < SOURCE_IDLE =>
+            {
+                return None
+            }
             _ => {
-                let (next_seq, next_ts) = match self.last_seq {
-                    Some((_, s16)) => (
-                        s16.wrapping_add(1),
-                        self.last_ts.wrapping_add(SWITCH_TS_STEP),
-                    ),
-                    None => (seq, ts),
+                let (next_seq, next_ts) = match (self.last_seq, self.source) {
+                    (Some((_, s16)), Some((_, _, last))) => {
+                        let gap = at.saturating_duration_since(last).as_micros();
+                        let ticks = gap.saturating_mul(u128::from(self.clock_rate)) / 1_000_000;
+                        let step = u32::try_from(ticks).unwrap_or(u32::MAX).max(1);
+                        (s16.wrapping_add(1), self.last_ts.wrapping_add(step))
+                    }
+                    _ => (seq, ts),
                 };
                 self.seq_shift = next_seq.wrapping_sub(seq);
                 self.ts_shift = next_ts.wrapping_sub(ts);
-                self.source = Some((ssrc, pt));
                 true
             }
         };
+        self.source = Some((ssrc, pt, at));
         let s16 = seq.wrapping_add(self.seq_shift);
         let ext = match self.last_seq {
             None => u64::from(s16),
@@ -142,142 +124,43 @@ impl Rewriter {
     }
 }
 
+/// A viewer asks the transmitters for a keyframe at most this often (the browser's PLI/FIR,
+/// a new transmitter, the connection); the relay's keyframe policy throttles again per
+/// transmitter.
+const KEYFRAME_ASK_EVERY: Duration = Duration::from_millis(500);
+
 /// What a viewer's thread needs.
 pub(crate) struct Session {
-    pub(crate) rtc: Rtc,
-    pub(crate) socket: UdpSocket,
+    pub(crate) peer: Peer,
     pub(crate) watch: Watch,
     pub(crate) engine: Arc<Engine>,
     pub(crate) call_id: String,
     pub(crate) codec: Codec,
-    pub(crate) counters: Arc<BrowserCounters>,
     pub(crate) stop: Receiver<()>,
-    /// How long ICE and DTLS may take before the viewer is given up.
-    pub(crate) connect_timeout: Duration,
-}
-
-/// A datagram read by a socket thread.
-pub(crate) struct Datagram {
-    pub(crate) at: Instant,
-    pub(crate) from: SocketAddr,
-    pub(crate) data: Vec<u8>,
-}
-
-/// A thread reading a socket into a channel, until [`Reader::stop`] or the channel is gone.
-pub(crate) struct Reader {
-    done: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<()>,
-}
-
-impl Reader {
-    /// Stops the thread (within its 200 ms read timeout) and waits for it.
-    pub(crate) fn stop(self) {
-        self.done.store(true, Ordering::Relaxed);
-        let _ = self.thread.join();
-    }
-}
-
-/// Starts a thread named `name` that reads (a clone of) `socket` into `tx`.
-pub(crate) fn spawn_reader(socket: &UdpSocket, tx: Sender<Datagram>, name: &str) -> Option<Reader> {
-    let socket = socket.try_clone().ok()?;
-    let done = Arc::new(AtomicBool::new(false));
-    let d = done.clone();
-    let thread = std::thread::Builder::new()
-        .name(name.into())
-        .spawn(move || read_socket(socket, tx, d))
-        .ok()?;
-    Some(Reader { done, thread })
-}
-
-/// Reads `socket` until `done` is raised or the channel is gone.
-fn read_socket(socket: UdpSocket, tx: Sender<Datagram>, done: Arc<AtomicBool>) {
-    let _ = socket.set_read_timeout(Some(Duration::from_millis(200)));
-    let mut buf = vec![0u8; 2048];
-    while !done.load(Ordering::Relaxed) {
-        match socket.recv_from(&mut buf) {
-            Ok((n, from)) => {
-                let d = Datagram {
-                    at: Instant::now(),
-                    from,
-                    data: buf.get(..n).unwrap_or_default().to_vec(),
-                };
-                if let Err(crossbeam_channel::TrySendError::Disconnected(_)) = tx.try_send(d) {
-                    return;
-                }
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock
-                        | std::io::ErrorKind::TimedOut
-                        | std::io::ErrorKind::Interrupted
-                ) => {}
-            Err(e) => {
-                tracing::debug!(error = %e, "browser leg socket closed");
-                return;
-            }
-        }
-    }
-}
-
-/// The browser's payload type for `codec` on `mid` (H.264: packetization mode 1).
-pub(crate) fn payload_params(
-    rtc: &Rtc,
-    mid: Mid,
-    codec: Codec,
-) -> Option<str0m::format::PayloadParams> {
-    let media = rtc.media(mid)?;
-    let remote = media.remote_pts();
-    rtc.codec_config()
-        .params()
-        .iter()
-        .filter(|p| remote.contains(&p.pt()) && p.spec().codec == codec)
-        .find(|p| codec != Codec::H264 || p.spec().format.packetization_mode == Some(1))
-        .cloned()
+    /// When the transmitters were last asked for a keyframe.
+    pub(crate) last_ask: Option<Instant>,
 }
 
 impl Session {
     /// Runs the viewer until the browser leaves, the call ends, the API closes it or it never
     /// connects. Returns why it ended.
     pub(crate) fn run(mut self) -> &'static str {
-        let local = match self.socket.local_addr() {
-            Ok(a) => a,
-            Err(_) => return "no socket address",
-        };
-        let (net_tx, net_rx) = crossbeam_channel::bounded::<Datagram>(512);
-        let reader = spawn_reader(&self.socket, net_tx, "whep-socket");
-        let why = self.drive(local, &net_rx);
-        self.rtc.disconnect();
-        // The DTLS close alert and anything else str0m still has to say.
-        while let Ok(Output::Transmit(t)) = self.rtc.poll_output() {
-            let _ = self.socket.send_to(&t.contents, t.destination);
-        }
-        drop(net_rx);
-        if let Some(r) = reader {
-            r.stop();
-        }
+        let why = self.drive();
+        self.peer.close();
         why
     }
 
-    fn drive(&mut self, local: SocketAddr, net: &Receiver<Datagram>) -> &'static str {
-        let started = Instant::now();
+    fn drive(&mut self) -> &'static str {
         let mut mid: Option<Mid> = None;
         let mut pt = None;
-        let mut rewriter = Rewriter::default();
-        let mut written: Option<Instant> = None;
+        let mut rewriter = Rewriter::new(
+            self.watch.stream.clock_rate,
+            self.watch.stream.max_transmitters,
+        );
         loop {
-            // Everything str0m has to say, up to its next deadline.
-            let deadline = loop {
-                match self.rtc.poll_output() {
-                    Ok(Output::Timeout(t)) => break t,
-                    Ok(Output::Transmit(t)) => {
-                        let _ = self.socket.send_to(&t.contents, t.destination);
-                        // The first datagram after a write carries the packet written.
-                        if let Some(at) = written.take() {
-                            self.counters.latency(at.elapsed());
-                        }
-                    }
-                    Ok(Output::Event(e)) => match e {
+            let wait = match self.peer.step() {
+                Step::Event(e) => {
+                    match *e {
                         Event::MediaAdded(m)
                             if m.kind == MediaKind::Video
                                 && matches!(
@@ -286,54 +169,36 @@ impl Session {
                                 ) =>
                         {
                             mid = Some(m.mid);
-                            pt = payload_params(&self.rtc, m.mid, self.codec);
+                            pt = payload_params(&self.peer.rtc, m.mid, self.codec);
                             if pt.is_none() {
                                 return "the browser offered no payload type for the call's codec";
                             }
                         }
                         Event::Connected => {
-                            self.counters.connected.store(true, Ordering::Relaxed);
-                            let _ = self.engine.request_keyframe(&self.call_id);
+                            self.ask_keyframe();
                             tracing::info!(call = %self.call_id, "WHEP viewer connected");
                         }
                         Event::KeyframeRequest(_) => {
-                            self.counters
-                                .keyframe_requests
-                                .fetch_add(1, Ordering::Relaxed);
-                            let _ = self.engine.request_keyframe(&self.call_id);
+                            let c = &self.peer.counters.keyframe_requests;
+                            c.fetch_add(1, Ordering::Relaxed);
+                            self.ask_keyframe();
                         }
-                        Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
-                            return "the browser left (ICE disconnected)";
-                        }
-                        Event::Closed => return "closed",
                         _ => {}
-                    },
-                    Err(e) => {
-                        tracing::debug!(error = %e, "viewer: str0m");
-                        return "WebRTC error";
                     }
+                    continue;
                 }
+                Step::Wait(w) => w,
+                Step::End(why) => return why,
             };
-            if !self.rtc.is_alive() {
-                return "the browser left";
-            }
-            if !self.counters.connected.load(Ordering::Relaxed)
-                && started.elapsed() > self.connect_timeout
-            {
-                return "the browser did not connect in time";
-            }
-            let wait = deadline
-                .saturating_duration_since(Instant::now())
-                .min(Duration::from_secs(1));
             let input = select! {
-                recv(net) -> d => match d {
+                recv(self.peer.net) -> d => match d {
                     Ok(d) => Some(d),
                     Err(_) => return "socket closed",
                 },
                 recv(self.watch.packets) -> p => match p {
                     Ok(p) => {
                         if self.write(&p, mid, pt, &mut rewriter) {
-                            written = Some(p.at);
+                            self.peer.written = Some(p.at);
                         }
                         None
                     }
@@ -342,26 +207,21 @@ impl Session {
                 recv(self.stop) -> _ => return "closed by the API",
                 default(wait) => None,
             };
-            let now = Instant::now();
-            let r = match input {
-                Some(d) => match d.data.as_slice().try_into() {
-                    Ok(contents) => self.rtc.handle_input(Input::Receive(
-                        d.at,
-                        Receive {
-                            proto: Protocol::Udp,
-                            source: d.from,
-                            destination: local,
-                            contents,
-                        },
-                    )),
-                    Err(_) => Ok(()), // not STUN, DTLS or SRTP: ignored
-                },
-                None => self.rtc.handle_input(Input::Timeout(now)),
-            };
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "viewer: str0m input");
-            }
+            self.peer.input(input);
         }
+    }
+
+    /// Asks the call's transmitters for a keyframe, at most every [`KEYFRAME_ASK_EVERY`].
+    fn ask_keyframe(&mut self) {
+        let now = Instant::now();
+        if self
+            .last_ask
+            .is_some_and(|t| now.duration_since(t) < KEYFRAME_ASK_EVERY)
+        {
+            return;
+        }
+        self.last_ask = Some(now);
+        let _ = self.engine.request_keyframe(&self.call_id);
     }
 
     /// Writes a watched packet into the browser's track: whether it was written.
@@ -373,13 +233,13 @@ impl Session {
         rewriter: &mut Rewriter,
     ) -> bool {
         let skipped = || {
-            self.counters.skipped.fetch_add(1, Ordering::Relaxed);
+            self.peer.counters.skipped.fetch_add(1, Ordering::Relaxed);
         };
         let (Some(mid), Some(params)) = (mid, params) else {
             skipped();
             return false;
         };
-        if !self.counters.connected.load(Ordering::Relaxed) {
+        if !self.peer.counters.connected.load(Ordering::Relaxed) {
             skipped();
             return false;
         }
@@ -390,15 +250,15 @@ impl Session {
         let Some((seq, ts, switched)) = rewriter.map(
             rtp.ssrc(),
             rtp.payload_type(),
-            rtp.sequence_number(),
-            rtp.timestamp(),
+            (rtp.sequence_number(), rtp.timestamp()),
+            p.at,
         ) else {
             skipped();
             return false;
         };
         let payload: Arc<[u8]> = Arc::from(rtp.payload());
         let marker = rtp.marker();
-        let mut api = self.rtc.direct_api();
+        let mut api = self.peer.rtc.direct_api();
         let Some(tx) = api.stream_tx_by_mid(mid, None) else {
             skipped();
             return false;
@@ -408,9 +268,9 @@ impl Session {
                 .marker(marker)
                 .nackable(true),
         );
-        self.counters.packets.fetch_add(1, Ordering::Relaxed);
+        self.peer.counters.packets.fetch_add(1, Ordering::Relaxed);
         if switched {
-            let _ = self.engine.request_keyframe(&self.call_id);
+            self.ask_keyframe();
         }
         true
     }
@@ -421,37 +281,50 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::disallowed_methods)] // a base instant for the packets' arrival times
     fn a_new_transmitter_follows_on_from_the_last_one() {
-        let mut r = Rewriter::default();
-        assert_eq!(r.map(1, 96, 100, 5000), Some((100, 5000, true)));
-        assert_eq!(r.map(1, 96, 101, 8000), Some((101, 8000, false)));
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut r = Rewriter::new(90_000, 2);
+        assert_eq!(r.map(1, 96, (100, 5000), ms(0)), Some((100, 5000, true)));
+        assert_eq!(r.map(1, 96, (101, 8000), ms(33)), Some((101, 8000, false)));
         // Reordered: an older number, the highest kept.
-        assert_eq!(r.map(1, 96, 99, 2000), Some((99, 2000, false)));
+        assert_eq!(r.map(1, 96, (99, 2000), ms(34)), Some((99, 2000, false)));
         // Another payload type of the same source is not written.
-        assert_eq!(r.map(1, 97, 102, 8000), None);
-        // A new SSRC starting anywhere goes on at 102, one frame later.
-        assert_eq!(r.map(2, 96, 40_000, 7), Some((102, 11_000, true)));
-        assert_eq!(r.map(2, 96, 40_001, 3007), Some((103, 14_000, false)));
+        assert_eq!(r.map(1, 96 + 1, (102, 8000), ms(35)), None);
+        // Another source while this one sends (two may transmit at once): skipped.
+        assert_eq!(r.map(2, 96, (7, 7), ms(100)), None);
+        // Once the first is silent for SOURCE_IDLE, the next follows on at 102, its timestamp
+        // 999 ms at 90 kHz (89,910 ticks) after the last one written (seq 101, ts 8000, at 34 ms).
+        assert_eq!(
+            r.map(2, 96, (40_000, 7), ms(1033)),
+            Some((102, 97_910, true))
+        );
+        assert_eq!(
+            r.map(2, 96, (40_001, 3007), ms(1066)),
+            Some((103, 100_910, false))
+        );
     }
 
     #[test]
-    fn latency_quantiles_come_from_power_of_two_buckets() {
-        let c = BrowserCounters::default();
-        assert_eq!(c.latency_quantile(0.5), None);
-        for us in [0, 1, 3, 100, 120, 130, 5000] {
-            c.latency(Duration::from_micros(us));
-        }
-        // 0 and 1 µs in [1, 2); 3 in [2, 4); 100, 120 in [64, 128); 130 in [128, 256).
-        assert_eq!(c.latency_quantile(0.5), Some(128));
-        assert_eq!(c.latency_quantile(0.99), Some(8192));
-        assert_eq!(c.latency_quantile(0.2), Some(2));
+    #[allow(clippy::disallowed_methods)]
+    fn with_one_transmitter_at_a_time_the_next_takes_the_track_at_once() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut r = Rewriter::new(90_000, 1);
+        assert_eq!(r.map(1, 96, (10, 0), ms(0)), Some((10, 0, true)));
+        assert_eq!(r.map(2, 96, (500, 0), ms(40)), Some((11, 3_600, true)));
+        // RTX-like: another payload type under another SSRC waits for the source to go quiet.
+        assert_eq!(r.map(3, 97, (1, 0), ms(50)), None);
     }
 
     #[test]
+    #[allow(clippy::disallowed_methods)]
     fn the_sequence_number_is_extended_across_the_wrap() {
-        let mut r = Rewriter::default();
-        assert_eq!(r.map(1, 96, 65_535, 0).map(|x| x.0), Some(65_535));
-        assert_eq!(r.map(1, 96, 0, 0).map(|x| x.0), Some(65_536));
-        assert_eq!(r.map(1, 96, 1, 0).map(|x| x.0), Some(65_537));
+        let t = Instant::now();
+        let mut r = Rewriter::new(0, 1);
+        assert_eq!(r.map(1, 96, (65_535, 0), t).map(|x| x.0), Some(65_535));
+        assert_eq!(r.map(1, 96, (0, 0), t).map(|x| x.0), Some(65_536));
+        assert_eq!(r.map(1, 96, (1, 0), t).map(|x| x.0), Some(65_537));
     }
 }

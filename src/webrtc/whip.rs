@@ -20,20 +20,17 @@
 //!   browser for a keyframe. A request made before the browser's stream exists is kept until
 //!   it does.
 
-use super::viewer::{payload_params, Datagram};
-use super::BrowserCounters;
+use super::peer::{spawn_reader, Datagram, Peer, Step};
 use crate::keys::MasterKey;
 use crate::srtp::SrtpContext;
 use crate::wire::tc::{self, EmitOptions, MessageKind, TcMessage};
 use crossbeam_channel::{select, Receiver};
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use str0m::format::Codec;
-use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
-use str0m::net::{Protocol, Receive};
-use str0m::{Event, IceConnectionState, Input, Output, Rtc};
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt};
+use str0m::Event;
 
 /// The payload type the bridge sends H.264 with (its own SDP's).
 pub(crate) const BRIDGE_PT: u8 = 96;
@@ -61,8 +58,9 @@ pub(crate) fn bridge_sdp(
     ssrc: u32,
 ) -> String {
     let ip = media.ip();
+    let family = if ip.is_ipv6() { "IP6" } else { "IP4" };
     format!(
-        "v=0\r\no={name} 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n\
+        "v=0\r\no={name} 1 1 IN {family} {ip}\r\ns=-\r\nc=IN {family} {ip}\r\nt=0 0\r\n\
          m=video {} RTP/SAVP {BRIDGE_PT}\r\na=rtpmap:{BRIDGE_PT} H264/90000\r\n\
          a=fmtp:{BRIDGE_PT} packetization-mode=1;profile-level-id=42e01f\r\na=rtcp-mux\r\na=sendonly\r\n\
          a=crypto:1 {} inline:{}\r\na=ssrc:{ssrc} cname:{name}\r\n\
@@ -108,11 +106,26 @@ pub(crate) fn relay_leg(sdp: &str) -> Option<RelayLeg> {
     })
 }
 
+/// How long the bridge waits for the keyframe it asked the browser for before it asks again.
+const KEYFRAME_RETRY: Duration = Duration::from_millis(700);
+/// How many times it asks for one keyframe at most.
+const KEYFRAME_TRIES: u8 = 5;
+/// Datagrams from the relay kept while the bridge does not know the relay's ports yet (a
+/// push's grant can come before the answer that names them reaches the bridge).
+const EARLY_DATAGRAMS: usize = 16;
+/// How often the bridge checks that its call still runs.
+const CALL_CHECK: Duration = Duration::from_secs(1);
+
+/// A keyframe the bridge wants from the browser: when to ask again, and how often it asked.
+#[derive(Debug, Clone, Copy)]
+struct Wanted {
+    next: Instant,
+    tries: u8,
+}
+
 /// What a publisher's thread needs.
 pub(crate) struct Bridge {
-    pub(crate) rtc: Rtc,
-    /// Toward the browser.
-    pub(crate) socket: UdpSocket,
+    pub(crate) peer: Peer,
     /// Toward the relay: media (RTP out, RTCP muxed) and transmission control.
     pub(crate) media: UdpSocket,
     pub(crate) control: UdpSocket,
@@ -121,60 +134,75 @@ pub(crate) struct Bridge {
     pub(crate) relay: Option<RelayLeg>,
     /// SRTCP from the relay (its key toward the member).
     pub(crate) srtcp_in: Option<SrtpContext>,
-    /// A keyframe request waits for the browser's stream.
-    pub(crate) keyframe_pending: bool,
     pub(crate) cmds: Receiver<Cmd>,
-    pub(crate) counters: Arc<BrowserCounters>,
-    pub(crate) connect_timeout: Duration,
+    /// Whether the call still runs (the engine's word), asked every [`CALL_CHECK`].
+    pub(crate) call_live: Box<dyn Fn() -> bool + Send>,
+    /// The browser's video: its mid and its H.264 payload types.
+    video: Option<(Mid, Vec<Pt>)>,
+    /// A keyframe asked for and not seen yet.
+    wanted: Option<Wanted>,
+    /// Datagrams from the relay that came before its ports were known.
+    early: Vec<Datagram>,
 }
 
 impl Bridge {
-    /// Runs the publisher until the browser leaves, the API ends it or it never connects.
+    /// A bridge for `peer` toward the relay through `media` and `control`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        peer: Peer,
+        (media, control): (UdpSocket, UdpSocket),
+        key: &MasterKey,
+        ssrc: u32,
+        relay: Option<RelayLeg>,
+        cmds: Receiver<Cmd>,
+        call_live: Box<dyn Fn() -> bool + Send>,
+    ) -> Self {
+        Bridge {
+            peer,
+            media,
+            control,
+            srtp: SrtpContext::new(key),
+            ssrc,
+            srtcp_in: relay
+                .as_ref()
+                .and_then(|r| r.key.as_ref())
+                .map(SrtpContext::new),
+            relay,
+            cmds,
+            call_live,
+            video: None,
+            wanted: None,
+            early: Vec::new(),
+        }
+    }
+
+    /// Runs the publisher until the browser leaves, the API ends it, its call ends or it never
+    /// connects.
     pub(crate) fn run(mut self) -> &'static str {
-        let local = match self.socket.local_addr() {
-            Ok(a) => a,
-            Err(_) => return "no socket address",
-        };
-        let (net, net_rx) = crossbeam_channel::bounded::<Datagram>(512);
-        let (ctl, ctl_rx) = crossbeam_channel::bounded::<Datagram>(256);
+        let (relay, relay_rx) = crossbeam_channel::bounded::<Datagram>(256);
         let readers = [
-            super::viewer::spawn_reader(&self.socket, net, "whip-socket"),
-            super::viewer::spawn_reader(&self.control, ctl.clone(), "whip-control"),
-            super::viewer::spawn_reader(&self.media, ctl, "whip-media"),
+            spawn_reader(&self.control, relay.clone(), "whip-control"),
+            spawn_reader(&self.media, relay, "whip-media"),
         ];
-        let why = self.drive(local, &net_rx, &ctl_rx);
-        if self.counters.granted.load(Ordering::Relaxed) {
+        let why = self.drive(&relay_rx);
+        if self.peer.counters.granted.load(Ordering::Relaxed) {
             self.send_control(MessageKind::TransmissionEndRequest);
         }
-        self.rtc.disconnect();
-        while let Ok(Output::Transmit(t)) = self.rtc.poll_output() {
-            let _ = self.socket.send_to(&t.contents, t.destination);
-        }
-        drop((net_rx, ctl_rx));
+        drop(relay_rx);
         for r in readers.into_iter().flatten() {
             r.stop();
         }
+        self.peer.close();
         why
     }
 
-    fn drive(
-        &mut self,
-        local: SocketAddr,
-        net: &Receiver<Datagram>,
-        ctl: &Receiver<Datagram>,
-    ) -> &'static str {
-        let started = Instant::now();
-        let mut mid: Option<Mid> = None;
-        let mut pt = None;
+    fn drive(&mut self, relay: &Receiver<Datagram>) -> &'static str {
         let mut buf = vec![0u8; 2048];
+        let mut checked = Instant::now();
         loop {
-            let deadline = loop {
-                match self.rtc.poll_output() {
-                    Ok(Output::Timeout(t)) => break t,
-                    Ok(Output::Transmit(t)) => {
-                        let _ = self.socket.send_to(&t.contents, t.destination);
-                    }
-                    Ok(Output::Event(e)) => match e {
+            let wait = match self.peer.step() {
+                Step::Event(e) => {
+                    match *e {
                         Event::MediaAdded(m)
                             if m.kind == MediaKind::Video
                                 && matches!(
@@ -182,53 +210,48 @@ impl Bridge {
                                     Direction::RecvOnly | Direction::SendRecv
                                 ) =>
                         {
-                            mid = Some(m.mid);
-                            pt = payload_params(&self.rtc, m.mid, Codec::H264).map(|p| p.pt());
-                            if pt.is_none() {
-                                return "the browser offered no H.264 (packetization mode 1)";
+                            let pts = h264_pts(&self.peer.rtc, m.mid);
+                            if pts.is_empty() {
+                                return "the browser offered no H.264";
                             }
+                            self.video = Some((m.mid, pts));
                         }
                         Event::Connected => {
-                            self.counters.connected.store(true, Ordering::Relaxed);
-                            tracing::info!(%local, "WHIP publisher connected");
+                            tracing::info!(local = %self.peer.local(), "WHIP publisher connected");
                         }
-                        Event::RtpPacket(p) => {
-                            if self.keyframe_pending {
-                                self.keyframe(mid);
-                            }
-                            self.forward(&p, pt, &mut buf);
-                        }
-                        Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
-                            return "the browser left (ICE disconnected)";
-                        }
-                        Event::Closed => return "closed",
+                        Event::RtpPacket(p) => self.forward(&p, &mut buf),
                         _ => {}
-                    },
-                    Err(e) => {
-                        tracing::debug!(error = %e, "publisher: str0m");
-                        return "WebRTC error";
                     }
+                    continue;
                 }
+                Step::Wait(w) => w,
+                Step::End(why) => return why,
             };
-            if !self.rtc.is_alive() {
-                return "the browser left";
+            let now = Instant::now();
+            if now.duration_since(checked) >= CALL_CHECK {
+                checked = now;
+                if !(self.call_live)() {
+                    return "the call ended";
+                }
             }
-            if !self.counters.connected.load(Ordering::Relaxed)
-                && started.elapsed() > self.connect_timeout
-            {
-                return "the browser did not connect in time";
+            let wait = match self.wanted {
+                Some(w) => {
+                    if w.next <= now {
+                        self.ask_keyframe(now);
+                    }
+                    wait.min(KEYFRAME_RETRY)
+                }
+                None => wait,
             }
-            let wait = deadline
-                .saturating_duration_since(Instant::now())
-                .min(Duration::from_secs(1));
+            .min(CALL_CHECK);
             let input = select! {
-                recv(net) -> d => match d {
+                recv(self.peer.net) -> d => match d {
                     Ok(d) => Some(d),
                     Err(_) => return "socket closed",
                 },
-                recv(ctl) -> d => {
-                    if let Ok(mut d) = d {
-                        self.on_relay_datagram(&mut d.data, mid);
+                recv(relay) -> d => {
+                    if let Ok(d) = d {
+                        self.on_relay_datagram(d);
                     }
                     None
                 }
@@ -236,6 +259,9 @@ impl Bridge {
                     Ok(Cmd::Relay(leg)) => {
                         self.srtcp_in = leg.key.as_ref().map(SrtpContext::new);
                         self.relay = Some(leg);
+                        for d in std::mem::take(&mut self.early) {
+                            self.on_relay_datagram(d);
+                        }
                         None
                     }
                     Ok(Cmd::Request) => {
@@ -250,42 +276,26 @@ impl Bridge {
                 },
                 default(wait) => None,
             };
-            let now = Instant::now();
-            let r = match input {
-                Some(d) => match d.data.as_slice().try_into() {
-                    Ok(contents) => self.rtc.handle_input(Input::Receive(
-                        d.at,
-                        Receive {
-                            proto: Protocol::Udp,
-                            source: d.from,
-                            destination: local,
-                            contents,
-                        },
-                    )),
-                    Err(_) => Ok(()),
-                },
-                None => self.rtc.handle_input(Input::Timeout(now)),
-            };
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "publisher: str0m input");
-            }
+            self.peer.input(input);
         }
     }
 
     /// A browser's RTP packet to the relay: the bridge's SSRC and payload type, SRTP.
-    fn forward(&mut self, p: &str0m::rtp::RtpPacket, pt: Option<str0m::media::Pt>, buf: &mut [u8]) {
-        let skipped = |c: &BrowserCounters| {
-            c.skipped.fetch_add(1, Ordering::Relaxed);
+    fn forward(&mut self, p: &str0m::rtp::RtpPacket, buf: &mut [u8]) {
+        let counters = self.peer.counters.clone();
+        let skipped = || {
+            counters.skipped.fetch_add(1, Ordering::Relaxed);
         };
-        let (Some(to), Some(pt)) = (self.relay.as_ref().map(|r| r.rtp), pt) else {
-            return skipped(&self.counters);
+        let h264 = self
+            .video
+            .as_ref()
+            .is_some_and(|(_, pts)| pts.contains(&p.header.payload_type));
+        let Some(to) = self.relay.as_ref().map(|r| r.rtp).filter(|_| h264) else {
+            return skipped();
         };
-        if p.header.payload_type != pt {
-            return skipped(&self.counters);
-        }
         let len = 12 + p.payload.len();
         let Some(out) = buf.get_mut(..len) else {
-            return skipped(&self.counters);
+            return skipped();
         };
         out[0] = 0x80;
         out[1] = (u8::from(p.header.marker) << 7) | BRIDGE_PT;
@@ -296,70 +306,100 @@ impl Bridge {
         match self.srtp.protect_rtp(buf, len) {
             Ok(n) => {
                 let _ = self.media.send_to(buf.get(..n).unwrap_or_default(), to);
-                self.counters.packets.fetch_add(1, Ordering::Relaxed);
+                counters.packets.fetch_add(1, Ordering::Relaxed);
+                if crate::relay::rules::h264_idr(&p.payload) {
+                    self.wanted = None;
+                }
             }
-            Err(_) => skipped(&self.counters),
+            Err(_) => skipped(),
         }
     }
 
-    /// A datagram from the relay: SRTCP on the media port (a PLI or FIR asks the browser
-    /// for a keyframe), or a transmission control message (plain: the bridge offers no key).
-    fn on_relay_datagram(&mut self, data: &mut [u8], mid: Option<Mid>) {
-        if crate::wire::demux::classify(data) == crate::wire::demux::PacketClass::Rtcp
-            && tc::messages(data).flatten().next().is_none()
-        {
-            let Some(ctx) = self.srtcp_in.as_mut() else {
-                return;
-            };
-            let Ok(n) = ctx.unprotect_rtcp(data) else {
-                return;
-            };
-            let body = data.get(..n).unwrap_or_default();
-            let wants = crate::wire::rtcp::compound(body).flatten().any(|p| {
-                matches!(
-                    p.kind(),
-                    crate::wire::rtcp::RtcpKind::Pli | crate::wire::rtcp::RtcpKind::Fir
-                )
-            });
-            if wants {
-                self.keyframe(mid);
+    /// A datagram from the relay: SRTCP on the media port (a PLI or FIR asks the browser for
+    /// a keyframe), or a transmission control message on the control port (plain: the bridge
+    /// offers no key). Only the relay's ports are heard; before they are known, a few
+    /// datagrams wait.
+    fn on_relay_datagram(&mut self, mut d: Datagram) {
+        let Some(leg) = &self.relay else {
+            if self.early.len() < EARLY_DATAGRAMS {
+                self.early.push(d);
             }
             return;
+        };
+        if Some(d.from) == leg.control {
+            return self.on_control(&d.data);
         }
-        self.on_control(data, mid);
+        if d.from != leg.rtp
+            || crate::wire::demux::classify(&d.data) != crate::wire::demux::PacketClass::Rtcp
+        {
+            return;
+        }
+        let Some(ctx) = self.srtcp_in.as_mut() else {
+            return;
+        };
+        let Ok(n) = ctx.unprotect_rtcp(&mut d.data) else {
+            return;
+        };
+        let body = d.data.get(..n).unwrap_or_default();
+        let wants = crate::wire::rtcp::compound(body).flatten().any(|p| {
+            matches!(
+                p.kind(),
+                crate::wire::rtcp::RtcpKind::Pli | crate::wire::rtcp::RtcpKind::Fir
+            )
+        });
+        if wants {
+            self.want_keyframe();
+        }
     }
 
     /// A transmission control message from the relay.
-    fn on_control(&mut self, data: &[u8], mid: Option<Mid>) {
+    fn on_control(&mut self, data: &[u8]) {
         for m in tc::messages(data).flatten() {
             match m.kind {
                 MessageKind::TransmissionGranted => {
-                    self.counters.granted.store(true, Ordering::Relaxed);
-                    self.keyframe(mid);
+                    self.peer.counters.granted.store(true, Ordering::Relaxed);
+                    self.want_keyframe();
                 }
                 MessageKind::TransmissionRevoked
                 | MessageKind::TransmissionEndResponse
                 | MessageKind::TransmissionRejected => {
-                    self.counters.granted.store(false, Ordering::Relaxed);
+                    self.peer.counters.granted.store(false, Ordering::Relaxed);
                 }
                 _ => {}
             }
         }
     }
 
-    /// Asks the browser for a keyframe (PLI), now or once its stream exists.
-    fn keyframe(&mut self, mid: Option<Mid>) {
-        self.keyframe_pending = true;
-        let Some(mid) = mid else {
+    /// The receivers need a keyframe: ask the browser now, and again until one passes.
+    fn want_keyframe(&mut self) {
+        let now = Instant::now();
+        self.wanted = Some(Wanted {
+            next: now,
+            tries: 0,
+        });
+        self.ask_keyframe(now);
+    }
+
+    /// Asks the browser for the keyframe wanted (PLI), once its stream exists; gives up after
+    /// [`KEYFRAME_TRIES`].
+    fn ask_keyframe(&mut self, now: Instant) {
+        let Some(mut w) = self.wanted else {
             return;
         };
-        if let Some(rx) = self.rtc.direct_api().stream_rx_by_mid(mid, None) {
-            rx.request_keyframe(KeyframeRequestKind::Pli);
-            self.keyframe_pending = false;
-            self.counters
-                .keyframe_requests
-                .fetch_add(1, Ordering::Relaxed);
+        if w.tries >= KEYFRAME_TRIES {
+            self.wanted = None;
+            return;
         }
+        let mid = self.video.as_ref().map(|(m, _)| *m);
+        let mut api = self.peer.rtc.direct_api();
+        if let Some(rx) = mid.and_then(|mid| api.stream_rx_by_mid(mid, None)) {
+            rx.request_keyframe(KeyframeRequestKind::Pli);
+            w.tries += 1;
+            let c = &self.peer.counters.keyframe_requests;
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        w.next = now + KEYFRAME_RETRY;
+        self.wanted = Some(w);
     }
 
     /// Sends transmission control message `kind` for the browser.
@@ -371,6 +411,21 @@ impl Bridge {
             let _ = self.control.send_to(&msg, to);
         }
     }
+}
+
+/// Every H.264 payload type the browser may send on `mid` (any packetization mode or profile:
+/// the payload is H.264 RTP either way).
+fn h264_pts(rtc: &str0m::Rtc, mid: Mid) -> Vec<Pt> {
+    let Some(media) = rtc.media(mid) else {
+        return Vec::new();
+    };
+    let remote = media.remote_pts();
+    rtc.codec_config()
+        .params()
+        .iter()
+        .filter(|p| remote.contains(&p.pt()) && p.spec().codec == Codec::H264)
+        .map(|p| p.pt())
+        .collect()
 }
 
 #[cfg(test)]

@@ -434,6 +434,7 @@ impl GroupRules {
             kind: s.kind.clone(),
             encoding: s.encoding.clone(),
             clock_rate: s.clock_rate,
+            max_transmitters: 1,
         };
         sink.stream = index;
         self.viewers.push(sink);

@@ -252,7 +252,10 @@ impl CallRt {
         if self.released() {
             return Err("the call is released");
         }
-        let stream = self.rules.watch(sink)?;
+        let mut stream = self.rules.watch(sink)?;
+        if let Procedure::Group(g) = &self.proc {
+            stream.max_transmitters = g.server.config().max_transmitters.max(1);
+        }
         self.sync_offload(now);
         self.request_keyframes(now);
         tracing::info!(call = %self.call_id, stream = stream.index, "a watcher joined");
