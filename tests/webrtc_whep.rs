@@ -14,8 +14,26 @@ use std::time::Duration;
 
 const TOKEN: &str = "whep-test-token";
 
+/// A relay this test started, killed when the test ends (however it ends): it would keep its
+/// ports and, as root, its kernel fast path on `lo`.
+struct Relay(ServeProcess);
+
+impl std::ops::Deref for Relay {
+    type Target = ServeProcess;
+    fn deref(&self) -> &ServeProcess {
+        &self.0
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.0.child.kill();
+        let _ = self.0.child.wait();
+    }
+}
+
 /// `serve` with a token, its media on ports from `port_min`.
-fn serve(port_min: u16) -> ServeProcess {
+fn serve(port_min: u16) -> Relay {
     let dir = ffmpeg::tmpdir(&format!("whep-{port_min}"));
     let cfg = dir.join("relay.toml");
     std::fs::write(
@@ -33,7 +51,7 @@ fn serve(port_min: u16) -> ServeProcess {
         .arg(&cfg)
         .env("MCVIDEO_RELAY_API_TOKEN", TOKEN)
         .env_remove("RUST_LOG");
-    ServeProcess::start(cmd, "serve")
+    Relay(ServeProcess::start(cmd, "serve"))
 }
 
 /// A push from an ffmpeg caller on `caller_port` to a callee that only listens, in
@@ -208,26 +226,14 @@ fn an_end_to_end_call_is_not_watched_and_whep_needs_the_token() {
     assert_eq!(page.status, 200);
     assert!(page.body.contains("mcvideo-relay console"));
     // A body that is not SDP is refused as such.
-    let r = api.raw(
-        "POST",
-        "/v1/calls/whep-e2e/whep",
-        &[("Content-Type", "application/json")],
-        b"{}",
-    );
+    let post = |path: &str, ctype: &str, body: &[u8]| {
+        api.raw("POST", path, &[("Content-Type", ctype)], body)
+    };
+    let r = post("/v1/calls/whep-e2e/whep", "application/json", b"{}");
     assert_eq!(r.status, 415, "{}", r.body);
-    let r = api.raw(
-        "POST",
-        "/v1/calls/whep-e2e/whep",
-        &[("Content-Type", "application/sdp")],
-        b"not sdp",
-    );
+    let r = post("/v1/calls/whep-e2e/whep", "application/sdp", b"not sdp");
     assert_eq!(r.status, 400, "{}", r.body);
-    let r = api.raw(
-        "POST",
-        "/v1/calls/nope/whep",
-        &[("Content-Type", "application/sdp")],
-        b"not sdp",
-    );
+    let r = post("/v1/calls/nope/whep", "application/sdp", b"not sdp");
     assert!(matches!(r.status, 400 | 404), "{}", r.body);
 
     // WHIP: where to transmit must be said, and the group must exist.

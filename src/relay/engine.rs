@@ -468,14 +468,10 @@ impl Engine {
         kind: crate::sdp::MediaKind,
         capacity: usize,
     ) -> Result<super::Watch, SetupError> {
-        let (sink, rx, dropped) = super::watch::WatchSink::pair(kind, capacity);
-        let stream = self
-            .send(call_id, Mode::Await, |id, r| {
-                Cmd::Watch(id, Box::new(sink), r)
-            })?
-            .wait_async()
-            .await??;
-        Ok(super::watch::watch(stream, rx, dropped))
+        let (cmd, made) = super::watch::command(kind, capacity);
+        Ok(made(
+            self.send(call_id, Mode::Await, cmd)?.wait_async().await??,
+        ))
     }
 
     /// [`Self::watch_call_async`] for a caller not on a tokio runtime (it blocks).
@@ -485,13 +481,8 @@ impl Engine {
         kind: crate::sdp::MediaKind,
         capacity: usize,
     ) -> Result<super::Watch, SetupError> {
-        let (sink, rx, dropped) = super::watch::WatchSink::pair(kind, capacity);
-        let stream = self
-            .send(call_id, Mode::Block, |id, r| {
-                Cmd::Watch(id, Box::new(sink), r)
-            })?
-            .wait()??;
-        Ok(super::watch::watch(stream, rx, dropped))
+        let (cmd, made) = super::watch::command(kind, capacity);
+        Ok(made(self.send(call_id, Mode::Block, cmd)?.wait()??))
     }
 
     /// A watcher (e.g. a browser's decoder) asks for a keyframe: the call's transmitters are

@@ -113,6 +113,24 @@ impl WatchSink {
     }
 }
 
+/// The worker command that adds a watcher of the call's first `kind` stream, and what makes
+/// the [`Watch`] from the worker's reply.
+#[allow(clippy::type_complexity)]
+pub(crate) fn command(
+    kind: MediaKind,
+    capacity: usize,
+) -> (
+    impl FnOnce(
+        Arc<str>,
+        super::worker::Reply<Result<WatchedStream, crate::control::call::SetupError>>,
+    ) -> super::worker::Cmd,
+    impl FnOnce(WatchedStream) -> Watch,
+) {
+    let (sink, rx, dropped) = WatchSink::pair(kind, capacity);
+    let cmd = move |id, reply| super::worker::Cmd::Watch(id, Box::new(sink), reply);
+    (cmd, move |stream| watch(stream, rx, dropped))
+}
+
 /// Makes the watcher's side from its parts and the stream the worker found.
 pub(crate) fn watch(
     stream: WatchedStream,

@@ -167,6 +167,22 @@ pub(crate) fn payload_params(
         .cloned()
 }
 
+/// The mid of the video media event `e` adds, if the relay sends on it (`relay_sends`: a
+/// viewer) or receives on it (a publisher).
+pub(crate) fn video_added(e: &Event, relay_sends: bool) -> Option<Mid> {
+    use str0m::media::{Direction, MediaKind};
+    let Event::MediaAdded(m) = e else {
+        return None;
+    };
+    let way = match m.direction {
+        Direction::SendRecv => true,
+        Direction::SendOnly => relay_sends,
+        Direction::RecvOnly => !relay_sends,
+        _ => false,
+    };
+    (m.kind == MediaKind::Video && way).then_some(m.mid)
+}
+
 /// What a leg's thread does next.
 pub(crate) enum Step {
     /// Handle this event (str0m may have more to say: ask again).

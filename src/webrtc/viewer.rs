@@ -13,14 +13,14 @@
 //! (throttled by the relay's keyframe policy, as every receiver's); its NACKs are answered by
 //! str0m from the packets it sent (`nackable`), not passed to the transmitter.
 
-use super::peer::{payload_params, Peer, Step};
+use super::peer::{payload_params, video_added, Peer, Step};
 use crate::relay::{Engine, Watch, WatchedPacket};
 use crossbeam_channel::{select, Receiver};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use str0m::format::Codec;
-use str0m::media::{Direction, MediaKind, Mid};
+use str0m::media::Mid;
 use str0m::rtp::{RtpWrite, SeqNo};
 use str0m::Event;
 
@@ -161,15 +161,9 @@ impl Session {
             let wait = match self.peer.step() {
                 Step::Event(e) => {
                     match *e {
-                        Event::MediaAdded(m)
-                            if m.kind == MediaKind::Video
-                                && matches!(
-                                    m.direction,
-                                    Direction::SendOnly | Direction::SendRecv
-                                ) =>
-                        {
-                            mid = Some(m.mid);
-                            pt = payload_params(&self.peer.rtc, m.mid, self.codec);
+                        ref e if video_added(e, true).is_some() => {
+                            mid = video_added(e, true);
+                            pt = mid.and_then(|m| payload_params(&self.peer.rtc, m, self.codec));
                             if pt.is_none() {
                                 return "the browser offered no payload type for the call's codec";
                             }

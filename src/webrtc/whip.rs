@@ -20,7 +20,7 @@
 //!   browser for a keyframe. A request made before the browser's stream exists is kept until
 //!   it does.
 
-use super::peer::{spawn_reader, Datagram, Peer, Step};
+use super::peer::{spawn_reader, video_added, Datagram, Peer, Step};
 use crate::keys::MasterKey;
 use crate::srtp::SrtpContext;
 use crate::wire::tc::{self, EmitOptions, MessageKind, TcMessage};
@@ -29,7 +29,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use str0m::format::Codec;
-use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt};
+use str0m::media::{KeyframeRequestKind, Mid, Pt};
 use str0m::Event;
 
 /// The payload type the bridge sends H.264 with (its own SDP's).
@@ -203,18 +203,15 @@ impl Bridge {
             let wait = match self.peer.step() {
                 Step::Event(e) => {
                     match *e {
-                        Event::MediaAdded(m)
-                            if m.kind == MediaKind::Video
-                                && matches!(
-                                    m.direction,
-                                    Direction::RecvOnly | Direction::SendRecv
-                                ) =>
-                        {
-                            let pts = h264_pts(&self.peer.rtc, m.mid);
+                        ref e if video_added(e, false).is_some() => {
+                            let Some(mid) = video_added(e, false) else {
+                                continue;
+                            };
+                            let pts = h264_pts(&self.peer.rtc, mid);
                             if pts.is_empty() {
                                 return "the browser offered no H.264";
                             }
-                            self.video = Some((m.mid, pts));
+                            self.video = Some((mid, pts));
                         }
                         Event::Connected => {
                             tracing::info!(local = %self.peer.local(), "WHIP publisher connected");

@@ -13,16 +13,10 @@ use std::time::{Duration, Instant};
 
 /// Fails the test with an install hint when Chromium is missing.
 pub fn require() {
-    let ok = Command::new("chromium")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "`chromium` is needed for this test and is not on PATH: `apt-get install -y chromium`, \
-         or run `./test.sh`, which installs it"
+    super::require_tool(
+        "chromium",
+        "--version",
+        "`apt-get install -y chromium`, or run `./test.sh`, which installs it",
     );
 }
 

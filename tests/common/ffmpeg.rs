@@ -15,17 +15,11 @@ pub const FRAMES: u32 = 125;
 
 /// Fails the test with an install hint when `tool` is missing.
 pub fn require(tool: &str) {
-    let ok = Command::new(tool)
-        .arg("-version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "`{tool}` is needed for this test and is not on PATH: install ffmpeg \
-         (`apt-get install -y --no-install-recommends ffmpeg`) or run `./test.sh`, which \
-         installs it"
+    super::require_tool(
+        tool,
+        "-version",
+        "install ffmpeg (`apt-get install -y --no-install-recommends ffmpeg`) or run \
+         `./test.sh`, which installs it",
     );
 }
 

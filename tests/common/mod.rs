@@ -19,6 +19,20 @@ pub mod browser;
 pub mod ffmpeg;
 pub mod net;
 
+/// Fails the test with `hint` when `tool` (run with `arg`, e.g. `--version`) is missing.
+pub fn require_tool(tool: &str, arg: &str, hint: &str) {
+    let ok = std::process::Command::new(tool)
+        .arg(arg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "`{tool}` is needed for this test and is not on PATH: {hint}"
+    );
+}
+
 pub const RELAY_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 9, 9, 9));
 pub const CALLER: &str = "sip:alice@mcx.example";
 pub const CALLEE: &str = "sip:bob@mcx.example";
