@@ -102,7 +102,8 @@ fn a_browser_watches_an_ffmpeg_push_through_whep_and_decodes_its_frames() {
     let api = Api::new(relay.addr, Some(TOKEN));
     let (relay_addr, _callee) = push(&api, "whep-push", ffmpeg::port_pair().0, "per_leg");
 
-    let mut b = browser::Browser::open(&console_url(&api, "whep-push"));
+    // The offer has audio besides video, as most WHEP players' do.
+    let mut b = browser::Browser::open(&(console_url(&api, "whep-push") + "&audio=1"));
     let up = b.wait_for("MCV-STATS ", Duration::from_secs(30), |v| {
         v["ice"] == "connected" || v["ice"] == "completed"
     });
