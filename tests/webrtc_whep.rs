@@ -87,6 +87,23 @@ fn push(
     (relay_video_addr(&caller_answer), (a, b))
 }
 
+/// Waits for an ffmpeg receiver (`who`) to exit cleanly and checks it decoded at least 50
+/// frames of the browser's camera from `out`.
+fn assert_receiver_decoded(receiver: std::process::Child, out: &std::path::Path, who: &str) {
+    let got = receiver.wait_with_output().unwrap();
+    assert!(
+        got.status.success(),
+        "receiver: {}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    let frames = ffmpeg::frames(out);
+    eprintln!("{who} decoded {frames} frames of the browser's camera");
+    assert!(
+        frames >= 50,
+        "{who} decodes the browser's camera: {frames} frames"
+    );
+}
+
 fn console_url(api: &Api, call: &str) -> String {
     format!(
         "http://{}/console#token={TOKEN}&call={call}&debug=1",
@@ -470,18 +487,7 @@ fn a_browser_camera_pushes_through_whip_to_an_ffmpeg_receiver() {
         "the push is released when the browser's transmission ends: {}",
         api.get("/v1/calls/whip-push").body
     );
-    let got = receiver.wait_with_output().unwrap();
-    assert!(
-        got.status.success(),
-        "receiver: {}",
-        String::from_utf8_lossy(&got.stderr)
-    );
-    let frames = ffmpeg::frames(&out);
-    eprintln!("the ffmpeg receiver decoded {frames} frames of the browser's camera");
-    assert!(
-        frames >= 50,
-        "the receiver decodes the browser's camera: {frames} frames"
-    );
+    assert_receiver_decoded(receiver, &out, "the receiver");
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -612,18 +618,7 @@ fn a_browser_joins_a_group_through_whip_and_transmits_when_granted() {
         "the transmission ends: {}",
         api.get(&resource).body
     );
-    let got = receiver.wait_with_output().unwrap();
-    assert!(
-        got.status.success(),
-        "receiver: {}",
-        String::from_utf8_lossy(&got.stderr)
-    );
-    let frames = ffmpeg::frames(&out);
-    eprintln!("the group's ffmpeg receiver decoded {frames} frames of the browser's camera");
-    assert!(
-        frames >= 50,
-        "the group's receiver decodes the browser: {frames} frames"
-    );
+    assert_receiver_decoded(receiver, &out, "the group's receiver");
     // The browser goes: its member leaves the group.
     assert_eq!(api.delete(&resource).status, 204);
     let group = api.get("/v1/group-calls/whip-group").json();
