@@ -1,20 +1,29 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 //
 // mcvideo-relay kernel fast path: a TC (TCX ingress) classifier that forwards one media leg's
-// RTP in the kernel. The relay's worker installs one entry per leg, keyed by the relay's own
-// IPv4 address and UDP port (where the leg's packets arrive); the program forwards a packet only
-// when it is RTP (version 2, payload type outside 64-95), comes from the latched source address
-// and port, carries one of the allowed SSRCs and the leg's transmitter holds the grant. It then
-// rewrites the IPv4 source and destination and the UDP ports, fixes both checksums, counts, and
-// redirects to the egress interface (bpf_redirect_neigh) or, for a destination on this host
-// (loopback), passes the rewritten packet up (TC_ACT_OK) so the stack delivers it locally.
+// RTP in the kernel. The relay's worker installs one entry per leg, at the index of the UDP port
+// the leg's packets arrive on (the port less the first port of the relay's media range, in
+// fp_conf), with the relay's own IPv4 address in the entry; the program forwards a packet only
+// when it is aimed at that address and port, is RTP (version 2, payload type outside 64-95),
+// comes from the latched source address and port, carries one of the allowed SSRCs and the
+// leg's transmitter holds the grant. It then rewrites the IPv4 source and destination and the
+// UDP ports, fixes both checksums, counts, and redirects to the egress interface
+// (bpf_redirect_neigh) or, for a destination on this host (loopback), passes the rewritten
+// packet up (TC_ACT_OK) so the stack delivers it locally.
+//
+// Port-indexed arrays, not hash maps: the verifier inlines an array lookup into a bounds check
+// and an address computation, so a packet costs one cache line of leg and one of counters, both
+// addressed from the port and read side by side, where two hash lookups walked buckets and
+// elements one after the other (what a thousand legs' worth of cold cache made expensive;
+// docs/kernel-fast-path.md has the figures). The arrays are mmapable only for their layout: the
+// kernel then puts their values on a page boundary, so an entry is whole cache lines.
 //
 // Everything else is left alone: TCX_NEXT (TC_ACT_UNSPEC), i.e. the next TCX program if any,
 // else the normal stack, and so the relay's socket, which judges it by the userspace rules.
 // Packets aimed at a leg but not forwarded are counted there by reason.
 //
 // Self-contained on purpose (no kernel or libbpf headers): built with `clang -O2 -target bpf`.
-// The layouts of fp_key, fp_leg and fp_counters are mirrored in crates/fastpath/src/lib.rs.
+// The layouts of fp_conf, fp_leg and fp_counters are mirrored in crates/fastpath/src/lib.rs.
 
 typedef unsigned char __u8;
 typedef unsigned short __u16;
@@ -44,11 +53,11 @@ static long (*bpf_l3_csum_replace)(struct __sk_buff *skb, __u32 off, __u64 from,
 static long (*bpf_l4_csum_replace)(struct __sk_buff *skb, __u32 off, __u64 from, __u64 to,
 				   __u64 flags) = (void *)11;
 static __u64 (*bpf_ktime_get_ns)(void) = (void *)5;
+static __u32 (*bpf_get_smp_processor_id)(void) = (void *)8;
 static long (*bpf_redirect_neigh)(__u32 ifindex, void *params, int plen, __u64 flags) = (void *)152;
 
-#define BPF_MAP_TYPE_HASH 1
-#define BPF_MAP_TYPE_PERCPU_HASH 5
-#define BPF_F_NO_PREALLOC 1
+#define BPF_MAP_TYPE_ARRAY 2
+#define BPF_F_MMAPABLE (1U << 10)
 #define BPF_F_PSEUDO_HDR 0x10
 #define BPF_F_MARK_MANGLED_0 0x20
 
@@ -61,22 +70,26 @@ struct bpf_map_def {
 	__u32 type, key_size, value_size, max_entries, map_flags;
 };
 
-// Key: where the leg's packets arrive. Both fields in network byte order; pad is zero.
-struct fp_key {
-	__u32 addr;
-	__u16 port;
-	__u16 pad;
+// Which ports the arrays cover: a leg's entry is the UDP destination port less port_base; its
+// counters are fp_stats[entry * ncpus + this CPU] (one entry, index 0).
+struct fp_conf {
+	__u32 port_base;
+	__u32 ncpus;
 };
 
 #define FP_GRANTED 1u
+#define FP_ACTIVE 2u // the entry holds a leg (an array entry always exists)
+#define FP_KEYFRAMES 4u // plain RTP video: count H.264 keyframes (IDR access units)
 #define FP_MAX_SSRC 4
 
-// One leg. Addresses, ports and SSRCs in network byte order.
+// One leg, 64 bytes: one cache line. Addresses, ports and SSRCs in network byte order.
 struct fp_leg {
+	__u32 relay_addr;        // where the leg's packets arrive (the port is the index)
 	__u32 src_addr;          // the latched source
 	__u16 src_port;
 	__u8 n_ssrc;             // 1..=4 SSRCs allowed
-	__u8 flags;              // FP_GRANTED: the arbiter lets this leg's transmitter send
+	__u8 flags;              // FP_ACTIVE; FP_GRANTED: the arbiter lets the transmitter send;
+	                         // FP_KEYFRAMES
 	__u32 ssrc[FP_MAX_SSRC];
 	__u32 out_addr;          // egress: the relay's source address and port
 	__u16 out_port;
@@ -84,40 +97,57 @@ struct fp_leg {
 	__u32 dst_addr;
 	__u32 ifindex;           // bpf_redirect_neigh to this interface; 0 = local (pass up)
 	__u32 clock_rate;        // the stream's RTP clock in Hz, for jitter; 0 = unknown (none)
+	__u32 ns_to_ts_q32;      // clock_rate / 1e9 in 32.32 fixed point: ns to timestamp units
+	__u32 reserved[3];
 };
 
-// Per-leg counters, one copy per CPU (summed by the loader).
+// Per-leg counters, one copy per CPU (summed by the loader), 128 bytes. What a forwarded packet
+// writes comes first, in the first cache line; the pass-up reasons in the second.
 struct fp_counters {
 	__u64 packets;           // forwarded
 	__u64 bytes;             // forwarded UDP payload bytes (RTP header included)
-	__u64 wrong_source;      // passed up: not from the latched source
-	__u64 not_rtp;           // passed up: RTCP, MCV0/1/2, not version 2, too short
-	__u64 unknown_ssrc;      // passed up: SSRC not allowed
-	__u64 not_granted;       // passed up: the transmitter has no grant
-	__u64 errors;            // dropped: a rewrite helper failed
-	__u32 highest_seq;       // highest RTP sequence number forwarded (RFC 1982 order)
-	__u32 seq_valid;         // highest_seq is set
 	__u64 frames;            // forwarded with the RTP marker bit (video: a frame's last packet)
 	__u64 last_ns;           // bpf_ktime_get_ns() (CLOCK_MONOTONIC) of the last one forwarded
 	__u64 jitter_q4;         // interarrival jitter (RFC 3550 6.4.1, A.8), timestamp units x 16
 	__u32 last_ts;           // the RTP timestamp of the last one forwarded
 	__u32 ts_valid;          // last_ts and last_ns are this CPU's previous packet
+	__u32 highest_seq;       // highest RTP sequence number forwarded (RFC 1982 order)
+	__u32 seq_valid;         // highest_seq is set
+	__u64 wrong_source;      // passed up: not from the latched source
+	__u64 not_rtp;           // passed up: RTCP, MCV0/1/2, not version 2, too short
+	__u64 unknown_ssrc;      // passed up: SSRC not allowed
+	__u64 not_granted;       // passed up: the transmitter has no grant
+	__u64 errors;            // dropped: a rewrite helper failed
+	__u64 keyframes;         // H.264 IDR access units forwarded (FP_KEYFRAMES legs)
+	__u32 last_key_ts;       // the last one counted: its RTP timestamp and SSRC
+	__u32 last_key_ssrc;
+	__u32 key_valid;         // last_key_ts and last_key_ssrc are set
+	__u32 pad;
+	__u64 reserved;
+};
+
+struct bpf_map_def SEC("maps") fp_conf = {
+	.type = BPF_MAP_TYPE_ARRAY,
+	.key_size = sizeof(__u32),
+	.value_size = sizeof(struct fp_conf),
+	.max_entries = 1,
+	.map_flags = 0,
 };
 
 struct bpf_map_def SEC("maps") fp_legs = {
-	.type = BPF_MAP_TYPE_HASH,
-	.key_size = sizeof(struct fp_key),
+	.type = BPF_MAP_TYPE_ARRAY,
+	.key_size = sizeof(__u32),
 	.value_size = sizeof(struct fp_leg),
-	.max_entries = 4096, // the loader sizes it from the relay's capacity
-	.map_flags = BPF_F_NO_PREALLOC,
+	.max_entries = 4096, // the loader sizes it to the relay's port range
+	.map_flags = BPF_F_MMAPABLE,
 };
 
 struct bpf_map_def SEC("maps") fp_stats = {
-	.type = BPF_MAP_TYPE_PERCPU_HASH,
-	.key_size = sizeof(struct fp_key),
+	.type = BPF_MAP_TYPE_ARRAY,
+	.key_size = sizeof(__u32),
 	.value_size = sizeof(struct fp_counters),
-	.max_entries = 4096,
-	.map_flags = BPF_F_NO_PREALLOC,
+	.max_entries = 4096, // the loader: the port range times the CPUs
+	.map_flags = BPF_F_MMAPABLE,
 };
 
 struct ethhdr {
@@ -155,6 +185,54 @@ INLINE __u32 csum_add(__u32 a, __u32 b)
 {
 	a += b;
 	return a + (a < b);
+}
+
+#define PAYLOAD_MAX 1500 // an RTP header longer than this is not scanned for keyframes
+#define NAL_IDR 5
+
+// Whether an H.264 RTP payload (RFC 6184) carries an IDR slice or a part of one, as the relay's
+// own scan decides it (src/relay/rules/keyframe.rs): a single NAL unit of type 5, a fragment
+// (FU-A, FU-B) of one, or a single-time aggregate (STAP-A, STAP-B) holding one among its first
+// four units, each unit whole inside the packet. rtp points at the RTP header, with at least
+// RTP_MIN bytes before data_end.
+INLINE int h264_idr(__u8 *rtp, void *data_end)
+{
+	__u32 off = RTP_MIN + (rtp[0] & 0x0f) * 4;
+	if (rtp[0] & 0x10) { // a header extension: 4 bytes, then its length in 32-bit words
+		if ((void *)(rtp + off + 4) > data_end || off > PAYLOAD_MAX)
+			return 0;
+		off += 4 + bswap16(*(__u16 *)(rtp + off + 2)) * 4;
+	}
+	if (off > PAYLOAD_MAX)
+		return 0;
+	__u8 *pl = rtp + off;
+	if ((void *)(pl + 2) > data_end)
+		return 0;
+	__u8 nal = pl[0] & 0x1f;
+	if (nal == NAL_IDR)
+		return 1;
+	if (nal == 28 || nal == 29)
+		return (pl[1] & 0x1f) == NAL_IDR;
+	if (nal != 24 && nal != 25)
+		return 0;
+	__u32 u = nal == 24 ? 1 : 3; // STAP-B has a 16-bit decoding order number first
+	for (int i = 0; i < 4; i++) { // a bounded loop: the verifier walks its four turns
+		if (u > PAYLOAD_MAX)
+			return 0;
+		__u8 *unit = pl + u;
+		// One pointer, checked once and read through: keeps the compiler from reading
+		// through another it derives, whose range the verifier would not know.
+		asm volatile("" : "+r"(unit));
+		if ((void *)(unit + 3) > data_end)
+			return 0;
+		__u32 size = ((__u32)unit[0] << 8) | unit[1];
+		if (size == 0 || size > PAYLOAD_MAX || (void *)(unit + 2 + size) > data_end)
+			return 0; // truncated: what is there is not trusted
+		if ((unit[2] & 0x1f) == NAL_IDR)
+			return 1;
+		u += 2 + size;
+	}
+	return 0;
 }
 
 // Rewrites saddr, daddr (12 bytes from OFF_IP_SRC, contiguous with the UDP ports) and fixes
@@ -208,13 +286,27 @@ int fastpath(struct __sk_buff *skb)
 		return TC_ACT_UNSPEC;
 	struct udphdr *udp = data + ETH_LEN + IP_LEN;
 
-	struct fp_key key = {.addr = ip->daddr, .port = udp->dest, .pad = 0};
-	struct fp_leg *leg = bpf_map_lookup_elem(&fp_legs, &key);
+	__u32 zero = 0;
+	struct fp_conf *conf = bpf_map_lookup_elem(&fp_conf, &zero);
+	if (!conf)
+		return TC_ACT_UNSPEC;
+	// Below port_base the index wraps to a large number: past the array's end, no entry.
+	__u32 idx = (__u32)bswap16(udp->dest) - conf->port_base;
+	struct fp_leg *leg = bpf_map_lookup_elem(&fp_legs, &idx);
 	if (!leg)
 		return TC_ACT_UNSPEC;
-	struct fp_counters *ctr = bpf_map_lookup_elem(&fp_stats, &key);
+	__u32 cpu = bpf_get_smp_processor_id();
+	if (cpu >= conf->ncpus)
+		return TC_ACT_UNSPEC; // never forward what cannot be counted
+	__u32 cidx = idx * conf->ncpus + cpu;
+	struct fp_counters *ctr = bpf_map_lookup_elem(&fp_stats, &cidx);
 	if (!ctr)
-		return TC_ACT_UNSPEC; // installed without counters: never forward uncounted
+		return TC_ACT_UNSPEC;
+	// Read the counters' line now (volatile: where it stands), so that its cache miss
+	// overlaps the leg's below rather than following it.
+	__u64 packets = *(volatile __u64 *)&ctr->packets;
+	if (!(leg->flags & FP_ACTIVE) || leg->relay_addr != ip->daddr)
+		return TC_ACT_UNSPEC; // no leg at this address and port: not ours
 
 	// 1. the latched source, before anything else: a stranger's packets count as such.
 	if (ip->saddr != leg->src_addr || udp->source != leg->src_port) {
@@ -254,12 +346,14 @@ int fastpath(struct __sk_buff *skb)
 	__u16 seq = bswap16(*(__u16 *)(rtp + 2));
 	__u32 ts = bswap32(*(__u32 *)(rtp + 4));
 	__u8 marker = rtp[1] >> 7;
-	__u32 clock_rate = leg->clock_rate;
+	__u32 ns_to_ts = leg->ns_to_ts_q32;
 	// saddr, daddr, sport|dport as they lie in the packet, and what replaces them.
 	__u32 old[3] = {ip->saddr, ip->daddr, *(__u32 *)udp};
 	__u32 new[3] = {leg->out_addr, leg->dst_addr,
 			(__u32)leg->out_port | ((__u32)leg->dst_port << 16)};
 	__u32 ifindex = leg->ifindex;
+	// Before the rewrite: its helpers invalidate the packet pointers.
+	int idr = (leg->flags & FP_KEYFRAMES) && h264_idr(rtp, data_end);
 
 	// Packet pointers are invalid after the first helper that writes.
 	if (rewrite(skb, old, new)) {
@@ -267,15 +361,18 @@ int fastpath(struct __sk_buff *skb)
 		return TC_ACT_SHOT; // half rewritten: never let it reach anyone
 	}
 
-	ctr->packets++;
+	ctr->packets = packets + 1;
 	ctr->bytes += udp_len - UDP_LEN;
 	ctr->frames += marker;
 	__u64 now = bpf_ktime_get_ns();
 	// Interarrival jitter as the relay's own meter keeps it: D is the difference between two
 	// packets' spacing on arrival and in their timestamps, both in timestamp units;
 	// J += (|D| - J) / 16, kept times 16. Per CPU: a CPU's first packet only sets its marks.
-	if (clock_rate && ctr->ts_valid && now > ctr->last_ns) {
-		__s64 arrival = (__s64)((now - ctr->last_ns) * clock_rate / 1000000000ull);
+	// The arrival spacing in timestamp units by a multiplication (the loader's 32.32 factor),
+	// not a 64-bit division; a gap over 2^40 ns (18 minutes) starts afresh.
+	__u64 gap = now - ctr->last_ns;
+	if (ns_to_ts && ctr->ts_valid && now > ctr->last_ns && gap < (1ull << 40)) {
+		__s64 arrival = (__s64)((gap * ns_to_ts) >> 32);
 		__s64 d = arrival - (__s64)(__s32)(ts - ctr->last_ts);
 		if (d < 0)
 			d = -d;
@@ -287,6 +384,14 @@ int fastpath(struct __sk_buff *skb)
 	if (!ctr->seq_valid || (short)(seq - (__u16)ctr->highest_seq) > 0) {
 		ctr->highest_seq = seq;
 		ctr->seq_valid = 1;
+	}
+	// A keyframe once, however many of its packets carry IDR slices: its access unit is one
+	// (SSRC, timestamp). Per CPU, as the other marks.
+	if (idr && !(ctr->key_valid && ctr->last_key_ts == ts && ctr->last_key_ssrc == ssrc)) {
+		ctr->keyframes++;
+		ctr->last_key_ts = ts;
+		ctr->last_key_ssrc = ssrc;
+		ctr->key_valid = 1;
 	}
 
 	if (ifindex)

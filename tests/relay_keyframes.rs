@@ -9,7 +9,7 @@ use common::ffmpeg::{require, tmpdir};
 use common::net::*;
 use mcvideo_relay::control::call::{AnswerCall, CreateCall};
 use mcvideo_relay::control::MediaSecurity;
-use mcvideo_relay::relay::{DropReason, Engine, EngineConfig};
+use mcvideo_relay::relay::{DropReason, Engine, EngineConfig, KernelOffload};
 use mcvideo_relay::wire::rtcp::{self, RtcpKind, RtcpPacket};
 use std::path::Path;
 use std::process::Command;
@@ -148,6 +148,26 @@ fn ffprobe_key_frames(path: &Path) -> u64 {
 
 #[test]
 fn keyframes_of_a_real_encoder_are_counted_once_each() {
+    count_a_real_encoder_s_keyframes(KernelOffload::Off, 45_100);
+}
+
+/// The same stream with the leg in the kernel fast path (plain RTP, `required`): the program
+/// counts the keyframes the relay no longer sees, and the one the leg went in during is not
+/// counted twice.
+#[test]
+fn keyframes_forwarded_in_the_kernel_are_counted_once_each_too() {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if !cfg!(feature = "kernel-offload") || !root {
+        println!("SKIPPED keyframes_forwarded_in_the_kernel: needs root and kernel-offload");
+        return;
+    }
+    count_a_real_encoder_s_keyframes(KernelOffload::Required, 45_200);
+}
+
+fn count_a_real_encoder_s_keyframes(kernel_offload: KernelOffload, port_min: u16) {
     require("ffmpeg");
     require("ffprobe");
     // 53 frames, an IDR every 10 (no scene cut, no B-frames), two slices per frame: ffmpeg's
@@ -175,9 +195,10 @@ fn keyframes_of_a_real_encoder_are_counted_once_each() {
     assert_eq!(idr_frames, 6, "frames 0, 10, .., 50");
 
     let engine = Engine::start(EngineConfig {
-        port_min: 45_100,
-        port_max: 45_199,
+        port_min,
+        port_max: port_min + 99,
         workers: 1,
+        kernel_offload,
         ..EngineConfig::default()
     })
     .unwrap();
@@ -234,6 +255,21 @@ fn keyframes_of_a_real_encoder_are_counted_once_each() {
     );
     assert_eq!(q.frames, FRAMES, "one marker bit per frame");
     assert_eq!(q.keyframes, idr_frames, "one per IDR frame");
+    let in_kernel = engine.stats().kernel_offload_packets;
+    eprintln!(
+        "{in_kernel} of {} packets forwarded in the kernel",
+        q.packets
+    );
+    if kernel_offload == KernelOffload::Required {
+        // All but the packets before the leg's source latched and the step that installs it.
+        assert!(
+            in_kernel * 10 >= q.packets * 8,
+            "{in_kernel} of {}",
+            q.packets
+        );
+    } else {
+        assert_eq!(in_kernel, 0);
+    }
     engine.shutdown();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -166,11 +166,21 @@ impl Engine {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             n => n,
         };
-        // Two legs per call at most are forwarded in the kernel (a push's video and audio).
+        // One kernel entry per relay port that media can arrive on: every interface's range.
+        let ports = interfaces
+            .iter()
+            .map(|i| i.port_min)
+            .min()
+            .unwrap_or(config.port_min)
+            ..=interfaces
+                .iter()
+                .map(|i| i.port_max)
+                .max()
+                .unwrap_or(config.port_max);
         let offload = Offload::open(
             config.kernel_offload,
             &interfaces.iter().map(|i| i.ip).collect::<Vec<_>>(),
-            config.call.max_calls.saturating_mul(2),
+            ports,
         )?;
         let (events, _) = broadcast::channel(config.event_capacity.max(16));
         let recorder = match &config.recording {

@@ -125,12 +125,13 @@ impl Offload {
         }
     }
 
-    /// Opens the fast path as `mode` says for media interfaces `ips`, with maps for
-    /// `max_legs` legs. `Err` only for `required` when it cannot run.
+    /// Opens the fast path as `mode` says for media interfaces `ips`, with entries for the
+    /// relay ports `ports` (all the interfaces' ranges). `Err` only for `required` when it
+    /// cannot run.
     pub(crate) fn open(
         mode: KernelOffload,
         ips: &[std::net::IpAddr],
-        max_legs: usize,
+        ports: std::ops::RangeInclusive<u16>,
     ) -> io::Result<Offload> {
         if mode == KernelOffload::Off {
             tracing::info!(
@@ -139,12 +140,12 @@ impl Offload {
             );
             return Ok(Offload::inactive("media.kernel_offload is off".to_owned()));
         }
-        match Self::try_open(ips, max_legs) {
+        match Self::try_open(ips, ports.clone()) {
             Ok(o) => {
                 tracing::info!(
                     kernel_offload = %mode,
                     interfaces = ?o.interfaces(),
-                    max_legs,
+                    ports = ?ports,
                     "kernel fast path on: latched, granted end_to_end and plain RTP legs are \
                      forwarded in the kernel"
                 );
@@ -182,12 +183,18 @@ impl Offload {
     }
 
     #[cfg(not(feature = "kernel-offload"))]
-    fn try_open(_ips: &[std::net::IpAddr], _max_legs: usize) -> Result<Offload, String> {
+    fn try_open(
+        _ips: &[std::net::IpAddr],
+        _ports: std::ops::RangeInclusive<u16>,
+    ) -> Result<Offload, String> {
         Err("this build has no kernel fast path (cargo feature kernel-offload)".to_owned())
     }
 
     #[cfg(feature = "kernel-offload")]
-    fn try_open(ips: &[std::net::IpAddr], max_legs: usize) -> Result<Offload, String> {
+    fn try_open(
+        ips: &[std::net::IpAddr],
+        ports: std::ops::RangeInclusive<u16>,
+    ) -> Result<Offload, String> {
         // The program rewrites the source to the relay's own address: it must be one address,
         // IPv4 (a wildcard bind has none to write).
         if let Some(ip) = ips
@@ -200,10 +207,9 @@ impl Offload {
                  userspace)"
             ));
         }
-        let max_legs = u32::try_from(max_legs).unwrap_or(u32::MAX);
         // `lo` from the start (clients on this host); the interface a leg's source arrives on
         // is attached when its first leg is installed (Kernel::route).
-        match mcvideo_relay_fastpath::FastPath::open_with_capacity("lo", max_legs) {
+        match mcvideo_relay_fastpath::FastPath::open_with_ports("lo", ports) {
             Ok(fp) => Ok(Offload {
                 fp: Some(std::sync::Arc::new(std::sync::Mutex::new(Kernel {
                     fp,
@@ -236,7 +242,7 @@ mod tests {
 
     #[test]
     fn off_never_opens() {
-        let o = Offload::open(KernelOffload::Off, &[], 16).unwrap();
+        let o = Offload::open(KernelOffload::Off, &[], 30_000..=30_015).unwrap();
         assert!(!o.active());
     }
 }

@@ -239,6 +239,8 @@ fn main() {
                 ifindex: i1,
             },
             clock_rate: 90_000,
+            keyframes: false,
+            last_keyframe: None,
         },
     )
     .unwrap();
@@ -254,6 +256,8 @@ fn main() {
                 ifindex: i0,
             },
             clock_rate: 90_000,
+            keyframes: false,
+            last_keyframe: None,
         },
     )
     .unwrap();

@@ -1,8 +1,9 @@
 //! Kernel fast path for mcvideo-relay: a TCX ingress BPF program (`bpf/fastpath.bpf.c`) that
 //! forwards a latched, granted media leg's RTP in the kernel, and its loader.
 //!
-//! The relay keeps one entry per leg, keyed by the relay address and port the leg's packets
-//! arrive on ([`FastPath::install`]). The program forwards a packet only when it is RTP (version
+//! The relay keeps one entry per leg, at the relay port the leg's packets arrive on, with the
+//! relay address they are aimed at ([`FastPath::install`]): the maps are arrays indexed by port
+//! within the range the fast path was opened for ([`FastPath::open_with_ports`]). The program forwards a packet only when it is RTP (version
 //! 2, payload type outside 64–95), comes from the leg's latched source, carries an allowed SSRC
 //! and the leg holds the grant ([`FastPath::set_granted`]); it rewrites addresses, ports and
 //! checksums and sends the packet out of the egress interface (`bpf_redirect_neigh`), or, for a
@@ -29,6 +30,8 @@
 //!         ifindex: 0,
 //!     },
 //!     clock_rate: 90_000,
+//!     keyframes: true,
+//!     last_keyframe: None,
 //! })?;
 //! fp.set_granted(relay, false)?; // a Revoked: not one more packet in the kernel
 //! println!("{:?}", fp.counters(relay)?);
@@ -42,11 +45,12 @@ use std::fmt;
 #[cfg(not(fastpath_no_bpf))]
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 #[cfg(not(fastpath_no_bpf))]
 use aya::{
-    maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuHashMap, PerCpuValues},
+    maps::{Array, MapData},
     programs::{
         tc::{SchedClassifierLink, TcAttachOptions},
         LinkOrder, SchedClassifier, TcAttachType,
@@ -75,13 +79,17 @@ pub const BUILT: bool = cfg!(not(fastpath_no_bpf));
 /// The program's name in the object (its function).
 pub const PROGRAM_NAME: &str = "fastpath";
 #[cfg(not(fastpath_no_bpf))]
+const CONF_MAP: &str = "fp_conf";
+#[cfg(not(fastpath_no_bpf))]
 const LEGS_MAP: &str = "fp_legs";
 #[cfg(not(fastpath_no_bpf))]
 const STATS_MAP: &str = "fp_stats";
 /// How many SSRCs one leg may allow.
 pub const MAX_SSRCS: usize = 4;
-/// Map capacity when [`FastPath::open`] is not told one.
-pub const DEFAULT_MAX_LEGS: u32 = 4096;
+/// The relay ports [`FastPath::open`] covers: every unprivileged port. The arrays take
+/// `64 + 128 × CPUs` bytes a port, so a relay opens the fast path for its own media range
+/// ([`FastPath::open_with_ports`]).
+pub const DEFAULT_PORTS: RangeInclusive<u16> = 1024..=65535;
 
 /// Why the fast path could not be set up or changed. [`Error::is_fallback`] tells the relay to
 /// run the leg (or everything) in userspace instead.
@@ -101,8 +109,9 @@ pub enum Error {
     InvalidLeg(&'static str),
     /// No entry for that relay address and port.
     NotFound(SocketAddrV4),
-    /// The legs map is full (sized by [`FastPath::open_with_capacity`]).
-    Full,
+    /// No entry can hold a leg at that relay address and port: the port is outside the range
+    /// the fast path was opened for, or a leg at another relay address holds it.
+    NoSlot(SocketAddrV4),
     /// Anything else (the loader's message).
     Other(String),
 }
@@ -127,7 +136,11 @@ impl fmt::Display for Error {
             Error::NoSuchInterface(i) => write!(f, "no interface {i:?}"),
             Error::InvalidLeg(m) => write!(f, "invalid leg: {m}"),
             Error::NotFound(k) => write!(f, "no fast-path entry for {k}"),
-            Error::Full => write!(f, "the fast-path map is full"),
+            Error::NoSlot(k) => write!(
+                f,
+                "no fast-path entry can hold {k}: its port is outside the fast path's range or \
+                 taken by a leg at another address"
+            ),
             Error::Other(m) => write!(f, "kernel fast path: {m}"),
         }
     }
@@ -162,6 +175,12 @@ pub struct Leg {
     pub egress: Egress,
     /// The stream's RTP clock rate in Hz, for the interarrival jitter (0: unknown, no jitter).
     pub clock_rate: u32,
+    /// Count keyframes ([`Counters::keyframes`]): for a video stream whose payload the relay
+    /// can read (plain RTP), as its own scan does.
+    pub keyframes: bool,
+    /// The last keyframe the relay counted itself, as (SSRC, RTP timestamp): a leg installed
+    /// in the middle of that keyframe's packets does not count it again.
+    pub last_keyframe: Option<(u32, u32)>,
 }
 
 /// A leg's counters, summed over CPUs. The `passed_up_*` packets were aimed at the leg's relay
@@ -194,6 +213,9 @@ pub struct Counters {
     /// units × 16, as the relay's own meter keeps it; from the CPU that forwarded the last
     /// packet. `None` without a clock rate or before two packets on one CPU.
     pub jitter_q4: Option<u64>,
+    /// H.264 keyframes forwarded (legs with [`Leg::keyframes`]): IDR access units, each once
+    /// per (SSRC, RTP timestamp) on the CPU that forwarded its packets.
+    pub keyframes: u64,
 }
 
 /// The program's own cost, from the kernel's BPF statistics (`kernel.bpf_stats_enabled=1`).
@@ -209,15 +231,15 @@ pub struct RunStats {
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct RawKey {
-    addr: u32, // network byte order, as in the packet
-    port: u16,
-    pad: u16,
+struct RawConf {
+    port_base: u32,
+    ncpus: u32,
 }
 
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct RawLeg {
+    relay_addr: u32, // network byte order, as in the packet
     src_addr: u32,
     src_port: u16,
     n_ssrc: u8,
@@ -229,6 +251,8 @@ struct RawLeg {
     dst_addr: u32,
     ifindex: u32,
     clock_rate: u32,
+    ns_to_ts_q32: u32,
+    reserved: [u32; 3],
 }
 
 #[repr(C)]
@@ -236,30 +260,38 @@ struct RawLeg {
 struct RawCounters {
     packets: u64,
     bytes: u64,
-    wrong_source: u64,
-    not_rtp: u64,
-    unknown_ssrc: u64,
-    not_granted: u64,
-    errors: u64,
-    highest_seq: u32,
-    seq_valid: u32,
     frames: u64,
     last_ns: u64,
     jitter_q4: u64,
     last_ts: u32,
     ts_valid: u32,
+    highest_seq: u32,
+    seq_valid: u32,
+    wrong_source: u64,
+    not_rtp: u64,
+    unknown_ssrc: u64,
+    not_granted: u64,
+    errors: u64,
+    keyframes: u64,
+    last_key_ts: u32,
+    last_key_ssrc: u32,
+    key_valid: u32,
+    pad: u32,
+    reserved: u64,
 }
 
 const FP_GRANTED: u8 = 1;
+const FP_ACTIVE: u8 = 2;
+const FP_KEYFRAMES: u8 = 4;
 
-const _: () = assert!(size_of::<RawKey>() == 8);
-const _: () = assert!(size_of::<RawLeg>() == 44);
-const _: () = assert!(size_of::<RawCounters>() == 96);
+const _: () = assert!(size_of::<RawConf>() == 8);
+const _: () = assert!(size_of::<RawLeg>() == 64);
+const _: () = assert!(size_of::<RawCounters>() == 128);
 
 // SAFETY: plain #[repr(C)] integers with no padding (sizes asserted above): every bit pattern
 // is a valid value, and the kernel copies them as bytes.
 #[cfg(not(fastpath_no_bpf))]
-unsafe impl aya::Pod for RawKey {}
+unsafe impl aya::Pod for RawConf {}
 // SAFETY: as above.
 #[cfg(not(fastpath_no_bpf))]
 unsafe impl aya::Pod for RawLeg {}
@@ -275,15 +307,20 @@ fn be16(p: u16) -> u16 {
     p.to_be()
 }
 
-fn raw_key(k: SocketAddrV4) -> RawKey {
-    RawKey {
-        addr: be32(*k.ip()),
-        port: be16(k.port()),
-        pad: 0,
-    }
+/// The entry of relay port `port` in arrays that start at `base` and hold `len` entries.
+fn slot(base: u16, len: u32, port: u16) -> Option<u32> {
+    let i = u32::from(port.checked_sub(base)?);
+    (i < len).then_some(i)
 }
 
-fn raw_leg(leg: &Leg) -> Result<RawLeg, Error> {
+/// The number of entries a port range takes.
+fn range_len(ports: &RangeInclusive<u16>) -> u32 {
+    u32::from(*ports.end())
+        .saturating_sub(u32::from(*ports.start()))
+        .saturating_add(1)
+}
+
+fn raw_leg(relay: SocketAddrV4, leg: &Leg) -> Result<RawLeg, Error> {
     if leg.ssrcs.is_empty() || leg.ssrcs.len() > MAX_SSRCS {
         return Err(Error::InvalidLeg("1 to 4 SSRCs"));
     }
@@ -298,10 +335,13 @@ fn raw_leg(leg: &Leg) -> Result<RawLeg, Error> {
         *slot = s.to_be();
     }
     Ok(RawLeg {
+        relay_addr: be32(*relay.ip()),
         src_addr: be32(*leg.source.ip()),
         src_port: be16(leg.source.port()),
         n_ssrc: leg.ssrcs.len() as u8,
-        flags: if leg.granted { FP_GRANTED } else { 0 },
+        flags: FP_ACTIVE
+            | if leg.granted { FP_GRANTED } else { 0 }
+            | if leg.keyframes { FP_KEYFRAMES } else { 0 },
         ssrc,
         out_addr: be32(*leg.egress.from.ip()),
         out_port: be16(leg.egress.from.port()),
@@ -309,7 +349,19 @@ fn raw_leg(leg: &Leg) -> Result<RawLeg, Error> {
         dst_addr: be32(*leg.egress.to.ip()),
         ifindex: leg.egress.ifindex,
         clock_rate: leg.clock_rate,
+        ns_to_ts_q32: ns_to_ts_q32(leg.clock_rate),
+        reserved: [0; 3],
     })
+}
+
+/// The factor that turns nanoseconds into RTP timestamp units at `clock_rate` Hz, in 32.32
+/// fixed point (the program multiplies and shifts rather than divide). 0, no jitter, for no
+/// clock or one over 16 MHz, where the program's product could overflow.
+fn ns_to_ts_q32(clock_rate: u32) -> u32 {
+    if clock_rate > 16_000_000 {
+        return 0;
+    }
+    u32::try_from(((u64::from(clock_rate) << 32) + 500_000_000) / 1_000_000_000).unwrap_or(0)
 }
 
 /// Sums per-CPU counters; the highest sequence number in RFC 1982 order across CPUs.
@@ -318,6 +370,7 @@ fn sum_counters<'a>(per_cpu: impl IntoIterator<Item = &'a RawCounters>, now_ns: 
     let mut last_ns = 0;
     for v in per_cpu {
         c.frames += v.frames;
+        c.keyframes += v.keyframes;
         if v.ts_valid != 0 && (c.jitter_q4.is_none() || v.last_ns >= last_ns) {
             // The jitter of the CPU that forwarded the latest packet.
             c.jitter_q4 = Some(v.jitter_q4);
@@ -342,6 +395,129 @@ fn sum_counters<'a>(per_cpu: impl IntoIterator<Item = &'a RawCounters>, now_ns: 
         c.last_forwarded_ago = Some(Duration::from_nanos(now_ns.saturating_sub(last_ns)));
     }
     c
+}
+
+/// The counters array mapped read-only into this process (`BPF_F_MMAPABLE`): a leg's counters
+/// are read with plain loads, not one `bpf` system call per CPU. The kernel writes the words
+/// as the program counts; each is read whole (aligned 64-bit loads), so a sum may lag a packet
+/// behind the program, never hold a torn value.
+#[cfg(not(fastpath_no_bpf))]
+struct SharedCounters {
+    ptr: std::ptr::NonNull<u64>,
+    /// Entries mapped.
+    entries: u32,
+    /// Bytes mapped.
+    len: usize,
+}
+
+// SAFETY: the mapping is read-only shared memory owned by this value; reading it from any
+// thread is what it is for (atomic loads, below).
+#[cfg(not(fastpath_no_bpf))]
+unsafe impl Send for SharedCounters {}
+// SAFETY: as above: `&self` only reads.
+#[cfg(not(fastpath_no_bpf))]
+unsafe impl Sync for SharedCounters {}
+
+#[cfg(not(fastpath_no_bpf))]
+impl SharedCounters {
+    const WORDS: usize = size_of::<RawCounters>() / 8;
+
+    /// Maps `entries` counters of the array behind `fd`.
+    fn map(fd: std::os::fd::BorrowedFd<'_>, entries: u32) -> io::Result<SharedCounters> {
+        use std::os::fd::AsRawFd;
+        let len = (entries as usize)
+            .checked_mul(size_of::<RawCounters>())
+            .ok_or_else(|| io::Error::other("too many counters to map"))?;
+        // SAFETY: a new read-only shared mapping of `len` bytes of the map behind `fd` (the
+        // kernel checks `len` against the array); nothing else aliases it in this process.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = std::ptr::NonNull::new(ptr.cast::<u64>())
+            .ok_or_else(|| io::Error::other("mmap returned null"))?;
+        Ok(SharedCounters { ptr, entries, len })
+    }
+
+    /// Counters entry `i`, `None` past the end.
+    fn get(&self, i: u32) -> Option<RawCounters> {
+        if i >= self.entries {
+            return None;
+        }
+        let mut w = [0u64; Self::WORDS];
+        for (k, word) in w.iter_mut().enumerate() {
+            // SAFETY: `i < entries`, so the word lies inside the mapping, 8-byte aligned (the
+            // mapping is page-aligned and an entry is 128 bytes); the kernel may write it
+            // concurrently, so it is read atomically.
+            let a = unsafe {
+                &*self
+                    .ptr
+                    .as_ptr()
+                    .add(i as usize * Self::WORDS + k)
+                    .cast::<std::sync::atomic::AtomicU64>()
+            };
+            *word = a.load(std::sync::atomic::Ordering::Relaxed);
+        }
+        Some(counters_from_words(&w))
+    }
+}
+
+#[cfg(not(fastpath_no_bpf))]
+impl Drop for SharedCounters {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `map`, of `len` bytes, unmapped once.
+        unsafe {
+            libc::munmap(self.ptr.as_ptr().cast(), self.len);
+        }
+    }
+}
+
+/// A counters entry from its sixteen 64-bit words, as `struct fp_counters` lays them out (two
+/// 32-bit fields share a word, the first at the lower address).
+#[cfg_attr(fastpath_no_bpf, allow(dead_code))]
+fn counters_from_words(w: &[u64; 16]) -> RawCounters {
+    let halves = |x: u64| {
+        let b = x.to_ne_bytes();
+        (
+            u32::from_ne_bytes([b[0], b[1], b[2], b[3]]),
+            u32::from_ne_bytes([b[4], b[5], b[6], b[7]]),
+        )
+    };
+    let (last_ts, ts_valid) = halves(w[5]);
+    let (highest_seq, seq_valid) = halves(w[6]);
+    let (last_key_ts, last_key_ssrc) = halves(w[13]);
+    let (key_valid, pad) = halves(w[14]);
+    RawCounters {
+        packets: w[0],
+        bytes: w[1],
+        frames: w[2],
+        last_ns: w[3],
+        jitter_q4: w[4],
+        last_ts,
+        ts_valid,
+        highest_seq,
+        seq_valid,
+        wrong_source: w[7],
+        not_rtp: w[8],
+        unknown_ssrc: w[9],
+        not_granted: w[10],
+        errors: w[11],
+        keyframes: w[12],
+        last_key_ts,
+        last_key_ssrc,
+        key_valid,
+        pad,
+        reserved: w[15],
+    }
 }
 
 /// CLOCK_MONOTONIC in ns: the clock of the program's `bpf_ktime_get_ns`.
@@ -416,7 +592,6 @@ fn classify(stage: &str, e: &(dyn std::error::Error + 'static)) -> Error {
         Some(libc::EPERM) => Error::NoPrivilege(msg),
         Some(libc::EACCES) if !verifier => Error::NoPrivilege(msg),
         Some(libc::ENODEV) | Some(libc::ENXIO) if stage == "attach" => Error::NoSuchInterface(msg),
-        Some(libc::E2BIG) if stage == "update" => Error::Full,
         Some(
             libc::ENOSYS | libc::EINVAL | libc::EOPNOTSUPP | libc::EACCES | 524, /* ENOTSUPP */
         ) => Error::Unsupported(msg),
@@ -446,9 +621,20 @@ pub struct FastPath {
     #[cfg(not(fastpath_no_bpf))]
     links: Vec<(String, SchedClassifierLink)>,
     #[cfg(not(fastpath_no_bpf))]
-    legs: BpfHashMap<MapData, RawKey, RawLeg>,
+    legs: Array<MapData, RawLeg>,
+    /// The counters: `ncpus` entries a leg, one for each CPU; written through the map (at
+    /// install), read through `stats_view` (no system call).
     #[cfg(not(fastpath_no_bpf))]
-    stats: PerCpuHashMap<MapData, RawKey, RawCounters>,
+    stats: Array<MapData, RawCounters>,
+    #[cfg(not(fastpath_no_bpf))]
+    stats_view: SharedCounters,
+    /// The legs this value installed, by entry: what the kernel's array holds there (so a
+    /// grant change or a counters read needs no lookup first).
+    #[cfg(not(fastpath_no_bpf))]
+    installed: std::collections::HashMap<u32, RawLeg>,
+    /// The first relay port the arrays cover, and how many.
+    #[cfg(not(fastpath_no_bpf))]
+    ports: (u16, u32),
     #[cfg(not(fastpath_no_bpf))]
     nr_cpus: usize,
     // Last: the program is unloaded after its links are gone.
@@ -463,31 +649,42 @@ impl fmt::Debug for FastPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("FastPath");
         #[cfg(not(fastpath_no_bpf))]
-        d.field("interfaces", &self.interfaces());
+        d.field("interfaces", &self.interfaces())
+            .field("legs", &self.installed.len());
         d.finish_non_exhaustive()
     }
 }
 
 impl FastPath {
     /// Loads the program and attaches it at TCX ingress of `ifname` (in the calling thread's
-    /// network namespace), with maps for [`DEFAULT_MAX_LEGS`] legs.
+    /// network namespace), with arrays for the relay ports [`DEFAULT_PORTS`].
     pub fn open(ifname: &str) -> Result<FastPath, Error> {
-        Self::open_with_capacity(ifname, DEFAULT_MAX_LEGS)
+        Self::open_with_ports(ifname, DEFAULT_PORTS)
     }
 
-    /// [`FastPath::open`] with maps for `max_legs` legs (size it from the relay's `max_calls`:
-    /// one entry per forwarded direction).
+    /// [`FastPath::open`] with arrays for the relay ports `ports` (the relay's media range):
+    /// a leg can be installed at any address on one of them, one leg a port. Memory is
+    /// allocated at load, `64 + 128 × CPUs` bytes a port (3.2 MB for 10,000 ports on 2 CPUs),
+    /// and bounds what the fast path can ever hold.
     #[cfg(not(fastpath_no_bpf))]
-    pub fn open_with_capacity(ifname: &str, max_legs: u32) -> Result<FastPath, Error> {
+    pub fn open_with_ports(ifname: &str, ports: RangeInclusive<u16>) -> Result<FastPath, Error> {
         if !has_privilege() {
             return Err(Error::NoPrivilege(
                 "needs CAP_BPF (or CAP_SYS_ADMIN) and CAP_NET_ADMIN".to_owned(),
             ));
         }
-        let max_legs = max_legs.max(1);
+        if ports.is_empty() {
+            return Err(Error::Other(format!("an empty port range: {ports:?}")));
+        }
+        let len = range_len(&ports);
+        let nr_cpus = aya::util::nr_cpus().map_err(|(_, e)| Error::Other(e.to_string()))?;
+        let ncpus = u32::try_from(nr_cpus).map_err(|e| Error::Other(e.to_string()))?;
+        let stats_len = len
+            .checked_mul(ncpus)
+            .ok_or_else(|| Error::Other(format!("{len} ports × {ncpus} CPUs: too many")))?;
         let mut ebpf = EbpfLoader::new()
-            .map_max_entries(LEGS_MAP, max_legs)
-            .map_max_entries(STATS_MAP, max_legs)
+            .map_max_entries(LEGS_MAP, len)
+            .map_max_entries(STATS_MAP, stats_len)
             .load(OBJECT)
             .map_err(|e| classify("load", &e))?;
         let prog: &mut SchedClassifier = ebpf
@@ -496,19 +693,37 @@ impl FastPath {
             .try_into()
             .map_err(|e| classify("load", &e))?;
         prog.load().map_err(|e| classify("load", &e))?;
-        let legs = ebpf
-            .take_map(LEGS_MAP)
-            .ok_or_else(|| Error::Other("no legs map".to_owned()))?;
-        let legs = BpfHashMap::try_from(legs).map_err(|e| classify("load", &e))?;
-        let stats = ebpf
-            .take_map(STATS_MAP)
-            .ok_or_else(|| Error::Other("no stats map".to_owned()))?;
-        let stats = PerCpuHashMap::try_from(stats).map_err(|e| classify("load", &e))?;
-        let nr_cpus = aya::util::nr_cpus().map_err(|(_, e)| Error::Other(e.to_string()))?;
+        let mut take = |name: &str| {
+            ebpf.take_map(name)
+                .ok_or_else(|| Error::Other(format!("no map {name} in the object")))
+        };
+        let mut conf: Array<MapData, RawConf> =
+            Array::try_from(take(CONF_MAP)?).map_err(|e| classify("load", &e))?;
+        let legs = Array::try_from(take(LEGS_MAP)?).map_err(|e| classify("load", &e))?;
+        let stats_map = take(STATS_MAP)?;
+        use std::os::fd::AsFd;
+        let stats_view = match &stats_map {
+            aya::maps::Map::Array(data) => SharedCounters::map(data.fd().as_fd(), stats_len)
+                .map_err(|e| Error::Other(format!("mmap of the counters: {e}")))?,
+            _ => return Err(Error::Other("the counters map is not an array".to_owned())),
+        };
+        let stats = Array::try_from(stats_map).map_err(|e| classify("load", &e))?;
+        conf.set(
+            0,
+            RawConf {
+                port_base: u32::from(*ports.start()),
+                ncpus,
+            },
+            0,
+        )
+        .map_err(|e| classify("update", &e))?;
         let mut fp = FastPath {
             links: Vec::new(),
             legs,
             stats,
+            stats_view,
+            installed: std::collections::HashMap::new(),
+            ports: (*ports.start(), len),
             nr_cpus,
             ebpf,
         };
@@ -545,30 +760,35 @@ impl FastPath {
         self.links.iter().map(|(n, _)| n.as_str()).collect()
     }
 
-    /// Installs (or replaces) the leg whose packets arrive at `relay`. Its counters are created
-    /// at zero the first time and kept when an entry is replaced (e.g. a new SSRC).
+    /// Installs (or replaces) the leg whose packets arrive at `relay`. Its counters start at
+    /// zero when the entry was free and are kept when a leg at the same address is replaced
+    /// (e.g. a new SSRC). [`Error::NoSlot`] when the port is outside the range or a leg at
+    /// another address holds it.
     #[cfg(not(fastpath_no_bpf))]
     pub fn install(&mut self, relay: SocketAddrV4, leg: &Leg) -> Result<(), Error> {
-        let key = raw_key(relay);
-        let value = raw_leg(leg)?;
-        // Counters first: the program never forwards a packet it cannot count.
-        let zero = PerCpuValues::try_from(vec![RawCounters::default(); self.nr_cpus])
-            .map_err(|e| Error::Other(e.to_string()))?;
-        const BPF_NOEXIST: u64 = 1;
-        let created = match self.stats.insert(key, zero, BPF_NOEXIST) {
-            Ok(()) => true,
-            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {
-                false
+        let value = raw_leg(relay, leg)?;
+        let i = slot(self.ports.0, self.ports.1, relay.port()).ok_or(Error::NoSlot(relay))?;
+        match self.installed.get(&i) {
+            Some(old) if old.relay_addr != value.relay_addr => return Err(Error::NoSlot(relay)),
+            Some(_) => {}
+            None => {
+                // Counters first: the entry was free (inactive), so the program reads nothing
+                // of them until the leg below is written.
+                let (ssrc, ts) = leg.last_keyframe.unwrap_or_default();
+                let fresh = RawCounters {
+                    key_valid: u32::from(leg.last_keyframe.is_some()),
+                    last_key_ssrc: ssrc.to_be(),
+                    last_key_ts: ts,
+                    ..RawCounters::default()
+                };
+                for c in self.counter_entries(i) {
+                    self.stats
+                        .set(c, fresh, 0)
+                        .map_err(|e| classify("update", &e))?;
+                }
             }
-            Err(e) => return Err(classify("update", &e)),
-        };
-        self.legs.insert(key, value, 0).map_err(|e| {
-            if created {
-                // Leave nothing behind for a leg that was not installed.
-                let _ = self.stats.remove(&key);
-            }
-            classify("update", &e)
-        })
+        }
+        self.write_leg(i, value)
     }
 
     /// Sets the leg's grant, as the arbiter changes it: `false` before the relay announces a
@@ -576,47 +796,39 @@ impl FastPath {
     /// forwards no more of the leg's packets (they go up to userspace, counted not granted).
     #[cfg(not(fastpath_no_bpf))]
     pub fn set_granted(&mut self, relay: SocketAddrV4, granted: bool) -> Result<(), Error> {
-        let key = raw_key(relay);
-        let mut v = self.raw_get(relay)?;
+        let (i, mut v) = self.own(relay).ok_or(Error::NotFound(relay))?;
         if granted {
             v.flags |= FP_GRANTED;
         } else {
             v.flags &= !FP_GRANTED;
         }
-        const BPF_EXIST: u64 = 2;
-        self.legs.insert(key, v, BPF_EXIST).map_err(|e| match e {
-            MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::ENOENT) => {
-                Error::NotFound(relay)
-            }
-            e => classify("update", &e),
-        })
+        self.write_leg(i, v)
     }
 
-    /// Removes the leg (its counters too): call it before the relay socket's port is reused or
-    /// the leg's source re-latched. Removing an absent leg is not an error.
+    /// Removes the leg (its counters go with it): call it before the relay socket's port is
+    /// reused or the leg's source re-latched. Removing an absent leg is not an error.
     #[cfg(not(fastpath_no_bpf))]
     pub fn remove(&mut self, relay: SocketAddrV4) -> Result<(), Error> {
-        let key = raw_key(relay);
-        for r in [self.legs.remove(&key), self.stats.remove(&key)] {
-            match r {
-                Ok(()) => {}
-                Err(MapError::KeyNotFound) => {}
-                Err(MapError::SyscallError(e))
-                    if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
-                Err(e) => return Err(classify("update", &e)),
-            }
-        }
+        let Some((i, _)) = self.own(relay) else {
+            return Ok(());
+        };
+        self.legs
+            .set(i, RawLeg::default(), 0)
+            .map_err(|e| classify("update", &e))?;
+        self.installed.remove(&i);
         Ok(())
     }
 
-    /// The leg as installed (`None` when there is no entry).
+    /// The leg as installed, read back from the kernel (`None` when there is none).
     #[cfg(not(fastpath_no_bpf))]
     pub fn leg(&self, relay: SocketAddrV4) -> Result<Option<Leg>, Error> {
-        let v = match self.raw_get(relay) {
-            Ok(v) => v,
-            Err(Error::NotFound(_)) => return Ok(None),
-            Err(e) => return Err(e),
+        let Some(i) = slot(self.ports.0, self.ports.1, relay.port()) else {
+            return Ok(None);
         };
+        let v = self.legs.get(&i, 0).map_err(|e| classify("lookup", &e))?;
+        if v.flags & FP_ACTIVE == 0 || v.relay_addr != be32(*relay.ip()) {
+            return Ok(None);
+        }
         let addr = |a: u32| Ipv4Addr::from(a.to_ne_bytes());
         Ok(Some(Leg {
             source: SocketAddrV4::new(addr(v.src_addr), u16::from_be(v.src_port)),
@@ -631,20 +843,21 @@ impl FastPath {
                 ifindex: v.ifindex,
             },
             clock_rate: v.clock_rate,
+            keyframes: v.flags & FP_KEYFRAMES != 0,
+            last_keyframe: None, // not kept in the leg: the counters' starting mark
         }))
     }
 
     /// The leg's counters, summed over CPUs.
     #[cfg(not(fastpath_no_bpf))]
     pub fn counters(&self, relay: SocketAddrV4) -> Result<Counters, Error> {
-        match self.stats.get(&raw_key(relay), 0) {
-            Ok(per_cpu) => Ok(sum_counters(per_cpu.iter(), monotonic_ns())),
-            Err(MapError::KeyNotFound) => Err(Error::NotFound(relay)),
-            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
-                Err(Error::NotFound(relay))
-            }
-            Err(e) => Err(classify("lookup", &e)),
-        }
+        let (i, _) = self.own(relay).ok_or(Error::NotFound(relay))?;
+        let per_cpu = self
+            .counter_entries(i)
+            .map(|c| self.stats_view.get(c))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| Error::Other(format!("counters of entry {i} outside the map")))?;
+        Ok(sum_counters(&per_cpu, monotonic_ns()))
     }
 
     /// The program's run count and run time so far (zero unless `kernel.bpf_stats_enabled` is
@@ -664,16 +877,28 @@ impl FastPath {
         })
     }
 
+    /// The counters' entries of leg entry `i`, one for each CPU.
     #[cfg(not(fastpath_no_bpf))]
-    fn raw_get(&self, relay: SocketAddrV4) -> Result<RawLeg, Error> {
-        match self.legs.get(&raw_key(relay), 0) {
-            Ok(v) => Ok(v),
-            Err(MapError::KeyNotFound) => Err(Error::NotFound(relay)),
-            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
-                Err(Error::NotFound(relay))
-            }
-            Err(e) => Err(classify("lookup", &e)),
-        }
+    fn counter_entries(&self, i: u32) -> std::ops::Range<u32> {
+        let n = self.nr_cpus as u32; // fits: checked at open
+        i * n..(i + 1) * n
+    }
+
+    /// The entry and leg this value installed at `relay`, if any.
+    #[cfg(not(fastpath_no_bpf))]
+    fn own(&self, relay: SocketAddrV4) -> Option<(u32, RawLeg)> {
+        let i = slot(self.ports.0, self.ports.1, relay.port())?;
+        self.installed
+            .get(&i)
+            .filter(|v| v.relay_addr == be32(*relay.ip()))
+            .map(|v| (i, *v))
+    }
+
+    #[cfg(not(fastpath_no_bpf))]
+    fn write_leg(&mut self, i: u32, v: RawLeg) -> Result<(), Error> {
+        self.legs.set(i, v, 0).map_err(|e| classify("update", &e))?;
+        self.installed.insert(i, v);
+        Ok(())
     }
 }
 
@@ -693,7 +918,8 @@ impl Drop for FastPath {
 #[cfg(fastpath_no_bpf)]
 #[allow(missing_docs, clippy::missing_errors_doc)]
 impl FastPath {
-    pub fn open_with_capacity(_ifname: &str, _max_legs: u32) -> Result<FastPath, Error> {
+    pub fn open_with_ports(_ifname: &str, ports: RangeInclusive<u16>) -> Result<FastPath, Error> {
+        let _ = slot(0, range_len(&ports), 0);
         Err(Error::NotBuilt)
     }
     pub fn attach(&mut self, _ifname: &str) -> Result<(), Error> {
@@ -702,15 +928,14 @@ impl FastPath {
     pub fn interfaces(&self) -> Vec<&str> {
         match self.never {}
     }
-    pub fn install(&mut self, _relay: SocketAddrV4, leg: &Leg) -> Result<(), Error> {
-        raw_leg(leg)?;
+    pub fn install(&mut self, relay: SocketAddrV4, leg: &Leg) -> Result<(), Error> {
+        raw_leg(relay, leg)?;
         match self.never {}
     }
     pub fn set_granted(&mut self, _relay: SocketAddrV4, _granted: bool) -> Result<(), Error> {
         match self.never {}
     }
-    pub fn remove(&mut self, relay: SocketAddrV4) -> Result<(), Error> {
-        let _ = raw_key(relay);
+    pub fn remove(&mut self, _relay: SocketAddrV4) -> Result<(), Error> {
         match self.never {}
     }
     pub fn leg(&self, _relay: SocketAddrV4) -> Result<Option<Leg>, Error> {
@@ -763,9 +988,133 @@ mod tests {
 
     #[test]
     fn layouts_in_network_order() {
-        let k = raw_key(SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 0x1234));
-        assert_eq!(k.addr.to_ne_bytes(), [10, 0, 0, 1]);
-        assert_eq!(k.port.to_ne_bytes(), [0x12, 0x34]);
+        let a = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 0x1234);
+        let leg = Leg {
+            source: a,
+            ssrcs: vec![7],
+            granted: false,
+            egress: Egress {
+                from: a,
+                to: a,
+                ifindex: 0,
+            },
+            clock_rate: 0,
+            keyframes: false,
+            last_keyframe: None,
+        };
+        let raw = raw_leg(SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 9), &leg).unwrap();
+        assert_eq!(raw.relay_addr.to_ne_bytes(), [10, 0, 0, 2]);
+        assert_eq!(raw.src_addr.to_ne_bytes(), [10, 0, 0, 1]);
+        assert_eq!(raw.src_port.to_ne_bytes(), [0x12, 0x34]);
+        assert_eq!(raw.flags, FP_ACTIVE);
+    }
+
+    #[test]
+    fn the_fixed_point_factor_turns_nanoseconds_into_timestamp_units() {
+        // What the program computes, (gap × factor) >> 32, against the division it replaces.
+        for rate in [8_000u32, 48_000, 90_000, 1_000_000] {
+            let q = u64::from(ns_to_ts_q32(rate));
+            for gap in [1_000u64, 33_333_333, 1_000_000_000, (1 << 40) - 1] {
+                let exact = gap * u64::from(rate) / 1_000_000_000;
+                let fixed = (gap * q) >> 32;
+                // Rounding the factor costs at most 1 / (2 × factor) of the gap: 8 ppm at 8 kHz.
+                assert!(
+                    exact.abs_diff(fixed) <= 1 + exact / 50_000,
+                    "{rate} Hz, {gap} ns"
+                );
+            }
+        }
+        assert_eq!(ns_to_ts_q32(0), 0);
+        assert_eq!(ns_to_ts_q32(16_000_001), 0);
+    }
+
+    #[test]
+    fn counters_read_as_words_are_the_struct() {
+        let c = RawCounters {
+            packets: 1,
+            bytes: 2,
+            frames: 3,
+            last_ns: 4,
+            jitter_q4: 5,
+            last_ts: 6,
+            ts_valid: 7,
+            highest_seq: 8,
+            seq_valid: 9,
+            wrong_source: 10,
+            not_rtp: 11,
+            unknown_ssrc: 12,
+            not_granted: 13,
+            errors: 14,
+            keyframes: 15,
+            last_key_ts: 16,
+            last_key_ssrc: 17,
+            key_valid: 18,
+            pad: 19,
+            reserved: 20,
+        };
+        // The words as they lie in memory: what the mapping holds.
+        let mut w = [0u64; 16];
+        let bytes: Vec<u8> = [
+            c.packets.to_ne_bytes().as_slice(),
+            &c.bytes.to_ne_bytes(),
+            &c.frames.to_ne_bytes(),
+            &c.last_ns.to_ne_bytes(),
+            &c.jitter_q4.to_ne_bytes(),
+            &c.last_ts.to_ne_bytes(),
+            &c.ts_valid.to_ne_bytes(),
+            &c.highest_seq.to_ne_bytes(),
+            &c.seq_valid.to_ne_bytes(),
+            &c.wrong_source.to_ne_bytes(),
+            &c.not_rtp.to_ne_bytes(),
+            &c.unknown_ssrc.to_ne_bytes(),
+            &c.not_granted.to_ne_bytes(),
+            &c.errors.to_ne_bytes(),
+            &c.keyframes.to_ne_bytes(),
+            &c.last_key_ts.to_ne_bytes(),
+            &c.last_key_ssrc.to_ne_bytes(),
+            &c.key_valid.to_ne_bytes(),
+            &c.pad.to_ne_bytes(),
+            &c.reserved.to_ne_bytes(),
+        ]
+        .concat();
+        for (k, chunk) in bytes.chunks(8).enumerate() {
+            w[k] = u64::from_ne_bytes(chunk.try_into().unwrap());
+        }
+        let r = counters_from_words(&w);
+        assert_eq!(
+            (
+                r.packets,
+                r.last_ts,
+                r.ts_valid,
+                r.highest_seq,
+                r.seq_valid,
+                r.errors
+            ),
+            (1, 6, 7, 8, 9, 14)
+        );
+        assert_eq!((r.jitter_q4, r.not_granted, r.keyframes), (5, 13, 15));
+        assert_eq!(
+            (
+                r.last_key_ts,
+                r.last_key_ssrc,
+                r.key_valid,
+                r.pad,
+                r.reserved
+            ),
+            (16, 17, 18, 19, 20)
+        );
+    }
+
+    #[test]
+    fn a_port_s_entry_is_its_offset_in_the_range() {
+        let len = range_len(&(30_000..=39_999));
+        assert_eq!(len, 10_000);
+        assert_eq!(slot(30_000, len, 30_000), Some(0));
+        assert_eq!(slot(30_000, len, 39_999), Some(9_999));
+        assert_eq!(slot(30_000, len, 40_000), None);
+        assert_eq!(slot(30_000, len, 29_999), None);
+        assert_eq!(range_len(&(1..=65535)), 65_535);
+        assert_eq!(range_len(&(0..=65535)), 65_536);
     }
 
     #[test]
@@ -781,14 +1130,16 @@ mod tests {
                 ifindex: 0,
             },
             clock_rate: 90_000,
+            keyframes: false,
+            last_keyframe: None,
         };
-        assert!(matches!(raw_leg(&leg), Err(Error::InvalidLeg(_))));
+        assert!(matches!(raw_leg(a, &leg), Err(Error::InvalidLeg(_))));
         leg.ssrcs = vec![1, 2, 3, 4, 5];
-        assert!(matches!(raw_leg(&leg), Err(Error::InvalidLeg(_))));
+        assert!(matches!(raw_leg(a, &leg), Err(Error::InvalidLeg(_))));
         leg.ssrcs = vec![7];
-        let raw = raw_leg(&leg).unwrap();
+        let raw = raw_leg(a, &leg).unwrap();
         assert_eq!(raw.ssrc[0].to_ne_bytes(), [0, 0, 0, 7]);
-        assert_eq!(raw.flags, FP_GRANTED);
+        assert_eq!(raw.flags, FP_ACTIVE | FP_GRANTED);
         assert_eq!(raw.clock_rate, 90_000);
     }
 

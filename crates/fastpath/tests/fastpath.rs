@@ -43,6 +43,8 @@ fn lo_leg(granted: bool) -> LoLeg {
             ifindex: 0,
         },
         clock_rate: 90_000,
+        keyframes: false,
+        last_keyframe: None,
     };
     LoLeg {
         sender,
@@ -234,6 +236,75 @@ fn rtp_at(seq: u16, ts: u32) -> Vec<u8> {
     p
 }
 
+/// An RTP packet with an H.264 payload, SSRC `SSRC`, with one CSRC and a one-word header
+/// extension when `extras`.
+fn h264(seq: u16, ts: u32, extras: bool, payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![if extras { 0x91 } else { 0x80 }, 96];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&ts.to_be_bytes());
+    p.extend_from_slice(&SSRC.to_be_bytes());
+    if extras {
+        p.extend_from_slice(&0x0102_0304u32.to_be_bytes()); // a CSRC
+        p.extend_from_slice(&[0xbe, 0xde, 0, 1, 0x10, 0xff, 0, 0]); // extension, one word
+    }
+    p.extend_from_slice(payload);
+    p
+}
+
+#[test]
+fn the_kernel_counts_h264_keyframes_once_per_access_unit_as_the_relay_does() {
+    if !can_run("the_kernel_counts_h264_keyframes_once_per_access_unit_as_the_relay_does") {
+        return;
+    }
+    let ns = Netns::new("key");
+    ns.run(|| {
+        let mut fp = FastPath::open("lo").expect("open");
+        let l = lo_leg(true);
+        let mut leg = l.leg.clone();
+        leg.keyframes = true;
+        fp.install(l.key, &leg).unwrap();
+        assert!(fp.leg(l.key).unwrap().unwrap().keyframes);
+        let idr = [0x65, 0x88, 0x84, 0x00];
+        let packets: Vec<Vec<u8>> = vec![
+            // 1: an IDR in three single NAL unit packets of one access unit.
+            h264(1, 1000, false, &idr),
+            h264(2, 1000, false, &idr),
+            h264(3, 1000, false, &idr),
+            // 2: FU-A, the IDR's first and a middle fragment.
+            h264(4, 2000, false, &[0x7c, 0x85, 0xaa]),
+            h264(5, 2000, false, &[0x7c, 0x05, 0xbb]),
+            // 3: STAP-A with SPS, PPS and the IDR.
+            h264(
+                6,
+                3000,
+                false,
+                &[0x78, 0, 2, 0x67, 0x42, 0, 2, 0x68, 0xce, 0, 2, 0x65, 0x88],
+            ),
+            // not keyframes: a non-IDR slice, an SPS alone, a truncated STAP-A "holding" one.
+            h264(7, 4000, false, &[0x41, 0x9a]),
+            h264(8, 4000, false, &[0x67, 0x42]),
+            h264(9, 4500, false, &[0x78, 0, 9, 0x65, 0x88]),
+            // 4: behind a CSRC and a header extension.
+            h264(10, 5000, true, &idr),
+        ];
+        for p in &packets {
+            l.sender.send_to(p, l.key).unwrap();
+        }
+        assert_eq!(drain(&l.dest, QUIET).len(), packets.len());
+        let c = fp.counters(l.key).unwrap();
+        assert_eq!((c.packets, c.keyframes), (10, 4));
+        // A leg not asked to count (end_to_end: the payload is ciphertext) counts none.
+        fp.remove(l.key).unwrap();
+        fp.install(l.key, &l.leg).unwrap();
+        l.sender
+            .send_to(&h264(11, 6000, false, &idr), l.key)
+            .unwrap();
+        assert_eq!(drain(&l.dest, QUIET).len(), 1);
+        let c = fp.counters(l.key).unwrap();
+        assert_eq!((c.packets, c.keyframes), (1, 0));
+    });
+}
+
 #[test]
 fn the_kernel_measures_interarrival_jitter_as_rfc_3550_does() {
     if !can_run("the_kernel_measures_interarrival_jitter_as_rfc_3550_does") {
@@ -374,29 +445,53 @@ fn two_instances_on_one_interface_each_forward_their_own() {
 }
 
 #[test]
-fn a_full_map_refuses_with_full_and_keeps_what_it_has() {
-    if !can_run("a_full_map_refuses_with_full_and_keeps_what_it_has") {
+fn a_port_outside_the_range_or_taken_at_another_address_is_refused_and_nothing_changes() {
+    if !can_run(
+        "a_port_outside_the_range_or_taken_at_another_address_is_refused_and_nothing_changes",
+    ) {
         return;
     }
-    let ns = Netns::new("full");
+    let ns = Netns::new("slot");
     ns.run(|| {
-        let mut fp = FastPath::open_with_capacity("lo", 2).expect("open");
-        let legs: Vec<LoLeg> = (0..3).map(|_| lo_leg(true)).collect();
+        let legs: Vec<LoLeg> = (0..2).map(|_| lo_leg(true)).collect();
+        let p = legs[0].key.port();
+        // Arrays for exactly one relay port.
+        let mut fp = FastPath::open_with_ports("lo", p..=p).expect("open");
         fp.install(legs[0].key, &legs[0].leg).unwrap();
-        fp.install(legs[1].key, &legs[1].leg).unwrap();
         assert!(matches!(
-            fp.install(legs[2].key, &legs[2].leg),
-            Err(Error::Full)
+            fp.install(legs[1].key, &legs[1].leg),
+            Err(Error::NoSlot(k)) if k == legs[1].key
         ));
-        assert_eq!(fp.leg(legs[2].key).unwrap(), None);
-        fp.install(legs[1].key, &legs[1].leg).unwrap(); // replacing still works when full
-        fp.remove(legs[0].key).unwrap();
-        fp.install(legs[2].key, &legs[2].leg).unwrap();
-        legs[2]
+        assert_eq!(fp.leg(legs[1].key).unwrap(), None);
+        // The same port at another relay address: the entry is the first leg's.
+        let other = SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 2), p);
+        assert!(matches!(
+            fp.install(other, &legs[0].leg),
+            Err(Error::NoSlot(k)) if k == other
+        ));
+        assert_eq!(fp.leg(other).unwrap(), None);
+        assert!(matches!(fp.counters(other), Err(Error::NotFound(_))));
+        assert_eq!(fp.leg(legs[0].key).unwrap(), Some(legs[0].leg.clone()));
+        legs[0]
             .sender
-            .send_to(&rtp(96, 1, SSRC, 100), legs[2].key)
+            .send_to(&rtp(96, 1, SSRC, 100), legs[0].key)
             .unwrap();
-        assert_eq!(drain(&legs[2].dest, QUIET).len(), 1);
+        assert_eq!(drain(&legs[0].dest, QUIET).len(), 1);
+        assert_eq!(fp.counters(legs[0].key).unwrap().packets, 1);
+        // Once removed, the port is free for a leg at any address, with fresh counters.
+        fp.remove(legs[0].key).unwrap();
+        assert!(matches!(fp.counters(legs[0].key), Err(Error::NotFound(_))));
+        fp.install(other, &legs[0].leg).unwrap();
+        assert_eq!(fp.counters(other).unwrap().packets, 0);
+        fp.remove(other).unwrap();
+        fp.install(legs[0].key, &legs[0].leg).unwrap();
+        assert_eq!(fp.counters(legs[0].key).unwrap().packets, 0);
+        legs[0]
+            .sender
+            .send_to(&rtp(96, 2, SSRC, 100), legs[0].key)
+            .unwrap();
+        assert_eq!(drain(&legs[0].dest, QUIET).len(), 1);
+        assert_eq!(fp.counters(legs[0].key).unwrap().packets, 1);
     });
 }
 
@@ -470,6 +565,8 @@ fn netns_relays_both_directions_with_redirect_neigh() {
             ifindex: if1,
         },
         clock_rate: 90_000,
+        keyframes: false,
+        last_keyframe: None,
     };
     // callee -> relay B  ==>  relay A -> caller, out of r0
     let to_caller = Leg {
@@ -482,6 +579,8 @@ fn netns_relays_both_directions_with_redirect_neigh() {
             ifindex: if0,
         },
         clock_rate: 90_000,
+        keyframes: false,
+        last_keyframe: None,
     };
     fp.install(ka, &to_callee).unwrap();
     fp.install(kb, &to_caller).unwrap();

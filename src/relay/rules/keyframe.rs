@@ -79,6 +79,11 @@ impl KeyframePolicy {
         true
     }
 
+    /// The last keyframe counted, as (SSRC, RTP timestamp).
+    pub fn last_keyframe(&self) -> Option<(u32, u32)> {
+        self.last_idr
+    }
+
     /// A keyframe from the caller passed at `now`.
     pub fn keyframe_seen(&mut self, now: Instant) {
         self.last_keyframe = Some(now);

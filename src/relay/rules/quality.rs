@@ -91,6 +91,8 @@ pub struct KernelForwarded {
     pub bytes: u64,
     /// Those with the marker bit (video: a frame's last packet).
     pub frames: u64,
+    /// Keyframes (IDR access units) the kernel counted (plain RTP video).
+    pub keyframes: u64,
     /// The highest sequence number the kernel forwarded so far (serial-number order).
     pub highest_seq: Option<u16>,
     /// When the last one was forwarded.
@@ -154,13 +156,14 @@ impl RtpMeter {
     /// Packets the kernel fast path forwarded for this leg, which the relay did not see
     /// (docs/kernel-fast-path.md). Packets, bytes, frames, loss, rates and the last packet's
     /// age go on as if the relay had seen them; the jitter becomes the kernel's own estimate
-    /// (the same formula, since the leg went into the kernel); keyframes keep their last
-    /// figures (the program does not find them).
+    /// (the same formula, since the leg went into the kernel); keyframes are the kernel's count
+    /// (it scans plain RTP video as the relay does).
     pub fn on_offloaded(&mut self, f: &KernelForwarded) {
         let KernelForwarded {
             packets,
             bytes,
             frames,
+            keyframes,
             highest_seq,
             last,
             jitter_q4,
@@ -177,6 +180,7 @@ impl RtpMeter {
         self.packets += packets;
         self.bytes += bytes;
         self.frames += frames;
+        self.keyframes += keyframes;
         self.last_at = Some(self.last_at.map_or(last, |t| t.max(last)));
         if let Some(h) = highest_seq {
             if self.received == 0 {
@@ -532,6 +536,7 @@ mod tests {
                 packets,
                 bytes: packets * 1200,
                 frames: 12,
+                keyframes: 0,
                 highest_seq: Some(highest),
                 last: t0 + MS * (500 * lump),
                 jitter_q4: Some(16 * 450),
@@ -556,6 +561,7 @@ mod tests {
             packets: 0,
             bytes: 0,
             frames: 0,
+            keyframes: 0,
             highest_seq: Some(highest),
             last: t0 + MS * 9000,
             jitter_q4: Some(0),
@@ -568,6 +574,7 @@ mod tests {
             packets: 5,
             bytes: 500,
             frames: 1,
+            keyframes: 0,
             highest_seq: Some(4),
             last: t0,
             jitter_q4: Some(16 * 450),

@@ -49,8 +49,8 @@ struct Installed {
     peer: crate::control::arbiter::Slot,
     /// Its stream.
     si: usize,
-    /// Packets, bytes and frames already booked on the call.
-    booked: (u64, u64, u64),
+    /// Packets, bytes, frames and keyframes already booked on the call.
+    booked: [u64; 4],
 }
 
 /// A call's entries in the fast path.
@@ -113,32 +113,36 @@ impl CallRt {
                 .filter(|a| !a.ip().is_unspecified())
         };
         for si in 0..self.rules.streams() {
-            let Some((source, ssrcs, dest, clock_rate)) = self.rules.offload_route(tx, peer, si)
-            else {
+            let Some(route) = self.rules.offload_route(tx, peer, si) else {
                 continue;
             };
-            let (Some(key), Some(from), Some(source), Some(to)) =
-                (local(tx, si), local(peer, si), v4(source), v4(dest))
-            else {
+            let (Some(key), Some(from), Some(source), Some(to)) = (
+                local(tx, si),
+                local(peer, si),
+                v4(route.source),
+                v4(route.dest),
+            ) else {
                 continue;
             };
             want.push(Installed {
                 key,
                 leg: Leg {
                     source,
-                    ssrcs,
+                    ssrcs: route.ssrcs,
                     granted,
                     egress: Egress {
                         from,
                         to,
                         ifindex: 0, // set by Kernel::route in sync_offload
                     },
-                    clock_rate,
+                    clock_rate: route.clock_rate,
+                    keyframes: route.keyframes,
+                    last_keyframe: route.last_keyframe,
                 },
                 tx,
                 peer,
                 si,
-                booked: (0, 0, 0),
+                booked: [0; 4],
             });
         }
         want
@@ -251,17 +255,13 @@ impl CallRt {
         let mut moved = Vec::new();
         for l in &mut self.offload.legs {
             let Ok(c) = fp.counters(l.key) else { continue };
-            let d = (
-                c.packets.saturating_sub(l.booked.0),
-                c.bytes.saturating_sub(l.booked.1),
-                c.frames.saturating_sub(l.booked.2),
-            );
-            l.booked = (
-                c.packets.max(l.booked.0),
-                c.bytes.max(l.booked.1),
-                c.frames.max(l.booked.2),
-            );
-            if d.0 > 0 {
+            let now_counts = [c.packets, c.bytes, c.frames, c.keyframes];
+            let mut d = [0u64; 4];
+            for ((d, booked), c) in d.iter_mut().zip(&mut l.booked).zip(now_counts) {
+                *d = c.saturating_sub(*booked);
+                *booked = c.max(*booked);
+            }
+            if d[0] > 0 {
                 let last = c
                     .last_forwarded_ago
                     .and_then(|a| now.checked_sub(a))
@@ -269,7 +269,7 @@ impl CallRt {
                 moved.push((l.tx, l.peer, l.si, d, c.highest_seq, last, c.jitter_q4));
             }
         }
-        for (tx, peer, si, (packets, bytes, frames), seq, last, jitter_q4) in moved {
+        for (tx, peer, si, [packets, bytes, frames, keyframes], seq, last, jitter_q4) in moved {
             self.totals
                 .offload_packets
                 .fetch_add(packets, std::sync::atomic::Ordering::Relaxed);
@@ -277,6 +277,7 @@ impl CallRt {
                 packets,
                 bytes,
                 frames,
+                keyframes,
                 highest_seq: seq,
                 last,
                 jitter_q4,

@@ -114,17 +114,12 @@ impl GroupRules {
     }
 
     /// What the kernel fast path needs to forward `tx`'s RTP to `peer` on stream `si` itself
-    /// (docs/kernel-fast-path.md): `tx`'s latched source, its SSRCs, `peer`'s RTP destination
-    /// and the stream's RTP clock rate (for the jitter); only where the relay forwards RTP untouched (not per_leg), once the source
+    /// (docs/kernel-fast-path.md): `tx`'s latched source, its SSRCs, `peer`'s RTP destination,
+    /// the stream's RTP clock rate (for the jitter) and whether to count keyframes; only where the relay forwards RTP untouched (not per_leg), once the source
     /// is latched on strong evidence (a weak latch may still give way) and the SSRCs are known
     /// (1 to 4). `None` otherwise: the leg stays in userspace.
     #[cfg(feature = "kernel-offload")]
-    pub(crate) fn offload_route(
-        &self,
-        tx: Slot,
-        peer: Slot,
-        si: usize,
-    ) -> Option<(SocketAddr, Vec<u32>, SocketAddr, u32)> {
+    pub(crate) fn offload_route(&self, tx: Slot, peer: Slot, si: usize) -> Option<OffloadRoute> {
         if self.per_leg {
             return None;
         }
@@ -136,7 +131,16 @@ impl GroupRules {
             return None;
         }
         let dest = self.rtp_destination(peer, si)?;
-        Some((source, ssrcs.to_vec(), dest, ms.leg.meter.clock_rate()))
+        let clock_rate = ms.leg.meter.clock_rate();
+        let (readable, video) = self.stream_traits(si).ok()?;
+        Some(OffloadRoute {
+            source,
+            ssrcs: ssrcs.to_vec(),
+            dest,
+            clock_rate,
+            keyframes: readable && video,
+            last_keyframe: ms.keyframes.last_keyframe(),
+        })
     }
 
     /// The kernel fast path forwarded `packets` of `tx`'s RTP on stream `si` (see
@@ -150,6 +154,10 @@ impl GroupRules {
     ) {
         if let Some(ms) = self.member_stream_mut(tx, si) {
             ms.leg.meter.on_offloaded(f);
+            if f.keyframes > 0 {
+                // For the keyframe policy: a callee's request right after it is redundant.
+                ms.keyframes.keyframe_seen(f.last);
+            }
         }
     }
 
@@ -278,4 +286,24 @@ pub(super) fn leg_quality(ms: &MemberStream, now: Instant) -> LegQuality {
         receiver_report: ms.leg.reports.last,
         ..ms.leg.meter.snapshot(now)
     }
+}
+
+/// Where a transmitter's RTP on one stream can be forwarded in the kernel
+/// ([`GroupRules::offload_route`]).
+#[cfg(feature = "kernel-offload")]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct OffloadRoute {
+    /// The latched source.
+    pub(crate) source: SocketAddr,
+    /// The SSRCs allowed (1 to 4).
+    pub(crate) ssrcs: Vec<u32>,
+    /// The peer's RTP destination.
+    pub(crate) dest: SocketAddr,
+    /// The stream's RTP clock rate (0: unknown).
+    pub(crate) clock_rate: u32,
+    /// Video whose payload the relay can read: the kernel counts its keyframes, as the
+    /// relay's own scan would.
+    pub(crate) keyframes: bool,
+    /// The last keyframe the relay counted, (SSRC, RTP timestamp).
+    pub(crate) last_keyframe: Option<(u32, u32)>,
 }
