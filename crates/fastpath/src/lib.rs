@@ -986,22 +986,27 @@ pub fn tcx_ingress_programs(ifname: &str) -> Result<Vec<(u32, String)>, Error> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn layouts_in_network_order() {
-        let a = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 0x1234);
-        let leg = Leg {
+    /// A leg from and to `a`, SSRCs `ssrcs`, granted or not.
+    fn leg_at(a: SocketAddrV4, ssrcs: Vec<u32>, granted: bool, clock_rate: u32) -> Leg {
+        Leg {
             source: a,
-            ssrcs: vec![7],
-            granted: false,
+            ssrcs,
+            granted,
             egress: Egress {
                 from: a,
                 to: a,
                 ifindex: 0,
             },
-            clock_rate: 0,
+            clock_rate,
             keyframes: false,
             last_keyframe: None,
-        };
+        }
+    }
+
+    #[test]
+    fn layouts_in_network_order() {
+        let a = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 0x1234);
+        let leg = leg_at(a, vec![7], false, 0);
         let raw = raw_leg(SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 9), &leg).unwrap();
         assert_eq!(raw.relay_addr.to_ne_bytes(), [10, 0, 0, 2]);
         assert_eq!(raw.src_addr.to_ne_bytes(), [10, 0, 0, 1]);
@@ -1120,19 +1125,7 @@ mod tests {
     #[test]
     fn invalid_legs_refused() {
         let a = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 1);
-        let mut leg = Leg {
-            source: a,
-            ssrcs: vec![],
-            granted: true,
-            egress: Egress {
-                from: a,
-                to: a,
-                ifindex: 0,
-            },
-            clock_rate: 90_000,
-            keyframes: false,
-            last_keyframe: None,
-        };
+        let mut leg = leg_at(a, vec![], true, 90_000);
         assert!(matches!(raw_leg(a, &leg), Err(Error::InvalidLeg(_))));
         leg.ssrcs = vec![1, 2, 3, 4, 5];
         assert!(matches!(raw_leg(a, &leg), Err(Error::InvalidLeg(_))));
