@@ -23,6 +23,9 @@ pub const GSO_MAX_BYTES: usize = 65_000;
 pub struct UdpSock {
     sock: UdpSocket,
     state: UdpSocketState,
+    /// The address it is bound to, read once (it does not change: the relay's sockets are
+    /// bound before they are wrapped and never connected).
+    local: Option<SocketAddr>,
 }
 
 /// What one [`UdpSock::send`] put on the wire.
@@ -41,12 +44,18 @@ impl UdpSock {
     pub fn new(sock: UdpSocket) -> io::Result<UdpSock> {
         sock.set_nonblocking(true)?;
         let state = UdpSocketState::new((&sock).into())?;
-        Ok(UdpSock { sock, state })
+        let local = sock.local_addr().ok();
+        Ok(UdpSock { sock, state, local })
     }
 
     /// The socket.
     pub fn socket(&self) -> &UdpSocket {
         &self.sock
+    }
+
+    /// The address it is bound to (no system call: read when it was wrapped).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local
     }
 
     /// Segments one GSO send may carry (1 without GSO).

@@ -106,9 +106,7 @@ impl CallRt {
             let i = (*m.rtp.get(si)?)?;
             let s = self.net.socket(i)?;
             s.sock
-                .socket()
                 .local_addr()
-                .ok()
                 .and_then(v4)
                 .filter(|a| !a.ip().is_unspecified())
         };
