@@ -86,6 +86,10 @@ const LEGS_MAP: &str = "fp_legs";
 const STATS_MAP: &str = "fp_stats";
 /// How many SSRCs one leg may allow.
 pub const MAX_SSRCS: usize = 4;
+/// The most memory the arrays may take (legs and counters together, allocated at load); a
+/// port range and CPU count that need more are refused by [`FastPath::open_with_ports`].
+pub const MAX_ARRAY_BYTES: u64 = 256 << 20;
+
 /// The relay ports [`FastPath::open`] covers: every unprivileged port. The arrays take
 /// `64 + 128 × CPUs` bytes a port, so a relay opens the fast path for its own media range
 /// ([`FastPath::open_with_ports`]).
@@ -664,8 +668,9 @@ impl FastPath {
 
     /// [`FastPath::open`] with arrays for the relay ports `ports` (the relay's media range):
     /// a leg can be installed at any address on one of them, one leg a port. Memory is
-    /// allocated at load, `64 + 128 × CPUs` bytes a port (3.2 MB for 10,000 ports on 2 CPUs),
-    /// and bounds what the fast path can ever hold.
+    /// allocated at load, `64 + 128 × CPUs` bytes a port (3.2 MB for 10,000 ports on 2 CPUs;
+    /// the CPUs online at load, up to [`MAX_ARRAY_BYTES`]), and bounds what the fast path can
+    /// ever hold.
     #[cfg(not(fastpath_no_bpf))]
     pub fn open_with_ports(ifname: &str, ports: RangeInclusive<u16>) -> Result<FastPath, Error> {
         if !has_privilege() {
@@ -677,11 +682,31 @@ impl FastPath {
             return Err(Error::Other(format!("an empty port range: {ports:?}")));
         }
         let len = range_len(&ports);
-        let nr_cpus = aya::util::nr_cpus().map_err(|(_, e)| Error::Other(e.to_string()))?;
-        let ncpus = u32::try_from(nr_cpus).map_err(|e| Error::Other(e.to_string()))?;
+        // Counters for the CPUs online now (up to the highest number), not every possible
+        // one: machines often declare far more possible CPUs than they run. A CPU brought
+        // online later is past `ncpus` in the program, which then leaves its packets to
+        // userspace: never forwarded uncounted.
+        let ncpus = match aya::util::online_cpus() {
+            Ok(online) => online.iter().max().map_or(1, |m| m.saturating_add(1)),
+            Err(_) => {
+                u32::try_from(aya::util::nr_cpus().map_err(|(_, e)| Error::Other(e.to_string()))?)
+                    .map_err(|e| Error::Other(e.to_string()))?
+            }
+        };
+        let nr_cpus = ncpus as usize;
         let stats_len = len
             .checked_mul(ncpus)
             .ok_or_else(|| Error::Other(format!("{len} ports × {ncpus} CPUs: too many")))?;
+        let bytes = u64::from(len) * size_of::<RawLeg>() as u64
+            + u64::from(stats_len) * size_of::<RawCounters>() as u64;
+        if bytes > MAX_ARRAY_BYTES {
+            return Err(Error::Other(format!(
+                "{len} ports × {ncpus} CPUs need {} MiB of arrays, more than the {} MiB \
+                 allowed: give the media interfaces a smaller port range",
+                bytes >> 20,
+                MAX_ARRAY_BYTES >> 20
+            )));
+        }
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(LEGS_MAP, len)
             .map_max_entries(STATS_MAP, stats_len)

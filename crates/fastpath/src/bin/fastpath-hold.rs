@@ -19,7 +19,8 @@ fn main() {
         eprintln!("usage: fastpath-hold [--netns NAME] IFNAME...");
         std::process::exit(2);
     }
-    let mut fp = match mcvideo_relay_fastpath::FastPath::open(&args[0]) {
+    // One port's arrays: it only shows that the program loads and attaches here.
+    let mut fp = match mcvideo_relay_fastpath::FastPath::open_with_ports(&args[0], 40000..=40000) {
         Ok(fp) => fp,
         Err(e) => {
             eprintln!("fastpath-hold: {e} (fallback: {})", e.is_fallback());
