@@ -311,6 +311,22 @@ fn be16(p: u16) -> u16 {
     p.to_be()
 }
 
+/// Whether arrays for `ports` ports and `ncpus` CPUs stay within [`MAX_ARRAY_BYTES`].
+#[cfg_attr(fastpath_no_bpf, allow(dead_code))]
+fn arrays_fit(ports: u32, ncpus: u32) -> Result<(), Error> {
+    let bytes = u64::from(ports)
+        * (size_of::<RawLeg>() as u64 + u64::from(ncpus) * size_of::<RawCounters>() as u64);
+    if bytes > MAX_ARRAY_BYTES {
+        return Err(Error::Other(format!(
+            "{ports} ports × {ncpus} CPUs need {} MiB of arrays, more than the {} MiB allowed: \
+             give the media interfaces a smaller port range",
+            bytes >> 20,
+            MAX_ARRAY_BYTES >> 20
+        )));
+    }
+    Ok(())
+}
+
 /// The entry of relay port `port` in arrays that start at `base` and hold `len` entries.
 fn slot(base: u16, len: u32, port: u16) -> Option<u32> {
     let i = u32::from(port.checked_sub(base)?);
@@ -697,16 +713,7 @@ impl FastPath {
         let stats_len = len
             .checked_mul(ncpus)
             .ok_or_else(|| Error::Other(format!("{len} ports × {ncpus} CPUs: too many")))?;
-        let bytes = u64::from(len) * size_of::<RawLeg>() as u64
-            + u64::from(stats_len) * size_of::<RawCounters>() as u64;
-        if bytes > MAX_ARRAY_BYTES {
-            return Err(Error::Other(format!(
-                "{len} ports × {ncpus} CPUs need {} MiB of arrays, more than the {} MiB \
-                 allowed: give the media interfaces a smaller port range",
-                bytes >> 20,
-                MAX_ARRAY_BYTES >> 20
-            )));
-        }
+        arrays_fit(len, ncpus)?;
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(LEGS_MAP, len)
             .map_max_entries(STATS_MAP, stats_len)
@@ -1133,6 +1140,14 @@ mod tests {
             ),
             (16, 17, 18, 19, 20)
         );
+    }
+
+    #[test]
+    fn arrays_beyond_the_memory_bound_are_refused_with_the_reason() {
+        assert!(arrays_fit(10_000, 2).is_ok()); // 3.2 MB
+        assert!(arrays_fit(10_000, 64).is_ok()); // 82 MB
+        let e = arrays_fit(64_512, 64).unwrap_err().to_string(); // 508 MiB
+        assert!(e.contains("smaller port range"), "{e}");
     }
 
     #[test]
