@@ -115,9 +115,10 @@ impl GroupRules {
 
     /// What the kernel fast path needs to forward `tx`'s RTP to `peer` on stream `si` itself
     /// (docs/kernel-fast-path.md): `tx`'s latched source, its SSRCs, `peer`'s RTP destination,
-    /// the stream's RTP clock rate (for the jitter) and whether to count keyframes; only where the relay forwards RTP untouched (not per_leg), once the source
-    /// is latched on strong evidence (a weak latch may still give way) and the SSRCs are known
-    /// (1 to 4). `None` otherwise: the leg stays in userspace.
+    /// the stream's RTP clock rate (for the jitter) and whether to count keyframes. Only where
+    /// the relay forwards RTP untouched (not per_leg), once the source is latched on strong
+    /// evidence (a weak latch may still give way) and the SSRCs are known (1 to 4). `None`
+    /// otherwise: the leg stays in userspace.
     #[cfg(feature = "kernel-offload")]
     pub(crate) fn offload_route(&self, tx: Slot, peer: Slot, si: usize) -> Option<OffloadRoute> {
         if self.per_leg {
