@@ -142,16 +142,8 @@ fn ha_rules_and_dashboard_use_metrics_a_relay_with_ha_exports() {
             .env_remove("MCVIDEO_RELAY_HA_REDIS_URL")
             .env_remove("MCVIDEO_RELAY_API_TOKEN")
             .env_remove("RUST_LOG");
-        Killed(ServeProcess::start(cmd, name))
+        sidecar_support::KilledOnDrop(ServeProcess::start(cmd, name))
     };
-    /// Killed on drop, also when an assertion fails.
-    struct Killed(ServeProcess);
-    impl Drop for Killed {
-        fn drop(&mut self) {
-            let _ = self.0.child.kill();
-            let _ = self.0.child.wait();
-        }
-    }
     let mut a = start("relay-a", &[], 46_960);
     let b = start("relay-b", &["relay-a"], 46_980);
     let api_a = Api::new(a.0.addr, None);

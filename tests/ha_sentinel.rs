@@ -30,16 +30,6 @@ const SEAL_KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabb
 const MASTER: &str = "mcvr-test";
 const SSRC: u32 = 0x5e47_0001;
 
-/// The relay, killed on drop (also when an assertion fails).
-struct Relay(ServeProcess);
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.0.child.kill();
-        let _ = self.0.child.wait();
-    }
-}
-
 fn exists(port_of: &dyn Fn(&[&str]) -> Option<Vec<u8>>, key: &str) -> bool {
     port_of(&["EXISTS", key]).is_some_and(|r| r.starts_with(b":1"))
 }
@@ -91,7 +81,7 @@ fn redis_primary_killed_under_sentinel_mid_call() {
         .env_remove("MCVIDEO_RELAY_HA_REDIS_URL")
         .env_remove("MCVIDEO_RELAY_API_TOKEN")
         .env_remove("RUST_LOG");
-    let relay = Relay(ServeProcess::start(cmd, "relay-a"));
+    let relay = sidecar_support::KilledOnDrop(ServeProcess::start(cmd, "relay-a"));
     let api = Api::new(relay.0.addr, None);
     let store_up = || api.metrics().get("mcvideo_relay_ha_store_up") == 1.0;
     assert!(

@@ -14,7 +14,7 @@ mod common;
 mod sidecar_support;
 
 use mcvideo_relay::sidecar::Config;
-use sidecar_support::{Api, ServeProcess};
+use sidecar_support::{Api, KilledOnDrop, ServeProcess};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -77,7 +77,7 @@ fn serve_cmd(file: &std::path::Path, unprivileged: bool) -> Command {
 /// A relay started by a test: killed (SIGKILL) when dropped, also when an assertion fails
 /// half way, so no relay (and no program on `lo`) outlives its test; its config directory goes
 /// with it.
-struct Relay(ServeProcess, std::path::PathBuf);
+struct Relay(KilledOnDrop, std::path::PathBuf);
 
 impl std::ops::Deref for Relay {
     type Target = ServeProcess;
@@ -88,8 +88,7 @@ impl std::ops::Deref for Relay {
 
 impl Drop for Relay {
     fn drop(&mut self) {
-        let _ = self.0.child.kill();
-        let _ = self.0.child.wait();
+        // The relay is killed when the field drops, after this.
         let _ = std::fs::remove_dir_all(&self.1);
     }
 }
@@ -97,7 +96,7 @@ impl Drop for Relay {
 /// `serve` with the config `file` (made by [`config`]), under `setpriv` when `unprivileged`.
 fn start(file: &std::path::Path, unprivileged: bool, what: &str) -> Relay {
     let p = ServeProcess::start(serve_cmd(file, unprivileged), what);
-    Relay(p, file.parent().unwrap().to_owned())
+    Relay(KilledOnDrop(p), file.parent().unwrap().to_owned())
 }
 
 /// Kills the relay (SIGKILL) and returns its log.
@@ -976,7 +975,7 @@ fn across_namespaces_a_push_goes_through_the_kernel_on_real_interfaces_and_ffmpe
         .env_remove("RUST_LOG")
         .env_remove("MCVIDEO_RELAY_API_TOKEN");
     let p = Relay(
-        ServeProcess::start(cmd, "serve (netns)"),
+        KilledOnDrop(ServeProcess::start(cmd, "serve (netns)")),
         file.parent().unwrap().to_owned(),
     );
     let api = Api::new(p.addr, None);

@@ -8,29 +8,14 @@ mod sidecar_support;
 
 use common::{browser, ffmpeg};
 use serde_json::{json, Value};
-use sidecar_support::{relay_video_addr, Api, ServeProcess};
+use sidecar_support::{relay_video_addr, Api, KilledOnDrop, ServeProcess};
 use std::process::Command;
 use std::time::Duration;
 
 const TOKEN: &str = "whep-test-token";
 
-/// A relay this test started, killed when the test ends (however it ends): it would keep its
-/// ports and, as root, its kernel fast path on `lo`.
-struct Relay(ServeProcess);
-
-impl std::ops::Deref for Relay {
-    type Target = ServeProcess;
-    fn deref(&self) -> &ServeProcess {
-        &self.0
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.0.child.kill();
-        let _ = self.0.child.wait();
-    }
-}
+/// A relay this test started, killed when the test ends (however it ends).
+type Relay = KilledOnDrop;
 
 /// `serve` with a token, its media on ports from `port_min`.
 fn serve(port_min: u16) -> Relay {
@@ -51,7 +36,7 @@ fn serve(port_min: u16) -> Relay {
         .arg(&cfg)
         .env("MCVIDEO_RELAY_API_TOKEN", TOKEN)
         .env_remove("RUST_LOG");
-    Relay(ServeProcess::start(cmd, "serve"))
+    KilledOnDrop(ServeProcess::start(cmd, "serve"))
 }
 
 /// A push from an ffmpeg caller on `caller_port` to a callee that only listens, in

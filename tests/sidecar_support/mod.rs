@@ -407,6 +407,30 @@ impl ServeProcess {
     }
 }
 
+/// A relay a test started, killed (SIGKILL) when dropped, also when an assertion fails half
+/// way: it would keep its ports and, as root, its kernel fast path on `lo`.
+pub struct KilledOnDrop(pub ServeProcess);
+
+impl std::ops::Deref for KilledOnDrop {
+    type Target = ServeProcess;
+    fn deref(&self) -> &ServeProcess {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KilledOnDrop {
+    fn deref_mut(&mut self) -> &mut ServeProcess {
+        &mut self.0
+    }
+}
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.child.kill();
+        let _ = self.0.child.wait();
+    }
+}
+
 /// Moves the calling thread (and the threads and processes it starts from now on) into the
 /// network namespace `ns` (made with `ip netns add`).
 #[cfg(feature = "relay")]
