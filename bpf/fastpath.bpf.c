@@ -119,8 +119,8 @@ struct fp_counters {
 	__u64 not_granted;       // passed up: the transmitter has no grant
 	__u64 errors;            // dropped: a rewrite helper failed
 	__u64 keyframes;         // H.264 IDR access units forwarded (FP_KEYFRAMES legs)
-	__u32 last_key_ts;       // the last one counted: its RTP timestamp and SSRC
-	__u32 last_key_ssrc;
+	__u32 last_key_ts;       // the leg's last one counted, on any CPU: its RTP timestamp and
+	__u32 last_key_ssrc;     // SSRC (kept in the first CPU's entry only)
 	__u32 key_valid;         // last_key_ts and last_key_ssrc are set
 	__u32 pad;
 	__u64 reserved;
@@ -386,12 +386,18 @@ int fastpath(struct __sk_buff *skb)
 		ctr->seq_valid = 1;
 	}
 	// A keyframe once, however many of its packets carry IDR slices: its access unit is one
-	// (SSRC, timestamp). Per CPU, as the other marks.
-	if (idr && !(ctr->key_valid && ctr->last_key_ts == ts && ctr->last_key_ssrc == ssrc)) {
-		ctr->keyframes++;
-		ctr->last_key_ts = ts;
-		ctr->last_key_ssrc = ssrc;
-		ctr->key_valid = 1;
+	// (SSRC, timestamp). The count is per CPU, the mark of the last one counted is the leg's,
+	// in its first CPU's entry, so an access unit whose packets arrive on two CPUs is still
+	// one keyframe. Only IDR packets (a few per second) read or write that shared line.
+	if (idr) {
+		__u32 midx = idx * conf->ncpus;
+		struct fp_counters *mark = cpu == 0 ? ctr : bpf_map_lookup_elem(&fp_stats, &midx);
+		if (mark && !(mark->key_valid && mark->last_key_ts == ts && mark->last_key_ssrc == ssrc)) {
+			ctr->keyframes++;
+			mark->last_key_ts = ts;
+			mark->last_key_ssrc = ssrc;
+			mark->key_valid = 1;
+		}
 	}
 
 	if (ifindex)

@@ -218,8 +218,12 @@ pub struct Counters {
     /// packet. `None` without a clock rate or before two packets on one CPU.
     pub jitter_q4: Option<u64>,
     /// H.264 keyframes forwarded (legs with [`Leg::keyframes`]): IDR access units, each once
-    /// per (SSRC, RTP timestamp) on the CPU that forwarded its packets.
+    /// per (SSRC, RTP timestamp), on whichever CPUs its packets arrived.
     pub keyframes: u64,
+    /// The last keyframe counted (by the program, or the [`Leg::last_keyframe`] it started
+    /// from), as (SSRC, RTP timestamp): where the relay takes the leg back, it goes on from
+    /// there, so an access unit split between the kernel and the relay counts once.
+    pub last_keyframe: Option<(u32, u32)>,
 }
 
 /// The program's own cost, from the kernel's BPF statistics (`kernel.bpf_stats_enabled=1`).
@@ -230,6 +234,60 @@ pub struct RunStats {
     /// Total time in the program.
     pub run_time: Duration,
 }
+
+/// What the program did with one frame ([`FastPath::test_run`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestRun {
+    /// Its return value, a TC action: [`TestRun::PASS`] (not forwarded: the next program or
+    /// the stack, and so the relay's socket), [`TestRun::LOCAL`] (forwarded to this host),
+    /// [`TestRun::REDIRECT`] (forwarded out of an interface), [`TestRun::DROP`].
+    pub verdict: i32,
+    /// The frame as the program left it.
+    pub frame: Vec<u8>,
+    /// Mean run time over the repeats.
+    pub mean: Duration,
+}
+
+impl TestRun {
+    /// `TC_ACT_UNSPEC` (TCX_NEXT): left alone.
+    pub const PASS: i32 = -1;
+    /// `TC_ACT_OK`: rewritten for a destination on this host and passed up.
+    pub const LOCAL: i32 = 0;
+    /// `TC_ACT_SHOT`: dropped (a rewrite failed half way).
+    pub const DROP: i32 = 2;
+    /// `TC_ACT_REDIRECT`: rewritten and sent out of the leg's interface.
+    pub const REDIRECT: i32 = 7;
+}
+
+/// `BPF_PROG_TEST_RUN` (include/uapi/linux/bpf.h, `enum bpf_cmd`).
+#[cfg(not(fastpath_no_bpf))]
+const BPF_PROG_TEST_RUN: libc::c_long = 10;
+
+/// The `test` member of `union bpf_attr` (include/uapi/linux/bpf.h), through `batch_size`.
+#[cfg(not(fastpath_no_bpf))]
+#[repr(C)]
+#[derive(Default)]
+struct TestRunAttr {
+    prog_fd: u32,
+    retval: u32,
+    data_size_in: u32,
+    data_size_out: u32,
+    data_in: u64,
+    data_out: u64,
+    repeat: u32,
+    duration: u32,
+    ctx_size_in: u32,
+    ctx_size_out: u32,
+    ctx_in: u64,
+    ctx_out: u64,
+    flags: u32,
+    cpu: u32,
+    batch_size: u32,
+    pad: u32,
+}
+
+#[cfg(not(fastpath_no_bpf))]
+const _: () = assert!(size_of::<TestRunAttr>() == 80);
 
 // ---- the map layouts, mirrored from bpf/fastpath.bpf.c ----------------------------------------
 
@@ -388,7 +446,11 @@ fn ns_to_ts_q32(clock_rate: u32) -> u32 {
 fn sum_counters(per_cpu: impl IntoIterator<Item = RawCounters>, now_ns: u64) -> Counters {
     let mut c = Counters::default();
     let mut last_ns = 0;
-    for v in per_cpu {
+    for (cpu, v) in per_cpu.into_iter().enumerate() {
+        if cpu == 0 && v.key_valid != 0 {
+            // The leg's mark lives in its first CPU's entry (bpf/fastpath.bpf.c).
+            c.last_keyframe = Some((u32::from_be(v.last_key_ssrc), v.last_key_ts));
+        }
         c.frames += v.frames;
         c.keyframes += v.keyframes;
         if v.ts_valid != 0 && (c.jitter_q4.is_none() || v.last_ns >= last_ns) {
@@ -805,7 +867,8 @@ impl FastPath {
             Some(_) => {}
             None => {
                 // Counters first: the entry was free (inactive), so the program reads nothing
-                // of them until the leg below is written.
+                // of them until the leg below is written. The keyframe mark matters in the
+                // first CPU's entry only; it is written to all alike.
                 let (ssrc, ts) = leg.last_keyframe.unwrap_or_default();
                 let fresh = RawCounters {
                     key_valid: u32::from(leg.last_keyframe.is_some()),
@@ -909,6 +972,58 @@ impl FastPath {
         })
     }
 
+    /// Runs the program once on `frame` (an Ethernet frame, as TCX ingress sees it) without a
+    /// network (`BPF_PROG_TEST_RUN`), `repeat` times in a row: what it decides, the frame as it
+    /// left the program, and its mean run time (hot cache: the same frame and entries each
+    /// time). The maps are the live ones, so a forwarded frame counts on its leg, `repeat`
+    /// times. For testing the program's decisions and rewrites against a model, and for
+    /// measuring its cost apart from the network stack.
+    #[cfg(not(fastpath_no_bpf))]
+    pub fn test_run(&self, frame: &[u8], repeat: u32) -> Result<TestRun, Error> {
+        use std::os::fd::{AsFd, AsRawFd};
+        let prog: &SchedClassifier = self
+            .ebpf
+            .program(PROGRAM_NAME)
+            .ok_or_else(|| Error::Other("no program".to_owned()))?
+            .try_into()
+            .map_err(|e| classify("test run", &e))?;
+        let fd = prog.fd().map_err(|e| classify("test run", &e))?;
+        let mut out = vec![0u8; frame.len() + 256];
+        let mut attr = TestRunAttr {
+            prog_fd: fd.as_fd().as_raw_fd() as u32,
+            data_size_in: u32::try_from(frame.len())
+                .map_err(|_| Error::Other("frame too long".to_owned()))?,
+            data_size_out: out.len() as u32, // frame.len() + 256 fits: frame.len() did
+            data_in: frame.as_ptr() as u64,
+            data_out: out.as_mut_ptr() as u64,
+            repeat: repeat.max(1),
+            ..TestRunAttr::default()
+        };
+        // SAFETY: `attr` is the BPF_PROG_TEST_RUN part of `union bpf_attr` (layout asserted
+        // at its definition), valid for the call; `data_in` points at `data_size_in` readable
+        // bytes and `data_out` at `data_size_out` writable ones, both alive until it returns.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_PROG_TEST_RUN,
+                std::ptr::from_mut(&mut attr),
+                size_of::<TestRunAttr>(),
+            )
+        };
+        if r < 0 {
+            return Err(Error::Other(format!(
+                "BPF_PROG_TEST_RUN: {}",
+                io::Error::last_os_error()
+            )));
+        }
+        out.truncate((attr.data_size_out as usize).min(out.len()));
+        Ok(TestRun {
+            verdict: attr.retval as i32,
+            frame: out,
+            mean: Duration::from_nanos(u64::from(attr.duration)),
+        })
+    }
+
     /// The counters' entries of leg entry `i`, one for each CPU.
     #[cfg(not(fastpath_no_bpf))]
     fn counter_entries(&self, i: u32) -> std::ops::Range<u32> {
@@ -975,6 +1090,9 @@ impl FastPath {
     }
     pub fn counters(&self, _relay: SocketAddrV4) -> Result<Counters, Error> {
         let _ = sum_counters([], 0);
+        match self.never {}
+    }
+    pub fn test_run(&self, _frame: &[u8], _repeat: u32) -> Result<TestRun, Error> {
         match self.never {}
     }
     pub fn run_stats(&self) -> Result<RunStats, Error> {

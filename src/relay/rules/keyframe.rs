@@ -84,6 +84,12 @@ impl KeyframePolicy {
         self.last_idr
     }
 
+    /// The access unit (SSRC, RTP timestamp) was counted as a keyframe elsewhere (the kernel
+    /// fast path): its packets seen here later are not counted again.
+    pub fn counted(&mut self, au: (u32, u32)) {
+        self.last_idr = Some(au);
+    }
+
     /// A keyframe from the caller passed at `now`.
     pub fn keyframe_seen(&mut self, now: Instant) {
         self.last_keyframe = Some(now);
@@ -203,6 +209,11 @@ mod tests {
         assert_eq!(count(&mut k, 7, 18_000, &[sps, pps, p[0]], t0), 0);
         // The same timestamp from another SSRC (a new source): its own keyframe.
         assert_eq!(count(&mut k, 8, 15_000, &[start], t0), 1);
+        // An access unit the kernel fast path counted, whose last packets come here after the
+        // leg left the kernel: counted once, there. The next one counts here.
+        k.counted((8, 21_000));
+        assert_eq!(count(&mut k, 8, 21_000, &[mid, end], t0), 0);
+        assert_eq!(count(&mut k, 8, 24_000, &[start, end], t0), 1);
     }
 
     #[test]

@@ -100,6 +100,8 @@ pub struct KernelForwarded {
     /// The interarrival jitter the kernel measured, in timestamp units × 16 (the meter's own
     /// fixed point), if it did.
     pub jitter_q4: Option<u64>,
+    /// The last keyframe the kernel counted, as (SSRC, RTP timestamp), if any.
+    pub last_keyframe: Option<(u32, u32)>,
 }
 
 impl RtpMeter {
@@ -167,6 +169,7 @@ impl RtpMeter {
             highest_seq,
             last,
             jitter_q4,
+            last_keyframe: _, // the keyframe policy's (GroupRules::offloaded)
         } = *f;
         if packets == 0 {
             return;
@@ -540,6 +543,7 @@ mod tests {
                 highest_seq: Some(highest),
                 last: t0 + MS * (500 * lump),
                 jitter_q4: Some(16 * 450),
+                last_keyframe: None,
             });
         }
         let q = m.snapshot(t0 + MS * 4100);
@@ -565,6 +569,7 @@ mod tests {
             highest_seq: Some(highest),
             last: t0 + MS * 9000,
             jitter_q4: Some(0),
+            last_keyframe: None,
         });
         assert_eq!(m.snapshot(t0 + MS * 4100).packets, q.packets);
         assert_eq!(m.jitter_units(), 450);
@@ -578,6 +583,7 @@ mod tests {
             highest_seq: Some(4),
             last: t0,
             jitter_q4: Some(16 * 450),
+            last_keyframe: None,
         });
         assert_eq!(u.jitter_units(), 0);
     }

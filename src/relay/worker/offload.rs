@@ -264,10 +264,10 @@ impl CallRt {
                     .last_forwarded_ago
                     .and_then(|a| now.checked_sub(a))
                     .unwrap_or(now);
-                moved.push((l.tx, l.peer, l.si, d, c.highest_seq, last, c.jitter_q4));
+                moved.push((l.tx, l.peer, l.si, d, c, last));
             }
         }
-        for (tx, peer, si, [packets, bytes, frames, keyframes], seq, last, jitter_q4) in moved {
+        for (tx, peer, si, [packets, bytes, frames, keyframes], c, last) in moved {
             self.totals
                 .offload_packets
                 .fetch_add(packets, std::sync::atomic::Ordering::Relaxed);
@@ -276,9 +276,10 @@ impl CallRt {
                 bytes,
                 frames,
                 keyframes,
-                highest_seq: seq,
+                highest_seq: c.highest_seq,
                 last,
-                jitter_q4,
+                jitter_q4: c.jitter_q4,
+                last_keyframe: c.last_keyframe,
             };
             self.rules.offloaded(tx, si, &f);
             let mut i = LegSnapshot::default();

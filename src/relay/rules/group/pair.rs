@@ -159,6 +159,11 @@ impl GroupRules {
                 // For the keyframe policy: a callee's request right after it is redundant.
                 ms.keyframes.keyframe_seen(f.last);
             }
+            if let Some(au) = f.last_keyframe {
+                // Should the leg come back to userspace inside that access unit, its other
+                // packets are not a new keyframe.
+                ms.keyframes.counted(au);
+            }
         }
     }
 
