@@ -55,6 +55,9 @@ static long (*bpf_l4_csum_replace)(struct __sk_buff *skb, __u32 off, __u64 from,
 static __u64 (*bpf_ktime_get_ns)(void) = (void *)5;
 static __u32 (*bpf_get_smp_processor_id)(void) = (void *)8;
 static long (*bpf_redirect_neigh)(__u32 ifindex, void *params, int plen, __u64 flags) = (void *)152;
+static long (*bpf_clone_redirect)(struct __sk_buff *skb, __u32 ifindex, __u64 flags) = (void *)13;
+static long (*bpf_skb_store_bytes)(struct __sk_buff *skb, __u32 off, const void *from, __u32 len,
+				   __u64 flags) = (void *)9;
 
 #define BPF_MAP_TYPE_ARRAY 2
 #define BPF_F_MMAPABLE (1U << 10)
@@ -81,6 +84,8 @@ struct fp_conf {
 #define FP_ACTIVE 2u // the entry holds a leg (an array entry always exists)
 #define FP_KEYFRAMES 4u // plain RTP video: count H.264 keyframes (IDR access units)
 #define FP_MAX_SSRC 4
+#define FP_MAX_FANOUT 64 // copies beyond the leg's own egress (a group's other receivers)
+#define LOOPBACK_IFINDEX 1
 
 // One leg, 64 bytes: one cache line. Addresses, ports and SSRCs in network byte order.
 struct fp_leg {
@@ -98,7 +103,25 @@ struct fp_leg {
 	__u32 ifindex;           // bpf_redirect_neigh to this interface; 0 = local (pass up)
 	__u32 clock_rate;        // the stream's RTP clock in Hz, for jitter; 0 = unknown (none)
 	__u32 ns_to_ts_q32;      // clock_rate / 1e9 in 32.32 fixed point: ns to timestamp units
-	__u32 reserved[3];
+	__u32 fan_first;         // fan-out: its first fp_fanout entry
+	__u32 fan_n;             // fan-out: copies besides the egress above (0: none)
+	__u32 reserved;
+};
+
+// One more receiver of a fan-out leg (a group's transmitter), 32 bytes. A copy goes out of
+// ifindex with the Ethernet addresses given here (bpf_clone_redirect resolves no neighbour,
+// and bpf_fib_lookup, which would, refuses to work where IP forwarding is off, as on a relay),
+// or for a receiver on this host (ifindex 0) through lo with lo's zero addresses. An entry with
+// dst_addr 0 is skipped: the loader zeroes what a leg does not use, so a leg read half way
+// through an update never sends to an address it was not given.
+struct fp_out {
+	__u32 out_addr;          // the relay's source address and port toward this receiver
+	__u16 out_port;
+	__u16 dst_port;          // the receiver
+	__u32 dst_addr;
+	__u32 ifindex;
+	__u8 macs[12];           // the next hop's Ethernet address, then the interface's
+	__u32 reserved;
 };
 
 // Per-leg counters, one copy per CPU (summed by the loader), 128 bytes. What a forwarded packet
@@ -140,6 +163,14 @@ struct bpf_map_def SEC("maps") fp_legs = {
 	.value_size = sizeof(struct fp_leg),
 	.max_entries = 4096, // the loader sizes it to the relay's port range
 	.map_flags = BPF_F_MMAPABLE,
+};
+
+struct bpf_map_def SEC("maps") fp_fanout = {
+	.type = BPF_MAP_TYPE_ARRAY,
+	.key_size = sizeof(__u32),
+	.value_size = sizeof(struct fp_out),
+	.max_entries = 4096, // the loader: blocks of FP_MAX_FANOUT
+	.map_flags = 0,
 };
 
 struct bpf_map_def SEC("maps") fp_stats = {
@@ -269,6 +300,28 @@ INLINE long rewrite(struct __sk_buff *skb, const __u32 old[3], const __u32 new[3
 	return 0;
 }
 
+// Sends a copy of the packet, rewritten from cur to the receiver o, out of o's interface (with
+// its Ethernet addresses) or, for a receiver on this host, through lo. 0, or an error once the
+// packet is half rewritten (then it must not go on).
+INLINE long fanout_copy(struct __sk_buff *skb, __u32 cur[3], const struct fp_out *o,
+			struct fp_counters *ctr)
+{
+	__u32 to[3] = {o->out_addr, o->dst_addr, (__u32)o->out_port | ((__u32)o->dst_port << 16)};
+	long err = rewrite(skb, cur, to);
+	if (err)
+		return err;
+	cur[0] = to[0];
+	cur[1] = to[1];
+	cur[2] = to[2];
+	// The next hop's addresses; for lo (a receiver on this host) the zero ones the entry
+	// holds, lo's own, or the stack would take the copy for another host.
+	if (bpf_skb_store_bytes(skb, 0, o->macs, 12, 0))
+		return -1;
+	if (bpf_clone_redirect(skb, o->ifindex ? o->ifindex : LOOPBACK_IFINDEX, 0))
+		ctr->errors++;
+	return 0;
+}
+
 SEC("classifier")
 int fastpath(struct __sk_buff *skb)
 {
@@ -342,6 +395,8 @@ int fastpath(struct __sk_buff *skb)
 		ctr->not_granted++;
 		return TC_ACT_UNSPEC;
 	}
+	__u32 fan_n = leg->fan_n; // a fan-out leg (a group's transmitter): more receivers
+	__u32 fan_first = leg->fan_first;
 
 	__u16 seq = bswap16(*(__u16 *)(rtp + 2));
 	__u32 ts = bswap32(*(__u32 *)(rtp + 4));
@@ -355,10 +410,25 @@ int fastpath(struct __sk_buff *skb)
 	// Before the rewrite: its helpers invalidate the packet pointers.
 	int idr = (leg->flags & FP_KEYFRAMES) && h264_idr(rtp, data_end);
 
-	// Packet pointers are invalid after the first helper that writes.
+	// Packet pointers are invalid after the first helper that writes. A fan-out leg's other
+	// receivers first, each a clone of the packet as rewritten for it, then its own egress.
+	for (int i = 0; fan_n && i < FP_MAX_FANOUT; i++) {
+		if (i >= fan_n)
+			break;
+		__u32 k = fan_first + i;
+		struct fp_out *o = bpf_map_lookup_elem(&fp_fanout, &k);
+		if (!o)
+			break;
+		if (!o->dst_addr)
+			continue;
+		if (fanout_copy(skb, old, o, ctr)) {
+			ctr->errors++;
+			return TC_ACT_SHOT; // half rewritten: never let it reach anyone
+		}
+	}
 	if (rewrite(skb, old, new)) {
 		ctr->errors++;
-		return TC_ACT_SHOT; // half rewritten: never let it reach anyone
+		return TC_ACT_SHOT;
 	}
 
 	ctr->packets = packets + 1;

@@ -241,6 +241,7 @@ fn main() {
             clock_rate: 90_000,
             keyframes: false,
             last_keyframe: None,
+            fanout: Vec::new(),
         },
     )
     .unwrap();
@@ -258,6 +259,7 @@ fn main() {
             clock_rate: 90_000,
             keyframes: false,
             last_keyframe: None,
+            fanout: Vec::new(),
         },
     )
     .unwrap();

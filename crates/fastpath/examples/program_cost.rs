@@ -94,6 +94,7 @@ fn main() {
         clock_rate: 90_000,
         keyframes,
         last_keyframe: None,
+        fanout: Vec::new(),
     };
     let cases: [(&str, bool, Vec<u8>); 5] = [
         ("forward", false, frame(caller, a, SSRC, false)),

@@ -32,6 +32,7 @@
 //!     clock_rate: 90_000,
 //!     keyframes: true,
 //!     last_keyframe: None,
+//!     fanout: Vec::new(),
 //! })?;
 //! fp.set_granted(relay, false)?; // a Revoked: not one more packet in the kernel
 //! println!("{:?}", fp.counters(relay)?);
@@ -84,8 +85,12 @@ const CONF_MAP: &str = "fp_conf";
 const LEGS_MAP: &str = "fp_legs";
 #[cfg(not(fastpath_no_bpf))]
 const STATS_MAP: &str = "fp_stats";
+#[cfg(not(fastpath_no_bpf))]
+const FANOUT_MAP: &str = "fp_fanout";
 /// How many SSRCs one leg may allow.
 pub const MAX_SSRCS: usize = 4;
+/// How many receivers a leg may send copies to besides its own egress ([`Leg::fanout`]).
+pub const MAX_FANOUT: usize = 64;
 /// The most memory the arrays may take (legs and counters together, allocated at load); a
 /// port range and CPU count that need more are refused by [`FastPath::open_with_ports`].
 pub const MAX_ARRAY_BYTES: u64 = 256 << 20;
@@ -114,8 +119,12 @@ pub enum Error {
     /// No entry for that relay address and port.
     NotFound(SocketAddrV4),
     /// No entry can hold a leg at that relay address and port: the port is outside the range
-    /// the fast path was opened for, or a leg at another relay address holds it.
+    /// the fast path was opened for, or a leg at another relay address holds it (or no
+    /// fan-out block is free).
     NoSlot(SocketAddrV4),
+    /// A fan-out receiver's next hop has no Ethernet address in the neighbour table yet (the
+    /// relay's own sends to it resolve one).
+    NoNeighbour(SocketAddrV4),
     /// Anything else (the loader's message).
     Other(String),
 }
@@ -145,6 +154,7 @@ impl fmt::Display for Error {
                 "no fast-path entry can hold {k}: its port is outside the fast path's range or \
                  taken by a leg at another address"
             ),
+            Error::NoNeighbour(a) => write!(f, "no neighbour entry yet for the next hop to {a}"),
             Error::Other(m) => write!(f, "kernel fast path: {m}"),
         }
     }
@@ -185,6 +195,12 @@ pub struct Leg {
     /// The last keyframe the relay counted itself, as (SSRC, RTP timestamp): a leg installed
     /// in the middle of that keyframe's packets does not count it again.
     pub last_keyframe: Option<(u32, u32)>,
+    /// More receivers (a group's, up to [`MAX_FANOUT`]): each forwarded packet also goes to
+    /// each of them, rewritten for it, before the copy for [`Leg::egress`]. One behind an
+    /// interface needs its next hop's Ethernet address in the neighbour table when the leg is
+    /// installed ([`Error::NoNeighbour`] otherwise; [`FastPath::refresh_neighbours`] follows
+    /// changes). Empty for a one-to-one leg.
+    pub fanout: Vec<Egress>,
 }
 
 /// A leg's counters, summed over CPUs. The `passed_up_*` packets were aimed at the leg's relay
@@ -204,7 +220,8 @@ pub struct Counters {
     pub passed_up_unknown_ssrc: u64,
     /// Passed up: the leg's transmitter had no grant.
     pub passed_up_not_granted: u64,
-    /// Dropped in the kernel: a rewrite helper failed half way (should stay 0).
+    /// Dropped in the kernel: a rewrite helper failed half way; or a fan-out copy the kernel
+    /// would not send (should stay 0).
     pub errors: u64,
     /// The highest RTP sequence number forwarded (serial-number order), if any.
     pub highest_seq: Option<u16>,
@@ -314,7 +331,22 @@ struct RawLeg {
     ifindex: u32,
     clock_rate: u32,
     ns_to_ts_q32: u32,
-    reserved: [u32; 3],
+    fan_first: u32,
+    fan_n: u32,
+    reserved: u32,
+}
+
+/// One more receiver of a fan-out leg (`struct fp_out`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct RawOut {
+    out_addr: u32,
+    out_port: u16,
+    dst_port: u16,
+    dst_addr: u32,
+    ifindex: u32,
+    macs: [u8; 12],
+    reserved: u32,
 }
 
 #[repr(C)]
@@ -349,6 +381,7 @@ const FP_KEYFRAMES: u8 = 4;
 const _: () = assert!(size_of::<RawConf>() == 8);
 const _: () = assert!(size_of::<RawLeg>() == 64);
 const _: () = assert!(size_of::<RawCounters>() == 128);
+const _: () = assert!(size_of::<RawOut>() == 32);
 
 // SAFETY: plain #[repr(C)] integers with no padding (sizes asserted above): every bit pattern
 // is a valid value, and the kernel copies them as bytes.
@@ -360,6 +393,9 @@ unsafe impl aya::Pod for RawLeg {}
 // SAFETY: as above.
 #[cfg(not(fastpath_no_bpf))]
 unsafe impl aya::Pod for RawCounters {}
+// SAFETY: as above.
+#[cfg(not(fastpath_no_bpf))]
+unsafe impl aya::Pod for RawOut {}
 
 fn be32(a: Ipv4Addr) -> u32 {
     u32::from_ne_bytes(a.octets())
@@ -373,7 +409,8 @@ fn be16(p: u16) -> u16 {
 #[cfg_attr(fastpath_no_bpf, allow(dead_code))]
 fn arrays_fit(ports: u32, ncpus: u32) -> Result<(), Error> {
     let bytes = u64::from(ports)
-        * (size_of::<RawLeg>() as u64 + u64::from(ncpus) * size_of::<RawCounters>() as u64);
+        * (size_of::<RawLeg>() as u64 + u64::from(ncpus) * size_of::<RawCounters>() as u64)
+        + u64::from(fan_blocks(ports)) * (MAX_FANOUT * size_of::<RawOut>()) as u64;
     if bytes > MAX_ARRAY_BYTES {
         return Err(Error::Other(format!(
             "{ports} ports × {ncpus} CPUs need {} MiB of arrays, more than the {} MiB allowed: \
@@ -383,6 +420,143 @@ fn arrays_fit(ports: u32, ncpus: u32) -> Result<(), Error> {
         )));
     }
     Ok(())
+}
+
+/// The calling thread's namespace's IPv4 routes and neighbours (`/proc/thread-self/net/route`
+/// and `arp`), read once for a batch of lookups.
+#[derive(Debug, Default)]
+#[cfg_attr(fastpath_no_bpf, allow(dead_code))]
+struct Neighbours {
+    /// (interface, destination, mask, gateway), addresses in host order.
+    routes: Vec<(String, u32, u32, u32)>,
+    /// (interface, address, Ethernet address) of complete entries.
+    arp: Vec<(String, Ipv4Addr, [u8; 6])>,
+}
+
+#[cfg_attr(fastpath_no_bpf, allow(dead_code))]
+impl Neighbours {
+    fn read() -> Neighbours {
+        let text = |f: &str| std::fs::read_to_string(format!("/proc/thread-self/net/{f}"));
+        Neighbours::parse(
+            &text("route").unwrap_or_default(),
+            &text("arp").unwrap_or_default(),
+        )
+    }
+
+    fn parse(route: &str, arp: &str) -> Neighbours {
+        let routes = route
+            .lines()
+            .skip(1)
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                let up = u32::from_str_radix(f.get(3)?, 16).ok()? & 1 != 0;
+                // An address is its network-order bytes read as a native word, in hex.
+                let word = |i: usize| {
+                    let v = u32::from_str_radix(f.get(i)?, 16).ok()?;
+                    Some(u32::from_be_bytes(v.to_ne_bytes()))
+                };
+                up.then_some(((*f.first()?).to_owned(), word(1)?, word(7)?, word(2)?))
+            })
+            .collect();
+        let arp = arp
+            .lines()
+            .skip(1)
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                let flags = u32::from_str_radix(f.get(2)?.trim_start_matches("0x"), 16).ok()?;
+                if flags & 0x2 == 0 {
+                    return None; // not complete (ATF_COM)
+                }
+                let ip: Ipv4Addr = f.first()?.parse().ok()?;
+                let mut mac = [0u8; 6];
+                let mut parts = f.get(3)?.split(':');
+                for b in &mut mac {
+                    *b = u8::from_str_radix(parts.next()?, 16).ok()?;
+                }
+                Some(((*f.get(5)?).to_owned(), ip, mac))
+            })
+            .collect();
+        Neighbours { routes, arp }
+    }
+
+    /// The next hop toward `to` out of `iface`: the gateway of the longest matching route
+    /// there, or `to` itself when it is on the link.
+    fn next_hop(&self, iface: &str, to: Ipv4Addr) -> Ipv4Addr {
+        let t = u32::from(to);
+        self.routes
+            .iter()
+            .filter(|(i, dest, mask, _)| i == iface && t & mask == *dest)
+            .max_by_key(|(_, _, mask, _)| mask.count_ones())
+            .map_or(
+                to,
+                |&(_, _, _, gw)| if gw == 0 { to } else { Ipv4Addr::from(gw) },
+            )
+    }
+
+    /// The neighbour table's Ethernet address for `ip` on `iface`.
+    fn mac(&self, iface: &str, ip: Ipv4Addr) -> Option<[u8; 6]> {
+        self.arp
+            .iter()
+            .find(|(i, a, _)| i == iface && *a == ip)
+            .map(|(_, _, m)| *m)
+    }
+}
+
+/// The name and Ethernet address of interface `ifindex` (`SIOCGIFHWADDR`); an interface with
+/// no Ethernet address cannot take fan-out copies.
+#[cfg(not(fastpath_no_bpf))]
+fn interface_mac(ifindex: u32) -> Result<(String, [u8; 6]), Error> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let mut name = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: `name` has IF_NAMESIZE bytes, as if_indextoname requires.
+    if unsafe { libc::if_indextoname(ifindex, name.as_mut_ptr()) }.is_null() {
+        return Err(Error::Other(format!("no interface with index {ifindex}")));
+    }
+    // SAFETY: if_indextoname wrote a NUL-terminated name into `name`.
+    let iface = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) }
+        .to_string_lossy()
+        .into_owned();
+    // SAFETY: socket has no memory preconditions; a valid descriptor is owned below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(Error::Other(format!(
+            "socket: {}",
+            io::Error::last_os_error()
+        )));
+    }
+    // SAFETY: `fd` is a new descriptor nobody else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: a zeroed ifreq is valid; its name is set below within IFNAMSIZ bytes.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(name.iter()) {
+        *d = *s;
+    }
+    // SAFETY: SIOCGIFHWADDR reads the name and writes ifr_hwaddr of `req`, a valid ifreq.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFHWADDR, &mut req) } < 0 {
+        return Err(Error::Other(format!(
+            "the Ethernet address of {iface}: {}",
+            io::Error::last_os_error()
+        )));
+    }
+    // SAFETY: after SIOCGIFHWADDR the union holds ifr_hwaddr.
+    let hw = unsafe { req.ifr_ifru.ifru_hwaddr };
+    if hw.sa_family != libc::ARPHRD_ETHER {
+        return Err(Error::Other(format!(
+            "{iface} is not an Ethernet interface"
+        )));
+    }
+    let mut mac = [0u8; 6];
+    for (d, s) in mac.iter_mut().zip(hw.sa_data.iter()) {
+        *d = *s as u8;
+    }
+    Ok((iface, mac))
+}
+
+/// How many fan-out blocks arrays for `ports` ports get: one entry a port, at least 64 blocks
+/// (64 group transmitters with fan-out at once).
+#[cfg_attr(fastpath_no_bpf, allow(dead_code))]
+fn fan_blocks(ports: u32) -> u32 {
+    ports.div_ceil(MAX_FANOUT as u32).max(64)
 }
 
 /// The entry of relay port `port` in arrays that start at `base` and hold `len` entries.
@@ -428,8 +602,36 @@ fn raw_leg(relay: SocketAddrV4, leg: &Leg) -> Result<RawLeg, Error> {
         ifindex: leg.egress.ifindex,
         clock_rate: leg.clock_rate,
         ns_to_ts_q32: ns_to_ts_q32(leg.clock_rate),
-        reserved: [0; 3],
+        fan_first: 0,
+        fan_n: 0, // the loader's, once it has the entries
+        reserved: 0,
     })
+}
+
+/// The program's entries for `leg`'s fan-out receivers.
+fn raw_outs(leg: &Leg) -> Result<Vec<RawOut>, Error> {
+    if leg.fanout.len() > MAX_FANOUT {
+        return Err(Error::InvalidLeg("more than 64 fan-out receivers"));
+    }
+    leg.fanout
+        .iter()
+        .map(|e| {
+            if e.to.port() == 0 || e.from.port() == 0 {
+                return Err(Error::InvalidLeg("a fan-out port is 0"));
+            }
+            if e.to.ip().is_unspecified() || e.from.ip().is_unspecified() {
+                return Err(Error::InvalidLeg("a fan-out address is 0.0.0.0"));
+            }
+            Ok(RawOut {
+                out_addr: be32(*e.from.ip()),
+                out_port: be16(e.from.port()),
+                dst_port: be16(e.to.port()),
+                dst_addr: be32(*e.to.ip()),
+                ifindex: e.ifindex,
+                ..RawOut::default()
+            })
+        })
+        .collect()
 }
 
 /// The factor that turns nanoseconds into RTP timestamp units at `clock_rate` Hz, in 32.32
@@ -710,6 +912,14 @@ pub struct FastPath {
     stats: Array<MapData, RawCounters>,
     #[cfg(not(fastpath_no_bpf))]
     stats_view: SharedCounters,
+    /// Fan-out receivers, in blocks of [`MAX_FANOUT`] entries, one block a fan-out leg.
+    #[cfg(not(fastpath_no_bpf))]
+    fanout: Array<MapData, RawOut>,
+    #[cfg(not(fastpath_no_bpf))]
+    fan: FanBlocks,
+    /// Interface names and Ethernet addresses by index, as looked up.
+    #[cfg(not(fastpath_no_bpf))]
+    iface_macs: std::collections::HashMap<u32, (String, [u8; 6])>,
     /// The legs this value installed, by entry: what the kernel's array holds there (so a
     /// grant change or a counters read needs no lookup first).
     #[cfg(not(fastpath_no_bpf))]
@@ -725,6 +935,50 @@ pub struct FastPath {
     /// A build without the program never makes one.
     #[cfg(fastpath_no_bpf)]
     never: std::convert::Infallible,
+}
+
+/// Which fan-out blocks are free, which leg holds which, and which were given up a moment
+/// ago: a packet that read a leg just before its update may still read the old block's
+/// entries, so a block is zeroed and reused only after [`FanBlocks::GRACE`].
+#[cfg(not(fastpath_no_bpf))]
+#[derive(Debug, Default)]
+struct FanBlocks {
+    free: Vec<u32>,
+    /// By leg entry: its block and what was written there.
+    held: std::collections::HashMap<u32, (u32, Vec<RawOut>)>,
+    retired: Vec<(u32, std::time::Instant)>,
+}
+
+#[cfg(not(fastpath_no_bpf))]
+impl FanBlocks {
+    /// Far longer than one run of the program.
+    const GRACE: Duration = Duration::from_millis(50);
+
+    /// Zeroes and frees the blocks retired long enough ago.
+    fn reclaim(&mut self, map: &mut Array<MapData, RawOut>) -> Result<(), Error> {
+        let now = std::time::Instant::now();
+        let mut i = 0;
+        while let Some(&(b, at)) = self.retired.get(i) {
+            if now.saturating_duration_since(at) < Self::GRACE {
+                i += 1;
+                continue;
+            }
+            for k in 0..MAX_FANOUT as u32 {
+                map.set(b * MAX_FANOUT as u32 + k, RawOut::default(), 0)
+                    .map_err(|e| classify("update", &e))?;
+            }
+            self.retired.swap_remove(i);
+            self.free.push(b);
+        }
+        Ok(())
+    }
+
+    /// Gives up leg entry `i`'s block, if it has one.
+    fn retire(&mut self, i: u32) {
+        if let Some((b, _)) = self.held.remove(&i) {
+            self.retired.push((b, std::time::Instant::now()));
+        }
+    }
 }
 
 impl fmt::Debug for FastPath {
@@ -776,9 +1030,11 @@ impl FastPath {
             .checked_mul(ncpus)
             .ok_or_else(|| Error::Other(format!("{len} ports × {ncpus} CPUs: too many")))?;
         arrays_fit(len, ncpus)?;
+        let blocks = fan_blocks(len);
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(LEGS_MAP, len)
             .map_max_entries(STATS_MAP, stats_len)
+            .map_max_entries(FANOUT_MAP, blocks * MAX_FANOUT as u32)
             .load(OBJECT)
             .map_err(|e| classify("load", &e))?;
         let prog: &mut SchedClassifier = ebpf
@@ -802,6 +1058,7 @@ impl FastPath {
             _ => return Err(Error::Other("the counters map is not an array".to_owned())),
         };
         let stats = Array::try_from(stats_map).map_err(|e| classify("load", &e))?;
+        let fanout = Array::try_from(take(FANOUT_MAP)?).map_err(|e| classify("load", &e))?;
         conf.set(
             0,
             RawConf {
@@ -816,6 +1073,12 @@ impl FastPath {
             legs,
             stats,
             stats_view,
+            fanout,
+            fan: FanBlocks {
+                free: (0..blocks).rev().collect(),
+                ..FanBlocks::default()
+            },
+            iface_macs: std::collections::HashMap::new(),
             installed: std::collections::HashMap::new(),
             ports: (*ports.start(), len),
             nr_cpus,
@@ -861,7 +1124,16 @@ impl FastPath {
     #[cfg(not(fastpath_no_bpf))]
     pub fn install(&mut self, relay: SocketAddrV4, leg: &Leg) -> Result<(), Error> {
         let value = raw_leg(relay, leg)?;
+        let mut outs = raw_outs(leg)?;
         let i = slot(self.ports.0, self.ports.1, relay.port()).ok_or(Error::NoSlot(relay))?;
+        if outs.iter().any(|o| o.ifindex != 0) {
+            let tables = Neighbours::read();
+            for (o, e) in outs.iter_mut().zip(&leg.fanout) {
+                if o.ifindex != 0 {
+                    o.macs = self.l2(&tables, o.ifindex, *e.to.ip())?;
+                }
+            }
+        }
         match self.installed.get(&i) {
             Some(old) if old.relay_addr != value.relay_addr => return Err(Error::NoSlot(relay)),
             Some(_) => {}
@@ -883,7 +1155,109 @@ impl FastPath {
                 }
             }
         }
-        self.write_leg(i, value)
+        self.put_leg(i, relay, value, outs)
+    }
+
+    /// Writes leg entry `i` with its fan-out receivers `outs`. The same receivers stay where
+    /// they are; others go into a fresh block, written before the leg that points at it, and
+    /// the old block is retired after (a packet may be reading it).
+    #[cfg(not(fastpath_no_bpf))]
+    fn put_leg(
+        &mut self,
+        i: u32,
+        relay: SocketAddrV4,
+        mut value: RawLeg,
+        outs: Vec<RawOut>,
+    ) -> Result<(), Error> {
+        self.fan.reclaim(&mut self.fanout)?;
+        let held = self.fan.held.get(&i);
+        let keep = held.is_some_and(|(_, o)| *o == outs);
+        if !outs.is_empty() {
+            let block = match held {
+                Some((b, _)) if keep => *b,
+                _ => {
+                    let b = self.fan.free.pop().ok_or(Error::NoSlot(relay))?;
+                    for (k, o) in outs.iter().enumerate() {
+                        let at = b * MAX_FANOUT as u32 + k as u32;
+                        if let Err(e) = self.fanout.set(at, *o, 0) {
+                            self.fan.retired.push((b, std::time::Instant::now()));
+                            return Err(classify("update", &e));
+                        }
+                    }
+                    b
+                }
+            };
+            value.fan_first = block * MAX_FANOUT as u32;
+            value.fan_n = outs.len() as u32; // at most MAX_FANOUT (raw_outs)
+        }
+        self.write_leg(i, value)?;
+        if !keep {
+            self.fan.retire(i);
+            if !outs.is_empty() {
+                self.fan
+                    .held
+                    .insert(i, (value.fan_first / MAX_FANOUT as u32, outs));
+            }
+        }
+        Ok(())
+    }
+
+    /// Looks up again the Ethernet addresses of every fan-out receiver behind an interface
+    /// (the neighbour table of the calling thread's namespace), and moves a leg whose next
+    /// hop changed to the new addresses. One that has none now keeps the last it had. Call it
+    /// every few seconds; a relay does at its route refresh.
+    #[cfg(not(fastpath_no_bpf))]
+    pub fn refresh_neighbours(&mut self) -> Result<(), Error> {
+        let tables = Neighbours::read();
+        let held: Vec<(u32, Vec<RawOut>)> = self
+            .fan
+            .held
+            .iter()
+            .filter(|(_, (_, outs))| outs.iter().any(|o| o.ifindex != 0))
+            .map(|(i, (_, outs))| (*i, outs.clone()))
+            .collect();
+        for (i, outs) in held {
+            let mut fresh = outs.clone();
+            for o in fresh.iter_mut().filter(|o| o.ifindex != 0) {
+                let to = Ipv4Addr::from(o.dst_addr.to_ne_bytes());
+                if let Ok(m) = self.l2(&tables, o.ifindex, to) {
+                    o.macs = m;
+                }
+            }
+            let Some(value) = self.installed.get(&i).copied() else {
+                continue;
+            };
+            if fresh != outs {
+                let relay = SocketAddrV4::new(
+                    Ipv4Addr::from(value.relay_addr.to_ne_bytes()),
+                    self.ports.0.wrapping_add(i as u16),
+                );
+                self.put_leg(i, relay, value, fresh)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The Ethernet addresses (the next hop's, then the interface's) for a copy to `to` out of
+    /// interface `ifindex`.
+    #[cfg(not(fastpath_no_bpf))]
+    fn l2(&mut self, tables: &Neighbours, ifindex: u32, to: Ipv4Addr) -> Result<[u8; 12], Error> {
+        let (name, own) = match self.iface_macs.get(&ifindex) {
+            Some(v) => v.clone(),
+            None => {
+                let v = interface_mac(ifindex)?;
+                self.iface_macs.insert(ifindex, v.clone());
+                v
+            }
+        };
+        let next = tables.next_hop(&name, to);
+        let theirs = tables
+            .mac(&name, next)
+            .ok_or(Error::NoNeighbour(SocketAddrV4::new(to, 0)))?;
+        let mut m = [0u8; 12];
+        m[..6].copy_from_slice(&theirs);
+        m[6..].copy_from_slice(&own);
+        Ok(m)
     }
 
     /// Sets the leg's grant, as the arbiter changes it: `false` before the relay announces a
@@ -911,6 +1285,7 @@ impl FastPath {
             .set(i, RawLeg::default(), 0)
             .map_err(|e| classify("update", &e))?;
         self.installed.remove(&i);
+        self.fan.retire(i);
         Ok(())
     }
 
@@ -940,6 +1315,16 @@ impl FastPath {
             clock_rate: v.clock_rate,
             keyframes: v.flags & FP_KEYFRAMES != 0,
             last_keyframe: None, // not kept in the leg: the counters' starting mark
+            fanout: (v.fan_first..v.fan_first.saturating_add(v.fan_n))
+                .map(|k| {
+                    let o = self.fanout.get(&k, 0).map_err(|e| classify("lookup", &e))?;
+                    Ok(Egress {
+                        from: SocketAddrV4::new(addr(o.out_addr), u16::from_be(o.out_port)),
+                        to: SocketAddrV4::new(addr(o.dst_addr), u16::from_be(o.dst_port)),
+                        ifindex: o.ifindex,
+                    })
+                })
+                .collect::<Result<_, Error>>()?,
         }))
     }
 
@@ -1077,6 +1462,7 @@ impl FastPath {
     }
     pub fn install(&mut self, relay: SocketAddrV4, leg: &Leg) -> Result<(), Error> {
         raw_leg(relay, leg)?;
+        raw_outs(leg)?;
         match self.never {}
     }
     pub fn set_granted(&mut self, _relay: SocketAddrV4, _granted: bool) -> Result<(), Error> {
@@ -1093,6 +1479,9 @@ impl FastPath {
         match self.never {}
     }
     pub fn test_run(&self, _frame: &[u8], _repeat: u32) -> Result<TestRun, Error> {
+        match self.never {}
+    }
+    pub fn refresh_neighbours(&mut self) -> Result<(), Error> {
         match self.never {}
     }
     pub fn run_stats(&self) -> Result<RunStats, Error> {
@@ -1150,6 +1539,7 @@ mod tests {
             clock_rate,
             keyframes: false,
             last_keyframe: None,
+            fanout: Vec::new(),
         }
     }
 
@@ -1257,6 +1647,40 @@ mod tests {
                 r.reserved
             ),
             (16, 17, 18, 19, 20)
+        );
+    }
+
+    #[test]
+    #[cfg(target_endian = "little")] // the sample's words are as a little-endian host prints them
+    fn the_next_hop_and_its_ethernet_address_come_from_the_route_and_neighbour_tables() {
+        let route =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+            eth0\t00000000\t0102A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+            eth0\t0002A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
+            eth1\t00000A0A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n";
+        let arp =
+            "IP address       HW type     Flags       HW address            Mask     Device\n\
+            192.168.2.1      0x1         0x2         52:54:00:12:34:56     *        eth0\n\
+            192.168.2.7      0x1         0x2         52:54:00:aa:bb:cc     *        eth0\n\
+            10.10.0.9        0x1         0x0         00:00:00:00:00:00     *        eth1\n";
+        let t = Neighbours::parse(route, arp);
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        // Off the link: the default route's gateway; on it: the address itself.
+        assert_eq!(t.next_hop("eth0", ip("8.8.8.8")), ip("192.168.2.1"));
+        assert_eq!(t.next_hop("eth0", ip("192.168.2.7")), ip("192.168.2.7"));
+        assert_eq!(
+            t.mac("eth0", t.next_hop("eth0", ip("8.8.8.8"))),
+            Some([0x52, 0x54, 0, 0x12, 0x34, 0x56])
+        );
+        assert_eq!(
+            t.mac("eth0", ip("192.168.2.7")),
+            Some([0x52, 0x54, 0, 0xaa, 0xbb, 0xcc])
+        );
+        assert_eq!(t.mac("eth1", ip("10.10.0.9")), None, "incomplete: not used");
+        assert_eq!(
+            t.mac("eth1", ip("192.168.2.7")),
+            None,
+            "another interface's"
         );
     }
 

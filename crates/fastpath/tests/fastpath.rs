@@ -45,6 +45,7 @@ fn lo_leg(granted: bool) -> LoLeg {
         clock_rate: 90_000,
         keyframes: false,
         last_keyframe: None,
+        fanout: Vec::new(),
     };
     LoLeg {
         sender,
@@ -356,6 +357,131 @@ fn the_kernel_measures_interarrival_jitter_as_rfc_3550_does() {
     });
 }
 
+/// A fan-out leg on `lo`: the leg's own egress and `n` more receivers, each with the relay
+/// socket it is sent from.
+fn lo_fanout(l: &mut LoLeg, n: usize) -> Vec<(std::net::UdpSocket, std::net::UdpSocket)> {
+    let any = SocketAddrV4::new(LO, 0);
+    let more: Vec<_> = (0..n).map(|_| (udp(any), udp(any))).collect();
+    l.leg.fanout = more
+        .iter()
+        .map(|(from, to)| Egress {
+            from: local(from),
+            to: local(to),
+            ifindex: 0,
+        })
+        .collect();
+    more
+}
+
+#[test]
+fn a_fan_out_leg_sends_every_receiver_its_own_copy_until_the_grant_goes() {
+    if !can_run("a_fan_out_leg_sends_every_receiver_its_own_copy_until_the_grant_goes") {
+        return;
+    }
+    let ns = Netns::new("fan");
+    ns.run(|| {
+        let mut fp = FastPath::open("lo").expect("open");
+        let mut l = lo_leg(true);
+        let more = lo_fanout(&mut l, 3);
+        fp.install(l.key, &l.leg).unwrap();
+        assert_eq!(
+            fp.leg(l.key).unwrap().as_ref(),
+            Some(&l.leg),
+            "read back whole"
+        );
+        let errors = udp_csum_errors();
+        for seq in 0..20u16 {
+            l.sender.send_to(&rtp(96, seq, SSRC, 900), l.key).unwrap();
+        }
+        let mut all = vec![(drain(&l.dest, QUIET), local(&l.relay_out))];
+        all.extend(
+            more.iter()
+                .map(|(from, to)| (drain(to, QUIET), local(from))),
+        );
+        for (i, (got, from)) in all.iter().enumerate() {
+            assert_eq!(got.len(), 20, "receiver {i}: every packet");
+            for (k, (p, f)) in got.iter().enumerate() {
+                assert_eq!(f, from, "receiver {i}: from its own relay port");
+                assert_eq!(
+                    *p,
+                    rtp(96, k as u16, SSRC, 900),
+                    "receiver {i}: in order, intact"
+                );
+            }
+        }
+        assert_eq!(udp_csum_errors(), errors, "every copy's checksum verified");
+        assert!(drain(&l.relay_in, QUIET).is_empty(), "none went up");
+        let c = fp.counters(l.key).unwrap();
+        assert_eq!((c.packets, c.errors), (20, 0));
+
+        // One receiver leaves, another comes: the next packets follow the new set.
+        let newcomer = (udp(SocketAddrV4::new(LO, 0)), udp(SocketAddrV4::new(LO, 0)));
+        l.leg.fanout.remove(0);
+        l.leg.fanout.push(Egress {
+            from: local(&newcomer.0),
+            to: local(&newcomer.1),
+            ifindex: 0,
+        });
+        fp.install(l.key, &l.leg).unwrap();
+        l.sender.send_to(&rtp(96, 20, SSRC, 900), l.key).unwrap();
+        assert!(drain(&more[0].1, QUIET).is_empty(), "the one that left");
+        for s in [&l.dest, &more[1].1, &more[2].1, &newcomer.1] {
+            assert_eq!(drain(s, QUIET).len(), 1);
+        }
+
+        // The grant goes: nobody gets one more packet; the relay's socket gets it instead.
+        fp.set_granted(l.key, false).unwrap();
+        l.sender.send_to(&rtp(96, 21, SSRC, 900), l.key).unwrap();
+        for s in [&l.dest, &more[1].1, &more[2].1, &newcomer.1] {
+            assert!(drain(s, QUIET).is_empty());
+        }
+        assert_eq!(drain(&l.relay_in, QUIET).len(), 1);
+        fp.remove(l.key).unwrap();
+        assert_eq!(fp.leg(l.key).unwrap(), None);
+    });
+}
+
+#[test]
+fn fan_out_is_bounded_and_checked() {
+    if !can_run("fan_out_is_bounded_and_checked") {
+        return;
+    }
+    let ns = Netns::new("fanb");
+    ns.run(|| {
+        let mut fp = FastPath::open_with_ports("lo", 40000..=40001).expect("open");
+        let mut l = lo_leg(true);
+        let key = SocketAddrV4::new(LO, 40000);
+        let e = |p: u16| Egress {
+            from: SocketAddrV4::new(LO, 41000 + p),
+            to: SocketAddrV4::new(LO, 42000 + p),
+            ifindex: 0,
+        };
+        l.leg.fanout = (0..65).map(e).collect();
+        assert!(matches!(fp.install(key, &l.leg), Err(Error::InvalidLeg(_))));
+        l.leg.fanout = vec![
+            e(0),
+            Egress {
+                to: SocketAddrV4::new(LO, 0),
+                ..e(1)
+            },
+        ];
+        assert!(matches!(fp.install(key, &l.leg), Err(Error::InvalidLeg(_))));
+        assert_eq!(fp.leg(key).unwrap(), None, "nothing installed");
+        l.leg.fanout = (0..64).map(e).collect();
+        fp.install(key, &l.leg).unwrap();
+        assert_eq!(fp.leg(key).unwrap().unwrap().fanout.len(), 64);
+        // Blocks come back: installing new sets again and again never runs out.
+        for round in 0..200u16 {
+            l.leg.fanout = vec![e(round % 50)];
+            fp.install(key, &l.leg).unwrap();
+            if round % 40 == 0 {
+                std::thread::sleep(Duration::from_millis(60)); // past the grace period
+            }
+        }
+        fp.remove(key).unwrap();
+    });
+}
+
 #[test]
 fn revoking_the_grant_stops_forwarding_at_once() {
     if !can_run("revoking_the_grant_stops_forwarding_at_once") {
@@ -567,6 +693,7 @@ fn netns_relays_both_directions_with_redirect_neigh() {
         clock_rate: 90_000,
         keyframes: false,
         last_keyframe: None,
+        fanout: Vec::new(),
     };
     // callee -> relay B  ==>  relay A -> caller, out of r0
     let to_caller = Leg {
@@ -581,6 +708,7 @@ fn netns_relays_both_directions_with_redirect_neigh() {
         clock_rate: 90_000,
         keyframes: false,
         last_keyframe: None,
+        fanout: Vec::new(),
     };
     fp.install(ka, &to_callee).unwrap();
     fp.install(kb, &to_caller).unwrap();
@@ -652,6 +780,90 @@ fn netns_relays_both_directions_with_redirect_neigh() {
     assert!(t
         .relay
         .run(|| tcx_ingress_programs("r1").unwrap().is_empty()));
+}
+
+#[test]
+fn netns_fan_out_to_receivers_behind_an_interface_once_their_neighbour_is_known() {
+    if !can_run("netns_fan_out_to_receivers_behind_an_interface_once_their_neighbour_is_known") {
+        return;
+    }
+    let t = topology("nf");
+    let caller = t.caller.run(|| udp(v4(C_ADDR, 0)));
+    let receivers: Vec<_> = (0..4)
+        .map(|_| t.callee.run(|| udp(v4(E_ADDR, 0))))
+        .collect();
+    let (mut fp, r_in, r_out, if1) = t.relay.run(|| {
+        let fp = FastPath::open("r0").expect("open");
+        let r_in = udp(v4(R_CALLER_SIDE, 0));
+        let r_out: Vec<_> = (0..4).map(|_| udp(v4(R_CALLEE_SIDE, 0))).collect();
+        (fp, r_in, r_out, ifindex("r1").unwrap())
+    });
+    let key = local(&r_in);
+    let egress = |i: usize| Egress {
+        from: local(&r_out[i]),
+        to: local(&receivers[i]),
+        ifindex: if1,
+    };
+    let leg = Leg {
+        source: local(&caller),
+        ssrcs: vec![0xc0c0],
+        granted: true,
+        egress: egress(0),
+        clock_rate: 90_000,
+        keyframes: false,
+        last_keyframe: None,
+        fanout: (1..4).map(egress).collect(),
+    };
+    // The callee's address not resolved yet: the leg cannot go into the kernel.
+    let e = t.relay.run(|| fp.install(key, &leg));
+    assert!(matches!(e, Err(Error::NoNeighbour(_))), "{e:?}");
+    assert_eq!(fp.leg(key).unwrap(), None);
+
+    // The relay sends to them itself (as it does in userspace), which resolves the neighbour.
+    for (s, r) in r_out.iter().zip(&receivers) {
+        s.send_to(&rtp(96, 0, 0xc0c0, 1000), local(r)).unwrap();
+        assert_eq!(drain(r, QUIET).len(), 1);
+    }
+    t.relay.run(|| fp.install(key, &leg)).unwrap();
+    let tap = t.callee.run(udp_tap);
+    for seq in 1..=30u16 {
+        caller.send_to(&rtp(96, seq, 0xc0c0, 1000), key).unwrap();
+    }
+    for (i, r) in receivers.iter().enumerate() {
+        let got = drain(r, QUIET);
+        assert_eq!(got.len(), 30, "receiver {i}");
+        assert!(got.iter().all(|(_, from)| *from == local(&r_out[i])));
+        assert_eq!(got[4].0, rtp(96, 5, 0xc0c0, 1000));
+        // The copy's checksum as it arrived (veth would not have the stack check it).
+        let seen = tapped(&tap, local(r).port(), QUIET);
+        assert!(
+            seen.iter()
+                .all(|p| matches!(udp_csum_state(p), UdpCsum::Full | UdpCsum::Partial)),
+            "receiver {i}: checksums"
+        );
+    }
+    assert!(drain(&r_in, QUIET).is_empty());
+    let c = fp.counters(key).unwrap();
+    assert_eq!((c.packets, c.errors), (30, 0));
+
+    // The callee's interface gets another Ethernet address: after a refresh the copies follow.
+    t.callee
+        .ip(&["link", "set", "e0", "address", "02:00:00:00:77:01"]);
+    t.relay.ip(&[
+        "neigh",
+        "replace",
+        "10.77.2.1",
+        "lladdr",
+        "02:00:00:00:77:01",
+        "dev",
+        "r1",
+    ]);
+    t.relay.run(|| fp.refresh_neighbours()).unwrap();
+    caller.send_to(&rtp(96, 31, 0xc0c0, 1000), key).unwrap();
+    for (i, r) in receivers.iter().enumerate() {
+        assert_eq!(drain(r, QUIET).len(), 1, "receiver {i} after the change");
+    }
+    drop(fp);
 }
 
 fn ours(progs: &[(u32, String)]) -> usize {

@@ -136,6 +136,7 @@ impl CallRt {
                     clock_rate: route.clock_rate,
                     keyframes: route.keyframes,
                     last_keyframe: route.last_keyframe,
+                    fanout: Vec::new(),
                 },
                 tx,
                 peer,
