@@ -93,10 +93,15 @@ impl Member {
 }
 
 fn engine() -> Engine {
+    engine_with(mcvideo_relay::relay::KernelOffload::Off)
+}
+
+fn engine_with(kernel_offload: mcvideo_relay::relay::KernelOffload) -> Engine {
     Engine::start(EngineConfig {
         port_min: 49_200,
         port_max: 49_399,
         workers: 2,
+        kernel_offload,
         ..EngineConfig::default()
     })
     .expect("engine starts")
@@ -250,7 +255,36 @@ fn events_until(rx: &mut broadcast::Receiver<CallEvent>, want: &str) -> Vec<Call
 }
 
 fn two_members_transmit_in_turn(security: MediaSecurity, id: &str) {
-    let engine = engine();
+    transmit_in_turn(engine(), security, id);
+}
+
+/// Whether the kernel fast path runs here (root, the feature); the reason printed if not.
+fn kernel_here(test: &str) -> bool {
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if !cfg!(feature = "kernel-offload") || !root {
+        eprintln!("SKIPPED {test}: needs root and the kernel-offload feature");
+        return false;
+    }
+    true
+}
+
+/// What a receiver got, in sequence order where the kernel fast path took the stream over:
+/// packets already queued at the relay's socket when it did are sent after the first ones the
+/// kernel forwarded (a few places out of order once, as with any relay that hands a stream to
+/// the kernel; a receiver's jitter buffer puts them back). Every packet once, none twice.
+fn in_order(got: &[(u32, u16)], kernel: bool) -> Vec<(u32, u16)> {
+    let mut v = got.to_vec();
+    if kernel {
+        v.sort_unstable();
+    }
+    v
+}
+
+fn transmit_in_turn(engine: Engine, security: MediaSecurity, id: &str) {
+    let kernel = engine.kernel_offload_active();
     let mut events = engine.subscribe();
     let (created, mut m) = setup(&engine, id, security);
     let evs = events_until(&mut events, "transmission.idle");
@@ -296,6 +330,13 @@ fn two_members_transmit_in_turn(security: MediaSecurity, id: &str) {
     m[0].send_video(0, 1, PACKETS);
     m[1].send_video(1, 1, PACKETS);
     let collecting = received(c);
+    if kernel {
+        // A's source latched, its SSRC known: the rest of its packets went to the four
+        // others in the kernel, a copy each.
+        let st = engine.stats();
+        assert!(st.kernel_offload_packets > 0, "through the kernel: {st:?}");
+        assert_eq!(st.kernel_offload_legs, 1, "one entry, A's");
+    }
     let want: Vec<(u32, u16)> = (1..=PACKETS).map(|q| (ssrc(0), q)).collect();
     assert!(
         collecting[0].is_empty(),
@@ -303,7 +344,12 @@ fn two_members_transmit_in_turn(security: MediaSecurity, id: &str) {
         collecting[0]
     );
     for (i, got) in collecting.iter().enumerate().skip(1) {
-        assert_eq!(got, &want, "{} gets exactly A's packets", NAMES[i]);
+        assert_eq!(
+            in_order(got, kernel),
+            want,
+            "{} gets exactly A's packets",
+            NAMES[i]
+        );
     }
     // B kept sending without permission: Revoked #3.
     let revoked = m[1].expect(MessageKind::TransmissionRevoked);
@@ -346,7 +392,12 @@ fn two_members_transmit_in_turn(security: MediaSecurity, id: &str) {
     assert!(collecting[1].is_empty(), "B gets nothing back");
     for (i, got) in collecting.iter().enumerate() {
         if i != 1 {
-            assert_eq!(got, &want, "{} gets exactly B's packets", NAMES[i]);
+            assert_eq!(
+                in_order(got, kernel),
+                want,
+                "{} gets exactly B's packets",
+                NAMES[i]
+            );
         }
     }
 
@@ -389,6 +440,14 @@ fn two_members_transmit_in_turn(security: MediaSecurity, id: &str) {
     }
     let stats = engine.stats();
     assert_eq!(stats.ports_in_use, 0, "every port is back");
+    assert_eq!(stats.kernel_offload_legs, 0, "nothing left in the kernel");
+    if kernel {
+        // B's turn and the three receivers after E left went through the kernel too.
+        assert!(
+            stats.kernel_offload_packets >= u64::from(PACKETS),
+            "{stats:?}"
+        );
+    }
     assert_eq!(
         stats.by_kind.get("group").map(|k| (k.active, k.created)),
         Some((0, 1))
@@ -407,6 +466,18 @@ fn two_members_transmit_in_turn(security: MediaSecurity, id: &str) {
 #[test]
 fn group_of_five_two_transmit_in_turn_end_to_end() {
     two_members_transmit_in_turn(MediaSecurity::EndToEnd, "group-e2e");
+}
+
+/// The same with the kernel fast path (end_to_end is what it forwards): the grant, the queue,
+/// the removal of a member, each reaches the kernel before the message that announces it.
+#[test]
+fn group_of_five_two_transmit_in_turn_through_the_kernel() {
+    if !kernel_here("group_of_five_two_transmit_in_turn_through_the_kernel") {
+        return;
+    }
+    let engine = engine_with(mcvideo_relay::relay::KernelOffload::Required);
+    assert!(engine.kernel_offload_active());
+    transmit_in_turn(engine, MediaSecurity::EndToEnd, "group-kernel");
 }
 
 #[test]
@@ -617,7 +688,21 @@ fn late_joiner_receives_the_running_transmission_then_t1_releases_the_idle_call(
 
 #[test]
 fn manual_reception_then_a_stronger_request_preempts() {
-    let engine = engine();
+    preempts(engine());
+}
+
+/// The same through the kernel fast path: reception control and the pre-emption reach the
+/// kernel before the messages that announce them.
+#[test]
+fn manual_reception_and_preemption_through_the_kernel() {
+    if !kernel_here("manual_reception_and_preemption_through_the_kernel") {
+        return;
+    }
+    preempts(engine_with(mcvideo_relay::relay::KernelOffload::Required));
+}
+
+fn preempts(engine: Engine) {
+    let kernel = engine.kernel_offload_active();
     let mut events = engine.subscribe();
     let peers: Vec<Peer> = (0..3).map(|_| Peer::new()).collect();
     let created = engine
@@ -676,6 +761,12 @@ fn manual_reception_then_a_stronger_request_preempts() {
     let got = received(c);
     assert_eq!(got[1].len(), 10, "B asked and receives");
     assert!(got[2].is_empty(), "C did not ask");
+    if kernel {
+        assert!(
+            engine.stats().kernel_offload_packets > 0,
+            "A to B in the kernel"
+        );
+    }
 
     // C, stronger, asks at the cap: A is pre-empted (Revoked #4), C granted.
     let mut r = TcMessage::new(MessageKind::TransmissionRequest, ssrc(2));
@@ -694,6 +785,26 @@ fn manual_reception_then_a_stronger_request_preempts() {
     let s = engine.group_call("group-manual").unwrap();
     assert_eq!(s.transmissions[0].mcvideo_id, "C");
     assert!(s.tc.preemptions >= 1);
+
+    // A keeps sending after its Revoked: nothing of it reaches anyone, every packet counted.
+    let dropped = |engine: &Engine| {
+        let s = engine.group_call("group-manual").unwrap();
+        let a = s.members.iter().find(|x| x.mcvideo_id == "A").unwrap();
+        a.counters
+            .dropped(mcvideo_relay::relay::DropReason::NotGranted)
+    };
+    let before = dropped(&engine);
+    let c = listen(&m, Duration::from_millis(800));
+    m[0].send_video(0, 100, 10);
+    assert!(
+        received(c).iter().all(Vec::is_empty),
+        "nothing of A after the pre-emption"
+    );
+    assert_eq!(
+        dropped(&engine) - before,
+        10,
+        "A's packets dropped, counted"
+    );
     engine.shutdown();
 }
 

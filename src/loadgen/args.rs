@@ -91,6 +91,10 @@ struct Cli {
     /// engine worker threads (--engine; default 1, 0 = one per core)
     #[arg(long, value_name = "N", help_heading = "Relay options")]
     workers: Option<usize>,
+    /// the in-process engine's kernel fast path: auto, off or required (--engine; default
+    /// off, as for any embedded engine; a spawned relay follows its config)
+    #[arg(long, value_name = "MODE", value_parser = kernel_offload, help_heading = "Relay options")]
+    kernel_offload: Option<crate::relay::KernelOffload>,
     /// relay media port range (--engine, --spawn-relay; default sized for --calls from 20000)
     #[arg(long, value_name = "MIN-MAX", value_parser = port_range, help_heading = "Relay options")]
     ports: Option<(u16, u16)>,
@@ -219,6 +223,8 @@ pub(crate) struct Options {
     pub(crate) relay_bin: Option<PathBuf>,
     pub(crate) relay_args: Vec<String>,
     pub(crate) workers: usize,
+    /// `--kernel-offload` (the in-process engine's).
+    pub(crate) kernel_offload: crate::relay::KernelOffload,
     pub(crate) ports: Option<(u16, u16)>,
     pub(crate) compare_forwarder: bool,
     pub(crate) forwarder_bin: Option<PathBuf>,
@@ -254,6 +260,7 @@ impl Default for Options {
             relay_bin: None,
             relay_args: Vec::new(),
             workers: 1,
+            kernel_offload: crate::relay::KernelOffload::Off,
             ports: None,
             compare_forwarder: false,
             forwarder_bin: None,
@@ -367,6 +374,11 @@ fn srtp_mode(v: &str) -> Result<MediaSecurity, String> {
     }
 }
 
+fn kernel_offload(v: &str) -> Result<crate::relay::KernelOffload, String> {
+    crate::relay::KernelOffload::parse(v)
+        .ok_or_else(|| format!("`{v}` must be auto, off or required"))
+}
+
 /// The `--help` text.
 pub(crate) fn help() -> String {
     Cli::command().render_help().to_string()
@@ -409,6 +421,7 @@ fn resolve(c: Cli) -> Options {
         relay_bin: c.relay_bin,
         relay_args: c.relay_args,
         workers: c.workers.unwrap_or(d.workers),
+        kernel_offload: c.kernel_offload.unwrap_or(d.kernel_offload),
         ports: c.ports,
         compare_forwarder: c.compare_forwarder,
         forwarder_bin: c.forwarder_bin,

@@ -441,13 +441,21 @@ fn establish<'r>(
 fn probes(relay: Option<&Relay>, phase: &str, group: bool) -> Vec<Probe> {
     let mut v = Vec::new();
     match relay {
-        Some(Relay::Engine(_)) => {
+        Some(Relay::Engine(e)) => {
             if phase == "relay" {
                 v.push(Probe {
                     key: "relay_workers",
                     label: "relay worker threads (mcv-worker-*)".into(),
                     source: ProbeSource::Threads("mcv-worker"),
                 });
+                if e.kernel_offload_active() {
+                    // The engine's kernel fast path program is this process's.
+                    v.push(Probe {
+                        key: "relay_bpf_program",
+                        label: "relay's BPF program (bpf_stats)".into(),
+                        source: ProbeSource::BpfPrograms(std::process::id()),
+                    });
+                }
             }
             v.push(Probe {
                 key: "process",

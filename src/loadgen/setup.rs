@@ -200,6 +200,7 @@ impl Relay {
                     port_max,
                     workers: o.workers,
                     group,
+                    kernel_offload: o.kernel_offload,
                     ..EngineConfig::default()
                 })
                 .map_err(|e| format!("engine: {e}"))?;

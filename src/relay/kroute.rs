@@ -79,6 +79,13 @@ impl Routes {
         Ok(Via::Iface(iface, i))
     }
 
+    /// Whether the tables were read again since `seen` (and notes that they were seen).
+    pub(crate) fn refreshed(&self, seen: &mut Option<Instant>) -> bool {
+        let changed = self.read.is_some() && *seen != self.read;
+        *seen = self.read;
+        changed
+    }
+
     fn reload(&mut self, now: Instant) {
         self.routes = std::fs::read_to_string("/proc/net/route")
             .map(|t| parse_routes(&t))

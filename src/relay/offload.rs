@@ -58,6 +58,8 @@ pub(crate) struct Kernel {
     /// The program, its maps and its links.
     pub(crate) fp: mcvideo_relay_fastpath::FastPath,
     routes: super::kroute::Routes,
+    /// When the fan-out receivers' Ethernet addresses were last looked up again.
+    neighbours_at: Option<std::time::Instant>,
 }
 
 /// [`Kernel`] as the workers hold it.
@@ -83,6 +85,20 @@ impl Kernel {
             Via::Local => 0,
             Via::Iface(_, i) => i,
         };
+        for e in &mut leg.fanout {
+            e.ifindex = match self.routes.via(*e.to.ip(), now)? {
+                // A copy for this host goes through lo, which takes it only from lo.
+                Via::Local if ingress == "lo" => 0,
+                Via::Local => return Err(format!("{} is on this host", e.to)),
+                Via::Iface(_, i) => i,
+            };
+        }
+        if !leg.fanout.is_empty() && self.routes.refreshed(&mut self.neighbours_at) {
+            // The receivers' Ethernet addresses follow the neighbour table as the routes do.
+            if let Err(e) = self.fp.refresh_neighbours() {
+                tracing::warn!(error = %e, "cannot refresh the fan-out receivers' Ethernet addresses");
+            }
+        }
         if !self.fp.interfaces().contains(&ingress.as_str()) {
             self.fp
                 .attach(&ingress)
@@ -214,6 +230,7 @@ impl Offload {
                 fp: Some(std::sync::Arc::new(std::sync::Mutex::new(Kernel {
                     fp,
                     routes: super::kroute::Routes::default(),
+                    neighbours_at: None,
                 }))),
                 inactive: None,
             }),

@@ -351,6 +351,9 @@ impl CallRt {
         self.feed_activity(now);
         self.server_leave(now, slot);
         self.rules.remove_member(slot);
+        // Out of the kernel's entries (as a transmitter and as a receiver) before its sockets
+        // close and its ports can go to another call.
+        self.sync_offload(now);
         Ok(self.drop_member(slot))
     }
 

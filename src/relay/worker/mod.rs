@@ -605,6 +605,11 @@ impl Worker {
 
     /// Puts a call in the slab, under `id`. Returns its slot and generation.
     fn insert(&mut self, id: Arc<str>, mut rt: CallRt) -> (u32, u32) {
+        // Every kind of call, new or adopted, on the process's kernel fast path if it runs.
+        #[cfg(feature = "kernel-offload")]
+        {
+            rt.offload = offload::Offloaded::new(self.plane.offload.handle());
+        }
         if let Some(r) = &self.plane.recorder {
             let (log, media) = (r.config().transmission_log, r.config().media_all);
             if log || media {
@@ -664,18 +669,13 @@ impl Worker {
         now: Instant,
     ) {
         let id: Arc<str> = call.id().into();
-        #[allow(unused_mut)] // without the kernel-offload feature nothing is set
-        let mut rt = CallRt::private(
+        let rt = CallRt::private(
             call,
             bound,
             ifaces,
             self.plane.config.latch_after_packets,
             self.stats.clone(),
         );
-        #[cfg(feature = "kernel-offload")]
-        {
-            rt.offload = offload::Offloaded::new(self.plane.offload.handle());
-        }
         let (slot, _) = self.insert(id, rt);
         self.step(slot, now); // publishes call.progress, arms the offer timeout
     }

@@ -1,27 +1,32 @@
-//! A one-to-one call's legs in the kernel fast path (docs/kernel-fast-path.md, feature
-//! `kernel-offload`): the worker keeps the fast path's map in step with the call.
+//! A call's legs in the kernel fast path (docs/kernel-fast-path.md, feature `kernel-offload`):
+//! the worker keeps the fast path's map in step with the call, for every kind of call.
 //!
-//! * **What is installed**: per stream, the transmitter's RTP toward its peer, once the rules
-//!   say the relay would forward it untouched ([`GroupRules::offload_route`]: not per_leg, the
-//!   source latched on strong evidence, the SSRCs known), keyed by the transmitter's relay
-//!   address and port, with the grant the arbiter gives it at that moment.
+//! * **What is installed**: per stream, each transmitter's RTP toward whoever receives it, once
+//!   the rules say the relay would forward it untouched ([`GroupRules::offload_route`]: not
+//!   per_leg, the source latched on strong evidence, the SSRCs known), keyed by the
+//!   transmitter's relay address and port. A push or pull: the transmitter toward its peer,
+//!   with the grant the arbiter gives it at that moment. A group: each member holding a grant,
+//!   toward every member its arbiter route names (reception control included), one entry with
+//!   a copy for each (`bpf_clone_redirect`; up to 1 + 64 receivers, more stay in userspace).
+//!   A receiver with no address yet is passed over, as the userspace fan-out does.
 //! * **When**: [`CallRt::sync_offload`] runs in every step right before each `flush_control`,
-//!   the only place a transmission control message leaves the call. A revoke, an end or a release
-//!   therefore reaches the map before the message that announces it; a released call has no
-//!   entry, and [`CallRt::drop_offload`] removes what is left before its sockets close and its
-//!   ports go back.
+//!   the only place a transmission control message leaves the call, and when a group member
+//!   leaves, before its sockets close. A revoke, an end, a pre-emption, a reception change or
+//!   a release therefore reaches the map before the message that announces it; a released
+//!   call has no entry, and [`CallRt::drop_offload`] removes what is left before its sockets
+//!   close and its ports go back.
 //! * **Counters**: what the kernel forwarded is booked on the call's legs (the transmitter's in,
-//!   its peer's out, the worker's totals) and as media activity, so timers, `GET
+//!   each receiver's out, the worker's totals) and as media activity, so timers, `GET
 //!   /v1/calls/{id}` and `/metrics` count it; a call with entries is stepped at least every
 //!   [`POLL_EVERY`] for that.
-//!
-//! * **Where**: [`Kernel::route`](crate::relay::offload::Kernel::route) gives each leg the
-//!   interface toward its destination and attaches the program where its source arrives.
-//!
-//! Group calls stay in userspace: the program has one egress per entry (no
-//! `bpf_clone_redirect` fan-out yet).
+//! * **Where**: [`Kernel::route`](crate::relay::offload::Kernel::route) gives each egress the
+//!   interface toward its destination and attaches the program where its source arrives. A
+//!   group receiver behind an interface needs its next hop in the neighbour table; until the
+//!   relay's own sends have put it there the leg stays in userspace, tried again after
+//!   [`NEIGHBOUR_RETRY`].
 
 use super::call::{CallRt, Procedure};
+use crate::control::arbiter::{slots, Slot};
 use crate::relay::rules::KernelForwarded;
 use crate::relay::stats::LegSnapshot;
 use mcvideo_relay_fastpath::{Egress, FastPath, Leg};
@@ -35,6 +40,10 @@ use std::time::{Duration, Instant};
 /// kernel saved it not: at 50 packets/s per call, 2 s is 0.01 wake-ups per packet.
 pub(super) const POLL_EVERY: Duration = Duration::from_secs(2);
 
+/// A group leg whose receivers' next hops are not in the neighbour table yet is tried again
+/// after this (each try reads the route and neighbour tables).
+const NEIGHBOUR_RETRY: Duration = Duration::from_millis(250);
+
 use crate::relay::offload::Handle;
 
 /// Whether a leg that cannot be routed has been warned about (once per process).
@@ -45,8 +54,9 @@ static ROUTE_WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBo
 struct Installed {
     key: SocketAddrV4,
     leg: Leg,
-    tx: crate::control::arbiter::Slot,
-    peer: crate::control::arbiter::Slot,
+    tx: Slot,
+    /// Who gets its packets: the egress's member, then the fan-out's.
+    receivers: Vec<Slot>,
     /// Its stream.
     si: usize,
     /// Packets, bytes, frames and keyframes already booked on the call.
@@ -60,6 +70,9 @@ pub(crate) struct Offloaded {
     legs: Vec<Installed>,
     /// An install failed (the map full, ...): logged once per call.
     warned: bool,
+    /// A fan-out receiver's next hop had no neighbour entry: not tried again before this (the
+    /// relay's own sends resolve it meanwhile).
+    neighbour_retry: Option<Instant>,
 }
 
 impl Offloaded {
@@ -85,22 +98,35 @@ fn v4(a: SocketAddr) -> Option<SocketAddrV4> {
 }
 
 impl CallRt {
-    /// What should be in the kernel now, per stream: nothing for a group, a call not yet
-    /// established or released, or a call that keeps evidence (a transmission log, a media
-    /// recording).
-    fn offload_wanted(&self) -> Vec<Installed> {
+    /// What should be in the kernel now, per stream: for a push or pull the transmitter's RTP
+    /// toward its peer, with the grant as the arbiter has it; for a group, each member that
+    /// holds a grant, toward every member that receives it (its arbiter route), one entry
+    /// with a copy each. Nothing for a call not yet established or released, or one that
+    /// keeps evidence (a transmission log, a media recording).
+    fn offload_wanted(&self, now: Instant) -> Vec<Installed> {
         let mut want = Vec::new();
-        let (Procedure::Private(p), Some(face)) = (&self.proc, self.pair) else {
-            return want;
-        };
         // Evidence first: a call that keeps a transmission log or records its media needs
         // every packet in userspace (the log's first and last sequence numbers, the pcap).
-        if p.released() || self.txlog.is_some() || self.rules.tapped() {
+        if self.released() || self.txlog.is_some() || self.rules.tapped() {
             return want;
         }
-        let tx = face.transmitter().slot();
-        let peer = face.peer(tx);
-        let granted = self.rules.arbiter().may_forward(tx);
+        let arbiter = self.rules.arbiter();
+        // (transmitter, granted, receivers)
+        let senders: Vec<(Slot, bool, Vec<Slot>)> = match (&self.proc, self.pair) {
+            (Procedure::Private(_), Some(face)) => {
+                let tx = face.transmitter().slot();
+                vec![(tx, arbiter.may_forward(tx), vec![face.peer(tx)])]
+            }
+            (Procedure::Private(_), None) => return want,
+            (Procedure::Group(_), _) => {
+                if self.offload.neighbour_retry.is_some_and(|t| now < t) {
+                    return want; // a receiver's next hop is being resolved
+                }
+                slots(arbiter.permitted())
+                    .map(|tx| (tx, true, slots(arbiter.receivers(tx) & !tx.bit()).collect()))
+                    .collect()
+            }
+        };
         let local = |slot, si: usize| {
             let m = self.net.member(slot)?;
             let i = (*m.rtp.get(si)?)?;
@@ -110,39 +136,52 @@ impl CallRt {
                 .and_then(v4)
                 .filter(|a| !a.ip().is_unspecified())
         };
-        for si in 0..self.rules.streams() {
-            let Some(route) = self.rules.offload_route(tx, peer, si) else {
-                continue;
-            };
-            let (Some(key), Some(from), Some(source), Some(to)) = (
-                local(tx, si),
-                local(peer, si),
-                v4(route.source),
-                v4(route.dest),
-            ) else {
-                continue;
-            };
-            want.push(Installed {
-                key,
-                leg: Leg {
-                    source,
-                    ssrcs: route.ssrcs,
-                    granted,
-                    egress: Egress {
-                        from,
-                        to,
-                        ifindex: 0, // set by Kernel::route in sync_offload
+        // Toward `r` on stream `si`: from its relay port to its address (`None` while it has
+        // none: the userspace fan-out passes it over too).
+        let egress = |r: Slot, si: usize| {
+            Some(Egress {
+                from: local(r, si)?,
+                to: v4(self.rules.rtp_destination(r, si)?)?,
+                ifindex: 0, // set by Kernel::route in sync_offload
+            })
+        };
+        for (tx, granted, receivers) in senders {
+            for si in 0..self.rules.streams() {
+                let mut to: Vec<(Slot, Egress)> = receivers
+                    .iter()
+                    .filter_map(|&r| Some((r, egress(r, si)?)))
+                    .collect();
+                if to.is_empty() || to.len() > 1 + mcvideo_relay_fastpath::MAX_FANOUT {
+                    continue; // no one to send to, or more than one entry takes: userspace
+                }
+                let (first, _) = to[0];
+                let Some(route) = self.rules.offload_route(tx, first, si) else {
+                    continue;
+                };
+                let (Some(key), Some(source)) = (local(tx, si), v4(route.source)) else {
+                    continue;
+                };
+                let (_, main) = to.remove(0);
+                want.push(Installed {
+                    key,
+                    leg: Leg {
+                        source,
+                        ssrcs: route.ssrcs,
+                        granted,
+                        egress: main,
+                        clock_rate: route.clock_rate,
+                        keyframes: route.keyframes,
+                        last_keyframe: route.last_keyframe,
+                        fanout: to.iter().map(|(_, e)| *e).collect(),
                     },
-                    clock_rate: route.clock_rate,
-                    keyframes: route.keyframes,
-                    last_keyframe: route.last_keyframe,
-                    fanout: Vec::new(),
-                },
-                tx,
-                peer,
-                si,
-                booked: [0; 4],
-            });
+                    tx,
+                    receivers: std::iter::once(first)
+                        .chain(to.iter().map(|(r, _)| *r))
+                        .collect(),
+                    si,
+                    booked: [0; 4],
+                });
+            }
         }
         want
     }
@@ -153,7 +192,7 @@ impl CallRt {
         let Some(fp) = self.offload.fp.clone() else {
             return;
         };
-        let mut want = self.offload_wanted();
+        let mut want = self.offload_wanted(now);
         if want.is_empty() && self.offload.legs.is_empty() {
             // Nothing in the kernel and nothing to put there (a per_leg call, one not yet
             // latched): no lock taken, as if the fast path did not run.
@@ -212,7 +251,12 @@ impl CallRt {
                         }
                         Err(e) => {
                             // Never leave a stale leg forwarding: take it out.
-                            tracing::error!(call = %self.call_id, error = %e, "cannot update a kernel fast-path entry: removing it");
+                            if let mcvideo_relay_fastpath::Error::NoNeighbour(_) = e {
+                                self.offload.neighbour_retry = Some(now + NEIGHBOUR_RETRY);
+                                tracing::debug!(call = %self.call_id, error = %e, "leg back in userspace until its receivers' next hops resolve");
+                            } else {
+                                tracing::error!(call = %self.call_id, error = %e, "cannot update a kernel fast-path entry: removing it");
+                            }
                             let _ = fp.remove(w.key);
                             kept.remove(i);
                         }
@@ -222,6 +266,11 @@ impl CallRt {
                     Ok(()) => {
                         tracing::debug!(call = %self.call_id, relay = %w.key, to = %w.leg.egress.to, granted = w.leg.granted, "leg forwarded in the kernel");
                         kept.push(w);
+                    }
+                    Err(mcvideo_relay_fastpath::Error::NoNeighbour(a)) => {
+                        // The relay's own sends resolve it; tried again a moment later.
+                        self.offload.neighbour_retry = Some(now + NEIGHBOUR_RETRY);
+                        tracing::debug!(call = %self.call_id, receiver = %a.ip(), "leg stays in userspace until its receivers' next hops resolve");
                     }
                     Err(e) => {
                         if !std::mem::replace(&mut self.offload.warned, true) {
@@ -265,10 +314,10 @@ impl CallRt {
                     .last_forwarded_ago
                     .and_then(|a| now.checked_sub(a))
                     .unwrap_or(now);
-                moved.push((l.tx, l.peer, l.si, d, c, last));
+                moved.push((l.tx, l.receivers.clone(), l.si, d, c, last));
             }
         }
-        for (tx, peer, si, [packets, bytes, frames, keyframes], c, last) in moved {
+        for (tx, receivers, si, [packets, bytes, frames, keyframes], c, last) in moved {
             self.totals
                 .offload_packets
                 .fetch_add(packets, std::sync::atomic::Ordering::Relaxed);
@@ -288,7 +337,9 @@ impl CallRt {
             self.count(tx, &i);
             let mut o = LegSnapshot::default();
             o.add_out(packets, bytes);
-            self.count(peer, &o);
+            for r in receivers {
+                self.count(r, &o);
+            }
             if let Some(m) = self.net.member_mut(tx) {
                 m.activity.total += packets;
                 m.activity.since_step += packets;
