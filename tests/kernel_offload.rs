@@ -1249,3 +1249,186 @@ fn an_adopted_push_goes_back_into_the_kernel_of_the_engine_that_adopts_it() {
     a.shutdown();
     b.shutdown();
 }
+
+/// A group across namespaces: the transmitter in the caller's, three receivers in the callee's
+/// behind `vb`, the engine (and its fast path) in the relay's. The receivers' next hop is not in
+/// the relay's neighbour table at first, so the first packets are fanned out in userspace (which
+/// resolves it); then the kernel takes the transmitter's RTP with a copy for each receiver,
+/// each with the Ethernet addresses the loader looked up. Every receiver gets every packet once,
+/// from its own relay port; the transmitter's End Request takes the leg out before the End
+/// Response, and what it sends after is dropped and counted.
+#[test]
+fn across_namespaces_a_group_fans_out_in_the_kernel_once_the_receivers_next_hop_is_known() {
+    use common::net::{Peer, RelayAddrs};
+    use mcvideo_relay::control::MediaSecurity;
+    use mcvideo_relay::relay::{
+        CreateGroupCall, DropReason, Engine, EngineConfig, GroupMemberSpec, KernelOffload,
+    };
+    use mcvideo_relay::wire::rtp::RtpPacket;
+    use mcvideo_relay::wire::tc::{self, MessageKind, TcMessage};
+    if !cfg!(feature = "kernel-offload") || !is_root() {
+        println!("SKIPPED across_namespaces_a_group: needs root and kernel-offload");
+        return;
+    }
+    const SSRC: u32 = 0x0671_0001;
+    let ns = Namespaces::make("grp");
+    let peer = |ns: &str, ip: &str| Peer {
+        rtp: udp_in(ns, ip),
+        rtcp: udp_in(ns, ip),
+        ctl: udp_in(ns, ip),
+    };
+    let tx = peer(&ns.caller, "10.78.1.2");
+    let rx: Vec<Peer> = (0..3).map(|_| peer(&ns.callee, "10.78.2.2")).collect();
+    let relay_ns = ns.relay.clone();
+    let engine = std::thread::spawn(move || {
+        enter(&relay_ns); // the engine's threads are made here, in the relay's namespace
+        Engine::start(EngineConfig {
+            media_ip: "10.78.1.1".parse().unwrap(),
+            port_min: 47_960,
+            port_max: 47_999,
+            workers: 1,
+            kernel_offload: KernelOffload::Required,
+            ..EngineConfig::default()
+        })
+        .expect("engine with the fast path")
+    })
+    .join()
+    .unwrap();
+    let members = std::iter::once(("T", &tx, Some(SSRC), false))
+        .chain(
+            rx.iter()
+                .enumerate()
+                .map(|(i, p)| (["R1", "R2", "R3"][i], p, None, true)),
+        )
+        .map(|(name, p, ssrc, receive_only)| GroupMemberSpec {
+            mcvideo_id: name.into(),
+            sdp_offer: p.sdp(name, "RTP/AVP", ssrc, true, ""),
+            priority: 5,
+            receive_only,
+            tc_key: None,
+        })
+        .collect();
+    // The relay's sockets are bound by the calling thread: in the relay's namespace.
+    let created = std::thread::scope(|sc| {
+        sc.spawn(|| {
+            enter(&ns.relay);
+            engine.create_group_call(CreateGroupCall {
+                call_id: Some("nsgroup".into()),
+                group_id: "sip:ns-group@mcx.example".into(),
+                media_security: MediaSecurity::EndToEnd,
+                max_transmitters: None,
+                max_streams_per_receiver: None,
+                reception_mode: None,
+                members,
+            })
+        })
+        .join()
+        .unwrap()
+    })
+    .expect("group created");
+    let relay = RelayAddrs::from_sdp(&created.members[0].sdp_answer);
+    let expect = |p: &Peer, kind: MessageKind| {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let mut buf = [0u8; 2048];
+        while Instant::now() < deadline {
+            if let Ok((n, _)) = p.ctl.recv_from(&mut buf) {
+                if tc::messages(&buf[..n]).flatten().any(|m| m.kind == kind) {
+                    return;
+                }
+            }
+        }
+        panic!("no {kind:?}");
+    };
+    let mut req = TcMessage::new(MessageKind::TransmissionRequest, SSRC);
+    req.fields.transmission_priority = Some(5);
+    tx.send_tc(relay.control.unwrap(), &req);
+    expect(&tx, MessageKind::TransmissionGranted);
+
+    let send = |first: u16, n: u16| {
+        for q in first..first + n {
+            let mut p = vec![0x80, 96];
+            p.extend_from_slice(&q.to_be_bytes());
+            p.extend_from_slice(&(u32::from(q) * 3000).to_be_bytes());
+            p.extend_from_slice(&SSRC.to_be_bytes());
+            p.resize(1012, q as u8);
+            tx.rtp.send_to(&p, relay.video).unwrap();
+            if q % 10 == 9 {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+    };
+    // Each receiver read as the packets come (the kernel delivers a burst faster than a
+    // socket's default buffer holds it).
+    let listen = || {
+        rx.iter()
+            .map(|p| {
+                common::net::collect(&p.rtp, Duration::from_secs(2), Duration::from_millis(900))
+            })
+            .collect::<Vec<_>>()
+    };
+    let got = |h: std::thread::JoinHandle<Vec<(Vec<u8>, std::net::SocketAddr)>>| {
+        h.join()
+            .unwrap()
+            .into_iter()
+            .map(|(b, from)| {
+                let r = RtpPacket::new_checked(&b[..]).expect("RTP");
+                assert_eq!(r.ssrc(), SSRC);
+                (r.sequence_number(), from)
+            })
+            .collect::<Vec<_>>()
+    };
+    // The first burst: in userspace until the receivers' next hop is resolved (the relay's
+    // own sends resolve it), then in the kernel, retried a moment later.
+    let hs = listen();
+    send(0, 50);
+    std::thread::sleep(Duration::from_millis(600));
+    send(50, 150);
+    let mut from_ports = Vec::new();
+    for (i, h) in hs.into_iter().enumerate() {
+        let mut v = got(h);
+        let from: std::collections::HashSet<_> = v.iter().map(|(_, f)| *f).collect();
+        assert_eq!(from.len(), 1, "R{}: from one relay port: {from:?}", i + 1);
+        from_ports.extend(from);
+        v.sort_unstable();
+        let seqs: Vec<u16> = v.iter().map(|(q, _)| *q).collect();
+        assert_eq!(
+            seqs,
+            (0..200).collect::<Vec<u16>>(),
+            "R{}: every packet once",
+            i + 1
+        );
+    }
+    // The summary books what the kernel forwarded first.
+    let s = engine.group_call("nsgroup").unwrap();
+    for r in s.members.iter().filter(|m| m.mcvideo_id != "T") {
+        // Its 200 copies and the two control messages it was sent (Idle, the notification).
+        assert_eq!(
+            r.counters.packets_out, 202,
+            "{}: each copy counted",
+            r.mcvideo_id
+        );
+    }
+    let st = engine.stats();
+    assert!(
+        st.kernel_offload_packets >= 100,
+        "most of the second burst through the kernel: {st:?}"
+    );
+    assert_eq!(st.kernel_offload_legs, 1);
+
+    // The End Request: out of the kernel before the End Response; what follows is dropped.
+    tx.send_tc(
+        relay.control.unwrap(),
+        &TcMessage::new(MessageKind::TransmissionEndRequest, SSRC),
+    );
+    expect(&tx, MessageKind::TransmissionEndResponse);
+    assert_eq!(engine.stats().kernel_offload_legs, 0);
+    let hs = listen();
+    send(200, 20);
+    for h in hs {
+        assert!(got(h).is_empty(), "nothing after the end");
+    }
+    let s = engine.group_call("nsgroup").unwrap();
+    let t = s.members.iter().find(|m| m.mcvideo_id == "T").unwrap();
+    assert_eq!(t.counters.dropped(DropReason::NotGranted), 20, "{t:?}");
+    engine.shutdown();
+}

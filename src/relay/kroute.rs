@@ -87,10 +87,12 @@ impl Routes {
     }
 
     fn reload(&mut self, now: Instant) {
-        self.routes = std::fs::read_to_string("/proc/net/route")
+        // The calling thread's namespace (`/proc/net` is the process's first thread's): an
+        // engine may run in threads that entered another one.
+        self.routes = std::fs::read_to_string("/proc/thread-self/net/route")
             .map(|t| parse_routes(&t))
             .unwrap_or_default();
-        self.local = std::fs::read_to_string("/proc/net/fib_trie")
+        self.local = std::fs::read_to_string("/proc/thread-self/net/fib_trie")
             .map(|t| parse_local(&t))
             .unwrap_or_default();
         self.indexes.clear();

@@ -68,8 +68,9 @@ impl Peer {
         control: bool,
         extra_video: &str,
     ) -> String {
+        let ip = self.rtp.local_addr().unwrap().ip();
         let mut s = format!(
-            "v=0\r\no={name} 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+            "v=0\r\no={name} 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n\
              m=video {} {proto} 96\r\na=rtpmap:96 H264/90000\r\na=rtcp:{}\r\n{extra_video}",
             Self::port(&self.rtp),
             Self::port(&self.rtcp),
