@@ -1209,6 +1209,7 @@ impl FastPath {
     #[cfg(not(fastpath_no_bpf))]
     pub fn refresh_neighbours(&mut self) -> Result<(), Error> {
         let tables = Neighbours::read();
+        self.iface_macs.clear(); // an interface's own address is looked up again too
         let held: Vec<(u32, Vec<RawOut>)> = self
             .fan
             .held
