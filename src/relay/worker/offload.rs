@@ -103,11 +103,13 @@ impl CallRt {
     /// holds a grant, toward every member that receives it (its arbiter route), one entry
     /// with a copy each. Nothing for a call not yet established or released, or one that
     /// keeps evidence (a transmission log, a media recording).
-    fn offload_wanted(&self, now: Instant) -> Vec<Installed> {
+    fn offload_wanted(&self) -> Vec<Installed> {
         let mut want = Vec::new();
         // Evidence first: a call that keeps a transmission log or records its media needs
         // every packet in userspace (the log's first and last sequence numbers, the pcap).
-        if self.released() || self.txlog.is_some() || self.rules.tapped() {
+        // per_leg re-protects every packet: nothing for the kernel, and nothing to work out
+        // at each step.
+        if self.released() || self.txlog.is_some() || self.rules.tapped() || self.rules.per_leg() {
             return want;
         }
         let arbiter = self.rules.arbiter();
@@ -118,14 +120,9 @@ impl CallRt {
                 vec![(tx, arbiter.may_forward(tx), vec![face.peer(tx)])]
             }
             (Procedure::Private(_), None) => return want,
-            (Procedure::Group(_), _) => {
-                if self.offload.neighbour_retry.is_some_and(|t| now < t) {
-                    return want; // a receiver's next hop is being resolved
-                }
-                slots(arbiter.permitted())
-                    .map(|tx| (tx, true, slots(arbiter.receivers(tx) & !tx.bit()).collect()))
-                    .collect()
-            }
+            (Procedure::Group(_), _) => slots(arbiter.permitted())
+                .map(|tx| (tx, true, slots(arbiter.receivers(tx) & !tx.bit()).collect()))
+                .collect(),
         };
         let local = |slot, si: usize| {
             let m = self.net.member(slot)?;
@@ -192,7 +189,7 @@ impl CallRt {
         let Some(fp) = self.offload.fp.clone() else {
             return;
         };
-        let mut want = self.offload_wanted(now);
+        let mut want = self.offload_wanted();
         if want.is_empty() && self.offload.legs.is_empty() {
             // Nothing in the kernel and nothing to put there (a per_leg call, one not yet
             // latched): no lock taken, as if the fast path did not run.
@@ -215,6 +212,12 @@ impl CallRt {
                 false
             }
         });
+        if self.offload.neighbour_retry.is_some_and(|t| now < t) {
+            // A receiver's next hop is being resolved: what is in the kernel as wanted stays,
+            // new or changed entries wait (a changed one leaves, and userspace serves it).
+            let legs = &self.offload.legs;
+            want.retain(|w| legs.iter().any(|k| k.key == w.key && k.leg == w.leg));
+        }
         let fp = &mut k.fp;
         self.book_offload(fp, now);
         let mut kept = Vec::with_capacity(want.len());

@@ -113,6 +113,13 @@ impl GroupRules {
         self.seal_for(pair.peer, at.stream, Kind::Rtcp, pkt, len)
     }
 
+    /// Whether the call re-protects each packet per receiver (per_leg): then nothing of it
+    /// can be forwarded untouched.
+    #[cfg(feature = "kernel-offload")]
+    pub(crate) fn per_leg(&self) -> bool {
+        self.per_leg
+    }
+
     /// What the kernel fast path needs to forward `tx`'s RTP to `peer` on stream `si` itself
     /// (docs/kernel-fast-path.md): `tx`'s latched source, its SSRCs, `peer`'s RTP destination,
     /// the stream's RTP clock rate (for the jitter) and whether to count keyframes. Only where
