@@ -56,8 +56,6 @@ static __u64 (*bpf_ktime_get_ns)(void) = (void *)5;
 static __u32 (*bpf_get_smp_processor_id)(void) = (void *)8;
 static long (*bpf_redirect_neigh)(__u32 ifindex, void *params, int plen, __u64 flags) = (void *)152;
 static long (*bpf_clone_redirect)(struct __sk_buff *skb, __u32 ifindex, __u64 flags) = (void *)13;
-static long (*bpf_skb_store_bytes)(struct __sk_buff *skb, __u32 off, const void *from, __u32 len,
-				   __u64 flags) = (void *)9;
 
 #define BPF_MAP_TYPE_ARRAY 2
 #define BPF_F_MMAPABLE (1U << 10)
@@ -271,7 +269,10 @@ INLINE int h264_idr(__u8 *rtp, void *data_end)
 // pseudo header (BPF_F_PSEUDO_HDR: also right for CHECKSUM_PARTIAL, where the field holds only
 // the pseudo-header sum) and the ports as data (ignored for CHECKSUM_PARTIAL, correctly). A
 // zero (absent) UDP checksum stays zero (BPF_F_MARK_MANGLED_0), a computed zero becomes 0xffff.
-INLINE long rewrite(struct __sk_buff *skb, const __u32 old[3], const __u32 new[3])
+// With macs (a fan-out copy's), the Ethernet addresses are written too, directly like the
+// addresses: no helper call of their own.
+INLINE long rewrite(struct __sk_buff *skb, const __u32 old[3], const __u32 new[3],
+		    const __u8 *macs)
 {
 	__u32 addr_diff = csum_add(csum_add(csum_add(~old[0], ~old[1]), new[0]), new[1]);
 	__u32 port_diff = csum_add(~old[2], new[2]);
@@ -297,6 +298,14 @@ INLINE long rewrite(struct __sk_buff *skb, const __u32 old[3], const __u32 new[3
 #pragma unroll
 	for (int i = 0; i < 6; i++)
 		w[i] = n[i];
+	if (macs) {
+		// 16-bit stores and loads: the frame starts 2-byte aligned, the entry's macs too.
+		__u16 *e = data;
+		const __u16 *m = (const __u16 *)macs;
+#pragma unroll
+		for (int i = 0; i < 6; i++)
+			e[i] = m[i];
+	}
 	return 0;
 }
 
@@ -307,16 +316,14 @@ INLINE long fanout_copy(struct __sk_buff *skb, __u32 cur[3], const struct fp_out
 			struct fp_counters *ctr)
 {
 	__u32 to[3] = {o->out_addr, o->dst_addr, (__u32)o->out_port | ((__u32)o->dst_port << 16)};
-	long err = rewrite(skb, cur, to);
+	// With the next hop's Ethernet addresses; for lo (a receiver on this host) the zero ones
+	// the entry holds, lo's own, or the stack would take the copy for another host.
+	long err = rewrite(skb, cur, to, o->macs);
 	if (err)
 		return err;
 	cur[0] = to[0];
 	cur[1] = to[1];
 	cur[2] = to[2];
-	// The next hop's addresses; for lo (a receiver on this host) the zero ones the entry
-	// holds, lo's own, or the stack would take the copy for another host.
-	if (bpf_skb_store_bytes(skb, 0, o->macs, 12, 0))
-		return -1;
 	if (bpf_clone_redirect(skb, o->ifindex ? o->ifindex : LOOPBACK_IFINDEX, 0))
 		ctr->errors++;
 	return 0;
@@ -426,7 +433,7 @@ int fastpath(struct __sk_buff *skb)
 			return TC_ACT_SHOT; // half rewritten: never let it reach anyone
 		}
 	}
-	if (rewrite(skb, old, new)) {
+	if (rewrite(skb, old, new, 0)) {
 		ctr->errors++;
 		return TC_ACT_SHOT;
 	}

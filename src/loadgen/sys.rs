@@ -70,8 +70,18 @@ pub(crate) fn process_cpu(pid: Option<u32>) -> Option<Duration> {
     stat_cpu(&std::fs::read_to_string(path).ok()?)
 }
 
+/// A thread's time on a CPU, to the nanosecond: the first field of its `schedstat`
+/// (`sum_exec_runtime`). `stat`'s utime + stime come in clock ticks (10 ms at 100 Hz), too
+/// coarse for a thread that works a few milliseconds a second, such as a worker whose packets
+/// the kernel forwards.
+fn schedstat_cpu(text: &str) -> Option<Duration> {
+    let ns: u64 = text.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(ns))
+}
+
 /// CPU time of this process's threads whose name starts with `prefix` (threads that ended are
-/// not counted: sample while they run).
+/// not counted: sample while they run), from each thread's `schedstat` (nanoseconds), or its
+/// `stat` (clock ticks) where the kernel has no `schedstat`.
 pub(crate) fn threads_cpu(prefix: &str) -> Option<Duration> {
     let mut total = Duration::ZERO;
     let mut any = false;
@@ -83,10 +93,15 @@ pub(crate) fn threads_cpu(prefix: &str) -> Option<Duration> {
         if !comm.trim_end().starts_with(prefix) {
             continue;
         }
-        if let Some(cpu) = std::fs::read_to_string(dir.join("stat"))
+        let cpu = std::fs::read_to_string(dir.join("schedstat"))
             .ok()
-            .and_then(|s| stat_cpu(&s))
-        {
+            .and_then(|s| schedstat_cpu(&s))
+            .or_else(|| {
+                std::fs::read_to_string(dir.join("stat"))
+                    .ok()
+                    .and_then(|s| stat_cpu(&s))
+            });
+        if let Some(cpu) = cpu {
             total += cpu;
             any = true;
         }
@@ -362,8 +377,47 @@ mod tests {
             Some(Duration::from_nanos(200 * 1_000_000_000 / clk_tck()))
         );
         assert!(process_cpu(None).is_some());
+        assert_eq!(
+            schedstat_cpu("1234567 89 10\n"),
+            Some(Duration::from_nanos(1_234_567))
+        );
+        assert_eq!(schedstat_cpu(""), None);
+        assert_eq!(schedstat_cpu("x 1 2"), None);
         assert!(rss_kib(None).unwrap() > 0);
         assert!(open_files_limit().unwrap() > 0);
+    }
+
+    #[test]
+    fn a_thread_that_worked_five_milliseconds_reports_them() {
+        // Clock ticks (stat) would say 0 or 10 ms; schedstat says what the thread ran.
+        let own = || {
+            std::fs::read_to_string("/proc/thread-self/schedstat")
+                .ok()
+                .and_then(|s| schedstat_cpu(&s))
+        };
+        if own().is_none() {
+            eprintln!("skipped: no schedstat in this kernel");
+            return;
+        }
+        let (done, wait) = std::sync::mpsc::channel();
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let spin = std::thread::Builder::new()
+            .name("lg-test-spin".into())
+            .spawn(move || {
+                let mut x = 0u64;
+                while own().is_some_and(|t| t < Duration::from_millis(5)) {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+                done.send(()).unwrap();
+                let _ = stopped.recv();
+            })
+            .unwrap();
+        wait.recv().unwrap();
+        let cpu = threads_cpu("lg-test-spin").unwrap();
+        stop.send(()).unwrap();
+        spin.join().unwrap();
+        assert!(cpu >= Duration::from_millis(5), "{cpu:?}");
+        assert!(cpu < Duration::from_secs(5), "{cpu:?}");
     }
 
     #[test]

@@ -131,6 +131,7 @@ fn main() {
         fp.remove(a).unwrap();
         fp.remove(b).unwrap();
     }
+    cold(&mut fp, &leg, caller, callee);
     // A group's transmitter: n more receivers on this host, each a clone through lo (which
     // the namespace's stack then drops: no socket there).
     for (n, size) in [(8usize, 1200usize), (8, 100), (32, 1200)] {
@@ -160,5 +161,119 @@ fn main() {
             r.mean.as_nanos() / (n as u128 + 1)
         );
         fp.remove(a).unwrap();
+    }
+}
+
+/// Legs in the cold-cache cases: a traffic run's thousand calls.
+const COLD_LEGS: u16 = 1000;
+
+/// What a traffic run with many legs adds: each packet finds its leg and counters gone from
+/// the caches (and the TLB), because a thousand other legs' packets came in between. One run
+/// a sample, the legs in turn, after the caches were pushed out in one of three ways:
+///
+/// * `round robin`: nothing but the legs themselves (COLD_LEGS × 64 B of legs and 128 B of
+///   counters a CPU: they fit in L2);
+/// * `TLB`: one byte in each of 16,384 pages (64 MiB): the page translations go, little of the
+///   data cache;
+/// * `caches`: 32 MiB read line by line: the data caches and the TLB.
+///
+/// Each figure is a median over the samples, against one run of the same kind on one leg
+/// kept hot (the kernel's timer around a single run costs something of its own).
+fn cold(
+    fp: &mut FastPath,
+    leg: &dyn Fn(SocketAddrV4, SocketAddrV4, SocketAddrV4, bool) -> Leg,
+    caller: SocketAddrV4,
+    callee: SocketAddrV4,
+) {
+    let relay = |i: u16| SocketAddrV4::new(Ipv4Addr::new(10, 1, 0, 1), 42000 + 2 * i);
+    let frames: Vec<Vec<u8>> = (0..COLD_LEGS)
+        .map(|i| frame(caller, relay(i), SSRC, false))
+        .collect();
+    for i in 0..COLD_LEGS {
+        fp.install(relay(i), &leg(caller, relay(i), callee, false))
+            .unwrap();
+    }
+    // Two buffers: one on 4 KiB pages (for the TLB), one on 2 MiB pages (for the caches).
+    let small = Thrash::new(16 << 20, libc::MADV_NOHUGEPAGE);
+    let huge = Thrash::new(8 << 20, libc::MADV_HUGEPAGE);
+    let samples = 20_000usize;
+    let median = |mut v: Vec<u128>| {
+        v.sort_unstable();
+        v[v.len() / 2]
+    };
+    let mut hot = Vec::with_capacity(samples / 10);
+    for _ in 0..samples / 10 {
+        hot.push(
+            fp.test_run(&frames[0], 1)
+                .expect("test run")
+                .mean
+                .as_nanos(),
+        );
+    }
+    println!(
+        "{COLD_LEGS} legs, one run a sample, median ns: hot (one leg) {}",
+        median(hot)
+    );
+    let mut sink = 0u64;
+    for (name, tlb, caches) in [
+        ("round robin", false, false),
+        ("TLB", true, false),
+        ("L2", false, true),
+        ("TLB + L2", true, true),
+    ] {
+        let mut t = Vec::with_capacity(samples);
+        for k in 0..samples {
+            if tlb {
+                // 4,096 pages, a line each: twice a large second-level TLB, 256 KiB of lines.
+                sink = sink.wrapping_add(small.touch(k, 4096 + 64, 4096));
+            }
+            if caches {
+                // 4 MiB line by line on two huge pages: L2 twice over, two TLB entries.
+                sink = sink.wrapping_add(huge.touch(0, 64, 4 << 14));
+            }
+            let f = &frames[k % usize::from(COLD_LEGS)];
+            t.push(fp.test_run(f, 1).expect("test run").mean.as_nanos());
+        }
+        println!("  {name:12} {:6} ns", median(t));
+    }
+    std::hint::black_box(sink);
+    for i in 0..COLD_LEGS {
+        fp.remove(relay(i)).unwrap();
+    }
+}
+
+/// A buffer read to push things out of the caches or the TLB.
+struct Thrash(&'static mut [u8]);
+
+impl Thrash {
+    fn new(len: usize, advice: libc::c_int) -> Thrash {
+        // SAFETY: an anonymous private mapping of len bytes, never unmapped (the process ends
+        // soon after); madvise only advises on it.
+        unsafe {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            assert_ne!(p, libc::MAP_FAILED, "mmap");
+            libc::madvise(p, len, advice);
+            std::ptr::write_bytes(p.cast::<u8>(), 1, len);
+            Thrash(std::slice::from_raw_parts_mut(p.cast::<u8>(), len))
+        }
+    }
+
+    /// Reads and writes `count` bytes `step` apart from a start that moves with `k`.
+    fn touch(&self, k: usize, step: usize, count: usize) -> u64 {
+        let mut sum = 0u64;
+        let mut off = (k * 64) % 4096;
+        for _ in 0..count {
+            let i = off % self.0.len();
+            sum = sum.wrapping_add(u64::from(std::hint::black_box(self.0[i])));
+            off += step;
+        }
+        sum
     }
 }
