@@ -904,3 +904,106 @@ fn a_granted_members_request_flood_is_answered_within_its_reply_budget() {
     assert!(tc.rate_limited >= read - budget, "{tc:?}");
     engine.release_group_call("g-flood").unwrap();
 }
+
+/// Directions from the SDP offers: C offers `a=sendonly` (a publisher, as a WHIP browser does)
+/// and D `a=recvonly` (a viewer). A's transmission reaches B and D but never C; C may transmit
+/// and reaches A, B and D; D's Transmission Request is Rejected #5 (Receive only).
+#[test]
+fn a_sendonly_member_is_sent_nothing_and_a_recvonly_member_may_not_transmit() {
+    let engine = Engine::start(EngineConfig {
+        port_min: 49_200,
+        port_max: 49_399,
+        workers: 1,
+        ..EngineConfig::default()
+    })
+    .expect("engine starts");
+    let peers: Vec<Peer> = (0..4).map(|_| Peer::new()).collect();
+    let direction = ["", "", "a=sendonly\r\n", "a=recvonly\r\n"];
+    let created = engine
+        .create_group_call(CreateGroupCall {
+            call_id: Some("group-directions".into()),
+            group_id: "g".into(),
+            media_security: MediaSecurity::EndToEnd,
+            max_transmitters: None,
+            max_streams_per_receiver: None,
+            reception_mode: None,
+            members: (0..4)
+                .map(|i| GroupMemberSpec {
+                    mcvideo_id: NAMES[i].into(),
+                    sdp_offer: peers[i].sdp(NAMES[i], "RTP/AVP", Some(ssrc(i)), true, direction[i]),
+                    priority: 5,
+                    receive_only: false,
+                    tc_key: None,
+                })
+                .collect(),
+        })
+        .expect("created");
+    let answer_direction = |i: usize| {
+        let d = SessionDescription::parse(&created.members[i].sdp_answer).unwrap();
+        let v = d
+            .media()
+            .iter()
+            .find(|m| m.kind == MediaKind::Video)
+            .unwrap();
+        (v.direction.sends(), v.direction.receives())
+    };
+    assert_eq!(
+        answer_direction(2),
+        (false, true),
+        "recvonly toward the publisher"
+    );
+    assert_eq!(
+        answer_direction(3),
+        (true, false),
+        "sendonly toward the viewer"
+    );
+    let mut m: Vec<Member> = peers
+        .into_iter()
+        .zip(&created.members)
+        .enumerate()
+        .map(|(i, (peer, a))| {
+            let r = RelayAddrs::from_sdp(&a.sdp_answer);
+            Member {
+                name: NAMES[i],
+                peer,
+                video: r.video,
+                control: r.control.unwrap(),
+                tx: None,
+                rx_key: None,
+            }
+        })
+        .collect();
+
+    request(&m[0], 0);
+    m[0].expect(MessageKind::TransmissionGranted);
+    let c = listen(&m, Duration::from_secs(2));
+    m[0].send_video(0, 1, 10);
+    let got: Vec<usize> = received(c).iter().map(Vec::len).collect();
+    assert_eq!(
+        got,
+        [0, 10, 0, 10],
+        "A's video reaches B and D, not the publisher C"
+    );
+    m[0].send_tc(&TcMessage::new(
+        MessageKind::TransmissionEndRequest,
+        ssrc(0),
+    ));
+    m[0].expect(MessageKind::TransmissionEndResponse);
+
+    request(&m[3], 3);
+    let rejected = m[3].expect(MessageKind::TransmissionRejected);
+    let r = TcMessage::parse(&rejected).unwrap();
+    assert_eq!(
+        r.fields.reject_cause.map(|c| c.code),
+        Some(5),
+        "#5 Receive only"
+    );
+
+    request(&m[2], 2);
+    m[2].expect(MessageKind::TransmissionGranted);
+    let c = listen(&m, Duration::from_secs(2));
+    m[2].send_video(2, 1, 10);
+    let got: Vec<usize> = received(c).iter().map(Vec::len).collect();
+    assert_eq!(got, [10, 10, 0, 10], "the publisher reaches everyone else");
+    engine.shutdown();
+}

@@ -590,6 +590,9 @@ fn a_browser_joins_a_group_through_whip_and_transmits_when_granted() {
         .cloned()
         .unwrap();
     assert_eq!(me["transmitting"], true, "{group}");
+    // Its bridge offers `a=sendonly`: a send-only member, routed nothing.
+    assert_eq!(me["send_only"], true, "{group}");
+    assert_eq!(me["receiving"], json!([]), "{group}");
     std::thread::sleep(Duration::from_secs(4));
     // The End button: the transmission ends, the browser stays a member.
     assert_eq!(

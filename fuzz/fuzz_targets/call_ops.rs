@@ -108,6 +108,7 @@ enum GroupOp {
         member: u8,
         priority: u8,
         receive_only: bool,
+        send_only: bool,
         control: bool,
         ssrc: Option<u32>,
     },
@@ -197,6 +198,7 @@ impl Group {
                 member,
                 priority,
                 receive_only,
+                send_only,
                 control,
                 ssrc,
             } => {
@@ -206,6 +208,7 @@ impl Group {
                         user_id: Self::user(member),
                         priority,
                         receive_only,
+                        send_only,
                         control,
                         video_ssrc: ssrc.map(mcvideo_relay::Ssrc),
                         audio_ssrc: None,

@@ -418,8 +418,10 @@ pub struct GroupMemberSummary {
     pub slot: Slot,
     /// Its priority.
     pub priority: u8,
-    /// Receive only.
+    /// Receive only: it may not transmit.
     pub receive_only: bool,
+    /// Send only: nothing is routed to it (its SDP offer receives on no stream).
+    pub send_only: bool,
     /// Transmitting now.
     pub transmitting: bool,
     /// Its request is queued.

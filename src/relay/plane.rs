@@ -612,6 +612,8 @@ impl Plane {
         let mut video_ssrc = None;
         let mut audio_ssrc = None;
         let mut control_fmtp = None;
+        // Which way its media streams go, from the member's side (RFC 3264 §5.1).
+        let (mut sends, mut receives) = (false, false);
         for m in offer.media() {
             let first_of_kind = !taken.contains(&m.kind);
             taken.push(m.kind.clone());
@@ -647,6 +649,8 @@ impl Plane {
                 continue;
             }
             let Some(si) = stream else { continue };
+            sends |= m.direction.sends();
+            receives |= m.direction.receives();
             match m.kind {
                 MediaKind::Video => video_ssrc = video_ssrc.or(m.ssrcs.first().copied()),
                 MediaKind::Audio => audio_ssrc = audio_ssrc.or(m.ssrcs.first().copied()),
@@ -676,6 +680,10 @@ impl Plane {
             .map_err(|e| member_sdp(id, e))?;
         let control = prep.control.is_some();
         prep.setup = member_setup(spec, control, control_fmtp, video_ssrc, audio_ssrc);
+        // A member that offers to send on none of its streams never transmits; one that
+        // offers to receive on none is never sent media (the answer says the relay will not).
+        prep.setup.receive_only |= !sends;
+        prep.setup.send_only = !receives;
         Ok(())
     }
 
@@ -800,6 +808,7 @@ fn member_setup(
         user_id: spec.mcvideo_id,
         priority: spec.priority,
         receive_only: spec.receive_only,
+        send_only: false,
         control,
         video_ssrc: fmtp
             .and_then(|f| f.mc_video_ssrc)

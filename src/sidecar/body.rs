@@ -272,6 +272,7 @@ struct GroupMember<'a> {
     queued: bool,
     receive_only: bool,
     receiving: &'a [String],
+    send_only: bool,
     slot: usize,
     transmitting: bool,
 }
@@ -356,6 +357,7 @@ impl<'a> From<&'a GroupCallSummary> for GroupCall<'a> {
                     queued: m.queued,
                     receive_only: m.receive_only,
                     receiving: &m.receiving,
+                    send_only: m.send_only,
                     slot: m.slot.index(),
                     transmitting: m.transmitting,
                 })

@@ -14,4 +14,5 @@ mod manual_reception;
 mod preemption;
 mod queueing;
 mod receive_only;
+mod send_only;
 mod transmitter_leaves;

@@ -337,6 +337,7 @@ impl TransmissionControlServer {
             user_id: m.setup.user_id.clone(),
             priority: m.setup.priority,
             receive_only: m.setup.receive_only,
+            send_only: m.setup.send_only,
             media_packets: m.media_packets,
             transmitting: m.tx.is_some(),
             queued: self.queue.iter().any(|q| q.member == slot),

@@ -230,6 +230,11 @@ impl TransmissionControlServer {
         from: Slot,
         msg: &TcMessage<'_>,
     ) {
+        if self.member(from).is_some_and(|m| m.setup.send_only) {
+            let t = self.named_transmission(msg);
+            self.reply_receive_media(now, from, t, Err(ReceiveRejectCause::SendOnly));
+            return;
+        }
         let Some(t) = self.named_transmission(msg) else {
             self.reply_receive_media(now, from, None, Err(ReceiveRejectCause::Other));
             return;

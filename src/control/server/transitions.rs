@@ -195,14 +195,14 @@ impl TransmissionControlServer {
         self.events.push_back(TcEvent::Released { reason });
     }
 
-    /// `r` receives `t` from now on (Active SSRC List, arbiter route), within its C9 cap.
-    /// Returns whether it was added.
+    /// `r` receives `t` from now on (Active SSRC List, arbiter route), within its C9 cap and
+    /// unless it is send-only. Returns whether it was added.
     pub(super) fn route(&mut self, t: Slot, r: Slot) -> bool {
         let cap = u32::from(self.cfg.max_streams_per_receiver);
         let Some(m) = self.member_mut(r) else {
             return false;
         };
-        if m.receiving & t.bit() != 0 || m.receiving.count_ones() >= cap {
+        if m.setup.send_only || m.receiving & t.bit() != 0 || m.receiving.count_ones() >= cap {
             return false;
         }
         m.receiving |= t.bit();

@@ -273,6 +273,12 @@ pub struct MemberSetup {
     pub priority: u8,
     /// Never transmits (Rejected #5, Permission to Request = 0).
     pub receive_only: bool,
+    /// Never receives: no transmission is routed to it, and its Receive Media Requests get
+    /// Rejected #5 (Send only). The relay sets it for a member whose SDP offer sends on every
+    /// media stream and receives on none (`a=sendonly` or `a=inactive`), such as a browser
+    /// publishing through WHIP.
+    #[cfg_attr(feature = "ha", serde(default))]
+    pub send_only: bool,
     /// It negotiated a transmission control channel; without one nothing is sent to it.
     pub control: bool,
     /// Its `a=ssrc` video SSRC, used for its transmissions when free.
@@ -508,6 +514,8 @@ pub struct MemberView {
     pub priority: u8,
     /// Receive only.
     pub receive_only: bool,
+    /// Send only.
+    pub send_only: bool,
     /// Media packets it sent (permitted or not).
     pub media_packets: u64,
     /// Transmitting now.

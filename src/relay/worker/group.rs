@@ -489,6 +489,7 @@ impl CallRt {
                     slot: v.member,
                     priority: v.priority,
                     receive_only: v.receive_only,
+                    send_only: v.send_only,
                     transmitting: v.transmitting,
                     queued: v.queued,
                     receiving: v.receiving.iter().map(|&s| name(s)).collect(),
