@@ -6,9 +6,9 @@
 //! Group calls (`Op::Group`): joins, leaves, transmission requests with priorities and
 //! indicators, ends, reception requests, raw datagrams and media from any member keep the
 //! group's invariants: at most Cx members permitted, only present members that may transmit,
-//! nobody receives itself or more than C9 streams, the SSRC registry holds exactly the running
-//! transmissions' SSRCs, every output parses, and a released group forwards nothing and holds
-//! no timer and no SSRC.
+//! nobody receives itself or more than C9 streams, a send-only member receives nothing, the
+//! SSRC registry holds exactly the running transmissions' SSRCs, every output parses, and a
+//! released group forwards nothing and holds no timer and no SSRC.
 #![no_main]
 mod common;
 
@@ -303,6 +303,10 @@ impl Group {
             assert!(
                 !(m.receive_only && m.transmitting),
                 "a receive-only member transmits"
+            );
+            assert!(
+                !(m.send_only && !m.receiving.is_empty()),
+                "a send-only member receives"
             );
             assert!(m.receiving.len() as u32 <= self.c9, "over C9");
             assert!(!m.receiving.contains(&m.member), "receives itself");

@@ -75,6 +75,7 @@ fuzz_target!(|input: Input| {
         separate_rtcp: true,
         srtp_in: None,
         srtp_out: None,
+        send_only: false,
     };
     let stream = |kind| StreamSetup {
         kind,

@@ -39,6 +39,7 @@ impl ForwardPath {
             separate_rtcp: false,
             srtp_in,
             srtp_out,
+            send_only: false,
         };
         let arbiter = Arc::new(Arbiter::with_members(2));
         let _ = arbiter.permit(Party::Caller.slot());
@@ -149,6 +150,7 @@ impl GroupFanOutPath {
                 srtp_out: i
                     .checked_sub(1)
                     .and_then(|r| rx_keys.as_ref().and_then(|k| k.get(r)).cloned()),
+                send_only: false,
             };
             let media = MemberMedia {
                 legs: vec![leg],

@@ -58,6 +58,9 @@ pub struct GroupLegImage {
     pub remote_rtcp: Option<SocketAddr>,
     /// SSRCs its SDP announced.
     pub announced: Vec<u32>,
+    /// It only sends on this stream: no RTP to it ([`crate::relay::rules::LegSetup::send_only`]).
+    #[cfg_attr(feature = "ha", serde(default))]
+    pub send_only: bool,
 }
 
 /// One member's transmission control channel.
@@ -435,6 +438,7 @@ impl Engine {
                     separate_rtcp: !l.muxed,
                     srtp_in: k.and_then(|k| k.0.clone()),
                     srtp_out: k.and_then(|k| k.1.clone()),
+                    send_only: l.send_only,
                 };
             }
             if let Some(x) = prep.stream_sockets.get_mut(si) {

@@ -505,6 +505,7 @@ impl MemberPrep {
                 separate_rtcp: !relay.muxed(),
                 srtp_in: keys.0,
                 srtp_out: keys.1,
+                send_only: !m.direction.receives(),
             };
         }
         if let Some(slot) = self.stream_sockets.get_mut(si) {

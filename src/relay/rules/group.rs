@@ -600,9 +600,10 @@ impl GroupRules {
             .get(si)
     }
 
-    /// Where RTP to `slot` on stream `si` goes.
+    /// Where RTP to `slot` on stream `si` goes (none while unknown, or where the member only
+    /// sends on the stream).
     pub fn rtp_destination(&self, slot: Slot, si: usize) -> Option<SocketAddr> {
-        self.member_stream(slot, si)?.leg.rtp_latch.destination()
+        self.member_stream(slot, si)?.leg.rtp_destination()
     }
 
     /// Where RTCP to `slot` on stream `si` goes.
@@ -818,7 +819,7 @@ impl GroupRules {
             let dest = if rtcp {
                 leg.rtcp_destination()
             } else {
-                leg.rtp_latch.destination()
+                leg.rtp_destination()
             };
             let Some(dest) = dest else {
                 continue;

@@ -71,6 +71,8 @@ struct LegRules {
     strangers: StrangerBudget,
     announced: Vec<u32>,
     separate_rtcp: bool,
+    /// No RTP to this leg's party ([`LegSetup::send_only`]).
+    send_only: bool,
     srtp_in: SrtpSlot,
     srtp_out: SrtpSlot,
     /// RTP received from this leg's party.
@@ -126,6 +128,7 @@ impl LegRules {
             strangers: StrangerBudget::default(),
             announced: l.announced.clone(),
             separate_rtcp: l.separate_rtcp,
+            send_only: l.send_only,
             srtp_in: srtp(l.srtp_in.as_ref())?,
             srtp_out: srtp(l.srtp_out.as_ref())?,
             meter: RtpMeter::new(clock_rate),
@@ -230,6 +233,17 @@ impl LegRules {
             }
             .map_err(|_| DropReason::Malformed),
             _ => Ok(len),
+        }
+    }
+
+    /// Where RTP to this leg's party goes: its latched or negotiated address, none while
+    /// unknown or when the party only sends on the stream.
+    #[inline]
+    fn rtp_destination(&self) -> Option<SocketAddr> {
+        if self.send_only {
+            None
+        } else {
+            self.rtp_latch.destination()
         }
     }
 

@@ -195,6 +195,9 @@ pub struct LegSetup {
     pub srtp_in: Option<MasterKey>,
     /// The key the relay sends to the party with (per_leg).
     pub srtp_out: Option<MasterKey>,
+    /// The party only sends on this stream (its SDP offer says `a=sendonly` or `a=inactive`):
+    /// no RTP is sent to it, in userspace or by the kernel fast path; RTCP still is.
+    pub send_only: bool,
 }
 
 /// One media stream of a call, both legs.

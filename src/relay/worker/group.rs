@@ -621,6 +621,7 @@ impl CallRt {
                         remote_rtp: l.remote_rtp,
                         remote_rtcp: l.remote_rtcp,
                         announced: l.announced.clone(),
+                        send_only: l.send_only,
                     })
                 })
                 .collect();

@@ -134,7 +134,7 @@ impl CallRt {
                 .filter(|a| !a.ip().is_unspecified())
         };
         // Toward `r` on stream `si`: from its relay port to its address (`None` while it has
-        // none: the userspace fan-out passes it over too).
+        // none, or where it only sends on the stream: the userspace fan-out passes it over too).
         let egress = |r: Slot, si: usize| {
             Some(Egress {
                 from: local(r, si)?,

@@ -297,6 +297,7 @@ fn rules_setup(call: &Call, latch_after: u32) -> (RulesSetup, Plan) {
             separate_rtcp: !mux,
             srtp_in: s.keys[i].as_ref().map(|k| k.inbound.clone()),
             srtp_out: s.keys[i].as_ref().map(|k| k.outbound.clone()),
+            send_only: false,
         };
         let mut transmitter_ssrcs = s.announced_ssrcs[tx.index()].clone();
         if tx_has_control || !transmitter_ssrcs.is_empty() {

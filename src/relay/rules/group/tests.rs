@@ -991,3 +991,40 @@ fn a_transmitters_idr_access_unit_counts_as_one_keyframe() {
     assert_eq!(t.media, 11);
     assert_eq!(g.quality(t0)[0].streams[0].1.keyframes, 2);
 }
+
+#[test]
+fn a_stream_the_member_only_sends_on_gets_its_rtcp_and_no_rtp() {
+    let t0 = Instant::now();
+    let arbiter = Arc::new(Arbiter::new());
+    let mut g = video_group(&arbiter, MediaSecurity::EndToEnd, false);
+    for i in 0..3 {
+        let mut m = media(i, false);
+        // Member 2 offered `a=sendonly` on the stream.
+        m.legs[0].send_only = i == 2;
+        g.add_member(s(i), &m).unwrap();
+    }
+    grant(&arbiter, &mut g, 0, &[1, 2]);
+    let (mut out, mut t) = (FanOut::new(), Tally::default());
+    let mut p = rtp(SSRC, 1, b"frame");
+    judge(&mut g, 0, t0, &mut p, &mut out, &mut t).unwrap();
+    assert_eq!(members(&out), [1], "no RTP to the member that only sends");
+    assert_eq!(g.rtp_destination(s(2), 0), None, "nor through the kernel");
+    assert_eq!(g.rtp_destination(s(1), 0), Some(addr(1)));
+    // Its RTCP (the transmitter's sender report) still reaches it.
+    judge(&mut g, 0, t0, &mut sr(SSRC), &mut out, &mut t).unwrap();
+    assert_eq!(members(&out), [1, 2]);
+    assert_eq!(g.rtcp_destination(s(2), 0), Some(addr(2)));
+    // Alone as a receiver, the packet has nowhere to go: a counted drop.
+    arbiter.remove_route(s(0), s(1));
+    let mut p = rtp(SSRC, 2, b"frame");
+    assert_eq!(
+        judge(&mut g, 0, t0, &mut p, &mut out, &mut t),
+        Err(DropReason::NoReceivers)
+    );
+    // It may itself transmit on the stream.
+    let mut p = rtp(0x4321, 1, b"frame");
+    grant(&arbiter, &mut g, 2, &[0, 1]);
+    g.set_transmitter_ssrcs(s(2), &[0x4321]);
+    judge(&mut g, 2, t0, &mut p, &mut out, &mut t).unwrap();
+    assert_eq!(members(&out), [0, 1]);
+}
