@@ -2,7 +2,8 @@
 //! to transmit on their MCVideo control channels; A is granted, B queued; A's video reaches
 //! every other member, byte for byte in end_to_end and re-encrypted per receiver in per_leg,
 //! and nothing of B's; A ends, B is granted and its video reaches the others. A member removed
-//! mid-call gets nothing more; release gives every port back.
+//! mid-call gets nothing more; release gives every port back. Members' SDP directions decide
+//! who may transmit and who is sent media, in userspace and through the kernel fast path.
 //!
 //! Ports 49_200–49_399 (no other test uses them).
 #![allow(clippy::disallowed_methods)] // real sockets: the test waits by the clock
@@ -910,13 +911,20 @@ fn a_granted_members_request_flood_is_answered_within_its_reply_budget() {
 /// and reaches A, B and D; D's Transmission Request is Rejected #5 (Receive only).
 #[test]
 fn a_sendonly_member_is_sent_nothing_and_a_recvonly_member_may_not_transmit() {
-    let engine = Engine::start(EngineConfig {
-        port_min: 49_200,
-        port_max: 49_399,
-        workers: 1,
-        ..EngineConfig::default()
-    })
-    .expect("engine starts");
+    directions(engine());
+}
+
+/// The same through the kernel fast path: the publisher has no entry as a receiver.
+#[test]
+fn a_sendonly_member_is_sent_nothing_through_the_kernel() {
+    if !kernel_here("a_sendonly_member_is_sent_nothing_through_the_kernel") {
+        return;
+    }
+    directions(engine_with(mcvideo_relay::relay::KernelOffload::Required));
+}
+
+/// C offers `a=sendonly`, D `a=recvonly` (see the test above).
+fn directions(engine: Engine) {
     let peers: Vec<Peer> = (0..4).map(|_| Peer::new()).collect();
     let direction = ["", "", "a=sendonly\r\n", "a=recvonly\r\n"];
     let created = engine
@@ -984,6 +992,10 @@ fn a_sendonly_member_is_sent_nothing_and_a_recvonly_member_may_not_transmit() {
         [0, 10, 0, 10],
         "A's video reaches B and D, not the publisher C"
     );
+    if engine.kernel_offload_active() {
+        let st = engine.stats();
+        assert!(st.kernel_offload_packets > 0, "through the kernel: {st:?}");
+    }
     m[0].send_tc(&TcMessage::new(
         MessageKind::TransmissionEndRequest,
         ssrc(0),
