@@ -185,6 +185,29 @@ fn setup(engine: &Engine, id: &str, security: MediaSecurity) -> (GroupCallCreate
     (created, members)
 }
 
+/// Member `i` of an end_to_end group without SRTP, from its SDP answer.
+fn plain_member(peer: Peer, sdp_answer: &str, i: usize) -> Member {
+    let r = RelayAddrs::from_sdp(sdp_answer);
+    Member {
+        name: NAMES[i],
+        peer,
+        video: r.video,
+        control: r.control.expect("a control channel in the answer"),
+        tx: None,
+        rx_key: None,
+    }
+}
+
+/// Every member of `created`, in order, on `peers`.
+fn plain_members(peers: Vec<Peer>, created: &GroupCallCreated) -> Vec<Member> {
+    peers
+        .into_iter()
+        .zip(&created.members)
+        .enumerate()
+        .map(|(i, (peer, a))| plain_member(peer, &a.sdp_answer, i))
+        .collect()
+}
+
 type Collecting = Vec<(
     std::thread::JoinHandle<Vec<(Vec<u8>, SocketAddr)>>,
     Option<MasterKey>,
@@ -593,24 +616,13 @@ fn late_joiner_receives_the_running_transmission_then_t1_releases_the_idle_call(
             members: (0..3).map(spec).collect(),
         })
         .expect("created");
-    let member = |peer: Peer, sdp: &str, i: usize| {
-        let r = RelayAddrs::from_sdp(sdp);
-        Member {
-            name: NAMES[i],
-            peer,
-            video: r.video,
-            control: r.control.unwrap(),
-            tx: None,
-            rx_key: None,
-        }
-    };
     let late_spec = spec(3);
     let mut peers = peers.into_iter();
     let mut m: Vec<Member> = created
         .members
         .iter()
         .enumerate()
-        .map(|(i, a)| member(peers.next().unwrap(), &a.sdp_answer, i))
+        .map(|(i, a)| plain_member(peers.next().unwrap(), &a.sdp_answer, i))
         .collect();
     request(&m[0], 0);
     m[0].expect(MessageKind::TransmissionGranted);
@@ -619,7 +631,7 @@ fn late_joiner_receives_the_running_transmission_then_t1_releases_the_idle_call(
     let late = engine
         .add_group_member("group-late", late_spec)
         .expect("late joiner");
-    m.push(member(peers.next().unwrap(), &late.sdp_answer, 3));
+    m.push(plain_member(peers.next().unwrap(), &late.sdp_answer, 3));
     let n = m[3].expect(MessageKind::MediaTransmissionNotification);
     let n = TcMessage::parse(&n).unwrap();
     assert_eq!(n.fields.transmitting_user_id, Some("A"));
@@ -727,22 +739,7 @@ fn preempts(engine: Engine) {
                 .collect(),
         })
         .expect("created");
-    let mut m: Vec<Member> = peers
-        .into_iter()
-        .zip(&created.members)
-        .enumerate()
-        .map(|(i, (peer, a))| {
-            let r = RelayAddrs::from_sdp(&a.sdp_answer);
-            Member {
-                name: NAMES[i],
-                peer,
-                video: r.video,
-                control: r.control.unwrap(),
-                tx: None,
-                rx_key: None,
-            }
-        })
-        .collect();
+    let mut m = plain_members(peers, &created);
     request(&m[0], 0);
     m[0].expect(MessageKind::TransmissionGranted);
     m[1].expect(MessageKind::MediaTransmissionNotification);
@@ -965,31 +962,17 @@ fn directions(engine: Engine) {
         (true, false),
         "sendonly toward the viewer"
     );
-    let mut m: Vec<Member> = peers
-        .into_iter()
-        .zip(&created.members)
-        .enumerate()
-        .map(|(i, (peer, a))| {
-            let r = RelayAddrs::from_sdp(&a.sdp_answer);
-            Member {
-                name: NAMES[i],
-                peer,
-                video: r.video,
-                control: r.control.unwrap(),
-                tx: None,
-                rx_key: None,
-            }
-        })
-        .collect();
+    let mut m = plain_members(peers, &created);
+    let n = usize::from(PACKETS);
 
     request(&m[0], 0);
     m[0].expect(MessageKind::TransmissionGranted);
     let c = listen(&m, Duration::from_secs(2));
-    m[0].send_video(0, 1, 10);
+    m[0].send_video(0, 1, PACKETS);
     let got: Vec<usize> = received(c).iter().map(Vec::len).collect();
     assert_eq!(
         got,
-        [0, 10, 0, 10],
+        [0, n, 0, n],
         "A's video reaches B and D, not the publisher C"
     );
     if engine.kernel_offload_active() {
@@ -1014,8 +997,8 @@ fn directions(engine: Engine) {
     request(&m[2], 2);
     m[2].expect(MessageKind::TransmissionGranted);
     let c = listen(&m, Duration::from_secs(2));
-    m[2].send_video(2, 1, 10);
+    m[2].send_video(2, 1, PACKETS);
     let got: Vec<usize> = received(c).iter().map(Vec::len).collect();
-    assert_eq!(got, [10, 10, 0, 10], "the publisher reaches everyone else");
+    assert_eq!(got, [n, n, 0, n], "the publisher reaches everyone else");
     engine.shutdown();
 }
