@@ -680,11 +680,15 @@ impl Plane {
             .map(|rewritten| answer_from_offer(&rewritten))
             .map_err(|e| member_sdp(id, e))?;
         let control = prep.control.is_some();
-        prep.setup = member_setup(spec, control, control_fmtp, video_ssrc, audio_ssrc);
-        // A member that offers to send on none of its streams never transmits; one that
-        // offers to receive on none is never sent media (the answer says the relay will not).
-        prep.setup.receive_only |= !sends;
-        prep.setup.send_only = !receives;
+        let directions = (sends, receives);
+        prep.setup = member_setup(
+            spec,
+            control,
+            control_fmtp,
+            directions,
+            video_ssrc,
+            audio_ssrc,
+        );
         Ok(())
     }
 
@@ -798,18 +802,22 @@ fn member_keys(
 
 /// The group server's view of the member: its identity, priority and role, and the SSRCs it
 /// transmits with (its `a=fmtp:MCVideo` ones, else the first `a=ssrc` of its streams).
+/// `(sends, receives)`: whether its offer sends, and receives, on any stream it takes. One
+/// that sends on none never transmits; one that receives on none is never sent media (the
+/// answer says the relay will not).
 fn member_setup(
     spec: super::GroupMemberSpec,
     control: bool,
     fmtp: Option<crate::sdp::McVideoFmtp>,
+    (sends, receives): (bool, bool),
     video_ssrc: Option<u32>,
     audio_ssrc: Option<u32>,
 ) -> crate::control::server::MemberSetup {
     crate::control::server::MemberSetup {
         user_id: spec.mcvideo_id,
         priority: spec.priority,
-        receive_only: spec.receive_only,
-        send_only: false,
+        receive_only: spec.receive_only || !sends,
+        send_only: !receives,
         control,
         video_ssrc: fmtp
             .and_then(|f| f.mc_video_ssrc)
