@@ -18,10 +18,13 @@
 
 use super::api::AppState;
 use super::error::ApiError;
-use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use std::sync::Arc;
+#[cfg(feature = "webrtc")]
+use {
+    axum::extract::{Path, State},
+    std::sync::Arc,
+};
 
 /// The console page (`GET /console`), compiled in: the live calls from the API and a WHEP
 /// player. It holds no secret (the token is typed in, or given in the URL's fragment, which
@@ -44,14 +47,21 @@ pub(super) async fn console() -> Response {
     r
 }
 
+/// Every browser route of a relay built without the `webrtc` feature: `501 not_built`.
 #[cfg(not(feature = "webrtc"))]
-fn not_built() -> ApiError {
+pub(super) async fn not_built() -> ApiError {
     ApiError::new(
         StatusCode::NOT_IMPLEMENTED,
         "not_built",
         "this relay was built without WebRTC (cargo feature `webrtc`)",
     )
 }
+
+#[cfg(not(feature = "webrtc"))]
+pub(super) use self::{
+    not_built as close, not_built as list, not_built as open, not_built as publish,
+    not_built as publisher, not_built as transmission, not_built as unpublish,
+};
 
 #[cfg(feature = "webrtc")]
 fn viewers(st: &AppState) -> Result<&Arc<crate::webrtc::Browsers>, ApiError> {
@@ -302,35 +312,6 @@ pub(super) fn caller_answered(st: &AppState, call_id: &str, sdp_answer: &str) {
     let _ = (st, call_id, sdp_answer);
 }
 
-#[cfg(not(feature = "webrtc"))]
-pub(super) async fn publish() -> Result<Response, ApiError> {
-    Err(not_built())
-}
-
-#[cfg(not(feature = "webrtc"))]
-pub(super) async fn publisher(Path(_): Path<String>) -> Result<Response, ApiError> {
-    Err(not_built())
-}
-
-#[cfg(not(feature = "webrtc"))]
-pub(super) async fn transmission(Path(_): Path<(String, String)>) -> Result<StatusCode, ApiError> {
-    Err(not_built())
-}
-
-#[cfg(not(feature = "webrtc"))]
-pub(super) async fn unpublish(Path(_): Path<String>) -> Result<StatusCode, ApiError> {
-    Err(not_built())
-}
-
-/// `POST /v1/calls/{id}/whep`.
-#[cfg(not(feature = "webrtc"))]
-pub(super) async fn open(
-    State(_): State<Arc<AppState>>,
-    Path(_): Path<String>,
-) -> Result<Response, ApiError> {
-    Err(not_built())
-}
-
 /// `DELETE /v1/calls/{id}/whep/{viewer}`.
 #[cfg(feature = "webrtc")]
 pub(super) async fn close(
@@ -352,15 +333,6 @@ pub(super) async fn close(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `DELETE /v1/calls/{id}/whep/{viewer}`.
-#[cfg(not(feature = "webrtc"))]
-pub(super) async fn close(
-    State(_): State<Arc<AppState>>,
-    Path(_): Path<(String, String)>,
-) -> Result<StatusCode, ApiError> {
-    Err(not_built())
-}
-
 /// `GET /v1/calls/{id}/whep`.
 #[cfg(feature = "webrtc")]
 pub(super) async fn list(
@@ -373,15 +345,6 @@ pub(super) async fn list(
         StatusCode::OK,
         &serde_json::json!({ "viewers": v }),
     ))
-}
-
-/// `GET /v1/calls/{id}/whep`.
-#[cfg(not(feature = "webrtc"))]
-pub(super) async fn list(
-    State(_): State<Arc<AppState>>,
-    Path(_): Path<String>,
-) -> Result<Response, ApiError> {
-    Err(not_built())
 }
 
 #[cfg(all(test, feature = "webrtc"))]
