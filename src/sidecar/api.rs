@@ -751,37 +751,29 @@ async fn undrain(State(st): State<Arc<AppState>>) -> Response {
 /// `POST /v1/admin/reload`: re-reads the config file's policy file, log level and API token
 /// (as SIGHUP does). 400 with every problem when the new configuration is not valid (the old
 /// settings stay).
-async fn reload(State(st): State<Arc<AppState>>) -> Response {
-    let st2 = st.clone();
-    match tokio::task::spawn_blocking(move || super::reload_logged(&st2, "POST /v1/admin/reload"))
-        .await
-    {
-        Ok(Ok(changes)) => ok(&body::Reloaded {
-            changes: &changes,
-            reloaded: true,
-        }),
-        Ok(Err(super::ReloadError::NoConfigFile)) => ApiError::new(
-            StatusCode::CONFLICT,
-            "no_config_file",
-            "the relay was started without --config: there is nothing to re-read",
-        )
-        .into_response(),
-        Ok(Err(super::ReloadError::Invalid(problems))) => ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_config",
-            format!(
-                "the configuration was not reloaded (the old settings stay): {}",
-                super::config::one_line(&problems)
+async fn reload(State(st): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let changes = super::error::blocking("reload", move || {
+        super::reload_logged(&st, "POST /v1/admin/reload").map_err(|e| match e {
+            super::ReloadError::NoConfigFile => ApiError::new(
+                StatusCode::CONFLICT,
+                "no_config_file",
+                "the relay was started without --config: there is nothing to re-read",
             ),
-        )
-        .into_response(),
-        Err(_) => ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
-            "reload panicked",
-        )
-        .into_response(),
-    }
+            super::ReloadError::Invalid(problems) => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_config",
+                format!(
+                    "the configuration was not reloaded (the old settings stay): {}",
+                    super::config::one_line(&problems)
+                ),
+            ),
+        })
+    })
+    .await?;
+    Ok(ok(&body::Reloaded {
+        changes: &changes,
+        reloaded: true,
+    }))
 }
 
 async fn get_drain(State(st): State<Arc<AppState>>) -> Response {

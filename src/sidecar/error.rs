@@ -88,6 +88,21 @@ impl From<SetupError> for ApiError {
     }
 }
 
+/// Runs blocking work `f` (file system, sockets torn down, a config re-read) off the tokio
+/// workers; a panic in it is `500 internal_error` ("`what` panicked"), never a lost handler.
+pub(crate) async fn blocking<T: Send + 'static>(
+    what: &'static str,
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|_| {
+        Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            format!("{what} panicked"),
+        ))
+    })
+}
+
 pub(crate) fn json_response(status: StatusCode, body: &impl Serialize) -> Response {
     match serde_json::to_string(body) {
         Ok(text) => (

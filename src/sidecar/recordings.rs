@@ -10,7 +10,7 @@
 
 use super::api::AppState;
 use super::body;
-use super::error::{json_response, ApiError};
+use super::error::{blocking, json_response, ApiError};
 use crate::relay::recording::{rfc3339, TRANSMISSION_LOG_FILE};
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{StatusCode, Uri};
@@ -231,15 +231,6 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
     )
 }
 
-/// Runs file system work `f` on a blocking thread.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| Err(internal(e)))
-}
-
 /// Recording `id`'s directory: 400 `bad_recording_id` for an ID not of the form, 404
 /// `unknown_recording` when there is no such directory (a symbolic link is not one).
 fn recording_path(dir: &Path, id: &str) -> Result<(PathBuf, String, u64), ApiError> {
@@ -325,7 +316,7 @@ fn started_at(ms: u64) -> String {
 pub(crate) async fn list(State(st): State<Arc<AppState>>, uri: Uri) -> Result<Response, ApiError> {
     let f = parse_filter(uri.query())?;
     let dir = dir(&st)?;
-    let list = blocking(move || {
+    let list = blocking("reading the recordings", move || {
         let mut found: Vec<(u64, String, String)> = Vec::new();
         for e in fs::read_dir(&dir).map_err(internal)? {
             let Ok(e) = e else { continue };
@@ -395,7 +386,7 @@ pub(crate) async fn get(
 ) -> Result<Response, ApiError> {
     let dir = dir(&st)?;
     let writing = st.engine.recording_open(&id);
-    let rec = blocking(move || {
+    let rec = blocking("reading the recordings", move || {
         let (path, call_id, ms) = recording_path(&dir, &id)?;
         let files = files(&path).map_err(|_| unknown(&id))?;
         let meta: Option<serde_json::Value> = fs::read(path.join(MEDIA_FILE))
@@ -433,7 +424,7 @@ pub(crate) async fn delete(
 ) -> Result<Response, ApiError> {
     let dir = dir(&st)?;
     let st2 = st.clone();
-    let id = blocking(move || {
+    let id = blocking("reading the recordings", move || {
         let (path, _, _) = recording_path(&dir, &id)?;
         // A recording is noted open before its directory is made and never reopened: one
         // that is not open now is finished for good.

@@ -74,6 +74,19 @@ fn viewers(st: &AppState) -> Result<&Arc<crate::webrtc::Browsers>, ApiError> {
     })
 }
 
+/// Ends browser `id` (of `call`, when given) on a blocking thread: `204`.
+#[cfg(feature = "webrtc")]
+async fn close_browser(
+    st: &AppState,
+    call: Option<String>,
+    role: crate::webrtc::BrowserRole,
+    id: String,
+) -> Result<StatusCode, ApiError> {
+    let v = viewers(st)?.clone();
+    super::error::blocking("close", move || Ok(v.close(call.as_deref(), role, &id)?)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 #[cfg(feature = "webrtc")]
 impl From<crate::webrtc::WhepError> for ApiError {
     fn from(e: crate::webrtc::WhepError) -> Self {
@@ -289,17 +302,7 @@ pub(super) async fn unpublish(
     State(st): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let v = viewers(&st)?.clone();
-    tokio::task::spawn_blocking(move || v.close(None, crate::webrtc::BrowserRole::Publisher, &id))
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal_error",
-                "close panicked",
-            )
-        })??;
-    Ok(StatusCode::NO_CONTENT)
+    close_browser(&st, None, crate::webrtc::BrowserRole::Publisher, id).await
 }
 
 /// A push's callee accepted: a publisher that is its caller learns where to send.
@@ -318,19 +321,7 @@ pub(super) async fn close(
     State(st): State<Arc<AppState>>,
     Path((id, viewer)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let v = viewers(&st)?.clone();
-    tokio::task::spawn_blocking(move || {
-        v.close(Some(&id), crate::webrtc::BrowserRole::Viewer, &viewer)
-    })
-    .await
-    .map_err(|_| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
-            "viewer close panicked",
-        )
-    })??;
-    Ok(StatusCode::NO_CONTENT)
+    close_browser(&st, Some(id), crate::webrtc::BrowserRole::Viewer, viewer).await
 }
 
 /// `GET /v1/calls/{id}/whep`.
