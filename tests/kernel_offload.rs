@@ -852,73 +852,20 @@ fn with_the_leg_in_the_kernel_a_flood_is_dropped_and_counted_and_inactivity_stil
     engine.shutdown();
 }
 
+#[cfg(feature = "loadgen")] // the topology is the load generator's
 /// Three network namespaces made by the test, deleted on drop (their veths go with them): the
-/// caller's (10.78.1.2) and the callee's (10.78.2.2), each on a veth into the relay's, which
-/// has 10.78.1.1 on `va` (its media address) and 10.78.2.1 on `vb`, and no IP forwarding: what
-/// crosses it is forwarded by the relay, in userspace or in the kernel.
-struct Namespaces {
-    relay: String,
-    caller: String,
-    callee: String,
+/// load generator's topology (the caller's 10.78.1.2 and the callee's 10.78.2.2, each on a veth
+/// into the relay's, which has 10.78.1.1 on `va`, its media address, and 10.78.2.1 on `vb`),
+/// with no IP forwarding: what crosses it is forwarded by the relay, in userspace or in the
+/// kernel.
+fn namespaces(tag: &str) -> mcvideo_relay::loadgen::netns::Topology {
+    mcvideo_relay::loadgen::netns::Topology::build(&format!("mcvk-{tag}"), false).unwrap()
 }
 
-impl Namespaces {
-    fn make(tag: &str) -> Namespaces {
-        let pid = std::process::id();
-        let ns = Namespaces {
-            relay: format!("mcvk-r-{tag}-{pid}"),
-            caller: format!("mcvk-c-{tag}-{pid}"),
-            callee: format!("mcvk-v-{tag}-{pid}"),
-        };
-        let run = |args: &[&str]| {
-            let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-            assert!(
-                out.status.success(),
-                "{args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        for n in [&ns.relay, &ns.caller, &ns.callee] {
-            run(&["ip", "netns", "add", n]);
-            run(&["ip", "-n", n, "link", "set", "lo", "up"]);
-        }
-        let r = ns.relay.as_str();
-        for (veth, peer, relay_ip, peer_ip) in [
-            ("va", &ns.caller, "10.78.1.1/24", "10.78.1.2/24"),
-            ("vb", &ns.callee, "10.78.2.1/24", "10.78.2.2/24"),
-        ] {
-            run(&[
-                "ip", "-n", r, "link", "add", veth, "type", "veth", "peer", "name", "eth0",
-                "netns", peer,
-            ]);
-            run(&["ip", "-n", r, "addr", "add", relay_ip, "dev", veth]);
-            run(&["ip", "-n", r, "link", "set", veth, "up"]);
-            run(&["ip", "-n", peer, "addr", "add", peer_ip, "dev", "eth0"]);
-            run(&["ip", "-n", peer, "link", "set", "eth0", "up"]);
-            let gw = relay_ip.trim_end_matches("/24");
-            run(&["ip", "-n", peer, "route", "add", "default", "via", gw]);
-        }
-        run(&[
-            "ip",
-            "netns",
-            "exec",
-            r,
-            "sysctl",
-            "-qw",
-            "net.ipv4.ip_forward=0",
-        ]);
-        ns
-    }
-}
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        sidecar_support::delete_netns([&self.relay, &self.caller, &self.callee]);
-    }
-}
-
+#[cfg(feature = "loadgen")]
 use sidecar_support::enter_netns as enter;
 
+#[cfg(feature = "loadgen")]
 /// A UDP socket bound to `ip` (port 0) in namespace `ns` (it stays there once made).
 fn udp_in(ns: &str, ip: &str) -> std::net::UdpSocket {
     let (ns, ip) = (ns.to_owned(), ip.to_owned());
@@ -933,6 +880,7 @@ fn udp_in(ns: &str, ip: &str) -> std::net::UdpSocket {
     .unwrap()
 }
 
+#[cfg(feature = "loadgen")]
 /// A plain RTP SDP naming `sock` (and `a=ssrc` when given).
 fn plain_sdp(name: &str, sock: &std::net::UdpSocket, ssrc: Option<u32>) -> String {
     let a = sock.local_addr().unwrap();
@@ -948,6 +896,7 @@ fn plain_sdp(name: &str, sock: &std::net::UdpSocket, ssrc: Option<u32>) -> Strin
     s
 }
 
+#[cfg(feature = "loadgen")]
 #[test]
 fn across_namespaces_a_push_goes_through_the_kernel_on_real_interfaces_and_ffmpeg_decodes_it() {
     use common::ffmpeg::{
@@ -960,9 +909,9 @@ fn across_namespaces_a_push_goes_through_the_kernel_on_real_interfaces_and_ffmpe
     }
     require("ffmpeg");
     require("ffprobe");
-    let ns = Namespaces::make("push");
+    let ns = namespaces("push");
     // This thread talks to the relay's API on the relay namespace's own loopback.
-    enter(&ns.relay);
+    enter(ns.relay());
     let file = config("netns", "required", "40000-40019");
     let text = std::fs::read_to_string(&file)
         .unwrap()
@@ -970,7 +919,7 @@ fn across_namespaces_a_push_goes_through_the_kernel_on_real_interfaces_and_ffmpe
         + "[transmission_control]\nmedia_inactivity_secs = 60\n";
     std::fs::write(&file, text).unwrap();
     let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", &ns.relay, BIN, "serve", "--config"])
+    cmd.args(["netns", "exec", ns.relay(), BIN, "serve", "--config"])
         .arg(&file)
         .env_remove("RUST_LOG")
         .env_remove("MCVIDEO_RELAY_API_TOKEN");
@@ -982,8 +931,8 @@ fn across_namespaces_a_push_goes_through_the_kernel_on_real_interfaces_and_ffmpe
     assert_eq!(api.metrics().get(ACTIVE), 1.0, "{}", p.log());
 
     // 1. Plain RTP, counted exactly: caller → va → (kernel) → vb → callee.
-    let caller = udp_in(&ns.caller, "10.78.1.2");
-    let callee = udp_in(&ns.callee, "10.78.2.2");
+    let caller = udp_in(ns.caller(), "10.78.1.2");
+    let callee = udp_in(ns.callee(), "10.78.2.2");
     let ssrc = 0x0bad_f00d;
     let r = api.post(
         "/v1/calls",
@@ -1092,12 +1041,12 @@ fn across_namespaces_a_push_goes_through_the_kernel_on_real_interfaces_and_ffmpe
     let to_relay = relay_video_addr(r.json()["sdp_answer"].as_str().unwrap());
     std::fs::write(dir.join("recv.sdp"), &recv_sdp).unwrap();
     let out = dir.join("out.mkv");
-    let receiver = spawn_receiver_in(Some(&ns.callee), &dir.join("recv.sdp"), &out);
+    let receiver = spawn_receiver_in(Some(ns.callee()), &dir.join("recv.sdp"), &out);
     std::thread::sleep(Duration::from_millis(700));
     let before = api
         .metrics()
         .get("mcvideo_relay_kernel_offload_packets_total");
-    let sender = send_from(Some(&ns.caller), to_relay);
+    let sender = send_from(Some(ns.caller()), to_relay);
     common::ffmpeg::assert_exited_ok("sender", &sender);
     common::ffmpeg::assert_exited_ok(
         "receiver",
@@ -1137,7 +1086,7 @@ fn across_namespaces_a_push_goes_through_the_kernel_on_real_interfaces_and_ffmpe
 }
 
 /// The TCX ingress programs attached to interface `name` in this thread's namespace.
-#[cfg(feature = "kernel-offload")]
+#[cfg(all(feature = "kernel-offload", feature = "loadgen"))]
 fn mcvideo_relay_fastpath_programs(name: &str) -> Vec<u32> {
     mcvideo_relay_fastpath::tcx_ingress_programs(name)
         .expect("query the interface")
@@ -1145,7 +1094,7 @@ fn mcvideo_relay_fastpath_programs(name: &str) -> Vec<u32> {
         .map(|(id, _)| id)
         .collect()
 }
-#[cfg(not(feature = "kernel-offload"))]
+#[cfg(all(not(feature = "kernel-offload"), feature = "loadgen"))]
 fn mcvideo_relay_fastpath_programs(_name: &str) -> Vec<u32> {
     Vec::new()
 }
@@ -1250,6 +1199,7 @@ fn an_adopted_push_goes_back_into_the_kernel_of_the_engine_that_adopts_it() {
     b.shutdown();
 }
 
+#[cfg(feature = "loadgen")]
 /// A group across namespaces: the transmitter in the caller's, three receivers in the callee's
 /// behind `vb`, the engine (and its fast path) in the relay's. The receivers' next hop is not in
 /// the relay's neighbour table at first, so the first packets are fanned out in userspace (which
@@ -1271,15 +1221,15 @@ fn across_namespaces_a_group_fans_out_in_the_kernel_once_the_receivers_next_hop_
         return;
     }
     const SSRC: u32 = 0x0671_0001;
-    let ns = Namespaces::make("grp");
+    let ns = namespaces("grp");
     let peer = |ns: &str, ip: &str| Peer {
         rtp: udp_in(ns, ip),
         rtcp: udp_in(ns, ip),
         ctl: udp_in(ns, ip),
     };
-    let tx = peer(&ns.caller, "10.78.1.2");
-    let rx: Vec<Peer> = (0..3).map(|_| peer(&ns.callee, "10.78.2.2")).collect();
-    let relay_ns = ns.relay.clone();
+    let tx = peer(ns.caller(), "10.78.1.2");
+    let rx: Vec<Peer> = (0..3).map(|_| peer(ns.callee(), "10.78.2.2")).collect();
+    let relay_ns = ns.relay().to_owned();
     let engine = std::thread::spawn(move || {
         enter(&relay_ns); // the engine's threads are made here, in the relay's namespace
         Engine::start(EngineConfig {
@@ -1311,7 +1261,7 @@ fn across_namespaces_a_group_fans_out_in_the_kernel_once_the_receivers_next_hop_
     // The relay's sockets are bound by the calling thread: in the relay's namespace.
     let created = std::thread::scope(|sc| {
         sc.spawn(|| {
-            enter(&ns.relay);
+            enter(ns.relay());
             engine.create_group_call(CreateGroupCall {
                 call_id: Some("nsgroup".into()),
                 group_id: "sip:ns-group@mcx.example".into(),

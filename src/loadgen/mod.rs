@@ -41,7 +41,7 @@ mod group;
 pub mod http;
 #[cfg(test)]
 mod http_tests;
-mod netns;
+pub mod netns;
 mod report;
 mod setup;
 mod sys;

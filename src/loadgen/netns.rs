@@ -43,9 +43,10 @@ struct Names {
     callee: String,
 }
 
-/// The topology, deleted when dropped.
+/// The three namespaces of the module's picture, joined by veths, deleted (with their veths)
+/// when dropped. Tests use it too, to run a relay across real interfaces.
 #[derive(Debug)]
-pub(crate) struct Topology {
+pub struct Topology {
     names: Names,
 }
 
@@ -101,22 +102,20 @@ fn enter(ns: &str) -> Result<(), String> {
 }
 
 impl Topology {
-    /// Makes the namespaces and veths and moves the calling thread into the relay's namespace.
-    pub(crate) fn make() -> Result<Topology, String> {
+    /// Makes namespaces `{prefix}-r-{pid}` (the relay's), `{prefix}-c-{pid}` (the caller's)
+    /// and `{prefix}-v-{pid}` (the callee's) with the addresses above. With `ip_forward` the
+    /// relay's namespace routes between the two itself (the no-relay floor); without, only a
+    /// relay running in it moves packets across. Needs root; what was made is deleted on error.
+    pub fn build(prefix: &str, ip_forward: bool) -> Result<Topology, String> {
         let pid = std::process::id();
-        let names = Names {
-            relay: format!("mcvlg-r-{pid}"),
-            caller: format!("mcvlg-c-{pid}"),
-            callee: format!("mcvlg-v-{pid}"),
-        };
         let t = Topology {
-            names: names.clone(),
+            names: Names {
+                relay: format!("{prefix}-r-{pid}"),
+                caller: format!("{prefix}-c-{pid}"),
+                callee: format!("{prefix}-v-{pid}"),
+            },
         };
-        let (r, c, v) = (
-            names.relay.as_str(),
-            names.caller.as_str(),
-            names.callee.as_str(),
-        );
+        let (r, c, v) = (t.relay(), t.caller(), t.callee());
         for n in [r, c, v] {
             run(&["ip", "netns", "add", n])?;
             run(&["ip", "-n", n, "link", "set", "lo", "up"])?;
@@ -136,19 +135,33 @@ impl Topology {
             let gw = relay_ip.trim_end_matches("/24");
             run(&["ip", "-n", peer, "route", "add", "default", "via", gw])?;
         }
-        // The floor: the kernel forwards caller → callee through the relay's namespace.
-        run(&[
-            "ip",
-            "netns",
-            "exec",
-            r,
-            "sysctl",
-            "-qw",
-            "net.ipv4.ip_forward=1",
-        ])?;
-        enter(r)?;
+        let forward = format!("net.ipv4.ip_forward={}", u8::from(ip_forward));
+        run(&["ip", "netns", "exec", r, "sysctl", "-qw", &forward])?;
+        Ok(t)
+    }
+
+    /// The relay's namespace (10.78.1.1 on `va`, 10.78.2.1 on `vb`).
+    pub fn relay(&self) -> &str {
+        &self.names.relay
+    }
+
+    /// The caller's namespace (10.78.1.2 on `eth0`).
+    pub fn caller(&self) -> &str {
+        &self.names.caller
+    }
+
+    /// The callee's namespace (10.78.2.2 on `eth0`).
+    pub fn callee(&self) -> &str {
+        &self.names.callee
+    }
+
+    /// `--netns`: the floor's topology, with the calling thread moved into the relay's
+    /// namespace.
+    pub(crate) fn make() -> Result<Topology, String> {
+        let t = Topology::build("mcvlg", true)?;
+        enter(t.relay())?;
         ACTIVE
-            .set(names)
+            .set(t.names.clone())
             .map_err(|_| "--netns: a topology exists already".to_owned())?;
         Ok(t)
     }
@@ -156,7 +169,7 @@ impl Topology {
 
 impl Drop for Topology {
     fn drop(&mut self) {
-        for n in [&self.names.relay, &self.names.caller, &self.names.callee] {
+        for n in [self.relay(), self.caller(), self.callee()] {
             let _ = Command::new("ip")
                 .args(["netns", "del", n])
                 .stderr(Stdio::null())
