@@ -147,21 +147,42 @@ impl core::fmt::Debug for Engine {
     }
 }
 
+/// The configured media interfaces, each with room for two port pairs at least.
+fn checked_interfaces(config: &EngineConfig) -> io::Result<Vec<super::MediaInterface>> {
+    let interfaces = config.media_interfaces();
+    for i in &interfaces {
+        if i.port_min > i.port_max || i.port_max - i.port_min < 3 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "media interface {}: the port range must hold at least two port pairs",
+                    i.name
+                ),
+            ));
+        }
+    }
+    Ok(interfaces)
+}
+
+/// The recording writer, when recording is configured (its directory must be writable).
+fn start_recorder(config: &EngineConfig) -> io::Result<Option<super::recording::Recorder>> {
+    let Some(r) = &config.recording else {
+        return Ok(None);
+    };
+    super::recording::Recorder::start(r.clone())
+        .map(Some)
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("recording directory {}: {e}", r.dir.display()),
+            )
+        })
+}
+
 impl Engine {
     /// Starts the worker threads. Media sockets are bound per call, from the configured range.
     pub fn start(config: EngineConfig) -> io::Result<Engine> {
-        let interfaces = config.media_interfaces();
-        for i in &interfaces {
-            if i.port_min > i.port_max || i.port_max - i.port_min < 3 {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!(
-                        "media interface {}: the port range must hold at least two port pairs",
-                        i.name
-                    ),
-                ));
-            }
-        }
+        let interfaces = checked_interfaces(&config)?;
         let n = match config.workers {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             n => n,
@@ -183,15 +204,7 @@ impl Engine {
             ports,
         )?;
         let (events, _) = broadcast::channel(config.event_capacity.max(16));
-        let recorder = match &config.recording {
-            Some(r) => Some(super::recording::Recorder::start(r.clone()).map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("recording directory {}: {e}", r.dir.display()),
-                )
-            })?),
-            None => None,
-        };
+        let recorder = start_recorder(&config)?;
         let mut receivers = Vec::with_capacity(n);
         let mut workers = Vec::with_capacity(n);
         for _ in 0..n {

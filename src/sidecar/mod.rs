@@ -207,23 +207,7 @@ fn prepare(
     if let Some(p) = problems.first() {
         return Err(StartError(format!("invalid configuration: {p}")));
     }
-    let listen = cfg.listen_addr();
-    if !listen.ip().is_loopback() && settings.token.is_none() {
-        return Err(StartError(format!(
-            "refusing to start: the control API would listen on {listen}, which is not a \
-             loopback address, without a bearer token; set ${} (api.token_env) or \
-             api.token_file, or listen on 127.0.0.1",
-            cfg.api.token_env
-        )));
-    }
-    let listener = std::net::TcpListener::bind(listen)
-        .map_err(|e| StartError(format!("cannot listen on {listen} (api.listen): {e}")))?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|e| StartError(format!("listener: {e}")))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| StartError(format!("listener: {e}")))?;
+    let (listener, addr) = bind_api(&settings)?;
     let mut ec = cfg.engine_config();
     match &settings.policy {
         Some(p) => {
@@ -277,23 +261,7 @@ fn prepare(
         reloader,
     ));
     #[cfg(feature = "webrtc")]
-    let address: std::net::IpAddr = cfg
-        .webrtc
-        .address
-        .parse()
-        .unwrap_or(state.engine.config().media_ip);
-    #[cfg(feature = "webrtc")]
-    if address.is_unspecified() && cfg.webrtc.max_viewers > 0 {
-        warn!("WHEP is off: media.ip is a wildcard; set webrtc.address to one browsers reach");
-    }
-    #[cfg(feature = "webrtc")]
-    if cfg.webrtc.max_viewers > 0 && !address.is_unspecified() {
-        let mut w = crate::webrtc::WebrtcConfig::new(address);
-        w.max_viewers = cfg.webrtc.max_viewers;
-        w.connect_timeout = Duration::from_secs(cfg.webrtc.connect_timeout_secs);
-        let viewers = crate::webrtc::Browsers::new(state.engine.clone(), w);
-        let _ = state.browsers.set(Arc::new(viewers));
-    }
+    start_browsers(cfg, &state);
     let ng = ng_sock.map(|sock| {
         let svc = Arc::new(ng::NgService::new(state.engine.clone(), &cfg.ng));
         let _ = state.ng_metrics.set(svc.metrics.clone());
@@ -308,6 +276,53 @@ fn prepare(
         #[cfg(feature = "ha")]
         ha,
     })
+}
+
+/// The control API's listener (`api.listen`) and the address it got. A listener off loopback
+/// needs a bearer token.
+fn bind_api(settings: &Settings) -> Result<(std::net::TcpListener, SocketAddr), StartError> {
+    let cfg = &settings.config;
+    let listen = cfg.listen_addr();
+    if !listen.ip().is_loopback() && settings.token.is_none() {
+        return Err(StartError(format!(
+            "refusing to start: the control API would listen on {listen}, which is not a \
+             loopback address, without a bearer token; set ${} (api.token_env) or \
+             api.token_file, or listen on 127.0.0.1",
+            cfg.api.token_env
+        )));
+    }
+    let listener = std::net::TcpListener::bind(listen)
+        .map_err(|e| StartError(format!("cannot listen on {listen} (api.listen): {e}")))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| StartError(format!("listener: {e}")))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| StartError(format!("listener: {e}")))?;
+    Ok((listener, addr))
+}
+
+/// The browser legs (WHEP viewers, WHIP publishers) on `webrtc.address`, or on the media
+/// address: off, with a warning, when that is a wildcard browsers cannot reach.
+#[cfg(feature = "webrtc")]
+fn start_browsers(cfg: &config::Config, state: &AppState) {
+    let address: std::net::IpAddr = cfg
+        .webrtc
+        .address
+        .parse()
+        .unwrap_or(state.engine.config().media_ip);
+    if cfg.webrtc.max_viewers == 0 {
+        return;
+    }
+    if address.is_unspecified() {
+        warn!("WHEP is off: media.ip is a wildcard; set webrtc.address to one browsers reach");
+        return;
+    }
+    let mut w = crate::webrtc::WebrtcConfig::new(address);
+    w.max_viewers = cfg.webrtc.max_viewers;
+    w.connect_timeout = Duration::from_secs(cfg.webrtc.connect_timeout_secs);
+    let viewers = crate::webrtc::Browsers::new(state.engine.clone(), w);
+    let _ = state.browsers.set(Arc::new(viewers));
 }
 
 async fn serve(p: Prepared, stop: impl Future<Output = ()> + Send + 'static) {

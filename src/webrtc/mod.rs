@@ -478,23 +478,7 @@ impl Browsers {
     pub async fn publish(&self, to: PublishTo, offer: &str) -> Result<Published, WhepError> {
         let (id, _admitted) = self.admit('p')?;
         SdpOffer::from_sdp_string(offer).map_err(|e| WhepError::BadOffer(e.to_string()))?;
-        if let PublishTo::Group { call_id, .. } = &to {
-            // The bridge keys its own leg: the other members can decrypt it only where the
-            // relay re-encrypts for them.
-            let g = self
-                .engine
-                .group_call_async(call_id)
-                .await
-                .map_err(WhepError::Call)?;
-            if g.media_security != crate::control::MediaSecurity::PerLeg {
-                return Err(WhepError::Call(SetupError::NotWatchable {
-                    call_id: call_id.clone(),
-                    reason: "a browser can transmit only into a per_leg call: in end_to_end the \
-                             members share a key the relay does not hold"
-                        .into(),
-                }));
-            }
-        }
+        self.may_publish(&to).await?;
         let (rtc, socket, answer) = self.peer(Codec::H264, offer)?;
         let local = socket.local_addr().map_err(WhepError::Io)?;
         let bind = || UdpSocket::bind(SocketAddr::new(self.config.address, 0));
@@ -514,7 +498,78 @@ impl Browsers {
             PublishTo::Group { mcvideo_id, .. } => Some(mcvideo_id.clone()),
             PublishTo::Push { .. } => None,
         };
-        let (call_id, relay, callee_offer) = match to {
+        let (call_id, relay, callee_offer) = self.enter_call(to, sdp).await?;
+        let counters = Arc::new(BrowserCounters::default());
+        let (cmds, cmds_rx) = crossbeam_channel::bounded(16);
+        let peer = self.peer_thread(rtc, socket, &counters, &id)?;
+        let live = {
+            let (engine, cid) = (self.engine.clone(), call_id.clone());
+            Box::new(move || engine.has_call(&cid))
+        };
+        let bridge = whip::Bridge::new(peer, (media, control), &key, ssrc, relay, cmds_rx, live);
+        let parts = (
+            Control::Publisher(cmds),
+            counters.clone(),
+            local,
+            callee_offer,
+        );
+        // When the browser goes, so does its member. A push that held the grant completes with
+        // the End Request the bridge sends last (the call procedure releases it); one that
+        // never got it is released here. A group member leaves.
+        let (engine, cid, c) = (self.engine.clone(), call_id.clone(), counters.clone());
+        let run = move || {
+            let why = bridge.run();
+            let gone = match &member {
+                Some(m) => engine.remove_group_member(&cid, m).map(drop),
+                None if c.granted.load(Ordering::Relaxed) => Ok(()),
+                None => engine.release_call(&cid).map(drop),
+            };
+            if let Err(e) = gone {
+                tracing::debug!(call = %cid, error = %e, "the browser's member was already gone");
+            }
+            why
+        };
+        self.start(&id, &call_id, parts, run)?;
+        tracing::info!(call = %call_id, publisher = %id, %local, "WHIP publisher made");
+        Ok(Published {
+            id,
+            call_id,
+            answer,
+        })
+    }
+
+    /// A browser transmits into a group only in per_leg: the bridge keys its own leg, and the
+    /// other members can decrypt it only where the relay re-encrypts for them.
+    async fn may_publish(&self, to: &PublishTo) -> Result<(), WhepError> {
+        let PublishTo::Group { call_id, .. } = to else {
+            return Ok(());
+        };
+        let g = self
+            .engine
+            .group_call_async(call_id)
+            .await
+            .map_err(WhepError::Call)?;
+        if g.media_security == crate::control::MediaSecurity::PerLeg {
+            return Ok(());
+        }
+        Err(WhepError::Call(SetupError::NotWatchable {
+            call_id: call_id.clone(),
+            reason: "a browser can transmit only into a per_leg call: in end_to_end the members \
+                     share a key the relay does not hold"
+                .into(),
+        }))
+    }
+
+    /// The bridge (offering `sdp`) enters its call: a push is created, a group joined. The
+    /// call's ID, the relay's leg toward the bridge where it is known now (a group member's
+    /// answer; a push's caller learns it when the callee accepts) and a push's offer for the
+    /// callee.
+    async fn enter_call(
+        &self,
+        to: PublishTo,
+        sdp: String,
+    ) -> Result<(String, Option<whip::RelayLeg>, Option<String>), WhepError> {
+        Ok(match to {
             PublishTo::Push {
                 call_id,
                 caller_id,
@@ -557,43 +612,6 @@ impl Browsers {
                     .map_err(WhepError::Call)?;
                 (call_id, whip::relay_leg(&a.sdp_answer), None)
             }
-        };
-        let counters = Arc::new(BrowserCounters::default());
-        let (cmds, cmds_rx) = crossbeam_channel::bounded(16);
-        let peer = self.peer_thread(rtc, socket, &counters, &id)?;
-        let live = {
-            let (engine, cid) = (self.engine.clone(), call_id.clone());
-            Box::new(move || engine.has_call(&cid))
-        };
-        let bridge = whip::Bridge::new(peer, (media, control), &key, ssrc, relay, cmds_rx, live);
-        let parts = (
-            Control::Publisher(cmds),
-            counters.clone(),
-            local,
-            callee_offer,
-        );
-        // When the browser goes, so does its member. A push that held the grant completes with
-        // the End Request the bridge sends last (the call procedure releases it); one that
-        // never got it is released here. A group member leaves.
-        let (engine, cid, c) = (self.engine.clone(), call_id.clone(), counters.clone());
-        let run = move || {
-            let why = bridge.run();
-            let gone = match &member {
-                Some(m) => engine.remove_group_member(&cid, m).map(drop),
-                None if c.granted.load(Ordering::Relaxed) => Ok(()),
-                None => engine.release_call(&cid).map(drop),
-            };
-            if let Err(e) = gone {
-                tracing::debug!(call = %cid, error = %e, "the browser's member was already gone");
-            }
-            why
-        };
-        self.start(&id, &call_id, parts, run)?;
-        tracing::info!(call = %call_id, publisher = %id, %local, "WHIP publisher made");
-        Ok(Published {
-            id,
-            call_id,
-            answer,
         })
     }
 
