@@ -1206,7 +1206,9 @@ fn an_adopted_push_goes_back_into_the_kernel_of_the_engine_that_adopts_it() {
 /// resolves it); then the kernel takes the transmitter's RTP with a copy for each receiver,
 /// each with the Ethernet addresses the loader looked up. Every receiver gets every packet once,
 /// from its own relay port; the transmitter's End Request takes the leg out before the End
-/// Response, and what it sends after is dropped and counted.
+/// Response, and what it sends after is dropped and counted. Then the receivers' next hop stops
+/// answering ARP: the next grant's leg waits in userspace (the wait counted) and is tried
+/// again, on its own, until the next hop answers and the kernel takes the leg.
 #[test]
 fn across_namespaces_a_group_fans_out_in_the_kernel_once_the_receivers_next_hop_is_known() {
     use common::net::{Peer, RelayAddrs};
@@ -1380,5 +1382,74 @@ fn across_namespaces_a_group_fans_out_in_the_kernel_once_the_receivers_next_hop_
     let s = engine.group_call("nsgroup").unwrap();
     let t = s.members.iter().find(|m| m.mcvideo_id == "T").unwrap();
     assert_eq!(t.counters.dropped(DropReason::NotGranted), 20, "{t:?}");
+
+    // A next hop that does not answer: the callee's side stops answering ARP and the relay
+    // forgets its neighbours (an unanswered resolution fails after 50 ms). The next grant's
+    // leg stays in userspace, the wait counted, and nothing can be delivered.
+    let sh = |args: &[&str]| {
+        let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+    };
+    let (r, c) = (ns.relay(), ns.callee());
+    for key in ["retrans_time_ms=50", "ucast_solicit=1", "mcast_solicit=1"] {
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            r,
+            "sysctl",
+            "-qw",
+            &format!("net.ipv4.neigh.vb.{key}"),
+        ]);
+    }
+    sh(&["ip", "-n", c, "link", "set", "eth0", "arp", "off"]);
+    sh(&["ip", "-n", r, "neigh", "flush", "dev", "vb"]);
+    let waits = engine.stats().kernel_offload_neighbour_waits;
+    tx.send_tc(relay.control.unwrap(), &req);
+    expect(&tx, MessageKind::TransmissionGranted);
+    let hs = listen();
+    send(220, 30);
+    std::thread::sleep(Duration::from_millis(300)); // what waited for ARP is dropped
+    for h in hs {
+        assert!(got(h).is_empty(), "no next hop, nothing delivered");
+    }
+    let st = engine.stats();
+    assert!(
+        st.kernel_offload_neighbour_waits > waits,
+        "the wait counted: {st:?}"
+    );
+    assert_eq!(
+        st.kernel_offload_legs, 0,
+        "not in the kernel without a next hop"
+    );
+
+    // ARP answers again: the relay's own sends resolve the next hop, the retry puts the leg
+    // in the kernel, and every packet of the next burst reaches every receiver once.
+    sh(&["ip", "-n", c, "link", "set", "eth0", "arp", "on"]);
+    let in_kernel = engine.stats().kernel_offload_packets;
+    let hs = listen();
+    send(250, 50);
+    std::thread::sleep(Duration::from_millis(600));
+    send(300, 150);
+    for (i, h) in hs.into_iter().enumerate() {
+        let mut seqs: Vec<u16> = got(h).into_iter().map(|(q, _)| q).collect();
+        seqs.sort_unstable();
+        assert_eq!(
+            seqs,
+            (250..450).collect::<Vec<u16>>(),
+            "R{}: every packet once",
+            i + 1
+        );
+    }
+    engine.group_call("nsgroup").unwrap(); // books what the kernel forwarded
+    let st = engine.stats();
+    assert_eq!(
+        st.kernel_offload_legs, 1,
+        "in the kernel once resolved: {st:?}"
+    );
+    assert!(
+        st.kernel_offload_packets >= in_kernel + 100,
+        "most of the last burst through the kernel: {st:?}"
+    );
     engine.shutdown();
 }

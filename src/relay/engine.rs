@@ -1186,6 +1186,8 @@ impl Engine {
             s.group_members.add(&w.stats.group.snapshot());
             s.kernel_offload_packets += w.stats.offload_packets.load(Ordering::Relaxed);
             s.kernel_offload_legs += w.stats.offload_legs.load(Ordering::Relaxed);
+            s.kernel_offload_neighbour_waits +=
+                w.stats.offload_neighbour_waits.load(Ordering::Relaxed);
             let tc = lock(&w.stats.tc);
             s.tc_received.add_all(&tc.0);
             s.tc_sent.add_all(&tc.1);

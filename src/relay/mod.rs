@@ -337,6 +337,10 @@ pub struct EngineStats {
     pub kernel_offload_packets: u64,
     /// Legs forwarded by the kernel fast path now.
     pub kernel_offload_legs: u64,
+    /// Times a group leg stayed in userspace because a receiver's next hop was not in the
+    /// neighbour table yet (each is tried again 250 ms later; the relay's own sends resolve
+    /// it meanwhile). One that keeps rising names a receiver whose next hop never answers.
+    pub kernel_offload_neighbour_waits: u64,
 }
 
 /// Engine-wide counters by call kind (`video_push`, `video_pull`, `group`).

@@ -126,6 +126,8 @@ pub(crate) struct WorkerStats {
     pub(crate) offload_packets: std::sync::atomic::AtomicU64,
     /// The worker's legs in the kernel fast path now.
     pub(crate) offload_legs: std::sync::atomic::AtomicU64,
+    /// Installs put off because a receiver's next hop was not in the neighbour table yet.
+    pub(crate) offload_neighbour_waits: std::sync::atomic::AtomicU64,
 }
 
 /// The engine's shared state.

@@ -249,6 +249,13 @@ fn render_process(o: &mut Out, engine: &Engine, s: &EngineStats) {
          too).",
         s.kernel_offload_packets,
     );
+    o.single(
+        "kernel_offload_neighbour_waits_total",
+        "counter",
+        "Times a group leg stayed in userspace because a receiver's next hop was not in the \
+         neighbour table yet (tried again 250 ms later).",
+        s.kernel_offload_neighbour_waits,
+    );
 }
 
 /// Calls held and created, in all and by kind, and group members' traffic.

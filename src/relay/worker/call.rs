@@ -619,12 +619,10 @@ impl CallRt {
         self.flush_control(tx);
         self.departed.clear();
         let next = self.proc.poll_timeout();
-        if self.offload.any() {
-            // Legs in the kernel: step at least this often to book their counters.
-            let poll = now + super::offload::POLL_EVERY;
-            return Some(next.map_or(poll, |t| t.min(poll)));
+        match self.offload.wake_at(now) {
+            Some(w) => Some(next.map_or(w, |t| t.min(w))),
+            None => next,
         }
-        next
     }
 
     /// Sends what the server queued, SRTCP-protected where the channel has a key.

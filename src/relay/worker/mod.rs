@@ -21,17 +21,15 @@ mod offload;
 mod offload {
     //! Without the `kernel-offload` feature a call never has legs in the kernel.
     use super::call::CallRt;
-    use std::time::{Duration, Instant};
-
-    pub(super) const POLL_EVERY: Duration = Duration::from_secs(3600);
+    use std::time::Instant;
 
     /// A call's entries in the fast path: none in this build.
     #[derive(Debug, Default)]
     pub(crate) struct Offloaded;
 
     impl Offloaded {
-        pub(super) fn any(&self) -> bool {
-            false
+        pub(super) fn wake_at(&self, _now: Instant) -> Option<Instant> {
+            None
         }
     }
 

@@ -23,7 +23,8 @@
 //!   interface toward its destination and attaches the program where its source arrives. A
 //!   group receiver behind an interface needs its next hop in the neighbour table; until the
 //!   relay's own sends have put it there the leg stays in userspace, tried again after
-//!   [`NEIGHBOUR_RETRY`].
+//!   [`NEIGHBOUR_RETRY`] (the call is stepped then for it: media forwarded in userspace steps
+//!   no call), each wait counted (`mcvideo_relay_kernel_offload_neighbour_waits_total`).
 
 use super::call::{CallRt, Procedure};
 use crate::control::arbiter::{slots, Slot};
@@ -38,7 +39,7 @@ use std::time::{Duration, Instant};
 /// `/metrics` (a `GET`, a list and the quality histograms book them first; a step, and so
 /// every timer, books them before it runs). Every wake-up of the worker for it is one the
 /// kernel saved it not: at 50 packets/s per call, 2 s is 0.01 wake-ups per packet.
-pub(super) const POLL_EVERY: Duration = Duration::from_secs(2);
+const POLL_EVERY: Duration = Duration::from_secs(2);
 
 /// A group leg whose receivers' next hops are not in the neighbour table yet is tried again
 /// after this (each try reads the route and neighbour tables).
@@ -84,9 +85,16 @@ impl Offloaded {
         }
     }
 
-    /// Whether the call has legs in the kernel.
-    pub(super) fn any(&self) -> bool {
-        !self.legs.is_empty()
+    /// When the call must be stepped for its entries at the latest: a leg waiting for a next
+    /// hop is tried again when its wait is over (media in userspace does not step a call, so
+    /// nothing else would), and legs in the kernel have their counters booked every
+    /// [`POLL_EVERY`].
+    pub(super) fn wake_at(&self, now: Instant) -> Option<Instant> {
+        let poll = (!self.legs.is_empty()).then(|| now + POLL_EVERY);
+        match (poll, self.neighbour_retry) {
+            (Some(p), Some(r)) => Some(p.min(r)),
+            (p, r) => p.or(r),
+        }
     }
 }
 
@@ -189,6 +197,9 @@ impl CallRt {
         let Some(fp) = self.offload.fp.clone() else {
             return;
         };
+        if self.offload.neighbour_retry.is_some_and(|t| now >= t) {
+            self.offload.neighbour_retry = None; // this sync is the retry
+        }
         let mut want = self.offload_wanted();
         if want.is_empty() && self.offload.legs.is_empty() {
             // Nothing in the kernel and nothing to put there (a per_leg call, one not yet
@@ -255,7 +266,7 @@ impl CallRt {
                         Err(e) => {
                             // Never leave a stale leg forwarding: take it out.
                             if let mcvideo_relay_fastpath::Error::NoNeighbour(_) = e {
-                                self.offload.neighbour_retry = Some(now + NEIGHBOUR_RETRY);
+                                self.wait_for_neighbour(now);
                                 tracing::debug!(call = %self.call_id, error = %e, "leg back in userspace until its receivers' next hops resolve");
                             } else {
                                 tracing::error!(call = %self.call_id, error = %e, "cannot update a kernel fast-path entry: removing it");
@@ -272,7 +283,7 @@ impl CallRt {
                     }
                     Err(mcvideo_relay_fastpath::Error::NoNeighbour(a)) => {
                         // The relay's own sends resolve it; tried again a moment later.
-                        self.offload.neighbour_retry = Some(now + NEIGHBOUR_RETRY);
+                        self.wait_for_neighbour(now);
                         tracing::debug!(call = %self.call_id, receiver = %a.ip(), "leg stays in userspace until its receivers' next hops resolve");
                     }
                     Err(e) => {
@@ -284,6 +295,15 @@ impl CallRt {
             }
         }
         self.set_offload_legs(before, kept);
+    }
+
+    /// A receiver's next hop is not in the neighbour table: new entries wait
+    /// [`NEIGHBOUR_RETRY`] (counted).
+    fn wait_for_neighbour(&mut self, now: Instant) {
+        self.offload.neighbour_retry = Some(now + NEIGHBOUR_RETRY);
+        self.totals
+            .offload_neighbour_waits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The call's legs in the kernel are now `legs`, `before` before (the worker's gauge
