@@ -217,3 +217,62 @@ impl GroupFanOutPath {
         &self.out
     }
 }
+
+/// A watcher's tap ([`super::watch`]) on one thread: the worker's copy of a packet into the
+/// watch channel, and the watcher taking it, then giving its buffer back or dropping it.
+#[derive(Debug)]
+pub struct WatchTap {
+    sink: super::watch::WatchSink,
+    watch: super::Watch,
+}
+
+impl WatchTap {
+    /// A tap with room for `capacity` copies.
+    pub fn new(capacity: usize) -> WatchTap {
+        let (sink, parts) = super::watch::WatchSink::pair(MediaKind::Video, capacity);
+        let stream = super::WatchedStream {
+            index: 0,
+            kind: MediaKind::Video,
+            encoding: None,
+            clock_rate: 90_000,
+            max_transmitters: 1,
+        };
+        WatchTap {
+            sink,
+            watch: super::watch::watch(stream, parts),
+        }
+    }
+
+    /// The worker's side and the watcher's, for a watcher on a thread of its own.
+    pub fn into_sides(self) -> (WatchOffer, super::Watch) {
+        (WatchOffer(self.sink), self.watch)
+    }
+
+    /// One packet through the tap: its copy's length (0: none came through). With `recycle`
+    /// the watcher gives the buffer back, as the WHEP viewer does; without, it drops it.
+    #[inline]
+    pub fn copy(&mut self, at: Instant, rtp: &[u8], recycle: bool) -> usize {
+        self.sink.offer(at, rtp);
+        let Ok(p) = self.watch.packets.try_recv() else {
+            return 0;
+        };
+        let n = p.rtp.len();
+        if recycle {
+            self.watch.recycle(p);
+        }
+        n
+    }
+}
+
+/// The worker's side of a [`WatchTap`].
+#[derive(Debug)]
+pub struct WatchOffer(super::watch::WatchSink);
+
+impl WatchOffer {
+    /// The worker's copy of `rtp` for the watcher (dropped and counted when its channel is
+    /// full). `false`: the watcher is gone.
+    #[inline]
+    pub fn offer(&self, at: Instant, rtp: &[u8]) -> bool {
+        self.0.offer(at, rtp)
+    }
+}
