@@ -83,49 +83,5 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-/// What the worker pays per packet for a watcher (a WHEP viewer), and what the watcher's
-/// giving buffers back saves: the copy into the watch channel and the watcher taking it, on
-/// one thread (across threads a fresh buffer also costs a free on the watcher's thread).
-fn watch_tap(c: &mut Criterion) {
-    use mcvideo_relay::relay::bench_support::WatchTap;
-    let now = Instant::now();
-    let pkt = rtp(1);
-    let mut g = c.benchmark_group("watch_tap_1212");
-    g.throughput(Throughput::Elements(1));
-    for (name, recycle) in [("fresh_buffer", false), ("recycled_buffer", true)] {
-        let mut tap = WatchTap::new(256);
-        assert_eq!(tap.copy(now, &pkt, recycle), pkt.len());
-        g.bench_function(name, |b| b.iter(|| tap.copy(now, black_box(&pkt), recycle)));
-    }
-    // The watcher on a thread of its own, as a viewer is: the worker's side per packet.
-    for (name, recycle) in [
-        ("other_thread_fresh_buffer", false),
-        ("other_thread_recycled_buffer", true),
-    ] {
-        g.bench_function(name, |b| {
-            b.iter_custom(|iters| {
-                let (offer, watch) = WatchTap::new(1024).into_sides();
-                let watcher = std::thread::spawn(move || {
-                    while let Ok(p) = watch.packets.recv() {
-                        if recycle {
-                            watch.recycle(p);
-                        }
-                    }
-                    watch.dropped()
-                });
-                let t = Instant::now();
-                for _ in 0..iters {
-                    offer.offer(now, black_box(&pkt));
-                }
-                let spent = t.elapsed();
-                drop(offer);
-                watcher.join().unwrap();
-                spent
-            })
-        });
-    }
-    g.finish();
-}
-
-criterion_group!(benches, bench, watch_tap);
+criterion_group!(benches, bench);
 criterion_main!(benches);

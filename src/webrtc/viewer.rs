@@ -194,7 +194,6 @@ impl Session {
                         if self.write(&p, mid, pt, &mut rewriter) {
                             self.peer.written = Some(p.at);
                         }
-                        self.watch.recycle(p); // the worker's next copy goes into it
                         None
                     }
                     Err(_) => return "the call ended",
