@@ -1,5 +1,7 @@
 //! Control API requests — method, path, bearer token, headers and body — through the sidecar's
-//! real router (auth, body limit, JSON parsing, validation, handlers) over a running engine.
+//! real router (auth, body limit, JSON parsing, validation, handlers) over a running engine:
+//! one-to-one calls, group calls and their members, UEs, drain, reload, recordings, the
+//! cluster view, health and metrics.
 //!
 //! Invariants: no panic; no 5xx but 503 (draining, no ports, too many calls); every error is
 //! JSON `{"error": {"code", "message"}}`; nothing but `/healthz` answers without the right token;
@@ -48,6 +50,13 @@ enum Path {
     Drain,
     Health,
     Metrics,
+    GroupCalls,
+    GroupCall(Id),
+    GroupMembers(Id),
+    GroupMember(Id, u8),
+    Recordings(Option<String>),
+    Reload,
+    Cluster,
     Raw(String),
 }
 
@@ -121,6 +130,27 @@ enum Body {
     Drain(Option<bool>),
     /// Valid JSON of the wrong shape.
     Json(Vec<(String, u8)>),
+    Group {
+        call_id: Option<Id>,
+        group_id: Word,
+        security: Option<Word>,
+        max_transmitters: Option<i16>,
+        reception: Option<Word>,
+        members: Vec<Member>,
+        record: Option<bool>,
+        extra: Option<(String, u32)>,
+    },
+    Member(Member),
+}
+
+/// A group member, as `POST /v1/group-calls` lists them and `.../members` adds one.
+#[derive(Arbitrary, Debug)]
+struct Member {
+    user: u8,
+    sdp: Sdp,
+    priority: Option<i16>,
+    receive_only: Option<bool>,
+    tc_key: Option<TcKey>,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -209,6 +239,21 @@ fn encode(segment: &str) -> String {
     out
 }
 
+fn member(m: Member) -> Value {
+    let mut v = json!({ "mcvideo_id": users(m.user), "sdp_offer": sdp(m.sdp) });
+    let o = v.as_object_mut().expect("object");
+    if let Some(p) = m.priority {
+        o.insert("priority".into(), Value::from(p));
+    }
+    if let Some(r) = m.receive_only {
+        o.insert("receive_only".into(), Value::from(r));
+    }
+    if let Some(k) = m.tc_key {
+        o.insert("tc_key".into(), tc_key(k));
+    }
+    v
+}
+
 fn body(b: Body, known: &[String]) -> Vec<u8> {
     let with_extra = |mut v: Value, extra: Option<(String, u32)>| {
         if let (Some((k, n)), Some(m)) = (extra, v.as_object_mut()) {
@@ -290,6 +335,39 @@ fn body(b: Body, known: &[String]) -> Vec<u8> {
             Some(d) => json!({ "draining": d }).to_string().into_bytes(),
             None => b"{}".to_vec(),
         },
+        Body::Group {
+            call_id,
+            group_id,
+            security,
+            max_transmitters,
+            reception,
+            members,
+            record,
+            extra,
+        } => {
+            let mut v = json!({
+                "group_id": word(group_id, &["sip:group@example.org", ""]),
+                "members": members.into_iter().take(6).map(member).collect::<Vec<_>>(),
+            });
+            let m = v.as_object_mut().expect("object");
+            if let Some(i) = call_id {
+                m.insert("call_id".into(), Value::from(id(i, known)));
+            }
+            if let Some(s) = security {
+                m.insert("media_security".into(), word(s, &["end_to_end", "per_leg"]));
+            }
+            if let Some(n) = max_transmitters {
+                m.insert("max_transmitters".into(), Value::from(n));
+            }
+            if let Some(r) = reception {
+                m.insert("reception_mode".into(), word(r, &["automatic", "manual"]));
+            }
+            if let Some(r) = record {
+                m.insert("record".into(), Value::from(r));
+            }
+            with_extra(v, extra)
+        }
+        Body::Member(m) => member(m).to_string().into_bytes(),
         Body::Json(fields) => {
             let m: Map<String, Value> = fields
                 .into_iter()
@@ -333,6 +411,22 @@ fuzz_target!(|reqs: Vec<Req>| {
             Path::Drain => "/v1/admin/drain".to_owned(),
             Path::Health => "/healthz".to_owned(),
             Path::Metrics => "/metrics".to_owned(),
+            Path::GroupCalls => "/v1/group-calls".to_owned(),
+            Path::GroupCall(i) => format!("/v1/group-calls/{}", encode(&id(i, &known))),
+            Path::GroupMembers(i) => {
+                format!("/v1/group-calls/{}/members", encode(&id(i, &known)))
+            }
+            Path::GroupMember(i, u) => format!(
+                "/v1/group-calls/{}/members/{}",
+                encode(&id(i, &known)),
+                encode(users(u))
+            ),
+            Path::Recordings(q) => match q {
+                Some(q) => format!("/v1/recordings?{q}"),
+                None => "/v1/recordings".to_owned(),
+            },
+            Path::Reload => "/v1/admin/reload".to_owned(),
+            Path::Cluster => "/v1/cluster".to_owned(),
             Path::Raw(s) => s,
         };
         let mut headers: Vec<(&str, Vec<u8>)> = Vec::new();
@@ -389,6 +483,14 @@ fuzz_target!(|reqs: Vec<Req>| {
             let text = String::from_utf8_lossy(&resp.body);
             for secret in [CALLER_KEY, CALLEE_KEY, TC_KEY] {
                 assert!(!text.contains(secret), "an error echoed a key: {text}");
+            }
+        }
+        if s == 201 && method == "POST" && path == "/v1/group-calls" {
+            let v: Value = serde_json::from_slice(&resp.body).expect("created group is JSON");
+            let id = v["call_id"].as_str().expect("call_id").to_owned();
+            assert!(v["members"].is_array(), "{v}");
+            if known.len() < 8 {
+                known.push(id);
             }
         }
         if s == 201 && method == "POST" && path == "/v1/calls" {

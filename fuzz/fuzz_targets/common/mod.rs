@@ -44,11 +44,14 @@ pub fn answer(control: bool, reject_audio: bool, per_leg: bool) -> String {
     )
 }
 
-/// Releases every call, then asserts that none is left and that every port came back (the
+/// Releases every call (group calls too), then asserts that none is left and that every port came back (the
 /// workers give ports back when a call's tasks have stopped: waits up to 2 s).
 pub fn release_all_and_check(engine: &Engine) {
     for c in engine.calls() {
         let _ = engine.release_call(&c.call_id);
+    }
+    for g in engine.group_calls() {
+        let _ = engine.release_group_call(&g.call_id);
     }
     for _ in 0..2000 {
         if engine.stats().ports_in_use == 0 {
