@@ -338,8 +338,9 @@ pub struct EngineStats {
     /// Legs forwarded by the kernel fast path now.
     pub kernel_offload_legs: u64,
     /// Times a group leg stayed in userspace because a receiver's next hop was not in the
-    /// neighbour table yet (each is tried again 250 ms later; the relay's own sends resolve
-    /// it meanwhile). One that keeps rising names a receiver whose next hop never answers.
+    /// neighbour table yet (tried again after 250 ms, the wait doubling up to 4 s while it
+    /// fails; the relay's own sends resolve it meanwhile). One that keeps rising names a
+    /// receiver whose next hop never answers.
     pub kernel_offload_neighbour_waits: u64,
 }
 

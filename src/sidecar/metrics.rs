@@ -253,7 +253,7 @@ fn render_process(o: &mut Out, engine: &Engine, s: &EngineStats) {
         "kernel_offload_neighbour_waits_total",
         "counter",
         "Times a group leg stayed in userspace because a receiver's next hop was not in the \
-         neighbour table yet (tried again 250 ms later).",
+         neighbour table yet (tried again after 250 ms, doubling up to 4 s).",
         s.kernel_offload_neighbour_waits,
     );
 }

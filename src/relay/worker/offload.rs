@@ -23,8 +23,8 @@
 //!   interface toward its destination and attaches the program where its source arrives. A
 //!   group receiver behind an interface needs its next hop in the neighbour table; until the
 //!   relay's own sends have put it there the leg stays in userspace, tried again after
-//!   [`NEIGHBOUR_RETRY`] (the call is stepped then for it: media forwarded in userspace steps
-//!   no call), each wait counted (`mcvideo_relay_kernel_offload_neighbour_waits_total`).
+//!   [`NEIGHBOUR_RETRY`], doubling up to [`NEIGHBOUR_RETRY_MAX`] (the call is stepped then
+//!   for it: media forwarded in userspace steps no call), each wait counted (`mcvideo_relay_kernel_offload_neighbour_waits_total`).
 
 use super::call::{CallRt, Procedure};
 use crate::control::arbiter::{slots, Slot};
@@ -42,8 +42,13 @@ use std::time::{Duration, Instant};
 const POLL_EVERY: Duration = Duration::from_secs(2);
 
 /// A group leg whose receivers' next hops are not in the neighbour table yet is tried again
-/// after this (each try reads the route and neighbour tables).
+/// after this (each try reads the route and neighbour tables); the wait doubles at each try
+/// that fails again, up to [`NEIGHBOUR_RETRY_MAX`], so that calls whose receivers never
+/// answer cost little.
 const NEIGHBOUR_RETRY: Duration = Duration::from_millis(250);
+
+/// The longest wait between two tries of a leg whose next hops do not resolve.
+const NEIGHBOUR_RETRY_MAX: Duration = Duration::from_secs(4);
 
 use crate::relay::offload::Handle;
 
@@ -74,6 +79,8 @@ pub(crate) struct Offloaded {
     /// A fan-out receiver's next hop had no neighbour entry: not tried again before this (the
     /// relay's own sends resolve it meanwhile).
     neighbour_retry: Option<Instant>,
+    /// The wait after the next try that fails ([`NEIGHBOUR_RETRY`] when zero).
+    neighbour_wait: Duration,
 }
 
 impl Offloaded {
@@ -200,6 +207,13 @@ impl CallRt {
         if self.offload.neighbour_retry.is_some_and(|t| now >= t) {
             self.offload.neighbour_retry = None; // this sync is the retry
         }
+        self.sync_entries(&fp, now);
+        if self.offload.neighbour_retry.is_none() {
+            self.offload.neighbour_wait = Duration::ZERO; // resolved, or nothing waits
+        }
+    }
+
+    fn sync_entries(&mut self, fp: &Handle, now: Instant) {
         let mut want = self.offload_wanted();
         if want.is_empty() && self.offload.legs.is_empty() {
             // Nothing in the kernel and nothing to put there (a per_leg call, one not yet
@@ -298,9 +312,11 @@ impl CallRt {
     }
 
     /// A receiver's next hop is not in the neighbour table: new entries wait
-    /// [`NEIGHBOUR_RETRY`] (counted).
+    /// [`NEIGHBOUR_RETRY`], twice as long after each try that fails again (counted).
     fn wait_for_neighbour(&mut self, now: Instant) {
-        self.offload.neighbour_retry = Some(now + NEIGHBOUR_RETRY);
+        let wait = self.offload.neighbour_wait.max(NEIGHBOUR_RETRY);
+        self.offload.neighbour_retry = Some(now + wait);
+        self.offload.neighbour_wait = (wait * 2).min(NEIGHBOUR_RETRY_MAX);
         self.totals
             .offload_neighbour_waits
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
