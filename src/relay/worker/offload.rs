@@ -92,6 +92,29 @@ impl Offloaded {
         }
     }
 
+    /// A try failed for want of a next hop: the next is due after the current wait, which
+    /// doubles for the one after ([`NEIGHBOUR_RETRY`] up to [`NEIGHBOUR_RETRY_MAX`]).
+    fn defer(&mut self, now: Instant) {
+        let wait = self.neighbour_wait.max(NEIGHBOUR_RETRY);
+        self.neighbour_retry = Some(now + wait);
+        self.neighbour_wait = (wait * 2).min(NEIGHBOUR_RETRY_MAX);
+    }
+
+    /// Before a sync: a retry that is due is this sync.
+    fn retry_due(&mut self, now: Instant) {
+        if self.neighbour_retry.is_some_and(|t| now >= t) {
+            self.neighbour_retry = None;
+        }
+    }
+
+    /// After a sync: with no retry set again (resolved, or nothing waits any more), the waits
+    /// start over.
+    fn retried(&mut self) {
+        if self.neighbour_retry.is_none() {
+            self.neighbour_wait = Duration::ZERO;
+        }
+    }
+
     /// When the call must be stepped for its entries at the latest: a leg waiting for a next
     /// hop is tried again when its wait is over (media in userspace does not step a call, so
     /// nothing else would), and legs in the kernel have their counters booked every
@@ -204,13 +227,9 @@ impl CallRt {
         let Some(fp) = self.offload.fp.clone() else {
             return;
         };
-        if self.offload.neighbour_retry.is_some_and(|t| now >= t) {
-            self.offload.neighbour_retry = None; // this sync is the retry
-        }
+        self.offload.retry_due(now);
         self.sync_entries(&fp, now);
-        if self.offload.neighbour_retry.is_none() {
-            self.offload.neighbour_wait = Duration::ZERO; // resolved, or nothing waits
-        }
+        self.offload.retried();
     }
 
     fn sync_entries(&mut self, fp: &Handle, now: Instant) {
@@ -314,9 +333,7 @@ impl CallRt {
     /// A receiver's next hop is not in the neighbour table: new entries wait
     /// [`NEIGHBOUR_RETRY`], twice as long after each try that fails again (counted).
     fn wait_for_neighbour(&mut self, now: Instant) {
-        let wait = self.offload.neighbour_wait.max(NEIGHBOUR_RETRY);
-        self.offload.neighbour_retry = Some(now + wait);
-        self.offload.neighbour_wait = (wait * 2).min(NEIGHBOUR_RETRY_MAX);
+        self.offload.defer(now);
         self.totals
             .offload_neighbour_waits
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -415,5 +432,35 @@ impl CallRt {
             }
         }
         self.set_offload_legs(before, Vec::new());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // a start for virtual time
+    fn a_next_hop_that_stays_unresolved_is_tried_less_and_less_often() {
+        let t0 = Instant::now();
+        let mut o = Offloaded::new(None);
+        assert_eq!(o.wake_at(t0), None, "nothing to step for");
+        let mut at = t0;
+        let mut waits = Vec::new();
+        for _ in 0..7 {
+            o.retry_due(at);
+            o.defer(at); // the try failed again
+            o.retried();
+            let next = o.wake_at(at).expect("stepped for the retry");
+            waits.push(next.duration_since(at).as_millis());
+            at = next;
+        }
+        assert_eq!(waits, [250, 500, 1000, 2000, 4000, 4000, 4000]);
+        // A try that succeeds starts the waits over.
+        o.retry_due(at);
+        o.retried();
+        assert_eq!(o.wake_at(at), None);
+        o.defer(at);
+        assert_eq!(o.wake_at(at), Some(at + NEIGHBOUR_RETRY));
     }
 }
