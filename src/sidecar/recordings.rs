@@ -424,7 +424,7 @@ pub(crate) async fn delete(
 ) -> Result<Response, ApiError> {
     let dir = dir(&st)?;
     let st2 = st.clone();
-    let id = blocking("reading the recordings", move || {
+    let id = blocking("deleting the recording", move || {
         let (path, _, _) = recording_path(&dir, &id)?;
         // A recording is noted open before its directory is made and never reopened: one
         // that is not open now is finished for good.
