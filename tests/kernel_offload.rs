@@ -1428,14 +1428,18 @@ fn across_namespaces_a_group_fans_out_in_the_kernel_once_the_receivers_next_hop_
     // the longest wait; then every packet of a burst reaches every receiver once, from the
     // kernel.
     sh(&["ip", "-n", c, "link", "set", "eth0", "arp", "on"]);
-    let hs = listen();
-    send(250, 50);
-    for (i, h) in hs.into_iter().enumerate() {
-        let mut seqs: Vec<u16> = got(h).into_iter().map(|(q, _)| q).collect();
-        seqs.sort_unstable();
-        let want: Vec<u16> = (250..300).collect();
-        assert_eq!(seqs, want, "R{}: in userspace, every packet once", i + 1);
-    }
+    // Sends the burst `first..end` and checks that each receiver got every packet of it once.
+    let every_packet_once = |first: u16, end: u16, what: &str| {
+        let hs = listen();
+        send(first, end - first);
+        for (i, h) in hs.into_iter().enumerate() {
+            let mut seqs: Vec<u16> = got(h).into_iter().map(|(q, _)| q).collect();
+            seqs.sort_unstable();
+            let want: Vec<u16> = (first..end).collect();
+            assert_eq!(seqs, want, "R{}: {what}every packet once", i + 1);
+        }
+    };
+    every_packet_once(250, 300, "in userspace, ");
     let deadline = Instant::now() + Duration::from_secs(6);
     while engine.stats().kernel_offload_legs == 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
@@ -1447,14 +1451,7 @@ fn across_namespaces_a_group_fans_out_in_the_kernel_once_the_receivers_next_hop_
     );
     engine.group_call("nsgroup").unwrap(); // books what the kernel forwarded
     let in_kernel = engine.stats().kernel_offload_packets;
-    let hs = listen();
-    send(300, 150);
-    for (i, h) in hs.into_iter().enumerate() {
-        let mut seqs: Vec<u16> = got(h).into_iter().map(|(q, _)| q).collect();
-        seqs.sort_unstable();
-        let want: Vec<u16> = (300..450).collect();
-        assert_eq!(seqs, want, "R{}: every packet once", i + 1);
-    }
+    every_packet_once(300, 450, "");
     engine.group_call("nsgroup").unwrap();
     let st = engine.stats();
     assert_eq!(
